@@ -1,0 +1,2 @@
+-- placeholder replaced by the ledger schema
+SELECT 1;
