@@ -101,10 +101,12 @@ int subproc_capture(char *out, size_t outlen, size_t *outn,
 		goto spawn_fail;
 	attr_ok = true;
 
-	/* stdin and stderr on /dev/null, stdout into our pipe (dup2 clears
-	 * close-on-exec on the target, the pipe ends themselves close). */
-	if (posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) != 0 ||
-	    posix_spawn_file_actions_adddup2(&fa, fds[1], 1) != 0 ||
+	/* Stdout into our pipe (dup2 clears close-on-exec on the target, the
+	 * pipe ends themselves close), then stdin and stderr on /dev/null.
+	 * The dup2 comes first in case the pipe landed on fd 0 or 2 because
+	 * the worker runs with those closed. */
+	if (posix_spawn_file_actions_adddup2(&fa, fds[1], 1) != 0 ||
+	    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) != 0 ||
 	    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0) != 0)
 		goto spawn_fail;
 
