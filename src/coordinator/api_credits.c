@@ -1,0 +1,340 @@
+/*
+ * api_credits.c - accounts, tickets and escrow:
+ *   POST /authorize                     signed by the requester
+ *   GET  /users/{account}/balance       signed by that account
+ *   GET  /users/{account}/transactions  signed by that account
+ *   POST /admin/grant                   signed by an admin key
+ *
+ * /authorize picks a live IDLE node serving the model (least loaded, ties
+ * at random), reserves the estimated cost in the same ledger transaction
+ * that checks the balance, and signs a ticket for that node.
+ */
+#include <math.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coordinator.h"
+#include "error.h"
+#include "json.h"
+#include "log.h"
+
+#define AUTH_CANDIDATES 64
+
+/* ---- node choice ------------------------------------------------------------- */
+
+static bool excluded(const char *id, json_t *exclude)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(exclude, i, v)
+		if (json_is_string(v) && strcmp(json_string_value(v), id) == 0)
+			return true;
+	return false;
+}
+
+/* Pick the least-loaded eligible node from `nodes`: IDLE, below max_jobs,
+ * not excluded, the requested node if one was named, verified unless the
+ * operator allows unverified nodes.  Ties are broken at random.  Returns
+ * the index, or -1.  *ln gets the chosen node's durable facts. */
+static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *exclude,
+    const char *want_node, ledger_node *ln)
+{
+	coord *c = t->c;
+	int best = -1;
+	double best_load = 0;
+	uint32_t ties = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		registry_node *nd = &nodes[i];
+		ledger_node cand;
+		double load;
+		if (nd->status != NODE_IDLE)
+			continue;
+		if (nd->max_jobs > 0 && nd->active_jobs >= nd->max_jobs)
+			continue;
+		if (want_node && strcmp(nd->node_id, want_node) != 0)
+			continue;
+		if (exclude && excluded(nd->node_id, exclude))
+			continue;
+		if (ledger_node_get(&cand, t->db, nd->node_id) != 0)
+			continue;
+		if (!cand.verified && !c->allow_unverified)
+			continue;
+		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
+					: (double)nd->active_jobs;
+		if (best < 0 || load < best_load) {
+			best = (int)i;
+			best_load = load;
+			ties = 1;
+			*ln = cand;
+		} else if (load == best_load) {
+			/* reservoir sampling over equal loads: each tie equally likely */
+			ties++;
+			if (randombytes_uniform(ties) == 0) {
+				best = (int)i;
+				*ln = cand;
+			}
+		}
+	}
+	return best;
+}
+
+static void h_authorize(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char requester[TROOP_ID_LEN + 1];
+	int64_t now = (int64_t)time(NULL), max_seconds, cost, available = 0;
+	const char *model, *want_node = NULL;
+	json_t *body = NULL, *exclude = NULL;
+	registry_node *nodes = NULL;
+	size_t n = 0, len;
+	const char *raw;
+	ledger_node ln;
+	ticket_claims cl;
+	char *token = NULL;
+	int idx, rc;
+
+	if (coord_authenticate(r, requester) != 0)
+		return;
+	raw = http_req_body(r, &len);
+	max_seconds = c->reserve_seconds;
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_strn(&model, body, "model", true, REGISTRY_MODEL_MAX)) ||
+	    (rc = json_get_strn(&want_node, body, "node_id", false, TROOP_ID_LEN)) ||
+	    (rc = json_get_array(&exclude, body, "exclude", false, COORD_MAX_EXCLUDE)) ||
+	    (rc = json_get_int(&max_seconds, body, "max_seconds", false, 1, c->max_seconds_cap))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if ((rc = ledger_ensure_account(NULL, t->db, requester, c->starter_credits, now)) ||
+	    (rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES, 0))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (n == 0) {
+		METRIC_ADD(&c->metrics, auth_no_model, 1);
+		coord_reply_error(r, TROOP_ENOMODEL,
+		    "no live node serves model '%s'; see 'troop models' for what the troop serves",
+		    model);
+		goto out;
+	}
+	idx = choose_node(t, nodes, n, exclude, want_node, &ln);
+	if (idx < 0) {
+		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
+		coord_reply_error(r, TROOP_ECAPACITY,
+		    "every node serving '%s' is busy%s; try again shortly", model,
+		    c->allow_unverified ? "" : " or unverified");
+		goto out;
+	}
+
+	memset(&cl, 0, sizeof(cl));
+	snprintf(cl.iss, sizeof(cl.iss), "%s", c->key.id);
+	snprintf(cl.sub, sizeof(cl.sub), "%s", requester);
+	snprintf(cl.aud, sizeof(cl.aud), "%s", TICKET_AUD);
+	snprintf(cl.target_node, sizeof(cl.target_node), "%s", nodes[idx].node_id);
+	snprintf(cl.model, sizeof(cl.model), "%s", model);
+	ticket_new_jti(cl.jti);
+	cl.iat = now;
+	cl.exp = now + c->ticket_ttl;
+	cl.max_seconds = max_seconds;
+	cost = ledger_charge(max_seconds * 1000, ln.multiplier, INT64_MAX);
+	if (cost < 1)
+		cost = 1;
+
+	{
+		ledger_reserve_req rq = {
+			.job_id = cl.jti, .requester = requester, .node_id = cl.target_node,
+			.worker = ln.owner, .model = model, .amount = cost,
+			.max_seconds = max_seconds, .multiplier = ln.multiplier,
+			/* the ticket may be used until exp and then run max_seconds */
+			.expires_at = cl.exp + max_seconds, .now = now,
+		};
+		rc = ledger_reserve(&available, t->db, &rq);
+	}
+	if (rc == TROOP_ECREDITS) {
+		METRIC_ADD(&c->metrics, auth_no_credits, 1);
+		coord_reply_error(r, TROOP_ECREDITS,
+		    "insufficient credits: available %lld, price %lld credit-seconds "
+		    "(%lld s at multiplier %.2f); earn credits by running a worker",
+		    (long long)available, (long long)cost, (long long)max_seconds, ln.multiplier);
+		goto out;
+	}
+	if (rc != 0 || (rc = ticket_sign(&token, &cl, &c->key)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	registry_add_active_job(c->reg, cl.target_node, 1);
+	METRIC_ADD(&c->metrics, auth_ok, 1);
+	METRIC_ADD(&c->metrics, credits_reserved, (unsigned long long)cost);
+	log_debug("authorize", "job=%s node=%.8s model=%s cost=%lld", cl.jti, cl.target_node,
+	    model, (long long)cost);
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}",
+	    "job_id", cl.jti, "token", token, "node_id", cl.target_node,
+	    "target_ip", nodes[idx].ip, "target_port", nodes[idx].port,
+	    "estimated_cost", (json_int_t)cost, "expires_at", (json_int_t)cl.exp,
+	    "max_seconds", (json_int_t)max_seconds,
+	    "encryption_public_key", nodes[idx].encryption_public_key));
+out:
+	if (token) {
+		sodium_memzero(token, strlen(token));
+		free(token);
+	}
+	registry_nodes_free(nodes, n);
+	json_decref(body);
+}
+
+/* ---- accounts ------------------------------------------------------------------ */
+
+/* The signer must be the account in the path. */
+static int own_account(http_req *r, char signer[TROOP_ID_LEN + 1], const char **account)
+{
+	if (coord_authenticate(r, signer) != 0)
+		return -1;
+	*account = http_req_param(r, "account");
+	if (!*account || strcmp(*account, signer) != 0) {
+		coord_reply_error(r, TROOP_EFORBIDDEN,
+		    "an account's balance and transactions are readable only with its own key");
+		return -1;
+	}
+	return 0;
+}
+
+static void h_balance(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *account;
+	ledger_balance b;
+	int rc;
+
+	if (own_account(r, signer, &account) != 0)
+		return;
+	if ((rc = ledger_ensure_account(NULL, t->db, account, c->starter_credits,
+	    (int64_t)time(NULL))) || (rc = ledger_balance_get(&b, t->db, account))) {
+		coord_reply_last_error(r, rc);
+		return;
+	}
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:f}",
+	    "public_key", account, "balance_seconds", (json_int_t)(b.available + b.reserved),
+	    "reserved_seconds", (json_int_t)b.reserved,
+	    "available_seconds", (json_int_t)b.available,
+	    "balance_hours", (double)(b.available + b.reserved) / 3600.0));
+}
+
+static int query_int(http_req *r, const char *name, int64_t def, int64_t min, int64_t max,
+    int64_t *out)
+{
+	const char *v = http_req_query_param(r, name);
+	char *end;
+	long long x;
+
+	*out = def;
+	if (!v)
+		return 0;
+	x = strtoll(v, &end, 10);
+	if (*v == '\0' || *end || x < min || x > max)
+		return troop_error_set(TROOP_EINVAL,
+		    "query parameter '%s' must be an integer between %lld and %lld", name,
+		    (long long)min, (long long)max);
+	*out = x;
+	return 0;
+}
+
+static void h_transactions(http_req *r, void *arg)
+{
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *account;
+	int64_t limit, before, next = 0;
+	ledger_tx *rows = NULL;
+	size_t n = 0;
+	json_t *arr;
+	int rc;
+
+	(void)arg;
+	if (own_account(r, signer, &account) != 0)
+		return;
+	if ((rc = query_int(r, "limit", 50, 1, LEDGER_TX_LIMIT_MAX, &limit)) ||
+	    (rc = query_int(r, "before", 0, 0, INT64_MAX, &before)) ||
+	    (rc = ledger_transactions(&rows, &n, &next, t->db, account, (int)limit, before))) {
+		coord_reply_last_error(r, rc);
+		return;
+	}
+	arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I}",
+		    "id", (json_int_t)rows[i].id, "type", rows[i].type, "job_id", rows[i].job_id,
+		    "requester", rows[i].requester, "worker", rows[i].worker,
+		    "credits", (json_int_t)rows[i].credits,
+		    "duration_ms", (json_int_t)rows[i].duration_ms, "model", rows[i].model,
+		    "timestamp", (json_int_t)rows[i].timestamp);
+		if (rows[i].note[0])
+			json_object_set_new(o, "note", json_string(rows[i].note));
+		json_array_append_new(arr, o);
+	}
+	free(rows);
+	coord_reply_json(r, 200, json_pack("{s:o, s:o}", "transactions", arr,
+	    "next", next ? json_integer(next) : json_null()));
+}
+
+static void h_admin_grant(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *account, *reason = "";
+	unsigned char pk[TROOP_PK_LEN];
+	int64_t credits, tx = 0;
+	json_t *body = NULL;
+	bool admin = false;
+	size_t len;
+	const char *raw;
+	int rc;
+
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	for (size_t i = 0; i < c->n_admins; i++)
+		admin |= strcmp(c->admins[i], signer) == 0;
+	if (!admin) {
+		coord_reply_error(r, TROOP_EFORBIDDEN,
+		    "this key is not an admin of this coordinator (see --admin)");
+		return;
+	}
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_str(&account, body, "account", true)) ||
+	    (rc = json_get_int(&credits, body, "credits", true, 1, LEDGER_CREDITS_MAX)) ||
+	    (rc = json_get_strn(&reason, body, "reason", false, LEDGER_NOTE_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (account_id_decode(pk, account) != 0) {
+		coord_reply_error(r, TROOP_EINVAL,
+		    "field 'account' must be an account id (43 base64url characters)");
+		goto out;
+	}
+	rc = ledger_admin_grant(&tx, t->db, account, credits, reason, signer, (int64_t)time(NULL));
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	log_info("admin_grant", "admin=%.8s account=%.8s credits=%lld", signer, account,
+	    (long long)credits);
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I}", "status", "granted",
+	    "account", account, "credits", (json_int_t)credits, "transaction_id", (json_int_t)tx));
+out:
+	json_decref(body);
+}
+
+void api_credits_routes(http_server *s, coord *c)
+{
+	http_server_route(s, "POST", "/authorize", h_authorize, c);
+	http_server_route(s, "GET", "/users/{account}/balance", h_balance, c);
+	http_server_route(s, "GET", "/users/{account}/transactions", h_transactions, c);
+	http_server_route(s, "POST", "/admin/grant", h_admin_grant, c);
+}

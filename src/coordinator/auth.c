@@ -1,0 +1,72 @@
+/*
+ * auth.c - signed-request checking and counted replies for the
+ * coordinator's handlers.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "coordinator.h"
+#include "error.h"
+#include "httpsig.h"
+#include "json.h"
+
+static void count_status(coord *c, int status)
+{
+	if (status < 400)
+		METRIC_ADD(&c->metrics, req_2xx, 1);
+	else if (status < 500)
+		METRIC_ADD(&c->metrics, req_4xx, 1);
+	else
+		METRIC_ADD(&c->metrics, req_5xx, 1);
+}
+
+void coord_reply_json(http_req *r, int status, json_t *body)
+{
+	count_status(coord_thread_of(r)->c, status);
+	http_reply_json(r, status, body);
+}
+
+void coord_reply_error(http_req *r, int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	count_status(coord_thread_of(r)->c, troop_err_status(err));
+	http_reply_error(r, err, "%s", msg);
+}
+
+void coord_reply_last_error(http_req *r, int err)
+{
+	const char *msg = troop_error_msg();
+
+	coord_reply_error(r, err, "%s", msg[0] ? msg : troop_err_code(err));
+}
+
+int coord_authenticate(http_req *r, char account[TROOP_ID_LEN + 1])
+{
+	coord *c = coord_thread_of(r)->c;
+	size_t len;
+	const char *body = http_req_body(r, &len);
+	int rc;
+
+	rc = httpsig_verify(account, http_req_method(r), http_req_path(r),
+	    http_req_query(r), body, len, http_req_header(r, "Content-Digest"),
+	    http_req_header(r, "Signature-Input"), http_req_header(r, "Signature"),
+	    (int64_t)time(NULL), registry_nonce_check, c->reg);
+	if (rc == 0) {
+		http_req_set_account(r, account);
+		return 0;
+	}
+	if (rc == TROOP_EAUTH) {
+		METRIC_ADD(&c->metrics, bad_signatures, 1);
+		coord_reply_last_error(r, TROOP_EAUTH);
+	} else {
+		/* the nonce store failed or is full: not the caller's fault */
+		coord_reply_last_error(r, rc);
+	}
+	return rc;
+}

@@ -1,0 +1,311 @@
+/*
+ * coordinator.c - `troop coordinator`: parse the configuration, open the
+ * ledger and the registry, load or create the ticket signing key, and
+ * serve the API on the HTTP server's threads (one ledger connection per
+ * thread).  Thread 0 also runs the sweeper: expired reservations are
+ * released and expired registry entries dropped every few seconds.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "commands.h"
+#include "config.h"
+#include "coordinator.h"
+#include "encoding.h"
+#include "error.h"
+#include "log.h"
+
+#define SWEEP_INTERVAL_S 5
+#define KV_TICKET_KEY "ticket_signing_key"
+
+static const config_opt coord_opts[] = {
+	{ "listen", 'l', OPT_STRING, "TROOP_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
+	  "address to serve the API on", 0, 0 },
+	{ "data-dir", 'd', OPT_STRING, "TROOP_DATA_DIR", NULL, NULL, "DIR",
+	  "directory for the SQLite ledger and the coordinator key "
+	  "(default: $TROOP_HOME/coordinator)", 0, 0 },
+	{ "database-url", 0, OPT_STRING, "TROOP_DATABASE_URL", "DATABASE_URL", NULL, "URL",
+	  "ledger URL (default: sqlite:DATA_DIR/ledger.db)", 0, 0 },
+	{ "registry-url", 0, OPT_STRING, "TROOP_REDIS_URL", "REDIS_URL", NULL, "URL",
+	  "live registry URL (default: in-process)", 0, 0 },
+	{ "ticket-key", 0, OPT_STRING, "TROOP_TICKET_KEY", NULL, NULL, "FILE",
+	  "ticket signing key file (default: DATA_DIR/coordinator.key)", 0, 0 },
+	{ "ticket-ttl", 0, OPT_INT, "TROOP_TICKET_TTL", NULL, "300", "SECONDS",
+	  "how long a ticket stays valid", 10, 86400 },
+	{ "node-ttl", 0, OPT_INT, "TROOP_NODE_TTL", NULL, "30", "SECONDS",
+	  "how long a node stays live after a heartbeat", 2, 3600 },
+	{ "starter-credits", 0, OPT_INT, "TROOP_STARTER_CREDITS", "STARTER_CREDITS", "3600",
+	  "CREDITS", "credit-seconds granted once to each new account", 0, 1e12 },
+	{ "reserve-seconds", 0, OPT_INT, "TROOP_RESERVE_SECONDS", NULL, "300", "SECONDS",
+	  "time budget an authorization reserves when the client names none", 1, 86400 },
+	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
+	  "largest time budget a client may ask for", 1, 86400 },
+	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
+	  "account id allowed to call /admin/grant (repeatable)", 0, 0 },
+	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
+	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
+	{ "threads", 't', OPT_INT, "TROOP_THREADS", NULL, "0", "N",
+	  "server threads (0: one per core)", 0, 256 },
+	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
+	  "debug, info, warn or error", 0, 0 },
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+/* ---- threads ------------------------------------------------------------------ */
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	coord_thread *t = arg;
+	int64_t now = (int64_t)time(NULL), released = 0;
+	size_t removed = 0;
+
+	(void)fd;
+	(void)what;
+	if (ledger_release_expired(&released, t->db, now, LEDGER_RELEASE_GRACE) != 0)
+		log_warn("sweep", "error=\"%s\"", troop_error_msg());
+	else if (released > 0) {
+		METRIC_ADD(&t->c->metrics, released, (unsigned long long)released);
+		log_info("sweep", "released=%lld", (long long)released);
+	}
+	registry_sweep(&removed, t->c->reg, now);
+}
+
+static int thread_init(void *arg, int index, struct event_base *base, void **tctx)
+{
+	coord *c = arg;
+	coord_thread *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return TROOP_ENOMEM;
+	t->c = c;
+	t->index = index;
+	if (ledger_conn_open(&t->db, c->ledger) != 0) {
+		log_error("ledger", "error=\"%s\"", troop_error_msg());
+		free(t);
+		return TROOP_EUNAVAIL;
+	}
+	if (index == 0) {
+		struct timeval tv = { SWEEP_INTERVAL_S, 0 };
+		t->sweeper = event_new(base, -1, EV_PERSIST, sweep_cb, t);
+		if (t->sweeper)
+			event_add(t->sweeper, &tv);
+	}
+	*tctx = t;
+	return 0;
+}
+
+static void thread_fini(void *arg, void *tctx)
+{
+	coord_thread *t = tctx;
+
+	(void)arg;
+	if (!t)
+		return;
+	if (t->sweeper)
+		event_free(t->sweeper);
+	ledger_conn_close(t->db);
+	free(t);
+}
+
+/* ---- the signing key ------------------------------------------------------------ */
+
+/* Shared ledgers (PostgreSQL) keep the key in the ledger so that every
+ * coordinator of a network signs with it (first one to start creates it);
+ * the embedded default keeps it as a key file in the data directory. */
+static int load_key_from_ledger(coord *c)
+{
+	ledger_conn *db = NULL;
+	char text[256];
+	unsigned char sk[TROOP_SK_LEN];
+	size_t sklen = 0;
+	int rc;
+
+	if ((rc = ledger_conn_open(&db, c->ledger)) != 0)
+		return rc;
+	if ((rc = identity_generate(&c->key)) != 0)
+		goto out;
+	b64_encode(text, sizeof(text), c->key.sk, sizeof(c->key.sk));
+	rc = ledger_kv_put_if_absent(NULL, db, KV_TICKET_KEY, text, (int64_t)time(NULL));
+	sodium_memzero(text, sizeof(text));
+	if (rc != 0)
+		goto out;
+	if ((rc = ledger_kv_get(text, sizeof(text), NULL, db, KV_TICKET_KEY)) != 0)
+		goto out;
+	if (b64_decode(sk, sizeof(sk), &sklen, text, strlen(text)) != 0 || sklen != TROOP_SK_LEN) {
+		rc = troop_error_set(TROOP_EINVAL, "the ticket key stored in the ledger is corrupt");
+		goto out;
+	}
+	memcpy(c->key.sk, sk, sizeof(sk));
+	memcpy(c->key.pk, sk + 32, TROOP_PK_LEN);
+	account_id_encode(c->key.id, c->key.pk);
+out:
+	sodium_memzero(text, sizeof(text));
+	sodium_memzero(sk, sizeof(sk));
+	ledger_conn_close(db);
+	return rc;
+}
+
+static int mkdir_private(const char *dir)
+{
+	struct stat st;
+
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return troop_error_set(TROOP_EIO, "cannot create data directory %s: %s", dir,
+		    strerror(errno));
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+		return troop_error_set(TROOP_EIO, "data directory %s is not a directory", dir);
+	return 0;
+}
+
+static void fatal_config(const char *what)
+{
+	fprintf(stderr, "troop coordinator: %s: %s\n", what, troop_error_msg());
+}
+
+int cmd_coordinator(int argc, char **argv)
+{
+	config *cfg = NULL;
+	coord *c = NULL;
+	http_server *srv = NULL;
+	char data_dir[1024], db_url[1200], key_path[1200];
+	const char *const *admins;
+	log_level lvl;
+	bool shared_ledger;
+	int rc, ret = 1;
+
+	rc = config_parse(&cfg, coord_opts, argc, argv);
+	if (rc == CONFIG_HELP) {
+		config_usage(stdout, "coordinator", "[options]",
+		    "Run a coordinator: node registry, tickets and the credit ledger.", coord_opts);
+		return 0;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "troop coordinator: %s\n(see 'troop coordinator --help')\n",
+		    troop_error_msg());
+		return EXIT_USAGE;
+	}
+	if (log_parse_level(&lvl, config_str(cfg, "log-level")) != 0) {
+		fprintf(stderr, "troop coordinator: --log-level: %s\n", troop_error_msg());
+		ret = EXIT_USAGE;
+		goto out;
+	}
+	log_set_level(lvl);
+
+	c = sodium_malloc(sizeof(*c));
+	if (!c)
+		goto out;
+	memset(c, 0, sizeof(*c));
+	c->ticket_ttl = config_int(cfg, "ticket-ttl");
+	c->node_ttl = config_int(cfg, "node-ttl");
+	c->starter_credits = config_int(cfg, "starter-credits");
+	c->reserve_seconds = config_int(cfg, "reserve-seconds");
+	c->max_seconds_cap = config_int(cfg, "max-seconds");
+	c->allow_unverified = config_bool(cfg, "allow-unverified");
+	c->started = time(NULL);
+	if (c->reserve_seconds > c->max_seconds_cap)
+		c->reserve_seconds = c->max_seconds_cap;
+	c->n_admins = config_list(cfg, "admin", &admins);
+	if (c->n_admins > COORD_MAX_ADMINS) {
+		fprintf(stderr, "troop coordinator: --admin: at most %d admins\n", COORD_MAX_ADMINS);
+		ret = EXIT_USAGE;
+		goto out;
+	}
+	for (size_t i = 0; i < c->n_admins; i++) {
+		unsigned char pk[TROOP_PK_LEN];
+		if (account_id_decode(pk, admins[i]) != 0) {
+			fprintf(stderr, "troop coordinator: --admin: '%s' is not an account id "
+			    "(43 base64url characters; see 'troop id')\n", admins[i]);
+			ret = EXIT_USAGE;
+			goto out;
+		}
+		snprintf(c->admins[i], sizeof(c->admins[i]), "%s", admins[i]);
+	}
+
+	if (config_str(cfg, "data-dir")) {
+		snprintf(data_dir, sizeof(data_dir), "%s", config_str(cfg, "data-dir"));
+	} else {
+		char home[900];
+		if (config_troop_home(home, sizeof(home)) != 0) {
+			fatal_config("--data-dir");
+			goto out;
+		}
+		mkdir(home, 0700);
+		snprintf(data_dir, sizeof(data_dir), "%s/coordinator", home);
+	}
+	if (mkdir_private(data_dir) != 0) {
+		fatal_config("--data-dir");
+		goto out;
+	}
+	if (config_str(cfg, "database-url"))
+		snprintf(db_url, sizeof(db_url), "%s", config_str(cfg, "database-url"));
+	else
+		snprintf(db_url, sizeof(db_url), "sqlite:%s/ledger.db", data_dir);
+	shared_ledger = strncmp(db_url, "postgres", 8) == 0;
+
+	if (ledger_open(&c->ledger, db_url) != 0) {
+		fatal_config("cannot open the ledger");
+		goto out;
+	}
+	if (registry_open(&c->reg, config_str(cfg, "registry-url"), NULL) != 0) {
+		fatal_config("cannot open the registry");
+		goto out;
+	}
+	if (config_str(cfg, "ticket-key") || !shared_ledger) {
+		if (config_str(cfg, "ticket-key"))
+			snprintf(key_path, sizeof(key_path), "%s", config_str(cfg, "ticket-key"));
+		else
+			snprintf(key_path, sizeof(key_path), "%s/coordinator.key", data_dir);
+		rc = identity_load_or_create(&c->key, key_path, NULL);
+	} else {
+		rc = load_key_from_ledger(c);
+	}
+	if (rc != 0) {
+		fatal_config("cannot load the ticket signing key");
+		goto out;
+	}
+	memcpy(c->pub.pk, c->key.pk, TROOP_PK_LEN);
+	ticket_kid(c->pub.kid, c->pub.pk);
+
+	{
+		http_server_opts o = {
+			.listen = config_str(cfg, "listen"),
+			.threads = (int)config_int(cfg, "threads"),
+			.max_body = COORD_MAX_BODY,
+			.name = "coordinator",
+		};
+		if (http_server_new(&srv, &o) != 0) {
+			fatal_config("cannot create the server");
+			goto out;
+		}
+	}
+	http_server_on_thread(srv, thread_init, thread_fini, c);
+	api_meta_routes(srv, c);
+	api_nodes_routes(srv, c);
+	api_credits_routes(srv, c);
+	if (http_server_start(srv) != 0) {
+		fatal_config("cannot start");
+		goto out;
+	}
+	log_info("coordinator_started", "listen=%s port=%d ledger=%s registry=%s kid=%s "
+	    "starter_credits=%lld allow_unverified=%d", config_str(cfg, "listen"),
+	    http_server_port(srv), ledger_backend_name(c->ledger), registry_backend_name(c->reg),
+	    c->pub.kid, (long long)c->starter_credits, c->allow_unverified);
+	ret = http_server_run(srv, 5000) == 0 ? 0 : 1;
+	log_info("coordinator_stopped", NULL);
+out:
+	http_server_free(srv);
+	if (c) {
+		registry_close(c->reg);
+		ledger_close(c->ledger);
+		identity_wipe(&c->key);
+		sodium_free(c);
+	}
+	config_free(cfg);
+	return ret;
+}

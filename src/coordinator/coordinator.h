@@ -1,0 +1,81 @@
+/*
+ * coordinator.h - the coordinator's shared state and the pieces its API
+ * files (api_*.c) share: one `coord` per process, one `coord_thread` per
+ * server thread (its own ledger connection), signature checking, and
+ * reply helpers that count responses for /metrics.
+ *
+ * The coordinator is the control plane (DESIGN.md sections 6 and 7):
+ * registration and discovery of nodes, accounts, tickets with escrow.
+ * It never sees prompts or completions.
+ */
+#ifndef TROOP_COORDINATOR_H
+#define TROOP_COORDINATOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "http_server.h"
+#include "identity.h"
+#include "ledger.h"
+#include "metrics.h"
+#include "registry.h"
+#include "ticket.h"
+
+#define COORD_MAX_BODY (1024 * 1024)
+#define COORD_MAX_ADMINS 64
+#define COORD_MAX_EXCLUDE 64
+#define COORD_PEERS_MAX 1000
+
+typedef struct {
+	/* configuration, fixed after start */
+	int64_t ticket_ttl;        /* seconds a ticket is valid */
+	int64_t node_ttl;          /* seconds a node is live after a heartbeat */
+	int64_t starter_credits;   /* granted once to each new account */
+	int64_t reserve_seconds;   /* default time budget an authorization pays for */
+	int64_t max_seconds_cap;   /* largest max_seconds a requester may ask */
+	bool allow_unverified;     /* may /authorize pick unverified nodes */
+	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
+	size_t n_admins;
+
+	/* identity: the ticket signing key */
+	troop_identity key;
+	ticket_key pub;            /* kid + public key */
+
+	ledger *ledger;
+	registry *reg;
+	coord_metrics metrics;
+	time_t started;
+} coord;
+
+typedef struct {
+	coord *c;
+	ledger_conn *db;
+	int index;
+	struct event *sweeper;     /* thread 0 only */
+} coord_thread;
+
+static inline coord_thread *coord_thread_of(http_req *r)
+{
+	return (coord_thread *)http_req_thread_ctx(r);
+}
+
+/* Check the request's RFC 9421 signature (DESIGN.md section 4), with the
+ * registry as nonce store.  On success writes the signer's account id into
+ * `account` and returns 0; otherwise the 401 has been sent and a troop_err
+ * is returned: the handler must return without touching the request. */
+int coord_authenticate(http_req *r, char account[TROOP_ID_LEN + 1]);
+
+/* Send `body` (stolen) / an error, counting the status class for /metrics. */
+void coord_reply_json(http_req *r, int status, json_t *body);
+void coord_reply_error(http_req *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Reply with the thread's last troop error (troop_error_last/msg). */
+void coord_reply_last_error(http_req *r, int err);
+
+/* Route tables of each API file. */
+void api_meta_routes(http_server *s, coord *c);
+void api_nodes_routes(http_server *s, coord *c);
+void api_credits_routes(http_server *s, coord *c);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * harness.c - see harness.h.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+void harness_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+void harness_tmpdir(char *out, size_t len)
+{
+	const char *base = getenv("TMPDIR");
+
+	snprintf(out, len, "%s/troop-test-XXXXXX", base && *base ? base : "/tmp");
+	if (!mkdtemp(out)) {
+		perror("mkdtemp");
+		abort();
+	}
+}
+
+const char *harness_troop(void)
+{
+	const char *b = getenv("TROOP_BIN");
+
+	return b && *b ? b : "./build/troop";
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = calloc(1, (size_t)n + 1);
+	if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	return buf;
+}
+
+bool harness_log_contains(const harness_proc *p, const char *needle)
+{
+	char *s = read_file(p->log);
+	bool found = s && strstr(s, needle);
+
+	free(s);
+	return found;
+}
+
+void harness_dump_log(const harness_proc *p)
+{
+	char *s = read_file(p->log);
+
+	fprintf(stderr, "---- %s ----\n%s\n---- end ----\n", p->log, s ? s : "(none)");
+	free(s);
+}
+
+int harness_start(harness_proc *p, const char *const *argv, const char *log,
+    const char *marker, int timeout_ms)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->log, sizeof(p->log), "%s", log);
+	p->pid = fork();
+	if (p->pid < 0)
+		return -1;
+	if (p->pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+			close(fd);
+		}
+		execv(argv[0], (char *const *)argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	for (int waited = 0; waited < timeout_ms; waited += 20) {
+		char *s = read_file(log);
+		char *m = s ? strstr(s, marker) : NULL;
+		char *pp = m ? strstr(m, "port=") : NULL;
+		if (pp) {
+			p->port = atoi(pp + 5);
+			snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%d", p->port);
+			free(s);
+			return p->port > 0 ? 0 : -1;
+		}
+		free(s);
+		if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+			p->pid = 0;
+			break;
+		}
+		harness_sleep_ms(20);
+	}
+	harness_dump_log(p);
+	return -1;
+}
+
+int harness_stop(harness_proc *p, int sig)
+{
+	int status = -1;
+
+	if (p->pid <= 0)
+		return -1;
+	kill(p->pid, sig ? sig : SIGTERM);
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+			p->pid = 0;
+			return status;
+		}
+		harness_sleep_ms(20);
+	}
+	kill(p->pid, SIGKILL);
+	waitpid(p->pid, &status, 0);
+	p->pid = 0;
+	return status;
+}

@@ -1,0 +1,45 @@
+/*
+ * harness.h - process control for integration tests: spawn `troop` (or
+ * any program) with its log in a temp directory, learn the port it bound
+ * from its "port=N" log field, wait for HTTP readiness, stop it.
+ */
+#ifndef TROOP_TEST_HARNESS_H
+#define TROOP_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct {
+	pid_t pid;
+	int port;
+	char log[512];   /* stderr+stdout of the process */
+	char url[64];    /* http://127.0.0.1:PORT */
+} harness_proc;
+
+/* A fresh private temp directory (mkdtemp) into out. */
+void harness_tmpdir(char *out, size_t len);
+
+/* Path of the troop binary ($TROOP_BIN). */
+const char *harness_troop(void);
+
+/* Start argv (NULL-terminated) with output to `log`; then wait up to
+ * timeout_ms for a line containing `marker` and a "port=N" field in the
+ * log.  Returns 0 or -1 (the log is printed to stderr on failure). */
+int harness_start(harness_proc *p, const char *const *argv, const char *log,
+    const char *marker, int timeout_ms);
+
+/* SIGTERM (or `sig`), wait up to 10 s, then SIGKILL.  Returns the exit
+ * status as waitpid reports it. */
+int harness_stop(harness_proc *p, int sig);
+
+/* Print the process log to stderr (for failures). */
+void harness_dump_log(const harness_proc *p);
+
+/* Whether `text` contains `needle` in the log. */
+bool harness_log_contains(const harness_proc *p, const char *needle);
+
+/* Sleep ms milliseconds. */
+void harness_sleep_ms(int ms);
+
+#endif
