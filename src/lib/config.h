@@ -13,6 +13,13 @@
  * Arguments that are not options are kept, in order, as positionals; "--"
  * ends option parsing.
  *
+ * Details: short options take "-m value" or "-mvalue"; a value that starts
+ * with '-' (other than a negative number) must be written "--name=-value".
+ * A boolean also takes "--no-name" (false) and "--name=VALUE" with the
+ * spellings accepted from the environment (1/0, true/false, yes/no,
+ * on/off).  A repeated single-valued option keeps its last value.  An
+ * environment variable set to "" counts as unset.
+ *
  * A config is immutable after parsing and may be read from any thread.
  */
 #ifndef TROOP_CONFIG_H

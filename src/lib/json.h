@@ -18,7 +18,8 @@
 
 /* Parse `len` bytes as one JSON value that must be an object.
  * Returns the new reference in *out, or TROOP_EINVAL with a message giving
- * the line/column of the syntax error ("body is not valid JSON: ..."). */
+ * the line/column of the syntax error ("body is not valid JSON: ...").
+ * Duplicate keys, "\u0000" in strings and invalid UTF-8 are rejected. */
 int json_parse_object(json_t **out, const char *buf, size_t len);
 
 /* Getters.  `required`: absence is an error.  Strings point into `obj`

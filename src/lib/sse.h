@@ -14,21 +14,29 @@
 #include <stddef.h>
 
 /* One event.  `event` is "" when no event field was given ("message" by
- * the spec); `data` is NUL-terminated.  Return non-zero to stop feeding
- * (feed then returns that value). */
+ * the spec); `data` is NUL-terminated; `id` is the stream's last event id,
+ * "" if none was seen.  All three are borrowed for the call only.  Return
+ * non-zero to stop feeding (feed then returns that value). */
 typedef int (*sse_event_fn)(void *arg, const char *event, const char *data,
     size_t data_len, const char *id);
 
 typedef struct sse_parser sse_parser;
 
+/* New parser in *out (free with sse_parser_free; NULL is fine).  Returns
+ * 0, TROOP_EINVAL for a NULL fn or max_event 0, or TROOP_ENOMEM. */
 int sse_parser_new(sse_parser **out, size_t max_event, sse_event_fn fn, void *arg);
 void sse_parser_free(sse_parser *p);
+/* Returns 0, TROOP_ETOOLARGE (a line or an event's data over max_event),
+ * or the callback's non-zero value.  A failure is sticky: later feeds
+ * return it again without parsing. */
 int sse_parser_feed(sse_parser *p, const char *buf, size_t len);
 /* End of stream: a pending event without its blank line is discarded, as
  * the spec says.  Returns 0. */
 int sse_parser_finish(sse_parser *p);
 
-/* NDJSON: calls fn once per non-empty line (without its LF/CRLF). */
+/* NDJSON: calls fn once per non-empty line (without its LF/CRLF).  The
+ * line is borrowed for the call and not NUL-terminated.  A line longer
+ * than max_line is TROOP_ETOOLARGE; failures are sticky as for SSE. */
 typedef int (*ndjson_line_fn)(void *arg, const char *line, size_t len);
 typedef struct ndjson_splitter ndjson_splitter;
 int ndjson_splitter_new(ndjson_splitter **out, size_t max_line, ndjson_line_fn fn, void *arg);

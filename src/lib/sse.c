@@ -1,0 +1,419 @@
+/*
+ * sse.c - incremental Server-Sent Events parser and NDJSON line splitter.
+ *
+ * Both sit on the streaming path between an engine and a client, so they
+ * work on the caller's chunk in place: whole lines inside a chunk are
+ * handled straight from it (found with memchr, not byte by byte), and only
+ * the unfinished tail of a chunk is copied into the line buffer.  Buffers
+ * are allocated once and reused for every event; each is bounded by the
+ * limit given at creation, over which feed fails with TROOP_ETOOLARGE.
+ *
+ * The SSE rules are those of the WHATWG HTML standard, section "Parsing an
+ * event stream": one optional UTF-8 BOM at the very start; lines end at
+ * CRLF, LF or CR (a CR ending one chunk and an LF starting the next are one
+ * line end); a line starting with ':' is a comment; "name:value" with one
+ * leading space of the value removed, or "name" alone with an empty value;
+ * data lines are joined with "\n"; a blank line dispatches the event unless
+ * its data is empty; the last event id persists across events.
+ */
+#include "sse.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* A growable byte buffer with a hard limit; one allocation per parser in
+ * the steady state. */
+struct sbuf {
+	char *b;
+	size_t len, cap;
+};
+
+static int sbuf_reserve(struct sbuf *s, size_t need)
+{
+	size_t cap;
+	char *nb;
+
+	if (need <= s->cap)
+		return 0;
+	cap = s->cap ? s->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	nb = realloc(s->b, cap);
+	if (!nb)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	s->b = nb;
+	s->cap = cap;
+	return 0;
+}
+
+/* Replace the content with n bytes and keep it NUL-terminated. */
+static int sbuf_set(struct sbuf *s, const char *p, size_t n)
+{
+	int rc = sbuf_reserve(s, n + 1);
+
+	if (rc != 0)
+		return rc;
+	if (n)
+		memcpy(s->b, p, n);
+	s->len = n;
+	s->b[n] = '\0';
+	return 0;
+}
+
+static int sbuf_append(struct sbuf *s, const char *p, size_t n)
+{
+	int rc = sbuf_reserve(s, s->len + n + 1);
+
+	if (rc != 0)
+		return rc;
+	if (n)
+		memcpy(s->b + s->len, p, n);
+	s->len += n;
+	s->b[s->len] = '\0';
+	return 0;
+}
+
+/* Finds line ends in one chunk with memchr.  Streams from engines use LF,
+ * so the next LF is looked up once and a CR is only searched for before
+ * it; a CR-only stream then costs one memchr per line, not a rescan. */
+struct eol_scan {
+	const char *lf;      /* next LF at or after the cursor, or NULL */
+	bool lf_known;
+};
+
+static const char *eol_next(struct eol_scan *sc, const char *p, const char *end)
+{
+	const char *cr;
+
+	if (!sc->lf_known || (sc->lf && sc->lf < p)) {
+		sc->lf = memchr(p, '\n', (size_t)(end - p));
+		sc->lf_known = true;
+	}
+	cr = memchr(p, '\r', (size_t)((sc->lf ? sc->lf : end) - p));
+	return cr ? cr : sc->lf;
+}
+
+/* ==== SSE ================================================================ */
+
+struct sse_parser {
+	size_t max_event;
+	sse_event_fn fn;
+	void *arg;
+	struct sbuf line;    /* unfinished line carried across chunks */
+	struct sbuf data;    /* data of the event being built, "\n"-joined */
+	struct sbuf event;   /* its event type */
+	struct sbuf id;      /* last event id; persists across events */
+	unsigned bom_seen;   /* BOM bytes matched so far at stream start */
+	bool started;        /* past the BOM check */
+	bool skip_lf;        /* previous chunk ended with CR */
+	int failed;          /* sticky result once feed failed or was stopped */
+};
+
+static const char sse_bom[3] = { '\xef', '\xbb', '\xbf' };
+
+int sse_parser_new(sse_parser **out, size_t max_event, sse_event_fn fn, void *arg)
+{
+	sse_parser *p;
+
+	*out = NULL;
+	if (!fn || max_event == 0)
+		return troop_error_set(TROOP_EINVAL,
+		    "sse parser needs a callback and a non-zero max_event");
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	p->max_event = max_event;
+	p->fn = fn;
+	p->arg = arg;
+	/* the id is always a valid string, "" until an id field arrives */
+	if (sbuf_set(&p->id, "", 0) != 0 || sbuf_set(&p->event, "", 0) != 0 ||
+	    sbuf_set(&p->data, "", 0) != 0) {
+		sse_parser_free(p);
+		return TROOP_ENOMEM;
+	}
+	*out = p;
+	return 0;
+}
+
+void sse_parser_free(sse_parser *p)
+{
+	if (!p)
+		return;
+	free(p->line.b);
+	free(p->data.b);
+	free(p->event.b);
+	free(p->id.b);
+	free(p);
+}
+
+static int sse_too_large(const sse_parser *p, const char *what)
+{
+	return troop_error_set(TROOP_ETOOLARGE,
+	    "SSE %s is larger than %zu bytes", what, p->max_event);
+}
+
+static int sse_dispatch(sse_parser *p)
+{
+	int rc;
+
+	if (p->data.len == 0) {
+		p->event.len = 0;
+		p->event.b[0] = '\0';
+		return 0;
+	}
+	/* every data line appended a "\n"; the last one is not part of it */
+	p->data.len--;
+	p->data.b[p->data.len] = '\0';
+	rc = p->fn(p->arg, p->event.b, p->data.b, p->data.len, p->id.b);
+	p->data.len = 0;
+	p->data.b[0] = '\0';
+	p->event.len = 0;
+	p->event.b[0] = '\0';
+	return rc;
+}
+
+static int sse_line(sse_parser *p, const char *s, size_t n)
+{
+	const char *colon, *val;
+	size_t flen, vlen;
+
+	if (n == 0)
+		return sse_dispatch(p);
+	if (n > p->max_event)
+		return sse_too_large(p, "line");
+	if (s[0] == ':')
+		return 0;
+	colon = memchr(s, ':', n);
+	if (colon) {
+		flen = (size_t)(colon - s);
+		val = colon + 1;
+		vlen = n - flen - 1;
+		if (vlen && *val == ' ') {
+			val++;
+			vlen--;
+		}
+	} else {
+		flen = n;
+		val = s + n;
+		vlen = 0;
+	}
+	switch (flen) {
+	case 4:
+		if (memcmp(s, "data", 4) == 0) {
+			if (p->data.len + vlen + 1 > p->max_event)
+				return sse_too_large(p, "event");
+			int rc = sbuf_append(&p->data, val, vlen);
+			return rc != 0 ? rc : sbuf_append(&p->data, "\n", 1);
+		}
+		break;
+	case 5:
+		if (memcmp(s, "event", 5) == 0)
+			return sbuf_set(&p->event, val, vlen);
+		break;
+	case 2:
+		/* an id holding NUL is ignored, as the spec says */
+		if (memcmp(s, "id", 2) == 0 && !memchr(val, '\0', vlen))
+			return sbuf_set(&p->id, val, vlen);
+		break;
+	default:
+		break;  /* "retry" and unknown fields: nothing to do here */
+	}
+	return 0;
+}
+
+int sse_parser_feed(sse_parser *p, const char *buf, size_t len)
+{
+	const char *s = buf, *end = buf + len;
+	struct eol_scan sc = { NULL, false };
+	int rc = 0;
+
+	if (p->failed)
+		return p->failed;
+	if (!p->started) {
+		while (s < end && p->bom_seen < 3 && *s == sse_bom[p->bom_seen]) {
+			p->bom_seen++;
+			s++;
+		}
+		if (p->bom_seen < 3 && s == end)
+			return 0;   /* still could be a BOM */
+		p->started = true;
+		if (p->bom_seen < 3 && p->bom_seen > 0 &&
+		    (rc = sbuf_append(&p->line, sse_bom, p->bom_seen)) != 0)
+			goto out;
+	}
+	if (p->skip_lf && s < end) {
+		if (*s == '\n')
+			s++;
+		p->skip_lf = false;
+	}
+	while (s < end) {
+		const char *eol = eol_next(&sc, s, end);
+
+		if (!eol) {
+			if (p->line.len + (size_t)(end - s) > p->max_event) {
+				rc = sse_too_large(p, "line");
+				goto out;
+			}
+			rc = sbuf_append(&p->line, s, (size_t)(end - s));
+			goto out;
+		}
+		if (p->line.len) {
+			if (p->line.len + (size_t)(eol - s) > p->max_event) {
+				rc = sse_too_large(p, "line");
+				goto out;
+			}
+			if ((rc = sbuf_append(&p->line, s, (size_t)(eol - s))) != 0)
+				goto out;
+			size_t n = p->line.len;
+			p->line.len = 0;
+			rc = sse_line(p, p->line.b, n);
+		} else {
+			rc = sse_line(p, s, (size_t)(eol - s));
+		}
+		if (*eol == '\r') {
+			if (eol + 1 < end) {
+				if (eol[1] == '\n')
+					eol++;
+			} else {
+				p->skip_lf = true;
+			}
+		}
+		s = eol + 1;
+		if (rc != 0)
+			goto out;
+	}
+out:
+	if (rc != 0)
+		p->failed = rc;
+	return rc;
+}
+
+int sse_parser_finish(sse_parser *p)
+{
+	if (!p)
+		return 0;
+	/* an event without its blank line is dropped; the id is kept */
+	p->line.len = 0;
+	p->data.len = 0;
+	p->data.b[0] = '\0';
+	p->event.len = 0;
+	p->event.b[0] = '\0';
+	return 0;
+}
+
+/* ==== NDJSON ============================================================== */
+
+struct ndjson_splitter {
+	size_t max_line;
+	ndjson_line_fn fn;
+	void *arg;
+	struct sbuf line;
+	int failed;
+};
+
+int ndjson_splitter_new(ndjson_splitter **out, size_t max_line, ndjson_line_fn fn,
+    void *arg)
+{
+	ndjson_splitter *s;
+
+	*out = NULL;
+	if (!fn || max_line == 0)
+		return troop_error_set(TROOP_EINVAL,
+		    "ndjson splitter needs a callback and a non-zero max_line");
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	s->max_line = max_line;
+	s->fn = fn;
+	s->arg = arg;
+	*out = s;
+	return 0;
+}
+
+void ndjson_splitter_free(ndjson_splitter *s)
+{
+	if (!s)
+		return;
+	free(s->line.b);
+	free(s);
+}
+
+static int ndjson_too_large(const ndjson_splitter *s)
+{
+	return troop_error_set(TROOP_ETOOLARGE,
+	    "NDJSON line is longer than %zu bytes", s->max_line);
+}
+
+/* One complete line, LF already removed. */
+static int ndjson_line(ndjson_splitter *s, const char *l, size_t n)
+{
+	if (n && l[n - 1] == '\r')
+		n--;
+	if (n > s->max_line)
+		return ndjson_too_large(s);
+	if (n == 0)
+		return 0;
+	return s->fn(s->arg, l, n);
+}
+
+int ndjson_splitter_feed(ndjson_splitter *s, const char *buf, size_t len)
+{
+	const char *p = buf, *end = buf + len;
+	int rc = 0;
+
+	if (s->failed)
+		return s->failed;
+	while (p < end) {
+		const char *lf = memchr(p, '\n', (size_t)(end - p));
+		size_t n = (size_t)((lf ? lf : end) - p);
+
+		if (!lf || s->line.len) {
+			/* The carried part may end in the CR of a CRLF, so it may
+			 * be one byte over max_line for now; more is an error. */
+			size_t total = s->line.len + n;
+			if (total > s->max_line + 1 || (total == s->max_line + 1 &&
+			    (n ? p[n - 1] : s->line.b[s->line.len - 1]) != '\r')) {
+				rc = ndjson_too_large(s);
+				goto out;
+			}
+			if ((rc = sbuf_append(&s->line, p, n)) != 0)
+				goto out;
+			if (!lf)
+				goto out;
+			n = s->line.len;
+			s->line.len = 0;
+			rc = ndjson_line(s, s->line.b, n);
+		} else {
+			rc = ndjson_line(s, p, n);
+		}
+		p = lf + 1;
+		if (rc != 0)
+			goto out;
+	}
+out:
+	if (rc != 0)
+		s->failed = rc;
+	return rc;
+}
+
+int ndjson_splitter_finish(ndjson_splitter *s)
+{
+	size_t n;
+	int rc;
+
+	if (!s)
+		return 0;
+	if (s->failed)
+		return s->failed;
+	n = s->line.len;
+	s->line.len = 0;
+	if (n == 0)
+		return 0;
+	rc = ndjson_line(s, s->line.b, n);
+	if (rc != 0)
+		s->failed = rc;
+	return rc;
+}
