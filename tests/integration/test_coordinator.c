@@ -1,0 +1,692 @@
+/*
+ * test_coordinator.c - a real `troop coordinator` process on a loopback
+ * port, driven over HTTP with signed requests the way workers and clients
+ * sign them (DESIGN.md sections 4 to 7, 11).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "harness.h"
+#include "http_client.h"
+#include "httpsig.h"
+#include "identity.h"
+#include "json.h"
+#include "ticket.h"
+
+static char tmp[256];
+static harness_proc coord;
+
+static void start_coordinator(const char *dir, const char *extra1, const char *extra2)
+{
+	char data[300], log[300];
+	const char *argv[16];
+	int i = 0;
+
+	snprintf(data, sizeof(data), "%s/%s", tmp, dir);
+	snprintf(log, sizeof(log), "%s/%s.log", tmp, dir);
+	argv[i++] = harness_troop();
+	argv[i++] = "coordinator";
+	argv[i++] = "--listen";
+	argv[i++] = "127.0.0.1:0";
+	argv[i++] = "--data-dir";
+	argv[i++] = data;
+	argv[i++] = "--threads";
+	argv[i++] = "2";
+	argv[i++] = "--allow-unverified";
+	if (extra1)
+		argv[i++] = extra1;
+	if (extra2)
+		argv[i++] = extra2;
+	argv[i] = NULL;
+	assert_int_equal(harness_start(&coord, argv, log, "coordinator_started", 10000), 0);
+}
+
+/* ---- request helpers -------------------------------------------------------- */
+
+static json_t *call(http_client *c, const troop_identity *id, const char *method,
+    const char *path, json_t *body, int *status)
+{
+	json_t *out = NULL;
+	int rc;
+
+	if (id)
+		rc = http_request_signed(c, status, &out, id, method, coord.url, path, body);
+	else {
+		char url[512];
+		snprintf(url, sizeof(url), "%s%s", coord.url, path);
+		rc = http_request_json(c, status, &out, method, url, NULL, body);
+	}
+	assert_int_equal(rc, 0);
+	return out;
+}
+
+static const char *err_code(json_t *body)
+{
+	json_t *e = json_object_get(body, "error");
+	assert_non_null(e);
+	assert_true(json_is_string(json_object_get(e, "message")));
+	assert_true(json_is_string(json_object_get(e, "type")));
+	return json_string_value(json_object_get(e, "code"));
+}
+
+static json_t *heartbeat_body(const troop_identity *node, const char *status,
+    const char *model, int max_jobs)
+{
+	return json_pack("{s:s, s:s, s:s, s:i, s:s, s:[{s:s, s:s, s:I, s:s}],"
+	    " s:{s:s, s:i, s:i, s:i, s:i}, s:[{s:s, s:s, s:i}], s:s, s:{s:i, s:i}, s:s}",
+	    "node_id", node->id, "name", "gpu-box", "tailscale_ip", "100.101.102.103",
+	    "port", 8421, "status", status,
+	    "models", "name", model, "content_hash", "sha256:abc123", "size_bytes",
+	    (json_int_t)4661224676LL, "engine", "ollama",
+	    "hardware", "gpu", "NVIDIA GeForce RTX 4090", "gpu_count", 1, "vram_total", 24564,
+	    "vram_free", 20480, "gpu_util", 3,
+	    "engines", "type", "ollama", "version", "0.6.2", "port", 11434,
+	    "encryption_public_key", "x25519-key", "load", "active_jobs", 0,
+	    "max_jobs", max_jobs, "version", "troop/0.1.0");
+}
+
+static void heartbeat(http_client *c, const troop_identity *node, const char *status,
+    const char *model, int max_jobs, int want)
+{
+	int st = 0;
+	json_t *b = heartbeat_body(node, status, model, max_jobs);
+	json_t *out = call(c, node, "POST", "/heartbeat", b, &st);
+
+	if (st != want)
+		fprintf(stderr, "heartbeat: %d %s\n", st, out ? json_dumps(out, 0) : "");
+	assert_int_equal(st, want);
+	json_decref(b);
+	json_decref(out);
+}
+
+static size_t peers_count(http_client *c, const char *model)
+{
+	char path[300];
+	int st;
+	json_t *out;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/peers%s%s", model ? "?model=" : "", model ? model : "");
+	out = call(c, NULL, "GET", path, NULL, &st);
+	assert_int_equal(st, 200);
+	n = (size_t)json_integer_value(json_object_get(out, "count"));
+	assert_int_equal(n, json_array_size(json_object_get(out, "nodes")));
+	json_decref(out);
+	return n;
+}
+
+/* ---- tests ------------------------------------------------------------------- */
+
+static void test_flow(void **state)
+{
+	troop_identity node, user;
+	http_client *c;
+	json_t *out, *b;
+	int st;
+
+	(void)state;
+	identity_generate(&node);
+	identity_generate(&user);
+	http_client_new(&c);
+
+	out = call(c, NULL, "GET", "/health", NULL, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "healthy");
+	json_decref(out);
+
+	heartbeat(c, &node, "IDLE", "llama3:8b", 4, 200);
+	assert_int_equal(peers_count(c, "llama3:8b"), 1);
+	assert_int_equal(peers_count(c, "sha256:abc123"), 1);
+	assert_int_equal(peers_count(c, "other-model"), 0);
+
+	out = call(c, NULL, "GET", "/peers?model=llama3:8b", NULL, &st);
+	{
+		json_t *n0 = json_array_get(json_object_get(out, "nodes"), 0);
+		assert_string_equal(json_string_value(json_object_get(n0, "node_id")), node.id);
+		assert_string_equal(json_string_value(json_object_get(n0, "tailscale_ip")),
+		    "100.101.102.103");
+		assert_true(json_is_object(json_object_get(n0, "hardware")));
+		assert_true(json_is_boolean(json_object_get(n0, "verified")));
+		assert_true(json_is_number(json_object_get(n0, "multiplier")));
+	}
+	json_decref(out);
+
+	out = call(c, NULL, "GET", "/v1/models", NULL, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "object")), "list");
+	{
+		json_t *m = json_array_get(json_object_get(out, "data"), 0);
+		assert_string_equal(json_string_value(json_object_get(m, "id")), "llama3:8b");
+		assert_int_equal(json_integer_value(json_object_get(m, "nodes")), 1);
+		assert_string_equal(json_string_value(json_object_get(m, "owned_by")), "monkey-troop");
+	}
+	json_decref(out);
+
+	/* authorize: a ticket for that node, verifiable with the public key */
+	b = json_pack("{s:s}", "model", "llama3:8b");
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	json_decref(b);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "node_id")), node.id);
+	assert_string_equal(json_string_value(json_object_get(out, "target_ip")), "100.101.102.103");
+	assert_int_equal(json_integer_value(json_object_get(out, "target_port")), 8421);
+	assert_int_equal(json_integer_value(json_object_get(out, "estimated_cost")), 300);
+	{
+		json_t *pk = call(c, NULL, "GET", "/public-key", NULL, &st);
+		ticket_key key;
+		ticket_claims cl;
+		size_t n = 0;
+		const char *pks = json_string_value(json_object_get(pk, "public_key"));
+		assert_non_null(pks);
+		assert_int_equal(sodium_base642bin(key.pk, sizeof(key.pk), pks, strlen(pks), NULL,
+		    &n, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING), 0);
+		snprintf(key.kid, sizeof(key.kid), "%s", json_string_value(json_object_get(pk, "kid")));
+		assert_int_equal(ticket_verify(&cl, json_string_value(json_object_get(out, "token")),
+		    &key, 1, time(NULL)), 0);
+		assert_string_equal(cl.sub, user.id);
+		assert_string_equal(cl.target_node, node.id);
+		assert_string_equal(cl.model, "llama3:8b");
+		assert_string_equal(cl.jti, json_string_value(json_object_get(out, "job_id")));
+		json_decref(pk);
+	}
+	json_decref(out);
+
+	/* the reservation shows in the balance */
+	{
+		char path[128];
+		snprintf(path, sizeof(path), "/users/%s/balance", user.id);
+		out = call(c, &user, "GET", path, NULL, &st);
+		assert_int_equal(st, 200);
+		assert_int_equal(json_integer_value(json_object_get(out, "balance_seconds")), 3600);
+		assert_int_equal(json_integer_value(json_object_get(out, "reserved_seconds")), 300);
+		assert_int_equal(json_integer_value(json_object_get(out, "available_seconds")), 3300);
+		json_decref(out);
+
+		snprintf(path, sizeof(path), "/users/%s/transactions?limit=10", user.id);
+		out = call(c, &user, "GET", path, NULL, &st);
+		assert_int_equal(st, 200);
+		json_t *tx = json_object_get(out, "transactions");
+		assert_int_equal(json_array_size(tx), 2); /* grant, reserve */
+		assert_string_equal(json_string_value(json_object_get(json_array_get(tx, 0), "type")),
+		    "reserve");
+		assert_string_equal(json_string_value(json_object_get(json_array_get(tx, 1), "type")),
+		    "grant");
+		json_decref(out);
+	}
+
+	/* a model nobody serves: 404; every node excluded: 503 */
+	b = json_pack("{s:s}", "model", "nope");
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 404);
+	assert_string_equal(err_code(out), "model_not_found");
+	json_decref(out);
+	json_decref(b);
+	b = json_pack("{s:s, s:[s]}", "model", "llama3:8b", "exclude", node.id);
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 503);
+	assert_string_equal(err_code(out), "no_capacity");
+	json_decref(out);
+	json_decref(b);
+
+	/* a BUSY node is not chosen */
+	heartbeat(c, &node, "BUSY", "llama3:8b", 4, 200);
+	b = json_pack("{s:s}", "model", "llama3:8b");
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 503);
+	json_decref(out);
+	json_decref(b);
+	heartbeat(c, &node, "OFFLINE", "llama3:8b", 4, 200);
+	http_client_free(c);
+}
+
+static void test_node_id_must_be_signer(void **state)
+{
+	troop_identity node, thief;
+	http_client *c;
+	json_t *b, *out;
+	int st;
+
+	(void)state;
+	identity_generate(&node);
+	identity_generate(&thief);
+	http_client_new(&c);
+	heartbeat(c, &node, "IDLE", "m-owned", 4, 200);
+	/* the thief signs a heartbeat that claims the node's id and a new address */
+	b = heartbeat_body(&node, "IDLE", "m-owned", 4);
+	json_object_set_new(b, "tailscale_ip", json_string("100.66.66.66"));
+	out = call(c, &thief, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 403);
+	assert_string_equal(err_code(out), "forbidden");
+	json_decref(out);
+	json_decref(b);
+	out = call(c, NULL, "GET", "/peers?model=m-owned", NULL, &st);
+	assert_string_equal(json_string_value(json_object_get(
+	    json_array_get(json_object_get(out, "nodes"), 0), "tailscale_ip")), "100.101.102.103");
+	json_decref(out);
+	heartbeat(c, &node, "OFFLINE", "m-owned", 4, 200);
+	http_client_free(c);
+}
+
+static void test_bad_signatures(void **state)
+{
+	troop_identity user;
+	http_client *c;
+	http_response resp;
+	char url[256];
+	json_t *out;
+	int st;
+
+	(void)state;
+	identity_generate(&user);
+	http_client_new(&c);
+	/* unsigned */
+	snprintf(url, sizeof(url), "%s/authorize", coord.url);
+	{
+		json_t *b = json_pack("{s:s}", "model", "x");
+		out = NULL;
+		assert_int_equal(http_request_json(c, &st, &out, "POST", url, NULL, b), 0);
+		assert_int_equal(st, 401);
+		assert_string_equal(err_code(out), "bad_signature");
+		json_decref(out);
+		json_decref(b);
+	}
+	/* signed, then the body changed in transit */
+	{
+		const char *body = "{\"model\":\"x\"}", *evil = "{\"model\":\"y\"}";
+		httpsig_headers h;
+		char cd[128], si[300], sg[200];
+		assert_int_equal(httpsig_sign(&h, &user, "POST", "/authorize", "", body,
+		    strlen(body), time(NULL)), 0);
+		snprintf(cd, sizeof(cd), "Content-Digest: %s", h.content_digest);
+		snprintf(si, sizeof(si), "Signature-Input: %s", h.signature_input);
+		snprintf(sg, sizeof(sg), "Signature: %s", h.signature);
+		const char *hdrs[] = { cd, si, sg, "Content-Type: application/json", NULL };
+		assert_int_equal(http_request(c, &resp, "POST", url, hdrs, evil, strlen(evil)), 0);
+		assert_int_equal(resp.status, 401);
+		assert_non_null(strstr(resp.body, "bad_signature"));
+		http_response_free(&resp);
+		/* the untouched request goes through once ... */
+		assert_int_equal(http_request(c, &resp, "POST", url, hdrs, body, strlen(body)), 0);
+		assert_int_equal(resp.status, 404); /* signature fine; model x unknown */
+		http_response_free(&resp);
+		/* ... and never twice (nonce) */
+		assert_int_equal(http_request(c, &resp, "POST", url, hdrs, body, strlen(body)), 0);
+		assert_int_equal(resp.status, 401);
+		http_response_free(&resp);
+	}
+	http_client_free(c);
+}
+
+static void test_other_accounts_private(void **state)
+{
+	troop_identity a, b;
+	http_client *c;
+	char path[128];
+	json_t *out;
+	int st;
+
+	(void)state;
+	identity_generate(&a);
+	identity_generate(&b);
+	http_client_new(&c);
+	snprintf(path, sizeof(path), "/users/%s/balance", a.id);
+	out = call(c, &b, "GET", path, NULL, &st);
+	assert_int_equal(st, 403);
+	json_decref(out);
+	snprintf(path, sizeof(path), "/users/%s/transactions", a.id);
+	out = call(c, &b, "GET", path, NULL, &st);
+	assert_int_equal(st, 403);
+	json_decref(out);
+	out = call(c, &a, "GET", path, NULL, &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	http_client_free(c);
+}
+
+struct race {
+	const troop_identity *user;
+	int ok, poor, other;
+	pthread_mutex_t mu;
+};
+
+static void *race_thread(void *arg)
+{
+	struct race *r = arg;
+	http_client *c;
+
+	http_client_new(&c);
+	for (int i = 0; i < 10; i++) {
+		json_t *b = json_pack("{s:s}", "model", "race-model"), *out = NULL;
+		int st = 0;
+		http_request_signed(c, &st, &out, r->user, "POST", coord.url, "/authorize", b);
+		pthread_mutex_lock(&r->mu);
+		if (st == 200)
+			r->ok++;
+		else if (st == 402)
+			r->poor++;
+		else
+			r->other++;
+		pthread_mutex_unlock(&r->mu);
+		json_decref(b);
+		json_decref(out);
+	}
+	http_client_free(c);
+	return NULL;
+}
+
+static void test_concurrent_authorize(void **state)
+{
+	troop_identity node, user;
+	http_client *c;
+	struct race r = { 0 };
+	pthread_t th[10];
+	char path[128];
+	json_t *out;
+	int st;
+
+	(void)state;
+	identity_generate(&node);
+	identity_generate(&user);
+	http_client_new(&c);
+	heartbeat(c, &node, "IDLE", "race-model", 100000, 200);
+	/* 3600 starter credits at 300 per authorization: exactly 12 fit;
+	 * spend 2 first so that exactly 10 remain */
+	for (int i = 0; i < 2; i++) {
+		json_t *b = json_pack("{s:s}", "model", "race-model");
+		out = call(c, &user, "POST", "/authorize", b, &st);
+		assert_int_equal(st, 200);
+		json_decref(out);
+		json_decref(b);
+	}
+	r.user = &user;
+	pthread_mutex_init(&r.mu, NULL);
+	for (int i = 0; i < 10; i++)
+		pthread_create(&th[i], NULL, race_thread, &r);
+	for (int i = 0; i < 10; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(r.other, 0);
+	assert_int_equal(r.ok, 10);
+	assert_int_equal(r.poor, 90);
+	snprintf(path, sizeof(path), "/users/%s/balance", user.id);
+	out = call(c, &user, "GET", path, NULL, &st);
+	assert_int_equal(json_integer_value(json_object_get(out, "available_seconds")), 0);
+	assert_int_equal(json_integer_value(json_object_get(out, "reserved_seconds")), 3600);
+	json_decref(out);
+	/* the 402 names balance and price */
+	{
+		json_t *b = json_pack("{s:s}", "model", "race-model");
+		out = call(c, &user, "POST", "/authorize", b, &st);
+		assert_int_equal(st, 402);
+		assert_string_equal(err_code(out), "insufficient_credits");
+		assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+		    "message")), "price 300"));
+		json_decref(out);
+		json_decref(b);
+	}
+	heartbeat(c, &node, "OFFLINE", "race-model", 4, 200);
+	http_client_free(c);
+}
+
+static void test_ttl_and_offline(void **state)
+{
+	troop_identity a, b;
+	http_client *c;
+
+	(void)state;
+	identity_generate(&a);
+	identity_generate(&b);
+	http_client_new(&c);
+	heartbeat(c, &a, "IDLE", "ttl-model", 4, 200);
+	heartbeat(c, &b, "IDLE", "ttl-model", 4, 200);
+	assert_int_equal(peers_count(c, "ttl-model"), 2);
+	heartbeat(c, &b, "OFFLINE", "ttl-model", 4, 200);
+	assert_int_equal(peers_count(c, "ttl-model"), 1);
+	/* node-ttl is 3 s in this suite: a silent node drops out */
+	harness_sleep_ms(3500);
+	assert_int_equal(peers_count(c, "ttl-model"), 0);
+	http_client_free(c);
+}
+
+static void test_bad_input(void **state)
+{
+	troop_identity node;
+	http_client *c;
+	http_response resp;
+	char url[256];
+	json_t *b, *out, *models;
+	int st;
+
+	(void)state;
+	identity_generate(&node);
+	http_client_new(&c);
+
+	/* unknown fields are ignored */
+	b = heartbeat_body(&node, "IDLE", "bad-input-model", 4);
+	json_object_set_new(b, "future_field", json_pack("{s:i}", "x", 1));
+	out = call(c, &node, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	/* a missing field is named */
+	json_object_del(b, "port");
+	out = call(c, &node, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 400);
+	assert_string_equal(err_code(out), "bad_request");
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "port"));
+	json_decref(out);
+	/* a mistyped field is named */
+	json_object_set_new(b, "port", json_string("8421"));
+	out = call(c, &node, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 400);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "port"));
+	json_decref(out);
+	/* more than 256 models */
+	json_object_set_new(b, "port", json_integer(8421));
+	models = json_array();
+	for (int i = 0; i < 257; i++)
+		json_array_append_new(models, json_pack("{s:s}", "name", "m"));
+	json_object_set_new(b, "models", models);
+	out = call(c, &node, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 400);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "models"));
+	json_decref(out);
+	json_decref(b);
+
+	/* a body over 1 MiB: 413 in the JSON shape */
+	{
+		size_t big = 1024 * 1024 + 10;
+		char *junk = malloc(big);
+		memset(junk, 'a', big);
+		snprintf(url, sizeof(url), "%s/heartbeat", coord.url);
+		const char *h[] = { "Content-Type: application/json", NULL };
+		assert_int_equal(http_request(c, &resp, "POST", url, h, junk, big), 0);
+		assert_int_equal(resp.status, 413);
+		assert_non_null(strstr(resp.body, "too_large"));
+		http_response_free(&resp);
+		free(junk);
+	}
+	/* malformed JSON: 400 */
+	{
+		const char *bad = "{\"node_id\": ";
+		httpsig_headers hs;
+		char cd[128], si[300], sg[200];
+		httpsig_sign(&hs, &node, "POST", "/heartbeat", "", bad, strlen(bad), time(NULL));
+		snprintf(cd, sizeof(cd), "Content-Digest: %s", hs.content_digest);
+		snprintf(si, sizeof(si), "Signature-Input: %s", hs.signature_input);
+		snprintf(sg, sizeof(sg), "Signature: %s", hs.signature);
+		const char *h[] = { cd, si, sg, NULL };
+		assert_int_equal(http_request(c, &resp, "POST", url, h, bad, strlen(bad)), 0);
+		assert_int_equal(resp.status, 400);
+		assert_non_null(strstr(resp.body, "bad_request"));
+		http_response_free(&resp);
+	}
+	/* unknown path: JSON 404; wrong method: JSON 405 */
+	out = call(c, NULL, "GET", "/no/such/path", NULL, &st);
+	assert_int_equal(st, 404);
+	assert_string_equal(err_code(out), "not_found");
+	json_decref(out);
+	out = call(c, NULL, "GET", "/heartbeat", NULL, &st);
+	assert_int_equal(st, 405);
+	assert_string_equal(err_code(out), "method_not_allowed");
+	json_decref(out);
+	/* transactions limit over 500 */
+	{
+		char path[160];
+		snprintf(path, sizeof(path), "/users/%s/transactions?limit=501", node.id);
+		out = call(c, &node, "GET", path, NULL, &st);
+		assert_int_equal(st, 400);
+		json_decref(out);
+	}
+	/* the server still serves */
+	out = call(c, NULL, "GET", "/health", NULL, &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	heartbeat(c, &node, "OFFLINE", "bad-input-model", 4, 200);
+	http_client_free(c);
+}
+
+static void test_metrics(void **state)
+{
+	http_client *c;
+	http_response resp;
+	char url[256];
+	int samples = 0;
+
+	(void)state;
+	http_client_new(&c);
+	snprintf(url, sizeof(url), "%s/metrics", coord.url);
+	assert_int_equal(http_request(c, &resp, "GET", url, NULL, NULL, 0), 0);
+	assert_int_equal(resp.status, 200);
+	assert_non_null(strstr(resp.content_type, "text/plain"));
+	/* Prometheus text: comments start with '#', samples are
+	 * name{labels} value, names [a-zA-Z_:][a-zA-Z0-9_:]* */
+	for (char *line = strtok(resp.body, "\n"); line; line = strtok(NULL, "\n")) {
+		char *p = line, *end;
+		if (line[0] == '#') {
+			assert_true(strncmp(line, "# HELP ", 7) == 0 || strncmp(line, "# TYPE ", 7) == 0);
+			continue;
+		}
+		assert_true(isalpha((unsigned char)*p) || *p == '_' || *p == ':');
+		while (isalnum((unsigned char)*p) || *p == '_' || *p == ':')
+			p++;
+		if (*p == '{') {
+			p = strchr(p, '}');
+			assert_non_null(p);
+			p++;
+		}
+		assert_int_equal(*p, ' ');
+		strtod(p + 1, &end);
+		assert_true(end > p + 1);
+		assert_int_equal(*end, '\0');
+		samples++;
+	}
+	assert_true(samples >= 10);
+	http_response_free(&resp);
+	http_client_free(c);
+}
+
+static void test_admin_and_restart(void **state)
+{
+	troop_identity admin, user;
+	http_client *c;
+	json_t *b, *out, *pk1, *pk2;
+	char path[160];
+	int st;
+
+	(void)state;
+	http_client_new(&c);
+	identity_generate(&user);
+	/* the suite's coordinator runs with --admin from the identity saved by setup */
+	assert_int_equal(identity_load(&admin, getenv("TROOP_TEST_ADMIN_KEY")), 0);
+
+	b = json_pack("{s:s, s:i, s:s}", "account", user.id, "credits", 500, "reason", "test");
+	out = call(c, &user, "POST", "/admin/grant", b, &st);
+	assert_int_equal(st, 403);
+	json_decref(out);
+	out = call(c, &admin, "POST", "/admin/grant", b, &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+
+	snprintf(path, sizeof(path), "/users/%s/balance", user.id);
+	out = call(c, &user, "GET", path, NULL, &st);
+	assert_int_equal(json_integer_value(json_object_get(out, "balance_seconds")), 500 + 3600);
+	json_decref(out);
+	pk1 = call(c, NULL, "GET", "/public-key", NULL, &st);
+
+	/* restart on the same data directory: balances, transactions and the
+	 * coordinator key are still there */
+	assert_int_equal(WIFEXITED(harness_stop(&coord, SIGTERM)), 1);
+	start_coordinator("coord", "--node-ttl", "3");
+	pk2 = call(c, NULL, "GET", "/public-key", NULL, &st);
+	assert_true(json_equal(pk1, pk2));
+	out = call(c, &user, "GET", path, NULL, &st);
+	assert_int_equal(json_integer_value(json_object_get(out, "balance_seconds")), 500 + 3600);
+	json_decref(out);
+	snprintf(path, sizeof(path), "/users/%s/transactions", user.id);
+	out = call(c, &user, "GET", path, NULL, &st);
+	assert_int_equal(json_array_size(json_object_get(out, "transactions")), 2);
+	json_decref(out);
+	json_decref(pk1);
+	json_decref(pk2);
+	http_client_free(c);
+}
+
+static int setup(void **state)
+{
+	static char adminflag[128], keypath[300];
+	troop_identity admin;
+
+	(void)state;
+	if (sodium_init() < 0)
+		return -1;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	harness_tmpdir(tmp, sizeof(tmp));
+	snprintf(keypath, sizeof(keypath), "%s/admin.key", tmp);
+	identity_generate(&admin);
+	identity_save(&admin, keypath);
+	setenv("TROOP_TEST_ADMIN_KEY", keypath, 1);
+	snprintf(adminflag, sizeof(adminflag), "--admin=%s", admin.id);
+	setenv("TROOP_NODE_TTL", "3", 1);
+	start_coordinator("coord", adminflag, NULL);
+	/* later restarts keep the admin through the environment */
+	setenv("TROOP_ADMIN", admin.id, 1);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	harness_stop(&coord, SIGTERM);
+	curl_global_cleanup();
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_flow),
+		cmocka_unit_test(test_node_id_must_be_signer),
+		cmocka_unit_test(test_bad_signatures),
+		cmocka_unit_test(test_other_accounts_private),
+		cmocka_unit_test(test_concurrent_authorize),
+		cmocka_unit_test(test_ttl_and_offline),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_admin_and_restart),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
