@@ -64,8 +64,10 @@ int http_request_signed(http_client *c, int *status, json_t **out,
 
 /* Streaming: `on_data` gets each chunk of the body as it arrives; it
  * returns 0 to continue or non-zero to abort (the call then returns
- * TROOP_ERR unless on_data set another error).  *status is set before the
- * first chunk. */
+ * TROOP_ERR, or on_data's return value when that is a negative troop_err).
+ * *status is set before the first chunk.  The client's timeout limits the
+ * connect and the time without any byte arriving, not the whole stream;
+ * max_body does not apply (nothing is buffered). */
 typedef int (*http_data_fn)(void *arg, const char *data, size_t len);
 int http_request_stream(http_client *c, int *status, const char *method,
     const char *url, const char *const *headers, const void *body, size_t len,
@@ -80,14 +82,16 @@ typedef struct http_async_req http_async_req;
 
 typedef struct {
 	/* Status and headers are known.  `headers` is a NULL-terminated array
-	 * of "Name: value" lines, valid during the call only.  Return non-zero
-	 * to abort. */
+	 * of "Name: value" lines (no status line, no CRLF; interim 1xx
+	 * responses are not reported), valid during the call only.  Return
+	 * non-zero to abort. */
 	int (*on_headers)(void *arg, int status, const char *const *headers);
 	/* A body chunk.  Return 0, HTTP_ASYNC_PAUSE, or negative to abort. */
 	int (*on_data)(void *arg, const char *data, size_t len);
 	/* The request ended: err is 0 (complete), TROOP_EUPSTREAM,
-	 * TROOP_ETIMEOUT, or TROOP_ERR (aborted).  Called exactly once, after
-	 * which the http_async_req is freed. */
+	 * TROOP_ETIMEOUT, or TROOP_ERR (aborted); troop_error_msg() says why.
+	 * Called exactly once, from the loop, after which the http_async_req
+	 * is freed (cancel/resume on it during this call do nothing). */
 	void (*on_done)(void *arg, int err);
 } http_async_cb;
 
@@ -98,17 +102,25 @@ typedef struct {
 	bool tcp_nodelay;          /* default on in practice: set true */
 } http_async_opts;
 
+/* New async client on `base` (which must outlive it).  Returns 0,
+ * TROOP_ENOMEM or TROOP_ERR. */
 int http_async_new(http_async **out, struct event_base *base);
-/* Cancels every request in flight (their on_done runs with TROOP_ERR). */
+/* Cancels every request in flight (their on_done runs with TROOP_ERR,
+ * from inside this call).  Not to be called from one of its own
+ * callbacks. */
 void http_async_free(http_async *a);
 
 /* Start a request; `headers` and `body` are copied.  *out (may be NULL)
  * is a handle valid until on_done.  Returns 0 or a troop_err (then no
- * callback runs). */
+ * callback runs).  The transfer starts from the loop, so this may be
+ * called from inside another request's callbacks.  `opts` may be NULL
+ * (defaults, TCP_NODELAY on). */
 int http_async_request(http_async *a, http_async_req **out, const char *method,
     const char *url, const char *const *headers, const void *body, size_t len,
     const http_async_opts *opts, const http_async_cb *cb, void *arg);
-/* Continue a request paused with HTTP_ASYNC_PAUSE. */
+/* Continue a request paused with HTTP_ASYNC_PAUSE; a no-op if it is not
+ * paused.  Delivery resumes from the loop (never from inside this call),
+ * starting right after the chunk that paused: no byte is handed twice. */
 void http_async_resume(http_async_req *r);
 /* Abort a request; on_done runs with TROOP_ERR (possibly later, from the
  * loop, never from inside this call). */
