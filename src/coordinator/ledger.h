@@ -1,0 +1,401 @@
+/*
+ * ledger.h - the coordinator's durable store: accounts and credits,
+ * reservations (escrow), the transaction log, the durable part of node
+ * records (owner, multiplier, verification), a small key/value table and
+ * the audit log (DESIGN.md sections 7, 9 and 11).
+ *
+ * Two handles:
+ *   ledger       one per process, shared by every thread; made from a URL
+ *                by ledger_open, which also applies the SQL migrations.
+ *                Immutable after ledger_open: thread-safe.
+ *   ledger_conn  one database connection, for ONE thread at a time (a
+ *                server thread keeps its own).  Not thread-safe: never use
+ *                one ledger_conn from two threads at once.  Close every
+ *                connection before ledger_close.
+ *
+ * Backends sit behind a table of function pointers (struct ledger_ops,
+ * bottom of this file): SQLite (ledger_sqlite.c, the embedded default) and
+ * later PostgreSQL.  ledger.c checks every argument before it reaches a
+ * backend, so all backends refuse the same inputs with the same messages.
+ *
+ * The credit model.  Credits are integer credit-seconds.
+ *   - accounts.balance is the AVAILABLE balance;
+ *   - credits escrowed for a job live in its open reservation;
+ *   - invariant: sum(balances) + sum(open reservations)
+ *                == sum(starter grants) + sum(admin grants).
+ *   Every movement is one row in the transaction log:
+ *     grant    starter credits to `requester` (the new account)
+ *     admin    an operator grant to `requester`; `note` holds the reason
+ *     reserve  `credits` moved from requester's balance into escrow
+ *     settle   `credits` (the charge) moved from escrow to `worker`
+ *     release  `credits` moved from escrow back to requester
+ *   `credits` is never negative; the type says which way it went.
+ *
+ * Errors: every function returns 0 or a negative troop_err (error.h) and
+ * sets the thread's message with troop_error_set.  Common to all:
+ *   TROOP_EINVAL     a missing/empty argument or one out of range
+ *   TROOP_ETOOLARGE  a string longer than its LEDGER_*_MAX
+ *   TROOP_EUNAVAIL   the database is busy (after retries), unreachable,
+ *                    full, read-only or failing I/O: retry later (503)
+ *   TROOP_ENOMEM     out of memory
+ *   TROOP_ERR        anything else the database reported
+ * Functions list their other codes.  On error, out parameters are left in
+ * an unspecified state unless said otherwise.
+ *
+ * Time: every `now` is unix seconds supplied by the caller (tests pass
+ * their own clock).
+ */
+#ifndef TROOP_LEDGER_H
+#define TROOP_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Limits on strings, in bytes without the NUL. */
+#define LEDGER_ID_MAX 64         /* account ids, node ids, job ids, admin ids */
+#define LEDGER_NAME_MAX 128      /* node names */
+#define LEDGER_MODEL_MAX 255     /* model names */
+#define LEDGER_TYPE_MAX 15       /* transaction types */
+#define LEDGER_NOTE_MAX 255      /* admin grant reason */
+#define LEDGER_OUTCOME_MAX 31    /* receipt outcome ("ok", "error", ...) */
+#define LEDGER_ACTION_MAX 64     /* audit action */
+#define LEDGER_DETAIL_MAX 4096   /* audit detail */
+#define LEDGER_KV_KEY_MAX 128
+#define LEDGER_KV_VALUE_MAX 8192
+#define LEDGER_URL_MAX 4096
+
+#define LEDGER_TX_LIMIT_MAX 500  /* most rows one ledger_transactions call returns */
+#define LEDGER_CREDITS_MAX ((int64_t)1 << 50) /* largest single amount accepted */
+#define LEDGER_MULTIPLIER_MAX 1000.0 /* multipliers accepted: (0, 1000] */
+#define LEDGER_RELEASE_GRACE 60  /* DESIGN.md 7.4: seconds after expiry before release */
+
+typedef struct ledger ledger;
+typedef struct ledger_conn ledger_conn;
+
+/* ---- opening -------------------------------------------------------------- */
+
+/* Open the ledger named by `url`:
+ *   "PATH" or "sqlite:PATH"     SQLite file PATH (created if missing)
+ *   "sqlite:///rel/path"        SQLAlchemy style: relative path rel/path
+ *   "sqlite:////abs/path"       SQLAlchemy style: absolute /abs/path
+ *   "postgres://..."            PostgreSQL (when that backend is built)
+ * A SQLite URL may end in "?busy_timeout=MS" (default 5000): how long one
+ * attempt waits for another writer's lock; a write is attempted 3 times
+ * before TROOP_EUNAVAIL.
+ * then apply every migration in troop_migrations[] not yet recorded in the
+ * schema_version table, each in its own transaction (safe when several
+ * processes open the same database at once).  In-memory SQLite databases
+ * are refused (each connection would see a different database).
+ * Returns 0 and *out (free with ledger_close), or TROOP_EINVAL (bad or
+ * unsupported URL), TROOP_EUNAVAIL (cannot open or migrate; the message
+ * names the file and the migration).  Thread-safe. */
+int ledger_open(ledger **out, const char *url);
+
+/* Close the ledger.  NULL is fine.  All its connections must be closed
+ * first.  Not thread-safe with respect to other uses of `l`. */
+void ledger_close(ledger *l);
+
+/* The backend's name ("sqlite", ...).  Never NULL.  Thread-safe. */
+const char *ledger_backend_name(const ledger *l);
+
+/* Open a new connection to `l`, for use by one thread at a time.
+ * Returns 0 and *out (free with ledger_conn_close), or TROOP_EUNAVAIL.
+ * Thread-safe (any thread may open connections concurrently). */
+int ledger_conn_open(ledger_conn **out, ledger *l);
+
+/* Close a connection.  NULL is fine. */
+void ledger_conn_close(ledger_conn *c);
+
+/* The highest migration version recorded in schema_version, in *out. */
+int ledger_schema_version(int *out, ledger_conn *c);
+
+/* ---- accounts ------------------------------------------------------------- */
+
+/* Make sure `account` exists.  The first call for an account creates it
+ * with `starter_credits` (>= 0) and records one 'grant' row (none when 0);
+ * later calls change nothing.  Atomic: concurrent callers, in any number of
+ * threads or processes, grant at most once.  *created (may be NULL) says
+ * whether this call created it.  An account created any other way (admin
+ * grant, settlement credit to a worker owner) never gets starter credits. */
+int ledger_ensure_account(bool *created, ledger_conn *c, const char *account,
+    int64_t starter_credits, int64_t now);
+
+typedef struct {
+	int64_t available;  /* spendable now (accounts.balance) */
+	int64_t reserved;   /* held in this account's open reservations */
+} ledger_balance;
+
+/* Balance of `account`, read in one consistent snapshot.
+ * The API's balance_seconds is available + reserved.
+ * TROOP_ENOTFOUND if the account does not exist. */
+int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account);
+
+/* Add `credits` (1 .. LEDGER_CREDITS_MAX) to `account`, creating it if
+ * needed (without starter credits), with an 'admin' transaction row whose
+ * note is `reason` (may be NULL or "") and an audit_log row naming
+ * `admin_id`, in one transaction.  *tx_id (may be NULL) gets the
+ * transaction row's id. */
+int ledger_admin_grant(int64_t *tx_id, ledger_conn *c, const char *account,
+    int64_t credits, const char *reason, const char *admin_id, int64_t now);
+
+/* ---- reservations and settlement -------------------------------------------- */
+
+typedef struct {
+	const char *job_id;     /* the ticket's jti; unique */
+	const char *requester;  /* account paying */
+	const char *node_id;    /* node that will serve and must sign the receipt */
+	const char *worker;     /* account credited at settlement (node owner) */
+	const char *model;
+	int64_t amount;         /* credits escrowed, 1 .. LEDGER_CREDITS_MAX */
+	int64_t max_seconds;    /* time budget paid for, >= 0 (informational) */
+	double multiplier;      /* node multiplier at authorization, (0, 1000] */
+	int64_t expires_at;     /* after expires_at + grace an unsettled
+	                           reservation is released; should cover the
+	                           ticket's exp plus max_seconds */
+	int64_t now;
+} ledger_reserve_req;
+
+/* Escrow req->amount from the requester in ONE write transaction: check
+ * the available balance, decrement it, insert the open reservation and a
+ * 'reserve' row.  Concurrent reservations can never overspend an account.
+ * *available (may be NULL) gets the available balance after the call
+ * (on TROOP_ECREDITS: the balance that was too low).
+ * Errors: TROOP_ECREDITS when available < amount (message: "insufficient
+ * credits: available N, price M"; an unknown account has 0 available),
+ * TROOP_ECONFLICT when job_id was already reserved. */
+int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req *req);
+
+typedef struct {
+	const char *job_id;
+	const char *signer_node_id;  /* the node whose key signed the receipt */
+	int64_t duration_ms;         /* >= 0 */
+	int64_t tokens_in;           /* >= 0 */
+	int64_t tokens_out;          /* >= 0 */
+	const char *outcome;         /* "ok" counts toward the node's reputation,
+	                                anything else against it; NULL = "ok" */
+	int64_t grace_s;             /* usually LEDGER_RELEASE_GRACE, >= 0 */
+	int64_t now;
+} ledger_settle_req;
+
+typedef struct {
+	int64_t charged;    /* credits moved to the worker */
+	int64_t refunded;   /* credits returned to the requester */
+	bool already;       /* true: settled before; the stored result is returned */
+	char requester[LEDGER_ID_MAX + 1];
+	char worker[LEDGER_ID_MAX + 1];
+	char model[LEDGER_MODEL_MAX + 1];
+} ledger_settle_result;
+
+/* Settle a job once, in one write transaction: charge =
+ * min(ceil(duration_ms * multiplier / 1000), reserved amount) (see
+ * ledger_charge), credited to the worker account (created with 0 if
+ * missing), the rest refunded to the requester; the reservation becomes
+ * settled; a 'settle' row (credits = charge) and, when the refund is not
+ * 0, a 'release' row are written; the node's job counters are updated.
+ * Idempotent: settling a settled job changes nothing and returns the
+ * stored result with already = true.
+ * Errors: TROOP_ENOTFOUND no reservation with that job id;
+ * TROOP_EFORBIDDEN the signer is not the reservation's node (checked
+ * before anything else, also for settled jobs); TROOP_EGONE the
+ * reservation was released, or is open but past expires_at + grace_s (the
+ * next ledger_release_expired releases it). */
+int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req);
+
+/* Release every open reservation with expires_at + grace_s < now: refund
+ * it to the requester with a 'release' row.  Works in batches of short
+ * transactions.  *count (may be NULL) gets the number released. */
+int ledger_release_expired(int64_t *count, ledger_conn *c, int64_t now, int64_t grace_s);
+
+typedef enum {
+	LEDGER_RES_OPEN = 0,
+	LEDGER_RES_SETTLED,
+	LEDGER_RES_RELEASED,
+} ledger_res_status;
+
+typedef struct {
+	char job_id[LEDGER_ID_MAX + 1];
+	char requester[LEDGER_ID_MAX + 1];
+	char node_id[LEDGER_ID_MAX + 1];
+	char worker[LEDGER_ID_MAX + 1];
+	char model[LEDGER_MODEL_MAX + 1];
+	int64_t amount;
+	int64_t max_seconds;
+	double multiplier;
+	ledger_res_status status;
+	int64_t created_at;
+	int64_t expires_at;
+	int64_t closed_at;    /* 0 while open */
+	int64_t charged;      /* 0 while open */
+	int64_t refunded;     /* 0 while open */
+	int64_t duration_ms;  /* 0 unless settled */
+} ledger_reservation;
+
+/* Read one reservation.  TROOP_ENOTFOUND if there is none. */
+int ledger_reservation_get(ledger_reservation *out, ledger_conn *c, const char *job_id);
+
+/* The charge for `duration_ms` at `multiplier`, capped at `reserved`:
+ * min(ceil(duration_ms * multiplier / 1000), reserved), in integer
+ * arithmetic on the multiplier rounded to millionths (1500 ms at 1.0 -> 2,
+ * 10000 ms at 2.5 -> 25).  Negative durations count as 0.  Pure function,
+ * thread-safe; exposed for the API's estimates and for tests. */
+int64_t ledger_charge(int64_t duration_ms, double multiplier, int64_t reserved);
+
+/* ---- transaction log ------------------------------------------------------- */
+
+typedef struct {
+	int64_t id;                          /* increasing with time */
+	char type[LEDGER_TYPE_MAX + 1];      /* grant admin reserve settle release */
+	char job_id[LEDGER_ID_MAX + 1];      /* "" for grant/admin */
+	char requester[LEDGER_ID_MAX + 1];   /* payer, or receiver of a grant */
+	char worker[LEDGER_ID_MAX + 1];      /* "" for grant/admin */
+	int64_t credits;                     /* >= 0 */
+	int64_t duration_ms;                 /* settle rows; else 0 */
+	char model[LEDGER_MODEL_MAX + 1];    /* "" for grant/admin */
+	char note[LEDGER_NOTE_MAX + 1];      /* admin reason; else "" */
+	int64_t timestamp;                   /* unix seconds */
+} ledger_tx;
+
+/* The rows where `account` is the requester or the worker, newest first:
+ * at most `limit` (1 .. LEDGER_TX_LIMIT_MAX) rows with id < before_id
+ * (before_id 0: from the newest).  *out is a malloc'd array of *n rows
+ * (NULL when *n is 0), freed by the caller with free().  *next is the
+ * before_id for the next page, or 0 when there are no more rows.  Rows of
+ * an account that is both requester and worker appear once. */
+int ledger_transactions(ledger_tx **out, size_t *n, int64_t *next, ledger_conn *c,
+    const char *account, int limit, int64_t before_id);
+
+typedef struct {
+	int64_t granted;   /* sum of grant and admin rows */
+	int64_t balances;  /* sum of accounts.balance */
+	int64_t reserved;  /* sum of open reservations */
+	int64_t accounts;  /* number of accounts */
+	int64_t open_reservations;
+} ledger_totals;
+
+/* Totals for the invariant (granted == balances + reserved) and metrics,
+ * read in one snapshot.  Scans the tables: not for every request. */
+int ledger_totals_get(ledger_totals *out, ledger_conn *c);
+
+/* ---- nodes (durable part) ------------------------------------------------- */
+
+typedef struct {
+	char node_id[LEDGER_ID_MAX + 1];
+	char owner[LEDGER_ID_MAX + 1];
+	char name[LEDGER_NAME_MAX + 1];
+	double multiplier;      /* 1.0 until verified */
+	bool verified;
+	int64_t verified_at;    /* 0 if never */
+	double reputation;      /* (jobs_ok + 1) / (jobs_ok + jobs_failed + 2), in (0, 1) */
+	int64_t jobs_ok;
+	int64_t jobs_failed;
+	int64_t first_seen;
+	int64_t last_seen;      /* coarse: refreshed at most every LEDGER_NODE_TOUCH_S */
+} ledger_node;
+
+#define LEDGER_NODE_TOUCH_S 300
+
+/* Create node `node_id` (multiplier 1.0, unverified) or update its owner
+ * and name.  Cheap when nothing changed: no write unless owner or name
+ * differ or last_seen is older than LEDGER_NODE_TOUCH_S.  `name` may be
+ * NULL or "".  *created (may be NULL) says whether it was new. */
+int ledger_node_upsert(bool *created, ledger_conn *c, const char *node_id,
+    const char *owner, const char *name, int64_t now);
+
+/* Read node `node_id`.  TROOP_ENOTFOUND if unknown. */
+int ledger_node_get(ledger_node *out, ledger_conn *c, const char *node_id);
+
+/* Record a proof-of-hardware result: multiplier in (0, 1000], verified
+ * flag, verified_at = now.  TROOP_ENOTFOUND if the node is unknown. */
+int ledger_node_set_verification(ledger_conn *c, const char *node_id, double multiplier,
+    bool verified, int64_t now);
+
+/* ---- key/value and audit -------------------------------------------------- */
+
+/* Copy the value stored under `key` into buf (cap bytes, NUL-terminated);
+ * *len (may be NULL) gets its length.  TROOP_ENOTFOUND if absent;
+ * TROOP_ETOOLARGE if it does not fit (nothing copied, *len still set). */
+int ledger_kv_get(char *buf, size_t cap, size_t *len, ledger_conn *c, const char *key);
+
+/* Store `value` (text, at most LEDGER_KV_VALUE_MAX bytes) under `key`
+ * unless the key exists; the first writer wins, across processes.
+ * *inserted (may be NULL) says whether this call stored it.  To share a
+ * value such as the ticket signing key: put_if_absent, then kv_get. */
+int ledger_kv_put_if_absent(bool *inserted, ledger_conn *c, const char *key,
+    const char *value, int64_t now);
+
+/* Append an audit_log row.  `detail` may be NULL or "". */
+int ledger_audit(ledger_conn *c, const char *actor, const char *action,
+    const char *detail, int64_t now);
+
+/* ---- backend interface ---------------------------------------------------- */
+/*
+ * For backend files only.  A backend defines a `const struct ledger_ops`
+ * and structs whose FIRST member is `struct ledger` / `struct ledger_conn`
+ * with `ops` (and `owner`) filled in; ledger.c dispatches through them and
+ * validates every argument first (strings non-NULL, within their limits;
+ * numbers in range), so a backend may rely on the checks documented above.
+ * Backends set the error message on failure.  Register a backend in the
+ * table in ledger.c.
+ */
+struct ledger_ops;
+
+struct ledger {
+	const struct ledger_ops *ops;
+};
+
+struct ledger_conn {
+	const struct ledger_ops *ops;
+	ledger *owner;
+};
+
+struct ledger_ops {
+	const char *name;
+	/* `target` is the URL with the scheme removed (for SQLite: the path). */
+	int (*open)(ledger **out, const char *target);
+	void (*close)(ledger *l);
+	int (*conn_open)(ledger_conn **out, ledger *l);
+	void (*conn_close)(ledger_conn *c);
+	int (*schema_version)(int *out, ledger_conn *c);
+	int (*ensure_account)(bool *created, ledger_conn *c, const char *account,
+	    int64_t starter_credits, int64_t now);
+	int (*balance_get)(ledger_balance *out, ledger_conn *c, const char *account);
+	int (*admin_grant)(int64_t *tx_id, ledger_conn *c, const char *account,
+	    int64_t credits, const char *reason, const char *admin_id, int64_t now);
+	int (*reserve)(int64_t *available, ledger_conn *c, const ledger_reserve_req *req);
+	int (*settle)(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req);
+	int (*release_expired)(int64_t *count, ledger_conn *c, int64_t now, int64_t grace_s);
+	int (*reservation_get)(ledger_reservation *out, ledger_conn *c, const char *job_id);
+	int (*transactions)(ledger_tx **out, size_t *n, int64_t *next, ledger_conn *c,
+	    const char *account, int limit, int64_t before_id);
+	int (*totals_get)(ledger_totals *out, ledger_conn *c);
+	int (*node_upsert)(bool *created, ledger_conn *c, const char *node_id,
+	    const char *owner, const char *name, int64_t now);
+	int (*node_get)(ledger_node *out, ledger_conn *c, const char *node_id);
+	int (*node_set_verification)(ledger_conn *c, const char *node_id, double multiplier,
+	    bool verified, int64_t now);
+	int (*kv_get)(char *buf, size_t cap, size_t *len, ledger_conn *c, const char *key);
+	int (*kv_put_if_absent)(bool *inserted, ledger_conn *c, const char *key,
+	    const char *value, int64_t now);
+	int (*audit)(ledger_conn *c, const char *actor, const char *action,
+	    const char *detail, int64_t now);
+};
+
+extern const struct ledger_ops ledger_sqlite_ops;
+
+/* Shared helpers for backends. */
+
+/* Copy NUL-terminated `src` (NULL reads as "") into dst[cap], truncating
+ * to cap - 1 bytes.  Backends copy column values that were validated on
+ * the way in, so truncation only happens on a tampered database. */
+void ledger_copy_str(char *dst, size_t cap, const char *src);
+
+/* Reputation from job counters: (ok + 1) / (ok + failed + 2). */
+double ledger_reputation(int64_t jobs_ok, int64_t jobs_failed);
+
+/* Reservation status <-> its name in the database ("open", "settled",
+ * "released").  parse: 0 or TROOP_EINVAL. */
+const char *ledger_res_status_name(ledger_res_status s);
+int ledger_res_status_parse(ledger_res_status *out, const char *s);
+
+#endif

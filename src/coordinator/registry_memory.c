@@ -1,0 +1,1133 @@
+/*
+ * registry_memory.c - the in-process registry backend (the embedded
+ * default): everything lives in this process's memory.
+ *
+ * Nodes: a hash map node_id -> node, two index maps (model name -> nodes,
+ * content hash -> nodes) and a min-heap on expiry, all under one
+ * reader/writer lock (writer-preferring, so a stream of lookups cannot
+ * starve heartbeats).  Lookups take the read lock; heartbeats the write
+ * lock.  active_jobs is atomic so that authorize can bump it under the
+ * read lock.  Each index bucket is an array of (node, model slot) refs;
+ * every model slot remembers its position in the bucket, so removing a
+ * node is O(its models) (swap with the last ref) and finding a model is
+ * O(nodes listed under it), never a scan of all nodes.  A node is stored
+ * in one allocation (record, model table and all strings), keeping 100k
+ * nodes at a few hundred bytes each.
+ *
+ * Nonces, rate windows and key/values: three stores, each split into 16
+ * shards by key hash, each shard a hash map plus an expiry heap under its
+ * own mutex.  Expired entries are dropped lazily on access, a few at a
+ * time on every insert, and all at once by registry_sweep; every store has
+ * a hard cap on live entries.
+ *
+ * Keys come from the network, so the maps hash with SipHash (libsodium
+ * crypto_shorthash) under a random key chosen at open.
+ */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "registry.h"
+
+#define NONE SIZE_MAX
+#define SHARDS 16
+#define PUT_SWEEP 64        /* expired nodes dropped per put_node */
+#define SHARD_SWEEP 8       /* expired entries dropped per store insert */
+#define HASHES_TRACKED 16   /* distinct hashes counted per model name */
+
+static int nomem(void)
+{
+	return troop_error_set(TROOP_ENOMEM, "registry: out of memory");
+}
+
+/* ---- hash map: string -> pointer -------------------------------------------- */
+
+struct sent {
+	struct sent *next;
+	uint64_t h;
+	void *val;
+	char key[];
+};
+
+struct smap {
+	struct sent **b;
+	size_t nb;  /* power of two */
+	size_t n;
+};
+
+static uint64_t shash(const unsigned char *seed, const char *key)
+{
+	unsigned char out[crypto_shorthash_BYTES];
+	uint64_t h;
+	crypto_shorthash(out, (const unsigned char *)key, strlen(key), seed);
+	memcpy(&h, out, sizeof h);
+	return h;
+}
+
+static int smap_init(struct smap *m, size_t nb)
+{
+	m->b = calloc(nb, sizeof *m->b);
+	m->nb = nb;
+	m->n = 0;
+	return m->b ? 0 : nomem();
+}
+
+/* Free the entries (not the values). */
+static void smap_free(struct smap *m)
+{
+	for (size_t i = 0; m->b != NULL && i < m->nb; i++) {
+		struct sent *e = m->b[i];
+		while (e != NULL) {
+			struct sent *next = e->next;
+			free(e);
+			e = next;
+		}
+	}
+	free(m->b);
+	m->b = NULL;
+	m->nb = m->n = 0;
+}
+
+static struct sent *smap_find(const struct smap *m, const char *key, uint64_t h)
+{
+	for (struct sent *e = m->b[h & (m->nb - 1)]; e != NULL; e = e->next)
+		if (e->h == h && strcmp(e->key, key) == 0)
+			return e;
+	return NULL;
+}
+
+static void smap_grow(struct smap *m)
+{
+	size_t nb = m->nb * 2;
+	struct sent **b = calloc(nb, sizeof *b);
+	if (b == NULL)
+		return;  /* keep the old table: only slower */
+	for (size_t i = 0; i < m->nb; i++) {
+		struct sent *e = m->b[i];
+		while (e != NULL) {
+			struct sent *next = e->next;
+			e->next = b[e->h & (nb - 1)];
+			b[e->h & (nb - 1)] = e;
+			e = next;
+		}
+	}
+	free(m->b);
+	m->b = b;
+	m->nb = nb;
+}
+
+/* Insert a key known to be absent.  Returns the entry or NULL (no memory). */
+static struct sent *smap_add(struct smap *m, const char *key, uint64_t h, void *val)
+{
+	size_t klen = strlen(key);
+	struct sent *e = malloc(sizeof *e + klen + 1);
+	if (e == NULL)
+		return NULL;
+	e->h = h;
+	e->val = val;
+	memcpy(e->key, key, klen + 1);
+	if (m->n >= m->nb)
+		smap_grow(m);
+	e->next = m->b[h & (m->nb - 1)];
+	m->b[h & (m->nb - 1)] = e;
+	m->n++;
+	return e;
+}
+
+/* Unlink and free entry `e`; returns its value. */
+static void *smap_del(struct smap *m, struct sent *e)
+{
+	struct sent **pp = &m->b[e->h & (m->nb - 1)];
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	m->n--;
+	void *val = e->val;
+	free(e);
+	return val;
+}
+
+/* ---- expiry heap ------------------------------------------------------------- */
+
+struct hent {
+	int64_t at;  /* expires at (live while now < at) */
+	size_t pos;  /* index in the heap */
+};
+
+struct heap {
+	struct hent **a;
+	size_t n, cap;
+};
+
+static void heap_set(struct heap *h, size_t i, struct hent *e)
+{
+	h->a[i] = e;
+	e->pos = i;
+}
+
+static void heap_up(struct heap *h, size_t i)
+{
+	struct hent *e = h->a[i];
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (h->a[p]->at <= e->at)
+			break;
+		heap_set(h, i, h->a[p]);
+		i = p;
+	}
+	heap_set(h, i, e);
+}
+
+static void heap_down(struct heap *h, size_t i)
+{
+	struct hent *e = h->a[i];
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= h->n)
+			break;
+		if (c + 1 < h->n && h->a[c + 1]->at < h->a[c]->at)
+			c++;
+		if (e->at <= h->a[c]->at)
+			break;
+		heap_set(h, i, h->a[c]);
+		i = c;
+	}
+	heap_set(h, i, e);
+}
+
+static int heap_push(struct heap *h, struct hent *e)
+{
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 64;
+		struct hent **a = realloc(h->a, cap * sizeof *a);
+		if (a == NULL)
+			return nomem();
+		h->a = a;
+		h->cap = cap;
+	}
+	heap_set(h, h->n++, e);
+	heap_up(h, h->n - 1);
+	return 0;
+}
+
+static void heap_del(struct heap *h, struct hent *e)
+{
+	size_t i = e->pos;
+	struct hent *last = h->a[--h->n];
+	if (i == h->n)
+		return;
+	heap_set(h, i, last);
+	heap_up(h, i);
+	heap_down(h, last->pos);
+}
+
+/* Re-place `e` after its `at` changed. */
+static void heap_fix(struct heap *h, struct hent *e)
+{
+	heap_up(h, e->pos);
+	heap_down(h, e->pos);
+}
+
+/* The entry expiring first, if it has expired by `now`. */
+static struct hent *heap_expired(const struct heap *h, int64_t now)
+{
+	return (h->n > 0 && h->a[0]->at <= now) ? h->a[0] : NULL;
+}
+
+/* ---- nodes ------------------------------------------------------------------ */
+
+struct mmodel {
+	const char *name, *hash, *engine;
+	int64_t size;
+	size_t name_pos;  /* index in the by_name bucket, NONE if not indexed */
+	size_t hash_pos;  /* likewise in by_hash */
+};
+
+/* One allocation: struct mnode, then n_models struct mmodel, then the
+ * strings. */
+struct mnode {
+	struct hent h;  /* first: the heap stores &h */
+	struct sent *ent;  /* its entry in the nodes map */
+	const char *node_id, *name, *ip, *enc_key, *owner, *version;
+	char *extra_json;  /* own allocation, or NULL */
+	struct mmodel *models;
+	size_t n_models;
+	int port, max_jobs;
+	node_status status;
+	int64_t last_seen;
+	atomic_int active;
+};
+
+struct iref {
+	struct mnode *node;
+	size_t mi;  /* model slot */
+};
+
+struct ibucket {
+	struct iref *refs;
+	size_t n, cap;
+};
+
+/* ---- key/value stores with expiry ------------------------------------------- */
+
+struct tent {
+	struct hent h;  /* first */
+	struct sent *ent;
+	int64_t count;  /* rate windows */
+	size_t len;     /* kv */
+	unsigned char *val;
+};
+
+struct tshard {
+	pthread_mutex_t mu;
+	struct smap map;
+	struct heap heap;
+	size_t max;
+};
+
+struct tstore {
+	struct tshard sh[SHARDS];
+};
+
+struct mem_registry {
+	struct registry base;
+	registry_opts opts;
+	unsigned char seed[crypto_shorthash_KEYBYTES];
+	pthread_rwlock_t lock;  /* guards nodes, by_name, by_hash, node_heap */
+	struct smap nodes, by_name, by_hash;
+	struct heap node_heap;
+	struct tstore nonces, rates, kv;
+};
+
+static struct mem_registry *mem_of(registry *r)
+{
+	return (struct mem_registry *)r;
+}
+
+static struct mnode *node_of(struct hent *h)
+{
+	return (struct mnode *)h;
+}
+
+static bool node_live(const struct mnode *n, int64_t now)
+{
+	return n->h.at > now;
+}
+
+/* Build a node from a validated record, outside any lock. */
+static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t now)
+{
+	const char *fixed[6] = { rec->node_id, rec->name, rec->ip,
+		rec->encryption_public_key, rec->owner, rec->version };
+	size_t slen = 0;
+	for (int i = 0; i < 6; i++)
+		slen += strlen(fixed[i]) + 1;
+	for (size_t i = 0; i < rec->n_models; i++)
+		slen += strlen(rec->models[i].name) + strlen(rec->models[i].content_hash) +
+		    strlen(rec->models[i].engine) + 3;
+
+	struct mnode *n = calloc(1, sizeof *n + rec->n_models * sizeof(struct mmodel) + slen);
+	if (n == NULL)
+		return NULL;
+	if (rec->extra_json != NULL && (n->extra_json = strdup(rec->extra_json)) == NULL) {
+		free(n);
+		return NULL;
+	}
+	n->models = (struct mmodel *)(n + 1);
+	n->n_models = rec->n_models;
+	char *p = (char *)(n->models + rec->n_models);
+	const char **dst[6] = { &n->node_id, &n->name, &n->ip, &n->enc_key, &n->owner,
+		&n->version };
+	for (int i = 0; i < 6; i++) {
+		size_t l = strlen(fixed[i]) + 1;
+		memcpy(p, fixed[i], l);
+		*dst[i] = p;
+		p += l;
+	}
+	for (size_t i = 0; i < rec->n_models; i++) {
+		const registry_model *src = &rec->models[i];
+		struct mmodel *m = &n->models[i];
+		const char *s3[3] = { src->name, src->content_hash, src->engine };
+		const char **d3[3] = { &m->name, &m->hash, &m->engine };
+		for (int k = 0; k < 3; k++) {
+			size_t l = strlen(s3[k]) + 1;
+			memcpy(p, s3[k], l);
+			*d3[k] = p;
+			p += l;
+		}
+		m->size = src->size_bytes;
+		m->name_pos = m->hash_pos = NONE;
+	}
+	n->h.at = now + ttl;
+	n->port = rec->port;
+	n->max_jobs = rec->max_jobs;
+	n->status = rec->status;
+	n->last_seen = now;
+	atomic_init(&n->active, rec->active_jobs);
+	return n;
+}
+
+static void mnode_free(struct mnode *n)
+{
+	if (n == NULL)
+		return;
+	free(n->extra_json);
+	free(n);
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	size_t n = strnlen(src, cap - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* Copy a node out for a caller.  Under (at least) the read lock. */
+static int mnode_export(registry_node *out, const struct mnode *n, unsigned with)
+{
+	memset(out, 0, sizeof *out);
+	copy_str(out->node_id, sizeof out->node_id, n->node_id);
+	copy_str(out->name, sizeof out->name, n->name);
+	copy_str(out->ip, sizeof out->ip, n->ip);
+	copy_str(out->encryption_public_key, sizeof out->encryption_public_key, n->enc_key);
+	copy_str(out->owner, sizeof out->owner, n->owner);
+	copy_str(out->version, sizeof out->version, n->version);
+	out->port = n->port;
+	out->status = n->status;
+	out->active_jobs = atomic_load(&((struct mnode *)n)->active);
+	out->max_jobs = n->max_jobs;
+	out->last_seen = n->last_seen;
+	out->expires_at = n->h.at;
+	if ((with & REGISTRY_WITH_MODELS) && n->n_models > 0) {
+		out->models = malloc(n->n_models * sizeof *out->models);
+		if (out->models == NULL)
+			goto fail;
+		out->n_models = n->n_models;
+		for (size_t i = 0; i < n->n_models; i++) {
+			registry_model *m = &out->models[i];
+			copy_str(m->name, sizeof m->name, n->models[i].name);
+			copy_str(m->content_hash, sizeof m->content_hash, n->models[i].hash);
+			copy_str(m->engine, sizeof m->engine, n->models[i].engine);
+			m->size_bytes = n->models[i].size;
+		}
+	}
+	if ((with & REGISTRY_WITH_EXTRA) && n->extra_json != NULL) {
+		out->extra_json = strdup(n->extra_json);
+		if (out->extra_json == NULL)
+			goto fail;
+	}
+	return 0;
+fail:
+	registry_node_clear(out);
+	return nomem();
+}
+
+/* ---- the model index (write lock held) ----------------------------------------- */
+
+static size_t *slot_pos(struct mnode *n, size_t mi, bool by_name)
+{
+	return by_name ? &n->models[mi].name_pos : &n->models[mi].hash_pos;
+}
+
+static int index_add(struct mem_registry *m, struct smap *idx, bool by_name, const char *key,
+    struct mnode *n, size_t mi)
+{
+	uint64_t h = shash(m->seed, key);
+	struct sent *e = smap_find(idx, key, h);
+	struct ibucket *b;
+	if (e == NULL) {
+		b = calloc(1, sizeof *b);
+		if (b == NULL || smap_add(idx, key, h, b) == NULL) {
+			free(b);
+			return nomem();
+		}
+	} else {
+		b = e->val;
+	}
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 4;
+		struct iref *refs = realloc(b->refs, cap * sizeof *refs);
+		if (refs == NULL) {
+			if (b->n == 0) {  /* just made: do not leave an empty bucket */
+				smap_del(idx, smap_find(idx, key, h));
+				free(b->refs);
+				free(b);
+			}
+			return nomem();
+		}
+		b->refs = refs;
+		b->cap = cap;
+	}
+	b->refs[b->n] = (struct iref){ n, mi };
+	*slot_pos(n, mi, by_name) = b->n++;
+	return 0;
+}
+
+static void index_del(struct mem_registry *m, struct smap *idx, bool by_name, const char *key,
+    struct mnode *n, size_t mi)
+{
+	size_t *pos = slot_pos(n, mi, by_name);
+	if (*pos == NONE)
+		return;
+	uint64_t h = shash(m->seed, key);
+	struct sent *e = smap_find(idx, key, h);
+	if (e == NULL)
+		return;  /* cannot happen */
+	struct ibucket *b = e->val;
+	size_t i = *pos;
+	struct iref last = b->refs[--b->n];
+	if (i != b->n) {
+		b->refs[i] = last;
+		*slot_pos(last.node, last.mi, by_name) = i;
+	}
+	*pos = NONE;
+	if (b->n == 0) {
+		smap_del(idx, e);
+		free(b->refs);
+		free(b);
+	}
+}
+
+static void node_unindex(struct mem_registry *m, struct mnode *n)
+{
+	for (size_t i = 0; i < n->n_models; i++) {
+		index_del(m, &m->by_name, true, n->models[i].name, n, i);
+		index_del(m, &m->by_hash, false, n->models[i].hash, n, i);
+	}
+}
+
+/* Index every model name and hash once per node.  On failure nothing of
+ * this node stays indexed. */
+static int node_index(struct mem_registry *m, struct mnode *n)
+{
+	for (size_t i = 0; i < n->n_models; i++) {
+		struct mmodel *mm = &n->models[i];
+		bool name_dup = false, hash_dup = mm->hash[0] == '\0';
+		for (size_t j = 0; j < i && !(name_dup && hash_dup); j++) {
+			if (!name_dup && strcmp(n->models[j].name, mm->name) == 0)
+				name_dup = true;
+			if (!hash_dup && strcmp(n->models[j].hash, mm->hash) == 0)
+				hash_dup = true;
+		}
+		int err = 0;
+		if (!name_dup)
+			err = index_add(m, &m->by_name, true, mm->name, n, i);
+		if (err == 0 && !hash_dup)
+			err = index_add(m, &m->by_hash, false, mm->hash, n, i);
+		if (err) {
+			node_unindex(m, n);
+			return err;
+		}
+	}
+	return 0;
+}
+
+/* Take node `n` out of every structure and free it. */
+static void node_drop(struct mem_registry *m, struct mnode *n)
+{
+	node_unindex(m, n);
+	smap_del(&m->nodes, n->ent);
+	heap_del(&m->node_heap, &n->h);
+	mnode_free(n);
+}
+
+static size_t sweep_nodes(struct mem_registry *m, int64_t now, size_t limit)
+{
+	size_t k = 0;
+	struct hent *h;
+	while (k < limit && (h = heap_expired(&m->node_heap, now)) != NULL) {
+		node_drop(m, node_of(h));
+		k++;
+	}
+	return k;
+}
+
+static int mem_put_node(registry *r, const registry_node *rec, int64_t ttl, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	struct mnode *n = mnode_build(rec, ttl, now);
+	if (n == NULL)
+		return nomem();
+	uint64_t h = shash(m->seed, n->node_id);
+	int err = 0;
+
+	pthread_rwlock_wrlock(&m->lock);
+	sweep_nodes(m, now, PUT_SWEEP);
+	struct sent *e = smap_find(&m->nodes, n->node_id, h);
+	if (e != NULL) {
+		/* replace: the new node takes over the map entry and heap slot */
+		struct mnode *old = e->val;
+		node_unindex(m, old);
+		n->ent = e;
+		e->val = n;
+		n->h.pos = old->h.pos;
+		m->node_heap.a[n->h.pos] = &n->h;
+		heap_fix(&m->node_heap, &n->h);
+		mnode_free(old);
+	} else {
+		if (m->nodes.n >= m->opts.max_nodes) {
+			err = troop_error_set(TROOP_EUNAVAIL, "registry full: %zu live nodes",
+			    m->nodes.n);
+			goto out;
+		}
+		if ((n->ent = smap_add(&m->nodes, n->node_id, h, n)) == NULL) {
+			err = nomem();
+			goto out;
+		}
+		if ((err = heap_push(&m->node_heap, &n->h)) != 0) {
+			smap_del(&m->nodes, n->ent);
+			goto out;
+		}
+	}
+	if ((err = node_index(m, n)) != 0) {
+		node_drop(m, n);
+		n = NULL;  /* freed */
+		goto out;
+	}
+	n = NULL;  /* owned by the registry */
+out:
+	pthread_rwlock_unlock(&m->lock);
+	mnode_free(n);
+	return err;
+}
+
+static int mem_remove_node(registry *r, const char *node_id)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, node_id);
+	int err = 0;
+	pthread_rwlock_wrlock(&m->lock);
+	struct sent *e = smap_find(&m->nodes, node_id, h);
+	if (e != NULL)
+		node_drop(m, e->val);
+	else
+		err = troop_error_set(TROOP_ENOTFOUND, "no node %s", node_id);
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static int mem_get_node(registry_node *out, registry *r, const char *node_id, int64_t now,
+    unsigned with)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, node_id);
+	int err;
+	pthread_rwlock_rdlock(&m->lock);
+	struct sent *e = smap_find(&m->nodes, node_id, h);
+	if (e != NULL && node_live(e->val, now))
+		err = mnode_export(out, e->val, with);
+	else
+		err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+/* Append node `n` to the output array (capacity checked by the caller). */
+static int collect(registry_node *arr, size_t *k, const struct mnode *n, unsigned with)
+{
+	int err = mnode_export(&arr[*k], n, with);
+	if (err == 0)
+		(*k)++;
+	return err;
+}
+
+static int mem_find_nodes(registry_node **out, size_t *nout, registry *r, const char *model,
+    int64_t now, size_t max, unsigned with)
+{
+	struct mem_registry *m = mem_of(r);
+	registry_node *arr = NULL;
+	size_t k = 0;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&m->lock);
+	if (model == NULL) {
+		size_t cap = m->nodes.n < max ? m->nodes.n : max;
+		if (cap == 0)
+			goto out;
+		if ((arr = calloc(cap, sizeof *arr)) == NULL) {
+			err = nomem();
+			goto out;
+		}
+		/* start at a random bucket so a capped listing is not always the same */
+		size_t start = randombytes_uniform((uint32_t)(m->nodes.nb > UINT32_MAX ?
+		    UINT32_MAX : m->nodes.nb));
+		for (size_t i = 0; i < m->nodes.nb && k < cap && err == 0; i++) {
+			for (struct sent *e = m->nodes.b[(start + i) & (m->nodes.nb - 1)];
+			    e != NULL && k < cap && err == 0; e = e->next)
+				if (node_live(e->val, now))
+					err = collect(arr, &k, e->val, with);
+		}
+		goto out;
+	}
+
+	uint64_t h = shash(m->seed, model);
+	struct sent *e = smap_find(&m->by_name, model, h);
+	if (e == NULL)
+		e = smap_find(&m->by_hash, model, h);
+	if (e == NULL)
+		goto out;
+	struct ibucket *b = e->val;
+	size_t cap = b->n < max ? b->n : max;
+	if ((arr = calloc(cap, sizeof *arr)) == NULL) {
+		err = nomem();
+		goto out;
+	}
+	size_t start = b->n > max ? randombytes_uniform((uint32_t)(b->n > UINT32_MAX ?
+	    UINT32_MAX : b->n)) : 0;
+	for (size_t i = 0; i < b->n && k < cap && err == 0; i++) {
+		const struct mnode *n = b->refs[(start + i) % b->n].node;
+		if (node_live(n, now))
+			err = collect(arr, &k, n, with);
+	}
+out:
+	pthread_rwlock_unlock(&m->lock);
+	if (err != 0 || k == 0) {
+		registry_nodes_free(arr, k);
+		arr = NULL;
+		k = 0;
+	}
+	*out = arr;
+	*nout = k;
+	return err;
+}
+
+struct hash_tally {
+	const char *hash;
+	int64_t size;
+	size_t count;
+};
+
+static int cmp_model_info(const void *a, const void *b)
+{
+	return strcmp(((const registry_model_info *)a)->name,
+	    ((const registry_model_info *)b)->name);
+}
+
+static int mem_models(registry_model_info **out, size_t *nout, registry *r, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	registry_model_info *arr = NULL;
+	size_t k = 0;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&m->lock);
+	if (m->by_name.n > 0 && (arr = calloc(m->by_name.n, sizeof *arr)) == NULL)
+		err = nomem();
+	for (size_t i = 0; err == 0 && i < m->by_name.nb; i++) {
+		for (struct sent *e = m->by_name.b[i]; e != NULL; e = e->next) {
+			const struct ibucket *b = e->val;
+			struct hash_tally t[HASHES_TRACKED];
+			size_t nt = 0, live = 0;
+			for (size_t j = 0; j < b->n; j++) {
+				const struct mnode *n = b->refs[j].node;
+				if (!node_live(n, now))
+					continue;
+				live++;
+				const struct mmodel *mm = &n->models[b->refs[j].mi];
+				size_t x = 0;
+				while (x < nt && strcmp(t[x].hash, mm->hash) != 0)
+					x++;
+				if (x == nt && nt < HASHES_TRACKED)
+					t[nt++] = (struct hash_tally){ mm->hash, mm->size, 0 };
+				if (x < nt)
+					t[x].count++;
+			}
+			if (live == 0)
+				continue;
+			/* the hash most nodes report; among equals, a non-empty one */
+			size_t best = 0;
+			for (size_t x = 1; x < nt; x++)
+				if (t[x].count > t[best].count ||
+				    (t[x].count == t[best].count && t[best].hash[0] == '\0'))
+					best = x;
+			registry_model_info *mi = &arr[k++];
+			copy_str(mi->name, sizeof mi->name, e->key);
+			if (nt > 0) {
+				copy_str(mi->content_hash, sizeof mi->content_hash, t[best].hash);
+				mi->size_bytes = t[best].size;
+			}
+			mi->node_count = live;
+		}
+	}
+	pthread_rwlock_unlock(&m->lock);
+	if (err != 0 || k == 0) {
+		free(arr);
+		arr = NULL;
+		k = 0;
+	} else {
+		qsort(arr, k, sizeof *arr, cmp_model_info);
+	}
+	*out = arr;
+	*nout = k;
+	return err;
+}
+
+static int mem_add_active_job(registry *r, const char *node_id, int delta)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, node_id);
+	int err = 0;
+	pthread_rwlock_rdlock(&m->lock);
+	struct sent *e = smap_find(&m->nodes, node_id, h);
+	if (e != NULL) {
+		struct mnode *n = e->val;
+		int cur = atomic_load(&n->active), next;
+		do {
+			int64_t v = (int64_t)cur + delta;
+			next = v < 0 ? 0 : v > INT32_MAX ? INT32_MAX : (int)v;
+		} while (!atomic_compare_exchange_weak(&n->active, &cur, next));
+	} else {
+		err = troop_error_set(TROOP_ENOTFOUND, "no node %s", node_id);
+	}
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
+static int mem_count_nodes(size_t *out, registry *r, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	size_t live = 0;
+	pthread_rwlock_rdlock(&m->lock);
+	for (size_t i = 0; i < m->node_heap.n; i++)
+		if (m->node_heap.a[i]->at > now)
+			live++;
+	pthread_rwlock_unlock(&m->lock);
+	*out = live;
+	return 0;
+}
+
+/* ---- sharded stores ---------------------------------------------------------- */
+
+/* Locks first, so that tstore_free is safe after a failed tstore_alloc. */
+static void tstore_init(struct tstore *s, size_t max)
+{
+	size_t per = (max + SHARDS - 1) / SHARDS;
+	for (int i = 0; i < SHARDS; i++) {
+		pthread_mutex_init(&s->sh[i].mu, NULL);
+		s->sh[i].max = per ? per : 1;
+	}
+}
+
+static int tstore_alloc(struct tstore *s)
+{
+	for (int i = 0; i < SHARDS; i++)
+		if (smap_init(&s->sh[i].map, 64) != 0)
+			return TROOP_ENOMEM;
+	return 0;
+}
+
+static void tent_free(struct tent *t)
+{
+	if (t != NULL) {
+		free(t->val);
+		free(t);
+	}
+}
+
+static void tstore_free(struct tstore *s)
+{
+	for (int i = 0; i < SHARDS; i++) {
+		struct tshard *sh = &s->sh[i];
+		for (size_t j = 0; j < sh->heap.n; j++)
+			tent_free((struct tent *)sh->heap.a[j]);
+		free(sh->heap.a);
+		smap_free(&sh->map);
+		pthread_mutex_destroy(&sh->mu);
+	}
+}
+
+static struct tshard *shard_of(struct tstore *s, uint64_t h)
+{
+	return &s->sh[h >> 60];  /* the map uses the low bits */
+}
+
+/* Remove entry `t` from its shard and free it.  Shard lock held. */
+static void tent_drop(struct tshard *sh, struct tent *t)
+{
+	smap_del(&sh->map, t->ent);
+	heap_del(&sh->heap, &t->h);
+	tent_free(t);
+}
+
+static size_t shard_expire(struct tshard *sh, int64_t now, size_t limit)
+{
+	size_t k = 0;
+	struct hent *h;
+	while (k < limit && (h = heap_expired(&sh->heap, now)) != NULL) {
+		tent_drop(sh, (struct tent *)h);
+		k++;
+	}
+	return k;
+}
+
+/* The entry for `key`: live -> returned; expired -> dropped, NULL. */
+static struct tent *shard_get(struct tshard *sh, const char *key, uint64_t h, int64_t now)
+{
+	struct sent *e = smap_find(&sh->map, key, h);
+	if (e == NULL)
+		return NULL;
+	struct tent *t = e->val;
+	if (t->h.at > now)
+		return t;
+	tent_drop(sh, t);
+	return NULL;
+}
+
+/* A new entry expiring at `at`.  NULL with *err set when full or out of
+ * memory (full_err says which code "full" is). */
+static struct tent *shard_add(struct tshard *sh, const char *key, uint64_t h, int64_t at,
+    int64_t now, int full_err, const char *what, int *err)
+{
+	if (sh->map.n >= sh->max)
+		shard_expire(sh, now, SIZE_MAX);
+	if (sh->map.n >= sh->max) {
+		*err = troop_error_set(full_err, "registry: too many live %s", what);
+		return NULL;
+	}
+	struct tent *t = calloc(1, sizeof *t);
+	if (t == NULL) {
+		*err = nomem();
+		return NULL;
+	}
+	t->h.at = at;
+	if ((t->ent = smap_add(&sh->map, key, h, t)) == NULL) {
+		free(t);
+		*err = nomem();
+		return NULL;
+	}
+	if ((*err = heap_push(&sh->heap, &t->h)) != 0) {
+		smap_del(&sh->map, t->ent);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static int mem_nonce_check(registry *r, const char *keyid, const char *nonce, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	char key[2 * REGISTRY_NONCE_PART_MAX + 2];
+	snprintf(key, sizeof key, "%s\x1f%s", keyid, nonce);
+	uint64_t h = shash(m->seed, key);
+	struct tshard *sh = shard_of(&m->nonces, h);
+	int err = 0;
+	pthread_mutex_lock(&sh->mu);
+	shard_expire(sh, now, SHARD_SWEEP);
+	if (shard_get(sh, key, h, now) != NULL)
+		err = troop_error_set(TROOP_EAUTH, "nonce already used");
+	else
+		shard_add(sh, key, h, now + REGISTRY_NONCE_WINDOW, now, TROOP_ERATE, "nonces", &err);
+	pthread_mutex_unlock(&sh->mu);
+	return err;
+}
+
+static int mem_rate_check(registry *r, const char *key, int64_t window_s, int64_t max,
+    int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, key);
+	struct tshard *sh = shard_of(&m->rates, h);
+	int err = 0;
+	pthread_mutex_lock(&sh->mu);
+	shard_expire(sh, now, SHARD_SWEEP);
+	struct tent *t = shard_get(sh, key, h, now);
+	if (t == NULL)
+		t = shard_add(sh, key, h, now + window_s, now, TROOP_ERATE, "rate-limit keys", &err);
+	if (t != NULL && ++t->count > max)
+		err = troop_error_set(TROOP_ERATE, "rate limit: %lld per %lld s",
+		    (long long)max, (long long)window_s);
+	pthread_mutex_unlock(&sh->mu);
+	return err;
+}
+
+static int mem_kv_put(registry *r, const char *key, const void *value, size_t len,
+    int64_t ttl_s, unsigned flags, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, key);
+	struct tshard *sh = shard_of(&m->kv, h);
+	int err = 0;
+	unsigned char *copy = malloc(len ? len : 1);
+	if (copy == NULL)
+		return nomem();
+	if (len > 0)
+		memcpy(copy, value, len);
+
+	pthread_mutex_lock(&sh->mu);
+	shard_expire(sh, now, SHARD_SWEEP);
+	struct tent *t = shard_get(sh, key, h, now);
+	if (t != NULL && (flags & REGISTRY_KV_NX)) {
+		err = troop_error_set(TROOP_ECONFLICT, "key already present");
+		goto out;
+	}
+	if (t == NULL) {
+		t = shard_add(sh, key, h, now + ttl_s, now, TROOP_EUNAVAIL, "key/value entries",
+		    &err);
+		if (t == NULL)
+			goto out;
+	} else {
+		t->h.at = now + ttl_s;
+		heap_fix(&sh->heap, &t->h);
+	}
+	free(t->val);
+	t->val = copy;
+	t->len = len;
+	copy = NULL;
+out:
+	pthread_mutex_unlock(&sh->mu);
+	free(copy);
+	return err;
+}
+
+static int mem_kv_get(void *buf, size_t cap, size_t *len, registry *r, const char *key,
+    int64_t now, bool take)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, key);
+	struct tshard *sh = shard_of(&m->kv, h);
+	int err = 0;
+	pthread_mutex_lock(&sh->mu);
+	struct tent *t = shard_get(sh, key, h, now);
+	if (t == NULL) {
+		err = troop_error_set(TROOP_ENOTFOUND, "no live key '%s'", key);
+	} else {
+		*len = t->len;
+		if (t->len > cap) {
+			err = troop_error_set(TROOP_ETOOLARGE, "value of '%s' is %zu bytes, "
+			    "buffer %zu", key, t->len, cap);
+		} else {
+			if (t->len > 0)
+				memcpy(buf, t->val, t->len);
+			if (take)
+				tent_drop(sh, t);
+		}
+	}
+	pthread_mutex_unlock(&sh->mu);
+	return err;
+}
+
+static int mem_kv_del(registry *r, const char *key, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, key);
+	struct tshard *sh = shard_of(&m->kv, h);
+	int err = 0;
+	pthread_mutex_lock(&sh->mu);
+	struct tent *t = shard_get(sh, key, h, now);
+	if (t != NULL)
+		tent_drop(sh, t);
+	else
+		err = troop_error_set(TROOP_ENOTFOUND, "no live key '%s'", key);
+	pthread_mutex_unlock(&sh->mu);
+	return err;
+}
+
+static size_t tstore_sweep(struct tstore *s, int64_t now)
+{
+	size_t k = 0;
+	for (int i = 0; i < SHARDS; i++) {
+		pthread_mutex_lock(&s->sh[i].mu);
+		k += shard_expire(&s->sh[i], now, SIZE_MAX);
+		pthread_mutex_unlock(&s->sh[i].mu);
+	}
+	return k;
+}
+
+static int mem_sweep(size_t *removed, registry *r, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	pthread_rwlock_wrlock(&m->lock);
+	size_t k = sweep_nodes(m, now, SIZE_MAX);
+	pthread_rwlock_unlock(&m->lock);
+	k += tstore_sweep(&m->nonces, now);
+	k += tstore_sweep(&m->rates, now);
+	k += tstore_sweep(&m->kv, now);
+	*removed = k;
+	return 0;
+}
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+static void free_bucket_map(struct smap *idx)
+{
+	for (size_t i = 0; idx->b != NULL && i < idx->nb; i++)
+		for (struct sent *e = idx->b[i]; e != NULL; e = e->next) {
+			struct ibucket *b = e->val;
+			free(b->refs);
+			free(b);
+		}
+	smap_free(idx);
+}
+
+static void mem_close(registry *r)
+{
+	struct mem_registry *m = mem_of(r);
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->node_heap.n; i++)
+		mnode_free(node_of(m->node_heap.a[i]));
+	free(m->node_heap.a);
+	smap_free(&m->nodes);
+	free_bucket_map(&m->by_name);
+	free_bucket_map(&m->by_hash);
+	tstore_free(&m->nonces);
+	tstore_free(&m->rates);
+	tstore_free(&m->kv);
+	pthread_rwlock_destroy(&m->lock);
+	free(m);
+}
+
+static int mem_open(registry **out, const char *target, const registry_opts *opts)
+{
+	(void)target;
+	if (sodium_init() < 0)
+		return troop_error_set(TROOP_ERR, "registry: libsodium failed to initialise");
+	struct mem_registry *m = calloc(1, sizeof *m);
+	if (m == NULL)
+		return nomem();
+	m->base.ops = &registry_memory_ops;
+	m->opts = *opts;
+	crypto_shorthash_keygen(m->seed);
+
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&m->lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+
+	tstore_init(&m->nonces, opts->max_nonces);
+	tstore_init(&m->rates, opts->max_rate);
+	tstore_init(&m->kv, opts->max_kv);
+	if (smap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
+	    smap_init(&m->by_hash, 256) != 0 || tstore_alloc(&m->nonces) != 0 ||
+	    tstore_alloc(&m->rates) != 0 || tstore_alloc(&m->kv) != 0) {
+		mem_close(&m->base);
+		return nomem();
+	}
+	*out = &m->base;
+	return 0;
+}
+
+const struct registry_ops registry_memory_ops = {
+	.name = "memory",
+	.open = mem_open,
+	.close = mem_close,
+	.put_node = mem_put_node,
+	.remove_node = mem_remove_node,
+	.get_node = mem_get_node,
+	.find_nodes = mem_find_nodes,
+	.models = mem_models,
+	.add_active_job = mem_add_active_job,
+	.count_nodes = mem_count_nodes,
+	.sweep = mem_sweep,
+	.nonce_check = mem_nonce_check,
+	.rate_check = mem_rate_check,
+	.kv_put = mem_kv_put,
+	.kv_get = mem_kv_get,
+	.kv_del = mem_kv_del,
+};

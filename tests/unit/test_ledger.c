@@ -1,0 +1,904 @@
+/*
+ * test_ledger.c - the ledger on real SQLite files in a temporary
+ * directory: migrations, starter grants (also racing threads), escrow
+ * under 100 concurrent reservations, settlement math and idempotence,
+ * expiry, pagination, nodes, kv and audit.  After every step that moves
+ * credits the invariant granted == balances + reserved is checked.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "error.h"
+#include "ledger.h"
+#include "migrations.h"
+
+#define NOW 1764000000
+#define STARTER 3600
+
+struct fixture {
+	char dir[256];
+	char path[300];
+	ledger *l;
+	ledger_conn *c;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	if (f == NULL)
+		return -1;
+	const char *tmp = getenv("TMPDIR");
+	snprintf(f->dir, sizeof f->dir, "%s/troop-ledger-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (mkdtemp(f->dir) == NULL) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->path, sizeof f->path, "%s/ledger.db", f->dir);
+	if (ledger_open(&f->l, f->path) != 0 || ledger_conn_open(&f->c, f->l) != 0) {
+		fprintf(stderr, "open: %s\n", troop_error_msg());
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static void remove_db_files(const char *path)
+{
+	const char *suffix[] = { "", "-wal", "-shm", "-journal" };
+	char p[400];
+	for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+		snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+		unlink(p);
+	}
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	ledger_conn_close(f->c);
+	ledger_close(f->l);
+	remove_db_files(f->path);
+	char p[400];
+	snprintf(p, sizeof p, "%s/other.db", f->dir);
+	remove_db_files(p);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Reopen the ledger (a restart). */
+static void reopen(struct fixture *f)
+{
+	ledger_conn_close(f->c);
+	ledger_close(f->l);
+	assert_int_equal(ledger_open(&f->l, f->path), 0);
+	assert_int_equal(ledger_conn_open(&f->c, f->l), 0);
+}
+
+static void assert_invariant(ledger_conn *c)
+{
+	ledger_totals t;
+	assert_int_equal(ledger_totals_get(&t, c), 0);
+	assert_int_equal(t.granted, t.balances + t.reserved);
+}
+
+/* A count from the database, read with a separate plain connection. */
+static int64_t count_rows(const struct fixture *f, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t n = -1;
+	assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static int64_t available(ledger_conn *c, const char *account)
+{
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, c, account), 0);
+	return b.available;
+}
+
+static int64_t reserved(ledger_conn *c, const char *account)
+{
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, c, account), 0);
+	return b.reserved;
+}
+
+static ledger_reserve_req req_for(const char *job, const char *requester, int64_t amount,
+    double mult, int64_t expires_at)
+{
+	ledger_reserve_req q = {
+		.job_id = job, .requester = requester, .node_id = "node-1", .worker = "owner-1",
+		.model = "llama3:8b", .amount = amount, .max_seconds = amount,
+		.multiplier = mult, .expires_at = expires_at, .now = NOW,
+	};
+	return q;
+}
+
+static ledger_settle_req settle_for(const char *job, const char *signer, int64_t ms,
+    int64_t now)
+{
+	ledger_settle_req q = {
+		.job_id = job, .signer_node_id = signer, .duration_ms = ms, .tokens_in = 10,
+		.tokens_out = 20, .outcome = "ok", .grace_s = LEDGER_RELEASE_GRACE, .now = now,
+	};
+	return q;
+}
+
+/* ---- migrations and persistence ----------------------------------------------- */
+
+static void test_migrations_once(void **state)
+{
+	struct fixture *f = *state;
+	int max = 0;
+	for (int i = 0; i < troop_migrations_count; i++)
+		if (troop_migrations[i].version > max)
+			max = troop_migrations[i].version;
+	int v = -1;
+	assert_int_equal(ledger_schema_version(&v, f->c), 0);
+	assert_int_equal(v, max);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM schema_version"),
+	    troop_migrations_count);
+
+	/* opening again applies nothing twice and fails nothing */
+	reopen(f);
+	reopen(f);
+	assert_int_equal(ledger_schema_version(&v, f->c), 0);
+	assert_int_equal(v, max);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM schema_version"),
+	    troop_migrations_count);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM counters"), 2);
+	assert_string_equal(ledger_backend_name(f->l), "sqlite");
+}
+
+static void test_reopen_keeps_data(void **state)
+{
+	struct fixture *f = *state;
+	bool created = false, inserted = false;
+	int64_t avail = 0;
+	assert_int_equal(ledger_ensure_account(&created, f->c, "alice", STARTER, NOW), 0);
+	assert_true(created);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "alice", 100, "beta tester", "admin-1",
+	    NOW), 0);
+	ledger_reserve_req q = req_for("job-1", "alice", 500, 1.0, NOW + 600);
+	assert_int_equal(ledger_reserve(&avail, f->c, &q), 0);
+	assert_int_equal(avail, STARTER + 100 - 500);
+	assert_int_equal(ledger_kv_put_if_absent(&inserted, f->c, "signing_key", "k1", NOW), 0);
+	assert_true(inserted);
+
+	reopen(f);
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, f->c, "alice"), 0);
+	assert_int_equal(b.available, STARTER + 100 - 500);
+	assert_int_equal(b.reserved, 500);
+	ledger_tx *rows = NULL;
+	size_t n = 0;
+	int64_t next = -1;
+	assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "alice", 10, 0), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(rows[0].type, "reserve");
+	assert_string_equal(rows[1].type, "admin");
+	assert_string_equal(rows[1].note, "beta tester");
+	assert_string_equal(rows[2].type, "grant");
+	assert_int_equal(rows[2].credits, STARTER);
+	assert_int_equal(next, 0);
+	free(rows);
+	char buf[64];
+	assert_int_equal(ledger_kv_get(buf, sizeof buf, NULL, f->c, "signing_key"), 0);
+	assert_string_equal(buf, "k1");
+
+	/* no second starter grant after a restart */
+	assert_int_equal(ledger_ensure_account(&created, f->c, "alice", STARTER, NOW + 5), 0);
+	assert_false(created);
+	assert_int_equal(available(f->c, "alice"), STARTER + 100 - 500);
+	assert_invariant(f->c);
+}
+
+static void test_url_forms(void **state)
+{
+	struct fixture *f = *state;
+	ledger *l = NULL;
+	char url[400];
+
+	snprintf(url, sizeof url, "sqlite:%s", f->path);
+	assert_int_equal(ledger_open(&l, url), 0);
+	ledger_close(l);
+	/* SQLAlchemy form with an absolute path: four slashes */
+	snprintf(url, sizeof url, "sqlite:///%s/other.db", f->dir);
+	assert_int_equal(ledger_open(&l, url), 0);
+	ledger_close(l);
+	char p[400];
+	snprintf(p, sizeof p, "%s/other.db", f->dir);
+	assert_int_equal(access(p, F_OK), 0);
+
+	assert_int_equal(ledger_open(&l, "postgres://localhost/troop"), TROOP_EINVAL);
+	assert_null(l);
+	assert_non_null(strstr(troop_error_msg(), "postgres"));
+	assert_int_equal(ledger_open(&l, "mysql://x/y"), TROOP_EINVAL);
+	assert_int_equal(ledger_open(&l, ":memory:"), TROOP_EINVAL);
+	assert_int_equal(ledger_open(&l, "sqlite::memory:"), TROOP_EINVAL);
+	assert_int_equal(ledger_open(&l, ""), TROOP_EINVAL);
+	assert_int_equal(ledger_open(&l, "sqlite:"), TROOP_EINVAL);
+	assert_int_equal(ledger_open(&l, "/nonexistent-dir-troop/x/ledger.db"), TROOP_EUNAVAIL);
+	assert_null(l);
+}
+
+/* ---- accounts ------------------------------------------------------------- */
+
+static void test_starter_grant_once(void **state)
+{
+	struct fixture *f = *state;
+	bool created = false;
+	assert_int_equal(ledger_ensure_account(&created, f->c, "bob", STARTER, NOW), 0);
+	assert_true(created);
+	assert_int_equal(ledger_ensure_account(&created, f->c, "bob", STARTER, NOW + 1), 0);
+	assert_false(created);
+	assert_int_equal(available(f->c, "bob"), STARTER);
+	assert_int_equal(reserved(f->c, "bob"), 0);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = 'grant' "
+	    "AND requester = 'bob'"), 1);
+
+	/* a public network may start accounts at 0: no grant row at all */
+	assert_int_equal(ledger_ensure_account(&created, f->c, "carol", 0, NOW), 0);
+	assert_true(created);
+	assert_int_equal(available(f->c, "carol"), 0);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE requester = "
+	    "'carol'"), 0);
+
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, f->c, "nobody"), TROOP_ENOTFOUND);
+	assert_invariant(f->c);
+}
+
+#define ENSURE_THREADS 8
+#define ENSURE_ACCOUNTS 20
+
+struct ensure_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int created;  /* accounts this thread created */
+	int errors;
+};
+
+static void *ensure_thread(void *arg)
+{
+	struct ensure_ctx *x = arg;
+	ledger_conn *c = NULL;
+	if (ledger_conn_open(&c, x->l) != 0) {
+		x->errors++;
+		pthread_barrier_wait(x->barrier);
+		return NULL;
+	}
+	pthread_barrier_wait(x->barrier);
+	for (int i = 0; i < ENSURE_ACCOUNTS; i++) {
+		char account[32];
+		bool created = false;
+		snprintf(account, sizeof account, "racer-%02d", i);
+		if (ledger_ensure_account(&created, c, account, STARTER, NOW) != 0)
+			x->errors++;
+		else if (created)
+			x->created++;
+	}
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_starter_grant_concurrent(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t th[ENSURE_THREADS];
+	struct ensure_ctx ctx[ENSURE_THREADS];
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, ENSURE_THREADS);
+	for (int i = 0; i < ENSURE_THREADS; i++) {
+		ctx[i] = (struct ensure_ctx){ f->l, &barrier, 0, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, ensure_thread, &ctx[i]), 0);
+	}
+	int created = 0, errors = 0;
+	for (int i = 0; i < ENSURE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		created += ctx[i].created;
+		errors += ctx[i].errors;
+	}
+	pthread_barrier_destroy(&barrier);
+	assert_int_equal(errors, 0);
+	assert_int_equal(created, ENSURE_ACCOUNTS);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = 'grant'"),
+	    ENSURE_ACCOUNTS);
+	for (int i = 0; i < ENSURE_ACCOUNTS; i++) {
+		char account[32];
+		snprintf(account, sizeof account, "racer-%02d", i);
+		assert_int_equal(available(f->c, account), STARTER);
+	}
+	ledger_totals t;
+	assert_int_equal(ledger_totals_get(&t, f->c), 0);
+	assert_int_equal(t.granted, (int64_t)ENSURE_ACCOUNTS * STARTER);
+	assert_int_equal(t.accounts, ENSURE_ACCOUNTS);
+	assert_invariant(f->c);
+}
+
+static void test_admin_grant(void **state)
+{
+	struct fixture *f = *state;
+	int64_t tx = 0;
+	assert_int_equal(ledger_admin_grant(&tx, f->c, "dave", 250, "refund", "admin-key", NOW),
+	    0);
+	assert_true(tx > 0);
+	assert_int_equal(available(f->c, "dave"), 250);
+	/* an account created by a grant gets no starter credits later */
+	bool created = true;
+	assert_int_equal(ledger_ensure_account(&created, f->c, "dave", STARTER, NOW), 0);
+	assert_false(created);
+	assert_int_equal(available(f->c, "dave"), 250);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM audit_log WHERE actor = "
+	    "'admin-key' AND action = 'admin_grant'"), 1);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "dave", 0, NULL, "admin-key", NOW),
+	    TROOP_EINVAL);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "dave", -5, NULL, "admin-key", NOW),
+	    TROOP_EINVAL);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "dave", 5, NULL, NULL, NOW),
+	    TROOP_EINVAL);
+	assert_invariant(f->c);
+}
+
+/* ---- reservations --------------------------------------------------------- */
+
+static void test_reserve_basic(void **state)
+{
+	struct fixture *f = *state;
+	int64_t avail = -1;
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "erin", 100, NOW), 0);
+
+	ledger_reserve_req q = req_for("job-a", "erin", 30, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(&avail, f->c, &q), 0);
+	assert_int_equal(avail, 70);
+	assert_int_equal(available(f->c, "erin"), 70);
+	assert_int_equal(reserved(f->c, "erin"), 30);
+	assert_invariant(f->c);
+
+	ledger_reservation r;
+	assert_int_equal(ledger_reservation_get(&r, f->c, "job-a"), 0);
+	assert_int_equal(r.status, LEDGER_RES_OPEN);
+	assert_int_equal(r.amount, 30);
+	assert_string_equal(r.requester, "erin");
+	assert_string_equal(r.node_id, "node-1");
+	assert_string_equal(r.worker, "owner-1");
+	assert_int_equal(r.expires_at, NOW + 360);
+
+	/* too expensive: 402 with both numbers, nothing moves */
+	q = req_for("job-b", "erin", 80, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(&avail, f->c, &q), TROOP_ECREDITS);
+	assert_int_equal(troop_err_status(TROOP_ECREDITS), 402);
+	assert_non_null(strstr(troop_error_msg(), "available 70"));
+	assert_non_null(strstr(troop_error_msg(), "price 80"));
+	assert_int_equal(avail, 70);
+	assert_int_equal(available(f->c, "erin"), 70);
+	assert_int_equal(ledger_reservation_get(&r, f->c, "job-b"), TROOP_ENOTFOUND);
+
+	/* the same job id twice is a conflict, not a second debit */
+	q = req_for("job-a", "erin", 10, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), TROOP_ECONFLICT);
+	assert_int_equal(available(f->c, "erin"), 70);
+
+	/* exactly the balance is fine */
+	q = req_for("job-c", "erin", 70, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(&avail, f->c, &q), 0);
+	assert_int_equal(avail, 0);
+
+	/* an unknown account has nothing */
+	q = req_for("job-d", "stranger", 1, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(&avail, f->c, &q), TROOP_ECREDITS);
+	assert_int_equal(avail, 0);
+
+	/* argument checks */
+	q = req_for("job-e", "erin", 0, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), TROOP_EINVAL);
+	q = req_for("job-e", "erin", 1, 0.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), TROOP_EINVAL);
+	q = req_for("", "erin", 1, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), TROOP_EINVAL);
+	char longid[LEDGER_ID_MAX + 2];
+	memset(longid, 'x', sizeof longid - 1);
+	longid[sizeof longid - 1] = '\0';
+	q = req_for(longid, "erin", 1, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), TROOP_ETOOLARGE);
+	assert_invariant(f->c);
+}
+
+#define RESERVE_THREADS 100
+
+struct reserve_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int index;
+	int rc;
+};
+
+static void *reserve_thread(void *arg)
+{
+	struct reserve_ctx *x = arg;
+	ledger_conn *c = NULL;
+	x->rc = ledger_conn_open(&c, x->l);
+	pthread_barrier_wait(x->barrier);
+	if (x->rc != 0)
+		return NULL;
+	char job[32];
+	snprintf(job, sizeof job, "race-%03d", x->index);
+	ledger_reserve_req q = req_for(job, "frank", 10, 1.0, NOW + 360);
+	x->rc = ledger_reserve(NULL, c, &q);
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_reserve_concurrent(void **state)
+{
+	struct fixture *f = *state;
+	/* affords exactly 10 reservations of 10 */
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "frank", 100, NOW), 0);
+
+	pthread_t th[RESERVE_THREADS];
+	struct reserve_ctx ctx[RESERVE_THREADS];
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, RESERVE_THREADS);
+	for (int i = 0; i < RESERVE_THREADS; i++) {
+		ctx[i] = (struct reserve_ctx){ f->l, &barrier, i, -999 };
+		assert_int_equal(pthread_create(&th[i], NULL, reserve_thread, &ctx[i]), 0);
+	}
+	int ok = 0, poor = 0, other = 0;
+	for (int i = 0; i < RESERVE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		if (ctx[i].rc == 0)
+			ok++;
+		else if (ctx[i].rc == TROOP_ECREDITS)
+			poor++;
+		else
+			other++;
+	}
+	pthread_barrier_destroy(&barrier);
+	assert_int_equal(other, 0);
+	assert_int_equal(ok, 10);
+	assert_int_equal(poor, 90);
+	assert_int_equal(available(f->c, "frank"), 0);
+	assert_int_equal(reserved(f->c, "frank"), 100);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM reservations WHERE requester = "
+	    "'frank' AND status = 'open'"), 10);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = "
+	    "'reserve'"), 10);
+	assert_invariant(f->c);
+}
+
+/* ---- settlement ------------------------------------------------------------ */
+
+static void test_charge_math(void **state)
+{
+	(void)state;
+	assert_int_equal(ledger_charge(1500, 1.0, 100), 2);     /* ceil(1.5) */
+	assert_int_equal(ledger_charge(10000, 2.5, 100), 25);
+	assert_int_equal(ledger_charge(1000, 1.0, 100), 1);     /* exact: no rounding up */
+	assert_int_equal(ledger_charge(1001, 1.0, 100), 2);
+	assert_int_equal(ledger_charge(1, 1.0, 100), 1);
+	assert_int_equal(ledger_charge(0, 1.0, 100), 0);
+	assert_int_equal(ledger_charge(-5, 1.0, 100), 0);
+	assert_int_equal(ledger_charge(2000, 1.5, 100), 3);
+	assert_int_equal(ledger_charge(3000, 0.1, 100), 1);     /* 0.3 -> 1 */
+	assert_int_equal(ledger_charge(10000, 0.1, 100), 1);    /* exactly 1.0 */
+	assert_int_equal(ledger_charge(100000, 1.0, 30), 30);   /* capped */
+	assert_int_equal(ledger_charge(INT64_MAX / 2, 20.0, 77), 77);
+	assert_int_equal(ledger_charge(500, 1.0, 0), 0);
+}
+
+static void test_settle_flow(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "gina", 1000, NOW), 0);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+
+	/* 10 s at 2.5 = 25 of 100 reserved */
+	ledger_reserve_req q = req_for("job-1", "gina", 100, 2.5, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	ledger_settle_req s = settle_for("job-1", "node-1", 10000, NOW + 20);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_int_equal(res.charged, 25);
+	assert_int_equal(res.refunded, 75);
+	assert_false(res.already);
+	assert_string_equal(res.requester, "gina");
+	assert_string_equal(res.worker, "owner-1");
+	assert_int_equal(available(f->c, "gina"), 975);
+	assert_int_equal(reserved(f->c, "gina"), 0);
+	assert_int_equal(available(f->c, "owner-1"), 25);  /* created by the settlement */
+	assert_invariant(f->c);
+
+	ledger_reservation r;
+	assert_int_equal(ledger_reservation_get(&r, f->c, "job-1"), 0);
+	assert_int_equal(r.status, LEDGER_RES_SETTLED);
+	assert_int_equal(r.charged, 25);
+	assert_int_equal(r.duration_ms, 10000);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE job_id = 'job-1' "
+	    "AND type = 'settle' AND credits = 25 AND duration_ms = 10000"), 1);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE job_id = 'job-1' "
+	    "AND type = 'release' AND credits = 75"), 1);
+
+	/* a second receipt changes nothing and reports the first result */
+	s = settle_for("job-1", "node-1", 99000, NOW + 30);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_true(res.already);
+	assert_int_equal(res.charged, 25);
+	assert_int_equal(res.refunded, 75);
+	assert_int_equal(available(f->c, "gina"), 975);
+	assert_int_equal(available(f->c, "owner-1"), 25);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE job_id = 'job-1'"),
+	    3);
+	assert_invariant(f->c);
+
+	/* 1500 ms at 1.0 = 2 */
+	q = req_for("job-2", "gina", 10, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	s = settle_for("job-2", "node-1", 1500, NOW + 40);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_int_equal(res.charged, 2);
+	assert_int_equal(res.refunded, 8);
+	assert_int_equal(available(f->c, "owner-1"), 27);
+	assert_invariant(f->c);
+
+	/* longer than paid for: capped at the reservation, no release row */
+	q = req_for("job-3", "gina", 10, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	s = settle_for("job-3", "node-1", 60000, NOW + 50);
+	s.outcome = "timeout";
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_int_equal(res.charged, 10);
+	assert_int_equal(res.refunded, 0);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE job_id = 'job-3' "
+	    "AND type = 'release'"), 0);
+	assert_int_equal(available(f->c, "gina"), 1000 - 25 - 2 - 10);
+	assert_invariant(f->c);
+
+	/* the node's record counts the jobs */
+	ledger_node nd;
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.jobs_ok, 2);
+	assert_int_equal(nd.jobs_failed, 1);
+	assert_true(nd.reputation > 0.5 && nd.reputation < 1.0);
+
+	ledger_totals t;
+	assert_int_equal(ledger_totals_get(&t, f->c), 0);
+	assert_int_equal(t.open_reservations, 0);
+	assert_int_equal(t.reserved, 0);
+	assert_int_equal(t.granted, 1000);
+}
+
+static void test_settle_errors(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "hank", 1000, NOW), 0);
+	ledger_reserve_req q = req_for("job-x", "hank", 100, 1.0, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+
+	ledger_settle_req s = settle_for("no-such-job", "node-1", 1000, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_ENOTFOUND);
+	assert_int_equal(troop_err_status(TROOP_ENOTFOUND), 404);
+
+	s = settle_for("job-x", "node-2", 1000, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EFORBIDDEN);
+	assert_int_equal(troop_err_status(TROOP_EFORBIDDEN), 403);
+	assert_int_equal(reserved(f->c, "hank"), 100);
+
+	/* settled jobs still refuse another signer */
+	s = settle_for("job-x", "node-1", 1000, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	s = settle_for("job-x", "node-2", 1000, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EFORBIDDEN);
+
+	/* past expires_at + grace: gone, even before the sweep ran */
+	q = req_for("job-y", "hank", 50, 1.0, NOW + 100);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	s = settle_for("job-y", "node-1", 1000, NOW + 100 + LEDGER_RELEASE_GRACE + 1);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EGONE);
+	assert_int_equal(troop_err_status(TROOP_EGONE), 410);
+	assert_int_equal(reserved(f->c, "hank"), 50);
+	/* at the edge of the grace it still settles */
+	q = req_for("job-z", "hank", 50, 1.0, NOW + 100);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	s = settle_for("job-z", "node-1", 1000, NOW + 100 + LEDGER_RELEASE_GRACE);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_int_equal(res.charged, 1);
+
+	/* after the sweep released it: still gone */
+	int64_t count = -1;
+	assert_int_equal(ledger_release_expired(&count, f->c, NOW + 200, LEDGER_RELEASE_GRACE), 0);
+	assert_int_equal(count, 1);
+	s = settle_for("job-y", "node-1", 1000, NOW + 201);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EGONE);
+	ledger_reservation r;
+	assert_int_equal(ledger_reservation_get(&r, f->c, "job-y"), 0);
+	assert_int_equal(r.status, LEDGER_RES_RELEASED);
+	assert_int_equal(r.refunded, 50);
+
+	s = settle_for("job-x", "node-1", -1, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EINVAL);
+	assert_invariant(f->c);
+}
+
+static void test_release_expired(void **state)
+{
+	struct fixture *f = *state;
+	const int n = 300;  /* more than one batch */
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "ivy", 10 * n + 100, NOW), 0);
+	for (int i = 0; i < n; i++) {
+		char job[32];
+		snprintf(job, sizeof job, "old-%03d", i);
+		ledger_reserve_req q = req_for(job, "ivy", 10, 1.0, NOW + 100);
+		assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	}
+	ledger_reserve_req q = req_for("fresh", "ivy", 10, 1.0, NOW + 1000);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	assert_int_equal(available(f->c, "ivy"), 100 - 10);
+	assert_invariant(f->c);
+
+	int64_t count = -1;
+	/* expires_at + grace == now: not yet */
+	assert_int_equal(ledger_release_expired(&count, f->c, NOW + 160, 60), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(ledger_release_expired(&count, f->c, NOW + 161, 60), 0);
+	assert_int_equal(count, n);
+	assert_int_equal(available(f->c, "ivy"), 10 * n + 100 - 10);
+	assert_int_equal(reserved(f->c, "ivy"), 10);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = "
+	    "'release'"), n);
+	assert_invariant(f->c);
+
+	assert_int_equal(ledger_release_expired(&count, f->c, NOW + 161, 60), 0);
+	assert_int_equal(count, 0);
+	assert_int_equal(ledger_release_expired(NULL, f->c, NOW + 2000, 60), 0);
+	assert_int_equal(reserved(f->c, "ivy"), 0);
+	assert_int_equal(available(f->c, "ivy"), 10 * n + 100);
+	assert_invariant(f->c);
+}
+
+/* ---- transaction log ------------------------------------------------------- */
+
+static void test_transactions_pages(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "jack", 10000, NOW), 0);
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "kate", 10000, NOW), 0);
+	int jobs = 0;
+	/* jack pays owner-1 (worker rows for owner-1), kate pays jack (jack as worker),
+	 * and jack pays himself once (one row per movement, listed once) */
+	for (int i = 0; i < 12; i++) {
+		char job[32];
+		snprintf(job, sizeof job, "p-%02d", i);
+		ledger_reserve_req q = req_for(job, i % 3 == 0 ? "kate" : "jack", 20, 1.0,
+		    NOW + 360);
+		q.worker = i % 3 == 0 ? "jack" : "owner-1";
+		if (i == 5)
+			q.worker = "jack";
+		assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+		ledger_settle_req s = settle_for(job, "node-1", 5000, NOW + 10);
+		ledger_settle_result res;
+		assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+		jobs++;
+	}
+	int64_t expect = count_rows(f, "SELECT COUNT(*) FROM transactions WHERE requester = "
+	    "'jack' OR worker = 'jack'");
+	assert_true(expect > 30);
+
+	int64_t before = 0, last_id = INT64_MAX, total = 0;
+	int pages = 0;
+	do {
+		ledger_tx *rows = NULL;
+		size_t n = 0;
+		int64_t next = -1;
+		assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "jack", 7, before), 0);
+		assert_true(n <= 7);
+		for (size_t i = 0; i < n; i++) {
+			assert_true(rows[i].id < last_id);  /* newest first, no repeats */
+			last_id = rows[i].id;
+			assert_true(strcmp(rows[i].requester, "jack") == 0 ||
+			    strcmp(rows[i].worker, "jack") == 0);
+			assert_true(rows[i].timestamp >= NOW);
+		}
+		total += (int64_t)n;
+		if (next != 0) {
+			assert_int_equal(n, 7);
+			assert_int_equal(next, rows[n - 1].id);
+		}
+		before = next;
+		free(rows);
+		pages++;
+	} while (before != 0 && pages < 100);
+	assert_int_equal(total, expect);
+	assert_int_equal(pages, (int)((expect + 6) / 7));
+
+	/* one page of everything, and the argument limits */
+	ledger_tx *rows = NULL;
+	size_t n = 0;
+	int64_t next = -1;
+	assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "jack", LEDGER_TX_LIMIT_MAX,
+	    0), 0);
+	assert_int_equal((int64_t)n, expect);
+	assert_int_equal(next, 0);
+	free(rows);
+	assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "jack", 0, 0),
+	    TROOP_EINVAL);
+	assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "jack",
+	    LEDGER_TX_LIMIT_MAX + 1, 0), TROOP_EINVAL);
+	assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "jack", 10, -1),
+	    TROOP_EINVAL);
+	/* nobody: empty, no error */
+	assert_int_equal(ledger_transactions(&rows, &n, &next, f->c, "nobody", 10, 0), 0);
+	assert_int_equal(n, 0);
+	assert_null(rows);
+	assert_int_equal(next, 0);
+	assert_true(jobs == 12);
+	assert_invariant(f->c);
+}
+
+/* ---- nodes, kv, audit --------------------------------------------------------- */
+
+static void test_nodes(void **state)
+{
+	struct fixture *f = *state;
+	bool created = false;
+	ledger_node nd;
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), TROOP_ENOTFOUND);
+	assert_int_equal(ledger_node_upsert(&created, f->c, "node-9", "owner-9", "gpu-box", NOW),
+	    0);
+	assert_true(created);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
+	assert_string_equal(nd.owner, "owner-9");
+	assert_string_equal(nd.name, "gpu-box");
+	assert_true(nd.multiplier == 1.0);
+	assert_false(nd.verified);
+	assert_int_equal(nd.verified_at, 0);
+	assert_int_equal(nd.first_seen, NOW);
+	assert_true(nd.reputation == 0.5);
+
+	assert_int_equal(ledger_node_upsert(&created, f->c, "node-9", "owner-9", "gpu-box",
+	    NOW + 10), 0);
+	assert_false(created);
+	assert_int_equal(ledger_node_upsert(&created, f->c, "node-9", "owner-10", "renamed",
+	    NOW + 20), 0);
+	assert_false(created);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
+	assert_string_equal(nd.owner, "owner-10");
+	assert_string_equal(nd.name, "renamed");
+	assert_int_equal(nd.first_seen, NOW);
+	assert_int_equal(nd.last_seen, NOW + 20);
+	/* a touch after LEDGER_NODE_TOUCH_S refreshes last_seen */
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-9", "owner-10", "renamed",
+	    NOW + 20 + LEDGER_NODE_TOUCH_S), 0);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
+	assert_int_equal(nd.last_seen, NOW + 20 + LEDGER_NODE_TOUCH_S);
+
+	assert_int_equal(ledger_node_set_verification(f->c, "node-9", 2.5, true, NOW + 30), 0);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
+	assert_true(nd.multiplier == 2.5);
+	assert_true(nd.verified);
+	assert_int_equal(nd.verified_at, NOW + 30);
+	assert_int_equal(ledger_node_set_verification(f->c, "node-404", 2.5, true, NOW),
+	    TROOP_ENOTFOUND);
+	assert_int_equal(ledger_node_set_verification(f->c, "node-9", -1.0, true, NOW),
+	    TROOP_EINVAL);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-9", "", "x", NOW), TROOP_EINVAL);
+}
+
+static void test_kv_and_audit(void **state)
+{
+	struct fixture *f = *state;
+	ledger_conn *c2 = NULL;
+	bool inserted = false;
+	char buf[16];
+	size_t len = 0;
+	assert_int_equal(ledger_conn_open(&c2, f->l), 0);
+
+	assert_int_equal(ledger_kv_get(buf, sizeof buf, &len, f->c, "coordinator_key"),
+	    TROOP_ENOTFOUND);
+	assert_int_equal(ledger_kv_put_if_absent(&inserted, f->c, "coordinator_key", "first",
+	    NOW), 0);
+	assert_true(inserted);
+	assert_int_equal(ledger_kv_put_if_absent(&inserted, c2, "coordinator_key", "second",
+	    NOW), 0);
+	assert_false(inserted);
+	assert_int_equal(ledger_kv_get(buf, sizeof buf, &len, c2, "coordinator_key"), 0);
+	assert_string_equal(buf, "first");
+	assert_int_equal(len, 5);
+	assert_int_equal(ledger_kv_get(buf, 5, &len, c2, "coordinator_key"), TROOP_ETOOLARGE);
+	assert_int_equal(len, 5);
+
+	char big[LEDGER_KV_VALUE_MAX + 2];
+	memset(big, 'v', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	assert_int_equal(ledger_kv_put_if_absent(NULL, f->c, "big", big, NOW), TROOP_ETOOLARGE);
+
+	assert_int_equal(ledger_audit(f->c, "admin-1", "ban", "node=node-9 reason=spam", NOW), 0);
+	assert_int_equal(ledger_audit(c2, "admin-1", "unban", NULL, NOW + 1), 0);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM audit_log WHERE actor = 'admin-1'"),
+	    2);
+	assert_int_equal(count_rows(f, "SELECT MAX(id) - MIN(id) FROM audit_log"), 1);
+	assert_int_equal(ledger_audit(f->c, "admin-1", "", NULL, NOW), TROOP_EINVAL);
+	ledger_conn_close(c2);
+}
+
+
+/* Another writer holds the lock: writes fail with 503 after their retries,
+ * reads go on (WAL), and everything works once the lock is gone. */
+static void test_busy_unavailable(void **state)
+{
+	struct fixture *f = *state;
+	char url[400];
+	ledger *l = NULL;
+	ledger_conn *c = NULL;
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "lena", 50, NOW), 0);
+	snprintf(url, sizeof url, "sqlite:%s?busy_timeout=20", f->path);
+	assert_int_equal(ledger_open(&l, url), 0);
+	assert_int_equal(ledger_conn_open(&c, l), 0);
+
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(ledger_ensure_account(NULL, c, "mike", 50, NOW), TROOP_EUNAVAIL);
+	assert_int_equal(troop_err_status(TROOP_EUNAVAIL), 503);
+	assert_non_null(strstr(troop_error_msg(), "busy"));
+	ledger_reserve_req q = req_for("job-busy", "lena", 5, 1.0, NOW + 60);
+	assert_int_equal(ledger_reserve(NULL, c, &q), TROOP_EUNAVAIL);
+	assert_int_equal(available(c, "lena"), 50);
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	assert_int_equal(ledger_ensure_account(NULL, c, "mike", 50, NOW), 0);
+	assert_int_equal(ledger_reserve(NULL, c, &q), 0);
+	assert_int_equal(available(f->c, "lena"), 45);
+	assert_invariant(f->c);
+	ledger_conn_close(c);
+	ledger_close(l);
+
+	snprintf(url, sizeof url, "sqlite:%s?cache=shared", f->path);
+	assert_int_equal(ledger_open(&l, url), TROOP_EINVAL);
+	snprintf(url, sizeof url, "sqlite:%s?busy_timeout=-1", f->path);
+	assert_int_equal(ledger_open(&l, url), TROOP_EINVAL);
+	assert_null(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_migrations_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_url_forms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_starter_grant_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_starter_grant_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_grant, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserve_basic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserve_concurrent, setup, teardown),
+		cmocka_unit_test(test_charge_math),
+		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_expired, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_transactions_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_unavailable, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,769 @@
+/*
+ * test_registry.c - the in-process registry: node records and the model
+ * index (by name and by content hash, following model changes), TTL
+ * expiry and OFFLINE removal, 100k nodes over 1000 models, aggregated
+ * models, active job counts, nonce replay window, rate limits, key/value
+ * TTLs and one-shot takes, and a multi-threaded smoke test.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "error.h"
+#include "httpsig.h"
+#include "registry.h"
+
+#define NOW 1764000000
+#define TTL 30
+
+/* registry_nonce_check must plug straight into httpsig_verify */
+static const httpsig_nonce_fn nonce_fn_check = registry_nonce_check;
+
+static int setup(void **state)
+{
+	registry *r = NULL;
+	if (registry_open(&r, NULL, NULL) != 0)
+		return -1;
+	*state = r;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	registry_close(*state);
+	return 0;
+}
+
+static void make_node(registry_node *n, registry_model *models, const char *id, size_t nm,
+    const char *const *names, const char *const *hashes)
+{
+	memset(n, 0, sizeof *n);
+	snprintf(n->node_id, sizeof n->node_id, "%s", id);
+	snprintf(n->name, sizeof n->name, "box-%s", id);
+	snprintf(n->ip, sizeof n->ip, "100.64.0.1");
+	n->port = 8421;
+	n->status = NODE_IDLE;
+	n->max_jobs = 4;
+	snprintf(n->encryption_public_key, sizeof n->encryption_public_key, "pk-%s", id);
+	snprintf(n->owner, sizeof n->owner, "owner-%s", id);
+	snprintf(n->version, sizeof n->version, "troop/0.1.0");
+	for (size_t i = 0; i < nm; i++) {
+		memset(&models[i], 0, sizeof models[i]);
+		snprintf(models[i].name, sizeof models[i].name, "%s", names[i]);
+		snprintf(models[i].content_hash, sizeof models[i].content_hash, "%s",
+		    hashes ? hashes[i] : "");
+		snprintf(models[i].engine, sizeof models[i].engine, "ollama");
+		models[i].size_bytes = 1000 + (int64_t)i;
+	}
+	n->models = nm ? models : NULL;
+	n->n_models = nm;
+}
+
+static size_t find_count(registry *r, const char *model, int64_t now)
+{
+	registry_node *out = NULL;
+	size_t n = 0;
+	assert_int_equal(registry_find_nodes(&out, &n, r, model, now, 1000000, 0), 0);
+	registry_nodes_free(out, n);
+	return n;
+}
+
+/* ---- nodes ---------------------------------------------------------------- */
+
+static void test_put_get(void **state)
+{
+	registry *r = *state;
+	registry_node n, got;
+	registry_model models[2];
+	const char *names[] = { "llama3:8b", "qwen2:7b" };
+	const char *hashes[] = { "sha256:aaa", "sha256:bbb" };
+	make_node(&n, models, "node-a", 2, names, hashes);
+	n.extra_json = "{\"hardware\":{\"gpu\":\"RTX 4090\"}}";
+	n.active_jobs = 1;
+	n.last_seen = 5;     /* ignored: set by put */
+	n.expires_at = 5;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+
+	assert_int_equal(registry_get_node(&got, r, "node-a", NOW, REGISTRY_WITH_ALL), 0);
+	assert_string_equal(got.node_id, "node-a");
+	assert_string_equal(got.name, "box-node-a");
+	assert_string_equal(got.ip, "100.64.0.1");
+	assert_int_equal(got.port, 8421);
+	assert_int_equal(got.status, NODE_IDLE);
+	assert_int_equal(got.active_jobs, 1);
+	assert_int_equal(got.max_jobs, 4);
+	assert_string_equal(got.encryption_public_key, "pk-node-a");
+	assert_string_equal(got.owner, "owner-node-a");
+	assert_string_equal(got.version, "troop/0.1.0");
+	assert_int_equal(got.last_seen, NOW);
+	assert_int_equal(got.expires_at, NOW + TTL);
+	assert_int_equal(got.n_models, 2);
+	assert_string_equal(got.models[1].name, "qwen2:7b");
+	assert_string_equal(got.models[1].content_hash, "sha256:bbb");
+	assert_string_equal(got.models[1].engine, "ollama");
+	assert_int_equal(got.models[1].size_bytes, 1001);
+	assert_string_equal(got.extra_json, n.extra_json);
+	registry_node_clear(&got);
+	assert_null(got.models);
+
+	/* fixed fields only */
+	assert_int_equal(registry_get_node(&got, r, "node-a", NOW, 0), 0);
+	assert_null(got.models);
+	assert_int_equal(got.n_models, 0);
+	assert_null(got.extra_json);
+	registry_node_clear(&got);
+
+	assert_int_equal(registry_get_node(&got, r, "node-b", NOW, 0), TROOP_ENOTFOUND);
+	assert_string_equal(registry_backend_name(r), "memory");
+}
+
+static void test_find_by_name_and_hash(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	registry_model models[3];
+	const char *n1[] = { "llama3:8b", "qwen2:7b" };
+	const char *h1[] = { "sha256:aaa", "sha256:bbb" };
+	const char *n2[] = { "llama3:8b" };
+	const char *h2[] = { "sha256:aaa" };
+	const char *n3[] = { "mistral", "mistral:latest", "phi3" };  /* aliases: one hash */
+	const char *h3[] = { "sha256:ccc", "sha256:ccc", "" };
+	make_node(&n, models, "node-1", 2, n1, h1);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-2", 1, n2, h2);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-3", 3, n3, h3);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+
+	assert_int_equal(find_count(r, "llama3:8b", NOW), 2);
+	assert_int_equal(find_count(r, "sha256:aaa", NOW), 2);
+	assert_int_equal(find_count(r, "qwen2:7b", NOW), 1);
+	assert_int_equal(find_count(r, "sha256:bbb", NOW), 1);
+	assert_int_equal(find_count(r, "sha256:ccc", NOW), 1);  /* once, not twice */
+	assert_int_equal(find_count(r, "mistral:latest", NOW), 1);
+	assert_int_equal(find_count(r, "phi3", NOW), 1);
+	assert_int_equal(find_count(r, "gpt-5", NOW), 0);
+	assert_int_equal(find_count(r, NULL, NOW), 3);
+	assert_int_equal(find_count(r, "", NOW), 3);
+
+	registry_node *out = NULL;
+	size_t k = 0;
+	assert_int_equal(registry_find_nodes(&out, &k, r, "qwen2:7b", NOW, 10,
+	    REGISTRY_WITH_MODELS), 0);
+	assert_int_equal(k, 1);
+	assert_string_equal(out[0].node_id, "node-1");
+	assert_int_equal(out[0].n_models, 2);
+	registry_nodes_free(out, k);
+
+	/* max caps the answer */
+	assert_int_equal(registry_find_nodes(&out, &k, r, "llama3:8b", NOW, 1, 0), 0);
+	assert_int_equal(k, 1);
+	registry_nodes_free(out, k);
+	assert_int_equal(registry_find_nodes(&out, &k, r, "llama3:8b", NOW, 0, 0), TROOP_EINVAL);
+}
+
+static void test_index_follows_model_changes(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	registry_model models[2];
+	const char *before[] = { "llama3:8b", "qwen2:7b" };
+	const char *hb[] = { "sha256:aaa", "sha256:bbb" };
+	const char *after[] = { "phi3" };
+	const char *ha[] = { "sha256:ddd" };
+	make_node(&n, models, "node-1", 2, before, hb);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-2", 1, before, hb);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	assert_int_equal(find_count(r, "llama3:8b", NOW), 2);
+
+	make_node(&n, models, "node-1", 1, after, ha);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 5), 0);
+	assert_int_equal(find_count(r, "llama3:8b", NOW + 5), 1);
+	assert_int_equal(find_count(r, "sha256:aaa", NOW + 5), 1);
+	assert_int_equal(find_count(r, "qwen2:7b", NOW + 5), 0);
+	assert_int_equal(find_count(r, "sha256:bbb", NOW + 5), 0);
+	assert_int_equal(find_count(r, "phi3", NOW + 5), 1);
+	assert_int_equal(find_count(r, "sha256:ddd", NOW + 5), 1);
+
+	/* no models at all */
+	make_node(&n, models, "node-1", 0, NULL, NULL);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 6), 0);
+	assert_int_equal(find_count(r, "phi3", NOW + 6), 0);
+	assert_int_equal(find_count(r, NULL, NOW + 6), 2);
+
+	registry_model_info *mi = NULL;
+	size_t k = 0;
+	assert_int_equal(registry_models(&mi, &k, r, NOW + 6), 0);
+	assert_int_equal(k, 1);
+	assert_string_equal(mi[0].name, "llama3:8b");
+	free(mi);
+}
+
+static void test_ttl_and_offline(void **state)
+{
+	registry *r = *state;
+	registry_node n, got;
+	registry_model models[1];
+	const char *names[] = { "llama3:8b" };
+	make_node(&n, models, "node-1", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-2", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, 60, NOW), 0);
+
+	size_t live = 0, removed = 0;
+	assert_int_equal(registry_count_nodes(&live, r, NOW + TTL - 1), 0);
+	assert_int_equal(live, 2);
+	assert_int_equal(registry_get_node(&got, r, "node-1", NOW + TTL - 1, 0), 0);
+	registry_node_clear(&got);
+	/* live while now < put time + ttl */
+	assert_int_equal(registry_get_node(&got, r, "node-1", NOW + TTL, 0), TROOP_ENOTFOUND);
+	assert_int_equal(find_count(r, "llama3:8b", NOW + TTL), 1);
+	assert_int_equal(find_count(r, NULL, NOW + TTL), 1);
+	assert_int_equal(registry_count_nodes(&live, r, NOW + TTL), 0);
+	assert_int_equal(live, 1);
+	assert_int_equal(registry_add_active_job(r, "node-1", 1), 0);  /* still stored */
+	assert_int_equal(registry_sweep(&removed, r, NOW + TTL), 0);
+	assert_int_equal(removed, 1);
+	assert_int_equal(registry_add_active_job(r, "node-1", 1), TROOP_ENOTFOUND);
+
+	/* a heartbeat extends the life */
+	make_node(&n, models, "node-2", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, 60, NOW + 50), 0);
+	assert_int_equal(find_count(r, "llama3:8b", NOW + 100), 1);
+
+	/* OFFLINE: gone at once, and again is not an error */
+	n.status = NODE_OFFLINE;
+	assert_int_equal(registry_put_node(r, &n, 60, NOW + 51), 0);
+	assert_int_equal(find_count(r, "llama3:8b", NOW + 51), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-2", NOW + 51, 0), TROOP_ENOTFOUND);
+	assert_int_equal(registry_put_node(r, &n, 60, NOW + 52), 0);
+	assert_int_equal(registry_remove_node(r, "node-2"), TROOP_ENOTFOUND);
+
+	/* a put also drops expired nodes on its way */
+	make_node(&n, models, "node-3", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, 10, NOW), 0);
+	make_node(&n, models, "node-4", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, 10, NOW + 100), 0);
+	assert_int_equal(registry_sweep(&removed, r, NOW + 100), 0);
+	assert_int_equal(removed, 0);
+}
+
+static void test_remove_node(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	registry_model models[1];
+	const char *names[] = { "llama3:8b" };
+	const char *hashes[] = { "sha256:aaa" };
+	for (int i = 0; i < 5; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "node-%d", i);
+		make_node(&n, models, id, 1, names, hashes);
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	/* removing from the middle of an index bucket keeps the others */
+	assert_int_equal(registry_remove_node(r, "node-1"), 0);
+	assert_int_equal(registry_remove_node(r, "node-3"), 0);
+	registry_node *out = NULL;
+	size_t k = 0;
+	assert_int_equal(registry_find_nodes(&out, &k, r, "sha256:aaa", NOW, 100, 0), 0);
+	assert_int_equal(k, 3);
+	bool seen[5] = { false };
+	for (size_t i = 0; i < k; i++) {
+		int idx = out[i].node_id[5] - '0';
+		assert_true(idx >= 0 && idx < 5);
+		assert_false(seen[idx]);
+		seen[idx] = true;
+	}
+	assert_true(seen[0] && seen[2] && seen[4]);
+	registry_nodes_free(out, k);
+}
+
+#define BIG_NODES 100000
+#define BIG_MODELS 1000
+
+static void big_models_of(int i, int *a, int *b)
+{
+	*a = i % BIG_MODELS;
+	*b = (i / 7 + 13 * i + 3) % BIG_MODELS;
+}
+
+static void test_100k_nodes(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	registry_model models[2];
+	for (int i = 0; i < BIG_NODES; i++) {
+		char id[32], n0[32], n1[32], h0[32], h1[32];
+		int a, b;
+		big_models_of(i, &a, &b);
+		snprintf(id, sizeof id, "node-%06d", i);
+		snprintf(n0, sizeof n0, "model-%03d", a);
+		snprintf(n1, sizeof n1, "model-%03d", b);
+		snprintf(h0, sizeof h0, "sha256:%03d", a);
+		snprintf(h1, sizeof h1, "sha256:%03d", b);
+		const char *names[] = { n0, n1 };
+		const char *hashes[] = { h0, h1 };
+		make_node(&n, models, id, a == b ? 1 : 2, names, hashes);
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	size_t live = 0;
+	assert_int_equal(registry_count_nodes(&live, r, NOW), 0);
+	assert_int_equal(live, BIG_NODES);
+
+	const int probes[] = { 0, 1, 417, 999 };
+	for (size_t p = 0; p < sizeof probes / sizeof probes[0]; p++) {
+		int want = probes[p];
+		size_t expect = 0;
+		for (int i = 0; i < BIG_NODES; i++) {
+			int a, b;
+			big_models_of(i, &a, &b);
+			expect += (a == want || b == want);
+		}
+		char name[32], hash[32];
+		snprintf(name, sizeof name, "model-%03d", want);
+		snprintf(hash, sizeof hash, "sha256:%03d", want);
+		registry_node *out = NULL;
+		size_t k = 0;
+		assert_int_equal(registry_find_nodes(&out, &k, r, name, NOW, BIG_NODES,
+		    REGISTRY_WITH_MODELS), 0);
+		assert_int_equal(k, expect);
+		for (size_t j = 0; j < k; j++) {
+			bool has = false;
+			for (size_t m = 0; m < out[j].n_models; m++)
+				has |= strcmp(out[j].models[m].name, name) == 0;
+			assert_true(has);
+		}
+		registry_nodes_free(out, k);
+		assert_int_equal(find_count(r, hash, NOW), expect);
+	}
+
+	registry_model_info *mi = NULL;
+	size_t k = 0, total = 0;
+	assert_int_equal(registry_models(&mi, &k, r, NOW), 0);
+	assert_int_equal(k, BIG_MODELS);
+	for (size_t i = 0; i < k; i++) {
+		total += mi[i].node_count;
+		if (i > 0)
+			assert_true(strcmp(mi[i - 1].name, mi[i].name) < 0);
+	}
+	size_t pairs = 0;
+	for (int i = 0; i < BIG_NODES; i++) {
+		int a, b;
+		big_models_of(i, &a, &b);
+		pairs += a == b ? 1 : 2;
+	}
+	assert_int_equal(total, pairs);
+	free(mi);
+
+	/* everything expires together; the sweep empties the index */
+	size_t removed = 0;
+	assert_int_equal(registry_sweep(&removed, r, NOW + TTL), 0);
+	assert_int_equal(removed, BIG_NODES);
+	assert_int_equal(find_count(r, "model-000", NOW + TTL), 0);
+	assert_int_equal(registry_models(&mi, &k, r, NOW + TTL), 0);
+	assert_int_equal(k, 0);
+}
+
+static void test_models_aggregate(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	registry_model models[2];
+	const char *names[] = { "llama3:8b", "phi3" };
+	const char *ha[] = { "sha256:new", "" };
+	const char *hb[] = { "sha256:old", "" };
+	make_node(&n, models, "node-1", 2, names, ha);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-2", 1, names, ha);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-3", 1, names, hb);
+	assert_int_equal(registry_put_node(r, &n, 5, NOW), 0);
+
+	registry_model_info *mi = NULL;
+	size_t k = 0;
+	assert_int_equal(registry_models(&mi, &k, r, NOW), 0);
+	assert_int_equal(k, 2);
+	assert_string_equal(mi[0].name, "llama3:8b");
+	assert_int_equal(mi[0].node_count, 3);
+	assert_string_equal(mi[0].content_hash, "sha256:new");  /* 2 of 3 */
+	assert_int_equal(mi[0].size_bytes, 1000);
+	assert_string_equal(mi[1].name, "phi3");
+	assert_int_equal(mi[1].node_count, 1);
+	assert_string_equal(mi[1].content_hash, "");
+	free(mi);
+
+	/* expired nodes do not count */
+	assert_int_equal(registry_models(&mi, &k, r, NOW + 5), 0);
+	assert_int_equal(k, 2);
+	assert_int_equal(mi[0].node_count, 2);
+	free(mi);
+}
+
+static void test_active_jobs(void **state)
+{
+	registry *r = *state;
+	registry_node n, got;
+	registry_model models[1];
+	const char *names[] = { "llama3:8b" };
+	make_node(&n, models, "node-1", 1, names, NULL);
+	n.active_jobs = 1;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	assert_int_equal(registry_add_active_job(r, "node-1", 1), 0);
+	assert_int_equal(registry_add_active_job(r, "node-1", 1), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-1", NOW, 0), 0);
+	assert_int_equal(got.active_jobs, 3);
+	assert_int_equal(registry_add_active_job(r, "node-1", -10), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-1", NOW, 0), 0);
+	assert_int_equal(got.active_jobs, 0);
+	assert_int_equal(registry_add_active_job(r, "node-1", 2), 0);
+	/* the next heartbeat's count replaces ours */
+	n.active_jobs = 1;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 10), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-1", NOW + 10, 0), 0);
+	assert_int_equal(got.active_jobs, 1);
+	assert_int_equal(registry_add_active_job(r, "node-x", 1), TROOP_ENOTFOUND);
+}
+
+static void test_validation(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	static registry_model models[REGISTRY_MODELS_MAX + 1];
+	const char *names[] = { "llama3:8b" };
+	make_node(&n, models, "node-1", 1, names, NULL);
+	n.port = 0;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	n.port = 70000;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	n.port = 8421;
+	assert_int_equal(registry_put_node(r, &n, 0, NOW), TROOP_EINVAL);
+	n.ip[0] = '\0';
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	snprintf(n.ip, sizeof n.ip, "100.64.0.1");
+	memset(n.name, 'x', sizeof n.name);  /* not terminated */
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_ETOOLARGE);
+	snprintf(n.name, sizeof n.name, "ok");
+	for (size_t i = 0; i <= REGISTRY_MODELS_MAX; i++)
+		snprintf(models[i].name, sizeof models[i].name, "m%zu", i);
+	n.models = models;
+	n.n_models = REGISTRY_MODELS_MAX + 1;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_ETOOLARGE);
+	n.n_models = REGISTRY_MODELS_MAX;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	assert_int_equal(find_count(r, "m255", NOW), 1);
+	models[0].name[0] = '\0';
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	models[0].name[0] = 'm';
+	n.status = (node_status)7;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+
+	node_status st;
+	assert_int_equal(registry_status_parse(&st, "BUSY"), 0);
+	assert_int_equal(st, NODE_BUSY);
+	assert_int_equal(registry_status_parse(&st, "busy"), TROOP_EINVAL);
+	assert_string_equal(registry_status_name(NODE_OFFLINE), "OFFLINE");
+
+	registry *r2 = NULL;
+	assert_int_equal(registry_open(&r2, "redis://localhost:6379", NULL), TROOP_EINVAL);
+	assert_int_equal(registry_open(&r2, "bogus", NULL), TROOP_EINVAL);
+	assert_null(r2);
+	assert_int_equal(registry_open(&r2, "memory:", NULL), 0);
+	registry_close(r2);
+}
+
+static void test_node_capacity(void **state)
+{
+	(void)state;
+	registry *r = NULL;
+	registry_opts o = { .max_nodes = 3 };
+	assert_int_equal(registry_open(&r, NULL, &o), 0);
+	registry_node n;
+	registry_model models[1];
+	const char *names[] = { "m" };
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "n%d", i);
+		make_node(&n, models, id, 1, names, NULL);
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	make_node(&n, models, "n3", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EUNAVAIL);
+	/* replacing an existing one is fine; so is a new one once others expired */
+	make_node(&n, models, "n0", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "n3", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + TTL), 0);
+	assert_int_equal(find_count(r, "m", NOW + TTL), 1);
+	registry_close(r);
+}
+
+/* ---- nonces, rates, kv ------------------------------------------------------- */
+
+static void test_nonces(void **state)
+{
+	registry *r = *state;
+	assert_int_equal(nonce_fn_check(r, "alice", "nonce-1", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "alice", "nonce-1", NOW + 1), TROOP_EAUTH);
+	assert_int_equal(troop_err_status(TROOP_EAUTH), 401);
+	assert_int_equal(registry_nonce_check(r, "bob", "nonce-1", NOW + 1), 0);
+	assert_int_equal(registry_nonce_check(r, "alice", "nonce-2", NOW + 1), 0);
+	/* remembered for the whole window, forgotten after */
+	assert_int_equal(registry_nonce_check(r, "alice", "nonce-1",
+	    NOW + REGISTRY_NONCE_WINDOW - 1), TROOP_EAUTH);
+	assert_int_equal(registry_nonce_check(r, "alice", "nonce-1", NOW + REGISTRY_NONCE_WINDOW),
+	    0);
+	assert_int_equal(registry_nonce_check(r, "alice", "nonce-1",
+	    NOW + REGISTRY_NONCE_WINDOW + 1), TROOP_EAUTH);
+	/* keyid and nonce are not confusable by concatenation */
+	assert_int_equal(registry_nonce_check(r, "ab", "c", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "a", "bc", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "", "x", NOW), TROOP_EINVAL);
+}
+
+static void test_nonce_bounded(void **state)
+{
+	(void)state;
+	registry *r = NULL;
+	registry_opts o = { .max_nonces = 64 };
+	assert_int_equal(registry_open(&r, NULL, &o), 0);
+	int ok = 0, full = 0;
+	for (int i = 0; i < 1000; i++) {
+		char nonce[32];
+		snprintf(nonce, sizeof nonce, "n%d", i);
+		int rc = registry_nonce_check(r, "k", nonce, NOW);
+		ok += rc == 0;
+		full += rc == TROOP_ERATE;
+	}
+	assert_int_equal(ok + full, 1000);
+	assert_true(ok >= 1 && ok <= 64);
+	assert_true(full > 0);
+	/* once the window passes there is room again */
+	assert_int_equal(registry_nonce_check(r, "k", "later", NOW + REGISTRY_NONCE_WINDOW), 0);
+	size_t removed = 0;
+	assert_int_equal(registry_sweep(&removed, r, NOW + REGISTRY_NONCE_WINDOW), 0);
+	assert_true(removed >= 1);
+	registry_close(r);
+}
+
+static void test_rate(void **state)
+{
+	registry *r = *state;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + i), 0);
+	assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + 5), TROOP_ERATE);
+	assert_int_equal(troop_err_status(TROOP_ERATE), 429);
+	assert_int_equal(registry_rate_check(r, "poh:node-2", 10, 3, NOW + 5), 0);
+	assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + 9), TROOP_ERATE);
+	/* a new window */
+	assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + 10), 0);
+	assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + 10), 0);
+	assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + 10), 0);
+	assert_int_equal(registry_rate_check(r, "poh:node-1", 10, 3, NOW + 11), TROOP_ERATE);
+	assert_int_equal(registry_rate_check(r, "x", 0, 3, NOW), TROOP_EINVAL);
+	assert_int_equal(registry_rate_check(r, "x", 10, 0, NOW), TROOP_EINVAL);
+}
+
+static void test_kv(void **state)
+{
+	registry *r = *state;
+	char buf[64];
+	size_t len = 0;
+	const char *v = "challenge-state";
+	assert_int_equal(registry_kv_put(r, "poh:abc", v, strlen(v), 60, 0, NOW), 0);
+	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "poh:abc", NOW + 59), 0);
+	assert_int_equal(len, strlen(v));
+	assert_memory_equal(buf, v, len);
+	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "poh:abc", NOW + 60),
+	    TROOP_ENOTFOUND);
+
+	/* NX: a replay cache */
+	assert_int_equal(registry_kv_put(r, "jti:1", "1", 1, 300, REGISTRY_KV_NX, NOW), 0);
+	assert_int_equal(registry_kv_put(r, "jti:1", "2", 1, 300, REGISTRY_KV_NX, NOW + 1),
+	    TROOP_ECONFLICT);
+	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "jti:1", NOW + 1), 0);
+	assert_int_equal(buf[0], '1');
+	assert_int_equal(registry_kv_put(r, "jti:1", "3", 1, 300, REGISTRY_KV_NX, NOW + 300), 0);
+
+	/* overwrite extends the ttl */
+	assert_int_equal(registry_kv_put(r, "k", "a", 1, 10, 0, NOW), 0);
+	assert_int_equal(registry_kv_put(r, "k", "bb", 2, 100, 0, NOW + 5), 0);
+	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "k", NOW + 50), 0);
+	assert_int_equal(len, 2);
+	assert_memory_equal(buf, "bb", 2);
+
+	/* too small a buffer: length reported, value kept even by take */
+	assert_int_equal(registry_kv_take(buf, 1, &len, r, "k", NOW + 50), TROOP_ETOOLARGE);
+	assert_int_equal(len, 2);
+	assert_int_equal(registry_kv_get(NULL, 0, &len, r, "k", NOW + 50), TROOP_ETOOLARGE);
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "k", NOW + 50), 0);
+	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "k", NOW + 50),
+	    TROOP_ENOTFOUND);
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "k", NOW + 50),
+	    TROOP_ENOTFOUND);
+
+	assert_int_equal(registry_kv_put(r, "d", "", 0, 10, 0, NOW), 0);
+	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "d", NOW), 0);
+	assert_int_equal(len, 0);
+	assert_int_equal(registry_kv_del(r, "d", NOW), 0);
+	assert_int_equal(registry_kv_del(r, "d", NOW), TROOP_ENOTFOUND);
+
+	static char big[REGISTRY_KV_VALUE_MAX + 1];
+	assert_int_equal(registry_kv_put(r, "big", big, sizeof big, 10, 0, NOW), TROOP_ETOOLARGE);
+	assert_int_equal(registry_kv_put(r, "big", big, sizeof big - 1, 10, 0, NOW), 0);
+	assert_int_equal(registry_kv_put(r, "t", "x", 1, 0, 0, NOW), TROOP_EINVAL);
+	assert_int_equal(registry_kv_put(r, "t", "x", 1, 10, 0x80, NOW), TROOP_EINVAL);
+}
+
+static void test_kv_bounded(void **state)
+{
+	(void)state;
+	registry *r = NULL;
+	registry_opts o = { .max_kv = 16 };
+	assert_int_equal(registry_open(&r, NULL, &o), 0);
+	int ok = 0, full = 0;
+	for (int i = 0; i < 200; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "key-%d", i);
+		int rc = registry_kv_put(r, key, "v", 1, 60, 0, NOW);
+		ok += rc == 0;
+		full += rc == TROOP_EUNAVAIL;
+	}
+	assert_int_equal(ok + full, 200);
+	assert_true(ok >= 1 && ok <= 16);
+	assert_true(full > 0);
+	assert_int_equal(registry_kv_put(r, "key-late", "v", 1, 60, 0, NOW + 60), 0);
+	registry_close(r);
+}
+
+/* ---- threads ------------------------------------------------------------------ */
+
+#define THREADS 8
+#define PER_THREAD 500
+
+struct thread_ctx {
+	registry *r;
+	pthread_barrier_t *barrier;
+	int index;
+	int errors;
+	int shared_nonce_wins;
+	int take_wins;
+};
+
+static void *worker(void *arg)
+{
+	struct thread_ctx *x = arg;
+	registry_node n;
+	registry_model models[2];
+	pthread_barrier_wait(x->barrier);
+	for (int i = 0; i < PER_THREAD; i++) {
+		char id[32], m0[16], m1[16], nonce[32];
+		snprintf(id, sizeof id, "t%d-n%d", x->index, i % 50);
+		snprintf(m0, sizeof m0, "model-%d", i % 10);
+		snprintf(m1, sizeof m1, "model-%d", (i + x->index) % 10);
+		const char *names[] = { m0, m1 };
+		make_node(&n, models, id, strcmp(m0, m1) == 0 ? 1 : 2, names, NULL);
+		if (registry_put_node(x->r, &n, TTL, NOW) != 0)
+			x->errors++;
+		registry_node *out = NULL;
+		size_t k = 0;
+		if (registry_find_nodes(&out, &k, x->r, m1, NOW, 20, REGISTRY_WITH_ALL) != 0 ||
+		    k == 0)
+			x->errors++;
+		for (size_t j = 0; j < k; j++)
+			if (out[j].port != 8421)
+				x->errors++;
+		registry_nodes_free(out, k);
+		if (registry_add_active_job(x->r, id, 1) != 0)
+			x->errors++;
+		snprintf(nonce, sizeof nonce, "t%d-%d", x->index, i);
+		if (registry_nonce_check(x->r, "key", nonce, NOW) != 0)
+			x->errors++;
+		/* every thread races for the same nonces and one-shot values */
+		snprintf(nonce, sizeof nonce, "shared-%d", i);
+		int rc = registry_nonce_check(x->r, "key", nonce, NOW);
+		if (rc == 0)
+			x->shared_nonce_wins++;
+		else if (rc != TROOP_EAUTH)
+			x->errors++;
+		char key[32], buf[8];
+		snprintf(key, sizeof key, "once-%d", i);
+		registry_kv_put(x->r, key, "v", 1, 60, REGISTRY_KV_NX, NOW);
+		rc = registry_kv_take(buf, sizeof buf, NULL, x->r, key, NOW);
+		if (rc == 0)
+			x->take_wins++;
+		else if (rc != TROOP_ENOTFOUND)
+			x->errors++;
+		if (i % 50 == 0) {
+			registry_model_info *mi = NULL;
+			size_t nm = 0;
+			if (registry_models(&mi, &nm, x->r, NOW) != 0)
+				x->errors++;
+			free(mi);
+		}
+		if (i % 100 == 99 && registry_remove_node(x->r, id) != 0)
+			x->errors++;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	registry *r = *state;
+	pthread_t th[THREADS];
+	struct thread_ctx ctx[THREADS];
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, THREADS);
+	for (int i = 0; i < THREADS; i++) {
+		ctx[i] = (struct thread_ctx){ r, &barrier, i, 0, 0, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, worker, &ctx[i]), 0);
+	}
+	int errors = 0, wins = 0, takes = 0;
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		errors += ctx[i].errors;
+		wins += ctx[i].shared_nonce_wins;
+		takes += ctx[i].take_wins;
+	}
+	pthread_barrier_destroy(&barrier);
+	assert_int_equal(errors, 0);
+	assert_int_equal(wins, PER_THREAD);   /* each shared nonce accepted once */
+	/* each one-shot value is taken at most once (a put may land after a take) */
+	assert_true(takes >= PER_THREAD && takes <= THREADS * PER_THREAD);
+	size_t live = 0;
+	assert_int_equal(registry_count_nodes(&live, r, NOW), 0);
+	/* each thread's last writes: ids n0..n49; 49 (from i=499) was removed */
+	assert_int_equal(live, THREADS * 49);
+	assert_int_equal(find_count(r, NULL, NOW), THREADS * 49);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_find_by_name_and_hash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_follows_model_changes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ttl_and_offline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remove_node, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_models_aggregate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
+		cmocka_unit_test(test_node_capacity),
+		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
+		cmocka_unit_test(test_nonce_bounded),
+		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
+		cmocka_unit_test(test_kv_bounded),
+		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
