@@ -55,8 +55,9 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 		if (!info->ready) {
 			/* llama.cpp answers 503 {"error":{...}} while loading */
 			if (status != 503) {
-				rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
-				    d->name, info->url, d->health_path, status);
+				rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d "
+				    "without {\"status\":\"ok\"}", d->name, info->url, d->health_path,
+				    status);
 				goto out;
 			}
 			rc = 0;
@@ -70,15 +71,16 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 		rc = get_json(c, &status, &body, info->url, d->version_path);
 		if (rc < 0)
 			goto out;
-		if (status != 200 || !body) {
+		if (status == 200 && body)
+			rc = d->parse_version(info->version, sizeof(info->version), body);
+		else
 			rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
 			    d->name, info->url, d->version_path, status);
-			goto out;
-		}
-		rc = d->parse_version(info->version, sizeof(info->version), body);
-		if (rc < 0)
-			goto out;
-		if (d->type == ENGINE_LLAMACPP)
+		if (rc < 0 && d->type != ENGINE_LLAMACPP)
+			goto out; /* the version reply is how Ollama and vLLM are told apart */
+		rc = 0;
+		info->version[sizeof(info->version) - 1] = '\0';
+		if (d->type == ENGINE_LLAMACPP && status == 200 && body)
 			props = json_incref(body);
 		json_decref(body);
 		body = NULL;
@@ -87,19 +89,7 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 	rc = get_json(c, &status, &body, info->url, d->models_path);
 	if (rc < 0)
 		goto out;
-	if (status == 404 && d->type == ENGINE_LMSTUDIO) {
-		/* an LM Studio without the REST API: fall back to /v1/models */
-		json_decref(body);
-		body = NULL;
-		rc = get_json(c, &status, &body, info->url, "/v1/models");
-		if (rc < 0)
-			goto out;
-		if (status == 200 && body)
-			rc = engine_parse_openai_list(&models, body, ENGINE_LMSTUDIO);
-		else
-			rc = troop_error_set(TROOP_EINVAL, "lmstudio at %s: no model list (HTTP %d)",
-			    info->url, status);
-	} else if (status != 200 || !body) {
+	if (status != 200 || !body) {
 		rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
 		    d->name, info->url, d->models_path, status);
 	} else {
