@@ -65,6 +65,7 @@ struct sim_stream {
 	long events;
 	long prompt_tokens;
 	long interval_us;        /* between tokens; 0 = unpaced */
+	uint64_t first_ns;       /* when the first token is due (monotonic) */
 	uint64_t t0_ns;
 	long long created;
 	char id[48];
@@ -500,7 +501,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 			return; /* fault: killed once the data is out */
 		if (s->interval_us > 0) {
 			if (s->emitted < s->n_tokens) {
-				schedule(s, s->interval_us);
+				/* deadlines from the first token, so timer latency does
+				 * not add up over a long stream */
+				uint64_t due = s->first_ns +
+				    (uint64_t)s->emitted * (uint64_t)s->interval_us * 1000u;
+				uint64_t now = now_ns();
+
+				schedule(s, due > now ? (long)((due - now) / 1000u) : 0);
 				return;
 			}
 			break;
@@ -760,6 +767,8 @@ void sim_handle_inference(struct sim *sim, struct evhttp_request *req,
 	s->include_usage = json_is_true(json_object_get(json_object_get(body,
 	    "stream_options"), "include_usage"));
 	s->interval_us = sim->tokens_per_second > 0 ? 1000000 / sim->tokens_per_second : 0;
+	if (s->interval_us == 0 && sim->tokens_per_second > 0)
+		s->interval_us = 1;
 	{
 		long ttft_us = sim->ttft_ms * 1000;
 
@@ -782,6 +791,7 @@ void sim_handle_inference(struct sim *sim, struct evhttp_request *req,
 			schedule(s, ttft_us + s->interval_us * (s->n_tokens - 1));
 			goto out;
 		}
+		s->first_ns = s->t0_ns + (uint64_t)ttft_us * 1000u;
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		    native ? "application/x-ndjson" : "text/event-stream; charset=utf-8");
 		evhttp_send_reply_start(req, 200, "OK");

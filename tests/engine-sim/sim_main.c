@@ -684,6 +684,7 @@ int main(int argc, char **argv)
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	struct event *sigterm = NULL, *sigint = NULL;
+	struct event_config *cfg;
 	char host[256], addr[INET6_ADDRSTRLEN];
 	long port;
 	int rc = 1, prc;
@@ -697,7 +698,12 @@ int main(int argc, char **argv)
 		goto out;
 	signal(SIGPIPE, SIG_IGN);
 	sim.started_ms = sim_now_ms();
-	sim.base = event_base_new();
+	cfg = event_config_new();
+	if (cfg) /* timerfd: token pacing to the microsecond, not the millisecond */
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	sim.base = cfg ? event_base_new_with_config(cfg) : NULL;
+	if (cfg)
+		event_config_free(cfg);
 	sim.http = sim.base ? evhttp_new(sim.base) : NULL;
 	if (!sim.http) {
 		fprintf(stderr, "engine-sim: cannot create the event loop\n");

@@ -282,30 +282,38 @@ st=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' 
 	--data-binary @"$TMP/big.txt" "$B/v1/chat/completions")
 expect_status 413 "$st" "body over 4 MiB"
 
-# many concurrent streams, paced by timers
-st=$(http GET "$B/sim/stats" "$TMP/stats0.json")
-before=$(check get "$TMP/stats0.json" chat_requests)
+# ---- many concurrent streams, paced by timers -------------------------------------
+start_sim conc --tokens-per-second 50
+C=http://127.0.0.1:$PORT
+CURLS=()
 for i in $(seq 1 20); do
 	curl -s -o "$TMP/par$i.sse" -H 'Content-Type: application/json' \
-		--data-binary '{"model":"llama3:8b","stream":true,"max_tokens":30,"messages":[{"role":"user","content":"n'$i'"}]}' \
-		"$B/v1/chat/completions" &
+		--data-binary '{"model":"llama3:8b","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"n'$i'"}]}' \
+		"$C/v1/chat/completions" &
+	CURLS+=($!)
 done
+# each stream takes 2 s; all 20 must be in flight at once
+max_active=0
+for i in $(seq 1 60); do
+	http GET "$C/sim/stats" "$TMP/st.json" >/dev/null
+	a=$(check get "$TMP/st.json" active)
+	[ "$a" -gt "$max_active" ] && max_active=$a
+	[ "$max_active" = 20 ] && break
+	sleep 0.05
+done
+[ "$max_active" = 20 ] && ok "20 streams in flight at once" \
+	|| fail "at most $max_active of 20 streams in flight at once"
 wait_ok=1
-for j in $(jobs -p); do
-	# only our curls are jobs here besides the simulator
-	case " ${PIDS[*]} " in *" $j "*) continue ;; esac
-	wait "$j" || wait_ok=0
-done
+for j in "${CURLS[@]}"; do wait "$j" || wait_ok=0; done
 good=0
 for i in $(seq 1 20); do
-	n=$(check sse-done "$TMP/par$i.sse" 2>/dev/null) && [ "$n" = 32 ] && good=$((good + 1))
+	n=$(check sse-done "$TMP/par$i.sse" 2>/dev/null) && [ "$n" = 102 ] && good=$((good + 1))
 done
 [ "$good" = 20 ] && [ "$wait_ok" = 1 ] && ok "20 concurrent streams complete" \
 	|| fail "$good of 20 concurrent streams complete"
-http GET "$B/sim/stats" "$TMP/stats1.json" >/dev/null
-after=$(check get "$TMP/stats1.json" chat_requests)
-[ $((after - before)) = 20 ] && ok "/sim/stats counts chat requests" \
-	|| fail "/sim/stats chat_requests went $before -> $after"
+http GET "$C/sim/stats" "$TMP/stats1.json" >/dev/null
+n=$(check get "$TMP/stats1.json" chat_requests)
+[ "$n" = 20 ] && ok "/sim/stats counts chat requests" || fail "/sim/stats chat_requests $n"
 n=$(check get "$TMP/stats1.json" active)
 [ "$n" = 0 ] && ok "no stream left active" || fail "$n streams still active"
 
