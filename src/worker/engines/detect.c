@@ -1,0 +1,206 @@
+/*
+ * detect.c - fetch engine health, version and models over HTTP (blocking
+ * client of http_client.h) and hand the replies to the drivers' parsers.
+ * All network code of the engine drivers lives in this file; everything it
+ * calls in engine.c and the per-engine files is pure.  See detect.h.
+ */
+#include "engines/detect.h"
+
+#include "error.h"
+#include "http_client.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* GET base+path as JSON.  *body is NULL when the reply is not JSON. */
+static int get_json(http_client *c, int *status, json_t **body, const char *base,
+    const char *path)
+{
+	char url[ENGINE_URL_MAX + 64];
+
+	if ((size_t)snprintf(url, sizeof(url), "%s%s", base, path) >= sizeof(url))
+		return troop_error_set(TROOP_EINVAL, "engine URL '%.128s' is too long", base);
+	*status = 0;
+	*body = NULL;
+	return http_request_json(c, status, body, "GET", url, NULL, NULL);
+}
+
+/* Models of a llama.cpp server from /props, when /v1/models gave none. */
+static int llamacpp_props_models(engine_model_list *out, const json_t *props)
+{
+	engine_model m = { .engine = ENGINE_LLAMACPP, .loaded = true };
+
+	if (llamacpp_parse_props_model(m.name, sizeof(m.name), props) < 0)
+		return 0;
+	return engine_model_list_add(out, &m);
+}
+
+/* Health, version and models into *info (whose type and url are set). */
+static int probe(engine_info *info, http_client *c, const struct engine_driver *d)
+{
+	engine_model_list models = { 0 };
+	json_t *body = NULL, *props = NULL;
+	int status, rc;
+
+	info->ready = true;
+	if (d->health_path) {
+		rc = get_json(c, &status, &body, info->url, d->health_path);
+		if (rc < 0)
+			goto out;
+		rc = d->parse_health(&info->ready, status, body);
+		if (rc < 0)
+			goto out;
+		if (!info->ready) {
+			/* llama.cpp answers 503 {"error":{...}} while loading */
+			if (status != 503) {
+				rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d "
+				    "without {\"status\":\"ok\"}", d->name, info->url, d->health_path,
+				    status);
+				goto out;
+			}
+			rc = 0;
+			goto out;
+		}
+		json_decref(body);
+		body = NULL;
+	}
+
+	if (d->version_path) {
+		rc = get_json(c, &status, &body, info->url, d->version_path);
+		if (rc < 0)
+			goto out;
+		if (status == 200 && body)
+			rc = d->parse_version(info->version, sizeof(info->version), body);
+		else
+			rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
+			    d->name, info->url, d->version_path, status);
+		if (rc < 0 && d->type != ENGINE_LLAMACPP)
+			goto out; /* the version reply is how Ollama and vLLM are told apart */
+		rc = 0;
+		info->version[sizeof(info->version) - 1] = '\0';
+		if (d->type == ENGINE_LLAMACPP && status == 200 && body)
+			props = json_incref(body);
+		json_decref(body);
+		body = NULL;
+	}
+
+	rc = get_json(c, &status, &body, info->url, d->models_path);
+	if (rc < 0)
+		goto out;
+	if (status != 200 || !body) {
+		rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
+		    d->name, info->url, d->models_path, status);
+	} else {
+		rc = d->parse_models(&models, body);
+	}
+	if (rc < 0)
+		goto out;
+	if (models.count == 0 && props)
+		rc = llamacpp_props_models(&models, props);
+	if (rc < 0)
+		goto out;
+
+	engine_model_list_clear(&info->models);
+	info->models = models;
+	models = (engine_model_list){ 0 };
+out:
+	engine_model_list_clear(&models);
+	json_decref(body);
+	json_decref(props);
+	return rc;
+}
+
+int engine_detect(engine_info *out, http_client *c, const struct engine_driver *d,
+    const char *base_url)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!d)
+		return troop_error_set(TROOP_EINVAL, "no engine driver given");
+	if (strlen(base_url) >= sizeof(out->url))
+		return troop_error_set(TROOP_EINVAL, "engine URL '%.128s' is too long",
+		    base_url);
+	out->type = d->type;
+	strcpy(out->url, base_url);
+	out->port = engine_url_port(base_url);
+	rc = probe(out, c, d);
+	if (rc < 0) {
+		engine_info_clear(out);
+		memset(out, 0, sizeof(*out));
+		return rc;
+	}
+	log_info("engine_detected", "type=%s url=%s version=%s ready=%d models=%zu",
+	    d->name, out->url, out->version[0] ? out->version : "-", out->ready,
+	    out->models.count);
+	return 0;
+}
+
+int engine_refresh(engine_info *info, http_client *c)
+{
+	const struct engine_driver *d = engine_driver_get(info->type);
+	int rc;
+
+	if (!d)
+		return troop_error_set(TROOP_EINVAL, "engine type %d is invalid", info->type);
+	rc = probe(info, c, d);
+	if (rc < 0)
+		info->ready = false;
+	return rc;
+}
+
+int engine_autodetect(engine_info **out, size_t *count, http_client *c,
+    const char *host)
+{
+	engine_info *found = NULL;
+	size_t n = 0, cap = 0;
+	int seen[ENGINE_TYPE_COUNT_ * ENGINE_MAX_PORTS];
+	size_t nseen = 0;
+
+	*out = NULL;
+	*count = 0;
+	if (!host)
+		host = "127.0.0.1";
+	for (int t = 0; t < ENGINE_TYPE_COUNT_; t++) {
+		const struct engine_driver *d = engine_driver_get((engine_type)t);
+
+		for (int p = 0; p < ENGINE_MAX_PORTS && d->default_ports[p]; p++) {
+			char url[ENGINE_URL_MAX];
+			engine_info info;
+			bool dup = false;
+			int port = d->default_ports[p];
+
+			for (size_t i = 0; i < nseen; i++)
+				dup = dup || seen[i] == port;
+			if (dup)
+				continue;
+			snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%d" :
+			    "http://%s:%d", host, port);
+			if (engine_detect(&info, c, d, url) < 0) {
+				log_debug("engine_probe", "type=%s url=%s result=%s", d->name, url,
+				    troop_error_msg());
+				continue;
+			}
+			seen[nseen++] = port;
+			if (n == cap) {
+				size_t ncap = cap ? cap * 2 : 4;
+				engine_info *grown = realloc(found, ncap * sizeof(*grown));
+
+				if (!grown) {
+					engine_info_clear(&info);
+					engine_info_array_free(found, n);
+					return troop_error_set(TROOP_ENOMEM,
+					    "out of memory detecting engines");
+				}
+				found = grown;
+				cap = ncap;
+			}
+			found[n++] = info;
+		}
+	}
+	*out = found;
+	*count = n;
+	return 0;
+}
