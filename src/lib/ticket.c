@@ -135,6 +135,41 @@ static void jw_int(jwriter *w, const char *name, int64_t v)
 	jw_raw(w, num, (size_t)n);
 }
 
+/* Tickets are public, so signing encodes with a plain table instead of
+ * libsodium's constant-time codec, which costs about 3 ns a byte: ~10% of
+ * an Ed25519 signature for a 400-byte ticket.  The verifier still decodes
+ * strictly with the libsodium codec, and the tests round-trip through it.
+ * `out` must hold b64url_len(n) + 1 bytes. */
+static size_t b64url_fast(char *out, const unsigned char *in, size_t n)
+{
+	static const char tab[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	char *o = out;
+	size_t i = 0;
+	uint32_t v;
+
+	for (; i + 3 <= n; i += 3) {
+		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		o[0] = tab[v >> 18];
+		o[1] = tab[(v >> 12) & 63];
+		o[2] = tab[(v >> 6) & 63];
+		o[3] = tab[v & 63];
+		o += 4;
+	}
+	if (n - i == 1) {
+		v = (uint32_t)in[i] << 16;
+		*o++ = tab[v >> 18];
+		*o++ = tab[(v >> 12) & 63];
+	} else if (n - i == 2) {
+		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+		*o++ = tab[v >> 18];
+		*o++ = tab[(v >> 12) & 63];
+		*o++ = tab[(v >> 6) & 63];
+	}
+	*o = '\0';
+	return (size_t)(o - out);
+}
+
 int ticket_sign(char **out, const ticket_claims *c, const troop_identity *key)
 {
 	char kid[TICKET_KID_LEN + 1];
@@ -190,12 +225,12 @@ int ticket_sign(char **out, const ticket_claims *c, const troop_identity *key)
 	tok = malloc(total + 1);
 	if (!tok)
 		return troop_error_set(TROOP_ENOMEM, "out of memory for a ticket");
-	off = b64url_encode(tok, total + 1, header, (size_t)n);
+	off = b64url_fast(tok, (const unsigned char *)header, (size_t)n);
 	tok[off++] = '.';
-	off += b64url_encode(tok + off, total + 1 - off, claims, (size_t)(w.p - claims));
+	off += b64url_fast(tok + off, (const unsigned char *)claims, (size_t)(w.p - claims));
 	crypto_sign_detached(sig, NULL, (const unsigned char *)tok, off, key->sk);
 	tok[off++] = '.';
-	b64url_encode(tok + off, total + 1 - off, sig, sizeof(sig));
+	b64url_fast(tok + off, sig, sizeof(sig));
 	*out = tok;
 	return 0;
 }
