@@ -8,7 +8,20 @@
  *
  * Requests without a body leave out content-digest (from the header and
  * from the covered components).  The verifier accepts the components in
- * the order the signer listed them but requires exactly this set.
+ * the order the signer listed them but requires exactly this set (for a
+ * request without a body, content-digest may still be covered, and must
+ * then match the empty body).
+ *
+ * Verifier details: the three headers are parsed as RFC 8941 dictionaries
+ * (at most 4096 bytes each) and only the "troop" member is used (other
+ * labels may be present; "troop" twice is refused).  Parameters created,
+ * nonce, keyid and alg are required; expires (checked) and tag (ignored)
+ * are allowed; anything else is refused.  The nonce must be 8 to 64 chars
+ * of [A-Za-z0-9+/=_.~-].  "@signature-params" is rebuilt in canonical
+ * RFC 8941 form, so optional whitespace in Signature-Input is harmless.
+ * `path` and `query` must be as sent on the wire (not percent-decoded);
+ * one containing spaces or control characters is refused.
+ *
  * Thread-safe; the nonce cache is internally locked.
  */
 #ifndef TROOP_HTTPSIG_H
@@ -53,7 +66,12 @@ int httpsig_verify(char keyid_out[TROOP_ID_LEN + 1], const char *method,
 
 /* An in-process nonce cache (hash set with expiry), usable as nonce_fn
  * with the cache as ctx.  Bounded: `max_entries` (0: 1,000,000); when full,
- * new nonces are refused with TROOP_ERATE rather than forgetting live ones. */
+ * new nonces are refused with TROOP_ERATE rather than forgetting live ones.
+ * An entry recorded at `now` is remembered while now' < now + window_s
+ * (window_s must be > 0, else TROOP_EINVAL); expired entries are swept on
+ * insert.  new: 0 or TROOP_EINVAL / TROOP_ENOMEM; free accepts NULL;
+ * check: 0 (recorded), TROOP_EAUTH (seen), TROOP_ERATE (full),
+ * TROOP_EINVAL (keyid + nonce over 255 bytes), TROOP_ENOMEM. */
 typedef struct nonce_cache nonce_cache;
 int nonce_cache_new(nonce_cache **out, int window_s, size_t max_entries);
 void nonce_cache_free(nonce_cache *c);

@@ -56,7 +56,18 @@ int ticket_sign(char **out, const ticket_claims *claims, const troop_identity *k
  *   TROOP_ENOKEY  the kid names no known key (caller may refetch once),
  *   TROOP_ETICKET anything else, with the reason in troop_error_msg():
  *                 malformed, alg not EdDSA, bad signature, expired, not yet
- *                 valid, wrong aud, too long. */
+ *                 valid, wrong aud, too long.
+ * Checked in this order: length <= TICKET_MAX_LEN; exactly three strict
+ * base64url segments (no padding, canonical); the header is a JSON object
+ * with alg exactly "EdDSA", typ (if present) "JWT", a kid, and no other
+ * members; the kid names one of `keys`; the Ed25519 signature over the
+ * first two segments as received; then the claims: iss, sub, aud,
+ * target_node, model, jti present as non-empty strings that fit the
+ * fields of ticket_claims (sub and target_node valid account ids), iat,
+ * exp, max_seconds integers with exp > iat and max_seconds > 0; aud equal
+ * to TICKET_AUD.  Times, with skew S = TICKET_SKEW: the ticket is valid
+ * iff  iat <= now + S  and  now < exp + S.  Unknown claims are ignored.
+ * On failure *out is zeroed. */
 int ticket_verify(ticket_claims *out, const char *token, const ticket_key *keys,
     size_t nkeys, int64_t now);
 
