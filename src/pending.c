@@ -25,7 +25,6 @@ static int pending(const char *cmd, int argc, char **argv)
 #define PENDING(name) \
 	int cmd_##name(int argc, char **argv) { return pending(#name, argc, argv); }
 
-PENDING(worker)
 PENDING(up)
 PENDING(chat)
 PENDING(balance)
