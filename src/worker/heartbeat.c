@@ -264,11 +264,8 @@ static void *loop_main(void *arg)
 
 		now = mono_ms();
 		if (now >= next_sample) {
-			bool was = gpu_sampler_busy(h->gpu);
-			bool busy = gpu_sampler_sample(h->gpu, active_now(h), NULL);
-			if (busy != was)
-				log_info("gpu_owner", "busy=%d util=%d", busy,
-				    gpu_sampler_last(h->gpu)->util_percent);
+			/* the sampler logs owner-use changes itself */
+			(void)gpu_sampler_sample(h->gpu, active_now(h), NULL);
 			next_sample = mono_ms() + (int64_t)h->o.gpu_sample_s * 1000;
 		}
 		if (now >= next_refresh) {
