@@ -90,8 +90,35 @@ worker_port=$(wait_for "$tmp/worker.log" 'worker_started.*port=[0-9]*' | sed 's/
 [ -n "$worker_port" ] || exit 1
 
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+rss_parts() {
+	awk '/^RssAnon/ { a = $2 } /^RssFile/ { f = $2 } END { printf "anon %s kB, shared-library files %s kB", a, f }' \
+		"/proc/$1/status"
+	awk '/^Pss:/ { printf ", pss %s kB", $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || true
+}
+# the floor: a program that only links this machine's libcurl and calls
+# curl_global_init, as every troop command does
+cat >"$tmp/floor.c" <<'EOF'
+#include <curl/curl.h>
+#include <stdio.h>
+#include <string.h>
+int main(void)
+{
+	char l[256];
+	FILE *f;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	f = fopen("/proc/self/status", "r");
+	while (f && fgets(l, sizeof(l), f))
+		if (strncmp(l, "VmRSS:", 6) == 0)
+			fputs(l + 6, stdout);
+	return 0;
+}
+EOF
+# shellcheck disable=SC2046
+cc -O2 "$tmp/floor.c" -o "$tmp/floor" $(pkg-config --cflags --libs libcurl)
 sleep 1
 rss_start=$(rss "$wpid")
+parts_start=$(rss_parts "$wpid")
 
 echo "# worker proxy vs engine-sim direct, $n requests for ttfb, worker --threads $threads"
 echo "# $(nproc) cores; $(uname -r)"
@@ -99,7 +126,9 @@ echo "# $(nproc) cores; $(uname -r)"
 "$out" "$sim_port" "$paced_port" "$worker_port" "$key" "$tmp/w/identity.key" "$n"
 [ -n "${BENCH_STOP_COORDINATOR:-}" ] && kill -CONT "$cpid"
 
-sleep 1
+# idle again: the worker gives freed buffers back at its next heartbeat
+sleep 12
 rss_after=$(rss "$wpid")
-echo "worker_rss_idle_start_kb $rss_start   (target < 10240)"
-echo "worker_rss_idle_after_load_kb $rss_after"
+echo "worker_rss_idle_start_kb $rss_start   (target < 10240; $parts_start)"
+echo "worker_rss_idle_after_load_kb $rss_after   ($(rss_parts "$wpid"))"
+echo "libcurl_floor_rss_kb $("$tmp/floor" | tr -dc 0-9)   (linking libcurl + curl_global_init, nothing else)"

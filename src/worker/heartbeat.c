@@ -9,6 +9,7 @@
  */
 #include "heartbeat.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@ struct heartbeat {
 	int next_s;             /* from the last reply */
 	char last_status[8];
 	int64_t last_status_hb_ms;
+	long trimmed_at;        /* jobs_done at the last malloc_trim */
 };
 
 static int64_t mono_ms(void)
@@ -286,8 +288,18 @@ static void *loop_main(void *arg)
 		    strcmp(status_now(h, active_now(h)), h->last_status) != 0 &&
 		    now - h->last_status_hb_ms >= 1000)
 			next_hb = now;
-		if (now >= next_hb)
+		if (now >= next_hb) {
 			next_hb = beat(h);
+			/* give the memory of a burst of jobs back once idle (glibc
+			 * keeps freed stream buffers otherwise) */
+			if (active_now(h) == 0) {
+				long done = h->o.jobs_done ? h->o.jobs_done(h->o.active_arg) : 0;
+				if (done != h->trimmed_at) {
+					malloc_trim(0);
+					h->trimmed_at = done;
+				}
+			}
+		}
 
 		pthread_mutex_lock(&h->mu);
 	}

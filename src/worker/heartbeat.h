@@ -18,7 +18,8 @@
  *     --donate), else IDLE; a change of status is heartbeated at once (at
  *     most once a second);
  *   - while no coordinator key is known, it is fetched with every
- *     heartbeat (keyring_fetch).
+ *     heartbeat (keyring_fetch);
+ *   - when idle after jobs, freed memory is given back (malloc_trim).
  */
 #ifndef TROOP_WORKER_HEARTBEAT_H
 #define TROOP_WORKER_HEARTBEAT_H
@@ -51,8 +52,10 @@ typedef struct {
 	int max_jobs;
 	catalog *cat;                  /* read and refreshed here */
 	keyring *keys;                 /* filled while empty; may be NULL */
-	/* Troop jobs running now (thread-safe). */
+	/* Troop jobs running now, and finished since start (thread-safe;
+	 * both get active_arg; jobs_done may be NULL). */
 	int (*active_jobs)(void *arg);
+	long (*jobs_done)(void *arg);
 	void *active_arg;
 	const engine_spec *specs;      /* --engine values; nspecs 0: autodetect */
 	size_t nspecs;

@@ -592,6 +592,11 @@ long proxy_jobs_done(proxy *p)
 	return atomic_load(&p->done);
 }
 
+long proxy_jobs_done_cb(void *arg)
+{
+	return proxy_jobs_done(arg);
+}
+
 void proxy_free(proxy *p)
 {
 	if (!p)

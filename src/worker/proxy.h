@@ -90,6 +90,9 @@ int proxy_active_jobs_cb(void *arg);
 /* Jobs served since start (finished, any outcome).  Thread-safe. */
 long proxy_jobs_done(proxy *p);
 
+/* A heartbeat_opts.jobs_done callback (arg is the proxy). */
+long proxy_jobs_done_cb(void *arg);
+
 /* Free a stopped proxy; NULL is fine. */
 void proxy_free(proxy *p);
 
