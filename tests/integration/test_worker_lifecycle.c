@@ -96,7 +96,7 @@ static void test_donate_idle_follows_owner(void **state)
 	char dir[400], script[450], util[450], path[2048], id[TROOP_ID_LEN + 1];
 	const char *old_path = getenv("PATH");
 	char *saved = strdup(old_path ? old_path : "/usr/bin:/bin");
-	harness_proc w;
+	static harness_proc w;
 	json_t *peers, *n;
 	size_t i;
 
@@ -183,7 +183,7 @@ static void *bg_main(void *arg)
 
 static void test_sigterm_withdraws_and_drains(void **state)
 {
-	harness_proc w;
+	static harness_proc w;
 	char id[TROOP_ID_LEN + 1];
 	struct bg b = { 0 };
 	int st = 0;
@@ -223,7 +223,7 @@ static void test_sigterm_withdraws_and_drains(void **state)
 
 static void test_receipts_spooled_and_resent(void **state)
 {
-	harness_proc c2, w;
+	static harness_proc c2, w;
 	char id[TROOP_ID_LEN + 1], job0[64], job[64], spool[600], needle[128];
 	char *tok, *body = chat_body("pay me", 4, false), *text;
 	json_t *rec;
@@ -328,5 +328,10 @@ int main(void)
 		cmocka_unit_test(test_receipts_spooled_and_resent),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	int failed = cmocka_run_group_tests(tests, setup, teardown);
+
+	wenv_stop_all();
+	if (failed == 0)
+		wenv_rmtree(tmp);
+	return failed;
 }

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,36 @@
 #include "harness.h"
 #include "http_client.h"
 #include "identity.h"
+
+/* Processes a test started and must not outlive the program, even when
+ * an assertion jumps out of the test: stopped by wenv_stop_all. */
+#define WENV_MAX_TRACKED 32
+static inline harness_proc **wenv_tracked(void)
+{
+	static harness_proc *list[WENV_MAX_TRACKED];
+
+	return list;
+}
+
+static inline void wenv_track(harness_proc *p)
+{
+	harness_proc **l = wenv_tracked();
+
+	for (int i = 0; i < WENV_MAX_TRACKED; i++)
+		if (l[i] == p || l[i] == NULL) {
+			l[i] = p;
+			return;
+		}
+}
+
+static inline void wenv_stop_all(void)
+{
+	harness_proc **l = wenv_tracked();
+
+	for (int i = WENV_MAX_TRACKED - 1; i >= 0; i--)
+		if (l[i] && l[i]->pid > 0)
+			harness_stop(l[i], SIGTERM);
+}
 
 /* build/engine-sim. */
 static inline const char *wenv_sim_path(void)
@@ -61,6 +92,7 @@ static inline int wenv_start_sim(harness_proc *p, const char *log, const char *c
 
 	memset(p, 0, sizeof(*p));
 	snprintf(p->log, sizeof(p->log), "%s", log);
+	wenv_track(p);
 	argv[i++] = wenv_sim_path();
 	argv[i++] = "--listen";
 	argv[i++] = "127.0.0.1:0";
@@ -124,6 +156,7 @@ static inline int wenv_start_coordinator(harness_proc *p, const char *tmp, const
 	for (int k = 0; extra && extra[k] && i < 22; k++)
 		argv[i++] = extra[k];
 	argv[i] = NULL;
+	wenv_track(p);
 	return harness_start(p, argv, log, "coordinator_started", 10000);
 }
 
@@ -155,6 +188,7 @@ static inline int wenv_start_worker(harness_proc *p, const char *tmp, const char
 	for (int k = 0; extra && extra[k] && i < 30; k++)
 		argv[i++] = extra[k];
 	argv[i] = NULL;
+	wenv_track(p);
 	return harness_start(p, argv, log, "worker_started", 15000);
 }
 
@@ -354,6 +388,18 @@ static inline int wenv_count(const char *s, const char *needle)
 	for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
 		n++;
 	return n;
+}
+
+static inline int wenv_rm_entry(const char *path, const struct stat *st, int flag,
+    struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* rm -rf dir (the test's temp directory, once everything passed). */
+static inline void wenv_rmtree(const char *dir)
+{
+	nftw(dir, wenv_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 #endif
