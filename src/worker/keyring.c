@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "encoding.h"
 #include "error.h"
@@ -19,7 +18,7 @@ struct keyring {
 	pthread_mutex_t mu;
 	ticket_key keys[KEYRING_MAX];
 	size_t n;
-	int64_t last_fetch;   /* unix seconds of the last fetch try; 0 none */
+	int64_t last_refetch; /* unix seconds of the last unknown-kid refetch */
 };
 
 int keyring_new(keyring **out)
@@ -106,9 +105,6 @@ int keyring_fetch(keyring *k, http_client *c, const char *coordinator)
 	ticket_key key;
 	int status = 0, rc;
 
-	pthread_mutex_lock(&k->mu);
-	k->last_fetch = (int64_t)time(NULL);
-	pthread_mutex_unlock(&k->mu);
 	snprintf(url, sizeof(url), "%s/public-key", coordinator);
 	rc = http_request_json(c, &status, &body, "GET", url, NULL, NULL);
 	if (rc)
@@ -143,9 +139,9 @@ bool keyring_refetch_due(keyring *k, int64_t now)
 	bool due;
 
 	pthread_mutex_lock(&k->mu);
-	due = k->last_fetch == 0 || now - k->last_fetch >= KEYRING_REFETCH_S;
+	due = k->last_refetch == 0 || now - k->last_refetch >= KEYRING_REFETCH_S;
 	if (due)
-		k->last_fetch = now;
+		k->last_refetch = now;
 	pthread_mutex_unlock(&k->mu);
 	return due;
 }

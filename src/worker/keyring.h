@@ -47,8 +47,8 @@ size_t keyring_count(keyring *k);
 
 /* GET <coordinator>/public-key with the blocking client and add the key.
  * Returns 0, TROOP_EUPSTREAM / TROOP_ETIMEOUT (coordinator unreachable),
- * or TROOP_EINVAL (bad reply), message set.  Records the time of the try
- * for keyring_refetch_due. */
+ * or TROOP_EINVAL (bad reply), message set.  (The fetches at start and
+ * while no key is known do not count against the unknown-kid limit.) */
 int keyring_fetch(keyring *k, http_client *c, const char *coordinator);
 
 /* ticket_verify against the known keys.  Returns as ticket_verify
@@ -56,7 +56,8 @@ int keyring_fetch(keyring *k, http_client *c, const char *coordinator);
 int keyring_verify(keyring *k, ticket_claims *out, const char *token, int64_t now);
 
 /* Whether a refetch for an unknown kid may start now: true at most once
- * per KEYRING_REFETCH_S (the call that returns true claims the slot). */
+ * per KEYRING_REFETCH_S (the call that returns true claims the slot; the
+ * first one is always allowed). */
 bool keyring_refetch_due(keyring *k, int64_t now);
 
 #endif

@@ -415,6 +415,8 @@ static void test_bad_tickets_refused(void **state)
 	assert_int_equal(wenv_sim_stat(&sim, "chat_requests"), before + 1);
 	free(replay_tok);
 
+	/* the unknown kid made the worker fetch the coordinator key again */
+	assert_true(harness_log_contains(&wa, "source=refetch"));
 	/* never logged */
 	assert_false(harness_log_contains(&wa, "eyJ"));
 	assert_false(harness_log_contains(&wa, "Bearer"));
@@ -628,6 +630,79 @@ static void test_max_jobs_429(void **state)
 	wait_idle(&ws);
 }
 
+
+static void test_other_routes(void **state)
+{
+	static const char *const paths[] = { "/v1/completions", "/v1/embeddings" };
+	static const char *const bodies[] = {
+		"{\"model\":\"" MODEL "\",\"prompt\":\"once upon a time\",\"max_tokens\":6,"
+		"\"stream\":true}",
+		"{\"model\":\"" MODEL "\",\"input\":[\"one two three\",\"four\"]}",
+	};
+	char job[64], needle[160];
+
+	for (int i = 0; i < 2; i++) {
+		char *tok = real_ticket(wa_id, MODEL, 0, job);
+		http_response via, dir;
+
+		assert_int_equal(wenv_post(&via, wa.url, paths[i], tok, bodies[i]), 0);
+		assert_int_equal(wenv_post(&dir, sim.url, paths[i], NULL, bodies[i]), 0);
+		assert_int_equal(via.status, 200);
+		assert_int_equal(dir.status, 200);
+		wenv_normalise(via.body);
+		wenv_normalise(dir.body);
+		assert_string_equal(via.body, dir.body);
+		http_response_free(&via);
+		http_response_free(&dir);
+		free(tok);
+		/* the embeddings reply reports usage: 4 prompt tokens */
+		snprintf(needle, sizeof(needle), "job=%s path=%s", job, paths[i]);
+		assert_true(wait_log(&wa, needle));
+	}
+	assert_true(wait_log(&wa, "prompt=4 completion=0 usage=engine"));
+	wait_idle(&wa);
+}
+
+static void test_engine_error_normalised(void **state)
+{
+	static const char *const sim_args[] = { "--fault", "500", "--version-kind", "llamacpp",
+		NULL };
+	static harness_proc esim, we;
+	char we_id[TROOP_ID_LEN + 1], *tok, *body = chat_body(MODEL, "hi", 4, true);
+	char log[400];
+	http_response r;
+	json_t *j, *e;
+
+	snprintf(log, sizeof(log), "%s/sim-500.log", tmp);
+	assert_int_equal(wenv_start_sim(&esim, log, sim_args), 0);
+	{
+		/* llama.cpp's error shape: {"error":{"code":500,"message","type"}} */
+		char engine[128];
+		const char *args[] = { "--engine", engine, NULL };
+
+		snprintf(engine, sizeof(engine), "llamacpp=http://127.0.0.1:%d", esim.port);
+		assert_int_equal(wenv_start_worker(&we, tmp, "we", coord.url, 0, args), 0);
+	}
+	assert_int_equal(wenv_worker_id(we_id, tmp, "we"), 0);
+	/* the llama.cpp simulator serves its first model under its alias */
+	tok = real_ticket(we_id, MODEL, 0, NULL);
+	assert_int_equal(wenv_post(&r, we.url, "/v1/chat/completions", tok, body), 0);
+	assert_int_equal(r.status, 500);
+	j = json_loads(r.body, 0, NULL);
+	e = json_object_get(j, "error");
+	assert_non_null(e);
+	assert_true(json_is_string(json_object_get(e, "message")));
+	assert_string_equal(json_string_value(json_object_get(e, "type")), "server_error");
+	assert_string_equal(json_string_value(json_object_get(e, "code")), "engine_error");
+	json_decref(j);
+	http_response_free(&r);
+	assert_true(wait_log(&we, "outcome=error status=500"));
+	free(tok);
+	free(body);
+	assert_int_equal(harness_stop(&we, SIGTERM), 0);
+	harness_stop(&esim, SIGTERM);
+}
+
 /* ---- setup ---------------------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -686,6 +761,8 @@ int main(void)
 		cmocka_unit_test(test_bad_tickets_refused),
 		cmocka_unit_test(test_streams_event_by_event),
 		cmocka_unit_test(test_engine_dies_mid_stream),
+		cmocka_unit_test(test_engine_error_normalised),
+		cmocka_unit_test(test_other_routes),
 		cmocka_unit_test(test_64_concurrent_streams),
 		cmocka_unit_test(test_max_seconds_cuts_stream),
 		cmocka_unit_test(test_max_jobs_429),

@@ -146,6 +146,58 @@ static void test_donate_idle_follows_owner(void **state)
 	free(saved);
 }
 
+/* ---- model refresh ------------------------------------------------------------------- */
+
+static bool peer_has_model(const char *node_id, const char *model)
+{
+	char path[300];
+	json_t *p, *n;
+	size_t i;
+	bool found = false;
+
+	snprintf(path, sizeof(path), "/peers?model=%s", model);
+	p = wenv_get_json(coord.url, path, NULL);
+	json_array_foreach(json_object_get(p, "nodes"), i, n)
+		if (strcmp(json_string_value(json_object_get(n, "node_id")) ?: "", node_id) == 0)
+			found = true;
+	json_decref(p);
+	return found;
+}
+
+static void test_model_change_heartbeated(void **state)
+{
+	static const char *const a_args[] = { "--models", "alpha:1b", NULL };
+	static const char *const w_args[] = { "--model-refresh", "1", NULL };
+	static harness_proc sa, sb, w;
+	char log[400], listen[64], id[TROOP_ID_LEN + 1];
+	const char *b_args[] = { "--listen", listen, "--models", "beta:2b", NULL };
+	bool seen = false;
+
+	snprintf(log, sizeof(log), "%s/sim-alpha.log", tmp);
+	assert_int_equal(wenv_start_sim(&sa, log, a_args), 0);
+	assert_int_equal(wenv_start_worker(&w, tmp, "wmodels", coord.url, sa.port, w_args), 0);
+	assert_int_equal(wenv_worker_id(id, tmp, "wmodels"), 0);
+	assert_true(peer_has_model(id, "alpha:1b"));
+	assert_false(peer_has_model(id, "beta:2b"));
+	/* the engine is replaced by one with another model, on the same port */
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", sa.port);
+	harness_stop(&sa, SIGTERM);
+	snprintf(log, sizeof(log), "%s/sim-beta.log", tmp);
+	assert_int_equal(wenv_start_sim(&sb, log, b_args), 0);
+	/* re-read within a second, heartbeated at once (not at the next
+	 * 10 s beat) */
+	for (int i = 0; i < 200 && !seen; i++) {
+		seen = peer_has_model(id, "beta:2b");
+		if (!seen)
+			harness_sleep_ms(50);
+	}
+	assert_true(seen);
+	assert_false(peer_has_model(id, "alpha:1b"));
+	assert_true(harness_log_contains(&w, "models_changed"));
+	assert_int_equal(harness_stop(&w, SIGTERM), 0);
+	harness_stop(&sb, SIGTERM);
+}
+
 /* ---- SIGTERM -------------------------------------------------------------------------- */
 
 struct bg {
@@ -324,6 +376,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_donate_idle_follows_owner),
+		cmocka_unit_test(test_model_change_heartbeated),
 		cmocka_unit_test(test_sigterm_withdraws_and_drains),
 		cmocka_unit_test(test_receipts_spooled_and_resent),
 	};

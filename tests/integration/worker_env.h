@@ -161,7 +161,8 @@ static inline int wenv_start_coordinator(harness_proc *p, const char *tmp, const
 }
 
 /* A worker with TROOP_HOME tmp/name-home, serving the simulator at
- * sim_port as an Ollama engine, advertising 127.0.0.1. */
+ * sim_port as an Ollama engine (sim_port 0: the engines are in `extra`),
+ * advertising 127.0.0.1. */
 static inline int wenv_start_worker(harness_proc *p, const char *tmp, const char *name,
     const char *coord_url, int sim_port, const char *const *extra)
 {
@@ -179,8 +180,10 @@ static inline int wenv_start_worker(harness_proc *p, const char *tmp, const char
 	argv[i++] = coord_url;
 	argv[i++] = "--listen";
 	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--engine";
-	argv[i++] = engine;
+	if (sim_port > 0) {
+		argv[i++] = "--engine";
+		argv[i++] = engine;
+	}
 	argv[i++] = "--advertise";
 	argv[i++] = "127.0.0.1";
 	argv[i++] = "--threads";
