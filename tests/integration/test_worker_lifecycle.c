@@ -296,6 +296,8 @@ static void test_receipts_spooled_and_resent(void **state)
 	snprintf(needle, sizeof(needle), "settled job=%s", job0);
 	assert_true(wait_log(&c2, needle, 10000));
 	snprintf(spool, sizeof(spool), "%s/wrcpt-home/worker/receipts/%s.json", tmp, job0);
+	for (int i = 0; i < 400 && file_exists(spool); i++)
+		harness_sleep_ms(25);
 	assert_false(file_exists(spool));
 
 	/* coordinator down: the ticket it issued is still served; the

@@ -593,6 +593,7 @@ static void test_abort_ends_with_error_event(void **state)
 	wait_finished(n0 + 1);
 	assert_int_equal(last.end, RELAY_END_ABORTED);
 	assert_int_equal(last.err, TROOP_ETIMEOUT);
+	free(g);
 }
 
 static void test_backpressure_pauses_upstream(void **state)
