@@ -50,6 +50,25 @@ static const config_opt coord_opts[] = {
 	  "account id allowed to call /admin/grant (repeatable)", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
+	{ "poh-matrix-size", 0, OPT_INT, "TROOP_POH_MATRIX_SIZE", NULL, "8192", "N",
+	  "proof-of-hardware: matrix size of a GPU-class challenge", 16, 16384 },
+	{ "poh-rounds", 0, OPT_INT, "TROOP_POH_ROUNDS", NULL, "32", "N",
+	  "proof-of-hardware: rounds of a GPU-class challenge", 1, 4096 },
+	{ "poh-cpu-matrix-size", 0, OPT_INT, "TROOP_POH_CPU_MATRIX_SIZE", NULL, "512", "N",
+	  "proof-of-hardware: matrix size of a CPU-class challenge", 16, 16384 },
+	{ "poh-cpu-rounds", 0, OPT_INT, "TROOP_POH_CPU_ROUNDS", NULL, "32", "N",
+	  "proof-of-hardware: rounds of a CPU-class challenge", 1, 4096 },
+	{ "poh-samples", 0, OPT_INT, "TROOP_POH_SAMPLES", NULL, "16", "K",
+	  "proof-of-hardware: rows checked per proof (a cheat on half the rows passes "
+	  "with odds 2^-K)", 1, 256 },
+	{ "poh-reference-ops", 0, OPT_DOUBLE, "TROOP_POH_REFERENCE_OPS", NULL, "5e13", "OPS",
+	  "proof-of-hardware: ops/s that earn multiplier 1.0 (the reference GPU)", 1, 1e18 },
+	{ "poh-rate-limit", 0, OPT_INT, "TROOP_POH_RATE_LIMIT", NULL, "600", "SECONDS",
+	  "proof-of-hardware: one challenge per node per this many seconds (0: no limit)",
+	  0, 604800 },
+	{ "poh-challenge-ttl", 0, OPT_INT, "TROOP_POH_CHALLENGE_TTL", NULL, "120", "SECONDS",
+	  "proof-of-hardware: time allowed from challenge to root, and from root to reveal",
+	  1, 3600 },
 	{ "threads", 't', OPT_INT, "TROOP_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -227,6 +246,12 @@ int cmd_coordinator(int argc, char **argv)
 		snprintf(c->admins[i], sizeof(c->admins[i]), "%s", admins[i]);
 	}
 
+	if (poh_config_load(&c->poh, cfg, COORD_MAX_BODY) != 0) {
+		fprintf(stderr, "troop coordinator: %s\n", troop_error_msg());
+		ret = EXIT_USAGE;
+		goto out;
+	}
+
 	if (config_str(cfg, "data-dir")) {
 		snprintf(data_dir, sizeof(data_dir), "%s", config_str(cfg, "data-dir"));
 	} else {
@@ -288,6 +313,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
 	api_credits_routes(srv, c);
+	api_hardware_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

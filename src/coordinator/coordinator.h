@@ -19,6 +19,7 @@
 #include "identity.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "poh_state.h"
 #include "registry.h"
 #include "ticket.h"
 
@@ -37,6 +38,7 @@ typedef struct {
 	bool allow_unverified;     /* may /authorize pick unverified nodes */
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
+	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
 
 	/* identity: the ticket signing key */
 	troop_identity key;
@@ -77,5 +79,6 @@ void coord_reply_last_error(http_req *r, int err);
 void api_meta_routes(http_server *s, coord *c);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
+void api_hardware_routes(http_server *s, coord *c);
 
 #endif
