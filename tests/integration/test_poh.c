@@ -182,31 +182,36 @@ static void get_challenge(struct run *w, const harness_proc *p, const troop_iden
 	json_decref(out);
 }
 
-/* Honest rows; then `junk` of them (a random half when junk == n/2)
- * overwritten with random bytes before the tree is built. */
+/* The rows, honestly computed; or, with `junk` > 0, a cheater's: a random
+ * `junk` of them are random bytes and only the others are computed. */
 static void compute(struct run *w, size_t junk)
 {
+	uint32_t *perm = malloc(w->n * sizeof(*perm));
+	int8_t *honest = malloc(w->n * w->n);
 	poh_ctx *ctx;
 
 	w->rows = malloc(w->n * w->n);
 	assert_non_null(w->rows);
-	assert_int_equal(poh_ctx_new(&ctx, w->seed, w->n, w->rounds, 2), 0);
-	assert_int_equal(poh_compute_rows(w->rows, ctx, NULL, w->n, 2, NULL, NULL), 0);
-	poh_ctx_free(ctx);
-	if (junk > 0) {
-		/* a random subset of `junk` rows: shuffle the indexes */
-		uint32_t *perm = malloc(w->n * sizeof(*perm));
-		for (uint32_t i = 0; i < w->n; i++)
-			perm[i] = i;
-		for (size_t i = w->n - 1; i > 0; i--) {
-			uint32_t j = randombytes_uniform((uint32_t)i + 1), t = perm[i];
-			perm[i] = perm[j];
-			perm[j] = t;
-		}
-		for (size_t i = 0; i < junk; i++)
-			randombytes_buf(w->rows + (size_t)perm[i] * w->n, w->n);
-		free(perm);
+	assert_non_null(perm);
+	assert_non_null(honest);
+	for (uint32_t i = 0; i < w->n; i++)
+		perm[i] = i;
+	for (size_t i = w->n - 1; i > 0 && junk > 0; i--) {
+		uint32_t j = randombytes_uniform((uint32_t)i + 1), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
 	}
+	/* perm[0 .. junk-1] are junk, the rest computed */
+	for (size_t i = 0; i < junk; i++)
+		randombytes_buf(w->rows + (size_t)perm[i] * w->n, w->n);
+	assert_int_equal(poh_ctx_new(&ctx, w->seed, w->n, w->rounds, 2), 0);
+	assert_int_equal(poh_compute_rows(honest, ctx, perm + junk, w->n - junk, 2, NULL, NULL),
+	    0);
+	poh_ctx_free(ctx);
+	for (size_t i = junk; i < w->n; i++)
+		memcpy(w->rows + (size_t)perm[i] * w->n, honest + (i - junk) * w->n, w->n);
+	free(honest);
+	free(perm);
 	assert_int_equal(poh_tree_build(&w->tree, w->rows, w->n, w->n, 2), 0);
 }
 
