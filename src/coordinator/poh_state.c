@@ -16,6 +16,7 @@
 #include "encoding.h"
 #include "error.h"
 #include "json.h"
+#include "log.h"
 
 /* ---- configuration ------------------------------------------------------------- */
 
@@ -68,6 +69,10 @@ int poh_config_load(poh_config *out, const struct config *cfg, size_t max_body)
 		return troop_error_set(TROOP_EINVAL, "--poh-reference-ops: must be above 0");
 	if (out->challenge_ttl_s < 1)
 		return troop_error_set(TROOP_EINVAL, "--poh-challenge-ttl: must be at least 1");
+	if (out->gpu_rounds < POH_ROUNDS_ADVISED || out->cpu_rounds < POH_ROUNDS_ADVISED)
+		log_warn("poh_config", "rounds=%u/%u advised_min=%d reason=\"with fewer rounds, "
+		    "generating B costs the verifier more than 2k/n of the worker's work\"",
+		    out->gpu_rounds, out->cpu_rounds, POH_ROUNDS_ADVISED);
 	return 0;
 }
 

@@ -48,6 +48,12 @@ typedef struct {
 	int verify_threads;        /* threads recomputing the sampled rows */
 } poh_config;
 
+/* Below this many rounds the verifier's fixed cost (generating and
+ * transposing B, 2*n*n bytes) outweighs k rows and the check costs more
+ * than 2k/n of the worker's work (bench/bench_poh.sh); allowed, with a
+ * warning at start. */
+#define POH_ROUNDS_ADVISED 8
+
 #define POH_MULTIPLIER_MIN 0.01
 #define POH_MULTIPLIER_MAX 20.0
 

@@ -25,7 +25,13 @@
 
 #include "error.h"
 
-#define ROW_BLOCK 4   /* rows a kernel call advances together */
+#if defined(__GNUC__) && !defined(__clang__)
+#define POH_O3 __attribute__((optimize("O3")))
+#else
+#define POH_O3
+#endif
+
+#define ROW_BLOCK 16  /* rows a kernel call advances together */
 
 static const unsigned char stream_nonce[crypto_stream_chacha20_ietf_NONCEBYTES];
 
@@ -220,15 +226,48 @@ static void gen_b_part(void *p, int index, int count)
 		poh_stream((uint8_t *)g->b + from, g->seed, (uint64_t)total + from, to - from);
 }
 
-static void transpose(int8_t *dst, const int8_t *src, size_t n)
+/* Transpose an 8 x 8 byte block held as eight little-endian words: swap
+ * 2x2 blocks of bytes, then of 16-bit pairs, then of 32-bit halves. */
+static inline void transpose8(uint64_t x[8])
 {
-	const size_t t = 32;
+	const uint64_t m1 = 0x00ff00ff00ff00ffULL, m2 = 0x0000ffff0000ffffULL,
+	    m4 = 0x00000000ffffffffULL;
+	uint64_t t;
 
-	for (size_t i0 = 0; i0 < n; i0 += t)
-		for (size_t j0 = 0; j0 < n; j0 += t)
-			for (size_t i = i0; i < i0 + t && i < n; i++)
-				for (size_t j = j0; j < j0 + t && j < n; j++)
-					dst[j * n + i] = src[i * n + j];
+	for (int r = 0; r < 8; r += 2) {
+		t = ((x[r] >> 8) ^ x[r + 1]) & m1;
+		x[r + 1] ^= t;
+		x[r] ^= t << 8;
+	}
+	for (int r = 0; r < 8; r += (r % 4 == 1) ? 3 : 1) {
+		t = ((x[r] >> 16) ^ x[r + 2]) & m2;
+		x[r + 2] ^= t;
+		x[r] ^= t << 16;
+	}
+	for (int r = 0; r < 4; r++) {
+		t = ((x[r] >> 32) ^ x[r + 4]) & m4;
+		x[r + 4] ^= t;
+		x[r] ^= t << 32;
+	}
+}
+
+/* dst = src transposed; n is a multiple of 8.  64 x 64 tiles keep both
+ * sides' cache lines whole; 8 x 8 blocks move as words. */
+static void transpose(int8_t *restrict dst, const int8_t *restrict src, size_t n)
+{
+	for (size_t ti = 0; ti < n; ti += 64)
+		for (size_t tj = 0; tj < n; tj += 64) {
+			size_t ie = ti + 64 < n ? ti + 64 : n, je = tj + 64 < n ? tj + 64 : n;
+			for (size_t i = ti; i < ie; i += 8)
+				for (size_t j = tj; j < je; j += 8) {
+					uint64_t x[8];
+					for (int r = 0; r < 8; r++)
+						memcpy(&x[r], src + (i + (size_t)r) * n + j, 8);
+					transpose8(x);
+					for (int r = 0; r < 8; r++)
+						memcpy(dst + (j + (size_t)r) * n + i, &x[r], 8);
+				}
+		}
 }
 
 static void *aligned_alloc64(size_t len)
@@ -295,19 +334,20 @@ const int8_t *poh_ctx_bt(const poh_ctx *ctx) { return ctx->bt; }
 
 /* ---- kernels -------------------------------------------------------------------- */
 
-/* One round for `rows` rows (row r at a + r*n): out = map(a x B), with bt
- * = B transposed.  Four rows share each load of a column of B. */
+/* One round for `rows` (<= ROW_BLOCK) rows (row r at a + r*n): out =
+ * map(a x B), with bt = B transposed.  The column loop is outside so that
+ * each column of B is read from memory once per round for the whole block
+ * (it then stays in L1 while every group of four rows uses it); the four
+ * rows of a group share each load of it. */
 static inline __attribute__((always_inline)) void
 round_body(int8_t *restrict out, const int8_t *restrict a, const int8_t *restrict bt,
     size_t n, size_t rows)
 {
-	size_t r = 0;
-
-	for (; r + 4 <= rows; r += 4) {
-		const int8_t *a0 = a + r * n, *a1 = a0 + n, *a2 = a1 + n, *a3 = a2 + n;
-		int8_t *o = out + r * n;
-		for (size_t j = 0; j < n; j++) {
-			const int8_t *b = bt + j * n;
+	for (size_t j = 0; j < n; j++) {
+		const int8_t *b = bt + j * n;
+		size_t r = 0;
+		for (; r + 4 <= rows; r += 4) {
+			const int8_t *a0 = a + r * n, *a1 = a0 + n, *a2 = a1 + n, *a3 = a2 + n;
 			int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 			for (size_t k = 0; k < n; k++) {
 				int32_t bk = b[k];
@@ -316,16 +356,13 @@ round_body(int8_t *restrict out, const int8_t *restrict a, const int8_t *restric
 				s2 += a2[k] * bk;
 				s3 += a3[k] * bk;
 			}
-			o[j] = poh_map(s0);
-			o[n + j] = poh_map(s1);
-			o[2 * n + j] = poh_map(s2);
-			o[3 * n + j] = poh_map(s3);
+			out[r * n + j] = poh_map(s0);
+			out[(r + 1) * n + j] = poh_map(s1);
+			out[(r + 2) * n + j] = poh_map(s2);
+			out[(r + 3) * n + j] = poh_map(s3);
 		}
-	}
-	for (; r < rows; r++) {
-		const int8_t *a0 = a + r * n;
-		for (size_t j = 0; j < n; j++) {
-			const int8_t *b = bt + j * n;
+		for (; r < rows; r++) {
+			const int8_t *a0 = a + r * n;
 			int32_t s = 0;
 			for (size_t k = 0; k < n; k++)
 				s += a0[k] * (int32_t)b[k];
@@ -336,12 +373,6 @@ round_body(int8_t *restrict out, const int8_t *restrict a, const int8_t *restric
 
 typedef void (*round_fn)(int8_t *restrict out, const int8_t *restrict a,
     const int8_t *restrict bt, size_t n, size_t rows);
-
-#if defined(__GNUC__) && !defined(__clang__)
-#define POH_O3 __attribute__((optimize("O3")))
-#else
-#define POH_O3
-#endif
 
 POH_O3 static void round_generic(int8_t *restrict out, const int8_t *restrict a,
     const int8_t *restrict bt, size_t n, size_t rows)
@@ -444,6 +475,7 @@ struct compute_job {
 	const poh_ctx *ctx;
 	const uint32_t *rows;
 	size_t count;
+	size_t block;           /* rows per block: ROW_BLOCK, less to feed every thread */
 	size_t nblocks;
 	int8_t *out;
 	round_fn fn;
@@ -467,12 +499,12 @@ static void compute_blocks(struct compute_job *j)
 		return;
 	}
 	for (;;) {
-		size_t b = atomic_fetch_add(&j->next, 1), r0 = b * ROW_BLOCK, cnt;
+		size_t b = atomic_fetch_add(&j->next, 1), r0 = b * j->block, cnt;
 		int8_t *cur = buf, *nxt = buf + ROW_BLOCK * n;
 
 		if (b >= j->nblocks || atomic_load(&j->cancel))
 			break;
-		cnt = j->count - r0 < ROW_BLOCK ? j->count - r0 : ROW_BLOCK;
+		cnt = j->count - r0 < j->block ? j->count - r0 : j->block;
 		for (size_t q = 0; q < cnt; q++) {
 			size_t row = j->rows ? j->rows[r0 + q] : r0 + q;
 			poh_gen_a_rows(cur + q * n, j->ctx->seed, n, row, 1);
@@ -528,7 +560,17 @@ int poh_compute_rows(int8_t *out, const poh_ctx *ctx, const uint32_t *rows, size
 	j.ctx = ctx;
 	j.rows = rows;
 	j.count = count;
-	j.nblocks = (count + ROW_BLOCK - 1) / ROW_BLOCK;
+	if (threads <= 0)
+		threads = poh_cpu_count();
+	/* a few rows on several threads (a verifier): smaller blocks, >= 4 rows */
+	j.block = ROW_BLOCK;
+	if (count < (size_t)threads * ROW_BLOCK) {
+		j.block = (count + (size_t)threads - 1) / (size_t)threads;
+		j.block = (j.block + 3) / 4 * 4;
+		if (j.block > ROW_BLOCK)
+			j.block = ROW_BLOCK;
+	}
+	j.nblocks = (count + j.block - 1) / j.block;
 	j.out = out;
 	j.fn = kernel_get()->fn;
 	atomic_init(&j.next, 0);
@@ -537,8 +579,6 @@ int poh_compute_rows(int8_t *out, const poh_ctx *ctx, const uint32_t *rows, size
 	atomic_init(&j.failed, 0);
 	pthread_mutex_init(&j.mu, NULL);
 	pthread_cond_init(&j.cv, NULL);
-	if (threads <= 0)
-		threads = poh_cpu_count();
 	if ((size_t)threads > j.nblocks)
 		threads = (int)j.nblocks;
 	if (threads > (int)(sizeof(tid) / sizeof(tid[0])))

@@ -18,8 +18,8 @@
  *
  * The CPU path (poh_compute_rows) runs vectorised kernels (generic SSE2,
  * AVX2, AVX-512 VNNI, picked at run time) on a pool of threads, one block
- * of four rows at a time through every round: no synchronisation between
- * rounds at all.
+ * of up to 16 rows at a time through every round: no synchronisation
+ * between rounds at all.
  *
  * Errors are 0 or a negative troop_err (error.h) with a message.  Every
  * function is thread-safe unless it says otherwise; a poh_ctx and a
@@ -112,7 +112,7 @@ typedef int (*poh_progress_fn)(void *arg, uint64_t done, uint64_t total);
 /* Compute the final (after all rounds) rows `rows[0..count-1]` into out
  * (row rows[i] at out + i*n); rows NULL means rows 0 .. count-1.  Indexes
  * must be < n.  `threads` (0: one per online core) share the work in
- * blocks of 4 rows; progress may be NULL.  Returns 0, TROOP_EINVAL (bad
+ * blocks of 4 to 16 rows; progress may be NULL.  Returns 0, TROOP_EINVAL (bad
  * index), TROOP_ENOMEM, or TROOP_ERR when cancelled. */
 int poh_compute_rows(int8_t *out, const poh_ctx *ctx, const uint32_t *rows, size_t count,
     int threads, poh_progress_fn progress, void *arg);
