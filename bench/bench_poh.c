@@ -81,7 +81,7 @@ static int bench_pair(size_t n, unsigned rounds, int threads, bool worker_too)
 	uint8_t seed[POH_SEED_LEN];
 	uint32_t idx[K];
 	poh_engine *e = NULL;
-	poh_engine_opts eo = { POH_DEVICE_CPU, threads, 0, NULL };
+	poh_engine_opts eo = { .device = POH_DEVICE_CPU, .threads = threads };
 	poh_computed pc;
 	double wcpu = 0, wwall = 0, v[7], bound = 2.0 * K / (double)n;
 	int bad = 0;
@@ -162,7 +162,7 @@ static int end_to_end(const char *url, long pid, int runs, int threads)
 	troop_identity node;
 	http_client *http = NULL;
 	poh_engine *e = NULL;
-	poh_engine_opts eo = { POH_DEVICE_CPU, threads, 0, NULL };
+	poh_engine_opts eo = { .device = POH_DEVICE_CPU, .threads = threads };
 	double c_cpu0, c_cpu1, w_cpu = 0, elapsed = 0;
 	size_t n = 0, k = 0;
 	int ok = 0;

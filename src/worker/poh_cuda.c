@@ -25,7 +25,6 @@
 #include "poh_cuda.h"
 
 #include <dlfcn.h>
-#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,54 +35,24 @@
 
 /* ---- the few CUDA declarations we need ------------------------------------------- */
 
-typedef int cuda_err;                    /* cudaError_t: 0 = cudaSuccess */
+typedef poh_cuda_err cuda_err;
 typedef int cublas_status;               /* cublasStatus_t: 0 = success */
 typedef int cu_result;                   /* CUresult: 0 = CUDA_SUCCESS */
 typedef unsigned long long cu_devptr;    /* CUdeviceptr */
 
 enum {
-	CUDA_MEMCPY_H2D = 1,                 /* cudaMemcpyHostToDevice */
-	CUDA_MEMCPY_D2H = 2,                 /* cudaMemcpyDeviceToHost */
+	CUDA_MEMCPY_H2D = POH_CUDA_MEMCPY_H2D,
+	CUDA_MEMCPY_D2H = POH_CUDA_MEMCPY_D2H,
 	CUBLAS_OP_N_ = 0,
 	CUBLAS_OP_T_ = 1,
-	CUDA_R_8I_ = 3,
-	CUDA_R_32I_ = 10,
-	CUBLAS_COMPUTE_32I_ = 72,
+	CUDA_R_8I_ = POH_CUDA_R_8I,
+	CUDA_R_32I_ = POH_CUDA_R_32I,
+	CUBLAS_COMPUTE_32I_ = POH_CUBLAS_COMPUTE_32I,
 	CUBLAS_GEMM_DEFAULT_ = -1,
 };
 
-struct cuda_api {
-	cuda_err (*get_device_count)(int *count);
-	cuda_err (*set_device)(int dev);
-	cuda_err (*malloc_)(void **p, size_t size);
-	cuda_err (*free_)(void *p);
-	cuda_err (*memcpy_)(void *dst, const void *src, size_t count, int kind);
-	cuda_err (*synchronize)(void);
-	cuda_err (*mem_get_info)(size_t *free_b, size_t *total_b);
-	const char *(*error_string)(cuda_err e);
-	cuda_err (*runtime_version)(int *v);
-	cublas_status (*blas_create)(void **handle);
-	cublas_status (*blas_destroy)(void *handle);
-	cublas_status (*gemm_ex)(void *handle, int transa, int transb, int m, int n, int k,
-	    const void *alpha, const void *a, int atype, int lda, const void *b, int btype,
-	    int ldb, const void *beta, void *c, int ctype, int ldc, int compute, int algo);
-	/* driver API, optional */
-	cu_result (*cu_init)(unsigned flags);
-	cu_result (*cu_device_get)(int *dev, int ordinal);
-	cu_result (*cu_device_get_name)(char *name, int len, int dev);
-	cu_result (*cu_primary_retain)(void **ctx, int dev);
-	cu_result (*cu_primary_release)(int dev);
-	cu_result (*cu_ctx_set_current)(void *ctx);
-	cu_result (*cu_module_load_data)(void **mod, const void *image);
-	cu_result (*cu_module_unload)(void *mod);
-	cu_result (*cu_module_get_function)(void **fn, void *mod, const char *name);
-	cu_result (*cu_launch_kernel)(void *fn, unsigned gx, unsigned gy, unsigned gz,
-	    unsigned bx, unsigned by, unsigned bz, unsigned shmem, void *stream, void **params,
-	    void **extra);
-};
-
 struct poh_cuda {
-	struct cuda_api api;
+	poh_cuda_api api;
 	int device;
 	char name[256];
 	void *blas;
@@ -164,7 +133,7 @@ static void *open_first(const char *given, const char *const *defaults, char *tr
 #define SYM(h, field, name) \
 	(*(void **)(&api->field) = dlsym(h, name), api->field != NULL)
 
-static int load_runtime(struct cuda_api *api, const poh_cuda_libs *libs)
+static int load_runtime(poh_cuda_api *api, const poh_cuda_libs *libs)
 {
 	static const char *const rt_names[] = { "libcudart.so", "libcudart.so.13",
 	    "libcudart.so.12", "libcudart.so.11.0", NULL };
@@ -198,7 +167,7 @@ static int load_runtime(struct cuda_api *api, const poh_cuda_libs *libs)
 	return 0;
 }
 
-static bool load_driver(struct cuda_api *api, const poh_cuda_libs *libs)
+static bool load_driver(poh_cuda_api *api, const poh_cuda_libs *libs)
 {
 	static const char *const names[] = { "libcuda.so.1", "libcuda.so", NULL };
 	char tried[256] = "";
@@ -232,12 +201,19 @@ static int make_current(poh_cuda *g)
 	return 0;
 }
 
-static void setup_kernel(poh_cuda *g, const poh_cuda_libs *libs)
+static bool have_driver(const poh_cuda_api *a)
 {
-	struct cuda_api *api = &g->api;
+	return a->cu_init && a->cu_device_get && a->cu_device_get_name && a->cu_primary_retain &&
+	    a->cu_primary_release && a->cu_ctx_set_current && a->cu_module_load_data &&
+	    a->cu_module_unload && a->cu_module_get_function && a->cu_launch_kernel;
+}
+
+static void setup_kernel(poh_cuda *g)
+{
+	poh_cuda_api *api = &g->api;
 	cu_result r;
 
-	if (!load_driver(api, libs)) {
+	if (!have_driver(api)) {
 		log_info("poh_cuda", "mapping=host reason=\"libcuda not loadable\"");
 		return;
 	}
@@ -287,19 +263,44 @@ static int self_test(poh_cuda *g)
 	return rc;
 }
 
+static bool have_runtime(const poh_cuda_api *a)
+{
+	return a->get_device_count && a->set_device && a->malloc_ && a->free_ && a->memcpy_ &&
+	    a->synchronize && a->mem_get_info && a->error_string && a->runtime_version &&
+	    a->blas_create && a->blas_destroy && a->gemm_ex;
+}
+
 int poh_cuda_open(poh_cuda **out, int device, const poh_cuda_libs *libs)
+{
+	poh_cuda_api api;
+	int rc;
+
+	*out = NULL;
+	memset(&api, 0, sizeof(api));
+	if ((rc = load_runtime(&api, libs)) != 0)
+		return rc;
+	if (!load_driver(&api, libs)) {
+		/* the mapping kernel needs all of the driver's entry points */
+		api.cu_init = NULL;
+	}
+	return poh_cuda_open_with(out, device, &api);
+}
+
+int poh_cuda_open_with(poh_cuda **out, int device, const poh_cuda_api *api)
 {
 	poh_cuda *g;
 	int count = 0, rc, version = 0;
 	cuda_err e;
 
 	*out = NULL;
+	if (!have_runtime(api))
+		return troop_error_set(TROOP_EUNAVAIL, "the CUDA runtime or cuBLAS lacks a "
+		    "needed function");
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	g->api = *api;
 	g->device = device;
-	if ((rc = load_runtime(&g->api, libs)) != 0)
-		goto fail;
 	e = g->api.get_device_count(&count);
 	if (e != 0 || count <= 0) {
 		rc = troop_error_set(TROOP_EUNAVAIL, "no CUDA device: %s",
@@ -322,7 +323,7 @@ int poh_cuda_open(poh_cuda **out, int device, const poh_cuda_libs *libs)
 		rc = troop_error_set(TROOP_EUNAVAIL, "cublasCreate failed on device %d", device);
 		goto fail;
 	}
-	setup_kernel(g, libs);
+	setup_kernel(g);
 	if (!g->name[0])
 		snprintf(g->name, sizeof(g->name), "CUDA device %d", device);
 	if ((rc = self_test(g)) != 0 && g->use_kernel) {
@@ -399,8 +400,9 @@ int poh_cuda_compute(int8_t *out, poh_cuda *g, const poh_ctx *ctx, int threads,
 	if ((rc = make_current(g)) != 0)
 		return rc;
 	if (g->api.mem_get_info(&free_b, &total_b) == 0 && free_b < 6 * nn + (64u << 20))
-		return troop_error_set(TROOP_ENOMEM, "the GPU has %zu MiB free; a %zu x %zu "
-		    "challenge needs %zu MiB", free_b >> 20, n, n, (6 * nn) >> 20);
+		return troop_error_set(TROOP_ENOMEM, "the GPU has %.1f MiB free; a %zu x %zu "
+		    "challenge needs %.1f MiB and 64 MiB to spare", (double)free_b / 1048576.0, n, n,
+		    6.0 * (double)nn / 1048576.0);
 	h_a = malloc(nn);
 	if (!h_a)
 		return troop_error_set(TROOP_ENOMEM, "out of memory for A");

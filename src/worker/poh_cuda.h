@@ -63,8 +63,63 @@ bool poh_cuda_maps_on_device(const poh_cuda *g);
 int poh_cuda_compute(int8_t *out, poh_cuda *g, const poh_ctx *ctx, int threads,
     poh_progress_fn progress, void *arg);
 
-/* Test hook: stop using the device-side mapping kernel (host mapping
- * from then on).  Used after a failed spot check. */
+/* Stop using the device-side mapping kernel (host mapping from then on);
+ * the worker does it after a failed spot check. */
 void poh_cuda_disable_kernel(poh_cuda *g);
+
+/* ---- the entry points, as a table ------------------------------------------------ */
+/*
+ * poh_cuda_open fills this table from the libraries; tests fill it with a
+ * host-memory fake that follows cuBLAS's documented (column-major)
+ * semantics, so that the layout, the mapping and the fallbacks run
+ * without a GPU.  Values are the ABI ones of cuda_runtime_api.h,
+ * cublas_api.h, library_types.h and cuda.h.  Return codes: 0 success.
+ * The driver members (cu_*) may all be NULL: rounds are then mapped on
+ * the host.
+ */
+typedef int poh_cuda_err;
+
+#define POH_CUDA_MEMCPY_H2D 1      /* cudaMemcpyHostToDevice */
+#define POH_CUDA_MEMCPY_D2H 2      /* cudaMemcpyDeviceToHost */
+#define POH_CUBLAS_OP_N 0
+#define POH_CUBLAS_OP_T 1
+#define POH_CUDA_R_8I 3
+#define POH_CUDA_R_32I 10
+#define POH_CUBLAS_COMPUTE_32I 72
+
+typedef struct {
+	poh_cuda_err (*get_device_count)(int *count);          /* cudaGetDeviceCount */
+	poh_cuda_err (*set_device)(int dev);                   /* cudaSetDevice */
+	poh_cuda_err (*malloc_)(void **p, size_t size);        /* cudaMalloc */
+	poh_cuda_err (*free_)(void *p);                        /* cudaFree */
+	poh_cuda_err (*memcpy_)(void *dst, const void *src, size_t count, int kind);
+	poh_cuda_err (*synchronize)(void);                     /* cudaDeviceSynchronize */
+	poh_cuda_err (*mem_get_info)(size_t *free_b, size_t *total_b);
+	const char *(*error_string)(poh_cuda_err e);           /* cudaGetErrorString */
+	poh_cuda_err (*runtime_version)(int *v);               /* cudaRuntimeGetVersion */
+	int (*blas_create)(void **handle);                     /* cublasCreate_v2 */
+	int (*blas_destroy)(void *handle);                     /* cublasDestroy_v2 */
+	int (*gemm_ex)(void *handle, int transa, int transb, int m, int n, int k,
+	    const void *alpha, const void *a, int atype, int lda, const void *b, int btype,
+	    int ldb, const void *beta, void *c, int ctype, int ldc, int compute, int algo);
+	/* driver API (libcuda), for the device-side mapping kernel */
+	int (*cu_init)(unsigned flags);
+	int (*cu_device_get)(int *dev, int ordinal);
+	int (*cu_device_get_name)(char *name, int len, int dev);
+	int (*cu_primary_retain)(void **ctx, int dev);
+	int (*cu_primary_release)(int dev);
+	int (*cu_ctx_set_current)(void *ctx);
+	int (*cu_module_load_data)(void **mod, const void *image);
+	int (*cu_module_unload)(void *mod);
+	int (*cu_module_get_function)(void **fn, void *mod, const char *name);
+	int (*cu_launch_kernel)(void *fn, unsigned gx, unsigned gy, unsigned gz,
+	    unsigned bx, unsigned by, unsigned bz, unsigned shmem, void *stream, void **params,
+	    void **extra);
+} poh_cuda_api;
+
+/* As poh_cuda_open, with the entry points given (copied) instead of
+ * loaded.  The mapping kernel is the PTX function "troop_poh_map" taking
+ * (const int32 *c, int8 *a, uint64 count), launched with 1-D blocks. */
+int poh_cuda_open_with(poh_cuda **out, int device, const poh_cuda_api *api);
 
 #endif

@@ -65,7 +65,7 @@ static void describe(poh_engine *e)
 int poh_engine_open(poh_engine **out, const poh_engine_opts *o)
 {
 	poh_engine *e;
-	poh_engine_opts def = { POH_DEVICE_AUTO, 0, 0, NULL };
+	poh_engine_opts def = { POH_DEVICE_AUTO, 0, 0, NULL, NULL };
 
 	*out = NULL;
 	if (!o)
@@ -75,7 +75,8 @@ int poh_engine_open(poh_engine **out, const poh_engine_opts *o)
 		return troop_error_set(TROOP_ENOMEM, "out of memory");
 	e->threads = o->threads > 0 ? o->threads : poh_cpu_count();
 	if (o->device != POH_DEVICE_CPU) {
-		int rc = poh_cuda_open(&e->gpu, o->gpu_index, o->cuda_libs);
+		int rc = o->cuda_api ? poh_cuda_open_with(&e->gpu, o->gpu_index, o->cuda_api) :
+		    poh_cuda_open(&e->gpu, o->gpu_index, o->cuda_libs);
 		if (rc != 0 && o->device == POH_DEVICE_GPU) {
 			free(e);
 			return rc;
@@ -115,44 +116,47 @@ void poh_computed_clear(poh_computed *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* Recompute a few random rows on the CPU and compare. */
-static bool spot_check(const poh_ctx *ctx, const int8_t *rows, int threads)
+int poh_engine_check(poh_engine *e, const uint8_t seed[POH_SEED_LEN],
+    const poh_computed *pc, const uint32_t *asked, size_t n_asked)
 {
-	size_t n = poh_ctx_n(ctx);
 	uint32_t idx[SPOT_CHECK_ROWS];
-	int8_t *mine = malloc(SPOT_CHECK_ROWS * n);
-	bool ok = true;
+	size_t k = 0, n = pc->n;
+	int8_t *mine = NULL;
+	poh_ctx *ctx = NULL;
+	int rc = 0;
 
-	if (!mine)
-		return true;    /* cannot check: trust the self-tested device */
-	for (int i = 0; i < SPOT_CHECK_ROWS; i++)
-		idx[i] = randombytes_uniform((uint32_t)n);
-	if (poh_compute_rows(mine, ctx, idx, SPOT_CHECK_ROWS, threads, NULL, NULL) == 0)
-		for (int i = 0; i < SPOT_CHECK_ROWS && ok; i++)
-			ok = memcmp(mine + (size_t)i * n, rows + (size_t)idx[i] * n, n) == 0;
-	free(mine);
-	return ok;
-}
-
-static int compute_gpu(poh_engine *e, const poh_ctx *ctx, int8_t *rows,
-    poh_progress_fn progress, void *arg)
-{
-	int rc = poh_cuda_compute(rows, e->gpu, ctx, e->threads, progress, arg);
-
-	if (rc != 0)
-		return rc;
-	if (spot_check(ctx, rows, e->threads))
+	if (!pc->used_gpu || n_asked == 0)
 		return 0;
-	log_error("poh_gpu_mismatch", "device=\"%s\" mapping=%s", poh_cuda_name(e->gpu),
-	    poh_cuda_maps_on_device(e->gpu) ? "device" : "host");
-	if (poh_cuda_maps_on_device(e->gpu)) {
-		poh_cuda_disable_kernel(e->gpu);
+	for (; k < SPOT_CHECK_ROWS && k < n_asked; k++)
+		idx[k] = asked[randombytes_uniform((uint32_t)n_asked)];
+	mine = malloc(k * n);
+	if (!mine)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	if ((rc = poh_ctx_new(&ctx, seed, n, pc->rounds, e->threads)) != 0 ||
+	    (rc = poh_compute_rows(mine, ctx, idx, k, e->threads, NULL, NULL)) != 0)
+		goto out;
+	for (size_t i = 0; i < k; i++) {
+		if (memcmp(mine + i * n, pc->rows + (size_t)idx[i] * n, n) == 0)
+			continue;
+		log_error("poh_gpu_mismatch", "row=%u device=\"%s\" mapping=%s", idx[i],
+		    e->gpu ? poh_cuda_name(e->gpu) : "?",
+		    e->gpu && poh_cuda_maps_on_device(e->gpu) ? "device" : "host");
+		/* next time: host mapping, and after a second failure the CPU */
+		if (e->gpu && poh_cuda_maps_on_device(e->gpu)) {
+			poh_cuda_disable_kernel(e->gpu);
+		} else {
+			poh_cuda_close(e->gpu);
+			e->gpu = NULL;
+		}
 		describe(e);
-		rc = poh_cuda_compute(rows, e->gpu, ctx, e->threads, progress, arg);
-		if (rc == 0 && spot_check(ctx, rows, e->threads))
-			return 0;
+		rc = troop_error_set(TROOP_ERR, "row %u computed on the GPU differs from the CPU's: "
+		    "not revealed (the next challenge uses %s)", idx[i], e->desc);
+		break;
 	}
-	return troop_error_set(TROOP_ERR, "the GPU's rows differ from the CPU's");
+out:
+	poh_ctx_free(ctx);
+	free(mine);
+	return rc;
 }
 
 int poh_engine_compute(poh_computed *out, poh_engine *e, const uint8_t seed[POH_SEED_LEN],
@@ -175,7 +179,7 @@ int poh_engine_compute(poh_computed *out, poh_engine *e, const uint8_t seed[POH_
 	out->n = n;
 	out->rounds = rounds;
 	if (e->gpu) {
-		rc = compute_gpu(e, ctx, out->rows, progress, arg);
+		rc = poh_cuda_compute(out->rows, e->gpu, ctx, e->threads, progress, arg);
 		if (rc == 0) {
 			out->used_gpu = true;
 		} else if (strcmp(troop_error_msg(), "cancelled") == 0) {
@@ -385,6 +389,7 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	int rc;
 
 	memset(&pc, 0, sizeof(pc));
+	memset(&ch, 0, sizeof(ch));
 	memset(&prog, 0, sizeof(prog));
 	prog.mode = o->progress;
 	if (prog.mode == POH_PROGRESS_AUTO)
@@ -409,7 +414,6 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	rc = poh_engine_compute(&pc, e, ch.seed, ch.n, ch.rounds,
 	    prog.mode == POH_PROGRESS_NONE ? NULL : on_progress, &prog);
 	progress_end(&prog);
-	sodium_memzero(ch.seed, sizeof(ch.seed));
 	if (rc != 0)
 		goto out;
 	res->compute_s = pc.compute_s;
@@ -426,6 +430,18 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 		goto out;
 	}
 	res->samples = json_array_size(indices);
+	/* the clock has stopped: spot-check GPU rows before revealing them */
+	{
+		uint32_t asked[POH_K_MAX];
+		size_t i, na = 0;
+		json_t *v;
+		json_array_foreach(indices, i, v)
+			if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+			    (size_t)json_integer_value(v) < ch.n)
+				asked[na++] = (uint32_t)json_integer_value(v);
+		if ((rc = poh_engine_check(e, ch.seed, &pc, asked, na)) != 0)
+			goto out;
+	}
 	if ((rc = build_reveal(&req, &ch, &pc, indices)) != 0)
 		goto out;
 	json_decref(reply);
@@ -451,6 +467,7 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 			rc = troop_error_set(TROOP_EFORBIDDEN, "the coordinator did not verify the proof");
 	}
 out:
+	sodium_memzero(ch.seed, sizeof(ch.seed));
 	json_decref(req);
 	json_decref(reply);
 	poh_computed_clear(&pc);

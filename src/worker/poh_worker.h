@@ -47,6 +47,7 @@ typedef struct {
 	int threads;                    /* CPU threads; 0: one per online core */
 	int gpu_index;                  /* CUDA device ordinal */
 	const poh_cuda_libs *cuda_libs; /* NULL: default library names */
+	const poh_cuda_api *cuda_api;   /* tests: entry points instead of the libraries */
 } poh_engine_opts;
 
 typedef struct poh_engine poh_engine;
@@ -74,14 +75,22 @@ typedef struct {
 	bool used_gpu;
 } poh_computed;
 
-/* Compute the challenge (seed, n, rounds) on the engine.  GPU results are
- * spot-checked on the CPU (two random rows); a mismatch falls back to host
- * mapping, then to the CPU, and is logged as an error.  progress may be
- * NULL.  Returns 0 and *out (free with poh_computed_clear), TROOP_EINVAL
- * (bad parameters), TROOP_ENOMEM, TROOP_ERR (cancelled or device error). */
+/* Compute the challenge (seed, n, rounds) on the engine.  A GPU that
+ * fails mid-way is logged, dropped for the rest of the process, and the
+ * CPU computes instead.  progress may be NULL.  Returns 0 and *out (free
+ * with poh_computed_clear), TROOP_EINVAL (bad parameters), TROOP_ENOMEM,
+ * TROOP_ERR (cancelled). */
 int poh_engine_compute(poh_computed *out, poh_engine *e, const uint8_t seed[POH_SEED_LEN],
     size_t n, unsigned rounds, poh_progress_fn progress, void *arg);
 void poh_computed_clear(poh_computed *c);
+
+/* For rows computed on the GPU: recompute two of the `asked` rows on the
+ * CPU and compare (poh_run_challenge does it after the root is sent, off
+ * the coordinator's clock, before revealing).  A mismatch is logged, the
+ * engine steps down (device mapping -> host mapping -> CPU) for later
+ * challenges, and TROOP_ERR is returned.  0 for CPU rows (nothing to do). */
+int poh_engine_check(poh_engine *e, const uint8_t seed[POH_SEED_LEN],
+    const poh_computed *pc, const uint32_t *asked, size_t n_asked);
 
 /* ---- the protocol ------------------------------------------------------------------- */
 

@@ -44,12 +44,12 @@ static harness_proc coord;       /* challenge TTL 30 s */
 static harness_proc coord_short; /* challenge TTL 1 s, for expiry */
 static http_client *http;
 
-static void start(harness_proc *p, const char *name, const char *ttl)
+static void start(harness_proc *p, const char *name, const char *ttl, const char *rounds)
 {
 	char data[300], log[300];
 	const char *argv[] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
 	    "--data-dir", data, "--threads", "2",
-	    "--poh-cpu-matrix-size", "256", "--poh-cpu-rounds", "64",
+	    "--poh-cpu-matrix-size", "256", "--poh-cpu-rounds", rounds,
 	    "--poh-matrix-size", "256", "--poh-rounds", "8",
 	    "--poh-samples", "16", "--poh-reference-ops", "1e10",
 	    "--poh-rate-limit", "600", "--poh-challenge-ttl", ttl, NULL };
@@ -177,7 +177,7 @@ static void get_challenge(struct run *w, const harness_proc *p, const troop_iden
 	w->n = (size_t)json_integer_value(json_object_get(out, "matrix_size"));
 	w->rounds = (unsigned)json_integer_value(json_object_get(out, "rounds"));
 	assert_int_equal(w->n, N);
-	assert_int_equal(w->rounds, ROUNDS);
+	assert_int_equal(w->rounds, p == &coord_short ? 1 : ROUNDS);
 	assert_true(json_integer_value(json_object_get(out, "expires_at")) > time(NULL));
 	json_decref(out);
 }
@@ -629,8 +629,9 @@ static int setup(void **state)
 		return -1;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	harness_tmpdir(tmp, sizeof(tmp));
-	start(&coord, "coord", "30");
-	start(&coord_short, "coord-short", "1");
+	start(&coord, "coord", "30", "64");
+	/* one round: even a sanitizer build answers well inside the 1 s */
+	start(&coord_short, "coord-short", "1", "1");
 	if (http_client_new(&http) != 0)
 		return -1;
 	http_client_set_limits(http, 30000, 0);

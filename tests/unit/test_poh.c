@@ -529,6 +529,332 @@ static void test_worker_falls_back_to_cpu(void **state)
 	poh_engine_close(cpu_e);
 }
 
+/* ---- the GPU path against a fake CUDA ------------------------------------------------- */
+/*
+ * A host-memory CUDA with cuBLAS's documented semantics (column-major,
+ * op(X) = X or X^T, leading dimensions), and a "kernel launch" that does
+ * what the PTX kernel does.  It checks the layout reasoning of
+ * poh_cuda.c, the device and host mappings, and every fallback, on a
+ * machine without a GPU.
+ */
+enum { GEMM_OK, GEMM_IGNORES_TRANS, GEMM_CORRUPT_BIG };
+static int fake_gemm_mode, fake_map_wrong, fake_launches, fake_gemms;
+static size_t fake_free_mem = (size_t)1 << 34;
+
+static poh_cuda_err f_count(int *c) { *c = 1; return 0; }
+static poh_cuda_err f_set(int d) { return d == 0 ? 0 : 101; }
+static poh_cuda_err f_malloc(void **p, size_t n) { *p = malloc(n ? n : 1); return *p ? 0 : 2; }
+static poh_cuda_err f_free(void *p) { free(p); return 0; }
+static poh_cuda_err f_sync(void) { return 0; }
+static const char *f_errstr(poh_cuda_err e) { (void)e; return "fake error"; }
+static poh_cuda_err f_version(int *v) { *v = 12040; return 0; }
+static int f_blas_create(void **h) { *h = malloc(1); return 0; }
+static int f_blas_destroy(void *h) { free(h); return 0; }
+
+static poh_cuda_err f_memcpy(void *d, const void *src, size_t n, int kind)
+{
+	assert_true(kind == POH_CUDA_MEMCPY_H2D || kind == POH_CUDA_MEMCPY_D2H);
+	memcpy(d, src, n);
+	return 0;
+}
+
+static poh_cuda_err f_meminfo(size_t *fr, size_t *total)
+{
+	*fr = fake_free_mem;
+	*total = (size_t)1 << 34;
+	return 0;
+}
+
+static int f_gemm(void *h, int ta, int tb, int m, int n, int k, const void *alpha,
+    const void *A, int at, int lda, const void *B, int bt, int ldb, const void *beta, void *C,
+    int ct, int ldc, int compute, int algo)
+{
+	const int8_t *a = A, *b = B;
+	int32_t *c = C, al = *(const int32_t *)alpha, be = *(const int32_t *)beta;
+
+	(void)h;
+	(void)algo;
+	if (at != POH_CUDA_R_8I || bt != POH_CUDA_R_8I || ct != POH_CUDA_R_32I ||
+	    compute != POH_CUBLAS_COMPUTE_32I)
+		return 7;   /* CUBLAS_STATUS_INVALID_VALUE */
+	if (fake_gemm_mode == GEMM_IGNORES_TRANS)
+		ta = POH_CUBLAS_OP_N;
+	fake_gemms++;
+	for (int j = 0; j < n; j++)
+		for (int i = 0; i < m; i++) {
+			int64_t sum = 0;
+			for (int p = 0; p < k; p++) {
+				int8_t x = ta == POH_CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda];
+				int8_t y = tb == POH_CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb];
+				sum += (int64_t)x * y;
+			}
+			/* beta == 0: C is not read (it may be uninitialised) */
+			c[i + j * ldc] = (int32_t)(al * sum) + (be ? be * c[i + j * ldc] : 0);
+		}
+	if (fake_gemm_mode == GEMM_CORRUPT_BIG && m >= 128)
+		c[0] ^= 1 << 9;    /* element (0, 0): row 0 of the result */
+	return 0;
+}
+
+static int f_cu_init(unsigned f) { (void)f; return 0; }
+static int f_cu_dev(int *d, int o) { *d = o; return 0; }
+static int f_cu_name(char *s, int len, int d)
+{
+	(void)d;
+	snprintf(s, (size_t)len, "Fake GPU");
+	return 0;
+}
+static int f_cu_retain(void **ctx, int d) { (void)d; *ctx = (void *)&fake_launches; return 0; }
+static int f_cu_release(int d) { (void)d; return 0; }
+static int f_cu_current(void *ctx) { assert_ptr_equal(ctx, &fake_launches); return 0; }
+static int f_cu_load(void **mod, const void *image)
+{
+	assert_non_null(strstr(image, ".entry troop_poh_map("));
+	*mod = (void *)&fake_gemms;
+	return 0;
+}
+static int f_cu_unload(void *mod) { assert_ptr_equal(mod, &fake_gemms); return 0; }
+static int f_cu_func(void **fn, void *mod, const char *name)
+{
+	assert_ptr_equal(mod, &fake_gemms);
+	if (strcmp(name, "troop_poh_map") != 0)
+		return 500;   /* CUDA_ERROR_NOT_FOUND */
+	*fn = (void *)&fake_map_wrong;
+	return 0;
+}
+
+static int f_cu_launch(void *fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+    unsigned by, unsigned bz, unsigned shmem, void *stream, void **params, void **extra)
+{
+	const int32_t *c = (const int32_t *)(uintptr_t)*(unsigned long long *)params[0];
+	int8_t *a = (int8_t *)(uintptr_t)*(unsigned long long *)params[1];
+	unsigned long long count = *(unsigned long long *)params[2];
+
+	(void)shmem;
+	(void)stream;
+	assert_ptr_equal(fn, &fake_map_wrong);
+	assert_null(extra);
+	assert_true(gy == 1 && gz == 1 && by == 1 && bz == 1);
+	assert_true((unsigned long long)gx * bx >= count);   /* every element has a thread */
+	fake_launches++;
+	/* the PTX: ld.global.u32, shr.u32 7, st.global.u8 (keeps the low byte) */
+	for (unsigned long long i = 0; i < count; i++)
+		a[i] = (int8_t)(uint8_t)((uint32_t)c[i] >> (fake_map_wrong ? 8 : 7));
+	return 0;
+}
+
+static poh_cuda_api fake_api(bool driver)
+{
+	poh_cuda_api f;
+
+	memset(&f, 0, sizeof(f));
+	f.get_device_count = f_count;
+	f.set_device = f_set;
+	f.malloc_ = f_malloc;
+	f.free_ = f_free;
+	f.memcpy_ = f_memcpy;
+	f.synchronize = f_sync;
+	f.mem_get_info = f_meminfo;
+	f.error_string = f_errstr;
+	f.runtime_version = f_version;
+	f.blas_create = f_blas_create;
+	f.blas_destroy = f_blas_destroy;
+	f.gemm_ex = f_gemm;
+	if (driver) {
+		f.cu_init = f_cu_init;
+		f.cu_device_get = f_cu_dev;
+		f.cu_device_get_name = f_cu_name;
+		f.cu_primary_retain = f_cu_retain;
+		f.cu_primary_release = f_cu_release;
+		f.cu_ctx_set_current = f_cu_current;
+		f.cu_module_load_data = f_cu_load;
+		f.cu_module_unload = f_cu_unload;
+		f.cu_module_get_function = f_cu_func;
+		f.cu_launch_kernel = f_cu_launch;
+	}
+	return f;
+}
+
+static void fake_reset(void)
+{
+	fake_gemm_mode = GEMM_OK;
+	fake_map_wrong = 0;
+	fake_launches = 0;
+	fake_gemms = 0;
+	fake_free_mem = (size_t)1 << 34;
+}
+
+struct round_count {
+	int calls;
+	uint64_t last;
+};
+
+static int count_rounds(void *arg, uint64_t done, uint64_t total)
+{
+	struct round_count *rc = arg;
+
+	assert_true(done > rc->last && done <= total);
+	rc->last = done;
+	rc->calls++;
+	return 0;
+}
+
+/* GPU rows for (seed, n, rounds) on `g` equal the CPU's. */
+static void gpu_matches_cpu(poh_cuda *g, size_t n, unsigned rounds)
+{
+	uint8_t seed[POH_SEED_LEN];
+	int8_t *gpu = malloc(n * n), *cpu = malloc(n * n);
+	struct round_count rc = { 0, 0 };
+	poh_ctx *ctx;
+
+	seed_of(seed, (unsigned)(n * 3 + rounds));
+	assert_int_equal(poh_ctx_new(&ctx, seed, n, rounds, 1), 0);
+	assert_int_equal(poh_compute_rows(cpu, ctx, NULL, n, 2, NULL, NULL), 0);
+	assert_int_equal(poh_cuda_compute(gpu, g, ctx, 2, count_rounds, &rc), 0);
+	assert_memory_equal(gpu, cpu, n * n);
+	assert_int_equal(rc.calls, (int)rounds);            /* one report per round */
+	assert_int_equal(rc.last, (uint64_t)rounds * n);
+	poh_ctx_free(ctx);
+	free(gpu);
+	free(cpu);
+}
+
+static void test_cuda_fake_device_mapping(void **state)
+{
+	poh_cuda_api api = fake_api(true);
+	poh_cuda *g = NULL;
+
+	(void)state;
+	fake_reset();
+	assert_int_equal(poh_cuda_open_with(&g, 0, &api), 0);
+	assert_true(poh_cuda_maps_on_device(g));
+	assert_string_equal(poh_cuda_name(g), "Fake GPU");
+	fake_launches = 0;
+	fake_gemms = 0;
+	gpu_matches_cpu(g, 128, 4);
+	assert_int_equal(fake_gemms, 4);       /* one GEMM per round */
+	assert_int_equal(fake_launches, 4);    /* one mapping launch per round */
+	gpu_matches_cpu(g, 48, 1);
+	/* asked to stop using the kernel: host mapping, same rows */
+	poh_cuda_disable_kernel(g);
+	assert_false(poh_cuda_maps_on_device(g));
+	fake_launches = 0;
+	gpu_matches_cpu(g, 64, 3);
+	assert_int_equal(fake_launches, 0);
+	poh_cuda_close(g);
+
+	/* a device that does not exist */
+	assert_int_equal(poh_cuda_open_with(&g, 3, &api), TROOP_EUNAVAIL);
+	assert_null(g);
+}
+
+static void test_cuda_fake_host_mapping(void **state)
+{
+	poh_cuda_api api = fake_api(false);   /* no libcuda */
+	poh_cuda *g = NULL;
+
+	(void)state;
+	fake_reset();
+	assert_int_equal(poh_cuda_open_with(&g, 0, &api), 0);
+	assert_false(poh_cuda_maps_on_device(g));
+	assert_string_equal(poh_cuda_name(g), "CUDA device 0");
+	gpu_matches_cpu(g, 96, 5);
+	assert_int_equal(fake_launches, 0);
+	/* not enough device memory for the challenge */
+	fake_free_mem = 1 << 20;
+	{
+		uint8_t seed[POH_SEED_LEN] = { 0 };
+		int8_t *out = malloc(512 * 512);
+		poh_ctx *ctx;
+		assert_int_equal(poh_ctx_new(&ctx, seed, 512, 1, 1), 0);
+		assert_int_equal(poh_cuda_compute(out, g, ctx, 1, NULL, NULL), TROOP_ENOMEM);
+		poh_ctx_free(ctx);
+		free(out);
+	}
+	poh_cuda_close(g);
+}
+
+static void test_cuda_fake_self_test(void **state)
+{
+	poh_cuda_api api = fake_api(true);
+	poh_cuda *g = NULL;
+
+	(void)state;
+	/* a wrong mapping kernel: the self-test falls back to host mapping */
+	fake_reset();
+	fake_map_wrong = 1;
+	assert_int_equal(poh_cuda_open_with(&g, 0, &api), 0);
+	assert_false(poh_cuda_maps_on_device(g));
+	gpu_matches_cpu(g, 64, 2);
+	poh_cuda_close(g);
+
+	/* a GEMM that gets the layout wrong: the device is refused */
+	fake_reset();
+	fake_gemm_mode = GEMM_IGNORES_TRANS;
+	assert_int_equal(poh_cuda_open_with(&g, 0, &api), TROOP_EUNAVAIL);
+	assert_null(g);
+	assert_non_null(strstr(troop_error_msg(), "self-test"));
+
+	/* without cublasGemmEx there is nothing to run */
+	fake_reset();
+	api.gemm_ex = NULL;
+	assert_int_equal(poh_cuda_open_with(&g, 0, &api), TROOP_EUNAVAIL);
+}
+
+static void test_engine_spot_check_steps_down(void **state)
+{
+	poh_cuda_api api = fake_api(true);
+	poh_engine_opts o;
+	poh_engine *e = NULL;
+	poh_computed pc;
+	uint8_t seed[POH_SEED_LEN];
+	const uint32_t row0[] = { 0 }, row5[] = { 5 };
+
+	(void)state;
+	fake_reset();
+	fake_gemm_mode = GEMM_CORRUPT_BIG;   /* right at 64 (the self-test), wrong at 128 */
+	memset(&o, 0, sizeof(o));
+	o.device = POH_DEVICE_AUTO;
+	o.threads = 2;
+	o.cuda_api = &api;
+	assert_int_equal(poh_engine_open(&e, &o), 0);
+	assert_true(poh_engine_is_gpu(e));
+	assert_non_null(strstr(poh_engine_describe(e), "Fake GPU (device mapping)"));
+	seed_of(seed, 77);
+
+	assert_int_equal(poh_engine_compute(&pc, e, seed, 128, 2, NULL, NULL), 0);
+	assert_true(pc.used_gpu);
+	/* a row the corruption did not touch passes; row 0 does not */
+	assert_int_equal(poh_engine_check(e, seed, &pc, row5, 1), 0);
+	assert_int_equal(poh_engine_check(e, seed, &pc, row0, 1), TROOP_ERR);
+	assert_non_null(strstr(troop_error_msg(), "not revealed"));
+	assert_non_null(strstr(poh_engine_describe(e), "host mapping"));   /* step 1 */
+	poh_computed_clear(&pc);
+
+	assert_int_equal(poh_engine_compute(&pc, e, seed, 128, 2, NULL, NULL), 0);
+	assert_true(pc.used_gpu);
+	assert_int_equal(poh_engine_check(e, seed, &pc, row0, 1), TROOP_ERR);
+	assert_false(poh_engine_is_gpu(e));                                 /* step 2: CPU */
+	assert_non_null(strstr(poh_engine_describe(e), "cpu"));
+	poh_computed_clear(&pc);
+
+	assert_int_equal(poh_engine_compute(&pc, e, seed, 128, 2, NULL, NULL), 0);
+	assert_false(pc.used_gpu);
+	assert_int_equal(poh_engine_check(e, seed, &pc, row0, 1), 0);
+	poh_computed_clear(&pc);
+	poh_engine_close(e);
+
+	/* a GPU that fails mid-challenge: the CPU finishes it */
+	fake_reset();
+	assert_int_equal(poh_engine_open(&e, &o), 0);
+	fake_free_mem = 1 << 20;
+	assert_int_equal(poh_engine_compute(&pc, e, seed, 512, 1, NULL, NULL), 0);
+	assert_false(pc.used_gpu);
+	assert_false(poh_engine_is_gpu(e));
+	poh_computed_clear(&pc);
+	poh_engine_close(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -545,6 +871,10 @@ int main(void)
 		cmocka_unit_test(test_cuda_missing_libraries),
 		cmocka_unit_test(test_cuda_default_libraries_no_crash),
 		cmocka_unit_test(test_worker_falls_back_to_cpu),
+		cmocka_unit_test(test_cuda_fake_device_mapping),
+		cmocka_unit_test(test_cuda_fake_host_mapping),
+		cmocka_unit_test(test_cuda_fake_self_test),
+		cmocka_unit_test(test_engine_spot_check_steps_down),
 	};
 
 	if (sodium_init() < 0)
