@@ -607,7 +607,7 @@ static void *fx_run(void *arg)
 {
 	struct fx *f = arg;
 
-	f->run_rc = http_server_run(f->s, 2000);
+	f->run_rc = http_server_run(f->s, 500);
 	return NULL;
 }
 
@@ -1221,6 +1221,54 @@ static void test_stop_and_hooks(void **state)
 	http_server_free(f.s);
 }
 
+/* Stopping with connections open (idle keep-alive, half-sent request, a
+ * handler waiting with on_close, one without) closes them all cleanly. */
+static void test_stop_with_open_connections(void **state)
+{
+	struct fx f;
+	struct resp r;
+	struct cli *idle, *silent, *half, *hang, *late;
+	char b;
+
+	atomic_store(&hang_got, 0);
+	atomic_store(&hang_closed, 0);
+	atomic_store(&late_got, 0);
+	atomic_store(&late_go, 0);
+	atomic_store(&late_done, 0);
+	fx_start(&f, 2);
+	idle = cli_open(f.port);
+	assert_int_equal(cli_sendf(idle, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_int_equal(cli_response(idle, &r, false), 0);
+	resp_free(&r);
+	silent = cli_open(f.port);
+	half = cli_open(f.port);
+	assert_int_equal(cli_sendf(half, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{"), 0);
+	hang = cli_open(f.port);
+	assert_int_equal(cli_sendf(hang, "GET /hang HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_true(sync_wait(&hang_got, 1));
+	late = cli_open(f.port);
+	assert_int_equal(cli_sendf(late, "GET /late HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_true(sync_wait(&late_got, 1));
+	/* the late handler answers during the drain */
+	atomic_store(&late_go, 1);
+	fx_stop(&f);
+	assert_int_equal(atomic_load(&hang_closed), 1);
+	assert_int_equal(atomic_load(&late_done), 1);
+	assert_int_equal(cli_response(late, &r, false), 0);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	/* everything else was closed by the server */
+	assert_true(recv(idle->fd, &b, 1, 0) <= 0);
+	assert_true(recv(silent->fd, &b, 1, 0) <= 0);
+	assert_true(recv(half->fd, &b, 1, 0) <= 0);
+	assert_true(recv(hang->fd, &b, 1, 0) <= 0);
+	cli_close(idle);
+	cli_close(silent);
+	cli_close(half);
+	cli_close(hang);
+	cli_close(late);
+}
+
 static void test_listen_errors(void **state)
 {
 	http_server_opts o = { .listen = "127.0.0.1:0", .threads = 1, .quiet = true };
@@ -1502,6 +1550,7 @@ int main(void)
 		cmocka_unit_test(test_reply_after_client_left),
 		cmocka_unit_test(test_threads_concurrent),
 		cmocka_unit_test(test_stop_and_hooks),
+		cmocka_unit_test(test_stop_with_open_connections),
 		cmocka_unit_test(test_listen_errors),
 		cmocka_unit_test(test_ipv6),
 		cmocka_unit_test(test_max_conns),
