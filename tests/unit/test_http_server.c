@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1146,9 +1147,23 @@ static void t_fini(void *arg, void *tctx)
 	atomic_fetch_add(&hook_fini, 1);
 }
 
+static int hook_port;
+static atomic_int hook_refused;
+
 static void t_shutdown(void *arg)
 {
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
 	assert_ptr_equal(arg, &hook_shutdown);
+	/* the listeners are closed before the hook runs */
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)hook_port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno == ECONNREFUSED)
+		atomic_store(&hook_refused, 1);
+	close(fd);
 	atomic_fetch_add(&hook_shutdown, 1);
 }
 
@@ -1180,6 +1195,8 @@ static void test_stop_and_hooks(void **state)
 	assert_int_equal(pthread_create(&f.runner, NULL, fx_run, &f), 0);
 	assert_true(sync_wait(&hook_init, 2));
 	f.port = http_server_port(f.s);
+	hook_port = f.port;
+	atomic_store(&hook_refused, 0);
 	for (int i = 0; i < 8; i++) {
 		char path[16];
 
@@ -1194,6 +1211,7 @@ static void test_stop_and_hooks(void **state)
 	assert_int_equal(atomic_load(&hook_init), 2);
 	assert_int_equal(atomic_load(&hook_fini), 2);
 	assert_int_equal(atomic_load(&hook_shutdown), 1);
+	assert_int_equal(atomic_load(&hook_refused), 1);
 	assert_int_equal(atomic_load(&hook_index_mask), 3);
 	/* the listeners are gone */
 	{
@@ -1219,6 +1237,40 @@ static void test_stop_and_hooks(void **state)
 	assert_int_equal(atomic_load(&hook_init), 1);
 	assert_int_equal(atomic_load(&hook_fini), 1);
 	http_server_free(f.s);
+}
+
+/* SIGTERM makes http_server_run return (and its handler is removed after). */
+static void *send_sigterm(void *arg)
+{
+	struct sigaction sa;
+
+	/* wait until http_server_run has installed its handler */
+	for (int i = 0; i < 5000; i++) {
+		if (sigaction(SIGTERM, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
+			break;
+		poll(NULL, 0, 1);
+	}
+	kill(getpid(), SIGTERM);
+	return NULL;
+}
+
+static void test_sigterm(void **state)
+{
+	http_server_opts o = { .listen = "127.0.0.1:0", .threads = 2, .quiet = true };
+	struct sigaction sa;
+	http_server *s;
+	pthread_t t;
+
+	assert_int_equal(http_server_new(&s, &o), 0);
+	assert_int_equal(http_server_route(s, "GET", "/hello", h_hello, NULL), 0);
+	assert_int_equal(http_server_start(s), 0);
+	assert_hello_ok(http_server_port(s));
+	assert_int_equal(pthread_create(&t, NULL, send_sigterm, NULL), 0);
+	assert_int_equal(http_server_run(s, 100), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(sigaction(SIGTERM, NULL, &sa), 0);
+	assert_true(sa.sa_handler == SIG_DFL);
+	http_server_free(s);
 }
 
 /* Stopping with connections open (idle keep-alive, half-sent request, a
@@ -1551,6 +1603,7 @@ int main(void)
 		cmocka_unit_test(test_threads_concurrent),
 		cmocka_unit_test(test_stop_and_hooks),
 		cmocka_unit_test(test_stop_with_open_connections),
+		cmocka_unit_test(test_sigterm),
 		cmocka_unit_test(test_listen_errors),
 		cmocka_unit_test(test_ipv6),
 		cmocka_unit_test(test_max_conns),
