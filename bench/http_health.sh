@@ -19,6 +19,7 @@ set -euo pipefail
 BUILD=${1:-build}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d5s"}
+read -r -a WRK <<<"$WRK_ARGS"
 TMP=$(mktemp -d /tmp/troop-bench.XXXXXX)
 PIDS=()
 
@@ -57,14 +58,17 @@ wait_up() {
 # rps URL: wrk's Requests/sec
 rps() {
 	local out
-	out=$(wrk $WRK_ARGS "$1")
-	echo "$out" | sed 's/^/    /' >&2
+	out=$(wrk "${WRK[@]}" "$1")
+	while IFS= read -r line; do echo "    $line"; done <<<"$out" >&2
 	echo "$out" | awk '/^Requests\/sec:/ { print $2 }'
 }
 
 # ---- the server under test ---------------------------------------------------
 TARGET=${TROOP_HEALTH_URL:-}
 WHAT="TROOP_HEALTH_URL"
+if [ -n "$TARGET" ]; then
+	wait_up "$TARGET" || die "TROOP_HEALTH_URL=$TARGET does not answer 200"
+fi
 if [ -z "$TARGET" ] && [ -x "$BUILD/troop" ]; then
 	port=$(free_port)
 	TROOP_LOG_LEVEL=warn "$BUILD/troop" coordinator --listen "127.0.0.1:$port" \
@@ -160,6 +164,7 @@ wait_up "http://127.0.0.1:$NPORT/health" ||
 # ---- load ----------------------------------------------------------------------
 echo "== $WHAT: $TARGET (wrk $WRK_ARGS)" >&2
 OURS=$(rps "$TARGET")
+[ -n "$OURS" ] || die "wrk gave no result for $TARGET"
 echo "== nginx: http://127.0.0.1:$NPORT/health (wrk $WRK_ARGS)" >&2
 THEIRS=$(rps "http://127.0.0.1:$NPORT/health")
 
