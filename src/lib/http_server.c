@@ -1459,6 +1459,13 @@ static void thread_teardown(struct srv_thread *th)
 		if (held)
 			bufferevent_decref(bev);
 	}
+	/* Freeing bufferevents queues their finalizers on the base; run them
+	 * (and anything a close callback scheduled) before the base goes. */
+	if (th->base != NULL) {
+		for (int i = 0; i < 8 &&
+		    event_base_get_num_events(th->base, EVENT_BASE_COUNT_ACTIVE) > 0; i++)
+			event_base_loop(th->base, EVLOOP_NONBLOCK);
+	}
 	/* Requests whose handlers never answered and cannot any more (the
 	 * loop is gone). */
 	while (th->live != NULL) {
@@ -1540,20 +1547,29 @@ static int make_socket(const http_server *s, int port, bool reuseport, bool do_l
 /* Stop the loops and join the threads (listeners may still be open). */
 static void stop_threads(http_server *s)
 {
+	bool looping;
+
 	if (s->threads == NULL)
 		return;
 	pthread_mutex_lock(&s->mu);
+	looping = s->go > 0;
 	if (s->go == 0)
-		s->go = -1;
+		s->go = -1;     /* threads waiting to start: tear down instead */
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
+	/* Only a running loop may be told to exit: a thread that never
+	 * entered its loop is already freeing its base. */
+	for (int i = 0; i < s->nthreads && looping; i++) {
+		struct srv_thread *th = &s->threads[i];
+
+		if (th->created)
+			event_base_loopexit(th->base, NULL);
+	}
 	for (int i = 0; i < s->nthreads; i++) {
 		struct srv_thread *th = &s->threads[i];
 
 		if (!th->created)
 			continue;
-		if (th->base != NULL)
-			event_base_loopexit(th->base, NULL);
 		pthread_join(th->tid, NULL);
 		th->created = false;
 	}
