@@ -49,7 +49,7 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant (repeatable)", 0, 0 },
+	  "account id allowed to call /admin/grant", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
 	{ "threads", 't', OPT_INT, "TROOP_THREADS", NULL, "0", "N",
