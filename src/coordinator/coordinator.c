@@ -25,7 +25,7 @@
 #define KV_TICKET_KEY "ticket_signing_key"
 
 static const config_opt coord_opts[] = {
-	{ "listen", 'l', OPT_STRING, "TROOP_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
+	{ "listen", 'l', OPT_STRING, "TROOP_COORDINATOR_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
 	  "address to serve the API on", 0, 0 },
 	{ "data-dir", 'd', OPT_STRING, "TROOP_DATA_DIR", NULL, NULL, "DIR",
 	  "directory for the SQLite ledger and the coordinator key "
@@ -52,7 +52,7 @@ static const config_opt coord_opts[] = {
 	  "account id allowed to call /admin/grant", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
-	{ "threads", 't', OPT_INT, "TROOP_THREADS", NULL, "0", "N",
+	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
