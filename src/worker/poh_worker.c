@@ -545,6 +545,9 @@ int poh_benchmark_run(const poh_run_opts *opts, bool json)
 			printf("  result           verified, multiplier %.4f\n", res.multiplier);
 		} else {
 			printf("  result           NOT verified: %s\n", res.message);
+			if (rc == TROOP_ENOTFOUND && res.http_status == 404)
+				printf("  hint             start `troop worker` once so that this node "
+				    "registers, then run the benchmark again\n");
 		}
 	}
 	return rc == 0 ? 0 : 1;
