@@ -288,19 +288,43 @@ static json_t *send_reveal(const struct run *w, const harness_proc *p,
 
 /* ---- tests ---------------------------------------------------------------------- */
 
+/* POST /authorize for `model` as a fresh user: the status. */
+static int authorize(const harness_proc *p, const char *model, char node_out[64])
+{
+	troop_identity user;
+	int st = 0;
+	json_t *out;
+
+	identity_generate(&user);
+	out = post(p, &user, "/authorize", json_pack("{s:s}", "model", model), &st);
+	if (st == 200)
+		snprintf(node_out, 64, "%s", json_string_value(json_object_get(out, "node_id")));
+	json_decref(out);
+	return st;
+}
+
 static void test_honest_cpu_worker(void **state)
 {
 	troop_identity node;
 	poh_result res;
 	poh_run_opts o;
+	char picked[64] = "";
 	json_t *n;
-	int rc;
+	int rc, st = 0;
 
 	(void)state;
-	new_node(&coord, &node);
+	/* a node serving a model of its own; this coordinator picks verified nodes only */
+	identity_generate(&node);
+	n = post(&coord, &node, "/heartbeat", json_pack("{s:s, s:s, s:s, s:i, s:s, "
+	    "s:[{s:s}], s:{s:i, s:i}}", "node_id", node.id, "name", "poh-box", "tailscale_ip",
+	    "100.64.0.9", "port", 8421, "status", "IDLE", "models", "name", "poh-model",
+	    "load", "active_jobs", 0, "max_jobs", 4), &st);
+	assert_int_equal(st, 200);
+	json_decref(n);
 	n = get_node(&coord, node.id);
 	assert_false(json_is_true(json_object_get(n, "verified")));
 	json_decref(n);
+	assert_int_equal(authorize(&coord, "poh-model", picked), 503);   /* unverified */
 
 	memset(&o, 0, sizeof(o));
 	o.coordinator = coord.url;
@@ -333,6 +357,9 @@ static void test_honest_cpu_worker(void **state)
 	    1e-6 * res.multiplier);
 	assert_true(json_integer_value(json_object_get(n, "verified_at")) > 0);
 	json_decref(n);
+	/* verified: now /authorize hands it out */
+	assert_int_equal(authorize(&coord, "poh-model", picked), 200);
+	assert_string_equal(picked, node.id);
 }
 
 static double pass_odds(size_t n, size_t honest, size_t k)
