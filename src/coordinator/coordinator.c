@@ -21,11 +21,11 @@
 #include "error.h"
 #include "log.h"
 
-#define SWEEP_INTERVAL_S 5
+#define SWEEP_INTERVAL_S 2
 #define KV_TICKET_KEY "ticket_signing_key"
 
 static const config_opt coord_opts[] = {
-	{ "listen", 'l', OPT_STRING, "TROOP_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
+	{ "listen", 'l', OPT_STRING, "TROOP_COORDINATOR_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
 	  "address to serve the API on", 0, 0 },
 	{ "data-dir", 'd', OPT_STRING, "TROOP_DATA_DIR", NULL, NULL, "DIR",
 	  "directory for the SQLite ledger and the coordinator key "
@@ -37,7 +37,9 @@ static const config_opt coord_opts[] = {
 	{ "ticket-key", 0, OPT_STRING, "TROOP_TICKET_KEY", NULL, NULL, "FILE",
 	  "ticket signing key file (default: DATA_DIR/coordinator.key)", 0, 0 },
 	{ "ticket-ttl", 0, OPT_INT, "TROOP_TICKET_TTL", NULL, "300", "SECONDS",
-	  "how long a ticket stays valid", 10, 86400 },
+	  "how long a ticket stays valid", 2, 86400 },
+	{ "release-grace", 0, OPT_INT, "TROOP_RELEASE_GRACE", NULL, "60", "SECONDS",
+	  "how long after a job's deadline an unpaid reservation is refunded", 0, 86400 },
 	{ "node-ttl", 0, OPT_INT, "TROOP_NODE_TTL", NULL, "30", "SECONDS",
 	  "how long a node stays live after a heartbeat", 2, 3600 },
 	{ "starter-credits", 0, OPT_INT, "TROOP_STARTER_CREDITS", "STARTER_CREDITS", "3600",
@@ -47,10 +49,10 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant (repeatable)", 0, 0 },
+	  "account id allowed to call /admin/grant", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
-	{ "threads", 't', OPT_INT, "TROOP_THREADS", NULL, "0", "N",
+	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
@@ -67,7 +69,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (ledger_release_expired(&released, t->db, now, LEDGER_RELEASE_GRACE) != 0)
+	if (ledger_release_expired(&released, t->db, now, t->c->release_grace) != 0)
 		log_warn("sweep", "error=\"%s\"", troop_error_msg());
 	else if (released > 0) {
 		METRIC_ADD(&t->c->metrics, released, (unsigned long long)released);
@@ -205,6 +207,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->node_ttl = config_int(cfg, "node-ttl");
 	c->starter_credits = config_int(cfg, "starter-credits");
 	c->reserve_seconds = config_int(cfg, "reserve-seconds");
+	c->release_grace = config_int(cfg, "release-grace");
 	c->max_seconds_cap = config_int(cfg, "max-seconds");
 	c->allow_unverified = config_bool(cfg, "allow-unverified");
 	c->started = time(NULL);
@@ -288,6 +291,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
 	api_credits_routes(srv, c);
+	api_jobs_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

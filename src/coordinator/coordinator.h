@@ -34,6 +34,7 @@ typedef struct {
 	int64_t starter_credits;   /* granted once to each new account */
 	int64_t reserve_seconds;   /* default time budget an authorization pays for */
 	int64_t max_seconds_cap;   /* largest max_seconds a requester may ask */
+	int64_t release_grace;     /* seconds past a reservation's deadline before refund */
 	bool allow_unverified;     /* may /authorize pick unverified nodes */
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
@@ -77,5 +78,6 @@ void coord_reply_last_error(http_req *r, int err);
 void api_meta_routes(http_server *s, coord *c);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
+void api_jobs_routes(http_server *s, coord *c);
 
 #endif
