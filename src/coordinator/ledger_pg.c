@@ -24,11 +24,16 @@
  * TROOP_EUNAVAIL.  lock_timeout defaults to 5 s; a URL may set its own
  * with options=-c%20lock_timeout%3DMS.
  *
- * Connection loss: the call that meets it returns TROOP_EUNAVAIL (a commit
- * whose answer was lost may or may not have happened; nothing is retried
- * behind the caller's back) and the next call on that ledger_conn
- * reconnects first.  Migrations run under a session advisory lock, so
- * coordinators starting together apply each one once.
+ * Connection loss: a call that loses the connection after it started
+ * writing returns TROOP_EUNAVAIL (a commit whose answer was lost may or
+ * may not have happened, so it is never repeated behind the caller's
+ * back), and the next call on that ledger_conn reconnects first.  A call
+ * that finds the connection already dead before anything was sent that
+ * could have changed data (BEGIN, or a read) reconnects and goes on, so
+ * the first call after a server restart does not fail.  While the server
+ * is down every call tries one reconnect and returns TROOP_EUNAVAIL.
+ * Migrations run under a session advisory lock, so coordinators starting
+ * together apply each one once.
  */
 #ifdef TROOP_HAVE_PQ
 

@@ -37,9 +37,13 @@
  * Threads: the handle is shared.  A mutex-protected pool keeps idle
  * connections; a call takes one (or opens one), and gives it back unless
  * it failed at the connection level, in which case it is dropped and the
- * next call connects anew.  While Redis is down every call returns
- * TROOP_EUNAVAIL after at most the connect timeout.  SIGPIPE is blocked
- * in the calling thread around each command (hiredis writes with write()).
+ * next call connects anew.  An idle connection the server closed (a
+ * restart) is noticed with a zero-timeout poll before use and replaced,
+ * so the first call after a restart does not fail.  While Redis is down
+ * every call returns TROOP_EUNAVAIL after at most the connect timeout
+ * (2 s, ?connect_timeout_ms=); a command waits at most ?timeout_ms=
+ * (5 s).  SIGPIPE is blocked in the calling thread around each command
+ * (hiredis writes with write()).
  */
 #ifdef TROOP_HAVE_HIREDIS
 
