@@ -170,6 +170,7 @@ struct pg_conn {
 	PGconn *db;
 	bool prepared[ST_COUNT];
 	bool retry;   /* the last failure is worth retrying the transaction */
+	bool stale;   /* reconnect before the next call (server turned read-only) */
 };
 
 static struct pg_conn *conn_of(ledger_conn *c)
@@ -269,11 +270,14 @@ static int pg_fail(struct pg_conn *c, const PGresult *res, const char *what)
 	}
 	if (state_class(state, "23"))
 		return troop_error_set(TROOP_ECONFLICT, "ledger: %s: %s", what, msg);
-	if (state_class(state, "53") && !state_is(state, "53000"))
-		return troop_error_set(state_is(state, "53200") ? TROOP_ENOMEM : TROOP_EUNAVAIL,
-		    "ledger database unavailable (%s): %s", what, msg);
-	if (state_class(state, "08") || state_class(state, "57") || state_class(state, "58") ||
-	    state_is(state, "25006") || state_class(state, "53"))
+	/* A standby after a failover: reconnect next time, so that a URL with
+	 * several hosts and target_session_attrs=read-write finds the primary. */
+	if (state_is(state, "25006"))
+		c->stale = true;
+	/* connection trouble, shutdown, out of disk/memory/connections,
+	 * system errors, a read-only (standby) server */
+	if (state_class(state, "08") || state_class(state, "53") || state_class(state, "57") ||
+	    state_class(state, "58") || state_is(state, "25006"))
 		return troop_error_set(TROOP_EUNAVAIL, "ledger database unavailable (%s): %s",
 		    what, msg);
 	return troop_error_set(TROOP_ERR, "ledger: %s: %s (SQLSTATE %s)", what, msg, state);
@@ -289,8 +293,9 @@ static void quiet_notices(void *arg, const char *message)
  * transaction): reconnect if the last call lost it. */
 static int ready(struct pg_conn *c)
 {
-	if (PQstatus(c->db) == CONNECTION_OK)
+	if (PQstatus(c->db) == CONNECTION_OK && !c->stale)
 		return 0;
+	c->stale = false;
 	PQreset(c->db);
 	memset(c->prepared, 0, sizeof c->prepared);
 	if (PQstatus(c->db) != CONNECTION_OK) {

@@ -475,6 +475,37 @@ static void test_disconnect_and_restart(void **state)
 	ledger_conn_close(idle);
 }
 
+/* A failover leaves the connection on a server that refuses writes (a
+ * standby): 503, and the next call connects anew instead of staying. */
+static void test_read_only_server(void **state)
+{
+	struct fixture *f = need(state);
+	char sql[256];
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "alice", 100, NOW), 0);
+	snprintf(sql, sizeof sql, "ALTER DATABASE %s SET default_transaction_read_only = on",
+	    f->dbname);
+	assert_int_equal(pg_scalar(base_url(), sql), 0);
+	snprintf(sql, sizeof sql, "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+	    "WHERE datname = '%s' AND pid <> pg_backend_pid()", f->dbname);
+	assert_true(pg_scalar(base_url(), sql) >= 1);
+
+	/* reconnects, lands on a read-only session: writes are unavailable */
+	ledger_reserve_req q = req_for("job-ro", "alice", "owner-1", 10, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), TROOP_EUNAVAIL);
+	assert_non_null(strstr(troop_error_msg(), "read-only"));
+
+	/* writable again: the next call connects anew rather than staying on
+	 * the read-only session */
+	snprintf(sql, sizeof sql, "ALTER DATABASE %s RESET default_transaction_read_only",
+	    f->dbname);
+	assert_int_equal(pg_scalar(base_url(), sql), 0);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, f->c, "alice"), 0);
+	assert_int_equal(b.available, 90);
+	assert_invariant(f->c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -482,6 +513,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent_migrations, setup_bare, teardown),
 		cmocka_unit_test_setup_teardown(test_crossing_settlements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disconnect_and_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_only_server, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
