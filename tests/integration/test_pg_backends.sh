@@ -23,7 +23,10 @@ for b in "${bins[@]}"; do
   fi
 done
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/troop-pg-XXXXXX") || exit 1
+# as root the database runs as user postgres, which must reach the directory
+tmpbase=${TMPDIR:-/tmp}
+[[ $(id -u) -eq 0 ]] && tmpbase=/tmp
+dir=$(mktemp -d "$tmpbase/troop-pg-XXXXXX") || exit 1
 cleanup() {
   "$src/tests/pg/stop-services.sh" "$dir" >/dev/null 2>&1
   rm -rf "$dir"

@@ -89,7 +89,11 @@ start_pg() {
   fi
   local pg=$dir/pg data=$dir/pg/data port
   mkdir -p "$pg"
-  [[ -n $pg_user ]] && chown "$pg_user" "$pg"
+  if [[ -n $pg_user ]]; then
+    chown "$pg_user" "$pg"
+    as_pg test -w "$pg" || die "user $pg_user cannot reach $pg (a parent directory is \
+closed to it): give a DIR under /tmp"
+  fi
   if [[ ! -f $data/PG_VERSION ]]; then
     as_pg "$bin/initdb" -D "$data" -U troop -A trust -E UTF8 --locale=C -N \
       >"$pg/initdb.log" 2>&1 || die "initdb failed, see $pg/initdb.log: $(tail -3 "$pg/initdb.log")"
