@@ -1,38 +1,41 @@
 /*
  * registry_redis.c - the registry on Redis (hiredis), shared by any number
- * of coordinators (DESIGN.md section 11).  Needs Redis 6.2 or newer
- * (HRANDFIELD); not Redis Cluster (scripts touch keys they compute).
+ * of coordinators (DESIGN.md section 11).  Needs Redis 5.0 or newer
+ * (scripts that write after reading); not Redis Cluster (scripts touch
+ * keys they compute).
  *
  * URL: redis://[[user]:password@]host[:port][/db][?prefix=P&timeout_ms=N]
  *      unix:///path/to/redis.sock[?db=N&prefix=P&timeout_ms=N]
  * Every key starts with the prefix (default "troop:"), so several
  * deployments or test suites can share one server.  Key layout (P = the
- * prefix; the caller's clock decides liveness, Redis TTLs only reclaim
- * memory a little later):
+ * prefix; E = expires_at on the caller's clock, which decides liveness;
+ * Redis TTLs only reclaim memory a little later):
  *
  *   P node:<id>     hash: f (fixed fields, JSON), m (models, JSON),
- *                   x (raw heartbeat JSON), a (active jobs), e (expires_at
- *                   on the caller's clock), g (generation of this put),
- *                   n:<model name> and h:<hash> (the index entries it owns);
- *                   PEXPIRE ttl + 5 s
- *   P nodes         zset: node id -> expires_at (count, listing, sweep)
- *   P model:<name>  hash: node id -> "<gen> <size> <content hash>"
- *   P hash:<hash>   hash: node id -> "<gen>"
+ *                   x (raw heartbeat JSON), a (active jobs), e (E), and
+ *                   the index entries it owns: n:<model name> -> content
+ *                   hash, h:<content hash> -> 1; PEXPIRE ttl + 5 s
+ *   P nodes         zset: node id -> E (count, listing, sweep)
+ *   P model:<name>  zset: node id -> E, the nodes listing that name
+ *   P hash:<hash>   zset: node id -> E, the nodes listing that hash
+ *   P mh:<len>:<name><hash>  zset: node id -> E, per (name, hash) pair
+ *   P mhash:<name>  hash: content hash -> size_bytes, the pairs that exist
  *   P models        set of model names that have index entries
- *   P gen           counter for generations
  *   P nonce:<keyid>\x1f<nonce>   string: expiry; PX window + 5 s
  *   P rate:<key>    hash: c (count), e (end of the window); PX
  *   P kv:<key>      hash: v (value), e (expiry); PX
  *   P z:nonce, P z:rate, P z:kv  zsets: entry -> expiry, for the caps on
  *                   live entries and for registry_sweep
  *
- * An index entry is valid while the node record exists with the same
- * generation: entries left behind by a record that Redis expired (or that
- * a later heartbeat replaced) are skipped on read and deleted then.
- * Everything that reads and writes is a Lua script, so each call is one
- * atomic step on the server whatever other coordinators do; scripts are
- * loaded at open and re-sent with EVAL when the server lost them (a
- * restart).
+ * Index entries are scored by expiry, so "live" is a range query and the
+ * model listing counts with ZCARD after trimming, O(names x hashes), never
+ * a walk over nodes.  An entry is followed only while the record it names
+ * still lists that model: entries left behind by a record Redis dropped
+ * early, or replaced with other models, are skipped and deleted on read;
+ * expired ones are trimmed by score.  Everything that reads and writes is
+ * a Lua script, so each call is one atomic step on the server whatever
+ * other coordinators do; scripts are loaded at open and re-sent with EVAL
+ * when the server lost them (a restart).
  *
  * Threads: the handle is shared.  A mutex-protected pool keeps idle
  * connections; a call takes one (or opens one), and gives it back unless
@@ -73,7 +76,7 @@ extern const struct registry_ops registry_redis_ops;
 #define POOL_IDLE_MAX 64      /* idle connections kept */
 #define CONNECT_TIMEOUT_MS 2000
 #define COMMAND_TIMEOUT_MS 5000
-#define SWEEP_BATCH 1000
+#define SWEEP_BATCH 256       /* nodes or entries dropped per script call */
 #define PUT_SWEEP 64          /* expired nodes dropped per put */
 #define STORE_SWEEP 8         /* expired entries dropped per store insert */
 #define STR_(x) #x
@@ -86,20 +89,29 @@ static int nomem(void)
 
 /* ---- Lua scripts ----------------------------------------------------------------- */
 
-/* Node helpers: unindex a node's current record, drop it entirely. */
+/* Node helpers.  mhkey: the per (model name, content hash) set; the
+ * name's length keeps any two pairs apart.  unindex: remove a node's
+ * current record from every index it is in (the record lists them as
+ * fields n:<name> -> hash and h:<hash>).  drop: the record too. */
 #define LUA_NODE_PRELUDE \
 	"local P = ARGV[1]\n" \
+	"local function mhkey(name, hash)\n" \
+	"  return P .. 'mh:' .. string.len(name) .. ':' .. name .. hash\n" \
+	"end\n" \
 	"local function unindex(id)\n" \
 	"  local nk = P .. 'node:' .. id\n" \
+	"  local names = {}\n" \
 	"  for _, f in ipairs(redis.call('HKEYS', nk)) do\n" \
 	"    local t = string.sub(f, 1, 2)\n" \
-	"    if t == 'n:' then\n" \
+	"    if t == 'n:' then names[#names + 1] = f\n" \
+	"    elseif t == 'h:' then redis.call('ZREM', P .. 'hash:' .. string.sub(f, 3), id) end\n" \
+	"  end\n" \
+	"  if #names > 0 then\n" \
+	"    local hashes = redis.call('HMGET', nk, unpack(names))\n" \
+	"    for i, f in ipairs(names) do\n" \
 	"      local name = string.sub(f, 3)\n" \
-	"      local ik = P .. 'model:' .. name\n" \
-	"      redis.call('HDEL', ik, id)\n" \
-	"      if redis.call('EXISTS', ik) == 0 then redis.call('SREM', P .. 'models', name) end\n" \
-	"    elseif t == 'h:' then\n" \
-	"      redis.call('HDEL', P .. 'hash:' .. string.sub(f, 3), id)\n" \
+	"      redis.call('ZREM', P .. 'model:' .. name, id)\n" \
+	"      if hashes[i] then redis.call('ZREM', mhkey(name, hashes[i]), id) end\n" \
 	"    end\n" \
 	"  end\n" \
 	"end\n" \
@@ -117,7 +129,7 @@ static int nomem(void)
 /* ARGV: P id now expires_at real_ttl_ms max_nodes f m x has_x active k
  *       then k times: name hash size.  -> {0} or {1, live} (full) */
 static const char lua_put[] = LUA_NODE_PRELUDE
-	"local id, now = ARGV[2], ARGV[3]\n"
+	"local id, now, exp = ARGV[2], ARGV[3], ARGV[4]\n"
 	"sweep(now, " STR(PUT_SWEEP) ")\n"
 	"local nk = P .. 'node:' .. id\n"
 	"if redis.call('ZSCORE', P .. 'nodes', id) then\n"
@@ -126,28 +138,29 @@ static const char lua_put[] = LUA_NODE_PRELUDE
 	"  local live = redis.call('ZCOUNT', P .. 'nodes', '(' .. now, '+inf')\n"
 	"  if live >= tonumber(ARGV[6]) then return {1, live} end\n"
 	"end\n"
-	"local g = tostring(redis.call('INCR', P .. 'gen'))\n"
 	"redis.call('DEL', nk)\n"
-	"local fields = {'f', ARGV[7], 'm', ARGV[8], 'a', ARGV[11], 'e', ARGV[4], 'g', g}\n"
+	"local fields = {'f', ARGV[7], 'm', ARGV[8], 'a', ARGV[11], 'e', exp}\n"
 	"if ARGV[10] == '1' then fields[#fields + 1] = 'x'; fields[#fields + 1] = ARGV[9] end\n"
 	"local seen_n, seen_h = {}, {}\n"
 	"for i = 0, tonumber(ARGV[12]) - 1 do\n"
 	"  local name, hash, size = ARGV[13 + 3 * i], ARGV[14 + 3 * i], ARGV[15 + 3 * i]\n"
 	"  if not seen_n[name] then\n"
 	"    seen_n[name] = true\n"
-	"    fields[#fields + 1] = 'n:' .. name; fields[#fields + 1] = '1'\n"
-	"    redis.call('HSET', P .. 'model:' .. name, id, g .. ' ' .. size .. ' ' .. hash)\n"
+	"    fields[#fields + 1] = 'n:' .. name; fields[#fields + 1] = hash\n"
+	"    redis.call('ZADD', P .. 'model:' .. name, exp, id)\n"
+	"    redis.call('ZADD', mhkey(name, hash), exp, id)\n"
+	"    redis.call('HSET', P .. 'mhash:' .. name, hash, size)\n"
 	"    redis.call('SADD', P .. 'models', name)\n"
 	"  end\n"
 	"  if hash ~= '' and not seen_h[hash] then\n"
 	"    seen_h[hash] = true\n"
 	"    fields[#fields + 1] = 'h:' .. hash; fields[#fields + 1] = '1'\n"
-	"    redis.call('HSET', P .. 'hash:' .. hash, id, g)\n"
+	"    redis.call('ZADD', P .. 'hash:' .. hash, exp, id)\n"
 	"  end\n"
 	"end\n"
 	"redis.call('HSET', nk, unpack(fields))\n"
 	"redis.call('PEXPIRE', nk, ARGV[5])\n"
-	"redis.call('ZADD', P .. 'nodes', ARGV[4], id)\n"
+	"redis.call('ZADD', P .. 'nodes', exp, id)\n"
 	"return {0}\n";
 
 /* ARGV: P id -> 1 removed, 0 not there */
@@ -159,117 +172,106 @@ static const char lua_remove[] = LUA_NODE_PRELUDE
 	"return 1\n";
 
 /* ARGV: P model now max rand want_m want_x
- * -> flat array, 6 per node: id f a e m x (m, x nil when not asked) */
+ * -> flat array, 6 per node: id f a e m x (m, x nil when not asked).
+ * An index entry counts when its score (the expiry) is in the future and
+ * the record it names still lists that model; others are removed. */
 static const char lua_find[] =
 	"local P, model, now = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
 	"local max, rnd = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
 	"local wm, wx = ARGV[6] == '1', ARGV[7] == '1'\n"
-	"local flds = {'f', 'a', 'e', 'g'}\n"
+	"local flds = {'', 'f', 'a', 'e'}\n"
 	"if wm then flds[#flds + 1] = 'm' end\n"
 	"if wx then flds[#flds + 1] = 'x' end\n"
-	"local out, count, seen = {}, 0, {}\n"
-	"local function fetch(id) return redis.call('HMGET', P .. 'node:' .. id, unpack(flds)) end\n"
+	"local out, count = {}, 0\n"
 	"local function push(id, r)\n"
-	"  out[#out + 1] = id; out[#out + 1] = r[1]; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"
+	"  out[#out + 1] = id; out[#out + 1] = r[2]; out[#out + 1] = r[3]; out[#out + 1] = r[4]\n"
 	"  out[#out + 1] = wm and r[5] or false\n"
 	"  out[#out + 1] = wx and r[wm and 6 or 5] or false\n"
 	"  count = count + 1\n"
 	"end\n"
+	/* walk ranks [first, first + n) of zset z from a random point, wrapping;
+	 * check(id) returns the record fields or nil */
+	"local function walk(z, first, n, check)\n"
+	"  local stale, visited, start = {}, 0, rnd % n\n"
+	"  while count < max and visited < n do\n"
+	"    local s = (start + visited) % n\n"
+	"    local e = math.min(s + math.min(max - count, n - visited) - 1, n - 1)\n"
+	"    for _, id in ipairs(redis.call('ZRANGE', z, first + s, first + e)) do\n"
+	"      local r = check(id)\n"
+	"      if r then push(id, r) else stale[#stale + 1] = id end\n"
+	"    end\n"
+	"    visited = visited + (e - s + 1)\n"
+	"  end\n"
+	"  return stale\n"
+	"end\n"
 	"if model == '' then\n"
 	"  local z = P .. 'nodes'\n"
-	"  local total = redis.call('ZCOUNT', z, '(' .. ARGV[3], '+inf')\n"
-	"  if total == 0 then return out end\n"
-	"  local start = rnd % total\n"
-	"  local ids = redis.call('ZRANGEBYSCORE', z, '(' .. ARGV[3], '+inf', 'LIMIT', start, max)\n"
-	"  if #ids < max and start > 0 then\n"
-	"    local more = redis.call('ZRANGEBYSCORE', z, '(' .. ARGV[3], '+inf', 'LIMIT', 0,\n"
-	"      math.min(start, max - #ids))\n"
-	"    for _, id in ipairs(more) do ids[#ids + 1] = id end\n"
-	"  end\n"
-	"  for _, id in ipairs(ids) do\n"
-	"    local r = fetch(id)\n"
-	"    if r[1] and tonumber(r[3]) > now then push(id, r) end\n"
-	"  end\n"
+	"  local live = redis.call('ZCOUNT', z, '(' .. ARGV[3], '+inf')\n"
+	"  if live == 0 then return out end\n"
+	"  flds[1] = 'e'\n"
+	"  walk(z, redis.call('ZCARD', z) - live, live, function(id)\n"
+	"    local r = redis.call('HMGET', P .. 'node:' .. id, unpack(flds))\n"
+	"    if r[2] and tonumber(r[4]) > now then return r end\n"
+	"  end)\n"
 	"  return out\n"
 	"end\n"
-	/* one index: returns how many entries are valid (live or not) */
-	"local function scan(idx, isname)\n"
-	"  local n = redis.call('HLEN', idx)\n"
+	"local function scan(z, field)\n"
+	"  redis.call('ZREMRANGEBYSCORE', z, '-inf', ARGV[3])\n"
+	"  local n = redis.call('ZCARD', z)\n"
 	"  if n == 0 then return 0 end\n"
-	"  local valid = 0\n"
-	"  local function consider(id, v)\n"
-	"    seen[id] = true\n"
-	"    local gen = isname and string.match(v, '^(%d+)') or v\n"
-	"    local r = fetch(id)\n"
-	"    if not r[1] or r[4] ~= gen then\n"
-	"      redis.call('HDEL', idx, id)\n"
-	"      if isname and redis.call('EXISTS', idx) == 0 then\n"
-	"        redis.call('SREM', P .. 'models', model)\n"
-	"      end\n"
-	"      return\n"
-	"    end\n"
-	"    valid = valid + 1\n"
-	"    if tonumber(r[3]) > now then push(id, r) end\n"
-	"  end\n"
-	"  if n > 2 * max then\n"
-	"    local cand = redis.call('HRANDFIELD', idx, 2 * max, 'WITHVALUES')\n"
-	"    for i = 1, #cand, 2 do\n"
-	"      consider(cand[i], cand[i + 1])\n"
-	"      if count >= max then return valid end\n"
+	"  flds[1] = field\n"
+	"  local stale = walk(z, 0, n, function(id)\n"
+	"    local r = redis.call('HMGET', P .. 'node:' .. id, unpack(flds))\n"
+	"    if r[1] and r[2] and tonumber(r[4]) > now then return r end\n"
+	"  end)\n"
+	"  for _, id in ipairs(stale) do\n"
+	"    if redis.call('HEXISTS', P .. 'node:' .. id, field) == 0 then\n"
+	"      redis.call('ZREM', z, id)\n"
 	"    end\n"
 	"  end\n"
-	"  local all = redis.call('HGETALL', idx)\n"
-	"  local pairs_n = #all / 2\n"
-	"  if pairs_n == 0 then return valid end\n"
-	"  local start = rnd % pairs_n\n"
-	"  for j = 0, pairs_n - 1 do\n"
-	"    local i = ((start + j) % pairs_n) * 2 + 1\n"
-	"    if not seen[all[i]] then consider(all[i], all[i + 1]) end\n"
-	"    if count >= max then break end\n"
-	"  end\n"
-	"  return valid\n"
+	"  return n\n"
 	"end\n"
-	"if scan(P .. 'model:' .. model, true) == 0 then scan(P .. 'hash:' .. model, false) end\n"
+	"if scan(P .. 'model:' .. model, 'n:' .. model) == 0 then\n"
+	"  scan(P .. 'hash:' .. model, 'h:' .. model)\n"
+	"end\n"
 	"return out\n";
 
-/* ARGV: P now -> flat array, 4 per model: name live_count hash size */
-static const char lua_models[] =
-	"local P, now = ARGV[1], tonumber(ARGV[2])\n"
-	"local cache, out = {}, {}\n"
+/* ARGV: P now -> flat array, 4 per model: name live_count hash size.
+ * Counts are the entries whose expiry is in the future: O(names x hashes),
+ * not O(nodes).  Expired entries and empty names are cleaned on the way. */
+static const char lua_models[] = LUA_NODE_PRELUDE
+	"local now = ARGV[2]\n"
+	"local out = {}\n"
 	"for _, name in ipairs(redis.call('SMEMBERS', P .. 'models')) do\n"
-	"  local idx = P .. 'model:' .. name\n"
-	"  local all = redis.call('HGETALL', idx)\n"
-	"  local live, tally, order = 0, {}, {}\n"
-	"  for i = 1, #all, 2 do\n"
-	"    local id = all[i]\n"
-	"    local gen, size, hash = string.match(all[i + 1], '^(%d+) (%-?%d+) (.*)$')\n"
-	"    local c = cache[id]\n"
-	"    if c == nil then\n"
-	"      c = redis.call('HMGET', P .. 'node:' .. id, 'g', 'e')\n"
-	"      cache[id] = c\n"
-	"    end\n"
-	"    if not c[1] or c[1] ~= gen then\n"
-	"      redis.call('HDEL', idx, id)\n"
-	"    elseif tonumber(c[2]) > now then\n"
-	"      live = live + 1\n"
-	"      local t = tally[hash]\n"
-	"      if not t then t = {0, size}; tally[hash] = t; order[#order + 1] = hash end\n"
-	"      t[1] = t[1] + 1\n"
-	"    end\n"
-	"  end\n"
-	"  if redis.call('EXISTS', idx) == 0 then redis.call('SREM', P .. 'models', name) end\n"
-	"  if live > 0 then\n"
+	"  local idx, hk = P .. 'model:' .. name, P .. 'mhash:' .. name\n"
+	"  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now)\n"
+	"  local live = redis.call('ZCARD', idx)\n"
+	"  local hs = redis.call('HGETALL', hk)\n"
+	"  local best, bestc, bests = nil, 0, 0\n"
+	"  for i = 1, #hs, 2 do\n"
+	"    local h, size = hs[i], hs[i + 1]\n"
+	"    local k = mhkey(name, h)\n"
+	"    if live == 0 then\n"
+	"      redis.call('DEL', k)\n"
+	"    else\n"
+	"      redis.call('ZREMRANGEBYSCORE', k, '-inf', now)\n"
+	"      local c = redis.call('ZCARD', k)\n"
+	"      if c == 0 then\n"
+	"        redis.call('HDEL', hk, h)\n"
 	/* the hash most nodes report; among equals a non-empty one, then the
 	 * smallest, so every coordinator gives the same answer */
-	"    local best = order[1]\n"
-	"    for k = 2, #order do\n"
-	"      local h = order[k]\n"
-	"      local a, b = tally[h][1], tally[best][1]\n"
-	"      if a > b or (a == b and ((best == '' and h ~= '') or\n"
-	"          (h ~= '' and best ~= '' and h < best))) then best = h end\n"
+	"      elseif best == nil or c > bestc or (c == bestc and ((best == '' and h ~= '') or\n"
+	"          (h ~= '' and best ~= '' and h < best))) then\n"
+	"        best, bestc, bests = h, c, size\n"
+	"      end\n"
 	"    end\n"
+	"  end\n"
+	"  if live == 0 then\n"
+	"    redis.call('DEL', hk)\n"
+	"    redis.call('SREM', P .. 'models', name)\n"
+	"  else\n"
 	"    out[#out + 1] = name; out[#out + 1] = live\n"
-	"    out[#out + 1] = best; out[#out + 1] = tally[best][2]\n"
+	"    out[#out + 1] = best or ''; out[#out + 1] = bests\n"
 	"  end\n"
 	"end\n"
 	"return out\n";
@@ -1524,7 +1526,7 @@ static int parse_url(struct redis_registry *rr, const char *url)
 	return 0;
 }
 
-/* Load every script, and check the server has what the scripts use. */
+/* Load every script. */
 static int load_scripts(struct redis_registry *rr, redisContext *ctx)
 {
 	for (int i = 0; i < SC_COUNT; i++) {
@@ -1544,18 +1546,7 @@ static int load_scripts(struct redis_registry *rr, redisContext *ctx)
 		if (err)
 			return err;
 	}
-	char probe[PREFIX_MAX + 16];
-	snprintf(probe, sizeof probe, "%sprobe", rr->prefix);
-	const char *argv[3] = { "HRANDFIELD", probe, "1" };
-	redisReply *rep = redisCommandArgv(ctx, 3, argv, NULL);
-	if (rep == NULL)
-		return unavailable(rr, "probe", ctx->errstr[0] ? ctx->errstr : "connection lost");
-	int err = 0;
-	if (rep->type == REDIS_REPLY_ERROR)
-		err = troop_error_set(TROOP_EUNAVAIL, "registry: redis %s is too old (Redis 6.2 "
-		    "or newer is needed): %s", rr->desc, rep->str);
-	freeReplyObject(rep);
-	return err;
+	return 0;
 }
 
 static int rd_open(registry **out, const char *target, const registry_opts *opts)
