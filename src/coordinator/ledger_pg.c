@@ -581,10 +581,20 @@ static int migrate_one(struct pg_conn *c, void *arg)
 	struct args a = { .n = 0 };
 	PGresult *r = NULL;
 	m->applied = false;
-	int err = exec_sql(c, "CREATE TABLE IF NOT EXISTS schema_version ("
+	/* Look before creating: a coordinator whose database user may not
+	 * create tables can still start once the schema is in place. */
+	r = PQexec(c->db, "SELECT to_regclass('schema_version') IS NOT NULL");
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
+		int e = pg_fail(c, r, "read schema_version");
+		PQclear(r);
+		return e;
+	}
+	bool have_table = PQntuples(r) == 1 && val(r, 0, 0)[0] == 't';
+	PQclear(r);
+	int err = 0;
+	if (!have_table && (err = exec_sql(c, "CREATE TABLE schema_version ("
 	    "version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-	    "create schema_version");
-	if (err)
+	    "create schema_version")) != 0)
 		return err;
 	a_i64(&a, m->m->version);
 	if ((err = exec_st(&r, c, ST_SCHEMA_HAS, &a, "read schema_version")) != 0)
@@ -599,8 +609,10 @@ static int migrate_one(struct pg_conn *c, void *arg)
 	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
 		err = pg_fail(c, r, "migration");
 		PQclear(r);
+		char msg[512];  /* the message buffer cannot be its own argument */
+		snprintf(msg, sizeof msg, "%s", troop_error_msg());
 		return troop_error_set(err == TROOP_ECONFLICT ? TROOP_ERR : err,
-		    "ledger migration %s failed: %s", m->m->name, troop_error_msg());
+		    "ledger migration %s failed: %s", m->m->name, msg);
 	}
 	PQclear(r);
 	a.n = 0;

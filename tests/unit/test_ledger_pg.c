@@ -475,6 +475,45 @@ static void test_disconnect_and_restart(void **state)
 	ledger_conn_close(idle);
 }
 
+/* A coordinator whose database user may read and write rows but not
+ * create tables starts once the schema is there, and works. */
+static void test_user_without_ddl(void **state)
+{
+	struct fixture *f = need(state);
+	char role[64], sql[512], url[1400];
+	snprintf(role, sizeof role, "troop_app_%d", (int)getpid());
+	snprintf(sql, sizeof sql, "CREATE ROLE %s LOGIN", role);
+	assert_int_equal(pg_scalar(base_url(), sql), 0);
+	snprintf(sql, sizeof sql, "REVOKE CREATE ON SCHEMA public FROM PUBLIC; "
+	    "GRANT USAGE ON SCHEMA public TO %s; "
+	    "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO %s", role, role);
+	assert_int_equal(pg_scalar(f->url, sql), 0);
+
+	/* the same server and database, as that user */
+	const char *host = strstr(f->url, "://") + 3;
+	const char *at = strchr(host, '@');
+	snprintf(url, sizeof url, "postgresql://%s@%s", role, at ? at + 1 : host);
+	ledger *l = NULL;
+	ledger_conn *c = NULL;
+	int rc = ledger_open(&l, url);
+	if (rc != 0)
+		fprintf(stderr, "ledger_open as %s: %s\n", role, troop_error_msg());
+	assert_int_equal(rc, 0);
+	assert_int_equal(ledger_conn_open(&c, l), 0);
+	assert_int_equal(ledger_ensure_account(NULL, c, "alice", 100, NOW), 0);
+	ledger_reserve_req q = req_for("job-1", "alice", "owner-1", 10, NOW + 360);
+	assert_int_equal(ledger_reserve(NULL, c, &q), 0);
+	assert_int_equal(ledger_audit(c, "admin-1", "note", NULL, NOW), 0);
+	assert_invariant(c);
+	ledger_conn_close(c);
+	ledger_close(l);
+
+	snprintf(sql, sizeof sql, "DROP OWNED BY %s", role);
+	assert_int_equal(pg_scalar(f->url, sql), 0);
+	snprintf(sql, sizeof sql, "DROP ROLE %s", role);
+	assert_int_equal(pg_scalar(base_url(), sql), 0);
+}
+
 /* A failover leaves the connection on a server that refuses writes (a
  * standby): 503, and the next call connects anew instead of staying. */
 static void test_read_only_server(void **state)
@@ -514,6 +553,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_crossing_settlements, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disconnect_and_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only_server, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_user_without_ddl, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
