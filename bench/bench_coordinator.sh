@@ -48,15 +48,21 @@ cc -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -I"$root/src/lib" -I"$root/src"
 "$lg" --selftest
 
 TMP=$(mktemp -d /tmp/troop-bench-coord.XXXXXX)
-COORD=
+COORD=    # the process started (COORD_WRAP's command, or the coordinator)
+cpid=     # the coordinator itself
+stop_pid() {
+	kill -TERM "$1" 2>/dev/null || return 0
+	for _ in $(seq 1 100); do
+		kill -0 "$1" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$1" 2>/dev/null || true
+}
 cleanup() {
+	# the coordinator first: a wrapper (perf) may not pass the signal on
+	[ -n "$cpid" ] && [ "$cpid" != "$COORD" ] && stop_pid "$cpid"
 	if [ -n "$COORD" ]; then
-		kill -TERM "$COORD" 2>/dev/null || true
-		for _ in $(seq 1 100); do
-			kill -0 "$COORD" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$COORD" 2>/dev/null || true
+		stop_pid "$COORD"
 		wait "$COORD" 2>/dev/null || true
 	fi
 	if [ -n "${KEEP_LOG:-}" ] && [ -f "$TMP/coord.log" ]; then
@@ -74,6 +80,7 @@ ${wrap[@]+"${wrap[@]}"} "$build/troop" coordinator --listen 127.0.0.1:0 \
 	--threads "${COORD_THREADS:-2}" --node-ttl 3600 --log-level info \
 	>"$TMP/coord.log" 2>&1 &
 COORD=$!
+cpid=$COORD
 
 port=
 for _ in $(seq 1 200); do
@@ -87,20 +94,19 @@ if [ -z "$port" ]; then
 	tail -n 20 "$TMP/coord.log" >&2 || true
 	die "the coordinator did not log coordinator_started ... port=N"
 fi
-echo "coordinator: pid $COORD, port $port, $(nproc) cores, --threads ${COORD_THREADS:-2}," \
-	"SQLite ledger in $TMP/data (WAL, synchronous=NORMAL)"
-
-# the coordinator itself (a child of COORD_WRAP's command, if any), for its CPU time
-cpid=$COORD
+# the coordinator itself: a child of COORD_WRAP's command, if any
 if [ -n "${COORD_WRAP:-}" ]; then
 	cpid=$(pgrep -P "$COORD" | head -n1 || true)
 fi
+echo "coordinator: pid ${cpid:-$COORD}, port $port, $(nproc) cores, --threads ${COORD_THREADS:-2}," \
+	"SQLite ledger in $TMP/data (WAL, synchronous=NORMAL)"
+
 
 read -r -a extra <<<"${LOADGEN_ARGS:-}"
 rc=0
 "$lg" --port "$port" ${cpid:+--coord-pid "$cpid"} ${extra[@]+"${extra[@]}"} "$@" || rc=$?
 
-if ! kill -0 "$COORD" 2>/dev/null; then
+if ! kill -0 "${cpid:-$COORD}" 2>/dev/null; then
 	tail -n 20 "$TMP/coord.log" >&2 || true
 	die "the coordinator exited during the benchmark"
 fi

@@ -20,12 +20,21 @@
  *   *-open      open loop at a fixed request rate; latency is measured
  *               from each request's scheduled send time, so a stalled
  *               server is not hidden by a stalled generator
- *   peers       GET /peers?model=M after registering many nodes
+ *   peers-*     GET /peers?model=M after registering many nodes with
+ *               heartbeats: one connection (the service time), 16
+ *               connections closed loop, open loop at half that rate
  *
  * Closed-loop latency is measured from the moment the request is written.
+ * With --coord-pid each phase also reports the coordinator's CPU use (from
+ * /proc) and CPU time per request, and the run starts and ends with a
+ * one-thread Ed25519 verify rate: the machine is shared, and these tell a
+ * slow coordinator from a busy machine.  $LOADGEN_TRACE=FILE writes one
+ * line per reply (phase, connection, scheduled ms, latency ms).
+ *
  * It ends with a table of the figures next to their targets and lines
  * "RESULT ..." for bench/run.sh.  `loadgen --selftest` checks the HTTP
- * response reader (every split point of a set of responses).
+ * response reader (every split point of a set of responses).  Exit status:
+ * 0, 1 when it could not run, 2 when a timed phase got no good reply.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1112,6 +1121,46 @@ static void identities_free(troop_identity *ids)
 	sodium_free(ids);   /* zeroes the memory */
 }
 
+/* Single-thread Ed25519 verifies/s over ~0.3 s: how much CPU this machine
+ * gives right now (other work on it slows every figure down alike). */
+static double calibrate(void)
+{
+	troop_identity id;
+	unsigned char sig[64];
+	static const unsigned char msg[256];
+	int64_t t0, t;
+	long n = 0;
+
+	if (identity_generate(&id) != 0)
+		return 0;
+	crypto_sign_detached(sig, NULL, msg, sizeof(msg), id.sk);
+	t0 = mono_ns();
+	do {
+		for (int i = 0; i < 32; i++)
+			if (crypto_sign_verify_detached(sig, msg, sizeof(msg), id.pk) != 0)
+				die("calibration verify failed");
+		n += 32;
+		t = mono_ns();
+	} while (t - t0 < 300000000);
+	identity_wipe(&id);
+	return (double)n / ((double)(t - t0) / 1e9);
+}
+
+static void print_calibration(const char *when)
+{
+	double l1 = 0;
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (fscanf(f, "%lf", &l1) != 1)
+			l1 = 0;
+		fclose(f);
+	}
+	printf("machine %s: %.0f Ed25519 verifies/s on one thread, load average %.2f\n", when,
+	    calibrate(), l1);
+	fflush(stdout);
+}
+
 /* ---- results ----------------------------------------------------------------------------- */
 
 struct result {
@@ -1329,6 +1378,8 @@ int main(int argc, char **argv)
 		auth[i].expect = "\"job_id\"";
 	}
 
+	print_calibration("before");
+
 	/* untimed set-up: every node heartbeats once (its ledger row is created),
 	 * every user authorizes once (its account is created) */
 	printf("set-up (untimed):\n");
@@ -1422,6 +1473,7 @@ int main(int argc, char **argv)
 		free(q);
 	}
 
+	print_calibration("after");
 	if (want_hb)
 		add_result("heartbeats/s (closed loop)", ph_hb.rps, "req/s", ">=", opt.hb_target);
 	if (want_auth)
