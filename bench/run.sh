@@ -69,7 +69,7 @@ for s in "${scripts[@]}"; do
 		done < <(grep '^RESULT ' "$logdir/$name.log")
 	else
 		while IFS= read -r line; do
-			summary+=("$name: $(echo "$line" | sed 's/^[[:space:]]*//')")
+			summary+=("$name: ${line#"${line%%[![:space:]]*}"}")
 		done < <(grep -Ei 'ratio|target' "$logdir/$name.log")
 	fi
 done
