@@ -135,7 +135,7 @@ static void h_authorize(http_req *r, void *arg)
 	snprintf(cl.iss, sizeof(cl.iss), "%s", c->key.id);
 	snprintf(cl.sub, sizeof(cl.sub), "%s", requester);
 	snprintf(cl.aud, sizeof(cl.aud), "%s", TICKET_AUD);
-	snprintf(cl.target_node, sizeof(cl.target_node), "%s", nodes[idx].node_id);
+	snprintf(cl.target_node, sizeof(cl.target_node), "%.43s", nodes[idx].node_id);
 	snprintf(cl.model, sizeof(cl.model), "%s", model);
 	ticket_new_jti(cl.jti);
 	cl.iat = now;

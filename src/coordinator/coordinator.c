@@ -288,6 +288,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
 	api_credits_routes(srv, c);
+	api_jobs_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

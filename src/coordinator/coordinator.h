@@ -77,5 +77,6 @@ void coord_reply_last_error(http_req *r, int err);
 void api_meta_routes(http_server *s, coord *c);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
+void api_jobs_routes(http_server *s, coord *c);
 
 #endif

@@ -79,8 +79,16 @@ void harness_dump_log(const harness_proc *p)
 int harness_start(harness_proc *p, const char *const *argv, const char *log,
     const char *marker, int timeout_ms)
 {
+	size_t skip = 0;
+
 	memset(p, 0, sizeof(*p));
 	snprintf(p->log, sizeof(p->log), "%s", log);
+	/* a restarted process appends to its old log: look past the old lines */
+	{
+		char *old = read_file(log);
+		skip = old ? strlen(old) : 0;
+		free(old);
+	}
 	p->pid = fork();
 	if (p->pid < 0)
 		return -1;
@@ -97,7 +105,7 @@ int harness_start(harness_proc *p, const char *const *argv, const char *log,
 	}
 	for (int waited = 0; waited < timeout_ms; waited += 20) {
 		char *s = read_file(log);
-		char *m = s ? strstr(s, marker) : NULL;
+		char *m = s && strlen(s) >= skip ? strstr(s + skip, marker) : NULL;
 		char *pp = m ? strstr(m, "port=") : NULL;
 		if (pp) {
 			p->port = atoi(pp + 5);
