@@ -26,5 +26,4 @@ static int pending(const char *cmd, int argc, char **argv)
 	int cmd_##name(int argc, char **argv) { return pending(#name, argc, argv); }
 
 PENDING(worker)
-PENDING(up)
 PENDING(demo)

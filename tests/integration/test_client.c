@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,7 +35,7 @@
 
 static char tmp[256];
 static char home[300];
-static harness_proc coord, sim, sim500;
+static harness_proc coord, sim, sim500, simhang;
 
 /* ---- processes ------------------------------------------------------------- */
 
@@ -698,6 +699,429 @@ static void test_chat_no_credits(void **state)
 	harness_stop(&poor, SIGTERM);
 }
 
+/* ---- troop up ------------------------------------------------------------------ */
+
+static harness_proc up;
+
+static void start_up(harness_proc *p, const char *coord_url, const char *const *extra)
+{
+	char log[300];
+	const char *argv[24];
+	int i = 0;
+	static int seq;
+
+	snprintf(log, sizeof(log), "%s/up%d.log", tmp, seq++);
+	argv[i++] = harness_troop();
+	argv[i++] = "up";
+	argv[i++] = "--listen";
+	argv[i++] = "127.0.0.1:0";
+	argv[i++] = "--coordinator";
+	argv[i++] = coord_url;
+	argv[i++] = "--threads";
+	argv[i++] = "2";
+	argv[i++] = "--first-byte-timeout";
+	argv[i++] = "2";
+	for (; extra && *extra && i < 23; extra++)
+		argv[i++] = *extra;
+	argv[i] = NULL;
+	setenv("TROOP_HOME", home, 1);
+	assert_int_equal(harness_start(p, argv, log, "client_started", 10000), 0);
+}
+
+typedef struct {
+	long status;
+	char *body;
+	size_t len;
+	char job[64];
+	char ctype[128];
+} http_result;
+
+static size_t collect_body(char *data, size_t sz, size_t n, void *arg)
+{
+	http_result *r = arg;
+	char *nb = realloc(r->body, r->len + sz * n + 1);
+
+	assert_non_null(nb);
+	r->body = nb;
+	memcpy(r->body + r->len, data, sz * n);
+	r->len += sz * n;
+	r->body[r->len] = '\0';
+	return sz * n;
+}
+
+static size_t collect_header(char *data, size_t sz, size_t n, void *arg)
+{
+	http_result *r = arg;
+	size_t len = sz * n;
+
+	if (len > 13 && strncasecmp(data, "X-Troop-Job: ", 13) == 0)
+		snprintf(r->job, sizeof(r->job), "%.*s", (int)strcspn(data + 13, "\r\n"), data + 13);
+	if (len > 14 && strncasecmp(data, "Content-Type: ", 14) == 0)
+		snprintf(r->ctype, sizeof(r->ctype), "%.*s", (int)strcspn(data + 14, "\r\n"),
+		    data + 14);
+	return len;
+}
+
+/* One request with libcurl (method POST when body != NULL). */
+static http_result http_do(const char *url, const char *body, const char *authz)
+{
+	http_result r = { 0 };
+	CURL *e = curl_easy_init();
+	struct curl_slist *h = NULL;
+
+	assert_non_null(e);
+	r.body = calloc(1, 1);
+	h = curl_slist_append(h, "Content-Type: application/json");
+	if (authz)
+		h = curl_slist_append(h, authz);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+	if (body)
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, collect_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &r);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
+	assert_int_equal(curl_easy_perform(e), CURLE_OK);
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(e);
+	return r;
+}
+
+static void http_result_free(http_result *r)
+{
+	free(r->body);
+}
+
+static http_result up_post(const harness_proc *p, const char *path, const char *body)
+{
+	char url[256];
+
+	snprintf(url, sizeof(url), "%s%s", p->url, path);
+	return http_do(url, body, NULL);
+}
+
+static const char *err_code_of(const http_result *r)
+{
+	static char code[64];
+	json_t *v = json_loads(r->body, 0, NULL);
+	const char *c = json_string_value(json_object_get(json_object_get(v, "error"), "code"));
+
+	snprintf(code, sizeof(code), "%s", c ? c : "");
+	if (!json_is_string(json_object_get(json_object_get(v, "error"), "message")))
+		snprintf(code, sizeof(code), "(no error message)");
+	json_decref(v);
+	return code;
+}
+
+/* The text of an SSE chat stream; checks every event is JSON and the
+ * stream ends with [DONE]. */
+static char *sse_text(const char *body)
+{
+	size_t cap = strlen(body) + 1, o = 0;
+	char *text = calloc(1, cap);
+	const char *p = body;
+	bool done = false;
+
+	while ((p = strstr(p, "data: ")) != NULL) {
+		const char *e = strstr(p, "\n\n");
+		json_t *v;
+		const char *c;
+		assert_non_null(e);
+		p += 6;
+		if (strncmp(p, "[DONE]", 6) == 0) {
+			done = true;
+			break;
+		}
+		v = json_loadb(p, (size_t)(e - p), 0, NULL);
+		assert_non_null(v);
+		c = json_string_value(json_object_get(json_object_get(json_array_get(
+		    json_object_get(v, "choices"), 0), "delta"), "content"));
+		if (c) {
+			memcpy(text + o, c, strlen(c));
+			o += strlen(c);
+		}
+		json_decref(v);
+		p = e;
+	}
+	assert_true(done);
+	return text;
+}
+
+static bool has_tx(const char *job, const char *type)
+{
+	run_result r = run_troop("transactions", "--json", "--limit", "500");
+	json_t *j, *t;
+	size_t i;
+	bool found = false;
+
+	expect_rc(&r, 0);
+	j = parse_out(&r);
+	json_array_foreach(json_object_get(j, "transactions"), i, t)
+		found |= strcmp(json_string_value(json_object_get(t, "job_id")), job) == 0 &&
+		    strcmp(json_string_value(json_object_get(t, "type")), type) == 0;
+	json_decref(j);
+	run_free(&r);
+	return found;
+}
+
+static void test_up_routes(void **state)
+{
+	troop_identity node;
+	http_result r;
+	json_t *v;
+	char *want, *got;
+
+	(void)state;
+	identity_generate(&node);
+	heartbeat(&node, "sim", sim.port, "IDLE", 0, 64, "qwen2.5:7b");
+	want = direct_answer("hello troop");
+
+	/* health and the model list (OpenAI shape) */
+	r = http_do(up.url, NULL, NULL);
+	assert_int_equal(r.status, 404);
+	http_result_free(&r);
+	{
+		char url[256];
+		snprintf(url, sizeof(url), "%s/health", up.url);
+		r = http_do(url, NULL, NULL);
+		assert_int_equal(r.status, 200);
+		assert_non_null(strstr(r.body, "healthy"));
+		http_result_free(&r);
+		snprintf(url, sizeof(url), "%s/v1/models", up.url);
+		r = http_do(url, NULL, NULL);
+		assert_int_equal(r.status, 200);
+		v = json_loads(r.body, 0, NULL);
+		assert_string_equal(json_string_value(json_object_get(v, "object")), "list");
+		{
+			json_t *m0 = json_array_get(json_object_get(v, "data"), 0);
+			assert_string_equal(json_string_value(json_object_get(m0, "object")), "model");
+			assert_true(json_is_integer(json_object_get(m0, "created")));
+			assert_true(json_is_string(json_object_get(m0, "owned_by")));
+		}
+		json_decref(v);
+		http_result_free(&r);
+		snprintf(url, sizeof(url), "%s/v1/models/qwen2.5:7b", up.url);
+		r = http_do(url, NULL, NULL);
+		assert_int_equal(r.status, 200);
+		assert_non_null(strstr(r.body, "\"id\":\"qwen2.5:7b\""));
+		http_result_free(&r);
+		snprintf(url, sizeof(url), "%s/v1/models/nope", up.url);
+		r = http_do(url, NULL, NULL);
+		assert_int_equal(r.status, 404);
+		assert_string_equal(err_code_of(&r), "model_not_found");
+		http_result_free(&r);
+	}
+
+	/* a streamed chat: the simulator's events, with the job named */
+	r = up_post(&up, "/v1/chat/completions",
+	    "{\"model\":\"llama3:8b\",\"stream\":true,\"messages\":[{\"role\":\"user\","
+	    "\"content\":\"hello troop\"}]}");
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.ctype, "text/event-stream"));
+	assert_true(strlen(r.job) > 10);
+	got = sse_text(r.body);
+	assert_string_equal(got, want);
+	assert_true(has_tx(r.job, "reserve"));
+	free(got);
+	http_result_free(&r);
+
+	/* whole replies: chat, completions, embeddings */
+	r = up_post(&up, "/v1/chat/completions",
+	    "{\"model\":\"llama3:8b\",\"messages\":[{\"role\":\"user\",\"content\":\"hello troop\"}]}");
+	assert_int_equal(r.status, 200);
+	v = json_loads(r.body, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(
+	    json_object_get(v, "choices"), 0), "message"), "content")), want);
+	json_decref(v);
+	assert_true(strlen(r.job) > 10);
+	http_result_free(&r);
+	r = up_post(&up, "/v1/completions", "{\"model\":\"llama3:8b\",\"prompt\":\"hi\"}");
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"text\""));
+	http_result_free(&r);
+	r = up_post(&up, "/v1/embeddings", "{\"model\":\"qwen2.5:7b\",\"input\":\"hi\"}");
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"embedding\""));
+	http_result_free(&r);
+
+	/* the app's mistakes, in the OpenAI error shape */
+	r = up_post(&up, "/v1/chat/completions", "{\"messages\":[]}");
+	assert_int_equal(r.status, 400);
+	assert_string_equal(err_code_of(&r), "bad_request");
+	assert_non_null(strstr(r.body, "model"));
+	http_result_free(&r);
+	r = up_post(&up, "/v1/chat/completions", "not json");
+	assert_int_equal(r.status, 400);
+	http_result_free(&r);
+	r = up_post(&up, "/v1/chat/completions", "{\"model\":\"no-such-model\",\"messages\":[]}");
+	assert_int_equal(r.status, 404);
+	assert_string_equal(err_code_of(&r), "model_not_found");
+	http_result_free(&r);
+	free(want);
+	heartbeat(&node, "sim", sim.port, "OFFLINE", 0, 64, NULL);
+}
+
+static void test_up_failover(void **state)
+{
+	troop_identity dead, broken, hung, good;
+	http_result r;
+	char *want, *got;
+	const char *req = "{\"model\":\"llama3:8b\",\"stream\":true,\"messages\":[{\"role\":"
+	    "\"user\",\"content\":\"failover please\"}]}";
+
+	(void)state;
+	identity_generate(&dead);
+	identity_generate(&broken);
+	identity_generate(&hung);
+	identity_generate(&good);
+	want = direct_answer("failover please");
+	for (int round = 0; round < 2; round++) {
+		heartbeat(&dead, "dead", dead_port(), "IDLE", 0, 8, NULL);
+		heartbeat(&broken, "broken", sim500.port, "IDLE", 1, 8, NULL);
+		heartbeat(&good, "good", sim.port, "IDLE", 2, 8, NULL);
+		r = up_post(&up, "/v1/chat/completions", req);
+		assert_int_equal(r.status, 200);
+		got = sse_text(r.body);
+		assert_string_equal(got, want);
+		free(got);
+		assert_true(harness_log_contains(&up, "failover"));
+		http_result_free(&r);
+	}
+	/* a worker that never answers: the first-byte timeout (2 s here) moves on */
+	heartbeat(&hung, "hung", simhang.port, "IDLE", 0, 8, NULL);
+	heartbeat(&good, "good", sim.port, "IDLE", 1, 8, NULL);
+	heartbeat(&dead, "dead", 1, "OFFLINE", 0, 8, NULL);
+	heartbeat(&broken, "broken", 1, "OFFLINE", 0, 8, NULL);
+	r = up_post(&up, "/v1/chat/completions", req);
+	assert_int_equal(r.status, 200);
+	got = sse_text(r.body);
+	assert_string_equal(got, want);
+	free(got);
+	http_result_free(&r);
+	heartbeat(&hung, "hung", 1, "OFFLINE", 0, 8, NULL);
+
+	/* no good node left: 503 no_capacity naming what failed */
+	heartbeat(&good, "good", 1, "OFFLINE", 0, 8, NULL);
+	heartbeat(&dead, "dead", dead_port(), "IDLE", 0, 8, NULL);
+	heartbeat(&broken, "broken", sim500.port, "IDLE", 1, 8, NULL);
+	r = up_post(&up, "/v1/chat/completions", req);
+	assert_int_equal(r.status, 503);
+	assert_string_equal(err_code_of(&r), "no_capacity");
+	assert_non_null(strstr(r.body, "HTTP 500"));
+	http_result_free(&r);
+
+	/* three failing nodes: three tries, then 503 */
+	heartbeat(&hung, "hung", dead_port(), "IDLE", 2, 8, NULL);
+	r = up_post(&up, "/v1/chat/completions", req);
+	assert_int_equal(r.status, 503);
+	assert_string_equal(err_code_of(&r), "no_capacity");
+	assert_non_null(strstr(r.body, "after 3 tries"));
+	http_result_free(&r);
+
+	/* every worker busy: 503 */
+	heartbeat(&dead, "dead", dead_port(), "BUSY", 0, 8, NULL);
+	heartbeat(&broken, "broken", sim500.port, "BUSY", 0, 8, NULL);
+	heartbeat(&hung, "hung", dead_port(), "BUSY", 0, 8, NULL);
+	r = up_post(&up, "/v1/chat/completions", req);
+	assert_int_equal(r.status, 503);
+	assert_string_equal(err_code_of(&r), "no_capacity");
+	http_result_free(&r);
+	heartbeat(&dead, "dead", 1, "OFFLINE", 0, 8, NULL);
+	heartbeat(&broken, "broken", 1, "OFFLINE", 0, 8, NULL);
+	heartbeat(&hung, "hung", 1, "OFFLINE", 0, 8, NULL);
+	free(want);
+}
+
+static void test_up_no_credits(void **state)
+{
+	harness_proc poor, pup;
+	troop_identity node;
+	http_result r;
+
+	(void)state;
+	start_coordinator(&poor, "poor-up", "--starter-credits=0");
+	identity_generate(&node);
+	heartbeat_to(poor.url, &node, "sim", sim.port, "IDLE", 0, 8, NULL);
+	start_up(&pup, poor.url, NULL);
+	r = up_post(&pup, "/v1/chat/completions",
+	    "{\"model\":\"llama3:8b\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+	assert_int_equal(r.status, 402);
+	assert_string_equal(err_code_of(&r), "insufficient_credits");
+	assert_non_null(strstr(r.body, "available 0"));
+	assert_non_null(strstr(r.body, "price"));
+	http_result_free(&r);
+	harness_stop(&pup, SIGTERM);
+	harness_stop(&poor, SIGTERM);
+
+	/* the coordinator down: a clear 503 */
+	{
+		char down[64];
+		snprintf(down, sizeof(down), "http://127.0.0.1:%d", dead_port());
+		start_up(&pup, down, NULL);
+		r = up_post(&pup, "/v1/chat/completions",
+		    "{\"model\":\"llama3:8b\",\"messages\":[]}");
+		assert_int_equal(r.status, 503);
+		assert_string_equal(err_code_of(&r), "coordinator_unreachable");
+		assert_non_null(strstr(r.body, "cannot reach the coordinator"));
+		http_result_free(&r);
+		harness_stop(&pup, SIGTERM);
+	}
+}
+
+static void test_up_listen_policy(void **state)
+{
+	harness_proc p;
+	run_result r;
+	http_result h;
+	const char *key = "0123456789abcdef-key";
+	char url[256], authz[128];
+
+	(void)state;
+	r = run_troop("up", "--listen", "0.0.0.0:0");
+	expect_rc(&r, 2);
+	assert_non_null(strstr(r.err, "not a loopback address"));
+	assert_non_null(strstr(r.err, "--allow-remote"));
+	run_free(&r);
+	r = run_troop("up", "--listen", "0.0.0.0:0", "--allow-remote");
+	expect_rc(&r, 2);
+	run_free(&r);
+	r = run_troop("up", "--listen", "0.0.0.0:0", "--api-key", key);
+	expect_rc(&r, 2);
+	run_free(&r);
+	r = run_troop("up", "--listen", "0.0.0.0:0", "--allow-remote", "--api-key", "short");
+	expect_rc(&r, 2);
+	assert_non_null(strstr(r.err, "16"));
+	run_free(&r);
+
+	{
+		const char *extra[] = { "--listen", "0.0.0.0:0", "--allow-remote", "--api-key", key,
+			NULL };
+		/* later --listen wins over start_up's loopback one */
+		start_up(&p, coord.url, extra);
+	}
+	snprintf(url, sizeof(url), "%s/v1/models", p.url);
+	h = http_do(url, NULL, NULL);
+	assert_int_equal(h.status, 401);
+	assert_string_equal(err_code_of(&h), "invalid_api_key");
+	http_result_free(&h);
+	h = http_do(url, NULL, "Authorization: Bearer 0123456789abcdef-kez");
+	assert_int_equal(h.status, 401);
+	http_result_free(&h);
+	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", key);
+	h = http_do(url, NULL, authz);
+	assert_int_equal(h.status, 200);
+	http_result_free(&h);
+	snprintf(url, sizeof(url), "%s/v1/chat/completions", p.url);
+	h = http_do(url, "{\"model\":\"x\"}", NULL);
+	assert_int_equal(h.status, 401);
+	http_result_free(&h);
+	assert_false(harness_log_contains(&p, key));
+	harness_stop(&p, SIGTERM);
+}
+
 /* ---- setup --------------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -715,12 +1139,16 @@ static int setup(void **state)
 	start_coordinator(&coord, "coord", NULL);
 	start_sim(&sim, "sim", NULL);
 	start_sim(&sim500, "sim500", "500");
+	start_sim(&simhang, "simhang", "hang");
+	start_up(&up, coord.url, NULL);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
+	harness_stop(&up, SIGTERM);
+	harness_stop(&simhang, SIGTERM);
 	harness_stop(&sim500, SIGTERM);
 	harness_stop(&sim, SIGTERM);
 	harness_stop(&coord, SIGTERM);
@@ -738,6 +1166,10 @@ int main(void)
 		cmocka_unit_test(test_chat_streams),
 		cmocka_unit_test(test_chat_failover),
 		cmocka_unit_test(test_chat_no_credits),
+		cmocka_unit_test(test_up_routes),
+		cmocka_unit_test(test_up_failover),
+		cmocka_unit_test(test_up_no_credits),
+		cmocka_unit_test(test_up_listen_policy),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
