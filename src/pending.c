@@ -25,5 +25,4 @@ static int pending(const char *cmd, int argc, char **argv)
 #define PENDING(name) \
 	int cmd_##name(int argc, char **argv) { return pending(#name, argc, argv); }
 
-PENDING(worker)
 PENDING(demo)
