@@ -111,12 +111,19 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 		snprintf(credits, clen, "+%lld", n);
 		snprintf(note, nlen, "granted by an operator%s%s", reason && *reason ? ": " : "",
 		    reason ? reason : "");
-	} else if (strcmp(type, "reserve") == 0) {
+	} else if (strcmp(type, "reserve") == 0 && mine_req) {
 		snprintf(credits, clen, "-%lld", n);
 		snprintf(note, nlen, "held for the job");
-	} else if (strcmp(type, "release") == 0) {
+	} else if (strcmp(type, "reserve") == 0) {
+		/* a job this account's node serves: the requester's money */
+		snprintf(credits, clen, "0");
+		snprintf(note, nlen, "requester's hold of %lld for a job you serve", n);
+	} else if (strcmp(type, "release") == 0 && mine_req) {
 		snprintf(credits, clen, "+%lld", n);
 		snprintf(note, nlen, "unused hold returned");
+	} else if (strcmp(type, "release") == 0) {
+		snprintf(credits, clen, "0");
+		snprintf(note, nlen, "requester's unused hold of %lld returned", n);
 	} else if (strcmp(type, "settle") == 0 && mine_worker) {
 		snprintf(credits, clen, "+%lld", n);
 		snprintf(note, nlen, "earned serving %.1f s%s", secs,

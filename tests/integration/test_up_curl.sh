@@ -87,6 +87,38 @@ else
 	chain_fail "X-Troop-Job '$JOB' missing or not in troop transactions"
 fi
 
+# the worker's signed receipt settles the job: the requester sees the charge
+# and the refund, the worker's account the earnings
+settled=
+for _ in $(seq 1 100); do
+	if chain_troop transactions --json --limit 50 | python3 -c '
+import json, sys
+rows = [t for t in json.load(sys.stdin)["transactions"] if t["job_id"] == sys.argv[1]]
+sys.exit(0 if any(t["type"] == "settle" for t in rows) else 1)' "$JOB"; then
+		settled=1
+		break
+	fi
+	sleep 0.1
+done
+if [ -n "$settled" ]; then
+	line=$(chain_troop transactions --limit 50 | grep "$JOB" | grep settle)
+	echo "$line" | grep -q "charged from the hold" && ok "job $JOB settled: $line" ||
+		chain_fail "settle row reads: $line"
+	W1_LINE=$(TROOP_HOME=$CHAIN_TMP/home-worker-w1 TROOP_COORDINATOR=$COORD_URL "$TROOP" \
+		transactions --limit 50 | grep "$JOB" | grep settle)
+	W2_LINE=$(TROOP_HOME=$CHAIN_TMP/home-worker-w2 TROOP_COORDINATOR=$COORD_URL "$TROOP" \
+		transactions --limit 50 | grep "$JOB" | grep settle)
+	echo "$W1_LINE$W2_LINE" | grep -q "earned serving" &&
+		ok "the serving worker's account shows the earnings" ||
+		chain_fail "no 'earned' settle row for $JOB on either worker"
+else
+	chain_fail "job $JOB was not settled within 10 s (no receipt?)"
+fi
+BAL=$(chain_troop balance --json)
+python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b["balance_seconds"] == b["available_seconds"] + b["reserved_seconds"] and b["balance_seconds"] < 3600, b' "$BAL" &&
+	ok "troop balance: the spent credits are gone, balance = available + reserved" ||
+	chain_fail "balance after a settled job: $BAL"
+
 # a whole (non-streamed) reply through the same chain
 GOT=$(curl -s "$UP_URL/v1/chat/completions" -d "$(body false)" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
@@ -98,7 +130,7 @@ GOT=$(chain_troop chat -m "$MODEL" "$PROMPT" 2>"$CHAIN_TMP/chat.err")
 	chain_fail "troop chat printed '$GOT' ($(cat "$CHAIN_TMP/chat.err"))"
 
 # ---- failover: kill one worker without warning -------------------------------------------
-kill -9 "$W1_PID"
+{ kill -9 "$W1_PID"; wait "$W1_PID"; } 2>/dev/null
 fails=0
 for i in $(seq 1 12); do
 	GOT=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -d "$(body false 4)")
