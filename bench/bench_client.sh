@@ -10,9 +10,12 @@
 #
 # Figures:
 #   - added time to first byte (p50, p99) over direct, /authorize included
-#     for troop: N requests one after another on a keep-alive connection;
+#     for troop: N requests per path one at a time on keep-alive
+#     connections, the paths interleaved request by request so that all
+#     three see the same (shared, noisy) machine;
 #   - streaming throughput (tokens/s of an unpaced engine) as a ratio to
-#     direct, for 1 and 8 streams at once;
+#     direct, for 1 and 8 streams at once, median of ROUNDS interleaved
+#     rounds;
 #   - 256 streams at once through one `troop up` and one worker, each
 #     checked event by event against the same prompt asked directly:
 #     lost, extra or out-of-place events.
@@ -20,13 +23,14 @@
 # The load generator (bench/bench_client_load.c) is built here with cc
 # against the build's libtroop.  Results also go to $BUILD/bench_client.json.
 #
-# Usage: bench/bench_client.sh [build-dir]   (env: N=2000 TOKENS=200000)
+# Usage: bench/bench_client.sh [build-dir]   (env: N=600 TOKENS=200000 ROUNDS=5)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-${BUILD_DIR:-$root/build}}
 case $build in /*) ;; *) build=$root/$build ;; esac
-N=${N:-2000}
+N=${N:-600}
 TOKENS=${TOKENS:-200000}
+ROUNDS=${ROUNDS:-5}
 
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] ||
 	{ echo "bench_client: nginx is not installed (scripts/install-deps.sh bench)"; exit 1; }
@@ -66,7 +70,7 @@ SIMP=$(freeport); CP=$(freeport); WP=$(freeport); UP=$(freeport); NA=$(freeport)
 "$build/engine-sim" --listen 127.0.0.1:$SIMP --tokens-per-second 0 >"$TMP/sim.log" 2>&1 &
 PIDS+=($!)
 TROOP_LOG_LEVEL=warn "$TROOP" coordinator --listen 127.0.0.1:$CP --data-dir "$TMP/coord" \
-	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 1 \
+	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 3600 \
 	>"$TMP/coord.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$SIMP/v1/models"
@@ -75,9 +79,11 @@ TROOP_HOME=$TMP/worker TROOP_LOG_LEVEL=warn "$TROOP" worker --coordinator "http:
 	--listen 127.0.0.1:$WP --advertise 127.0.0.1 --engine "vllm=http://127.0.0.1:$SIMP" \
 	--max-jobs 4096 --donate always --threads 1 >"$TMP/worker.log" 2>&1 &
 PIDS+=($!)
+WORKER_PID=$!
 TROOP_HOME=$TMP/client TROOP_LOG_LEVEL=warn "$TROOP" up --listen 127.0.0.1:$UP \
 	--coordinator "http://127.0.0.1:$CP" --threads 1 >"$TMP/up.log" 2>&1 &
 PIDS+=($!)
+UP_PID=$!
 wait_http "http://127.0.0.1:$UP/health"
 for _ in $(seq 1 300); do
 	curl -s "http://127.0.0.1:$CP/v1/models" | grep -q llama3 && break
@@ -119,60 +125,74 @@ EOF
 	PIDS+=($!)
 }
 nginx_conf b $NB $SIMP
+NGB_PID=$!
 nginx_conf a $NA $NB
+NGA_PID=$!
 wait_http "http://127.0.0.1:$NA/v1/models"
+# CPU time (ms) of a process and its children (nginx's worker process)
+HZ=$(getconf CLK_TCK)
+cpu_ms() {
+	local total=0 p
+	for p in "$1" $(pgrep -P "$1"); do
+		total=$((total + $(awk -v hz="$HZ" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$p/stat")))
+	done
+	echo $total
+}
+cpu_all() { echo "$(cpu_ms $UP_PID) $(cpu_ms $WORKER_PID) $(cpu_ms $NGA_PID) $(cpu_ms $NGB_PID)"; }
 
 DIRECT=http://127.0.0.1:$SIMP/v1/chat/completions
 TROOPC=http://127.0.0.1:$UP/v1/chat/completions
 NGINXC=http://127.0.0.1:$NA/v1/chat/completions
 
-echo "== time to first byte, $N sequential requests each (us)"
-d=$("$LOAD" ttfb "$DIRECT" "$N"); echo "direct $d"
-t=$("$LOAD" ttfb "$TROOPC" "$N"); echo "troop  $t"
-n=$("$LOAD" ttfb "$NGINXC" "$N"); echo "nginx  $n"
-echo "== streaming throughput, $TOKENS tokens per stream"
-d1=$("$LOAD" throughput "$DIRECT" 1 "$TOKENS"); echo "direct x1 $d1"
-t1=$("$LOAD" throughput "$TROOPC" 1 "$TOKENS"); echo "troop  x1 $t1"
-n1=$("$LOAD" throughput "$NGINXC" 1 "$TOKENS"); echo "nginx  x1 $n1"
-d8=$("$LOAD" throughput "$DIRECT" 8 $((TOKENS / 8))); echo "direct x8 $d8"
-t8=$("$LOAD" throughput "$TROOPC" 8 $((TOKENS / 8))); echo "troop  x8 $t8"
-n8=$("$LOAD" throughput "$NGINXC" 8 $((TOKENS / 8))); echo "nginx  x8 $n8"
-echo "== 256 streams at once through one troop up and one worker"
+echo "== time to first byte: $N requests to each path, one at a time, interleaved"
+ttfb=$("$LOAD" ttfb "$N" "$DIRECT" "$TROOPC" "$NGINXC"); echo "$ttfb"
+echo "== streaming throughput: median of $ROUNDS rounds, paths interleaved"
+c0=$(cpu_all)
+tp1=$("$LOAD" throughput 1 "$TOKENS" "$ROUNDS" "$DIRECT" "$TROOPC" "$NGINXC"); echo "$tp1"
+tp8=$("$LOAD" throughput 8 $((TOKENS / 8)) "$ROUNDS" "$DIRECT" "$TROOPC" "$NGINXC"); echo "$tp8"
+c1=$(cpu_all)
+echo "cpu ms (up worker nginxA nginxB): before $c0, after $c1"
+echo "== 256 streams at once through one troop up and one worker (and through nginx)"
 s=$("$LOAD" stream "$TROOPC" 256 200 "$DIRECT" || true); echo "troop  $s"
 sn=$("$LOAD" stream "$NGINXC" 256 200 "$DIRECT" || true); echo "nginx  $sn"
 
-python3 - "$build/bench_client.json" "$d" "$t" "$n" "$d1" "$t1" "$n1" "$d8" "$t8" "$n8" "$s" "$sn" <<'PY'
+python3 - "$build/bench_client.json" "$((2 * ROUNDS * TOKENS))" "$c0" "$c1" "$ttfb" "$tp1" "$tp8" "$s" "$sn" <<'PY'
 import json, sys
-out = sys.argv[1]
-d, t, n, d1, t1, n1, d8, t8, n8, s, sn = [json.loads(a) for a in sys.argv[2:]]
+out, tokens = sys.argv[1], int(sys.argv[2])
+c0, c1 = [list(map(int, a.split())) for a in sys.argv[3:5]]
+(d, t, n), tp1, tp8, s, sn = [json.loads(a) for a in sys.argv[5:]]
+# CPU per token of each hop over both throughput runs (warm-ups included: a rounding error)
+cpu = [(b - a) * 1000.0 / tokens for a, b in zip(c0, c1)]
+def added(x, k): return x[k] - d[k]
 r = {
-    "ttfb_direct_p50_us": d["ttfb_p50_us"], "ttfb_direct_p99_us": d["ttfb_p99_us"],
-    "ttfb_added_troop_p50_us": t["ttfb_p50_us"] - d["ttfb_p50_us"],
-    "ttfb_added_troop_p99_us": t["ttfb_p99_us"] - d["ttfb_p99_us"],
-    "ttfb_added_nginx_p50_us": n["ttfb_p50_us"] - d["ttfb_p50_us"],
-    "ttfb_added_nginx_p99_us": n["ttfb_p99_us"] - d["ttfb_p99_us"],
-    "throughput_x1_tokens_per_s": {"direct": d1["events_per_s"], "troop": t1["events_per_s"],
-                                   "nginx": n1["events_per_s"]},
-    "throughput_x8_tokens_per_s": {"direct": d8["events_per_s"], "troop": t8["events_per_s"],
-                                   "nginx": n8["events_per_s"]},
-    "throughput_ratio_troop_x1": t1["events_per_s"] / d1["events_per_s"],
-    "throughput_ratio_nginx_x1": n1["events_per_s"] / d1["events_per_s"],
-    "throughput_ratio_troop_x8": t8["events_per_s"] / d8["events_per_s"],
-    "throughput_ratio_nginx_x8": n8["events_per_s"] / d8["events_per_s"],
+    "ttfb_us": {"direct": d, "troop": t, "nginx": n},
+    "ttfb_added_troop_p50_us": added(t, "ttfb_p50_us"),
+    "ttfb_added_troop_p99_us": added(t, "ttfb_p99_us"),
+    "ttfb_added_nginx_p50_us": added(n, "ttfb_p50_us"),
+    "ttfb_added_nginx_p99_us": added(n, "ttfb_p99_us"),
+    "throughput_x1": tp1, "throughput_x8": tp8,
+    "throughput_ratio_troop_x1": tp1[1]["tokens_per_s_median"] / tp1[0]["tokens_per_s_median"],
+    "throughput_ratio_nginx_x1": tp1[2]["tokens_per_s_median"] / tp1[0]["tokens_per_s_median"],
+    "throughput_ratio_troop_x8": tp8[1]["tokens_per_s_median"] / tp8[0]["tokens_per_s_median"],
+    "throughput_ratio_nginx_x8": tp8[2]["tokens_per_s_median"] / tp8[0]["tokens_per_s_median"],
+    "cpu_us_per_token": {"troop_up": cpu[0], "troop_worker": cpu[1], "nginx_a": cpu[2],
+                         "nginx_b": cpu[3]},
     "streams_256_troop": s, "streams_256_nginx": sn,
-    "failed_requests": d["failed"] + t["failed"] + n["failed"] + d1["failed"] + t1["failed"]
-        + n1["failed"] + d8["failed"] + t8["failed"] + n8["failed"],
+    "failed_requests": d["failed"] + t["failed"] + n["failed"],
 }
 json.dump(r, open(out, "w"), indent=2)
 print()
-print("                            troop chain     nginx chain   (target for troop)")
-print("added TTFB p50 (us)        %10d      %10d      < 1000" % (r["ttfb_added_troop_p50_us"], r["ttfb_added_nginx_p50_us"]))
-print("added TTFB p99 (us)        %10d      %10d" % (r["ttfb_added_troop_p99_us"], r["ttfb_added_nginx_p99_us"]))
-print("throughput / direct, x1    %10.2f      %10.2f      >= 0.70 and >= nginx" % (r["throughput_ratio_troop_x1"], r["throughput_ratio_nginx_x1"]))
-print("throughput / direct, x8    %10.2f      %10.2f" % (r["throughput_ratio_troop_x8"], r["throughput_ratio_nginx_x8"]))
-print("256 streams: lost/extra/out-of-place/bad   troop %d/%d/%d/%d   nginx %d/%d/%d/%d" % (
+print("                               troop chain   nginx chain   target (troop)")
+print("added TTFB p50 (us)             %9d     %9d     < 1000" % (r["ttfb_added_troop_p50_us"], r["ttfb_added_nginx_p50_us"]))
+print("added TTFB p99 (us)             %9d     %9d" % (r["ttfb_added_troop_p99_us"], r["ttfb_added_nginx_p99_us"]))
+print("throughput / direct, 1 stream   %9.2f     %9.2f     >= 0.70, >= nginx" % (r["throughput_ratio_troop_x1"], r["throughput_ratio_nginx_x1"]))
+print("throughput / direct, 8 streams  %9.2f     %9.2f" % (r["throughput_ratio_troop_x8"], r["throughput_ratio_nginx_x8"]))
+print("CPU per token, per hop (us)      %4.2f+%4.2f     %4.2f+%4.2f     (client+worker, nginx A+B)" % tuple(cpu))
+print("256 streams, lost/extra/out-of-place events, bad streams:")
+print("                                %d/%d/%d, %d      %d/%d/%d, %d     0/0/0, 0" % (
     s["lost"], s["extra"], s["out_of_place"], s["bad_streams"],
     sn["lost"], sn["extra"], sn["out_of_place"], sn["bad_streams"]))
-print("direct TTFB p50 %d us, p99 %d us; failed requests: %d" % (d["ttfb_p50_us"], d["ttfb_p99_us"], r["failed_requests"]))
-print("results in", out)
+print("direct: TTFB p50 %d us, p99 %d us; %d tokens/s (1 stream), %d (8 streams)" % (
+    d["ttfb_p50_us"], d["ttfb_p99_us"], tp1[0]["tokens_per_s_median"], tp8[0]["tokens_per_s_median"]))
+print("failed requests: %d; results in %s" % (r["failed_requests"], out))
 PY

@@ -3,18 +3,19 @@
  * OpenAI-style app issuing streamed chat completions (libcurl multi, one
  * keep-alive pool), timing them and checking every event.
  *
- *   bench_client_load ttfb   URL N [AUTHZ]
- *       N requests one after another; the time from sending each to its
- *       first body byte (the app's time to first byte) and to its end.
+ *   bench_client_load ttfb N URL...
+ *       N requests to each URL, one at a time, interleaved across the
+ *       URLs: the time from sending each to its first body byte (the
+ *       app's time to first byte).
  *   bench_client_load stream URL STREAMS TOKENS REF_URL
  *       first STREAMS streams at once straight to REF_URL (the engine) as
  *       the reference, then STREAMS at once to URL with the same prompts
  *       (one per stream, all different): each must carry exactly the
  *       reference's content deltas, in order, and end with [DONE].
  *       Lost, extra or reordered events are counted per stream.
- *   bench_client_load throughput URL STREAMS TOKENS
- *       STREAMS streams of TOKENS tokens at once, as fast as they come:
- *       events and bytes per second.
+ *   bench_client_load throughput STREAMS TOKENS ROUNDS URL...
+ *       STREAMS streams of TOKENS tokens at once, as fast as they come,
+ *       to each URL in turn, ROUNDS times: median tokens per second.
  *
  * Prints one JSON object on stdout.  Not part of the product: a bench
  * tool built by the script against the build's libtroop (for the SSE
@@ -44,8 +45,9 @@ typedef struct {
 	char **deltas;          /* recorded (reference) or NULL */
 	size_t ndeltas, cap;
 	bool record;
-	bool done;              /* [DONE] seen */
+	bool done;              /* [DONE] seen, and no error event */
 	long status;
+	bool failed;            /* an error event came */
 	/* checking against a reference */
 	char **ref;
 	size_t nref;
@@ -71,10 +73,15 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 	(void)event;
 	(void)id;
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
-		s->done = true;
+		s->done = !s->failed;
 		return 0;
 	}
 	v = json_loadb(data, len, 0, NULL);
+	if (json_object_get(v, "error")) {
+		/* a relay's error event: the stream failed, whatever follows */
+		s->failed = true;
+		fprintf(stderr, "bench_client_load: error event: %.*s\n", (int)len, data);
+	}
 	c = json_string_value(json_object_get(json_object_get(json_array_get(
 	    json_object_get(v, "choices"), 0), "delta"), "content"));
 	if (c) {
@@ -134,6 +141,7 @@ static void stream_setup(stream *s, const char *url, const char *authz, int idx,
 	s->bytes = 0;
 	s->events = 0;
 	s->done = false;
+	s->failed = false;
 	s->pos = 0;
 	s->mismatches = 0;
 }
@@ -182,38 +190,48 @@ static int64_t pct(int64_t *v, int n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-static int mode_ttfb(const char *url, int n, const char *authz)
+/* N requests to each URL, one at a time, interleaved (url1, url2, ...,
+ * url1, ...) so that every path sees the same machine; each URL keeps its
+ * own keep-alive connection. */
+static int mode_ttfb(int n, int nurls, char **urls)
 {
 	CURLM *m = curl_multi_init();
-	stream s = { 0 };
-	int64_t *ttfb = calloc((size_t)n, sizeof(int64_t));
-	int64_t *total = calloc((size_t)n, sizeof(int64_t));
-	int bad = 0;
+	stream *s = calloc((size_t)nurls, sizeof(*s));
+	int64_t **ttfb = calloc((size_t)nurls, sizeof(*ttfb));
+	int *bad = calloc((size_t)nurls, sizeof(*bad));
+	int anybad = 0;
 
-	/* warm the connections */
-	for (int i = 0; i < 20 + n; i++) {
-		stream_setup(&s, url, authz, i, 4);
-		run_all(m, &s, 1);
-		if (s.status != 200 || !s.done)
-			bad++;
-		if (i >= 20) {
-			ttfb[i - 20] = s.t_first - s.t_start;
-			total[i - 20] = s.t_end - s.t_start;
+	for (int u = 0; u < nurls; u++)
+		ttfb[u] = calloc((size_t)n, sizeof(int64_t));
+	for (int i = 0; i < 20 + n; i++) {   /* 20 to warm up */
+		for (int u = 0; u < nurls; u++) {
+			stream_setup(&s[u], urls[u], NULL, i, 4);
+			run_all(m, &s[u], 1);
+			if (s[u].status != 200 || !s[u].done)
+				bad[u]++;
+			if (i >= 20)
+				ttfb[u][i - 20] = s[u].t_first - s[u].t_start;
 		}
 	}
-	qsort(ttfb, (size_t)n, sizeof(*ttfb), cmp_i64);
-	qsort(total, (size_t)n, sizeof(*total), cmp_i64);
-	printf("{\"requests\":%d,\"failed\":%d,\"ttfb_p50_us\":%lld,\"ttfb_p99_us\":%lld,"
-	    "\"total_p50_us\":%lld,\"total_p99_us\":%lld}\n", n, bad,
-	    (long long)pct(ttfb, n, 0.5), (long long)pct(ttfb, n, 0.99),
-	    (long long)pct(total, n, 0.5), (long long)pct(total, n, 0.99));
-	curl_easy_cleanup(s.e);
-	curl_slist_free_all(s.hdrs);
-	sse_parser_free(s.sse);
+	printf("[");
+	for (int u = 0; u < nurls; u++) {
+		qsort(ttfb[u], (size_t)n, sizeof(int64_t), cmp_i64);
+		printf("%s{\"url\":\"%s\",\"requests\":%d,\"failed\":%d,\"ttfb_p50_us\":%lld,"
+		    "\"ttfb_p90_us\":%lld,\"ttfb_p99_us\":%lld}", u ? "," : "", urls[u], n, bad[u],
+		    (long long)pct(ttfb[u], n, 0.5), (long long)pct(ttfb[u], n, 0.9),
+		    (long long)pct(ttfb[u], n, 0.99));
+		anybad |= bad[u];
+		curl_easy_cleanup(s[u].e);
+		curl_slist_free_all(s[u].hdrs);
+		sse_parser_free(s[u].sse);
+		free(ttfb[u]);
+	}
+	printf("]\n");
 	curl_multi_cleanup(m);
 	free(ttfb);
-	free(total);
-	return bad ? 1 : 0;
+	free(bad);
+	free(s);
+	return anybad ? 1 : 0;
 }
 
 static int mode_stream(const char *url, int n, long tokens, const char *ref_url)
@@ -259,34 +277,58 @@ static int mode_stream(const char *url, int n, long tokens, const char *ref_url)
 	return bad_streams ? 1 : 0;
 }
 
-static int mode_throughput(const char *url, int n, long tokens)
+/* ROUNDS rounds; in each, STREAMS streams of TOKENS tokens at once to
+ * each URL in turn.  Reports the median tokens/s per URL. */
+static int mode_throughput(int n, long tokens, int rounds, int nurls, char **urls)
 {
 	CURLM *m = curl_multi_init();
 	stream *ss = calloc((size_t)n, sizeof(*ss));
-	uint64_t bytes = 0, events = 0;
+	int64_t *rate = calloc((size_t)(nurls * rounds), sizeof(*rate));
+	double *mbs = calloc((size_t)(nurls * rounds), sizeof(*mbs));
 	int bad = 0;
-	int64_t t0, t1;
 
-	/* one warm-up stream per connection */
-	for (int i = 0; i < n; i++)
-		stream_setup(&ss[i], url, NULL, i, 4);
-	run_all(m, ss, n);
-	for (int i = 0; i < n; i++)
-		stream_setup(&ss[i], url, NULL, i, tokens);
-	t0 = now_us();
-	run_all(m, ss, n);
-	t1 = now_us();
-	for (int i = 0; i < n; i++) {
-		bytes += ss[i].bytes;
-		events += ss[i].events;
-		if (ss[i].status != 200 || !ss[i].done || ss[i].events != (size_t)tokens)
-			bad++;
+	for (int r = -1; r < rounds; r++) {      /* round -1 warms up */
+		for (int u = 0; u < nurls; u++) {
+			uint64_t bytes = 0, events = 0;
+			int64_t t0, t1;
+			for (int i = 0; i < n; i++)
+				stream_setup(&ss[i], urls[u], NULL, i, r < 0 ? 4 : tokens);
+			t0 = now_us();
+			run_all(m, ss, n);
+			t1 = now_us();
+			for (int i = 0; i < n; i++) {
+				bytes += ss[i].bytes;
+				events += ss[i].events;
+				if (ss[i].status != 200 || !ss[i].done ||
+				    ss[i].events != (size_t)(r < 0 ? 4 : tokens)) {
+					bad++;
+					fprintf(stderr, "bench_client_load: %s: status %ld, %zu tokens, "
+					    "%s\n", urls[u], ss[i].status, ss[i].events,
+					    ss[i].done ? "[DONE]" : "no [DONE]");
+				}
+			}
+			if (r >= 0) {
+				rate[u * rounds + r] = (int64_t)((double)events * 1e6 / (double)(t1 - t0));
+				mbs[u * rounds + r] = (double)bytes / (double)(t1 - t0);
+			}
+		}
 	}
-	printf("{\"streams\":%d,\"tokens\":%ld,\"failed\":%d,\"events_per_s\":%.0f,"
-	    "\"mb_per_s\":%.2f,\"wall_ms\":%.1f}\n", n, tokens, bad,
-	    (double)events * 1e6 / (double)(t1 - t0), (double)bytes / (double)(t1 - t0),
-	    (double)(t1 - t0) / 1000.0);
+	printf("[");
+	for (int u = 0; u < nurls; u++) {
+		int64_t *v = rate + u * rounds;
+		qsort(v, (size_t)rounds, sizeof(*v), cmp_i64);
+		printf("%s{\"url\":\"%s\",\"streams\":%d,\"tokens\":%ld,\"rounds\":%d,"
+		    "\"tokens_per_s_median\":%lld,\"tokens_per_s_min\":%lld,\"tokens_per_s_max\":%lld}",
+		    u ? "," : "", urls[u], n, tokens, rounds, (long long)v[rounds / 2],
+		    (long long)v[0], (long long)v[rounds - 1]);
+	}
+	printf("]\n");
+	if (bad)
+		fprintf(stderr, "bench_client_load: %d streams failed or came short\n", bad);
 	curl_multi_cleanup(m);
+	free(rate);
+	free(mbs);
+	free(ss);
 	return bad ? 1 : 0;
 }
 
@@ -296,15 +338,15 @@ int main(int argc, char **argv)
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (argc >= 4 && strcmp(argv[1], "ttfb") == 0)
-		rc = mode_ttfb(argv[2], atoi(argv[3]), argc > 4 ? argv[4] : NULL);
+		rc = mode_ttfb(atoi(argv[2]), argc - 3, argv + 3);
 	else if (argc >= 6 && strcmp(argv[1], "stream") == 0)
 		rc = mode_stream(argv[2], atoi(argv[3]), atol(argv[4]), argv[5]);
-	else if (argc >= 5 && strcmp(argv[1], "throughput") == 0)
-		rc = mode_throughput(argv[2], atoi(argv[3]), atol(argv[4]));
+	else if (argc >= 6 && strcmp(argv[1], "throughput") == 0)
+		rc = mode_throughput(atoi(argv[2]), atol(argv[3]), atoi(argv[4]), argc - 5, argv + 5);
 	else
-		fprintf(stderr, "usage: bench_client_load ttfb URL N [AUTHZ]\n"
+		fprintf(stderr, "usage: bench_client_load ttfb N URL...\n"
 		    "       bench_client_load stream URL STREAMS TOKENS REF_URL\n"
-		    "       bench_client_load throughput URL STREAMS TOKENS\n");
+		    "       bench_client_load throughput STREAMS TOKENS ROUNDS URL...\n");
 	curl_global_cleanup();
 	return rc;
 }
