@@ -790,6 +790,18 @@ static http_result http_do(const char *url, const char *body, const char *authz)
 	return r;
 }
 
+/* Stop a troop process with SIGTERM; it must exit 0 (a clean drain, and
+ * no sanitizer report in sanitizer builds). */
+static void stop_clean(harness_proc *p)
+{
+	int st = harness_stop(p, SIGTERM);
+
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		harness_dump_log(p);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void http_result_free(http_result *r)
 {
 	free(r->body);
@@ -1053,7 +1065,7 @@ static void test_up_no_credits(void **state)
 	assert_non_null(strstr(r.body, "available 0"));
 	assert_non_null(strstr(r.body, "price"));
 	http_result_free(&r);
-	harness_stop(&pup, SIGTERM);
+	stop_clean(&pup);
 	harness_stop(&poor, SIGTERM);
 
 	/* the coordinator down: a clear 503 */
@@ -1067,7 +1079,7 @@ static void test_up_no_credits(void **state)
 		assert_string_equal(err_code_of(&r), "coordinator_unreachable");
 		assert_non_null(strstr(r.body, "cannot reach the coordinator"));
 		http_result_free(&r);
-		harness_stop(&pup, SIGTERM);
+		stop_clean(&pup);
 	}
 }
 
@@ -1119,7 +1131,97 @@ static void test_up_listen_policy(void **state)
 	assert_int_equal(h.status, 401);
 	http_result_free(&h);
 	assert_false(harness_log_contains(&p, key));
-	harness_stop(&p, SIGTERM);
+	stop_clean(&p);
+}
+
+/* ---- a real worker ------------------------------------------------------------- */
+
+/* `troop worker` in front of the simulator: the ticket is checked, the
+ * job settled from the worker's signed receipt. */
+static void test_real_worker(void **state)
+{
+	harness_proc w;
+	char log[300], engine[96], whome[300], *want;
+	const char *argv[20];
+	run_result r;
+	http_result h;
+	int i = 0;
+
+	(void)state;
+	snprintf(log, sizeof(log), "%s/worker.log", tmp);
+	snprintf(engine, sizeof(engine), "vllm=http://127.0.0.1:%d", sim.port);
+	snprintf(whome, sizeof(whome), "%s/worker-home", tmp);
+	argv[i++] = harness_troop();
+	argv[i++] = "worker";
+	argv[i++] = "--coordinator";
+	argv[i++] = coord.url;
+	argv[i++] = "--listen";
+	argv[i++] = "127.0.0.1:0";
+	argv[i++] = "--advertise";
+	argv[i++] = "127.0.0.1";
+	argv[i++] = "--engine";
+	argv[i++] = engine;
+	argv[i++] = "--donate";
+	argv[i++] = "always";
+	argv[i++] = "--name";
+	argv[i++] = "real-worker";
+	argv[i] = NULL;
+	setenv("TROOP_HOME", whome, 1);
+	assert_int_equal(harness_start(&w, argv, log, "worker_started", 15000), 0);
+	setenv("TROOP_HOME", home, 1);
+	/* the worker's heartbeat puts it in the registry */
+	for (int tries = 0; tries < 200; tries++) {
+		r = run_troop("nodes", "--model", "llama3:8b");
+		bool seen = strstr(r.out, "real-worker") != NULL;
+		run_free(&r);
+		if (seen)
+			break;
+		harness_sleep_ms(50);
+	}
+	want = direct_answer("a real worker");
+
+	r = run_troop("chat", "-m", "llama3:8b", "a real worker");
+	expect_rc(&r, 0);
+	r.out[strlen(r.out) - 1] = '\0';
+	assert_string_equal(r.out, want);
+	run_free(&r);
+
+	h = up_post(&up, "/v1/chat/completions",
+	    "{\"model\":\"llama3:8b\",\"stream\":true,\"messages\":[{\"role\":\"user\","
+	    "\"content\":\"a real worker\"}]}");
+	assert_int_equal(h.status, 200);
+	{
+		char *got = sse_text(h.body);
+		assert_string_equal(got, want);
+		free(got);
+	}
+	assert_true(strlen(h.job) > 10);
+	/* the receipt settles the job the header names */
+	for (int tries = 0; tries < 100 && !has_tx(h.job, "settle"); tries++)
+		harness_sleep_ms(100);
+	assert_true(has_tx(h.job, "settle"));
+	r = run_troop("transactions");
+	expect_rc(&r, 0);
+	{
+		char line[512];
+		char *p = strstr(r.out, h.job);
+		assert_non_null(p);
+		assert_true(line_with(line, sizeof(line), r.out, "charged from the hold"));
+	}
+	run_free(&r);
+	http_result_free(&h);
+
+	/* a forged ticket never reaches the engine: the worker answers 401 */
+	{
+		char url[128];
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", w.port);
+		h = http_do(url, "{\"model\":\"llama3:8b\",\"messages\":[]}",
+		    "Authorization: Bearer eyJhbGciOiJub25lIn0.e30.");
+		assert_int_equal(h.status, 401);
+		http_result_free(&h);
+	}
+	stop_clean(&w);
+	free(want);
 }
 
 /* ---- setup --------------------------------------------------------------------- */
@@ -1146,15 +1248,21 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	int st;
+
 	(void)state;
-	harness_stop(&up, SIGTERM);
+	st = harness_stop(&up, SIGTERM);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		harness_dump_log(&up);
+		fprintf(stderr, "troop up did not exit cleanly (status %d)\n", st);
+	}
 	harness_stop(&simhang, SIGTERM);
 	harness_stop(&sim500, SIGTERM);
 	harness_stop(&sim, SIGTERM);
 	harness_stop(&coord, SIGTERM);
 	identity_wipe(&me);
 	curl_global_cleanup();
-	return 0;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -1170,6 +1278,7 @@ int main(void)
 		cmocka_unit_test(test_up_failover),
 		cmocka_unit_test(test_up_no_credits),
 		cmocka_unit_test(test_up_listen_policy),
+		cmocka_unit_test(test_real_worker),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

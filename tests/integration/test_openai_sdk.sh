@@ -45,6 +45,7 @@ WANT=$(curl -s "http://127.0.0.1:$SIM_PORT/v1/chat/completions" -d \
 chain_wait_nodes "$MODEL" 1
 chain_up main "$COORD_URL"
 MAIN_URL=$UP_URL
+MAIN_UP_PID=$UP_PID
 
 # a second troop whose accounts start with nothing: 402
 RICH=$COORD_URL
@@ -53,10 +54,13 @@ chain_worker w2 "vllm=http://127.0.0.1:$SIM_PORT" --donate always
 chain_wait_nodes "$MODEL" 1
 CLIENT_HOME=$CHAIN_TMP/home-poor chain_up poor "$COORD_URL"
 POOR_URL=$UP_URL
+POOR_UP_PID=$UP_PID
 COORD_URL=$RICH
 
 TROOP_UP_URL=$MAIN_URL TROOP_POOR_UP_URL=$POOR_URL TROOP_MODEL=$MODEL TROOP_PROMPT=$PROMPT \
 	TROOP_EXPECTED=$WANT TROOP_TOKENS_PER_SECOND=$TPS \
 	timeout 120 node "$NODEDIR/openai_sdk.mjs" || chain_fail "the OpenAI SDK checks failed"
+chain_stop_clean "$POOR_UP_PID" "$CHAIN_TMP/up-poor.log" "troop up (no credits)"
+chain_stop_clean "$MAIN_UP_PID" "$CHAIN_TMP/up-main.log" "troop up"
 [ "$CHAIN_FAILS" = 0 ] || exit 1
 echo "all ok"

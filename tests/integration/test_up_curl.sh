@@ -29,12 +29,15 @@ chain_sim a --tokens-per-second $TPS
 SIM_A=$SIM_PORT
 chain_sim b --tokens-per-second $TPS
 SIM_B=$SIM_PORT
-chain_worker w1 "vllm=http://127.0.0.1:$SIM_A" --max-jobs 8 --donate always
+# w1, the one that will be killed, takes many more jobs at once: the
+# coordinator (least loaded first) keeps choosing it once w2 has a job
+chain_worker w1 "vllm=http://127.0.0.1:$SIM_A" --max-jobs 1000 --donate always
 W1_PID=$WORKER_PID
 chain_worker w2 "vllm=http://127.0.0.1:$SIM_B" --max-jobs 8 --donate always
 W2_PID=$WORKER_PID
 chain_wait_nodes "$MODEL" 2
 chain_up main "$COORD_URL" --first-byte-timeout 5
+MAIN_UP_PID=$UP_PID
 
 # what the engine answers, asked directly
 WANT=$(curl -s "http://127.0.0.1:$SIM_A/v1/chat/completions" -d "$(body false)" |
@@ -148,7 +151,7 @@ fi
 # ---- every worker busy: 503 -------------------------------------------------------------------
 # w3 takes one job at a time; a long stream holds it, w1 is dead, w2 stops
 chain_worker w3 "vllm=http://127.0.0.1:$SIM_A" --max-jobs 1 --donate always
-kill "$W2_PID" 2>/dev/null
+chain_stop_clean "$W2_PID" "$CHAIN_TMP/worker-w2.log" "troop worker w2 (drained)"
 sleep 0.5
 chain_wait_nodes "$MODEL" 1
 curl -sN "$UP_URL/v1/chat/completions" -d "$(body true 200)" >/dev/null &
@@ -180,5 +183,7 @@ else
 fi
 COORD_URL=$RICH_COORD
 
+chain_stop_clean "$UP_PID" "$CHAIN_TMP/up-poor.log" "troop up (no credits)"
+chain_stop_clean "$MAIN_UP_PID" "$CHAIN_TMP/up-main.log" "troop up"
 [ "$CHAIN_FAILS" = 0 ] || exit 1
 echo "all ok"

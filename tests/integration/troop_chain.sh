@@ -10,6 +10,8 @@
 #   chain_up NAME COORD_URL [ARGS...]        sets UP_PORT, UP_URL, UP_PID
 #   chain_wait_nodes MODEL N       until N live nodes serve MODEL
 #   chain_fail MESSAGE             print and count a failure
+#   chain_stop_clean PID LOG NAME  SIGTERM; it must exit 0 with no
+#                                  sanitizer report in its log
 # Needs TROOP_BIN and TROOP_BUILD_DIR (ctest sets both).
 
 BUILD=${TROOP_BUILD_DIR:-build}
@@ -131,4 +133,20 @@ chain_wait_nodes() {
 	echo "FAIL: $want idle node(s) serving $model did not appear"
 	curl -s "$COORD_URL/peers"
 	exit 1
+}
+
+chain_stop_clean() {
+	local pid=$1 log=$2 name=$3 rc
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	rc=$?
+	if [ "$rc" != 0 ]; then
+		chain_fail "$name exited with status $rc after SIGTERM"
+		tail -30 "$log"
+	elif grep -q "Sanitizer\|runtime error:" "$log"; then
+		chain_fail "$name: sanitizer report in $log"
+		grep -A20 "Sanitizer\|runtime error:" "$log" | head -40
+	else
+		echo "ok: $name stopped cleanly"
+	fi
 }
