@@ -173,7 +173,38 @@ static void h_health(http_req *r, void *arg)
 	    "role", "client", "version", TROOP_VERSION));
 }
 
-static void print_banner(const up_server *s, const char *listen, int port, bool key)
+/* What the coordinator says about this account, for the banner: a line
+ * with the available credits, or a warning that it cannot be reached yet
+ * (the proxy starts anyway: requests work once the coordinator does). */
+static void credits_line(char *out, size_t len, cli *c)
+{
+	char path[128];
+	json_t *b = NULL;
+	int status = 0;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "/users/%s/balance", c->id.id);
+	http_client_set_limits(c->http, 3000, 0);
+	if (http_request_signed(c->http, &status, &b, &c->id, "GET", c->coordinator, path,
+	    NULL) != 0) {
+		const char *why = strstr(troop_error_msg(), ": ");
+		snprintf(out, len, "  warning      the coordinator cannot be reached yet (%s);\n"
+		    "               requests will fail with 503 until it can\n",
+		    why ? why + 2 : troop_error_msg());
+	} else if (status == 200) {
+		json_int_t avail = json_integer_value(json_object_get(b, "available_seconds"));
+		snprintf(out, len, "  credits      %lld s available (%.2f h)%s\n", (long long)avail,
+		    (double)avail / 3600.0, avail > 0 ? "" :
+		    ": requests will fail with 402 until you earn or are granted credits");
+	} else {
+		snprintf(out, len, "  warning      the coordinator answered HTTP %d to a balance "
+		    "check: %s\n", status, cli_error_message(b));
+	}
+	json_decref(b);
+}
+
+static void print_banner(const up_server *s, const char *listen, int port, bool key,
+    const char *credits)
 {
 	char host[128];
 	const char *colon = strrchr(listen, ':');
@@ -184,14 +215,14 @@ static void print_banner(const up_server *s, const char *listen, int port, bool 
 		snprintf(host, sizeof(host), "127.0.0.1");
 	printf("\ntroop up: an OpenAI-compatible API is ready at http://%s:%d/v1\n"
 	    "  account      %s\n"
-	    "  coordinator  %s\n\n"
+	    "  coordinator  %s\n%s\n"
 	    "Point any OpenAI SDK or tool at it:\n"
 	    "  export OPENAI_BASE_URL=http://%s:%d/v1\n"
 	    "  export OPENAI_API_KEY=%s\n"
 	    "See what you can use with 'troop models', your credits with 'troop balance'.\n"
 	    "Each reply carries an X-Troop-Job header naming its job in 'troop transactions'.\n"
 	    "Ctrl-C stops the proxy.\n\n",
-	    host, port, s->id.id, s->coordinator, host, port,
+	    host, port, s->id.id, s->coordinator, credits, host, port,
 	    key ? "<your --api-key>" : "troop   (any value: this proxy signs for you)");
 	fflush(stdout);
 }
@@ -283,7 +314,11 @@ int cmd_up(int argc, char **argv)
 	log_info("client_started", "listen=%s port=%d coordinator=%s account=%.8s remote=%d "
 	    "app_auth=%s", listen, http_server_port(srv), s->coordinator, s->id.id,
 	    !listen_is_loopback(listen), s->require_key ? "bearer" : "none");
-	print_banner(s, listen, http_server_port(srv), s->require_key);
+	{
+		char credits[600];
+		credits_line(credits, sizeof(credits), &c);
+		print_banner(s, listen, http_server_port(srv), s->require_key, credits);
+	}
 	rc = http_server_run(srv, 10000) == 0 ? 0 : 1;
 	log_info("client_stopped", "jobs=%llu failovers=%llu failed=%llu",
 	    (unsigned long long)atomic_load(&s->jobs),

@@ -29,8 +29,8 @@ chain_sim a --tokens-per-second $TPS
 SIM_A=$SIM_PORT
 chain_sim b --tokens-per-second $TPS
 SIM_B=$SIM_PORT
-# w1, the one that will be killed, takes many more jobs at once: the
-# coordinator (least loaded first) keeps choosing it once w2 has a job
+# w1, the one that will be killed, takes many more jobs at once (see the
+# failover part below)
 chain_worker w1 "vllm=http://127.0.0.1:$SIM_A" --max-jobs 1000 --donate always
 W1_PID=$WORKER_PID
 chain_worker w2 "vllm=http://127.0.0.1:$SIM_B" --max-jobs 8 --donate always
@@ -46,12 +46,16 @@ WANT=$(curl -s "http://127.0.0.1:$SIM_A/v1/chat/completions" -d "$(body false)" 
 
 # ---- curl -N: events as they come ------------------------------------------------
 cat >"$CHAIN_TMP/stamp.py" <<'PY'
-# Read an SSE stream on stdin line by line; print "<ms since start> <line>".
-import sys, time
+# stamp.py CMD...: run CMD (curl -N) and print "<ms since start> <line>"
+# for each line of its output as it comes.  Started before curl, so that
+# the clock does not start late.
+import subprocess, sys, time
 t0 = time.monotonic()
-for line in iter(sys.stdin.buffer.readline, b""):
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+for line in iter(p.stdout.readline, b""):
     sys.stdout.write("%.1f %s" % ((time.monotonic() - t0) * 1000, line.decode()))
     sys.stdout.flush()
+sys.exit(p.wait())
 PY
 cat >"$CHAIN_TMP/check.py" <<'PY'
 # check.py STAMPED WANT TPS: the events are the engine's answer, end with
@@ -75,8 +79,8 @@ assert span >= need, "%d deltas within %.0f ms (paced, they need %.0f): buffered
     len(times), span, need)
 print("%d deltas over %.0f ms" % (len(times), span))
 PY
-curl -sN -D "$CHAIN_TMP/h1" "$UP_URL/v1/chat/completions" -H 'Content-Type: application/json' \
-	-d "$(body true)" | python3 -u "$CHAIN_TMP/stamp.py" >"$CHAIN_TMP/s1"
+python3 -u "$CHAIN_TMP/stamp.py" curl -sN -D "$CHAIN_TMP/h1" "$UP_URL/v1/chat/completions" \
+	-H 'Content-Type: application/json' -d "$(body true)" >"$CHAIN_TMP/s1"
 if msg=$(python3 "$CHAIN_TMP/check.py" "$CHAIN_TMP/s1" "$WANT" $TPS 2>&1); then
 	ok "curl -N streams: $msg"
 else
@@ -133,6 +137,16 @@ GOT=$(chain_troop chat -m "$MODEL" "$PROMPT" 2>"$CHAIN_TMP/chat.err")
 	chain_fail "troop chat printed '$GOT' ($(cat "$CHAIN_TMP/chat.err"))"
 
 # ---- failover: kill one worker without warning -------------------------------------------
+# Two long streams first: the coordinator puts one on each worker (least
+# loaded first).  The one on w1 dies with it and w1's job count stays up at
+# 1/1000; w2's stays at 1/8 while its stream runs, so w1 is chosen first
+# and every request below must fail over.
+BG=()
+for _ in 1 2; do
+	curl -sN "$UP_URL/v1/chat/completions" -d "$(body true 200)" >/dev/null 2>&1 &
+	BG+=($!)
+	sleep 0.2
+done
 { kill -9 "$W1_PID"; wait "$W1_PID"; } 2>/dev/null
 fails=0
 for i in $(seq 1 12); do
@@ -141,6 +155,7 @@ for i in $(seq 1 12); do
 	[ "$code" = 200 ] || { fails=$((fails + 1)); echo "request $i: $GOT"; }
 	grep -q "failover" "$CHAIN_TMP/up-main.log" && [ "$i" -ge 4 ] && break
 done
+for p in "${BG[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 if [ "$fails" = 0 ] && grep -q "failover" "$CHAIN_TMP/up-main.log"; then
 	ok "one worker killed: $i requests all succeeded, failing over"
 else
