@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -224,10 +225,12 @@ int cli_report_error(const cli *c, const char *what, int status, const json_t *b
 	const char *code = cli_error_code(body);
 
 	cli_sanitize(msg, sizeof(msg), cli_error_message(body));
+	if (!msg[0] && strcmp(what, "the coordinator") == 0)
+		return cli_fail(c, "the coordinator at %s answered HTTP %d without a troop error; "
+		    "is --coordinator right?", c->coordinator, status);
 	if (!msg[0])
-		return cli_fail(c, "%s answered HTTP %d without a troop error; is %s (%s) "
-		    "the right address?", what, status, what,
-		    strcmp(what, "the coordinator") == 0 ? c->coordinator : "its address");
+		return cli_fail(c, "%s answered HTTP %d without a troop error; try again, or try "
+		    "another model", what, status);
 	if (strcmp(code, "bad_signature") == 0)
 		return cli_fail(c, "%s refused this request's signature: %s; check that this "
 		    "machine's clock is right (within 60 s)", what, msg);
@@ -343,6 +346,33 @@ void cli_format_bytes(char *out, size_t outlen, int64_t bytes)
 		u++;
 	}
 	snprintf(out, outlen, v < 10 ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+/* ---- tickets ------------------------------------------------------------------ */
+
+int cli_worker_url(char *out, size_t len, const char *ip, long long port, const char *path)
+{
+	unsigned char buf[16];
+	bool v6;
+	int n;
+
+	if (!ip || port < 1 || port > 65535)
+		return -1;
+	v6 = inet_pton(AF_INET6, ip, buf) == 1;
+	if (!v6 && inet_pton(AF_INET, ip, buf) != 1)
+		return -1;
+	n = snprintf(out, len, v6 ? "http://[%s]:%lld%s" : "http://%s:%lld%s", ip, port, path);
+	return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+bool cli_token_ok(const char *token, size_t max)
+{
+	size_t n;
+
+	if (!token)
+		return false;
+	n = strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.");
+	return n > 0 && n <= max && token[n] == '\0';
 }
 
 /* ---- tables ------------------------------------------------------------------ */

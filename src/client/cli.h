@@ -109,6 +109,18 @@ void cli_sanitize(char *out, size_t outlen, const char *in);
 /* "4.3 GiB", "512 MiB", "900 B" into out. */
 void cli_format_bytes(char *out, size_t outlen, int64_t bytes);
 
+/* ---- tickets --------------------------------------------------------------- */
+
+/* "http://IP:PORT/path" (IPv6 in brackets) into out, for the worker an
+ * /authorize reply names.  Returns 0, or -1 when `ip` is not an IPv4 or
+ * IPv6 address, the port is out of range, or it does not fit: a reply
+ * from the coordinator must not be able to point requests elsewhere. */
+int cli_worker_url(char *out, size_t len, const char *ip, long long port, const char *path);
+
+/* Whether `token` looks like a compact JWS (base64url and dots, at most
+ * `max` bytes), so that it is safe to put in a header. */
+bool cli_token_ok(const char *token, size_t max);
+
 /* ---- tables ------------------------------------------------------------- */
 
 typedef struct cli_table cli_table;

@@ -243,14 +243,13 @@ static try_result run_stream(cli *c, http_client *w, const json_t *ticket,
 	try_result res = TRY_FATAL;
 
 	memset(&s, 0, sizeof(s));
-	if (!token || !ip || !node || port <= 0 || port > 65535 || strlen(token) > 1900) {
-		cli_fail(c, "the coordinator's /authorize reply lacks token, node_id, target_ip "
-		    "or target_port; is --coordinator pointing at a troop coordinator?");
+	if (!cli_token_ok(token, 1900) || !node ||
+	    cli_worker_url(url, sizeof(url), ip, (long long)port, "/v1/chat/completions") != 0) {
+		cli_fail(c, "the coordinator's /authorize reply lacks a valid token, node_id, "
+		    "target_ip or target_port; is --coordinator pointing at a troop coordinator?");
 		return TRY_FATAL;
 	}
 	snprintf(snode, sizeof(snode), "%.8s", node);
-	snprintf(url, sizeof(url), strchr(ip, ':') ? "http://[%s]:%lld/v1/chat/completions" :
-	    "http://%s:%lld/v1/chat/completions", ip, (long long)port);
 	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);
 	headers[0] = authz;
 	headers[1] = "Content-Type: application/json";

@@ -29,6 +29,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "cli.h"
 #include "error.h"
 #include "httpsig.h"
 #include "json.h"
@@ -205,13 +206,12 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	http_req *r;
 	int n = 0, rc;
 
-	if (strlen(token) > 2200) {
+	if (!cli_token_ok(token, 2200) ||
+	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
 		job_fail(j, 502, "api_error", "upstream_error",
-		    "the coordinator sent a ticket over 2200 bytes");
+		    "the coordinator's /authorize reply names no valid ticket or worker address");
 		return;
 	}
-	snprintf(url, sizeof(url), strchr(ip, ':') ? "http://[%s]:%lld%s" : "http://%s:%lld%s",
-	    ip, port, j->path);
 	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);
 	headers[n++] = authz;
 	headers[n++] = "Content-Type: application/json";
@@ -323,7 +323,9 @@ static void auth_done(void *arg, int err)
 	job = json_string_value(json_object_get(reply, "job_id"));
 	node = json_string_value(json_object_get(reply, "node_id"));
 	port = json_integer_value(json_object_get(reply, "target_port"));
-	if (!token || !ip || !job || !node || port <= 0 || port > 65535 || strlen(ip) > 64) {
+	if (!token || !ip || !job || !node || strlen(job) >= sizeof(j->job_id) ||
+	    strlen(node) >= sizeof(j->node_id) || strspn(job, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(job)) {
 		json_decref(reply);
 		job_fail(j, 502, "api_error", "upstream_error",
 		    "the coordinator's /authorize reply lacks token, job_id, node_id, target_ip "
