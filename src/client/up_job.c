@@ -29,6 +29,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "cli.h"
 #include "error.h"
 #include "httpsig.h"
@@ -61,6 +63,10 @@ typedef struct up_job {
 	int64_t max_seconds;
 	/* the current relay */
 	relay *rl;
+	struct event *body_timer;   /* headers came, no body byte yet */
+	long first_byte_ms;         /* this job's first-byte timeout */
+	bool stalled;               /* body_timer fired */
+	bool body_seen;             /* a body byte reached the app */
 	bool header_set;            /* X-Troop-Job added to the reply */
 	int64_t t0_us, auth_us;
 } up_job;
@@ -71,6 +77,8 @@ static void job_free(up_job *j)
 {
 	if (!j)
 		return;
+	if (j->body_timer)
+		event_free(j->body_timer);
 	json_decref(j->exclude);
 	free(j->abuf);
 	free(j);
@@ -168,7 +176,38 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 		http_reply_header_remove(j->req, "X-Troop-Job");
 	http_reply_header(j->req, "X-Troop-Job", j->job_id);
 	j->header_set = true;
+	/* a worker that answers the headers and then nothing is as dead as one
+	 * that never answers: the same timeout covers the first body byte */
+	if (j->body_timer) {
+		struct timeval tv = { j->first_byte_ms / 1000, (j->first_byte_ms % 1000) * 1000 };
+		evtimer_add(j->body_timer, &tv);
+	}
 	return RELAY_ACCEPT;
+}
+
+static void relay_body(void *arg, const char *data, size_t len)
+{
+	up_job *j = arg;
+
+	(void)data;
+	(void)len;
+	if (!j->body_seen && j->body_timer)
+		evtimer_del(j->body_timer);
+	j->body_seen = true;
+}
+
+static void body_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	up_job *j = arg;
+
+	(void)fd;
+	(void)what;
+	if (!j->rl || relay_bytes_out(j->rl) > 0)
+		return;
+	j->stalled = true;
+	snprintf(j->why, sizeof(j->why), "node %.8s sent its headers and then nothing for %ld ms",
+	    j->node_id, j->first_byte_ms);
+	relay_abort(j->rl, TROOP_ETIMEOUT, "the worker sent nothing in time");
 }
 
 static void relay_done(void *arg, http_req *req, const relay_stats *st)
@@ -176,6 +215,8 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	up_job *j = arg;
 
 	j->rl = NULL;
+	if (j->body_timer)
+		evtimer_del(j->body_timer);
 	if (!req) {
 		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
 		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
@@ -191,14 +232,14 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	if (st->end == RELAY_END_UPSTREAM)
 		snprintf(j->why, sizeof(j->why), "node %.8s failed before answering: %s",
 		    j->node_id, st->error);
-	else if (st->end != RELAY_END_REJECTED)
+	else if (st->end != RELAY_END_REJECTED && !j->stalled)
 		snprintf(j->why, sizeof(j->why), "node %.8s: %s", j->node_id, st->error);
 	job_failover(j);
 }
 
 static void start_relay(up_job *j, const char *token, const char *ip, long long port)
 {
-	static const relay_cb cb = { relay_headers, NULL, NULL, relay_done };
+	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done };
 	char url[256], authz[2300], accept[160];
 	const char *headers[4];
 	relay_upstream up = { 0 };
@@ -224,6 +265,11 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	ao.first_byte_timeout_ms = j->s->first_byte_timeout_ms;
 	if (!j->stream && j->max_seconds * 1000 + 5000 > ao.first_byte_timeout_ms)
 		ao.first_byte_timeout_ms = j->max_seconds * 1000 + 5000;
+	j->first_byte_ms = ao.first_byte_timeout_ms;
+	j->stalled = false;
+	j->body_seen = false;
+	if (!j->body_timer)
+		j->body_timer = evtimer_new(j->t->base, body_timeout, j);
 	up.method = "POST";
 	up.url = url;
 	up.headers = headers;

@@ -18,6 +18,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1134,6 +1136,97 @@ static void test_up_listen_policy(void **state)
 	stop_clean(&p);
 }
 
+/* ---- a worker that answers headers and then stalls ------------------------------- */
+
+typedef struct {
+	int lfd;
+	int port;
+	int conns[16];
+	int nconns;
+	volatile int stop;
+	pthread_t th;
+} staller;
+
+static void *staller_main(void *arg)
+{
+	staller *st = arg;
+	static const char hdr[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+	    "Transfer-Encoding: chunked\r\n\r\n";
+
+	while (!st->stop) {
+		struct pollfd p = { .fd = st->lfd, .events = POLLIN };
+		char buf[8192];
+		int fd;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		fd = accept(st->lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		if (recv(fd, buf, sizeof(buf), 0) <= 0 || st->nconns == 16 ||
+		    send(fd, hdr, sizeof(hdr) - 1, MSG_NOSIGNAL) < 0) {
+			close(fd);
+			continue;
+		}
+		st->conns[st->nconns++] = fd;   /* held open, silent */
+	}
+	return NULL;
+}
+
+static void staller_start(staller *st)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+
+	memset(st, 0, sizeof(*st));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	st->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(bind(st->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(st->lfd, 16), 0);
+	assert_int_equal(getsockname(st->lfd, (struct sockaddr *)&a, &len), 0);
+	st->port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&st->th, NULL, staller_main, st), 0);
+}
+
+static void staller_stop(staller *st)
+{
+	st->stop = 1;
+	pthread_join(st->th, NULL);
+	for (int i = 0; i < st->nconns; i++)
+		close(st->conns[i]);
+	close(st->lfd);
+}
+
+static void test_up_stalled_worker(void **state)
+{
+	troop_identity stall, good;
+	staller st;
+	http_result r;
+	char *want, *got;
+
+	(void)state;
+	staller_start(&st);
+	identity_generate(&stall);
+	identity_generate(&good);
+	want = direct_answer("stalled");
+	/* the staller is least loaded: chosen first; it sends its headers and
+	 * nothing more, so the first-byte timeout (2 s here) moves on */
+	heartbeat(&stall, "stall", st.port, "IDLE", 0, 8, NULL);
+	heartbeat(&good, "good", sim.port, "IDLE", 1, 8, NULL);
+	r = up_post(&up, "/v1/chat/completions", "{\"model\":\"llama3:8b\",\"stream\":true,"
+	    "\"messages\":[{\"role\":\"user\",\"content\":\"stalled\"}]}");
+	assert_int_equal(r.status, 200);
+	got = sse_text(r.body);
+	assert_string_equal(got, want);
+	assert_true(harness_log_contains(&up, "sent its headers and then nothing"));
+	assert_int_equal(st.nconns, 1);
+	free(got);
+	http_result_free(&r);
+	heartbeat(&stall, "stall", 1, "OFFLINE", 0, 8, NULL);
+	heartbeat(&good, "good", 1, "OFFLINE", 0, 8, NULL);
+	staller_stop(&st);
+	free(want);
+}
+
 /* ---- a real worker ------------------------------------------------------------- */
 
 /* `troop worker` in front of the simulator: the ticket is checked, the
@@ -1278,6 +1371,7 @@ int main(void)
 		cmocka_unit_test(test_up_failover),
 		cmocka_unit_test(test_up_no_credits),
 		cmocka_unit_test(test_up_listen_policy),
+		cmocka_unit_test(test_up_stalled_worker),
 		cmocka_unit_test(test_real_worker),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
