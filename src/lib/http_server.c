@@ -964,6 +964,14 @@ void http_reply_header(http_req *r, const char *name, const char *value)
 	evhttp_add_header(evhttp_request_get_output_headers(r->ev), name, value);
 }
 
+void http_reply_header_remove(http_req *r, const char *name)
+{
+	if (r == NULL || r->ev == NULL || r->in_close)
+		return;
+	while (evhttp_remove_header(evhttp_request_get_output_headers(r->ev), name) == 0)
+		;
+}
+
 void http_reply(http_req *r, int status, const char *content_type,
     const void *body, size_t len)
 {

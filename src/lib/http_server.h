@@ -119,6 +119,9 @@ void http_req_set_account(http_req *r, const char *account_id);
 /* ---- whole replies (each ends the request; the http_req is then gone) ---- */
 
 void http_reply_header(http_req *r, const char *name, const char *value);
+/* Drop every response header `name` added so far (before the reply or
+ * stream begins), e.g. to replace one set for an earlier attempt. */
+void http_reply_header_remove(http_req *r, const char *name);
 void http_reply(http_req *r, int status, const char *content_type,
     const void *body, size_t len);
 /* Serialises and sends `body` (reference stolen) as application/json. */

@@ -1,0 +1,515 @@
+/*
+ * relay.c - the streaming relay of relay.h: one upstream reply, taken from
+ * http_async's callbacks, written to one http_req as chunks.
+ *
+ * A relay lives from relay_start until both sides are done: the upstream
+ * request has called on_done (always exactly once) and the client side is
+ * finished (stream ended, error replied, request handed back, or the client
+ * gone).  The client side is always finished from the upstream's on_done
+ * or from relay_abort / the client's close callback, and the relay is
+ * freed only after the upstream's on_done, so no callback can reach freed
+ * memory: http_async never calls back after on_done, and the server never
+ * calls back after the request was finished.
+ *
+ * Event alignment: for text/event-stream replies a small scanner follows
+ * the WHATWG line rules (LF, CRLF, CR) across chunks and finds where the
+ * last complete event ends; the bytes after it wait in `tail` until their
+ * event is complete.
+ */
+#include "relay.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+
+enum phase {
+	PH_HEADERS = 0,   /* waiting for the upstream status */
+	PH_BODY,          /* relaying the body */
+	PH_ERRBODY,       /* collecting an error body for normalize_error */
+};
+
+struct relay {
+	http_req *req;            /* NULL once the client side is finished */
+	http_async_req *up;       /* NULL once the upstream called on_done */
+	relay_cb cb;
+	void *arg;
+	relay_opts o;
+	enum phase phase;
+	int64_t t0_us;
+	relay_stats st;
+	char content_type[128];
+	bool began;               /* http_stream_begin done */
+	bool paused;              /* upstream paused until the client drains */
+	bool ending;              /* abort / client gone / reject decided */
+	bool done;                /* on_done called */
+	/* event-stream scanner state (over every byte seen so far) */
+	bool sse;
+	bool at_line_start;
+	bool last_cr;
+	bool cr_boundary;         /* an event ended at a CR: a following LF joins it */
+	bool unaligned;           /* an over-long event was forwarded in pieces */
+	char *tail;               /* bytes after the last complete event */
+	size_t tail_len, tail_cap;
+	/* error body for normalize_error */
+	char *errbuf;
+	size_t err_len;
+	/* abort message to send (relay_abort before anything was sent) */
+	int abort_err;
+	char abort_msg[256];
+};
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+const char *relay_end_name(relay_end e)
+{
+	switch (e) {
+	case RELAY_END_COMPLETE: return "complete";
+	case RELAY_END_UPSTREAM: return "upstream_error";
+	case RELAY_END_ABORTED: return "aborted";
+	case RELAY_END_CLIENT_GONE: return "client_gone";
+	case RELAY_END_REJECTED: return "rejected";
+	}
+	return "unknown";
+}
+
+uint64_t relay_bytes_out(const relay *rl)
+{
+	return rl ? rl->st.bytes_out : 0;
+}
+
+static void relay_free(relay *rl)
+{
+	if (!rl)
+		return;
+	free(rl->tail);
+	free(rl->errbuf);
+	free(rl);
+}
+
+/* ---- writing to the client ------------------------------------------------- */
+
+static void client_closed(http_req *req, void *arg);
+
+/* Queue bytes to the client, starting the reply on the first call.
+ * Returns 0, or -1 when the client cannot take them (gone). */
+static int client_write(relay *rl, const char *data, size_t len, bool observe)
+{
+	if (!rl->req)
+		return -1;
+	if (!rl->began) {
+		http_stream_begin(rl->req, rl->st.upstream_status ? rl->st.upstream_status : 200,
+		    rl->content_type[0] ? rl->content_type : NULL);
+		rl->began = true;
+		rl->st.status = rl->st.upstream_status ? rl->st.upstream_status : 200;
+	}
+	if (len == 0)
+		return 0;
+	if (rl->st.ttfb_us < 0)
+		rl->st.ttfb_us = now_us() - rl->t0_us;
+	if (http_stream_write(rl->req, data, len) != 0)
+		return -1;
+	rl->st.bytes_out += len;
+	if (observe && rl->cb.on_body)
+		rl->cb.on_body(rl->arg, data, len);
+	return 0;
+}
+
+/* The error event and end marker of an event stream. */
+static void client_error_events(relay *rl, int err, const char *msg)
+{
+	json_t *body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
+	char *text = body ? json_dump_compact(body, NULL) : NULL;
+
+	json_decref(body);
+	if (rl->unaligned)  /* end whatever event was cut, so ours stands alone */
+		(void)client_write(rl, "\n\n", 2, false);
+	if (text) {
+		(void)client_write(rl, "data: ", 6, false);
+		(void)client_write(rl, text, strlen(text), false);
+		(void)client_write(rl, "\n\n", 2, false);
+	}
+	(void)client_write(rl, "data: [DONE]\n\n", 14, false);
+	free(text);
+}
+
+/* Finish the client's stream after a failure or abort once bytes were
+ * sent: an event stream gets the error events; other bodies just end. */
+static void client_end_with_error(relay *rl, int err, const char *msg)
+{
+	if (!rl->req)
+		return;
+	rl->tail_len = 0;  /* an incomplete event is dropped */
+	if (rl->sse)
+		client_error_events(rl, err, msg);
+	http_req_on_close(rl->req, NULL, NULL);
+	http_stream_end(rl->req);
+	rl->req = NULL;
+}
+
+/* Give the request back to the caller (nothing was sent). */
+static http_req *client_hand_back(relay *rl)
+{
+	http_req *req = rl->req;
+
+	if (req) {
+		http_req_on_close(req, NULL, NULL);
+		http_stream_on_drain(req, NULL, NULL);
+	}
+	rl->req = NULL;
+	return req;
+}
+
+/* ---- event-stream alignment -------------------------------------------------- */
+
+/* Scan `len` bytes, updating the line state; returns the offset just past
+ * the last complete event in them, or 0 when none ends here.  A blank line
+ * (a line terminator right after another) ends an event. */
+static size_t sse_scan(relay *rl, const char *p, size_t len)
+{
+	size_t last = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = p[i];
+
+		if (c == '\n') {
+			if (rl->last_cr) {
+				/* the LF of a CRLF: the line already ended at the CR */
+				rl->last_cr = false;
+				if (rl->cr_boundary) {
+					last = i + 1;
+					rl->cr_boundary = false;
+				}
+				continue;
+			}
+			if (rl->at_line_start)
+				last = i + 1;
+			rl->at_line_start = true;
+		} else if (c == '\r') {
+			rl->cr_boundary = false;
+			if (rl->at_line_start) {
+				last = i + 1;
+				rl->cr_boundary = true;
+			}
+			rl->at_line_start = true;
+			rl->last_cr = true;
+		} else {
+			rl->at_line_start = false;
+			rl->last_cr = false;
+			rl->cr_boundary = false;
+		}
+	}
+	return last;
+}
+
+static int tail_append(relay *rl, const char *p, size_t len)
+{
+	if (rl->tail_len + len > rl->tail_cap) {
+		size_t cap = rl->tail_cap ? rl->tail_cap : 4096;
+		char *nt;
+
+		while (cap < rl->tail_len + len)
+			cap *= 2;
+		nt = realloc(rl->tail, cap);
+		if (!nt)
+			return -1;
+		rl->tail = nt;
+		rl->tail_cap = cap;
+	}
+	memcpy(rl->tail + rl->tail_len, p, len);
+	rl->tail_len += len;
+	return 0;
+}
+
+/* Forward the complete events in tail + data; keep the rest. */
+static int sse_forward(relay *rl, const char *data, size_t len)
+{
+	size_t cut = sse_scan(rl, data, len);
+
+	if (cut == 0) {
+		if (rl->tail_len + len > rl->o.max_event) {
+			/* an event longer than we hold: forward it as it comes */
+			rl->unaligned = true;
+			if (rl->tail_len && client_write(rl, rl->tail, rl->tail_len, true) != 0)
+				return -1;
+			rl->tail_len = 0;
+			return client_write(rl, data, len, true);
+		}
+		return tail_append(rl, data, len);
+	}
+	rl->unaligned = false;
+	if (rl->tail_len == 0) {
+		if (client_write(rl, data, cut, true) != 0)
+			return -1;
+	} else {
+		if (tail_append(rl, data, cut) != 0 ||
+		    client_write(rl, rl->tail, rl->tail_len, true) != 0)
+			return -1;
+		rl->tail_len = 0;
+	}
+	if (cut < len)
+		return tail_append(rl, data + cut, len - cut);
+	return 0;
+}
+
+/* ---- upstream callbacks ------------------------------------------------------ */
+
+static void client_drained(http_req *req, void *arg)
+{
+	relay *rl = arg;
+
+	rl->paused = false;
+	if (rl->up)
+		http_async_resume(rl->up);
+}
+
+static int up_headers(void *arg, int status, const char *const *headers)
+{
+	relay *rl = arg;
+
+	rl->st.upstream_status = status;
+	if (!rl->req || rl->ending)
+		return 1;
+	for (size_t i = 0; headers && headers[i]; i++) {
+		const char *h = headers[i];
+
+		if (strncasecmp(h, "Content-Type:", 13) == 0) {
+			h += 13;
+			while (*h == ' ' || *h == '\t')
+				h++;
+			snprintf(rl->content_type, sizeof(rl->content_type), "%s", h);
+		}
+	}
+	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
+	rl->st.event_stream = rl->sse;
+	rl->at_line_start = true;
+	if (rl->cb.on_headers && rl->cb.on_headers(rl->arg, status, headers) != RELAY_ACCEPT) {
+		rl->ending = true;
+		rl->st.end = RELAY_END_REJECTED;
+		rl->st.err = TROOP_EUPSTREAM;
+		snprintf(rl->st.error, sizeof(rl->st.error), "upstream reply %d rejected", status);
+		return 1;
+	}
+	if (status >= 400 && rl->cb.normalize_error) {
+		rl->phase = PH_ERRBODY;
+		rl->errbuf = malloc(rl->o.max_error_body + 1);
+		if (!rl->errbuf)
+			return 1;
+	} else {
+		rl->phase = PH_BODY;
+	}
+	return 0;
+}
+
+static int up_data(void *arg, const char *data, size_t len)
+{
+	relay *rl = arg;
+	int rc;
+
+	rl->st.bytes_in += len;
+	if (!rl->req || rl->ending)
+		return -1;
+	if (rl->phase == PH_ERRBODY) {
+		size_t room = rl->o.max_error_body - rl->err_len;
+		size_t n = len < room ? len : room;
+
+		memcpy(rl->errbuf + rl->err_len, data, n);
+		rl->err_len += n;
+		return 0;
+	}
+	rc = rl->sse ? sse_forward(rl, data, len) : client_write(rl, data, len, true);
+	if (rc != 0 || !rl->req)
+		return -1;
+	if (http_stream_pending(rl->req) > rl->o.max_pending) {
+		rl->paused = true;
+		rl->st.pauses++;
+		http_stream_on_drain(rl->req, client_drained, rl);
+		return HTTP_ASYNC_PAUSE;
+	}
+	return 0;
+}
+
+/* The error reply, normalised; false when it should be relayed unchanged. */
+static bool reply_normalised(relay *rl)
+{
+	json_t *out = NULL;
+	int status;
+
+	rl->errbuf[rl->err_len] = '\0';
+	status = rl->cb.normalize_error(rl->arg, rl->st.upstream_status, rl->errbuf,
+	    rl->err_len, &out);
+	if (status < 400 || status > 599 || !out) {
+		json_decref(out);
+		return false;
+	}
+	{
+		size_t n = 0;
+		char *text = json_dump_compact(out, &n);
+
+		json_decref(out);
+		if (!text)
+			return false;
+		http_req_on_close(rl->req, NULL, NULL);
+		rl->st.status = status;
+		rl->st.bytes_out += n;
+		if (rl->st.ttfb_us < 0)
+			rl->st.ttfb_us = now_us() - rl->t0_us;
+		http_reply(rl->req, status, "application/json", text, n);
+		free(text);
+	}
+	rl->req = NULL;
+	return true;
+}
+
+static void up_done(void *arg, int err)
+{
+	relay *rl = arg;
+	http_req *back = NULL;
+
+	rl->up = NULL;
+	if (err && !rl->ending && !rl->st.error[0])
+		snprintf(rl->st.error, sizeof(rl->st.error), "%s", troop_error_msg());
+
+	if (rl->ending) {
+		/* decided before: reject, abort, client gone */
+		if (rl->req && !rl->began)
+			back = client_hand_back(rl);
+		else if (rl->req)
+			client_end_with_error(rl, rl->abort_err, rl->abort_msg);
+	} else if (!rl->req) {
+		rl->st.end = RELAY_END_CLIENT_GONE;
+	} else if (err == 0 && rl->phase == PH_ERRBODY) {
+		if (!reply_normalised(rl)) {
+			/* relay it as it came */
+			if (client_write(rl, rl->errbuf, rl->err_len, true) == 0 && rl->req) {
+				http_req_on_close(rl->req, NULL, NULL);
+				http_stream_end(rl->req);
+			}
+			rl->req = NULL;
+		}
+		rl->st.end = RELAY_END_COMPLETE;
+	} else if (err == 0) {
+		/* a last event without its blank line is still the upstream's bytes */
+		if (rl->tail_len)
+			(void)client_write(rl, rl->tail, rl->tail_len, true);
+		rl->tail_len = 0;
+		if (rl->req) {
+			if (!rl->began)
+				(void)client_write(rl, NULL, 0, false);
+			http_req_on_close(rl->req, NULL, NULL);
+			http_stream_end(rl->req);
+			rl->req = NULL;
+		}
+		rl->st.end = RELAY_END_COMPLETE;
+	} else {
+		rl->st.end = RELAY_END_UPSTREAM;
+		rl->st.err = err;
+		if (!rl->began)
+			back = client_hand_back(rl);
+		else
+			client_end_with_error(rl, TROOP_EUPSTREAM,
+			    "the upstream stopped in the middle of the reply");
+	}
+	if (rl->req) {
+		/* not reachable: every branch above finished the client side */
+		http_req_on_close(rl->req, NULL, NULL);
+		http_stream_end(rl->req);
+		rl->req = NULL;
+	}
+	rl->st.duration_us = now_us() - rl->t0_us;
+	rl->done = true;
+	rl->cb.on_done(rl->arg, back, &rl->st);
+	relay_free(rl);
+}
+
+/* ---- client callbacks -------------------------------------------------------- */
+
+static void client_closed(http_req *req, void *arg)
+{
+	relay *rl = arg;
+
+	/* req is freed when this returns */
+	rl->req = NULL;
+	if (!rl->ending) {
+		rl->ending = true;
+		rl->st.end = RELAY_END_CLIENT_GONE;
+		rl->st.err = TROOP_EIO;
+		snprintf(rl->st.error, sizeof(rl->st.error), "the client went away");
+	}
+	if (rl->up)
+		http_async_cancel(rl->up);
+}
+
+/* ---- API ---------------------------------------------------------------------- */
+
+int relay_start(relay **out, http_req *req, http_async *a, const relay_upstream *up,
+    const relay_opts *opts, const relay_cb *cb, void *arg)
+{
+	static const http_async_cb ucb = { up_headers, up_data, up_done };
+	http_async_opts ao = { .tcp_nodelay = true };
+	relay *rl;
+	int rc;
+
+	if (out)
+		*out = NULL;
+	if (!req || !a || !up || !up->method || !up->url || !cb || !cb->on_done)
+		return troop_error_set(TROOP_EINVAL, "relay_start: missing request, "
+		    "client, upstream or on_done");
+	rl = calloc(1, sizeof(*rl));
+	if (!rl)
+		return troop_error_set(TROOP_ENOMEM, "out of memory starting a relay");
+	rl->req = req;
+	rl->cb = *cb;
+	rl->arg = arg;
+	if (opts)
+		rl->o = *opts;
+	if (!rl->o.max_pending)
+		rl->o.max_pending = RELAY_DEFAULT_MAX_PENDING;
+	if (!rl->o.max_event)
+		rl->o.max_event = RELAY_DEFAULT_MAX_EVENT;
+	if (!rl->o.max_error_body)
+		rl->o.max_error_body = RELAY_DEFAULT_MAX_ERROR_BODY;
+	rl->st.ttfb_us = -1;
+	rl->t0_us = now_us();
+	if (up->opts)
+		ao = *up->opts;
+	ao.tcp_nodelay = true;
+	rc = http_async_request(a, &rl->up, up->method, up->url, up->headers, up->body,
+	    up->body_len, &ao, &ucb, rl);
+	if (rc) {
+		relay_free(rl);
+		return rc;
+	}
+	http_req_on_close(req, client_closed, rl);
+	if (out)
+		*out = rl;
+	return 0;
+}
+
+void relay_abort(relay *rl, int err, const char *msg)
+{
+	if (!rl || rl->done || rl->ending)
+		return;
+	rl->ending = true;
+	rl->st.end = RELAY_END_ABORTED;
+	rl->st.err = err ? err : TROOP_ERR;
+	snprintf(rl->st.error, sizeof(rl->st.error), "%s", msg ? msg : "aborted");
+	rl->abort_err = rl->st.err;
+	snprintf(rl->abort_msg, sizeof(rl->abort_msg), "%s", msg ? msg : "aborted");
+	if (rl->req && rl->began)
+		client_end_with_error(rl, rl->abort_err, rl->abort_msg);
+	/* else: handed back from up_done, once the upstream has let go */
+	if (rl->up)
+		http_async_cancel(rl->up);
+}

@@ -1,0 +1,403 @@
+/*
+ * heartbeat.c - the worker's control loop (heartbeat.h).
+ *
+ * The loop sleeps on a condition variable until the next thing is due: a
+ * heartbeat, a GPU sample, an engine re-read, or the one-second status
+ * check; heartbeat_offline wakes it to stop.  All its network calls use
+ * one blocking http_client owned by the thread (after the join, by
+ * heartbeat_offline).
+ */
+#include "heartbeat.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engines/detect.h"
+#include "error.h"
+#include "http_client.h"
+#include "json.h"
+#include "log.h"
+
+#define STATUS_CHECK_MS 1000
+#define DETECT_TIMEOUT_MS 2000
+
+struct heartbeat {
+	heartbeat_opts o;
+	troop_identity id;
+	char *coordinator, *name, *address, *owner;
+	engine_spec *specs;
+	http_client *c;
+	gpu_sampler *gpu;
+	pthread_t thr;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+	bool started;
+	bool offline_sent;
+	bool registered;        /* under mu */
+	int fails;
+	int next_s;             /* from the last reply */
+	char last_status[8];
+	int64_t last_status_hb_ms;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ms +- 10%. */
+static int64_t jitter(int64_t ms)
+{
+	int64_t span = ms / 5;
+
+	if (span <= 0)
+		return ms;
+	return ms - span / 2 + (int64_t)randombytes_uniform((uint32_t)span + 1);
+}
+
+/* ---- engines ------------------------------------------------------------------ */
+
+int heartbeat_read_engines(catalog *cat, http_client *c, const engine_spec *specs,
+    size_t nspecs, bool *changed)
+{
+	engine_info *infos = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (changed)
+		*changed = false;
+	if (nspecs == 0) {
+		rc = engine_autodetect(&infos, &n, c, NULL);
+		if (rc)
+			return rc;
+	} else {
+		infos = calloc(nspecs, sizeof(*infos));
+		if (!infos)
+			return troop_error_set(TROOP_ENOMEM, "out of memory reading engines");
+		for (n = 0; n < nspecs; n++) {
+			const struct engine_driver *d = engine_driver_get(specs[n].type);
+
+			if (engine_detect(&infos[n], c, d, specs[n].url) != 0) {
+				log_warn("engine_unavailable", "type=%s url=%s error=\"%s\"", d->name,
+				    specs[n].url, troop_error_msg());
+				memset(&infos[n], 0, sizeof(infos[n]));
+				infos[n].type = specs[n].type;
+				snprintf(infos[n].url, sizeof(infos[n].url), "%s", specs[n].url);
+				infos[n].port = engine_url_port(specs[n].url);
+				infos[n].ready = false;
+			}
+		}
+	}
+	rc = catalog_set(cat, infos, n, changed);
+	engine_info_array_free(infos, n);
+	return rc;
+}
+
+/* ---- the body ------------------------------------------------------------------ */
+
+json_t *heartbeat_body(const heartbeat_opts *o, const char *status, const gpu_info *gpu,
+    int active_jobs)
+{
+	json_t *b = json_object(), *hw = json_object();
+	unsigned char xpk[crypto_scalarmult_curve25519_BYTES];
+	char enc[64] = "";
+
+	if (!b || !hw) {
+		json_decref(b);
+		json_decref(hw);
+		return NULL;
+	}
+	/* the X25519 key that goes with the node key, for prompt encryption */
+	if (crypto_sign_ed25519_pk_to_curve25519(xpk, o->id->pk) == 0)
+		sodium_bin2base64(enc, sizeof(enc), xpk, sizeof(xpk),
+		    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	if (gpu && gpu->count > 0) {
+		json_object_set_new(hw, "gpu", json_string(gpu->name));
+		json_object_set_new(hw, "gpu_count", json_integer(gpu->count));
+		json_object_set_new(hw, "vram_total", json_integer(gpu->vram_total_mb));
+		json_object_set_new(hw, "vram_free", json_integer(gpu->vram_free_mb));
+		json_object_set_new(hw, "gpu_util", json_integer(gpu->util_percent));
+		json_object_set_new(hw, "source", json_string(gpu->source));
+	} else {
+		json_object_set_new(hw, "gpu", json_string(""));
+		json_object_set_new(hw, "gpu_count", json_integer(0));
+		json_object_set_new(hw, "source", json_string("none"));
+	}
+	json_object_set_new(b, "node_id", json_string(o->id->id));
+	json_object_set_new(b, "name", json_string(o->name ? o->name : ""));
+	json_object_set_new(b, "tailscale_ip", json_string(o->address));
+	json_object_set_new(b, "port", json_integer(o->port));
+	json_object_set_new(b, "status", json_string(status));
+	json_object_set_new(b, "models", catalog_models_json(o->cat));
+	json_object_set_new(b, "hardware", hw);
+	json_object_set_new(b, "engines", catalog_engines_json(o->cat));
+	json_object_set_new(b, "encryption_public_key", json_string(enc));
+	json_object_set_new(b, "load", json_pack("{s:i, s:i}", "active_jobs", active_jobs,
+	    "max_jobs", o->max_jobs));
+	if (o->owner && o->owner[0])
+		json_object_set_new(b, "owner", json_string(o->owner));
+	json_object_set_new(b, "version", json_string("troop/" TROOP_VERSION));
+	return b;
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+static int active_now(heartbeat *h)
+{
+	return h->o.active_jobs ? h->o.active_jobs(h->o.active_arg) : 0;
+}
+
+static const char *status_now(heartbeat *h, int active)
+{
+	if (active >= h->o.max_jobs || gpu_sampler_busy(h->gpu))
+		return "BUSY";
+	return "IDLE";
+}
+
+/* One signed heartbeat.  Returns 0 when the coordinator accepted it. */
+static int send_heartbeat(heartbeat *h, const char *status)
+{
+	int active = active_now(h);
+	json_t *body = heartbeat_body(&h->o, status, gpu_sampler_last(h->gpu), active);
+	json_t *reply = NULL;
+	int st = 0, rc;
+
+	if (!body)
+		return troop_error_set(TROOP_ENOMEM, "out of memory building a heartbeat");
+	rc = http_request_signed(h->c, &st, &reply, &h->id, "POST", h->coordinator,
+	    "/heartbeat", body);
+	json_decref(body);
+	if (rc == 0 && st != 200) {
+		json_t *e = json_object_get(reply, "error");
+		rc = troop_error_set(st == 401 || st == 403 ? TROOP_EAUTH : TROOP_EUPSTREAM,
+		    "coordinator answered %d: %s", st,
+		    json_string_value(json_object_get(e, "message")) ?: "no message");
+	}
+	if (rc == 0) {
+		json_int_t next = json_integer_value(json_object_get(reply, "next_heartbeat"));
+		h->next_s = next >= 1 && next <= 300 ? (int)next : HEARTBEAT_DEFAULT_S;
+		if (h->fails)
+			log_info("heartbeat", "coordinator=%s status=%s result=ok after_failures=%d",
+			    h->coordinator, status, h->fails);
+		else
+			log_debug("heartbeat", "status=%s active=%d next=%d", status, active,
+			    h->next_s);
+		h->fails = 0;
+		snprintf(h->last_status, sizeof(h->last_status), "%s", status);
+	} else {
+		h->fails++;
+		log_warn("heartbeat", "coordinator=%s status=%s failures=%d error=\"%s\"",
+		    h->coordinator, status, h->fails, troop_error_msg());
+	}
+	pthread_mutex_lock(&h->mu);
+	h->registered = rc == 0;
+	pthread_mutex_unlock(&h->mu);
+	json_decref(reply);
+	return rc;
+}
+
+/* Heartbeat now, then say when the next is due. */
+static int64_t beat(heartbeat *h)
+{
+	int active = active_now(h);
+	int64_t delay;
+
+	if (h->o.keys && keyring_count(h->o.keys) == 0 &&
+	    keyring_fetch(h->o.keys, h->c, h->coordinator) != 0)
+		log_warn("coordinator_key", "error=\"%s\"", troop_error_msg());
+	if (send_heartbeat(h, status_now(h, active)) == 0) {
+		delay = (int64_t)h->next_s * 1000;
+	} else {
+		int shift = h->fails < 7 ? h->fails - 1 : 6;
+		delay = (int64_t)1000 << shift;
+		if (delay > HEARTBEAT_BACKOFF_MAX_S * 1000)
+			delay = HEARTBEAT_BACKOFF_MAX_S * 1000;
+	}
+	h->last_status_hb_ms = mono_ms();
+	return mono_ms() + jitter(delay);
+}
+
+static void *loop_main(void *arg)
+{
+	heartbeat *h = arg;
+	int64_t now = mono_ms();
+	int64_t next_hb = now + jitter((int64_t)h->next_s * 1000);
+	int64_t next_sample = now + (int64_t)h->o.gpu_sample_s * 1000;
+	int64_t next_refresh = now + (int64_t)h->o.model_refresh_s * 1000;
+
+	if (h->fails)
+		next_hb = now + 1000;
+	pthread_mutex_lock(&h->mu);
+	while (!h->stop) {
+		int64_t due = next_hb, wait;
+		struct timespec ts;
+
+		if (next_sample < due)
+			due = next_sample;
+		if (next_refresh < due)
+			due = next_refresh;
+		now = mono_ms();
+		if (due > now + STATUS_CHECK_MS)
+			due = now + STATUS_CHECK_MS;
+		wait = due - now;
+		if (wait > 0) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += wait / 1000;
+			ts.tv_nsec += (wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+			if (h->stop)
+				break;
+		}
+		pthread_mutex_unlock(&h->mu);
+
+		now = mono_ms();
+		if (now >= next_sample) {
+			/* the sampler logs owner-use changes itself */
+			(void)gpu_sampler_sample(h->gpu, active_now(h), NULL);
+			next_sample = mono_ms() + (int64_t)h->o.gpu_sample_s * 1000;
+		}
+		if (now >= next_refresh) {
+			bool changed = false;
+			if (heartbeat_read_engines(h->o.cat, h->c, h->specs, h->o.nspecs,
+			    &changed) == 0 && changed) {
+				log_info("models_changed", "models=%zu", catalog_model_count(h->o.cat));
+				next_hb = now;
+			}
+			next_refresh = mono_ms() + (int64_t)h->o.model_refresh_s * 1000;
+		}
+		now = mono_ms();
+		if (now < next_hb && h->fails == 0 &&
+		    strcmp(status_now(h, active_now(h)), h->last_status) != 0 &&
+		    now - h->last_status_hb_ms >= 1000)
+			next_hb = now;
+		if (now >= next_hb)
+			next_hb = beat(h);
+
+		pthread_mutex_lock(&h->mu);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return NULL;
+}
+
+/* ---- API ----------------------------------------------------------------------- */
+
+static char *dup_or_empty(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+int heartbeat_start(heartbeat **out, const heartbeat_opts *o)
+{
+	heartbeat *h;
+	int rc;
+
+	*out = NULL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return troop_error_set(TROOP_ENOMEM, "out of memory for the heartbeat");
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_cond_init(&h->cv, NULL);
+	h->o = *o;
+	h->id = *o->id;
+	h->o.id = &h->id;
+	h->coordinator = dup_or_empty(o->coordinator);
+	h->name = dup_or_empty(o->name);
+	h->address = dup_or_empty(o->address);
+	h->owner = dup_or_empty(o->owner);
+	h->o.coordinator = h->coordinator;
+	h->o.name = h->name;
+	h->o.address = h->address;
+	h->o.owner = h->owner;
+	h->next_s = HEARTBEAT_DEFAULT_S;
+	if (h->o.model_refresh_s < 1)
+		h->o.model_refresh_s = 60;
+	if (h->o.gpu_sample_s < 1)
+		h->o.gpu_sample_s = 5;
+	if (o->nspecs) {
+		h->specs = calloc(o->nspecs, sizeof(*h->specs));
+		if (h->specs)
+			memcpy(h->specs, o->specs, o->nspecs * sizeof(*h->specs));
+	}
+	h->o.specs = h->specs;
+	if (!h->coordinator || !h->name || !h->address || !h->owner ||
+	    (o->nspecs && !h->specs) || http_client_new(&h->c) != 0) {
+		rc = troop_error_set(TROOP_ENOMEM, "out of memory for the heartbeat");
+		goto fail;
+	}
+	http_client_set_limits(h->c, HEARTBEAT_TIMEOUT_MS, 256 * 1024);
+	rc = gpu_sampler_new(&h->gpu, &o->policy);
+	if (rc)
+		goto fail;
+	(void)gpu_sampler_sample(h->gpu, 0, NULL);
+	h->last_status_hb_ms = mono_ms();
+	(void)beat(h);
+	if (pthread_create(&h->thr, NULL, loop_main, h) != 0) {
+		rc = troop_error_set(TROOP_ERR, "cannot start the heartbeat thread");
+		goto fail;
+	}
+	h->started = true;
+	*out = h;
+	return 0;
+fail:
+	h->offline_sent = true;  /* never registered by us: nothing to withdraw */
+	heartbeat_free(h);
+	return rc;
+}
+
+bool heartbeat_registered(heartbeat *h)
+{
+	bool r;
+
+	pthread_mutex_lock(&h->mu);
+	r = h->registered;
+	pthread_mutex_unlock(&h->mu);
+	return r;
+}
+
+void heartbeat_offline(heartbeat *h)
+{
+	if (!h || h->offline_sent)
+		return;
+	if (h->started) {
+		pthread_mutex_lock(&h->mu);
+		h->stop = true;
+		pthread_cond_broadcast(&h->cv);
+		pthread_mutex_unlock(&h->mu);
+		pthread_join(h->thr, NULL);
+		h->started = false;
+	}
+	h->offline_sent = true;
+	http_client_set_limits(h->c, HEARTBEAT_OFFLINE_TIMEOUT_MS, 64 * 1024);
+	if (send_heartbeat(h, "OFFLINE") == 0)
+		log_info("heartbeat", "status=OFFLINE result=ok");
+}
+
+void heartbeat_free(heartbeat *h)
+{
+	if (!h)
+		return;
+	heartbeat_offline(h);
+	gpu_sampler_free(h->gpu);
+	http_client_free(h->c);
+	free(h->specs);
+	free(h->coordinator);
+	free(h->name);
+	free(h->address);
+	free(h->owner);
+	identity_wipe(&h->id);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+}

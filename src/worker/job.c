@@ -1,0 +1,222 @@
+/*
+ * job.c - job records, receipt bodies and the token counter of job.h.
+ *
+ * The counter sits on the hot path of every streamed reply, so an event
+ * is only parsed as JSON when it mentions "usage"; the content-delta test
+ * is a scan for a non-empty "content" / "text" string value.
+ */
+#include "job.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "sse.h"
+
+const char *job_outcome_name(job_outcome o)
+{
+	switch (o) {
+	case JOB_OK: return "ok";
+	case JOB_ERROR: return "error";
+	case JOB_CUT_OFF: return "cut_off";
+	case JOB_CLIENT_GONE: return "client_gone";
+	case JOB_REJECTED: return "rejected";
+	}
+	return "error";
+}
+
+bool job_id_valid(const char *id)
+{
+	size_t n = 0;
+
+	if (!id)
+		return false;
+	for (; id[n]; n++) {
+		char c = id[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '_' || c == '-'))
+			return false;
+		if (n >= JOB_ID_MAX)
+			return false;
+	}
+	return n > 0;
+}
+
+json_t *job_receipt_body(const worker_job *job, const char *node_id)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I}",
+	    "job_id", job->job_id, "node_id", node_id, "requester", job->requester,
+	    "model", job->model, "duration_ms", (json_int_t)job->duration_ms,
+	    "prompt_tokens", (json_int_t)job->prompt_tokens,
+	    "completion_tokens", (json_int_t)job->completion_tokens,
+	    "outcome", job_outcome_name(job->outcome),
+	    "started_at", (json_int_t)(job->started_at_ms / 1000),
+	    "ended_at", (json_int_t)(job->ended_at_ms / 1000));
+}
+
+/* ---- token counter --------------------------------------------------------- */
+
+struct usage_counter {
+	bool sse;
+	sse_parser *parser;
+	int64_t prompt, completion, deltas;
+	bool reported;
+	char tail[JOB_TAIL];
+	size_t tail_len;
+};
+
+static bool is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Whether `s` holds `key` (quoted, e.g. "\"content\"") as a member whose
+ * value is a non-empty string. */
+static bool has_nonempty_string(const char *s, size_t n, const char *key)
+{
+	size_t kl = strlen(key);
+	const char *end = s + n, *p = s;
+
+	while ((p = memmem(p, (size_t)(end - p), key, kl)) != NULL) {
+		const char *q = p + kl;
+
+		p = q;
+		while (q < end && is_ws(*q))
+			q++;
+		if (q >= end || *q != ':')
+			continue;
+		q++;
+		while (q < end && is_ws(*q))
+			q++;
+		if (q + 1 < end && q[0] == '"' && q[1] != '"')
+			return true;
+	}
+	return false;
+}
+
+/* Read the usage object {"prompt_tokens","completion_tokens"} if it is
+ * one.  Returns true when it had at least one count. */
+static bool take_usage(usage_counter *u, const json_t *usage)
+{
+	const json_t *pt = json_object_get(usage, "prompt_tokens");
+	const json_t *ct = json_object_get(usage, "completion_tokens");
+
+	if (!json_is_object(usage) || (!json_is_integer(pt) && !json_is_integer(ct)))
+		return false;
+	u->prompt = json_is_integer(pt) && json_integer_value(pt) >= 0 ?
+	    json_integer_value(pt) : 0;
+	u->completion = json_is_integer(ct) && json_integer_value(ct) >= 0 ?
+	    json_integer_value(ct) : 0;
+	u->reported = true;
+	return true;
+}
+
+static int on_event(void *arg, const char *event, const char *data, size_t len,
+    const char *id)
+{
+	usage_counter *u = arg;
+
+	if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
+		return 0;
+	if (memmem(data, len, "\"usage\"", 7)) {
+		json_t *ev = json_loadb(data, len, 0, NULL);
+
+		if (ev && take_usage(u, json_object_get(ev, "usage"))) {
+			json_decref(ev);
+			return 0;
+		}
+		json_decref(ev);
+	}
+	if (has_nonempty_string(data, len, "\"content\"") ||
+	    has_nonempty_string(data, len, "\"text\""))
+		u->deltas++;
+	return 0;
+}
+
+int usage_counter_new(usage_counter **out, bool event_stream)
+{
+	usage_counter *u = calloc(1, sizeof(*u));
+
+	*out = NULL;
+	if (!u)
+		return troop_error_set(TROOP_ENOMEM, "out of memory counting tokens");
+	u->sse = event_stream;
+	if (event_stream && sse_parser_new(&u->parser, JOB_MAX_EVENT, on_event, u) != 0) {
+		free(u);
+		return troop_error_set(TROOP_ENOMEM, "out of memory counting tokens");
+	}
+	*out = u;
+	return 0;
+}
+
+void usage_counter_feed(usage_counter *u, const char *data, size_t len)
+{
+	if (!u || len == 0)
+		return;
+	if (u->sse) {
+		/* an over-long event makes the parser stop; counting then stops */
+		(void)sse_parser_feed(u->parser, data, len);
+		return;
+	}
+	if (len >= JOB_TAIL) {
+		memcpy(u->tail, data + len - JOB_TAIL, JOB_TAIL);
+		u->tail_len = JOB_TAIL;
+		return;
+	}
+	if (u->tail_len + len > JOB_TAIL) {
+		size_t drop = u->tail_len + len - JOB_TAIL;
+		memmove(u->tail, u->tail + drop, u->tail_len - drop);
+		u->tail_len -= drop;
+	}
+	memcpy(u->tail + u->tail_len, data, len);
+	u->tail_len += len;
+}
+
+/* The last "usage": {...} in the tail of a JSON body. */
+static void tail_usage(usage_counter *u)
+{
+	const char *p = NULL, *s = u->tail, *end = u->tail + u->tail_len;
+
+	for (const char *q = s; (q = memmem(q, (size_t)(end - q), "\"usage\"", 7)); q += 7)
+		p = q;
+	if (!p)
+		return;
+	p += 7;
+	while (p < end && is_ws(*p))
+		p++;
+	if (p >= end || *p != ':')
+		return;
+	p++;
+	{
+		json_error_t e;
+		json_t *v = json_loadb(p, (size_t)(end - p), JSON_DISABLE_EOF_CHECK, &e);
+		(void)take_usage(u, v);
+		json_decref(v);
+	}
+}
+
+void usage_counter_result(usage_counter *u, int64_t *prompt, int64_t *completion,
+    bool *reported)
+{
+	*prompt = *completion = 0;
+	*reported = false;
+	if (!u)
+		return;
+	if (!u->sse && !u->reported)
+		tail_usage(u);
+	if (u->reported) {
+		*prompt = u->prompt;
+		*completion = u->completion;
+		*reported = true;
+	} else {
+		*completion = u->deltas;
+	}
+}
+
+void usage_counter_free(usage_counter *u)
+{
+	if (!u)
+		return;
+	sse_parser_free(u->parser);
+	free(u);
+}

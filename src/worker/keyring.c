@@ -1,0 +1,151 @@
+/*
+ * keyring.c - coordinator public keys for ticket checks (keyring.h).
+ */
+#include "keyring.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "encoding.h"
+#include "error.h"
+#include "http_client.h"
+#include "json.h"
+
+struct keyring {
+	pthread_mutex_t mu;
+	ticket_key keys[KEYRING_MAX];
+	size_t n;
+	int64_t last_fetch;   /* unix seconds of the last fetch try; 0 none */
+};
+
+int keyring_new(keyring **out)
+{
+	keyring *k = calloc(1, sizeof(*k));
+
+	*out = NULL;
+	if (!k)
+		return troop_error_set(TROOP_ENOMEM, "out of memory for the keyring");
+	pthread_mutex_init(&k->mu, NULL);
+	*out = k;
+	return 0;
+}
+
+void keyring_free(keyring *k)
+{
+	if (!k)
+		return;
+	pthread_mutex_destroy(&k->mu);
+	free(k);
+}
+
+int keyring_parse(ticket_key *out, const json_t *body)
+{
+	const char *pk = NULL, *kid = NULL, *alg = NULL;
+	char want[TICKET_KID_LEN + 1];
+	size_t n = 0;
+	int rc;
+
+	if ((rc = json_get_str(&pk, body, "public_key", true)) ||
+	    (rc = json_get_str(&kid, body, "kid", true)) ||
+	    (rc = json_get_str(&alg, body, "alg", true)))
+		return troop_error_set(rc, "coordinator /public-key reply: %s", troop_error_msg());
+	if (strcmp(alg, "EdDSA") != 0)
+		return troop_error_set(TROOP_EINVAL, "coordinator /public-key reply: field 'alg' "
+		    "must be \"EdDSA\", got \"%.32s\"", alg);
+	if (b64url_decode(out->pk, sizeof(out->pk), &n, pk, strlen(pk)) != 0 ||
+	    n != TROOP_PK_LEN)
+		return troop_error_set(TROOP_EINVAL, "coordinator /public-key reply: field "
+		    "'public_key' must be 32 bytes of base64url");
+	ticket_kid(want, out->pk);
+	if (strcmp(kid, want) != 0)
+		return troop_error_set(TROOP_EINVAL, "coordinator /public-key reply: field 'kid' "
+		    "does not match the key");
+	memcpy(out->kid, want, sizeof(out->kid));
+	return 0;
+}
+
+int keyring_add(keyring *k, const ticket_key *key)
+{
+	size_t i;
+
+	pthread_mutex_lock(&k->mu);
+	for (i = 0; i < k->n; i++)
+		if (strcmp(k->keys[i].kid, key->kid) == 0)
+			break;
+	if (i == k->n) {
+		if (k->n == KEYRING_MAX) {
+			memmove(&k->keys[0], &k->keys[1], (KEYRING_MAX - 1) * sizeof(k->keys[0]));
+			i = KEYRING_MAX - 1;
+		} else {
+			k->n++;
+		}
+	}
+	k->keys[i] = *key;
+	pthread_mutex_unlock(&k->mu);
+	return 0;
+}
+
+size_t keyring_count(keyring *k)
+{
+	size_t n;
+
+	pthread_mutex_lock(&k->mu);
+	n = k->n;
+	pthread_mutex_unlock(&k->mu);
+	return n;
+}
+
+int keyring_fetch(keyring *k, http_client *c, const char *coordinator)
+{
+	char url[1024];
+	json_t *body = NULL;
+	ticket_key key;
+	int status = 0, rc;
+
+	pthread_mutex_lock(&k->mu);
+	k->last_fetch = (int64_t)time(NULL);
+	pthread_mutex_unlock(&k->mu);
+	snprintf(url, sizeof(url), "%s/public-key", coordinator);
+	rc = http_request_json(c, &status, &body, "GET", url, NULL, NULL);
+	if (rc)
+		return rc;
+	if (status != 200 || !body) {
+		json_decref(body);
+		return troop_error_set(TROOP_EUPSTREAM, "GET %s answered %d", url, status);
+	}
+	rc = keyring_parse(&key, body);
+	json_decref(body);
+	if (rc)
+		return rc;
+	return keyring_add(k, &key);
+}
+
+int keyring_verify(keyring *k, ticket_claims *out, const char *token, int64_t now)
+{
+	ticket_key keys[KEYRING_MAX];
+	size_t n;
+	int rc;
+
+	pthread_mutex_lock(&k->mu);
+	n = k->n;
+	memcpy(keys, k->keys, n * sizeof(keys[0]));
+	pthread_mutex_unlock(&k->mu);
+	rc = ticket_verify(out, token, keys, n, now);
+	return rc;
+}
+
+bool keyring_refetch_due(keyring *k, int64_t now)
+{
+	bool due;
+
+	pthread_mutex_lock(&k->mu);
+	due = k->last_fetch == 0 || now - k->last_fetch >= KEYRING_REFETCH_S;
+	if (due)
+		k->last_fetch = now;
+	pthread_mutex_unlock(&k->mu);
+	return due;
+}

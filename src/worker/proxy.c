@@ -1,0 +1,588 @@
+/*
+ * proxy.c - the worker's ticket-checking streaming proxy (proxy.h).
+ *
+ * Each server thread owns an http_async client on its event base, so a
+ * job's engine request, its relay and its max_seconds timer all live on
+ * the thread that took the request.  Shared state (keys, replay cache,
+ * catalog, receipts) is behind the modules' own locks; the job count is
+ * an atomic.
+ *
+ * A job's life: admitted (ticket + slot) -> relay_start -> relay on_done
+ * (any ending) -> record, receipt, slot released.  The only path where a
+ * request waits before admission is an unknown kid: the request is parked
+ * while GET /public-key runs on the same loop.
+ */
+#include "proxy.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "error.h"
+#include "http_client.h"
+#include "http_server.h"
+#include "job.h"
+#include "json.h"
+#include "log.h"
+#include "relay.h"
+#include "ticket.h"
+
+struct proxy {
+	proxy_opts o;
+	char *node_id;
+	char *coordinator;
+	http_server *srv;
+	atomic_int active;
+	atomic_long done;
+};
+
+/* Per server thread. */
+struct pthread_ctx {
+	proxy *p;
+	http_async *a;
+	struct event_base *base;
+};
+
+struct job {
+	proxy *p;
+	struct pthread_ctx *t;
+	relay *rl;
+	struct event *deadline;
+	usage_counter *usage;
+	worker_job rec;
+	int64_t t0_us;
+	int64_t max_seconds;
+};
+
+/* A request parked while the coordinator key is refetched. */
+struct keyfetch {
+	proxy *p;
+	http_req *r;
+	char buf[KEYRING_REPLY_MAX];
+	size_t len;
+	bool overflow;
+	int status;
+};
+
+static void admit(proxy *p, http_req *r, bool refetched);
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- jobs --------------------------------------------------------------------- */
+
+static int job_on_headers(void *arg, int status, const char *const *headers)
+{
+	struct job *j = arg;
+	bool sse = false;
+
+	for (size_t i = 0; headers && headers[i]; i++) {
+		const char *h = headers[i];
+		if (strncasecmp(h, "Content-Type:", 13) == 0) {
+			h += 13;
+			while (*h == ' ')
+				h++;
+			sse = strncasecmp(h, "text/event-stream", 17) == 0;
+		}
+	}
+	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
+		j->usage = NULL;  /* no counts, the job still runs */
+	return RELAY_ACCEPT;
+}
+
+static void job_on_body(void *arg, const char *data, size_t len)
+{
+	struct job *j = arg;
+
+	usage_counter_feed(j->usage, data, len);
+}
+
+static int job_normalize(void *arg, int status, const char *body, size_t len, json_t **out)
+{
+	return engine_error_normalize(status, body, len, out);
+}
+
+static void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	if (j->deadline)
+		event_free(j->deadline);
+	usage_counter_free(j->usage);
+	free(j);
+}
+
+static void job_finish(struct job *j, int status, job_outcome outcome, const relay_stats *st)
+{
+	proxy *p = j->p;
+	worker_job *rec = &j->rec;
+
+	rec->ended_at_ms = wall_ms();
+	rec->duration_ms = (mono_us() - j->t0_us) / 1000;
+	rec->status = status;
+	rec->outcome = outcome;
+	usage_counter_result(j->usage, &rec->prompt_tokens, &rec->completion_tokens,
+	    &rec->usage_reported);
+	log_info("job", "job=%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
+	    "prompt_tokens=%lld completion_tokens=%lld usage=%s bytes=%llu ttfb_us=%lld",
+	    rec->job_id, rec->requester, rec->model, job_outcome_name(outcome), status,
+	    (long long)rec->duration_ms, (long long)rec->prompt_tokens,
+	    (long long)rec->completion_tokens, rec->usage_reported ? "engine" : "counted",
+	    st ? (unsigned long long)st->bytes_out : 0ULL,
+	    st ? (long long)st->ttfb_us : -1LL);
+	if (st && st->err && outcome != JOB_OK)
+		log_debug("job_error", "job=%s end=%s error=\"%s\"", rec->job_id,
+		    relay_end_name(st->end), st->error);
+	if (p->o.receipts)
+		(void)receipts_submit(p->o.receipts, rec);
+	atomic_fetch_sub(&p->active, 1);
+	atomic_fetch_add(&p->done, 1);
+	job_free(j);
+}
+
+static void job_on_done(void *arg, http_req *req, const relay_stats *st)
+{
+	struct job *j = arg;
+	job_outcome outcome;
+	int status = st->status;
+
+	j->rl = NULL;
+	switch (st->end) {
+	case RELAY_END_COMPLETE:
+		outcome = st->status >= 400 ? JOB_ERROR : JOB_OK;
+		break;
+	case RELAY_END_ABORTED:
+		outcome = JOB_CUT_OFF;
+		break;
+	case RELAY_END_CLIENT_GONE:
+		outcome = JOB_CLIENT_GONE;
+		break;
+	default:
+		outcome = JOB_ERROR;
+		break;
+	}
+	if (req) {
+		/* nothing reached the client yet: answer with a JSON error */
+		if (st->end == RELAY_END_ABORTED) {
+			status = troop_err_status(TROOP_ETIMEOUT);
+			http_reply_error(req, TROOP_ETIMEOUT, "the job ran past its time budget of "
+			    "%lld s (max_seconds) before the engine answered",
+			    (long long)j->max_seconds);
+		} else if (st->err == TROOP_ETIMEOUT) {
+			status = troop_err_status(TROOP_ETIMEOUT);
+			http_reply_error(req, TROOP_ETIMEOUT, "the engine did not answer in time");
+		} else {
+			status = troop_err_status(TROOP_EUPSTREAM);
+			http_reply_error(req, TROOP_EUPSTREAM, "the engine failed before replying");
+		}
+	}
+	job_finish(j, status, outcome, st);
+}
+
+static void job_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *j = arg;
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "the job ran past its time budget of %lld s (max_seconds)",
+	    (long long)j->max_seconds);
+	if (j->rl)
+		relay_abort(j->rl, TROOP_ETIMEOUT, msg);
+}
+
+/* Start the admitted job: the slot is taken, the jti recorded. */
+static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char *engine_url)
+{
+	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done };
+	struct pthread_ctx *t = http_req_thread_ctx(r);
+	const char *ctype = http_req_header(r, "Content-Type");
+	const char *accept = http_req_header(r, "Accept");
+	char url[ENGINE_URL_MAX + 64], h_ctype[160], h_accept[160];
+	const char *headers[3] = { NULL, NULL, NULL };
+	http_async_opts ao = { .tcp_nodelay = true };
+	struct job *j = calloc(1, sizeof(*j));
+	relay_upstream up;
+	size_t len;
+	const char *body = http_req_body(r, &len);
+	int rc;
+
+	if (!j) {
+		http_reply_error(r, TROOP_ENOMEM, "out of memory starting the job");
+		goto fail;
+	}
+	j->p = p;
+	j->t = t;
+	j->t0_us = mono_us();
+	j->max_seconds = cl->max_seconds;
+	snprintf(j->rec.job_id, sizeof(j->rec.job_id), "%s", cl->jti);
+	snprintf(j->rec.requester, sizeof(j->rec.requester), "%s", cl->sub);
+	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
+	j->rec.started_at_ms = wall_ms();
+
+	snprintf(url, sizeof(url), "%s%s", engine_url, http_req_path(r));
+	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s",
+	    ctype && strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
+	headers[0] = h_ctype;
+	if (accept && strlen(accept) < 128 && !strpbrk(accept, "\r\n")) {
+		snprintf(h_accept, sizeof(h_accept), "Accept: %s", accept);
+		headers[1] = h_accept;
+	}
+	if (cl->max_seconds <= 0)
+		ao.first_byte_timeout_ms = 600000;  /* no budget: still do not wait forever */
+	up = (relay_upstream){ .method = "POST", .url = url, .headers = headers,
+		.body = body, .body_len = len, .opts = &ao };
+
+	if (cl->max_seconds > 0) {
+		struct timeval tv = { (time_t)cl->max_seconds, 0 };
+		j->deadline = evtimer_new(t->base, job_deadline, j);
+		if (!j->deadline || evtimer_add(j->deadline, &tv) != 0) {
+			http_reply_error(r, TROOP_ENOMEM, "out of memory starting the job");
+			goto fail;
+		}
+	}
+	rc = relay_start(&j->rl, r, t->a, &up, NULL, &cb, j);
+	if (rc) {
+		http_reply_error(r, rc, "cannot start the engine request");
+		goto fail;
+	}
+	return;
+fail:
+	replay_cache_forget(p->o.replay, cl->jti);  /* nothing ran: the ticket stays usable */
+	atomic_fetch_sub(&p->active, 1);
+	job_free(j);
+}
+
+/* ---- admission ------------------------------------------------------------------ */
+
+static void reply_ticket_error(http_req *r, const char *why)
+{
+	http_reply_error(r, TROOP_ETICKET, "%s", why);
+}
+
+/* The token of "Authorization: Bearer <token>", or NULL. */
+static const char *bearer(http_req *r)
+{
+	const char *h = http_req_header(r, "Authorization");
+
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return NULL;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	return *h ? h : NULL;
+}
+
+static void keyfetch_closed(http_req *r, void *arg)
+{
+	struct keyfetch *f = arg;
+
+	f->r = NULL;
+}
+
+static int keyfetch_headers(void *arg, int status, const char *const *headers)
+{
+	struct keyfetch *f = arg;
+
+	f->status = status;
+	return 0;
+}
+
+static int keyfetch_data(void *arg, const char *data, size_t len)
+{
+	struct keyfetch *f = arg;
+
+	if (f->len + len >= sizeof(f->buf)) {
+		f->overflow = true;
+		return -1;
+	}
+	memcpy(f->buf + f->len, data, len);
+	f->len += len;
+	return 0;
+}
+
+static void keyfetch_done(void *arg, int err)
+{
+	struct keyfetch *f = arg;
+
+	if (!err && f->status == 200 && !f->overflow) {
+		json_t *body = json_loadb(f->buf, f->len, 0, NULL);
+		ticket_key key;
+
+		if (body && keyring_parse(&key, body) == 0) {
+			keyring_add(f->p->o.keys, &key);
+			log_info("coordinator_key", "kid=%s source=refetch", key.kid);
+		} else {
+			log_warn("coordinator_key", "error=\"bad /public-key reply\"");
+		}
+		json_decref(body);
+	} else {
+		log_warn("coordinator_key", "error=\"refetch failed (status %d)\"", f->status);
+	}
+	if (f->r) {
+		http_req_on_close(f->r, NULL, NULL);
+		admit(f->p, f->r, true);
+	}
+	free(f);
+}
+
+/* Fetch the coordinator key on this loop, then admit r again.  Returns
+ * false when the fetch could not start (r is still ours). */
+static bool keyfetch_start(proxy *p, http_req *r)
+{
+	static const http_async_cb cb = { keyfetch_headers, keyfetch_data, keyfetch_done };
+	struct pthread_ctx *t = http_req_thread_ctx(r);
+	http_async_opts ao = { .tcp_nodelay = true, .total_timeout_ms = 5000 };
+	struct keyfetch *f = calloc(1, sizeof(*f));
+	char url[1024];
+
+	if (!f)
+		return false;
+	f->p = p;
+	f->r = r;
+	snprintf(url, sizeof(url), "%s/public-key", p->coordinator);
+	if (http_async_request(t->a, NULL, "GET", url, NULL, NULL, 0, &ao, &cb, f) != 0) {
+		free(f);
+		return false;
+	}
+	http_req_on_close(r, keyfetch_closed, f);
+	return true;
+}
+
+static void admit(proxy *p, http_req *r, bool refetched)
+{
+	const char *token = bearer(r);
+	int64_t now = (int64_t)time(NULL);
+	ticket_claims cl;
+	json_t *body = NULL;
+	const char *model = NULL, *raw;
+	char engine_url[ENGINE_URL_MAX];
+	size_t len;
+	int rc;
+
+	if (!token) {
+		reply_ticket_error(r, "missing ticket: send 'Authorization: Bearer <ticket>' "
+		    "with a ticket from the coordinator's /authorize");
+		return;
+	}
+	rc = keyring_verify(p->o.keys, &cl, token, now);
+	if (rc == TROOP_ENOKEY && !refetched && keyring_refetch_due(p->o.keys, now) &&
+	    keyfetch_start(p, r))
+		return;
+	if (rc) {
+		reply_ticket_error(r, troop_error_msg());
+		goto out;
+	}
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
+	    (rc = json_get_strn(&model, body, "model", true, JOB_MODEL_MAX - 1)) != 0) {
+		http_reply_error(r, rc, "%s", troop_error_msg());
+		goto out;
+	}
+	if (strcmp(cl.target_node, p->node_id) != 0) {
+		reply_ticket_error(r, "ticket is for another node");
+		goto out;
+	}
+	if (strcmp(cl.model, model) != 0) {
+		reply_ticket_error(r, "ticket is for another model than the request's \"model\"");
+		goto out;
+	}
+	if (catalog_lookup(p->o.cat, model, engine_url, sizeof(engine_url), NULL) != 0) {
+		reply_ticket_error(r, "the ticket's model is not served on this node");
+		goto out;
+	}
+	if (!job_id_valid(cl.jti)) {
+		reply_ticket_error(r, "ticket has no usable jti");
+		goto out;
+	}
+	rc = replay_cache_check(p->o.replay, cl.jti, cl.exp + TICKET_SKEW, now);
+	if (rc) {
+		if (rc == TROOP_ERATE)
+			http_reply_error(r, rc, "%s", troop_error_msg());
+		else
+			reply_ticket_error(r, "ticket already used");
+		goto out;
+	}
+	if (atomic_fetch_add(&p->active, 1) >= p->o.max_jobs) {
+		worker_job rec = { 0 };
+
+		atomic_fetch_sub(&p->active, 1);
+		http_reply_error(r, TROOP_ERATE, "this node is running its maximum of %d jobs; "
+		    "try another node", p->o.max_jobs);
+		/* a receipt of nothing, so the reservation is released now */
+		snprintf(rec.job_id, sizeof(rec.job_id), "%s", cl.jti);
+		snprintf(rec.requester, sizeof(rec.requester), "%s", cl.sub);
+		snprintf(rec.model, sizeof(rec.model), "%s", cl.model);
+		rec.started_at_ms = rec.ended_at_ms = wall_ms();
+		rec.outcome = JOB_REJECTED;
+		rec.status = 429;
+		log_info("job", "job=%s requester=%.8s model=%s outcome=rejected status=429",
+		    rec.job_id, rec.requester, rec.model);
+		if (p->o.receipts)
+			(void)receipts_submit(p->o.receipts, &rec);
+		goto out;
+	}
+	job_start(p, r, &cl, engine_url);
+out:
+	json_decref(body);
+	sodium_memzero(&cl, sizeof(cl));
+}
+
+static void h_infer(http_req *r, void *arg)
+{
+	admit(arg, r, false);
+}
+
+static void h_health(http_req *r, void *arg)
+{
+	proxy *p = arg;
+
+	http_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "status", "ok",
+	    "node_id", p->node_id, "version", "troop/" TROOP_VERSION,
+	    "active_jobs", atomic_load(&p->active), "max_jobs", p->o.max_jobs,
+	    "models", (json_int_t)catalog_model_count(p->o.cat)));
+}
+
+/* ---- threads and server ------------------------------------------------------------ */
+
+static int thread_init(void *arg, int index, struct event_base *base, void **tctx)
+{
+	struct pthread_ctx *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t)
+		return troop_error_set(TROOP_ENOMEM, "out of memory for a proxy thread");
+	t->p = arg;
+	t->base = base;
+	rc = http_async_new(&t->a, base);
+	if (rc) {
+		free(t);
+		return rc;
+	}
+	*tctx = t;
+	return 0;
+}
+
+static void thread_fini(void *arg, void *tctx)
+{
+	struct pthread_ctx *t = tctx;
+
+	if (!t)
+		return;
+	http_async_free(t->a);  /* jobs still running end here (on_done) */
+	free(t);
+}
+
+int proxy_new(proxy **out, const proxy_opts *o)
+{
+	static const char *const paths[] = { "/v1/chat/completions", "/v1/completions",
+		"/v1/embeddings" };
+	http_server_opts so = { 0 };
+	proxy *p;
+	int rc;
+
+	*out = NULL;
+	if (o->max_jobs < 1 || !o->node_id || !o->coordinator || !o->cat || !o->keys ||
+	    !o->replay)
+		return troop_error_set(TROOP_EINVAL, "proxy: max_jobs must be >= 1 and node id, "
+		    "coordinator, catalog, keys and replay cache are required");
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return troop_error_set(TROOP_ENOMEM, "out of memory for the proxy");
+	p->o = *o;
+	p->node_id = strdup(o->node_id);
+	p->coordinator = strdup(o->coordinator);
+	if (!p->node_id || !p->coordinator) {
+		rc = troop_error_set(TROOP_ENOMEM, "out of memory for the proxy");
+		goto fail;
+	}
+	so.listen = o->listen;
+	so.threads = o->threads;
+	so.max_body = o->max_body ? o->max_body : PROXY_DEFAULT_MAX_BODY;
+	so.idle_timeout_s = o->idle_timeout_s ? o->idle_timeout_s : 300;
+	so.name = "worker";
+	rc = http_server_new(&p->srv, &so);
+	if (rc)
+		goto fail;
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		rc = http_server_route(p->srv, "POST", paths[i], h_infer, p);
+		if (rc)
+			goto fail;
+	}
+	rc = http_server_route(p->srv, "GET", "/health", h_health, p);
+	if (rc)
+		goto fail;
+	http_server_on_thread(p->srv, thread_init, thread_fini, p);
+	*out = p;
+	return 0;
+fail:
+	proxy_free(p);
+	return rc;
+}
+
+int proxy_start(proxy *p)
+{
+	return http_server_start(p->srv);
+}
+
+int proxy_port(const proxy *p)
+{
+	return http_server_port(p->srv);
+}
+
+int proxy_run(proxy *p, int drain_ms, void (*on_shutdown)(void *), void *arg)
+{
+	if (on_shutdown)
+		http_server_on_shutdown(p->srv, on_shutdown, arg);
+	return http_server_run(p->srv, drain_ms);
+}
+
+void proxy_stop(proxy *p)
+{
+	if (p)
+		http_server_stop(p->srv);
+}
+
+int proxy_active_jobs(proxy *p)
+{
+	return atomic_load(&p->active);
+}
+
+int proxy_active_jobs_cb(void *arg)
+{
+	return proxy_active_jobs(arg);
+}
+
+long proxy_jobs_done(proxy *p)
+{
+	return atomic_load(&p->done);
+}
+
+void proxy_free(proxy *p)
+{
+	if (!p)
+		return;
+	http_server_free(p->srv);
+	free(p->node_id);
+	free(p->coordinator);
+	free(p);
+}

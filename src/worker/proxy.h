@@ -1,0 +1,96 @@
+/*
+ * proxy.h - the worker's inference proxy (DESIGN.md sections 5 and 8).
+ *
+ * Routes, on --listen (default 0.0.0.0:8421):
+ *   POST /v1/chat/completions, /v1/completions, /v1/embeddings
+ *        ticket in "Authorization: Bearer <ticket>", checked exactly as
+ *        DESIGN.md section 5 says; then the body goes, byte for byte, to
+ *        the engine serving the model and the reply streams back through
+ *        the relay (relay.h): event by event, TCP_NODELAY, keep-alive to
+ *        the engine, backpressure.
+ *   GET  /health
+ *
+ * Ticket check, in order; any failure is 401 (invalid_ticket) with a JSON
+ * error and nothing reaches the engine:
+ *   1. a Bearer token is present;
+ *   2. ticket_verify against the coordinator keys (alg exactly EdDSA,
+ *      known kid, signature, exp/iat with 30 s skew, aud troop-worker);
+ *      an unknown kid triggers one refetch of GET /public-key (at most
+ *      once a minute, keyring.h), then the check runs again;
+ *   3. the body is a JSON object with a string "model" (else 400);
+ *   4. target_node is this node;
+ *   5. the ticket's model is the body's model;
+ *   6. that model is served here (by name or content hash);
+ *   7. the jti was not used before (remembered until exp + 30 s).
+ * Then the job needs a slot: at most max_jobs at once, else 429
+ * rate_limited (and a receipt with outcome "rejected" and no duration,
+ * so the coordinator releases the reservation at once).
+ *
+ * Each job is stopped at the ticket's max_seconds: the stream ends with an
+ * error event (relay_abort), or, when nothing was sent yet, a 504 JSON
+ * error.  Engine error replies are normalised (engine_error_normalize).
+ * Every job that reached the engine is recorded (job.h) and its receipt
+ * queued (receipts.h).  Tickets and Authorization headers are never
+ * logged.
+ */
+#ifndef TROOP_WORKER_PROXY_H
+#define TROOP_WORKER_PROXY_H
+
+#include <stddef.h>
+
+#include "catalog.h"
+#include "keyring.h"
+#include "receipts.h"
+#include "replay.h"
+
+#define PROXY_DEFAULT_MAX_BODY (16u * 1024 * 1024)
+
+typedef struct proxy proxy;
+
+typedef struct {
+	const char *listen;        /* "0.0.0.0:8421" */
+	int threads;               /* 0: one per core */
+	int max_jobs;              /* >= 1 */
+	const char *node_id;       /* this node's account id */
+	const char *coordinator;   /* base URL, for key refetches */
+	catalog *cat;
+	keyring *keys;
+	replay_cache *replay;
+	receipts *receipts;        /* may be NULL: no receipts */
+	size_t max_body;           /* request bodies; 0: PROXY_DEFAULT_MAX_BODY */
+	int idle_timeout_s;        /* 0: 300 */
+} proxy_opts;
+
+/* Create the proxy and its HTTP server (nothing bound yet).  The pointed
+ * objects must outlive it; strings are copied.  Returns 0, TROOP_EINVAL
+ * (bad listen address, max_jobs < 1), TROOP_ENOMEM. */
+int proxy_new(proxy **out, const proxy_opts *o);
+
+/* Bind and start serving.  Returns 0 or TROOP_EIO ("cannot listen on
+ * ..."). */
+int proxy_start(proxy *p);
+
+/* The bound port (after proxy_start). */
+int proxy_port(const proxy *p);
+
+/* Block until SIGINT/SIGTERM (or proxy_stop); then stop accepting, call
+ * on_shutdown(arg) (may be NULL), wait up to drain_ms for jobs in flight,
+ * and stop.  Returns 0 or a troop_err. */
+int proxy_run(proxy *p, int drain_ms, void (*on_shutdown)(void *), void *arg);
+
+/* Ask a running proxy to stop (thread-safe, async-signal-safe). */
+void proxy_stop(proxy *p);
+
+/* Jobs running now.  Thread-safe. */
+int proxy_active_jobs(proxy *p);
+
+/* A heartbeat_opts.active_jobs callback (arg is the proxy). */
+int proxy_active_jobs_cb(void *arg);
+
+/* Jobs served since start (finished, any outcome).  Thread-safe. */
+long proxy_jobs_done(proxy *p);
+
+/* Free a stopped proxy; NULL is fine. */
+void proxy_free(proxy *p);
+
+#endif

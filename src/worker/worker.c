@@ -1,0 +1,273 @@
+/*
+ * worker.c - `troop worker`: parse the flags and wire the worker's modules
+ * together (DESIGN.md section 8).
+ *
+ *   identity ($TROOP_HOME/identity.key)  -> node id, signs heartbeats and
+ *                                           receipts
+ *   engines (--engine or auto-detection) -> catalog
+ *   address (--advertise / tailnet)      -> what the coordinator hands out
+ *   proxy (--listen)                     -> tickets in, engine replies out
+ *   receipts (spool under $TROOP_HOME)   -> the coordinator settles jobs
+ *   heartbeat thread                     -> registration, GPU, models
+ *
+ * Shutdown (SIGTERM / SIGINT): stop accepting, heartbeat OFFLINE, let jobs
+ * in flight finish up to --drain-timeout, flush receipts, exit 0.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "commands.h"
+#include "config.h"
+#include "engines/engine.h"
+#include "error.h"
+#include "gpu.h"
+#include "heartbeat.h"
+#include "http_client.h"
+#include "identity.h"
+#include "keyring.h"
+#include "log.h"
+#include "proxy.h"
+#include "receipts.h"
+#include "replay.h"
+#include "tailnet.h"
+
+#define WORKER_MAX_ENGINES 16
+#define RECEIPT_FLUSH_MS 5000
+#define START_TIMEOUT_MS 2000
+
+static const config_opt worker_opts[] = {
+	{ "coordinator", 'c', OPT_STRING, "TROOP_COORDINATOR", "COORDINATOR_URL",
+	  "http://127.0.0.1:8420", "URL", "the coordinator to register with", 0, 0 },
+	{ "listen", 'l', OPT_STRING, "TROOP_WORKER_LISTEN", NULL, "0.0.0.0:8421", "ADDR:PORT",
+	  "address the proxy serves tickets on", 0, 0 },
+	{ "advertise", 'a', OPT_STRING, "TROOP_ADVERTISE", NULL, NULL, "ADDR",
+	  "address clients reach this worker at (default: the tailnet address)", 0, 0 },
+	{ "engine", 'e', OPT_LIST, "TROOP_ENGINE", NULL, NULL, "TYPE=URL",
+	  "an engine to serve (ollama, vllm, lmstudio, llamacpp, openai); repeatable; "
+	  "default: auto-detect on the default ports", 0, 0 },
+	{ "model-refresh", 0, OPT_INT, "TROOP_MODEL_REFRESH", NULL, "60", "SECONDS",
+	  "how often the engines' models are re-read", 1, 86400 },
+	{ "max-jobs", 'j', OPT_INT, "TROOP_MAX_JOBS", NULL, "4", "N",
+	  "jobs served at once; more get 429", 1, 4096 },
+	{ "donate", 0, OPT_STRING, "TROOP_DONATE", NULL, "idle", "idle|always",
+	  "idle: go BUSY while the owner uses the GPU; always: never", 0, 0 },
+	{ "busy-threshold", 0, OPT_INT, "TROOP_BUSY_THRESHOLD", NULL, "30", "PERCENT",
+	  "GPU utilisation that counts as the owner using it", 1, 100 },
+	{ "gpu-sample", 0, OPT_INT, "TROOP_GPU_SAMPLE", NULL, "5", "SECONDS",
+	  "how often the GPU is sampled for --donate idle", 1, 3600 },
+	{ "drain-timeout", 0, OPT_INT, "TROOP_DRAIN_TIMEOUT", NULL, "30", "SECONDS",
+	  "on SIGTERM, how long jobs in flight may run on", 0, 86400 },
+	{ "name", 'n', OPT_STRING, "TROOP_NODE_NAME", NULL, NULL, "NAME",
+	  "node name shown in 'troop nodes' (default: the host name)", 0, 0 },
+	{ "owner", 0, OPT_STRING, "TROOP_OWNER", NULL, NULL, "ACCOUNT",
+	  "account credited for this node's work (default: the node's own)", 0, 0 },
+	{ "threads", 't', OPT_INT, "TROOP_WORKER_THREADS", NULL, "0", "N",
+	  "proxy threads (0: one per core)", 0, 256 },
+	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
+	  "debug, info, warn or error", 0, 0 },
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+static const char summary[] =
+	"Donate a local inference engine's GPU time to the troop: register with the\n"
+	"coordinator, serve ticketed requests on --listen, and send signed receipts.";
+
+static void shutdown_hook(void *arg)
+{
+	heartbeat_offline(arg);
+}
+
+static int usage_error(const char *flag, const char *msg)
+{
+	fprintf(stderr, "troop worker: %s%s%s\n(see 'troop worker --help')\n",
+	    flag ? flag : "", flag ? ": " : "", msg);
+	return EXIT_USAGE;
+}
+
+/* The coordinator URL without trailing '/', checked for a scheme. */
+static int coordinator_url(char *out, size_t len, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
+		return -1;
+	while (n > 8 && s[n - 1] == '/')
+		n--;
+	if (n >= len || strpbrk(s, " \t\r\n"))
+		return -1;
+	memcpy(out, s, n);
+	out[n] = '\0';
+	return 0;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+	config *cfg = NULL;
+	troop_identity id;
+	engine_spec specs[WORKER_MAX_ENGINES];
+	const char *const *engines;
+	size_t nspecs;
+	char coord[1024], address[TAILNET_ADDR_MAX], name[256], idpath[PATH_MAX];
+	char spool[PATH_MAX], short_id[9];
+	gpu_policy policy = { 0 };
+	log_level lvl;
+	http_client *hc = NULL;
+	catalog *cat = NULL;
+	keyring *keys = NULL;
+	replay_cache *replay = NULL;
+	receipts *rcpt = NULL;
+	proxy *px = NULL;
+	heartbeat *hb = NULL;
+	const char *owner;
+	bool created = false;
+	int rc, ret = 1;
+
+	memset(&id, 0, sizeof(id));
+	rc = config_parse(&cfg, worker_opts, argc, argv);
+	if (rc == CONFIG_HELP) {
+		config_usage(stdout, "worker", "[options]", summary, worker_opts);
+		return 0;
+	}
+	if (rc != 0)
+		return usage_error(NULL, troop_error_msg());
+	if (config_npositional(cfg) > 0) {
+		ret = usage_error(NULL, "unexpected argument");
+		goto out;
+	}
+	if (log_parse_level(&lvl, config_str(cfg, "log-level")) != 0) {
+		ret = usage_error("--log-level", troop_error_msg());
+		goto out;
+	}
+	log_set_level(lvl);
+	if (coordinator_url(coord, sizeof(coord), config_str(cfg, "coordinator")) != 0) {
+		ret = usage_error("--coordinator", "expected an http:// or https:// URL");
+		goto out;
+	}
+	nspecs = config_list(cfg, "engine", &engines);
+	if (nspecs > WORKER_MAX_ENGINES) {
+		ret = usage_error("--engine", "at most 16 engines");
+		goto out;
+	}
+	for (size_t i = 0; i < nspecs; i++) {
+		if (engine_spec_parse(&specs[i], engines[i]) != 0) {
+			ret = usage_error(NULL, troop_error_msg());
+			goto out;
+		}
+	}
+	if (gpu_parse_donate(&policy.donate, config_str(cfg, "donate")) != 0) {
+		ret = usage_error(NULL, troop_error_msg());
+		goto out;
+	}
+	policy.busy_threshold = (int)config_int(cfg, "busy-threshold");
+	owner = config_str(cfg, "owner");
+	if (owner) {
+		unsigned char pk[TROOP_PK_LEN];
+		if (account_id_decode(pk, owner) != 0) {
+			ret = usage_error("--owner", "expected an account id (43 base64url "
+			    "characters; see 'troop id')");
+			goto out;
+		}
+	}
+	if (config_str(cfg, "name"))
+		snprintf(name, sizeof(name), "%s", config_str(cfg, "name"));
+	else if (gethostname(name, sizeof(name)) != 0)
+		snprintf(name, sizeof(name), "worker");
+	name[sizeof(name) - 1] = '\0';
+
+	/* identity */
+	if (identity_default_path(idpath, sizeof(idpath)) != 0 ||
+	    identity_load_or_create(&id, idpath, &created) != 0) {
+		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+		goto out;
+	}
+	account_id_short(short_id, id.id);
+	if (created)
+		log_info("identity_created", "path=%s node=%s", idpath, short_id);
+
+	/* address: refuse to start without one clients can reach */
+	if (tailnet_resolve(address, sizeof(address), config_str(cfg, "advertise"), coord) != 0) {
+		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+		goto out;
+	}
+
+	/* engines and the coordinator key */
+	if (catalog_new(&cat) != 0 || keyring_new(&keys) != 0 ||
+	    replay_cache_new(&replay, 0) != 0 || http_client_new(&hc) != 0) {
+		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+		goto out;
+	}
+	http_client_set_limits(hc, START_TIMEOUT_MS, 8 * 1024 * 1024);
+	if (heartbeat_read_engines(cat, hc, specs, nspecs, NULL) != 0) {
+		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+		goto out;
+	}
+	if (catalog_model_count(cat) == 0)
+		log_warn("no_models", "engines=%zu hint=\"%s\"", nspecs,
+		    nspecs ? "the engines serve no model yet; they are re-read every "
+		    "--model-refresh seconds" : "no engine found on the default ports; "
+		    "start one or pass --engine TYPE=URL");
+	if (keyring_fetch(keys, hc, coord) != 0)
+		log_warn("coordinator_key", "coordinator=%s error=\"%s\" retry=with_heartbeats",
+		    coord, troop_error_msg());
+
+	/* receipts, proxy, heartbeats */
+	if (receipts_default_dir(spool, sizeof(spool)) != 0 ||
+	    receipts_start(&rcpt, coord, &id, spool) != 0) {
+		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+		goto out;
+	}
+	{
+		proxy_opts po = {
+			.listen = config_str(cfg, "listen"),
+			.threads = (int)config_int(cfg, "threads"),
+			.max_jobs = (int)config_int(cfg, "max-jobs"),
+			.node_id = id.id, .coordinator = coord, .cat = cat, .keys = keys,
+			.replay = replay, .receipts = rcpt,
+		};
+		if (proxy_new(&px, &po) != 0 || proxy_start(px) != 0) {
+			fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+			goto out;
+		}
+	}
+	{
+		heartbeat_opts ho = {
+			.coordinator = coord, .id = &id, .name = name, .address = address,
+			.port = proxy_port(px), .owner = owner,
+			.max_jobs = (int)config_int(cfg, "max-jobs"), .cat = cat, .keys = keys,
+			.active_jobs = proxy_active_jobs_cb, .active_arg = px,
+			.specs = specs, .nspecs = nspecs,
+			.model_refresh_s = (int)config_int(cfg, "model-refresh"),
+			.policy = policy, .gpu_sample_s = (int)config_int(cfg, "gpu-sample"),
+		};
+		if (heartbeat_start(&hb, &ho) != 0) {
+			fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+			goto out;
+		}
+	}
+	log_info("worker_started", "listen=%s port=%d node=%s advertise=%s models=%zu "
+	    "max_jobs=%ld donate=%s coordinator=%s registered=%d", config_str(cfg, "listen"),
+	    proxy_port(px), short_id, address, catalog_model_count(cat),
+	    config_int(cfg, "max-jobs"), config_str(cfg, "donate"), coord,
+	    heartbeat_registered(hb));
+
+	rc = proxy_run(px, (int)config_int(cfg, "drain-timeout") * 1000, shutdown_hook, hb);
+	heartbeat_offline(hb);
+	log_info("worker_stopped", "jobs=%ld receipts_pending=%zu", proxy_jobs_done(px),
+	    receipts_pending(rcpt));
+	ret = rc == 0 ? 0 : 1;
+out:
+	heartbeat_free(hb);
+	proxy_free(px);
+	receipts_stop(rcpt, RECEIPT_FLUSH_MS);
+	replay_cache_free(replay);
+	keyring_free(keys);
+	catalog_free(cat);
+	http_client_free(hc);
+	identity_wipe(&id);
+	config_free(cfg);
+	return ret;
+}
