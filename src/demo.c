@@ -393,12 +393,12 @@ int cmd_demo(int argc, char **argv)
 			goto out;
 		}
 		snprintf(engine, sizeof(engine), "ollama=http://127.0.0.1:%d", port);
-		printf("\n  +--------------------------------------------------------------+\n"
-		       "  | No inference engine (Ollama, vLLM, LM Studio, llama.cpp) was |\n"
+		printf("\n  +---------------------------------------------------------------+\n"
+		       "  | No inference engine (Ollama, vLLM, LM Studio, llama.cpp) was  |\n"
 		       "  | found on this machine, so the demo uses the ENGINE SIMULATOR: |\n"
 		       "  | a test tool that speaks Ollama's API and answers with made-up |\n"
 		       "  | words. Start a real engine to see real completions.           |\n"
-		       "  +--------------------------------------------------------------+\n\n");
+		       "  +---------------------------------------------------------------+\n\n");
 	}
 	printf("  engine        %s\n", engine);
 
