@@ -18,6 +18,7 @@
  */
 #include "relay.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,11 @@ struct relay {
 	bool unaligned;           /* an over-long event was forwarded in pieces */
 	char *tail;               /* bytes after the last complete event */
 	size_t tail_len, tail_cap;
+	/* bytes queued for the client, sent at the end of the loop iteration */
+	char *out;
+	size_t out_len, out_cap;
+	struct event *flush_ev;
+	bool flush_armed;
 	/* error body for normalize_error */
 	char *errbuf;
 	size_t err_len;
@@ -93,6 +99,9 @@ static void relay_free(relay *rl)
 {
 	if (!rl)
 		return;
+	if (rl->flush_ev)
+		event_free(rl->flush_ev);
+	free(rl->out);
 	free(rl->tail);
 	free(rl->errbuf);
 	free(rl);
@@ -102,27 +111,90 @@ static void relay_free(relay *rl)
 
 static void client_closed(http_req *req, void *arg);
 
-/* Queue bytes to the client, starting the reply on the first call.
- * Returns 0, or -1 when the client cannot take them (gone). */
+static int out_append(relay *rl, const char *data, size_t len)
+{
+	if (rl->out_len + len > rl->out_cap) {
+		size_t cap = rl->out_cap ? rl->out_cap : 16384;
+		char *n;
+
+		while (cap < rl->out_len + len)
+			cap *= 2;
+		n = realloc(rl->out, cap);
+		if (!n)
+			return -1;
+		rl->out = n;
+		rl->out_cap = cap;
+	}
+	memcpy(rl->out + rl->out_len, data, len);
+	rl->out_len += len;
+	return 0;
+}
+
+/* Whether bytes were given to the client (sent, or queued to go out at
+ * the end of this iteration): from then on it gets a stream, not a
+ * hand-back. */
+static bool client_started(const relay *rl)
+{
+	return rl->began || rl->out_len > 0;
+}
+
+/* Send what is queued now, starting the reply if it has not started.
+ * Returns 0, or -1 when the client cannot take it (gone). */
+static int client_flush(relay *rl)
+{
+	int rc;
+
+	if (!rl->req) {
+		rl->out_len = 0;
+		return -1;
+	}
+	if (!rl->began) {
+		rl->st.status = rl->st.upstream_status ? rl->st.upstream_status : 200;
+		http_stream_begin(rl->req, rl->st.status,
+		    rl->content_type[0] ? rl->content_type : NULL);
+		rl->began = true;
+	}
+	if (rl->out_len == 0)
+		return 0;
+	if (rl->st.ttfb_us < 0)
+		rl->st.ttfb_us = now_us() - rl->t0_us;
+	rc = http_stream_write(rl->req, rl->out, rl->out_len);
+	if (rc == 0) {
+		rl->st.bytes_out += rl->out_len;
+		rl->st.writes++;
+	}
+	rl->out_len = 0;
+	return rc == 0 ? 0 : -1;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	relay *rl = arg;
+
+	rl->flush_armed = false;
+	if (rl->req && rl->out_len)
+		(void)client_flush(rl);
+}
+
+/* Queue bytes for the client.  They leave at the end of this loop
+ * iteration (flush_cb), so the events that came in one read of the
+ * upstream leave in one chunk rather than one chunk each (curl hands over
+ * each chunk of a chunked reply separately), with no added wait.
+ * Returns 0, or -1 when the client is gone or memory ran out. */
 static int client_write(relay *rl, const char *data, size_t len, bool observe)
 {
 	if (!rl->req)
 		return -1;
-	if (!rl->began) {
-		http_stream_begin(rl->req, rl->st.upstream_status ? rl->st.upstream_status : 200,
-		    rl->content_type[0] ? rl->content_type : NULL);
-		rl->began = true;
-		rl->st.status = rl->st.upstream_status ? rl->st.upstream_status : 200;
-	}
 	if (len == 0)
 		return 0;
-	if (rl->st.ttfb_us < 0)
-		rl->st.ttfb_us = now_us() - rl->t0_us;
-	if (http_stream_write(rl->req, data, len) != 0)
+	if (out_append(rl, data, len) != 0)
 		return -1;
-	rl->st.bytes_out += len;
 	if (observe && rl->cb.on_body)
 		rl->cb.on_body(rl->arg, data, len);
+	if (!rl->flush_armed) {
+		rl->flush_armed = true;
+		event_active(rl->flush_ev, EV_TIMEOUT, 1);
+	}
 	return 0;
 }
 
@@ -153,6 +225,8 @@ static void client_end_with_error(relay *rl, int err, const char *msg)
 	rl->tail_len = 0;  /* an incomplete event is dropped */
 	if (rl->sse)
 		client_error_events(rl, err, msg);
+	if (client_flush(rl) != 0 || !rl->req)
+		return;
 	http_req_on_close(rl->req, NULL, NULL);
 	http_stream_end(rl->req);
 	rl->req = NULL;
@@ -168,6 +242,7 @@ static http_req *client_hand_back(relay *rl)
 		http_stream_on_drain(req, NULL, NULL);
 	}
 	rl->req = NULL;
+	rl->out_len = 0;  /* queued, never sent */
 	return req;
 }
 
@@ -179,6 +254,27 @@ static http_req *client_hand_back(relay *rl)
 static size_t sse_scan(relay *rl, const char *p, size_t len)
 {
 	size_t last = 0;
+
+	if (len == 0)
+		return 0;
+	if (!rl->last_cr && !memchr(p, '\r', len)) {
+		/* LF only (what engines send): the last "\n\n", searched from the
+		 * end, without looking at every byte */
+		const char *q = memrchr(p, '\n', len);
+
+		while (q) {
+			size_t i = (size_t)(q - p);
+
+			if (i > 0 ? p[i - 1] == '\n' : rl->at_line_start) {
+				last = i + 1;
+				break;
+			}
+			q = i > 1 ? memrchr(p, '\n', i - 1) : NULL;
+		}
+		rl->at_line_start = p[len - 1] == '\n';
+		rl->cr_boundary = false;
+		return last;
+	}
 
 	for (size_t i = 0; i < len; i++) {
 		char c = p[i];
@@ -318,6 +414,7 @@ static int up_data(void *arg, const char *data, size_t len)
 	int rc;
 
 	rl->st.bytes_in += len;
+	rl->st.chunks_in++;
 	if (!rl->req || rl->ending)
 		return -1;
 	if (rl->phase == PH_ERRBODY) {
@@ -331,7 +428,9 @@ static int up_data(void *arg, const char *data, size_t len)
 	rc = rl->sse ? sse_forward(rl, data, len) : client_write(rl, data, len, true);
 	if (rc != 0 || !rl->req)
 		return -1;
-	if (http_stream_pending(rl->req) > rl->o.max_pending) {
+	if (http_stream_pending(rl->req) + rl->out_len > rl->o.max_pending) {
+		if (client_flush(rl) != 0 || !rl->req)
+			return -1;
 		rl->paused = true;
 		rl->st.pauses++;
 		http_stream_on_drain(rl->req, client_drained, rl);
@@ -383,7 +482,7 @@ static void up_done(void *arg, int err)
 
 	if (rl->ending) {
 		/* decided before: reject, abort, client gone */
-		if (rl->req && !rl->began)
+		if (rl->req && !client_started(rl))
 			back = client_hand_back(rl);
 		else if (rl->req)
 			client_end_with_error(rl, rl->abort_err, rl->abort_msg);
@@ -392,7 +491,8 @@ static void up_done(void *arg, int err)
 	} else if (err == 0 && rl->phase == PH_ERRBODY) {
 		if (!reply_normalised(rl)) {
 			/* relay it as it came */
-			if (client_write(rl, rl->errbuf, rl->err_len, true) == 0 && rl->req) {
+			if (client_write(rl, rl->errbuf, rl->err_len, true) == 0 &&
+			    client_flush(rl) == 0 && rl->req) {
 				http_req_on_close(rl->req, NULL, NULL);
 				http_stream_end(rl->req);
 			}
@@ -404,18 +504,16 @@ static void up_done(void *arg, int err)
 		if (rl->tail_len)
 			(void)client_write(rl, rl->tail, rl->tail_len, true);
 		rl->tail_len = 0;
-		if (rl->req) {
-			if (!rl->began)
-				(void)client_write(rl, NULL, 0, false);
+		if (rl->req && client_flush(rl) == 0 && rl->req) {
 			http_req_on_close(rl->req, NULL, NULL);
 			http_stream_end(rl->req);
-			rl->req = NULL;
 		}
+		rl->req = NULL;
 		rl->st.end = RELAY_END_COMPLETE;
 	} else {
 		rl->st.end = RELAY_END_UPSTREAM;
 		rl->st.err = err;
-		if (!rl->began)
+		if (!client_started(rl))
 			back = client_hand_back(rl);
 		else
 			client_end_with_error(rl, TROOP_EUPSTREAM,
@@ -482,6 +580,11 @@ int relay_start(relay **out, http_req *req, http_async *a, const relay_upstream 
 		rl->o.max_error_body = RELAY_DEFAULT_MAX_ERROR_BODY;
 	rl->st.ttfb_us = -1;
 	rl->t0_us = now_us();
+	rl->flush_ev = event_new(http_req_base(req), -1, 0, flush_cb, rl);
+	if (!rl->flush_ev) {
+		relay_free(rl);
+		return troop_error_set(TROOP_ENOMEM, "out of memory starting a relay");
+	}
 	if (up->opts)
 		ao = *up->opts;
 	ao.tcp_nodelay = true;
@@ -507,7 +610,7 @@ void relay_abort(relay *rl, int err, const char *msg)
 	snprintf(rl->st.error, sizeof(rl->st.error), "%s", msg ? msg : "aborted");
 	rl->abort_err = rl->st.err;
 	snprintf(rl->abort_msg, sizeof(rl->abort_msg), "%s", msg ? msg : "aborted");
-	if (rl->req && rl->began)
+	if (rl->req && client_started(rl))
 		client_end_with_error(rl, rl->abort_err, rl->abort_msg);
 	/* else: handed back from up_done, once the upstream has let go */
 	if (rl->up)

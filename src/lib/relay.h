@@ -14,6 +14,11 @@
  *     first body byte (or the end of an empty body), so a failure up to
  *     that point can still be answered with a JSON error, or retried
  *     elsewhere: the request is then handed back to the caller untouched.
+ *   - Bytes are written to the client at the end of the loop iteration in
+ *     which they arrived: what came in one read of the upstream socket
+ *     leaves as one chunk (curl hands over each chunk of a chunked reply
+ *     separately; one write per event would cost a syscall per token),
+ *     without waiting for anything.
  *   - Server-Sent Events (Content-Type text/event-stream) are forwarded
  *     event by event: bytes after the last complete event (blank line) are
  *     held back until the event is complete (at most max_event bytes; an
@@ -89,6 +94,8 @@ typedef struct {
 	                       * the client; -1 when none was */
 	int64_t duration_us;  /* relay_start to the end */
 	unsigned pauses;      /* times the upstream was paused (backpressure) */
+	uint64_t chunks_in;   /* body chunks handed over by the upstream */
+	uint64_t writes;      /* chunks queued to the client */
 	bool event_stream;    /* the reply was text/event-stream */
 } relay_stats;
 

@@ -270,8 +270,12 @@ static void *loop_main(void *arg)
 		}
 		if (now >= next_refresh) {
 			bool changed = false;
-			if (heartbeat_read_engines(h->o.cat, h->c, h->specs, h->o.nspecs,
-			    &changed) == 0 && changed) {
+			int rrc;
+
+			http_client_set_limits(h->c, DETECT_TIMEOUT_MS, 8 * 1024 * 1024);
+			rrc = heartbeat_read_engines(h->o.cat, h->c, h->specs, h->o.nspecs, &changed);
+			http_client_set_limits(h->c, HEARTBEAT_TIMEOUT_MS, 256 * 1024);
+			if (rrc == 0 && changed) {
 				log_info("models_changed", "models=%zu", catalog_model_count(h->o.cat));
 				next_hb = now;
 			}

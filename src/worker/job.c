@@ -118,6 +118,13 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 0;
+	/* a token event (the common case) ends the work here; a usage chunk
+	 * comes with empty or no content */
+	if (has_nonempty_string(data, len, "\"content\"") ||
+	    has_nonempty_string(data, len, "\"text\"")) {
+		u->deltas++;
+		return 0;
+	}
 	if (memmem(data, len, "\"usage\"", 7)) {
 		json_t *ev = json_loadb(data, len, 0, NULL);
 
@@ -127,9 +134,6 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 		}
 		json_decref(ev);
 	}
-	if (has_nonempty_string(data, len, "\"content\"") ||
-	    has_nonempty_string(data, len, "\"text\""))
-		u->deltas++;
 	return 0;
 }
 

@@ -59,6 +59,7 @@ struct job {
 	worker_job rec;
 	int64_t t0_us;
 	int64_t max_seconds;
+	char path[32];             /* /v1/... of the request */
 };
 
 /* A request parked while the coordinator key is refetched. */
@@ -143,13 +144,16 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	rec->outcome = outcome;
 	usage_counter_result(j->usage, &rec->prompt_tokens, &rec->completion_tokens,
 	    &rec->usage_reported);
-	log_info("job", "job=%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
-	    "prompt_tokens=%lld completion_tokens=%lld usage=%s bytes=%llu ttfb_us=%lld",
-	    rec->job_id, rec->requester, rec->model, job_outcome_name(outcome), status,
+	log_info("job", "job=%s path=%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
+	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld",
+	    rec->job_id, j->path, rec->requester, rec->model, job_outcome_name(outcome), status,
 	    (long long)rec->duration_ms, (long long)rec->prompt_tokens,
 	    (long long)rec->completion_tokens, rec->usage_reported ? "engine" : "counted",
 	    st ? (unsigned long long)st->bytes_out : 0ULL,
 	    st ? (long long)st->ttfb_us : -1LL);
+	if (st)
+		log_debug("job_relay", "job=%s chunks_in=%llu writes=%llu pauses=%u", rec->job_id,
+		    (unsigned long long)st->chunks_in, (unsigned long long)st->writes, st->pauses);
 	if (st && st->err && outcome != JOB_OK)
 		log_debug("job_error", "job=%s end=%s error=\"%s\"", rec->job_id,
 		    relay_end_name(st->end), st->error);
@@ -234,6 +238,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char
 	j->t = t;
 	j->t0_us = mono_us();
 	j->max_seconds = cl->max_seconds;
+	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
 	snprintf(j->rec.job_id, sizeof(j->rec.job_id), "%s", cl->jti);
 	snprintf(j->rec.requester, sizeof(j->rec.requester), "%s", cl->sub);
 	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
@@ -274,9 +279,18 @@ fail:
 
 /* ---- admission ------------------------------------------------------------------ */
 
+/* Refuse a request before it became a job; one log line says why (the
+ * server's per-request lines are off: jobs log their own). */
+static void refuse(http_req *r, int err, const char *why)
+{
+	log_info("refused", "path=%s status=%d code=%s peer=%s reason=\"%s\"", http_req_path(r),
+	    troop_err_status(err), troop_err_code(err), http_req_peer(r), why);
+	http_reply_error(r, err, "%s", why);
+}
+
 static void reply_ticket_error(http_req *r, const char *why)
 {
-	http_reply_error(r, TROOP_ETICKET, "%s", why);
+	refuse(r, TROOP_ETICKET, why);
 }
 
 /* The token of "Authorization: Bearer <token>", or NULL. */
@@ -395,7 +409,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
 	    (rc = json_get_strn(&model, body, "model", true, JOB_MODEL_MAX - 1)) != 0) {
-		http_reply_error(r, rc, "%s", troop_error_msg());
+		refuse(r, rc, troop_error_msg());
 		goto out;
 	}
 	if (strcmp(cl.target_node, p->node_id) != 0) {
@@ -417,7 +431,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	rc = replay_cache_check(p->o.replay, cl.jti, cl.exp + TICKET_SKEW, now);
 	if (rc) {
 		if (rc == TROOP_ERATE)
-			http_reply_error(r, rc, "%s", troop_error_msg());
+			refuse(r, rc, troop_error_msg());
 		else
 			reply_ticket_error(r, "ticket already used");
 		goto out;
@@ -435,8 +449,8 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		rec.started_at_ms = rec.ended_at_ms = wall_ms();
 		rec.outcome = JOB_REJECTED;
 		rec.status = 429;
-		log_info("job", "job=%s requester=%.8s model=%s outcome=rejected status=429",
-		    rec.job_id, rec.requester, rec.model);
+		log_info("job", "job=%s requester=%.8s model=%s outcome=rejected status=429 "
+		    "active=%d", rec.job_id, rec.requester, rec.model, p->o.max_jobs);
 		if (p->o.receipts)
 			(void)receipts_submit(p->o.receipts, &rec);
 		goto out;
@@ -520,6 +534,7 @@ int proxy_new(proxy **out, const proxy_opts *o)
 	so.max_body = o->max_body ? o->max_body : PROXY_DEFAULT_MAX_BODY;
 	so.idle_timeout_s = o->idle_timeout_s ? o->idle_timeout_s : 300;
 	so.name = "worker";
+	so.quiet = true;  /* one line per job or refusal instead */
 	rc = http_server_new(&p->srv, &so);
 	if (rc)
 		goto fail;

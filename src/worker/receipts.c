@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,12 +28,14 @@
 #include "log.h"
 
 #define RECEIPTS_TIMEOUT_MS 5000
+#define RECEIPTS_NICE 10      /* the sender thread's niceness */
 
 struct pending {
 	struct pending *next;
 	char job_id[JOB_ID_MAX + 1];
 	char *body;              /* JSON text */
-	bool spooled;
+	bool spooled;            /* its spool file exists */
+	bool synced;             /* ... and was fsync'd */
 };
 
 struct receipts {
@@ -130,14 +133,32 @@ static int spool_write(receipts *r, const struct pending *p)
 		}
 		off += (size_t)k;
 	}
-	if (!rc && fsync(fd) != 0)
-		rc = troop_error_set(TROOP_EIO, "cannot sync %s: %s", tmp, strerror(errno));
 	close(fd);
 	if (!rc && rename(tmp, path) != 0)
 		rc = troop_error_set(TROOP_EIO, "cannot rename %s: %s", tmp, strerror(errno));
 	if (rc)
 		unlink(tmp);
 	return rc;
+}
+
+/* fsync the spool file of `id` and the directory (its name). */
+static void spool_sync(receipts *r, const char *id)
+{
+	char path[PATH_MAX + 80];
+	int fd;
+
+	spool_path(path, sizeof(path), r, id, false);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) != 0)
+			log_warn("receipt_spool", "error=\"cannot sync %s: %s\"", path, strerror(errno));
+		close(fd);
+	}
+	fd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
 }
 
 static void spool_remove(receipts *r, const char *id)
@@ -243,6 +264,7 @@ static void spool_load(receipts *r)
 		memcpy(p->job_id, id, n - 4);  /* n - 5 chars and the NUL */
 		p->body = text;
 		p->spooled = true;
+		p->synced = true;
 		enqueue_locked(r, p, false);
 		r->n++;
 		loaded++;
@@ -305,6 +327,7 @@ static enum send_result process(receipts *r, struct pending *p)
 {
 	enum send_result res;
 
+	/* on disk before the first try: a crash or restart keeps it */
 	if (!p->spooled) {
 		if (spool_write(r, p) == 0)
 			p->spooled = true;
@@ -312,6 +335,11 @@ static enum send_result process(receipts *r, struct pending *p)
 			log_warn("receipt_spool", "job=%s error=\"%s\"", p->job_id, troop_error_msg());
 	}
 	res = send_one(r, p);
+	if (res == RETRY && p->spooled && !p->synced) {
+		/* it will wait a while: make it survive a power loss too */
+		spool_sync(r, p->job_id);
+		p->synced = true;
+	}
 	if (res != RETRY && p->spooled)
 		spool_remove(r, p->job_id);
 	return res;
@@ -320,6 +348,9 @@ static enum send_result process(receipts *r, struct pending *p)
 static void *sender_main(void *arg)
 {
 	receipts *r = arg;
+
+	/* background work: never take CPU from the proxy's streams */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), RECEIPTS_NICE);
 
 	pthread_mutex_lock(&r->mu);
 	for (;;) {
@@ -504,6 +535,8 @@ void receipts_stop(receipts *r, int flush_ms)
 		struct pending *p = r->head;
 		if (!p->spooled && spool_write(r, p) != 0)
 			log_error("receipt_lost", "job=%s error=\"%s\"", p->job_id, troop_error_msg());
+		else if (!p->synced)
+			spool_sync(r, p->job_id);
 		r->head = p->next;
 		pending_free(p);
 		left++;

@@ -6,8 +6,11 @@
  * and non-blocking: the proxy's event loops never touch the disk or the
  * network for this).  A sender thread of its own then:
  *   1. writes the receipt to the spool, $TROOP_HOME/worker/receipts/
- *      <job_id>.json (write to a temporary file, fsync, rename), so a
- *      crash or restart does not lose unpaid work;
+ *      <job_id>.json (a temporary file renamed into place, so a file is
+ *      always whole), so a crash or restart does not lose unpaid work.
+ *      The file is fsync'd (with its directory) once the first send has
+ *      failed: a receipt accepted at once never waits for the disk, one
+ *      that waits for the coordinator survives a power loss too;
  *   2. sends POST /jobs/{job_id}/receipt to the coordinator, signed with
  *      the node key (http_request_signed);
  *   3. on 2xx deletes the spool file; on a definitive refusal (400, 403,

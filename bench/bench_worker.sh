@@ -1,0 +1,105 @@
+#!/bin/sh
+# bench_worker.sh - the worker proxy against the engine simulator called
+# directly, in one run (issue 5, section 8).  Starts, in a temp directory:
+# two engine simulators (one unpaced, one at 200 tokens/s), a coordinator
+# whose ticket key this script makes, and `troop worker` serving both
+# simulators; then builds bench/bench_worker.c against the build's static
+# libraries and runs it.  Prints each figure and the ratios, and the RSS
+# of the idle worker (at start, and idle again after the load).
+#
+# Usage: bench/bench_worker.sh [requests-for-ttfb]   (default 500)
+# BUILD_DIR (default: build) names the CMake build directory; it is
+# configured and built there if needed.  Use an optimised build (the
+# default RelWithDebInfo), not a sanitizer build, for real figures.
+# WORKER_THREADS (default 1) sets the worker's --threads; KEEP_TMP=1 keeps
+# the logs; WORKER_WRAP prefixes the worker's command (a profiler).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+case $build in /*) ;; *) build=$root/$build ;; esac
+n=${1:-500}
+threads=${WORKER_THREADS:-1}
+
+if [ ! -f "$build/CMakeCache.txt" ]; then
+	cmake -S "$root" -B "$build" >/dev/null
+fi
+cmake --build "$build" --target troop engine-sim -j2 >/dev/null
+
+out=$build/bench_worker
+# shellcheck disable=SC2046
+cc -O2 -std=gnu11 -D_GNU_SOURCE -I"$root/src/lib" -I"$root/src" \
+	"$root/bench/bench_worker.c" "$build/libtroop_lib.a" \
+	$(pkg-config --cflags --libs libsodium jansson libevent libevent_pthreads libcurl) \
+	-lpthread -lm -o "$out"
+
+tmp=$(mktemp -d)
+pids=""
+cleanup() {
+	for p in $pids; do kill "$p" 2>/dev/null || true; done
+	for p in $pids; do wait "$p" 2>/dev/null || true; done
+	[ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" >&2 || rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+# wait_for FILE PATTERN: the first match, after up to 10 s
+wait_for() {
+	i=0
+	while [ $i -lt 500 ]; do
+		if grep -q "$2" "$1" 2>/dev/null; then
+			grep -m1 -o "$2" "$1"
+			return 0
+		fi
+		sleep 0.02
+		i=$((i + 1))
+	done
+	echo "bench_worker: no '$2' in $1:" >&2
+	cat "$1" >&2
+	exit 1
+}
+
+"$build/engine-sim" --listen 127.0.0.1:0 --tokens-per-second 0 >"$tmp/sim.log" 2>&1 &
+pids="$pids $!"
+"$build/engine-sim" --listen 127.0.0.1:0 --tokens-per-second 200 --models paced:1b \
+	>"$tmp/paced.log" 2>&1 &
+pids="$pids $!"
+sim_port=$(wait_for "$tmp/sim.log" 'listening on [0-9.]*:[0-9]*' | sed 's/.*://')
+paced_port=$(wait_for "$tmp/paced.log" 'listening on [0-9.]*:[0-9]*' | sed 's/.*://')
+[ -n "$sim_port" ] && [ -n "$paced_port" ] || exit 1
+
+# the coordinator creates its ticket key here; the load generator reads it
+# to mint tickets
+key=$tmp/ticket.key
+TROOP_HOME=$tmp/c "$build/troop" coordinator --listen 127.0.0.1:0 --data-dir "$tmp/c" \
+	--ticket-key "$key" --allow-unverified --threads 1 \
+	>"$tmp/coord.log" 2>&1 &
+cpid=$!
+pids="$pids $cpid"
+coord_port=$(wait_for "$tmp/coord.log" 'coordinator_started.*port=[0-9]*' | sed 's/.*port=//')
+[ -n "$coord_port" ] || exit 1
+
+# WORKER_WRAP (e.g. "perf record -g -o /tmp/worker.perf") runs the worker
+# under a profiler; the RSS figures are then the wrapper's.
+TROOP_HOME=$tmp/w ${WORKER_WRAP:-} "$build/troop" worker --coordinator "http://127.0.0.1:$coord_port" \
+	--listen 127.0.0.1:0 --advertise 127.0.0.1 --threads "$threads" --max-jobs 64 \
+	--log-level "${WORKER_LOG_LEVEL:-info}" \
+	--engine "ollama=http://127.0.0.1:$sim_port" \
+	--engine "vllm=http://127.0.0.1:$paced_port" >"$tmp/worker.log" 2>&1 &
+wpid=$!
+pids="$pids $wpid"
+worker_port=$(wait_for "$tmp/worker.log" 'worker_started.*port=[0-9]*' | sed 's/.*port=//')
+[ -n "$worker_port" ] || exit 1
+
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+sleep 1
+rss_start=$(rss "$wpid")
+
+echo "# worker proxy vs engine-sim direct, $n requests for ttfb, worker --threads $threads"
+echo "# $(nproc) cores; $(uname -r)"
+[ -n "${BENCH_STOP_COORDINATOR:-}" ] && kill -STOP "$cpid"
+"$out" "$sim_port" "$paced_port" "$worker_port" "$key" "$tmp/w/identity.key" "$n"
+[ -n "${BENCH_STOP_COORDINATOR:-}" ] && kill -CONT "$cpid"
+
+sleep 1
+rss_after=$(rss "$wpid")
+echo "worker_rss_idle_start_kb $rss_start   (target < 10240)"
+echo "worker_rss_idle_after_load_kb $rss_after"
