@@ -2,8 +2,14 @@
  * test_credits.c - settlement through a real coordinator: signed receipts
  * move exactly the expected credits, replays and forgeries move nothing,
  * unpaid reservations are refunded after their deadline, and the ledger's
- * conservation invariant holds after every step (read from the SQLite
- * file while the coordinator runs).
+ * conservation invariant holds after every step (read through a ledger
+ * handle of this process, opened on the coordinator's SQLite file while it
+ * runs).
+ *
+ * With TROOP_TEST_DATABASE_URL and TROOP_TEST_REGISTRY_URL set
+ * (tests/integration/test_pg_coordinator.sh) the coordinator runs on that
+ * PostgreSQL database and Redis prefix instead, and the invariant is read
+ * from the same database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,7 +29,7 @@
 #include "identity.h"
 #include "ledger.h"
 
-static char tmp[256], dbpath[400];
+static char tmp[256], dbpath[4200];
 static harness_proc coord;
 static http_client *hc;
 static troop_identity node, user;
@@ -215,10 +221,18 @@ static int setup(void **state)
 	harness_tmpdir(tmp, sizeof(tmp));
 	snprintf(data, sizeof(data), "%s/coord", tmp);
 	snprintf(log, sizeof(log), "%s/coord.log", tmp);
-	snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
-	const char *argv[] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
+	if (harness_backend_pg())
+		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
+	const char *argv[24] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
 		"--data-dir", data, "--allow-unverified", "--starter-credits", "1000",
-		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2", NULL };
+		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2" };
+	int argc = 0;
+	while (argv[argc])
+		argc++;
+	harness_backend_args(argv, &argc);
+	argv[argc] = NULL;
 	if (harness_start(&coord, argv, log, "coordinator_started", 10000) != 0)
 		return -1;
 	identity_generate(&node);

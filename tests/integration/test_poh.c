@@ -10,6 +10,9 @@
  *
  * The cheating workers are written here with the library's own math
  * (poh.h) so that each one differs from the honest one in exactly one way.
+ *
+ * TROOP_TEST_DATABASE_URL / TROOP_TEST_REGISTRY_URL put both coordinators
+ * on PostgreSQL and Redis (tests/integration/test_pg_coordinator.sh).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -47,12 +50,21 @@ static http_client *http;
 static void start(harness_proc *p, const char *name, const char *ttl, const char *rounds)
 {
 	char data[300], log[300];
-	const char *argv[] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
+	const char *argv[32] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
 	    "--data-dir", data, "--threads", "2",
 	    "--poh-cpu-matrix-size", "256", "--poh-cpu-rounds", rounds,
 	    "--poh-matrix-size", "256", "--poh-rounds", "8",
 	    "--poh-samples", "16", "--poh-reference-ops", "1e10",
-	    "--poh-rate-limit", "600", "--poh-challenge-ttl", ttl, NULL };
+	    "--poh-rate-limit", "600", "--poh-challenge-ttl", ttl,
+	    /* a fast CPU earns a multiplier up to 20: a fresh user must afford
+	     * 300 s at that price (the default 3600 credits do not) */
+	    "--starter-credits", "100000" };
+	int argc = 0;
+
+	while (argv[argc])
+		argc++;
+	harness_backend_args(argv, &argc);
+	argv[argc] = NULL;
 
 	snprintf(data, sizeof(data), "%s/%s", tmp, name);
 	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
