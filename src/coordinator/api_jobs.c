@@ -60,7 +60,7 @@ static void h_receipt(http_req *r, void *arg)
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
 			.tokens_in = tin, .tokens_out = tout, .outcome = outcome,
-			.grace_s = LEDGER_RELEASE_GRACE, .now = (int64_t)time(NULL),
+			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
 	}

@@ -21,11 +21,11 @@
 #include "error.h"
 #include "log.h"
 
-#define SWEEP_INTERVAL_S 5
+#define SWEEP_INTERVAL_S 2
 #define KV_TICKET_KEY "ticket_signing_key"
 
 static const config_opt coord_opts[] = {
-	{ "listen", 'l', OPT_STRING, "TROOP_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
+	{ "listen", 'l', OPT_STRING, "TROOP_COORDINATOR_LISTEN", NULL, "0.0.0.0:8420", "ADDR:PORT",
 	  "address to serve the API on", 0, 0 },
 	{ "data-dir", 'd', OPT_STRING, "TROOP_DATA_DIR", NULL, NULL, "DIR",
 	  "directory for the SQLite ledger and the coordinator key "
@@ -37,7 +37,9 @@ static const config_opt coord_opts[] = {
 	{ "ticket-key", 0, OPT_STRING, "TROOP_TICKET_KEY", NULL, NULL, "FILE",
 	  "ticket signing key file (default: DATA_DIR/coordinator.key)", 0, 0 },
 	{ "ticket-ttl", 0, OPT_INT, "TROOP_TICKET_TTL", NULL, "300", "SECONDS",
-	  "how long a ticket stays valid", 10, 86400 },
+	  "how long a ticket stays valid", 2, 86400 },
+	{ "release-grace", 0, OPT_INT, "TROOP_RELEASE_GRACE", NULL, "60", "SECONDS",
+	  "how long after a job's deadline an unpaid reservation is refunded", 0, 86400 },
 	{ "node-ttl", 0, OPT_INT, "TROOP_NODE_TTL", NULL, "30", "SECONDS",
 	  "how long a node stays live after a heartbeat", 2, 3600 },
 	{ "starter-credits", 0, OPT_INT, "TROOP_STARTER_CREDITS", "STARTER_CREDITS", "3600",
@@ -47,10 +49,29 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant (repeatable)", 0, 0 },
+	  "account id allowed to call /admin/grant", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
-	{ "threads", 't', OPT_INT, "TROOP_THREADS", NULL, "0", "N",
+	{ "poh-matrix-size", 0, OPT_INT, "TROOP_POH_MATRIX_SIZE", NULL, "8192", "N",
+	  "proof-of-hardware: matrix size of a GPU-class challenge", 16, 16384 },
+	{ "poh-rounds", 0, OPT_INT, "TROOP_POH_ROUNDS", NULL, "32", "N",
+	  "proof-of-hardware: rounds of a GPU-class challenge", 1, 4096 },
+	{ "poh-cpu-matrix-size", 0, OPT_INT, "TROOP_POH_CPU_MATRIX_SIZE", NULL, "512", "N",
+	  "proof-of-hardware: matrix size of a CPU-class challenge", 16, 16384 },
+	{ "poh-cpu-rounds", 0, OPT_INT, "TROOP_POH_CPU_ROUNDS", NULL, "32", "N",
+	  "proof-of-hardware: rounds of a CPU-class challenge", 1, 4096 },
+	{ "poh-samples", 0, OPT_INT, "TROOP_POH_SAMPLES", NULL, "16", "K",
+	  "proof-of-hardware: rows checked per proof (a cheat on half the rows passes "
+	  "with odds 2^-K)", 1, 256 },
+	{ "poh-reference-ops", 0, OPT_DOUBLE, "TROOP_POH_REFERENCE_OPS", NULL, "5e13", "OPS",
+	  "proof-of-hardware: ops/s that earn multiplier 1.0 (the reference GPU)", 1, 1e18 },
+	{ "poh-rate-limit", 0, OPT_INT, "TROOP_POH_RATE_LIMIT", NULL, "600", "SECONDS",
+	  "proof-of-hardware: one challenge per node per this many seconds (0: no limit)",
+	  0, 604800 },
+	{ "poh-challenge-ttl", 0, OPT_INT, "TROOP_POH_CHALLENGE_TTL", NULL, "120", "SECONDS",
+	  "proof-of-hardware: time allowed from challenge to root, and from root to reveal",
+	  1, 3600 },
+	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
@@ -67,7 +88,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (ledger_release_expired(&released, t->db, now, LEDGER_RELEASE_GRACE) != 0)
+	if (ledger_release_expired(&released, t->db, now, t->c->release_grace) != 0)
 		log_warn("sweep", "error=\"%s\"", troop_error_msg());
 	else if (released > 0) {
 		METRIC_ADD(&t->c->metrics, released, (unsigned long long)released);
@@ -205,6 +226,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->node_ttl = config_int(cfg, "node-ttl");
 	c->starter_credits = config_int(cfg, "starter-credits");
 	c->reserve_seconds = config_int(cfg, "reserve-seconds");
+	c->release_grace = config_int(cfg, "release-grace");
 	c->max_seconds_cap = config_int(cfg, "max-seconds");
 	c->allow_unverified = config_bool(cfg, "allow-unverified");
 	c->started = time(NULL);
@@ -225,6 +247,12 @@ int cmd_coordinator(int argc, char **argv)
 			goto out;
 		}
 		snprintf(c->admins[i], sizeof(c->admins[i]), "%s", admins[i]);
+	}
+
+	if (poh_config_load(&c->poh, cfg, COORD_MAX_BODY) != 0) {
+		fprintf(stderr, "troop coordinator: %s\n", troop_error_msg());
+		ret = EXIT_USAGE;
+		goto out;
 	}
 
 	if (config_str(cfg, "data-dir")) {
@@ -289,6 +317,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_nodes_routes(srv, c);
 	api_credits_routes(srv, c);
 	api_jobs_routes(srv, c);
+	api_hardware_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

@@ -19,6 +19,7 @@
 #include "identity.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "poh_state.h"
 #include "registry.h"
 #include "ticket.h"
 
@@ -34,9 +35,11 @@ typedef struct {
 	int64_t starter_credits;   /* granted once to each new account */
 	int64_t reserve_seconds;   /* default time budget an authorization pays for */
 	int64_t max_seconds_cap;   /* largest max_seconds a requester may ask */
+	int64_t release_grace;     /* seconds past a reservation's deadline before refund */
 	bool allow_unverified;     /* may /authorize pick unverified nodes */
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
+	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
 
 	/* identity: the ticket signing key */
 	troop_identity key;
@@ -78,5 +81,6 @@ void api_meta_routes(http_server *s, coord *c);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);
+void api_hardware_routes(http_server *s, coord *c);
 
 #endif

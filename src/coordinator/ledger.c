@@ -72,12 +72,19 @@ struct backend {
 	const struct ledger_ops *ops;  /* NULL: known scheme, not built in */
 };
 
+#ifdef TROOP_HAVE_PQ
+extern const struct ledger_ops ledger_pg_ops;  /* ledger_pg.c */
+#define PG_OPS (&ledger_pg_ops)
+#else
+#define PG_OPS NULL
+#endif
+
 /* Longer prefixes first: "sqlite://" before "sqlite:". */
 static const struct backend backends[] = {
 	{ "sqlite://", &ledger_sqlite_ops },
 	{ "sqlite:", &ledger_sqlite_ops },
-	{ "postgresql://", NULL },
-	{ "postgres://", NULL },
+	{ "postgresql://", PG_OPS },
+	{ "postgres://", PG_OPS },
 };
 
 int ledger_open(ledger **out, const char *url)

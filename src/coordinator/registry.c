@@ -13,6 +13,10 @@
 
 #define TRY(expr) do { int rc_ = (expr); if (rc_ != 0) return rc_; } while (0)
 
+#ifdef TROOP_HAVE_HIREDIS
+extern const struct registry_ops registry_redis_ops;  /* registry_redis.c */
+#endif
+
 /* ---- argument checks ----------------------------------------------------- */
 
 static int check_str(const char *what, const char *s, size_t max)
@@ -120,8 +124,12 @@ int registry_open(registry **out, const char *url, const registry_opts *opts)
 		    REGISTRY_URL_MAX);
 	if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0 ||
 	    strncmp(url, "unix://", 7) == 0)
+#ifdef TROOP_HAVE_HIREDIS
+		return registry_redis_ops.open(out, url, &o);
+#else
 		return troop_error_set(TROOP_EINVAL, "registry URL: the redis backend is not "
 		    "built into this program");
+#endif
 	return troop_error_set(TROOP_EINVAL, "registry URL '%s': unknown (expected memory: "
 	    "or redis://HOST:PORT)", url);
 }

@@ -446,6 +446,7 @@ static void conn_rewrite_error(struct srv_conn *c)
 	const char *msg;
 	json_t *j;
 	char *body = NULL;
+	bool frozen;
 	int status = c->err_status;
 	int err;
 
@@ -484,6 +485,7 @@ static void conn_rewrite_error(struct srv_conn *c)
 		goto done;      /* leave evhttp's page as it is */
 
 	c->writing = true;
+	frozen = evbuffer_drain(out, 0) != 0;
 	evbuffer_unfreeze(out, 1);
 	if (c->err_at > 0)
 		evbuffer_remove_buffer(out, keep, c->err_at);
@@ -492,7 +494,8 @@ static void conn_rewrite_error(struct srv_conn *c)
 	evbuffer_add_printf(out, "%s %d %s\r\nContent-Type: application/json\r\n"
 	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
 	    ver, status, status_reason(status), strlen(body), body);
-	evbuffer_freeze(out, 1);
+	if (frozen)
+		evbuffer_freeze(out, 1);
 	c->writing = false;
 	log_request(c->th->s, "-", "-", status, 0, "");
 done:
@@ -553,6 +556,7 @@ static void conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *inf
 	struct srv_conn *c = arg;
 	struct evbuffer_ptr pos;
 	char head[12];
+	bool frozen, copied;
 	int status;
 
 	if (info->n_added == 0) {
@@ -564,8 +568,17 @@ static void conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *inf
 	if (c->writing || c->err_pending)
 		return;
 	/* evhttp wrote a response on its own: "100 Continue" or an error page. */
-	if (evbuffer_ptr_set(buf, &pos, info->orig_size, EVBUFFER_PTR_SET) != 0 ||
-	    evbuffer_copyout_from(buf, &pos, head, sizeof(head)) != (ev_ssize_t)sizeof(head))
+	/* evhttp may have frozen the buffer's start (it does on a kept-alive
+	 * connection that it is about to close), and copyout refuses a frozen
+	 * buffer: thaw it for the peek and restore the state. */
+	frozen = evbuffer_drain(buf, 0) != 0;
+	if (frozen)
+		evbuffer_unfreeze(buf, 1);
+	copied = evbuffer_ptr_set(buf, &pos, info->orig_size, EVBUFFER_PTR_SET) == 0 &&
+	    evbuffer_copyout_from(buf, &pos, head, sizeof(head)) == (ev_ssize_t)sizeof(head);
+	if (frozen)
+		evbuffer_freeze(buf, 1);
+	if (!copied)
 		return;
 	if (memcmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ' ||
 	    head[9] < '1' || head[9] > '5' || head[10] < '0' || head[10] > '9' ||
@@ -949,6 +962,14 @@ void http_reply_header(http_req *r, const char *name, const char *value)
 	if (r == NULL || r->ev == NULL || r->in_close)
 		return;
 	evhttp_add_header(evhttp_request_get_output_headers(r->ev), name, value);
+}
+
+void http_reply_header_remove(http_req *r, const char *name)
+{
+	if (r == NULL || r->ev == NULL || r->in_close)
+		return;
+	while (evhttp_remove_header(evhttp_request_get_output_headers(r->ev), name) == 0)
+		;
 }
 
 void http_reply(http_req *r, int status, const char *content_type,
@@ -1459,6 +1480,13 @@ static void thread_teardown(struct srv_thread *th)
 		if (held)
 			bufferevent_decref(bev);
 	}
+	/* Freeing bufferevents queues their finalizers on the base; run them
+	 * (and anything a close callback scheduled) before the base goes. */
+	if (th->base != NULL) {
+		for (int i = 0; i < 8 &&
+		    event_base_get_num_events(th->base, EVENT_BASE_COUNT_ACTIVE) > 0; i++)
+			event_base_loop(th->base, EVLOOP_NONBLOCK);
+	}
 	/* Requests whose handlers never answered and cannot any more (the
 	 * loop is gone). */
 	while (th->live != NULL) {
@@ -1540,20 +1568,29 @@ static int make_socket(const http_server *s, int port, bool reuseport, bool do_l
 /* Stop the loops and join the threads (listeners may still be open). */
 static void stop_threads(http_server *s)
 {
+	bool looping;
+
 	if (s->threads == NULL)
 		return;
 	pthread_mutex_lock(&s->mu);
+	looping = s->go > 0;
 	if (s->go == 0)
-		s->go = -1;
+		s->go = -1;     /* threads waiting to start: tear down instead */
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
+	/* Only a running loop may be told to exit: a thread that never
+	 * entered its loop is already freeing its base. */
+	for (int i = 0; i < s->nthreads && looping; i++) {
+		struct srv_thread *th = &s->threads[i];
+
+		if (th->created)
+			event_base_loopexit(th->base, NULL);
+	}
 	for (int i = 0; i < s->nthreads; i++) {
 		struct srv_thread *th = &s->threads[i];
 
 		if (!th->created)
 			continue;
-		if (th->base != NULL)
-			event_base_loopexit(th->base, NULL);
 		pthread_join(th->tid, NULL);
 		th->created = false;
 	}

@@ -6,8 +6,10 @@
  * connections and no lock is taken on the request path.  Routes are
  * matched by method and path pattern ("/users/{account}/balance"); an
  * unknown path answers a JSON 404, a known path with another method a JSON
- * 405.  Limits: body size (413 too_large, JSON), header size, total
- * connections, idle time.  Replies may be whole or streamed with chunked
+ * 405.  Limits: body size (413 too_large, JSON; Content-Length and chunked
+ * bodies alike), header size, total connections (extra ones are closed at
+ * once), idle time.  Every error the server itself answers (malformed
+ * request 400, 413, unknown method 501) uses the JSON error shape.  Replies may be whole or streamed with chunked
  * encoding, with a drain callback for backpressure.  One log line per
  * request: method, path, status, microseconds, account (if set).
  *
@@ -45,8 +47,10 @@ int http_server_new(http_server **out, const http_server_opts *opts);
 
 /* Route `method` ("GET", "POST", ... ; "*" for any) and `pattern` to fn.
  * Pattern segments "{name}" match one non-empty path segment, readable
- * with http_req_param.  Exact routes win over patterns.  Not thread-safe:
- * call before http_server_start. */
+ * (percent-decoded) with http_req_param.  Exact routes win over patterns,
+ * an exact method over "*"; HEAD is served by a GET route (no body sent).
+ * Returns 0, TROOP_EINVAL (bad pattern) or TROOP_ECONFLICT (registered
+ * twice).  Not thread-safe: call before http_server_start. */
 int http_server_route(http_server *s, const char *method, const char *pattern,
     http_handler_fn fn, void *arg);
 
@@ -64,7 +68,10 @@ void http_server_on_thread(http_server *s, http_thread_init_fn init,
 void http_server_on_shutdown(http_server *s, void (*fn)(void *arg), void *arg);
 
 /* Bind and start the threads.  Returns 0, or TROOP_EIO with a message
- * ("cannot listen on 0.0.0.0:8420: Address already in use"). */
+ * ("cannot listen on 0.0.0.0:8420: Address already in use"; also when
+ * another process holds the port with SO_REUSEPORT), or TROOP_ERR when a
+ * thread init hook fails (the threads already initialised are finalised).
+ * Sets SIGPIPE to SIG_IGN if it was SIG_DFL. */
 int http_server_start(http_server *s);
 
 /* The bound port (useful with port 0).  Valid after start. */
@@ -72,7 +79,10 @@ int http_server_port(const http_server *s);
 
 /* Start if needed, then block until SIGINT/SIGTERM or http_server_stop;
  * stop accepting, run the shutdown hook, wait up to `drain_ms` for
- * requests in flight, stop the threads.  Returns 0 or a troop_err. */
+ * requests in flight, stop the threads (handlers still holding a request
+ * then get their on_close).  SIGINT/SIGTERM handlers are installed only
+ * while this runs; the server threads block both.  Returns 0 or a
+ * troop_err.  A server runs once: free it afterwards. */
 int http_server_run(http_server *s, int drain_ms);
 
 /* Ask a running server to shut down (thread-safe, async-signal-safe). */
@@ -92,21 +102,26 @@ const char *http_req_query(const http_req *r);       /* "model=x" or "" */
 const char *http_req_param(const http_req *r, const char *name); /* NULL if none */
 /* Decoded value of query parameter `name`, or NULL.  Owned by the request. */
 const char *http_req_query_param(http_req *r, const char *name);
-/* Header value (case-insensitive name), or NULL. */
+/* Header value (case-insensitive name), or NULL.  Owned by the request;
+ * valid until the reply, or until the client goes away. */
 const char *http_req_header(const http_req *r, const char *name);
-/* The whole body, NUL-terminated (len excludes the NUL); "" if none. */
+/* The whole body, NUL-terminated (len excludes the NUL); "" if none.
+ * A copy owned by the request (valid until the request ends). */
 const char *http_req_body(const http_req *r, size_t *len);
 /* Peer address "127.0.0.1". */
 const char *http_req_peer(const http_req *r);
 void *http_req_thread_ctx(const http_req *r);
 int http_req_thread_index(const http_req *r);
 struct event_base *http_req_base(const http_req *r);
-/* Account id to show (shortened) in this request's log line. */
+/* Account id to show (its first 8 characters) in this request's log line. */
 void http_req_set_account(http_req *r, const char *account_id);
 
 /* ---- whole replies (each ends the request; the http_req is then gone) ---- */
 
 void http_reply_header(http_req *r, const char *name, const char *value);
+/* Drop every response header `name` added so far (before the reply or
+ * stream begins), e.g. to replace one set for an earlier attempt. */
+void http_reply_header_remove(http_req *r, const char *name);
 void http_reply(http_req *r, int status, const char *content_type,
     const void *body, size_t len);
 /* Serialises and sends `body` (reference stolen) as application/json. */
@@ -119,18 +134,26 @@ void http_reply_error(http_req *r, int err, const char *fmt, ...)
 
 /* Send the status line and headers; the body follows in chunks. */
 void http_stream_begin(http_req *r, int status, const char *content_type);
-/* Queue bytes; returns 0, or TROOP_EIO if the client went away. */
+/* Queue bytes; returns 0, or TROOP_EIO if the client went away, or
+ * TROOP_ETOOLARGE if more than 64 MiB would be queued (a handler that
+ * ignores http_stream_on_drain). */
 int http_stream_write(http_req *r, const void *data, size_t len);
 /* Bytes queued and not yet written to the socket. */
 size_t http_stream_pending(const http_req *r);
 /* Call `cb` once the queued output has been written out (the socket drained
- * below its low watermark); for pausing an upstream producer. */
+ * below its low watermark, 16 KiB); for pausing an upstream producer.  One
+ * call per registration, from the request's loop (never from inside
+ * http_stream_on_drain itself); not called if the client goes away. */
 void http_stream_on_drain(http_req *r, void (*cb)(http_req *r, void *arg), void *arg);
 /* Finish the stream (last chunk); the http_req is then gone. */
 void http_stream_end(http_req *r);
 
 /* Call `cb` if the client disconnects before the reply is finished; after
- * that the http_req must not be used (it is freed when cb returns). */
+ * that the http_req must not be used (it is freed when cb returns).  The
+ * disconnect is noticed while a handler waits as well as while it streams
+ * (an idle time limit does not apply before the first byte of the reply).
+ * Without on_close, a gone client's request stays valid: its reply calls do
+ * nothing but end it (http_stream_write returns TROOP_EIO). */
 void http_req_on_close(http_req *r, void (*cb)(http_req *r, void *arg), void *arg);
 
 #endif

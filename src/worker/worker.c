@@ -34,6 +34,7 @@
 #include "receipts.h"
 #include "replay.h"
 #include "tailnet.h"
+#include "verifier.h"
 
 #define WORKER_MAX_ENGINES 16
 #define RECEIPT_FLUSH_MS 5000
@@ -65,6 +66,15 @@ static const config_opt worker_opts[] = {
 	  "node name shown in 'troop nodes' (default: the host name)", 0, 0 },
 	{ "owner", 0, OPT_STRING, "TROOP_OWNER", NULL, NULL, "ACCOUNT",
 	  "account credited for this node's work (default: the node's own)", 0, 0 },
+	{ "reverify", 0, OPT_DOUBLE, "TROOP_REVERIFY", NULL, "24", "HOURS",
+	  "run the proof-of-hardware again this often (0: only at start)", 0, 8760 },
+	{ "poh-device", 0, OPT_STRING, "TROOP_POH_DEVICE", NULL, "auto", "auto|cpu|gpu",
+	  "where the proof-of-hardware runs", 0, 0 },
+	{ "no-verify", 0, OPT_BOOL, "TROOP_NO_VERIFY", NULL, NULL, NULL,
+	  "do not run the proof-of-hardware (the node stays unverified)", 0, 0 },
+	{ "benchmark", 0, OPT_BOOL, NULL, NULL, NULL, NULL,
+	  "run the proof-of-hardware once against --coordinator, print the result, "
+	  "exit (see 'troop worker --benchmark --help')", 0, 0 },
 	{ "threads", 't', OPT_INT, "TROOP_WORKER_THREADS", NULL, "0", "N",
 	  "proxy threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -122,11 +132,17 @@ int cmd_worker(int argc, char **argv)
 	receipts *rcpt = NULL;
 	proxy *px = NULL;
 	heartbeat *hb = NULL;
+	verifier *ver = NULL;
+	poh_device pohdev = POH_DEVICE_AUTO;
 	const char *owner;
 	bool created = false;
 	int rc, ret = 1;
 
 	memset(&id, 0, sizeof(id));
+	/* --benchmark has its own small set of flags */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--benchmark") == 0)
+			return poh_benchmark_main(argc, argv);
 	rc = config_parse(&cfg, worker_opts, argc, argv);
 	if (rc == CONFIG_HELP) {
 		config_usage(stdout, "worker", "[options]", summary, worker_opts);
@@ -163,6 +179,10 @@ int cmd_worker(int argc, char **argv)
 		goto out;
 	}
 	policy.busy_threshold = (int)config_int(cfg, "busy-threshold");
+	if (poh_device_parse(&pohdev, config_str(cfg, "poh-device")) != 0) {
+		ret = usage_error("--poh-device", "expected auto, cpu or gpu");
+		goto out;
+	}
 	owner = config_str(cfg, "owner");
 	if (owner) {
 		unsigned char pk[TROOP_PK_LEN];
@@ -249,6 +269,15 @@ int cmd_worker(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (!config_bool(cfg, "no-verify")) {
+		double h = config_double(cfg, "reverify");
+		verifier_opts vo = {
+			.coordinator = coord, .id = &id, .hb = hb,
+			.reverify_hours = h > 0 ? h : 1e6, .device = pohdev,
+		};
+		if (verifier_start(&ver, &vo) != 0)
+			log_warn("poh", "error=\"%s\"", troop_error_msg());
+	}
 	log_info("worker_started", "listen=%s port=%d node=%s advertise=%s models=%zu "
 	    "max_jobs=%ld donate=%s coordinator=%s registered=%d", config_str(cfg, "listen"),
 	    proxy_port(px), short_id, address, catalog_model_count(cat),
@@ -261,6 +290,7 @@ int cmd_worker(int argc, char **argv)
 	    receipts_pending(rcpt));
 	ret = rc == 0 ? 0 : 1;
 out:
+	verifier_stop(ver);
 	heartbeat_free(hb);
 	proxy_free(px);
 	receipts_stop(rcpt, RECEIPT_FLUSH_MS);

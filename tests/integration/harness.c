@@ -32,6 +32,28 @@ void harness_tmpdir(char *out, size_t len)
 	}
 }
 
+void harness_backend_args(const char **argv, int *n)
+{
+	const char *db = getenv("TROOP_TEST_DATABASE_URL");
+	const char *reg = getenv("TROOP_TEST_REGISTRY_URL");
+
+	if (db && *db) {
+		argv[(*n)++] = "--database-url";
+		argv[(*n)++] = db;
+	}
+	if (reg && *reg) {
+		argv[(*n)++] = "--registry-url";
+		argv[(*n)++] = reg;
+	}
+}
+
+bool harness_backend_pg(void)
+{
+	const char *db = getenv("TROOP_TEST_DATABASE_URL");
+
+	return db && strncmp(db, "postgres", 8) == 0;
+}
+
 const char *harness_troop(void)
 {
 	const char *b = getenv("TROOP_BIN");

@@ -39,6 +39,20 @@ void harness_dump_log(const harness_proc *p);
 /* Whether `text` contains `needle` in the log. */
 bool harness_log_contains(const harness_proc *p, const char *needle);
 
+/* Append a spawned coordinator's storage backend options, taken from the
+ * environment: TROOP_TEST_DATABASE_URL gives "--database-url URL" and
+ * TROOP_TEST_REGISTRY_URL "--registry-url URL" (unset or empty: nothing,
+ * so the coordinator keeps its embedded SQLite ledger and in-process
+ * registry).  The pg-labelled scripts set them to run a suite on
+ * PostgreSQL and Redis.  Writes argv[*n] onward (the strings are the
+ * environment's own, not copies) and advances *n; the caller leaves room
+ * for 4 more entries and the terminating NULL.  Not thread-safe
+ * (getenv). */
+void harness_backend_args(const char **argv, int *n);
+
+/* Whether TROOP_TEST_DATABASE_URL names a PostgreSQL ledger. */
+bool harness_backend_pg(void);
+
 /* Sleep ms milliseconds. */
 void harness_sleep_ms(int ms);
 

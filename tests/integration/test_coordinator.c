@@ -2,6 +2,11 @@
  * test_coordinator.c - a real `troop coordinator` process on a loopback
  * port, driven over HTTP with signed requests the way workers and clients
  * sign them (DESIGN.md sections 4 to 7, 11).
+ *
+ * The coordinator uses its embedded storage unless TROOP_TEST_DATABASE_URL
+ * and TROOP_TEST_REGISTRY_URL name a PostgreSQL database and a Redis
+ * prefix (harness_backend_args): tests/integration/test_pg_coordinator.sh
+ * runs this suite that way, each run on a fresh database and prefix.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,7 +35,7 @@ static harness_proc coord;
 static void start_coordinator(const char *dir, const char *extra1, const char *extra2)
 {
 	char data[300], log[300];
-	const char *argv[16];
+	const char *argv[24];
 	int i = 0;
 
 	snprintf(data, sizeof(data), "%s/%s", tmp, dir);
@@ -48,6 +53,7 @@ static void start_coordinator(const char *dir, const char *extra1, const char *e
 		argv[i++] = extra1;
 	if (extra2)
 		argv[i++] = extra2;
+	harness_backend_args(argv, &i);
 	argv[i] = NULL;
 	assert_int_equal(harness_start(&coord, argv, log, "coordinator_started", 10000), 0);
 }

@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -607,7 +608,7 @@ static void *fx_run(void *arg)
 {
 	struct fx *f = arg;
 
-	f->run_rc = http_server_run(f->s, 2000);
+	f->run_rc = http_server_run(f->s, 500);
 	return NULL;
 }
 
@@ -1146,9 +1147,23 @@ static void t_fini(void *arg, void *tctx)
 	atomic_fetch_add(&hook_fini, 1);
 }
 
+static int hook_port;
+static atomic_int hook_refused;
+
 static void t_shutdown(void *arg)
 {
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
 	assert_ptr_equal(arg, &hook_shutdown);
+	/* the listeners are closed before the hook runs */
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)hook_port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 && errno == ECONNREFUSED)
+		atomic_store(&hook_refused, 1);
+	close(fd);
 	atomic_fetch_add(&hook_shutdown, 1);
 }
 
@@ -1180,6 +1195,8 @@ static void test_stop_and_hooks(void **state)
 	assert_int_equal(pthread_create(&f.runner, NULL, fx_run, &f), 0);
 	assert_true(sync_wait(&hook_init, 2));
 	f.port = http_server_port(f.s);
+	hook_port = f.port;
+	atomic_store(&hook_refused, 0);
 	for (int i = 0; i < 8; i++) {
 		char path[16];
 
@@ -1194,6 +1211,7 @@ static void test_stop_and_hooks(void **state)
 	assert_int_equal(atomic_load(&hook_init), 2);
 	assert_int_equal(atomic_load(&hook_fini), 2);
 	assert_int_equal(atomic_load(&hook_shutdown), 1);
+	assert_int_equal(atomic_load(&hook_refused), 1);
 	assert_int_equal(atomic_load(&hook_index_mask), 3);
 	/* the listeners are gone */
 	{
@@ -1219,6 +1237,88 @@ static void test_stop_and_hooks(void **state)
 	assert_int_equal(atomic_load(&hook_init), 1);
 	assert_int_equal(atomic_load(&hook_fini), 1);
 	http_server_free(f.s);
+}
+
+/* SIGTERM makes http_server_run return (and its handler is removed after). */
+static void *send_sigterm(void *arg)
+{
+	struct sigaction sa;
+
+	/* wait until http_server_run has installed its handler */
+	for (int i = 0; i < 5000; i++) {
+		if (sigaction(SIGTERM, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL)
+			break;
+		poll(NULL, 0, 1);
+	}
+	kill(getpid(), SIGTERM);
+	return NULL;
+}
+
+static void test_sigterm(void **state)
+{
+	http_server_opts o = { .listen = "127.0.0.1:0", .threads = 2, .quiet = true };
+	struct sigaction sa;
+	http_server *s;
+	pthread_t t;
+
+	assert_int_equal(http_server_new(&s, &o), 0);
+	assert_int_equal(http_server_route(s, "GET", "/hello", h_hello, NULL), 0);
+	assert_int_equal(http_server_start(s), 0);
+	assert_hello_ok(http_server_port(s));
+	assert_int_equal(pthread_create(&t, NULL, send_sigterm, NULL), 0);
+	assert_int_equal(http_server_run(s, 100), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(sigaction(SIGTERM, NULL, &sa), 0);
+	assert_true(sa.sa_handler == SIG_DFL);
+	http_server_free(s);
+}
+
+/* Stopping with connections open (idle keep-alive, half-sent request, a
+ * handler waiting with on_close, one without) closes them all cleanly. */
+static void test_stop_with_open_connections(void **state)
+{
+	struct fx f;
+	struct resp r;
+	struct cli *idle, *silent, *half, *hang, *late;
+	char b;
+
+	atomic_store(&hang_got, 0);
+	atomic_store(&hang_closed, 0);
+	atomic_store(&late_got, 0);
+	atomic_store(&late_go, 0);
+	atomic_store(&late_done, 0);
+	fx_start(&f, 2);
+	idle = cli_open(f.port);
+	assert_int_equal(cli_sendf(idle, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_int_equal(cli_response(idle, &r, false), 0);
+	resp_free(&r);
+	silent = cli_open(f.port);
+	half = cli_open(f.port);
+	assert_int_equal(cli_sendf(half, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{"), 0);
+	hang = cli_open(f.port);
+	assert_int_equal(cli_sendf(hang, "GET /hang HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_true(sync_wait(&hang_got, 1));
+	late = cli_open(f.port);
+	assert_int_equal(cli_sendf(late, "GET /late HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_true(sync_wait(&late_got, 1));
+	/* the late handler answers during the drain */
+	atomic_store(&late_go, 1);
+	fx_stop(&f);
+	assert_int_equal(atomic_load(&hang_closed), 1);
+	assert_int_equal(atomic_load(&late_done), 1);
+	assert_int_equal(cli_response(late, &r, false), 0);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	/* everything else was closed by the server */
+	assert_true(recv(idle->fd, &b, 1, 0) <= 0);
+	assert_true(recv(silent->fd, &b, 1, 0) <= 0);
+	assert_true(recv(half->fd, &b, 1, 0) <= 0);
+	assert_true(recv(hang->fd, &b, 1, 0) <= 0);
+	cli_close(idle);
+	cli_close(silent);
+	cli_close(half);
+	cli_close(hang);
+	cli_close(late);
 }
 
 static void test_listen_errors(void **state)
@@ -1502,6 +1602,8 @@ int main(void)
 		cmocka_unit_test(test_reply_after_client_left),
 		cmocka_unit_test(test_threads_concurrent),
 		cmocka_unit_test(test_stop_and_hooks),
+		cmocka_unit_test(test_stop_with_open_connections),
+		cmocka_unit_test(test_sigterm),
 		cmocka_unit_test(test_listen_errors),
 		cmocka_unit_test(test_ipv6),
 		cmocka_unit_test(test_max_conns),

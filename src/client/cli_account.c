@@ -1,0 +1,212 @@
+/*
+ * cli_account.c - `troop balance` and `troop transactions`: this
+ * machine's account as the coordinator's ledger sees it (DESIGN.md
+ * section 7).  Both calls are signed with the identity in $TROOP_HOME;
+ * the coordinator answers only for the signing account.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "commands.h"
+
+/* ---- balance ----------------------------------------------------------------- */
+
+static const config_opt balance_opts[] = {
+	CLI_OPT_COORDINATOR,
+	CLI_OPT_JSON,
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+static json_int_t get_int(const json_t *o, const char *name)
+{
+	return json_integer_value(json_object_get(o, name));
+}
+
+static int digits(json_int_t v)
+{
+	char buf[32];
+
+	return snprintf(buf, sizeof(buf), "%lld", (long long)v);
+}
+
+int cmd_balance(int argc, char **argv)
+{
+	char path[128];
+	json_t *out = NULL;
+	cli c;
+	int rc;
+
+	if (!cli_start(&c, &rc, "balance", "[--json] [--coordinator URL]",
+	    "Show your credits: the balance, what open jobs hold in reserve, and what is\n"
+	    "available to spend.  One credit is one second of a reference GPU.",
+	    balance_opts, argc, argv, 0))
+		return rc;
+	if ((rc = cli_load_identity(&c)) != 0)
+		goto out;
+	snprintf(path, sizeof(path), "/users/%s/balance", c.id.id);
+	if ((rc = cli_call_ok(&c, &out, "GET", path, NULL, true)) != 0)
+		goto out;
+	if (c.json) {
+		rc = cli_print_json(out);
+		goto out;
+	}
+	{
+		json_int_t bal = get_int(out, "balance_seconds");
+		json_int_t res = get_int(out, "reserved_seconds");
+		json_int_t avail = get_int(out, "available_seconds");
+		int w = digits(bal);
+		if (digits(res) > w)
+			w = digits(res);
+		if (digits(avail) > w)
+			w = digits(avail);
+		printf("account    %s\n", c.id.id);
+		printf("balance    %*lld s  (%.2f h)\n", w, (long long)bal, (double)bal / 3600.0);
+		printf("reserved   %*lld s  (%.2f h)\n", w, (long long)res, (double)res / 3600.0);
+		printf("available  %*lld s  (%.2f h)\n", w, (long long)avail,
+		    (double)avail / 3600.0);
+	}
+	if (get_int(out, "reserved_seconds") > 0)
+		printf("\nReserved credits are held for jobs in flight; what a job does not use "
+		    "comes back when it settles.\n");
+	rc = fflush(stdout) == 0 ? 0 : 1;
+out:
+	json_decref(out);
+	cli_end(&c);
+	return rc;
+}
+
+/* ---- transactions ---------------------------------------------------------------- */
+
+static const config_opt tx_opts[] = {
+	CLI_OPT_COORDINATOR,
+	CLI_OPT_JSON,
+	{ "limit", 'n', OPT_INT, NULL, NULL, "20", "N", "show the N newest movements",
+	  1, 500 },
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+/* The change a row made to `me`'s available balance, and a note saying
+ * what it was. */
+static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
+    const json_t *row, const char *me)
+{
+	const char *type = json_string_value(json_object_get(row, "type"));
+	const char *worker = json_string_value(json_object_get(row, "worker"));
+	const char *requester = json_string_value(json_object_get(row, "requester"));
+	const char *reason = json_string_value(json_object_get(row, "note"));
+	long long n = (long long)get_int(row, "credits");
+	double secs = (double)get_int(row, "duration_ms") / 1000.0;
+	bool mine_worker = worker && strcmp(worker, me) == 0;
+	bool mine_req = requester && strcmp(requester, me) == 0;
+
+	type = type ? type : "";
+	if (strcmp(type, "grant") == 0) {
+		snprintf(credits, clen, "+%lld", n);
+		snprintf(note, nlen, "starter credits");
+	} else if (strcmp(type, "admin") == 0) {
+		snprintf(credits, clen, "+%lld", n);
+		snprintf(note, nlen, "granted by an operator%s%s", reason && *reason ? ": " : "",
+		    reason ? reason : "");
+	} else if (strcmp(type, "reserve") == 0 && mine_req) {
+		snprintf(credits, clen, "-%lld", n);
+		snprintf(note, nlen, "held for the job");
+	} else if (strcmp(type, "reserve") == 0) {
+		/* a job this account's node serves: the requester's money */
+		snprintf(credits, clen, "0");
+		snprintf(note, nlen, "requester's hold of %lld for a job you serve", n);
+	} else if (strcmp(type, "release") == 0 && mine_req) {
+		snprintf(credits, clen, "+%lld", n);
+		snprintf(note, nlen, "unused hold returned");
+	} else if (strcmp(type, "release") == 0) {
+		snprintf(credits, clen, "0");
+		snprintf(note, nlen, "requester's unused hold of %lld returned", n);
+	} else if (strcmp(type, "settle") == 0 && mine_worker) {
+		snprintf(credits, clen, "+%lld", n);
+		snprintf(note, nlen, "earned serving %.1f s%s", secs,
+		    mine_req ? " (your own job)" : "");
+	} else if (strcmp(type, "settle") == 0) {
+		/* the charge comes out of the hold, already taken at reserve */
+		snprintf(credits, clen, "(-%lld)", n);
+		snprintf(note, nlen, "charged from the hold for %.1f s", secs);
+	} else {
+		snprintf(credits, clen, "%lld", n);
+		snprintf(note, nlen, "%s", "");
+	}
+}
+
+int cmd_transactions(int argc, char **argv)
+{
+	static const char *const hdr[7] = { "ID", "TIME", "TYPE", "CREDITS", "JOB", "MODEL",
+		"NOTE" };
+	char path[160];
+	json_t *out = NULL, *rows, *row;
+	cli_table *t = NULL;
+	size_t i;
+	cli c;
+	int rc;
+
+	if (!cli_start(&c, &rc, "transactions", "[--limit N] [--json] [--coordinator URL]",
+	    "List your credit movements, newest first.  CREDITS is the change to your\n"
+	    "available balance; a settled job's charge, in parentheses, was already held\n"
+	    "by its reservation.  The JOB column matches the X-Troop-Job header of\n"
+	    "'troop up' and the job id 'troop chat' prints.",
+	    tx_opts, argc, argv, 0))
+		return rc;
+	if ((rc = cli_load_identity(&c)) != 0)
+		goto out;
+	snprintf(path, sizeof(path), "/users/%s/transactions?limit=%ld", c.id.id,
+	    config_int(c.cfg, "limit"));
+	if ((rc = cli_call_ok(&c, &out, "GET", path, NULL, true)) != 0)
+		goto out;
+	if (c.json) {
+		rc = cli_print_json(out);
+		goto out;
+	}
+	rows = json_object_get(out, "transactions");
+	if (json_array_size(rows) == 0) {
+		printf("No credit movements yet for account %s.\n", c.id.id);
+		rc = fflush(stdout) == 0 ? 0 : 1;
+		goto out;
+	}
+	t = cli_table_new(7, hdr);
+	if (!t) {
+		rc = cli_fail(&c, "out of memory");
+		goto out;
+	}
+	cli_table_align_right(t, 0);
+	cli_table_align_right(t, 3);
+	json_array_foreach(rows, i, row) {
+		char id[32], when[32], credits[32], note[300];
+		time_t ts = (time_t)get_int(row, "timestamp");
+		struct tm tm;
+		const char *job = json_string_value(json_object_get(row, "job_id"));
+		const char *model = json_string_value(json_object_get(row, "model"));
+		const char *cells[7] = { id, when, json_string_value(json_object_get(row, "type")),
+			credits, job && *job ? job : NULL, model && *model ? model : NULL, note };
+
+		snprintf(id, sizeof(id), "%lld", (long long)get_int(row, "id"));
+		if (localtime_r(&ts, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		else
+			snprintf(when, sizeof(when), "%lld", (long long)ts);
+		tx_describe(credits, sizeof(credits), note, sizeof(note), row, c.id.id);
+		if (cli_table_add(t, cells) != 0) {
+			rc = cli_fail(&c, "out of memory");
+			goto out;
+		}
+	}
+	cli_table_print(t, stdout);
+	if (!json_is_null(json_object_get(out, "next")) && json_object_get(out, "next"))
+		printf("(older movements exist; use --limit up to 500, or --json for the "
+		    "'next' cursor)\n");
+	rc = fflush(stdout) == 0 ? 0 : 1;
+out:
+	cli_table_free(t);
+	json_decref(out);
+	cli_end(&c);
+	return rc;
+}

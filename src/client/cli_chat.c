@@ -1,0 +1,448 @@
+/*
+ * cli_chat.c - `troop chat -m MODEL "prompt"`: one chat turn streamed to
+ * the terminal.  A signed /authorize buys a ticket for a node serving the
+ * model; the OpenAI chat request (stream: true) goes straight to that
+ * worker with the ticket as a Bearer token, and each content delta of the
+ * SSE reply is printed as it arrives.  The same failover as `troop up`:
+ * when the worker cannot be reached, or answers 5xx or 429 before any
+ * text was printed, authorize again excluding it (3 tries in all).
+ */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "error.h"
+#include "sse.h"
+
+#define CHAT_TRIES 3
+#define CHAT_PROMPT_MAX (1024 * 1024)
+#define CHAT_EVENT_MAX (1024 * 1024)
+#define CHAT_BODY_MAX (4 * 1024 * 1024)   /* a non-streamed or error reply */
+#define CHAT_WORKER_TIMEOUT_MS 30000L     /* connect, and silence mid-stream */
+
+static const config_opt chat_opts[] = {
+	CLI_OPT_COORDINATOR,
+	{ "model", 'm', OPT_STRING, "TROOP_MODEL", NULL, NULL, "MODEL",
+	  "the model to ask (see 'troop models')", 0, 0 },
+	{ "system", 's', OPT_STRING, NULL, NULL, NULL, "TEXT", "a system prompt", 0, 0 },
+	{ "max-seconds", 0, OPT_INT, NULL, NULL, NULL, "N",
+	  "the most GPU time the job may use (reserved from your credits)", 1, 86400 },
+	{ "verbose", 'v', OPT_BOOL, NULL, NULL, NULL, NULL,
+	  "say which node serves the job, and how long it took", 0, 0 },
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+typedef struct {
+	cli *c;
+	int *status;
+	sse_parser *sse;
+	bool tty;           /* stdout is a terminal: filter control bytes */
+	bool json_mode;     /* the worker answered plain JSON, not SSE */
+	bool printed;       /* text reached stdout: no failover from here on */
+	bool done;          /* "[DONE]" or a finish_reason seen */
+	char last;          /* the last byte printed */
+	char *buf;          /* error or non-streamed body, bounded */
+	size_t len;
+	char stream_err[512];
+	double first_byte;  /* seconds since the request went out */
+	struct timespec t0;
+} chat_stream;
+
+static double since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Write model text to stdout; on a terminal, without the control bytes
+ * that could drive it (the text comes from someone else's machine). */
+static void emit(chat_stream *s, const char *text, size_t len)
+{
+	if (len == 0)
+		return;
+	if (s->tty) {
+		for (size_t i = 0; i < len; i++) {
+			unsigned char ch = (unsigned char)text[i];
+			if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f)
+				continue;
+			putchar(ch);
+		}
+	} else {
+		fwrite(text, 1, len, stdout);
+	}
+	fflush(stdout);
+	s->printed = true;
+	s->last = text[len - 1];
+}
+
+static void take_choice(chat_stream *s, const json_t *obj, const char *part)
+{
+	json_t *choice = json_array_get(json_object_get(obj, "choices"), 0);
+	json_t *msg = json_object_get(choice, part);
+	const char *text = json_string_value(json_object_get(msg, "content"));
+
+	if (text)
+		emit(s, text, strlen(text));
+	if (json_is_string(json_object_get(choice, "finish_reason")))
+		s->done = true;
+}
+
+static int on_event(void *arg, const char *event, const char *data, size_t len,
+    const char *id)
+{
+	chat_stream *s = arg;
+	json_t *obj;
+
+	(void)event;
+	(void)id;
+	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		s->done = true;
+		return 0;
+	}
+	obj = json_loadb(data, len, 0, NULL);
+	if (!obj)
+		return 0; /* not ours to judge: keep what can be shown */
+	if (json_object_get(obj, "error")) {
+		cli_sanitize(s->stream_err, sizeof(s->stream_err), cli_error_message(obj));
+		if (!s->stream_err[0])
+			snprintf(s->stream_err, sizeof(s->stream_err), "the worker reported an error");
+		json_decref(obj);
+		return 1;
+	}
+	take_choice(s, obj, "delta");
+	json_decref(obj);
+	return 0;
+}
+
+static int on_data(void *arg, const char *data, size_t len)
+{
+	chat_stream *s = arg;
+
+	if (s->first_byte == 0)
+		s->first_byte = since(&s->t0);
+	if (*s->status >= 200 && *s->status < 300 && !s->json_mode && s->len == 0) {
+		/* an engine that ignored "stream": a JSON object instead of events */
+		size_t i = 0;
+		while (i < len && (data[i] == ' ' || data[i] == '\n' || data[i] == '\r'))
+			i++;
+		if (i < len && data[i] == '{' && !s->printed)
+			s->json_mode = true;
+	}
+	if (*s->status >= 300 || s->json_mode) {
+		char *n;
+		if (s->len + len > CHAT_BODY_MAX)
+			return troop_error_set(TROOP_ETOOLARGE, "reply over %d bytes", CHAT_BODY_MAX);
+		n = realloc(s->buf, s->len + len + 1);
+		if (!n)
+			return troop_error_set(TROOP_ENOMEM, "out of memory");
+		s->buf = n;
+		memcpy(s->buf + s->len, data, len);
+		s->len += len;
+		s->buf[s->len] = '\0';
+		return 0;
+	}
+	{
+		int rc = sse_parser_feed(s->sse, data, len);
+		if (rc < 0)
+			return rc;
+		if (rc > 0)
+			return troop_error_set(TROOP_EUPSTREAM, "%s", s->stream_err);
+	}
+	return 0;
+}
+
+/* ---- one try ------------------------------------------------------------------ */
+
+typedef enum { TRY_OK, TRY_FAILOVER, TRY_FATAL } try_result;
+
+/* Read the prompt: the positional words joined by spaces, or stdin. */
+static int read_prompt(cli *c, char **out)
+{
+	size_t n = config_npositional(c->cfg), len = 0;
+	char *p = NULL;
+
+	*out = NULL;
+	if (n == 0 || (n == 1 && strcmp(config_positional(c->cfg, 0), "-") == 0)) {
+		size_t cap = 0, got;
+		if (isatty(STDIN_FILENO))
+			fprintf(stderr, "troop chat: type the prompt, then Ctrl-D\n");
+		do {
+			char *np;
+			if (len + 4096 + 1 > cap) {
+				cap = cap ? cap * 2 : 8192;
+				np = realloc(p, cap);
+				if (!np) {
+					free(p);
+					return cli_fail(c, "out of memory reading the prompt");
+				}
+				p = np;
+			}
+			got = fread(p + len, 1, 4096, stdin);
+			len += got;
+			if (len > CHAT_PROMPT_MAX) {
+				free(p);
+				return cli_fail(c, "the prompt on stdin is over %d bytes", CHAT_PROMPT_MAX);
+			}
+		} while (got > 0);
+		p[len] = '\0';
+		while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r'))
+			p[--len] = '\0';
+	} else {
+		for (size_t i = 0; i < n; i++)
+			len += strlen(config_positional(c->cfg, i)) + 1;
+		if (len > CHAT_PROMPT_MAX)
+			return cli_fail(c, "the prompt is over %d bytes", CHAT_PROMPT_MAX);
+		p = calloc(1, len + 1);
+		if (!p)
+			return cli_fail(c, "out of memory");
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				strcat(p, " ");
+			strcat(p, config_positional(c->cfg, i));
+		}
+	}
+	if (!p || !p[0]) {
+		free(p);
+		return cli_usage_error(c, "the prompt is empty");
+	}
+	*out = p;
+	return 0;
+}
+
+/* A failover-worthy failure, remembered for the final message:
+ * "node AbCdEfGh <what> (<detail>)". */
+static try_result failover(char *why, size_t wlen, const char *node, const char *what,
+    const char *detail)
+{
+	char d[400];
+
+	cli_sanitize(d, sizeof(d), detail);
+	snprintf(why, wlen, "node %s %s (%s)", node, what, d);
+	return TRY_FAILOVER;
+}
+
+static try_result run_stream(cli *c, http_client *w, const json_t *ticket,
+    const char *body, size_t blen, bool verbose, char *why, size_t wlen)
+{
+	const char *token = json_string_value(json_object_get(ticket, "token"));
+	const char *ip = json_string_value(json_object_get(ticket, "target_ip"));
+	const char *node = json_string_value(json_object_get(ticket, "node_id"));
+	json_int_t port = json_integer_value(json_object_get(ticket, "target_port"));
+	char url[256], authz[2048], snode[9];
+	const char *headers[4];
+	chat_stream s;
+	int status = 0, rc;
+	try_result res = TRY_FATAL;
+
+	memset(&s, 0, sizeof(s));
+	if (!cli_token_ok(token, 1900) || !node ||
+	    cli_worker_url(url, sizeof(url), ip, (long long)port, "/v1/chat/completions") != 0) {
+		cli_fail(c, "the coordinator's /authorize reply lacks a valid token, node_id, "
+		    "target_ip or target_port; is --coordinator pointing at a troop coordinator?");
+		return TRY_FATAL;
+	}
+	snprintf(snode, sizeof(snode), "%.8s", node);
+	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);
+	headers[0] = authz;
+	headers[1] = "Content-Type: application/json";
+	headers[2] = "Accept: text/event-stream";
+	headers[3] = NULL;
+
+	s.c = c;
+	s.status = &status;
+	s.tty = isatty(STDOUT_FILENO);
+	if (sse_parser_new(&s.sse, CHAT_EVENT_MAX, on_event, &s) != 0) {
+		cli_fail(c, "out of memory");
+		goto out;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &s.t0);
+	rc = http_request_stream(w, &status, "POST", url, headers, body, blen, on_data, &s);
+	sodium_memzero(authz, sizeof(authz));
+	if (rc == 0 && status >= 200 && status < 300 && !s.json_mode)
+		sse_parser_finish(s.sse);
+
+	if (rc != 0 && !s.printed && (rc == TROOP_EUPSTREAM || rc == TROOP_ETIMEOUT) &&
+	    status == 0) {
+		const char *m = troop_error_msg(), *p = strstr(m, ": ");
+		res = failover(why, wlen, snode, "could not be reached", p ? p + 2 : m);
+		goto out;
+	}
+	if (status >= 500 || status == 429) {
+		json_t *err = s.buf ? json_loadb(s.buf, s.len, 0, NULL) : NULL;
+		char detail[400];
+		snprintf(detail, sizeof(detail), "HTTP %d%s%s", status,
+		    err && cli_error_message(err)[0] ? ": " : "", err ? cli_error_message(err) : "");
+		json_decref(err);
+		if (!s.printed) {
+			res = failover(why, wlen, snode, "failed", detail);
+			goto out;
+		}
+	}
+	if (rc != 0) {
+		if (s.printed)
+			putchar('\n');
+		cli_fail(c, "the stream from node %s broke off: %s", snode,
+		    s.stream_err[0] ? s.stream_err : troop_error_msg());
+		goto out;
+	}
+	if (status < 200 || status >= 300) {
+		json_t *err = s.buf ? json_loadb(s.buf, s.len, 0, NULL) : NULL;
+		cli_report_error(c, "the worker", status, err);
+		json_decref(err);
+		goto out;
+	}
+	if (s.json_mode) {
+		json_t *obj = json_loadb(s.buf ? s.buf : "", s.len, 0, NULL);
+		if (obj)
+			take_choice(&s, obj, "message");
+		json_decref(obj);
+		if (!obj) {
+			cli_fail(c, "node %s sent a reply that is neither events nor JSON", snode);
+			goto out;
+		}
+	}
+	if (s.printed && s.last != '\n')
+		putchar('\n');
+	fflush(stdout);
+	if (!s.done)
+		fprintf(stderr, "troop chat: note: the stream from node %s ended without "
+		    "[DONE]; the answer may be cut short\n", snode);
+	if (verbose)
+		fprintf(stderr, "troop chat: node %s at %s:%lld, first byte after %.1f ms, done "
+		    "after %.1f ms\n", snode, ip, (long long)port, s.first_byte * 1000,
+		    since(&s.t0) * 1000);
+	res = TRY_OK;
+out:
+	sse_parser_free(s.sse);
+	free(s.buf);
+	return res;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+	const char *model, *system;
+	char *prompt = NULL, *body = NULL, why[600] = "";
+	json_t *req = NULL, *exclude = NULL, *msgs;
+	http_client *w = NULL;
+	size_t blen = 0;
+	bool verbose;
+	cli c;
+	int rc;
+
+	if (!cli_start(&c, &rc, "chat", "-m MODEL [--system TEXT] [--max-seconds N] "
+	    "[--verbose] [PROMPT | -]",
+	    "Ask a model one question and stream the answer to the terminal.  The\n"
+	    "prompt is the arguments, or stdin when none are given (or '-').  The job\n"
+	    "id goes to stderr: it names the job in 'troop transactions'.",
+	    chat_opts, argc, argv, (size_t)-1))
+		return rc;
+	model = config_str(c.cfg, "model");
+	system = config_str(c.cfg, "system");
+	verbose = config_bool(c.cfg, "verbose");
+	if (!model || !model[0]) {
+		rc = cli_usage_error(&c, "say which model with -m MODEL (see 'troop models')");
+		goto out;
+	}
+	if ((rc = read_prompt(&c, &prompt)) != 0 || (rc = cli_load_identity(&c)) != 0)
+		goto out;
+
+	msgs = json_array();
+	if (system && system[0])
+		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system",
+		    "content", system));
+	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
+	req = json_pack("{s:s, s:o, s:b}", "model", model, "messages", msgs, "stream", 1);
+	body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	exclude = json_array();
+	if (!body || !exclude || http_client_new(&w) != 0) {
+		rc = cli_fail(&c, "out of memory");
+		goto out;
+	}
+	blen = strlen(body);
+	http_client_set_limits(w, CHAT_WORKER_TIMEOUT_MS, 0);
+
+	rc = 1;
+	for (int attempt = 0; attempt < CHAT_TRIES; attempt++) {
+		json_t *areq = json_pack("{s:s}", "model", model), *ticket = NULL;
+		const char *code;
+		try_result tr;
+		int status;
+
+		if (json_array_size(exclude) > 0)
+			json_object_set(areq, "exclude", exclude);
+		if (config_is_set(c.cfg, "max-seconds"))
+			json_object_set_new(areq, "max_seconds",
+			    json_integer(config_int(c.cfg, "max-seconds")));
+		if (cli_call(&c, &status, &ticket, "POST", "/authorize", areq, true) != 0) {
+			json_decref(areq);
+			goto out;
+		}
+		json_decref(areq);
+		code = cli_error_code(ticket);
+		if (status == 402 || strcmp(code, "insufficient_credits") == 0) {
+			char msg[600];
+			cli_sanitize(msg, sizeof(msg), cli_error_message(ticket));
+			cli_fail(&c, "%s; see 'troop balance', or ask for less time with "
+			    "--max-seconds N", msg[0] ? msg : "insufficient credits");
+			json_decref(ticket);
+			goto out;
+		}
+		if (status == 503 && why[0]) {
+			/* everyone else is busy or excluded: say what went wrong before */
+			cli_fail(&c, "no other node can serve '%s' right now (%s); try again "
+			    "shortly", model, why);
+			json_decref(ticket);
+			goto out;
+		}
+		if (status != 200 || !ticket) {
+			cli_report_error(&c, "the coordinator", status, ticket);
+			json_decref(ticket);
+			goto out;
+		}
+		{
+			const char *job = json_string_value(json_object_get(ticket, "job_id"));
+			const char *node = json_string_value(json_object_get(ticket, "node_id"));
+			fprintf(stderr, "troop chat: job %s on node %.8s\n", job ? job : "?",
+			    node ? node : "?");
+		}
+		tr = run_stream(&c, w, ticket, body, blen, verbose, why, sizeof(why));
+		if (tr == TRY_FAILOVER) {
+			json_array_append(exclude, json_object_get(ticket, "node_id"));
+			if (attempt + 1 < CHAT_TRIES)
+				fprintf(stderr, "troop chat: %s; trying another node\n", why);
+		}
+		{
+			const char *tok = json_string_value(json_object_get(ticket, "token"));
+			if (tok)
+				sodium_memzero((char *)tok, strlen(tok));
+		}
+		json_decref(ticket);
+		if (tr == TRY_OK) {
+			rc = 0;
+			goto out;
+		}
+		if (tr == TRY_FATAL)
+			goto out;
+	}
+	cli_fail(&c, "no node could serve '%s' after %d tries (last: %s); try again shortly",
+	    model, CHAT_TRIES, why);
+out:
+	http_client_free(w);
+	json_decref(exclude);
+	json_decref(req);
+	free(body);
+	if (prompt) {
+		sodium_memzero(prompt, strlen(prompt));
+		free(prompt);
+	}
+	cli_end(&c);
+	return rc;
+}

@@ -1,0 +1,339 @@
+/*
+ * up.c - `troop up`: the local OpenAI-compatible proxy (DESIGN.md section
+ * 10).  Any OpenAI SDK pointed at http://127.0.0.1:9000/v1 gets the
+ * troop's models; each request is authorized with this machine's identity
+ * and served by a worker found through the coordinator (up_job.c).
+ *
+ * This file wires it together: options, the listen-address policy (only
+ * loopback unless --allow-remote and --api-key), the API key check, the
+ * server threads with one http_async each, /health, and the message that
+ * tells people where to point their SDK.
+ */
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "up.h"
+
+#define UP_DEFAULT_LISTEN "127.0.0.1:9000"
+#define UP_MIN_KEY_LEN 16
+#define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
+
+static const config_opt up_opts[] = {
+	CLI_OPT_COORDINATOR,
+	{ "listen", 'l', OPT_STRING, "TROOP_CLIENT_LISTEN", NULL, UP_DEFAULT_LISTEN, "ADDR:PORT",
+	  "where apps reach the proxy (loopback unless --allow-remote)", 0, 0 },
+	{ "allow-remote", 0, OPT_BOOL, "TROOP_ALLOW_REMOTE", NULL, NULL, NULL,
+	  "allow a non-loopback --listen address (needs --api-key)", 0, 0 },
+	{ "api-key", 0, OPT_STRING, "TROOP_API_KEY", NULL, NULL, "KEY",
+	  "require 'Authorization: Bearer KEY' from apps (at least 16 characters)", 0, 0 },
+	{ "max-seconds", 0, OPT_INT, "TROOP_CLIENT_MAX_SECONDS", NULL, NULL, "N",
+	  "GPU seconds reserved per request (default: the coordinator's)", 1, 86400 },
+	{ "first-byte-timeout", 0, OPT_INT, "TROOP_FIRST_BYTE_TIMEOUT", NULL, "30", "SECONDS",
+	  "fail over when a worker sends nothing for this long (streamed replies)", 1, 3600 },
+	{ "threads", 0, OPT_INT, "TROOP_CLIENT_THREADS", NULL, "0", "N",
+	  "server threads (0: one per core)", 0, 256 },
+	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
+	  "debug, info, warn, error or off", 0, 0 },
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+/* ---- shared helpers (up.h) ------------------------------------------------------- */
+
+int64_t up_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t up_now_ms(void)
+{
+	return up_now_us() / 1000;
+}
+
+up_thread *up_thread_of(http_req *r)
+{
+	return http_req_thread_ctx(r);
+}
+
+void up_reply_error(http_req *r, int status, const char *type, const char *code,
+    const char *job_id, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (job_id)
+		http_reply_header(r, "X-Troop-Job", job_id);
+	http_reply_json(r, status, json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg,
+	    "type", type, "code", code));
+}
+
+bool up_check_key(http_req *r, const up_server *s)
+{
+	const char *h;
+	unsigned char got[32];
+
+	if (!s->require_key)
+		return true;
+	h = http_req_header(r, "Authorization");
+	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+		h += 7;
+		crypto_generichash(got, sizeof(got), (const unsigned char *)h, strlen(h), NULL, 0);
+		if (sodium_memcmp(got, s->key_hash, sizeof(got)) == 0)
+			return true;
+	}
+	up_reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+	    "missing or wrong API key: send 'Authorization: Bearer <the --api-key of troop up>'");
+	return false;
+}
+
+/* ---- listen policy ----------------------------------------------------------------- */
+
+/* Whether the host part of "host:port" / "[v6]:port" is a loopback
+ * address.  ":port" and "0.0.0.0" (every interface) are not. */
+static bool listen_is_loopback(const char *listen)
+{
+	char host[128];
+	const char *colon = strrchr(listen, ':');
+	size_t n;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (!colon)
+		return false;
+	n = (size_t)(colon - listen);
+	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+		listen++;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	if (strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
+/* ---- threads and routes -------------------------------------------------------------- */
+
+static int thread_init(void *arg, int index, struct event_base *base, void **tctx)
+{
+	up_thread *t = calloc(1, sizeof(*t));
+
+	(void)index;
+	if (!t)
+		return -1;
+	t->srv = arg;
+	t->base = base;
+	if (http_async_new(&t->async, base) != 0) {
+		free(t);
+		return -1;
+	}
+	*tctx = t;
+	return 0;
+}
+
+static void thread_fini(void *arg, void *tctx)
+{
+	up_thread *t = tctx;
+
+	(void)arg;
+	if (!t)
+		return;
+	http_async_free(t->async);
+	free(t);
+}
+
+static void h_health(http_req *r, void *arg)
+{
+	(void)arg;
+	http_reply_json(r, 200, json_pack("{s:s, s:s, s:s}", "status", "healthy",
+	    "role", "client", "version", TROOP_VERSION));
+}
+
+/* What the coordinator says about this account, for the banner: a line
+ * with the available credits, or a warning that it cannot be reached yet
+ * (the proxy starts anyway: requests work once the coordinator does). */
+static void credits_line(char *out, size_t len, cli *c)
+{
+	char path[128];
+	json_t *b = NULL;
+	int status = 0;
+
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "/users/%s/balance", c->id.id);
+	http_client_set_limits(c->http, 3000, 0);
+	if (http_request_signed(c->http, &status, &b, &c->id, "GET", c->coordinator, path,
+	    NULL) != 0) {
+		const char *why = strstr(troop_error_msg(), ": ");
+		snprintf(out, len, "  warning      the coordinator cannot be reached yet (%s);\n"
+		    "               requests will fail with 503 until it can\n",
+		    why ? why + 2 : troop_error_msg());
+	} else if (status == 200) {
+		json_int_t avail = json_integer_value(json_object_get(b, "available_seconds"));
+		snprintf(out, len, "  credits      %lld s available (%.2f h)%s\n", (long long)avail,
+		    (double)avail / 3600.0, avail > 0 ? "" :
+		    ": requests will fail with 402 until you earn or are granted credits");
+	} else {
+		snprintf(out, len, "  warning      the coordinator answered HTTP %d to a balance "
+		    "check: %s\n", status, cli_error_message(b));
+	}
+	json_decref(b);
+}
+
+static void print_banner(const up_server *s, const char *listen, int port, bool key,
+    const char *credits)
+{
+	char host[128];
+	const char *colon = strrchr(listen, ':');
+	size_t n = colon ? (size_t)(colon - listen) : 0;
+
+	snprintf(host, sizeof(host), "%.*s", (int)n, listen);
+	if (!host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	printf("\ntroop up: an OpenAI-compatible API is ready at http://%s:%d/v1\n"
+	    "  account      %s\n"
+	    "  coordinator  %s\n%s\n"
+	    "Point any OpenAI SDK or tool at it:\n"
+	    "  export OPENAI_BASE_URL=http://%s:%d/v1\n"
+	    "  export OPENAI_API_KEY=%s\n"
+	    "See what you can use with 'troop models', your credits with 'troop balance'.\n"
+	    "Each reply carries an X-Troop-Job header naming its job in 'troop transactions'.\n"
+	    "Ctrl-C stops the proxy.\n\n",
+	    host, port, s->id.id, s->coordinator, credits, host, port,
+	    key ? "<your --api-key>" : "troop   (any value: this proxy signs for you)");
+	fflush(stdout);
+}
+
+int cmd_up(int argc, char **argv)
+{
+	http_server_opts so = { 0 };
+	http_server *srv = NULL;
+	up_server *s = NULL;
+	const char *listen, *key;
+	log_level lvl;
+	bool mu_ok = false;
+	cli c;
+	int rc;
+
+	if (!cli_start(&c, &rc, "up", "[--listen ADDR:PORT] [--allow-remote --api-key KEY] "
+	    "[--coordinator URL]",
+	    "Run the local OpenAI-compatible proxy.  Apps send OpenAI requests to it; each\n"
+	    "one is authorized with your identity (credits are reserved, then charged for\n"
+	    "the time used) and served by a worker of the troop, streaming straight back.\n"
+	    "When a worker fails before answering, another one is tried (3 in all).",
+	    up_opts, argc, argv, 0))
+		return rc;
+	listen = config_str(c.cfg, "listen");
+	key = config_str(c.cfg, "api-key");
+	if (log_parse_level(&lvl, config_str(c.cfg, "log-level")) != 0) {
+		rc = cli_usage_error(&c, "--log-level: %s", troop_error_msg());
+		goto out;
+	}
+	log_set_level(lvl);
+	if (!listen_is_loopback(listen) && !(config_bool(c.cfg, "allow-remote") && key)) {
+		rc = cli_usage_error(&c, "--listen %s is not a loopback address: anyone who can "
+		    "reach it could spend your credits.  To allow it, add --allow-remote and "
+		    "--api-key KEY (apps then send 'Authorization: Bearer KEY')", listen);
+		goto out;
+	}
+	if (key && strlen(key) < UP_MIN_KEY_LEN) {
+		rc = cli_usage_error(&c, "--api-key must be at least %d characters (try: "
+		    "openssl rand -hex 24)", UP_MIN_KEY_LEN);
+		goto out;
+	}
+	if ((rc = cli_load_identity(&c)) != 0)
+		goto out;
+
+	s = sodium_malloc(sizeof(*s));
+	if (!s) {
+		rc = cli_fail(&c, "out of memory");
+		goto out;
+	}
+	memset(s, 0, sizeof(*s));
+	if (pthread_mutex_init(&s->models_mu, NULL) != 0) {
+		rc = cli_fail(&c, "cannot create a mutex");
+		goto out;
+	}
+	mu_ok = true;
+	snprintf(s->coordinator, sizeof(s->coordinator), "%s", c.coordinator);
+	s->id = c.id;
+	s->first_byte_timeout_ms = config_int(c.cfg, "first-byte-timeout") * 1000;
+	s->max_seconds = config_is_set(c.cfg, "max-seconds") ? config_int(c.cfg, "max-seconds") : 0;
+	if (key) {
+		s->require_key = true;
+		crypto_generichash(s->key_hash, sizeof(s->key_hash), (const unsigned char *)key,
+		    strlen(key), NULL, 0);
+	}
+
+	so.listen = listen;
+	so.threads = (int)config_int(c.cfg, "threads");
+	so.max_body = UP_MAX_BODY;
+	so.idle_timeout_s = 300;
+	so.name = "client";
+	if ((rc = http_server_new(&srv, &so)) != 0) {
+		rc = cli_fail(&c, "%s", troop_error_msg());
+		goto out;
+	}
+	http_server_on_thread(srv, thread_init, thread_fini, s);
+	if (http_server_route(srv, "POST", "/v1/chat/completions", up_handle_inference, s) ||
+	    http_server_route(srv, "POST", "/v1/completions", up_handle_inference, s) ||
+	    http_server_route(srv, "POST", "/v1/embeddings", up_handle_inference, s) ||
+	    http_server_route(srv, "GET", "/v1/models", up_handle_models, s) ||
+	    http_server_route(srv, "GET", "/v1/models/{model}", up_handle_model, s) ||
+	    http_server_route(srv, "GET", "/health", h_health, s)) {
+		rc = cli_fail(&c, "%s", troop_error_msg());
+		goto out;
+	}
+	if (http_server_start(srv) != 0) {
+		rc = cli_fail(&c, "%s", troop_error_msg());
+		goto out;
+	}
+	log_info("client_started", "listen=%s port=%d coordinator=%s account=%.8s remote=%d "
+	    "app_auth=%s", listen, http_server_port(srv), s->coordinator, s->id.id,
+	    !listen_is_loopback(listen), s->require_key ? "bearer" : "none");
+	{
+		char credits[600];
+		credits_line(credits, sizeof(credits), &c);
+		print_banner(s, listen, http_server_port(srv), s->require_key, credits);
+	}
+	rc = http_server_run(srv, 10000) == 0 ? 0 : 1;
+	log_info("client_stopped", "jobs=%llu failovers=%llu failed=%llu",
+	    (unsigned long long)atomic_load(&s->jobs),
+	    (unsigned long long)atomic_load(&s->failovers),
+	    (unsigned long long)atomic_load(&s->failed));
+out:
+	http_server_free(srv);
+	if (s) {
+		if (mu_ok) {
+			up_models_clear(s);
+			pthread_mutex_destroy(&s->models_mu);
+		}
+		identity_wipe(&s->id);
+		sodium_free(s);
+	}
+	cli_end(&c);
+	return rc;
+}

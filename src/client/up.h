@@ -1,0 +1,81 @@
+/*
+ * up.h - the pieces of `troop up`, the local OpenAI-compatible proxy
+ * (DESIGN.md section 10), shared by its files:
+ *   up.c         the command: options, listen-address policy, API key,
+ *                server threads, /health, the start-up message
+ *   up_job.c     POST /v1/chat/completions, /v1/completions, /v1/embeddings:
+ *                signed /authorize, relay to the worker, failover
+ *   up_models.c  GET /v1/models (cached 10 s) and /v1/models/{model}
+ *
+ * One up_server per process, read-only once the server runs (except the
+ * models cache, which has its own lock).  One up_thread per server
+ * thread, holding that thread's http_async (keep-alive connections to the
+ * coordinator and the workers); everything about one request happens on
+ * its thread's event loop, nothing blocks it.
+ */
+#ifndef TROOP_CLIENT_UP_H
+#define TROOP_CLIENT_UP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http_client.h"
+#include "http_server.h"
+#include "identity.h"
+
+#define UP_TRIES 3                    /* authorizations per request */
+#define UP_MODEL_MAX 255
+#define UP_COORD_REPLY_MAX (256 * 1024)
+#define UP_MODELS_TTL_MS 10000
+#define UP_COORD_TIMEOUT_MS 15000L
+
+typedef struct up_server {
+	char coordinator[512];          /* base URL, no trailing '/' */
+	troop_identity id;              /* signs /authorize */
+	bool require_key;               /* apps must send Bearer <api key> */
+	unsigned char key_hash[32];     /* BLAKE2b of the API key */
+	long first_byte_timeout_ms;     /* worker, for streamed replies */
+	int64_t max_seconds;            /* per job; 0: the coordinator's default */
+	/* models cache: the OpenAI list as JSON text */
+	pthread_mutex_t models_mu;
+	char *models_json;
+	size_t models_len;
+	int64_t models_at_ms;           /* monotonic ms when fetched; 0: never */
+	/* counters for the shutdown line */
+	atomic_ullong jobs, failovers, failed;
+} up_server;
+
+typedef struct up_thread {
+	up_server *srv;
+	struct event_base *base;
+	http_async *async;
+} up_thread;
+
+/* The thread context of a request. */
+up_thread *up_thread_of(http_req *r);
+
+/* Whether the request may go on: true, or false after answering 401
+ * (wrong or missing API key).  Constant-time comparison. */
+bool up_check_key(http_req *r, const up_server *s);
+
+/* Answer with the OpenAI error shape {"error":{"message","type","code"}}
+ * and, when job_id is not NULL, an X-Troop-Job header.  Ends the request. */
+void up_reply_error(http_req *r, int status, const char *type, const char *code,
+    const char *job_id, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Monotonic clock in ms / us. */
+int64_t up_now_ms(void);
+int64_t up_now_us(void);
+
+/* Route handlers; arg is the up_server. */
+void up_handle_inference(http_req *r, void *arg);
+void up_handle_models(http_req *r, void *arg);
+void up_handle_model(http_req *r, void *arg);
+
+/* Free the models cache (at exit). */
+void up_models_clear(up_server *s);
+
+#endif

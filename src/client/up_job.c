@@ -1,0 +1,499 @@
+/*
+ * up_job.c - one inference request through `troop up`:
+ *
+ *   app --POST /v1/...--> up_handle_inference
+ *        1. read "model" (and "stream") from the body
+ *        2. signed POST /authorize to the coordinator (http_async, on this
+ *           thread's loop; the signature is made here with httpsig_sign)
+ *        3. relay the app's body, unchanged, to the worker named in the
+ *           ticket with "Authorization: Bearer <ticket>", and the worker's
+ *           reply back to the app as it streams (relay.h: byte for byte,
+ *           event-aligned, with backpressure)
+ *        4. failover: when the worker cannot be reached, times out before
+ *           its first byte, or answers 5xx or 429, and nothing has reached
+ *           the app yet, authorize again with that node excluded (UP_TRIES
+ *           authorizations in all); then 503 no_capacity in the OpenAI
+ *           error shape.  402 insufficient_credits and 404 model_not_found
+ *           from the coordinator go to the app as they are.
+ *
+ * A job's memory is freed by whichever callback finishes last: the app's
+ * request is ours only while no relay holds it, and our close callback is
+ * set only while /authorize is in flight (it cancels that request).
+ */
+#include <jansson.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "cli.h"
+#include "error.h"
+#include "httpsig.h"
+#include "json.h"
+#include "log.h"
+#include "relay.h"
+#include "up.h"
+
+typedef struct up_job {
+	up_thread *t;
+	up_server *s;
+	http_req *req;              /* the app's request while we own it; NULL after */
+	const char *body;           /* the app's body, owned by req */
+	size_t len;
+	char path[32];              /* "/v1/chat/completions" */
+	char model[UP_MODEL_MAX + 1];
+	char accept[128];
+	bool stream;
+	json_t *exclude;            /* node ids that failed */
+	int attempt;                /* authorizations started */
+	char why[400];              /* the last failover reason, for the final error */
+	/* the current authorization */
+	http_async_req *auth;
+	char *abuf;
+	size_t alen;
+	int astatus;
+	bool atoolarge;
+	char job_id[64];
+	char node_id[64];
+	int64_t max_seconds;
+	/* the current relay */
+	relay *rl;
+	struct event *body_timer;   /* headers came, no body byte yet */
+	long first_byte_ms;         /* this job's first-byte timeout */
+	bool stalled;               /* body_timer fired */
+	bool body_seen;             /* a body byte reached the app */
+	bool header_set;            /* X-Troop-Job added to the reply */
+	int64_t t0_us, auth_us;
+} up_job;
+
+static void start_authorize(up_job *j);
+
+static void job_free(up_job *j)
+{
+	if (!j)
+		return;
+	if (j->body_timer)
+		event_free(j->body_timer);
+	json_decref(j->exclude);
+	free(j->abuf);
+	free(j);
+}
+
+/* ---- the app's side ------------------------------------------------------------ */
+
+static void job_app_closed(http_req *req, void *arg)
+{
+	up_job *j = arg;
+
+	/* req is freed when this returns */
+	(void)req;
+	j->req = NULL;
+	if (j->auth)
+		http_async_cancel(j->auth);   /* auth_done frees the job */
+	else
+		job_free(j);
+}
+
+/* Take the request back for an answer of ours: no close callback may
+ * fire on it after this. */
+static http_req *job_take_req(up_job *j)
+{
+	http_req *r = j->req;
+
+	j->req = NULL;
+	if (r)
+		http_req_on_close(r, NULL, NULL);
+	return r;
+}
+
+/* Answer with an error and free the job. */
+static void job_fail(up_job *j, int status, const char *type, const char *code,
+    const char *msg)
+{
+	http_req *r = job_take_req(j);
+
+	atomic_fetch_add(&j->s->failed, 1);
+	log_info("job_failed", "model=%s status=%d code=%s tries=%d job=%s", j->model, status,
+	    code, j->attempt, j->job_id[0] ? j->job_id : "-");
+	if (r)
+		up_reply_error(r, status, type, code, j->job_id[0] ? j->job_id : NULL, "%s", msg);
+	job_free(j);
+}
+
+/* Pass a coordinator error reply (OpenAI shape) through to the app. */
+static void job_pass_error(up_job *j, int status, const char *body, size_t len)
+{
+	http_req *r = job_take_req(j);
+
+	atomic_fetch_add(&j->s->failed, 1);
+	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->attempt);
+	if (r)
+		http_reply(r, status, "application/json", body, len);
+	job_free(j);
+}
+
+/* ---- failover ----------------------------------------------------------------- */
+
+/* The current node failed before any byte reached the app: try another,
+ * or give up with 503. */
+static void job_failover(up_job *j)
+{
+	char node[9];
+
+	snprintf(node, sizeof(node), "%.8s", j->node_id);
+	log_info("failover", "job=%s node=%s model=%s try=%d why=\"%s\"", j->job_id, node,
+	    j->model, j->attempt, j->why);
+	if (j->node_id[0])
+		json_array_append_new(j->exclude, json_string(j->node_id));
+	if (j->attempt >= UP_TRIES) {
+		char msg[1024];
+		snprintf(msg, sizeof(msg), "no worker could serve '%s' after %d tries (last: %s); "
+		    "try again shortly", j->model, j->attempt, j->why);
+		job_fail(j, 503, "server_error", "no_capacity", msg);
+		return;
+	}
+	atomic_fetch_add(&j->s->failovers, 1);
+	start_authorize(j);
+}
+
+/* ---- relay to the worker ------------------------------------------------------- */
+
+static int relay_headers(void *arg, int status, const char *const *headers)
+{
+	up_job *j = arg;
+
+	(void)headers;
+	if (status >= 500 || status == 429) {
+		snprintf(j->why, sizeof(j->why), "node %.8s answered HTTP %d", j->node_id, status);
+		return RELAY_REJECT;
+	}
+	if (j->header_set)
+		http_reply_header_remove(j->req, "X-Troop-Job");
+	http_reply_header(j->req, "X-Troop-Job", j->job_id);
+	j->header_set = true;
+	/* a worker that answers the headers and then nothing is as dead as one
+	 * that never answers: the same timeout covers the first body byte */
+	if (j->body_timer) {
+		struct timeval tv = { j->first_byte_ms / 1000, (j->first_byte_ms % 1000) * 1000 };
+		evtimer_add(j->body_timer, &tv);
+	}
+	return RELAY_ACCEPT;
+}
+
+static void relay_body(void *arg, const char *data, size_t len)
+{
+	up_job *j = arg;
+
+	(void)data;
+	(void)len;
+	if (!j->body_seen && j->body_timer)
+		evtimer_del(j->body_timer);
+	j->body_seen = true;
+}
+
+static void body_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	up_job *j = arg;
+
+	(void)fd;
+	(void)what;
+	if (!j->rl || relay_bytes_out(j->rl) > 0)
+		return;
+	j->stalled = true;
+	snprintf(j->why, sizeof(j->why), "node %.8s sent its headers and then nothing for %ld ms",
+	    j->node_id, j->first_byte_ms);
+	relay_abort(j->rl, TROOP_ETIMEOUT, "the worker sent nothing in time");
+}
+
+static void relay_done(void *arg, http_req *req, const relay_stats *st)
+{
+	up_job *j = arg;
+
+	j->rl = NULL;
+	if (j->body_timer)
+		evtimer_del(j->body_timer);
+	if (!req) {
+		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
+		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
+		    relay_end_name(st->end), j->attempt, (long long)j->auth_us,
+		    (long long)st->ttfb_us, (long long)(up_now_us() - j->t0_us),
+		    (unsigned long long)st->bytes_out);
+		job_free(j);
+		return;
+	}
+	/* handed back: nothing reached the app */
+	j->req = req;
+	http_req_on_close(req, job_app_closed, j);
+	if (st->end == RELAY_END_UPSTREAM)
+		snprintf(j->why, sizeof(j->why), "node %.8s failed before answering: %s",
+		    j->node_id, st->error);
+	else if (st->end != RELAY_END_REJECTED && !j->stalled)
+		snprintf(j->why, sizeof(j->why), "node %.8s: %s", j->node_id, st->error);
+	job_failover(j);
+}
+
+static void start_relay(up_job *j, const char *token, const char *ip, long long port)
+{
+	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done };
+	char url[256], authz[2300], accept[160];
+	const char *headers[4];
+	relay_upstream up = { 0 };
+	http_async_opts ao = { .tcp_nodelay = true };
+	http_req *r;
+	int n = 0, rc;
+
+	if (!cli_token_ok(token, 2200) ||
+	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
+		job_fail(j, 502, "api_error", "upstream_error",
+		    "the coordinator's /authorize reply names no valid ticket or worker address");
+		return;
+	}
+	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);
+	headers[n++] = authz;
+	headers[n++] = "Content-Type: application/json";
+	if (j->accept[0]) {
+		snprintf(accept, sizeof(accept), "Accept: %s", j->accept);
+		headers[n++] = accept;
+	}
+	headers[n] = NULL;
+	/* a whole (non-streamed) reply only starts when the model is done */
+	ao.first_byte_timeout_ms = j->s->first_byte_timeout_ms;
+	if (!j->stream && j->max_seconds * 1000 + 5000 > ao.first_byte_timeout_ms)
+		ao.first_byte_timeout_ms = j->max_seconds * 1000 + 5000;
+	j->first_byte_ms = ao.first_byte_timeout_ms;
+	j->stalled = false;
+	j->body_seen = false;
+	if (!j->body_timer)
+		j->body_timer = evtimer_new(j->t->base, body_timeout, j);
+	up.method = "POST";
+	up.url = url;
+	up.headers = headers;
+	up.body = j->body;
+	up.body_len = j->len;
+	up.opts = &ao;
+
+	/* the relay owns the request (and its close callback) from here */
+	r = j->req;
+	http_req_on_close(r, NULL, NULL);
+	rc = relay_start(&j->rl, r, j->t->async, &up, NULL, &cb, j);
+	sodium_memzero(authz, sizeof(authz));
+	if (rc != 0) {
+		snprintf(j->why, sizeof(j->why), "node %.8s: %s", j->node_id, troop_error_msg());
+		http_req_on_close(r, job_app_closed, j);
+		job_failover(j);
+	}
+}
+
+/* ---- /authorize ------------------------------------------------------------------- */
+
+static int auth_headers(void *arg, int status, const char *const *headers)
+{
+	up_job *j = arg;
+
+	(void)headers;
+	j->astatus = status;
+	return 0;
+}
+
+static int auth_data(void *arg, const char *data, size_t len)
+{
+	up_job *j = arg;
+	char *n;
+
+	if (j->alen + len > UP_COORD_REPLY_MAX) {
+		j->atoolarge = true;
+		return -1;
+	}
+	n = realloc(j->abuf, j->alen + len + 1);
+	if (!n)
+		return -1;
+	j->abuf = n;
+	memcpy(j->abuf + j->alen, data, len);
+	j->alen += len;
+	j->abuf[j->alen] = '\0';
+	return 0;
+}
+
+static void auth_done(void *arg, int err)
+{
+	up_job *j = arg;
+	json_t *reply = NULL;
+	const char *token, *ip, *job, *node;
+	json_int_t port;
+	char msg[1024];
+
+	j->auth = NULL;
+	if (!j->req) {              /* the app went away meanwhile */
+		job_free(j);
+		return;
+	}
+	j->auth_us += up_now_us() - j->t0_us;
+	if (err != 0 || j->atoolarge) {
+		snprintf(msg, sizeof(msg), "troop up cannot reach the coordinator at %s (%s); "
+		    "is it running, and is --coordinator right?", j->s->coordinator,
+		    j->atoolarge ? "reply too large" : troop_error_msg());
+		job_fail(j, 503, "server_error", "coordinator_unreachable", msg);
+		return;
+	}
+	reply = j->abuf ? json_loadb(j->abuf, j->alen, 0, NULL) : NULL;
+	if (j->astatus != 200) {
+		json_t *e = json_object_get(reply, "error");
+		const char *code = json_string_value(json_object_get(e, "code"));
+		const char *m = json_string_value(json_object_get(e, "message"));
+		if (j->astatus == 503 && j->why[0]) {
+			/* the nodes left after exclusion are busy or gone */
+			snprintf(msg, sizeof(msg), "%s (before: %s)", m ? m : "no capacity", j->why);
+			job_fail(j, 503, "server_error", "no_capacity", msg);
+		} else if (j->astatus == 401) {
+			snprintf(msg, sizeof(msg), "the coordinator refused troop up's signature (%s); "
+			    "check this machine's clock", m ? m : "no reason given");
+			job_fail(j, 502, "api_error", code ? code : "bad_signature", msg);
+		} else if (json_is_object(e) && m) {
+			job_pass_error(j, j->astatus, j->abuf, j->alen);
+		} else {
+			snprintf(msg, sizeof(msg), "the coordinator at %s answered /authorize with "
+			    "HTTP %d and no error; is --coordinator right?", j->s->coordinator,
+			    j->astatus);
+			job_fail(j, 502, "api_error", "upstream_error", msg);
+		}
+		json_decref(reply);
+		return;
+	}
+	token = json_string_value(json_object_get(reply, "token"));
+	ip = json_string_value(json_object_get(reply, "target_ip"));
+	job = json_string_value(json_object_get(reply, "job_id"));
+	node = json_string_value(json_object_get(reply, "node_id"));
+	port = json_integer_value(json_object_get(reply, "target_port"));
+	if (!token || !ip || !job || !node || strlen(job) >= sizeof(j->job_id) ||
+	    strlen(node) >= sizeof(j->node_id) || strspn(job, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(job)) {
+		json_decref(reply);
+		job_fail(j, 502, "api_error", "upstream_error",
+		    "the coordinator's /authorize reply lacks token, job_id, node_id, target_ip "
+		    "or target_port");
+		return;
+	}
+	snprintf(j->job_id, sizeof(j->job_id), "%s", job);
+	snprintf(j->node_id, sizeof(j->node_id), "%s", node);
+	j->max_seconds = json_integer_value(json_object_get(reply, "max_seconds"));
+	if (j->max_seconds <= 0)
+		j->max_seconds = 300;
+	sodium_memzero(j->abuf, j->alen);
+	free(j->abuf);
+	j->abuf = NULL;
+	j->alen = 0;
+	/* may free the job (failing over to the end): j is not used after */
+	start_relay(j, token, ip, (long long)port);
+	sodium_memzero((char *)token, strlen(token));
+	json_decref(reply);
+}
+
+static void start_authorize(up_job *j)
+{
+	static const http_async_cb cb = { auth_headers, auth_data, auth_done };
+	http_async_opts ao = { .connect_timeout_ms = 3000,
+		.total_timeout_ms = UP_COORD_TIMEOUT_MS, .tcp_nodelay = true };
+	char url[600], h_digest[128], h_input[320], h_sig[160];
+	const char *headers[6];
+	httpsig_headers sig;
+	json_t *b;
+	char *text;
+	size_t len;
+	int rc;
+
+	j->attempt++;
+	free(j->abuf);
+	j->abuf = NULL;
+	j->alen = 0;
+	j->astatus = 0;
+	b = json_pack("{s:s}", "model", j->model);
+	if (b && json_array_size(j->exclude) > 0)
+		json_object_set(b, "exclude", j->exclude);
+	if (b && j->s->max_seconds > 0)
+		json_object_set_new(b, "max_seconds", json_integer(j->s->max_seconds));
+	text = b ? json_dump_compact(b, &len) : NULL;
+	json_decref(b);
+	if (!text) {
+		job_fail(j, 500, "server_error", "internal_error", "out of memory");
+		return;
+	}
+	rc = httpsig_sign(&sig, &j->s->id, "POST", "/authorize", "", text, len,
+	    (int64_t)time(NULL));
+	if (rc != 0) {
+		free(text);
+		job_fail(j, 500, "server_error", "internal_error", troop_error_msg());
+		return;
+	}
+	snprintf(url, sizeof(url), "%s/authorize", j->s->coordinator);
+	snprintf(h_digest, sizeof(h_digest), "Content-Digest: %s", sig.content_digest);
+	snprintf(h_input, sizeof(h_input), "Signature-Input: %s", sig.signature_input);
+	snprintf(h_sig, sizeof(h_sig), "Signature: %s", sig.signature);
+	headers[0] = h_digest;
+	headers[1] = h_input;
+	headers[2] = h_sig;
+	headers[3] = "Content-Type: application/json";
+	headers[4] = "Accept: application/json";
+	headers[5] = NULL;
+	j->t0_us = up_now_us();
+	rc = http_async_request(j->t->async, &j->auth, "POST", url, headers, text, len, &ao,
+	    &cb, j);
+	free(text);
+	if (rc != 0) {
+		job_fail(j, 503, "server_error", "coordinator_unreachable", troop_error_msg());
+		return;
+	}
+	http_req_on_close(j->req, job_app_closed, j);
+}
+
+/* ---- the route ---------------------------------------------------------------------- */
+
+void up_handle_inference(http_req *r, void *arg)
+{
+	up_server *s = arg;
+	up_thread *t = up_thread_of(r);
+	const char *model = NULL, *accept;
+	json_t *body = NULL;
+	bool stream = false;
+	up_job *j;
+	int rc;
+
+	if (!up_check_key(r, s))
+		return;
+	{
+		size_t len;
+		const char *raw = http_req_body(r, &len);
+		if ((rc = json_parse_object(&body, raw, len)) != 0 ||
+		    (rc = json_get_strn(&model, body, "model", true, UP_MODEL_MAX)) != 0 ||
+		    (rc = json_get_bool(&stream, body, "stream", false)) != 0)
+			goto fail;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->exclude = json_array())) {
+		free(j);
+		rc = troop_error_set(TROOP_ENOMEM, "out of memory");
+		goto fail;
+	}
+	j->t = t;
+	j->s = s;
+	j->req = r;
+	j->body = http_req_body(r, &j->len);
+	j->stream = stream;
+	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
+	snprintf(j->model, sizeof(j->model), "%s", model);
+	accept = http_req_header(r, "Accept");
+	if (accept && strlen(accept) < sizeof(j->accept) && !strpbrk(accept, "\r\n"))
+		snprintf(j->accept, sizeof(j->accept), "%s", accept);
+	json_decref(body);
+	atomic_fetch_add(&s->jobs, 1);
+	start_authorize(j);
+	return;
+fail:
+	json_decref(body);
+	up_reply_error(r, troop_err_status(rc), troop_err_type(rc), troop_err_code(rc), NULL,
+	    "%s", troop_error_msg());
+}

@@ -1,0 +1,469 @@
+/*
+ * api_hardware.c - proof-of-hardware (DESIGN.md section 9,
+ * docs/PROTOCOL-POH.md), all three calls signed by the node:
+ *   POST /hardware/challenge  {"class"?}            -> seed, n, rounds
+ *   POST /hardware/verify     {"challenge_id","merkle_root"}
+ *                             stops the clock       -> sampled row indexes
+ *   POST /hardware/reveal     {"challenge_id","rows":[{"index","row","path"}]}
+ *                             recomputes those rows -> multiplier, or rejection
+ *
+ * The clock is the coordinator's own (poh_state.h): nothing the worker
+ * says about time is read.  Each challenge is one-shot at each step
+ * (registry_kv_take) and expires; a used one is remembered by a tombstone
+ * so that a replay gets "already used" rather than "unknown".
+ *
+ * The reveal check runs on the request's server thread: recomputing k of
+ * n rows costs k/n of the worker's work on the CPU (a few ms for CPU-class
+ * challenges, about a second for the default GPU class, spread over up to
+ * four threads), once per node per rate-limit window.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coordinator.h"
+#include "encoding.h"
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "poh.h"
+#include "poh_state.h"
+
+#define KEY_MAX 96
+#define TOMBSTONE_EXTRA_S 600
+
+static void key_of(char out[KEY_MAX], const char *prefix, const char *id)
+{
+	snprintf(out, KEY_MAX, "poh:%s:%s", prefix, id);
+}
+
+static int64_t record_ttl(const coord *c)
+{
+	/* kept a minute past the deadline so that a late call hears "expired" */
+	return c->poh.challenge_ttl_s + 60;
+}
+
+static int put_record(coord *c, const char *prefix, const poh_challenge *ch, int64_t now)
+{
+	char key[KEY_MAX], *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = poh_challenge_encode(&text, &len, ch)) != 0)
+		return rc;
+	key_of(key, prefix, ch->id);
+	rc = registry_kv_put(c->reg, key, text, len, record_ttl(c), 0, now);
+	sodium_memzero(text, len);
+	free(text);
+	return rc;
+}
+
+/* Find the record under poh:<prefix>:<id> for `signer` and take it (one
+ * shot).  On failure the reply has been sent. */
+static int take_record(poh_challenge *out, http_req *r, coord *c, const char *prefix,
+    const char *used_prefix, const char *id, const char *signer, int64_t now)
+{
+	char key[KEY_MAX], buf[8192];
+	size_t len = 0;
+	int rc;
+
+	key_of(key, prefix, id);
+	rc = registry_kv_get(buf, sizeof(buf) - 1, &len, c->reg, key, now);
+	if (rc == TROOP_ENOTFOUND) {
+		char ukey[KEY_MAX];
+		key_of(ukey, used_prefix, id);
+		if (registry_kv_get(NULL, 0, &len, c->reg, ukey, now) != TROOP_ENOTFOUND) {
+			coord_reply_error(r, TROOP_ECONFLICT, "challenge '%s' was already used at "
+			    "this step: a challenge is good for one %s", id,
+			    strcmp(prefix, "c") == 0 ? "verify" : "reveal");
+			return TROOP_ECONFLICT;
+		}
+		coord_reply_error(r, TROOP_ENOTFOUND, "no challenge '%s' is waiting for this call%s",
+		    id, strcmp(prefix, "r") == 0 ? " (send /hardware/verify first)" : "");
+		return TROOP_ENOTFOUND;
+	}
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		return rc;
+	}
+	buf[len] = '\0';
+	rc = poh_challenge_decode(out, buf, len);
+	sodium_memzero(buf, sizeof(buf));
+	if (rc != 0) {
+		coord_reply_error(r, TROOP_ERR, "challenge record is corrupt");
+		return TROOP_ERR;
+	}
+	if (strcmp(out->node, signer) != 0) {
+		coord_reply_error(r, TROOP_EFORBIDDEN, "challenge '%s' was issued to another node",
+		    id);
+		return TROOP_EFORBIDDEN;
+	}
+	/* only the taker goes on: a concurrent replay finds nothing */
+	rc = registry_kv_take(buf, sizeof(buf) - 1, &len, c->reg, key, now);
+	sodium_memzero(buf, sizeof(buf));
+	if (rc != 0) {
+		coord_reply_error(r, TROOP_ECONFLICT, "challenge '%s' was already used", id);
+		return TROOP_ECONFLICT;
+	}
+	key_of(key, used_prefix, id);
+	registry_kv_put(c->reg, key, "1", 1, record_ttl(c) + TOMBSTONE_EXTRA_S, REGISTRY_KV_NX,
+	    now);
+	return 0;
+}
+
+/* Parse the body (may be empty: {}).  On failure the reply has been sent. */
+static int parse_body(json_t **out, http_req *r)
+{
+	size_t len;
+	const char *raw = http_req_body(r, &len);
+	int rc;
+
+	*out = NULL;
+	if (len == 0) {
+		*out = json_object();
+		return 0;
+	}
+	if ((rc = json_parse_object(out, raw, len)) != 0)
+		coord_reply_last_error(r, rc);
+	return rc;
+}
+
+/* ---- POST /hardware/challenge --------------------------------------------------- */
+
+static void h_challenge(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1], key[KEY_MAX], seed[64];
+	int64_t now = (int64_t)time(NULL);
+	const char *cls = "gpu";
+	json_t *body = NULL;
+	poh_challenge ch;
+	ledger_node ln;
+	size_t n;
+	unsigned rounds;
+	int rc;
+
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	if (parse_body(&body, r) != 0)
+		return;
+	if ((rc = json_get_str(&cls, body, "class", false)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (strcmp(cls, "gpu") == 0) {
+		n = c->poh.gpu_n;
+		rounds = c->poh.gpu_rounds;
+	} else if (strcmp(cls, "cpu") == 0) {
+		n = c->poh.cpu_n;
+		rounds = c->poh.cpu_rounds;
+	} else {
+		coord_reply_error(r, TROOP_EINVAL, "field 'class' must be \"gpu\" or \"cpu\"");
+		goto out;
+	}
+	rc = ledger_node_get(&ln, t->db, signer);
+	if (rc == TROOP_ENOTFOUND) {
+		coord_reply_error(r, TROOP_ENOTFOUND, "node '%s' is not registered: a node must "
+		    "heartbeat before it asks for a proof-of-hardware challenge", signer);
+		goto out;
+	}
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (c->poh.rate_limit_s > 0) {
+		char since[32];
+		snprintf(since, sizeof(since), "%lld", (long long)now);
+		key_of(key, "rl", signer);
+		rc = registry_kv_put(c->reg, key, since, strlen(since), c->poh.rate_limit_s,
+		    REGISTRY_KV_NX, now);
+		if (rc == TROOP_ECONFLICT) {
+			char buf[32], retry[32];
+			size_t len = 0;
+			long long wait = c->poh.rate_limit_s;
+			if (registry_kv_get(buf, sizeof(buf) - 1, &len, c->reg, key, now) == 0) {
+				buf[len] = '\0';
+				wait = atoll(buf) + c->poh.rate_limit_s - now;
+				if (wait < 1)
+					wait = 1;
+			}
+			snprintf(retry, sizeof(retry), "%lld", wait);
+			http_reply_header(r, "Retry-After", retry);
+			coord_reply_error(r, TROOP_ERATE, "one proof-of-hardware challenge per %lld s "
+			    "per node: try again in %lld s", (long long)c->poh.rate_limit_s, wait);
+			goto out;
+		}
+		if (rc != 0) {
+			coord_reply_last_error(r, rc);
+			goto out;
+		}
+	}
+	poh_challenge_init(&ch, signer, n, rounds, c->poh.samples);
+	if ((rc = put_record(c, "c", &ch, now)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto wipe;
+	}
+	b64url_encode(seed, sizeof(seed), ch.seed, sizeof(ch.seed));
+	log_info("poh_challenge", "node=%.8s class=%s n=%zu rounds=%u", signer, cls, n, rounds);
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:s, s:I, s:I, s:s}",
+	    "challenge_id", ch.id, "seed", seed, "matrix_size", (json_int_t)n,
+	    "rounds", (json_int_t)rounds, "algorithm", POH_ALGORITHM,
+	    "expires_at", (json_int_t)(ch.issued_ms / 1000 + c->poh.challenge_ttl_s),
+	    "samples", (json_int_t)c->poh.samples, "class", cls));
+	sodium_memzero(seed, sizeof(seed));
+wipe:
+	sodium_memzero(&ch, sizeof(ch));
+out:
+	json_decref(body);
+}
+
+/* ---- POST /hardware/verify ------------------------------------------------------ */
+
+static void h_verify(http_req *r, void *arg)
+{
+	coord *c = arg;
+	/* the clock stops as the root arrives, before any other work */
+	int64_t now_ms = poh_wall_ms(), now_mono = poh_mono_ms();
+	int64_t now = now_ms / 1000;
+	char signer[TROOP_ID_LEN + 1];
+	const char *id, *root;
+	json_t *body = NULL, *rows;
+	poh_challenge ch;
+	size_t len = 0;
+	int rc;
+
+	memset(&ch, 0, sizeof(ch));
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	if (parse_body(&body, r) != 0)
+		return;
+	/* any duration or timing field the worker sends is ignored */
+	if ((rc = json_get_strn(&id, body, "challenge_id", true, POH_CHALLENGE_ID_MAX)) ||
+	    (rc = json_get_str(&root, body, "merkle_root", true))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (b64_decode(ch.root, sizeof(ch.root), &len, root, strlen(root)) != 0 ||
+	    len != POH_HASH_LEN) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'merkle_root' must be %d bytes in "
+		    "base64", POH_HASH_LEN);
+		goto out;
+	}
+	{
+		uint8_t given[POH_HASH_LEN];
+		memcpy(given, ch.root, sizeof(given));
+		if (take_record(&ch, r, c, "c", "u", id, signer, now) != 0)
+			goto out;
+		memcpy(ch.root, given, sizeof(given));
+	}
+	if (now_ms > ch.issued_ms + c->poh.challenge_ttl_s * 1000) {
+		coord_reply_error(r, TROOP_EGONE, "challenge '%s' expired: the root came %lld ms "
+		    "after the challenge, the limit is %lld s", id,
+		    (long long)(now_ms - ch.issued_ms), (long long)c->poh.challenge_ttl_s);
+		goto out;
+	}
+	ch.has_root = true;
+	ch.elapsed_ms = poh_elapsed_ms(&ch, now_ms, now_mono);
+	ch.deadline_ms = now_ms + c->poh.challenge_ttl_s * 1000;
+	poh_sample_rows(&ch);
+	if ((rc = put_record(c, "r", &ch, now)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	log_info("poh_verify", "node=%.8s elapsed_ms=%lld samples=%zu", signer,
+	    (long long)ch.elapsed_ms, ch.n_rows);
+	rows = json_array();
+	for (size_t i = 0; i < ch.n_rows; i++)
+		json_array_append_new(rows, json_integer(ch.rows[i]));
+	coord_reply_json(r, 200, json_pack("{s:s, s:o, s:I}", "challenge_id", ch.id,
+	    "indices", rows, "expires_at", (json_int_t)(ch.deadline_ms / 1000)));
+out:
+	sodium_memzero(&ch, sizeof(ch));
+	json_decref(body);
+}
+
+/* ---- POST /hardware/reveal ------------------------------------------------------ */
+
+struct revealed {
+	int8_t *rows;          /* n_rows * n, in the order of ch.rows */
+	bool seen[POH_K_MAX];
+};
+
+/* Decode and place each given row; check the Merkle paths.  Returns 0,
+ * TROOP_EINVAL (malformed, or a row that was not asked for, given twice,
+ * or missing) or TROOP_EFORBIDDEN (a path does not lead to the root). */
+static int check_rows(struct revealed *rv, const poh_challenge *ch, json_t *rows)
+{
+	size_t i, n = ch->n, rlen = 0;
+	json_t *item;
+	uint8_t path[POH_PATH_MAX * POH_HASH_LEN], leaf[POH_HASH_LEN];
+
+	json_array_foreach(rows, i, item) {
+		const char *rowtxt;
+		int64_t index;
+		json_t *jp, *h;
+		size_t slot = ch->n_rows, plen, hi;
+		int rc;
+
+		if (!json_is_object(item))
+			return troop_error_set(TROOP_EINVAL, "rows[%zu] must be an object", i);
+		if ((rc = json_get_int(&index, item, "index", true, 0, (int64_t)n - 1)) ||
+		    (rc = json_get_str(&rowtxt, item, "row", true)) ||
+		    (rc = json_get_array(&jp, item, "path", true, POH_PATH_MAX)))
+			return troop_error_set(rc, "rows[%zu]: %s", i, troop_error_msg());
+		for (size_t s = 0; s < ch->n_rows; s++)
+			if (ch->rows[s] == (uint32_t)index)
+				slot = s;
+		if (slot == ch->n_rows)
+			return troop_error_set(TROOP_EINVAL, "row %lld was not asked for: the reveal "
+			    "must hold exactly the rows /hardware/verify named", (long long)index);
+		if (rv->seen[slot])
+			return troop_error_set(TROOP_EINVAL, "row %lld is given twice", (long long)index);
+		rv->seen[slot] = true;
+		if (b64_decode(rv->rows + slot * n, n, &rlen, rowtxt, strlen(rowtxt)) != 0 ||
+		    rlen != n)
+			return troop_error_set(TROOP_EINVAL, "rows[%zu].row must be %zu bytes in base64",
+			    i, n);
+		plen = json_array_size(jp);
+		json_array_foreach(jp, hi, h) {
+			const char *txt = json_string_value(h);
+			size_t hl = 0;
+			if (!txt || b64_decode(path + hi * POH_HASH_LEN, POH_HASH_LEN, &hl, txt,
+			    strlen(txt)) != 0 || hl != POH_HASH_LEN)
+				return troop_error_set(TROOP_EINVAL, "rows[%zu].path[%zu] must be a "
+				    "%d-byte hash in base64", i, hi, POH_HASH_LEN);
+		}
+		poh_leaf_hash(leaf, (uint32_t)index, rv->rows + slot * n, n);
+		if ((rc = poh_path_verify(ch->root, n, (size_t)index, leaf, path, plen)) != 0)
+			return rc;
+	}
+	for (size_t s = 0; s < ch->n_rows; s++)
+		if (!rv->seen[s])
+			return troop_error_set(TROOP_EINVAL, "row %u is missing from the reveal",
+			    ch->rows[s]);
+	return 0;
+}
+
+/* Recompute the sampled rows from the seed and compare.  0 or
+ * TROOP_EFORBIDDEN naming the first wrong row; TROOP_ENOMEM. */
+static int recompute(const poh_challenge *ch, const int8_t *given, int threads)
+{
+	poh_ctx *ctx = NULL;
+	int8_t *mine = malloc(ch->n_rows * ch->n);
+	int rc;
+
+	if (!mine)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	if ((rc = poh_ctx_new(&ctx, ch->seed, ch->n, ch->rounds, threads)) != 0 ||
+	    (rc = poh_compute_rows(mine, ctx, ch->rows, ch->n_rows, threads, NULL, NULL)) != 0)
+		goto out;
+	for (size_t s = 0; s < ch->n_rows; s++)
+		if (memcmp(mine + s * ch->n, given + s * ch->n, ch->n) != 0) {
+			rc = troop_error_set(TROOP_EFORBIDDEN, "row %u is not the product of the "
+			    "challenge's matrices: proof rejected", ch->rows[s]);
+			break;
+		}
+out:
+	poh_ctx_free(ctx);
+	free(mine);
+	return rc;
+}
+
+static void record_result(coord_thread *t, const char *node, bool ok, double m,
+    const char *detail, int64_t now)
+{
+	ledger_node ln;
+
+	if (!ok) {
+		/* a failed proof leaves the node unverified; its multiplier stays */
+		if (ledger_node_get(&ln, t->db, node) != 0)
+			return;
+		m = ln.multiplier;
+	}
+	if (ledger_node_set_verification(t->db, node, m, ok, now) != 0)
+		log_warn("poh_record", "node=%.8s error=\"%s\"", node, troop_error_msg());
+	ledger_audit(t->db, node, ok ? "poh_verified" : "poh_rejected", detail, now);
+}
+
+static void h_reveal(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	int64_t now_ms = poh_wall_ms(), now = now_ms / 1000;
+	char signer[TROOP_ID_LEN + 1], detail[256];
+	const char *id;
+	json_t *body = NULL, *rows;
+	struct revealed rv;
+	poh_challenge ch;
+	double ops, m, t0;
+	int rc;
+
+	memset(&ch, 0, sizeof(ch));
+	memset(&rv, 0, sizeof(rv));
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	if (parse_body(&body, r) != 0)
+		return;
+	if ((rc = json_get_strn(&id, body, "challenge_id", true, POH_CHALLENGE_ID_MAX)) ||
+	    (rc = json_get_array(&rows, body, "rows", true, POH_K_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (take_record(&ch, r, c, "r", "v", id, signer, now) != 0)
+		goto out;
+	if (!ch.has_root) {
+		coord_reply_error(r, TROOP_ERR, "challenge record is corrupt");
+		goto out;
+	}
+	if (now_ms > ch.deadline_ms) {
+		coord_reply_error(r, TROOP_EGONE, "challenge '%s' expired: the reveal came %lld ms "
+		    "after the verify deadline", id, (long long)(now_ms - ch.deadline_ms));
+		goto out;
+	}
+	rv.rows = malloc(ch.n_rows * ch.n);
+	if (!rv.rows) {
+		coord_reply_error(r, TROOP_ENOMEM, "out of memory");
+		goto out;
+	}
+	t0 = (double)poh_mono_ms();
+	rc = check_rows(&rv, &ch, rows);
+	if (rc == 0)
+		rc = recompute(&ch, rv.rows, c->poh.verify_threads);
+	if (rc == TROOP_EFORBIDDEN) {
+		snprintf(detail, sizeof(detail), "challenge=%s reason=\"%s\"", id, troop_error_msg());
+		log_warn("poh_rejected", "node=%.8s %s", signer, detail);
+		record_result(t, signer, false, 0, detail, now);
+	}
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	ops = poh_ops(ch.n, ch.rounds);
+	m = poh_multiplier(ops, ch.elapsed_ms, c->poh.reference_ops);
+	snprintf(detail, sizeof(detail), "challenge=%s n=%zu rounds=%u elapsed_ms=%lld "
+	    "multiplier=%.4f", id, ch.n, ch.rounds, (long long)ch.elapsed_ms, m);
+	record_result(t, signer, true, m, detail, now);
+	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
+	    "check_ms=%.0f", signer, ch.n, ch.rounds, (long long)ch.elapsed_ms, m,
+	    (double)poh_mono_ms() - t0);
+	coord_reply_json(r, 200, json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+	    "status", "verified", "verified", 1, "multiplier", m, "ops", ops,
+	    "ops_per_s", ops / ((double)ch.elapsed_ms / 1000.0),
+	    "elapsed_ms", (json_int_t)ch.elapsed_ms, "matrix_size", (json_int_t)ch.n,
+	    "rounds", (json_int_t)ch.rounds, "samples", (json_int_t)ch.n_rows,
+	    "verified_at", (json_int_t)now));
+out:
+	sodium_memzero(&ch, sizeof(ch));
+	free(rv.rows);
+	json_decref(body);
+}
+
+void api_hardware_routes(http_server *s, coord *c)
+{
+	http_server_route(s, "POST", "/hardware/challenge", h_challenge, c);
+	http_server_route(s, "POST", "/hardware/verify", h_verify, c);
+	http_server_route(s, "POST", "/hardware/reveal", h_reveal, c);
+}

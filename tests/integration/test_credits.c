@@ -1,0 +1,261 @@
+/*
+ * test_credits.c - settlement through a real coordinator: signed receipts
+ * move exactly the expected credits, replays and forgeries move nothing,
+ * unpaid reservations are refunded after their deadline, and the ledger's
+ * conservation invariant holds after every step (read through a ledger
+ * handle of this process, opened on the coordinator's SQLite file while it
+ * runs).
+ *
+ * With TROOP_TEST_DATABASE_URL and TROOP_TEST_REGISTRY_URL set
+ * (tests/integration/test_pg_coordinator.sh) the coordinator runs on that
+ * PostgreSQL database and Redis prefix instead, and the invariant is read
+ * from the same database.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "harness.h"
+#include "http_client.h"
+#include "identity.h"
+#include "ledger.h"
+
+static char tmp[256], dbpath[4200];
+static harness_proc coord;
+static http_client *hc;
+static troop_identity node, user;
+
+static json_t *call(const troop_identity *id, const char *method, const char *path,
+    json_t *body, int *status)
+{
+	json_t *out = NULL;
+
+	assert_int_equal(http_request_signed(hc, status, &out, id, method, coord.url, path, body), 0);
+	return out;
+}
+
+static void check_invariant(void)
+{
+	ledger *l = NULL;
+	ledger_conn *c = NULL;
+	ledger_totals t;
+
+	assert_int_equal(ledger_open(&l, dbpath), 0);
+	assert_int_equal(ledger_conn_open(&c, l), 0);
+	assert_int_equal(ledger_totals_get(&t, c), 0);
+	assert_int_equal(t.granted, t.balances + t.reserved);
+	ledger_conn_close(c);
+	ledger_close(l);
+}
+
+static int64_t balance_of(const troop_identity *id, const char *field)
+{
+	char path[128];
+	int st;
+	json_t *out;
+	int64_t v;
+
+	snprintf(path, sizeof(path), "/users/%s/balance", id->id);
+	out = call(id, "GET", path, NULL, &st);
+	assert_int_equal(st, 200);
+	v = json_integer_value(json_object_get(out, field));
+	json_decref(out);
+	return v;
+}
+
+static void heartbeat(void)
+{
+	int st;
+	json_t *b = json_pack("{s:s, s:s, s:i, s:s, s:[{s:s}], s:{s:i, s:i}}",
+	    "node_id", node.id, "tailscale_ip", "127.0.0.1", "port", 9, "status", "IDLE",
+	    "models", "name", "m1", "load", "active_jobs", 0, "max_jobs", 1000);
+	json_t *out = call(&node, "POST", "/heartbeat", b, &st);
+
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+}
+
+/* Authorize a job of max_seconds; returns its id (static buffer). */
+static const char *authorize(int max_seconds)
+{
+	static char job[64];
+	int st;
+	json_t *b = json_pack("{s:s, s:i}", "model", "m1", "max_seconds", max_seconds);
+	json_t *out = call(&user, "POST", "/authorize", b, &st);
+
+	assert_int_equal(st, 200);
+	assert_int_equal(json_integer_value(json_object_get(out, "estimated_cost")), max_seconds);
+	snprintf(job, sizeof(job), "%s", json_string_value(json_object_get(out, "job_id")));
+	json_decref(out);
+	json_decref(b);
+	return job;
+}
+
+static json_t *receipt(const troop_identity *signer, const char *job, int64_t duration_ms,
+    int *st)
+{
+	char path[128];
+	json_t *b = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:s}", "job_id", job,
+	    "node_id", signer->id, "requester", user.id, "model", "m1",
+	    "duration_ms", (json_int_t)duration_ms, "prompt_tokens", 5,
+	    "completion_tokens", 16, "outcome", "ok");
+	json_t *out;
+
+	snprintf(path, sizeof(path), "/jobs/%s/receipt", job);
+	out = call(signer, "POST", path, b, st);
+	json_decref(b);
+	return out;
+}
+
+static void test_settle_exact(void **state)
+{
+	char job[64];
+	json_t *out;
+	int st;
+
+	(void)state;
+	heartbeat();
+	snprintf(job, sizeof(job), "%s", authorize(10));
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 10);
+	check_invariant();
+
+	/* 1.5 s at multiplier 1.0 costs ceil(1.5) = 2 credit-seconds */
+	out = receipt(&node, job, 1500, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "settled");
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 2);
+	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 8);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "balance_seconds"), 1000 - 2);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 0);
+	assert_int_equal(balance_of(&node, "balance_seconds"), 2);
+	check_invariant();
+
+	/* the same receipt again: same answer, nothing moves */
+	out = receipt(&node, job, 1500, &st);
+	assert_int_equal(st, 200);
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 2);
+	assert_true(json_is_true(json_object_get(out, "already_settled")));
+	json_decref(out);
+	/* ... even with a bigger duration */
+	out = receipt(&node, job, 9000, &st);
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 2);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "balance_seconds"), 998);
+	assert_int_equal(balance_of(&node, "balance_seconds"), 2);
+	check_invariant();
+}
+
+static void test_forged_and_unknown(void **state)
+{
+	troop_identity thief;
+	char job[64];
+	json_t *out;
+	int st;
+
+	(void)state;
+	identity_generate(&thief);
+	heartbeat();
+	snprintf(job, sizeof(job), "%s", authorize(10));
+	/* another key cannot settle the job (and so cannot pay itself) */
+	out = receipt(&thief, job, 10000, &st);
+	assert_int_equal(st, 403);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 10);
+	/* an unknown job */
+	out = receipt(&node, "AAAAAAAAAAAAAAAAAAAAAA", 1000, &st);
+	assert_int_equal(st, 404);
+	json_decref(out);
+	/* a job longer than paid for is charged the reservation, no more */
+	out = receipt(&node, job, 3600 * 1000, &st);
+	assert_int_equal(st, 200);
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 10);
+	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 0);
+	json_decref(out);
+	check_invariant();
+}
+
+static void test_expiry_refund(void **state)
+{
+	char job[64];
+	int64_t before;
+	json_t *out;
+	int st;
+
+	(void)state;
+	heartbeat();
+	before = balance_of(&user, "balance_seconds");
+	snprintf(job, sizeof(job), "%s", authorize(1));
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 1);
+	/* ticket-ttl 2 + max_seconds 1 + grace 0, swept every 2 s */
+	for (int i = 0; i < 100 && balance_of(&user, "reserved_seconds") != 0; i++)
+		harness_sleep_ms(200);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 0);
+	assert_int_equal(balance_of(&user, "balance_seconds"), before);
+	/* a receipt after the refund is refused: 410 */
+	out = receipt(&node, job, 500, &st);
+	assert_int_equal(st, 410);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "balance_seconds"), before);
+	check_invariant();
+}
+
+static int setup(void **state)
+{
+	char data[280], log[300];
+
+	(void)state;
+	if (sodium_init() < 0)
+		return -1;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	harness_tmpdir(tmp, sizeof(tmp));
+	snprintf(data, sizeof(data), "%s/coord", tmp);
+	snprintf(log, sizeof(log), "%s/coord.log", tmp);
+	if (harness_backend_pg())
+		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
+	const char *argv[24] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
+		"--data-dir", data, "--allow-unverified", "--starter-credits", "1000",
+		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2" };
+	int argc = 0;
+	while (argv[argc])
+		argc++;
+	harness_backend_args(argv, &argc);
+	argv[argc] = NULL;
+	if (harness_start(&coord, argv, log, "coordinator_started", 10000) != 0)
+		return -1;
+	identity_generate(&node);
+	identity_generate(&user);
+	http_client_new(&hc);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	http_client_free(hc);
+	harness_stop(&coord, SIGTERM);
+	curl_global_cleanup();
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_settle_exact),
+		cmocka_unit_test(test_forged_and_unknown),
+		cmocka_unit_test(test_expiry_refund),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# labels: pg
+#
+# test_multi_coordinator.sh - two coordinators on different ports sharing
+# one PostgreSQL ledger and one Redis registry (docs/PRODUCTION.md), with a
+# real troop on loopback:
+#   - both serve the same /public-key (the ticket key lives in the ledger);
+#   - a worker (engine-sim behind it) heartbeats to coordinator A only; a
+#     client (`troop up`, then `troop chat`) authorizes on coordinator B and
+#     the request completes through the worker; the worker's receipt goes
+#     to A and settles the job B authorized (A's log shows the settlement,
+#     B's does not; B reports the charge);
+#   - then tests/integration/test_multi_coord.c against both: receipts for
+#     jobs authorized on one settle on the other in both directions, a
+#     nonce used at one is a replay at the other, 100 concurrent
+#     authorizations split across both from an account that affords 10
+#     give exactly 10 (and 90 402s), PostgreSQL restarted (503 in the JSON
+#     error shape while it is down, nothing committed lost, service back at
+#     once), Redis restarted (nodes gone until their next heartbeat; the
+#     real worker back within its heartbeat interval);
+#   - after each restart the client's requests complete again through the
+#     worker, and both coordinators are still running and stop cleanly.
+#
+# Starts a private PostgreSQL and Redis (tests/pg/start-services.sh) on a
+# fresh database and key prefix.  Fails (never skips) when the servers
+# cannot be started or the programs were not built.
+set -u
+src=${TROOP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+export TROOP_BUILD_DIR=${TROOP_BUILD_DIR:-$src/build}
+command -v curl >/dev/null || { echo "FAIL: curl is not installed"; exit 1; }
+command -v python3 >/dev/null || { echo "FAIL: python3 is not installed"; exit 1; }
+command -v psql >/dev/null || { echo "FAIL: psql is not installed (postgresql-client)"; exit 1; }
+ITEST=$TROOP_BUILD_DIR/tests/itest_test_multi_coord
+[ -x "$ITEST" ] || { echo "FAIL: $ITEST is not built (cmocka is needed)"; exit 1; }
+. "$src/tests/integration/troop_chain.sh"
+chain_init
+ok() { echo "ok: $*"; }
+
+# the servers; as root PostgreSQL runs as user postgres, which must reach DIR
+tmpbase=${TMPDIR:-/tmp}
+[ "$(id -u)" -eq 0 ] && tmpbase=/tmp
+SVC=$(mktemp -d "$tmpbase/troop-multi-XXXXXX") || exit 1
+stop_services() {
+	"$src/tests/pg/stop-services.sh" "$SVC" >/dev/null 2>&1
+	if [ "$CHAIN_FAILS" -gt 0 ]; then
+		for log in "$SVC/pg/server.log" "$SVC/redis/server.log"; do
+			[ -f "$log" ] && { echo "--- $log (tail)"; tail -15 "$log"; }
+		done
+	fi
+	rm -rf "$SVC"
+}
+trap 'chain_cleanup; stop_services' EXIT
+if ! env_out=$("$src/tests/pg/start-services.sh" "$SVC"); then
+	echo "FAIL: could not start PostgreSQL and Redis (reason above)"
+	exit 1
+fi
+eval "$env_out"
+DB=troop_multi_$$
+psql -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "CREATE DATABASE $DB" >/dev/null ||
+	{ echo "FAIL: could not create database $DB"; exit 1; }
+DB_URL=${DATABASE_URL%/*}/$DB
+REG_URL="$REDIS_URL/0?prefix=multi$$:"
+# nothing reaches the servers except through the flags below
+unset DATABASE_URL REDIS_URL TROOP_DATABASE_URL TROOP_REDIS_URL
+echo "services: $DB_URL $REG_URL"
+
+MODEL=llama3:8b
+NODE_TTL=6          # heartbeat interval: NODE_TTL / 3 = 2 s
+INTERVAL=$((NODE_TTL / 3))
+PROMPT="two coordinators, one troop"
+body() { printf '{"model":"%s","stream":false,"messages":[{"role":"user","content":"%s"}]}' \
+	"$MODEL" "$PROMPT"; }
+
+chain_coordinator --database-url "$DB_URL" --registry-url "$REG_URL" --node-ttl $NODE_TTL \
+	--threads 2
+COORD_A=$COORD_URL
+PID_A=${CHAIN_PIDS[-1]}
+LOG_A=$CHAIN_TMP/coordinator1.log
+chain_coordinator --database-url "$DB_URL" --registry-url "$REG_URL" --node-ttl $NODE_TTL \
+	--threads 2
+COORD_B=$COORD_URL
+PID_B=${CHAIN_PIDS[-1]}
+LOG_B=$CHAIN_TMP/coordinator2.log
+for log in "$LOG_A" "$LOG_B"; do
+	grep -q "coordinator_started.*ledger=postgres registry=redis" "$log" ||
+		chain_fail "$(basename "$log"): not on postgres+redis: $(grep coordinator_started "$log")"
+done
+echo "coordinator A: $COORD_A, coordinator B: $COORD_B"
+
+PK_A=$(curl -sf "$COORD_A/public-key")
+PK_B=$(curl -sf "$COORD_B/public-key")
+if [ -n "$PK_A" ] && [ "$PK_A" = "$PK_B" ]; then
+	ok "both coordinators serve the same public key $PK_A"
+else
+	chain_fail "public keys differ: A $PK_A, B $PK_B"
+fi
+
+# ---- a request authorized on B, served by a worker of A, settled on A ------------------
+chain_sim s1
+SIM=$SIM_PORT
+COORD_URL=$COORD_A
+chain_worker w1 "vllm=http://127.0.0.1:$SIM" --donate always --max-jobs 16
+WORKER=$(TROOP_HOME=$CHAIN_TMP/home-worker-w1 "$TROOP" id)
+COORD_URL=$COORD_B            # everything the client does goes to B
+chain_wait_nodes "$MODEL" 1   # B lists the worker that heartbeats to A
+chain_up main "$COORD_B" --first-byte-timeout 5
+
+WANT=$(curl -s "http://127.0.0.1:$SIM/v1/chat/completions" -d "$(body)" |
+	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
+[ -n "$WANT" ] || { chain_fail "the simulator gave no answer"; exit 1; }
+
+# chat_via_up LABEL: one request through `troop up` (on B); sets JOB
+chat_via_up() {
+	local got
+	JOB=
+	got=$(curl -s -D "$CHAIN_TMP/h" "$UP_URL/v1/chat/completions" -d "$(body)" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])' \
+		2>/dev/null)
+	JOB=$(sed -n 's/^[Xx]-[Tt]roop-[Jj]ob: \([^[:space:]]*\).*/\1/p' "$CHAIN_TMP/h")
+	if [ "$got" = "$WANT" ] && [ -n "$JOB" ]; then
+		ok "$1: troop up on B answered through the worker (job $JOB)"
+	else
+		chain_fail "$1: troop up answered '$got' (job '$JOB'): $(tail -5 "$CHAIN_TMP/up-main.log")"
+	fi
+}
+
+# settled_on_a LABEL: the job JOB settles; A settled it, B reports it
+settled_on_a() {
+	local i settled=
+	for i in $(seq 1 100); do
+		if chain_troop transactions --json --limit 50 | python3 -c '
+import json, sys
+rows = [t for t in json.load(sys.stdin)["transactions"] if t["job_id"] == sys.argv[1]]
+sys.exit(0 if any(t["type"] == "settle" for t in rows) else 1)' "$JOB"; then
+			settled=1
+			break
+		fi
+		sleep 0.1
+	done
+	if [ -z "$settled" ]; then
+		chain_fail "$1: job $JOB not settled within 10 s"
+	elif grep -q "settled job=$JOB" "$LOG_A" && ! grep -q "settled job=$JOB" "$LOG_B"; then
+		ok "$1: the worker's receipt settled job $JOB on A; B reports the settlement"
+	else
+		chain_fail "$1: job $JOB settled, but not by A's receipt handler"
+	fi
+}
+
+chat_via_up "first request"
+settled_on_a "first request"
+GOT=$(chain_troop chat -m "$MODEL" "$PROMPT" 2>"$CHAIN_TMP/chat.err")
+[ "$GOT" = "$WANT" ] && ok "troop chat against B streams through A's worker" ||
+	chain_fail "troop chat printed '$GOT' ($(cat "$CHAIN_TMP/chat.err"))"
+# the chat's receipt too: nothing stays reserved, the charges are gone
+for _ in $(seq 1 100); do
+	BAL=$(chain_troop balance --json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))')
+	python3 -c 'import json,sys; b=json.loads(sys.argv[1]); sys.exit(0 if b["reserved_seconds"] == 0 else 1)' \
+		"$BAL" && break
+	sleep 0.1
+done
+python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b["reserved_seconds"] == 0 and b["balance_seconds"] < 3600, b' \
+	"$BAL" && ok "the client's balance on B: both jobs charged, nothing reserved ($BAL)" ||
+	chain_fail "client balance after two jobs: $BAL"
+
+# ---- the two coordinators, driven directly -------------------------------------------------
+export TROOP_TEST_COORD_A=$COORD_A TROOP_TEST_COORD_B=$COORD_B
+export TROOP_TEST_DATABASE_URL=$DB_URL
+export TROOP_TEST_PG_STOP="'$src/tests/pg/stop-services.sh' '$SVC' pg"
+export TROOP_TEST_PG_START="'$src/tests/pg/start-services.sh' --only pg '$SVC' >/dev/null"
+export TROOP_TEST_REDIS_STOP="'$src/tests/pg/stop-services.sh' '$SVC' redis"
+export TROOP_TEST_REDIS_START="'$src/tests/pg/start-services.sh' --only redis '$SVC' >/dev/null"
+export TROOP_TEST_WATCH_NODE=$WORKER
+export TROOP_TEST_WATCH_WITHIN_S=$((INTERVAL + 2))
+
+alive() {
+	local p
+	for p in "$PID_A" "$PID_B"; do
+		kill -0 "$p" 2>/dev/null || { chain_fail "$1: coordinator pid $p is gone"; return 1; }
+	done
+	ok "$1: both coordinators still running"
+}
+
+"$ITEST" same-key cross-settle race && ok "same key, cross settlement, 100-way race" ||
+	chain_fail "test_multi_coord same-key cross-settle race"
+
+"$ITEST" pg-restart && ok "PostgreSQL restart: 503 while down, nothing lost" ||
+	chain_fail "test_multi_coord pg-restart"
+alive "after the PostgreSQL restart"
+chain_wait_nodes "$MODEL" 1
+chat_via_up "after the PostgreSQL restart"
+settled_on_a "after the PostgreSQL restart"
+
+"$ITEST" redis-restart && ok "Redis restart: nodes re-register on their next heartbeat" ||
+	chain_fail "test_multi_coord redis-restart"
+alive "after the Redis restart"
+chain_wait_nodes "$MODEL" 1
+chat_via_up "after the Redis restart"
+settled_on_a "after the Redis restart"
+
+# the worker's log shows it rode out both outages with retries, not exits
+kill -0 "$WORKER_PID" 2>/dev/null || chain_fail "the worker exited"
+grep -q "result=ok after_failures" "$CHAIN_TMP/worker-w1.log" &&
+	ok "the worker's heartbeats recovered after refused ones" ||
+	chain_fail "no recovered heartbeat in the worker's log"
+
+# neither coordinator logged a crash-like error; both stop cleanly
+chain_stop_clean "$UP_PID" "$CHAIN_TMP/up-main.log" "troop up"
+chain_stop_clean "$WORKER_PID" "$CHAIN_TMP/worker-w1.log" "troop worker"
+chain_stop_clean "$PID_A" "$LOG_A" "coordinator A"
+chain_stop_clean "$PID_B" "$LOG_B" "coordinator B"
+
+if [ "$CHAIN_FAILS" -gt 0 ]; then
+	echo "FAIL: $CHAIN_FAILS check(s) failed"
+	exit 1
+fi
+echo "all multi-coordinator checks passed"

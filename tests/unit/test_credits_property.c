@@ -1,0 +1,221 @@
+/*
+ * test_credits_property.c - a randomized property test of the credit
+ * ledger: several threads, each on its own connection to one SQLite file,
+ * run random account creations, reservations, settlements (honest,
+ * replayed and forged), expiry sweeps and admin grants concurrently.  After
+ * every step the thread checks, in one snapshot, that
+ *   sum(balances) + sum(open reservations) == all credits ever granted
+ * and that no balance it can see is negative.  At the end every job is
+ * closed and the books must balance to the credit.
+ *
+ * The seed is printed; TROOP_PROPERTY_SEED reproduces a run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "ledger.h"
+
+#define THREADS 4
+#define STEPS 250
+#define ACCOUNTS 8
+#define NODES 3
+#define MAX_JOBS (THREADS * STEPS)
+
+struct job {
+	char id[32];
+	int requester, node;
+	int64_t amount;
+	int closed;   /* 0 open, 1 settled, 2 released/gone */
+};
+
+static struct {
+	ledger *l;
+	pthread_mutex_t mu;
+	struct job jobs[MAX_JOBS];
+	int njobs;
+	int failures;
+	int64_t now;  /* shared fake clock */
+	char accounts[ACCOUNTS][32];
+	char nodes[NODES][32];
+	char dir[256];
+} P;
+
+static uint32_t rnd(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+static void check(ledger_conn *c, const char *step)
+{
+	ledger_totals t;
+	int rc = ledger_totals_get(&t, c);
+
+	if (rc == TROOP_EUNAVAIL)
+		return; /* busy past the timeout: not a violation */
+	if (rc != 0 || t.granted != t.balances + t.reserved || t.balances < 0 || t.reserved < 0) {
+		fprintf(stderr, "invariant broken after %s: rc=%d granted=%lld balances=%lld "
+		    "reserved=%lld\n", step, rc, (long long)t.granted, (long long)t.balances,
+		    (long long)t.reserved);
+		__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+	}
+	for (int i = 0; i < ACCOUNTS; i++) {
+		ledger_balance b;
+		if (ledger_balance_get(&b, c, P.accounts[i]) == 0 && (b.available < 0 || b.reserved < 0)) {
+			fprintf(stderr, "negative balance for %s after %s\n", P.accounts[i], step);
+			__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+		}
+	}
+}
+
+static void *worker(void *arg)
+{
+	uint32_t seed = (uint32_t)(uintptr_t)arg;
+	ledger_conn *c = NULL;
+
+	if (ledger_conn_open(&c, P.l) != 0) {
+		__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+		return NULL;
+	}
+	for (int step = 0; step < STEPS; step++) {
+		int64_t now = __atomic_add_fetch(&P.now, 1, __ATOMIC_SEQ_CST);
+		uint32_t op = rnd(&seed) % 100;
+		const char *what;
+
+		if (op < 15) {
+			what = "ensure_account";
+			ledger_ensure_account(NULL, c, P.accounts[rnd(&seed) % ACCOUNTS], 1000, now);
+		} else if (op < 50) {
+			struct job j = { .requester = (int)(rnd(&seed) % ACCOUNTS),
+					 .node = (int)(rnd(&seed) % NODES),
+					 .amount = 1 + rnd(&seed) % 300 };
+			unsigned char raw[12];
+			what = "reserve";
+			randombytes_buf(raw, sizeof(raw));
+			sodium_bin2base64(j.id, sizeof(j.id), raw, sizeof(raw),
+			    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+			ledger_reserve_req rq = {
+				.job_id = j.id, .requester = P.accounts[j.requester],
+				.node_id = P.nodes[j.node], .worker = P.nodes[j.node], .model = "m",
+				.amount = j.amount, .max_seconds = j.amount, .multiplier = 1.0,
+				/* some reservations are already near their deadline */
+				.expires_at = now + (int64_t)(rnd(&seed) % 40), .now = now,
+			};
+			if (ledger_reserve(NULL, c, &rq) == 0) {
+				pthread_mutex_lock(&P.mu);
+				if (P.njobs < MAX_JOBS)
+					P.jobs[P.njobs++] = j;
+				pthread_mutex_unlock(&P.mu);
+			}
+		} else if (op < 80) {
+			struct job j;
+			int have = 0, forged = rnd(&seed) % 5 == 0;
+			pthread_mutex_lock(&P.mu);
+			if (P.njobs > 0) {
+				j = P.jobs[rnd(&seed) % (uint32_t)P.njobs];
+				have = 1;
+			}
+			pthread_mutex_unlock(&P.mu);
+			what = forged ? "forged settle" : "settle";
+			if (have) {
+				ledger_settle_result res;
+				ledger_settle_req sr = {
+					.job_id = j.id,
+					.signer_node_id = P.nodes[(j.node + (forged ? 1 : 0)) % NODES],
+					.duration_ms = (int64_t)(rnd(&seed) % 400000),
+					.outcome = "ok", .grace_s = 5, .now = now,
+				};
+				int rc = ledger_settle(&res, c, &sr);
+				if (forged && rc == 0) {
+					fprintf(stderr, "a forged receipt settled job %s\n", j.id);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+				if (rc == 0 && res.charged + res.refunded != j.amount) {
+					fprintf(stderr, "job %s: charged %lld + refunded %lld != %lld\n", j.id,
+					    (long long)res.charged, (long long)res.refunded,
+					    (long long)j.amount);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+			}
+		} else if (op < 95) {
+			what = "release_expired";
+			ledger_release_expired(NULL, c, now, 5);
+		} else {
+			what = "admin_grant";
+			ledger_admin_grant(NULL, c, P.accounts[rnd(&seed) % ACCOUNTS],
+			    1 + rnd(&seed) % 500, "property", "admin", now);
+		}
+		check(c, what);
+	}
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_random_concurrent(void **state)
+{
+	pthread_t th[THREADS];
+	uint32_t seed;
+	const char *env = getenv("TROOP_PROPERTY_SEED");
+	char path[300];
+	ledger_conn *c;
+	ledger_totals t;
+
+	(void)state;
+	seed = env ? (uint32_t)strtoul(env, NULL, 10) : randombytes_random() | 1;
+	printf("property seed %u (set TROOP_PROPERTY_SEED to repeat)\n", seed);
+	snprintf(P.dir, sizeof(P.dir), "/tmp/troop-prop-XXXXXX");
+	assert_non_null(mkdtemp(P.dir));
+	snprintf(path, sizeof(path), "sqlite:%s/ledger.db", P.dir);
+	assert_int_equal(ledger_open(&P.l, path), 0);
+	pthread_mutex_init(&P.mu, NULL);
+	P.now = 1000000;
+	for (int i = 0; i < ACCOUNTS; i++)
+		snprintf(P.accounts[i], sizeof(P.accounts[i]), "account-%d", i);
+	for (int i = 0; i < NODES; i++)
+		snprintf(P.nodes[i], sizeof(P.nodes[i]), "node-%d", i);
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&th[i], NULL, worker, (void *)(uintptr_t)(seed * (i + 1) | 1));
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(P.failures, 0);
+
+	/* close every job: the books balance to the credit and nothing is held */
+	assert_int_equal(ledger_conn_open(&c, P.l), 0);
+	assert_int_equal(ledger_release_expired(NULL, c, P.now + 1000, 5), 0);
+	assert_int_equal(ledger_totals_get(&t, c), 0);
+	assert_int_equal(t.reserved, 0);
+	assert_int_equal(t.open_reservations, 0);
+	assert_int_equal(t.granted, t.balances);
+	printf("%d jobs, %lld credits granted, %lld accounts\n", P.njobs, (long long)t.granted,
+	    (long long)t.accounts);
+	assert_true(P.njobs > 0);
+	ledger_conn_close(c);
+	ledger_close(P.l);
+	{
+		char cmd[400];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", P.dir);
+		assert_int_equal(system(cmd), 0);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_random_concurrent),
+	};
+	if (sodium_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
