@@ -7,17 +7,18 @@
 # libraries and runs it.  Prints each figure and the ratios, and the RSS
 # of the idle worker (at start, and idle again after the load).
 #
-# Usage: bench/bench_worker.sh [requests-for-ttfb]   (default 500)
-# BUILD_DIR (default: build) names the CMake build directory; it is
-# configured and built there if needed.  Use an optimised build (the
-# default RelWithDebInfo), not a sanitizer build, for real figures.
-# WORKER_THREADS (default 1) sets the worker's --threads; KEEP_TMP=1 keeps
-# the logs; WORKER_WRAP prefixes the worker's command (a profiler).
+# Usage: bench/bench_worker.sh [build-dir]   (env: N=500 requests for the
+# time to first byte; BUILD_DIR is the default build directory)
+# The build is configured and built there if needed.  Use an optimised
+# build (the default RelWithDebInfo), not a sanitizer build, for real
+# figures.  WORKER_THREADS (default 1) sets the worker's --threads; KEEP_TMP=1
+# keeps the logs; WORKER_WRAP prefixes the worker's command (a profiler).
+# Prints "RESULT ..." lines for bench/run.sh.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-$root/build}
+build=${1:-${BUILD_DIR:-$root/build}}
 case $build in /*) ;; *) build=$root/$build ;; esac
-n=${1:-500}
+n=${N:-500}
 threads=${WORKER_THREADS:-1}
 
 if [ ! -f "$build/CMakeCache.txt" ]; then
@@ -81,7 +82,7 @@ coord_port=$(wait_for "$tmp/coord.log" 'coordinator_started.*port=[0-9]*' | sed 
 # under a profiler; the RSS figures are then the wrapper's.
 TROOP_HOME=$tmp/w ${WORKER_WRAP:-} "$build/troop" worker --coordinator "http://127.0.0.1:$coord_port" \
 	--listen 127.0.0.1:0 --advertise 127.0.0.1 --threads "$threads" --max-jobs 64 \
-	--log-level "${WORKER_LOG_LEVEL:-info}" \
+	--log-level "${WORKER_LOG_LEVEL:-info}" --no-verify \
 	--engine "ollama=http://127.0.0.1:$sim_port" \
 	--engine "vllm=http://127.0.0.1:$paced_port" >"$tmp/worker.log" 2>&1 &
 wpid=$!
@@ -123,7 +124,8 @@ parts_start=$(rss_parts "$wpid")
 echo "# worker proxy vs engine-sim direct, $n requests for ttfb, worker --threads $threads"
 echo "# $(nproc) cores; $(uname -r)"
 [ -n "${BENCH_STOP_COORDINATOR:-}" ] && kill -STOP "$cpid"
-"$out" "$sim_port" "$paced_port" "$worker_port" "$key" "$tmp/w/identity.key" "$n"
+"$out" "$sim_port" "$paced_port" "$worker_port" "$key" "$tmp/w/identity.key" "$n" |
+	tee "$tmp/figures.txt"
 [ -n "${BENCH_STOP_COORDINATOR:-}" ] && kill -CONT "$cpid"
 
 # idle again: the worker gives freed buffers back at its next heartbeat
@@ -131,4 +133,15 @@ sleep 12
 rss_after=$(rss "$wpid")
 echo "worker_rss_idle_start_kb $rss_start   (target < 10240; $parts_start)"
 echo "worker_rss_idle_after_load_kb $rss_after   ($(rss_parts "$wpid"))"
-echo "libcurl_floor_rss_kb $("$tmp/floor" | tr -dc 0-9)   (linking libcurl + curl_global_init, nothing else)"
+floor=$("$tmp/floor" | tr -dc 0-9)
+echo "libcurl_floor_rss_kb $floor   (linking libcurl + curl_global_init, nothing else)"
+
+fig() { awk -v k="$1" '$1 == k { print $2 }' "$tmp/figures.txt"; }
+if [ -z "$(fig ttfb_added_p50_ms)$(fig stream_ratio)" ]; then
+	echo "bench_worker: the load generator printed no figures" >&2
+	exit 1
+fi
+echo "RESULT worker added time to first byte p50: $(fig ttfb_added_p50_ms) ms (target < 0.5)"
+echo "RESULT worker one stream, events/s through the worker / direct: $(fig stream_ratio) (target >= 0.80)"
+echo "RESULT worker added latency per event p50: $(fig added_latency_per_event_p50_ms) ms"
+echo "RESULT worker idle RSS: $rss_start kB (target < 10240; a process that only loads libcurl: $floor kB)"

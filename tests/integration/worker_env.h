@@ -188,6 +188,7 @@ static inline int wenv_start_worker(harness_proc *p, const char *tmp, const char
 	argv[i++] = "127.0.0.1";
 	argv[i++] = "--threads";
 	argv[i++] = "2";
+	argv[i++] = "--no-verify";  /* proof-of-hardware has tests of its own */
 	for (int k = 0; extra && extra[k] && i < 30; k++)
 		argv[i++] = extra[k];
 	argv[i] = NULL;
