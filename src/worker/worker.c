@@ -48,7 +48,7 @@ static const config_opt worker_opts[] = {
 	{ "advertise", 'a', OPT_STRING, "TROOP_ADVERTISE", NULL, NULL, "ADDR",
 	  "address clients reach this worker at (default: the tailnet address)", 0, 0 },
 	{ "engine", 'e', OPT_LIST, "TROOP_ENGINE", NULL, NULL, "TYPE=URL",
-	  "an engine to serve (ollama, vllm, lmstudio, llamacpp, openai); repeatable; "
+	  "an engine to serve (ollama, vllm, lmstudio, llamacpp, openai); "
 	  "default: auto-detect on the default ports", 0, 0 },
 	{ "model-refresh", 0, OPT_INT, "TROOP_MODEL_REFRESH", NULL, "60", "SECONDS",
 	  "how often the engines' models are re-read", 1, 86400 },

@@ -36,6 +36,8 @@
 /* ---- the raw upstream ---------------------------------------------------------- */
 
 #define BIG_TOTAL (32u * 1024 * 1024)
+#define BYTES_STREAM "data: a\n\ndata: b\r\n\r\n: comment\r\rdata: c\ndata: d\n\n" \
+	"event: x\r\ndata: e\r\n\ndata: [DONE]\n\n"
 
 static int up_port;
 static int up_lfd = -1;
@@ -123,6 +125,12 @@ static void *up_conn(void *arg)
 		send_chunk(fd, "\ndata: {\"n\":3}\r\n\r", 17);   /* CRLF split */
 		send_chunk(fd, "\ndata: {\"n\":4}\n\n", 16);
 		send_chunk(fd, "data: [DONE]\n\n", 14);
+		send_chunk(fd, "", 0);
+	} else if (strcmp(path, "/bytes") == 0) {
+		/* every byte its own chunk, LF, CRLF and CR line ends mixed */
+		send_head(fd, 200, "text/event-stream");
+		for (const char *p = BYTES_STREAM; *p; p++)
+			send_chunk(fd, p, 1);
 		send_chunk(fd, "", 0);
 	} else if (strcmp(path, "/wait") == 0) {
 		/* the last event only once the client has the first */
@@ -232,6 +240,7 @@ static relay_stats last;         /* stats of the last finished relay */
 static int finished;             /* relays finished */
 static bool handed_back;
 static bool chunks_aligned;      /* every on_body chunk ended an event */
+static char seen_tail[4];        /* the last bytes on_body saw */
 static int dead_port;            /* nothing listens here */
 
 static int th_init(void *arg, int index, struct event_base *base, void **tctx)
@@ -252,13 +261,18 @@ static void on_body(void *arg, const char *data, size_t len)
 {
 	struct job *j = arg;
 
-	/* an event ends with a blank line: two line-end bytes (LF LF, CRLF
-	 * CRLF, or a CRLF CR whose LF follows) */
-	if (len < 2 || !strchr("\r\n", data[len - 1]) || !strchr("\r\n", data[len - 2])) {
-		pthread_mutex_lock(&mu);
-		chunks_aligned = false;
-		pthread_mutex_unlock(&mu);
+	/* everything forwarded so far must end with a blank line (LF LF,
+	 * CR CR, LF CR, CRLF CRLF, CR CRLF, ...): an event boundary */
+	pthread_mutex_lock(&mu);
+	for (size_t i = 0; i < len; i++) {
+		memmove(seen_tail, seen_tail + 1, 3);
+		seen_tail[3] = data[i];
 	}
+	if (memcmp(seen_tail + 2, "\n\n", 2) != 0 && memcmp(seen_tail + 2, "\r\r", 2) != 0 &&
+	    memcmp(seen_tail + 2, "\n\r", 2) != 0 && memcmp(seen_tail + 1, "\n\r\n", 3) != 0 &&
+	    memcmp(seen_tail + 1, "\r\r\n", 3) != 0)
+		chunks_aligned = false;
+	pthread_mutex_unlock(&mu);
 	if (j->abort_after_first && j->abort_ev) {
 		event_active(j->abort_ev, EV_TIMEOUT, 1);
 		j->abort_after_first = false;
@@ -442,6 +456,7 @@ static void test_sse_byte_for_byte_and_aligned(void **state)
 	int n0 = finished_now();
 
 	chunks_aligned = true;
+	memset(seen_tail, 0, sizeof(seen_tail));
 	assert_int_equal(post_stream("sse", g), 200);
 	assert_string_equal(g->buf, want);
 	wait_finished(n0 + 1);
@@ -451,6 +466,24 @@ static void test_sse_byte_for_byte_and_aligned(void **state)
 	assert_int_equal(last.bytes_in, strlen(want));
 	assert_true(chunks_aligned);
 	assert_false(handed_back);
+	free(g);
+}
+
+static void test_byte_by_byte_aligned(void **state)
+{
+	struct got *g = calloc(1, sizeof(*g));
+	int n0 = finished_now();
+
+	chunks_aligned = true;
+	memset(seen_tail, 0, sizeof(seen_tail));
+	assert_int_equal(post_stream("bytes", g), 200);
+	assert_string_equal(g->buf, BYTES_STREAM);
+	wait_finished(n0 + 1);
+	assert_int_equal(last.end, RELAY_END_COMPLETE);
+	assert_int_equal(last.chunks_in, strlen(BYTES_STREAM));
+	/* forwarded event by event, never a piece of one */
+	assert_true(chunks_aligned);
+	assert_true(last.writes <= 9);
 	free(g);
 }
 
@@ -667,6 +700,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sse_byte_for_byte_and_aligned),
+		cmocka_unit_test(test_byte_by_byte_aligned),
 		cmocka_unit_test(test_first_event_before_last),
 		cmocka_unit_test(test_upstream_dies_mid_stream),
 		cmocka_unit_test(test_connect_failure_hands_back),
