@@ -124,7 +124,9 @@ typedef struct {
 	 * at all was sent to the client and it is still connected (upstream
 	 * failed before the first body byte, on_headers rejected, or
 	 * relay_abort came first): the caller owns the request again and must
-	 * answer it, or relay it elsewhere.  Otherwise the request is finished
+	 * answer it, or relay it elsewhere.  (Body bytes that arrived in the
+	 * same loop iteration as the failure count as sent: they go out,
+	 * followed by the error events.)  Otherwise the request is finished
 	 * (replied, or the client went away) and `req` is NULL.  `st` is
 	 * valid for the call. */
 	void (*on_done)(void *arg, http_req *req, const relay_stats *st);
