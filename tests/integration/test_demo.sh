@@ -6,7 +6,21 @@ set -u
 BIN=${TROOP_BIN:?TROOP_BIN not set}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-base=$(( 20000 + RANDOM % 20000 ))
+# three consecutive free ports below the kernel's ephemeral range
+base=$(python3 -c '
+import random, socket
+for _ in range(200):
+    b = random.randrange(12000, 30000)
+    try:
+        socks = []
+        for p in range(b, b + 3):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(b); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+')
 out="$tmp/demo.out"
 TROOP_HOME="$tmp/home" timeout 120 "$BIN" demo --no-wait --dir "$tmp/demo" \
   --coordinator-port "$base" --worker-port $((base + 1)) --client-port $((base + 2)) \
