@@ -38,15 +38,20 @@ static bool excluded(const char *id, json_t *exclude)
 /* Pick the least-loaded eligible node from `nodes`: IDLE, below max_jobs,
  * not excluded, the requested node if one was named, verified unless the
  * operator allows unverified nodes.  Ties are broken at random.  Returns
- * the index, or -1.  *ln gets the chosen node's durable facts. */
+ * the index, or -1.  *ln gets the chosen node's durable facts.  A node
+ * whose durable facts cannot be read (the ledger failing, not a node it
+ * does not know) is skipped, and the first such error is left in *db_err
+ * and its message in db_msg, so that a ledger outage is not reported as
+ * every node being busy. */
 static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *exclude,
-    const char *want_node, ledger_node *ln)
+    const char *want_node, ledger_node *ln, int *db_err, char *db_msg, size_t msg_cap)
 {
 	coord *c = t->c;
-	int best = -1;
+	int best = -1, rc;
 	double best_load = 0;
 	uint32_t ties = 0;
 
+	*db_err = 0;
 	for (size_t i = 0; i < n; i++) {
 		registry_node *nd = &nodes[i];
 		ledger_node cand;
@@ -59,8 +64,13 @@ static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *
 			continue;
 		if (exclude && excluded(nd->node_id, exclude))
 			continue;
-		if (ledger_node_get(&cand, t->db, nd->node_id) != 0)
+		if ((rc = ledger_node_get(&cand, t->db, nd->node_id)) != 0) {
+			if (rc != TROOP_ENOTFOUND && *db_err == 0) {
+				*db_err = rc;
+				snprintf(db_msg, msg_cap, "%s", troop_error_msg());
+			}
 			continue;
+		}
 		if (!cand.verified && !c->allow_unverified)
 			continue;
 		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
@@ -95,7 +105,7 @@ static void h_authorize(http_req *r, void *arg)
 	const char *raw;
 	ledger_node ln;
 	ticket_claims cl;
-	char *token = NULL;
+	char *token = NULL, db_msg[512];
 	int idx, rc;
 
 	if (coord_authenticate(r, requester) != 0)
@@ -122,7 +132,11 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(t, nodes, n, exclude, want_node, &ln);
+	idx = choose_node(t, nodes, n, exclude, want_node, &ln, &rc, db_msg, sizeof(db_msg));
+	if (idx < 0 && rc != 0) {
+		coord_reply_error(r, rc, "%s", db_msg);
+		goto out;
+	}
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
 		coord_reply_error(r, TROOP_ECAPACITY,

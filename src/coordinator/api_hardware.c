@@ -372,20 +372,26 @@ out:
 	return rc;
 }
 
-static void record_result(coord_thread *t, const char *node, bool ok, double m,
+/* Store a proof's outcome in the ledger.  Returns 0, or the ledger's error
+ * (the message set) when it could not be stored. */
+static int record_result(coord_thread *t, const char *node, bool ok, double m,
     const char *detail, int64_t now)
 {
 	ledger_node ln;
+	int rc;
 
 	if (!ok) {
 		/* a failed proof leaves the node unverified; its multiplier stays */
-		if (ledger_node_get(&ln, t->db, node) != 0)
-			return;
+		if ((rc = ledger_node_get(&ln, t->db, node)) != 0)
+			return rc;
 		m = ln.multiplier;
 	}
-	if (ledger_node_set_verification(t->db, node, m, ok, now) != 0)
+	if ((rc = ledger_node_set_verification(t->db, node, m, ok, now)) != 0) {
 		log_warn("poh_record", "node=%.8s error=\"%s\"", node, troop_error_msg());
+		return rc;
+	}
 	ledger_audit(t->db, node, ok ? "poh_verified" : "poh_rejected", detail, now);
+	return 0;
 }
 
 static void h_reveal(http_req *r, void *arg)
@@ -435,7 +441,10 @@ static void h_reveal(http_req *r, void *arg)
 	if (rc == TROOP_EFORBIDDEN) {
 		snprintf(detail, sizeof(detail), "challenge=%s reason=\"%s\"", id, troop_error_msg());
 		log_warn("poh_rejected", "node=%.8s %s", signer, detail);
-		record_result(t, signer, false, 0, detail, now);
+		if (record_result(t, signer, false, 0, detail, now) != 0)
+			/* the rejection stands either way: answer with its reason */
+			troop_error_set(rc, "proof rejected (%s); the ledger could not record it",
+			    detail);
 	}
 	if (rc != 0) {
 		coord_reply_last_error(r, rc);
@@ -445,7 +454,11 @@ static void h_reveal(http_req *r, void *arg)
 	m = poh_multiplier(ops, ch.elapsed_ms, c->poh.reference_ops);
 	snprintf(detail, sizeof(detail), "challenge=%s n=%zu rounds=%u elapsed_ms=%lld "
 	    "multiplier=%.4f", id, ch.n, ch.rounds, (long long)ch.elapsed_ms, m);
-	record_result(t, signer, true, m, detail, now);
+	if ((rc = record_result(t, signer, true, m, detail, now)) != 0) {
+		/* never answer "verified" for a result the ledger does not hold */
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
 	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
 	    "check_ms=%.0f", signer, ch.n, ch.rounds, (long long)ch.elapsed_ms, m,
 	    (double)poh_mono_ms() - t0);

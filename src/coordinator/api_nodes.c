@@ -160,8 +160,7 @@ static void h_heartbeat(http_req *r, void *arg)
 		    "ttl", (json_int_t)0, "next_heartbeat", (json_int_t)0));
 		goto out;
 	}
-	if ((rc = ledger_node_upsert(NULL, t->db, n.node_id, n.owner, n.name, now)) != 0 ||
-	    (rc = ledger_node_get(&ln, t->db, n.node_id)) != 0 ||
+	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0 ||
 	    (rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;

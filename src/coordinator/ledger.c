@@ -330,6 +330,26 @@ int ledger_node_get(ledger_node *out, ledger_conn *c, const char *node_id)
 	return c->ops->node_get(out, c, node_id);
 }
 
+int ledger_node_touch(ledger_node *out, bool *created, ledger_conn *c, const char *node_id,
+    const char *owner, const char *name, int64_t now)
+{
+	int rc;
+
+	if (created)
+		*created = false;
+	TRY(check_str("owner", owner, LEDGER_ID_MAX));
+	TRY(check_opt_str("node name", name, LEDGER_NAME_MAX));
+	rc = ledger_node_get(out, c, node_id);
+	if (rc != 0 && rc != TROOP_ENOTFOUND)
+		return rc;
+	/* the same test as the backends' upsert: nothing to write */
+	if (rc == 0 && strcmp(out->owner, owner) == 0 && strcmp(out->name, name ? name : "") == 0 &&
+	    now - out->last_seen < LEDGER_NODE_TOUCH_S && now >= out->last_seen)
+		return 0;
+	TRY(ledger_node_upsert(created, c, node_id, owner, name, now));
+	return ledger_node_get(out, c, node_id);
+}
+
 int ledger_node_set_verification(ledger_conn *c, const char *node_id, double multiplier,
     bool verified, int64_t now)
 {

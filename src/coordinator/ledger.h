@@ -305,6 +305,15 @@ int ledger_node_upsert(bool *created, ledger_conn *c, const char *node_id,
 /* Read node `node_id`.  TROOP_ENOTFOUND if unknown. */
 int ledger_node_get(ledger_node *out, ledger_conn *c, const char *node_id);
 
+/* ledger_node_upsert followed by ledger_node_get, for a heartbeat: the
+ * node as it stands afterwards in *out.  In the common case (the node is
+ * known, owner and name unchanged, last_seen fresh) this is one read and
+ * no write; otherwise the upsert runs as ledger_node_upsert does and the
+ * row is read again.  *created (may be NULL) as for ledger_node_upsert.
+ * Errors as for both. */
+int ledger_node_touch(ledger_node *out, bool *created, ledger_conn *c, const char *node_id,
+    const char *owner, const char *name, int64_t now);
+
 /* Record a proof-of-hardware result: multiplier in (0, 1000], verified
  * flag, verified_at = now.  TROOP_ENOTFOUND if the node is unknown. */
 int ledger_node_set_verification(ledger_conn *c, const char *node_id, double multiplier,

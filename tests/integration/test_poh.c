@@ -12,7 +12,9 @@
  * (poh.h) so that each one differs from the honest one in exactly one way.
  *
  * TROOP_TEST_DATABASE_URL / TROOP_TEST_REGISTRY_URL put both coordinators
- * on PostgreSQL and Redis (tests/integration/test_pg_coordinator.sh).
+ * on PostgreSQL and Redis (tests/integration/test_pg_coordinator.sh); then
+ * a proof the ledger cannot record (its row locked) must not be answered
+ * "verified" (skipped on the embedded ledger).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +29,9 @@
 #include <string.h>
 #include <time.h>
 #include <curl/curl.h>
+#ifdef TROOP_HAVE_PQ
+#include <libpq-fe.h>
+#endif
 
 #include "encoding.h"
 #include "harness.h"
@@ -374,6 +379,65 @@ static void test_honest_cpu_worker(void **state)
 	assert_string_equal(picked, node.id);
 }
 
+/* On a PostgreSQL ledger (test_pg_coordinator.sh): a proof whose result
+ * the ledger cannot store (the node's row locked by another session past
+ * the coordinator's lock_timeout) is not answered "verified". */
+static void test_unrecorded_proof_not_verified(void **state)
+{
+	(void)state;
+#ifdef TROOP_HAVE_PQ
+	troop_identity node;
+	poh_result res;
+	poh_run_opts o;
+	char sql[200];
+	PGconn *pg;
+	PGresult *q;
+	json_t *n;
+	int rc, st = 0;
+
+	if (!harness_backend_pg())
+		skip();
+	identity_generate(&node);
+	n = post(&coord, &node, "/heartbeat", json_pack("{s:s, s:s, s:s, s:i, s:s, "
+	    "s:[{s:s}], s:{s:i, s:i}}", "node_id", node.id, "name", "poh-box", "tailscale_ip",
+	    "100.64.0.9", "port", 8421, "status", "IDLE", "models", "name", "poh-locked",
+	    "load", "active_jobs", 0, "max_jobs", 4), &st);
+	assert_int_equal(st, 200);
+	json_decref(n);
+
+	pg = PQconnectdb(getenv("TROOP_TEST_DATABASE_URL"));
+	assert_int_equal(PQstatus(pg), CONNECTION_OK);
+	snprintf(sql, sizeof(sql), "BEGIN; SELECT 1 FROM nodes WHERE node_id = '%s' FOR UPDATE",
+	    node.id);
+	q = PQexec(pg, sql);
+	assert_int_equal(PQresultStatus(q), PGRES_TUPLES_OK);
+	PQclear(q);
+
+	memset(&o, 0, sizeof(o));
+	o.coordinator = coord.url;
+	o.id = &node;
+	o.http = http;
+	o.engine_opts.device = POH_DEVICE_CPU;
+	o.engine_opts.threads = 2;
+	o.progress = POH_PROGRESS_NONE;
+	rc = poh_run_challenge(&res, &o);
+	printf("# proof while the node's row is locked: rc %d, status %d, %s\n", rc,
+	    res.http_status, res.message);
+	assert_int_not_equal(rc, 0);
+	assert_false(res.verified);
+	assert_int_equal(res.http_status, 503);
+
+	q = PQexec(pg, "ROLLBACK");
+	PQclear(q);
+	PQfinish(pg);
+	n = get_node(&coord, node.id);
+	assert_false(json_is_true(json_object_get(n, "verified")));
+	json_decref(n);
+#else
+	skip();
+#endif
+}
+
 static double pass_odds(size_t n, size_t honest, size_t k)
 {
 	double p = 1.0;
@@ -699,6 +763,7 @@ int main(void)
 		cmocka_unit_test(test_claimed_duration_ignored),
 		cmocka_unit_test(test_rate_limited),
 		cmocka_unit_test(test_bad_requests),
+		cmocka_unit_test(test_unrecorded_proof_not_verified),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -88,7 +88,7 @@ else
 fi
 grep -qi '^content-type: text/event-stream' "$CHAIN_TMP/h1" || chain_fail "no event-stream content type"
 JOB=$(sed -n 's/^[Xx]-[Tt]roop-[Jj]ob: \([^[:space:]]*\).*/\1/p' "$CHAIN_TMP/h1")
-if [ -n "$JOB" ] && chain_troop transactions --limit 50 | grep -q "$JOB"; then
+if [ -n "$JOB" ] && chain_troop transactions --limit 50 | grep -qF -- "$JOB"; then
 	ok "X-Troop-Job $JOB shows in troop transactions"
 else
 	chain_fail "X-Troop-Job '$JOB' missing or not in troop transactions"
@@ -108,13 +108,13 @@ sys.exit(0 if any(t["type"] == "settle" for t in rows) else 1)' "$JOB"; then
 	sleep 0.1
 done
 if [ -n "$settled" ]; then
-	line=$(chain_troop transactions --limit 50 | grep "$JOB" | grep settle)
+	line=$(chain_troop transactions --limit 50 | grep -F -- "$JOB" | grep settle)
 	echo "$line" | grep -q "charged from the hold" && ok "job $JOB settled: $line" ||
 		chain_fail "settle row reads: $line"
 	W1_LINE=$(TROOP_HOME=$CHAIN_TMP/home-worker-w1 TROOP_COORDINATOR=$COORD_URL "$TROOP" \
-		transactions --limit 50 | grep "$JOB" | grep settle)
+		transactions --limit 50 | grep -F -- "$JOB" | grep settle)
 	W2_LINE=$(TROOP_HOME=$CHAIN_TMP/home-worker-w2 TROOP_COORDINATOR=$COORD_URL "$TROOP" \
-		transactions --limit 50 | grep "$JOB" | grep settle)
+		transactions --limit 50 | grep -F -- "$JOB" | grep settle)
 	echo "$W1_LINE$W2_LINE" | grep -q "earned serving" &&
 		ok "the serving worker's account shows the earnings" ||
 		chain_fail "no 'earned' settle row for $JOB on either worker"

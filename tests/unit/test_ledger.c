@@ -891,6 +891,53 @@ static void test_nodes(void **state)
 	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-9", "", "x", NOW), TROOP_EINVAL);
 }
 
+/* ledger_node_touch: upsert + get in one call, same results as the two */
+static void test_node_touch(void **state)
+{
+	struct fixture *f = *state;
+	bool created = false;
+	ledger_node nd, again;
+
+	assert_int_equal(ledger_node_touch(&nd, &created, f->c, "node-7", "owner-7", "box", NOW),
+	    0);
+	assert_true(created);
+	assert_string_equal(nd.node_id, "node-7");
+	assert_string_equal(nd.owner, "owner-7");
+	assert_string_equal(nd.name, "box");
+	assert_int_equal(nd.first_seen, NOW);
+	assert_int_equal(nd.last_seen, NOW);
+	assert_true(nd.multiplier == 1.0);
+	/* unchanged and fresh: the stored row, nothing written */
+	assert_int_equal(ledger_node_set_verification(f->c, "node-7", 3.0, true, NOW + 1), 0);
+	assert_int_equal(ledger_node_touch(&nd, &created, f->c, "node-7", "owner-7", "box",
+	    NOW + 5), 0);
+	assert_false(created);
+	assert_int_equal(nd.last_seen, NOW);
+	assert_true(nd.multiplier == 3.0);
+	assert_true(nd.verified);
+	assert_int_equal(ledger_node_get(&again, f->c, "node-7"), 0);
+	assert_memory_equal(&nd, &again, sizeof(nd));
+	/* a new owner or name is written, and returned */
+	assert_int_equal(ledger_node_touch(&nd, &created, f->c, "node-7", "owner-8", NULL,
+	    NOW + 6), 0);
+	assert_false(created);
+	assert_string_equal(nd.owner, "owner-8");
+	assert_string_equal(nd.name, "");
+	assert_int_equal(nd.last_seen, NOW + 6);
+	assert_true(nd.multiplier == 3.0);
+	/* stale last_seen is refreshed */
+	assert_int_equal(ledger_node_touch(&nd, NULL, f->c, "node-7", "owner-8", "",
+	    NOW + 6 + LEDGER_NODE_TOUCH_S), 0);
+	assert_int_equal(nd.last_seen, NOW + 6 + LEDGER_NODE_TOUCH_S);
+	assert_int_equal(ledger_node_get(&again, f->c, "node-7"), 0);
+	assert_int_equal(again.last_seen, NOW + 6 + LEDGER_NODE_TOUCH_S);
+	/* the same checks as the upsert */
+	assert_int_equal(ledger_node_touch(&nd, NULL, f->c, "node-7", "", "x", NOW), TROOP_EINVAL);
+	assert_int_equal(ledger_node_touch(&nd, NULL, f->c, "", "o", "x", NOW), TROOP_EINVAL);
+	assert_int_equal(ledger_node_touch(NULL, NULL, f->c, "node-7", "o", "x", NOW),
+	    TROOP_EINVAL);
+}
+
 static void test_kv_and_audit(void **state)
 {
 	struct fixture *f = *state;
@@ -1038,6 +1085,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_release_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_touch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_unavailable, setup, teardown),
 	};
