@@ -38,6 +38,7 @@ UP2=$UP_URL
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 procs() { # name=pid for every process that lives through the run
 	for p in "${CHAIN_PIDS[@]}"; do
+		[ -r "/proc/$p/cmdline" ] || continue   # the restarted worker's old pid
 		n=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null |
 			awk '{n = $1; sub(".*/", "", n); if (n == "troop") n = $2; print n}')
 		[ -n "$n" ] && echo "$n-$p=$p"
