@@ -436,3 +436,34 @@ int ledger_res_status_parse(ledger_res_status *out, const char *s)
 	return troop_error_set(TROOP_EINVAL, "ledger: unknown reservation status '%s'",
 	    s ? s : "(null)");
 }
+
+int ledger_settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *refund,
+    const ledger_settle_req *q, const ledger_reservation *res)
+{
+	if (res == NULL)
+		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", q->job_id);
+	/* checked first, also for settled jobs: only the job's node learns
+	 * anything about it */
+	if (strcmp(res->node_id, q->signer_node_id) != 0)
+		return troop_error_set(TROOP_EFORBIDDEN, "receipt for job %s is not signed by "
+		    "the node that was given the job", q->job_id);
+	memset(out, 0, sizeof *out);
+	ledger_copy_str(out->requester, sizeof out->requester, res->requester);
+	ledger_copy_str(out->worker, sizeof out->worker, res->worker);
+	ledger_copy_str(out->model, sizeof out->model, res->model);
+	if (res->status == LEDGER_RES_SETTLED) {
+		out->charged = res->charged;
+		out->refunded = res->refunded;
+		out->already = true;
+		return 1;
+	}
+	if (res->status == LEDGER_RES_RELEASED)
+		return troop_error_set(TROOP_EGONE, "reservation for job %s expired and was "
+		    "released", q->job_id);
+	if (res->expires_at < q->now - q->grace_s)
+		return troop_error_set(TROOP_EGONE, "reservation for job %s expired at %lld",
+		    q->job_id, (long long)res->expires_at);
+	*charge = ledger_charge(q->duration_ms, res->multiplier, res->amount);
+	*refund = res->amount - *charge;
+	return 0;
+}

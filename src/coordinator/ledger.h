@@ -399,6 +399,17 @@ extern const struct ledger_ops ledger_sqlite_ops;
  * the way in, so truncation only happens on a tampered database. */
 void ledger_copy_str(char *dst, size_t cap, const char *src);
 
+/* The backend-independent part of ledger_settle, once the reservation of
+ * q->job_id has been read inside the write transaction (`res`, or NULL when
+ * there is none): checks the signer and the reservation's state and fills
+ * the result's names.  Returns a negative troop_err (TROOP_ENOTFOUND,
+ * TROOP_EFORBIDDEN, TROOP_EGONE) to fail; 1 when the job was settled before
+ * (*out holds the stored result, already = true; nothing to write); 0 when
+ * the backend must now move *charge to the worker and *refund back to the
+ * requester. */
+int ledger_settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *refund,
+    const ledger_settle_req *q, const ledger_reservation *res);
+
 /* Reputation from job counters: (ok + 1) / (ok + failed + 2). */
 double ledger_reputation(int64_t jobs_ok, int64_t jobs_failed);
 

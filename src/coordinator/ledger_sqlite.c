@@ -887,31 +887,10 @@ static int settle_txn(struct sq_conn *c, void *arg)
 	int r = res_read(&res, c, q->job_id);
 	if (r < 0)
 		return r;
-	if (r == 0)
-		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", q->job_id);
-	if (strcmp(res.node_id, q->signer_node_id) != 0)
-		return troop_error_set(TROOP_EFORBIDDEN, "receipt for job %s is not signed by "
-		    "the node that was given the job", q->job_id);
-
-	memset(o, 0, sizeof *o);
-	ledger_copy_str(o->requester, sizeof o->requester, res.requester);
-	ledger_copy_str(o->worker, sizeof o->worker, res.worker);
-	ledger_copy_str(o->model, sizeof o->model, res.model);
-	if (res.status == LEDGER_RES_SETTLED) {
-		o->charged = res.charged;
-		o->refunded = res.refunded;
-		o->already = true;
-		return 0;
-	}
-	if (res.status == LEDGER_RES_RELEASED)
-		return troop_error_set(TROOP_EGONE, "reservation for job %s expired and was "
-		    "released", q->job_id);
-	if (res.expires_at < q->now - q->grace_s)
-		return troop_error_set(TROOP_EGONE, "reservation for job %s expired at %lld",
-		    q->job_id, (long long)res.expires_at);
-
-	int64_t charge = ledger_charge(q->duration_ms, res.multiplier, res.amount);
-	int64_t refund = res.amount - charge;
+	int64_t charge, refund;
+	int d = ledger_settle_decide(o, &charge, &refund, q, r == 0 ? NULL : &res);
+	if (d != 0)
+		return d < 0 ? d : 0;  /* an error, or settled before */
 	const char *outcome = (q->outcome && q->outcome[0]) ? q->outcome : "ok";
 	int err = 0;
 
