@@ -1,18 +1,28 @@
 /*
- * ledger.c - the ledger front end: picks a backend from the URL, checks
- * every argument once (so all backends refuse the same inputs with the
- * same messages), then dispatches through struct ledger_ops.  Also the
- * helpers shared by backends: the charge formula, reputation, status
- * names.  See ledger.h for the contract.
+ * ledger.c - the ledger: every credit rule, once, over a database driver
+ * (ledger_driver.h).  Picks the driver from the URL, checks every argument
+ * once (so all databases refuse the same inputs with the same messages),
+ * applies the migrations, and runs each operation as statements of the
+ * shared table (ledger_sql.c) inside write transactions that take row
+ * locks in the one order written down in ledger.h.  The retry loop for
+ * busy and serialization failures lives here too.  See ledger.h for the
+ * contract.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "ledger.h"
+#include "ledger_driver.h"
+#include "log.h"
+#include "migrations.h"
+
+#define TXN_ATTEMPTS 3
+#define RELEASE_BATCH 256
 
 /* ---- argument checks ----------------------------------------------------- */
 
@@ -58,33 +68,317 @@ static int check_multiplier(double m)
 
 static int check_conn(const ledger_conn *c)
 {
-	if (c == NULL || c->ops == NULL)
+	if (c == NULL || c->drv == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: no connection");
 	return 0;
 }
 
 #define TRY(expr) do { int rc_ = (expr); if (rc_ != 0) return rc_; } while (0)
 
+/* ---- statements and transactions ------------------------------------------ */
+
+/* Statement parameters: ARGS(S("x"), I(5)) expands to an array and its
+ * length. */
+#define S(x) { .type = LEDGER_P_TEXT, .s = (x) }
+#define I(x) { .type = LEDGER_P_I64, .i = (x) }
+#define D(x) { .type = LEDGER_P_F64, .f = (x) }
+#define ARGS(...) (const struct ledger_param[]){ __VA_ARGS__ }, \
+	(int)(sizeof((const struct ledger_param[]){ __VA_ARGS__ }) / sizeof(struct ledger_param))
+#define NOARGS NULL, 0
+
+static void fin(ledger_conn *c)
+{
+	c->drv->finish(c);
+}
+
+static int64_t col_i64(ledger_conn *c, int i)
+{
+	return c->drv->col_i64(c, i);
+}
+
+static const char *col_text(ledger_conn *c, int i)
+{
+	return c->drv->col_text(c, i, NULL);
+}
+
+/* Run `id` and step to its first row: 1 (the row is current; read it, then
+ * fin), 0 (no row) or a troop_err (the cursor is finished). */
+static int row(ledger_conn *c, enum ledger_stmt id, const struct ledger_param *p, int n,
+    const char *what)
+{
+	int r = c->drv->query(c, id, p, n, what);
+	if (r == 0)
+		r = c->drv->next(c);
+	if (r <= 0)
+		fin(c);
+	return r;
+}
+
+/* Run `id` to the end, ignoring rows.  An empty statement does nothing. */
+static int exec(ledger_conn *c, enum ledger_stmt id, const struct ledger_param *p, int n,
+    const char *what)
+{
+	if (ledger_stmt_sql(c->drv, id)[0] == '\0')
+		return 0;
+	int r = c->drv->query(c, id, p, n, what);
+	while (r == 0 && (r = c->drv->next(c)) == 1)
+		r = 0;
+	fin(c);
+	return r;
+}
+
+/* exec, then *changed = rows changed. */
+static int exec_count(int64_t *changed, ledger_conn *c, enum ledger_stmt id,
+    const struct ledger_param *p, int n, const char *what)
+{
+	int err = exec(c, id, p, n, what);
+	if (err == 0)
+		*changed = c->drv->changes(c);
+	return err;
+}
+
+static int ready(ledger_conn *c)
+{
+	return c->drv->ready != NULL ? c->drv->ready(c) : 0;
+}
+
+static bool lost(ledger_conn *c)
+{
+	return c->drv->lost != NULL && c->drv->lost(c);
+}
+
+/* row() for a read outside any transaction: reconnects first when needed,
+ * and once more when the connection turns out dead (reads are safe to
+ * repeat). */
+static int read_row(ledger_conn *c, enum ledger_stmt id, const struct ledger_param *p, int n,
+    const char *what)
+{
+	int r = ready(c);
+	if (r == 0)
+		r = row(c, id, p, n, what);
+	if (r < 0 && lost(c) && (r = ready(c)) == 0)
+		r = row(c, id, p, n, what);
+	return r;
+}
+
+typedef int (*txn_fn)(ledger_conn *c, void *arg);
+
+/* Run fn inside a write transaction: commit on 0, roll back otherwise.
+ * The whole transaction is tried again (TXN_ATTEMPTS in all, after a short
+ * jittered pause) when it failed on a busy database, a serialization
+ * failure, a deadlock or a lock timeout.  When BEGIN finds the connection
+ * dead (the server restarted since the last call) nothing was written:
+ * reconnect once and start over.  A connection lost after BEGIN fails the
+ * call with TROOP_EUNAVAIL: a commit whose answer was lost may or may not
+ * have happened, so it is never repeated behind the caller's back.
+ * fn must be re-runnable. */
+static int with_txn(ledger_conn *c, txn_fn fn, void *arg)
+{
+	const struct ledger_driver *d = c->drv;
+	bool reconnected = false;
+	int attempt = 1;
+	for (;;) {
+		int err = ready(c);
+		if (err)
+			return err;
+		if ((err = d->begin(c)) != 0 && lost(c) && !reconnected) {
+			reconnected = true;
+			continue;
+		}
+		if (err == 0 && (err = fn(c, arg)) == 0 && (err = d->commit(c)) == 0)
+			return 0;
+		/* keep the message of the first failure */
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", troop_error_msg());
+		fin(c);
+		d->rollback(c);
+		troop_error_set(err, "%s", msg);
+		if (!d->retryable(c) || attempt >= TXN_ATTEMPTS)
+			return err;
+		log_warn("ledger_busy", "attempt=%d of=%d retrying=1", attempt, TXN_ATTEMPTS);
+		struct timespec ts = { 0, (1000000L + (long)(rand() % 4000000)) * attempt };
+		nanosleep(&ts, NULL);
+		attempt++;
+	}
+}
+
+/* Allocate `n` consecutive ids from counter `name`; *first gets the first.
+ * Locks the counter row until commit: the last lock a transaction takes. */
+static int next_ids(int64_t *first, ledger_conn *c, const char *name, int64_t n)
+{
+	int r = row(c, LS_NEXT_ID, ARGS(S(name), I(n)), "allocate id");
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ERR, "ledger: counter '%s' is missing", name);
+	*first = col_i64(c, 0) - n + 1;
+	fin(c);
+	return 0;
+}
+
+struct txrow {
+	const char *type, *job_id, *requester, *worker, *model, *note;
+	int64_t credits, duration_ms, now;
+};
+
+/* Insert `n` transaction rows (n >= 1) with consecutive ids; *first_id
+ * (may be NULL) gets the first. */
+static int insert_txs(int64_t *first_id, ledger_conn *c, const struct txrow *t, int n)
+{
+	int64_t id;
+	int err = next_ids(&id, c, "transactions", n);
+	for (int i = 0; err == 0 && i < n; i++)
+		err = exec(c, LS_TX_INSERT, ARGS(I(id + i), S(t[i].type), S(t[i].job_id),
+		    S(t[i].requester), S(t[i].worker), I(t[i].credits), I(t[i].duration_ms),
+		    S(t[i].model), S(t[i].note), I(t[i].now)), "insert transaction row");
+	if (err == 0 && first_id != NULL)
+		*first_id = id;
+	return err;
+}
+
+static int insert_audit(ledger_conn *c, const char *actor, const char *action,
+    const char *detail, int64_t now)
+{
+	int64_t id;
+	int err = next_ids(&id, c, "audit_log", 1);
+	if (err)
+		return err;
+	return exec(c, LS_AUDIT_INSERT, ARGS(I(id), S(actor), S(action), S(detail), I(now)),
+	    "insert audit row");
+}
+
+/* Add `credits` (>= 0) to `account`, creating it with them if missing;
+ * locks the account row. */
+static int account_add(ledger_conn *c, const char *account, int64_t credits, int64_t now)
+{
+	return exec(c, LS_ACCOUNT_ADD, ARGS(S(account), I(credits), I(now)), "credit account");
+}
+
+/* ---- migrations -------------------------------------------------------------- */
+
+struct migrate_arg {
+	const struct troop_migration *m;
+	bool applied;
+};
+
+static int migrate_one(ledger_conn *c, void *arg)
+{
+	struct migrate_arg *m = arg;
+	int err;
+	m->applied = false;
+	/* Look before creating: a database user that may not create tables
+	 * can still start once the schema is in place. */
+	int r = row(c, LS_SCHEMA_EXISTS, NOARGS, "read schema_version");
+	if (r < 0)
+		return r;
+	fin(c);
+	if (r == 0 && (err = exec(c, LS_SCHEMA_CREATE, NOARGS, "create schema_version")) != 0)
+		return err;
+	if ((r = row(c, LS_SCHEMA_HAS, ARGS(I(m->m->version)), "read schema_version")) != 0) {
+		fin(c);
+		return r < 0 ? r : 0;  /* applied before, maybe by another process just now */
+	}
+	if ((err = c->drv->script(c, m->m->sql)) != 0) {
+		char msg[512];  /* the message buffer cannot be its own argument */
+		snprintf(msg, sizeof msg, "%s", troop_error_msg());
+		return troop_error_set(err == TROOP_ECONFLICT ? TROOP_ERR : err,
+		    "ledger migration %s failed: %s", m->m->name, msg);
+	}
+	err = exec(c, LS_SCHEMA_INSERT, ARGS(I(m->m->version), S(m->m->name),
+	    I((int64_t)time(NULL))), "record migration");
+	if (err == 0)
+		m->applied = true;
+	return err;
+}
+
+static int schema_version(int *out, ledger_conn *c)
+{
+	int r = read_row(c, LS_SCHEMA_MAX, NOARGS, "read schema version");
+	if (r < 0)
+		return r;
+	*out = r == 1 ? (int)col_i64(c, 0) : 0;
+	fin(c);
+	return 0;
+}
+
+/* Apply every missing migration, one transaction each, under the driver's
+ * migration lock (if any) so that coordinators starting together take
+ * turns. */
+static int migrate(ledger_conn *c)
+{
+	const char *desc = c->drv->describe(c->owner);
+	int err = exec(c, LS_MIGRATE_LOCK, NOARGS, "take the migration lock");
+	if (err)
+		return err;
+	int known = 0;
+	char msg[512];
+	for (int i = 0; i < troop_migrations_count; i++) {
+		struct migrate_arg m = { &troop_migrations[i], false };
+		if ((err = with_txn(c, migrate_one, &m)) != 0) {
+			/* name the migration unless migrate_one already did */
+			snprintf(msg, sizeof msg, "%s", troop_error_msg());
+			if (strncmp(msg, "ledger migration", 16) != 0)
+				troop_error_set(err, "ledger migration %s failed: %s", m.m->name, msg);
+			err = err == TROOP_ECONFLICT ? TROOP_ERR : err;
+			break;
+		}
+		if (m.applied)
+			log_info("ledger_migrate", "database=%s migration=%s", desc, m.m->name);
+		if (m.m->version > known)
+			known = m.m->version;
+	}
+	int have = 0;
+	if (err == 0 && (err = schema_version(&have, c)) == 0 && have > known)
+		log_warn("ledger_schema_newer", "database=%s version=%d known=%d", desc, have,
+		    known);
+	/* keep the first error's message */
+	snprintf(msg, sizeof msg, "%s", troop_error_msg());
+	int uerr = exec(c, LS_MIGRATE_UNLOCK, NOARGS, "release the migration lock");
+	if (err != 0)
+		troop_error_set(err, "%s", msg);
+	return err ? err : uerr;
+}
+
+/* Make the driver's handle, then migrate over a connection of its own. */
+static int open_with(ledger **out, const struct ledger_driver *drv, const char *target)
+{
+	ledger *l = NULL;
+	ledger_conn *c = NULL;
+	int err = drv->open(&l, target);
+	if (err == 0)
+		err = drv->conn_open(&c, l);
+	if (err == 0)
+		err = migrate(c);
+	if (c != NULL)
+		drv->conn_close(c);
+	if (err != 0) {
+		if (l != NULL)
+			drv->close(l);
+		return err;
+	}
+	*out = l;
+	return 0;
+}
+
 /* ---- opening -------------------------------------------------------------- */
 
 struct backend {
-	const char *prefix;            /* URL prefix, removed before open */
-	const struct ledger_ops *ops;  /* NULL: known scheme, not built in */
+	const char *prefix;               /* URL prefix, removed before open */
+	const struct ledger_driver *drv;  /* NULL: known scheme, not built in */
 };
 
 #ifdef TROOP_HAVE_PQ
-extern const struct ledger_ops ledger_pg_ops;  /* ledger_pg.c */
-#define PG_OPS (&ledger_pg_ops)
+#define PG_DRIVER (&ledger_pg_driver)
 #else
-#define PG_OPS NULL
+#define PG_DRIVER NULL
 #endif
 
 /* Longer prefixes first: "sqlite://" before "sqlite:". */
 static const struct backend backends[] = {
-	{ "sqlite://", &ledger_sqlite_ops },
-	{ "sqlite:", &ledger_sqlite_ops },
-	{ "postgresql://", PG_OPS },
-	{ "postgres://", PG_OPS },
+	{ "sqlite://", &ledger_sqlite_driver },
+	{ "sqlite:", &ledger_sqlite_driver },
+	{ "postgresql://", PG_DRIVER },
+	{ "postgres://", PG_DRIVER },
 };
 
 int ledger_open(ledger **out, const char *url)
@@ -94,17 +388,17 @@ int ledger_open(ledger **out, const char *url)
 	*out = NULL;
 	TRY(check_str("database URL", url, LEDGER_URL_MAX));
 
-	const struct ledger_ops *ops = NULL;
+	const struct ledger_driver *drv = NULL;
 	const char *target = NULL;
 	for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
 		size_t n = strlen(backends[i].prefix);
 		if (strncmp(url, backends[i].prefix, n) != 0)
 			continue;
-		if (backends[i].ops == NULL)
+		if (backends[i].drv == NULL)
 			return troop_error_set(TROOP_EINVAL,
 			    "database URL: the %.*s backend is not built into this program",
 			    (int)(n - 3), backends[i].prefix);
-		ops = backends[i].ops;
+		drv = backends[i].drv;
 		target = url + n;
 		/* SQLAlchemy style: sqlite:///rel.db is relative, sqlite:////abs.db
 		 * absolute; after "sqlite://" one more '/' separates the (empty)
@@ -118,28 +412,28 @@ int ledger_open(ledger **out, const char *url)
 		}
 		break;
 	}
-	if (ops == NULL) {
+	if (drv == NULL) {
 		if (strstr(url, "://") != NULL)
 			return troop_error_set(TROOP_EINVAL,
 			    "database URL '%s': unknown scheme (expected a file path, "
 			    "sqlite:PATH or postgres://...)", url);
-		ops = &ledger_sqlite_ops;
+		drv = &ledger_sqlite_driver;
 		target = url;
 	}
 	if (*target == '\0')
 		return troop_error_set(TROOP_EINVAL, "database URL '%s' names no database", url);
-	return ops->open(out, target);
+	return open_with(out, drv, target);
 }
 
 void ledger_close(ledger *l)
 {
-	if (l != NULL && l->ops != NULL)
-		l->ops->close(l);
+	if (l != NULL && l->drv != NULL)
+		l->drv->close(l);
 }
 
 const char *ledger_backend_name(const ledger *l)
 {
-	return (l != NULL && l->ops != NULL) ? l->ops->name : "none";
+	return (l != NULL && l->drv != NULL) ? l->drv->name : "none";
 }
 
 int ledger_conn_open(ledger_conn **out, ledger *l)
@@ -147,15 +441,15 @@ int ledger_conn_open(ledger_conn **out, ledger *l)
 	if (out == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: no output handle");
 	*out = NULL;
-	if (l == NULL || l->ops == NULL)
+	if (l == NULL || l->drv == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: not open");
-	return l->ops->conn_open(out, l);
+	return l->drv->conn_open(out, l);
 }
 
 void ledger_conn_close(ledger_conn *c)
 {
-	if (c != NULL && c->ops != NULL)
-		c->ops->conn_close(c);
+	if (c != NULL && c->drv != NULL)
+		c->drv->conn_close(c);
 }
 
 int ledger_schema_version(int *out, ledger_conn *c)
@@ -163,10 +457,34 @@ int ledger_schema_version(int *out, ledger_conn *c)
 	TRY(check_conn(c));
 	if (out == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: no output for the schema version");
-	return c->ops->schema_version(out, c);
+	return schema_version(out, c);
 }
 
 /* ---- accounts ------------------------------------------------------------- */
+
+struct ensure_arg {
+	const char *account;
+	int64_t starter, now;
+	bool created;
+};
+
+static int ensure_txn(ledger_conn *c, void *arg)
+{
+	struct ensure_arg *e = arg;
+	int64_t n = 0;
+	e->created = false;
+	/* a concurrent creator holds the key: this waits, then does nothing */
+	int err = exec_count(&n, c, LS_ACCOUNT_CREATE, ARGS(S(e->account), I(e->starter),
+	    I(e->now)), "create account");
+	if (err || n != 1)
+		return err;
+	e->created = true;
+	if (e->starter == 0)
+		return 0;
+	struct txrow t = { .type = "grant", .requester = e->account,
+		.credits = e->starter, .now = e->now };
+	return insert_txs(NULL, c, &t, 1);
+}
 
 int ledger_ensure_account(bool *created, ledger_conn *c, const char *account,
     int64_t starter_credits, int64_t now)
@@ -175,8 +493,19 @@ int ledger_ensure_account(bool *created, ledger_conn *c, const char *account,
 	TRY(check_conn(c));
 	TRY(check_str("account", account, LEDGER_ID_MAX));
 	TRY(check_range("starter credits", starter_credits, 0, LEDGER_CREDITS_MAX));
-	return c->ops->ensure_account(created ? created : &dummy, c, account,
-	    starter_credits, now);
+	if (created == NULL)
+		created = &dummy;
+	*created = false;
+	/* fast path without a transaction: nearly every call finds it */
+	int r = read_row(c, LS_ACCOUNT_EXISTS, ARGS(S(account)), "read account");
+	fin(c);
+	if (r != 0)
+		return r < 0 ? r : 0;
+	struct ensure_arg e = { account, starter_credits, now, false };
+	int err = with_txn(c, ensure_txn, &e);
+	if (err == 0)
+		*created = e.created;
+	return err;
 }
 
 int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
@@ -185,27 +514,101 @@ int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
 	if (out == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: no output for the balance");
 	TRY(check_str("account", account, LEDGER_ID_MAX));
-	return c->ops->balance_get(out, c, account);
+	int r = read_row(c, LS_BALANCE, ARGS(S(account)), "read balance");
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no account %s", account);
+	out->available = col_i64(c, 0);
+	out->reserved = col_i64(c, 1);
+	fin(c);
+	return 0;
+}
+
+struct grant_arg {
+	const char *account, *reason, *admin_id;
+	int64_t credits, now, tx_id;
+};
+
+static int grant_txn(ledger_conn *c, void *arg)
+{
+	struct grant_arg *g = arg;
+	int err = account_add(c, g->account, g->credits, g->now);
+	if (err)
+		return err;
+	struct txrow t = { .type = "admin", .requester = g->account, .note = g->reason,
+		.credits = g->credits, .now = g->now };
+	if ((err = insert_txs(&g->tx_id, c, &t, 1)) != 0)
+		return err;
+	char detail[LEDGER_ID_MAX + LEDGER_NOTE_MAX + 96];
+	snprintf(detail, sizeof detail, "account=%s credits=%lld tx=%lld reason=%s",
+	    g->account, (long long)g->credits, (long long)g->tx_id, g->reason);
+	return insert_audit(c, g->admin_id, "admin_grant", detail, g->now);
 }
 
 int ledger_admin_grant(int64_t *tx_id, ledger_conn *c, const char *account,
     int64_t credits, const char *reason, const char *admin_id, int64_t now)
 {
-	int64_t dummy;
 	TRY(check_conn(c));
 	TRY(check_str("account", account, LEDGER_ID_MAX));
 	TRY(check_range("credits", credits, 1, LEDGER_CREDITS_MAX));
 	TRY(check_opt_str("reason", reason, LEDGER_NOTE_MAX));
 	TRY(check_str("admin id", admin_id, LEDGER_ID_MAX));
-	return c->ops->admin_grant(tx_id ? tx_id : &dummy, c, account, credits,
-	    reason ? reason : "", admin_id, now);
+	struct grant_arg g = { account, reason ? reason : "", admin_id, credits, now, 0 };
+	int err = with_txn(c, grant_txn, &g);
+	if (err == 0 && tx_id != NULL)
+		*tx_id = g.tx_id;
+	return err;
 }
 
 /* ---- reservations and settlement -------------------------------------------- */
 
+struct reserve_arg {
+	const ledger_reserve_req *req;
+	int64_t available;
+};
+
+static int reserve_txn(ledger_conn *c, void *arg)
+{
+	struct reserve_arg *ra = arg;
+	const ledger_reserve_req *q = ra->req;
+
+	/* check and debit in one statement: it waits for the account row's lock
+	 * and then sees the balance the previous holder committed */
+	int r = row(c, LS_ACCOUNT_DEBIT, ARGS(S(q->requester), I(q->amount)), "debit account");
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		r = row(c, LS_ACCOUNT_AVAILABLE, ARGS(S(q->requester)), "read balance");
+		if (r < 0)
+			return r;
+		ra->available = r == 1 ? col_i64(c, 0) : 0;
+		fin(c);
+		return troop_error_set(TROOP_ECREDITS, "insufficient credits: available %lld, "
+		    "price %lld", (long long)ra->available, (long long)q->amount);
+	}
+	ra->available = col_i64(c, 0);
+	fin(c);
+
+	if ((r = row(c, LS_RES_GET, ARGS(S(q->job_id)), "read reservation")) != 0) {
+		fin(c);
+		return r < 0 ? r : troop_error_set(TROOP_ECONFLICT, "job id %s is already reserved",
+		    q->job_id);
+	}
+	int err = exec(c, LS_RES_INSERT, ARGS(S(q->job_id), S(q->requester), S(q->node_id),
+	    S(q->worker), S(q->model), I(q->amount), I(q->max_seconds), D(q->multiplier),
+	    I(q->now), I(q->expires_at)), "insert reservation");
+	if (err == TROOP_ECONFLICT)  /* inserted concurrently by another caller */
+		troop_error_set(err, "job id %s is already reserved", q->job_id);
+	if (err)
+		return err;
+	struct txrow t = { .type = "reserve", .job_id = q->job_id, .requester = q->requester,
+		.worker = q->worker, .model = q->model, .credits = q->amount, .now = q->now };
+	return insert_txs(NULL, c, &t, 1);
+}
+
 int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req *req)
 {
-	int64_t dummy;
 	TRY(check_conn(c));
 	if (req == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: no reservation request");
@@ -217,7 +620,140 @@ int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req 
 	TRY(check_range("amount", req->amount, 1, LEDGER_CREDITS_MAX));
 	TRY(check_range("max_seconds", req->max_seconds, 0, LEDGER_CREDITS_MAX));
 	TRY(check_multiplier(req->multiplier));
-	return c->ops->reserve(available ? available : &dummy, c, req);
+	struct reserve_arg ra = { req, 0 };
+	int err = with_txn(c, reserve_txn, &ra);
+	if ((err == 0 || err == TROOP_ECREDITS) && available != NULL)
+		*available = ra.available;
+	return err;
+}
+
+static int status_parse(ledger_res_status *out, const char *s);
+
+/* Read reservation `job_id` (row-locked when `id` is LS_RES_LOCK) into
+ * *out; 1 found, 0 not, or a troop_err. */
+static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id,
+    const char *job_id)
+{
+	int r = id == LS_RES_LOCK ? row(c, id, ARGS(S(job_id)), "read reservation") :
+	    read_row(c, id, ARGS(S(job_id)), "read reservation");
+	if (r <= 0)
+		return r;
+	memset(out, 0, sizeof *out);
+	ledger_copy_str(out->job_id, sizeof out->job_id, col_text(c, 0));
+	ledger_copy_str(out->requester, sizeof out->requester, col_text(c, 1));
+	ledger_copy_str(out->node_id, sizeof out->node_id, col_text(c, 2));
+	ledger_copy_str(out->worker, sizeof out->worker, col_text(c, 3));
+	ledger_copy_str(out->model, sizeof out->model, col_text(c, 4));
+	out->amount = col_i64(c, 5);
+	out->max_seconds = col_i64(c, 6);
+	out->multiplier = c->drv->col_f64(c, 7);
+	int err = status_parse(&out->status, col_text(c, 8));
+	out->created_at = col_i64(c, 9);
+	out->expires_at = col_i64(c, 10);
+	out->closed_at = col_i64(c, 11);
+	out->charged = col_i64(c, 12);
+	out->refunded = col_i64(c, 13);
+	out->duration_ms = col_i64(c, 14);
+	fin(c);
+	return err ? err : 1;
+}
+
+/* The settlement decision, once the reservation of q->job_id has been read
+ * and locked (`res`, or NULL when there is none): checks the signer and the
+ * reservation's state and fills the result's names.  Returns a troop_err
+ * to fail; 1 when the job was settled before (*out holds the stored
+ * result); 0 when *charge must now go to the worker and *refund back to
+ * the requester. */
+static int settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *refund,
+    const ledger_settle_req *q, const ledger_reservation *res)
+{
+	if (res == NULL)
+		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", q->job_id);
+	/* checked first, also for settled jobs: only the job's node learns
+	 * anything about it */
+	if (strcmp(res->node_id, q->signer_node_id) != 0)
+		return troop_error_set(TROOP_EFORBIDDEN, "receipt for job %s is not signed by "
+		    "the node that was given the job", q->job_id);
+	memset(out, 0, sizeof *out);
+	ledger_copy_str(out->requester, sizeof out->requester, res->requester);
+	ledger_copy_str(out->worker, sizeof out->worker, res->worker);
+	ledger_copy_str(out->model, sizeof out->model, res->model);
+	if (res->status == LEDGER_RES_SETTLED) {
+		out->charged = res->charged;
+		out->refunded = res->refunded;
+		out->already = true;
+		return 1;
+	}
+	if (res->status == LEDGER_RES_RELEASED)
+		return troop_error_set(TROOP_EGONE, "reservation for job %s expired and was "
+		    "released", q->job_id);
+	if (res->expires_at < q->now - q->grace_s)
+		return troop_error_set(TROOP_EGONE, "reservation for job %s expired at %lld",
+		    q->job_id, (long long)res->expires_at);
+	*charge = ledger_charge(q->duration_ms, res->multiplier, res->amount);
+	*refund = res->amount - *charge;
+	return 0;
+}
+
+struct settle_arg {
+	const ledger_settle_req *req;
+	ledger_settle_result *out;
+};
+
+static int settle_txn(ledger_conn *c, void *arg)
+{
+	struct settle_arg *sa = arg;
+	const ledger_settle_req *q = sa->req;
+	ledger_settle_result *o = sa->out;
+	ledger_reservation res;
+
+	int r = res_read(&res, c, LS_RES_LOCK, q->job_id);
+	if (r < 0)
+		return r;
+	int64_t charge = 0, refund = 0, n = 0;
+	int d = settle_decide(o, &charge, &refund, q, r == 0 ? NULL : &res);
+	if (d != 0)
+		return d < 0 ? d : 0;  /* an error, or settled before */
+	const char *outcome = (q->outcome && q->outcome[0]) ? q->outcome : "ok";
+
+	int err = exec_count(&n, c, LS_RES_SETTLE, ARGS(S(q->job_id), I(q->now), I(charge),
+	    I(refund), I(q->duration_ms), I(q->tokens_in), I(q->tokens_out), S(outcome)),
+	    "settle reservation");
+	if (err)
+		return err;
+	if (n != 1)
+		return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
+		    "during settlement", q->job_id);
+
+	/* Both accounts in id order (the lock order).  The worker account is
+	 * created if needed, with no starter grant. */
+	bool requester_first = refund > 0 && strcmp(res.requester, res.worker) < 0;
+	if (requester_first && (err = account_add(c, res.requester, refund, q->now)) != 0)
+		return err;
+	if ((err = account_add(c, res.worker, charge, q->now)) != 0)
+		return err;
+	if (!requester_first && refund > 0 &&
+	    (err = account_add(c, res.requester, refund, q->now)) != 0)
+		return err;
+
+	bool ok = strcmp(outcome, "ok") == 0;
+	if ((err = exec(c, LS_NODE_JOBS, ARGS(S(res.node_id), I(ok ? 1 : 0), I(ok ? 0 : 1)),
+	    "count node job")) != 0)
+		return err;
+
+	struct txrow t[2] = {
+		{ .type = "settle", .job_id = q->job_id, .requester = res.requester,
+		  .worker = res.worker, .model = res.model, .credits = charge,
+		  .duration_ms = q->duration_ms, .now = q->now },
+		{ .type = "release", .job_id = q->job_id, .requester = res.requester,
+		  .worker = res.worker, .model = res.model, .credits = refund, .now = q->now },
+	};
+	if ((err = insert_txs(NULL, c, t, refund > 0 ? 2 : 1)) != 0)
+		return err;
+	o->charged = charge;
+	o->refunded = refund;
+	o->already = false;
+	return 0;
 }
 
 int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req)
@@ -233,7 +769,74 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
 	memset(out, 0, sizeof *out);
-	return c->ops->settle(out, c, req);
+	struct settle_arg sa = { req, out };
+	return with_txn(c, settle_txn, &sa);
+}
+
+struct expired_row {
+	char job_id[LEDGER_ID_MAX + 1];
+	char requester[LEDGER_ID_MAX + 1];
+	char worker[LEDGER_ID_MAX + 1];
+	char model[LEDGER_MODEL_MAX + 1];
+	int64_t amount;
+};
+
+struct release_arg {
+	int64_t cutoff, now;
+	struct expired_row *rows;
+	struct txrow *tx;
+	int n;
+};
+
+static int cmp_requester(const void *x, const void *y)
+{
+	const struct expired_row *a = x, *b = y;
+	int d = strcmp(a->requester, b->requester);
+	return d ? d : strcmp(a->job_id, b->job_id);
+}
+
+static int release_txn(ledger_conn *c, void *arg)
+{
+	struct release_arg *ra = arg;
+	ra->n = 0;
+	/* Read the batch first (rows another sweeper holds are skipped, not
+	 * waited for); update after the scan is finished. */
+	int r = row(c, LS_RES_EXPIRED, ARGS(I(ra->cutoff), I(RELEASE_BATCH)),
+	    "find expired reservations");
+	while (r == 1) {
+		struct expired_row *e = &ra->rows[ra->n++];
+		ledger_copy_str(e->job_id, sizeof e->job_id, col_text(c, 0));
+		ledger_copy_str(e->requester, sizeof e->requester, col_text(c, 1));
+		ledger_copy_str(e->worker, sizeof e->worker, col_text(c, 2));
+		ledger_copy_str(e->model, sizeof e->model, col_text(c, 3));
+		e->amount = col_i64(c, 4);
+		r = ra->n < RELEASE_BATCH ? c->drv->next(c) : 0;
+	}
+	fin(c);
+	if (r < 0)
+		return r;
+	if (ra->n == 0)
+		return 0;
+
+	/* refunds in account order (the lock order), then the log rows */
+	qsort(ra->rows, (size_t)ra->n, sizeof *ra->rows, cmp_requester);
+	for (int i = 0; i < ra->n; i++) {
+		struct expired_row *e = &ra->rows[i];
+		int64_t n = 0;
+		int err = exec_count(&n, c, LS_RES_RELEASE, ARGS(S(e->job_id), I(ra->now)),
+		    "release reservation");
+		if (err)
+			return err;
+		if (n != 1)
+			return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
+			    "during release", e->job_id);
+		if ((err = account_add(c, e->requester, e->amount, ra->now)) != 0)
+			return err;
+		ra->tx[i] = (struct txrow){ .type = "release", .job_id = e->job_id,
+			.requester = e->requester, .worker = e->worker, .model = e->model,
+			.credits = e->amount, .now = ra->now };
+	}
+	return insert_txs(NULL, c, ra->tx, ra->n);
 }
 
 int ledger_release_expired(int64_t *count, ledger_conn *c, int64_t now, int64_t grace_s)
@@ -244,7 +847,24 @@ int ledger_release_expired(int64_t *count, ledger_conn *c, int64_t now, int64_t 
 	if (count == NULL)
 		count = &dummy;
 	*count = 0;
-	return c->ops->release_expired(count, c, now, grace_s);
+	struct release_arg ra = { now - grace_s, now, NULL, NULL, 0 };
+	ra.rows = malloc(RELEASE_BATCH * sizeof *ra.rows);
+	ra.tx = malloc(RELEASE_BATCH * sizeof *ra.tx);
+	int err = 0;
+	if (ra.rows == NULL || ra.tx == NULL)
+		err = troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	while (err == 0) {
+		if ((err = with_txn(c, release_txn, &ra)) != 0)
+			break;
+		*count += ra.n;
+		if (ra.n > 0)
+			log_info("ledger_release", "released=%d", ra.n);
+		if (ra.n < RELEASE_BATCH)
+			break;
+	}
+	free(ra.rows);
+	free(ra.tx);
+	return err;
 }
 
 int ledger_reservation_get(ledger_reservation *out, ledger_conn *c, const char *job_id)
@@ -254,7 +874,12 @@ int ledger_reservation_get(ledger_reservation *out, ledger_conn *c, const char *
 		return troop_error_set(TROOP_EINVAL, "ledger: no output for the reservation");
 	TRY(check_str("job id", job_id, LEDGER_ID_MAX));
 	memset(out, 0, sizeof *out);
-	return c->ops->reservation_get(out, c, job_id);
+	int r = res_read(out, c, LS_RES_GET, job_id);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", job_id);
+	return 0;
 }
 
 int64_t ledger_charge(int64_t duration_ms, double multiplier, int64_t reserved)
@@ -293,8 +918,43 @@ int ledger_transactions(ledger_tx **out, size_t *n, int64_t *next, ledger_conn *
 	TRY(check_str("account", account, LEDGER_ID_MAX));
 	TRY(check_range("limit", limit, 1, LEDGER_TX_LIMIT_MAX));
 	TRY(check_range("before", before_id, 0, INT64_MAX));
-	return c->ops->transactions(out, n, next, c, account, limit,
-	    before_id == 0 ? INT64_MAX : before_id);
+	/* one row more than asked, to know whether there is a next page */
+	ledger_tx *rows = calloc((size_t)limit + 1, sizeof *rows);
+	if (rows == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	size_t k = 0;
+	int r = read_row(c, LS_TX_PAGE, ARGS(S(account), I(before_id == 0 ? INT64_MAX : before_id),
+	    I((int64_t)limit + 1)), "read transactions");
+	while (r == 1) {
+		ledger_tx *t = &rows[k++];
+		t->id = col_i64(c, 0);
+		ledger_copy_str(t->type, sizeof t->type, col_text(c, 1));
+		ledger_copy_str(t->job_id, sizeof t->job_id, col_text(c, 2));
+		ledger_copy_str(t->requester, sizeof t->requester, col_text(c, 3));
+		ledger_copy_str(t->worker, sizeof t->worker, col_text(c, 4));
+		t->credits = col_i64(c, 5);
+		t->duration_ms = col_i64(c, 6);
+		ledger_copy_str(t->model, sizeof t->model, col_text(c, 7));
+		ledger_copy_str(t->note, sizeof t->note, col_text(c, 8));
+		t->timestamp = col_i64(c, 9);
+		r = k < (size_t)limit + 1 ? c->drv->next(c) : 0;
+	}
+	fin(c);
+	if (r < 0) {
+		free(rows);
+		return r;
+	}
+	if (k > (size_t)limit) {
+		k = (size_t)limit;
+		*next = rows[k - 1].id;
+	}
+	if (k == 0) {
+		free(rows);
+		rows = NULL;
+	}
+	*out = rows;
+	*n = k;
+	return 0;
 }
 
 int ledger_totals_get(ledger_totals *out, ledger_conn *c)
@@ -303,21 +963,106 @@ int ledger_totals_get(ledger_totals *out, ledger_conn *c)
 	if (out == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: no output for totals");
 	memset(out, 0, sizeof *out);
-	return c->ops->totals_get(out, c);
+	int r = read_row(c, LS_TOTALS, NOARGS, "read totals");
+	if (r < 0)
+		return r;
+	if (r == 1) {
+		out->granted = col_i64(c, 0);
+		out->balances = col_i64(c, 1);
+		out->accounts = col_i64(c, 2);
+		out->reserved = col_i64(c, 3);
+		out->open_reservations = col_i64(c, 4);
+	}
+	fin(c);
+	return 0;
 }
 
 /* ---- nodes ------------------------------------------------------------------ */
+
+/* Reputation from job counters: (ok + 1) / (ok + failed + 2). */
+static double reputation(int64_t jobs_ok, int64_t jobs_failed)
+{
+	if (jobs_ok < 0)
+		jobs_ok = 0;
+	if (jobs_failed < 0)
+		jobs_failed = 0;
+	return ((double)jobs_ok + 1.0) / ((double)jobs_ok + (double)jobs_failed + 2.0);
+}
+
+/* 1 found (row in *out), 0 not, or a troop_err. */
+static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
+{
+	int r = read_row(c, LS_NODE_GET, ARGS(S(node_id)), "read node");
+	if (r <= 0)
+		return r;
+	memset(out, 0, sizeof *out);
+	ledger_copy_str(out->node_id, sizeof out->node_id, node_id);
+	ledger_copy_str(out->owner, sizeof out->owner, col_text(c, 0));
+	ledger_copy_str(out->name, sizeof out->name, col_text(c, 1));
+	out->multiplier = c->drv->col_f64(c, 2);
+	out->verified = col_i64(c, 3) != 0;
+	out->verified_at = col_i64(c, 4);
+	out->jobs_ok = col_i64(c, 5);
+	out->jobs_failed = col_i64(c, 6);
+	out->first_seen = col_i64(c, 7);
+	out->last_seen = col_i64(c, 8);
+	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
+	fin(c);
+	return 1;
+}
+
+/* Nothing to write: same owner and name, last_seen fresh. */
+static bool node_fresh(const ledger_node *n, const char *owner, const char *name, int64_t now)
+{
+	return strcmp(n->owner, owner) == 0 && strcmp(n->name, name) == 0 &&
+	    now - n->last_seen < LEDGER_NODE_TOUCH_S && now >= n->last_seen;
+}
+
+struct upsert_arg {
+	const char *node_id, *owner, *name;
+	int64_t now;
+	bool created;
+};
+
+static int upsert_txn(ledger_conn *c, void *arg)
+{
+	struct upsert_arg *u = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_NODE_CREATE, ARGS(S(u->node_id), S(u->owner),
+	    S(u->name), I(u->now)), "insert node");
+	if (err)
+		return err;
+	u->created = n == 1;
+	if (u->created)
+		return 0;
+	return exec(c, LS_NODE_UPDATE, ARGS(S(u->node_id), S(u->owner), S(u->name), I(u->now)),
+	    "update node");
+}
 
 int ledger_node_upsert(bool *created, ledger_conn *c, const char *node_id,
     const char *owner, const char *name, int64_t now)
 {
 	bool dummy;
+	ledger_node cur;
 	TRY(check_conn(c));
 	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
 	TRY(check_str("owner", owner, LEDGER_ID_MAX));
 	TRY(check_opt_str("node name", name, LEDGER_NAME_MAX));
-	return c->ops->node_upsert(created ? created : &dummy, c, node_id, owner,
-	    name ? name : "", now);
+	if (created == NULL)
+		created = &dummy;
+	*created = false;
+	if (name == NULL)
+		name = "";
+	int r = node_read(&cur, c, node_id);
+	if (r < 0)
+		return r;
+	if (r == 1 && node_fresh(&cur, owner, name, now))
+		return 0;
+	struct upsert_arg u = { node_id, owner, name, now, false };
+	int err = with_txn(c, upsert_txn, &u);
+	if (err == 0)
+		*created = u.created;
+	return err;
 }
 
 int ledger_node_get(ledger_node *out, ledger_conn *c, const char *node_id)
@@ -327,7 +1072,12 @@ int ledger_node_get(ledger_node *out, ledger_conn *c, const char *node_id)
 		return troop_error_set(TROOP_EINVAL, "ledger: no output for the node");
 	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
 	memset(out, 0, sizeof *out);
-	return c->ops->node_get(out, c, node_id);
+	int r = node_read(out, c, node_id);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no node %s", node_id);
+	return 0;
 }
 
 int ledger_node_touch(ledger_node *out, bool *created, ledger_conn *c, const char *node_id,
@@ -342,12 +1092,30 @@ int ledger_node_touch(ledger_node *out, bool *created, ledger_conn *c, const cha
 	rc = ledger_node_get(out, c, node_id);
 	if (rc != 0 && rc != TROOP_ENOTFOUND)
 		return rc;
-	/* the same test as the backends' upsert: nothing to write */
-	if (rc == 0 && strcmp(out->owner, owner) == 0 && strcmp(out->name, name ? name : "") == 0 &&
-	    now - out->last_seen < LEDGER_NODE_TOUCH_S && now >= out->last_seen)
+	if (rc == 0 && node_fresh(out, owner, name ? name : "", now))
 		return 0;
 	TRY(ledger_node_upsert(created, c, node_id, owner, name, now));
 	return ledger_node_get(out, c, node_id);
+}
+
+struct verify_arg {
+	const char *node_id;
+	double multiplier;
+	bool verified;
+	int64_t now;
+};
+
+static int verify_txn(ledger_conn *c, void *arg)
+{
+	struct verify_arg *v = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_NODE_VERIFY, ARGS(S(v->node_id), D(v->multiplier),
+	    I(v->verified ? 1 : 0), I(v->now)), "update node verification");
+	if (err)
+		return err;
+	if (n != 1)
+		return troop_error_set(TROOP_ENOTFOUND, "no node %s", v->node_id);
+	return 0;
 }
 
 int ledger_node_set_verification(ledger_conn *c, const char *node_id, double multiplier,
@@ -356,7 +1124,8 @@ int ledger_node_set_verification(ledger_conn *c, const char *node_id, double mul
 	TRY(check_conn(c));
 	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
 	TRY(check_multiplier(multiplier));
-	return c->ops->node_set_verification(c, node_id, multiplier, verified, now);
+	struct verify_arg v = { node_id, multiplier, verified, now };
+	return with_txn(c, verify_txn, &v);
 }
 
 /* ---- key/value and audit -------------------------------------------------- */
@@ -369,19 +1138,68 @@ int ledger_kv_get(char *buf, size_t cap, size_t *len, ledger_conn *c, const char
 		return troop_error_set(TROOP_EINVAL, "ledger: no buffer for the value");
 	buf[0] = '\0';
 	TRY(check_str("key", key, LEDGER_KV_KEY_MAX));
-	return c->ops->kv_get(buf, cap, len ? len : &dummy, c, key);
+	if (len == NULL)
+		len = &dummy;
+	int r = read_row(c, LS_KV_GET, ARGS(S(key)), "read kv");
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no value stored under '%s'", key);
+	size_t n = 0;
+	const char *v = c->drv->col_text(c, 0, &n);
+	*len = n;
+	if (n + 1 > cap) {
+		fin(c);
+		return troop_error_set(TROOP_ETOOLARGE, "value of '%s' is %zu bytes, buffer %zu",
+		    key, n, cap);
+	}
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	fin(c);
+	return 0;
+}
+
+struct kv_arg {
+	const char *key, *value;
+	int64_t now;
+	bool inserted;
+};
+
+static int kv_put_txn(ledger_conn *c, void *arg)
+{
+	struct kv_arg *k = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_KV_INSERT, ARGS(S(k->key), S(k->value), I(k->now)),
+	    "insert kv");
+	if (err == 0)
+		k->inserted = n == 1;
+	return err;
 }
 
 int ledger_kv_put_if_absent(bool *inserted, ledger_conn *c, const char *key,
     const char *value, int64_t now)
 {
-	bool dummy;
 	TRY(check_conn(c));
 	TRY(check_str("key", key, LEDGER_KV_KEY_MAX));
 	if (value == NULL)
 		return troop_error_set(TROOP_EINVAL, "ledger: value is required");
 	TRY(check_opt_str("value", value, LEDGER_KV_VALUE_MAX));
-	return c->ops->kv_put_if_absent(inserted ? inserted : &dummy, c, key, value, now);
+	struct kv_arg k = { key, value, now, false };
+	int err = with_txn(c, kv_put_txn, &k);
+	if (err == 0 && inserted != NULL)
+		*inserted = k.inserted;
+	return err;
+}
+
+struct audit_arg {
+	const char *actor, *action, *detail;
+	int64_t now;
+};
+
+static int audit_txn(ledger_conn *c, void *arg)
+{
+	struct audit_arg *a = arg;
+	return insert_audit(c, a->actor, a->action, a->detail, a->now);
 }
 
 int ledger_audit(ledger_conn *c, const char *actor, const char *action,
@@ -391,10 +1209,11 @@ int ledger_audit(ledger_conn *c, const char *actor, const char *action,
 	TRY(check_str("actor", actor, LEDGER_ID_MAX));
 	TRY(check_str("action", action, LEDGER_ACTION_MAX));
 	TRY(check_opt_str("detail", detail, LEDGER_DETAIL_MAX));
-	return c->ops->audit(c, actor, action, detail ? detail : "", now);
+	struct audit_arg a = { actor, action, detail ? detail : "", now };
+	return with_txn(c, audit_txn, &a);
 }
 
-/* ---- helpers for backends --------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------------ */
 
 void ledger_copy_str(char *dst, size_t cap, const char *src)
 {
@@ -407,25 +1226,10 @@ void ledger_copy_str(char *dst, size_t cap, const char *src)
 	dst[n] = '\0';
 }
 
-double ledger_reputation(int64_t jobs_ok, int64_t jobs_failed)
-{
-	if (jobs_ok < 0)
-		jobs_ok = 0;
-	if (jobs_failed < 0)
-		jobs_failed = 0;
-	return ((double)jobs_ok + 1.0) / ((double)jobs_ok + (double)jobs_failed + 2.0);
-}
-
 static const char *const res_status_names[] = { "open", "settled", "released" };
 
-const char *ledger_res_status_name(ledger_res_status s)
-{
-	if ((unsigned)s < sizeof res_status_names / sizeof res_status_names[0])
-		return res_status_names[s];
-	return "unknown";
-}
-
-int ledger_res_status_parse(ledger_res_status *out, const char *s)
+/* A reservation status from its name in the database: 0 or TROOP_EINVAL. */
+static int status_parse(ledger_res_status *out, const char *s)
 {
 	for (size_t i = 0; s != NULL && i < sizeof res_status_names / sizeof res_status_names[0]; i++) {
 		if (strcmp(s, res_status_names[i]) == 0) {
@@ -435,35 +1239,4 @@ int ledger_res_status_parse(ledger_res_status *out, const char *s)
 	}
 	return troop_error_set(TROOP_EINVAL, "ledger: unknown reservation status '%s'",
 	    s ? s : "(null)");
-}
-
-int ledger_settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *refund,
-    const ledger_settle_req *q, const ledger_reservation *res)
-{
-	if (res == NULL)
-		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", q->job_id);
-	/* checked first, also for settled jobs: only the job's node learns
-	 * anything about it */
-	if (strcmp(res->node_id, q->signer_node_id) != 0)
-		return troop_error_set(TROOP_EFORBIDDEN, "receipt for job %s is not signed by "
-		    "the node that was given the job", q->job_id);
-	memset(out, 0, sizeof *out);
-	ledger_copy_str(out->requester, sizeof out->requester, res->requester);
-	ledger_copy_str(out->worker, sizeof out->worker, res->worker);
-	ledger_copy_str(out->model, sizeof out->model, res->model);
-	if (res->status == LEDGER_RES_SETTLED) {
-		out->charged = res->charged;
-		out->refunded = res->refunded;
-		out->already = true;
-		return 1;
-	}
-	if (res->status == LEDGER_RES_RELEASED)
-		return troop_error_set(TROOP_EGONE, "reservation for job %s expired and was "
-		    "released", q->job_id);
-	if (res->expires_at < q->now - q->grace_s)
-		return troop_error_set(TROOP_EGONE, "reservation for job %s expired at %lld",
-		    q->job_id, (long long)res->expires_at);
-	*charge = ledger_charge(q->duration_ms, res->multiplier, res->amount);
-	*refund = res->amount - *charge;
-	return 0;
 }

@@ -13,10 +13,30 @@
  *                one ledger_conn from two threads at once.  Close every
  *                connection before ledger_close.
  *
- * Backends sit behind a table of function pointers (struct ledger_ops,
- * bottom of this file): SQLite (ledger_sqlite.c, the embedded default) and
- * later PostgreSQL.  ledger.c checks every argument before it reaches a
- * backend, so all backends refuse the same inputs with the same messages.
+ * The credit rules are written once, in ledger.c, over a small database
+ * driver (ledger_driver.h): SQLite (ledger_sqlite.c, the embedded default)
+ * and PostgreSQL (ledger_pg.c, for several coordinators sharing one
+ * database).  ledger.c checks every argument once, so both databases
+ * refuse the same inputs with the same messages and error codes.
+ *
+ * Lock order.  Every write is one transaction (retried a few times on a
+ * busy or serialization failure before TROOP_EUNAVAIL) that takes row
+ * locks in this one order, on both databases, so that two writers can
+ * wait for each other but never deadlock:
+ *
+ *     reservation rows (the settled one FOR UPDATE; expired ones FOR
+ *       UPDATE SKIP LOCKED, in expiry order)
+ *     -> account rows, in ascending account id
+ *     -> node row
+ *     -> counters 'transactions' -> counters 'audit_log'
+ *
+ *   ledger_reserve debits the account with one conditional UPDATE and then
+ *   inserts its new reservation row: no other transaction can hold a row
+ *   that does not exist yet, so the insert waits at most for a concurrent
+ *   insert of the same job id.  The counters rows, which number the
+ *   transaction and audit logs, are taken last and held to commit: log
+ *   rows are numbered in commit order.  SQLite takes the whole file with
+ *   BEGIN IMMEDIATE, so the order holds there trivially.
  *
  * The credit model.  Credits are integer credit-seconds.
  *   - accounts.balance is the AVAILABLE balance;
@@ -82,8 +102,10 @@ typedef struct ledger_conn ledger_conn;
  *   "postgres://..."            PostgreSQL (when that backend is built)
  * A SQLite URL may end in "?busy_timeout=MS" (default 5000): how long one
  * attempt waits for another writer's lock; a write is attempted 3 times
- * before TROOP_EUNAVAIL.
- * then apply every migration in troop_migrations[] not yet recorded in the
+ * before TROOP_EUNAVAIL.  A SQLite file that does not exist yet is created
+ * with mode 0600 (its -wal and -shm files follow the database's mode): the
+ * ledger holds the ticket signing key.
+ * Then apply every migration in troop_migrations[] not yet recorded in the
  * schema_version table, each in its own transaction (safe when several
  * processes open the same database at once).  In-memory SQLite databases
  * are refused (each connection would see a different database).
@@ -336,86 +358,5 @@ int ledger_kv_put_if_absent(bool *inserted, ledger_conn *c, const char *key,
 /* Append an audit_log row.  `detail` may be NULL or "". */
 int ledger_audit(ledger_conn *c, const char *actor, const char *action,
     const char *detail, int64_t now);
-
-/* ---- backend interface ---------------------------------------------------- */
-/*
- * For backend files only.  A backend defines a `const struct ledger_ops`
- * and structs whose FIRST member is `struct ledger` / `struct ledger_conn`
- * with `ops` (and `owner`) filled in; ledger.c dispatches through them and
- * validates every argument first (strings non-NULL, within their limits;
- * numbers in range), so a backend may rely on the checks documented above.
- * Backends set the error message on failure.  Register a backend in the
- * table in ledger.c.
- */
-struct ledger_ops;
-
-struct ledger {
-	const struct ledger_ops *ops;
-};
-
-struct ledger_conn {
-	const struct ledger_ops *ops;
-	ledger *owner;
-};
-
-struct ledger_ops {
-	const char *name;
-	/* `target` is the URL with the scheme removed (for SQLite: the path). */
-	int (*open)(ledger **out, const char *target);
-	void (*close)(ledger *l);
-	int (*conn_open)(ledger_conn **out, ledger *l);
-	void (*conn_close)(ledger_conn *c);
-	int (*schema_version)(int *out, ledger_conn *c);
-	int (*ensure_account)(bool *created, ledger_conn *c, const char *account,
-	    int64_t starter_credits, int64_t now);
-	int (*balance_get)(ledger_balance *out, ledger_conn *c, const char *account);
-	int (*admin_grant)(int64_t *tx_id, ledger_conn *c, const char *account,
-	    int64_t credits, const char *reason, const char *admin_id, int64_t now);
-	int (*reserve)(int64_t *available, ledger_conn *c, const ledger_reserve_req *req);
-	int (*settle)(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req);
-	int (*release_expired)(int64_t *count, ledger_conn *c, int64_t now, int64_t grace_s);
-	int (*reservation_get)(ledger_reservation *out, ledger_conn *c, const char *job_id);
-	int (*transactions)(ledger_tx **out, size_t *n, int64_t *next, ledger_conn *c,
-	    const char *account, int limit, int64_t before_id);
-	int (*totals_get)(ledger_totals *out, ledger_conn *c);
-	int (*node_upsert)(bool *created, ledger_conn *c, const char *node_id,
-	    const char *owner, const char *name, int64_t now);
-	int (*node_get)(ledger_node *out, ledger_conn *c, const char *node_id);
-	int (*node_set_verification)(ledger_conn *c, const char *node_id, double multiplier,
-	    bool verified, int64_t now);
-	int (*kv_get)(char *buf, size_t cap, size_t *len, ledger_conn *c, const char *key);
-	int (*kv_put_if_absent)(bool *inserted, ledger_conn *c, const char *key,
-	    const char *value, int64_t now);
-	int (*audit)(ledger_conn *c, const char *actor, const char *action,
-	    const char *detail, int64_t now);
-};
-
-extern const struct ledger_ops ledger_sqlite_ops;
-
-/* Shared helpers for backends. */
-
-/* Copy NUL-terminated `src` (NULL reads as "") into dst[cap], truncating
- * to cap - 1 bytes.  Backends copy column values that were validated on
- * the way in, so truncation only happens on a tampered database. */
-void ledger_copy_str(char *dst, size_t cap, const char *src);
-
-/* The backend-independent part of ledger_settle, once the reservation of
- * q->job_id has been read inside the write transaction (`res`, or NULL when
- * there is none): checks the signer and the reservation's state and fills
- * the result's names.  Returns a negative troop_err (TROOP_ENOTFOUND,
- * TROOP_EFORBIDDEN, TROOP_EGONE) to fail; 1 when the job was settled before
- * (*out holds the stored result, already = true; nothing to write); 0 when
- * the backend must now move *charge to the worker and *refund back to the
- * requester. */
-int ledger_settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *refund,
-    const ledger_settle_req *q, const ledger_reservation *res);
-
-/* Reputation from job counters: (ok + 1) / (ok + failed + 2). */
-double ledger_reputation(int64_t jobs_ok, int64_t jobs_failed);
-
-/* Reservation status <-> its name in the database ("open", "settled",
- * "released").  parse: 0 or TROOP_EINVAL. */
-const char *ledger_res_status_name(ledger_res_status s);
-int ledger_res_status_parse(ledger_res_status *out, const char *s);
 
 #endif

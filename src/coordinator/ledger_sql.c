@@ -1,0 +1,99 @@
+/*
+ * ledger_sql.c - every SQL statement of the ledger, written once with $N
+ * placeholders, for all drivers (ledger_driver.h).  The SQL sticks to what
+ * SQLite 3.35+ and PostgreSQL 15 both accept (ON CONFLICT, RETURNING,
+ * scalar subqueries); a driver overrides an entry only where the databases
+ * really differ, and those entries are NULL here.
+ */
+#include <stddef.h>
+
+#include "ledger_driver.h"
+
+#define TX_COLS "id, type, job_id, requester, worker, credits, duration_ms, model, note, " \
+	"created_at"
+
+const char *const ledger_sql[LS_COUNT] = {
+	[LS_SCHEMA_EXISTS] = NULL,
+	[LS_SCHEMA_CREATE] = "CREATE TABLE schema_version (version BIGINT PRIMARY KEY, "
+	    "name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+	[LS_SCHEMA_HAS] = "SELECT 1 FROM schema_version WHERE version = $1",
+	[LS_SCHEMA_INSERT] = "INSERT INTO schema_version (version, name, applied_at) "
+	    "VALUES ($1, $2, $3)",
+	[LS_SCHEMA_MAX] = "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+	[LS_MIGRATE_LOCK] = "",
+	[LS_MIGRATE_UNLOCK] = "",
+	[LS_NEXT_ID] = "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
+	[LS_ACCOUNT_EXISTS] = "SELECT 1 FROM accounts WHERE account = $1",
+	[LS_ACCOUNT_CREATE] = "INSERT INTO accounts (account, balance, created_at) "
+	    "VALUES ($1, $2, $3) ON CONFLICT (account) DO NOTHING",
+	[LS_ACCOUNT_AVAILABLE] = "SELECT balance FROM accounts WHERE account = $1",
+	/* credit, creating the account when missing (worker owners) */
+	[LS_ACCOUNT_ADD] = "INSERT INTO accounts (account, balance, created_at) "
+	    "VALUES ($1, $2, $3) ON CONFLICT (account) DO UPDATE "
+	    "SET balance = accounts.balance + excluded.balance",
+	/* the check and the debit in one statement, under the row lock */
+	[LS_ACCOUNT_DEBIT] = "UPDATE accounts SET balance = balance - $2 "
+	    "WHERE account = $1 AND balance >= $2 RETURNING balance",
+	/* one statement: one snapshot */
+	[LS_BALANCE] = "SELECT a.balance, (SELECT COALESCE(SUM(r.amount), 0) "
+	    "FROM reservations r WHERE r.requester = a.account AND r.status = 'open') "
+	    "FROM accounts a WHERE a.account = $1",
+	[LS_TX_INSERT] = "INSERT INTO transactions (" TX_COLS ") "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+	/* Two index range scans (requester, id) and (worker, id), each cut at
+	 * the page size, merged; UNION drops the duplicate when an account
+	 * paid itself. */
+	[LS_TX_PAGE] = "SELECT " TX_COLS " FROM ("
+	    "SELECT " TX_COLS " FROM transactions WHERE requester = $1 AND id < $2 "
+	    "ORDER BY id DESC LIMIT $3) AS a "
+	    "UNION "
+	    "SELECT " TX_COLS " FROM ("
+	    "SELECT " TX_COLS " FROM transactions WHERE worker = $1 AND id < $2 "
+	    "ORDER BY id DESC LIMIT $3) AS b "
+	    "ORDER BY id DESC LIMIT $3",
+	[LS_AUDIT_INSERT] = "INSERT INTO audit_log (id, actor, action, detail, created_at) "
+	    "VALUES ($1, $2, $3, $4, $5)",
+	[LS_RES_INSERT] = "INSERT INTO reservations (job_id, requester, node_id, worker, "
+	    "model, amount, max_seconds, multiplier, status, created_at, expires_at, "
+	    "closed_at, charged, refunded, duration_ms, tokens_in, tokens_out, outcome) "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, 0, 0, 0, 0, 0, 0, '')",
+	[LS_RES_GET] = LEDGER_SQL_RES_GET,
+	[LS_RES_LOCK] = LEDGER_SQL_RES_GET,
+	[LS_RES_SETTLE] = "UPDATE reservations SET status = 'settled', closed_at = $2, "
+	    "charged = $3, refunded = $4, duration_ms = $5, tokens_in = $6, tokens_out = $7, "
+	    "outcome = $8 WHERE job_id = $1 AND status = 'open'",
+	[LS_RES_EXPIRED] = LEDGER_SQL_RES_EXPIRED,
+	[LS_RES_RELEASE] = "UPDATE reservations SET status = 'released', closed_at = $2, "
+	    "refunded = amount WHERE job_id = $1 AND status = 'open'",
+	[LS_TOTALS] = "SELECT "
+	    "(SELECT COALESCE(SUM(credits), 0) FROM transactions WHERE type IN ('grant', 'admin')), "
+	    "(SELECT COALESCE(SUM(balance), 0) FROM accounts), "
+	    "(SELECT COUNT(*) FROM accounts), "
+	    "(SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE status = 'open'), "
+	    "(SELECT COUNT(*) FROM reservations WHERE status = 'open')",
+	[LS_NODE_GET] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
+	    "jobs_failed, first_seen, last_seen FROM nodes WHERE node_id = $1",
+	/* concurrent first heartbeats: the second waits for the first's key,
+	 * then inserts nothing and updates instead */
+	[LS_NODE_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
+	    "verified_at, jobs_ok, jobs_failed, first_seen, last_seen) "
+	    "VALUES ($1, $2, $3, 1.0, 0, 0, 0, 0, $4, $4) ON CONFLICT (node_id) DO NOTHING",
+	[LS_NODE_UPDATE] = "UPDATE nodes SET owner = $2, name = $3, last_seen = $4 "
+	    "WHERE node_id = $1",
+	[LS_NODE_VERIFY] = "UPDATE nodes SET multiplier = $2, verified = $3, verified_at = $4 "
+	    "WHERE node_id = $1",
+	[LS_NODE_JOBS] = "UPDATE nodes SET jobs_ok = jobs_ok + $2, "
+	    "jobs_failed = jobs_failed + $3 WHERE node_id = $1",
+	[LS_KV_GET] = "SELECT value FROM kv WHERE name = $1",
+	/* the first committed writer wins */
+	[LS_KV_INSERT] = "INSERT INTO kv (name, value, created_at) VALUES ($1, $2, $3) "
+	    "ON CONFLICT (name) DO NOTHING",
+};
+
+const char *ledger_stmt_sql(const struct ledger_driver *d, enum ledger_stmt id)
+{
+	const char *s = (d->sql != NULL) ? d->sql[id] : NULL;
+	if (s == NULL)
+		s = ledger_sql[id];
+	return s != NULL ? s : "";
+}
