@@ -424,15 +424,18 @@ static const char *const sq_sql[LS_COUNT] = {
 const struct ledger_driver ledger_sqlite_driver = {
 	.name = "sqlite",
 	.sql = sq_sql,
+	/* handles */
 	.open = sq_open,
 	.close = sq_close,
 	.describe = sq_describe,
 	.conn_open = sq_conn_open,
 	.conn_close = sq_conn_close,
+	/* transactions (always ready, never lost) */
 	.begin = sq_begin,
 	.commit = sq_commit,
 	.rollback = sq_rollback,
 	.retryable = sq_retryable,
+	/* statements */
 	.query = sq_query,
 	.next = sq_next,
 	.col_i64 = sq_col_i64,

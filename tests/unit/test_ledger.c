@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -891,6 +892,104 @@ static void test_nodes(void **state)
 	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-9", "", "x", NOW), TROOP_EINVAL);
 }
 
+/* A new SQLite ledger file, and the -wal and -shm files SQLite makes next
+ * to it, are readable by their owner only: the ledger holds the ticket
+ * signing key.  Checked under the usual umask 022. */
+static void test_file_mode(void **state)
+{
+	struct fixture *f = *state;
+	char path[400], url[420];
+	ledger *l = NULL;
+	ledger_conn *c = NULL;
+	struct stat sb;
+	const char *suffix[] = { "", "-wal", "-shm" };
+
+	snprintf(path, sizeof path, "%s/private.db", f->dir);
+	snprintf(url, sizeof url, "sqlite:%s", path);
+	mode_t old = umask(022);
+	int rc = ledger_open(&l, url);
+	umask(old);
+	assert_int_equal(rc, 0);
+	assert_int_equal(ledger_conn_open(&c, l), 0);
+	assert_int_equal(ledger_ensure_account(NULL, c, "alice", STARTER, NOW), 0);
+	for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+		char p[420];
+		snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+		assert_int_equal(stat(p, &sb), 0);
+		if ((sb.st_mode & 0777) != 0600)
+			fail_msg("%s has mode %03o, want 600", p, (unsigned)(sb.st_mode & 0777));
+	}
+	ledger_conn_close(c);
+	ledger_close(l);
+	remove_db_files(path);
+
+	/* a directory that does not exist: 503, as before */
+	snprintf(url, sizeof url, "sqlite:%s/missing/ledger.db", f->dir);
+	assert_int_equal(ledger_open(&l, url), TROOP_EUNAVAIL);
+	assert_null(l);
+}
+
+#define NODE_THREADS 8
+
+struct node_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int created;
+	int errors;
+};
+
+static void *node_thread(void *arg)
+{
+	struct node_ctx *x = arg;
+	ledger_conn *c = NULL;
+	int rc = ledger_conn_open(&c, x->l);
+	pthread_barrier_wait(x->barrier);
+	for (int i = 0; rc == 0 && i < 20; i++) {
+		char node[32];
+		bool created = false;
+		snprintf(node, sizeof node, "racing-node-%02d", i);
+		if (ledger_node_upsert(&created, c, node, "owner-r", "box", NOW) != 0) {
+			fprintf(stderr, "node_upsert %s: %s\n", node, troop_error_msg());
+			x->errors++;
+		} else if (created) {
+			x->created++;
+		}
+	}
+	if (rc != 0)
+		x->errors++;
+	ledger_conn_close(c);
+	return NULL;
+}
+
+/* Many first heartbeats of the same nodes at once, each thread on its own
+ * connection: every call succeeds and each node is created exactly once. */
+static void test_node_upsert_concurrent(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t th[NODE_THREADS];
+	struct node_ctx ctx[NODE_THREADS];
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, NODE_THREADS);
+	for (int i = 0; i < NODE_THREADS; i++) {
+		ctx[i] = (struct node_ctx){ f->l, &barrier, 0, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, node_thread, &ctx[i]), 0);
+	}
+	int created = 0, errors = 0;
+	for (int i = 0; i < NODE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		created += ctx[i].created;
+		errors += ctx[i].errors;
+	}
+	pthread_barrier_destroy(&barrier);
+	assert_int_equal(errors, 0);
+	assert_int_equal(created, 20);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM nodes"), 20);
+	ledger_node nd;
+	assert_int_equal(ledger_node_get(&nd, f->c, "racing-node-07"), 0);
+	assert_string_equal(nd.owner, "owner-r");
+	assert_int_equal(nd.first_seen, NOW);
+}
+
 /* ledger_node_touch: upsert + get in one call, same results as the two */
 static void test_node_touch(void **state)
 {
@@ -1085,7 +1184,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_release_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_upsert_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_touch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_unavailable, setup, teardown),
 	};
