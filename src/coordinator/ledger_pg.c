@@ -125,7 +125,6 @@ static void quiet_notices(void *arg, const char *message)
 	log_debug("ledger_pg_notice", "message=%s", message);
 }
 
-
 /* ---- connection state -------------------------------------------------------- */
 
 static bool pg_lost(ledger_conn *lc)
