@@ -139,12 +139,12 @@ static int exec_count(int64_t *changed, ledger_conn *c, enum ledger_stmt id,
 
 static int ready(ledger_conn *c)
 {
-	return c->drv->ready != NULL ? c->drv->ready(c) : 0;
+	return c->drv->ready(c);
 }
 
 static bool lost(ledger_conn *c)
 {
-	return c->drv->lost != NULL && c->drv->lost(c);
+	return c->drv->lost(c);
 }
 
 /* row() for a read outside any transaction: reconnects first when needed,

@@ -117,9 +117,9 @@ struct ledger_driver {
 	int (*conn_open)(ledger_conn **out, ledger *l);
 	void (*conn_close)(ledger_conn *c);
 	/* Before a call, outside any transaction: reconnect when the last call
-	 * lost the connection.  NULL: always ready. */
+	 * lost the connection. */
 	int (*ready)(ledger_conn *c);
-	/* Whether the connection is gone.  NULL: never. */
+	/* Whether the connection is gone. */
 	bool (*lost)(ledger_conn *c);
 	/* A write transaction: serialised against other writers of the same
 	 * rows (SQLite: BEGIN IMMEDIATE, the whole file).  begin clears the
@@ -151,6 +151,18 @@ struct ledger_driver {
 	 * the open transaction. */
 	int (*script)(ledger_conn *c, const char *sql);
 };
+
+/* Every member but name and sql, for a driver whose functions are named
+ * PREFIX_open, PREFIX_close, ... : a driver that lacks one does not
+ * compile. */
+#define LEDGER_DRIVER_FUNCS(p) \
+	.open = p##_open, .close = p##_close, .describe = p##_describe, \
+	.conn_open = p##_conn_open, .conn_close = p##_conn_close, \
+	.ready = p##_ready, .lost = p##_lost, .begin = p##_begin, .commit = p##_commit, \
+	.rollback = p##_rollback, .retryable = p##_retryable, \
+	.query = p##_query, .next = p##_next, .col_i64 = p##_col_i64, \
+	.col_f64 = p##_col_f64, .col_text = p##_col_text, .finish = p##_finish, \
+	.changes = p##_changes, .script = p##_script
 
 extern const struct ledger_driver ledger_sqlite_driver;
 #ifdef TROOP_HAVE_PQ

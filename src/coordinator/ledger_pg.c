@@ -409,28 +409,7 @@ static const char *const pg_sql[LS_COUNT] = {
 const struct ledger_driver ledger_pg_driver = {
 	.name = "postgres",
 	.sql = pg_sql,
-	/* handles */
-	.open = pg_open,
-	.close = pg_close,
-	.describe = pg_describe,
-	.conn_open = pg_conn_open,
-	.conn_close = pg_conn_close,
-	/* transactions */
-	.ready = pg_ready,
-	.lost = pg_lost,
-	.begin = pg_begin,
-	.commit = pg_commit,
-	.rollback = pg_rollback,
-	.retryable = pg_retryable,
-	/* statements */
-	.query = pg_query,
-	.next = pg_next,
-	.col_i64 = pg_col_i64,
-	.col_f64 = pg_col_f64,
-	.col_text = pg_col_text,
-	.finish = pg_finish,
-	.changes = pg_changes,
-	.script = pg_script,
+	LEDGER_DRIVER_FUNCS(pg),
 };
 
 #endif /* TROOP_HAVE_PQ */

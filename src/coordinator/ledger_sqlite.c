@@ -254,6 +254,19 @@ static void sq_rollback(ledger_conn *lc)
 	unlock(c);
 }
 
+/* A file has no connection to lose. */
+static int sq_ready(ledger_conn *lc)
+{
+	(void)lc;
+	return 0;
+}
+
+static bool sq_lost(ledger_conn *lc)
+{
+	(void)lc;
+	return false;
+}
+
 static bool sq_retryable(ledger_conn *lc)
 {
 	return sq(lc)->busy;
@@ -424,24 +437,5 @@ static const char *const sq_sql[LS_COUNT] = {
 const struct ledger_driver ledger_sqlite_driver = {
 	.name = "sqlite",
 	.sql = sq_sql,
-	/* handles */
-	.open = sq_open,
-	.close = sq_close,
-	.describe = sq_describe,
-	.conn_open = sq_conn_open,
-	.conn_close = sq_conn_close,
-	/* transactions (always ready, never lost) */
-	.begin = sq_begin,
-	.commit = sq_commit,
-	.rollback = sq_rollback,
-	.retryable = sq_retryable,
-	/* statements */
-	.query = sq_query,
-	.next = sq_next,
-	.col_i64 = sq_col_i64,
-	.col_f64 = sq_col_f64,
-	.col_text = sq_col_text,
-	.finish = sq_finish,
-	.changes = sq_changes,
-	.script = sq_script,
+	LEDGER_DRIVER_FUNCS(sq),
 };
