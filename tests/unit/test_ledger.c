@@ -132,6 +132,8 @@ static int teardown(void **state)
 	char p[400];
 	snprintf(p, sizeof p, "%s/other.db", f->dir);
 	remove_db_files(p);
+	snprintf(p, sizeof p, "%s/private.db", f->dir);  /* test_file_mode, if it failed */
+	remove_db_files(p);
 	rmdir(f->dir);
 #ifdef TROOP_HAVE_PQ
 	if (f->pg) {
