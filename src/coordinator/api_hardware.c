@@ -372,8 +372,10 @@ out:
 	return rc;
 }
 
-/* Store a proof's outcome in the ledger.  Returns 0, or the ledger's error
- * (the message set) when it could not be stored. */
+/* Store a proof's outcome in the ledger, then copy the node's new facts
+ * into its live registry record (a node that is not live gets them at its
+ * next heartbeat).  Returns 0, or the ledger's error (the message set)
+ * when it could not be stored. */
 static int record_result(coord_thread *t, const char *node, bool ok, double m,
     const char *detail, int64_t now)
 {
@@ -391,6 +393,16 @@ static int record_result(coord_thread *t, const char *node, bool ok, double m,
 		return rc;
 	}
 	ledger_audit(t->db, node, ok ? "poh_verified" : "poh_rejected", detail, now);
+	/* the live record carries a copy of these facts for node choice: bring
+	 * it up to date now rather than at the node's next heartbeat */
+	if (ledger_node_get(&ln, t->db, node) == 0) {
+		registry_facts f = { .multiplier = ln.multiplier, .verified = ln.verified,
+			.verified_at = ln.verified_at, .reputation = ln.reputation };
+		rc = registry_set_node_facts(t->c->reg, node, &f, now);
+		if (rc != 0 && rc != TROOP_ENOTFOUND)
+			log_warn("poh_record", "node=%.8s registry error=\"%s\"", node,
+			    troop_error_msg());
+	}
 	return 0;
 }
 

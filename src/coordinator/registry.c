@@ -57,8 +57,18 @@ static int check_ttl(const char *what, int64_t ttl)
 	return 0;
 }
 
+static int check_facts(const registry_facts *f)
+{
+	if (!(f->multiplier >= 0 && f->multiplier <= 1000) ||
+	    !(f->reputation >= 0 && f->reputation <= 1) || f->verified_at < 0)
+		return troop_error_set(TROOP_EINVAL, "registry: node facts out of range "
+		    "(multiplier 0..1000, reputation 0..1, verified_at >= 0)");
+	return 0;
+}
+
 static int check_node(const registry_node *n)
 {
+	TRY(check_facts(&n->facts));
 	TRY(check_field("node name", n->name, sizeof n->name, false));
 	TRY(check_field("node ip", n->ip, sizeof n->ip, true));
 	TRY(check_field("encryption_public_key", n->encryption_public_key,
@@ -214,6 +224,17 @@ int registry_add_active_job(registry *r, const char *node_id, int delta)
 	TRY(check_reg(r));
 	TRY(check_str("node_id", node_id, REGISTRY_ID_MAX));
 	return r->ops->add_active_job(r, node_id, delta);
+}
+
+int registry_set_node_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now)
+{
+	TRY(check_reg(r));
+	TRY(check_str("node_id", node_id, REGISTRY_ID_MAX));
+	if (f == NULL)
+		return troop_error_set(TROOP_EINVAL, "registry: no node facts");
+	TRY(check_facts(f));
+	return r->ops->set_facts(r, node_id, f, now);
 }
 
 int registry_count_nodes(size_t *out, registry *r, int64_t now)

@@ -6,7 +6,12 @@
  *
  * Nothing here is durable: a restart forgets it, and nodes re-register
  * with their next heartbeat.  Durable node facts (owner, multiplier,
- * verification) live in the ledger.
+ * verification, reputation) live in the ledger; each live record carries
+ * a copy of them (registry_facts), written at every heartbeat from the
+ * ledger row the heartbeat reads anyway and after every proof-of-hardware
+ * (registry_set_node_facts), so that choosing a node and listing nodes
+ * read the registry alone.  The copy may lag the ledger by one heartbeat
+ * when a proof lands while a heartbeat is in flight.
  *
  * One `registry` handle is shared by every server thread: every function
  * is thread-safe.  Backends sit behind struct registry_ops (bottom of this
@@ -67,6 +72,17 @@ typedef struct {
 	char engine[REGISTRY_ENGINE_MAX + 1];
 } registry_model;
 
+/* The durable facts of a node that node choice needs, copied from its
+ * ledger row.  A record put without them (all zero) is an unverified node
+ * with multiplier 0: only the coordinator's heartbeat handler puts nodes,
+ * and it always fills them. */
+typedef struct {
+	double multiplier;      /* 0 .. 1000; 1.0 until verified */
+	bool verified;
+	int64_t verified_at;    /* 0 if never */
+	double reputation;      /* 0 .. 1 */
+} registry_facts;
+
 /* A live node as its last heartbeat described it.  `models` and
  * `extra_json` are heap memory owned by the struct: registry functions
  * that fill a registry_node allocate them, and registry_node_clear frees
@@ -85,6 +101,7 @@ typedef struct {
 	char encryption_public_key[REGISTRY_KEY_MAX + 1];
 	char owner[REGISTRY_ID_MAX + 1];
 	char version[REGISTRY_VERSION_MAX + 1];
+	registry_facts facts;           /* durable facts, from the ledger */
 	int64_t last_seen;              /* set by registry_put_node */
 	int64_t expires_at;             /* set by registry_put_node: now + ttl */
 	char *extra_json;               /* raw heartbeat JSON (hardware, engines, ...)
@@ -168,6 +185,13 @@ int registry_models(registry_model_info **out, size_t *n, registry *r, int64_t n
  * since its last heartbeat, so that authorize spreads load.  The next
  * heartbeat replaces the count.  TROOP_ENOTFOUND if the node is absent. */
 int registry_add_active_job(registry *r, const char *node_id, int delta);
+
+/* Replace the durable facts of live node `node_id` (after a proof of
+ * hardware changed them in the ledger); the rest of the record is kept.
+ * TROOP_ENOTFOUND if the node is absent or expired (its next heartbeat
+ * reads the ledger anyway), TROOP_EINVAL for facts out of range. */
+int registry_set_node_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now);
 
 /* Number of live nodes, in *out. */
 int registry_count_nodes(size_t *out, registry *r, int64_t now);
@@ -259,6 +283,7 @@ struct registry_ops {
 	    int64_t now, size_t max, unsigned with);
 	int (*models)(registry_model_info **out, size_t *n, registry *r, int64_t now);
 	int (*add_active_job)(registry *r, const char *node_id, int delta);
+	int (*set_facts)(registry *r, const char *node_id, const registry_facts *f, int64_t now);
 	int (*count_nodes)(size_t *out, registry *r, int64_t now);
 	int (*sweep)(size_t *removed, registry *r, int64_t now);
 	int (*nonce_check)(registry *r, const char *keyid, const char *nonce, int64_t now);

@@ -261,6 +261,7 @@ struct mnode {
 	node_status status;
 	int64_t last_seen;
 	atomic_int active;
+	registry_facts facts;  /* written under the write lock */
 };
 
 struct iref {
@@ -368,6 +369,7 @@ static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t 
 	n->max_jobs = rec->max_jobs;
 	n->status = rec->status;
 	n->last_seen = now;
+	n->facts = rec->facts;
 	atomic_init(&n->active, rec->active_jobs);
 	return n;
 }
@@ -403,6 +405,7 @@ static int mnode_export(registry_node *out, const struct mnode *n, unsigned with
 	out->max_jobs = n->max_jobs;
 	out->last_seen = n->last_seen;
 	out->expires_at = n->h.at;
+	out->facts = n->facts;
 	if ((with & REGISTRY_WITH_MODELS) && n->n_models > 0) {
 		out->models = malloc(n->n_models * sizeof *out->models);
 		if (out->models == NULL)
@@ -788,6 +791,22 @@ static int mem_add_active_job(registry *r, const char *node_id, int delta)
 	return err;
 }
 
+static int mem_set_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, node_id);
+	int err = 0;
+	pthread_rwlock_wrlock(&m->lock);
+	struct sent *e = smap_find(&m->nodes, node_id, h);
+	if (e != NULL && node_live(e->val, now))
+		((struct mnode *)e->val)->facts = *f;
+	else
+		err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
 static int mem_count_nodes(size_t *out, registry *r, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
@@ -1123,6 +1142,7 @@ const struct registry_ops registry_memory_ops = {
 	.find_nodes = mem_find_nodes,
 	.models = mem_models,
 	.add_active_job = mem_add_active_job,
+	.set_facts = mem_set_facts,
 	.count_nodes = mem_count_nodes,
 	.sweep = mem_sweep,
 	.nonce_check = mem_nonce_check,

@@ -468,6 +468,66 @@ static void test_active_jobs(void **state)
 	assert_int_equal(registry_add_active_job(r, "node-x", 1), TROOP_ENOTFOUND);
 }
 
+static void test_node_facts(void **state)
+{
+	registry *r = *state;
+	registry_node n, got, *found = NULL;
+	registry_model models[1];
+	const char *names[] = { "llama3:8b" };
+	size_t k = 0;
+	make_node(&n, models, "node-f", 1, names, NULL);
+	n.facts = (registry_facts){ .multiplier = 2.5, .verified = true, .verified_at = NOW - 7,
+		.reputation = 0.75 };
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, 0), 0);
+	assert_true(got.facts.multiplier == 2.5);
+	assert_true(got.facts.verified);
+	assert_int_equal(got.facts.verified_at, NOW - 7);
+	assert_true(got.facts.reputation == 0.75);
+	/* node choice reads them from a find without models or extra */
+	assert_int_equal(registry_find_nodes(&found, &k, r, "llama3:8b", NOW, 10, 0), 0);
+	assert_int_equal(k, 1);
+	assert_true(found[0].facts.verified && found[0].facts.multiplier == 2.5);
+	registry_nodes_free(found, k);
+
+	/* a proof changes them; the rest of the record stays */
+	assert_int_equal(registry_add_active_job(r, "node-f", 2), 0);
+	registry_facts f = { .multiplier = 0.125, .verified = false, .verified_at = NOW,
+		.reputation = 0.5 };
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW + 1), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW + 1, REGISTRY_WITH_ALL), 0);
+	assert_true(got.facts.multiplier == 0.125);
+	assert_false(got.facts.verified);
+	assert_int_equal(got.facts.verified_at, NOW);
+	assert_true(got.facts.reputation == 0.5);
+	assert_int_equal(got.active_jobs, 2);
+	assert_int_equal(got.n_models, 1);
+	assert_string_equal(got.owner, "owner-node-f");
+	registry_node_clear(&got);
+	assert_int_equal(registry_find_nodes(&found, &k, r, NULL, NOW + 1, 10, 0), 0);
+	assert_int_equal(k, 1);
+	assert_true(found[0].facts.multiplier == 0.125);
+	registry_nodes_free(found, k);
+
+	/* the next heartbeat's copy replaces them */
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 2), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW + 2, 0), 0);
+	assert_true(got.facts.multiplier == 2.5 && got.facts.verified);
+
+	/* absent or expired nodes, bad values */
+	assert_int_equal(registry_set_node_facts(r, "node-x", &f, NOW), TROOP_ENOTFOUND);
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW + 2 + TTL),
+	    TROOP_ENOTFOUND);
+	f.multiplier = -1;
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	f.multiplier = 1;
+	f.reputation = 2;
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	n.facts.multiplier = 1e9;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	assert_int_equal(registry_set_node_facts(r, "node-f", NULL, NOW), TROOP_EINVAL);
+}
+
 static void test_validation(void **state)
 {
 	registry *r = *state;
@@ -802,6 +862,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_models_aggregate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_facts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
 		cmocka_unit_test(test_node_capacity),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
