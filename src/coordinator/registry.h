@@ -54,7 +54,13 @@
 #define REGISTRY_RATE_KEY_MAX 256
 #define REGISTRY_URL_MAX 4096
 
-#define REGISTRY_NONCE_WINDOW 120   /* seconds a nonce is remembered */
+/* Seconds a nonce is remembered.  A signature is accepted while its
+ * `created` is within HTTPSIG_MAX_SKEW (60 s) of the server's clock, both
+ * ends included: first seen at created - 60, it is still valid at
+ * created + 60, 120 s later.  An entry recorded at t is live while
+ * now < t + window, so the window must be 2 * 60 + 1 for that last second
+ * to find it. */
+#define REGISTRY_NONCE_WINDOW 121
 #define REGISTRY_DEFAULT_TTL 30     /* DESIGN.md 6: node liveness after a heartbeat */
 
 typedef struct registry registry;

@@ -629,6 +629,13 @@ static void test_nonces(void **state)
 	    0);
 	assert_int_equal(registry_nonce_check(r, "alice", "nonce-1",
 	    NOW + REGISTRY_NONCE_WINDOW + 1), TROOP_EAUTH);
+	/* the boundary: a request signed with created = T + 60 (the client's
+	 * clock 60 s ahead) and first used at T is still valid at T + 120
+	 * (created + 60, the window's inclusive end): its nonce must still be
+	 * remembered then */
+	assert_int_equal(registry_nonce_check(r, "carol", "edge", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "carol", "edge", NOW + 120), TROOP_EAUTH);
+	assert_true(REGISTRY_NONCE_WINDOW >= 2 * 60 + 1);
 	/* keyid and nonce are not confusable by concatenation */
 	assert_int_equal(registry_nonce_check(r, "ab", "c", NOW), 0);
 	assert_int_equal(registry_nonce_check(r, "a", "bc", NOW), 0);
