@@ -76,6 +76,9 @@ static const config_opt coord_opts[] = {
 	{ "poh-challenge-ttl", 0, OPT_INT, "TROOP_POH_CHALLENGE_TTL", NULL, "120", "SECONDS",
 	  "proof-of-hardware: time allowed from challenge to root, and from root to reveal",
 	  1, 3600 },
+	{ "max-nonces", 0, OPT_INT, "TROOP_MAX_NONCES", NULL, "1000000", "N",
+	  "signature nonces remembered at once; one signer may hold 1/20 of them and one "
+	  "source address 1/4", 100, 1e9 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -363,7 +366,11 @@ int cmd_coordinator(int argc, char **argv)
 		fatal_config("cannot open the ledger");
 		goto out;
 	}
-	if (registry_open(&c->reg, config_str(cfg, "registry-url"), NULL) != 0) {
+	{
+		registry_opts ro = { .max_nonces = (size_t)config_int(cfg, "max-nonces") };
+		rc = registry_open(&c->reg, config_str(cfg, "registry-url"), &ro);
+	}
+	if (rc != 0) {
 		fatal_config("cannot open the registry");
 		goto out;
 	}

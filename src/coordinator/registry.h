@@ -52,6 +52,7 @@
 #define REGISTRY_KV_VALUE_MAX 65536
 #define REGISTRY_NONCE_PART_MAX 256 /* keyid and nonce, each */
 #define REGISTRY_RATE_KEY_MAX 256
+#define REGISTRY_OWNER_MAX 256      /* quota owners and addresses */
 #define REGISTRY_URL_MAX 4096
 
 /* Seconds a nonce is remembered.  A signature is accepted while its
@@ -128,11 +129,20 @@ typedef struct {
 	size_t node_count;                         /* live nodes serving the name */
 } registry_model_info;
 
+/* Quotas keep one party from filling a store shared by all: live nonces
+ * per signer and per source address, live key/value entries per owner
+ * (the node a proof-of-hardware record is for) and per address.  Each
+ * defaults to a fraction of the store's cap (0 below): a party over its
+ * quota is refused with TROOP_ERATE while others still get in. */
 typedef struct {
-	size_t max_nodes;   /* live nodes kept; 0: 1,000,000 */
-	size_t max_nonces;  /* nonces remembered; 0: 1,000,000 */
-	size_t max_rate;    /* rate-limit keys; 0: 1,000,000 */
-	size_t max_kv;      /* key/value entries; 0: 100,000 */
+	size_t max_nodes;           /* live nodes kept; 0: 1,000,000 */
+	size_t max_nonces;          /* nonces remembered; 0: 1,000,000 */
+	size_t max_rate;            /* rate-limit keys; 0: 1,000,000 */
+	size_t max_kv;              /* key/value entries; 0: 100,000 */
+	size_t nonce_quota_signer;  /* 0: max_nonces / 20 */
+	size_t nonce_quota_addr;    /* 0: max_nonces / 4 */
+	size_t kv_quota_owner;      /* 0: max_kv / 100 */
+	size_t kv_quota_addr;       /* 0: max_kv / 4 */
 } registry_opts;
 
 /* ---- lifetime ------------------------------------------------------------- */
@@ -229,6 +239,13 @@ int registry_status_parse(node_status *out, const char *s);
  * (registry_nonce_check, reg) to httpsig_verify. */
 int registry_nonce_check(void *reg, const char *keyid, const char *nonce, int64_t now);
 
+/* As registry_nonce_check, counting the nonce against the signer's quota
+ * (nonce_quota_signer) and, when `addr` is neither NULL nor "", against
+ * that source address's (nonce_quota_addr): TROOP_ERATE ("too many live
+ * nonces for one owner") when either is used up. */
+int registry_nonce_check_from(registry *r, const char *keyid, const char *nonce,
+    const char *addr, int64_t now);
+
 /* Count one event against `key` in a fixed window of `window_s` (>= 1)
  * seconds: 0 while at most `max` (>= 1) events fell in the current
  * window, TROOP_ERATE beyond ("rate limit: N per W s").  Refused events
@@ -246,6 +263,14 @@ int registry_rate_check(registry *r, const char *key, int64_t window_s, int64_t 
  * TROOP_EUNAVAIL when max_kv live entries exist. */
 int registry_kv_put(registry *r, const char *key, const void *value, size_t len,
     int64_t ttl_s, unsigned flags, int64_t now);
+
+/* As registry_kv_put, counting the entry against `owner`'s quota
+ * (kv_quota_owner) and `addr`'s (kv_quota_addr); either may be NULL or ""
+ * for none.  TROOP_ERATE ("too many live key/value entries for one
+ * owner") when a quota is used up.  Replacing a key moves its share to
+ * the new owners. */
+int registry_kv_put_owned(registry *r, const char *key, const void *value, size_t len,
+    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now);
 
 /* Copy the live value of `key` into buf (cap bytes); *len gets its length
  * (also when it does not fit).  TROOP_ENOTFOUND if absent or expired,
@@ -292,11 +317,14 @@ struct registry_ops {
 	int (*set_facts)(registry *r, const char *node_id, const registry_facts *f, int64_t now);
 	int (*count_nodes)(size_t *out, registry *r, int64_t now);
 	int (*sweep)(size_t *removed, registry *r, int64_t now);
-	int (*nonce_check)(registry *r, const char *keyid, const char *nonce, int64_t now);
+	/* addr: NULL when not given */
+	int (*nonce_check)(registry *r, const char *keyid, const char *nonce, const char *addr,
+	    int64_t now);
 	int (*rate_check)(registry *r, const char *key, int64_t window_s, int64_t max,
 	    int64_t now);
+	/* owner, addr: NULL when not given */
 	int (*kv_put)(registry *r, const char *key, const void *value, size_t len,
-	    int64_t ttl_s, unsigned flags, int64_t now);
+	    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now);
 	/* take: delete after a successful copy */
 	int (*kv_get)(void *buf, size_t cap, size_t *len, registry *r, const char *key,
 	    int64_t now, bool take);

@@ -28,6 +28,11 @@
  *   P kv:<key>      hash: v (value), e (expiry); PX
  *   P z:nonce, P z:rate, P z:kv  zsets: entry -> expiry, for the caps on
  *                   live entries and for registry_sweep
+ *   P q:<store>:<slot>:<owner>  zset: entry -> expiry, the live entries
+ *                   counted against one owner (slot 0: the signer or the
+ *                   record's owner, 1: the source address) for the
+ *                   per-owner quotas; kv records name theirs in fields
+ *                   o and a, so that take and delete release them
  *
  * Index entries are scored by expiry, so "live" is a range query and the
  * model listing counts with ZCARD after trimming, O(names x hashes), never
@@ -322,20 +327,50 @@ static const char lua_sweep_nodes[] = LUA_NODE_PRELUDE
 	"  return redis.call('ZCARD', z) < max\n" \
 	"end\n"
 
+/* Quota helpers (after a store prelude, or alone with P set): the owner
+ * zsets of store S, slot N, owner O.  qfull: whether O already has
+ * `quota` live entries besides `member`. */
+#define LUA_QUOTA_PRELUDE \
+	"local function qkey(store, slot, owner)\n" \
+	"  return P .. 'q:' .. store .. ':' .. slot .. ':' .. owner\n" \
+	"end\n" \
+	"local function qfull(store, slot, owner, member, now, quota)\n" \
+	"  if owner == '' then return false end\n" \
+	"  local z = qkey(store, slot, owner)\n" \
+	"  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)\n" \
+	"  local n = redis.call('ZCARD', z)\n" \
+	"  if redis.call('ZSCORE', z, member) then n = n - 1 end\n" \
+	"  return n >= tonumber(quota)\n" \
+	"end\n" \
+	"local function qadd(store, slot, owner, member, exp, ttl_ms)\n" \
+	"  if owner == '' then return end\n" \
+	"  local z = qkey(store, slot, owner)\n" \
+	"  redis.call('ZADD', z, exp, member)\n" \
+	"  if redis.call('PTTL', z) < tonumber(ttl_ms) then redis.call('PEXPIRE', z, ttl_ms) end\n" \
+	"end\n" \
+	"local function qrem(store, slot, owner, member)\n" \
+	"  if owner and owner ~= '' then redis.call('ZREM', qkey(store, slot, owner), member) end\n" \
+	"end\n"
+
 /* ARGV: P store now limit -> entries dropped */
 static const char lua_sweep_store[] = LUA_STORE_PRELUDE
 	"return trim(ARGV[2], ARGV[3], tonumber(ARGV[4]))\n";
 
-/* ARGV: P member now expiry real_ttl_ms max -> 0 new, 1 seen, 2 full */
-static const char lua_nonce[] = LUA_STORE_PRELUDE
+/* ARGV: P member now expiry real_ttl_ms max signer addr quota_signer quota_addr
+ * -> 0 new, 1 seen, 2 full, 3 over a quota */
+static const char lua_nonce[] = LUA_STORE_PRELUDE LUA_QUOTA_PRELUDE
 	"local now = ARGV[3]\n"
 	"trim('nonce', now, " STR(STORE_SWEEP) ")\n"
 	"local k = P .. 'nonce:' .. ARGV[2]\n"
 	"local v = redis.call('GET', k)\n"
 	"if v and tonumber(v) > tonumber(now) then return 1 end\n"
+	"if qfull('nonce', 0, ARGV[7], ARGV[2], now, ARGV[9]) or "
+	"qfull('nonce', 1, ARGV[8], ARGV[2], now, ARGV[10]) then return 3 end\n"
 	"if not room('nonce', now, tonumber(ARGV[6])) then return 2 end\n"
 	"redis.call('SET', k, ARGV[4], 'PX', ARGV[5])\n"
 	"redis.call('ZADD', P .. 'z:nonce', ARGV[4], ARGV[2])\n"
+	"qadd('nonce', 0, ARGV[7], ARGV[2], ARGV[4], ARGV[5])\n"
+	"qadd('nonce', 1, ARGV[8], ARGV[2], ARGV[4], ARGV[5])\n"
 	"return 0\n";
 
 /* ARGV: P key now window_end real_ttl_ms max_keys max_events
@@ -359,40 +394,55 @@ static const char lua_rate[] = LUA_STORE_PRELUDE
 	"if c > tonumber(ARGV[7]) then return 1 end\n"
 	"return 0\n";
 
-/* ARGV: P key value now expiry real_ttl_ms nx max -> 0 stored, 1 present, 2 full */
-static const char lua_kv_put[] = LUA_STORE_PRELUDE
+/* ARGV: P key value now expiry real_ttl_ms nx max owner addr quota_owner quota_addr
+ * -> 0 stored, 1 present, 2 full, 3 over a quota */
+static const char lua_kv_put[] = LUA_STORE_PRELUDE LUA_QUOTA_PRELUDE
 	"local now = ARGV[4]\n"
 	"trim('kv', now, " STR(STORE_SWEEP) ")\n"
 	"local k = P .. 'kv:' .. ARGV[2]\n"
-	"local e = redis.call('HGET', k, 'e')\n"
-	"local live = e and tonumber(e) > tonumber(now)\n"
+	"local r = redis.call('HMGET', k, 'e', 'o', 'a')\n"
+	"local live = r[1] and tonumber(r[1]) > tonumber(now)\n"
 	"if live and ARGV[7] == '1' then return 1 end\n"
+	"if qfull('kv', 0, ARGV[9], ARGV[2], now, ARGV[11]) or "
+	"qfull('kv', 1, ARGV[10], ARGV[2], now, ARGV[12]) then return 3 end\n"
 	"if not live and not room('kv', now, tonumber(ARGV[8])) then return 2 end\n"
-	"redis.call('HSET', k, 'v', ARGV[3], 'e', ARGV[5])\n"
+	"qrem('kv', 0, r[2], ARGV[2])\n"
+	"qrem('kv', 1, r[3], ARGV[2])\n"
+	"redis.call('DEL', k)\n"
+	"redis.call('HSET', k, 'v', ARGV[3], 'e', ARGV[5], 'o', ARGV[9], 'a', ARGV[10])\n"
 	"redis.call('PEXPIRE', k, ARGV[6])\n"
 	"redis.call('ZADD', P .. 'z:kv', ARGV[5], ARGV[2])\n"
+	"qadd('kv', 0, ARGV[9], ARGV[2], ARGV[5], ARGV[6])\n"
+	"qadd('kv', 1, ARGV[10], ARGV[2], ARGV[5], ARGV[6])\n"
 	"return 0\n";
 
 /* ARGV: P key now cap take -> nil (absent), {len} (does not fit), {len, value} */
 static const char lua_kv_get[] =
-	"local k = ARGV[1] .. 'kv:' .. ARGV[2]\n"
-	"local r = redis.call('HMGET', k, 'v', 'e')\n"
+	"local P = ARGV[1]\n" LUA_QUOTA_PRELUDE
+	"local k = P .. 'kv:' .. ARGV[2]\n"
+	"local r = redis.call('HMGET', k, 'v', 'e', 'o', 'a')\n"
 	"if not r[1] or tonumber(r[2]) <= tonumber(ARGV[3]) then return false end\n"
 	"local len = string.len(r[1])\n"
 	"if len > tonumber(ARGV[4]) then return {len} end\n"
 	"if ARGV[5] == '1' then\n"
 	"  redis.call('DEL', k)\n"
-	"  redis.call('ZREM', ARGV[1] .. 'z:kv', ARGV[2])\n"
+	"  redis.call('ZREM', P .. 'z:kv', ARGV[2])\n"
+	"  qrem('kv', 0, r[3], ARGV[2])\n"
+	"  qrem('kv', 1, r[4], ARGV[2])\n"
 	"end\n"
 	"return {len, r[1]}\n";
 
 /* ARGV: P key now -> 1 deleted a live key, 0 otherwise */
 static const char lua_kv_del[] =
-	"local k = ARGV[1] .. 'kv:' .. ARGV[2]\n"
-	"local e = redis.call('HGET', k, 'e')\n"
+	"local P = ARGV[1]\n" LUA_QUOTA_PRELUDE
+	"local k = P .. 'kv:' .. ARGV[2]\n"
+	"local r = redis.call('HMGET', k, 'e', 'o', 'a')\n"
+	"local e = r[1]\n"
 	"if not e then return 0 end\n"
 	"redis.call('DEL', k)\n"
-	"redis.call('ZREM', ARGV[1] .. 'z:kv', ARGV[2])\n"
+	"redis.call('ZREM', P .. 'z:kv', ARGV[2])\n"
+	"qrem('kv', 0, r[2], ARGV[2])\n"
+	"qrem('kv', 1, r[3], ARGV[2])\n"
 	"if tonumber(e) <= tonumber(ARGV[3]) then return 0 end\n"
 	"return 1\n";
 
@@ -1254,19 +1304,24 @@ static int rd_sweep(size_t *removed, registry *r, int64_t now)
 
 /* ---- nonces, rates, kv --------------------------------------------------------------- */
 
-static int rd_nonce_check(registry *r, const char *keyid, const char *nonce, int64_t now)
+static int rd_nonce_check(registry *r, const char *keyid, const char *nonce,
+    const char *addr, int64_t now)
 {
 	struct redis_registry *rr = rr_of(r);
 	char member[2 * REGISTRY_NONCE_PART_MAX + 2];
 	snprintf(member, sizeof member, "%s\x1f%s", keyid, nonce);
 	struct cmd c;
 	redisReply *rep = NULL;
-	cmd_script_begin(&c, rr, 5);
+	cmd_script_begin(&c, rr, 9);
 	cmd_str(&c, member);
 	cmd_i64(&c, now);
 	cmd_i64(&c, now + REGISTRY_NONCE_WINDOW);
 	cmd_i64(&c, real_ttl_ms(REGISTRY_NONCE_WINDOW));
 	cmd_i64(&c, (int64_t)rr->opts.max_nonces);
+	cmd_str(&c, keyid);
+	cmd_str(&c, addr ? addr : "");
+	cmd_i64(&c, (int64_t)rr->opts.nonce_quota_signer);
+	cmd_i64(&c, (int64_t)rr->opts.nonce_quota_addr);
 	int err = run_script(&rep, rr, SC_NONCE, &c, "check nonce");
 	if (err == 0) {
 		int64_t v = reply_int(rep);
@@ -1274,6 +1329,8 @@ static int rd_nonce_check(registry *r, const char *keyid, const char *nonce, int
 			err = troop_error_set(TROOP_EAUTH, "nonce already used");
 		else if (v == 2)
 			err = troop_error_set(TROOP_ERATE, "registry: too many live nonces");
+		else if (v == 3)
+			err = troop_error_set(TROOP_ERATE, "too many live nonces for one owner");
 	}
 	freeReplyObject(rep);
 	cmd_free(&c);
@@ -1308,12 +1365,12 @@ static int rd_rate_check(registry *r, const char *key, int64_t window_s, int64_t
 }
 
 static int rd_kv_put(registry *r, const char *key, const void *value, size_t len,
-    int64_t ttl_s, unsigned flags, int64_t now)
+    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now)
 {
 	struct redis_registry *rr = rr_of(r);
 	struct cmd c;
 	redisReply *rep = NULL;
-	cmd_script_begin(&c, rr, 7);
+	cmd_script_begin(&c, rr, 11);
 	cmd_str(&c, key);
 	cmd_bin(&c, value, len);
 	cmd_i64(&c, now);
@@ -1321,6 +1378,10 @@ static int rd_kv_put(registry *r, const char *key, const void *value, size_t len
 	cmd_i64(&c, real_ttl_ms(ttl_s));
 	cmd_str(&c, (flags & REGISTRY_KV_NX) ? "1" : "0");
 	cmd_i64(&c, (int64_t)rr->opts.max_kv);
+	cmd_str(&c, owner ? owner : "");
+	cmd_str(&c, addr ? addr : "");
+	cmd_i64(&c, (int64_t)rr->opts.kv_quota_owner);
+	cmd_i64(&c, (int64_t)rr->opts.kv_quota_addr);
 	int err = run_script(&rep, rr, SC_KV_PUT, &c, "put key");
 	if (err == 0) {
 		int64_t v = reply_int(rep);
@@ -1329,6 +1390,9 @@ static int rd_kv_put(registry *r, const char *key, const void *value, size_t len
 		else if (v == 2)
 			err = troop_error_set(TROOP_EUNAVAIL, "registry: too many live key/value "
 			    "entries");
+		else if (v == 3)
+			err = troop_error_set(TROOP_ERATE, "too many live key/value entries for one "
+			    "owner");
 	}
 	freeReplyObject(rep);
 	cmd_free(&c);

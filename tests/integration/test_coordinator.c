@@ -716,6 +716,60 @@ static void test_sweeper_off_serving_loop(void **state)
 	http_client_free(c);
 }
 
+/* Issue 16 item 7: the nonce store is shared by every signer.  One
+ * identity sending signed requests as fast as it can must hit its own
+ * quota and leave room for everyone else (a coordinator remembering 400
+ * nonces: 20 per signer, 100 per address). */
+static void test_nonce_quota(void **state)
+{
+	char data[300], log[300], path[160];
+	const char *argv[16];
+	troop_identity mallory, alice;
+	harness_proc p;
+	http_client *c;
+	json_t *out;
+	int i = 0, st = 0, accepted = 0;
+
+	(void)state;
+	snprintf(data, sizeof(data), "%s/nonceq", tmp);
+	snprintf(log, sizeof(log), "%s/nonceq.log", tmp);
+	argv[i++] = harness_troop();
+	argv[i++] = "coordinator";
+	argv[i++] = "--listen";
+	argv[i++] = "127.0.0.1:0";
+	argv[i++] = "--data-dir";
+	argv[i++] = data;
+	argv[i++] = "--max-nonces";
+	argv[i++] = "400";
+	argv[i] = NULL;
+	assert_int_equal(harness_start(&p, argv, log, "coordinator_started", 10000), 0);
+	http_client_new(&c);
+	identity_generate(&mallory);
+	identity_generate(&alice);
+
+	snprintf(path, sizeof(path), "/users/%s/balance", mallory.id);
+	for (int k = 0; k < 400; k++) {
+		out = NULL;
+		assert_int_equal(http_request_signed(c, &st, &out, &mallory, "GET", p.url, path,
+		    NULL), 0);
+		json_decref(out);
+		if (st != 200)
+			break;
+		accepted++;
+	}
+	/* refused at its quota, with 429, long before the store is full */
+	assert_int_equal(st, 429);
+	assert_int_equal(accepted, 20);
+	/* another signer is not locked out */
+	snprintf(path, sizeof(path), "/users/%s/balance", alice.id);
+	out = NULL;
+	assert_int_equal(http_request_signed(c, &st, &out, &alice, "GET", p.url, path, NULL), 0);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	assert_int_equal(WIFEXITED(harness_stop(&p, SIGTERM)), 1);
+	http_client_free(c);
+}
+
 static int setup(void **state)
 {
 	static char adminflag[128], keypath[300];
@@ -759,6 +813,7 @@ int main(void)
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_admin_and_restart),
 		cmocka_unit_test(test_sweeper_off_serving_loop),
+		cmocka_unit_test(test_nonce_quota),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

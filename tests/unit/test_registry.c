@@ -650,9 +650,10 @@ static void test_nonce_bounded(void **state)
 	assert_int_equal(open_reg(&r, &o), 0);
 	int ok = 0, full = 0;
 	for (int i = 0; i < 1000; i++) {
-		char nonce[32];
+		char nonce[32], signer[32];
 		snprintf(nonce, sizeof nonce, "n%d", i);
-		int rc = registry_nonce_check(r, "k", nonce, NOW);
+		snprintf(signer, sizeof signer, "k%d", i);  /* under every signer's quota */
+		int rc = registry_nonce_check(r, signer, nonce, NOW);
 		ok += rc == 0;
 		full += rc == TROOP_ERATE;
 	}
@@ -662,8 +663,85 @@ static void test_nonce_bounded(void **state)
 	/* once the window passes there is room again */
 	assert_int_equal(registry_nonce_check(r, "k", "later", NOW + REGISTRY_NONCE_WINDOW), 0);
 	size_t removed = 0;
-	assert_int_equal(registry_sweep(&removed, r, NOW + REGISTRY_NONCE_WINDOW), 0);
+	assert_int_equal(registry_sweep(&removed, r, NOW + 2 * REGISTRY_NONCE_WINDOW), 0);
 	assert_true(removed >= 1);
+	registry_close(r);
+}
+
+/* Issue 16 item 7: one identity (or one address) filling its quota of a
+ * shared store does not lock others out of it. */
+static void test_quotas(void **state)
+{
+	(void)state;
+	registry *r = NULL;
+	registry_opts o = { .max_nonces = 1000, .nonce_quota_signer = 10,
+		.nonce_quota_addr = 25, .max_kv = 1000, .kv_quota_owner = 5, .kv_quota_addr = 8 };
+	char n[32], k[32];
+	int i;
+	assert_int_equal(open_reg(&r, &o), 0);
+
+	/* nonces: mallory's signer quota */
+	for (i = 0; i < 10; i++) {
+		snprintf(n, sizeof n, "m%d", i);
+		assert_int_equal(registry_nonce_check_from(r, "mallory", n, "10.9.9.9", NOW), 0);
+	}
+	snprintf(n, sizeof n, "m%d", i);
+	assert_int_equal(registry_nonce_check_from(r, "mallory", n, "10.9.9.9", NOW), TROOP_ERATE);
+	assert_non_null(strstr(troop_error_msg(), "for one owner"));
+	/* a replay is still a replay, not a quota refusal */
+	assert_int_equal(registry_nonce_check_from(r, "mallory", "m0", "10.9.9.9", NOW),
+	    TROOP_EAUTH);
+	assert_int_equal(registry_nonce_check_from(r, "alice", "a0", "10.1.1.1", NOW), 0);
+	/* fresh identities from one address stop at the address quota */
+	int ok = 0;
+	for (i = 0; i < 40; i++) {
+		char id[32];
+		snprintf(id, sizeof id, "throwaway-%d", i);
+		ok += registry_nonce_check_from(r, id, "x", "10.9.9.9", NOW) == 0;
+	}
+	assert_int_equal(ok, 25 - 10);
+	/* ... and others, from other addresses, still get in */
+	assert_int_equal(registry_nonce_check_from(r, "bob", "b0", "10.2.2.2", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "carol", "c0", NOW), 0);
+	/* the quotas free up with the window */
+	assert_int_equal(registry_nonce_check_from(r, "mallory", "late", "10.9.9.9",
+	    NOW + REGISTRY_NONCE_WINDOW), 0);
+
+	/* key/values: per owner (the node a record is for) and per address */
+	for (i = 0; i < 5; i++) {
+		snprintf(k, sizeof k, "poh:c:m%d", i);
+		assert_int_equal(registry_kv_put_owned(r, k, "v", 1, 60, 0, "node-m", "10.9.9.9",
+		    NOW), 0);
+	}
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:m9", "v", 1, 60, 0, "node-m",
+	    "10.9.9.9", NOW), TROOP_ERATE);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:a0", "v", 1, 60, 0, "node-a",
+	    "10.1.1.1", NOW), 0);
+	/* replacing a record keeps its share */
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:m0", "w", 1, 60, 0, "node-m",
+	    "10.9.9.9", NOW), 0);
+	/* taking one gives the share back */
+	assert_int_equal(registry_kv_take(NULL, 0, NULL, r, "poh:c:m1", NOW), TROOP_ETOOLARGE);
+	char buf[8];
+	size_t len = 0;
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "poh:c:m1", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:m9", "v", 1, 60, 0, "node-m",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_del(r, "poh:c:m2", NOW), 0);
+	/* other owners from the same address count against it: m0 m3 m4 m9 and
+	 * x0 .. x3 make 8 */
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x0", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x1", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x2", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x3", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x4", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), TROOP_ERATE);
+	/* records without an owner are only capped */
+	assert_int_equal(registry_kv_put(r, "plain", "v", 1, 60, 0, NOW), 0);
 	registry_close(r);
 }
 
@@ -874,6 +952,7 @@ int main(void)
 		cmocka_unit_test(test_node_capacity),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
 		cmocka_unit_test(test_nonce_bounded),
+		cmocka_unit_test(test_quotas),
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
 		cmocka_unit_test(test_kv_bounded),
