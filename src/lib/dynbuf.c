@@ -64,11 +64,6 @@ int dynbuf_add(dynbuf *b, const void *p, size_t n)
 	return 0;
 }
 
-int dynbuf_addstr(dynbuf *b, const char *s)
-{
-	return dynbuf_add(b, s, strlen(s));
-}
-
 int dynbuf_addf(dynbuf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -106,15 +101,6 @@ void dynbuf_setlen(dynbuf *b, size_t len)
 		return;
 	b->len = len;
 	b->buf[len] = '\0';
-}
-
-void dynbuf_tail(dynbuf *b, size_t keep)
-{
-	if (keep >= b->len)
-		return;
-	memmove(b->buf, b->buf + (b->len - keep), keep);
-	b->len = keep;
-	b->buf[keep] = '\0';
 }
 
 char *dynbuf_take(dynbuf *b, size_t *len)

@@ -34,9 +34,6 @@ void dynbuf_init(dynbuf *b, size_t max);
  * TROOP_ENOMEM; on error the buffer is intact.  n == 0 is a no-op. */
 int dynbuf_add(dynbuf *b, const void *p, size_t n);
 
-/* dynbuf_add of a C string. */
-int dynbuf_addstr(dynbuf *b, const char *s);
-
 /* Append printf-style text; as dynbuf_add (nothing is appended on error). */
 int dynbuf_addf(dynbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -50,10 +47,6 @@ size_t dynbuf_len(const dynbuf *b);
 /* Cut the content to its first `len` bytes (len >= current length:
  * nothing changes). */
 void dynbuf_setlen(dynbuf *b, size_t len);
-
-/* Keep only the last `keep` bytes (keep >= len: nothing changes); the
- * allocation is kept for reuse. */
-void dynbuf_tail(dynbuf *b, size_t keep);
 
 /* Hand the content over: a malloc'd NUL-terminated copy of `len` bytes
  * (the buffer's own allocation, or a fresh empty string when nothing was

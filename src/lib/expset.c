@@ -508,33 +508,3 @@ size_t expset_sweep(expset *s, int64_t now)
 	pthread_mutex_unlock(&s->mu);
 	return k;
 }
-
-size_t expset_count(expset *s, int64_t now)
-{
-	size_t n;
-
-	pthread_mutex_lock(&s->mu);
-	expire(s, now);
-	n = s->ents.n;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-size_t expset_owner_count(expset *s, int slot, const char *owner, int64_t now)
-{
-	char k[EXPSET_KEY_MAX + 8];
-	struct owner *o;
-	size_t n = 0;
-
-	if (!owner_given(owner) || slot < 0 || slot >= EXPSET_OWNERS ||
-	    strnlen(owner, EXPSET_KEY_MAX + 1) > EXPSET_KEY_MAX)
-		return 0;
-	slot_key(k, slot, owner);
-	pthread_mutex_lock(&s->mu);
-	expire(s, now);
-	o = (struct owner *)table_find(&s->owners, k, hash_of(s, k));
-	if (o)
-		n = o->live;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}

@@ -83,10 +83,4 @@ int expset_del(expset *s, const char *key, int64_t now);
 /* Drop every expired entry; returns how many. */
 size_t expset_sweep(expset *s, int64_t now);
 
-/* Live entries (after dropping the expired ones). */
-size_t expset_count(expset *s, int64_t now);
-
-/* Live entries counted against owner key `owner` of slot `slot`. */
-size_t expset_owner_count(expset *s, int slot, const char *owner, int64_t now);
-
 #endif

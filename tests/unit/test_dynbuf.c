@@ -1,6 +1,6 @@
 /*
  * test_dynbuf.c - the bounded buffer: growth, the limit (exactly max fits,
- * one more byte fails and leaves the content intact), addf, tail, take
+ * one more byte fails and leaves the content intact), addf, setlen, take
  * and reset.
  */
 #include <setjmp.h>
@@ -40,13 +40,13 @@ static void test_grow_and_limit(void **state)
 	assert_null(b.buf);
 	assert_int_equal(dynbuf_len(&b), 0);
 	/* usable again after free, same limit */
-	assert_int_equal(dynbuf_addstr(&b, "again"), 0);
+	assert_int_equal(dynbuf_add(&b, "again", 5), 0);
 	assert_string_equal(dynbuf_ptr(&b), "again");
 	dynbuf_free(&b);
 	dynbuf_free(NULL);
 }
 
-static void test_addf_tail_take(void **state)
+static void test_addf_setlen_take(void **state)
 {
 	dynbuf b;
 	size_t len = 99;
@@ -60,16 +60,17 @@ static void test_addf_tail_take(void **state)
 	/* a format that does not fit appends nothing */
 	assert_int_equal(dynbuf_addf(&b, "%030d", 5), TROOP_ETOOLARGE);
 	assert_string_equal(dynbuf_ptr(&b), "a=1;bb=22;");
-	dynbuf_tail(&b, 6);
-	assert_string_equal(dynbuf_ptr(&b), "bb=22;");
-	dynbuf_tail(&b, 100);
-	assert_string_equal(dynbuf_ptr(&b), "bb=22;");
+	dynbuf_setlen(&b, 4);
+	assert_string_equal(dynbuf_ptr(&b), "a=1;");
+	dynbuf_setlen(&b, 100);
+	assert_string_equal(dynbuf_ptr(&b), "a=1;");
+	assert_int_equal(dynbuf_add(&b, "bb=22;", 6), 0);
 	/* binary content with a NUL */
 	assert_int_equal(dynbuf_add(&b, "\0z", 2), 0);
-	assert_int_equal(dynbuf_len(&b), 8);
+	assert_int_equal(dynbuf_len(&b), 12);
 	p = dynbuf_take(&b, &len);
-	assert_int_equal(len, 8);
-	assert_memory_equal(p, "bb=22;\0z", 9);
+	assert_int_equal(len, 12);
+	assert_memory_equal(p, "a=1;bb=22;\0z", 13);
 	free(p);
 	assert_int_equal(dynbuf_len(&b), 0);
 	assert_null(b.buf);
@@ -79,10 +80,10 @@ static void test_addf_tail_take(void **state)
 	assert_string_equal(p, "");
 	assert_int_equal(len, 0);
 	free(p);
-	assert_int_equal(dynbuf_addstr(&b, "hello"), 0);
+	assert_int_equal(dynbuf_add(&b, "hello", 5), 0);
 	dynbuf_reset(&b);
 	assert_string_equal(dynbuf_ptr(&b), "");
-	assert_int_equal(dynbuf_addstr(&b, "x"), 0);
+	assert_int_equal(dynbuf_add(&b, "x", 1), 0);
 	assert_string_equal(dynbuf_ptr(&b), "x");
 	dynbuf_free(&b);
 }
@@ -105,7 +106,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_grow_and_limit),
-		cmocka_unit_test(test_addf_tail_take),
+		cmocka_unit_test(test_addf_setlen_take),
 		cmocka_unit_test(test_exact_limit_one),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
