@@ -711,7 +711,8 @@ static void test_sweeper_off_serving_loop(void **state)
 	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	printf("# /health while the sweeper waits on the ledger lock: worst %.1f ms\n", worst);
-	assert_true(worst < 500);
+	/* a sweep waiting on the lock stalls a loop it runs on for up to 5 s */
+	assert_true(worst < 1500);
 	assert_int_equal(WIFEXITED(harness_stop(&p, SIGTERM)), 1);
 	http_client_free(c);
 }
