@@ -55,7 +55,6 @@ typedef struct {
 	coord *c;
 	ledger_conn *db;
 	int index;
-	struct event *sweeper;     /* thread 0 only */
 } coord_thread;
 
 static inline coord_thread *coord_thread_of(http_req *r)
