@@ -71,6 +71,19 @@ static const config_opt coord_opts[] = {
 	{ "poh-challenge-ttl", 0, OPT_INT, "TROOP_POH_CHALLENGE_TTL", NULL, "120", "SECONDS",
 	  "proof-of-hardware: time allowed from challenge to root, and from root to reveal",
 	  1, 3600 },
+	{ "poh-check-workers", 0, OPT_INT, "TROOP_POH_CHECK_WORKERS", NULL, "1", "N",
+	  "proof-of-hardware: reveals checked at once, on threads of their own", 1, 64 },
+	{ "poh-check-queue", 0, OPT_INT, "TROOP_POH_CHECK_QUEUE", NULL, "8", "N",
+	  "proof-of-hardware: reveals waiting for a check; more are answered 429", 1, 4096 },
+	{ "poh-min-node-age", 0, OPT_INT, "TROOP_POH_MIN_NODE_AGE", NULL, "30", "SECONDS",
+	  "proof-of-hardware: how long a node must have heartbeated before a challenge",
+	  0, 86400 },
+	{ "poh-owner-limit", 0, OPT_INT, "TROOP_POH_OWNER_LIMIT", NULL, "4", "N",
+	  "proof-of-hardware: challenges per owner account per --poh-rate-limit window "
+	  "(0: no limit)", 0, 1000000 },
+	{ "poh-address-limit", 0, OPT_INT, "TROOP_POH_ADDRESS_LIMIT", NULL, "4", "N",
+	  "proof-of-hardware: challenges per source address per --poh-rate-limit window "
+	  "(0: no limit)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -106,8 +119,13 @@ static int thread_init(void *arg, int index, struct event_base *base, void **tct
 		return TROOP_ENOMEM;
 	t->c = c;
 	t->index = index;
+	if (poh_pool_port_new(&t->poh_port, c->poh_pool, base) != 0) {
+		free(t);
+		return TROOP_ENOMEM;
+	}
 	if (ledger_conn_open(&t->db, c->ledger) != 0) {
 		log_error("ledger", "error=\"%s\"", troop_error_msg());
+		poh_pool_port_free(t->poh_port);
 		free(t);
 		return TROOP_EUNAVAIL;
 	}
@@ -130,6 +148,7 @@ static void thread_fini(void *arg, void *tctx)
 		return;
 	if (t->sweeper)
 		event_free(t->sweeper);
+	poh_pool_port_free(t->poh_port);  /* before the base goes */
 	ledger_conn_close(t->db);
 	free(t);
 }
@@ -312,6 +331,10 @@ int cmd_coordinator(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (poh_pool_new(&c->poh_pool, c->poh.pool_workers, c->poh.pool_queue) != 0) {
+		fatal_config("cannot start the proof-of-hardware check pool");
+		goto out;
+	}
 	http_server_on_thread(srv, thread_init, thread_fini, c);
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
@@ -331,6 +354,7 @@ int cmd_coordinator(int argc, char **argv)
 out:
 	http_server_free(srv);
 	if (c) {
+		poh_pool_free(c->poh_pool);
 		registry_close(c->reg);
 		ledger_close(c->ledger);
 		identity_wipe(&c->key);

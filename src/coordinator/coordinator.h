@@ -19,6 +19,7 @@
 #include "identity.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "poh_pool.h"
 #include "poh_state.h"
 #include "registry.h"
 #include "ticket.h"
@@ -47,6 +48,7 @@ typedef struct {
 
 	ledger *ledger;
 	registry *reg;
+	poh_pool *poh_pool;        /* proof checks, off the request threads */
 	coord_metrics metrics;
 	time_t started;
 } coord;
@@ -56,6 +58,7 @@ typedef struct {
 	ledger_conn *db;
 	int index;
 	struct event *sweeper;     /* thread 0 only */
+	poh_pool_port *poh_port;   /* where this thread's proof checks come back */
 } coord_thread;
 
 static inline coord_thread *coord_thread_of(http_req *r)
