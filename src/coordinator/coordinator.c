@@ -50,6 +50,9 @@ static const config_opt coord_opts[] = {
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
 	  "account id allowed to call /admin/grant", 0, 0 },
+	{ "allow-addresses", 0, OPT_LIST, "TROOP_ALLOW_ADDRESSES", NULL, NULL, "CIDR,...",
+	  "address ranges nodes may advertise besides the tailnet's (and loopback when "
+	  "--listen is loopback)", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
 	{ "poh-matrix-size", 0, OPT_INT, "TROOP_POH_MATRIX_SIZE", NULL, "8192", "N",
@@ -268,6 +271,15 @@ int cmd_coordinator(int argc, char **argv)
 		snprintf(c->admins[i], sizeof(c->admins[i]), "%s", admins[i]);
 	}
 
+	{
+		const char *const *ranges;
+		size_t n = config_list(cfg, "allow-addresses", &ranges);
+		if (addr_policy_init(&c->addrs, config_str(cfg, "listen"), ranges, n) != 0) {
+			fprintf(stderr, "troop coordinator: %s\n", troop_error_msg());
+			ret = EXIT_USAGE;
+			goto out;
+		}
+	}
 	if (poh_config_load(&c->poh, cfg, COORD_MAX_BODY) != 0) {
 		fprintf(stderr, "troop coordinator: %s\n", troop_error_msg());
 		ret = EXIT_USAGE;

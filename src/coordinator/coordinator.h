@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "addr_policy.h"
 #include "http_server.h"
 #include "identity.h"
 #include "ledger.h"
@@ -41,6 +42,7 @@ typedef struct {
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
 	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
+	addr_policy addrs;         /* addresses a node may advertise */
 
 	/* identity: the ticket signing key */
 	troop_identity key;
