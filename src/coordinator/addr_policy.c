@@ -132,19 +132,20 @@ int addr_policy_init(addr_policy *p, const char *listen, const char *const *extr
 		return rc;
 	for (size_t i = 0; i < n_extra; i++) {
 		const char *s = extra[i];
-		while (*s) {
+		for (;;) {
 			size_t len = strcspn(s, ",");
-			while (len > 0 && (*s == ' ')) {
-				s++;
+			const char *start = s, *next = s + len;
+			while (len > 0 && *start == ' ') {
+				start++;
 				len--;
 			}
-			while (len > 0 && s[len - 1] == ' ')
+			while (len > 0 && start[len - 1] == ' ')
 				len--;
-			if ((rc = add(p, s, len)) != 0)
+			if ((rc = add(p, start, len)) != 0)
 				return rc;
-			s += strcspn(s, ",");
-			if (*s == ',')
-				s++;
+			if (*next != ',')
+				break;
+			s = next + 1;
 		}
 	}
 	return 0;
