@@ -8,7 +8,6 @@
  * The live record goes to the registry (TTL); the durable facts (owner,
  * multiplier, verification) to the ledger, written only when they change.
  */
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,113 +16,54 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
-/* ---- heartbeat parsing ------------------------------------------------------ */
+/* ---- heartbeat ---------------------------------------------------------------- */
 
-static int parse_models(registry_node *n, json_t *arr)
+/* The decoder's limits must fit the registry's fields. */
+_Static_assert(PROTO_ID_MAX <= REGISTRY_ID_MAX && PROTO_NAME_MAX <= REGISTRY_NAME_MAX &&
+    PROTO_IP_MAX <= REGISTRY_IP_MAX && PROTO_KEY_MAX <= REGISTRY_KEY_MAX &&
+    PROTO_VERSION_MAX <= REGISTRY_VERSION_MAX && PROTO_MODEL_MAX <= REGISTRY_MODEL_MAX &&
+    PROTO_HASH_MAX <= REGISTRY_HASH_MAX && PROTO_ENGINE_MAX <= REGISTRY_ENGINE_MAX &&
+    PROTO_MODELS_MAX <= REGISTRY_MODELS_MAX, "proto.h limits exceed registry.h fields");
+
+/* Fill *n from a decoded heartbeat; models and extra_json are allocated
+ * (registry_node_clear frees them).  extra_json holds only the decoded
+ * hardware and engine fields, so /peers repeats nothing else. */
+static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 {
-	size_t i;
-	json_t *m;
+	json_t *extra;
 
-	n->n_models = json_array_size(arr);
-	if (n->n_models == 0)
-		return 0;
-	n->models = calloc(n->n_models, sizeof(*n->models));
-	if (!n->models)
-		return troop_error_set(TROOP_ENOMEM, "out of memory");
-	json_array_foreach(arr, i, m) {
-		const char *name = NULL, *hash = "", *engine = "";
-		int64_t size = 0;
-		int rc;
-		if (!json_is_object(m))
-			return troop_error_set(TROOP_EINVAL, "models[%zu] must be an object", i);
-		if ((rc = json_get_strn(&name, m, "name", true, REGISTRY_MODEL_MAX)) ||
-		    (rc = json_get_str(&hash, m, "content_hash", false)) ||
-		    (rc = json_get_int(&size, m, "size_bytes", false, 0, INT64_MAX)) ||
-		    (rc = json_get_str(&engine, m, "engine", false)))
-			return troop_error_set(rc, "models[%zu]: %s", i, troop_error_msg());
-		if (strlen(hash) > REGISTRY_HASH_MAX || strlen(engine) > REGISTRY_ENGINE_MAX)
-			return troop_error_set(TROOP_EINVAL,
-			    "models[%zu]: content_hash or engine too long", i);
-		snprintf(n->models[i].name, sizeof(n->models[i].name), "%s", name);
-		snprintf(n->models[i].content_hash, sizeof(n->models[i].content_hash), "%s", hash);
-		snprintf(n->models[i].engine, sizeof(n->models[i].engine), "%s", engine);
-		n->models[i].size_bytes = size;
-	}
-	return 0;
-}
-
-static int valid_ip(const char *s)
-{
-	unsigned char buf[16];
-
-	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
-
-/* Fill *n from the heartbeat body; the strings are copied, models and
- * extra_json allocated (registry_node_clear frees them). */
-static int parse_heartbeat(registry_node *n, json_t *body, const char *signer)
-{
-	const char *node_id, *ip, *status, *name = "", *enc = "", *owner = "", *version = "";
-	int64_t port, active = 0, maxj = 0;
-	json_t *models = NULL, *load = NULL, *hw = NULL, *engines = NULL;
-	int rc;
-
-	if ((rc = json_get_strn(&node_id, body, "node_id", true, TROOP_ID_LEN)) ||
-	    (rc = json_get_strn(&ip, body, "tailscale_ip", true, REGISTRY_IP_MAX)) ||
-	    (rc = json_get_int(&port, body, "port", true, 1, 65535)) ||
-	    (rc = json_get_str(&status, body, "status", true)) ||
-	    (rc = json_get_str(&name, body, "name", false)) ||
-	    (rc = json_get_array(&models, body, "models", false, REGISTRY_MODELS_MAX)) ||
-	    (rc = json_get_object(&load, body, "load", false)) ||
-	    (rc = json_get_object(&hw, body, "hardware", false)) ||
-	    (rc = json_get_array(&engines, body, "engines", false, 32)) ||
-	    (rc = json_get_str(&enc, body, "encryption_public_key", false)) ||
-	    (rc = json_get_str(&owner, body, "owner", false)) ||
-	    (rc = json_get_str(&version, body, "version", false)))
-		return rc;
-	if (strcmp(node_id, signer) != 0)
-		return troop_error_set(TROOP_EFORBIDDEN,
-		    "node_id must be the signing key's account id: a node can only "
-		    "heartbeat for itself");
-	if (!valid_ip(ip))
-		return troop_error_set(TROOP_EINVAL,
-		    "field 'tailscale_ip' must be an IPv4 or IPv6 address");
-	if (registry_status_parse(&n->status, status) != 0)
+	snprintf(n->node_id, sizeof(n->node_id), "%s", hb->node_id);
+	snprintf(n->name, sizeof(n->name), "%s", hb->name);
+	snprintf(n->ip, sizeof(n->ip), "%s", hb->tailscale_ip);
+	n->port = hb->port;
+	if (registry_status_parse(&n->status, proto_status_name(hb->status)) != 0)
 		return troop_error_set(TROOP_EINVAL,
 		    "field 'status' must be one of IDLE, BUSY, OFFLINE");
-	if (strlen(name) > REGISTRY_NAME_MAX || strlen(enc) > REGISTRY_KEY_MAX ||
-	    strlen(version) > REGISTRY_VERSION_MAX)
-		return troop_error_set(TROOP_EINVAL,
-		    "field 'name', 'encryption_public_key' or 'version' is too long");
-	if (owner[0]) {
-		unsigned char pk[TROOP_PK_LEN];
-		if (account_id_decode(pk, owner) != 0)
-			return troop_error_set(TROOP_EINVAL,
-			    "field 'owner' must be an account id (43 base64url characters)");
+	n->active_jobs = hb->active_jobs;
+	n->max_jobs = hb->max_jobs;
+	snprintf(n->encryption_public_key, sizeof(n->encryption_public_key), "%s",
+	    hb->encryption_public_key);
+	snprintf(n->owner, sizeof(n->owner), "%s", hb->owner[0] ? hb->owner : hb->node_id);
+	snprintf(n->version, sizeof(n->version), "%s", hb->version);
+	if (hb->n_models) {
+		n->models = calloc(hb->n_models, sizeof(*n->models));
+		if (!n->models)
+			return troop_error_set(TROOP_ENOMEM, "out of memory");
+		n->n_models = hb->n_models;
+		for (size_t i = 0; i < hb->n_models; i++) {
+			registry_model *m = &n->models[i];
+			snprintf(m->name, sizeof(m->name), "%s", hb->models[i].name);
+			snprintf(m->content_hash, sizeof(m->content_hash), "%s",
+			    hb->models[i].content_hash);
+			snprintf(m->engine, sizeof(m->engine), "%s", hb->models[i].engine);
+			m->size_bytes = hb->models[i].size_bytes;
+		}
 	}
-	if (load && ((rc = json_get_int(&active, load, "active_jobs", false, 0, 100000)) ||
-	    (rc = json_get_int(&maxj, load, "max_jobs", false, 0, 100000))))
-		return troop_error_set(rc, "load: %s", troop_error_msg());
-
-	snprintf(n->node_id, sizeof(n->node_id), "%s", node_id);
-	snprintf(n->name, sizeof(n->name), "%s", name);
-	snprintf(n->ip, sizeof(n->ip), "%s", ip);
-	n->port = (int)port;
-	n->active_jobs = (int)active;
-	n->max_jobs = (int)maxj;
-	snprintf(n->encryption_public_key, sizeof(n->encryption_public_key), "%s", enc);
-	snprintf(n->owner, sizeof(n->owner), "%s", owner[0] ? owner : node_id);
-	snprintf(n->version, sizeof(n->version), "%s", version);
-	if (models && (rc = parse_models(n, models)) != 0)
-		return rc;
-	if (hw || engines) {
-		json_t *extra = json_object();
-		if (hw)
-			json_object_set(extra, "hardware", hw);
-		if (engines)
-			json_object_set(extra, "engines", engines);
-		n->extra_json = json_dump_compact(extra, NULL);
+	if (hb->has_hardware || hb->n_engines) {
+		extra = proto_heartbeat_extra_encode(hb);
+		n->extra_json = extra ? json_dump_compact(extra, NULL) : NULL;
 		json_decref(extra);
 		if (!n->extra_json)
 			return troop_error_set(TROOP_ENOMEM, "out of memory");
@@ -139,25 +79,30 @@ static void h_heartbeat(http_req *r, void *arg)
 	int64_t now = (int64_t)time(NULL);
 	registry_node n;
 	ledger_node ln;
+	proto_heartbeat hb;
+	proto_heartbeat_reply rep;
 	json_t *body = NULL;
 	size_t len;
 	const char *raw;
 	int rc;
 
 	memset(&n, 0, sizeof(n));
+	memset(&hb, 0, sizeof(hb));
+	memset(&rep, 0, sizeof(rep));
 	if (coord_authenticate(r, signer) != 0)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
-	    (rc = parse_heartbeat(&n, body, signer)) != 0) {
+	    (rc = proto_heartbeat_decode(&hb, body, signer)) != 0 ||
+	    (rc = heartbeat_to_node(&n, &hb)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
 	if (n.status == NODE_OFFLINE) {
 		registry_remove_node(c->reg, n.node_id);
 		log_info("node_offline", "node=%.8s", n.node_id);
-		coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I}", "status", "removed",
-		    "ttl", (json_int_t)0, "next_heartbeat", (json_int_t)0));
+		rep.removed = true;
+		coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
 		goto out;
 	}
 	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0 ||
@@ -166,13 +111,13 @@ static void h_heartbeat(http_req *r, void *arg)
 		goto out;
 	}
 	METRIC_ADD(&c->metrics, heartbeats, 1);
-	{
-		int64_t next = c->node_ttl / 3 > 0 ? c->node_ttl / 3 : 1;
-		coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:b, s:f}", "status", "seen",
-		    "ttl", (json_int_t)c->node_ttl, "next_heartbeat", (json_int_t)next,
-		    "verified", ln.verified, "multiplier", ln.multiplier));
-	}
+	rep.ttl = c->node_ttl;
+	rep.next_heartbeat = c->node_ttl / 3 > 0 ? c->node_ttl / 3 : 1;
+	rep.verified = ln.verified;
+	rep.multiplier = ln.multiplier;
+	coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
 out:
+	proto_heartbeat_clear(&hb);
 	registry_node_clear(&n);
 	json_decref(body);
 }
@@ -293,7 +238,7 @@ static void h_node(http_req *r, void *arg)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if (!id || strlen(id) > REGISTRY_ID_MAX) {
+	if (!id || !id[0] || strlen(id) > REGISTRY_ID_MAX) {
 		coord_reply_error(r, TROOP_EINVAL, "node id is not valid");
 		return;
 	}
