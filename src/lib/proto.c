@@ -645,3 +645,290 @@ json_t *proto_jwks_encode(const proto_public_key *k)
 	return json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:s}]}", "keys", "kty", "OKP",
 	    "crv", "Ed25519", "x", k->public_key, "kid", k->kid, "alg", "EdDSA", "use", "sig");
 }
+
+/* ---- proof-of-hardware ------------------------------------------------------------------ */
+
+/* Exactly `len` bytes of standard base64 from string field value `txt`. */
+static bool b64_exact(void *out, size_t len, const char *txt)
+{
+	size_t got = 0;
+
+	return txt && b64_decode(out, len, &got, txt, strlen(txt)) == 0 && got == len;
+}
+
+int proto_poh_challenge_req_decode(proto_poh_challenge_req *out, const json_t *obj)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = get_str(out->class_, PROTO_POH_CLASS_MAX, obj, "class", false)) != 0)
+		return rc;
+	if (out->class_[0] && strcmp(out->class_, "gpu") != 0 && strcmp(out->class_, "cpu") != 0)
+		return troop_error_set(TROOP_EINVAL, "field 'class' must be \"gpu\" or \"cpu\"");
+	return 0;
+}
+
+json_t *proto_poh_challenge_req_encode(const proto_poh_challenge_req *req)
+{
+	return req->class_[0] ? json_pack("{s:s}", "class", req->class_) : json_object();
+}
+
+int proto_poh_challenge_decode(proto_poh_challenge *out, const json_t *obj)
+{
+	const char *seed = NULL, *alg = NULL;
+	size_t len = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = get_strn(out->challenge_id, PROTO_POH_ID_MAX, obj, "challenge_id", true)) ||
+	    (rc = json_get_str(&seed, obj, "seed", true)) ||
+	    (rc = json_get_str(&alg, obj, "algorithm", true)) ||
+	    (rc = json_get_int(&out->matrix_size, obj, "matrix_size", true, POH_N_MIN,
+	    POH_N_MAX)) ||
+	    (rc = json_get_int(&out->rounds, obj, "rounds", true, POH_ROUNDS_MIN,
+	    POH_ROUNDS_MAX)) ||
+	    (rc = json_get_int(&out->expires_at, obj, "expires_at", false, 0, INT64_MAX)) ||
+	    (rc = json_get_int(&out->samples, obj, "samples", false, 0, POH_K_MAX)) ||
+	    (rc = get_str(out->class_, PROTO_POH_CLASS_MAX, obj, "class", false)))
+		goto fail;
+	if (strcmp(alg, POH_ALGORITHM) != 0) {
+		rc = troop_error_set(TROOP_EINVAL, "algorithm '%.64s' is not supported "
+		    "(this worker does %s)", alg, POH_ALGORITHM);
+		goto fail;
+	}
+	if (b64url_decode(out->seed, sizeof(out->seed), &len, seed, strlen(seed)) != 0 ||
+	    len != POH_SEED_LEN) {
+		rc = troop_error_set(TROOP_EINVAL, "field 'seed' must be %d bytes in base64url",
+		    POH_SEED_LEN);
+		goto fail;
+	}
+	if ((rc = poh_params_check((size_t)out->matrix_size, (unsigned)out->rounds)) != 0)
+		goto fail;
+	return 0;
+fail:
+	memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+json_t *proto_poh_challenge_encode(const proto_poh_challenge *ch)
+{
+	char seed[64];
+	json_t *o;
+
+	b64url_encode(seed, sizeof(seed), ch->seed, sizeof(ch->seed));
+	o = json_pack("{s:s, s:s, s:I, s:I, s:s, s:I, s:I, s:s}",
+	    "challenge_id", ch->challenge_id, "seed", seed,
+	    "matrix_size", (json_int_t)ch->matrix_size, "rounds", (json_int_t)ch->rounds,
+	    "algorithm", POH_ALGORITHM, "expires_at", (json_int_t)ch->expires_at,
+	    "samples", (json_int_t)ch->samples, "class", ch->class_);
+	memset(seed, 0, sizeof(seed));
+	return o;
+}
+
+int proto_poh_verify_req_decode(proto_poh_verify_req *out, const json_t *obj)
+{
+	const char *root = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = get_strn(out->challenge_id, PROTO_POH_ID_MAX, obj, "challenge_id", true)) ||
+	    (rc = json_get_str(&root, obj, "merkle_root", true)))
+		goto fail;
+	if (!b64_exact(out->merkle_root, POH_HASH_LEN, root)) {
+		rc = troop_error_set(TROOP_EINVAL, "field 'merkle_root' must be %d bytes in "
+		    "base64", POH_HASH_LEN);
+		goto fail;
+	}
+	return 0;
+fail:
+	memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+json_t *proto_poh_verify_req_encode(const proto_poh_verify_req *req)
+{
+	char root[64];
+
+	b64_encode(root, sizeof(root), req->merkle_root, POH_HASH_LEN);
+	return json_pack("{s:s, s:s}", "challenge_id", req->challenge_id, "merkle_root", root);
+}
+
+int proto_poh_verify_reply_decode(proto_poh_verify_reply *out, const json_t *obj, size_t n)
+{
+	json_t *indices = NULL, *v;
+	size_t i;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = get_str(out->challenge_id, PROTO_POH_ID_MAX, obj, "challenge_id", false)) ||
+	    (rc = json_get_array(&indices, obj, "indices", true, POH_K_MAX)) ||
+	    (rc = json_get_int(&out->expires_at, obj, "expires_at", false, 0, INT64_MAX)))
+		goto fail;
+	json_array_foreach(indices, i, v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    (uint64_t)json_integer_value(v) >= n) {
+			rc = troop_error_set(TROOP_EINVAL, "indices[%zu] must be a row index below "
+			    "%zu", i, n);
+			goto fail;
+		}
+		out->indices[i] = (uint32_t)json_integer_value(v);
+	}
+	out->n_indices = json_array_size(indices);
+	return 0;
+fail:
+	memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+json_t *proto_poh_verify_reply_encode(const proto_poh_verify_reply *rep)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < rep->n_indices; i++)
+		json_array_append_new(a, json_integer(rep->indices[i]));
+	return json_pack("{s:s, s:o, s:I}", "challenge_id", rep->challenge_id, "indices", a,
+	    "expires_at", (json_int_t)rep->expires_at);
+}
+
+int proto_poh_reveal_id(char id[PROTO_POH_ID_MAX + 1], const json_t *obj)
+{
+	json_t *rows = NULL;
+	int rc;
+
+	id[0] = '\0';
+	if ((rc = get_strn(id, PROTO_POH_ID_MAX, obj, "challenge_id", true)) ||
+	    (rc = json_get_array(&rows, obj, "rows", true, POH_K_MAX)))
+		id[0] = '\0';
+	return rc;
+}
+
+static int reveal_row(proto_poh_row *row, int8_t *data, size_t n, const json_t *item)
+{
+	const char *txt = NULL;
+	int64_t index = 0;
+	json_t *jp = NULL, *h;
+	size_t hi;
+	int rc;
+
+	if (!json_is_object(item))
+		return troop_error_set(TROOP_EINVAL, "must be an object");
+	if ((rc = json_get_int(&index, item, "index", true, 0, (int64_t)n - 1)) ||
+	    (rc = json_get_str(&txt, item, "row", true)) ||
+	    (rc = json_get_array(&jp, item, "path", true, POH_PATH_MAX)))
+		return rc;
+	if (!b64_exact(data, n, txt))
+		return troop_error_set(TROOP_EINVAL, "field 'row' must be %zu bytes in base64", n);
+	json_array_foreach(jp, hi, h)
+		if (!b64_exact(row->path[hi], POH_HASH_LEN, json_string_value(h)))
+			return troop_error_set(TROOP_EINVAL, "path[%zu] must be a %d-byte hash in "
+			    "base64", hi, POH_HASH_LEN);
+	row->index = (uint32_t)index;
+	row->row = data;
+	row->path_len = json_array_size(jp);
+	return 0;
+}
+
+int proto_poh_reveal_decode(proto_poh_reveal *out, const json_t *obj, size_t n)
+{
+	json_t *rows = NULL, *item;
+	size_t i;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (n < POH_N_MIN || n > POH_N_MAX)
+		return troop_error_set(TROOP_EINVAL, "row length %zu is out of range", n);
+	if ((rc = get_strn(out->challenge_id, PROTO_POH_ID_MAX, obj, "challenge_id", true)) ||
+	    (rc = json_get_array(&rows, obj, "rows", true, POH_K_MAX)))
+		goto fail;
+	out->n = n;
+	if (json_array_size(rows) > 0) {
+		out->rows = calloc(json_array_size(rows), sizeof(*out->rows));
+		out->data = malloc(json_array_size(rows) * n);
+		if (!out->rows || !out->data) {
+			rc = troop_error_set(TROOP_ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	json_array_foreach(rows, i, item) {
+		if ((rc = reveal_row(&out->rows[i], out->data + i * n, n, item)) != 0) {
+			char where[32];
+			snprintf(where, sizeof(where), "rows[%zu]", i);
+			rc = nest(rc, where);
+			goto fail;
+		}
+	}
+	out->n_rows = json_array_size(rows);
+	return 0;
+fail:
+	proto_poh_reveal_clear(out);
+	return rc;
+}
+
+json_t *proto_poh_reveal_encode(const proto_poh_reveal *rv)
+{
+	json_t *rows = json_array();
+	char *text = malloc(b64_len(rv->n > POH_HASH_LEN ? rv->n : POH_HASH_LEN) + 1);
+
+	if (!rows || !text) {
+		json_decref(rows);
+		free(text);
+		return NULL;
+	}
+	for (size_t i = 0; i < rv->n_rows; i++) {
+		const proto_poh_row *r = &rv->rows[i];
+		json_t *jp = json_array();
+		for (size_t h = 0; jp && h < r->path_len; h++) {
+			b64_encode(text, b64_len(POH_HASH_LEN) + 1, r->path[h], POH_HASH_LEN);
+			json_array_append_new(jp, json_string(text));
+		}
+		b64_encode(text, b64_len(rv->n) + 1, r->row, rv->n);
+		json_array_append_new(rows, json_pack("{s:I, s:s, s:o}", "index",
+		    (json_int_t)r->index, "row", text, "path", jp));
+	}
+	free(text);
+	return json_pack("{s:s, s:o}", "challenge_id", rv->challenge_id, "rows", rows);
+}
+
+void proto_poh_reveal_clear(proto_poh_reveal *rv)
+{
+	if (!rv)
+		return;
+	free(rv->rows);
+	free(rv->data);
+	memset(rv, 0, sizeof(*rv));
+}
+
+int proto_poh_result_decode(proto_poh_result *out, const json_t *obj)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = json_get_bool(&out->verified, obj, "verified", true)) ||
+	    (rc = json_get_double(&out->multiplier, obj, "multiplier", true)) ||
+	    (rc = json_get_double(&out->ops, obj, "ops", false)) ||
+	    (rc = json_get_double(&out->ops_per_s, obj, "ops_per_s", false)) ||
+	    (rc = json_get_int(&out->elapsed_ms, obj, "elapsed_ms", false, 0, INT64_MAX)) ||
+	    (rc = json_get_int(&out->matrix_size, obj, "matrix_size", false, 0, POH_N_MAX)) ||
+	    (rc = json_get_int(&out->rounds, obj, "rounds", false, 0, POH_ROUNDS_MAX)) ||
+	    (rc = json_get_int(&out->samples, obj, "samples", false, 0, POH_K_MAX)) ||
+	    (rc = json_get_int(&out->verified_at, obj, "verified_at", false, 0, INT64_MAX)))
+		goto fail;
+	if (!(out->multiplier >= 0 && out->multiplier <= 1000)) {
+		rc = troop_error_set(TROOP_EINVAL, "field 'multiplier' must be between 0 and 1000");
+		goto fail;
+	}
+	return 0;
+fail:
+	memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+json_t *proto_poh_result_encode(const proto_poh_result *res)
+{
+	return json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+	    "status", res->verified ? "verified" : "rejected", "verified", res->verified,
+	    "multiplier", res->multiplier, "ops", res->ops, "ops_per_s", res->ops_per_s,
+	    "elapsed_ms", (json_int_t)res->elapsed_ms, "matrix_size", (json_int_t)res->matrix_size,
+	    "rounds", (json_int_t)res->rounds, "samples", (json_int_t)res->samples,
+	    "verified_at", (json_int_t)res->verified_at);
+}

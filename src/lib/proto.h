@@ -13,6 +13,9 @@
  *   public key                   coordinator (api_meta.c) worker (keyring.c)
  *   JWKS                         coordinator              any JOSE library
  *   error body                   every role               every role
+ *   PoH challenge request/reply  worker / coordinator     (api_hardware.c,
+ *   PoH verify request/reply     worker / coordinator      poh_worker.c)
+ *   PoH reveal request/reply     worker / coordinator
  *
  * Both ends use the same code, so the limits (string lengths, list counts,
  * numeric ranges) are written once, here, in the decoders.  A decoder
@@ -28,7 +31,8 @@
  *
  * All functions are pure and thread-safe.  Structs are plain values:
  * zero-initialise, fill, encode; or decode into one.  The only heap
- * memory is proto_heartbeat.models, freed by proto_heartbeat_clear.
+ * memory is proto_heartbeat.models and the rows of proto_poh_reveal, freed
+ * by proto_heartbeat_clear and proto_poh_reveal_clear.
  */
 #ifndef TROOP_PROTO_H
 #define TROOP_PROTO_H
@@ -39,6 +43,7 @@
 #include <stdint.h>
 
 #include "identity.h"
+#include "poh.h"
 #include "ticket.h"
 
 /* ---- limits (bytes without the NUL, or counts) ---------------------------- */
@@ -260,5 +265,101 @@ int proto_public_key_decode(proto_public_key *out, const json_t *obj);
 json_t *proto_public_key_encode(const proto_public_key *k);
 /* {"keys":[{"kty":"OKP","crv":"Ed25519","x","kid","alg":"EdDSA","use":"sig"}]} */
 json_t *proto_jwks_encode(const proto_public_key *k);
+
+/* ---- proof-of-hardware (DESIGN.md section 9) --------------------------------- */
+
+#define PROTO_POH_ID_MAX 64           /* challenge ids */
+#define PROTO_POH_CLASS_MAX 7         /* "gpu", "cpu" */
+
+/* POST /hardware/challenge body: {"class"?: "gpu" | "cpu"}. */
+typedef struct {
+	char class_[PROTO_POH_CLASS_MAX + 1];     /* "" when absent (the coordinator: "gpu") */
+} proto_poh_challenge_req;
+
+int proto_poh_challenge_req_decode(proto_poh_challenge_req *out, const json_t *obj);
+json_t *proto_poh_challenge_req_encode(const proto_poh_challenge_req *req);
+
+/* Its reply.  Decoding checks the algorithm is POH_ALGORITHM, the seed is
+ * POH_SEED_LEN bytes of base64url and (n, rounds) pass poh_params_check. */
+typedef struct {
+	char challenge_id[PROTO_POH_ID_MAX + 1];
+	uint8_t seed[POH_SEED_LEN];
+	int64_t matrix_size;                      /* n */
+	int64_t rounds;
+	int64_t expires_at;                       /* unix seconds, 0 when absent */
+	int64_t samples;                          /* rows the coordinator will ask, 0 .. POH_K_MAX */
+	char class_[PROTO_POH_CLASS_MAX + 1];
+} proto_poh_challenge;
+
+int proto_poh_challenge_decode(proto_poh_challenge *out, const json_t *obj);
+json_t *proto_poh_challenge_encode(const proto_poh_challenge *ch);
+
+/* POST /hardware/verify body: {"challenge_id","merkle_root": base64 of 32 bytes}.
+ * Any timing field the worker adds is ignored. */
+typedef struct {
+	char challenge_id[PROTO_POH_ID_MAX + 1];
+	uint8_t merkle_root[POH_HASH_LEN];
+} proto_poh_verify_req;
+
+int proto_poh_verify_req_decode(proto_poh_verify_req *out, const json_t *obj);
+json_t *proto_poh_verify_req_encode(const proto_poh_verify_req *req);
+
+/* Its reply: {"challenge_id","indices":[row, ...],"expires_at"}.  The
+ * decoder takes the challenge's n: every index must be below it. */
+typedef struct {
+	char challenge_id[PROTO_POH_ID_MAX + 1];
+	uint32_t indices[POH_K_MAX];
+	size_t n_indices;                         /* 0 .. POH_K_MAX */
+	int64_t expires_at;
+} proto_poh_verify_reply;
+
+int proto_poh_verify_reply_decode(proto_poh_verify_reply *out, const json_t *obj, size_t n);
+json_t *proto_poh_verify_reply_encode(const proto_poh_verify_reply *rep);
+
+/* POST /hardware/reveal body:
+ * {"challenge_id","rows":[{"index","row": base64 of n bytes,
+ *   "path":[base64 of 32 bytes, ...]}, ...]} */
+typedef struct {
+	uint32_t index;                           /* < n */
+	const int8_t *row;                        /* n bytes inside proto_poh_reveal.data */
+	uint8_t path[POH_PATH_MAX][POH_HASH_LEN];
+	size_t path_len;                          /* 0 .. POH_PATH_MAX */
+} proto_poh_row;
+
+typedef struct {
+	char challenge_id[PROTO_POH_ID_MAX + 1];
+	size_t n;                                 /* bytes per row */
+	proto_poh_row *rows;                      /* heap, n_rows entries */
+	size_t n_rows;                            /* 0 .. POH_K_MAX */
+	int8_t *data;                             /* heap, n_rows * n bytes */
+} proto_poh_reveal;
+
+/* Only the challenge id (and that "rows" is a list of at most POH_K_MAX),
+ * before the challenge, and so n, is known. */
+int proto_poh_reveal_id(char id[PROTO_POH_ID_MAX + 1], const json_t *obj);
+/* The whole reveal, rows of exactly `n` bytes (POH_N_MIN .. POH_N_MAX).
+ * Which rows were asked for, and the paths, are the verifier's to check.
+ * On success free with proto_poh_reveal_clear. */
+int proto_poh_reveal_decode(proto_poh_reveal *out, const json_t *obj, size_t n);
+json_t *proto_poh_reveal_encode(const proto_poh_reveal *rv);
+void proto_poh_reveal_clear(proto_poh_reveal *rv);
+
+/* The reveal's reply:
+ * {"status":"verified","verified","multiplier","ops","ops_per_s","elapsed_ms",
+ *  "matrix_size","rounds","samples","verified_at"} */
+typedef struct {
+	bool verified;
+	double multiplier;                        /* 0 .. 1000 */
+	double ops;
+	double ops_per_s;
+	int64_t elapsed_ms;
+	int64_t matrix_size;
+	int64_t rounds;
+	int64_t samples;
+	int64_t verified_at;
+} proto_poh_result;
+
+int proto_poh_result_decode(proto_poh_result *out, const json_t *obj);
+json_t *proto_poh_result_encode(const proto_poh_result *res);
 
 #endif
