@@ -560,13 +560,15 @@ int proto_receipt_decode(proto_receipt *out, const json_t *obj)
 
 json_t *proto_receipt_encode(const proto_receipt *r)
 {
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s}",
-	    "job_id", r->job_id, "node_id", r->node_id, "requester", r->requester,
+	json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s}",
+	    "job_id", r->job_id, "requester", r->requester,
 	    "model", r->model, "duration_ms", (json_int_t)r->duration_ms,
 	    "prompt_tokens", (json_int_t)r->prompt_tokens,
 	    "completion_tokens", (json_int_t)r->completion_tokens,
 	    "outcome", r->outcome[0] ? r->outcome : "ok");
 
+	if (o && r->node_id[0])
+		json_object_set_new(o, "node_id", json_string(r->node_id));
 	if (o && (r->started_at || r->ended_at)) {
 		json_object_set_new(o, "started_at", json_integer(r->started_at));
 		json_object_set_new(o, "ended_at", json_integer(r->ended_at));
