@@ -397,9 +397,11 @@ int proto_heartbeat_reply_decode(proto_heartbeat_reply *out, const json_t *obj)
 	    (rc = json_get_bool(&out->verified, obj, "verified", false)) ||
 	    (rc = json_get_double(&out->multiplier, obj, "multiplier", false)))
 		return rc;
-	if (strcmp(status, "removed") == 0)
+	if (strcmp(status, "removed") == 0) {
+		/* a removed node has nothing to schedule: the rest means nothing */
+		memset(out, 0, sizeof(*out));
 		out->removed = true;
-	else if (strcmp(status, "seen") != 0)
+	} else if (strcmp(status, "seen") != 0)
 		return troop_error_set(TROOP_EINVAL, "field 'status' must be \"seen\" or \"removed\"");
 	if (!(out->multiplier >= 0 && out->multiplier <= 1000))
 		return troop_error_set(TROOP_EINVAL, "field 'multiplier' must be between 0 and 1000");

@@ -177,7 +177,8 @@ void proto_heartbeat_clear(proto_heartbeat *hb);
 /* {"status":"seen","ttl","next_heartbeat","verified","multiplier"}, or to an
  * OFFLINE heartbeat {"status":"removed","ttl":0,"next_heartbeat":0}. */
 typedef struct {
-	bool removed;                 /* status "removed" (else "seen") */
+	bool removed;                 /* status "removed" (else "seen"); decoding
+	                                 "removed" zeroes the other fields */
 	int64_t ttl;                  /* 0 .. PROTO_TTL_MAX */
 	int64_t next_heartbeat;       /* 0 .. PROTO_TTL_MAX */
 	bool verified;                /* absent in "removed" */

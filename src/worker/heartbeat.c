@@ -129,6 +129,13 @@ json_t *heartbeat_body(const heartbeat_opts *o, const char *status, const gpu_in
 	engines = catalog_engines_json(o->cat);
 	if (!models || !engines)
 		goto out;
+	if (json_array_size(models) > PROTO_MODELS_MAX) {
+		log_warn("heartbeat_models", "models=%zu advertised=%d error=\"over the "
+		    "protocol's limit; the rest are left out\"", json_array_size(models),
+		    PROTO_MODELS_MAX);
+		while (json_array_size(models) > PROTO_MODELS_MAX)
+			json_array_remove(models, json_array_size(models) - 1);
+	}
 	if (proto_models_decode(&hb.models, &hb.n_models, models) != 0) {
 		log_warn("heartbeat_models", "error=\"%s\"", troop_error_msg());
 		if (troop_error_last() == TROOP_ENOMEM)
