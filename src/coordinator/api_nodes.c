@@ -124,40 +124,59 @@ out:
 
 /* ---- discovery --------------------------------------------------------------- */
 
-/* The public view of a node: its heartbeat fields plus the durable facts. */
+/* The public view of a node (proto_node): its heartbeat fields plus the
+ * durable facts.  NULL when out of memory. */
 static json_t *node_json(const registry_node *n, const ledger_node *ln, bool live)
 {
-	json_t *o = json_object(), *models = json_array();
+	proto_node pn;
+	proto_heartbeat *hb = &pn.hb;
+	json_t *o = NULL;
 
-	for (size_t i = 0; i < n->n_models; i++)
-		json_array_append_new(models, json_pack("{s:s, s:s, s:I, s:s}",
-		    "name", n->models[i].name, "content_hash", n->models[i].content_hash,
-		    "size_bytes", (json_int_t)n->models[i].size_bytes,
-		    "engine", n->models[i].engine));
-	json_object_set_new(o, "node_id", json_string(n->node_id));
-	json_object_set_new(o, "name", json_string(n->name));
-	json_object_set_new(o, "tailscale_ip", json_string(n->ip));
-	json_object_set_new(o, "port", json_integer(n->port));
-	json_object_set_new(o, "status", json_string(live ? registry_status_name(n->status) : "OFFLINE"));
-	json_object_set_new(o, "models", models);
+	memset(&pn, 0, sizeof(pn));
+	snprintf(hb->node_id, sizeof(hb->node_id), "%.43s", n->node_id);
+	snprintf(hb->name, sizeof(hb->name), "%s", n->name);
+	snprintf(hb->tailscale_ip, sizeof(hb->tailscale_ip), "%s", n->ip);
+	hb->port = n->port;
+	hb->status = n->status == NODE_BUSY ? PROTO_BUSY : n->status == NODE_OFFLINE ?
+	    PROTO_OFFLINE : PROTO_IDLE;
+	if (n->n_models) {
+		hb->models = calloc(n->n_models, sizeof(*hb->models));
+		if (!hb->models)
+			return NULL;
+		hb->n_models = n->n_models;
+		for (size_t i = 0; i < n->n_models; i++) {
+			proto_model *m = &hb->models[i];
+			snprintf(m->name, sizeof(m->name), "%s", n->models[i].name);
+			snprintf(m->content_hash, sizeof(m->content_hash), "%s",
+			    n->models[i].content_hash);
+			snprintf(m->engine, sizeof(m->engine), "%s", n->models[i].engine);
+			m->size_bytes = n->models[i].size_bytes;
+		}
+	}
 	if (n->extra_json) {
 		json_t *extra = json_loads(n->extra_json, 0, NULL);
-		if (extra)
-			json_object_update(o, extra);
+		/* written by proto_heartbeat_extra_encode: a failure is a record
+		 * from an older version, shown without hardware */
+		if (extra && proto_heartbeat_extra_decode(hb, extra) != 0) {
+			hb->has_hardware = false;
+			hb->n_engines = 0;
+		}
 		json_decref(extra);
 	}
-	json_object_set_new(o, "encryption_public_key", json_string(n->encryption_public_key));
-	json_object_set_new(o, "load", json_pack("{s:i, s:i}", "active_jobs", n->active_jobs,
-	    "max_jobs", n->max_jobs));
-	json_object_set_new(o, "owner", json_string(ln ? ln->owner : n->owner));
-	json_object_set_new(o, "version", json_string(n->version));
-	json_object_set_new(o, "last_seen", json_integer(live ? n->last_seen :
-	    (ln ? ln->last_seen : 0)));
-	json_object_set_new(o, "multiplier", json_real(ln ? ln->multiplier : 1.0));
-	json_object_set_new(o, "verified", json_boolean(ln && ln->verified));
-	json_object_set_new(o, "verified_at", json_integer(ln ? ln->verified_at : 0));
-	json_object_set_new(o, "reputation", json_real(ln ? ln->reputation : 0.5));
-	json_object_set_new(o, "live", json_boolean(live));
+	snprintf(hb->encryption_public_key, sizeof(hb->encryption_public_key), "%s",
+	    n->encryption_public_key);
+	hb->active_jobs = n->active_jobs < 0 ? 0 : n->active_jobs;
+	hb->max_jobs = n->max_jobs < 0 ? 0 : n->max_jobs;
+	snprintf(hb->owner, sizeof(hb->owner), "%.43s", ln ? ln->owner : n->owner);
+	snprintf(hb->version, sizeof(hb->version), "%s", n->version);
+	pn.last_seen = live ? n->last_seen : (ln ? ln->last_seen : 0);
+	pn.multiplier = ln ? ln->multiplier : 1.0;
+	pn.verified = ln && ln->verified;
+	pn.verified_at = ln ? ln->verified_at : 0;
+	pn.reputation = ln ? ln->reputation : 0.5;
+	pn.live = live;
+	o = proto_node_encode(&pn);
+	proto_node_clear(&pn);
 	return o;
 }
 
@@ -197,10 +216,13 @@ static void h_peers(http_req *r, void *arg)
 	for (size_t i = 0; i < n; i++) {
 		ledger_node ln;
 		bool have = ledger_node_get(&ln, t->db, nodes[i].node_id) == 0;
-		json_array_append_new(arr, node_json(&nodes[i], have ? &ln : NULL, true));
+		json_t *o = node_json(&nodes[i], have ? &ln : NULL, true);
+		if (o)
+			json_array_append_new(arr, o);
 	}
 	registry_nodes_free(nodes, n);
-	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)n, "nodes", arr));
+	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(arr),
+	    "nodes", arr));
 }
 
 static void h_models(http_req *r, void *arg)
@@ -263,7 +285,13 @@ static void h_node(http_req *r, void *arg)
 		snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
 		snprintf(n.name, sizeof(n.name), "%s", ln.name);
 	}
-	coord_reply_json(r, 200, node_json(&n, known ? &ln : NULL, live));
+	{
+		json_t *o = node_json(&n, known ? &ln : NULL, live);
+		if (o)
+			coord_reply_json(r, 200, o);
+		else
+			coord_reply_error(r, TROOP_ENOMEM, "out of memory");
+	}
 	registry_node_clear(&n);
 }
 

@@ -372,6 +372,123 @@ void proto_heartbeat_clear(proto_heartbeat *hb)
 	memset(hb, 0, sizeof(*hb));
 }
 
+int proto_heartbeat_extra_decode(proto_heartbeat *hb, const json_t *extra)
+{
+	json_t *hw = NULL, *engines = NULL;
+	int rc;
+
+	if ((rc = json_get_object(&hw, extra, "hardware", false)) ||
+	    (rc = json_get_array(&engines, extra, "engines", false, PROTO_ENGINES_MAX)))
+		return rc;
+	if (hw) {
+		if ((rc = hardware_decode(&hb->hardware, hw)) != 0)
+			return nest(rc, "hardware");
+		hb->has_hardware = true;
+	}
+	if (engines && (rc = engines_decode(hb, engines)) != 0)
+		return rc;
+	return 0;
+}
+
+/* ---- node record -------------------------------------------------------------- */
+
+json_t *proto_node_encode(const proto_node *n)
+{
+	const proto_heartbeat *hb = &n->hb;
+	json_t *o = proto_heartbeat_encode(hb);
+
+	if (!o)
+		return NULL;
+	if (!hb->has_hardware)
+		json_object_del(o, "hardware");
+	if (!hb->n_engines)
+		json_object_del(o, "engines");
+	json_object_set_new(o, "status", json_string(n->live ? proto_status_name(hb->status) :
+	    "OFFLINE"));
+	json_object_set_new(o, "owner", json_string(hb->owner));
+	json_object_set_new(o, "last_seen", json_integer(n->last_seen));
+	json_object_set_new(o, "multiplier", json_real(n->multiplier));
+	json_object_set_new(o, "verified", json_boolean(n->verified));
+	json_object_set_new(o, "verified_at", json_integer(n->verified_at));
+	json_object_set_new(o, "reputation", json_real(n->reputation));
+	json_object_set_new(o, "live", json_boolean(n->live));
+	return o;
+}
+
+int proto_node_decode(proto_node *out, const json_t *obj)
+{
+	proto_heartbeat *hb = &out->hb;
+	const char *status = NULL;
+	json_t *models = NULL, *load = NULL;
+	int64_t port = 0, active = 0, maxj = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = get_strn(hb->node_id, PROTO_ID_MAX, obj, "node_id", true)) ||
+	    (rc = get_str(hb->tailscale_ip, PROTO_IP_MAX, obj, "tailscale_ip", false)) ||
+	    (rc = json_get_int(&port, obj, "port", false, 0, 65535)) ||
+	    (rc = json_get_str(&status, obj, "status", true)) ||
+	    (rc = get_str(hb->name, PROTO_NAME_MAX, obj, "name", false)) ||
+	    (rc = json_get_array(&models, obj, "models", false, PROTO_MODELS_MAX)) ||
+	    (rc = json_get_object(&load, obj, "load", false)) ||
+	    (rc = get_str(hb->encryption_public_key, PROTO_KEY_MAX, obj,
+	    "encryption_public_key", false)) ||
+	    (rc = get_str(hb->owner, PROTO_ID_MAX, obj, "owner", false)) ||
+	    (rc = get_str(hb->version, PROTO_VERSION_MAX, obj, "version", false)) ||
+	    (rc = json_get_int(&out->last_seen, obj, "last_seen", false, 0, INT64_MAX)) ||
+	    (rc = json_get_double(&out->multiplier, obj, "multiplier", false)) ||
+	    (rc = json_get_bool(&out->verified, obj, "verified", false)) ||
+	    (rc = json_get_int(&out->verified_at, obj, "verified_at", false, 0, INT64_MAX)) ||
+	    (rc = json_get_double(&out->reputation, obj, "reputation", false)) ||
+	    (rc = json_get_bool(&out->live, obj, "live", false)) ||
+	    (rc = proto_heartbeat_extra_decode(hb, obj)))
+		goto fail;
+	if (hb->tailscale_ip[0] && !valid_ip(hb->tailscale_ip)) {
+		rc = troop_error_set(TROOP_EINVAL,
+		    "field 'tailscale_ip' must be an IPv4 or IPv6 address");
+		goto fail;
+	}
+	if (strcmp(status, "IDLE") == 0)
+		hb->status = PROTO_IDLE;
+	else if (strcmp(status, "BUSY") == 0)
+		hb->status = PROTO_BUSY;
+	else if (strcmp(status, "OFFLINE") == 0)
+		hb->status = PROTO_OFFLINE;
+	else {
+		rc = troop_error_set(TROOP_EINVAL,
+		    "field 'status' must be one of IDLE, BUSY, OFFLINE");
+		goto fail;
+	}
+	if (!(out->multiplier >= 0 && out->multiplier <= 1000) ||
+	    !(out->reputation >= 0 && out->reputation <= 1)) {
+		rc = troop_error_set(TROOP_EINVAL, "field 'multiplier' or 'reputation' is out of "
+		    "range");
+		goto fail;
+	}
+	if (load && ((rc = json_get_int(&active, load, "active_jobs", false, 0, PROTO_JOBS_MAX)) ||
+	    (rc = json_get_int(&maxj, load, "max_jobs", false, 0, PROTO_JOBS_MAX)))) {
+		rc = nest(rc, "load");
+		goto fail;
+	}
+	hb->port = (int)port;
+	hb->active_jobs = (int)active;
+	hb->max_jobs = (int)maxj;
+	if (models && (rc = proto_models_decode(&hb->models, &hb->n_models, models)) != 0)
+		goto fail;
+	return 0;
+fail:
+	memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+void proto_node_clear(proto_node *n)
+{
+	if (!n)
+		return;
+	proto_heartbeat_clear(&n->hb);
+	memset(n, 0, sizeof(*n));
+}
+
 /* ---- heartbeat reply ------------------------------------------------------------ */
 
 json_t *proto_heartbeat_reply_encode(const proto_heartbeat_reply *r)

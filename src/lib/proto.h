@@ -6,6 +6,7 @@
  *   message                      built by                 read by
  *   heartbeat                    worker (heartbeat.c)     coordinator (api_nodes.c)
  *   heartbeat reply              coordinator              worker
+ *   node record (/peers, /nodes) coordinator (api_nodes.c) clients, any program
  *   authorize request            troop up, troop chat     coordinator (api_credits.c)
  *   authorize reply (ticket)     coordinator              troop up, troop chat
  *   receipt                      worker (job.c)           coordinator (api_jobs.c)
@@ -171,6 +172,32 @@ json_t *proto_heartbeat_extra_encode(const proto_heartbeat *hb);
 
 /* Free hb->models and zero the struct.  NULL is fine. */
 void proto_heartbeat_clear(proto_heartbeat *hb);
+
+/* Fill hb->hardware / hb->engines from a stored {"hardware","engines"}
+ * object (what proto_heartbeat_extra_encode wrote), with the heartbeat's
+ * limits.  Fields absent there stay as they are. */
+int proto_heartbeat_extra_decode(proto_heartbeat *hb, const json_t *extra);
+
+/* ---- node record (GET /peers, GET /nodes/{node_id}) -------------------------- */
+
+/* A node as discovery shows it: the fields of its last heartbeat (status
+ * OFFLINE, tailscale_ip "" and port 0 when it is not live) and the
+ * coordinator's facts about it. */
+typedef struct {
+	proto_heartbeat hb;           /* hb.models is heap memory (proto_node_clear) */
+	int64_t last_seen;            /* unix seconds, 0 when never */
+	double multiplier;            /* 0 .. 1000 */
+	bool verified;
+	int64_t verified_at;          /* unix seconds, 0 when never */
+	double reputation;            /* 0 .. 1 */
+	bool live;
+} proto_node;
+
+json_t *proto_node_encode(const proto_node *n);
+/* Decode a record as /peers and /nodes/{id} write it.  On success free
+ * with proto_node_clear. */
+int proto_node_decode(proto_node *out, const json_t *obj);
+void proto_node_clear(proto_node *n);
 
 /* ---- heartbeat reply ------------------------------------------------------- */
 

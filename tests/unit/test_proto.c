@@ -251,6 +251,46 @@ static void test_heartbeat_reply(void **state)
 	json_decref(j);
 }
 
+static void test_node_record(void **state)
+{
+	proto_node in, out;
+	troop_identity id;
+	json_t *j;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	fill_heartbeat(&in.hb, &id);
+	in.last_seen = 1764000000;
+	in.multiplier = 1.25;
+	in.verified = true;
+	in.verified_at = 1763990000;
+	in.reputation = 0.75;
+	in.live = true;
+	j = proto_node_encode(&in);
+	assert_int_equal(proto_node_decode(&out, j), 0);
+	assert_string_equal(out.hb.node_id, id.id);
+	assert_int_equal(out.hb.status, PROTO_BUSY);
+	assert_int_equal(out.hb.n_models, 2);
+	assert_memory_equal(&out.hb.hardware, &in.hb.hardware, sizeof(in.hb.hardware));
+	assert_true(out.multiplier == 1.25 && out.reputation == 0.75 && out.verified && out.live);
+	assert_int_equal(out.verified_at, 1763990000);
+	proto_node_clear(&out);
+	json_decref(j);
+	/* a node that is not live: OFFLINE, no address */
+	in.live = false;
+	in.hb.tailscale_ip[0] = '\0';
+	in.hb.port = 0;
+	j = proto_node_encode(&in);
+	assert_string_equal(json_string_value(json_object_get(j, "status")), "OFFLINE");
+	assert_int_equal(proto_node_decode(&out, j), 0);
+	assert_false(out.live);
+	proto_node_clear(&out);
+	json_object_set_new(j, "reputation", json_real(7));
+	expect_refused(proto_node_decode(&out, j), "reputation");
+	json_decref(j);
+	proto_node_clear(&in);
+}
+
 /* ---- authorize ------------------------------------------------------------------ */
 
 static void test_authorize_request(void **state)
@@ -627,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_heartbeat_hardware_trimmed),
 		cmocka_unit_test(test_heartbeat_limits),
 		cmocka_unit_test(test_heartbeat_reply),
+		cmocka_unit_test(test_node_record),
 		cmocka_unit_test(test_authorize_request),
 		cmocka_unit_test(test_authorize_reply),
 		cmocka_unit_test(test_receipt_and_settlement),
