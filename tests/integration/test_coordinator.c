@@ -715,6 +715,19 @@ static void test_peers_amplification(void **state)
 	assert_null(json_object_get(hw, "junk"));
 	json_decref(out);
 
+	/* 120 kB of unknown hardware keys: trimmed and stored, where the
+	 * registry once answered 413 with its own internal message */
+	b = heartbeat_body(&nodes[1], "IDLE", "amplify-model", 4);
+	hw = json_object_get(b, "hardware");
+	json_object_set_new(hw, "junk", json_string(junk));
+	json_object_set_new(hw, "more", json_string(junk));
+	out = call(c, &nodes[1], "POST", "/heartbeat", b, &st);
+	if (st != 200)
+		assert_null(strstr(err_message(out), "registry"));
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+
 	/* a documented field over its bound: 400 naming it */
 	b = heartbeat_body(&nodes[0], "IDLE", "amplify-model", 4);
 	json_object_set_new(json_object_get(b, "hardware"), "gpu", json_string(junk));
