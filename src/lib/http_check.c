@@ -78,8 +78,10 @@ static int request_line(http_check *c)
 	const char *sp = memchr(c->line, ' ', kept);
 	size_t mlen;
 
-	/* a long target is kept only in part: evhttp checks the rest */
-	if (kept == 0 || sp == NULL || sp == c->line)
+	/* a long target is kept only in part: spaces and the tail are
+	 * counted over the whole line */
+	if (kept == 0 || sp == NULL || sp == c->line || c->spaces != 2 || c->len < 12 ||
+	    (memcmp(c->tail, " HTTP/1.1", 9) != 0 && memcmp(c->tail, " HTTP/1.0", 9) != 0))
 		return fail(c, 400, "malformed request line");
 	mlen = (size_t)(sp - c->line);
 	if (mlen == 7 && memcmp(c->line, "CONNECT", 7) == 0)
@@ -216,6 +218,7 @@ static int line_done(http_check *c)
 		break;
 	}
 	c->len = 0;
+	c->spaces = 0;
 	return rc;
 }
 
@@ -272,6 +275,10 @@ int http_check_feed(http_check *c, const char *p, size_t n, size_t *consumed)
 		}
 		if (c->len < sizeof(c->line))
 			c->line[c->len] = (char)ch;
+		if (ch == ' ')
+			c->spaces++;
+		memmove(c->tail, c->tail + 1, sizeof(c->tail) - 1);
+		c->tail[sizeof(c->tail) - 1] = (char)ch;
 		if (c->len < (size_t)1 << 40)
 			c->len++;
 	}

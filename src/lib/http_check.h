@@ -11,7 +11,8 @@
  * then parses it as the next request), and answers a bad chunk size 413.
  * This checker follows the same framing as evhttp for every request it
  * lets through, and stops at the first request that is ambiguous:
- *   - 400: a NUL byte or a bare CR in the request line or a header; an
+ *   - 400: a request line other than METHOD SP target SP HTTP/1.0 or
+ *     HTTP/1.1; a NUL byte or a bare CR in the request line or a header; an
  *     empty or non-token header name, or a line without ':'; a folded
  *     header line; two Content-Length headers with different values, or
  *     one that is not plain digits; a Transfer-Encoding other than exactly
@@ -55,6 +56,8 @@ typedef struct {
 	int te;                 /* Transfer-Encoding headers seen */
 	int body_ok;            /* the method may have a body (POST, PUT, PATCH) */
 	int cr;                 /* the previous byte was CR */
+	int spaces;             /* spaces in the current line */
+	char tail[9];           /* its last 9 bytes (" HTTP/1.1") */
 } http_check;
 
 /* Start a connection (or restart after an error). */
