@@ -167,6 +167,10 @@ static unsigned replies_ok(const char *p, size_t n)
 			/* chunked, or to EOF (HTTP/1.0): the last reply */
 			return ok + (status < 300);
 		}
+		/* a HEAD reply has a Content-Length but no body */
+		if (strncmp(head_end, "HTTP/1.", 7) == 0 && (head_end + len >= end ||
+		    strncmp(head_end + len, "HTTP/1.", 7) != 0))
+			len = 0;
 		if (len < 0 || head_end + len > end)
 			return ok;      /* cut short: a HEAD reply or an early close */
 		if (status >= 400 && len > 0) {
@@ -178,10 +182,6 @@ static unsigned replies_ok(const char *p, size_t n)
 		}
 		if (status >= 200 && status < 300)
 			ok++;
-		/* a HEAD reply has a Content-Length but no body */
-		if (head_end + len < end && strncmp(head_end + len, "HTTP/1.", 7) != 0 &&
-		    strncmp(head_end, "HTTP/1.", 7) == 0)
-			len = 0;
 		p = head_end + len;
 	}
 	return ok;
