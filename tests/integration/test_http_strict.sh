@@ -13,6 +13,7 @@ HERE=$(dirname "$0")
 chain_init
 
 chain_coordinator
+COORD_PID=${CHAIN_PIDS[0]}
 chain_sim a
 chain_worker w1 "vllm=http://127.0.0.1:$SIM_PORT" --donate always
 chain_up main "$COORD_URL"
@@ -30,6 +31,11 @@ for q in "limit=%205" "limit=99999999999999999999" "limit=+5" "limit=5x"; do
 done
 code=$(curl -s -o /dev/null -w '%{http_code}' "$COORD_URL/peers?limit=5")
 [ "$code" = 200 ] || chain_fail "GET /peers?limit=5: $code, want 200"
+
+# the error paths leave nothing behind (sanitizer builds report leaks here)
+chain_stop_clean "$UP_PID" "$CHAIN_TMP/up-main.log" "troop up"
+chain_stop_clean "$WORKER_PID" "$CHAIN_TMP/worker-w1.log" "worker"
+chain_stop_clean "$COORD_PID" "$CHAIN_TMP/coordinator1.log" "coordinator"
 
 [ "$CHAIN_FAILS" = 0 ] || exit 1
 echo "PASS"

@@ -69,5 +69,9 @@ for target in coordinator worker up; do
 	fi
 done
 
+chain_stop_clean "$UP_PID" "$CHAIN_TMP/up-main.log" "troop up"
+chain_stop_clean "$WORKER_PID" "$CHAIN_TMP/worker-w1.log" "worker"
+chain_stop_clean "$COORD_PID" "$CHAIN_TMP/coordinator.log" "coordinator"
+
 [ "$CHAIN_FAILS" = 0 ] || exit 1
 echo "PASS"
