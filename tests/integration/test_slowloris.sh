@@ -57,6 +57,9 @@ stall coordinator "$port"
 grep -q "conn_limit" "$CHAIN_TMP/coordinator.log" || chain_fail "no conn_limit line in the log"
 n=$(grep -c "conn_limit" "$CHAIN_TMP/coordinator.log")
 [ "$n" -le 5 ] || chain_fail "$n conn_limit log lines: want them rate-limited"
+# out of descriptors, accept() must neither spin nor log each failure
+size=$(stat -c %s "$CHAIN_TMP/coordinator.log")
+[ "$size" -lt 1000000 ] || chain_fail "the coordinator wrote $size bytes of log during the stall"
 stall worker "$WORKER_PORT"
 stall up "$UP_PORT"
 
