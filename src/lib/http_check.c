@@ -49,6 +49,7 @@ static void request_done(http_check *c)
 	c->phase = HTTP_CHECK_IDLE;
 	c->cl = -1;
 	c->te = 0;
+	c->host = 0;
 	c->body_ok = 0;
 	c->remain = 0;
 }
@@ -161,6 +162,9 @@ static int header_line(http_check *c, int trailer)
 		if (c->cl >= 0 && c->cl != x)
 			return fail(c, 400, "two different Content-Length headers");
 		c->cl = x;
+	} else if (nlen == 4 && strncasecmp(c->line, "Host", 4) == 0 && !trailer) {
+		if (++c->host > 1)
+			return fail(c, 400, "more than one Host header");
 	} else if (nlen == 17 && strncasecmp(c->line, "Transfer-Encoding", 17) == 0) {
 		if (trailer)
 			return fail(c, 400, "Transfer-Encoding in trailers");

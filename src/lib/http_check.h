@@ -19,7 +19,8 @@
  *     "chunked" (once), or together with Content-Length; a body (or
  *     Transfer-Encoding) on a method evhttp reads no body for; a chunk
  *     size that is not plain hex digits, or chunk data not followed by
- *     CRLF; Content-Length or Transfer-Encoding in trailers.
+ *     CRLF; Content-Length or Transfer-Encoding in trailers; more than
+ *     one Host header.
  *   - 405: CONNECT (this server is no proxy).
  * Limits on sizes (headers, body) are left to evhttp.
  *
@@ -54,6 +55,7 @@ typedef struct {
 	int64_t remain;         /* body bytes still to come (Content-Length, chunk) */
 	int64_t cl;             /* Content-Length, -1 if none */
 	int te;                 /* Transfer-Encoding headers seen */
+	int host;               /* Host headers seen */
 	int body_ok;            /* the method may have a body (POST, PUT, PATCH) */
 	int cr;                 /* the previous byte was CR */
 	int spaces;             /* spaces in the current line */

@@ -77,6 +77,9 @@ def strict(host, port):
         ("chunk size with 0x", post + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
         ("GET with a body", b"GET /health HTTP/1.1\r\n" + h +
          b"Content-Length: 27\r\n\r\nGET /health HTTP/1.1\r\n\r\n\r\n", 400),
+        ("two Host headers", b"GET /health HTTP/1.1\r\n" + h + b"Host: evil.example\r\n\r\n", 400),
+        ("HTTP/0.1 request line", b"GET /health HTTP/0.1\r\n" + h + b"\r\n", 400),
+        ("space in the target", b"GET /health x HTTP/1.1\r\n" + h + b"\r\n", 400),
         ("CONNECT", b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n" + h + b"\r\n", 405),
     ]
     for name, data, want in cases:
