@@ -8,6 +8,8 @@
 #   make bench    benchmarks, side by side with baselines, as ratios
 #   make soak     the long-running soak test (label "slow")
 #   make fuzz     libFuzzer harnesses (clang), run for FUZZ_SECONDS each
+#   make fuzz-long  a campaign: FUZZ_RUNS executions per harness (default 10
+#                 million; FUZZ_ONLY=name limits it), corpora minimised after
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
@@ -15,8 +17,10 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 FUZZ_SECONDS ?= 30
+FUZZ_RUNS ?= 10000000
+FUZZ_ONLY ?=
 
-.PHONY: all deps configure test test-asan test-tsan demo bench soak fuzz clean
+.PHONY: all deps configure test test-asan test-tsan fuzz-build fuzz-long demo bench soak fuzz clean
 
 all: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -70,11 +74,28 @@ soak: deps configure
 	cmake --build $(BUILD) -j$(JOBS)
 	cd $(BUILD) && ctest $(CTEST_FLAGS) -L slow
 
-fuzz:
+fuzz-build:
 	@scripts/install-deps.sh all
 	@test -f build-fuzz/CMakeCache.txt || CC=clang cmake -S . -B build-fuzz \
 	  -DCMAKE_BUILD_TYPE=Debug -DTROOP_FUZZ=ON
 	cmake --build build-fuzz -j$(JOBS)
+
+# Each harness runs FUZZ_RUNS inputs on a scratch copy of its corpus; the
+# new inputs are then merged (minimised) into fuzz/corpus/<name>/, which
+# ctest replays.  Reports one line per harness: executions, time, corpus.
+fuzz-long: fuzz-build
+	@set -e; for f in build-fuzz/fuzz/fuzz_*; do \
+	  n=$$(basename $$f | sed 's/^fuzz_//'); \
+	  if [ -n "$(FUZZ_ONLY)" ] && ! echo " $(FUZZ_ONLY) " | grep -q " $$n "; then continue; fi; \
+	  c=fuzz/corpus/$$n; w=build-fuzz/work-$$n; mkdir -p $$c; rm -rf $$w; mkdir -p $$w; \
+	  t0=$$(date +%s); \
+	  $$f -runs=$(FUZZ_RUNS) -print_final_stats=1 -close_fd_mask=3 $$w $$c \
+	    > build-fuzz/$$n.log 2>&1 || { echo "fuzz-long: $$n FOUND A FAILURE:"; tail -40 build-fuzz/$$n.log; exit 1; }; \
+	  $$f -merge=1 $$c $$w > build-fuzz/$$n.merge.log 2>&1; \
+	  echo "fuzz-long: $$n $$(grep -m1 stat::number_of_executed_units build-fuzz/$$n.log | awk '{print $$2}') executions in $$(( $$(date +%s) - t0 )) s, corpus $$(ls $$c | wc -l) files"; \
+	done
+
+fuzz: fuzz-build
 	for f in build-fuzz/fuzz/fuzz_*; do \
 	  c=fuzz/corpus/$$(basename $$f | sed 's/^fuzz_//'); mkdir -p $$c; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) $$c || exit 1; done

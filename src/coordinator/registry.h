@@ -333,4 +333,12 @@ struct registry_ops {
 
 extern const struct registry_ops registry_memory_ops;
 
+#ifdef TROOP_HAVE_HIREDIS
+/* Parse a Redis registry URL as registry_open would, without connecting:
+ * 0 and its description (host:port/db, no credentials) in desc, or
+ * TROOP_EINVAL / TROOP_ETOOLARGE naming what is wrong.  For the fuzz
+ * harness and for checking a configuration.  Thread-safe. */
+int registry_redis_url_check(const char *url, char *desc, size_t desc_len);
+#endif
+
 #endif
