@@ -74,35 +74,48 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Start argv with output to `log`; extra environment "K=V" or NULL. */
+/* Start argv with output to `log`; extra environment "K=V" or NULL.  The
+ * log is removed and created afresh here, before the child starts, so that
+ * wait_port never reads a line a previous run left in it. */
 static struct child *spawn(const char *name, char *const argv[], const char *log,
     const char *env)
 {
 	struct child *c = &children[nchildren];
 	pid_t pid;
+	int fd;
 
 	if (nchildren >= DEMO_MAX_CHILDREN)
 		return NULL;
-	pid = fork();
-	if (pid < 0)
+	if (unlink(log) != 0 && errno != ENOENT) {
+		fprintf(stderr, "troop demo: cannot remove the old %s: %s\n", log, strerror(errno));
 		return NULL;
+	}
+	fd = open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "troop demo: cannot create %s: %s\n", log, strerror(errno));
+		return NULL;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		close(fd);
+		return NULL;
+	}
 	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		/* its own process group: Ctrl-C reaches the demo, which stops
 		 * the children in order; and die with the demo */
 		setpgid(0, 0);
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
+		dup2(fd, 1);
+		dup2(fd, 2);
 		if (env)
 			putenv((char *)env);
 		execv(argv[0], argv);
 		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
+	close(fd);
 	c->name = name;
 	c->pid = pid;
 	snprintf(c->log, sizeof(c->log), "%s", log);
@@ -339,11 +352,10 @@ int cmd_demo(int argc, char **argv)
 			fprintf(stderr, "troop demo: %s\n", troop_error_msg());
 			goto out;
 		}
-		mkdir(home, 0700);
 		snprintf(dir, sizeof(dir), "%s/demo", home);
 	}
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		fprintf(stderr, "troop demo: cannot create %s: %s\n", dir, strerror(errno));
+	if (config_private_dir(dir) != 0) {
+		fprintf(stderr, "troop demo: %s\n", troop_error_msg());
 		goto out;
 	}
 	snprintf(coord_listen, sizeof(coord_listen), "127.0.0.1:%ld", config_int(cfg, "coordinator-port"));
@@ -377,8 +389,10 @@ int cmd_demo(int argc, char **argv)
 	printf("  coordinator   %s\n", coord_url);
 
 	/* 2. an engine: a real one if one runs here, else the simulator */
-	find_engine(engine, sizeof(engine), &simulated);
-	if (simulated || config_bool(cfg, "simulator")) {
+	simulated = true;
+	if (!config_bool(cfg, "simulator"))
+		find_engine(engine, sizeof(engine), &simulated);
+	if (simulated) {
 		int port;
 		sibling(sim, sizeof(sim), "engine-sim");
 		snprintf(log, sizeof(log), "%s/engine-sim.log", dir);
@@ -404,7 +418,10 @@ int cmd_demo(int argc, char **argv)
 
 	/* 3. worker, with an identity of its own */
 	snprintf(path, sizeof(path), "%s/worker-home", dir);
-	mkdir(path, 0700);
+	if (config_private_dir(path) != 0) {
+		fprintf(stderr, "troop demo: %s\n", troop_error_msg());
+		goto out;
+	}
 	snprintf(home_env, sizeof(home_env), "TROOP_HOME=%s", path);
 	snprintf(log, sizeof(log), "%s/worker.log", dir);
 	{
