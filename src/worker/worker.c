@@ -10,8 +10,11 @@
  *   receipts (spool under $TROOP_HOME)   -> the coordinator settles jobs
  *   heartbeat thread                     -> registration, GPU, models
  *
- * Shutdown (SIGTERM / SIGINT): stop accepting, heartbeat OFFLINE, let jobs
- * in flight finish up to --drain-timeout, flush receipts, exit 0.
+ * Shutdown (SIGTERM / SIGINT): cancel a proof-of-hardware computation
+ * under way, stop accepting, heartbeat OFFLINE, let jobs in flight finish
+ * up to --drain-timeout (default 30 s), flush receipts (up to 5 s, only
+ * when some are pending), exit 0.  With no job in flight the worker exits
+ * within about a second of the signal, whatever else it was doing.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -86,9 +89,19 @@ static const char summary[] =
 	"Donate a local inference engine's GPU time to the troop: register with the\n"
 	"coordinator, serve ticketed requests on --listen, and send signed receipts.";
 
+struct shutdown_ctx {
+	heartbeat *hb;
+	verifier *ver;
+};
+
+/* First thing on SIGTERM: cancel a proof-of-hardware computation (so that
+ * it does not hold up the exit), then tell the coordinator we are going. */
 static void shutdown_hook(void *arg)
 {
-	heartbeat_offline(arg);
+	struct shutdown_ctx *s = arg;
+
+	verifier_cancel(s->ver);
+	heartbeat_offline(s->hb);
 }
 
 static int usage_error(const char *flag, const char *msg)
@@ -284,7 +297,10 @@ int cmd_worker(int argc, char **argv)
 	    config_int(cfg, "max-jobs"), config_str(cfg, "donate"), coord,
 	    heartbeat_registered(hb));
 
-	rc = proxy_run(px, (int)config_int(cfg, "drain-timeout") * 1000, shutdown_hook, hb);
+	{
+		struct shutdown_ctx sc = { .hb = hb, .ver = ver };
+		rc = proxy_run(px, (int)config_int(cfg, "drain-timeout") * 1000, shutdown_hook, &sc);
+	}
 	heartbeat_offline(hb);
 	log_info("worker_stopped", "jobs=%ld receipts_pending=%zu", proxy_jobs_done(px),
 	    receipts_pending(rcpt));
