@@ -43,7 +43,8 @@ SUDO=
 if [[ $(id -u) -ne 0 ]]; then
   command -v sudo >/dev/null 2>&1 || {
     echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+  # sudo resets the environment: pass DEBIAN_FRONTEND through explicitly
+  SUDO="sudo DEBIAN_FRONTEND=noninteractive"
 fi
 
 echo "install-deps: installing ${missing[*]}"
