@@ -42,9 +42,13 @@ static bool excluded(const char *id, json_t *exclude)
  * whose durable facts cannot be read (the ledger failing, not a node it
  * does not know) is skipped, and the first such error is left in *db_err
  * and its message in db_msg, so that a ledger outage is not reported as
- * every node being busy. */
+ * every node being busy.  skipped[] counts why the others were passed
+ * over, for the no_capacity message. */
+enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_N };
+
 static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *exclude,
-    const char *want_node, ledger_node *ln, int *db_err, char *db_msg, size_t msg_cap)
+    const char *want_node, ledger_node *ln, int *db_err, char *db_msg, size_t msg_cap,
+    int skipped[SKIP_N])
 {
 	coord *c = t->c;
 	int best = -1, rc;
@@ -56,14 +60,17 @@ static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *
 		registry_node *nd = &nodes[i];
 		ledger_node cand;
 		double load;
-		if (nd->status != NODE_IDLE)
-			continue;
-		if (nd->max_jobs > 0 && nd->active_jobs >= nd->max_jobs)
-			continue;
 		if (want_node && strcmp(nd->node_id, want_node) != 0)
 			continue;
-		if (exclude && excluded(nd->node_id, exclude))
+		if (exclude && excluded(nd->node_id, exclude)) {
+			skipped[SKIP_FAILED]++;
 			continue;
+		}
+		if (nd->status != NODE_IDLE ||
+		    (nd->max_jobs > 0 && nd->active_jobs >= nd->max_jobs)) {
+			skipped[SKIP_BUSY]++;
+			continue;
+		}
 		if ((rc = ledger_node_get(&cand, t->db, nd->node_id)) != 0) {
 			if (rc != TROOP_ENOTFOUND && *db_err == 0) {
 				*db_err = rc;
@@ -71,8 +78,10 @@ static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *
 			}
 			continue;
 		}
-		if (!cand.verified && !c->allow_unverified)
+		if (!cand.verified && !c->allow_unverified) {
+			skipped[SKIP_UNVERIFIED]++;
 			continue;
+		}
 		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
 					: (double)nd->active_jobs;
 		if (best < 0 || load < best_load) {
@@ -92,6 +101,35 @@ static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *
 	return best;
 }
 
+/* Why no node was chosen, in words, from choose_node's counts: which
+ * nodes were busy, not verified yet, or had failed this request already,
+ * and what to do about each. */
+static void capacity_message(char *out, size_t len, const int skipped[SKIP_N])
+{
+	static const char *const why[SKIP_N] = {
+		[SKIP_BUSY] = "busy (every job slot taken, or its owner is using the GPU); "
+		    "try again shortly",
+		[SKIP_UNVERIFIED] = "not verified yet (a node proves its hardware in its first "
+		    "minutes after it starts); try again in a minute",
+		[SKIP_FAILED] = "already failed this request (its engine answered with an "
+		    "error); the node's owner should look at the worker's log",
+	};
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (int k = 0; k < SKIP_N; k++) {
+		int w;
+		if (skipped[k] == 0 || used >= len)
+			continue;
+		w = snprintf(out + used, len - used, "%s%d node%s %s", used ? "; " : "",
+		    skipped[k], skipped[k] == 1 ? "" : "s", why[k]);
+		if (w > 0)
+			used += (size_t)w;
+	}
+	if (!out[0])
+		snprintf(out, len, "every node is busy; try again shortly");
+}
+
 static void h_authorize(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -106,7 +144,7 @@ static void h_authorize(http_req *r, void *arg)
 	ledger_node ln;
 	ticket_claims cl;
 	char *token = NULL, db_msg[512];
-	int idx, rc;
+	int idx, rc, skipped[SKIP_N] = { 0 };
 
 	if (coord_authenticate(r, requester) != 0)
 		return;
@@ -132,16 +170,18 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(t, nodes, n, exclude, want_node, &ln, &rc, db_msg, sizeof(db_msg));
+	idx = choose_node(t, nodes, n, exclude, want_node, &ln, &rc, db_msg, sizeof(db_msg),
+	    skipped);
 	if (idx < 0 && rc != 0) {
 		coord_reply_error(r, rc, "%s", db_msg);
 		goto out;
 	}
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
-		coord_reply_error(r, TROOP_ECAPACITY,
-		    "every node serving '%s' is busy%s; try again shortly", model,
-		    c->allow_unverified ? "" : " or unverified");
+		char why[600];
+		capacity_message(why, sizeof(why), skipped);
+		coord_reply_error(r, TROOP_ECAPACITY, "no node can take a request for '%s' now: %s",
+		    model, why);
 		goto out;
 	}
 

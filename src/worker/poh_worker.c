@@ -82,7 +82,9 @@ int poh_engine_open(poh_engine **out, const poh_engine_opts *o)
 			return rc;
 		}
 		if (rc != 0)
-			log_info("poh_device", "device=cpu reason=\"%s\"", troop_error_msg());
+			log_info("poh_device", "device=cpu reason=\"%s\" hint=\"the proof-of-hardware "
+			    "runs on the CPU; nothing to do unless this machine has an NVIDIA GPU\"",
+			    troop_error_msg());
 	}
 	describe(e);
 	*out = e;

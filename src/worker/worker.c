@@ -111,6 +111,31 @@ static int usage_error(const char *flag, const char *msg)
 	return EXIT_USAGE;
 }
 
+/* Why the worker starts with no model, in words: no engine given or
+ * found, an engine that did not answer as its kind (or is still loading),
+ * or engines that answer but serve no model yet. */
+static const char *no_models_hint(catalog *cat, size_t nspecs)
+{
+	engine_info *infos = NULL;
+	size_t n = 0, down = 0;
+
+	if (nspecs == 0)
+		return "no engine found on the default ports; start one or pass "
+		    "--engine TYPE=URL";
+	if (catalog_engines_copy(cat, &infos, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (!infos[i].ready)
+				down++;
+		engine_info_array_free(infos, n);
+	}
+	if (down > 0)
+		return "an engine did not answer as the kind given, or is still loading: see "
+		    "the engine_unavailable line above; models are re-read every "
+		    "--model-refresh seconds";
+	return "the engines answer but serve no model yet; load one (they are re-read "
+	    "every --model-refresh seconds)";
+}
+
 /* The coordinator URL without trailing '/', checked for a scheme. */
 static int coordinator_url(char *out, size_t len, const char *s)
 {
@@ -239,10 +264,7 @@ int cmd_worker(int argc, char **argv)
 		goto out;
 	}
 	if (catalog_model_count(cat) == 0)
-		log_warn("no_models", "engines=%zu hint=\"%s\"", nspecs,
-		    nspecs ? "the engines serve no model yet; they are re-read every "
-		    "--model-refresh seconds" : "no engine found on the default ports; "
-		    "start one or pass --engine TYPE=URL");
+		log_warn("no_models", "engines=%zu hint=\"%s\"", nspecs, no_models_hint(cat, nspecs));
 	if (keyring_fetch(keys, hc, coord) != 0)
 		log_warn("coordinator_key", "coordinator=%s error=\"%s\" retry=with_heartbeats",
 		    coord, troop_error_msg());
