@@ -3,7 +3,8 @@
 #   make          build build/troop (and the test tools)
 #   make test     install missing Debian packages, build, run ctest
 #   make test-asan  the same tests built with ASan+UBSan (build-asan/)
-#   make demo     run a whole troop on this machine
+#   make demo     build troop and the engine simulator only, run a whole troop
+#                 on this machine (DEMO_FLAGS: options for 'troop demo')
 #   make bench    benchmarks, side by side with baselines, as ratios
 #   make soak     the long-running soak test (label "slow")
 #   make fuzz     libFuzzer harnesses (clang), run for FUZZ_SECONDS each
@@ -13,6 +14,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?= --output-on-failure
 FUZZ_SECONDS ?= 30
+DEMO_FLAGS ?=
 
 .PHONY: all deps configure test test-asan demo bench soak fuzz clean
 
@@ -39,9 +41,8 @@ test-asan: deps
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ctest $(CTEST_FLAGS) -j$(JOBS) -LE 'slow|pg|netns'
 
-demo: configure
-	cmake --build $(BUILD) -j$(JOBS)
-	$(BUILD)/troop demo
+demo:
+	@scripts/make-demo.sh $(BUILD) $(JOBS) -- $(DEMO_FLAGS)
 
 bench:
 	@scripts/install-deps.sh bench
