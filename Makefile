@@ -8,6 +8,11 @@
 #   make bench    benchmarks, side by side with baselines, as ratios
 #   make soak     the long-running soak test (label "slow")
 #   make fuzz     libFuzzer harnesses (clang), run for FUZZ_SECONDS each
+#   make install  troop, troop(1), completions, systemd units, example
+#                 configuration under DESTDIR/PREFIX (default /usr/local);
+#                 make uninstall removes them
+#   make deb      a Debian package, monkey-troop_<version>_<arch>.deb, in
+#                 $(BUILD)/deb/
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
@@ -16,7 +21,19 @@ CTEST_FLAGS ?= --output-on-failure
 FUZZ_SECONDS ?= 30
 DEMO_FLAGS ?=
 
-.PHONY: all deps configure test test-asan demo bench soak fuzz clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man/man1
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR ?= $(PREFIX)/lib/systemd/user
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+EXAMPLEDIR ?= $(PREFIX)/share/doc/monkey-troop/examples
+GEN = $(BUILD)/generated-install
+
+.PHONY: all deps configure test test-asan demo bench soak fuzz clean troop-bin \
+	install-files install uninstall deb
 
 all: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -61,6 +78,42 @@ fuzz:
 	for f in build-fuzz/fuzz/fuzz_*; do \
 	  c=fuzz/corpus/$$(basename $$f | sed 's/^fuzz_//'); mkdir -p $$c; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) $$c || exit 1; done
+
+# troop alone, then what is made from its --help texts: the man page,
+# completions, example environment files, and the units with BINDIR.
+troop-bin: configure
+	cmake --build $(BUILD) -j$(JOBS) --target troop
+
+install-files: troop-bin
+	@mkdir -p $(GEN)
+	scripts/gen-man.sh $(BUILD)/troop > $(GEN)/troop.1
+	scripts/gen-completions.sh $(BUILD)/troop bash > $(GEN)/troop.bash
+	scripts/gen-completions.sh $(BUILD)/troop zsh > $(GEN)/_troop
+	scripts/gen-env-example.sh $(BUILD)/troop coordinator > $(GEN)/coordinator.env
+	scripts/gen-env-example.sh $(BUILD)/troop worker > $(GEN)/worker.env
+	for u in troop-coordinator troop-worker troop-up; do \
+	  sed 's|/usr/local/bin/troop|$(BINDIR)/troop|g' deploy/$$u.service > $(GEN)/$$u.service; \
+	done
+
+install: install-files
+	install -Dm755 $(BUILD)/troop $(DESTDIR)$(BINDIR)/troop
+	install -Dm644 $(GEN)/troop.1 $(DESTDIR)$(MANDIR)/troop.1
+	install -Dm644 $(GEN)/troop.bash $(DESTDIR)$(BASHCOMPDIR)/troop
+	install -Dm644 $(GEN)/_troop $(DESTDIR)$(ZSHCOMPDIR)/_troop
+	install -Dm644 $(GEN)/troop-coordinator.service $(DESTDIR)$(UNITDIR)/troop-coordinator.service
+	install -Dm644 $(GEN)/troop-worker.service $(DESTDIR)$(UNITDIR)/troop-worker.service
+	install -Dm644 $(GEN)/troop-up.service $(DESTDIR)$(USERUNITDIR)/troop-up.service
+	install -Dm644 $(GEN)/coordinator.env $(DESTDIR)$(EXAMPLEDIR)/coordinator.env
+	install -Dm644 $(GEN)/worker.env $(DESTDIR)$(EXAMPLEDIR)/worker.env
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/troop $(DESTDIR)$(MANDIR)/troop.1 \
+	  $(DESTDIR)$(BASHCOMPDIR)/troop $(DESTDIR)$(ZSHCOMPDIR)/_troop \
+	  $(DESTDIR)$(UNITDIR)/troop-coordinator.service \
+	  $(DESTDIR)$(UNITDIR)/troop-worker.service \
+	  $(DESTDIR)$(USERUNITDIR)/troop-up.service \
+	  $(DESTDIR)$(EXAMPLEDIR)/coordinator.env $(DESTDIR)$(EXAMPLEDIR)/worker.env
+	-rmdir $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(PREFIX)/share/doc/monkey-troop 2>/dev/null
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
