@@ -9,7 +9,9 @@
 #   make soak     the long-running soak test (label "slow")
 #   make fuzz     libFuzzer harnesses (clang), run for FUZZ_SECONDS each
 #   make install  troop, troop(1), completions, systemd units, example
-#                 configuration under DESTDIR/PREFIX (default /usr/local);
+#                 configuration, the engine simulator for 'troop demo' (in
+#                 PREFIX/lib/monkey-troop) under DESTDIR/PREFIX (default
+#                 /usr/local);
 #                 make uninstall removes them
 #   make deb      a Debian package, monkey-troop_<version>_<arch>.deb, in
 #                 $(BUILD)/deb/
@@ -30,6 +32,8 @@ USERUNITDIR ?= $(PREFIX)/lib/systemd/user
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 EXAMPLEDIR ?= $(PREFIX)/share/doc/monkey-troop/examples
+# the engine simulator, for 'troop demo' (it looks in BINDIR/../lib/monkey-troop)
+LIBDIR ?= $(PREFIX)/lib/monkey-troop
 GEN = $(BUILD)/generated-install
 
 .PHONY: all deps configure test test-asan demo bench soak fuzz clean troop-bin \
@@ -82,7 +86,7 @@ fuzz:
 # troop alone, then what is made from its --help texts: the man page,
 # completions, example environment files, and the units with BINDIR.
 troop-bin: configure
-	cmake --build $(BUILD) -j$(JOBS) --target troop
+	cmake --build $(BUILD) -j$(JOBS) --target troop engine-sim
 
 install-files: troop-bin
 	@mkdir -p $(GEN)
@@ -97,6 +101,7 @@ install-files: troop-bin
 
 install: install-files
 	install -Dm755 $(BUILD)/troop $(DESTDIR)$(BINDIR)/troop
+	install -Dm755 $(BUILD)/engine-sim $(DESTDIR)$(LIBDIR)/engine-sim
 	install -Dm644 $(GEN)/troop.1 $(DESTDIR)$(MANDIR)/troop.1
 	install -Dm644 $(GEN)/troop.bash $(DESTDIR)$(BASHCOMPDIR)/troop
 	install -Dm644 $(GEN)/_troop $(DESTDIR)$(ZSHCOMPDIR)/_troop
@@ -107,13 +112,26 @@ install: install-files
 	install -Dm644 $(GEN)/worker.env $(DESTDIR)$(EXAMPLEDIR)/worker.env
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/troop $(DESTDIR)$(MANDIR)/troop.1 \
+	rm -f $(DESTDIR)$(BINDIR)/troop $(DESTDIR)$(LIBDIR)/engine-sim $(DESTDIR)$(MANDIR)/troop.1 \
 	  $(DESTDIR)$(BASHCOMPDIR)/troop $(DESTDIR)$(ZSHCOMPDIR)/_troop \
 	  $(DESTDIR)$(UNITDIR)/troop-coordinator.service \
 	  $(DESTDIR)$(UNITDIR)/troop-worker.service \
 	  $(DESTDIR)$(USERUNITDIR)/troop-up.service \
 	  $(DESTDIR)$(EXAMPLEDIR)/coordinator.env $(DESTDIR)$(EXAMPLEDIR)/worker.env
-	-rmdir $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(PREFIX)/share/doc/monkey-troop 2>/dev/null
+	-rmdir $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(PREFIX)/share/doc/monkey-troop \
+	  $(DESTDIR)$(LIBDIR) 2>/dev/null
+
+# The package is built from a copy of the tree (tracked and untracked,
+# not ignored files) so that dpkg-buildpackage's outputs, which go to the
+# parent directory, stay in $(BUILD)/deb.
+deb:
+	@scripts/install-deps.sh deb
+	rm -rf $(BUILD)/deb
+	mkdir -p $(BUILD)/deb/src
+	git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C $(BUILD)/deb/src
+	cd $(BUILD)/deb/src && dpkg-buildpackage -us -uc -b -j$(JOBS) >../build.log 2>&1 || \
+	  { tail -40 ../build.log; echo "make deb: failed; see $(BUILD)/deb/build.log"; exit 1; }
+	@ls $(BUILD)/deb/*.deb
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

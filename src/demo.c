@@ -5,7 +5,8 @@
  * the demo directory), a worker next to the first real engine it finds on
  * its default port (or, when there is none, the engine simulator from the
  * build directory, announced in a banner: it is a test tool, not an
- * engine), and `troop up` on 127.0.0.1:9000.  Waits until the worker is
+ * engine; next to this binary in a build tree, or PREFIX/lib/monkey-troop
+ * once installed), and `troop up` on 127.0.0.1:9000.  Waits until the worker is
  * live, streams one chat completion through the local proxy to the
  * terminal, prints what to try next, and keeps running until Ctrl-C; then
  * stops the children in order (client, worker, coordinator, simulator).
@@ -395,6 +396,8 @@ int cmd_demo(int argc, char **argv)
 	if (simulated) {
 		int port;
 		sibling(sim, sizeof(sim), "engine-sim");
+		if (access(sim, X_OK) != 0)    /* installed: PREFIX/lib/monkey-troop/ */
+			sibling(sim, sizeof(sim), "../lib/monkey-troop/engine-sim");
 		snprintf(log, sizeof(log), "%s/engine-sim.log", dir);
 		{
 			char *av[] = { sim, "--listen", "127.0.0.1:0", "--tokens-per-second", "30",

@@ -16,7 +16,7 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 dest=$tmp/root
 make -C "$src" --no-print-directory install BUILD="$BUILD" JOBS=1 DESTDIR="$dest" \
   PREFIX=/opt/troop >"$tmp/make.log" 2>&1 || { cat "$tmp/make.log"; fail "make install"; exit 1; }
-for f in bin/troop share/man/man1/troop.1 share/bash-completion/completions/troop \
+for f in bin/troop lib/monkey-troop/engine-sim share/man/man1/troop.1 share/bash-completion/completions/troop \
     share/zsh/site-functions/_troop lib/systemd/system/troop-coordinator.service \
     lib/systemd/system/troop-worker.service lib/systemd/user/troop-up.service \
     share/doc/monkey-troop/examples/coordinator.env share/doc/monkey-troop/examples/worker.env; do
@@ -44,6 +44,25 @@ if command -v man >/dev/null 2>&1; then
 fi
 grep -q '^#TROOP_COORDINATOR=' "$dest/opt/troop/share/doc/monkey-troop/examples/worker.env" ||
   fail "worker.env example lacks TROOP_COORDINATOR"
+# the installed troop demo finds the installed simulator
+base=$(python3 -c '
+import random, socket
+for _ in range(200):
+    b = random.randrange(12000, 30000)
+    try:
+        socks = []
+        for p in range(b, b + 3):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(b); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+')
+TROOP_HOME=$tmp/home timeout 120 "$dest/opt/troop/bin/troop" demo --no-wait --simulator \
+  --coordinator-port "$base" --worker-port $((base + 1)) --client-port $((base + 2)) \
+  >"$tmp/demo.log" 2>&1 || { cat "$tmp/demo.log"; fail "installed troop demo"; }
+grep -q "It works" "$tmp/demo.log" || fail "installed troop demo served no completion"
 make -C "$src" --no-print-directory uninstall BUILD="$BUILD" DESTDIR="$dest" PREFIX=/opt/troop \
   >"$tmp/make.log" 2>&1 || fail "make uninstall"
 left=$(find "$dest" -type f)
