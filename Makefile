@@ -15,6 +15,8 @@
 #                 make uninstall removes them
 #   make deb      a Debian package, monkey-troop_<version>_<arch>.deb, in
 #                 $(BUILD)/deb/
+#   make test-fresh  the README's commands and the .deb in fresh Debian 12
+#                 roots (debootstrap; root or sudo)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
@@ -37,7 +39,7 @@ LIBDIR ?= $(PREFIX)/lib/monkey-troop
 GEN = $(BUILD)/generated-install
 
 .PHONY: all deps configure test test-asan demo bench soak fuzz clean troop-bin \
-	install-files install uninstall deb
+	install-files install uninstall deb test-fresh
 
 all: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -132,6 +134,12 @@ deb:
 	cd $(BUILD)/deb/src && dpkg-buildpackage -us -uc -b -j$(JOBS) >../build.log 2>&1 || \
 	  { tail -40 ../build.log; echo "make deb: failed; see $(BUILD)/deb/build.log"; exit 1; }
 	@ls $(BUILD)/deb/*.deb
+
+# The README's two commands, and the .deb, in fresh Debian 12 roots
+# (debootstrap; needs root or sudo, and network access).
+test-fresh:
+	@scripts/install-deps.sh fresh
+	@BUILD=$(BUILD) scripts/test-fresh.sh all
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
