@@ -112,6 +112,11 @@ in_root() {
     ${https_proxy:+https_proxy=$https_proxy} chroot "$r" /bin/bash -c "$*"
 }
 
+# footprint DIR: "N packages, N MB" of a root
+footprint() {
+  echo "$(chroot "$1" dpkg-query -W -f='${Status}\n' | grep -c 'install ok installed') packages, $(du -smx "$1" | cut -f1) MB"
+}
+
 free_base() {
   python3 -c '
 import random, socket
@@ -136,11 +141,15 @@ if [ "$what" = all ] || [ "$what" = source ]; then
   r=$work/root-source
   if step "fresh root for the README's commands" "$work/root-source.log" new_root "$r"; then
     git clone -q "$src" "$r/root/monkey-troop"
+    echo "    fresh root: $(footprint "$r")"
     base=$(free_base)
     step "make demo (a completion served)" "$work/make-demo.log" in_root "$r" \
       "cd /root/monkey-troop && make demo DEMO_FLAGS='--no-wait --coordinator-port $base --worker-port $((base + 1)) --client-port $((base + 2))' | tee /tmp/demo.out && grep -q 'It works' /tmp/demo.out"
+    echo "    after make demo: $(footprint "$r")"
     step "make test" "$work/make-test.log" in_root "$r" "cd /root/monkey-troop && make test"
     grep -E "tests passed|tests failed" "$work/make-test.log" | tail -1 | sed 's/^/    /'
+    echo "    after make test: $(footprint "$r")"
+    in_root "$r" "ps -e -o comm=" | grep -E '^(postgres|redis-server)' | sed 's/^/    left running: /'
   fi
 fi
 
