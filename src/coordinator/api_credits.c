@@ -143,7 +143,7 @@ static void h_authorize(http_req *r, void *arg)
 	const char *raw;
 	ledger_node ln;
 	ticket_claims cl;
-	char *token = NULL, db_msg[512];
+	char *token = NULL, db_msg[512], why[600];
 	int idx, rc, skipped[SKIP_N] = { 0 };
 
 	if (coord_authenticate(r, requester) != 0)
@@ -178,7 +178,6 @@ static void h_authorize(http_req *r, void *arg)
 	}
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
-		char why[600];
 		capacity_message(why, sizeof(why), skipped);
 		coord_reply_error(r, TROOP_ECAPACITY, "no node can take a request for '%s' now: %s",
 		    model, why);
