@@ -270,7 +270,7 @@ int cmd_worker(int argc, char **argv)
 		    coord, troop_error_msg());
 
 	/* receipts, proxy, heartbeats */
-	if (receipts_default_dir(spool, sizeof(spool)) != 0 ||
+	if (receipts_default_dir(spool, sizeof(spool)) != 0 || config_private_dir(spool) != 0 ||
 	    receipts_start(&rcpt, coord, &id, spool) != 0) {
 		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
 		goto out;

@@ -65,6 +65,7 @@ wpid=$!; pids+=($wpid)
 wait_log "$tmp/worker.log" worker_started $wpid || fail "worker did not start"
 [ -f "$HOME/.config/monkey-troop/identity.key" ] || fail "worker: no identity"
 [ "$(mode "$HOME/.config/monkey-troop")" = 700 ] || fail "worker: home mode"
+[ "$(mode "$HOME/.config/monkey-troop/worker/receipts")" = 700 ] || fail "worker: spool mode"
 
 # troop up
 export HOME=$tmp/h-up
