@@ -4,7 +4,10 @@
 # far too big to finish in the test (minutes of CPU), the worker starts
 # computing; SIGTERM during the computation must end the process, with
 # status 0, within 2 seconds (the computation is cancelled, not waited
-# for).  A second worker, idle with no job in flight, also exits within 2 s.
+# for).  A second worker, idle with no job in flight, also exits within 2 s;
+# so does a third whose coordinator hangs (accepts connections, never
+# answers): its heartbeat call is aborted and the OFFLINE heartbeat is
+# short.
 # The challenge is many rounds of a small matrix (1024, 4096 rounds):
 # minutes in all, while one round of a row block, the step between two
 # checks of the cancel flag, stays well under a second even in the
@@ -58,4 +61,16 @@ grep -q "poh_failed" "$wlog" && chain_fail "a cancelled proof was reported as fa
 chain_worker b "ollama=http://127.0.0.1:$SIM_PORT" --donate always --no-verify
 sleep 0.5
 stop_within "idle worker" "$WORKER_PID" "$CHAIN_TMP/worker-b.log"
+# a coordinator that accepts connections and never answers
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(128)
+print(s.getsockname()[1], flush=True)
+time.sleep(600)' >"$CHAIN_TMP/hung.port" &
+CHAIN_PIDS+=($!)
+for _ in $(seq 1 100); do [ -s "$CHAIN_TMP/hung.port" ] && break; sleep 0.05; done
+COORD_URL=http://127.0.0.1:$(cat "$CHAIN_TMP/hung.port")
+chain_worker c "ollama=http://127.0.0.1:$SIM_PORT" --donate always --no-verify
+sleep 1    # its heartbeat thread is now waiting on the hung coordinator
+stop_within "worker of a hung coordinator" "$WORKER_PID" "$CHAIN_TMP/worker-c.log"
 [ "$CHAIN_FAILS" -eq 0 ]
