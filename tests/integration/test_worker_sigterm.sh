@@ -70,7 +70,18 @@ time.sleep(600)' >"$CHAIN_TMP/hung.port" &
 CHAIN_PIDS+=($!)
 for _ in $(seq 1 100); do [ -s "$CHAIN_TMP/hung.port" ] && break; sleep 0.05; done
 COORD_URL=http://127.0.0.1:$(cat "$CHAIN_TMP/hung.port")
-chain_worker c "ollama=http://127.0.0.1:$SIM_PORT" --donate always --no-verify
+# (its start waits for the coordinator's key and first heartbeat to time out)
+mkdir -p "$CHAIN_TMP/home-worker-c"
+TROOP_HOME=$CHAIN_TMP/home-worker-c "$TROOP" worker --coordinator "$COORD_URL" \
+	--listen 127.0.0.1:0 --advertise 127.0.0.1 --engine "ollama=http://127.0.0.1:$SIM_PORT" \
+	--name c --donate always --no-verify >"$CHAIN_TMP/worker-c.log" 2>&1 &
+WORKER_PID=$!
+CHAIN_PIDS+=($!)
+for _ in $(seq 1 600); do
+	grep -q worker_started "$CHAIN_TMP/worker-c.log" && break
+	sleep 0.1
+done
+grep -q worker_started "$CHAIN_TMP/worker-c.log" || chain_fail "worker c did not start"
 sleep 1    # its heartbeat thread is now waiting on the hung coordinator
 stop_within "worker of a hung coordinator" "$WORKER_PID" "$CHAIN_TMP/worker-c.log"
 [ "$CHAIN_FAILS" -eq 0 ]
