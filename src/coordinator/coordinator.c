@@ -282,18 +282,6 @@ out:
 	return rc;
 }
 
-static int mkdir_private(const char *dir)
-{
-	struct stat st;
-
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return troop_error_set(TROOP_EIO, "cannot create data directory %s: %s", dir,
-		    strerror(errno));
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return troop_error_set(TROOP_EIO, "data directory %s is not a directory", dir);
-	return 0;
-}
-
 static void fatal_config(const char *what)
 {
 	fprintf(stderr, "troop coordinator: %s: %s\n", what, troop_error_msg());
@@ -384,10 +372,9 @@ int cmd_coordinator(int argc, char **argv)
 			fatal_config("--data-dir");
 			goto out;
 		}
-		mkdir(home, 0700);
 		snprintf(data_dir, sizeof(data_dir), "%s/coordinator", home);
 	}
-	if (mkdir_private(data_dir) != 0) {
+	if (config_private_dir(data_dir) != 0) {
 		fatal_config("--data-dir");
 		goto out;
 	}
