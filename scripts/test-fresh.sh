@@ -117,22 +117,7 @@ footprint() {
   echo "$(chroot "$1" dpkg-query -W -f='${Status}\n' | grep -c 'install ok installed') packages, $(du -smx "$1" | cut -f1) MB"
 }
 
-free_base() {
-  python3 -c '
-import random, socket
-for _ in range(200):
-    b = random.randrange(12000, 30000)
-    try:
-        socks = []
-        for p in range(b, b + 3):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(b); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-'
-}
+. "$(dirname "$0")/free-ports.sh"
 
 step "debootstrap $suite (cached in $cache)" "$work/debootstrap.log" fetch_tarball || {
   echo "test-fresh: $passed passed, $failed failed"; exit 1; }

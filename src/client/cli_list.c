@@ -44,15 +44,42 @@ static void join_models(char *out, size_t len, const json_t *models)
 	}
 }
 
+/* One node of /peers as a row of `troop nodes`. */
+static void node_row(cli_row *r, const json_t *n, void *arg)
+{
+	const char *id = json_string_value(json_object_get(n, "node_id"));
+	const char *ip = json_string_value(json_object_get(n, "tailscale_ip"));
+	const char *name = json_string_value(json_object_get(n, "name"));
+	const json_t *load = json_object_get(n, "load");
+
+	(void)arg;
+	snprintf(r->buf[0], sizeof(r->buf[0]), "%.8s", id ? id : "?");
+	ip = ip ? ip : "?";
+	snprintf(r->buf[2], sizeof(r->buf[2]), strchr(ip, ':') ? "[%s]:%lld" : "%s:%lld", ip,
+	    (long long)json_integer_value(json_object_get(n, "port")));
+	join_models(r->buf[4], sizeof(r->buf[4]), json_object_get(n, "models"));
+	snprintf(r->buf[5], sizeof(r->buf[5]), "%lld/%lld",
+	    (long long)json_integer_value(json_object_get(load, "active_jobs")),
+	    (long long)json_integer_value(json_object_get(load, "max_jobs")));
+	snprintf(r->buf[6], sizeof(r->buf[6]), "x%.2f",
+	    json_number_value(json_object_get(n, "multiplier")));
+	r->cells[0] = r->buf[0];
+	r->cells[1] = name && *name ? name : NULL;
+	r->cells[2] = r->buf[2];
+	r->cells[3] = json_string_value(json_object_get(n, "status"));
+	r->cells[4] = r->buf[4];
+	r->cells[5] = r->buf[5];
+	r->cells[6] = r->buf[6];
+	r->cells[7] = json_is_true(json_object_get(n, "verified")) ? "yes" : "no";
+}
+
 int cmd_nodes(int argc, char **argv)
 {
 	static const char *const hdr[8] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
 		"LOAD", "MULT", "VERIFIED" };
 	const char *model;
-	char path[1024];
-	json_t *out = NULL, *nodes, *n;
-	cli_table *t = NULL;
-	size_t i;
+	char path[1024], empty[400];
+	json_t *out = NULL;
 	cli c;
 	int rc;
 
@@ -81,51 +108,17 @@ int cmd_nodes(int argc, char **argv)
 		rc = cli_print_json(out);
 		goto out;
 	}
-	nodes = json_object_get(out, "nodes");
-	if (json_array_size(nodes) == 0) {
-		if (model)
-			printf("No live node serves '%s' right now (see 'troop models').\n", model);
-		else
-			printf("No live nodes right now.  Start one with 'troop worker'.\n");
-		rc = fflush(stdout) == 0 ? 0 : 1;
+	if (model)
+		snprintf(empty, sizeof(empty), "No live node serves '%.300s' right now (see "
+		    "'troop models').", model);
+	else
+		snprintf(empty, sizeof(empty), "No live nodes right now.  Start one with "
+		    "'troop worker'.");
+	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 8, hdr, 1u << 5 | 1u << 6,
+	    empty, node_row, NULL)) != 0)
 		goto out;
-	}
-	t = cli_table_new(8, hdr);
-	if (!t) {
-		rc = cli_fail(&c, "out of memory");
-		goto out;
-	}
-	cli_table_align_right(t, 5);
-	cli_table_align_right(t, 6);
-	json_array_foreach(nodes, i, n) {
-		const char *id = json_string_value(json_object_get(n, "node_id"));
-		const char *ip = json_string_value(json_object_get(n, "tailscale_ip"));
-		const char *name = json_string_value(json_object_get(n, "name"));
-		json_t *load = json_object_get(n, "load");
-		char sid[9], addr[96], models[256], ld[32], mult[32];
-		const char *cells[8] = { sid, name && *name ? name : NULL, addr,
-			json_string_value(json_object_get(n, "status")), models, ld, mult,
-			json_is_true(json_object_get(n, "verified")) ? "yes" : "no" };
-
-		snprintf(sid, sizeof(sid), "%.8s", id ? id : "?");
-		ip = ip ? ip : "?";
-		snprintf(addr, sizeof(addr), strchr(ip, ':') ? "[%s]:%lld" : "%s:%lld", ip,
-		    (long long)json_integer_value(json_object_get(n, "port")));
-		join_models(models, sizeof(models), json_object_get(n, "models"));
-		snprintf(ld, sizeof(ld), "%lld/%lld",
-		    (long long)json_integer_value(json_object_get(load, "active_jobs")),
-		    (long long)json_integer_value(json_object_get(load, "max_jobs")));
-		snprintf(mult, sizeof(mult), "x%.2f",
-		    json_number_value(json_object_get(n, "multiplier")));
-		if (cli_table_add(t, cells) != 0) {
-			rc = cli_fail(&c, "out of memory");
-			goto out;
-		}
-	}
-	cli_table_print(t, stdout);
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
-	cli_table_free(t);
 	json_decref(out);
 	cli_end(&c);
 	return rc;
@@ -156,12 +149,30 @@ static void short_hash(char *out, size_t len, const char *hash)
 		snprintf(out, len, "%.12s", hash);
 }
 
+/* One model of /v1/models as a row of `troop models`. */
+static void model_row(cli_row *r, const json_t *m, void *arg)
+{
+	json_int_t bytes = json_integer_value(json_object_get(m, "size_bytes"));
+
+	(void)arg;
+	snprintf(r->buf[1], sizeof(r->buf[1]), "%lld",
+	    (long long)json_integer_value(json_object_get(m, "nodes")));
+	if (bytes > 0)
+		cli_format_bytes(r->buf[2], sizeof(r->buf[2]), bytes);
+	else
+		snprintf(r->buf[2], sizeof(r->buf[2]), "-");
+	short_hash(r->buf[3], sizeof(r->buf[3]),
+	    json_string_value(json_object_get(m, "content_hash")));
+	r->cells[0] = json_string_value(json_object_get(m, "id"));
+	r->cells[1] = r->buf[1];
+	r->cells[2] = r->buf[2];
+	r->cells[3] = r->buf[3];
+}
+
 int cmd_models(int argc, char **argv)
 {
 	static const char *const hdr[4] = { "MODEL", "NODES", "SIZE", "CONTENT HASH" };
-	json_t *out = NULL, *data, *m;
-	cli_table *t = NULL;
-	size_t i;
+	json_t *out = NULL;
 	cli c;
 	int rc;
 
@@ -176,41 +187,12 @@ int cmd_models(int argc, char **argv)
 		rc = cli_print_json(out);
 		goto out;
 	}
-	data = json_object_get(out, "data");
-	if (json_array_size(data) == 0) {
-		printf("No models are served right now.  Start a worker with 'troop worker'.\n");
-		rc = fflush(stdout) == 0 ? 0 : 1;
+	if ((rc = cli_print_rows(&c, json_object_get(out, "data"), 4, hdr, 1u << 1 | 1u << 2,
+	    "No models are served right now.  Start a worker with 'troop worker'.", model_row,
+	    NULL)) != 0)
 		goto out;
-	}
-	t = cli_table_new(4, hdr);
-	if (!t) {
-		rc = cli_fail(&c, "out of memory");
-		goto out;
-	}
-	cli_table_align_right(t, 1);
-	cli_table_align_right(t, 2);
-	json_array_foreach(data, i, m) {
-		char nodes[32], size[32], hash[96];
-		json_int_t bytes = json_integer_value(json_object_get(m, "size_bytes"));
-		const char *cells[4] = { json_string_value(json_object_get(m, "id")), nodes,
-			size, hash };
-
-		snprintf(nodes, sizeof(nodes), "%lld",
-		    (long long)json_integer_value(json_object_get(m, "nodes")));
-		if (bytes > 0)
-			cli_format_bytes(size, sizeof(size), bytes);
-		else
-			snprintf(size, sizeof(size), "-");
-		short_hash(hash, sizeof(hash), json_string_value(json_object_get(m, "content_hash")));
-		if (cli_table_add(t, cells) != 0) {
-			rc = cli_fail(&c, "out of memory");
-			goto out;
-		}
-	}
-	cli_table_print(t, stdout);
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
-	cli_table_free(t);
 	json_decref(out);
 	cli_end(&c);
 	return rc;
