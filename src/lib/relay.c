@@ -198,7 +198,11 @@ static int client_write(relay *rl, const char *data, size_t len, bool observe)
 	return 0;
 }
 
-/* The error event and end marker of an event stream. */
+/* The error event that ends an event stream after a failure.  No
+ * "data: [DONE]" follows: that marker means the answer is complete, and
+ * the OpenAI API itself ends a stream that failed with the error event
+ * alone, so a reader that ignores error events still sees the stream end
+ * without its end marker. */
 static void client_error_events(relay *rl, int err, const char *msg)
 {
 	json_t *body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
@@ -212,7 +216,6 @@ static void client_error_events(relay *rl, int err, const char *msg)
 		(void)client_write(rl, text, strlen(text), false);
 		(void)client_write(rl, "\n\n", 2, false);
 	}
-	(void)client_write(rl, "data: [DONE]\n\n", 14, false);
 	free(text);
 }
 
