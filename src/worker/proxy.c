@@ -185,6 +185,11 @@ static void job_on_done(void *arg, http_req *req, const relay_stats *st)
 		outcome = JOB_ERROR;
 		break;
 	}
+	/* the engine is gone or failing: have the catalog re-read now rather
+	 * than advertise its models for another minute */
+	if (st->end == RELAY_END_UPSTREAM || st->upstream_status == 502 ||
+	    st->upstream_status == 503 || st->upstream_status == 504)
+		catalog_want_refresh(j->p->o.cat);
 	if (req) {
 		/* nothing reached the client yet: answer with a JSON error */
 		if (st->end == RELAY_END_ABORTED) {
@@ -214,20 +219,22 @@ static void job_deadline(evutil_socket_t fd, short what, void *arg)
 		relay_abort(j->rl, TROOP_ETIMEOUT, msg);
 }
 
-/* Start the admitted job: the slot is taken, the jti recorded. */
-static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char *engine_url)
+/* Start the admitted job: the slot is taken, the jti recorded.  `body`
+ * (len bytes) is what goes to the engine at `tg`. */
+static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
+    const catalog_target *tg, const char *body, size_t len)
 {
 	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done };
 	struct pthread_ctx *t = http_req_thread_ctx(r);
 	const char *ctype = http_req_header(r, "Content-Type");
 	const char *accept = http_req_header(r, "Accept");
 	char url[ENGINE_URL_MAX + 64], h_ctype[160], h_accept[160];
-	const char *headers[3] = { NULL, NULL, NULL };
+	char h_authz[ENGINE_KEY_MAX + 32] = "";
+	const char *headers[4] = { NULL, NULL, NULL, NULL };
+	int nh = 0;
 	http_async_opts ao = { .tcp_nodelay = true };
 	struct job *j = calloc(1, sizeof(*j));
 	relay_upstream up;
-	size_t len;
-	const char *body = http_req_body(r, &len);
 	int rc;
 
 	if (!j) {
@@ -244,13 +251,18 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char
 	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
 	j->rec.started_at_ms = wall_ms();
 
-	snprintf(url, sizeof(url), "%s%s", engine_url, http_req_path(r));
+	snprintf(url, sizeof(url), "%s%s", tg->url, http_req_path(r));
 	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s",
 	    ctype && strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
-	headers[0] = h_ctype;
+	headers[nh++] = h_ctype;
 	if (accept && strlen(accept) < 128 && !strpbrk(accept, "\r\n")) {
 		snprintf(h_accept, sizeof(h_accept), "Accept: %s", accept);
-		headers[1] = h_accept;
+		headers[nh++] = h_accept;
+	}
+	/* the engine's own key; the requester's ticket never goes to the engine */
+	if (tg->api_key[0]) {
+		snprintf(h_authz, sizeof(h_authz), "Authorization: Bearer %s", tg->api_key);
+		headers[nh++] = h_authz;
 	}
 	if (cl->max_seconds <= 0)
 		ao.first_byte_timeout_ms = 600000;  /* no budget: still do not wait forever */
@@ -266,6 +278,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char
 		}
 	}
 	rc = relay_start(&j->rl, r, t->a, &up, NULL, &cb, j);
+	sodium_memzero(h_authz, sizeof(h_authz));
 	if (rc) {
 		http_reply_error(r, rc, "cannot start the engine request");
 		goto fail;
@@ -389,7 +402,8 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	ticket_claims cl;
 	json_t *body = NULL;
 	const char *model = NULL, *raw;
-	char engine_url[ENGINE_URL_MAX];
+	catalog_target tg;
+	char *renamed = NULL;
 	size_t len;
 	int rc;
 
@@ -420,7 +434,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		reply_ticket_error(r, "ticket is for another model than the request's \"model\"");
 		goto out;
 	}
-	if (catalog_lookup(p->o.cat, model, engine_url, sizeof(engine_url), NULL) != 0) {
+	if (catalog_resolve(p->o.cat, model, &tg) != 0) {
 		reply_ticket_error(r, "the ticket's model is not served on this node");
 		goto out;
 	}
@@ -455,10 +469,21 @@ static void admit(proxy *p, http_req *r, bool refetched)
 			(void)receipts_submit(p->o.receipts, &rec);
 		goto out;
 	}
-	job_start(p, r, &cl, engine_url);
+	if (tg.engine_name[0]) {
+		/* the engine knows the model by another name (llama.cpp's file
+		 * name): the request says the engine's */
+		json_object_set_new(body, "model", json_string(tg.engine_name));
+		renamed = json_dumps(body, JSON_COMPACT);
+	}
+	if (renamed)
+		job_start(p, r, &cl, &tg, renamed, strlen(renamed));
+	else
+		job_start(p, r, &cl, &tg, raw, len);
 out:
+	free(renamed);
 	json_decref(body);
 	sodium_memzero(&cl, sizeof(cl));
+	sodium_memzero(&tg, sizeof(tg));
 }
 
 static void h_infer(http_req *r, void *arg)

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "catalog.h"
 #include "commands.h"
 #include "config.h"
@@ -50,6 +52,9 @@ static const config_opt worker_opts[] = {
 	{ "engine", 'e', OPT_LIST, "TROOP_ENGINE", NULL, NULL, "TYPE=URL",
 	  "an engine to serve (ollama, vllm, lmstudio, llamacpp, openai); "
 	  "default: auto-detect on the default ports", 0, 0 },
+	{ "engine-key-file", 0, OPT_STRING, "TROOP_ENGINE_KEY_FILE", NULL, NULL, "FILE",
+	  "API keys of the engines (llama-server/vLLM --api-key), mode 0600: lines "
+	  "'KEY' (every --engine) or 'URL KEY'; TROOP_ENGINE_KEY=KEY also works", 0, 0 },
 	{ "model-refresh", 0, OPT_INT, "TROOP_MODEL_REFRESH", NULL, "60", "SECONDS",
 	  "how often the engines' models are re-read", 1, 86400 },
 	{ "max-jobs", 'j', OPT_INT, "TROOP_MAX_JOBS", NULL, "4", "N",
@@ -170,6 +175,26 @@ int cmd_worker(int argc, char **argv)
 	}
 	for (size_t i = 0; i < nspecs; i++) {
 		if (engine_spec_parse(&specs[i], engines[i]) != 0) {
+			ret = usage_error(NULL, troop_error_msg());
+			goto out;
+		}
+	}
+	{
+		/* engine API keys: the environment for all, then the file */
+		const char *k = getenv("TROOP_ENGINE_KEY");
+
+		if (k && *k) {
+			if (nspecs == 0 || strlen(k) >= ENGINE_KEY_MAX || strpbrk(k, " \t\r\n")) {
+				ret = usage_error("TROOP_ENGINE_KEY", nspecs == 0 ?
+				    "needs --engine TYPE=URL (keys are not sent to auto-detected "
+				    "engines)" : "expected one key without spaces");
+				goto out;
+			}
+			for (size_t i = 0; i < nspecs; i++)
+				snprintf(specs[i].api_key, sizeof(specs[i].api_key), "%s", k);
+		}
+		if (config_str(cfg, "engine-key-file") &&
+		    engine_keys_load(specs, nspecs, config_str(cfg, "engine-key-file")) != 0) {
 			ret = usage_error(NULL, troop_error_msg());
 			goto out;
 		}
@@ -299,6 +324,7 @@ out:
 	catalog_free(cat);
 	http_client_free(hc);
 	identity_wipe(&id);
+	sodium_memzero(specs, sizeof(specs));
 	config_free(cfg);
 	return ret;
 }
