@@ -303,6 +303,7 @@ int cmd_up(int argc, char **argv)
 	    http_server_route(srv, "POST", "/v1/embeddings", up_handle_inference, s) ||
 	    http_server_route(srv, "GET", "/v1/models", up_handle_models, s) ||
 	    http_server_route(srv, "GET", "/v1/models/{model}", up_handle_model, s) ||
+	    http_server_route(srv, "GET", "/v1/models/{org}/{name}", up_handle_model_org, s) ||
 	    http_server_route(srv, "GET", "/health", h_health, s)) {
 		rc = cli_fail(&c, "%s", troop_error_msg());
 		goto out;

@@ -74,6 +74,8 @@ int64_t up_now_us(void);
 void up_handle_inference(http_req *r, void *arg);
 void up_handle_models(http_req *r, void *arg);
 void up_handle_model(http_req *r, void *arg);
+/* GET /v1/models/{org}/{name}: the same for an id with a slash. */
+void up_handle_model_org(http_req *r, void *arg);
 
 /* Free the models cache (at exit). */
 void up_models_clear(up_server *s);

@@ -153,6 +153,16 @@ typedef struct {
 	                         * 0: RELAY_DEFAULT_MAX_EVENT */
 	size_t max_error_body;  /* error body kept for normalize_error;
 	                         * 0: RELAY_DEFAULT_MAX_ERROR_BODY */
+	/* 0: off.  Otherwise, for an accepted 2xx event stream, the client's
+	 * reply begins (status and headers sent) as soon as the upstream's
+	 * headers are in, not at the first body byte, and an SSE comment
+	 * line ": keep-alive" (which event-stream readers skip) is sent after
+	 * every keepalive_ms without bytes to the client.  So the next hop
+	 * sees that the upstream accepted the request and is working on it
+	 * (an engine reading a long prompt sends nothing for a long time).
+	 * The request can then no longer be handed back: a failure before
+	 * the first event ends the stream with the error event. */
+	long keepalive_ms;
 } relay_opts;
 
 /* Start relaying: send `up` with `a` (which must run on req's event base)

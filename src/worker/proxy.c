@@ -55,6 +55,9 @@ struct job {
 	struct pthread_ctx *t;
 	relay *rl;
 	struct event *deadline;
+	struct event *first_token;  /* armed at the engine's headers */
+	int64_t first_token_s;
+	bool body_seen;             /* a body byte of the engine's came */
 	usage_counter *usage;
 	worker_job rec;
 	int64_t t0_us;
@@ -108,6 +111,12 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
+	/* the engine accepted the request: from here the first token may take
+	 * as long as the prompt needs, up to the first-token limit */
+	if (sse && status >= 200 && status < 300 && j->first_token) {
+		struct timeval tv = { (time_t)j->first_token_s, 0 };
+		evtimer_add(j->first_token, &tv);
+	}
 	return RELAY_ACCEPT;
 }
 
@@ -115,7 +124,22 @@ static void job_on_body(void *arg, const char *data, size_t len)
 {
 	struct job *j = arg;
 
+	if (!j->body_seen && j->first_token)
+		evtimer_del(j->first_token);
+	j->body_seen = true;
 	usage_counter_feed(j->usage, data, len);
+}
+
+static void job_first_token_late(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *j = arg;
+	char msg[160];
+
+	if (j->body_seen || !j->rl)
+		return;
+	snprintf(msg, sizeof(msg), "the engine produced no first token within %lld s",
+	    (long long)j->first_token_s);
+	relay_abort(j->rl, TROOP_ETIMEOUT, msg);
 }
 
 static int job_normalize(void *arg, int status, const char *body, size_t len, json_t **out)
@@ -129,6 +153,8 @@ static void job_free(struct job *j)
 		return;
 	if (j->deadline)
 		event_free(j->deadline);
+	if (j->first_token)
+		event_free(j->first_token);
 	usage_counter_free(j->usage);
 	free(j);
 }
@@ -233,6 +259,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	const char *headers[4] = { NULL, NULL, NULL, NULL };
 	int nh = 0;
 	http_async_opts ao = { .tcp_nodelay = true };
+	relay_opts ro = { .keepalive_ms = PROXY_KEEPALIVE_MS };
 	struct job *j = calloc(1, sizeof(*j));
 	relay_upstream up;
 	int rc;
@@ -277,7 +304,14 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 			goto fail;
 		}
 	}
-	rc = relay_start(&j->rl, r, t->a, &up, NULL, &cb, j);
+	j->first_token_s = (p->o.first_token_s > 0 ? p->o.first_token_s :
+	    PROXY_DEFAULT_FIRST_TOKEN_S) + (int64_t)(len / 1024);
+	j->first_token = evtimer_new(t->base, job_first_token_late, j);
+	if (!j->first_token) {
+		http_reply_error(r, TROOP_ENOMEM, "out of memory starting the job");
+		goto fail;
+	}
+	rc = relay_start(&j->rl, r, t->a, &up, &ro, &cb, j);
 	sodium_memzero(h_authz, sizeof(h_authz));
 	if (rc) {
 		http_reply_error(r, rc, "cannot start the engine request");

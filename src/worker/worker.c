@@ -55,6 +55,9 @@ static const config_opt worker_opts[] = {
 	{ "engine-key-file", 0, OPT_STRING, "TROOP_ENGINE_KEY_FILE", NULL, NULL, "FILE",
 	  "API keys of the engines (llama-server/vLLM --api-key), mode 0600: lines "
 	  "'KEY' (every --engine) or 'URL KEY'; TROOP_ENGINE_KEY=KEY also works", 0, 0 },
+	{ "first-token-timeout", 0, OPT_INT, "TROOP_FIRST_TOKEN_TIMEOUT", NULL, "120", "SECONDS",
+	  "a stream's first token may take this long after the engine accepted the "
+	  "request, plus 1 s per KiB of prompt", 1, 86400 },
 	{ "model-refresh", 0, OPT_INT, "TROOP_MODEL_REFRESH", NULL, "60", "SECONDS",
 	  "how often the engines' models are re-read", 1, 86400 },
 	{ "max-jobs", 'j', OPT_INT, "TROOP_MAX_JOBS", NULL, "4", "N",
@@ -272,6 +275,7 @@ int cmd_worker(int argc, char **argv)
 			.max_jobs = (int)config_int(cfg, "max-jobs"),
 			.node_id = id.id, .coordinator = coord, .cat = cat, .keys = keys,
 			.replay = replay, .receipts = rcpt,
+			.first_token_s = (int)config_int(cfg, "first-token-timeout"),
 		};
 		if (proxy_new(&px, &po) != 0 || proxy_start(px) != 0) {
 			fprintf(stderr, "troop worker: %s\n", troop_error_msg());
