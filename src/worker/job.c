@@ -21,6 +21,7 @@ const char *job_outcome_name(job_outcome o)
 	case JOB_CUT_OFF: return "cut_off";
 	case JOB_CLIENT_GONE: return "client_gone";
 	case JOB_REJECTED: return "rejected";
+	case JOB_ENGINE_ERROR: return "engine_error";
 	}
 	return "error";
 }
@@ -46,7 +47,8 @@ json_t *job_receipt_body(const worker_job *job, const char *node_id)
 {
 	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I}",
 	    "job_id", job->job_id, "node_id", node_id, "requester", job->requester,
-	    "model", job->model, "duration_ms", (json_int_t)job->duration_ms,
+	    "model", job->model, "duration_ms", (json_int_t)(job->outcome == JOB_ENGINE_ERROR ||
+	    job->outcome == JOB_REJECTED ? 0 : job->duration_ms),
 	    "prompt_tokens", (json_int_t)job->prompt_tokens,
 	    "completion_tokens", (json_int_t)job->completion_tokens,
 	    "outcome", job_outcome_name(job->outcome),

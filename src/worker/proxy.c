@@ -199,7 +199,11 @@ static void job_on_done(void *arg, http_req *req, const relay_stats *st)
 	j->rl = NULL;
 	switch (st->end) {
 	case RELAY_END_COMPLETE:
-		outcome = st->status >= 400 ? JOB_ERROR : JOB_OK;
+		/* an error reply of the engine's is no output: not charged */
+		outcome = st->status >= 400 ? JOB_ENGINE_ERROR : JOB_OK;
+		break;
+	case RELAY_END_UPSTREAM:
+		outcome = j->body_seen ? JOB_ERROR : JOB_ENGINE_ERROR;
 		break;
 	case RELAY_END_ABORTED:
 		outcome = JOB_CUT_OFF;

@@ -697,7 +697,7 @@ static void test_engine_error_normalised(void **state)
 	assert_string_equal(json_string_value(json_object_get(e, "code")), "engine_error");
 	json_decref(j);
 	http_response_free(&r);
-	assert_true(wait_log(&we, "outcome=error status=500"));
+	assert_true(wait_log(&we, "outcome=engine_error status=500"));
 	free(tok);
 	free(body);
 	assert_int_equal(harness_stop(&we, SIGTERM), 0);
