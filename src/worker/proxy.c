@@ -54,6 +54,7 @@ struct job {
 	proxy *p;
 	struct pthread_ctx *t;
 	relay *rl;
+	http_req *req;              /* the requester's, while the relay holds it */
 	struct event *deadline;
 	struct event *first_token;  /* armed at the engine's headers */
 	int64_t first_token_s;
@@ -111,6 +112,14 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
+	/* an error the engine answered (not this worker's failure): the client
+	 * passes it to the app instead of trying another node */
+	if (status >= 400 && j->req) {
+		char v[16];
+
+		snprintf(v, sizeof(v), "%d", status);
+		http_reply_header(j->req, PROXY_ENGINE_STATUS_HEADER, v);
+	}
 	/* the engine accepted the request: from here the first token may take
 	 * as long as the prompt needs, up to the first-token limit */
 	if (sse && status >= 200 && status < 300 && j->first_token) {
@@ -197,6 +206,7 @@ static void job_on_done(void *arg, http_req *req, const relay_stats *st)
 	int status = st->status;
 
 	j->rl = NULL;
+	j->req = NULL;
 	switch (st->end) {
 	case RELAY_END_COMPLETE:
 		/* an error reply of the engine's is no output: not charged */
@@ -315,6 +325,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 		http_reply_error(r, TROOP_ENOMEM, "out of memory starting the job");
 		goto fail;
 	}
+	j->req = r;
 	rc = relay_start(&j->rl, r, t->a, &up, &ro, &cb, j);
 	sodium_memzero(h_authz, sizeof(h_authz));
 	if (rc) {

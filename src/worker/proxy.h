@@ -28,7 +28,8 @@
  *
  * Each job is stopped at the ticket's max_seconds: the stream ends with an
  * error event (relay_abort), or, when nothing was sent yet, a 504 JSON
- * error.  A streamed reply starts (status and headers) as soon as the
+ * error.  Engine error replies carry PROXY_ENGINE_STATUS_HEADER.  A
+ * streamed reply starts (status and headers) as soon as the
  * engine accepted the request, and carries an SSE comment ": keep-alive"
  * every PROXY_KEEPALIVE_MS of silence, so that the client can tell an
  * engine reading a long prompt from a dead node; the first token must
@@ -51,6 +52,11 @@
 
 #define PROXY_DEFAULT_MAX_BODY (16u * 1024 * 1024)
 #define PROXY_KEEPALIVE_MS 5000
+/* On an error reply that came from the engine (normalised to the OpenAI
+ * shape, the engine's status kept): the engine's status.  Absent on the
+ * worker's own errors (ticket, node full, engine unreachable, timeout), so
+ * a client knows which failures another node could avoid. */
+#define PROXY_ENGINE_STATUS_HEADER "X-Troop-Engine-Status"
 #define PROXY_DEFAULT_FIRST_TOKEN_S 120
 
 typedef struct proxy proxy;
