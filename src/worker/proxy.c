@@ -59,6 +59,7 @@ struct job {
 	struct event *first_token;  /* armed at the engine's headers */
 	int64_t first_token_s;
 	bool body_seen;             /* a body byte of the engine's came */
+	bool first_token_late;      /* stopped by the first-token limit */
 	usage_counter *usage;
 	worker_job rec;
 	int64_t t0_us;
@@ -148,6 +149,7 @@ static void job_first_token_late(evutil_socket_t fd, short what, void *arg)
 		return;
 	snprintf(msg, sizeof(msg), "the engine produced no first token within %lld s",
 	    (long long)j->first_token_s);
+	j->first_token_late = true;
 	relay_abort(j->rl, TROOP_ETIMEOUT, msg);
 }
 
@@ -216,7 +218,8 @@ static void job_on_done(void *arg, http_req *req, const relay_stats *st)
 		outcome = j->body_seen ? JOB_ERROR : JOB_ENGINE_ERROR;
 		break;
 	case RELAY_END_ABORTED:
-		outcome = JOB_CUT_OFF;
+		/* no first token in time: nothing was served */
+		outcome = j->first_token_late ? JOB_ENGINE_ERROR : JOB_CUT_OFF;
 		break;
 	case RELAY_END_CLIENT_GONE:
 		outcome = JOB_CLIENT_GONE;
