@@ -7,6 +7,9 @@
  *
  * The live record goes to the registry (TTL); the durable facts (owner,
  * multiplier, verification) to the ledger, written only when they change.
+ * The heartbeat copies the ledger row it reads into the registry record
+ * (registry_facts), so /peers and /v1/models read the registry alone;
+ * /nodes/{id} reads the ledger only for a node that is not live.
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -149,7 +152,8 @@ static void h_heartbeat(http_req *r, void *arg)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
-	    (rc = parse_heartbeat(&n, body, signer)) != 0) {
+	    (rc = parse_heartbeat(&n, body, signer)) != 0 ||
+	    (rc = addr_policy_check(&c->addrs, n.ip)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -160,8 +164,14 @@ static void h_heartbeat(http_req *r, void *arg)
 		    "ttl", (json_int_t)0, "next_heartbeat", (json_int_t)0));
 		goto out;
 	}
-	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0 ||
-	    (rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
+	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
+	n.facts = (registry_facts){ .multiplier = ln.multiplier, .verified = ln.verified,
+		.verified_at = ln.verified_at, .reputation = ln.reputation };
+	if ((rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -179,9 +189,13 @@ out:
 
 /* ---- discovery --------------------------------------------------------------- */
 
-/* The public view of a node: its heartbeat fields plus the durable facts. */
+/* The public view of a node: its heartbeat fields plus the durable facts,
+ * from the live record's copy (live) or from the ledger row `ln` (not
+ * live; NULL when the ledger does not know the node). */
 static json_t *node_json(const registry_node *n, const ledger_node *ln, bool live)
 {
+	const registry_facts *f = &n->facts;
+
 	json_t *o = json_object(), *models = json_array();
 
 	for (size_t i = 0; i < n->n_models; i++)
@@ -204,14 +218,17 @@ static json_t *node_json(const registry_node *n, const ledger_node *ln, bool liv
 	json_object_set_new(o, "encryption_public_key", json_string(n->encryption_public_key));
 	json_object_set_new(o, "load", json_pack("{s:i, s:i}", "active_jobs", n->active_jobs,
 	    "max_jobs", n->max_jobs));
-	json_object_set_new(o, "owner", json_string(ln ? ln->owner : n->owner));
+	json_object_set_new(o, "owner", json_string(live ? n->owner : ln ? ln->owner : ""));
 	json_object_set_new(o, "version", json_string(n->version));
 	json_object_set_new(o, "last_seen", json_integer(live ? n->last_seen :
 	    (ln ? ln->last_seen : 0)));
-	json_object_set_new(o, "multiplier", json_real(ln ? ln->multiplier : 1.0));
-	json_object_set_new(o, "verified", json_boolean(ln && ln->verified));
-	json_object_set_new(o, "verified_at", json_integer(ln ? ln->verified_at : 0));
-	json_object_set_new(o, "reputation", json_real(ln ? ln->reputation : 0.5));
+	json_object_set_new(o, "multiplier", json_real(live ? f->multiplier :
+	    ln ? ln->multiplier : 1.0));
+	json_object_set_new(o, "verified", json_boolean(live ? f->verified : ln && ln->verified));
+	json_object_set_new(o, "verified_at", json_integer(live ? f->verified_at :
+	    ln ? ln->verified_at : 0));
+	json_object_set_new(o, "reputation", json_real(live ? f->reputation :
+	    ln ? ln->reputation : 0.5));
 	json_object_set_new(o, "live", json_boolean(live));
 	return o;
 }
@@ -219,7 +236,6 @@ static json_t *node_json(const registry_node *n, const ledger_node *ln, bool liv
 static void h_peers(http_req *r, void *arg)
 {
 	coord *c = arg;
-	coord_thread *t = coord_thread_of(r);
 	const char *model = http_req_query_param(r, "model");
 	const char *lim = http_req_query_param(r, "limit");
 	int64_t now = (int64_t)time(NULL);
@@ -249,11 +265,8 @@ static void h_peers(http_req *r, void *arg)
 		return;
 	}
 	arr = json_array();
-	for (size_t i = 0; i < n; i++) {
-		ledger_node ln;
-		bool have = ledger_node_get(&ln, t->db, nodes[i].node_id) == 0;
-		json_array_append_new(arr, node_json(&nodes[i], have ? &ln : NULL, true));
-	}
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, node_json(&nodes[i], NULL, true));
 	registry_nodes_free(nodes, n);
 	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)n, "nodes", arr));
 }
@@ -303,23 +316,24 @@ static void h_node(http_req *r, void *arg)
 		return;
 	}
 	live = rc == 0;
+	if (live) {
+		coord_reply_json(r, 200, node_json(&n, NULL, true));
+		registry_node_clear(&n);
+		return;
+	}
 	rc = ledger_node_get(&ln, t->db, id);
 	if (rc != 0 && rc != TROOP_ENOTFOUND) {
-		registry_node_clear(&n);
 		coord_reply_last_error(r, rc);
 		return;
 	}
 	known = rc == 0;
-	if (!live && !known) {
+	if (!known) {
 		coord_reply_error(r, TROOP_ENOTFOUND, "no node with id '%s'", id);
 		return;
 	}
-	if (!live) {
-		snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
-		snprintf(n.name, sizeof(n.name), "%s", ln.name);
-	}
-	coord_reply_json(r, 200, node_json(&n, known ? &ln : NULL, live));
-	registry_node_clear(&n);
+	snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
+	snprintf(n.name, sizeof(n.name), "%s", ln.name);
+	coord_reply_json(r, 200, node_json(&n, &ln, false));
 }
 
 void api_nodes_routes(http_server *s, coord *c)

@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "dynbuf.h"
 #include "error.h"
 #include "http_client.h"
 #include "http_server.h"
@@ -71,8 +72,7 @@ struct job {
 struct keyfetch {
 	proxy *p;
 	http_req *r;
-	char buf[KEYRING_REPLY_MAX];
-	size_t len;
+	dynbuf body;               /* the reply, at most KEYRING_REPLY_MAX - 1 bytes */
 	bool overflow;
 	int status;
 };
@@ -390,13 +390,11 @@ static int keyfetch_data(void *arg, const char *data, size_t len)
 {
 	struct keyfetch *f = arg;
 
-	if (f->len + len >= sizeof(f->buf)) {
+	int rc = dynbuf_add(&f->body, data, len);
+
+	if (rc == TROOP_ETOOLARGE)
 		f->overflow = true;
-		return -1;
-	}
-	memcpy(f->buf + f->len, data, len);
-	f->len += len;
-	return 0;
+	return rc == 0 ? 0 : -1;
 }
 
 static void keyfetch_done(void *arg, int err)
@@ -404,7 +402,7 @@ static void keyfetch_done(void *arg, int err)
 	struct keyfetch *f = arg;
 
 	if (!err && f->status == 200 && !f->overflow) {
-		json_t *body = json_loadb(f->buf, f->len, 0, NULL);
+		json_t *body = json_loadb(dynbuf_ptr(&f->body), dynbuf_len(&f->body), 0, NULL);
 		ticket_key key;
 
 		if (body && keyring_parse(&key, body) == 0) {
@@ -421,6 +419,7 @@ static void keyfetch_done(void *arg, int err)
 		http_req_on_close(f->r, NULL, NULL);
 		admit(f->p, f->r, true);
 	}
+	dynbuf_free(&f->body);
 	free(f);
 }
 
@@ -438,6 +437,7 @@ static bool keyfetch_start(proxy *p, http_req *r)
 		return false;
 	f->p = p;
 	f->r = r;
+	dynbuf_init(&f->body, KEYRING_REPLY_MAX - 1);
 	snprintf(url, sizeof(url), "%s/public-key", p->coordinator);
 	if (http_async_request(t->a, NULL, "GET", url, NULL, NULL, 0, &ao, &cb, f) != 0) {
 		free(f);
@@ -445,6 +445,31 @@ static bool keyfetch_start(proxy *p, http_req *r)
 	}
 	http_req_on_close(r, keyfetch_closed, f);
 	return true;
+}
+
+/* The body fields a ticket binds (the engine must see exactly the value
+ * checked against the ticket). */
+static const char *const bound_fields[] = { "model" };
+
+/* Refuse a body holding a case variant of a bound field ("Model", "MODEL"):
+ * engines that match JSON keys case-insensitively (Go's encoding/json)
+ * could read that one instead of the checked "model".  Exact duplicates
+ * are already refused by the parser (JSON_REJECT_DUPLICATES).  Returns 0
+ * or TROOP_EINVAL with the message set. */
+static int bound_fields_check(json_t *body)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(body, key, v) {
+		for (size_t i = 0; i < sizeof(bound_fields) / sizeof(bound_fields[0]); i++)
+			if (strcasecmp(key, bound_fields[i]) == 0 &&
+			    strcmp(key, bound_fields[i]) != 0)
+				return troop_error_set(TROOP_EINVAL, "body has a field '%s' beside "
+				    "'%s': a field the ticket binds must appear once, in lower case",
+				    key, bound_fields[i]);
+	}
+	return 0;
 }
 
 static void admit(proxy *p, http_req *r, bool refetched)
@@ -460,8 +485,10 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	int rc;
 
 	if (!token) {
-		reply_ticket_error(r, "missing ticket: send 'Authorization: Bearer <ticket>' "
-		    "with a ticket from the coordinator's /authorize");
+		/* worded so that the log's redaction of bearer credentials
+		 * leaves the refusal line readable */
+		reply_ticket_error(r, "missing ticket: send the ticket from the coordinator's "
+		    "/authorize as a bearer token in the Authorization header");
 		return;
 	}
 	rc = keyring_verify(p->o.keys, &cl, token, now);
@@ -474,6 +501,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	}
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
+	    (rc = bound_fields_check(body)) != 0 ||
 	    (rc = json_get_strn(&model, body, "model", true, JOB_MODEL_MAX - 1)) != 0) {
 		refuse(r, rc, troop_error_msg());
 		goto out;
@@ -496,10 +524,10 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	}
 	rc = replay_cache_check(p->o.replay, cl.jti, cl.exp + TICKET_SKEW, now);
 	if (rc) {
-		if (rc == TROOP_ERATE)
-			refuse(r, rc, troop_error_msg());
-		else
+		if (rc == TROOP_ETICKET)
 			reply_ticket_error(r, "ticket already used");
+		else
+			refuse(r, rc, troop_error_msg());
 		goto out;
 	}
 	if (atomic_fetch_add(&p->active, 1) >= p->o.max_jobs) {
