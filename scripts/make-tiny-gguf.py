@@ -26,7 +26,7 @@ N_LAYER = 2
 N_HEAD = 4
 N_HEAD_KV = 4
 N_FF = 128
-N_CTX = 2048
+N_CTX = 32768
 # the engine has no template of its own to read: ChatML, like most GGUFs
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "

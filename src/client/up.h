@@ -32,6 +32,10 @@
 #define UP_COORD_REPLY_MAX (256 * 1024)
 #define UP_MODELS_TTL_MS 10000
 #define UP_COORD_TIMEOUT_MS 15000L
+/* A stream's headers came, no byte since: the worker counts as failed
+ * after this long at least (it sends a keep-alive every 5 s while its
+ * engine reads the prompt), plus 1 s per KiB of request body. */
+#define UP_FIRST_TOKEN_MIN_MS 15000L
 
 typedef struct up_server {
 	char coordinator[512];          /* base URL, no trailing '/' */

@@ -15,8 +15,8 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
-#define RECEIPT_MAX_DURATION_MS ((int64_t)7 * 24 * 3600 * 1000)
 
 static void h_receipt(http_req *r, void *arg)
 {
@@ -24,8 +24,10 @@ static void h_receipt(http_req *r, void *arg)
 	coord_thread *t = coord_thread_of(r);
 	char signer[TROOP_ID_LEN + 1];
 	const char *job = http_req_param(r, "job_id");
-	const char *body_job, *node_id = NULL, *outcome = "ok";
-	int64_t duration_ms, tin = 0, tout = 0;
+	const char *node_id, *outcome;
+	int64_t duration_ms;
+	proto_receipt rc_in;
+	proto_settlement out_st;
 	ledger_settle_result res;
 	json_t *body = NULL;
 	size_t len;
@@ -36,17 +38,14 @@ static void h_receipt(http_req *r, void *arg)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) ||
-	    (rc = json_get_strn(&body_job, body, "job_id", true, LEDGER_ID_MAX)) ||
-	    (rc = json_get_strn(&node_id, body, "node_id", false, TROOP_ID_LEN)) ||
-	    (rc = json_get_int(&duration_ms, body, "duration_ms", true, 0,
-	    RECEIPT_MAX_DURATION_MS)) ||
-	    (rc = json_get_int(&tin, body, "prompt_tokens", false, 0, INT32_MAX)) ||
-	    (rc = json_get_int(&tout, body, "completion_tokens", false, 0, INT32_MAX)) ||
-	    (rc = json_get_strn(&outcome, body, "outcome", false, LEDGER_OUTCOME_MAX))) {
+	    (rc = proto_receipt_decode(&rc_in, body))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	if (!job || strcmp(job, body_job) != 0) {
+	node_id = rc_in.node_id[0] ? rc_in.node_id : NULL;
+	outcome = rc_in.outcome;
+	duration_ms = rc_in.duration_ms;
+	if (!job || strcmp(job, rc_in.job_id) != 0) {
 		coord_reply_error(r, TROOP_EINVAL, "field 'job_id' must match the job id in the path");
 		goto out;
 	}
@@ -59,7 +58,8 @@ static void h_receipt(http_req *r, void *arg)
 	{
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
-			.tokens_in = tin, .tokens_out = tout, .outcome = outcome,
+			.tokens_in = rc_in.prompt_tokens, .tokens_out = rc_in.completion_tokens,
+			.outcome = outcome,
 			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
@@ -81,9 +81,12 @@ static void h_receipt(http_req *r, void *arg)
 		    "outcome=%s", job, signer, (long long)res.charged, (long long)res.refunded,
 		    (long long)duration_ms, outcome);
 	}
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b}", "status", "settled",
-	    "job_id", job, "charged", (json_int_t)res.charged,
-	    "refunded", (json_int_t)res.refunded, "already_settled", res.already));
+	memset(&out_st, 0, sizeof(out_st));
+	snprintf(out_st.job_id, sizeof(out_st.job_id), "%s", job);
+	out_st.charged = res.charged;
+	out_st.refunded = res.refunded;
+	out_st.already_settled = res.already;
+	coord_reply_json(r, 200, proto_settlement_encode(&out_st));
 out:
 	json_decref(body);
 }

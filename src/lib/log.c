@@ -104,7 +104,7 @@ static size_t put(char *out, size_t outlen, size_t o, const char *s, size_t n)
 }
 
 /* Redact the bare words of `s` (len bytes, no key=value structure): a
- * compact-JWS-looking word, and the word after "Bearer", become
+ * compact-JWS-looking word, and "Bearer" with the word after it, become
  * [redacted].  Spaces are kept. */
 static size_t redact_words(char *out, size_t outlen, size_t o, const char *s, size_t len)
 {
@@ -124,9 +124,15 @@ static size_t redact_words(char *out, size_t outlen, size_t o, const char *s, si
 		if (after_bearer || (tlen >= 3 && memcmp(t, "eyJ", 3) == 0 && memchr(t, '.', tlen))) {
 			o = put(out, outlen, o, "[redacted]", 10);
 			after_bearer = 0;
+		} else if (tlen == 6 && strncasecmp(t, "Bearer", 6) == 0 && p < end) {
+			/* "Bearer X" becomes one [redacted] */
+			o = put(out, outlen, o, w, (size_t)(t - w));
+			after_bearer = 1;
+			while (p < end && *p == ' ')
+				p++;
+			continue;
 		} else {
 			o = put(out, outlen, o, w, wlen);
-			after_bearer = tlen == 6 && strncasecmp(t, "Bearer", 6) == 0;
 		}
 		while (p < end && *p == ' ')
 			o = put(out, outlen, o, p++, 1);
