@@ -33,7 +33,8 @@ ok() { echo "ok: $*"; }
 echo "llama-server: built from source on the first run on a machine (about 20 min" \
 	"on 2 cores), taken from the cache after that"
 t0=$(date +%s)
-if ! LLAMA_SERVER=$("$ROOT/scripts/build-llama-server.sh"); then
+# niced: the other tests run beside the first build
+if ! LLAMA_SERVER=$(nice -n 10 "$ROOT/scripts/build-llama-server.sh"); then
 	echo "SKIP: llama-server cannot be built here (see the messages above)"
 	exit 77
 fi
