@@ -16,6 +16,8 @@
 #   - a stream whose prompt takes seconds to read is not cut by the
 #     first-byte timeout;
 #   - an app that goes away mid-stream stops the engine's work;
+#   - the official OpenAI SDK (npm `openai`): a long-prompt stream and the
+#     engine's 501 raised as an APIError;
 #   - the engine killed mid-stream: the stream ends with an error event and
 #     no [DONE]; its models are withdrawn within seconds; restarted, it
 #     serves again within seconds;
@@ -218,6 +220,31 @@ if [ "$code" = 200 ] && msg=$(python3 "$CHAIN_TMP/check.py" chat-stream "$CHAIN_
 	[ "$ms" -gt 2500 ] || echo "note: the prompt took only $ms ms here: the timeout was not reached"
 else
 	chain_fail "long prompt: HTTP $code after $ms ms: $(head -c 400 "$CHAIN_TMP/long-prompt")"
+fi
+
+# ---- the official OpenAI SDK ------------------------------------------------------------------
+# the long prompt again (keep-alive comments before the first token) and the
+# engine's 501, through the npm package `openai` (installed once per build)
+if command -v node >/dev/null && command -v npm >/dev/null; then
+	NODEDIR=$BUILD/node-openai-engine
+	mkdir -p "$NODEDIR"
+	if [ ! -f "$NODEDIR/node_modules/openai/package.json" ]; then
+		echo '{"name":"troop-openai-engine-test","private":true,"type":"module"}' \
+			>"$NODEDIR/package.json"
+		(cd "$NODEDIR" && timeout 300 npm install --no-audit --no-fund --loglevel=error \
+			openai@6 >"$NODEDIR/npm-install.log" 2>&1) ||
+			chain_fail "npm install openai@6 failed: $(tail -5 "$NODEDIR/npm-install.log")"
+	fi
+	cp "$HERE/openai_sdk_engine.mjs" "$NODEDIR/"
+	python3 -c 'import sys; sys.stdout.write("hello world " * int(sys.argv[1]))' "${words:-7000}" \
+		>"$CHAIN_TMP/long-prompt.txt"
+	if out=$(node "$NODEDIR/openai_sdk_engine.mjs" "$UP_URL" tiny-llama "$CHAIN_TMP/long-prompt.txt" 2>&1); then
+		echo "$out"
+	else
+		chain_fail "OpenAI SDK: $out"
+	fi
+else
+	chain_fail "node and npm are needed (scripts/install-deps.sh test)"
 fi
 
 # ---- the app goes away mid-stream ---------------------------------------------------------
