@@ -95,6 +95,9 @@ static const config_opt coord_opts[] = {
 	{ "poh-address-limit", 0, OPT_INT, "TROOP_POH_ADDRESS_LIMIT", NULL, "4", "N",
 	  "proof-of-hardware: challenges per source address per --poh-rate-limit window "
 	  "(0: no limit)", 0, 1000000 },
+	{ "anon-rate-limit", 0, OPT_INT, "TROOP_ANON_RATE_LIMIT", NULL, "50", "N",
+	  "anonymous reads (/peers, /v1/models, /nodes/ID, /public-key) per source address "
+	  "per second; more get 429 with Retry-After (0: no limit)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -337,6 +340,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->release_grace = config_int(cfg, "release-grace");
 	c->max_seconds_cap = config_int(cfg, "max-seconds");
 	c->allow_unverified = config_bool(cfg, "allow-unverified");
+	c->anon_rate = config_int(cfg, "anon-rate-limit");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;

@@ -16,7 +16,7 @@
  * One `registry` handle is shared by every server thread: every function
  * is thread-safe.  Backends sit behind struct registry_ops (bottom of this
  * file): the in-process one (registry_memory.c, the embedded default) and
- * later Redis, shared by several coordinators.  registry.c checks every
+ * Redis (registry_redis.c), shared by several coordinators.  registry.c checks every
  * argument before it reaches a backend.
  *
  * Errors: 0 or a negative troop_err (error.h) with troop_error_set.

@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -572,4 +573,32 @@ int config_troop_home(char *buf, size_t len)
 		return troop_error_set(TROOP_EINVAL,
 		    "HOME/.config/monkey-troop is longer than %zu bytes", len ? len - 1 : 0);
 	return 0;
+}
+
+bool config_listen_is_loopback(const char *listen)
+{
+	char host[128];
+	const char *colon = listen ? strrchr(listen, ':') : NULL;
+	size_t n;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (!colon)
+		return false;
+	n = (size_t)(colon - listen);
+	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+		listen++;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	if (strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
 }

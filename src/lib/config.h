@@ -86,4 +86,9 @@ void config_usage(FILE *f, const char *cmd, const char *synopsis,
  * 0 or TROOP_EINVAL if neither is set or it does not fit. */
 int config_troop_home(char *buf, size_t len);
 
+/* Whether the host part of a listen address "host:port" / "[v6]:port" is
+ * loopback: "localhost", 127.0.0.0/8 or ::1.  ":port", "0.0.0.0", "::"
+ * and names other than localhost are not.  Thread-safe. */
+bool config_listen_is_loopback(const char *listen);
+
 #endif
