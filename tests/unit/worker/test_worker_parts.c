@@ -187,6 +187,12 @@ static void test_receipt_body_and_ids(void **state)
 	assert_int_equal(json_integer_value(json_object_get(b, "started_at")), 1764000000);
 	assert_int_equal(json_integer_value(json_object_get(b, "ended_at")), 1764000001);
 	json_decref(b);
+	/* an engine that failed before any output: nothing to charge */
+	j.outcome = JOB_ENGINE_ERROR;
+	b = job_receipt_body(&j, "node");
+	assert_string_equal(json_string_value(json_object_get(b, "outcome")), "engine_error");
+	assert_int_equal(json_integer_value(json_object_get(b, "duration_ms")), 0);
+	json_decref(b);
 
 	assert_true(job_id_valid("AbC-_09"));
 	assert_false(job_id_valid(""));
