@@ -28,7 +28,9 @@ void harness_sleep_ms(int ms)
  * when TROOP_KEEP_TMP=1.  They hold ledgers and identity keys. */
 #define HARNESS_MAX_TMPDIRS 64
 static char tmpdirs[HARNESS_MAX_TMPDIRS][256];
+static pid_t tmpdir_owner[HARNESS_MAX_TMPDIRS];  /* a forked child leaves them be */
 static int ntmpdirs;
+static pid_t tmpdirs_hooked;                     /* the process that has the exit hook */
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -43,6 +45,8 @@ static void tmpdirs_cleanup(int status, void *arg)
 
 	(void)arg;
 	for (int i = 0; i < ntmpdirs; i++) {
+		if (tmpdir_owner[i] != getpid())
+			continue;
 		if (status != 0 || (keep && strcmp(keep, "1") == 0))
 			fprintf(stderr, "harness: kept %s\n", tmpdirs[i]);
 		else
@@ -59,10 +63,14 @@ void harness_tmpdir(char *out, size_t len)
 		perror("mkdtemp");
 		abort();
 	}
-	if (ntmpdirs == 0)
+	if (tmpdirs_hooked != getpid()) {
+		tmpdirs_hooked = getpid();
 		on_exit(tmpdirs_cleanup, NULL);
-	if (ntmpdirs < HARNESS_MAX_TMPDIRS && strlen(out) < sizeof(tmpdirs[0]))
+	}
+	if (ntmpdirs < HARNESS_MAX_TMPDIRS && strlen(out) < sizeof(tmpdirs[0])) {
+		tmpdir_owner[ntmpdirs] = getpid();
 		snprintf(tmpdirs[ntmpdirs++], sizeof(tmpdirs[0]), "%s", out);
+	}
 }
 
 void harness_rmtree(const char *dir)
@@ -146,50 +154,61 @@ void harness_dump_log(const harness_proc *p)
 }
 
 /* Processes to stop at exit: pids (not harness_proc pointers, which may
- * live on a finished test's stack), 0 once stopped. */
+ * live on a finished test's stack), 0 once stopped, each with the process
+ * that started it (a forked child stops only its own). */
 #define HARNESS_MAX_PROCS 128
-static pid_t procs[HARNESS_MAX_PROCS];
+static struct {
+	pid_t pid, owner;
+} procs[HARNESS_MAX_PROCS];
 static int nprocs;
-static pid_t owner;  /* the test program, not a forked child */
+static pid_t procs_hooked;  /* the process that has the exit hook */
 
 static void procs_atexit(int status, void *arg)
 {
 	(void)status, (void)arg;
-	if (getpid() == owner)
-		harness_stop_all();
+	harness_stop_all();
 }
 
 void harness_track(const harness_proc *p)
 {
 	if (p->pid <= 0)
 		return;
-	if (owner == 0) {
-		owner = getpid();
+	if (procs_hooked != getpid()) {
+		procs_hooked = getpid();
 		on_exit(procs_atexit, NULL);
 	}
 	for (int i = 0; i < nprocs; i++)
-		if (procs[i] == p->pid)
+		if (procs[i].pid == p->pid)
 			return;
-	if (nprocs < HARNESS_MAX_PROCS)
-		procs[nprocs++] = p->pid;
+	if (nprocs == HARNESS_MAX_PROCS) {  /* drop the stopped ones, keeping the order */
+		int n = 0;
+
+		for (int i = 0; i < nprocs; i++)
+			if (procs[i].pid > 0)
+				procs[n++] = procs[i];
+		nprocs = n;
+	}
+	if (nprocs < HARNESS_MAX_PROCS) {
+		procs[nprocs].pid = p->pid;
+		procs[nprocs++].owner = getpid();
+	}
 }
 
 static void untrack(pid_t pid)
 {
 	for (int i = 0; i < nprocs; i++)
-		if (procs[i] == pid)
-			procs[i] = 0;
+		if (procs[i].pid == pid)
+			procs[i].pid = 0;
 }
 
 void harness_stop_all(void)
 {
 	for (int i = nprocs - 1; i >= 0; i--) {
-		harness_proc p = { .pid = procs[i] };
+		harness_proc p = { .pid = procs[i].pid };
 
-		if (p.pid > 0)
+		if (p.pid > 0 && procs[i].owner == getpid())
 			harness_stop(&p, SIGTERM);
 	}
-	nprocs = 0;
 }
 
 /* Where the port is: a "port=N" field after the marker, or (colon_port)

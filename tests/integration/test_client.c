@@ -1245,10 +1245,7 @@ static int teardown(void **state)
 		harness_dump_log(&up);
 		fprintf(stderr, "troop up did not exit cleanly (status %d)\n", st);
 	}
-	harness_stop(&simhang, SIGTERM);
-	harness_stop(&sim500, SIGTERM);
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	identity_wipe(&me);
 	curl_global_cleanup();
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;

@@ -926,7 +926,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	curl_global_cleanup();
 	return 0;
 }

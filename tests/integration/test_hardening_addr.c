@@ -223,11 +223,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	harness_stop(&up, SIGTERM);
-	harness_stop(&w, SIGTERM);
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&wide, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();  /* troop up, the worker, the simulator, the coordinators */
 	curl_global_cleanup();
 	return 0;
 }

@@ -252,8 +252,7 @@ static int teardown(void **state)
 	(void)state;
 	if (wenv_stop_clean(&w) != 0)
 		rc = -1;
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	identity_wipe(&ckey);
 	curl_global_cleanup();
 	return rc;

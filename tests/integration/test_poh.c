@@ -756,8 +756,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	http_client_free(http);
-	harness_stop(&coord, SIGTERM);
-	harness_stop(&coord_short, SIGTERM);
+	harness_stop_all();
 	curl_global_cleanup();
 	return 0;
 }

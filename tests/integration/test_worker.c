@@ -737,9 +737,7 @@ static int teardown(void **state)
 		rc = -1;
 	if (wenv_stop_clean(&ws) != 0)
 		rc = -1;
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&slow_sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();  /* the simulators and the coordinator */
 	identity_wipe(&ckey);
 	curl_global_cleanup();
 	return rc;

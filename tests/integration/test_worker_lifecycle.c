@@ -367,9 +367,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&slow_sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	curl_global_cleanup();
 	return 0;
 }
