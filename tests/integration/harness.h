@@ -40,9 +40,10 @@ const char *harness_sim_path(void);
  * or NULL when it cannot be read. */
 char *harness_read_file(const char *path);
 
-/* Start argv (NULL-terminated) with output to `log`; then wait up to
- * timeout_ms for a line containing `marker` and a "port=N" field in the
- * log.  Returns 0 or -1 (the log is printed to stderr on failure). */
+/* Start argv (NULL-terminated) with output appended to `log`; then wait
+ * up to timeout_ms for a line containing `marker` and a "port=N" field in
+ * the log's new part.  The process is tracked (harness_stop_all).  Returns
+ * 0 or -1 (the log is printed to stderr on failure). */
 int harness_start(harness_proc *p, const char *const *argv, const char *log,
     const char *marker, int timeout_ms);
 
@@ -73,13 +74,15 @@ int harness_start_worker(harness_proc *p, const char *dir, const char *coordinat
 int harness_start_up(harness_proc *p, const char *dir, const char *log,
     const char *coordinator_url, const char *const *extra);
 
-/* Stop every process a typed starter (or harness_track) started and that
- * is still running, the latest first, with SIGTERM (then SIGKILL after
- * 10 s).  Also runs when the program exits, so no process outlives a
- * test that failed half-way.  Not thread-safe. */
+/* Stop every process this program started through the harness (or
+ * tracked) that is still running, the latest first, with SIGTERM (then
+ * SIGKILL after 10 s); a forked child stops only its own.  Also runs when
+ * the program exits, so no process outlives a test that failed half-way.
+ * Not thread-safe. */
 void harness_stop_all(void);
 
-/* Track a process started with harness_start for harness_stop_all. */
+/* Track a process started otherwise for harness_stop_all (harness_start
+ * and the typed starters track theirs; tracking twice is harmless). */
 void harness_track(const harness_proc *p);
 
 /* SIGTERM (or `sig`), wait up to 10 s, then SIGKILL.  Returns the exit

@@ -1,8 +1,10 @@
 /*
  * worker_env.h - helpers shared by the worker integration tests: start the
  * engine simulator, a coordinator and workers as real processes on
- * loopback, get real tickets from /authorize, read /sim/stats and /peers.
- * Header-only (static inline) so each test program takes what it uses.
+ * loopback with the worker tests' defaults (the starting, tracking and
+ * clean-up are harness.h's), get real tickets from /authorize, read
+ * /sim/stats and /peers.  Header-only (static inline) so each test
+ * program takes what it uses.
  */
 #ifndef TROOP_TEST_WORKER_ENV_H
 #define TROOP_TEST_WORKER_ENV_H
