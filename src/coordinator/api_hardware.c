@@ -405,6 +405,7 @@ static void h_reveal(http_req *r, void *arg)
 	struct revealed rv;
 	poh_challenge ch;
 	double ops, m, t0;
+	const char *cls;
 	int rc;
 
 	memset(&ch, 0, sizeof(ch));
@@ -459,11 +460,16 @@ static void h_reveal(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	/* a proof verifies the node for its own class only; the challenge's
+	 * size says which (the GPU class when both are configured alike) */
+	cls = (ch.n == c->poh.gpu_n && ch.rounds == c->poh.gpu_rounds) ? "gpu" : "cpu";
+	if (ledger_node_set_class(t->db, signer, cls) != 0)
+		log_warn("poh_class", "node=%.8s error=\"%s\"", signer, troop_error_msg());
 	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
 	    "check_ms=%.0f", signer, ch.n, ch.rounds, (long long)ch.elapsed_ms, m,
 	    (double)poh_mono_ms() - t0);
-	coord_reply_json(r, 200, json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
-	    "status", "verified", "verified", 1, "multiplier", m, "ops", ops,
+	coord_reply_json(r, 200, json_pack("{s:s, s:b, s:s, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
+	    "status", "verified", "verified", 1, "class", cls, "multiplier", m, "ops", ops,
 	    "ops_per_s", ops / ((double)ch.elapsed_ms / 1000.0),
 	    "elapsed_ms", (json_int_t)ch.elapsed_ms, "matrix_size", (json_int_t)ch.n,
 	    "rounds", (json_int_t)ch.rounds, "samples", (json_int_t)ch.n_rows,

@@ -7,7 +7,16 @@
  * settle its job: a receipt signed by any other key is refused (403).  A
  * job settles once; repeating the receipt returns the same result and
  * moves nothing.
+ *
+ * Plausibility (docs/CREDITS.md): the ledger refuses (400) a duration
+ * longer than the time since the ticket was issued or than the job's
+ * max_seconds.  Output tokens beyond what the node's proven multiplier
+ * and the model's size make possible (coord_plausible_tps) are capped:
+ * the receipt settles with the capped count and an audit row records the
+ * claim.  Earnings paid from trial credits become pending under the
+ * coordinator's policy (--establish-*, --trial-daily-cap).
  */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,6 +26,33 @@
 #include "log.h"
 
 #define RECEIPT_MAX_DURATION_MS ((int64_t)7 * 24 * 3600 * 1000)
+#define PLAUSIBLE_TOKEN_SLACK 16  /* tokens any receipt may claim beyond the rate */
+
+/* The most output tokens job `job` (of node `signer`) could have produced
+ * in duration_ms, in *max; -1 when it cannot be told (no reservation: the
+ * ledger then answers the receipt). */
+static void plausible_tokens(int64_t *max, coord_thread *t, const char *job,
+    const char *signer, int64_t duration_ms)
+{
+	coord *c = t->c;
+	ledger_reservation res;
+	registry_node nd;
+	int64_t size = 0;
+
+	*max = -1;
+	if (ledger_reservation_get(&res, t->db, job) != 0 || strcmp(res.node_id, signer) != 0)
+		return;
+	memset(&nd, 0, sizeof(nd));
+	if (registry_get_node(&nd, c->reg, signer, (int64_t)time(NULL),
+	    REGISTRY_WITH_MODELS) == 0) {
+		for (size_t i = 0; i < nd.n_models; i++)
+			if (strcmp(nd.models[i].name, res.model) == 0)
+				size = nd.models[i].size_bytes;
+		registry_node_clear(&nd);
+	}
+	*max = (int64_t)(coord_plausible_tps(c, res.multiplier, size) *
+	    (double)duration_ms / 1000.0) + PLAUSIBLE_TOKEN_SLACK;
+}
 
 static void h_receipt(http_req *r, void *arg)
 {
@@ -30,6 +66,7 @@ static void h_receipt(http_req *r, void *arg)
 	json_t *body = NULL;
 	size_t len;
 	const char *raw;
+	int64_t claimed_out, max_out;
 	int rc;
 
 	if (coord_authenticate(r, signer) != 0)
@@ -56,11 +93,20 @@ static void h_receipt(http_req *r, void *arg)
 		    "that served the job");
 		goto out;
 	}
+	/* cheap first: a rate no node falls below needs no lookup */
+	claimed_out = tout;
+	if ((double)tout > c->plausible_min_tps * (double)duration_ms / 1000.0 +
+	    PLAUSIBLE_TOKEN_SLACK) {
+		plausible_tokens(&max_out, t, job, signer, duration_ms);
+		if (max_out >= 0 && tout > max_out)
+			tout = max_out;
+	}
 	{
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
 			.tokens_in = tin, .tokens_out = tout, .outcome = outcome,
-			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
+			.grace_s = c->release_grace, .policy = &c->policy,
+			.now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
 	}
@@ -73,6 +119,14 @@ static void h_receipt(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (!res.already && tout < claimed_out) {
+		char detail[256];
+		snprintf(detail, sizeof(detail), "job=%s claimed_tokens=%lld capped_tokens=%lld "
+		    "duration_ms=%lld", job, (long long)claimed_out, (long long)tout,
+		    (long long)duration_ms);
+		log_warn("implausible_tokens", "node=%.8s %s", signer, detail);
+		ledger_audit(t->db, signer, "implausible_tokens", detail, (int64_t)time(NULL));
+	}
 	if (!res.already) {
 		registry_add_active_job(c->reg, signer, -1);
 		METRIC_ADD(&c->metrics, receipts, 1);
@@ -81,9 +135,10 @@ static void h_receipt(http_req *r, void *arg)
 		    "outcome=%s", job, signer, (long long)res.charged, (long long)res.refunded,
 		    (long long)duration_ms, outcome);
 	}
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b}", "status", "settled",
-	    "job_id", job, "charged", (json_int_t)res.charged,
-	    "refunded", (json_int_t)res.refunded, "already_settled", res.already));
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}",
+	    "status", "settled", "job_id", job, "charged", (json_int_t)res.charged,
+	    "refunded", (json_int_t)res.refunded, "pending", (json_int_t)res.pending,
+	    "completion_tokens", (json_int_t)tout, "already_settled", res.already));
 out:
 	json_decref(body);
 }

@@ -43,7 +43,29 @@ static const config_opt coord_opts[] = {
 	{ "node-ttl", 0, OPT_INT, "TROOP_NODE_TTL", NULL, "30", "SECONDS",
 	  "how long a node stays live after a heartbeat", 2, 3600 },
 	{ "starter-credits", 0, OPT_INT, "TROOP_STARTER_CREDITS", "STARTER_CREDITS", "3600",
-	  "CREDITS", "credit-seconds granted once to each new account", 0, 1e12 },
+	  "CREDITS", "trial credit-seconds granted once to each new account (policy open) "
+	  "or per invite code (policy invite)", 0, 1e12 },
+	{ "starter-policy", 0, OPT_STRING, "TROOP_STARTER_POLICY", NULL, "open", "POLICY",
+	  "who gets starter credits: open (every new account), invite (an admin-issued "
+	  "invite code), none", 0, 0 },
+	{ "establish-age", 0, OPT_INT, "TROOP_ESTABLISH_AGE", NULL, "604800", "SECONDS",
+	  "a node's earnings paid from trial credits stay pending until it is this old ...",
+	  0, 1e9 },
+	{ "establish-payers", 0, OPT_INT, "TROOP_ESTABLISH_PAYERS", NULL, "3", "N",
+	  "... and this many distinct accounts paid it with ordinary credits", 0, 1e6 },
+	{ "trial-daily-cap", 0, OPT_INT, "TROOP_TRIAL_DAILY_CAP", NULL, "3600", "CREDITS",
+	  "pending earnings released per node owner per UTC day", 0, 1e12 },
+	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
+	  "receipts: output tokens/s times model size in GB that a node of multiplier 1.0 "
+	  "can reach (more is capped)", 1, 1e9 },
+	{ "plausible-min-tps", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_MIN_TPS", NULL, "20", "N",
+	  "receipts: output tokens/s any node may claim whatever its class", 0, 1e9 },
+	{ "node-class", 0, OPT_STRING, "TROOP_NODE_CLASS", NULL, "any", "CLASS",
+	  "hardware class /authorize prefers when the client names none: any, gpu, cpu",
+	  0, 0 },
+	{ "node-class-required", 0, OPT_BOOL, "TROOP_NODE_CLASS_REQUIRED", NULL, NULL, NULL,
+	  "--node-class is required (a node verified for another class is not picked)",
+	  0, 0 },
 	{ "reserve-seconds", 0, OPT_INT, "TROOP_RESERVE_SECONDS", NULL, "300", "SECONDS",
 	  "time budget an authorization reserves when the client names none", 1, 86400 },
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
@@ -77,6 +99,17 @@ static const config_opt coord_opts[] = {
 	  "debug, info, warn or error", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
+
+double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes)
+{
+	double gb = (double)size_bytes / 1e9;
+	double tps;
+
+	if (gb < 1.0)
+		gb = 1.0;
+	tps = c->plausible_tps_gb * multiplier / gb;
+	return tps > c->plausible_min_tps ? tps : c->plausible_min_tps;
+}
 
 /* ---- threads ------------------------------------------------------------------ */
 
@@ -229,6 +262,36 @@ int cmd_coordinator(int argc, char **argv)
 	c->release_grace = config_int(cfg, "release-grace");
 	c->max_seconds_cap = config_int(cfg, "max-seconds");
 	c->allow_unverified = config_bool(cfg, "allow-unverified");
+	c->policy.establish_age_s = config_int(cfg, "establish-age");
+	c->policy.establish_payers = config_int(cfg, "establish-payers");
+	c->policy.trial_daily_cap = config_int(cfg, "trial-daily-cap");
+	c->plausible_tps_gb = config_double(cfg, "plausible-tps-gb");
+	c->plausible_min_tps = config_double(cfg, "plausible-min-tps");
+	c->node_class_required = config_bool(cfg, "node-class-required");
+	{
+		const char *sp = config_str(cfg, "starter-policy");
+		const char *nc = config_str(cfg, "node-class");
+		if (strcmp(sp, "open") == 0) {
+			c->starter_policy = COORD_STARTER_OPEN;
+		} else if (strcmp(sp, "invite") == 0) {
+			c->starter_policy = COORD_STARTER_INVITE;
+		} else if (strcmp(sp, "none") == 0) {
+			c->starter_policy = COORD_STARTER_NONE;
+		} else {
+			fprintf(stderr, "troop coordinator: --starter-policy: expected open, invite "
+			    "or none, got '%s'\n", sp);
+			ret = EXIT_USAGE;
+			goto out;
+		}
+		if (strcmp(nc, "gpu") != 0 && strcmp(nc, "cpu") != 0 && strcmp(nc, "any") != 0) {
+			fprintf(stderr, "troop coordinator: --node-class: expected any, gpu or cpu, "
+			    "got '%s'\n", nc);
+			ret = EXIT_USAGE;
+			goto out;
+		}
+		snprintf(c->node_class, sizeof(c->node_class), "%s",
+		    strcmp(nc, "any") == 0 ? "" : nc);
+	}
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;
@@ -323,9 +386,11 @@ int cmd_coordinator(int argc, char **argv)
 		goto out;
 	}
 	log_info("coordinator_started", "listen=%s port=%d ledger=%s registry=%s kid=%s "
-	    "starter_credits=%lld allow_unverified=%d", config_str(cfg, "listen"),
+	    "starter_credits=%lld starter_policy=%s allow_unverified=%d",
+	    config_str(cfg, "listen"),
 	    http_server_port(srv), ledger_backend_name(c->ledger), registry_backend_name(c->reg),
-	    c->pub.kid, (long long)c->starter_credits, c->allow_unverified);
+	    c->pub.kid, (long long)c->starter_credits, config_str(cfg, "starter-policy"),
+	    c->allow_unverified);
 	ret = http_server_run(srv, 5000) == 0 ? 0 : 1;
 	log_info("coordinator_stopped", NULL);
 out:

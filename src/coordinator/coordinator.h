@@ -28,11 +28,21 @@
 #define COORD_MAX_EXCLUDE 64
 #define COORD_PEERS_MAX 1000
 
+/* Who gets starter (trial) credits. */
+enum { COORD_STARTER_OPEN, COORD_STARTER_INVITE, COORD_STARTER_NONE };
+
 typedef struct {
 	/* configuration, fixed after start */
 	int64_t ticket_ttl;        /* seconds a ticket is valid */
 	int64_t node_ttl;          /* seconds a node is live after a heartbeat */
-	int64_t starter_credits;   /* granted once to each new account */
+	int64_t starter_credits;   /* trial credits for each new account (policy open)
+	                              or per invite code (policy invite) */
+	int starter_policy;        /* COORD_STARTER_* */
+	ledger_policy policy;      /* when pending earnings become spendable */
+	double plausible_tps_gb;   /* tokens/s x model GB at multiplier 1.0 */
+	double plausible_min_tps;  /* tokens/s any node may claim */
+	char node_class[8];        /* class /authorize asks for by default: "" any */
+	bool node_class_required;  /* the default class is required, not preferred */
 	int64_t reserve_seconds;   /* default time budget an authorization pays for */
 	int64_t max_seconds_cap;   /* largest max_seconds a requester may ask */
 	int64_t release_grace;     /* seconds past a reservation's deadline before refund */
@@ -57,6 +67,18 @@ typedef struct {
 	int index;
 	struct event *sweeper;     /* thread 0 only */
 } coord_thread;
+
+/* The starter credits a new account gets on first contact: the
+ * configured amount under policy open, else 0. */
+static inline int64_t coord_starter(const coord *c)
+{
+	return c->starter_policy == COORD_STARTER_OPEN ? c->starter_credits : 0;
+}
+
+/* The most output tokens per second a node of `multiplier` can produce
+ * for a model of `size_bytes` (0: unknown, counted as 1 GB):
+ * max(plausible_min_tps, plausible_tps_gb * multiplier / GB). */
+double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes);
 
 static inline coord_thread *coord_thread_of(http_req *r)
 {

@@ -24,6 +24,12 @@
 #define TXN_ATTEMPTS 3
 #define RELEASE_BATCH 256
 
+const ledger_policy ledger_policy_default = {
+	.establish_age_s = LEDGER_ESTABLISH_AGE_S,
+	.establish_payers = LEDGER_ESTABLISH_PAYERS,
+	.trial_daily_cap = LEDGER_TRIAL_DAILY_CAP,
+};
+
 /* ---- argument checks ----------------------------------------------------- */
 
 /* A required string: non-NULL, non-empty, at most `max` bytes. */
@@ -521,6 +527,8 @@ int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
 		return troop_error_set(TROOP_ENOTFOUND, "no account %s", account);
 	out->available = col_i64(c, 0);
 	out->reserved = col_i64(c, 1);
+	out->trial = col_i64(c, 2);
+	out->pending = col_i64(c, 3);
 	fin(c);
 	return 0;
 }
@@ -561,12 +569,84 @@ int ledger_admin_grant(int64_t *tx_id, ledger_conn *c, const char *account,
 	return err;
 }
 
+struct invite_arg {
+	const char *code_hash, *account, *admin_id;
+	int64_t credits, now;
+};
+
+static int invite_create_txn(ledger_conn *c, void *arg)
+{
+	struct invite_arg *a = arg;
+	char detail[160];
+	int err = exec(c, LS_INVITE_INSERT, ARGS(S(a->code_hash), I(a->credits), S(a->admin_id),
+	    I(a->now)), "insert invite");
+	if (err == TROOP_ECONFLICT)
+		return troop_error_set(err, "this invite code exists already");
+	if (err)
+		return err;
+	snprintf(detail, sizeof detail, "code=%.16s credits=%lld", a->code_hash,
+	    (long long)a->credits);
+	return insert_audit(c, a->admin_id, "invite_create", detail, a->now);
+}
+
+int ledger_invite_create(ledger_conn *c, const char *code_hash, int64_t credits,
+    const char *admin_id, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("invite code", code_hash, LEDGER_ID_MAX));
+	TRY(check_range("credits", credits, 1, LEDGER_CREDITS_MAX));
+	TRY(check_str("admin id", admin_id, LEDGER_ID_MAX));
+	struct invite_arg a = { code_hash, NULL, admin_id, credits, now };
+	return with_txn(c, invite_create_txn, &a);
+}
+
+static int invite_redeem_txn(ledger_conn *c, void *arg)
+{
+	struct invite_arg *a = arg;
+	int r = row(c, LS_INVITE_REDEEM, ARGS(S(a->code_hash), S(a->account), I(a->now)),
+	    "redeem invite");
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "this invite code is unknown or was "
+		    "redeemed already");
+	a->credits = col_i64(c, 0);
+	fin(c);
+	int err = exec(c, LS_ACCOUNT_TRIAL_ADD, ARGS(S(a->account), I(a->credits), I(a->now)),
+	    "grant trial credits");
+	if (err)
+		return err;
+	struct txrow t = { .type = "grant", .requester = a->account, .note = "invite",
+		.credits = a->credits, .now = a->now };
+	return insert_txs(NULL, c, &t, 1);
+}
+
+int ledger_invite_redeem(int64_t *credits, ledger_conn *c, const char *code_hash,
+    const char *account, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("invite code", code_hash, LEDGER_ID_MAX));
+	TRY(check_str("account", account, LEDGER_ID_MAX));
+	struct invite_arg a = { code_hash, account, NULL, 0, now };
+	int err = with_txn(c, invite_redeem_txn, &a);
+	if (err == 0 && credits != NULL)
+		*credits = a.credits;
+	return err;
+}
+
 /* ---- reservations and settlement -------------------------------------------- */
 
 struct reserve_arg {
 	const ledger_reserve_req *req;
 	int64_t available;
 };
+
+/* Refund `credits` and `trial` credits to an existing account. */
+static int account_refund(ledger_conn *c, const char *account, int64_t credits, int64_t trial)
+{
+	return exec(c, LS_ACCOUNT_REFUND, ARGS(S(account), I(credits), I(trial)),
+	    "refund account");
+}
 
 static int reserve_txn(ledger_conn *c, void *arg)
 {
@@ -588,7 +668,11 @@ static int reserve_txn(ledger_conn *c, void *arg)
 		    "price %lld", (long long)ra->available, (long long)q->amount);
 	}
 	ra->available = col_i64(c, 0);
+	int64_t trial_part = col_i64(c, 1);
 	fin(c);
+	if (trial_part < 0 || trial_part > q->amount)
+		return troop_error_set(TROOP_ERR, "ledger: debit of %s took %lld trial credits of "
+		    "%lld", q->requester, (long long)trial_part, (long long)q->amount);
 
 	if ((r = row(c, LS_RES_GET, ARGS(S(q->job_id)), "read reservation")) != 0) {
 		fin(c);
@@ -597,7 +681,7 @@ static int reserve_txn(ledger_conn *c, void *arg)
 	}
 	int err = exec(c, LS_RES_INSERT, ARGS(S(q->job_id), S(q->requester), S(q->node_id),
 	    S(q->worker), S(q->model), I(q->amount), I(q->max_seconds), D(q->multiplier),
-	    I(q->now), I(q->expires_at)), "insert reservation");
+	    I(q->now), I(q->expires_at), I(trial_part)), "insert reservation");
 	if (err == TROOP_ECONFLICT)  /* inserted concurrently by another caller */
 		troop_error_set(err, "job id %s is already reserved", q->job_id);
 	if (err)
@@ -654,6 +738,7 @@ static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id
 	out->charged = col_i64(c, 12);
 	out->refunded = col_i64(c, 13);
 	out->duration_ms = col_i64(c, 14);
+	out->trial_amount = col_i64(c, 15);
 	fin(c);
 	return err ? err : 1;
 }
@@ -690,6 +775,18 @@ static int settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *re
 	if (res->expires_at < q->now - q->grace_s)
 		return troop_error_set(TROOP_EGONE, "reservation for job %s expired at %lld",
 		    q->job_id, (long long)res->expires_at);
+	/* physics: a job cannot run longer than it has existed, nor past the
+	 * budget its node enforces */
+	int64_t since_ms = (q->now - res->created_at) * 1000;
+	if (q->duration_ms > since_ms + LEDGER_CLOCK_SLACK_MS)
+		return troop_error_set(TROOP_EINVAL, "implausible receipt for job %s: duration "
+		    "%lld ms is longer than the %lld s since it was authorized", q->job_id,
+		    (long long)q->duration_ms, (long long)(q->now - res->created_at));
+	if (res->max_seconds > 0 &&
+	    q->duration_ms > res->max_seconds * 1000 + LEDGER_CLOCK_SLACK_MS)
+		return troop_error_set(TROOP_EINVAL, "implausible receipt for job %s: duration "
+		    "%lld ms is longer than its max_seconds %lld", q->job_id,
+		    (long long)q->duration_ms, (long long)res->max_seconds);
 	*charge = ledger_charge(q->duration_ms, res->multiplier, res->amount);
 	*refund = res->amount - *charge;
 	return 0;
@@ -700,10 +797,53 @@ struct settle_arg {
 	ledger_settle_result *out;
 };
 
+/* The node's facts after its job was counted (LS_NODE_JOBS). */
+struct node_facts {
+	int64_t first_seen, payers, audit_failed, pending;
+};
+
+static bool established(const struct node_facts *f, const ledger_policy *p, int64_t now)
+{
+	return f->audit_failed == 0 && now - f->first_seen >= p->establish_age_s &&
+	    f->payers >= p->establish_payers;
+}
+
+/* Release pending earnings of node `node_id` (holding f->pending) to
+ * `worker`, at most the policy's daily cap for that owner; the worker's
+ * account row is already locked by this transaction.  *matured gets the
+ * credits moved. */
+static int mature(int64_t *matured, ledger_conn *c, const char *node_id, const char *worker,
+    const struct node_facts *f, const ledger_policy *p, int64_t now)
+{
+	*matured = 0;
+	int r = row(c, LS_ACCOUNT_EARNED, ARGS(S(worker)), "read earnings");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: account %s vanished", worker);
+	int64_t day = now / 86400, used = col_i64(c, 0) == day ? col_i64(c, 1) : 0;
+	fin(c);
+	int64_t m = p->trial_daily_cap - used;
+	if (m > f->pending)
+		m = f->pending;
+	if (m <= 0)
+		return 0;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_NODE_MATURE, ARGS(S(node_id), I(m)), "release pending");
+	if (err == 0 && n != 1)
+		err = troop_error_set(TROOP_ECONFLICT, "pending earnings of node %s changed",
+		    node_id);
+	if (err == 0)
+		err = exec(c, LS_ACCOUNT_MATURE, ARGS(S(worker), I(m), I(day), I(used + m)),
+		    "credit released earnings");
+	if (err == 0)
+		*matured = m;
+	return err;
+}
+
 static int settle_txn(ledger_conn *c, void *arg)
 {
 	struct settle_arg *sa = arg;
 	const ledger_settle_req *q = sa->req;
+	const ledger_policy *pol = q->policy ? q->policy : &ledger_policy_default;
 	ledger_settle_result *o = sa->out;
 	ledger_reservation res;
 
@@ -716,6 +856,13 @@ static int settle_txn(ledger_conn *c, void *arg)
 		return d < 0 ? d : 0;  /* an error, or settled before */
 	const char *outcome = (q->outcome && q->outcome[0]) ? q->outcome : "ok";
 
+	/* the charge takes the ordinary part first; each part's remainder goes
+	 * back where it came from */
+	int64_t ordinary = res.amount - res.trial_amount;
+	int64_t charge_ord = charge < ordinary ? charge : ordinary;
+	int64_t charge_trial = charge - charge_ord;
+	int64_t refund_ord = ordinary - charge_ord, refund_trial = res.trial_amount - charge_trial;
+
 	int err = exec_count(&n, c, LS_RES_SETTLE, ARGS(S(q->job_id), I(q->now), I(charge),
 	    I(refund), I(q->duration_ms), I(q->tokens_in), I(q->tokens_out), S(outcome)),
 	    "settle reservation");
@@ -726,32 +873,70 @@ static int settle_txn(ledger_conn *c, void *arg)
 		    "during settlement", q->job_id);
 
 	/* Both accounts in id order (the lock order).  The worker account is
-	 * created if needed, with no starter grant. */
+	 * created if needed, with no starter grant, and always locked (also to
+	 * add 0): released earnings are credited to it after the node row. */
 	bool requester_first = refund > 0 && strcmp(res.requester, res.worker) < 0;
-	if (requester_first && (err = account_add(c, res.requester, refund, q->now)) != 0)
+	if (requester_first &&
+	    (err = account_refund(c, res.requester, refund_ord, refund_trial)) != 0)
 		return err;
-	if ((err = account_add(c, res.worker, charge, q->now)) != 0)
+	if ((err = account_add(c, res.worker, charge_ord, q->now)) != 0)
 		return err;
 	if (!requester_first && refund > 0 &&
-	    (err = account_add(c, res.requester, refund, q->now)) != 0)
+	    (err = account_refund(c, res.requester, refund_ord, refund_trial)) != 0)
 		return err;
 
 	bool ok = strcmp(outcome, "ok") == 0;
-	if ((err = exec(c, LS_NODE_JOBS, ARGS(S(res.node_id), I(ok ? 1 : 0), I(ok ? 0 : 1)),
-	    "count node job")) != 0)
+	struct node_facts f;
+	r = row(c, LS_NODE_JOBS, ARGS(S(res.node_id), I(ok ? 1 : 0), I(ok ? 0 : 1),
+	    I(charge_trial), S(res.worker), I(q->now)), "count node job");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: node %s not counted",
+		    res.node_id);
+	f = (struct node_facts){ col_i64(c, 0), col_i64(c, 1), col_i64(c, 2), col_i64(c, 3) };
+	fin(c);
+
+	/* a job paid wholly with ordinary credits by another account
+	 * countersigns the node */
+	if (res.trial_amount == 0 && charge > 0 && strcmp(res.requester, res.worker) != 0) {
+		if ((err = exec_count(&n, c, LS_NODE_PAYER_INSERT, ARGS(S(res.node_id),
+		    S(res.requester), I(q->now)), "record payer")) != 0)
+			return err;
+		if (n == 1) {
+			if ((err = exec(c, LS_NODE_PAYER_COUNT, ARGS(S(res.node_id)),
+			    "count payer")) != 0)
+				return err;
+			f.payers++;
+		}
+	}
+	int64_t matured = 0;
+	if (f.pending > 0 && established(&f, pol, q->now) &&
+	    (err = mature(&matured, c, res.node_id, res.worker, &f, pol, q->now)) != 0)
 		return err;
 
-	struct txrow t[2] = {
+	char note[48] = "", mnote[LEDGER_ID_MAX + 8];
+	if (charge_trial > 0)
+		snprintf(note, sizeof note, "pending=%lld", (long long)charge_trial);
+	snprintf(mnote, sizeof mnote, "node=%s", res.node_id);
+	struct txrow t[3] = {
 		{ .type = "settle", .job_id = q->job_id, .requester = res.requester,
-		  .worker = res.worker, .model = res.model, .credits = charge,
+		  .worker = res.worker, .model = res.model, .note = note, .credits = charge,
 		  .duration_ms = q->duration_ms, .now = q->now },
-		{ .type = "release", .job_id = q->job_id, .requester = res.requester,
-		  .worker = res.worker, .model = res.model, .credits = refund, .now = q->now },
 	};
-	if ((err = insert_txs(NULL, c, t, refund > 0 ? 2 : 1)) != 0)
+	int nt = 1;
+	if (refund > 0)
+		t[nt++] = (struct txrow){ .type = "release", .job_id = q->job_id,
+			.requester = res.requester, .worker = res.worker, .model = res.model,
+			.credits = refund, .now = q->now };
+	if (matured > 0)
+		t[nt++] = (struct txrow){ .type = "mature", .job_id = q->job_id,
+			.requester = "", .worker = res.worker, .model = res.model, .note = mnote,
+			.credits = matured, .now = q->now };
+	if ((err = insert_txs(NULL, c, t, nt)) != 0)
 		return err;
 	o->charged = charge;
 	o->refunded = refund;
+	o->pending = charge_trial;
+	o->matured = matured;
 	o->already = false;
 	return 0;
 }
@@ -768,6 +953,12 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_range("tokens_out", req->tokens_out, 0, INT64_MAX / 2));
 	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
+	if (req->policy != NULL) {
+		TRY(check_range("establish age", req->policy->establish_age_s, 0, INT64_MAX / 4));
+		TRY(check_range("establish payers", req->policy->establish_payers, 0, INT64_MAX));
+		TRY(check_range("trial daily cap", req->policy->trial_daily_cap, 0,
+		    LEDGER_CREDITS_MAX));
+	}
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
 	return with_txn(c, settle_txn, &sa);
@@ -778,7 +969,7 @@ struct expired_row {
 	char requester[LEDGER_ID_MAX + 1];
 	char worker[LEDGER_ID_MAX + 1];
 	char model[LEDGER_MODEL_MAX + 1];
-	int64_t amount;
+	int64_t amount, trial_amount;
 };
 
 struct release_arg {
@@ -810,6 +1001,7 @@ static int release_txn(ledger_conn *c, void *arg)
 		ledger_copy_str(e->worker, sizeof e->worker, col_text(c, 2));
 		ledger_copy_str(e->model, sizeof e->model, col_text(c, 3));
 		e->amount = col_i64(c, 4);
+		e->trial_amount = col_i64(c, 5);
 		r = ra->n < RELEASE_BATCH ? c->drv->next(c) : 0;
 	}
 	fin(c);
@@ -830,7 +1022,8 @@ static int release_txn(ledger_conn *c, void *arg)
 		if (n != 1)
 			return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
 			    "during release", e->job_id);
-		if ((err = account_add(c, e->requester, e->amount, ra->now)) != 0)
+		if ((err = account_refund(c, e->requester, e->amount - e->trial_amount,
+		    e->trial_amount)) != 0)
 			return err;
 		ra->tx[i] = (struct txrow){ .type = "release", .job_id = e->job_id,
 			.requester = e->requester, .worker = e->worker, .model = e->model,
@@ -972,9 +1165,19 @@ int ledger_totals_get(ledger_totals *out, ledger_conn *c)
 		out->accounts = col_i64(c, 2);
 		out->reserved = col_i64(c, 3);
 		out->open_reservations = col_i64(c, 4);
+		out->trial = col_i64(c, 5);
+		out->pending = col_i64(c, 6);
+		out->forfeited = col_i64(c, 7);
 	}
 	fin(c);
 	return 0;
+}
+
+bool ledger_totals_balanced(const ledger_totals *t)
+{
+	return t != NULL && t->balances + t->trial + t->reserved + t->pending ==
+	    t->granted - t->forfeited && t->balances >= 0 && t->trial >= 0 &&
+	    t->reserved >= 0 && t->pending >= 0;
 }
 
 /* ---- nodes ------------------------------------------------------------------ */
@@ -1006,6 +1209,10 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	out->jobs_failed = col_i64(c, 6);
 	out->first_seen = col_i64(c, 7);
 	out->last_seen = col_i64(c, 8);
+	out->pending = col_i64(c, 9);
+	out->payers = col_i64(c, 10);
+	out->audit_failed = col_i64(c, 11);
+	ledger_copy_str(out->hw_class, sizeof out->hw_class, col_text(c, 12));
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
 	fin(c);
 	return 1;
@@ -1126,6 +1333,81 @@ int ledger_node_set_verification(ledger_conn *c, const char *node_id, double mul
 	TRY(check_multiplier(multiplier));
 	struct verify_arg v = { node_id, multiplier, verified, now };
 	return with_txn(c, verify_txn, &v);
+}
+
+bool ledger_node_established(const ledger_node *n, const ledger_policy *p, int64_t now)
+{
+	if (n == NULL)
+		return false;
+	struct node_facts f = { n->first_seen, n->payers, n->audit_failed, n->pending };
+	return established(&f, p ? p : &ledger_policy_default, now);
+}
+
+struct class_arg {
+	const char *node_id, *hw_class;
+};
+
+static int class_txn(ledger_conn *c, void *arg)
+{
+	struct class_arg *a = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_NODE_CLASS, ARGS(S(a->node_id), S(a->hw_class)),
+	    "update node class");
+	if (err == 0 && n != 1)
+		err = troop_error_set(TROOP_ENOTFOUND, "no node %s", a->node_id);
+	return err;
+}
+
+int ledger_node_set_class(ledger_conn *c, const char *node_id, const char *hw_class)
+{
+	TRY(check_conn(c));
+	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
+	TRY(check_opt_str("hardware class", hw_class, LEDGER_CLASS_MAX));
+	struct class_arg a = { node_id, hw_class ? hw_class : "" };
+	return with_txn(c, class_txn, &a);
+}
+
+struct forfeit_arg {
+	const char *node_id, *actor, *reason;
+	int64_t now, forfeited;
+};
+
+static int forfeit_txn(ledger_conn *c, void *arg)
+{
+	struct forfeit_arg *a = arg;
+	char owner[LEDGER_ID_MAX + 1], note[LEDGER_ID_MAX + 8], detail[LEDGER_NOTE_MAX + 160];
+	int r = row(c, LS_NODE_AUDIT_FAIL, ARGS(S(a->node_id), I(a->now)), "fail node audit");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ENOTFOUND, "no node %s", a->node_id);
+	a->forfeited = col_i64(c, 0);
+	ledger_copy_str(owner, sizeof owner, col_text(c, 1));
+	fin(c);
+	int err = 0;
+	snprintf(note, sizeof note, "node=%s", a->node_id);
+	if (a->forfeited > 0) {
+		struct txrow t = { .type = "forfeit", .requester = "", .worker = owner,
+			.note = note, .credits = a->forfeited, .now = a->now };
+		if ((err = exec(c, LS_NODE_FORFEIT, ARGS(S(a->node_id)), "forfeit pending")) != 0 ||
+		    (err = insert_txs(NULL, c, &t, 1)) != 0)
+			return err;
+	}
+	snprintf(detail, sizeof detail, "node=%s forfeited=%lld reason=%s", a->node_id,
+	    (long long)a->forfeited, a->reason);
+	return insert_audit(c, a->actor, "node_forfeit", detail, a->now);
+}
+
+int ledger_node_forfeit(int64_t *forfeited, ledger_conn *c, const char *node_id,
+    const char *actor, const char *reason, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
+	TRY(check_str("actor", actor, LEDGER_ID_MAX));
+	TRY(check_opt_str("reason", reason, LEDGER_NOTE_MAX));
+	struct forfeit_arg a = { node_id, actor, reason ? reason : "", now, 0 };
+	int err = with_txn(c, forfeit_txn, &a);
+	if (err == 0 && forfeited != NULL)
+		*forfeited = a.forfeited;
+	return err;
 }
 
 /* ---- key/value and audit -------------------------------------------------- */

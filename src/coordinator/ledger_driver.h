@@ -45,6 +45,10 @@ enum ledger_stmt {
 	LS_ACCOUNT_AVAILABLE,
 	LS_ACCOUNT_ADD,
 	LS_ACCOUNT_DEBIT,
+	LS_ACCOUNT_REFUND,
+	LS_ACCOUNT_TRIAL_ADD,
+	LS_ACCOUNT_EARNED,
+	LS_ACCOUNT_MATURE,
 	LS_BALANCE,
 	LS_TX_INSERT,
 	LS_TX_PAGE,
@@ -60,7 +64,15 @@ enum ledger_stmt {
 	LS_NODE_CREATE,
 	LS_NODE_UPDATE,
 	LS_NODE_VERIFY,
-	LS_NODE_JOBS,
+	LS_NODE_JOBS,       /* upsert: counts a job, adds pending, returns the facts */
+	LS_NODE_MATURE,
+	LS_NODE_PAYER_INSERT,
+	LS_NODE_PAYER_COUNT,
+	LS_NODE_AUDIT_FAIL, /* returns pending and owner before they change */
+	LS_NODE_FORFEIT,
+	LS_NODE_CLASS,
+	LS_INVITE_INSERT,
+	LS_INVITE_REDEEM,
 	LS_KV_GET,
 	LS_KV_INSERT,
 	LS_COUNT
@@ -69,8 +81,9 @@ enum ledger_stmt {
 /* Column lists a driver's override may reuse. */
 #define LEDGER_SQL_RES_GET "SELECT job_id, requester, node_id, worker, model, amount, " \
 	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \
-	"refunded, duration_ms FROM reservations WHERE job_id = $1"
-#define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount " \
+	"refunded, duration_ms, trial_amount FROM reservations WHERE job_id = $1"
+#define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount, " \
+	"trial_amount " \
 	"FROM reservations WHERE status = 'open' AND expires_at < $1 " \
 	"ORDER BY expires_at LIMIT $2"
 

@@ -1,10 +1,11 @@
 /*
  * test_credits.c - settlement through a real coordinator: signed receipts
- * move exactly the expected credits, replays and forgeries move nothing,
- * unpaid reservations are refunded after their deadline, and the ledger's
- * conservation invariant holds after every step (read through a ledger
- * handle of this process, opened on the coordinator's SQLite file while it
- * runs).
+ * move exactly the expected credits (paid from the requester's trial
+ * starter credits, so into the node owner's pending earnings), replays,
+ * forgeries and implausible durations move nothing, unpaid reservations
+ * are refunded after their deadline, and the ledger's conservation
+ * invariant holds after every step (read through a ledger handle of this
+ * process, opened on the coordinator's SQLite file while it runs).
  *
  * With TROOP_TEST_DATABASE_URL and TROOP_TEST_REGISTRY_URL set
  * (tests/integration/test_pg_coordinator.sh) the coordinator runs on that
@@ -52,7 +53,7 @@ static void check_invariant(void)
 	assert_int_equal(ledger_open(&l, dbpath), 0);
 	assert_int_equal(ledger_conn_open(&c, l), 0);
 	assert_int_equal(ledger_totals_get(&t, c), 0);
-	assert_int_equal(t.granted, t.balances + t.reserved);
+	assert_true(ledger_totals_balanced(&t));
 	ledger_conn_close(c);
 	ledger_close(l);
 }
@@ -138,7 +139,10 @@ static void test_settle_exact(void **state)
 	json_decref(out);
 	assert_int_equal(balance_of(&user, "balance_seconds"), 1000 - 2);
 	assert_int_equal(balance_of(&user, "reserved_seconds"), 0);
-	assert_int_equal(balance_of(&node, "balance_seconds"), 2);
+	assert_int_equal(balance_of(&user, "trial_seconds"), 998);
+	/* paid from trial credits: pending until the node is established */
+	assert_int_equal(balance_of(&node, "balance_seconds"), 0);
+	assert_int_equal(balance_of(&node, "pending_seconds"), 2);
 	check_invariant();
 
 	/* the same receipt again: same answer, nothing moves */
@@ -152,7 +156,7 @@ static void test_settle_exact(void **state)
 	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 2);
 	json_decref(out);
 	assert_int_equal(balance_of(&user, "balance_seconds"), 998);
-	assert_int_equal(balance_of(&node, "balance_seconds"), 2);
+	assert_int_equal(balance_of(&node, "pending_seconds"), 2);
 	check_invariant();
 }
 
@@ -176,11 +180,22 @@ static void test_forged_and_unknown(void **state)
 	out = receipt(&node, "AAAAAAAAAAAAAAAAAAAAAA", 1000, &st);
 	assert_int_equal(st, 404);
 	json_decref(out);
-	/* a job longer than paid for is charged the reservation, no more */
+	/* a job longer than its max_seconds, or than the time since its
+	 * ticket was issued, is refused and moves nothing */
 	out = receipt(&node, job, 3600 * 1000, &st);
+	assert_int_equal(st, 400);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "implausible"));
+	json_decref(out);
+	out = receipt(&node, job, 9000, &st);
+	assert_int_equal(st, 400);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 10);
+	/* the plausible claim settles */
+	out = receipt(&node, job, 1000, &st);
 	assert_int_equal(st, 200);
-	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 10);
-	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 0);
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 1);
+	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 9);
 	json_decref(out);
 	check_invariant();
 }

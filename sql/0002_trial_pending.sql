@@ -1,0 +1,49 @@
+-- 0002_trial_pending.sql - trial credits, pending earnings and the facts
+-- that make a node established (docs/CREDITS.md, ledger.h "The credit
+-- model").  Same dialect rules as 0001: BIGINT, TEXT and DOUBLE PRECISION
+-- only, ALTER TABLE ... ADD COLUMN with constant defaults, which SQLite
+-- and PostgreSQL both accept.
+
+-- trial: starter credits, spendable but never transferable.
+-- trial_debit: trial credits taken by the account's last debit, written
+--   and read inside one transaction (an UPDATE cannot return a column's
+--   old value on both databases).
+-- earn_day, earn_today: trial-paid earnings made spendable to this owner
+--   on unix day earn_day (the daily cap).
+ALTER TABLE accounts ADD COLUMN trial BIGINT NOT NULL DEFAULT 0 CHECK (trial >= 0);
+ALTER TABLE accounts ADD COLUMN trial_debit BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN earn_day BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN earn_today BIGINT NOT NULL DEFAULT 0;
+
+-- pending: earnings paid from trial credits, owed to the node's owner and
+--   not spendable until the node is established (then released under the
+--   owner's daily cap); forfeited when the node fails an audit.
+-- payers: distinct accounts that paid this node with ordinary credits.
+-- audit_failed: unix time of a failed audit, 0 if none.
+-- hw_class: the class of its last verified proof of hardware ("" none).
+ALTER TABLE nodes ADD COLUMN pending BIGINT NOT NULL DEFAULT 0 CHECK (pending >= 0);
+ALTER TABLE nodes ADD COLUMN payers BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN audit_failed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN hw_class TEXT NOT NULL DEFAULT '';
+CREATE INDEX nodes_owner ON nodes (owner);
+
+-- The part of a reservation taken from trial credits.
+ALTER TABLE reservations ADD COLUMN trial_amount BIGINT NOT NULL DEFAULT 0;
+
+-- One row per (node, account that paid it with ordinary credits).
+CREATE TABLE node_payers (
+    node_id    TEXT NOT NULL,
+    account    TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (node_id, account)
+);
+
+-- Invite codes (starter policy "invite"): the code's SHA-256, hex.
+CREATE TABLE invites (
+    code_hash   TEXT PRIMARY KEY,
+    credits     BIGINT NOT NULL CHECK (credits > 0),
+    created_by  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    redeemed_by TEXT NOT NULL,
+    redeemed_at BIGINT NOT NULL
+);
