@@ -180,7 +180,8 @@ out:
 /* ---- discovery --------------------------------------------------------------- */
 
 /* The public view of a node: its heartbeat fields plus the durable facts. */
-static json_t *node_json(const registry_node *n, const ledger_node *ln, bool live)
+static json_t *node_json(const coord *c, const registry_node *n, const ledger_node *ln,
+    bool live)
 {
 	json_t *o = json_object(), *models = json_array();
 
@@ -212,6 +213,12 @@ static json_t *node_json(const registry_node *n, const ledger_node *ln, bool liv
 	json_object_set_new(o, "verified", json_boolean(ln && ln->verified));
 	json_object_set_new(o, "verified_at", json_integer(ln ? ln->verified_at : 0));
 	json_object_set_new(o, "reputation", json_real(ln ? ln->reputation : 0.5));
+	/* the economy (docs/CREDITS.md): the class its proof verified, and
+	 * whether its trial-paid earnings are spendable yet */
+	json_object_set_new(o, "hardware_class", json_string(ln ? ln->hw_class : ""));
+	json_object_set_new(o, "established", json_boolean(ln &&
+	    ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
+	json_object_set_new(o, "pending_credits", json_integer(ln ? ln->pending : 0));
 	json_object_set_new(o, "live", json_boolean(live));
 	return o;
 }
@@ -252,7 +259,7 @@ static void h_peers(http_req *r, void *arg)
 	for (size_t i = 0; i < n; i++) {
 		ledger_node ln;
 		bool have = ledger_node_get(&ln, t->db, nodes[i].node_id) == 0;
-		json_array_append_new(arr, node_json(&nodes[i], have ? &ln : NULL, true));
+		json_array_append_new(arr, node_json(c, &nodes[i], have ? &ln : NULL, true));
 	}
 	registry_nodes_free(nodes, n);
 	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)n, "nodes", arr));
@@ -318,7 +325,7 @@ static void h_node(http_req *r, void *arg)
 		snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
 		snprintf(n.name, sizeof(n.name), "%s", ln.name);
 	}
-	coord_reply_json(r, 200, node_json(&n, known ? &ln : NULL, live));
+	coord_reply_json(r, 200, node_json(c, &n, known ? &ln : NULL, live));
 	registry_node_clear(&n);
 }
 

@@ -323,6 +323,11 @@ static void test_balance_and_transactions(void **state)
 	assert_non_null(strstr(line, "(1.00 h)"));
 	assert_true(line_with(line, sizeof(line), r.out, "reserved"));
 	assert_non_null(strstr(line, " 0 s"));
+	/* starter credits are trial credits */
+	assert_true(line_with(line, sizeof(line), r.out, "trial "));
+	assert_non_null(strstr(line, "3600 s"));
+	assert_true(line_with(line, sizeof(line), r.out, "pending "));
+	assert_non_null(strstr(line, " 0 s"));
 	run_free(&r);
 
 	r = run_troop("balance", "--json");
@@ -331,6 +336,8 @@ static void test_balance_and_transactions(void **state)
 	assert_string_equal(json_string_value(json_object_get(j, "public_key")), me.id);
 	assert_int_equal(json_integer_value(json_object_get(j, "available_seconds")), 3600);
 	assert_int_equal(json_integer_value(json_object_get(j, "balance_seconds")), 3600);
+	assert_int_equal(json_integer_value(json_object_get(j, "trial_seconds")), 3600);
+	assert_int_equal(json_integer_value(json_object_get(j, "pending_seconds")), 0);
 	json_decref(j);
 	run_free(&r);
 
