@@ -2,15 +2,18 @@
  * fuzz_httpsig.c - libFuzzer harness for httpsig_verify.  The input is
  * split on '\n' into Signature-Input, Signature, Content-Digest and the
  * body (the rest); a missing part is a missing header.  The request is
- * POST /authorize?x=1 at FUZZ_NOW, with a small nonce cache.  Also checks
+ * POST /authorize?x=1 at FUZZ_NOW, with a small nonce store (an expset).  Also checks
  * the round-trip property: a request signed over the fuzzer's body
  * verifies.
  */
 #include <sodium.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
+#include "expset.h"
 #include "httpsig.h"
 #include "identity.h"
 
@@ -19,7 +22,17 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static troop_identity fuzz_key;
-static nonce_cache *fuzz_cache;
+static expset *fuzz_cache;
+
+static int fuzz_nonce(void *set, const char *keyid, const char *nonce, int64_t now)
+{
+	char key[600];
+	int rc;
+
+	snprintf(key, sizeof(key), "%s\n%s", keyid, nonce);
+	rc = expset_put(set, key, NULL, NULL, 0, now + 121, EXPSET_NX, now);
+	return rc == TROOP_ECONFLICT ? TROOP_EAUTH : rc;
+}
 
 static void fuzz_init(void)
 {
@@ -34,7 +47,9 @@ static void fuzz_init(void)
 	memset(seed, 0x42, sizeof(seed));
 	crypto_sign_seed_keypair(fuzz_key.pk, fuzz_key.sk, seed);
 	account_id_encode(fuzz_key.id, fuzz_key.pk);
-	if (nonce_cache_new(&fuzz_cache, HTTPSIG_NONCE_WINDOW, 4096) != 0)
+	expset_opts o = { .max = 4096 };
+
+	if (expset_new(&fuzz_cache, &o) != 0)
 		abort();
 }
 
@@ -68,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	body = p ? p : buf + size;
 	body_len = (size_t)(buf + size - body);
 	(void)httpsig_verify(keyid, "POST", "/authorize", "x=1", body, body_len,
-	    part[2], part[0], part[1], FUZZ_NOW, nonce_cache_check, fuzz_cache);
+	    part[2], part[0], part[1], FUZZ_NOW, fuzz_nonce, fuzz_cache);
 
 	/* round trip over the same bytes as a body */
 	if (httpsig_sign(&h, &fuzz_key, "POST", "/authorize", "x=1", data, size,

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "http_client.h"
 #include "identity.h"
+#include "ticket.h"
 
 #define CLI_DEFAULT_COORDINATOR "http://127.0.0.1:8420"
 
@@ -118,7 +119,8 @@ void cli_format_bytes(char *out, size_t outlen, int64_t bytes);
 int cli_worker_url(char *out, size_t len, const char *ip, long long port, const char *path);
 
 /* Whether `token` looks like a compact JWS (base64url and dots, at most
- * `max` bytes), so that it is safe to put in a header. */
+ * `max` bytes; callers pass TICKET_MAX_LEN), so that it is safe to put in
+ * a header. */
 bool cli_token_ok(const char *token, size_t max);
 
 /* ---- tables ------------------------------------------------------------- */

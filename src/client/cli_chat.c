@@ -243,7 +243,7 @@ static try_result run_stream(cli *c, http_client *w, const json_t *ticket,
 	try_result res = TRY_FATAL;
 
 	memset(&s, 0, sizeof(s));
-	if (!cli_token_ok(token, 1900) || !node ||
+	if (!cli_token_ok(token, TICKET_MAX_LEN) || !node ||
 	    cli_worker_url(url, sizeof(url), ip, (long long)port, "/v1/chat/completions") != 0) {
 		cli_fail(c, "the coordinator's /authorize reply lacks a valid token, node_id, "
 		    "target_ip or target_port; is --coordinator pointing at a troop coordinator?");

@@ -247,7 +247,7 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	http_req *r;
 	int n = 0, rc;
 
-	if (!cli_token_ok(token, 2200) ||
+	if (!cli_token_ok(token, TICKET_MAX_LEN) ||
 	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
 		job_fail(j, 502, "api_error", "upstream_error",
 		    "the coordinator's /authorize reply names no valid ticket or worker address");

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dynbuf.h"
 #include "error.h"
 #include "log.h"
 #include "up.h"
@@ -24,8 +25,7 @@ typedef struct {
 	http_req *req;            /* NULL once the app went away */
 	http_async_req *fetch;
 	char model[UP_MODEL_MAX + 1];  /* "" for the list */
-	char *buf;
-	size_t len;
+	dynbuf body;              /* the coordinator's reply, bounded */
 	int status;
 	bool toolarge;
 } models_req;
@@ -137,7 +137,7 @@ static void models_req_free(models_req *m)
 {
 	if (!m)
 		return;
-	free(m->buf);
+	dynbuf_free(&m->body);
 	free(m);
 }
 
@@ -163,20 +163,11 @@ static int fetch_headers(void *arg, int status, const char *const *headers)
 static int fetch_data(void *arg, const char *data, size_t len)
 {
 	models_req *m = arg;
-	char *n;
+	int rc = dynbuf_add(&m->body, data, len);
 
-	if (m->len + len > UP_COORD_REPLY_MAX * 16) {
+	if (rc == TROOP_ETOOLARGE)
 		m->toolarge = true;
-		return -1;
-	}
-	n = realloc(m->buf, m->len + len + 1);
-	if (!n)
-		return -1;
-	m->buf = n;
-	memcpy(m->buf + m->len, data, len);
-	m->len += len;
-	m->buf[m->len] = '\0';
-	return 0;
+	return rc == 0 ? 0 : -1;
 }
 
 static void fetch_done(void *arg, int err)
@@ -188,8 +179,8 @@ static void fetch_done(void *arg, int err)
 	m->fetch = NULL;
 	if (!m->req)
 		goto out;
-	if (err == 0 && m->status == 200 && m->buf)
-		text = normalise(m->buf, m->len, &len);
+	if (err == 0 && m->status == 200 && dynbuf_len(&m->body) > 0)
+		text = normalise(dynbuf_ptr(&m->body), dynbuf_len(&m->body), &len);
 	if (text) {
 		cache_put(m->s, text, len);
 		answer(m, text, len);
@@ -238,6 +229,7 @@ static void handle(http_req *r, up_server *s, const char *model)
 		return;
 	}
 	m->s = s;
+	dynbuf_init(&m->body, UP_COORD_REPLY_MAX * 16);
 	m->req = r;
 	if (model) {
 		if (strlen(model) > UP_MODEL_MAX) {

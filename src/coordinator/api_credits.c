@@ -8,11 +8,13 @@
  *   POST /invites/redeem                signed by the redeeming account
  *
  * /authorize picks a live IDLE node serving the model (least loaded, ties
- * at random), reserves the estimated cost in the same ledger transaction
- * that checks the balance, and signs a ticket for that node.  A client may
- * ask for a hardware class ("class": "gpu" or "cpu", "class_required":
- * true to refuse others); without one the operator's --node-class applies.
- * A node counts for a class only when its proof of hardware was of that
+ * at random) from one registry read, whose records carry the durable
+ * facts choice needs (owner, multiplier, verified, hardware class),
+ * reserves the estimated cost in the one ledger transaction that checks
+ * the balance, and signs a ticket for that node.  A client may ask for a
+ * hardware class ("class": "gpu" or "cpu", "class_required": true to
+ * refuse others); without one the operator's --node-class applies.  A
+ * node counts for a class only when its proof of hardware was of that
  * class.
  *
  * Starter credits are trial credits (docs/CREDITS.md): every new account
@@ -48,25 +50,19 @@ static bool excluded(const char *id, json_t *exclude)
 
 /* Pick the least-loaded eligible node from `nodes`: IDLE, below max_jobs,
  * not excluded, the requested node if one was named, verified unless the
- * operator allows unverified nodes.  Ties are broken at random.  Returns
- * the index, or -1.  *ln gets the chosen node's durable facts.  A node
- * whose durable facts cannot be read (the ledger failing, not a node it
- * does not know) is skipped, and the first such error is left in *db_err
- * and its message in db_msg, so that a ledger outage is not reported as
- * every node being busy. */
-static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *exclude,
-    const char *want_node, const char *want_class, bool class_required, ledger_node *ln,
-    int *db_err, char *db_msg, size_t msg_cap)
+ * operator allows unverified nodes (the registry record's copy of the
+ * ledger facts), of class `want_class` when class_required (else nodes of
+ * that class first; "" for any).  Ties are broken at random.  Returns the
+ * index, or -1. */
+static int choose_node(const coord *c, const registry_node *nodes, size_t n, json_t *exclude,
+    const char *want_node, const char *want_class, bool class_required)
 {
-	coord *c = t->c;
-	int best = -1, rc, best_match = 0;
+	int best = -1, best_match = 0;
 	double best_load = 0;
 	uint32_t ties = 0;
 
-	*db_err = 0;
 	for (size_t i = 0; i < n; i++) {
-		registry_node *nd = &nodes[i];
-		ledger_node cand;
+		const registry_node *nd = &nodes[i];
 		double load;
 		if (nd->status != NODE_IDLE)
 			continue;
@@ -76,18 +72,11 @@ static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *
 			continue;
 		if (exclude && excluded(nd->node_id, exclude))
 			continue;
-		if ((rc = ledger_node_get(&cand, t->db, nd->node_id)) != 0) {
-			if (rc != TROOP_ENOTFOUND && *db_err == 0) {
-				*db_err = rc;
-				snprintf(db_msg, msg_cap, "%s", troop_error_msg());
-			}
-			continue;
-		}
-		if (!cand.verified && !c->allow_unverified)
+		if (!nd->facts.verified && !c->allow_unverified)
 			continue;
 		/* a proof verifies a node for its own class only */
 		int match = want_class[0] == '\0' ||
-		    (cand.verified && strcmp(cand.hw_class, want_class) == 0);
+		    (nd->facts.verified && strcmp(nd->facts.hw_class, want_class) == 0);
 		if (class_required && !match)
 			continue;
 		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
@@ -98,14 +87,11 @@ static int choose_node(coord_thread *t, registry_node *nodes, size_t n, json_t *
 			best_load = load;
 			best_match = match;
 			ties = 1;
-			*ln = cand;
 		} else if (match == best_match && load == best_load) {
 			/* reservoir sampling over equal loads: each tie equally likely */
 			ties++;
-			if (randombytes_uniform(ties) == 0) {
+			if (randombytes_uniform(ties) == 0)
 				best = (int)i;
-				*ln = cand;
-			}
 		}
 	}
 	return best;
@@ -123,9 +109,10 @@ static void h_authorize(http_req *r, void *arg)
 	registry_node *nodes = NULL;
 	size_t n = 0, len;
 	const char *raw;
-	ledger_node ln;
+	const registry_node *nd;
+	double multiplier;
 	ticket_claims cl;
-	char *token = NULL, db_msg[512];
+	char *token = NULL;
 	int idx, rc;
 
 	if (coord_authenticate(r, requester) != 0)
@@ -155,8 +142,7 @@ static void h_authorize(http_req *r, void *arg)
 		}
 		class_required = json_is_true(creq);
 	}
-	if ((rc = ledger_ensure_account(NULL, t->db, requester, coord_starter(c), now)) ||
-	    (rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES, 0))) {
+	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES, 0))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -167,12 +153,7 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(t, nodes, n, exclude, want_node, want_class, class_required, &ln, &rc,
-	    db_msg, sizeof(db_msg));
-	if (idx < 0 && rc != 0) {
-		coord_reply_error(r, rc, "%s", db_msg);
-		goto out;
-	}
+	idx = choose_node(c, nodes, n, exclude, want_node, want_class, class_required);
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
 		coord_reply_error(r, TROOP_ECAPACITY,
@@ -181,37 +162,51 @@ static void h_authorize(http_req *r, void *arg)
 		    class_required ? want_class : "", c->allow_unverified ? "" : " or unverified");
 		goto out;
 	}
+	nd = &nodes[idx];
+	/* a record put without facts has multiplier 0: price it at the base rate */
+	multiplier = nd->facts.multiplier > 0 ? nd->facts.multiplier : 1.0;
 
 	memset(&cl, 0, sizeof(cl));
 	snprintf(cl.iss, sizeof(cl.iss), "%s", c->key.id);
 	snprintf(cl.sub, sizeof(cl.sub), "%s", requester);
 	snprintf(cl.aud, sizeof(cl.aud), "%s", TICKET_AUD);
-	snprintf(cl.target_node, sizeof(cl.target_node), "%.43s", nodes[idx].node_id);
+	snprintf(cl.target_node, sizeof(cl.target_node), "%.43s", nd->node_id);
 	snprintf(cl.model, sizeof(cl.model), "%s", model);
 	ticket_new_jti(cl.jti);
 	cl.iat = now;
 	cl.exp = now + c->ticket_ttl;
 	cl.max_seconds = max_seconds;
-	cost = ledger_charge(max_seconds * 1000, ln.multiplier, INT64_MAX);
+	cost = ledger_charge(max_seconds * 1000, multiplier, INT64_MAX);
 	if (cost < 1)
 		cost = 1;
 
 	{
 		ledger_reserve_req rq = {
 			.job_id = cl.jti, .requester = requester, .node_id = cl.target_node,
-			.worker = ln.owner, .model = model, .amount = cost,
-			.max_seconds = max_seconds, .multiplier = ln.multiplier,
+			.worker = nd->owner, .model = model, .amount = cost,
+			.max_seconds = max_seconds, .multiplier = multiplier,
 			/* the ticket may be used until exp and then run max_seconds */
 			.expires_at = cl.exp + max_seconds, .now = now,
 		};
 		rc = ledger_reserve(&available, t->db, &rq);
+		if (rc == TROOP_ECREDITS && available == 0) {
+			/* perhaps a first request: the account does not exist yet
+			 * (only this path pays for the second transaction) */
+			bool created = false;
+			int erc = ledger_ensure_account(&created, t->db, requester,
+			    coord_starter(c), now);
+			if (erc != 0)
+				rc = erc;
+			else if (created)
+				rc = ledger_reserve(&available, t->db, &rq);
+		}
 	}
 	if (rc == TROOP_ECREDITS) {
 		METRIC_ADD(&c->metrics, auth_no_credits, 1);
 		coord_reply_error(r, TROOP_ECREDITS,
 		    "insufficient credits: available %lld, price %lld credit-seconds "
 		    "(%lld s at multiplier %.2f); earn credits by running a worker",
-		    (long long)available, (long long)cost, (long long)max_seconds, ln.multiplier);
+		    (long long)available, (long long)cost, (long long)max_seconds, multiplier);
 		goto out;
 	}
 	if (rc != 0 || (rc = ticket_sign(&token, &cl, &c->key)) != 0) {
@@ -225,10 +220,10 @@ static void h_authorize(http_req *r, void *arg)
 	    model, (long long)cost);
 	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}",
 	    "job_id", cl.jti, "token", token, "node_id", cl.target_node,
-	    "target_ip", nodes[idx].ip, "target_port", nodes[idx].port,
+	    "target_ip", nd->ip, "target_port", nd->port,
 	    "estimated_cost", (json_int_t)cost, "expires_at", (json_int_t)cl.exp,
 	    "max_seconds", (json_int_t)max_seconds,
-	    "encryption_public_key", nodes[idx].encryption_public_key));
+	    "encryption_public_key", nd->encryption_public_key));
 out:
 	if (token) {
 		sodium_memzero(token, strlen(token));

@@ -45,7 +45,10 @@ static int64_t record_ttl(const coord *c)
 	return c->poh.challenge_ttl_s + 60;
 }
 
-static int put_record(coord *c, const char *prefix, const poh_challenge *ch, int64_t now)
+/* The record counts against the node's and the caller's address's quotas
+ * of the shared store (registry_kv_put_owned). */
+static int put_record(coord *c, const char *prefix, const poh_challenge *ch, const char *addr,
+    int64_t now)
 {
 	char key[KEY_MAX], *text = NULL;
 	size_t len = 0;
@@ -54,7 +57,7 @@ static int put_record(coord *c, const char *prefix, const poh_challenge *ch, int
 	if ((rc = poh_challenge_encode(&text, &len, ch)) != 0)
 		return rc;
 	key_of(key, prefix, ch->id);
-	rc = registry_kv_put(c->reg, key, text, len, record_ttl(c), 0, now);
+	rc = registry_kv_put_owned(c->reg, key, text, len, record_ttl(c), 0, ch->node, addr, now);
 	sodium_memzero(text, len);
 	free(text);
 	return rc;
@@ -108,8 +111,8 @@ static int take_record(poh_challenge *out, http_req *r, coord *c, const char *pr
 		return TROOP_ECONFLICT;
 	}
 	key_of(key, used_prefix, id);
-	registry_kv_put(c->reg, key, "1", 1, record_ttl(c) + TOMBSTONE_EXTRA_S, REGISTRY_KV_NX,
-	    now);
+	registry_kv_put_owned(c->reg, key, "1", 1, record_ttl(c) + TOMBSTONE_EXTRA_S,
+	    REGISTRY_KV_NX, signer, http_req_peer(r), now);
 	return 0;
 }
 
@@ -178,8 +181,8 @@ static void h_challenge(http_req *r, void *arg)
 		char since[32];
 		snprintf(since, sizeof(since), "%lld", (long long)now);
 		key_of(key, "rl", signer);
-		rc = registry_kv_put(c->reg, key, since, strlen(since), c->poh.rate_limit_s,
-		    REGISTRY_KV_NX, now);
+		rc = registry_kv_put_owned(c->reg, key, since, strlen(since), c->poh.rate_limit_s,
+		    REGISTRY_KV_NX, signer, http_req_peer(r), now);
 		if (rc == TROOP_ECONFLICT) {
 			char buf[32], retry[32];
 			size_t len = 0;
@@ -202,7 +205,7 @@ static void h_challenge(http_req *r, void *arg)
 		}
 	}
 	poh_challenge_init(&ch, signer, n, rounds, c->poh.samples);
-	if ((rc = put_record(c, "c", &ch, now)) != 0) {
+	if ((rc = put_record(c, "c", &ch, http_req_peer(r), now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto wipe;
 	}
@@ -269,7 +272,7 @@ static void h_verify(http_req *r, void *arg)
 	ch.elapsed_ms = poh_elapsed_ms(&ch, now_ms, now_mono);
 	ch.deadline_ms = now_ms + c->poh.challenge_ttl_s * 1000;
 	poh_sample_rows(&ch);
-	if ((rc = put_record(c, "r", &ch, now)) != 0) {
+	if ((rc = put_record(c, "r", &ch, http_req_peer(r), now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -372,8 +375,10 @@ out:
 	return rc;
 }
 
-/* Store a proof's outcome in the ledger.  Returns 0, or the ledger's error
- * (the message set) when it could not be stored. */
+/* Store a proof's outcome in the ledger, then copy the node's new facts
+ * into its live registry record (a node that is not live gets them at its
+ * next heartbeat).  Returns 0, or the ledger's error (the message set)
+ * when it could not be stored. */
 static int record_result(coord_thread *t, const char *node, bool ok, double m,
     const char *detail, int64_t now)
 {
@@ -391,6 +396,16 @@ static int record_result(coord_thread *t, const char *node, bool ok, double m,
 		return rc;
 	}
 	ledger_audit(t->db, node, ok ? "poh_verified" : "poh_rejected", detail, now);
+	/* the live record carries a copy of these facts for node choice: bring
+	 * it up to date now rather than at the node's next heartbeat */
+	if (ledger_node_get(&ln, t->db, node) == 0) {
+		registry_facts f;
+		coord_node_facts(&f, t->c, &ln, now);
+		rc = registry_set_node_facts(t->c->reg, node, &f, now);
+		if (rc != 0 && rc != TROOP_ENOTFOUND)
+			log_warn("poh_record", "node=%.8s registry error=\"%s\"", node,
+			    troop_error_msg());
+	}
 	return 0;
 }
 
@@ -455,16 +470,17 @@ static void h_reveal(http_req *r, void *arg)
 	m = poh_multiplier(ops, ch.elapsed_ms, c->poh.reference_ops);
 	snprintf(detail, sizeof(detail), "challenge=%s n=%zu rounds=%u elapsed_ms=%lld "
 	    "multiplier=%.4f", id, ch.n, ch.rounds, (long long)ch.elapsed_ms, m);
+	/* a proof verifies the node for its own class only; the challenge's
+	 * size says which (the GPU class when both are configured alike).
+	 * Stored first, so that the registry's copy of the facts has it. */
+	cls = (ch.n == c->poh.gpu_n && ch.rounds == c->poh.gpu_rounds) ? "gpu" : "cpu";
+	if (ledger_node_set_class(t->db, signer, cls) != 0)
+		log_warn("poh_class", "node=%.8s error=\"%s\"", signer, troop_error_msg());
 	if ((rc = record_result(t, signer, true, m, detail, now)) != 0) {
 		/* never answer "verified" for a result the ledger does not hold */
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	/* a proof verifies the node for its own class only; the challenge's
-	 * size says which (the GPU class when both are configured alike) */
-	cls = (ch.n == c->poh.gpu_n && ch.rounds == c->poh.gpu_rounds) ? "gpu" : "cpu";
-	if (ledger_node_set_class(t->db, signer, cls) != 0)
-		log_warn("poh_class", "node=%.8s error=\"%s\"", signer, troop_error_msg());
 	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
 	    "check_ms=%.0f", signer, ch.n, ch.rounds, (long long)ch.elapsed_ms, m,
 	    (double)poh_mono_ms() - t0);

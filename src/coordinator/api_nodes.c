@@ -7,6 +7,9 @@
  *
  * The live record goes to the registry (TTL); the durable facts (owner,
  * multiplier, verification) to the ledger, written only when they change.
+ * The heartbeat copies the ledger row it reads into the registry record
+ * (registry_facts), so /peers and /v1/models read the registry alone;
+ * /nodes/{id} reads the ledger only for a node that is not live.
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -160,8 +163,13 @@ static void h_heartbeat(http_req *r, void *arg)
 		    "ttl", (json_int_t)0, "next_heartbeat", (json_int_t)0));
 		goto out;
 	}
-	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0 ||
-	    (rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
+	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
+	coord_node_facts(&n.facts, c, &ln, now);
+	if ((rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -179,10 +187,14 @@ out:
 
 /* ---- discovery --------------------------------------------------------------- */
 
-/* The public view of a node: its heartbeat fields plus the durable facts. */
+/* The public view of a node: its heartbeat fields plus the durable facts,
+ * from the live record's copy (live) or from the ledger row `ln` (not
+ * live; NULL when the ledger does not know the node). */
 static json_t *node_json(const coord *c, const registry_node *n, const ledger_node *ln,
     bool live)
 {
+	const registry_facts *f = &n->facts;
+
 	json_t *o = json_object(), *models = json_array();
 
 	for (size_t i = 0; i < n->n_models; i++)
@@ -205,20 +217,25 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 	json_object_set_new(o, "encryption_public_key", json_string(n->encryption_public_key));
 	json_object_set_new(o, "load", json_pack("{s:i, s:i}", "active_jobs", n->active_jobs,
 	    "max_jobs", n->max_jobs));
-	json_object_set_new(o, "owner", json_string(ln ? ln->owner : n->owner));
+	json_object_set_new(o, "owner", json_string(live ? n->owner : ln ? ln->owner : ""));
 	json_object_set_new(o, "version", json_string(n->version));
 	json_object_set_new(o, "last_seen", json_integer(live ? n->last_seen :
 	    (ln ? ln->last_seen : 0)));
-	json_object_set_new(o, "multiplier", json_real(ln ? ln->multiplier : 1.0));
-	json_object_set_new(o, "verified", json_boolean(ln && ln->verified));
-	json_object_set_new(o, "verified_at", json_integer(ln ? ln->verified_at : 0));
-	json_object_set_new(o, "reputation", json_real(ln ? ln->reputation : 0.5));
-	/* the economy (docs/CREDITS.md): the class its proof verified, and
-	 * whether its trial-paid earnings are spendable yet */
-	json_object_set_new(o, "hardware_class", json_string(ln ? ln->hw_class : ""));
-	json_object_set_new(o, "established", json_boolean(ln &&
-	    ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
-	json_object_set_new(o, "pending_credits", json_integer(ln ? ln->pending : 0));
+	json_object_set_new(o, "multiplier", json_real(live ? f->multiplier :
+	    ln ? ln->multiplier : 1.0));
+	json_object_set_new(o, "verified", json_boolean(live ? f->verified : ln && ln->verified));
+	json_object_set_new(o, "verified_at", json_integer(live ? f->verified_at :
+	    ln ? ln->verified_at : 0));
+	json_object_set_new(o, "reputation", json_real(live ? f->reputation :
+	    ln ? ln->reputation : 0.5));
+	/* the economy (docs/CREDITS.md): the class its proof verified, whether
+	 * its trial-paid earnings are spendable yet, and what is pending */
+	json_object_set_new(o, "hardware_class", json_string(live ? f->hw_class :
+	    ln ? ln->hw_class : ""));
+	json_object_set_new(o, "established", json_boolean(live ? f->established :
+	    ln && ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
+	json_object_set_new(o, "pending_credits", json_integer(live ? f->pending :
+	    ln ? ln->pending : 0));
 	json_object_set_new(o, "live", json_boolean(live));
 	return o;
 }
@@ -226,7 +243,6 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 static void h_peers(http_req *r, void *arg)
 {
 	coord *c = arg;
-	coord_thread *t = coord_thread_of(r);
 	const char *model = http_req_query_param(r, "model");
 	const char *lim = http_req_query_param(r, "limit");
 	int64_t now = (int64_t)time(NULL);
@@ -256,11 +272,8 @@ static void h_peers(http_req *r, void *arg)
 		return;
 	}
 	arr = json_array();
-	for (size_t i = 0; i < n; i++) {
-		ledger_node ln;
-		bool have = ledger_node_get(&ln, t->db, nodes[i].node_id) == 0;
-		json_array_append_new(arr, node_json(c, &nodes[i], have ? &ln : NULL, true));
-	}
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, node_json(c, &nodes[i], NULL, true));
 	registry_nodes_free(nodes, n);
 	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)n, "nodes", arr));
 }
@@ -310,23 +323,24 @@ static void h_node(http_req *r, void *arg)
 		return;
 	}
 	live = rc == 0;
+	if (live) {
+		coord_reply_json(r, 200, node_json(c, &n, NULL, true));
+		registry_node_clear(&n);
+		return;
+	}
 	rc = ledger_node_get(&ln, t->db, id);
 	if (rc != 0 && rc != TROOP_ENOTFOUND) {
-		registry_node_clear(&n);
 		coord_reply_last_error(r, rc);
 		return;
 	}
 	known = rc == 0;
-	if (!live && !known) {
+	if (!known) {
 		coord_reply_error(r, TROOP_ENOTFOUND, "no node with id '%s'", id);
 		return;
 	}
-	if (!live) {
-		snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
-		snprintf(n.name, sizeof(n.name), "%s", ln.name);
-	}
-	coord_reply_json(r, 200, node_json(c, &n, known ? &ln : NULL, live));
-	registry_node_clear(&n);
+	snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
+	snprintf(n.name, sizeof(n.name), "%s", ln.name);
+	coord_reply_json(r, 200, node_json(c, &n, &ln, false));
 }
 
 void api_nodes_routes(http_server *s, coord *c)

@@ -2,11 +2,16 @@
  * coordinator.c - `troop coordinator`: parse the configuration, open the
  * ledger and the registry, load or create the ticket signing key, and
  * serve the API on the HTTP server's threads (one ledger connection per
- * thread).  Thread 0 also runs the sweeper: expired reservations are
- * released and expired registry entries dropped every few seconds.
+ * thread).  The periodic work (the sweeper: expired reservations released
+ * and expired registry entries dropped every few seconds) runs on a thread
+ * of its own with its own ledger connection, so that nothing that can
+ * block for seconds (SQLite busy retries, a Redis reconnect) runs on an
+ * event loop that serves requests; it stops before the ledger and the
+ * registry close.
  */
 #include <errno.h>
-#include <event2/event.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +98,9 @@ static const config_opt coord_opts[] = {
 	{ "poh-challenge-ttl", 0, OPT_INT, "TROOP_POH_CHALLENGE_TTL", NULL, "120", "SECONDS",
 	  "proof-of-hardware: time allowed from challenge to root, and from root to reveal",
 	  1, 3600 },
+	{ "max-nonces", 0, OPT_INT, "TROOP_MAX_NONCES", NULL, "1000000", "N",
+	  "signature nonces remembered at once; one signer may hold 1/20 of them and one "
+	  "source address 1/4", 100, 1e9 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -111,30 +119,127 @@ double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes
 	return tps > c->plausible_min_tps ? tps : c->plausible_min_tps;
 }
 
-/* ---- threads ------------------------------------------------------------------ */
-
-static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now)
 {
-	coord_thread *t = arg;
+	memset(f, 0, sizeof(*f));
+	f->multiplier = ln->multiplier;
+	f->verified = ln->verified;
+	f->verified_at = ln->verified_at;
+	f->reputation = ln->reputation;
+	snprintf(f->hw_class, sizeof(f->hw_class), "%s", ln->hw_class);
+	f->established = ledger_node_established(ln, &c->policy, now);
+	f->pending = ln->pending;
+}
+
+/* ---- the sweeper thread ------------------------------------------------------- */
+
+struct sweeper {
+	coord *c;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;     /* signalled to stop */
+	bool stop;
+	bool running;
+};
+
+static void sweep_once(coord *c, ledger_conn *db)
+{
 	int64_t now = (int64_t)time(NULL), released = 0;
 	size_t removed = 0;
 
-	(void)fd;
-	(void)what;
-	if (ledger_release_expired(&released, t->db, now, t->c->release_grace) != 0)
+	if (ledger_release_expired(&released, db, now, c->release_grace) != 0)
 		log_warn("sweep", "error=\"%s\"", troop_error_msg());
 	else if (released > 0) {
-		METRIC_ADD(&t->c->metrics, released, (unsigned long long)released);
+		METRIC_ADD(&c->metrics, released, (unsigned long long)released);
 		log_info("sweep", "released=%lld", (long long)released);
 	}
-	registry_sweep(&removed, t->c->reg, now);
+	if (registry_sweep(&removed, c->reg, now) != 0)
+		log_warn("sweep", "registry error=\"%s\"", troop_error_msg());
 }
+
+/* Every SWEEP_INTERVAL_S until told to stop.  The ledger connection is
+ * opened here (and again after a failure to open it), used by this
+ * thread alone. */
+static void *sweeper_main(void *arg)
+{
+	struct sweeper *sw = arg;
+	ledger_conn *db = NULL;
+	struct timespec next;
+
+	clock_gettime(CLOCK_MONOTONIC, &next);
+	pthread_mutex_lock(&sw->mu);
+	while (!sw->stop) {
+		next.tv_sec += SWEEP_INTERVAL_S;
+		while (!sw->stop && pthread_cond_timedwait(&sw->cv, &sw->mu, &next) != ETIMEDOUT)
+			;
+		if (sw->stop)
+			break;
+		pthread_mutex_unlock(&sw->mu);
+		if (db == NULL && ledger_conn_open(&db, sw->c->ledger) != 0) {
+			log_warn("sweep", "ledger error=\"%s\"", troop_error_msg());
+			db = NULL;
+		}
+		if (db != NULL)
+			sweep_once(sw->c, db);
+		clock_gettime(CLOCK_MONOTONIC, &next);
+		pthread_mutex_lock(&sw->mu);
+	}
+	pthread_mutex_unlock(&sw->mu);
+	ledger_conn_close(db);
+	return NULL;
+}
+
+/* Start the sweeper.  Returns 0 or TROOP_ENOMEM / TROOP_ERR (no thread). */
+static int sweeper_start(struct sweeper *sw, coord *c)
+{
+	pthread_condattr_t ca;
+	sigset_t block, old;
+	int rc;
+
+	memset(sw, 0, sizeof(*sw));
+	sw->c = c;
+	pthread_mutex_init(&sw->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&sw->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	/* like the server's threads, leave SIGINT/SIGTERM to http_server_run */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	rc = pthread_create(&sw->th, NULL, sweeper_main, sw);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return troop_error_set(TROOP_ERR, "cannot start the sweeper thread");
+	sw->running = true;
+	return 0;
+}
+
+/* Stop the sweeper (waiting for a sweep in progress) and free it.  Safe
+ * on one that never started. */
+static void sweeper_stop(struct sweeper *sw)
+{
+	if (!sw->running)
+		return;
+	pthread_mutex_lock(&sw->mu);
+	sw->stop = true;
+	pthread_cond_signal(&sw->cv);
+	pthread_mutex_unlock(&sw->mu);
+	pthread_join(sw->th, NULL);
+	pthread_cond_destroy(&sw->cv);
+	pthread_mutex_destroy(&sw->mu);
+	sw->running = false;
+}
+
+/* ---- server threads --------------------------------------------------------------- */
 
 static int thread_init(void *arg, int index, struct event_base *base, void **tctx)
 {
 	coord *c = arg;
 	coord_thread *t = calloc(1, sizeof(*t));
 
+	(void)base;
 	if (!t)
 		return TROOP_ENOMEM;
 	t->c = c;
@@ -143,12 +248,6 @@ static int thread_init(void *arg, int index, struct event_base *base, void **tct
 		log_error("ledger", "error=\"%s\"", troop_error_msg());
 		free(t);
 		return TROOP_EUNAVAIL;
-	}
-	if (index == 0) {
-		struct timeval tv = { SWEEP_INTERVAL_S, 0 };
-		t->sweeper = event_new(base, -1, EV_PERSIST, sweep_cb, t);
-		if (t->sweeper)
-			event_add(t->sweeper, &tv);
 	}
 	*tctx = t;
 	return 0;
@@ -161,8 +260,6 @@ static void thread_fini(void *arg, void *tctx)
 	(void)arg;
 	if (!t)
 		return;
-	if (t->sweeper)
-		event_free(t->sweeper);
 	ledger_conn_close(t->db);
 	free(t);
 }
@@ -227,6 +324,7 @@ int cmd_coordinator(int argc, char **argv)
 	config *cfg = NULL;
 	coord *c = NULL;
 	http_server *srv = NULL;
+	struct sweeper sweeper = { 0 };
 	char data_dir[1024], db_url[1200], key_path[1200];
 	const char *const *admins;
 	log_level lvl;
@@ -343,7 +441,11 @@ int cmd_coordinator(int argc, char **argv)
 		fatal_config("cannot open the ledger");
 		goto out;
 	}
-	if (registry_open(&c->reg, config_str(cfg, "registry-url"), NULL) != 0) {
+	{
+		registry_opts ro = { .max_nonces = (size_t)config_int(cfg, "max-nonces") };
+		rc = registry_open(&c->reg, config_str(cfg, "registry-url"), &ro);
+	}
+	if (rc != 0) {
 		fatal_config("cannot open the registry");
 		goto out;
 	}
@@ -385,6 +487,10 @@ int cmd_coordinator(int argc, char **argv)
 		fatal_config("cannot start");
 		goto out;
 	}
+	if (sweeper_start(&sweeper, c) != 0) {
+		fatal_config("cannot start");
+		goto out;
+	}
 	log_info("coordinator_started", "listen=%s port=%d ledger=%s registry=%s kid=%s "
 	    "starter_credits=%lld starter_policy=%s allow_unverified=%d",
 	    config_str(cfg, "listen"),
@@ -394,6 +500,7 @@ int cmd_coordinator(int argc, char **argv)
 	ret = http_server_run(srv, 5000) == 0 ? 0 : 1;
 	log_info("coordinator_stopped", NULL);
 out:
+	sweeper_stop(&sweeper);
 	http_server_free(srv);
 	if (c) {
 		registry_close(c->reg);

@@ -65,7 +65,6 @@ typedef struct {
 	coord *c;
 	ledger_conn *db;
 	int index;
-	struct event *sweeper;     /* thread 0 only */
 } coord_thread;
 
 /* The starter credits a new account gets on first contact: the
@@ -79,6 +78,10 @@ static inline int64_t coord_starter(const coord *c)
  * for a model of `size_bytes` (0: unknown, counted as 1 GB):
  * max(plausible_min_tps, plausible_tps_gb * multiplier / GB). */
 double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes);
+
+/* The registry's copy of a node's durable facts, from its ledger row `ln`
+ * (whether it is established is judged under c->policy at `now`). */
+void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now);
 
 static inline coord_thread *coord_thread_of(http_req *r)
 {

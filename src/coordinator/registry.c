@@ -57,8 +57,18 @@ static int check_ttl(const char *what, int64_t ttl)
 	return 0;
 }
 
+static int check_facts(const registry_facts *f)
+{
+	if (!(f->multiplier >= 0 && f->multiplier <= 1000) ||
+	    !(f->reputation >= 0 && f->reputation <= 1) || f->verified_at < 0)
+		return troop_error_set(TROOP_EINVAL, "registry: node facts out of range "
+		    "(multiplier 0..1000, reputation 0..1, verified_at >= 0)");
+	return 0;
+}
+
 static int check_node(const registry_node *n)
 {
+	TRY(check_facts(&n->facts));
 	TRY(check_field("node name", n->name, sizeof n->name, false));
 	TRY(check_field("node ip", n->ip, sizeof n->ip, true));
 	TRY(check_field("encryption_public_key", n->encryption_public_key,
@@ -115,6 +125,14 @@ int registry_open(registry **out, const char *url, const registry_opts *opts)
 		o.max_rate = 1000000;
 	if (o.max_kv == 0)
 		o.max_kv = 100000;
+	if (o.nonce_quota_signer == 0)
+		o.nonce_quota_signer = o.max_nonces / 20 ? o.max_nonces / 20 : 1;
+	if (o.nonce_quota_addr == 0)
+		o.nonce_quota_addr = o.max_nonces / 4 ? o.max_nonces / 4 : 1;
+	if (o.kv_quota_owner == 0)
+		o.kv_quota_owner = o.max_kv / 100 ? o.max_kv / 100 : 1;
+	if (o.kv_quota_addr == 0)
+		o.kv_quota_addr = o.max_kv / 4 ? o.max_kv / 4 : 1;
 
 	if (url == NULL || url[0] == '\0' || strcmp(url, "memory:") == 0 ||
 	    strcmp(url, "memory") == 0)
@@ -216,6 +234,17 @@ int registry_add_active_job(registry *r, const char *node_id, int delta)
 	return r->ops->add_active_job(r, node_id, delta);
 }
 
+int registry_set_node_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now)
+{
+	TRY(check_reg(r));
+	TRY(check_str("node_id", node_id, REGISTRY_ID_MAX));
+	if (f == NULL)
+		return troop_error_set(TROOP_EINVAL, "registry: no node facts");
+	TRY(check_facts(f));
+	return r->ops->set_facts(r, node_id, f, now);
+}
+
 int registry_count_nodes(size_t *out, registry *r, int64_t now)
 {
 	if (out == NULL)
@@ -239,11 +268,28 @@ int registry_sweep(size_t *removed, registry *r, int64_t now)
 
 int registry_nonce_check(void *reg, const char *keyid, const char *nonce, int64_t now)
 {
-	registry *r = reg;
+	return registry_nonce_check_from(reg, keyid, nonce, NULL, now);
+}
+
+/* An optional owner or address: NULL or "" for none, else bounded. */
+static int check_owner(const char *what, const char **s)
+{
+	if (*s != NULL && (*s)[0] == '\0')
+		*s = NULL;
+	if (*s != NULL && strnlen(*s, REGISTRY_OWNER_MAX + 1) > REGISTRY_OWNER_MAX)
+		return troop_error_set(TROOP_ETOOLARGE, "registry: %s is longer than %d bytes",
+		    what, REGISTRY_OWNER_MAX);
+	return 0;
+}
+
+int registry_nonce_check_from(registry *r, const char *keyid, const char *nonce,
+    const char *addr, int64_t now)
+{
 	TRY(check_reg(r));
 	TRY(check_str("keyid", keyid, REGISTRY_NONCE_PART_MAX));
 	TRY(check_str("nonce", nonce, REGISTRY_NONCE_PART_MAX));
-	return r->ops->nonce_check(r, keyid, nonce, now);
+	TRY(check_owner("address", &addr));
+	return r->ops->nonce_check(r, keyid, nonce, addr, now);
 }
 
 int registry_rate_check(registry *r, const char *key, int64_t window_s, int64_t max,
@@ -262,7 +308,15 @@ int registry_rate_check(registry *r, const char *key, int64_t window_s, int64_t 
 int registry_kv_put(registry *r, const char *key, const void *value, size_t len,
     int64_t ttl_s, unsigned flags, int64_t now)
 {
+	return registry_kv_put_owned(r, key, value, len, ttl_s, flags, NULL, NULL, now);
+}
+
+int registry_kv_put_owned(registry *r, const char *key, const void *value, size_t len,
+    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now)
+{
 	TRY(check_reg(r));
+	TRY(check_owner("owner", &owner));
+	TRY(check_owner("address", &addr));
 	TRY(check_str("key", key, REGISTRY_KV_KEY_MAX));
 	if (value == NULL && len > 0)
 		return troop_error_set(TROOP_EINVAL, "registry: value is NULL");
@@ -272,7 +326,7 @@ int registry_kv_put(registry *r, const char *key, const void *value, size_t len,
 	TRY(check_ttl("ttl", ttl_s));
 	if (flags & ~REGISTRY_KV_NX)
 		return troop_error_set(TROOP_EINVAL, "registry: unknown kv flags 0x%x", flags);
-	return r->ops->kv_put(r, key, value, len, ttl_s, flags, now);
+	return r->ops->kv_put(r, key, value, len, ttl_s, flags, owner, addr, now);
 }
 
 static int kv_get(void *buf, size_t cap, size_t *len, registry *r, const char *key,

@@ -6,7 +6,12 @@
  *
  * Nothing here is durable: a restart forgets it, and nodes re-register
  * with their next heartbeat.  Durable node facts (owner, multiplier,
- * verification) live in the ledger.
+ * verification, reputation) live in the ledger; each live record carries
+ * a copy of them (registry_facts), written at every heartbeat from the
+ * ledger row the heartbeat reads anyway and after every proof-of-hardware
+ * (registry_set_node_facts), so that choosing a node and listing nodes
+ * read the registry alone.  The copy may lag the ledger by one heartbeat
+ * when a proof lands while a heartbeat is in flight.
  *
  * One `registry` handle is shared by every server thread: every function
  * is thread-safe.  Backends sit behind struct registry_ops (bottom of this
@@ -42,14 +47,22 @@
 #define REGISTRY_HASH_MAX 127       /* content hashes ("sha256:<64 hex>") */
 #define REGISTRY_ENGINE_MAX 31      /* engine type ("ollama", "vllm", ...) */
 #define REGISTRY_MODELS_MAX 256     /* models per node */
+#define REGISTRY_CLASS_MAX 15       /* hardware class ("gpu", "cpu") */
 #define REGISTRY_EXTRA_MAX 65536    /* raw heartbeat JSON kept per node */
 #define REGISTRY_KV_KEY_MAX 256
 #define REGISTRY_KV_VALUE_MAX 65536
 #define REGISTRY_NONCE_PART_MAX 256 /* keyid and nonce, each */
 #define REGISTRY_RATE_KEY_MAX 256
+#define REGISTRY_OWNER_MAX 256      /* quota owners and addresses */
 #define REGISTRY_URL_MAX 4096
 
-#define REGISTRY_NONCE_WINDOW 120   /* seconds a nonce is remembered */
+/* Seconds a nonce is remembered.  A signature is accepted while its
+ * `created` is within HTTPSIG_MAX_SKEW (60 s) of the server's clock, both
+ * ends included: first seen at created - 60, it is still valid at
+ * created + 60, 120 s later.  An entry recorded at t is live while
+ * now < t + window, so the window must be 2 * 60 + 1 for that last second
+ * to find it. */
+#define REGISTRY_NONCE_WINDOW 121
 #define REGISTRY_DEFAULT_TTL 30     /* DESIGN.md 6: node liveness after a heartbeat */
 
 typedef struct registry registry;
@@ -66,6 +79,21 @@ typedef struct {
 	int64_t size_bytes;                        /* >= 0; 0 when unknown */
 	char engine[REGISTRY_ENGINE_MAX + 1];
 } registry_model;
+
+/* The durable facts of a node that node choice needs, copied from its
+ * ledger row.  A record put without them (all zero) is an unverified node
+ * with multiplier 0: only the coordinator's heartbeat handler puts nodes,
+ * and it always fills them. */
+typedef struct {
+	double multiplier;      /* 0 .. 1000; 1.0 until verified */
+	bool verified;
+	int64_t verified_at;    /* 0 if never */
+	double reputation;      /* 0 .. 1 */
+	char hw_class[REGISTRY_CLASS_MAX + 1]; /* class its proof verified, "" none */
+	bool established;       /* its trial-paid earnings are spendable (as of
+	                           the copy) */
+	int64_t pending;        /* pending earnings (as of the copy) */
+} registry_facts;
 
 /* A live node as its last heartbeat described it.  `models` and
  * `extra_json` are heap memory owned by the struct: registry functions
@@ -85,6 +113,7 @@ typedef struct {
 	char encryption_public_key[REGISTRY_KEY_MAX + 1];
 	char owner[REGISTRY_ID_MAX + 1];
 	char version[REGISTRY_VERSION_MAX + 1];
+	registry_facts facts;           /* durable facts, from the ledger */
 	int64_t last_seen;              /* set by registry_put_node */
 	int64_t expires_at;             /* set by registry_put_node: now + ttl */
 	char *extra_json;               /* raw heartbeat JSON (hardware, engines, ...)
@@ -105,11 +134,20 @@ typedef struct {
 	size_t node_count;                         /* live nodes serving the name */
 } registry_model_info;
 
+/* Quotas keep one party from filling a store shared by all: live nonces
+ * per signer and per source address, live key/value entries per owner
+ * (the node a proof-of-hardware record is for) and per address.  Each
+ * defaults to a fraction of the store's cap (0 below): a party over its
+ * quota is refused with TROOP_ERATE while others still get in. */
 typedef struct {
-	size_t max_nodes;   /* live nodes kept; 0: 1,000,000 */
-	size_t max_nonces;  /* nonces remembered; 0: 1,000,000 */
-	size_t max_rate;    /* rate-limit keys; 0: 1,000,000 */
-	size_t max_kv;      /* key/value entries; 0: 100,000 */
+	size_t max_nodes;           /* live nodes kept; 0: 1,000,000 */
+	size_t max_nonces;          /* nonces remembered; 0: 1,000,000 */
+	size_t max_rate;            /* rate-limit keys; 0: 1,000,000 */
+	size_t max_kv;              /* key/value entries; 0: 100,000 */
+	size_t nonce_quota_signer;  /* 0: max_nonces / 20 */
+	size_t nonce_quota_addr;    /* 0: max_nonces / 4 */
+	size_t kv_quota_owner;      /* 0: max_kv / 100 */
+	size_t kv_quota_addr;       /* 0: max_kv / 4 */
 } registry_opts;
 
 /* ---- lifetime ------------------------------------------------------------- */
@@ -169,6 +207,13 @@ int registry_models(registry_model_info **out, size_t *n, registry *r, int64_t n
  * heartbeat replaces the count.  TROOP_ENOTFOUND if the node is absent. */
 int registry_add_active_job(registry *r, const char *node_id, int delta);
 
+/* Replace the durable facts of live node `node_id` (after a proof of
+ * hardware changed them in the ledger); the rest of the record is kept.
+ * TROOP_ENOTFOUND if the node is absent or expired (its next heartbeat
+ * reads the ledger anyway), TROOP_EINVAL for facts out of range. */
+int registry_set_node_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now);
+
 /* Number of live nodes, in *out. */
 int registry_count_nodes(size_t *out, registry *r, int64_t now);
 
@@ -199,6 +244,13 @@ int registry_status_parse(node_status *out, const char *s);
  * (registry_nonce_check, reg) to httpsig_verify. */
 int registry_nonce_check(void *reg, const char *keyid, const char *nonce, int64_t now);
 
+/* As registry_nonce_check, counting the nonce against the signer's quota
+ * (nonce_quota_signer) and, when `addr` is neither NULL nor "", against
+ * that source address's (nonce_quota_addr): TROOP_ERATE ("too many live
+ * nonces for one owner") when either is used up. */
+int registry_nonce_check_from(registry *r, const char *keyid, const char *nonce,
+    const char *addr, int64_t now);
+
 /* Count one event against `key` in a fixed window of `window_s` (>= 1)
  * seconds: 0 while at most `max` (>= 1) events fell in the current
  * window, TROOP_ERATE beyond ("rate limit: N per W s").  Refused events
@@ -216,6 +268,14 @@ int registry_rate_check(registry *r, const char *key, int64_t window_s, int64_t 
  * TROOP_EUNAVAIL when max_kv live entries exist. */
 int registry_kv_put(registry *r, const char *key, const void *value, size_t len,
     int64_t ttl_s, unsigned flags, int64_t now);
+
+/* As registry_kv_put, counting the entry against `owner`'s quota
+ * (kv_quota_owner) and `addr`'s (kv_quota_addr); either may be NULL or ""
+ * for none.  TROOP_ERATE ("too many live key/value entries for one
+ * owner") when a quota is used up.  Replacing a key moves its share to
+ * the new owners. */
+int registry_kv_put_owned(registry *r, const char *key, const void *value, size_t len,
+    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now);
 
 /* Copy the live value of `key` into buf (cap bytes); *len gets its length
  * (also when it does not fit).  TROOP_ENOTFOUND if absent or expired,
@@ -259,13 +319,17 @@ struct registry_ops {
 	    int64_t now, size_t max, unsigned with);
 	int (*models)(registry_model_info **out, size_t *n, registry *r, int64_t now);
 	int (*add_active_job)(registry *r, const char *node_id, int delta);
+	int (*set_facts)(registry *r, const char *node_id, const registry_facts *f, int64_t now);
 	int (*count_nodes)(size_t *out, registry *r, int64_t now);
 	int (*sweep)(size_t *removed, registry *r, int64_t now);
-	int (*nonce_check)(registry *r, const char *keyid, const char *nonce, int64_t now);
+	/* addr: NULL when not given */
+	int (*nonce_check)(registry *r, const char *keyid, const char *nonce, const char *addr,
+	    int64_t now);
 	int (*rate_check)(registry *r, const char *key, int64_t window_s, int64_t max,
 	    int64_t now);
+	/* owner, addr: NULL when not given */
 	int (*kv_put)(registry *r, const char *key, const void *value, size_t len,
-	    int64_t ttl_s, unsigned flags, int64_t now);
+	    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now);
 	/* take: delete after a successful copy */
 	int (*kv_get)(void *buf, size_t cap, size_t *len, registry *r, const char *key,
 	    int64_t now, bool take);

@@ -14,11 +14,10 @@
  * in one allocation (record, model table and all strings), keeping 100k
  * nodes at a few hundred bytes each.
  *
- * Nonces, rate windows and key/values: three stores, each split into 16
- * shards by key hash, each shard a hash map plus an expiry heap under its
- * own mutex.  Expired entries are dropped lazily on access, a few at a
- * time on every insert, and all at once by registry_sweep; every store has
- * a hard cap on live entries.
+ * Nonces, rate windows and key/values: three expiring sets (lib/expset),
+ * each with a hard cap on live entries; nonces and key/values also count
+ * against per-signer (per-owner) and per-address quotas, so that one
+ * party cannot fill a store shared by all.
  *
  * Keys come from the network, so the maps hash with SipHash (libsodium
  * crypto_shorthash) under a random key chosen at open.
@@ -32,12 +31,11 @@
 #include <string.h>
 
 #include "error.h"
+#include "expset.h"
 #include "registry.h"
 
 #define NONE SIZE_MAX
-#define SHARDS 16
 #define PUT_SWEEP 64        /* expired nodes dropped per put_node */
-#define SHARD_SWEEP 8       /* expired entries dropped per store insert */
 #define HASHES_TRACKED 16   /* distinct hashes counted per model name */
 
 static int nomem(void)
@@ -261,6 +259,7 @@ struct mnode {
 	node_status status;
 	int64_t last_seen;
 	atomic_int active;
+	registry_facts facts;  /* written under the write lock */
 };
 
 struct iref {
@@ -273,27 +272,6 @@ struct ibucket {
 	size_t n, cap;
 };
 
-/* ---- key/value stores with expiry ------------------------------------------- */
-
-struct tent {
-	struct hent h;  /* first */
-	struct sent *ent;
-	int64_t count;  /* rate windows */
-	size_t len;     /* kv */
-	unsigned char *val;
-};
-
-struct tshard {
-	pthread_mutex_t mu;
-	struct smap map;
-	struct heap heap;
-	size_t max;
-};
-
-struct tstore {
-	struct tshard sh[SHARDS];
-};
-
 struct mem_registry {
 	struct registry base;
 	registry_opts opts;
@@ -301,7 +279,7 @@ struct mem_registry {
 	pthread_rwlock_t lock;  /* guards nodes, by_name, by_hash, node_heap */
 	struct smap nodes, by_name, by_hash;
 	struct heap node_heap;
-	struct tstore nonces, rates, kv;
+	expset *nonces, *rates, *kv;
 };
 
 static struct mem_registry *mem_of(registry *r)
@@ -368,6 +346,7 @@ static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t 
 	n->max_jobs = rec->max_jobs;
 	n->status = rec->status;
 	n->last_seen = now;
+	n->facts = rec->facts;
 	atomic_init(&n->active, rec->active_jobs);
 	return n;
 }
@@ -403,6 +382,7 @@ static int mnode_export(registry_node *out, const struct mnode *n, unsigned with
 	out->max_jobs = n->max_jobs;
 	out->last_seen = n->last_seen;
 	out->expires_at = n->h.at;
+	out->facts = n->facts;
 	if ((with & REGISTRY_WITH_MODELS) && n->n_models > 0) {
 		out->models = malloc(n->n_models * sizeof *out->models);
 		if (out->models == NULL)
@@ -788,6 +768,22 @@ static int mem_add_active_job(registry *r, const char *node_id, int delta)
 	return err;
 }
 
+static int mem_set_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	uint64_t h = shash(m->seed, node_id);
+	int err = 0;
+	pthread_rwlock_wrlock(&m->lock);
+	struct sent *e = smap_find(&m->nodes, node_id, h);
+	if (e != NULL && node_live(e->val, now))
+		((struct mnode *)e->val)->facts = *f;
+	else
+		err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
+	pthread_rwlock_unlock(&m->lock);
+	return err;
+}
+
 static int mem_count_nodes(size_t *out, registry *r, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
@@ -801,128 +797,23 @@ static int mem_count_nodes(size_t *out, registry *r, int64_t now)
 	return 0;
 }
 
-/* ---- sharded stores ---------------------------------------------------------- */
+/* ---- nonces, rate windows, key/values ---------------------------------------- */
 
-/* Locks first, so that tstore_free is safe after a failed tstore_alloc. */
-static void tstore_init(struct tstore *s, size_t max)
-{
-	size_t per = (max + SHARDS - 1) / SHARDS;
-	for (int i = 0; i < SHARDS; i++) {
-		pthread_mutex_init(&s->sh[i].mu, NULL);
-		s->sh[i].max = per ? per : 1;
-	}
-}
-
-static int tstore_alloc(struct tstore *s)
-{
-	for (int i = 0; i < SHARDS; i++)
-		if (smap_init(&s->sh[i].map, 64) != 0)
-			return TROOP_ENOMEM;
-	return 0;
-}
-
-static void tent_free(struct tent *t)
-{
-	if (t != NULL) {
-		free(t->val);
-		free(t);
-	}
-}
-
-static void tstore_free(struct tstore *s)
-{
-	for (int i = 0; i < SHARDS; i++) {
-		struct tshard *sh = &s->sh[i];
-		for (size_t j = 0; j < sh->heap.n; j++)
-			tent_free((struct tent *)sh->heap.a[j]);
-		free(sh->heap.a);
-		smap_free(&sh->map);
-		pthread_mutex_destroy(&sh->mu);
-	}
-}
-
-static struct tshard *shard_of(struct tstore *s, uint64_t h)
-{
-	return &s->sh[h >> 60];  /* the map uses the low bits */
-}
-
-/* Remove entry `t` from its shard and free it.  Shard lock held. */
-static void tent_drop(struct tshard *sh, struct tent *t)
-{
-	smap_del(&sh->map, t->ent);
-	heap_del(&sh->heap, &t->h);
-	tent_free(t);
-}
-
-static size_t shard_expire(struct tshard *sh, int64_t now, size_t limit)
-{
-	size_t k = 0;
-	struct hent *h;
-	while (k < limit && (h = heap_expired(&sh->heap, now)) != NULL) {
-		tent_drop(sh, (struct tent *)h);
-		k++;
-	}
-	return k;
-}
-
-/* The entry for `key`: live -> returned; expired -> dropped, NULL. */
-static struct tent *shard_get(struct tshard *sh, const char *key, uint64_t h, int64_t now)
-{
-	struct sent *e = smap_find(&sh->map, key, h);
-	if (e == NULL)
-		return NULL;
-	struct tent *t = e->val;
-	if (t->h.at > now)
-		return t;
-	tent_drop(sh, t);
-	return NULL;
-}
-
-/* A new entry expiring at `at`.  NULL with *err set when full or out of
- * memory (full_err says which code "full" is). */
-static struct tent *shard_add(struct tshard *sh, const char *key, uint64_t h, int64_t at,
-    int64_t now, int full_err, const char *what, int *err)
-{
-	if (sh->map.n >= sh->max)
-		shard_expire(sh, now, SIZE_MAX);
-	if (sh->map.n >= sh->max) {
-		*err = troop_error_set(full_err, "registry: too many live %s", what);
-		return NULL;
-	}
-	struct tent *t = calloc(1, sizeof *t);
-	if (t == NULL) {
-		*err = nomem();
-		return NULL;
-	}
-	t->h.at = at;
-	if ((t->ent = smap_add(&sh->map, key, h, t)) == NULL) {
-		free(t);
-		*err = nomem();
-		return NULL;
-	}
-	if ((*err = heap_push(&sh->heap, &t->h)) != 0) {
-		smap_del(&sh->map, t->ent);
-		free(t);
-		return NULL;
-	}
-	return t;
-}
-
-static int mem_nonce_check(registry *r, const char *keyid, const char *nonce, int64_t now)
+static int mem_nonce_check(registry *r, const char *keyid, const char *nonce,
+    const char *addr, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
+	const char *owners[EXPSET_OWNERS] = { keyid, addr };
 	char key[2 * REGISTRY_NONCE_PART_MAX + 2];
+	int err;
+
 	snprintf(key, sizeof key, "%s\x1f%s", keyid, nonce);
-	uint64_t h = shash(m->seed, key);
-	struct tshard *sh = shard_of(&m->nonces, h);
-	int err = 0;
-	pthread_mutex_lock(&sh->mu);
-	shard_expire(sh, now, SHARD_SWEEP);
-	if (shard_get(sh, key, h, now) != NULL)
-		err = troop_error_set(TROOP_EAUTH, "nonce already used");
-	else
-		shard_add(sh, key, h, now + REGISTRY_NONCE_WINDOW, now, TROOP_ERATE, "nonces", &err);
-	pthread_mutex_unlock(&sh->mu);
+	err = expset_put(m->nonces, key, owners, NULL, 0, now + REGISTRY_NONCE_WINDOW,
+	    EXPSET_NX, now);
+	if (err == TROOP_ECONFLICT)
+		return troop_error_set(TROOP_EAUTH, "nonce already used");
+	if (err == TROOP_EUNAVAIL)
+		return troop_error_set(TROOP_ERATE, "registry: too many live nonces");
 	return err;
 }
 
@@ -930,112 +821,35 @@ static int mem_rate_check(registry *r, const char *key, int64_t window_s, int64_
     int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
-	uint64_t h = shash(m->seed, key);
-	struct tshard *sh = shard_of(&m->rates, h);
-	int err = 0;
-	pthread_mutex_lock(&sh->mu);
-	shard_expire(sh, now, SHARD_SWEEP);
-	struct tent *t = shard_get(sh, key, h, now);
-	if (t == NULL)
-		t = shard_add(sh, key, h, now + window_s, now, TROOP_ERATE, "rate-limit keys", &err);
-	if (t != NULL && ++t->count > max)
+	int64_t count = 0;
+	int err = expset_incr(&count, m->rates, key, NULL, 1, now + window_s, now);
+
+	if (err == TROOP_EUNAVAIL)
+		return troop_error_set(TROOP_ERATE, "registry: too many live rate-limit keys");
+	if (err == 0 && count > max)
 		err = troop_error_set(TROOP_ERATE, "rate limit: %lld per %lld s",
 		    (long long)max, (long long)window_s);
-	pthread_mutex_unlock(&sh->mu);
 	return err;
 }
 
 static int mem_kv_put(registry *r, const char *key, const void *value, size_t len,
-    int64_t ttl_s, unsigned flags, int64_t now)
+    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now)
 {
-	struct mem_registry *m = mem_of(r);
-	uint64_t h = shash(m->seed, key);
-	struct tshard *sh = shard_of(&m->kv, h);
-	int err = 0;
-	unsigned char *copy = malloc(len ? len : 1);
-	if (copy == NULL)
-		return nomem();
-	if (len > 0)
-		memcpy(copy, value, len);
+	const char *owners[EXPSET_OWNERS] = { owner, addr };
 
-	pthread_mutex_lock(&sh->mu);
-	shard_expire(sh, now, SHARD_SWEEP);
-	struct tent *t = shard_get(sh, key, h, now);
-	if (t != NULL && (flags & REGISTRY_KV_NX)) {
-		err = troop_error_set(TROOP_ECONFLICT, "key already present");
-		goto out;
-	}
-	if (t == NULL) {
-		t = shard_add(sh, key, h, now + ttl_s, now, TROOP_EUNAVAIL, "key/value entries",
-		    &err);
-		if (t == NULL)
-			goto out;
-	} else {
-		t->h.at = now + ttl_s;
-		heap_fix(&sh->heap, &t->h);
-	}
-	free(t->val);
-	t->val = copy;
-	t->len = len;
-	copy = NULL;
-out:
-	pthread_mutex_unlock(&sh->mu);
-	free(copy);
-	return err;
+	return expset_put(mem_of(r)->kv, key, owners, value, len, now + ttl_s,
+	    (flags & REGISTRY_KV_NX) ? EXPSET_NX : 0, now);
 }
 
 static int mem_kv_get(void *buf, size_t cap, size_t *len, registry *r, const char *key,
     int64_t now, bool take)
 {
-	struct mem_registry *m = mem_of(r);
-	uint64_t h = shash(m->seed, key);
-	struct tshard *sh = shard_of(&m->kv, h);
-	int err = 0;
-	pthread_mutex_lock(&sh->mu);
-	struct tent *t = shard_get(sh, key, h, now);
-	if (t == NULL) {
-		err = troop_error_set(TROOP_ENOTFOUND, "no live key '%s'", key);
-	} else {
-		*len = t->len;
-		if (t->len > cap) {
-			err = troop_error_set(TROOP_ETOOLARGE, "value of '%s' is %zu bytes, "
-			    "buffer %zu", key, t->len, cap);
-		} else {
-			if (t->len > 0)
-				memcpy(buf, t->val, t->len);
-			if (take)
-				tent_drop(sh, t);
-		}
-	}
-	pthread_mutex_unlock(&sh->mu);
-	return err;
+	return expset_get(buf, cap, len, mem_of(r)->kv, key, now, take);
 }
 
 static int mem_kv_del(registry *r, const char *key, int64_t now)
 {
-	struct mem_registry *m = mem_of(r);
-	uint64_t h = shash(m->seed, key);
-	struct tshard *sh = shard_of(&m->kv, h);
-	int err = 0;
-	pthread_mutex_lock(&sh->mu);
-	struct tent *t = shard_get(sh, key, h, now);
-	if (t != NULL)
-		tent_drop(sh, t);
-	else
-		err = troop_error_set(TROOP_ENOTFOUND, "no live key '%s'", key);
-	pthread_mutex_unlock(&sh->mu);
-	return err;
-}
-
-static size_t tstore_sweep(struct tstore *s, int64_t now)
-{
-	size_t k = 0;
-	for (int i = 0; i < SHARDS; i++) {
-		pthread_mutex_lock(&s->sh[i].mu);
-		k += shard_expire(&s->sh[i], now, SIZE_MAX);
-		pthread_mutex_unlock(&s->sh[i].mu);
-	}
-	return k;
+	return expset_del(mem_of(r)->kv, key, now);
 }
 
 static int mem_sweep(size_t *removed, registry *r, int64_t now)
@@ -1044,9 +858,9 @@ static int mem_sweep(size_t *removed, registry *r, int64_t now)
 	pthread_rwlock_wrlock(&m->lock);
 	size_t k = sweep_nodes(m, now, SIZE_MAX);
 	pthread_rwlock_unlock(&m->lock);
-	k += tstore_sweep(&m->nonces, now);
-	k += tstore_sweep(&m->rates, now);
-	k += tstore_sweep(&m->kv, now);
+	k += expset_sweep(m->nonces, now);
+	k += expset_sweep(m->rates, now);
+	k += expset_sweep(m->kv, now);
 	*removed = k;
 	return 0;
 }
@@ -1075,9 +889,9 @@ static void mem_close(registry *r)
 	smap_free(&m->nodes);
 	free_bucket_map(&m->by_name);
 	free_bucket_map(&m->by_hash);
-	tstore_free(&m->nonces);
-	tstore_free(&m->rates);
-	tstore_free(&m->kv);
+	expset_free(m->nonces);
+	expset_free(m->rates);
+	expset_free(m->kv);
 	pthread_rwlock_destroy(&m->lock);
 	free(m);
 }
@@ -1100,12 +914,14 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	pthread_rwlock_init(&m->lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 
-	tstore_init(&m->nonces, opts->max_nonces);
-	tstore_init(&m->rates, opts->max_rate);
-	tstore_init(&m->kv, opts->max_kv);
+	expset_opts no = { .max = opts->max_nonces, .what = "nonces",
+		.owner_quota = { opts->nonce_quota_signer, opts->nonce_quota_addr } };
+	expset_opts ro = { .max = opts->max_rate, .what = "rate-limit keys" };
+	expset_opts ko = { .max = opts->max_kv, .what = "key/value entries",
+		.owner_quota = { opts->kv_quota_owner, opts->kv_quota_addr } };
 	if (smap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
-	    smap_init(&m->by_hash, 256) != 0 || tstore_alloc(&m->nonces) != 0 ||
-	    tstore_alloc(&m->rates) != 0 || tstore_alloc(&m->kv) != 0) {
+	    smap_init(&m->by_hash, 256) != 0 || expset_new(&m->nonces, &no) != 0 ||
+	    expset_new(&m->rates, &ro) != 0 || expset_new(&m->kv, &ko) != 0) {
 		mem_close(&m->base);
 		return nomem();
 	}
@@ -1123,6 +939,7 @@ const struct registry_ops registry_memory_ops = {
 	.find_nodes = mem_find_nodes,
 	.models = mem_models,
 	.add_active_job = mem_add_active_job,
+	.set_facts = mem_set_facts,
 	.count_nodes = mem_count_nodes,
 	.sweep = mem_sweep,
 	.nonce_check = mem_nonce_check,

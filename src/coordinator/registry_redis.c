@@ -12,7 +12,9 @@
  * Redis TTLs only reclaim memory a little later):
  *
  *   P node:<id>     hash: f (fixed fields, JSON), m (models, JSON),
- *                   x (raw heartbeat JSON), a (active jobs), e (E), and
+ *                   x (raw heartbeat JSON), a (active jobs), e (E),
+ *                   d (durable facts, JSON; replaced alone by
+ *                   registry_set_node_facts), and
  *                   the index entries it owns: n:<model name> -> content
  *                   hash, h:<content hash> -> 1; PEXPIRE ttl + 5 s
  *   P nodes         zset: node id -> E (count, listing, sweep)
@@ -26,6 +28,11 @@
  *   P kv:<key>      hash: v (value), e (expiry); PX
  *   P z:nonce, P z:rate, P z:kv  zsets: entry -> expiry, for the caps on
  *                   live entries and for registry_sweep
+ *   P q:<store>:<slot>:<owner>  zset: entry -> expiry, the live entries
+ *                   counted against one owner (slot 0: the signer or the
+ *                   record's owner, 1: the source address) for the
+ *                   per-owner quotas; kv records name theirs in fields
+ *                   o and a, so that take and delete release them
  *
  * Index entries are scored by expiry, so "live" is a range query and the
  * model listing counts with ZCARD after trimming, O(names x hashes), never
@@ -126,7 +133,7 @@ static int nomem(void)
 	"  return #ids\n" \
 	"end\n"
 
-/* ARGV: P id now expires_at real_ttl_ms max_nodes f m x has_x active k
+/* ARGV: P id now expires_at real_ttl_ms max_nodes f m x has_x active d k
  *       then k times: name hash size.  -> {0} or {1, live} (full) */
 static const char lua_put[] = LUA_NODE_PRELUDE
 	"local id, now, exp = ARGV[2], ARGV[3], ARGV[4]\n"
@@ -139,11 +146,11 @@ static const char lua_put[] = LUA_NODE_PRELUDE
 	"  if live >= tonumber(ARGV[6]) then return {1, live} end\n"
 	"end\n"
 	"redis.call('DEL', nk)\n"
-	"local fields = {'f', ARGV[7], 'm', ARGV[8], 'a', ARGV[11], 'e', exp}\n"
+	"local fields = {'f', ARGV[7], 'm', ARGV[8], 'a', ARGV[11], 'e', exp, 'd', ARGV[12]}\n"
 	"if ARGV[10] == '1' then fields[#fields + 1] = 'x'; fields[#fields + 1] = ARGV[9] end\n"
 	"local seen_n, seen_h = {}, {}\n"
-	"for i = 0, tonumber(ARGV[12]) - 1 do\n"
-	"  local name, hash, size = ARGV[13 + 3 * i], ARGV[14 + 3 * i], ARGV[15 + 3 * i]\n"
+	"for i = 0, tonumber(ARGV[13]) - 1 do\n"
+	"  local name, hash, size = ARGV[14 + 3 * i], ARGV[15 + 3 * i], ARGV[16 + 3 * i]\n"
 	"  if not seen_n[name] then\n"
 	"    seen_n[name] = true\n"
 	"    fields[#fields + 1] = 'n:' .. name; fields[#fields + 1] = hash\n"
@@ -172,21 +179,22 @@ static const char lua_remove[] = LUA_NODE_PRELUDE
 	"return 1\n";
 
 /* ARGV: P model now max rand want_m want_x
- * -> flat array, 6 per node: id f a e m x (m, x nil when not asked).
+ * -> flat array, 7 per node: id f a e d m x (m, x nil when not asked).
  * An index entry counts when its score (the expiry) is in the future and
  * the record it names still lists that model; others are removed. */
 static const char lua_find[] =
 	"local P, model, now = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
 	"local max, rnd = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
 	"local wm, wx = ARGV[6] == '1', ARGV[7] == '1'\n"
-	"local flds = {'', 'f', 'a', 'e'}\n"
+	"local flds = {'', 'f', 'a', 'e', 'd'}\n"
 	"if wm then flds[#flds + 1] = 'm' end\n"
 	"if wx then flds[#flds + 1] = 'x' end\n"
 	"local out, count = {}, 0\n"
 	"local function push(id, r)\n"
 	"  out[#out + 1] = id; out[#out + 1] = r[2]; out[#out + 1] = r[3]; out[#out + 1] = r[4]\n"
-	"  out[#out + 1] = wm and r[5] or false\n"
-	"  out[#out + 1] = wx and r[wm and 6 or 5] or false\n"
+	"  out[#out + 1] = r[5] or false\n"
+	"  out[#out + 1] = wm and r[6] or false\n"
+	"  out[#out + 1] = wx and r[wm and 7 or 6] or false\n"
 	"  count = count + 1\n"
 	"end\n"
 	/* walk ranks [first, first + n) of zset z from a random point, wrapping;
@@ -285,6 +293,14 @@ static const char lua_active[] =
 	"elseif v > 2147483647 then redis.call('HSET', nk, 'a', 2147483647) end\n"
 	"return 1\n";
 
+/* ARGV: P id now d -> 1 replaced, 0 no live node */
+static const char lua_facts[] =
+	"local nk = ARGV[1] .. 'node:' .. ARGV[2]\n"
+	"local e = redis.call('HGET', nk, 'e')\n"
+	"if not e or tonumber(e) <= tonumber(ARGV[3]) then return 0 end\n"
+	"redis.call('HSET', nk, 'd', ARGV[4])\n"
+	"return 1\n";
+
 /* ARGV: P now limit -> nodes dropped */
 static const char lua_sweep_nodes[] = LUA_NODE_PRELUDE
 	"return sweep(ARGV[2], tonumber(ARGV[3]))\n";
@@ -311,20 +327,50 @@ static const char lua_sweep_nodes[] = LUA_NODE_PRELUDE
 	"  return redis.call('ZCARD', z) < max\n" \
 	"end\n"
 
+/* Quota helpers (after a store prelude, or alone with P set): the owner
+ * zsets of store S, slot N, owner O.  qfull: whether O already has
+ * `quota` live entries besides `member`. */
+#define LUA_QUOTA_PRELUDE \
+	"local function qkey(store, slot, owner)\n" \
+	"  return P .. 'q:' .. store .. ':' .. slot .. ':' .. owner\n" \
+	"end\n" \
+	"local function qfull(store, slot, owner, member, now, quota)\n" \
+	"  if owner == '' then return false end\n" \
+	"  local z = qkey(store, slot, owner)\n" \
+	"  redis.call('ZREMRANGEBYSCORE', z, '-inf', now)\n" \
+	"  local n = redis.call('ZCARD', z)\n" \
+	"  if redis.call('ZSCORE', z, member) then n = n - 1 end\n" \
+	"  return n >= tonumber(quota)\n" \
+	"end\n" \
+	"local function qadd(store, slot, owner, member, exp, ttl_ms)\n" \
+	"  if owner == '' then return end\n" \
+	"  local z = qkey(store, slot, owner)\n" \
+	"  redis.call('ZADD', z, exp, member)\n" \
+	"  if redis.call('PTTL', z) < tonumber(ttl_ms) then redis.call('PEXPIRE', z, ttl_ms) end\n" \
+	"end\n" \
+	"local function qrem(store, slot, owner, member)\n" \
+	"  if owner and owner ~= '' then redis.call('ZREM', qkey(store, slot, owner), member) end\n" \
+	"end\n"
+
 /* ARGV: P store now limit -> entries dropped */
 static const char lua_sweep_store[] = LUA_STORE_PRELUDE
 	"return trim(ARGV[2], ARGV[3], tonumber(ARGV[4]))\n";
 
-/* ARGV: P member now expiry real_ttl_ms max -> 0 new, 1 seen, 2 full */
-static const char lua_nonce[] = LUA_STORE_PRELUDE
+/* ARGV: P member now expiry real_ttl_ms max signer addr quota_signer quota_addr
+ * -> 0 new, 1 seen, 2 full, 3 over a quota */
+static const char lua_nonce[] = LUA_STORE_PRELUDE LUA_QUOTA_PRELUDE
 	"local now = ARGV[3]\n"
 	"trim('nonce', now, " STR(STORE_SWEEP) ")\n"
 	"local k = P .. 'nonce:' .. ARGV[2]\n"
 	"local v = redis.call('GET', k)\n"
 	"if v and tonumber(v) > tonumber(now) then return 1 end\n"
+	"if qfull('nonce', 0, ARGV[7], ARGV[2], now, ARGV[9]) or "
+	"qfull('nonce', 1, ARGV[8], ARGV[2], now, ARGV[10]) then return 3 end\n"
 	"if not room('nonce', now, tonumber(ARGV[6])) then return 2 end\n"
 	"redis.call('SET', k, ARGV[4], 'PX', ARGV[5])\n"
 	"redis.call('ZADD', P .. 'z:nonce', ARGV[4], ARGV[2])\n"
+	"qadd('nonce', 0, ARGV[7], ARGV[2], ARGV[4], ARGV[5])\n"
+	"qadd('nonce', 1, ARGV[8], ARGV[2], ARGV[4], ARGV[5])\n"
 	"return 0\n";
 
 /* ARGV: P key now window_end real_ttl_ms max_keys max_events
@@ -348,51 +394,66 @@ static const char lua_rate[] = LUA_STORE_PRELUDE
 	"if c > tonumber(ARGV[7]) then return 1 end\n"
 	"return 0\n";
 
-/* ARGV: P key value now expiry real_ttl_ms nx max -> 0 stored, 1 present, 2 full */
-static const char lua_kv_put[] = LUA_STORE_PRELUDE
+/* ARGV: P key value now expiry real_ttl_ms nx max owner addr quota_owner quota_addr
+ * -> 0 stored, 1 present, 2 full, 3 over a quota */
+static const char lua_kv_put[] = LUA_STORE_PRELUDE LUA_QUOTA_PRELUDE
 	"local now = ARGV[4]\n"
 	"trim('kv', now, " STR(STORE_SWEEP) ")\n"
 	"local k = P .. 'kv:' .. ARGV[2]\n"
-	"local e = redis.call('HGET', k, 'e')\n"
-	"local live = e and tonumber(e) > tonumber(now)\n"
+	"local r = redis.call('HMGET', k, 'e', 'o', 'a')\n"
+	"local live = r[1] and tonumber(r[1]) > tonumber(now)\n"
 	"if live and ARGV[7] == '1' then return 1 end\n"
+	"if qfull('kv', 0, ARGV[9], ARGV[2], now, ARGV[11]) or "
+	"qfull('kv', 1, ARGV[10], ARGV[2], now, ARGV[12]) then return 3 end\n"
 	"if not live and not room('kv', now, tonumber(ARGV[8])) then return 2 end\n"
-	"redis.call('HSET', k, 'v', ARGV[3], 'e', ARGV[5])\n"
+	"qrem('kv', 0, r[2], ARGV[2])\n"
+	"qrem('kv', 1, r[3], ARGV[2])\n"
+	"redis.call('DEL', k)\n"
+	"redis.call('HSET', k, 'v', ARGV[3], 'e', ARGV[5], 'o', ARGV[9], 'a', ARGV[10])\n"
 	"redis.call('PEXPIRE', k, ARGV[6])\n"
 	"redis.call('ZADD', P .. 'z:kv', ARGV[5], ARGV[2])\n"
+	"qadd('kv', 0, ARGV[9], ARGV[2], ARGV[5], ARGV[6])\n"
+	"qadd('kv', 1, ARGV[10], ARGV[2], ARGV[5], ARGV[6])\n"
 	"return 0\n";
 
 /* ARGV: P key now cap take -> nil (absent), {len} (does not fit), {len, value} */
 static const char lua_kv_get[] =
-	"local k = ARGV[1] .. 'kv:' .. ARGV[2]\n"
-	"local r = redis.call('HMGET', k, 'v', 'e')\n"
+	"local P = ARGV[1]\n" LUA_QUOTA_PRELUDE
+	"local k = P .. 'kv:' .. ARGV[2]\n"
+	"local r = redis.call('HMGET', k, 'v', 'e', 'o', 'a')\n"
 	"if not r[1] or tonumber(r[2]) <= tonumber(ARGV[3]) then return false end\n"
 	"local len = string.len(r[1])\n"
 	"if len > tonumber(ARGV[4]) then return {len} end\n"
 	"if ARGV[5] == '1' then\n"
 	"  redis.call('DEL', k)\n"
-	"  redis.call('ZREM', ARGV[1] .. 'z:kv', ARGV[2])\n"
+	"  redis.call('ZREM', P .. 'z:kv', ARGV[2])\n"
+	"  qrem('kv', 0, r[3], ARGV[2])\n"
+	"  qrem('kv', 1, r[4], ARGV[2])\n"
 	"end\n"
 	"return {len, r[1]}\n";
 
 /* ARGV: P key now -> 1 deleted a live key, 0 otherwise */
 static const char lua_kv_del[] =
-	"local k = ARGV[1] .. 'kv:' .. ARGV[2]\n"
-	"local e = redis.call('HGET', k, 'e')\n"
+	"local P = ARGV[1]\n" LUA_QUOTA_PRELUDE
+	"local k = P .. 'kv:' .. ARGV[2]\n"
+	"local r = redis.call('HMGET', k, 'e', 'o', 'a')\n"
+	"local e = r[1]\n"
 	"if not e then return 0 end\n"
 	"redis.call('DEL', k)\n"
-	"redis.call('ZREM', ARGV[1] .. 'z:kv', ARGV[2])\n"
+	"redis.call('ZREM', P .. 'z:kv', ARGV[2])\n"
+	"qrem('kv', 0, r[2], ARGV[2])\n"
+	"qrem('kv', 1, r[3], ARGV[2])\n"
 	"if tonumber(e) <= tonumber(ARGV[3]) then return 0 end\n"
 	"return 1\n";
 
 enum script_id {
-	SC_PUT, SC_REMOVE, SC_FIND, SC_MODELS, SC_ACTIVE, SC_SWEEP_NODES, SC_SWEEP_STORE,
+	SC_PUT, SC_REMOVE, SC_FIND, SC_MODELS, SC_ACTIVE, SC_FACTS, SC_SWEEP_NODES, SC_SWEEP_STORE,
 	SC_NONCE, SC_RATE, SC_KV_PUT, SC_KV_GET, SC_KV_DEL, SC_COUNT
 };
 
 static const char *const script_src[SC_COUNT] = {
 	[SC_PUT] = lua_put, [SC_REMOVE] = lua_remove, [SC_FIND] = lua_find,
-	[SC_MODELS] = lua_models, [SC_ACTIVE] = lua_active,
+	[SC_MODELS] = lua_models, [SC_ACTIVE] = lua_active, [SC_FACTS] = lua_facts,
 	[SC_SWEEP_NODES] = lua_sweep_nodes, [SC_SWEEP_STORE] = lua_sweep_store,
 	[SC_NONCE] = lua_nonce, [SC_RATE] = lua_rate, [SC_KV_PUT] = lua_kv_put,
 	[SC_KV_GET] = lua_kv_get, [SC_KV_DEL] = lua_kv_del,
@@ -791,6 +852,42 @@ static char *node_fixed_json(const registry_node *n, int64_t now)
 	return s;
 }
 
+/* The durable facts as compact JSON (malloc'd). */
+static char *node_facts_json(const registry_facts *f)
+{
+	json_t *o = json_pack("{s:f, s:b, s:I, s:f, s:s, s:b, s:I}", "mul", f->multiplier,
+	    "ver", f->verified, "vat", (json_int_t)f->verified_at, "rep", f->reputation,
+	    "cls", f->hw_class, "est", f->established, "pen", (json_int_t)f->pending);
+	if (o == NULL)
+		return NULL;
+	char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(o);
+	return s;
+}
+
+/* Decode field d into *f; a record without it (written by an older
+ * coordinator) has no facts: all zero. */
+static void node_facts_decode(registry_facts *f, const redisReply *d)
+{
+	memset(f, 0, sizeof *f);
+	if (d == NULL || d->type != REDIS_REPLY_STRING)
+		return;
+	json_t *o = json_loadb(d->str, d->len, 0, NULL);
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return;
+	}
+	f->multiplier = json_number_value(json_object_get(o, "mul"));
+	f->verified = json_is_true(json_object_get(o, "ver"));
+	f->verified_at = (int64_t)json_integer_value(json_object_get(o, "vat"));
+	f->reputation = json_number_value(json_object_get(o, "rep"));
+	const char *cls = json_string_value(json_object_get(o, "cls"));
+	snprintf(f->hw_class, sizeof f->hw_class, "%s", cls ? cls : "");
+	f->established = json_is_true(json_object_get(o, "est"));
+	f->pending = (int64_t)json_integer_value(json_object_get(o, "pen"));
+	json_decref(o);
+}
+
 static char *node_models_json(const registry_node *n)
 {
 	json_t *a = json_array();
@@ -822,10 +919,10 @@ static int corrupt(const char *id)
 	return troop_error_set(TROOP_ERR, "registry: the stored record of node %s is corrupt", id);
 }
 
-/* Fill `out` from the stored fields (bulk strings; m and x may be NULL). */
+/* Fill `out` from the stored fields (bulk strings; d, m and x may be NULL). */
 static int node_decode(registry_node *out, const char *id, const redisReply *f,
-    const redisReply *a, const redisReply *e, const redisReply *m, const redisReply *x,
-    unsigned with)
+    const redisReply *a, const redisReply *e, const redisReply *d, const redisReply *m,
+    const redisReply *x, unsigned with)
 {
 	memset(out, 0, sizeof *out);
 	if (f == NULL || f->type != REDIS_REPLY_STRING)
@@ -857,6 +954,7 @@ static int node_decode(registry_node *out, const char *id, const redisReply *f,
 	int64_t act = reply_int(a);
 	out->active_jobs = act < 0 ? 0 : act > INT_MAX ? INT_MAX : (int)act;
 	out->expires_at = reply_int(e);
+	node_facts_decode(&out->facts, d);
 
 	if ((with & REGISTRY_WITH_MODELS) && m != NULL && m->type == REDIS_REPLY_STRING) {
 		json_t *arr = json_loadb(m->str, m->len, 0, &jerr);
@@ -898,11 +996,12 @@ static int rd_put_node(registry *r, const registry_node *rec, int64_t ttl, int64
 	struct redis_registry *rr = rr_of(r);
 	char *f = node_fixed_json(rec, now);
 	char *m = node_models_json(rec);
+	char *d = node_facts_json(&rec->facts);
 	struct cmd c;
 	redisReply *rep = NULL;
 	int err = 0;
-	cmd_script_begin(&c, rr, 12 + 3 * (int)rec->n_models);
-	if (f == NULL || m == NULL) {
+	cmd_script_begin(&c, rr, 13 + 3 * (int)rec->n_models);
+	if (f == NULL || m == NULL || d == NULL) {
 		err = nomem();
 		goto out;
 	}
@@ -917,6 +1016,7 @@ static int rd_put_node(registry *r, const registry_node *rec, int64_t ttl, int64
 	cmd_str(&c, rec->extra_json ? rec->extra_json : "");
 	cmd_str(&c, rec->extra_json ? "1" : "0");
 	cmd_i64(&c, rec->active_jobs);
+	cmd_str(&c, d);
 	cmd_i64(&c, (int64_t)rec->n_models);
 	for (size_t i = 0; i < rec->n_models; i++) {
 		snprintf(sizes[i], sizeof sizes[i], "%lld", (long long)rec->models[i].size_bytes);
@@ -938,6 +1038,7 @@ out:
 	cmd_free(&c);
 	free(f);
 	free(m);
+	free(d);
 	return err;
 }
 
@@ -964,30 +1065,32 @@ static int rd_get_node(registry_node *out, registry *r, const char *node_id, int
 	snprintf(key, sizeof key, "%snode:%s", rr->prefix, node_id);
 	struct cmd c;
 	redisReply *rep = NULL;
-	cmd_init(&c, 8);
+	cmd_init(&c, 9);
 	cmd_str(&c, "HMGET");
 	cmd_str(&c, key);
 	cmd_str(&c, "f");
 	cmd_str(&c, "a");
 	cmd_str(&c, "e");
+	cmd_str(&c, "d");
 	cmd_str(&c, "m");
 	cmd_str(&c, "x");
 	if (!(with & REGISTRY_WITH_MODELS))
-		c.argv[5] = "-";  /* a field that never exists: nothing sent back */
+		c.argv[6] = "-";  /* a field that never exists: nothing sent back */
 	if (!(with & REGISTRY_WITH_EXTRA))
-		c.argv[6] = "-";
-	c.lens[5] = strlen(c.argv[5]);
+		c.argv[7] = "-";
 	c.lens[6] = strlen(c.argv[6]);
+	c.lens[7] = strlen(c.argv[7]);
 	int err = run_cmd(&rep, rr, &c, "get node");
 	if (err == 0) {
-		if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 5)
+		if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 6)
 			err = bad_reply("get node");
 		else if (rep->element[0]->type != REDIS_REPLY_STRING ||
 		    reply_int(rep->element[2]) <= now)
 			err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
 		else
 			err = node_decode(out, node_id, rep->element[0], rep->element[1],
-			    rep->element[2], rep->element[3], rep->element[4], with);
+			    rep->element[2], rep->element[3], rep->element[4], rep->element[5],
+			    with);
 	}
 	freeReplyObject(rep);
 	cmd_free(&c);
@@ -1014,11 +1117,11 @@ static int rd_find_nodes(registry_node **out, size_t *nout, registry *r, const c
 	int err = run_script(&rep, rr, SC_FIND, &c, "find nodes");
 	if (err)
 		goto out;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 6 != 0) {
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 7 != 0) {
 		err = bad_reply("find nodes");
 		goto out;
 	}
-	size_t n = rep->elements / 6;
+	size_t n = rep->elements / 7;
 	if (n > max)
 		n = max;
 	if (n == 0)
@@ -1028,14 +1131,14 @@ static int rd_find_nodes(registry_node **out, size_t *nout, registry *r, const c
 		goto out;
 	}
 	for (size_t i = 0; i < n && err == 0; i++) {
-		redisReply **e = &rep->element[i * 6];
+		redisReply **e = &rep->element[i * 7];
 		if (e[0]->type != REDIS_REPLY_STRING) {
 			err = bad_reply("find nodes");
 			break;
 		}
 		char id[REGISTRY_ID_MAX + 1];
 		copy_str(id, sizeof id, e[0]->str);
-		if ((err = node_decode(&arr[k], id, e[1], e[2], e[3], e[4], e[5], with)) == 0)
+		if ((err = node_decode(&arr[k], id, e[1], e[2], e[3], e[4], e[5], e[6], with)) == 0)
 			k++;
 	}
 out:
@@ -1122,6 +1225,29 @@ static int rd_add_active_job(registry *r, const char *node_id, int delta)
 	return err;
 }
 
+static int rd_set_facts(registry *r, const char *node_id, const registry_facts *f,
+    int64_t now)
+{
+	struct redis_registry *rr = rr_of(r);
+	char *d = node_facts_json(f);
+	struct cmd c;
+	redisReply *rep = NULL;
+	int err;
+	if (d == NULL)
+		return nomem();
+	cmd_script_begin(&c, rr, 3);
+	cmd_str(&c, node_id);
+	cmd_i64(&c, now);
+	cmd_str(&c, d);
+	err = run_script(&rep, rr, SC_FACTS, &c, "set node facts");
+	if (err == 0 && reply_int(rep) != 1)
+		err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
+	freeReplyObject(rep);
+	cmd_free(&c);
+	free(d);
+	return err;
+}
+
 static int rd_count_nodes(size_t *out, registry *r, int64_t now)
 {
 	struct redis_registry *rr = rr_of(r);
@@ -1183,19 +1309,24 @@ static int rd_sweep(size_t *removed, registry *r, int64_t now)
 
 /* ---- nonces, rates, kv --------------------------------------------------------------- */
 
-static int rd_nonce_check(registry *r, const char *keyid, const char *nonce, int64_t now)
+static int rd_nonce_check(registry *r, const char *keyid, const char *nonce,
+    const char *addr, int64_t now)
 {
 	struct redis_registry *rr = rr_of(r);
 	char member[2 * REGISTRY_NONCE_PART_MAX + 2];
 	snprintf(member, sizeof member, "%s\x1f%s", keyid, nonce);
 	struct cmd c;
 	redisReply *rep = NULL;
-	cmd_script_begin(&c, rr, 5);
+	cmd_script_begin(&c, rr, 9);
 	cmd_str(&c, member);
 	cmd_i64(&c, now);
 	cmd_i64(&c, now + REGISTRY_NONCE_WINDOW);
 	cmd_i64(&c, real_ttl_ms(REGISTRY_NONCE_WINDOW));
 	cmd_i64(&c, (int64_t)rr->opts.max_nonces);
+	cmd_str(&c, keyid);
+	cmd_str(&c, addr ? addr : "");
+	cmd_i64(&c, (int64_t)rr->opts.nonce_quota_signer);
+	cmd_i64(&c, (int64_t)rr->opts.nonce_quota_addr);
 	int err = run_script(&rep, rr, SC_NONCE, &c, "check nonce");
 	if (err == 0) {
 		int64_t v = reply_int(rep);
@@ -1203,6 +1334,8 @@ static int rd_nonce_check(registry *r, const char *keyid, const char *nonce, int
 			err = troop_error_set(TROOP_EAUTH, "nonce already used");
 		else if (v == 2)
 			err = troop_error_set(TROOP_ERATE, "registry: too many live nonces");
+		else if (v == 3)
+			err = troop_error_set(TROOP_ERATE, "too many live nonces for one owner");
 	}
 	freeReplyObject(rep);
 	cmd_free(&c);
@@ -1237,12 +1370,12 @@ static int rd_rate_check(registry *r, const char *key, int64_t window_s, int64_t
 }
 
 static int rd_kv_put(registry *r, const char *key, const void *value, size_t len,
-    int64_t ttl_s, unsigned flags, int64_t now)
+    int64_t ttl_s, unsigned flags, const char *owner, const char *addr, int64_t now)
 {
 	struct redis_registry *rr = rr_of(r);
 	struct cmd c;
 	redisReply *rep = NULL;
-	cmd_script_begin(&c, rr, 7);
+	cmd_script_begin(&c, rr, 11);
 	cmd_str(&c, key);
 	cmd_bin(&c, value, len);
 	cmd_i64(&c, now);
@@ -1250,6 +1383,10 @@ static int rd_kv_put(registry *r, const char *key, const void *value, size_t len
 	cmd_i64(&c, real_ttl_ms(ttl_s));
 	cmd_str(&c, (flags & REGISTRY_KV_NX) ? "1" : "0");
 	cmd_i64(&c, (int64_t)rr->opts.max_kv);
+	cmd_str(&c, owner ? owner : "");
+	cmd_str(&c, addr ? addr : "");
+	cmd_i64(&c, (int64_t)rr->opts.kv_quota_owner);
+	cmd_i64(&c, (int64_t)rr->opts.kv_quota_addr);
 	int err = run_script(&rep, rr, SC_KV_PUT, &c, "put key");
 	if (err == 0) {
 		int64_t v = reply_int(rep);
@@ -1258,6 +1395,9 @@ static int rd_kv_put(registry *r, const char *key, const void *value, size_t len
 		else if (v == 2)
 			err = troop_error_set(TROOP_EUNAVAIL, "registry: too many live key/value "
 			    "entries");
+		else if (v == 3)
+			err = troop_error_set(TROOP_ERATE, "too many live key/value entries for one "
+			    "owner");
 	}
 	freeReplyObject(rep);
 	cmd_free(&c);
@@ -1589,6 +1729,7 @@ const struct registry_ops registry_redis_ops = {
 	.find_nodes = rd_find_nodes,
 	.models = rd_models,
 	.add_active_job = rd_add_active_job,
+	.set_facts = rd_set_facts,
 	.count_nodes = rd_count_nodes,
 	.sweep = rd_sweep,
 	.nonce_check = rd_nonce_check,

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dynbuf.h"
 #include "error.h"
 
 #define HTTP_DEFAULT_TIMEOUT_MS 10000L
@@ -39,7 +40,6 @@
 #define HTTP_METHOD_MAX 15
 #define HTTP_MAX_HEADERS 64         /* caller-supplied request headers */
 #define HTTP_HEADER_MAX 8192        /* one caller-supplied header line */
-#define HTTP_BODY_INITIAL 4096
 
 #define ASYNC_CONNECT_TIMEOUT_MS 3000L
 #define ASYNC_HDR_BYTES 16384       /* response header lines, in total */
@@ -257,8 +257,8 @@ struct http_client {
  * streaming callback. */
 struct sink {
 	CURL *easy;
-	char *buf;
-	size_t len, cap, max;
+	dynbuf body;        /* buffered mode: limit max */
+	size_t max;
 	bool too_large;
 	http_data_fn on_data;
 	void *arg;
@@ -270,29 +270,12 @@ struct sink {
 static size_t sink_buffer(char *ptr, size_t size, size_t n, void *ud)
 {
 	struct sink *s = ud;
-	size_t len = size * n, need, cap;
-	char *nb;
+	size_t len = size * n;
+	int rc = dynbuf_add(&s->body, ptr, len);
 
-	if (len > s->max - s->len) {
+	if (rc == TROOP_ETOOLARGE)
 		s->too_large = true;
-		return 0;
-	}
-	need = s->len + len + 1;
-	if (need > s->cap) {
-		cap = s->cap ? s->cap : HTTP_BODY_INITIAL;
-		while (cap < need)
-			cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-		if (cap > s->max + 1)
-			cap = s->max + 1;
-		nb = realloc(s->buf, cap);
-		if (!nb)
-			return 0;
-		s->buf = nb;
-		s->cap = cap;
-	}
-	memcpy(s->buf + s->len, ptr, len);
-	s->len += len;
-	return len;
+	return rc == 0 ? len : 0;
 }
 
 static size_t sink_stream(char *ptr, size_t size, size_t n, void *ud)
@@ -419,25 +402,22 @@ int http_request(http_client *c, http_response *out, const char *method,
 {
 	struct sink s = { .max = c->max_body };
 	const char *ct = NULL;
+	size_t blen = 0;
 	long code = 0;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
+	dynbuf_init(&s.body, c->max_body);
 	rc = client_perform(c, &s, method, url, headers, body, len);
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &code);
 	out->status = (int)code;
 	if (rc) {
-		free(s.buf);
+		dynbuf_free(&s.body);
 		return rc;
 	}
-	if (!s.buf) {
-		s.buf = malloc(1);
-		if (!s.buf)
-			return troop_error_set(TROOP_ENOMEM, "out of memory for a response");
-	}
-	s.buf[s.len] = '\0';
-	out->body = s.buf;
-	out->len = s.len;
+	if ((out->body = dynbuf_take(&s.body, &blen)) == NULL)
+		return troop_error_set(TROOP_ENOMEM, "out of memory for a response");
+	out->len = blen;
 	if (curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
 		snprintf(out->content_type, sizeof(out->content_type), "%s", ct);
 	return 0;

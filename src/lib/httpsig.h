@@ -33,7 +33,6 @@
 #include "identity.h"
 
 #define HTTPSIG_MAX_SKEW 60      /* seconds either way */
-#define HTTPSIG_NONCE_WINDOW 120 /* seconds a nonce is remembered */
 
 typedef struct {
 	char content_digest[64];     /* "" when there is no body */
@@ -63,18 +62,5 @@ int httpsig_verify(char keyid_out[TROOP_ID_LEN + 1], const char *method,
     const char *path, const char *query, const void *body, size_t body_len,
     const char *content_digest, const char *signature_input, const char *signature,
     int64_t now, httpsig_nonce_fn nonce_fn, void *nonce_ctx);
-
-/* An in-process nonce cache (hash set with expiry), usable as nonce_fn
- * with the cache as ctx.  Bounded: `max_entries` (0: 1,000,000); when full,
- * new nonces are refused with TROOP_ERATE rather than forgetting live ones.
- * An entry recorded at `now` is remembered while now' < now + window_s
- * (window_s must be > 0, else TROOP_EINVAL); expired entries are swept on
- * insert.  new: 0 or TROOP_EINVAL / TROOP_ENOMEM; free accepts NULL;
- * check: 0 (recorded), TROOP_EAUTH (seen), TROOP_ERATE (full),
- * TROOP_EINVAL (keyid + nonce over 255 bytes), TROOP_ENOMEM. */
-typedef struct nonce_cache nonce_cache;
-int nonce_cache_new(nonce_cache **out, int window_s, size_t max_entries);
-void nonce_cache_free(nonce_cache *c);
-int nonce_cache_check(void *cache, const char *keyid, const char *nonce, int64_t now);
 
 #endif

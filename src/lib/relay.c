@@ -25,9 +25,12 @@
 #include <strings.h>
 #include <time.h>
 
+#include "dynbuf.h"
 #include "error.h"
 #include "json.h"
 #include "log.h"
+
+#define RELAY_CHUNK_SLACK (4u << 20)  /* see relay_start */
 
 enum phase {
 	PH_HEADERS = 0,   /* waiting for the upstream status */
@@ -55,11 +58,9 @@ struct relay {
 	bool last_cr;
 	bool cr_boundary;         /* an event ended at a CR: a following LF joins it */
 	bool unaligned;           /* an over-long event was forwarded in pieces */
-	char *tail;               /* bytes after the last complete event */
-	size_t tail_len, tail_cap;
+	dynbuf tail;              /* bytes after the last complete event */
 	/* bytes queued for the client, sent at the end of the loop iteration */
-	char *out;
-	size_t out_len, out_cap;
+	dynbuf out;
 	struct event *flush_ev;
 	bool flush_armed;
 	/* error body for normalize_error */
@@ -101,8 +102,8 @@ static void relay_free(relay *rl)
 		return;
 	if (rl->flush_ev)
 		event_free(rl->flush_ev);
-	free(rl->out);
-	free(rl->tail);
+	dynbuf_free(&rl->out);
+	dynbuf_free(&rl->tail);
 	free(rl->errbuf);
 	free(rl);
 }
@@ -113,21 +114,7 @@ static void client_closed(http_req *req, void *arg);
 
 static int out_append(relay *rl, const char *data, size_t len)
 {
-	if (rl->out_len + len > rl->out_cap) {
-		size_t cap = rl->out_cap ? rl->out_cap : 16384;
-		char *n;
-
-		while (cap < rl->out_len + len)
-			cap *= 2;
-		n = realloc(rl->out, cap);
-		if (!n)
-			return -1;
-		rl->out = n;
-		rl->out_cap = cap;
-	}
-	memcpy(rl->out + rl->out_len, data, len);
-	rl->out_len += len;
-	return 0;
+	return dynbuf_add(&rl->out, data, len) == 0 ? 0 : -1;
 }
 
 /* Whether bytes were given to the client (sent, or queued to go out at
@@ -135,7 +122,7 @@ static int out_append(relay *rl, const char *data, size_t len)
  * hand-back. */
 static bool client_started(const relay *rl)
 {
-	return rl->began || rl->out_len > 0;
+	return rl->began || dynbuf_len(&rl->out) > 0;
 }
 
 /* Send what is queued now, starting the reply if it has not started.
@@ -145,7 +132,7 @@ static int client_flush(relay *rl)
 	int rc;
 
 	if (!rl->req) {
-		rl->out_len = 0;
+		dynbuf_reset(&rl->out);
 		return -1;
 	}
 	if (!rl->began) {
@@ -154,16 +141,16 @@ static int client_flush(relay *rl)
 		    rl->content_type[0] ? rl->content_type : NULL);
 		rl->began = true;
 	}
-	if (rl->out_len == 0)
+	if (dynbuf_len(&rl->out) == 0)
 		return 0;
 	if (rl->st.ttfb_us < 0)
 		rl->st.ttfb_us = now_us() - rl->t0_us;
-	rc = http_stream_write(rl->req, rl->out, rl->out_len);
+	rc = http_stream_write(rl->req, dynbuf_ptr(&rl->out), dynbuf_len(&rl->out));
 	if (rc == 0) {
-		rl->st.bytes_out += rl->out_len;
+		rl->st.bytes_out += dynbuf_len(&rl->out);
 		rl->st.writes++;
 	}
-	rl->out_len = 0;
+	dynbuf_reset(&rl->out);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -172,7 +159,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	relay *rl = arg;
 
 	rl->flush_armed = false;
-	if (rl->req && rl->out_len)
+	if (rl->req && dynbuf_len(&rl->out))
 		(void)client_flush(rl);
 }
 
@@ -222,7 +209,7 @@ static void client_end_with_error(relay *rl, int err, const char *msg)
 {
 	if (!rl->req)
 		return;
-	rl->tail_len = 0;  /* an incomplete event is dropped */
+	dynbuf_reset(&rl->tail);  /* an incomplete event is dropped */
 	if (rl->sse)
 		client_error_events(rl, err, msg);
 	if (client_flush(rl) != 0 || !rl->req)
@@ -242,7 +229,7 @@ static http_req *client_hand_back(relay *rl)
 		http_stream_on_drain(req, NULL, NULL);
 	}
 	rl->req = NULL;
-	rl->out_len = 0;  /* queued, never sent */
+	dynbuf_reset(&rl->out);  /* queued, never sent */
 	return req;
 }
 
@@ -311,21 +298,7 @@ static size_t sse_scan(relay *rl, const char *p, size_t len)
 
 static int tail_append(relay *rl, const char *p, size_t len)
 {
-	if (rl->tail_len + len > rl->tail_cap) {
-		size_t cap = rl->tail_cap ? rl->tail_cap : 4096;
-		char *nt;
-
-		while (cap < rl->tail_len + len)
-			cap *= 2;
-		nt = realloc(rl->tail, cap);
-		if (!nt)
-			return -1;
-		rl->tail = nt;
-		rl->tail_cap = cap;
-	}
-	memcpy(rl->tail + rl->tail_len, p, len);
-	rl->tail_len += len;
-	return 0;
+	return dynbuf_add(&rl->tail, p, len) == 0 ? 0 : -1;
 }
 
 /* Forward the complete events in tail + data; keep the rest. */
@@ -334,25 +307,26 @@ static int sse_forward(relay *rl, const char *data, size_t len)
 	size_t cut = sse_scan(rl, data, len);
 
 	if (cut == 0) {
-		if (rl->tail_len + len > rl->o.max_event) {
+		if (dynbuf_len(&rl->tail) + len > rl->o.max_event) {
 			/* an event longer than we hold: forward it as it comes */
 			rl->unaligned = true;
-			if (rl->tail_len && client_write(rl, rl->tail, rl->tail_len, true) != 0)
+			if (dynbuf_len(&rl->tail) && client_write(rl, dynbuf_ptr(&rl->tail),
+			    dynbuf_len(&rl->tail), true) != 0)
 				return -1;
-			rl->tail_len = 0;
+			dynbuf_reset(&rl->tail);
 			return client_write(rl, data, len, true);
 		}
 		return tail_append(rl, data, len);
 	}
 	rl->unaligned = false;
-	if (rl->tail_len == 0) {
+	if (dynbuf_len(&rl->tail) == 0) {
 		if (client_write(rl, data, cut, true) != 0)
 			return -1;
 	} else {
 		if (tail_append(rl, data, cut) != 0 ||
-		    client_write(rl, rl->tail, rl->tail_len, true) != 0)
+		    client_write(rl, dynbuf_ptr(&rl->tail), dynbuf_len(&rl->tail), true) != 0)
 			return -1;
-		rl->tail_len = 0;
+		dynbuf_reset(&rl->tail);
 	}
 	if (cut < len)
 		return tail_append(rl, data + cut, len - cut);
@@ -428,7 +402,7 @@ static int up_data(void *arg, const char *data, size_t len)
 	rc = rl->sse ? sse_forward(rl, data, len) : client_write(rl, data, len, true);
 	if (rc != 0 || !rl->req)
 		return -1;
-	if (http_stream_pending(rl->req) + rl->out_len > rl->o.max_pending) {
+	if (http_stream_pending(rl->req) + dynbuf_len(&rl->out) > rl->o.max_pending) {
 		if (client_flush(rl) != 0 || !rl->req)
 			return -1;
 		rl->paused = true;
@@ -501,9 +475,9 @@ static void up_done(void *arg, int err)
 		rl->st.end = RELAY_END_COMPLETE;
 	} else if (err == 0) {
 		/* a last event without its blank line is still the upstream's bytes */
-		if (rl->tail_len)
-			(void)client_write(rl, rl->tail, rl->tail_len, true);
-		rl->tail_len = 0;
+		if (dynbuf_len(&rl->tail))
+			(void)client_write(rl, dynbuf_ptr(&rl->tail), dynbuf_len(&rl->tail), true);
+		dynbuf_reset(&rl->tail);
 		if (rl->req && client_flush(rl) == 0 && rl->req) {
 			http_req_on_close(rl->req, NULL, NULL);
 			http_stream_end(rl->req);
@@ -578,6 +552,12 @@ int relay_start(relay **out, http_req *req, http_async *a, const relay_upstream 
 		rl->o.max_event = RELAY_DEFAULT_MAX_EVENT;
 	if (!rl->o.max_error_body)
 		rl->o.max_error_body = RELAY_DEFAULT_MAX_ERROR_BODY;
+	/* The tail holds less than max_event plus the complete events of one
+	 * upstream chunk; the queue is flushed once it passes max_pending, so
+	 * it holds at most that plus one chunk's worth (curl hands over at most
+	 * CURL_MAX_WRITE_SIZE, 16 KiB, per call; CHUNK_SLACK is far above). */
+	dynbuf_init(&rl->tail, rl->o.max_event + RELAY_CHUNK_SLACK);
+	dynbuf_init(&rl->out, rl->o.max_pending + rl->o.max_event + RELAY_CHUNK_SLACK);
 	rl->st.ttfb_us = -1;
 	rl->t0_us = now_us();
 	rl->flush_ev = event_new(http_req_base(req), -1, 0, flush_cb, rl);

@@ -22,59 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dynbuf.h"
 #include "error.h"
 
-/* A growable byte buffer with a hard limit; one allocation per parser in
- * the steady state. */
-struct sbuf {
-	char *b;
-	size_t len, cap;
-};
-
-static int sbuf_reserve(struct sbuf *s, size_t need)
-{
-	size_t cap;
-	char *nb;
-
-	if (need <= s->cap)
-		return 0;
-	cap = s->cap ? s->cap : 256;
-	while (cap < need)
-		cap *= 2;
-	nb = realloc(s->b, cap);
-	if (!nb)
-		return troop_error_set(TROOP_ENOMEM, "out of memory");
-	s->b = nb;
-	s->cap = cap;
-	return 0;
-}
-
-/* Replace the content with n bytes and keep it NUL-terminated. */
-static int sbuf_set(struct sbuf *s, const char *p, size_t n)
-{
-	int rc = sbuf_reserve(s, n + 1);
-
-	if (rc != 0)
-		return rc;
-	if (n)
-		memcpy(s->b, p, n);
-	s->len = n;
-	s->b[n] = '\0';
-	return 0;
-}
-
-static int sbuf_append(struct sbuf *s, const char *p, size_t n)
-{
-	int rc = sbuf_reserve(s, s->len + n + 1);
-
-	if (rc != 0)
-		return rc;
-	if (n)
-		memcpy(s->b + s->len, p, n);
-	s->len += n;
-	s->b[s->len] = '\0';
-	return 0;
-}
 
 /* Finds line ends in one chunk with memchr.  Streams from engines use LF,
  * so the next LF is looked up once and a CR is only searched for before
@@ -102,10 +52,10 @@ struct sse_parser {
 	size_t max_event;
 	sse_event_fn fn;
 	void *arg;
-	struct sbuf line;    /* unfinished line carried across chunks */
-	struct sbuf data;    /* data of the event being built, "\n"-joined */
-	struct sbuf event;   /* its event type */
-	struct sbuf id;      /* last event id; persists across events */
+	dynbuf line;         /* unfinished line carried across chunks */
+	dynbuf data;         /* data of the event being built, "\n"-joined */
+	dynbuf event;        /* its event type */
+	dynbuf id;           /* last event id; persists across events */
 	unsigned bom_seen;   /* BOM bytes matched so far at stream start */
 	bool started;        /* past the BOM check */
 	bool skip_lf;        /* previous chunk ended with CR */
@@ -128,12 +78,12 @@ int sse_parser_new(sse_parser **out, size_t max_event, sse_event_fn fn, void *ar
 	p->max_event = max_event;
 	p->fn = fn;
 	p->arg = arg;
-	/* the id is always a valid string, "" until an id field arrives */
-	if (sbuf_set(&p->id, "", 0) != 0 || sbuf_set(&p->event, "", 0) != 0 ||
-	    sbuf_set(&p->data, "", 0) != 0) {
-		sse_parser_free(p);
-		return TROOP_ENOMEM;
-	}
+	/* the limits are checked before each add, with messages of their own;
+	 * the buffers' own limits are a backstop (the BOM may add 3 bytes) */
+	dynbuf_init(&p->line, max_event + 3);
+	dynbuf_init(&p->data, max_event);
+	dynbuf_init(&p->event, max_event);
+	dynbuf_init(&p->id, max_event);
 	*out = p;
 	return 0;
 }
@@ -142,10 +92,10 @@ void sse_parser_free(sse_parser *p)
 {
 	if (!p)
 		return;
-	free(p->line.b);
-	free(p->data.b);
-	free(p->event.b);
-	free(p->id.b);
+	dynbuf_free(&p->line);
+	dynbuf_free(&p->data);
+	dynbuf_free(&p->event);
+	dynbuf_free(&p->id);
 	free(p);
 }
 
@@ -159,19 +109,16 @@ static int sse_dispatch(sse_parser *p)
 {
 	int rc;
 
-	if (p->data.len == 0) {
-		p->event.len = 0;
-		p->event.b[0] = '\0';
+	if (dynbuf_len(&p->data) == 0) {
+		dynbuf_reset(&p->event);
 		return 0;
 	}
 	/* every data line appended a "\n"; the last one is not part of it */
-	p->data.len--;
-	p->data.b[p->data.len] = '\0';
-	rc = p->fn(p->arg, p->event.b, p->data.b, p->data.len, p->id.b);
-	p->data.len = 0;
-	p->data.b[0] = '\0';
-	p->event.len = 0;
-	p->event.b[0] = '\0';
+	dynbuf_setlen(&p->data, dynbuf_len(&p->data) - 1);
+	rc = p->fn(p->arg, dynbuf_ptr(&p->event), dynbuf_ptr(&p->data), dynbuf_len(&p->data),
+	    dynbuf_ptr(&p->id));
+	dynbuf_reset(&p->data);
+	dynbuf_reset(&p->event);
 	return rc;
 }
 
@@ -203,20 +150,24 @@ static int sse_line(sse_parser *p, const char *s, size_t n)
 	switch (flen) {
 	case 4:
 		if (memcmp(s, "data", 4) == 0) {
-			if (p->data.len + vlen + 1 > p->max_event)
+			if (dynbuf_len(&p->data) + vlen + 1 > p->max_event)
 				return sse_too_large(p, "event");
-			int rc = sbuf_append(&p->data, val, vlen);
-			return rc != 0 ? rc : sbuf_append(&p->data, "\n", 1);
+			int rc = dynbuf_add(&p->data, val, vlen);
+			return rc != 0 ? rc : dynbuf_add(&p->data, "\n", 1);
 		}
 		break;
 	case 5:
-		if (memcmp(s, "event", 5) == 0)
-			return sbuf_set(&p->event, val, vlen);
+		if (memcmp(s, "event", 5) == 0) {
+			dynbuf_reset(&p->event);
+			return dynbuf_add(&p->event, val, vlen);
+		}
 		break;
 	case 2:
 		/* an id holding NUL is ignored, as the spec says */
-		if (memcmp(s, "id", 2) == 0 && !memchr(val, '\0', vlen))
-			return sbuf_set(&p->id, val, vlen);
+		if (memcmp(s, "id", 2) == 0 && !memchr(val, '\0', vlen)) {
+			dynbuf_reset(&p->id);
+			return dynbuf_add(&p->id, val, vlen);
+		}
 		break;
 	default:
 		break;  /* "retry" and unknown fields: nothing to do here */
@@ -241,7 +192,7 @@ int sse_parser_feed(sse_parser *p, const char *buf, size_t len)
 			return 0;   /* still could be a BOM */
 		p->started = true;
 		if (p->bom_seen < 3 && p->bom_seen > 0 &&
-		    (rc = sbuf_append(&p->line, sse_bom, p->bom_seen)) != 0)
+		    (rc = dynbuf_add(&p->line, sse_bom, p->bom_seen)) != 0)
 			goto out;
 	}
 	if (p->skip_lf && s < end) {
@@ -253,23 +204,22 @@ int sse_parser_feed(sse_parser *p, const char *buf, size_t len)
 		const char *eol = eol_next(&sc, s, end);
 
 		if (!eol) {
-			if (p->line.len + (size_t)(end - s) > p->max_event) {
+			if (dynbuf_len(&p->line) + (size_t)(end - s) > p->max_event) {
 				rc = sse_too_large(p, "line");
 				goto out;
 			}
-			rc = sbuf_append(&p->line, s, (size_t)(end - s));
+			rc = dynbuf_add(&p->line, s, (size_t)(end - s));
 			goto out;
 		}
-		if (p->line.len) {
-			if (p->line.len + (size_t)(eol - s) > p->max_event) {
+		if (dynbuf_len(&p->line)) {
+			if (dynbuf_len(&p->line) + (size_t)(eol - s) > p->max_event) {
 				rc = sse_too_large(p, "line");
 				goto out;
 			}
-			if ((rc = sbuf_append(&p->line, s, (size_t)(eol - s))) != 0)
+			if ((rc = dynbuf_add(&p->line, s, (size_t)(eol - s))) != 0)
 				goto out;
-			size_t n = p->line.len;
-			p->line.len = 0;
-			rc = sse_line(p, p->line.b, n);
+			rc = sse_line(p, dynbuf_ptr(&p->line), dynbuf_len(&p->line));
+			dynbuf_reset(&p->line);
 		} else {
 			rc = sse_line(p, s, (size_t)(eol - s));
 		}
@@ -296,11 +246,9 @@ int sse_parser_finish(sse_parser *p)
 	if (!p)
 		return 0;
 	/* an event without its blank line is dropped; the id is kept */
-	p->line.len = 0;
-	p->data.len = 0;
-	p->data.b[0] = '\0';
-	p->event.len = 0;
-	p->event.b[0] = '\0';
+	dynbuf_reset(&p->line);
+	dynbuf_reset(&p->data);
+	dynbuf_reset(&p->event);
 	return 0;
 }
 
@@ -310,7 +258,7 @@ struct ndjson_splitter {
 	size_t max_line;
 	ndjson_line_fn fn;
 	void *arg;
-	struct sbuf line;
+	dynbuf line;         /* unfinished line carried across chunks */
 	int failed;
 };
 
@@ -327,6 +275,7 @@ int ndjson_splitter_new(ndjson_splitter **out, size_t max_line, ndjson_line_fn f
 	if (!s)
 		return troop_error_set(TROOP_ENOMEM, "out of memory");
 	s->max_line = max_line;
+	dynbuf_init(&s->line, max_line + 1);  /* + the CR of a CRLF */
 	s->fn = fn;
 	s->arg = arg;
 	*out = s;
@@ -337,7 +286,7 @@ void ndjson_splitter_free(ndjson_splitter *s)
 {
 	if (!s)
 		return;
-	free(s->line.b);
+	dynbuf_free(&s->line);
 	free(s);
 }
 
@@ -370,22 +319,21 @@ int ndjson_splitter_feed(ndjson_splitter *s, const char *buf, size_t len)
 		const char *lf = memchr(p, '\n', (size_t)(end - p));
 		size_t n = (size_t)((lf ? lf : end) - p);
 
-		if (!lf || s->line.len) {
+		if (!lf || dynbuf_len(&s->line)) {
 			/* The carried part may end in the CR of a CRLF, so it may
 			 * be one byte over max_line for now; more is an error. */
-			size_t total = s->line.len + n;
+			size_t total = dynbuf_len(&s->line) + n;
 			if (total > s->max_line + 1 || (total == s->max_line + 1 &&
-			    (n ? p[n - 1] : s->line.b[s->line.len - 1]) != '\r')) {
+			    (n ? p[n - 1] : dynbuf_ptr(&s->line)[dynbuf_len(&s->line) - 1]) != '\r')) {
 				rc = ndjson_too_large(s);
 				goto out;
 			}
-			if ((rc = sbuf_append(&s->line, p, n)) != 0)
+			if ((rc = dynbuf_add(&s->line, p, n)) != 0)
 				goto out;
 			if (!lf)
 				goto out;
-			n = s->line.len;
-			s->line.len = 0;
-			rc = ndjson_line(s, s->line.b, n);
+			rc = ndjson_line(s, dynbuf_ptr(&s->line), dynbuf_len(&s->line));
+			dynbuf_reset(&s->line);
 		} else {
 			rc = ndjson_line(s, p, n);
 		}
@@ -408,11 +356,11 @@ int ndjson_splitter_finish(ndjson_splitter *s)
 		return 0;
 	if (s->failed)
 		return s->failed;
-	n = s->line.len;
-	s->line.len = 0;
+	n = dynbuf_len(&s->line);
 	if (n == 0)
 		return 0;
-	rc = ndjson_line(s, s->line.b, n);
+	rc = ndjson_line(s, dynbuf_ptr(&s->line), n);
+	dynbuf_reset(&s->line);
 	if (rc != 0)
 		s->failed = rc;
 	return rc;

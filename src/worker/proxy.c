@@ -25,6 +25,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "dynbuf.h"
 #include "error.h"
 #include "http_client.h"
 #include "http_server.h"
@@ -66,8 +67,7 @@ struct job {
 struct keyfetch {
 	proxy *p;
 	http_req *r;
-	char buf[KEYRING_REPLY_MAX];
-	size_t len;
+	dynbuf body;               /* the reply, at most KEYRING_REPLY_MAX - 1 bytes */
 	bool overflow;
 	int status;
 };
@@ -325,13 +325,11 @@ static int keyfetch_data(void *arg, const char *data, size_t len)
 {
 	struct keyfetch *f = arg;
 
-	if (f->len + len >= sizeof(f->buf)) {
+	int rc = dynbuf_add(&f->body, data, len);
+
+	if (rc == TROOP_ETOOLARGE)
 		f->overflow = true;
-		return -1;
-	}
-	memcpy(f->buf + f->len, data, len);
-	f->len += len;
-	return 0;
+	return rc == 0 ? 0 : -1;
 }
 
 static void keyfetch_done(void *arg, int err)
@@ -339,7 +337,7 @@ static void keyfetch_done(void *arg, int err)
 	struct keyfetch *f = arg;
 
 	if (!err && f->status == 200 && !f->overflow) {
-		json_t *body = json_loadb(f->buf, f->len, 0, NULL);
+		json_t *body = json_loadb(dynbuf_ptr(&f->body), dynbuf_len(&f->body), 0, NULL);
 		ticket_key key;
 
 		if (body && keyring_parse(&key, body) == 0) {
@@ -356,6 +354,7 @@ static void keyfetch_done(void *arg, int err)
 		http_req_on_close(f->r, NULL, NULL);
 		admit(f->p, f->r, true);
 	}
+	dynbuf_free(&f->body);
 	free(f);
 }
 
@@ -373,6 +372,7 @@ static bool keyfetch_start(proxy *p, http_req *r)
 		return false;
 	f->p = p;
 	f->r = r;
+	dynbuf_init(&f->body, KEYRING_REPLY_MAX - 1);
 	snprintf(url, sizeof(url), "%s/public-key", p->coordinator);
 	if (http_async_request(t->a, NULL, "GET", url, NULL, NULL, 0, &ao, &cb, f) != 0) {
 		free(f);

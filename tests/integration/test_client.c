@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1149,8 +1150,8 @@ typedef struct {
 	int lfd;
 	int port;
 	int conns[16];
-	int nconns;
-	volatile int stop;
+	atomic_int nconns;   /* written by the staller thread, read by the test */
+	atomic_int stop;
 	pthread_t th;
 } staller;
 
@@ -1160,7 +1161,7 @@ static void *staller_main(void *arg)
 	static const char hdr[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 	    "Transfer-Encoding: chunked\r\n\r\n";
 
-	while (!st->stop) {
+	while (!atomic_load(&st->stop)) {
 		struct pollfd p = { .fd = st->lfd, .events = POLLIN };
 		char buf[8192];
 		int fd;
@@ -1169,12 +1170,13 @@ static void *staller_main(void *arg)
 		fd = accept(st->lfd, NULL, NULL);
 		if (fd < 0)
 			continue;
-		if (recv(fd, buf, sizeof(buf), 0) <= 0 || st->nconns == 16 ||
+		if (recv(fd, buf, sizeof(buf), 0) <= 0 || atomic_load(&st->nconns) == 16 ||
 		    send(fd, hdr, sizeof(hdr) - 1, MSG_NOSIGNAL) < 0) {
 			close(fd);
 			continue;
 		}
-		st->conns[st->nconns++] = fd;   /* held open, silent */
+		st->conns[atomic_load(&st->nconns)] = fd;   /* held open, silent */
+		atomic_fetch_add(&st->nconns, 1);
 	}
 	return NULL;
 }
@@ -1196,9 +1198,9 @@ static void staller_start(staller *st)
 
 static void staller_stop(staller *st)
 {
-	st->stop = 1;
+	atomic_store(&st->stop, 1);
 	pthread_join(st->th, NULL);
-	for (int i = 0; i < st->nconns; i++)
+	for (int i = 0; i < atomic_load(&st->nconns); i++)
 		close(st->conns[i]);
 	close(st->lfd);
 }
@@ -1225,7 +1227,7 @@ static void test_up_stalled_worker(void **state)
 	got = sse_text(r.body);
 	assert_string_equal(got, want);
 	assert_true(harness_log_contains(&up, "sent its headers and then nothing"));
-	assert_int_equal(st.nconns, 1);
+	assert_int_equal(atomic_load(&st.nconns), 1);
 	free(got);
 	http_result_free(&r);
 	heartbeat(&stall, "stall", 1, "OFFLINE", 0, 8, NULL);

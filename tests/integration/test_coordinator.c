@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <time.h>
 
 #include "harness.h"
 #include "http_client.h"
@@ -654,6 +657,120 @@ static void test_admin_and_restart(void **state)
 	http_client_free(c);
 }
 
+/* The periodic sweep (release of expired reservations) takes the ledger's
+ * write lock.  While another process holds that lock the sweep waits in
+ * SQLite's busy handler for up to 5 s: on its own thread that must not
+ * delay /health on a coordinator with a single serving thread. */
+static void test_sweeper_off_serving_loop(void **state)
+{
+	char data[300], log[300], dbpath[320], url[128];
+	const char *argv[16];
+	harness_proc p;
+	http_client *c;
+	sqlite3 *db = NULL;
+	double worst = 0;
+	int i = 0, st;
+
+	(void)state;
+	if (harness_backend_pg()) {
+		print_message("the ledger is PostgreSQL: the SQLite write lock test is skipped\n");
+		skip();
+	}
+	snprintf(data, sizeof(data), "%s/sweeplock", tmp);
+	snprintf(log, sizeof(log), "%s/sweeplock.log", tmp);
+	argv[i++] = harness_troop();
+	argv[i++] = "coordinator";
+	argv[i++] = "--listen";
+	argv[i++] = "127.0.0.1:0";
+	argv[i++] = "--data-dir";
+	argv[i++] = data;
+	argv[i++] = "--threads";
+	argv[i++] = "1";
+	argv[i] = NULL;
+	assert_int_equal(harness_start(&p, argv, log, "coordinator_started", 10000), 0);
+	http_client_new(&c);
+	snprintf(url, sizeof(url), "%s/health", p.url);
+
+	/* another process holds the write lock for 5 s: two sweeps fall in it */
+	snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	for (int k = 0; k < 50; k++) {
+		struct timespec a, b;
+		json_t *out = NULL;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		assert_int_equal(http_request_json(c, &st, &out, "GET", url, NULL, NULL), 0);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		assert_int_equal(st, 200);
+		json_decref(out);
+		double ms = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+		if (ms > worst)
+			worst = ms;
+		harness_sleep_ms(100);
+	}
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	printf("# /health while the sweeper waits on the ledger lock: worst %.1f ms\n", worst);
+	/* a sweep waiting on the lock stalls a loop it runs on for up to 5 s */
+	assert_true(worst < 1500);
+	assert_int_equal(WIFEXITED(harness_stop(&p, SIGTERM)), 1);
+	http_client_free(c);
+}
+
+/* Issue 16 item 7: the nonce store is shared by every signer.  One
+ * identity sending signed requests as fast as it can must hit its own
+ * quota and leave room for everyone else (a coordinator remembering 400
+ * nonces: 20 per signer, 100 per address). */
+static void test_nonce_quota(void **state)
+{
+	char data[300], log[300], path[160];
+	const char *argv[16];
+	troop_identity mallory, alice;
+	harness_proc p;
+	http_client *c;
+	json_t *out;
+	int i = 0, st = 0, accepted = 0;
+
+	(void)state;
+	snprintf(data, sizeof(data), "%s/nonceq", tmp);
+	snprintf(log, sizeof(log), "%s/nonceq.log", tmp);
+	argv[i++] = harness_troop();
+	argv[i++] = "coordinator";
+	argv[i++] = "--listen";
+	argv[i++] = "127.0.0.1:0";
+	argv[i++] = "--data-dir";
+	argv[i++] = data;
+	argv[i++] = "--max-nonces";
+	argv[i++] = "400";
+	argv[i] = NULL;
+	assert_int_equal(harness_start(&p, argv, log, "coordinator_started", 10000), 0);
+	http_client_new(&c);
+	identity_generate(&mallory);
+	identity_generate(&alice);
+
+	snprintf(path, sizeof(path), "/users/%s/balance", mallory.id);
+	for (int k = 0; k < 400; k++) {
+		out = NULL;
+		assert_int_equal(http_request_signed(c, &st, &out, &mallory, "GET", p.url, path,
+		    NULL), 0);
+		json_decref(out);
+		if (st != 200)
+			break;
+		accepted++;
+	}
+	/* refused at its quota, with 429, long before the store is full */
+	assert_int_equal(st, 429);
+	assert_int_equal(accepted, 20);
+	/* another signer is not locked out */
+	snprintf(path, sizeof(path), "/users/%s/balance", alice.id);
+	out = NULL;
+	assert_int_equal(http_request_signed(c, &st, &out, &alice, "GET", p.url, path, NULL), 0);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	assert_int_equal(WIFEXITED(harness_stop(&p, SIGTERM)), 1);
+	http_client_free(c);
+}
+
 static int setup(void **state)
 {
 	static char adminflag[128], keypath[300];
@@ -696,6 +813,8 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_admin_and_restart),
+		cmocka_unit_test(test_sweeper_off_serving_loop),
+		cmocka_unit_test(test_nonce_quota),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

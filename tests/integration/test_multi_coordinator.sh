@@ -216,7 +216,7 @@ chain_coordinator --database-url "$DB_URL?options=-c%20lock_timeout%3D200" \
 	--registry-url "$REG_URL" --node-ttl $NODE_TTL --threads 2
 export TROOP_TEST_COORD_C=$COORD_URL
 COORD_URL=$COORD_B
-"$ITEST" node-row-unreadable && ok "a node row the ledger cannot read: 503 unavailable" ||
+"$ITEST" node-row-unreadable && ok "nodes table locked: authorize answers; accounts locked: 503 unavailable" ||
 	chain_fail "test_multi_coord node-row-unreadable"
 
 "$ITEST" pg-restart && ok "PostgreSQL restart: 503 while down, nothing lost" ||

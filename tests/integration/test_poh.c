@@ -374,6 +374,22 @@ static void test_honest_cpu_worker(void **state)
 	    1e-6 * res.multiplier);
 	assert_true(json_integer_value(json_object_get(n, "verified_at")) > 0);
 	json_decref(n);
+	/* /peers reads the live record's copy of the facts, updated by the
+	 * proof itself (no heartbeat came in between) */
+	{
+		char url[256];
+		json_t *out = NULL, *peer;
+		snprintf(url, sizeof(url), "%s/peers?model=poh-model", coord.url);
+		assert_int_equal(http_request_json(http, &st, &out, "GET", url, NULL, NULL), 0);
+		assert_int_equal(st, 200);
+		peer = json_array_get(json_object_get(out, "nodes"), 0);
+		assert_non_null(peer);
+		assert_string_equal(json_string_value(json_object_get(peer, "node_id")), node.id);
+		assert_true(json_is_true(json_object_get(peer, "verified")));
+		assert_true(fabs(json_real_value(json_object_get(peer, "multiplier")) -
+		    res.multiplier) < 1e-6 * res.multiplier);
+		json_decref(out);
+	}
 	/* verified: now /authorize hands it out */
 	assert_int_equal(authorize(&coord, "poh-model", picked), 200);
 	assert_string_equal(picked, node.id);

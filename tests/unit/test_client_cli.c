@@ -139,6 +139,15 @@ static void test_token_ok(void **state)
 	assert_false(cli_token_ok("", 100));
 	assert_false(cli_token_ok(NULL, 100));
 	assert_false(cli_token_ok("aaaaaaaaaa", 5));
+	{
+		/* one ticket limit everywhere: the longest ticket_verify accepts */
+		static char big[TICKET_MAX_LEN + 2];
+		memset(big, 'a', TICKET_MAX_LEN);
+		big[TICKET_MAX_LEN] = '\0';
+		assert_true(cli_token_ok(big, TICKET_MAX_LEN));
+		big[TICKET_MAX_LEN] = 'a';
+		assert_false(cli_token_ok(big, TICKET_MAX_LEN));
+	}
 }
 
 int main(void)

@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "encoding.h"
 #include "error.h"
+#include "expset.h"
 #include "httpsig.h"
 #include "identity.h"
 
@@ -25,6 +25,17 @@
 #define BODY "{\"model\":\"llama3:8b\",\"max_seconds\":60}"
 
 static troop_identity alice, bob;
+
+/* A nonce store for the tests (the coordinator's is its registry). */
+static int nonce_check(void *set, const char *keyid, const char *nonce, int64_t now)
+{
+	char key[600];
+	int rc;
+
+	snprintf(key, sizeof(key), "%s\n%s", keyid, nonce);
+	rc = expset_put(set, key, NULL, NULL, 0, now + 121, EXPSET_NX, now);
+	return rc == TROOP_ECONFLICT ? TROOP_EAUTH : rc;
+}
 
 static int verify(const httpsig_headers *h, const char *method, const char *path,
     const char *query, const char *body, int64_t now, void *cache, char *keyid)
@@ -34,7 +45,7 @@ static int verify(const httpsig_headers *h, const char *method, const char *path
 	troop_error_clear();
 	return httpsig_verify(keyid ? keyid : kid, method, path, query, body,
 	    body ? strlen(body) : 0, h->content_digest[0] ? h->content_digest : NULL,
-	    h->signature_input, h->signature, now, cache ? nonce_cache_check : NULL, cache);
+	    h->signature_input, h->signature, now, cache ? nonce_check : NULL, cache);
 }
 
 static void expect_auth(int rc, const char *needle)
@@ -291,10 +302,10 @@ static void test_rejects_created_out_of_window(void **state)
 static void test_rejects_replayed_nonce(void **state)
 {
 	httpsig_headers h;
-	nonce_cache *c;
+	expset *c;
 
 	(void)state;
-	assert_int_equal(nonce_cache_new(&c, HTTPSIG_NONCE_WINDOW, 0), 0);
+	assert_int_equal(expset_new(&c, NULL), 0);
 	assert_int_equal(httpsig_sign(&h, &alice, "POST", "/heartbeat", NULL, BODY,
 	    strlen(BODY), NOW), 0);
 	assert_int_equal(verify(&h, "POST", "/heartbeat", NULL, BODY, NOW, c, NULL), 0);
@@ -302,23 +313,23 @@ static void test_rejects_replayed_nonce(void **state)
 	    "nonce already used");
 	expect_auth(verify(&h, "POST", "/heartbeat", NULL, BODY, NOW + 30, c, NULL),
 	    "nonce already used");
-	nonce_cache_free(c);
+	expset_free(c);
 }
 
 static void test_failed_verify_does_not_record_nonce(void **state)
 {
 	httpsig_headers h;
-	nonce_cache *c;
+	expset *c;
 
 	(void)state;
-	assert_int_equal(nonce_cache_new(&c, HTTPSIG_NONCE_WINDOW, 0), 0);
+	assert_int_equal(expset_new(&c, NULL), 0);
 	assert_int_equal(httpsig_sign(&h, &alice, "POST", "/heartbeat", NULL, BODY,
 	    strlen(BODY), NOW), 0);
 	/* a forged request carrying the same nonce must not burn it */
 	expect_auth(verify(&h, "POST", "/receipts", NULL, BODY, NOW, c, NULL),
 	    "does not verify");
 	assert_int_equal(verify(&h, "POST", "/heartbeat", NULL, BODY, NOW, c, NULL), 0);
-	nonce_cache_free(c);
+	expset_free(c);
 }
 
 static void test_rejects_signature_by_other_key(void **state)
@@ -578,122 +589,6 @@ static void test_structured_fields(void **state)
 	    "does not verify");
 }
 
-/* ---- nonce cache ------------------------------------------------------------------- */
-
-static void test_nonce_cache_expiry(void **state)
-{
-	nonce_cache *c;
-
-	(void)state;
-	assert_int_equal(nonce_cache_new(&c, 120, 0), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-1", NOW), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-1", NOW), TROOP_EAUTH);
-	/* per key: the same nonce from someone else is a different entry */
-	assert_int_equal(nonce_cache_check(c, bob.id, "nonce-1", NOW), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-2", NOW + 1), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-1", NOW + 119), TROOP_EAUTH);
-	/* remembered for the window, then forgotten */
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-1", NOW + 120), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-2", NOW + 120), TROOP_EAUTH);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-1", NOW + 121), TROOP_EAUTH);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce-2", NOW + 121), 0);
-	nonce_cache_free(c);
-	nonce_cache_free(NULL);
-	assert_int_equal(nonce_cache_new(&c, 0, 0), TROOP_EINVAL);
-	assert_null(c);
-}
-
-static void test_nonce_cache_bounded(void **state)
-{
-	nonce_cache *c;
-	char n[32];
-
-	(void)state;
-	assert_int_equal(nonce_cache_new(&c, 10, 100), 0);
-	for (int i = 0; i < 100; i++) {
-		snprintf(n, sizeof(n), "n%d", i);
-		assert_int_equal(nonce_cache_check(c, alice.id, n, NOW + i / 50), 0);
-	}
-	/* full of live entries: refuse rather than forget one */
-	assert_int_equal(nonce_cache_check(c, alice.id, "one-more", NOW + 5), TROOP_ERATE);
-	assert_int_equal(nonce_cache_check(c, alice.id, "n7", NOW + 5), TROOP_EAUTH);
-	/* once the first 50 expire there is room again, and they are gone */
-	assert_int_equal(nonce_cache_check(c, alice.id, "one-more", NOW + 10), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "n7", NOW + 10), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "n77", NOW + 10), TROOP_EAUTH);
-	nonce_cache_free(c);
-}
-
-static void test_nonce_cache_grows(void **state)
-{
-	nonce_cache *c;
-	char n[32];
-
-	(void)state;
-	/* well past the initial bucket count: lookups still find every entry */
-	assert_int_equal(nonce_cache_new(&c, 60, 0), 0);
-	for (int i = 0; i < 5000; i++) {
-		snprintf(n, sizeof(n), "nonce%d", i);
-		assert_int_equal(nonce_cache_check(c, alice.id, n, NOW), 0);
-	}
-	for (int i = 0; i < 5000; i += 7) {
-		snprintf(n, sizeof(n), "nonce%d", i);
-		assert_int_equal(nonce_cache_check(c, alice.id, n, NOW + 1), TROOP_EAUTH);
-	}
-	/* all expire together and the cache empties */
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce0", NOW + 60), 0);
-	assert_int_equal(nonce_cache_check(c, alice.id, "nonce4999", NOW + 60), 0);
-	nonce_cache_free(c);
-}
-
-#define THREADS 4
-#define PER_THREAD 2000
-
-struct worker_arg {
-	nonce_cache *c;
-	int id;
-	int accepted;
-};
-
-static void *nonce_worker(void *p)
-{
-	struct worker_arg *a = p;
-	char n[32];
-
-	for (int i = 0; i < PER_THREAD; i++) {
-		/* half the nonces are shared by all threads, half are private */
-		if (i % 2)
-			snprintf(n, sizeof(n), "shared-%d", i);
-		else
-			snprintf(n, sizeof(n), "t%d-%d", a->id, i);
-		if (nonce_cache_check(a->c, alice.id, n, NOW) == 0)
-			a->accepted++;
-	}
-	return NULL;
-}
-
-static void test_nonce_cache_threads(void **state)
-{
-	nonce_cache *c;
-	pthread_t t[THREADS];
-	struct worker_arg a[THREADS];
-	int total = 0;
-
-	(void)state;
-	assert_int_equal(nonce_cache_new(&c, 60, 0), 0);
-	for (int i = 0; i < THREADS; i++) {
-		a[i] = (struct worker_arg){ c, i, 0 };
-		assert_int_equal(pthread_create(&t[i], NULL, nonce_worker, &a[i]), 0);
-	}
-	for (int i = 0; i < THREADS; i++) {
-		pthread_join(t[i], NULL);
-		total += a[i].accepted;
-	}
-	/* every private nonce once, every shared nonce exactly once overall */
-	assert_int_equal(total, THREADS * PER_THREAD / 2 + PER_THREAD / 2);
-	nonce_cache_free(c);
-}
-
 static int setup(void **state)
 {
 	(void)state;
@@ -732,10 +627,6 @@ int main(void)
 		cmocka_unit_test(test_rejects_other_request),
 		cmocka_unit_test(test_rejects_bad_parameters),
 		cmocka_unit_test(test_structured_fields),
-		cmocka_unit_test(test_nonce_cache_expiry),
-		cmocka_unit_test(test_nonce_cache_bounded),
-		cmocka_unit_test(test_nonce_cache_grows),
-		cmocka_unit_test(test_nonce_cache_threads),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

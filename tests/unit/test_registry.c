@@ -336,6 +336,9 @@ static void test_100k_nodes(void **state)
 	registry *r = *state;
 	registry_node n;
 	registry_model models[2];
+	/* Redis drops a record its own TTL after the put, in real time;
+	 * putting 100k nodes on a loaded machine can take longer than TTL */
+	const int64_t ttl = 3600;
 	for (int i = 0; i < BIG_NODES; i++) {
 		char id[32], n0[32], n1[32], h0[32], h1[32];
 		int a, b;
@@ -348,7 +351,7 @@ static void test_100k_nodes(void **state)
 		const char *names[] = { n0, n1 };
 		const char *hashes[] = { h0, h1 };
 		make_node(&n, models, id, a == b ? 1 : 2, names, hashes);
-		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+		assert_int_equal(registry_put_node(r, &n, ttl, NOW), 0);
 	}
 	size_t live = 0;
 	assert_int_equal(registry_count_nodes(&live, r, NOW), 0);
@@ -401,10 +404,10 @@ static void test_100k_nodes(void **state)
 
 	/* everything expires together; the sweep empties the index */
 	size_t removed = 0;
-	assert_int_equal(registry_sweep(&removed, r, NOW + TTL), 0);
+	assert_int_equal(registry_sweep(&removed, r, NOW + ttl), 0);
 	assert_int_equal(removed, BIG_NODES);
-	assert_int_equal(find_count(r, "model-000", NOW + TTL), 0);
-	assert_int_equal(registry_models(&mi, &k, r, NOW + TTL), 0);
+	assert_int_equal(find_count(r, "model-000", NOW + ttl), 0);
+	assert_int_equal(registry_models(&mi, &k, r, NOW + ttl), 0);
 	assert_int_equal(k, 0);
 }
 
@@ -466,6 +469,66 @@ static void test_active_jobs(void **state)
 	assert_int_equal(registry_get_node(&got, r, "node-1", NOW + 10, 0), 0);
 	assert_int_equal(got.active_jobs, 1);
 	assert_int_equal(registry_add_active_job(r, "node-x", 1), TROOP_ENOTFOUND);
+}
+
+static void test_node_facts(void **state)
+{
+	registry *r = *state;
+	registry_node n, got, *found = NULL;
+	registry_model models[1];
+	const char *names[] = { "llama3:8b" };
+	size_t k = 0;
+	make_node(&n, models, "node-f", 1, names, NULL);
+	n.facts = (registry_facts){ .multiplier = 2.5, .verified = true, .verified_at = NOW - 7,
+		.reputation = 0.75 };
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, 0), 0);
+	assert_true(got.facts.multiplier == 2.5);
+	assert_true(got.facts.verified);
+	assert_int_equal(got.facts.verified_at, NOW - 7);
+	assert_true(got.facts.reputation == 0.75);
+	/* node choice reads them from a find without models or extra */
+	assert_int_equal(registry_find_nodes(&found, &k, r, "llama3:8b", NOW, 10, 0), 0);
+	assert_int_equal(k, 1);
+	assert_true(found[0].facts.verified && found[0].facts.multiplier == 2.5);
+	registry_nodes_free(found, k);
+
+	/* a proof changes them; the rest of the record stays */
+	assert_int_equal(registry_add_active_job(r, "node-f", 2), 0);
+	registry_facts f = { .multiplier = 0.125, .verified = false, .verified_at = NOW,
+		.reputation = 0.5 };
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW + 1), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW + 1, REGISTRY_WITH_ALL), 0);
+	assert_true(got.facts.multiplier == 0.125);
+	assert_false(got.facts.verified);
+	assert_int_equal(got.facts.verified_at, NOW);
+	assert_true(got.facts.reputation == 0.5);
+	assert_int_equal(got.active_jobs, 2);
+	assert_int_equal(got.n_models, 1);
+	assert_string_equal(got.owner, "owner-node-f");
+	registry_node_clear(&got);
+	assert_int_equal(registry_find_nodes(&found, &k, r, NULL, NOW + 1, 10, 0), 0);
+	assert_int_equal(k, 1);
+	assert_true(found[0].facts.multiplier == 0.125);
+	registry_nodes_free(found, k);
+
+	/* the next heartbeat's copy replaces them */
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 2), 0);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW + 2, 0), 0);
+	assert_true(got.facts.multiplier == 2.5 && got.facts.verified);
+
+	/* absent or expired nodes, bad values */
+	assert_int_equal(registry_set_node_facts(r, "node-x", &f, NOW), TROOP_ENOTFOUND);
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW + 2 + TTL),
+	    TROOP_ENOTFOUND);
+	f.multiplier = -1;
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	f.multiplier = 1;
+	f.reputation = 2;
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	n.facts.multiplier = 1e9;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	assert_int_equal(registry_set_node_facts(r, "node-f", NULL, NOW), TROOP_EINVAL);
 }
 
 static void test_validation(void **state)
@@ -569,6 +632,13 @@ static void test_nonces(void **state)
 	    0);
 	assert_int_equal(registry_nonce_check(r, "alice", "nonce-1",
 	    NOW + REGISTRY_NONCE_WINDOW + 1), TROOP_EAUTH);
+	/* the boundary: a request signed with created = T + 60 (the client's
+	 * clock 60 s ahead) and first used at T is still valid at T + 120
+	 * (created + 60, the window's inclusive end): its nonce must still be
+	 * remembered then */
+	assert_int_equal(registry_nonce_check(r, "carol", "edge", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "carol", "edge", NOW + 120), TROOP_EAUTH);
+	assert_true(REGISTRY_NONCE_WINDOW >= 2 * 60 + 1);
 	/* keyid and nonce are not confusable by concatenation */
 	assert_int_equal(registry_nonce_check(r, "ab", "c", NOW), 0);
 	assert_int_equal(registry_nonce_check(r, "a", "bc", NOW), 0);
@@ -583,9 +653,10 @@ static void test_nonce_bounded(void **state)
 	assert_int_equal(open_reg(&r, &o), 0);
 	int ok = 0, full = 0;
 	for (int i = 0; i < 1000; i++) {
-		char nonce[32];
+		char nonce[32], signer[32];
 		snprintf(nonce, sizeof nonce, "n%d", i);
-		int rc = registry_nonce_check(r, "k", nonce, NOW);
+		snprintf(signer, sizeof signer, "k%d", i);  /* under every signer's quota */
+		int rc = registry_nonce_check(r, signer, nonce, NOW);
 		ok += rc == 0;
 		full += rc == TROOP_ERATE;
 	}
@@ -595,8 +666,85 @@ static void test_nonce_bounded(void **state)
 	/* once the window passes there is room again */
 	assert_int_equal(registry_nonce_check(r, "k", "later", NOW + REGISTRY_NONCE_WINDOW), 0);
 	size_t removed = 0;
-	assert_int_equal(registry_sweep(&removed, r, NOW + REGISTRY_NONCE_WINDOW), 0);
+	assert_int_equal(registry_sweep(&removed, r, NOW + 2 * REGISTRY_NONCE_WINDOW), 0);
 	assert_true(removed >= 1);
+	registry_close(r);
+}
+
+/* Issue 16 item 7: one identity (or one address) filling its quota of a
+ * shared store does not lock others out of it. */
+static void test_quotas(void **state)
+{
+	(void)state;
+	registry *r = NULL;
+	registry_opts o = { .max_nonces = 1000, .nonce_quota_signer = 10,
+		.nonce_quota_addr = 25, .max_kv = 1000, .kv_quota_owner = 5, .kv_quota_addr = 8 };
+	char n[32], k[32];
+	int i;
+	assert_int_equal(open_reg(&r, &o), 0);
+
+	/* nonces: mallory's signer quota */
+	for (i = 0; i < 10; i++) {
+		snprintf(n, sizeof n, "m%d", i);
+		assert_int_equal(registry_nonce_check_from(r, "mallory", n, "10.9.9.9", NOW), 0);
+	}
+	snprintf(n, sizeof n, "m%d", i);
+	assert_int_equal(registry_nonce_check_from(r, "mallory", n, "10.9.9.9", NOW), TROOP_ERATE);
+	assert_non_null(strstr(troop_error_msg(), "for one owner"));
+	/* a replay is still a replay, not a quota refusal */
+	assert_int_equal(registry_nonce_check_from(r, "mallory", "m0", "10.9.9.9", NOW),
+	    TROOP_EAUTH);
+	assert_int_equal(registry_nonce_check_from(r, "alice", "a0", "10.1.1.1", NOW), 0);
+	/* fresh identities from one address stop at the address quota */
+	int ok = 0;
+	for (i = 0; i < 40; i++) {
+		char id[32];
+		snprintf(id, sizeof id, "throwaway-%d", i);
+		ok += registry_nonce_check_from(r, id, "x", "10.9.9.9", NOW) == 0;
+	}
+	assert_int_equal(ok, 25 - 10);
+	/* ... and others, from other addresses, still get in */
+	assert_int_equal(registry_nonce_check_from(r, "bob", "b0", "10.2.2.2", NOW), 0);
+	assert_int_equal(registry_nonce_check(r, "carol", "c0", NOW), 0);
+	/* the quotas free up with the window */
+	assert_int_equal(registry_nonce_check_from(r, "mallory", "late", "10.9.9.9",
+	    NOW + REGISTRY_NONCE_WINDOW), 0);
+
+	/* key/values: per owner (the node a record is for) and per address */
+	for (i = 0; i < 5; i++) {
+		snprintf(k, sizeof k, "poh:c:m%d", i);
+		assert_int_equal(registry_kv_put_owned(r, k, "v", 1, 60, 0, "node-m", "10.9.9.9",
+		    NOW), 0);
+	}
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:m9", "v", 1, 60, 0, "node-m",
+	    "10.9.9.9", NOW), TROOP_ERATE);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:a0", "v", 1, 60, 0, "node-a",
+	    "10.1.1.1", NOW), 0);
+	/* replacing a record keeps its share */
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:m0", "w", 1, 60, 0, "node-m",
+	    "10.9.9.9", NOW), 0);
+	/* taking one gives the share back */
+	assert_int_equal(registry_kv_take(NULL, 0, NULL, r, "poh:c:m1", NOW), TROOP_ETOOLARGE);
+	char buf[8];
+	size_t len = 0;
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "poh:c:m1", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:m9", "v", 1, 60, 0, "node-m",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_del(r, "poh:c:m2", NOW), 0);
+	/* other owners from the same address count against it: m0 m3 m4 m9 and
+	 * x0 .. x3 make 8 */
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x0", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x1", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x2", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x3", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), 0);
+	assert_int_equal(registry_kv_put_owned(r, "poh:c:x4", "v", 1, 60, 0, "node-x",
+	    "10.9.9.9", NOW), TROOP_ERATE);
+	/* records without an owner are only capped */
+	assert_int_equal(registry_kv_put(r, "plain", "v", 1, 60, 0, NOW), 0);
 	registry_close(r);
 }
 
@@ -802,10 +950,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_models_aggregate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_facts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
 		cmocka_unit_test(test_node_capacity),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
 		cmocka_unit_test(test_nonce_bounded),
+		cmocka_unit_test(test_quotas),
 		cmocka_unit_test_setup_teardown(test_rate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
 		cmocka_unit_test(test_kv_bounded),
