@@ -30,6 +30,30 @@ CREATE INDEX nodes_owner ON nodes (owner);
 -- The part of a reservation taken from trial credits.
 ALTER TABLE reservations ADD COLUMN trial_amount BIGINT NOT NULL DEFAULT 0;
 
+-- Two witnesses (docs/PROTOCOL.md "Settlement rule"): a requester that
+-- promised a delivery report (report_wanted = 1) has the worker's receipt
+-- held as a claim (claim_ms >= 0) until its report (report_ms >= 0)
+-- arrives or the claim's deadline passes.  -1: not received.
+-- disputed = 1 when the worker claimed more than its client observed.
+ALTER TABLE reservations ADD COLUMN report_wanted BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN claim_ms BIGINT NOT NULL DEFAULT -1;
+ALTER TABLE reservations ADD COLUMN claim_tokens_in BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN claim_tokens_out BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN claim_outcome TEXT NOT NULL DEFAULT '';
+ALTER TABLE reservations ADD COLUMN claimed_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN report_ms BIGINT NOT NULL DEFAULT -1;
+ALTER TABLE reservations ADD COLUMN report_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN report_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN report_outcome TEXT NOT NULL DEFAULT '';
+ALTER TABLE reservations ADD COLUMN report_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE reservations ADD COLUMN reported_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE reservations ADD COLUMN disputed BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX reservations_claims ON reservations (status, claimed_at);
+
+-- disputes: settled jobs where the worker claimed more than its client
+-- observed (beyond the tolerance).
+ALTER TABLE nodes ADD COLUMN disputes BIGINT NOT NULL DEFAULT 0;
+
 -- One row per (node, account that paid it with ordinary credits).
 CREATE TABLE node_payers (
     node_id    TEXT NOT NULL,

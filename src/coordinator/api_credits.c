@@ -104,7 +104,7 @@ static void h_authorize(http_req *r, void *arg)
 	char requester[TROOP_ID_LEN + 1];
 	int64_t now = (int64_t)time(NULL), max_seconds, cost, available = 0;
 	const char *model, *want_node = NULL, *want_class = c->node_class;
-	bool class_required = c->node_class_required;
+	bool class_required = c->node_class_required, report_wanted = false;
 	json_t *body = NULL, *exclude = NULL, *creq;
 	registry_node *nodes = NULL;
 	size_t n = 0, len;
@@ -134,6 +134,13 @@ static void h_authorize(http_req *r, void *arg)
 		coord_reply_error(r, TROOP_EINVAL, "field 'class' must be \"gpu\", \"cpu\" or "
 		    "\"any\"");
 		goto out;
+	}
+	if ((creq = json_object_get(body, "delivery_report")) != NULL) {
+		if (!json_is_boolean(creq)) {
+			coord_reply_error(r, TROOP_EINVAL, "field 'delivery_report' must be a boolean");
+			goto out;
+		}
+		report_wanted = json_is_true(creq);
 	}
 	if ((creq = json_object_get(body, "class_required")) != NULL) {
 		if (!json_is_boolean(creq)) {
@@ -186,7 +193,8 @@ static void h_authorize(http_req *r, void *arg)
 			.worker = nd->owner, .model = model, .amount = cost,
 			.max_seconds = max_seconds, .multiplier = multiplier,
 			/* the ticket may be used until exp and then run max_seconds */
-			.expires_at = cl.exp + max_seconds, .now = now,
+			.expires_at = cl.exp + max_seconds, .report_wanted = report_wanted,
+			.now = now,
 		};
 		rc = ledger_reserve(&available, t->db, &rq);
 		if (rc == TROOP_ECREDITS && available == 0) {

@@ -1,6 +1,8 @@
 /*
  * api_jobs.c - settlement of finished jobs (DESIGN.md section 7):
  *   POST /jobs/{job_id}/receipt   signed by the node that served the job
+ *   POST /jobs/{job_id}/report    signed by the account that authorized it:
+ *                                 the client's delivery report
  *
  * The receipt's duration is the worker's word, but the charge is capped at
  * what the requester reserved, and only the node named in the ticket can
@@ -15,6 +17,13 @@
  * the receipt settles with the capped count and an audit row records the
  * claim.  Earnings paid from trial credits become pending under the
  * coordinator's policy (--establish-*, --trial-daily-cap).
+ *
+ * Two witnesses: for a job authorized with "delivery_report": true the
+ * receipt is held as a claim ("status": "claimed") until the client's
+ * delivery report arrives; the job then settles at the worker's duration,
+ * or at the client's observed duration when the worker claimed more than
+ * that plus the tolerance (ledger_witnessed_ms; a dispute is recorded).
+ * Without a report the claim settles alone after --report-wait seconds.
  */
 #include <stdio.h>
 #include <string.h>
@@ -119,6 +128,17 @@ static void h_receipt(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (res.claimed) {
+		if (!res.already)
+			registry_add_active_job(c->reg, signer, -1);
+		log_info("receipt_held", "job=%s node=%.8s duration_ms=%lld", job, signer,
+		    (long long)duration_ms);
+		coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}",
+		    "status", "claimed", "job_id", job, "charged", (json_int_t)0,
+		    "refunded", (json_int_t)0, "pending", (json_int_t)0,
+		    "completion_tokens", (json_int_t)tout, "already_settled", false));
+		goto out;
+	}
 	if (!res.already && tout < claimed_out) {
 		char detail[256];
 		snprintf(detail, sizeof(detail), "job=%s claimed_tokens=%lld capped_tokens=%lld "
@@ -143,7 +163,83 @@ out:
 	json_decref(body);
 }
 
+/* The outcomes a client may report (docs/PROTOCOL.md). */
+static const char *const report_outcomes[] = { "complete", "cut", "engine_error", "aborted",
+	"unreachable" };
+
+static void h_report(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *job = http_req_param(r, "job_id");
+	const char *body_job, *outcome, *digest = NULL, *raw;
+	int64_t duration_ms, bytes = 0, tokens = 0;
+	ledger_settle_result res;
+	json_t *body = NULL;
+	bool known = false;
+	size_t len;
+	int rc;
+
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_strn(&body_job, body, "job_id", true, LEDGER_ID_MAX)) ||
+	    (rc = json_get_int(&duration_ms, body, "duration_ms", true, 0,
+	    RECEIPT_MAX_DURATION_MS)) ||
+	    (rc = json_get_int(&bytes, body, "bytes", false, 0, INT64_MAX / 4)) ||
+	    (rc = json_get_int(&tokens, body, "completion_tokens", false, 0, INT32_MAX)) ||
+	    (rc = json_get_strn(&outcome, body, "outcome", true, LEDGER_OUTCOME_MAX)) ||
+	    (rc = json_get_strn(&digest, body, "response_digest", false, LEDGER_DIGEST_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (!job || strcmp(job, body_job) != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'job_id' must match the job id in the path");
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(report_outcomes) / sizeof(report_outcomes[0]); i++)
+		known |= strcmp(outcome, report_outcomes[i]) == 0;
+	if (!known) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'outcome' must be one of complete, cut, "
+		    "engine_error, aborted, unreachable");
+		goto out;
+	}
+	{
+		ledger_report_req q = {
+			.job_id = job, .requester = signer, .duration_ms = duration_ms,
+			.bytes = bytes, .tokens = tokens, .outcome = outcome, .digest = digest,
+			.policy = &c->policy, .now = (int64_t)time(NULL),
+		};
+		rc = ledger_report(&res, t->db, &q);
+	}
+	if (rc == TROOP_EFORBIDDEN) {
+		coord_reply_error(r, TROOP_EFORBIDDEN, "job %s was not authorized by this account; "
+		    "only its requester can report its delivery", job);
+		goto out;
+	}
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (!res.claimed && !res.already) {
+		/* this report settled the held receipt */
+		METRIC_ADD(&c->metrics, receipts, 1);
+		METRIC_ADD(&c->metrics, credits_charged, (unsigned long long)res.charged);
+		log_info("settled", "job=%s by=report charged=%lld refunded=%lld disputed=%d", job,
+		    (long long)res.charged, (long long)res.refunded, res.disputed);
+	}
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b}",
+	    "status", res.claimed ? "recorded" : "settled", "job_id", job,
+	    "charged", (json_int_t)res.charged, "refunded", (json_int_t)res.refunded,
+	    "disputed", res.disputed));
+out:
+	json_decref(body);
+}
+
 void api_jobs_routes(http_server *s, coord *c)
 {
 	http_server_route(s, "POST", "/jobs/{job_id}/receipt", h_receipt, c);
+	http_server_route(s, "POST", "/jobs/{job_id}/report", h_report, c);
 }

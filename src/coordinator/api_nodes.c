@@ -236,6 +236,9 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 	    ln && ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
 	json_object_set_new(o, "pending_credits", json_integer(live ? f->pending :
 	    ln ? ln->pending : 0));
+	/* settled jobs where it claimed more than its client saw */
+	json_object_set_new(o, "disputes", json_integer(live ? f->disputes :
+	    ln ? ln->disputes : 0));
 	json_object_set_new(o, "live", json_boolean(live));
 	return o;
 }

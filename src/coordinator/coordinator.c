@@ -60,6 +60,9 @@ static const config_opt coord_opts[] = {
 	  "... and this many distinct accounts paid it with ordinary credits", 0, 1e6 },
 	{ "trial-daily-cap", 0, OPT_INT, "TROOP_TRIAL_DAILY_CAP", NULL, "3600", "CREDITS",
 	  "pending earnings released per node owner per UTC day", 0, 1e12 },
+	{ "report-wait", 0, OPT_INT, "TROOP_REPORT_WAIT", NULL, "60", "SECONDS",
+	  "how long a receipt of a job whose client promised a delivery report waits for "
+	  "it before the worker's claim settles alone", 0, 86400 },
 	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
 	  "receipts: output tokens/s times model size in GB that a node of multiplier 1.0 "
 	  "can reach (more is capped)", 1, 1e9 },
@@ -129,6 +132,7 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	snprintf(f->hw_class, sizeof(f->hw_class), "%s", ln->hw_class);
 	f->established = ledger_node_established(ln, &c->policy, now);
 	f->pending = ln->pending;
+	f->disputes = ln->disputes;
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -144,7 +148,7 @@ struct sweeper {
 
 static void sweep_once(coord *c, ledger_conn *db)
 {
-	int64_t now = (int64_t)time(NULL), released = 0;
+	int64_t now = (int64_t)time(NULL), released = 0, settled = 0;
 	size_t removed = 0;
 
 	if (ledger_release_expired(&released, db, now, c->release_grace) != 0)
@@ -153,6 +157,11 @@ static void sweep_once(coord *c, ledger_conn *db)
 		METRIC_ADD(&c->metrics, released, (unsigned long long)released);
 		log_info("sweep", "released=%lld", (long long)released);
 	}
+	/* held receipts whose client never reported: the worker's claim */
+	if (ledger_settle_claims(&settled, db, now, c->report_wait, &c->policy) != 0)
+		log_warn("sweep", "claims error=\"%s\"", troop_error_msg());
+	else if (settled > 0)
+		log_info("sweep", "claims_settled=%lld", (long long)settled);
 	if (registry_sweep(&removed, c->reg, now) != 0)
 		log_warn("sweep", "registry error=\"%s\"", troop_error_msg());
 }
@@ -363,6 +372,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->policy.establish_age_s = config_int(cfg, "establish-age");
 	c->policy.establish_payers = config_int(cfg, "establish-payers");
 	c->policy.trial_daily_cap = config_int(cfg, "trial-daily-cap");
+	c->report_wait = config_int(cfg, "report-wait");
 	c->plausible_tps_gb = config_double(cfg, "plausible-tps-gb");
 	c->plausible_min_tps = config_double(cfg, "plausible-min-tps");
 	c->node_class_required = config_bool(cfg, "node-class-required");

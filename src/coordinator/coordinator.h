@@ -39,6 +39,7 @@ typedef struct {
 	                              or per invite code (policy invite) */
 	int starter_policy;        /* COORD_STARTER_* */
 	ledger_policy policy;      /* when pending earnings become spendable */
+	int64_t report_wait;       /* seconds a held receipt waits for its client's report */
 	double plausible_tps_gb;   /* tokens/s x model GB at multiplier 1.0 */
 	double plausible_min_tps;  /* tokens/s any node may claim */
 	char node_class[8];        /* class /authorize asks for by default: "" any */

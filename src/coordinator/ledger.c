@@ -681,7 +681,8 @@ static int reserve_txn(ledger_conn *c, void *arg)
 	}
 	int err = exec(c, LS_RES_INSERT, ARGS(S(q->job_id), S(q->requester), S(q->node_id),
 	    S(q->worker), S(q->model), I(q->amount), I(q->max_seconds), D(q->multiplier),
-	    I(q->now), I(q->expires_at), I(trial_part)), "insert reservation");
+	    I(q->now), I(q->expires_at), I(trial_part), I(q->report_wanted ? 1 : 0)),
+	    "insert reservation");
 	if (err == TROOP_ECONFLICT)  /* inserted concurrently by another caller */
 		troop_error_set(err, "job id %s is already reserved", q->job_id);
 	if (err)
@@ -739,6 +740,17 @@ static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id
 	out->refunded = col_i64(c, 13);
 	out->duration_ms = col_i64(c, 14);
 	out->trial_amount = col_i64(c, 15);
+	out->report_wanted = col_i64(c, 16) != 0;
+	out->claim_ms = col_i64(c, 17);
+	out->claim_tokens_in = col_i64(c, 18);
+	out->claim_tokens_out = col_i64(c, 19);
+	ledger_copy_str(out->claim_outcome, sizeof out->claim_outcome, col_text(c, 20));
+	out->claimed_at = col_i64(c, 21);
+	out->report_ms = col_i64(c, 22);
+	out->report_tokens = col_i64(c, 23);
+	ledger_copy_str(out->report_outcome, sizeof out->report_outcome, col_text(c, 24));
+	out->reported_at = col_i64(c, 25);
+	out->disputed = col_i64(c, 26) != 0;
 	fin(c);
 	return err ? err : 1;
 }
@@ -839,6 +851,156 @@ static int mature(int64_t *matured, ledger_conn *c, const char *node_id, const c
 	return err;
 }
 
+/* What one settlement pays: the duration believed and the job's facts. */
+struct settle_what {
+	int64_t duration_ms, tokens_in, tokens_out;
+	const char *outcome;
+	bool disputed;           /* the worker claimed more than its client saw */
+	int64_t claimed_ms;      /* when disputed: the worker's claim */
+};
+
+/* Settle the open reservation `res` (locked by this transaction) for w:
+ * charge, refund, pending earnings, payers, release of pending earnings,
+ * the log rows.  Fills o's amounts. */
+static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_reservation *res,
+    const struct settle_what *w, const ledger_policy *pol, int64_t now)
+{
+	int64_t n = 0;
+	int64_t charge = ledger_charge(w->duration_ms, res->multiplier, res->amount);
+	int64_t refund = res->amount - charge;
+	const char *outcome = (w->outcome && w->outcome[0]) ? w->outcome : "ok";
+
+	/* the charge takes the ordinary part first; each part's remainder goes
+	 * back where it came from */
+	int64_t ordinary = res->amount - res->trial_amount;
+	int64_t charge_ord = charge < ordinary ? charge : ordinary;
+	int64_t charge_trial = charge - charge_ord;
+	int64_t refund_ord = ordinary - charge_ord, refund_trial = res->trial_amount - charge_trial;
+
+	int err = exec_count(&n, c, LS_RES_SETTLE, ARGS(S(res->job_id), I(now), I(charge),
+	    I(refund), I(w->duration_ms), I(w->tokens_in), I(w->tokens_out), S(outcome),
+	    I(w->disputed ? 1 : 0)), "settle reservation");
+	if (err)
+		return err;
+	if (n != 1)
+		return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
+		    "during settlement", res->job_id);
+
+	/* Both accounts in id order (the lock order).  The worker account is
+	 * created if needed, with no starter grant, and always locked (also to
+	 * add 0): released earnings are credited to it after the node row. */
+	bool requester_first = refund > 0 && strcmp(res->requester, res->worker) < 0;
+	if (requester_first &&
+	    (err = account_refund(c, res->requester, refund_ord, refund_trial)) != 0)
+		return err;
+	if ((err = account_add(c, res->worker, charge_ord, now)) != 0)
+		return err;
+	if (!requester_first && refund > 0 &&
+	    (err = account_refund(c, res->requester, refund_ord, refund_trial)) != 0)
+		return err;
+
+	bool ok = strcmp(outcome, "ok") == 0;
+	struct node_facts f;
+	int r = row(c, LS_NODE_JOBS, ARGS(S(res->node_id), I(ok ? 1 : 0), I(ok ? 0 : 1),
+	    I(charge_trial), S(res->worker), I(now), I(w->disputed ? 1 : 0)), "count node job");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: node %s not counted",
+		    res->node_id);
+	f = (struct node_facts){ col_i64(c, 0), col_i64(c, 1), col_i64(c, 2), col_i64(c, 3) };
+	fin(c);
+
+	/* a job paid wholly with ordinary credits by another account
+	 * countersigns the node */
+	if (res->trial_amount == 0 && charge > 0 && strcmp(res->requester, res->worker) != 0) {
+		if ((err = exec_count(&n, c, LS_NODE_PAYER_INSERT, ARGS(S(res->node_id),
+		    S(res->requester), I(now)), "record payer")) != 0)
+			return err;
+		if (n == 1) {
+			if ((err = exec(c, LS_NODE_PAYER_COUNT, ARGS(S(res->node_id)),
+			    "count payer")) != 0)
+				return err;
+			f.payers++;
+		}
+	}
+	int64_t matured = 0;
+	if (f.pending > 0 && established(&f, pol, now) &&
+	    (err = mature(&matured, c, res->node_id, res->worker, &f, pol, now)) != 0)
+		return err;
+
+	char note[LEDGER_NOTE_MAX + 1] = "", part[64] = "", mnote[LEDGER_ID_MAX + 8];
+	if (charge_trial > 0)
+		snprintf(part, sizeof part, "pending=%lld", (long long)charge_trial);
+	if (w->disputed)
+		snprintf(note, sizeof note, "%s%sdisputed: worker claimed %lld ms, client "
+		    "observed %lld ms", part, part[0] ? " " : "", (long long)w->claimed_ms,
+		    (long long)w->duration_ms);
+	else
+		snprintf(note, sizeof note, "%s", part);
+	snprintf(mnote, sizeof mnote, "node=%s", res->node_id);
+	struct txrow t[3] = {
+		{ .type = "settle", .job_id = res->job_id, .requester = res->requester,
+		  .worker = res->worker, .model = res->model, .note = note, .credits = charge,
+		  .duration_ms = w->duration_ms, .now = now },
+	};
+	int nt = 1;
+	if (refund > 0)
+		t[nt++] = (struct txrow){ .type = "release", .job_id = res->job_id,
+			.requester = res->requester, .worker = res->worker, .model = res->model,
+			.credits = refund, .now = now };
+	if (matured > 0)
+		t[nt++] = (struct txrow){ .type = "mature", .job_id = res->job_id,
+			.requester = "", .worker = res->worker, .model = res->model, .note = mnote,
+			.credits = matured, .now = now };
+	if ((err = insert_txs(NULL, c, t, nt)) != 0)
+		return err;
+	if (w->disputed) {
+		char detail[LEDGER_ID_MAX * 3 + 128];
+		snprintf(detail, sizeof detail, "job=%s node=%s requester=%s claimed_ms=%lld "
+		    "observed_ms=%lld", res->job_id, res->node_id, res->requester,
+		    (long long)w->claimed_ms, (long long)w->duration_ms);
+		if ((err = insert_audit(c, res->node_id, "dispute", detail, now)) != 0)
+			return err;
+	}
+	o->charged = charge;
+	o->refunded = refund;
+	o->pending = charge_trial;
+	o->matured = matured;
+	o->disputed = w->disputed;
+	o->already = false;
+	o->claimed = false;
+	return 0;
+}
+
+int64_t ledger_witnessed_ms(int64_t worker_ms, int64_t client_ms, bool *disputed)
+{
+	bool dummy;
+	if (disputed == NULL)
+		disputed = &dummy;
+	*disputed = false;
+	if (worker_ms < 0)
+		worker_ms = 0;
+	if (client_ms < 0)
+		return worker_ms;
+	int64_t allowed = client_ms + LEDGER_REPORT_TOLERANCE_MS +
+	    client_ms / (100 / LEDGER_REPORT_TOLERANCE_PCT);
+	if (worker_ms <= allowed)
+		return worker_ms;
+	*disputed = true;
+	return client_ms;
+}
+
+/* Settle `res` from its two witnesses: the worker's claim and the
+ * client's report, both stored. */
+static int settle_both(ledger_settle_result *o, ledger_conn *c, const ledger_reservation *res,
+    const ledger_policy *pol, int64_t now)
+{
+	struct settle_what w = { .tokens_in = res->claim_tokens_in,
+		.tokens_out = res->claim_tokens_out, .outcome = res->claim_outcome,
+		.claimed_ms = res->claim_ms };
+	w.duration_ms = ledger_witnessed_ms(res->claim_ms, res->report_ms, &w.disputed);
+	return settle_apply(o, c, res, &w, pol, now);
+}
+
 static int settle_txn(ledger_conn *c, void *arg)
 {
 	struct settle_arg *sa = arg;
@@ -850,95 +1012,38 @@ static int settle_txn(ledger_conn *c, void *arg)
 	int r = res_read(&res, c, LS_RES_LOCK, q->job_id);
 	if (r < 0)
 		return r;
-	int64_t charge = 0, refund = 0, n = 0;
+	int64_t charge = 0, refund = 0;
 	int d = settle_decide(o, &charge, &refund, q, r == 0 ? NULL : &res);
 	if (d != 0)
 		return d < 0 ? d : 0;  /* an error, or settled before */
 	const char *outcome = (q->outcome && q->outcome[0]) ? q->outcome : "ok";
-
-	/* the charge takes the ordinary part first; each part's remainder goes
-	 * back where it came from */
-	int64_t ordinary = res.amount - res.trial_amount;
-	int64_t charge_ord = charge < ordinary ? charge : ordinary;
-	int64_t charge_trial = charge - charge_ord;
-	int64_t refund_ord = ordinary - charge_ord, refund_trial = res.trial_amount - charge_trial;
-
-	int err = exec_count(&n, c, LS_RES_SETTLE, ARGS(S(q->job_id), I(q->now), I(charge),
-	    I(refund), I(q->duration_ms), I(q->tokens_in), I(q->tokens_out), S(outcome)),
-	    "settle reservation");
-	if (err)
-		return err;
-	if (n != 1)
-		return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
-		    "during settlement", q->job_id);
-
-	/* Both accounts in id order (the lock order).  The worker account is
-	 * created if needed, with no starter grant, and always locked (also to
-	 * add 0): released earnings are credited to it after the node row. */
-	bool requester_first = refund > 0 && strcmp(res.requester, res.worker) < 0;
-	if (requester_first &&
-	    (err = account_refund(c, res.requester, refund_ord, refund_trial)) != 0)
-		return err;
-	if ((err = account_add(c, res.worker, charge_ord, q->now)) != 0)
-		return err;
-	if (!requester_first && refund > 0 &&
-	    (err = account_refund(c, res.requester, refund_ord, refund_trial)) != 0)
-		return err;
-
-	bool ok = strcmp(outcome, "ok") == 0;
-	struct node_facts f;
-	r = row(c, LS_NODE_JOBS, ARGS(S(res.node_id), I(ok ? 1 : 0), I(ok ? 0 : 1),
-	    I(charge_trial), S(res.worker), I(q->now)), "count node job");
-	if (r <= 0)
-		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: node %s not counted",
-		    res.node_id);
-	f = (struct node_facts){ col_i64(c, 0), col_i64(c, 1), col_i64(c, 2), col_i64(c, 3) };
-	fin(c);
-
-	/* a job paid wholly with ordinary credits by another account
-	 * countersigns the node */
-	if (res.trial_amount == 0 && charge > 0 && strcmp(res.requester, res.worker) != 0) {
-		if ((err = exec_count(&n, c, LS_NODE_PAYER_INSERT, ARGS(S(res.node_id),
-		    S(res.requester), I(q->now)), "record payer")) != 0)
-			return err;
-		if (n == 1) {
-			if ((err = exec(c, LS_NODE_PAYER_COUNT, ARGS(S(res.node_id)),
-			    "count payer")) != 0)
-				return err;
-			f.payers++;
-		}
+	if (res.report_wanted && res.claim_ms >= 0) {
+		/* the first claim stands; the report or the deadline settles it */
+		o->claimed = true;
+		o->already = true;
+		return 0;
 	}
-	int64_t matured = 0;
-	if (f.pending > 0 && established(&f, pol, q->now) &&
-	    (err = mature(&matured, c, res.node_id, res.worker, &f, pol, q->now)) != 0)
+	if (res.report_wanted) {
+		/* keep the claim: the client's report settles it, or the deadline */
+		res.claim_ms = q->duration_ms;
+		res.claim_tokens_in = q->tokens_in;
+		res.claim_tokens_out = q->tokens_out;
+		ledger_copy_str(res.claim_outcome, sizeof res.claim_outcome, outcome);
+		if (res.report_ms >= 0)
+			return settle_both(o, c, &res, pol, q->now);
+		int64_t n = 0;
+		int err = exec_count(&n, c, LS_RES_CLAIM, ARGS(S(q->job_id), I(q->duration_ms),
+		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now)), "store claim");
+		if (err == 0 && n != 1)
+			err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
+			    "during settlement", q->job_id);
+		if (err == 0)
+			o->claimed = true;
 		return err;
-
-	char note[48] = "", mnote[LEDGER_ID_MAX + 8];
-	if (charge_trial > 0)
-		snprintf(note, sizeof note, "pending=%lld", (long long)charge_trial);
-	snprintf(mnote, sizeof mnote, "node=%s", res.node_id);
-	struct txrow t[3] = {
-		{ .type = "settle", .job_id = q->job_id, .requester = res.requester,
-		  .worker = res.worker, .model = res.model, .note = note, .credits = charge,
-		  .duration_ms = q->duration_ms, .now = q->now },
-	};
-	int nt = 1;
-	if (refund > 0)
-		t[nt++] = (struct txrow){ .type = "release", .job_id = q->job_id,
-			.requester = res.requester, .worker = res.worker, .model = res.model,
-			.credits = refund, .now = q->now };
-	if (matured > 0)
-		t[nt++] = (struct txrow){ .type = "mature", .job_id = q->job_id,
-			.requester = "", .worker = res.worker, .model = res.model, .note = mnote,
-			.credits = matured, .now = q->now };
-	if ((err = insert_txs(NULL, c, t, nt)) != 0)
-		return err;
-	o->charged = charge;
-	o->refunded = refund;
-	o->pending = charge_trial;
-	o->matured = matured;
-	o->already = false;
-	return 0;
+	}
+	struct settle_what w = { .duration_ms = q->duration_ms, .tokens_in = q->tokens_in,
+		.tokens_out = q->tokens_out, .outcome = outcome };
+	return settle_apply(o, c, &res, &w, pol, q->now);
 }
 
 int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req)
@@ -962,6 +1067,148 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
 	return with_txn(c, settle_txn, &sa);
+}
+
+struct report_arg {
+	const ledger_report_req *req;
+	ledger_settle_result *out;
+};
+
+static int report_txn(ledger_conn *c, void *arg)
+{
+	struct report_arg *ra = arg;
+	const ledger_report_req *q = ra->req;
+	const ledger_policy *pol = q->policy ? q->policy : &ledger_policy_default;
+	ledger_settle_result *o = ra->out;
+	ledger_reservation res;
+	int64_t n = 0;
+
+	int r = res_read(&res, c, LS_RES_LOCK, q->job_id);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", q->job_id);
+	if (strcmp(res.requester, q->requester) != 0)
+		return troop_error_set(TROOP_EFORBIDDEN, "the delivery report for job %s is not "
+		    "signed by the account that authorized it", q->job_id);
+	memset(o, 0, sizeof *o);
+	ledger_copy_str(o->requester, sizeof o->requester, res.requester);
+	ledger_copy_str(o->worker, sizeof o->worker, res.worker);
+	ledger_copy_str(o->model, sizeof o->model, res.model);
+	if (res.status == LEDGER_RES_RELEASED)
+		return troop_error_set(TROOP_EGONE, "reservation for job %s expired and was "
+		    "released", q->job_id);
+	if (res.report_ms >= 0 || res.status == LEDGER_RES_SETTLED) {
+		/* accepted once; a report after settlement changes nothing */
+		o->already = res.status == LEDGER_RES_SETTLED;
+		o->claimed = !o->already;
+		o->charged = res.charged;
+		o->refunded = res.refunded;
+		o->disputed = res.disputed;
+		return 0;
+	}
+	int err = exec_count(&n, c, LS_RES_REPORT, ARGS(S(q->job_id), I(q->duration_ms),
+	    I(q->tokens), I(q->bytes), S(q->outcome ? q->outcome : ""),
+	    S(q->digest ? q->digest : ""), I(q->now)), "store delivery report");
+	if (err == 0 && n != 1)
+		err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed", q->job_id);
+	if (err)
+		return err;
+	res.report_ms = q->duration_ms;
+	if (res.status == LEDGER_RES_OPEN && res.claim_ms >= 0)
+		return settle_both(o, c, &res, pol, q->now);
+	o->claimed = true;  /* waits for the worker's receipt */
+	return 0;
+}
+
+int ledger_report(ledger_settle_result *out, ledger_conn *c, const ledger_report_req *req)
+{
+	TRY(check_conn(c));
+	if (out == NULL || req == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no report or output");
+	TRY(check_str("job id", req->job_id, LEDGER_ID_MAX));
+	TRY(check_str("requester", req->requester, LEDGER_ID_MAX));
+	TRY(check_range("duration_ms", req->duration_ms, 0, INT64_MAX / 4));
+	TRY(check_range("bytes", req->bytes, 0, INT64_MAX / 2));
+	TRY(check_range("tokens", req->tokens, 0, INT64_MAX / 2));
+	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
+	TRY(check_opt_str("digest", req->digest, LEDGER_DIGEST_MAX));
+	memset(out, 0, sizeof *out);
+	struct report_arg ra = { req, out };
+	return with_txn(c, report_txn, &ra);
+}
+
+struct claim_arg {
+	const char *job_id;
+	const ledger_policy *pol;
+	int64_t cutoff, now;
+	bool settled;
+};
+
+static int claim_settle_txn(ledger_conn *c, void *arg)
+{
+	struct claim_arg *ca = arg;
+	ledger_reservation res;
+	ledger_settle_result o;
+
+	ca->settled = false;
+	int r = res_read(&res, c, LS_RES_LOCK, ca->job_id);
+	if (r <= 0)
+		return r;
+	/* settled or reported meanwhile: nothing to do */
+	if (res.status != LEDGER_RES_OPEN || res.claim_ms < 0 || res.claimed_at >= ca->cutoff)
+		return 0;
+	struct settle_what w = { .duration_ms = res.claim_ms, .tokens_in = res.claim_tokens_in,
+		.tokens_out = res.claim_tokens_out, .outcome = res.claim_outcome };
+	memset(&o, 0, sizeof o);
+	int err = settle_apply(&o, c, &res, &w, ca->pol, ca->now);
+	if (err == 0)
+		ca->settled = true;
+	return err;
+}
+
+int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s,
+    const ledger_policy *policy)
+{
+	int64_t dummy;
+	TRY(check_conn(c));
+	TRY(check_range("wait", wait_s, 0, INT64_MAX / 4));
+	if (count == NULL)
+		count = &dummy;
+	*count = 0;
+	struct claim_arg ca = { NULL, policy ? policy : &ledger_policy_default, now - wait_s,
+		now, false };
+	char (*ids)[LEDGER_ID_MAX + 1] = malloc(RELEASE_BATCH * sizeof *ids);
+	if (ids == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	int err = 0;
+	for (;;) {
+		int k = 0;
+		int r = read_row(c, LS_RES_CLAIMS_DUE, ARGS(I(ca.cutoff), I(RELEASE_BATCH)),
+		    "find due claims");
+		while (r == 1) {
+			ledger_copy_str(ids[k++], sizeof ids[0], col_text(c, 0));
+			r = k < RELEASE_BATCH ? c->drv->next(c) : 0;
+		}
+		fin(c);
+		if (r < 0) {
+			err = r;
+			break;
+		}
+		int64_t done = 0;
+		for (int i = 0; i < k && err == 0; i++) {
+			ca.job_id = ids[i];
+			if ((err = with_txn(c, claim_settle_txn, &ca)) == 0 && ca.settled)
+				done++;
+		}
+		*count += done;
+		if (err != 0 || k < RELEASE_BATCH || done == 0)
+			break;
+	}
+	free(ids);
+	if (*count > 0)
+		log_info("ledger_claims_settled", "settled=%lld", (long long)*count);
+	return err;
 }
 
 struct expired_row {
@@ -1213,6 +1460,7 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	out->payers = col_i64(c, 10);
 	out->audit_failed = col_i64(c, 11);
 	ledger_copy_str(out->hw_class, sizeof out->hw_class, col_text(c, 12));
+	out->disputes = col_i64(c, 13);
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
 	fin(c);
 	return 1;

@@ -113,6 +113,12 @@
 #define LEDGER_RELEASE_GRACE 60  /* DESIGN.md 7.4: seconds after expiry before release */
 #define LEDGER_CLOCK_SLACK_MS 2000 /* receipt durations: allowance for clocks and rounding */
 #define LEDGER_CLASS_MAX 15      /* hardware class ("gpu", "cpu") */
+#define LEDGER_DIGEST_MAX 128    /* delivery report's response digest */
+/* Two witnesses: a worker's claim is believed up to its client's observed
+ * duration plus LEDGER_REPORT_TOLERANCE_MS plus LEDGER_REPORT_TOLERANCE_PCT
+ * percent of it (see ledger_witnessed_ms). */
+#define LEDGER_REPORT_TOLERANCE_MS 1000
+#define LEDGER_REPORT_TOLERANCE_PCT 5
 
 /* When a node's pending earnings become spendable (docs/CREDITS.md). */
 typedef struct {
@@ -231,6 +237,8 @@ typedef struct {
 	int64_t expires_at;     /* after expires_at + grace an unsettled
 	                           reservation is released; should cover the
 	                           ticket's exp plus max_seconds */
+	bool report_wanted;     /* the requester will send a delivery report:
+	                           the receipt is held until it comes */
 	int64_t now;
 } ledger_reserve_req;
 
@@ -263,6 +271,12 @@ typedef struct {
 	int64_t pending;    /* part of charged that became pending earnings */
 	int64_t matured;    /* pending earnings of the node released to the
 	                       worker's balance by this settlement */
+	bool claimed;       /* nothing moved: the receipt is held as a claim
+	                       until the client's delivery report (or the
+	                       deadline) settles it (with .already: it was
+	                       held before, by an earlier receipt) */
+	bool disputed;      /* settled at the client's observed duration: the
+	                       worker claimed more */
 	bool already;       /* true: settled before; the stored result is returned */
 	char requester[LEDGER_ID_MAX + 1];
 	char worker[LEDGER_ID_MAX + 1];
@@ -292,6 +306,46 @@ typedef struct {
  * next ledger_release_expired releases it). */
 int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req);
 
+/* Two witnesses (docs/PROTOCOL.md "Settlement rule").  For a reservation
+ * made with report_wanted, ledger_settle holds the worker's receipt as a
+ * claim (result .claimed, nothing moves) until the requester's delivery
+ * report comes (ledger_report) or the claim's deadline passes
+ * (ledger_settle_claims).  With both, the duration paid is
+ * ledger_witnessed_ms(claim, report). */
+typedef struct {
+	const char *job_id;
+	const char *requester;     /* the report's signer: must be the job's requester */
+	int64_t duration_ms;       /* observed: request sent to last byte, >= 0 */
+	int64_t bytes;             /* response bytes received, >= 0 */
+	int64_t tokens;            /* tokens received, >= 0 */
+	const char *outcome;       /* "complete", "cut", "engine_error", "aborted",
+	                              "unreachable" (not checked here) */
+	const char *digest;        /* digest of the response body; NULL or "" */
+	const ledger_policy *policy; /* NULL: ledger_policy_default */
+	int64_t now;
+} ledger_report_req;
+
+/* Record the delivery report of a job, once; when the worker's claim is
+ * already held, settle the job in the same transaction (*out as for
+ * ledger_settle; .claimed when it still waits for the receipt).  A second
+ * report changes nothing (.already when settled).  Errors: TROOP_ENOTFOUND
+ * no reservation; TROOP_EFORBIDDEN the signer is not its requester;
+ * TROOP_EGONE released. */
+int ledger_report(ledger_settle_result *out, ledger_conn *c, const ledger_report_req *req);
+
+/* The duration believed from a worker's claim and its client's observed
+ * duration (client_ms < 0: no report): the claim, unless it exceeds
+ * client_ms + LEDGER_REPORT_TOLERANCE_MS + LEDGER_REPORT_TOLERANCE_PCT %
+ * of client_ms, in which case client_ms and *disputed (may be NULL) =
+ * true.  Pure function. */
+int64_t ledger_witnessed_ms(int64_t worker_ms, int64_t client_ms, bool *disputed);
+
+/* Settle every held claim made before now - wait_s whose report never
+ * came, at the worker's (plausible, checked on arrival) duration, one job
+ * per transaction.  *count (may be NULL) gets the number settled. */
+int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s,
+    const ledger_policy *policy);
+
 /* Release every open reservation with expires_at + grace_s < now: refund
  * it to the requester with a 'release' row.  Works in batches of short
  * transactions.  *count (may be NULL) gets the number released. */
@@ -320,6 +374,16 @@ typedef struct {
 	int64_t refunded;     /* 0 while open */
 	int64_t duration_ms;  /* 0 unless settled */
 	int64_t trial_amount; /* part of amount taken from trial credits */
+	bool report_wanted;
+	int64_t claim_ms;     /* the worker's held claim; -1 none */
+	int64_t claim_tokens_in, claim_tokens_out;
+	char claim_outcome[LEDGER_OUTCOME_MAX + 1];
+	int64_t claimed_at;   /* 0 none */
+	int64_t report_ms;    /* the client's observed duration; -1 none */
+	int64_t report_tokens;
+	char report_outcome[LEDGER_OUTCOME_MAX + 1];
+	int64_t reported_at;  /* 0 none */
+	bool disputed;
 } ledger_reservation;
 
 /* Read one reservation.  TROOP_ENOTFOUND if there is none. */
@@ -393,6 +457,8 @@ typedef struct {
 	int64_t payers;         /* distinct accounts that paid it with ordinary credits */
 	int64_t audit_failed;   /* unix time of a failed audit, 0 if none */
 	char hw_class[LEDGER_CLASS_MAX + 1]; /* class of its verified proof, "" none */
+	int64_t disputes;       /* settled jobs where it claimed more than its
+	                           client observed */
 } ledger_node;
 
 /* Whether node `n` is established under policy `p` (NULL: defaults) at

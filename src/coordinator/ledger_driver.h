@@ -59,6 +59,9 @@ enum ledger_stmt {
 	LS_RES_SETTLE,
 	LS_RES_EXPIRED,     /* row-locked, skipping rows other sweepers hold */
 	LS_RES_RELEASE,
+	LS_RES_CLAIM,
+	LS_RES_REPORT,
+	LS_RES_CLAIMS_DUE,
 	LS_TOTALS,
 	LS_NODE_GET,
 	LS_NODE_CREATE,
@@ -81,10 +84,13 @@ enum ledger_stmt {
 /* Column lists a driver's override may reuse. */
 #define LEDGER_SQL_RES_GET "SELECT job_id, requester, node_id, worker, model, amount, " \
 	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \
-	"refunded, duration_ms, trial_amount FROM reservations WHERE job_id = $1"
+	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
+	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
+	"report_outcome, reported_at, disputed FROM reservations WHERE job_id = $1"
+/* a held claim is settled by ledger_settle_claims, never released */
 #define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount, " \
 	"trial_amount " \
-	"FROM reservations WHERE status = 'open' AND expires_at < $1 " \
+	"FROM reservations WHERE status = 'open' AND expires_at < $1 AND claimed_at = 0 " \
 	"ORDER BY expires_at LIMIT $2"
 
 /* The portable SQL of each statement; NULL where every driver must give

@@ -72,14 +72,23 @@ const char *const ledger_sql[LS_COUNT] = {
 	[LS_RES_INSERT] = "INSERT INTO reservations (job_id, requester, node_id, worker, "
 	    "model, amount, max_seconds, multiplier, status, created_at, expires_at, "
 	    "closed_at, charged, refunded, duration_ms, tokens_in, tokens_out, outcome, "
-	    "trial_amount) "
-	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, 0, 0, 0, 0, 0, 0, '', $11)",
+	    "trial_amount, report_wanted) "
+	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, 0, 0, 0, 0, 0, 0, '', $11, "
+	    "$12)",
 	[LS_RES_GET] = LEDGER_SQL_RES_GET,
 	[LS_RES_LOCK] = LEDGER_SQL_RES_GET,
 	[LS_RES_SETTLE] = "UPDATE reservations SET status = 'settled', closed_at = $2, "
 	    "charged = $3, refunded = $4, duration_ms = $5, tokens_in = $6, tokens_out = $7, "
-	    "outcome = $8 WHERE job_id = $1 AND status = 'open'",
+	    "outcome = $8, disputed = $9 WHERE job_id = $1 AND status = 'open'",
 	[LS_RES_EXPIRED] = LEDGER_SQL_RES_EXPIRED,
+	[LS_RES_CLAIM] = "UPDATE reservations SET claim_ms = $2, claim_tokens_in = $3, "
+	    "claim_tokens_out = $4, claim_outcome = $5, claimed_at = $6 "
+	    "WHERE job_id = $1 AND status = 'open' AND claim_ms < 0",
+	[LS_RES_REPORT] = "UPDATE reservations SET report_ms = $2, report_tokens = $3, "
+	    "report_bytes = $4, report_outcome = $5, report_digest = $6, reported_at = $7 "
+	    "WHERE job_id = $1 AND report_ms < 0",
+	[LS_RES_CLAIMS_DUE] = "SELECT job_id FROM reservations WHERE status = 'open' "
+	    "AND claimed_at > 0 AND claimed_at < $1 ORDER BY claimed_at LIMIT $2",
 	[LS_RES_RELEASE] = "UPDATE reservations SET status = 'released', closed_at = $2, "
 	    "refunded = amount WHERE job_id = $1 AND status = 'open'",
 	[LS_TOTALS] = "SELECT "
@@ -92,8 +101,8 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "(SELECT COALESCE(SUM(pending), 0) FROM nodes), "
 	    "(SELECT COALESCE(SUM(credits), 0) FROM transactions WHERE type = 'forfeit')",
 	[LS_NODE_GET] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
-	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class "
-	    "FROM nodes WHERE node_id = $1",
+	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
+	    "disputes FROM nodes WHERE node_id = $1",
 	/* concurrent first heartbeats: the second waits for the first's key,
 	 * then inserts nothing and updates instead */
 	[LS_NODE_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
@@ -105,11 +114,13 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "WHERE node_id = $1",
 	/* a node the ledger has not seen is created, owned by the worker */
 	[LS_NODE_JOBS] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
-	    "verified_at, jobs_ok, jobs_failed, first_seen, last_seen, pending) "
-	    "VALUES ($1, $5, '', 1.0, 0, 0, $2, $3, $6, $6, $4) ON CONFLICT (node_id) DO UPDATE "
+	    "verified_at, jobs_ok, jobs_failed, first_seen, last_seen, pending, disputes) "
+	    "VALUES ($1, $5, '', 1.0, 0, 0, $2, $3, $6, $6, $4, $7) "
+	    "ON CONFLICT (node_id) DO UPDATE "
 	    "SET jobs_ok = nodes.jobs_ok + excluded.jobs_ok, "
 	    "jobs_failed = nodes.jobs_failed + excluded.jobs_failed, "
-	    "pending = nodes.pending + excluded.pending "
+	    "pending = nodes.pending + excluded.pending, "
+	    "disputes = nodes.disputes + excluded.disputes "
 	    "RETURNING first_seen, payers, audit_failed, pending",
 	[LS_NODE_MATURE] = "UPDATE nodes SET pending = pending - $2 "
 	    "WHERE node_id = $1 AND pending >= $2",

@@ -93,6 +93,7 @@ typedef struct {
 	bool established;       /* its trial-paid earnings are spendable (as of
 	                           the copy) */
 	int64_t pending;        /* pending earnings (as of the copy) */
+	int64_t disputes;       /* jobs it claimed more than its client saw */
 } registry_facts;
 
 /* A live node as its last heartbeat described it.  `models` and

@@ -2,7 +2,10 @@
  * test_credits_property.c - a randomized property test of the credit
  * ledger: several threads, each on its own connection to one database,
  * run random account creations (trial starter credits), reservations,
- * settlements (honest, replayed, forged and implausibly long) that pay
+ * settlements (honest, replayed, forged and implausibly long; held as
+ * claims for jobs whose client promised a delivery report), delivery
+ * reports (honest, under-reporting and forged), deadline settlement of
+ * claims that got no report, that pay
  * nodes with ordinary credits or into pending earnings, releases of
  * pending earnings under a daily cap, failed audits that forfeit them,
  * invite codes, expiry sweeps and admin grants concurrently.  After every
@@ -165,7 +168,8 @@ static void *worker(void *arg)
 				.node_id = P.nodes[j.node], .worker = P.nodes[j.node], .model = "m",
 				.amount = j.amount, .max_seconds = j.amount, .multiplier = 1.0,
 				/* some reservations are already near their deadline */
-				.expires_at = now + (int64_t)(rnd(&seed) % 40), .now = now,
+				.expires_at = now + (int64_t)(rnd(&seed) % 40),
+				.report_wanted = rnd(&seed) % 3 == 0, .now = now,
 			};
 			if (ledger_reserve(NULL, c, &rq) == 0) {
 				pthread_mutex_lock(&P.mu);
@@ -200,16 +204,50 @@ static void *worker(void *arg)
 					fprintf(stderr, "a forged receipt settled job %s\n", j.id);
 					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
 				}
-				if (rc == 0 && res.charged + res.refunded != j.amount) {
+				if (rc == 0 && !res.claimed && res.charged + res.refunded != j.amount) {
 					fprintf(stderr, "job %s: charged %lld + refunded %lld != %lld\n", j.id,
 					    (long long)res.charged, (long long)res.refunded,
 					    (long long)j.amount);
 					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
 				}
 			}
+		} else if (op < 86) {
+			struct job j;
+			int have = 0, forged = rnd(&seed) % 6 == 0;
+			pthread_mutex_lock(&P.mu);
+			if (P.njobs > 0) {
+				j = P.jobs[rnd(&seed) % (uint32_t)P.njobs];
+				have = 1;
+			}
+			pthread_mutex_unlock(&P.mu);
+			what = forged ? "forged report" : "report";
+			if (have) {
+				ledger_settle_result res;
+				ledger_report_req rq = {
+					.job_id = j.id,
+					.requester = P.accounts[(j.requester + (forged ? 1 : 0)) %
+					    ACCOUNTS],
+					.duration_ms = (int64_t)(rnd(&seed) % 60000),
+					.outcome = "complete", .policy = &POLICY, .now = now,
+				};
+				int rc = ledger_report(&res, c, &rq);
+				if (forged && rc == 0) {
+					fprintf(stderr, "a forged report was accepted for job %s\n", j.id);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+				if (rc == 0 && !res.claimed && res.charged + res.refunded != j.amount) {
+					fprintf(stderr, "job %s: charged %lld + refunded %lld != %lld\n",
+					    j.id, (long long)res.charged, (long long)res.refunded,
+					    (long long)j.amount);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+			}
 		} else if (op < 92) {
 			what = "release_expired";
-			ledger_release_expired(NULL, c, now, 5);
+			if (rnd(&seed) % 2)
+				ledger_release_expired(NULL, c, now, 5);
+			else
+				ledger_settle_claims(NULL, c, now, 10, &POLICY);
 		} else if (op < 93) {
 			what = "forfeit";
 			ledger_node_forfeit(NULL, c, P.nodes[rnd(&seed) % NODES], "admin", "property",
@@ -279,6 +317,7 @@ static void test_random_concurrent(void **state)
 	/* close every job: the books balance to the credit and nothing is held */
 	assert_int_equal(ledger_conn_open(&c, P.l), 0);
 	assert_int_equal(ledger_release_expired(NULL, c, P.now + 1000, 5), 0);
+	assert_int_equal(ledger_settle_claims(NULL, c, P.now + 1000, 10, &POLICY), 0);
 	assert_int_equal(ledger_totals_get(&t, c), 0);
 	assert_int_equal(t.reserved, 0);
 	assert_int_equal(t.open_reservations, 0);

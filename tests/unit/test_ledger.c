@@ -818,6 +818,100 @@ static void test_implausible_duration(void **state)
 	assert_invariant(f->c);
 }
 
+static void test_two_witnesses(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	ledger_reservation r;
+	int64_t n = 0;
+	bool disputed = true;
+
+	assert_int_equal(ledger_witnessed_ms(3000, -1, &disputed), 3000);
+	assert_false(disputed);
+	assert_int_equal(ledger_witnessed_ms(4150, 3000, &disputed), 4150);  /* tolerance */
+	assert_false(disputed);
+	assert_int_equal(ledger_witnessed_ms(4151, 3000, &disputed), 3000);
+	assert_true(disputed);
+
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "wit", 1000, "", "admin", NOW), 0);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+	/* the worker claims 5 s, the client saw 1 s: paid what the client saw */
+	ledger_reserve_req q = req_for("w-1", "wit", 100, 1.0, NOW + 600);
+	q.report_wanted = true;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	ledger_settle_req s = settle_for("w-1", "node-1", 5000, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_true(res.claimed);
+	assert_false(res.already);
+	assert_int_equal(res.charged, 0);
+	assert_int_equal(reserved(f->c, "wit"), 100);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);  /* a retried receipt */
+	assert_true(res.claimed);
+	assert_true(res.already);
+	ledger_report_req rep = { .job_id = "w-1", .requester = "wit", .duration_ms = 1000,
+		.tokens = 20, .outcome = "complete", .digest = "sha256:x", .now = NOW + 11 };
+	rep.requester = "owner-1";
+	assert_int_equal(ledger_report(&res, f->c, &rep), TROOP_EFORBIDDEN);
+	rep.requester = "wit";
+	assert_int_equal(ledger_report(&res, f->c, &rep), 0);
+	assert_false(res.claimed);
+	assert_true(res.disputed);
+	assert_int_equal(res.charged, 1);
+	assert_int_equal(res.refunded, 99);
+	assert_int_equal(available(f->c, "owner-1"), 1);
+	assert_int_equal(ledger_reservation_get(&r, f->c, "w-1"), 0);
+	assert_true(r.disputed);
+	assert_int_equal(r.claim_ms, 5000);
+	assert_int_equal(r.report_ms, 1000);
+	ledger_node nd;
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.disputes, 1);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM audit_log WHERE action = 'dispute'"),
+	    1);
+	assert_int_equal(ledger_report(&res, f->c, &rep), 0);  /* once */
+	assert_true(res.already);
+	assert_invariant(f->c);
+
+	/* the report first, an honest receipt within the tolerance after it */
+	q = req_for("w-2", "wit", 100, 1.0, NOW + 600);
+	q.report_wanted = true;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	rep.job_id = "w-2";
+	rep.duration_ms = 3000;
+	assert_int_equal(ledger_report(&res, f->c, &rep), 0);
+	assert_true(res.claimed);
+	assert_int_equal(reserved(f->c, "wit"), 100);
+	s = settle_for("w-2", "node-1", 3500, NOW + 12);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_false(res.claimed);
+	assert_false(res.disputed);
+	assert_int_equal(res.charged, 4);
+	assert_invariant(f->c);
+
+	/* no report: the claim settles alone after the wait, not before */
+	q = req_for("w-3", "wit", 100, 1.0, NOW + 20);
+	q.report_wanted = true;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	s = settle_for("w-3", "node-1", 2000, NOW + 13);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_true(res.claimed);
+	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 20, 10, NULL), 0);
+	assert_int_equal(n, 0);
+	/* past its expiry the held claim is not refunded ... */
+	assert_int_equal(ledger_release_expired(&n, f->c, NOW + 200, 0), 0);
+	assert_int_equal(n, 0);
+	/* ... it is settled */
+	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 200, 10, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ledger_reservation_get(&r, f->c, "w-3"), 0);
+	assert_int_equal(r.status, LEDGER_RES_SETTLED);
+	assert_int_equal(r.charged, 2);
+	assert_false(r.disputed);
+	assert_int_equal(reserved(f->c, "wit"), 0);
+	assert_int_equal(available(f->c, "wit"), 1000 - 1 - 4 - 2);
+	assert_invariant(f->c);
+}
+
 static void test_invites(void **state)
 {
 	struct fixture *f = *state;
@@ -1345,6 +1439,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_trial_pending, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implausible_duration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invites, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_witnesses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_release_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
