@@ -35,7 +35,7 @@ trap cleanup EXIT INT TERM
 
 # default CPU class (512 x 512, 32 rounds), no rate limit, one server thread
 "$build/troop" coordinator --listen 127.0.0.1:0 --data-dir "$tmp/coord" --threads 1 \
-	--poh-rate-limit 0 >"$tmp/coord.log" 2>&1 &
+	--poh-rate-limit 0 --poh-min-node-age 0 >"$tmp/coord.log" 2>&1 &
 pid=$!
 port=
 for _ in $(seq 1 100); do

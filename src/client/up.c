@@ -311,6 +311,7 @@ int cmd_up(int argc, char **argv)
 		rc = cli_fail(&c, "%s", troop_error_msg());
 		goto out;
 	}
+	s->listen_port = http_server_port(srv);
 	log_info("client_started", "listen=%s port=%d coordinator=%s account=%.8s remote=%d "
 	    "app_auth=%s", listen, http_server_port(srv), s->coordinator, s->id.id,
 	    !listen_is_loopback(listen), s->require_key ? "bearer" : "none");

@@ -6,6 +6,7 @@
  *   up_job.c     POST /v1/chat/completions, /v1/completions, /v1/embeddings:
  *                signed /authorize, relay to the worker, failover
  *   up_models.c  GET /v1/models (cached 10 s) and /v1/models/{model}
+ *   up_self.c    refusing a worker address that is this proxy itself
  *
  * One up_server per process, read-only once the server runs (except the
  * models cache, which has its own lock).  One up_thread per server
@@ -39,6 +40,7 @@ typedef struct up_server {
 	unsigned char key_hash[32];     /* BLAKE2b of the API key */
 	long first_byte_timeout_ms;     /* worker, for streamed replies */
 	int64_t max_seconds;            /* per job; 0: the coordinator's default */
+	int listen_port;                /* the port this proxy serves on */
 	/* models cache: the OpenAI list as JSON text */
 	pthread_mutex_t models_mu;
 	char *models_json;
@@ -74,6 +76,12 @@ int64_t up_now_us(void);
 void up_handle_inference(http_req *r, void *arg);
 void up_handle_models(http_req *r, void *arg);
 void up_handle_model(http_req *r, void *arg);
+
+/* Whether a worker address the coordinator named is this proxy itself
+ * (its port on loopback, the unspecified address or an address of one of
+ * this machine's interfaces): a node advertising that would make each
+ * request authorize again through us (up_self.c).  Thread-safe. */
+bool up_target_is_self(const up_server *s, const char *ip, long long port);
 
 /* Free the models cache (at exit). */
 void up_models_clear(up_server *s);

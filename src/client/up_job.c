@@ -10,7 +10,9 @@
  *           reply back to the app as it streams (relay.h: byte for byte,
  *           event-aligned, with backpressure)
  *        4. failover: when the worker cannot be reached, times out before
- *           its first byte, or answers 5xx or 429, and nothing has reached
+ *           its first byte, or answers 5xx, 429 or 401 (a ticket for another
+ *           node: the address is not the node's), or is this proxy itself
+ *           (up_target_is_self), and nothing has reached
  *           the app yet, authorize again with that node excluded (UP_TRIES
  *           authorizations in all); then 503 no_capacity in the OpenAI
  *           error shape.  402 insufficient_credits and 404 model_not_found
@@ -168,7 +170,8 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 	up_job *j = arg;
 
 	(void)headers;
-	if (status >= 500 || status == 429) {
+	/* 401: "not my ticket", the address belongs to another node */
+	if (status >= 500 || status == 429 || status == 401) {
 		snprintf(j->why, sizeof(j->why), "node %.8s answered HTTP %d", j->node_id, status);
 		return RELAY_REJECT;
 	}
@@ -251,6 +254,12 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
 		job_fail(j, 502, "api_error", "upstream_error",
 		    "the coordinator's /authorize reply names no valid ticket or worker address");
+		return;
+	}
+	if (up_target_is_self(j->s, ip, port)) {
+		snprintf(j->why, sizeof(j->why), "node %.8s advertises this proxy's own address",
+		    j->node_id);
+		job_failover(j);
 		return;
 	}
 	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);

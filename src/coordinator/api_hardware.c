@@ -12,10 +12,16 @@
  * (registry_kv_take) and expires; a used one is remembered by a tombstone
  * so that a replay gets "already used" rather than "unknown".
  *
- * The reveal check runs on the request's server thread: recomputing k of
- * n rows costs k/n of the worker's work on the CPU (a few ms for CPU-class
- * challenges, about a second for the default GPU class, spread over up to
- * four threads), once per node per rate-limit window.
+ * The reveal's cheap checks (shape, Merkle paths) run on the request's
+ * server thread; recomputing the k sampled rows (k/n of the worker's work:
+ * a few ms for CPU-class challenges, seconds for the default GPU class)
+ * runs on the check pool (poh_pool.h), and the reply is sent from the
+ * request's thread when the check comes back.  A full pool answers 429
+ * with Retry-After before the challenge is consumed.  Since node keys are
+ * free, challenges are limited per node, per owner account and per source
+ * address, and only given to nodes that have heartbeated for a while
+ * (--poh-min-node-age), so that a swarm of fresh keys cannot queue
+ * unbounded work.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -33,6 +39,7 @@
 
 #define KEY_MAX 96
 #define TOMBSTONE_EXTRA_S 600
+#define POH_BUSY_RETRY_S 5   /* Retry-After when the check queue is full */
 
 static void key_of(char out[KEY_MAX], const char *prefix, const char *id)
 {
@@ -135,6 +142,79 @@ static int parse_body(json_t **out, http_req *r)
 
 /* ---- POST /hardware/challenge --------------------------------------------------- */
 
+static void reply_retry(http_req *r, long long wait)
+{
+	char retry[32];
+
+	snprintf(retry, sizeof(retry), "%lld", wait < 1 ? 1 : wait);
+	http_reply_header(r, "Retry-After", retry);
+}
+
+/* The limits a node's key alone does not bound: the node must have
+ * heartbeated for min_node_age_s and be live now; its source address and
+ * its owner account get owner_limit / address_limit challenges per
+ * rate-limit window.  Returns 0, or a troop_err with the reply sent. */
+static int challenge_allowed(http_req *r, coord *c, const char *signer,
+    const ledger_node *ln, int64_t now)
+{
+	char key[KEY_MAX + 64];
+	registry_node rn;
+	int rc;
+
+	if (c->poh.min_node_age_s > 0) {
+		int64_t age = now - ln->first_seen;
+		bool live;
+
+		memset(&rn, 0, sizeof(rn));
+		live = registry_get_node(&rn, c->reg, signer, now, 0) == 0;
+		registry_node_clear(&rn);
+		if (age < c->poh.min_node_age_s || !live) {
+			long long wait = age < c->poh.min_node_age_s ?
+			    (long long)(c->poh.min_node_age_s - age) : (long long)c->node_ttl;
+			reply_retry(r, wait);
+			coord_reply_error(r, TROOP_ERATE, "a node must heartbeat for %lld s before "
+			    "it is given a proof-of-hardware challenge: try again in %lld s",
+			    (long long)c->poh.min_node_age_s, wait < 1 ? 1 : wait);
+			return TROOP_ERATE;
+		}
+	}
+	if (c->poh.rate_limit_s <= 0)
+		return 0;
+	if (c->poh.address_limit > 0) {
+		snprintf(key, sizeof(key), "poh:ra:%s", http_req_peer(r));
+		rc = registry_rate_check(c->reg, key, c->poh.rate_limit_s, c->poh.address_limit,
+		    now);
+		if (rc == TROOP_ERATE) {
+			reply_retry(r, c->poh.rate_limit_s);
+			coord_reply_error(r, rc, "at most %lld proof-of-hardware challenges per %lld s "
+			    "from one address", (long long)c->poh.address_limit,
+			    (long long)c->poh.rate_limit_s);
+			return rc;
+		}
+		if (rc != 0) {
+			coord_reply_last_error(r, rc);
+			return rc;
+		}
+	}
+	if (c->poh.owner_limit > 0 && ln->owner[0] && strcmp(ln->owner, signer) != 0) {
+		snprintf(key, sizeof(key), "poh:ro:%s", ln->owner);
+		rc = registry_rate_check(c->reg, key, c->poh.rate_limit_s, c->poh.owner_limit,
+		    now);
+		if (rc == TROOP_ERATE) {
+			reply_retry(r, c->poh.rate_limit_s);
+			coord_reply_error(r, rc, "at most %lld proof-of-hardware challenges per %lld s "
+			    "for the nodes of one owner", (long long)c->poh.owner_limit,
+			    (long long)c->poh.rate_limit_s);
+			return rc;
+		}
+		if (rc != 0) {
+			coord_reply_last_error(r, rc);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 static void h_challenge(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -177,6 +257,8 @@ static void h_challenge(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (challenge_allowed(r, c, signer, &ln, now) != 0)
+		goto out;
 	if (c->poh.rate_limit_s > 0) {
 		char since[32];
 		snprintf(since, sizeof(since), "%lld", (long long)now);
@@ -409,6 +491,110 @@ static int record_result(coord_thread *t, const char *node, bool ok, double m,
 	return 0;
 }
 
+/* A reveal on its way through the check pool.  Everything but `ch`,
+ * `given` and the result fields stays on the request's thread. */
+struct reveal_job {
+	poh_job job;               /* first: the pool's part */
+	coord *c;
+	coord_thread *t;
+	http_req *r;               /* NULL once the client went away */
+	poh_challenge ch;
+	int8_t *given;             /* the revealed rows, in the order of ch.rows */
+	int threads;
+	char signer[TROOP_ID_LEN + 1];
+	int64_t now;
+	double t0;
+	int rc;                    /* the check's outcome */
+	char msg[512];             /* its message when rc != 0 */
+};
+
+static void reveal_job_free(struct reveal_job *j)
+{
+	sodium_memzero(&j->ch, sizeof(j->ch));
+	free(j->given);
+	free(j);
+}
+
+/* On a pool thread. */
+static void reveal_work(poh_job *job)
+{
+	struct reveal_job *j = (struct reveal_job *)job;
+
+	j->rc = recompute(&j->ch, j->given, j->threads);
+	if (j->rc != 0)
+		snprintf(j->msg, sizeof(j->msg), "%s", troop_error_msg());
+}
+
+static void reveal_closed(http_req *r, void *arg)
+{
+	struct reveal_job *j = arg;
+
+	(void)r;
+	j->r = NULL;
+}
+
+/* Back on the request's thread: record the outcome, answer. */
+static void reveal_done(poh_job *job)
+{
+	struct reveal_job *j = (struct reveal_job *)job;
+	const poh_challenge *ch = &j->ch;
+	char detail[256];
+	const char *cls;
+	double ops, m;
+	int rc = j->rc;
+
+	if (j->job.cancelled) {
+		reveal_job_free(j);
+		return;
+	}
+	if (j->r)
+		http_req_on_close(j->r, NULL, NULL);
+	if (rc == TROOP_EFORBIDDEN) {
+		snprintf(detail, sizeof(detail), "challenge=%s reason=\"%.160s\"", ch->id, j->msg);
+		log_warn("poh_rejected", "node=%.8s %s check_ms=%.0f", j->signer, detail,
+		    (double)poh_mono_ms() - j->t0);
+		if (record_result(j->t, j->signer, false, 0, detail, j->now) != 0)
+			/* the rejection stands either way: answer with its reason */
+			snprintf(j->msg, sizeof(j->msg), "proof rejected (%s); the ledger could not "
+			    "record it", detail);
+	}
+	if (rc != 0) {
+		if (j->r)
+			coord_reply_error(j->r, rc, "%s", j->msg);
+		reveal_job_free(j);
+		return;
+	}
+	ops = poh_ops(ch->n, ch->rounds);
+	m = poh_multiplier(ops, ch->elapsed_ms, j->c->poh.reference_ops);
+	snprintf(detail, sizeof(detail), "challenge=%s n=%zu rounds=%u elapsed_ms=%lld "
+	    "multiplier=%.4f", ch->id, ch->n, ch->rounds, (long long)ch->elapsed_ms, m);
+	/* a proof verifies the node for its own class only; the challenge's
+	 * size says which (the GPU class when both are configured alike).
+	 * Stored first, so that the registry's copy of the facts has it. */
+	cls = (ch->n == j->c->poh.gpu_n && ch->rounds == j->c->poh.gpu_rounds) ? "gpu" : "cpu";
+	if (ledger_node_set_class(j->t->db, j->signer, cls) != 0)
+		log_warn("poh_class", "node=%.8s error=\"%s\"", j->signer, troop_error_msg());
+	if ((rc = record_result(j->t, j->signer, true, m, detail, j->now)) != 0) {
+		/* never answer "verified" for a result the ledger does not hold */
+		if (j->r)
+			coord_reply_last_error(j->r, rc);
+		reveal_job_free(j);
+		return;
+	}
+	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
+	    "check_ms=%.0f", j->signer, ch->n, ch->rounds, (long long)ch->elapsed_ms, m,
+	    (double)poh_mono_ms() - j->t0);
+	if (j->r)
+		coord_reply_json(j->r, 200, json_pack("{s:s, s:b, s:s, s:f, s:f, s:f, s:I, s:I, s:I, "
+		    "s:I, s:I}", "status", "verified", "verified", 1, "class", cls, "multiplier", m,
+		    "ops", ops,
+		    "ops_per_s", ops / ((double)ch->elapsed_ms / 1000.0),
+		    "elapsed_ms", (json_int_t)ch->elapsed_ms, "matrix_size", (json_int_t)ch->n,
+		    "rounds", (json_int_t)ch->rounds, "samples", (json_int_t)ch->n_rows,
+		    "verified_at", (json_int_t)j->now));
+	reveal_job_free(j);
+}
+
 static void h_reveal(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -418,9 +604,9 @@ static void h_reveal(http_req *r, void *arg)
 	const char *id;
 	json_t *body = NULL, *rows;
 	struct revealed rv;
+	struct reveal_job *j = NULL;
+	bool reserved = false;
 	poh_challenge ch;
-	double ops, m, t0;
-	const char *cls;
 	int rc;
 
 	memset(&ch, 0, sizeof(ch));
@@ -434,6 +620,14 @@ static void h_reveal(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	/* a place in the check queue first: a busy coordinator does not use up
+	 * the challenge */
+	if (poh_pool_reserve(t->poh_port) != 0) {
+		reply_retry(r, POH_BUSY_RETRY_S);
+		coord_reply_last_error(r, TROOP_ERATE);
+		goto out;
+	}
+	reserved = true;
 	if (take_record(&ch, r, c, "r", "v", id, signer, now) != 0)
 		goto out;
 	if (!ch.has_root) {
@@ -446,19 +640,16 @@ static void h_reveal(http_req *r, void *arg)
 		goto out;
 	}
 	rv.rows = malloc(ch.n_rows * ch.n);
-	if (!rv.rows) {
+	j = calloc(1, sizeof(*j));
+	if (!rv.rows || !j) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory");
 		goto out;
 	}
-	t0 = (double)poh_mono_ms();
 	rc = check_rows(&rv, &ch, rows);
-	if (rc == 0)
-		rc = recompute(&ch, rv.rows, c->poh.verify_threads);
 	if (rc == TROOP_EFORBIDDEN) {
 		snprintf(detail, sizeof(detail), "challenge=%s reason=\"%s\"", id, troop_error_msg());
 		log_warn("poh_rejected", "node=%.8s %s", signer, detail);
 		if (record_result(t, signer, false, 0, detail, now) != 0)
-			/* the rejection stands either way: answer with its reason */
 			troop_error_set(rc, "proof rejected (%s); the ledger could not record it",
 			    detail);
 	}
@@ -466,31 +657,28 @@ static void h_reveal(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	ops = poh_ops(ch.n, ch.rounds);
-	m = poh_multiplier(ops, ch.elapsed_ms, c->poh.reference_ops);
-	snprintf(detail, sizeof(detail), "challenge=%s n=%zu rounds=%u elapsed_ms=%lld "
-	    "multiplier=%.4f", id, ch.n, ch.rounds, (long long)ch.elapsed_ms, m);
-	/* a proof verifies the node for its own class only; the challenge's
-	 * size says which (the GPU class when both are configured alike).
-	 * Stored first, so that the registry's copy of the facts has it. */
-	cls = (ch.n == c->poh.gpu_n && ch.rounds == c->poh.gpu_rounds) ? "gpu" : "cpu";
-	if (ledger_node_set_class(t->db, signer, cls) != 0)
-		log_warn("poh_class", "node=%.8s error=\"%s\"", signer, troop_error_msg());
-	if ((rc = record_result(t, signer, true, m, detail, now)) != 0) {
-		/* never answer "verified" for a result the ledger does not hold */
-		coord_reply_last_error(r, rc);
-		goto out;
-	}
-	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
-	    "check_ms=%.0f", signer, ch.n, ch.rounds, (long long)ch.elapsed_ms, m,
-	    (double)poh_mono_ms() - t0);
-	coord_reply_json(r, 200, json_pack("{s:s, s:b, s:s, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:I}",
-	    "status", "verified", "verified", 1, "class", cls, "multiplier", m, "ops", ops,
-	    "ops_per_s", ops / ((double)ch.elapsed_ms / 1000.0),
-	    "elapsed_ms", (json_int_t)ch.elapsed_ms, "matrix_size", (json_int_t)ch.n,
-	    "rounds", (json_int_t)ch.rounds, "samples", (json_int_t)ch.n_rows,
-	    "verified_at", (json_int_t)now));
+	/* the rows are well formed and lead to the root: recompute them off
+	 * this thread */
+	j->job.work = reveal_work;
+	j->job.done = reveal_done;
+	j->c = c;
+	j->t = t;
+	j->r = r;
+	j->ch = ch;
+	j->given = (int8_t *)rv.rows;
+	rv.rows = NULL;
+	j->threads = c->poh.verify_threads;
+	memcpy(j->signer, signer, sizeof(signer));
+	j->now = now;
+	j->t0 = (double)poh_mono_ms();
+	http_req_on_close(r, reveal_closed, j);
+	poh_pool_submit(t->poh_port, &j->job);
+	j = NULL;
+	reserved = false;
 out:
+	if (reserved)
+		poh_pool_unreserve(t->poh_port);
+	free(j);
 	sodium_memzero(&ch, sizeof(ch));
 	free(rv.rows);
 	json_decref(body);

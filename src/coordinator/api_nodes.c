@@ -152,7 +152,8 @@ static void h_heartbeat(http_req *r, void *arg)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
-	    (rc = parse_heartbeat(&n, body, signer)) != 0) {
+	    (rc = parse_heartbeat(&n, body, signer)) != 0 ||
+	    (rc = addr_policy_check(&c->addrs, n.ip)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}

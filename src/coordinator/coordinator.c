@@ -80,6 +80,9 @@ static const config_opt coord_opts[] = {
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
 	  "account id allowed to call /admin/grant", 0, 0 },
+	{ "allow-addresses", 0, OPT_LIST, "TROOP_ALLOW_ADDRESSES", NULL, NULL, "CIDR,...",
+	  "address ranges nodes may advertise besides the tailnet's (and loopback when "
+	  "--listen is loopback)", 0, 0 },
 	{ "allow-unverified", 0, OPT_BOOL, "TROOP_ALLOW_UNVERIFIED", NULL, NULL, NULL,
 	  "let /authorize pick nodes without a proof-of-hardware", 0, 0 },
 	{ "poh-matrix-size", 0, OPT_INT, "TROOP_POH_MATRIX_SIZE", NULL, "8192", "N",
@@ -104,6 +107,19 @@ static const config_opt coord_opts[] = {
 	{ "max-nonces", 0, OPT_INT, "TROOP_MAX_NONCES", NULL, "1000000", "N",
 	  "signature nonces remembered at once; one signer may hold 1/20 of them and one "
 	  "source address 1/4", 100, 1e9 },
+	{ "poh-check-workers", 0, OPT_INT, "TROOP_POH_CHECK_WORKERS", NULL, "1", "N",
+	  "proof-of-hardware: reveals checked at once, on threads of their own", 1, 64 },
+	{ "poh-check-queue", 0, OPT_INT, "TROOP_POH_CHECK_QUEUE", NULL, "8", "N",
+	  "proof-of-hardware: reveals waiting for a check; more are answered 429", 1, 4096 },
+	{ "poh-min-node-age", 0, OPT_INT, "TROOP_POH_MIN_NODE_AGE", NULL, "30", "SECONDS",
+	  "proof-of-hardware: how long a node must have heartbeated before a challenge",
+	  0, 86400 },
+	{ "poh-owner-limit", 0, OPT_INT, "TROOP_POH_OWNER_LIMIT", NULL, "4", "N",
+	  "proof-of-hardware: challenges per owner account per --poh-rate-limit window "
+	  "(0: no limit)", 0, 1000000 },
+	{ "poh-address-limit", 0, OPT_INT, "TROOP_POH_ADDRESS_LIMIT", NULL, "4", "N",
+	  "proof-of-hardware: challenges per source address per --poh-rate-limit window "
+	  "(0: no limit)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -253,8 +269,13 @@ static int thread_init(void *arg, int index, struct event_base *base, void **tct
 		return TROOP_ENOMEM;
 	t->c = c;
 	t->index = index;
+	if (poh_pool_port_new(&t->poh_port, c->poh_pool, base) != 0) {
+		free(t);
+		return TROOP_ENOMEM;
+	}
 	if (ledger_conn_open(&t->db, c->ledger) != 0) {
 		log_error("ledger", "error=\"%s\"", troop_error_msg());
+		poh_pool_port_free(t->poh_port);
 		free(t);
 		return TROOP_EUNAVAIL;
 	}
@@ -269,6 +290,7 @@ static void thread_fini(void *arg, void *tctx)
 	(void)arg;
 	if (!t)
 		return;
+	poh_pool_port_free(t->poh_port);  /* before the base goes */
 	ledger_conn_close(t->db);
 	free(t);
 }
@@ -420,6 +442,15 @@ int cmd_coordinator(int argc, char **argv)
 		snprintf(c->admins[i], sizeof(c->admins[i]), "%s", admins[i]);
 	}
 
+	{
+		const char *const *ranges;
+		size_t n = config_list(cfg, "allow-addresses", &ranges);
+		if (addr_policy_init(&c->addrs, config_str(cfg, "listen"), ranges, n) != 0) {
+			fprintf(stderr, "troop coordinator: %s\n", troop_error_msg());
+			ret = EXIT_USAGE;
+			goto out;
+		}
+	}
 	if (poh_config_load(&c->poh, cfg, COORD_MAX_BODY) != 0) {
 		fprintf(stderr, "troop coordinator: %s\n", troop_error_msg());
 		ret = EXIT_USAGE;
@@ -487,6 +518,10 @@ int cmd_coordinator(int argc, char **argv)
 			goto out;
 		}
 	}
+	if (poh_pool_new(&c->poh_pool, c->poh.pool_workers, c->poh.pool_queue) != 0) {
+		fatal_config("cannot start the proof-of-hardware check pool");
+		goto out;
+	}
 	http_server_on_thread(srv, thread_init, thread_fini, c);
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
@@ -513,6 +548,7 @@ out:
 	sweeper_stop(&sweeper);
 	http_server_free(srv);
 	if (c) {
+		poh_pool_free(c->poh_pool);
 		registry_close(c->reg);
 		ledger_close(c->ledger);
 		identity_wipe(&c->key);

@@ -15,10 +15,12 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "addr_policy.h"
 #include "http_server.h"
 #include "identity.h"
 #include "ledger.h"
 #include "metrics.h"
+#include "poh_pool.h"
 #include "poh_state.h"
 #include "registry.h"
 #include "ticket.h"
@@ -51,6 +53,7 @@ typedef struct {
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
 	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
+	addr_policy addrs;         /* addresses a node may advertise */
 
 	/* identity: the ticket signing key */
 	troop_identity key;
@@ -58,6 +61,7 @@ typedef struct {
 
 	ledger *ledger;
 	registry *reg;
+	poh_pool *poh_pool;        /* proof checks, off the request threads */
 	coord_metrics metrics;
 	time_t started;
 } coord;
@@ -66,6 +70,7 @@ typedef struct {
 	coord *c;
 	ledger_conn *db;
 	int index;
+	poh_pool_port *poh_port;   /* where this thread's proof checks come back */
 } coord_thread;
 
 /* The starter credits a new account gets on first contact: the

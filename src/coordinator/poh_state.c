@@ -52,6 +52,11 @@ int poh_config_load(poh_config *out, const struct config *cfg, size_t max_body)
 	out->rate_limit_s = config_int(cfg, "poh-rate-limit");
 	out->challenge_ttl_s = config_int(cfg, "poh-challenge-ttl");
 	out->verify_threads = cpus < 4 ? (int)cpus : 4;
+	out->pool_workers = (int)config_int(cfg, "poh-check-workers");
+	out->pool_queue = (int)config_int(cfg, "poh-check-queue");
+	out->min_node_age_s = config_int(cfg, "poh-min-node-age");
+	out->owner_limit = config_int(cfg, "poh-owner-limit");
+	out->address_limit = config_int(cfg, "poh-address-limit");
 
 	if ((rc = check_class("poh-matrix-size", "poh-rounds", out->gpu_n, out->gpu_rounds)) ||
 	    (rc = check_class("poh-cpu-matrix-size", "poh-cpu-rounds", out->cpu_n,

@@ -45,7 +45,12 @@ typedef struct {
 	double reference_ops;      /* ops/s of the reference GPU: multiplier 1.0 */
 	int64_t rate_limit_s;      /* one challenge per node per this; 0: no limit */
 	int64_t challenge_ttl_s;   /* issue -> verify and verify -> reveal, each */
-	int verify_threads;        /* threads recomputing the sampled rows */
+	int verify_threads;        /* threads recomputing the sampled rows, per check */
+	int pool_workers;          /* checks run at once, off the request threads */
+	int pool_queue;            /* checks waiting beyond those; more get 429 */
+	int64_t min_node_age_s;    /* a node heartbeats this long before a challenge */
+	int64_t owner_limit;       /* challenges per owner account per rate_limit_s; 0: any */
+	int64_t address_limit;     /* challenges per source address per rate_limit_s; 0: any */
 } poh_config;
 
 /* Below this many rounds the verifier's fixed cost (generating and

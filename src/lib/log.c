@@ -103,6 +103,69 @@ static size_t put(char *out, size_t outlen, size_t o, const char *s, size_t n)
 	return o + n;
 }
 
+/* Redact the bare words of `s` (len bytes, no key=value structure): a
+ * compact-JWS-looking word, and "Bearer" with the word after it, become
+ * [redacted].  Spaces are kept. */
+static size_t redact_words(char *out, size_t outlen, size_t o, const char *s, size_t len)
+{
+	const char *p = s, *end = s + len;
+	int after_bearer = 0;
+
+	while (p < end) {
+		const char *w = p;
+		while (p < end && *p != ' ')
+			p++;
+		size_t wlen = (size_t)(p - w);
+		/* look past an opening quote or bracket for the test */
+		const char *t = w;
+		size_t tlen = wlen;
+		while (tlen > 0 && (*t == '"' || *t == '\'' || *t == '(' || *t == '['))
+			t++, tlen--;
+		if (after_bearer || (tlen >= 3 && memcmp(t, "eyJ", 3) == 0 && memchr(t, '.', tlen))) {
+			o = put(out, outlen, o, "[redacted]", 10);
+			after_bearer = 0;
+		} else if (tlen == 6 && strncasecmp(t, "Bearer", 6) == 0 && p < end) {
+			/* "Bearer X" becomes one [redacted] */
+			o = put(out, outlen, o, w, (size_t)(t - w));
+			after_bearer = 1;
+			while (p < end && *p == ' ')
+				p++;
+			continue;
+		} else {
+			o = put(out, outlen, o, w, wlen);
+		}
+		while (p < end && *p == ' ')
+			o = put(out, outlen, o, p++, 1);
+	}
+	return o;
+}
+
+/* The end of a token starting at p: the next space, except that a value
+ * in double quotes (key="...") runs to its closing quote (backslash
+ * escapes skipped), so that a quoted secret is redacted whole. */
+static const char *token_end(const char *p)
+{
+	const char *eq = NULL;
+
+	for (const char *q = p; *q && *q != ' '; q++)
+		if (*q == '=') {
+			eq = q;
+			break;
+		}
+	if (eq && eq[1] == '"') {
+		const char *q = eq + 2;
+		while (*q && *q != '"') {
+			if (*q == '\\' && q[1])
+				q++;
+			q++;
+		}
+		return *q ? q + 1 : q;
+	}
+	while (*p && *p != ' ')
+		p++;
+	return p;
+}
+
 void log_redact(char *out, size_t outlen, const char *in)
 {
 	size_t o = 0;
@@ -111,33 +174,31 @@ void log_redact(char *out, size_t outlen, const char *in)
 	if (outlen == 0)
 		return;
 	while (*p) {
-		/* one space-separated token */
 		const char *tok = p;
-		while (*p && *p != ' ')
-			p++;
+		p = token_end(p);
 		size_t toklen = (size_t)(p - tok);
 		const char *eq = memchr(tok, '=', toklen);
 		if (eq) {
 			size_t klen = (size_t)(eq - tok);
 			const char *v = eq + 1;
 			size_t vlen = toklen - klen - 1;
-			/* "Bearer x" spans two tokens: swallow the second one */
+			/* key=Bearer x: the credential is the next token */
 			int bearer = vlen == 6 && strncasecmp(v, "Bearer", 6) == 0 && *p == ' ';
 			if (key_is_secret(tok, klen) || value_is_secret(v, vlen)) {
 				o = put(out, outlen, o, tok, klen + 1);
 				o = put(out, outlen, o, "[redacted]", 10);
 				if (bearer) {
 					p++;
-					while (*p && *p != ' ')
-						p++;
+					p = token_end(p);
 				}
 			} else {
-				o = put(out, outlen, o, tok, toklen);
+				/* a value that is not itself secret may still hold a
+				 * token or a Bearer credential among its words */
+				o = put(out, outlen, o, tok, klen + 1);
+				o = redact_words(out, outlen, o, v, vlen);
 			}
-		} else if (value_is_secret(tok, toklen)) {
-			o = put(out, outlen, o, "[redacted]", 10);
 		} else {
-			o = put(out, outlen, o, tok, toklen);
+			o = redact_words(out, outlen, o, tok, toklen);
 		}
 		while (*p == ' ')
 			o = put(out, outlen, o, p++, 1);

@@ -407,10 +407,18 @@ int ticket_verify(ticket_claims *out, const char *token, const ticket_key *keys,
 		goto out;
 	if (strcmp(out->aud, TICKET_AUD) != 0)
 		rc = bad("ticket aud is not \"" TICKET_AUD "\"");
+	else if (out->iat < 0 || out->iat > TICKET_TIME_MAX || out->exp < 0 ||
+	    out->exp > TICKET_TIME_MAX)
+		rc = bad("ticket iat or exp is out of range");
 	else if (out->exp <= out->iat)
 		rc = bad("ticket exp is not after iat");
-	else if (out->max_seconds <= 0)
-		rc = bad("ticket max_seconds must be positive");
+	else if (out->exp - out->iat > TICKET_TTL_MAX)
+		rc = troop_error_set(TROOP_ETICKET, "ticket lifetime exp - iat = %lld s is "
+		    "longer than the longest a coordinator issues (%d s)",
+		    (long long)(out->exp - out->iat), TICKET_TTL_MAX);
+	else if (out->max_seconds <= 0 || out->max_seconds > TICKET_MAX_SECONDS)
+		rc = troop_error_set(TROOP_ETICKET, "ticket max_seconds must be between 1 and %d",
+		    TICKET_MAX_SECONDS);
 	else if (out->exp <= now - TICKET_SKEW)  /* now >= exp + skew, without overflow */
 		rc = troop_error_set(TROOP_ETICKET, "ticket expired (exp %lld, now %lld, "
 		    "skew %d s)", (long long)out->exp, (long long)now, TICKET_SKEW);

@@ -24,6 +24,13 @@
 #define TICKET_MAX_LEN 4096
 #define TICKET_KID_LEN 16
 #define TICKET_SKEW 30
+/* Bounds on every time claim, so that no sum of them can overflow:
+ * iat and exp lie in [0, TICKET_TIME_MAX] (the year 36812), exp - iat is
+ * at most the longest ticket TTL a coordinator can be configured with
+ * (--ticket-ttl), max_seconds at most its largest --max-seconds. */
+#define TICKET_TIME_MAX ((int64_t)1 << 40)
+#define TICKET_TTL_MAX 86400
+#define TICKET_MAX_SECONDS 86400
 
 typedef struct {
 	char iss[128];
@@ -64,8 +71,9 @@ int ticket_sign(char **out, const ticket_claims *claims, const troop_identity *k
  * first two segments as received; then the claims: iss, sub, aud,
  * target_node, model, jti present as non-empty strings that fit the
  * fields of ticket_claims (sub and target_node valid account ids), iat,
- * exp, max_seconds integers with exp > iat and max_seconds > 0; aud equal
- * to TICKET_AUD.  Times, with skew S = TICKET_SKEW: the ticket is valid
+ * exp, max_seconds integers with 0 <= iat < exp <= TICKET_TIME_MAX,
+ * exp - iat <= TICKET_TTL_MAX and 0 < max_seconds <= TICKET_MAX_SECONDS;
+ * aud equal to TICKET_AUD.  Times, with skew S = TICKET_SKEW: the ticket is valid
  * iff  iat <= now + S  and  now < exp + S.  Unknown claims are ignored.
  * On failure *out is zeroed. */
 int ticket_verify(ticket_claims *out, const char *token, const ticket_key *keys,

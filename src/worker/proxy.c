@@ -382,6 +382,31 @@ static bool keyfetch_start(proxy *p, http_req *r)
 	return true;
 }
 
+/* The body fields a ticket binds (the engine must see exactly the value
+ * checked against the ticket). */
+static const char *const bound_fields[] = { "model" };
+
+/* Refuse a body holding a case variant of a bound field ("Model", "MODEL"):
+ * engines that match JSON keys case-insensitively (Go's encoding/json)
+ * could read that one instead of the checked "model".  Exact duplicates
+ * are already refused by the parser (JSON_REJECT_DUPLICATES).  Returns 0
+ * or TROOP_EINVAL with the message set. */
+static int bound_fields_check(json_t *body)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(body, key, v) {
+		for (size_t i = 0; i < sizeof(bound_fields) / sizeof(bound_fields[0]); i++)
+			if (strcasecmp(key, bound_fields[i]) == 0 &&
+			    strcmp(key, bound_fields[i]) != 0)
+				return troop_error_set(TROOP_EINVAL, "body has a field '%s' beside "
+				    "'%s': a field the ticket binds must appear once, in lower case",
+				    key, bound_fields[i]);
+	}
+	return 0;
+}
+
 static void admit(proxy *p, http_req *r, bool refetched)
 {
 	const char *token = bearer(r);
@@ -408,6 +433,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	}
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
+	    (rc = bound_fields_check(body)) != 0 ||
 	    (rc = json_get_strn(&model, body, "model", true, JOB_MODEL_MAX - 1)) != 0) {
 		refuse(r, rc, troop_error_msg());
 		goto out;
@@ -430,10 +456,10 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	}
 	rc = replay_cache_check(p->o.replay, cl.jti, cl.exp + TICKET_SKEW, now);
 	if (rc) {
-		if (rc == TROOP_ERATE)
-			refuse(r, rc, troop_error_msg());
-		else
+		if (rc == TROOP_ETICKET)
 			reply_ticket_error(r, "ticket already used");
+		else
+			refuse(r, rc, troop_error_msg());
 		goto out;
 	}
 	if (atomic_fetch_add(&p->active, 1) >= p->o.max_jobs) {

@@ -7,6 +7,14 @@
  * A hash set with per-entry expiry, bounded by max_entries; expired
  * entries are swept as new ones come in.  Thread-safe (one mutex: the
  * proxy threads share it).
+ *
+ * Persistence (replay_cache_open): so that a restarted worker still
+ * refuses every ticket it served, each id is appended to a journal in the
+ * worker's state directory ("<until> <id>\n"; a forgotten id is
+ * "0 <id>\n") and fdatasync'd before replay_cache_check returns 0, i.e.
+ * before the job goes to the engine.  The journal is read back at start
+ * (later lines win) and rewritten without expired entries then and
+ * whenever it holds many more lines than live entries.
  */
 #ifndef TROOP_WORKER_REPLAY_H
 #define TROOP_WORKER_REPLAY_H
@@ -18,16 +26,25 @@
 
 typedef struct replay_cache replay_cache;
 
-/* New empty cache holding at most max_entries ids (0: 1,000,000).
- * Returns 0 or TROOP_ENOMEM. */
+/* New empty cache holding at most max_entries ids (0: 1,000,000), in
+ * memory only.  Returns 0 or TROOP_ENOMEM. */
 int replay_cache_new(replay_cache **out, size_t max_entries);
+
+/* A cache persisted in the journal file `path` (created 0600, its
+ * directory 0700 if missing): the ids still live at `now` are loaded, the
+ * journal compacted.  A malformed line is skipped with a warning (a torn
+ * last write).  Returns 0, TROOP_ENOMEM, or TROOP_EIO when the file cannot
+ * be read or written (message set). */
+int replay_cache_open(replay_cache **out, size_t max_entries, const char *path, int64_t now);
 void replay_cache_free(replay_cache *c);
 
 /* Record `id` as used until unix time `until` (entries with until <= now
  * are gone).  Returns 0 when the id was not in use (now recorded),
  * TROOP_ETICKET "ticket already used" when it was, TROOP_ERATE when the
  * cache is full of live entries, TROOP_EINVAL for an empty or over-long
- * id.  Messages set. */
+ * id (or one with a space or control character), TROOP_EUNAVAIL when a
+ * persisted cache could not write its journal (the id is then not
+ * recorded, and the job must not run).  Messages set. */
 int replay_cache_check(replay_cache *c, const char *id, int64_t until, int64_t now);
 
 /* Forget `id` (a job that never started may use its ticket again).  No-op

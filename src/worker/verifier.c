@@ -16,6 +16,8 @@
 #include "http_client.h"
 #include "log.h"
 
+#define VERIFIER_RATE_RETRY_S 45   /* after a 429 from the coordinator */
+
 struct verifier {
 	verifier_opts o;
 	troop_identity id;
@@ -100,9 +102,13 @@ static void *verifier_main(void *arg)
 				    (long long)res.elapsed_ms, res.device, v->o.reverify_hours);
 				next = now + (time_t)(v->o.reverify_hours * 3600);
 			} else {
+				/* a 429 is the coordinator's limits (a node must heartbeat
+				 * a while before its first challenge): sooner than a failure */
+				int wait = res.http_status == 429 && retry_s > VERIFIER_RATE_RETRY_S ?
+				    VERIFIER_RATE_RETRY_S : retry_s;
 				log_warn("poh_failed", "status=%d error=\"%s\" retry_in_s=%d",
-				    res.http_status, res.message, retry_s);
-				next = now + retry_s;
+				    res.http_status, res.message, wait);
+				next = now + wait;
 			}
 		}
 		if (!nap(v, check_s))

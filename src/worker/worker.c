@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
@@ -112,6 +113,19 @@ static int coordinator_url(char *out, size_t len, const char *s)
 	memcpy(out, s, n);
 	out[n] = '\0';
 	return 0;
+}
+
+/* The ticket replay cache, persisted in $TROOP_HOME/worker/replay.log so
+ * that a restarted worker refuses every ticket it served before. */
+static int replay_open(replay_cache **out)
+{
+	char home[PATH_MAX], path[PATH_MAX + 32];
+	int rc = config_troop_home(home, sizeof(home));
+
+	if (rc)
+		return rc;
+	snprintf(path, sizeof(path), "%s/worker/replay.log", home);
+	return replay_cache_open(out, 0, path, (int64_t)time(NULL));
 }
 
 int cmd_worker(int argc, char **argv)
@@ -216,7 +230,7 @@ int cmd_worker(int argc, char **argv)
 
 	/* engines and the coordinator key */
 	if (catalog_new(&cat) != 0 || keyring_new(&keys) != 0 ||
-	    replay_cache_new(&replay, 0) != 0 || http_client_new(&hc) != 0) {
+	    replay_open(&replay) != 0 || http_client_new(&hc) != 0) {
 		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
 		goto out;
 	}

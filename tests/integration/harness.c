@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,33 @@ void harness_sleep_ms(int ms)
 		;
 }
 
+/* Temp directories made by harness_tmpdir: removed when the test program
+ * exits with status 0 (every test passed), kept for reading otherwise or
+ * when TROOP_KEEP_TMP=1.  They hold ledgers and identity keys. */
+#define HARNESS_MAX_TMPDIRS 64
+static char tmpdirs[HARNESS_MAX_TMPDIRS][256];
+static int ntmpdirs;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void tmpdirs_cleanup(int status, void *arg)
+{
+	const char *keep = getenv("TROOP_KEEP_TMP");
+
+	(void)arg;
+	for (int i = 0; i < ntmpdirs; i++) {
+		if (status != 0 || (keep && strcmp(keep, "1") == 0))
+			fprintf(stderr, "harness: kept %s\n", tmpdirs[i]);
+		else
+			nftw(tmpdirs[i], rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	}
+}
+
 void harness_tmpdir(char *out, size_t len)
 {
 	const char *base = getenv("TMPDIR");
@@ -30,6 +58,10 @@ void harness_tmpdir(char *out, size_t len)
 		perror("mkdtemp");
 		abort();
 	}
+	if (ntmpdirs == 0)
+		on_exit(tmpdirs_cleanup, NULL);
+	if (ntmpdirs < HARNESS_MAX_TMPDIRS && strlen(out) < sizeof(tmpdirs[0]))
+		snprintf(tmpdirs[ntmpdirs++], sizeof(tmpdirs[0]), "%s", out);
 }
 
 void harness_backend_args(const char **argv, int *n)

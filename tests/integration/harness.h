@@ -17,7 +17,10 @@ typedef struct {
 	char url[64];    /* http://127.0.0.1:PORT */
 } harness_proc;
 
-/* A fresh private temp directory (mkdtemp) into out. */
+/* A fresh private temp directory (mkdtemp) into out.  It is removed with
+ * everything in it when the program exits with status 0 (every test
+ * passed), and kept (its path printed) after a failure or with
+ * TROOP_KEEP_TMP=1.  Not thread-safe. */
 void harness_tmpdir(char *out, size_t len);
 
 /* Path of the troop binary ($TROOP_BIN). */

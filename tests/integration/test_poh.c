@@ -55,12 +55,15 @@ static http_client *http;
 static void start(harness_proc *p, const char *name, const char *ttl, const char *rounds)
 {
 	char data[300], log[300];
-	const char *argv[32] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
+	const char *argv[40] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
 	    "--data-dir", data, "--threads", "2",
 	    "--poh-cpu-matrix-size", "256", "--poh-cpu-rounds", rounds,
 	    "--poh-matrix-size", "256", "--poh-rounds", "8",
 	    "--poh-samples", "16", "--poh-reference-ops", "1e10",
 	    "--poh-rate-limit", "600", "--poh-challenge-ttl", ttl,
+	    /* fresh nodes from one address, challenged at once (the limits on
+	     * those have tests in test_poh_flood.c) */
+	    "--poh-min-node-age", "0", "--poh-address-limit", "0",
 	    /* a fast CPU earns a multiplier up to 20: a fresh user must afford
 	     * 300 s at that price (the default 3600 credits do not) */
 	    "--starter-credits", "100000" };

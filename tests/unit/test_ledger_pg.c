@@ -555,24 +555,20 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_only_server, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_user_without_ddl, setup, teardown),
 	};
+	if (base_url() == NULL) {
+		/* 77: ctest reports the program as skipped, not as passed */
+		printf("TROOP_TEST_LEDGER_URL is not a postgres:// URL: every test skipped\n");
+		return 77;
+	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
 
 #else /* no libpq: nothing to test */
 
-static void test_not_built(void **state)
-{
-	(void)state;
-	print_message("the PostgreSQL backend is not built in: skipped\n");
-	skip();
-}
-
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_not_built),
-	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	printf("the backend is not built in: skipped\n");
+	return 77;   /* skipped */
 }
 
 #endif

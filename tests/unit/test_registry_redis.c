@@ -441,24 +441,20 @@ int main(void)
 		cmocka_unit_test(test_url_options),
 		cmocka_unit_test(test_restart),
 	};
+	if (base_url() == NULL) {
+		/* 77: ctest reports the program as skipped, not as passed */
+		printf("TROOP_TEST_REGISTRY_URL is not a redis:// URL: every test skipped\n");
+		return 77;
+	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
 
 #else /* no hiredis: nothing to test */
 
-static void test_not_built(void **state)
-{
-	(void)state;
-	print_message("the Redis backend is not built in: skipped\n");
-	skip();
-}
-
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_not_built),
-	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	printf("the backend is not built in: skipped\n");
+	return 77;   /* skipped */
 }
 
 #endif

@@ -515,12 +515,55 @@ static void test_time_rules(void **state)
 		t = craft(h, pay, &coord);
 		expect_ticket(verify_at(t, NOW), "exp");
 		free(t);
-		/* extreme values must not overflow anything */
+		/* extreme values are refused, and overflow nothing on the way */
 		claims_json(pay, sizeof(pay), TICKET_AUD, INT64_MIN, INT64_MAX);
 		t = craft(h, pay, &coord);
-		assert_int_equal(verify_at(t, NOW), 0);
+		expect_ticket(verify_at(t, NOW), "out of range");
 		free(t);
 	}
+}
+
+/* Issue 16 item 11: every time claim is bounded, so that the worker's
+ * exp + skew (its replay cache horizon) cannot overflow. */
+static void test_time_claims_bounded(void **state)
+{
+	static const struct { int64_t iat, exp; const char *why; } cases[] = {
+		{ NOW, INT64_MAX, "out of range" },
+		{ NOW, INT64_MAX - TICKET_SKEW + 1, "out of range" },
+		{ NOW, ((int64_t)1 << 62), "out of range" },
+		{ -1, NOW + 300, "out of range" },
+		{ INT64_MIN, NOW, "out of range" },
+		{ NOW - 100, NOW + TICKET_TTL_MAX, "lifetime" },
+		{ NOW, NOW + TICKET_TTL_MAX + 1, "lifetime" },
+		{ 0, NOW + 300, "lifetime" },
+	};
+	char h[200], pay[1024];
+	ticket_claims c;
+	char *t;
+
+	(void)state;
+	header_json(h, sizeof(h), "EdDSA");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		claims_json(pay, sizeof(pay), TICKET_AUD, cases[i].iat, cases[i].exp);
+		t = craft(h, pay, &coord);
+		expect_ticket(verify_at(t, NOW), cases[i].why);
+		free(t);
+	}
+	/* the longest lifetime itself is fine */
+	claims_json(pay, sizeof(pay), TICKET_AUD, NOW, NOW + TICKET_TTL_MAX);
+	t = craft(h, pay, &coord);
+	assert_int_equal(verify_at(t, NOW), 0);
+	free(t);
+	/* max_seconds is bounded too */
+	fill_claims(&c);
+	c.max_seconds = TICKET_MAX_SECONDS + 1;
+	assert_int_equal(ticket_sign(&t, &c, &coord), 0);
+	expect_ticket(verify_at(t, NOW), "max_seconds");
+	free(t);
+	c.max_seconds = TICKET_MAX_SECONDS;
+	assert_int_equal(ticket_sign(&t, &c, &coord), 0);
+	assert_int_equal(verify_at(t, NOW), 0);
+	free(t);
 }
 
 static void test_rejects_wrong_aud(void **state)
@@ -662,6 +705,7 @@ int main(void)
 		cmocka_unit_test(test_rejects_every_truncation),
 		cmocka_unit_test(test_rejects_segments_and_padding),
 		cmocka_unit_test(test_rejects_too_long),
+		cmocka_unit_test(test_time_claims_bounded),
 		cmocka_unit_test(test_time_rules),
 		cmocka_unit_test(test_rejects_wrong_aud),
 		cmocka_unit_test(test_rejects_bad_claims),

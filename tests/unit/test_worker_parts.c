@@ -15,6 +15,7 @@
 
 #include <dirent.h>
 #include <sodium.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -518,9 +519,16 @@ static int count_files(const char *dir, const char *suffix)
 	return n;
 }
 
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	remove(p);
+	return 0;
+}
+
 static void test_receipt_spool(void **state)
 {
-	char dir[256], path[400];
+	char dir[256], root[256], path[400];
 	troop_identity id;
 	receipts *r;
 	worker_job j = { .outcome = JOB_OK, .duration_ms = 5 };
@@ -529,6 +537,7 @@ static void test_receipt_spool(void **state)
 	snprintf(dir, sizeof(dir), "%s/troop-spool-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") :
 	    "/tmp");
 	assert_non_null(mkdtemp(dir));
+	snprintf(root, sizeof(root), "%s", dir);
 	strcat(dir, "/a/b");  /* created with its parents */
 	identity_generate(&id);
 	/* nothing listens on port 1: every send fails, receipts stay */
@@ -571,6 +580,7 @@ static void test_receipt_spool(void **state)
 	assert_int_equal(count_files(dir, ".tmp"), 0);
 	assert_int_equal(count_files(dir, ".json"), 3);  /* the garbage is left alone */
 	identity_wipe(&id);
+	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int main(void)
