@@ -48,7 +48,10 @@ ALTER TABLE reservations ADD COLUMN report_outcome TEXT NOT NULL DEFAULT '';
 ALTER TABLE reservations ADD COLUMN report_digest TEXT NOT NULL DEFAULT '';
 ALTER TABLE reservations ADD COLUMN reported_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE reservations ADD COLUMN disputed BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX reservations_claims ON reservations (status, claimed_at);
+-- partial: only held claims are in it, so that settling and reserving
+-- (nearly every row never holds a claim) do not maintain it
+CREATE INDEX reservations_claims ON reservations (claimed_at)
+    WHERE status = 'open' AND claimed_at > 0;
 
 -- disputes: settled jobs where the worker claimed more than its client
 -- observed (beyond the tolerance).

@@ -15,8 +15,9 @@
  * max_seconds.  Output tokens beyond what the node's proven multiplier
  * and the model's size make possible (coord_plausible_tps) are capped:
  * the receipt settles with the capped count and an audit row records the
- * claim.  Earnings paid from trial credits become pending under the
- * coordinator's policy (--establish-*, --trial-daily-cap).
+ * claim.  Earnings paid from trial credits become the node's pending
+ * earnings; the sweeper releases them once the node is established
+ * (--establish-*, --trial-daily-cap, --pending-interval).
  *
  * Two witnesses: for a job authorized with "delivery_report": true the
  * receipt is held as a claim ("status": "claimed") until the client's
@@ -114,8 +115,7 @@ static void h_receipt(http_req *r, void *arg)
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
 			.tokens_in = tin, .tokens_out = tout, .outcome = outcome,
-			.grace_s = c->release_grace, .policy = &c->policy,
-			.now = (int64_t)time(NULL),
+			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
 	}
@@ -210,7 +210,7 @@ static void h_report(http_req *r, void *arg)
 		ledger_report_req q = {
 			.job_id = job, .requester = signer, .duration_ms = duration_ms,
 			.bytes = bytes, .tokens = tokens, .outcome = outcome, .digest = digest,
-			.policy = &c->policy, .now = (int64_t)time(NULL),
+			.now = (int64_t)time(NULL),
 		};
 		rc = ledger_report(&res, t->db, &q);
 	}

@@ -63,6 +63,8 @@ static const config_opt coord_opts[] = {
 	{ "report-wait", 0, OPT_INT, "TROOP_REPORT_WAIT", NULL, "60", "SECONDS",
 	  "how long a receipt of a job whose client promised a delivery report waits for "
 	  "it before the worker's claim settles alone", 0, 86400 },
+	{ "pending-interval", 0, OPT_INT, "TROOP_PENDING_INTERVAL", NULL, "60", "SECONDS",
+	  "how often pending earnings of established nodes are released", 1, 86400 },
 	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
 	  "receipts: output tokens/s times model size in GB that a node of multiplier 1.0 "
 	  "can reach (more is capped)", 1, 1e9 },
@@ -174,10 +176,19 @@ static void sweep_once(coord *c, ledger_conn *db)
 		log_info("sweep", "released=%lld", (long long)released);
 	}
 	/* held receipts whose client never reported: the worker's claim */
-	if (ledger_settle_claims(&settled, db, now, c->report_wait, &c->policy) != 0)
+	if (ledger_settle_claims(&settled, db, now, c->report_wait) != 0)
 		log_warn("sweep", "claims error=\"%s\"", troop_error_msg());
 	else if (settled > 0)
 		log_info("sweep", "claims_settled=%lld", (long long)settled);
+	/* pending earnings of established nodes: a scan, so less often */
+	if (now >= c->next_pending_release) {
+		int64_t credits = 0;
+		c->next_pending_release = now + c->pending_interval;
+		if (ledger_release_pending(&credits, db, now, &c->policy) != 0)
+			log_warn("sweep", "pending error=\"%s\"", troop_error_msg());
+		else if (credits > 0)
+			log_info("sweep", "pending_released=%lld", (long long)credits);
+	}
 	if (registry_sweep(&removed, c->reg, now) != 0)
 		log_warn("sweep", "registry error=\"%s\"", troop_error_msg());
 }
@@ -395,6 +406,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->policy.establish_payers = config_int(cfg, "establish-payers");
 	c->policy.trial_daily_cap = config_int(cfg, "trial-daily-cap");
 	c->report_wait = config_int(cfg, "report-wait");
+	c->pending_interval = config_int(cfg, "pending-interval");
 	c->plausible_tps_gb = config_double(cfg, "plausible-tps-gb");
 	c->plausible_min_tps = config_double(cfg, "plausible-min-tps");
 	c->node_class_required = config_bool(cfg, "node-class-required");

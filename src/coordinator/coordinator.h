@@ -42,6 +42,8 @@ typedef struct {
 	int starter_policy;        /* COORD_STARTER_* */
 	ledger_policy policy;      /* when pending earnings become spendable */
 	int64_t report_wait;       /* seconds a held receipt waits for its client's report */
+	int64_t pending_interval;  /* seconds between releases of pending earnings */
+	int64_t next_pending_release; /* the sweeper's: when it next releases them */
 	double plausible_tps_gb;   /* tokens/s x model GB at multiplier 1.0 */
 	double plausible_min_tps;  /* tokens/s any node may claim */
 	char node_class[8];        /* class /authorize asks for by default: "" any */

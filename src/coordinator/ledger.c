@@ -713,6 +713,7 @@ int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req 
 }
 
 static int status_parse(ledger_res_status *out, const char *s);
+static int node_read(ledger_node *out, ledger_conn *c, const char *node_id);
 
 /* Read reservation `job_id` (row-locked when `id` is LS_RES_LOCK) into
  * *out; 1 found, 0 not, or a troop_err. */
@@ -820,37 +821,6 @@ static bool established(const struct node_facts *f, const ledger_policy *p, int6
 	    f->payers >= p->establish_payers;
 }
 
-/* Release pending earnings of node `node_id` (holding f->pending) to
- * `worker`, at most the policy's daily cap for that owner; the worker's
- * account row is already locked by this transaction.  *matured gets the
- * credits moved. */
-static int mature(int64_t *matured, ledger_conn *c, const char *node_id, const char *worker,
-    const struct node_facts *f, const ledger_policy *p, int64_t now)
-{
-	*matured = 0;
-	int r = row(c, LS_ACCOUNT_EARNED, ARGS(S(worker)), "read earnings");
-	if (r <= 0)
-		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: account %s vanished", worker);
-	int64_t day = now / 86400, used = col_i64(c, 0) == day ? col_i64(c, 1) : 0;
-	fin(c);
-	int64_t m = p->trial_daily_cap - used;
-	if (m > f->pending)
-		m = f->pending;
-	if (m <= 0)
-		return 0;
-	int64_t n = 0;
-	int err = exec_count(&n, c, LS_NODE_MATURE, ARGS(S(node_id), I(m)), "release pending");
-	if (err == 0 && n != 1)
-		err = troop_error_set(TROOP_ECONFLICT, "pending earnings of node %s changed",
-		    node_id);
-	if (err == 0)
-		err = exec(c, LS_ACCOUNT_MATURE, ARGS(S(worker), I(m), I(day), I(used + m)),
-		    "credit released earnings");
-	if (err == 0)
-		*matured = m;
-	return err;
-}
-
 /* What one settlement pays: the duration believed and the job's facts. */
 struct settle_what {
 	int64_t duration_ms, tokens_in, tokens_out;
@@ -863,7 +833,7 @@ struct settle_what {
  * charge, refund, pending earnings, payers, release of pending earnings,
  * the log rows.  Fills o's amounts. */
 static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_reservation *res,
-    const struct settle_what *w, const ledger_policy *pol, int64_t now)
+    const struct settle_what *w, int64_t now)
 {
 	int64_t n = 0;
 	int64_t charge = ledger_charge(w->duration_ms, res->multiplier, res->amount);
@@ -899,15 +869,16 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 	    (err = account_refund(c, res->requester, refund_ord, refund_trial)) != 0)
 		return err;
 
+	/* pending earnings become spendable later, by ledger_release_pending:
+	 * reading the node's facts back here would cost every settlement */
 	bool ok = strcmp(outcome, "ok") == 0;
-	struct node_facts f;
-	int r = row(c, LS_NODE_JOBS, ARGS(S(res->node_id), I(ok ? 1 : 0), I(ok ? 0 : 1),
-	    I(charge_trial), S(res->worker), I(now), I(w->disputed ? 1 : 0)), "count node job");
-	if (r <= 0)
-		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: node %s not counted",
-		    res->node_id);
-	f = (struct node_facts){ col_i64(c, 0), col_i64(c, 1), col_i64(c, 2), col_i64(c, 3) };
-	fin(c);
+	if ((err = exec_count(&n, c, LS_NODE_JOBS, ARGS(S(res->node_id), I(ok ? 1 : 0),
+	    I(ok ? 0 : 1), I(charge_trial), I(w->disputed ? 1 : 0)), "count node job")) != 0)
+		return err;
+	if (n == 0 && (err = exec(c, LS_NODE_JOBS_CREATE, ARGS(S(res->node_id), I(ok ? 1 : 0),
+	    I(ok ? 0 : 1), I(charge_trial), S(res->worker), I(now), I(w->disputed ? 1 : 0)),
+	    "count node job")) != 0)  /* a node the ledger has not seen */
+		return err;
 
 	/* a job paid wholly with ordinary credits by another account
 	 * countersigns the node */
@@ -915,19 +886,12 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		if ((err = exec_count(&n, c, LS_NODE_PAYER_INSERT, ARGS(S(res->node_id),
 		    S(res->requester), I(now)), "record payer")) != 0)
 			return err;
-		if (n == 1) {
-			if ((err = exec(c, LS_NODE_PAYER_COUNT, ARGS(S(res->node_id)),
-			    "count payer")) != 0)
-				return err;
-			f.payers++;
-		}
+		if (n == 1 && (err = exec(c, LS_NODE_PAYER_COUNT, ARGS(S(res->node_id)),
+		    "count payer")) != 0)
+			return err;
 	}
-	int64_t matured = 0;
-	if (f.pending > 0 && established(&f, pol, now) &&
-	    (err = mature(&matured, c, res->node_id, res->worker, &f, pol, now)) != 0)
-		return err;
 
-	char note[LEDGER_NOTE_MAX + 1] = "", part[64] = "", mnote[LEDGER_ID_MAX + 8];
+	char note[LEDGER_NOTE_MAX + 1] = "", part[64] = "";
 	if (charge_trial > 0)
 		snprintf(part, sizeof part, "pending=%lld", (long long)charge_trial);
 	if (w->disputed)
@@ -936,8 +900,7 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		    (long long)w->duration_ms);
 	else
 		snprintf(note, sizeof note, "%s", part);
-	snprintf(mnote, sizeof mnote, "node=%s", res->node_id);
-	struct txrow t[3] = {
+	struct txrow t[2] = {
 		{ .type = "settle", .job_id = res->job_id, .requester = res->requester,
 		  .worker = res->worker, .model = res->model, .note = note, .credits = charge,
 		  .duration_ms = w->duration_ms, .now = now },
@@ -947,10 +910,6 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		t[nt++] = (struct txrow){ .type = "release", .job_id = res->job_id,
 			.requester = res->requester, .worker = res->worker, .model = res->model,
 			.credits = refund, .now = now };
-	if (matured > 0)
-		t[nt++] = (struct txrow){ .type = "mature", .job_id = res->job_id,
-			.requester = "", .worker = res->worker, .model = res->model, .note = mnote,
-			.credits = matured, .now = now };
 	if ((err = insert_txs(NULL, c, t, nt)) != 0)
 		return err;
 	if (w->disputed) {
@@ -964,7 +923,6 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 	o->charged = charge;
 	o->refunded = refund;
 	o->pending = charge_trial;
-	o->matured = matured;
 	o->disputed = w->disputed;
 	o->already = false;
 	o->claimed = false;
@@ -992,20 +950,19 @@ int64_t ledger_witnessed_ms(int64_t worker_ms, int64_t client_ms, bool *disputed
 /* Settle `res` from its two witnesses: the worker's claim and the
  * client's report, both stored. */
 static int settle_both(ledger_settle_result *o, ledger_conn *c, const ledger_reservation *res,
-    const ledger_policy *pol, int64_t now)
+    int64_t now)
 {
 	struct settle_what w = { .tokens_in = res->claim_tokens_in,
 		.tokens_out = res->claim_tokens_out, .outcome = res->claim_outcome,
 		.claimed_ms = res->claim_ms };
 	w.duration_ms = ledger_witnessed_ms(res->claim_ms, res->report_ms, &w.disputed);
-	return settle_apply(o, c, res, &w, pol, now);
+	return settle_apply(o, c, res, &w, now);
 }
 
 static int settle_txn(ledger_conn *c, void *arg)
 {
 	struct settle_arg *sa = arg;
 	const ledger_settle_req *q = sa->req;
-	const ledger_policy *pol = q->policy ? q->policy : &ledger_policy_default;
 	ledger_settle_result *o = sa->out;
 	ledger_reservation res;
 
@@ -1030,7 +987,7 @@ static int settle_txn(ledger_conn *c, void *arg)
 		res.claim_tokens_out = q->tokens_out;
 		ledger_copy_str(res.claim_outcome, sizeof res.claim_outcome, outcome);
 		if (res.report_ms >= 0)
-			return settle_both(o, c, &res, pol, q->now);
+			return settle_both(o, c, &res, q->now);
 		int64_t n = 0;
 		int err = exec_count(&n, c, LS_RES_CLAIM, ARGS(S(q->job_id), I(q->duration_ms),
 		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now)), "store claim");
@@ -1043,7 +1000,7 @@ static int settle_txn(ledger_conn *c, void *arg)
 	}
 	struct settle_what w = { .duration_ms = q->duration_ms, .tokens_in = q->tokens_in,
 		.tokens_out = q->tokens_out, .outcome = outcome };
-	return settle_apply(o, c, &res, &w, pol, q->now);
+	return settle_apply(o, c, &res, &w, q->now);
 }
 
 int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req)
@@ -1058,12 +1015,6 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_range("tokens_out", req->tokens_out, 0, INT64_MAX / 2));
 	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
-	if (req->policy != NULL) {
-		TRY(check_range("establish age", req->policy->establish_age_s, 0, INT64_MAX / 4));
-		TRY(check_range("establish payers", req->policy->establish_payers, 0, INT64_MAX));
-		TRY(check_range("trial daily cap", req->policy->trial_daily_cap, 0,
-		    LEDGER_CREDITS_MAX));
-	}
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
 	return with_txn(c, settle_txn, &sa);
@@ -1078,7 +1029,6 @@ static int report_txn(ledger_conn *c, void *arg)
 {
 	struct report_arg *ra = arg;
 	const ledger_report_req *q = ra->req;
-	const ledger_policy *pol = q->policy ? q->policy : &ledger_policy_default;
 	ledger_settle_result *o = ra->out;
 	ledger_reservation res;
 	int64_t n = 0;
@@ -1116,7 +1066,7 @@ static int report_txn(ledger_conn *c, void *arg)
 		return err;
 	res.report_ms = q->duration_ms;
 	if (res.status == LEDGER_RES_OPEN && res.claim_ms >= 0)
-		return settle_both(o, c, &res, pol, q->now);
+		return settle_both(o, c, &res, q->now);
 	o->claimed = true;  /* waits for the worker's receipt */
 	return 0;
 }
@@ -1140,7 +1090,6 @@ int ledger_report(ledger_settle_result *out, ledger_conn *c, const ledger_report
 
 struct claim_arg {
 	const char *job_id;
-	const ledger_policy *pol;
 	int64_t cutoff, now;
 	bool settled;
 };
@@ -1161,14 +1110,13 @@ static int claim_settle_txn(ledger_conn *c, void *arg)
 	struct settle_what w = { .duration_ms = res.claim_ms, .tokens_in = res.claim_tokens_in,
 		.tokens_out = res.claim_tokens_out, .outcome = res.claim_outcome };
 	memset(&o, 0, sizeof o);
-	int err = settle_apply(&o, c, &res, &w, ca->pol, ca->now);
+	int err = settle_apply(&o, c, &res, &w, ca->now);
 	if (err == 0)
 		ca->settled = true;
 	return err;
 }
 
-int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s,
-    const ledger_policy *policy)
+int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s)
 {
 	int64_t dummy;
 	TRY(check_conn(c));
@@ -1176,8 +1124,7 @@ int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wa
 	if (count == NULL)
 		count = &dummy;
 	*count = 0;
-	struct claim_arg ca = { NULL, policy ? policy : &ledger_policy_default, now - wait_s,
-		now, false };
+	struct claim_arg ca = { NULL, now - wait_s, now, false };
 	char (*ids)[LEDGER_ID_MAX + 1] = malloc(RELEASE_BATCH * sizeof *ids);
 	if (ids == NULL)
 		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
@@ -1208,6 +1155,106 @@ int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wa
 	free(ids);
 	if (*count > 0)
 		log_info("ledger_claims_settled", "settled=%lld", (long long)*count);
+	return err;
+}
+
+struct pending_arg {
+	const char *node_id, *owner;
+	const ledger_policy *pol;
+	int64_t now, released;
+};
+
+/* Release node_id's pending earnings to its owner, up to the owner's daily
+ * cap: the owner's account row (created if missing), then the node row. */
+static int pending_txn(ledger_conn *c, void *arg)
+{
+	struct pending_arg *pa = arg;
+	char note[LEDGER_ID_MAX + 8];
+	int64_t n = 0;
+
+	pa->released = 0;
+	int err = account_add(c, pa->owner, 0, pa->now);
+	if (err)
+		return err;
+	int r = row(c, LS_ACCOUNT_EARNED, ARGS(S(pa->owner)), "read earnings");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: account %s vanished",
+		    pa->owner);
+	int64_t day = pa->now / 86400, used = col_i64(c, 0) == day ? col_i64(c, 1) : 0;
+	fin(c);
+	ledger_node nd;
+	if ((r = node_read(&nd, c, pa->node_id)) <= 0)
+		return r;
+	struct node_facts f = { nd.first_seen, nd.payers, nd.audit_failed, nd.pending };
+	if (strcmp(nd.owner, pa->owner) != 0 || !established(&f, pa->pol, pa->now))
+		return 0;  /* changed since it was listed */
+	int64_t m = pa->pol->trial_daily_cap - used;
+	if (m > nd.pending)
+		m = nd.pending;
+	if (m <= 0)
+		return 0;
+	if ((err = exec_count(&n, c, LS_NODE_MATURE, ARGS(S(pa->node_id), I(m), S(pa->owner)),
+	    "release pending")) != 0)
+		return err;
+	if (n != 1)
+		return 0;  /* forfeited or released meanwhile */
+	if ((err = exec(c, LS_ACCOUNT_MATURE, ARGS(S(pa->owner), I(m), I(day), I(used + m)),
+	    "credit released earnings")) != 0)
+		return err;
+	snprintf(note, sizeof note, "node=%s", pa->node_id);
+	struct txrow t = { .type = "mature", .requester = "", .worker = pa->owner,
+		.note = note, .credits = m, .now = pa->now };
+	if ((err = insert_txs(NULL, c, &t, 1)) == 0)
+		pa->released = m;
+	return err;
+}
+
+int ledger_release_pending(int64_t *released, ledger_conn *c, int64_t now,
+    const ledger_policy *policy)
+{
+	int64_t dummy;
+	const ledger_policy *pol = policy ? policy : &ledger_policy_default;
+	TRY(check_conn(c));
+	TRY(check_range("establish age", pol->establish_age_s, 0, INT64_MAX / 4));
+	TRY(check_range("establish payers", pol->establish_payers, 0, INT64_MAX));
+	TRY(check_range("trial daily cap", pol->trial_daily_cap, 0, LEDGER_CREDITS_MAX));
+	if (released == NULL)
+		released = &dummy;
+	*released = 0;
+	struct pnode {
+		char id[LEDGER_ID_MAX + 1], owner[LEDGER_ID_MAX + 1];
+	} *rows = malloc(RELEASE_BATCH * sizeof *rows);
+	if (rows == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	char after[LEDGER_ID_MAX + 1] = "";
+	int err = 0;
+	for (;;) {
+		int k = 0;
+		int r = read_row(c, LS_NODES_MATURABLE, ARGS(I(now - pol->establish_age_s),
+		    I(pol->establish_payers), S(after), I(RELEASE_BATCH)), "find pending earnings");
+		while (r == 1) {
+			ledger_copy_str(rows[k].id, sizeof rows[k].id, col_text(c, 0));
+			ledger_copy_str(rows[k].owner, sizeof rows[k].owner, col_text(c, 1));
+			k++;
+			r = k < RELEASE_BATCH ? c->drv->next(c) : 0;
+		}
+		fin(c);
+		if (r < 0) {
+			err = r;
+			break;
+		}
+		for (int i = 0; i < k && err == 0; i++) {
+			struct pending_arg pa = { rows[i].id, rows[i].owner, pol, now, 0 };
+			if ((err = with_txn(c, pending_txn, &pa)) == 0)
+				*released += pa.released;
+		}
+		if (err != 0 || k < RELEASE_BATCH)
+			break;
+		ledger_copy_str(after, sizeof after, rows[k - 1].id);
+	}
+	free(rows);
+	if (*released > 0)
+		log_info("ledger_pending_released", "credits=%lld", (long long)*released);
 	return err;
 }
 

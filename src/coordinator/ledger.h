@@ -36,10 +36,9 @@
  *   insert of the same job id.  The counters rows, which number the
  *   transaction and audit logs, are taken last and held to commit: log
  *   rows are numbered in commit order.  SQLite takes the whole file with
- *   BEGIN IMMEDIATE, so the order holds there trivially.  Settlement
- *   always locks the worker's account row (even to add 0) before the node
- *   row, so that releasing pending earnings to it afterwards takes no new
- *   account lock.
+ *   BEGIN IMMEDIATE, so the order holds there trivially.  Releasing a
+ *   node's pending earnings (ledger_release_pending) locks its owner's
+ *   account row, then the node row.
  *
  * The credit model (docs/CREDITS.md).  Credits are integer credit-seconds.
  *   - accounts.balance is the AVAILABLE balance: ordinary credits (admin
@@ -53,10 +52,10 @@
  *     part becomes the node's PENDING earnings (nodes.pending), owed to
  *     its owner and not spendable until the node is ESTABLISHED (ledger_
  *     policy: an age, a number of distinct accounts that paid it with
- *     ordinary credits, no failed audit).  Once it is, each settlement on
- *     it releases pending earnings to the worker's balance, at most
- *     policy.trial_daily_cap per owner per UTC day.  A node that fails an
- *     audit forfeits its pending earnings;
+ *     ordinary credits, no failed audit).  Once it is,
+ *     ledger_release_pending (run periodically) moves pending earnings to
+ *     its owner's balance, at most policy.trial_daily_cap per owner per
+ *     UTC day.  A node that fails an audit forfeits its pending earnings;
  *   - invariant: sum(balances) + sum(trial) + sum(open reservations)
  *                + sum(pending) == sum(grants) + sum(admin) - sum(forfeit).
  *   Every movement is one row in the transaction log:
@@ -261,7 +260,6 @@ typedef struct {
 	const char *outcome;         /* "ok" counts toward the node's reputation,
 	                                anything else against it; NULL = "ok" */
 	int64_t grace_s;             /* usually LEDGER_RELEASE_GRACE, >= 0 */
-	const ledger_policy *policy; /* NULL: ledger_policy_default */
 	int64_t now;
 } ledger_settle_req;
 
@@ -269,8 +267,6 @@ typedef struct {
 	int64_t charged;    /* credits moved to the worker */
 	int64_t refunded;   /* credits returned to the requester */
 	int64_t pending;    /* part of charged that became pending earnings */
-	int64_t matured;    /* pending earnings of the node released to the
-	                       worker's balance by this settlement */
 	bool claimed;       /* nothing moved: the receipt is held as a claim
 	                       until the client's delivery report (or the
 	                       deadline) settles it (with .already: it was
@@ -291,9 +287,7 @@ typedef struct {
  * credits each back where they came from); the reservation becomes
  * settled; a 'settle' row (credits = charge) and, when the refund is not
  * 0, a 'release' row are written; the node's job counters are updated
- * (its row is created, owned by the worker, if missing).  When the node
- * is established under req->policy, its pending earnings are then
- * released to the worker's balance up to the daily cap ('mature' row).
+ * (its row is created, owned by the worker, if missing).
  * Plausibility: a duration longer than the time since the reservation
  * was made, or than its max_seconds (each plus LEDGER_CLOCK_SLACK_MS), is
  * refused with TROOP_EINVAL and settles nothing.
@@ -321,7 +315,6 @@ typedef struct {
 	const char *outcome;       /* "complete", "cut", "engine_error", "aborted",
 	                              "unreachable" (not checked here) */
 	const char *digest;        /* digest of the response body; NULL or "" */
-	const ledger_policy *policy; /* NULL: ledger_policy_default */
 	int64_t now;
 } ledger_report_req;
 
@@ -343,7 +336,15 @@ int64_t ledger_witnessed_ms(int64_t worker_ms, int64_t client_ms, bool *disputed
 /* Settle every held claim made before now - wait_s whose report never
  * came, at the worker's (plausible, checked on arrival) duration, one job
  * per transaction.  *count (may be NULL) gets the number settled. */
-int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s,
+int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s);
+
+/* Release pending earnings of every node established under `policy`
+ * (NULL: ledger_policy_default) at `now` to its current owner's balance,
+ * at most policy->trial_daily_cap per owner per UTC day ('mature' rows),
+ * one node per transaction.  Scans the nodes that have pending earnings:
+ * run it every minute or so, not per request.  *released (may be NULL)
+ * gets the credits released. */
+int ledger_release_pending(int64_t *released, ledger_conn *c, int64_t now,
     const ledger_policy *policy);
 
 /* Release every open reservation with expires_at + grace_s < now: refund

@@ -67,8 +67,10 @@ enum ledger_stmt {
 	LS_NODE_CREATE,
 	LS_NODE_UPDATE,
 	LS_NODE_VERIFY,
-	LS_NODE_JOBS,       /* upsert: counts a job, adds pending, returns the facts */
+	LS_NODE_JOBS,       /* counts a job, adds pending */
+	LS_NODE_JOBS_CREATE, /* the same for a node the ledger does not know */
 	LS_NODE_MATURE,
+	LS_NODES_MATURABLE,
 	LS_NODE_PAYER_INSERT,
 	LS_NODE_PAYER_COUNT,
 	LS_NODE_AUDIT_FAIL, /* returns pending and owner before they change */

@@ -112,18 +112,23 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "WHERE node_id = $1",
 	[LS_NODE_VERIFY] = "UPDATE nodes SET multiplier = $2, verified = $3, verified_at = $4 "
 	    "WHERE node_id = $1",
+	[LS_NODE_JOBS] = "UPDATE nodes SET jobs_ok = jobs_ok + $2, jobs_failed = jobs_failed + $3, "
+	    "pending = pending + $4, disputes = disputes + $5 WHERE node_id = $1",
 	/* a node the ledger has not seen is created, owned by the worker */
-	[LS_NODE_JOBS] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
+	[LS_NODE_JOBS_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
 	    "verified_at, jobs_ok, jobs_failed, first_seen, last_seen, pending, disputes) "
 	    "VALUES ($1, $5, '', 1.0, 0, 0, $2, $3, $6, $6, $4, $7) "
 	    "ON CONFLICT (node_id) DO UPDATE "
 	    "SET jobs_ok = nodes.jobs_ok + excluded.jobs_ok, "
 	    "jobs_failed = nodes.jobs_failed + excluded.jobs_failed, "
 	    "pending = nodes.pending + excluded.pending, "
-	    "disputes = nodes.disputes + excluded.disputes "
-	    "RETURNING first_seen, payers, audit_failed, pending",
+	    "disputes = nodes.disputes + excluded.disputes",
 	[LS_NODE_MATURE] = "UPDATE nodes SET pending = pending - $2 "
-	    "WHERE node_id = $1 AND pending >= $2",
+	    "WHERE node_id = $1 AND pending >= $2 AND owner = $3 AND audit_failed = 0",
+	/* established nodes with pending earnings, in pages by node id */
+	[LS_NODES_MATURABLE] = "SELECT node_id, owner FROM nodes WHERE pending > 0 "
+	    "AND audit_failed = 0 AND first_seen <= $1 AND payers >= $2 AND node_id > $3 "
+	    "ORDER BY node_id LIMIT $4",
 	[LS_NODE_PAYER_INSERT] = "INSERT INTO node_payers (node_id, account, created_at) "
 	    "VALUES ($1, $2, $3) ON CONFLICT (node_id, account) DO NOTHING",
 	[LS_NODE_PAYER_COUNT] = "UPDATE nodes SET payers = payers + 1 WHERE node_id = $1",

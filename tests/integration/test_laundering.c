@@ -224,9 +224,12 @@ static void test_ring(void **state)
 		paid_ordinary += charged;
 		check_invariant();
 	}
-	/* the second payer's settlement released pending earnings, at most the
-	 * daily cap */
-	int64_t avail = balance_of(&owner, "available_seconds");
+	/* once established, the sweeper (--pending-interval 1, every 2 s)
+	 * releases pending earnings, at most the daily cap */
+	int64_t avail = 0;
+	for (int i = 0; i < 50 && (avail = balance_of(&owner, "available_seconds")) <=
+	    paid_ordinary; i++)
+		harness_sleep_ms(200);
 	print_message("after establishment: %lld spendable (%lld paid with ordinary credits)\n",
 	    (long long)avail, (long long)paid_ordinary);
 	assert_true(avail > paid_ordinary);
@@ -234,6 +237,7 @@ static void test_ring(void **state)
 
 	/* 3. the rest of the ring, on both nodes: the cap holds for the day */
 	earned += run_ring(RING / 2, RING / 2);
+	harness_sleep_ms(4500);  /* two more sweeps */
 	avail = balance_of(&owner, "available_seconds");
 	pending = balance_of(&owner, "pending_seconds");
 	print_message("ring of %d earned %lld; owner spendable %lld, pending %lld\n", RING,
@@ -276,7 +280,8 @@ static int setup(void **state)
 	const char *argv[40] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
 		"--data-dir", data, "--allow-unverified", "--starter-credits", "3600",
 		"--ticket-ttl", "300", "--threads", "2", "--admin", adminflag,
-		"--establish-age", "0", "--establish-payers", "2", "--trial-daily-cap", capflag };
+		"--establish-age", "0", "--establish-payers", "2", "--trial-daily-cap", capflag,
+		"--pending-interval", "1" };
 	int argc = 0;
 	while (argv[argc])
 		argc++;

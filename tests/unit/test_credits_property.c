@@ -197,7 +197,7 @@ static void *worker(void *arg)
 					.signer_node_id = P.nodes[(j.node + (forged ? 1 : 0)) % NODES],
 					.duration_ms = (int64_t)(rnd(&seed) % (uint32_t)(span +
 					    (rnd(&seed) % 10 == 0 ? 400000 : 0))),
-					.outcome = "ok", .grace_s = 5, .policy = &POLICY, .now = now,
+					.outcome = "ok", .grace_s = 5, .now = now,
 				};
 				int rc = ledger_settle(&res, c, &sr);
 				if (forged && rc == 0) {
@@ -228,7 +228,7 @@ static void *worker(void *arg)
 					.requester = P.accounts[(j.requester + (forged ? 1 : 0)) %
 					    ACCOUNTS],
 					.duration_ms = (int64_t)(rnd(&seed) % 60000),
-					.outcome = "complete", .policy = &POLICY, .now = now,
+					.outcome = "complete", .now = now,
 				};
 				int rc = ledger_report(&res, c, &rq);
 				if (forged && rc == 0) {
@@ -244,10 +244,13 @@ static void *worker(void *arg)
 			}
 		} else if (op < 92) {
 			what = "release_expired";
-			if (rnd(&seed) % 2)
+			uint32_t which = rnd(&seed) % 3;
+			if (which == 0)
 				ledger_release_expired(NULL, c, now, 5);
+			else if (which == 1)
+				ledger_settle_claims(NULL, c, now, 10);
 			else
-				ledger_settle_claims(NULL, c, now, 10, &POLICY);
+				ledger_release_pending(NULL, c, now, &POLICY);
 		} else if (op < 93) {
 			what = "forfeit";
 			ledger_node_forfeit(NULL, c, P.nodes[rnd(&seed) % NODES], "admin", "property",
@@ -317,7 +320,8 @@ static void test_random_concurrent(void **state)
 	/* close every job: the books balance to the credit and nothing is held */
 	assert_int_equal(ledger_conn_open(&c, P.l), 0);
 	assert_int_equal(ledger_release_expired(NULL, c, P.now + 1000, 5), 0);
-	assert_int_equal(ledger_settle_claims(NULL, c, P.now + 1000, 10, &POLICY), 0);
+	assert_int_equal(ledger_settle_claims(NULL, c, P.now + 1000, 10), 0);
+	assert_int_equal(ledger_release_pending(NULL, c, P.now + 1000, &POLICY), 0);
 	assert_int_equal(ledger_totals_get(&t, c), 0);
 	assert_int_equal(t.reserved, 0);
 	assert_int_equal(t.open_reservations, 0);

@@ -692,16 +692,21 @@ static int64_t pending_of(ledger_conn *c, const char *account)
 }
 
 /* Reserve `amount` from `who` on node-1 (owner-1) at `now` and settle it
- * when the `ms` it took have passed. */
+ * when the `ms` it took have passed; then release pending earnings under
+ * `pol` (*released, may be NULL, gets what was released). */
 static void run_job(struct fixture *f, const char *job, const char *who, int64_t amount,
-    int64_t ms, int64_t now, const ledger_policy *pol, ledger_settle_result *res)
+    int64_t ms, int64_t now, const ledger_policy *pol, ledger_settle_result *res,
+    int64_t *released)
 {
+	int64_t dummy;
 	ledger_reserve_req q = req_for(job, who, amount, 1.0, now + 600);
 	q.now = now;
 	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
 	ledger_settle_req s = settle_for(job, "node-1", ms, now + ms / 1000 + 1);
-	s.policy = pol;
 	assert_int_equal(ledger_settle(res, f->c, &s), 0);
+	assert_invariant(f->c);
+	assert_int_equal(ledger_release_pending(released ? released : &dummy, f->c,
+	    now + ms / 1000 + 2, pol), 0);
 	assert_invariant(f->c);
 }
 
@@ -716,10 +721,11 @@ static void test_trial_pending(void **state)
 	assert_int_equal(ledger_ensure_account(NULL, f->c, "t2", 100, NOW), 0);
 
 	/* trial-paid work is pending, not spendable */
-	run_job(f, "tj-1", "t1", 50, 40000, NOW, &pol, &res);
+	int64_t rel = -1;
+	run_job(f, "tj-1", "t1", 50, 40000, NOW, &pol, &res, &rel);
 	assert_int_equal(res.charged, 40);
 	assert_int_equal(res.pending, 40);
-	assert_int_equal(res.matured, 0);
+	assert_int_equal(rel, 0);
 	assert_int_equal(available(f->c, "owner-1"), 0);
 	assert_int_equal(pending_of(f->c, "owner-1"), 40);
 	assert_int_equal(available(f->c, "t1"), 60);
@@ -731,7 +737,7 @@ static void test_trial_pending(void **state)
 	    "AND type = 'settle' AND note = 'pending=40'"), 1);
 
 	/* old enough but paid by no ordinary account: still pending */
-	run_job(f, "tj-2", "t2", 50, 20000, NOW + 7200, &pol, &res);
+	run_job(f, "tj-2", "t2", 50, 20000, NOW + 7200, &pol, &res, NULL);
 	assert_int_equal(pending_of(f->c, "owner-1"), 60);
 	assert_int_equal(available(f->c, "owner-1"), 0);
 
@@ -739,10 +745,10 @@ static void test_trial_pending(void **state)
 	 * the same payer twice counts once */
 	assert_int_equal(ledger_admin_grant(NULL, f->c, "p1", 100, "", "admin", NOW), 0);
 	assert_int_equal(ledger_admin_grant(NULL, f->c, "p2", 100, "", "admin", NOW), 0);
-	run_job(f, "pj-1", "p1", 10, 5000, NOW + 7300, &pol, &res);
-	run_job(f, "pj-2", "p1", 10, 5000, NOW + 7400, &pol, &res);
+	run_job(f, "pj-1", "p1", 10, 5000, NOW + 7300, &pol, &res, NULL);
+	run_job(f, "pj-2", "p1", 10, 5000, NOW + 7400, &pol, &res, &rel);
 	assert_int_equal(res.pending, 0);
-	assert_int_equal(res.matured, 0);
+	assert_int_equal(rel, 0);
 	assert_int_equal(available(f->c, "owner-1"), 10);
 	ledger_node nd;
 	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
@@ -752,17 +758,17 @@ static void test_trial_pending(void **state)
 
 	/* the second payer establishes it: pending is released, at most the
 	 * daily cap per UTC day */
-	run_job(f, "pj-3", "p2", 10, 5000, NOW + 7500, &pol, &res);
-	assert_int_equal(res.matured, 30);
+	run_job(f, "pj-3", "p2", 10, 5000, NOW + 7500, &pol, &res, &rel);
+	assert_int_equal(rel, 30);
 	assert_int_equal(available(f->c, "owner-1"), 15 + 30);
 	assert_int_equal(pending_of(f->c, "owner-1"), 30);
-	run_job(f, "tj-3", "t2", 20, 10000, NOW + 7600, &pol, &res);
+	run_job(f, "tj-3", "t2", 20, 10000, NOW + 7600, &pol, &res, &rel);
 	assert_int_equal(res.pending, 10);
-	assert_int_equal(res.matured, 0);  /* today's cap is spent */
+	assert_int_equal(rel, 0);  /* today's cap is spent */
 	assert_int_equal(pending_of(f->c, "owner-1"), 40);
 	int64_t next_day = (NOW / 86400 + 1) * 86400 + 10;
-	run_job(f, "tj-4", "t2", 5, 1000, next_day, &pol, &res);
-	assert_int_equal(res.matured, 30);
+	run_job(f, "tj-4", "t2", 5, 1000, next_day, &pol, &res, &rel);
+	assert_int_equal(rel, 30);
 	assert_int_equal(pending_of(f->c, "owner-1"), 11);
 	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = 'mature' "
 	    "AND worker = 'owner-1'"), 2);
@@ -774,9 +780,9 @@ static void test_trial_pending(void **state)
 	assert_int_equal(lost, 11);
 	assert_int_equal(pending_of(f->c, "owner-1"), 0);
 	assert_invariant(f->c);
-	run_job(f, "tj-5", "t1", 10, 5000, next_day + 100, &pol, &res);
+	run_job(f, "tj-5", "t1", 10, 5000, next_day + 100, &pol, &res, &rel);
 	assert_int_equal(res.pending, 5);
-	assert_int_equal(res.matured, 0);
+	assert_int_equal(rel, 0);
 	assert_int_equal(ledger_node_forfeit(NULL, f->c, "nope", "admin", "", NOW),
 	    TROOP_ENOTFOUND);
 
@@ -895,13 +901,13 @@ static void test_two_witnesses(void **state)
 	s = settle_for("w-3", "node-1", 2000, NOW + 13);
 	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
 	assert_true(res.claimed);
-	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 20, 10, NULL), 0);
+	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 20, 10), 0);
 	assert_int_equal(n, 0);
 	/* past its expiry the held claim is not refunded ... */
 	assert_int_equal(ledger_release_expired(&n, f->c, NOW + 200, 0), 0);
 	assert_int_equal(n, 0);
 	/* ... it is settled */
-	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 200, 10, NULL), 0);
+	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 200, 10), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(ledger_reservation_get(&r, f->c, "w-3"), 0);
 	assert_int_equal(r.status, LEDGER_RES_SETTLED);
