@@ -3,9 +3,10 @@
  * the terminal.  A signed /authorize buys a ticket for a node serving the
  * model; the OpenAI chat request (stream: true) goes straight to that
  * worker with the ticket as a Bearer token, and each content delta of the
- * SSE reply is printed as it arrives.  The same failover as `troop up`:
- * when the worker cannot be reached, or answers 5xx or 429 before any
- * text was printed, authorize again excluding it (3 tries in all).
+ * SSE reply is printed as it arrives.  The same authorization and
+ * failover as `troop up` (authorize.h): when the worker cannot be reached,
+ * or answers 5xx or 429 before any text was printed, authorize again
+ * excluding it (3 tries in all).
  */
 #include <jansson.h>
 #include <sodium.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "authorize.h"
 #include "cli.h"
 #include "commands.h"
 #include "error.h"
@@ -222,28 +224,26 @@ static int read_prompt(cli *c, char **out)
 static try_result failover(char *why, size_t wlen, const char *node, const char *what,
     const char *detail)
 {
-	char d[400];
+	char d[CLIENT_AUTH_WHY_MAX - 48];
 
 	cli_sanitize(d, sizeof(d), detail);
 	snprintf(why, wlen, "node %s %s (%s)", node, what, d);
 	return TRY_FAILOVER;
 }
 
-static try_result run_stream(cli *c, http_client *w, const json_t *ticket,
+static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply *ticket,
     const char *body, size_t blen, bool verbose, char *why, size_t wlen)
 {
-	const char *token = json_string_value(json_object_get(ticket, "token"));
-	const char *ip = json_string_value(json_object_get(ticket, "target_ip"));
-	const char *node = json_string_value(json_object_get(ticket, "node_id"));
-	json_int_t port = json_integer_value(json_object_get(ticket, "target_port"));
-	char url[256], authz[2048], snode[9];
+	const char *token = ticket->token, *ip = ticket->target_ip, *node = ticket->node_id;
+	int port = ticket->target_port;
+	char url[256], authz[PROTO_TICKET_MAX + 32], snode[9];
 	const char *headers[4];
 	chat_stream s;
 	int status = 0, rc;
 	try_result res = TRY_FATAL;
 
 	memset(&s, 0, sizeof(s));
-	if (!cli_token_ok(token, TICKET_MAX_LEN) || !node ||
+	if (!cli_token_ok(token, PROTO_TICKET_MAX) ||
 	    cli_worker_url(url, sizeof(url), ip, (long long)port, "/v1/chat/completions") != 0) {
 		cli_fail(c, "the coordinator's /authorize reply lacks a valid token, node_id, "
 		    "target_ip or target_port; is --coordinator pointing at a troop coordinator?");
@@ -275,7 +275,7 @@ static try_result run_stream(cli *c, http_client *w, const json_t *ticket,
 		res = failover(why, wlen, snode, "could not be reached", p ? p + 2 : m);
 		goto out;
 	}
-	if (status >= 500 || status == 429) {
+	if (client_auth_worker_failed(status)) {
 		json_t *err = s.buf ? json_loadb(s.buf, s.len, 0, NULL) : NULL;
 		char detail[400];
 		snprintf(detail, sizeof(detail), "HTTP %d%s%s", status,
@@ -329,9 +329,10 @@ out:
 int cmd_chat(int argc, char **argv)
 {
 	const char *model, *system;
-	char *prompt = NULL, *body = NULL, why[600] = "";
-	json_t *req = NULL, *exclude = NULL, *msgs;
+	char *prompt = NULL, *body = NULL;
+	json_t *req = NULL, *msgs;
 	http_client *w = NULL;
+	client_auth *ca = NULL;
 	size_t blen = 0;
 	bool verbose;
 	cli c;
@@ -351,6 +352,10 @@ int cmd_chat(int argc, char **argv)
 		rc = cli_usage_error(&c, "say which model with -m MODEL (see 'troop models')");
 		goto out;
 	}
+	if (strlen(model) > PROTO_MODEL_MAX) {
+		rc = cli_usage_error(&c, "the model name is over %d bytes", PROTO_MODEL_MAX);
+		goto out;
+	}
 	if ((rc = read_prompt(&c, &prompt)) != 0 || (rc = cli_load_identity(&c)) != 0)
 		goto out;
 
@@ -361,82 +366,85 @@ int cmd_chat(int argc, char **argv)
 	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
 	req = json_pack("{s:s, s:o, s:b}", "model", model, "messages", msgs, "stream", 1);
 	body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-	exclude = json_array();
-	if (!body || !exclude || http_client_new(&w) != 0) {
+	ca = malloc(sizeof(*ca));
+	if (!body || !ca || http_client_new(&w) != 0) {
 		rc = cli_fail(&c, "out of memory");
 		goto out;
 	}
+	client_auth_init(ca, model, config_is_set(c.cfg, "max-seconds") ?
+	    config_int(c.cfg, "max-seconds") : 0, CHAT_TRIES);
 	blen = strlen(body);
 	http_client_set_limits(w, CHAT_WORKER_TIMEOUT_MS, 0);
 
 	rc = 1;
-	for (int attempt = 0; attempt < CHAT_TRIES; attempt++) {
-		json_t *areq = json_pack("{s:s}", "model", model), *ticket = NULL;
-		const char *code;
+	for (;;) {
+		json_t *areq, *reply = NULL;
+		proto_error e;
+		char msg[PROTO_ERR_MESSAGE_MAX + 1];
 		try_result tr;
 		int status;
 
-		if (json_array_size(exclude) > 0)
-			json_object_set(areq, "exclude", exclude);
-		if (config_is_set(c.cfg, "max-seconds"))
-			json_object_set_new(areq, "max_seconds",
-			    json_integer(config_int(c.cfg, "max-seconds")));
-		if (cli_call(&c, &status, &ticket, "POST", "/authorize", areq, true) != 0) {
+		areq = proto_authorize_req_encode(&ca->req);
+		ca->attempt++;
+		if (!areq || cli_call(&c, &status, &reply, "POST", "/authorize", areq, true) != 0) {
+			if (!areq)
+				cli_fail(&c, "out of memory");
 			json_decref(areq);
 			goto out;
 		}
 		json_decref(areq);
-		code = cli_error_code(ticket);
-		if (status == 402 || strcmp(code, "insufficient_credits") == 0) {
-			char msg[600];
-			cli_sanitize(msg, sizeof(msg), cli_error_message(ticket));
+		switch (client_auth_reply(ca, status, reply, &e)) {
+		case CLIENT_AUTH_OK:
+			break;
+		case CLIENT_AUTH_NO_CREDITS:
+			cli_sanitize(msg, sizeof(msg), e.message);
 			cli_fail(&c, "%s; see 'troop balance', or ask for less time with "
 			    "--max-seconds N", msg[0] ? msg : "insufficient credits");
-			json_decref(ticket);
+			json_decref(reply);
 			goto out;
-		}
-		if (status == 503 && why[0]) {
+		case CLIENT_AUTH_EXHAUSTED:
 			/* everyone else is busy or excluded: say what went wrong before */
 			cli_fail(&c, "no other node can serve '%s' right now (%s); try again "
-			    "shortly", model, why);
-			json_decref(ticket);
+			    "shortly", model, ca->why);
+			json_decref(reply);
+			goto out;
+		case CLIENT_AUTH_BAD_REPLY:
+			if (status == 200) {
+				cli_sanitize(msg, sizeof(msg), e.message);
+				cli_fail(&c, "the coordinator's /authorize reply is not a ticket (%s); "
+				    "is --coordinator pointing at a troop coordinator?", msg);
+				json_decref(reply);
+				goto out;
+			}
+			/* fall through */
+		default:
+			cli_report_error(&c, "the coordinator", status, reply);
+			json_decref(reply);
 			goto out;
 		}
-		if (status != 200 || !ticket) {
-			cli_report_error(&c, "the coordinator", status, ticket);
-			json_decref(ticket);
-			goto out;
-		}
-		{
-			const char *job = json_string_value(json_object_get(ticket, "job_id"));
-			const char *node = json_string_value(json_object_get(ticket, "node_id"));
-			fprintf(stderr, "troop chat: job %s on node %.8s\n", job ? job : "?",
-			    node ? node : "?");
-		}
-		tr = run_stream(&c, w, ticket, body, blen, verbose, why, sizeof(why));
-		if (tr == TRY_FAILOVER) {
-			json_array_append(exclude, json_object_get(ticket, "node_id"));
-			if (attempt + 1 < CHAT_TRIES)
-				fprintf(stderr, "troop chat: %s; trying another node\n", why);
-		}
-		{
-			const char *tok = json_string_value(json_object_get(ticket, "token"));
-			if (tok)
-				sodium_memzero((char *)tok, strlen(tok));
-		}
-		json_decref(ticket);
+		json_decref(reply);
+		fprintf(stderr, "troop chat: job %s on node %.8s\n", ca->ticket.job_id,
+		    ca->ticket.node_id);
+		tr = run_stream(&c, w, &ca->ticket, body, blen, verbose, ca->why, sizeof(ca->why));
+		sodium_memzero(ca->ticket.token, sizeof(ca->ticket.token));
 		if (tr == TRY_OK) {
 			rc = 0;
 			goto out;
 		}
 		if (tr == TRY_FATAL)
 			goto out;
+		if (!client_auth_failover(ca, NULL))
+			break;
+		fprintf(stderr, "troop chat: %s; trying another node\n", ca->why);
 	}
 	cli_fail(&c, "no node could serve '%s' after %d tries (last: %s); try again shortly",
-	    model, CHAT_TRIES, why);
+	    model, ca->attempt, ca->why);
 out:
+	if (ca) {
+		sodium_memzero(ca, sizeof(*ca));
+		free(ca);
+	}
 	http_client_free(w);
-	json_decref(exclude);
 	json_decref(req);
 	free(body);
 	if (prompt) {

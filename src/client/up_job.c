@@ -4,15 +4,16 @@
  *   app --POST /v1/...--> up_handle_inference
  *        1. read "model" (and "stream") from the body
  *        2. signed POST /authorize to the coordinator (http_async, on this
- *           thread's loop; the signature is made here with httpsig_sign)
+ *           thread's loop; body, headers and the reply's meaning come from
+ *           authorize.h and http_signed_headers_build)
  *        3. relay the app's body, unchanged, to the worker named in the
  *           ticket with "Authorization: Bearer <ticket>", and the worker's
  *           reply back to the app as it streams (relay.h: byte for byte,
  *           event-aligned, with backpressure)
- *        4. failover: when the worker cannot be reached, times out before
- *           its first byte, or answers 5xx, 429 or 401 (a ticket for another
- *           node: the address is not the node's), or is this proxy itself
- *           (up_target_is_self), and nothing has reached
+ *        4. failover (authorize.h): when the worker cannot be reached, times
+ *           out before its first byte, or answers 5xx, 429 or 401 (a ticket
+ *           for another node: the address is not the node's), or is this
+ *           proxy itself (up_target_is_self), and nothing has reached
  *           the app yet, authorize again with that node excluded (UP_TRIES
  *           authorizations in all); then 503 no_capacity in the OpenAI
  *           error shape.  402 insufficient_credits and 404 model_not_found
@@ -33,9 +34,10 @@
 
 #include <event2/event.h>
 
+#include "authorize.h"
 #include "cli.h"
 #include "error.h"
-#include "httpsig.h"
+#include "http_client.h"
 #include "json.h"
 #include "log.h"
 #include "relay.h"
@@ -51,16 +53,15 @@ typedef struct up_job {
 	char model[UP_MODEL_MAX + 1];
 	char accept[128];
 	bool stream;
-	json_t *exclude;            /* node ids that failed */
-	int attempt;                /* authorizations started */
-	char why[400];              /* the last failover reason, for the final error */
+	client_auth ca;             /* authorizations: exclude list, tries, why,
+	                               the current ticket (authorize.h) */
 	/* the current authorization */
 	http_async_req *auth;
 	char *abuf;
 	size_t alen;
 	int astatus;
 	bool atoolarge;
-	char job_id[64];
+	char job_id[PROTO_JOB_ID_MAX + 1];
 	char node_id[64];
 	int64_t max_seconds;
 	/* the current relay */
@@ -81,7 +82,7 @@ static void job_free(up_job *j)
 		return;
 	if (j->body_timer)
 		event_free(j->body_timer);
-	json_decref(j->exclude);
+	sodium_memzero(j->ca.ticket.token, sizeof(j->ca.ticket.token));
 	free(j->abuf);
 	free(j);
 }
@@ -121,7 +122,7 @@ static void job_fail(up_job *j, int status, const char *type, const char *code,
 
 	atomic_fetch_add(&j->s->failed, 1);
 	log_info("job_failed", "model=%s status=%d code=%s tries=%d job=%s", j->model, status,
-	    code, j->attempt, j->job_id[0] ? j->job_id : "-");
+	    code, j->ca.attempt, j->job_id[0] ? j->job_id : "-");
 	if (r)
 		up_reply_error(r, status, type, code, j->job_id[0] ? j->job_id : NULL, "%s", msg);
 	job_free(j);
@@ -133,7 +134,7 @@ static void job_pass_error(up_job *j, int status, const char *body, size_t len)
 	http_req *r = job_take_req(j);
 
 	atomic_fetch_add(&j->s->failed, 1);
-	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->attempt);
+	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->ca.attempt);
 	if (r)
 		http_reply(r, status, "application/json", body, len);
 	job_free(j);
@@ -149,13 +150,11 @@ static void job_failover(up_job *j)
 
 	snprintf(node, sizeof(node), "%.8s", j->node_id);
 	log_info("failover", "job=%s node=%s model=%s try=%d why=\"%s\"", j->job_id, node,
-	    j->model, j->attempt, j->why);
-	if (j->node_id[0])
-		json_array_append_new(j->exclude, json_string(j->node_id));
-	if (j->attempt >= UP_TRIES) {
+	    j->model, j->ca.attempt, j->ca.why);
+	if (!client_auth_failover(&j->ca, NULL)) {
 		char msg[1024];
 		snprintf(msg, sizeof(msg), "no worker could serve '%s' after %d tries (last: %s); "
-		    "try again shortly", j->model, j->attempt, j->why);
+		    "try again shortly", j->model, j->ca.attempt, j->ca.why);
 		job_fail(j, 503, "server_error", "no_capacity", msg);
 		return;
 	}
@@ -170,9 +169,8 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 	up_job *j = arg;
 
 	(void)headers;
-	/* 401: "not my ticket", the address belongs to another node */
-	if (status >= 500 || status == 429 || status == 401) {
-		snprintf(j->why, sizeof(j->why), "node %.8s answered HTTP %d", j->node_id, status);
+	if (client_auth_worker_failed(status)) {
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s answered HTTP %d", j->node_id, status);
 		return RELAY_REJECT;
 	}
 	if (j->header_set)
@@ -208,7 +206,7 @@ static void body_timeout(evutil_socket_t fd, short what, void *arg)
 	if (!j->rl || relay_bytes_out(j->rl) > 0)
 		return;
 	j->stalled = true;
-	snprintf(j->why, sizeof(j->why), "node %.8s sent its headers and then nothing for %ld ms",
+	snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s sent its headers and then nothing for %ld ms",
 	    j->node_id, j->first_byte_ms);
 	relay_abort(j->rl, TROOP_ETIMEOUT, "the worker sent nothing in time");
 }
@@ -223,7 +221,7 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	if (!req) {
 		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
 		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
-		    relay_end_name(st->end), j->attempt, (long long)j->auth_us,
+		    relay_end_name(st->end), j->ca.attempt, (long long)j->auth_us,
 		    (long long)st->ttfb_us, (long long)(up_now_us() - j->t0_us),
 		    (unsigned long long)st->bytes_out);
 		job_free(j);
@@ -233,31 +231,31 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	j->req = req;
 	http_req_on_close(req, job_app_closed, j);
 	if (st->end == RELAY_END_UPSTREAM)
-		snprintf(j->why, sizeof(j->why), "node %.8s failed before answering: %s",
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s failed before answering: %s",
 		    j->node_id, st->error);
 	else if (st->end != RELAY_END_REJECTED && !j->stalled)
-		snprintf(j->why, sizeof(j->why), "node %.8s: %s", j->node_id, st->error);
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s: %s", j->node_id, st->error);
 	job_failover(j);
 }
 
 static void start_relay(up_job *j, const char *token, const char *ip, long long port)
 {
 	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done };
-	char url[256], authz[2300], accept[160];
+	char url[256], authz[PROTO_TICKET_MAX + 32], accept[160];
 	const char *headers[4];
 	relay_upstream up = { 0 };
 	http_async_opts ao = { .tcp_nodelay = true };
 	http_req *r;
 	int n = 0, rc;
 
-	if (!cli_token_ok(token, TICKET_MAX_LEN) ||
+	if (!cli_token_ok(token, PROTO_TICKET_MAX) ||
 	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
 		job_fail(j, 502, "api_error", "upstream_error",
 		    "the coordinator's /authorize reply names no valid ticket or worker address");
 		return;
 	}
 	if (up_target_is_self(j->s, ip, port)) {
-		snprintf(j->why, sizeof(j->why), "node %.8s advertises this proxy's own address",
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s advertises this proxy's own address",
 		    j->node_id);
 		job_failover(j);
 		return;
@@ -292,7 +290,8 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	rc = relay_start(&j->rl, r, j->t->async, &up, NULL, &cb, j);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0) {
-		snprintf(j->why, sizeof(j->why), "node %.8s: %s", j->node_id, troop_error_msg());
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s: %s", j->node_id,
+		    troop_error_msg());
 		http_req_on_close(r, job_app_closed, j);
 		job_failover(j);
 	}
@@ -332,9 +331,8 @@ static void auth_done(void *arg, int err)
 {
 	up_job *j = arg;
 	json_t *reply = NULL;
-	const char *token, *ip, *job, *node;
-	json_int_t port;
-	char msg[1024];
+	proto_error e;
+	char msg[2048];
 
 	j->auth = NULL;
 	if (!j->req) {              /* the app went away meanwhile */
@@ -350,56 +348,54 @@ static void auth_done(void *arg, int err)
 		return;
 	}
 	reply = j->abuf ? json_loadb(j->abuf, j->alen, 0, NULL) : NULL;
-	if (j->astatus != 200) {
-		json_t *e = json_object_get(reply, "error");
-		const char *code = json_string_value(json_object_get(e, "code"));
-		const char *m = json_string_value(json_object_get(e, "message"));
-		if (j->astatus == 503 && j->why[0]) {
-			/* the nodes left after exclusion are busy or gone */
-			snprintf(msg, sizeof(msg), "%s (before: %s)", m ? m : "no capacity", j->why);
-			job_fail(j, 503, "server_error", "no_capacity", msg);
-		} else if (j->astatus == 401) {
-			snprintf(msg, sizeof(msg), "the coordinator refused troop up's signature (%s); "
-			    "check this machine's clock", m ? m : "no reason given");
-			job_fail(j, 502, "api_error", code ? code : "bad_signature", msg);
-		} else if (json_is_object(e) && m) {
+	switch (client_auth_reply(&j->ca, j->astatus, reply, &e)) {
+	case CLIENT_AUTH_OK:
+		break;
+	case CLIENT_AUTH_EXHAUSTED:
+		/* the nodes left after exclusion are busy or gone */
+		snprintf(msg, sizeof(msg), "%s (before: %s)", e.message[0] ? e.message :
+		    "no capacity", j->ca.why);
+		job_fail(j, 503, "server_error", "no_capacity", msg);
+		json_decref(reply);
+		return;
+	case CLIENT_AUTH_BAD_SIGNATURE:
+		snprintf(msg, sizeof(msg), "the coordinator refused troop up's signature (%s); "
+		    "check this machine's clock", e.message[0] ? e.message : "no reason given");
+		job_fail(j, 502, "api_error", e.code[0] ? e.code : "bad_signature", msg);
+		json_decref(reply);
+		return;
+	case CLIENT_AUTH_NO_CREDITS:
+	case CLIENT_AUTH_ERROR:
+		if (e.message[0]) {
+			/* 402, 404 model_not_found, ...: the app gets them as they are */
 			job_pass_error(j, j->astatus, j->abuf, j->alen);
-		} else {
+			json_decref(reply);
+			return;
+		}
+		/* fall through */
+	case CLIENT_AUTH_BAD_REPLY:
+		if (j->astatus == 200)
+			snprintf(msg, sizeof(msg), "the coordinator's /authorize reply is not a "
+			    "ticket: %s", e.message);
+		else
 			snprintf(msg, sizeof(msg), "the coordinator at %s answered /authorize with "
 			    "HTTP %d and no error; is --coordinator right?", j->s->coordinator,
 			    j->astatus);
-			job_fail(j, 502, "api_error", "upstream_error", msg);
-		}
+		job_fail(j, 502, "api_error", "upstream_error", msg);
 		json_decref(reply);
 		return;
 	}
-	token = json_string_value(json_object_get(reply, "token"));
-	ip = json_string_value(json_object_get(reply, "target_ip"));
-	job = json_string_value(json_object_get(reply, "job_id"));
-	node = json_string_value(json_object_get(reply, "node_id"));
-	port = json_integer_value(json_object_get(reply, "target_port"));
-	if (!token || !ip || !job || !node || strlen(job) >= sizeof(j->job_id) ||
-	    strlen(node) >= sizeof(j->node_id) || strspn(job, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "abcdefghijklmnopqrstuvwxyz0123456789-_") != strlen(job)) {
-		json_decref(reply);
-		job_fail(j, 502, "api_error", "upstream_error",
-		    "the coordinator's /authorize reply lacks token, job_id, node_id, target_ip "
-		    "or target_port");
-		return;
-	}
-	snprintf(j->job_id, sizeof(j->job_id), "%s", job);
-	snprintf(j->node_id, sizeof(j->node_id), "%s", node);
-	j->max_seconds = json_integer_value(json_object_get(reply, "max_seconds"));
-	if (j->max_seconds <= 0)
-		j->max_seconds = 300;
+	json_decref(reply);
+	snprintf(j->job_id, sizeof(j->job_id), "%s", j->ca.ticket.job_id);
+	snprintf(j->node_id, sizeof(j->node_id), "%s", j->ca.ticket.node_id);
+	j->max_seconds = j->ca.ticket.max_seconds;
 	sodium_memzero(j->abuf, j->alen);
 	free(j->abuf);
 	j->abuf = NULL;
 	j->alen = 0;
 	/* may free the job (failing over to the end): j is not used after */
-	start_relay(j, token, ip, (long long)port);
-	sodium_memzero((char *)token, strlen(token));
-	json_decref(reply);
+	start_relay(j, j->ca.ticket.token, j->ca.ticket.target_ip,
+	    (long long)j->ca.ticket.target_port);
 }
 
 static void start_authorize(up_job *j)
@@ -407,31 +403,22 @@ static void start_authorize(up_job *j)
 	static const http_async_cb cb = { auth_headers, auth_data, auth_done };
 	http_async_opts ao = { .connect_timeout_ms = 3000,
 		.total_timeout_ms = UP_COORD_TIMEOUT_MS, .tcp_nodelay = true };
-	char url[600], h_digest[128], h_input[320], h_sig[160];
-	const char *headers[6];
-	httpsig_headers sig;
-	json_t *b;
+	http_signed_headers hs;
+	char url[600];
 	char *text;
-	size_t len;
+	size_t len = 0;
 	int rc;
 
-	j->attempt++;
 	free(j->abuf);
 	j->abuf = NULL;
 	j->alen = 0;
 	j->astatus = 0;
-	b = json_pack("{s:s}", "model", j->model);
-	if (b && json_array_size(j->exclude) > 0)
-		json_object_set(b, "exclude", j->exclude);
-	if (b && j->s->max_seconds > 0)
-		json_object_set_new(b, "max_seconds", json_integer(j->s->max_seconds));
-	text = b ? json_dump_compact(b, &len) : NULL;
-	json_decref(b);
+	text = client_auth_body(&j->ca, &len);
 	if (!text) {
 		job_fail(j, 500, "server_error", "internal_error", "out of memory");
 		return;
 	}
-	rc = httpsig_sign(&sig, &j->s->id, "POST", "/authorize", "", text, len,
+	rc = http_signed_headers_build(&hs, &j->s->id, "POST", "/authorize", "", text, len,
 	    (int64_t)time(NULL));
 	if (rc != 0) {
 		free(text);
@@ -439,17 +426,8 @@ static void start_authorize(up_job *j)
 		return;
 	}
 	snprintf(url, sizeof(url), "%s/authorize", j->s->coordinator);
-	snprintf(h_digest, sizeof(h_digest), "Content-Digest: %s", sig.content_digest);
-	snprintf(h_input, sizeof(h_input), "Signature-Input: %s", sig.signature_input);
-	snprintf(h_sig, sizeof(h_sig), "Signature: %s", sig.signature);
-	headers[0] = h_digest;
-	headers[1] = h_input;
-	headers[2] = h_sig;
-	headers[3] = "Content-Type: application/json";
-	headers[4] = "Accept: application/json";
-	headers[5] = NULL;
 	j->t0_us = up_now_us();
-	rc = http_async_request(j->t->async, &j->auth, "POST", url, headers, text, len, &ao,
+	rc = http_async_request(j->t->async, &j->auth, "POST", url, hs.list, text, len, &ao,
 	    &cb, j);
 	free(text);
 	if (rc != 0) {
@@ -482,8 +460,7 @@ void up_handle_inference(http_req *r, void *arg)
 			goto fail;
 	}
 	j = calloc(1, sizeof(*j));
-	if (!j || !(j->exclude = json_array())) {
-		free(j);
+	if (!j) {
 		rc = troop_error_set(TROOP_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -494,6 +471,7 @@ void up_handle_inference(http_req *r, void *arg)
 	j->stream = stream;
 	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
 	snprintf(j->model, sizeof(j->model), "%s", model);
+	client_auth_init(&j->ca, model, j->s->max_seconds, UP_TRIES);
 	accept = http_req_header(r, "Accept");
 	if (accept && strlen(accept) < sizeof(j->accept) && !strpbrk(accept, "\r\n"))
 		snprintf(j->accept, sizeof(j->accept), "%s", accept);

@@ -32,21 +32,11 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
 #define AUTH_CANDIDATES 64
 
 /* ---- node choice ------------------------------------------------------------- */
-
-static bool excluded(const char *id, json_t *exclude)
-{
-	size_t i;
-	json_t *v;
-
-	json_array_foreach(exclude, i, v)
-		if (json_is_string(v) && strcmp(json_string_value(v), id) == 0)
-			return true;
-	return false;
-}
 
 /* Pick the least-loaded eligible node from `nodes`: IDLE, below max_jobs,
  * not excluded, the requested node if one was named, verified unless the
@@ -54,8 +44,9 @@ static bool excluded(const char *id, json_t *exclude)
  * ledger facts), of class `want_class` when class_required (else nodes of
  * that class first; "" for any).  Ties are broken at random.  Returns the
  * index, or -1. */
-static int choose_node(const coord *c, const registry_node *nodes, size_t n, json_t *exclude,
-    const char *want_node, const char *want_class, bool class_required)
+static int choose_node(const coord *c, const registry_node *nodes, size_t n,
+    const proto_authorize_req *exclude, const char *want_node, const char *want_class,
+    bool class_required)
 {
 	int best = -1, best_match = 0;
 	double best_load = 0;
@@ -70,7 +61,7 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n, jso
 			continue;
 		if (want_node && strcmp(nd->node_id, want_node) != 0)
 			continue;
-		if (exclude && excluded(nd->node_id, exclude))
+		if (exclude && proto_authorize_req_excludes(exclude, nd->node_id))
 			continue;
 		if (!nd->facts.verified && !c->allow_unverified)
 			continue;
@@ -97,6 +88,32 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n, jso
 	return best;
 }
 
+/* A request that names its node: that node must be live (404 not_found
+ * otherwise, not "every node is busy") and serve the model (404
+ * model_not_found).  Its load and verification are choose_node's. */
+static int named_node_live(coord *c, const char *node_id, const char *model, int64_t now)
+{
+	registry_node nd;
+	bool serves = false;
+	int rc;
+
+	memset(&nd, 0, sizeof(nd));
+	rc = registry_get_node(&nd, c->reg, node_id, now, REGISTRY_WITH_MODELS);
+	if (rc == TROOP_ENOTFOUND)
+		return troop_error_set(TROOP_ENOTFOUND, "no live node with id '%s'; see "
+		    "'troop nodes'", node_id);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < nd.n_models; i++)
+		serves |= strcmp(nd.models[i].name, model) == 0 ||
+		    strcmp(nd.models[i].content_hash, model) == 0;
+	registry_node_clear(&nd);
+	if (!serves)
+		return troop_error_set(TROOP_ENOMODEL, "node '%s' does not serve model '%s'",
+		    node_id, model);
+	return 0;
+}
+
 static void h_authorize(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -105,7 +122,9 @@ static void h_authorize(http_req *r, void *arg)
 	int64_t now = (int64_t)time(NULL), max_seconds, cost, available = 0;
 	const char *model, *want_node = NULL, *want_class = c->node_class;
 	bool class_required = c->node_class_required, report_wanted = false;
-	json_t *body = NULL, *exclude = NULL, *creq;
+	proto_authorize_req req;
+	proto_authorize_reply rep;
+	json_t *body = NULL, *creq;
 	registry_node *nodes = NULL;
 	size_t n = 0, len;
 	const char *raw;
@@ -118,13 +137,21 @@ static void h_authorize(http_req *r, void *arg)
 	if (coord_authenticate(r, requester) != 0)
 		return;
 	raw = http_req_body(r, &len);
-	max_seconds = c->reserve_seconds;
 	if ((rc = json_parse_object(&body, raw, len)) ||
-	    (rc = json_get_strn(&model, body, "model", true, REGISTRY_MODEL_MAX)) ||
-	    (rc = json_get_strn(&want_node, body, "node_id", false, TROOP_ID_LEN)) ||
-	    (rc = json_get_array(&exclude, body, "exclude", false, COORD_MAX_EXCLUDE)) ||
-	    (rc = json_get_int(&max_seconds, body, "max_seconds", false, 1, c->max_seconds_cap)) ||
+	    (rc = proto_authorize_req_decode(&req, body)) ||
 	    (rc = json_get_strn(&want_class, body, "class", false, LEDGER_CLASS_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	model = req.model;
+	want_node = req.node_id[0] ? req.node_id : NULL;
+	max_seconds = req.max_seconds ? req.max_seconds : c->reserve_seconds;
+	if (max_seconds > c->max_seconds_cap) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'max_seconds' must be between 1 and %lld",
+		    (long long)c->max_seconds_cap);
+		goto out;
+	}
+	if (want_node && (rc = named_node_live(c, want_node, model, now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -160,7 +187,7 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(c, nodes, n, exclude, want_node, want_class, class_required);
+	idx = choose_node(c, nodes, n, &req, want_node, want_class, class_required);
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
 		coord_reply_error(r, TROOP_ECAPACITY,
@@ -226,12 +253,19 @@ static void h_authorize(http_req *r, void *arg)
 	METRIC_ADD(&c->metrics, credits_reserved, (unsigned long long)cost);
 	log_debug("authorize", "job=%s node=%.8s model=%s cost=%lld", cl.jti, cl.target_node,
 	    model, (long long)cost);
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}",
-	    "job_id", cl.jti, "token", token, "node_id", cl.target_node,
-	    "target_ip", nd->ip, "target_port", nd->port,
-	    "estimated_cost", (json_int_t)cost, "expires_at", (json_int_t)cl.exp,
-	    "max_seconds", (json_int_t)max_seconds,
-	    "encryption_public_key", nd->encryption_public_key));
+	memset(&rep, 0, sizeof(rep));
+	snprintf(rep.job_id, sizeof(rep.job_id), "%s", cl.jti);
+	snprintf(rep.token, sizeof(rep.token), "%s", token);
+	snprintf(rep.node_id, sizeof(rep.node_id), "%s", cl.target_node);
+	snprintf(rep.target_ip, sizeof(rep.target_ip), "%s", nd->ip);
+	rep.target_port = nd->port;
+	rep.estimated_cost = cost;
+	rep.expires_at = cl.exp;
+	rep.max_seconds = max_seconds;
+	snprintf(rep.encryption_public_key, sizeof(rep.encryption_public_key), "%s",
+	    nd->encryption_public_key);
+	coord_reply_json(r, 200, proto_authorize_reply_encode(&rep));
+	sodium_memzero(rep.token, sizeof(rep.token));
 out:
 	if (token) {
 		sodium_memzero(token, strlen(token));

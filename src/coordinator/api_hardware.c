@@ -34,6 +34,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 #include "poh.h"
 #include "poh_state.h"
 
@@ -219,10 +220,12 @@ static void h_challenge(http_req *r, void *arg)
 {
 	coord *c = arg;
 	coord_thread *t = coord_thread_of(r);
-	char signer[TROOP_ID_LEN + 1], key[KEY_MAX], seed[64];
+	char signer[TROOP_ID_LEN + 1], key[KEY_MAX];
 	int64_t now = (int64_t)time(NULL);
 	const char *cls = "gpu";
 	json_t *body = NULL;
+	proto_poh_challenge_req req;
+	proto_poh_challenge out_ch;
 	poh_challenge ch;
 	ledger_node ln;
 	size_t n;
@@ -233,19 +236,17 @@ static void h_challenge(http_req *r, void *arg)
 		return;
 	if (parse_body(&body, r) != 0)
 		return;
-	if ((rc = json_get_str(&cls, body, "class", false)) != 0) {
+	if ((rc = proto_poh_challenge_req_decode(&req, body)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	if (strcmp(cls, "gpu") == 0) {
-		n = c->poh.gpu_n;
-		rounds = c->poh.gpu_rounds;
-	} else if (strcmp(cls, "cpu") == 0) {
+	if (strcmp(req.class_, "cpu") == 0) {
+		cls = "cpu";
 		n = c->poh.cpu_n;
 		rounds = c->poh.cpu_rounds;
 	} else {
-		coord_reply_error(r, TROOP_EINVAL, "field 'class' must be \"gpu\" or \"cpu\"");
-		goto out;
+		n = c->poh.gpu_n;
+		rounds = c->poh.gpu_rounds;
 	}
 	rc = ledger_node_get(&ln, t->db, signer);
 	if (rc == TROOP_ENOTFOUND) {
@@ -291,14 +292,17 @@ static void h_challenge(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto wipe;
 	}
-	b64url_encode(seed, sizeof(seed), ch.seed, sizeof(ch.seed));
 	log_info("poh_challenge", "node=%.8s class=%s n=%zu rounds=%u", signer, cls, n, rounds);
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:s, s:I, s:I, s:s}",
-	    "challenge_id", ch.id, "seed", seed, "matrix_size", (json_int_t)n,
-	    "rounds", (json_int_t)rounds, "algorithm", POH_ALGORITHM,
-	    "expires_at", (json_int_t)(ch.issued_ms / 1000 + c->poh.challenge_ttl_s),
-	    "samples", (json_int_t)c->poh.samples, "class", cls));
-	sodium_memzero(seed, sizeof(seed));
+	memset(&out_ch, 0, sizeof(out_ch));
+	snprintf(out_ch.challenge_id, sizeof(out_ch.challenge_id), "%s", ch.id);
+	memcpy(out_ch.seed, ch.seed, sizeof(out_ch.seed));
+	out_ch.matrix_size = (int64_t)n;
+	out_ch.rounds = rounds;
+	out_ch.expires_at = ch.issued_ms / 1000 + c->poh.challenge_ttl_s;
+	out_ch.samples = (int64_t)c->poh.samples;
+	snprintf(out_ch.class_, sizeof(out_ch.class_), "%s", cls);
+	coord_reply_json(r, 200, proto_poh_challenge_encode(&out_ch));
+	sodium_memzero(&out_ch, sizeof(out_ch));
 wipe:
 	sodium_memzero(&ch, sizeof(ch));
 out:
@@ -314,10 +318,11 @@ static void h_verify(http_req *r, void *arg)
 	int64_t now_ms = poh_wall_ms(), now_mono = poh_mono_ms();
 	int64_t now = now_ms / 1000;
 	char signer[TROOP_ID_LEN + 1];
-	const char *id, *root;
-	json_t *body = NULL, *rows;
+	const char *id;
+	json_t *body = NULL;
+	proto_poh_verify_req req;
+	proto_poh_verify_reply rep;
 	poh_challenge ch;
-	size_t len = 0;
 	int rc;
 
 	memset(&ch, 0, sizeof(ch));
@@ -326,17 +331,12 @@ static void h_verify(http_req *r, void *arg)
 	if (parse_body(&body, r) != 0)
 		return;
 	/* any duration or timing field the worker sends is ignored */
-	if ((rc = json_get_strn(&id, body, "challenge_id", true, POH_CHALLENGE_ID_MAX)) ||
-	    (rc = json_get_str(&root, body, "merkle_root", true))) {
+	if ((rc = proto_poh_verify_req_decode(&req, body)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	if (b64_decode(ch.root, sizeof(ch.root), &len, root, strlen(root)) != 0 ||
-	    len != POH_HASH_LEN) {
-		coord_reply_error(r, TROOP_EINVAL, "field 'merkle_root' must be %d bytes in "
-		    "base64", POH_HASH_LEN);
-		goto out;
-	}
+	id = req.challenge_id;
+	memcpy(ch.root, req.merkle_root, sizeof(ch.root));
 	{
 		uint8_t given[POH_HASH_LEN];
 		memcpy(given, ch.root, sizeof(given));
@@ -360,11 +360,12 @@ static void h_verify(http_req *r, void *arg)
 	}
 	log_info("poh_verify", "node=%.8s elapsed_ms=%lld samples=%zu", signer,
 	    (long long)ch.elapsed_ms, ch.n_rows);
-	rows = json_array();
-	for (size_t i = 0; i < ch.n_rows; i++)
-		json_array_append_new(rows, json_integer(ch.rows[i]));
-	coord_reply_json(r, 200, json_pack("{s:s, s:o, s:I}", "challenge_id", ch.id,
-	    "indices", rows, "expires_at", (json_int_t)(ch.deadline_ms / 1000)));
+	memset(&rep, 0, sizeof(rep));
+	snprintf(rep.challenge_id, sizeof(rep.challenge_id), "%s", ch.id);
+	for (size_t i = 0; i < ch.n_rows && i < POH_K_MAX; i++)
+		rep.indices[rep.n_indices++] = ch.rows[i];
+	rep.expires_at = ch.deadline_ms / 1000;
+	coord_reply_json(r, 200, proto_poh_verify_reply_encode(&rep));
 out:
 	sodium_memzero(&ch, sizeof(ch));
 	json_decref(body);
@@ -377,28 +378,21 @@ struct revealed {
 	bool seen[POH_K_MAX];
 };
 
-/* Decode and place each given row; check the Merkle paths.  Returns 0,
- * TROOP_EINVAL (malformed, or a row that was not asked for, given twice,
- * or missing) or TROOP_EFORBIDDEN (a path does not lead to the root). */
-static int check_rows(struct revealed *rv, const poh_challenge *ch, json_t *rows)
+/* Place each decoded row; check the Merkle paths.  Returns 0,
+ * TROOP_EINVAL (a row that was not asked for, given twice, or missing) or
+ * TROOP_EFORBIDDEN (a path does not lead to the root). */
+static int check_rows(struct revealed *rv, const poh_challenge *ch,
+    const proto_poh_reveal *given)
 {
-	size_t i, n = ch->n, rlen = 0;
-	json_t *item;
+	size_t i, n = ch->n;
 	uint8_t path[POH_PATH_MAX * POH_HASH_LEN], leaf[POH_HASH_LEN];
 
-	json_array_foreach(rows, i, item) {
-		const char *rowtxt;
-		int64_t index;
-		json_t *jp, *h;
-		size_t slot = ch->n_rows, plen, hi;
+	for (i = 0; i < given->n_rows; i++) {
+		const proto_poh_row *gr = &given->rows[i];
+		int64_t index = gr->index;
+		size_t slot = ch->n_rows, plen = gr->path_len;
 		int rc;
 
-		if (!json_is_object(item))
-			return troop_error_set(TROOP_EINVAL, "rows[%zu] must be an object", i);
-		if ((rc = json_get_int(&index, item, "index", true, 0, (int64_t)n - 1)) ||
-		    (rc = json_get_str(&rowtxt, item, "row", true)) ||
-		    (rc = json_get_array(&jp, item, "path", true, POH_PATH_MAX)))
-			return troop_error_set(rc, "rows[%zu]: %s", i, troop_error_msg());
 		for (size_t s = 0; s < ch->n_rows; s++)
 			if (ch->rows[s] == (uint32_t)index)
 				slot = s;
@@ -408,19 +402,8 @@ static int check_rows(struct revealed *rv, const poh_challenge *ch, json_t *rows
 		if (rv->seen[slot])
 			return troop_error_set(TROOP_EINVAL, "row %lld is given twice", (long long)index);
 		rv->seen[slot] = true;
-		if (b64_decode(rv->rows + slot * n, n, &rlen, rowtxt, strlen(rowtxt)) != 0 ||
-		    rlen != n)
-			return troop_error_set(TROOP_EINVAL, "rows[%zu].row must be %zu bytes in base64",
-			    i, n);
-		plen = json_array_size(jp);
-		json_array_foreach(jp, hi, h) {
-			const char *txt = json_string_value(h);
-			size_t hl = 0;
-			if (!txt || b64_decode(path + hi * POH_HASH_LEN, POH_HASH_LEN, &hl, txt,
-			    strlen(txt)) != 0 || hl != POH_HASH_LEN)
-				return troop_error_set(TROOP_EINVAL, "rows[%zu].path[%zu] must be a "
-				    "%d-byte hash in base64", i, hi, POH_HASH_LEN);
-		}
+		memcpy(rv->rows + slot * n, gr->row, n);
+		memcpy(path, gr->path, plen * POH_HASH_LEN);
 		poh_leaf_hash(leaf, (uint32_t)index, rv->rows + slot * n, n);
 		if ((rc = poh_path_verify(ch->root, n, (size_t)index, leaf, path, plen)) != 0)
 			return rc;
@@ -584,14 +567,25 @@ static void reveal_done(poh_job *job)
 	log_info("poh_verified", "node=%.8s n=%zu rounds=%u elapsed_ms=%lld multiplier=%.4f "
 	    "check_ms=%.0f", j->signer, ch->n, ch->rounds, (long long)ch->elapsed_ms, m,
 	    (double)poh_mono_ms() - j->t0);
-	if (j->r)
-		coord_reply_json(j->r, 200, json_pack("{s:s, s:b, s:s, s:f, s:f, s:f, s:I, s:I, s:I, "
-		    "s:I, s:I}", "status", "verified", "verified", 1, "class", cls, "multiplier", m,
-		    "ops", ops,
-		    "ops_per_s", ops / ((double)ch->elapsed_ms / 1000.0),
-		    "elapsed_ms", (json_int_t)ch->elapsed_ms, "matrix_size", (json_int_t)ch->n,
-		    "rounds", (json_int_t)ch->rounds, "samples", (json_int_t)ch->n_rows,
-		    "verified_at", (json_int_t)j->now));
+	if (j->r) {
+		proto_poh_result res;
+
+		memset(&res, 0, sizeof(res));
+		res.verified = true;
+		res.multiplier = m;
+		res.ops = ops;
+		res.ops_per_s = ops / ((double)ch->elapsed_ms / 1000.0);
+		res.elapsed_ms = ch->elapsed_ms;
+		res.matrix_size = (int64_t)ch->n;
+		res.rounds = ch->rounds;
+		res.samples = (int64_t)ch->n_rows;
+		res.verified_at = j->now;
+		json_t *reply = proto_poh_result_encode(&res);
+		/* the class the proof verified the node for */
+		if (reply)
+			json_object_set_new(reply, "class", json_string(cls));
+		coord_reply_json(j->r, 200, reply);
+	}
 	reveal_job_free(j);
 }
 
@@ -600,9 +594,9 @@ static void h_reveal(http_req *r, void *arg)
 	coord *c = arg;
 	coord_thread *t = coord_thread_of(r);
 	int64_t now_ms = poh_wall_ms(), now = now_ms / 1000;
-	char signer[TROOP_ID_LEN + 1], detail[256];
-	const char *id;
-	json_t *body = NULL, *rows;
+	char signer[TROOP_ID_LEN + 1], detail[256], id[PROTO_POH_ID_MAX + 1];
+	json_t *body = NULL;
+	proto_poh_reveal given;
 	struct revealed rv;
 	struct reveal_job *j = NULL;
 	bool reserved = false;
@@ -611,12 +605,12 @@ static void h_reveal(http_req *r, void *arg)
 
 	memset(&ch, 0, sizeof(ch));
 	memset(&rv, 0, sizeof(rv));
+	memset(&given, 0, sizeof(given));
 	if (coord_authenticate(r, signer) != 0)
 		return;
 	if (parse_body(&body, r) != 0)
 		return;
-	if ((rc = json_get_strn(&id, body, "challenge_id", true, POH_CHALLENGE_ID_MAX)) ||
-	    (rc = json_get_array(&rows, body, "rows", true, POH_K_MAX))) {
+	if ((rc = proto_poh_reveal_id(id, body)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -639,13 +633,18 @@ static void h_reveal(http_req *r, void *arg)
 		    "after the verify deadline", id, (long long)(now_ms - ch.deadline_ms));
 		goto out;
 	}
+	/* the rows' length is the challenge's n: decoded once it is known */
+	if ((rc = proto_poh_reveal_decode(&given, body, ch.n)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
 	rv.rows = malloc(ch.n_rows * ch.n);
 	j = calloc(1, sizeof(*j));
 	if (!rv.rows || !j) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory");
 		goto out;
 	}
-	rc = check_rows(&rv, &ch, rows);
+	rc = check_rows(&rv, &ch, &given);
 	if (rc == TROOP_EFORBIDDEN) {
 		snprintf(detail, sizeof(detail), "challenge=%s reason=\"%s\"", id, troop_error_msg());
 		log_warn("poh_rejected", "node=%.8s %s", signer, detail);
@@ -679,6 +678,7 @@ out:
 	if (reserved)
 		poh_pool_unreserve(t->poh_port);
 	free(j);
+	proto_poh_reveal_clear(&given);
 	sodium_memzero(&ch, sizeof(ch));
 	free(rv.rows);
 	json_decref(body);

@@ -34,8 +34,9 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
-#define RECEIPT_MAX_DURATION_MS ((int64_t)7 * 24 * 3600 * 1000)
+#define RECEIPT_MAX_DURATION_MS PROTO_DURATION_MS_MAX
 #define PLAUSIBLE_TOKEN_SLACK 16  /* tokens any receipt may claim beyond the rate */
 
 /* The most output tokens job `job` (of node `signer`) could have produced
@@ -70,30 +71,29 @@ static void h_receipt(http_req *r, void *arg)
 	coord_thread *t = coord_thread_of(r);
 	char signer[TROOP_ID_LEN + 1];
 	const char *job = http_req_param(r, "job_id");
-	const char *body_job, *node_id = NULL, *outcome = "ok";
-	int64_t duration_ms, tin = 0, tout = 0;
+	const char *node_id, *outcome;
+	int64_t duration_ms;
+	proto_receipt rc_in;
+	proto_settlement out_st;
 	ledger_settle_result res;
-	json_t *body = NULL;
+	json_t *body = NULL, *reply;
 	size_t len;
 	const char *raw;
-	int64_t claimed_out, max_out;
+	int64_t claimed_out, max_out, tout;
 	int rc;
 
 	if (coord_authenticate(r, signer) != 0)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) ||
-	    (rc = json_get_strn(&body_job, body, "job_id", true, LEDGER_ID_MAX)) ||
-	    (rc = json_get_strn(&node_id, body, "node_id", false, TROOP_ID_LEN)) ||
-	    (rc = json_get_int(&duration_ms, body, "duration_ms", true, 0,
-	    RECEIPT_MAX_DURATION_MS)) ||
-	    (rc = json_get_int(&tin, body, "prompt_tokens", false, 0, INT32_MAX)) ||
-	    (rc = json_get_int(&tout, body, "completion_tokens", false, 0, INT32_MAX)) ||
-	    (rc = json_get_strn(&outcome, body, "outcome", false, LEDGER_OUTCOME_MAX))) {
+	    (rc = proto_receipt_decode(&rc_in, body))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	if (!job || strcmp(job, body_job) != 0) {
+	node_id = rc_in.node_id[0] ? rc_in.node_id : NULL;
+	outcome = rc_in.outcome;
+	duration_ms = rc_in.duration_ms;
+	if (!job || strcmp(job, rc_in.job_id) != 0) {
 		coord_reply_error(r, TROOP_EINVAL, "field 'job_id' must match the job id in the path");
 		goto out;
 	}
@@ -104,7 +104,7 @@ static void h_receipt(http_req *r, void *arg)
 		goto out;
 	}
 	/* cheap first: a rate no node falls below needs no lookup */
-	claimed_out = tout;
+	claimed_out = tout = rc_in.completion_tokens;
 	if ((double)tout > c->plausible_min_tps * (double)duration_ms / 1000.0 +
 	    PLAUSIBLE_TOKEN_SLACK) {
 		plausible_tokens(&max_out, t, job, signer, duration_ms);
@@ -114,7 +114,8 @@ static void h_receipt(http_req *r, void *arg)
 	{
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
-			.tokens_in = tin, .tokens_out = tout, .outcome = outcome,
+			.tokens_in = rc_in.prompt_tokens, .tokens_out = tout,
+			.outcome = outcome,
 			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
@@ -155,10 +156,16 @@ static void h_receipt(http_req *r, void *arg)
 		    "outcome=%s", job, signer, (long long)res.charged, (long long)res.refunded,
 		    (long long)duration_ms, outcome);
 	}
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}",
-	    "status", "settled", "job_id", job, "charged", (json_int_t)res.charged,
-	    "refunded", (json_int_t)res.refunded, "pending", (json_int_t)res.pending,
-	    "completion_tokens", (json_int_t)tout, "already_settled", res.already));
+	memset(&out_st, 0, sizeof(out_st));
+	snprintf(out_st.job_id, sizeof(out_st.job_id), "%s", job);
+	out_st.charged = res.charged;
+	out_st.refunded = res.refunded;
+	out_st.already_settled = res.already;
+	reply = proto_settlement_encode(&out_st);
+	/* additions: what became pending, and the tokens as counted */
+	json_object_set_new(reply, "pending", json_integer(res.pending));
+	json_object_set_new(reply, "completion_tokens", json_integer(tout));
+	coord_reply_json(r, 200, reply);
 out:
 	json_decref(body);
 }

@@ -2,12 +2,15 @@
  * api_meta.c - the coordinator's public, unsigned endpoints about itself:
  * GET /health, GET /public-key, GET /.well-known/jwks.json, GET /metrics.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "coordinator.h"
 #include "encoding.h"
 #include "error.h"
+#include "proto.h"
 
 static void h_health(http_req *r, void *arg)
 {
@@ -16,25 +19,28 @@ static void h_health(http_req *r, void *arg)
 	    "registry", registry_backend_name(((coord *)arg)->reg)));
 }
 
+static void public_key_of(proto_public_key *k, const coord *c)
+{
+	memset(k, 0, sizeof(*k));
+	b64url_encode(k->public_key, sizeof(k->public_key), c->pub.pk, sizeof(c->pub.pk));
+	snprintf(k->kid, sizeof(k->kid), "%s", c->pub.kid);
+	snprintf(k->alg, sizeof(k->alg), "EdDSA");
+}
+
 static void h_public_key(http_req *r, void *arg)
 {
-	coord *c = arg;
-	char pk[64];
+	proto_public_key k;
 
-	b64url_encode(pk, sizeof(pk), c->pub.pk, sizeof(c->pub.pk));
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:s}", "public_key", pk,
-	    "kid", c->pub.kid, "alg", "EdDSA"));
+	public_key_of(&k, arg);
+	coord_reply_json(r, 200, proto_public_key_encode(&k));
 }
 
 static void h_jwks(http_req *r, void *arg)
 {
-	coord *c = arg;
-	char pk[64];
+	proto_public_key k;
 
-	b64url_encode(pk, sizeof(pk), c->pub.pk, sizeof(c->pub.pk));
-	coord_reply_json(r, 200, json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:s}]}", "keys",
-	    "kty", "OKP", "crv", "Ed25519", "x", pk, "kid", c->pub.kid, "alg", "EdDSA",
-	    "use", "sig"));
+	public_key_of(&k, arg);
+	coord_reply_json(r, 200, proto_jwks_encode(&k));
 }
 
 static void h_metrics(http_req *r, void *arg)

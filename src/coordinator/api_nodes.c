@@ -11,7 +11,6 @@
  * (registry_facts), so /peers and /v1/models read the registry alone;
  * /nodes/{id} reads the ledger only for a node that is not live.
  */
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,113 +19,54 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
-/* ---- heartbeat parsing ------------------------------------------------------ */
+/* ---- heartbeat ---------------------------------------------------------------- */
 
-static int parse_models(registry_node *n, json_t *arr)
+/* The decoder's limits must fit the registry's fields. */
+_Static_assert(PROTO_ID_MAX <= REGISTRY_ID_MAX && PROTO_NAME_MAX <= REGISTRY_NAME_MAX &&
+    PROTO_IP_MAX <= REGISTRY_IP_MAX && PROTO_KEY_MAX <= REGISTRY_KEY_MAX &&
+    PROTO_VERSION_MAX <= REGISTRY_VERSION_MAX && PROTO_MODEL_MAX <= REGISTRY_MODEL_MAX &&
+    PROTO_HASH_MAX <= REGISTRY_HASH_MAX && PROTO_ENGINE_MAX <= REGISTRY_ENGINE_MAX &&
+    PROTO_MODELS_MAX <= REGISTRY_MODELS_MAX, "proto.h limits exceed registry.h fields");
+
+/* Fill *n from a decoded heartbeat; models and extra_json are allocated
+ * (registry_node_clear frees them).  extra_json holds only the decoded
+ * hardware and engine fields, so /peers repeats nothing else. */
+static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 {
-	size_t i;
-	json_t *m;
+	json_t *extra;
 
-	n->n_models = json_array_size(arr);
-	if (n->n_models == 0)
-		return 0;
-	n->models = calloc(n->n_models, sizeof(*n->models));
-	if (!n->models)
-		return troop_error_set(TROOP_ENOMEM, "out of memory");
-	json_array_foreach(arr, i, m) {
-		const char *name = NULL, *hash = "", *engine = "";
-		int64_t size = 0;
-		int rc;
-		if (!json_is_object(m))
-			return troop_error_set(TROOP_EINVAL, "models[%zu] must be an object", i);
-		if ((rc = json_get_strn(&name, m, "name", true, REGISTRY_MODEL_MAX)) ||
-		    (rc = json_get_str(&hash, m, "content_hash", false)) ||
-		    (rc = json_get_int(&size, m, "size_bytes", false, 0, INT64_MAX)) ||
-		    (rc = json_get_str(&engine, m, "engine", false)))
-			return troop_error_set(rc, "models[%zu]: %s", i, troop_error_msg());
-		if (strlen(hash) > REGISTRY_HASH_MAX || strlen(engine) > REGISTRY_ENGINE_MAX)
-			return troop_error_set(TROOP_EINVAL,
-			    "models[%zu]: content_hash or engine too long", i);
-		snprintf(n->models[i].name, sizeof(n->models[i].name), "%s", name);
-		snprintf(n->models[i].content_hash, sizeof(n->models[i].content_hash), "%s", hash);
-		snprintf(n->models[i].engine, sizeof(n->models[i].engine), "%s", engine);
-		n->models[i].size_bytes = size;
-	}
-	return 0;
-}
-
-static int valid_ip(const char *s)
-{
-	unsigned char buf[16];
-
-	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
-
-/* Fill *n from the heartbeat body; the strings are copied, models and
- * extra_json allocated (registry_node_clear frees them). */
-static int parse_heartbeat(registry_node *n, json_t *body, const char *signer)
-{
-	const char *node_id, *ip, *status, *name = "", *enc = "", *owner = "", *version = "";
-	int64_t port, active = 0, maxj = 0;
-	json_t *models = NULL, *load = NULL, *hw = NULL, *engines = NULL;
-	int rc;
-
-	if ((rc = json_get_strn(&node_id, body, "node_id", true, TROOP_ID_LEN)) ||
-	    (rc = json_get_strn(&ip, body, "tailscale_ip", true, REGISTRY_IP_MAX)) ||
-	    (rc = json_get_int(&port, body, "port", true, 1, 65535)) ||
-	    (rc = json_get_str(&status, body, "status", true)) ||
-	    (rc = json_get_str(&name, body, "name", false)) ||
-	    (rc = json_get_array(&models, body, "models", false, REGISTRY_MODELS_MAX)) ||
-	    (rc = json_get_object(&load, body, "load", false)) ||
-	    (rc = json_get_object(&hw, body, "hardware", false)) ||
-	    (rc = json_get_array(&engines, body, "engines", false, 32)) ||
-	    (rc = json_get_str(&enc, body, "encryption_public_key", false)) ||
-	    (rc = json_get_str(&owner, body, "owner", false)) ||
-	    (rc = json_get_str(&version, body, "version", false)))
-		return rc;
-	if (strcmp(node_id, signer) != 0)
-		return troop_error_set(TROOP_EFORBIDDEN,
-		    "node_id must be the signing key's account id: a node can only "
-		    "heartbeat for itself");
-	if (!valid_ip(ip))
-		return troop_error_set(TROOP_EINVAL,
-		    "field 'tailscale_ip' must be an IPv4 or IPv6 address");
-	if (registry_status_parse(&n->status, status) != 0)
+	snprintf(n->node_id, sizeof(n->node_id), "%s", hb->node_id);
+	snprintf(n->name, sizeof(n->name), "%s", hb->name);
+	snprintf(n->ip, sizeof(n->ip), "%s", hb->tailscale_ip);
+	n->port = hb->port;
+	if (registry_status_parse(&n->status, proto_status_name(hb->status)) != 0)
 		return troop_error_set(TROOP_EINVAL,
 		    "field 'status' must be one of IDLE, BUSY, OFFLINE");
-	if (strlen(name) > REGISTRY_NAME_MAX || strlen(enc) > REGISTRY_KEY_MAX ||
-	    strlen(version) > REGISTRY_VERSION_MAX)
-		return troop_error_set(TROOP_EINVAL,
-		    "field 'name', 'encryption_public_key' or 'version' is too long");
-	if (owner[0]) {
-		unsigned char pk[TROOP_PK_LEN];
-		if (account_id_decode(pk, owner) != 0)
-			return troop_error_set(TROOP_EINVAL,
-			    "field 'owner' must be an account id (43 base64url characters)");
+	n->active_jobs = hb->active_jobs;
+	n->max_jobs = hb->max_jobs;
+	snprintf(n->encryption_public_key, sizeof(n->encryption_public_key), "%s",
+	    hb->encryption_public_key);
+	snprintf(n->owner, sizeof(n->owner), "%s", hb->owner[0] ? hb->owner : hb->node_id);
+	snprintf(n->version, sizeof(n->version), "%s", hb->version);
+	if (hb->n_models) {
+		n->models = calloc(hb->n_models, sizeof(*n->models));
+		if (!n->models)
+			return troop_error_set(TROOP_ENOMEM, "out of memory");
+		n->n_models = hb->n_models;
+		for (size_t i = 0; i < hb->n_models; i++) {
+			registry_model *m = &n->models[i];
+			snprintf(m->name, sizeof(m->name), "%s", hb->models[i].name);
+			snprintf(m->content_hash, sizeof(m->content_hash), "%s",
+			    hb->models[i].content_hash);
+			snprintf(m->engine, sizeof(m->engine), "%s", hb->models[i].engine);
+			m->size_bytes = hb->models[i].size_bytes;
+		}
 	}
-	if (load && ((rc = json_get_int(&active, load, "active_jobs", false, 0, 100000)) ||
-	    (rc = json_get_int(&maxj, load, "max_jobs", false, 0, 100000))))
-		return troop_error_set(rc, "load: %s", troop_error_msg());
-
-	snprintf(n->node_id, sizeof(n->node_id), "%s", node_id);
-	snprintf(n->name, sizeof(n->name), "%s", name);
-	snprintf(n->ip, sizeof(n->ip), "%s", ip);
-	n->port = (int)port;
-	n->active_jobs = (int)active;
-	n->max_jobs = (int)maxj;
-	snprintf(n->encryption_public_key, sizeof(n->encryption_public_key), "%s", enc);
-	snprintf(n->owner, sizeof(n->owner), "%s", owner[0] ? owner : node_id);
-	snprintf(n->version, sizeof(n->version), "%s", version);
-	if (models && (rc = parse_models(n, models)) != 0)
-		return rc;
-	if (hw || engines) {
-		json_t *extra = json_object();
-		if (hw)
-			json_object_set(extra, "hardware", hw);
-		if (engines)
-			json_object_set(extra, "engines", engines);
-		n->extra_json = json_dump_compact(extra, NULL);
+	if (hb->has_hardware || hb->n_engines) {
+		extra = proto_heartbeat_extra_encode(hb);
+		n->extra_json = extra ? json_dump_compact(extra, NULL) : NULL;
 		json_decref(extra);
 		if (!n->extra_json)
 			return troop_error_set(TROOP_ENOMEM, "out of memory");
@@ -142,17 +82,22 @@ static void h_heartbeat(http_req *r, void *arg)
 	int64_t now = (int64_t)time(NULL);
 	registry_node n;
 	ledger_node ln;
+	proto_heartbeat hb;
+	proto_heartbeat_reply rep;
 	json_t *body = NULL;
 	size_t len;
 	const char *raw;
 	int rc;
 
 	memset(&n, 0, sizeof(n));
+	memset(&hb, 0, sizeof(hb));
+	memset(&rep, 0, sizeof(rep));
 	if (coord_authenticate(r, signer) != 0)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
-	    (rc = parse_heartbeat(&n, body, signer)) != 0 ||
+	    (rc = proto_heartbeat_decode(&hb, body, signer)) != 0 ||
+	    (rc = heartbeat_to_node(&n, &hb)) != 0 ||
 	    (rc = addr_policy_check(&c->addrs, n.ip)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
@@ -160,8 +105,8 @@ static void h_heartbeat(http_req *r, void *arg)
 	if (n.status == NODE_OFFLINE) {
 		registry_remove_node(c->reg, n.node_id);
 		log_info("node_offline", "node=%.8s", n.node_id);
-		coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I}", "status", "removed",
-		    "ttl", (json_int_t)0, "next_heartbeat", (json_int_t)0));
+		rep.removed = true;
+		coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
 		goto out;
 	}
 	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0) {
@@ -175,72 +120,89 @@ static void h_heartbeat(http_req *r, void *arg)
 		goto out;
 	}
 	METRIC_ADD(&c->metrics, heartbeats, 1);
-	{
-		int64_t next = c->node_ttl / 3 > 0 ? c->node_ttl / 3 : 1;
-		coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:b, s:f}", "status", "seen",
-		    "ttl", (json_int_t)c->node_ttl, "next_heartbeat", (json_int_t)next,
-		    "verified", ln.verified, "multiplier", ln.multiplier));
-	}
+	rep.ttl = c->node_ttl;
+	rep.next_heartbeat = c->node_ttl / 3 > 0 ? c->node_ttl / 3 : 1;
+	rep.verified = ln.verified;
+	rep.multiplier = ln.multiplier;
+	coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
 out:
+	proto_heartbeat_clear(&hb);
 	registry_node_clear(&n);
 	json_decref(body);
 }
 
 /* ---- discovery --------------------------------------------------------------- */
 
-/* The public view of a node: its heartbeat fields plus the durable facts,
- * from the live record's copy (live) or from the ledger row `ln` (not
- * live; NULL when the ledger does not know the node). */
+/* The public view of a node (proto_node): its heartbeat fields plus the
+ * durable facts, from the live record's copy (live) or from the ledger
+ * row `ln` (not live; NULL when the ledger does not know the node), plus
+ * the economy's facts (docs/CREDITS.md).  NULL when out of memory. */
 static json_t *node_json(const coord *c, const registry_node *n, const ledger_node *ln,
     bool live)
 {
 	const registry_facts *f = &n->facts;
+	proto_node pn;
+	proto_heartbeat *hb = &pn.hb;
+	json_t *o = NULL;
 
-	json_t *o = json_object(), *models = json_array();
-
-	for (size_t i = 0; i < n->n_models; i++)
-		json_array_append_new(models, json_pack("{s:s, s:s, s:I, s:s}",
-		    "name", n->models[i].name, "content_hash", n->models[i].content_hash,
-		    "size_bytes", (json_int_t)n->models[i].size_bytes,
-		    "engine", n->models[i].engine));
-	json_object_set_new(o, "node_id", json_string(n->node_id));
-	json_object_set_new(o, "name", json_string(n->name));
-	json_object_set_new(o, "tailscale_ip", json_string(n->ip));
-	json_object_set_new(o, "port", json_integer(n->port));
-	json_object_set_new(o, "status", json_string(live ? registry_status_name(n->status) : "OFFLINE"));
-	json_object_set_new(o, "models", models);
+	memset(&pn, 0, sizeof(pn));
+	snprintf(hb->node_id, sizeof(hb->node_id), "%.43s", n->node_id);
+	snprintf(hb->name, sizeof(hb->name), "%s", n->name);
+	snprintf(hb->tailscale_ip, sizeof(hb->tailscale_ip), "%s", n->ip);
+	hb->port = n->port;
+	hb->status = n->status == NODE_BUSY ? PROTO_BUSY : n->status == NODE_OFFLINE ?
+	    PROTO_OFFLINE : PROTO_IDLE;
+	if (n->n_models) {
+		hb->models = calloc(n->n_models, sizeof(*hb->models));
+		if (!hb->models)
+			return NULL;
+		hb->n_models = n->n_models;
+		for (size_t i = 0; i < n->n_models; i++) {
+			proto_model *m = &hb->models[i];
+			snprintf(m->name, sizeof(m->name), "%s", n->models[i].name);
+			snprintf(m->content_hash, sizeof(m->content_hash), "%s",
+			    n->models[i].content_hash);
+			snprintf(m->engine, sizeof(m->engine), "%s", n->models[i].engine);
+			m->size_bytes = n->models[i].size_bytes;
+		}
+	}
 	if (n->extra_json) {
 		json_t *extra = json_loads(n->extra_json, 0, NULL);
-		if (extra)
-			json_object_update(o, extra);
+		/* written by proto_heartbeat_extra_encode: a failure is a record
+		 * from an older version, shown without hardware */
+		if (extra && proto_heartbeat_extra_decode(hb, extra) != 0) {
+			hb->has_hardware = false;
+			hb->n_engines = 0;
+		}
 		json_decref(extra);
 	}
-	json_object_set_new(o, "encryption_public_key", json_string(n->encryption_public_key));
-	json_object_set_new(o, "load", json_pack("{s:i, s:i}", "active_jobs", n->active_jobs,
-	    "max_jobs", n->max_jobs));
-	json_object_set_new(o, "owner", json_string(live ? n->owner : ln ? ln->owner : ""));
-	json_object_set_new(o, "version", json_string(n->version));
-	json_object_set_new(o, "last_seen", json_integer(live ? n->last_seen :
-	    (ln ? ln->last_seen : 0)));
-	json_object_set_new(o, "multiplier", json_real(live ? f->multiplier :
-	    ln ? ln->multiplier : 1.0));
-	json_object_set_new(o, "verified", json_boolean(live ? f->verified : ln && ln->verified));
-	json_object_set_new(o, "verified_at", json_integer(live ? f->verified_at :
-	    ln ? ln->verified_at : 0));
-	json_object_set_new(o, "reputation", json_real(live ? f->reputation :
-	    ln ? ln->reputation : 0.5));
-	/* the economy (docs/CREDITS.md): the class its proof verified, whether
-	 * its trial-paid earnings are spendable yet, and what is pending */
-	json_object_set_new(o, "hardware_class", json_string(live ? f->hw_class :
-	    ln ? ln->hw_class : ""));
-	json_object_set_new(o, "established", json_boolean(live ? f->established :
-	    ln && ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
-	json_object_set_new(o, "pending_credits", json_integer(live ? f->pending :
-	    ln ? ln->pending : 0));
-	/* settled jobs where it claimed more than its client saw */
-	json_object_set_new(o, "disputes", json_integer(live ? f->disputes :
-	    ln ? ln->disputes : 0));
-	json_object_set_new(o, "live", json_boolean(live));
+	snprintf(hb->encryption_public_key, sizeof(hb->encryption_public_key), "%s",
+	    n->encryption_public_key);
+	hb->active_jobs = n->active_jobs < 0 ? 0 : n->active_jobs;
+	hb->max_jobs = n->max_jobs < 0 ? 0 : n->max_jobs;
+	snprintf(hb->owner, sizeof(hb->owner), "%.43s", live ? n->owner : ln ? ln->owner : "");
+	snprintf(hb->version, sizeof(hb->version), "%s", n->version);
+	pn.last_seen = live ? n->last_seen : (ln ? ln->last_seen : 0);
+	pn.multiplier = live ? f->multiplier : ln ? ln->multiplier : 1.0;
+	pn.verified = live ? f->verified : ln && ln->verified;
+	pn.verified_at = live ? f->verified_at : ln ? ln->verified_at : 0;
+	pn.reputation = live ? f->reputation : ln ? ln->reputation : 0.5;
+	pn.live = live;
+	o = proto_node_encode(&pn);
+	proto_node_clear(&pn);
+	if (o) {
+		/* the class its proof verified, whether its trial-paid earnings
+		 * are spendable yet, what is pending, and the settled jobs where
+		 * it claimed more than its client saw */
+		json_object_set_new(o, "hardware_class", json_string(live ? f->hw_class :
+		    ln ? ln->hw_class : ""));
+		json_object_set_new(o, "established", json_boolean(live ? f->established :
+		    ln && ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
+		json_object_set_new(o, "pending_credits", json_integer(live ? f->pending :
+		    ln ? ln->pending : 0));
+		json_object_set_new(o, "disputes", json_integer(live ? f->disputes :
+		    ln ? ln->disputes : 0));
+	}
 	return o;
 }
 
@@ -276,10 +238,14 @@ static void h_peers(http_req *r, void *arg)
 		return;
 	}
 	arr = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(arr, node_json(c, &nodes[i], NULL, true));
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = node_json(c, &nodes[i], NULL, true);
+		if (o)
+			json_array_append_new(arr, o);
+	}
 	registry_nodes_free(nodes, n);
-	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)n, "nodes", arr));
+	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(arr),
+	    "nodes", arr));
 }
 
 static void h_models(http_req *r, void *arg)
@@ -306,6 +272,14 @@ static void h_models(http_req *r, void *arg)
 	coord_reply_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
+static void reply_node(http_req *r, json_t *o)
+{
+	if (o)
+		coord_reply_json(r, 200, o);
+	else
+		coord_reply_error(r, TROOP_ENOMEM, "out of memory");
+}
+
 static void h_node(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -317,7 +291,7 @@ static void h_node(http_req *r, void *arg)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if (!id || strlen(id) > REGISTRY_ID_MAX) {
+	if (!id || !id[0] || strlen(id) > REGISTRY_ID_MAX) {
 		coord_reply_error(r, TROOP_EINVAL, "node id is not valid");
 		return;
 	}
@@ -328,7 +302,7 @@ static void h_node(http_req *r, void *arg)
 	}
 	live = rc == 0;
 	if (live) {
-		coord_reply_json(r, 200, node_json(c, &n, NULL, true));
+		reply_node(r, node_json(c, &n, NULL, true));
 		registry_node_clear(&n);
 		return;
 	}
@@ -344,7 +318,7 @@ static void h_node(http_req *r, void *arg)
 	}
 	snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
 	snprintf(n.name, sizeof(n.name), "%s", ln.name);
-	coord_reply_json(r, 200, node_json(c, &n, &ln, false));
+	reply_node(r, node_json(c, &n, &ln, false));
 }
 
 void api_nodes_routes(http_server *s, coord *c)

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "httpsig.h"
 #include "json.h"
+#include "log.h"
 
 static void count_status(coord *c, int status)
 {
@@ -40,10 +41,40 @@ void coord_reply_error(http_req *r, int err, const char *fmt, ...)
 	http_reply_error(r, err, "%s", msg);
 }
 
+/* Messages from a backend ("registry: node_id is required") describe our
+ * internals, not the client's request: they are logged, and the client
+ * gets a plain sentence for the error's class instead. */
+static const char *const internal_prefixes[] = { "registry: ", "ledger: ", "redis: ",
+	"sqlite: ", "postgres: ", NULL };
+
+static const char *client_message(int err)
+{
+	switch (err) {
+	case TROOP_EINVAL:
+	case TROOP_ETOOLARGE:
+		return "the request has a field the coordinator cannot use; see docs/PROTOCOL.md";
+	case TROOP_ENOTFOUND:
+		return "no such object";
+	case TROOP_EUNAVAIL:
+		return "a coordinator backend is unavailable; try again shortly";
+	case TROOP_ERATE:
+		return "too many requests; try again shortly";
+	default:
+		return "internal error in the coordinator";
+	}
+}
+
 void coord_reply_last_error(http_req *r, int err)
 {
 	const char *msg = troop_error_msg();
 
+	for (size_t i = 0; internal_prefixes[i]; i++)
+		if (strncmp(msg, internal_prefixes[i], strlen(internal_prefixes[i])) == 0) {
+			log_warn("internal_error", "path=%s code=%s error=\"%s\"", http_req_path(r),
+			    troop_err_code(err), msg);
+			coord_reply_error(r, err, "%s", client_message(err));
+			return;
+		}
 	coord_reply_error(r, err, "%s", msg[0] ? msg : troop_err_code(err));
 }
 

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct troop_identity;
@@ -61,6 +62,26 @@ int http_request_json(http_client *c, int *status, json_t **out, const char *met
 int http_request_signed(http_client *c, int *status, json_t **out,
     const struct troop_identity *id, const char *method, const char *base,
     const char *path_query, const json_t *body);
+
+/* The headers of a signed request, for callers that send it themselves
+ * (troop up's asynchronous /authorize): `list` is NULL-terminated and
+ * points into the struct: Content-Digest (when there is a body),
+ * Signature-Input, Signature, Content-Type: application/json (when there
+ * is a body), Accept: application/json.  The one signed-request builder:
+ * http_request_signed uses it too. */
+typedef struct {
+	char digest[96];
+	char input[300];
+	char sig[160];
+	const char *list[6];
+} http_signed_headers;
+
+/* Sign `method` `path` (no query) `query` (raw, without '?', "" for none)
+ * over body[0..len) (body NULL: none) at `now` with `id`, into *h.
+ * Returns 0 or the error of httpsig_sign.  Thread-safe. */
+int http_signed_headers_build(http_signed_headers *h, const struct troop_identity *id,
+    const char *method, const char *path, const char *query, const char *body, size_t len,
+    int64_t now);
 
 /* Streaming: `on_data` gets each chunk of the body as it arrives; it
  * returns 0 to continue or non-zero to abort (the call then returns

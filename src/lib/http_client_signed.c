@@ -19,20 +19,43 @@
 
 #define SIGNED_URL_MAX 4096
 
+int http_signed_headers_build(http_signed_headers *h, const struct troop_identity *id,
+    const char *method, const char *path, const char *query, const char *body, size_t len,
+    int64_t now)
+{
+	httpsig_headers sig;
+	size_t n = 0;
+	int rc;
+
+	memset(h, 0, sizeof(*h));
+	rc = httpsig_sign(&sig, id, method, path, query ? query : "", body, body ? len : 0, now);
+	if (rc)
+		return rc;
+	if (sig.content_digest[0]) {
+		snprintf(h->digest, sizeof(h->digest), "Content-Digest: %s", sig.content_digest);
+		h->list[n++] = h->digest;
+	}
+	snprintf(h->input, sizeof(h->input), "Signature-Input: %s", sig.signature_input);
+	snprintf(h->sig, sizeof(h->sig), "Signature: %s", sig.signature);
+	h->list[n++] = h->input;
+	h->list[n++] = h->sig;
+	if (body)
+		h->list[n++] = "Content-Type: application/json";
+	h->list[n++] = "Accept: application/json";
+	h->list[n] = NULL;
+	return 0;
+}
+
 int http_request_signed(http_client *c, int *status, json_t **out,
     const struct troop_identity *id, const char *method, const char *base,
     const char *path_query, const json_t *body)
 {
-	char h_digest[sizeof(((httpsig_headers *)0)->content_digest) + 32];
-	char h_input[sizeof(((httpsig_headers *)0)->signature_input) + 32];
-	char h_sig[sizeof(((httpsig_headers *)0)->signature) + 32];
-	const char *hv[6];
+	http_signed_headers hs;
 	http_response resp = { 0 };
-	httpsig_headers sig;
 	json_error_t jerr;
 	char *path = NULL, *url = NULL, *text = NULL, *q;
 	const char *query = "";
-	size_t blen = 0, baselen, n = 0;
+	size_t blen = 0, baselen;
 	int rc;
 
 	if (out)
@@ -71,24 +94,11 @@ int http_request_signed(http_client *c, int *status, json_t **out,
 		}
 		blen = strlen(text);
 	}
-	rc = httpsig_sign(&sig, id, method, path, query, text, blen, (int64_t)time(NULL));
+	rc = http_signed_headers_build(&hs, id, method, path, query, text, blen,
+	    (int64_t)time(NULL));
 	if (rc)
 		goto out;
-
-	if (sig.content_digest[0]) {
-		snprintf(h_digest, sizeof(h_digest), "Content-Digest: %s", sig.content_digest);
-		hv[n++] = h_digest;
-	}
-	snprintf(h_input, sizeof(h_input), "Signature-Input: %s", sig.signature_input);
-	snprintf(h_sig, sizeof(h_sig), "Signature: %s", sig.signature);
-	hv[n++] = h_input;
-	hv[n++] = h_sig;
-	if (text)
-		hv[n++] = "Content-Type: application/json";
-	hv[n++] = "Accept: application/json";
-	hv[n] = NULL;
-
-	rc = http_request(c, &resp, method, url, hv, text, blen);
+	rc = http_request(c, &resp, method, url, hs.list, text, blen);
 	if (status)
 		*status = resp.status;
 	if (rc)

@@ -22,6 +22,7 @@
 #include "http_client.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
 #define STATUS_CHECK_MS 1000
 #define DETECT_TIMEOUT_MS 2000
@@ -105,48 +106,83 @@ int heartbeat_read_engines(catalog *cat, http_client *c, const engine_spec *spec
 
 /* ---- the body ------------------------------------------------------------------ */
 
+/* Clamp a GPU figure into the range the heartbeat decoder accepts. */
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
 json_t *heartbeat_body(const heartbeat_opts *o, const char *status, const gpu_info *gpu,
     int active_jobs)
 {
-	json_t *b = json_object(), *hw = json_object();
 	unsigned char xpk[crypto_scalarmult_curve25519_BYTES];
-	char enc[64] = "";
+	proto_heartbeat hb;
+	proto_hardware *hw = &hb.hardware;
+	json_t *models, *engines, *b = NULL;
+	size_t i;
+	json_t *v;
 
-	if (!b || !hw) {
-		json_decref(b);
-		json_decref(hw);
-		return NULL;
+	memset(&hb, 0, sizeof(hb));
+	/* the catalog's lists, through the decoder: what the coordinator would
+	 * refuse is left out here and logged, not sent */
+	models = catalog_models_json(o->cat);
+	engines = catalog_engines_json(o->cat);
+	if (!models || !engines)
+		goto out;
+	if (json_array_size(models) > PROTO_MODELS_MAX) {
+		log_warn("heartbeat_models", "models=%zu advertised=%d error=\"over the "
+		    "protocol's limit; the rest are left out\"", json_array_size(models),
+		    PROTO_MODELS_MAX);
+		while (json_array_size(models) > PROTO_MODELS_MAX)
+			json_array_remove(models, json_array_size(models) - 1);
 	}
+	if (proto_models_decode(&hb.models, &hb.n_models, models) != 0) {
+		log_warn("heartbeat_models", "error=\"%s\"", troop_error_msg());
+		if (troop_error_last() == TROOP_ENOMEM)
+			goto out;
+	}
+	json_array_foreach(engines, i, v) {
+		proto_engine *e;
+		if (hb.n_engines == PROTO_ENGINES_MAX)
+			break;
+		e = &hb.engines[hb.n_engines++];
+		snprintf(e->type, sizeof(e->type), "%s",
+		    json_string_value(json_object_get(v, "type")) ?: "");
+		snprintf(e->version, sizeof(e->version), "%s",
+		    json_string_value(json_object_get(v, "version")) ?: "");
+		e->port = (int)clamp64(json_integer_value(json_object_get(v, "port")), 0, 65535);
+	}
+	snprintf(hb.node_id, sizeof(hb.node_id), "%s", o->id->id);
+	snprintf(hb.name, sizeof(hb.name), "%s", o->name ? o->name : "");
+	snprintf(hb.tailscale_ip, sizeof(hb.tailscale_ip), "%s", o->address ? o->address : "");
+	hb.port = o->port;
+	hb.status = strcmp(status, "OFFLINE") == 0 ? PROTO_OFFLINE :
+	    strcmp(status, "BUSY") == 0 ? PROTO_BUSY : PROTO_IDLE;
 	/* the X25519 key that goes with the node key, for prompt encryption */
 	if (crypto_sign_ed25519_pk_to_curve25519(xpk, o->id->pk) == 0)
-		sodium_bin2base64(enc, sizeof(enc), xpk, sizeof(xpk),
-		    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		sodium_bin2base64(hb.encryption_public_key, sizeof(hb.encryption_public_key), xpk,
+		    sizeof(xpk), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	hb.has_hardware = true;
 	if (gpu && gpu->count > 0) {
-		json_object_set_new(hw, "gpu", json_string(gpu->name));
-		json_object_set_new(hw, "gpu_count", json_integer(gpu->count));
-		json_object_set_new(hw, "vram_total", json_integer(gpu->vram_total_mb));
-		json_object_set_new(hw, "vram_free", json_integer(gpu->vram_free_mb));
-		json_object_set_new(hw, "gpu_util", json_integer(gpu->util_percent));
-		json_object_set_new(hw, "source", json_string(gpu->source));
+		snprintf(hw->gpu, sizeof(hw->gpu), "%s", gpu->name);
+		hw->gpu_count = clamp64(gpu->count, 0, PROTO_GPU_COUNT_MAX);
+		hw->vram_total = clamp64(gpu->vram_total_mb, -1, PROTO_VRAM_MAX);
+		hw->vram_free = clamp64(gpu->vram_free_mb, -1, PROTO_VRAM_MAX);
+		hw->gpu_util = clamp64(gpu->util_percent, -1, 100);
+		hw->has_vram = hw->has_util = true;
+		snprintf(hw->source, sizeof(hw->source), "%s", gpu->source);
 	} else {
-		json_object_set_new(hw, "gpu", json_string(""));
-		json_object_set_new(hw, "gpu_count", json_integer(0));
-		json_object_set_new(hw, "source", json_string("none"));
+		snprintf(hw->source, sizeof(hw->source), "none");
 	}
-	json_object_set_new(b, "node_id", json_string(o->id->id));
-	json_object_set_new(b, "name", json_string(o->name ? o->name : ""));
-	json_object_set_new(b, "tailscale_ip", json_string(o->address));
-	json_object_set_new(b, "port", json_integer(o->port));
-	json_object_set_new(b, "status", json_string(status));
-	json_object_set_new(b, "models", catalog_models_json(o->cat));
-	json_object_set_new(b, "hardware", hw);
-	json_object_set_new(b, "engines", catalog_engines_json(o->cat));
-	json_object_set_new(b, "encryption_public_key", json_string(enc));
-	json_object_set_new(b, "load", json_pack("{s:i, s:i}", "active_jobs", active_jobs,
-	    "max_jobs", o->max_jobs));
-	if (o->owner && o->owner[0])
-		json_object_set_new(b, "owner", json_string(o->owner));
-	json_object_set_new(b, "version", json_string("troop/" TROOP_VERSION));
+	hb.active_jobs = (int)clamp64(active_jobs, 0, PROTO_JOBS_MAX);
+	hb.max_jobs = (int)clamp64(o->max_jobs, 0, PROTO_JOBS_MAX);
+	snprintf(hb.owner, sizeof(hb.owner), "%s", o->owner ? o->owner : "");
+	snprintf(hb.version, sizeof(hb.version), "troop/%s", TROOP_VERSION);
+	b = proto_heartbeat_encode(&hb);
+out:
+	json_decref(models);
+	json_decref(engines);
+	proto_heartbeat_clear(&hb);
 	return b;
 }
 
@@ -170,6 +206,7 @@ static int send_heartbeat(heartbeat *h, const char *status)
 	int active = active_now(h);
 	json_t *body = heartbeat_body(&h->o, status, gpu_sampler_last(h->gpu), active);
 	json_t *reply = NULL;
+	proto_heartbeat_reply rep;
 	int st = 0, rc;
 
 	if (!body)
@@ -178,13 +215,17 @@ static int send_heartbeat(heartbeat *h, const char *status)
 	    "/heartbeat", body);
 	json_decref(body);
 	if (rc == 0 && st != 200) {
-		json_t *e = json_object_get(reply, "error");
+		proto_error e;
+		if (proto_error_decode(&e, reply) != 0 || !e.message[0])
+			snprintf(e.message, sizeof(e.message), "no message");
 		rc = troop_error_set(st == 401 || st == 403 ? TROOP_EAUTH : TROOP_EUPSTREAM,
-		    "coordinator answered %d: %s", st,
-		    json_string_value(json_object_get(e, "message")) ?: "no message");
+		    "coordinator answered %d: %.300s", st, e.message);
 	}
+	if (rc == 0 && proto_heartbeat_reply_decode(&rep, reply) != 0)
+		rc = troop_error_set(TROOP_EUPSTREAM, "coordinator's heartbeat reply: %s",
+		    troop_error_msg());
 	if (rc == 0) {
-		json_int_t next = json_integer_value(json_object_get(reply, "next_heartbeat"));
+		int64_t next = rep.next_heartbeat;
 		h->next_s = next >= 1 && next <= 300 ? (int)next : HEARTBEAT_DEFAULT_S;
 		if (h->fails)
 			log_info("heartbeat", "coordinator=%s status=%s result=ok after_failures=%d",

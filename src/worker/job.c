@@ -7,10 +7,12 @@
  */
 #include "job.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "proto.h"
 #include "sse.h"
 
 const char *job_outcome_name(job_outcome o)
@@ -44,14 +46,20 @@ bool job_id_valid(const char *id)
 
 json_t *job_receipt_body(const worker_job *job, const char *node_id)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I, s:I}",
-	    "job_id", job->job_id, "node_id", node_id, "requester", job->requester,
-	    "model", job->model, "duration_ms", (json_int_t)job->duration_ms,
-	    "prompt_tokens", (json_int_t)job->prompt_tokens,
-	    "completion_tokens", (json_int_t)job->completion_tokens,
-	    "outcome", job_outcome_name(job->outcome),
-	    "started_at", (json_int_t)(job->started_at_ms / 1000),
-	    "ended_at", (json_int_t)(job->ended_at_ms / 1000));
+	proto_receipt r;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.job_id, sizeof(r.job_id), "%s", job->job_id);
+	snprintf(r.node_id, sizeof(r.node_id), "%s", node_id);
+	snprintf(r.requester, sizeof(r.requester), "%s", job->requester);
+	snprintf(r.model, sizeof(r.model), "%s", job->model);
+	r.duration_ms = job->duration_ms < 0 ? 0 : job->duration_ms;
+	r.prompt_tokens = job->prompt_tokens;
+	r.completion_tokens = job->completion_tokens;
+	snprintf(r.outcome, sizeof(r.outcome), "%s", job_outcome_name(job->outcome));
+	r.started_at = job->started_at_ms / 1000;
+	r.ended_at = job->ended_at_ms / 1000;
+	return proto_receipt_encode(&r);
 }
 
 /* ---- token counter --------------------------------------------------------- */

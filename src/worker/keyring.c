@@ -13,6 +13,7 @@
 #include "error.h"
 #include "http_client.h"
 #include "json.h"
+#include "proto.h"
 
 struct keyring {
 	pthread_mutex_t mu;
@@ -43,27 +44,17 @@ void keyring_free(keyring *k)
 
 int keyring_parse(ticket_key *out, const json_t *body)
 {
-	const char *pk = NULL, *kid = NULL, *alg = NULL;
-	char want[TICKET_KID_LEN + 1];
+	proto_public_key k;
 	size_t n = 0;
 	int rc;
 
-	if ((rc = json_get_str(&pk, body, "public_key", true)) ||
-	    (rc = json_get_str(&kid, body, "kid", true)) ||
-	    (rc = json_get_str(&alg, body, "alg", true)))
+	if ((rc = proto_public_key_decode(&k, body)) != 0)
 		return troop_error_set(rc, "coordinator /public-key reply: %s", troop_error_msg());
-	if (strcmp(alg, "EdDSA") != 0)
-		return troop_error_set(TROOP_EINVAL, "coordinator /public-key reply: field 'alg' "
-		    "must be \"EdDSA\", got \"%.32s\"", alg);
-	if (b64url_decode(out->pk, sizeof(out->pk), &n, pk, strlen(pk)) != 0 ||
+	if (b64url_decode(out->pk, sizeof(out->pk), &n, k.public_key, strlen(k.public_key)) != 0 ||
 	    n != TROOP_PK_LEN)
 		return troop_error_set(TROOP_EINVAL, "coordinator /public-key reply: field "
 		    "'public_key' must be 32 bytes of base64url");
-	ticket_kid(want, out->pk);
-	if (strcmp(kid, want) != 0)
-		return troop_error_set(TROOP_EINVAL, "coordinator /public-key reply: field 'kid' "
-		    "does not match the key");
-	memcpy(out->kid, want, sizeof(out->kid));
+	memcpy(out->kid, k.kid, sizeof(out->kid));
 	return 0;
 }
 

@@ -18,6 +18,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
 #define SPOT_CHECK_ROWS 2
 #define CHALLENGE_ID_MAX 64
@@ -277,10 +278,10 @@ static int call(json_t **reply, poh_result *res, const poh_run_opts *o, const ch
 	if (rc != 0)
 		return rc;
 	if (status != 200) {
-		const char *msg = json_string_value(json_object_get(json_object_get(r, "error"),
-		    "message"));
-		rc = troop_error_set(status_err(status), "%s: %d %s", path, status,
-		    msg ? msg : "(no error message)");
+		proto_error e;
+		if (proto_error_decode(&e, r) != 0 || !e.message[0])
+			snprintf(e.message, sizeof(e.message), "(no error message)");
+		rc = troop_error_set(status_err(status), "%s: %d %.400s", path, status, e.message);
 		json_decref(r);
 		return rc;
 	}
@@ -301,79 +302,52 @@ struct challenge {
 
 static int parse_challenge(struct challenge *ch, const json_t *r)
 {
-	const char *id, *seed, *alg;
-	int64_t n, rounds;
-	size_t len = 0;
+	proto_poh_challenge pc;
 	int rc;
 
-	if ((rc = json_get_strn(&id, r, "challenge_id", true, CHALLENGE_ID_MAX)) ||
-	    (rc = json_get_str(&seed, r, "seed", true)) ||
-	    (rc = json_get_str(&alg, r, "algorithm", true)) ||
-	    (rc = json_get_int(&n, r, "matrix_size", true, POH_N_MIN, POH_N_MAX)) ||
-	    (rc = json_get_int(&rounds, r, "rounds", true, POH_ROUNDS_MIN, POH_ROUNDS_MAX)))
+	if ((rc = proto_poh_challenge_decode(&pc, r)) != 0)
 		return troop_error_set(rc, "challenge: %s", troop_error_msg());
-	if (strcmp(alg, POH_ALGORITHM) != 0)
-		return troop_error_set(TROOP_EINVAL, "challenge: algorithm '%s' is not supported "
-		    "(this worker does %s)", alg, POH_ALGORITHM);
-	if (b64url_decode(ch->seed, sizeof(ch->seed), &len, seed, strlen(seed)) != 0 ||
-	    len != POH_SEED_LEN)
-		return troop_error_set(TROOP_EINVAL, "challenge: field 'seed' must be %d bytes "
-		    "in base64url", POH_SEED_LEN);
-	if ((rc = poh_params_check((size_t)n, (unsigned)rounds)) != 0)
-		return rc;
-	snprintf(ch->id, sizeof(ch->id), "%s", id);
-	ch->n = (size_t)n;
-	ch->rounds = (unsigned)rounds;
+	snprintf(ch->id, sizeof(ch->id), "%s", pc.challenge_id);
+	memcpy(ch->seed, pc.seed, sizeof(ch->seed));
+	ch->n = (size_t)pc.matrix_size;
+	ch->rounds = (unsigned)pc.rounds;
+	sodium_memzero(&pc, sizeof(pc));
 	return 0;
 }
 
 /* The reveal body: the asked rows with their Merkle paths. */
 static int build_reveal(json_t **out, const struct challenge *ch, const poh_computed *pc,
-    const json_t *indices)
+    const proto_poh_verify_reply *asked)
 {
-	size_t i, n = pc->n;
-	json_t *v, *rows = json_array(), *body;
-	char *text = malloc(b64_len(n > POH_HASH_LEN ? n : POH_HASH_LEN) + 1);
-	uint8_t path[POH_PATH_MAX * POH_HASH_LEN];
+	proto_poh_reveal rv;
 	int rc = 0;
 
 	*out = NULL;
-	if (!text || !rows) {
-		rc = troop_error_set(TROOP_ENOMEM, "out of memory");
-		goto fail;
-	}
-	json_array_foreach(indices, i, v) {
-		json_int_t idx = json_integer_value(v);
-		json_t *jp = json_array();
-		size_t plen = 0;
-		if (!json_is_integer(v) || idx < 0 || (size_t)idx >= n) {
-			json_decref(jp);
+	memset(&rv, 0, sizeof(rv));
+	snprintf(rv.challenge_id, sizeof(rv.challenge_id), "%s", ch->id);
+	rv.n = pc->n;
+	rv.rows = calloc(asked->n_indices, sizeof(*rv.rows));
+	if (!rv.rows)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	for (size_t i = 0; i < asked->n_indices; i++) {
+		proto_poh_row *row = &rv.rows[i];
+		size_t idx = asked->indices[i];
+		if (idx >= pc->n) {
 			rc = troop_error_set(TROOP_EINVAL, "verify: indices[%zu] is not a row index", i);
-			goto fail;
+			goto out;
 		}
-		if ((rc = poh_tree_path(path, POH_PATH_MAX, &plen, pc->tree, (size_t)idx)) != 0) {
-			json_decref(jp);
-			goto fail;
-		}
-		for (size_t h = 0; h < plen; h++) {
-			b64_encode(text, b64_len(POH_HASH_LEN) + 1, path + h * POH_HASH_LEN,
-			    POH_HASH_LEN);
-			json_array_append_new(jp, json_string(text));
-		}
-		b64_encode(text, b64_len(n) + 1, pc->rows + (size_t)idx * n, n);
-		json_array_append_new(rows, json_pack("{s:I, s:s, s:o}", "index", idx, "row", text,
-		    "path", jp));
+		if ((rc = poh_tree_path(&row->path[0][0], POH_PATH_MAX, &row->path_len, pc->tree,
+		    idx)) != 0)
+			goto out;
+		row->index = (uint32_t)idx;
+		row->row = pc->rows + idx * pc->n;
+		rv.n_rows++;
 	}
-	body = json_pack("{s:s, s:o}", "challenge_id", ch->id, "rows", rows);
-	rows = NULL;
-	if (!body) {
+	*out = proto_poh_reveal_encode(&rv);
+	if (!*out)
 		rc = troop_error_set(TROOP_ENOMEM, "out of memory");
-		goto fail;
-	}
-	*out = body;
-fail:
-	json_decref(rows);
-	free(text);
+out:
+	free(rv.rows);
 	return rc;
 }
 
@@ -382,8 +356,10 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	struct challenge ch;
 	struct progress prog;
 	poh_computed pc;
-	json_t *req = NULL, *reply = NULL, *indices = NULL;
-	char root_b64[64];
+	json_t *req = NULL, *reply = NULL;
+	proto_poh_challenge_req creq;
+	proto_poh_verify_req vreq;
+	proto_poh_verify_reply asked;
 	const char *cls = o->challenge_class ? o->challenge_class :
 	    (poh_engine_is_gpu(e) ? "gpu" : "cpu");
 	int rc;
@@ -395,7 +371,9 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	if (prog.mode == POH_PROGRESS_AUTO)
 		prog.mode = isatty(2) ? POH_PROGRESS_BAR : POH_PROGRESS_LOG;
 
-	req = json_pack("{s:s}", "class", cls);
+	memset(&creq, 0, sizeof(creq));
+	snprintf(creq.class_, sizeof(creq.class_), "%s", cls);
+	req = proto_poh_challenge_req_encode(&creq);
 	rc = call(&reply, res, o, "/hardware/challenge", req);
 	json_decref(req);
 	req = NULL;
@@ -419,51 +397,39 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	res->compute_s = pc.compute_s;
 	snprintf(res->device, sizeof(res->device), "%s", poh_engine_describe(e));
 
-	b64_encode(root_b64, sizeof(root_b64), poh_tree_root(pc.tree), POH_HASH_LEN);
-	req = json_pack("{s:s, s:s}", "challenge_id", ch.id, "merkle_root", root_b64);
+	memset(&vreq, 0, sizeof(vreq));
+	snprintf(vreq.challenge_id, sizeof(vreq.challenge_id), "%s", ch.id);
+	memcpy(vreq.merkle_root, poh_tree_root(pc.tree), POH_HASH_LEN);
+	req = proto_poh_verify_req_encode(&vreq);
 	if ((rc = call(&reply, res, o, "/hardware/verify", req)) != 0)
 		goto out;
 	json_decref(req);
 	req = NULL;
-	if ((rc = json_get_array(&indices, reply, "indices", true, POH_K_MAX)) != 0) {
+	if ((rc = proto_poh_verify_reply_decode(&asked, reply, ch.n)) != 0) {
 		rc = troop_error_set(rc, "verify: %s", troop_error_msg());
 		goto out;
 	}
-	res->samples = json_array_size(indices);
+	res->samples = asked.n_indices;
 	/* the clock has stopped: spot-check GPU rows before revealing them */
-	{
-		uint32_t asked[POH_K_MAX];
-		size_t i, na = 0;
-		json_t *v;
-		json_array_foreach(indices, i, v)
-			if (json_is_integer(v) && json_integer_value(v) >= 0 &&
-			    (size_t)json_integer_value(v) < ch.n)
-				asked[na++] = (uint32_t)json_integer_value(v);
-		if ((rc = poh_engine_check(e, ch.seed, &pc, asked, na)) != 0)
-			goto out;
-	}
-	if ((rc = build_reveal(&req, &ch, &pc, indices)) != 0)
+	if ((rc = poh_engine_check(e, ch.seed, &pc, asked.indices, asked.n_indices)) != 0)
+		goto out;
+	if ((rc = build_reveal(&req, &ch, &pc, &asked)) != 0)
 		goto out;
 	json_decref(reply);
 	reply = NULL;
 	if ((rc = call(&reply, res, o, "/hardware/reveal", req)) != 0)
 		goto out;
 	{
-		double m = 0, ops = 0;
-		int64_t el = 0;
-		bool verified = false;
-		if ((rc = json_get_bool(&verified, reply, "verified", true)) ||
-		    (rc = json_get_double(&m, reply, "multiplier", true)) ||
-		    (rc = json_get_double(&ops, reply, "ops_per_s", false)) ||
-		    (rc = json_get_int(&el, reply, "elapsed_ms", false, 0, INT64_MAX))) {
+		proto_poh_result pr;
+		if ((rc = proto_poh_result_decode(&pr, reply)) != 0) {
 			rc = troop_error_set(rc, "reveal: %s", troop_error_msg());
 			goto out;
 		}
-		res->verified = verified;
-		res->multiplier = m;
-		res->ops_per_s = ops;
-		res->elapsed_ms = el;
-		if (!verified)
+		res->verified = pr.verified;
+		res->multiplier = pr.multiplier;
+		res->ops_per_s = pr.ops_per_s;
+		res->elapsed_ms = pr.elapsed_ms;
+		if (!pr.verified)
 			rc = troop_error_set(TROOP_EFORBIDDEN, "the coordinator did not verify the proof");
 	}
 out:

@@ -26,6 +26,7 @@
 #include "http_client.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 
 #define RECEIPTS_TIMEOUT_MS 5000
 #define RECEIPTS_NICE 10      /* the sender thread's niceness */
@@ -304,15 +305,20 @@ static enum send_result send_one(receipts *r, struct pending *p)
 		log_warn("receipt_retry", "job=%s error=\"%s\"", p->job_id, troop_error_msg());
 		res = RETRY;
 	} else if (status >= 200 && status < 300) {
-		log_info("receipt_settled", "job=%s charged=%lld refunded=%lld", p->job_id,
-		    (long long)json_integer_value(json_object_get(reply, "charged")),
-		    (long long)json_integer_value(json_object_get(reply, "refunded")));
+		proto_settlement st;
+		if (proto_settlement_decode(&st, reply) == 0)
+			log_info("receipt_settled", "job=%s charged=%lld refunded=%lld", p->job_id,
+			    (long long)st.charged, (long long)st.refunded);
+		else
+			log_warn("receipt_settled", "job=%s status=%d error=\"reply: %s\"", p->job_id,
+			    status, troop_error_msg());
 		res = SENT;
 	} else if (definitive(status)) {
-		json_t *e = json_object_get(reply, "error");
+		proto_error e;
+		if (proto_error_decode(&e, reply) != 0)
+			memset(&e, 0, sizeof(e));
 		log_warn("receipt_dropped", "job=%s status=%d code=%s message=\"%s\"", p->job_id,
-		    status, json_string_value(json_object_get(e, "code")) ?: "-",
-		    json_string_value(json_object_get(e, "message")) ?: "-");
+		    status, e.code[0] ? e.code : "-", e.message[0] ? e.message : "-");
 		res = DROPPED;
 	} else {
 		log_warn("receipt_retry", "job=%s status=%d", p->job_id, status);

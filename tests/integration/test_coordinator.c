@@ -771,6 +771,171 @@ static void test_nonce_quota(void **state)
 	http_client_free(c);
 }
 
+/* A string of n 'x' characters (malloc'd). */
+static char *filler(size_t n)
+{
+	char *s = malloc(n + 1);
+
+	assert_non_null(s);
+	memset(s, 'x', n);
+	s[n] = '\0';
+	return s;
+}
+
+static const char *err_message(json_t *body)
+{
+	return json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+}
+
+/* Issue 16 item 5: a node cannot make /peers repeat a huge hardware
+ * object.  Unknown hardware keys are dropped; documented ones are bounded. */
+static void test_peers_amplification(void **state)
+{
+	enum { NODES = 20 };
+	troop_identity nodes[NODES];
+	http_client *c;
+	http_response resp;
+	char url[256];
+	char *junk = filler(60 * 1024);
+	json_t *b, *out, *hw;
+	int st;
+
+	(void)state;
+	http_client_new(&c);
+	for (int i = 0; i < NODES; i++) {
+		identity_generate(&nodes[i]);
+		b = heartbeat_body(&nodes[i], "IDLE", "amplify-model", 4);
+		hw = json_object_get(b, "hardware");
+		/* 60 kB: just under the registry's 64 kB per-node limit */
+		json_object_set_new(hw, "junk", json_string(junk));
+		out = call(c, &nodes[i], "POST", "/heartbeat", b, &st);
+		/* refused or stored trimmed; both keep /peers small */
+		assert_true(st == 200 || st == 400);
+		json_decref(out);
+		json_decref(b);
+	}
+	snprintf(url, sizeof(url), "%s/peers?model=amplify-model&limit=1000", coord.url);
+	assert_int_equal(http_request(c, &resp, "GET", url, NULL, NULL, 0), 0);
+	assert_int_equal(resp.status, 200);
+	/* 20 nodes at 60 kB each would be 1.2 MB; a trimmed record is < 2 kB */
+	assert_true(resp.len < NODES * 2048);
+	assert_null(strstr(resp.body, "xxxxxxxx"));
+	http_response_free(&resp);
+	/* the documented fields survive */
+	snprintf(url, sizeof(url), "/nodes/%s", nodes[0].id);
+	out = call(c, NULL, "GET", url, NULL, &st);
+	assert_int_equal(st, 200);
+	hw = json_object_get(out, "hardware");
+	assert_string_equal(json_string_value(json_object_get(hw, "gpu")),
+	    "NVIDIA GeForce RTX 4090");
+	assert_int_equal(json_integer_value(json_object_get(hw, "vram_total")), 24564);
+	assert_null(json_object_get(hw, "junk"));
+	json_decref(out);
+
+	/* 120 kB of unknown hardware keys: trimmed and stored, where the
+	 * registry once answered 413 with its own internal message */
+	b = heartbeat_body(&nodes[1], "IDLE", "amplify-model", 4);
+	hw = json_object_get(b, "hardware");
+	json_object_set_new(hw, "junk", json_string(junk));
+	json_object_set_new(hw, "more", json_string(junk));
+	out = call(c, &nodes[1], "POST", "/heartbeat", b, &st);
+	if (st != 200)
+		assert_null(strstr(err_message(out), "registry"));
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+
+	/* a documented field over its bound: 400 naming it */
+	b = heartbeat_body(&nodes[0], "IDLE", "amplify-model", 4);
+	json_object_set_new(json_object_get(b, "hardware"), "gpu", json_string(junk));
+	out = call(c, &nodes[0], "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 400);
+	assert_non_null(strstr(err_message(out), "gpu"));
+	json_decref(out);
+	json_decref(b);
+	/* engines are bounded too */
+	b = heartbeat_body(&nodes[0], "IDLE", "amplify-model", 4);
+	json_object_set_new(json_array_get(json_object_get(b, "engines"), 0), "version",
+	    json_string(junk));
+	out = call(c, &nodes[0], "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 400);
+	assert_non_null(strstr(err_message(out), "engines[0]"));
+	json_decref(out);
+	json_decref(b);
+	free(junk);
+	http_client_free(c);
+}
+
+/* Issue 16 item 12 (authorize part): non-string exclude entries are 400,
+ * an unknown node_id is 404 (not "every node is busy"), and backend
+ * messages do not reach clients. */
+static void test_authorize_strict(void **state)
+{
+	troop_identity node, user, ghost;
+	http_client *c;
+	json_t *b, *out;
+	int st;
+
+	(void)state;
+	http_client_new(&c);
+	identity_generate(&node);
+	identity_generate(&user);
+	identity_generate(&ghost);
+	heartbeat(c, &node, "IDLE", "strict-model", 4, 200);
+
+	b = json_pack("{s:s, s:[s, i]}", "model", "strict-model", "exclude", ghost.id, 7);
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 400);
+	assert_string_equal(err_code(out), "bad_request");
+	assert_non_null(strstr(err_message(out), "exclude[1]"));
+	json_decref(out);
+	json_decref(b);
+	b = json_pack("{s:s, s:[{}]}", "model", "strict-model", "exclude");
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 400);
+	json_decref(out);
+	json_decref(b);
+
+	/* a node that is not live: 404 not_found */
+	b = json_pack("{s:s, s:s}", "model", "strict-model", "node_id", ghost.id);
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 404);
+	assert_string_equal(err_code(out), "not_found");
+	assert_null(strstr(err_message(out), "busy"));
+	json_decref(out);
+	json_decref(b);
+	/* a live node that does not serve the model: 404 model_not_found */
+	b = json_pack("{s:s, s:s}", "model", "other-model", "node_id", node.id);
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 404);
+	json_decref(out);
+	json_decref(b);
+	/* the named live node serving it: a ticket for it */
+	b = json_pack("{s:s, s:s, s:i}", "model", "strict-model", "node_id", node.id,
+	    "max_seconds", 10);
+	out = call(c, &user, "POST", "/authorize", b, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "node_id")), node.id);
+	json_decref(out);
+	json_decref(b);
+
+	/* an empty node id in the path: a client message, not the registry's */
+	out = call(c, NULL, "GET", "/nodes/", NULL, &st);
+	assert_true(st == 400 || st == 404);
+	assert_null(strstr(err_message(out), "registry"));
+	json_decref(out);
+
+	/* OFFLINE heartbeat: the documented reply */
+	b = heartbeat_body(&node, "OFFLINE", "strict-model", 4);
+	out = call(c, &node, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "removed");
+	assert_int_equal(json_integer_value(json_object_get(out, "ttl")), 0);
+	json_decref(out);
+	json_decref(b);
+	http_client_free(c);
+}
+
 static int setup(void **state)
 {
 	static char adminflag[128], keypath[300];
@@ -815,6 +980,8 @@ int main(void)
 		cmocka_unit_test(test_admin_and_restart),
 		cmocka_unit_test(test_sweeper_off_serving_loop),
 		cmocka_unit_test(test_nonce_quota),
+		cmocka_unit_test(test_peers_amplification),
+		cmocka_unit_test(test_authorize_strict),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

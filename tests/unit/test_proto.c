@@ -1,0 +1,682 @@
+/*
+ * test_proto.c - the wire messages of proto.h: every encoder's output
+ * decodes back to the same struct, every decoder refuses what is over its
+ * limits with a message naming the field, the heartbeat keeps only the
+ * documented hardware fields, and the client's authorize-and-failover
+ * rules (client/authorize.h) classify replies as both clients expect.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "authorize.h"
+#include "encoding.h"
+#include "error.h"
+#include "json.h"
+#include "proto.h"
+
+static json_t *parse(const char *text)
+{
+	json_t *o = NULL;
+
+	assert_int_equal(json_parse_object(&o, text, strlen(text)), 0);
+	return o;
+}
+
+/* The decoder's error names `field`. */
+static void expect_refused(int rc, const char *field)
+{
+	assert_true(rc < 0);
+	if (!strstr(troop_error_msg(), field))
+		fail_msg("message \"%s\" does not name \"%s\"", troop_error_msg(), field);
+}
+
+static char *filler(size_t n)
+{
+	char *s = malloc(n + 1);
+
+	assert_non_null(s);
+	memset(s, 'x', n);
+	s[n] = '\0';
+	return s;
+}
+
+/* ---- heartbeat ------------------------------------------------------------------ */
+
+static void fill_heartbeat(proto_heartbeat *hb, troop_identity *id)
+{
+	memset(hb, 0, sizeof(*hb));
+	identity_generate(id);
+	snprintf(hb->node_id, sizeof(hb->node_id), "%s", id->id);
+	snprintf(hb->name, sizeof(hb->name), "gpu-box");
+	snprintf(hb->tailscale_ip, sizeof(hb->tailscale_ip), "100.101.102.103");
+	hb->port = 8421;
+	hb->status = PROTO_BUSY;
+	hb->n_models = 2;
+	hb->models = calloc(2, sizeof(*hb->models));
+	snprintf(hb->models[0].name, sizeof(hb->models[0].name), "llama3:8b");
+	snprintf(hb->models[0].content_hash, sizeof(hb->models[0].content_hash), "sha256:ab");
+	hb->models[0].size_bytes = 4661224676LL;
+	snprintf(hb->models[0].engine, sizeof(hb->models[0].engine), "ollama");
+	snprintf(hb->models[1].name, sizeof(hb->models[1].name), "qwen");
+	hb->has_hardware = true;
+	snprintf(hb->hardware.gpu, sizeof(hb->hardware.gpu), "NVIDIA GeForce RTX 4090");
+	hb->hardware.gpu_count = 1;
+	hb->hardware.vram_total = 24564;
+	hb->hardware.vram_free = 20480;
+	hb->hardware.gpu_util = 3;
+	hb->hardware.has_vram = hb->hardware.has_util = true;
+	snprintf(hb->hardware.source, sizeof(hb->hardware.source), "nvml");
+	hb->n_engines = 1;
+	snprintf(hb->engines[0].type, sizeof(hb->engines[0].type), "ollama");
+	snprintf(hb->engines[0].version, sizeof(hb->engines[0].version), "0.6.2");
+	hb->engines[0].port = 11434;
+	snprintf(hb->encryption_public_key, sizeof(hb->encryption_public_key), "key");
+	hb->active_jobs = 1;
+	hb->max_jobs = 4;
+	snprintf(hb->owner, sizeof(hb->owner), "%s", id->id);
+	snprintf(hb->version, sizeof(hb->version), "troop/0.1.0");
+}
+
+static void test_heartbeat_round_trip(void **state)
+{
+	proto_heartbeat in, out;
+	troop_identity id;
+	json_t *j;
+
+	(void)state;
+	fill_heartbeat(&in, &id);
+	j = proto_heartbeat_encode(&in);
+	assert_non_null(j);
+	assert_int_equal(proto_heartbeat_decode(&out, j, id.id), 0);
+	assert_string_equal(out.node_id, in.node_id);
+	assert_string_equal(out.tailscale_ip, in.tailscale_ip);
+	assert_int_equal(out.port, 8421);
+	assert_int_equal(out.status, PROTO_BUSY);
+	assert_int_equal(out.n_models, 2);
+	assert_memory_equal(out.models, in.models, 2 * sizeof(*in.models));
+	assert_true(out.has_hardware);
+	assert_memory_equal(&out.hardware, &in.hardware, sizeof(in.hardware));
+	assert_int_equal(out.n_engines, 1);
+	assert_memory_equal(&out.engines[0], &in.engines[0], sizeof(in.engines[0]));
+	assert_int_equal(out.active_jobs, 1);
+	assert_int_equal(out.max_jobs, 4);
+	assert_string_equal(out.owner, id.id);
+	/* another signer: 403 */
+	{
+		troop_identity other;
+		proto_heartbeat x;
+		identity_generate(&other);
+		assert_int_equal(proto_heartbeat_decode(&x, j, other.id), TROOP_EFORBIDDEN);
+	}
+	json_decref(j);
+	proto_heartbeat_clear(&in);
+	proto_heartbeat_clear(&out);
+}
+
+static void test_heartbeat_hardware_trimmed(void **state)
+{
+	proto_heartbeat in, out;
+	troop_identity id;
+	json_t *j, *extra, *hw;
+	char *big = filler(60 * 1024), *text;
+
+	(void)state;
+	fill_heartbeat(&in, &id);
+	j = proto_heartbeat_encode(&in);
+	hw = json_object_get(j, "hardware");
+	json_object_set_new(hw, "junk", json_string(big));
+	json_object_set_new(hw, "nested", json_pack("{s:[i, i, i]}", "a", 1, 2, 3));
+	assert_int_equal(proto_heartbeat_decode(&out, j, NULL), 0);
+	extra = proto_heartbeat_extra_encode(&out);
+	text = json_dump_compact(extra, NULL);
+	assert_true(strlen(text) < 400);
+	assert_null(strstr(text, "junk"));
+	assert_non_null(strstr(text, "RTX 4090"));
+	free(text);
+	json_decref(extra);
+	proto_heartbeat_clear(&out);
+
+	/* documented fields are bounded, and named */
+	json_object_set_new(hw, "gpu", json_string(big));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "hardware: field 'gpu'");
+	json_object_set_new(hw, "gpu", json_string("ok"));
+	json_object_set_new(hw, "gpu_util", json_integer(101));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "gpu_util");
+	json_object_set_new(hw, "gpu_util", json_integer(-1));
+	json_object_set_new(hw, "gpu_count", json_integer(100000));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "gpu_count");
+	json_object_set_new(hw, "gpu_count", json_integer(1));
+	json_object_set_new(hw, "vram_total", json_string("24 GB"));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "vram_total");
+	json_object_set_new(hw, "vram_total", json_integer(1));
+	json_object_set_new(j, "hardware", json_string("a string"));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "hardware");
+	json_object_del(j, "hardware");
+	assert_int_equal(proto_heartbeat_decode(&out, j, NULL), 0);
+	assert_false(out.has_hardware);
+	proto_heartbeat_clear(&out);
+	free(big);
+	json_decref(j);
+	proto_heartbeat_clear(&in);
+}
+
+static void test_heartbeat_limits(void **state)
+{
+	proto_heartbeat in, out;
+	troop_identity id;
+	json_t *j, *models, *engines;
+	char *big = filler(300);
+
+	(void)state;
+	fill_heartbeat(&in, &id);
+	j = proto_heartbeat_encode(&in);
+	json_object_set_new(j, "tailscale_ip", json_string("not-an-ip"));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "tailscale_ip");
+	json_object_set_new(j, "tailscale_ip", json_string("fd7a:115c:a1e0::1"));
+	json_object_set_new(j, "status", json_string("idle"));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "status");
+	json_object_set_new(j, "status", json_string("OFFLINE"));
+	json_object_set_new(j, "owner", json_string("not an account"));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "owner");
+	json_object_set_new(j, "owner", json_string(id.id));
+	json_object_set_new(j, "name", json_string(big));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "name");
+	json_object_set_new(j, "name", json_string("n"));
+	json_object_set_new(j, "load", json_pack("{s:i}", "max_jobs", -1));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "load: field 'max_jobs'");
+	json_object_set_new(j, "load", json_pack("{s:i}", "max_jobs", 2));
+	json_object_set_new(json_array_get(json_object_get(j, "models"), 1), "content_hash",
+	    json_string(big));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "models[1]: field 'content_hash'");
+	models = json_array();
+	for (int i = 0; i < PROTO_MODELS_MAX + 1; i++)
+		json_array_append_new(models, json_pack("{s:s}", "name", "m"));
+	json_object_set_new(j, "models", models);
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "models");
+	json_object_set_new(j, "models", json_pack("[{s:s}]", "name", ""));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "models[0]: field 'name'");
+	json_object_set_new(j, "models", json_array());
+	engines = json_array();
+	for (int i = 0; i < PROTO_ENGINES_MAX + 1; i++)
+		json_array_append_new(engines, json_pack("{s:s}", "type", "vllm"));
+	json_object_set_new(j, "engines", engines);
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "engines");
+	json_object_set_new(j, "engines", json_pack("[{s:i}]", "port", 70000));
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "engines[0]: field 'port'");
+	json_object_set_new(j, "engines", json_array());
+	assert_int_equal(proto_heartbeat_decode(&out, j, NULL), 0);
+	assert_int_equal(out.status, PROTO_OFFLINE);
+	proto_heartbeat_clear(&out);
+	json_object_del(j, "node_id");
+	expect_refused(proto_heartbeat_decode(&out, j, NULL), "node_id");
+	free(big);
+	json_decref(j);
+	proto_heartbeat_clear(&in);
+}
+
+static void test_heartbeat_reply(void **state)
+{
+	proto_heartbeat_reply in = { .ttl = 30, .next_heartbeat = 10, .verified = true,
+		.multiplier = 2.5 }, out;
+	json_t *j = proto_heartbeat_reply_encode(&in);
+
+	(void)state;
+	assert_int_equal(proto_heartbeat_reply_decode(&out, j), 0);
+	assert_false(out.removed);
+	assert_int_equal(out.ttl, 30);
+	assert_int_equal(out.next_heartbeat, 10);
+	assert_true(out.verified);
+	assert_true(out.multiplier == 2.5);
+	json_decref(j);
+	in.removed = true;
+	j = proto_heartbeat_reply_encode(&in);
+	assert_int_equal(proto_heartbeat_reply_decode(&out, j), 0);
+	assert_true(out.removed);
+	assert_int_equal(out.ttl, 0);
+	assert_null(json_object_get(j, "multiplier"));
+	json_decref(j);
+	j = parse("{\"status\":\"gone\"}");
+	expect_refused(proto_heartbeat_reply_decode(&out, j), "status");
+	json_decref(j);
+	j = parse("{\"status\":\"seen\",\"next_heartbeat\":999999}");
+	expect_refused(proto_heartbeat_reply_decode(&out, j), "next_heartbeat");
+	json_decref(j);
+}
+
+static void test_node_record(void **state)
+{
+	proto_node in, out;
+	troop_identity id;
+	json_t *j;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	fill_heartbeat(&in.hb, &id);
+	in.last_seen = 1764000000;
+	in.multiplier = 1.25;
+	in.verified = true;
+	in.verified_at = 1763990000;
+	in.reputation = 0.75;
+	in.live = true;
+	j = proto_node_encode(&in);
+	assert_int_equal(proto_node_decode(&out, j), 0);
+	assert_string_equal(out.hb.node_id, id.id);
+	assert_int_equal(out.hb.status, PROTO_BUSY);
+	assert_int_equal(out.hb.n_models, 2);
+	assert_memory_equal(&out.hb.hardware, &in.hb.hardware, sizeof(in.hb.hardware));
+	assert_true(out.multiplier == 1.25 && out.reputation == 0.75 && out.verified && out.live);
+	assert_int_equal(out.verified_at, 1763990000);
+	proto_node_clear(&out);
+	json_decref(j);
+	/* a node that is not live: OFFLINE, no address */
+	in.live = false;
+	in.hb.tailscale_ip[0] = '\0';
+	in.hb.port = 0;
+	j = proto_node_encode(&in);
+	assert_string_equal(json_string_value(json_object_get(j, "status")), "OFFLINE");
+	assert_int_equal(proto_node_decode(&out, j), 0);
+	assert_false(out.live);
+	proto_node_clear(&out);
+	json_object_set_new(j, "reputation", json_real(7));
+	expect_refused(proto_node_decode(&out, j), "reputation");
+	json_decref(j);
+	proto_node_clear(&in);
+}
+
+/* ---- authorize ------------------------------------------------------------------ */
+
+static void test_authorize_request(void **state)
+{
+	proto_authorize_req in, out;
+	json_t *j;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	snprintf(in.model, sizeof(in.model), "llama3:8b");
+	in.max_seconds = 60;
+	assert_int_equal(proto_authorize_req_exclude(&in, "node-a"), 0);
+	assert_int_equal(proto_authorize_req_exclude(&in, "node-a"), 0);
+	assert_int_equal(proto_authorize_req_exclude(&in, "node-b"), 0);
+	assert_int_equal(in.n_exclude, 2);
+	j = proto_authorize_req_encode(&in);
+	assert_int_equal(proto_authorize_req_decode(&out, j), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+	assert_true(proto_authorize_req_excludes(&out, "node-b"));
+	assert_false(proto_authorize_req_excludes(&out, "node-c"));
+	json_decref(j);
+
+	j = parse("{\"model\":\"m\",\"exclude\":[\"a\",7]}");
+	expect_refused(proto_authorize_req_decode(&out, j), "exclude[1]");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"exclude\":[\"\"]}");
+	expect_refused(proto_authorize_req_decode(&out, j), "exclude[0]");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"exclude\":\"a\"}");
+	expect_refused(proto_authorize_req_decode(&out, j), "exclude");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"max_seconds\":0}");
+	expect_refused(proto_authorize_req_decode(&out, j), "max_seconds");
+	json_decref(j);
+	j = parse("{\"model\":\"\"}");
+	expect_refused(proto_authorize_req_decode(&out, j), "model");
+	json_decref(j);
+	j = json_pack("{s:s, s:o}", "model", "m", "exclude", json_array());
+	for (int i = 0; i < PROTO_EXCLUDE_MAX + 1; i++)
+		json_array_append_new(json_object_get(j, "exclude"), json_string("n"));
+	expect_refused(proto_authorize_req_decode(&out, j), "exclude");
+	json_decref(j);
+	for (int i = 2; i < PROTO_EXCLUDE_MAX; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "n%d", i);
+		assert_int_equal(proto_authorize_req_exclude(&in, id), 0);
+	}
+	assert_int_equal(proto_authorize_req_exclude(&in, "one-more"), TROOP_ETOOLARGE);
+}
+
+static void fill_reply(proto_authorize_reply *r)
+{
+	memset(r, 0, sizeof(*r));
+	snprintf(r->job_id, sizeof(r->job_id), "AbCd_-12");
+	snprintf(r->token, sizeof(r->token), "aaa.bbb.ccc");
+	snprintf(r->node_id, sizeof(r->node_id), "NodeId_-");
+	snprintf(r->target_ip, sizeof(r->target_ip), "100.64.0.1");
+	r->target_port = 8421;
+	r->estimated_cost = 300;
+	r->expires_at = 1764000300;
+	r->max_seconds = 300;
+	snprintf(r->encryption_public_key, sizeof(r->encryption_public_key), "xk");
+}
+
+static void test_authorize_reply(void **state)
+{
+	proto_authorize_reply in, out;
+	json_t *j;
+	char *big;
+
+	(void)state;
+	fill_reply(&in);
+	j = proto_authorize_reply_encode(&in);
+	assert_int_equal(proto_authorize_reply_decode(&out, j), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+	json_object_set_new(j, "token", json_string("a b.c"));
+	expect_refused(proto_authorize_reply_decode(&out, j), "token");
+	big = filler(PROTO_TICKET_MAX + 1);
+	json_object_set_new(j, "token", json_string(big));
+	expect_refused(proto_authorize_reply_decode(&out, j), "token");
+	free(big);
+	json_object_set_new(j, "token", json_string("a.b.c"));
+	json_object_set_new(j, "target_ip", json_string("evil.example\r\nX: y"));
+	expect_refused(proto_authorize_reply_decode(&out, j), "target_ip");
+	json_object_set_new(j, "target_ip", json_string("::1"));
+	json_object_set_new(j, "target_port", json_integer(0));
+	expect_refused(proto_authorize_reply_decode(&out, j), "target_port");
+	json_object_set_new(j, "target_port", json_integer(1));
+	json_object_set_new(j, "job_id", json_string("../../etc"));
+	expect_refused(proto_authorize_reply_decode(&out, j), "job_id");
+	json_object_set_new(j, "job_id", json_string("j"));
+	json_object_del(j, "max_seconds");
+	assert_int_equal(proto_authorize_reply_decode(&out, j), 0);
+	assert_int_equal(out.max_seconds, 300);
+	json_decref(j);
+}
+
+/* ---- receipt, settlement, key, error ----------------------------------------------- */
+
+static void test_receipt_and_settlement(void **state)
+{
+	proto_receipt in, out;
+	proto_settlement sin, sout;
+	json_t *j;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	snprintf(in.job_id, sizeof(in.job_id), "job1");
+	snprintf(in.node_id, sizeof(in.node_id), "node");
+	snprintf(in.requester, sizeof(in.requester), "req");
+	snprintf(in.model, sizeof(in.model), "m");
+	in.duration_ms = 1234;
+	in.prompt_tokens = 5;
+	in.completion_tokens = 7;
+	snprintf(in.outcome, sizeof(in.outcome), "cut_off");
+	in.started_at = 1764000000;
+	in.ended_at = 1764000002;
+	j = proto_receipt_encode(&in);
+	assert_int_equal(proto_receipt_decode(&out, j), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+	json_object_set_new(j, "duration_ms", json_integer(-1));
+	expect_refused(proto_receipt_decode(&out, j), "duration_ms");
+	json_object_set_new(j, "duration_ms", json_integer(PROTO_DURATION_MS_MAX + 1));
+	expect_refused(proto_receipt_decode(&out, j), "duration_ms");
+	json_object_del(j, "duration_ms");
+	expect_refused(proto_receipt_decode(&out, j), "duration_ms");
+	json_object_set_new(j, "duration_ms", json_integer(1));
+	json_object_set_new(j, "prompt_tokens", json_integer((json_int_t)INT32_MAX + 1));
+	expect_refused(proto_receipt_decode(&out, j), "prompt_tokens");
+	json_object_del(j, "prompt_tokens");
+	json_object_del(j, "outcome");
+	assert_int_equal(proto_receipt_decode(&out, j), 0);
+	assert_string_equal(out.outcome, "ok");
+	json_decref(j);
+
+	memset(&sin, 0, sizeof(sin));
+	snprintf(sin.job_id, sizeof(sin.job_id), "job1");
+	sin.charged = 10;
+	sin.refunded = 290;
+	sin.already_settled = true;
+	j = proto_settlement_encode(&sin);
+	assert_int_equal(proto_settlement_decode(&sout, j), 0);
+	assert_memory_equal(&sin, &sout, sizeof(sin));
+	json_object_set_new(j, "charged", json_integer(-5));
+	expect_refused(proto_settlement_decode(&sout, j), "charged");
+	json_decref(j);
+}
+
+static void test_public_key_and_error(void **state)
+{
+	proto_public_key in, out;
+	troop_identity id;
+	proto_error e;
+	json_t *j;
+
+	(void)state;
+	identity_generate(&id);
+	memset(&in, 0, sizeof(in));
+	b64url_encode(in.public_key, sizeof(in.public_key), id.pk, sizeof(id.pk));
+	ticket_kid(in.kid, id.pk);
+	snprintf(in.alg, sizeof(in.alg), "EdDSA");
+	j = proto_public_key_encode(&in);
+	assert_int_equal(proto_public_key_decode(&out, j), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+	json_object_set_new(j, "kid", json_string("AAAAAAAAAAAAAAAA"));
+	expect_refused(proto_public_key_decode(&out, j), "kid");
+	json_object_set_new(j, "kid", json_string(in.kid));
+	json_object_set_new(j, "alg", json_string("HS256"));
+	expect_refused(proto_public_key_decode(&out, j), "alg");
+	json_decref(j);
+	j = proto_jwks_encode(&in);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(
+	    json_object_get(j, "keys"), 0), "x")), in.public_key);
+	json_decref(j);
+
+	j = proto_error_encode(TROOP_ECAPACITY, "busy");
+	assert_int_equal(proto_error_decode(&e, j), 0);
+	assert_string_equal(e.message, "busy");
+	assert_string_equal(e.code, "no_capacity");
+	json_decref(j);
+	/* engines' shapes: a bare string, a numeric code */
+	j = parse("{\"error\":\"model not loaded\"}");
+	assert_int_equal(proto_error_decode(&e, j), 0);
+	assert_string_equal(e.message, "model not loaded");
+	json_decref(j);
+	j = parse("{\"error\":{\"message\":\"m\",\"code\":500}}");
+	assert_int_equal(proto_error_decode(&e, j), 0);
+	assert_string_equal(e.code, "500");
+	json_decref(j);
+	j = parse("{\"ok\":true}");
+	assert_int_equal(proto_error_decode(&e, j), TROOP_EINVAL);
+	json_decref(j);
+}
+
+/* ---- proof-of-hardware ----------------------------------------------------------------- */
+
+static void test_poh_messages(void **state)
+{
+	proto_poh_challenge ch, ch2;
+	proto_poh_verify_req vr, vr2;
+	proto_poh_verify_reply rep, rep2;
+	proto_poh_reveal rv, rv2;
+	proto_poh_result res, res2;
+	proto_poh_challenge_req cr;
+	int8_t data[2 * 16];
+	char id[PROTO_POH_ID_MAX + 1];
+	json_t *j;
+
+	(void)state;
+	j = parse("{\"class\":\"tpu\"}");
+	expect_refused(proto_poh_challenge_req_decode(&cr, j), "class");
+	json_decref(j);
+
+	memset(&ch, 0, sizeof(ch));
+	snprintf(ch.challenge_id, sizeof(ch.challenge_id), "c1");
+	memset(ch.seed, 7, sizeof(ch.seed));
+	ch.matrix_size = 64;
+	ch.rounds = 2;
+	ch.expires_at = 1764000000;
+	ch.samples = 16;
+	snprintf(ch.class_, sizeof(ch.class_), "cpu");
+	j = proto_poh_challenge_encode(&ch);
+	assert_int_equal(proto_poh_challenge_decode(&ch2, j), 0);
+	assert_memory_equal(&ch, &ch2, sizeof(ch));
+	json_object_set_new(j, "algorithm", json_string("sha256-v0"));
+	expect_refused(proto_poh_challenge_decode(&ch2, j), "algorithm");
+	json_object_set_new(j, "algorithm", json_string(POH_ALGORITHM));
+	json_object_set_new(j, "seed", json_string("short"));
+	expect_refused(proto_poh_challenge_decode(&ch2, j), "seed");
+	json_decref(j);
+
+	memset(&vr, 0, sizeof(vr));
+	snprintf(vr.challenge_id, sizeof(vr.challenge_id), "c1");
+	memset(vr.merkle_root, 9, sizeof(vr.merkle_root));
+	j = proto_poh_verify_req_encode(&vr);
+	assert_int_equal(proto_poh_verify_req_decode(&vr2, j), 0);
+	assert_memory_equal(&vr, &vr2, sizeof(vr));
+	json_object_set_new(j, "merkle_root", json_string("AAAA"));
+	expect_refused(proto_poh_verify_req_decode(&vr2, j), "merkle_root");
+	json_decref(j);
+
+	memset(&rep, 0, sizeof(rep));
+	snprintf(rep.challenge_id, sizeof(rep.challenge_id), "c1");
+	rep.indices[0] = 3;
+	rep.indices[1] = 15;
+	rep.n_indices = 2;
+	rep.expires_at = 5;
+	j = proto_poh_verify_reply_encode(&rep);
+	assert_int_equal(proto_poh_verify_reply_decode(&rep2, j, 16), 0);
+	assert_memory_equal(&rep, &rep2, sizeof(rep));
+	expect_refused(proto_poh_verify_reply_decode(&rep2, j, 15), "indices[1]");
+	json_decref(j);
+
+	memset(&rv, 0, sizeof(rv));
+	snprintf(rv.challenge_id, sizeof(rv.challenge_id), "c1");
+	rv.n = 16;
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (int8_t)(i * 7);
+	rv.rows = calloc(2, sizeof(*rv.rows));
+	rv.n_rows = 2;
+	rv.rows[0].index = 3;
+	rv.rows[0].row = data;
+	rv.rows[0].path_len = 4;
+	memset(rv.rows[0].path, 1, sizeof(rv.rows[0].path[0]) * 4);
+	rv.rows[1].index = 15;
+	rv.rows[1].row = data + 16;
+	j = proto_poh_reveal_encode(&rv);
+	assert_int_equal(proto_poh_reveal_id(id, j), 0);
+	assert_string_equal(id, "c1");
+	assert_int_equal(proto_poh_reveal_decode(&rv2, j, 16), 0);
+	assert_int_equal(rv2.n_rows, 2);
+	assert_int_equal(rv2.rows[1].index, 15);
+	assert_memory_equal(rv2.rows[0].row, data, 16);
+	assert_memory_equal(rv2.rows[1].row, data + 16, 16);
+	assert_int_equal(rv2.rows[0].path_len, 4);
+	assert_memory_equal(rv2.rows[0].path, rv.rows[0].path, 4 * POH_HASH_LEN);
+	proto_poh_reveal_clear(&rv2);
+	/* rows of another length, an index out of range */
+	expect_refused(proto_poh_reveal_decode(&rv2, j, 32), "rows[0]: field 'row'");
+	json_object_set_new(json_array_get(json_object_get(j, "rows"), 1), "index",
+	    json_integer(16));
+	expect_refused(proto_poh_reveal_decode(&rv2, j, 16), "rows[1]: field 'index'");
+	json_decref(j);
+	free(rv.rows);
+
+	memset(&res, 0, sizeof(res));
+	res.verified = true;
+	res.multiplier = 1.5;
+	res.ops = 1e9;
+	res.ops_per_s = 2e9;
+	res.elapsed_ms = 500;
+	res.matrix_size = 64;
+	res.rounds = 2;
+	res.samples = 16;
+	res.verified_at = 1764000000;
+	j = proto_poh_result_encode(&res);
+	assert_int_equal(proto_poh_result_decode(&res2, j), 0);
+	assert_memory_equal(&res, &res2, sizeof(res));
+	json_decref(j);
+}
+
+/* ---- the clients' authorize-and-failover rules ----------------------------------------- */
+
+static void test_client_authorize(void **state)
+{
+	client_auth a;
+	proto_authorize_reply t;
+	proto_error e;
+	json_t *body, *req;
+	char *text;
+	size_t len;
+
+	(void)state;
+	client_auth_init(&a, "llama3:8b", 60, 0);
+	assert_int_equal(a.tries, CLIENT_AUTH_TRIES);
+	text = client_auth_body(&a, &len);
+	assert_int_equal(a.attempt, 1);
+	req = parse(text);
+	assert_string_equal(json_string_value(json_object_get(req, "model")), "llama3:8b");
+	assert_int_equal(json_integer_value(json_object_get(req, "max_seconds")), 60);
+	assert_null(json_object_get(req, "exclude"));
+	json_decref(req);
+	free(text);
+
+	fill_reply(&t);
+	body = proto_authorize_reply_encode(&t);
+	assert_int_equal(client_auth_reply(&a, 200, body, &e), CLIENT_AUTH_OK);
+	assert_string_equal(a.ticket.node_id, "NodeId_-");
+	json_decref(body);
+	/* the worker answered 503: fail over, excluding the node */
+	assert_true(client_auth_worker_failed(503));
+	assert_true(client_auth_worker_failed(429));
+	assert_false(client_auth_worker_failed(401));
+	assert_false(client_auth_worker_failed(200));
+	assert_true(client_auth_failover(&a, "node NodeId_- answered HTTP 503"));
+	text = client_auth_body(&a, &len);
+	req = parse(text);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(req, "exclude"), 0)),
+	    "NodeId_-");
+	json_decref(req);
+	free(text);
+	/* nobody else: 503 after a failover is "exhausted", with the reason */
+	body = proto_error_encode(TROOP_ECAPACITY, "every node serving it is busy");
+	assert_int_equal(client_auth_reply(&a, 503, body, &e), CLIENT_AUTH_EXHAUSTED);
+	assert_non_null(strstr(a.why, "HTTP 503"));
+	json_decref(body);
+	body = proto_error_encode(TROOP_ECREDITS, "insufficient credits");
+	assert_int_equal(client_auth_reply(&a, 402, body, &e), CLIENT_AUTH_NO_CREDITS);
+	json_decref(body);
+	body = proto_error_encode(TROOP_EAUTH, "stale");
+	assert_int_equal(client_auth_reply(&a, 401, body, &e), CLIENT_AUTH_BAD_SIGNATURE);
+	json_decref(body);
+	body = proto_error_encode(TROOP_ENOMODEL, "nobody serves it");
+	assert_int_equal(client_auth_reply(&a, 404, body, &e), CLIENT_AUTH_ERROR);
+	assert_string_equal(e.code, "model_not_found");
+	json_decref(body);
+	assert_int_equal(client_auth_reply(&a, 502, NULL, &e), CLIENT_AUTH_BAD_REPLY);
+	/* a 200 that is no ticket is not followed */
+	body = parse("{\"token\":\"a.b.c\",\"target_ip\":\"10.0.0.1\"}");
+	assert_int_equal(client_auth_reply(&a, 200, body, &e), CLIENT_AUTH_BAD_REPLY);
+	assert_non_null(strstr(e.message, "job_id"));
+	json_decref(body);
+	/* the tries run out */
+	text = client_auth_body(&a, &len);
+	free(text);
+	assert_int_equal(a.attempt, 3);
+	assert_false(client_auth_failover(&a, "again"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_heartbeat_round_trip),
+		cmocka_unit_test(test_heartbeat_hardware_trimmed),
+		cmocka_unit_test(test_heartbeat_limits),
+		cmocka_unit_test(test_heartbeat_reply),
+		cmocka_unit_test(test_node_record),
+		cmocka_unit_test(test_authorize_request),
+		cmocka_unit_test(test_authorize_reply),
+		cmocka_unit_test(test_receipt_and_settlement),
+		cmocka_unit_test(test_public_key_and_error),
+		cmocka_unit_test(test_poh_messages),
+		cmocka_unit_test(test_client_authorize),
+	};
+
+	if (sodium_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
