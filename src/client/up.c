@@ -8,8 +8,22 @@
  * loopback unless --allow-remote and --api-key), the API key check, the
  * server threads with one http_async each, /health, and the message that
  * tells people where to point their SDK.
+ *
+ * Loopback is no boundary against the browser on the same machine, so
+ * every route is guarded (the "edge" below) before its handler runs:
+ *   - Host must be a loopback name or address (localhost, 127.0.0.0/8,
+ *     [::1], any port), the literal --listen host, or an --allow-host name:
+ *     a DNS-rebinding page names its own host and is refused (403);
+ *   - a request with an Origin (a browser) must come from an --allow-origin
+ *     origin or from troop up itself (same origin); other pages are refused
+ *     (403) before anything is spent.  No Origin: not a browser, allowed;
+ *   - POST bodies must be application/json (parameters such as charset
+ *     allowed): the content types a page can send without a CORS preflight
+ *     (text/plain, forms) get 415.
+ * Allowed origins get CORS headers and preflight answers; others get none.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -30,6 +44,8 @@
 #define UP_DEFAULT_LISTEN "127.0.0.1:9000"
 #define UP_MIN_KEY_LEN 16
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
+#define UP_EDGE_LIST 2048
+#define UP_MAX_ROUTES 8
 
 static const config_opt up_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -43,6 +59,12 @@ static const config_opt up_opts[] = {
 	  "GPU seconds reserved per request (default: the coordinator's)", 1, 86400 },
 	{ "first-byte-timeout", 0, OPT_INT, "TROOP_FIRST_BYTE_TIMEOUT", NULL, "30", "SECONDS",
 	  "fail over when a worker sends nothing for this long (streamed replies)", 1, 3600 },
+	{ "allow-host", 0, OPT_STRING, "TROOP_ALLOW_HOST", NULL, NULL, "NAMES",
+	  "also answer requests whose Host is one of these names (comma-separated; "
+	  "loopback names always)", 0, 0 },
+	{ "allow-origin", 0, OPT_STRING, "TROOP_ALLOW_ORIGIN", NULL, NULL, "ORIGINS",
+	  "let web pages from these origins use the API (comma-separated, e.g. "
+	  "http://localhost:3000)", 0, 0 },
 	{ "threads", 0, OPT_INT, "TROOP_CLIENT_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -134,6 +156,183 @@ static bool listen_is_loopback(const char *listen)
 	if (inet_pton(AF_INET6, host, &a6) == 1)
 		return IN6_IS_ADDR_LOOPBACK(&a6);
 	return false;
+}
+
+/* ---- the edge: Host, Origin, Content-Type ------------------------------------------ */
+
+typedef struct {
+	char hosts[UP_EDGE_LIST];       /* --allow-host, comma-separated */
+	char origins[UP_EDGE_LIST];     /* --allow-origin, comma-separated */
+	char listen_host[128];          /* the literal --listen host, "" if wildcard */
+} up_edge;
+
+typedef struct {
+	const up_edge *edge;
+	http_handler_fn fn;
+	void *arg;
+} up_route;
+
+/* Is `item` (len bytes) in the comma-separated `list` (case-insensitive,
+ * spaces and a trailing '/' around entries ignored)? */
+static bool list_has(const char *list, const char *item, size_t len)
+{
+	const char *p = list;
+
+	while (p != NULL && *p != '\0') {
+		const char *end = strchr(p, ',');
+		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+		const char *q = p;
+
+		while (n > 0 && isspace((unsigned char)*q)) {
+			q++;
+			n--;
+		}
+		while (n > 0 && (isspace((unsigned char)q[n - 1]) || q[n - 1] == '/'))
+			n--;
+		if (n == len && n > 0 && strncasecmp(q, item, n) == 0)
+			return true;
+		p = end != NULL ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/* Split a Host header into its name (brackets dropped) and check the port
+ * part is digits.  Returns false if malformed. */
+static bool host_name(const char *host, char *out, size_t outlen)
+{
+	const char *end, *port;
+	size_t n;
+
+	if (host[0] == '[') {
+		end = strchr(host, ']');
+		if (end == NULL)
+			return false;
+		port = end + 1;
+		host++;
+	} else {
+		end = strrchr(host, ':');
+		if (end != NULL && memchr(host, ':', (size_t)(end - host)) != NULL)
+			return false;   /* a bare IPv6 address */
+		port = end;
+		if (end == NULL)
+			end = host + strlen(host);
+	}
+	if (port != NULL && *port != '\0') {
+		if (*port != ':' || port[1] == '\0')
+			return false;
+		for (const char *d = port + 1; *d; d++)
+			if (*d < '0' || *d > '9')
+				return false;
+	}
+	n = (size_t)(end - host);
+	if (n == 0 || n >= outlen)
+		return false;
+	memcpy(out, host, n);
+	out[n] = '\0';
+	return true;
+}
+
+static bool host_allowed(const up_edge *e, const char *host)
+{
+	char name[256];
+	size_t n;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (!host_name(host, name, sizeof(name)))
+		return false;
+	n = strlen(name);
+	if (n > 1 && name[n - 1] == '.')
+		name[--n] = '\0';
+	if (strcasecmp(name, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127)
+		return true;
+	if (inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6))
+		return true;
+	if (e->listen_host[0] != '\0' && strcasecmp(name, e->listen_host) == 0)
+		return true;
+	return list_has(e->hosts, name, n) || list_has(e->hosts, host, strlen(host));
+}
+
+/* An Origin that may use the API: listed, or troop up itself (the Host was
+ * checked first, so "http://<Host>" is a page troop up served). */
+static bool origin_allowed(const up_edge *e, const char *origin, const char *host)
+{
+	size_t n = strlen(origin);
+
+	if (list_has(e->origins, origin, n))
+		return true;
+	return host != NULL && strncasecmp(origin, "http://", 7) == 0 &&
+	    strcasecmp(origin + 7, host) == 0;
+}
+
+/* application/json, with or without parameters ("; charset=utf-8"). */
+static bool is_json_type(const char *ct)
+{
+	if (ct == NULL)
+		return false;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	if (strncasecmp(ct, "application/json", 16) != 0)
+		return false;
+	ct += 16;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
+
+/* Every route runs through here first. */
+static void h_edge(http_req *r, void *arg)
+{
+	const up_route *rt = arg;
+	const char *host = http_req_header(r, "Host");
+	const char *origin = http_req_header(r, "Origin");
+	const char *method = http_req_method(r);
+
+	if (host != NULL && !host_allowed(rt->edge, host)) {
+		up_reply_error(r, 403, "invalid_request_error", "host_not_allowed", NULL,
+		    "Host '%.100s' is not allowed: troop up answers requests for loopback names "
+		    "(localhost, 127.0.0.1, [::1]); to use another name, start it with "
+		    "--allow-host NAME", host);
+		return;
+	}
+	if (origin != NULL) {
+		if (!origin_allowed(rt->edge, origin, host)) {
+			up_reply_error(r, 403, "invalid_request_error", "origin_not_allowed", NULL,
+			    "web pages from '%.100s' may not use this proxy (it would spend your "
+			    "credits); to allow one, start troop up with --allow-origin ORIGIN",
+			    origin);
+			return;
+		}
+		if (strcasecmp(origin + (strncasecmp(origin, "http://", 7) == 0 ? 7 : 0),
+		    host != NULL ? host : "") != 0) {
+			http_reply_header(r, "Access-Control-Allow-Origin", origin);
+			http_reply_header(r, "Access-Control-Expose-Headers", "X-Troop-Job");
+			http_reply_header(r, "Vary", "Origin");
+		}
+	}
+	if (strcmp(method, "OPTIONS") == 0) {
+		/* a preflight from an allowed origin (or no browser at all) */
+		http_reply_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+		http_reply_header(r, "Access-Control-Allow-Headers",
+		    "Authorization, Content-Type, OpenAI-Organization, OpenAI-Project, "
+		    "X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, "
+		    "X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version");
+		http_reply_header(r, "Access-Control-Max-Age", "600");
+		http_reply_header(r, "Allow", "GET, POST, OPTIONS");
+		http_reply(r, 204, NULL, NULL, 0);
+		return;
+	}
+	if (strcmp(method, "POST") == 0 && !is_json_type(http_req_header(r, "Content-Type"))) {
+		const char *ct = http_req_header(r, "Content-Type");
+
+		up_reply_error(r, 415, "invalid_request_error", "unsupported_media_type", NULL,
+		    "Content-Type must be application/json, not '%.100s' (curl: add "
+		    "-H 'Content-Type: application/json')", ct != NULL ? ct : "(none)");
+		return;
+	}
+	rt->fn(r, rt->arg);
 }
 
 /* ---- threads and routes -------------------------------------------------------------- */
@@ -231,6 +430,19 @@ int cmd_up(int argc, char **argv)
 {
 	http_server_opts so = { 0 };
 	http_server *srv = NULL;
+	static const struct {
+		const char *method, *path;
+		http_handler_fn fn;
+	} routes[] = {
+		{ "POST", "/v1/chat/completions", up_handle_inference },
+		{ "POST", "/v1/completions", up_handle_inference },
+		{ "POST", "/v1/embeddings", up_handle_inference },
+		{ "GET", "/v1/models", up_handle_models },
+		{ "GET", "/v1/models/{model}", up_handle_model },
+		{ "GET", "/health", h_health },
+	};
+	up_route rts[UP_MAX_ROUTES];
+	up_edge edge;
 	up_server *s = NULL;
 	const char *listen, *key;
 	log_level lvl;
@@ -298,14 +510,28 @@ int cmd_up(int argc, char **argv)
 		goto out;
 	}
 	http_server_on_thread(srv, thread_init, thread_fini, s);
-	if (http_server_route(srv, "POST", "/v1/chat/completions", up_handle_inference, s) ||
-	    http_server_route(srv, "POST", "/v1/completions", up_handle_inference, s) ||
-	    http_server_route(srv, "POST", "/v1/embeddings", up_handle_inference, s) ||
-	    http_server_route(srv, "GET", "/v1/models", up_handle_models, s) ||
-	    http_server_route(srv, "GET", "/v1/models/{model}", up_handle_model, s) ||
-	    http_server_route(srv, "GET", "/health", h_health, s)) {
-		rc = cli_fail(&c, "%s", troop_error_msg());
-		goto out;
+	memset(&edge, 0, sizeof(edge));
+	snprintf(edge.hosts, sizeof(edge.hosts), "%s",
+	    config_str(c.cfg, "allow-host") ? config_str(c.cfg, "allow-host") : "");
+	snprintf(edge.origins, sizeof(edge.origins), "%s",
+	    config_str(c.cfg, "allow-origin") ? config_str(c.cfg, "allow-origin") : "");
+	{
+		char lh[128];
+
+		if (host_name(listen, lh, sizeof(lh)) && strcmp(lh, "0.0.0.0") != 0 &&
+		    strcmp(lh, "::") != 0 && strcmp(lh, "*") != 0)
+			snprintf(edge.listen_host, sizeof(edge.listen_host), "%s", lh);
+	}
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		rts[i].edge = &edge;
+		rts[i].fn = routes[i].fn;
+		rts[i].arg = s;
+		if (http_server_route(srv, routes[i].method, routes[i].path, h_edge, &rts[i]) ||
+		    (strcmp(routes[i].path, "/health") != 0 &&
+		    http_server_route(srv, "OPTIONS", routes[i].path, h_edge, &rts[i]))) {
+			rc = cli_fail(&c, "%s", troop_error_msg());
+			goto out;
+		}
 	}
 	if (http_server_start(srv) != 0) {
 		rc = cli_fail(&c, "%s", troop_error_msg());

@@ -323,20 +323,7 @@ static void h_balance(http_req *r, void *arg)
 static int query_int(http_req *r, const char *name, int64_t def, int64_t min, int64_t max,
     int64_t *out)
 {
-	const char *v = http_req_query_param(r, name);
-	char *end;
-	long long x;
-
-	*out = def;
-	if (!v)
-		return 0;
-	x = strtoll(v, &end, 10);
-	if (*v == '\0' || *end || x < min || x > max)
-		return troop_error_set(TROOP_EINVAL,
-		    "query parameter '%s' must be an integer between %lld and %lld", name,
-		    (long long)min, (long long)max);
-	*out = x;
-	return 0;
+	return http_req_query_int(r, name, def, min, max, out);
 }
 
 static void h_transactions(http_req *r, void *arg)

@@ -218,9 +218,9 @@ static void h_peers(http_req *r, void *arg)
 	int rc;
 
 	if (lim) {
-		char *end;
-		long v = strtol(lim, &end, 10);
-		if (*lim == '\0' || *end || v < 1 || v > COORD_PEERS_MAX) {
+		int64_t v;
+
+		if (http_req_query_int(r, "limit", 100, 1, COORD_PEERS_MAX, &v) != 0) {
 			coord_reply_error(r, TROOP_EINVAL,
 			    "query parameter 'limit' must be an integer between 1 and %d",
 			    COORD_PEERS_MAX);

@@ -50,7 +50,10 @@ int poh_pool_new(poh_pool **out, int workers, int queue_max);
  * must have been freed.  NULL is fine. */
 void poh_pool_free(poh_pool *p);
 
-/* A port on `base` for the calling server thread.  0 or TROOP_ENOMEM. */
+/* A port on `base` for the calling server thread.  Pool threads wake
+ * `base` from their own threads: libevent threading must be on
+ * (evthread_use_pthreads before the base was made; http_server does it).
+ * 0 or TROOP_ENOMEM. */
 int poh_pool_port_new(poh_pool_port **out, poh_pool *p, struct event_base *base);
 
 /* On the port's thread: jobs of this port still waiting are cancelled, a

@@ -55,9 +55,12 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
+#include <sodium.h>
 
 #include "error.h"
+#include "http_check.h"
 #include "log.h"
 
 #define HTTP_MAX_THREADS 256
@@ -72,6 +75,18 @@
 #define HTTP_STREAM_MAX_PENDING (64u * 1024 * 1024)
 /* fd -> connection table bound. */
 #define HTTP_MAX_FDS (1 << 20)
+/* Descriptors kept back from the connection limit (listeners, databases,
+ * outgoing connections, logs), plus 1/16 of the rest. */
+#define HTTP_FD_RESERVE 64
+#define HTTP_MAX_CONNS_CAP (1 << 16)
+/* Per-address connection counts: a hash table of counters (keyed by a
+ * secret hash, so nobody can aim a collision at someone else). */
+#define HTTP_ADDR_SLOTS (1 << 16)
+/* accept() out of descriptors: pause this long, log once per interval. */
+#define HTTP_ACCEPT_PAUSE_MS 100
+#define HTTP_LOG_INTERVAL_S 10
+/* After an error reply, how long the client has to read it. */
+#define HTTP_LINGER_MS 2000
 
 #define CTL_CLOSE_LISTENER 1
 
@@ -106,6 +121,15 @@ struct srv_conn {
 	bool reject;                        /* over max_conns */
 	bool err_pending;
 	bool writing;                       /* output written by us, not evhttp */
+	/* strict framing and deadlines */
+	struct evbuffer_cb_entry *in_cb;
+	struct event *dl_ev;                /* head/body deadline, linger */
+	http_check chk;
+	int addr_slot;                      /* s->addr_conns index, -1: none */
+	int fail_status;                    /* error to answer, then close */
+	const char *fail_msg;
+	bool fail_written;                  /* answered; closing */
+	bool close_now;
 };
 
 struct srv_thread {
@@ -125,6 +149,9 @@ struct srv_thread {
 	struct srv_conn *conns;             /* open connections */
 	http_req *live;                     /* requests handed to handlers */
 	http_req *cur;                      /* the one whose handler runs now */
+	struct event *accept_ev;            /* resumes accept() after EMFILE */
+	long accept_fails;                  /* since the last log line */
+	long long accept_log_s;
 };
 
 struct http_server {
@@ -149,6 +176,10 @@ struct http_server {
 	atomic_int inflight;
 	atomic_int nconns;
 	atomic_llong last_reject_log;
+	atomic_llong last_addr_log;
+	atomic_llong last_slow_log;
+	atomic_int *addr_conns;             /* HTTP_ADDR_SLOTS counters */
+	unsigned char addr_key[16];         /* hash key for addr_conns */
 	int stop_pipe[2];
 
 	pthread_mutex_t mu;
@@ -251,6 +282,7 @@ static void log_request(const http_server *s, const char *method,
 /* ---- requests: lifetime ------------------------------------------------------ */
 
 static void conn_watch(struct srv_conn *c, bool on);
+static void conn_deadline_update(struct srv_conn *c);
 
 static void req_unlink(http_req *r)
 {
@@ -291,6 +323,7 @@ static void req_finish(http_req *r)
 		if (r->conn->active == r)
 			r->conn->active = NULL;
 		conn_watch(r->conn, false);
+		conn_deadline_update(r->conn);
 	}
 	req_unlink(r);
 	atomic_fetch_sub(&s->inflight, 1);
@@ -365,6 +398,12 @@ static void conn_free(struct srv_conn *c)
 	conn_clear_byfd(s, c);
 	if (c->out_cb != NULL)
 		evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+	if (c->in_cb != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->in_cb);
+	if (c->dl_ev != NULL)
+		event_free(c->dl_ev);
+	if (c->addr_slot >= 0)
+		atomic_fetch_sub(&s->addr_conns[c->addr_slot], 1);
 	if (c->watch != NULL)
 		event_free(c->watch);
 	if (c->ev != NULL)
@@ -424,6 +463,7 @@ static const char *status_reason(int status)
 	case 400: return "Bad Request";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
 	case 414: return "URI Too Long";
 	case 417: return "Expectation Failed";
@@ -504,6 +544,199 @@ done:
 	free(body);
 }
 
+/* ---- connections: strict framing, deadlines, per-address limit ------------ */
+
+/* Log at most one line per HTTP_LOG_INTERVAL_S for `last`. */
+static bool log_due(atomic_llong *last)
+{
+	long long now = now_us() / 1000000;
+	long long prev = atomic_load(last);
+
+	return now - prev >= HTTP_LOG_INTERVAL_S &&
+	    atomic_compare_exchange_strong(last, &prev, now);
+}
+
+static void conn_arm(struct srv_conn *c, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	if (c->dl_ev != NULL)
+		evtimer_add(c->dl_ev, &tv);
+}
+
+/* Deadline for the phase the connection's request is in: the whole head,
+ * or the whole body, from now; none between requests. */
+static void conn_deadline_update(struct srv_conn *c)
+{
+	const http_server *s = c->th->s;
+
+	if (c->fail_written || c->dl_ev == NULL)
+		return;
+	switch (c->chk.phase) {
+	case HTTP_CHECK_HEAD:
+		conn_arm(c, s->o.header_timeout_s * 1000);
+		break;
+	case HTTP_CHECK_BODY:
+		conn_arm(c, s->o.body_timeout_s * 1000);
+		break;
+	default:
+		evtimer_del(c->dl_ev);
+		break;
+	}
+}
+
+/* Answer `status` (JSON error shape) and close once it is written, or
+ * after HTTP_LINGER_MS.  Takes effect from the deferred event: never
+ * inside evhttp's callbacks. */
+static void conn_fail(struct srv_conn *c, int status, const char *msg)
+{
+	if (c->fail_status != 0)
+		return;
+	c->fail_status = status;
+	c->fail_msg = msg;
+	evbuffer_drain(bufferevent_get_input(c->bev),
+	    evbuffer_get_length(bufferevent_get_input(c->bev)));
+	event_active(c->ev, EV_TIMEOUT, 1);
+}
+
+static void conn_write_fail(struct srv_conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	const char *code;
+	json_t *j;
+	char *body;
+	bool frozen;
+	int err;
+
+	switch (c->fail_status) {
+	case 405: err = TROOP_EMETHOD; code = troop_err_code(err); break;
+	case 408: err = TROOP_EINVAL; code = "request_timeout"; break;
+	case 411: err = TROOP_EINVAL; code = "length_required"; break;
+	default: err = TROOP_EINVAL; code = troop_err_code(err); break;
+	}
+	j = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", c->fail_msg,
+	    "type", troop_err_type(err), "code", code);
+	body = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	c->writing = true;
+	frozen = evbuffer_drain(out, 0) != 0;
+	if (frozen)
+		evbuffer_unfreeze(out, 1);
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n%s\r\n%s", c->fail_status,
+	    status_reason(c->fail_status), body != NULL ? strlen(body) : 0,
+	    c->fail_status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n" : "",
+	    body != NULL ? body : "");
+	if (frozen)
+		evbuffer_freeze(out, 1);
+	c->writing = false;
+	free(body);
+	/* no more requests from this connection: evhttp must not read on */
+	bufferevent_disable(c->bev, EV_READ);
+	bufferevent_enable(c->bev, EV_WRITE);
+	c->fail_written = true;
+	log_request(c->th->s, "-", "-", c->fail_status, 0, "");
+	conn_arm(c, HTTP_LINGER_MS);
+}
+
+/* Raw bytes the client sent, before evhttp parses them. */
+static void conn_in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct srv_conn *c = arg;
+	struct evbuffer_iovec vec[16];
+	struct evbuffer_ptr pos;
+	size_t left = info->n_added;
+	uint64_t reqs = c->chk.requests;
+	int phase = c->chk.phase;
+
+	if (info->n_added == 0)
+		return;
+	if (c->fail_status != 0) {
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+		return;
+	}
+	if (evbuffer_ptr_set(buf, &pos, info->orig_size, EVBUFFER_PTR_SET) != 0)
+		return;
+	while (left > 0) {
+		int n = evbuffer_peek(buf, (ev_ssize_t)left, &pos, vec, 16);
+		size_t took = 0;
+
+		if (n <= 0)
+			break;
+		for (int i = 0; i < n && i < 16 && left > 0; i++) {
+			size_t len = vec[i].iov_len < left ? vec[i].iov_len : left;
+			int st = http_check_feed(&c->chk, vec[i].iov_base, len, NULL);
+
+			if (st != 0) {
+				conn_fail(c, st, c->chk.msg);
+				return;
+			}
+			left -= len;
+			took += len;
+		}
+		if (left > 0 && evbuffer_ptr_set(buf, &pos, took, EVBUFFER_PTR_ADD) != 0)
+			break;
+	}
+	if (c->chk.requests != reqs || c->chk.phase != phase)
+		conn_deadline_update(c);
+}
+
+static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct srv_conn *c = arg;
+	http_server *s = c->th->s;
+
+	if (c->fail_written) {
+		c->close_now = true;
+		event_active(c->ev, EV_TIMEOUT, 1);
+		return;
+	}
+	if (c->active != NULL)
+		return;         /* a handler works; req_finish re-arms */
+	if (log_due(&s->last_slow_log))
+		log_warn("slow_client", "srv=%s closing a connection that did not send its "
+		    "request %s within %d s (logged once per %d s)", s->name ? s->name : "http",
+		    c->chk.phase == HTTP_CHECK_BODY ? "body" : "head",
+		    c->chk.phase == HTTP_CHECK_BODY ? s->o.body_timeout_s : s->o.header_timeout_s,
+		    HTTP_LOG_INTERVAL_S);
+	conn_fail(c, 408, c->chk.phase == HTTP_CHECK_BODY ?
+	    "request body not received in time" : "request head not received in time");
+}
+
+/* The counter slot of the peer's address (IPv4, or an IPv6 /64), or -1. */
+static int conn_addr_slot(const http_server *s, evutil_socket_t fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	unsigned char key[9];
+	unsigned char h[crypto_shorthash_BYTES];
+	size_t klen;
+
+	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return -1;
+	if (ss.ss_family == AF_INET) {
+		key[0] = 4;
+		memcpy(key + 1, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+		klen = 5;
+	} else if (ss.ss_family == AF_INET6) {
+		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a)) {
+			key[0] = 4;
+			memcpy(key + 1, a->s6_addr + 12, 4);
+			klen = 5;
+		} else {
+			key[0] = 6;
+			memcpy(key + 1, a->s6_addr, 8);
+			klen = 9;
+		}
+	} else {
+		return -1;
+	}
+	crypto_shorthash(h, key, klen, s->addr_key);
+	return (int)(((unsigned)h[0] | (unsigned)h[1] << 8) % HTTP_ADDR_SLOTS);
+}
+
 /* Deferred per-connection work, on this server thread's loop but outside
  * any of evhttp's callbacks for the connection. */
 static void conn_deferred(evutil_socket_t fd, short what, void *arg)
@@ -534,6 +767,19 @@ static void conn_deferred(evutil_socket_t fd, short what, void *arg)
 			(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		conn_set_byfd(s, c->fd, c);
 		bufferevent_decref(bev);
+		c->addr_slot = conn_addr_slot(s, c->fd);
+		if (c->addr_slot >= 0 && !c->reject &&
+		    atomic_fetch_add(&s->addr_conns[c->addr_slot], 1) >= s->o.max_conns_per_addr) {
+			if (log_due(&s->last_addr_log))
+				log_warn("conn_limit", "srv=%s max_conns_per_addr=%d reached by a "
+				    "client; closing its new connections (logged once per %d s)",
+				    s->name ? s->name : "http", s->o.max_conns_per_addr,
+				    HTTP_LOG_INTERVAL_S);
+			evhttp_connection_free(c->evcon);       /* frees c */
+			return;
+		} else if (c->reject) {
+			c->addr_slot = -1;
+		}
 		if (c->reject) {
 			long long now = now_us() / 1000000;
 			long long last = atomic_load(&s->last_reject_log);
@@ -547,6 +793,20 @@ static void conn_deferred(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->err_pending)
 		conn_rewrite_error(c);
+	if (c->evcon == NULL)
+		return;
+	if (c->close_now) {
+		evhttp_connection_free(c->evcon);       /* frees c */
+		return;
+	}
+	if (c->fail_status != 0 && !c->fail_written) {
+		if (c->active != NULL) {
+			/* a handler still answers an earlier request: drop it all */
+			evhttp_connection_free(c->evcon);
+			return;
+		}
+		conn_write_fail(c);
+	}
 }
 
 static void req_schedule_drain(http_req *r);
@@ -563,6 +823,10 @@ static void conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *inf
 		if (info->n_deleted > 0 && c->active != NULL && c->active->drain_cb != NULL &&
 		    evbuffer_get_length(buf) <= HTTP_STREAM_LOW_WATER)
 			req_schedule_drain(c->active);
+		if (info->n_deleted > 0 && c->fail_written && evbuffer_get_length(buf) == 0) {
+			c->close_now = true;
+			event_active(c->ev, EV_TIMEOUT, 1);
+		}
 		return;
 	}
 	if (c->writing || c->err_pending)
@@ -606,11 +870,17 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
 	c->th = th;
 	c->bev = bev;
 	c->fd = -1;
+	c->addr_slot = -1;
 	c->need_init = true;
+	http_check_init(&c->chk);
 	c->ev = event_new(base, -1, 0, conn_deferred, c);
+	c->dl_ev = evtimer_new(base, conn_deadline_cb, c);
 	c->out_cb = evbuffer_add_cb(bufferevent_get_output(bev), conn_out_cb, c);
-	if (c->ev == NULL || c->out_cb == NULL)
+	c->in_cb = evbuffer_add_cb(bufferevent_get_input(bev), conn_in_cb, c);
+	if (c->ev == NULL || c->dl_ev == NULL || c->out_cb == NULL || c->in_cb == NULL)
 		goto fail;
+	/* the head's deadline runs from the accept: a silent client too */
+	conn_arm(c, s->o.header_timeout_s * 1000);
 	if (atomic_fetch_add(&s->nconns, 1) >= s->o.max_conns)
 		c->reject = true;
 	/* Keep bev alive until conn_deferred has looked at it. */
@@ -624,6 +894,8 @@ static struct bufferevent *conn_new(struct event_base *base, void *arg)
 fail:
 	if (c != NULL && c->ev != NULL)
 		event_free(c->ev);
+	if (c != NULL && c->dl_ev != NULL)
+		event_free(c->dl_ev);
 	free(c);
 	if (bev != NULL)
 		bufferevent_free(bev);
@@ -889,6 +1161,45 @@ const char *http_req_query_param(http_req *r, const char *name)
 		}
 	}
 	return evhttp_find_header(&r->qparams, name);
+}
+
+int http_req_query_int(http_req *r, const char *name, int64_t def, int64_t min,
+    int64_t max, int64_t *out)
+{
+	const char *v = http_req_query_param(r, name);
+	const char *p = v;
+	bool neg = false;
+	uint64_t x = 0;
+
+	*out = def;
+	if (v == NULL)
+		return 0;
+	if (*p == '-') {
+		neg = true;
+		p++;
+	}
+	if (*p == '\0')
+		goto bad;
+	for (; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9' || x > (UINT64_MAX - 9) / 10)
+			goto bad;
+		x = x * 10 + (uint64_t)(*p - '0');
+	}
+	if ((!neg && x > (uint64_t)INT64_MAX) || (neg && x > (uint64_t)INT64_MAX + 1))
+		goto bad;
+	{
+		int64_t y = neg ? (x == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)x) :
+		    (int64_t)x;
+
+		if (y < min || y > max)
+			goto bad;
+		*out = y;
+	}
+	return 0;
+bad:
+	return troop_error_set(TROOP_EINVAL,
+	    "query parameter '%s' must be an integer between %lld and %lld", name,
+	    (long long)min, (long long)max);
 }
 
 const char *http_req_header(const http_req *r, const char *name)
@@ -1288,10 +1599,12 @@ int http_server_new(http_server **out, const http_server_opts *opts)
 		s->o.max_body = 1024 * 1024;
 	if (s->o.max_headers == 0)
 		s->o.max_headers = 16 * 1024;
-	if (s->o.max_conns == 0)
-		s->o.max_conns = 4096;
 	if (s->o.idle_timeout_s == 0)
 		s->o.idle_timeout_s = 60;
+	if (s->o.header_timeout_s <= 0)
+		s->o.header_timeout_s = 10;
+	if (s->o.body_timeout_s <= 0)
+		s->o.body_timeout_s = 60;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	s->nthreads = s->o.threads > 0 ? s->o.threads : (ncpu > 0 ? (int)ncpu : 1);
 	if (s->nthreads > HTTP_MAX_THREADS)
@@ -1300,10 +1613,49 @@ int http_server_new(http_server **out, const http_server_opts *opts)
 		rc = troop_error_set(TROOP_EIO, "cannot create the stop pipe: %s", strerror(errno));
 		goto fail;
 	}
+	/* Every descriptor the process may have: raise the soft limit to the
+	 * hard one, and keep the connection limit below it, so that accept()
+	 * does not run out while the limit is not reached. */
 	s->byfd_len = HTTP_MAX_FDS;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur < (rlim_t)HTTP_MAX_FDS)
-		s->byfd_len = (int)rl.rlim_cur;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rlim_t want = rl.rlim_max;
+
+		if (want == RLIM_INFINITY || want > (rlim_t)HTTP_MAX_FDS)
+			want = (rlim_t)HTTP_MAX_FDS;
+		if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+			struct rlimit nl = { want, rl.rlim_max };
+
+			if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
+				rl.rlim_cur = want;
+		}
+		if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)HTTP_MAX_FDS)
+			s->byfd_len = (int)rl.rlim_cur;
+	}
+	{
+		int fds = s->byfd_len;
+		int derived = fds > 2 * HTTP_FD_RESERVE ? fds - HTTP_FD_RESERVE - fds / 16 : fds / 2;
+
+		if (derived > HTTP_MAX_CONNS_CAP)
+			derived = HTTP_MAX_CONNS_CAP;
+		if (derived < 1)
+			derived = 1;
+		if (s->o.max_conns == 0) {
+			s->o.max_conns = derived;
+		} else if (s->o.max_conns > derived) {
+			log_warn("conn_limit", "srv=%s max_conns=%d lowered to %d: the open-file "
+			    "limit is %d (raise LimitNOFILE / ulimit -n)", s->name ? s->name : "http",
+			    s->o.max_conns, derived, fds);
+			s->o.max_conns = derived;
+		}
+	}
+	if (s->o.max_conns_per_addr <= 0)
+		s->o.max_conns_per_addr = s->o.max_conns / 8 > 16 ? s->o.max_conns / 8 : 16;
+	s->addr_conns = calloc(HTTP_ADDR_SLOTS, sizeof(*s->addr_conns));
+	if (s->addr_conns == NULL || sodium_init() < 0) {
+		rc = troop_error_set(TROOP_ENOMEM, "out of memory");
+		goto fail;
+	}
+	randombytes_buf(s->addr_key, sizeof(s->addr_key));
 	s->byfd = calloc((size_t)s->byfd_len, sizeof(*s->byfd));
 	if (s->byfd == NULL) {
 		rc = troop_error_set(TROOP_ENOMEM, "out of memory");
@@ -1436,6 +1788,46 @@ static void evthread_init_once(void)
 	evthread_rc = evthread_use_pthreads();
 }
 
+/* The server thread running on this OS thread (for the listener's error
+ * callback, whose argument is evhttp's). */
+static __thread struct srv_thread *tls_thread;
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct srv_thread *th = arg;
+
+	if (th->bound != NULL)
+		evconnlistener_enable(evhttp_bound_socket_get_listener(th->bound));
+}
+
+/* accept() failed.  Out of descriptors (or memory), the listening socket
+ * stays readable and libevent would retry at once, forever, logging each
+ * time: pause accepting for a moment instead, and log once per interval. */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct srv_thread *th = tls_thread;
+	int err = EVUTIL_SOCKET_ERROR();
+	long long now = now_us() / 1000000;
+	struct timeval tv = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
+	char buf[128];
+
+	(void)arg;
+	if (th == NULL)
+		return;
+	th->accept_fails++;
+	if (now - th->accept_log_s >= HTTP_LOG_INTERVAL_S) {
+		log_warn("accept", "srv=%s thread=%d accept() failed: %s; pausing %d ms "
+		    "(%ld failures since the last line; logged once per %d s)",
+		    th->s->name ? th->s->name : "http", th->index,
+		    strerror_r(err, buf, sizeof(buf)), HTTP_ACCEPT_PAUSE_MS,
+		    th->accept_fails, HTTP_LOG_INTERVAL_S);
+		th->accept_log_s = now;
+		th->accept_fails = 0;
+	}
+	evconnlistener_disable(lev);
+	evtimer_add(th->accept_ev, &tv);
+}
+
 static void ctl_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct srv_thread *th = arg;
@@ -1509,6 +1901,10 @@ static void thread_teardown(struct srv_thread *th)
 		event_free(th->ctl_ev);
 		th->ctl_ev = NULL;
 	}
+	if (th->accept_ev != NULL) {
+		event_free(th->accept_ev);
+		th->accept_ev = NULL;
+	}
 	if (th->base != NULL) {
 		event_base_free(th->base);
 		th->base = NULL;
@@ -1522,6 +1918,7 @@ static void *thread_main(void *arg)
 	int rc = 0;
 	int go;
 
+	tls_thread = th;
 	if (s->init != NULL)
 		rc = s->init(s->thread_arg, th->index, th->base, &th->tctx);
 	th->inited = rc == 0;
@@ -1678,7 +2075,9 @@ int http_server_start(http_server *s)
 		th->http = th->base != NULL ? evhttp_new(th->base) : NULL;
 		th->tmp = evbuffer_new();
 		th->ctl_ev = th->base != NULL ? event_new(th->base, -1, 0, ctl_cb, th) : NULL;
-		if (th->http == NULL || th->tmp == NULL || th->ctl_ev == NULL) {
+		th->accept_ev = th->base != NULL ? evtimer_new(th->base, accept_resume_cb, th) : NULL;
+		if (th->http == NULL || th->tmp == NULL || th->ctl_ev == NULL ||
+		    th->accept_ev == NULL) {
 			rc = troop_error_set(TROOP_ENOMEM, "cannot create the event loop of thread %d", i);
 			goto fail;
 		}
@@ -1698,6 +2097,8 @@ int http_server_start(http_server *s)
 			goto fail;
 		}
 		th->lfd = -1;   /* evhttp owns it now */
+		evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(th->bound),
+		    accept_error_cb);
 	}
 
 	/* Workers leave SIGINT/SIGTERM to the thread in http_server_run. */
@@ -1881,6 +2282,7 @@ void http_server_free(http_server *s)
 	if (s->stop_pipe[1] >= 0)
 		close(s->stop_pipe[1]);
 	free(s->byfd);
+	free(s->addr_conns);
 	free(s->listen);
 	free(s->name);
 	pthread_mutex_destroy(&s->mu);

@@ -7,11 +7,21 @@
  * matched by method and path pattern ("/users/{account}/balance"); an
  * unknown path answers a JSON 404, a known path with another method a JSON
  * 405.  Limits: body size (413 too_large, JSON; Content-Length and chunked
- * bodies alike), header size, total connections (extra ones are closed at
- * once), idle time.  Every error the server itself answers (malformed
- * request 400, 413, unknown method 501) uses the JSON error shape.  Replies may be whole or streamed with chunked
- * encoding, with a drain callback for backpressure.  One log line per
- * request: method, path, status, microseconds, account (if set).
+ * bodies alike), header size, total connections and connections per
+ * client address (extra ones are closed at once), a total deadline for the
+ * request head and one for the body (a client that trickles bytes is
+ * closed at the deadline, not kept by each byte), idle time between
+ * requests.  Request framing is checked strictly before evhttp parses it
+ * (http_check.h: no smuggling through duplicate Content-Length, odd
+ * Transfer-Encoding, folded lines or NUL bytes; CONNECT is refused 405 at
+ * once).  At start the soft RLIMIT_NOFILE is raised to the hard one and
+ * the connection limit derived from it; when accept() still runs out of
+ * descriptors it pauses briefly and logs once per interval.  Every error
+ * the server itself answers (malformed request 400, 405, 408, 411, 413,
+ * unknown method 501) uses the JSON error shape.  Replies may be whole or
+ * streamed with chunked encoding, with a drain callback for backpressure.
+ * One log line per request: method, path, status, microseconds, account
+ * (if set).
  *
  * Threading: routes and hooks are registered before http_server_start.
  * A handler runs on one server thread; it may reply at once or later, but
@@ -24,6 +34,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 typedef struct http_server http_server;
@@ -34,10 +45,16 @@ typedef struct {
 	int threads;            /* 0: number of online cores */
 	size_t max_body;        /* bytes; 0: 1 MiB */
 	size_t max_headers;     /* bytes of all headers; 0: 16 KiB */
-	int max_conns;          /* open connections over all threads; 0: 4096 */
-	int idle_timeout_s;     /* idle keep-alive / slow client; 0: 60 */
+	int max_conns;          /* open connections over all threads; 0: derived
+	                         * from RLIMIT_NOFILE (never more than that) */
+	int idle_timeout_s;     /* idle keep-alive between requests; 0: 60 */
 	const char *name;       /* for log lines ("coordinator"); may be NULL */
 	bool quiet;             /* no per-request log lines */
+	int header_timeout_s;   /* whole request head, from its first byte (or
+	                         * from the accept); 0: 10 */
+	int body_timeout_s;     /* whole body, from the end of the head; 0: 60 */
+	int max_conns_per_addr; /* open connections from one IPv4 address or
+	                         * IPv6 /64; 0: max_conns / 8 (at least 16) */
 } http_server_opts;
 
 typedef void (*http_handler_fn)(http_req *req, void *arg);
@@ -102,6 +119,12 @@ const char *http_req_query(const http_req *r);       /* "model=x" or "" */
 const char *http_req_param(const http_req *r, const char *name); /* NULL if none */
 /* Decoded value of query parameter `name`, or NULL.  Owned by the request. */
 const char *http_req_query_param(http_req *r, const char *name);
+/* Query parameter `name` as an integer in [min, max] into *out (def when
+ * absent).  Strict: optional '-' then decimal digits only (no spaces, no
+ * '+', no overflow).  Returns 0 or TROOP_EINVAL with a message naming the
+ * parameter and the range. */
+int http_req_query_int(http_req *r, const char *name, int64_t def, int64_t min,
+    int64_t max, int64_t *out);
 /* Header value (case-insensitive name), or NULL.  Owned by the request;
  * valid until the reply, or until the client goes away. */
 const char *http_req_header(const http_req *r, const char *name);

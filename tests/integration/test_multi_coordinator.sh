@@ -141,7 +141,7 @@ WANT=$(curl -s "http://127.0.0.1:$SIM/v1/chat/completions" -d "$(body)" |
 chat_via_up() {
 	local got
 	JOB=
-	got=$(curl -s -D "$CHAIN_TMP/h" "$UP_URL/v1/chat/completions" -d "$(body)" |
+	got=$(curl -s -D "$CHAIN_TMP/h" "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body)" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])' \
 		2>/dev/null)
 	JOB=$(sed -n 's/^[Xx]-[Tt]roop-[Jj]ob: \([^[:space:]]*\).*/\1/p' "$CHAIN_TMP/h")

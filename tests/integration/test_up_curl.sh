@@ -127,7 +127,7 @@ python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b["balance_second
 	chain_fail "balance after a settled job: $BAL"
 
 # a whole (non-streamed) reply through the same chain
-GOT=$(curl -s "$UP_URL/v1/chat/completions" -d "$(body false)" |
+GOT=$(curl -s "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body false)" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
 [ "$GOT" = "$WANT" ] && ok "whole reply" || chain_fail "whole reply: '$GOT'"
 
@@ -143,14 +143,14 @@ GOT=$(chain_troop chat -m "$MODEL" "$PROMPT" 2>"$CHAIN_TMP/chat.err")
 # and every request below must fail over.
 BG=()
 for _ in 1 2; do
-	curl -sN "$UP_URL/v1/chat/completions" -d "$(body true 200)" >/dev/null 2>&1 &
+	curl -sN "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body true 200)" >/dev/null 2>&1 &
 	BG+=($!)
 	sleep 0.2
 done
 { kill -9 "$W1_PID"; wait "$W1_PID"; } 2>/dev/null
 fails=0
 for i in $(seq 1 12); do
-	GOT=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -d "$(body false 4)")
+	GOT=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body false 4)")
 	code=${GOT##*$'\n'}
 	[ "$code" = 200 ] || { fails=$((fails + 1)); echo "request $i: $GOT"; }
 	grep -q "failover" "$CHAIN_TMP/up-main.log" && [ "$i" -ge 4 ] && break
@@ -169,10 +169,10 @@ chain_worker w3 "vllm=http://127.0.0.1:$SIM_A" --max-jobs 1 --donate always
 chain_stop_clean "$W2_PID" "$CHAIN_TMP/worker-w2.log" "troop worker w2 (drained)"
 sleep 0.5
 chain_wait_nodes "$MODEL" 1
-curl -sN "$UP_URL/v1/chat/completions" -d "$(body true 200)" >/dev/null &
+curl -sN "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body true 200)" >/dev/null &
 HOLD=$!
 sleep 0.5
-RESP=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -d "$(body false 4)")
+RESP=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body false 4)")
 code=${RESP##*$'\n'}
 if [ "$code" = 503 ] && echo "$RESP" | grep -q '"code":"no_capacity"'; then
 	ok "every worker busy: 503 no_capacity"
@@ -188,7 +188,7 @@ chain_coordinator --starter-credits 0
 chain_worker poor "vllm=http://127.0.0.1:$SIM_B" --donate always
 chain_wait_nodes "$MODEL" 1
 CLIENT_HOME=$CHAIN_TMP/home-poor chain_up poor "$COORD_URL"
-RESP=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -d "$(body false 4)")
+RESP=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body false 4)")
 code=${RESP##*$'\n'}
 if [ "$code" = 402 ] && echo "$RESP" | grep -q '"code":"insufficient_credits"' &&
 	echo "$RESP" | grep -q 'available 0' && echo "$RESP" | grep -q 'price'; then

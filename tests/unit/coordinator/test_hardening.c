@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -202,12 +203,17 @@ static void tjob_done(poh_job *job)
 
 static void test_check_pool(void **state)
 {
-	struct event_base *base = event_base_new();
+	struct event_base *base;
 	atomic_int done = 0, cancelled = 0;
 	poh_pool *p;
 	poh_pool_port *port;
 
 	(void)state;
+	/* the pool's threads wake this base: libevent must be told it is
+	 * shared, before the base exists, as the servers do */
+	assert_int_equal(evthread_use_pthreads(), 0);
+	base = event_base_new();
+	assert_non_null(base);
 	loop_thread = pthread_self();
 	assert_int_equal(poh_pool_new(&p, 1, 2), 0);
 	assert_int_equal(poh_pool_port_new(&port, p, base), 0);

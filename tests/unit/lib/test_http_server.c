@@ -26,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -398,6 +400,17 @@ static void h_query(http_req *r, void *arg)
 	    "raw", http_req_query(r), "path", http_req_path(r), "hdr", ua));
 }
 
+static void h_query_int(http_req *r, void *arg)
+{
+	int64_t v;
+
+	if (http_req_query_int(r, "n", 7, -5, 100, &v) != 0) {
+		http_reply_error(r, TROOP_EINVAL, "%s", troop_error_msg());
+		return;
+	}
+	http_reply_json(r, 200, json_pack("{s:I}", "n", (json_int_t)v));
+}
+
 static void h_echo(http_req *r, void *arg)
 {
 	size_t len;
@@ -619,6 +632,7 @@ static void fx_routes(http_server *s)
 	assert_int_equal(http_server_route(s, "GET", "/v1/models/{id}", h_model, NULL), 0);
 	assert_int_equal(http_server_route(s, "GET", "/v1/models/special", h_model_exact, NULL), 0);
 	assert_int_equal(http_server_route(s, "GET", "/q", h_query, NULL), 0);
+	assert_int_equal(http_server_route(s, "GET", "/qi", h_query_int, NULL), 0);
 	assert_int_equal(http_server_route(s, "POST", "/echo", h_echo, NULL), 0);
 	assert_int_equal(http_server_route(s, "PUT", "/echo", h_echo, NULL), 0);
 	assert_int_equal(http_server_route(s, "GET", "/stream", h_stream, NULL), 0);
@@ -1584,6 +1598,232 @@ static void test_fuzz_garbage(void **state)
 	fx_stop(&f);
 }
 
+/* ---- hardening: query numbers, per-address limit, deadlines, EMFILE ----------- */
+
+static void test_query_int_strict(void **state)
+{
+	static const struct { const char *q; int status; long long n; } cases[] = {
+		{ "", 200, 7 }, { "?n=5", 200, 5 }, { "?n=-5", 200, -5 }, { "?n=100", 200, 100 },
+		{ "?n=%205", 400, 0 }, { "?n=99999999999999999999", 400, 0 }, { "?n=+5", 400, 0 },
+		{ "?n=101", 400, 0 }, { "?n=-6", 400, 0 }, { "?n=", 400, 0 }, { "?n=5x", 400, 0 },
+		{ "?n=0x5", 400, 0 }, { "?n=-", 400, 0 }, { "?n=18446744073709551621", 400, 0 },
+	};
+	struct fx f;
+
+	(void)state;
+	fx_start(&f, 1);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char path[64];
+		struct resp r;
+		json_t *j;
+
+		snprintf(path, sizeof(path), "/qi%s", cases[i].q);
+		assert_int_equal(do_get(f.port, path, &r), 0);
+		if (r.status != cases[i].status)
+			fail_msg("%s: %d, want %d", path, r.status, cases[i].status);
+		j = body_json(&r);
+		if (cases[i].status == 200)
+			assert_int_equal(json_integer_value(json_object_get(j, "n")), cases[i].n);
+		else
+			assert_non_null(strstr(json_string_value(json_object_get(
+			    json_object_get(j, "error"), "message")), "between -5 and 100"));
+		json_decref(j);
+		resp_free(&r);
+	}
+	fx_stop(&f);
+}
+
+static struct cli *cli_open_from(int port, const char *src)
+{
+	struct cli *c = calloc(1, sizeof(*c));
+	struct sockaddr_in a, b;
+
+	assert_non_null(c);
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	memset(&b, 0, sizeof(b));
+	b.sin_family = AF_INET;
+	assert_int_equal(inet_pton(AF_INET, src, &b.sin_addr), 1);
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(c->fd >= 0);
+	assert_int_equal(bind(c->fd, (struct sockaddr *)&b, sizeof(b)), 0);
+	cli_timeout(c->fd, 5);
+	assert_int_equal(connect(c->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return c;
+}
+
+/* One address may hold max_conns_per_addr connections; another address
+ * is still served. */
+static void test_conns_per_addr(void **state)
+{
+	http_server_opts o = { .threads = 1, .max_conns_per_addr = 3 };
+	struct cli *c[4], *other;
+	struct resp r;
+	struct fx f;
+
+	(void)state;
+	fx_start_opts(&f, &o);
+	for (int i = 0; i < 3; i++) {
+		c[i] = cli_open_from(f.port, "127.0.0.1");
+		assert_int_equal(cli_sendf(c[i], "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+		assert_int_equal(cli_response(c[i], &r, false), 0);
+		assert_int_equal(r.status, 200);
+		resp_free(&r);
+	}
+	c[3] = cli_open_from(f.port, "127.0.0.1");
+	(void)cli_sendf(c[3], "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+	assert_int_equal(cli_response(c[3], &r, false), -1);
+	resp_free(&r);
+	other = cli_open_from(f.port, "127.0.0.2");
+	assert_int_equal(cli_sendf(other, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+	assert_int_equal(cli_response(other, &r, false), 0);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	for (int i = 0; i < 4; i++)
+		cli_close(c[i]);
+	cli_close(other);
+	fx_stop(&f);
+}
+
+/* Send the first `at_once` bytes of `head`, then one byte every `gap_ms`
+ * until the server answers or closes; returns the seconds that took and
+ * the status seen (0: closed). */
+static double trickle(int port, const char *head, size_t at_once, int gap_ms, int *status)
+{
+	struct cli *c = cli_open(port);
+	long long t0 = 0;
+	struct timespec ts;
+	double dt;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	*status = 0;
+	assert_int_equal(cli_send(c, head, at_once), 0);
+	for (size_t i = at_once; head[i] != '\0'; i++) {
+		struct pollfd p = { c->fd, POLLIN, 0 };
+
+		if (send(c->fd, head + i, 1, MSG_NOSIGNAL) != 1)
+			break;
+		if (poll(&p, 1, gap_ms) > 0) {
+			char buf[512];
+			ssize_t n = recv(c->fd, buf, sizeof(buf) - 1, 0);
+
+			if (n > 12) {
+				buf[n] = '\0';
+				*status = atoi(buf + 9);
+			}
+			break;
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	dt = (double)((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - t0) / 1000.0;
+	cli_close(c);
+	return dt;
+}
+
+/* The head and the body each have a total deadline: bytes trickling in
+ * do not extend it (the idle timeout is much longer here). */
+static void test_head_body_deadline(void **state)
+{
+	http_server_opts o = { .threads = 1, .idle_timeout_s = 30, .header_timeout_s = 1,
+	    .body_timeout_s = 1 };
+	struct fx f;
+	double dt;
+	int st;
+	char body_req[256];
+
+	(void)state;
+	fx_start_opts(&f, &o);
+	dt = trickle(f.port, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	    0, 200, &st);
+	if (dt < 0.8 || dt > 2.5 || st != 408)
+		fail_msg("slow head: closed after %.1f s with %d (want 408 at 1 s)", dt, st);
+	/* a complete head, then the body one byte at a time */
+	snprintf(body_req, sizeof(body_req), "POST /echo HTTP/1.1\r\nHost: t\r\n"
+	    "Content-Length: 100\r\n\r\n%s", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+	dt = trickle(f.port, body_req, strstr(body_req, "\r\n\r\n") + 4 - body_req, 200, &st);
+	if (dt < 0.8 || dt > 2.5 || st != 408)
+		fail_msg("slow body: closed after %.1f s with %d (want 408)", dt, st);
+	/* a normal client is not affected */
+	assert_hello_ok(f.port);
+	fx_stop(&f);
+}
+
+/* Out of descriptors, accept() pauses instead of spinning, and says so
+ * once per interval.  Runs in a child: it lowers RLIMIT_NOFILE for good. */
+static void test_emfile_backoff(void **state)
+{
+	int pfd[2], port = 0, status = 0;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(pipe(pfd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = { 64, 64 };
+		http_server_opts o = { .threads = 1, .listen = "127.0.0.1:0" };
+		http_server *s;
+		struct rusage u0, u1;
+		char logpath[] = "/tmp/test_http_emfile_XXXXXX";
+		int logfd = mkstemp(logpath);
+		FILE *lf;
+		char line[512];
+		int lines = 0, fd, p;
+		double cpu;
+
+		close(pfd[0]);
+		if (logfd < 0 || setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			_exit(10);
+		dup2(logfd, 2);
+		if (http_server_new(&s, &o) != 0 || http_server_route(s, "GET", "/hello", h_hello,
+		    NULL) != 0 || http_server_start(s) != 0)
+			_exit(11);
+		p = http_server_port(s);
+		/* every descriptor left, gone */
+		while ((fd = dup(0)) >= 0)
+			;
+		if (write(pfd[1], &p, sizeof(p)) != sizeof(p))
+			_exit(12);
+		usleep(300 * 1000);     /* the parent connects */
+		getrusage(RUSAGE_SELF, &u0);
+		usleep(1500 * 1000);
+		getrusage(RUSAGE_SELF, &u1);
+		cpu = (double)(u1.ru_utime.tv_sec - u0.ru_utime.tv_sec +
+		    u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) +
+		    (double)(u1.ru_utime.tv_usec - u0.ru_utime.tv_usec +
+		    u1.ru_stime.tv_usec - u0.ru_stime.tv_usec) / 1e6;
+		lf = fopen(logpath, "r");
+		if (lf == NULL) {
+			close(3);       /* one descriptor back to read the log */
+			lf = fopen(logpath, "r");
+		}
+		while (lf != NULL && fgets(line, sizeof(line), lf) != NULL)
+			if (strstr(line, "accept") != NULL && strstr(line, "listen") == NULL)
+				lines++;
+		unlink(logpath);
+		fprintf(stdout, "emfile: cpu %.2f s in 1.5 s, %d accept log lines\n", cpu, lines);
+		fflush(stdout);
+		_exit(cpu < 0.4 && lines >= 1 && lines <= 2 ? 0 : 1);
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &port, sizeof(port)), (ssize_t)sizeof(port));
+	close(pfd[0]);
+	{
+		struct cli *c[20];
+
+		for (int i = 0; i < 20; i++)
+			c[i] = cli_open(port);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		for (int i = 0; i < 20; i++)
+			cli_close(c[i]);
+	}
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1610,6 +1850,10 @@ int main(void)
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_request_log),
 		cmocka_unit_test(test_fuzz_garbage),
+		cmocka_unit_test(test_query_int_strict),
+		cmocka_unit_test(test_conns_per_addr),
+		cmocka_unit_test(test_head_body_deadline),
+		cmocka_unit_test(test_emfile_backoff),
 	};
 
 	log_init();

@@ -623,7 +623,9 @@ static void test_client_authorize(void **state)
 	/* the worker answered 503: fail over, excluding the node */
 	assert_true(client_auth_worker_failed(503));
 	assert_true(client_auth_worker_failed(429));
-	assert_false(client_auth_worker_failed(401));
+	/* 401: the ticket reached a worker that is not the ticket's node */
+	assert_true(client_auth_worker_failed(401));
+	assert_false(client_auth_worker_failed(400));
 	assert_false(client_auth_worker_failed(200));
 	assert_true(client_auth_failover(&a, "node NodeId_- answered HTTP 503"));
 	text = client_auth_body(&a, &len);
