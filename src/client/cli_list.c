@@ -46,8 +46,8 @@ static void join_models(char *out, size_t len, const json_t *models)
 
 int cmd_nodes(int argc, char **argv)
 {
-	static const char *const hdr[8] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
-		"LOAD", "MULT", "VERIFIED" };
+	static const char *const hdr[10] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
+		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES" };
 	const char *model;
 	char path[1024];
 	json_t *out = NULL, *nodes, *n;
@@ -59,7 +59,10 @@ int cmd_nodes(int argc, char **argv)
 	if (!cli_start(&c, &rc, "nodes", "[--model MODEL] [--json] [--coordinator URL]",
 	    "List the live worker nodes: their address, status, models, load (jobs\n"
 	    "running / most at once), speed multiplier (credits a second of their\n"
-	    "time costs) and whether their hardware was verified.",
+	    "time costs), whether their hardware was verified (and for which class),\n"
+	    "whether they are established (their earnings from trial credits are\n"
+	    "spendable; docs/CREDITS.md) and their disputes (jobs they billed for more\n"
+	    "than their client saw).",
 	    nodes_opts, argc, argv, 0))
 		return rc;
 	model = config_str(c.cfg, "model");
@@ -90,22 +93,33 @@ int cmd_nodes(int argc, char **argv)
 		rc = fflush(stdout) == 0 ? 0 : 1;
 		goto out;
 	}
-	t = cli_table_new(8, hdr);
+	t = cli_table_new(10, hdr);
 	if (!t) {
 		rc = cli_fail(&c, "out of memory");
 		goto out;
 	}
 	cli_table_align_right(t, 5);
 	cli_table_align_right(t, 6);
+	cli_table_align_right(t, 9);
 	json_array_foreach(nodes, i, n) {
 		const char *id = json_string_value(json_object_get(n, "node_id"));
 		const char *ip = json_string_value(json_object_get(n, "tailscale_ip"));
 		const char *name = json_string_value(json_object_get(n, "name"));
 		json_t *load = json_object_get(n, "load");
-		char sid[9], addr[96], models[256], ld[32], mult[32];
-		const char *cells[8] = { sid, name && *name ? name : NULL, addr,
-			json_string_value(json_object_get(n, "status")), models, ld, mult,
-			json_is_true(json_object_get(n, "verified")) ? "yes" : "no" };
+		const char *cls = json_string_value(json_object_get(n, "hardware_class"));
+		char sid[9], addr[96], models[256], ld[32], mult[32], ver[32], disp[32];
+		const char *cells[10] = { sid, name && *name ? name : NULL, addr,
+			json_string_value(json_object_get(n, "status")), models, ld, mult, ver,
+			json_is_true(json_object_get(n, "established")) ? "yes" : "no", disp };
+
+		if (!json_is_true(json_object_get(n, "verified")))
+			snprintf(ver, sizeof(ver), "no");
+		else if (cls && *cls)
+			snprintf(ver, sizeof(ver), "yes (%.8s)", cls);
+		else
+			snprintf(ver, sizeof(ver), "yes");
+		snprintf(disp, sizeof(disp), "%lld",
+		    (long long)json_integer_value(json_object_get(n, "disputes")));
 
 		snprintf(sid, sizeof(sid), "%.8s", id ? id : "?");
 		ip = ip ? ip : "?";
