@@ -64,7 +64,9 @@
  *     admin    an operator grant to `requester`; `note` holds the reason
  *     reserve  `credits` moved from requester's balance/trial into escrow
  *     settle   `credits` (the charge) moved from escrow to `worker`; note
- *              "pending=N" when N of them became pending earnings
+ *              "pending=N" when N of them became pending earnings, and
+ *              "disputed: worker claimed W ms, client observed C ms" when
+ *              the two witnesses disagreed
  *     release  `credits` moved from escrow back to requester
  *     mature   `credits` moved from a node's pending earnings to `worker`'s
  *              balance; note "node=ID"
