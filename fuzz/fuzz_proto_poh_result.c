@@ -1,32 +1,8 @@
 /*
- * fuzz_proto_poh_result.c - libFuzzer harness for the proof-of-hardware result decoder (src/lib/proto.h).
- * Any bytes: parsed as a request body is (json_parse_object), then
- * decoded; whatever decodes must encode to JSON that decodes to the same
- * struct (abort() otherwise).  Replayed by ctest over
- * fuzz/corpus/proto_poh_result/.
+ * fuzz_proto_poh_result.c - libFuzzer harness for the proof-of-hardware result decoder
+ * (src/lib/proto.h): the round trip of fuzz_proto.h.  Replayed by ctest
+ * over fuzz/corpus/proto_poh_result/.
  */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_proto.h"
 
-#include "json.h"
-#include "proto.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	proto_poh_result a, b;
-	json_t *in = NULL, *out;
-
-	if (json_parse_object(&in, (const char *)data, size) != 0)
-		return 0;
-	if (proto_poh_result_decode(&a, in) == 0) {
-		out = proto_poh_result_encode(&a);
-		if (!out || proto_poh_result_decode(&b, out) != 0 || memcmp(&a, &b, sizeof(a)) != 0)
-			abort();
-		json_decref(out);
-	}
-	json_decref(in);
-	return 0;
-}
+FUZZ_PROTO_ROUNDTRIP(proto_poh_result, proto_poh_result_decode, proto_poh_result_encode)

@@ -1,6 +1,6 @@
 /*
- * fuzz_sse.c - libFuzzer harness for the SSE parser and the NDJSON
- * splitter.  Besides surviving any input within its limits, each must give
+ * fuzz_sse.c - libFuzzer harness for the SSE parser.  Besides surviving
+ * any input within its limits, it must give
  * the same events and the same result whether the input comes whole, in
  * two chunks split at data[0] % size, or byte by byte; abort() otherwise.
  */
@@ -45,17 +45,6 @@ static int on_event(void *arg, const char *event, const char *data, size_t data_
 	return 0;
 }
 
-static int on_line(void *arg, const char *line, size_t len)
-{
-	struct trace *t = arg;
-
-	if (len == 0 || memchr(line, '\n', len))
-		abort();
-	trace_add(t, line, len);
-	t->n++;
-	return 0;
-}
-
 #define MAX_EVENT 4096
 
 /* mode 0: whole; 1: split at k; 2: byte by byte */
@@ -79,29 +68,6 @@ static int sse_run(struct trace *t, const char *d, size_t n, int mode, size_t k)
 	if (rc == 0)
 		sse_parser_finish(p);
 	sse_parser_free(p);
-	return rc;
-}
-
-static int nd_run(struct trace *t, const char *d, size_t n, int mode, size_t k)
-{
-	ndjson_splitter *s = NULL;
-	int rc = 0;
-
-	if (ndjson_splitter_new(&s, MAX_EVENT, on_line, t) != 0)
-		abort();
-	if (mode == 0) {
-		rc = ndjson_splitter_feed(s, d, n);
-	} else if (mode == 1) {
-		rc = ndjson_splitter_feed(s, d, k);
-		if (rc == 0)
-			rc = ndjson_splitter_feed(s, d + k, n - k);
-	} else {
-		for (size_t i = 0; i < n && rc == 0; i++)
-			rc = ndjson_splitter_feed(s, d + i, 1);
-	}
-	if (rc == 0)
-		rc = ndjson_splitter_finish(s);
-	ndjson_splitter_free(s);
 	return rc;
 }
 
@@ -131,15 +97,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		same(&t_whole, r0, &t_bytes, r2);
 	}
 
-	t_whole.len = t_whole.n = 0;
-	t_split.len = t_split.n = 0;
-	t_bytes.len = t_bytes.n = 0;
-	r0 = nd_run(&t_whole, d, size, 0, 0);
-	r1 = nd_run(&t_split, d, size, 1, k);
-	same(&t_whole, r0, &t_split, r1);
-	if (size <= 4096) {
-		r2 = nd_run(&t_bytes, d, size, 2, 0);
-		same(&t_whole, r0, &t_bytes, r2);
-	}
 	return 0;
 }

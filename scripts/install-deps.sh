@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh - install the Debian 12 packages Monkey Troop needs.
 #
-#   scripts/install-deps.sh [build|test|bench|all]   (default: test)
+#   scripts/install-deps.sh [build|test|bench|deb|fresh|all]   (default: test)
 #
 # Idempotent: only packages that are missing are installed, and the package
 # lists are refreshed only when something must be installed.  Uses sudo when
@@ -15,13 +15,17 @@ build_pkgs=(build-essential cmake pkg-config libevent-dev libcurl4-openssl-dev
   libcmocka-dev)
 test_pkgs=(curl iproute2 procps sqlite3 postgresql redis-server nodejs npm chromium)
 bench_pkgs=(wrk nginx-light)
+deb_pkgs=(debhelper dpkg-dev fakeroot)
+fresh_pkgs=(debootstrap)
 
 case "$group" in
   build) want=("${build_pkgs[@]}") ;;
   test)  want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
   bench) want=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  deb)   want=("${build_pkgs[@]}" "${deb_pkgs[@]}") ;;
+  fresh) want=("${build_pkgs[@]}" "${deb_pkgs[@]}" "${fresh_pkgs[@]}") ;;
   all)   want=("${build_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" clang) ;;
-  *) echo "usage: $0 [build|test|bench|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|test|bench|deb|fresh|all]" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -43,7 +47,8 @@ SUDO=
 if [[ $(id -u) -ne 0 ]]; then
   command -v sudo >/dev/null 2>&1 || {
     echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+  # sudo resets the environment: pass DEBIAN_FRONTEND through explicitly
+  SUDO="sudo DEBIAN_FRONTEND=noninteractive"
 fi
 
 echo "install-deps: installing ${missing[*]}"

@@ -5,7 +5,8 @@
  * the demo directory), a worker next to the first real engine it finds on
  * its default port (or, when there is none, the engine simulator from the
  * build directory, announced in a banner: it is a test tool, not an
- * engine), and `troop up` on 127.0.0.1:9000.  Waits until the worker is
+ * engine; next to this binary in a build tree, or PREFIX/lib/monkey-troop
+ * once installed), and `troop up` on 127.0.0.1:9000.  Waits until the worker is
  * live, streams one chat completion through the local proxy to the
  * terminal, prints what to try next, and keeps running until Ctrl-C; then
  * stops the children in order (client, worker, coordinator, simulator).
@@ -74,35 +75,48 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-/* Start argv with output to `log`; extra environment "K=V" or NULL. */
+/* Start argv with output to `log`; extra environment "K=V" or NULL.  The
+ * log is removed and created afresh here, before the child starts, so that
+ * wait_port never reads a line a previous run left in it. */
 static struct child *spawn(const char *name, char *const argv[], const char *log,
     const char *env)
 {
 	struct child *c = &children[nchildren];
 	pid_t pid;
+	int fd;
 
 	if (nchildren >= DEMO_MAX_CHILDREN)
 		return NULL;
-	pid = fork();
-	if (pid < 0)
+	if (unlink(log) != 0 && errno != ENOENT) {
+		fprintf(stderr, "troop demo: cannot remove the old %s: %s\n", log, strerror(errno));
 		return NULL;
+	}
+	fd = open(log, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fprintf(stderr, "troop demo: cannot create %s: %s\n", log, strerror(errno));
+		return NULL;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		close(fd);
+		return NULL;
+	}
 	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		/* its own process group: Ctrl-C reaches the demo, which stops
 		 * the children in order; and die with the demo */
 		setpgid(0, 0);
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
+		dup2(fd, 1);
+		dup2(fd, 2);
 		if (env)
 			putenv((char *)env);
 		execv(argv[0], argv);
 		fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
+	close(fd);
 	c->name = name;
 	c->pid = pid;
 	snprintf(c->log, sizeof(c->log), "%s", log);
@@ -339,11 +353,10 @@ int cmd_demo(int argc, char **argv)
 			fprintf(stderr, "troop demo: %s\n", troop_error_msg());
 			goto out;
 		}
-		mkdir(home, 0700);
 		snprintf(dir, sizeof(dir), "%s/demo", home);
 	}
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-		fprintf(stderr, "troop demo: cannot create %s: %s\n", dir, strerror(errno));
+	if (config_private_dir(dir) != 0) {
+		fprintf(stderr, "troop demo: %s\n", troop_error_msg());
 		goto out;
 	}
 	snprintf(coord_listen, sizeof(coord_listen), "127.0.0.1:%ld", config_int(cfg, "coordinator-port"));
@@ -377,10 +390,14 @@ int cmd_demo(int argc, char **argv)
 	printf("  coordinator   %s\n", coord_url);
 
 	/* 2. an engine: a real one if one runs here, else the simulator */
-	find_engine(engine, sizeof(engine), &simulated);
-	if (simulated || config_bool(cfg, "simulator")) {
+	simulated = true;
+	if (!config_bool(cfg, "simulator"))
+		find_engine(engine, sizeof(engine), &simulated);
+	if (simulated) {
 		int port;
 		sibling(sim, sizeof(sim), "engine-sim");
+		if (access(sim, X_OK) != 0)    /* installed: PREFIX/lib/monkey-troop/ */
+			sibling(sim, sizeof(sim), "../lib/monkey-troop/engine-sim");
 		snprintf(log, sizeof(log), "%s/engine-sim.log", dir);
 		{
 			char *av[] = { sim, "--listen", "127.0.0.1:0", "--tokens-per-second", "30",
@@ -404,7 +421,10 @@ int cmd_demo(int argc, char **argv)
 
 	/* 3. worker, with an identity of its own */
 	snprintf(path, sizeof(path), "%s/worker-home", dir);
-	mkdir(path, 0700);
+	if (config_private_dir(path) != 0) {
+		fprintf(stderr, "troop demo: %s\n", troop_error_msg());
+		goto out;
+	}
 	snprintf(home_env, sizeof(home_env), "TROOP_HOME=%s", path);
 	snprintf(log, sizeof(log), "%s/worker.log", dir);
 	{

@@ -97,8 +97,20 @@ static const config_opt tx_opts[] = {
 	CLI_OPT_JSON,
 	{ "limit", 'n', OPT_INT, NULL, NULL, "20", "N", "show the N newest movements",
 	  1, 500 },
+	{ "before", 'b', OPT_INT, NULL, NULL, NULL, "ID",
+	  "only movements older than ID (the 'next' cursor of the previous page)", 1,
+	  9007199254740991.0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
+
+/* A measured duration as a person reads it: "850 ms", "12.4 s". */
+static void fmt_duration(char *out, size_t len, long long ms)
+{
+	if (ms < 1000)
+		snprintf(out, len, "%lld ms", ms);
+	else
+		snprintf(out, len, "%.1f s", (double)ms / 1000.0);
+}
 
 /* The change a row made to `me`'s available balance, and a note saying
  * what it was. */
@@ -110,10 +122,11 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 	const char *requester = json_string_value(json_object_get(row, "requester"));
 	const char *reason = json_string_value(json_object_get(row, "note"));
 	long long n = (long long)get_int(row, "credits");
-	double secs = (double)get_int(row, "duration_ms") / 1000.0;
+	char took[32];
 	bool mine_worker = worker && strcmp(worker, me) == 0;
 	bool mine_req = requester && strcmp(requester, me) == 0;
 
+	fmt_duration(took, sizeof(took), (long long)get_int(row, "duration_ms"));
 	type = type ? type : "";
 	if (strcmp(type, "grant") == 0) {
 		snprintf(credits, clen, "+%lld", n);
@@ -145,18 +158,19 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 		snprintf(note, nlen, "requester's unused hold of %lld returned", n);
 	} else if (strcmp(type, "settle") == 0 && mine_worker) {
 		long long pend = 0;
+		char part[64] = "";
 		if (reason && strncmp(reason, "pending=", 8) == 0)
 			pend = strtoll(reason + 8, NULL, 10);
-		char part[64] = "";
 		if (pend > 0)
 			snprintf(part, sizeof(part), "; %lld paid with trial credits, pending", pend);
 		snprintf(credits, clen, "+%lld", n - pend);
-		snprintf(note, nlen, "earned serving %.1f s%s%s", secs,
-		    mine_req ? " (your own job)" : "", part);
+		snprintf(note, nlen, "earned serving for %s (1 credit per second x the node's "
+		    "multiplier, rounded up)%s%s", took, mine_req ? "; your own job" : "", part);
 	} else if (strcmp(type, "settle") == 0) {
 		/* the charge comes out of the hold, already taken at reserve */
 		snprintf(credits, clen, "(-%lld)", n);
-		snprintf(note, nlen, "charged from the hold for %.1f s", secs);
+		snprintf(note, nlen, "charged from the hold: %s served (1 credit per second x "
+		    "the node's multiplier, rounded up)", took);
 	} else {
 		snprintf(credits, clen, "%lld", n);
 		snprintf(note, nlen, "%s", "");
@@ -174,7 +188,8 @@ int cmd_transactions(int argc, char **argv)
 	cli c;
 	int rc;
 
-	if (!cli_start(&c, &rc, "transactions", "[--limit N] [--json] [--coordinator URL]",
+	if (!cli_start(&c, &rc, "transactions",
+	    "[--limit N] [--before ID] [--json] [--coordinator URL]",
 	    "List your credit movements, newest first.  CREDITS is the change to your\n"
 	    "available balance; a settled job's charge, in parentheses, was already held\n"
 	    "by its reservation.  The JOB column matches the X-Troop-Job header of\n"
@@ -183,8 +198,12 @@ int cmd_transactions(int argc, char **argv)
 		return rc;
 	if ((rc = cli_load_identity(&c)) != 0)
 		goto out;
-	snprintf(path, sizeof(path), "/users/%s/transactions?limit=%ld", c.id.id,
-	    config_int(c.cfg, "limit"));
+	if (config_is_set(c.cfg, "before"))
+		snprintf(path, sizeof(path), "/users/%s/transactions?limit=%ld&before=%ld",
+		    c.id.id, config_int(c.cfg, "limit"), config_int(c.cfg, "before"));
+	else
+		snprintf(path, sizeof(path), "/users/%s/transactions?limit=%ld", c.id.id,
+		    config_int(c.cfg, "limit"));
 	if ((rc = cli_call_ok(&c, &out, "GET", path, NULL, true)) != 0)
 		goto out;
 	if (c.json) {
@@ -193,7 +212,10 @@ int cmd_transactions(int argc, char **argv)
 	}
 	rows = json_object_get(out, "transactions");
 	if (json_array_size(rows) == 0) {
-		printf("No credit movements yet for account %s.\n", c.id.id);
+		if (config_is_set(c.cfg, "before"))
+			printf("No credit movements before %ld.\n", config_int(c.cfg, "before"));
+		else
+			printf("No credit movements yet for account %s.\n", c.id.id);
 		rc = fflush(stdout) == 0 ? 0 : 1;
 		goto out;
 	}
@@ -225,9 +247,9 @@ int cmd_transactions(int argc, char **argv)
 		}
 	}
 	cli_table_print(t, stdout);
-	if (!json_is_null(json_object_get(out, "next")) && json_object_get(out, "next"))
-		printf("(older movements exist; use --limit up to 500, or --json for the "
-		    "'next' cursor)\n");
+	if (json_is_integer(json_object_get(out, "next")))
+		printf("(older movements exist: 'troop transactions --before %lld' shows them)\n",
+		    (long long)json_integer_value(json_object_get(out, "next")));
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
 	cli_table_free(t);

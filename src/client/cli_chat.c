@@ -35,6 +35,9 @@ static const config_opt chat_opts[] = {
 	{ "system", 's', OPT_STRING, NULL, NULL, NULL, "TEXT", "a system prompt", 0, 0 },
 	{ "max-seconds", 0, OPT_INT, NULL, NULL, NULL, "N",
 	  "the most GPU time the job may use (reserved from your credits)", 1, 86400 },
+	{ "max-tokens", 0, OPT_INT, "TROOP_MAX_TOKENS", NULL, NULL, "N",
+	  "the most tokens the answer may have (default: the engine's; llama.cpp's "
+	  "fills the context)", 1, 1048576 },
 	{ "verbose", 'v', OPT_BOOL, NULL, NULL, NULL, NULL,
 	  "say which node serves the job, and how long it took", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
@@ -339,7 +342,7 @@ int cmd_chat(int argc, char **argv)
 	int rc;
 
 	if (!cli_start(&c, &rc, "chat", "-m MODEL [--system TEXT] [--max-seconds N] "
-	    "[--verbose] [PROMPT | -]",
+	    "[--max-tokens N] [--verbose] [PROMPT | -]",
 	    "Ask a model one question and stream the answer to the terminal.  The\n"
 	    "prompt is the arguments, or stdin when none are given (or '-').  The job\n"
 	    "id goes to stderr: it names the job in 'troop transactions'.",
@@ -365,6 +368,8 @@ int cmd_chat(int argc, char **argv)
 		    "content", system));
 	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
 	req = json_pack("{s:s, s:o, s:b}", "model", model, "messages", msgs, "stream", 1);
+	if (req && config_is_set(c.cfg, "max-tokens"))
+		json_object_set_new(req, "max_tokens", json_integer(config_int(c.cfg, "max-tokens")));
 	body = req ? json_dumps(req, JSON_COMPACT) : NULL;
 	ca = malloc(sizeof(*ca));
 	if (!body || !ca || http_client_new(&w) != 0) {

@@ -128,36 +128,6 @@ bool up_check_key(http_req *r, const up_server *s)
 
 /* ---- listen policy ----------------------------------------------------------------- */
 
-/* Whether the host part of "host:port" / "[v6]:port" is a loopback
- * address.  ":port" and "0.0.0.0" (every interface) are not. */
-static bool listen_is_loopback(const char *listen)
-{
-	char host[128];
-	const char *colon = strrchr(listen, ':');
-	size_t n;
-	struct in_addr a4;
-	struct in6_addr a6;
-
-	if (!colon)
-		return false;
-	n = (size_t)(colon - listen);
-	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
-		listen++;
-		n -= 2;
-	}
-	if (n == 0 || n >= sizeof(host))
-		return false;
-	memcpy(host, listen, n);
-	host[n] = '\0';
-	if (strcasecmp(host, "localhost") == 0)
-		return true;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	if (inet_pton(AF_INET6, host, &a6) == 1)
-		return IN6_IS_ADDR_LOOPBACK(&a6);
-	return false;
-}
-
 /* ---- the edge: Host, Origin, Content-Type ------------------------------------------ */
 
 typedef struct {
@@ -465,7 +435,7 @@ int cmd_up(int argc, char **argv)
 		goto out;
 	}
 	log_set_level(lvl);
-	if (!listen_is_loopback(listen) && !(config_bool(c.cfg, "allow-remote") && key)) {
+	if (!config_listen_is_loopback(listen) && !(config_bool(c.cfg, "allow-remote") && key)) {
 		rc = cli_usage_error(&c, "--listen %s is not a loopback address: anyone who can "
 		    "reach it could spend your credits.  To allow it, add --allow-remote and "
 		    "--api-key KEY (apps then send 'Authorization: Bearer KEY')", listen);
@@ -540,7 +510,7 @@ int cmd_up(int argc, char **argv)
 	s->listen_port = http_server_port(srv);
 	log_info("client_started", "listen=%s port=%d coordinator=%s account=%.8s remote=%d "
 	    "app_auth=%s", listen, http_server_port(srv), s->coordinator, s->id.id,
-	    !listen_is_loopback(listen), s->require_key ? "bearer" : "none");
+	    !config_listen_is_loopback(listen), s->require_key ? "bearer" : "none");
 	{
 		char credits[600];
 		credits_line(credits, sizeof(credits), &c);

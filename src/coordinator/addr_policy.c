@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "error.h"
 
 static const uint8_t v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
@@ -90,33 +91,6 @@ static int add(addr_policy *p, const char *text, size_t len)
 	return 0;
 }
 
-/* Whether the host of "host:port" / "[v6]:port" is loopback. */
-static bool listen_loopback(const char *listen)
-{
-	char host[80];
-	const char *colon = listen ? strrchr(listen, ':') : NULL;
-	size_t n;
-	uint8_t a[16];
-	bool v4;
-
-	if (!colon)
-		return false;
-	n = (size_t)(colon - listen);
-	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
-		listen++;
-		n -= 2;
-	}
-	if (n == 0 || n >= sizeof(host))
-		return false;
-	memcpy(host, listen, n);
-	host[n] = '\0';
-	if (strcmp(host, "localhost") == 0)
-		return true;
-	if (!parse_ip(a, &v4, host))
-		return false;
-	return v4 ? a[12] == 127 : (memcmp(a, in6addr_loopback.s6_addr, 16) == 0);
-}
-
 int addr_policy_init(addr_policy *p, const char *listen, const char *const *extra,
     size_t n_extra)
 {
@@ -127,7 +101,7 @@ int addr_policy_init(addr_policy *p, const char *listen, const char *const *extr
 	for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
 		if ((rc = add(p, defaults[i], strlen(defaults[i]))) != 0)
 			return rc;
-	if (listen_loopback(listen) &&
+	if (config_listen_is_loopback(listen) &&
 	    ((rc = add(p, "127.0.0.0/8", 11)) != 0 || (rc = add(p, "::1", 3)) != 0))
 		return rc;
 	for (size_t i = 0; i < n_extra; i++) {

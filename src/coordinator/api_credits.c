@@ -43,10 +43,13 @@
  * operator allows unverified nodes (the registry record's copy of the
  * ledger facts), of class `want_class` when class_required (else nodes of
  * that class first; "" for any).  Ties are broken at random.  Returns the
- * index, or -1. */
+ * index, or -1.  skipped[] counts why the others were passed over, for the
+ * no_capacity message. */
+enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_N };
+
 static int choose_node(const coord *c, const registry_node *nodes, size_t n,
     const proto_authorize_req *exclude, const char *want_node, const char *want_class,
-    bool class_required)
+    bool class_required, int skipped[SKIP_N])
 {
 	int best = -1, best_match = 0;
 	double best_load = 0;
@@ -55,21 +58,28 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		const registry_node *nd = &nodes[i];
 		double load;
-		if (nd->status != NODE_IDLE)
-			continue;
-		if (nd->max_jobs > 0 && nd->active_jobs >= nd->max_jobs)
-			continue;
 		if (want_node && strcmp(nd->node_id, want_node) != 0)
 			continue;
-		if (exclude && proto_authorize_req_excludes(exclude, nd->node_id))
+		if (exclude && proto_authorize_req_excludes(exclude, nd->node_id)) {
+			skipped[SKIP_FAILED]++;
 			continue;
-		if (!nd->facts.verified && !c->allow_unverified)
+		}
+		if (nd->status != NODE_IDLE ||
+		    (nd->max_jobs > 0 && nd->active_jobs >= nd->max_jobs)) {
+			skipped[SKIP_BUSY]++;
 			continue;
+		}
+		if (!nd->facts.verified && !c->allow_unverified) {
+			skipped[SKIP_UNVERIFIED]++;
+			continue;
+		}
 		/* a proof verifies a node for its own class only */
 		int match = want_class[0] == '\0' ||
 		    (nd->facts.verified && strcmp(nd->facts.hw_class, want_class) == 0);
-		if (class_required && !match)
+		if (class_required && !match) {
+			skipped[SKIP_CLASS]++;
 			continue;
+		}
 		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
 					: (double)nd->active_jobs;
 		/* a node of the preferred class beats any other, then the load */
@@ -86,6 +96,37 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 		}
 	}
 	return best;
+}
+
+/* Why no node was chosen, in words, from choose_node's counts: which
+ * nodes were busy, not verified yet, or had failed this request already,
+ * and what to do about each. */
+static void capacity_message(char *out, size_t len, const int skipped[SKIP_N])
+{
+	static const char *const why[SKIP_N] = {
+		[SKIP_BUSY] = "busy (every job slot taken, or its owner is using the GPU); "
+		    "try again shortly",
+		[SKIP_UNVERIFIED] = "not verified yet (a node proves its hardware in its first "
+		    "minutes after it starts); try again in a minute",
+		[SKIP_FAILED] = "already failed this request (its engine answered with an "
+		    "error); the node's owner should look at the worker's log",
+		[SKIP_CLASS] = "not verified for the hardware class this request requires "
+		    "(fields 'class' and 'class_required', or the coordinator's --node-class)",
+	};
+	size_t used = 0;
+
+	out[0] = '\0';
+	for (int k = 0; k < SKIP_N; k++) {
+		int w;
+		if (skipped[k] == 0 || used >= len)
+			continue;
+		w = snprintf(out + used, len - used, "%s%d node%s %s", used ? "; " : "",
+		    skipped[k], skipped[k] == 1 ? "" : "s", why[k]);
+		if (w > 0)
+			used += (size_t)w;
+	}
+	if (!out[0])
+		snprintf(out, len, "every node is busy; try again shortly");
 }
 
 /* A request that names its node: that node must be live (404 not_found
@@ -131,8 +172,8 @@ static void h_authorize(http_req *r, void *arg)
 	const registry_node *nd;
 	double multiplier;
 	ticket_claims cl;
-	char *token = NULL;
-	int idx, rc;
+	char *token = NULL, why[600];
+	int idx, rc, skipped[SKIP_N] = { 0 };
 
 	if (coord_authenticate(r, requester) != 0)
 		return;
@@ -187,13 +228,12 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(c, nodes, n, &req, want_node, want_class, class_required);
+	idx = choose_node(c, nodes, n, &req, want_node, want_class, class_required, skipped);
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
-		coord_reply_error(r, TROOP_ECAPACITY,
-		    "every node serving '%s'%s%s is busy%s; try again shortly", model,
-		    class_required && want_class[0] ? " verified for class " : "",
-		    class_required ? want_class : "", c->allow_unverified ? "" : " or unverified");
+		capacity_message(why, sizeof(why), skipped);
+		coord_reply_error(r, TROOP_ECAPACITY, "no node can take a request for '%s' now: %s",
+		    model, why);
 		goto out;
 	}
 	nd = &nodes[idx];

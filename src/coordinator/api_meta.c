@@ -31,6 +31,8 @@ static void h_public_key(http_req *r, void *arg)
 {
 	proto_public_key k;
 
+	if (coord_anon_allowed(r) != 0)
+		return;
 	public_key_of(&k, arg);
 	coord_reply_json(r, 200, proto_public_key_encode(&k));
 }
@@ -39,6 +41,8 @@ static void h_jwks(http_req *r, void *arg)
 {
 	proto_public_key k;
 
+	if (coord_anon_allowed(r) != 0)
+		return;
 	public_key_of(&k, arg);
 	coord_reply_json(r, 200, proto_jwks_encode(&k));
 }

@@ -206,6 +206,19 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 	return o;
 }
 
+/* What a node's record may add to a /peers reply, in bytes, without
+ * encoding it: the fixed fields, the heartbeat extras and the model list
+ * (an upper bound; JSON escaping aside). */
+static size_t node_json_estimate(const registry_node *n)
+{
+	size_t z = 1024 + (n->extra_json ? strlen(n->extra_json) : 0);
+
+	for (size_t i = 0; i < n->n_models; i++)
+		z += 64 + strlen(n->models[i].name) + strlen(n->models[i].content_hash) +
+		    strlen(n->models[i].engine);
+	return z;
+}
+
 static void h_peers(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -213,9 +226,13 @@ static void h_peers(http_req *r, void *arg)
 	const char *lim = http_req_query_param(r, "limit");
 	int64_t now = (int64_t)time(NULL);
 	registry_node *nodes = NULL;
-	size_t n = 0, max = 100;
+	size_t n = 0, max = 100, bytes = 0;
+	bool truncated = false;
 	json_t *arr;
 	int rc;
+
+	if (coord_anon_allowed(r) != 0)
+		return;
 
 	if (lim) {
 		int64_t v;
@@ -239,13 +256,21 @@ static void h_peers(http_req *r, void *arg)
 	}
 	arr = json_array();
 	for (size_t i = 0; i < n; i++) {
-		json_t *o = node_json(c, &nodes[i], NULL, true);
-		if (o)
+		json_t *o;
+
+		/* a bounded reply whatever the nodes put in their records: an
+		 * anonymous request must not be an amplifier */
+		bytes += node_json_estimate(&nodes[i]);
+		if (bytes > COORD_PEERS_REPLY_MAX && i > 0) {
+			truncated = true;
+			break;
+		}
+		if ((o = node_json(c, &nodes[i], NULL, true)) != NULL)
 			json_array_append_new(arr, o);
 	}
 	registry_nodes_free(nodes, n);
-	coord_reply_json(r, 200, json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(arr),
-	    "nodes", arr));
+	coord_reply_json(r, 200, json_pack("{s:I, s:o, s:b}", "count",
+	    (json_int_t)json_array_size(arr), "nodes", arr, "truncated", truncated));
 }
 
 static void h_models(http_req *r, void *arg)
@@ -256,6 +281,8 @@ static void h_models(http_req *r, void *arg)
 	json_t *data;
 	int rc;
 
+	if (coord_anon_allowed(r) != 0)
+		return;
 	rc = registry_models(&models, &n, c->reg, (int64_t)time(NULL));
 	if (rc != 0) {
 		coord_reply_last_error(r, rc);
@@ -290,6 +317,8 @@ static void h_node(http_req *r, void *arg)
 	bool live, known;
 	int rc;
 
+	if (coord_anon_allowed(r) != 0)
+		return;
 	memset(&n, 0, sizeof(n));
 	if (!id || !id[0] || strlen(id) > REGISTRY_ID_MAX) {
 		coord_reply_error(r, TROOP_EINVAL, "node id is not valid");

@@ -122,3 +122,24 @@ int coord_authenticate(http_req *r, char account[TROOP_ID_LEN + 1])
 	}
 	return rc;
 }
+
+int coord_anon_allowed(http_req *r)
+{
+	coord *c = coord_thread_of(r)->c;
+	const char *peer = http_req_peer(r);
+	char key[96];
+	int rc;
+
+	if (c->anon_rate <= 0 || !peer || !peer[0])
+		return 0;
+	snprintf(key, sizeof(key), "anon:%s", peer);
+	rc = registry_rate_check(c->reg, key, 1, c->anon_rate, (int64_t)time(NULL));
+	if (rc == TROOP_ERATE) {
+		http_reply_header(r, "Retry-After", "1");
+		coord_reply_error(r, TROOP_ERATE, "more than %lld anonymous requests a second from "
+		    "%s; slow down (Retry-After: 1)", (long long)c->anon_rate, peer);
+		return rc;
+	}
+	/* the registry failing must not close the public endpoints */
+	return 0;
+}

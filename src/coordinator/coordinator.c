@@ -122,6 +122,9 @@ static const config_opt coord_opts[] = {
 	{ "poh-address-limit", 0, OPT_INT, "TROOP_POH_ADDRESS_LIMIT", NULL, "4", "N",
 	  "proof-of-hardware: challenges per source address per --poh-rate-limit window "
 	  "(0: no limit)", 0, 1000000 },
+	{ "anon-rate-limit", 0, OPT_INT, "TROOP_ANON_RATE_LIMIT", NULL, "50", "N",
+	  "anonymous reads (/peers, /v1/models, /nodes/ID, /public-key) per source address "
+	  "per second; more get 429 with Retry-After (0: no limit)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -344,18 +347,6 @@ out:
 	return rc;
 }
 
-static int mkdir_private(const char *dir)
-{
-	struct stat st;
-
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return troop_error_set(TROOP_EIO, "cannot create data directory %s: %s", dir,
-		    strerror(errno));
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return troop_error_set(TROOP_EIO, "data directory %s is not a directory", dir);
-	return 0;
-}
-
 static void fatal_config(const char *what)
 {
 	fprintf(stderr, "troop coordinator: %s: %s\n", what, troop_error_msg());
@@ -434,6 +425,7 @@ int cmd_coordinator(int argc, char **argv)
 		snprintf(c->node_class, sizeof(c->node_class), "%s",
 		    strcmp(nc, "any") == 0 ? "" : nc);
 	}
+	c->anon_rate = config_int(cfg, "anon-rate-limit");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;
@@ -477,10 +469,9 @@ int cmd_coordinator(int argc, char **argv)
 			fatal_config("--data-dir");
 			goto out;
 		}
-		mkdir(home, 0700);
 		snprintf(data_dir, sizeof(data_dir), "%s/coordinator", home);
 	}
-	if (mkdir_private(data_dir) != 0) {
+	if (config_private_dir(data_dir) != 0) {
 		fatal_config("--data-dir");
 		goto out;
 	}

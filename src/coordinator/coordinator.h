@@ -29,6 +29,7 @@
 #define COORD_MAX_ADMINS 64
 #define COORD_MAX_EXCLUDE 64
 #define COORD_PEERS_MAX 1000
+#define COORD_PEERS_REPLY_MAX (512 * 1024) /* bytes of node records in one /peers reply */
 
 /* Who gets starter (trial) credits. */
 enum { COORD_STARTER_OPEN, COORD_STARTER_INVITE, COORD_STARTER_NONE };
@@ -52,6 +53,7 @@ typedef struct {
 	int64_t max_seconds_cap;   /* largest max_seconds a requester may ask */
 	int64_t release_grace;     /* seconds past a reservation's deadline before refund */
 	bool allow_unverified;     /* may /authorize pick unverified nodes */
+	int64_t anon_rate;         /* anonymous reads per source address per second (0: off) */
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
 	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
@@ -101,6 +103,11 @@ static inline coord_thread *coord_thread_of(http_req *r)
  * `account` and returns 0; otherwise the 401 has been sent and a troop_err
  * is returned: the handler must return without touching the request. */
 int coord_authenticate(http_req *r, char account[TROOP_ID_LEN + 1]);
+
+/* Count one anonymous read (/peers, /v1/models, /nodes/{id}, the public
+ * key) against the request's source address: at most anon_rate a second.
+ * Returns 0, or TROOP_ERATE with a 429 and Retry-After already sent. */
+int coord_anon_allowed(http_req *r);
 
 /* Send `body` (stolen) / an error, counting the status class for /metrics. */
 void coord_reply_json(http_req *r, int status, json_t *body);

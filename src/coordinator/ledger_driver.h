@@ -188,6 +188,12 @@ struct ledger_driver {
 extern const struct ledger_driver ledger_sqlite_driver;
 #ifdef TROOP_HAVE_PQ
 extern const struct ledger_driver ledger_pg_driver;
+
+/* Parse a PostgreSQL URL (what follows "postgresql://") as the driver
+ * would, without connecting: 0 and host:port/dbname (no credentials) in
+ * desc, or TROOP_EINVAL naming what libpq refused.  For the fuzz harness.
+ * Thread-safe. */
+int ledger_pg_url_check(const char *target, char *desc, size_t desc_len);
 #endif
 
 /* The SQL driver `d` runs for statement `id` (its override, else the

@@ -382,6 +382,24 @@ static int parse_url(struct pg_ledger *p, const char *target)
 	return 0;
 }
 
+int ledger_pg_url_check(const char *target, char *desc, size_t desc_len)
+{
+	struct pg_ledger *p = calloc(1, sizeof *p);
+	int err;
+
+	if (p == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	err = parse_url(p, target);
+	if (err == 0 && desc && desc_len)
+		snprintf(desc, desc_len, "%s", p->desc);
+	if (p->url != NULL) {
+		memset(p->url, 0, strlen(p->url));  /* may hold a password */
+		free(p->url);
+	}
+	free(p);
+	return err;
+}
+
 static int pg_open(ledger **out, const char *target)
 {
 	struct pg_ledger *p = calloc(1, sizeof *p);

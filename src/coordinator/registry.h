@@ -16,7 +16,7 @@
  * One `registry` handle is shared by every server thread: every function
  * is thread-safe.  Backends sit behind struct registry_ops (bottom of this
  * file): the in-process one (registry_memory.c, the embedded default) and
- * later Redis, shared by several coordinators.  registry.c checks every
+ * Redis (registry_redis.c), shared by several coordinators.  registry.c checks every
  * argument before it reaches a backend.
  *
  * Errors: 0 or a negative troop_err (error.h) with troop_error_set.
@@ -338,5 +338,13 @@ struct registry_ops {
 };
 
 extern const struct registry_ops registry_memory_ops;
+
+#ifdef TROOP_HAVE_HIREDIS
+/* Parse a Redis registry URL as registry_open would, without connecting:
+ * 0 and its description (host:port/db, no credentials) in desc, or
+ * TROOP_EINVAL / TROOP_ETOOLARGE naming what is wrong.  For the fuzz
+ * harness and for checking a configuration.  Thread-safe. */
+int registry_redis_url_check(const char *url, char *desc, size_t desc_len);
+#endif
 
 #endif

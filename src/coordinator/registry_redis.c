@@ -1668,6 +1668,29 @@ static int parse_url(struct redis_registry *rr, const char *url)
 	return 0;
 }
 
+int registry_redis_url_check(const char *url, char *desc, size_t desc_len)
+{
+	struct redis_registry *rr = calloc(1, sizeof *rr);
+	int err;
+
+	if (rr == NULL)
+		return nomem();
+	if (strncmp(url, "redis://", 8) != 0 && strncmp(url, "rediss://", 9) != 0 &&
+	    strncmp(url, "unix://", 7) != 0)
+		err = bad_url("expected redis://, unix:// (rediss:// is refused)");
+	else
+		err = parse_url(rr, url);
+	if (err == 0 && desc && desc_len)
+		snprintf(desc, desc_len, "%s", rr->desc);
+	free(rr->user);
+	if (rr->password) {
+		sodium_memzero(rr->password, strlen(rr->password));
+		free(rr->password);
+	}
+	free(rr);
+	return err;
+}
+
 /* Load every script. */
 static int load_scripts(struct redis_registry *rr, redisContext *ctx)
 {

@@ -10,6 +10,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -17,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 
@@ -571,5 +574,84 @@ int config_troop_home(char *buf, size_t len)
 	if (n < 0 || (size_t)n >= len)
 		return troop_error_set(TROOP_EINVAL,
 		    "HOME/.config/monkey-troop is longer than %zu bytes", len ? len - 1 : 0);
+	return 0;
+}
+
+bool config_listen_is_loopback(const char *listen)
+{
+	char host[128];
+	const char *colon = listen ? strrchr(listen, ':') : NULL;
+	size_t n;
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (!colon)
+		return false;
+	n = (size_t)(colon - listen);
+	if (n >= 2 && listen[0] == '[' && listen[n - 1] == ']') {
+		listen++;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	if (strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return false;
+}
+
+int config_make_dirs(const char *dir, mode_t mode)
+{
+	char tmp[4096];
+	size_t n = dir ? strlen(dir) : 0;
+	struct stat st;
+
+	if (n == 0 || n >= sizeof(tmp))
+		return troop_error_set(TROOP_EINVAL, "directory path is empty or too long");
+	memcpy(tmp, dir, n + 1);
+	while (n > 1 && tmp[n - 1] == '/')
+		tmp[--n] = '\0';
+	for (char *p = tmp + 1; ; p++) {
+		char c = *p;
+		if (c != '/' && c != '\0')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+			return troop_error_set(TROOP_EIO, "cannot create directory %s: %s", tmp,
+			    strerror(errno));
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	if (stat(tmp, &st) != 0 || !S_ISDIR(st.st_mode))
+		return troop_error_set(TROOP_EIO, "%s is not a directory", tmp);
+	return 0;
+}
+
+int config_private_dir(const char *dir)
+{
+	struct stat st;
+	int rc = config_make_dirs(dir, 0700);
+
+	if (rc != 0)
+		return rc;
+	if (stat(dir, &st) != 0)
+		return troop_error_set(TROOP_EIO, "cannot read %s: %s", dir, strerror(errno));
+	if (st.st_uid != geteuid())
+		return troop_error_set(TROOP_EFORBIDDEN, "%s belongs to another user (uid %u); "
+		    "use a directory of your own", dir, (unsigned)st.st_uid);
+	if ((st.st_mode & 077) == 0)
+		return 0;
+	if (chmod(dir, 0700) != 0)
+		return troop_error_set(TROOP_EFORBIDDEN, "%s is readable by other users (mode "
+		    "%04o) and cannot be changed: %s; run 'chmod 700 %s'", dir,
+		    (unsigned)(st.st_mode & 07777), strerror(errno), dir);
+	fprintf(stderr, "warning: %s was open to other users (mode %04o); changed it to "
+	    "0700\n", dir, (unsigned)(st.st_mode & 07777));
 	return 0;
 }

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 typedef enum {
 	OPT_STRING,   /* any string */
@@ -85,5 +86,24 @@ void config_usage(FILE *f, const char *cmd, const char *synopsis,
 /* $TROOP_HOME, else $HOME/.config/monkey-troop.  Writes into buf; returns
  * 0 or TROOP_EINVAL if neither is set or it does not fit. */
 int config_troop_home(char *buf, size_t len);
+
+/* Whether the host part of a listen address "host:port" / "[v6]:port" is
+ * loopback: "localhost", 127.0.0.0/8 or ::1.  ":port", "0.0.0.0", "::"
+ * and names other than localhost are not.  Thread-safe. */
+bool config_listen_is_loopback(const char *listen);
+
+/* mkdir -p: create `dir` and every missing parent, each with `mode` (less
+ * the umask).  Levels that exist are left as they are.  Returns 0,
+ * TROOP_EINVAL (empty or too long) or TROOP_EIO with the path that could
+ * not be created (or that is not a directory) in troop_error_msg(). */
+int config_make_dirs(const char *dir, mode_t mode);
+
+/* A directory for keys, ledgers and other private state: created with its
+ * parents (0700), and when it exists with group or other permission bits
+ * they are removed, with a warning on stderr naming the directory and its
+ * old mode.  Refuses (TROOP_EFORBIDDEN) a directory owned by another user,
+ * and one whose mode cannot be fixed.  Returns 0, TROOP_EINVAL, TROOP_EIO
+ * or TROOP_EFORBIDDEN with the message in troop_error_msg(). */
+int config_private_dir(const char *dir);
 
 #endif

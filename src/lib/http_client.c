@@ -248,6 +248,7 @@ static int curl_failure(CURLcode cc, const char *method, const char *shown,
 
 struct http_client {
 	CURL *easy;
+	const atomic_int *abort_flag;   /* http_client_set_abort; may be NULL */
 	long timeout_ms;
 	size_t max_body;
 	char errbuf[CURL_ERROR_SIZE];
@@ -338,6 +339,24 @@ void http_client_set_limits(http_client *c, long timeout_ms, size_t max_body)
 	c->max_body = max_body ? max_body : HTTP_DEFAULT_MAX_BODY;
 }
 
+void http_client_set_abort(http_client *c, const atomic_int *flag)
+{
+	c->abort_flag = flag;
+}
+
+/* curl's progress callback: non-zero stops the transfer. */
+static int xfer_abort(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+    curl_off_t ulnow)
+{
+	const atomic_int *flag = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return atomic_load(flag) != 0;
+}
+
 /* Run one blocking transfer into `s`.  Streams get the timeout as connect
  * and idle limits (a long generation is fine while bytes keep coming);
  * buffered requests get it as a limit on the whole exchange. */
@@ -369,8 +388,21 @@ static int client_perform(http_client *c, struct sink *s, const char *method,
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
 		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)s->max);
 	}
+	if (c->abort_flag) {
+		if (atomic_load(c->abort_flag)) {
+			rc = troop_error_set(TROOP_ERR, "%s %s: aborted", method, shown);
+			goto out;
+		}
+		curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, xfer_abort);
+		curl_easy_setopt(e, CURLOPT_XFERINFODATA, (void *)c->abort_flag);
+	}
 	c->errbuf[0] = '\0';
 	cc = curl_easy_perform(e);
+	if (cc == CURLE_ABORTED_BY_CALLBACK) {
+		rc = troop_error_set(TROOP_ERR, "%s %s: aborted", method, shown);
+		goto out;
+	}
 	if (cc == CURLE_OK)
 		goto out;
 	if (cc == CURLE_WRITE_ERROR && s->too_large) {

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,12 @@ void http_client_free(http_client *c);
 
 /* Default limits for this client (timeout_ms 0: 10 s; max_body 0: 8 MiB). */
 void http_client_set_limits(http_client *c, long timeout_ms, size_t max_body);
+
+/* Let another thread stop this client's blocking calls: while *flag is
+ * non-zero a call in progress fails within about a second (TROOP_ERR,
+ * "aborted"), and new calls fail at once.  NULL removes it.  The flag must
+ * outlive the client's use of it. */
+void http_client_set_abort(http_client *c, const atomic_int *flag);
 
 /* One request.  `headers` is a NULL-terminated array of "Name: value" or
  * NULL.  On transport failure returns TROOP_EUPSTREAM (connect refused,

@@ -1,7 +1,7 @@
 /*
- * sse.c - incremental Server-Sent Events parser and NDJSON line splitter.
+ * sse.c - incremental Server-Sent Events parser.
  *
- * Both sit on the streaming path between an engine and a client, so they
+ * It sits on the streaming path between an engine and a client, so it
  * work on the caller's chunk in place: whole lines inside a chunk are
  * handled straight from it (found with memchr, not byte by byte), and only
  * the unfinished tail of a chunk is copied into the line buffer.  Buffers
@@ -250,118 +250,4 @@ int sse_parser_finish(sse_parser *p)
 	dynbuf_reset(&p->data);
 	dynbuf_reset(&p->event);
 	return 0;
-}
-
-/* ==== NDJSON ============================================================== */
-
-struct ndjson_splitter {
-	size_t max_line;
-	ndjson_line_fn fn;
-	void *arg;
-	dynbuf line;         /* unfinished line carried across chunks */
-	int failed;
-};
-
-int ndjson_splitter_new(ndjson_splitter **out, size_t max_line, ndjson_line_fn fn,
-    void *arg)
-{
-	ndjson_splitter *s;
-
-	*out = NULL;
-	if (!fn || max_line == 0)
-		return troop_error_set(TROOP_EINVAL,
-		    "ndjson splitter needs a callback and a non-zero max_line");
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return troop_error_set(TROOP_ENOMEM, "out of memory");
-	s->max_line = max_line;
-	dynbuf_init(&s->line, max_line + 1);  /* + the CR of a CRLF */
-	s->fn = fn;
-	s->arg = arg;
-	*out = s;
-	return 0;
-}
-
-void ndjson_splitter_free(ndjson_splitter *s)
-{
-	if (!s)
-		return;
-	dynbuf_free(&s->line);
-	free(s);
-}
-
-static int ndjson_too_large(const ndjson_splitter *s)
-{
-	return troop_error_set(TROOP_ETOOLARGE,
-	    "NDJSON line is longer than %zu bytes", s->max_line);
-}
-
-/* One complete line, LF already removed. */
-static int ndjson_line(ndjson_splitter *s, const char *l, size_t n)
-{
-	if (n && l[n - 1] == '\r')
-		n--;
-	if (n > s->max_line)
-		return ndjson_too_large(s);
-	if (n == 0)
-		return 0;
-	return s->fn(s->arg, l, n);
-}
-
-int ndjson_splitter_feed(ndjson_splitter *s, const char *buf, size_t len)
-{
-	const char *p = buf, *end = buf + len;
-	int rc = 0;
-
-	if (s->failed)
-		return s->failed;
-	while (p < end) {
-		const char *lf = memchr(p, '\n', (size_t)(end - p));
-		size_t n = (size_t)((lf ? lf : end) - p);
-
-		if (!lf || dynbuf_len(&s->line)) {
-			/* The carried part may end in the CR of a CRLF, so it may
-			 * be one byte over max_line for now; more is an error. */
-			size_t total = dynbuf_len(&s->line) + n;
-			if (total > s->max_line + 1 || (total == s->max_line + 1 &&
-			    (n ? p[n - 1] : dynbuf_ptr(&s->line)[dynbuf_len(&s->line) - 1]) != '\r')) {
-				rc = ndjson_too_large(s);
-				goto out;
-			}
-			if ((rc = dynbuf_add(&s->line, p, n)) != 0)
-				goto out;
-			if (!lf)
-				goto out;
-			rc = ndjson_line(s, dynbuf_ptr(&s->line), dynbuf_len(&s->line));
-			dynbuf_reset(&s->line);
-		} else {
-			rc = ndjson_line(s, p, n);
-		}
-		p = lf + 1;
-		if (rc != 0)
-			goto out;
-	}
-out:
-	if (rc != 0)
-		s->failed = rc;
-	return rc;
-}
-
-int ndjson_splitter_finish(ndjson_splitter *s)
-{
-	size_t n;
-	int rc;
-
-	if (!s)
-		return 0;
-	if (s->failed)
-		return s->failed;
-	n = dynbuf_len(&s->line);
-	if (n == 0)
-		return 0;
-	rc = ndjson_line(s, dynbuf_ptr(&s->line), n);
-	dynbuf_reset(&s->line);
-	if (rc != 0)
-		s->failed = rc;
-	return rc;
 }

@@ -2,7 +2,7 @@
  * sse.h - incremental Server-Sent Events parser (WHATWG event-stream
  * rules: "data:"/"event:"/"id:" fields, optional single space after the
  * colon, comments, LF / CRLF / CR line ends, multi-line data joined with
- * "\n", an event dispatched at a blank line) and an NDJSON line splitter.
+ * "\n", an event dispatched at a blank line).
  *
  * Feed bytes in any split: the events are the same whichever byte a chunk
  * ends at.  Memory is bounded by max_event (bytes buffered for one event);
@@ -33,16 +33,5 @@ int sse_parser_feed(sse_parser *p, const char *buf, size_t len);
 /* End of stream: a pending event without its blank line is discarded, as
  * the spec says.  Returns 0. */
 int sse_parser_finish(sse_parser *p);
-
-/* NDJSON: calls fn once per non-empty line (without its LF/CRLF).  The
- * line is borrowed for the call and not NUL-terminated.  A line longer
- * than max_line is TROOP_ETOOLARGE; failures are sticky as for SSE. */
-typedef int (*ndjson_line_fn)(void *arg, const char *line, size_t len);
-typedef struct ndjson_splitter ndjson_splitter;
-int ndjson_splitter_new(ndjson_splitter **out, size_t max_line, ndjson_line_fn fn, void *arg);
-void ndjson_splitter_free(ndjson_splitter *s);
-int ndjson_splitter_feed(ndjson_splitter *s, const char *buf, size_t len);
-/* Delivers a last line that had no newline. */
-int ndjson_splitter_finish(ndjson_splitter *s);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@ struct heartbeat {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
+	atomic_int abort_calls; /* set on shutdown: a call to a hung coordinator ends */
 	bool started;
 	bool offline_sent;
 	bool registered;        /* under mu */
@@ -394,6 +396,8 @@ int heartbeat_start(heartbeat **out, const heartbeat_opts *o)
 		goto fail;
 	}
 	http_client_set_limits(h->c, HEARTBEAT_TIMEOUT_MS, 256 * 1024);
+	atomic_init(&h->abort_calls, 0);
+	http_client_set_abort(h->c, &h->abort_calls);
 	rc = gpu_sampler_new(&h->gpu, &o->policy);
 	if (rc)
 		goto fail;
@@ -432,7 +436,9 @@ void heartbeat_offline(heartbeat *h)
 		h->stop = true;
 		pthread_cond_broadcast(&h->cv);
 		pthread_mutex_unlock(&h->mu);
+		atomic_store(&h->abort_calls, 1);   /* within about a second */
 		pthread_join(h->thr, NULL);
+		atomic_store(&h->abort_calls, 0);
 		h->started = false;
 	}
 	h->offline_sent = true;

@@ -37,7 +37,9 @@
 #define HEARTBEAT_DEFAULT_S 10
 #define HEARTBEAT_BACKOFF_MAX_S 60
 #define HEARTBEAT_TIMEOUT_MS 5000
-#define HEARTBEAT_OFFLINE_TIMEOUT_MS 3000
+/* the OFFLINE heartbeat on shutdown is best effort (the node's TTL ends it
+ * anyway): short, so that a hung coordinator cannot hold up the exit */
+#define HEARTBEAT_OFFLINE_TIMEOUT_MS 700
 
 typedef struct http_client http_client;
 typedef struct heartbeat heartbeat;

@@ -303,8 +303,15 @@ int poh_cuda_open_with(poh_cuda **out, int device, const poh_cuda_api *api)
 	g->device = device;
 	e = g->api.get_device_count(&count);
 	if (e != 0 || count <= 0) {
-		rc = troop_error_set(TROOP_EUNAVAIL, "no CUDA device: %s",
-		    e != 0 ? g->api.error_string(e) : "the runtime found none");
+		/* 35 cudaErrorInsufficientDriver: no driver at all on a machine
+		 * without an NVIDIA GPU; 100 cudaErrorNoDevice */
+		if (e == 35 || e == 100 || e == 0)
+			rc = troop_error_set(TROOP_EUNAVAIL, "no NVIDIA GPU with a working driver on "
+			    "this machine (CUDA: %s)", e != 0 ? g->api.error_string(e) :
+			    "no device found");
+		else
+			rc = troop_error_set(TROOP_EUNAVAIL, "no usable CUDA device: %s",
+			    g->api.error_string(e));
 		goto fail;
 	}
 	if (device < 0 || device >= count) {

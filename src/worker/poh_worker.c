@@ -83,7 +83,9 @@ int poh_engine_open(poh_engine **out, const poh_engine_opts *o)
 			return rc;
 		}
 		if (rc != 0)
-			log_info("poh_device", "device=cpu reason=\"%s\"", troop_error_msg());
+			log_info("poh_device", "device=cpu reason=\"%s\" hint=\"the proof-of-hardware "
+			    "runs on the CPU; nothing to do unless this machine has an NVIDIA GPU\"",
+			    troop_error_msg());
 	}
 	describe(e);
 	*out = e;
@@ -209,6 +211,7 @@ out:
 
 struct progress {
 	poh_progress_mode mode;
+	const atomic_int *cancel;     /* may be NULL */
 	double start, last;
 	int last_pct;
 	bool drawn;
@@ -220,6 +223,8 @@ static int on_progress(void *arg, uint64_t done, uint64_t total)
 	double now = mono_s();
 	int pct = total ? (int)(done * 100 / total) : 100;
 
+	if (p->cancel && atomic_load(p->cancel))
+		return 1;
 	if (p->mode == POH_PROGRESS_BAR) {
 		char bar[31];
 		int fill = pct * 30 / 100;
@@ -368,6 +373,7 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	memset(&ch, 0, sizeof(ch));
 	memset(&prog, 0, sizeof(prog));
 	prog.mode = o->progress;
+	prog.cancel = o->cancel;
 	if (prog.mode == POH_PROGRESS_AUTO)
 		prog.mode = isatty(2) ? POH_PROGRESS_BAR : POH_PROGRESS_LOG;
 
@@ -390,10 +396,14 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	prog.start = prog.last = mono_s();
 	prog.last_pct = -1;
 	rc = poh_engine_compute(&pc, e, ch.seed, ch.n, ch.rounds,
-	    prog.mode == POH_PROGRESS_NONE ? NULL : on_progress, &prog);
+	    prog.mode == POH_PROGRESS_NONE && !prog.cancel ? NULL : on_progress, &prog);
 	progress_end(&prog);
 	if (rc != 0)
 		goto out;
+	if (o->cancel && atomic_load(o->cancel)) {
+		rc = troop_error_set(TROOP_ERR, "cancelled");
+		goto out;
+	}
 	res->compute_s = pc.compute_s;
 	snprintf(res->device, sizeof(res->device), "%s", poh_engine_describe(e));
 
@@ -413,6 +423,10 @@ static int run(poh_result *res, const poh_run_opts *o, poh_engine *e)
 	/* the clock has stopped: spot-check GPU rows before revealing them */
 	if ((rc = poh_engine_check(e, ch.seed, &pc, asked.indices, asked.n_indices)) != 0)
 		goto out;
+	if (o->cancel && atomic_load(o->cancel)) {
+		rc = troop_error_set(TROOP_ERR, "cancelled");
+		goto out;
+	}
 	if ((rc = build_reveal(&req, &ch, &pc, &asked)) != 0)
 		goto out;
 	json_decref(reply);
@@ -464,12 +478,8 @@ int poh_run_challenge(poh_result *out, const poh_run_opts *opts)
 out:
 	if (rc == 0) {
 		snprintf(out->message, sizeof(out->message), "verified");
-		log_info("poh_verified", "multiplier=%.4f ops_per_s=%.3e elapsed_ms=%lld "
-		    "compute_ms=%.0f device=\"%s\"", out->multiplier, out->ops_per_s,
-		    (long long)out->elapsed_ms, out->compute_s * 1000, out->device);
 	} else {
 		snprintf(out->message, sizeof(out->message), "%s", troop_error_msg());
-		log_warn("poh_failed", "error=\"%s\"", out->message);
 		troop_error_set(rc, "%s", out->message);
 	}
 	return rc;

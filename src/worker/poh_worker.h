@@ -22,6 +22,7 @@
 #ifndef TROOP_POH_WORKER_H
 #define TROOP_POH_WORKER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -109,6 +110,11 @@ typedef struct {
 	poh_engine_opts engine_opts;   /* used when engine is NULL */
 	poh_progress_mode progress;
 	const char *challenge_class;   /* "gpu" or "cpu"; NULL: by the engine */
+	/* Non-NULL: another thread sets *cancel to non-zero to stop the
+	 * exchange; the computation checks it about every 100 ms (and after
+	 * every round of a row block) and poh_run_challenge then returns
+	 * TROOP_ERR, "cancelled", without calling the coordinator again. */
+	const atomic_int *cancel;
 } poh_run_opts;
 
 typedef struct {
@@ -135,7 +141,9 @@ typedef struct {
  * TROOP_ENOTFOUND (node unknown: heartbeat first), TROOP_EFORBIDDEN (proof
  * rejected), TROOP_EGONE (the challenge expired before verify),
  * TROOP_EAUTH, TROOP_EUPSTREAM / TROOP_ETIMEOUT (transport), TROOP_EINVAL
- * (the coordinator sent something malformed).  *out is always filled. */
+ * (the coordinator sent something malformed), TROOP_ERR ("cancelled": see
+ * opts->cancel).  *out is always filled.  Logs nothing about the outcome:
+ * the caller reports it once. */
 int poh_run_challenge(poh_result *out, const poh_run_opts *opts);
 
 /* `troop worker --benchmark`: run one challenge and print the result (a

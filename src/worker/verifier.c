@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,6 +28,7 @@ struct verifier {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool stop;
+	atomic_int cancel;      /* set with stop: cancels a challenge under way */
 	bool verified;
 	double multiplier;
 };
@@ -88,6 +91,7 @@ static void *verifier_main(void *arg)
 			poh_run_opts ro = {
 				.coordinator = v->coordinator, .id = &v->id, .http = hc,
 				.engine = engine, .progress = POH_PROGRESS_LOG,
+				.cancel = &v->cancel,
 			};
 			int rc = poh_run_challenge(&res, &ro);
 			pthread_mutex_lock(&v->mu);
@@ -97,10 +101,24 @@ static void *verifier_main(void *arg)
 			}
 			pthread_mutex_unlock(&v->mu);
 			if (rc == 0) {
-				log_info("poh_verified", "multiplier=%.3f ops_per_s=%.3g elapsed_ms=%lld "
-				    "device=\"%s\" next_in_h=%.1f", res.multiplier, res.ops_per_s,
-				    (long long)res.elapsed_ms, res.device, v->o.reverify_hours);
+				log_info("poh_verified", "multiplier=%.4f ops_per_s=%.3g elapsed_ms=%lld "
+				    "compute_ms=%.0f device=\"%s\" next_in_h=%.1f", res.multiplier,
+				    res.ops_per_s, (long long)res.elapsed_ms, res.compute_s * 1000,
+				    res.device, v->o.reverify_hours);
 				next = now + (time_t)(v->o.reverify_hours * 3600);
+			} else if (atomic_load(&v->cancel)) {
+				break;
+			} else if (rc == TROOP_ERATE) {
+				/* a restart soon after a proof: the coordinator keeps the
+				 * result it has; try again when it allows */
+				const char *w = strstr(res.message, "try again in ");
+				int wait = w ? atoi(w + 13) + 1 : 0;
+				if (wait <= 0 || wait > retry_s)
+					wait = retry_s;
+				log_info("poh_deferred", "reason=\"the coordinator ran a proof for this "
+				    "node recently; its result stands until the next one\" "
+				    "next_in_s=%d", wait);
+				next = now + wait;
 			} else {
 				/* a 429 is the coordinator's limits (a node must heartbeat
 				 * a while before its first challenge): sooner than a failure */
@@ -143,6 +161,7 @@ int verifier_start(verifier **out, const verifier_opts *o)
 	v->o.id = &v->id;
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_cond_init(&v->cv, NULL);
+	atomic_init(&v->cancel, 0);
 	if (pthread_create(&v->thread, NULL, verifier_main, v) != 0) {
 		identity_wipe(&v->id);
 		free(v);
@@ -164,12 +183,24 @@ bool verifier_verified(verifier *v, double *multiplier)
 	return ok;
 }
 
+void verifier_cancel(verifier *v)
+{
+	if (!v)
+		return;
+	pthread_mutex_lock(&v->mu);
+	v->stop = true;
+	atomic_store(&v->cancel, 1);
+	pthread_cond_broadcast(&v->cv);
+	pthread_mutex_unlock(&v->mu);
+}
+
 void verifier_stop(verifier *v)
 {
 	if (!v)
 		return;
 	pthread_mutex_lock(&v->mu);
 	v->stop = true;
+	atomic_store(&v->cancel, 1);
 	pthread_cond_broadcast(&v->cv);
 	pthread_mutex_unlock(&v->mu);
 	pthread_join(v->thread, NULL);

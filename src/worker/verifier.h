@@ -32,8 +32,14 @@ int verifier_start(verifier **out, const verifier_opts *o);
 /* Whether the last challenge was verified, and its multiplier (if so). */
 bool verifier_verified(verifier *v, double *multiplier);
 
-/* Stop the thread (an exchange in progress finishes first) and free.
- * NULL is fine. */
+/* Ask the thread to stop without waiting: a proof-of-hardware computation
+ * under way is cancelled within about 100 ms, and no further call goes to
+ * the coordinator.  Safe from any thread; NULL is fine. */
+void verifier_cancel(verifier *v);
+
+/* Stop the thread (cancelling a computation under way, as verifier_cancel;
+ * a call to the coordinator already sent finishes first, within the
+ * client's timeout) and free.  NULL is fine. */
 void verifier_stop(verifier *v);
 
 #endif

@@ -10,8 +10,11 @@
  *   receipts (spool under $TROOP_HOME)   -> the coordinator settles jobs
  *   heartbeat thread                     -> registration, GPU, models
  *
- * Shutdown (SIGTERM / SIGINT): stop accepting, heartbeat OFFLINE, let jobs
- * in flight finish up to --drain-timeout, flush receipts, exit 0.
+ * Shutdown (SIGTERM / SIGINT): cancel a proof-of-hardware computation
+ * under way, stop accepting, heartbeat OFFLINE, let jobs in flight finish
+ * up to --drain-timeout (default 30 s), flush receipts (up to 5 s, only
+ * when some are pending), exit 0.  With no job in flight the worker exits
+ * within about a second of the signal, whatever else it was doing.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -87,9 +90,19 @@ static const char summary[] =
 	"Donate a local inference engine's GPU time to the troop: register with the\n"
 	"coordinator, serve ticketed requests on --listen, and send signed receipts.";
 
+struct shutdown_ctx {
+	heartbeat *hb;
+	verifier *ver;
+};
+
+/* First thing on SIGTERM: cancel a proof-of-hardware computation (so that
+ * it does not hold up the exit), then tell the coordinator we are going. */
 static void shutdown_hook(void *arg)
 {
-	heartbeat_offline(arg);
+	struct shutdown_ctx *s = arg;
+
+	verifier_cancel(s->ver);
+	heartbeat_offline(s->hb);
 }
 
 static int usage_error(const char *flag, const char *msg)
@@ -97,6 +110,31 @@ static int usage_error(const char *flag, const char *msg)
 	fprintf(stderr, "troop worker: %s%s%s\n(see 'troop worker --help')\n",
 	    flag ? flag : "", flag ? ": " : "", msg);
 	return EXIT_USAGE;
+}
+
+/* Why the worker starts with no model, in words: no engine given or
+ * found, an engine that did not answer as its kind (or is still loading),
+ * or engines that answer but serve no model yet. */
+static const char *no_models_hint(catalog *cat, size_t nspecs)
+{
+	engine_info *infos = NULL;
+	size_t n = 0, down = 0;
+
+	if (nspecs == 0)
+		return "no engine found on the default ports; start one or pass "
+		    "--engine TYPE=URL";
+	if (catalog_engines_copy(cat, &infos, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			if (!infos[i].ready)
+				down++;
+		engine_info_array_free(infos, n);
+	}
+	if (down > 0)
+		return "an engine did not answer as the kind given, or is still loading: see "
+		    "the engine_unavailable line above; models are re-read every "
+		    "--model-refresh seconds";
+	return "the engines answer but serve no model yet; load one (they are re-read "
+	    "every --model-refresh seconds)";
 }
 
 /* The coordinator URL without trailing '/', checked for a scheme. */
@@ -240,16 +278,13 @@ int cmd_worker(int argc, char **argv)
 		goto out;
 	}
 	if (catalog_model_count(cat) == 0)
-		log_warn("no_models", "engines=%zu hint=\"%s\"", nspecs,
-		    nspecs ? "the engines serve no model yet; they are re-read every "
-		    "--model-refresh seconds" : "no engine found on the default ports; "
-		    "start one or pass --engine TYPE=URL");
+		log_warn("no_models", "engines=%zu hint=\"%s\"", nspecs, no_models_hint(cat, nspecs));
 	if (keyring_fetch(keys, hc, coord) != 0)
 		log_warn("coordinator_key", "coordinator=%s error=\"%s\" retry=with_heartbeats",
 		    coord, troop_error_msg());
 
 	/* receipts, proxy, heartbeats */
-	if (receipts_default_dir(spool, sizeof(spool)) != 0 ||
+	if (receipts_default_dir(spool, sizeof(spool)) != 0 || config_private_dir(spool) != 0 ||
 	    receipts_start(&rcpt, coord, &id, spool) != 0) {
 		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
 		goto out;
@@ -298,7 +333,10 @@ int cmd_worker(int argc, char **argv)
 	    config_int(cfg, "max-jobs"), config_str(cfg, "donate"), coord,
 	    heartbeat_registered(hb));
 
-	rc = proxy_run(px, (int)config_int(cfg, "drain-timeout") * 1000, shutdown_hook, hb);
+	{
+		struct shutdown_ctx sc = { .hb = hb, .ver = ver };
+		rc = proxy_run(px, (int)config_int(cfg, "drain-timeout") * 1000, shutdown_hook, &sc);
+	}
 	heartbeat_offline(hb);
 	log_info("worker_stopped", "jobs=%ld receipts_pending=%zu", proxy_jobs_done(px),
 	    receipts_pending(rcpt));

@@ -69,15 +69,19 @@ await check('streamed chat completion, deltas one by one', async () => {
   assert(arrivals.length >= 4, `only ${arrivals.length} deltas`);
   // Paced at tps tokens per second, deltas relayed as they come arrive
   // about 1000/tps ms apart; a proxy that buffered the reply would hand
-  // them over in one burst.  Count the gaps that show real pacing.
+  // them over in one burst (no paced gap, a span near 0).  On a loaded
+  // machine this process is descheduled now and then and reads several
+  // deltas at once, so the margins are wide: a third of the gaps paced
+  // (at least two), and the whole stream spread over 40% of its time.
+  // Per-gap timing belongs in the benchmarks (bench/), not here.
   const gapMs = 1000 / tps;
   let paced = 0;
   for (let i = 1; i < arrivals.length; i++)
-    if (arrivals[i] - arrivals[i - 1] >= gapMs * 0.4) paced++;
+    if (arrivals[i] - arrivals[i - 1] >= gapMs * 0.25) paced++;
   const span = arrivals[arrivals.length - 1] - arrivals[0];
-  assert(paced >= (arrivals.length - 1) * 0.75,
+  assert(paced >= Math.max(2, Math.floor((arrivals.length - 1) / 3)),
     `only ${paced} of ${arrivals.length - 1} gaps between deltas show pacing (span ${span.toFixed(0)} ms)`);
-  assert(span >= (arrivals.length - 1) * gapMs * 0.6,
+  assert(span >= (arrivals.length - 1) * gapMs * 0.4,
     `deltas arrived within ${span.toFixed(0)} ms: buffered, not streamed`);
 });
 

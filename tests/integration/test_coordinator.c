@@ -245,14 +245,19 @@ static void test_flow(void **state)
 	out = call(c, &user, "POST", "/authorize", b, &st);
 	assert_int_equal(st, 503);
 	assert_string_equal(err_code(out), "no_capacity");
+	/* the message says why: the one node already failed this request */
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "1 node already failed this request"));
 	json_decref(out);
 	json_decref(b);
 
-	/* a BUSY node is not chosen */
+	/* a BUSY node is not chosen, and the message says it is busy */
 	heartbeat(c, &node, "BUSY", "llama3:8b", 4, 200);
 	b = json_pack("{s:s}", "model", "llama3:8b");
 	out = call(c, &user, "POST", "/authorize", b, &st);
 	assert_int_equal(st, 503);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "1 node busy"));
 	json_decref(out);
 	json_decref(b);
 	heartbeat(c, &node, "OFFLINE", "llama3:8b", 4, 200);

@@ -38,6 +38,12 @@ static int llamacpp_props_models(engine_model_list *out, const json_t *props)
 }
 
 /* Health, version and models into *info (whose type and url are set). */
+/* Added to a 404 from an engine's own path: something answers at the URL,
+ * but not as the kind of engine the user named. */
+#define WRONG_KIND_HINT "; something answers there, but not as this kind of engine: " \
+	"check TYPE in --engine TYPE=URL (ollama, vllm, lmstudio, llamacpp, openai), " \
+	"or leave --engine out to detect it"
+
 static int probe(engine_info *info, http_client *c, const struct engine_driver *d)
 {
 	engine_model_list models = { 0 };
@@ -74,8 +80,9 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 		if (status == 200 && body)
 			rc = d->parse_version(info->version, sizeof(info->version), body);
 		else
-			rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
-			    d->name, info->url, d->version_path, status);
+			rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d%s",
+			    d->name, info->url, d->version_path, status, status == 404 ?
+			    WRONG_KIND_HINT : "");
 		if (rc < 0 && d->type != ENGINE_LLAMACPP)
 			goto out; /* the version reply is how Ollama and vLLM are told apart */
 		rc = 0;
@@ -90,8 +97,9 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 	if (rc < 0)
 		goto out;
 	if (status != 200 || !body) {
-		rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d",
-		    d->name, info->url, d->models_path, status);
+		rc = troop_error_set(TROOP_EINVAL, "%s at %s: %s answered HTTP %d%s",
+		    d->name, info->url, d->models_path, status, status == 404 ?
+		    WRONG_KIND_HINT : "");
 	} else {
 		rc = d->parse_models(&models, body);
 	}

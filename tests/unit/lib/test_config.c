@@ -521,9 +521,28 @@ static void test_accessor_misuse_aborts(void **state)
 	config_free(c);
 }
 
+static void test_listen_is_loopback(void **state)
+{
+	(void)state;
+	assert_true(config_listen_is_loopback("127.0.0.1:9000"));
+	assert_true(config_listen_is_loopback("127.1.2.3:0"));
+	assert_true(config_listen_is_loopback("localhost:9000"));
+	assert_true(config_listen_is_loopback("LOCALHOST:1"));
+	assert_true(config_listen_is_loopback("[::1]:9000"));
+	assert_false(config_listen_is_loopback("0.0.0.0:9000"));
+	assert_false(config_listen_is_loopback("[::]:9000"));
+	assert_false(config_listen_is_loopback(":9000"));
+	assert_false(config_listen_is_loopback("100.64.1.2:8421"));
+	assert_false(config_listen_is_loopback("localhost.evil.example:80"));
+	assert_false(config_listen_is_loopback("127.0.0.1"));   /* no port: not a listen address */
+	assert_false(config_listen_is_loopback(NULL));
+	assert_false(config_listen_is_loopback("[::1:9000"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_listen_is_loopback),
 		cmocka_unit_test_setup(test_defaults, clear_env),
 		cmocka_unit_test_setup(test_precedence, clear_env),
 		cmocka_unit_test_setup(test_forms, clear_env),

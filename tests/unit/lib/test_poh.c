@@ -787,6 +787,24 @@ static void test_cuda_fake_device_mapping(void **state)
 	assert_null(g);
 }
 
+/* A machine without an NVIDIA GPU: the CUDA runtime is installed but no
+ * driver (cudaErrorInsufficientDriver).  The message says so in words. */
+static poh_cuda_err f_count_no_driver(int *n) { *n = 0; return 35; }
+
+static void test_cuda_no_driver_message(void **state)
+{
+	poh_cuda_api api = fake_api(true);
+	poh_cuda *g = NULL;
+
+	(void)state;
+	fake_reset();
+	api.get_device_count = f_count_no_driver;
+	assert_int_equal(poh_cuda_open_with(&g, 0, &api), TROOP_EUNAVAIL);
+	assert_null(g);
+	assert_non_null(strstr(troop_error_msg(), "no NVIDIA GPU with a working driver on this "
+	    "machine"));
+}
+
 static void test_cuda_fake_host_mapping(void **state)
 {
 	poh_cuda_api api = fake_api(false);   /* no libcuda */
@@ -913,6 +931,7 @@ int main(void)
 		cmocka_unit_test(test_worker_falls_back_to_cpu),
 		cmocka_unit_test(test_cuda_fake_device_mapping),
 		cmocka_unit_test(test_cuda_fake_host_mapping),
+		cmocka_unit_test(test_cuda_no_driver_message),
 		cmocka_unit_test(test_cuda_fake_self_test),
 		cmocka_unit_test(test_engine_spot_check_steps_down),
 	};

@@ -172,56 +172,6 @@ static int sse_check_splits(struct ev_list *whole, size_t max, const char *buf,
 
 #define S(lit) lit, sizeof(lit) - 1
 
-/* ---- NDJSON recording ------------------------------------------------------ */
-
-static int on_line(void *arg, const char *line, size_t len)
-{
-	assert_non_null(line);
-	assert_true(len > 0);
-	return ev_push(arg, "", line, len, "");
-}
-
-static int nd_run(struct ev_list *out, size_t max, const char *buf, size_t len,
-    size_t k, bool bytewise)
-{
-	ndjson_splitter *s = NULL;
-	int rc = 0;
-
-	assert_int_equal(ndjson_splitter_new(&s, max, on_line, out), 0);
-	if (bytewise) {
-		for (size_t i = 0; i < len && rc == 0; i++)
-			rc = ndjson_splitter_feed(s, buf + i, 1);
-	} else {
-		rc = ndjson_splitter_feed(s, buf, k);
-		if (rc == 0)
-			rc = ndjson_splitter_feed(s, buf + k, len - k);
-	}
-	if (rc == 0)
-		rc = ndjson_splitter_finish(s);
-	ndjson_splitter_free(s);
-	return rc;
-}
-
-static int nd_check_splits(struct ev_list *whole, size_t max, const char *buf,
-    size_t len, const char *what)
-{
-	int rc = nd_run(whole, max, buf, len, len, false);
-
-	for (size_t k = 0; k <= len; k++) {
-		struct ev_list l = { 0 };
-		int r = nd_run(&l, max, buf, len, k, false);
-		if (r != rc)
-			fail_msg("%s: split at %zu returned %d, whole %d", what, k, r, rc);
-		assert_same_events(whole, &l, what, k);
-		ev_list_free(&l);
-	}
-	struct ev_list b = { 0 };
-	assert_int_equal(nd_run(&b, max, buf, len, 0, true), rc);
-	assert_same_events(whole, &b, what, (size_t)-1);
-	ev_list_free(&b);
-	return rc;
-}
-
 /* ---- fixtures ----------------------------------------------------------------- */
 
 static void fixtures_dir(char *buf, size_t len)
@@ -299,7 +249,7 @@ static void test_fixtures_split_invariant(void **state)
 	char dir[1024];
 	DIR *d;
 	struct dirent *e;
-	size_t nfiles = 0, nsse = 0, nndjson = 0;
+	size_t nfiles = 0, nsse = 0;
 
 	(void)state;
 	fixtures_dir(dir, sizeof(dir));
@@ -340,37 +290,11 @@ static void test_fixtures_split_invariant(void **state)
 		}
 		ev_list_free(&whole);
 
-		if (ends_with(e->d_name, ".ndjson")) {
-			struct ev_list lines = { 0 }, crlf_lines = { 0 };
-			size_t nl = 0, vlen;
-			nndjson++;
-			for (size_t i = 0; i < len; i++)
-				nl += buf[i] == '\n' && i > 0 && buf[i - 1] != '\n';
-			assert_int_equal(nd_check_splits(&lines, FIXTURE_MAX, buf, len,
-			    e->d_name), 0);
-			assert_true(lines.n > 0);
-			/* every line of the fixture ends with LF: one call per line */
-			assert_int_equal(lines.n, nl);
-			for (size_t i = 0; i < lines.n; i++) {
-				json_t *o = NULL;
-				assert_int_equal(json_parse_object(&o, lines.v[i].data,
-				    lines.v[i].data_len), 0);
-				json_decref(o);
-			}
-			char *v = with_eol(buf, len, "\r\n", &vlen);
-			assert_int_equal(nd_check_splits(&crlf_lines, FIXTURE_MAX, v, vlen,
-			    e->d_name), 0);
-			assert_same_events(&lines, &crlf_lines, e->d_name, (size_t)-1);
-			free(v);
-			ev_list_free(&lines);
-			ev_list_free(&crlf_lines);
-		}
 		free(buf);
 	}
 	closedir(d);
 	assert_true(nfiles > 0);
 	assert_true(nsse > 0);
-	assert_true(nndjson > 0);
 }
 
 /* The OpenAI stream: as many events as the file has data blocks (counted
@@ -691,57 +615,6 @@ static void test_many_events(void **state)
 	ev_list_free(&l);
 }
 
-/* ---- NDJSON --------------------------------------------------------------------- */
-
-static void test_ndjson_lines(void **state)
-{
-	struct ev_list l = { 0 };
-	const char in[] = "{\"a\":1}\n\n{\"b\":2}\r\n\r\n{\"c\":3}";
-
-	(void)state;
-	assert_int_equal(nd_check_splits(&l, 64, S(in), "ndjson"), 0);
-	assert_int_equal(l.n, 3);
-	assert_string_equal(l.v[0].data, "{\"a\":1}");
-	assert_string_equal(l.v[1].data, "{\"b\":2}");
-	assert_string_equal(l.v[2].data, "{\"c\":3}");   /* delivered by finish */
-	ev_list_free(&l);
-}
-
-static void test_ndjson_limit(void **state)
-{
-	enum { MAX = 16 };
-	char in[64];
-	struct ev_list a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 };
-
-	(void)state;
-	/* MAX bytes then CRLF: fits, whatever the split */
-	memset(in, 'x', MAX);
-	memcpy(in + MAX, "\r\n", 2);
-	assert_int_equal(nd_check_splits(&a, MAX, in, MAX + 2, "nd max crlf"), 0);
-	assert_int_equal(a.n, 1);
-	assert_int_equal(a.v[0].data_len, MAX);
-	/* MAX + 1 bytes then LF: too large */
-	memset(in, 'x', MAX + 1);
-	in[MAX + 1] = '\n';
-	assert_int_equal(nd_check_splits(&b, MAX, in, MAX + 2, "nd over"),
-	    TROOP_ETOOLARGE);
-	assert_int_equal(b.n, 0);
-	/* MAX + 1 bytes with no newline at all: too large at finish or before */
-	assert_int_equal(nd_check_splits(&c, MAX, in, MAX + 1, "nd over tail"),
-	    TROOP_ETOOLARGE);
-	/* MAX bytes, a CR that is not followed by LF, then more: too large */
-	memset(in, 'x', MAX);
-	in[MAX] = '\r';
-	in[MAX + 1] = 'y';
-	in[MAX + 2] = '\n';
-	assert_int_equal(nd_check_splits(&d, MAX, in, MAX + 3, "nd cr inside"),
-	    TROOP_ETOOLARGE);
-	ev_list_free(&a);
-	ev_list_free(&b);
-	ev_list_free(&c);
-	ev_list_free(&d);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -758,8 +631,6 @@ int main(void)
 		cmocka_unit_test(test_event_limit),
 		cmocka_unit_test(test_error_is_sticky_and_stop),
 		cmocka_unit_test(test_many_events),
-		cmocka_unit_test(test_ndjson_lines),
-		cmocka_unit_test(test_ndjson_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
