@@ -130,8 +130,8 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 	type = type ? type : "";
 	if (strcmp(type, "grant") == 0) {
 		snprintf(credits, clen, "+%lld", n);
-		snprintf(note, nlen, "trial credits (%s)", reason && strcmp(reason, "invite") == 0 ?
-		    "invite code" : "starter");
+		snprintf(note, nlen, "%s (trial credits: spendable, not transferable)",
+		    reason && strcmp(reason, "invite") == 0 ? "invite code" : "starter credits");
 	} else if (strcmp(type, "mature") == 0) {
 		snprintf(credits, clen, "+%lld", n);
 		snprintf(note, nlen, "pending earnings released (%s)", reason ? reason : "");
