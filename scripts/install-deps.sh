@@ -13,7 +13,8 @@ group=${1:-test}
 build_pkgs=(build-essential cmake pkg-config libevent-dev libcurl4-openssl-dev
   libjansson-dev libsodium-dev libsqlite3-dev libpq-dev libhiredis-dev
   libcmocka-dev)
-test_pkgs=(curl iproute2 procps sqlite3 postgresql redis-server nodejs npm chromium)
+test_pkgs=(curl iproute2 procps sqlite3 postgresql redis-server nodejs npm chromium
+  python3-numpy)
 bench_pkgs=(wrk nginx-light)
 deb_pkgs=(debhelper dpkg-dev fakeroot)
 fresh_pkgs=(debootstrap)

@@ -29,7 +29,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-build}
 
 if [ "$(id -u)" -ne 0 ]; then
-  exec sudo --preserve-env=TROOP_FRESH_SUITE,TROOP_FRESH_MIRROR,TROOP_FRESH_CACHE,TROOP_FRESH_DIR,BUILD,http_proxy,https_proxy \
+  exec sudo --preserve-env=TROOP_FRESH_SUITE,TROOP_FRESH_MIRROR,TROOP_FRESH_CACHE,TROOP_FRESH_DIR,TROOP_LLAMA_CACHE,BUILD,http_proxy,https_proxy \
     DEBIAN_FRONTEND=noninteractive "$0" "$@"
 fi
 if [ -z "${TROOP_FRESH_NS:-}" ]; then
@@ -117,22 +117,7 @@ footprint() {
   echo "$(chroot "$1" dpkg-query -W -f='${Status}\n' | grep -c 'install ok installed') packages, $(du -smx "$1" | cut -f1) MB"
 }
 
-free_base() {
-  python3 -c '
-import random, socket
-for _ in range(200):
-    b = random.randrange(12000, 30000)
-    try:
-        socks = []
-        for p in range(b, b + 3):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(b); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-'
-}
+. "$(dirname "$0")/free-ports.sh"
 
 step "debootstrap $suite (cached in $cache)" "$work/debootstrap.log" fetch_tarball || {
   echo "test-fresh: $passed passed, $failed failed"; exit 1; }
@@ -146,6 +131,18 @@ if [ "$what" = all ] || [ "$what" = source ]; then
     step "make demo (a completion served)" "$work/make-demo.log" in_root "$r" \
       "cd /root/monkey-troop && make demo DEMO_FLAGS='--no-wait --coordinator-port $base --worker-port $((base + 1)) --client-port $((base + 2))' | tee /tmp/demo.out && grep -q 'It works' /tmp/demo.out"
     echo "    after make demo: $(footprint "$r")"
+    # llama.cpp's llama-server (the engine tests) is built once per machine,
+    # about 20 minutes on 2 cores, and cached outside the clone: a copy of
+    # the host's cache spares the root a second build (CI's first stage,
+    # `make test` on the host, made it)
+    host_home=$HOME
+    [ -n "${SUDO_USER:-}" ] && host_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    llama_cache=${TROOP_LLAMA_CACHE:-$host_home/.cache/monkey-troop}
+    if ls "$llama_cache"/llama.cpp-*/bin/llama-server >/dev/null 2>&1; then
+      mkdir -p "$r/root/.cache"
+      cp -a "$llama_cache" "$r/root/.cache/monkey-troop"
+      echo "    llama-server: the host's build copied in from $llama_cache"
+    fi
     step "make test" "$work/make-test.log" in_root "$r" "cd /root/monkey-troop && make test"
     grep -E "tests passed|tests failed" "$work/make-test.log" | tail -1 | sed 's/^/    /'
     echo "    after make test: $(footprint "$r")"

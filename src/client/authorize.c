@@ -59,8 +59,10 @@ client_auth_result client_auth_reply(client_auth *a, int status, const json_t *b
 	return CLIENT_AUTH_BAD_REPLY;
 }
 
-bool client_auth_worker_failed(int status)
+bool client_auth_worker_failed(int status, int engine_status)
 {
+	if (engine_status)
+		return engine_status == 503 || engine_status == 429;
 	/* 401: "not my ticket": the address belongs to another node */
 	return status >= 500 || status == 429 || status == 401;
 }

@@ -11,9 +11,10 @@
  *      worker's answer is worth another node, and if another try is left.
  *
  * Failover rule (DESIGN.md section 10): when the worker cannot be reached,
- * times out before its first byte, or answers 5xx or 429, and nothing has
- * reached the user yet, authorize again excluding that node, at most
- * CLIENT_AUTH_TRIES authorizations in all.
+ * times out before its first byte, or answers 5xx or 429 of its own (not
+ * an error its engine answered), and nothing has reached the user yet,
+ * authorize again excluding that node, at most CLIENT_AUTH_TRIES
+ * authorizations in all.
  *
  * A client_auth is a plain value owned by one request; not thread-safe.
  */
@@ -66,8 +67,12 @@ client_auth_result client_auth_reply(client_auth *a, int status, const json_t *b
 
 /* Whether a worker's HTTP status before any byte reached the user is a
  * reason to try another node: 5xx, 429 (busy at max_jobs) and 401 (a
- * ticket for another node: the address is not the node's). */
-bool client_auth_worker_failed(int status);
+ * ticket for another node: the address is not the node's).  But an error
+ * the worker's engine answered (engine_status: its X-Troop-Engine-Status
+ * header, 0 when absent) is the user's answer, not the node's failure:
+ * only an engine that is loading or overloaded (503, 429) is worth
+ * another node. */
+bool client_auth_worker_failed(int status, int engine_status);
 
 /* The current ticket's node failed before anything reached the user:
  * remember `why` (NULL or a->why itself: keep what the caller wrote in

@@ -496,3 +496,42 @@ void cli_table_print(const cli_table *t, FILE *f)
 	}
 	free(width);
 }
+
+int cli_print_rows(const cli *c, const json_t *items, size_t ncols, const char *const *hdr,
+    unsigned right_cols, const char *empty, cli_row_fn fn, void *arg)
+{
+	cli_table *t;
+	const json_t *item;
+	cli_row *row;
+	size_t i;
+	int rc = 0;
+
+	if (json_array_size(items) == 0) {
+		printf("%s\n", empty);
+		return 0;
+	}
+	if (ncols > CLI_ROW_MAX_COLS)
+		return cli_fail(c, "internal error: a table of %zu columns", ncols);
+	t = cli_table_new(ncols, hdr);
+	row = malloc(sizeof(*row));
+	if (!t || !row) {
+		rc = cli_fail(c, "out of memory");
+		goto out;
+	}
+	for (size_t k = 0; k < ncols; k++)
+		if (right_cols & (1u << k))
+			cli_table_align_right(t, k);
+	json_array_foreach(items, i, item) {
+		memset(row->cells, 0, sizeof(row->cells));
+		fn(row, item, arg);
+		if (cli_table_add(t, row->cells) != 0) {
+			rc = cli_fail(c, "out of memory");
+			goto out;
+		}
+	}
+	cli_table_print(t, stdout);
+out:
+	free(row);
+	cli_table_free(t);
+	return rc;
+}

@@ -141,4 +141,21 @@ int cli_table_add(cli_table *t, const char *const *cells);
 void cli_table_print(const cli_table *t, FILE *f);
 size_t cli_table_rows(const cli_table *t);
 
+/* One row being filled by a cli_row_fn: point cells[i] at a string (a
+ * JSON value's, or buf[i] written by the callback; NULL prints "-"). */
+#define CLI_ROW_MAX_COLS 10
+typedef struct {
+	char buf[CLI_ROW_MAX_COLS][320];
+	const char *cells[CLI_ROW_MAX_COLS];
+} cli_row;
+typedef void (*cli_row_fn)(cli_row *r, const json_t *item, void *arg);
+
+/* The list commands' table: print `empty` (a whole line, newline added)
+ * when `items` has no element, else one row per element of the JSON
+ * array `items`, filled by fn(arg), under `hdr`, with the columns whose
+ * bit is set in `right_cols` right-aligned.  ncols <= CLI_ROW_MAX_COLS.
+ * Does not flush.  Returns 0, or 1 after saying "out of memory". */
+int cli_print_rows(const cli *c, const json_t *items, size_t ncols, const char *const *hdr,
+    unsigned right_cols, const char *empty, cli_row_fn fn, void *arg);
+
 #endif

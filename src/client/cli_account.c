@@ -177,14 +177,36 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 	}
 }
 
+/* One credit movement as a row of `troop transactions`; arg is the
+ * account's id. */
+static void tx_row(cli_row *r, const json_t *row, void *arg)
+{
+	time_t ts = (time_t)get_int(row, "timestamp");
+	struct tm tm;
+	const char *job = json_string_value(json_object_get(row, "job_id"));
+	const char *model = json_string_value(json_object_get(row, "model"));
+
+	snprintf(r->buf[0], sizeof(r->buf[0]), "%lld", (long long)get_int(row, "id"));
+	if (localtime_r(&ts, &tm))
+		strftime(r->buf[1], sizeof(r->buf[1]), "%Y-%m-%d %H:%M:%S", &tm);
+	else
+		snprintf(r->buf[1], sizeof(r->buf[1]), "%lld", (long long)ts);
+	tx_describe(r->buf[3], sizeof(r->buf[3]), r->buf[6], sizeof(r->buf[6]), row, arg);
+	r->cells[0] = r->buf[0];
+	r->cells[1] = r->buf[1];
+	r->cells[2] = json_string_value(json_object_get(row, "type"));
+	r->cells[3] = r->buf[3];
+	r->cells[4] = job && *job ? job : NULL;
+	r->cells[5] = model && *model ? model : NULL;
+	r->cells[6] = r->buf[6];
+}
+
 int cmd_transactions(int argc, char **argv)
 {
 	static const char *const hdr[7] = { "ID", "TIME", "TYPE", "CREDITS", "JOB", "MODEL",
 		"NOTE" };
-	char path[160];
-	json_t *out = NULL, *rows, *row;
-	cli_table *t = NULL;
-	size_t i;
+	char path[160], empty[200];
+	json_t *out = NULL;
 	cli c;
 	int rc;
 
@@ -210,49 +232,19 @@ int cmd_transactions(int argc, char **argv)
 		rc = cli_print_json(out);
 		goto out;
 	}
-	rows = json_object_get(out, "transactions");
-	if (json_array_size(rows) == 0) {
-		if (config_is_set(c.cfg, "before"))
-			printf("No credit movements before %ld.\n", config_int(c.cfg, "before"));
-		else
-			printf("No credit movements yet for account %s.\n", c.id.id);
-		rc = fflush(stdout) == 0 ? 0 : 1;
+	if (config_is_set(c.cfg, "before"))
+		snprintf(empty, sizeof(empty), "No credit movements before %ld.",
+		    config_int(c.cfg, "before"));
+	else
+		snprintf(empty, sizeof(empty), "No credit movements yet for account %s.", c.id.id);
+	if ((rc = cli_print_rows(&c, json_object_get(out, "transactions"), 7, hdr,
+	    1u << 0 | 1u << 3, empty, tx_row, c.id.id)) != 0)
 		goto out;
-	}
-	t = cli_table_new(7, hdr);
-	if (!t) {
-		rc = cli_fail(&c, "out of memory");
-		goto out;
-	}
-	cli_table_align_right(t, 0);
-	cli_table_align_right(t, 3);
-	json_array_foreach(rows, i, row) {
-		char id[32], when[32], credits[32], note[300];
-		time_t ts = (time_t)get_int(row, "timestamp");
-		struct tm tm;
-		const char *job = json_string_value(json_object_get(row, "job_id"));
-		const char *model = json_string_value(json_object_get(row, "model"));
-		const char *cells[7] = { id, when, json_string_value(json_object_get(row, "type")),
-			credits, job && *job ? job : NULL, model && *model ? model : NULL, note };
-
-		snprintf(id, sizeof(id), "%lld", (long long)get_int(row, "id"));
-		if (localtime_r(&ts, &tm))
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		else
-			snprintf(when, sizeof(when), "%lld", (long long)ts);
-		tx_describe(credits, sizeof(credits), note, sizeof(note), row, c.id.id);
-		if (cli_table_add(t, cells) != 0) {
-			rc = cli_fail(&c, "out of memory");
-			goto out;
-		}
-	}
-	cli_table_print(t, stdout);
 	if (json_is_integer(json_object_get(out, "next")))
 		printf("(older movements exist: 'troop transactions --before %lld' shows them)\n",
 		    (long long)json_integer_value(json_object_get(out, "next")));
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
-	cli_table_free(t);
 	json_decref(out);
 	cli_end(&c);
 	return rc;

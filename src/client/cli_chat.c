@@ -278,7 +278,9 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		res = failover(why, wlen, snode, "could not be reached", p ? p + 2 : m);
 		goto out;
 	}
-	if (client_auth_worker_failed(status)) {
+	/* the blocking client does not show the reply's headers: an engine
+	 * error is told by its message in the failover reason */
+	if (client_auth_worker_failed(status, 0)) {
 		json_t *err = s.buf ? json_loadb(s.buf, s.len, 0, NULL) : NULL;
 		char detail[400];
 		snprintf(detail, sizeof(detail), "HTTP %d%s%s", status,

@@ -44,15 +44,54 @@ static void join_models(char *out, size_t len, const json_t *models)
 	}
 }
 
+/* One node of /peers as a row of `troop nodes`. */
+static void node_row(cli_row *r, const json_t *n, void *arg)
+{
+	const char *id = json_string_value(json_object_get(n, "node_id"));
+	const char *ip = json_string_value(json_object_get(n, "tailscale_ip"));
+	const char *name = json_string_value(json_object_get(n, "name"));
+	const json_t *load = json_object_get(n, "load");
+
+	(void)arg;
+	snprintf(r->buf[0], sizeof(r->buf[0]), "%.8s", id ? id : "?");
+	ip = ip ? ip : "?";
+	snprintf(r->buf[2], sizeof(r->buf[2]), strchr(ip, ':') ? "[%s]:%lld" : "%s:%lld", ip,
+	    (long long)json_integer_value(json_object_get(n, "port")));
+	join_models(r->buf[4], sizeof(r->buf[4]), json_object_get(n, "models"));
+	snprintf(r->buf[5], sizeof(r->buf[5]), "%lld/%lld",
+	    (long long)json_integer_value(json_object_get(load, "active_jobs")),
+	    (long long)json_integer_value(json_object_get(load, "max_jobs")));
+	snprintf(r->buf[6], sizeof(r->buf[6]), "x%.2f",
+	    json_number_value(json_object_get(n, "multiplier")));
+	r->cells[0] = r->buf[0];
+	r->cells[1] = name && *name ? name : NULL;
+	r->cells[2] = r->buf[2];
+	r->cells[3] = json_string_value(json_object_get(n, "status"));
+	r->cells[4] = r->buf[4];
+	r->cells[5] = r->buf[5];
+	r->cells[6] = r->buf[6];
+	/* a proof verifies a node for its own class only */
+	const char *cls = json_string_value(json_object_get(n, "hardware_class"));
+	if (!json_is_true(json_object_get(n, "verified")))
+		snprintf(r->buf[7], sizeof(r->buf[7]), "no");
+	else if (cls && *cls)
+		snprintf(r->buf[7], sizeof(r->buf[7]), "yes (%.8s)", cls);
+	else
+		snprintf(r->buf[7], sizeof(r->buf[7]), "yes");
+	snprintf(r->buf[9], sizeof(r->buf[9]), "%lld",
+	    (long long)json_integer_value(json_object_get(n, "disputes")));
+	r->cells[7] = r->buf[7];
+	r->cells[8] = json_is_true(json_object_get(n, "established")) ? "yes" : "no";
+	r->cells[9] = r->buf[9];
+}
+
 int cmd_nodes(int argc, char **argv)
 {
 	static const char *const hdr[10] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
 		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES" };
 	const char *model;
-	char path[1024];
-	json_t *out = NULL, *nodes, *n;
-	cli_table *t = NULL;
-	size_t i;
+	char path[1024], empty[400];
+	json_t *out = NULL;
 	cli c;
 	int rc;
 
@@ -84,62 +123,18 @@ int cmd_nodes(int argc, char **argv)
 		rc = cli_print_json(out);
 		goto out;
 	}
-	nodes = json_object_get(out, "nodes");
-	if (json_array_size(nodes) == 0) {
-		if (model)
-			printf("No live node serves '%s' right now (see 'troop models').\n", model);
-		else
-			printf("No live nodes right now.  Start one with 'troop worker'.\n");
-		rc = fflush(stdout) == 0 ? 0 : 1;
+	if (model)
+		snprintf(empty, sizeof(empty), "No live node serves '%.300s' right now (see "
+		    "'troop models').", model);
+	else
+		snprintf(empty, sizeof(empty), "No live nodes right now.  Start one with "
+		    "'troop worker'.");
+	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 10, hdr,
+	    1u << 5 | 1u << 6 | 1u << 9,
+	    empty, node_row, NULL)) != 0)
 		goto out;
-	}
-	t = cli_table_new(10, hdr);
-	if (!t) {
-		rc = cli_fail(&c, "out of memory");
-		goto out;
-	}
-	cli_table_align_right(t, 5);
-	cli_table_align_right(t, 6);
-	cli_table_align_right(t, 9);
-	json_array_foreach(nodes, i, n) {
-		const char *id = json_string_value(json_object_get(n, "node_id"));
-		const char *ip = json_string_value(json_object_get(n, "tailscale_ip"));
-		const char *name = json_string_value(json_object_get(n, "name"));
-		json_t *load = json_object_get(n, "load");
-		const char *cls = json_string_value(json_object_get(n, "hardware_class"));
-		char sid[9], addr[96], models[256], ld[32], mult[32], ver[32], disp[32];
-		const char *cells[10] = { sid, name && *name ? name : NULL, addr,
-			json_string_value(json_object_get(n, "status")), models, ld, mult, ver,
-			json_is_true(json_object_get(n, "established")) ? "yes" : "no", disp };
-
-		if (!json_is_true(json_object_get(n, "verified")))
-			snprintf(ver, sizeof(ver), "no");
-		else if (cls && *cls)
-			snprintf(ver, sizeof(ver), "yes (%.8s)", cls);
-		else
-			snprintf(ver, sizeof(ver), "yes");
-		snprintf(disp, sizeof(disp), "%lld",
-		    (long long)json_integer_value(json_object_get(n, "disputes")));
-
-		snprintf(sid, sizeof(sid), "%.8s", id ? id : "?");
-		ip = ip ? ip : "?";
-		snprintf(addr, sizeof(addr), strchr(ip, ':') ? "[%s]:%lld" : "%s:%lld", ip,
-		    (long long)json_integer_value(json_object_get(n, "port")));
-		join_models(models, sizeof(models), json_object_get(n, "models"));
-		snprintf(ld, sizeof(ld), "%lld/%lld",
-		    (long long)json_integer_value(json_object_get(load, "active_jobs")),
-		    (long long)json_integer_value(json_object_get(load, "max_jobs")));
-		snprintf(mult, sizeof(mult), "x%.2f",
-		    json_number_value(json_object_get(n, "multiplier")));
-		if (cli_table_add(t, cells) != 0) {
-			rc = cli_fail(&c, "out of memory");
-			goto out;
-		}
-	}
-	cli_table_print(t, stdout);
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
-	cli_table_free(t);
 	json_decref(out);
 	cli_end(&c);
 	return rc;
@@ -170,12 +165,30 @@ static void short_hash(char *out, size_t len, const char *hash)
 		snprintf(out, len, "%.12s", hash);
 }
 
+/* One model of /v1/models as a row of `troop models`. */
+static void model_row(cli_row *r, const json_t *m, void *arg)
+{
+	json_int_t bytes = json_integer_value(json_object_get(m, "size_bytes"));
+
+	(void)arg;
+	snprintf(r->buf[1], sizeof(r->buf[1]), "%lld",
+	    (long long)json_integer_value(json_object_get(m, "nodes")));
+	if (bytes > 0)
+		cli_format_bytes(r->buf[2], sizeof(r->buf[2]), bytes);
+	else
+		snprintf(r->buf[2], sizeof(r->buf[2]), "-");
+	short_hash(r->buf[3], sizeof(r->buf[3]),
+	    json_string_value(json_object_get(m, "content_hash")));
+	r->cells[0] = json_string_value(json_object_get(m, "id"));
+	r->cells[1] = r->buf[1];
+	r->cells[2] = r->buf[2];
+	r->cells[3] = r->buf[3];
+}
+
 int cmd_models(int argc, char **argv)
 {
 	static const char *const hdr[4] = { "MODEL", "NODES", "SIZE", "CONTENT HASH" };
-	json_t *out = NULL, *data, *m;
-	cli_table *t = NULL;
-	size_t i;
+	json_t *out = NULL;
 	cli c;
 	int rc;
 
@@ -190,41 +203,12 @@ int cmd_models(int argc, char **argv)
 		rc = cli_print_json(out);
 		goto out;
 	}
-	data = json_object_get(out, "data");
-	if (json_array_size(data) == 0) {
-		printf("No models are served right now.  Start a worker with 'troop worker'.\n");
-		rc = fflush(stdout) == 0 ? 0 : 1;
+	if ((rc = cli_print_rows(&c, json_object_get(out, "data"), 4, hdr, 1u << 1 | 1u << 2,
+	    "No models are served right now.  Start a worker with 'troop worker'.", model_row,
+	    NULL)) != 0)
 		goto out;
-	}
-	t = cli_table_new(4, hdr);
-	if (!t) {
-		rc = cli_fail(&c, "out of memory");
-		goto out;
-	}
-	cli_table_align_right(t, 1);
-	cli_table_align_right(t, 2);
-	json_array_foreach(data, i, m) {
-		char nodes[32], size[32], hash[96];
-		json_int_t bytes = json_integer_value(json_object_get(m, "size_bytes"));
-		const char *cells[4] = { json_string_value(json_object_get(m, "id")), nodes,
-			size, hash };
-
-		snprintf(nodes, sizeof(nodes), "%lld",
-		    (long long)json_integer_value(json_object_get(m, "nodes")));
-		if (bytes > 0)
-			cli_format_bytes(size, sizeof(size), bytes);
-		else
-			snprintf(size, sizeof(size), "-");
-		short_hash(hash, sizeof(hash), json_string_value(json_object_get(m, "content_hash")));
-		if (cli_table_add(t, cells) != 0) {
-			rc = cli_fail(&c, "out of memory");
-			goto out;
-		}
-	}
-	cli_table_print(t, stdout);
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
-	cli_table_free(t);
 	json_decref(out);
 	cli_end(&c);
 	return rc;

@@ -409,6 +409,7 @@ int cmd_up(int argc, char **argv)
 		{ "POST", "/v1/embeddings", up_handle_inference },
 		{ "GET", "/v1/models", up_handle_models },
 		{ "GET", "/v1/models/{model}", up_handle_model },
+		{ "GET", "/v1/models/{org}/{name}", up_handle_model_org },
 		{ "GET", "/health", h_health },
 	};
 	up_route rts[UP_MAX_ROUTES];

@@ -32,6 +32,10 @@
 #define UP_COORD_REPLY_MAX (256 * 1024)
 #define UP_MODELS_TTL_MS 10000
 #define UP_COORD_TIMEOUT_MS 15000L
+/* A stream's headers came, no byte since: the worker counts as failed
+ * after this long at least (it sends a keep-alive every 5 s while its
+ * engine reads the prompt), plus 1 s per KiB of request body. */
+#define UP_FIRST_TOKEN_MIN_MS 15000L
 
 typedef struct up_server {
 	char coordinator[512];          /* base URL, no trailing '/' */
@@ -76,6 +80,8 @@ int64_t up_now_us(void);
 void up_handle_inference(http_req *r, void *arg);
 void up_handle_models(http_req *r, void *arg);
 void up_handle_model(http_req *r, void *arg);
+/* GET /v1/models/{org}/{name}: the same for an id with a slash. */
+void up_handle_model_org(http_req *r, void *arg);
 
 /* Whether a worker address the coordinator named is this proxy itself
  * (its port on loopback, the unspecified address or an address of one of

@@ -17,7 +17,14 @@
  *           the app yet, authorize again with that node excluded (UP_TRIES
  *           authorizations in all); then 503 no_capacity in the OpenAI
  *           error shape.  402 insufficient_credits and 404 model_not_found
- *           from the coordinator go to the app as they are.
+ *           from the coordinator go to the app as they are.  An error the
+ *           worker's engine answered (X-Troop-Engine-Status) is the app's
+ *           answer: relayed as it is, status and message, no failover.
+ *        5. a streamed reply whose headers came may take long for its
+ *           first token (the engine reads the prompt); the worker sends
+ *           keep-alive comments meanwhile, so only a worker silent for
+ *           UP_FIRST_TOKEN_MIN_MS (or the first-byte timeout if longer),
+ *           plus 1 s per KiB of request body, counts as failed.
  *
  * A job's memory is freed by whichever callback finishes last: the app's
  * request is ours only while no relay holds it, and our close callback is
@@ -68,6 +75,7 @@ typedef struct up_job {
 	relay *rl;
 	struct event *body_timer;   /* headers came, no body byte yet */
 	long first_byte_ms;         /* this job's first-byte timeout */
+	long body_wait_ms;          /* headers to first body byte */
 	bool stalled;               /* body_timer fired */
 	bool body_seen;             /* a body byte reached the app */
 	bool header_set;            /* X-Troop-Job added to the reply */
@@ -164,12 +172,27 @@ static void job_failover(up_job *j)
 
 /* ---- relay to the worker ------------------------------------------------------- */
 
+/* The worker's X-Troop-Engine-Status: the status of an error its engine
+ * answered, or 0 (absent: the worker's own answer). */
+static int engine_status_of(const char *const *headers)
+{
+	static const char name[] = "X-Troop-Engine-Status:";
+
+	for (size_t i = 0; headers && headers[i]; i++) {
+		if (strncasecmp(headers[i], name, sizeof(name) - 1) == 0) {
+			long v = strtol(headers[i] + sizeof(name) - 1, NULL, 10);
+			return v >= 400 && v <= 599 ? (int)v : 0;
+		}
+	}
+	return 0;
+}
+
 static int relay_headers(void *arg, int status, const char *const *headers)
 {
 	up_job *j = arg;
+	long wait_ms;
 
-	(void)headers;
-	if (client_auth_worker_failed(status)) {
+	if (client_auth_worker_failed(status, engine_status_of(headers))) {
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s answered HTTP %d", j->node_id, status);
 		return RELAY_REJECT;
 	}
@@ -178,9 +201,16 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 	http_reply_header(j->req, "X-Troop-Job", j->job_id);
 	j->header_set = true;
 	/* a worker that answers the headers and then nothing is as dead as one
-	 * that never answers: the same timeout covers the first body byte */
+	 * that never answers; but a stream's first token waits for the engine
+	 * to read the prompt, during which the worker sends keep-alives */
+	wait_ms = j->first_byte_ms;
+	if (j->stream && wait_ms < UP_FIRST_TOKEN_MIN_MS)
+		wait_ms = UP_FIRST_TOKEN_MIN_MS;
+	if (j->stream)
+		wait_ms += (long)(j->len / 1024) * 1000;
+	j->body_wait_ms = wait_ms;
 	if (j->body_timer) {
-		struct timeval tv = { j->first_byte_ms / 1000, (j->first_byte_ms % 1000) * 1000 };
+		struct timeval tv = { wait_ms / 1000, (wait_ms % 1000) * 1000 };
 		evtimer_add(j->body_timer, &tv);
 	}
 	return RELAY_ACCEPT;
@@ -207,7 +237,7 @@ static void body_timeout(evutil_socket_t fd, short what, void *arg)
 		return;
 	j->stalled = true;
 	snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s sent its headers and then nothing for %ld ms",
-	    j->node_id, j->first_byte_ms);
+	    j->node_id, j->body_wait_ms);
 	relay_abort(j->rl, TROOP_ETIMEOUT, "the worker sent nothing in time");
 }
 

@@ -266,3 +266,18 @@ void up_handle_model(http_req *r, void *arg)
 {
 	handle(r, arg, http_req_param(r, "model"));
 }
+
+void up_handle_model_org(http_req *r, void *arg)
+{
+	const char *org = http_req_param(r, "org"), *name = http_req_param(r, "name");
+	char id[UP_MODEL_MAX + 1];
+
+	/* Hugging Face style ids ("Qwen/Qwen2.5-7B-Instruct"): clients send
+	 * the slash as it is, not as %2F */
+	if (!org || !name || (size_t)snprintf(id, sizeof(id), "%s/%s", org, name) >= sizeof(id)) {
+		up_reply_error(r, 404, "invalid_request_error", "model_not_found", NULL,
+		    "no such model");
+		return;
+	}
+	handle(r, arg, id);
+}

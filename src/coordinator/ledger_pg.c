@@ -376,6 +376,17 @@ static int parse_url(struct pg_ledger *p, const char *target)
 		else if (strcmp(o->keyword, "user") == 0)
 			user = o->val;
 	}
+	/* the description goes into logs: a part that could hold credentials
+	 * (a mistyped URL such as postgresql://postgresql://u:pw@h makes
+	 * "/u:pw@h" the database name) is not shown */
+	if (db && strpbrk(db, ":@/"))
+		db = "(database)";
+	if (user && strpbrk(user, ":@/"))
+		user = NULL;
+	if (host && strpbrk(host, "@"))
+		host = "(host)";
+	if (port && strpbrk(port, ":@/"))
+		port = "(port)";
 	snprintf(p->desc, sizeof p->desc, "%.100s:%.16s/%.100s", host ? host : "localhost",
 	    port ? port : "5432", db ? db : (user ? user : "(default)"));
 	PQconninfoFree(opts);

@@ -63,6 +63,8 @@ struct relay {
 	dynbuf out;
 	struct event *flush_ev;
 	bool flush_armed;
+	struct event *keepalive_ev; /* relay_opts.keepalive_ms */
+	int64_t last_write_us;
 	/* error body for normalize_error */
 	char *errbuf;
 	size_t err_len;
@@ -102,6 +104,8 @@ static void relay_free(relay *rl)
 		return;
 	if (rl->flush_ev)
 		event_free(rl->flush_ev);
+	if (rl->keepalive_ev)
+		event_free(rl->keepalive_ev);
 	dynbuf_free(&rl->out);
 	dynbuf_free(&rl->tail);
 	free(rl->errbuf);
@@ -176,6 +180,7 @@ static int client_write(relay *rl, const char *data, size_t len, bool observe)
 		return 0;
 	if (out_append(rl, data, len) != 0)
 		return -1;
+	rl->last_write_us = now_us();
 	if (observe && rl->cb.on_body)
 		rl->cb.on_body(rl->arg, data, len);
 	if (!rl->flush_armed) {
@@ -185,7 +190,11 @@ static int client_write(relay *rl, const char *data, size_t len, bool observe)
 	return 0;
 }
 
-/* The error event and end marker of an event stream. */
+/* The error event that ends an event stream after a failure.  No
+ * "data: [DONE]" follows: that marker means the answer is complete, and
+ * the OpenAI API itself ends a stream that failed with the error event
+ * alone, so a reader that ignores error events still sees the stream end
+ * without its end marker. */
 static void client_error_events(relay *rl, int err, const char *msg)
 {
 	json_t *body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
@@ -199,7 +208,6 @@ static void client_error_events(relay *rl, int err, const char *msg)
 		(void)client_write(rl, text, strlen(text), false);
 		(void)client_write(rl, "\n\n", 2, false);
 	}
-	(void)client_write(rl, "data: [DONE]\n\n", 14, false);
 	free(text);
 }
 
@@ -335,6 +343,33 @@ static int sse_forward(relay *rl, const char *data, size_t len)
 
 /* ---- upstream callbacks ------------------------------------------------------ */
 
+/* Every keepalive_ms: a comment line when nothing went to the client for
+ * that long.  Written only between events (the scanner holds a partial
+ * event back in tail; an over-long one forwarded in pieces is skipped). */
+static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
+{
+	relay *rl = arg;
+
+	if (!rl->req || rl->ending || rl->unaligned || !rl->began)
+		return;
+	if (now_us() - rl->last_write_us < rl->o.keepalive_ms * 1000 - 50000)
+		return;
+	(void)client_write(rl, ": keep-alive\n\n", 14, false);
+}
+
+/* Begin the client's reply now and start the keep-alive comments. */
+static void begin_early(relay *rl)
+{
+	struct timeval tv = { rl->o.keepalive_ms / 1000, (rl->o.keepalive_ms % 1000) * 1000 };
+
+	if (client_flush(rl) != 0 || !rl->req)
+		return;
+	rl->last_write_us = now_us();
+	rl->keepalive_ev = event_new(http_req_base(rl->req), -1, EV_PERSIST, keepalive_cb, rl);
+	if (rl->keepalive_ev)
+		event_add(rl->keepalive_ev, &tv);
+}
+
 static void client_drained(http_req *req, void *arg)
 {
 	relay *rl = arg;
@@ -378,6 +413,8 @@ static int up_headers(void *arg, int status, const char *const *headers)
 			return 1;
 	} else {
 		rl->phase = PH_BODY;
+		if (rl->o.keepalive_ms > 0 && rl->sse && status >= 200 && status < 300)
+			begin_early(rl);
 	}
 	return 0;
 }
@@ -451,6 +488,8 @@ static void up_done(void *arg, int err)
 	http_req *back = NULL;
 
 	rl->up = NULL;
+	if (rl->keepalive_ev)
+		event_del(rl->keepalive_ev);
 	if (err && !rl->ending && !rl->st.error[0])
 		snprintf(rl->st.error, sizeof(rl->st.error), "%s", troop_error_msg());
 

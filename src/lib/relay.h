@@ -31,11 +31,12 @@
  *   - An upstream failure after bytes were sent (reset, engine died)
  *     finishes the client's stream cleanly instead of leaving it hanging.
  *     For an event stream the relay drops any incomplete trailing event and
- *     appends two events:
+ *     appends one event:
  *         data: {"error":{"message":"...","type":"...","code":"..."}}\n\n
- *         data: [DONE]\n\n
  *     (the OpenAI error shape of DESIGN.md section 6, which OpenAI SDKs
- *     raise as an error, then the end marker that stream readers wait for).
+ *     raise as an error) and no "data: [DONE]": as the OpenAI API does, a
+ *     failed stream ends without the marker that says the answer is
+ *     complete, so a reader that ignores error events still sees it cut.
  *     Other content types are ended where the upstream stopped (the client
  *     sees a short body).
  *   - relay_abort ends the stream from outside (a job past its time
@@ -152,6 +153,16 @@ typedef struct {
 	                         * 0: RELAY_DEFAULT_MAX_EVENT */
 	size_t max_error_body;  /* error body kept for normalize_error;
 	                         * 0: RELAY_DEFAULT_MAX_ERROR_BODY */
+	/* 0: off.  Otherwise, for an accepted 2xx event stream, the client's
+	 * reply begins (status and headers sent) as soon as the upstream's
+	 * headers are in, not at the first body byte, and an SSE comment
+	 * line ": keep-alive" (which event-stream readers skip) is sent after
+	 * every keepalive_ms without bytes to the client.  So the next hop
+	 * sees that the upstream accepted the request and is working on it
+	 * (an engine reading a long prompt sends nothing for a long time).
+	 * The request can then no longer be handed back: a failure before
+	 * the first event ends the stream with the error event. */
+	long keepalive_ms;
 } relay_opts;
 
 /* Start relaying: send `up` with `a` (which must run on req's event base)
@@ -170,7 +181,7 @@ int relay_start(relay **out, http_req *req, http_async *a, const relay_upstream 
 /* End the relay early with an error `err` (a troop_err, for the error
  * event's type and code) and message `msg` (sent to the client: keep
  * secrets and local URLs out of it).  If bytes were sent, the client's
- * stream ends now (an event stream gets the error event and [DONE]);
+ * stream ends now (an event stream gets the error event, no [DONE]);
  * otherwise the request is handed back in on_done.  The upstream is
  * cancelled; on_done follows from the loop with end RELAY_END_ABORTED
  * (unless the relay had already ended another way).  A no-op on a relay

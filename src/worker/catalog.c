@@ -4,6 +4,8 @@
 #include "catalog.h"
 
 #include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@ struct catalog {
 	engine_info *infos;
 	size_t n;
 	engine_model_list merged;   /* what is advertised */
+	atomic_bool refresh_wanted; /* catalog_want_refresh */
 };
 
 int catalog_new(catalog **out)
@@ -117,41 +120,63 @@ out:
 	return rc;
 }
 
-static bool serves(const engine_info *e, const char *model)
+/* The model of e that `model` names, or NULL. */
+static const engine_model *served(const engine_info *e, const char *model)
 {
 	if (!e->ready)
-		return false;
+		return NULL;
 	for (size_t i = 0; i < e->models.count; i++) {
 		const engine_model *m = &e->models.items[i];
 		if (strcmp(m->name, model) == 0 ||
 		    (m->content_hash[0] && strcmp(m->content_hash, model) == 0))
-			return true;
+			return m;
 	}
-	return false;
+	return NULL;
 }
 
-int catalog_lookup(catalog *c, const char *model, char *url, size_t urllen,
-    engine_type *type)
+int catalog_resolve(catalog *c, const char *model, catalog_target *out)
 {
 	const engine_info *best = NULL;
+	const engine_model *bm = NULL;
 	int rc = 0;
 
+	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&c->mu);
 	for (size_t i = 0; i < c->n; i++) {
 		const engine_info *e = &c->infos[i];
-		if (serves(e, model) && (!best || engine_prefer(e->type, best->type)))
+		const engine_model *m = served(e, model);
+
+		if (m && (!best || engine_prefer(e->type, best->type))) {
 			best = e;
+			bm = m;
+		}
 	}
 	if (best) {
-		snprintf(url, urllen, "%s", best->url);
-		if (type)
-			*type = best->type;
+		snprintf(out->url, sizeof(out->url), "%s", best->url);
+		out->type = best->type;
+		snprintf(out->engine_name, sizeof(out->engine_name), "%s", bm->engine_name);
+		snprintf(out->api_key, sizeof(out->api_key), "%s", best->api_key);
 	} else {
 		rc = TROOP_ENOMODEL;
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (rc)
 		return troop_error_set(rc, "model '%.200s' is not served here", model);
+	return 0;
+}
+
+int catalog_lookup(catalog *c, const char *model, char *url, size_t urllen,
+    engine_type *type)
+{
+	catalog_target t;
+	int rc = catalog_resolve(c, model, &t);
+
+	if (rc)
+		return rc;
+	snprintf(url, urllen, "%s", t.url);
+	if (type)
+		*type = t.type;
+	sodium_memzero(&t, sizeof(t));
 	return 0;
 }
 
@@ -182,6 +207,16 @@ json_t *catalog_engines_json(catalog *c)
 	}
 	pthread_mutex_unlock(&c->mu);
 	return arr;
+}
+
+void catalog_want_refresh(catalog *c)
+{
+	atomic_store(&c->refresh_wanted, true);
+}
+
+bool catalog_take_refresh(catalog *c)
+{
+	return atomic_exchange(&c->refresh_wanted, false);
 }
 
 size_t catalog_model_count(catalog *c)

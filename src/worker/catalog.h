@@ -39,11 +39,34 @@ int catalog_set(catalog *c, const engine_info *infos, size_t n, bool *changed);
 int catalog_lookup(catalog *c, const char *model, char *url, size_t urllen,
     engine_type *type);
 
+/* Where a request for a model goes. */
+typedef struct {
+	char url[ENGINE_URL_MAX];           /* the engine's base URL */
+	engine_type type;
+	char engine_name[ENGINE_NAME_MAX];  /* the engine's own name for the
+	                                     * model when it differs from the
+	                                     * advertised one (engine_model);
+	                                     * else "" */
+	char api_key[ENGINE_KEY_MAX];       /* the engine's API key, "" none;
+	                                     * wipe after use */
+} catalog_target;
+
+/* catalog_lookup with everything a request needs into *out.  Returns 0
+ * or TROOP_ENOMODEL (message set). */
+int catalog_resolve(catalog *c, const char *model, catalog_target *out);
+
 /* Heartbeat fields: the advertised models
  * [{"name","content_hash","size_bytes","engine"}] and the engines
  * [{"type","version","port"}].  New references (NULL when out of memory). */
 json_t *catalog_models_json(catalog *c);
 json_t *catalog_engines_json(catalog *c);
+
+/* Ask for the engines to be re-read soon: a job found its engine gone or
+ * failing (the heartbeat loop takes the request within a second).
+ * Lock-free; callable from any thread. */
+void catalog_want_refresh(catalog *c);
+/* Whether a re-read was asked for since the last call (and clear it). */
+bool catalog_take_refresh(catalog *c);
 
 /* Number of models advertised. */
 size_t catalog_model_count(catalog *c);

@@ -27,6 +27,9 @@
 
 #define STATUS_CHECK_MS 1000
 #define DETECT_TIMEOUT_MS 2000
+/* how often each engine gets one cheap request to see whether it died or
+ * came back (a change triggers a full re-read at once) */
+#define ENGINE_PING_MS 3000
 
 struct heartbeat {
 	heartbeat_opts o;
@@ -90,13 +93,15 @@ int heartbeat_read_engines(catalog *cat, http_client *c, const engine_spec *spec
 		for (n = 0; n < nspecs; n++) {
 			const struct engine_driver *d = engine_driver_get(specs[n].type);
 
-			if (engine_detect(&infos[n], c, d, specs[n].url) != 0) {
+			if (engine_detect(&infos[n], c, d, specs[n].url, specs[n].api_key) != 0) {
 				log_warn("engine_unavailable", "type=%s url=%s error=\"%s\"", d->name,
 				    specs[n].url, troop_error_msg());
 				memset(&infos[n], 0, sizeof(infos[n]));
 				infos[n].type = specs[n].type;
 				snprintf(infos[n].url, sizeof(infos[n].url), "%s", specs[n].url);
 				infos[n].port = engine_url_port(specs[n].url);
+				snprintf(infos[n].api_key, sizeof(infos[n].api_key), "%s",
+				    specs[n].api_key);
 				infos[n].ready = false;
 			}
 		}
@@ -270,6 +275,34 @@ static int64_t beat(heartbeat *h)
 	return mono_ms() + jitter(delay);
 }
 
+/* Ping every engine; true when one died or came back (its answer differs
+ * from its readiness in the catalog). */
+static bool engines_changed_state(heartbeat *h)
+{
+	engine_info *infos = NULL;
+	size_t n = 0;
+	bool changed = false;
+
+	/* auto-detected engines that went away are not in the catalog: look
+	 * for them again while nothing is served */
+	if (h->o.nspecs == 0 && catalog_model_count(h->o.cat) == 0)
+		return true;
+	if (catalog_engines_copy(h->o.cat, &infos, &n) != 0)
+		return false;
+	for (size_t i = 0; i < n && !changed; i++) {
+		bool alive = engine_ping(&infos[i], h->c);
+
+		if (alive != infos[i].ready) {
+			log_info("engine_check", "type=%s url=%s reason=%s",
+			    engine_type_name(infos[i].type), infos[i].url,
+			    alive ? "came_back" : "gone");
+			changed = true;
+		}
+	}
+	engine_info_array_free(infos, n);
+	return changed;
+}
+
 static void *loop_main(void *arg)
 {
 	heartbeat *h = arg;
@@ -277,6 +310,7 @@ static void *loop_main(void *arg)
 	int64_t next_hb = now + jitter((int64_t)h->next_s * 1000);
 	int64_t next_sample = now + (int64_t)h->o.gpu_sample_s * 1000;
 	int64_t next_refresh = now + (int64_t)h->o.model_refresh_s * 1000;
+	int64_t next_ping = now + ENGINE_PING_MS;
 
 	if (h->fails)
 		next_hb = now + 1000;
@@ -289,6 +323,8 @@ static void *loop_main(void *arg)
 			due = next_sample;
 		if (next_refresh < due)
 			due = next_refresh;
+		if (next_ping < due)
+			due = next_ping;
 		now = mono_ms();
 		if (due > now + STATUS_CHECK_MS)
 			due = now + STATUS_CHECK_MS;
@@ -312,6 +348,17 @@ static void *loop_main(void *arg)
 			/* the sampler logs owner-use changes itself */
 			(void)gpu_sampler_sample(h->gpu, active_now(h), NULL);
 			next_sample = mono_ms() + (int64_t)h->o.gpu_sample_s * 1000;
+		}
+		if (catalog_take_refresh(h->o.cat)) {
+			log_info("engine_check", "reason=job_failed");
+			next_refresh = now;
+		}
+		if (now >= next_ping) {
+			http_client_set_limits(h->c, DETECT_TIMEOUT_MS, 64 * 1024);
+			if (engines_changed_state(h))
+				next_refresh = now;
+			http_client_set_limits(h->c, HEARTBEAT_TIMEOUT_MS, 256 * 1024);
+			next_ping = mono_ms() + ENGINE_PING_MS;
 		}
 		if (now >= next_refresh) {
 			bool changed = false;
@@ -454,6 +501,8 @@ void heartbeat_free(heartbeat *h)
 	heartbeat_offline(h);
 	gpu_sampler_free(h->gpu);
 	http_client_free(h->c);
+	if (h->specs)
+		sodium_memzero(h->specs, h->o.nspecs * sizeof(*h->specs));
 	free(h->specs);
 	free(h->coordinator);
 	free(h->name);

@@ -23,6 +23,7 @@ const char *job_outcome_name(job_outcome o)
 	case JOB_CUT_OFF: return "cut_off";
 	case JOB_CLIENT_GONE: return "client_gone";
 	case JOB_REJECTED: return "rejected";
+	case JOB_ENGINE_ERROR: return "engine_error";
 	}
 	return "error";
 }
@@ -53,7 +54,9 @@ json_t *job_receipt_body(const worker_job *job, const char *node_id)
 	snprintf(r.node_id, sizeof(r.node_id), "%s", node_id);
 	snprintf(r.requester, sizeof(r.requester), "%s", job->requester);
 	snprintf(r.model, sizeof(r.model), "%s", job->model);
-	r.duration_ms = job->duration_ms < 0 ? 0 : job->duration_ms;
+	/* the time charged for: nothing for a job that produced nothing */
+	r.duration_ms = job->duration_ms < 0 || job->outcome == JOB_ENGINE_ERROR ||
+	    job->outcome == JOB_REJECTED ? 0 : job->duration_ms;
 	r.prompt_tokens = job->prompt_tokens;
 	r.completion_tokens = job->completion_tokens;
 	snprintf(r.outcome, sizeof(r.outcome), "%s", job_outcome_name(job->outcome));

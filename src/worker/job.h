@@ -40,6 +40,8 @@ typedef enum {
 	JOB_CUT_OFF,       /* stopped at the ticket's max_seconds */
 	JOB_CLIENT_GONE,   /* the requester disconnected first */
 	JOB_REJECTED,      /* a valid ticket refused because the node was full */
+	JOB_ENGINE_ERROR,  /* the engine answered an error, or failed, before
+	                    * producing any output: not charged */
 } job_outcome;
 
 typedef struct {
@@ -56,7 +58,8 @@ typedef struct {
 	job_outcome outcome;
 } worker_job;
 
-/* "ok", "error", "cut_off", "client_gone", "rejected".  Static string. */
+/* "ok", "error", "cut_off", "client_gone", "rejected", "engine_error".
+ * Static string. */
 const char *job_outcome_name(job_outcome o);
 
 /* Whether `id` is a usable job id: 1..JOB_ID_MAX characters of
@@ -66,7 +69,9 @@ bool job_id_valid(const char *id);
 /* The receipt body of DESIGN.md section 7 for `job`, signed by `node_id`:
  * {"job_id","node_id","requester","model","duration_ms","prompt_tokens",
  *  "completion_tokens","outcome","started_at","ended_at"} with the times
- * in unix seconds.  New reference, or NULL when out of memory. */
+ * in unix seconds.  duration_ms is the time charged for: 0 for a job that
+ * produced nothing (outcomes "rejected" and "engine_error"), whatever
+ * the job took.  New reference, or NULL when out of memory. */
 json_t *job_receipt_body(const worker_job *job, const char *node_id);
 
 /* ---- token counter --------------------------------------------------------- */

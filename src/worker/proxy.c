@@ -55,7 +55,12 @@ struct job {
 	proxy *p;
 	struct pthread_ctx *t;
 	relay *rl;
+	http_req *req;              /* the requester's, while the relay holds it */
 	struct event *deadline;
+	struct event *first_token;  /* armed at the engine's headers */
+	int64_t first_token_s;
+	bool body_seen;             /* a body byte of the engine's came */
+	bool first_token_late;      /* stopped by the first-token limit */
 	usage_counter *usage;
 	worker_job rec;
 	int64_t t0_us;
@@ -108,6 +113,20 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
+	/* an error the engine answered (not this worker's failure): the client
+	 * passes it to the app instead of trying another node */
+	if (status >= 400 && j->req) {
+		char v[16];
+
+		snprintf(v, sizeof(v), "%d", status);
+		http_reply_header(j->req, PROXY_ENGINE_STATUS_HEADER, v);
+	}
+	/* the engine accepted the request: from here the first token may take
+	 * as long as the prompt needs, up to the first-token limit */
+	if (sse && status >= 200 && status < 300 && j->first_token) {
+		struct timeval tv = { (time_t)j->first_token_s, 0 };
+		evtimer_add(j->first_token, &tv);
+	}
 	return RELAY_ACCEPT;
 }
 
@@ -115,7 +134,23 @@ static void job_on_body(void *arg, const char *data, size_t len)
 {
 	struct job *j = arg;
 
+	if (!j->body_seen && j->first_token)
+		evtimer_del(j->first_token);
+	j->body_seen = true;
 	usage_counter_feed(j->usage, data, len);
+}
+
+static void job_first_token_late(evutil_socket_t fd, short what, void *arg)
+{
+	struct job *j = arg;
+	char msg[160];
+
+	if (j->body_seen || !j->rl)
+		return;
+	snprintf(msg, sizeof(msg), "the engine produced no first token within %lld s",
+	    (long long)j->first_token_s);
+	j->first_token_late = true;
+	relay_abort(j->rl, TROOP_ETIMEOUT, msg);
 }
 
 static int job_normalize(void *arg, int status, const char *body, size_t len, json_t **out)
@@ -129,6 +164,8 @@ static void job_free(struct job *j)
 		return;
 	if (j->deadline)
 		event_free(j->deadline);
+	if (j->first_token)
+		event_free(j->first_token);
 	usage_counter_free(j->usage);
 	free(j);
 }
@@ -171,12 +208,18 @@ static void job_on_done(void *arg, http_req *req, const relay_stats *st)
 	int status = st->status;
 
 	j->rl = NULL;
+	j->req = NULL;
 	switch (st->end) {
 	case RELAY_END_COMPLETE:
-		outcome = st->status >= 400 ? JOB_ERROR : JOB_OK;
+		/* an error reply of the engine's is no output: not charged */
+		outcome = st->status >= 400 ? JOB_ENGINE_ERROR : JOB_OK;
+		break;
+	case RELAY_END_UPSTREAM:
+		outcome = j->body_seen ? JOB_ERROR : JOB_ENGINE_ERROR;
 		break;
 	case RELAY_END_ABORTED:
-		outcome = JOB_CUT_OFF;
+		/* no first token in time: nothing was served */
+		outcome = j->first_token_late ? JOB_ENGINE_ERROR : JOB_CUT_OFF;
 		break;
 	case RELAY_END_CLIENT_GONE:
 		outcome = JOB_CLIENT_GONE;
@@ -185,6 +228,11 @@ static void job_on_done(void *arg, http_req *req, const relay_stats *st)
 		outcome = JOB_ERROR;
 		break;
 	}
+	/* the engine is gone or failing: have the catalog re-read now rather
+	 * than advertise its models for another minute */
+	if (st->end == RELAY_END_UPSTREAM || st->upstream_status == 502 ||
+	    st->upstream_status == 503 || st->upstream_status == 504)
+		catalog_want_refresh(j->p->o.cat);
 	if (req) {
 		/* nothing reached the client yet: answer with a JSON error */
 		if (st->end == RELAY_END_ABORTED) {
@@ -214,20 +262,23 @@ static void job_deadline(evutil_socket_t fd, short what, void *arg)
 		relay_abort(j->rl, TROOP_ETIMEOUT, msg);
 }
 
-/* Start the admitted job: the slot is taken, the jti recorded. */
-static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char *engine_url)
+/* Start the admitted job: the slot is taken, the jti recorded.  `body`
+ * (len bytes) is what goes to the engine at `tg`. */
+static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
+    const catalog_target *tg, const char *body, size_t len)
 {
 	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done };
 	struct pthread_ctx *t = http_req_thread_ctx(r);
 	const char *ctype = http_req_header(r, "Content-Type");
 	const char *accept = http_req_header(r, "Accept");
 	char url[ENGINE_URL_MAX + 64], h_ctype[160], h_accept[160];
-	const char *headers[3] = { NULL, NULL, NULL };
+	char h_authz[ENGINE_KEY_MAX + 32] = "";
+	const char *headers[4] = { NULL, NULL, NULL, NULL };
+	int nh = 0;
 	http_async_opts ao = { .tcp_nodelay = true };
+	relay_opts ro = { .keepalive_ms = PROXY_KEEPALIVE_MS };
 	struct job *j = calloc(1, sizeof(*j));
 	relay_upstream up;
-	size_t len;
-	const char *body = http_req_body(r, &len);
 	int rc;
 
 	if (!j) {
@@ -244,13 +295,18 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char
 	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
 	j->rec.started_at_ms = wall_ms();
 
-	snprintf(url, sizeof(url), "%s%s", engine_url, http_req_path(r));
+	snprintf(url, sizeof(url), "%s%s", tg->url, http_req_path(r));
 	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s",
 	    ctype && strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
-	headers[0] = h_ctype;
+	headers[nh++] = h_ctype;
 	if (accept && strlen(accept) < 128 && !strpbrk(accept, "\r\n")) {
 		snprintf(h_accept, sizeof(h_accept), "Accept: %s", accept);
-		headers[1] = h_accept;
+		headers[nh++] = h_accept;
+	}
+	/* the engine's own key; the requester's ticket never goes to the engine */
+	if (tg->api_key[0]) {
+		snprintf(h_authz, sizeof(h_authz), "Authorization: Bearer %s", tg->api_key);
+		headers[nh++] = h_authz;
 	}
 	if (cl->max_seconds <= 0)
 		ao.first_byte_timeout_ms = 600000;  /* no budget: still do not wait forever */
@@ -265,7 +321,16 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl, const char
 			goto fail;
 		}
 	}
-	rc = relay_start(&j->rl, r, t->a, &up, NULL, &cb, j);
+	j->first_token_s = (p->o.first_token_s > 0 ? p->o.first_token_s :
+	    PROXY_DEFAULT_FIRST_TOKEN_S) + (int64_t)(len / 1024);
+	j->first_token = evtimer_new(t->base, job_first_token_late, j);
+	if (!j->first_token) {
+		http_reply_error(r, TROOP_ENOMEM, "out of memory starting the job");
+		goto fail;
+	}
+	j->req = r;
+	rc = relay_start(&j->rl, r, t->a, &up, &ro, &cb, j);
+	sodium_memzero(h_authz, sizeof(h_authz));
 	if (rc) {
 		http_reply_error(r, rc, "cannot start the engine request");
 		goto fail;
@@ -414,13 +479,16 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	ticket_claims cl;
 	json_t *body = NULL;
 	const char *model = NULL, *raw;
-	char engine_url[ENGINE_URL_MAX];
+	catalog_target tg;
+	char *renamed = NULL;
 	size_t len;
 	int rc;
 
 	if (!token) {
-		reply_ticket_error(r, "missing ticket: send 'Authorization: Bearer <ticket>' "
-		    "with a ticket from the coordinator's /authorize");
+		/* worded so that the log's redaction of bearer credentials
+		 * leaves the refusal line readable */
+		reply_ticket_error(r, "missing ticket: send the ticket from the coordinator's "
+		    "/authorize as a bearer token in the Authorization header");
 		return;
 	}
 	rc = keyring_verify(p->o.keys, &cl, token, now);
@@ -446,7 +514,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		reply_ticket_error(r, "ticket is for another model than the request's \"model\"");
 		goto out;
 	}
-	if (catalog_lookup(p->o.cat, model, engine_url, sizeof(engine_url), NULL) != 0) {
+	if (catalog_resolve(p->o.cat, model, &tg) != 0) {
 		reply_ticket_error(r, "the ticket's model is not served on this node");
 		goto out;
 	}
@@ -481,10 +549,21 @@ static void admit(proxy *p, http_req *r, bool refetched)
 			(void)receipts_submit(p->o.receipts, &rec);
 		goto out;
 	}
-	job_start(p, r, &cl, engine_url);
+	if (tg.engine_name[0]) {
+		/* the engine knows the model by another name (llama.cpp's file
+		 * name): the request says the engine's */
+		json_object_set_new(body, "model", json_string(tg.engine_name));
+		renamed = json_dumps(body, JSON_COMPACT);
+	}
+	if (renamed)
+		job_start(p, r, &cl, &tg, renamed, strlen(renamed));
+	else
+		job_start(p, r, &cl, &tg, raw, len);
 out:
+	free(renamed);
 	json_decref(body);
 	sodium_memzero(&cl, sizeof(cl));
+	sodium_memzero(&tg, sizeof(tg));
 }
 
 static void h_infer(http_req *r, void *arg)

@@ -28,7 +28,14 @@
  *
  * Each job is stopped at the ticket's max_seconds: the stream ends with an
  * error event (relay_abort), or, when nothing was sent yet, a 504 JSON
- * error.  Engine error replies are normalised (engine_error_normalize).
+ * error.  Engine error replies carry PROXY_ENGINE_STATUS_HEADER.  A
+ * streamed reply starts (status and headers) as soon as the
+ * engine accepted the request, and carries an SSE comment ": keep-alive"
+ * every PROXY_KEEPALIVE_MS of silence, so that the client can tell an
+ * engine reading a long prompt from a dead node; the first token must
+ * then come within first_token_s plus one second per KiB of request body
+ * (a long prompt takes longer), else the stream ends with a timeout
+ * error event.  Engine error replies are normalised (engine_error_normalize).
  * Every job that reached the engine is recorded (job.h) and its receipt
  * queued (receipts.h).  Tickets and Authorization headers are never
  * logged.
@@ -44,6 +51,13 @@
 #include "replay.h"
 
 #define PROXY_DEFAULT_MAX_BODY (16u * 1024 * 1024)
+#define PROXY_KEEPALIVE_MS 5000
+/* On an error reply that came from the engine (normalised to the OpenAI
+ * shape, the engine's status kept): the engine's status.  Absent on the
+ * worker's own errors (ticket, node full, engine unreachable, timeout), so
+ * a client knows which failures another node could avoid. */
+#define PROXY_ENGINE_STATUS_HEADER "X-Troop-Engine-Status"
+#define PROXY_DEFAULT_FIRST_TOKEN_S 120
 
 typedef struct proxy proxy;
 
@@ -59,6 +73,8 @@ typedef struct {
 	receipts *receipts;        /* may be NULL: no receipts */
 	size_t max_body;           /* request bodies; 0: PROXY_DEFAULT_MAX_BODY */
 	int idle_timeout_s;        /* 0: 300 */
+	int first_token_s;         /* first token of a stream, before the
+	                            * per-KiB allowance; 0: the default */
 } proxy_opts;
 
 /* Create the proxy and its HTTP server (nothing bound yet).  The pointed

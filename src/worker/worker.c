@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "catalog.h"
 #include "commands.h"
 #include "config.h"
@@ -54,6 +56,12 @@ static const config_opt worker_opts[] = {
 	{ "engine", 'e', OPT_LIST, "TROOP_ENGINE", NULL, NULL, "TYPE=URL",
 	  "an engine to serve (ollama, vllm, lmstudio, llamacpp, openai); "
 	  "default: auto-detect on the default ports", 0, 0 },
+	{ "engine-key-file", 0, OPT_STRING, "TROOP_ENGINE_KEY_FILE", NULL, NULL, "FILE",
+	  "API keys of the engines (llama-server/vLLM --api-key), mode 0600: lines "
+	  "'KEY' (every --engine) or 'URL KEY'; TROOP_ENGINE_KEY=KEY also works", 0, 0 },
+	{ "first-token-timeout", 0, OPT_INT, "TROOP_FIRST_TOKEN_TIMEOUT", NULL, "120", "SECONDS",
+	  "a stream's first token may take this long after the engine accepted the "
+	  "request, plus 1 s per KiB of prompt", 1, 86400 },
 	{ "model-refresh", 0, OPT_INT, "TROOP_MODEL_REFRESH", NULL, "60", "SECONDS",
 	  "how often the engines' models are re-read", 1, 86400 },
 	{ "max-jobs", 'j', OPT_INT, "TROOP_MAX_JOBS", NULL, "4", "N",
@@ -226,6 +234,26 @@ int cmd_worker(int argc, char **argv)
 			goto out;
 		}
 	}
+	{
+		/* engine API keys: the environment for all, then the file */
+		const char *k = getenv("TROOP_ENGINE_KEY");
+
+		if (k && *k) {
+			if (nspecs == 0 || strlen(k) >= ENGINE_KEY_MAX || strpbrk(k, " \t\r\n")) {
+				ret = usage_error("TROOP_ENGINE_KEY", nspecs == 0 ?
+				    "needs --engine TYPE=URL (keys are not sent to auto-detected "
+				    "engines)" : "expected one key without spaces");
+				goto out;
+			}
+			for (size_t i = 0; i < nspecs; i++)
+				snprintf(specs[i].api_key, sizeof(specs[i].api_key), "%s", k);
+		}
+		if (config_str(cfg, "engine-key-file") &&
+		    engine_keys_load(specs, nspecs, config_str(cfg, "engine-key-file")) != 0) {
+			ret = usage_error(NULL, troop_error_msg());
+			goto out;
+		}
+	}
 	if (gpu_parse_donate(&policy.donate, config_str(cfg, "donate")) != 0) {
 		ret = usage_error(NULL, troop_error_msg());
 		goto out;
@@ -296,6 +324,7 @@ int cmd_worker(int argc, char **argv)
 			.max_jobs = (int)config_int(cfg, "max-jobs"),
 			.node_id = id.id, .coordinator = coord, .cat = cat, .keys = keys,
 			.replay = replay, .receipts = rcpt,
+			.first_token_s = (int)config_int(cfg, "first-token-timeout"),
 		};
 		if (proxy_new(&px, &po) != 0 || proxy_start(px) != 0) {
 			fprintf(stderr, "troop worker: %s\n", troop_error_msg());
@@ -351,6 +380,7 @@ out:
 	catalog_free(cat);
 	http_client_free(hc);
 	identity_wipe(&id);
+	sodium_memzero(specs, sizeof(specs));
 	config_free(cfg);
 	return ret;
 }

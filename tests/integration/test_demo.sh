@@ -11,23 +11,7 @@ set -u
 BIN=${TROOP_BIN:?TROOP_BIN not set}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# three consecutive free ports below the kernel's ephemeral range
-free_base() {
-python3 -c '
-import random, socket
-for _ in range(200):
-    b = random.randrange(12000, 30000)
-    try:
-        socks = []
-        for p in range(b, b + 3):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(b); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-'
-}
+. "$(dirname "$0")/../../scripts/free-ports.sh"
 out="$tmp/demo.out"
 fail() { echo "FAIL: $*"; cat "$out"; for f in "$tmp"/home/demo/*.log; do echo "== $f"; tail -20 "$f"; done; exit 1; }
 for run in 1 2; do

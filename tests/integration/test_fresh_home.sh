@@ -11,22 +11,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$tmp"/*.log; do echo "== $f"; tail -20 "$f"; done; exit 1; }
-free_base() {
-python3 -c '
-import random, socket
-for _ in range(200):
-    b = random.randrange(12000, 30000)
-    try:
-        socks = []
-        for p in range(b, b + 3):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(b); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-'
-}
+. "$(dirname "$0")/../../scripts/free-ports.sh"
 # wait_log FILE PATTERN PID: until FILE has PATTERN (0) or PID dies / 20 s (1)
 wait_log() {
   for _ in $(seq 200); do

@@ -45,20 +45,8 @@ fi
 grep -q '^#TROOP_COORDINATOR=' "$dest/opt/troop/share/doc/monkey-troop/examples/worker.env" ||
   fail "worker.env example lacks TROOP_COORDINATOR"
 # the installed troop demo finds the installed simulator
-base=$(python3 -c '
-import random, socket
-for _ in range(200):
-    b = random.randrange(12000, 30000)
-    try:
-        socks = []
-        for p in range(b, b + 3):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(b); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-')
+. "$(dirname "$0")/../../scripts/free-ports.sh"
+base=$(free_base)
 TROOP_HOME=$tmp/home timeout 120 "$dest/opt/troop/bin/troop" demo --no-wait --simulator \
   --coordinator-port "$base" --worker-port $((base + 1)) --client-port $((base + 2)) \
   >"$tmp/demo.log" 2>&1 || { cat "$tmp/demo.log"; fail "installed troop demo"; }

@@ -17,7 +17,7 @@ set -u
 chain_init
 log=$CHAIN_TMP/coordinator.log
 "$TROOP" coordinator --listen 127.0.0.1:0 --data-dir "$CHAIN_TMP/coord" \
-	--poh-cpu-matrix-size 1024 --poh-cpu-rounds 4096 >"$log" 2>&1 &
+	--poh-cpu-matrix-size 1024 --poh-cpu-rounds 4096 --poh-min-node-age 0 >"$log" 2>&1 &
 CHAIN_PIDS+=($!)
 port=$(chain_port_from_log "$log" coordinator_started $!) || exit 1
 COORD_URL=http://127.0.0.1:$port

@@ -10,21 +10,31 @@
 #include "http_client.h"
 #include "log.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* GET base+path as JSON.  *body is NULL when the reply is not JSON. */
+/* GET base+path as JSON, with the engine's API key when it has one.
+ * *body is NULL when the reply is not JSON. */
 static int get_json(http_client *c, int *status, json_t **body, const char *base,
-    const char *path)
+    const char *path, const char *api_key)
 {
-	char url[ENGINE_URL_MAX + 64];
+	char url[ENGINE_URL_MAX + 64], authz[ENGINE_KEY_MAX + 32];
+	const char *headers[2] = { NULL, NULL };
+	int rc;
 
 	if ((size_t)snprintf(url, sizeof(url), "%s%s", base, path) >= sizeof(url))
 		return troop_error_set(TROOP_EINVAL, "engine URL '%.128s' is too long", base);
 	*status = 0;
 	*body = NULL;
-	return http_request_json(c, status, body, "GET", url, NULL, NULL);
+	if (api_key && api_key[0]) {
+		snprintf(authz, sizeof(authz), "Authorization: Bearer %s", api_key);
+		headers[0] = authz;
+	}
+	rc = http_request_json(c, status, body, "GET", url, headers, NULL);
+	sodium_memzero(authz, sizeof(authz));
+	return rc;
 }
 
 /* Models of a llama.cpp server from /props, when /v1/models gave none. */
@@ -52,7 +62,7 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 
 	info->ready = true;
 	if (d->health_path) {
-		rc = get_json(c, &status, &body, info->url, d->health_path);
+		rc = get_json(c, &status, &body, info->url, d->health_path, info->api_key);
 		if (rc < 0)
 			goto out;
 		rc = d->parse_health(&info->ready, status, body);
@@ -74,7 +84,7 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 	}
 
 	if (d->version_path) {
-		rc = get_json(c, &status, &body, info->url, d->version_path);
+		rc = get_json(c, &status, &body, info->url, d->version_path, info->api_key);
 		if (rc < 0)
 			goto out;
 		if (status == 200 && body)
@@ -93,7 +103,7 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 		body = NULL;
 	}
 
-	rc = get_json(c, &status, &body, info->url, d->models_path);
+	rc = get_json(c, &status, &body, info->url, d->models_path, info->api_key);
 	if (rc < 0)
 		goto out;
 	if (status != 200 || !body) {
@@ -121,7 +131,7 @@ out:
 }
 
 int engine_detect(engine_info *out, http_client *c, const struct engine_driver *d,
-    const char *base_url)
+    const char *base_url, const char *api_key)
 {
 	int rc;
 
@@ -134,10 +144,12 @@ int engine_detect(engine_info *out, http_client *c, const struct engine_driver *
 	out->type = d->type;
 	strcpy(out->url, base_url);
 	out->port = engine_url_port(base_url);
+	if (api_key)
+		snprintf(out->api_key, sizeof(out->api_key), "%s", api_key);
 	rc = probe(out, c, d);
 	if (rc < 0) {
 		engine_info_clear(out);
-		memset(out, 0, sizeof(*out));
+		sodium_memzero(out, sizeof(*out));
 		return rc;
 	}
 	log_info("engine_detected", "type=%s url=%s version=%s ready=%d models=%zu",
@@ -157,6 +169,28 @@ int engine_refresh(engine_info *info, http_client *c)
 	if (rc < 0)
 		info->ready = false;
 	return rc;
+}
+
+bool engine_ping(const engine_info *info, http_client *c)
+{
+	const struct engine_driver *d = engine_driver_get(info->type);
+	const char *path;
+	json_t *body = NULL;
+	bool ready = false;
+	int status = 0;
+
+	if (!d)
+		return false;
+	path = d->health_path ? d->health_path : d->version_path ? d->version_path :
+	    d->models_path;
+	if (get_json(c, &status, &body, info->url, path, info->api_key) == 0) {
+		if (d->health_path && d->parse_health)
+			(void)d->parse_health(&ready, status, body);
+		else
+			ready = status == 200;
+	}
+	json_decref(body);
+	return ready;
 }
 
 int engine_autodetect(engine_info **out, size_t *count, http_client *c,
@@ -186,7 +220,7 @@ int engine_autodetect(engine_info **out, size_t *count, http_client *c,
 				continue;
 			snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%d" :
 			    "http://%s:%d", host, port);
-			if (engine_detect(&info, c, d, url) < 0) {
+			if (engine_detect(&info, c, d, url, NULL) < 0) {
 				log_debug("engine_probe", "type=%s url=%s result=%s", d->name, url,
 				    troop_error_msg());
 				continue;

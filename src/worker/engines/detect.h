@@ -23,9 +23,11 @@ typedef struct http_client http_client;
  * A llama.cpp server still loading its model is a success with ready false
  * and no models.  Nothing listening, a transport error, or replies that do
  * not look like that engine: TROOP_EUPSTREAM / TROOP_ETIMEOUT /
- * TROOP_EINVAL with a message naming the URL; *out is then empty. */
+ * TROOP_EINVAL with a message naming the URL; *out is then empty.
+ * `api_key` (NULL or "": none) is sent as "Authorization: Bearer" on every
+ * probe and kept in out->api_key; it never appears in a message. */
 int engine_detect(engine_info *out, http_client *c, const struct engine_driver *d,
-    const char *base_url);
+    const char *base_url, const char *api_key);
 
 /* Try every driver on each of its default ports (ollama 11434, vllm 8000,
  * lmstudio 1234, llamacpp 8080 and 9931) on `host` ("127.0.0.1" when
@@ -39,5 +41,11 @@ int engine_autodetect(engine_info **out, size_t *count, http_client *c,
  * info->models.  Returns 0 or an error as engine_detect; on error the old
  * models are kept and info->ready is set false. */
 int engine_refresh(engine_info *info, http_client *c);
+
+/* One cheap request to see whether an engine found before still serves:
+ * llama.cpp GET /health, else the version path, else the models path.
+ * True when it answered 200 (llama.cpp: and is ready).  Blocks for at
+ * most the client's timeout. */
+bool engine_ping(const engine_info *info, http_client *c);
 
 #endif

@@ -9,6 +9,7 @@
 #include "error.h"
 
 #include <ctype.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,7 @@ int engine_model_list_add(engine_model_list *list, const engine_model *m)
 	}
 	list->items[list->count] = *m;
 	list->items[list->count].content_hash[ENGINE_HASH_MAX - 1] = '\0';
+	list->items[list->count].engine_name[ENGINE_NAME_MAX - 1] = '\0';
 	list->count++;
 	return 0;
 }
@@ -198,6 +200,7 @@ void engine_info_clear(engine_info *info)
 	if (!info)
 		return;
 	engine_model_list_clear(&info->models);
+	sodium_memzero(info->api_key, sizeof(info->api_key));
 }
 
 void engine_info_array_free(engine_info *infos, size_t n)

@@ -39,10 +39,14 @@ typedef enum {
 #define ENGINE_URL_MAX 512
 #define ENGINE_MAX_MODELS 256    /* models read from one engine */
 #define ENGINE_MAX_PORTS 4
+#define ENGINE_KEY_MAX 256       /* engine API key, NUL included */
 
 /* One model an engine serves. */
 typedef struct {
 	char name[ENGINE_NAME_MAX];         /* what clients put in "model" */
+	char engine_name[ENGINE_NAME_MAX];  /* what the engine calls it, when that
+	                                     * differs from name (a llama.cpp file
+	                                     * name "x.gguf" or path); else "" */
 	char content_hash[ENGINE_HASH_MAX]; /* "sha256:<64 hex>" (Ollama), else "" */
 	uint64_t size_bytes;                /* 0 when the engine does not say */
 	bool loaded;     /* in memory now; false only where the engine says so
@@ -157,8 +161,16 @@ int llamacpp_parse_version(char *out, size_t outlen, const json_t *body);
 /* llama.cpp GET /props: the model name: model_alias when set, else the
  * file name of model_path without its directory and ".gguf". */
 int llamacpp_parse_props_model(char *out, size_t outlen, const json_t *body);
+/* The clean name of a llama.cpp model id into out (capacity outlen): an id
+ * ending in ".gguf" loses its directory and that suffix; any other id is
+ * copied as it is.  Returns 0, or TROOP_EINVAL when nothing is left or it
+ * does not fit. */
+int llamacpp_clean_name(char *out, size_t outlen, const char *id);
 /* llama.cpp GET /v1/models (OpenAI list): data[].id, size from
- * data[].meta.size when present. */
+ * data[].meta.size when present.  An id that is a model file ("x.gguf",
+ * "/models/x.gguf": llama-server without --alias) is advertised as its
+ * base name without ".gguf" ("x"), the id kept as engine_name, so that the
+ * worker's directory layout does not leak and clients can say "x". */
 int llamacpp_parse_models(engine_model_list *out, const json_t *body);
 
 /* Any OpenAI-compatible GET /v1/models: data[].id. */
@@ -173,6 +185,8 @@ int engine_parse_openai_list(engine_model_list *out, const json_t *body,
 typedef struct {
 	engine_type type;
 	char url[ENGINE_URL_MAX]; /* base URL, no trailing '/' */
+	char api_key[ENGINE_KEY_MAX]; /* sent as "Authorization: Bearer"; "" none.
+	                               * A secret: never logged */
 } engine_spec;
 
 /* Parse "TYPE=URL" as given to `--engine`: TYPE as engine_type_parse,
@@ -185,6 +199,17 @@ int engine_spec_parse(engine_spec *out, const char *s);
 /* The port of a base URL as accepted by engine_spec_parse: the explicit
  * one, else 80 for http and 443 for https; 0 when `url` is not such a URL. */
 int engine_url_port(const char *url);
+
+/* Read the engine API keys file `path` (--engine-key-file) into the
+ * specs[0..n-1] it names.  Each line that is not blank or a '#' comment
+ * is either "KEY" (every engine) or "URL KEY" (the engine given as
+ * --engine TYPE=URL with that URL; a later line wins).  The file must be
+ * a regular file that neither group nor others can read or write (like
+ * ssh keys): otherwise TROOP_EFORBIDDEN.  Keys are 1..ENGINE_KEY_MAX-1
+ * printable ASCII characters without spaces.  Returns 0, TROOP_EIO,
+ * TROOP_EFORBIDDEN or TROOP_EINVAL (message names the line, never the
+ * key).  A key line naming no engine is TROOP_EINVAL. */
+int engine_keys_load(engine_spec *specs, size_t n, const char *path);
 
 /* ---- errors --------------------------------------------------------------- */
 
@@ -221,6 +246,8 @@ typedef struct {
 	char version[ENGINE_VERSION_MAX]; /* "" when the engine has none */
 	bool ready;                      /* serving now */
 	engine_model_list models;
+	char api_key[ENGINE_KEY_MAX];    /* from the engine_spec; "" none; never
+	                                  * logged */
 } engine_info;
 
 /* Free the models; NULL is fine. */

@@ -4,7 +4,9 @@
  * loads), GET /props (build_info as the version, model_alias or the file
  * name of model_path as the model) and the OpenAI model list at
  * GET /v1/models.  One llama.cpp server serves one model (router mode
- * lists several in /v1/models).
+ * lists several in /v1/models).  Without --alias llama-server names its
+ * model after the file ("x.gguf"; older builds the whole path): such ids
+ * are advertised as "x" and the engine's id is kept for the requests.
  */
 #include "engines/engine.h"
 
@@ -70,7 +72,44 @@ int llamacpp_parse_props_model(char *out, size_t outlen, const json_t *body)
 	return 0;
 }
 
+int llamacpp_clean_name(char *out, size_t outlen, const char *id)
+{
+	size_t n = strlen(id);
+	const char *name = id;
+
+	if (n > 5 && strcasecmp(id + n - 5, ".gguf") == 0) {
+		const char *slash = strrchr(id, '/');
+		const char *bslash = strrchr(id, '\\');
+
+		if (bslash && (!slash || bslash > slash))
+			slash = bslash;
+		name = slash ? slash + 1 : id;
+		n = strlen(name) - 5;
+	}
+	if (n == 0 || n >= outlen)
+		return troop_error_set(TROOP_EINVAL,
+		    "llamacpp model id '%.128s' gives no usable name", id);
+	memcpy(out, name, n);
+	out[n] = '\0';
+	return 0;
+}
+
 int llamacpp_parse_models(engine_model_list *out, const json_t *body)
 {
-	return engine_parse_openai_list(out, body, ENGINE_LLAMACPP);
+	size_t first = out->count;
+	int rc = engine_parse_openai_list(out, body, ENGINE_LLAMACPP);
+
+	if (rc < 0)
+		return rc;
+	for (size_t i = first; i < out->count; i++) {
+		engine_model *m = &out->items[i];
+		char clean[ENGINE_NAME_MAX];
+
+		if (llamacpp_clean_name(clean, sizeof(clean), m->name) < 0 ||
+		    strcmp(clean, m->name) == 0)
+			continue;
+		memcpy(m->engine_name, m->name, sizeof(m->engine_name));
+		memcpy(m->name, clean, sizeof(m->name));
+	}
+	return 0;
 }

@@ -621,12 +621,19 @@ static void test_client_authorize(void **state)
 	assert_string_equal(a.ticket.node_id, "NodeId_-");
 	json_decref(body);
 	/* the worker answered 503: fail over, excluding the node */
-	assert_true(client_auth_worker_failed(503));
-	assert_true(client_auth_worker_failed(429));
-	/* 401: the ticket reached a worker that is not the ticket's node */
-	assert_true(client_auth_worker_failed(401));
-	assert_false(client_auth_worker_failed(400));
-	assert_false(client_auth_worker_failed(200));
+	assert_true(client_auth_worker_failed(503, 0));
+	assert_true(client_auth_worker_failed(502, 0));
+	assert_true(client_auth_worker_failed(429, 0));
+	assert_true(client_auth_worker_failed(401, 0));  /* a ticket for another node */
+	assert_false(client_auth_worker_failed(200, 0));
+	assert_false(client_auth_worker_failed(400, 0));
+	/* errors the engine answered are the user's answer, except loading
+	 * or overloaded engines */
+	assert_false(client_auth_worker_failed(500, 500));
+	assert_false(client_auth_worker_failed(501, 501));
+	assert_false(client_auth_worker_failed(400, 400));
+	assert_true(client_auth_worker_failed(503, 503));
+	assert_true(client_auth_worker_failed(429, 429));
 	assert_true(client_auth_failover(&a, "node NodeId_- answered HTTP 503"));
 	text = client_auth_body(&a, &len);
 	req = parse(text);

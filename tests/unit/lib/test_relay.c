@@ -139,6 +139,16 @@ static void *up_conn(void *arg)
 		sem_wait(&sem_first_seen);
 		send_chunk(fd, "data: last\n\n", 12);
 		send_chunk(fd, "", 0);
+	} else if (strcmp(path, "/late") == 0 || strcmp(path, "/late-die") == 0) {
+		/* an engine reading a long prompt: headers at once, the first
+		 * token 700 ms later (or never: it dies) */
+		struct timespec ts = { 0, 700 * 1000000L };
+		send_head(fd, 200, "text/event-stream");
+		nanosleep(&ts, NULL);
+		if (strcmp(path, "/late") == 0) {
+			send_chunk(fd, "data: tok\n\n", 11);
+			send_chunk(fd, "", 0);
+		}
 	} else if (strcmp(path, "/die") == 0) {
 		send_head(fd, 200, "text/event-stream");
 		send_chunk(fd, "data: {\"n\":1}\n\n", 15);
@@ -332,6 +342,7 @@ static void handler(http_req *req, void *arg)
 	const char *path = http_req_param(req, "what");
 	char url[128];
 	relay_upstream up = { .method = "POST", .url = url, .body = "{}", .body_len = 2 };
+	relay_opts ro = { 0 };
 	int port = up_port;
 
 	assert_non_null(j);
@@ -344,9 +355,13 @@ static void handler(http_req *req, void *arg)
 	}
 	if (strcmp(path, "err404") == 0)
 		c.normalize_error = normalise;
+	if (strncmp(path, "ka-", 3) == 0) {
+		path += 3;
+		ro.keepalive_ms = 200;
+	}
 	j->reject_5xx = true;
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/%s", port, path);
-	if (relay_start(&j->rl, req, http_req_thread_ctx(req), &up, NULL, &c, j) != 0) {
+	if (relay_start(&j->rl, req, http_req_thread_ctx(req), &up, &ro, &c, j) != 0) {
 		http_reply_error(req, troop_error_last(), "%s", troop_error_msg());
 		free(j);
 	}
@@ -510,7 +525,8 @@ static void test_upstream_dies_mid_stream(void **state)
 	int n0 = finished_now();
 
 	assert_int_equal(post_stream("die", g), 200);
-	/* the complete events, no half event, then the error and [DONE] */
+	/* the complete events, no half event, then the error, and no [DONE]:
+	 * the stream failed */
 	assert_memory_equal(g->buf, "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: {\"error\":", 44);
 	assert_null(strstr(g->buf, "par"));
 	p = strstr(g->buf, "data: {\"error\"");
@@ -520,8 +536,8 @@ static void test_upstream_dies_mid_stream(void **state)
 	assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "error"),
 	    "code")), "upstream_error");
 	json_decref(ev);
-	assert_non_null(strstr(g->buf, "\n\ndata: [DONE]\n\n"));
-	assert_int_equal(strlen(strstr(g->buf, "data: [DONE]\n\n")), 14);
+	assert_null(strstr(g->buf, "[DONE]"));
+	assert_int_equal(p[strlen(p) - 1], '\n');
 	wait_finished(n0 + 1);
 	assert_int_equal(last.end, RELAY_END_UPSTREAM);
 	assert_int_equal(last.err, TROOP_EUPSTREAM);
@@ -610,6 +626,40 @@ static void test_client_gone_cancels_upstream(void **state)
 	free(g);
 }
 
+/* keepalive_ms: the reply starts at the upstream's headers and carries
+ * comment lines while the upstream is silent; the observer never sees
+ * them.  Without it, nothing is sent before the first event. */
+static void test_keepalive_while_upstream_silent(void **state)
+{
+	struct got *g = calloc(1, sizeof(*g));
+	const char *ka, *tok;
+	int n0 = finished_now();
+
+	assert_int_equal(post_stream("ka-late", g), 200);
+	ka = strstr(g->buf, ": keep-alive\n\n");
+	tok = strstr(g->buf, "data: tok\n\n");
+	assert_non_null(ka);
+	assert_non_null(tok);
+	assert_true(ka < tok);
+	assert_true(strncmp(g->buf, ": keep-alive\n\n", 14) == 0);
+	wait_finished(n0 + 1);
+	assert_int_equal(last.end, RELAY_END_COMPLETE);
+
+	assert_int_equal(post_stream("late", g), 200);
+	assert_string_equal(g->buf, "data: tok\n\n");
+	wait_finished(n0 + 2);
+
+	/* the upstream dies after its headers: the reply had begun, so the
+	 * client gets the error event (no [DONE]) rather than a hand-back */
+	assert_int_equal(post_stream("ka-late-die", g), 200);
+	assert_non_null(strstr(g->buf, "data: {\"error\""));
+	assert_null(strstr(g->buf, "[DONE]"));
+	wait_finished(n0 + 3);
+	assert_int_equal(last.end, RELAY_END_UPSTREAM);
+	assert_false(handed_back);
+	free(g);
+}
+
 static void test_abort_ends_with_error_event(void **state)
 {
 	struct got *g = calloc(1, sizeof(*g));
@@ -622,7 +672,7 @@ static void test_abort_ends_with_error_event(void **state)
 	assert_non_null(p);
 	assert_non_null(strstr(p, "\"timeout\""));
 	assert_non_null(strstr(p, "past max_seconds"));
-	assert_non_null(strstr(p, "\n\ndata: [DONE]\n\n"));
+	assert_null(strstr(p, "[DONE]"));
 	wait_finished(n0 + 1);
 	assert_int_equal(last.end, RELAY_END_ABORTED);
 	assert_int_equal(last.err, TROOP_ETIMEOUT);
@@ -709,6 +759,7 @@ int main(void)
 		cmocka_unit_test(test_json_passthrough),
 		cmocka_unit_test(test_client_gone_cancels_upstream),
 		cmocka_unit_test(test_abort_ends_with_error_event),
+		cmocka_unit_test(test_keepalive_while_upstream_silent),
 		cmocka_unit_test(test_backpressure_pauses_upstream),
 	};
 

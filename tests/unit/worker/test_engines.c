@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "engines/engine.h"
 #include "error.h"
@@ -646,6 +648,78 @@ static void test_default_ports(void **state)
 	assert_int_equal(d->default_ports[0], 0);
 }
 
+/* llama-server without --alias: "x.gguf" (or a path) is advertised as "x",
+ * the engine's id kept; other ids stay as they are */
+static void test_llamacpp_clean_names(void **state)
+{
+	engine_model_list list = { 0 };
+	json_t *body = json_loads("{\"object\":\"list\",\"data\":["
+	    "{\"id\":\"tiny-llama.gguf\"},{\"id\":\"/srv/models/Qwen2.5-7B.Q4_K_M.GGUF\"},"
+	    "{\"id\":\"org/alias\"},{\"id\":\".gguf\"}]}", 0, NULL);
+	char out[64];
+
+	assert_int_equal(llamacpp_parse_models(&list, body), 0);
+	assert_int_equal(list.count, 4);
+	assert_string_equal(list.items[0].name, "tiny-llama");
+	assert_string_equal(list.items[0].engine_name, "tiny-llama.gguf");
+	assert_string_equal(list.items[1].name, "Qwen2.5-7B.Q4_K_M");
+	assert_string_equal(list.items[1].engine_name, "/srv/models/Qwen2.5-7B.Q4_K_M.GGUF");
+	assert_string_equal(list.items[2].name, "org/alias");
+	assert_string_equal(list.items[2].engine_name, "");
+	/* nothing left of the name: kept as the engine says it */
+	assert_string_equal(list.items[3].name, ".gguf");
+	assert_int_equal(llamacpp_clean_name(out, sizeof(out), "C:\\m\\a.gguf"), 0);
+	assert_string_equal(out, "a");
+	assert_int_equal(llamacpp_clean_name(out, 3, "abcd.gguf"), TROOP_EINVAL);
+	engine_model_list_clear(&list);
+	json_decref(body);
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+/* --engine-key-file: per-URL and default keys, mode 0600 required, keys
+ * never in messages */
+static void test_engine_keys(void **state)
+{
+	char path[] = "/tmp/troop-test-keys-XXXXXX";
+	engine_spec specs[2];
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(engine_spec_parse(&specs[0], "llamacpp=http://127.0.0.1:8080/"), 0);
+	assert_int_equal(engine_spec_parse(&specs[1], "vllm=http://127.0.0.1:8000"), 0);
+	assert_string_equal(specs[0].api_key, "");
+
+	write_file(path, "# keys\n\nsk-all\nhttp://127.0.0.1:8080/  sk-llama \r\n", 0600);
+	assert_int_equal(engine_keys_load(specs, 2, path), 0);
+	assert_string_equal(specs[0].api_key, "sk-llama");
+	assert_string_equal(specs[1].api_key, "sk-all");
+
+	/* readable by others: refused, and the message names no key */
+	write_file(path, "sk-secret-1\n", 0644);
+	assert_int_equal(engine_keys_load(specs, 2, path), TROOP_EFORBIDDEN);
+	assert_null(strstr(troop_error_msg(), "sk-secret-1"));
+	assert_non_null(strstr(troop_error_msg(), "chmod 600"));
+
+	/* a URL that is no --engine, a key with a control character */
+	write_file(path, "http://127.0.0.1:9999 sk-secret-2\n", 0600);
+	assert_int_equal(engine_keys_load(specs, 2, path), TROOP_EINVAL);
+	assert_null(strstr(troop_error_msg(), "sk-secret-2"));
+	write_file(path, "http://127.0.0.1:8000 sk\x01x\n", 0600);
+	assert_int_equal(engine_keys_load(specs, 2, path), TROOP_EINVAL);
+	assert_int_equal(engine_keys_load(specs, 2, "/nonexistent/keys"), TROOP_EIO);
+	unlink(path);
+}
+
 static void test_spec_valid(void **state)
 {
 	engine_spec s;
@@ -725,6 +799,8 @@ int main(void)
 		cmocka_unit_test(test_llamacpp_health),
 		cmocka_unit_test(test_llamacpp_props),
 		cmocka_unit_test(test_llamacpp_models),
+		cmocka_unit_test(test_llamacpp_clean_names),
+		cmocka_unit_test(test_engine_keys),
 		cmocka_unit_test(test_error_openai_vllm),
 		cmocka_unit_test(test_error_variants),
 		cmocka_unit_test(test_error_not_json),

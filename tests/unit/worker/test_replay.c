@@ -1,0 +1,192 @@
+/*
+ * test_replay.c - the worker's jti replay cache (replay.h): each ticket id once, until
+ * its ticket could no longer be accepted anyway; its journal (reload,
+ * compaction, a torn last line, forget), so a restart forgets nothing.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <sodium.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog.h"
+#include "encoding.h"
+#include "error.h"
+#include "heartbeat.h"
+#include "job.h"
+#include "json.h"
+#include "keyring.h"
+#include "receipts.h"
+#include "replay.h"
+#include "ticket.h"
+
+/* ---- replay cache ----------------------------------------------------------------------- */
+
+static void test_replay_cache(void **state)
+{
+	replay_cache *c;
+	char id[32];
+
+	assert_int_equal(replay_cache_new(&c, 1000), 0);
+	assert_int_equal(replay_cache_check(c, "jti-1", 200, 100), 0);
+	assert_int_equal(replay_cache_check(c, "jti-1", 200, 150), TROOP_ETICKET);
+	assert_int_equal(replay_cache_check(c, "jti-2", 200, 150), 0);
+	/* expired: the entry no longer blocks (the ticket itself is expired) */
+	assert_int_equal(replay_cache_check(c, "jti-1", 400, 200), 0);
+	assert_int_equal(replay_cache_check(c, "jti-1", 400, 201), TROOP_ETICKET);
+	/* forget */
+	replay_cache_forget(c, "jti-2");
+	assert_int_equal(replay_cache_check(c, "jti-2", 400, 201), 0);
+	/* bad ids */
+	assert_int_equal(replay_cache_check(c, "", 400, 201), TROOP_EINVAL);
+	{
+		char longid[REPLAY_ID_MAX + 2];
+		memset(longid, 'x', sizeof(longid) - 1);
+		longid[sizeof(longid) - 1] = '\0';
+		assert_int_equal(replay_cache_check(c, longid, 400, 201), TROOP_EINVAL);
+	}
+	/* many: grows, every one remembered */
+	for (int i = 0; i < 900; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		assert_int_equal(replay_cache_check(c, id, 1000, 300), 0);
+	}
+	for (int i = 0; i < 900; i++) {
+		snprintf(id, sizeof(id), "id-%d", i);
+		assert_int_equal(replay_cache_check(c, id, 1000, 300), TROOP_ETICKET);
+	}
+	/* full of live entries: refused, not forgotten */
+	for (int i = 0; i < 200; i++) {
+		snprintf(id, sizeof(id), "more-%d", i);
+		(void)replay_cache_check(c, id, 1000, 300);
+	}
+	assert_true(replay_cache_size(c) <= 1000);
+	assert_int_equal(replay_cache_check(c, "one-too-many", 1000, 300), TROOP_ERATE);
+	/* once they expire there is room again */
+	assert_int_equal(replay_cache_check(c, "later", 2000, 1500), 0);
+	assert_true(replay_cache_size(c) < 10);
+	replay_cache_free(c);
+}
+
+/* ---- the replay journal ---------------------------------------------------------- */
+
+static char dir[256];
+
+static void journal_path(char *out, size_t len)
+{
+	snprintf(out, len, "%s/state/replay.log", dir);
+}
+
+static size_t file_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+	int ch;
+
+	if (!f)
+		return 0;
+	while ((ch = fgetc(f)) != EOF)
+		n += ch == '\n';
+	fclose(f);
+	return n;
+}
+
+static void test_replay_journal(void **state)
+{
+	char path[400], id[32];
+	replay_cache *c;
+	struct stat st;
+
+	(void)state;
+	journal_path(path, sizeof(path));
+	assert_int_equal(replay_cache_open(&c, 0, path, 1000), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(replay_cache_check(c, "a", 2000, 1000), 0);
+	assert_int_equal(replay_cache_check(c, "b", 1100, 1000), 0);
+	assert_int_equal(replay_cache_check(c, "c", 2000, 1000), 0);
+	replay_cache_forget(c, "c");
+	/* ids the journal could not hold are refused */
+	assert_int_equal(replay_cache_check(c, "with space", 2000, 1000), TROOP_EINVAL);
+	assert_int_equal(replay_cache_check(c, "new\nline", 2000, 1000), TROOP_EINVAL);
+	replay_cache_free(c);
+
+	/* a restart: a and b are remembered, c was forgotten */
+	assert_int_equal(replay_cache_open(&c, 0, path, 1050), 0);
+	assert_int_equal(replay_cache_size(c), 2);
+	assert_int_equal(replay_cache_check(c, "a", 2000, 1050), TROOP_ETICKET);
+	assert_int_equal(replay_cache_check(c, "b", 2000, 1050), TROOP_ETICKET);
+	assert_int_equal(replay_cache_check(c, "c", 2000, 1050), 0);
+	replay_cache_free(c);
+
+	/* later: b has expired and is compacted away; a torn last line is skipped */
+	{
+		int fd = open(path, O_WRONLY | O_APPEND);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, "2000 tor", 8), 8);
+		close(fd);
+	}
+	assert_int_equal(replay_cache_open(&c, 0, path, 1500), 0);
+	assert_int_equal(replay_cache_size(c), 2);   /* a, c */
+	assert_int_equal(file_lines(path), 2);
+	assert_int_equal(replay_cache_check(c, "tor", 2000, 1500), 0);
+	assert_int_equal(replay_cache_check(c, "a", 2000, 1500), TROOP_ETICKET);
+	/* many short-lived ids: the journal is rewritten as they expire */
+	for (int i = 0; i < 6000; i++) {
+		snprintf(id, sizeof(id), "short-%d", i);
+		assert_int_equal(replay_cache_check(c, id, 1501, 1500), 0);
+	}
+	assert_int_equal(replay_cache_check(c, "late", 2000, 1600), 0);
+	assert_true(file_lines(path) < 100);
+	replay_cache_free(c);
+	assert_int_equal(replay_cache_open(&c, 0, path, 1600), 0);
+	assert_int_equal(replay_cache_check(c, "late", 2000, 1600), TROOP_ETICKET);
+	assert_int_equal(replay_cache_check(c, "short-5", 2000, 1600), 0);
+	replay_cache_free(c);
+
+	/* an unwritable place is an error at start, not a silent memory-only cache */
+	assert_int_equal(replay_cache_open(&c, 0, "/proc/nonexistent/replay.log", 1), TROOP_EIO);
+	assert_null(c);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	/* tmpfs when there is one: thousands of fdatasyncs are then cheap */
+	snprintf(dir, sizeof(dir), "/dev/shm/troop-hardening-XXXXXX");
+	if (mkdtemp(dir))
+		return 0;
+	snprintf(dir, sizeof(dir), "/tmp/troop-hardening-XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char path[400];
+
+	(void)state;
+	journal_path(path, sizeof(path));
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	rmdir(path);
+	rmdir(dir);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_replay_cache),
+		cmocka_unit_test_setup_teardown(test_replay_journal, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
