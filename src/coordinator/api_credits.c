@@ -45,7 +45,15 @@
  * that class first; "" for any).  Ties are broken at random.  Returns the
  * index, or -1.  skipped[] counts why the others were passed over, for the
  * no_capacity message. */
-enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_N };
+enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_N };
+
+/* Whether node facts `f` are past the operator's dispute threshold. */
+static bool too_disputed(const coord *c, const registry_facts *f)
+{
+	if (c->max_dispute_rate <= 0 || f->disputes < COORD_MIN_DISPUTES)
+		return false;
+	return (double)f->disputes > c->max_dispute_rate * (double)(f->jobs > 0 ? f->jobs : 1);
+}
 
 static int choose_node(const coord *c, const registry_node *nodes, size_t n,
     const proto_authorize_req *exclude, const char *want_node, const char *want_class,
@@ -71,6 +79,10 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 		}
 		if (!nd->facts.verified && !c->allow_unverified) {
 			skipped[SKIP_UNVERIFIED]++;
+			continue;
+		}
+		if (too_disputed(c, &nd->facts)) {
+			skipped[SKIP_DISPUTED]++;
 			continue;
 		}
 		/* a proof verifies a node for its own class only */
@@ -112,6 +124,8 @@ static void capacity_message(char *out, size_t len, const int skipped[SKIP_N])
 		    "error); the node's owner should look at the worker's log",
 		[SKIP_CLASS] = "not verified for the hardware class this request requires "
 		    "(fields 'class' and 'class_required', or the coordinator's --node-class)",
+		[SKIP_DISPUTED] = "billed more than their clients saw too often "
+		    "(--max-dispute-rate)",
 	};
 	size_t used = 0;
 

@@ -65,6 +65,10 @@ static const config_opt coord_opts[] = {
 	  "it before the worker's claim settles alone", 0, 86400 },
 	{ "pending-interval", 0, OPT_INT, "TROOP_PENDING_INTERVAL", NULL, "60", "SECONDS",
 	  "how often pending earnings of established nodes are released", 1, 86400 },
+	{ "max-dispute-rate", 0, OPT_DOUBLE, "TROOP_MAX_DISPUTE_RATE", NULL, "0", "RATE",
+	  "/authorize stops picking a node once this share of its settled jobs were "
+	  "disputes (it billed more than its client saw), after at least 3 disputes "
+	  "(0: never)", 0, 1 },
 	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
 	  "receipts: output tokens/s times model size in GB that a node of multiplier 1.0 "
 	  "can reach (more is capped)", 1, 1e9 },
@@ -154,6 +158,7 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->established = ledger_node_established(ln, &c->policy, now);
 	f->pending = ln->pending;
 	f->disputes = ln->disputes;
+	f->jobs = ln->jobs_ok + ln->jobs_failed;
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -397,6 +402,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->policy.establish_payers = config_int(cfg, "establish-payers");
 	c->policy.trial_daily_cap = config_int(cfg, "trial-daily-cap");
 	c->report_wait = config_int(cfg, "report-wait");
+	c->max_dispute_rate = config_double(cfg, "max-dispute-rate");
 	c->pending_interval = config_int(cfg, "pending-interval");
 	c->plausible_tps_gb = config_double(cfg, "plausible-tps-gb");
 	c->plausible_min_tps = config_double(cfg, "plausible-min-tps");

@@ -29,6 +29,7 @@
 #define COORD_MAX_ADMINS 64
 #define COORD_MAX_EXCLUDE 64
 #define COORD_PEERS_MAX 1000
+#define COORD_MIN_DISPUTES 3   /* disputes before --max-dispute-rate applies */
 #define COORD_PEERS_REPLY_MAX (512 * 1024) /* bytes of node records in one /peers reply */
 
 /* Who gets starter (trial) credits. */
@@ -43,6 +44,8 @@ typedef struct {
 	int starter_policy;        /* COORD_STARTER_* */
 	ledger_policy policy;      /* when pending earnings become spendable */
 	int64_t report_wait;       /* seconds a held receipt waits for its client's report */
+	double max_dispute_rate;   /* a node past it (after COORD_MIN_DISPUTES) is not picked;
+	                              0: no limit */
 	int64_t pending_interval;  /* seconds between releases of pending earnings */
 	int64_t next_pending_release; /* the sweeper's: when it next releases them */
 	double plausible_tps_gb;   /* tokens/s x model GB at multiplier 1.0 */

@@ -364,6 +364,43 @@ static void test_crashed_client(void **state)
 	check_invariant();
 }
 
+/* A node that keeps billing more than its clients saw: past
+ * --max-dispute-rate (0.3, after 3 disputes) /authorize stops picking it. */
+static void test_disputed_node_not_picked(void **state)
+{
+	char jobs[3][64];
+	json_t *out;
+	int st;
+
+	(void)state;
+	heartbeat();
+	for (int i = 0; i < 3; i++) {
+		snprintf(jobs[i], sizeof(jobs[i]), "%s", authorize_reported(10));
+		out = report(&user, jobs[i], 500, &st);
+		assert_int_equal(st, 200);
+		json_decref(out);
+	}
+	harness_sleep_ms(1100);
+	for (int i = 0; i < 3; i++) {
+		out = receipt(&node, jobs[i], 3000, &st);
+		assert_int_equal(st, 200);
+		assert_int_equal(json_integer_value(json_object_get(out, "charged")), 1);
+		json_decref(out);
+	}
+	heartbeat();  /* the live record's copy of the facts */
+	assert_true(node_disputes() >= 3);
+	{
+		json_t *b = json_pack("{s:s, s:i}", "model", "m1", "max_seconds", 10);
+		out = call(&user, "POST", "/authorize", b, &st);
+		json_decref(b);
+	}
+	assert_int_equal(st, 503);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "billed more than their clients saw"));
+	json_decref(out);
+	check_invariant();
+}
+
 static int setup(void **state)
 {
 	char data[280], log[300];
@@ -379,10 +416,10 @@ static int setup(void **state)
 		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
-	const char *argv[24] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
+	const char *argv[32] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
 		"--data-dir", data, "--allow-unverified", "--starter-credits", "1000",
 		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2",
-		"--report-wait", "2" };
+		"--report-wait", "2", "--max-dispute-rate", "0.3" };
 	int argc = 0;
 	while (argv[argc])
 		argc++;
@@ -413,6 +450,7 @@ int main(void)
 		cmocka_unit_test(test_expiry_refund),
 		cmocka_unit_test(test_inflating_worker),
 		cmocka_unit_test(test_crashed_client),
+		cmocka_unit_test(test_disputed_node_not_picked),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
