@@ -44,47 +44,31 @@ cc -O2 -std=gnu11 -D_GNU_SOURCE -I"$root/src/lib" -I"$root/src" \
 	$(pkg-config --cflags --libs libsodium jansson libevent libevent_pthreads libcurl) \
 	-lpthread -lm -o "$LOAD"
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/troop-bench-XXXXXX")
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+# the tests' harness starts and stops every process and removes the temp
+# dir; the processes log at warn level (no per-request lines), so their
+# ports are chosen here and readiness is their /health
+export TROOP_BUILD_DIR=$build TROOP_BIN=$build/troop
+. "$root/tests/integration/troop_chain.sh"
+chain_init troop-bench
+TMP=$CHAIN_TMP
 
-freeport() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_http() { # URL
-	for _ in $(seq 1 300); do
-		curl -s -o /dev/null "$1" && return 0
-		sleep 0.02
-	done
-	echo "bench_client: $1 did not come up"; exit 1
-}
+export TROOP_LOG_LEVEL=warn
+SIMP=$(chain_free_port); CP=$(chain_free_port); WP=$(chain_free_port); UP=$(chain_free_port)
+NA=$(chain_free_port); NB=$(chain_free_port)
 
-TROOP=$build/troop
-SIMP=$(freeport); CP=$(freeport); WP=$(freeport); UP=$(freeport); NA=$(freeport); NB=$(freeport)
-
-"$build/engine-sim" --listen 127.0.0.1:$SIMP --tokens-per-second 0 >"$TMP/sim.log" 2>&1 &
-PIDS+=($!)
-TROOP_LOG_LEVEL=warn "$TROOP" coordinator --listen 127.0.0.1:$CP --data-dir "$TMP/coord" \
-	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 3600 \
-	>"$TMP/coord.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$SIMP/v1/models"
-wait_http "http://127.0.0.1:$CP/health"
-TROOP_HOME=$TMP/worker TROOP_LOG_LEVEL=warn "$TROOP" worker --coordinator "http://127.0.0.1:$CP" \
+chain_spawn "$TMP/sim.log" "" "$SIM" --listen 127.0.0.1:$SIMP --tokens-per-second 0
+chain_spawn "$TMP/coord.log" "" "$TROOP" coordinator --listen 127.0.0.1:$CP --data-dir "$TMP/coord" \
+	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 3600
+chain_wait_http "http://127.0.0.1:$SIMP/v1/models" || exit 1
+chain_wait_http "http://127.0.0.1:$CP/health" || exit 1
+chain_spawn "$TMP/worker.log" "$TMP/worker" "$TROOP" worker --coordinator "http://127.0.0.1:$CP" \
 	--listen 127.0.0.1:$WP --advertise 127.0.0.1 --engine "vllm=http://127.0.0.1:$SIMP" \
-	--max-jobs 4096 --donate always --threads 1 >"$TMP/worker.log" 2>&1 &
-PIDS+=($!)
-WORKER_PID=$!
-TROOP_HOME=$TMP/client TROOP_LOG_LEVEL=warn "$TROOP" up --listen 127.0.0.1:$UP \
-	--coordinator "http://127.0.0.1:$CP" --threads 1 >"$TMP/up.log" 2>&1 &
-PIDS+=($!)
-UP_PID=$!
-wait_http "http://127.0.0.1:$UP/health"
+	--max-jobs 4096 --donate always --threads 1
+WORKER_PID=$CHAIN_PID
+chain_spawn "$TMP/up.log" "$TMP/client" "$TROOP" up --listen 127.0.0.1:$UP \
+	--coordinator "http://127.0.0.1:$CP" --threads 1
+UP_PID=$CHAIN_PID
+chain_wait_http "http://127.0.0.1:$UP/health" || exit 1
 for _ in $(seq 1 300); do
 	curl -s "http://127.0.0.1:$CP/v1/models" | grep -q llama3 && break
 	sleep 0.05
@@ -122,13 +106,13 @@ http {
 }
 EOF
 	"$NGINX" -p "$TMP/nginx-$1" -c "$TMP/nginx-$1/nginx.conf" -e "$TMP/nginx-$1/error.log" &
-	PIDS+=($!)
+	CHAIN_PIDS+=($!)
 }
 nginx_conf b $NB $SIMP
 NGB_PID=$!
 nginx_conf a $NA $NB
 NGA_PID=$!
-wait_http "http://127.0.0.1:$NA/v1/models"
+chain_wait_http "http://127.0.0.1:$NA/v1/models"
 # CPU time (ms) of a process and its children (nginx's worker process)
 HZ=$(getconf CLK_TCK)
 cpu_ms() {

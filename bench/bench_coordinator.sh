@@ -47,73 +47,41 @@ cc -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -I"$root/src/lib" -I"$root/src"
 	-lpthread -lm -o "$lg"
 "$lg" --selftest
 
-TMP=$(mktemp -d /tmp/troop-bench-coord.XXXXXX)
-COORD=    # the process started (COORD_WRAP's command, or the coordinator)
-cpid=     # the coordinator itself
-stop_pid() {
-	kill -TERM "$1" 2>/dev/null || return 0
-	for _ in $(seq 1 100); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	kill -KILL "$1" 2>/dev/null || true
-}
-cleanup() {
-	# the coordinator first: a wrapper (perf) may not pass the signal on
-	[ -n "$cpid" ] && [ "$cpid" != "$COORD" ] && stop_pid "$cpid"
-	if [ -n "$COORD" ]; then
-		stop_pid "$COORD"
-		wait "$COORD" 2>/dev/null || true
-	fi
-	if [ -n "${KEEP_LOG:-}" ] && [ -f "$TMP/coord.log" ]; then
-		cp "$TMP/coord.log" "$KEEP_LOG" || true
-	fi
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+# the harness of the tests: the coordinator on 127.0.0.1:0, the port from
+# its log (which must be at info level: coordinator_started), stopped and
+# its temp dir removed at exit
+export TROOP_BUILD_DIR=$build TROOP_BIN=$build/troop
+. "$root/tests/integration/troop_chain.sh"
+CHAIN_NO_BUILD=1 chain_init troop-bench-coord
+cpid=     # the coordinator itself (under COORD_WRAP: that command's child)
+# the coordinator first: a wrapper (perf) may not pass the signal on
+chain_at_exit '[ -n "$cpid" ] && [ "$cpid" != "$COORD_PID" ] && chain_stop "$cpid"'
+chain_at_exit '[ -n "${KEEP_LOG:-}" ] && [ -f "$COORD_LOG" ] && cp "$COORD_LOG" "$KEEP_LOG"'
 trap 'exit 130' INT TERM
 
-read -r -a wrap <<<"${COORD_WRAP:-}"
-# the log must be at info level: the port is read from coordinator_started
-${wrap[@]+"${wrap[@]}"} "$build/troop" coordinator --listen 127.0.0.1:0 \
-	--data-dir "$TMP/data" --allow-unverified --starter-credits 1000000000000 \
-	--threads "${COORD_THREADS:-2}" --node-ttl 3600 --log-level info \
-	>"$TMP/coord.log" 2>&1 &
-COORD=$!
-cpid=$COORD
-
-port=
-for _ in $(seq 1 200); do
-	port=$(sed -n 's/.*coordinator_started.* port=\([0-9][0-9]*\).*/\1/p' "$TMP/coord.log" |
-		head -n1)
-	[ -n "$port" ] && break
-	kill -0 "$COORD" 2>/dev/null || break
-	sleep 0.05
-done
-if [ -z "$port" ]; then
-	tail -n 20 "$TMP/coord.log" >&2 || true
-	die "the coordinator did not log coordinator_started ... port=N"
-fi
-# the coordinator itself: a child of COORD_WRAP's command, if any
+CHAIN_WRAP=${COORD_WRAP:-} chain_coordinator --starter-credits 1000000000000 \
+	--threads "${COORD_THREADS:-2}" --node-ttl 3600 --log-level info
+port=$COORD_PORT
+cpid=$COORD_PID
 if [ -n "${COORD_WRAP:-}" ]; then
-	cpid=$(pgrep -P "$COORD" | head -n1 || true)
+	cpid=$(pgrep -P "$COORD_PID" | head -n1 || true)
 fi
-echo "coordinator: pid ${cpid:-$COORD}, port $port, $(nproc) cores, --threads ${COORD_THREADS:-2}," \
-	"SQLite ledger in $TMP/data (WAL, synchronous=NORMAL)"
+echo "coordinator: pid ${cpid:-$COORD_PID}, port $port, $(nproc) cores, --threads ${COORD_THREADS:-2}," \
+	"SQLite ledger in $COORD_DIR (WAL, synchronous=NORMAL)"
 
 
 read -r -a extra <<<"${LOADGEN_ARGS:-}"
 rc=0
 "$lg" --port "$port" ${cpid:+--coord-pid "$cpid"} ${extra[@]+"${extra[@]}"} "$@" || rc=$?
 
-if ! kill -0 "${cpid:-$COORD}" 2>/dev/null; then
-	tail -n 20 "$TMP/coord.log" >&2 || true
+if ! kill -0 "${cpid:-$COORD_PID}" 2>/dev/null; then
+	tail -n 20 "$COORD_LOG" >&2 || true
 	die "the coordinator exited during the benchmark"
 fi
-echo "coordinator log: $(wc -l <"$TMP/coord.log") lines," \
-	"$(grep -c ' WARN \| ERROR ' "$TMP/coord.log" || true) warnings/errors"
-grep ' WARN \| ERROR ' "$TMP/coord.log" | head -n 5 || true
+echo "coordinator log: $(wc -l <"$COORD_LOG") lines," \
+	"$(grep -c ' WARN \| ERROR ' "$COORD_LOG" || true) warnings/errors"
+grep ' WARN \| ERROR ' "$COORD_LOG" | head -n 5 || true
 if [ "$rc" -ne 0 ]; then
-	tail -n 20 "$TMP/coord.log" >&2 || true
+	tail -n 20 "$COORD_LOG" >&2 || true
 	die "loadgen failed (exit $rc)"
 fi

@@ -25,27 +25,15 @@ cc -O2 -std=gnu11 -D_GNU_SOURCE -I"$root/src/lib" -I"$root/src/worker" -I"$root/
 	$(pkg-config --cflags --libs libsodium jansson libevent libevent_pthreads libcurl) \
 	-lpthread -ldl -lm -o "$out"
 
-tmp=$(mktemp -d)
-pid=
-cleanup() {
-	if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+# the tests' harness: the coordinator on 127.0.0.1:0, the port from its
+# log, stopped and its temp dir removed at exit
+export TROOP_BUILD_DIR=$build TROOP_BIN=$build/troop
+. "$root/tests/integration/troop_chain.sh"
+CHAIN_NO_BUILD=1 chain_init troop-bench-poh
+trap 'exit 130' INT TERM
 
 # default CPU class (512 x 512, 32 rounds), no rate limit, one server thread
-"$build/troop" coordinator --listen 127.0.0.1:0 --data-dir "$tmp/coord" --threads 1 \
-	--poh-rate-limit 0 --poh-min-node-age 0 >"$tmp/coord.log" 2>&1 &
-pid=$!
-port=
-for _ in $(seq 1 100); do
-	port=$(sed -n 's/.*coordinator_started.* port=\([0-9]*\).*/\1/p' "$tmp/coord.log" 2>/dev/null | head -1)
-	[ -n "$port" ] && break
-	sleep 0.1
-done
-if [ -z "$port" ]; then
-	echo "bench_poh: the coordinator did not start:" >&2
-	cat "$tmp/coord.log" >&2
-	exit 1
-fi
+CHAIN_VERIFY=1 chain_coordinator --threads 1 --poh-rate-limit 0 --poh-min-node-age 0
+port=$COORD_PORT
+pid=$COORD_PID
 "$out" --url "http://127.0.0.1:$port" --pid "$pid" --runs "$runs"

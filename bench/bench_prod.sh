@@ -58,31 +58,20 @@ cc -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -I"$root/src/lib" -I"$root/src"
 	$(pkg-config --cflags --libs libsodium jansson libevent libevent_pthreads libcurl) \
 	-lpthread -lm -o "$lg"
 
-# as root PostgreSQL runs as user postgres, which must reach the directory
-TMP=$(mktemp -d /tmp/troop-bench-prod.XXXXXX)
-chmod a+rx "$TMP"
+# the tests' harness: each coordinator on 127.0.0.1:0 with the port from
+# its log, private PostgreSQL and Redis, all stopped and removed at exit
+export TROOP_BUILD_DIR=$build TROOP_BIN=$build/troop
+. "$root/tests/integration/troop_chain.sh"
+CHAIN_NO_BUILD=1 chain_init troop-bench-prod
 cpid=
 stop_coord() {
 	[ -n "$cpid" ] || return 0
-	kill -TERM "$cpid" 2>/dev/null || true
-	for _ in $(seq 1 100); do
-		kill -0 "$cpid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$cpid" 2>/dev/null || true
-	wait "$cpid" 2>/dev/null || true
+	chain_stop "$cpid"
 	cpid=
 }
-cleanup() {
-	stop_coord
-	"$root/tests/pg/stop-services.sh" "$TMP/svc" >/dev/null 2>&1 || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-env_out=$("$root/tests/pg/start-services.sh" "$TMP/svc") || die "could not start PostgreSQL and Redis"
-eval "$env_out"
+chain_services svc
 pg_base=$DATABASE_URL
 redis_base=$REDIS_URL
 unset DATABASE_URL REDIS_URL TROOP_DATABASE_URL TROOP_REDIS_URL
@@ -106,8 +95,8 @@ ticks() {
 # Redis and PostgreSQL: the redis-server, the postmaster and its children
 server_pids() {
 	local pm
-	cat "$TMP/svc/redis/redis.pid" 2>/dev/null
-	pm=$(head -n1 "$TMP/svc/pg/data/postmaster.pid" 2>/dev/null) || return 0
+	cat "$SVC_DIR/redis/redis.pid" 2>/dev/null
+	pm=$(head -n1 "$SVC_DIR/pg/data/postmaster.pid" 2>/dev/null) || return 0
 	echo "$pm"
 	pgrep -P "$pm" || true
 }
@@ -119,38 +108,26 @@ server_pids() {
 # PostgreSQL (_S), counted over the whole loadgen run (its untimed set-up
 # requests included)
 run_one() {
-	local kind=$1 threads=$2 n=$3 dir=$TMP/$1-$2-$3 port= backend=() out ph
+	local kind=$1 threads=$2 n=$3 port= backend=() out ph
 	local c0 s0 c1 s1 reqs rps errs
-	mkdir -p "$dir"
 	if [ "$kind" = prod ]; then
 		psql -q -v ON_ERROR_STOP=1 "$pg_base" -c "CREATE DATABASE bench_${threads}_$n" >/dev/null
 		backend=(--database-url "${pg_base%/*}/bench_${threads}_$n"
 			--registry-url "$redis_base/0?prefix=bench${threads}_$n:")
 	fi
-	"$build/troop" coordinator --listen 127.0.0.1:0 --data-dir "$dir/data" \
-		--allow-unverified --starter-credits 1000000000000 --threads "$threads" \
-		--node-ttl 3600 --log-level info ${backend[@]+"${backend[@]}"} >"$dir/coord.log" 2>&1 &
-	cpid=$!
-	for _ in $(seq 1 200); do
-		port=$(sed -n 's/.*coordinator_started.* port=\([0-9][0-9]*\).*/\1/p' "$dir/coord.log" |
-			head -n1)
-		[ -n "$port" ] && break
-		kill -0 "$cpid" 2>/dev/null || break
-		sleep 0.05
-	done
-	if [ -z "$port" ]; then
-		tail -n 20 "$dir/coord.log" >&2 || true
-		die "$kind coordinator did not start"
-	fi
+	chain_coordinator --starter-credits 1000000000000 --threads "$threads" \
+		--node-ttl 3600 --log-level info ${backend[@]+"${backend[@]}"}
+	cpid=$COORD_PID
+	port=$COORD_PORT
 	echo "--- --threads $threads, round $n: $kind ($(sed -n \
-		's/.*\(ledger=[a-z]* registry=[a-z]*\).*/\1/p' "$dir/coord.log" | head -n1)), port $port"
+		's/.*\(ledger=[a-z]* registry=[a-z]*\).*/\1/p' "$COORD_LOG" | head -n1)), port $port"
 	for ph in heartbeat authorize; do
 		c0=$(ticks "$cpid")
 		s0=$(ticks $(server_pids))
 		if ! out=$("$lg" --port "$port" --coord-pid "$cpid" --phases "$ph" \
 			${extra[@]+"${extra[@]}"} 2>&1); then
 			echo "$out" | tail -n 20 >&2
-			tail -n 20 "$dir/coord.log" >&2 || true
+			tail -n 20 "$COORD_LOG" >&2 || true
 			die "loadgen ($ph) failed against the $kind coordinator"
 		fi
 		c1=$(ticks "$cpid")
@@ -178,7 +155,7 @@ run_one() {
 			AUTH=$rps CPU_AUTH_C=$cc CPU_AUTH_S=$ss
 		fi
 	done
-	echo "    coordinator log: $(grep -c ' WARN \| ERROR ' "$dir/coord.log" || true) warnings/errors"
+	echo "    coordinator log: $(grep -c ' WARN \| ERROR ' "$COORD_LOG" || true) warnings/errors"
 	stop_coord
 }
 

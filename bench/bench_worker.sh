@@ -33,62 +33,33 @@ cc -O2 -std=gnu11 -D_GNU_SOURCE -I"$root/src/lib" -I"$root/src" \
 	$(pkg-config --cflags --libs libsodium jansson libevent libevent_pthreads libcurl) \
 	-lpthread -lm -o "$out"
 
-tmp=$(mktemp -d)
-pids=""
-cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null || true; done
-	for p in $pids; do wait "$p" 2>/dev/null || true; done
-	[ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" >&2 || rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+# the tests' harness: every process on 127.0.0.1:0 with the port from its
+# log, stopped and the temp dir removed at exit (kept with CHAIN_KEEP=1)
+export TROOP_BUILD_DIR=$build TROOP_BIN=$build/troop
+. "$root/tests/integration/troop_chain.sh"
+CHAIN_KEEP=${KEEP_TMP:+1}
+chain_init troop-bench-worker
+tmp=$CHAIN_TMP
+trap 'exit 130' INT TERM
 
-# wait_for FILE PATTERN: the first match, after up to 10 s
-wait_for() {
-	i=0
-	while [ $i -lt 500 ]; do
-		if grep -q "$2" "$1" 2>/dev/null; then
-			grep -m1 -o "$2" "$1"
-			return 0
-		fi
-		sleep 0.02
-		i=$((i + 1))
-	done
-	echo "bench_worker: no '$2' in $1:" >&2
-	cat "$1" >&2
-	exit 1
-}
-
-"$build/engine-sim" --listen 127.0.0.1:0 --tokens-per-second 0 >"$tmp/sim.log" 2>&1 &
-pids="$pids $!"
-"$build/engine-sim" --listen 127.0.0.1:0 --tokens-per-second 200 --models paced:1b \
-	>"$tmp/paced.log" 2>&1 &
-pids="$pids $!"
-sim_port=$(wait_for "$tmp/sim.log" 'listening on [0-9.]*:[0-9]*' | sed 's/.*://')
-paced_port=$(wait_for "$tmp/paced.log" 'listening on [0-9.]*:[0-9]*' | sed 's/.*://')
-[ -n "$sim_port" ] && [ -n "$paced_port" ] || exit 1
+chain_sim direct --tokens-per-second 0
+sim_port=$SIM_PORT
+chain_sim paced --tokens-per-second 200 --models paced:1b
+paced_port=$SIM_PORT
 
 # the coordinator creates its ticket key here; the load generator reads it
 # to mint tickets
 key=$tmp/ticket.key
-TROOP_HOME=$tmp/c "$build/troop" coordinator --listen 127.0.0.1:0 --data-dir "$tmp/c" \
-	--ticket-key "$key" --allow-unverified --threads 1 \
-	>"$tmp/coord.log" 2>&1 &
-cpid=$!
-pids="$pids $cpid"
-coord_port=$(wait_for "$tmp/coord.log" 'coordinator_started.*port=[0-9]*' | sed 's/.*port=//')
-[ -n "$coord_port" ] || exit 1
+chain_coordinator --ticket-key "$key" --threads 1
+cpid=$COORD_PID
 
 # WORKER_WRAP (e.g. "perf record -g -o /tmp/worker.perf") runs the worker
 # under a profiler; the RSS figures are then the wrapper's.
-TROOP_HOME=$tmp/w ${WORKER_WRAP:-} "$build/troop" worker --coordinator "http://127.0.0.1:$coord_port" \
-	--listen 127.0.0.1:0 --advertise 127.0.0.1 --threads "$threads" --max-jobs 64 \
-	--log-level "${WORKER_LOG_LEVEL:-info}" --no-verify \
-	--engine "ollama=http://127.0.0.1:$sim_port" \
-	--engine "vllm=http://127.0.0.1:$paced_port" >"$tmp/worker.log" 2>&1 &
-wpid=$!
-pids="$pids $wpid"
-worker_port=$(wait_for "$tmp/worker.log" 'worker_started.*port=[0-9]*' | sed 's/.*port=//')
-[ -n "$worker_port" ] || exit 1
+CHAIN_WRAP=${WORKER_WRAP:-} WORKER_HOME=$tmp/w chain_worker w "" --threads "$threads" \
+	--max-jobs 64 --log-level "${WORKER_LOG_LEVEL:-info}" --no-verify \
+	--engine "ollama=http://127.0.0.1:$sim_port" --engine "vllm=http://127.0.0.1:$paced_port"
+wpid=$WORKER_PID
+worker_port=$WORKER_PORT
 
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 rss_parts() {

@@ -20,39 +20,21 @@ BUILD=${1:-build}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d5s"}
 read -r -a WRK <<<"$WRK_ARGS"
-TMP=$(mktemp -d /tmp/troop-bench.XXXXXX)
-PIDS=()
-
-cleanup() {
-	for p in "${PIDS[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${PIDS[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+# the tests' harness starts and stops the processes and removes the temp
+# dir; the coordinator logs at warn level, so its port is chosen here
+export TROOP_BUILD_DIR=$BUILD TROOP_BIN=$BUILD/troop
+. "$SRC/tests/integration/troop_chain.sh"
+CHAIN_NO_BUILD=1 chain_init troop-bench
+TMP=$CHAIN_TMP
 
 die() { echo "http_health: $*" >&2; exit 1; }
 
 command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
 command -v curl >/dev/null || die "curl not found"
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' \
-		2>/dev/null || echo $((20000 + RANDOM % 30000))
-}
-
-# wait_up URL: until it answers 200 (5 s)
+# wait_up URL: until it answers 200
 wait_up() {
-	for _ in $(seq 1 100); do
-		if curl -fsS -o /dev/null "$1" 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	return 1
+	chain_wait_http "$1" 2>/dev/null
 }
 
 # rps URL: wrk's Requests/sec
@@ -70,10 +52,9 @@ if [ -n "$TARGET" ]; then
 	wait_up "$TARGET" || die "TROOP_HEALTH_URL=$TARGET does not answer 200"
 fi
 if [ -z "$TARGET" ] && [ -x "$BUILD/troop" ]; then
-	port=$(free_port)
-	TROOP_LOG_LEVEL=warn "$BUILD/troop" coordinator --listen "127.0.0.1:$port" \
-		--data-dir "$TMP/coord" >"$TMP/coord.log" 2>&1 &
-	PIDS+=($!)
+	port=$(chain_free_port)
+	TROOP_LOG_LEVEL=warn chain_spawn "$TMP/coord.log" "" "$BUILD/troop" coordinator \
+		--listen "127.0.0.1:$port" --data-dir "$TMP/coord"
 	if wait_up "http://127.0.0.1:$port/health"; then
 		TARGET="http://127.0.0.1:$port/health"
 		WHAT="troop coordinator"
@@ -117,7 +98,7 @@ EOF
 		$(pkg-config --libs libevent libevent_pthreads jansson libsodium libcurl) \
 		-lpthread -lm -o "$TMP/health" || die "cannot compile the test server"
 	"$TMP/health" >"$TMP/health.port" 2>"$TMP/health.log" &
-	PIDS+=($!)
+	CHAIN_PIDS+=($!)
 	for _ in $(seq 1 100); do
 		[ -s "$TMP/health.port" ] && break
 		sleep 0.05
@@ -132,7 +113,7 @@ fi
 # ---- nginx -------------------------------------------------------------------
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || die "nginx not found (apt-get install nginx-light)"
-NPORT=$(free_port)
+NPORT=$(chain_free_port)
 mkdir -p "$TMP/nginx/logs"
 cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes auto;
@@ -157,7 +138,7 @@ http {
 }
 EOF
 "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx/stderr" &
-PIDS+=($!)
+CHAIN_PIDS+=($!)
 wait_up "http://127.0.0.1:$NPORT/health" ||
 	die "nginx did not start: $(cat "$TMP/nginx/stderr" "$TMP/nginx/logs/error.log" 2>/dev/null)"
 

@@ -140,25 +140,13 @@ static void test_anon_rate_per_address(void **state)
 
 static int setup(void **state)
 {
-	char log[400], data[400];
-	const char *argv[16];
-	int n = 0;
+	static const char *const extra[] = { "--anon-rate-limit", "5", NULL };
+	char data[400];
 
 	(void)state;
 	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(log, sizeof(log), "%s/coordinator.log", tmp);
-	snprintf(data, sizeof(data), "%s/data", tmp);
-	argv[n++] = harness_troop();
-	argv[n++] = "coordinator";
-	argv[n++] = "--listen";
-	argv[n++] = "127.0.0.1:0";
-	argv[n++] = "--data-dir";
-	argv[n++] = data;
-	argv[n++] = "--anon-rate-limit";
-	argv[n++] = "5";
-	harness_backend_args(argv, &n);
-	argv[n] = NULL;
-	return harness_start(&coord, argv, log, "coordinator_started", 15000);
+	snprintf(data, sizeof(data), "%s/coordinator", tmp);
+	return harness_start_coordinator(&coord, data, extra);
 }
 
 static int teardown(void **state)

@@ -44,89 +44,23 @@ static harness_proc coord, sim, sim500, simhang;
 
 static void start_coordinator(harness_proc *p, const char *name, const char *extra)
 {
-	char data[300], log[300];
-	const char *argv[16];
-	int i = 0;
+	char data[300];
+	/* jobs without receipts hold --reserve-seconds */
+	const char *args[] = { "--threads", "2", "--node-ttl", "3600", "--allow-unverified",
+	    "--reserve-seconds", "10", extra, NULL };
 
 	snprintf(data, sizeof(data), "%s/%s", tmp, name);
-	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
-	argv[i++] = harness_troop();
-	argv[i++] = "coordinator";
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--data-dir";
-	argv[i++] = data;
-	argv[i++] = "--threads";
-	argv[i++] = "2";
-	argv[i++] = "--node-ttl";
-	argv[i++] = "3600";
-	argv[i++] = "--allow-unverified";
-	argv[i++] = "--reserve-seconds"; /* jobs without receipts hold this much */
-	argv[i++] = "10";
-	if (extra)
-		argv[i++] = extra;
-	argv[i] = NULL;
-	assert_int_equal(harness_start(p, argv, log, "coordinator_started", 10000), 0);
+	assert_int_equal(harness_start_coordinator(p, data, args), 0);
 }
 
-static const char *sim_path(void)
-{
-	static char path[512];
-	const char *b = getenv("TROOP_BUILD_DIR");
-
-	snprintf(path, sizeof(path), "%s/engine-sim", b && *b ? b : "build");
-	return path;
-}
-
-/* engine-sim prints "listening on 127.0.0.1:PORT" rather than port=N. */
 static void start_sim(harness_proc *p, const char *name, const char *fault)
 {
 	char log[300];
-	const char *argv[12];
-	int i = 0;
+	const char *args[] = { "--models", "llama3:8b,qwen2.5:7b", "--tokens-per-second", "500",
+	    fault ? "--fault" : NULL, fault, NULL };
 
-	memset(p, 0, sizeof(*p));
 	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
-	snprintf(p->log, sizeof(p->log), "%s", log);
-	argv[i++] = sim_path();
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--models";
-	argv[i++] = "llama3:8b,qwen2.5:7b";
-	argv[i++] = "--tokens-per-second";
-	argv[i++] = "500";
-	if (fault) {
-		argv[i++] = "--fault";
-		argv[i++] = fault;
-	}
-	argv[i] = NULL;
-	p->pid = fork();
-	assert_true(p->pid >= 0);
-	if (p->pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	for (int waited = 0; waited < 10000; waited += 20) {
-		FILE *f = fopen(log, "r");
-		char line[256];
-		while (f && fgets(line, sizeof(line), f)) {
-			char *c = strstr(line, "listening on ");
-			if (c && (c = strrchr(c, ':'))) {
-				p->port = atoi(c + 1);
-				snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%d", p->port);
-			}
-		}
-		if (f)
-			fclose(f);
-		if (p->port > 0)
-			return;
-		harness_sleep_ms(20);
-	}
-	harness_dump_log(p);
-	fail_msg("engine-sim did not start");
+	assert_int_equal(harness_start_sim(p, log, args), 0);
 }
 
 /* A loopback port with nobody listening. */
@@ -146,19 +80,9 @@ static int dead_port(void)
 
 static char *slurp(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	char *buf;
-	long n;
+	char *buf = harness_read_file(path);
 
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = calloc(1, (size_t)n + 1);
 	assert_non_null(buf);
-	if (n > 0)
-		assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
 	return buf;
 }
 
@@ -718,26 +642,15 @@ static harness_proc up;
 static void start_up(harness_proc *p, const char *coord_url, const char *const *extra)
 {
 	char log[300];
-	const char *argv[24];
-	int i = 0;
+	const char *args[24] = { "--threads", "2", "--first-byte-timeout", "2" };
+	int i = 4;
 	static int seq;
 
 	snprintf(log, sizeof(log), "%s/up%d.log", tmp, seq++);
-	argv[i++] = harness_troop();
-	argv[i++] = "up";
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--coordinator";
-	argv[i++] = coord_url;
-	argv[i++] = "--threads";
-	argv[i++] = "2";
-	argv[i++] = "--first-byte-timeout";
-	argv[i++] = "2";
 	for (; extra && *extra && i < 23; extra++)
-		argv[i++] = *extra;
-	argv[i] = NULL;
-	setenv("TROOP_HOME", home, 1);
-	assert_int_equal(harness_start(p, argv, log, "client_started", 10000), 0);
+		args[i++] = *extra;
+	args[i] = NULL;
+	assert_int_equal(harness_start_up(p, home, log, coord_url, args), 0);
 }
 
 typedef struct {
@@ -1244,35 +1157,16 @@ static void test_up_stalled_worker(void **state)
  * job settled from the worker's signed receipt. */
 static void test_real_worker(void **state)
 {
+	static const char *const args[] = { "--donate", "always", "--name", "real-worker", NULL };
 	harness_proc w;
-	char log[300], engine[96], whome[300], *want;
-	const char *argv[20];
+	char engine[96], whome[300], *want;
 	run_result r;
 	http_result h;
-	int i = 0;
 
 	(void)state;
-	snprintf(log, sizeof(log), "%s/worker.log", tmp);
 	snprintf(engine, sizeof(engine), "vllm=http://127.0.0.1:%d", sim.port);
 	snprintf(whome, sizeof(whome), "%s/worker-home", tmp);
-	argv[i++] = harness_troop();
-	argv[i++] = "worker";
-	argv[i++] = "--coordinator";
-	argv[i++] = coord.url;
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--advertise";
-	argv[i++] = "127.0.0.1";
-	argv[i++] = "--engine";
-	argv[i++] = engine;
-	argv[i++] = "--donate";
-	argv[i++] = "always";
-	argv[i++] = "--name";
-	argv[i++] = "real-worker";
-	argv[i] = NULL;
-	setenv("TROOP_HOME", whome, 1);
-	assert_int_equal(harness_start(&w, argv, log, "worker_started", 15000), 0);
-	setenv("TROOP_HOME", home, 1);
+	assert_int_equal(harness_start_worker(&w, whome, coord.url, engine, args), 0);
 	/* the worker's heartbeat puts it in the registry */
 	for (int tries = 0; tries < 200; tries++) {
 		r = run_troop("nodes", "--model", "llama3:8b");
@@ -1360,10 +1254,7 @@ static int teardown(void **state)
 		harness_dump_log(&up);
 		fprintf(stderr, "troop up did not exit cleanly (status %d)\n", st);
 	}
-	harness_stop(&simhang, SIGTERM);
-	harness_stop(&sim500, SIGTERM);
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	identity_wipe(&me);
 	curl_global_cleanup();
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;

@@ -37,28 +37,13 @@ static harness_proc coord;
 
 static void start_coordinator(const char *dir, const char *extra1, const char *extra2)
 {
-	char data[300], log[300];
-	const char *argv[24];
-	int i = 0;
+	char data[300];
+	const char *args[] = { "--threads", "2", "--allow-unverified", extra1, extra2, NULL };
 
+	if (!extra1)
+		args[3] = extra2;
 	snprintf(data, sizeof(data), "%s/%s", tmp, dir);
-	snprintf(log, sizeof(log), "%s/%s.log", tmp, dir);
-	argv[i++] = harness_troop();
-	argv[i++] = "coordinator";
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--data-dir";
-	argv[i++] = data;
-	argv[i++] = "--threads";
-	argv[i++] = "2";
-	argv[i++] = "--allow-unverified";
-	if (extra1)
-		argv[i++] = extra1;
-	if (extra2)
-		argv[i++] = extra2;
-	harness_backend_args(argv, &i);
-	argv[i] = NULL;
-	assert_int_equal(harness_start(&coord, argv, log, "coordinator_started", 10000), 0);
+	assert_int_equal(harness_start_coordinator(&coord, data, args), 0);
 }
 
 /* ---- request helpers -------------------------------------------------------- */
@@ -668,13 +653,13 @@ static void test_admin_and_restart(void **state)
  * delay /health on a coordinator with a single serving thread. */
 static void test_sweeper_off_serving_loop(void **state)
 {
-	char data[300], log[300], dbpath[320], url[128];
-	const char *argv[16];
+	static const char *const one_thread[] = { "--threads", "1", NULL };
+	char data[300], dbpath[320], url[128];
 	harness_proc p;
 	http_client *c;
 	sqlite3 *db = NULL;
 	double worst = 0;
-	int i = 0, st;
+	int st;
 
 	(void)state;
 	if (harness_backend_pg()) {
@@ -682,17 +667,7 @@ static void test_sweeper_off_serving_loop(void **state)
 		skip();
 	}
 	snprintf(data, sizeof(data), "%s/sweeplock", tmp);
-	snprintf(log, sizeof(log), "%s/sweeplock.log", tmp);
-	argv[i++] = harness_troop();
-	argv[i++] = "coordinator";
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--data-dir";
-	argv[i++] = data;
-	argv[i++] = "--threads";
-	argv[i++] = "1";
-	argv[i] = NULL;
-	assert_int_equal(harness_start(&p, argv, log, "coordinator_started", 10000), 0);
+	assert_int_equal(harness_start_coordinator(&p, data, one_thread), 0);
 	http_client_new(&c);
 	snprintf(url, sizeof(url), "%s/health", p.url);
 
@@ -728,27 +703,17 @@ static void test_sweeper_off_serving_loop(void **state)
  * nonces: 20 per signer, 100 per address). */
 static void test_nonce_quota(void **state)
 {
-	char data[300], log[300], path[160];
-	const char *argv[16];
+	static const char *const max_nonces[] = { "--max-nonces", "400", NULL };
+	char data[300], path[160];
 	troop_identity mallory, alice;
 	harness_proc p;
 	http_client *c;
 	json_t *out;
-	int i = 0, st = 0, accepted = 0;
+	int st = 0, accepted = 0;
 
 	(void)state;
 	snprintf(data, sizeof(data), "%s/nonceq", tmp);
-	snprintf(log, sizeof(log), "%s/nonceq.log", tmp);
-	argv[i++] = harness_troop();
-	argv[i++] = "coordinator";
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--data-dir";
-	argv[i++] = data;
-	argv[i++] = "--max-nonces";
-	argv[i++] = "400";
-	argv[i] = NULL;
-	assert_int_equal(harness_start(&p, argv, log, "coordinator_started", 10000), 0);
+	assert_int_equal(harness_start_coordinator(&p, data, max_nonces), 0);
 	http_client_new(&c);
 	identity_generate(&mallory);
 	identity_generate(&alice);
@@ -966,7 +931,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	curl_global_cleanup();
 	return 0;
 }

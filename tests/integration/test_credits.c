@@ -403,7 +403,7 @@ static void test_disputed_node_not_picked(void **state)
 
 static int setup(void **state)
 {
-	char data[280], log[300];
+	char data[280];
 
 	(void)state;
 	if (sodium_init() < 0)
@@ -411,21 +411,14 @@ static int setup(void **state)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	harness_tmpdir(tmp, sizeof(tmp));
 	snprintf(data, sizeof(data), "%s/coord", tmp);
-	snprintf(log, sizeof(log), "%s/coord.log", tmp);
 	if (harness_backend_pg())
 		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
-	const char *argv[32] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
-		"--data-dir", data, "--allow-unverified", "--starter-credits", "1000",
+	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
 		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2",
-		"--report-wait", "2", "--max-dispute-rate", "0.3" };
-	int argc = 0;
-	while (argv[argc])
-		argc++;
-	harness_backend_args(argv, &argc);
-	argv[argc] = NULL;
-	if (harness_start(&coord, argv, log, "coordinator_started", 10000) != 0)
+		"--report-wait", "2", "--max-dispute-rate", "0.3", NULL };
+	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	identity_generate(&node);
 	identity_generate(&user);

@@ -16,17 +16,12 @@ command -v python3 >/dev/null || { echo "skip: no python3"; exit 77; }
 [ -x "$SIM" ] || { echo "FAIL: $SIM not built"; exit 1; }
 [ -n "$FIX" ] && [ -d "$FIX" ] || { echo "FAIL: TROOP_FIXTURES not set"; exit 1; }
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/troop_chain.sh"
+chain_init troop-sim
+TMP=$CHAIN_TMP
 
 FAILS=0
-fail() { echo "FAIL: $*"; FAILS=$((FAILS + 1)); }
+fail() { chain_fail "$*"; FAILS=$((FAILS + 1)); }
 ok() { echo "ok: $*"; }
 
 # ---- python helpers -----------------------------------------------------------
@@ -155,19 +150,15 @@ PY
 check() { python3 "$TMP/check.py" "$@"; }
 
 # ---- starting simulators ----------------------------------------------------------
-# start_sim NAME ARGS...: sets PORT; the simulator prints its port once bound.
+# start_sim NAME ARGS...: sets PORT; the simulator's first line is
+# "listening on 127.0.0.1:PORT" once bound.
 start_sim() {
-	local name=$1 fifo="$TMP/$1.fifo" line
-	shift
-	mkfifo "$fifo"
-	"$SIM" --listen 127.0.0.1:0 "$@" > "$fifo" 2> "$TMP/$name.err" &
-	PIDS+=($!)
-	exec {fd}< "$fifo"
-	if ! read -r -t 10 -u "$fd" line; then
-		echo "FAIL: $name did not start"; cat "$TMP/$name.err"; exit 1
-	fi
+	local name=$1 line
+	chain_sim "$@"
+	PORT=$SIM_PORT
+	line=$(head -n1 "$CHAIN_TMP/sim-$name.log")
 	case "$line" in
-	"listening on 127.0.0.1:"*) PORT=${line##*:} ;;
+	"listening on 127.0.0.1:$PORT") ;;
 	*) echo "FAIL: $name printed '$line'"; exit 1 ;;
 	esac
 }
@@ -359,7 +350,7 @@ rc=$?
 [ "$rc" = 28 ] && ok "hang: no answer (curl timed out)" || fail "hang: curl rc $rc"
 
 start_sim fproc --fault die-process --fault-after 2 --tokens-per-second 0
-procpid=${PIDS[-1]}
+procpid=$SIM_PID
 curl -s -o "$TMP/proc.sse" -H 'Content-Type: application/json' \
 	--data-binary "$CHAT"',"stream":true}' "http://127.0.0.1:$PORT/v1/chat/completions"
 wait "$procpid"
@@ -398,15 +389,15 @@ shape "$TMP/out.json" llamacpp_health_loading.json "loading /health"
 
 # every simulator still running shuts down cleanly on SIGTERM (under ASan this
 # also checks that nothing leaked)
-for p in "${PIDS[@]}"; do
+for p in "${CHAIN_PIDS[@]}"; do
 	[ "$p" = "$procpid" ] && continue
 	kill -TERM "$p" 2>/dev/null
 	wait "$p"
 	rc=$?
 	[ "$rc" = 0 ] || fail "simulator $p exited $rc on SIGTERM"
 done
-PIDS=()
-for f in "$TMP"/*.err; do
+CHAIN_PIDS=()
+for f in "$TMP"/sim-*.log; do
 	if grep -q 'ERROR: \(Address\|Leak\|Undefined\)Sanitizer\|runtime error' "$f"; then
 		fail "sanitizer report in $(basename "$f")"; cat "$f"
 	fi

@@ -117,13 +117,11 @@ static void test_advertised_ranges(void **state)
 	assert_int_equal(heartbeat(&wide, &node, "0.0.0.0", 8421, MODEL), 403);
 	/* a bad --allow-addresses entry stops the coordinator at start */
 	{
-		char data[400], log[400];
-		const char *argv[] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
-			"--data-dir", data, "--allow-addresses", "10.0.0.0/33", NULL };
+		static const char *const args[] = { "--allow-addresses", "10.0.0.0/33", NULL };
+		char data[400];
 		harness_proc bad;
 		snprintf(data, sizeof(data), "%s/bad", tmp);
-		snprintf(log, sizeof(log), "%s/bad.log", tmp);
-		assert_int_equal(harness_start(&bad, argv, log, "coordinator_started", 3000), -1);
+		assert_int_equal(harness_start_coordinator(&bad, data, args), -1);
 		harness_stop(&bad, SIGTERM);
 		assert_true(harness_log_contains(&bad, "--allow-addresses"));
 	}
@@ -192,9 +190,8 @@ static int setup(void **state)
 	static const char *const credits[] = { "--starter-credits", "1000000", NULL };
 	static const char *const wide_args[] = { "--allow-addresses",
 		"192.168.0.0/16, 10.1.2.3", "--allow-addresses", "203.0.113.0/24", NULL };
+	static const char *const up_args[] = { "--threads", "2", "--first-byte-timeout", "5", NULL };
 	char log[400], home[400], data[400];
-	const char *argv[16];
-	int i = 0;
 
 	(void)state;
 	if (sodium_init() < 0)
@@ -205,13 +202,11 @@ static int setup(void **state)
 	assert_int_equal(wenv_start_coordinator(&coord, tmp, "coord", 0, credits), 0);
 	/* every interface: loopback is then not a node address */
 	snprintf(data, sizeof(data), "%s/wide", tmp);
-	snprintf(log, sizeof(log), "%s/wide.log", tmp);
 	{
-		const char *wargv[] = { harness_troop(), "coordinator", "--listen", "0.0.0.0:0",
-			"--data-dir", data, "--threads", "1", wide_args[0], wide_args[1],
-			wide_args[2], wide_args[3], "--allow-addresses", "224.0.0.0/4,0.0.0.0/8", NULL };
-		wenv_track(&wide);
-		assert_int_equal(harness_start(&wide, wargv, log, "coordinator_started", 10000), 0);
+		const char *wargs[] = { "--listen", "0.0.0.0:0", "--threads", "1", wide_args[0],
+			wide_args[1], wide_args[2], wide_args[3],
+			"--allow-addresses", "224.0.0.0/4,0.0.0.0/8", NULL };
+		assert_int_equal(harness_start_coordinator(&wide, data, wargs), 0);
 	}
 	snprintf(log, sizeof(log), "%s/sim.log", tmp);
 	assert_int_equal(wenv_start_sim(&sim, log, NULL), 0);
@@ -221,31 +216,14 @@ static int setup(void **state)
 
 	snprintf(home, sizeof(home), "%s/up-home", tmp);
 	snprintf(log, sizeof(log), "%s/up.log", tmp);
-	setenv("TROOP_HOME", home, 1);
-	argv[i++] = harness_troop();
-	argv[i++] = "up";
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	argv[i++] = "--coordinator";
-	argv[i++] = coord.url;
-	argv[i++] = "--threads";
-	argv[i++] = "2";
-	argv[i++] = "--first-byte-timeout";
-	argv[i++] = "5";
-	argv[i] = NULL;
-	wenv_track(&up);
-	assert_int_equal(harness_start(&up, argv, log, "client_started", 10000), 0);
+	assert_int_equal(harness_start_up(&up, home, log, coord.url, up_args), 0);
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	harness_stop(&up, SIGTERM);
-	harness_stop(&w, SIGTERM);
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&wide, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();  /* troop up, the worker, the simulator, the coordinators */
 	curl_global_cleanup();
 	return 0;
 }
@@ -257,10 +235,6 @@ int main(void)
 		cmocka_unit_test(test_up_never_calls_itself),
 		cmocka_unit_test(test_401_is_failed_over),
 	};
-	int failed = cmocka_run_group_tests(tests, setup, teardown);
-
-	wenv_stop_all();
-	if (failed == 0)
-		wenv_rmtree(tmp);
-	return failed;
+	/* the harness stops what is left and removes tmp at exit */
+	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -230,22 +230,15 @@ static void test_huge_exp_refused(void **state)
 
 static int setup(void **state)
 {
-	char keypath[400], log[400], flag[450];
-	const char *cargs[2];
+	char log[400];
 
 	(void)state;
 	if (sodium_init() < 0)
 		return -1;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(keypath, sizeof(keypath), "%s/ticket.key", tmp);
-	identity_generate(&ckey);
-	assert_int_equal(identity_save(&ckey, keypath), 0);
 	identity_generate(&user);
-	snprintf(flag, sizeof(flag), "--ticket-key=%s", keypath);
-	cargs[0] = flag;
-	cargs[1] = NULL;
-	assert_int_equal(wenv_start_coordinator(&coord, tmp, "coord", 0, cargs), 0);
+	assert_int_equal(wenv_start_ticket_coordinator(&coord, &ckey, tmp), 0);
 	snprintf(log, sizeof(log), "%s/sim.log", tmp);
 	assert_int_equal(wenv_start_sim(&sim, log, NULL), 0);
 	start_worker();
@@ -254,17 +247,12 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	int st, rc = 0;
+	int rc = 0;
 
 	(void)state;
-	/* a clean exit (0) also means no sanitizer report in ASan builds */
-	st = harness_stop(&w, SIGTERM);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		harness_dump_log(&w);
+	if (wenv_stop_clean(&w) != 0)
 		rc = -1;
-	}
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	identity_wipe(&ckey);
 	curl_global_cleanup();
 	return rc;
@@ -277,10 +265,6 @@ int main(void)
 		cmocka_unit_test(test_case_variant_model_refused),
 		cmocka_unit_test(test_replay_after_restart),
 	};
-	int failed = cmocka_run_group_tests(tests, setup, teardown);
-
-	wenv_stop_all();
-	if (failed == 0)
-		wenv_rmtree(tmp);
-	return failed;
+	/* the harness stops what is left and removes tmp at exit */
+	return cmocka_run_group_tests(tests, setup, teardown);
 }

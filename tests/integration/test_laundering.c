@@ -253,7 +253,7 @@ static void test_ring(void **state)
 static int setup(void **state)
 {
 	static char adminflag[64], capflag[32];
-	char data[280], log[300];
+	char data[280];
 
 	(void)state;
 	if (sodium_init() < 0)
@@ -270,24 +270,17 @@ static int setup(void **state)
 		identity_generate(&ring[i]);
 	harness_tmpdir(tmp, sizeof(tmp));
 	snprintf(data, sizeof(data), "%s/coord", tmp);
-	snprintf(log, sizeof(log), "%s/coord.log", tmp);
 	snprintf(adminflag, sizeof(adminflag), "%s", admin.id);
 	snprintf(capflag, sizeof(capflag), "%d", DAILY_CAP);
 	if (harness_backend_pg())
 		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
-	const char *argv[40] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
-		"--data-dir", data, "--allow-unverified", "--starter-credits", "3600",
+	const char *args[] = { "--allow-unverified", "--starter-credits", "3600",
 		"--ticket-ttl", "300", "--threads", "2", "--admin", adminflag,
 		"--establish-age", "0", "--establish-payers", "2", "--trial-daily-cap", capflag,
-		"--pending-interval", "1" };
-	int argc = 0;
-	while (argv[argc])
-		argc++;
-	harness_backend_args(argv, &argc);
-	argv[argc] = NULL;
-	if (harness_start(&coord, argv, log, "coordinator_started", 10000) != 0)
+		"--pending-interval", "1", NULL };
+	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	if (ledger_open(&led, dbpath) != 0)
 		return -1;

@@ -34,28 +34,11 @@ command -v psql >/dev/null || { echo "FAIL: psql is not installed (postgresql-cl
 ITEST=$TROOP_BUILD_DIR/tests/itest_test_multi_coord
 [ -x "$ITEST" ] || { echo "FAIL: $ITEST is not built (cmocka is needed)"; exit 1; }
 . "$src/tests/integration/troop_chain.sh"
-chain_init
+chain_init troop-multi
 ok() { echo "ok: $*"; }
 
-# the servers; as root PostgreSQL runs as user postgres, which must reach DIR
-tmpbase=${TMPDIR:-/tmp}
-[ "$(id -u)" -eq 0 ] && tmpbase=/tmp
-SVC=$(mktemp -d "$tmpbase/troop-multi-XXXXXX") || exit 1
-stop_services() {
-	"$src/tests/pg/stop-services.sh" "$SVC" >/dev/null 2>&1
-	if [ "$CHAIN_FAILS" -gt 0 ]; then
-		for log in "$SVC/pg/server.log" "$SVC/redis/server.log"; do
-			[ -f "$log" ] && { echo "--- $log (tail)"; tail -15 "$log"; }
-		done
-	fi
-	rm -rf "$SVC"
-}
-trap 'chain_cleanup; stop_services' EXIT
-if ! env_out=$("$src/tests/pg/start-services.sh" "$SVC"); then
-	echo "FAIL: could not start PostgreSQL and Redis (reason above)"
-	exit 1
-fi
-eval "$env_out"
+chain_services
+chain_at_exit '[ "$CHAIN_FAILS" -gt 0 ] && chain_services_logs'
 DB=troop_multi_$$
 psql -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "CREATE DATABASE $DB" >/dev/null ||
 	{ echo "FAIL: could not create database $DB"; exit 1; }
@@ -76,13 +59,13 @@ body() { printf '{"model":"%s","stream":false,"messages":[{"role":"user","conten
 chain_coordinator --database-url "$DB_URL" --registry-url "$REG_URL" --node-ttl $NODE_TTL \
 	--threads 2
 COORD_A=$COORD_URL
-PID_A=${CHAIN_PIDS[-1]}
-LOG_A=$CHAIN_TMP/coordinator1.log
+PID_A=$COORD_PID
+LOG_A=$COORD_LOG
 chain_coordinator --database-url "$DB_URL" --registry-url "$REG_URL" --node-ttl $NODE_TTL \
 	--threads 2
 COORD_B=$COORD_URL
-PID_B=${CHAIN_PIDS[-1]}
-LOG_B=$CHAIN_TMP/coordinator2.log
+PID_B=$COORD_PID
+LOG_B=$COORD_LOG
 for log in "$LOG_A" "$LOG_B"; do
 	grep -q "coordinator_started.*ledger=postgres registry=redis" "$log" ||
 		chain_fail "$(basename "$log"): not on postgres+redis: $(grep coordinator_started "$log")"
@@ -103,20 +86,20 @@ DB2=troop_multi_together_$$
 psql -q -v ON_ERROR_STOP=1 "${DB_URL%/*}/postgres" -c "CREATE DATABASE $DB2" >/dev/null ||
 	chain_fail "could not create database $DB2"
 TOGETHER=()
+TOGETHER_LOGS=()
 for k in 1 2 3; do
-	"$TROOP" coordinator --listen 127.0.0.1:0 --data-dir "$CHAIN_TMP/together$k" --threads 1 \
-		--database-url "${DB_URL%/*}/$DB2" --registry-url "$REDIS_URL_BASE/0?prefix=together$$:" \
-		>"$CHAIN_TMP/together$k.log" 2>&1 &
-	TOGETHER+=($!)
-	CHAIN_PIDS+=($!)
+	CHAIN_VERIFY=1 chain_coordinator_bg --threads 1 --database-url "${DB_URL%/*}/$DB2" \
+		--registry-url "$REDIS_URL_BASE/0?prefix=together$$:"
+	TOGETHER+=("$COORD_PID")
+	TOGETHER_LOGS+=("$COORD_LOG")
 done
 KIDS=
-for k in 1 2 3; do
-	chain_port_from_log "$CHAIN_TMP/together$k.log" coordinator_started "${TOGETHER[$((k - 1))]}" \
-		>/dev/null || chain_fail "coordinator $k of 3 started together did not start"
-	KIDS="$KIDS $(sed -n 's/.*coordinator_started.* kid=\([^ ]*\).*/\1/p' "$CHAIN_TMP/together$k.log")"
+for k in 0 1 2; do
+	chain_wait_port "${TOGETHER_LOGS[$k]}" coordinator_started "${TOGETHER[$k]}" \
+		>/dev/null || chain_fail "coordinator $((k + 1)) of 3 started together did not start"
+	KIDS="$KIDS $(sed -n 's/.*coordinator_started.* kid=\([^ ]*\).*/\1/p' "${TOGETHER_LOGS[$k]}")"
 done
-for p in "${TOGETHER[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+for p in "${TOGETHER[@]}"; do chain_stop "$p"; done
 if [ "$(echo $KIDS | tr ' ' '\n' | sort -u | wc -l)" = 1 ] && [ "$(echo $KIDS | wc -w)" = 3 ]; then
 	ok "three coordinators started together on a fresh database share one key ($KIDS )"
 else
@@ -193,10 +176,10 @@ python3 -c 'import json,sys; b=json.loads(sys.argv[1]); assert b["reserved_secon
 # ---- the two coordinators, driven directly -------------------------------------------------
 export TROOP_TEST_COORD_A=$COORD_A TROOP_TEST_COORD_B=$COORD_B
 export TROOP_TEST_DATABASE_URL=$DB_URL
-export TROOP_TEST_PG_STOP="'$src/tests/pg/stop-services.sh' '$SVC' pg"
-export TROOP_TEST_PG_START="'$src/tests/pg/start-services.sh' --only pg '$SVC' >/dev/null"
-export TROOP_TEST_REDIS_STOP="'$src/tests/pg/stop-services.sh' '$SVC' redis"
-export TROOP_TEST_REDIS_START="'$src/tests/pg/start-services.sh' --only redis '$SVC' >/dev/null"
+export TROOP_TEST_PG_STOP="'$src/tests/pg/stop-services.sh' '$SVC_DIR' pg"
+export TROOP_TEST_PG_START="'$src/tests/pg/start-services.sh' --only pg '$SVC_DIR' >/dev/null"
+export TROOP_TEST_REDIS_STOP="'$src/tests/pg/stop-services.sh' '$SVC_DIR' redis"
+export TROOP_TEST_REDIS_START="'$src/tests/pg/start-services.sh' --only redis '$SVC_DIR' >/dev/null"
 export TROOP_TEST_WATCH_NODE=$WORKER
 export TROOP_TEST_WATCH_WITHIN_S=$((INTERVAL + 2))
 

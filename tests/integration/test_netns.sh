@@ -24,22 +24,16 @@ ip netns del "troop-probe-$$"
 
 P="t$$"            # namespace prefix, unique per run
 HUB="$P-hub"
-tmp=$(mktemp -d)
-pids=()
+. "$(dirname "$0")/troop_chain.sh"
+chain_init troop-netns
+tmp=$CHAIN_TMP
 fail() {
-	echo "FAIL: $*"
+	chain_fail "$*"
 	for f in "$tmp"/*.log; do echo "== $f"; tail -n 25 "$f"; done
 	exit 1
 }
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	sleep 0.3
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	for ns in coord w1 w2 client; do ip netns del "$P-$ns" 2>/dev/null; done
-	ip netns del "$HUB" 2>/dev/null
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+chain_at_exit 'for ns in coord w1 w2 client; do ip netns del "$P-$ns" 2>/dev/null; done
+	ip netns del "$HUB" 2>/dev/null'
 
 ip netns add "$HUB"
 ip -n "$HUB" link add br0 type bridge
@@ -65,33 +59,31 @@ host client 100.64.0.20 eth0
 COORD=http://100.64.0.1:8420
 
 # bg NS NAME CMD...: run CMD in namespace NS with its log in $tmp/NAME.log
+# (and TROOP_HOME=$tmp/home-NAME for a troop command)
 bg() {
-	local ns="$P-$1" name=$2; shift 2
-	ip netns exec "$ns" "$@" >"$tmp/$name.log" 2>&1 &
-	pids+=($!)
-	LAST=$!
+	local ns="$P-$1" name=$2 home=
+	shift 2
+	[ "$1" = "$BIN" ] && home=$tmp/home-$name
+	CHAIN_WRAP="ip netns exec $ns" chain_spawn "$tmp/$name.log" "$home" "$@"
+	LAST=$CHAIN_PID
 }
 wait_log() { # wait_log FILE PATTERN
 	for _ in $(seq 1 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
 	return 1
 }
 
-bg coord coordinator "$BIN" coordinator --listen 0.0.0.0:8420 --data-dir "$tmp/coord" \
-	--allow-unverified --node-ttl 6
-wait_log "$tmp/coordinator.log" coordinator_started || fail "coordinator did not start"
+# the coordinator on 0.0.0.0:8420 of its host (the port the workers are told)
+CHAIN_WRAP="ip netns exec $P-coord" chain_coordinator --listen 0.0.0.0:8420 --node-ttl 6
 for w in w1 w2; do
 	bg $w sim-$w "$SIM" --listen 127.0.0.1:11434 --tokens-per-second 50
 	wait_log "$tmp/sim-$w.log" "listening on" || fail "simulator in $w did not start"
-	mkdir -p "$tmp/home-$w"
-	bg $w worker-$w env TROOP_HOME="$tmp/home-$w" "$BIN" worker --coordinator "$COORD" \
-		--listen 0.0.0.0:8421 --donate always
+	bg $w $w "$BIN" worker --coordinator "$COORD" --listen 0.0.0.0:8421 --donate always
 	eval "PID_$w=\$LAST"
-	wait_log "$tmp/worker-$w.log" worker_started || fail "worker $w did not start"
+	wait_log "$tmp/$w.log" worker_started || fail "worker $w did not start"
 done
-mkdir -p "$tmp/home-client"
-bg client up env TROOP_HOME="$tmp/home-client" "$BIN" up --coordinator "$COORD" \
-	--listen 127.0.0.1:9000 --first-byte-timeout 5
-wait_log "$tmp/up.log" client_started || fail "troop up did not start"
+bg client client "$BIN" up --coordinator "$COORD" --listen 127.0.0.1:9000 \
+	--first-byte-timeout 5
+wait_log "$tmp/client.log" client_started || fail "troop up did not start"
 
 inclient() { ip netns exec "$P-client" env TROOP_HOME="$tmp/home-client" "$@"; }
 
@@ -169,12 +161,12 @@ n=0
 while [ $n -lt 12 ]; do
 	n=$((n + 1))
 	text=$(chat) || fail "request $n after killing $victim failed"
-	grep -q "failover" "$tmp/up.log" && break
+	grep -q "failover" "$tmp/client.log" && break
 done
-grep -q "failover" "$tmp/up.log" || fail "no request was routed to the dead worker in $n tries"
+grep -q "failover" "$tmp/client.log" || fail "no request was routed to the dead worker in $n tries"
 c=$(ip netns exec "$P-$other" curl -s http://127.0.0.1:11434/sim/stats |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["chat_requests"])')
 [ "$c" -ge "$n" ] || fail "the surviving worker served $c requests of $n"
 echo "ok: failover to $other after $victim's host died ($n requests, all served)"
-grep "failover" "$tmp/up.log" | head -1
+grep "failover" "$tmp/client.log" | head -1
 echo "netns: all checks passed"

@@ -24,29 +24,17 @@ for b in "${bins[@]}"; do
   fi
 done
 
-# as root the database runs as user postgres, which must reach the directory
-tmpbase=${TMPDIR:-/tmp}
-[[ $(id -u) -eq 0 ]] && tmpbase=/tmp
-dir=$(mktemp -d "$tmpbase/troop-pg-XXXXXX") || exit 1
-cleanup() {
-  "$src/tests/pg/stop-services.sh" "$dir" >/dev/null 2>&1
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-if ! env_out=$("$src/tests/pg/start-services.sh" "$dir"); then
-  echo "FAIL: could not start PostgreSQL and Redis for the pg tests (reason above)" >&2
-  exit 1
-fi
-eval "$env_out"
+. "$src/tests/integration/troop_chain.sh"
+CHAIN_NO_BUILD=1 chain_init troop-pg
+chain_services
 echo "services: $DATABASE_URL $REDIS_URL"
 
 export TROOP_TEST_LEDGER_URL=$DATABASE_URL
 export TROOP_TEST_REGISTRY_URL=$REDIS_URL
-export TROOP_TEST_PG_STOP="'$src/tests/pg/stop-services.sh' '$dir' pg"
-export TROOP_TEST_PG_START="'$src/tests/pg/start-services.sh' --only pg '$dir' >/dev/null"
-export TROOP_TEST_REDIS_STOP="'$src/tests/pg/stop-services.sh' '$dir' redis"
-export TROOP_TEST_REDIS_START="'$src/tests/pg/start-services.sh' --only redis '$dir' >/dev/null"
+export TROOP_TEST_PG_STOP="'$src/tests/pg/stop-services.sh' '$SVC_DIR' pg"
+export TROOP_TEST_PG_START="'$src/tests/pg/start-services.sh' --only pg '$SVC_DIR' >/dev/null"
+export TROOP_TEST_REDIS_STOP="'$src/tests/pg/stop-services.sh' '$SVC_DIR' redis"
+export TROOP_TEST_REDIS_START="'$src/tests/pg/start-services.sh' --only redis '$SVC_DIR' >/dev/null"
 
 failed=()
 for b in "${bins[@]}"; do
@@ -62,9 +50,7 @@ done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAIL: ${failed[*]}" >&2
-  for log in "$dir/pg/server.log" "$dir/redis/server.log"; do
-    [[ -f $log ]] && { echo "--- $log (tail)"; tail -20 "$log"; }
-  done
+  chain_services_logs
   exit 1
 fi
 echo "all pg backend tests passed"

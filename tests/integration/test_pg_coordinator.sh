@@ -29,21 +29,9 @@ for b in "${suites[@]}"; do
 done
 command -v psql >/dev/null 2>&1 || { echo "FAIL: psql not found (package postgresql-client)" >&2; exit 1; }
 
-# as root the database runs as user postgres, which must reach the directory
-tmpbase=${TMPDIR:-/tmp}
-[[ $(id -u) -eq 0 ]] && tmpbase=/tmp
-dir=$(mktemp -d "$tmpbase/troop-pgc-XXXXXX") || exit 1
-cleanup() {
-  "$src/tests/pg/stop-services.sh" "$dir" >/dev/null 2>&1
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-if ! env_out=$("$src/tests/pg/start-services.sh" "$dir"); then
-  echo "FAIL: could not start PostgreSQL and Redis (reason above)" >&2
-  exit 1
-fi
-eval "$env_out"
+. "$src/tests/integration/troop_chain.sh"
+CHAIN_NO_BUILD=1 chain_init troop-pgc
+chain_services
 base_db=$DATABASE_URL
 base_redis=$REDIS_URL
 # the suites' coordinators get the servers only through the flags
@@ -80,9 +68,7 @@ done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "FAIL: ${failed[*]}" >&2
-  for log in "$dir/pg/server.log" "$dir/redis/server.log"; do
-    [[ -f $log ]] && { echo "--- $log (tail)"; tail -20 "$log"; }
-  done
+  chain_services_logs
   exit 1
 fi
 echo "all coordinator suites passed on PostgreSQL and Redis"

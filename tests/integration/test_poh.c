@@ -54,9 +54,8 @@ static http_client *http;
 
 static void start(harness_proc *p, const char *name, const char *ttl, const char *rounds)
 {
-	char data[300], log[300];
-	const char *argv[40] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
-	    "--data-dir", data, "--threads", "2",
+	char data[300];
+	const char *args[] = { "--threads", "2",
 	    "--poh-cpu-matrix-size", "256", "--poh-cpu-rounds", rounds,
 	    "--poh-matrix-size", "256", "--poh-rounds", "8",
 	    "--poh-samples", "16", "--poh-reference-ops", "1e10",
@@ -66,17 +65,10 @@ static void start(harness_proc *p, const char *name, const char *ttl, const char
 	    "--poh-min-node-age", "0", "--poh-address-limit", "0",
 	    /* a fast CPU earns a multiplier up to 20: a fresh user must afford
 	     * 300 s at that price (the default 3600 credits do not) */
-	    "--starter-credits", "100000" };
-	int argc = 0;
-
-	while (argv[argc])
-		argc++;
-	harness_backend_args(argv, &argc);
-	argv[argc] = NULL;
+	    "--starter-credits", "100000", NULL };
 
 	snprintf(data, sizeof(data), "%s/%s", tmp, name);
-	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
-	assert_int_equal(harness_start(p, argv, log, "coordinator_started", 10000), 0);
+	assert_int_equal(harness_start_coordinator(p, data, args), 0);
 }
 
 static double mono_ms(void)
@@ -788,8 +780,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	http_client_free(http);
-	harness_stop(&coord, SIGTERM);
-	harness_stop(&coord_short, SIGTERM);
+	harness_stop_all();
 	curl_global_cleanup();
 	return 0;
 }

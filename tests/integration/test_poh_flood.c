@@ -446,24 +446,21 @@ static void test_challenge_limits(void **state)
 
 static int start(harness_proc *p, const char *name, const char *const *extra)
 {
-	char data[300], log[300];
-	const char *argv[48] = { harness_troop(), "coordinator", "--listen", "127.0.0.1:0",
-	    "--data-dir", data, "--threads", "2", "--allow-unverified",
+	char data[300];
+	const char *args[48] = { "--threads", "2", "--allow-unverified",
 	    "--starter-credits", "1000000000", "--reserve-seconds", "1",
 	    "--poh-matrix-size", "2048", "--poh-rounds", "32", "--poh-samples", "16",
 	    "--poh-cpu-matrix-size", "64", "--poh-cpu-rounds", "8",
 	    "--poh-rate-limit", "600" };
 	int argc = 0;
 
-	while (argv[argc])
+	while (args[argc])
 		argc++;
-	for (int i = 0; extra[i]; i++)
-		argv[argc++] = extra[i];
-	harness_backend_args(argv, &argc);
-	argv[argc] = NULL;
+	for (int i = 0; extra[i] && argc < 47; i++)
+		args[argc++] = extra[i];
+	args[argc] = NULL;
 	snprintf(data, sizeof(data), "%s/%s", tmp, name);
-	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
-	return harness_start(p, argv, log, "coordinator_started", 10000);
+	return harness_start_coordinator(p, data, args);
 }
 
 static int setup(void **state)

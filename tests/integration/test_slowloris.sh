@@ -18,12 +18,7 @@ chain_init
 ulimit -n 16384 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # the coordinator with a low open-file limit (soft and hard)
-(ulimit -n 2048 && ulimit -Hn 2048 && exec "$TROOP" coordinator --listen 127.0.0.1:0 \
-	--data-dir "$CHAIN_TMP/coordinator" --allow-unverified) >"$CHAIN_TMP/coordinator.log" 2>&1 &
-CHAIN_PIDS+=($!)
-COORD_PID=$!
-port=$(chain_port_from_log "$CHAIN_TMP/coordinator.log" coordinator_started $COORD_PID) || exit 1
-COORD_URL=http://127.0.0.1:$port
+CHAIN_WRAP="prlimit --nofile=2048:2048 --" chain_coordinator
 
 chain_sim a
 chain_worker w1 "vllm=http://127.0.0.1:$SIM_PORT" --donate always
@@ -53,19 +48,19 @@ stall() {
 	[ "$worst" -lt 100 ] || chain_fail "$name: /health from 127.0.0.2 took $worst ms (want < 100)"
 	wait $spid
 }
-stall coordinator "$port"
-grep -q "conn_limit" "$CHAIN_TMP/coordinator.log" || chain_fail "no conn_limit line in the log"
-n=$(grep -c "conn_limit" "$CHAIN_TMP/coordinator.log")
+stall coordinator "$COORD_PORT"
+grep -q "conn_limit" "$COORD_LOG" || chain_fail "no conn_limit line in the log"
+n=$(grep -c "conn_limit" "$COORD_LOG")
 [ "$n" -le 5 ] || chain_fail "$n conn_limit log lines: want them rate-limited"
 # out of descriptors, accept() must neither spin nor log each failure
-size=$(stat -c %s "$CHAIN_TMP/coordinator.log")
+size=$(stat -c %s "$COORD_LOG")
 [ "$size" -lt 1000000 ] || chain_fail "the coordinator wrote $size bytes of log during the stall"
 stall worker "$WORKER_PORT"
 stall up "$UP_PORT"
 
 echo "-- one byte a second"
 sleep 1         # the stalled connections are gone
-for target in "coordinator $port" "worker $WORKER_PORT" "up $UP_PORT"; do
+for target in "coordinator $COORD_PORT" "worker $WORKER_PORT" "up $UP_PORT"; do
 	set -- $target
 	python3 "$HERE/http_attack.py" trickle 127.0.0.1 "$2" >"$CHAIN_TMP/trickle-$1.out" 2>&1 &
 done
@@ -85,7 +80,7 @@ done
 
 chain_stop_clean "$UP_PID" "$CHAIN_TMP/up-main.log" "troop up"
 chain_stop_clean "$WORKER_PID" "$CHAIN_TMP/worker-w1.log" "worker"
-chain_stop_clean "$COORD_PID" "$CHAIN_TMP/coordinator.log" "coordinator"
+chain_stop_clean "$COORD_PID" "$COORD_LOG" "coordinator"
 
 [ "$CHAIN_FAILS" = 0 ] || exit 1
 echo "PASS"

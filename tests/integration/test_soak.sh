@@ -103,11 +103,9 @@ while IFS='=' read -r name pid; do BASE[$name]=$(rss "$pid"); done < <(procs)
 sleep $((DUR / 4))
 kill -TERM "$WPID_b"; wait "$WPID_b" 2>/dev/null
 echo "ok: worker b stopped (drained) at t=$((DUR / 2)) s"
-TROOP_HOME=$CHAIN_TMP/home-worker-b "$TROOP" worker --coordinator "$COORD_URL" \
-	--listen 127.0.0.1:0 --advertise 127.0.0.1 --engine "ollama=http://127.0.0.1:${SIMS[1]}" \
-	--name b --donate always --max-jobs 6 >>"$CHAIN_TMP/worker-b2.log" 2>&1 &
-CHAIN_PIDS+=($!)
-chain_port_from_log "$CHAIN_TMP/worker-b2.log" worker_started $! >/dev/null || chain_fail "worker b did not restart"
+# the same identity and name, a log of its own
+WORKER_HOME=$CHAIN_TMP/home-worker-b chain_worker b2 "ollama=http://127.0.0.1:${SIMS[1]}" \
+	--name b --donate always --max-jobs 6
 
 wait $LOAD
 cat "$CHAIN_TMP/load.out"

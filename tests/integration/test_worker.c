@@ -711,21 +711,14 @@ static int setup(void **state)
 	static const char *const slow_args[] = { "--tokens-per-second", "20", NULL };
 	static const char *const wa_args[] = { "--max-jobs", "64", NULL };
 	static const char *const ws_args[] = { "--max-jobs", "1", NULL };
-	char keypath[400], log[400], flag[450];
-	const char *cargs[2];
+	char log[400];
 
 	if (sodium_init() < 0)
 		return -1;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(keypath, sizeof(keypath), "%s/ticket.key", tmp);
-	identity_generate(&ckey);
-	assert_int_equal(identity_save(&ckey, keypath), 0);
 	identity_generate(&user);
-	snprintf(flag, sizeof(flag), "--ticket-key=%s", keypath);
-	cargs[0] = flag;
-	cargs[1] = NULL;
-	assert_int_equal(wenv_start_coordinator(&coord, tmp, "coord", 0, cargs), 0);
+	assert_int_equal(wenv_start_ticket_coordinator(&coord, &ckey, tmp), 0);
 	snprintf(log, sizeof(log), "%s/sim.log", tmp);
 	assert_int_equal(wenv_start_sim(&sim, log, NULL), 0);
 	snprintf(log, sizeof(log), "%s/sim-slow.log", tmp);
@@ -739,22 +732,13 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	int st, rc = 0;
+	int rc = 0;
 
-	/* a clean exit (0) also means no sanitizer report in ASan builds */
-	st = harness_stop(&wa, SIGTERM);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		harness_dump_log(&wa);
+	if (wenv_stop_clean(&wa) != 0)
 		rc = -1;
-	}
-	st = harness_stop(&ws, SIGTERM);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-		harness_dump_log(&ws);
+	if (wenv_stop_clean(&ws) != 0)
 		rc = -1;
-	}
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&slow_sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();  /* the simulators and the coordinator */
 	identity_wipe(&ckey);
 	curl_global_cleanup();
 	return rc;
@@ -774,10 +758,6 @@ int main(void)
 		cmocka_unit_test(test_max_jobs_429),
 	};
 
-	int failed = cmocka_run_group_tests(tests, setup, teardown);
-
-	wenv_stop_all();
-	if (failed == 0)
-		wenv_rmtree(tmp);
-	return failed;
+	/* the harness stops what is left and removes tmp at exit */
+	return cmocka_run_group_tests(tests, setup, teardown);
 }

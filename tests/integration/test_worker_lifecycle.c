@@ -367,9 +367,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	harness_stop(&sim, SIGTERM);
-	harness_stop(&slow_sim, SIGTERM);
-	harness_stop(&coord, SIGTERM);
+	harness_stop_all();
 	curl_global_cleanup();
 	return 0;
 }
@@ -383,10 +381,6 @@ int main(void)
 		cmocka_unit_test(test_receipts_spooled_and_resent),
 	};
 
-	int failed = cmocka_run_group_tests(tests, setup, teardown);
-
-	wenv_stop_all();
-	if (failed == 0)
-		wenv_rmtree(tmp);
-	return failed;
+	/* the harness stops what is left and removes tmp at exit */
+	return cmocka_run_group_tests(tests, setup, teardown);
 }

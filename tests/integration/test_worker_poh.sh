@@ -7,12 +7,7 @@
 set -u
 . "$(dirname "$0")/troop_chain.sh"
 chain_init
-log=$CHAIN_TMP/coordinator.log
-"$TROOP" coordinator --listen 127.0.0.1:0 --data-dir "$CHAIN_TMP/coord" \
-	--poh-rate-limit 1 --poh-min-node-age 0 >"$log" 2>&1 &
-CHAIN_PIDS+=($!)
-port=$(chain_port_from_log "$log" coordinator_started $!) || exit 1
-COORD_URL=http://127.0.0.1:$port
+CHAIN_VERIFY=1 chain_coordinator --poh-rate-limit 1 --poh-min-node-age 0
 chain_sim a
 chain_worker a "ollama=http://127.0.0.1:$SIM_PORT" --donate always --poh-device cpu
 NODE=$(TROOP_HOME=$CHAIN_TMP/home-worker-a "$TROOP" id)

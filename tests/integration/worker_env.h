@@ -1,15 +1,14 @@
 /*
  * worker_env.h - helpers shared by the worker integration tests: start the
  * engine simulator, a coordinator and workers as real processes on
- * loopback, get real tickets from /authorize, read /sim/stats and /peers.
- * Header-only (static inline) so each test program takes what it uses.
+ * loopback with the worker tests' defaults (the starting, tracking and
+ * clean-up are harness.h's), get real tickets from /authorize, read
+ * /sim/stats and /peers.  Header-only (static inline) so each test
+ * program takes what it uses.
  */
 #ifndef TROOP_TEST_WORKER_ENV_H
 #define TROOP_TEST_WORKER_ENV_H
 
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,177 +22,104 @@
 #include "http_client.h"
 #include "identity.h"
 
-/* Processes a test started and must not outlive the program, even when
- * an assertion jumps out of the test: stopped by wenv_stop_all. */
-#define WENV_MAX_TRACKED 32
-static inline harness_proc **wenv_tracked(void)
-{
-	static harness_proc *list[WENV_MAX_TRACKED];
-
-	return list;
-}
-
+/* Track a process started with harness_start (harness_track). */
 static inline void wenv_track(harness_proc *p)
 {
-	harness_proc **l = wenv_tracked();
-
-	for (int i = 0; i < WENV_MAX_TRACKED; i++)
-		if (l[i] == p || l[i] == NULL) {
-			l[i] = p;
-			return;
-		}
+	harness_track(p);
 }
 
+/* Stop every process the test started (harness_stop_all). */
 static inline void wenv_stop_all(void)
 {
-	harness_proc **l = wenv_tracked();
-
-	for (int i = WENV_MAX_TRACKED - 1; i >= 0; i--)
-		if (l[i] && l[i]->pid > 0)
-			harness_stop(l[i], SIGTERM);
+	harness_stop_all();
 }
 
-/* build/engine-sim. */
 static inline const char *wenv_sim_path(void)
 {
-	static char path[512];
-	const char *b = getenv("TROOP_BUILD_DIR");
-
-	snprintf(path, sizeof(path), "%s/engine-sim", b && *b ? b : "./build");
-	return path;
+	return harness_sim_path();
 }
 
 static inline char *wenv_read_file(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	char *buf;
-	long n;
-
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	buf = calloc(1, (size_t)n + 1);
-	if (buf && n > 0 && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
+	return harness_read_file(path);
 }
 
 /* Start engine-sim on 127.0.0.1:0 with `extra` arguments (NULL-terminated,
- * may be NULL); its port comes from its "listening on HOST:PORT" line. */
+ * may be NULL); see harness_start_sim. */
 static inline int wenv_start_sim(harness_proc *p, const char *log, const char *const *extra)
 {
-	const char *argv[24];
-	int i = 0;
-
-	memset(p, 0, sizeof(*p));
-	snprintf(p->log, sizeof(p->log), "%s", log);
-	wenv_track(p);
-	argv[i++] = wenv_sim_path();
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	for (int k = 0; extra && extra[k] && i < 22; k++)
-		argv[i++] = extra[k];
-	argv[i] = NULL;
-	p->pid = fork();
-	if (p->pid < 0)
-		return -1;
-	if (p->pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-			close(fd);
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	for (int waited = 0; waited < 10000; waited += 10) {
-		char *s = wenv_read_file(log);
-		char *m = s ? strstr(s, "listening on ") : NULL;
-		char *nl = m ? strchr(m, '\n') : NULL;
-		if (nl) {
-			char *colon = m;
-			for (char *q = m; q < nl; q++)
-				if (*q == ':')
-					colon = q;
-			p->port = atoi(colon + 1);
-			snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%d", p->port);
-			free(s);
-			return p->port > 0 ? 0 : -1;
-		}
-		free(s);
-		harness_sleep_ms(10);
-	}
-	harness_dump_log(p);
-	return -1;
+	return harness_start_sim(p, log, extra);
 }
 
-/* A coordinator on 127.0.0.1:`port` (0: any) with data in tmp/name. */
+/* A coordinator on 127.0.0.1:`port` (0: any) with data in tmp/name, one
+ * thread, nodes unverified. */
 static inline int wenv_start_coordinator(harness_proc *p, const char *tmp, const char *name,
     int port, const char *const *extra)
 {
-	char data[400], log[400], listen[64];
-	const char *argv[24];
+	char data[400], listen[64];
+	const char *args[40];
 	int i = 0;
 
 	snprintf(data, sizeof(data), "%s/%s", tmp, name);
-	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	argv[i++] = harness_troop();
-	argv[i++] = "coordinator";
-	argv[i++] = "--listen";
-	argv[i++] = listen;
-	argv[i++] = "--data-dir";
-	argv[i++] = data;
-	argv[i++] = "--threads";
-	argv[i++] = "1";
-	argv[i++] = "--allow-unverified";
-	for (int k = 0; extra && extra[k] && i < 22; k++)
-		argv[i++] = extra[k];
-	argv[i] = NULL;
-	wenv_track(p);
-	return harness_start(p, argv, log, "coordinator_started", 10000);
+	if (port > 0) {
+		args[i++] = "--listen";
+		args[i++] = listen;
+	}
+	args[i++] = "--threads";
+	args[i++] = "1";
+	args[i++] = "--allow-unverified";
+	for (int k = 0; extra && extra[k] && i < 39; k++)
+		args[i++] = extra[k];
+	args[i] = NULL;
+	return harness_start_coordinator(p, data, args);
 }
 
-/* A worker with TROOP_HOME tmp/name-home, serving the simulator at
- * sim_port as an Ollama engine (sim_port 0: the engines are in `extra`),
- * advertising 127.0.0.1. */
+/* A worker with TROOP_HOME tmp/name-home (log tmp/name-home.log), serving
+ * the simulator at sim_port as an Ollama engine (sim_port 0: the engines
+ * are in `extra`), advertising 127.0.0.1, without proof-of-hardware. */
 static inline int wenv_start_worker(harness_proc *p, const char *tmp, const char *name,
     const char *coord_url, int sim_port, const char *const *extra)
 {
-	char home[400], log[400], engine[128];
-	const char *argv[32];
-	int i = 0;
+	char home[400], engine[128];
+	const char *args[40] = { "--threads", "2", "--no-verify" };
+	int i = 3;
 
 	snprintf(home, sizeof(home), "%s/%s-home", tmp, name);
-	snprintf(log, sizeof(log), "%s/%s.log", tmp, name);
 	snprintf(engine, sizeof(engine), "ollama=http://127.0.0.1:%d", sim_port);
-	setenv("TROOP_HOME", home, 1);
-	argv[i++] = harness_troop();
-	argv[i++] = "worker";
-	argv[i++] = "--coordinator";
-	argv[i++] = coord_url;
-	argv[i++] = "--listen";
-	argv[i++] = "127.0.0.1:0";
-	if (sim_port > 0) {
-		argv[i++] = "--engine";
-		argv[i++] = engine;
-	}
-	argv[i++] = "--advertise";
-	argv[i++] = "127.0.0.1";
-	argv[i++] = "--threads";
-	argv[i++] = "2";
-	argv[i++] = "--no-verify";  /* proof-of-hardware has tests of its own */
-	for (int k = 0; extra && extra[k] && i < 30; k++)
-		argv[i++] = extra[k];
-	argv[i] = NULL;
-	wenv_track(p);
-	return harness_start(p, argv, log, "worker_started", 15000);
+	for (int k = 0; extra && extra[k] && i < 39; k++)
+		args[i++] = extra[k];
+	args[i] = NULL;
+	return harness_start_worker(p, home, coord_url, sim_port > 0 ? engine : NULL, args);
+}
+
+/* A coordinator as wenv_start_coordinator (data tmp/coord) signing tickets
+ * with a fresh key, tmp/ticket.key, kept in *ckey (the worker tests make
+ * tickets of their own with it). */
+static inline int wenv_start_ticket_coordinator(harness_proc *p, troop_identity *ckey,
+    const char *tmp)
+{
+	char keypath[400], flag[450];
+	const char *cargs[] = { flag, NULL };
+
+	snprintf(keypath, sizeof(keypath), "%s/ticket.key", tmp);
+	identity_generate(ckey);
+	if (identity_save(ckey, keypath) != 0)
+		return -1;
+	snprintf(flag, sizeof(flag), "--ticket-key=%s", keypath);
+	return wenv_start_coordinator(p, tmp, "coord", 0, cargs);
+}
+
+/* SIGTERM; 0 when it exits with status 0 (in ASan builds: also no
+ * sanitizer report), else -1 with its log printed. */
+static inline int wenv_stop_clean(harness_proc *p)
+{
+	int st = harness_stop(p, SIGTERM);
+
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	harness_dump_log(p);
+	return -1;
 }
 
 /* The node id of the worker whose TROOP_HOME is tmp/name-home. */
@@ -394,16 +320,10 @@ static inline int wenv_count(const char *s, const char *needle)
 	return n;
 }
 
-static inline int wenv_rm_entry(const char *path, const struct stat *st, int flag,
-    struct FTW *ftw)
-{
-	return remove(path);
-}
-
-/* rm -rf dir (the test's temp directory, once everything passed). */
+/* rm -rf dir (harness_rmtree). */
 static inline void wenv_rmtree(const char *dir)
 {
-	nftw(dir, wenv_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	harness_rmtree(dir);
 }
 
 #endif
