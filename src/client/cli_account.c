@@ -41,8 +41,11 @@ int cmd_balance(int argc, char **argv)
 	int rc;
 
 	if (!cli_start(&c, &rc, "balance", "[--json] [--coordinator URL]",
-	    "Show your credits: the balance, what open jobs hold in reserve, and what is\n"
-	    "available to spend.  One credit is one second of a reference GPU.",
+	    "Show your credits: the balance, what open jobs hold in reserve, what is\n"
+	    "available to spend, the trial credits among it (starter credits: spendable,\n"
+	    "not transferable) and your nodes' pending earnings (spendable once the node\n"
+	    "is established; see docs/CREDITS.md).  One credit is one second of a\n"
+	    "reference GPU.",
 	    balance_opts, argc, argv, 0))
 		return rc;
 	if ((rc = cli_load_identity(&c)) != 0)
@@ -58,16 +61,24 @@ int cmd_balance(int argc, char **argv)
 		json_int_t bal = get_int(out, "balance_seconds");
 		json_int_t res = get_int(out, "reserved_seconds");
 		json_int_t avail = get_int(out, "available_seconds");
+		json_int_t trial = get_int(out, "trial_seconds");
+		json_int_t pend = get_int(out, "pending_seconds");
 		int w = digits(bal);
 		if (digits(res) > w)
 			w = digits(res);
 		if (digits(avail) > w)
 			w = digits(avail);
+		if (digits(pend) > w)
+			w = digits(pend);
 		printf("account    %s\n", c.id.id);
 		printf("balance    %*lld s  (%.2f h)\n", w, (long long)bal, (double)bal / 3600.0);
 		printf("reserved   %*lld s  (%.2f h)\n", w, (long long)res, (double)res / 3600.0);
 		printf("available  %*lld s  (%.2f h)\n", w, (long long)avail,
 		    (double)avail / 3600.0);
+		printf("trial      %*lld s  (%.2f h, starter credits among the above)\n", w,
+		    (long long)trial, (double)trial / 3600.0);
+		printf("pending    %*lld s  (%.2f h, earned, spendable once your node is "
+		    "established)\n", w, (long long)pend, (double)pend / 3600.0);
 	}
 	if (get_int(out, "reserved_seconds") > 0)
 		printf("\nReserved credits are held for jobs in flight; what a job does not use "
@@ -119,7 +130,15 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 	type = type ? type : "";
 	if (strcmp(type, "grant") == 0) {
 		snprintf(credits, clen, "+%lld", n);
-		snprintf(note, nlen, "starter credits");
+		snprintf(note, nlen, "%s (trial credits: spendable, not transferable)",
+		    reason && strcmp(reason, "invite") == 0 ? "invite code" : "starter credits");
+	} else if (strcmp(type, "mature") == 0) {
+		snprintf(credits, clen, "+%lld", n);
+		snprintf(note, nlen, "pending earnings released (%s)", reason ? reason : "");
+	} else if (strcmp(type, "forfeit") == 0) {
+		snprintf(credits, clen, "0");
+		snprintf(note, nlen, "pending earnings of %lld forfeited: failed audit (%s)", n,
+		    reason ? reason : "");
 	} else if (strcmp(type, "admin") == 0) {
 		snprintf(credits, clen, "+%lld", n);
 		snprintf(note, nlen, "granted by an operator%s%s", reason && *reason ? ": " : "",
@@ -138,9 +157,15 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 		snprintf(credits, clen, "0");
 		snprintf(note, nlen, "requester's unused hold of %lld returned", n);
 	} else if (strcmp(type, "settle") == 0 && mine_worker) {
-		snprintf(credits, clen, "+%lld", n);
+		long long pend = 0;
+		char part[64] = "";
+		if (reason && strncmp(reason, "pending=", 8) == 0)
+			pend = strtoll(reason + 8, NULL, 10);
+		if (pend > 0)
+			snprintf(part, sizeof(part), "; %lld paid with trial credits, pending", pend);
+		snprintf(credits, clen, "+%lld", n - pend);
 		snprintf(note, nlen, "earned serving for %s (1 credit per second x the node's "
-		    "multiplier, rounded up)%s", took, mine_req ? "; your own job" : "");
+		    "multiplier, rounded up)%s%s", took, mine_req ? "; your own job" : "", part);
 	} else if (strcmp(type, "settle") == 0) {
 		/* the charge comes out of the hold, already taken at reserve */
 		snprintf(credits, clen, "(-%lld)", n);

@@ -70,13 +70,25 @@ static void node_row(cli_row *r, const json_t *n, void *arg)
 	r->cells[4] = r->buf[4];
 	r->cells[5] = r->buf[5];
 	r->cells[6] = r->buf[6];
-	r->cells[7] = json_is_true(json_object_get(n, "verified")) ? "yes" : "no";
+	/* a proof verifies a node for its own class only */
+	const char *cls = json_string_value(json_object_get(n, "hardware_class"));
+	if (!json_is_true(json_object_get(n, "verified")))
+		snprintf(r->buf[7], sizeof(r->buf[7]), "no");
+	else if (cls && *cls)
+		snprintf(r->buf[7], sizeof(r->buf[7]), "yes (%.8s)", cls);
+	else
+		snprintf(r->buf[7], sizeof(r->buf[7]), "yes");
+	snprintf(r->buf[9], sizeof(r->buf[9]), "%lld",
+	    (long long)json_integer_value(json_object_get(n, "disputes")));
+	r->cells[7] = r->buf[7];
+	r->cells[8] = json_is_true(json_object_get(n, "established")) ? "yes" : "no";
+	r->cells[9] = r->buf[9];
 }
 
 int cmd_nodes(int argc, char **argv)
 {
-	static const char *const hdr[8] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
-		"LOAD", "MULT", "VERIFIED" };
+	static const char *const hdr[10] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
+		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES" };
 	const char *model;
 	char path[1024], empty[400];
 	json_t *out = NULL;
@@ -86,7 +98,10 @@ int cmd_nodes(int argc, char **argv)
 	if (!cli_start(&c, &rc, "nodes", "[--model MODEL] [--json] [--coordinator URL]",
 	    "List the live worker nodes: their address, status, models, load (jobs\n"
 	    "running / most at once), speed multiplier (credits a second of their\n"
-	    "time costs) and whether their hardware was verified.",
+	    "time costs), whether their hardware was verified (and for which class),\n"
+	    "whether they are established (their earnings from trial credits are\n"
+	    "spendable; docs/CREDITS.md) and their disputes (jobs they billed for more\n"
+	    "than their client saw).",
 	    nodes_opts, argc, argv, 0))
 		return rc;
 	model = config_str(c.cfg, "model");
@@ -114,7 +129,8 @@ int cmd_nodes(int argc, char **argv)
 	else
 		snprintf(empty, sizeof(empty), "No live nodes right now.  Start one with "
 		    "'troop worker'.");
-	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 8, hdr, 1u << 5 | 1u << 6,
+	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 10, hdr,
+	    1u << 5 | 1u << 6 | 1u << 9,
 	    empty, node_row, NULL)) != 0)
 		goto out;
 	rc = fflush(stdout) == 0 ? 0 : 1;

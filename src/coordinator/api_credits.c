@@ -4,15 +4,26 @@
  *   GET  /users/{account}/balance       signed by that account
  *   GET  /users/{account}/transactions  signed by that account
  *   POST /admin/grant                   signed by an admin key
+ *   POST /admin/invites                 signed by an admin key: a new invite code
+ *   POST /invites/redeem                signed by the redeeming account
  *
  * /authorize picks a live IDLE node serving the model (least loaded, ties
  * at random) from one registry read, whose records carry the durable
- * facts choice needs (owner, multiplier, verified), reserves the estimated
- * cost in the one ledger transaction that checks the balance, and signs a
- * ticket for that node.
+ * facts choice needs (owner, multiplier, verified, hardware class),
+ * reserves the estimated cost in the one ledger transaction that checks
+ * the balance, and signs a ticket for that node.  A client may ask for a
+ * hardware class ("class": "gpu" or "cpu", "class_required": true to
+ * refuse others); without one the operator's --node-class applies.  A
+ * node counts for a class only when its proof of hardware was of that
+ * class.
+ *
+ * Starter credits are trial credits (docs/CREDITS.md): every new account
+ * gets them under --starter-policy open, an account redeeming an
+ * admin-issued invite code under invite, nobody under none.
  */
 #include <math.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,15 +41,25 @@
 /* Pick the least-loaded eligible node from `nodes`: IDLE, below max_jobs,
  * not excluded, the requested node if one was named, verified unless the
  * operator allows unverified nodes (the registry record's copy of the
- * ledger facts).  Ties are broken at random.  Returns the index, or -1.
- * skipped[] counts why the others were passed over, for the no_capacity
- * message. */
-enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_N };
+ * ledger facts), of class `want_class` when class_required (else nodes of
+ * that class first; "" for any).  Ties are broken at random.  Returns the
+ * index, or -1.  skipped[] counts why the others were passed over, for the
+ * no_capacity message. */
+enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_N };
+
+/* Whether node facts `f` are past the operator's dispute threshold. */
+static bool too_disputed(const coord *c, const registry_facts *f)
+{
+	if (c->max_dispute_rate <= 0 || f->disputes < COORD_MIN_DISPUTES)
+		return false;
+	return (double)f->disputes > c->max_dispute_rate * (double)(f->jobs > 0 ? f->jobs : 1);
+}
 
 static int choose_node(const coord *c, const registry_node *nodes, size_t n,
-    const proto_authorize_req *exclude, const char *want_node, int skipped[SKIP_N])
+    const proto_authorize_req *exclude, const char *want_node, const char *want_class,
+    bool class_required, int skipped[SKIP_N])
 {
-	int best = -1;
+	int best = -1, best_match = 0;
 	double best_load = 0;
 	uint32_t ties = 0;
 
@@ -60,13 +81,26 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 			skipped[SKIP_UNVERIFIED]++;
 			continue;
 		}
+		if (too_disputed(c, &nd->facts)) {
+			skipped[SKIP_DISPUTED]++;
+			continue;
+		}
+		/* a proof verifies a node for its own class only */
+		int match = want_class[0] == '\0' ||
+		    (nd->facts.verified && strcmp(nd->facts.hw_class, want_class) == 0);
+		if (class_required && !match) {
+			skipped[SKIP_CLASS]++;
+			continue;
+		}
 		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
 					: (double)nd->active_jobs;
-		if (best < 0 || load < best_load) {
+		/* a node of the preferred class beats any other, then the load */
+		if (best < 0 || match > best_match || (match == best_match && load < best_load)) {
 			best = (int)i;
 			best_load = load;
+			best_match = match;
 			ties = 1;
-		} else if (load == best_load) {
+		} else if (match == best_match && load == best_load) {
 			/* reservoir sampling over equal loads: each tie equally likely */
 			ties++;
 			if (randombytes_uniform(ties) == 0)
@@ -88,6 +122,10 @@ static void capacity_message(char *out, size_t len, const int skipped[SKIP_N])
 		    "minutes after it starts); try again in a minute",
 		[SKIP_FAILED] = "already failed this request (its engine answered with an "
 		    "error); the node's owner should look at the worker's log",
+		[SKIP_CLASS] = "not verified for the hardware class this request requires "
+		    "(fields 'class' and 'class_required', or the coordinator's --node-class)",
+		[SKIP_DISPUTED] = "billed more than their clients saw too often "
+		    "(--max-dispute-rate)",
 	};
 	size_t used = 0;
 
@@ -137,10 +175,11 @@ static void h_authorize(http_req *r, void *arg)
 	coord_thread *t = coord_thread_of(r);
 	char requester[TROOP_ID_LEN + 1];
 	int64_t now = (int64_t)time(NULL), max_seconds, cost, available = 0;
-	const char *model, *want_node = NULL;
+	const char *model, *want_node = NULL, *want_class = c->node_class;
+	bool class_required = c->node_class_required, report_wanted = false;
 	proto_authorize_req req;
 	proto_authorize_reply rep;
-	json_t *body = NULL;
+	json_t *body = NULL, *creq;
 	registry_node *nodes = NULL;
 	size_t n = 0, len;
 	const char *raw;
@@ -154,7 +193,8 @@ static void h_authorize(http_req *r, void *arg)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) ||
-	    (rc = proto_authorize_req_decode(&req, body))) {
+	    (rc = proto_authorize_req_decode(&req, body)) ||
+	    (rc = json_get_strn(&want_class, body, "class", false, LEDGER_CLASS_MAX))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -170,6 +210,27 @@ static void h_authorize(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (strcmp(want_class, "any") == 0)
+		want_class = "";
+	if (want_class[0] && strcmp(want_class, "gpu") != 0 && strcmp(want_class, "cpu") != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'class' must be \"gpu\", \"cpu\" or "
+		    "\"any\"");
+		goto out;
+	}
+	if ((creq = json_object_get(body, "delivery_report")) != NULL) {
+		if (!json_is_boolean(creq)) {
+			coord_reply_error(r, TROOP_EINVAL, "field 'delivery_report' must be a boolean");
+			goto out;
+		}
+		report_wanted = json_is_true(creq);
+	}
+	if ((creq = json_object_get(body, "class_required")) != NULL) {
+		if (!json_is_boolean(creq)) {
+			coord_reply_error(r, TROOP_EINVAL, "field 'class_required' must be a boolean");
+			goto out;
+		}
+		class_required = json_is_true(creq);
+	}
 	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES, 0))) {
 		coord_reply_last_error(r, rc);
 		goto out;
@@ -181,7 +242,7 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(c, nodes, n, &req, want_node, skipped);
+	idx = choose_node(c, nodes, n, &req, want_node, want_class, class_required, skipped);
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
 		capacity_message(why, sizeof(why), skipped);
@@ -213,7 +274,8 @@ static void h_authorize(http_req *r, void *arg)
 			.worker = nd->owner, .model = model, .amount = cost,
 			.max_seconds = max_seconds, .multiplier = multiplier,
 			/* the ticket may be used until exp and then run max_seconds */
-			.expires_at = cl.exp + max_seconds, .now = now,
+			.expires_at = cl.exp + max_seconds, .report_wanted = report_wanted,
+			.now = now,
 		};
 		rc = ledger_reserve(&available, t->db, &rq);
 		if (rc == TROOP_ECREDITS && available == 0) {
@@ -221,7 +283,7 @@ static void h_authorize(http_req *r, void *arg)
 			 * (only this path pays for the second transaction) */
 			bool created = false;
 			int erc = ledger_ensure_account(&created, t->db, requester,
-			    c->starter_credits, now);
+			    coord_starter(c), now);
 			if (erc != 0)
 				rc = erc;
 			else if (created)
@@ -294,16 +356,22 @@ static void h_balance(http_req *r, void *arg)
 
 	if (own_account(r, signer, &account) != 0)
 		return;
-	if ((rc = ledger_ensure_account(NULL, t->db, account, c->starter_credits,
+	if ((rc = ledger_ensure_account(NULL, t->db, account, coord_starter(c),
 	    (int64_t)time(NULL))) || (rc = ledger_balance_get(&b, t->db, account))) {
 		coord_reply_last_error(r, rc);
 		return;
 	}
-	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:f}",
-	    "public_key", account, "balance_seconds", (json_int_t)(b.available + b.reserved),
+	/* available_seconds: spendable now, trial credits included (as
+	 * before they existed); trial_seconds: the part of it that is trial;
+	 * pending_seconds: earnings not spendable yet */
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f}",
+	    "public_key", account,
+	    "balance_seconds", (json_int_t)(b.available + b.trial + b.reserved),
 	    "reserved_seconds", (json_int_t)b.reserved,
-	    "available_seconds", (json_int_t)b.available,
-	    "balance_hours", (double)(b.available + b.reserved) / 3600.0));
+	    "available_seconds", (json_int_t)(b.available + b.trial),
+	    "trial_seconds", (json_int_t)b.trial,
+	    "pending_seconds", (json_int_t)b.pending,
+	    "balance_hours", (double)(b.available + b.trial + b.reserved) / 3600.0));
 }
 
 static int query_int(http_req *r, const char *name, int64_t def, int64_t min, int64_t max,
@@ -349,6 +417,24 @@ static void h_transactions(http_req *r, void *arg)
 	    "next", next ? json_integer(next) : json_null()));
 }
 
+/* The signer must be one of the coordinator's admins: 0, or -1 with the
+ * reply sent. */
+static int admin_signer(http_req *r, coord *c, char signer[TROOP_ID_LEN + 1])
+{
+	bool admin = false;
+
+	if (coord_authenticate(r, signer) != 0)
+		return -1;
+	for (size_t i = 0; i < c->n_admins; i++)
+		admin |= strcmp(c->admins[i], signer) == 0;
+	if (!admin) {
+		coord_reply_error(r, TROOP_EFORBIDDEN,
+		    "this key is not an admin of this coordinator (see --admin)");
+		return -1;
+	}
+	return 0;
+}
+
 static void h_admin_grant(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -358,20 +444,12 @@ static void h_admin_grant(http_req *r, void *arg)
 	unsigned char pk[TROOP_PK_LEN];
 	int64_t credits, tx = 0;
 	json_t *body = NULL;
-	bool admin = false;
 	size_t len;
 	const char *raw;
 	int rc;
 
-	if (coord_authenticate(r, signer) != 0)
+	if (admin_signer(r, c, signer) != 0)
 		return;
-	for (size_t i = 0; i < c->n_admins; i++)
-		admin |= strcmp(c->admins[i], signer) == 0;
-	if (!admin) {
-		coord_reply_error(r, TROOP_EFORBIDDEN,
-		    "this key is not an admin of this coordinator (see --admin)");
-		return;
-	}
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) ||
 	    (rc = json_get_str(&account, body, "account", true)) ||
@@ -398,10 +476,99 @@ out:
 	json_decref(body);
 }
 
+/* The invite code's ledger key: SHA-256 of the code, hex (the ledger never
+ * holds a code that could be redeemed). */
+static void invite_hash(char out[65], const char *code)
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+
+	crypto_hash_sha256(h, (const unsigned char *)code, strlen(code));
+	sodium_bin2hex(out, 65, h, sizeof(h));
+}
+
+static void h_admin_invite(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1], code[40], hash[65];
+	unsigned char raw_code[18];
+	int64_t credits = c->starter_credits;
+	json_t *body = NULL;
+	const char *raw;
+	size_t len;
+	int rc;
+
+	if (admin_signer(r, c, signer) != 0)
+		return;
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_int(&credits, body, "credits", false, 1, LEDGER_CREDITS_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (credits < 1) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'credits' is required when "
+		    "--starter-credits is 0");
+		goto out;
+	}
+	randombytes_buf(raw_code, sizeof(raw_code));
+	sodium_bin2base64(code, sizeof(code), raw_code, sizeof(raw_code),
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	invite_hash(hash, code);
+	if ((rc = ledger_invite_create(t->db, hash, credits, signer, (int64_t)time(NULL))) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	log_info("invite_created", "admin=%.8s credits=%lld", signer, (long long)credits);
+	coord_reply_json(r, 200, json_pack("{s:s, s:I}", "code", code,
+	    "credits", (json_int_t)credits));
+out:
+	sodium_memzero(code, sizeof(code));
+	json_decref(body);
+}
+
+static void h_invite_redeem(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1], hash[65];
+	const char *code, *raw;
+	int64_t credits = 0;
+	json_t *body = NULL;
+	size_t len;
+	int rc;
+
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	if (c->starter_policy == COORD_STARTER_NONE) {
+		coord_reply_error(r, TROOP_EFORBIDDEN,
+		    "this coordinator grants no starter credits (--starter-policy none)");
+		return;
+	}
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_strn(&code, body, "code", true, 64))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	invite_hash(hash, code);
+	if ((rc = ledger_invite_redeem(&credits, t->db, hash, signer, (int64_t)time(NULL)))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	log_info("invite_redeemed", "account=%.8s credits=%lld", signer, (long long)credits);
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I}", "status", "redeemed",
+	    "account", signer, "trial_credits", (json_int_t)credits));
+out:
+	json_decref(body);
+}
+
 void api_credits_routes(http_server *s, coord *c)
 {
 	http_server_route(s, "POST", "/authorize", h_authorize, c);
 	http_server_route(s, "GET", "/users/{account}/balance", h_balance, c);
 	http_server_route(s, "GET", "/users/{account}/transactions", h_transactions, c);
 	http_server_route(s, "POST", "/admin/grant", h_admin_grant, c);
+	http_server_route(s, "POST", "/admin/invites", h_admin_invite, c);
+	http_server_route(s, "POST", "/invites/redeem", h_invite_redeem, c);
 }

@@ -464,8 +464,8 @@ static int record_result(coord_thread *t, const char *node, bool ok, double m,
 	/* the live record carries a copy of these facts for node choice: bring
 	 * it up to date now rather than at the node's next heartbeat */
 	if (ledger_node_get(&ln, t->db, node) == 0) {
-		registry_facts f = { .multiplier = ln.multiplier, .verified = ln.verified,
-			.verified_at = ln.verified_at, .reputation = ln.reputation };
+		registry_facts f;
+		coord_node_facts(&f, t->c, &ln, now);
 		rc = registry_set_node_facts(t->c->reg, node, &f, now);
 		if (rc != 0 && rc != TROOP_ENOTFOUND)
 			log_warn("poh_record", "node=%.8s registry error=\"%s\"", node,
@@ -522,6 +522,7 @@ static void reveal_done(poh_job *job)
 	struct reveal_job *j = (struct reveal_job *)job;
 	const poh_challenge *ch = &j->ch;
 	char detail[256];
+	const char *cls;
 	double ops, m;
 	int rc = j->rc;
 
@@ -550,6 +551,12 @@ static void reveal_done(poh_job *job)
 	m = poh_multiplier(ops, ch->elapsed_ms, j->c->poh.reference_ops);
 	snprintf(detail, sizeof(detail), "challenge=%s n=%zu rounds=%u elapsed_ms=%lld "
 	    "multiplier=%.4f", ch->id, ch->n, ch->rounds, (long long)ch->elapsed_ms, m);
+	/* a proof verifies the node for its own class only; the challenge's
+	 * size says which (the GPU class when both are configured alike).
+	 * Stored first, so that the registry's copy of the facts has it. */
+	cls = (ch->n == j->c->poh.gpu_n && ch->rounds == j->c->poh.gpu_rounds) ? "gpu" : "cpu";
+	if (ledger_node_set_class(j->t->db, j->signer, cls) != 0)
+		log_warn("poh_class", "node=%.8s error=\"%s\"", j->signer, troop_error_msg());
 	if ((rc = record_result(j->t, j->signer, true, m, detail, j->now)) != 0) {
 		/* never answer "verified" for a result the ledger does not hold */
 		if (j->r)
@@ -573,7 +580,11 @@ static void reveal_done(poh_job *job)
 		res.rounds = ch->rounds;
 		res.samples = (int64_t)ch->n_rows;
 		res.verified_at = j->now;
-		coord_reply_json(j->r, 200, proto_poh_result_encode(&res));
+		json_t *reply = proto_poh_result_encode(&res);
+		/* the class the proof verified the node for */
+		if (reply)
+			json_object_set_new(reply, "class", json_string(cls));
+		coord_reply_json(j->r, 200, reply);
 	}
 	reveal_job_free(j);
 }

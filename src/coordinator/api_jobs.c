@@ -1,13 +1,32 @@
 /*
  * api_jobs.c - settlement of finished jobs (DESIGN.md section 7):
  *   POST /jobs/{job_id}/receipt   signed by the node that served the job
+ *   POST /jobs/{job_id}/report    signed by the account that authorized it:
+ *                                 the client's delivery report
  *
  * The receipt's duration is the worker's word, but the charge is capped at
  * what the requester reserved, and only the node named in the ticket can
  * settle its job: a receipt signed by any other key is refused (403).  A
  * job settles once; repeating the receipt returns the same result and
  * moves nothing.
+ *
+ * Plausibility (docs/CREDITS.md): the ledger refuses (400) a duration
+ * longer than the time since the ticket was issued or than the job's
+ * max_seconds.  Output tokens beyond what the node's proven multiplier
+ * and the model's size make possible (coord_plausible_tps) are capped:
+ * the receipt settles with the capped count and an audit row records the
+ * claim.  Earnings paid from trial credits become the node's pending
+ * earnings; the sweeper releases them once the node is established
+ * (--establish-*, --trial-daily-cap, --pending-interval).
+ *
+ * Two witnesses: for a job authorized with "delivery_report": true the
+ * receipt is held as a claim ("status": "claimed") until the client's
+ * delivery report arrives; the job then settles at the worker's duration,
+ * or at the client's observed duration when the worker claimed more than
+ * that plus the tolerance (ledger_witnessed_ms; a dispute is recorded).
+ * Without a report the claim settles alone after --report-wait seconds.
  */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,6 +36,34 @@
 #include "log.h"
 #include "proto.h"
 
+#define RECEIPT_MAX_DURATION_MS PROTO_DURATION_MS_MAX
+#define PLAUSIBLE_TOKEN_SLACK 16  /* tokens any receipt may claim beyond the rate */
+
+/* The most output tokens job `job` (of node `signer`) could have produced
+ * in duration_ms, in *max; -1 when it cannot be told (no reservation: the
+ * ledger then answers the receipt). */
+static void plausible_tokens(int64_t *max, coord_thread *t, const char *job,
+    const char *signer, int64_t duration_ms)
+{
+	coord *c = t->c;
+	ledger_reservation res;
+	registry_node nd;
+	int64_t size = 0;
+
+	*max = -1;
+	if (ledger_reservation_get(&res, t->db, job) != 0 || strcmp(res.node_id, signer) != 0)
+		return;
+	memset(&nd, 0, sizeof(nd));
+	if (registry_get_node(&nd, c->reg, signer, (int64_t)time(NULL),
+	    REGISTRY_WITH_MODELS) == 0) {
+		for (size_t i = 0; i < nd.n_models; i++)
+			if (strcmp(nd.models[i].name, res.model) == 0)
+				size = nd.models[i].size_bytes;
+		registry_node_clear(&nd);
+	}
+	*max = (int64_t)(coord_plausible_tps(c, res.multiplier, size) *
+	    (double)duration_ms / 1000.0) + PLAUSIBLE_TOKEN_SLACK;
+}
 
 static void h_receipt(http_req *r, void *arg)
 {
@@ -29,9 +76,10 @@ static void h_receipt(http_req *r, void *arg)
 	proto_receipt rc_in;
 	proto_settlement out_st;
 	ledger_settle_result res;
-	json_t *body = NULL;
+	json_t *body = NULL, *reply;
 	size_t len;
 	const char *raw;
+	int64_t claimed_out, max_out, tout;
 	int rc;
 
 	if (coord_authenticate(r, signer) != 0)
@@ -55,10 +103,18 @@ static void h_receipt(http_req *r, void *arg)
 		    "that served the job");
 		goto out;
 	}
+	/* cheap first: a rate no node falls below needs no lookup */
+	claimed_out = tout = rc_in.completion_tokens;
+	if ((double)tout > c->plausible_min_tps * (double)duration_ms / 1000.0 +
+	    PLAUSIBLE_TOKEN_SLACK) {
+		plausible_tokens(&max_out, t, job, signer, duration_ms);
+		if (max_out >= 0 && tout > max_out)
+			tout = max_out;
+	}
 	{
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
-			.tokens_in = rc_in.prompt_tokens, .tokens_out = rc_in.completion_tokens,
+			.tokens_in = rc_in.prompt_tokens, .tokens_out = tout,
 			.outcome = outcome,
 			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
@@ -73,6 +129,25 @@ static void h_receipt(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (res.claimed) {
+		if (!res.already)
+			registry_add_active_job(c->reg, signer, -1);
+		log_info("receipt_held", "job=%s node=%.8s duration_ms=%lld", job, signer,
+		    (long long)duration_ms);
+		coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}",
+		    "status", "claimed", "job_id", job, "charged", (json_int_t)0,
+		    "refunded", (json_int_t)0, "pending", (json_int_t)0,
+		    "completion_tokens", (json_int_t)tout, "already_settled", false));
+		goto out;
+	}
+	if (!res.already && tout < claimed_out) {
+		char detail[256];
+		snprintf(detail, sizeof(detail), "job=%s claimed_tokens=%lld capped_tokens=%lld "
+		    "duration_ms=%lld", job, (long long)claimed_out, (long long)tout,
+		    (long long)duration_ms);
+		log_warn("implausible_tokens", "node=%.8s %s", signer, detail);
+		ledger_audit(t->db, signer, "implausible_tokens", detail, (int64_t)time(NULL));
+	}
 	if (!res.already) {
 		registry_add_active_job(c->reg, signer, -1);
 		METRIC_ADD(&c->metrics, receipts, 1);
@@ -86,7 +161,86 @@ static void h_receipt(http_req *r, void *arg)
 	out_st.charged = res.charged;
 	out_st.refunded = res.refunded;
 	out_st.already_settled = res.already;
-	coord_reply_json(r, 200, proto_settlement_encode(&out_st));
+	reply = proto_settlement_encode(&out_st);
+	/* additions: what became pending, and the tokens as counted */
+	json_object_set_new(reply, "pending", json_integer(res.pending));
+	json_object_set_new(reply, "completion_tokens", json_integer(tout));
+	coord_reply_json(r, 200, reply);
+out:
+	json_decref(body);
+}
+
+/* The outcomes a client may report (docs/PROTOCOL.md). */
+static const char *const report_outcomes[] = { "complete", "cut", "engine_error", "aborted",
+	"unreachable" };
+
+static void h_report(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *job = http_req_param(r, "job_id");
+	const char *body_job, *outcome, *digest = NULL, *raw;
+	int64_t duration_ms, bytes = 0, tokens = 0;
+	ledger_settle_result res;
+	json_t *body = NULL;
+	bool known = false;
+	size_t len;
+	int rc;
+
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_strn(&body_job, body, "job_id", true, LEDGER_ID_MAX)) ||
+	    (rc = json_get_int(&duration_ms, body, "duration_ms", true, 0,
+	    RECEIPT_MAX_DURATION_MS)) ||
+	    (rc = json_get_int(&bytes, body, "bytes", false, 0, INT64_MAX / 4)) ||
+	    (rc = json_get_int(&tokens, body, "completion_tokens", false, 0, INT32_MAX)) ||
+	    (rc = json_get_strn(&outcome, body, "outcome", true, LEDGER_OUTCOME_MAX)) ||
+	    (rc = json_get_strn(&digest, body, "response_digest", false, LEDGER_DIGEST_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (!job || strcmp(job, body_job) != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'job_id' must match the job id in the path");
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(report_outcomes) / sizeof(report_outcomes[0]); i++)
+		known |= strcmp(outcome, report_outcomes[i]) == 0;
+	if (!known) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'outcome' must be one of complete, cut, "
+		    "engine_error, aborted, unreachable");
+		goto out;
+	}
+	{
+		ledger_report_req q = {
+			.job_id = job, .requester = signer, .duration_ms = duration_ms,
+			.bytes = bytes, .tokens = tokens, .outcome = outcome, .digest = digest,
+			.now = (int64_t)time(NULL),
+		};
+		rc = ledger_report(&res, t->db, &q);
+	}
+	if (rc == TROOP_EFORBIDDEN) {
+		coord_reply_error(r, TROOP_EFORBIDDEN, "job %s was not authorized by this account; "
+		    "only its requester can report its delivery", job);
+		goto out;
+	}
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (!res.claimed && !res.already) {
+		/* this report settled the held receipt */
+		METRIC_ADD(&c->metrics, receipts, 1);
+		METRIC_ADD(&c->metrics, credits_charged, (unsigned long long)res.charged);
+		log_info("settled", "job=%s by=report charged=%lld refunded=%lld disputed=%d", job,
+		    (long long)res.charged, (long long)res.refunded, res.disputed);
+	}
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b}",
+	    "status", res.claimed ? "recorded" : "settled", "job_id", job,
+	    "charged", (json_int_t)res.charged, "refunded", (json_int_t)res.refunded,
+	    "disputed", res.disputed));
 out:
 	json_decref(body);
 }
@@ -94,4 +248,5 @@ out:
 void api_jobs_routes(http_server *s, coord *c)
 {
 	http_server_route(s, "POST", "/jobs/{job_id}/receipt", h_receipt, c);
+	http_server_route(s, "POST", "/jobs/{job_id}/report", h_report, c);
 }

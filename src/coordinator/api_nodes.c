@@ -114,8 +114,7 @@ static void h_heartbeat(http_req *r, void *arg)
 		goto out;
 	}
 	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
-	n.facts = (registry_facts){ .multiplier = ln.multiplier, .verified = ln.verified,
-		.verified_at = ln.verified_at, .reputation = ln.reputation };
+	coord_node_facts(&n.facts, c, &ln, now);
 	if ((rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
@@ -136,9 +135,10 @@ out:
 
 /* The public view of a node (proto_node): its heartbeat fields plus the
  * durable facts, from the live record's copy (live) or from the ledger
- * row `ln` (not live; NULL when the ledger does not know the node).
- * NULL when out of memory. */
-static json_t *node_json(const registry_node *n, const ledger_node *ln, bool live)
+ * row `ln` (not live; NULL when the ledger does not know the node), plus
+ * the economy's facts (docs/CREDITS.md).  NULL when out of memory. */
+static json_t *node_json(const coord *c, const registry_node *n, const ledger_node *ln,
+    bool live)
 {
 	const registry_facts *f = &n->facts;
 	proto_node pn;
@@ -190,6 +190,19 @@ static json_t *node_json(const registry_node *n, const ledger_node *ln, bool liv
 	pn.live = live;
 	o = proto_node_encode(&pn);
 	proto_node_clear(&pn);
+	if (o) {
+		/* the class its proof verified, whether its trial-paid earnings
+		 * are spendable yet, what is pending, and the settled jobs where
+		 * it claimed more than its client saw */
+		json_object_set_new(o, "hardware_class", json_string(live ? f->hw_class :
+		    ln ? ln->hw_class : ""));
+		json_object_set_new(o, "established", json_boolean(live ? f->established :
+		    ln && ledger_node_established(ln, &c->policy, (int64_t)time(NULL))));
+		json_object_set_new(o, "pending_credits", json_integer(live ? f->pending :
+		    ln ? ln->pending : 0));
+		json_object_set_new(o, "disputes", json_integer(live ? f->disputes :
+		    ln ? ln->disputes : 0));
+	}
 	return o;
 }
 
@@ -252,7 +265,7 @@ static void h_peers(http_req *r, void *arg)
 			truncated = true;
 			break;
 		}
-		if ((o = node_json(&nodes[i], NULL, true)) != NULL)
+		if ((o = node_json(c, &nodes[i], NULL, true)) != NULL)
 			json_array_append_new(arr, o);
 	}
 	registry_nodes_free(nodes, n);
@@ -318,7 +331,7 @@ static void h_node(http_req *r, void *arg)
 	}
 	live = rc == 0;
 	if (live) {
-		reply_node(r, node_json(&n, NULL, true));
+		reply_node(r, node_json(c, &n, NULL, true));
 		registry_node_clear(&n);
 		return;
 	}
@@ -334,7 +347,7 @@ static void h_node(http_req *r, void *arg)
 	}
 	snprintf(n.node_id, sizeof(n.node_id), "%s", ln.node_id);
 	snprintf(n.name, sizeof(n.name), "%s", ln.name);
-	reply_node(r, node_json(&n, &ln, false));
+	reply_node(r, node_json(c, &n, &ln, false));
 }
 
 void api_nodes_routes(http_server *s, coord *c)

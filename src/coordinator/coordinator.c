@@ -48,7 +48,38 @@ static const config_opt coord_opts[] = {
 	{ "node-ttl", 0, OPT_INT, "TROOP_NODE_TTL", NULL, "30", "SECONDS",
 	  "how long a node stays live after a heartbeat", 2, 3600 },
 	{ "starter-credits", 0, OPT_INT, "TROOP_STARTER_CREDITS", "STARTER_CREDITS", "3600",
-	  "CREDITS", "credit-seconds granted once to each new account", 0, 1e12 },
+	  "CREDITS", "trial credit-seconds granted once to each new account (policy open) "
+	  "or per invite code (policy invite)", 0, 1e12 },
+	{ "starter-policy", 0, OPT_STRING, "TROOP_STARTER_POLICY", NULL, "open", "POLICY",
+	  "who gets starter credits: open (every new account), invite (an admin-issued "
+	  "invite code), none", 0, 0 },
+	{ "establish-age", 0, OPT_INT, "TROOP_ESTABLISH_AGE", NULL, "604800", "SECONDS",
+	  "a node's earnings paid from trial credits stay pending until it is this old ...",
+	  0, 1e9 },
+	{ "establish-payers", 0, OPT_INT, "TROOP_ESTABLISH_PAYERS", NULL, "3", "N",
+	  "... and this many distinct accounts paid it with ordinary credits", 0, 1e6 },
+	{ "trial-daily-cap", 0, OPT_INT, "TROOP_TRIAL_DAILY_CAP", NULL, "3600", "CREDITS",
+	  "pending earnings released per node owner per UTC day", 0, 1e12 },
+	{ "report-wait", 0, OPT_INT, "TROOP_REPORT_WAIT", NULL, "60", "SECONDS",
+	  "how long a receipt of a job whose client promised a delivery report waits for "
+	  "it before the worker's claim settles alone", 0, 86400 },
+	{ "pending-interval", 0, OPT_INT, "TROOP_PENDING_INTERVAL", NULL, "60", "SECONDS",
+	  "how often pending earnings of established nodes are released", 1, 86400 },
+	{ "max-dispute-rate", 0, OPT_DOUBLE, "TROOP_MAX_DISPUTE_RATE", NULL, "0", "RATE",
+	  "/authorize stops picking a node once this share of its settled jobs were "
+	  "disputes (it billed more than its client saw), after at least 3 disputes "
+	  "(0: never)", 0, 1 },
+	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
+	  "receipts: output tokens/s times model size in GB that a node of multiplier 1.0 "
+	  "can reach (more is capped)", 1, 1e9 },
+	{ "plausible-min-tps", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_MIN_TPS", NULL, "20", "N",
+	  "receipts: output tokens/s any node may claim whatever its class", 0, 1e9 },
+	{ "node-class", 0, OPT_STRING, "TROOP_NODE_CLASS", NULL, "any", "CLASS",
+	  "hardware class /authorize prefers when the client names none: any, gpu, cpu",
+	  0, 0 },
+	{ "node-class-required", 0, OPT_BOOL, "TROOP_NODE_CLASS_REQUIRED", NULL, NULL, NULL,
+	  "--node-class is required (a node verified for another class is not picked)",
+	  0, 0 },
 	{ "reserve-seconds", 0, OPT_INT, "TROOP_RESERVE_SECONDS", NULL, "300", "SECONDS",
 	  "time budget an authorization reserves when the client names none", 1, 86400 },
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
@@ -105,6 +136,31 @@ static const config_opt coord_opts[] = {
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
+double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes)
+{
+	double gb = (double)size_bytes / 1e9;
+	double tps;
+
+	if (gb < 1.0)
+		gb = 1.0;
+	tps = c->plausible_tps_gb * multiplier / gb;
+	return tps > c->plausible_min_tps ? tps : c->plausible_min_tps;
+}
+
+void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now)
+{
+	memset(f, 0, sizeof(*f));
+	f->multiplier = ln->multiplier;
+	f->verified = ln->verified;
+	f->verified_at = ln->verified_at;
+	f->reputation = ln->reputation;
+	snprintf(f->hw_class, sizeof(f->hw_class), "%s", ln->hw_class);
+	f->established = ledger_node_established(ln, &c->policy, now);
+	f->pending = ln->pending;
+	f->disputes = ln->disputes;
+	f->jobs = ln->jobs_ok + ln->jobs_failed;
+}
+
 /* ---- the sweeper thread ------------------------------------------------------- */
 
 struct sweeper {
@@ -118,7 +174,7 @@ struct sweeper {
 
 static void sweep_once(coord *c, ledger_conn *db)
 {
-	int64_t now = (int64_t)time(NULL), released = 0;
+	int64_t now = (int64_t)time(NULL), released = 0, settled = 0;
 	size_t removed = 0;
 
 	if (ledger_release_expired(&released, db, now, c->release_grace) != 0)
@@ -126,6 +182,20 @@ static void sweep_once(coord *c, ledger_conn *db)
 	else if (released > 0) {
 		METRIC_ADD(&c->metrics, released, (unsigned long long)released);
 		log_info("sweep", "released=%lld", (long long)released);
+	}
+	/* held receipts whose client never reported: the worker's claim */
+	if (ledger_settle_claims(&settled, db, now, c->report_wait) != 0)
+		log_warn("sweep", "claims error=\"%s\"", troop_error_msg());
+	else if (settled > 0)
+		log_info("sweep", "claims_settled=%lld", (long long)settled);
+	/* pending earnings of established nodes: a scan, so less often */
+	if (now >= c->next_pending_release) {
+		int64_t credits = 0;
+		c->next_pending_release = now + c->pending_interval;
+		if (ledger_release_pending(&credits, db, now, &c->policy) != 0)
+			log_warn("sweep", "pending error=\"%s\"", troop_error_msg());
+		else if (credits > 0)
+			log_info("sweep", "pending_released=%lld", (long long)credits);
 	}
 	if (registry_sweep(&removed, c->reg, now) != 0)
 		log_warn("sweep", "registry error=\"%s\"", troop_error_msg());
@@ -328,6 +398,39 @@ int cmd_coordinator(int argc, char **argv)
 	c->release_grace = config_int(cfg, "release-grace");
 	c->max_seconds_cap = config_int(cfg, "max-seconds");
 	c->allow_unverified = config_bool(cfg, "allow-unverified");
+	c->policy.establish_age_s = config_int(cfg, "establish-age");
+	c->policy.establish_payers = config_int(cfg, "establish-payers");
+	c->policy.trial_daily_cap = config_int(cfg, "trial-daily-cap");
+	c->report_wait = config_int(cfg, "report-wait");
+	c->max_dispute_rate = config_double(cfg, "max-dispute-rate");
+	c->pending_interval = config_int(cfg, "pending-interval");
+	c->plausible_tps_gb = config_double(cfg, "plausible-tps-gb");
+	c->plausible_min_tps = config_double(cfg, "plausible-min-tps");
+	c->node_class_required = config_bool(cfg, "node-class-required");
+	{
+		const char *sp = config_str(cfg, "starter-policy");
+		const char *nc = config_str(cfg, "node-class");
+		if (strcmp(sp, "open") == 0) {
+			c->starter_policy = COORD_STARTER_OPEN;
+		} else if (strcmp(sp, "invite") == 0) {
+			c->starter_policy = COORD_STARTER_INVITE;
+		} else if (strcmp(sp, "none") == 0) {
+			c->starter_policy = COORD_STARTER_NONE;
+		} else {
+			fprintf(stderr, "troop coordinator: --starter-policy: expected open, invite "
+			    "or none, got '%s'\n", sp);
+			ret = EXIT_USAGE;
+			goto out;
+		}
+		if (strcmp(nc, "gpu") != 0 && strcmp(nc, "cpu") != 0 && strcmp(nc, "any") != 0) {
+			fprintf(stderr, "troop coordinator: --node-class: expected any, gpu or cpu, "
+			    "got '%s'\n", nc);
+			ret = EXIT_USAGE;
+			goto out;
+		}
+		snprintf(c->node_class, sizeof(c->node_class), "%s",
+		    strcmp(nc, "any") == 0 ? "" : nc);
+	}
 	c->anon_rate = config_int(cfg, "anon-rate-limit");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
@@ -443,9 +546,11 @@ int cmd_coordinator(int argc, char **argv)
 		goto out;
 	}
 	log_info("coordinator_started", "listen=%s port=%d ledger=%s registry=%s kid=%s "
-	    "starter_credits=%lld allow_unverified=%d", config_str(cfg, "listen"),
+	    "starter_credits=%lld starter_policy=%s allow_unverified=%d",
+	    config_str(cfg, "listen"),
 	    http_server_port(srv), ledger_backend_name(c->ledger), registry_backend_name(c->reg),
-	    c->pub.kid, (long long)c->starter_credits, c->allow_unverified);
+	    c->pub.kid, (long long)c->starter_credits, config_str(cfg, "starter-policy"),
+	    c->allow_unverified);
 	ret = http_server_run(srv, 5000) == 0 ? 0 : 1;
 	log_info("coordinator_stopped", NULL);
 out:

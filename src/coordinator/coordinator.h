@@ -29,13 +29,29 @@
 #define COORD_MAX_ADMINS 64
 #define COORD_MAX_EXCLUDE 64
 #define COORD_PEERS_MAX 1000
+#define COORD_MIN_DISPUTES 3   /* disputes before --max-dispute-rate applies */
 #define COORD_PEERS_REPLY_MAX (512 * 1024) /* bytes of node records in one /peers reply */
+
+/* Who gets starter (trial) credits. */
+enum { COORD_STARTER_OPEN, COORD_STARTER_INVITE, COORD_STARTER_NONE };
 
 typedef struct {
 	/* configuration, fixed after start */
 	int64_t ticket_ttl;        /* seconds a ticket is valid */
 	int64_t node_ttl;          /* seconds a node is live after a heartbeat */
-	int64_t starter_credits;   /* granted once to each new account */
+	int64_t starter_credits;   /* trial credits for each new account (policy open)
+	                              or per invite code (policy invite) */
+	int starter_policy;        /* COORD_STARTER_* */
+	ledger_policy policy;      /* when pending earnings become spendable */
+	int64_t report_wait;       /* seconds a held receipt waits for its client's report */
+	double max_dispute_rate;   /* a node past it (after COORD_MIN_DISPUTES) is not picked;
+	                              0: no limit */
+	int64_t pending_interval;  /* seconds between releases of pending earnings */
+	int64_t next_pending_release; /* the sweeper's: when it next releases them */
+	double plausible_tps_gb;   /* tokens/s x model GB at multiplier 1.0 */
+	double plausible_min_tps;  /* tokens/s any node may claim */
+	char node_class[8];        /* class /authorize asks for by default: "" any */
+	bool node_class_required;  /* the default class is required, not preferred */
 	int64_t reserve_seconds;   /* default time budget an authorization pays for */
 	int64_t max_seconds_cap;   /* largest max_seconds a requester may ask */
 	int64_t release_grace;     /* seconds past a reservation's deadline before refund */
@@ -63,6 +79,22 @@ typedef struct {
 	int index;
 	poh_pool_port *poh_port;   /* where this thread's proof checks come back */
 } coord_thread;
+
+/* The starter credits a new account gets on first contact: the
+ * configured amount under policy open, else 0. */
+static inline int64_t coord_starter(const coord *c)
+{
+	return c->starter_policy == COORD_STARTER_OPEN ? c->starter_credits : 0;
+}
+
+/* The most output tokens per second a node of `multiplier` can produce
+ * for a model of `size_bytes` (0: unknown, counted as 1 GB):
+ * max(plausible_min_tps, plausible_tps_gb * multiplier / GB). */
+double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes);
+
+/* The registry's copy of a node's durable facts, from its ledger row `ln`
+ * (whether it is established is judged under c->policy at `now`). */
+void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now);
 
 static inline coord_thread *coord_thread_of(http_req *r)
 {

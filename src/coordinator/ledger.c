@@ -24,6 +24,12 @@
 #define TXN_ATTEMPTS 3
 #define RELEASE_BATCH 256
 
+const ledger_policy ledger_policy_default = {
+	.establish_age_s = LEDGER_ESTABLISH_AGE_S,
+	.establish_payers = LEDGER_ESTABLISH_PAYERS,
+	.trial_daily_cap = LEDGER_TRIAL_DAILY_CAP,
+};
+
 /* ---- argument checks ----------------------------------------------------- */
 
 /* A required string: non-NULL, non-empty, at most `max` bytes. */
@@ -521,6 +527,8 @@ int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
 		return troop_error_set(TROOP_ENOTFOUND, "no account %s", account);
 	out->available = col_i64(c, 0);
 	out->reserved = col_i64(c, 1);
+	out->trial = col_i64(c, 2);
+	out->pending = col_i64(c, 3);
 	fin(c);
 	return 0;
 }
@@ -561,12 +569,84 @@ int ledger_admin_grant(int64_t *tx_id, ledger_conn *c, const char *account,
 	return err;
 }
 
+struct invite_arg {
+	const char *code_hash, *account, *admin_id;
+	int64_t credits, now;
+};
+
+static int invite_create_txn(ledger_conn *c, void *arg)
+{
+	struct invite_arg *a = arg;
+	char detail[160];
+	int err = exec(c, LS_INVITE_INSERT, ARGS(S(a->code_hash), I(a->credits), S(a->admin_id),
+	    I(a->now)), "insert invite");
+	if (err == TROOP_ECONFLICT)
+		return troop_error_set(err, "this invite code exists already");
+	if (err)
+		return err;
+	snprintf(detail, sizeof detail, "code=%.16s credits=%lld", a->code_hash,
+	    (long long)a->credits);
+	return insert_audit(c, a->admin_id, "invite_create", detail, a->now);
+}
+
+int ledger_invite_create(ledger_conn *c, const char *code_hash, int64_t credits,
+    const char *admin_id, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("invite code", code_hash, LEDGER_ID_MAX));
+	TRY(check_range("credits", credits, 1, LEDGER_CREDITS_MAX));
+	TRY(check_str("admin id", admin_id, LEDGER_ID_MAX));
+	struct invite_arg a = { code_hash, NULL, admin_id, credits, now };
+	return with_txn(c, invite_create_txn, &a);
+}
+
+static int invite_redeem_txn(ledger_conn *c, void *arg)
+{
+	struct invite_arg *a = arg;
+	int r = row(c, LS_INVITE_REDEEM, ARGS(S(a->code_hash), S(a->account), I(a->now)),
+	    "redeem invite");
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "this invite code is unknown or was "
+		    "redeemed already");
+	a->credits = col_i64(c, 0);
+	fin(c);
+	int err = exec(c, LS_ACCOUNT_TRIAL_ADD, ARGS(S(a->account), I(a->credits), I(a->now)),
+	    "grant trial credits");
+	if (err)
+		return err;
+	struct txrow t = { .type = "grant", .requester = a->account, .note = "invite",
+		.credits = a->credits, .now = a->now };
+	return insert_txs(NULL, c, &t, 1);
+}
+
+int ledger_invite_redeem(int64_t *credits, ledger_conn *c, const char *code_hash,
+    const char *account, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("invite code", code_hash, LEDGER_ID_MAX));
+	TRY(check_str("account", account, LEDGER_ID_MAX));
+	struct invite_arg a = { code_hash, account, NULL, 0, now };
+	int err = with_txn(c, invite_redeem_txn, &a);
+	if (err == 0 && credits != NULL)
+		*credits = a.credits;
+	return err;
+}
+
 /* ---- reservations and settlement -------------------------------------------- */
 
 struct reserve_arg {
 	const ledger_reserve_req *req;
 	int64_t available;
 };
+
+/* Refund `credits` and `trial` credits to an existing account. */
+static int account_refund(ledger_conn *c, const char *account, int64_t credits, int64_t trial)
+{
+	return exec(c, LS_ACCOUNT_REFUND, ARGS(S(account), I(credits), I(trial)),
+	    "refund account");
+}
 
 static int reserve_txn(ledger_conn *c, void *arg)
 {
@@ -588,7 +668,11 @@ static int reserve_txn(ledger_conn *c, void *arg)
 		    "price %lld", (long long)ra->available, (long long)q->amount);
 	}
 	ra->available = col_i64(c, 0);
+	int64_t trial_part = col_i64(c, 1);
 	fin(c);
+	if (trial_part < 0 || trial_part > q->amount)
+		return troop_error_set(TROOP_ERR, "ledger: debit of %s took %lld trial credits of "
+		    "%lld", q->requester, (long long)trial_part, (long long)q->amount);
 
 	if ((r = row(c, LS_RES_GET, ARGS(S(q->job_id)), "read reservation")) != 0) {
 		fin(c);
@@ -597,7 +681,8 @@ static int reserve_txn(ledger_conn *c, void *arg)
 	}
 	int err = exec(c, LS_RES_INSERT, ARGS(S(q->job_id), S(q->requester), S(q->node_id),
 	    S(q->worker), S(q->model), I(q->amount), I(q->max_seconds), D(q->multiplier),
-	    I(q->now), I(q->expires_at)), "insert reservation");
+	    I(q->now), I(q->expires_at), I(trial_part), I(q->report_wanted ? 1 : 0)),
+	    "insert reservation");
 	if (err == TROOP_ECONFLICT)  /* inserted concurrently by another caller */
 		troop_error_set(err, "job id %s is already reserved", q->job_id);
 	if (err)
@@ -628,6 +713,7 @@ int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req 
 }
 
 static int status_parse(ledger_res_status *out, const char *s);
+static int node_read(ledger_node *out, ledger_conn *c, const char *node_id);
 
 /* Read reservation `job_id` (row-locked when `id` is LS_RES_LOCK) into
  * *out; 1 found, 0 not, or a troop_err. */
@@ -654,6 +740,18 @@ static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id
 	out->charged = col_i64(c, 12);
 	out->refunded = col_i64(c, 13);
 	out->duration_ms = col_i64(c, 14);
+	out->trial_amount = col_i64(c, 15);
+	out->report_wanted = col_i64(c, 16) != 0;
+	out->claim_ms = col_i64(c, 17);
+	out->claim_tokens_in = col_i64(c, 18);
+	out->claim_tokens_out = col_i64(c, 19);
+	ledger_copy_str(out->claim_outcome, sizeof out->claim_outcome, col_text(c, 20));
+	out->claimed_at = col_i64(c, 21);
+	out->report_ms = col_i64(c, 22);
+	out->report_tokens = col_i64(c, 23);
+	ledger_copy_str(out->report_outcome, sizeof out->report_outcome, col_text(c, 24));
+	out->reported_at = col_i64(c, 25);
+	out->disputed = col_i64(c, 26) != 0;
 	fin(c);
 	return err ? err : 1;
 }
@@ -690,6 +788,18 @@ static int settle_decide(ledger_settle_result *out, int64_t *charge, int64_t *re
 	if (res->expires_at < q->now - q->grace_s)
 		return troop_error_set(TROOP_EGONE, "reservation for job %s expired at %lld",
 		    q->job_id, (long long)res->expires_at);
+	/* physics: a job cannot run longer than it has existed, nor past the
+	 * budget its node enforces */
+	int64_t since_ms = (q->now - res->created_at) * 1000;
+	if (q->duration_ms > since_ms + LEDGER_CLOCK_SLACK_MS)
+		return troop_error_set(TROOP_EINVAL, "implausible receipt for job %s: duration "
+		    "%lld ms is longer than the %lld s since it was authorized", q->job_id,
+		    (long long)q->duration_ms, (long long)(q->now - res->created_at));
+	if (res->max_seconds > 0 &&
+	    q->duration_ms > res->max_seconds * 1000 + LEDGER_CLOCK_SLACK_MS)
+		return troop_error_set(TROOP_EINVAL, "implausible receipt for job %s: duration "
+		    "%lld ms is longer than its max_seconds %lld", q->job_id,
+		    (long long)q->duration_ms, (long long)res->max_seconds);
 	*charge = ledger_charge(q->duration_ms, res->multiplier, res->amount);
 	*refund = res->amount - *charge;
 	return 0;
@@ -699,6 +809,155 @@ struct settle_arg {
 	const ledger_settle_req *req;
 	ledger_settle_result *out;
 };
+
+/* The node's facts after its job was counted (LS_NODE_JOBS). */
+struct node_facts {
+	int64_t first_seen, payers, audit_failed, pending;
+};
+
+static bool established(const struct node_facts *f, const ledger_policy *p, int64_t now)
+{
+	return f->audit_failed == 0 && now - f->first_seen >= p->establish_age_s &&
+	    f->payers >= p->establish_payers;
+}
+
+/* What one settlement pays: the duration believed and the job's facts. */
+struct settle_what {
+	int64_t duration_ms, tokens_in, tokens_out;
+	const char *outcome;
+	bool disputed;           /* the worker claimed more than its client saw */
+	int64_t claimed_ms;      /* when disputed: the worker's claim */
+};
+
+/* Settle the open reservation `res` (locked by this transaction) for w:
+ * charge, refund, pending earnings, payers, release of pending earnings,
+ * the log rows.  Fills o's amounts. */
+static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_reservation *res,
+    const struct settle_what *w, int64_t now)
+{
+	int64_t n = 0;
+	int64_t charge = ledger_charge(w->duration_ms, res->multiplier, res->amount);
+	int64_t refund = res->amount - charge;
+	const char *outcome = (w->outcome && w->outcome[0]) ? w->outcome : "ok";
+
+	/* the charge takes the ordinary part first; each part's remainder goes
+	 * back where it came from */
+	int64_t ordinary = res->amount - res->trial_amount;
+	int64_t charge_ord = charge < ordinary ? charge : ordinary;
+	int64_t charge_trial = charge - charge_ord;
+	int64_t refund_ord = ordinary - charge_ord, refund_trial = res->trial_amount - charge_trial;
+
+	int err = exec_count(&n, c, LS_RES_SETTLE, ARGS(S(res->job_id), I(now), I(charge),
+	    I(refund), I(w->duration_ms), I(w->tokens_in), I(w->tokens_out), S(outcome),
+	    I(w->disputed ? 1 : 0)), "settle reservation");
+	if (err)
+		return err;
+	if (n != 1)
+		return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
+		    "during settlement", res->job_id);
+
+	/* Both accounts in id order (the lock order).  The worker account is
+	 * created if needed, with no starter grant, and always locked (also to
+	 * add 0): released earnings are credited to it after the node row. */
+	bool requester_first = refund > 0 && strcmp(res->requester, res->worker) < 0;
+	if (requester_first &&
+	    (err = account_refund(c, res->requester, refund_ord, refund_trial)) != 0)
+		return err;
+	if ((err = account_add(c, res->worker, charge_ord, now)) != 0)
+		return err;
+	if (!requester_first && refund > 0 &&
+	    (err = account_refund(c, res->requester, refund_ord, refund_trial)) != 0)
+		return err;
+
+	/* pending earnings become spendable later, by ledger_release_pending:
+	 * reading the node's facts back here would cost every settlement */
+	bool ok = strcmp(outcome, "ok") == 0;
+	if ((err = exec_count(&n, c, LS_NODE_JOBS, ARGS(S(res->node_id), I(ok ? 1 : 0),
+	    I(ok ? 0 : 1), I(charge_trial), I(w->disputed ? 1 : 0)), "count node job")) != 0)
+		return err;
+	if (n == 0 && (err = exec(c, LS_NODE_JOBS_CREATE, ARGS(S(res->node_id), I(ok ? 1 : 0),
+	    I(ok ? 0 : 1), I(charge_trial), S(res->worker), I(now), I(w->disputed ? 1 : 0)),
+	    "count node job")) != 0)  /* a node the ledger has not seen */
+		return err;
+
+	/* a job paid wholly with ordinary credits by another account
+	 * countersigns the node */
+	if (res->trial_amount == 0 && charge > 0 && strcmp(res->requester, res->worker) != 0) {
+		if ((err = exec_count(&n, c, LS_NODE_PAYER_INSERT, ARGS(S(res->node_id),
+		    S(res->requester), I(now)), "record payer")) != 0)
+			return err;
+		if (n == 1 && (err = exec(c, LS_NODE_PAYER_COUNT, ARGS(S(res->node_id)),
+		    "count payer")) != 0)
+			return err;
+	}
+
+	char note[LEDGER_NOTE_MAX + 1] = "", part[64] = "";
+	if (charge_trial > 0)
+		snprintf(part, sizeof part, "pending=%lld", (long long)charge_trial);
+	if (w->disputed)
+		snprintf(note, sizeof note, "%s%sdisputed: worker claimed %lld ms, client "
+		    "observed %lld ms", part, part[0] ? " " : "", (long long)w->claimed_ms,
+		    (long long)w->duration_ms);
+	else
+		snprintf(note, sizeof note, "%s", part);
+	struct txrow t[2] = {
+		{ .type = "settle", .job_id = res->job_id, .requester = res->requester,
+		  .worker = res->worker, .model = res->model, .note = note, .credits = charge,
+		  .duration_ms = w->duration_ms, .now = now },
+	};
+	int nt = 1;
+	if (refund > 0)
+		t[nt++] = (struct txrow){ .type = "release", .job_id = res->job_id,
+			.requester = res->requester, .worker = res->worker, .model = res->model,
+			.credits = refund, .now = now };
+	if ((err = insert_txs(NULL, c, t, nt)) != 0)
+		return err;
+	if (w->disputed) {
+		char detail[LEDGER_ID_MAX * 3 + 128];
+		snprintf(detail, sizeof detail, "job=%s node=%s requester=%s claimed_ms=%lld "
+		    "observed_ms=%lld", res->job_id, res->node_id, res->requester,
+		    (long long)w->claimed_ms, (long long)w->duration_ms);
+		if ((err = insert_audit(c, res->node_id, "dispute", detail, now)) != 0)
+			return err;
+	}
+	o->charged = charge;
+	o->refunded = refund;
+	o->pending = charge_trial;
+	o->disputed = w->disputed;
+	o->already = false;
+	o->claimed = false;
+	return 0;
+}
+
+int64_t ledger_witnessed_ms(int64_t worker_ms, int64_t client_ms, bool *disputed)
+{
+	bool dummy;
+	if (disputed == NULL)
+		disputed = &dummy;
+	*disputed = false;
+	if (worker_ms < 0)
+		worker_ms = 0;
+	if (client_ms < 0)
+		return worker_ms;
+	int64_t allowed = client_ms + LEDGER_REPORT_TOLERANCE_MS +
+	    client_ms / (100 / LEDGER_REPORT_TOLERANCE_PCT);
+	if (worker_ms <= allowed)
+		return worker_ms;
+	*disputed = true;
+	return client_ms;
+}
+
+/* Settle `res` from its two witnesses: the worker's claim and the
+ * client's report, both stored. */
+static int settle_both(ledger_settle_result *o, ledger_conn *c, const ledger_reservation *res,
+    int64_t now)
+{
+	struct settle_what w = { .tokens_in = res->claim_tokens_in,
+		.tokens_out = res->claim_tokens_out, .outcome = res->claim_outcome,
+		.claimed_ms = res->claim_ms };
+	w.duration_ms = ledger_witnessed_ms(res->claim_ms, res->report_ms, &w.disputed);
+	return settle_apply(o, c, res, &w, now);
+}
 
 static int settle_txn(ledger_conn *c, void *arg)
 {
@@ -710,50 +969,38 @@ static int settle_txn(ledger_conn *c, void *arg)
 	int r = res_read(&res, c, LS_RES_LOCK, q->job_id);
 	if (r < 0)
 		return r;
-	int64_t charge = 0, refund = 0, n = 0;
+	int64_t charge = 0, refund = 0;
 	int d = settle_decide(o, &charge, &refund, q, r == 0 ? NULL : &res);
 	if (d != 0)
 		return d < 0 ? d : 0;  /* an error, or settled before */
 	const char *outcome = (q->outcome && q->outcome[0]) ? q->outcome : "ok";
-
-	int err = exec_count(&n, c, LS_RES_SETTLE, ARGS(S(q->job_id), I(q->now), I(charge),
-	    I(refund), I(q->duration_ms), I(q->tokens_in), I(q->tokens_out), S(outcome)),
-	    "settle reservation");
-	if (err)
+	if (res.report_wanted && res.claim_ms >= 0) {
+		/* the first claim stands; the report or the deadline settles it */
+		o->claimed = true;
+		o->already = true;
+		return 0;
+	}
+	if (res.report_wanted) {
+		/* keep the claim: the client's report settles it, or the deadline */
+		res.claim_ms = q->duration_ms;
+		res.claim_tokens_in = q->tokens_in;
+		res.claim_tokens_out = q->tokens_out;
+		ledger_copy_str(res.claim_outcome, sizeof res.claim_outcome, outcome);
+		if (res.report_ms >= 0)
+			return settle_both(o, c, &res, q->now);
+		int64_t n = 0;
+		int err = exec_count(&n, c, LS_RES_CLAIM, ARGS(S(q->job_id), I(q->duration_ms),
+		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now)), "store claim");
+		if (err == 0 && n != 1)
+			err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
+			    "during settlement", q->job_id);
+		if (err == 0)
+			o->claimed = true;
 		return err;
-	if (n != 1)
-		return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
-		    "during settlement", q->job_id);
-
-	/* Both accounts in id order (the lock order).  The worker account is
-	 * created if needed, with no starter grant. */
-	bool requester_first = refund > 0 && strcmp(res.requester, res.worker) < 0;
-	if (requester_first && (err = account_add(c, res.requester, refund, q->now)) != 0)
-		return err;
-	if ((err = account_add(c, res.worker, charge, q->now)) != 0)
-		return err;
-	if (!requester_first && refund > 0 &&
-	    (err = account_add(c, res.requester, refund, q->now)) != 0)
-		return err;
-
-	bool ok = strcmp(outcome, "ok") == 0;
-	if ((err = exec(c, LS_NODE_JOBS, ARGS(S(res.node_id), I(ok ? 1 : 0), I(ok ? 0 : 1)),
-	    "count node job")) != 0)
-		return err;
-
-	struct txrow t[2] = {
-		{ .type = "settle", .job_id = q->job_id, .requester = res.requester,
-		  .worker = res.worker, .model = res.model, .credits = charge,
-		  .duration_ms = q->duration_ms, .now = q->now },
-		{ .type = "release", .job_id = q->job_id, .requester = res.requester,
-		  .worker = res.worker, .model = res.model, .credits = refund, .now = q->now },
-	};
-	if ((err = insert_txs(NULL, c, t, refund > 0 ? 2 : 1)) != 0)
-		return err;
-	o->charged = charge;
-	o->refunded = refund;
-	o->already = false;
-	return 0;
+	}
+	struct settle_what w = { .duration_ms = q->duration_ms, .tokens_in = q->tokens_in,
+		.tokens_out = q->tokens_out, .outcome = outcome };
+	return settle_apply(o, c, &res, &w, q->now);
 }
 
 int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req)
@@ -773,12 +1020,250 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	return with_txn(c, settle_txn, &sa);
 }
 
+struct report_arg {
+	const ledger_report_req *req;
+	ledger_settle_result *out;
+};
+
+static int report_txn(ledger_conn *c, void *arg)
+{
+	struct report_arg *ra = arg;
+	const ledger_report_req *q = ra->req;
+	ledger_settle_result *o = ra->out;
+	ledger_reservation res;
+	int64_t n = 0;
+
+	int r = res_read(&res, c, LS_RES_LOCK, q->job_id);
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no reservation for job %s", q->job_id);
+	if (strcmp(res.requester, q->requester) != 0)
+		return troop_error_set(TROOP_EFORBIDDEN, "the delivery report for job %s is not "
+		    "signed by the account that authorized it", q->job_id);
+	memset(o, 0, sizeof *o);
+	ledger_copy_str(o->requester, sizeof o->requester, res.requester);
+	ledger_copy_str(o->worker, sizeof o->worker, res.worker);
+	ledger_copy_str(o->model, sizeof o->model, res.model);
+	if (res.status == LEDGER_RES_RELEASED)
+		return troop_error_set(TROOP_EGONE, "reservation for job %s expired and was "
+		    "released", q->job_id);
+	if (res.report_ms >= 0 || res.status == LEDGER_RES_SETTLED) {
+		/* accepted once; a report after settlement changes nothing */
+		o->already = res.status == LEDGER_RES_SETTLED;
+		o->claimed = !o->already;
+		o->charged = res.charged;
+		o->refunded = res.refunded;
+		o->disputed = res.disputed;
+		return 0;
+	}
+	int err = exec_count(&n, c, LS_RES_REPORT, ARGS(S(q->job_id), I(q->duration_ms),
+	    I(q->tokens), I(q->bytes), S(q->outcome ? q->outcome : ""),
+	    S(q->digest ? q->digest : ""), I(q->now)), "store delivery report");
+	if (err == 0 && n != 1)
+		err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed", q->job_id);
+	if (err)
+		return err;
+	res.report_ms = q->duration_ms;
+	if (res.status == LEDGER_RES_OPEN && res.claim_ms >= 0)
+		return settle_both(o, c, &res, q->now);
+	o->claimed = true;  /* waits for the worker's receipt */
+	return 0;
+}
+
+int ledger_report(ledger_settle_result *out, ledger_conn *c, const ledger_report_req *req)
+{
+	TRY(check_conn(c));
+	if (out == NULL || req == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no report or output");
+	TRY(check_str("job id", req->job_id, LEDGER_ID_MAX));
+	TRY(check_str("requester", req->requester, LEDGER_ID_MAX));
+	TRY(check_range("duration_ms", req->duration_ms, 0, INT64_MAX / 4));
+	TRY(check_range("bytes", req->bytes, 0, INT64_MAX / 2));
+	TRY(check_range("tokens", req->tokens, 0, INT64_MAX / 2));
+	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
+	TRY(check_opt_str("digest", req->digest, LEDGER_DIGEST_MAX));
+	memset(out, 0, sizeof *out);
+	struct report_arg ra = { req, out };
+	return with_txn(c, report_txn, &ra);
+}
+
+struct claim_arg {
+	const char *job_id;
+	int64_t cutoff, now;
+	bool settled;
+};
+
+static int claim_settle_txn(ledger_conn *c, void *arg)
+{
+	struct claim_arg *ca = arg;
+	ledger_reservation res;
+	ledger_settle_result o;
+
+	ca->settled = false;
+	int r = res_read(&res, c, LS_RES_LOCK, ca->job_id);
+	if (r <= 0)
+		return r;
+	/* settled or reported meanwhile: nothing to do */
+	if (res.status != LEDGER_RES_OPEN || res.claim_ms < 0 || res.claimed_at >= ca->cutoff)
+		return 0;
+	struct settle_what w = { .duration_ms = res.claim_ms, .tokens_in = res.claim_tokens_in,
+		.tokens_out = res.claim_tokens_out, .outcome = res.claim_outcome };
+	memset(&o, 0, sizeof o);
+	int err = settle_apply(&o, c, &res, &w, ca->now);
+	if (err == 0)
+		ca->settled = true;
+	return err;
+}
+
+int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s)
+{
+	int64_t dummy;
+	TRY(check_conn(c));
+	TRY(check_range("wait", wait_s, 0, INT64_MAX / 4));
+	if (count == NULL)
+		count = &dummy;
+	*count = 0;
+	struct claim_arg ca = { NULL, now - wait_s, now, false };
+	char (*ids)[LEDGER_ID_MAX + 1] = malloc(RELEASE_BATCH * sizeof *ids);
+	if (ids == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	int err = 0;
+	for (;;) {
+		int k = 0;
+		int r = read_row(c, LS_RES_CLAIMS_DUE, ARGS(I(ca.cutoff), I(RELEASE_BATCH)),
+		    "find due claims");
+		while (r == 1) {
+			ledger_copy_str(ids[k++], sizeof ids[0], col_text(c, 0));
+			r = k < RELEASE_BATCH ? c->drv->next(c) : 0;
+		}
+		fin(c);
+		if (r < 0) {
+			err = r;
+			break;
+		}
+		int64_t done = 0;
+		for (int i = 0; i < k && err == 0; i++) {
+			ca.job_id = ids[i];
+			if ((err = with_txn(c, claim_settle_txn, &ca)) == 0 && ca.settled)
+				done++;
+		}
+		*count += done;
+		if (err != 0 || k < RELEASE_BATCH || done == 0)
+			break;
+	}
+	free(ids);
+	if (*count > 0)
+		log_info("ledger_claims_settled", "settled=%lld", (long long)*count);
+	return err;
+}
+
+struct pending_arg {
+	const char *node_id, *owner;
+	const ledger_policy *pol;
+	int64_t now, released;
+};
+
+/* Release node_id's pending earnings to its owner, up to the owner's daily
+ * cap: the owner's account row (created if missing), then the node row. */
+static int pending_txn(ledger_conn *c, void *arg)
+{
+	struct pending_arg *pa = arg;
+	char note[LEDGER_ID_MAX + 8];
+	int64_t n = 0;
+
+	pa->released = 0;
+	int err = account_add(c, pa->owner, 0, pa->now);
+	if (err)
+		return err;
+	int r = row(c, LS_ACCOUNT_EARNED, ARGS(S(pa->owner)), "read earnings");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ERR, "ledger: account %s vanished",
+		    pa->owner);
+	int64_t day = pa->now / 86400, used = col_i64(c, 0) == day ? col_i64(c, 1) : 0;
+	fin(c);
+	ledger_node nd;
+	if ((r = node_read(&nd, c, pa->node_id)) <= 0)
+		return r;
+	struct node_facts f = { nd.first_seen, nd.payers, nd.audit_failed, nd.pending };
+	if (strcmp(nd.owner, pa->owner) != 0 || !established(&f, pa->pol, pa->now))
+		return 0;  /* changed since it was listed */
+	int64_t m = pa->pol->trial_daily_cap - used;
+	if (m > nd.pending)
+		m = nd.pending;
+	if (m <= 0)
+		return 0;
+	if ((err = exec_count(&n, c, LS_NODE_MATURE, ARGS(S(pa->node_id), I(m), S(pa->owner)),
+	    "release pending")) != 0)
+		return err;
+	if (n != 1)
+		return 0;  /* forfeited or released meanwhile */
+	if ((err = exec(c, LS_ACCOUNT_MATURE, ARGS(S(pa->owner), I(m), I(day), I(used + m)),
+	    "credit released earnings")) != 0)
+		return err;
+	snprintf(note, sizeof note, "node=%s", pa->node_id);
+	struct txrow t = { .type = "mature", .requester = "", .worker = pa->owner,
+		.note = note, .credits = m, .now = pa->now };
+	if ((err = insert_txs(NULL, c, &t, 1)) == 0)
+		pa->released = m;
+	return err;
+}
+
+int ledger_release_pending(int64_t *released, ledger_conn *c, int64_t now,
+    const ledger_policy *policy)
+{
+	int64_t dummy;
+	const ledger_policy *pol = policy ? policy : &ledger_policy_default;
+	TRY(check_conn(c));
+	TRY(check_range("establish age", pol->establish_age_s, 0, INT64_MAX / 4));
+	TRY(check_range("establish payers", pol->establish_payers, 0, INT64_MAX));
+	TRY(check_range("trial daily cap", pol->trial_daily_cap, 0, LEDGER_CREDITS_MAX));
+	if (released == NULL)
+		released = &dummy;
+	*released = 0;
+	struct pnode {
+		char id[LEDGER_ID_MAX + 1], owner[LEDGER_ID_MAX + 1];
+	} *rows = malloc(RELEASE_BATCH * sizeof *rows);
+	if (rows == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	char after[LEDGER_ID_MAX + 1] = "";
+	int err = 0;
+	for (;;) {
+		int k = 0;
+		int r = read_row(c, LS_NODES_MATURABLE, ARGS(I(now - pol->establish_age_s),
+		    I(pol->establish_payers), S(after), I(RELEASE_BATCH)), "find pending earnings");
+		while (r == 1) {
+			ledger_copy_str(rows[k].id, sizeof rows[k].id, col_text(c, 0));
+			ledger_copy_str(rows[k].owner, sizeof rows[k].owner, col_text(c, 1));
+			k++;
+			r = k < RELEASE_BATCH ? c->drv->next(c) : 0;
+		}
+		fin(c);
+		if (r < 0) {
+			err = r;
+			break;
+		}
+		for (int i = 0; i < k && err == 0; i++) {
+			struct pending_arg pa = { rows[i].id, rows[i].owner, pol, now, 0 };
+			if ((err = with_txn(c, pending_txn, &pa)) == 0)
+				*released += pa.released;
+		}
+		if (err != 0 || k < RELEASE_BATCH)
+			break;
+		ledger_copy_str(after, sizeof after, rows[k - 1].id);
+	}
+	free(rows);
+	if (*released > 0)
+		log_info("ledger_pending_released", "credits=%lld", (long long)*released);
+	return err;
+}
+
 struct expired_row {
 	char job_id[LEDGER_ID_MAX + 1];
 	char requester[LEDGER_ID_MAX + 1];
 	char worker[LEDGER_ID_MAX + 1];
 	char model[LEDGER_MODEL_MAX + 1];
-	int64_t amount;
+	int64_t amount, trial_amount;
 };
 
 struct release_arg {
@@ -810,6 +1295,7 @@ static int release_txn(ledger_conn *c, void *arg)
 		ledger_copy_str(e->worker, sizeof e->worker, col_text(c, 2));
 		ledger_copy_str(e->model, sizeof e->model, col_text(c, 3));
 		e->amount = col_i64(c, 4);
+		e->trial_amount = col_i64(c, 5);
 		r = ra->n < RELEASE_BATCH ? c->drv->next(c) : 0;
 	}
 	fin(c);
@@ -830,7 +1316,8 @@ static int release_txn(ledger_conn *c, void *arg)
 		if (n != 1)
 			return troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
 			    "during release", e->job_id);
-		if ((err = account_add(c, e->requester, e->amount, ra->now)) != 0)
+		if ((err = account_refund(c, e->requester, e->amount - e->trial_amount,
+		    e->trial_amount)) != 0)
 			return err;
 		ra->tx[i] = (struct txrow){ .type = "release", .job_id = e->job_id,
 			.requester = e->requester, .worker = e->worker, .model = e->model,
@@ -972,9 +1459,19 @@ int ledger_totals_get(ledger_totals *out, ledger_conn *c)
 		out->accounts = col_i64(c, 2);
 		out->reserved = col_i64(c, 3);
 		out->open_reservations = col_i64(c, 4);
+		out->trial = col_i64(c, 5);
+		out->pending = col_i64(c, 6);
+		out->forfeited = col_i64(c, 7);
 	}
 	fin(c);
 	return 0;
+}
+
+bool ledger_totals_balanced(const ledger_totals *t)
+{
+	return t != NULL && t->balances + t->trial + t->reserved + t->pending ==
+	    t->granted - t->forfeited && t->balances >= 0 && t->trial >= 0 &&
+	    t->reserved >= 0 && t->pending >= 0;
 }
 
 /* ---- nodes ------------------------------------------------------------------ */
@@ -1006,6 +1503,11 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	out->jobs_failed = col_i64(c, 6);
 	out->first_seen = col_i64(c, 7);
 	out->last_seen = col_i64(c, 8);
+	out->pending = col_i64(c, 9);
+	out->payers = col_i64(c, 10);
+	out->audit_failed = col_i64(c, 11);
+	ledger_copy_str(out->hw_class, sizeof out->hw_class, col_text(c, 12));
+	out->disputes = col_i64(c, 13);
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
 	fin(c);
 	return 1;
@@ -1126,6 +1628,81 @@ int ledger_node_set_verification(ledger_conn *c, const char *node_id, double mul
 	TRY(check_multiplier(multiplier));
 	struct verify_arg v = { node_id, multiplier, verified, now };
 	return with_txn(c, verify_txn, &v);
+}
+
+bool ledger_node_established(const ledger_node *n, const ledger_policy *p, int64_t now)
+{
+	if (n == NULL)
+		return false;
+	struct node_facts f = { n->first_seen, n->payers, n->audit_failed, n->pending };
+	return established(&f, p ? p : &ledger_policy_default, now);
+}
+
+struct class_arg {
+	const char *node_id, *hw_class;
+};
+
+static int class_txn(ledger_conn *c, void *arg)
+{
+	struct class_arg *a = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_NODE_CLASS, ARGS(S(a->node_id), S(a->hw_class)),
+	    "update node class");
+	if (err == 0 && n != 1)
+		err = troop_error_set(TROOP_ENOTFOUND, "no node %s", a->node_id);
+	return err;
+}
+
+int ledger_node_set_class(ledger_conn *c, const char *node_id, const char *hw_class)
+{
+	TRY(check_conn(c));
+	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
+	TRY(check_opt_str("hardware class", hw_class, LEDGER_CLASS_MAX));
+	struct class_arg a = { node_id, hw_class ? hw_class : "" };
+	return with_txn(c, class_txn, &a);
+}
+
+struct forfeit_arg {
+	const char *node_id, *actor, *reason;
+	int64_t now, forfeited;
+};
+
+static int forfeit_txn(ledger_conn *c, void *arg)
+{
+	struct forfeit_arg *a = arg;
+	char owner[LEDGER_ID_MAX + 1], note[LEDGER_ID_MAX + 8], detail[LEDGER_NOTE_MAX + 160];
+	int r = row(c, LS_NODE_AUDIT_FAIL, ARGS(S(a->node_id), I(a->now)), "fail node audit");
+	if (r <= 0)
+		return r < 0 ? r : troop_error_set(TROOP_ENOTFOUND, "no node %s", a->node_id);
+	a->forfeited = col_i64(c, 0);
+	ledger_copy_str(owner, sizeof owner, col_text(c, 1));
+	fin(c);
+	int err = 0;
+	snprintf(note, sizeof note, "node=%s", a->node_id);
+	if (a->forfeited > 0) {
+		struct txrow t = { .type = "forfeit", .requester = "", .worker = owner,
+			.note = note, .credits = a->forfeited, .now = a->now };
+		if ((err = exec(c, LS_NODE_FORFEIT, ARGS(S(a->node_id)), "forfeit pending")) != 0 ||
+		    (err = insert_txs(NULL, c, &t, 1)) != 0)
+			return err;
+	}
+	snprintf(detail, sizeof detail, "node=%s forfeited=%lld reason=%s", a->node_id,
+	    (long long)a->forfeited, a->reason);
+	return insert_audit(c, a->actor, "node_forfeit", detail, a->now);
+}
+
+int ledger_node_forfeit(int64_t *forfeited, ledger_conn *c, const char *node_id,
+    const char *actor, const char *reason, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
+	TRY(check_str("actor", actor, LEDGER_ID_MAX));
+	TRY(check_opt_str("reason", reason, LEDGER_NOTE_MAX));
+	struct forfeit_arg a = { node_id, actor, reason ? reason : "", now, 0 };
+	int err = with_txn(c, forfeit_txn, &a);
+	if (err == 0 && forfeited != NULL)
+		*forfeited = a.forfeited;
+	return err;
 }
 
 /* ---- key/value and audit -------------------------------------------------- */

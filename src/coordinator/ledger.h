@@ -25,9 +25,9 @@
  * wait for each other but never deadlock:
  *
  *     reservation rows (the settled one FOR UPDATE; expired ones FOR
- *       UPDATE SKIP LOCKED, in expiry order)
+ *       UPDATE SKIP LOCKED, in expiry order), or the invite row redeemed
  *     -> account rows, in ascending account id
- *     -> node row
+ *     -> node row -> its node_payers row
  *     -> counters 'transactions' -> counters 'audit_log'
  *
  *   ledger_reserve debits the account with one conditional UPDATE and then
@@ -36,19 +36,42 @@
  *   insert of the same job id.  The counters rows, which number the
  *   transaction and audit logs, are taken last and held to commit: log
  *   rows are numbered in commit order.  SQLite takes the whole file with
- *   BEGIN IMMEDIATE, so the order holds there trivially.
+ *   BEGIN IMMEDIATE, so the order holds there trivially.  Releasing a
+ *   node's pending earnings (ledger_release_pending) locks its owner's
+ *   account row, then the node row.
  *
- * The credit model.  Credits are integer credit-seconds.
- *   - accounts.balance is the AVAILABLE balance;
+ * The credit model (docs/CREDITS.md).  Credits are integer credit-seconds.
+ *   - accounts.balance is the AVAILABLE balance: ordinary credits (admin
+ *     grants, earnings), spendable and transferable;
+ *   - accounts.trial holds TRIAL credits (starter grants, invites):
+ *     spendable, never transferable.  A reservation takes ordinary credits
+ *     first, then trial credits, and remembers the trial part;
  *   - credits escrowed for a job live in its open reservation;
- *   - invariant: sum(balances) + sum(open reservations)
- *                == sum(starter grants) + sum(admin grants).
+ *   - a settlement charge is taken from the reservation's ordinary part
+ *     first.  The ordinary part goes to the worker's balance; the trial
+ *     part becomes the node's PENDING earnings (nodes.pending), owed to
+ *     its owner and not spendable until the node is ESTABLISHED (ledger_
+ *     policy: an age, a number of distinct accounts that paid it with
+ *     ordinary credits, no failed audit).  Once it is,
+ *     ledger_release_pending (run periodically) moves pending earnings to
+ *     its owner's balance, at most policy.trial_daily_cap per owner per
+ *     UTC day.  A node that fails an audit forfeits its pending earnings;
+ *   - invariant: sum(balances) + sum(trial) + sum(open reservations)
+ *                + sum(pending) == sum(grants) + sum(admin) - sum(forfeit).
  *   Every movement is one row in the transaction log:
- *     grant    starter credits to `requester` (the new account)
+ *     grant    trial credits to `requester` (starter grant; note "invite"
+ *              for an invite code)
  *     admin    an operator grant to `requester`; `note` holds the reason
- *     reserve  `credits` moved from requester's balance into escrow
- *     settle   `credits` (the charge) moved from escrow to `worker`
+ *     reserve  `credits` moved from requester's balance/trial into escrow
+ *     settle   `credits` (the charge) moved from escrow to `worker`; note
+ *              "pending=N" when N of them became pending earnings, and
+ *              "disputed: worker claimed W ms, client observed C ms" when
+ *              the two witnesses disagreed
  *     release  `credits` moved from escrow back to requester
+ *     mature   `credits` moved from a node's pending earnings to `worker`'s
+ *              balance; note "node=ID"
+ *     forfeit  `credits` of pending earnings removed from node's books
+ *              (failed audit); `worker` is its owner, note "node=ID"
  *   `credits` is never negative; the type says which way it went.
  *
  * Errors: every function returns 0 or a negative troop_err (error.h) and
@@ -89,6 +112,30 @@
 #define LEDGER_CREDITS_MAX ((int64_t)1 << 50) /* largest single amount accepted */
 #define LEDGER_MULTIPLIER_MAX 1000.0 /* multipliers accepted: (0, 1000] */
 #define LEDGER_RELEASE_GRACE 60  /* DESIGN.md 7.4: seconds after expiry before release */
+#define LEDGER_CLOCK_SLACK_MS 2000 /* receipt durations: allowance for clocks and rounding */
+#define LEDGER_CLASS_MAX 15      /* hardware class ("gpu", "cpu") */
+#define LEDGER_DIGEST_MAX 128    /* delivery report's response digest */
+/* Two witnesses: a worker's claim is believed up to its client's observed
+ * duration plus LEDGER_REPORT_TOLERANCE_MS plus LEDGER_REPORT_TOLERANCE_PCT
+ * percent of it (see ledger_witnessed_ms). */
+#define LEDGER_REPORT_TOLERANCE_MS 1000
+#define LEDGER_REPORT_TOLERANCE_PCT 5
+
+/* When a node's pending earnings become spendable (docs/CREDITS.md). */
+typedef struct {
+	int64_t establish_age_s;   /* node age (since first seen), >= 0 */
+	int64_t establish_payers;  /* distinct accounts that paid it with
+	                              ordinary credits, >= 0 */
+	int64_t trial_daily_cap;   /* pending credits released per owner per UTC
+	                              day, >= 0 */
+} ledger_policy;
+
+#define LEDGER_ESTABLISH_AGE_S ((int64_t)7 * 86400)
+#define LEDGER_ESTABLISH_PAYERS 3
+#define LEDGER_TRIAL_DAILY_CAP 3600
+
+/* The defaults above. */
+extern const ledger_policy ledger_policy_default;
 
 typedef struct ledger ledger;
 typedef struct ledger_conn ledger_conn;
@@ -135,7 +182,8 @@ int ledger_schema_version(int *out, ledger_conn *c);
 /* ---- accounts ------------------------------------------------------------- */
 
 /* Make sure `account` exists.  The first call for an account creates it
- * with `starter_credits` (>= 0) and records one 'grant' row (none when 0);
+ * with `starter_credits` (>= 0) TRIAL credits and records one 'grant' row
+ * (none when 0);
  * later calls change nothing.  Atomic: concurrent callers, in any number of
  * threads or processes, grant at most once.  *created (may be NULL) says
  * whether this call created it.  An account created any other way (admin
@@ -144,12 +192,14 @@ int ledger_ensure_account(bool *created, ledger_conn *c, const char *account,
     int64_t starter_credits, int64_t now);
 
 typedef struct {
-	int64_t available;  /* spendable now (accounts.balance) */
+	int64_t available;  /* ordinary credits spendable now (accounts.balance) */
 	int64_t reserved;   /* held in this account's open reservations */
+	int64_t trial;      /* trial credits, spendable now, not transferable */
+	int64_t pending;    /* pending earnings of the nodes it owns */
 } ledger_balance;
 
 /* Balance of `account`, read in one consistent snapshot.
- * The API's balance_seconds is available + reserved.
+ * The API's balance_seconds is available + trial + reserved.
  * TROOP_ENOTFOUND if the account does not exist. */
 int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account);
 
@@ -160,6 +210,19 @@ int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
  * transaction row's id. */
 int ledger_admin_grant(int64_t *tx_id, ledger_conn *c, const char *account,
     int64_t credits, const char *reason, const char *admin_id, int64_t now);
+
+/* Store an invite code (its SHA-256 in hex, `code_hash`) worth `credits`
+ * (1 .. LEDGER_CREDITS_MAX) trial credits, with an audit_log row naming
+ * `admin_id`.  TROOP_ECONFLICT when the code exists. */
+int ledger_invite_create(ledger_conn *c, const char *code_hash, int64_t credits,
+    const char *admin_id, int64_t now);
+
+/* Redeem invite `code_hash` for `account` (created if needed): its credits
+ * become trial credits with a 'grant' row noted "invite", once.
+ * *credits (may be NULL) gets them.  TROOP_ENOTFOUND when the code is
+ * unknown or was redeemed already. */
+int ledger_invite_redeem(int64_t *credits, ledger_conn *c, const char *code_hash,
+    const char *account, int64_t now);
 
 /* ---- reservations and settlement -------------------------------------------- */
 
@@ -175,12 +238,14 @@ typedef struct {
 	int64_t expires_at;     /* after expires_at + grace an unsettled
 	                           reservation is released; should cover the
 	                           ticket's exp plus max_seconds */
+	bool report_wanted;     /* the requester will send a delivery report:
+	                           the receipt is held until it comes */
 	int64_t now;
 } ledger_reserve_req;
 
 /* Escrow req->amount from the requester in ONE write transaction: check
- * the available balance, decrement it, insert the open reservation and a
- * 'reserve' row.  Concurrent reservations can never overspend an account.
+ * available + trial, take the amount (ordinary credits first, then
+ * trial), insert the open reservation and a 'reserve' row.  Concurrent reservations can never overspend an account.
  * *available (may be NULL) gets the available balance after the call
  * (on TROOP_ECREDITS: the balance that was too low).
  * Errors: TROOP_ECREDITS when available < amount (message: "insufficient
@@ -203,6 +268,13 @@ typedef struct {
 typedef struct {
 	int64_t charged;    /* credits moved to the worker */
 	int64_t refunded;   /* credits returned to the requester */
+	int64_t pending;    /* part of charged that became pending earnings */
+	bool claimed;       /* nothing moved: the receipt is held as a claim
+	                       until the client's delivery report (or the
+	                       deadline) settles it (with .already: it was
+	                       held before, by an earlier receipt) */
+	bool disputed;      /* settled at the client's observed duration: the
+	                       worker claimed more */
 	bool already;       /* true: settled before; the stored result is returned */
 	char requester[LEDGER_ID_MAX + 1];
 	char worker[LEDGER_ID_MAX + 1];
@@ -211,10 +283,16 @@ typedef struct {
 
 /* Settle a job once, in one write transaction: charge =
  * min(ceil(duration_ms * multiplier / 1000), reserved amount) (see
- * ledger_charge), credited to the worker account (created with 0 if
- * missing), the rest refunded to the requester; the reservation becomes
+ * ledger_charge); its ordinary part is credited to the worker account
+ * (created with 0 if missing), its trial part to the node's pending
+ * earnings; the rest is refunded to the requester (ordinary and trial
+ * credits each back where they came from); the reservation becomes
  * settled; a 'settle' row (credits = charge) and, when the refund is not
- * 0, a 'release' row are written; the node's job counters are updated.
+ * 0, a 'release' row are written; the node's job counters are updated
+ * (its row is created, owned by the worker, if missing).
+ * Plausibility: a duration longer than the time since the reservation
+ * was made, or than its max_seconds (each plus LEDGER_CLOCK_SLACK_MS), is
+ * refused with TROOP_EINVAL and settles nothing.
  * Idempotent: settling a settled job changes nothing and returns the
  * stored result with already = true.
  * Errors: TROOP_ENOTFOUND no reservation with that job id;
@@ -223,6 +301,53 @@ typedef struct {
  * reservation was released, or is open but past expires_at + grace_s (the
  * next ledger_release_expired releases it). */
 int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle_req *req);
+
+/* Two witnesses (docs/PROTOCOL.md "Settlement rule").  For a reservation
+ * made with report_wanted, ledger_settle holds the worker's receipt as a
+ * claim (result .claimed, nothing moves) until the requester's delivery
+ * report comes (ledger_report) or the claim's deadline passes
+ * (ledger_settle_claims).  With both, the duration paid is
+ * ledger_witnessed_ms(claim, report). */
+typedef struct {
+	const char *job_id;
+	const char *requester;     /* the report's signer: must be the job's requester */
+	int64_t duration_ms;       /* observed: request sent to last byte, >= 0 */
+	int64_t bytes;             /* response bytes received, >= 0 */
+	int64_t tokens;            /* tokens received, >= 0 */
+	const char *outcome;       /* "complete", "cut", "engine_error", "aborted",
+	                              "unreachable" (not checked here) */
+	const char *digest;        /* digest of the response body; NULL or "" */
+	int64_t now;
+} ledger_report_req;
+
+/* Record the delivery report of a job, once; when the worker's claim is
+ * already held, settle the job in the same transaction (*out as for
+ * ledger_settle; .claimed when it still waits for the receipt).  A second
+ * report changes nothing (.already when settled).  Errors: TROOP_ENOTFOUND
+ * no reservation; TROOP_EFORBIDDEN the signer is not its requester;
+ * TROOP_EGONE released. */
+int ledger_report(ledger_settle_result *out, ledger_conn *c, const ledger_report_req *req);
+
+/* The duration believed from a worker's claim and its client's observed
+ * duration (client_ms < 0: no report): the claim, unless it exceeds
+ * client_ms + LEDGER_REPORT_TOLERANCE_MS + LEDGER_REPORT_TOLERANCE_PCT %
+ * of client_ms, in which case client_ms and *disputed (may be NULL) =
+ * true.  Pure function. */
+int64_t ledger_witnessed_ms(int64_t worker_ms, int64_t client_ms, bool *disputed);
+
+/* Settle every held claim made before now - wait_s whose report never
+ * came, at the worker's (plausible, checked on arrival) duration, one job
+ * per transaction.  *count (may be NULL) gets the number settled. */
+int ledger_settle_claims(int64_t *count, ledger_conn *c, int64_t now, int64_t wait_s);
+
+/* Release pending earnings of every node established under `policy`
+ * (NULL: ledger_policy_default) at `now` to its current owner's balance,
+ * at most policy->trial_daily_cap per owner per UTC day ('mature' rows),
+ * one node per transaction.  Scans the nodes that have pending earnings:
+ * run it every minute or so, not per request.  *released (may be NULL)
+ * gets the credits released. */
+int ledger_release_pending(int64_t *released, ledger_conn *c, int64_t now,
+    const ledger_policy *policy);
 
 /* Release every open reservation with expires_at + grace_s < now: refund
  * it to the requester with a 'release' row.  Works in batches of short
@@ -251,6 +376,17 @@ typedef struct {
 	int64_t charged;      /* 0 while open */
 	int64_t refunded;     /* 0 while open */
 	int64_t duration_ms;  /* 0 unless settled */
+	int64_t trial_amount; /* part of amount taken from trial credits */
+	bool report_wanted;
+	int64_t claim_ms;     /* the worker's held claim; -1 none */
+	int64_t claim_tokens_in, claim_tokens_out;
+	char claim_outcome[LEDGER_OUTCOME_MAX + 1];
+	int64_t claimed_at;   /* 0 none */
+	int64_t report_ms;    /* the client's observed duration; -1 none */
+	int64_t report_tokens;
+	char report_outcome[LEDGER_OUTCOME_MAX + 1];
+	int64_t reported_at;  /* 0 none */
+	bool disputed;
 } ledger_reservation;
 
 /* Read one reservation.  TROOP_ENOTFOUND if there is none. */
@@ -293,11 +429,18 @@ typedef struct {
 	int64_t reserved;  /* sum of open reservations */
 	int64_t accounts;  /* number of accounts */
 	int64_t open_reservations;
+	int64_t trial;     /* sum of accounts.trial */
+	int64_t pending;   /* sum of nodes.pending */
+	int64_t forfeited; /* sum of forfeit rows */
 } ledger_totals;
 
-/* Totals for the invariant (granted == balances + reserved) and metrics,
- * read in one snapshot.  Scans the tables: not for every request. */
+/* Totals for the invariant and metrics, read in one snapshot.  Scans the
+ * tables: not for every request. */
 int ledger_totals_get(ledger_totals *out, ledger_conn *c);
+
+/* The invariant: balances + trial + reserved + pending == granted -
+ * forfeited.  Pure function. */
+bool ledger_totals_balanced(const ledger_totals *t);
 
 /* ---- nodes (durable part) ------------------------------------------------- */
 
@@ -313,7 +456,18 @@ typedef struct {
 	int64_t jobs_failed;
 	int64_t first_seen;
 	int64_t last_seen;      /* coarse: refreshed at most every LEDGER_NODE_TOUCH_S */
+	int64_t pending;        /* pending earnings owed to its owner */
+	int64_t payers;         /* distinct accounts that paid it with ordinary credits */
+	int64_t audit_failed;   /* unix time of a failed audit, 0 if none */
+	char hw_class[LEDGER_CLASS_MAX + 1]; /* class of its verified proof, "" none */
+	int64_t disputes;       /* settled jobs where it claimed more than its
+	                           client observed */
 } ledger_node;
+
+/* Whether node `n` is established under policy `p` (NULL: defaults) at
+ * `now`: old enough, enough distinct paying accounts, no failed audit.
+ * Pure function. */
+bool ledger_node_established(const ledger_node *n, const ledger_policy *p, int64_t now);
 
 #define LEDGER_NODE_TOUCH_S 300
 
@@ -340,6 +494,18 @@ int ledger_node_touch(ledger_node *out, bool *created, ledger_conn *c, const cha
  * flag, verified_at = now.  TROOP_ENOTFOUND if the node is unknown. */
 int ledger_node_set_verification(ledger_conn *c, const char *node_id, double multiplier,
     bool verified, int64_t now);
+
+/* Record the hardware class ("gpu", "cpu", or "" for none) of the node's
+ * last proof.  TROOP_ENOTFOUND if the node is unknown. */
+int ledger_node_set_class(ledger_conn *c, const char *node_id, const char *hw_class);
+
+/* A failed audit of `node_id`: audit_failed = now (the node is never
+ * established again) and its pending earnings are forfeited ('forfeit'
+ * row) with an audit_log row naming `actor` and `reason`, in one
+ * transaction.  *forfeited (may be NULL) gets the credits forfeited.
+ * TROOP_ENOTFOUND if the node is unknown. */
+int ledger_node_forfeit(int64_t *forfeited, ledger_conn *c, const char *node_id,
+    const char *actor, const char *reason, int64_t now);
 
 /* ---- key/value and audit -------------------------------------------------- */
 

@@ -45,6 +45,10 @@ enum ledger_stmt {
 	LS_ACCOUNT_AVAILABLE,
 	LS_ACCOUNT_ADD,
 	LS_ACCOUNT_DEBIT,
+	LS_ACCOUNT_REFUND,
+	LS_ACCOUNT_TRIAL_ADD,
+	LS_ACCOUNT_EARNED,
+	LS_ACCOUNT_MATURE,
 	LS_BALANCE,
 	LS_TX_INSERT,
 	LS_TX_PAGE,
@@ -55,12 +59,25 @@ enum ledger_stmt {
 	LS_RES_SETTLE,
 	LS_RES_EXPIRED,     /* row-locked, skipping rows other sweepers hold */
 	LS_RES_RELEASE,
+	LS_RES_CLAIM,
+	LS_RES_REPORT,
+	LS_RES_CLAIMS_DUE,
 	LS_TOTALS,
 	LS_NODE_GET,
 	LS_NODE_CREATE,
 	LS_NODE_UPDATE,
 	LS_NODE_VERIFY,
-	LS_NODE_JOBS,
+	LS_NODE_JOBS,       /* counts a job, adds pending */
+	LS_NODE_JOBS_CREATE, /* the same for a node the ledger does not know */
+	LS_NODE_MATURE,
+	LS_NODES_MATURABLE,
+	LS_NODE_PAYER_INSERT,
+	LS_NODE_PAYER_COUNT,
+	LS_NODE_AUDIT_FAIL, /* returns pending and owner before they change */
+	LS_NODE_FORFEIT,
+	LS_NODE_CLASS,
+	LS_INVITE_INSERT,
+	LS_INVITE_REDEEM,
 	LS_KV_GET,
 	LS_KV_INSERT,
 	LS_COUNT
@@ -69,9 +86,13 @@ enum ledger_stmt {
 /* Column lists a driver's override may reuse. */
 #define LEDGER_SQL_RES_GET "SELECT job_id, requester, node_id, worker, model, amount, " \
 	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \
-	"refunded, duration_ms FROM reservations WHERE job_id = $1"
-#define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount " \
-	"FROM reservations WHERE status = 'open' AND expires_at < $1 " \
+	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
+	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
+	"report_outcome, reported_at, disputed FROM reservations WHERE job_id = $1"
+/* a held claim is settled by ledger_settle_claims, never released */
+#define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount, " \
+	"trial_amount " \
+	"FROM reservations WHERE status = 'open' AND expires_at < $1 AND claimed_at = 0 " \
 	"ORDER BY expires_at LIMIT $2"
 
 /* The portable SQL of each statement; NULL where every driver must give

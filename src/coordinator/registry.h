@@ -47,6 +47,7 @@
 #define REGISTRY_HASH_MAX 127       /* content hashes ("sha256:<64 hex>") */
 #define REGISTRY_ENGINE_MAX 31      /* engine type ("ollama", "vllm", ...) */
 #define REGISTRY_MODELS_MAX 256     /* models per node */
+#define REGISTRY_CLASS_MAX 15       /* hardware class ("gpu", "cpu") */
 #define REGISTRY_EXTRA_MAX 65536    /* raw heartbeat JSON kept per node */
 #define REGISTRY_KV_KEY_MAX 256
 #define REGISTRY_KV_VALUE_MAX 65536
@@ -88,6 +89,12 @@ typedef struct {
 	bool verified;
 	int64_t verified_at;    /* 0 if never */
 	double reputation;      /* 0 .. 1 */
+	char hw_class[REGISTRY_CLASS_MAX + 1]; /* class its proof verified, "" none */
+	bool established;       /* its trial-paid earnings are spendable (as of
+	                           the copy) */
+	int64_t pending;        /* pending earnings (as of the copy) */
+	int64_t disputes;       /* jobs it claimed more than its client saw */
+	int64_t jobs;           /* jobs it settled (as of the copy) */
 } registry_facts;
 
 /* A live node as its last heartbeat described it.  `models` and

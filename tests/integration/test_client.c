@@ -248,6 +248,11 @@ static void test_balance_and_transactions(void **state)
 	assert_non_null(strstr(line, "(1.00 h)"));
 	assert_true(line_with(line, sizeof(line), r.out, "reserved"));
 	assert_non_null(strstr(line, " 0 s"));
+	/* starter credits are trial credits */
+	assert_true(line_with(line, sizeof(line), r.out, "trial "));
+	assert_non_null(strstr(line, "3600 s"));
+	assert_true(line_with(line, sizeof(line), r.out, "pending "));
+	assert_non_null(strstr(line, " 0 s"));
 	run_free(&r);
 
 	r = run_troop("balance", "--json");
@@ -256,6 +261,8 @@ static void test_balance_and_transactions(void **state)
 	assert_string_equal(json_string_value(json_object_get(j, "public_key")), me.id);
 	assert_int_equal(json_integer_value(json_object_get(j, "available_seconds")), 3600);
 	assert_int_equal(json_integer_value(json_object_get(j, "balance_seconds")), 3600);
+	assert_int_equal(json_integer_value(json_object_get(j, "trial_seconds")), 3600);
+	assert_int_equal(json_integer_value(json_object_get(j, "pending_seconds")), 0);
 	json_decref(j);
 	run_free(&r);
 
@@ -304,6 +311,8 @@ static void test_nodes_and_models(void **state)
 	assert_non_null(strstr(line, "STATUS"));
 	assert_non_null(strstr(line, "MODELS"));
 	assert_non_null(strstr(line, "VERIFIED"));
+	assert_non_null(strstr(line, "ESTABLISHED"));
+	assert_non_null(strstr(line, "DISPUTES"));
 	assert_true(line_with(line, sizeof(line), r.out, sa));
 	assert_non_null(strstr(line, "box-a"));
 	assert_non_null(strstr(line, "127.0.0.1:18001"));

@@ -1,10 +1,14 @@
 /*
  * test_credits.c - settlement through a real coordinator: signed receipts
- * move exactly the expected credits, replays and forgeries move nothing,
- * unpaid reservations are refunded after their deadline, and the ledger's
- * conservation invariant holds after every step (read through a ledger
- * handle of this process, opened on the coordinator's SQLite file while it
- * runs).
+ * move exactly the expected credits (paid from the requester's trial
+ * starter credits, so into the node owner's pending earnings), replays,
+ * forgeries and implausible durations move nothing, unpaid reservations
+ * are refunded after their deadline, a worker claiming more than its
+ * client's delivery report observed is paid what the client observed (a
+ * dispute recorded), a receipt whose client never reports settles after
+ * --report-wait, and the ledger's conservation
+ * invariant holds after every step (read through a ledger handle of this
+ * process, opened on the coordinator's SQLite file while it runs).
  *
  * With TROOP_TEST_DATABASE_URL and TROOP_TEST_REGISTRY_URL set
  * (tests/integration/test_pg_coordinator.sh) the coordinator runs on that
@@ -52,7 +56,7 @@ static void check_invariant(void)
 	assert_int_equal(ledger_open(&l, dbpath), 0);
 	assert_int_equal(ledger_conn_open(&c, l), 0);
 	assert_int_equal(ledger_totals_get(&t, c), 0);
-	assert_int_equal(t.granted, t.balances + t.reserved);
+	assert_true(ledger_totals_balanced(&t));
 	ledger_conn_close(c);
 	ledger_close(l);
 }
@@ -138,7 +142,10 @@ static void test_settle_exact(void **state)
 	json_decref(out);
 	assert_int_equal(balance_of(&user, "balance_seconds"), 1000 - 2);
 	assert_int_equal(balance_of(&user, "reserved_seconds"), 0);
-	assert_int_equal(balance_of(&node, "balance_seconds"), 2);
+	assert_int_equal(balance_of(&user, "trial_seconds"), 998);
+	/* paid from trial credits: pending until the node is established */
+	assert_int_equal(balance_of(&node, "balance_seconds"), 0);
+	assert_int_equal(balance_of(&node, "pending_seconds"), 2);
 	check_invariant();
 
 	/* the same receipt again: same answer, nothing moves */
@@ -152,7 +159,7 @@ static void test_settle_exact(void **state)
 	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 2);
 	json_decref(out);
 	assert_int_equal(balance_of(&user, "balance_seconds"), 998);
-	assert_int_equal(balance_of(&node, "balance_seconds"), 2);
+	assert_int_equal(balance_of(&node, "pending_seconds"), 2);
 	check_invariant();
 }
 
@@ -176,11 +183,22 @@ static void test_forged_and_unknown(void **state)
 	out = receipt(&node, "AAAAAAAAAAAAAAAAAAAAAA", 1000, &st);
 	assert_int_equal(st, 404);
 	json_decref(out);
-	/* a job longer than paid for is charged the reservation, no more */
+	/* a job longer than its max_seconds, or than the time since its
+	 * ticket was issued, is refused and moves nothing */
 	out = receipt(&node, job, 3600 * 1000, &st);
+	assert_int_equal(st, 400);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "implausible"));
+	json_decref(out);
+	out = receipt(&node, job, 9000, &st);
+	assert_int_equal(st, 400);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 10);
+	/* the plausible claim settles */
+	out = receipt(&node, job, 1000, &st);
 	assert_int_equal(st, 200);
-	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 10);
-	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 0);
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 1);
+	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 9);
 	json_decref(out);
 	check_invariant();
 }
@@ -210,6 +228,179 @@ static void test_expiry_refund(void **state)
 	check_invariant();
 }
 
+/* Authorize a job of max_seconds whose client promises a delivery report. */
+static const char *authorize_reported(int max_seconds)
+{
+	static char job[64];
+	int st;
+	json_t *b = json_pack("{s:s, s:i, s:b}", "model", "m1", "max_seconds", max_seconds,
+	    "delivery_report", 1);
+	json_t *out = call(&user, "POST", "/authorize", b, &st);
+
+	assert_int_equal(st, 200);
+	snprintf(job, sizeof(job), "%s", json_string_value(json_object_get(out, "job_id")));
+	json_decref(out);
+	json_decref(b);
+	return job;
+}
+
+static json_t *report(const troop_identity *signer, const char *job, int64_t duration_ms,
+    int *st)
+{
+	char path[128];
+	json_t *b = json_pack("{s:s, s:I, s:i, s:i, s:s, s:s}", "job_id", job,
+	    "duration_ms", (json_int_t)duration_ms, "bytes", 900, "completion_tokens", 16,
+	    "outcome", "complete", "response_digest", "sha256:0f0f");
+	json_t *out;
+
+	snprintf(path, sizeof(path), "/jobs/%s/report", job);
+	out = call(signer, "POST", path, b, st);
+	json_decref(b);
+	return out;
+}
+
+static int64_t node_disputes(void)
+{
+	char path[128];
+	int st;
+	json_t *out;
+	int64_t v;
+
+	snprintf(path, sizeof(path), "/nodes/%s", node.id);
+	out = call(&user, "GET", path, NULL, &st);
+	assert_int_equal(st, 200);
+	v = json_integer_value(json_object_get(out, "disputes"));
+	json_decref(out);
+	return v;
+}
+
+/* A worker bills 3 s for a job its client saw finish in 1 s: it is paid
+ * what the client observed and the dispute is recorded. */
+static void test_inflating_worker(void **state)
+{
+	char job[64];
+	int64_t pending0, disputes0;
+	json_t *out;
+	int st;
+
+	(void)state;
+	heartbeat();
+	pending0 = balance_of(&node, "pending_seconds");
+	disputes0 = node_disputes();
+	snprintf(job, sizeof(job), "%s", authorize_reported(10));
+	/* only the requester reports */
+	out = report(&node, job, 1000, &st);
+	assert_int_equal(st, 403);
+	json_decref(out);
+	out = report(&user, job, 1000, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "recorded");
+	json_decref(out);
+	harness_sleep_ms(3100);
+	out = receipt(&node, job, 3000, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "settled");
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 1);
+	assert_int_equal(json_integer_value(json_object_get(out, "refunded")), 9);
+	json_decref(out);
+	assert_int_equal(balance_of(&node, "pending_seconds"), pending0 + 1);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 0);
+	/* the node's live record carries the ledger's count from its next
+	 * heartbeat on */
+	heartbeat();
+	assert_int_equal(node_disputes(), disputes0 + 1);
+	/* both see the dispute in their transactions */
+	{
+		char path[128];
+		json_t *tx;
+		snprintf(path, sizeof(path), "/users/%s/transactions?limit=5", user.id);
+		out = call(&user, "GET", path, NULL, &st);
+		assert_int_equal(st, 200);
+		bool seen = false;
+		size_t i;
+		json_array_foreach(json_object_get(out, "transactions"), i, tx) {
+			const char *note = json_string_value(json_object_get(tx, "note"));
+			seen |= note && strstr(note, "disputed: worker claimed 3000 ms") != NULL;
+		}
+		assert_true(seen);
+		json_decref(out);
+	}
+	check_invariant();
+}
+
+/* A client that crashes never reports: after --report-wait the worker's
+ * plausible claim settles alone. */
+static void test_crashed_client(void **state)
+{
+	char job[64];
+	int64_t pending0;
+	json_t *out;
+	int st;
+
+	(void)state;
+	heartbeat();
+	pending0 = balance_of(&node, "pending_seconds");
+	snprintf(job, sizeof(job), "%s", authorize_reported(10));
+	harness_sleep_ms(1600);
+	out = receipt(&node, job, 1500, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "claimed");
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 0);
+	json_decref(out);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 10);
+	check_invariant();
+	/* --report-wait 2, swept every 2 s */
+	for (int i = 0; i < 50 && balance_of(&user, "reserved_seconds") != 0; i++)
+		harness_sleep_ms(200);
+	assert_int_equal(balance_of(&user, "reserved_seconds"), 0);
+	assert_int_equal(balance_of(&node, "pending_seconds"), pending0 + 2);
+	/* a late report changes nothing */
+	out = report(&user, job, 100, &st);
+	assert_int_equal(st, 200);
+	assert_string_equal(json_string_value(json_object_get(out, "status")), "settled");
+	assert_int_equal(json_integer_value(json_object_get(out, "charged")), 2);
+	json_decref(out);
+	assert_int_equal(balance_of(&node, "pending_seconds"), pending0 + 2);
+	check_invariant();
+}
+
+/* A node that keeps billing more than its clients saw: past
+ * --max-dispute-rate (0.3, after 3 disputes) /authorize stops picking it. */
+static void test_disputed_node_not_picked(void **state)
+{
+	char jobs[3][64];
+	json_t *out;
+	int st;
+
+	(void)state;
+	heartbeat();
+	for (int i = 0; i < 3; i++) {
+		snprintf(jobs[i], sizeof(jobs[i]), "%s", authorize_reported(10));
+		out = report(&user, jobs[i], 500, &st);
+		assert_int_equal(st, 200);
+		json_decref(out);
+	}
+	harness_sleep_ms(1100);
+	for (int i = 0; i < 3; i++) {
+		out = receipt(&node, jobs[i], 3000, &st);
+		assert_int_equal(st, 200);
+		assert_int_equal(json_integer_value(json_object_get(out, "charged")), 1);
+		json_decref(out);
+	}
+	heartbeat();  /* the live record's copy of the facts */
+	assert_true(node_disputes() >= 3);
+	{
+		json_t *b = json_pack("{s:s, s:i}", "model", "m1", "max_seconds", 10);
+		out = call(&user, "POST", "/authorize", b, &st);
+		json_decref(b);
+	}
+	assert_int_equal(st, 503);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(out, "error"),
+	    "message")), "billed more than their clients saw"));
+	json_decref(out);
+	check_invariant();
+}
+
 static int setup(void **state)
 {
 	char data[280];
@@ -225,7 +416,8 @@ static int setup(void **state)
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
 	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
-		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2", NULL };
+		"--ticket-ttl", "2", "--release-grace", "0", "--threads", "2",
+		"--report-wait", "2", "--max-dispute-rate", "0.3", NULL };
 	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	identity_generate(&node);
@@ -249,6 +441,9 @@ int main(void)
 		cmocka_unit_test(test_settle_exact),
 		cmocka_unit_test(test_forged_and_unknown),
 		cmocka_unit_test(test_expiry_refund),
+		cmocka_unit_test(test_inflating_worker),
+		cmocka_unit_test(test_crashed_client),
+		cmocka_unit_test(test_disputed_node_not_picked),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

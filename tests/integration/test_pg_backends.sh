@@ -3,7 +3,8 @@
 #
 # test_pg_backends.sh - the production storage backends against real
 # servers: starts a private PostgreSQL and Redis (tests/pg/start-services.sh),
-# then runs the ledger and registry unit suites on them
+# then runs the ledger and registry unit suites and the credit property
+# test on them
 # (TROOP_TEST_LEDGER_URL, TROOP_TEST_REGISTRY_URL) and the PostgreSQL- and
 # Redis-only tests (two coordinators, lock order, restarts).  Every test
 # makes its own database or key prefix.
@@ -14,7 +15,7 @@ set -uo pipefail
 
 src=${TROOP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 build=${TROOP_BUILD_DIR:-$src/build}
-bins=(test_ledger test_registry test_ledger_pg test_registry_redis)
+bins=(test_ledger test_registry test_ledger_pg test_registry_redis test_credits_property)
 
 for b in "${bins[@]}"; do
   if [[ ! -x $build/tests/$b ]]; then

@@ -315,6 +315,20 @@ static int authorize(const harness_proc *p, const char *model, char node_out[64]
 	return st;
 }
 
+/* POST /authorize for `model` asking for hardware class `cls`, required or
+ * preferred: the status. */
+static int authorize_class(const harness_proc *p, const char *model, const char *cls,
+    bool required)
+{
+	troop_identity user;
+	int st = 0;
+
+	identity_generate(&user);
+	json_decref(post(p, &user, "/authorize", json_pack("{s:s, s:s, s:b}", "model", model,
+	    "class", cls, "class_required", required), &st));
+	return st;
+}
+
 static void test_honest_cpu_worker(void **state)
 {
 	troop_identity node;
@@ -383,11 +397,21 @@ static void test_honest_cpu_worker(void **state)
 		assert_true(json_is_true(json_object_get(peer, "verified")));
 		assert_true(fabs(json_real_value(json_object_get(peer, "multiplier")) -
 		    res.multiplier) < 1e-6 * res.multiplier);
+		/* a CPU-class proof verifies it for the CPU class only */
+		assert_string_equal(json_string_value(json_object_get(peer, "hardware_class")),
+		    "cpu");
+		assert_false(json_is_true(json_object_get(peer, "established")));
 		json_decref(out);
 	}
 	/* verified: now /authorize hands it out */
 	assert_int_equal(authorize(&coord, "poh-model", picked), 200);
 	assert_string_equal(picked, node.id);
+	/* ... but not to a client that requires a GPU-class node; preferring
+	 * one, or requiring the CPU class, still gets it */
+	assert_int_equal(authorize_class(&coord, "poh-model", "gpu", true), 503);
+	assert_int_equal(authorize_class(&coord, "poh-model", "gpu", false), 200);
+	assert_int_equal(authorize_class(&coord, "poh-model", "cpu", true), 200);
+	assert_int_equal(authorize_class(&coord, "poh-model", "tpu", false), 400);
 }
 
 /* On a PostgreSQL ledger (test_pg_coordinator.sh): a proof whose result

@@ -9,7 +9,8 @@
 #   - no receipt is lost: every job an engine served is settled;
 #   - no reservation stays open, and none was refunded unpaid after
 #     reaching an engine;
-#   - the ledger invariant holds: balances + open reservations == grants;
+#   - the ledger invariant holds: balances + trial credits + open
+#     reservations + pending earnings == grants - forfeits;
 #   - every process's memory stays flat (RSS at the end within 25% or
 #     6 MiB of its RSS a quarter of the way in).
 set -u
@@ -139,10 +140,19 @@ settled=$(sqlite3 "$DB" "SELECT count(*) FROM reservations WHERE status='settled
 released=$(sqlite3 "$DB" "SELECT count(*) FROM reservations WHERE status='released'")
 echo "engines served $served jobs; settled $settled; released unused $released"
 [ "$settled" = "$served" ] || chain_fail "receipts lost: engines served $served jobs but $settled settled"
-inv=$(sqlite3 "$DB" "SELECT (SELECT coalesce(sum(balance),0) FROM accounts)
+inv=$(sqlite3 "$DB" "SELECT (SELECT coalesce(sum(balance),0) + coalesce(sum(trial),0)
+	FROM accounts)
 	+ (SELECT coalesce(sum(amount),0) FROM reservations WHERE status='open')
-	- (SELECT coalesce(sum(credits),0) FROM transactions WHERE type IN ('grant','admin'))")
+	+ (SELECT coalesce(sum(pending),0) FROM nodes)
+	- (SELECT coalesce(sum(credits),0) FROM transactions WHERE type IN ('grant','admin'))
+	+ (SELECT coalesce(sum(credits),0) FROM transactions WHERE type = 'forfeit')")
 [ "$inv" = 0 ] || chain_fail "ledger invariant broken by $inv credits"
 echo "ok: ledger invariant holds"
+# what the workers were paid: the same charges as before trial credits;
+# paid from the clients' starter (trial) credits, so pending
+echo "soak totals: $(sqlite3 "$DB" "SELECT 'charged ' || coalesce(sum(charged),0) ||
+	' over ' || count(*) || ' jobs, ' || coalesce(sum(duration_ms),0) || ' ms'
+	FROM reservations WHERE status='settled'"), pending $(sqlite3 "$DB" \
+	"SELECT coalesce(sum(pending),0) FROM nodes")"
 [ "$CHAIN_FAILS" -eq 0 ] || exit 1
 echo "soak: all checks passed ($OK requests in $DUR s)"

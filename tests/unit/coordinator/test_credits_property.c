@@ -1,12 +1,24 @@
 /*
  * test_credits_property.c - a randomized property test of the credit
- * ledger: several threads, each on its own connection to one SQLite file,
- * run random account creations, reservations, settlements (honest,
- * replayed and forged), expiry sweeps and admin grants concurrently.  After
- * every step the thread checks, in one snapshot, that
- *   sum(balances) + sum(open reservations) == all credits ever granted
+ * ledger: several threads, each on its own connection to one database,
+ * run random account creations (trial starter credits), reservations,
+ * settlements (honest, replayed, forged and implausibly long; held as
+ * claims for jobs whose client promised a delivery report), delivery
+ * reports (honest, under-reporting and forged), deadline settlement of
+ * claims that got no report, that pay
+ * nodes with ordinary credits or into pending earnings, releases of
+ * pending earnings under a daily cap, failed audits that forfeit them,
+ * invite codes, expiry sweeps and admin grants concurrently.  After every
+ * step the thread checks, in one snapshot, that
+ *   sum(balances) + sum(trial) + sum(open reservations) + sum(pending)
+ *     == all credits ever granted - all credits forfeited
  * and that no balance it can see is negative.  At the end every job is
  * closed and the books must balance to the credit.
+ *
+ * The database is one SQLite file, or with TROOP_TEST_LEDGER_URL=
+ * postgres://... (tests/integration/test_pg_backends.sh sets it) a
+ * PostgreSQL database of its own, created from that URL and dropped
+ * afterwards.
  *
  * The seed is printed; TROOP_PROPERTY_SEED reproduces a run.
  */
@@ -22,6 +34,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef TROOP_HAVE_PQ
+#include <libpq-fe.h>
+#endif
+
 #include "error.h"
 #include "ledger.h"
 
@@ -35,8 +51,14 @@ struct job {
 	char id[32];
 	int requester, node;
 	int64_t amount;
+	int64_t created;
 	int closed;   /* 0 open, 1 settled, 2 released/gone */
 };
+
+/* Nodes are established after one ordinary payer; a small cap so that it
+ * is often reached. */
+static const ledger_policy POLICY = { .establish_age_s = 20, .establish_payers = 1,
+	.trial_daily_cap = 200 };
 
 static struct {
 	ledger *l;
@@ -48,7 +70,40 @@ static struct {
 	char accounts[ACCOUNTS][32];
 	char nodes[NODES][32];
 	char dir[256];
+	char url[1200];
+	char dbname[64];  /* PostgreSQL: this run's own database */
 } P;
+
+#ifdef TROOP_HAVE_PQ
+/* Run one statement on the database at `url`; 0 or -1 (message printed). */
+static int pg_exec(const char *url, const char *sql)
+{
+	PGconn *db = PQconnectdb(url);
+	int rc = -1;
+	if (PQstatus(db) == CONNECTION_OK) {
+		PGresult *r = PQexec(db, sql);
+		ExecStatusType st = PQresultStatus(r);
+		rc = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) ? 0 : -1;
+		PQclear(r);
+	}
+	if (rc != 0)
+		fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(db));
+	PQfinish(db);
+	return rc;
+}
+
+/* `base` with its database name replaced by `dbname`. */
+static void pg_url_with_db(char *out, size_t cap, const char *base, const char *dbname)
+{
+	const char *hostpart = strstr(base, "://");
+	hostpart = hostpart ? hostpart + 3 : base;
+	const char *path = strchr(hostpart, '/');
+	const char *query = strchr(hostpart, '?');
+	if (path == NULL || (query != NULL && path > query))
+		path = query ? query : base + strlen(base);
+	snprintf(out, cap, "%.*s/%s%s", (int)(path - base), base, dbname, query ? query : "");
+}
+#endif
 
 static uint32_t rnd(uint32_t *s)
 {
@@ -65,15 +120,17 @@ static void check(ledger_conn *c, const char *step)
 
 	if (rc == TROOP_EUNAVAIL)
 		return; /* busy past the timeout: not a violation */
-	if (rc != 0 || t.granted != t.balances + t.reserved || t.balances < 0 || t.reserved < 0) {
-		fprintf(stderr, "invariant broken after %s: rc=%d granted=%lld balances=%lld "
-		    "reserved=%lld\n", step, rc, (long long)t.granted, (long long)t.balances,
-		    (long long)t.reserved);
+	if (rc != 0 || !ledger_totals_balanced(&t)) {
+		fprintf(stderr, "invariant broken after %s: rc=%d granted=%lld forfeited=%lld "
+		    "balances=%lld trial=%lld reserved=%lld pending=%lld\n", step, rc,
+		    (long long)t.granted, (long long)t.forfeited, (long long)t.balances,
+		    (long long)t.trial, (long long)t.reserved, (long long)t.pending);
 		__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
 	}
 	for (int i = 0; i < ACCOUNTS; i++) {
 		ledger_balance b;
-		if (ledger_balance_get(&b, c, P.accounts[i]) == 0 && (b.available < 0 || b.reserved < 0)) {
+		if (ledger_balance_get(&b, c, P.accounts[i]) == 0 &&
+		    (b.available < 0 || b.reserved < 0 || b.trial < 0 || b.pending < 0)) {
 			fprintf(stderr, "negative balance for %s after %s\n", P.accounts[i], step);
 			__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
 		}
@@ -100,7 +157,7 @@ static void *worker(void *arg)
 		} else if (op < 50) {
 			struct job j = { .requester = (int)(rnd(&seed) % ACCOUNTS),
 					 .node = (int)(rnd(&seed) % NODES),
-					 .amount = 1 + rnd(&seed) % 300 };
+					 .amount = 1 + rnd(&seed) % 300, .created = now };
 			unsigned char raw[12];
 			what = "reserve";
 			randombytes_buf(raw, sizeof(raw));
@@ -111,7 +168,8 @@ static void *worker(void *arg)
 				.node_id = P.nodes[j.node], .worker = P.nodes[j.node], .model = "m",
 				.amount = j.amount, .max_seconds = j.amount, .multiplier = 1.0,
 				/* some reservations are already near their deadline */
-				.expires_at = now + (int64_t)(rnd(&seed) % 40), .now = now,
+				.expires_at = now + (int64_t)(rnd(&seed) % 40),
+				.report_wanted = rnd(&seed) % 3 == 0, .now = now,
 			};
 			if (ledger_reserve(NULL, c, &rq) == 0) {
 				pthread_mutex_lock(&P.mu);
@@ -131,10 +189,14 @@ static void *worker(void *arg)
 			what = forged ? "forged settle" : "settle";
 			if (have) {
 				ledger_settle_result res;
+				/* mostly within the time since the reservation, sometimes
+				 * (implausibly) longer */
+				int64_t span = (now - j.created) * 1000 + 1;
 				ledger_settle_req sr = {
 					.job_id = j.id,
 					.signer_node_id = P.nodes[(j.node + (forged ? 1 : 0)) % NODES],
-					.duration_ms = (int64_t)(rnd(&seed) % 400000),
+					.duration_ms = (int64_t)(rnd(&seed) % (uint32_t)(span +
+					    (rnd(&seed) % 10 == 0 ? 400000 : 0))),
 					.outcome = "ok", .grace_s = 5, .now = now,
 				};
 				int rc = ledger_settle(&res, c, &sr);
@@ -142,16 +204,66 @@ static void *worker(void *arg)
 					fprintf(stderr, "a forged receipt settled job %s\n", j.id);
 					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
 				}
-				if (rc == 0 && res.charged + res.refunded != j.amount) {
+				if (rc == 0 && !res.claimed && res.charged + res.refunded != j.amount) {
 					fprintf(stderr, "job %s: charged %lld + refunded %lld != %lld\n", j.id,
 					    (long long)res.charged, (long long)res.refunded,
 					    (long long)j.amount);
 					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
 				}
 			}
-		} else if (op < 95) {
+		} else if (op < 86) {
+			struct job j;
+			int have = 0, forged = rnd(&seed) % 6 == 0;
+			pthread_mutex_lock(&P.mu);
+			if (P.njobs > 0) {
+				j = P.jobs[rnd(&seed) % (uint32_t)P.njobs];
+				have = 1;
+			}
+			pthread_mutex_unlock(&P.mu);
+			what = forged ? "forged report" : "report";
+			if (have) {
+				ledger_settle_result res;
+				ledger_report_req rq = {
+					.job_id = j.id,
+					.requester = P.accounts[(j.requester + (forged ? 1 : 0)) %
+					    ACCOUNTS],
+					.duration_ms = (int64_t)(rnd(&seed) % 60000),
+					.outcome = "complete", .now = now,
+				};
+				int rc = ledger_report(&res, c, &rq);
+				if (forged && rc == 0) {
+					fprintf(stderr, "a forged report was accepted for job %s\n", j.id);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+				if (rc == 0 && !res.claimed && res.charged + res.refunded != j.amount) {
+					fprintf(stderr, "job %s: charged %lld + refunded %lld != %lld\n",
+					    j.id, (long long)res.charged, (long long)res.refunded,
+					    (long long)j.amount);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+			}
+		} else if (op < 92) {
 			what = "release_expired";
-			ledger_release_expired(NULL, c, now, 5);
+			uint32_t which = rnd(&seed) % 3;
+			if (which == 0)
+				ledger_release_expired(NULL, c, now, 5);
+			else if (which == 1)
+				ledger_settle_claims(NULL, c, now, 10);
+			else
+				ledger_release_pending(NULL, c, now, &POLICY);
+		} else if (op < 93) {
+			what = "forfeit";
+			ledger_node_forfeit(NULL, c, P.nodes[rnd(&seed) % NODES], "admin", "property",
+			    now);
+		} else if (op < 95) {
+			char code[32];
+			what = "invite";
+			snprintf(code, sizeof(code), "code-%u", rnd(&seed) % 64);
+			if (rnd(&seed) % 2)
+				ledger_invite_create(c, code, 1 + rnd(&seed) % 300, "admin", now);
+			else
+				ledger_invite_redeem(NULL, c, code, P.accounts[rnd(&seed) % ACCOUNTS],
+				    now);
 		} else {
 			what = "admin_grant";
 			ledger_admin_grant(NULL, c, P.accounts[rnd(&seed) % ACCOUNTS],
@@ -178,7 +290,21 @@ static void test_random_concurrent(void **state)
 	snprintf(P.dir, sizeof(P.dir), "/tmp/troop-prop-XXXXXX");
 	assert_non_null(mkdtemp(P.dir));
 	snprintf(path, sizeof(path), "sqlite:%s/ledger.db", P.dir);
-	assert_int_equal(ledger_open(&P.l, path), 0);
+	snprintf(P.url, sizeof(P.url), "%s", path);
+	const char *base = getenv("TROOP_TEST_LEDGER_URL");
+	if (base != NULL && strncmp(base, "postgres", 8) == 0) {
+#ifdef TROOP_HAVE_PQ
+		char sql[128];
+		snprintf(P.dbname, sizeof(P.dbname), "troop_prop_%d", (int)getpid());
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", P.dbname);
+		assert_int_equal(pg_exec(base, sql), 0);
+		pg_url_with_db(P.url, sizeof(P.url), base, P.dbname);
+		printf("on PostgreSQL database %s\n", P.dbname);
+#else
+		fail_msg("TROOP_TEST_LEDGER_URL is postgres but libpq is not built in");
+#endif
+	}
+	assert_int_equal(ledger_open(&P.l, P.url), 0);
 	pthread_mutex_init(&P.mu, NULL);
 	P.now = 1000000;
 	for (int i = 0; i < ACCOUNTS; i++)
@@ -194,15 +320,26 @@ static void test_random_concurrent(void **state)
 	/* close every job: the books balance to the credit and nothing is held */
 	assert_int_equal(ledger_conn_open(&c, P.l), 0);
 	assert_int_equal(ledger_release_expired(NULL, c, P.now + 1000, 5), 0);
+	assert_int_equal(ledger_settle_claims(NULL, c, P.now + 1000, 10), 0);
+	assert_int_equal(ledger_release_pending(NULL, c, P.now + 1000, &POLICY), 0);
 	assert_int_equal(ledger_totals_get(&t, c), 0);
 	assert_int_equal(t.reserved, 0);
 	assert_int_equal(t.open_reservations, 0);
-	assert_int_equal(t.granted, t.balances);
-	printf("%d jobs, %lld credits granted, %lld accounts\n", P.njobs, (long long)t.granted,
-	    (long long)t.accounts);
+	assert_int_equal(t.granted - t.forfeited, t.balances + t.trial + t.pending);
+	assert_true(ledger_totals_balanced(&t));
+	printf("%d jobs, %lld credits granted, %lld forfeited, %lld trial, %lld pending, "
+	    "%lld accounts\n", P.njobs, (long long)t.granted, (long long)t.forfeited,
+	    (long long)t.trial, (long long)t.pending, (long long)t.accounts);
 	assert_true(P.njobs > 0);
 	ledger_conn_close(c);
 	ledger_close(P.l);
+#ifdef TROOP_HAVE_PQ
+	if (P.dbname[0]) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", P.dbname);
+		pg_exec(base, sql);
+	}
+#endif
 	{
 		char cmd[400];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", P.dir);

@@ -159,7 +159,7 @@ static void assert_invariant(ledger_conn *c)
 {
 	ledger_totals t;
 	assert_int_equal(ledger_totals_get(&t, c), 0);
-	assert_int_equal(t.granted, t.balances + t.reserved);
+	assert_true(ledger_totals_balanced(&t));
 }
 
 /* A count from the database, read with a separate plain connection. */
@@ -189,11 +189,12 @@ static int64_t count_rows(const struct fixture *f, const char *sql)
 	return n;
 }
 
+/* Spendable now: ordinary and trial credits. */
 static int64_t available(ledger_conn *c, const char *account)
 {
 	ledger_balance b;
 	assert_int_equal(ledger_balance_get(&b, c, account), 0);
-	return b.available;
+	return b.available + b.trial;
 }
 
 static int64_t reserved(ledger_conn *c, const char *account)
@@ -268,7 +269,9 @@ static void test_reopen_keeps_data(void **state)
 	reopen(f);
 	ledger_balance b;
 	assert_int_equal(ledger_balance_get(&b, f->c, "alice"), 0);
-	assert_int_equal(b.available, STARTER + 100 - 500);
+	/* starter credits are trial credits; ordinary credits are spent first */
+	assert_int_equal(b.available, 0);
+	assert_int_equal(b.trial, STARTER + 100 - 500);
 	assert_int_equal(b.reserved, 500);
 	ledger_tx *rows = NULL;
 	size_t n = 0;
@@ -600,7 +603,8 @@ static void test_settle_flow(void **state)
 {
 	struct fixture *f = *state;
 	ledger_settle_result res;
-	assert_int_equal(ledger_ensure_account(NULL, f->c, "gina", 1000, NOW), 0);
+	/* ordinary credits: the worker's earnings are spendable at once */
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "gina", 1000, "test", "admin", NOW), 0);
 	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
 
 	/* 10 s at 2.5 = 25 of 100 reserved */
@@ -652,8 +656,9 @@ static void test_settle_flow(void **state)
 
 	/* longer than paid for: capped at the reservation, no release row */
 	q = req_for("job-3", "gina", 10, 1.0, NOW + 360);
+	q.max_seconds = 60;
 	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
-	s = settle_for("job-3", "node-1", 60000, NOW + 50);
+	s = settle_for("job-3", "node-1", 60000, NOW + 70);
 	s.outcome = "timeout";
 	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
 	assert_int_equal(res.charged, 10);
@@ -675,6 +680,260 @@ static void test_settle_flow(void **state)
 	assert_int_equal(t.open_reservations, 0);
 	assert_int_equal(t.reserved, 0);
 	assert_int_equal(t.granted, 1000);
+}
+
+/* ---- trial credits and pending earnings ------------------------------------ */
+
+static int64_t pending_of(ledger_conn *c, const char *account)
+{
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, c, account), 0);
+	return b.pending;
+}
+
+/* Reserve `amount` from `who` on node-1 (owner-1) at `now` and settle it
+ * when the `ms` it took have passed; then release pending earnings under
+ * `pol` (*released, may be NULL, gets what was released). */
+static void run_job(struct fixture *f, const char *job, const char *who, int64_t amount,
+    int64_t ms, int64_t now, const ledger_policy *pol, ledger_settle_result *res,
+    int64_t *released)
+{
+	int64_t dummy;
+	ledger_reserve_req q = req_for(job, who, amount, 1.0, now + 600);
+	q.now = now;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	ledger_settle_req s = settle_for(job, "node-1", ms, now + ms / 1000 + 1);
+	assert_int_equal(ledger_settle(res, f->c, &s), 0);
+	assert_invariant(f->c);
+	assert_int_equal(ledger_release_pending(released ? released : &dummy, f->c,
+	    now + ms / 1000 + 2, pol), 0);
+	assert_invariant(f->c);
+}
+
+static void test_trial_pending(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	ledger_policy pol = { .establish_age_s = 3600, .establish_payers = 2,
+		.trial_daily_cap = 30 };
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "t1", 100, NOW), 0);
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "t2", 100, NOW), 0);
+
+	/* trial-paid work is pending, not spendable */
+	int64_t rel = -1;
+	run_job(f, "tj-1", "t1", 50, 40000, NOW, &pol, &res, &rel);
+	assert_int_equal(res.charged, 40);
+	assert_int_equal(res.pending, 40);
+	assert_int_equal(rel, 0);
+	assert_int_equal(available(f->c, "owner-1"), 0);
+	assert_int_equal(pending_of(f->c, "owner-1"), 40);
+	assert_int_equal(available(f->c, "t1"), 60);
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, f->c, "t1"), 0);
+	assert_int_equal(b.trial, 60);
+	assert_int_equal(b.available, 0);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE job_id = 'tj-1' "
+	    "AND type = 'settle' AND note = 'pending=40'"), 1);
+
+	/* old enough but paid by no ordinary account: still pending */
+	run_job(f, "tj-2", "t2", 50, 20000, NOW + 7200, &pol, &res, NULL);
+	assert_int_equal(pending_of(f->c, "owner-1"), 60);
+	assert_int_equal(available(f->c, "owner-1"), 0);
+
+	/* ordinary credits pay the worker at once and countersign the node;
+	 * the same payer twice counts once */
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "p1", 100, "", "admin", NOW), 0);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "p2", 100, "", "admin", NOW), 0);
+	run_job(f, "pj-1", "p1", 10, 5000, NOW + 7300, &pol, &res, NULL);
+	run_job(f, "pj-2", "p1", 10, 5000, NOW + 7400, &pol, &res, &rel);
+	assert_int_equal(res.pending, 0);
+	assert_int_equal(rel, 0);
+	assert_int_equal(available(f->c, "owner-1"), 10);
+	ledger_node nd;
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.payers, 1);
+	assert_int_equal(nd.pending, 60);
+	assert_false(ledger_node_established(&nd, &pol, NOW + 7400));
+
+	/* the second payer establishes it: pending is released, at most the
+	 * daily cap per UTC day */
+	run_job(f, "pj-3", "p2", 10, 5000, NOW + 7500, &pol, &res, &rel);
+	assert_int_equal(rel, 30);
+	assert_int_equal(available(f->c, "owner-1"), 15 + 30);
+	assert_int_equal(pending_of(f->c, "owner-1"), 30);
+	run_job(f, "tj-3", "t2", 20, 10000, NOW + 7600, &pol, &res, &rel);
+	assert_int_equal(res.pending, 10);
+	assert_int_equal(rel, 0);  /* today's cap is spent */
+	assert_int_equal(pending_of(f->c, "owner-1"), 40);
+	int64_t next_day = (NOW / 86400 + 1) * 86400 + 10;
+	run_job(f, "tj-4", "t2", 5, 1000, next_day, &pol, &res, &rel);
+	assert_int_equal(rel, 30);
+	assert_int_equal(pending_of(f->c, "owner-1"), 11);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = 'mature' "
+	    "AND worker = 'owner-1'"), 2);
+
+	/* a failed audit forfeits what is pending, and the node stays
+	 * unestablished */
+	int64_t lost = 0;
+	assert_int_equal(ledger_node_forfeit(&lost, f->c, "node-1", "admin", "audit", next_day), 0);
+	assert_int_equal(lost, 11);
+	assert_int_equal(pending_of(f->c, "owner-1"), 0);
+	assert_invariant(f->c);
+	run_job(f, "tj-5", "t1", 10, 5000, next_day + 100, &pol, &res, &rel);
+	assert_int_equal(res.pending, 5);
+	assert_int_equal(rel, 0);
+	assert_int_equal(ledger_node_forfeit(NULL, f->c, "nope", "admin", "", NOW),
+	    TROOP_ENOTFOUND);
+
+	/* a refund goes back where it came from: ordinary first, then trial */
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "t1", 5, "", "admin", NOW), 0);
+	ledger_reserve_req q = req_for("mix-1", "t1", 20, 1.0, next_day + 900);
+	q.now = next_day + 200;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	ledger_reservation r;
+	assert_int_equal(ledger_reservation_get(&r, f->c, "mix-1"), 0);
+	assert_int_equal(r.trial_amount, 15);
+	assert_int_equal(ledger_release_expired(NULL, f->c, next_day + 2000, 60), 0);
+	assert_int_equal(ledger_balance_get(&b, f->c, "t1"), 0);
+	assert_int_equal(b.available, 5);
+	assert_int_equal(b.trial, 55);
+	assert_invariant(f->c);
+}
+
+static void test_implausible_duration(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "hal", 1000, "", "admin", NOW), 0);
+	ledger_reserve_req q = req_for("pl-1", "hal", 300, 1.0, NOW + 900);
+	q.max_seconds = 300;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	/* 300 s of work claimed 2 s after the ticket was issued */
+	ledger_settle_req s = settle_for("pl-1", "node-1", 300000, NOW + 2);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EINVAL);
+	assert_non_null(strstr(troop_error_msg(), "implausible"));
+	/* longer than max_seconds, however late */
+	s = settle_for("pl-1", "node-1", 400000, NOW + 500);
+	assert_int_equal(ledger_settle(&res, f->c, &s), TROOP_EINVAL);
+	/* nothing moved; the honest claim still settles */
+	assert_int_equal(reserved(f->c, "hal"), 300);
+	s = settle_for("pl-1", "node-1", 3000, NOW + 4);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_int_equal(res.charged, 3);
+	assert_invariant(f->c);
+}
+
+static void test_two_witnesses(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	ledger_reservation r;
+	int64_t n = 0;
+	bool disputed = true;
+
+	assert_int_equal(ledger_witnessed_ms(3000, -1, &disputed), 3000);
+	assert_false(disputed);
+	assert_int_equal(ledger_witnessed_ms(4150, 3000, &disputed), 4150);  /* tolerance */
+	assert_false(disputed);
+	assert_int_equal(ledger_witnessed_ms(4151, 3000, &disputed), 3000);
+	assert_true(disputed);
+
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "wit", 1000, "", "admin", NOW), 0);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+	/* the worker claims 5 s, the client saw 1 s: paid what the client saw */
+	ledger_reserve_req q = req_for("w-1", "wit", 100, 1.0, NOW + 600);
+	q.report_wanted = true;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	ledger_settle_req s = settle_for("w-1", "node-1", 5000, NOW + 10);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_true(res.claimed);
+	assert_false(res.already);
+	assert_int_equal(res.charged, 0);
+	assert_int_equal(reserved(f->c, "wit"), 100);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);  /* a retried receipt */
+	assert_true(res.claimed);
+	assert_true(res.already);
+	ledger_report_req rep = { .job_id = "w-1", .requester = "wit", .duration_ms = 1000,
+		.tokens = 20, .outcome = "complete", .digest = "sha256:x", .now = NOW + 11 };
+	rep.requester = "owner-1";
+	assert_int_equal(ledger_report(&res, f->c, &rep), TROOP_EFORBIDDEN);
+	rep.requester = "wit";
+	assert_int_equal(ledger_report(&res, f->c, &rep), 0);
+	assert_false(res.claimed);
+	assert_true(res.disputed);
+	assert_int_equal(res.charged, 1);
+	assert_int_equal(res.refunded, 99);
+	assert_int_equal(available(f->c, "owner-1"), 1);
+	assert_int_equal(ledger_reservation_get(&r, f->c, "w-1"), 0);
+	assert_true(r.disputed);
+	assert_int_equal(r.claim_ms, 5000);
+	assert_int_equal(r.report_ms, 1000);
+	ledger_node nd;
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.disputes, 1);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM audit_log WHERE action = 'dispute'"),
+	    1);
+	assert_int_equal(ledger_report(&res, f->c, &rep), 0);  /* once */
+	assert_true(res.already);
+	assert_invariant(f->c);
+
+	/* the report first, an honest receipt within the tolerance after it */
+	q = req_for("w-2", "wit", 100, 1.0, NOW + 600);
+	q.report_wanted = true;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	rep.job_id = "w-2";
+	rep.duration_ms = 3000;
+	assert_int_equal(ledger_report(&res, f->c, &rep), 0);
+	assert_true(res.claimed);
+	assert_int_equal(reserved(f->c, "wit"), 100);
+	s = settle_for("w-2", "node-1", 3500, NOW + 12);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_false(res.claimed);
+	assert_false(res.disputed);
+	assert_int_equal(res.charged, 4);
+	assert_invariant(f->c);
+
+	/* no report: the claim settles alone after the wait, not before */
+	q = req_for("w-3", "wit", 100, 1.0, NOW + 20);
+	q.report_wanted = true;
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	s = settle_for("w-3", "node-1", 2000, NOW + 13);
+	assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	assert_true(res.claimed);
+	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 20, 10), 0);
+	assert_int_equal(n, 0);
+	/* past its expiry the held claim is not refunded ... */
+	assert_int_equal(ledger_release_expired(&n, f->c, NOW + 200, 0), 0);
+	assert_int_equal(n, 0);
+	/* ... it is settled */
+	assert_int_equal(ledger_settle_claims(&n, f->c, NOW + 200, 10), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(ledger_reservation_get(&r, f->c, "w-3"), 0);
+	assert_int_equal(r.status, LEDGER_RES_SETTLED);
+	assert_int_equal(r.charged, 2);
+	assert_false(r.disputed);
+	assert_int_equal(reserved(f->c, "wit"), 0);
+	assert_int_equal(available(f->c, "wit"), 1000 - 1 - 4 - 2);
+	assert_invariant(f->c);
+}
+
+static void test_invites(void **state)
+{
+	struct fixture *f = *state;
+	int64_t got = 0;
+	assert_int_equal(ledger_invite_create(f->c, "hash-1", 500, "admin", NOW), 0);
+	assert_int_equal(ledger_invite_create(f->c, "hash-1", 500, "admin", NOW), TROOP_ECONFLICT);
+	assert_int_equal(ledger_invite_redeem(&got, f->c, "hash-1", "ike", NOW), 0);
+	assert_int_equal(got, 500);
+	assert_int_equal(ledger_invite_redeem(&got, f->c, "hash-1", "jon", NOW), TROOP_ENOTFOUND);
+	assert_int_equal(ledger_invite_redeem(&got, f->c, "hash-2", "jon", NOW), TROOP_ENOTFOUND);
+	ledger_balance b;
+	assert_int_equal(ledger_balance_get(&b, f->c, "ike"), 0);
+	assert_int_equal(b.trial, 500);
+	assert_int_equal(b.available, 0);
+	assert_int_equal(ledger_balance_get(&b, f->c, "jon"), TROOP_ENOTFOUND);
+	assert_invariant(f->c);
 }
 
 static void test_settle_errors(void **state)
@@ -1183,6 +1442,10 @@ int main(void)
 		cmocka_unit_test(test_charge_math),
 		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trial_pending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_implausible_duration, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_invites, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_witnesses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_release_expired, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_transactions_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
