@@ -340,6 +340,9 @@ int engine_spec_parse(engine_spec *out, const char *s)
 	size_t tlen, ulen;
 	int rc, port;
 
+	/* every field, the API key included, starts empty: a key is only ever
+	 * one that engine_keys_load or the environment put there */
+	memset(out, 0, sizeof(*out));
 	if (!s || !*s)
 		return troop_error_set(TROOP_EINVAL, "--engine: expected TYPE=URL, got ''");
 	eq = strchr(s, '=');
