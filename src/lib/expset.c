@@ -508,3 +508,27 @@ size_t expset_sweep(expset *s, int64_t now)
 	pthread_mutex_unlock(&s->mu);
 	return k;
 }
+
+size_t expset_size(expset *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->mu);
+	n = s->ents.n;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+int expset_foreach(expset *s, int64_t now, expset_fn fn, void *arg)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->mu);
+	expire(s, now);
+	for (size_t i = 0; i < s->hn && rc == 0; i++) {
+		const struct ent *e = s->heap[i];
+		rc = fn(e->l.key, e->at, e->len ? e->val : NULL, e->len, arg);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}

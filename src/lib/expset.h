@@ -83,4 +83,21 @@ int expset_del(expset *s, const char *key, int64_t now);
 /* Drop every expired entry; returns how many. */
 size_t expset_sweep(expset *s, int64_t now);
 
+/* Entries held: the live ones, plus any that expired since the last call
+ * given a `now` (call expset_sweep first for an exact live count). */
+size_t expset_size(expset *s);
+
+/* Called once per live entry by expset_foreach: its key, expiry, value
+ * and value length (val NULL when len is 0).  A non-zero return stops the
+ * walk. */
+typedef int (*expset_fn)(const char *key, int64_t at, const void *val, size_t len,
+    void *arg);
+
+/* Drop the entries expired at `now`, then call fn(..., arg) for each live
+ * entry, in no particular order.  fn runs under the set's lock: it must
+ * not call back into the set (that deadlocks) and should be short, as
+ * every other call on the set waits for the walk.  Returns 0, or the
+ * first non-zero value fn returned. */
+int expset_foreach(expset *s, int64_t now, expset_fn fn, void *arg);
+
 #endif

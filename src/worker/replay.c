@@ -1,11 +1,12 @@
 /*
- * replay.c - the jti replay cache of replay.h: separate chaining over a
- * power-of-two table that doubles as it fills; a full sweep of expired
- * entries runs at most every REPLAY_SWEEP_S seconds, or at once when the
- * cache is full.  A persisted cache appends to its journal under the
- * mutex and syncs it outside (a concurrent check of the same id already
- * finds it in memory); the sweep rewrites the journal when it has grown
- * to several times the live entries.
+ * replay.c - the jti replay cache of replay.h over an expiring set
+ * (expset.h: keys the jtis, expiry each ticket's `until`, capped at
+ * max_entries; expired ids are dropped in expiry order as new ones come
+ * in).  A persisted cache appends to its journal under its own mutex,
+ * which also orders the set's changes as the journal's lines, and syncs
+ * outside it (a concurrent check of the same id already finds it in
+ * memory); the journal is rewritten from the set's live entries when it
+ * has grown to several times their number.
  */
 #include "replay.h"
 
@@ -22,58 +23,37 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "expset.h"
 #include "log.h"
 
-#define REPLAY_MIN_BUCKETS 256
-#define REPLAY_SWEEP_S 10
 #define REPLAY_DEFAULT_MAX 1000000
 #define REPLAY_COMPACT_MIN 4096   /* journal lines before a rewrite is considered */
+#define REPLAY_RETRY_S 10         /* after a failed rewrite, wait this long */
 #define REPLAY_LINE_MAX (REPLAY_ID_MAX + 32)
 
-struct entry {
-	struct entry *next;
-	int64_t until;
-	char id[REPLAY_ID_MAX + 1];
-};
-
 struct replay_cache {
+	/* orders the journal's lines as the set's changes; taken before the
+	 * set's own lock */
 	pthread_mutex_t mu;
-	struct entry **b;
-	size_t nb;          /* buckets, a power of two */
-	size_t n;           /* entries */
-	size_t max;
-	int64_t last_sweep;
+	expset *ids;        /* key: jti; expiry: until */
 	/* persistence (replay_cache_open); fd -1: memory only */
 	int fd;
 	char *path;
 	size_t lines;       /* lines in the journal */
+	int64_t retry_at;   /* no rewrite before this time (one failed) */
 };
-
-static uint64_t hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
 
 int replay_cache_new(replay_cache **out, size_t max_entries)
 {
+	expset_opts o = { .max = max_entries ? max_entries : REPLAY_DEFAULT_MAX,
+		.what = "ticket ids" };
 	replay_cache *c = calloc(1, sizeof(*c));
 
 	*out = NULL;
-	if (!c)
-		return troop_error_set(TROOP_ENOMEM, "out of memory for the replay cache");
-	c->nb = REPLAY_MIN_BUCKETS;
-	c->b = calloc(c->nb, sizeof(*c->b));
-	if (!c->b) {
+	if (!c || expset_new(&c->ids, &o) != 0) {
 		free(c);
 		return troop_error_set(TROOP_ENOMEM, "out of memory for the replay cache");
 	}
-	c->max = max_entries ? max_entries : REPLAY_DEFAULT_MAX;
 	c->fd = -1;
 	pthread_mutex_init(&c->mu, NULL);
 	*out = c;
@@ -84,60 +64,12 @@ void replay_cache_free(replay_cache *c)
 {
 	if (!c)
 		return;
-	for (size_t i = 0; i < c->nb; i++) {
-		struct entry *e = c->b[i];
-		while (e) {
-			struct entry *nx = e->next;
-			free(e);
-			e = nx;
-		}
-	}
-	free(c->b);
+	expset_free(c->ids);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->path);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
-}
-
-static void sweep(replay_cache *c, int64_t now)
-{
-	for (size_t i = 0; i < c->nb; i++) {
-		struct entry **pp = &c->b[i];
-		while (*pp) {
-			struct entry *e = *pp;
-			if (e->until <= now) {
-				*pp = e->next;
-				free(e);
-				c->n--;
-			} else {
-				pp = &e->next;
-			}
-		}
-	}
-	c->last_sweep = now;
-}
-
-static void grow(replay_cache *c)
-{
-	size_t nb = c->nb * 2;
-	struct entry **b = calloc(nb, sizeof(*b));
-
-	if (!b)
-		return;  /* stay at this size: chains get longer, nothing breaks */
-	for (size_t i = 0; i < c->nb; i++) {
-		struct entry *e = c->b[i];
-		while (e) {
-			struct entry *nx = e->next;
-			size_t k = hash(e->id) & (nb - 1);
-			e->next = b[k];
-			b[k] = e;
-			e = nx;
-		}
-	}
-	free(c->b);
-	c->b = b;
-	c->nb = nb;
 }
 
 /* An id is kept in the journal as one space-separated token. */
@@ -165,14 +97,34 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
+/* One line of a journal being rewritten, per live entry (expset_fn). */
+struct rewrite {
+	int fd;
+	size_t lines;
+};
+
+static int write_entry(const char *id, int64_t until, const void *val, size_t len, void *arg)
+{
+	struct rewrite *w = arg;
+	char line[REPLAY_LINE_MAX];
+	int n = snprintf(line, sizeof(line), "%" PRId64 " %s\n", until, id);
+
+	(void)val;
+	(void)len;
+	if (write_all(w->fd, line, (size_t)n) != 0)
+		return -1;
+	w->lines++;
+	return 0;
+}
+
 /* Rewrite the journal with the live entries only: a temporary file,
  * fsync'd, renamed over the journal, the directory synced; then append to
  * the new file.  Called with the mutex held (or before the cache is
  * shared).  Returns 0 or TROOP_EIO (the old journal is kept). */
 static int compact(replay_cache *c, int64_t now)
 {
-	char tmp[PATH_MAX], line[REPLAY_LINE_MAX], *slash;
-	size_t lines = 0;
+	struct rewrite w = { .fd = -1 };
+	char tmp[PATH_MAX], *slash;
 	int fd, dfd;
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", c->path) >= sizeof(tmp))
@@ -180,17 +132,9 @@ static int compact(replay_cache *c, int64_t now)
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return troop_error_set(TROOP_EIO, "cannot write %s: %s", tmp, strerror(errno));
-	for (size_t i = 0; i < c->nb; i++)
-		for (struct entry *e = c->b[i]; e; e = e->next) {
-			int n;
-			if (e->until <= now)
-				continue;
-			n = snprintf(line, sizeof(line), "%" PRId64 " %s\n", e->until, e->id);
-			if (write_all(fd, line, (size_t)n) != 0)
-				goto fail;
-			lines++;
-		}
-	if (fsync(fd) != 0 || rename(tmp, c->path) != 0)
+	w.fd = fd;
+	if (expset_foreach(c->ids, now, write_entry, &w) != 0 || fsync(fd) != 0 ||
+	    rename(tmp, c->path) != 0)
 		goto fail;
 	slash = strrchr(tmp, '/');
 	if (slash) {
@@ -204,7 +148,7 @@ static int compact(replay_cache *c, int64_t now)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = fd;
-	c->lines = lines;
+	c->lines = w.lines;
 	return 0;
 fail:
 	{
@@ -215,29 +159,15 @@ fail:
 	}
 }
 
-/* Insert or update without touching the journal (loading). */
-static void put_loaded(replay_cache *c, const char *id, int64_t until)
+/* One journal line, without touching the journal (loading): a later
+ * line replaces an earlier one; one already expired (a forgotten id's
+ * "0 <id>" among them) removes the id.  Ids beyond the cap are left out. */
+static void put_loaded(replay_cache *c, const char *id, int64_t until, int64_t now)
 {
-	size_t k = hash(id) & (c->nb - 1);
-	struct entry *e;
-
-	for (e = c->b[k]; e; e = e->next)
-		if (strcmp(e->id, id) == 0) {
-			e->until = until;
-			return;
-		}
-	if (until <= 0 || c->n >= c->max)
-		return;
-	e = malloc(sizeof(*e));
-	if (!e)
-		return;
-	memcpy(e->id, id, strlen(id) + 1);
-	e->until = until;
-	e->next = c->b[k];
-	c->b[k] = e;
-	c->n++;
-	if (c->n > c->nb * 2)
-		grow(c);
+	if (until > now)
+		(void)expset_put(c->ids, id, NULL, NULL, 0, until, 0, now);
+	else
+		(void)expset_del(c->ids, id, now);
 }
 
 static int load(replay_cache *c, int64_t now)
@@ -266,10 +196,9 @@ static int load(replay_cache *c, int64_t now)
 				n = strlen(line);
 			continue;
 		}
-		put_loaded(c, id, (int64_t)until);
+		put_loaded(c, id, (int64_t)until, now);
 	}
 	fclose(f);
-	sweep(c, now);
 	if (bad)
 		log_warn("replay_journal", "path=%s lines=%zu skipped=%zu", c->path, total, bad);
 	return 0;
@@ -302,7 +231,7 @@ int replay_cache_open(replay_cache **out, size_t max_entries, const char *path, 
 		replay_cache_free(c);
 		return rc;
 	}
-	log_info("replay_journal", "path=%s live=%zu", path, c->n);
+	log_info("replay_journal", "path=%s live=%zu", path, expset_size(c->ids));
 	*out = c;
 	return 0;
 }
@@ -319,70 +248,58 @@ static int journal_append(replay_cache *c, const char *id, int64_t until)
 	return 0;
 }
 
+/* Rewrite the journal when it holds many more lines than live entries
+ * (mutex held).  A failure is logged and tried again later: the journal
+ * stays valid, only longer. */
+static void maybe_compact(replay_cache *c, int64_t now)
+{
+	if (c->fd < 0 || c->lines <= REPLAY_COMPACT_MIN || now < c->retry_at)
+		return;
+	(void)expset_sweep(c->ids, now);
+	if (c->lines <= 4 * expset_size(c->ids))
+		return;
+	if (compact(c, now) != 0) {
+		log_warn("replay_journal", "path=%s error=\"%s\"", c->path, troop_error_msg());
+		c->retry_at = now + REPLAY_RETRY_S;
+	}
+}
+
 int replay_cache_check(replay_cache *c, const char *id, int64_t until, int64_t now)
 {
-	size_t len = id ? strlen(id) : 0, k;
-	struct entry *e;
-	int rc = 0;
-
+	size_t len = id ? strlen(id) : 0;
 	bool sync = false;
-	int fd = -1;
+	int fd = -1, rc;
 
 	if (!id_ok(id, len))
 		return troop_error_set(TROOP_EINVAL, "ticket jti is empty, longer than %d or "
 		    "holds a space or control character", REPLAY_ID_MAX);
 	pthread_mutex_lock(&c->mu);
-	if (now - c->last_sweep >= REPLAY_SWEEP_S || c->n >= c->max) {
-		sweep(c, now);
-		if (c->fd >= 0 && c->lines > REPLAY_COMPACT_MIN && c->lines > 4 * c->n &&
-		    compact(c, now) != 0)
-			log_warn("replay_journal", "path=%s error=\"%s\"", c->path,
-			    troop_error_msg());
-	}
-	k = hash(id) & (c->nb - 1);
-	for (e = c->b[k]; e; e = e->next) {
-		if (strcmp(e->id, id) == 0) {
-			if (e->until > now) {
-				rc = troop_error_set(TROOP_ETICKET, "ticket already used (jti seen before)");
-				goto out;
+	maybe_compact(c, now);
+	if (until <= now) {
+		/* gone at once: nothing to record, but a live entry still counts */
+		rc = expset_get(NULL, 0, NULL, c->ids, id, now, false) == 0 ? TROOP_ECONFLICT : 0;
+	} else {
+		rc = expset_put(c->ids, id, NULL, NULL, 0, until, EXPSET_NX, now);
+		if (rc == TROOP_EUNAVAIL)
+			rc = troop_error_set(TROOP_ERATE, "too many tickets in use; try again shortly");
+		if (rc == 0 && c->fd >= 0) {
+			if (journal_append(c, id, until) != 0) {
+				int e = errno;
+				(void)expset_del(c->ids, id, now);
+				rc = troop_error_set(TROOP_EUNAVAIL, "cannot record the ticket in %s: "
+				    "%s", c->path, strerror(e));
+			} else {
+				sync = true;
+				fd = dup(c->fd);  /* a compaction may replace c->fd meanwhile */
 			}
-			break;  /* expired entry: reuse it */
 		}
 	}
-	if (!e && c->n >= c->max) {
-		rc = troop_error_set(TROOP_ERATE, "too many tickets in use; try again shortly");
-		goto out;
-	}
-	if (c->fd >= 0) {
-		if (journal_append(c, id, until) != 0) {
-			rc = troop_error_set(TROOP_EUNAVAIL, "cannot record the ticket in %s: %s",
-			    c->path, strerror(errno));
-			goto out;
-		}
-		sync = true;
-		fd = dup(c->fd);  /* a compaction may replace c->fd meanwhile */
-	}
-	if (e) {
-		e->until = until;
-		goto out;
-	}
-	e = malloc(sizeof(*e));
-	if (!e) {
-		rc = troop_error_set(TROOP_ENOMEM, "out of memory recording a ticket");
-		goto out;
-	}
-	memcpy(e->id, id, len + 1);
-	e->until = until;
-	e->next = c->b[k];
-	c->b[k] = e;
-	c->n++;
-	if (c->n > c->nb * 2)
-		grow(c);
-out:
+	if (rc == TROOP_ECONFLICT)
+		rc = troop_error_set(TROOP_ETICKET, "ticket already used (jti seen before)");
 	pthread_mutex_unlock(&c->mu);
 	if (sync) {
 		/* on disk before the job reaches the engine */
-		if (rc == 0 && (fd < 0 || fdatasync(fd) != 0)) {
+		if (fd < 0 || fdatasync(fd) != 0) {
 			int e2 = errno;
 			if (fd >= 0)
 				close(fd);
@@ -390,41 +307,26 @@ out:
 			return troop_error_set(TROOP_EUNAVAIL, "cannot record the ticket in %s: %s",
 			    c->path, strerror(e2));
 		}
-		if (fd >= 0)
-			close(fd);
+		close(fd);
 	}
 	return rc;
 }
 
 void replay_cache_forget(replay_cache *c, const char *id)
 {
-	struct entry **pp;
-
-	if (!c || !id)
+	if (!c || !id || !id[0])
 		return;
 	pthread_mutex_lock(&c->mu);
-	for (pp = &c->b[hash(id) & (c->nb - 1)]; *pp; pp = &(*pp)->next) {
-		if (strcmp((*pp)->id, id) == 0) {
-			struct entry *e = *pp;
-			*pp = e->next;
-			free(e);
-			c->n--;
-			/* no sync: at worst a restart refuses a ticket that never ran */
-			if (c->fd >= 0 && journal_append(c, id, 0) != 0)
-				log_warn("replay_journal", "path=%s error=\"%s\"", c->path,
-				    strerror(errno));
-			break;
-		}
-	}
+	/* no clock here: at INT64_MIN nothing counts as expired, so the id is
+	 * found (and its "0 <id>" line written) even if it has just expired */
+	if (expset_del(c->ids, id, INT64_MIN) == 0 && c->fd >= 0 &&
+	    journal_append(c, id, 0) != 0)
+		/* no sync: at worst a restart refuses a ticket that never ran */
+		log_warn("replay_journal", "path=%s error=\"%s\"", c->path, strerror(errno));
 	pthread_mutex_unlock(&c->mu);
 }
 
 size_t replay_cache_size(replay_cache *c)
 {
-	size_t n;
-
-	pthread_mutex_lock(&c->mu);
-	n = c->n;
-	pthread_mutex_unlock(&c->mu);
-	return n;
+	return expset_size(c->ids);
 }

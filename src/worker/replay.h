@@ -4,9 +4,9 @@
  * until its ticket can no longer be accepted anyway (exp + skew); after
  * that the ticket is refused as expired, so the entry can go.
  *
- * A hash set with per-entry expiry, bounded by max_entries; expired
- * entries are swept as new ones come in.  Thread-safe (one mutex: the
- * proxy threads share it).
+ * An expiring set (expset.h) bounded by max_entries; expired entries are
+ * dropped as new ones come in.  Thread-safe (the proxy threads share it:
+ * one mutex orders the journal, the set has its own).
  *
  * Persistence (replay_cache_open): so that a restarted worker still
  * refuses every ticket it served, each id is appended to a journal in the
@@ -51,7 +51,7 @@ int replay_cache_check(replay_cache *c, const char *id, int64_t until, int64_t n
  * when absent. */
 void replay_cache_forget(replay_cache *c, const char *id);
 
-/* Live entries (some may have expired since the last sweep). */
+/* Live entries (some may have expired since the last check).  O(1). */
 size_t replay_cache_size(replay_cache *c);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * test_expset.c - the expiring set: expiry boundaries, NX and replace,
  * one-shot take, counters, the cap on live entries, per-owner quotas in
- * two slots (one owner at its quota does not block another), and
- * concurrent use from several threads.
+ * two slots (one owner at its quota does not block another), the walk
+ * over live entries, and concurrent use from several threads.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -110,6 +110,72 @@ static void test_cap(void **state)
 	assert_int_equal(expset_put(s, "e3", NULL, "x", 1, NOW + 100, 0, NOW), 0);
 	/* once one expires there is room */
 	assert_int_equal(expset_put(s, "more", NULL, NULL, 0, NOW + 100, 0, NOW + 10), 0);
+	expset_free(s);
+}
+
+/* expset_foreach: what the walk saw. */
+struct seen {
+	int n, stop_at;
+	int64_t at_sum;
+	int with_value;
+	char keys[256];
+};
+
+static int collect(const char *key, int64_t at, const void *val, size_t len, void *arg)
+{
+	struct seen *w = arg;
+
+	w->n++;
+	w->at_sum += at - NOW;
+	if (len == 3 && memcmp(val, "val", 3) == 0)
+		w->with_value++;
+	else
+		assert_null(val);
+	strncat(w->keys, key, sizeof(w->keys) - strlen(w->keys) - 2);
+	strcat(w->keys, ",");
+	return w->n == w->stop_at ? 7 : 0;
+}
+
+static void test_foreach_and_size(void **state)
+{
+	struct seen w = { 0 };
+	expset *s;
+
+	(void)state;
+	assert_int_equal(expset_new(&s, NULL), 0);
+	assert_int_equal(expset_size(s), 0);
+	assert_int_equal(expset_foreach(s, NOW, collect, &w), 0);
+	assert_int_equal(w.n, 0);
+	for (int i = 0; i < 20; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "e%d", i);
+		/* e0 .. e19 live until NOW + 1 .. NOW + 20; even ones carry a value */
+		assert_int_equal(expset_put(s, k, NULL, i % 2 ? NULL : "val", i % 2 ? 0 : 3,
+		    NOW + 1 + i, 0, NOW), 0);
+	}
+	assert_int_equal(expset_del(s, "e19", NOW), 0);
+	assert_int_equal(expset_size(s), 19);
+	/* at NOW + 10, e0 .. e9 have expired: the walk drops them, sees the others once */
+	assert_int_equal(expset_foreach(s, NOW + 10, collect, &w), 0);
+	assert_int_equal(w.n, 9);
+	assert_int_equal(w.at_sum, 11 + 12 + 13 + 14 + 15 + 16 + 17 + 18 + 19);
+	assert_int_equal(w.with_value, 5);   /* e10, e12, .. e18 */
+	for (int i = 10; i < 19; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "e%d,", i);
+		assert_non_null(strstr(w.keys, k));
+	}
+	assert_null(strstr(w.keys, "e9,"));
+	assert_null(strstr(w.keys, "e19,"));
+	assert_int_equal(expset_size(s), 9);
+	/* a non-zero return stops the walk and is returned */
+	memset(&w, 0, sizeof(w));
+	w.stop_at = 3;
+	assert_int_equal(expset_foreach(s, NOW + 10, collect, &w), 7);
+	assert_int_equal(w.n, 3);
+	/* the set is usable after a walk (its lock was released) */
+	assert_int_equal(expset_put(s, "after", NULL, NULL, 0, NOW + 100, EXPSET_NX, NOW + 10), 0);
+	assert_int_equal(expset_size(s), 10);
 	expset_free(s);
 }
 
@@ -232,6 +298,7 @@ int main(void)
 		cmocka_unit_test(test_put_get_expiry),
 		cmocka_unit_test(test_incr_and_sweep),
 		cmocka_unit_test(test_cap),
+		cmocka_unit_test(test_foreach_and_size),
 		cmocka_unit_test(test_owner_quotas),
 		cmocka_unit_test(test_threads),
 	};

@@ -1,7 +1,8 @@
 /*
  * test_replay.c - the worker's jti replay cache (replay.h): each ticket id once, until
  * its ticket could no longer be accepted anyway; its journal (reload,
- * compaction, a torn last line, forget), so a restart forgets nothing.
+ * compaction, a torn last line, forget, later lines winning, the cap), so
+ * a restart forgets nothing; threads racing on the same ids.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
@@ -74,6 +77,34 @@ static void test_replay_cache(void **state)
 	/* once they expire there is room again */
 	assert_int_equal(replay_cache_check(c, "later", 2000, 1500), 0);
 	assert_true(replay_cache_size(c) < 10);
+	replay_cache_free(c);
+}
+
+/* A cache full of live entries refuses each new id at the cost of one
+ * lookup: a full table sweep per check (as once written) made every
+ * refusal O(entries) under the mutex, about 10 ms each at 1M entries. */
+static void test_replay_full_is_cheap(void **state)
+{
+	enum { N = 200000, TRIES = 5000 };
+	struct timespec t0, t;
+	replay_cache *c;
+	char id[32];
+
+	(void)state;
+	assert_int_equal(replay_cache_new(&c, N), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(id, sizeof(id), "live-%d", i);
+		assert_int_equal(replay_cache_check(c, id, 5000, 1000), 0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < TRIES; i++) {
+		snprintf(id, sizeof(id), i % 2 ? "live-%d" : "more-%d", i);
+		assert_int_equal(replay_cache_check(c, id, 5000, 1000 + i / 1000),
+		    i % 2 ? TROOP_ETICKET : TROOP_ERATE);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		/* ~2 ms in all here; the sweeping cache needed over 10 s */
+		assert_true((double)(t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < 2.0);
+	}
 	replay_cache_free(c);
 }
 
@@ -158,6 +189,111 @@ static void test_replay_journal(void **state)
 	assert_null(c);
 }
 
+/* Lines as written by hand, read back: a later line wins (also with a
+ * shorter expiry), "0 <id>" forgets, the cap holds, and a reload
+ * compacts to the live entries. */
+static void test_replay_journal_reload(void **state)
+{
+	char path[400];
+	replay_cache *c;
+	FILE *f;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/state", dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	journal_path(path, sizeof(path));
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("2000 x\n0 x\n2000 x\n"      /* x: live again */
+	    "2000 y\n0 y\n"                 /* y: forgotten */
+	    "3000 z\n1200 z\n"              /* z: the later, shorter expiry */
+	    "900 old\n"                     /* expired before the start */
+	    "bogus\n2000 two words\n", f);  /* malformed: skipped */
+	fclose(f);
+	assert_int_equal(replay_cache_open(&c, 0, path, 1000), 0);
+	assert_int_equal(replay_cache_size(c), 2);
+	assert_int_equal(file_lines(path), 2);
+	assert_int_equal(replay_cache_check(c, "x", 2000, 1100), TROOP_ETICKET);
+	assert_int_equal(replay_cache_check(c, "z", 2000, 1100), TROOP_ETICKET);
+	assert_int_equal(replay_cache_check(c, "y", 2000, 1100), 0);
+	assert_int_equal(replay_cache_check(c, "old", 2000, 1100), 0);
+	/* an expiry not after now records nothing, but a live id still counts */
+	assert_int_equal(replay_cache_check(c, "stale", 1100, 1100), 0);
+	assert_int_equal(replay_cache_check(c, "x", 1100, 1100), TROOP_ETICKET);
+	assert_int_equal(replay_cache_size(c), 4);
+	replay_cache_free(c);
+	assert_int_equal(replay_cache_open(&c, 0, path, 1300), 0);
+	assert_int_equal(replay_cache_check(c, "z", 2000, 1300), 0);   /* expired at 1200 */
+	assert_int_equal(replay_cache_check(c, "stale", 2000, 1300), 0);
+	assert_int_equal(replay_cache_check(c, "old", 2000, 1300), TROOP_ETICKET);
+	replay_cache_free(c);
+	/* a smaller cap: the journal's ids beyond it are left out */
+	assert_int_equal(replay_cache_open(&c, 2, path, 1300), 0);
+	assert_int_equal(replay_cache_size(c), 2);
+	assert_int_equal(replay_cache_check(c, "new", 2000, 1300), TROOP_ERATE);
+	replay_cache_free(c);
+}
+
+/* Several threads on one persisted cache, each offering the same ids:
+ * each id is accepted once, and a restart refuses all of them. */
+#define THREADS 4
+#define THREAD_IDS 500
+
+struct racer {
+	replay_cache *c;
+	int won[THREAD_IDS];
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	char id[32];
+
+	for (int i = 0; i < THREAD_IDS; i++) {
+		int rc;
+		snprintf(id, sizeof(id), "race-%d", i);
+		rc = replay_cache_check(r->c, id, 5000, 1000);
+		assert_true(rc == 0 || rc == TROOP_ETICKET);
+		r->won[i] = rc == 0;
+		if (i % 50 == 0)
+			(void)replay_cache_size(r->c);
+	}
+	return NULL;
+}
+
+static void test_replay_threads(void **state)
+{
+	static struct racer r[THREADS];
+	pthread_t t[THREADS];
+	char path[400], id[32];
+	replay_cache *c;
+
+	(void)state;
+	journal_path(path, sizeof(path));
+	assert_int_equal(replay_cache_open(&c, 0, path, 1000), 0);
+	for (int i = 0; i < THREADS; i++) {
+		r[i].c = c;
+		assert_int_equal(pthread_create(&t[i], NULL, race, &r[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	for (int k = 0; k < THREAD_IDS; k++) {
+		int won = 0;
+		for (int i = 0; i < THREADS; i++)
+			won += r[i].won[k];
+		assert_int_equal(won, 1);
+	}
+	assert_int_equal(replay_cache_size(c), THREAD_IDS);
+	replay_cache_free(c);
+	assert_int_equal(replay_cache_open(&c, 0, path, 1001), 0);
+	assert_int_equal(replay_cache_size(c), THREAD_IDS);
+	for (int k = 0; k < THREAD_IDS; k += 37) {
+		snprintf(id, sizeof(id), "race-%d", k);
+		assert_int_equal(replay_cache_check(c, id, 5000, 1001), TROOP_ETICKET);
+	}
+	replay_cache_free(c);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -186,7 +322,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_replay_cache),
+		cmocka_unit_test(test_replay_full_is_cheap),
 		cmocka_unit_test_setup_teardown(test_replay_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_journal_reload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replay_threads, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
