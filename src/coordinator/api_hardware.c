@@ -151,6 +151,27 @@ static void reply_retry(http_req *r, long long wait)
 	http_reply_header(r, "Retry-After", retry);
 }
 
+/* Count one challenge in the window "poh:<kind>:<who>" (at most `limit` a
+ * --poh-rate-limit window).  Returns 0, or a troop_err with the reply
+ * (429 with Retry-After, saying `whose`) sent. */
+static int challenge_window(http_req *r, coord *c, const char *kind, const char *who,
+    int64_t limit, const char *whose, int64_t now)
+{
+	char key[KEY_MAX + 64];
+	int rc;
+
+	snprintf(key, sizeof(key), "poh:%s:%s", kind, who);
+	rc = registry_rate_check(c->reg, key, c->poh.rate_limit_s, limit, now);
+	if (rc == TROOP_ERATE) {
+		reply_retry(r, c->poh.rate_limit_s);
+		coord_reply_error(r, rc, "at most %lld proof-of-hardware challenges per %lld s %s",
+		    (long long)limit, (long long)c->poh.rate_limit_s, whose);
+	} else if (rc != 0) {
+		coord_reply_last_error(r, rc);
+	}
+	return rc;
+}
+
 /* The limits a node's key alone does not bound: the node must have
  * heartbeated for min_node_age_s and be live now; its source address and
  * its owner account get owner_limit / address_limit challenges per
@@ -158,7 +179,6 @@ static void reply_retry(http_req *r, long long wait)
 static int challenge_allowed(http_req *r, coord *c, const char *signer,
     const ledger_node *ln, int64_t now)
 {
-	char key[KEY_MAX + 64];
 	registry_node rn;
 	int rc;
 
@@ -181,38 +201,14 @@ static int challenge_allowed(http_req *r, coord *c, const char *signer,
 	}
 	if (c->poh.rate_limit_s <= 0)
 		return 0;
-	if (c->poh.address_limit > 0) {
-		snprintf(key, sizeof(key), "poh:ra:%s", http_req_peer(r));
-		rc = registry_rate_check(c->reg, key, c->poh.rate_limit_s, c->poh.address_limit,
-		    now);
-		if (rc == TROOP_ERATE) {
-			reply_retry(r, c->poh.rate_limit_s);
-			coord_reply_error(r, rc, "at most %lld proof-of-hardware challenges per %lld s "
-			    "from one address", (long long)c->poh.address_limit,
-			    (long long)c->poh.rate_limit_s);
-			return rc;
-		}
-		if (rc != 0) {
-			coord_reply_last_error(r, rc);
-			return rc;
-		}
-	}
-	if (c->poh.owner_limit > 0 && ln->owner[0] && strcmp(ln->owner, signer) != 0) {
-		snprintf(key, sizeof(key), "poh:ro:%s", ln->owner);
-		rc = registry_rate_check(c->reg, key, c->poh.rate_limit_s, c->poh.owner_limit,
-		    now);
-		if (rc == TROOP_ERATE) {
-			reply_retry(r, c->poh.rate_limit_s);
-			coord_reply_error(r, rc, "at most %lld proof-of-hardware challenges per %lld s "
-			    "for the nodes of one owner", (long long)c->poh.owner_limit,
-			    (long long)c->poh.rate_limit_s);
-			return rc;
-		}
-		if (rc != 0) {
-			coord_reply_last_error(r, rc);
-			return rc;
-		}
-	}
+	if (c->poh.address_limit > 0 &&
+	    (rc = challenge_window(r, c, "ra", http_req_peer(r), c->poh.address_limit,
+	    "from one address", now)) != 0)
+		return rc;
+	if (c->poh.owner_limit > 0 && ln->owner[0] && strcmp(ln->owner, signer) != 0 &&
+	    (rc = challenge_window(r, c, "ro", ln->owner, c->poh.owner_limit,
+	    "for the nodes of one owner", now)) != 0)
+		return rc;
 	return 0;
 }
 
