@@ -355,13 +355,6 @@ int registry_kv_take(void *buf, size_t cap, size_t *len, registry *r, const char
 	return kv_get(buf, cap, len, r, key, now, true);
 }
 
-int registry_kv_del(registry *r, const char *key, int64_t now)
-{
-	TRY(check_reg(r));
-	TRY(check_str("key", key, REGISTRY_KV_KEY_MAX));
-	return r->ops->kv_del(r, key, now);
-}
-
 /* ---- records ------------------------------------------------------------------ */
 
 void registry_node_clear(registry_node *n)

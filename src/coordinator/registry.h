@@ -292,9 +292,6 @@ int registry_kv_get(void *buf, size_t cap, size_t *len, registry *r, const char 
 int registry_kv_take(void *buf, size_t cap, size_t *len, registry *r, const char *key,
     int64_t now);
 
-/* Delete `key`.  TROOP_ENOTFOUND if it was not there (or had expired). */
-int registry_kv_del(registry *r, const char *key, int64_t now);
-
 /* ---- backend interface ---------------------------------------------------- */
 /*
  * For backend files only.  A backend's handle struct starts with
@@ -335,7 +332,6 @@ struct registry_ops {
 	/* take: delete after a successful copy */
 	int (*kv_get)(void *buf, size_t cap, size_t *len, registry *r, const char *key,
 	    int64_t now, bool take);
-	int (*kv_del)(registry *r, const char *key, int64_t now);
 };
 
 extern const struct registry_ops registry_memory_ops;

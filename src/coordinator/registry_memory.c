@@ -847,11 +847,6 @@ static int mem_kv_get(void *buf, size_t cap, size_t *len, registry *r, const cha
 	return expset_get(buf, cap, len, mem_of(r)->kv, key, now, take);
 }
 
-static int mem_kv_del(registry *r, const char *key, int64_t now)
-{
-	return expset_del(mem_of(r)->kv, key, now);
-}
-
 static int mem_sweep(size_t *removed, registry *r, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
@@ -946,5 +941,4 @@ const struct registry_ops registry_memory_ops = {
 	.rate_check = mem_rate_check,
 	.kv_put = mem_kv_put,
 	.kv_get = mem_kv_get,
-	.kv_del = mem_kv_del,
 };

@@ -432,23 +432,9 @@ static const char lua_kv_get[] =
 	"end\n"
 	"return {len, r[1]}\n";
 
-/* ARGV: P key now -> 1 deleted a live key, 0 otherwise */
-static const char lua_kv_del[] =
-	"local P = ARGV[1]\n" LUA_QUOTA_PRELUDE
-	"local k = P .. 'kv:' .. ARGV[2]\n"
-	"local r = redis.call('HMGET', k, 'e', 'o', 'a')\n"
-	"local e = r[1]\n"
-	"if not e then return 0 end\n"
-	"redis.call('DEL', k)\n"
-	"redis.call('ZREM', P .. 'z:kv', ARGV[2])\n"
-	"qrem('kv', 0, r[2], ARGV[2])\n"
-	"qrem('kv', 1, r[3], ARGV[2])\n"
-	"if tonumber(e) <= tonumber(ARGV[3]) then return 0 end\n"
-	"return 1\n";
-
 enum script_id {
 	SC_PUT, SC_REMOVE, SC_FIND, SC_MODELS, SC_ACTIVE, SC_FACTS, SC_SWEEP_NODES, SC_SWEEP_STORE,
-	SC_NONCE, SC_RATE, SC_KV_PUT, SC_KV_GET, SC_KV_DEL, SC_COUNT
+	SC_NONCE, SC_RATE, SC_KV_PUT, SC_KV_GET, SC_COUNT
 };
 
 static const char *const script_src[SC_COUNT] = {
@@ -456,7 +442,7 @@ static const char *const script_src[SC_COUNT] = {
 	[SC_MODELS] = lua_models, [SC_ACTIVE] = lua_active, [SC_FACTS] = lua_facts,
 	[SC_SWEEP_NODES] = lua_sweep_nodes, [SC_SWEEP_STORE] = lua_sweep_store,
 	[SC_NONCE] = lua_nonce, [SC_RATE] = lua_rate, [SC_KV_PUT] = lua_kv_put,
-	[SC_KV_GET] = lua_kv_get, [SC_KV_DEL] = lua_kv_del,
+	[SC_KV_GET] = lua_kv_get,
 };
 
 /* ---- handle and connection pool ---------------------------------------------------- */
@@ -1449,22 +1435,6 @@ out:
 	return err;
 }
 
-static int rd_kv_del(registry *r, const char *key, int64_t now)
-{
-	struct redis_registry *rr = rr_of(r);
-	struct cmd c;
-	redisReply *rep = NULL;
-	cmd_script_begin(&c, rr, 2);
-	cmd_str(&c, key);
-	cmd_i64(&c, now);
-	int err = run_script(&rep, rr, SC_KV_DEL, &c, "delete key");
-	if (err == 0 && reply_int(rep) != 1)
-		err = troop_error_set(TROOP_ENOTFOUND, "no live key '%s'", key);
-	freeReplyObject(rep);
-	cmd_free(&c);
-	return err;
-}
-
 /* ---- lifetime ------------------------------------------------------------- */
 
 static void rd_close(registry *r)
@@ -1762,7 +1732,6 @@ const struct registry_ops registry_redis_ops = {
 	.rate_check = rd_rate_check,
 	.kv_put = rd_kv_put,
 	.kv_get = rd_kv_get,
-	.kv_del = rd_kv_del,
 };
 
 #endif /* TROOP_HAVE_HIREDIS */

@@ -730,7 +730,7 @@ static void test_quotas(void **state)
 	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "poh:c:m1", NOW), 0);
 	assert_int_equal(registry_kv_put_owned(r, "poh:c:m9", "v", 1, 60, 0, "node-m",
 	    "10.9.9.9", NOW), 0);
-	assert_int_equal(registry_kv_del(r, "poh:c:m2", NOW), 0);
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "poh:c:m2", NOW), 0);
 	/* other owners from the same address count against it: m0 m3 m4 m9 and
 	 * x0 .. x3 make 8 */
 	assert_int_equal(registry_kv_put_owned(r, "poh:c:x0", "v", 1, 60, 0, "node-x",
@@ -807,8 +807,8 @@ static void test_kv(void **state)
 	assert_int_equal(registry_kv_put(r, "d", "", 0, 10, 0, NOW), 0);
 	assert_int_equal(registry_kv_get(buf, sizeof buf, &len, r, "d", NOW), 0);
 	assert_int_equal(len, 0);
-	assert_int_equal(registry_kv_del(r, "d", NOW), 0);
-	assert_int_equal(registry_kv_del(r, "d", NOW), TROOP_ENOTFOUND);
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "d", NOW), 0);
+	assert_int_equal(registry_kv_take(buf, sizeof buf, &len, r, "d", NOW), TROOP_ENOTFOUND);
 
 	static char big[REGISTRY_KV_VALUE_MAX + 1];
 	assert_int_equal(registry_kv_put(r, "big", big, sizeof big, 10, 0, NOW), TROOP_ETOOLARGE);
