@@ -1573,6 +1573,11 @@ static int parse_url(struct redis_registry *rr, const char *url)
 		size_t pl = main_len - 7;
 		if (pl == 0 || url[7] != '/')
 			return bad_url("unix:// needs an absolute socket path");
+		/* unix://user:password@/path is another client's syntax: taken
+		 * as a path it would put the password in every message */
+		if (memchr(url + 7, '@', pl))
+			return bad_url("a unix:// socket path cannot hold '@' (credentials are "
+			    "only supported in redis:// URLs)");
 		if (pl > HOST_MAX)
 			return troop_error_set(TROOP_ETOOLARGE, "registry URL: socket path too long");
 		memcpy(rr->host, url + 7, pl);

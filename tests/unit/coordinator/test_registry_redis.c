@@ -337,6 +337,8 @@ static void test_url_options(void **state)
 	assert_int_equal(registry_open(&r, "redis://127.0.0.1:6379?prefix=%zz", NULL),
 	    TROOP_EINVAL);
 	assert_int_equal(registry_open(&r, "unix://relative.sock", NULL), TROOP_EINVAL);
+	/* credentials in a unix:// URL would be read as the path, and logged */
+	assert_int_equal(registry_open(&r, "unix://:secret@/run/redis.sock", NULL), TROOP_EINVAL);
 	assert_null(r);
 	redisFree(d);
 }
