@@ -29,6 +29,10 @@ static char *password_of(const char *url)
 	colon = strchr(s, ':');
 	if (!at || !colon || colon > at || at - colon < 5)
 		return NULL;   /* short passwords match too much by chance */
+	/* userinfo is part of the authority, which ends at '/', '?' or '#'
+	 * (RFC 3986): an '@' after one of them is not a credential's end */
+	if (strcspn(s, "/?#") < (size_t)(at - s))
+		return NULL;
 	return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
@@ -40,7 +44,9 @@ static void check_desc(const char *url, const char *desc, size_t cap)
 		abort();
 	/* a leak is the password showing up in the description when the
 	 * rest of the URL (after the '@') does not hold the same text */
-	if (pw && strstr(desc, pw) && !strstr(strchr(strstr(url, "://"), '@') + 1, pw))
+	if (pw && strstr(desc, pw) && !strstr(strchr(strstr(url, "://"), '@') + 1, pw) &&
+	    /* nor text the description writes itself */
+	    !strstr("localhost:5432/6379(database)(default)(host)(port)", pw))
 		abort();
 	free(pw);
 }
