@@ -1,0 +1,295 @@
+/*
+ * compat.c - the reply translator of compat.h: reads the engine's chat
+ * completions reply (an event stream through the SSE parser, or a JSON
+ * body collected whole) and drives the per-API event builders of
+ * compat_responses.c and compat_messages.c.
+ */
+#include "compat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "json.h"
+#include "sse.h"
+
+struct compat_reply {
+	api_kind kind;
+	bool sse;
+	char id[128];
+	char model[256];
+	int64_t created;
+	sse_parser *parser;
+	dynbuf body;          /* a JSON reply, collected */
+	dynbuf text;          /* the answer so far */
+	dynbuf *out;          /* during feed and finish */
+	char finish[32];
+	int64_t in_tok, out_tok;
+	long seq;             /* Responses sequence_number */
+	bool started;         /* the opening events went out */
+	bool ended;           /* closed, or failed: nothing more goes out */
+	int err;              /* the first output failure */
+};
+
+int compat_request(api_kind kind, const json_t *in, json_t **out)
+{
+	*out = NULL;
+	if (!json_is_object(in))
+		return troop_error_set(TROOP_EINVAL, "the request body must be a JSON object");
+	if (kind == API_RESPONSES)
+		return compat_responses_request(in, out);
+	if (kind == API_MESSAGES)
+		return compat_messages_request(in, out);
+	return troop_error_set(TROOP_EINVAL, "no translation for this API");
+}
+
+static compat_state state_of(const compat_reply *c)
+{
+	compat_state s = { c->id, c->model, c->created, dynbuf_ptr(&c->text),
+		dynbuf_len(&c->text), c->finish, c->in_tok, c->out_tok };
+
+	if (!s.text)
+		s.text = "";
+	return s;
+}
+
+/* compat_emit_fn: one SSE event into c->out. */
+static int emit(void *arg, const char *event, json_t *data)
+{
+	compat_reply *c = arg;
+	char *text;
+	int rc;
+
+	if (!data)
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
+	if (c->kind == API_RESPONSES)
+		json_object_set_new(data, "sequence_number", json_integer(c->seq++));
+	text = json_dump_compact(data, NULL);
+	json_decref(data);
+	if (!text)
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
+	rc = dynbuf_addf(c->out, "event: %s\ndata: %s\n\n", event, text);
+	free(text);
+	return rc;
+}
+
+static int start(compat_reply *c)
+{
+	compat_state s = state_of(c);
+
+	if (c->started)
+		return 0;
+	c->started = true;
+	return c->kind == API_RESPONSES ? compat_responses_start(&s, emit, c) :
+	    compat_messages_start(&s, emit, c);
+}
+
+static int end(compat_reply *c)
+{
+	compat_state s;
+	int rc;
+
+	if (c->ended)
+		return 0;
+	if ((rc = start(c)) != 0)
+		return rc;
+	c->ended = true;
+	s = state_of(c);
+	return c->kind == API_RESPONSES ? compat_responses_end(&s, emit, c) :
+	    compat_messages_end(&s, emit, c);
+}
+
+/* The usage object of a chat reply, when it is one. */
+static void take_usage(compat_reply *c, const json_t *u)
+{
+	const json_t *p = json_object_get(u, "prompt_tokens");
+	const json_t *q = json_object_get(u, "completion_tokens");
+
+	if (json_is_integer(p) && json_integer_value(p) >= 0)
+		c->in_tok = json_integer_value(p);
+	if (json_is_integer(q) && json_integer_value(q) >= 0)
+		c->out_tok = json_integer_value(q);
+}
+
+static void take_finish(compat_reply *c, const json_t *choice)
+{
+	const char *f = json_string_value(json_object_get(choice, "finish_reason"));
+
+	if (f && f[0])
+		snprintf(c->finish, sizeof(c->finish), "%s", f);
+}
+
+/* An error the engine reported: the API's error event, and the end. */
+static int stream_error(compat_reply *c, const json_t *e)
+{
+	const char *msg = json_string_value(json_object_get(e, "message"));
+	char *ev;
+	int rc;
+
+	if (!msg)
+		msg = json_string_value(e);
+	ev = api_error_event(c->kind, TROOP_EUPSTREAM, msg ? msg : "the engine failed",
+	    c->seq++);
+	c->ended = true;
+	if (!ev)
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
+	rc = dynbuf_add(c->out, ev, strlen(ev));
+	free(ev);
+	return rc;
+}
+
+static int on_event(void *arg, const char *event, const char *data, size_t len,
+    const char *id)
+{
+	compat_reply *c = arg;
+	json_t *ev, *choice;
+	const char *delta;
+	compat_state s;
+	int rc = 0;
+
+	(void)event;
+	(void)id;
+	if (c->ended || c->err)
+		return 0;
+	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+		c->err = end(c);
+		return 0;
+	}
+	ev = json_loadb(data, len, 0, NULL);
+	if (!json_is_object(ev)) {
+		json_decref(ev);
+		return 0;  /* not a chunk: nothing to say */
+	}
+	if (json_object_get(ev, "error")) {
+		c->err = stream_error(c, json_object_get(ev, "error"));
+		json_decref(ev);
+		return 0;
+	}
+	choice = json_array_get(json_object_get(ev, "choices"), 0);
+	delta = json_string_value(json_object_get(json_object_get(choice, "delta"), "content"));
+	if (delta && delta[0]) {
+		if ((rc = start(c)) == 0 &&
+		    (rc = dynbuf_add(&c->text, delta, strlen(delta))) == 0) {
+			s = state_of(c);
+			rc = c->kind == API_RESPONSES ? compat_responses_delta(&s, delta, emit, c) :
+			    compat_messages_delta(&s, delta, emit, c);
+		}
+	}
+	take_finish(c, choice);
+	take_usage(c, json_object_get(ev, "usage"));
+	json_decref(ev);
+	c->err = rc;
+	return 0;
+}
+
+int compat_reply_new(compat_reply **out, api_kind kind, bool event_stream, const char *id,
+    const char *model, int64_t created)
+{
+	compat_reply *c = calloc(1, sizeof(*c));
+
+	*out = NULL;
+	if (!c)
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
+	c->kind = kind == API_MESSAGES ? API_MESSAGES : API_RESPONSES;
+	c->sse = event_stream;
+	snprintf(c->id, sizeof(c->id), "%s", id ? id : "0");
+	snprintf(c->model, sizeof(c->model), "%s", model ? model : "");
+	c->created = created;
+	dynbuf_init(&c->body, COMPAT_MAX_BODY);
+	dynbuf_init(&c->text, COMPAT_MAX_BODY);
+	if (event_stream && sse_parser_new(&c->parser, COMPAT_MAX_EVENT, on_event, c) != 0) {
+		free(c);
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
+	}
+	*out = c;
+	return 0;
+}
+
+int compat_reply_feed(compat_reply *c, const char *data, size_t len, dynbuf *out)
+{
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if (!c->sse)
+		return dynbuf_add(&c->body, data, len);
+	c->out = out;
+	rc = sse_parser_feed(c->parser, data, len);
+	c->out = NULL;
+	if (rc == 0)
+		rc = c->err;
+	c->err = 0;
+	return rc;
+}
+
+/* A whole chat completion into the API's body, into out. */
+static int finish_json(compat_reply *c, dynbuf *out)
+{
+	json_t *in = json_loadb(dynbuf_ptr(&c->body) ? dynbuf_ptr(&c->body) : "",
+	    dynbuf_len(&c->body), 0, NULL);
+	json_t *choice = json_array_get(json_object_get(in, "choices"), 0);
+	const char *text = json_string_value(json_object_get(json_object_get(choice, "message"),
+	    "content"));
+	json_t *body;
+	char *dump;
+	compat_state s;
+	int rc;
+
+	if (!json_is_object(choice)) {
+		json_decref(in);
+		body = api_error_body(c->kind, 502, "server_error", "upstream_error",
+		    "the engine's reply is not a chat completion");
+	} else {
+		if (text && (rc = dynbuf_add(&c->text, text, strlen(text))) != 0) {
+			json_decref(in);
+			return rc;
+		}
+		take_finish(c, choice);
+		take_usage(c, json_object_get(in, "usage"));
+		json_decref(in);
+		s = state_of(c);
+		body = c->kind == API_RESPONSES ? compat_responses_body(&s) :
+		    compat_messages_body(&s);
+	}
+	dump = body ? json_dump_compact(body, NULL) : NULL;
+	json_decref(body);
+	if (!dump)
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
+	rc = dynbuf_add(out, dump, strlen(dump));
+	free(dump);
+	return rc;
+}
+
+int compat_reply_finish(compat_reply *c, dynbuf *out)
+{
+	int rc;
+
+	if (!c->sse)
+		return finish_json(c, out);
+	c->out = out;
+	/* a last event without its blank line still counts */
+	rc = sse_parser_feed(c->parser, "\n\n", 2);
+	if (rc == 0)
+		rc = c->err;
+	if (rc == 0)
+		rc = end(c);
+	c->out = NULL;
+	c->err = 0;
+	return rc;
+}
+
+long compat_reply_seq(const compat_reply *c)
+{
+	return c ? c->seq : 0;
+}
+
+void compat_reply_free(compat_reply *c)
+{
+	if (!c)
+		return;
+	sse_parser_free(c->parser);
+	dynbuf_free(&c->body);
+	dynbuf_free(&c->text);
+	free(c);
+}

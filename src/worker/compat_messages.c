@@ -1,0 +1,292 @@
+/*
+ * compat_messages.c - the Anthropic Messages API over chat completions
+ * (compat.h): system prompt, messages and content blocks as chat
+ * messages, and the Message object and its stream events built from the
+ * chat reply.
+ */
+#include "compat.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* ---- request -------------------------------------------------------------------- */
+
+static json_t *block_of(const json_t *b)
+{
+	const char *type = json_string_value(json_object_get(b, "type"));
+	const json_t *text = json_object_get(b, "text");
+
+	if (!type) {
+		troop_error_set(TROOP_EINVAL, "a content block has no \"type\"");
+		return NULL;
+	}
+	if (strcmp(type, "text") == 0) {
+		if (!json_is_string(text)) {
+			troop_error_set(TROOP_EINVAL, "a text block needs a string \"text\"");
+			return NULL;
+		}
+		return json_pack("{s:s, s:O}", "type", "text", "text", text);
+	}
+	if (strcmp(type, "image") == 0) {
+		const json_t *src = json_object_get(b, "source");
+		const char *st = json_string_value(json_object_get(src, "type"));
+		const char *mt = json_string_value(json_object_get(src, "media_type"));
+		const char *data = json_string_value(json_object_get(src, "data"));
+		const char *url = json_string_value(json_object_get(src, "url"));
+
+		if (st && strcmp(st, "url") == 0 && url)
+			return json_pack("{s:s, s:{s:s}}", "type", "image_url", "image_url", "url", url);
+		if (st && strcmp(st, "base64") == 0 && mt && data && strlen(mt) < 100 &&
+		    !strpbrk(mt, ";,")) {
+			json_t *part;
+			size_t n = strlen(data) + strlen(mt) + 16;
+			char *u = malloc(n);
+
+			if (!u) {
+				troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+				return NULL;
+			}
+			snprintf(u, n, "data:%s;base64,%s", mt, data);
+			part = json_pack("{s:s, s:{s:s}}", "type", "image_url", "image_url", "url", u);
+			free(u);
+			return part;
+		}
+		troop_error_set(TROOP_EINVAL, "image blocks are translated only with a \"base64\" or "
+		    "\"url\" source");
+		return NULL;
+	}
+	troop_error_set(TROOP_EINVAL, "content blocks of type '%.64s' (tool use, tool results, "
+	    "documents, thinking) cannot be translated to chat completions for this engine (it "
+	    "does not serve /v1/messages natively)", type);
+	return NULL;
+}
+
+static json_t *content_of(const json_t *content)
+{
+	json_t *parts;
+	size_t i;
+	const json_t *b;
+
+	if (json_is_string(content))
+		return json_copy((json_t *)content);
+	if (!json_is_array(content)) {
+		troop_error_set(TROOP_EINVAL, "a message's \"content\" must be a string or an array "
+		    "of content blocks");
+		return NULL;
+	}
+	parts = json_array();
+	json_array_foreach(content, i, b) {
+		json_t *p = block_of(b);
+
+		if (!p || json_array_append_new(parts, p) != 0) {
+			json_decref(parts);
+			return NULL;
+		}
+	}
+	return parts;
+}
+
+/* The system prompt: a string, or text blocks joined by blank lines. */
+static json_t *system_of(const json_t *sys)
+{
+	json_t *s;
+	size_t i;
+	const json_t *b;
+
+	if (json_is_string(sys))
+		return json_copy((json_t *)sys);
+	if (!json_is_array(sys)) {
+		troop_error_set(TROOP_EINVAL, "\"system\" must be a string or an array of text "
+		    "blocks");
+		return NULL;
+	}
+	s = json_string("");
+	json_array_foreach(sys, i, b) {
+		const char *t = json_string_value(json_object_get(b, "text"));
+		const char *type = json_string_value(json_object_get(b, "type"));
+		const char *old = json_string_value(s);
+		size_t n;
+		char *cat;
+
+		if (!type || strcmp(type, "text") != 0 || !t) {
+			json_decref(s);
+			troop_error_set(TROOP_EINVAL, "\"system\" blocks must be text blocks");
+			return NULL;
+		}
+		n = strlen(old) + strlen(t) + 3;
+		cat = malloc(n);
+		if (!cat) {
+			json_decref(s);
+			troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+			return NULL;
+		}
+		snprintf(cat, n, "%s%s%s", old, old[0] ? "\n\n" : "", t);
+		json_string_set(s, cat);
+		free(cat);
+	}
+	return s;
+}
+
+static int copy_number(json_t *out, const json_t *in, const char *from, const char *to)
+{
+	const json_t *v = json_object_get(in, from);
+
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_number(v))
+		return troop_error_set(TROOP_EINVAL, "\"%s\" must be a number", from);
+	return json_object_set(out, to, (json_t *)v) == 0 ? 0 :
+	    troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+}
+
+int compat_messages_request(const json_t *in, json_t **out)
+{
+	const json_t *msgs_in = json_object_get(in, "messages");
+	const json_t *sys = json_object_get(in, "system");
+	const json_t *tools = json_object_get(in, "tools");
+	const json_t *stop = json_object_get(in, "stop_sequences");
+	const json_t *stream = json_object_get(in, "stream");
+	const json_t *m;
+	json_t *chat, *msgs;
+	size_t i;
+	int rc = 0;
+
+	*out = NULL;
+	if (json_is_array(tools) && json_array_size(tools) > 0)
+		return troop_error_set(TROOP_EINVAL, "\"tools\" cannot be translated to chat "
+		    "completions for this engine (it does not serve /v1/messages natively); use "
+		    "/v1/chat/completions with tools, or a node whose engine serves the Messages API");
+	if (!json_is_array(msgs_in))
+		return troop_error_set(TROOP_EINVAL, "\"messages\" must be an array");
+	if (stop && !json_is_null(stop) && !json_is_array(stop))
+		return troop_error_set(TROOP_EINVAL, "\"stop_sequences\" must be an array of strings");
+	if (stream && !json_is_boolean(stream))
+		return troop_error_set(TROOP_EINVAL, "\"stream\" must be a boolean");
+	chat = json_object();
+	msgs = json_array();
+	if (!chat || !msgs) {
+		json_decref(chat);
+		json_decref(msgs);
+		return troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+	}
+	json_object_set_new(chat, "messages", msgs);
+	json_object_set(chat, "model", json_object_get(in, "model"));
+	if (sys && !json_is_null(sys)) {
+		json_t *s = system_of(sys);
+
+		if (!s)
+			rc = TROOP_EINVAL;
+		else
+			json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", "system",
+			    "content", s));
+	}
+	json_array_foreach(msgs_in, i, m) {
+		const char *role = json_string_value(json_object_get(m, "role"));
+		json_t *c;
+
+		if (rc)
+			break;
+		if (!role || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)) {
+			rc = troop_error_set(TROOP_EINVAL, "messages.%zu: \"role\" must be user or "
+			    "assistant", i);
+			break;
+		}
+		if (!(c = content_of(json_object_get(m, "content")))) {
+			rc = TROOP_EINVAL;
+			break;
+		}
+		json_array_append_new(msgs, json_pack("{s:s, s:o}", "role", role, "content", c));
+	}
+	if (!rc && json_is_array(stop) && json_array_size(stop) > 0) {
+		const json_t *s;
+		size_t k;
+
+		json_array_foreach(stop, k, s)
+			if (!json_is_string(s))
+				rc = troop_error_set(TROOP_EINVAL, "\"stop_sequences\" must be strings");
+		if (!rc)
+			json_object_set(chat, "stop", (json_t *)stop);
+	}
+	if (!rc)
+		rc = copy_number(chat, in, "max_tokens", "max_tokens");
+	if (!rc)
+		rc = copy_number(chat, in, "temperature", "temperature");
+	if (!rc)
+		rc = copy_number(chat, in, "top_p", "top_p");
+	if (!rc)
+		rc = copy_number(chat, in, "top_k", "top_k");
+	if (!rc && json_is_true(stream)) {
+		json_object_set_new(chat, "stream", json_true());
+		json_object_set_new(chat, "stream_options", json_pack("{s:b}", "include_usage", 1));
+	}
+	if (rc) {
+		json_decref(chat);
+		return rc;
+	}
+	*out = chat;
+	return 0;
+}
+
+/* ---- reply ---------------------------------------------------------------------- */
+
+static const char *stop_reason(const char *finish)
+{
+	if (strcmp(finish, "length") == 0)
+		return "max_tokens";
+	if (strcmp(finish, "tool_calls") == 0)
+		return "tool_use";
+	return "end_turn";
+}
+
+json_t *compat_messages_body(const compat_state *s)
+{
+	char id[160];
+
+	snprintf(id, sizeof(id), "msg_%s", s->id);
+	return json_pack("{s:s, s:s, s:s, s:s, s:[{s:s, s:s%}], s:s, s:n, s:{s:I, s:I}}",
+	    "id", id, "type", "message", "role", "assistant", "model", s->model,
+	    "content", "type", "text", "text", s->text, s->text_len,
+	    "stop_reason", stop_reason(s->finish), "stop_sequence",
+	    "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens",
+	    (json_int_t)s->out_tok);
+}
+
+int compat_messages_start(const compat_state *s, compat_emit_fn emit, void *arg)
+{
+	char id[160];
+	int rc;
+
+	snprintf(id, sizeof(id), "msg_%s", s->id);
+	if ((rc = emit(arg, "message_start", json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:[], s:n, "
+	    "s:n, s:{s:I, s:i}}}", "type", "message_start", "message", "id", id, "type", "message",
+	    "role", "assistant", "model", s->model, "content", "stop_reason", "stop_sequence",
+	    "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens", 0))) != 0)
+		return rc;
+	return emit(arg, "content_block_start", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
+	    "content_block_start", "index", 0, "content_block", "type", "text", "text", ""));
+}
+
+int compat_messages_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
+    void *arg)
+{
+	(void)s;
+	return emit(arg, "content_block_delta", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
+	    "content_block_delta", "index", 0, "delta", "type", "text_delta", "text", delta));
+}
+
+int compat_messages_end(const compat_state *s, compat_emit_fn emit, void *arg)
+{
+	int rc;
+
+	if ((rc = emit(arg, "content_block_stop", json_pack("{s:s, s:i}", "type",
+	    "content_block_stop", "index", 0))) != 0 ||
+	    (rc = emit(arg, "message_delta", json_pack("{s:s, s:{s:s, s:n}, s:{s:I, s:I}}",
+	    "type", "message_delta", "delta", "stop_reason", stop_reason(s->finish),
+	    "stop_sequence", "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens",
+	    (json_int_t)s->out_tok))) != 0)
+		return rc;
+	return emit(arg, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+}
