@@ -97,11 +97,15 @@ char *api_error_event(api_kind kind, int err, const char *msg, long seq)
 	case API_MESSAGES:
 		body = api_error_body(kind, troop_err_status(err), NULL, NULL, msg);
 		break;
-	case API_RESPONSES:
-		body = json_pack("{s:s, s:s, s:s, s:n, s:i, s:o}", "type", "error", "code",
+	case API_RESPONSES: {
+		json_t *e = json_error_body(err, msg);
+
+		body = json_pack("{s:s, s:s, s:s, s:n, s:I, s:O}", "type", "error", "code",
 		    troop_err_code(err), "message", msg, "param", "sequence_number",
-		    (json_int_t)seq, "error", json_error_body(err, msg));
+		    (json_int_t)seq, "error", json_object_get(e, "error"));
+		json_decref(e);
 		break;
+	}
 	default:
 		body = json_error_body(err, msg);
 		break;

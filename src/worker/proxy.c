@@ -241,9 +241,9 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	rec->outcome = outcome;
 	usage_counter_result(j->usage, &rec->prompt_tokens, &rec->completion_tokens,
 	    &rec->usage_reported);
-	log_info("job", "job=%s path=%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
+	log_info("job", "job=%s path=%s%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
 	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld",
-	    rec->job_id, j->path, rec->requester, rec->model, job_outcome_name(outcome), status,
+	    rec->job_id, j->path, j->translate ? " via=/v1/chat/completions" : "", rec->requester, rec->model, job_outcome_name(outcome), status,
 	    (long long)rec->duration_ms, (long long)rec->prompt_tokens,
 	    (long long)rec->completion_tokens, rec->usage_reported ? "engine" : "counted",
 	    st ? (unsigned long long)st->bytes_out : 0ULL,
