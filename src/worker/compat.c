@@ -30,6 +30,9 @@ struct compat_reply {
 	bool started;         /* the opening events went out */
 	bool ended;           /* closed, or failed: nothing more goes out */
 	int err;              /* the first output failure */
+	bool native;          /* compat_native_new: revise, not translate */
+	long out_index;       /* native Responses: the current output item */
+	long content_index;   /* ... and content part */
 };
 
 int compat_request(api_kind kind, const json_t *in, json_t **out)
@@ -139,6 +142,71 @@ static int stream_error(compat_reply *c, const json_t *e)
 	return rc;
 }
 
+/* Set "model" of obj to the advertised name where it has one. */
+static void set_model(compat_reply *c, json_t *obj)
+{
+	if (json_is_string(json_object_get(obj, "model")))
+		json_object_set_new(obj, "model", json_string(c->model));
+}
+
+static void set_default_int(json_t *obj, const char *key, long v)
+{
+	if (!json_is_integer(json_object_get(obj, key)))
+		json_object_set_new(obj, key, json_integer(v));
+}
+
+/* One event of a native reply, revised (compat_native_new), into c->out. */
+static int native_event(compat_reply *c, const char *event, const char *data, size_t len)
+{
+	json_t *ev = json_loadb(data, len, 0, NULL);
+	const char *type;
+	char *text;
+	int rc;
+
+	if (!json_is_object(ev)) {
+		json_decref(ev);
+		return dynbuf_addf(c->out, "%s%s%sdata: %.*s\n\n", event[0] ? "event: " : "", event,
+		    event[0] ? "\n" : "", (int)len, data);
+	}
+	type = json_string_value(json_object_get(ev, "type"));
+	set_model(c, json_object_get(ev, "response"));
+	set_model(c, json_object_get(ev, "message"));
+	if (c->kind == API_RESPONSES && type) {
+		json_t *r = json_object_get(ev, "response");
+
+		if (json_is_object(r) && !json_object_get(r, "output"))
+			json_object_set_new(r, "output", json_array());
+		if (strcmp(type, "response.output_item.added") == 0 &&
+		    !json_is_integer(json_object_get(ev, "output_index"))) {
+			c->out_index++;
+			c->content_index = -1;
+		}
+		if (strcmp(type, "response.content_part.added") == 0 &&
+		    !json_is_integer(json_object_get(ev, "content_index")))
+			c->content_index++;
+		if (strncmp(type, "response.output_item.", 21) == 0 ||
+		    strncmp(type, "response.content_part.", 22) == 0 ||
+		    strncmp(type, "response.output_text.", 21) == 0)
+			set_default_int(ev, "output_index", c->out_index < 0 ? 0 : c->out_index);
+		if (strncmp(type, "response.content_part.", 22) == 0 ||
+		    strncmp(type, "response.output_text.", 21) == 0)
+			set_default_int(ev, "content_index",
+			    c->content_index < 0 ? 0 : c->content_index);
+		if (json_is_integer(json_object_get(ev, "sequence_number")))
+			c->seq = (long)json_integer_value(json_object_get(ev, "sequence_number")) + 1;
+		else
+			json_object_set_new(ev, "sequence_number", json_integer(c->seq++));
+	}
+	text = json_dump_compact(ev, NULL);
+	json_decref(ev);
+	if (!text)
+		return troop_error_set(TROOP_ENOMEM, "out of memory revising a reply");
+	rc = dynbuf_addf(c->out, "%s%s%sdata: %s\n\n", event[0] ? "event: " : "", event,
+	    event[0] ? "\n" : "", text);
+	free(text);
+	return rc;
+}
+
 static int on_event(void *arg, const char *event, const char *data, size_t len,
     const char *id)
 {
@@ -148,8 +216,12 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 	compat_state s;
 	int rc = 0;
 
-	(void)event;
 	(void)id;
+	if (c->native) {
+		if (!c->err)
+			c->err = native_event(c, event, data, len);
+		return 0;
+	}
 	if (c->ended || c->err)
 		return 0;
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
@@ -206,6 +278,18 @@ int compat_reply_new(compat_reply **out, api_kind kind, bool event_stream, const
 	return 0;
 }
 
+int compat_native_new(compat_reply **out, api_kind kind, bool event_stream, const char *model)
+{
+	int rc = compat_reply_new(out, kind, event_stream, NULL, model, 0);
+
+	if (rc == 0) {
+		(*out)->native = true;
+		(*out)->out_index = -1;
+		(*out)->content_index = -1;
+	}
+	return rc;
+}
+
 int compat_reply_feed(compat_reply *c, const char *data, size_t len, dynbuf *out)
 {
 	int rc;
@@ -236,6 +320,21 @@ static int finish_json(compat_reply *c, dynbuf *out)
 	compat_state s;
 	int rc;
 
+	if (c->native) {
+		/* the engine's own body, with the advertised model name */
+		if (!json_is_object(in) || !json_is_string(json_object_get(in, "model"))) {
+			json_decref(in);
+			return dynbuf_add(out, dynbuf_ptr(&c->body), dynbuf_len(&c->body));
+		}
+		set_model(c, in);
+		dump = json_dump_compact(in, NULL);
+		json_decref(in);
+		if (!dump)
+			return troop_error_set(TROOP_ENOMEM, "out of memory revising a reply");
+		rc = dynbuf_add(out, dump, strlen(dump));
+		free(dump);
+		return rc;
+	}
 	if (!json_is_object(choice)) {
 		json_decref(in);
 		body = api_error_body(c->kind, 502, "server_error", "upstream_error",
@@ -272,7 +371,7 @@ int compat_reply_finish(compat_reply *c, dynbuf *out)
 	rc = sse_parser_feed(c->parser, "\n\n", 2);
 	if (rc == 0)
 		rc = c->err;
-	if (rc == 0)
+	if (rc == 0 && !c->native)
 		rc = end(c);
 	c->out = NULL;
 	c->err = 0;

@@ -74,6 +74,21 @@ int compat_reply_feed(compat_reply *c, const char *data, size_t len, dynbuf *out
  * it (the last events; the whole JSON body).  Returns as feed. */
 int compat_reply_finish(compat_reply *c, dynbuf *out);
 
+/* A reviser for the reply of an engine that serves `kind` natively: the
+ * reply passes through with only these changes, so that the official
+ * SDKs can read it and the engine's own model name (llama.cpp: the
+ * model's file path) does not leak:
+ *   - "model" of the reply (of "response" / "message" in stream events)
+ *     becomes `model`, the advertised name;
+ *   - Responses stream events get what llama.cpp leaves out and the
+ *     SDKs' stream helpers need: "sequence_number", "output_index" and
+ *     "content_index" (counted from the output_item.added and
+ *     content_part.added events), and "output":[] in the Response of
+ *     response.created / response.in_progress.
+ * Events that are not JSON objects, and bodies that are not JSON, pass
+ * unchanged.  Returns 0 or TROOP_ENOMEM. */
+int compat_native_new(compat_reply **out, api_kind kind, bool event_stream, const char *model);
+
 /* The next Responses sequence_number (for an error event after the
  * last one translated). */
 long compat_reply_seq(const compat_reply *c);

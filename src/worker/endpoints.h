@@ -8,8 +8,9 @@
  * through, and translates the others to chat completions (compat.h).
  *
  * The probe is one POST of an empty JSON object per endpoint, at each
- * catalog refresh: 404 or 405 (or no answer) means not served; any other
- * status (400 and 422 for the missing fields, 200) means served.  An
+ * catalog refresh: 404 or 405, 501..599 or no answer means not served;
+ * any other status (400 and 422 for the missing fields, 200, and the 500
+ * that llama.cpp answers for a missing "messages") means served.  An
  * empty object makes no engine generate anything.
  */
 #ifndef TROOP_WORKER_ENDPOINTS_H

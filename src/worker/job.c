@@ -119,8 +119,19 @@ static bool take_usage(usage_counter *u, const json_t *usage)
 
 	if (json_is_object(usage) && !json_is_integer(pt) && !json_is_integer(ct) &&
 	    (json_is_integer(it) || json_is_integer(ot))) {
-		if (json_is_integer(it))
+		if (json_is_integer(it)) {
+			/* Anthropic counts cached input apart */
+			const json_t *cr = json_object_get(usage, "cache_read_input_tokens");
+			const json_t *cc = json_object_get(usage, "cache_creation_input_tokens");
+
 			u->prompt = json_integer_value(it) >= 0 ? json_integer_value(it) : 0;
+			if (json_is_integer(cr) && json_integer_value(cr) > 0 &&
+			    json_integer_value(cr) < INT32_MAX)
+				u->prompt += json_integer_value(cr);
+			if (json_is_integer(cc) && json_integer_value(cc) > 0 &&
+			    json_integer_value(cc) < INT32_MAX)
+				u->prompt += json_integer_value(cc);
+		}
 		if (json_is_integer(ot))
 			u->completion = json_integer_value(ot) >= 0 ? json_integer_value(ot) : 0;
 		u->reported = true;

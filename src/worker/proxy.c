@@ -125,6 +125,11 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	    compat_reply_new(&j->compat, j->api, sse, j->rec.job_id, j->rec.model,
 	    (int64_t)time(NULL)) != 0)
 		return RELAY_REJECT;
+	/* the engine's own Responses or Messages reply, revised for the SDKs
+	 * and without the engine's name for the model */
+	if (!j->translate && !j->compat && j->api != API_OPENAI && status >= 200 &&
+	    status < 300 && compat_native_new(&j->compat, j->api, sse, j->rec.model) != 0)
+		return RELAY_REJECT;
 	/* an error the engine answered (not this worker's failure): the client
 	 * passes it to the app instead of trying another node */
 	if (status >= 400 && j->req) {
