@@ -20,6 +20,11 @@
  *           from the coordinator go to the app as they are.  An error the
  *           worker's engine answered (X-Troop-Engine-Status) is the app's
  *           answer: relayed as it is, status and message, no failover.
+ *        4a. on the Anthropic paths (/v1/messages, .../count_tokens) every
+ *           error the app gets (ours, the coordinator's, the worker's) is
+ *           in the Anthropic shape (api_kind.h), and a stream the worker
+ *           broke off ends with the API's own error event (also on
+ *           /v1/responses).
  *        5. a streamed reply whose headers came may take long for its
  *           first token (the engine reads the prompt); the worker sends
  *           keep-alive comments meanwhile, so only a worker silent for
