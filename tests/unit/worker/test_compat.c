@@ -437,7 +437,9 @@ static void test_error_shapes(void **state)
 	assert_string_equal(str_at(e, "error.message"), "no such model");
 	json_decref(e);
 	/* already Anthropic-shaped: kept */
-	ev = json_dumps(api_error_body(API_MESSAGES, 429, NULL, NULL, "slow down"), 0);
+	e = api_error_body(API_MESSAGES, 429, NULL, NULL, "slow down");
+	ev = json_dumps(e, 0);
+	json_decref(e);
 	assert_int_equal(api_error_convert(API_MESSAGES, 429, ev, strlen(ev), &e), 0);
 	assert_string_equal(str_at(e, "error.type"), "rate_limit_error");
 	assert_string_equal(str_at(e, "error.message"), "slow down");
