@@ -201,6 +201,26 @@ if (!native) await check('messages: a bad request is a BadRequestError in the An
   }
 });
 
+if (process.env.TROOP_KEYED_UP_URL) {
+  // troop up started with --api-key: the Anthropic SDK sends it as x-api-key
+  await check('messages: troop up --api-key takes the key as x-api-key', async () => {
+    const keyed = new Anthropic({ baseURL: process.env.TROOP_KEYED_UP_URL,
+      apiKey: process.env.TROOP_UP_KEY, maxRetries: 0 });
+    const m = await keyed.messages.create({ model, max_tokens: 8,
+      messages: [{ role: 'user', content: prompt }] });
+    assert(m.type === 'message', JSON.stringify(m));
+    const wrong = new Anthropic({ baseURL: process.env.TROOP_KEYED_UP_URL,
+      apiKey: 'not-the-key-0123456789', maxRetries: 0 });
+    try {
+      await wrong.messages.create({ model, max_tokens: 8, messages: [{ role: 'user', content: prompt }] });
+      throw new Error('no error');
+    } catch (e) {
+      assert(e instanceof Anthropic.AuthenticationError, `${e.constructor.name}: ${e.message}`);
+      assert(e.error.error.type === 'authentication_error', `body ${JSON.stringify(e.error)}`);
+    }
+  });
+}
+
 if (process.env.TROOP_POOR_UP_URL) {
   await check('messages: no credits is a 402 billing_error', async () => {
     const poor = new Anthropic({ baseURL: process.env.TROOP_POOR_UP_URL, apiKey: 'x',

@@ -51,6 +51,9 @@ chain_wait_nodes "$MODEL" 1
 chain_up main "$COORD_URL"
 MAIN_URL=$UP_URL
 MAIN_UP_PID=$UP_PID
+UP_KEY=troop-up-key-$RANDOM$RANDOM$RANDOM
+chain_up keyed "$COORD_URL" --api-key "$UP_KEY"
+KEYED_URL=$UP_URL
 
 # a second troop whose accounts start with nothing: 402
 RICH=$COORD_URL
@@ -65,6 +68,7 @@ COORD_URL=$RICH
 JOBS=$CHAIN_TMP/jobs
 : >"$JOBS"
 TROOP_UP_URL=$MAIN_URL TROOP_POOR_UP_URL=$POOR_URL TROOP_MODEL=$MODEL TROOP_PROMPT=$PROMPT \
+	TROOP_KEYED_UP_URL=$KEYED_URL TROOP_UP_KEY=$UP_KEY \
 	TROOP_EXPECTED=$WANT TROOP_JOBS_FILE=$JOBS \
 	timeout 180 node "$NODEDIR/apis_sdk.mjs" || chain_fail "the SDK checks failed"
 
