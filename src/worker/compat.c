@@ -33,6 +33,19 @@ struct compat_reply {
 	bool native;          /* compat_native_new: revise, not translate */
 	long out_index;       /* native Responses: the current output item */
 	long content_index;   /* ... and content part */
+	const compat_api_ops *ops;
+	int nblocks;          /* output blocks started (text, tool calls) */
+	int text_index;       /* the text block's place, -1 none */
+	int open;             /* the block being streamed: -1 none, -2 the
+	                       * text, else a tool (index into tools) */
+	struct tool {
+		compat_tool t;
+		int chat_index;   /* the engine's tool_calls[].index */
+		dynbuf args;
+		bool started, ended;
+	} tools[COMPAT_MAX_TOOLS];
+	compat_tool views[COMPAT_MAX_TOOLS];
+	size_t ntools;
 };
 
 int compat_request(api_kind kind, const json_t *in, json_t **out)
@@ -47,13 +60,17 @@ int compat_request(api_kind kind, const json_t *in, json_t **out)
 	return troop_error_set(TROOP_EINVAL, "no translation for this API");
 }
 
-static compat_state state_of(const compat_reply *c)
+static compat_state state_of(compat_reply *c)
 {
 	compat_state s = { c->id, c->model, c->created, dynbuf_ptr(&c->text),
-		dynbuf_len(&c->text), c->finish, c->in_tok, c->out_tok };
+		dynbuf_len(&c->text), c->text_index, c->views, c->ntools, c->finish,
+		c->in_tok, c->out_tok };
 
-	if (!s.text)
-		s.text = "";
+	for (size_t i = 0; i < c->ntools; i++) {
+		c->views[i] = c->tools[i].t;
+		c->views[i].args = dynbuf_ptr(&c->tools[i].args);
+		c->views[i].args_len = dynbuf_len(&c->tools[i].args);
+	}
 	return s;
 }
 
@@ -79,13 +96,29 @@ static int emit(void *arg, const char *event, json_t *data)
 
 static int start(compat_reply *c)
 {
-	compat_state s = state_of(c);
+	compat_state s;
 
 	if (c->started)
 		return 0;
 	c->started = true;
-	return c->kind == API_RESPONSES ? compat_responses_start(&s, emit, c) :
-	    compat_messages_start(&s, emit, c);
+	s = state_of(c);
+	return c->ops->start(&s, emit, c);
+}
+
+/* Close the block being streamed. */
+static int close_open(compat_reply *c)
+{
+	compat_state s = state_of(c);
+	int which = c->open;
+
+	c->open = -1;
+	if (which == -2)
+		return c->ops->text_end(&s, emit, c);
+	if (which >= 0) {
+		c->tools[which].ended = true;
+		return c->ops->tool_end(&s, &c->views[which], emit, c);
+	}
+	return 0;
 }
 
 static int end(compat_reply *c)
@@ -95,12 +128,115 @@ static int end(compat_reply *c)
 
 	if (c->ended)
 		return 0;
-	if ((rc = start(c)) != 0)
+	if ((rc = start(c)) != 0 || (rc = close_open(c)) != 0)
 		return rc;
+	if (c->text_index < 0 && c->ntools == 0) {
+		/* nothing at all: an empty text block, as a reply has one */
+		c->text_index = c->nblocks++;
+		s = state_of(c);
+		if ((rc = c->ops->text_start(&s, emit, c)) != 0 ||
+		    (rc = c->ops->text_end(&s, emit, c)) != 0)
+			return rc;
+	}
 	c->ended = true;
 	s = state_of(c);
-	return c->kind == API_RESPONSES ? compat_responses_end(&s, emit, c) :
-	    compat_messages_end(&s, emit, c);
+	return c->ops->end(&s, emit, c);
+}
+
+/* A text delta of the stream. */
+static int text_delta(compat_reply *c, const char *delta)
+{
+	compat_state s;
+	int rc;
+
+	if ((rc = start(c)) != 0 || (rc = dynbuf_add(&c->text, delta, strlen(delta))) != 0)
+		return rc;
+	if (c->open != -2) {
+		/* text after a tool call: kept for the whole reply, not streamed
+		 * (a block cannot be reopened) */
+		if (c->text_index >= 0)
+			return 0;
+		if ((rc = close_open(c)) != 0)
+			return rc;
+		c->text_index = c->nblocks++;
+		c->open = -2;
+		s = state_of(c);
+		if ((rc = c->ops->text_start(&s, emit, c)) != 0)
+			return rc;
+	}
+	s = state_of(c);
+	return c->ops->text_delta(&s, delta, emit, c);
+}
+
+/* The tool call of the engine's index `idx`, made when new (NULL when
+ * there are too many). */
+static struct tool *tool_of(compat_reply *c, int idx)
+{
+	struct tool *t;
+
+	for (size_t i = 0; i < c->ntools; i++)
+		if (c->tools[i].chat_index == idx)
+			return &c->tools[i];
+	if (c->ntools >= COMPAT_MAX_TOOLS)
+		return NULL;
+	t = &c->tools[c->ntools++];
+	memset(t, 0, sizeof(*t));
+	t->chat_index = idx;
+	t->t.out_index = -1;
+	dynbuf_init(&t->args, COMPAT_MAX_BODY);
+	snprintf(t->t.id, sizeof(t->t.id), "call_%.80s_%d", c->id, idx);
+	return t;
+}
+
+/* One element of a chunk's delta.tool_calls (or of a whole message's
+ * tool_calls when !stream). */
+static int tool_delta(compat_reply *c, const json_t *tc, size_t pos, bool stream)
+{
+	const json_t *ix = json_object_get(tc, "index");
+	const json_t *fn = json_object_get(tc, "function");
+	const char *id = json_string_value(json_object_get(tc, "id"));
+	const char *name = json_string_value(json_object_get(fn, "name"));
+	const char *args = json_string_value(json_object_get(fn, "arguments"));
+	struct tool *t = tool_of(c, json_is_integer(ix) && json_integer_value(ix) >= 0 &&
+	    json_integer_value(ix) < 1024 ? (int)json_integer_value(ix) : (int)pos);
+	compat_state s;
+	int rc;
+
+	if (!t)
+		return troop_error_set(TROOP_ETOOLARGE, "more than %d tool calls in a reply",
+		    COMPAT_MAX_TOOLS);
+	if (id && id[0] && !t->started)
+		snprintf(t->t.id, sizeof(t->t.id), "%s", id);
+	if (name && name[0] && !t->started)
+		snprintf(t->t.name, sizeof(t->t.name), "%s", name);
+	if (args && (rc = dynbuf_add(&t->args, args, strlen(args))) != 0)
+		return rc;
+	if (!stream) {
+		t->t.out_index = c->nblocks++;
+		t->started = t->ended = true;
+		return 0;
+	}
+	if (!t->started) {
+		if (!t->t.name[0])
+			return 0;  /* its name comes later */
+		if ((rc = start(c)) != 0 || (rc = close_open(c)) != 0)
+			return rc;
+		t->started = true;
+		t->t.out_index = c->nblocks++;
+		c->open = (int)(t - c->tools);
+		s = state_of(c);
+		if ((rc = c->ops->tool_start(&s, &c->views[c->open], emit, c)) != 0)
+			return rc;
+		/* what came before the name */
+		if (dynbuf_len(&t->args))
+			return c->ops->tool_delta(&s, &c->views[c->open], dynbuf_ptr(&t->args),
+			    emit, c);
+		return 0;
+	}
+	if (!args || !args[0] || c->open != (int)(t - c->tools))
+		return 0;  /* a closed block's arguments: kept for the whole reply */
+	s = state_of(c);
+	return c->ops->tool_delta(&s, &c->views[c->open], args, emit, c);
 }
 
 /* The usage object of a chat reply, when it is one. */
@@ -213,7 +349,6 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 	compat_reply *c = arg;
 	json_t *ev, *choice;
 	const char *delta;
-	compat_state s;
 	int rc = 0;
 
 	(void)id;
@@ -240,13 +375,16 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 	}
 	choice = json_array_get(json_object_get(ev, "choices"), 0);
 	delta = json_string_value(json_object_get(json_object_get(choice, "delta"), "content"));
-	if (delta && delta[0]) {
-		if ((rc = start(c)) == 0 &&
-		    (rc = dynbuf_add(&c->text, delta, strlen(delta))) == 0) {
-			s = state_of(c);
-			rc = c->kind == API_RESPONSES ? compat_responses_delta(&s, delta, emit, c) :
-			    compat_messages_delta(&s, delta, emit, c);
-		}
+	if (delta && delta[0])
+		rc = text_delta(c, delta);
+	{
+		const json_t *tcs = json_object_get(json_object_get(choice, "delta"), "tool_calls");
+		const json_t *tc;
+		size_t i;
+
+		json_array_foreach(tcs, i, tc)
+			if (rc == 0)
+				rc = tool_delta(c, tc, i, true);
 	}
 	take_finish(c, choice);
 	take_usage(c, json_object_get(ev, "usage"));
@@ -264,6 +402,9 @@ int compat_reply_new(compat_reply **out, api_kind kind, bool event_stream, const
 	if (!c)
 		return troop_error_set(TROOP_ENOMEM, "out of memory translating a reply");
 	c->kind = kind == API_MESSAGES ? API_MESSAGES : API_RESPONSES;
+	c->ops = c->kind == API_MESSAGES ? &compat_messages_ops : &compat_responses_ops;
+	c->text_index = -1;
+	c->open = -1;
 	c->sse = event_stream;
 	snprintf(c->id, sizeof(c->id), "%s", id ? id : "0");
 	snprintf(c->model, sizeof(c->model), "%s", model ? model : "");
@@ -340,16 +481,27 @@ static int finish_json(compat_reply *c, dynbuf *out)
 		body = api_error_body(c->kind, 502, "server_error", "upstream_error",
 		    "the engine's reply is not a chat completion");
 	} else {
+		const json_t *tcs = json_object_get(json_object_get(choice, "message"), "tool_calls");
+		const json_t *tc;
+		size_t i;
+
 		if (text && (rc = dynbuf_add(&c->text, text, strlen(text))) != 0) {
 			json_decref(in);
 			return rc;
+		}
+		if ((text && text[0]) || json_array_size(tcs) == 0)
+			c->text_index = c->nblocks++;
+		json_array_foreach(tcs, i, tc) {
+			if ((rc = tool_delta(c, tc, i, false)) != 0) {
+				json_decref(in);
+				return rc;
+			}
 		}
 		take_finish(c, choice);
 		take_usage(c, json_object_get(in, "usage"));
 		json_decref(in);
 		s = state_of(c);
-		body = c->kind == API_RESPONSES ? compat_responses_body(&s) :
-		    compat_messages_body(&s);
+		body = c->ops->body(&s);
 	}
 	dump = body ? json_dump_compact(body, NULL) : NULL;
 	json_decref(body);
@@ -390,5 +542,7 @@ void compat_reply_free(compat_reply *c)
 	sse_parser_free(c->parser);
 	dynbuf_free(&c->body);
 	dynbuf_free(&c->text);
+	for (size_t i = 0; i < c->ntools; i++)
+		dynbuf_free(&c->tools[i].args);
 	free(c);
 }

@@ -97,32 +97,57 @@ void compat_reply_free(compat_reply *c);
 
 /* ---- per API (compat_responses.c, compat_messages.c), for compat.c ---- */
 
+#define COMPAT_MAX_TOOLS 64
+
+/* A tool call of the reply. */
+typedef struct {
+	char id[128];          /* the engine's call id, or one made up */
+	char name[256];
+	const char *args;      /* the arguments (JSON text) so far */
+	size_t args_len;
+	int out_index;         /* its place among the reply's output blocks */
+} compat_tool;
+
 typedef struct {
 	const char *id;        /* the compat_reply's id */
 	const char *model;
 	int64_t created;
-	const char *text;      /* the answer so far */
+	const char *text;      /* the answer's text so far */
 	size_t text_len;
+	int text_index;        /* the text block's place, -1: none (yet) */
+	const compat_tool *tools;
+	size_t ntools;
 	const char *finish;    /* chat finish_reason, "" none yet */
 	int64_t in_tok, out_tok;
 } compat_state;
 
 int compat_responses_request(const json_t *in, json_t **out);
 int compat_messages_request(const json_t *in, json_t **out);
-/* The whole JSON reply.  New reference or NULL. */
-json_t *compat_responses_body(const compat_state *s);
-json_t *compat_messages_body(const compat_state *s);
 
 /* Stream events: emit(arg, event name, data) takes the data reference
  * and returns 0 or a troop_err. */
 typedef int (*compat_emit_fn)(void *arg, const char *event, json_t *data);
-int compat_responses_start(const compat_state *s, compat_emit_fn emit, void *arg);
-int compat_responses_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
-    void *arg);
-int compat_responses_end(const compat_state *s, compat_emit_fn emit, void *arg);
-int compat_messages_start(const compat_state *s, compat_emit_fn emit, void *arg);
-int compat_messages_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
-    void *arg);
-int compat_messages_end(const compat_state *s, compat_emit_fn emit, void *arg);
+
+/* The events of one API, in stream order: start; then per output block
+ * (the text, each tool call) its start, deltas and end; then end.  body
+ * is the whole JSON reply (new reference, or NULL). */
+typedef struct {
+	int (*start)(const compat_state *s, compat_emit_fn emit, void *arg);
+	int (*text_start)(const compat_state *s, compat_emit_fn emit, void *arg);
+	int (*text_delta)(const compat_state *s, const char *delta, compat_emit_fn emit,
+	    void *arg);
+	int (*text_end)(const compat_state *s, compat_emit_fn emit, void *arg);
+	int (*tool_start)(const compat_state *s, const compat_tool *t, compat_emit_fn emit,
+	    void *arg);
+	int (*tool_delta)(const compat_state *s, const compat_tool *t, const char *delta,
+	    compat_emit_fn emit, void *arg);
+	int (*tool_end)(const compat_state *s, const compat_tool *t, compat_emit_fn emit,
+	    void *arg);
+	int (*end)(const compat_state *s, compat_emit_fn emit, void *arg);
+	json_t *(*body)(const compat_state *s);
+} compat_api_ops;
+
+extern const compat_api_ops compat_responses_ops;
+extern const compat_api_ops compat_messages_ops;
 
 #endif

@@ -232,61 +232,130 @@ int compat_messages_request(const json_t *in, json_t **out)
 
 /* ---- reply ---------------------------------------------------------------------- */
 
-static const char *stop_reason(const char *finish)
+static const char *stop_reason(const compat_state *s)
 {
-	if (strcmp(finish, "length") == 0)
+	if (strcmp(s->finish, "length") == 0)
 		return "max_tokens";
-	if (strcmp(finish, "tool_calls") == 0)
+	if (strcmp(s->finish, "tool_calls") == 0 || s->ntools > 0)
 		return "tool_use";
 	return "end_turn";
 }
 
-json_t *compat_messages_body(const compat_state *s)
+/* A tool call's arguments as the "input" object ({} when they are not
+ * one). */
+static json_t *tool_input(const compat_tool *t)
 {
+	json_t *v = t->args_len ? json_loadb(t->args, t->args_len, 0, NULL) : NULL;
+
+	if (!json_is_object(v)) {
+		json_decref(v);
+		v = json_object();
+	}
+	return v;
+}
+
+static json_t *body(const compat_state *s)
+{
+	json_t *content = json_array();
+	int n = (s->text_index >= 0 ? 1 : 0) + (int)s->ntools;
 	char id[160];
 
+	for (int i = 0; content && i < n; i++) {
+		json_t *b = NULL;
+
+		if (i == s->text_index)
+			b = json_pack("{s:s, s:s%}", "type", "text", "text", s->text, s->text_len);
+		for (size_t k = 0; !b && k < s->ntools; k++)
+			if (s->tools[k].out_index == i)
+				b = json_pack("{s:s, s:s, s:s, s:o}", "type", "tool_use", "id",
+				    s->tools[k].id, "name", s->tools[k].name, "input",
+				    tool_input(&s->tools[k]));
+		if (b && json_array_append_new(content, b) != 0) {
+			json_decref(content);
+			return NULL;
+		}
+	}
 	snprintf(id, sizeof(id), "msg_%s", s->id);
-	return json_pack("{s:s, s:s, s:s, s:s, s:[{s:s, s:s%}], s:s, s:n, s:{s:I, s:I}}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:n, s:{s:I, s:I}}",
 	    "id", id, "type", "message", "role", "assistant", "model", s->model,
-	    "content", "type", "text", "text", s->text, s->text_len,
-	    "stop_reason", stop_reason(s->finish), "stop_sequence",
+	    "content", content, "stop_reason", stop_reason(s), "stop_sequence",
 	    "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens",
 	    (json_int_t)s->out_tok);
 }
 
-int compat_messages_start(const compat_state *s, compat_emit_fn emit, void *arg)
+static int start(const compat_state *s, compat_emit_fn emit, void *arg)
 {
 	char id[160];
-	int rc;
 
 	snprintf(id, sizeof(id), "msg_%s", s->id);
-	if ((rc = emit(arg, "message_start", json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:[], s:n, "
+	return emit(arg, "message_start", json_pack("{s:s, s:{s:s, s:s, s:s, s:s, s:[], s:n, "
 	    "s:n, s:{s:I, s:i}}}", "type", "message_start", "message", "id", id, "type", "message",
 	    "role", "assistant", "model", s->model, "content", "stop_reason", "stop_sequence",
-	    "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens", 0))) != 0)
-		return rc;
-	return emit(arg, "content_block_start", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
-	    "content_block_start", "index", 0, "content_block", "type", "text", "text", ""));
+	    "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens", 0));
 }
 
-int compat_messages_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
+static int text_start(const compat_state *s, compat_emit_fn emit, void *arg)
+{
+	return emit(arg, "content_block_start", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
+	    "content_block_start", "index", s->text_index, "content_block", "type", "text",
+	    "text", ""));
+}
+
+static int text_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
+    void *arg)
+{
+	return emit(arg, "content_block_delta", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
+	    "content_block_delta", "index", s->text_index, "delta", "type", "text_delta",
+	    "text", delta));
+}
+
+static int block_stop(int index, compat_emit_fn emit, void *arg)
+{
+	return emit(arg, "content_block_stop", json_pack("{s:s, s:i}", "type",
+	    "content_block_stop", "index", index));
+}
+
+static int text_end(const compat_state *s, compat_emit_fn emit, void *arg)
+{
+	return block_stop(s->text_index, emit, arg);
+}
+
+static int tool_start(const compat_state *s, const compat_tool *t, compat_emit_fn emit,
     void *arg)
 {
 	(void)s;
-	return emit(arg, "content_block_delta", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
-	    "content_block_delta", "index", 0, "delta", "type", "text_delta", "text", delta));
+	return emit(arg, "content_block_start", json_pack("{s:s, s:i, s:{s:s, s:s, s:s, s:{}}}",
+	    "type", "content_block_start", "index", t->out_index, "content_block", "type",
+	    "tool_use", "id", t->id, "name", t->name, "input"));
 }
 
-int compat_messages_end(const compat_state *s, compat_emit_fn emit, void *arg)
+static int tool_delta(const compat_state *s, const compat_tool *t, const char *delta,
+    compat_emit_fn emit, void *arg)
+{
+	(void)s;
+	return emit(arg, "content_block_delta", json_pack("{s:s, s:i, s:{s:s, s:s}}", "type",
+	    "content_block_delta", "index", t->out_index, "delta", "type", "input_json_delta",
+	    "partial_json", delta));
+}
+
+static int tool_end(const compat_state *s, const compat_tool *t, compat_emit_fn emit,
+    void *arg)
+{
+	(void)s;
+	return block_stop(t->out_index, emit, arg);
+}
+
+static int end(const compat_state *s, compat_emit_fn emit, void *arg)
 {
 	int rc;
 
-	if ((rc = emit(arg, "content_block_stop", json_pack("{s:s, s:i}", "type",
-	    "content_block_stop", "index", 0))) != 0 ||
-	    (rc = emit(arg, "message_delta", json_pack("{s:s, s:{s:s, s:n}, s:{s:I, s:I}}",
-	    "type", "message_delta", "delta", "stop_reason", stop_reason(s->finish),
+	if ((rc = emit(arg, "message_delta", json_pack("{s:s, s:{s:s, s:n}, s:{s:I, s:I}}",
+	    "type", "message_delta", "delta", "stop_reason", stop_reason(s),
 	    "stop_sequence", "usage", "input_tokens", (json_int_t)s->in_tok, "output_tokens",
 	    (json_int_t)s->out_tok))) != 0)
 		return rc;
 	return emit(arg, "message_stop", json_pack("{s:s}", "type", "message_stop"));
 }
+
+const compat_api_ops compat_messages_ops = { start, text_start, text_delta, text_end,
+	tool_start, tool_delta, tool_end, end, body };

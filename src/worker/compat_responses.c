@@ -190,15 +190,52 @@ int compat_responses_request(const json_t *in, json_t **out)
 
 /* ---- reply ---------------------------------------------------------------------- */
 
-static json_t *output_item(const compat_state *s, bool done)
+static void item_id(char *out, size_t n, const compat_state *s)
+{
+	snprintf(out, n, "msg_%s", s->id);
+}
+
+static json_t *message_item(const compat_state *s, bool done)
 {
 	json_t *content = done ? json_pack("[{s:s, s:s%, s:[]}]", "type", "output_text", "text",
 	    s->text, s->text_len, "annotations") : json_array();
 	char id[160];
 
-	snprintf(id, sizeof(id), "msg_%s", s->id);
+	item_id(id, sizeof(id), s);
 	return json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "type", "message", "status",
 	    done ? "completed" : "in_progress", "role", "assistant", "content", content);
+}
+
+static json_t *call_item(const compat_state *s, const compat_tool *t, bool done)
+{
+	char id[200];
+
+	snprintf(id, sizeof(id), "fc_%s_%d", s->id, t->out_index);
+	return json_pack("{s:s, s:s, s:s, s:s, s:s%, s:s}", "id", id, "type", "function_call",
+	    "call_id", t->id, "name", t->name, "arguments", done ? (t->args ? t->args : "") : "",
+	    done ? t->args_len : 0, "status", done ? "completed" : "in_progress");
+}
+
+/* The output items, in their order. */
+static json_t *output(const compat_state *s)
+{
+	json_t *out = json_array();
+	int n = (s->text_index >= 0 ? 1 : 0) + (int)s->ntools;
+
+	for (int i = 0; out && i < n; i++) {
+		json_t *item = NULL;
+
+		if (i == s->text_index)
+			item = message_item(s, true);
+		for (size_t k = 0; !item && k < s->ntools; k++)
+			if (s->tools[k].out_index == i)
+				item = call_item(s, &s->tools[k], true);
+		if (item && json_array_append_new(out, item) != 0) {
+			json_decref(out);
+			return NULL;
+		}
+	}
+	return out;
 }
 
 /* The Response object: status "in_progress" (no output yet), else
@@ -214,7 +251,7 @@ static json_t *response_object(const compat_state *s, bool done)
 	    "id", id, "object", "response", "created_at", (json_int_t)s->created,
 	    "status", !done ? "in_progress" : cut ? "incomplete" : "completed",
 	    "model", s->model,
-	    "output", done ? json_pack("[o]", output_item(s, true)) : json_array(),
+	    "output", done ? output(s) : json_array(),
 	    "error",
 	    "incomplete_details", cut ? json_pack("{s:s}", "reason", "max_output_tokens") :
 	    json_null(),
@@ -228,59 +265,112 @@ static json_t *response_object(const compat_state *s, bool done)
 	return r;
 }
 
-json_t *compat_responses_body(const compat_state *s)
+static json_t *body(const compat_state *s)
 {
 	return response_object(s, true);
 }
 
-int compat_responses_start(const compat_state *s, compat_emit_fn emit, void *arg)
+static int start(const compat_state *s, compat_emit_fn emit, void *arg)
+{
+	int rc;
+
+	if ((rc = emit(arg, "response.created", json_pack("{s:s, s:o}", "type",
+	    "response.created", "response", response_object(s, false)))) != 0)
+		return rc;
+	return emit(arg, "response.in_progress", json_pack("{s:s, s:o}", "type",
+	    "response.in_progress", "response", response_object(s, false)));
+}
+
+static int text_start(const compat_state *s, compat_emit_fn emit, void *arg)
 {
 	char item[160];
 	int rc;
 
-	snprintf(item, sizeof(item), "msg_%s", s->id);
-	if ((rc = emit(arg, "response.created", json_pack("{s:s, s:o}", "type",
-	    "response.created", "response", response_object(s, false)))) != 0 ||
-	    (rc = emit(arg, "response.in_progress", json_pack("{s:s, s:o}", "type",
-	    "response.in_progress", "response", response_object(s, false)))) != 0 ||
-	    (rc = emit(arg, "response.output_item.added", json_pack("{s:s, s:i, s:o}", "type",
-	    "response.output_item.added", "output_index", 0, "item", output_item(s, false)))) != 0)
+	item_id(item, sizeof(item), s);
+	if ((rc = emit(arg, "response.output_item.added", json_pack("{s:s, s:i, s:o}", "type",
+	    "response.output_item.added", "output_index", s->text_index, "item",
+	    message_item(s, false)))) != 0)
 		return rc;
 	return emit(arg, "response.content_part.added", json_pack("{s:s, s:s, s:i, s:i, "
 	    "s:{s:s, s:s, s:[]}}", "type", "response.content_part.added", "item_id", item,
-	    "output_index", 0, "content_index", 0, "part", "type", "output_text", "text", "",
-	    "annotations"));
+	    "output_index", s->text_index, "content_index", 0, "part", "type", "output_text",
+	    "text", "", "annotations"));
 }
 
-int compat_responses_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
+static int text_delta(const compat_state *s, const char *delta, compat_emit_fn emit,
     void *arg)
 {
 	char item[160];
 
-	snprintf(item, sizeof(item), "msg_%s", s->id);
+	item_id(item, sizeof(item), s);
 	return emit(arg, "response.output_text.delta", json_pack("{s:s, s:s, s:i, s:i, s:s, "
-	    "s:[]}", "type", "response.output_text.delta", "item_id", item, "output_index", 0,
-	    "content_index", 0, "delta", delta, "logprobs"));
+	    "s:[]}", "type", "response.output_text.delta", "item_id", item, "output_index",
+	    s->text_index, "content_index", 0, "delta", delta, "logprobs"));
 }
 
-int compat_responses_end(const compat_state *s, compat_emit_fn emit, void *arg)
+static int text_end(const compat_state *s, compat_emit_fn emit, void *arg)
 {
-	bool cut = strcmp(s->finish, "length") == 0;
 	char item[160];
 	int rc;
 
-	snprintf(item, sizeof(item), "msg_%s", s->id);
+	item_id(item, sizeof(item), s);
 	if ((rc = emit(arg, "response.output_text.done", json_pack("{s:s, s:s, s:i, s:i, s:s%, "
-	    "s:[]}", "type", "response.output_text.done", "item_id", item, "output_index", 0,
-	    "content_index", 0, "text", s->text, s->text_len, "logprobs"))) != 0 ||
+	    "s:[]}", "type", "response.output_text.done", "item_id", item, "output_index",
+	    s->text_index, "content_index", 0, "text", s->text, s->text_len, "logprobs"))) != 0 ||
 	    (rc = emit(arg, "response.content_part.done", json_pack("{s:s, s:s, s:i, s:i, "
 	    "s:{s:s, s:s%, s:[]}}", "type", "response.content_part.done", "item_id", item,
-	    "output_index", 0, "content_index", 0, "part", "type", "output_text", "text", s->text,
-	    s->text_len, "annotations"))) != 0 ||
-	    (rc = emit(arg, "response.output_item.done", json_pack("{s:s, s:i, s:o}", "type",
-	    "response.output_item.done", "output_index", 0, "item", output_item(s, true)))) != 0)
+	    "output_index", s->text_index, "content_index", 0, "part", "type", "output_text",
+	    "text", s->text, s->text_len, "annotations"))) != 0)
 		return rc;
+	return emit(arg, "response.output_item.done", json_pack("{s:s, s:i, s:o}", "type",
+	    "response.output_item.done", "output_index", s->text_index, "item",
+	    message_item(s, true)));
+}
+
+static int tool_start(const compat_state *s, const compat_tool *t, compat_emit_fn emit,
+    void *arg)
+{
+	return emit(arg, "response.output_item.added", json_pack("{s:s, s:i, s:o}", "type",
+	    "response.output_item.added", "output_index", t->out_index, "item",
+	    call_item(s, t, false)));
+}
+
+static int tool_delta(const compat_state *s, const compat_tool *t, const char *delta,
+    compat_emit_fn emit, void *arg)
+{
+	char id[200];
+
+	snprintf(id, sizeof(id), "fc_%s_%d", s->id, t->out_index);
+	return emit(arg, "response.function_call_arguments.delta", json_pack("{s:s, s:s, s:i, "
+	    "s:s}", "type", "response.function_call_arguments.delta", "item_id", id,
+	    "output_index", t->out_index, "delta", delta));
+}
+
+static int tool_end(const compat_state *s, const compat_tool *t, compat_emit_fn emit,
+    void *arg)
+{
+	char id[200];
+	int rc;
+
+	snprintf(id, sizeof(id), "fc_%s_%d", s->id, t->out_index);
+	if ((rc = emit(arg, "response.function_call_arguments.done", json_pack("{s:s, s:s, s:i, "
+	    "s:s, s:s%}", "type", "response.function_call_arguments.done", "item_id", id,
+	    "output_index", t->out_index, "name", t->name, "arguments", t->args ? t->args : "",
+	    t->args_len))) != 0)
+		return rc;
+	return emit(arg, "response.output_item.done", json_pack("{s:s, s:i, s:o}", "type",
+	    "response.output_item.done", "output_index", t->out_index, "item",
+	    call_item(s, t, true)));
+}
+
+static int end(const compat_state *s, compat_emit_fn emit, void *arg)
+{
+	bool cut = strcmp(s->finish, "length") == 0;
+
 	return emit(arg, cut ? "response.incomplete" : "response.completed",
 	    json_pack("{s:s, s:o}", "type", cut ? "response.incomplete" : "response.completed",
 	    "response", response_object(s, true)));
 }
+
+const compat_api_ops compat_responses_ops = { start, text_start, text_delta, text_end,
+	tool_start, tool_delta, tool_end, end, body };
