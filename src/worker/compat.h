@@ -9,7 +9,12 @@
  * prompt (Responses "instructions" and "system"/"developer" messages;
  * Anthropic "system"), multi-turn input, max_output_tokens / max_tokens,
  * temperature, top_p, top_k, stop_sequences, images given as URLs or
- * base64 data (image_url parts).  Tools, tool results, files,
+ * base64 data (image_url parts), function tools (Responses "function"
+ * tools, Anthropic client tools with an input_schema) and tool_choice,
+ * and the tool-call history (Responses function_call /
+ * function_call_output items, Anthropic tool_use / tool_result blocks)
+ * as chat tool_calls and "tool" messages; Responses reasoning items are
+ * dropped.  Built-in / server tools, files, documents, thinking blocks,
  * previous_response_id and structured output formats are refused with
  * TROOP_EINVAL and a message saying so (engines that serve the API
  * natively get them unchanged: see endpoints.h).
@@ -30,6 +35,11 @@
  *   Messages stream: message_start, content_block_start,
  *     content_block_delta (text_delta)..., content_block_stop,
  *     message_delta (stop_reason, usage), message_stop.
+ *   Tool calls of the reply (message.tool_calls, streamed
+ *   delta.tool_calls) become Responses "function_call" output items
+ *   (response.function_call_arguments.delta / .done) and Anthropic
+ *   "tool_use" blocks (input_json_delta; stop_reason "tool_use"); the text
+ *   block comes first when there is text.
  *   An error event of the engine's ({"error":...} in the stream) becomes
  *   the API's own error event (api_kind.h) and ends the translation.
  *

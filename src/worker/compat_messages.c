@@ -58,8 +58,8 @@ static json_t *block_of(const json_t *b)
 		    "\"url\" source");
 		return NULL;
 	}
-	troop_error_set(TROOP_EINVAL, "content blocks of type '%.64s' (tool use, tool results, "
-	    "documents, thinking) cannot be translated to chat completions for this engine (it "
+	troop_error_set(TROOP_EINVAL, "content blocks of type '%.64s' (documents, thinking, "
+	    "server tool results, or tool blocks in the wrong role) cannot be translated to chat completions for this engine (it "
 	    "does not serve /v1/messages natively)", type);
 	return NULL;
 }
@@ -142,11 +142,166 @@ static int copy_number(json_t *out, const json_t *in, const char *from, const ch
 	    troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
 }
 
+/* Client tools as chat function tools, and tool_choice.  Returns 0, or
+ * TROOP_EINVAL for the server tools (web search, code execution...). */
+static int tools_of(json_t *chat, const json_t *in)
+{
+	const json_t *tools = json_object_get(in, "tools");
+	const json_t *choice = json_object_get(in, "tool_choice");
+	const json_t *t;
+	json_t *out;
+	size_t i;
+
+	if (!tools || json_is_null(tools) || json_array_size(tools) == 0)
+		return 0;
+	if (!json_is_array(tools))
+		return troop_error_set(TROOP_EINVAL, "\"tools\" must be an array");
+	out = json_array();
+	json_object_set_new(chat, "tools", out);
+	json_array_foreach(tools, i, t) {
+		const char *type = json_string_value(json_object_get(t, "type"));
+		const json_t *name = json_object_get(t, "name");
+		const json_t *schema = json_object_get(t, "input_schema");
+		json_t *fn;
+
+		if (type && strcmp(type, "custom") != 0)
+			return troop_error_set(TROOP_EINVAL, "tools of type '%.64s' cannot be "
+			    "translated to chat completions for this engine (it does not serve "
+			    "/v1/messages natively): only client tools with an input_schema can", type);
+		if (!json_is_string(name) || !json_is_object(schema))
+			return troop_error_set(TROOP_EINVAL, "tools.%zu needs a string \"name\" and "
+			    "an object \"input_schema\"", i);
+		fn = json_pack("{s:O, s:O}", "name", name, "parameters", schema);
+		if (json_is_string(json_object_get(t, "description")))
+			json_object_set(fn, "description", json_object_get(t, "description"));
+		json_array_append_new(out, json_pack("{s:s, s:o}", "type", "function", "function", fn));
+	}
+	if (json_is_object(choice)) {
+		const char *ct = json_string_value(json_object_get(choice, "type"));
+		const char *name = json_string_value(json_object_get(choice, "name"));
+
+		if (ct && strcmp(ct, "auto") == 0)
+			json_object_set_new(chat, "tool_choice", json_string("auto"));
+		else if (ct && strcmp(ct, "any") == 0)
+			json_object_set_new(chat, "tool_choice", json_string("required"));
+		else if (ct && strcmp(ct, "none") == 0)
+			json_object_set_new(chat, "tool_choice", json_string("none"));
+		else if (ct && strcmp(ct, "tool") == 0 && name)
+			json_object_set_new(chat, "tool_choice", json_pack("{s:s, s:{s:s}}", "type",
+			    "function", "function", "name", name));
+		else
+			return troop_error_set(TROOP_EINVAL, "this \"tool_choice\" cannot be "
+			    "translated to chat completions for this engine");
+		if (json_is_true(json_object_get(choice, "disable_parallel_tool_use")))
+			json_object_set_new(chat, "parallel_tool_calls", json_false());
+	}
+	return 0;
+}
+
+/* A tool_result block's content as the text of a "tool" message. */
+static json_t *result_text(const json_t *b)
+{
+	const json_t *c = json_object_get(b, "content");
+	json_t *parts;
+
+	if (!c || json_is_null(c))
+		return json_string("");
+	parts = content_of(c);
+	if (!parts || json_is_string(parts))
+		return parts;
+	/* text blocks only: chat tool messages take text parts */
+	for (size_t i = 0; i < json_array_size(parts); i++)
+		if (strcmp(json_string_value(json_object_get(json_array_get(parts, i), "type")),
+		    "text") != 0) {
+			json_decref(parts);
+			troop_error_set(TROOP_EINVAL, "tool_result content other than text cannot be "
+			    "translated to chat completions for this engine");
+			return NULL;
+		}
+	return parts;
+}
+
+/* One message whose content blocks hold tool_use (assistant) or
+ * tool_result (user) blocks: chat tool_calls on the assistant message,
+ * "tool" messages before the user's other content. */
+static int tool_message(json_t *msgs, const char *role, const json_t *content)
+{
+	json_t *rest = json_array(), *calls = json_array();
+	const json_t *b;
+	size_t i;
+	int rc = 0;
+
+	json_array_foreach(content, i, b) {
+		const char *type = json_string_value(json_object_get(b, "type"));
+
+		if (type && strcmp(type, "tool_use") == 0 && strcmp(role, "assistant") == 0) {
+			const char *id = json_string_value(json_object_get(b, "id"));
+			const char *name = json_string_value(json_object_get(b, "name"));
+			const json_t *input = json_object_get(b, "input");
+			char *args = json_is_object(input) ? json_dumps(input, JSON_COMPACT) : NULL;
+
+			if (!id || !name || !args) {
+				free(args);
+				rc = troop_error_set(TROOP_EINVAL, "a tool_use block needs string \"id\", "
+				    "\"name\" and an object \"input\"");
+				break;
+			}
+			json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id,
+			    "type", "function", "function", "name", name, "arguments", args));
+			free(args);
+		} else if (type && strcmp(type, "tool_result") == 0 && strcmp(role, "user") == 0) {
+			const char *id = json_string_value(json_object_get(b, "tool_use_id"));
+			json_t *text = result_text(b);
+
+			if (!id || !text) {
+				json_decref(text);
+				rc = id ? TROOP_EINVAL : troop_error_set(TROOP_EINVAL, "a tool_result block "
+				    "needs a string \"tool_use_id\"");
+				break;
+			}
+			json_array_append_new(msgs, json_pack("{s:s, s:s, s:o}", "role", "tool",
+			    "tool_call_id", id, "content", text));
+		} else {
+			json_t *p = block_of(b);
+
+			if (!p) {
+				rc = TROOP_EINVAL;
+				break;
+			}
+			json_array_append_new(rest, p);
+		}
+	}
+	if (!rc && json_array_size(calls) > 0)
+		rc = json_array_append_new(msgs, json_pack("{s:s, s:O, s:O}", "role", role,
+		    "content", json_array_size(rest) ? rest : json_null(), "tool_calls", calls));
+	else if (!rc && json_array_size(rest) > 0)
+		rc = json_array_append_new(msgs, json_pack("{s:s, s:O}", "role", role, "content",
+		    rest));
+	json_decref(rest);
+	json_decref(calls);
+	return rc ? (rc == -1 ? troop_error_set(TROOP_ENOMEM, "out of memory translating a "
+	    "request") : rc) : 0;
+}
+
+/* Whether a content array holds tool_use or tool_result blocks. */
+static bool has_tool_blocks(const json_t *content)
+{
+	const json_t *b;
+	size_t i;
+
+	json_array_foreach(content, i, b) {
+		const char *type = json_string_value(json_object_get(b, "type"));
+
+		if (type && (strcmp(type, "tool_use") == 0 || strcmp(type, "tool_result") == 0))
+			return true;
+	}
+	return false;
+}
+
 int compat_messages_request(const json_t *in, json_t **out)
 {
 	const json_t *msgs_in = json_object_get(in, "messages");
 	const json_t *sys = json_object_get(in, "system");
-	const json_t *tools = json_object_get(in, "tools");
 	const json_t *stop = json_object_get(in, "stop_sequences");
 	const json_t *stream = json_object_get(in, "stream");
 	const json_t *m;
@@ -155,10 +310,6 @@ int compat_messages_request(const json_t *in, json_t **out)
 	int rc = 0;
 
 	*out = NULL;
-	if (json_is_array(tools) && json_array_size(tools) > 0)
-		return troop_error_set(TROOP_EINVAL, "\"tools\" cannot be translated to chat "
-		    "completions for this engine (it does not serve /v1/messages natively); use "
-		    "/v1/chat/completions with tools, or a node whose engine serves the Messages API");
 	if (!json_is_array(msgs_in))
 		return troop_error_set(TROOP_EINVAL, "\"messages\" must be an array");
 	if (stop && !json_is_null(stop) && !json_is_array(stop))
@@ -194,6 +345,11 @@ int compat_messages_request(const json_t *in, json_t **out)
 			    "assistant", i);
 			break;
 		}
+		if (json_is_array(json_object_get(m, "content")) &&
+		    has_tool_blocks(json_object_get(m, "content"))) {
+			rc = tool_message(msgs, role, json_object_get(m, "content"));
+			continue;
+		}
 		if (!(c = content_of(json_object_get(m, "content")))) {
 			rc = TROOP_EINVAL;
 			break;
@@ -210,6 +366,8 @@ int compat_messages_request(const json_t *in, json_t **out)
 		if (!rc)
 			json_object_set(chat, "stop", (json_t *)stop);
 	}
+	if (!rc)
+		rc = tools_of(chat, in);
 	if (!rc)
 		rc = copy_number(chat, in, "max_tokens", "max_tokens");
 	if (!rc)

@@ -82,6 +82,49 @@ static int add_message(json_t *msgs, const char *role, json_t *content)
 	return 0;
 }
 
+/* A function_call item: a tool call of the assistant message before it
+ * (or of a new one). */
+static int function_call(json_t *msgs, const json_t *item)
+{
+	const char *id = json_string_value(json_object_get(item, "call_id"));
+	const char *name = json_string_value(json_object_get(item, "name"));
+	const char *args = json_string_value(json_object_get(item, "arguments"));
+	json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+	json_t *calls = json_object_get(last, "tool_calls");
+
+	if (!id || !name || !args)
+		return troop_error_set(TROOP_EINVAL, "a function_call item needs string \"call_id\", "
+		    "\"name\" and \"arguments\"");
+	if (!json_is_array(calls) || strcmp(json_string_value(json_object_get(last, "role")),
+	    "assistant") != 0) {
+		calls = json_array();
+		if (json_array_append_new(msgs, json_pack("{s:s, s:n, s:o}", "role", "assistant",
+		    "content", "tool_calls", calls)) != 0)
+			return troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+	}
+	return json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", id,
+	    "type", "function", "function", "name", name, "arguments", args)) == 0 ? 0 :
+	    troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+}
+
+/* A function_call_output item: a "tool" message. */
+static int function_output(json_t *msgs, const json_t *item)
+{
+	const char *id = json_string_value(json_object_get(item, "call_id"));
+	const json_t *out = json_object_get(item, "output");
+	json_t *content;
+
+	if (!id)
+		return troop_error_set(TROOP_EINVAL, "a function_call_output item needs a string "
+		    "\"call_id\"");
+	content = content_of(out);
+	if (!content)
+		return TROOP_EINVAL;
+	return json_array_append_new(msgs, json_pack("{s:s, s:s, s:o}", "role", "tool",
+	    "tool_call_id", id, "content", content)) == 0 ? 0 :
+	    troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
+}
+
 static int input_items(json_t *msgs, const json_t *input)
 {
 	size_t i;
@@ -92,10 +135,22 @@ static int input_items(json_t *msgs, const json_t *input)
 		const char *role = json_string_value(json_object_get(item, "role"));
 		int rc;
 
+		if (type && strcmp(type, "function_call") == 0) {
+			if ((rc = function_call(msgs, item)) != 0)
+				return rc;
+			continue;
+		}
+		if (type && strcmp(type, "function_call_output") == 0) {
+			if ((rc = function_output(msgs, item)) != 0)
+				return rc;
+			continue;
+		}
+		if (type && strcmp(type, "reasoning") == 0)
+			continue;  /* the model's own notes: chat has no place for them */
 		if (type && strcmp(type, "message") != 0)
-			return troop_error_set(TROOP_EINVAL, "input items of type '%.64s' (tool "
-			    "calls, tool outputs, reasoning, references) cannot be translated to chat "
-			    "completions for this engine", type);
+			return troop_error_set(TROOP_EINVAL, "input items of type '%.64s' (built-in "
+			    "tool calls, references) cannot be translated to chat completions for "
+			    "this engine", type);
 		if (!role || (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
 		    strcmp(role, "system") != 0 && strcmp(role, "developer") != 0))
 			return troop_error_set(TROOP_EINVAL, "input message %zu needs a \"role\" of "
@@ -121,22 +176,70 @@ static int copy_number(json_t *out, const json_t *in, const char *from, const ch
 	    troop_error_set(TROOP_ENOMEM, "out of memory translating a request");
 }
 
+/* Function tools as chat tools, and tool_choice.  Returns 0 or
+ * TROOP_EINVAL for the built-in tools (web search, files, computer...). */
+static int tools_of(json_t *chat, const json_t *in)
+{
+	const json_t *tools = json_object_get(in, "tools");
+	const json_t *choice = json_object_get(in, "tool_choice");
+	const json_t *par = json_object_get(in, "parallel_tool_calls");
+	const json_t *t;
+	json_t *out;
+	size_t i;
+
+	if (!tools || json_is_null(tools) || json_array_size(tools) == 0)
+		return 0;
+	if (!json_is_array(tools))
+		return troop_error_set(TROOP_EINVAL, "\"tools\" must be an array");
+	out = json_array();
+	json_object_set_new(chat, "tools", out);
+	json_array_foreach(tools, i, t) {
+		const char *type = json_string_value(json_object_get(t, "type"));
+		const json_t *name = json_object_get(t, "name");
+		json_t *fn;
+
+		if (!type || strcmp(type, "function") != 0)
+			return troop_error_set(TROOP_EINVAL, "tools of type '%.64s' cannot be "
+			    "translated to chat completions for this engine (it does not serve "
+			    "/v1/responses natively): only function tools can", type ? type : "?");
+		if (!json_is_string(name))
+			return troop_error_set(TROOP_EINVAL, "tools.%zu needs a string \"name\"", i);
+		fn = json_pack("{s:O}", "name", name);
+		if (json_object_get(t, "description"))
+			json_object_set(fn, "description", json_object_get(t, "description"));
+		if (json_object_get(t, "parameters") && !json_is_null(json_object_get(t, "parameters")))
+			json_object_set(fn, "parameters", json_object_get(t, "parameters"));
+		if (json_is_boolean(json_object_get(t, "strict")))
+			json_object_set(fn, "strict", json_object_get(t, "strict"));
+		json_array_append_new(out, json_pack("{s:s, s:o}", "type", "function", "function", fn));
+	}
+	if (json_is_string(choice)) {
+		json_object_set(chat, "tool_choice", (json_t *)choice);
+	} else if (json_is_object(choice)) {
+		const char *ct = json_string_value(json_object_get(choice, "type"));
+		const char *name = json_string_value(json_object_get(choice, "name"));
+
+		if (!ct || strcmp(ct, "function") != 0 || !name)
+			return troop_error_set(TROOP_EINVAL, "this \"tool_choice\" cannot be "
+			    "translated to chat completions for this engine");
+		json_object_set_new(chat, "tool_choice", json_pack("{s:s, s:{s:s}}", "type",
+		    "function", "function", "name", name));
+	}
+	if (json_is_boolean(par))
+		json_object_set(chat, "parallel_tool_calls", (json_t *)par);
+	return 0;
+}
+
 int compat_responses_request(const json_t *in, json_t **out)
 {
 	const json_t *input = json_object_get(in, "input");
 	const json_t *instr = json_object_get(in, "instructions");
-	const json_t *tools = json_object_get(in, "tools");
 	const json_t *text = json_object_get(in, "text");
 	const json_t *stream = json_object_get(in, "stream");
 	json_t *chat, *msgs;
 	int rc = 0;
 
 	*out = NULL;
-	if (json_is_array(tools) && json_array_size(tools) > 0)
-		return troop_error_set(TROOP_EINVAL, "\"tools\" cannot be translated to chat "
-		    "completions for this engine (it does not serve /v1/responses natively); "
-		    "use /v1/chat/completions with tools, or a node whose engine serves the "
-		    "Responses API");
 	if (json_object_get(in, "previous_response_id") &&
 	    !json_is_null(json_object_get(in, "previous_response_id")))
 		return troop_error_set(TROOP_EINVAL, "\"previous_response_id\" is not supported: "
@@ -170,6 +273,8 @@ int compat_responses_request(const json_t *in, json_t **out)
 		rc = add_message(msgs, "user", json_copy((json_t *)input));
 	else if (!rc)
 		rc = input_items(msgs, input);
+	if (!rc)
+		rc = tools_of(chat, in);
 	if (!rc)
 		rc = copy_number(chat, in, "max_output_tokens", "max_tokens");
 	if (!rc)

@@ -113,14 +113,23 @@ await check('responses: unknown model is a 404 APIError', async () => {
 });
 
 if (!native) {
-  await check('responses: tools are refused (400) where they cannot be translated', async () => {
+  await check('responses: function tools and a tool-call history are translated', async () => {
+    const r = await openai.responses.create({ model, max_output_tokens: maxTokens,
+      tools: [{ type: 'function', name: 'get_weather', parameters: { type: 'object',
+        properties: { city: { type: 'string' } } }, strict: false }],
+      input: [{ role: 'user', content: prompt },
+        { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city":"Oslo"}' },
+        { type: 'function_call_output', call_id: 'call_1', output: 'sunny' }] });
+    assert(r.status === 'completed' || r.status === 'incomplete', `status ${r.status}`);
+    assert(typeof r.output_text === 'string', JSON.stringify(r.output));
+  });
+  await check('responses: built-in tools are refused (400) where they cannot be translated', async () => {
     try {
-      await openai.responses.create({ model, input: prompt,
-        tools: [{ type: 'function', name: 'f', parameters: { type: 'object' } }] });
+      await openai.responses.create({ model, input: prompt, tools: [{ type: 'web_search' }] });
       throw new Error('no error');
     } catch (e) {
       assert(e instanceof OpenAI.BadRequestError, `${e.constructor.name}: ${e.message}`);
-      assert(/tools/.test(e.message), e.message);
+      assert(/web_search/.test(e.message), e.message);
     }
   });
 }
@@ -175,6 +184,18 @@ await check('messages.stream helper: text events and finalMessage', async () => 
   assert(final.content[0].type === 'text', JSON.stringify(final.content));
   assert(deltas === final.content[0].text, 'text events and final text differ');
   assert(final.usage.output_tokens > 0, `usage ${JSON.stringify(final.usage)}`);
+});
+
+if (!native) await check('messages: client tools and a tool_use / tool_result history are translated', async () => {
+  const m = await anthropic.messages.create({ model, max_tokens: maxTokens,
+    tools: [{ name: 'get_weather', description: 'weather', input_schema: { type: 'object',
+      properties: { city: { type: 'string' } } } }],
+    tool_choice: { type: 'auto' },
+    messages: [{ role: 'user', content: prompt },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'get_weather',
+        input: { city: 'Oslo' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'sunny' }] }] });
+  assert(m.type === 'message' && m.content[0].type === 'text', JSON.stringify(m));
 });
 
 await check('messages: unknown model is a NotFoundError in the Anthropic shape', async () => {

@@ -95,8 +95,8 @@ shape /v1/messages '{"max_tokens":8,"messages":[]}' 400 \
 	'e["type"]=="error" and e["error"]["type"]=="invalid_request_error"'
 shape /v1/messages '{"model":"nope:1b","max_tokens":8,"messages":[{"role":"user","content":"x"}]}' 404 \
 	'e["type"]=="error" and e["error"]["type"]=="not_found_error" and "nope" in e["error"]["message"]'
-shape /v1/messages "{\"model\":\"$MODEL\",\"max_tokens\":8,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t\"}]}]}" 400 \
-	'e["error"]["type"]=="invalid_request_error" and "tool_result" in e["error"]["message"]'
+shape /v1/messages "{\"model\":\"$MODEL\",\"max_tokens\":8,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{}}]}]}" 400 \
+	'e["error"]["type"]=="invalid_request_error" and "document" in e["error"]["message"]'
 shape /v1/responses '{"model":"nope:1b","input":"x"}' 404 \
 	'e["error"]["code"]=="model_not_found"'
 shape /v1/responses "{\"model\":\"$MODEL\",\"input\":\"x\",\"previous_response_id\":\"resp_1\"}" 400 \

@@ -96,7 +96,11 @@ static void test_responses_request(void **state)
 static void test_responses_request_refused(void **state)
 {
 	static const char *const bad[] = {
-		"{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}",
+		"{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}",
+		"{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\"}]}",
+		"{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}],"
+		"\"tool_choice\":{\"type\":\"file_search\"}}",
+		"{\"model\":\"m\",\"input\":[{\"type\":\"function_call\",\"name\":\"f\"}]}",
 		"{\"model\":\"m\",\"input\":\"x\",\"previous_response_id\":\"resp_1\"}",
 		"{\"model\":\"m\",\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\"}]}",
 		"{\"model\":\"m\",\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}",
@@ -113,7 +117,7 @@ static void test_responses_request_refused(void **state)
 		assert_true(strlen(troop_error_msg()) > 10);
 	}
 	request(API_RESPONSES, bad[0], TROOP_EINVAL);
-	assert_non_null(strstr(troop_error_msg(), "tools"));
+	assert_non_null(strstr(troop_error_msg(), "web_search"));
 }
 
 static void test_messages_request(void **state)
@@ -145,6 +149,14 @@ static void test_messages_request_refused(void **state)
 {
 	static const char *const bad[] = {
 		"{\"model\":\"m\",\"messages\":[],\"tools\":[{\"name\":\"f\"}]}",
+		"{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"web_search_20250305\","
+		"\"name\":\"web_search\"}]}",
+		"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_use\","
+		"\"id\":\"t\",\"name\":\"f\",\"input\":{}}]}]}",
+		"{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":"
+		"\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":\"x\"}]}]}",
+		"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+		"\"document\"}]}]}",
 		"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\"}]}]}",
 		"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
 		"{\"model\":\"m\",\"messages\":\"hi\"}",
@@ -159,6 +171,59 @@ static void test_messages_request_refused(void **state)
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		request(API_MESSAGES, bad[i], TROOP_EINVAL);
+}
+
+static void test_tools_request(void **state)
+{
+	json_t *c = request(API_RESPONSES, "{\"model\":\"m\",\"tools\":[{\"type\":\"function\","
+	    "\"name\":\"get_weather\",\"description\":\"d\",\"parameters\":{\"type\":\"object\"},"
+	    "\"strict\":true}],\"tool_choice\":{\"type\":\"function\",\"name\":\"get_weather\"},"
+	    "\"input\":[{\"role\":\"user\",\"content\":\"weather?\"},"
+	    "{\"type\":\"reasoning\",\"id\":\"rs\",\"summary\":[]},"
+	    "{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"get_weather\","
+	    "\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"},"
+	    "{\"type\":\"function_call\",\"call_id\":\"c2\",\"name\":\"get_weather\","
+	    "\"arguments\":\"{}\"},"
+	    "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":\"sunny\"}]}", 0);
+
+	assert_string_equal(str_at(c, "tools.0.type"), "function");
+	assert_string_equal(str_at(c, "tools.0.function.name"), "get_weather");
+	assert_string_equal(str_at(c, "tools.0.function.parameters.type"), "object");
+	assert_string_equal(str_at(c, "tool_choice.function.name"), "get_weather");
+	assert_int_equal(json_array_size(json_object_get(c, "messages")), 3);
+	assert_string_equal(str_at(c, "messages.1.role"), "assistant");
+	assert_string_equal(str_at(c, "messages.1.tool_calls.0.id"), "c1");
+	assert_string_equal(str_at(c, "messages.1.tool_calls.0.function.arguments"),
+	    "{\"city\":\"Oslo\"}");
+	assert_string_equal(str_at(c, "messages.1.tool_calls.1.id"), "c2");
+	assert_string_equal(str_at(c, "messages.2.role"), "tool");
+	assert_string_equal(str_at(c, "messages.2.tool_call_id"), "c1");
+	assert_string_equal(str_at(c, "messages.2.content"), "sunny");
+	json_decref(c);
+
+	c = request(API_MESSAGES, "{\"model\":\"m\",\"max_tokens\":9,\"tools\":[{\"name\":\"f\","
+	    "\"description\":\"d\",\"input_schema\":{\"type\":\"object\"}}],\"tool_choice\":"
+	    "{\"type\":\"any\",\"disable_parallel_tool_use\":true},\"messages\":["
+	    "{\"role\":\"user\",\"content\":\"go\"},"
+	    "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"calling\"},"
+	    "{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"f\",\"input\":{\"a\":1}}]},"
+	    "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_1\","
+	    "\"content\":[{\"type\":\"text\",\"text\":\"42\"}]},{\"type\":\"text\",\"text\":"
+	    "\"and now?\"}]}]}", 0);
+	assert_string_equal(str_at(c, "tools.0.function.name"), "f");
+	assert_string_equal(str_at(c, "tools.0.function.parameters.type"), "object");
+	assert_string_equal(str_at(c, "tool_choice"), "required");
+	assert_true(json_is_false(json_object_get(c, "parallel_tool_calls")));
+	assert_string_equal(str_at(c, "messages.1.role"), "assistant");
+	assert_string_equal(str_at(c, "messages.1.content.0.text"), "calling");
+	assert_string_equal(str_at(c, "messages.1.tool_calls.0.id"), "toolu_1");
+	assert_string_equal(str_at(c, "messages.1.tool_calls.0.function.arguments"), "{\"a\":1}");
+	assert_string_equal(str_at(c, "messages.2.role"), "tool");
+	assert_string_equal(str_at(c, "messages.2.tool_call_id"), "toolu_1");
+	assert_string_equal(str_at(c, "messages.2.content.0.text"), "42");
+	assert_string_equal(str_at(c, "messages.3.role"), "user");
+	assert_string_equal(str_at(c, "messages.3.content.0.text"), "and now?");
+	json_decref(c);
 }
 
 /* ---- replies ------------------------------------------------------------------ */
@@ -371,6 +436,103 @@ static void test_json_replies(void **state)
 	free(out);
 }
 
+/* A chat reply with two tool calls after some text, streamed (arguments
+ * in pieces) and whole. */
+static const char tool_stream[] =
+	"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Let me\"}}]}\n\n"
+	"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
+	"\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n"
+	"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+	"{\"arguments\":\"{\\\"x\\\":\"}}]}}]}\n\n"
+	"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+	"{\"arguments\":\"1}\"}}]}}]}\n\n"
+	"data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\","
+	"\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n"
+	"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}],"
+	"\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":9}}\n\n"
+	"data: [DONE]\n\n";
+
+static void test_tool_replies(void **state)
+{
+	static const char json_in[] = "{\"choices\":[{\"message\":{\"role\":\"assistant\","
+		"\"content\":null,\"tool_calls\":[{\"id\":\"call_a\",\"type\":\"function\","
+		"\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}}]},"
+		"\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}";
+	char names[32][48];
+	json_t *d[32], *r;
+	char *out;
+	size_t n;
+	static const char *const want_m[] = { "message_start", "content_block_start",
+		"content_block_delta", "content_block_stop", "content_block_start",
+		"content_block_delta", "content_block_delta", "content_block_stop",
+		"content_block_start", "content_block_delta", "content_block_stop", "message_delta",
+		"message_stop" };
+	static const char *const want_r[] = { "response.created", "response.in_progress",
+		"response.output_item.added", "response.content_part.added",
+		"response.output_text.delta", "response.output_text.done",
+		"response.content_part.done", "response.output_item.done",
+		"response.output_item.added", "response.function_call_arguments.delta",
+		"response.function_call_arguments.delta", "response.function_call_arguments.done",
+		"response.output_item.done", "response.output_item.added",
+		"response.function_call_arguments.delta", "response.function_call_arguments.done",
+		"response.output_item.done", "response.completed" };
+
+	out = translate(API_MESSAGES, true, false, tool_stream);
+	n = events(out, names, d, 32);
+	assert_int_equal(n, sizeof(want_m) / sizeof(want_m[0]));
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(names[i], want_m[i]);
+	assert_string_equal(str_at(d[4], "content_block.type"), "tool_use");
+	assert_string_equal(str_at(d[4], "content_block.id"), "call_a");
+	assert_string_equal(str_at(d[4], "content_block.name"), "f");
+	assert_int_equal(json_integer_value(json_object_get(d[4], "index")), 1);
+	assert_string_equal(str_at(d[5], "delta.type"), "input_json_delta");
+	assert_string_equal(str_at(d[5], "delta.partial_json"), "{\"x\":");
+	assert_string_equal(str_at(d[6], "delta.partial_json"), "1}");
+	assert_string_equal(str_at(d[8], "content_block.name"), "g");
+	assert_int_equal(json_integer_value(json_object_get(d[8], "index")), 2);
+	assert_string_equal(str_at(d[11], "delta.stop_reason"), "tool_use");
+	for (size_t i = 0; i < n; i++)
+		json_decref(d[i]);
+	free(out);
+
+	out = translate(API_RESPONSES, true, false, tool_stream);
+	n = events(out, names, d, 32);
+	assert_int_equal(n, sizeof(want_r) / sizeof(want_r[0]));
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(names[i], want_r[i]);
+	assert_string_equal(str_at(d[8], "item.type"), "function_call");
+	assert_string_equal(str_at(d[8], "item.call_id"), "call_a");
+	assert_int_equal(json_integer_value(json_object_get(d[8], "output_index")), 1);
+	assert_string_equal(str_at(d[11], "arguments"), "{\"x\":1}");
+	assert_string_equal(str_at(d[17], "response.output.0.type"), "message");
+	assert_string_equal(str_at(d[17], "response.output.1.arguments"), "{\"x\":1}");
+	assert_string_equal(str_at(d[17], "response.output.2.name"), "g");
+	for (size_t i = 0; i < n; i++)
+		json_decref(d[i]);
+	free(out);
+
+	out = translate(API_MESSAGES, false, false, json_in);
+	r = parse(out);
+	assert_int_equal(json_array_size(json_object_get(r, "content")), 1);
+	assert_string_equal(str_at(r, "content.0.type"), "tool_use");
+	assert_string_equal(str_at(r, "content.0.id"), "call_a");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(json_array_get(
+	    json_object_get(r, "content"), 0), "input"), "x")), 1);
+	assert_string_equal(str_at(r, "stop_reason"), "tool_use");
+	json_decref(r);
+	free(out);
+
+	out = translate(API_RESPONSES, false, false, json_in);
+	r = parse(out);
+	assert_int_equal(json_array_size(json_object_get(r, "output")), 1);
+	assert_string_equal(str_at(r, "output.0.type"), "function_call");
+	assert_string_equal(str_at(r, "output.0.call_id"), "call_a");
+	assert_string_equal(str_at(r, "output.0.arguments"), "{\"x\":1}");
+	json_decref(r);
+	free(out);
+}
+
 static void test_native_responses_stream(void **state)
 {
 	/* what llama.cpp sends: no sequence_number, output_index,
@@ -551,6 +713,8 @@ int main(void)
 		cmocka_unit_test(test_responses_request_refused),
 		cmocka_unit_test(test_messages_request),
 		cmocka_unit_test(test_messages_request_refused),
+		cmocka_unit_test(test_tools_request),
+		cmocka_unit_test(test_tool_replies),
 		cmocka_unit_test(test_responses_stream),
 		cmocka_unit_test(test_messages_stream),
 		cmocka_unit_test(test_stream_error_event),
