@@ -1,6 +1,7 @@
 /*
  * api_meta.c - the coordinator's public, unsigned endpoints about itself:
- * GET /health, GET /public-key, GET /.well-known/jwks.json, GET /metrics.
+ * GET /health, GET /public-key, GET /.well-known/jwks.json, GET /metrics,
+ * GET /stats (public numbers) and GET / (the network page that shows them).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,9 @@
 #include "coordinator.h"
 #include "encoding.h"
 #include "error.h"
+#include "prom.h"
 #include "proto.h"
+#include "web_assets.h"
 
 static void h_health(http_req *r, void *arg)
 {
@@ -47,27 +50,81 @@ static void h_jwks(http_req *r, void *arg)
 	coord_reply_json(r, 200, proto_jwks_encode(&k));
 }
 
+/* The gauges of /metrics and /stats, read from the registry now. */
+static void read_gauges(coord_gauges *g, coord *c, int64_t now)
+{
+	registry_node *nodes = NULL;
+	registry_model_info *models = NULL;
+	size_t n = 0;
+
+	memset(g, 0, sizeof(*g));
+	g->uptime_s = (long)(now - c->started);
+	if (registry_count_nodes(&g->live_nodes, c->reg, now) != 0)
+		g->live_nodes = 0;
+	if (registry_models(&models, &g->models, c->reg, now) != 0)
+		g->models = 0;
+	free(models);
+	if (registry_find_nodes(&nodes, &n, c->reg, NULL, now, COORD_PEERS_MAX, 0) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (nodes[i].status == NODE_BUSY)
+				g->busy_nodes++;
+			else
+				g->idle_nodes++;
+		}
+		registry_nodes_free(nodes, n);
+	}
+}
+
 static void h_metrics(http_req *r, void *arg)
 {
 	coord *c = arg;
-	int64_t now = (int64_t)time(NULL);
-	size_t live = 0, nmodels = 0, len = 0;
-	registry_model_info *models = NULL;
+	coord_gauges g;
+	size_t len = 0;
 	char *text;
 
-	if (registry_count_nodes(&live, c->reg, now) != 0)
-		live = 0;
-	if (registry_models(&models, &nmodels, c->reg, now) != 0)
-		nmodels = 0;
-	free(models);
-	text = metrics_render(&c->metrics, live, nmodels, (long)(now - c->started), &len);
+	read_gauges(&g, c, (int64_t)time(NULL));
+	text = metrics_render(&c->metrics, &g, &len);
 	if (!text) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory rendering metrics");
 		return;
 	}
 	METRIC_ADD(&c->metrics, req_2xx, 1);
-	http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+	http_reply(r, 200, PROM_CONTENT_TYPE, text, len);
 	free(text);
+}
+
+/* GET /stats: the network's public numbers for the page at / (no account
+ * data): nodes, models, and the running totals a page turns into rates. */
+static void h_stats(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_gauges g;
+
+	if (coord_anon_allowed(r) != 0)
+		return;
+	read_gauges(&g, c, (int64_t)time(NULL));
+#define V(f) (json_int_t)atomic_load_explicit(&c->metrics.f, memory_order_relaxed)
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I}",
+	    "version", TROOP_VERSION, "uptime_seconds", (json_int_t)g.uptime_s,
+	    "nodes", "live", (json_int_t)g.live_nodes, "idle", (json_int_t)g.idle_nodes,
+	    "busy", (json_int_t)g.busy_nodes, "models", (json_int_t)g.models,
+	    "jobs_total", V(receipts), "tokens_total", V(tokens_out),
+	    "credits_charged_total", V(credits_charged)));
+#undef V
+}
+
+/* GET /: the public network page (src/web/network.html, built in). */
+static void h_page(http_req *r, void *arg)
+{
+	size_t len = 0;
+	const char *page = web_asset("network.html", &len);
+
+	if (!page) {
+		coord_reply_error(r, TROOP_ENOTFOUND, "this build has no network page");
+		return;
+	}
+	METRIC_ADD(&((coord *)arg)->metrics, req_2xx, 1);
+	web_reply_page(r, page, len);
 }
 
 void api_meta_routes(http_server *s, coord *c)
@@ -76,4 +133,6 @@ void api_meta_routes(http_server *s, coord *c)
 	http_server_route(s, "GET", "/public-key", h_public_key, c);
 	http_server_route(s, "GET", "/.well-known/jwks.json", h_jwks, c);
 	http_server_route(s, "GET", "/metrics", h_metrics, c);
+	http_server_route(s, "GET", "/stats", h_stats, c);
+	http_server_route(s, "GET", "/", h_page, c);
 }
