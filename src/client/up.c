@@ -47,7 +47,7 @@
 #define UP_MIN_KEY_LEN 16
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
 #define UP_EDGE_LIST 2048
-#define UP_MAX_ROUTES 8
+#define UP_MAX_ROUTES 16
 
 static const config_opt up_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -418,6 +418,8 @@ int cmd_up(int argc, char **argv)
 		{ "GET", "/v1/models/{model}", up_handle_model },
 		{ "GET", "/v1/models/{org}/{name}", up_handle_model_org },
 		{ "GET", "/health", h_health },
+		{ "GET", "/ui", up_handle_ui },
+		{ "GET", "/ui/api/{what}", up_handle_ui_api },
 	};
 	up_route rts[UP_MAX_ROUTES];
 	up_edge edge;
