@@ -89,6 +89,10 @@ void up_handle_model_org(http_req *r, void *arg);
  * balance, transactions, nodes), up_ui.c; arg is the up_server. */
 void up_handle_ui(http_req *r, void *arg);
 void up_handle_ui_api(http_req *r, void *arg);
+/* A worker's reply was relayed: remember the job for GET /ui/api/jobs
+ * (the last 200).  Thread-safe. */
+void up_ui_job_done(const char *job_id, const char *node_id, const char *model, int status,
+    int64_t duration_us);
 
 /* Whether a worker address the coordinator named is this proxy itself
  * (its port on loopback, the unspecified address or an address of one of

@@ -253,6 +253,7 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 		evtimer_del(j->body_timer);
 	if (!req) {
 		up_metrics_relayed(st);
+		up_ui_job_done(j->job_id, j->node_id, j->model, st->status, st->duration_us);
 		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
 		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
 		    relay_end_name(st->end), j->ca.attempt, (long long)j->auth_us,

@@ -6,7 +6,11 @@
  *   GET /ui/api/transactions  the coordinator's /users/{me}/transactions
  *                             (?limit=N, 1..200, default 100)
  *   GET /ui/api/nodes         the live nodes this account owns (from the
- *                             public /peers, filtered by owner)
+ *                             public /peers, filtered by owner), and the
+ *                             names of all live nodes by id
+ *   GET /ui/api/jobs          the jobs this proxy relayed since it started
+ *                             (the last UI_JOBS_MAX): job, node, model,
+ *                             status, time; their cost is in transactions
  * The balance and transactions are signed with this machine's key, as the
  * CLI does; the page never sees the key.  Every route runs behind the
  * edge of up.c (Host and Origin rules: only troop up's own page, or an
@@ -15,6 +19,7 @@
  * be reached is 503 coordinator_unreachable in the OpenAI error shape.
  */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +28,64 @@
 #include "dynbuf.h"
 #include "error.h"
 #include "log.h"
+#include "proto.h"
 #include "up.h"
 #include "web_assets.h"
 
 #define UI_NODES_MAX 1000
+#define UI_JOBS_MAX 200
+
+/* The jobs relayed, newest last, in a ring shared by the server threads
+ * (one troop up per process). */
+struct ui_job {
+	char job_id[PROTO_JOB_ID_MAX + 1];
+	char node_id[64];
+	char model[UP_MODEL_MAX + 1];
+	int status;
+	int64_t at;               /* unix seconds */
+	int64_t duration_ms;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	struct ui_job jobs[UI_JOBS_MAX];
+	size_t next, count;
+} ui_jobs = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+void up_ui_job_done(const char *job_id, const char *node_id, const char *model, int status,
+    int64_t duration_us)
+{
+	struct ui_job *j;
+
+	pthread_mutex_lock(&ui_jobs.mu);
+	j = &ui_jobs.jobs[ui_jobs.next];
+	snprintf(j->job_id, sizeof(j->job_id), "%s", job_id ? job_id : "");
+	snprintf(j->node_id, sizeof(j->node_id), "%s", node_id ? node_id : "");
+	snprintf(j->model, sizeof(j->model), "%s", model ? model : "");
+	j->status = status;
+	j->at = (int64_t)time(NULL);
+	j->duration_ms = duration_us >= 0 ? duration_us / 1000 : 0;
+	ui_jobs.next = (ui_jobs.next + 1) % UI_JOBS_MAX;
+	if (ui_jobs.count < UI_JOBS_MAX)
+		ui_jobs.count++;
+	pthread_mutex_unlock(&ui_jobs.mu);
+}
+
+static json_t *jobs_json(void)
+{
+	json_t *arr = json_array();
+
+	pthread_mutex_lock(&ui_jobs.mu);
+	for (size_t i = 0; i < ui_jobs.count; i++) {
+		const struct ui_job *j =
+		    &ui_jobs.jobs[(ui_jobs.next + UI_JOBS_MAX - 1 - i) % UI_JOBS_MAX];
+		json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:I, s:I}", "job_id",
+		    j->job_id, "node_id", j->node_id, "model", j->model, "status", j->status,
+		    "at", (json_int_t)j->at, "duration_ms", (json_int_t)j->duration_ms));
+	}
+	pthread_mutex_unlock(&ui_jobs.mu);
+	return json_pack("{s:o}", "jobs", arr);
+}
 
 typedef enum { UI_BALANCE, UI_TRANSACTIONS, UI_NODES } ui_what;
 
@@ -95,17 +154,22 @@ static int fetch_data(void *arg, const char *data, size_t len)
  * shows.  New reference, or NULL when the reply is not a node list. */
 static json_t *owned_nodes(const up_server *s, const char *buf, size_t len)
 {
-	json_t *v = json_loadb(buf, len, 0, NULL), *out = NULL, *n;
+	json_t *v = json_loadb(buf, len, 0, NULL), *out = NULL, *n, *names;
 	json_t *nodes = json_object_get(v, "nodes");
 	size_t i;
 
 	if (!json_is_array(nodes))
 		goto done;
 	out = json_array();
+	names = json_object();
 	json_array_foreach(nodes, i, n) {
 		const char *owner = json_string_value(json_object_get(n, "owner"));
+		const char *id = json_string_value(json_object_get(n, "node_id"));
+		const char *name = json_string_value(json_object_get(n, "name"));
 		json_t *o;
 
+		if (id && name)
+			json_object_set_new(names, id, json_string(name));
 		if (!owner || strcmp(owner, s->id.id) != 0)
 			continue;
 		o = json_object();
@@ -118,7 +182,7 @@ static json_t *owned_nodes(const up_server *s, const char *buf, size_t len)
 		}
 		json_array_append_new(out, o);
 	}
-	out = json_pack("{s:s, s:o}", "account", s->id.id, "nodes", out);
+	out = json_pack("{s:s, s:o, s:o}", "account", s->id.id, "nodes", out, "names", names);
 done:
 	json_decref(v);
 	return out;
@@ -236,6 +300,9 @@ void up_handle_ui_api(http_req *r, void *arg)
 		handle(r, s, UI_TRANSACTIONS);
 	} else if (what && strcmp(what, "nodes") == 0) {
 		handle(r, s, UI_NODES);
+	} else if (what && strcmp(what, "jobs") == 0) {
+		if (up_check_key(r, s))
+			http_reply_json(r, 200, jobs_json());
 	} else if (what && strcmp(what, "account") == 0) {
 		if (!up_check_key(r, s))
 			return;
@@ -243,6 +310,6 @@ void up_handle_ui_api(http_req *r, void *arg)
 		    "coordinator", s->coordinator, "version", TROOP_VERSION));
 	} else {
 		up_reply_error(r, 404, "invalid_request_error", "not_found", NULL,
-		    "no such endpoint: /ui/api/ has account, balance, transactions and nodes");
+		    "no such endpoint: /ui/api/ has account, balance, transactions, nodes and jobs");
 	}
 }

@@ -1,8 +1,10 @@
 /*
  * api_meta.c - the coordinator's public, unsigned endpoints about itself:
  * GET /health, GET /public-key, GET /.well-known/jwks.json, GET /metrics,
- * GET /stats (public numbers) and GET / (the network page that shows them).
+ * GET /stats (public numbers), GET /leaderboard (donors by credits earned)
+ * and GET / (the network page that shows them).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +115,92 @@ static void h_stats(http_req *r, void *arg)
 #undef V
 }
 
+/* ---- GET /leaderboard ------------------------------------------------------ */
+
+#define BOARD_MAX 100
+#define BOARD_TTL_S 30
+
+/* The last answer, shared by the server threads: the ledger query scans
+ * every settlement, so an anonymous caller gets a copy at most
+ * BOARD_TTL_S old and never drives the database. */
+static struct {
+	pthread_mutex_t mu;
+	const coord *c;
+	json_t *leaders;           /* BOARD_MAX at most, most first */
+	time_t at;
+} board = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* The leaderboard from the ledger, with each owner's live node names
+ * (public in /peers already).  New reference, or NULL with the error set. */
+static json_t *board_read(coord *c, ledger_conn *db, int64_t now)
+{
+	ledger_earner *e = NULL;
+	registry_node *nodes = NULL;
+	size_t n = 0, nn = 0;
+	json_t *out;
+
+	if (ledger_top_earners(&e, &n, db, BOARD_MAX) != 0)
+		return NULL;
+	if (registry_find_nodes(&nodes, &nn, c->reg, NULL, now, COORD_PEERS_MAX, 0) != 0)
+		nn = 0;
+	out = json_array();
+	for (size_t i = 0; i < n && out; i++) {
+		json_t *names = json_array();
+
+		for (size_t k = 0; k < nn; k++)
+			if (strcmp(nodes[k].owner, e[i].account) == 0)
+				json_array_append_new(names, json_string(nodes[k].name));
+		json_array_append_new(out, json_pack("{s:I, s:s, s:I, s:I, s:o}", "rank",
+		    (json_int_t)(i + 1), "account", e[i].account, "earned", (json_int_t)e[i].earned,
+		    "jobs", (json_int_t)e[i].jobs, "live_nodes", names));
+	}
+	registry_nodes_free(nodes, nn);
+	free(e);
+	return out;
+}
+
+/* GET /leaderboard?limit=N: node owners by the credits other accounts paid
+ * them (1..100, default 20).  Accounts appear by their public id only. */
+static void h_leaderboard(http_req *r, void *arg)
+{
+	coord *c = arg;
+	int64_t limit, now = (int64_t)time(NULL);
+	json_t *leaders, *page;
+	time_t at;
+
+	if (coord_anon_allowed(r) != 0)
+		return;
+	if (http_req_query_int(r, "limit", 20, 1, BOARD_MAX, &limit) != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "query parameter 'limit' must be an integer "
+		    "between 1 and %d", BOARD_MAX);
+		return;
+	}
+	pthread_mutex_lock(&board.mu);
+	if (board.c != c || !board.leaders || now - board.at >= BOARD_TTL_S || now < board.at) {
+		json_t *fresh = board_read(c, coord_thread_of(r)->db, now);
+
+		if (!fresh) {
+			int err = troop_error_last();
+
+			pthread_mutex_unlock(&board.mu);
+			coord_reply_last_error(r, err ? err : TROOP_ERR);
+			return;
+		}
+		json_decref(board.leaders);
+		board.leaders = fresh;
+		board.c = c;
+		board.at = (time_t)now;
+	}
+	leaders = json_array();
+	for (size_t i = 0; i < json_array_size(board.leaders) && (int64_t)i < limit; i++)
+		json_array_append_new(leaders, json_deep_copy(json_array_get(board.leaders, i)));
+	at = board.at;
+	pthread_mutex_unlock(&board.mu);
+	page = json_pack("{s:o, s:I, s:i}", "leaders", leaders, "updated_at", (json_int_t)at,
+	    "cache_seconds", BOARD_TTL_S);
+	coord_reply_json(r, 200, page);
+}
+
 /* GET /: the public network page (src/web/network.html, built in). */
 static void h_page(http_req *r, void *arg)
 {
@@ -134,5 +222,6 @@ void api_meta_routes(http_server *s, coord *c)
 	http_server_route(s, "GET", "/.well-known/jwks.json", h_jwks, c);
 	http_server_route(s, "GET", "/metrics", h_metrics, c);
 	http_server_route(s, "GET", "/stats", h_stats, c);
+	http_server_route(s, "GET", "/leaderboard", h_leaderboard, c);
 	http_server_route(s, "GET", "/", h_page, c);
 }

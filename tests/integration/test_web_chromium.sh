@@ -8,7 +8,10 @@
 #     appears within one refresh (the page refreshes every second here);
 #   - troop up's own page at /ui: balance, transactions and owned nodes as
 #     troop up's endpoints return them, and the chat box streams an answer
-#     (several chunks); the job then shows in "Jobs you ran".
+#     (several chunks); the job then shows in "Jobs you ran" with its node
+#     and its settled cost.
+# The network page's donors (GET /leaderboard) list w1's owner, whom the
+# client paid for two chats first.
 # Screenshots: $TROOP_BUILD_DIR/screenshots/web-network.png,
 # web-network-joined.png and web-ui.png.  Also checks that troop up's /ui
 # endpoints keep the Host/Origin rules (a foreign page gets 403).
@@ -31,8 +34,16 @@ mkdir -p "${CLIENT_HOME:-$CHAIN_TMP/home-client}"
 ACCOUNT=$(chain_troop id 2>/dev/null | grep -o '[A-Za-z0-9_-]\{43\}' | head -n1)
 [ -n "$ACCOUNT" ] || { echo "FAIL: no account id from troop id"; exit 1; }
 chain_sim a
-chain_worker w1 "vllm=http://127.0.0.1:$SIM_PORT" --donate always --owner "$ACCOUNT"
+chain_worker w1 "vllm=http://127.0.0.1:$SIM_PORT" --donate always
 chain_wait_nodes "$MODEL" 1
+# two jobs for the leaderboard: the client pays w1's owner (w1 itself)
+for i in 1 2; do
+	chain_troop chat -m "$MODEL" "hello $i" >/dev/null 2>&1 || chain_fail "troop chat $i failed"
+done
+for i in $(seq 1 100); do
+	curl -s "$COORD_URL/stats" | grep -q '"jobs_total":2' && break
+	sleep 0.1
+done
 
 # drive STEPS (JSON) in the background; its result goes to OUT
 drive() {
@@ -50,6 +61,7 @@ cat >"$CHAIN_TMP/net.json" <<JSON
  {"eval": "document.getElementById('models-count').textContent", "as": "models_count"},
  {"eval": "[...document.querySelectorAll('#models tr[data-model]')].map(r => [r.dataset.model, r.children[1].textContent])", "as": "models"},
  {"eval": "[...document.querySelectorAll('#nodes tr[data-node]')].map(r => r.dataset.node)", "as": "nodes_before"},
+ {"eval": "[...document.querySelectorAll('#leaders tr[data-owner]')].map(r => [r.dataset.owner, ...[...r.children].map(c => c.textContent)])", "as": "leaders"},
  {"screenshot": "$SHOTS/web-network.png"},
  {"touch": "$CHAIN_TMP/net-ready"},
  {"wait_file": "$CHAIN_TMP/net-go", "timeout": 60000},
@@ -70,7 +82,7 @@ for i in $(seq 1 600); do
 done
 if [ -f "$CHAIN_TMP/net-ready" ]; then
 	chain_sim b
-	chain_worker w2 "vllm=http://127.0.0.1:$SIM_PORT" --donate always
+	chain_worker w2 "vllm=http://127.0.0.1:$SIM_PORT" --donate always --owner "$ACCOUNT"
 	chain_wait_nodes "$MODEL" 2 >/dev/null
 	touch "$CHAIN_TMP/net-go"
 fi
@@ -79,6 +91,7 @@ echo "network page: $(cat "$CHAIN_TMP/net.out")"
 curl -s "$COORD_URL/stats" >"$CHAIN_TMP/stats.json"
 curl -s "$COORD_URL/v1/models" >"$CHAIN_TMP/models.json"
 curl -s "$COORD_URL/health" >"$CHAIN_TMP/health.json"
+curl -s "$COORD_URL/leaderboard" >"$CHAIN_TMP/leaderboard.json"
 python3 - "$CHAIN_TMP" <<'PY' || chain_fail "the network page does not show what the API returns"
 import json, sys
 d = sys.argv[1]
@@ -95,9 +108,22 @@ want = sorted([m["id"], str(m["nodes"])] for m in models["data"])
 assert v["models_count"] == str(len(models["data"])), v
 assert sorted(v["models"]) == sorted([m["id"], "1"] for m in models["data"]), (v["models"], want)
 assert v["live_after"] == "2", v
-print("ok: network page shows version %s, %s models, w2 appeared %d ms after it joined"
-      % (v["version"], v["models_count"], v["seen_ms"] - v["go_ms"]))
+board = json.load(open(d + "/leaderboard.json"))["leaders"]
+assert len(board) == 1 and board[0]["jobs"] == 2 and board[0]["live_nodes"] == ["w1"], board
+want = [[l["account"], str(l["rank"]), l["account"][:8], ", ".join(l["live_nodes"]),
+         str(l["earned"]), str(l["jobs"])] for l in board]
+assert v["leaders"] == want, (v["leaders"], want)
+print("ok: network page shows version %s, %s models, donor %s with %s credits, w2 appeared "
+      "%d ms after it joined" % (v["version"], v["models_count"], want[0][2], want[0][4],
+      v["seen_ms"] - v["go_ms"]))
 PY
+
+# bad input to the public endpoints: the JSON error shape
+for q in "limit=0" "limit=101" "limit=x"; do
+	body=$(curl -s -w "\n%{http_code}" "$COORD_URL/leaderboard?$q")
+	echo "$body" | python3 -c 'import json,sys; t=sys.stdin.read().strip().rsplit("\n",1); e=json.loads(t[0])["error"]; assert t[1]=="400" and e["message"] and e["type"] and e["code"], t' ||
+		chain_fail "GET /leaderboard?$q: $body"
+done
 
 # ---- your own page on troop up -------------------------------------------------
 chain_up main "$COORD_URL"
@@ -106,7 +132,7 @@ cat >"$CHAIN_TMP/ui.json" <<JSON
 [
  {"open": "$UP_URL/ui?refresh=1"},
  {"wait": "Number(document.body.dataset.refreshes) >= 1 && document.querySelectorAll('#model option').length >= 1"},
- {"eval": "Object.fromEntries(['account','available','reserved','trial','pending','balance'].map(k => [k, document.getElementById(k).textContent]))", "as": "before"},
+ {"eval": "Object.fromEntries(['account','available','reserved','trial','pending','balance','earned'].map(k => [k, document.getElementById(k).textContent]))", "as": "before"},
  {"eval": "[...document.querySelectorAll('#transactions tr[data-tx]')].map(r => Number(r.dataset.tx))", "as": "tx_before"},
  {"eval": "[...document.querySelectorAll('#nodes tr[data-node]')].map(r => r.dataset.node)", "as": "owned"},
  {"eval": "document.getElementById('model').value = '$MODEL', document.getElementById('prompt').value = 'hello from the page', true", "as": "typed"},
@@ -116,8 +142,8 @@ cat >"$CHAIN_TMP/ui.json" <<JSON
  {"eval": "Number(document.body.dataset.chunks || 0)", "as": "chunks"},
  {"eval": "document.getElementById('answer').textContent", "as": "answer"},
  {"eval": "document.getElementById('chat-error').textContent", "as": "chat_error"},
- {"wait": "document.querySelectorAll('#jobs tr[data-job]').length >= 1", "timeout": 5000},
- {"eval": "[...document.querySelectorAll('#jobs tr[data-job]')].map(r => [r.dataset.job, r.children[1].textContent, r.children[4].textContent])", "as": "jobs"},
+ {"wait": "[...document.querySelectorAll('#jobs tr[data-job]')].some(r => /^[0-9]+$/.test(r.children[4].textContent))", "timeout": 10000},
+ {"eval": "[...document.querySelectorAll('#jobs tr[data-job]')].map(r => [r.dataset.job, r.children[1].textContent, r.children[2].textContent, r.children[4].textContent])", "as": "jobs"},
  {"screenshot": "$SHOTS/web-ui.png"}
 ]
 JSON
@@ -137,15 +163,20 @@ assert b["account"] == account, (b, account)
 for k, f in (("available", "available_seconds"), ("reserved", "reserved_seconds"),
              ("trial", "trial_seconds"), ("pending", "pending_seconds"), ("balance", "balance_seconds")):
     assert b[k] == str(bal[f]), (k, b[k], bal[f])
-assert v["owned"] == ["w1"], v["owned"]
+assert v["owned"] == ["w2"], v["owned"]
+assert b["earned"] == "0", b   # w2 joined owned by this account: nobody else paid it yet
 assert v["chat"] == "done", (v["chat"], v["chat_error"])
 assert v["chunks"] >= 2 and v["answer"].strip(), (v["chunks"], v["answer"])
 tx = json.load(open(d + "/tx.json"))["transactions"]
-settles = [t for t in tx if t["type"] == "settle" and t["requester"] == account]
-assert [j[0] for j in v["jobs"]] == [t["job_id"] for t in settles], (v["jobs"], settles)
-assert v["jobs"][0][2] == str(settles[0]["credits"]), (v["jobs"], settles[0])
-print("ok: /ui shows the balance (%s available), owned node w1, and the chat streamed %d chunks: %r"
-      % (b["available"], v["chunks"], v["answer"][:60]))
+settles = {t["job_id"]: t for t in tx if t["type"] == "settle" and t["requester"] == account}
+# the one job this troop up relayed: its node by name, its settled cost
+assert len(v["jobs"]) == 1, v["jobs"]
+job, model, node, cost = v["jobs"][0]
+assert job in settles and model == "llama3:8b" and node in ("w1", "w2"), (v["jobs"], settles)
+assert cost == str(settles[job]["credits"]), (v["jobs"], settles[job])
+print("ok: /ui shows the balance (%s available), owned node w2, job %s on %s for %s, and the "
+      "chat streamed %d chunks: %r" % (b["available"], job[:8], node, cost, v["chunks"],
+      v["answer"][:60]))
 PY
 
 # the edge still guards /ui's endpoints
