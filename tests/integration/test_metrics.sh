@@ -105,6 +105,13 @@ rc=$?
 [ "$rc" != 0 ] && echo "$out" | grep -q "not a loopback address" ||
 	chain_fail "the worker took --metrics-listen 0.0.0.0:0 (rc $rc): $out"
 
+# ... unless the operator says so
+chain_up remote "$COORD_URL" --metrics-listen 0.0.0.0:0 --metrics-listen-allow-remote
+RM_PORT=$(chain_port_from_log "$CHAIN_TMP/up-remote.log" metrics_started "$UP_PID") ||
+	chain_fail "troop up --metrics-listen-allow-remote did not serve metrics"
+curl -s "127.0.0.1:$RM_PORT/metrics" | grep -q '^troop_up_requests_total{class="2xx"} 0$' ||
+	chain_fail "the remote-allowed metrics listener does not answer"
+
 # the dashboard's queries name exported metrics
 DASH=$SRC/deploy/grafana/troop-dashboard.json
 python3 "$HERE/prom_check.py" dashboard "$DASH" "${PAGES[@]}" ||
