@@ -20,19 +20,10 @@ static struct {
 	prom_counter tickets;
 	prom_histogram authorize;       /* seconds */
 	prom_histogram first_byte;      /* seconds */
-	atomic_int ready;
-} um;
-
-static void init_once(void)
-{
-	int expect = 0;
-
-	if (atomic_load(&um.ready) == 2 || !atomic_compare_exchange_strong(&um.ready, &expect, 1))
-		return;
-	prom_histogram_init(&um.authorize, prom_buckets_overhead, prom_buckets_overhead_n);
-	prom_histogram_init(&um.first_byte, prom_buckets_latency, prom_buckets_latency_n);
-	atomic_store(&um.ready, 2);
-}
+} um = {
+	.authorize = PROM_HISTOGRAM(prom_buckets_overhead, PROM_BUCKETS_OVERHEAD_N),
+	.first_byte = PROM_HISTOGRAM(prom_buckets_latency, PROM_BUCKETS_LATENCY_N),
+};
 
 static int class_of(int status)
 {
@@ -47,7 +38,6 @@ void up_metrics_reply(int status)
 
 void up_metrics_relayed(const relay_stats *st)
 {
-	init_once();
 	prom_counter_add(&um.replies[class_of(st->status)], 1);
 	prom_counter_add(&um.relayed, 1);
 	if (st->ttfb_us >= 0)
@@ -56,7 +46,6 @@ void up_metrics_relayed(const relay_stats *st)
 
 void up_metrics_authorize_us(int64_t us)
 {
-	init_once();
 	if (us >= 0)
 		prom_histogram_observe(&um.authorize, (double)us / 1e6);
 }
@@ -74,7 +63,6 @@ int up_metrics_render(dynbuf *b, void *arg)
 	up_server *s = arg;
 	int rc = 0;
 
-	init_once();
 	rc |= prom_family_begin(b, "troop_up_requests_total", "counter",
 	    "Inference requests answered, by the class of the status the app got "
 	    "(none: the app went away first).");

@@ -14,18 +14,18 @@
 
 #include "error.h"
 
-const double prom_buckets_latency[] = {
+const double prom_buckets_latency[PROM_BUCKETS_LATENCY_N] = {
 	0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 };
-const int prom_buckets_latency_n = (int)(sizeof(prom_buckets_latency) / sizeof(double));
-const double prom_buckets_overhead[] = {
+const double prom_buckets_overhead[PROM_BUCKETS_OVERHEAD_N] = {
 	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 };
-const int prom_buckets_overhead_n = (int)(sizeof(prom_buckets_overhead) / sizeof(double));
-const double prom_buckets_rate[] = {
+const double prom_buckets_rate[PROM_BUCKETS_RATE_N] = {
 	1, 2.5, 5, 10, 20, 40, 60, 80, 100, 150, 250, 500, 1000,
 };
-const int prom_buckets_rate_n = (int)(sizeof(prom_buckets_rate) / sizeof(double));
+_Static_assert(PROM_BUCKETS_LATENCY_N <= PROM_MAX_BUCKETS &&
+    PROM_BUCKETS_OVERHEAD_N <= PROM_MAX_BUCKETS && PROM_BUCKETS_RATE_N <= PROM_MAX_BUCKETS,
+    "a bucket set larger than a histogram holds");
 
 static unsigned long long d2u(double d)
 {

@@ -50,12 +50,18 @@ typedef struct {
 } prom_histogram;
 
 /* Bucket sets for the usual quantities (seconds, tokens per second). */
-extern const double prom_buckets_latency[];     /* 5 ms .. 60 s */
-extern const int prom_buckets_latency_n;
-extern const double prom_buckets_overhead[];    /* 1 ms .. 5 s: a hop's added latency */
-extern const int prom_buckets_overhead_n;
-extern const double prom_buckets_rate[];        /* 1 .. 1000 tokens/s */
-extern const int prom_buckets_rate_n;
+#define PROM_BUCKETS_LATENCY_N 13
+extern const double prom_buckets_latency[PROM_BUCKETS_LATENCY_N];   /* 5 ms .. 60 s */
+#define PROM_BUCKETS_OVERHEAD_N 12
+extern const double prom_buckets_overhead[PROM_BUCKETS_OVERHEAD_N]; /* 1 ms .. 5 s:
+                                                                      * a hop's added latency */
+#define PROM_BUCKETS_RATE_N 13
+extern const double prom_buckets_rate[PROM_BUCKETS_RATE_N];         /* 1 .. 1000 tokens/s */
+
+/* A static initialiser for a histogram over one of those sets, e.g.
+ * static prom_histogram h = PROM_HISTOGRAM(prom_buckets_latency,
+ * PROM_BUCKETS_LATENCY_N); ready before any thread runs. */
+#define PROM_HISTOGRAM(bounds_, n_) { .bounds = (bounds_), .n = (n_) }
 
 /* All thread-safe and lock-free. */
 void prom_counter_add(prom_counter *c, unsigned long long n);

@@ -26,31 +26,20 @@ static struct {
 	prom_histogram first_token;     /* seconds */
 	prom_histogram duration;        /* seconds */
 	prom_histogram tokens_per_s;
-	prom_gauge gpu_util;            /* 0..1; NaN unknown */
+	prom_gauge gpu_util;            /* 0..1 */
 	prom_gauge gpu_known;
-	prom_gauge donating;
+	prom_gauge owner_busy;          /* 1 while the owner's use keeps it BUSY */
 	_Atomic(struct proxy *) px;
 	_Atomic(struct verifier *) ver;
 	atomic_int max_jobs;
-	atomic_int ready;
-} wm;
-
-static void init_once(void)
-{
-	int expect = 0;
-
-	if (!atomic_compare_exchange_strong(&wm.ready, &expect, 1))
-		return;
-	prom_histogram_init(&wm.first_token, prom_buckets_latency, prom_buckets_latency_n);
-	prom_histogram_init(&wm.duration, prom_buckets_latency, prom_buckets_latency_n);
-	prom_histogram_init(&wm.tokens_per_s, prom_buckets_rate, prom_buckets_rate_n);
-	prom_gauge_set(&wm.donating, 1);
-	atomic_store(&wm.ready, 2);
-}
+} wm = {
+	.first_token = PROM_HISTOGRAM(prom_buckets_latency, PROM_BUCKETS_LATENCY_N),
+	.duration = PROM_HISTOGRAM(prom_buckets_latency, PROM_BUCKETS_LATENCY_N),
+	.tokens_per_s = PROM_HISTOGRAM(prom_buckets_rate, PROM_BUCKETS_RATE_N),
+};
 
 void worker_metrics_bind(struct proxy *px, struct verifier *ver, int max_jobs)
 {
-	init_once();
 	atomic_store(&wm.px, px);
 	atomic_store(&wm.ver, ver);
 	atomic_store(&wm.max_jobs, max_jobs);
@@ -66,7 +55,6 @@ void worker_metrics_job(const worker_job *rec, const relay_stats *st)
 {
 	int o = (int)rec->outcome;
 
-	init_once();
 	if (o < 0 || o >= N_OUTCOMES)
 		o = JOB_ERROR;
 	prom_counter_add(&wm.jobs[o], 1);
@@ -106,7 +94,7 @@ void worker_metrics_gpu(const gpu_info *g, bool owner_busy)
 
 	prom_gauge_set(&wm.gpu_known, known ? 1 : 0);
 	prom_gauge_set(&wm.gpu_util, known ? (double)g->util_percent / 100.0 : 0);
-	prom_gauge_set(&wm.donating, owner_busy ? 0 : 1);
+	prom_gauge_set(&wm.owner_busy, owner_busy ? 1 : 0);
 }
 
 int worker_metrics_render(dynbuf *b, void *arg)
@@ -118,7 +106,6 @@ int worker_metrics_render(dynbuf *b, void *arg)
 	int rc = 0;
 
 	(void)arg;
-	init_once();
 	if (ver)
 		verified = verifier_verified(ver, &mult);
 	rc |= prom_family_begin(b, "troop_worker_jobs_total", "counter",
@@ -166,7 +153,7 @@ int worker_metrics_render(dynbuf *b, void *arg)
 	    "1 when a GPU and its utilisation could be read.", prom_gauge_get(&wm.gpu_known));
 	rc |= prom_gauge_family(b, "troop_worker_donating",
 	    "1 while the node takes jobs; 0 while the owner's use of the GPU keeps it BUSY.",
-	    prom_gauge_get(&wm.donating));
+	    1 - prom_gauge_get(&wm.owner_busy));
 	rc |= prom_family_begin(b, "troop_build_info", "gauge",
 	    "Always 1; the role and version in labels.");
 	rc |= prom_write_value(b, "troop_build_info",

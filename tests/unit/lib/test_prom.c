@@ -79,9 +79,13 @@ static void test_histogram(void **state)
 	memset(&h, 0, sizeof(h));
 	prom_histogram_init(&h, prom_buckets_latency, 1000);
 	assert_int_equal(h.n, PROM_MAX_BUCKETS);
-	assert_true(prom_buckets_latency_n <= PROM_MAX_BUCKETS);
-	assert_true(prom_buckets_overhead_n <= PROM_MAX_BUCKETS);
-	assert_true(prom_buckets_rate_n <= PROM_MAX_BUCKETS);
+	/* the bucket sets are ascending */
+	for (int i = 1; i < PROM_BUCKETS_LATENCY_N; i++)
+		assert_true(prom_buckets_latency[i - 1] < prom_buckets_latency[i]);
+	for (int i = 1; i < PROM_BUCKETS_OVERHEAD_N; i++)
+		assert_true(prom_buckets_overhead[i - 1] < prom_buckets_overhead[i]);
+	for (int i = 1; i < PROM_BUCKETS_RATE_N; i++)
+		assert_true(prom_buckets_rate[i - 1] < prom_buckets_rate[i]);
 }
 
 static void test_page_limit(void **state)
@@ -103,7 +107,7 @@ static void test_page_limit(void **state)
 
 static prom_counter shared_c;
 static prom_gauge shared_g;
-static prom_histogram shared_h;
+static prom_histogram shared_h = PROM_HISTOGRAM(bounds, 3);
 
 static void *hammer(void *arg)
 {
@@ -123,7 +127,6 @@ static void test_threads(void **state)
 	char want[128];
 
 	(void)state;
-	prom_histogram_init(&shared_h, bounds, 3);
 	for (int i = 0; i < THREADS; i++)
 		assert_int_equal(pthread_create(&t[i], NULL, hammer, NULL), 0);
 	for (int i = 0; i < THREADS; i++)
