@@ -11,7 +11,8 @@
 #     (several chunks); the job then shows in "Jobs you ran" with its node
 #     and its settled cost.
 # The network page's donors (GET /leaderboard) list w1's owner, whom the
-# client paid for two chats first.
+# client paid for two chats first.  A troop up with --api-key: the page
+# asks for the key, then shows the balance.
 # Screenshots: $TROOP_BUILD_DIR/screenshots/web-network.png,
 # web-network-joined.png and web-ui.png.  Also checks that troop up's /ui
 # endpoints keep the Host/Origin rules (a foreign page gets 403).
@@ -127,6 +128,7 @@ done
 
 # ---- your own page on troop up -------------------------------------------------
 chain_up main "$COORD_URL"
+MAIN_URL=$UP_URL
 chain_troop balance --json >"$CHAIN_TMP/balance.json"
 cat >"$CHAIN_TMP/ui.json" <<JSON
 [
@@ -179,14 +181,47 @@ print("ok: /ui shows the balance (%s available), owned node w2, job %s on %s for
       v["answer"][:60]))
 PY
 
+# with --api-key the page asks for the key, then works with it
+KEY=page-test-key-0123456789abcdef
+chain_up keyed "$COORD_URL" --api-key "$KEY"
+cat >"$CHAIN_TMP/key.json" <<JSON
+[
+ {"open": "$UP_URL/ui?refresh=1"},
+ {"wait": "getComputedStyle(document.getElementById('keybox')).display !== 'none'", "timeout": 5000},
+ {"eval": "document.getElementById('available').textContent", "as": "locked"},
+ {"eval": "document.getElementById('apikey').value = '$KEY', true", "as": "typed"},
+ {"click": "#usekey"},
+ {"wait": "Number(document.body.dataset.refreshes) >= 1", "timeout": 5000},
+ {"eval": "document.getElementById('available').textContent", "as": "available"},
+ {"eval": "getComputedStyle(document.getElementById('keybox')).display", "as": "keybox"}
+]
+JSON
+drive "$CHAIN_TMP/key.json" "$CHAIN_TMP/key.out"
+chain_troop balance --json >"$CHAIN_TMP/balance2.json"
+python3 - "$CHAIN_TMP" <<'PY' || chain_fail "/ui with --api-key"
+import json, sys
+d = sys.argv[1]
+r = json.load(open(d + "/key.out"))
+assert r["ok"], r.get("failed")
+# the only errors: the browser's log of the 401s before the key was given
+assert all("401" in e for e in r["errors"]), r["errors"]
+v = r["values"]
+bal = json.load(open(d + "/balance2.json"))
+assert v["locked"] == "–" and v["keybox"] == "none", v
+assert v["available"] == str(bal["available_seconds"]), (v, bal)
+print("ok: with --api-key the page asked for the key, then showed %s available" % v["available"])
+PY
+code=$(curl -s -o /dev/null -w "%{http_code}" "$UP_URL/ui/api/balance")
+[ "$code" = 401 ] || chain_fail "/ui/api/balance without the key answered $code"
+
 # the edge still guards /ui's endpoints
-code=$(curl -s -o /dev/null -w "%{http_code}" -H "Origin: http://evil.example" "$UP_URL/ui/api/balance")
+code=$(curl -s -o /dev/null -w "%{http_code}" -H "Origin: http://evil.example" "$MAIN_URL/ui/api/balance")
 [ "$code" = 403 ] || chain_fail "a foreign Origin read /ui/api/balance ($code)"
-code=$(curl -s -o /dev/null -w "%{http_code}" -H "Host: evil.example" "$UP_URL/ui/api/transactions")
+code=$(curl -s -o /dev/null -w "%{http_code}" -H "Host: evil.example" "$MAIN_URL/ui/api/transactions")
 [ "$code" = 403 ] || chain_fail "a foreign Host read /ui/api/transactions ($code)"
-code=$(curl -s -o /dev/null -w "%{http_code}" -H "Origin: $UP_URL" "$UP_URL/ui/api/balance")
+code=$(curl -s -o /dev/null -w "%{http_code}" -H "Origin: $MAIN_URL" "$MAIN_URL/ui/api/balance")
 [ "$code" = 200 ] || chain_fail "the page's own origin got $code from /ui/api/balance"
-code=$(curl -s -o /dev/null -w "%{http_code}" "$UP_URL/ui/api/nope")
+code=$(curl -s -o /dev/null -w "%{http_code}" "$MAIN_URL/ui/api/nope")
 [ "$code" = 404 ] || chain_fail "/ui/api/nope answered $code"
 
 for f in web-network.png web-network-joined.png web-ui.png; do
