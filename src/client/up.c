@@ -40,13 +40,15 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "metrics_server.h"
 #include "up.h"
+#include "up_metrics.h"
 
 #define UP_DEFAULT_LISTEN "127.0.0.1:9000"
 #define UP_MIN_KEY_LEN 16
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
 #define UP_EDGE_LIST 2048
-#define UP_MAX_ROUTES 12
+#define UP_MAX_ROUTES 24
 
 static const config_opt up_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -70,6 +72,11 @@ static const config_opt up_opts[] = {
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn, error or off", 0, 0 },
+	{ "metrics-listen", 0, OPT_STRING, "TROOP_CLIENT_METRICS_LISTEN", NULL, NULL, "ADDR:PORT",
+	  "serve Prometheus metrics on GET /metrics here (off by default; loopback only "
+	  "unless --metrics-listen-allow-remote)", 0, 0 },
+	{ "metrics-listen-allow-remote", 0, OPT_BOOL, "TROOP_METRICS_ALLOW_REMOTE", NULL, NULL,
+	  NULL, "allow a non-loopback --metrics-listen address", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
@@ -423,13 +430,18 @@ int cmd_up(int argc, char **argv)
 		{ "GET", "/v1/models/{model}", up_handle_model },
 		{ "GET", "/v1/models/{org}/{name}", up_handle_model_org },
 		{ "GET", "/health", h_health },
+		{ "GET", "/ui", up_handle_ui },
+		{ "GET", "/ui/api/{what}", up_handle_ui_api },
 	};
+	_Static_assert(sizeof(routes) / sizeof(routes[0]) <= UP_MAX_ROUTES,
+	    "UP_MAX_ROUTES is too small for the routes");
 	up_route rts[UP_MAX_ROUTES];
 	up_edge edge;
 	up_server *s = NULL;
 	const char *listen, *key;
 	log_level lvl;
 	bool mu_ok = false;
+	metrics_server *ms = NULL;
 	cli c;
 	int rc;
 
@@ -521,6 +533,16 @@ int cmd_up(int argc, char **argv)
 		goto out;
 	}
 	s->listen_port = http_server_port(srv);
+	if (config_str(c.cfg, "metrics-listen")) {
+		if (metrics_server_start(&ms, config_str(c.cfg, "metrics-listen"),
+		    config_bool(c.cfg, "metrics-listen-allow-remote"), "--metrics-listen",
+		    up_metrics_render, s) != 0) {
+			rc = cli_fail(&c, "%s", troop_error_msg());
+			goto out;
+		}
+		log_info("metrics_started", "listen=%s port=%d", config_str(c.cfg, "metrics-listen"),
+		    metrics_server_port(ms));
+	}
 	log_info("client_started", "listen=%s port=%d coordinator=%s account=%.8s remote=%d "
 	    "app_auth=%s", listen, http_server_port(srv), s->coordinator, s->id.id,
 	    !config_listen_is_loopback(listen), s->require_key ? "bearer" : "none");
@@ -535,6 +557,7 @@ int cmd_up(int argc, char **argv)
 	    (unsigned long long)atomic_load(&s->failovers),
 	    (unsigned long long)atomic_load(&s->failed));
 out:
+	metrics_server_stop(ms);
 	http_server_free(srv);
 	if (s) {
 		if (mu_ok) {

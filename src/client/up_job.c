@@ -55,6 +55,7 @@
 #include "log.h"
 #include "relay.h"
 #include "up.h"
+#include "up_metrics.h"
 
 typedef struct up_job {
 	up_thread *t;
@@ -135,6 +136,7 @@ static void job_fail(up_job *j, int status, const char *type, const char *code,
 	http_req *r = job_take_req(j);
 
 	atomic_fetch_add(&j->s->failed, 1);
+	up_metrics_reply(status);
 	log_info("job_failed", "model=%s status=%d code=%s tries=%d job=%s", j->model, status,
 	    code, j->ca.attempt, j->job_id[0] ? j->job_id : "-");
 	if (r)
@@ -148,6 +150,7 @@ static void job_pass_error(up_job *j, int status, const char *body, size_t len)
 	http_req *r = job_take_req(j);
 
 	atomic_fetch_add(&j->s->failed, 1);
+	up_metrics_reply(status);
 	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->ca.attempt);
 	if (r && api_kind_of_path(j->path) == API_MESSAGES) {
 		json_t *e = NULL;
@@ -263,6 +266,8 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	if (j->body_timer)
 		evtimer_del(j->body_timer);
 	if (!req) {
+		up_metrics_relayed(st);
+		up_ui_job_done(j->job_id, j->node_id, j->model, st->status, st->duration_us);
 		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
 		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
 		    relay_end_name(st->end), j->ca.attempt, (long long)j->auth_us,
@@ -408,6 +413,7 @@ static void auth_done(void *arg, int err)
 		return;
 	}
 	j->auth_us += up_now_us() - j->t0_us;
+	up_metrics_authorize_us(up_now_us() - j->t0_us);
 	if (err != 0 || j->atoolarge) {
 		snprintf(msg, sizeof(msg), "troop up cannot reach the coordinator at %s (%s); "
 		    "is it running, and is --coordinator right?", j->s->coordinator,
@@ -454,6 +460,7 @@ static void auth_done(void *arg, int err)
 		return;
 	}
 	json_decref(reply);
+	up_metrics_reserved(j->ca.ticket.estimated_cost);
 	snprintf(j->job_id, sizeof(j->job_id), "%s", j->ca.ticket.job_id);
 	snprintf(j->node_id, sizeof(j->node_id), "%s", j->ca.ticket.node_id);
 	j->max_seconds = j->ca.ticket.max_seconds;
@@ -549,6 +556,7 @@ void up_handle_inference(http_req *r, void *arg)
 	return;
 fail:
 	json_decref(body);
+	up_metrics_reply(troop_err_status(rc));
 	up_reply_error(r, troop_err_status(rc), troop_err_type(rc), troop_err_code(rc), NULL,
 	    "%s", troop_error_msg());
 }

@@ -80,6 +80,7 @@ enum ledger_stmt {
 	LS_INVITE_REDEEM,
 	LS_KV_GET,
 	LS_KV_INSERT,
+	LS_TOP_EARNERS,
 	LS_COUNT
 };
 

@@ -144,6 +144,10 @@ const char *const ledger_sql[LS_COUNT] = {
 	/* the first committed writer wins */
 	[LS_KV_INSERT] = "INSERT INTO kv (name, value, created_at) VALUES ($1, $2, $3) "
 	    "ON CONFLICT (name) DO NOTHING",
+	/* what other accounts paid: a node owner's own jobs are no donation */
+	[LS_TOP_EARNERS] = "SELECT worker, SUM(credits), COUNT(*) FROM transactions "
+	    "WHERE type = 'settle' AND worker <> '' AND worker <> requester "
+	    "GROUP BY worker ORDER BY 2 DESC, 1 LIMIT $1",
 };
 
 const char *ledger_stmt_sql(const struct ledger_driver *d, enum ledger_stmt id)

@@ -25,6 +25,7 @@
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "worker_metrics.h"
 
 #define STATUS_CHECK_MS 1000
 #define DETECT_TIMEOUT_MS 2000
@@ -354,6 +355,7 @@ static void *loop_main(void *arg)
 		if (now >= next_sample) {
 			/* the sampler logs owner-use changes itself */
 			(void)gpu_sampler_sample(h->gpu, active_now(h), NULL);
+			worker_metrics_gpu(gpu_sampler_last(h->gpu), gpu_sampler_busy(h->gpu));
 			next_sample = mono_ms() + (int64_t)h->o.gpu_sample_s * 1000;
 		}
 		if (catalog_take_refresh(h->o.cat)) {

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "relay.h"
 #include "ticket.h"
+#include "worker_metrics.h"
 
 struct proxy {
 	proxy_opts o;
@@ -259,6 +260,7 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	if (st && st->err && outcome != JOB_OK)
 		log_debug("job_error", "job=%s end=%s error=\"%s\"", rec->job_id,
 		    relay_end_name(st->end), st->error);
+	worker_metrics_job(rec, st);
 	if (p->o.receipts)
 		(void)receipts_submit(p->o.receipts, rec);
 	atomic_fetch_sub(&p->active, 1);

@@ -27,6 +27,7 @@
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "worker_metrics.h"
 
 #define RECEIPTS_TIMEOUT_MS 5000
 #define RECEIPTS_NICE 10      /* the sender thread's niceness */
@@ -306,10 +307,11 @@ static enum send_result send_one(receipts *r, struct pending *p)
 		res = RETRY;
 	} else if (status >= 200 && status < 300) {
 		proto_settlement st;
-		if (proto_settlement_decode(&st, reply) == 0)
+		if (proto_settlement_decode(&st, reply) == 0) {
+			worker_metrics_earned(st.charged);
 			log_info("receipt_settled", "job=%s charged=%lld refunded=%lld", p->job_id,
 			    (long long)st.charged, (long long)st.refunded);
-		else
+		} else
 			log_warn("receipt_settled", "job=%s status=%d error=\"reply: %s\"", p->job_id,
 			    status, troop_error_msg());
 		res = SENT;
