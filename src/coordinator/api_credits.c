@@ -193,23 +193,34 @@ static bool node_model_caps(proto_model *pm, const registry_node *nd, const char
 	return true;
 }
 
-/* Whether any of nodes[0..n-1] meets `rq` for `model`. */
-static bool any_meets(const registry_node *nodes, size_t n, const char *model,
+/* How node `nd`'s entry for `model` fits `rq` (UNMET when it has none). */
+static proto_fit node_fit(const registry_node *nd, const char *model,
     const proto_require *rq)
 {
 	proto_model pm;
 
+	if (!node_model_caps(&pm, nd, model))
+		return PROTO_FIT_UNMET;
+	return proto_require_check(rq, &pm, NULL, NULL);
+}
+
+/* Whether any of nodes[0..n-1] may meet `rq` for `model`. */
+static bool any_fits(const registry_node *nodes, size_t n, const char *model,
+    const proto_require *rq)
+{
 	for (size_t i = 0; i < n; i++)
-		if (node_model_caps(&pm, &nodes[i], model) && proto_require_met(rq, &pm, NULL, NULL))
+		if (node_fit(&nodes[i], model, rq) != PROTO_FIT_UNMET)
 			return true;
 	return false;
 }
 
-/* Move the nodes whose model meets the request's requirements to the
- * front of nodes[0..n-1] (the array keeps all n records, for
- * registry_nodes_free) and put their number in *kept.  When none does:
- * TROOP_EINVAL (400) naming the first requirement no node meets
- * ("no node serving 'm' takes images"), not a 503: waiting does not help. */
+/* Move the nodes that best fit the request's requirements to the front of
+ * nodes[0..n-1] (the array keeps all n records, for registry_nodes_free)
+ * and put their number in *kept: the nodes whose engines said yes to
+ * everything asked, else those whose engines did not say (proto_fit);
+ * never one whose engine said no.  When none is left: TROOP_EINVAL (400)
+ * naming the first requirement no node meets ("no node serving 'm' takes
+ * images (vision)"), not a 503: waiting does not help. */
 static int keep_capable(registry_node *nodes, size_t n, size_t *kept, const char *model,
     const proto_require *rq)
 {
@@ -222,38 +233,38 @@ static int keep_capable(registry_node *nodes, size_t n, size_t *kept, const char
 	size_t k = 0;
 	proto_model pm;
 
-	for (size_t i = 0; i < n; i++) {
-		if (!node_model_caps(&pm, &nodes[i], model))
-			continue;
-		if (pm.context_length > largest)
+	for (size_t i = 0; i < n; i++)
+		if (node_model_caps(&pm, &nodes[i], model) && pm.context_length > largest)
 			largest = pm.context_length;
-		if (!proto_require_met(rq, &pm, NULL, NULL))
-			continue;
-		if (i != k) {
-			registry_node tmp = nodes[k];
-			nodes[k] = nodes[i];
-			nodes[i] = tmp;
+	for (int want = PROTO_FIT_MET; k == 0 && want >= PROTO_FIT_UNKNOWN; want--)
+		for (size_t i = 0; i < n; i++) {
+			if ((int)node_fit(&nodes[i], model, rq) != want)
+				continue;
+			if (i != k) {
+				registry_node tmp = nodes[k];
+				nodes[k] = nodes[i];
+				nodes[i] = tmp;
+			}
+			k++;
 		}
-		k++;
-	}
 	*kept = k;
 	if (k > 0)
 		return 0;
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
 		proto_require one = { .caps = caps[i].bit };
-		if ((rq->caps & caps[i].bit) && !any_meets(nodes, n, model, &one))
+		if ((rq->caps & caps[i].bit) && !any_fits(nodes, n, model, &one))
 			return troop_error_set(TROOP_EINVAL, "no node serving '%s' %s", model,
 			    caps[i].words);
 	}
 	if (rq->endpoints) {
 		proto_require one = { .endpoints = rq->endpoints };
-		if (!any_meets(nodes, n, model, &one))
+		if (!any_fits(nodes, n, model, &one))
 			return troop_error_set(TROOP_EINVAL, "no node serving '%s' serves the %s "
 			    "API natively", model, proto_endpoint_name(rq->endpoints));
 	}
 	if (rq->context > 0) {
 		proto_require one = { .context = rq->context };
-		if (!any_meets(nodes, n, model, &one))
+		if (!any_fits(nodes, n, model, &one))
 			return troop_error_set(TROOP_EINVAL, "no node serving '%s' has a context "
 			    "long enough: the request needs about %lld tokens, the largest "
 			    "context is %lld", model, (long long)rq->context, (long long)largest);

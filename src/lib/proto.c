@@ -272,29 +272,46 @@ bool proto_require_any(const proto_require *req)
 	return req->context > 0 || req->caps || req->endpoints;
 }
 
-bool proto_require_met(const proto_require *req, const proto_model *m, char *kind,
+proto_fit proto_require_check(const proto_require *req, const proto_model *m, char *kind,
     uint32_t *why)
 {
+	bool unknown = false;
 	char k = 0;
 	uint32_t w = 0;
 
-	if (req->context > 0 && m->context_length > 0 && m->context_length < req->context)
-		k = 'x';
-	for (size_t i = 0; !k && i < N_CAPS; i++)
-		if ((req->caps & (1u << i)) && !(m->caps & m->caps_known & (1u << i))) {
+	if (req->context > 0) {
+		if (m->context_length <= 0)
+			unknown = true;
+		else if (m->context_length < req->context)
+			k = 'x';
+	}
+	for (size_t i = 0; !k && i < N_CAPS; i++) {
+		uint32_t bit = 1u << i;
+		if (!(req->caps & bit))
+			continue;
+		if (!(m->caps_known & bit))
+			unknown = true;
+		else if (!(m->caps & bit)) {
 			k = 'c';
-			w = 1u << i;
+			w = bit;
 		}
-	for (size_t i = 0; !k && i < N_EPS; i++)
-		if ((req->endpoints & (1u << i)) && !(m->endpoints & (1u << i))) {
+	}
+	for (size_t i = 0; !k && i < N_EPS; i++) {
+		uint32_t bit = 1u << i;
+		if (!(req->endpoints & bit))
+			continue;
+		if (!m->endpoints)
+			unknown = true;
+		else if (!(m->endpoints & bit)) {
 			k = 'e';
-			w = 1u << i;
+			w = bit;
 		}
+	}
 	if (kind)
 		*kind = k;
 	if (why)
 		*why = w;
-	return k == 0;
+	return k ? PROTO_FIT_UNMET : unknown ? PROTO_FIT_UNKNOWN : PROTO_FIT_MET;
 }
 
 /* ---- heartbeat ------------------------------------------------------------------- */

@@ -280,13 +280,25 @@ typedef struct {
 	uint32_t endpoints;                       /* PROTO_EP_* (one, from "endpoint") */
 } proto_require;
 
-/* Whether a model with `m`'s capabilities meets `req`.  Unknown context
- * length passes (the engine did not say: let it answer); an unknown
- * capability or endpoint does not when required.  When it fails and
- * `why` is not NULL, *why gets the first unmet requirement: one
- * PROTO_CAP_* or PROTO_EP_* bit, or 0 for the context length (*kind is
- * then 'x'; 'c' for a capability, 'e' for an endpoint). */
-bool proto_require_met(const proto_require *req, const proto_model *m, char *kind,
+/* How a model with `m`'s capabilities fits `req`:
+ *   PROTO_FIT_MET      the engine said yes to every requirement;
+ *   PROTO_FIT_UNKNOWN  no requirement is known to fail, but the engine
+ *                      did not say about some (a context length, a
+ *                      capability or the endpoints it did not report);
+ *   PROTO_FIT_UNMET    the engine said no to one: a context shorter than
+ *                      asked, a capability it lacks, endpoints that do
+ *                      not include the one asked.
+ * Node choice takes MET nodes, else UNKNOWN ones (the engine answers for
+ * itself), never UNMET ones.  For UNMET, *kind (may be NULL) gets 'x' for
+ * the context, 'c' for a capability, 'e' for an endpoint, and *why (may
+ * be NULL) that PROTO_CAP_* or PROTO_EP_* bit (0 for the context). */
+typedef enum {
+	PROTO_FIT_UNMET = 0,
+	PROTO_FIT_UNKNOWN,
+	PROTO_FIT_MET,
+} proto_fit;
+
+proto_fit proto_require_check(const proto_require *req, const proto_model *m, char *kind,
     uint32_t *why);
 
 /* Whether `req` asks for anything. */

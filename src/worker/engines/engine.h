@@ -180,9 +180,11 @@ int llamacpp_parse_health(bool *ready, int http_status, const json_t *body);
 int llamacpp_parse_version(char *out, size_t outlen, const json_t *body);
 /* llama.cpp GET /props: what it says of the model it serves into *m (only
  * those fields): default_generation_settings.n_ctx (the context one
- * request gets) as the context length, modalities.vision, and
- * chat_template_caps.supports_tools (whether its chat template takes
- * tools).  Absent fields stay unknown.  Returns 0. */
+ * request gets) as the context length, modalities.vision (false without
+ * --mmproj), and tools when chat_template_caps.supports_tools or
+ * supports_tool_calls is true.  A template without tool support leaves
+ * tools unknown, not "no": llama-server then takes tools in a generic
+ * tool-call format.  Absent fields stay unknown.  Returns 0. */
 int llamacpp_parse_props_caps(engine_model *m, const json_t *body);
 /* llama.cpp GET /props: the model name: model_alias when set, else the
  * file name of model_path without its directory and ".gguf". */

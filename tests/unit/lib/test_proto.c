@@ -791,28 +791,39 @@ static void test_require(void **state)
 	expect_refused(proto_authorize_req_decode(&out, j), "require");
 	json_decref(j);
 
-	/* the rule: unknown context passes, unknown capability does not */
+	/* the rule: what the engine did not say is "unknown" (taken when no
+	 * node is known to fit), what it said no to is "unmet" */
 	memset(&m, 0, sizeof(m));
+	in.require = (proto_require){ 0 };
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
 	in.require = (proto_require){ .context = 4096 };
-	assert_true(proto_require_met(&in.require, &m, NULL, NULL));
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNKNOWN);
 	m.context_length = 2048;
-	assert_false(proto_require_met(&in.require, &m, &kind, &why));
+	assert_int_equal(proto_require_check(&in.require, &m, &kind, &why), PROTO_FIT_UNMET);
 	assert_int_equal(kind, 'x');
 	m.context_length = 4096;
-	assert_true(proto_require_met(&in.require, &m, NULL, NULL));
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
 	in.require = (proto_require){ .caps = PROTO_CAP_VISION };
-	assert_false(proto_require_met(&in.require, &m, &kind, &why));
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNKNOWN);
+	m.caps_known = PROTO_CAP_VISION;
+	assert_int_equal(proto_require_check(&in.require, &m, &kind, &why), PROTO_FIT_UNMET);
 	assert_int_equal(kind, 'c');
 	assert_int_equal(why, PROTO_CAP_VISION);
-	m.caps_known = PROTO_CAP_VISION;
-	assert_false(proto_require_met(&in.require, &m, NULL, NULL));
 	m.caps = PROTO_CAP_VISION;
-	assert_true(proto_require_met(&in.require, &m, NULL, NULL));
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
 	in.require = (proto_require){ .endpoints = PROTO_EP_MESSAGES };
-	assert_false(proto_require_met(&in.require, &m, &kind, &why));
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNKNOWN);
+	m.endpoints = PROTO_EP_CHAT;
+	assert_int_equal(proto_require_check(&in.require, &m, &kind, &why), PROTO_FIT_UNMET);
 	assert_int_equal(kind, 'e');
+	assert_int_equal(why, PROTO_EP_MESSAGES);
 	m.endpoints = PROTO_EP_MESSAGES | PROTO_EP_CHAT;
-	assert_true(proto_require_met(&in.require, &m, NULL, NULL));
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
+	/* one unmet requirement outweighs an unknown one */
+	in.require = (proto_require){ .caps = PROTO_CAP_VISION | PROTO_CAP_TOOLS };
+	m.caps_known = PROTO_CAP_TOOLS;
+	m.caps = 0;
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNMET);
 }
 
 /* What troop up derives from an app's request. */

@@ -811,7 +811,8 @@ static void test_caps_llamacpp_props(void **state)
 	(void)state;
 	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
 	assert_int_equal(m.context_length, 8192);
-	assert_int_equal(m.caps_known, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+	/* a template without tools: tools unknown (generic tool calls) */
+	assert_int_equal(m.caps_known, PROTO_CAP_VISION);
 	assert_int_equal(m.caps, 0);
 	json_decref(body);
 
@@ -820,7 +821,7 @@ static void test_caps_llamacpp_props(void **state)
 	memset(&m, 0, sizeof(m));
 	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
 	assert_int_equal(m.context_length, 512);
-	assert_int_equal(m.caps_known, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+	assert_int_equal(m.caps_known, PROTO_CAP_VISION);
 	assert_int_equal(m.caps, 0);
 
 	/* a vision model (mmproj) with a tool-calling template */
@@ -830,6 +831,7 @@ static void test_caps_llamacpp_props(void **state)
 	memset(&m, 0, sizeof(m));
 	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
 	assert_int_equal(m.caps, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+	assert_int_equal(m.caps_known, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
 
 	/* an older build that says none of it: unknown, not "no" */
 	json_object_del(body, "modalities");
