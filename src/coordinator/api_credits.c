@@ -214,15 +214,15 @@ static bool any_fits(const registry_node *nodes, size_t n, const char *model,
 	return false;
 }
 
-/* Move the nodes that best fit the request's requirements to the front of
- * nodes[0..n-1] (the array keeps all n records, for registry_nodes_free)
- * and put their number in *kept: the nodes whose engines said yes to
- * everything asked, else those whose engines did not say (proto_fit);
- * never one whose engine said no.  When none is left: TROOP_EINVAL (400)
- * naming the first requirement no node meets ("no node serving 'm' takes
- * images (vision)"), not a 503: waiting does not help. */
-static int keep_capable(registry_node *nodes, size_t n, size_t *kept, const char *model,
-    const proto_require *rq)
+/* Order nodes[0..n-1] by how they fit the request's requirements
+ * (proto_fit): first the *n_met whose engines said yes to everything
+ * asked, then those whose engines did not say, *n_fit in all; the nodes
+ * whose engine said no come last and are not to be chosen (the array
+ * keeps all n records, for registry_nodes_free).  When no node fits:
+ * TROOP_EINVAL (400) naming the first requirement no node meets ("no node
+ * serving 'm' takes images (vision)"), not a 503: waiting does not help. */
+static int keep_capable(registry_node *nodes, size_t n, size_t *n_met, size_t *n_fit,
+    const char *model, const proto_require *rq)
 {
 	static const struct { uint32_t bit; const char *words; } caps[] = {
 		{ PROTO_CAP_VISION, "takes images (vision)" },
@@ -236,8 +236,8 @@ static int keep_capable(registry_node *nodes, size_t n, size_t *kept, const char
 	for (size_t i = 0; i < n; i++)
 		if (node_model_caps(&pm, &nodes[i], model) && pm.context_length > largest)
 			largest = pm.context_length;
-	for (int want = PROTO_FIT_MET; k == 0 && want >= PROTO_FIT_UNKNOWN; want--)
-		for (size_t i = 0; i < n; i++) {
+	for (int want = PROTO_FIT_MET; want >= PROTO_FIT_UNKNOWN; want--) {
+		for (size_t i = k; i < n; i++) {
 			if ((int)node_fit(&nodes[i], model, rq) != want)
 				continue;
 			if (i != k) {
@@ -247,7 +247,10 @@ static int keep_capable(registry_node *nodes, size_t n, size_t *kept, const char
 			}
 			k++;
 		}
-	*kept = k;
+		if (want == PROTO_FIT_MET)
+			*n_met = k;
+	}
+	*n_fit = k;
 	if (k > 0)
 		return 0;
 	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
@@ -285,7 +288,7 @@ static void h_authorize(http_req *r, void *arg)
 	proto_authorize_reply rep;
 	json_t *body = NULL, *creq;
 	registry_node *nodes = NULL;
-	size_t n = 0, ncap, len;
+	size_t n = 0, n_met, n_fit, len;
 	const char *raw;
 	const registry_node *nd;
 	double multiplier;
@@ -347,13 +350,21 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	ncap = n;
+	n_met = n_fit = n;
 	if (proto_require_any(&req.require) &&
-	    (rc = keep_capable(nodes, n, &ncap, model, &req.require)) != 0) {
+	    (rc = keep_capable(nodes, n, &n_met, &n_fit, model, &req.require)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
-	idx = choose_node(c, nodes, ncap, &req, want_node, want_class, class_required, skipped);
+	/* the nodes known to fit first; the ones whose engines did not say
+	 * when none of those can take it */
+	idx = n_met > 0 ? choose_node(c, nodes, n_met, &req, want_node, want_class,
+	    class_required, skipped) : -1;
+	if (idx < 0 && n_fit > n_met) {
+		memset(skipped, 0, sizeof(skipped));
+		idx = choose_node(c, nodes, n_fit, &req, want_node, want_class, class_required,
+		    skipped);
+	}
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
 		capacity_message(why, sizeof(why), skipped);

@@ -222,7 +222,9 @@ static size_t node_json_estimate(const registry_node *n)
 	size_t z = 1024 + (n->extra_json ? strlen(n->extra_json) : 0);
 
 	for (size_t i = 0; i < n->n_models; i++)
-		z += 64 + strlen(n->models[i].name) + strlen(n->models[i].content_hash) +
+		/* 64 for the fixed keys, 200 for the capability fields at their
+		 * longest (context_length, capabilities, endpoints) */
+		z += 64 + 200 + strlen(n->models[i].name) + strlen(n->models[i].content_hash) +
 		    strlen(n->models[i].engine);
 	return z;
 }

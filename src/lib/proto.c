@@ -279,12 +279,11 @@ proto_fit proto_require_check(const proto_require *req, const proto_model *m, ch
 	char k = 0;
 	uint32_t w = 0;
 
-	if (req->context > 0) {
-		if (m->context_length <= 0)
-			unknown = true;
-		else if (m->context_length < req->context)
-			k = 'x';
-	}
+	/* an unknown context length passes: most requests need some context,
+	 * and nodes that do not report one must not lose all their work to
+	 * those that do */
+	if (req->context > 0 && m->context_length > 0 && m->context_length < req->context)
+		k = 'x';
 	for (size_t i = 0; !k && i < N_CAPS; i++) {
 		uint32_t bit = 1u << i;
 		if (!(req->caps & bit))

@@ -281,10 +281,14 @@ typedef struct {
 } proto_require;
 
 /* How a model with `m`'s capabilities fits `req`:
- *   PROTO_FIT_MET      the engine said yes to every requirement;
+ *   PROTO_FIT_MET      the engine said yes to every requirement (an
+ *                      unknown context length counts as yes: nearly
+ *                      every request needs some context, and nodes that
+ *                      do not report one must not lose their work to
+ *                      those that do);
  *   PROTO_FIT_UNKNOWN  no requirement is known to fail, but the engine
- *                      did not say about some (a context length, a
- *                      capability or the endpoints it did not report);
+ *                      did not say about some (a capability, or the
+ *                      endpoints it did not report);
  *   PROTO_FIT_UNMET    the engine said no to one: a context shorter than
  *                      asked, a capability it lacks, endpoints that do
  *                      not include the one asked.
