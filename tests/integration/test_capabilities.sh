@@ -123,6 +123,11 @@ code=$(post "{\"model\":\"other\",\"max_tokens\":16,\"messages\":[{\"role\":\"us
 [ "$code" = 400 ] || chain_fail "a 10000-byte prompt to a 2048 context: $code (want 400)"
 grep -q "no node serving 'other' has a context long enough" "$CHAIN_TMP/reply" ||
 	chain_fail "why: $(cat "$CHAIN_TMP/reply")"
+# troop chat requires the same
+chain_troop chat -m other --max-tokens 3000 "hi" >/dev/null 2>"$CHAIN_TMP/chat.err" &&
+	chain_fail "troop chat past the context succeeded"
+grep -q "has a context long enough" "$CHAIN_TMP/chat.err" ||
+	chain_fail "troop chat past the context: $(cat "$CHAIN_TMP/chat.err")"
 # a request that fits is served
 code=$(post '{"model":"other","max_tokens":16,"messages":[{"role":"user","content":"short"}]}')
 [ "$code" = 200 ] || chain_fail "a short prompt to other: $code $(cat "$CHAIN_TMP/reply")"
