@@ -34,6 +34,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "api_kind.h"
 #include "cli.h"
 #include "commands.h"
 #include "error.h"
@@ -45,7 +46,7 @@
 #define UP_MIN_KEY_LEN 16
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
 #define UP_EDGE_LIST 2048
-#define UP_MAX_ROUTES 8
+#define UP_MAX_ROUTES 12
 
 static const config_opt up_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -103,8 +104,9 @@ void up_reply_error(http_req *r, int status, const char *type, const char *code,
 	va_end(ap);
 	if (job_id)
 		http_reply_header(r, "X-Troop-Job", job_id);
-	http_reply_json(r, status, json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg,
-	    "type", type, "code", code));
+	/* the Anthropic error shape on the Messages API, else OpenAI's */
+	http_reply_json(r, status, api_error_body(api_kind_of_path(http_req_path(r)), status,
+	    type, code, msg));
 }
 
 bool up_check_key(http_req *r, const up_server *s)
@@ -115,14 +117,18 @@ bool up_check_key(http_req *r, const up_server *s)
 	if (!s->require_key)
 		return true;
 	h = http_req_header(r, "Authorization");
-	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+	if (h && strncasecmp(h, "Bearer ", 7) == 0)
 		h += 7;
+	else
+		h = http_req_header(r, "x-api-key");  /* the Anthropic SDKs' header */
+	if (h) {
 		crypto_generichash(got, sizeof(got), (const unsigned char *)h, strlen(h), NULL, 0);
 		if (sodium_memcmp(got, s->key_hash, sizeof(got)) == 0)
 			return true;
 	}
 	up_reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-	    "missing or wrong API key: send 'Authorization: Bearer <the --api-key of troop up>'");
+	    "missing or wrong API key: send 'Authorization: Bearer <the --api-key of troop up>' "
+	    "(or 'x-api-key: <key>')");
 	return false;
 }
 
@@ -288,7 +294,9 @@ static void h_edge(http_req *r, void *arg)
 		http_reply_header(r, "Access-Control-Allow-Headers",
 		    "Authorization, Content-Type, OpenAI-Organization, OpenAI-Project, "
 		    "X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, "
-		    "X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version");
+		    "X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, "
+		    "X-Stainless-Retry-Count, X-Stainless-Timeout, x-api-key, anthropic-version, "
+		    "anthropic-beta, anthropic-dangerous-direct-browser-access");
 		http_reply_header(r, "Access-Control-Max-Age", "600");
 		http_reply_header(r, "Allow", "GET, POST, OPTIONS");
 		http_reply(r, 204, NULL, NULL, 0);
@@ -407,6 +415,10 @@ int cmd_up(int argc, char **argv)
 		{ "POST", "/v1/chat/completions", up_handle_inference },
 		{ "POST", "/v1/completions", up_handle_inference },
 		{ "POST", "/v1/embeddings", up_handle_inference },
+		{ "POST", "/v1/responses", up_handle_inference },
+		{ "POST", "/v1/messages", up_handle_inference },
+		{ "POST", "/v1/messages/count_tokens", up_handle_inference },
+		{ "POST", "/tokenize", up_handle_inference },
 		{ "GET", "/v1/models", up_handle_models },
 		{ "GET", "/v1/models/{model}", up_handle_model },
 		{ "GET", "/v1/models/{org}/{name}", up_handle_model_org },

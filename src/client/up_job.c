@@ -20,6 +20,11 @@
  *           from the coordinator go to the app as they are.  An error the
  *           worker's engine answered (X-Troop-Engine-Status) is the app's
  *           answer: relayed as it is, status and message, no failover.
+ *        4a. on the Anthropic paths (/v1/messages, .../count_tokens) every
+ *           error the app gets (ours, the coordinator's, the worker's) is
+ *           in the Anthropic shape (api_kind.h), and a stream the worker
+ *           broke off ends with the API's own error event (also on
+ *           /v1/responses).
  *        5. a streamed reply whose headers came may take long for its
  *           first token (the engine reads the prompt); the worker sends
  *           keep-alive comments meanwhile, so only a worker silent for
@@ -41,6 +46,7 @@
 
 #include <event2/event.h>
 
+#include "api_kind.h"
 #include "authorize.h"
 #include "cli.h"
 #include "error.h"
@@ -143,8 +149,16 @@ static void job_pass_error(up_job *j, int status, const char *body, size_t len)
 
 	atomic_fetch_add(&j->s->failed, 1);
 	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->ca.attempt);
-	if (r)
+	if (r && api_kind_of_path(j->path) == API_MESSAGES) {
+		json_t *e = NULL;
+
+		if (api_error_convert(API_MESSAGES, status, body, len, &e) == 0)
+			http_reply_json(r, status, e);
+		else
+			http_reply(r, status, "application/json", body, len);
+	} else if (r) {
 		http_reply(r, status, "application/json", body, len);
+	}
 	job_free(j);
 }
 
@@ -268,9 +282,32 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	job_failover(j);
 }
 
+/* relay_cb.normalize_error on /v1/messages: the worker's (or its
+ * engine's) error in the Anthropic shape (kept when it is already). */
+static int relay_normalize(void *arg, int status, const char *body, size_t len, json_t **out)
+{
+	(void)arg;
+	return api_error_convert(API_MESSAGES, status, body, len, out) == 0 ? status :
+	    TROOP_ENOMEM;
+}
+
+/* relay_cb.error_event: a stream the worker broke off ends with the
+ * error event of the app's API. */
+static char *relay_error_event(void *arg, int err, const char *msg)
+{
+	up_job *j = arg;
+	api_kind k = api_kind_of_path(j->path);
+
+	return k == API_OPENAI ? NULL : api_error_event(k, err, msg, 0);
+}
+
 static void start_relay(up_job *j, const char *token, const char *ip, long long port)
 {
-	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done };
+	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done,
+		NULL, relay_error_event };
+	/* Messages: errors in the Anthropic shape */
+	static const relay_cb cb_messages = { relay_headers, relay_body, relay_normalize,
+		relay_done, NULL, relay_error_event };
 	char url[256], authz[PROTO_TICKET_MAX + 32], accept[160];
 	const char *headers[4];
 	relay_upstream up = { 0 };
@@ -317,7 +354,8 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	/* the relay owns the request (and its close callback) from here */
 	r = j->req;
 	http_req_on_close(r, NULL, NULL);
-	rc = relay_start(&j->rl, r, j->t->async, &up, NULL, &cb, j);
+	rc = relay_start(&j->rl, r, j->t->async, &up, NULL,
+	    api_kind_of_path(j->path) == API_MESSAGES ? &cb_messages : &cb, j);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0) {
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s: %s", j->node_id,

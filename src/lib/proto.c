@@ -118,7 +118,7 @@ int proto_error_decode(proto_error *out, const json_t *obj)
 
 static const char *const cap_names[] = { "tools", "vision", "embeddings" };
 static const char *const ep_names[] = { "chat", "completions", "embeddings", "responses",
-	"messages", "tokenize" };
+	"messages", "tokenize", "count_tokens" };
 #define N_CAPS (sizeof(cap_names) / sizeof(cap_names[0]))
 #define N_EPS (sizeof(ep_names) / sizeof(ep_names[0]))
 
@@ -244,7 +244,7 @@ static int require_decode(proto_require *r, const json_t *o)
 		return nest(rc, "require");
 	if (ep && !(r->endpoints = proto_endpoint_parse(ep)))
 		return troop_error_set(TROOP_EINVAL, "require: field 'endpoint' must be one of "
-		    "chat, completions, embeddings, responses, messages, tokenize");
+		    "chat, completions, embeddings, responses, messages, tokenize, count_tokens");
 	return 0;
 }
 

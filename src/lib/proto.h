@@ -90,14 +90,15 @@
 /* The API endpoints an engine serves natively, as bits of
  * proto_model.endpoints; on the wire "chat" (/v1/chat/completions),
  * "completions", "embeddings", "responses" (/v1/responses), "messages"
- * (/v1/messages), "tokenize". */
+ * (/v1/messages), "tokenize", "count_tokens" (/v1/messages/count_tokens). */
 #define PROTO_EP_CHAT 0x1u
 #define PROTO_EP_COMPLETIONS 0x2u
 #define PROTO_EP_EMBEDDINGS 0x4u
 #define PROTO_EP_RESPONSES 0x8u
 #define PROTO_EP_MESSAGES 0x10u
 #define PROTO_EP_TOKENIZE 0x20u
-#define PROTO_EP_ALL 0x3fu
+#define PROTO_EP_COUNT_TOKENS 0x40u
+#define PROTO_EP_ALL 0x7fu
 
 /* The wire name of one PROTO_CAP_* / PROTO_EP_* bit; NULL for anything
  * else.  Static strings. */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "endpoints.h"
 #include "error.h"
 
 struct catalog {
@@ -73,6 +74,21 @@ static bool same_models(const engine_model_list *a, const engine_model_list *b)
 	return true;
 }
 
+uint32_t catalog_endpoints(unsigned probed)
+{
+	uint32_t eps = CATALOG_ENDPOINTS_DEFAULT;
+
+	if (probed & ENDPOINT_RESPONSES)
+		eps |= PROTO_EP_RESPONSES;
+	if (probed & ENDPOINT_MESSAGES)
+		eps |= PROTO_EP_MESSAGES;
+	if (probed & ENDPOINT_COUNT_TOKENS)
+		eps |= PROTO_EP_COUNT_TOKENS;
+	if (probed & ENDPOINT_TOKENIZE)
+		eps |= PROTO_EP_TOKENIZE;
+	return eps;
+}
+
 int catalog_set(catalog *c, const engine_info *infos, size_t n, bool *changed)
 {
 	engine_info *copy = NULL;
@@ -92,6 +108,11 @@ int catalog_set(catalog *c, const engine_info *infos, size_t n, bool *changed)
 		rc = engine_info_copy(&copy[done], &infos[done]);
 		if (rc)
 			goto out;
+		for (size_t i = 0; i < copy[done].models.count; i++) {
+			engine_model *m = &copy[done].models.items[i];
+			if (!m->endpoints)
+				m->endpoints = catalog_endpoints(copy[done].endpoints);
+		}
 		/* an engine that is not ready serves nothing now */
 		if (copy[done].ready)
 			lists[done] = copy[done].models;
@@ -158,6 +179,7 @@ int catalog_resolve(catalog *c, const char *model, catalog_target *out)
 		out->type = best->type;
 		snprintf(out->engine_name, sizeof(out->engine_name), "%s", bm->engine_name);
 		snprintf(out->api_key, sizeof(out->api_key), "%s", best->api_key);
+		out->endpoints = best->endpoints;
 	} else {
 		rc = TROOP_ENOMODEL;
 	}

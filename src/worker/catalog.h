@@ -49,16 +49,22 @@ typedef struct {
 	                                     * else "" */
 	char api_key[ENGINE_KEY_MAX];       /* the engine's API key, "" none;
 	                                     * wipe after use */
+	unsigned endpoints;                 /* engine_info.endpoints */
 } catalog_target;
 
 /* catalog_lookup with everything a request needs into *out.  Returns 0
  * or TROOP_ENOMODEL (message set). */
 int catalog_resolve(catalog *c, const char *model, catalog_target *out);
 
-/* The endpoints advertised for a model whose engine did not say which it
- * serves natively: chat, completions and embeddings, which the worker
- * proxies to every engine. */
+/* The endpoints advertised for every model: chat, completions and
+ * embeddings, which the worker proxies to every engine. */
 #define CATALOG_ENDPOINTS_DEFAULT (PROTO_EP_CHAT | PROTO_EP_COMPLETIONS | PROTO_EP_EMBEDDINGS)
+
+/* The endpoints advertised for the models of an engine whose probe found
+ * `probed` (ENDPOINT_* of endpoints.h, 0 before the probe): the default
+ * ones and the PROTO_EP_* of those it serves natively.  catalog_set gives
+ * each model these (unless its parser set some).  Pure. */
+uint32_t catalog_endpoints(unsigned probed);
 
 /* Heartbeat fields: the advertised models
  * [{"name","content_hash","size_bytes","engine", "context_length"?,

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "endpoints.h"
 #include "engines/detect.h"
 #include "error.h"
 #include "http_client.h"
@@ -106,6 +107,10 @@ int heartbeat_read_engines(catalog *cat, http_client *c, const engine_spec *spec
 			}
 		}
 	}
+	/* which APIs each engine serves natively (the rest are translated) */
+	for (size_t i = 0; i < n; i++)
+		if (infos[i].ready)
+			infos[i].endpoints = endpoints_probe(c, infos[i].url, infos[i].api_key);
 	rc = catalog_set(cat, infos, n, changed);
 	engine_info_array_free(infos, n);
 	return rc;

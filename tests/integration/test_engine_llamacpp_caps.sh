@@ -5,7 +5,8 @@
 # context one request gets) and modalities.vision false; through a worker,
 # a coordinator and `troop up`:
 #   - /v1/models of the coordinator and of troop up show the server's
-#     context length;
+#     context length, and the endpoints it serves natively (responses,
+#     messages, as the worker's probe found them);
 #   - a request with an image goes to no node: 400 naming why (before,
 #     the engine's 500 "image input is not supported" reached the app as a
 #     503 "busy");
@@ -104,6 +105,16 @@ print(m.get("context_length"), m.get("capabilities"))')
 		chain_fail "$src: tiny-llama context_length and capabilities: $got"
 	fi
 done
+
+# the APIs the worker's probe found llama-server serves natively
+eps=$(curl -s "$UP_URL/v1/models" | python3 -c '
+import json, sys
+m = [m for m in json.load(sys.stdin)["data"] if m["id"] == "tiny-llama"][0]
+print(",".join(m.get("endpoints", [])))')
+case ",$eps," in
+*,chat,*responses,*messages,*) ok "endpoints: $eps" ;;
+*) chain_fail "endpoints of tiny-llama: '$eps' (llama-server serves /v1/responses and /v1/messages)" ;;
+esac
 
 # requests the engine served so far (its own counter)
 served() { curl -s "$ENGINE/slots" | python3 -c \
