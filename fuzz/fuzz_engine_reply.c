@@ -1,8 +1,10 @@
 /*
  * fuzz_engine_reply.c - engine replies are untrusted input to the worker:
  * feed arbitrary bytes to engine_error_normalize (with a status taken from
- * the first byte) and, when they parse as JSON, to every driver's parsers.
- * The normalised error must always be the OpenAI shape.
+ * the first byte) and, when they parse as JSON, to every driver's parsers
+ * and the capability parsers (Ollama /api/show, llama.cpp /props).  The
+ * normalised error must always be the OpenAI shape; capabilities stay in
+ * range.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,6 +62,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			engine_model_list_clear(&ps);
 		}
 		llamacpp_parse_props_model(text, sizeof(text), root);
+		{
+			/* what a model takes: bounded, and never "has" what is not known */
+			engine_model m = { .engine = ENGINE_OLLAMA }, l = { .engine = ENGINE_LLAMACPP };
+
+			ollama_parse_show(&m, root);
+			llamacpp_parse_props_caps(&l, root);
+			if (m.context_length < 0 || m.context_length > PROTO_CONTEXT_MAX ||
+			    l.context_length < 0 || l.context_length > PROTO_CONTEXT_MAX ||
+			    (m.caps & ~m.caps_known) || (l.caps & ~l.caps_known) ||
+			    (m.caps_known & ~PROTO_CAP_ALL) || (l.caps_known & ~PROTO_CAP_ALL))
+				abort();
+		}
 		json_decref(root);
 	}
 	return 0;

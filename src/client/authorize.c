@@ -18,6 +18,82 @@ void client_auth_init(client_auth *a, const char *model, int64_t max_seconds, in
 	a->tries = tries > 0 ? tries : CLIENT_AUTH_TRIES;
 }
 
+/* Whether `v` (any part of a request) holds an image content part,
+ * looking at most `depth` levels down. */
+static bool has_image(const json_t *v, int depth)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+
+	if (depth <= 0)
+		return false;
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, x)
+			if (has_image(x, depth - 1))
+				return true;
+		return false;
+	}
+	if (!json_is_object(v))
+		return false;
+	k = json_string_value(json_object_get(v, "type"));
+	if (k && (strcmp(k, "image_url") == 0 || strcmp(k, "input_image") == 0 ||
+	    strcmp(k, "image") == 0))
+		return true;
+	json_object_foreach((json_t *)v, k, x)
+		if ((json_is_array(x) || json_is_object(x)) && has_image(x, depth - 1))
+			return true;
+	return false;
+}
+
+/* The JSON size of field `name` of `body` in bytes, 0 when absent. */
+static int64_t field_bytes(const json_t *body, const char *name)
+{
+	const json_t *v = json_object_get(body, name);
+	size_t n;
+
+	if (!v)
+		return 0;
+	if (json_is_string(v))
+		return (int64_t)json_string_length(v);
+	n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+	return (int64_t)n;
+}
+
+void client_auth_require(client_auth *a, const json_t *body)
+{
+	static const char *const prompt[] = { "messages", "prompt", "input", "system",
+		"instructions", "tools", "functions" };
+	static const char *const limits[] = { "max_tokens", "max_completion_tokens",
+		"max_output_tokens" };
+	proto_require *rq = &a->req.require;
+	const json_t *tools = json_object_get(body, "tools");
+	int64_t bytes = 0, out = 0;
+
+	memset(rq, 0, sizeof(*rq));
+	if (!json_is_object(body))
+		return;
+	if ((json_is_array(tools) && json_array_size(tools) > 0) ||
+	    (json_is_array(json_object_get(body, "functions")) &&
+	    json_array_size(json_object_get(body, "functions")) > 0))
+		rq->caps |= PROTO_CAP_TOOLS;
+	if (has_image(json_object_get(body, "messages"), 8) ||
+	    has_image(json_object_get(body, "input"), 8))
+		rq->caps |= PROTO_CAP_VISION;
+	for (size_t i = 0; i < sizeof(prompt) / sizeof(prompt[0]); i++)
+		bytes += field_bytes(body, prompt[i]);
+	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]) && out == 0; i++) {
+		const json_t *v = json_object_get(body, limits[i]);
+		if (json_is_integer(v) && json_integer_value(v) > 0)
+			out = json_integer_value(v);
+	}
+	if (out > PROTO_CONTEXT_MAX)
+		out = PROTO_CONTEXT_MAX;
+	rq->context = bytes / 4 + out;
+	if (rq->context > PROTO_CONTEXT_MAX)
+		rq->context = PROTO_CONTEXT_MAX;
+}
+
 char *client_auth_body(client_auth *a, size_t *len)
 {
 	json_t *b = proto_authorize_req_encode(&a->req);

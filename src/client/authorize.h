@@ -56,6 +56,20 @@ typedef enum {
  * coordinator's default), at most `tries` authorizations (0: the default). */
 void client_auth_init(client_auth *a, const char *model, int64_t max_seconds, int tries);
 
+/* Derive what the app's request `body` (an OpenAI, Responses or
+ * Anthropic Messages body) needs of a node into a->req.require:
+ *   vision   an image in the input: a content part of type "image_url"
+ *            (chat), "input_image" (Responses) or "image" (Messages);
+ *   tools    a non-empty "tools" (or legacy "functions") list;
+ *   context  the prompt's estimated tokens plus the most it may generate
+ *            (max_tokens, max_completion_tokens or max_output_tokens).
+ *            The estimate is the prompt's JSON size in bytes / 4 (about
+ *            what English text takes per token; no tokenizer is at hand),
+ *            the prompt being messages, prompt, input, system and tools.
+ * Nothing is required of an embedding model or of the endpoint: the
+ * worker serves embeddings and chat through every engine. */
+void client_auth_require(client_auth *a, const json_t *body);
+
 /* The body of the next /authorize (compact JSON, malloc'd, caller frees;
  * NULL when out of memory) and its length; counts the attempt. */
 char *client_auth_body(client_auth *a, size_t *len);

@@ -393,6 +393,7 @@ int cmd_chat(int argc, char **argv)
 	}
 	client_auth_init(ca, model, config_is_set(c.cfg, "max-seconds") ?
 	    config_int(c.cfg, "max-seconds") : 0, CHAT_TRIES);
+	client_auth_require(ca, req);
 	blen = strlen(body);
 	http_client_set_limits(w, CHAT_WORKER_TIMEOUT_MS, 0);
 

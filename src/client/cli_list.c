@@ -168,7 +168,9 @@ static void short_hash(char *out, size_t len, const char *hash)
 /* One model of /v1/models as a row of `troop models`. */
 static void model_row(cli_row *r, const json_t *m, void *arg)
 {
-	json_int_t bytes = json_integer_value(json_object_get(m, "size_bytes"));
+	json_int_t bytes = json_integer_value(json_object_get(m, "size_bytes")), ctx;
+	json_t *v;
+	size_t i;
 
 	(void)arg;
 	snprintf(r->buf[1], sizeof(r->buf[1]), "%lld",
@@ -183,18 +185,35 @@ static void model_row(cli_row *r, const json_t *m, void *arg)
 	r->cells[1] = r->buf[1];
 	r->cells[2] = r->buf[2];
 	r->cells[3] = r->buf[3];
+	/* what the engines say; "-" where none says */
+	ctx = json_integer_value(json_object_get(m, "context_length"));
+	if (ctx > 0)
+		snprintf(r->buf[4], sizeof(r->buf[4]), "%lld", (long long)ctx);
+	else
+		snprintf(r->buf[4], sizeof(r->buf[4]), "-");
+	r->cells[4] = r->buf[4];
+	r->buf[5][0] = '\0';
+	json_array_foreach(json_object_get(m, "capabilities"), i, v) {
+		size_t used = strlen(r->buf[5]);
+		if (json_is_string(v) && used + json_string_length(v) + 2 < sizeof(r->buf[5]))
+			snprintf(r->buf[5] + used, sizeof(r->buf[5]) - used, "%s%s",
+			    used ? "," : "", json_string_value(v));
+	}
+	r->cells[5] = r->buf[5][0] ? r->buf[5] : NULL;
 }
 
 int cmd_models(int argc, char **argv)
 {
-	static const char *const hdr[4] = { "MODEL", "NODES", "SIZE", "CONTENT HASH" };
+	static const char *const hdr[6] = { "MODEL", "NODES", "SIZE", "CONTENT HASH", "CONTEXT",
+		"CAPABILITIES" };
 	json_t *out = NULL;
 	cli c;
 	int rc;
 
 	if (!cli_start(&c, &rc, "models", "[--json] [--coordinator URL]",
 	    "List the models live nodes serve, how many nodes serve each, the size and\n"
-	    "the content hash of the weights (when the engine tells it).",
+	    "the content hash of the weights, the largest context length and what the\n"
+	    "model takes (tools, vision, embeddings) when the engines tell them.",
 	    models_opts, argc, argv, 0))
 		return rc;
 	if ((rc = cli_call_ok(&c, &out, "GET", "/v1/models", NULL, false)) != 0)
@@ -203,7 +222,8 @@ int cmd_models(int argc, char **argv)
 		rc = cli_print_json(out);
 		goto out;
 	}
-	if ((rc = cli_print_rows(&c, json_object_get(out, "data"), 4, hdr, 1u << 1 | 1u << 2,
+	if ((rc = cli_print_rows(&c, json_object_get(out, "data"), 6, hdr,
+	    1u << 1 | 1u << 2 | 1u << 4,
 	    "No models are served right now.  Start a worker with 'troop worker'.", model_row,
 	    NULL)) != 0)
 		goto out;

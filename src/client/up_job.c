@@ -547,6 +547,7 @@ void up_handle_inference(http_req *r, void *arg)
 	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
 	snprintf(j->model, sizeof(j->model), "%s", model);
 	client_auth_init(&j->ca, model, j->s->max_seconds, UP_TRIES);
+	client_auth_require(&j->ca, body);
 	accept = http_req_header(r, "Accept");
 	if (accept && strlen(accept) < sizeof(j->accept) && !strpbrk(accept, "\r\n"))
 		snprintf(j->accept, sizeof(j->accept), "%s", accept);

@@ -169,6 +169,113 @@ static int named_node_live(coord *c, const char *node_id, const char *model, int
 	return 0;
 }
 
+/* ---- capabilities ------------------------------------------------------------ */
+
+/* The entry of `model` (a name, else a content hash) in node `nd`'s list
+ * as a proto_model's capability fields; false when it lists none. */
+static bool node_model_caps(proto_model *pm, const registry_node *nd, const char *model)
+{
+	const registry_model *m = NULL;
+
+	for (size_t i = 0; !m && i < nd->n_models; i++)
+		if (strcmp(nd->models[i].name, model) == 0)
+			m = &nd->models[i];
+	for (size_t i = 0; !m && i < nd->n_models; i++)
+		if (strcmp(nd->models[i].content_hash, model) == 0)
+			m = &nd->models[i];
+	if (!m)
+		return false;
+	memset(pm, 0, sizeof(*pm));
+	pm->context_length = m->context_length;
+	pm->caps = m->caps;
+	pm->caps_known = m->caps_known;
+	pm->endpoints = m->endpoints;
+	return true;
+}
+
+/* How node `nd`'s entry for `model` fits `rq` (UNMET when it has none). */
+static proto_fit node_fit(const registry_node *nd, const char *model,
+    const proto_require *rq)
+{
+	proto_model pm;
+
+	if (!node_model_caps(&pm, nd, model))
+		return PROTO_FIT_UNMET;
+	return proto_require_check(rq, &pm, NULL, NULL);
+}
+
+/* Whether any of nodes[0..n-1] may meet `rq` for `model`. */
+static bool any_fits(const registry_node *nodes, size_t n, const char *model,
+    const proto_require *rq)
+{
+	for (size_t i = 0; i < n; i++)
+		if (node_fit(&nodes[i], model, rq) != PROTO_FIT_UNMET)
+			return true;
+	return false;
+}
+
+/* Order nodes[0..n-1] by how they fit the request's requirements
+ * (proto_fit): first the *n_met whose engines said yes to everything
+ * asked, then those whose engines did not say, *n_fit in all; the nodes
+ * whose engine said no come last and are not to be chosen (the array
+ * keeps all n records, for registry_nodes_free).  When no node fits:
+ * TROOP_EINVAL (400) naming the first requirement no node meets ("no node
+ * serving 'm' takes images (vision)"), not a 503: waiting does not help. */
+static int keep_capable(registry_node *nodes, size_t n, size_t *n_met, size_t *n_fit,
+    const char *model, const proto_require *rq)
+{
+	static const struct { uint32_t bit; const char *words; } caps[] = {
+		{ PROTO_CAP_VISION, "takes images (vision)" },
+		{ PROTO_CAP_TOOLS, "takes tools" },
+		{ PROTO_CAP_EMBEDDINGS, "is an embedding model" },
+	};
+	int64_t largest = 0;
+	size_t k = 0;
+	proto_model pm;
+
+	for (size_t i = 0; i < n; i++)
+		if (node_model_caps(&pm, &nodes[i], model) && pm.context_length > largest)
+			largest = pm.context_length;
+	for (int want = PROTO_FIT_MET; want >= PROTO_FIT_UNKNOWN; want--) {
+		for (size_t i = k; i < n; i++) {
+			if ((int)node_fit(&nodes[i], model, rq) != want)
+				continue;
+			if (i != k) {
+				registry_node tmp = nodes[k];
+				nodes[k] = nodes[i];
+				nodes[i] = tmp;
+			}
+			k++;
+		}
+		if (want == PROTO_FIT_MET)
+			*n_met = k;
+	}
+	*n_fit = k;
+	if (k > 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+		proto_require one = { .caps = caps[i].bit };
+		if ((rq->caps & caps[i].bit) && !any_fits(nodes, n, model, &one))
+			return troop_error_set(TROOP_EINVAL, "no node serving '%s' %s", model,
+			    caps[i].words);
+	}
+	if (rq->endpoints) {
+		proto_require one = { .endpoints = rq->endpoints };
+		if (!any_fits(nodes, n, model, &one))
+			return troop_error_set(TROOP_EINVAL, "no node serving '%s' serves the %s "
+			    "API natively", model, proto_endpoint_name(rq->endpoints));
+	}
+	if (rq->context > 0) {
+		proto_require one = { .context = rq->context };
+		if (!any_fits(nodes, n, model, &one))
+			return troop_error_set(TROOP_EINVAL, "no node serving '%s' has a context "
+			    "long enough: the request needs about %lld tokens, the largest "
+			    "context is %lld", model, (long long)rq->context, (long long)largest);
+	}
+	return troop_error_set(TROOP_EINVAL, "no node serving '%s' meets all of the request's "
+	    "requirements at once (context, tools, images, endpoint)", model);
+}
+
 static void h_authorize(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -181,7 +288,7 @@ static void h_authorize(http_req *r, void *arg)
 	proto_authorize_reply rep;
 	json_t *body = NULL, *creq;
 	registry_node *nodes = NULL;
-	size_t n = 0, len;
+	size_t n = 0, n_met, n_fit, len;
 	const char *raw;
 	const registry_node *nd;
 	double multiplier;
@@ -231,7 +338,8 @@ static void h_authorize(http_req *r, void *arg)
 		}
 		class_required = json_is_true(creq);
 	}
-	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES, 0))) {
+	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES,
+	    proto_require_any(&req.require) ? REGISTRY_WITH_MODELS : 0))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -242,7 +350,21 @@ static void h_authorize(http_req *r, void *arg)
 		    model);
 		goto out;
 	}
-	idx = choose_node(c, nodes, n, &req, want_node, want_class, class_required, skipped);
+	n_met = n_fit = n;
+	if (proto_require_any(&req.require) &&
+	    (rc = keep_capable(nodes, n, &n_met, &n_fit, model, &req.require)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	/* the nodes known to fit first; the ones whose engines did not say
+	 * when none of those can take it */
+	idx = n_met > 0 ? choose_node(c, nodes, n_met, &req, want_node, want_class,
+	    class_required, skipped) : -1;
+	if (idx < 0 && n_fit > n_met) {
+		memset(skipped, 0, sizeof(skipped));
+		idx = choose_node(c, nodes, n_fit, &req, want_node, want_class, class_required,
+		    skipped);
+	}
 	if (idx < 0) {
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
 		capacity_message(why, sizeof(why), skipped);

@@ -62,6 +62,10 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 			    hb->models[i].content_hash);
 			snprintf(m->engine, sizeof(m->engine), "%s", hb->models[i].engine);
 			m->size_bytes = hb->models[i].size_bytes;
+			m->context_length = hb->models[i].context_length;
+			m->caps = hb->models[i].caps;
+			m->caps_known = hb->models[i].caps_known;
+			m->endpoints = hb->models[i].endpoints;
 		}
 	}
 	if (hb->has_hardware || hb->n_engines) {
@@ -164,6 +168,10 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 			    n->models[i].content_hash);
 			snprintf(m->engine, sizeof(m->engine), "%s", n->models[i].engine);
 			m->size_bytes = n->models[i].size_bytes;
+			m->context_length = n->models[i].context_length;
+			m->caps = n->models[i].caps;
+			m->caps_known = n->models[i].caps_known;
+			m->endpoints = n->models[i].endpoints;
 		}
 	}
 	if (n->extra_json) {
@@ -214,7 +222,9 @@ static size_t node_json_estimate(const registry_node *n)
 	size_t z = 1024 + (n->extra_json ? strlen(n->extra_json) : 0);
 
 	for (size_t i = 0; i < n->n_models; i++)
-		z += 64 + strlen(n->models[i].name) + strlen(n->models[i].content_hash) +
+		/* 64 for the fixed keys, 200 for the capability fields at their
+		 * longest (context_length, capabilities, endpoints) */
+		z += 64 + 200 + strlen(n->models[i].name) + strlen(n->models[i].content_hash) +
 		    strlen(n->models[i].engine);
 	return z;
 }
@@ -289,12 +299,22 @@ static void h_models(http_req *r, void *arg)
 		return;
 	}
 	data = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(data, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}",
-		    "id", models[i].name, "object", "model", "owned_by", "monkey-troop",
-		    "content_hash", models[i].content_hash,
-		    "size_bytes", (json_int_t)models[i].size_bytes,
-		    "nodes", (json_int_t)models[i].node_count));
+	for (size_t i = 0; i < n; i++) {
+		const registry_model_info *mi = &models[i];
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}",
+		    "id", mi->name, "object", "model", "owned_by", "monkey-troop",
+		    "content_hash", mi->content_hash, "size_bytes", (json_int_t)mi->size_bytes,
+		    "nodes", (json_int_t)mi->node_count);
+
+		/* what some live node reports; a field nobody reports is left out */
+		if (o && mi->context_length > 0)
+			json_object_set_new(o, "context_length", json_integer(mi->context_length));
+		if (o && mi->caps)
+			json_object_set_new(o, "capabilities", proto_caps_json(mi->caps));
+		if (o && mi->endpoints)
+			json_object_set_new(o, "endpoints", proto_endpoints_json(mi->endpoints));
+		json_array_append_new(data, o);
+	}
 	free(models);
 	coord_reply_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }

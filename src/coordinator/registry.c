@@ -99,6 +99,11 @@ static int check_node(const registry_node *n)
 		if (m->size_bytes < 0)
 			return troop_error_set(TROOP_EINVAL, "registry: model %s has a negative size",
 			    m->name);
+		if (m->context_length < 0 || m->context_length > REGISTRY_CONTEXT_MAX ||
+		    m->caps > REGISTRY_BITS_MAX || m->caps_known > REGISTRY_BITS_MAX ||
+		    m->endpoints > REGISTRY_BITS_MAX)
+			return troop_error_set(TROOP_EINVAL, "registry: model %s has a context "
+			    "length or capability bits out of range", m->name);
 	}
 	if (n->extra_json != NULL && strnlen(n->extra_json, REGISTRY_EXTRA_MAX + 1) >
 	    REGISTRY_EXTRA_MAX)

@@ -55,6 +55,8 @@
 #define REGISTRY_RATE_KEY_MAX 256
 #define REGISTRY_OWNER_MAX 256      /* quota owners and addresses */
 #define REGISTRY_URL_MAX 4096
+#define REGISTRY_CONTEXT_MAX ((int64_t)1 << 32)  /* model context length, tokens */
+#define REGISTRY_BITS_MAX 0xffu     /* caps, caps_known, endpoints */
 
 /* Seconds a nonce is remembered.  A signature is accepted while its
  * `created` is within HTTPSIG_MAX_SKEW (60 s) of the server's clock, both
@@ -78,6 +80,12 @@ typedef struct {
 	char content_hash[REGISTRY_HASH_MAX + 1];  /* "" when the engine has none */
 	int64_t size_bytes;                        /* >= 0; 0 when unknown */
 	char engine[REGISTRY_ENGINE_MAX + 1];
+	/* What the engine says about it (proto_model): unknown stays unknown */
+	int64_t context_length;                    /* tokens, 0 .. REGISTRY_CONTEXT_MAX; 0 unknown */
+	uint32_t caps;                             /* PROTO_CAP_* bits it has */
+	uint32_t caps_known;                       /* PROTO_CAP_* bits the engine said
+	                                              yes or no to */
+	uint32_t endpoints;                        /* PROTO_EP_* served natively; 0 unknown */
 } registry_model;
 
 /* The durable facts of a node that node choice needs, copied from its
@@ -134,6 +142,11 @@ typedef struct {
 	char content_hash[REGISTRY_HASH_MAX + 1];  /* the hash most nodes report */
 	int64_t size_bytes;                        /* of that hash */
 	size_t node_count;                         /* live nodes serving the name */
+	int64_t context_length;                    /* the largest any live node
+	                                              reports; 0 when none does */
+	uint32_t caps;                             /* capabilities some live node has */
+	uint32_t endpoints;                        /* endpoints some live node serves
+	                                              natively */
 } registry_model_info;
 
 /* Quotas keep one party from filling a store shared by all: live nonces

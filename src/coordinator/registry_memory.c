@@ -242,6 +242,8 @@ static struct hent *heap_expired(const struct heap *h, int64_t now)
 struct mmodel {
 	const char *name, *hash, *engine;
 	int64_t size;
+	int64_t ctx;  /* context length, 0 unknown */
+	uint32_t caps, caps_known, endpoints;
 	size_t name_pos;  /* index in the by_name bucket, NONE if not indexed */
 	size_t hash_pos;  /* likewise in by_hash */
 };
@@ -339,6 +341,10 @@ static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t 
 			p += l;
 		}
 		m->size = src->size_bytes;
+		m->ctx = src->context_length;
+		m->caps = src->caps;
+		m->caps_known = src->caps_known;
+		m->endpoints = src->endpoints;
 		m->name_pos = m->hash_pos = NONE;
 	}
 	n->h.at = now + ttl;
@@ -394,6 +400,10 @@ static int mnode_export(registry_node *out, const struct mnode *n, unsigned with
 			copy_str(m->content_hash, sizeof m->content_hash, n->models[i].hash);
 			copy_str(m->engine, sizeof m->engine, n->models[i].engine);
 			m->size_bytes = n->models[i].size;
+			m->context_length = n->models[i].ctx;
+			m->caps = n->models[i].caps;
+			m->caps_known = n->models[i].caps_known;
+			m->endpoints = n->models[i].endpoints;
 		}
 	}
 	if ((with & REGISTRY_WITH_EXTRA) && n->extra_json != NULL) {
@@ -703,6 +713,8 @@ static int mem_models(registry_model_info **out, size_t *nout, registry *r, int6
 			const struct ibucket *b = e->val;
 			struct hash_tally t[HASHES_TRACKED];
 			size_t nt = 0, live = 0;
+			int64_t ctx = 0;
+			uint32_t caps = 0, eps = 0;
 			for (size_t j = 0; j < b->n; j++) {
 				const struct mnode *n = b->refs[j].node;
 				if (!node_live(n, now))
@@ -710,6 +722,10 @@ static int mem_models(registry_model_info **out, size_t *nout, registry *r, int6
 				live++;
 				const struct mmodel *mm = &n->models[b->refs[j].mi];
 				size_t x = 0;
+				if (mm->ctx > ctx)
+					ctx = mm->ctx;
+				caps |= mm->caps & mm->caps_known;
+				eps |= mm->endpoints;
 				while (x < nt && strcmp(t[x].hash, mm->hash) != 0)
 					x++;
 				if (x == nt && nt < HASHES_TRACKED)
@@ -732,6 +748,9 @@ static int mem_models(registry_model_info **out, size_t *nout, registry *r, int6
 				mi->size_bytes = t[best].size;
 			}
 			mi->node_count = live;
+			mi->context_length = ctx;
+			mi->caps = caps;
+			mi->endpoints = eps;
 		}
 	}
 	pthread_rwlock_unlock(&m->lock);

@@ -22,6 +22,10 @@
  *   P hash:<hash>   zset: node id -> E, the nodes listing that hash
  *   P mh:<len>:<name><hash>  zset: node id -> E, per (name, hash) pair
  *   P mhash:<name>  hash: content hash -> size_bytes, the pairs that exist
+ *   P mc:<len>:<name><sig>  zset: node id -> E, per (name, capabilities)
+ *                   pair; sig is "<context length>.<caps>.<endpoints>"
+ *                   (decimal), the record's field c:<name> names it
+ *   P mcaps:<name>  hash: sig -> 1, the pairs that exist
  *   P models        set of model names that have index entries
  *   P nonce:<keyid>\x1f<nonce>   string: expiry; PX window + 5 s
  *   P rate:<key>    hash: c (count), e (end of the window); PX
@@ -105,12 +109,16 @@ static int nomem(void)
 	"local function mhkey(name, hash)\n" \
 	"  return P .. 'mh:' .. string.len(name) .. ':' .. name .. hash\n" \
 	"end\n" \
+	"local function mckey(name, sig)\n" \
+	"  return P .. 'mc:' .. string.len(name) .. ':' .. name .. sig\n" \
+	"end\n" \
 	"local function unindex(id)\n" \
 	"  local nk = P .. 'node:' .. id\n" \
-	"  local names = {}\n" \
+	"  local names, caps = {}, {}\n" \
 	"  for _, f in ipairs(redis.call('HKEYS', nk)) do\n" \
 	"    local t = string.sub(f, 1, 2)\n" \
 	"    if t == 'n:' then names[#names + 1] = f\n" \
+	"    elseif t == 'c:' then caps[#caps + 1] = f\n" \
 	"    elseif t == 'h:' then redis.call('ZREM', P .. 'hash:' .. string.sub(f, 3), id) end\n" \
 	"  end\n" \
 	"  if #names > 0 then\n" \
@@ -119,6 +127,12 @@ static int nomem(void)
 	"      local name = string.sub(f, 3)\n" \
 	"      redis.call('ZREM', P .. 'model:' .. name, id)\n" \
 	"      if hashes[i] then redis.call('ZREM', mhkey(name, hashes[i]), id) end\n" \
+	"    end\n" \
+	"  end\n" \
+	"  if #caps > 0 then\n" \
+	"    local sigs = redis.call('HMGET', nk, unpack(caps))\n" \
+	"    for i, f in ipairs(caps) do\n" \
+	"      if sigs[i] then redis.call('ZREM', mckey(string.sub(f, 3), sigs[i]), id) end\n" \
 	"    end\n" \
 	"  end\n" \
 	"end\n" \
@@ -134,7 +148,8 @@ static int nomem(void)
 	"end\n"
 
 /* ARGV: P id now expires_at real_ttl_ms max_nodes f m x has_x active d k
- *       then k times: name hash size.  -> {0} or {1, live} (full) */
+ *       then k times: name hash size sig ("" when nothing is known).
+ *       -> {0} or {1, live} (full) */
 static const char lua_put[] = LUA_NODE_PRELUDE
 	"local id, now, exp = ARGV[2], ARGV[3], ARGV[4]\n"
 	"sweep(now, " STR(PUT_SWEEP) ")\n"
@@ -150,10 +165,16 @@ static const char lua_put[] = LUA_NODE_PRELUDE
 	"if ARGV[10] == '1' then fields[#fields + 1] = 'x'; fields[#fields + 1] = ARGV[9] end\n"
 	"local seen_n, seen_h = {}, {}\n"
 	"for i = 0, tonumber(ARGV[13]) - 1 do\n"
-	"  local name, hash, size = ARGV[14 + 3 * i], ARGV[15 + 3 * i], ARGV[16 + 3 * i]\n"
+	"  local name, hash = ARGV[14 + 4 * i], ARGV[15 + 4 * i]\n"
+	"  local size, sig = ARGV[16 + 4 * i], ARGV[17 + 4 * i]\n"
 	"  if not seen_n[name] then\n"
 	"    seen_n[name] = true\n"
 	"    fields[#fields + 1] = 'n:' .. name; fields[#fields + 1] = hash\n"
+	"    if sig ~= '' then\n"
+	"      fields[#fields + 1] = 'c:' .. name; fields[#fields + 1] = sig\n"
+	"      redis.call('ZADD', mckey(name, sig), exp, id)\n"
+	"      redis.call('HSET', P .. 'mcaps:' .. name, sig, 1)\n"
+	"    end\n"
 	"    redis.call('ZADD', P .. 'model:' .. name, exp, id)\n"
 	"    redis.call('ZADD', mhkey(name, hash), exp, id)\n"
 	"    redis.call('HSET', P .. 'mhash:' .. name, hash, size)\n"
@@ -244,7 +265,8 @@ static const char lua_find[] =
 	"end\n"
 	"return out\n";
 
-/* ARGV: P now -> flat array, 4 per model: name live_count hash size.
+/* ARGV: P now -> flat array, 5 per model: name live_count hash size sigs
+ * (the live capability sigs, joined by ',').
  * Counts are the entries whose expiry is in the future: O(names x hashes),
  * not O(nodes).  Expired entries and empty names are cleaned on the way. */
 static const char lua_models[] = LUA_NODE_PRELUDE
@@ -274,12 +296,25 @@ static const char lua_models[] = LUA_NODE_PRELUDE
 	"      end\n"
 	"    end\n"
 	"  end\n"
+	"  local ck, sigs = P .. 'mcaps:' .. name, {}\n"
+	"  for _, sg in ipairs(redis.call('HKEYS', ck)) do\n"
+	"    local k = mckey(name, sg)\n"
+	"    if live == 0 then\n"
+	"      redis.call('DEL', k)\n"
+	"    else\n"
+	"      redis.call('ZREMRANGEBYSCORE', k, '-inf', now)\n"
+	"      if redis.call('ZCARD', k) == 0 then redis.call('HDEL', ck, sg)\n"
+	"      else sigs[#sigs + 1] = sg end\n"
+	"    end\n"
+	"  end\n"
 	"  if live == 0 then\n"
 	"    redis.call('DEL', hk)\n"
+	"    redis.call('DEL', ck)\n"
 	"    redis.call('SREM', P .. 'models', name)\n"
 	"  else\n"
 	"    out[#out + 1] = name; out[#out + 1] = live\n"
 	"    out[#out + 1] = best or ''; out[#out + 1] = bests\n"
+	"    out[#out + 1] = table.concat(sigs, ',')\n"
 	"  end\n"
 	"end\n"
 	"return out\n";
@@ -884,8 +919,9 @@ static char *node_models_json(const registry_node *n)
 		return NULL;
 	for (size_t i = 0; i < n->n_models; i++) {
 		const registry_model *m = &n->models[i];
-		json_t *e = json_pack("[s, s, I, s]", m->name, m->content_hash,
-		    (json_int_t)m->size_bytes, m->engine);
+		json_t *e = json_pack("[s, s, I, s, I, i, i, i]", m->name, m->content_hash,
+		    (json_int_t)m->size_bytes, m->engine, (json_int_t)m->context_length,
+		    (int)m->caps, (int)m->caps_known, (int)m->endpoints);
 		if (e == NULL || json_array_append_new(a, e) != 0) {
 			json_decref(a);
 			return NULL;
@@ -966,6 +1002,16 @@ static int node_decode(registry_node *out, const char *id, const redisReply *f,
 			rm->size_bytes = (int64_t)json_integer_value(json_array_get(it, 2));
 			copy_str(rm->engine, sizeof rm->engine,
 			    json_string_value(json_array_get(it, 3)));
+			/* absent in records written before capabilities: unknown */
+			rm->context_length = (int64_t)json_integer_value(json_array_get(it, 4));
+			rm->caps = (uint32_t)json_integer_value(json_array_get(it, 5)) &
+			    REGISTRY_BITS_MAX;
+			rm->caps_known = (uint32_t)json_integer_value(json_array_get(it, 6)) &
+			    REGISTRY_BITS_MAX;
+			rm->endpoints = (uint32_t)json_integer_value(json_array_get(it, 7)) &
+			    REGISTRY_BITS_MAX;
+			if (rm->context_length < 0 || rm->context_length > REGISTRY_CONTEXT_MAX)
+				rm->context_length = 0;
 		}
 		json_decref(arr);
 	}
@@ -980,6 +1026,37 @@ static int node_decode(registry_node *out, const char *id, const redisReply *f,
 	return 0;
 }
 
+/* The capability sig of a model for the mc: index ("" when nothing is
+ * known), into buf; returns buf. */
+static const char *model_sig(char *buf, size_t cap, const registry_model *m)
+{
+	uint32_t caps = m->caps & m->caps_known;
+
+	if (m->context_length <= 0 && caps == 0 && m->endpoints == 0)
+		buf[0] = '\0';
+	else
+		snprintf(buf, cap, "%lld.%u.%u", (long long)m->context_length, caps, m->endpoints);
+	return buf;
+}
+
+/* Fold the sigs "<ctx>.<caps>.<eps>,..." of a model into *mi. */
+static void sigs_fold(registry_model_info *mi, const char *s)
+{
+	while (s && *s) {
+		long long ctx = 0;
+		unsigned caps = 0, eps = 0;
+		if (sscanf(s, "%lld.%u.%u", &ctx, &caps, &eps) == 3) {
+			if (ctx > mi->context_length && ctx <= REGISTRY_CONTEXT_MAX)
+				mi->context_length = ctx;
+			mi->caps |= caps & REGISTRY_BITS_MAX;
+			mi->endpoints |= eps & REGISTRY_BITS_MAX;
+		}
+		s = strchr(s, ',');
+		if (s)
+			s++;
+	}
+}
+
 static int rd_put_node(registry *r, const registry_node *rec, int64_t ttl, int64_t now)
 {
 	struct redis_registry *rr = rr_of(r);
@@ -989,12 +1066,12 @@ static int rd_put_node(registry *r, const registry_node *rec, int64_t ttl, int64
 	struct cmd c;
 	redisReply *rep = NULL;
 	int err = 0;
-	cmd_script_begin(&c, rr, 13 + 3 * (int)rec->n_models);
+	cmd_script_begin(&c, rr, 13 + 4 * (int)rec->n_models);
 	if (f == NULL || m == NULL || d == NULL) {
 		err = nomem();
 		goto out;
 	}
-	char sizes[REGISTRY_MODELS_MAX][24];
+	char sizes[REGISTRY_MODELS_MAX][24], sigs[REGISTRY_MODELS_MAX][48];
 	cmd_str(&c, rec->node_id);
 	cmd_i64(&c, now);
 	cmd_i64(&c, now + ttl);
@@ -1012,6 +1089,7 @@ static int rd_put_node(registry *r, const registry_node *rec, int64_t ttl, int64
 		cmd_str(&c, rec->models[i].name);
 		cmd_str(&c, rec->models[i].content_hash);
 		cmd_str(&c, sizes[i]);
+		cmd_str(&c, model_sig(sigs[i], sizeof sigs[i], &rec->models[i]));
 	}
 	if ((err = run_script(&rep, rr, SC_PUT, &c, "put node")) != 0)
 		goto out;
@@ -1161,11 +1239,11 @@ static int rd_models(registry_model_info **out, size_t *nout, registry *r, int64
 	int err = run_script(&rep, rr, SC_MODELS, &c, "list models");
 	if (err)
 		goto out;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 4 != 0) {
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 5 != 0) {
 		err = bad_reply("list models");
 		goto out;
 	}
-	size_t n = rep->elements / 4;
+	size_t n = rep->elements / 5;
 	if (n == 0)
 		goto out;
 	if ((arr = calloc(n, sizeof *arr)) == NULL) {
@@ -1173,8 +1251,9 @@ static int rd_models(registry_model_info **out, size_t *nout, registry *r, int64
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		redisReply **e = &rep->element[i * 4];
-		if (e[0]->type != REDIS_REPLY_STRING || e[2]->type != REDIS_REPLY_STRING) {
+		redisReply **e = &rep->element[i * 5];
+		if (e[0]->type != REDIS_REPLY_STRING || e[2]->type != REDIS_REPLY_STRING ||
+		    e[4]->type != REDIS_REPLY_STRING) {
 			err = bad_reply("list models");
 			goto out;
 		}
@@ -1183,6 +1262,7 @@ static int rd_models(registry_model_info **out, size_t *nout, registry *r, int64
 		mi->node_count = (size_t)reply_int(e[1]);
 		copy_str(mi->content_hash, sizeof mi->content_hash, e[2]->str);
 		mi->size_bytes = reply_int(e[3]);
+		sigs_fold(mi, e[4]->str);
 	}
 	qsort(arr, k, sizeof *arr, cmp_model_info);
 out:

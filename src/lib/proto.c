@@ -114,6 +114,205 @@ int proto_error_decode(proto_error *out, const json_t *obj)
 	return 0;
 }
 
+/* ---- capabilities and endpoints ---------------------------------------------------- */
+
+static const char *const cap_names[] = { "tools", "vision", "embeddings" };
+static const char *const ep_names[] = { "chat", "completions", "embeddings", "responses",
+	"messages", "tokenize", "count_tokens" };
+#define N_CAPS (sizeof(cap_names) / sizeof(cap_names[0]))
+#define N_EPS (sizeof(ep_names) / sizeof(ep_names[0]))
+
+static const char *bit_name(const char *const *names, size_t n, uint32_t bit)
+{
+	for (size_t i = 0; i < n; i++)
+		if (bit == (1u << i))
+			return names[i];
+	return NULL;
+}
+
+static uint32_t bit_parse(const char *const *names, size_t n, const char *s)
+{
+	for (size_t i = 0; s && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return 1u << i;
+	return 0;
+}
+
+static json_t *bits_json(const char *const *names, size_t n, uint32_t bits)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < n; i++)
+		if (bits & (1u << i))
+			json_array_append_new(a, json_string(names[i]));
+	return a;
+}
+
+const char *proto_cap_name(uint32_t bit)
+{
+	return bit_name(cap_names, N_CAPS, bit);
+}
+
+const char *proto_endpoint_name(uint32_t bit)
+{
+	return bit_name(ep_names, N_EPS, bit);
+}
+
+uint32_t proto_cap_parse(const char *s)
+{
+	return bit_parse(cap_names, N_CAPS, s);
+}
+
+uint32_t proto_endpoint_parse(const char *s)
+{
+	return bit_parse(ep_names, N_EPS, s);
+}
+
+json_t *proto_caps_json(uint32_t bits)
+{
+	return bits_json(cap_names, N_CAPS, bits);
+}
+
+json_t *proto_endpoints_json(uint32_t bits)
+{
+	return bits_json(ep_names, N_EPS, bits);
+}
+
+/* models[].capabilities: {"tools": bool, ...}; keys this version does not
+ * know are dropped (a newer worker may say more). */
+static int caps_decode(proto_model *m, const json_t *o)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(o))
+		return troop_error_set(TROOP_EINVAL, "field 'capabilities' must be an object");
+	if (json_object_size(o) > PROTO_NAMES_MAX)
+		return troop_error_set(TROOP_EINVAL, "field 'capabilities' has more than %d keys",
+		    PROTO_NAMES_MAX);
+	json_object_foreach((json_t *)o, k, v) {
+		uint32_t bit = proto_cap_parse(k);
+		if (!json_is_boolean(v))
+			return troop_error_set(TROOP_EINVAL, "capabilities: field '%.32s' must be "
+			    "a boolean", k);
+		m->caps_known |= bit;
+		if (json_is_true(v))
+			m->caps |= bit;
+	}
+	return 0;
+}
+
+/* models[].endpoints: ["chat", ...]; names this version does not know are
+ * dropped. */
+static int endpoints_decode(proto_model *m, const json_t *a)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(a, i, v) {
+		const char *s = json_string_value(v);
+		if (!s || !s[0] || strlen(s) > PROTO_CAP_NAME_MAX)
+			return troop_error_set(TROOP_EINVAL, "endpoints[%zu] must be a string of 1 "
+			    "to %d characters", i, PROTO_CAP_NAME_MAX);
+		m->endpoints |= proto_endpoint_parse(s);
+	}
+	return 0;
+}
+
+static int require_decode(proto_require *r, const json_t *o)
+{
+	const char *k, *ep = NULL;
+	json_t *v;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	json_object_foreach((json_t *)o, k, v) {
+		uint32_t bit = proto_cap_parse(k);
+		if (bit) {
+			if (!json_is_boolean(v))
+				return troop_error_set(TROOP_EINVAL, "require: field '%s' must be a "
+				    "boolean", k);
+			if (json_is_true(v))
+				r->caps |= bit;
+		} else if (strcmp(k, "context") != 0 && strcmp(k, "endpoint") != 0) {
+			return troop_error_set(TROOP_EINVAL, "require: unknown requirement '%.32s' "
+			    "(known: context, tools, vision, embeddings, endpoint)", k);
+		}
+	}
+	if ((rc = json_get_int(&r->context, o, "context", false, 0, PROTO_CONTEXT_MAX)) ||
+	    (rc = json_get_str(&ep, o, "endpoint", false)))
+		return nest(rc, "require");
+	if (ep && !(r->endpoints = proto_endpoint_parse(ep)))
+		return troop_error_set(TROOP_EINVAL, "require: field 'endpoint' must be one of "
+		    "chat, completions, embeddings, responses, messages, tokenize, count_tokens");
+	return 0;
+}
+
+static json_t *require_encode(const proto_require *r)
+{
+	json_t *o = json_object();
+
+	if (!o)
+		return NULL;
+	if (r->context > 0)
+		json_object_set_new(o, "context", json_integer(r->context));
+	for (size_t i = 0; i < N_CAPS; i++)
+		if (r->caps & (1u << i))
+			json_object_set_new(o, cap_names[i], json_true());
+	for (size_t i = 0; i < N_EPS; i++)
+		if (r->endpoints & (1u << i)) {
+			json_object_set_new(o, "endpoint", json_string(ep_names[i]));
+			break;
+		}
+	return o;
+}
+
+bool proto_require_any(const proto_require *req)
+{
+	return req->context > 0 || req->caps || req->endpoints;
+}
+
+proto_fit proto_require_check(const proto_require *req, const proto_model *m, char *kind,
+    uint32_t *why)
+{
+	bool unknown = false;
+	char k = 0;
+	uint32_t w = 0;
+
+	/* an unknown context length passes: most requests need some context,
+	 * and nodes that do not report one must not lose all their work to
+	 * those that do */
+	if (req->context > 0 && m->context_length > 0 && m->context_length < req->context)
+		k = 'x';
+	for (size_t i = 0; !k && i < N_CAPS; i++) {
+		uint32_t bit = 1u << i;
+		if (!(req->caps & bit))
+			continue;
+		if (!(m->caps_known & bit))
+			unknown = true;
+		else if (!(m->caps & bit)) {
+			k = 'c';
+			w = bit;
+		}
+	}
+	for (size_t i = 0; !k && i < N_EPS; i++) {
+		uint32_t bit = 1u << i;
+		if (!(req->endpoints & bit))
+			continue;
+		if (!m->endpoints)
+			unknown = true;
+		else if (!(m->endpoints & bit)) {
+			k = 'e';
+			w = bit;
+		}
+	}
+	if (kind)
+		*kind = k;
+	if (why)
+		*why = w;
+	return k ? PROTO_FIT_UNMET : unknown ? PROTO_FIT_UNKNOWN : PROTO_FIT_MET;
+}
+
 /* ---- heartbeat ------------------------------------------------------------------- */
 
 const char *proto_status_name(proto_status s)
@@ -128,6 +327,7 @@ const char *proto_status_name(proto_status s)
 
 static int model_decode(proto_model *m, const json_t *o)
 {
+	json_t *caps = NULL, *eps = NULL;
 	int rc;
 
 	if (!json_is_object(o))
@@ -135,9 +335,42 @@ static int model_decode(proto_model *m, const json_t *o)
 	if ((rc = get_strn(m->name, PROTO_MODEL_MAX, o, "name", true)) ||
 	    (rc = get_str(m->content_hash, PROTO_HASH_MAX, o, "content_hash", false)) ||
 	    (rc = json_get_int(&m->size_bytes, o, "size_bytes", false, 0, INT64_MAX)) ||
-	    (rc = get_str(m->engine, PROTO_ENGINE_MAX, o, "engine", false)))
+	    (rc = get_str(m->engine, PROTO_ENGINE_MAX, o, "engine", false)) ||
+	    (rc = json_get_int(&m->context_length, o, "context_length", false, 0,
+	    PROTO_CONTEXT_MAX)) ||
+	    (rc = json_get_array(&eps, o, "endpoints", false, PROTO_NAMES_MAX)))
+		return rc;
+	if ((caps = json_object_get(o, "capabilities")) != NULL &&
+	    (rc = caps_decode(m, caps)) != 0)
+		return rc;
+	if (eps && (rc = endpoints_decode(m, eps)) != 0)
 		return rc;
 	return 0;
+}
+
+/* One model as the heartbeat carries it: the capability fields only when
+ * known. */
+json_t *proto_model_encode(const proto_model *m)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "name", m->name,
+	    "content_hash", m->content_hash, "size_bytes", (json_int_t)m->size_bytes,
+	    "engine", m->engine);
+
+	if (!o)
+		return NULL;
+	if (m->context_length > 0)
+		json_object_set_new(o, "context_length", json_integer(m->context_length));
+	if (m->caps_known) {
+		json_t *c = json_object();
+		for (size_t i = 0; c && i < N_CAPS; i++)
+			if (m->caps_known & (1u << i))
+				json_object_set_new(c, cap_names[i],
+				    json_boolean(m->caps & (1u << i)));
+		json_object_set_new(o, "capabilities", c);
+	}
+	if (m->endpoints)
+		json_object_set_new(o, "endpoints", proto_endpoints_json(m->endpoints));
+	return o;
 }
 
 int proto_models_decode(proto_model **out, size_t *n, const json_t *arr)
@@ -327,12 +560,8 @@ json_t *proto_heartbeat_encode(const proto_heartbeat *hb)
 		json_decref(models);
 		return NULL;
 	}
-	for (size_t i = 0; i < hb->n_models; i++) {
-		const proto_model *m = &hb->models[i];
-		json_array_append_new(models, json_pack("{s:s, s:s, s:I, s:s}", "name", m->name,
-		    "content_hash", m->content_hash, "size_bytes", (json_int_t)m->size_bytes,
-		    "engine", m->engine));
-	}
+	for (size_t i = 0; i < hb->n_models; i++)
+		json_array_append_new(models, proto_model_encode(&hb->models[i]));
 	json_object_set_new(b, "node_id", json_string(hb->node_id));
 	json_object_set_new(b, "name", json_string(hb->name));
 	json_object_set_new(b, "tailscale_ip", json_string(hb->tailscale_ip));
@@ -529,7 +758,7 @@ int proto_heartbeat_reply_decode(proto_heartbeat_reply *out, const json_t *obj)
 
 int proto_authorize_req_decode(proto_authorize_req *out, const json_t *obj)
 {
-	json_t *exclude = NULL, *v;
+	json_t *exclude = NULL, *require = NULL, *v;
 	size_t i;
 	int rc;
 
@@ -538,7 +767,10 @@ int proto_authorize_req_decode(proto_authorize_req *out, const json_t *obj)
 	    (rc = get_strn(out->node_id, PROTO_ID_MAX, obj, "node_id", false)) ||
 	    (rc = json_get_array(&exclude, obj, "exclude", false, PROTO_EXCLUDE_MAX)) ||
 	    (rc = json_get_int(&out->max_seconds, obj, "max_seconds", false, 1,
-	    PROTO_MAX_SECONDS_MAX)))
+	    PROTO_MAX_SECONDS_MAX)) ||
+	    (rc = json_get_object(&require, obj, "require", false)))
+		goto fail;
+	if (require && (rc = require_decode(&out->require, require)) != 0)
 		goto fail;
 	json_array_foreach(exclude, i, v) {
 		const char *s = json_string_value(v);
@@ -572,6 +804,8 @@ json_t *proto_authorize_req_encode(const proto_authorize_req *req)
 	}
 	if (req->max_seconds > 0)
 		json_object_set_new(b, "max_seconds", json_integer(req->max_seconds));
+	if (proto_require_any(&req->require))
+		json_object_set_new(b, "require", require_encode(&req->require));
 	return b;
 }
 

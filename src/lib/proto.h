@@ -74,6 +74,45 @@
 #define PROTO_ERR_MESSAGE_MAX 1024    /* error.message as decoded (longer is cut) */
 #define PROTO_ERR_CODE_MAX 63
 #define PROTO_TTL_MAX 86400           /* heartbeat reply: ttl, next_heartbeat */
+#define PROTO_CONTEXT_MAX ((int64_t)1 << 32)  /* models[].context_length, tokens */
+#define PROTO_NAMES_MAX 16            /* models[].endpoints: items */
+#define PROTO_CAP_NAME_MAX 31         /* a capability or endpoint name */
+
+/* ---- model capabilities and native endpoints ------------------------------- */
+
+/* What a model takes, as bits of proto_model.caps and .caps_known; on the
+ * wire the names "tools", "vision", "embeddings". */
+#define PROTO_CAP_TOOLS 0x1u          /* tool (function) calls */
+#define PROTO_CAP_VISION 0x2u         /* images in messages */
+#define PROTO_CAP_EMBEDDINGS 0x4u     /* an embedding model */
+#define PROTO_CAP_ALL 0x7u
+
+/* The API endpoints an engine serves natively, as bits of
+ * proto_model.endpoints; on the wire "chat" (/v1/chat/completions),
+ * "completions", "embeddings", "responses" (/v1/responses), "messages"
+ * (/v1/messages), "tokenize", "count_tokens" (/v1/messages/count_tokens). */
+#define PROTO_EP_CHAT 0x1u
+#define PROTO_EP_COMPLETIONS 0x2u
+#define PROTO_EP_EMBEDDINGS 0x4u
+#define PROTO_EP_RESPONSES 0x8u
+#define PROTO_EP_MESSAGES 0x10u
+#define PROTO_EP_TOKENIZE 0x20u
+#define PROTO_EP_COUNT_TOKENS 0x40u
+#define PROTO_EP_ALL 0x7fu
+
+/* The wire name of one PROTO_CAP_* / PROTO_EP_* bit; NULL for anything
+ * else.  Static strings. */
+const char *proto_cap_name(uint32_t bit);
+const char *proto_endpoint_name(uint32_t bit);
+
+/* The bit named `s`, or 0 when it names none. */
+uint32_t proto_cap_parse(const char *s);
+uint32_t proto_endpoint_parse(const char *s);
+
+/* The names of the bits set in `bits`, as a JSON array of strings, in bit
+ * order.  New reference (NULL when out of memory). */
+json_t *proto_caps_json(uint32_t bits);
+json_t *proto_endpoints_json(uint32_t bits);
 
 /* ---- error body: {"error":{"message","type","code"}} ---------------------- */
 
@@ -106,6 +145,12 @@ typedef struct {
 	char content_hash[PROTO_HASH_MAX + 1];    /* "" when the engine has none */
 	int64_t size_bytes;                       /* >= 0 */
 	char engine[PROTO_ENGINE_MAX + 1];
+	/* What the engine says about the model; unknown stays unknown (the
+	 * field is left out on the wire), never guessed. */
+	int64_t context_length;                   /* tokens, 0 .. PROTO_CONTEXT_MAX; 0 unknown */
+	uint32_t caps;                            /* PROTO_CAP_* it has (within caps_known) */
+	uint32_t caps_known;                      /* PROTO_CAP_* the engine said yes or no to */
+	uint32_t endpoints;                       /* PROTO_EP_* served natively; 0 unknown */
 } proto_model;
 
 /* The documented hardware fields (DESIGN.md section 6) and the worker's
@@ -156,11 +201,18 @@ const char *proto_status_name(proto_status s);
  * (proto_heartbeat_clear).  On failure *out holds nothing to free. */
 int proto_heartbeat_decode(proto_heartbeat *out, const json_t *obj, const char *signer);
 
-/* The models list [{"name","content_hash","size_bytes","engine"}] alone,
+/* The models list [{"name","content_hash","size_bytes","engine",
+ * "context_length"?, "capabilities"?: {"tools": bool, "vision": bool,
+ * "embeddings": bool} (each key optional), "endpoints"?: ["chat", ...]}]
+ * alone,
  * with the heartbeat's limits: *out is a heap array of *n (NULL when 0),
  * freed with free().  Used by the worker to turn its catalog into a
  * heartbeat. */
 int proto_models_decode(proto_model **out, size_t *n, const json_t *arr);
+
+/* One entry of that list; the capability fields only when known.  New
+ * reference. */
+json_t *proto_model_encode(const proto_model *m);
 
 /* The heartbeat body; `owner` is left out when empty.  New reference. */
 json_t *proto_heartbeat_encode(const proto_heartbeat *hb);
@@ -217,9 +269,50 @@ int proto_heartbeat_reply_decode(proto_heartbeat_reply *out, const json_t *obj);
 
 /* ---- authorize (POST /authorize) ------------------------------------------ */
 
+/* What a request needs of the node's model ("require" in the authorize
+ * request; all zero: nothing).  On the wire {"context": N, "tools": true,
+ * "vision": true, "embeddings": true, "endpoint": "responses"}, every key
+ * optional; a false capability is the same as an absent one.  Unknown
+ * keys and endpoint names are refused (a requirement the coordinator
+ * cannot check must not be dropped). */
+typedef struct {
+	int64_t context;                          /* tokens, 0 .. PROTO_CONTEXT_MAX; 0 none */
+	uint32_t caps;                            /* PROTO_CAP_* */
+	uint32_t endpoints;                       /* PROTO_EP_* (one, from "endpoint") */
+} proto_require;
+
+/* How a model with `m`'s capabilities fits `req`:
+ *   PROTO_FIT_MET      the engine said yes to every requirement (an
+ *                      unknown context length counts as yes: nearly
+ *                      every request needs some context, and nodes that
+ *                      do not report one must not lose their work to
+ *                      those that do);
+ *   PROTO_FIT_UNKNOWN  no requirement is known to fail, but the engine
+ *                      did not say about some (a capability, or the
+ *                      endpoints it did not report);
+ *   PROTO_FIT_UNMET    the engine said no to one: a context shorter than
+ *                      asked, a capability it lacks, endpoints that do
+ *                      not include the one asked.
+ * Node choice takes MET nodes, else UNKNOWN ones (the engine answers for
+ * itself), never UNMET ones.  For UNMET, *kind (may be NULL) gets 'x' for
+ * the context, 'c' for a capability, 'e' for an endpoint, and *why (may
+ * be NULL) that PROTO_CAP_* or PROTO_EP_* bit (0 for the context). */
+typedef enum {
+	PROTO_FIT_UNMET = 0,
+	PROTO_FIT_UNKNOWN,
+	PROTO_FIT_MET,
+} proto_fit;
+
+proto_fit proto_require_check(const proto_require *req, const proto_model *m, char *kind,
+    uint32_t *why);
+
+/* Whether `req` asks for anything. */
+bool proto_require_any(const proto_require *req);
+
 typedef struct {
 	char model[PROTO_MODEL_MAX + 1];          /* required, non-empty */
 	char node_id[PROTO_ID_MAX + 1];           /* "": any node */
+	proto_require require;                    /* "require": all zero when absent */
 	char exclude[PROTO_EXCLUDE_MAX][PROTO_ID_MAX + 1];
 	size_t n_exclude;
 	int64_t max_seconds;                      /* 0: absent (the coordinator's default) */

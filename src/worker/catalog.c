@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "endpoints.h"
 #include "error.h"
 
 struct catalog {
@@ -65,10 +66,27 @@ static bool same_models(const engine_model_list *a, const engine_model_list *b)
 	for (size_t i = 0; i < a->count; i++) {
 		const engine_model *x = &a->items[i], *y = &b->items[i];
 		if (strcmp(x->name, y->name) != 0 || strcmp(x->content_hash, y->content_hash) != 0 ||
-		    x->size_bytes != y->size_bytes || x->engine != y->engine)
+		    x->size_bytes != y->size_bytes || x->engine != y->engine ||
+		    x->context_length != y->context_length || x->caps != y->caps ||
+		    x->caps_known != y->caps_known || x->endpoints != y->endpoints)
 			return false;
 	}
 	return true;
+}
+
+uint32_t catalog_endpoints(unsigned probed)
+{
+	uint32_t eps = CATALOG_ENDPOINTS_DEFAULT;
+
+	if (probed & ENDPOINT_RESPONSES)
+		eps |= PROTO_EP_RESPONSES;
+	if (probed & ENDPOINT_MESSAGES)
+		eps |= PROTO_EP_MESSAGES;
+	if (probed & ENDPOINT_COUNT_TOKENS)
+		eps |= PROTO_EP_COUNT_TOKENS;
+	if (probed & ENDPOINT_TOKENIZE)
+		eps |= PROTO_EP_TOKENIZE;
+	return eps;
 }
 
 int catalog_set(catalog *c, const engine_info *infos, size_t n, bool *changed)
@@ -90,6 +108,11 @@ int catalog_set(catalog *c, const engine_info *infos, size_t n, bool *changed)
 		rc = engine_info_copy(&copy[done], &infos[done]);
 		if (rc)
 			goto out;
+		for (size_t i = 0; i < copy[done].models.count; i++) {
+			engine_model *m = &copy[done].models.items[i];
+			if (!m->endpoints)
+				m->endpoints = catalog_endpoints(copy[done].endpoints);
+		}
 		/* an engine that is not ready serves nothing now */
 		if (copy[done].ready)
 			lists[done] = copy[done].models;
@@ -188,9 +211,20 @@ json_t *catalog_models_json(catalog *c)
 	pthread_mutex_lock(&c->mu);
 	for (size_t i = 0; arr && i < c->merged.count; i++) {
 		const engine_model *m = &c->merged.items[i];
-		json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s}", "name", m->name,
-		    "content_hash", m->content_hash, "size_bytes", (json_int_t)m->size_bytes,
-		    "engine", engine_type_name(m->engine)));
+		proto_model pm;
+
+		memset(&pm, 0, sizeof(pm));
+		snprintf(pm.name, sizeof(pm.name), "%s", m->name);
+		snprintf(pm.content_hash, sizeof(pm.content_hash), "%s", m->content_hash);
+		snprintf(pm.engine, sizeof(pm.engine), "%s", engine_type_name(m->engine));
+		pm.size_bytes = m->size_bytes > INT64_MAX ? INT64_MAX : (int64_t)m->size_bytes;
+		pm.context_length = m->context_length;
+		pm.caps = m->caps & m->caps_known;
+		pm.caps_known = m->caps_known;
+		/* what the worker proxies to every engine, until an engine
+		 * says which APIs it serves natively */
+		pm.endpoints = m->endpoints ? m->endpoints : CATALOG_ENDPOINTS_DEFAULT;
+		json_array_append_new(arr, proto_model_encode(&pm));
 	}
 	pthread_mutex_unlock(&c->mu);
 	return arr;

@@ -56,8 +56,19 @@ typedef struct {
  * or TROOP_ENOMODEL (message set). */
 int catalog_resolve(catalog *c, const char *model, catalog_target *out);
 
+/* The endpoints advertised for every model: chat, completions and
+ * embeddings, which the worker proxies to every engine. */
+#define CATALOG_ENDPOINTS_DEFAULT (PROTO_EP_CHAT | PROTO_EP_COMPLETIONS | PROTO_EP_EMBEDDINGS)
+
+/* The endpoints advertised for the models of an engine whose probe found
+ * `probed` (ENDPOINT_* of endpoints.h, 0 before the probe): the default
+ * ones and the PROTO_EP_* of those it serves natively.  catalog_set gives
+ * each model these (unless its parser set some).  Pure. */
+uint32_t catalog_endpoints(unsigned probed);
+
 /* Heartbeat fields: the advertised models
- * [{"name","content_hash","size_bytes","engine"}] and the engines
+ * [{"name","content_hash","size_bytes","engine", "context_length"?,
+ * "capabilities"?, "endpoints"}] (proto_model_encode) and the engines
  * [{"type","version","port"}].  New references (NULL when out of memory). */
 json_t *catalog_models_json(catalog *c);
 json_t *catalog_engines_json(catalog *c);

@@ -60,6 +60,11 @@ struct sim_stats {
 
 struct sim_stream;
 
+/* --capabilities: what the model takes, reported in each engine's format */
+#define SIM_CAP_TOOLS 0x1u
+#define SIM_CAP_VISION 0x2u
+#define SIM_CAP_EMBEDDINGS 0x4u
+
 struct sim {
 	struct event_base *base;
 	struct evhttp *http;
@@ -69,6 +74,9 @@ struct sim {
 	long tokens_per_second;  /* 0: as fast as the client reads */
 	long ttft_ms;
 	long loading_ms;         /* /health answers 503 this long after start */
+	long context;            /* --context: context length reported; 0 the defaults */
+	unsigned caps;           /* --capabilities: SIM_CAP_* */
+	bool caps_set;           /* --capabilities given (else each engine's default) */
 	uint64_t started_ms;     /* monotonic */
 	char *models[SIM_MAX_MODELS];
 	size_t n_models;

@@ -71,6 +71,18 @@ static const char usage_text[] =
 "                             /v1/embeddings.\n"
 "  --loading-ms N             for N ms after start /health answers 503 (llama.cpp\n"
 "                             \"Loading model\") and every other endpoint 503\n"
+"  --context N                the context length reported, in each engine's\n"
+"                             format: llama.cpp /props n_ctx, vLLM max_model_len,\n"
+"                             LM Studio max_context_length, Ollama /api/show\n"
+"                             model_info (default 8192 for llama.cpp and Ollama,\n"
+"                             32768 for the others)\n"
+"  --capabilities LIST        tools,vision,embeddings or none: what the models\n"
+"                             take, in each engine's format: llama.cpp /props\n"
+"                             modalities.vision and chat_template_caps, Ollama\n"
+"                             /api/show capabilities, LM Studio type and\n"
+"                             capabilities (vLLM says nothing).  Without it: what\n"
+"                             each engine says of a plain chat model, and no\n"
+"                             capabilities list from Ollama or LM Studio\n"
 "  --help                     this text\n"
 "\n"
 "Generation: max_tokens (or max_completion_tokens, or options.num_predict for\n"
@@ -305,7 +317,8 @@ static void get_v1_models(struct sim *sim, struct evhttp_request *req)
 		    "{s:s,s:s,s:I,s:s,s:s,s:n,s:i,s:[{s:s,s:s,s:I,s:b,s:b,s:b,s:b,s:b,s:b,"
 		    "s:s,s:n,s:b}]}",
 		    "id", name, "object", "model", "created", now, "owned_by", owner,
-		    "root", name, "parent", "max_model_len", 32768, "permission",
+		    "root", name, "parent", "max_model_len", sim->context ? (int)sim->context : 32768,
+		    "permission",
 		    "id", permid, "object", "model_permission", "created", now,
 		    "allow_create_engine", 0, "allow_sampling", 1, "allow_logprobs", 1,
 		    "allow_search_indices", 0, "allow_view", 1, "allow_fine_tuning", 0,
@@ -322,12 +335,19 @@ static void get_lmstudio_models(struct sim *sim, struct evhttp_request *req)
 		char family[64];
 
 		model_family(family, sizeof(family), sim->models[i]);
-		json_array_append_new(arr, json_pack(
+		json_t *m = json_pack(
 		    "{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:i}", "id", sim->models[i],
-		    "object", "model", "type", "llm", "publisher", "engine-sim",
+		    "object", "model", "type", !sim->caps_set ? "llm" :
+		    (sim->caps & SIM_CAP_EMBEDDINGS) ? "embeddings" :
+		    (sim->caps & SIM_CAP_VISION) ? "vlm" : "llm", "publisher", "engine-sim",
 		    "arch", family, "compatibility_type", "gguf",
 		    "quantization", "Q4_K_M", "state", "loaded",
-		    "max_context_length", 32768));
+		    "max_context_length", sim->context ? (int)sim->context : 32768);
+
+		if (sim->caps_set)
+			json_object_set_new(m, "capabilities", (sim->caps & SIM_CAP_TOOLS) ?
+			    json_pack("[s]", "tool_use") : json_array());
+		json_array_append_new(arr, m);
 	}
 	sim_reply_json(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", arr));
 }
@@ -345,7 +365,56 @@ static void get_props(struct sim *sim, struct evhttp_request *req)
 	json_object_set_new(props, "model_alias", json_string(sim->models[0]));
 	json_object_set_new(props, "model_path", json_string(path));
 	json_object_set_new(props, "build_info", json_string(SIM_LLAMACPP_BUILD));
+	if (sim->context)
+		json_object_set_new(json_object_get(props, "default_generation_settings"), "n_ctx",
+		    json_integer(sim->context));
+	if (sim->caps_set) {
+		json_object_set_new(json_object_get(props, "modalities"), "vision",
+		    json_boolean(sim->caps & SIM_CAP_VISION));
+		json_object_set_new(json_object_get(props, "chat_template_caps"), "supports_tools",
+		    json_boolean(sim->caps & SIM_CAP_TOOLS));
+	}
 	sim_reply_json(req, 200, props);
+}
+
+/* Ollama POST /api/show {"model"}: model_info with the context length;
+ * "capabilities" only with --capabilities (an Ollama before 0.6.4 has
+ * none). */
+static void post_ollama_show(struct sim *sim, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	json_t *body = len < 65536 ?
+	    json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL) : NULL;
+	const char *name = json_string_value(json_object_get(body, "model"));
+	char family[64], key[96];
+	json_t *reply, *caps;
+
+	if (!name)
+		name = json_string_value(json_object_get(body, "name"));
+	if (!name || !sim_has_model(sim, name)) {
+		sim_reply_error(sim, req, true, 404, true, "model not found");
+		json_decref(body);
+		return;
+	}
+	model_family(family, sizeof(family), name);
+	snprintf(key, sizeof(key), "%s.context_length", family);
+	reply = json_pack("{s:s, s:{s:s, s:s}, s:{s:s, s:I}}", "template", "{{ .Prompt }}",
+	    "details", "format", "gguf", "family", family, "model_info",
+	    "general.architecture", family, key,
+	    (json_int_t)(sim->context ? sim->context : 8192));
+	if (sim->caps_set) {
+		caps = json_pack("[s]", "completion");
+		if (sim->caps & SIM_CAP_TOOLS)
+			json_array_append_new(caps, json_string("tools"));
+		if (sim->caps & SIM_CAP_VISION)
+			json_array_append_new(caps, json_string("vision"));
+		if (sim->caps & SIM_CAP_EMBEDDINGS)
+			json_array_append_new(caps, json_string("embedding"));
+		json_object_set_new(reply, "capabilities", caps);
+	}
+	json_decref(body);
+	sim_reply_json(req, 200, reply);
 }
 
 static bool loading(const struct sim *sim)
@@ -392,6 +461,7 @@ static void get_stats(struct sim *sim, struct evhttp_request *req)
 enum route_id {
 	R_API_VERSION, R_API_TAGS, R_API_PS, R_API_CHAT, R_V1_MODELS, R_V1_CHAT,
 	R_V1_COMPLETIONS, R_V1_EMBEDDINGS, R_VERSION, R_HEALTH, R_PROPS, R_LMS_MODELS,
+	R_API_SHOW,
 };
 
 static const struct route {
@@ -403,6 +473,7 @@ static const struct route {
 	{ "/api/version", EVHTTP_REQ_GET, K_OLLAMA, R_API_VERSION },
 	{ "/api/tags", EVHTTP_REQ_GET, K_OLLAMA, R_API_TAGS },
 	{ "/api/ps", EVHTTP_REQ_GET, K_OLLAMA, R_API_PS },
+	{ "/api/show", EVHTTP_REQ_POST, K_OLLAMA, R_API_SHOW },
 	{ "/api/chat", EVHTTP_REQ_POST, K_OLLAMA, R_API_CHAT },
 	{ "/v1/models", EVHTTP_REQ_GET, K_ANY, R_V1_MODELS },
 	{ "/v1/chat/completions", EVHTTP_REQ_POST, K_ANY, R_V1_CHAT },
@@ -484,6 +555,9 @@ static void handle_request(struct evhttp_request *req, void *arg)
 		break;
 	case R_LMS_MODELS:
 		get_lmstudio_models(sim, req);
+		break;
+	case R_API_SHOW:
+		post_ollama_show(sim, req);
 		break;
 	case R_API_CHAT:
 		sim_handle_inference(sim, req, SIM_API_OLLAMA_CHAT);
@@ -572,6 +646,30 @@ static int parse_listen(char *host, size_t hostlen, long *port, const char *s)
 	return parse_long(port, "--listen", colon + 1, 0, 65535);
 }
 
+/* --capabilities tools,vision,embeddings | none */
+static int parse_caps(struct sim *sim, const char *s)
+{
+	char buf[128], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", s);
+	sim->caps = 0;
+	sim->caps_set = true;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (strcmp(t, "tools") == 0)
+			sim->caps |= SIM_CAP_TOOLS;
+		else if (strcmp(t, "vision") == 0)
+			sim->caps |= SIM_CAP_VISION;
+		else if (strcmp(t, "embeddings") == 0)
+			sim->caps |= SIM_CAP_EMBEDDINGS;
+		else if (strcmp(t, "none") != 0) {
+			fprintf(stderr, "engine-sim: --capabilities: expected tools, vision, "
+			    "embeddings or none, got '%s'\n", t);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port,
     int argc, char **argv)
 {
@@ -584,6 +682,8 @@ static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port
 		{ "fault-after", required_argument, NULL, 'a' },
 		{ "version-kind", required_argument, NULL, 'k' },
 		{ "loading-ms", required_argument, NULL, 'L' },
+		{ "context", required_argument, NULL, 'c' },
+		{ "capabilities", required_argument, NULL, 'C' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -622,6 +722,14 @@ static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port
 			break;
 		case 'L':
 			if (parse_long(&sim->loading_ms, "--loading-ms", optarg, 0, 3600000) < 0)
+				return -1;
+			break;
+		case 'c':
+			if (parse_long(&sim->context, "--context", optarg, 1, 1L << 30) < 0)
+				return -1;
+			break;
+		case 'C':
+			if (parse_caps(sim, optarg) < 0)
 				return -1;
 			break;
 		case 'k':

@@ -910,6 +910,115 @@ static void test_authorize_strict(void **state)
 	http_client_free(c);
 }
 
+/* Capabilities: a heartbeat's model with capabilities, as the worker sends
+ * it. */
+static void heartbeat_caps(http_client *c, const troop_identity *node, const char *model)
+{
+	json_t *b = heartbeat_body(node, "IDLE", model, 4), *out;
+	json_t *m = json_array_get(json_object_get(b, "models"), 0);
+	int st;
+
+	json_object_set_new(m, "context_length", json_integer(8192));
+	json_object_set_new(m, "capabilities", json_pack("{s:b, s:b}", "tools", 1, "vision", 0));
+	json_object_set_new(m, "endpoints", json_pack("[s, s]", "chat", "responses"));
+	out = call(c, node, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+}
+
+/* POST /authorize with "require" {json}: the status; *node_id gets the
+ * ticket's node ("" on an error), *msg the error message (static). */
+static int authorize_require(http_client *c, const troop_identity *user, const char *model,
+    const char *require, char *node_id, size_t len)
+{
+	json_t *b = json_pack("{s:s, s:o, s:i}", "model", model, "require",
+	    json_loads(require, 0, NULL), "max_seconds", 5), *out;
+	int st;
+
+	out = call(c, user, "POST", "/authorize", b, &st);
+	snprintf(node_id, len, "%s", st == 200 ?
+	    json_string_value(json_object_get(out, "node_id")) : err_message(out));
+	json_decref(out);
+	json_decref(b);
+	return st;
+}
+
+/* /authorize "require": nodes known to fit first, then nodes whose engine
+ * did not say, never one whose engine said no; 400 naming why when none
+ * can; /v1/models and /peers show what the engines said. */
+static void test_authorize_require(void **state)
+{
+	troop_identity known, unknown, user;
+	http_client *c;
+	json_t *out, *m;
+	char got[1100];
+	int st;
+
+	(void)state;
+	http_client_new(&c);
+	identity_generate(&known);
+	identity_generate(&unknown);
+	identity_generate(&user);
+	heartbeat_caps(c, &known, "req-model");
+	heartbeat(c, &unknown, "IDLE", "req-model", 4, 200);
+
+	out = call(c, NULL, "GET", "/v1/models", NULL, &st);
+	assert_int_equal(st, 200);
+	for (size_t i = 0; i < json_array_size(json_object_get(out, "data")); i++) {
+		m = json_array_get(json_object_get(out, "data"), i);
+		if (strcmp(json_string_value(json_object_get(m, "id")), "req-model") != 0)
+			continue;
+		assert_int_equal(json_integer_value(json_object_get(m, "context_length")), 8192);
+		assert_int_equal(json_array_size(json_object_get(m, "capabilities")), 1);
+		assert_string_equal(json_string_value(json_array_get(json_object_get(m,
+		    "capabilities"), 0)), "tools");
+		assert_string_equal(json_string_value(json_array_get(json_object_get(m,
+		    "endpoints"), 1)), "responses");
+	}
+	json_decref(out);
+
+	/* known to fit: always the node that said so */
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(authorize_require(c, &user, "req-model", "{\"tools\":true}", got,
+		    sizeof(got)), 200);
+		assert_string_equal(got, known.id);
+	}
+	/* said no (vision false, 8192 < 100000, no messages endpoint): the
+	 * node that did not say */
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"vision\":true}", got,
+	    sizeof(got)), 200);
+	assert_string_equal(got, unknown.id);
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"context\":100000}", got,
+	    sizeof(got)), 200);
+	assert_string_equal(got, unknown.id);
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"endpoint\":\"messages\"}",
+	    got, sizeof(got)), 200);
+	assert_string_equal(got, unknown.id);
+
+	/* only the node that said no is left: 400 naming why */
+	heartbeat(c, &unknown, "OFFLINE", "req-model", 4, 200);
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"vision\":true}", got,
+	    sizeof(got)), 400);
+	assert_non_null(strstr(got, "no node serving 'req-model' takes images"));
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"context\":100000}", got,
+	    sizeof(got)), 400);
+	assert_non_null(strstr(got, "the largest context is 8192"));
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"endpoint\":\"messages\"}",
+	    got, sizeof(got)), 400);
+	assert_non_null(strstr(got, "messages API"));
+	assert_int_equal(authorize_require(c, &user, "req-model",
+	    "{\"context\":4096,\"tools\":true,\"endpoint\":\"responses\"}", got, sizeof(got)), 200);
+	assert_string_equal(got, known.id);
+	/* what cannot be checked is refused, not dropped */
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"audio\":true}", got,
+	    sizeof(got)), 400);
+	assert_non_null(strstr(got, "audio"));
+	assert_int_equal(authorize_require(c, &user, "req-model", "{\"endpoint\":\"realtime\"}",
+	    got, sizeof(got)), 400);
+	http_client_free(c);
+}
+
 static int setup(void **state)
 {
 	static char adminflag[128], keypath[300];
@@ -956,6 +1065,7 @@ int main(void)
 		cmocka_unit_test(test_nonce_quota),
 		cmocka_unit_test(test_peers_amplification),
 		cmocka_unit_test(test_authorize_strict),
+		cmocka_unit_test(test_authorize_require),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

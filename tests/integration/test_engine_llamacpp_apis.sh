@@ -12,7 +12,8 @@
 #   - the worker reads the usage of each API's replies (its job lines say
 #     usage=engine with the engine's counts);
 #   - POST /tokenize and /v1/messages/count_tokens pass through;
-#   - an engine error on /v1/messages comes in the Anthropic shape;
+#   - an engine error on /v1/messages comes in the Anthropic shape, and an
+#     image (no vision projector) is refused before the engine in that shape;
 #   - the jobs are settled and charged.
 # Exit 77 (skipped) only when llama-server cannot be built on this machine.
 # labels: engine
@@ -109,18 +110,30 @@ case "$code" in
 	chain_fail "count_tokens 404: $(cat "$CHAIN_TMP/count")" ;;
 *) chain_fail "count_tokens: HTTP $code $(cat "$CHAIN_TMP/count")" ;;
 esac
-# llama-server without a vision projector refuses images (500): its error,
-# in the Anthropic shape, not failed over
-code=$(post /v1/messages '{"model":"tiny-llama","max_tokens":4,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}}]}]}' "$CHAIN_TMP/merr")
+# an engine error (llama-server refuses a temperature that is not a
+# number: 400): its error, in the Anthropic shape, not failed over
+code=$(post /v1/messages '{"model":"tiny-llama","max_tokens":4,"temperature":"hot","messages":[{"role":"user","content":"hi"}]}' "$CHAIN_TMP/merr")
 if [ "${code:0:1}" = 4 ] || [ "${code:0:1}" = 5 ] && python3 -c '
 import json, sys
 e = json.load(open(sys.argv[1]))
-assert e["type"] == "error" and e["error"]["type"] == "api_error", e
-assert "image" in e["error"]["message"], e' "$CHAIN_TMP/merr" &&
+assert e["type"] == "error" and e["error"]["type"].endswith("_error"), e
+assert "temperature" in e["error"]["message"], e' "$CHAIN_TMP/merr" &&
 	grep -qi '^x-troop-job' "$CHAIN_TMP/merr.h"; then
 	ok "engine error on /v1/messages: HTTP $code $(head -c 160 "$CHAIN_TMP/merr")"
 else
 	chain_fail "engine error on /v1/messages: HTTP $code $(head -c 300 "$CHAIN_TMP/merr")"
+fi
+# an image: this llama-server has no vision projector (/props says so), so
+# no node takes it: 400 naming why, in the Anthropic shape, before any node
+code=$(post /v1/messages '{"model":"tiny-llama","max_tokens":4,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}}]}]}' "$CHAIN_TMP/merr")
+if [ "$code" = 400 ] && python3 -c '
+import json, sys
+e = json.load(open(sys.argv[1]))
+assert e["type"] == "error" and e["error"]["type"] == "invalid_request_error", e
+assert "takes images" in e["error"]["message"], e' "$CHAIN_TMP/merr"; then
+	ok "an image on /v1/messages: HTTP $code $(head -c 160 "$CHAIN_TMP/merr")"
+else
+	chain_fail "an image on /v1/messages: HTTP $code $(head -c 300 "$CHAIN_TMP/merr")"
 fi
 grep -q failover "$CHAIN_TMP/up-main.log" && chain_fail "troop up failed over on an engine error"
 

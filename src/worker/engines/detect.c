@@ -37,6 +37,39 @@ static int get_json(http_client *c, int *status, json_t **body, const char *base
 	return rc;
 }
 
+/* Models Ollama is asked about with POST /api/show, per probe: the rest
+ * are advertised without capabilities (unknown). */
+#define OLLAMA_SHOW_MAX 32
+
+/* Ollama's POST /api/show for each model (at most OLLAMA_SHOW_MAX): its
+ * context length and capabilities.  A model Ollama says nothing about
+ * keeps them unknown; no failure here fails the probe. */
+static void ollama_show_all(engine_model_list *models, http_client *c, const char *base,
+    const char *api_key)
+{
+	char url[ENGINE_URL_MAX + 64], authz[ENGINE_KEY_MAX + 32];
+	const char *headers[2] = { NULL, NULL };
+
+	if ((size_t)snprintf(url, sizeof(url), "%s/api/show", base) >= sizeof(url))
+		return;
+	if (api_key && api_key[0]) {
+		snprintf(authz, sizeof(authz), "Authorization: Bearer %s", api_key);
+		headers[0] = authz;
+	}
+	for (size_t i = 0; i < models->count && i < OLLAMA_SHOW_MAX; i++) {
+		engine_model *m = &models->items[i];
+		json_t *req = json_pack("{s:s}", "model", m->name), *body = NULL;
+		int status = 0;
+
+		if (req && http_request_json(c, &status, &body, "POST", url, headers, req) == 0 &&
+		    status == 200 && body)
+			(void)ollama_parse_show(m, body);
+		json_decref(req);
+		json_decref(body);
+	}
+	sodium_memzero(authz, sizeof(authz));
+}
+
 /* Models of a llama.cpp server from /props, when /v1/models gave none. */
 static int llamacpp_props_models(engine_model_list *out, const json_t *props)
 {
@@ -119,6 +152,12 @@ static int probe(engine_info *info, http_client *c, const struct engine_driver *
 		rc = llamacpp_props_models(&models, props);
 	if (rc < 0)
 		goto out;
+	/* /props describes the one model a llama.cpp server serves (router
+	 * mode lists several: those stay as /v1/models says) */
+	if (props && models.count == 1)
+		(void)llamacpp_parse_props_caps(&models.items[0], props);
+	if (d->type == ENGINE_OLLAMA)
+		ollama_show_all(&models, c, info->url, info->api_key);
 
 	engine_model_list_clear(&info->models);
 	info->models = models;

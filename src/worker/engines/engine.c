@@ -230,6 +230,8 @@ int engine_parse_openai_list(engine_model_list *out, const json_t *body,
 		engine_model m = { .engine = t, .loaded = true };
 		const char *id = json_string_value(json_object_get(item, "id"));
 		json_t *size = json_object_get(json_object_get(item, "meta"), "size");
+		/* vLLM says max_model_len; llama.cpp meta.n_ctx */
+		json_t *ctx = json_object_get(item, "max_model_len");
 
 		if (!id)
 			return troop_error_set(TROOP_EINVAL,
@@ -241,6 +243,11 @@ int engine_parse_openai_list(engine_model_list *out, const json_t *body,
 		strcpy(m.name, id);
 		if (json_is_integer(size) && json_integer_value(size) > 0)
 			m.size_bytes = (uint64_t)json_integer_value(size);
+		if (!ctx)
+			ctx = json_object_get(json_object_get(item, "meta"), "n_ctx");
+		if (json_is_integer(ctx) && json_integer_value(ctx) > 0 &&
+		    json_integer_value(ctx) <= PROTO_CONTEXT_MAX)
+			m.context_length = json_integer_value(ctx);
 		rc = engine_model_list_add(out, &m);
 		if (rc < 0)
 			return rc;

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto.h"
+
 typedef enum {
 	ENGINE_OLLAMA = 0,
 	ENGINE_VLLM,
@@ -52,6 +54,12 @@ typedef struct {
 	bool loaded;     /* in memory now; false only where the engine says so
 	                  * (LM Studio "not-loaded", which it loads on first use) */
 	engine_type engine;                 /* set by the parser */
+	/* What the engine says about the model (proto_model); what it does
+	 * not say stays unknown, never guessed. */
+	int64_t context_length;             /* tokens, 0 when the engine does not say */
+	uint32_t caps;                      /* PROTO_CAP_* it has (within caps_known) */
+	uint32_t caps_known;                /* PROTO_CAP_* the engine said yes or no to */
+	uint32_t endpoints;                 /* PROTO_EP_* served natively; 0 unknown */
 } engine_model;
 
 /* A growable list of models, at most ENGINE_MAX_MODELS long.  Zero-init
@@ -141,15 +149,27 @@ int ollama_parse_tags(engine_model_list *out, const json_t *body);
 /* Ollama GET /api/ps: the models loaded now, same fields as /api/tags. */
 int ollama_parse_ps(engine_model_list *out, const json_t *body);
 
+/* Ollama POST /api/show {"model": name}: the context length from
+ * model_info["<architecture>.context_length"] (any "*.context_length"
+ * key when general.architecture is absent) and, when the reply has
+ * "capabilities" (Ollama 0.6.4 and later), tools ("tools"), vision
+ * ("vision") and embeddings ("embedding"), each known from that list.
+ * Fills those fields of *m only.  Returns 0, or TROOP_EINVAL when the
+ * reply is not an object. */
+int ollama_parse_show(engine_model *m, const json_t *body);
+
 /* vLLM GET /version: {"version":"0.11.0"}. */
 int vllm_parse_version(char *out, size_t outlen, const json_t *body);
-/* vLLM GET /v1/models (OpenAI list): data[].id. */
+/* vLLM GET /v1/models (OpenAI list): data[].id; max_model_len as the
+ * context length. */
 int vllm_parse_models(engine_model_list *out, const json_t *body);
 
 /* LM Studio GET /api/v0/models: data[] of type "llm", "vlm" and
  * "embeddings", whatever their state ("loaded" or "not-loaded": LM Studio
  * loads a model on its first request, so every downloaded model can be
- * served); `loaded` reflects state.  Other types are skipped. */
+ * served); `loaded` reflects state.  Other types are skipped.  The type
+ * says vision (vlm) and embeddings; max_context_length is the context
+ * length; a "capabilities" list, where present, says tools ("tool_use"). */
 int lmstudio_parse_models(engine_model_list *out, const json_t *body);
 
 /* llama.cpp GET /health: 200 {"status":"ok"} is ready; 503 (loading, body
@@ -158,6 +178,14 @@ int lmstudio_parse_models(engine_model_list *out, const json_t *body);
 int llamacpp_parse_health(bool *ready, int http_status, const json_t *body);
 /* llama.cpp GET /props: build_info ("b6942-3d0a1d4c7") as the version. */
 int llamacpp_parse_version(char *out, size_t outlen, const json_t *body);
+/* llama.cpp GET /props: what it says of the model it serves into *m (only
+ * those fields): default_generation_settings.n_ctx (the context one
+ * request gets) as the context length, modalities.vision (false without
+ * --mmproj), and tools when chat_template_caps.supports_tools or
+ * supports_tool_calls is true.  A template without tool support leaves
+ * tools unknown, not "no": llama-server then takes tools in a generic
+ * tool-call format.  Absent fields stay unknown.  Returns 0. */
+int llamacpp_parse_props_caps(engine_model *m, const json_t *body);
 /* llama.cpp GET /props: the model name: model_alias when set, else the
  * file name of model_path without its directory and ".gguf". */
 int llamacpp_parse_props_model(char *out, size_t outlen, const json_t *body);
@@ -167,7 +195,7 @@ int llamacpp_parse_props_model(char *out, size_t outlen, const json_t *body);
  * does not fit. */
 int llamacpp_clean_name(char *out, size_t outlen, const char *id);
 /* llama.cpp GET /v1/models (OpenAI list): data[].id, size from
- * data[].meta.size when present.  An id that is a model file ("x.gguf",
+ * data[].meta.size and context length from data[].meta.n_ctx when present.  An id that is a model file ("x.gguf",
  * "/models/x.gguf": llama-server without --alias) is advertised as its
  * base name without ".gguf" ("x"), the id kept as engine_name, so that the
  * worker's directory layout does not leak and clients can say "x". */

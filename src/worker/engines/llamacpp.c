@@ -37,6 +37,31 @@ int llamacpp_parse_version(char *out, size_t outlen, const json_t *body)
 	return 0;
 }
 
+int llamacpp_parse_props_caps(engine_model *m, const json_t *body)
+{
+	json_t *ctx = json_object_get(json_object_get(body, "default_generation_settings"),
+	    "n_ctx");
+	json_t *vision = json_object_get(json_object_get(body, "modalities"), "vision");
+	json_t *tcaps = json_object_get(body, "chat_template_caps");
+
+	if (json_is_integer(ctx) && json_integer_value(ctx) > 0 &&
+	    json_integer_value(ctx) <= PROTO_CONTEXT_MAX)
+		m->context_length = json_integer_value(ctx);
+	if (json_is_boolean(vision)) {
+		m->caps_known |= PROTO_CAP_VISION;
+		if (json_is_true(vision))
+			m->caps |= PROTO_CAP_VISION;
+	}
+	/* a template without tool support still takes tools: llama-server
+	 * falls back to a generic tool-call format; only "yes" is news */
+	if (json_is_true(json_object_get(tcaps, "supports_tools")) ||
+	    json_is_true(json_object_get(tcaps, "supports_tool_calls"))) {
+		m->caps_known |= PROTO_CAP_TOOLS;
+		m->caps |= PROTO_CAP_TOOLS;
+	}
+	return 0;
+}
+
 int llamacpp_parse_props_model(char *out, size_t outlen, const json_t *body)
 {
 	const char *alias = json_string_value(json_object_get(body, "model_alias"));

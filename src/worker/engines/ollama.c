@@ -1,6 +1,6 @@
 /*
- * ollama.c - the Ollama driver's parsers: /api/version, /api/tags and
- * /api/ps.  Ollama is the one engine that names the exact weights it
+ * ollama.c - the Ollama driver's parsers: /api/version, /api/tags,
+ * /api/ps and /api/show (context length and capabilities of one model).  Ollama is the one engine that names the exact weights it
  * serves: the digest of a model's manifest, advertised by the worker as
  * content_hash "sha256:<digest>" so clients can ask for identical weights.
  * Chat goes through Ollama's OpenAI-compatible /v1, so nothing here reads
@@ -98,4 +98,45 @@ int ollama_parse_tags(engine_model_list *out, const json_t *body)
 int ollama_parse_ps(engine_model_list *out, const json_t *body)
 {
 	return parse_model_array(out, body, "/api/ps", true);
+}
+
+int ollama_parse_show(engine_model *m, const json_t *body)
+{
+	json_t *info, *caps, *v;
+	const char *arch, *k;
+	size_t i;
+
+	if (!json_is_object(body))
+		return troop_error_set(TROOP_EINVAL, "ollama /api/show reply is not a JSON object");
+	info = json_object_get(body, "model_info");
+	arch = json_string_value(json_object_get(info, "general.architecture"));
+	json_object_foreach(json_is_object(info) ? info : NULL, k, v) {
+		const char *dot = strrchr(k, '.');
+		size_t alen = arch ? strlen(arch) : 0;
+
+		if (!dot || strcmp(dot, ".context_length") != 0 || !json_is_integer(v))
+			continue;
+		/* "<architecture>.context_length"; without an architecture, any */
+		if (arch && ((size_t)(dot - k) != alen || strncmp(k, arch, alen) != 0))
+			continue;
+		if (json_integer_value(v) > 0 && json_integer_value(v) <= PROTO_CONTEXT_MAX)
+			m->context_length = json_integer_value(v);
+		break;
+	}
+	caps = json_object_get(body, "capabilities");
+	if (json_is_array(caps)) {
+		m->caps_known |= PROTO_CAP_TOOLS | PROTO_CAP_VISION | PROTO_CAP_EMBEDDINGS;
+		json_array_foreach(caps, i, v) {
+			const char *s = json_string_value(v);
+			if (!s)
+				continue;
+			if (strcmp(s, "tools") == 0)
+				m->caps |= PROTO_CAP_TOOLS;
+			else if (strcmp(s, "vision") == 0)
+				m->caps |= PROTO_CAP_VISION;
+			else if (strcmp(s, "embedding") == 0)
+				m->caps |= PROTO_CAP_EMBEDDINGS;
+		}
+	}
+	return 0;
 }

@@ -446,6 +446,81 @@ static void test_models_aggregate(void **state)
 	free(mi);
 }
 
+/* Capabilities are kept per node and folded per model name: the largest
+ * context, the capabilities and endpoints some live node has; a node
+ * that changes or expires stops counting. */
+static void test_model_capabilities(void **state)
+{
+	registry *r = *state;
+	registry_node n, got;
+	registry_model models[2];
+	const char *names[] = { "llama3", "phi3" };
+	registry_model_info *mi = NULL;
+	size_t k = 0;
+
+	make_node(&n, models, "node-1", 2, names, NULL);
+	models[0].context_length = 8192;
+	models[0].caps_known = 0x7;        /* tools, vision, embeddings */
+	models[0].caps = 0x1;              /* tools */
+	models[0].endpoints = 0x7;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	make_node(&n, models, "node-2", 1, names, NULL);
+	models[0].context_length = 32768;
+	models[0].caps_known = 0x2;
+	models[0].caps = 0x2;              /* vision */
+	models[0].endpoints = 0x9;         /* chat, responses */
+	assert_int_equal(registry_put_node(r, &n, 5, NOW), 0);
+	make_node(&n, models, "node-3", 1, names, NULL);
+	models[0].caps = 0x4;              /* said "embeddings" but did not know: ignored */
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+
+	assert_int_equal(registry_get_node(&got, r, "node-2", NOW, REGISTRY_WITH_MODELS), 0);
+	assert_int_equal(got.n_models, 1);
+	assert_int_equal(got.models[0].context_length, 32768);
+	assert_int_equal(got.models[0].caps_known, 0x2);
+	assert_int_equal(got.models[0].caps, 0x2);
+	assert_int_equal(got.models[0].endpoints, 0x9);
+	registry_node_clear(&got);
+
+	assert_int_equal(registry_models(&mi, &k, r, NOW), 0);
+	assert_int_equal(k, 2);
+	assert_string_equal(mi[0].name, "llama3");
+	assert_int_equal(mi[0].context_length, 32768);
+	assert_int_equal(mi[0].caps, 0x3);
+	assert_int_equal(mi[0].endpoints, 0xf);
+	assert_string_equal(mi[1].name, "phi3");
+	assert_int_equal(mi[1].context_length, 0);
+	assert_int_equal(mi[1].caps, 0);
+	assert_int_equal(mi[1].endpoints, 0);
+	free(mi);
+
+	/* node-2 expired: its vision and its 32768 go with it */
+	assert_int_equal(registry_models(&mi, &k, r, NOW + 5), 0);
+	assert_int_equal(mi[0].context_length, 8192);
+	assert_int_equal(mi[0].caps, 0x1);
+	assert_int_equal(mi[0].endpoints, 0x7);
+	free(mi);
+
+	/* node-1 heartbeats again knowing nothing: nothing is left */
+	make_node(&n, models, "node-1", 1, names, NULL);
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 5), 0);
+	assert_int_equal(registry_models(&mi, &k, r, NOW + 5), 0);
+	assert_int_equal(mi[0].context_length, 0);
+	assert_int_equal(mi[0].caps, 0);
+	assert_int_equal(mi[0].endpoints, 0);
+	free(mi);
+
+	/* bounded */
+	make_node(&n, models, "node-4", 1, names, NULL);
+	models[0].context_length = -1;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	models[0].context_length = REGISTRY_CONTEXT_MAX + 1;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+	models[0].context_length = 0;
+	models[0].caps = 0x100;
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
+}
+
 static void test_active_jobs(void **state)
 {
 	registry *r = *state;
@@ -949,6 +1024,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remove_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_models_aggregate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_model_capabilities, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_facts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),

@@ -669,6 +669,210 @@ static void test_client_authorize(void **state)
 	assert_false(client_auth_failover(&a, "again"));
 }
 
+/* ---- capabilities ----------------------------------------------------------------- */
+
+static void test_model_capabilities(void **state)
+{
+	proto_heartbeat in, out;
+	troop_identity id;
+	json_t *j, *m;
+	proto_model *pm;
+	size_t n;
+
+	(void)state;
+	fill_heartbeat(&in, &id);
+	in.models[0].context_length = 131072;
+	in.models[0].caps_known = PROTO_CAP_ALL;
+	in.models[0].caps = PROTO_CAP_TOOLS;
+	in.models[0].endpoints = PROTO_EP_CHAT | PROTO_EP_RESPONSES;
+	/* models[1]: nothing known */
+	j = proto_heartbeat_encode(&in);
+	m = json_array_get(json_object_get(j, "models"), 0);
+	assert_int_equal(json_integer_value(json_object_get(m, "context_length")), 131072);
+	assert_true(json_is_true(json_object_get(json_object_get(m, "capabilities"), "tools")));
+	assert_true(json_is_false(json_object_get(json_object_get(m, "capabilities"), "vision")));
+	assert_string_equal(json_string_value(json_array_get(json_object_get(m, "endpoints"), 1)),
+	    "responses");
+	/* unknown stays absent on the wire */
+	m = json_array_get(json_object_get(j, "models"), 1);
+	assert_null(json_object_get(m, "context_length"));
+	assert_null(json_object_get(m, "capabilities"));
+	assert_null(json_object_get(m, "endpoints"));
+	assert_int_equal(proto_heartbeat_decode(&out, j, id.id), 0);
+	assert_memory_equal(out.models, in.models, 2 * sizeof(*in.models));
+	json_decref(j);
+	proto_heartbeat_clear(&in);
+	proto_heartbeat_clear(&out);
+
+	/* a newer worker's names are dropped, not refused; known ones kept */
+	j = parse("{\"m\":[{\"name\":\"a\",\"capabilities\":{\"vision\":true,\"audio\":true},"
+	    "\"endpoints\":[\"chat\",\"realtime\"]}]}");
+	assert_int_equal(proto_models_decode(&pm, &n, json_object_get(j, "m")), 0);
+	assert_int_equal(pm[0].caps_known, PROTO_CAP_VISION);
+	assert_int_equal(pm[0].caps, PROTO_CAP_VISION);
+	assert_int_equal(pm[0].endpoints, PROTO_EP_CHAT);
+	assert_int_equal(pm[0].context_length, 0);
+	free(pm);
+	json_decref(j);
+
+	/* bounded and typed */
+	j = parse("{\"m\":[{\"name\":\"a\",\"context_length\":-1}]}");
+	expect_refused(proto_models_decode(&pm, &n, json_object_get(j, "m")), "context_length");
+	json_decref(j);
+	j = parse("{\"m\":[{\"name\":\"a\",\"context_length\":99999999999}]}");
+	expect_refused(proto_models_decode(&pm, &n, json_object_get(j, "m")), "context_length");
+	json_decref(j);
+	j = parse("{\"m\":[{\"name\":\"a\",\"capabilities\":{\"tools\":\"yes\"}}]}");
+	expect_refused(proto_models_decode(&pm, &n, json_object_get(j, "m")), "tools");
+	json_decref(j);
+	j = parse("{\"m\":[{\"name\":\"a\",\"capabilities\":[\"tools\"]}]}");
+	expect_refused(proto_models_decode(&pm, &n, json_object_get(j, "m")), "capabilities");
+	json_decref(j);
+	j = parse("{\"m\":[{\"name\":\"a\",\"endpoints\":[1]}]}");
+	expect_refused(proto_models_decode(&pm, &n, json_object_get(j, "m")), "endpoints[0]");
+	json_decref(j);
+	j = parse("{\"m\":[{\"name\":\"a\",\"endpoints\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\","
+	    "\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}]}");
+	expect_refused(proto_models_decode(&pm, &n, json_object_get(j, "m")), "endpoints");
+	json_decref(j);
+
+	assert_string_equal(proto_cap_name(PROTO_CAP_VISION), "vision");
+	assert_null(proto_cap_name(3));
+	assert_int_equal(proto_endpoint_parse("messages"), PROTO_EP_MESSAGES);
+	assert_int_equal(proto_endpoint_parse("nope"), 0);
+}
+
+static void test_require(void **state)
+{
+	proto_authorize_req in, out;
+	proto_model m;
+	json_t *j;
+	uint32_t why;
+	char kind;
+
+	(void)state;
+	memset(&in, 0, sizeof(in));
+	snprintf(in.model, sizeof(in.model), "llama3");
+	in.require.context = 9000;
+	in.require.caps = PROTO_CAP_VISION | PROTO_CAP_TOOLS;
+	in.require.endpoints = PROTO_EP_RESPONSES;
+	j = proto_authorize_req_encode(&in);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "require"),
+	    "context")), 9000);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "require"),
+	    "endpoint")), "responses");
+	assert_int_equal(proto_authorize_req_decode(&out, j), 0);
+	assert_memory_equal(&out.require, &in.require, sizeof(in.require));
+	json_decref(j);
+	/* nothing required: no "require" at all (an older coordinator sees
+	 * the same body as before) */
+	in.require = (proto_require){ 0 };
+	j = proto_authorize_req_encode(&in);
+	assert_null(json_object_get(j, "require"));
+	json_decref(j);
+
+	j = parse("{\"model\":\"m\",\"require\":{\"vision\":false,\"tools\":true}}");
+	assert_int_equal(proto_authorize_req_decode(&out, j), 0);
+	assert_int_equal(out.require.caps, PROTO_CAP_TOOLS);
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"require\":{\"audio\":true}}");
+	expect_refused(proto_authorize_req_decode(&out, j), "audio");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"require\":{\"endpoint\":\"realtime\"}}");
+	expect_refused(proto_authorize_req_decode(&out, j), "endpoint");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"require\":{\"context\":-3}}");
+	expect_refused(proto_authorize_req_decode(&out, j), "context");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"require\":{\"tools\":1}}");
+	expect_refused(proto_authorize_req_decode(&out, j), "tools");
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"require\":[]}");
+	expect_refused(proto_authorize_req_decode(&out, j), "require");
+	json_decref(j);
+
+	/* the rule: what the engine did not say is "unknown" (taken when no
+	 * node is known to fit), what it said no to is "unmet" */
+	memset(&m, 0, sizeof(m));
+	in.require = (proto_require){ 0 };
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
+	in.require = (proto_require){ .context = 4096 };
+	/* an unknown context passes */
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
+	m.context_length = 2048;
+	assert_int_equal(proto_require_check(&in.require, &m, &kind, &why), PROTO_FIT_UNMET);
+	assert_int_equal(kind, 'x');
+	m.context_length = 4096;
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
+	in.require = (proto_require){ .caps = PROTO_CAP_VISION };
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNKNOWN);
+	m.caps_known = PROTO_CAP_VISION;
+	assert_int_equal(proto_require_check(&in.require, &m, &kind, &why), PROTO_FIT_UNMET);
+	assert_int_equal(kind, 'c');
+	assert_int_equal(why, PROTO_CAP_VISION);
+	m.caps = PROTO_CAP_VISION;
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
+	in.require = (proto_require){ .endpoints = PROTO_EP_MESSAGES };
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNKNOWN);
+	m.endpoints = PROTO_EP_CHAT;
+	assert_int_equal(proto_require_check(&in.require, &m, &kind, &why), PROTO_FIT_UNMET);
+	assert_int_equal(kind, 'e');
+	assert_int_equal(why, PROTO_EP_MESSAGES);
+	m.endpoints = PROTO_EP_MESSAGES | PROTO_EP_CHAT;
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_MET);
+	/* one unmet requirement outweighs an unknown one */
+	in.require = (proto_require){ .caps = PROTO_CAP_VISION | PROTO_CAP_TOOLS };
+	m.caps_known = PROTO_CAP_TOOLS;
+	m.caps = 0;
+	assert_int_equal(proto_require_check(&in.require, &m, NULL, NULL), PROTO_FIT_UNMET);
+}
+
+/* What troop up derives from an app's request. */
+static void test_client_require(void **state)
+{
+	client_auth a;
+	json_t *b;
+	char *big;
+
+	(void)state;
+	client_auth_init(&a, "m", 0, 0);
+	b = parse("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+	client_auth_require(&a, b);
+	assert_int_equal(a.req.require.caps, 0);
+	assert_true(a.req.require.context > 0 && a.req.require.context < 30);
+	json_decref(b);
+
+	/* an image part: vision; tools: tools; max_tokens counts */
+	b = parse("{\"model\":\"m\",\"max_tokens\":1000,\"tools\":[{\"type\":\"function\","
+	    "\"function\":{\"name\":\"f\"}}],\"messages\":[{\"role\":\"user\",\"content\":"
+	    "[{\"type\":\"text\",\"text\":\"what is this\"},{\"type\":\"image_url\","
+	    "\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}");
+	client_auth_require(&a, b);
+	assert_int_equal(a.req.require.caps, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+	assert_true(a.req.require.context > 1000 && a.req.require.context < 1100);
+	json_decref(b);
+
+	/* an empty tools list asks for nothing; Responses and Messages images */
+	b = parse("{\"model\":\"m\",\"tools\":[],\"input\":[{\"role\":\"user\",\"content\":"
+	    "[{\"type\":\"input_image\",\"image_url\":\"https://x/y.png\"}]}]}");
+	client_auth_require(&a, b);
+	assert_int_equal(a.req.require.caps, PROTO_CAP_VISION);
+	json_decref(b);
+	b = parse("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":"
+	    "[{\"type\":\"image\",\"source\":{\"type\":\"base64\",\"data\":\"AA\"}}]}]}");
+	client_auth_require(&a, b);
+	assert_int_equal(a.req.require.caps, PROTO_CAP_VISION);
+	json_decref(b);
+
+	/* a long prompt: bytes / 4 */
+	big = filler(40000);
+	b = json_pack("{s:s, s:s, s:i}", "model", "m", "prompt", big, "max_tokens", 16);
+	client_auth_require(&a, b);
+	assert_int_equal(a.req.require.context, 10000 + 16);
+	json_decref(b);
+	free(big);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -683,6 +887,9 @@ int main(void)
 		cmocka_unit_test(test_public_key_and_error),
 		cmocka_unit_test(test_poh_messages),
 		cmocka_unit_test(test_client_authorize),
+		cmocka_unit_test(test_model_capabilities),
+		cmocka_unit_test(test_require),
+		cmocka_unit_test(test_client_require),
 	};
 
 	if (sodium_init() < 0)

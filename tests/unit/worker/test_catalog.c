@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "endpoints.h"
 #include "encoding.h"
 #include "error.h"
 #include "heartbeat.h"
@@ -123,10 +124,63 @@ static void test_catalog(void **state)
 	catalog_free(c);
 }
 
+/* What the heartbeat says of each model: the capabilities its parser
+ * found, and the endpoints of its engine (the default ones plus what the
+ * probe found served natively); a change in them is a change. */
+static void test_catalog_capabilities(void **state)
+{
+	engine_info e[1];
+	catalog *c;
+	bool changed;
+	json_t *models, *m;
+
+	(void)state;
+	assert_int_equal(catalog_endpoints(0), PROTO_EP_CHAT | PROTO_EP_COMPLETIONS |
+	    PROTO_EP_EMBEDDINGS);
+	assert_int_equal(catalog_endpoints(ENDPOINT_RESPONSES | ENDPOINT_MESSAGES |
+	    ENDPOINT_COUNT_TOKENS | ENDPOINT_TOKENIZE), PROTO_EP_ALL);
+	memset(e, 0, sizeof(e));
+	e[0].type = ENGINE_LLAMACPP;
+	snprintf(e[0].url, sizeof(e[0].url), "http://127.0.0.1:8080");
+	e[0].ready = true;
+	add_model(&e[0], "tiny", "");
+	e[0].models.items[0].context_length = 4096;
+	e[0].models.items[0].caps_known = PROTO_CAP_VISION;
+	assert_int_equal(catalog_new(&c), 0);
+	assert_int_equal(catalog_set(c, e, 1, &changed), 0);
+	models = catalog_models_json(c);
+	m = json_array_get(models, 0);
+	assert_int_equal(json_integer_value(json_object_get(m, "context_length")), 4096);
+	assert_true(json_is_false(json_object_get(json_object_get(m, "capabilities"), "vision")));
+	assert_null(json_object_get(json_object_get(m, "capabilities"), "tools"));
+	assert_int_equal(json_array_size(json_object_get(m, "endpoints")), 3);
+	json_decref(models);
+
+	/* the probe found /v1/responses and /v1/messages: advertised */
+	e[0].endpoints = ENDPOINT_RESPONSES | ENDPOINT_MESSAGES;
+	assert_int_equal(catalog_set(c, e, 1, &changed), 0);
+	assert_true(changed);
+	models = catalog_models_json(c);
+	m = json_array_get(models, 0);
+	assert_int_equal(json_array_size(json_object_get(m, "endpoints")), 5);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(m, "endpoints"), 4)),
+	    "messages");
+	json_decref(models);
+	/* the context changed (the engine restarted with another -c): a change */
+	e[0].models.items[0].context_length = 8192;
+	assert_int_equal(catalog_set(c, e, 1, &changed), 0);
+	assert_true(changed);
+	assert_int_equal(catalog_set(c, e, 1, &changed), 0);
+	assert_false(changed);
+	engine_info_clear(&e[0]);
+	catalog_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_catalog),
+		cmocka_unit_test(test_catalog_capabilities),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

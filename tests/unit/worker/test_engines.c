@@ -783,6 +783,168 @@ static void test_spec_invalid(void **state)
 	}
 }
 
+/* ---- capabilities ------------------------------------------------------------ */
+
+/* A capability fixture: these live only in the source tree's
+ * tests/data/engines. */
+static json_t *caps_fixture(const char *name)
+{
+	const char *src = getenv("TROOP_SOURCE_DIR");
+	char path[1024];
+	json_error_t jerr;
+	json_t *v;
+
+	if (!src || !*src)
+		fail_msg("TROOP_SOURCE_DIR is not set (run through ctest)");
+	snprintf(path, sizeof(path), "%s/tests/data/engines/%s", src, name);
+	v = json_load_file(path, 0, &jerr);
+	if (!v)
+		fail_msg("fixture %s: %s", path, jerr.text);
+	return v;
+}
+
+static void test_caps_llamacpp_props(void **state)
+{
+	json_t *body = fixture_json("llamacpp_props.json");
+	engine_model m = { .engine = ENGINE_LLAMACPP };
+
+	(void)state;
+	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
+	assert_int_equal(m.context_length, 8192);
+	/* a template without tools: tools unknown (generic tool calls) */
+	assert_int_equal(m.caps_known, PROTO_CAP_VISION);
+	assert_int_equal(m.caps, 0);
+	json_decref(body);
+
+	/* the real server's reply: -c 512, no vision, a template without tools */
+	body = caps_fixture("llamacpp_props_b1.json");
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
+	assert_int_equal(m.context_length, 512);
+	assert_int_equal(m.caps_known, PROTO_CAP_VISION);
+	assert_int_equal(m.caps, 0);
+
+	/* a vision model (mmproj) with a tool-calling template */
+	json_object_set_new(json_object_get(body, "modalities"), "vision", json_true());
+	json_object_set_new(json_object_get(body, "chat_template_caps"), "supports_tools",
+	    json_true());
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
+	assert_int_equal(m.caps, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+	assert_int_equal(m.caps_known, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+
+	/* an older build that says none of it: unknown, not "no" */
+	json_object_del(body, "modalities");
+	json_object_del(body, "chat_template_caps");
+	json_object_del(body, "default_generation_settings");
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(llamacpp_parse_props_caps(&m, body), 0);
+	assert_int_equal(m.context_length, 0);
+	assert_int_equal(m.caps_known, 0);
+	json_decref(body);
+}
+
+static void test_caps_openai_lists(void **state)
+{
+	json_t *body = fixture_json("openai_models.json");
+	engine_model_list list = { 0 };
+
+	(void)state;
+	/* vLLM: max_model_len */
+	assert_int_equal(vllm_parse_models(&list, body), 0);
+	assert_int_equal(list.count, 1);
+	assert_int_equal(list.items[0].context_length, 32768);
+	assert_int_equal(list.items[0].caps_known, 0);
+	engine_model_list_clear(&list);
+	json_decref(body);
+
+	/* llama.cpp: meta.n_ctx; absent: unknown */
+	body = json_pack("{s:[{s:s, s:{s:i, s:i}}, {s:s}]}", "data", "id", "a.gguf", "meta",
+	    "n_ctx", 4096, "n_ctx_train", 32768, "id", "b");
+	assert_int_equal(llamacpp_parse_models(&list, body), 0);
+	assert_int_equal(list.count, 2);
+	assert_int_equal(list.items[0].context_length, 4096);
+	assert_int_equal(list.items[1].context_length, 0);
+	engine_model_list_clear(&list);
+	json_decref(body);
+
+	/* out of range is unknown */
+	body = json_pack("{s:[{s:s, s:I}]}", "data", "id", "x", "max_model_len",
+	    (json_int_t)-5);
+	assert_int_equal(vllm_parse_models(&list, body), 0);
+	assert_int_equal(list.items[0].context_length, 0);
+	engine_model_list_clear(&list);
+	json_decref(body);
+}
+
+static void test_caps_ollama_show(void **state)
+{
+	json_t *body = caps_fixture("ollama_show.json");
+	engine_model m = { .engine = ENGINE_OLLAMA };
+
+	(void)state;
+	assert_int_equal(ollama_parse_show(&m, body), 0);
+	assert_int_equal(m.context_length, 131072);
+	assert_int_equal(m.caps_known, PROTO_CAP_ALL);
+	assert_int_equal(m.caps, PROTO_CAP_TOOLS);
+	json_decref(body);
+
+	/* before "capabilities": the architecture's context length only, the
+	 * capabilities unknown */
+	body = caps_fixture("ollama_show_old.json");
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(ollama_parse_show(&m, body), 0);
+	assert_int_equal(m.context_length, 2048);
+	assert_int_equal(m.caps_known, 0);
+	json_decref(body);
+
+	body = json_pack("{s:[s, s]}", "capabilities", "embedding", "vision");
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(ollama_parse_show(&m, body), 0);
+	assert_int_equal(m.caps, PROTO_CAP_EMBEDDINGS | PROTO_CAP_VISION);
+	json_decref(body);
+
+	body = json_string("nope");
+	assert_int_equal(ollama_parse_show(&m, body), TROOP_EINVAL);
+	json_decref(body);
+}
+
+static void test_caps_lmstudio(void **state)
+{
+	json_t *body = fixture_json("lmstudio_models_v0.json");
+	engine_model_list list = { 0 };
+	long at;
+
+	(void)state;
+	assert_int_equal(lmstudio_parse_models(&list, body), 0);
+	at = engine_model_list_find(&list, "qwen2.5-7b-instruct");
+	assert_true(at >= 0);
+	assert_int_equal(list.items[at].context_length, 32768);
+	/* llm: no images, no embeddings; no "capabilities": tools unknown */
+	assert_int_equal(list.items[at].caps_known, PROTO_CAP_VISION | PROTO_CAP_EMBEDDINGS);
+	assert_int_equal(list.items[at].caps, 0);
+	at = engine_model_list_find(&list, "text-embedding-nomic-embed-text-v1.5");
+	assert_true(at >= 0);
+	assert_int_equal(list.items[at].caps, PROTO_CAP_EMBEDDINGS);
+	assert_int_equal(list.items[at].context_length, 2048);
+	engine_model_list_clear(&list);
+	json_decref(body);
+
+	body = caps_fixture("lmstudio_models_v0_caps.json");
+	assert_int_equal(lmstudio_parse_models(&list, body), 0);
+	at = engine_model_list_find(&list, "qwen2.5-vl-7b-instruct");
+	assert_true(at >= 0);
+	assert_int_equal(list.items[at].caps_known, PROTO_CAP_ALL);
+	assert_int_equal(list.items[at].caps, PROTO_CAP_VISION | PROTO_CAP_TOOLS);
+	assert_int_equal(list.items[at].context_length, 128000);
+	at = engine_model_list_find(&list, "gemma-3-1b-it");
+	assert_true(at >= 0);
+	assert_int_equal(list.items[at].caps_known, PROTO_CAP_ALL);
+	assert_int_equal(list.items[at].caps, 0);
+	engine_model_list_clear(&list);
+	json_decref(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -800,6 +962,10 @@ int main(void)
 		cmocka_unit_test(test_llamacpp_props),
 		cmocka_unit_test(test_llamacpp_models),
 		cmocka_unit_test(test_llamacpp_clean_names),
+		cmocka_unit_test(test_caps_llamacpp_props),
+		cmocka_unit_test(test_caps_openai_lists),
+		cmocka_unit_test(test_caps_ollama_show),
+		cmocka_unit_test(test_caps_lmstudio),
 		cmocka_unit_test(test_engine_keys),
 		cmocka_unit_test(test_error_openai_vllm),
 		cmocka_unit_test(test_error_variants),
