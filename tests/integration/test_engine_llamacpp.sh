@@ -225,24 +225,31 @@ fi
 # ---- the official OpenAI SDK ------------------------------------------------------------------
 # the long prompt again (keep-alive comments before the first token) and the
 # engine's 501, through the npm package `openai` (installed once per build)
+# the current major and v4, each installed once per build
 if command -v node >/dev/null && command -v npm >/dev/null; then
-	NODEDIR=$BUILD/node-openai-engine
-	mkdir -p "$NODEDIR"
-	if [ ! -f "$NODEDIR/node_modules/openai/package.json" ]; then
-		echo '{"name":"troop-openai-engine-test","private":true,"type":"module"}' \
-			>"$NODEDIR/package.json"
-		(cd "$NODEDIR" && timeout 300 npm install --no-audit --no-fund --loglevel=error \
-			openai@6 >"$NODEDIR/npm-install.log" 2>&1) ||
-			chain_fail "npm install openai@6 failed: $(tail -5 "$NODEDIR/npm-install.log")"
-	fi
-	cp "$HERE/openai_sdk_engine.mjs" "$NODEDIR/"
 	python3 -c 'import sys; sys.stdout.write("hello world " * int(sys.argv[1]))' "${words:-7000}" \
 		>"$CHAIN_TMP/long-prompt.txt"
-	if out=$(node "$NODEDIR/openai_sdk_engine.mjs" "$UP_URL" tiny-llama "$CHAIN_TMP/long-prompt.txt" 2>&1); then
-		echo "$out"
-	else
-		chain_fail "OpenAI SDK: $out"
-	fi
+	for major in 6 4; do
+		NODEDIR=$BUILD/node-openai-engine-v$major
+		mkdir -p "$NODEDIR"
+		if [ ! -f "$NODEDIR/node_modules/openai/package.json" ]; then
+			echo '{"name":"troop-openai-engine-test","private":true,"type":"module"}' \
+				>"$NODEDIR/package.json"
+			(cd "$NODEDIR" && timeout 300 npm install --no-audit --no-fund --loglevel=error \
+				"openai@$major" >"$NODEDIR/npm-install.log" 2>&1) ||
+				chain_fail "npm install openai@$major failed: $(tail -5 "$NODEDIR/npm-install.log")"
+		fi
+		v=$(node -e "console.log(require('$NODEDIR/node_modules/openai/package.json').version)" \
+			2>/dev/null)
+		[ "${v%%.*}" = "$major" ] || chain_fail "openai@$major: installed version is '$v'"
+		cp "$HERE/openai_sdk_engine.mjs" "$NODEDIR/"
+		if out=$(node "$NODEDIR/openai_sdk_engine.mjs" "$UP_URL" tiny-llama \
+		    "$CHAIN_TMP/long-prompt.txt" 2>&1); then
+			echo "$out" | sed "s/^/openai $v: /"
+		else
+			chain_fail "OpenAI SDK $v: $out"
+		fi
+	done
 else
 	chain_fail "node and npm are needed (scripts/install-deps.sh test)"
 fi
