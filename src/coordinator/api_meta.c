@@ -61,6 +61,10 @@ static void h_metrics(http_req *r, void *arg)
 		nmodels = 0;
 	free(models);
 	text = metrics_render(&c->metrics, live, nmodels, (long)(now - c->started), &len);
+	if (text && queue_metrics_append(&text, &len, c->reg, now) != 0) {
+		free(text);
+		text = NULL;
+	}
 	if (!text) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory rendering metrics");
 		return;

@@ -538,7 +538,8 @@ int proto_authorize_req_decode(proto_authorize_req *out, const json_t *obj)
 	    (rc = get_strn(out->node_id, PROTO_ID_MAX, obj, "node_id", false)) ||
 	    (rc = json_get_array(&exclude, obj, "exclude", false, PROTO_EXCLUDE_MAX)) ||
 	    (rc = json_get_int(&out->max_seconds, obj, "max_seconds", false, 1,
-	    PROTO_MAX_SECONDS_MAX)))
+	    PROTO_MAX_SECONDS_MAX)) ||
+	    (rc = json_get_int(&out->wait, obj, "wait", false, 0, PROTO_WAIT_MAX)))
 		goto fail;
 	json_array_foreach(exclude, i, v) {
 		const char *s = json_string_value(v);
@@ -572,6 +573,8 @@ json_t *proto_authorize_req_encode(const proto_authorize_req *req)
 	}
 	if (req->max_seconds > 0)
 		json_object_set_new(b, "max_seconds", json_integer(req->max_seconds));
+	if (req->wait > 0)
+		json_object_set_new(b, "wait", json_integer(req->wait));
 	return b;
 }
 
