@@ -580,6 +580,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_credits_routes(srv, c);
 	api_jobs_routes(srv, c);
 	api_hardware_routes(srv, c);
+	api_queue_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

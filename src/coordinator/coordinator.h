@@ -128,5 +128,6 @@ void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);
 void api_hardware_routes(http_server *s, coord *c);
+void api_queue_routes(http_server *s, coord *c);
 
 #endif

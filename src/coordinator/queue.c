@@ -269,9 +269,42 @@ int queue_park(const queue_config *qc, registry *reg, http_req *r, const char *m
 	tv.tv_usec = (qc->poll_ms % 1000) * 1000;
 	event_add(w->ev, &tv);
 	http_req_on_close(r, waiter_closed, w);
+	/* where GET /queue finds the account's latest request */
+	{
+		char key[REGISTRY_KV_KEY_MAX + 1];
+		snprintf(key, sizeof(key), "qpos:%s:%.180s", account, model);
+		(void)registry_kv_put(reg, key, w->entry, strlen(w->entry), wait_s + QUEUE_GRACE_S,
+		    0, now);
+	}
 	log_debug("queue", "joined entry=%s model=%s account=%.8s class=%d wait=%lld", w->entry,
 	    model, account, pclass, (long long)wait_s);
 	return 0;
+}
+
+int queue_position(int64_t *position, size_t *waiting, registry *reg, const char *account,
+    const char *model, int64_t now)
+{
+	char set[REGISTRY_SET_NAME_MAX + 1], key[REGISTRY_KV_KEY_MAX + 1], entry[32];
+	size_t len = 0;
+	int64_t rank = -1;
+	int rc;
+
+	*position = 0;
+	*waiting = 0;
+	set_name(set, sizeof(set), "q:", model);
+	if ((rc = registry_set_count(waiting, reg, set, now)) != 0)
+		return rc;
+	snprintf(key, sizeof(key), "qpos:%s:%.180s", account, model);
+	rc = registry_kv_get(entry, sizeof(entry) - 1, &len, reg, key, now);
+	if (rc == TROOP_ENOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	entry[len] = '\0';
+	rc = registry_set_rank(&rank, NULL, reg, set, entry, now);
+	if (rc == 0)
+		*position = rank + 1;
+	return rc == TROOP_ENOTFOUND ? 0 : rc;
 }
 
 /* ---- ticket holds --------------------------------------------------------------- */

@@ -80,6 +80,12 @@ bool queue_has_waiters(registry *reg, const char *model, int64_t now);
 int queue_park(const queue_config *qc, registry *reg, http_req *r, const char *model,
     const char *account, int pclass, int64_t wait_s, const queue_callbacks *cb);
 
+/* Requests waiting for `model` into *waiting, and the 1-based position of
+ * `account`'s latest waiting request into *position (0: none waiting).
+ * Returns 0 or a registry error. */
+int queue_position(int64_t *position, size_t *waiting, registry *reg, const char *account,
+    const char *model, int64_t now);
+
 /* ---- ticket holds -------------------------------------------------------- */
 
 /* Count a new ticket: one more in flight for `account` (TROOP_ERATE past
