@@ -19,8 +19,8 @@
  * against per-signer (per-owner) and per-address quotas, so that one
  * party cannot fill a store shared by all.
  *
- * Ordered sets (the wait queue, ticket holds): a list of small arrays
- * under a mutex of their own; each call is O(members of that set), which
+ * Ordered sets (the wait queue, ticket holds): a map of small arrays
+ * under a mutex of their own (an empty set is dropped); each call is O(members of that set), which
  * their callers bound (queue lengths, tickets in flight).
  *
  * Keys come from the network, so the maps hash with SipHash (libsodium
@@ -283,8 +283,6 @@ struct oent {
 };
 
 struct oset {
-	struct oset *next;
-	char *name;
 	struct oent *e;
 	size_t n, cap;
 };
@@ -298,7 +296,7 @@ struct mem_registry {
 	struct heap node_heap;
 	expset *nonces, *rates, *kv;
 	pthread_mutex_t sets_mu;  /* guards sets */
-	struct oset *sets;
+	struct smap sets;         /* name -> struct oset */
 };
 
 static struct mem_registry *mem_of(registry *r)
@@ -899,19 +897,16 @@ static void free_bucket_map(struct smap *idx)
 static struct oset *oset_get(struct mem_registry *m, const char *name, bool create,
     int64_t now, bool keep_expired)
 {
-	struct oset *o;
+	uint64_t h = shash(m->seed, name);
+	struct sent *e = smap_find(&m->sets, name, h);
+	struct oset *o = e ? e->val : NULL;
 
-	for (o = m->sets; o != NULL; o = o->next)
-		if (strcmp(o->name, name) == 0)
-			break;
 	if (o == NULL && create) {
 		o = calloc(1, sizeof *o);
-		if (o == NULL || (o->name = strdup(name)) == NULL) {
+		if (o == NULL || smap_add(&m->sets, name, h, o) == NULL) {
 			free(o);
 			return NULL;
 		}
-		o->next = m->sets;
-		m->sets = o;
 	}
 	if (o != NULL && !keep_expired) {
 		size_t k = 0;
@@ -926,19 +921,16 @@ static struct oset *oset_get(struct mem_registry *m, const char *name, bool crea
 	return o;
 }
 
-/* Drop set `o` if it is empty (keeps the list short).  Under sets_mu. */
-static void oset_gc(struct mem_registry *m, struct oset *o)
+/* Drop set `name` (o) if it is empty (keeps the map small).  Under sets_mu. */
+static void oset_gc(struct mem_registry *m, const char *name, struct oset *o)
 {
 	if (o == NULL || o->n > 0)
 		return;
-	for (struct oset **pp = &m->sets; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == o) {
-			*pp = o->next;
-			free(o->e);
-			free(o->name);
-			free(o);
-			return;
-		}
+	struct sent *e = smap_find(&m->sets, name, shash(m->seed, name));
+	if (e != NULL && e->val == o) {
+		smap_del(&m->sets, e);
+		free(o->e);
+		free(o);
 	}
 }
 
@@ -985,7 +977,7 @@ static int mem_set_add(registry *r, const char *set, const char *member, int64_t
 		o->e[o->n++] = (struct oent){ dup, score, expires };
 	}
 out:
-	oset_gc(m, o);
+	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
 	return err;
 }
@@ -1010,7 +1002,7 @@ static int mem_set_rank(int64_t *rank, size_t *count, registry *r, const char *s
 		*rank = k;
 		*count = o->n;
 	}
-	oset_gc(m, o);
+	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
 	return err;
 }
@@ -1029,7 +1021,7 @@ static int mem_set_remove(registry *r, const char *set, const char *member)
 		free(o->e[at].member);
 		o->e[at] = o->e[--o->n];
 	}
-	oset_gc(m, o);
+	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
 	return err;
 }
@@ -1041,7 +1033,7 @@ static int mem_set_count(size_t *count, registry *r, const char *set, int64_t no
 	pthread_mutex_lock(&m->sets_mu);
 	struct oset *o = oset_get(m, set, false, now, false);
 	*count = o ? o->n : 0;
-	oset_gc(m, o);
+	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
 	return 0;
 }
@@ -1068,7 +1060,7 @@ static int mem_set_take_expired(char ***out, size_t *nout, registry *r, const ch
 		arr[n++] = o->e[i].member;
 		o->e[i] = o->e[--o->n];
 	}
-	oset_gc(m, o);
+	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
 	*out = arr;
 	*nout = n;
@@ -1089,15 +1081,16 @@ static void mem_close(registry *r)
 	expset_free(m->nonces);
 	expset_free(m->rates);
 	expset_free(m->kv);
-	while (m->sets != NULL) {
-		struct oset *o = m->sets;
-		m->sets = o->next;
-		for (size_t i = 0; i < o->n; i++)
-			free(o->e[i].member);
-		free(o->e);
-		free(o->name);
-		free(o);
+	for (size_t b = 0; m->sets.b != NULL && b < m->sets.nb; b++) {
+		for (struct sent *e = m->sets.b[b]; e != NULL; e = e->next) {
+			struct oset *o = e->val;
+			for (size_t i = 0; i < o->n; i++)
+				free(o->e[i].member);
+			free(o->e);
+			free(o);
+		}
 	}
+	smap_free(&m->sets);
 	pthread_mutex_destroy(&m->sets_mu);
 	pthread_rwlock_destroy(&m->lock);
 	free(m);
@@ -1128,7 +1121,8 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	expset_opts ko = { .max = opts->max_kv, .what = "key/value entries",
 		.owner_quota = { opts->kv_quota_owner, opts->kv_quota_addr } };
 	if (smap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
-	    smap_init(&m->by_hash, 256) != 0 || expset_new(&m->nonces, &no) != 0 ||
+	    smap_init(&m->by_hash, 256) != 0 || smap_init(&m->sets, 64) != 0 ||
+	    expset_new(&m->nonces, &no) != 0 ||
 	    expset_new(&m->rates, &ro) != 0 || expset_new(&m->kv, &ko) != 0) {
 		mem_close(&m->base);
 		return nomem();
