@@ -7,6 +7,7 @@
  *   qall          every waiting entry (the total bound)
  *   tf:<account>  the account's tickets in flight, until their job's end
  *   holds         "<node>|<account>|<jti>" until the ticket's unused time
+ *   hn:<node>     the same holds by node: jti (a heartbeat counts them)
  * Entries expire a few seconds after their deadline, so a coordinator
  * that dies leaves nothing behind for long.  A parked request polls its
  * rank; polling the shared set (rather than a wake-up message) is what
@@ -332,6 +333,17 @@ int queue_ticket_hold(const queue_config *qc, registry *reg, const char *account
 	hold_member(m, sizeof(m), node_id, account, jti);
 	rc = registry_set_add(reg, QUEUE_HOLDS, m, 0, now + qc->unused_ticket_s, QUEUE_SET_BIG,
 	    now);
+	if (rc == 0) {
+		char hn[REGISTRY_SET_NAME_MAX + 1];
+		set_name(hn, sizeof(hn), "hn:", node_id);
+		/* outlives the hold by a sweep or two: a heartbeat between the
+		 * hold's expiry and the sweep that gives its slot back must still
+		 * count it (the sweeper removes it) */
+		rc = registry_set_add(reg, hn, jti, 0, now + qc->unused_ticket_s + QUEUE_GRACE_S,
+		    QUEUE_SET_BIG, now);
+		if (rc != 0)
+			(void)registry_set_remove(reg, QUEUE_HOLDS, m);
+	}
 	if (rc != 0)
 		(void)registry_set_remove(reg, set, jti);
 	return rc;
@@ -346,6 +358,8 @@ void queue_ticket_unhold(registry *reg, const char *account, const char *node_id
 	(void)registry_set_remove(reg, set, jti);
 	hold_member(m, sizeof(m), node_id, account, jti);
 	(void)registry_set_remove(reg, QUEUE_HOLDS, m);
+	set_name(set, sizeof(set), "hn:", node_id);
+	(void)registry_set_remove(reg, set, jti);
 }
 
 int queue_ticket_started(const queue_config *qc, registry *reg, const char *account,
@@ -353,6 +367,8 @@ int queue_ticket_started(const queue_config *qc, registry *reg, const char *acco
 {
 	char set[REGISTRY_SET_NAME_MAX + 1], m[REGISTRY_SET_MEMBER_MAX + 1];
 
+	set_name(set, sizeof(set), "hn:", node_id);
+	(void)registry_set_remove(reg, set, jti);
 	hold_member(m, sizeof(m), node_id, account, jti);
 	if (registry_set_remove(reg, QUEUE_HOLDS, m) == TROOP_ENOTFOUND) {
 		/* its slot was given back: the job runs after all, take it again */
@@ -376,8 +392,19 @@ bool queue_ticket_done(registry *reg, const char *account, const char *node_id,
 	rm_tf = registry_set_remove(reg, set, jti);
 	hold_member(m, sizeof(m), node_id, account, jti);
 	rm_hold = registry_set_remove(reg, QUEUE_HOLDS, m);
+	set_name(set, sizeof(set), "hn:", node_id);
+	(void)registry_set_remove(reg, set, jti);
 	/* only when both are surely gone did the sweeper give the slot back */
 	return !(rm_tf == TROOP_ENOTFOUND && rm_hold == TROOP_ENOTFOUND);
+}
+
+size_t queue_node_holds(registry *reg, const char *node_id, int64_t now)
+{
+	char set[REGISTRY_SET_NAME_MAX + 1];
+	size_t n = 0;
+
+	set_name(set, sizeof(set), "hn:", node_id);
+	return registry_set_count(&n, reg, set, now) == 0 ? n : 0;
 }
 
 int queue_sweep_holds(size_t *released, registry *reg, int64_t now)
@@ -396,6 +423,8 @@ int queue_sweep_holds(size_t *released, registry *reg, int64_t now)
 				*jti++ = '\0';
 				(void)registry_add_active_job(reg, node, -1);
 				set_name(set, sizeof(set), "tf:", acct);
+				(void)registry_set_remove(reg, set, jti);
+				set_name(set, sizeof(set), "hn:", node);
 				(void)registry_set_remove(reg, set, jti);
 				total++;
 			}

@@ -21,7 +21,8 @@
  * a hold that lasts --unused-ticket seconds.  The node's "started" notice
  * (POST /jobs/{id}/started) or its receipt removes the hold; a hold that
  * expires gives the slot back (active_jobs - 1), without waiting for a
- * heartbeat.  Tickets in flight per account are an ordered set too.
+ * heartbeat (a heartbeat's job count is what the node runs plus the holds
+ * still live).  Tickets in flight per account are an ordered set too.
  *
  * Thread-safety: every function may be called from any server thread;
  * a parked request is only touched on its own thread's loop.
@@ -111,6 +112,10 @@ int queue_ticket_started(const queue_config *qc, registry *reg, const char *acco
  * true. */
 bool queue_ticket_done(registry *reg, const char *account, const char *node_id,
     const char *jti);
+
+/* Tickets of `node_id` that hold a slot and have not started (0 on a
+ * registry error): a heartbeat adds them to the jobs the node reports. */
+size_t queue_node_holds(registry *reg, const char *node_id, int64_t now);
 
 /* Give back the slots of holds that expired by `now` (the sweeper).
  * *released (may be NULL) gets how many. */

@@ -11,6 +11,9 @@
  *                     --unused-ticket plus one sweep;
  *   started           a node's "started" notice keeps the slot past the
  *                     unused time; another node's notice is refused;
+ *   heartbeat-holds   a heartbeat counts the node's running jobs plus the
+ *                     tickets not started yet, then the unused one's slot
+ *                     comes back once;
  *   bounds            per-account queue bound: 429 with Retry-After;
  *   priority          a contributor (earned credits lately) goes ahead of
  *                     a trial-only account that waited longer, and the
@@ -112,21 +115,27 @@ static const char *err_message(const json_t *out)
 	return m ? m : "";
 }
 
-/* A node heartbeat to coordinator A: one model, max_jobs, owned by
- * worker_owner. */
-static void heartbeat(const troop_identity *node, const char *model, int max_jobs)
+/* A node heartbeat to coordinator A: one model, max_jobs, `active` jobs
+ * running, owned by hb_owner. */
+static void heartbeat_active(const troop_identity *node, const char *model, int max_jobs,
+    int active)
 {
 	int st;
 	json_t *out = call(url_a, node, "POST", "/heartbeat",
 	    json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:[{s:s}], s:{s:i, s:i}}",
 	    "node_id", node->id, "owner", hb_owner->id, "name", "queue-box",
 	    "tailscale_ip", "127.0.0.1", "port", 9, "status", "IDLE", "models", "name", model,
-	    "load", "active_jobs", 0, "max_jobs", max_jobs), &st);
+	    "load", "active_jobs", active, "max_jobs", max_jobs), &st);
 
 	if (st != 200)
 		fprintf(stderr, "heartbeat: %d %s\n", st, json_dumps(out, 0));
 	assert_int_equal(st, 200);
 	json_decref(out);
+}
+
+static void heartbeat(const troop_identity *node, const char *model, int max_jobs)
+{
+	heartbeat_active(node, model, max_jobs, 0);
 }
 
 /* POST /authorize at `base`; status; the job id into job (may be NULL). */
@@ -377,6 +386,38 @@ static void test_started(void **state)
 	assert_int_equal(receipt(&node, job, 100), 200);
 }
 
+/* A heartbeat reports the jobs the node runs; tickets not started yet
+ * still hold their slots until their unused time, and no longer. */
+static void test_heartbeat_keeps_holds(void **state)
+{
+	troop_identity node, u1, u2, u3;
+	char job_a[64], job_b[64], job_c[64];
+	json_t *out = NULL;
+
+	(void)state;
+	identity_generate(&node);
+	identity_generate(&u1);
+	identity_generate(&u2);
+	identity_generate(&u3);
+	heartbeat(&node, "q-hb", 2);
+	assert_int_equal(authorize(url_a, &u1, "q-hb", 0, 60, job_a, NULL), 200);
+	assert_int_equal(started(&node, job_a), 200);
+	assert_int_equal(authorize(url_b, &u2, "q-hb", 0, 60, job_b, NULL), 200);  /* unused */
+	/* the node runs one job: with the unused ticket's hold, it is full */
+	heartbeat_active(&node, "q-hb", 2, 1);
+	assert_int_equal(authorize(url_b, &u3, "q-hb", 0, 0, NULL, &out), 503);
+	json_decref(out);
+	/* the hold runs out: one slot free, exactly one */
+	harness_sleep_ms((UNUSED_S + SWEEP_S + 1) * 1000);
+	assert_int_equal(authorize(url_b, &u3, "q-hb", 0, 60, job_c, NULL), 200);
+	assert_int_equal(started(&node, job_c), 200);
+	assert_int_equal(authorize(url_b, &u3, "q-hb", 0, 0, NULL, &out), 503);
+	json_decref(out);
+	harness_sleep_ms(1100);
+	assert_int_equal(receipt(&node, job_a, 1000), 200);
+	assert_int_equal(receipt(&node, job_c, 1000), 200);
+}
+
 static void test_bounds(void **state)
 {
 	troop_identity node, u1, u2;
@@ -548,6 +589,7 @@ int main(void)
 		cmocka_unit_test(test_wait_expires),
 		cmocka_unit_test(test_unused_tickets),
 		cmocka_unit_test(test_started),
+		cmocka_unit_test(test_heartbeat_keeps_holds),
 		cmocka_unit_test(test_bounds),
 		cmocka_unit_test(test_priority),
 		cmocka_unit_test(test_tickets_in_flight),
