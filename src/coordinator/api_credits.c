@@ -17,6 +17,13 @@
  * node counts for a class only when its proof of hardware was of that
  * class.
  *
+ * When every node that could take it is busy, a request with "wait" is
+ * parked in the model's wait queue (queue.h) and tried again from its
+ * thread's loop as slots free, in queue order; while anyone waits, a free
+ * slot goes to the queue first.  A ticket holds its node's slot only
+ * until the job starts or --unused-ticket passes, an account holds at most
+ * --max-tickets, and a node's max_jobs counts up to its class's cap.
+ *
  * Starter credits are trial credits (docs/CREDITS.md): every new account
  * gets them under --starter-policy open, an account redeeming an
  * admin-issued invite code under invite, nobody under none.
