@@ -575,6 +575,8 @@ int cmd_coordinator(int argc, char **argv)
 		goto out;
 	}
 	http_server_on_thread(srv, thread_init, thread_fini, c);
+	/* waiting requests are answered at once rather than held to the drain */
+	http_server_on_shutdown(srv, queue_shutdown, NULL);
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
 	api_credits_routes(srv, c);

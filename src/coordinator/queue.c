@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,14 @@ static void stat_add(const char *model, bool served, int64_t wait_ms)
 
 /* ---- parked requests ------------------------------------------------------------ */
 
+static atomic_bool stopping;
+
+void queue_shutdown(void *unused)
+{
+	(void)unused;
+	atomic_store(&stopping, true);
+}
+
 struct waiter {
 	http_req *r;
 	registry *reg;
@@ -166,6 +175,15 @@ static void waiter_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (atomic_load(&stopping)) {
+		http_req_on_close(w->r, NULL, NULL);
+		waiter_leave(w);
+		stat_add(w->model, false, t - w->started_ms);
+		http_reply_error(w->r, TROOP_EUNAVAIL, "this coordinator is shutting down; try "
+		    "again (another coordinator of the network may take the request)");
+		waiter_free(w);
+		return;
+	}
 	set_name(set, sizeof(set), "q:", w->model);
 	rc = registry_set_rank(&rank, &count, w->reg, set, w->entry, t / 1000);
 	if (rc == 0)

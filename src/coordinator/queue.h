@@ -81,6 +81,11 @@ bool queue_has_waiters(registry *reg, const char *model, int64_t now);
 int queue_park(const queue_config *qc, registry *reg, http_req *r, const char *model,
     const char *account, int pclass, int64_t wait_s, const queue_callbacks *cb);
 
+/* The coordinator is stopping: every parked request of this process is
+ * answered 503 unavailable at its next poll, instead of holding the
+ * shutdown for its drain time.  Async-signal-safe (an atomic store). */
+void queue_shutdown(void *unused);
+
 /* Requests waiting for `model` into *waiting, and the 1-based position of
  * `account`'s latest waiting request into *position (0: none waiting).
  * Returns 0 or a registry error. */

@@ -20,7 +20,9 @@
  *                     trial account is served next;
  *   tickets-in-flight --max-tickets per account: 429;
  *   max-jobs-cap      a node claiming max_jobs 100000 gets --max-jobs-other;
- *   metrics           /metrics shows the waiting request per model.
+ *   metrics           /metrics shows the waiting request per model;
+ *   stop              a coordinator stopped with a request waiting answers
+ *                     it 503 at once and exits 0.
  * With TROOP_TEST_DATABASE_URL on PostgreSQL (test_pg_coordinator.sh) a
  * second coordinator shares the ledger and the Redis registry: nodes
  * heartbeat and receipts go to A, waiting requests to B, so the queue and
@@ -32,6 +34,8 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +552,68 @@ static void test_max_jobs_cap(void **state)
 	assert_int_equal(ok, 10);
 }
 
+/* A waiting /authorize that may see its connection closed: status 0 then. */
+struct raw_waiter {
+	pthread_t th;
+	const char *base;
+	troop_identity *who;
+	int status;
+	double done_at;
+};
+
+static void *raw_waiter_main(void *arg)
+{
+	struct raw_waiter *w = arg;
+	http_client *hc = NULL;
+	json_t *b = json_pack("{s:s, s:i}", "model", "q-stop", "wait", 30), *out = NULL;
+
+	if (http_client_new(&hc) == 0) {
+		http_client_set_limits(hc, 60000, 1 << 20);
+		if (http_request_signed(hc, &w->status, &out, w->who, "POST", w->base, "/authorize",
+		    b) != 0)
+			w->status = 0;
+		http_client_free(hc);
+	}
+	w->done_at = now_ms();
+	json_decref(out);
+	json_decref(b);
+	return NULL;
+}
+
+/* Last: a coordinator told to stop with a request waiting in its queue
+ * answers it 503 unavailable at once and stops cleanly (exit 0). */
+static void test_stop_with_waiter(void **state)
+{
+	troop_identity node, u1, u2;
+	char job[64];
+	struct raw_waiter w = { 0 };
+	harness_proc *target = url_b == url_a ? &coord_a : &coord_b_proc;
+	double t0;
+	int st;
+
+	(void)state;
+	identity_generate(&node);
+	identity_generate(&u1);
+	identity_generate(&u2);
+	heartbeat(&node, "q-stop", 1);
+	assert_int_equal(authorize(url_a, &u1, "q-stop", 0, 60, job, NULL), 200);
+	assert_int_equal(started(&node, job), 200);
+	w.base = url_b;
+	w.who = &u2;
+	assert_int_equal(pthread_create(&w.th, NULL, raw_waiter_main, &w), 0);
+	harness_sleep_ms(800);
+	t0 = now_ms();
+	st = harness_stop(target, SIGTERM);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	pthread_join(w.th, NULL);
+	fprintf(stderr, "coordinator stopped %.0f ms after SIGTERM with a request waiting; "
+	    "the client had its answer (HTTP %d, 0: connection closed) after %.0f ms\n",
+	    now_ms() - t0, w.status, w.done_at - t0);
+	assert_true(w.done_at - t0 < 2000);
+	assert_int_equal(w.status, 503);
+}
+
 /* ---- setup ----------------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -594,6 +660,7 @@ int main(void)
 		cmocka_unit_test(test_priority),
 		cmocka_unit_test(test_tickets_in_flight),
 		cmocka_unit_test(test_max_jobs_cap),
+		cmocka_unit_test(test_stop_with_waiter),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
