@@ -6,9 +6,13 @@
  * SSE reply is printed as it arrives.  The same authorization and
  * failover as `troop up` (authorize.h): when the worker cannot be reached,
  * or answers 5xx or 429 before any text was printed, authorize again
- * excluding it (3 tries in all).
+ * excluding it (3 tries in all).  When every node is busy the coordinator
+ * keeps the request in its queue for --wait seconds; meanwhile a thread
+ * asks GET /queue and prints the request's position on stderr.
  */
 #include <jansson.h>
+#include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +42,9 @@ static const config_opt chat_opts[] = {
 	{ "max-tokens", 0, OPT_INT, "TROOP_MAX_TOKENS", NULL, NULL, "N",
 	  "the most tokens the answer may have (default: the engine's; llama.cpp's "
 	  "fills the context)", 1, 1048576 },
+	{ "wait", 0, OPT_INT, "TROOP_WAIT", NULL, "120", "SECONDS",
+	  "when every node is busy, wait this long in the coordinator's queue "
+	  "(0: fail at once)", 0, 600 },
 	{ "verbose", 'v', OPT_BOOL, NULL, NULL, NULL, NULL,
 	  "say which node serves the job, and how long it took", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
@@ -344,6 +351,99 @@ out:
 	return res;
 }
 
+/* ---- the queue position, while /authorize waits ------------------------------ */
+
+#define WATCH_FIRST_MS 1000   /* a request served at once prints nothing */
+#define WATCH_EVERY_MS 2000
+
+typedef struct {
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop, running;
+	char base[512];
+	char path[600];
+	const troop_identity *id;
+} queue_watch;
+
+/* Wait up to ms or until told to stop; true when told. Locked. */
+static bool watch_sleep(queue_watch *q, long ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	while (!q->stop && pthread_cond_timedwait(&q->cv, &q->mu, &ts) != ETIMEDOUT)
+		;
+	return q->stop;
+}
+
+static void *watch_main(void *arg)
+{
+	queue_watch *q = arg;
+	http_client *hc = NULL;
+	long long last = -1;
+
+	if (http_client_new(&hc) != 0)
+		return NULL;
+	http_client_set_limits(hc, 5000, 64 * 1024);
+	pthread_mutex_lock(&q->mu);
+	for (long wait = WATCH_FIRST_MS; !watch_sleep(q, wait); wait = WATCH_EVERY_MS) {
+		json_t *out = NULL;
+		int st = 0;
+		pthread_mutex_unlock(&q->mu);
+		if (http_request_signed(hc, &st, &out, q->id, "GET", q->base, q->path, NULL) == 0 &&
+		    st == 200) {
+			json_t *pos = json_object_get(out, "position");
+			long long p = json_is_integer(pos) ? (long long)json_integer_value(pos) : -1;
+			if (p > 0 && p != last)
+				fprintf(stderr, "troop chat: queued, position %lld (%lld waiting)\n", p,
+				    (long long)json_integer_value(json_object_get(out, "waiting")));
+			last = p;
+		}
+		json_decref(out);
+		pthread_mutex_lock(&q->mu);
+	}
+	pthread_mutex_unlock(&q->mu);
+	http_client_free(hc);
+	return NULL;
+}
+
+static void watch_start(queue_watch *q, const cli *c, const char *model)
+{
+	char *esc = cli_url_escape(model);
+
+	memset(q, 0, sizeof(*q));
+	if (!esc)
+		return;
+	snprintf(q->base, sizeof(q->base), "%s", c->coordinator);
+	snprintf(q->path, sizeof(q->path), "/queue?model=%s", esc);
+	free(esc);
+	q->id = &c->id;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	q->running = pthread_create(&q->th, NULL, watch_main, q) == 0;
+}
+
+static void watch_stop(queue_watch *q)
+{
+	if (!q->running)
+		return;
+	pthread_mutex_lock(&q->mu);
+	q->stop = true;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+	pthread_join(q->th, NULL);
+	pthread_cond_destroy(&q->cv);
+	pthread_mutex_destroy(&q->mu);
+	q->running = false;
+}
+
 int cmd_chat(int argc, char **argv)
 {
 	const char *model, *system;
@@ -357,7 +457,7 @@ int cmd_chat(int argc, char **argv)
 	int rc;
 
 	if (!cli_start(&c, &rc, "chat", "-m MODEL [--system TEXT] [--max-seconds N] "
-	    "[--max-tokens N] [--verbose] [PROMPT | -]",
+	    "[--max-tokens N] [--wait SECONDS] [--verbose] [PROMPT | -]",
 	    "Ask a model one question and stream the answer to the terminal.  The\n"
 	    "prompt is the arguments, or stdin when none are given (or '-').  The job\n"
 	    "id goes to stderr: it names the job in 'troop transactions'.",
@@ -394,6 +494,9 @@ int cmd_chat(int argc, char **argv)
 	client_auth_init(ca, model, config_is_set(c.cfg, "max-seconds") ?
 	    config_int(c.cfg, "max-seconds") : 0, CHAT_TRIES);
 	client_auth_require(ca, req);
+	ca->req.wait = config_int(c.cfg, "wait");
+	/* the coordinator may hold /authorize for the whole wait */
+	http_client_set_limits(c.http, (long)(ca->req.wait + 30) * 1000, 0);
 	blen = strlen(body);
 	http_client_set_limits(w, CHAT_WORKER_TIMEOUT_MS, 0);
 
@@ -405,11 +508,22 @@ int cmd_chat(int argc, char **argv)
 		try_result tr;
 		int status;
 
+		queue_watch qw;
+		int crc;
+
 		areq = proto_authorize_req_encode(&ca->req);
 		ca->attempt++;
-		if (!areq || cli_call(&c, &status, &reply, "POST", "/authorize", areq, true) != 0) {
-			if (!areq)
-				cli_fail(&c, "out of memory");
+		if (!areq) {
+			cli_fail(&c, "out of memory");
+			goto out;
+		}
+		if (ca->req.wait > 0)
+			watch_start(&qw, &c, model);
+		else
+			memset(&qw, 0, sizeof(qw));
+		crc = cli_call(&c, &status, &reply, "POST", "/authorize", areq, true);
+		watch_stop(&qw);
+		if (crc != 0) {
 			json_decref(areq);
 			goto out;
 		}

@@ -60,6 +60,9 @@ static const config_opt up_opts[] = {
 	  "require 'Authorization: Bearer KEY' from apps (at least 16 characters)", 0, 0 },
 	{ "max-seconds", 0, OPT_INT, "TROOP_CLIENT_MAX_SECONDS", NULL, NULL, "N",
 	  "GPU seconds reserved per request (default: the coordinator's)", 1, 86400 },
+	{ "wait", 0, OPT_INT, "TROOP_WAIT", NULL, "120", "SECONDS",
+	  "when every node is busy, wait this long in the coordinator's queue on the app's "
+	  "behalf (0: answer 503 at once)", 0, 600 },
 	{ "first-byte-timeout", 0, OPT_INT, "TROOP_FIRST_BYTE_TIMEOUT", NULL, "30", "SECONDS",
 	  "fail over when a worker sends nothing for this long (streamed replies)", 1, 3600 },
 	{ "allow-host", 0, OPT_STRING, "TROOP_ALLOW_HOST", NULL, NULL, "NAMES",
@@ -489,6 +492,7 @@ int cmd_up(int argc, char **argv)
 	s->id = c.id;
 	s->first_byte_timeout_ms = config_int(c.cfg, "first-byte-timeout") * 1000;
 	s->max_seconds = config_is_set(c.cfg, "max-seconds") ? config_int(c.cfg, "max-seconds") : 0;
+	s->wait_s = config_int(c.cfg, "wait");
 	if (key) {
 		s->require_key = true;
 		crypto_generichash(s->key_hash, sizeof(s->key_hash), (const unsigned char *)key,

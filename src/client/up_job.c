@@ -476,8 +476,9 @@ static void auth_done(void *arg, int err)
 static void start_authorize(up_job *j)
 {
 	static const http_async_cb cb = { auth_headers, auth_data, auth_done };
+	/* the coordinator may hold the request in its queue for wait_s */
 	http_async_opts ao = { .connect_timeout_ms = 3000,
-		.total_timeout_ms = UP_COORD_TIMEOUT_MS, .tcp_nodelay = true };
+		.total_timeout_ms = UP_COORD_TIMEOUT_MS + j->s->wait_s * 1000, .tcp_nodelay = true };
 	http_signed_headers hs;
 	char url[600];
 	char *text;
@@ -548,6 +549,7 @@ void up_handle_inference(http_req *r, void *arg)
 	snprintf(j->model, sizeof(j->model), "%s", model);
 	client_auth_init(&j->ca, model, j->s->max_seconds, UP_TRIES);
 	client_auth_require(&j->ca, body);
+	j->ca.req.wait = s->wait_s;
 	accept = http_req_header(r, "Accept");
 	if (accept && strlen(accept) < sizeof(j->accept) && !strpbrk(accept, "\r\n"))
 		snprintf(j->accept, sizeof(j->accept), "%s", accept);

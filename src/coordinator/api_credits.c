@@ -17,6 +17,13 @@
  * node counts for a class only when its proof of hardware was of that
  * class.
  *
+ * When every node that could take it is busy, a request with "wait" is
+ * parked in the model's wait queue (queue.h) and tried again from its
+ * thread's loop as slots free, in queue order; while anyone waits, a free
+ * slot goes to the queue first.  A ticket holds its node's slot only
+ * until the job starts or --unused-ticket passes, an account holds at most
+ * --max-tickets, and a node's max_jobs counts up to its class's cap.
+ *
  * Starter credits are trial credits (docs/CREDITS.md): every new account
  * gets them under --starter-policy open, an account redeeming an
  * admin-issued invite code under invite, nobody under none.
@@ -33,6 +40,7 @@
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "queue.h"
 
 #define AUTH_CANDIDATES 64
 
@@ -55,16 +63,32 @@ static bool too_disputed(const coord *c, const registry_facts *f)
 	return (double)f->disputes > c->max_dispute_rate * (double)(f->jobs > 0 ? f->jobs : 1);
 }
 
+/* The job slots node `nd` is given: what it reports, capped by what its
+ * proof of hardware shows (--max-jobs-gpu for a node verified as a GPU,
+ * --max-jobs-other for any other), so that a node claiming 100000 slots
+ * does not look idle forever.  0: no limit reported (one slot counted). */
+static int node_slots(const coord *c, const registry_node *nd)
+{
+	int cap = nd->facts.verified && strcmp(nd->facts.hw_class, "gpu") == 0 ?
+	    c->queue.max_jobs_gpu : c->queue.max_jobs_other;
+
+	if (nd->max_jobs <= 0)
+		return 0;
+	return cap > 0 && nd->max_jobs > cap ? cap : nd->max_jobs;
+}
+
 static int choose_node(const coord *c, const registry_node *nodes, size_t n,
     const proto_authorize_req *exclude, const char *want_node, const char *want_class,
-    bool class_required, int skipped[SKIP_N])
+    bool class_required, int skipped[SKIP_N], int *free_slots)
 {
 	int best = -1, best_match = 0;
 	double best_load = 0;
 	uint32_t ties = 0;
 
+	*free_slots = 0;
 	for (size_t i = 0; i < n; i++) {
 		const registry_node *nd = &nodes[i];
+		int slots = node_slots(c, nd);
 		double load;
 		if (want_node && strcmp(nd->node_id, want_node) != 0)
 			continue;
@@ -73,7 +97,7 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 			continue;
 		}
 		if (nd->status != NODE_IDLE ||
-		    (nd->max_jobs > 0 && nd->active_jobs >= nd->max_jobs)) {
+		    (slots > 0 && nd->active_jobs >= slots)) {
 			skipped[SKIP_BUSY]++;
 			continue;
 		}
@@ -92,8 +116,8 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 			skipped[SKIP_CLASS]++;
 			continue;
 		}
-		load = nd->max_jobs > 0 ? (double)nd->active_jobs / nd->max_jobs
-					: (double)nd->active_jobs;
+		*free_slots += slots > 0 ? slots - nd->active_jobs : 1;
+		load = slots > 0 ? (double)nd->active_jobs / slots : (double)nd->active_jobs;
 		/* a node of the preferred class beats any other, then the load */
 		if (best < 0 || match > best_match || (match == best_match && load < best_load)) {
 			best = (int)i;
@@ -276,70 +300,47 @@ static int keep_capable(registry_node *nodes, size_t n, size_t *n_met, size_t *n
 	    "requirements at once (context, tools, images, endpoint)", model);
 }
 
-static void h_authorize(http_req *r, void *arg)
-{
-	coord *c = arg;
-	coord_thread *t = coord_thread_of(r);
+/* One /authorize request, parsed: what a first try and every try from the
+ * wait queue need (the request body is gone by then). */
+struct auth_ctx {
+	coord *c;
 	char requester[TROOP_ID_LEN + 1];
-	int64_t now = (int64_t)time(NULL), max_seconds, cost, available = 0;
-	const char *model, *want_node = NULL, *want_class = c->node_class;
-	bool class_required = c->node_class_required, report_wanted = false;
 	proto_authorize_req req;
+	char want_class[8];
+	bool class_required, report_wanted;
+	int64_t max_seconds;
+	char why[600];               /* the last no_capacity reason */
+};
+
+enum auth_result { AUTH_REPLIED, AUTH_BUSY };
+
+/* Try to give request `a` a ticket.  `rank`: its place in the wait queue
+ * (0 = head), or -1 for a request not (yet) queued, which must leave the
+ * free slots to those waiting.  Replies (a ticket or an error) and returns
+ * AUTH_REPLIED, or returns AUTH_BUSY with nothing sent when every node
+ * that could take it is busy (a->why says so). */
+static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t rank)
+{
+	coord *c = a->c;
+	coord_thread *t = coord_thread_of(r);
+	int64_t now = (int64_t)time(NULL), cost, available = 0;
+	const char *model = a->req.model;
+	const char *want_node = a->req.node_id[0] ? a->req.node_id : NULL;
+	const char *requester = a->requester;
+	int64_t max_seconds = a->max_seconds;
 	proto_authorize_reply rep;
-	json_t *body = NULL, *creq;
 	registry_node *nodes = NULL;
-	size_t n = 0, n_met, n_fit, len;
-	const char *raw;
+	size_t n = 0, n_met, n_fit;
 	const registry_node *nd;
 	double multiplier;
 	ticket_claims cl;
-	char *token = NULL, why[600];
-	int idx, rc, skipped[SKIP_N] = { 0 };
+	char *token = NULL;
+	int idx, rc, free_slots = 0, skipped[SKIP_N] = { 0 };
+	bool held = false;
 
-	if (coord_authenticate(r, requester) != 0)
-		return;
-	raw = http_req_body(r, &len);
-	if ((rc = json_parse_object(&body, raw, len)) ||
-	    (rc = proto_authorize_req_decode(&req, body)) ||
-	    (rc = json_get_strn(&want_class, body, "class", false, LEDGER_CLASS_MAX))) {
-		coord_reply_last_error(r, rc);
-		goto out;
-	}
-	model = req.model;
-	want_node = req.node_id[0] ? req.node_id : NULL;
-	max_seconds = req.max_seconds ? req.max_seconds : c->reserve_seconds;
-	if (max_seconds > c->max_seconds_cap) {
-		coord_reply_error(r, TROOP_EINVAL, "field 'max_seconds' must be between 1 and %lld",
-		    (long long)c->max_seconds_cap);
-		goto out;
-	}
-	if (want_node && (rc = named_node_live(c, want_node, model, now)) != 0) {
-		coord_reply_last_error(r, rc);
-		goto out;
-	}
-	if (strcmp(want_class, "any") == 0)
-		want_class = "";
-	if (want_class[0] && strcmp(want_class, "gpu") != 0 && strcmp(want_class, "cpu") != 0) {
-		coord_reply_error(r, TROOP_EINVAL, "field 'class' must be \"gpu\", \"cpu\" or "
-		    "\"any\"");
-		goto out;
-	}
-	if ((creq = json_object_get(body, "delivery_report")) != NULL) {
-		if (!json_is_boolean(creq)) {
-			coord_reply_error(r, TROOP_EINVAL, "field 'delivery_report' must be a boolean");
-			goto out;
-		}
-		report_wanted = json_is_true(creq);
-	}
-	if ((creq = json_object_get(body, "class_required")) != NULL) {
-		if (!json_is_boolean(creq)) {
-			coord_reply_error(r, TROOP_EINVAL, "field 'class_required' must be a boolean");
-			goto out;
-		}
-		class_required = json_is_true(creq);
-	}
+	memset(&cl, 0, sizeof(cl));
 	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES,
-	    proto_require_any(&req.require) ? REGISTRY_WITH_MODELS : 0))) {
+	    proto_require_any(&a->req.require) ? REGISTRY_WITH_MODELS : 0))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -351,25 +352,39 @@ static void h_authorize(http_req *r, void *arg)
 		goto out;
 	}
 	n_met = n_fit = n;
-	if (proto_require_any(&req.require) &&
-	    (rc = keep_capable(nodes, n, &n_met, &n_fit, model, &req.require)) != 0) {
+	if (proto_require_any(&a->req.require) &&
+	    (rc = keep_capable(nodes, n, &n_met, &n_fit, model, &a->req.require)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
 	/* the nodes known to fit first; the ones whose engines did not say
 	 * when none of those can take it */
-	idx = n_met > 0 ? choose_node(c, nodes, n_met, &req, want_node, want_class,
-	    class_required, skipped) : -1;
+	idx = n_met > 0 ? choose_node(c, nodes, n_met, &a->req, want_node, a->want_class,
+	    a->class_required, skipped, &free_slots) : -1;
 	if (idx < 0 && n_fit > n_met) {
 		memset(skipped, 0, sizeof(skipped));
-		idx = choose_node(c, nodes, n_fit, &req, want_node, want_class, class_required,
-		    skipped);
+		free_slots = 0;
+		idx = choose_node(c, nodes, n_fit, &a->req, want_node, a->want_class,
+		    a->class_required, skipped, &free_slots);
+	}
+	/* a free slot goes to those waiting first, in their order */
+	if (idx >= 0 && (rank >= free_slots ||
+	    (rank < 0 && queue_has_waiters(c->reg, model, now)))) {
+		snprintf(a->why, sizeof(a->why), "every free slot is promised to requests "
+		    "waiting in the queue");
+		registry_nodes_free(nodes, n);
+		return AUTH_BUSY;
 	}
 	if (idx < 0) {
+		capacity_message(a->why, sizeof(a->why), skipped);
+		if (skipped[SKIP_BUSY] > 0) {
+			registry_nodes_free(nodes, n);
+			return AUTH_BUSY;
+		}
+		/* nothing a wait would change */
 		METRIC_ADD(&c->metrics, auth_no_capacity, 1);
-		capacity_message(why, sizeof(why), skipped);
 		coord_reply_error(r, TROOP_ECAPACITY, "no node can take a request for '%s' now: %s",
-		    model, why);
+		    model, a->why);
 		goto out;
 	}
 	nd = &nodes[idx];
@@ -390,13 +405,23 @@ static void h_authorize(http_req *r, void *arg)
 	if (cost < 1)
 		cost = 1;
 
+	/* tickets in flight per account, and the slot held only while used */
+	rc = queue_ticket_hold(&c->queue, c->reg, requester, cl.target_node, cl.jti,
+	    cl.exp + max_seconds, now);
+	if (rc != 0) {
+		if (rc == TROOP_ERATE)
+			http_reply_header(r, "Retry-After", "5");
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	held = true;
 	{
 		ledger_reserve_req rq = {
 			.job_id = cl.jti, .requester = requester, .node_id = cl.target_node,
 			.worker = nd->owner, .model = model, .amount = cost,
 			.max_seconds = max_seconds, .multiplier = multiplier,
 			/* the ticket may be used until exp and then run max_seconds */
-			.expires_at = cl.exp + max_seconds, .report_wanted = report_wanted,
+			.expires_at = cl.exp + max_seconds, .report_wanted = a->report_wanted,
 			.now = now,
 		};
 		rc = ledger_reserve(&available, t->db, &rq);
@@ -424,11 +449,12 @@ static void h_authorize(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	held = false;
 	registry_add_active_job(c->reg, cl.target_node, 1);
 	METRIC_ADD(&c->metrics, auth_ok, 1);
 	METRIC_ADD(&c->metrics, credits_reserved, (unsigned long long)cost);
-	log_debug("authorize", "job=%s node=%.8s model=%s cost=%lld", cl.jti, cl.target_node,
-	    model, (long long)cost);
+	log_debug("authorize", "job=%s node=%.8s model=%s cost=%lld rank=%lld", cl.jti,
+	    cl.target_node, model, (long long)cost, (long long)rank);
 	memset(&rep, 0, sizeof(rep));
 	snprintf(rep.job_id, sizeof(rep.job_id), "%s", cl.jti);
 	snprintf(rep.token, sizeof(rep.token), "%s", token);
@@ -443,11 +469,123 @@ static void h_authorize(http_req *r, void *arg)
 	coord_reply_json(r, 200, proto_authorize_reply_encode(&rep));
 	sodium_memzero(rep.token, sizeof(rep.token));
 out:
+	if (held)
+		queue_ticket_unhold(c->reg, requester, cl.target_node, cl.jti);
 	if (token) {
 		sodium_memzero(token, strlen(token));
 		free(token);
 	}
 	registry_nodes_free(nodes, n);
+	return AUTH_REPLIED;
+}
+
+/* ---- the wait queue's callbacks (queue.h) ---- */
+
+static bool queued_try(void *arg, http_req *r, int64_t rank)
+{
+	return authorize_try(arg, r, rank) == AUTH_REPLIED;
+}
+
+static void queued_expired(void *arg, http_req *r, int64_t waited_s, int64_t rank)
+{
+	struct auth_ctx *a = arg;
+
+	METRIC_ADD(&a->c->metrics, auth_no_capacity, 1);
+	coord_reply_error(r, TROOP_ECAPACITY, "no node took the request for '%s' within its "
+	    "wait of %lld s (it was number %lld in the queue): %s", a->req.model,
+	    (long long)waited_s, (long long)(rank >= 0 ? rank + 1 : 1), a->why);
+}
+
+static void queued_release(void *arg)
+{
+	free(arg);
+}
+
+static void h_authorize(http_req *r, void *arg)
+{
+	coord *c = arg;
+	struct auth_ctx *a = calloc(1, sizeof(*a));
+	const char *want_class = c->node_class;
+	json_t *body = NULL, *creq;
+	size_t len;
+	const char *raw;
+	int rc;
+
+	if (!a) {
+		coord_reply_error(r, TROOP_ENOMEM, "out of memory");
+		return;
+	}
+	a->c = c;
+	a->class_required = c->node_class_required;
+	if (coord_authenticate(r, a->requester) != 0)
+		goto out;
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = proto_authorize_req_decode(&a->req, body)) ||
+	    (rc = json_get_strn(&want_class, body, "class", false, LEDGER_CLASS_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	a->max_seconds = a->req.max_seconds ? a->req.max_seconds : c->reserve_seconds;
+	if (a->max_seconds > c->max_seconds_cap) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'max_seconds' must be between 1 and %lld",
+		    (long long)c->max_seconds_cap);
+		goto out;
+	}
+	if (a->req.wait > c->queue.max_wait) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'wait' must be between 0 and %lld "
+		    "seconds (this coordinator's --max-wait)", (long long)c->queue.max_wait);
+		goto out;
+	}
+	if (a->req.node_id[0] &&
+	    (rc = named_node_live(c, a->req.node_id, a->req.model, (int64_t)time(NULL))) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (strcmp(want_class, "any") == 0)
+		want_class = "";
+	if (want_class[0] && strcmp(want_class, "gpu") != 0 && strcmp(want_class, "cpu") != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "field 'class' must be \"gpu\", \"cpu\" or "
+		    "\"any\"");
+		goto out;
+	}
+	snprintf(a->want_class, sizeof(a->want_class), "%s", want_class);
+	if ((creq = json_object_get(body, "delivery_report")) != NULL) {
+		if (!json_is_boolean(creq)) {
+			coord_reply_error(r, TROOP_EINVAL, "field 'delivery_report' must be a boolean");
+			goto out;
+		}
+		a->report_wanted = json_is_true(creq);
+	}
+	if ((creq = json_object_get(body, "class_required")) != NULL) {
+		if (!json_is_boolean(creq)) {
+			coord_reply_error(r, TROOP_EINVAL, "field 'class_required' must be a boolean");
+			goto out;
+		}
+		a->class_required = json_is_true(creq);
+	}
+	if (authorize_try(a, r, -1) == AUTH_REPLIED)
+		goto out;
+	if (a->req.wait > 0) {
+		queue_callbacks cb = { queued_try, queued_expired, queued_release, a };
+		int64_t now = (int64_t)time(NULL);
+		int pclass = queue_priority_class(coord_thread_of(r)->db, a->requester,
+		    c->queue.contrib_window, now);
+		struct auth_ctx *parked = a;
+		a = NULL;  /* the queue owns it now */
+		rc = queue_park(&c->queue, c->reg, r, parked->req.model, parked->requester,
+		    pclass, parked->req.wait, &cb);
+		if (rc == TROOP_ERATE)
+			METRIC_ADD(&c->metrics, req_4xx, 1);
+		else if (rc != 0)
+			coord_reply_last_error(r, rc);
+		goto out;
+	}
+	METRIC_ADD(&c->metrics, auth_no_capacity, 1);
+	coord_reply_error(r, TROOP_ECAPACITY, "no node can take a request for '%s' now: %s "
+	    "(ask to wait with field 'wait')", a->req.model, a->why);
+out:
+	free(a);
 	json_decref(body);
 }
 

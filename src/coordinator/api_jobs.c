@@ -3,6 +3,8 @@
  *   POST /jobs/{job_id}/receipt   signed by the node that served the job
  *   POST /jobs/{job_id}/report    signed by the account that authorized it:
  *                                 the client's delivery report
+ *   POST /jobs/{job_id}/started   signed by the ticket's node: the job began,
+ *                                 so its slot stays taken (queue.h, holds)
  *
  * The receipt's duration is the worker's word, but the charge is capped at
  * what the requester reserved, and only the node named in the ticket can
@@ -35,6 +37,7 @@
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "queue.h"
 
 #define RECEIPT_MAX_DURATION_MS PROTO_DURATION_MS_MAX
 #define PLAUSIBLE_TOKEN_SLACK 16  /* tokens any receipt may claim beyond the rate */
@@ -129,8 +132,14 @@ static void h_receipt(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (!res.already && !res.requester[0]) {
+		/* a held claim reports no requester: the reservation has it */
+		ledger_reservation lr;
+		if (ledger_reservation_get(&lr, t->db, job) == 0)
+			snprintf(res.requester, sizeof(res.requester), "%s", lr.requester);
+	}
 	if (res.claimed) {
-		if (!res.already)
+		if (!res.already && queue_ticket_done(c->reg, res.requester, signer, job))
 			registry_add_active_job(c->reg, signer, -1);
 		log_info("receipt_held", "job=%s node=%.8s duration_ms=%lld", job, signer,
 		    (long long)duration_ms);
@@ -149,7 +158,8 @@ static void h_receipt(http_req *r, void *arg)
 		ledger_audit(t->db, signer, "implausible_tokens", detail, (int64_t)time(NULL));
 	}
 	if (!res.already) {
-		registry_add_active_job(c->reg, signer, -1);
+		if (queue_ticket_done(c->reg, res.requester, signer, job))
+			registry_add_active_job(c->reg, signer, -1);
 		METRIC_ADD(&c->metrics, receipts, 1);
 		METRIC_ADD(&c->metrics, tokens_out, (unsigned long long)(tout > 0 ? tout : 0));
 		METRIC_ADD(&c->metrics, credits_charged, (unsigned long long)res.charged);
@@ -169,6 +179,39 @@ static void h_receipt(http_req *r, void *arg)
 	coord_reply_json(r, 200, reply);
 out:
 	json_decref(body);
+}
+
+/* The node tells that a job began: the ticket's slot is held by real work
+ * now, not only until --unused-ticket runs out. */
+static void h_started(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *job = http_req_param(r, "job_id");
+	ledger_reservation res;
+	int rc;
+
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	rc = ledger_reservation_get(&res, t->db, job);
+	if (rc == TROOP_ENOTFOUND) {
+		coord_reply_error(r, TROOP_ENOTFOUND, "no job %s", job);
+		return;
+	}
+	if (rc != 0) {
+		coord_reply_last_error(r, rc);
+		return;
+	}
+	if (strcmp(res.node_id, signer) != 0) {
+		coord_reply_error(r, TROOP_EFORBIDDEN,
+		    "job %s was not assigned to this node", job);
+		return;
+	}
+	if (res.status == LEDGER_RES_OPEN)
+		(void)queue_ticket_started(&c->queue, c->reg, res.requester, signer, job,
+		    res.expires_at, (int64_t)time(NULL));
+	coord_reply_json(r, 200, json_pack("{s:s, s:s}", "status", "started", "job_id", job));
 }
 
 /* The outcomes a client may report (docs/PROTOCOL.md). */
@@ -250,4 +293,5 @@ void api_jobs_routes(http_server *s, coord *c)
 {
 	http_server_route(s, "POST", "/jobs/{job_id}/receipt", h_receipt, c);
 	http_server_route(s, "POST", "/jobs/{job_id}/report", h_report, c);
+	http_server_route(s, "POST", "/jobs/{job_id}/started", h_started, c);
 }

@@ -86,6 +86,10 @@ static void h_metrics(http_req *r, void *arg)
 
 	read_gauges(&g, c, (int64_t)time(NULL));
 	text = metrics_render(&c->metrics, &g, &len);
+	if (text && queue_metrics_append(&text, &len, c->reg, (int64_t)time(NULL)) != 0) {
+		free(text);
+		text = NULL;
+	}
 	if (!text) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory rendering metrics");
 		return;

@@ -119,6 +119,8 @@ static void h_heartbeat(http_req *r, void *arg)
 	}
 	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
 	coord_node_facts(&n.facts, c, &ln, now);
+	/* the node counts the jobs it runs; tickets not started yet are ours */
+	n.active_jobs += (int)queue_node_holds(c->reg, n.node_id, now);
 	if ((rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;

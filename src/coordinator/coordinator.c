@@ -129,6 +129,31 @@ static const config_opt coord_opts[] = {
 	{ "anon-rate-limit", 0, OPT_INT, "TROOP_ANON_RATE_LIMIT", NULL, "50", "N",
 	  "anonymous reads (/peers, /v1/models, /nodes/ID, /public-key) per source address "
 	  "per second; more get 429 with Retry-After (0: no limit)", 0, 1000000 },
+	{ "max-wait", 0, OPT_INT, "TROOP_MAX_WAIT", NULL, "600", "SECONDS",
+	  "longest wait in the queue a client may ask for when every node is busy", 0, 600 },
+	{ "queue-max", 0, OPT_INT, "TROOP_QUEUE_MAX", NULL, "1000", "N",
+	  "requests waiting in the queue at once, all accounts (more: 429)", 1, 1000000 },
+	{ "queue-max-account", 0, OPT_INT, "TROOP_QUEUE_MAX_ACCOUNT", NULL, "8", "N",
+	  "requests of one account waiting in the queue at once (more: 429)", 1, 100000 },
+	{ "queue-boost", 0, OPT_INT, "TROOP_QUEUE_BOOST", NULL, "60", "SECONDS",
+	  "queue priority: a contributor's request goes ahead of an ordinary one that "
+	  "came this much earlier, an ordinary one ahead of a trial-only one likewise", 0, 86400 },
+	{ "contributor-window", 0, OPT_INT, "TROOP_CONTRIBUTOR_WINDOW", NULL, "604800", "SECONDS",
+	  "an account that earned credits this recently is a contributor (queue priority)",
+	  1, 1e9 },
+	{ "queue-poll-ms", 0, OPT_INT, "TROOP_QUEUE_POLL_MS", NULL, "100", "MS",
+	  "how often a waiting request looks for a free slot", 10, 5000 },
+	{ "unused-ticket", 0, OPT_INT, "TROOP_UNUSED_TICKET", NULL, "5", "SECONDS",
+	  "a ticket holds its node's slot this long unless the node reports its job "
+	  "started", 1, 3600 },
+	{ "max-tickets", 0, OPT_INT, "TROOP_MAX_TICKETS", NULL, "128", "N",
+	  "tickets one account may hold in flight (issued, job not over)", 1, 1000000 },
+	{ "max-jobs-gpu", 0, OPT_INT, "TROOP_MAX_JOBS_GPU", NULL, "64", "N",
+	  "job slots counted at most for a node verified as a GPU, whatever it reports "
+	  "(0: no cap)", 0, 1000000 },
+	{ "max-jobs-other", 0, OPT_INT, "TROOP_MAX_JOBS_OTHER", NULL, "16", "N",
+	  "job slots counted at most for any other node (CPU-class or unverified) "
+	  "(0: no cap)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -196,6 +221,14 @@ static void sweep_once(coord *c, ledger_conn *db)
 			log_warn("sweep", "pending error=\"%s\"", troop_error_msg());
 		else if (credits > 0)
 			log_info("sweep", "pending_released=%lld", (long long)credits);
+	}
+	/* tickets unused past --unused-ticket: their slots come back */
+	{
+		size_t holds = 0;
+		if (queue_sweep_holds(&holds, c->reg, now) != 0)
+			log_warn("sweep", "holds error=\"%s\"", troop_error_msg());
+		else if (holds > 0)
+			log_info("sweep", "unused_tickets=%zu", holds);
 	}
 	if (registry_sweep(&removed, c->reg, now) != 0)
 		log_warn("sweep", "registry error=\"%s\"", troop_error_msg());
@@ -432,6 +465,16 @@ int cmd_coordinator(int argc, char **argv)
 		    strcmp(nc, "any") == 0 ? "" : nc);
 	}
 	c->anon_rate = config_int(cfg, "anon-rate-limit");
+	c->queue.max_wait = config_int(cfg, "max-wait");
+	c->queue.max_total = (size_t)config_int(cfg, "queue-max");
+	c->queue.max_account = (size_t)config_int(cfg, "queue-max-account");
+	c->queue.boost_s = config_int(cfg, "queue-boost");
+	c->queue.contrib_window = config_int(cfg, "contributor-window");
+	c->queue.poll_ms = (int)config_int(cfg, "queue-poll-ms");
+	c->queue.unused_ticket_s = config_int(cfg, "unused-ticket");
+	c->queue.max_tickets_account = (size_t)config_int(cfg, "max-tickets");
+	c->queue.max_jobs_gpu = (int)config_int(cfg, "max-jobs-gpu");
+	c->queue.max_jobs_other = (int)config_int(cfg, "max-jobs-other");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;
@@ -532,11 +575,14 @@ int cmd_coordinator(int argc, char **argv)
 		goto out;
 	}
 	http_server_on_thread(srv, thread_init, thread_fini, c);
+	/* waiting requests are answered at once rather than held to the drain */
+	http_server_on_shutdown(srv, queue_shutdown, NULL);
 	api_meta_routes(srv, c);
 	api_nodes_routes(srv, c);
 	api_credits_routes(srv, c);
 	api_jobs_routes(srv, c);
 	api_hardware_routes(srv, c);
+	api_queue_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

@@ -22,6 +22,7 @@
 #include "metrics.h"
 #include "poh_pool.h"
 #include "poh_state.h"
+#include "queue.h"
 #include "registry.h"
 #include "ticket.h"
 
@@ -61,6 +62,8 @@ typedef struct {
 	size_t n_admins;
 	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
 	addr_policy addrs;         /* addresses a node may advertise */
+	queue_config queue;        /* wait queue, ticket holds, slot caps (--queue-*,
+	                              --unused-ticket, --max-tickets, --max-jobs-*) */
 
 	/* identity: the ticket signing key */
 	troop_identity key;
@@ -125,5 +128,6 @@ void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);
 void api_hardware_routes(http_server *s, coord *c);
+void api_queue_routes(http_server *s, coord *c);
 
 #endif

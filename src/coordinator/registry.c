@@ -360,6 +360,64 @@ int registry_kv_take(void *buf, size_t cap, size_t *len, registry *r, const char
 	return kv_get(buf, cap, len, r, key, now, true);
 }
 
+/* ---- ordered sets ------------------------------------------------------------- */
+
+static int check_set(const registry *r, const char *set, const char *member)
+{
+	TRY(check_reg(r));
+	TRY(check_str("set name", set, REGISTRY_SET_NAME_MAX));
+	if (member != NULL)
+		TRY(check_str("set member", member, REGISTRY_SET_MEMBER_MAX));
+	return 0;
+}
+
+int registry_set_add(registry *r, const char *set, const char *member, int64_t score,
+    int64_t expires, size_t max, int64_t now)
+{
+	TRY(check_set(r, set, member));
+	if (max < 1)
+		return troop_error_set(TROOP_EINVAL, "registry: a set's bound must be >= 1");
+	if (score < -((int64_t)1 << 52) || score > ((int64_t)1 << 52))
+		return troop_error_set(TROOP_EINVAL, "registry: set score out of range");
+	return r->ops->set_add(r, set, member, score, expires, max, now);
+}
+
+int registry_set_rank(int64_t *rank, size_t *count, registry *r, const char *set,
+    const char *member, int64_t now)
+{
+	size_t dummy;
+	*rank = -1;
+	if (count == NULL)
+		count = &dummy;
+	*count = 0;
+	TRY(check_set(r, set, member));
+	return r->ops->set_rank(rank, count, r, set, member, now);
+}
+
+int registry_set_remove(registry *r, const char *set, const char *member)
+{
+	TRY(check_set(r, set, member));
+	return r->ops->set_remove(r, set, member);
+}
+
+int registry_set_count(size_t *count, registry *r, const char *set, int64_t now)
+{
+	*count = 0;
+	TRY(check_set(r, set, NULL));
+	return r->ops->set_count(count, r, set, now);
+}
+
+int registry_set_take_expired(char ***out, size_t *n, registry *r, const char *set,
+    int64_t now, size_t max)
+{
+	*out = NULL;
+	*n = 0;
+	TRY(check_set(r, set, NULL));
+	if (max < 1)
+		return troop_error_set(TROOP_EINVAL, "registry: max must be >= 1");
+	return r->ops->set_take_expired(out, n, r, set, now, max);
+}
+
 /* ---- records ------------------------------------------------------------------ */
 
 void registry_node_clear(registry_node *n)

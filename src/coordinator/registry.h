@@ -305,6 +305,41 @@ int registry_kv_get(void *buf, size_t cap, size_t *len, registry *r, const char 
 int registry_kv_take(void *buf, size_t cap, size_t *len, registry *r, const char *key,
     int64_t now);
 
+/* ---- ordered sets with expiring members --------------------------------------- */
+/*
+ * Small shared sets for the wait queue and the ticket holds (queue.h):
+ * each member has an integer score (order: score, then member bytes) and
+ * an expiry (live while now < expires).  Expired members are dropped on
+ * every call that reads the set.  Set names are at most
+ * REGISTRY_SET_NAME_MAX bytes, members REGISTRY_SET_MEMBER_MAX.
+ */
+#define REGISTRY_SET_NAME_MAX 300
+#define REGISTRY_SET_MEMBER_MAX 300
+
+/* Add `member` (or update its score and expiry) to `set`.  A new member
+ * is refused with TROOP_ERATE when `max` (>= 1) live members are there
+ * already. */
+int registry_set_add(registry *r, const char *set, const char *member, int64_t score,
+    int64_t expires, size_t max, int64_t now);
+
+/* The 0-based rank of live `member` in `set` into *rank and the number of
+ * live members into *count (may be NULL).  TROOP_ENOTFOUND if absent. */
+int registry_set_rank(int64_t *rank, size_t *count, registry *r, const char *set,
+    const char *member, int64_t now);
+
+/* Remove `member`: 0, or TROOP_ENOTFOUND if it was not there (of two
+ * concurrent removers exactly one gets 0). */
+int registry_set_remove(registry *r, const char *set, const char *member);
+
+/* Live members of `set`, in *count. */
+int registry_set_count(size_t *count, registry *r, const char *set, int64_t now);
+
+/* Remove and return at most `max` (>= 1) members of `set` that expired
+ * by `now` (each returned to exactly one caller): *out a malloc'd array
+ * of *n malloc'd strings (NULL when none); free each and the array. */
+int registry_set_take_expired(char ***out, size_t *n, registry *r, const char *set,
+    int64_t now, size_t max);
+
 /* ---- backend interface ---------------------------------------------------- */
 /*
  * For backend files only.  A backend's handle struct starts with
@@ -345,6 +380,15 @@ struct registry_ops {
 	/* take: delete after a successful copy */
 	int (*kv_get)(void *buf, size_t cap, size_t *len, registry *r, const char *key,
 	    int64_t now, bool take);
+	int (*set_add)(registry *r, const char *set, const char *member, int64_t score,
+	    int64_t expires, size_t max, int64_t now);
+	/* count: never NULL */
+	int (*set_rank)(int64_t *rank, size_t *count, registry *r, const char *set,
+	    const char *member, int64_t now);
+	int (*set_remove)(registry *r, const char *set, const char *member);
+	int (*set_count)(size_t *count, registry *r, const char *set, int64_t now);
+	int (*set_take_expired)(char ***out, size_t *n, registry *r, const char *set,
+	    int64_t now, size_t max);
 };
 
 extern const struct registry_ops registry_memory_ops;

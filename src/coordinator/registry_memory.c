@@ -19,6 +19,10 @@
  * against per-signer (per-owner) and per-address quotas, so that one
  * party cannot fill a store shared by all.
  *
+ * Ordered sets (the wait queue, ticket holds): a map of small arrays
+ * under a mutex of their own (an empty set is dropped); each call is O(members of that set), which
+ * their callers bound (queue lengths, tickets in flight).
+ *
  * Keys come from the network, so the maps hash with SipHash (libsodium
  * crypto_shorthash) under a random key chosen at open.
  */
@@ -29,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 #include "error.h"
 #include "expset.h"
@@ -274,6 +279,16 @@ struct ibucket {
 	size_t n, cap;
 };
 
+struct oent {
+	char *member;
+	int64_t score, expires;
+};
+
+struct oset {
+	struct oent *e;
+	size_t n, cap;
+};
+
 struct mem_registry {
 	struct registry base;
 	registry_opts opts;
@@ -282,6 +297,8 @@ struct mem_registry {
 	struct smap nodes, by_name, by_hash;
 	struct heap node_heap;
 	expset *nonces, *rates, *kv;
+	pthread_mutex_t sets_mu;  /* guards sets */
+	struct smap sets;         /* name -> struct oset */
 };
 
 static struct mem_registry *mem_of(registry *r)
@@ -892,6 +909,183 @@ static void free_bucket_map(struct smap *idx)
 	smap_free(idx);
 }
 
+/* ---- ordered sets ------------------------------------------------------------- */
+
+/* The set named `name` (created when `create`), or NULL.  Expired members
+ * are dropped first unless `keep_expired`.  Under sets_mu. */
+static struct oset *oset_get(struct mem_registry *m, const char *name, bool create,
+    int64_t now, bool keep_expired)
+{
+	uint64_t h = shash(m->seed, name);
+	struct sent *e = smap_find(&m->sets, name, h);
+	struct oset *o = e ? e->val : NULL;
+
+	if (o == NULL && create) {
+		o = calloc(1, sizeof *o);
+		if (o == NULL || smap_add(&m->sets, name, h, o) == NULL) {
+			free(o);
+			return NULL;
+		}
+	}
+	if (o != NULL && !keep_expired) {
+		size_t k = 0;
+		for (size_t i = 0; i < o->n; i++) {
+			if (o->e[i].expires > now)
+				o->e[k++] = o->e[i];
+			else
+				free(o->e[i].member);
+		}
+		o->n = k;
+	}
+	return o;
+}
+
+/* Drop set `name` (o) if it is empty (keeps the map small).  Under sets_mu. */
+static void oset_gc(struct mem_registry *m, const char *name, struct oset *o)
+{
+	if (o == NULL || o->n > 0)
+		return;
+	struct sent *e = smap_find(&m->sets, name, shash(m->seed, name));
+	if (e != NULL && e->val == o) {
+		smap_del(&m->sets, e);
+		free(o->e);
+		free(o);
+	}
+}
+
+static ssize_t oset_find(const struct oset *o, const char *member)
+{
+	for (size_t i = 0; o != NULL && i < o->n; i++)
+		if (strcmp(o->e[i].member, member) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+static int mem_set_add(registry *r, const char *set, const char *member, int64_t score,
+    int64_t expires, size_t max, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	int err = 0;
+
+	pthread_mutex_lock(&m->sets_mu);
+	struct oset *o = oset_get(m, set, true, now, false);
+	ssize_t at = oset_find(o, member);
+	if (o == NULL) {
+		err = nomem();
+	} else if (at >= 0) {
+		o->e[at].score = score;
+		o->e[at].expires = expires;
+	} else if (o->n >= max) {
+		err = troop_error_set(TROOP_ERATE, "registry: set %.64s is full (%zu)", set, max);
+	} else {
+		if (o->n == o->cap) {
+			size_t cap = o->cap ? o->cap * 2 : 8;
+			struct oent *e = realloc(o->e, cap * sizeof *e);
+			if (e == NULL) {
+				err = nomem();
+				goto out;
+			}
+			o->e = e;
+			o->cap = cap;
+		}
+		char *dup = strdup(member);
+		if (dup == NULL) {
+			err = nomem();
+			goto out;
+		}
+		o->e[o->n++] = (struct oent){ dup, score, expires };
+	}
+out:
+	oset_gc(m, set, o);
+	pthread_mutex_unlock(&m->sets_mu);
+	return err;
+}
+
+static int mem_set_rank(int64_t *rank, size_t *count, registry *r, const char *set,
+    const char *member, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+	int err = 0;
+
+	pthread_mutex_lock(&m->sets_mu);
+	struct oset *o = oset_get(m, set, false, now, false);
+	ssize_t at = oset_find(o, member);
+	if (at < 0) {
+		err = troop_error_set(TROOP_ENOTFOUND, "registry: not in the set");
+	} else {
+		const struct oent *me = &o->e[at];
+		int64_t k = 0;
+		for (size_t i = 0; i < o->n; i++)
+			k += o->e[i].score < me->score || (o->e[i].score == me->score &&
+			    strcmp(o->e[i].member, me->member) < 0);
+		*rank = k;
+		*count = o->n;
+	}
+	oset_gc(m, set, o);
+	pthread_mutex_unlock(&m->sets_mu);
+	return err;
+}
+
+static int mem_set_remove(registry *r, const char *set, const char *member)
+{
+	struct mem_registry *m = mem_of(r);
+	int err = 0;
+
+	pthread_mutex_lock(&m->sets_mu);
+	struct oset *o = oset_get(m, set, false, 0, true);
+	ssize_t at = oset_find(o, member);
+	if (at < 0) {
+		err = troop_error_set(TROOP_ENOTFOUND, "registry: not in the set");
+	} else {
+		free(o->e[at].member);
+		o->e[at] = o->e[--o->n];
+	}
+	oset_gc(m, set, o);
+	pthread_mutex_unlock(&m->sets_mu);
+	return err;
+}
+
+static int mem_set_count(size_t *count, registry *r, const char *set, int64_t now)
+{
+	struct mem_registry *m = mem_of(r);
+
+	pthread_mutex_lock(&m->sets_mu);
+	struct oset *o = oset_get(m, set, false, now, false);
+	*count = o ? o->n : 0;
+	oset_gc(m, set, o);
+	pthread_mutex_unlock(&m->sets_mu);
+	return 0;
+}
+
+static int mem_set_take_expired(char ***out, size_t *nout, registry *r, const char *set,
+    int64_t now, size_t max)
+{
+	struct mem_registry *m = mem_of(r);
+	char **arr = NULL;
+	size_t n = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&m->sets_mu);
+	struct oset *o = oset_get(m, set, false, 0, true);
+	for (size_t i = 0; o != NULL && i < o->n && n < max;) {
+		if (o->e[i].expires > now) {
+			i++;
+			continue;
+		}
+		if (arr == NULL && (arr = calloc(max, sizeof *arr)) == NULL) {
+			err = nomem();
+			break;
+		}
+		arr[n++] = o->e[i].member;
+		o->e[i] = o->e[--o->n];
+	}
+	oset_gc(m, set, o);
+	pthread_mutex_unlock(&m->sets_mu);
+	*out = arr;
+	*nout = n;
+	return err;
+}
+
 static void mem_close(registry *r)
 {
 	struct mem_registry *m = mem_of(r);
@@ -906,6 +1100,17 @@ static void mem_close(registry *r)
 	expset_free(m->nonces);
 	expset_free(m->rates);
 	expset_free(m->kv);
+	for (size_t b = 0; m->sets.b != NULL && b < m->sets.nb; b++) {
+		for (struct sent *e = m->sets.b[b]; e != NULL; e = e->next) {
+			struct oset *o = e->val;
+			for (size_t i = 0; i < o->n; i++)
+				free(o->e[i].member);
+			free(o->e);
+			free(o);
+		}
+	}
+	smap_free(&m->sets);
+	pthread_mutex_destroy(&m->sets_mu);
 	pthread_rwlock_destroy(&m->lock);
 	free(m);
 }
@@ -927,6 +1132,7 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&m->lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&m->sets_mu, NULL);
 
 	expset_opts no = { .max = opts->max_nonces, .what = "nonces",
 		.owner_quota = { opts->nonce_quota_signer, opts->nonce_quota_addr } };
@@ -934,7 +1140,8 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	expset_opts ko = { .max = opts->max_kv, .what = "key/value entries",
 		.owner_quota = { opts->kv_quota_owner, opts->kv_quota_addr } };
 	if (smap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
-	    smap_init(&m->by_hash, 256) != 0 || expset_new(&m->nonces, &no) != 0 ||
+	    smap_init(&m->by_hash, 256) != 0 || smap_init(&m->sets, 64) != 0 ||
+	    expset_new(&m->nonces, &no) != 0 ||
 	    expset_new(&m->rates, &ro) != 0 || expset_new(&m->kv, &ko) != 0) {
 		mem_close(&m->base);
 		return nomem();
@@ -960,4 +1167,9 @@ const struct registry_ops registry_memory_ops = {
 	.rate_check = mem_rate_check,
 	.kv_put = mem_kv_put,
 	.kv_get = mem_kv_get,
+	.set_add = mem_set_add,
+	.set_rank = mem_set_rank,
+	.set_remove = mem_set_remove,
+	.set_count = mem_set_count,
+	.set_take_expired = mem_set_take_expired,
 };

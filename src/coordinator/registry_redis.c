@@ -32,6 +32,8 @@
  *   P kv:<key>      hash: v (value), e (expiry); PX
  *   P z:nonce, P z:rate, P z:kv  zsets: entry -> expiry, for the caps on
  *                   live entries and for registry_sweep
+ *   P os:<set>, P oe:<set>  zsets: member -> score, member -> expiry, the
+ *                   ordered sets with expiring members (wait queue, holds)
  *   P q:<store>:<slot>:<owner>  zset: entry -> expiry, the live entries
  *                   counted against one owner (slot 0: the signer or the
  *                   record's owner, 1: the source address) for the
@@ -467,9 +469,52 @@ static const char lua_kv_get[] =
 	"end\n"
 	"return {len, r[1]}\n";
 
+/* Ordered sets: P os:<set> (score) and P oe:<set> (expiry); expired
+ * members are dropped before any read. */
+#define LUA_OSET_PRELUDE \
+	"local P = ARGV[1]\n" \
+	"local zs, ze = P .. 'os:' .. ARGV[2], P .. 'oe:' .. ARGV[2]\n" \
+	"local function purge(now)\n" \
+	"  local ids = redis.call('ZRANGEBYSCORE', ze, '-inf', now, 'LIMIT', 0, 1000)\n" \
+	"  for _, k in ipairs(ids) do redis.call('ZREM', zs, k); redis.call('ZREM', ze, k) end\n" \
+	"end\n"
+
+/* ARGV: P set member score expires max now -> 1 added/updated, 0 full */
+static const char lua_oset_add[] = LUA_OSET_PRELUDE
+	"purge(ARGV[7])\n"
+	"if not redis.call('ZSCORE', ze, ARGV[3]) and\n"
+	"   redis.call('ZCARD', ze) >= tonumber(ARGV[6]) then return 0 end\n"
+	"redis.call('ZADD', zs, ARGV[4], ARGV[3])\n"
+	"redis.call('ZADD', ze, ARGV[5], ARGV[3])\n"
+	"return 1\n";
+
+/* ARGV: P set member now -> {rank, count}, or nil when absent */
+static const char lua_oset_rank[] = LUA_OSET_PRELUDE
+	"purge(ARGV[4])\n"
+	"local r = redis.call('ZRANK', zs, ARGV[3])\n"
+	"if not r then return false end\n"
+	"return {r, redis.call('ZCARD', zs)}\n";
+
+/* ARGV: P set member -> members removed (0 or 1) */
+static const char lua_oset_rem[] = LUA_OSET_PRELUDE
+	"redis.call('ZREM', ze, ARGV[3])\n"
+	"return redis.call('ZREM', zs, ARGV[3])\n";
+
+/* ARGV: P set now -> live members */
+static const char lua_oset_count[] = LUA_OSET_PRELUDE
+	"purge(ARGV[3])\n"
+	"return redis.call('ZCARD', zs)\n";
+
+/* ARGV: P set now max -> the expired members, removed */
+static const char lua_oset_take[] = LUA_OSET_PRELUDE
+	"local ids = redis.call('ZRANGEBYSCORE', ze, '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))\n"
+	"for _, k in ipairs(ids) do redis.call('ZREM', zs, k); redis.call('ZREM', ze, k) end\n"
+	"return ids\n";
+
 enum script_id {
 	SC_PUT, SC_REMOVE, SC_FIND, SC_MODELS, SC_ACTIVE, SC_FACTS, SC_SWEEP_NODES, SC_SWEEP_STORE,
-	SC_NONCE, SC_RATE, SC_KV_PUT, SC_KV_GET, SC_COUNT
+	SC_NONCE, SC_RATE, SC_KV_PUT, SC_KV_GET, SC_OSET_ADD, SC_OSET_RANK, SC_OSET_REM,
+	SC_OSET_COUNT, SC_OSET_TAKE, SC_COUNT
 };
 
 static const char *const script_src[SC_COUNT] = {
@@ -477,7 +522,9 @@ static const char *const script_src[SC_COUNT] = {
 	[SC_MODELS] = lua_models, [SC_ACTIVE] = lua_active, [SC_FACTS] = lua_facts,
 	[SC_SWEEP_NODES] = lua_sweep_nodes, [SC_SWEEP_STORE] = lua_sweep_store,
 	[SC_NONCE] = lua_nonce, [SC_RATE] = lua_rate, [SC_KV_PUT] = lua_kv_put,
-	[SC_KV_GET] = lua_kv_get,
+	[SC_KV_GET] = lua_kv_get, [SC_OSET_ADD] = lua_oset_add, [SC_OSET_RANK] = lua_oset_rank,
+	[SC_OSET_REM] = lua_oset_rem, [SC_OSET_COUNT] = lua_oset_count,
+	[SC_OSET_TAKE] = lua_oset_take,
 };
 
 /* ---- handle and connection pool ---------------------------------------------------- */
@@ -1515,6 +1562,123 @@ out:
 	return err;
 }
 
+/* ---- ordered sets ------------------------------------------------------------- */
+
+static int rd_set_add(registry *r, const char *set, const char *member, int64_t score,
+    int64_t expires, size_t max, int64_t now)
+{
+	struct redis_registry *rr = rr_of(r);
+	struct cmd c;
+	redisReply *rep = NULL;
+	cmd_script_begin(&c, rr, 6);
+	cmd_str(&c, set);
+	cmd_str(&c, member);
+	cmd_i64(&c, score);
+	cmd_i64(&c, expires);
+	cmd_i64(&c, max > (size_t)INT64_MAX ? INT64_MAX : (int64_t)max);
+	cmd_i64(&c, now);
+	int err = run_script(&rep, rr, SC_OSET_ADD, &c, "set add");
+	if (err == 0 && rep->type != REDIS_REPLY_INTEGER)
+		err = bad_reply("set add");
+	else if (err == 0 && rep->integer == 0)
+		err = troop_error_set(TROOP_ERATE, "registry: set %.64s is full (%zu)", set, max);
+	freeReplyObject(rep);
+	cmd_free(&c);
+	return err;
+}
+
+static int rd_set_rank(int64_t *rank, size_t *count, registry *r, const char *set,
+    const char *member, int64_t now)
+{
+	struct redis_registry *rr = rr_of(r);
+	struct cmd c;
+	redisReply *rep = NULL;
+	cmd_script_begin(&c, rr, 3);
+	cmd_str(&c, set);
+	cmd_str(&c, member);
+	cmd_i64(&c, now);
+	int err = run_script(&rep, rr, SC_OSET_RANK, &c, "set rank");
+	if (err == 0) {
+		if (rep->type == REDIS_REPLY_NIL) {
+			err = troop_error_set(TROOP_ENOTFOUND, "registry: not in the set");
+		} else if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+			err = bad_reply("set rank");
+		} else {
+			*rank = reply_int(rep->element[0]);
+			*count = (size_t)reply_int(rep->element[1]);
+		}
+	}
+	freeReplyObject(rep);
+	cmd_free(&c);
+	return err;
+}
+
+static int rd_set_remove(registry *r, const char *set, const char *member)
+{
+	struct redis_registry *rr = rr_of(r);
+	struct cmd c;
+	redisReply *rep = NULL;
+	cmd_script_begin(&c, rr, 2);
+	cmd_str(&c, set);
+	cmd_str(&c, member);
+	int err = run_script(&rep, rr, SC_OSET_REM, &c, "set remove");
+	if (err == 0 && rep->type != REDIS_REPLY_INTEGER)
+		err = bad_reply("set remove");
+	else if (err == 0 && rep->integer == 0)
+		err = troop_error_set(TROOP_ENOTFOUND, "registry: not in the set");
+	freeReplyObject(rep);
+	cmd_free(&c);
+	return err;
+}
+
+static int rd_set_count(size_t *count, registry *r, const char *set, int64_t now)
+{
+	struct redis_registry *rr = rr_of(r);
+	struct cmd c;
+	redisReply *rep = NULL;
+	cmd_script_begin(&c, rr, 2);
+	cmd_str(&c, set);
+	cmd_i64(&c, now);
+	int err = run_script(&rep, rr, SC_OSET_COUNT, &c, "set count");
+	if (err == 0 && rep->type != REDIS_REPLY_INTEGER)
+		err = bad_reply("set count");
+	else if (err == 0)
+		*count = (size_t)rep->integer;
+	freeReplyObject(rep);
+	cmd_free(&c);
+	return err;
+}
+
+static int rd_set_take_expired(char ***out, size_t *n, registry *r, const char *set,
+    int64_t now, size_t max)
+{
+	struct redis_registry *rr = rr_of(r);
+	struct cmd c;
+	redisReply *rep = NULL;
+	cmd_script_begin(&c, rr, 3);
+	cmd_str(&c, set);
+	cmd_i64(&c, now);
+	cmd_i64(&c, max > 100000 ? 100000 : (int64_t)max);
+	int err = run_script(&rep, rr, SC_OSET_TAKE, &c, "set take");
+	if (err == 0 && rep->type != REDIS_REPLY_ARRAY)
+		err = bad_reply("set take");
+	if (err == 0 && rep->elements > 0) {
+		char **arr = calloc(rep->elements, sizeof *arr);
+		if (arr == NULL)
+			err = nomem();
+		for (size_t i = 0; arr != NULL && i < rep->elements; i++) {
+			const redisReply *e = rep->element[i];
+			if (e->type != REDIS_REPLY_STRING || (arr[*n] = strndup(e->str, e->len)) == NULL)
+				continue;
+			(*n)++;
+		}
+		*out = arr;
+	}
+	freeReplyObject(rep);
+	cmd_free(&c);
+	return err;
+}
+
 /* ---- lifetime ------------------------------------------------------------- */
 
 static void rd_close(registry *r)
@@ -1817,6 +1981,11 @@ const struct registry_ops registry_redis_ops = {
 	.rate_check = rd_rate_check,
 	.kv_put = rd_kv_put,
 	.kv_get = rd_kv_get,
+	.set_add = rd_set_add,
+	.set_rank = rd_set_rank,
+	.set_remove = rd_set_remove,
+	.set_count = rd_set_count,
+	.set_take_expired = rd_set_take_expired,
 };
 
 #endif /* TROOP_HAVE_HIREDIS */

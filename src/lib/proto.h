@@ -67,6 +67,7 @@
 #define PROTO_JOBS_MAX 100000         /* load.active_jobs, load.max_jobs */
 #define PROTO_EXCLUDE_MAX 64          /* authorize: exclude */
 #define PROTO_MAX_SECONDS_MAX 604800  /* authorize: max_seconds (a week) */
+#define PROTO_WAIT_MAX 600            /* authorize: wait (seconds in the queue) */
 #define PROTO_TICKET_MAX TICKET_MAX_LEN
 #define PROTO_OUTCOME_MAX 31          /* receipt outcome */
 #define PROTO_DURATION_MS_MAX ((int64_t)7 * 24 * 3600 * 1000)
@@ -316,6 +317,9 @@ typedef struct {
 	char exclude[PROTO_EXCLUDE_MAX][PROTO_ID_MAX + 1];
 	size_t n_exclude;
 	int64_t max_seconds;                      /* 0: absent (the coordinator's default) */
+	int64_t wait;                             /* seconds to wait in the coordinator's
+	                                             queue when every node is busy, 0 ..
+	                                             PROTO_WAIT_MAX; 0: answer 503 at once */
 } proto_authorize_req;
 
 int proto_authorize_req_decode(proto_authorize_req *out, const json_t *obj);

@@ -634,6 +634,9 @@ static void admit(proxy *p, http_req *r, bool refetched)
 			(void)receipts_submit(p->o.receipts, &rec);
 		goto out;
 	}
+	/* the slot is in use: tell the coordinator before its unused time */
+	if (p->o.receipts)
+		(void)receipts_started(p->o.receipts, cl.jti);
 	if (tg.engine_name[0]) {
 		/* the engine knows the model by another name (llama.cpp's file
 		 * name): the request says the engine's */

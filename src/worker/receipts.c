@@ -38,6 +38,8 @@ struct pending {
 	char *body;              /* JSON text */
 	bool spooled;            /* its spool file exists */
 	bool synced;             /* ... and was fsync'd */
+	bool started;            /* a "job started" notice, not a receipt: never
+	                            spooled, never retried */
 };
 
 struct receipts {
@@ -298,10 +300,16 @@ static enum send_result send_one(receipts *r, struct pending *p)
 		    p->job_id);
 		return DROPPED;
 	}
-	snprintf(path, sizeof(path), "/jobs/%s/receipt", p->job_id);
+	snprintf(path, sizeof(path), "/jobs/%s/%s", p->job_id, p->started ? "started" : "receipt");
 	rc = http_request_signed(r->c, &status, &reply, &r->id, "POST", r->coordinator,
 	    path, body);
 	json_decref(body);
+	if (p->started) {
+		/* a notice: success or not, there is nothing to retry or settle */
+		log_debug("job_started_notice", "job=%s status=%d", p->job_id, rc ? 0 : status);
+		json_decref(reply);
+		return rc == 0 && status >= 200 && status < 300 ? SENT : DROPPED;
+	}
 	if (rc) {
 		log_warn("receipt_retry", "job=%s error=\"%s\"", p->job_id, troop_error_msg());
 		res = RETRY;
@@ -335,6 +343,12 @@ static enum send_result process(receipts *r, struct pending *p)
 {
 	enum send_result res;
 
+	if (p->started) {
+		/* worth something only now: the coordinator gives the slot back
+		 * after a few seconds without it anyway */
+		res = send_one(r, p);
+		return res == RETRY ? DROPPED : res;
+	}
 	/* on disk before the first try: a crash or restart keeps it */
 	if (!p->spooled) {
 		if (spool_write(r, p) == 0)
@@ -401,7 +415,7 @@ static void *sender_main(void *arg)
 				r->backoff_s = RECEIPTS_BACKOFF_MAX_S;
 			r->retry_at_ms = mono_ms() + (int64_t)r->backoff_s * 1000;
 		} else {
-			if (res == SENT)
+			if (res == SENT && !p->started)
 				r->sent++;
 			r->n--;
 			r->backoff_s = 0;
@@ -479,6 +493,34 @@ int receipts_submit(receipts *r, const worker_job *job)
 		pending_free(p);
 		log_error("receipt_dropped", "job=%s error=\"%d receipts already pending\"",
 		    job->job_id, RECEIPTS_MAX_PENDING);
+		return troop_error_set(TROOP_ETOOLARGE, "too many receipts pending");
+	}
+	enqueue_locked(r, p, false);
+	r->n++;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	return 0;
+}
+
+int receipts_started(receipts *r, const char *job_id)
+{
+	struct pending *p;
+
+	if (!r)
+		return 0;
+	if (!job_id_valid(job_id))
+		return troop_error_set(TROOP_EINVAL, "job id is not usable in a notice");
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->body = strdup("{}"))) {
+		pending_free(p);
+		return troop_error_set(TROOP_ENOMEM, "out of memory queueing a notice");
+	}
+	p->started = true;
+	snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
+	pthread_mutex_lock(&r->mu);
+	if (r->n >= RECEIPTS_MAX_PENDING) {
+		pthread_mutex_unlock(&r->mu);
+		pending_free(p);
 		return troop_error_set(TROOP_ETOOLARGE, "too many receipts pending");
 	}
 	enqueue_locked(r, p, false);

@@ -49,6 +49,13 @@ int receipts_start(receipts **out, const char *coordinator, const troop_identity
  * dropped, and logged), or TROOP_ENOMEM. */
 int receipts_submit(receipts *r, const worker_job *job);
 
+/* Queue a "job started" notice for `job_id` (POST /jobs/{id}/started):
+ * the coordinator then keeps the ticket's slot taken until the receipt
+ * instead of giving it back after its unused-ticket time.  Sent once, in
+ * order with the receipts, never spooled.  0, TROOP_ETOOLARGE (queue
+ * full), TROOP_ENOMEM; NULL r: 0. */
+int receipts_started(receipts *r, const char *job_id);
+
 /* Receipts not yet accepted (queued, spooled or being retried). */
 size_t receipts_pending(receipts *r);
 

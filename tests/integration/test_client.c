@@ -1272,6 +1272,10 @@ static int setup(void **state)
 
 	(void)state;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	/* these are the failover and error paths: every troop up and troop chat
+	 * here answers "all busy" at once instead of waiting in the
+	 * coordinator's queue (that is test_queue.c and test_up_queue.sh) */
+	setenv("TROOP_WAIT", "0", 1);
 	harness_tmpdir(tmp, sizeof(tmp));
 	snprintf(home, sizeof(home), "%s/home", tmp);
 	snprintf(path, sizeof(path), "%s/identity.key", home);

@@ -169,10 +169,16 @@ chain_worker w3 "vllm=http://127.0.0.1:$SIM_A" --max-jobs 1 --donate always
 chain_stop_clean "$W2_PID" "$CHAIN_TMP/worker-w2.log" "troop worker w2 (drained)"
 sleep 0.5
 chain_wait_nodes "$MODEL" 1
+# (troop up waits in the coordinator's queue by default, test_up_queue.sh:
+# one with --wait 0 answers at once)
+SAVE_URL=$UP_URL SAVE_PID=$UP_PID
+chain_up nowait "$COORD_URL" --wait 0
+NOWAIT_URL=$UP_URL NOWAIT_PID=$UP_PID
+UP_URL=$SAVE_URL UP_PID=$SAVE_PID
 curl -sN "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body true 200)" >/dev/null &
 HOLD=$!
 sleep 0.5
-RESP=$(curl -s -w '\n%{http_code}' "$UP_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body false 4)")
+RESP=$(curl -s -w '\n%{http_code}' "$NOWAIT_URL/v1/chat/completions" -H "Content-Type: application/json" -d "$(body false 4)")
 code=${RESP##*$'\n'}
 if [ "$code" = 503 ] && echo "$RESP" | grep -q '"code":"no_capacity"'; then
 	ok "every worker busy: 503 no_capacity"
@@ -181,6 +187,7 @@ else
 fi
 kill "$HOLD" 2>/dev/null
 wait "$HOLD" 2>/dev/null
+chain_stop_clean "$NOWAIT_PID" "$CHAIN_TMP/up-nowait.log" "troop up --wait 0"
 
 # ---- no credits: 402 -----------------------------------------------------------------------------
 RICH_COORD=$COORD_URL

@@ -1014,9 +1014,60 @@ static void test_threads(void **state)
 	assert_int_equal(find_count(r, NULL, NOW), THREADS * 49);
 }
 
+/* Ordered sets with expiring members (the wait queue, ticket holds). */
+static void test_ordered_sets(void **state)
+{
+	registry *r = *state;
+	int64_t rank = -1, now = 1000;
+	size_t count = 0, n = 0;
+	char **taken = NULL;
+
+	/* order: score, then member bytes */
+	assert_int_equal(registry_set_add(r, "q:m", "b", 20, now + 10, 10, now), 0);
+	assert_int_equal(registry_set_add(r, "q:m", "a", 30, now + 10, 10, now), 0);
+	assert_int_equal(registry_set_add(r, "q:m", "c", 20, now + 2, 10, now), 0);
+	assert_int_equal(registry_set_rank(&rank, &count, r, "q:m", "b", now), 0);
+	assert_int_equal(rank, 0);
+	assert_int_equal(count, 3);
+	assert_int_equal(registry_set_rank(&rank, &count, r, "q:m", "c", now), 0);
+	assert_int_equal(rank, 1);
+	assert_int_equal(registry_set_rank(&rank, NULL, r, "q:m", "a", now), 0);
+	assert_int_equal(rank, 2);
+	assert_int_equal(registry_set_rank(&rank, NULL, r, "q:m", "zz", now), TROOP_ENOTFOUND);
+	/* the bound counts live members; an update is not a new member */
+	assert_int_equal(registry_set_add(r, "bound", "x", 0, now + 10, 2, now), 0);
+	assert_int_equal(registry_set_add(r, "bound", "y", 0, now + 10, 2, now), 0);
+	assert_int_equal(registry_set_add(r, "bound", "z", 0, now + 10, 2, now), TROOP_ERATE);
+	assert_int_equal(registry_set_add(r, "bound", "y", 5, now + 10, 2, now), 0);
+	/* expiry: "c" is gone at now + 2, and the rank of "a" moves up */
+	assert_int_equal(registry_set_count(&count, r, "q:m", now + 2), 0);
+	assert_int_equal(count, 2);
+	assert_int_equal(registry_set_rank(&rank, NULL, r, "q:m", "a", now + 2), 0);
+	assert_int_equal(rank, 1);
+	/* remove: exactly once */
+	assert_int_equal(registry_set_remove(r, "q:m", "b"), 0);
+	assert_int_equal(registry_set_remove(r, "q:m", "b"), TROOP_ENOTFOUND);
+	/* take_expired hands each expired member out once */
+	assert_int_equal(registry_set_add(r, "holds", "n1|a|j1", 0, now + 1, 100, now), 0);
+	assert_int_equal(registry_set_add(r, "holds", "n1|a|j2", 0, now + 5, 100, now), 0);
+	assert_int_equal(registry_set_take_expired(&taken, &n, r, "holds", now + 1, 10), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(taken[0], "n1|a|j1");
+	free(taken[0]);
+	free(taken);
+	assert_int_equal(registry_set_take_expired(&taken, &n, r, "holds", now + 1, 10), 0);
+	assert_int_equal(n, 0);
+	assert_null(taken);
+	assert_int_equal(registry_set_remove(r, "holds", "n1|a|j2"), 0);
+	/* argument checks */
+	assert_int_equal(registry_set_add(r, "", "m", 0, now + 1, 1, now), TROOP_EINVAL);
+	assert_int_equal(registry_set_add(r, "s", "m", 0, now + 1, 0, now), TROOP_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ordered_sets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_by_name_and_hash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_follows_model_changes, setup, teardown),

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# test_up_queue.sh - `troop up` and `troop chat` wait in the coordinator's
+# queue on the app's behalf (queue.h).  One worker with one job slot:
+#   - two requests at once through `troop up`: both answer 200, the second
+#     after waiting for the first (the app sees no error);
+#   - a streamed request that waits behind a 60 s job keeps its connection
+#     and gets its whole stream;
+#   - meanwhile a `troop up --wait 1` answers 503 no_capacity saying the
+#     wait ran out, and `troop chat --wait 4` shows its position on stderr.
+# The worker's "started" notices keep the running job's slot taken past
+# --unused-ticket: without them a second ticket would reach the worker
+# and be refused 429.
+set -u
+command -v curl >/dev/null || { echo "FAIL: curl is not installed"; exit 1; }
+. "$(dirname "$0")/troop_chain.sh"
+chain_init
+
+MODEL=llama3:8b
+TPS=20
+LONG_TOKENS=${LONG_TOKENS:-1220}   # about 61 s at $TPS tokens/s
+
+chain_coordinator --unused-ticket 2
+chain_sim a --tokens-per-second $TPS
+chain_worker w "vllm=http://127.0.0.1:$SIM_PORT" --max-jobs 1 --donate always
+chain_wait_nodes "$MODEL" 1
+chain_up main "$COORD_URL" --wait 120
+UP_MAIN=$UP_URL
+chain_up short "$COORD_URL" --wait 1
+UP_SHORT=$UP_URL
+
+body() { # body MAX_TOKENS STREAM
+	printf '{"model":"%s","max_tokens":%d,"stream":%s,"messages":[{"role":"user","content":"queue"}]}' \
+		"$MODEL" "$1" "$2"
+}
+post() { # post URL OUTFILE MAX_TOKENS STREAM: prints "status seconds"
+	curl -s -o "$2" -w '%{http_code} %{time_total}' -m 200 -H 'Content-Type: application/json' \
+		-d "$(body "$3" "$4")" "$1/v1/chat/completions"
+}
+
+# ---- two at once: the second waits, then succeeds ----------------------------------------
+post "$UP_MAIN" "$CHAIN_TMP/a.json" 60 false >"$CHAIN_TMP/a.res" &
+pa=$!
+sleep 0.5
+post "$UP_MAIN" "$CHAIN_TMP/b.json" 10 false >"$CHAIN_TMP/b.res" &
+pb=$!
+wait $pa $pb
+read -r ca ta <"$CHAIN_TMP/a.res"
+read -r cb tb <"$CHAIN_TMP/b.res"
+[ "$ca" = 200 ] || chain_fail "first request: $ca $(head -c 300 "$CHAIN_TMP/a.json")"
+[ "$cb" = 200 ] || chain_fail "second request (should have waited): $cb $(head -c 300 "$CHAIN_TMP/b.json")"
+python3 -c "import sys; sys.exit(0 if float('$tb') >= 2.0 else 1)" ||
+	chain_fail "the second request took $tb s: it did not wait for the first ($ta s)"
+grep -q '"content"' "$CHAIN_TMP/b.json" || chain_fail "second request: no completion"
+echo "ok: two requests on one slot: first $ca in $ta s, second $cb in $tb s"
+
+# ---- a 60 s wait on a streamed request --------------------------------------------------
+post "$UP_MAIN" "$CHAIN_TMP/long.json" "$LONG_TOKENS" false >"$CHAIN_TMP/long.res" &
+plong=$!
+sleep 1
+post "$UP_MAIN" "$CHAIN_TMP/stream.txt" 10 true >"$CHAIN_TMP/stream.res" &
+pstream=$!
+sleep 1
+# a client that waits 1 s only
+read -r cs ts < <(post "$UP_SHORT" "$CHAIN_TMP/short.json" 10 false)
+[ "$cs" = 503 ] || chain_fail "--wait 1: got $cs, want 503: $(head -c 300 "$CHAIN_TMP/short.json")"
+grep -q 'no_capacity' "$CHAIN_TMP/short.json" && grep -q 'wait of 1 s' "$CHAIN_TMP/short.json" ||
+	chain_fail "--wait 1: the error does not say the wait ran out: $(head -c 400 "$CHAIN_TMP/short.json")"
+echo "ok: --wait 1 answered $cs after $ts s: $(head -c 200 "$CHAIN_TMP/short.json")"
+# troop chat shows where it stands
+chain_troop chat -m "$MODEL" --wait 4 "where am I" >"$CHAIN_TMP/chat.out" 2>"$CHAIN_TMP/chat.err"
+grep -q 'queued, position 2' "$CHAIN_TMP/chat.err" ||
+	chain_fail "troop chat did not show its queue position: $(cat "$CHAIN_TMP/chat.err")"
+echo "ok: troop chat: $(grep -m1 'queued' "$CHAIN_TMP/chat.err")"
+wait $plong $pstream
+read -r cl tl <"$CHAIN_TMP/long.res"
+read -r cst tst <"$CHAIN_TMP/stream.res"
+[ "$cl" = 200 ] || chain_fail "long request: $cl"
+[ "$cst" = 200 ] || chain_fail "streamed request after the long one: $cst $(head -c 300 "$CHAIN_TMP/stream.txt")"
+grep -q '^data: \[DONE\]' "$CHAIN_TMP/stream.txt" ||
+	chain_fail "streamed request: no complete stream: $(head -c 300 "$CHAIN_TMP/stream.txt")"
+python3 -c "import sys; sys.exit(0 if float('$tst') >= 55 else 1)" ||
+	chain_fail "the streamed request took $tst s: it did not wait behind the $tl s job"
+grep -q 'outcome=rejected' "$CHAIN_TMP/worker-w.log" &&
+	chain_fail "the worker refused a ticket (its slot was given away while busy)"
+echo "ok: a streamed request waited $tst s behind a $tl s job and got its stream"
+[ "$CHAIN_FAILS" -eq 0 ]
