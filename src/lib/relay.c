@@ -93,6 +93,15 @@ const char *relay_end_name(relay_end e)
 	return "unknown";
 }
 
+void relay_set_content_type(relay *rl, const char *ctype)
+{
+	if (!rl || !ctype)
+		return;
+	snprintf(rl->content_type, sizeof(rl->content_type), "%s", ctype);
+	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
+	rl->st.event_stream = rl->sse;
+}
+
 uint64_t relay_bytes_out(const relay *rl)
 {
 	return rl ? rl->st.bytes_out : 0;

@@ -204,6 +204,15 @@ int relay_start(relay **out, http_req *req, http_async *a, const relay_upstream 
  * after its on_done. */
 void relay_abort(relay *rl, int err, const char *msg);
 
+/* From on_headers only: send the client Content-Type `ctype` instead of the
+ * upstream's, and treat the body the client gets (the transform's output)
+ * as an event stream or not by that type: event alignment, error events
+ * and keep-alives follow the client's type.  Sealing uses it both ways:
+ * the worker turns an engine's event stream into an opaque sealed body,
+ * and `troop up` turns the opened body back into the event stream it was
+ * (seal.h).  ctype is copied (at most 127 bytes). */
+void relay_set_content_type(relay *rl, const char *ctype);
+
 /* Bytes the relay has queued to the client so far (0 before the first). */
 uint64_t relay_bytes_out(const relay *rl);
 

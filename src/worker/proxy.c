@@ -36,6 +36,7 @@
 #include "json.h"
 #include "log.h"
 #include "relay.h"
+#include "sealed.h"
 #include "ticket.h"
 
 struct proxy {
@@ -73,6 +74,11 @@ struct job {
 	bool translate;            /* sent to the engine as chat completions */
 	compat_reply *compat;      /* translating the engine's reply back */
 	dynbuf xout;               /* the translated bytes of one chunk */
+	bool sealed;               /* the request came sealed: so goes the reply */
+	sealed_reply seal;
+	int engine_status;         /* the engine's HTTP status */
+	dynbuf sealerr;            /* a sealed job's engine error body, normalised
+	                              and sealed at its end */
 };
 
 /* A request parked while the coordinator key is refetched. */
@@ -85,6 +91,7 @@ struct keyfetch {
 };
 
 static void admit(proxy *p, http_req *r, bool refetched);
+static void job_seal_headers(struct job *j, int status, const char *const *headers);
 
 static int64_t mono_us(void)
 {
@@ -120,6 +127,9 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
+	j->engine_status = status;
+	if (j->sealed && j->req && j->rl)
+		job_seal_headers(j, status, headers);
 	/* a chat completion that the app asked for in another API's words */
 	if (j->translate && !j->compat && status >= 200 && status < 300 &&
 	    compat_reply_new(&j->compat, j->api, sse, j->rec.job_id, j->rec.model,
@@ -154,7 +164,8 @@ static void job_on_body(void *arg, const char *data, size_t len)
 	if (!j->body_seen && j->first_token)
 		evtimer_del(j->first_token);
 	j->body_seen = true;
-	usage_counter_feed(j->usage, data, len);
+	if (!j->sealed)  /* a sealed job's plaintext is counted before sealing */
+		usage_counter_feed(j->usage, data, len);
 }
 
 static void job_first_token_late(evutil_socket_t fd, short what, void *arg)
@@ -190,24 +201,87 @@ static int job_normalize(void *arg, int status, const char *body, size_t len, js
 	return rc;
 }
 
+/* ---- sealed replies (sealed.h) -------------------------------------------------- */
+
+/* A sealed job's reply headers: the sealed type, the original one beside
+ * it (an error body is normalised into JSON), the status unchanged. */
+static void job_seal_headers(struct job *j, int status, const char *const *headers)
+{
+	const char *type = "application/octet-stream";
+	char v[128];
+
+	for (size_t i = 0; headers && headers[i]; i++) {
+		const char *h = headers[i];
+		if (strncasecmp(h, "Content-Type:", 13) == 0) {
+			h += 13;
+			while (*h == ' ' || *h == '\t')
+				h++;
+			type = h;
+		}
+	}
+	if (status >= 400)
+		type = "application/json";
+	snprintf(v, sizeof(v), "%s", strpbrk(type, "\r\n") ? "application/octet-stream" : type);
+	http_reply_header(j->req, SEALED_TYPE_HEADER, v);
+	relay_set_content_type(j->rl, SEAL_CONTENT_TYPE);
+}
+
+/* Count and seal one chunk of a sealed job's plaintext (after any
+ * translation).  An error reply of the engine's is gathered and sealed
+ * whole at the end, in the shape job_normalize gives it. */
+static int job_seal_chunk(struct job *j, const char *data, size_t len, bool end,
+    const char **out, size_t *out_len)
+{
+	char *text = NULL;
+	int rc;
+
+	if (j->engine_status >= 400) {
+		size_t room = RELAY_DEFAULT_MAX_ERROR_BODY - dynbuf_len(&j->sealerr);
+
+		if (len)
+			(void)dynbuf_add(&j->sealerr, data, len < room ? len : room);
+		*out = NULL;
+		*out_len = 0;
+		if (!end)
+			return 0;
+		{
+			json_t *e = NULL;
+
+			if (job_normalize(j, j->engine_status, dynbuf_ptr(&j->sealerr),
+			    dynbuf_len(&j->sealerr), &e) >= 400 && e)
+				text = json_dump_compact(e, NULL);
+			json_decref(e);
+		}
+		data = text ? text : dynbuf_ptr(&j->sealerr);
+		len = text ? strlen(text) : dynbuf_len(&j->sealerr);
+	}
+	usage_counter_feed(j->usage, data, len);
+	rc = sealed_reply_push(&j->seal, data, len, end, out, out_len);
+	free(text);
+	return rc;
+}
+
 /* relay_cb.transform: the engine's chat completion in the app's API. */
 static int job_transform(void *arg, const char *data, size_t len, bool end, const char **out,
     size_t *out_len)
 {
 	struct job *j = arg;
-	int rc;
+	int rc = 0;
 
 	if (!j->compat) {
 		*out = data;
 		*out_len = len;
-		return 0;
+	} else {
+		dynbuf_reset(&j->xout);
+		rc = end ? compat_reply_finish(j->compat, &j->xout) :
+		    compat_reply_feed(j->compat, data, len, &j->xout);
+		*out = dynbuf_ptr(&j->xout);
+		*out_len = dynbuf_len(&j->xout);
 	}
-	dynbuf_reset(&j->xout);
-	rc = end ? compat_reply_finish(j->compat, &j->xout) :
-	    compat_reply_feed(j->compat, data, len, &j->xout);
-	*out = dynbuf_ptr(&j->xout);
-	*out_len = dynbuf_len(&j->xout);
-	return rc;
+	if (rc || !j->sealed)
+		return rc;
+	/* sealed: translation first, then the plaintext is counted and sealed */
+	return job_seal_chunk(j, *out, *out_len, end, out, out_len);
 }
 
 /* relay_cb.error_event: a failed stream ends with the app's API's error
@@ -232,6 +306,8 @@ static void job_free(struct job *j)
 	usage_counter_free(j->usage);
 	compat_reply_free(j->compat);
 	dynbuf_free(&j->xout);
+	sealed_reply_free(&j->seal);
+	dynbuf_free(&j->sealerr);
 	free(j);
 }
 
@@ -247,12 +323,12 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	usage_counter_result(j->usage, &rec->prompt_tokens, &rec->completion_tokens,
 	    &rec->usage_reported);
 	log_info("job", "job=%s path=%s%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
-	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld",
+	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld sealed=%d",
 	    rec->job_id, j->path, j->translate ? " via=/v1/chat/completions" : "", rec->requester, rec->model, job_outcome_name(outcome), status,
 	    (long long)rec->duration_ms, (long long)rec->prompt_tokens,
 	    (long long)rec->completion_tokens, rec->usage_reported ? "engine" : "counted",
 	    st ? (unsigned long long)st->bytes_out : 0ULL,
-	    st ? (long long)st->ttfb_us : -1LL);
+	    st ? (long long)st->ttfb_us : -1LL, j->sealed);
 	if (st)
 		log_debug("job_relay", "job=%s chunks_in=%llu writes=%llu pauses=%u", rec->job_id,
 		    (unsigned long long)st->chunks_in, (unsigned long long)st->writes, st->pauses);
@@ -331,9 +407,13 @@ static void job_deadline(evutil_socket_t fd, short what, void *arg)
  * (len bytes) is what goes to the engine at `tg`; `translate`: as a chat
  * completion (compat.h), whatever the request's path. */
 static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
-    const catalog_target *tg, const char *body, size_t len, bool translate)
+    const catalog_target *tg, const char *body, size_t len, bool translate,
+    const seal_job *sj)
 {
 	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done,
+		job_transform, job_error_event };
+	/* sealed: the engine's error bodies go through the transform too */
+	static const relay_cb cb_sealed = { job_on_headers, job_on_body, NULL, job_on_done,
 		job_transform, job_error_event };
 	struct pthread_ctx *t = http_req_thread_ctx(r);
 	const char *ctype = http_req_header(r, "Content-Type");
@@ -360,6 +440,11 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	j->api = api_kind_of_path(j->path);
 	j->translate = translate;
 	dynbuf_init(&j->xout, COMPAT_MAX_BODY + COMPAT_MAX_EVENT);
+	dynbuf_init(&j->sealerr, RELAY_DEFAULT_MAX_ERROR_BODY);
+	if (sj) {
+		j->sealed = true;
+		(void)sealed_reply_init(&j->seal, sj);
+	}
 	snprintf(j->rec.job_id, sizeof(j->rec.job_id), "%s", cl->jti);
 	snprintf(j->rec.requester, sizeof(j->rec.requester), "%s", cl->sub);
 	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
@@ -367,8 +452,8 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 
 	snprintf(url, sizeof(url), "%s%s", tg->url, translate ? "/v1/chat/completions" :
 	    http_req_path(r));
-	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s",
-	    ctype && strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
+	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s", !j->sealed && ctype &&
+	    strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
 	headers[nh++] = h_ctype;
 	if (accept && strlen(accept) < 128 && !strpbrk(accept, "\r\n")) {
 		snprintf(h_accept, sizeof(h_accept), "Accept: %s", accept);
@@ -400,7 +485,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 		goto fail;
 	}
 	j->req = r;
-	rc = relay_start(&j->rl, r, t->a, &up, &ro, &cb, j);
+	rc = relay_start(&j->rl, r, t->a, &up, &ro, j->sealed ? &cb_sealed : &cb, j);
 	sodium_memzero(h_authz, sizeof(h_authz));
 	if (rc) {
 		http_reply_error(r, rc, "cannot start the engine request");
@@ -553,8 +638,14 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	catalog_target tg;
 	char *renamed = NULL;
 	json_t *chat = NULL;
+	const char *sealhdr = http_req_header(r, SEAL_HEADER);
+	seal_job sj;
+	dynbuf plain;
+	bool sealed = false;
 	size_t len;
 	int rc;
+
+	dynbuf_init(&plain, 1);
 
 	if (!token) {
 		/* worded so that the log's redaction of bearer credentials
@@ -572,6 +663,24 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		goto out;
 	}
 	raw = http_req_body(r, &len);
+	if (sealhdr) {
+		/* a sealed body: opened for this ticket and this node, then
+		 * everything goes on with the plaintext; one that does not open
+		 * is refused before the ticket is spent */
+		if (strcmp(cl.target_node, p->node_id) != 0) {
+			reply_ticket_error(r, "ticket is for another node");
+			goto out;
+		}
+		dynbuf_init(&plain, len + 1);
+		if ((rc = sealed_request_open(&plain, &sj, p->o.seal, sealhdr, cl.jti, p->node_id,
+		    raw, len, now)) != 0) {
+			refuse(r, rc, troop_error_msg());
+			goto out;
+		}
+		sealed = true;
+		raw = dynbuf_ptr(&plain);
+		len = dynbuf_len(&plain);
+	}
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
 	    (rc = bound_fields_check(body)) != 0 ||
 	    (rc = json_get_strn(&model, body, "model", true, JOB_MODEL_MAX - 1)) != 0) {
@@ -645,10 +754,15 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		replay_cache_forget(p->o.replay, cl.jti);
 		atomic_fetch_sub(&p->active, 1);
 	} else if (renamed)
-		job_start(p, r, &cl, &tg, renamed, strlen(renamed), chat != NULL);
+		job_start(p, r, &cl, &tg, renamed, strlen(renamed), chat != NULL,
+		    sealed ? &sj : NULL);
 	else
-		job_start(p, r, &cl, &tg, raw, len, false);
+		job_start(p, r, &cl, &tg, raw, len, false, sealed ? &sj : NULL);
 out:
+	sodium_memzero((void *)dynbuf_ptr(&plain), dynbuf_len(&plain));
+	if (sealed)
+		seal_job_wipe(&sj);
+	dynbuf_free(&plain);
 	free(renamed);
 	json_decref(chat);
 	json_decref(body);
