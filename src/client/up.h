@@ -44,6 +44,7 @@ typedef struct up_server {
 	unsigned char key_hash[32];     /* BLAKE2b of the API key */
 	long first_byte_timeout_ms;     /* worker, for streamed replies */
 	int64_t max_seconds;            /* per job; 0: the coordinator's default */
+	bool require_sealed;            /* refuse nodes that offer no sealing key */
 	int listen_port;                /* the port this proxy serves on */
 	/* models cache: the OpenAI list as JSON text */
 	pthread_mutex_t models_mu;

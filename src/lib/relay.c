@@ -68,6 +68,7 @@ struct relay {
 	/* error body for normalize_error */
 	char *errbuf;
 	size_t err_len;
+	relay_keepalive_fn keepalive;  /* relay_set_keepalive */
 	/* abort message to send (relay_abort before anything was sent) */
 	int abort_err;
 	char abort_msg[256];
@@ -100,6 +101,12 @@ void relay_set_content_type(relay *rl, const char *ctype)
 	snprintf(rl->content_type, sizeof(rl->content_type), "%s", ctype);
 	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
 	rl->st.event_stream = rl->sse;
+}
+
+void relay_set_keepalive(relay *rl, relay_keepalive_fn fn)
+{
+	if (rl)
+		rl->keepalive = fn;
 }
 
 uint64_t relay_bytes_out(const relay *rl)
@@ -371,6 +378,16 @@ static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (now_us() - rl->last_write_us < rl->o.keepalive_ms * 1000 - 50000)
 		return;
+	if (!rl->sse && rl->keepalive) {
+		const char *p = NULL;
+		size_t n = 0;
+
+		if (rl->keepalive(rl->arg, &p, &n) == 0 && p && n)
+			(void)client_write(rl, p, n, false);
+		else
+			rl->last_write_us = now_us();
+		return;
+	}
 	(void)client_write(rl, ": keep-alive\n\n", 14, false);
 }
 
@@ -399,6 +416,7 @@ static void client_drained(http_req *req, void *arg)
 static int up_headers(void *arg, int status, const char *const *headers)
 {
 	relay *rl = arg;
+	bool up_sse;
 
 	rl->st.upstream_status = status;
 	if (!rl->req || rl->ending)
@@ -416,6 +434,7 @@ static int up_headers(void *arg, int status, const char *const *headers)
 	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
 	rl->st.event_stream = rl->sse;
 	rl->at_line_start = true;
+	up_sse = rl->sse;  /* on_headers may change the client's type */
 	if (rl->cb.on_headers && rl->cb.on_headers(rl->arg, status, headers) != RELAY_ACCEPT) {
 		rl->ending = true;
 		rl->st.end = RELAY_END_REJECTED;
@@ -430,7 +449,8 @@ static int up_headers(void *arg, int status, const char *const *headers)
 			return 1;
 	} else {
 		rl->phase = PH_BODY;
-		if (rl->o.keepalive_ms > 0 && rl->sse && status >= 200 && status < 300)
+		if (rl->o.keepalive_ms > 0 && status >= 200 && status < 300 &&
+		    (rl->sse || (up_sse && rl->keepalive)))
 			begin_early(rl);
 	}
 	return 0;

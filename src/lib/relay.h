@@ -148,6 +148,10 @@ typedef struct {
 	char *(*error_event)(void *arg, int err, const char *msg);
 } relay_cb;
 
+/* Makes the bytes of one keep-alive: sets *out / *out_len (valid until the
+ * next callback; empty: none this time).  Returns 0 or a troop_err (none). */
+typedef int (*relay_keepalive_fn)(void *arg, const char **out, size_t *out_len);
+
 /* The upstream request.  Strings, headers and body are copied by
  * relay_start (the caller may free them when it returns). */
 typedef struct {
@@ -212,6 +216,12 @@ void relay_abort(relay *rl, int err, const char *msg);
  * and `troop up` turns the opened body back into the event stream it was
  * (seal.h).  ctype is copied (at most 127 bytes). */
 void relay_set_content_type(relay *rl, const char *ctype);
+
+/* From on_headers only: keep-alives (relay_opts.keepalive_ms) for a reply
+ * whose client type is no longer an event stream while the upstream's is
+ * (a sealed stream), made by `fn` (called with the relay's arg) instead of
+ * the SSE comment ": keep-alive". */
+void relay_set_keepalive(relay *rl, relay_keepalive_fn fn);
 
 /* Bytes the relay has queued to the client so far (0 before the first). */
 uint64_t relay_bytes_out(const relay *rl);

@@ -92,6 +92,7 @@ struct keyfetch {
 
 static void admit(proxy *p, http_req *r, bool refetched);
 static void job_seal_headers(struct job *j, int status, const char *const *headers);
+static int job_keepalive(void *arg, const char **out, size_t *out_len);
 
 static int64_t mono_us(void)
 {
@@ -224,6 +225,7 @@ static void job_seal_headers(struct job *j, int status, const char *const *heade
 	snprintf(v, sizeof(v), "%s", strpbrk(type, "\r\n") ? "application/octet-stream" : type);
 	http_reply_header(j->req, SEALED_TYPE_HEADER, v);
 	relay_set_content_type(j->rl, SEAL_CONTENT_TYPE);
+	relay_set_keepalive(j->rl, job_keepalive);
 }
 
 /* Count and seal one chunk of a sealed job's plaintext (after any
@@ -259,6 +261,21 @@ static int job_seal_chunk(struct job *j, const char *data, size_t len, bool end,
 	rc = sealed_reply_push(&j->seal, data, len, end, out, out_len);
 	free(text);
 	return rc;
+}
+
+/* relay_cb.keepalive of a sealed stream: an SSE comment, sealed, while the
+ * engine reads the prompt (troop up opens it and passes it on as the
+ * comment it is).  Only before the first chunk: a chunk may end inside an
+ * event, which a comment would then split. */
+static int job_keepalive(void *arg, const char **out, size_t *out_len)
+{
+	struct job *j = arg;
+
+	*out = NULL;
+	*out_len = 0;
+	if (!j->sealed || j->body_seen || j->engine_status >= 400)
+		return 0;
+	return sealed_reply_push(&j->seal, ": keep-alive\n\n", 14, false, out, out_len);
 }
 
 /* relay_cb.transform: the engine's chat completion in the app's API. */
