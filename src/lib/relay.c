@@ -68,7 +68,8 @@ struct relay {
 	/* error body for normalize_error */
 	char *errbuf;
 	size_t err_len;
-	relay_keepalive_fn keepalive;  /* relay_set_keepalive */
+	relay_wrap_fn wrap;       /* relay_set_wrap */
+	bool up_sse;              /* the upstream's reply is an event stream */
 	/* abort message to send (relay_abort before anything was sent) */
 	int abort_err;
 	char abort_msg[256];
@@ -103,10 +104,10 @@ void relay_set_content_type(relay *rl, const char *ctype)
 	rl->st.event_stream = rl->sse;
 }
 
-void relay_set_keepalive(relay *rl, relay_keepalive_fn fn)
+void relay_set_wrap(relay *rl, relay_wrap_fn fn)
 {
 	if (rl)
-		rl->keepalive = fn;
+		rl->wrap = fn;
 }
 
 uint64_t relay_bytes_out(const relay *rl)
@@ -211,27 +212,49 @@ static int client_write(relay *rl, const char *data, size_t len, bool observe)
  * the OpenAI API itself ends a stream that failed with the error event
  * alone, so a reader that ignores error events still sees the stream end
  * without its end marker. */
-static void client_error_events(relay *rl, int err, const char *msg)
+static char *error_events_text(relay *rl, int err, const char *msg)
 {
 	json_t *body;
+	char *text, *ev;
+	size_t n;
+
+	if (rl->cb.error_event &&
+	    (text = rl->cb.error_event(rl->arg, err ? err : TROOP_EUPSTREAM, msg)) != NULL)
+		return text;
+	body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
+	text = body ? json_dump_compact(body, NULL) : NULL;
+	json_decref(body);
+	if (!text)
+		return NULL;
+	n = strlen(text) + 9;
+	ev = malloc(n);
+	if (ev)
+		snprintf(ev, n, "data: %s\n\n", text);
+	free(text);
+	return ev;
+}
+
+static void client_error_events(relay *rl, int err, const char *msg)
+{
 	char *text;
 
 	if (rl->unaligned)  /* end whatever event was cut, so ours stands alone */
 		(void)client_write(rl, "\n\n", 2, false);
-	if (rl->cb.error_event &&
-	    (text = rl->cb.error_event(rl->arg, err ? err : TROOP_EUPSTREAM, msg)) != NULL) {
+	text = error_events_text(rl, err, msg);
+	if (text)
 		(void)client_write(rl, text, strlen(text), false);
-		free(text);
-		return;
-	}
-	body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
-	text = body ? json_dump_compact(body, NULL) : NULL;
-	json_decref(body);
-	if (text) {
-		(void)client_write(rl, "data: ", 6, false);
-		(void)client_write(rl, text, strlen(text), false);
-		(void)client_write(rl, "\n\n", 2, false);
-	}
+	free(text);
+}
+
+/* The error events of a wrapped stream (relay_set_wrap), as its end. */
+static void client_wrapped_error_events(relay *rl, int err, const char *msg)
+{
+	char *text = error_events_text(rl, err, msg);
+	const char *p = NULL;
+	size_t n = 0;
+
+	if (text && rl->wrap(rl->arg, text, strlen(text), true, &p, &n) == 0 && p && n)
+		(void)client_write(rl, p, n, false);
 	free(text);
 }
 
@@ -244,6 +267,8 @@ static void client_end_with_error(relay *rl, int err, const char *msg)
 	dynbuf_reset(&rl->tail);  /* an incomplete event is dropped */
 	if (rl->sse)
 		client_error_events(rl, err, msg);
+	else if (rl->up_sse && rl->wrap && rl->st.upstream_status < 400)
+		client_wrapped_error_events(rl, err, msg);
 	if (client_flush(rl) != 0 || !rl->req)
 		return;
 	http_req_on_close(rl->req, NULL, NULL);
@@ -378,11 +403,11 @@ static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (now_us() - rl->last_write_us < rl->o.keepalive_ms * 1000 - 50000)
 		return;
-	if (!rl->sse && rl->keepalive) {
+	if (!rl->sse && rl->wrap) {
 		const char *p = NULL;
 		size_t n = 0;
 
-		if (rl->keepalive(rl->arg, &p, &n) == 0 && p && n)
+		if (rl->wrap(rl->arg, ": keep-alive\n\n", 14, false, &p, &n) == 0 && p && n)
 			(void)client_write(rl, p, n, false);
 		else
 			rl->last_write_us = now_us();
@@ -416,7 +441,6 @@ static void client_drained(http_req *req, void *arg)
 static int up_headers(void *arg, int status, const char *const *headers)
 {
 	relay *rl = arg;
-	bool up_sse;
 
 	rl->st.upstream_status = status;
 	if (!rl->req || rl->ending)
@@ -434,7 +458,7 @@ static int up_headers(void *arg, int status, const char *const *headers)
 	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
 	rl->st.event_stream = rl->sse;
 	rl->at_line_start = true;
-	up_sse = rl->sse;  /* on_headers may change the client's type */
+	rl->up_sse = rl->sse;  /* on_headers may change the client's type */
 	if (rl->cb.on_headers && rl->cb.on_headers(rl->arg, status, headers) != RELAY_ACCEPT) {
 		rl->ending = true;
 		rl->st.end = RELAY_END_REJECTED;
@@ -450,7 +474,7 @@ static int up_headers(void *arg, int status, const char *const *headers)
 	} else {
 		rl->phase = PH_BODY;
 		if (rl->o.keepalive_ms > 0 && status >= 200 && status < 300 &&
-		    (rl->sse || (up_sse && rl->keepalive)))
+		    (rl->sse || (rl->up_sse && rl->wrap)))
 			begin_early(rl);
 	}
 	return 0;

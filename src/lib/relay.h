@@ -148,9 +148,12 @@ typedef struct {
 	char *(*error_event)(void *arg, int err, const char *msg);
 } relay_cb;
 
-/* Makes the bytes of one keep-alive: sets *out / *out_len (valid until the
- * next callback; empty: none this time).  Returns 0 or a troop_err (none). */
-typedef int (*relay_keepalive_fn)(void *arg, const char **out, size_t *out_len);
+/* Rewrites bytes the relay makes itself (see relay_set_wrap): `data` (len
+ * bytes; `final`: the last bytes of the reply) into *out / *out_len (valid
+ * until the next callback; may be empty).  Returns 0 or a troop_err (the
+ * bytes are then not sent). */
+typedef int (*relay_wrap_fn)(void *arg, const char *data, size_t len, bool final,
+    const char **out, size_t *out_len);
 
 /* The upstream request.  Strings, headers and body are copied by
  * relay_start (the caller may free them when it returns). */
@@ -217,11 +220,14 @@ void relay_abort(relay *rl, int err, const char *msg);
  * (seal.h).  ctype is copied (at most 127 bytes). */
 void relay_set_content_type(relay *rl, const char *ctype);
 
-/* From on_headers only: keep-alives (relay_opts.keepalive_ms) for a reply
- * whose client type is no longer an event stream while the upstream's is
- * (a sealed stream), made by `fn` (called with the relay's arg) instead of
- * the SSE comment ": keep-alive". */
-void relay_set_keepalive(relay *rl, relay_keepalive_fn fn);
+/* From on_headers only, for an upstream event stream whose client type is
+ * no longer one (relay_set_content_type: a sealed stream): the bytes the
+ * relay would add to the event stream itself, the keep-alive comments
+ * (relay_opts.keepalive_ms) and the error events that end a failed stream
+ * (final true), go through `fn` (called with the relay's arg), as the
+ * transform's output would.  The transform must then hand over whole
+ * events only, so that these land between events. */
+void relay_set_wrap(relay *rl, relay_wrap_fn fn);
 
 /* Bytes the relay has queued to the client so far (0 before the first). */
 uint64_t relay_bytes_out(const relay *rl);

@@ -79,6 +79,8 @@ struct job {
 	int engine_status;         /* the engine's HTTP status */
 	dynbuf sealerr;            /* a sealed job's engine error body, normalised
 	                              and sealed at its end */
+	bool seal_sse;             /* a sealed event stream: sealed event by event */
+	dynbuf sealtail;           /* its bytes after the last complete event */
 };
 
 /* A request parked while the coordinator key is refetched. */
@@ -92,7 +94,8 @@ struct keyfetch {
 
 static void admit(proxy *p, http_req *r, bool refetched);
 static void job_seal_headers(struct job *j, int status, const char *const *headers);
-static int job_keepalive(void *arg, const char **out, size_t *out_len);
+static int job_seal_wrap(void *arg, const char *data, size_t len, bool final,
+    const char **out, size_t *out_len);
 
 static int64_t mono_us(void)
 {
@@ -220,12 +223,27 @@ static void job_seal_headers(struct job *j, int status, const char *const *heade
 			type = h;
 		}
 	}
+	j->seal_sse = status < 400 && strncasecmp(type, "text/event-stream", 17) == 0;
 	if (status >= 400)
 		type = "application/json";
 	snprintf(v, sizeof(v), "%s", strpbrk(type, "\r\n") ? "application/octet-stream" : type);
 	http_reply_header(j->req, SEALED_TYPE_HEADER, v);
 	relay_set_content_type(j->rl, SEAL_CONTENT_TYPE);
-	relay_set_keepalive(j->rl, job_keepalive);
+	relay_set_wrap(j->rl, job_seal_wrap);
+}
+
+/* The offset just past the last blank line ("\n\n" or "\r\n\r\n") in
+ * s[0..n), or 0. */
+static size_t last_event_end(const char *s, size_t n)
+{
+	for (size_t i = n; i >= 2; i--) {
+		if (s[i - 1] == '\n' && s[i - 2] == '\n')
+			return i;
+		if (i >= 4 && s[i - 1] == '\n' && s[i - 2] == '\r' && s[i - 3] == '\n' &&
+		    s[i - 4] == '\r')
+			return i;
+	}
+	return 0;
 }
 
 /* Count and seal one chunk of a sealed job's plaintext (after any
@@ -258,25 +276,51 @@ static int job_seal_chunk(struct job *j, const char *data, size_t len, bool end,
 		len = text ? strlen(text) : dynbuf_len(&j->sealerr);
 	}
 	usage_counter_feed(j->usage, data, len);
+	if (j->seal_sse) {
+		/* whole events only: the rest waits for its blank line (an event
+		 * longer than JOB_MAX_EVENT goes as it is) */
+		size_t cut;
+
+		free(text);
+		if (dynbuf_add(&j->sealtail, data, len) != 0)
+			return troop_error_set(TROOP_ETOOLARGE, "a reply chunk too large to seal");
+		cut = end ? dynbuf_len(&j->sealtail) :
+		    last_event_end(dynbuf_ptr(&j->sealtail), dynbuf_len(&j->sealtail));
+		if (!end && cut == 0 && dynbuf_len(&j->sealtail) > JOB_MAX_EVENT)
+			cut = dynbuf_len(&j->sealtail);
+		rc = sealed_reply_push(&j->seal, dynbuf_ptr(&j->sealtail), cut, end, out, out_len);
+		if (rc == 0) {
+			size_t rest = dynbuf_len(&j->sealtail) - cut;
+
+			memmove((char *)dynbuf_ptr(&j->sealtail), dynbuf_ptr(&j->sealtail) + cut, rest);
+			dynbuf_setlen(&j->sealtail, rest);
+		}
+		return rc;
+	}
 	rc = sealed_reply_push(&j->seal, data, len, end, out, out_len);
 	free(text);
 	return rc;
 }
 
-/* relay_cb.keepalive of a sealed stream: an SSE comment, sealed, while the
- * engine reads the prompt (troop up opens it and passes it on as the
- * comment it is).  Only before the first chunk: a chunk may end inside an
- * event, which a comment would then split. */
-static int job_keepalive(void *arg, const char **out, size_t *out_len)
+/* relay_set_wrap of a sealed stream: the relay's keep-alive comments and
+ * the error events that end a failed stream, sealed like the events (troop
+ * up opens them and passes them on as they are).  Frames hold whole
+ * events, so these land between events; a failure drops the incomplete
+ * event held back, as the relay does for a plain stream. */
+static int job_seal_wrap(void *arg, const char *data, size_t len, bool final,
+    const char **out, size_t *out_len)
 {
 	struct job *j = arg;
 
 	*out = NULL;
 	*out_len = 0;
-	if (!j->sealed || j->body_seen || j->engine_status >= 400)
+	if (!j->sealed)
 		return 0;
-	return sealed_reply_push(&j->seal, ": keep-alive\n\n", 14, false, out, out_len);
+	if (final)
+		dynbuf_reset(&j->sealtail);
+	return sealed_reply_push(&j->seal, data, len, final, out, out_len);
 }
+
 
 /* relay_cb.transform: the engine's chat completion in the app's API. */
 static int job_transform(void *arg, const char *data, size_t len, bool end, const char **out,
@@ -325,6 +369,7 @@ static void job_free(struct job *j)
 	dynbuf_free(&j->xout);
 	sealed_reply_free(&j->seal);
 	dynbuf_free(&j->sealerr);
+	dynbuf_free(&j->sealtail);
 	free(j);
 }
 
@@ -458,6 +503,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	j->translate = translate;
 	dynbuf_init(&j->xout, COMPAT_MAX_BODY + COMPAT_MAX_EVENT);
 	dynbuf_init(&j->sealerr, RELAY_DEFAULT_MAX_ERROR_BODY);
+	dynbuf_init(&j->sealtail, 64u * 1024 * 1024);
 	if (sj) {
 		j->sealed = true;
 		(void)sealed_reply_init(&j->seal, sj);
