@@ -11,6 +11,8 @@
 #     swapped, the stream ended early): the app gets an error, never the
 #     altered bytes; a sealed request altered, or replayed under another
 #     ticket: 400 from the worker, nothing reaches the engine;
+#   - a sealed stream whose engine takes long to read the prompt: the
+#     keep-alive comments reach the app (sealed on the way);
 #   - a coordinator that substitutes another node's key (a proxy that
 #     rewrites /authorize replies): troop up refuses to send (502);
 #   - a worker started with --no-seal: plain requests still work, and
@@ -190,6 +192,20 @@ for mode in "reqflip 0" "replay 0"; do
 done
 [ "$(grep -c 'sealed body does not open' "$CHAIN_TMP/worker-a.log")" -ge 2 ] ||
 	chain_fail "the worker did not log the refusals"
+
+# ---- keep-alives while the engine reads the prompt, sealed too ----------------------------
+chain_sim k --models slow:1b --ttft-ms 6500 --tokens-per-second 100
+chain_worker k "vllm=http://127.0.0.1:$SIM_PORT" --donate always
+WK_PID=$WORKER_PID
+chain_wait_nodes slow:1b 1
+st=$(req /v1/chat/completions "{\"model\":\"slow:1b\",\"stream\":true,\"max_tokens\":4,\"messages\":[{\"role\":\"user\",\"content\":\"$PROMPT\"}]}" "$CHAIN_TMP/slow")
+if [ "$st" = 200 ] && grep -q "^: keep-alive" "$CHAIN_TMP/slow" && grep -q '\[DONE\]' "$CHAIN_TMP/slow" &&
+	grep -q 'sealed=1' "$CHAIN_TMP/worker-k.log"; then
+	ok "a sealed stream gets the keep-alives while the engine reads the prompt"
+else
+	chain_fail "slow sealed stream: HTTP $st $(head -c 400 "$CHAIN_TMP/slow")"
+fi
+chain_stop "$WK_PID"
 
 # ---- a coordinator that substitutes a key ---------------------------------------------
 chain_sim b --tokens-per-second 100
