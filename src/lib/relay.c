@@ -69,7 +69,7 @@ struct relay {
 	char *errbuf;
 	size_t err_len;
 	relay_wrap_fn wrap;       /* relay_set_wrap */
-	bool up_sse;              /* the upstream's reply is an event stream */
+	char wrap_type[128];      /* the client's Content-Type while wrapped */
 	/* abort message to send (relay_abort before anything was sent) */
 	int abort_err;
 	char abort_msg[256];
@@ -104,10 +104,12 @@ void relay_set_content_type(relay *rl, const char *ctype)
 	rl->st.event_stream = rl->sse;
 }
 
-void relay_set_wrap(relay *rl, relay_wrap_fn fn)
+void relay_set_wrap(relay *rl, const char *ctype, relay_wrap_fn fn)
 {
-	if (rl)
-		rl->wrap = fn;
+	if (!rl || !ctype || !fn)
+		return;
+	rl->wrap = fn;
+	snprintf(rl->wrap_type, sizeof(rl->wrap_type), "%s", ctype);
 }
 
 uint64_t relay_bytes_out(const relay *rl)
@@ -148,8 +150,10 @@ static bool client_started(const relay *rl)
 
 /* Send what is queued now, starting the reply if it has not started.
  * Returns 0, or -1 when the client cannot take it (gone). */
-static int client_flush(relay *rl)
+static int client_flush_ex(relay *rl, bool final)
 {
+	const char *p;
+	size_t n;
 	int rc;
 
 	if (!rl->req) {
@@ -158,21 +162,45 @@ static int client_flush(relay *rl)
 	}
 	if (!rl->began) {
 		rl->st.status = rl->st.upstream_status ? rl->st.upstream_status : 200;
-		http_stream_begin(rl->req, rl->st.status,
+		http_stream_begin(rl->req, rl->st.status, rl->wrap ? rl->wrap_type :
 		    rl->content_type[0] ? rl->content_type : NULL);
 		rl->began = true;
 	}
-	if (dynbuf_len(&rl->out) == 0)
+	if (dynbuf_len(&rl->out) == 0 && !(final && rl->wrap))
 		return 0;
+	p = dynbuf_ptr(&rl->out);
+	n = dynbuf_len(&rl->out);
+	/* relay_set_wrap: what this write holds, wrapped as one piece */
+	if (rl->wrap && rl->wrap(rl->arg, p, n, final, &p, &n) != 0) {
+		snprintf(rl->st.error, sizeof(rl->st.error), "cannot wrap the reply: %s",
+		    troop_error_msg());
+		dynbuf_reset(&rl->out);
+		return -1;
+	}
+	if (n == 0) {
+		dynbuf_reset(&rl->out);
+		return 0;
+	}
 	if (rl->st.ttfb_us < 0)
 		rl->st.ttfb_us = now_us() - rl->t0_us;
-	rc = http_stream_write(rl->req, dynbuf_ptr(&rl->out), dynbuf_len(&rl->out));
+	rc = http_stream_write(rl->req, p, n);
 	if (rc == 0) {
-		rl->st.bytes_out += dynbuf_len(&rl->out);
+		rl->st.bytes_out += n;
 		rl->st.writes++;
 	}
 	dynbuf_reset(&rl->out);
 	return rc == 0 ? 0 : -1;
+}
+
+static int client_flush(relay *rl)
+{
+	return client_flush_ex(rl, false);
+}
+
+/* The last write of a reply (relay_set_wrap: its final piece). */
+static int client_flush_final(relay *rl)
+{
+	return client_flush_ex(rl, true);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -246,17 +274,6 @@ static void client_error_events(relay *rl, int err, const char *msg)
 	free(text);
 }
 
-/* The error events of a wrapped stream (relay_set_wrap), as its end. */
-static void client_wrapped_error_events(relay *rl, int err, const char *msg)
-{
-	char *text = error_events_text(rl, err, msg);
-	const char *p = NULL;
-	size_t n = 0;
-
-	if (text && rl->wrap(rl->arg, text, strlen(text), true, &p, &n) == 0 && p && n)
-		(void)client_write(rl, p, n, false);
-	free(text);
-}
 
 /* Finish the client's stream after a failure or abort once bytes were
  * sent: an event stream gets the error events; other bodies just end. */
@@ -267,9 +284,7 @@ static void client_end_with_error(relay *rl, int err, const char *msg)
 	dynbuf_reset(&rl->tail);  /* an incomplete event is dropped */
 	if (rl->sse)
 		client_error_events(rl, err, msg);
-	else if (rl->up_sse && rl->wrap && rl->st.upstream_status < 400)
-		client_wrapped_error_events(rl, err, msg);
-	if (client_flush(rl) != 0 || !rl->req)
+	if (client_flush_final(rl) != 0 || !rl->req)
 		return;
 	http_req_on_close(rl->req, NULL, NULL);
 	http_stream_end(rl->req);
@@ -403,16 +418,6 @@ static void keepalive_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (now_us() - rl->last_write_us < rl->o.keepalive_ms * 1000 - 50000)
 		return;
-	if (!rl->sse && rl->wrap) {
-		const char *p = NULL;
-		size_t n = 0;
-
-		if (rl->wrap(rl->arg, ": keep-alive\n\n", 14, false, &p, &n) == 0 && p && n)
-			(void)client_write(rl, p, n, false);
-		else
-			rl->last_write_us = now_us();
-		return;
-	}
 	(void)client_write(rl, ": keep-alive\n\n", 14, false);
 }
 
@@ -458,7 +463,6 @@ static int up_headers(void *arg, int status, const char *const *headers)
 	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
 	rl->st.event_stream = rl->sse;
 	rl->at_line_start = true;
-	rl->up_sse = rl->sse;  /* on_headers may change the client's type */
 	if (rl->cb.on_headers && rl->cb.on_headers(rl->arg, status, headers) != RELAY_ACCEPT) {
 		rl->ending = true;
 		rl->st.end = RELAY_END_REJECTED;
@@ -473,8 +477,7 @@ static int up_headers(void *arg, int status, const char *const *headers)
 			return 1;
 	} else {
 		rl->phase = PH_BODY;
-		if (rl->o.keepalive_ms > 0 && status >= 200 && status < 300 &&
-		    (rl->sse || (rl->up_sse && rl->wrap)))
+		if (rl->o.keepalive_ms > 0 && rl->sse && status >= 200 && status < 300)
 			begin_early(rl);
 	}
 	return 0;
@@ -549,6 +552,22 @@ static bool reply_normalised(relay *rl)
 		json_decref(out);
 		if (!text)
 			return false;
+		if (rl->wrap) {
+			/* wrapped like any other reply, with the normalised status */
+			if (!rl->began) {
+				rl->st.status = status;
+				http_stream_begin(rl->req, status, rl->wrap_type);
+				rl->began = true;
+			}
+			if (client_write(rl, text, n, false) == 0 && client_flush_final(rl) == 0 &&
+			    rl->req) {
+				http_req_on_close(rl->req, NULL, NULL);
+				http_stream_end(rl->req);
+			}
+			free(text);
+			rl->req = NULL;
+			return true;
+		}
 		http_req_on_close(rl->req, NULL, NULL);
 		rl->st.status = status;
 		rl->st.bytes_out += n;
@@ -586,7 +605,7 @@ static void up_done(void *arg, int err)
 		if (!reply_normalised(rl)) {
 			/* relay it as it came */
 			if (client_write(rl, rl->errbuf, rl->err_len, true) == 0 &&
-			    client_flush(rl) == 0 && rl->req) {
+			    client_flush_final(rl) == 0 && rl->req) {
 				http_req_on_close(rl->req, NULL, NULL);
 				http_stream_end(rl->req);
 			}
@@ -610,7 +629,7 @@ static void up_done(void *arg, int err)
 		if (dynbuf_len(&rl->tail))
 			(void)client_write(rl, dynbuf_ptr(&rl->tail), dynbuf_len(&rl->tail), true);
 		dynbuf_reset(&rl->tail);
-		if (rl->req && client_flush(rl) == 0 && rl->req) {
+		if (rl->req && client_flush_final(rl) == 0 && rl->req) {
 			http_req_on_close(rl->req, NULL, NULL);
 			http_stream_end(rl->req);
 		}

@@ -76,11 +76,6 @@ struct job {
 	dynbuf xout;               /* the translated bytes of one chunk */
 	bool sealed;               /* the request came sealed: so goes the reply */
 	sealed_reply seal;
-	int engine_status;         /* the engine's HTTP status */
-	dynbuf sealerr;            /* a sealed job's engine error body, normalised
-	                              and sealed at its end */
-	bool seal_sse;             /* a sealed event stream: sealed event by event */
-	dynbuf sealtail;           /* its bytes after the last complete event */
 };
 
 /* A request parked while the coordinator key is refetched. */
@@ -131,7 +126,6 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
-	j->engine_status = status;
 	if (j->sealed && j->req && j->rl)
 		job_seal_headers(j, status, headers);
 	/* a chat completion that the app asked for in another API's words */
@@ -168,8 +162,7 @@ static void job_on_body(void *arg, const char *data, size_t len)
 	if (!j->body_seen && j->first_token)
 		evtimer_del(j->first_token);
 	j->body_seen = true;
-	if (!j->sealed)  /* a sealed job's plaintext is counted before sealing */
-		usage_counter_feed(j->usage, data, len);
+	usage_counter_feed(j->usage, data, len);
 }
 
 static void job_first_token_late(evutil_socket_t fd, short what, void *arg)
@@ -223,126 +216,43 @@ static void job_seal_headers(struct job *j, int status, const char *const *heade
 			type = h;
 		}
 	}
-	j->seal_sse = status < 400 && strncasecmp(type, "text/event-stream", 17) == 0;
 	if (status >= 400)
 		type = "application/json";
 	snprintf(v, sizeof(v), "%s", strpbrk(type, "\r\n") ? "application/octet-stream" : type);
 	http_reply_header(j->req, SEALED_TYPE_HEADER, v);
-	relay_set_content_type(j->rl, SEAL_CONTENT_TYPE);
-	relay_set_wrap(j->rl, job_seal_wrap);
+	relay_set_wrap(j->rl, SEAL_CONTENT_TYPE, job_seal_wrap);
 }
 
-/* The offset just past the last blank line ("\n\n" or "\r\n\r\n") in
- * s[0..n), or 0. */
-static size_t last_event_end(const char *s, size_t n)
-{
-	for (size_t i = n; i >= 2; i--) {
-		if (s[i - 1] == '\n' && s[i - 2] == '\n')
-			return i;
-		if (i >= 4 && s[i - 1] == '\n' && s[i - 2] == '\r' && s[i - 3] == '\n' &&
-		    s[i - 4] == '\r')
-			return i;
-	}
-	return 0;
-}
-
-/* Count and seal one chunk of a sealed job's plaintext (after any
- * translation).  An error reply of the engine's is gathered and sealed
- * whole at the end, in the shape job_normalize gives it. */
-static int job_seal_chunk(struct job *j, const char *data, size_t len, bool end,
-    const char **out, size_t *out_len)
-{
-	char *text = NULL;
-	int rc;
-
-	if (j->engine_status >= 400) {
-		size_t room = RELAY_DEFAULT_MAX_ERROR_BODY - dynbuf_len(&j->sealerr);
-
-		if (len)
-			(void)dynbuf_add(&j->sealerr, data, len < room ? len : room);
-		*out = NULL;
-		*out_len = 0;
-		if (!end)
-			return 0;
-		{
-			json_t *e = NULL;
-
-			if (job_normalize(j, j->engine_status, dynbuf_ptr(&j->sealerr),
-			    dynbuf_len(&j->sealerr), &e) >= 400 && e)
-				text = json_dump_compact(e, NULL);
-			json_decref(e);
-		}
-		data = text ? text : dynbuf_ptr(&j->sealerr);
-		len = text ? strlen(text) : dynbuf_len(&j->sealerr);
-	}
-	usage_counter_feed(j->usage, data, len);
-	if (j->seal_sse) {
-		/* whole events only: the rest waits for its blank line (an event
-		 * longer than JOB_MAX_EVENT goes as it is) */
-		size_t cut;
-
-		free(text);
-		if (dynbuf_add(&j->sealtail, data, len) != 0)
-			return troop_error_set(TROOP_ETOOLARGE, "a reply chunk too large to seal");
-		cut = end ? dynbuf_len(&j->sealtail) :
-		    last_event_end(dynbuf_ptr(&j->sealtail), dynbuf_len(&j->sealtail));
-		if (!end && cut == 0 && dynbuf_len(&j->sealtail) > JOB_MAX_EVENT)
-			cut = dynbuf_len(&j->sealtail);
-		rc = sealed_reply_push(&j->seal, dynbuf_ptr(&j->sealtail), cut, end, out, out_len);
-		if (rc == 0) {
-			size_t rest = dynbuf_len(&j->sealtail) - cut;
-
-			memmove((char *)dynbuf_ptr(&j->sealtail), dynbuf_ptr(&j->sealtail) + cut, rest);
-			dynbuf_setlen(&j->sealtail, rest);
-		}
-		return rc;
-	}
-	rc = sealed_reply_push(&j->seal, data, len, end, out, out_len);
-	free(text);
-	return rc;
-}
-
-/* relay_set_wrap of a sealed stream: the relay's keep-alive comments and
- * the error events that end a failed stream, sealed like the events (troop
- * up opens them and passes them on as they are).  Frames hold whole
- * events, so these land between events; a failure drops the incomplete
- * event held back, as the relay does for a plain stream. */
+/* relay_set_wrap of a sealed job: each write to the requester sealed as
+ * one frame, the final frame at the end (sealed.h).  The relay does
+ * everything else on the plaintext: event alignment, token counting,
+ * keep-alives, error events, error normalisation. */
 static int job_seal_wrap(void *arg, const char *data, size_t len, bool final,
     const char **out, size_t *out_len)
 {
 	struct job *j = arg;
 
-	*out = NULL;
-	*out_len = 0;
-	if (!j->sealed)
-		return 0;
-	if (final)
-		dynbuf_reset(&j->sealtail);
 	return sealed_reply_push(&j->seal, data, len, final, out, out_len);
 }
-
 
 /* relay_cb.transform: the engine's chat completion in the app's API. */
 static int job_transform(void *arg, const char *data, size_t len, bool end, const char **out,
     size_t *out_len)
 {
 	struct job *j = arg;
-	int rc = 0;
+	int rc;
 
 	if (!j->compat) {
 		*out = data;
 		*out_len = len;
-	} else {
-		dynbuf_reset(&j->xout);
-		rc = end ? compat_reply_finish(j->compat, &j->xout) :
-		    compat_reply_feed(j->compat, data, len, &j->xout);
-		*out = dynbuf_ptr(&j->xout);
-		*out_len = dynbuf_len(&j->xout);
+		return 0;
 	}
-	if (rc || !j->sealed)
-		return rc;
-	/* sealed: translation first, then the plaintext is counted and sealed */
-	return job_seal_chunk(j, *out, *out_len, end, out, out_len);
+	dynbuf_reset(&j->xout);
+	rc = end ? compat_reply_finish(j->compat, &j->xout) :
+	    compat_reply_feed(j->compat, data, len, &j->xout);
+	*out = dynbuf_ptr(&j->xout);
+	*out_len = dynbuf_len(&j->xout);
+	return rc;
 }
 
 /* relay_cb.error_event: a failed stream ends with the app's API's error
@@ -368,8 +278,6 @@ static void job_free(struct job *j)
 	compat_reply_free(j->compat);
 	dynbuf_free(&j->xout);
 	sealed_reply_free(&j->seal);
-	dynbuf_free(&j->sealerr);
-	dynbuf_free(&j->sealtail);
 	free(j);
 }
 
@@ -474,9 +382,6 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 {
 	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done,
 		job_transform, job_error_event };
-	/* sealed: the engine's error bodies go through the transform too */
-	static const relay_cb cb_sealed = { job_on_headers, job_on_body, NULL, job_on_done,
-		job_transform, job_error_event };
 	struct pthread_ctx *t = http_req_thread_ctx(r);
 	const char *ctype = http_req_header(r, "Content-Type");
 	const char *accept = http_req_header(r, "Accept");
@@ -502,8 +407,6 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	j->api = api_kind_of_path(j->path);
 	j->translate = translate;
 	dynbuf_init(&j->xout, COMPAT_MAX_BODY + COMPAT_MAX_EVENT);
-	dynbuf_init(&j->sealerr, RELAY_DEFAULT_MAX_ERROR_BODY);
-	dynbuf_init(&j->sealtail, 64u * 1024 * 1024);
 	if (sj) {
 		j->sealed = true;
 		(void)sealed_reply_init(&j->seal, sj);
@@ -548,7 +451,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 		goto fail;
 	}
 	j->req = r;
-	rc = relay_start(&j->rl, r, t->a, &up, &ro, j->sealed ? &cb_sealed : &cb, j);
+	rc = relay_start(&j->rl, r, t->a, &up, &ro, &cb, j);
 	sodium_memzero(h_authz, sizeof(h_authz));
 	if (rc) {
 		http_reply_error(r, rc, "cannot start the engine request");

@@ -7,9 +7,10 @@
  * the header names (current or previous, seal_keys.h) and the ticket's jti
  * and this node's id as associated data; everything after that (the model
  * binding, translation, token counting) works on the plaintext.  The reply
- * becomes one secretstream: its 24-byte header before the first frame, one
- * frame per chunk of plaintext (split at SEALED_CHUNK_MAX), the final frame
- * at the end.
+ * becomes one secretstream (relay_set_wrap): its 24-byte header before the
+ * first frame, one frame per write of the relay (what one loop iteration
+ * queued, whole events for a stream; split at SEALED_CHUNK_MAX), the final
+ * frame at the end.
  *
  * Not thread-safe: one per job, on the job's thread.
  */

@@ -58,7 +58,7 @@ STMT_A=$(echo "$PEERS" | python3 -c 'import json,sys; n=json.load(sys.stdin)["no
 [ "$(stat -c %a "$CHAIN_TMP/home-worker-a/worker/seal.key")" = 600 ] &&
 	ok "seal.key is 0600" || chain_fail "seal.key mode $(stat -c %a "$CHAIN_TMP/home-worker-a/worker/seal.key")"
 chain_troop nodes | grep -q "SEALED" || chain_fail "troop nodes has no SEALED column"
-chain_troop nodes | grep "${NODE_A:0:8}" | grep -Eq " yes *$" &&
+chain_troop nodes | grep -F -e "${NODE_A:0:8}" | grep -Eq " yes *$" &&
 	ok "troop nodes: sealed yes" || chain_fail "troop nodes: $(chain_troop nodes)"
 
 # ---- every API, streamed and not: nothing in the clear ----------------------------------
@@ -245,7 +245,7 @@ n = [n for n in json.load(sys.stdin)["nodes"] if n["status"] == "IDLE"]
 sys.exit(0 if len(n) == 1 and not n[0].get("seal_key") else 1)' && break
 	sleep 0.1
 done
-chain_troop nodes | grep "$NODE_C" | grep -Eq " no *$" && ok "troop nodes: sealed no" ||
+chain_troop nodes | grep -F -e "$NODE_C" | grep -Eq " no *$" && ok "troop nodes: sealed no" ||
 	chain_fail "troop nodes for --no-seal: $(chain_troop nodes)"
 st=$(req /v1/chat/completions "$BODY_CHAT" "$CHAIN_TMP/plain")
 [ "$st" = 200 ] && ok "an unsealed worker still serves troop up" ||
