@@ -274,7 +274,6 @@ static void client_error_events(relay *rl, int err, const char *msg)
 	free(text);
 }
 
-
 /* Finish the client's stream after a failure or abort once bytes were
  * sent: an event stream gets the error events; other bodies just end. */
 static void client_end_with_error(relay *rl, int err, const char *msg)
