@@ -25,6 +25,7 @@ static void same(const proto_heartbeat *a, const proto_heartbeat *b)
 	    a->n_engines != b->n_engines ||
 	    memcmp(a->engines, b->engines, sizeof(a->engines)) ||
 	    strcmp(a->encryption_public_key, b->encryption_public_key) ||
+	    strcmp(a->seal_key, b->seal_key) ||
 	    a->active_jobs != b->active_jobs || a->max_jobs != b->max_jobs ||
 	    strcmp(a->owner, b->owner) || strcmp(a->version, b->version))
 		abort();

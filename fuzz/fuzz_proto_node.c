@@ -32,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    memcmp(&a.hb.hardware, &b.hb.hardware, sizeof(a.hb.hardware)) ||
 		    a.hb.n_engines != b.hb.n_engines || a.live != b.live ||
 		    a.multiplier != b.multiplier || a.reputation != b.reputation ||
-		    strcmp(a.hb.tailscale_ip, b.hb.tailscale_ip) || a.hb.port != b.hb.port)
+		    strcmp(a.hb.tailscale_ip, b.hb.tailscale_ip) || a.hb.port != b.hb.port ||
+		    strcmp(a.hb.seal_key, b.hb.seal_key))
 			abort();
 		json_decref(out);
 		proto_node_clear(&a);

@@ -143,7 +143,7 @@ size_t cli_table_rows(const cli_table *t);
 
 /* One row being filled by a cli_row_fn: point cells[i] at a string (a
  * JSON value's, or buf[i] written by the callback; NULL prints "-"). */
-#define CLI_ROW_MAX_COLS 10
+#define CLI_ROW_MAX_COLS 12
 typedef struct {
 	char buf[CLI_ROW_MAX_COLS][320];
 	const char *cells[CLI_ROW_MAX_COLS];

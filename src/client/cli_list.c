@@ -83,12 +83,17 @@ static void node_row(cli_row *r, const json_t *n, void *arg)
 	r->cells[7] = r->buf[7];
 	r->cells[8] = json_is_true(json_object_get(n, "established")) ? "yes" : "no";
 	r->cells[9] = r->buf[9];
+	/* whether it offers a sealing key (end-to-end encrypted prompts) */
+	{
+		const char *sk = json_string_value(json_object_get(n, "seal_key"));
+		r->cells[10] = sk && *sk ? "yes" : "no";
+	}
 }
 
 int cmd_nodes(int argc, char **argv)
 {
-	static const char *const hdr[10] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
-		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES" };
+	static const char *const hdr[11] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
+		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES", "SEALED" };
 	const char *model;
 	char path[1024], empty[400];
 	json_t *out = NULL;
@@ -101,7 +106,8 @@ int cmd_nodes(int argc, char **argv)
 	    "time costs), whether their hardware was verified (and for which class),\n"
 	    "whether they are established (their earnings from trial credits are\n"
 	    "spendable; docs/CREDITS.md) and their disputes (jobs they billed for more\n"
-	    "than their client saw).",
+	    "than their client saw) and whether they seal requests end to end\n"
+	    "(docs/SECURITY.md).",
 	    nodes_opts, argc, argv, 0))
 		return rc;
 	model = config_str(c.cfg, "model");
@@ -129,7 +135,7 @@ int cmd_nodes(int argc, char **argv)
 	else
 		snprintf(empty, sizeof(empty), "No live nodes right now.  Start one with "
 		    "'troop worker'.");
-	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 10, hdr,
+	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 11, hdr,
 	    1u << 5 | 1u << 6 | 1u << 9,
 	    empty, node_row, NULL)) != 0)
 		goto out;

@@ -63,6 +63,9 @@ static const config_opt up_opts[] = {
 	{ "wait", 0, OPT_INT, "TROOP_WAIT", NULL, "120", "SECONDS",
 	  "when every node is busy, wait this long in the coordinator's queue on the app's "
 	  "behalf (0: answer 503 at once)", 0, 600 },
+	{ "require-sealed", 0, OPT_BOOL, "TROOP_REQUIRE_SEALED", NULL, NULL, NULL,
+	  "send requests only to workers that seal them (end-to-end encryption; "
+	  "by default they are sealed whenever the worker offers it)", 0, 0 },
 	{ "first-byte-timeout", 0, OPT_INT, "TROOP_FIRST_BYTE_TIMEOUT", NULL, "30", "SECONDS",
 	  "fail over when a worker sends nothing for this long (streamed replies)", 1, 3600 },
 	{ "allow-host", 0, OPT_STRING, "TROOP_ALLOW_HOST", NULL, NULL, "NAMES",
@@ -493,6 +496,7 @@ int cmd_up(int argc, char **argv)
 	s->first_byte_timeout_ms = config_int(c.cfg, "first-byte-timeout") * 1000;
 	s->max_seconds = config_is_set(c.cfg, "max-seconds") ? config_int(c.cfg, "max-seconds") : 0;
 	s->wait_s = config_int(c.cfg, "wait");
+	s->require_sealed = config_bool(c.cfg, "require-sealed");
 	if (key) {
 		s->require_key = true;
 		crypto_generichash(s->key_hash, sizeof(s->key_hash), (const unsigned char *)key,

@@ -48,6 +48,7 @@ typedef struct up_server {
 	int64_t max_seconds;            /* per job; 0: the coordinator's default */
 	int64_t wait_s;                 /* seconds a job may wait in the coordinator's
 	                                   queue when every node is busy */
+	bool require_sealed;            /* refuse nodes that offer no sealing key */
 	int listen_port;                /* the port this proxy serves on */
 	/* models cache: the OpenAI list as JSON text */
 	pthread_mutex_t models_mu;

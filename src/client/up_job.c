@@ -56,6 +56,7 @@
 #include "relay.h"
 #include "up.h"
 #include "up_metrics.h"
+#include "up_seal.h"
 
 typedef struct up_job {
 	up_thread *t;
@@ -87,6 +88,8 @@ typedef struct up_job {
 	bool body_seen;             /* a body byte reached the app */
 	bool header_set;            /* X-Troop-Job added to the reply */
 	int64_t t0_us, auth_us;
+	up_seal seal;               /* the current try's sealing (up_seal.h) */
+	bool seal_refused;          /* the last failover: a bad sealing key */
 } up_job;
 
 static void start_authorize(up_job *j);
@@ -97,6 +100,9 @@ static void job_free(up_job *j)
 		return;
 	if (j->body_timer)
 		event_free(j->body_timer);
+	up_seal_reset(&j->seal);
+	dynbuf_free(&j->seal.body);
+	dynbuf_free(&j->seal.out);
 	sodium_memzero(j->ca.ticket.token, sizeof(j->ca.ticket.token));
 	free(j->abuf);
 	free(j);
@@ -178,6 +184,14 @@ static void job_failover(up_job *j)
 	    j->model, j->ca.attempt, j->ca.why);
 	if (!client_auth_failover(&j->ca, NULL)) {
 		char msg[1024];
+
+		if (j->seal_refused) {
+			/* a key substituted every time: the coordinator's doing */
+			snprintf(msg, sizeof(msg), "troop up refused to send the request after %d "
+			    "tries: %s", j->ca.attempt, j->ca.why);
+			job_fail(j, 502, "api_error", "seal_key_invalid", msg);
+			return;
+		}
 		snprintf(msg, sizeof(msg), "no worker could serve '%s' after %d tries (last: %s); "
 		    "try again shortly", j->model, j->ca.attempt, j->ca.why);
 		job_fail(j, 503, "server_error", "no_capacity", msg);
@@ -212,6 +226,17 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 	if (client_auth_worker_failed(status, engine_status_of(headers))) {
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s answered HTTP %d", j->node_id, status);
 		return RELAY_REJECT;
+	}
+	if (j->seal.active) {
+		const char *ctype = NULL;
+
+		if (up_seal_headers(&j->seal, status, headers, &ctype) != 0) {
+			snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s: %s", j->node_id,
+			    troop_error_msg());
+			return RELAY_REJECT;
+		}
+		if (ctype)
+			relay_set_content_type(j->rl, ctype);
 	}
 	if (j->header_set)
 		http_reply_header_remove(j->req, "X-Troop-Job");
@@ -269,16 +294,29 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 		up_metrics_relayed(st);
 		up_ui_job_done(j->job_id, j->node_id, j->model, st->status, st->duration_us);
 		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
-		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
-		    relay_end_name(st->end), j->ca.attempt, (long long)j->auth_us,
+		    "ttfb_us=%lld us=%lld bytes=%llu sealed=%d", j->job_id, j->node_id, j->model,
+		    st->status, relay_end_name(st->end), j->ca.attempt, (long long)j->auth_us,
 		    (long long)st->ttfb_us, (long long)(up_now_us() - j->t0_us),
-		    (unsigned long long)st->bytes_out);
+		    (unsigned long long)st->bytes_out, j->seal.active);
+		if (j->seal.failed)
+			log_warn("seal_open_failed", "job=%s node=%.8s error=\"%s\"", j->job_id,
+			    j->node_id, st->error);
 		job_free(j);
 		return;
 	}
 	/* handed back: nothing reached the app */
 	j->req = req;
 	http_req_on_close(req, job_app_closed, j);
+	if (j->seal.failed) {
+		/* the job ran, but its reply was altered or cut on the way: an
+		 * error for the app, not a second run elsewhere */
+		log_warn("seal_open_failed", "job=%s node=%.8s error=\"%s\"", j->job_id,
+		    j->node_id, st->error);
+		job_fail(j, 502, "api_error", "seal_open_failed", "the worker's sealed reply did "
+		    "not open (altered, reordered or cut short on the way); nothing of it was "
+		    "passed on");
+		return;
+	}
 	if (st->end == RELAY_END_UPSTREAM)
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s failed before answering: %s",
 		    j->node_id, st->error);
@@ -294,6 +332,15 @@ static int relay_normalize(void *arg, int status, const char *body, size_t len, 
 	(void)arg;
 	return api_error_convert(API_MESSAGES, status, body, len, out) == 0 ? status :
 	    TROOP_ENOMEM;
+}
+
+/* relay_cb.transform of a sealed try: the worker's reply opened. */
+static int relay_transform(void *arg, const char *data, size_t len, bool end,
+    const char **out, size_t *out_len)
+{
+	up_job *j = arg;
+
+	return up_seal_transform(&j->seal, data, len, end, out, out_len);
 }
 
 /* relay_cb.error_event: a stream the worker broke off ends with the
@@ -313,8 +360,12 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	/* Messages: errors in the Anthropic shape */
 	static const relay_cb cb_messages = { relay_headers, relay_body, relay_normalize,
 		relay_done, NULL, relay_error_event };
+	/* sealed: the reply is opened (and Messages errors converted) in the
+	 * transform */
+	static const relay_cb cb_sealed = { relay_headers, relay_body, NULL, relay_done,
+		relay_transform, relay_error_event };
 	char url[256], authz[PROTO_TICKET_MAX + 32], accept[160];
-	const char *headers[4];
+	const char *headers[5];
 	relay_upstream up = { 0 };
 	http_async_opts ao = { .tcp_nodelay = true };
 	http_req *r;
@@ -332,9 +383,32 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 		job_failover(j);
 		return;
 	}
+	/* sealed when the node offers a key; the key checked against the
+	 * ticket's node before anything is sent */
+	j->seal_refused = false;
+	up_seal_reset(&j->seal);
+	if (j->ca.ticket.seal_key[0]) {
+		if (up_seal_begin(&j->seal, j->ca.ticket.seal_key, j->ca.ticket.node_id,
+		    j->ca.ticket.job_id, j->body, j->len, (int64_t)time(NULL)) != 0) {
+			log_warn("seal_refused", "job=%s node=%.8s error=\"%s\"", j->job_id,
+			    j->node_id, troop_error_msg());
+			snprintf(j->ca.why, sizeof(j->ca.why), "%s", troop_error_msg());
+			j->seal_refused = true;
+			job_failover(j);
+			return;
+		}
+	} else if (j->s->require_sealed) {
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s does not seal requests "
+		    "(--require-sealed)", j->node_id);
+		job_failover(j);
+		return;
+	}
 	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);
 	headers[n++] = authz;
-	headers[n++] = "Content-Type: application/json";
+	headers[n++] = j->seal.active ? "Content-Type: " SEAL_CONTENT_TYPE :
+	    "Content-Type: application/json";
+	if (j->seal.active)
+		headers[n++] = j->seal.header;
 	if (j->accept[0]) {
 		snprintf(accept, sizeof(accept), "Accept: %s", j->accept);
 		headers[n++] = accept;
@@ -352,14 +426,14 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	up.method = "POST";
 	up.url = url;
 	up.headers = headers;
-	up.body = j->body;
-	up.body_len = j->len;
+	up.body = j->seal.active ? dynbuf_ptr(&j->seal.body) : j->body;
+	up.body_len = j->seal.active ? dynbuf_len(&j->seal.body) : j->len;
 	up.opts = &ao;
 
 	/* the relay owns the request (and its close callback) from here */
 	r = j->req;
 	http_req_on_close(r, NULL, NULL);
-	rc = relay_start(&j->rl, r, j->t->async, &up, NULL,
+	rc = relay_start(&j->rl, r, j->t->async, &up, NULL, j->seal.active ? &cb_sealed :
 	    api_kind_of_path(j->path) == API_MESSAGES ? &cb_messages : &cb, j);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0) {
@@ -426,6 +500,14 @@ static void auth_done(void *arg, int err)
 	case CLIENT_AUTH_OK:
 		break;
 	case CLIENT_AUTH_EXHAUSTED:
+		if (j->seal_refused) {
+			/* every node offered was given with a key it did not sign */
+			snprintf(msg, sizeof(msg), "troop up refused to send the request after %d "
+			    "tries: %s", j->ca.attempt - 1, j->ca.why);
+			job_fail(j, 502, "api_error", "seal_key_invalid", msg);
+			json_decref(reply);
+			return;
+		}
 		/* the nodes left after exclusion are busy or gone */
 		snprintf(msg, sizeof(msg), "%s (before: %s)", e.message[0] ? e.message :
 		    "no capacity", j->ca.why);
@@ -550,6 +632,7 @@ void up_handle_inference(http_req *r, void *arg)
 	client_auth_init(&j->ca, model, j->s->max_seconds, UP_TRIES);
 	client_auth_require(&j->ca, body);
 	j->ca.req.wait = s->wait_s;
+	up_seal_init(&j->seal, api_kind_of_path(j->path));
 	accept = http_req_header(r, "Accept");
 	if (accept && strlen(accept) < sizeof(j->accept) && !strpbrk(accept, "\r\n"))
 		snprintf(j->accept, sizeof(j->accept), "%s", accept);

@@ -466,6 +466,7 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 	rep.max_seconds = max_seconds;
 	snprintf(rep.encryption_public_key, sizeof(rep.encryption_public_key), "%s",
 	    nd->encryption_public_key);
+	snprintf(rep.seal_key, sizeof(rep.seal_key), "%s", nd->seal_key);
 	coord_reply_json(r, 200, proto_authorize_reply_encode(&rep));
 	sodium_memzero(rep.token, sizeof(rep.token));
 out:

@@ -48,6 +48,7 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 	n->max_jobs = hb->max_jobs;
 	snprintf(n->encryption_public_key, sizeof(n->encryption_public_key), "%s",
 	    hb->encryption_public_key);
+	snprintf(n->seal_key, sizeof(n->seal_key), "%s", hb->seal_key);
 	snprintf(n->owner, sizeof(n->owner), "%s", hb->owner[0] ? hb->owner : hb->node_id);
 	snprintf(n->version, sizeof(n->version), "%s", hb->version);
 	if (hb->n_models) {
@@ -188,6 +189,7 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 	}
 	snprintf(hb->encryption_public_key, sizeof(hb->encryption_public_key), "%s",
 	    n->encryption_public_key);
+	snprintf(hb->seal_key, sizeof(hb->seal_key), "%s", n->seal_key);
 	hb->active_jobs = n->active_jobs < 0 ? 0 : n->active_jobs;
 	hb->max_jobs = n->max_jobs < 0 ? 0 : n->max_jobs;
 	snprintf(hb->owner, sizeof(hb->owner), "%.43s", live ? n->owner : ln ? ln->owner : "");

@@ -73,6 +73,7 @@ static int check_node(const registry_node *n)
 	TRY(check_field("node ip", n->ip, sizeof n->ip, true));
 	TRY(check_field("encryption_public_key", n->encryption_public_key,
 	    sizeof n->encryption_public_key, false));
+	TRY(check_field("seal_key", n->seal_key, sizeof n->seal_key, false));
 	TRY(check_field("owner", n->owner, sizeof n->owner, false));
 	TRY(check_field("version", n->version, sizeof n->version, false));
 	if (n->port < 1 || n->port > 65535)

@@ -42,6 +42,7 @@
 #define REGISTRY_NAME_MAX 128       /* node names */
 #define REGISTRY_IP_MAX 63          /* textual IPv4/IPv6 address or host name */
 #define REGISTRY_KEY_MAX 64         /* X25519 public key, base64url */
+#define REGISTRY_SEAL_KEY_MAX 160   /* signed sealing key statement (seal.h) */
 #define REGISTRY_VERSION_MAX 64     /* software version string */
 #define REGISTRY_MODEL_MAX 255      /* model names */
 #define REGISTRY_HASH_MAX 127       /* content hashes ("sha256:<64 hex>") */
@@ -121,6 +122,7 @@ typedef struct {
 	int active_jobs;                /* from the heartbeat, plus jobs handed out since */
 	int max_jobs;                   /* >= 0 */
 	char encryption_public_key[REGISTRY_KEY_MAX + 1];
+	char seal_key[REGISTRY_SEAL_KEY_MAX + 1];   /* "" when the node does not seal */
 	char owner[REGISTRY_ID_MAX + 1];
 	char version[REGISTRY_VERSION_MAX + 1];
 	registry_facts facts;           /* durable facts, from the ledger */

@@ -258,7 +258,7 @@ struct mmodel {
 struct mnode {
 	struct hent h;  /* first: the heap stores &h */
 	struct sent *ent;  /* its entry in the nodes map */
-	const char *node_id, *name, *ip, *enc_key, *owner, *version;
+	const char *node_id, *name, *ip, *enc_key, *seal_key, *owner, *version;
 	char *extra_json;  /* own allocation, or NULL */
 	struct mmodel *models;
 	size_t n_models;
@@ -319,10 +319,10 @@ static bool node_live(const struct mnode *n, int64_t now)
 /* Build a node from a validated record, outside any lock. */
 static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t now)
 {
-	const char *fixed[6] = { rec->node_id, rec->name, rec->ip,
-		rec->encryption_public_key, rec->owner, rec->version };
+	const char *fixed[7] = { rec->node_id, rec->name, rec->ip,
+		rec->encryption_public_key, rec->seal_key, rec->owner, rec->version };
 	size_t slen = 0;
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 7; i++)
 		slen += strlen(fixed[i]) + 1;
 	for (size_t i = 0; i < rec->n_models; i++)
 		slen += strlen(rec->models[i].name) + strlen(rec->models[i].content_hash) +
@@ -338,9 +338,9 @@ static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t 
 	n->models = (struct mmodel *)(n + 1);
 	n->n_models = rec->n_models;
 	char *p = (char *)(n->models + rec->n_models);
-	const char **dst[6] = { &n->node_id, &n->name, &n->ip, &n->enc_key, &n->owner,
-		&n->version };
-	for (int i = 0; i < 6; i++) {
+	const char **dst[7] = { &n->node_id, &n->name, &n->ip, &n->enc_key, &n->seal_key,
+		&n->owner, &n->version };
+	for (int i = 0; i < 7; i++) {
 		size_t l = strlen(fixed[i]) + 1;
 		memcpy(p, fixed[i], l);
 		*dst[i] = p;
@@ -397,6 +397,7 @@ static int mnode_export(registry_node *out, const struct mnode *n, unsigned with
 	copy_str(out->name, sizeof out->name, n->name);
 	copy_str(out->ip, sizeof out->ip, n->ip);
 	copy_str(out->encryption_public_key, sizeof out->encryption_public_key, n->enc_key);
+	copy_str(out->seal_key, sizeof out->seal_key, n->seal_key);
 	copy_str(out->owner, sizeof out->owner, n->owner);
 	copy_str(out->version, sizeof out->version, n->version);
 	out->port = n->port;

@@ -915,6 +915,8 @@ static char *node_fixed_json(const registry_node *n, int64_t now)
 	    "seen", (json_int_t)now);
 	if (o == NULL)
 		return NULL;
+	if (n->seal_key[0])
+		json_object_set_new(o, "seal", json_string(n->seal_key));
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;
@@ -1010,6 +1012,8 @@ static int node_decode(registry_node *out, const char *id, const redisReply *f,
 	copy_str(out->ip, sizeof out->ip, json_string_value(json_object_get(o, "ip")));
 	copy_str(out->encryption_public_key, sizeof out->encryption_public_key,
 	    json_string_value(json_object_get(o, "key")));
+	copy_str(out->seal_key, sizeof out->seal_key,
+	    json_string_value(json_object_get(o, "seal")));
 	copy_str(out->owner, sizeof out->owner, json_string_value(json_object_get(o, "owner")));
 	copy_str(out->version, sizeof out->version,
 	    json_string_value(json_object_get(o, "version")));

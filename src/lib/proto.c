@@ -68,6 +68,23 @@ static bool all_of(const char *s, const char *set, size_t max)
 	return n > 0 && n <= max && s[n] == '\0';
 }
 
+/* The optional "seal_key": a signed sealing key statement (seal.h),
+ * base64url, at most PROTO_SEAL_KEY_MAX characters.  Its signature is the
+ * client's to check (against the ticket's node); here only its shape.
+ * Absent or "" leaves dst empty. */
+static int get_seal_key(char *dst, const json_t *o)
+{
+	int rc = get_str(dst, PROTO_SEAL_KEY_MAX, o, "seal_key", false);
+
+	if (rc)
+		return rc;
+	if (dst[0] && !all_of(dst, B64URL_CHARS, PROTO_SEAL_KEY_MAX)) {
+		dst[0] = '\0';
+		return troop_error_set(TROOP_EINVAL, "field 'seal_key' must be base64url");
+	}
+	return 0;
+}
+
 static bool valid_account(const char *s)
 {
 	unsigned char pk[TROOP_PK_LEN];
@@ -467,6 +484,7 @@ int proto_heartbeat_decode(proto_heartbeat *out, const json_t *obj, const char *
 	    (rc = json_get_array(&engines, obj, "engines", false, PROTO_ENGINES_MAX)) ||
 	    (rc = get_str(out->encryption_public_key, PROTO_KEY_MAX, obj,
 	    "encryption_public_key", false)) ||
+	    (rc = get_seal_key(out->seal_key, obj)) ||
 	    (rc = get_str(out->owner, PROTO_ID_MAX, obj, "owner", false)) ||
 	    (rc = get_str(out->version, PROTO_VERSION_MAX, obj, "version", false)))
 		goto fail;
@@ -572,6 +590,8 @@ json_t *proto_heartbeat_encode(const proto_heartbeat *hb)
 		json_object_set_new(b, "hardware", hardware_encode(&hb->hardware));
 	json_object_set_new(b, "engines", engines_encode(hb));
 	json_object_set_new(b, "encryption_public_key", json_string(hb->encryption_public_key));
+	if (hb->seal_key[0])
+		json_object_set_new(b, "seal_key", json_string(hb->seal_key));
 	json_object_set_new(b, "load", json_pack("{s:i, s:i}", "active_jobs", hb->active_jobs,
 	    "max_jobs", hb->max_jobs));
 	if (hb->owner[0])
@@ -662,6 +682,7 @@ int proto_node_decode(proto_node *out, const json_t *obj)
 	    (rc = json_get_object(&load, obj, "load", false)) ||
 	    (rc = get_str(hb->encryption_public_key, PROTO_KEY_MAX, obj,
 	    "encryption_public_key", false)) ||
+	    (rc = get_seal_key(hb->seal_key, obj)) ||
 	    (rc = get_str(hb->owner, PROTO_ID_MAX, obj, "owner", false)) ||
 	    (rc = get_str(hb->version, PROTO_VERSION_MAX, obj, "version", false)) ||
 	    (rc = json_get_int(&out->last_seen, obj, "last_seen", false, 0, INT64_MAX)) ||
@@ -850,7 +871,8 @@ int proto_authorize_reply_decode(proto_authorize_reply *out, const json_t *obj)
 	    (rc = json_get_int(&out->max_seconds, obj, "max_seconds", false, 1,
 	    PROTO_MAX_SECONDS_MAX)) ||
 	    (rc = get_str(out->encryption_public_key, PROTO_KEY_MAX, obj,
-	    "encryption_public_key", false)))
+	    "encryption_public_key", false)) ||
+	    (rc = get_seal_key(out->seal_key, obj)))
 		goto fail;
 	if (!all_of(out->job_id, B64URL_CHARS, PROTO_JOB_ID_MAX)) {
 		rc = troop_error_set(TROOP_EINVAL, "field 'job_id' must be base64url characters");
@@ -878,13 +900,17 @@ fail:
 
 json_t *proto_authorize_reply_encode(const proto_authorize_reply *rep)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}",
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}",
 	    "job_id", rep->job_id, "token", rep->token, "node_id", rep->node_id,
 	    "target_ip", rep->target_ip, "target_port", rep->target_port,
 	    "estimated_cost", (json_int_t)rep->estimated_cost,
 	    "expires_at", (json_int_t)rep->expires_at,
 	    "max_seconds", (json_int_t)rep->max_seconds,
 	    "encryption_public_key", rep->encryption_public_key);
+
+	if (o && rep->seal_key[0])
+		json_object_set_new(o, "seal_key", json_string(rep->seal_key));
+	return o;
 }
 
 /* ---- receipt and settlement ---------------------------------------------------------- */

@@ -54,6 +54,7 @@
 #define PROTO_NAME_MAX 128            /* node names */
 #define PROTO_IP_MAX 63               /* textual IPv4 or IPv6 address */
 #define PROTO_KEY_MAX 64              /* X25519 public key, base64url */
+#define PROTO_SEAL_KEY_MAX 160        /* signed sealing key statement (seal.h) */
 #define PROTO_VERSION_MAX 64          /* "troop/0.1.0", engine versions */
 #define PROTO_MODEL_MAX 255           /* model names */
 #define PROTO_HASH_MAX 127            /* "sha256:<64 hex>" */
@@ -187,6 +188,7 @@ typedef struct {
 	proto_engine engines[PROTO_ENGINES_MAX];
 	size_t n_engines;
 	char encryption_public_key[PROTO_KEY_MAX + 1];
+	char seal_key[PROTO_SEAL_KEY_MAX + 1];   /* "" when the node does not seal */
 	int active_jobs;                          /* load.active_jobs, 0 .. PROTO_JOBS_MAX */
 	int max_jobs;                             /* load.max_jobs, 0 .. PROTO_JOBS_MAX */
 	char owner[PROTO_ID_MAX + 1];             /* "" when absent: the node itself */
@@ -342,6 +344,9 @@ typedef struct {
 	int64_t expires_at;                       /* unix seconds */
 	int64_t max_seconds;                      /* 1 .. PROTO_MAX_SECONDS_MAX; 300 when absent */
 	char encryption_public_key[PROTO_KEY_MAX + 1];
+	/* the node's signed sealing key statement (seal.h); "" when it does
+	 * not seal.  Sent only when set. */
+	char seal_key[PROTO_SEAL_KEY_MAX + 1];
 } proto_authorize_reply;
 
 int proto_authorize_reply_decode(proto_authorize_reply *out, const json_t *obj);

@@ -68,6 +68,8 @@ struct relay {
 	/* error body for normalize_error */
 	char *errbuf;
 	size_t err_len;
+	relay_wrap_fn wrap;       /* relay_set_wrap */
+	char wrap_type[128];      /* the client's Content-Type while wrapped */
 	/* abort message to send (relay_abort before anything was sent) */
 	int abort_err;
 	char abort_msg[256];
@@ -91,6 +93,23 @@ const char *relay_end_name(relay_end e)
 	case RELAY_END_REJECTED: return "rejected";
 	}
 	return "unknown";
+}
+
+void relay_set_content_type(relay *rl, const char *ctype)
+{
+	if (!rl || !ctype)
+		return;
+	snprintf(rl->content_type, sizeof(rl->content_type), "%s", ctype);
+	rl->sse = strncasecmp(rl->content_type, "text/event-stream", 17) == 0;
+	rl->st.event_stream = rl->sse;
+}
+
+void relay_set_wrap(relay *rl, const char *ctype, relay_wrap_fn fn)
+{
+	if (!rl || !ctype || !fn)
+		return;
+	rl->wrap = fn;
+	snprintf(rl->wrap_type, sizeof(rl->wrap_type), "%s", ctype);
 }
 
 uint64_t relay_bytes_out(const relay *rl)
@@ -131,8 +150,10 @@ static bool client_started(const relay *rl)
 
 /* Send what is queued now, starting the reply if it has not started.
  * Returns 0, or -1 when the client cannot take it (gone). */
-static int client_flush(relay *rl)
+static int client_flush_ex(relay *rl, bool final)
 {
+	const char *p;
+	size_t n;
 	int rc;
 
 	if (!rl->req) {
@@ -141,21 +162,45 @@ static int client_flush(relay *rl)
 	}
 	if (!rl->began) {
 		rl->st.status = rl->st.upstream_status ? rl->st.upstream_status : 200;
-		http_stream_begin(rl->req, rl->st.status,
+		http_stream_begin(rl->req, rl->st.status, rl->wrap ? rl->wrap_type :
 		    rl->content_type[0] ? rl->content_type : NULL);
 		rl->began = true;
 	}
-	if (dynbuf_len(&rl->out) == 0)
+	if (dynbuf_len(&rl->out) == 0 && !(final && rl->wrap))
 		return 0;
+	p = dynbuf_ptr(&rl->out);
+	n = dynbuf_len(&rl->out);
+	/* relay_set_wrap: what this write holds, wrapped as one piece */
+	if (rl->wrap && rl->wrap(rl->arg, p, n, final, &p, &n) != 0) {
+		snprintf(rl->st.error, sizeof(rl->st.error), "cannot wrap the reply: %s",
+		    troop_error_msg());
+		dynbuf_reset(&rl->out);
+		return -1;
+	}
+	if (n == 0) {
+		dynbuf_reset(&rl->out);
+		return 0;
+	}
 	if (rl->st.ttfb_us < 0)
 		rl->st.ttfb_us = now_us() - rl->t0_us;
-	rc = http_stream_write(rl->req, dynbuf_ptr(&rl->out), dynbuf_len(&rl->out));
+	rc = http_stream_write(rl->req, p, n);
 	if (rc == 0) {
-		rl->st.bytes_out += dynbuf_len(&rl->out);
+		rl->st.bytes_out += n;
 		rl->st.writes++;
 	}
 	dynbuf_reset(&rl->out);
 	return rc == 0 ? 0 : -1;
+}
+
+static int client_flush(relay *rl)
+{
+	return client_flush_ex(rl, false);
+}
+
+/* The last write of a reply (relay_set_wrap: its final piece). */
+static int client_flush_final(relay *rl)
+{
+	return client_flush_ex(rl, true);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -195,27 +240,37 @@ static int client_write(relay *rl, const char *data, size_t len, bool observe)
  * the OpenAI API itself ends a stream that failed with the error event
  * alone, so a reader that ignores error events still sees the stream end
  * without its end marker. */
-static void client_error_events(relay *rl, int err, const char *msg)
+static char *error_events_text(relay *rl, int err, const char *msg)
 {
 	json_t *body;
+	char *text, *ev;
+	size_t n;
+
+	if (rl->cb.error_event &&
+	    (text = rl->cb.error_event(rl->arg, err ? err : TROOP_EUPSTREAM, msg)) != NULL)
+		return text;
+	body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
+	text = body ? json_dump_compact(body, NULL) : NULL;
+	json_decref(body);
+	if (!text)
+		return NULL;
+	n = strlen(text) + 9;
+	ev = malloc(n);
+	if (ev)
+		snprintf(ev, n, "data: %s\n\n", text);
+	free(text);
+	return ev;
+}
+
+static void client_error_events(relay *rl, int err, const char *msg)
+{
 	char *text;
 
 	if (rl->unaligned)  /* end whatever event was cut, so ours stands alone */
 		(void)client_write(rl, "\n\n", 2, false);
-	if (rl->cb.error_event &&
-	    (text = rl->cb.error_event(rl->arg, err ? err : TROOP_EUPSTREAM, msg)) != NULL) {
+	text = error_events_text(rl, err, msg);
+	if (text)
 		(void)client_write(rl, text, strlen(text), false);
-		free(text);
-		return;
-	}
-	body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
-	text = body ? json_dump_compact(body, NULL) : NULL;
-	json_decref(body);
-	if (text) {
-		(void)client_write(rl, "data: ", 6, false);
-		(void)client_write(rl, text, strlen(text), false);
-		(void)client_write(rl, "\n\n", 2, false);
-	}
 	free(text);
 }
 
@@ -228,7 +283,7 @@ static void client_end_with_error(relay *rl, int err, const char *msg)
 	dynbuf_reset(&rl->tail);  /* an incomplete event is dropped */
 	if (rl->sse)
 		client_error_events(rl, err, msg);
-	if (client_flush(rl) != 0 || !rl->req)
+	if (client_flush_final(rl) != 0 || !rl->req)
 		return;
 	http_req_on_close(rl->req, NULL, NULL);
 	http_stream_end(rl->req);
@@ -496,6 +551,22 @@ static bool reply_normalised(relay *rl)
 		json_decref(out);
 		if (!text)
 			return false;
+		if (rl->wrap) {
+			/* wrapped like any other reply, with the normalised status */
+			if (!rl->began) {
+				rl->st.status = status;
+				http_stream_begin(rl->req, status, rl->wrap_type);
+				rl->began = true;
+			}
+			if (client_write(rl, text, n, false) == 0 && client_flush_final(rl) == 0 &&
+			    rl->req) {
+				http_req_on_close(rl->req, NULL, NULL);
+				http_stream_end(rl->req);
+			}
+			free(text);
+			rl->req = NULL;
+			return true;
+		}
 		http_req_on_close(rl->req, NULL, NULL);
 		rl->st.status = status;
 		rl->st.bytes_out += n;
@@ -533,7 +604,7 @@ static void up_done(void *arg, int err)
 		if (!reply_normalised(rl)) {
 			/* relay it as it came */
 			if (client_write(rl, rl->errbuf, rl->err_len, true) == 0 &&
-			    client_flush(rl) == 0 && rl->req) {
+			    client_flush_final(rl) == 0 && rl->req) {
 				http_req_on_close(rl->req, NULL, NULL);
 				http_stream_end(rl->req);
 			}
@@ -557,7 +628,7 @@ static void up_done(void *arg, int err)
 		if (dynbuf_len(&rl->tail))
 			(void)client_write(rl, dynbuf_ptr(&rl->tail), dynbuf_len(&rl->tail), true);
 		dynbuf_reset(&rl->tail);
-		if (rl->req && client_flush(rl) == 0 && rl->req) {
+		if (rl->req && client_flush_final(rl) == 0 && rl->req) {
 			http_req_on_close(rl->req, NULL, NULL);
 			http_stream_end(rl->req);
 		}

@@ -148,6 +148,13 @@ typedef struct {
 	char *(*error_event)(void *arg, int err, const char *msg);
 } relay_cb;
 
+/* Wraps one write to the client (see relay_set_wrap): `data` (len bytes,
+ * possibly 0; `final`: the last write of the reply) into *out / *out_len
+ * (valid until the next callback; may be empty).  Returns 0 or a
+ * troop_err (the client's reply then fails as if it had gone away). */
+typedef int (*relay_wrap_fn)(void *arg, const char *data, size_t len, bool final,
+    const char **out, size_t *out_len);
+
 /* The upstream request.  Strings, headers and body are copied by
  * relay_start (the caller may free them when it returns). */
 typedef struct {
@@ -203,6 +210,25 @@ int relay_start(relay **out, http_req *req, http_async *a, const relay_upstream 
  * that is already ending.  Must be called on the relay's thread, never
  * after its on_done. */
 void relay_abort(relay *rl, int err, const char *msg);
+
+/* From on_headers only: send the client Content-Type `ctype` instead of the
+ * upstream's, and treat the body the client gets (the transform's output)
+ * as an event stream or not by that type: event alignment, error events
+ * and keep-alives follow the client's type.  `troop up` turns a sealed
+ * reply, once opened by its transform, back into the event stream it was
+ * (seal.h).  ctype is copied (at most 127 bytes). */
+void relay_set_content_type(relay *rl, const char *ctype);
+
+/* From on_headers only: the client gets Content-Type `ctype` (copied, at
+ * most 127 bytes), and everything written to it passes through `fn`
+ * (called with the relay's arg) just before it goes out: each write (the
+ * bytes queued in one loop iteration, event-aligned as usual: body, keep-
+ * alive comments, the error events that end a failed stream, a normalised
+ * error reply) as one piece, and a last call with final true when the
+ * reply ends (cleanly or after a failure; not when the client went away).
+ * The worker seals replies this way (seal.h): the relay works on the
+ * plaintext as it would without, on_body included. */
+void relay_set_wrap(relay *rl, const char *ctype, relay_wrap_fn fn);
 
 /* Bytes the relay has queued to the client so far (0 before the first). */
 uint64_t relay_bytes_out(const relay *rl);

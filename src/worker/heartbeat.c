@@ -175,6 +175,10 @@ json_t *heartbeat_body(const heartbeat_opts *o, const char *status, const gpu_in
 	if (crypto_sign_ed25519_pk_to_curve25519(xpk, o->id->pk) == 0)
 		sodium_bin2base64(hb.encryption_public_key, sizeof(hb.encryption_public_key), xpk,
 		    sizeof(xpk), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	/* the signed statement of the sealing key (rotated here when due) */
+	if (o->seal && seal_keys_statement(o->seal, hb.seal_key, sizeof(hb.seal_key),
+	    (int64_t)time(NULL)) != 0)
+		hb.seal_key[0] = '\0';
 	hb.has_hardware = true;
 	if (gpu && gpu->count > 0) {
 		snprintf(hw->gpu, sizeof(hw->gpu), "%s", gpu->name);

@@ -33,6 +33,7 @@
 #include "gpu.h"
 #include "identity.h"
 #include "keyring.h"
+#include "seal_keys.h"
 
 #define HEARTBEAT_DEFAULT_S 10
 #define HEARTBEAT_BACKOFF_MAX_S 60
@@ -54,6 +55,8 @@ typedef struct {
 	int max_jobs;
 	catalog *cat;                  /* read and refreshed here */
 	keyring *keys;                 /* filled while empty; may be NULL */
+	seal_keys *seal;               /* its statement is heartbeated (and the key
+	                                  rotated when due); NULL: no sealing */
 	/* Troop jobs running now, and finished since start (thread-safe;
 	 * both get active_arg; jobs_done may be NULL). */
 	int (*active_jobs)(void *arg);

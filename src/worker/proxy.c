@@ -36,6 +36,7 @@
 #include "json.h"
 #include "log.h"
 #include "relay.h"
+#include "sealed.h"
 #include "ticket.h"
 #include "worker_metrics.h"
 
@@ -74,6 +75,8 @@ struct job {
 	bool translate;            /* sent to the engine as chat completions */
 	compat_reply *compat;      /* translating the engine's reply back */
 	dynbuf xout;               /* the translated bytes of one chunk */
+	bool sealed;               /* the request came sealed: so goes the reply */
+	sealed_reply seal;
 };
 
 /* A request parked while the coordinator key is refetched. */
@@ -86,6 +89,9 @@ struct keyfetch {
 };
 
 static void admit(proxy *p, http_req *r, bool refetched);
+static void job_seal_headers(struct job *j, int status, const char *const *headers);
+static int job_seal_wrap(void *arg, const char *data, size_t len, bool final,
+    const char **out, size_t *out_len);
 
 static int64_t mono_us(void)
 {
@@ -121,6 +127,8 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
+	if (j->sealed && j->req && j->rl)
+		job_seal_headers(j, status, headers);
 	/* a chat completion that the app asked for in another API's words */
 	if (j->translate && !j->compat && status >= 200 && status < 300 &&
 	    compat_reply_new(&j->compat, j->api, sse, j->rec.job_id, j->rec.model,
@@ -191,6 +199,43 @@ static int job_normalize(void *arg, int status, const char *body, size_t len, js
 	return rc;
 }
 
+/* ---- sealed replies (sealed.h) -------------------------------------------------- */
+
+/* A sealed job's reply headers: the sealed type, the original one beside
+ * it (an error body is normalised into JSON), the status unchanged. */
+static void job_seal_headers(struct job *j, int status, const char *const *headers)
+{
+	const char *type = "application/octet-stream";
+	char v[128];
+
+	for (size_t i = 0; headers && headers[i]; i++) {
+		const char *h = headers[i];
+		if (strncasecmp(h, "Content-Type:", 13) == 0) {
+			h += 13;
+			while (*h == ' ' || *h == '\t')
+				h++;
+			type = h;
+		}
+	}
+	if (status >= 400)
+		type = "application/json";
+	snprintf(v, sizeof(v), "%s", strpbrk(type, "\r\n") ? "application/octet-stream" : type);
+	http_reply_header(j->req, SEALED_TYPE_HEADER, v);
+	relay_set_wrap(j->rl, SEAL_CONTENT_TYPE, job_seal_wrap);
+}
+
+/* relay_set_wrap of a sealed job: each write to the requester sealed as
+ * one frame, the final frame at the end (sealed.h).  The relay does
+ * everything else on the plaintext: event alignment, token counting,
+ * keep-alives, error events, error normalisation. */
+static int job_seal_wrap(void *arg, const char *data, size_t len, bool final,
+    const char **out, size_t *out_len)
+{
+	struct job *j = arg;
+
+	return sealed_reply_push(&j->seal, data, len, final, out, out_len);
+}
+
 /* relay_cb.transform: the engine's chat completion in the app's API. */
 static int job_transform(void *arg, const char *data, size_t len, bool end, const char **out,
     size_t *out_len)
@@ -233,6 +278,7 @@ static void job_free(struct job *j)
 	usage_counter_free(j->usage);
 	compat_reply_free(j->compat);
 	dynbuf_free(&j->xout);
+	sealed_reply_free(&j->seal);
 	free(j);
 }
 
@@ -248,12 +294,12 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	usage_counter_result(j->usage, &rec->prompt_tokens, &rec->completion_tokens,
 	    &rec->usage_reported);
 	log_info("job", "job=%s path=%s%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
-	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld",
+	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld sealed=%d",
 	    rec->job_id, j->path, j->translate ? " via=/v1/chat/completions" : "", rec->requester, rec->model, job_outcome_name(outcome), status,
 	    (long long)rec->duration_ms, (long long)rec->prompt_tokens,
 	    (long long)rec->completion_tokens, rec->usage_reported ? "engine" : "counted",
 	    st ? (unsigned long long)st->bytes_out : 0ULL,
-	    st ? (long long)st->ttfb_us : -1LL);
+	    st ? (long long)st->ttfb_us : -1LL, j->sealed);
 	if (st)
 		log_debug("job_relay", "job=%s chunks_in=%llu writes=%llu pauses=%u", rec->job_id,
 		    (unsigned long long)st->chunks_in, (unsigned long long)st->writes, st->pauses);
@@ -333,7 +379,8 @@ static void job_deadline(evutil_socket_t fd, short what, void *arg)
  * (len bytes) is what goes to the engine at `tg`; `translate`: as a chat
  * completion (compat.h), whatever the request's path. */
 static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
-    const catalog_target *tg, const char *body, size_t len, bool translate)
+    const catalog_target *tg, const char *body, size_t len, bool translate,
+    const seal_job *sj)
 {
 	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done,
 		job_transform, job_error_event };
@@ -362,6 +409,10 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	j->api = api_kind_of_path(j->path);
 	j->translate = translate;
 	dynbuf_init(&j->xout, COMPAT_MAX_BODY + COMPAT_MAX_EVENT);
+	if (sj) {
+		j->sealed = true;
+		(void)sealed_reply_init(&j->seal, sj);
+	}
 	snprintf(j->rec.job_id, sizeof(j->rec.job_id), "%s", cl->jti);
 	snprintf(j->rec.requester, sizeof(j->rec.requester), "%s", cl->sub);
 	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
@@ -369,8 +420,8 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 
 	snprintf(url, sizeof(url), "%s%s", tg->url, translate ? "/v1/chat/completions" :
 	    http_req_path(r));
-	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s",
-	    ctype && strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
+	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s", !j->sealed && ctype &&
+	    strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
 	headers[nh++] = h_ctype;
 	if (accept && strlen(accept) < 128 && !strpbrk(accept, "\r\n")) {
 		snprintf(h_accept, sizeof(h_accept), "Accept: %s", accept);
@@ -555,8 +606,14 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	catalog_target tg;
 	char *renamed = NULL;
 	json_t *chat = NULL;
+	const char *sealhdr = http_req_header(r, SEAL_HEADER);
+	seal_job sj;
+	dynbuf plain;
+	bool sealed = false;
 	size_t len;
 	int rc;
+
+	dynbuf_init(&plain, 1);
 
 	if (!token) {
 		/* worded so that the log's redaction of bearer credentials
@@ -574,6 +631,24 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		goto out;
 	}
 	raw = http_req_body(r, &len);
+	if (sealhdr) {
+		/* a sealed body: opened for this ticket and this node, then
+		 * everything goes on with the plaintext; one that does not open
+		 * is refused before the ticket is spent */
+		if (strcmp(cl.target_node, p->node_id) != 0) {
+			reply_ticket_error(r, "ticket is for another node");
+			goto out;
+		}
+		dynbuf_init(&plain, len + 1);
+		if ((rc = sealed_request_open(&plain, &sj, p->o.seal, sealhdr, cl.jti, p->node_id,
+		    raw, len, now)) != 0) {
+			refuse(r, rc, troop_error_msg());
+			goto out;
+		}
+		sealed = true;
+		raw = dynbuf_ptr(&plain);
+		len = dynbuf_len(&plain);
+	}
 	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
 	    (rc = bound_fields_check(body)) != 0 ||
 	    (rc = json_get_strn(&model, body, "model", true, JOB_MODEL_MAX - 1)) != 0) {
@@ -650,10 +725,15 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		replay_cache_forget(p->o.replay, cl.jti);
 		atomic_fetch_sub(&p->active, 1);
 	} else if (renamed)
-		job_start(p, r, &cl, &tg, renamed, strlen(renamed), chat != NULL);
+		job_start(p, r, &cl, &tg, renamed, strlen(renamed), chat != NULL,
+		    sealed ? &sj : NULL);
 	else
-		job_start(p, r, &cl, &tg, raw, len, false);
+		job_start(p, r, &cl, &tg, raw, len, false, sealed ? &sj : NULL);
 out:
+	sodium_memzero((void *)dynbuf_ptr(&plain), dynbuf_len(&plain));
+	if (sealed)
+		seal_job_wipe(&sj);
+	dynbuf_free(&plain);
 	free(renamed);
 	json_decref(chat);
 	json_decref(body);

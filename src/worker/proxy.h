@@ -56,6 +56,7 @@
 #include "keyring.h"
 #include "receipts.h"
 #include "replay.h"
+#include "seal_keys.h"
 
 #define PROXY_DEFAULT_MAX_BODY (16u * 1024 * 1024)
 #define PROXY_KEEPALIVE_MS 5000
@@ -78,6 +79,8 @@ typedef struct {
 	keyring *keys;
 	replay_cache *replay;
 	receipts *receipts;        /* may be NULL: no receipts */
+	seal_keys *seal;           /* opens sealed requests (sealed.h); may be
+	                              NULL: sealed requests are refused */
 	size_t max_body;           /* request bodies; 0: PROXY_DEFAULT_MAX_BODY */
 	int idle_timeout_s;        /* 0: 300 */
 	int first_token_s;         /* first token of a stream, before the

@@ -39,6 +39,7 @@
 #include "proxy.h"
 #include "receipts.h"
 #include "replay.h"
+#include "seal_keys.h"
 #include "tailnet.h"
 #include "verifier.h"
 #include "worker_metrics.h"
@@ -55,6 +56,14 @@ static const config_opt worker_opts[] = {
 	  "address the proxy serves tickets on", 0, 0 },
 	{ "advertise", 'a', OPT_STRING, "TROOP_ADVERTISE", NULL, NULL, "ADDR",
 	  "address clients reach this worker at (default: the tailnet address)", 0, 0 },
+	{ "advertise-port", 0, OPT_INT, "TROOP_ADVERTISE_PORT", NULL, "0", "PORT",
+	  "port clients reach this worker at, when a forwarder sits in front of "
+	  "--listen (0: the port it listens on)", 0, 65535 },
+	{ "seal-rotate-hours", 0, OPT_DOUBLE, "TROOP_SEAL_ROTATE_HOURS", NULL, "24", "HOURS",
+	  "replace the sealing key this often (the previous one still opens "
+	  "requests for 15 minutes)", 0.02, 8760 },
+	{ "no-seal", 0, OPT_BOOL, "TROOP_NO_SEAL", NULL, NULL, NULL,
+	  "advertise no sealing key: requests reach this worker unsealed", 0, 0 },
 	{ "engine", 'e', OPT_LIST, "TROOP_ENGINE", NULL, NULL, "TYPE=URL",
 	  "an engine to serve (ollama, vllm, lmstudio, llamacpp, openai); "
 	  "default: auto-detect on the default ports", 0, 0 },
@@ -181,6 +190,18 @@ static int replay_open(replay_cache **out)
 	return replay_cache_open(out, 0, path, (int64_t)time(NULL));
 }
 
+/* The sealing keys, in $TROOP_HOME/worker/seal.key beside the journal. */
+static int seal_open(seal_keys **out, const troop_identity *id, double hours)
+{
+	char home[PATH_MAX], path[PATH_MAX + 32];
+	int rc = config_troop_home(home, sizeof(home));
+
+	if (rc)
+		return rc;
+	snprintf(path, sizeof(path), "%s/worker/seal.key", home);
+	return seal_keys_open(out, path, id, (int64_t)(hours * 3600), (int64_t)time(NULL));
+}
+
 int cmd_worker(int argc, char **argv)
 {
 	config *cfg = NULL;
@@ -196,6 +217,7 @@ int cmd_worker(int argc, char **argv)
 	catalog *cat = NULL;
 	keyring *keys = NULL;
 	replay_cache *replay = NULL;
+	seal_keys *seal = NULL;
 	receipts *rcpt = NULL;
 	proxy *px = NULL;
 	heartbeat *hb = NULL;
@@ -304,7 +326,9 @@ int cmd_worker(int argc, char **argv)
 
 	/* engines and the coordinator key */
 	if (catalog_new(&cat) != 0 || keyring_new(&keys) != 0 ||
-	    replay_open(&replay) != 0 || http_client_new(&hc) != 0) {
+	    replay_open(&replay) != 0 || http_client_new(&hc) != 0 ||
+	    (!config_bool(cfg, "no-seal") &&
+	    seal_open(&seal, &id, config_double(cfg, "seal-rotate-hours")) != 0)) {
 		fprintf(stderr, "troop worker: %s\n", troop_error_msg());
 		goto out;
 	}
@@ -331,7 +355,7 @@ int cmd_worker(int argc, char **argv)
 			.threads = (int)config_int(cfg, "threads"),
 			.max_jobs = (int)config_int(cfg, "max-jobs"),
 			.node_id = id.id, .coordinator = coord, .cat = cat, .keys = keys,
-			.replay = replay, .receipts = rcpt,
+			.replay = replay, .receipts = rcpt, .seal = seal,
 			.first_token_s = (int)config_int(cfg, "first-token-timeout"),
 		};
 		if (proxy_new(&px, &po) != 0 || proxy_start(px) != 0) {
@@ -342,8 +366,11 @@ int cmd_worker(int argc, char **argv)
 	{
 		heartbeat_opts ho = {
 			.coordinator = coord, .id = &id, .name = name, .address = address,
-			.port = proxy_port(px), .owner = owner,
+			.port = config_int(cfg, "advertise-port") > 0 ?
+			    (int)config_int(cfg, "advertise-port") : proxy_port(px),
+			.owner = owner,
 			.max_jobs = (int)config_int(cfg, "max-jobs"), .cat = cat, .keys = keys,
+			.seal = seal,
 			.active_jobs = proxy_active_jobs_cb, .jobs_done = proxy_jobs_done_cb,
 			.active_arg = px,
 			.specs = specs, .nspecs = nspecs,
@@ -397,6 +424,7 @@ out:
 	proxy_free(px);
 	receipts_stop(rcpt, RECEIPT_FLUSH_MS);
 	replay_cache_free(replay);
+	seal_keys_free(seal);
 	keyring_free(keys);
 	catalog_free(cat);
 	http_client_free(hc);

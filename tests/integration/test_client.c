@@ -313,6 +313,7 @@ static void test_nodes_and_models(void **state)
 	assert_non_null(strstr(line, "VERIFIED"));
 	assert_non_null(strstr(line, "ESTABLISHED"));
 	assert_non_null(strstr(line, "DISPUTES"));
+	assert_non_null(strstr(line, "SEALED"));
 	assert_true(line_with(line, sizeof(line), r.out, sa));
 	assert_non_null(strstr(line, "box-a"));
 	assert_non_null(strstr(line, "127.0.0.1:18001"));

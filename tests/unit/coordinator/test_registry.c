@@ -87,6 +87,7 @@ static void make_node(registry_node *n, registry_model *models, const char *id, 
 	n->status = NODE_IDLE;
 	n->max_jobs = 4;
 	snprintf(n->encryption_public_key, sizeof n->encryption_public_key, "pk-%s", id);
+	snprintf(n->seal_key, sizeof n->seal_key, "seal-%s", id);
 	snprintf(n->owner, sizeof n->owner, "owner-%s", id);
 	snprintf(n->version, sizeof n->version, "troop/0.1.0");
 	for (size_t i = 0; i < nm; i++) {
@@ -135,6 +136,7 @@ static void test_put_get(void **state)
 	assert_int_equal(got.active_jobs, 1);
 	assert_int_equal(got.max_jobs, 4);
 	assert_string_equal(got.encryption_public_key, "pk-node-a");
+	assert_string_equal(got.seal_key, "seal-node-a");
 	assert_string_equal(got.owner, "owner-node-a");
 	assert_string_equal(got.version, "troop/0.1.0");
 	assert_int_equal(got.last_seen, NOW);

@@ -79,6 +79,7 @@ static void fill_heartbeat(proto_heartbeat *hb, troop_identity *id)
 	snprintf(hb->engines[0].version, sizeof(hb->engines[0].version), "0.6.2");
 	hb->engines[0].port = 11434;
 	snprintf(hb->encryption_public_key, sizeof(hb->encryption_public_key), "key");
+	snprintf(hb->seal_key, sizeof(hb->seal_key), "VFNLMQ_stmt-");
 	hb->active_jobs = 1;
 	hb->max_jobs = 4;
 	snprintf(hb->owner, sizeof(hb->owner), "%s", id->id);
@@ -109,6 +110,11 @@ static void test_heartbeat_round_trip(void **state)
 	assert_int_equal(out.active_jobs, 1);
 	assert_int_equal(out.max_jobs, 4);
 	assert_string_equal(out.owner, id.id);
+	assert_string_equal(out.seal_key, "VFNLMQ_stmt-");
+	/* a statement that is not base64url is refused */
+	json_object_set_new(j, "seal_key", json_string("TSK1\r\nX: y"));
+	expect_refused(proto_heartbeat_decode(&out, j, id.id), "seal_key");
+	json_object_set_new(j, "seal_key", json_string("VFNLMQ_stmt-"));
 	/* another signer: 403 */
 	{
 		troop_identity other;
@@ -353,6 +359,7 @@ static void fill_reply(proto_authorize_reply *r)
 	r->expires_at = 1764000300;
 	r->max_seconds = 300;
 	snprintf(r->encryption_public_key, sizeof(r->encryption_public_key), "xk");
+	snprintf(r->seal_key, sizeof(r->seal_key), "VFNLMQ_stmt-");
 }
 
 static void test_authorize_reply(void **state)
@@ -366,6 +373,22 @@ static void test_authorize_reply(void **state)
 	j = proto_authorize_reply_encode(&in);
 	assert_int_equal(proto_authorize_reply_decode(&out, j), 0);
 	assert_memory_equal(&in, &out, sizeof(in));
+	/* the sealing key statement: optional, base64url, bounded */
+	json_object_set_new(j, "seal_key", json_string("a b"));
+	expect_refused(proto_authorize_reply_decode(&out, j), "seal_key");
+	big = filler(PROTO_SEAL_KEY_MAX + 1);
+	json_object_set_new(j, "seal_key", json_string(big));
+	expect_refused(proto_authorize_reply_decode(&out, j), "seal_key");
+	free(big);
+	json_object_del(j, "seal_key");
+	assert_int_equal(proto_authorize_reply_decode(&out, j), 0);
+	assert_string_equal(out.seal_key, "");
+	{
+		/* not sent when the node does not seal */
+		json_t *k = proto_authorize_reply_encode(&out);
+		assert_null(json_object_get(k, "seal_key"));
+		json_decref(k);
+	}
 	json_object_set_new(j, "token", json_string("a b.c"));
 	expect_refused(proto_authorize_reply_decode(&out, j), "token");
 	big = filler(PROTO_TICKET_MAX + 1);

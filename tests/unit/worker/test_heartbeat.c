@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
@@ -25,6 +26,8 @@
 #include "keyring.h"
 #include "receipts.h"
 #include "replay.h"
+#include "seal.h"
+#include "seal_keys.h"
 #include "ticket.h"
 
 static void add_model(engine_info *e, const char *name, const char *hash)
@@ -100,7 +103,30 @@ static void test_heartbeat_body(void **state)
 	enc = json_string_value(json_object_get(b, "encryption_public_key"));
 	assert_int_equal(b64url_decode(x, sizeof(x), &xn, enc, strlen(enc)), 0);
 	assert_int_equal(xn, 32);
+
+	/* no sealing keys: no statement */
+	assert_null(json_object_get(b, "seal_key"));
 	json_decref(b);
+
+	/* with sealing keys: the statement of the current key, signed by the
+	 * node (what troop up checks against the ticket's node id) */
+	{
+		char dir[] = "/tmp/troop-hbseal-XXXXXX", path[128];
+		uint8_t pk[SEAL_PK_LEN], cur[SEAL_PK_LEN];
+
+		assert_non_null(mkdtemp(dir));
+		snprintf(path, sizeof(path), "%s/seal.key", dir);
+		assert_int_equal(seal_keys_open(&o.seal, path, &id, 3600, (int64_t)time(NULL)), 0);
+		b = heartbeat_body(&o, "IDLE", NULL, 0);
+		assert_int_equal(seal_statement_verify(pk, NULL, json_string_value(
+		    json_object_get(b, "seal_key")), id.id, (int64_t)time(NULL)), 0);
+		seal_keys_current(o.seal, cur);
+		assert_memory_equal(pk, cur, SEAL_PK_LEN);
+		seal_keys_free(o.seal);
+		o.seal = NULL;
+		unlink(path);
+		rmdir(dir);
+	}
 
 	o.owner = "someone";
 	b = heartbeat_body(&o, "IDLE", NULL, 0);

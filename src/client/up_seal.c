@@ -1,0 +1,224 @@
+/*
+ * up_seal.c - sealing a request and opening its reply in `troop up`
+ * (up_seal.h).
+ */
+#include "up_seal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "error.h"
+#include "json.h"
+
+void up_seal_init(up_seal *s, api_kind api)
+{
+	memset(s, 0, sizeof(*s));
+	s->api = api;
+	dynbuf_init(&s->body, 1);
+	dynbuf_init(&s->out, UP_SEAL_REPLY_MAX);
+}
+
+void up_seal_reset(up_seal *s)
+{
+	api_kind api = s->api;
+
+	seal_job_wipe(&s->job);
+	if (s->opening)
+		seal_reader_free(&s->rd);
+	dynbuf_free(&s->body);
+	sodium_memzero((void *)dynbuf_ptr(&s->out), dynbuf_len(&s->out));
+	dynbuf_free(&s->out);
+	sodium_memzero(s, sizeof(*s));
+	up_seal_init(s, api);
+}
+
+/* The last statement this thread verified: a node's statement stays the
+ * same for hours, and its Ed25519 check is most of what sealing adds to a
+ * request's first byte.  Per thread, so no lock. */
+static __thread struct {
+	char stmt[SEAL_STMT_MAX];
+	char node_id[64];
+	uint8_t pk[SEAL_PK_LEN];
+	int64_t not_after;
+} verified;
+
+/* seal_statement_verify, remembering the last success. */
+static int statement_verify(uint8_t pk[SEAL_PK_LEN], const char *stmt, const char *node_id,
+    int64_t now)
+{
+	int64_t na = 0;
+	int rc;
+
+	if (verified.stmt[0] && strcmp(verified.stmt, stmt) == 0 &&
+	    strcmp(verified.node_id, node_id) == 0 && now <= verified.not_after + 60) {
+		memcpy(pk, verified.pk, SEAL_PK_LEN);
+		return 0;
+	}
+	rc = seal_statement_verify(pk, &na, stmt, node_id, now);
+	if (rc == 0 && strlen(stmt) < sizeof(verified.stmt) &&
+	    strlen(node_id) < sizeof(verified.node_id)) {
+		snprintf(verified.stmt, sizeof(verified.stmt), "%s", stmt);
+		snprintf(verified.node_id, sizeof(verified.node_id), "%s", node_id);
+		memcpy(verified.pk, pk, SEAL_PK_LEN);
+		verified.not_after = na;
+	}
+	return rc;
+}
+
+int up_seal_begin(up_seal *s, const char *stmt, const char *node_id, const char *jti,
+    const void *body, size_t len, int64_t now)
+{
+	uint8_t pk[SEAL_PK_LEN];
+	char v[UP_SEAL_HEADER_MAX - 16];
+	int rc;
+
+	up_seal_reset(s);
+	rc = statement_verify(pk, stmt, node_id, now);
+	if (rc == TROOP_EAUTH)
+		return troop_error_set(rc, "the sealing key the coordinator gave for node %.8s is "
+		    "not signed by that node (a substituted key?): the request was not sent",
+		    node_id);
+	if (rc == TROOP_EGONE)
+		return troop_error_set(rc, "the sealing key of node %.8s is outside its validity: "
+		    "the request was not sent", node_id);
+	if (rc)
+		return troop_error_set(TROOP_EINVAL, "the sealing key statement of node %.8s is "
+		    "malformed: the request was not sent", node_id);
+	dynbuf_init(&s->body, len + SEAL_REQUEST_OVERHEAD + 1);
+	if ((rc = seal_client_begin(&s->job, pk)) != 0 ||
+	    (rc = seal_request_seal(&s->body, &s->job, jti, node_id, body, len)) != 0 ||
+	    (rc = seal_header_format(v, sizeof(v), &s->job)) != 0) {
+		up_seal_reset(s);
+		return troop_error_set(rc ? rc : TROOP_ERR, "cannot seal the request: %s",
+		    troop_error_msg());
+	}
+	snprintf(s->header, sizeof(s->header), "%s: %s", SEAL_HEADER, v);
+	s->active = true;
+	return 0;
+}
+
+/* The value of header `name` ("Name:"), or NULL. */
+static const char *header_value(const char *const *headers, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (size_t i = 0; headers && headers[i]; i++) {
+		if (strncasecmp(headers[i], name, n) == 0) {
+			const char *v = headers[i] + n;
+			while (*v == ' ' || *v == '\t')
+				v++;
+			return v;
+		}
+	}
+	return NULL;
+}
+
+static int on_chunk(void *arg, const uint8_t *data, size_t len)
+{
+	up_seal *s = arg;
+
+	if (s->out_sent) {
+		dynbuf_reset(&s->out);
+		s->out_sent = false;
+	}
+	return dynbuf_add(&s->out, data, len);
+}
+
+int up_seal_headers(up_seal *s, int status, const char *const *headers, const char **ctype)
+{
+	const char *ct = header_value(headers, "Content-Type:");
+	const char *orig = header_value(headers, UP_SEAL_TYPE_HEADER ":");
+
+	*ctype = NULL;
+	s->status = status;
+	if (ct && strncasecmp(ct, SEAL_CONTENT_TYPE, sizeof(SEAL_CONTENT_TYPE) - 1) == 0) {
+		s->opening = true;
+		s->stream = orig && strncasecmp(orig, "text/event-stream", 17) == 0 &&
+		    status < 400;
+		seal_reader_init(&s->rd, &s->job, on_chunk, s);
+		*ctype = orig && *orig && !strpbrk(orig, "\r\n") ? orig : "application/json";
+		if (status >= 400)
+			*ctype = "application/json";
+		return 0;
+	}
+	if (status >= 400)
+		return 0;  /* the worker's own error: plain */
+	return troop_error_set(TROOP_EUPSTREAM, "the worker answered a sealed request with an "
+	    "unsealed reply");
+}
+
+/* An error reply whole, in the shape of the app's API. */
+static int error_finish(up_seal *s)
+{
+	json_t *e = NULL;
+	char *text;
+
+	if (s->api != API_MESSAGES)
+		return 0;
+	if (api_error_convert(s->api, s->status, dynbuf_ptr(&s->out), dynbuf_len(&s->out),
+	    &e) != 0)
+		return TROOP_ENOMEM;
+	text = json_dump_compact(e, NULL);
+	json_decref(e);
+	if (!text)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	dynbuf_reset(&s->out);
+	if (dynbuf_add(&s->out, text, strlen(text)) != 0) {
+		free(text);
+		return TROOP_ENOMEM;
+	}
+	free(text);
+	return 0;
+}
+
+int up_seal_transform(up_seal *s, const char *data, size_t len, bool end, const char **out,
+    size_t *out_len)
+{
+	int rc;
+
+	*out = NULL;
+	*out_len = 0;
+	if (s->out_sent) {
+		dynbuf_reset(&s->out);
+		s->out_sent = false;
+	}
+	if (!s->opening) {
+		/* a plain error reply of the worker's */
+		if (s->api != API_MESSAGES) {
+			*out = data;
+			*out_len = len;
+			return 0;
+		}
+		if (len && dynbuf_add(&s->out, data, len) != 0)
+			return troop_error_set(TROOP_ETOOLARGE, "the error reply is too large");
+		if (!end || (rc = error_finish(s)) != 0)
+			return end ? rc : 0;
+		*out = dynbuf_ptr(&s->out);
+		*out_len = dynbuf_len(&s->out);
+		s->out_sent = true;
+		return 0;
+	}
+	if (len && (rc = seal_reader_feed(&s->rd, data, len)) != 0) {
+		s->failed = true;
+		return troop_error_set(rc, "the sealed reply did not open: altered, reordered or "
+		    "not this job's");
+	}
+	if (end && seal_reader_finish(&s->rd) != 0) {
+		s->failed = true;
+		return troop_error_set(TROOP_EUPSTREAM, "the sealed reply was cut short");
+	}
+	/* an event stream goes on as it opens; anything else only whole */
+	if (!s->stream && !end)
+		return 0;
+	if (end && s->status >= 400 && (rc = error_finish(s)) != 0)
+		return rc;
+	*out = dynbuf_ptr(&s->out);
+	*out_len = dynbuf_len(&s->out);
+	s->out_sent = true;
+	return 0;
+}

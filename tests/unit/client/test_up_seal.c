@@ -1,0 +1,302 @@
+/*
+ * test_up_seal.c - both ends of a sealed job in memory: `troop up`'s side
+ * (up_seal.h) against the worker's (sealed.h, seal_keys.h).  A statement
+ * checked against the ticket's node (another node's refused, nothing
+ * sealed); the request opens on the worker for this ticket only; a sealed
+ * event stream opens frame by frame, a whole reply only at its end; a
+ * flipped byte, a dropped frame or a missing final frame fail; a 2xx that
+ * is not sealed is refused while the worker's plain errors pass.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "dynbuf.h"
+#include "error.h"
+#include "identity.h"
+#include "seal.h"
+#include "seal_keys.h"
+#include "sealed.h"
+#include "up_seal.h"
+
+typedef struct {
+	char dir[64], path[128];
+	troop_identity node;
+	seal_keys *keys;
+	char stmt[SEAL_STMT_MAX];
+} worker_side;
+
+static void worker_init(worker_side *w)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	snprintf(w->dir, sizeof(w->dir), "/tmp/troop-upseal-XXXXXX");
+	assert_non_null(mkdtemp(w->dir));
+	snprintf(w->path, sizeof(w->path), "%s/seal.key", w->dir);
+	assert_int_equal(identity_generate(&w->node), 0);
+	assert_int_equal(seal_keys_open(&w->keys, w->path, &w->node, 3600, now), 0);
+	assert_int_equal(seal_keys_statement(w->keys, w->stmt, sizeof(w->stmt), now), 0);
+}
+
+static void worker_free(worker_side *w)
+{
+	seal_keys_free(w->keys);
+	unlink(w->path);
+	rmdir(w->dir);
+}
+
+static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"secret\"}]}";
+
+/* Seal a request on the client (c initialised) and open it on the worker:
+ * the job's keys. */
+static void handshake(up_seal *c, worker_side *w, seal_job *wj)
+{
+	dynbuf plain;
+
+	assert_int_equal(up_seal_begin(c, w->stmt, w->node.id, "jti-1", body, strlen(body),
+	    (int64_t)time(NULL)), 0);
+	assert_true(c->active);
+	assert_null(strstr(dynbuf_ptr(&c->body), "secret"));
+	assert_int_equal(strncmp(c->header, "X-Troop-Seal: v1; ", 18), 0);
+	dynbuf_init(&plain, 4096);
+	assert_int_equal(sealed_request_open(&plain, wj, w->keys, c->header + 14, "jti-1",
+	    w->node.id, dynbuf_ptr(&c->body), dynbuf_len(&c->body), (int64_t)time(NULL)), 0);
+	assert_int_equal(dynbuf_len(&plain), strlen(body));
+	assert_memory_equal(dynbuf_ptr(&plain), body, strlen(body));
+	dynbuf_reset(&plain);
+	/* under another ticket, or for another node: refused */
+	assert_int_equal(sealed_request_open(&plain, &(seal_job){ 0 }, w->keys, c->header + 14,
+	    "jti-2", w->node.id, dynbuf_ptr(&c->body), dynbuf_len(&c->body),
+	    (int64_t)time(NULL)), TROOP_EINVAL);
+	assert_int_equal(sealed_request_open(&plain, &(seal_job){ 0 }, w->keys, c->header + 14,
+	    "jti-1", "another-node", dynbuf_ptr(&c->body), dynbuf_len(&c->body),
+	    (int64_t)time(NULL)), TROOP_EINVAL);
+	dynbuf_free(&plain);
+}
+
+static void test_substituted_key(void **state)
+{
+	worker_side a, b;
+	up_seal c;
+
+	(void)state;
+	worker_init(&a);
+	worker_init(&b);
+	up_seal_init(&c, API_OPENAI);
+	/* b's genuine statement, given for node a: not sent */
+	assert_int_equal(up_seal_begin(&c, b.stmt, a.node.id, "jti-1", body, strlen(body),
+	    (int64_t)time(NULL)), TROOP_EAUTH);
+	assert_false(c.active);
+	assert_int_equal(dynbuf_len(&c.body), 0);
+	assert_non_null(strstr(troop_error_msg(), "not signed by that node"));
+	/* a's own statement after a failed check: still accepted */
+	assert_int_equal(up_seal_begin(&c, a.stmt, a.node.id, "jti-1", body, strlen(body),
+	    (int64_t)time(NULL)), 0);
+	/* remembered, but only for the same node */
+	assert_int_equal(up_seal_begin(&c, a.stmt, b.node.id, "jti-1", body, strlen(body),
+	    (int64_t)time(NULL)), TROOP_EAUTH);
+	assert_int_equal(up_seal_begin(&c, "bm90IGEgc3RhdGVtZW50", a.node.id, "jti-1", body,
+	    strlen(body), (int64_t)time(NULL)), TROOP_EINVAL);
+	up_seal_reset(&c);
+	worker_free(&a);
+	worker_free(&b);
+}
+
+/* The worker's sealed reply of `n` pieces into `wire`; `final` ends it. */
+static void seal_reply(dynbuf *wire, const seal_job *wj, const char *const *pieces, size_t n,
+    bool final)
+{
+	sealed_reply r;
+
+	assert_int_equal(sealed_reply_init(&r, wj), 0);
+	for (size_t i = 0; i < n; i++) {
+		const char *o;
+		size_t ol;
+		assert_int_equal(sealed_reply_push(&r, pieces[i], strlen(pieces[i]),
+		    final && i == n - 1, &o, &ol), 0);
+		assert_int_equal(dynbuf_add(wire, o, ol), 0);
+	}
+	sealed_reply_free(&r);
+}
+
+static const char *const events[] = { "data: {\"a\":1}\n\n", "data: {\"b\":2}\n\n",
+	"data: [DONE]\n\n" };
+static const char *const h_stream[] = { "Content-Type: application/x-troop-sealed",
+	"X-Troop-Sealed-Type: text/event-stream", NULL };
+static const char *const h_json[] = { "Content-Type: application/x-troop-sealed",
+	"X-Troop-Sealed-Type: application/json", NULL };
+
+static void test_stream_opens_as_it_comes(void **state)
+{
+	worker_side w;
+	seal_job wj;
+	up_seal c;
+	dynbuf wire, got;
+	const char *ct, *o;
+	size_t ol, off = 0;
+
+	(void)state;
+	worker_init(&w);
+	up_seal_init(&c, API_OPENAI);
+	handshake(&c, &w, &wj);
+	dynbuf_init(&wire, 1 << 20);
+	dynbuf_init(&got, 1 << 20);
+	seal_reply(&wire, &wj, events, 3, true);
+	assert_null(memmem(dynbuf_ptr(&wire), dynbuf_len(&wire), "data:", 5));
+	assert_int_equal(up_seal_headers(&c, 200, h_stream, &ct), 0);
+	assert_string_equal(ct, "text/event-stream");
+	/* byte by byte: each event comes out when its frame is in */
+	while (off < dynbuf_len(&wire)) {
+		assert_int_equal(up_seal_transform(&c, dynbuf_ptr(&wire) + off, 1, false, &o, &ol),
+		    0);
+		assert_int_equal(dynbuf_add(&got, o, ol), 0);
+		off++;
+	}
+	assert_int_equal(up_seal_transform(&c, NULL, 0, true, &o, &ol), 0);
+	assert_int_equal(dynbuf_add(&got, o, ol), 0);
+	assert_string_equal(dynbuf_ptr(&got), "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n");
+	up_seal_reset(&c);
+	dynbuf_free(&wire);
+	dynbuf_free(&got);
+	worker_free(&w);
+}
+
+/* Feed `wire` (altered by the caller) whole, then the end: the result. */
+static int feed_all(up_seal *c, const dynbuf *wire, const char *const *h, dynbuf *got)
+{
+	const char *ct, *o;
+	size_t ol;
+	int rc;
+
+	assert_int_equal(up_seal_headers(c, 200, h, &ct), 0);
+	rc = up_seal_transform(c, dynbuf_ptr(wire), dynbuf_len(wire), false, &o, &ol);
+	if (rc == 0)
+		(void)dynbuf_add(got, o, ol);
+	if (rc == 0)
+		rc = up_seal_transform(c, NULL, 0, true, &o, &ol);
+	if (rc == 0)
+		(void)dynbuf_add(got, o, ol);
+	return rc;
+}
+
+static void test_tampering(void **state)
+{
+	worker_side w;
+	seal_job wj;
+	up_seal c;
+	dynbuf wire, got;
+
+	(void)state;
+	worker_init(&w);
+	dynbuf_init(&wire, 1 << 20);
+	dynbuf_init(&got, 1 << 20);
+
+	/* a flipped byte in the second frame */
+	up_seal_init(&c, API_OPENAI);
+	handshake(&c, &w, &wj);
+	seal_reply(&wire, &wj, events, 3, true);
+	((char *)dynbuf_ptr(&wire))[dynbuf_len(&wire) - 40] ^= 1;
+	assert_int_not_equal(feed_all(&c, &wire, h_stream, &got), 0);
+	assert_true(c.failed);
+	assert_null(strstr(dynbuf_ptr(&got), "[DONE]"));
+
+	/* the final frame missing: cut short */
+	dynbuf_reset(&wire);
+	dynbuf_reset(&got);
+	handshake(&c, &w, &wj);
+	seal_reply(&wire, &wj, events, 2, false);
+	assert_int_not_equal(feed_all(&c, &wire, h_stream, &got), 0);
+	assert_true(c.failed);
+
+	/* a whole reply: nothing comes out until its final frame opened */
+	dynbuf_reset(&wire);
+	dynbuf_reset(&got);
+	handshake(&c, &w, &wj);
+	{
+		static const char *const json[] = { "{\"choices\":", "[]}" };
+		const char *ct, *o;
+		size_t ol;
+
+		seal_reply(&wire, &wj, json, 2, true);
+		assert_int_equal(up_seal_headers(&c, 200, h_json, &ct), 0);
+		assert_string_equal(ct, "application/json");
+		assert_int_equal(up_seal_transform(&c, dynbuf_ptr(&wire), dynbuf_len(&wire) - 1,
+		    false, &o, &ol), 0);
+		assert_int_equal(ol, 0);
+		assert_int_equal(up_seal_transform(&c, dynbuf_ptr(&wire) + dynbuf_len(&wire) - 1, 1,
+		    false, &o, &ol), 0);
+		assert_int_equal(ol, 0);
+		assert_int_equal(up_seal_transform(&c, NULL, 0, true, &o, &ol), 0);
+		assert_int_equal(ol, strlen("{\"choices\":[]}"));
+		assert_memory_equal(o, "{\"choices\":[]}", ol);
+	}
+
+	/* another job's reply (keys of another handshake): does not open */
+	{
+		seal_job other;
+		up_seal c2;
+
+		dynbuf_reset(&wire);
+		dynbuf_reset(&got);
+		up_seal_init(&c2, API_OPENAI);
+		handshake(&c2, &w, &other);
+		handshake(&c, &w, &wj);
+		seal_reply(&wire, &other, events, 3, true);
+		assert_int_not_equal(feed_all(&c, &wire, h_stream, &got), 0);
+		assert_int_equal(dynbuf_len(&got), 0);
+		up_seal_reset(&c2);
+	}
+	up_seal_reset(&c);
+	dynbuf_free(&wire);
+	dynbuf_free(&got);
+	worker_free(&w);
+}
+
+static void test_plain_replies(void **state)
+{
+	static const char *const h_plain[] = { "Content-Type: application/json", NULL };
+	worker_side w;
+	seal_job wj;
+	up_seal c;
+	const char *ct, *o;
+	size_t ol;
+
+	(void)state;
+	worker_init(&w);
+	up_seal_init(&c, API_OPENAI);
+	handshake(&c, &w, &wj);
+	/* an unsealed 2xx to a sealed request: refused */
+	assert_int_equal(up_seal_headers(&c, 200, h_plain, &ct), TROOP_EUPSTREAM);
+	/* the worker's own error: plain, passed as it is */
+	handshake(&c, &w, &wj);
+	assert_int_equal(up_seal_headers(&c, 401, h_plain, &ct), 0);
+	assert_null(ct);
+	assert_int_equal(up_seal_transform(&c, "{\"error\":{}}", 12, false, &o, &ol), 0);
+	assert_int_equal(ol, 12);
+	up_seal_reset(&c);
+	worker_free(&w);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_substituted_key),
+		cmocka_unit_test(test_stream_opens_as_it_comes),
+		cmocka_unit_test(test_tampering),
+		cmocka_unit_test(test_plain_replies),
+	};
+
+	if (sodium_init() < 0)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
