@@ -305,6 +305,8 @@ static int native_event(compat_reply *c, const char *event, const char *data, si
 		    event[0] ? "\n" : "", (int)len, data);
 	}
 	type = json_string_value(json_object_get(ev, "type"));
+	if (c->kind == API_OPENAI)
+		set_model(c, ev);    /* a chat or completions chunk */
 	set_model(c, json_object_get(ev, "response"));
 	set_model(c, json_object_get(ev, "message"));
 	if (c->kind == API_RESPONSES && type) {
@@ -425,6 +427,7 @@ int compat_native_new(compat_reply **out, api_kind kind, bool event_stream, cons
 
 	if (rc == 0) {
 		(*out)->native = true;
+		(*out)->kind = kind;   /* API_OPENAI too: chat chunks keep their shape */
 		(*out)->out_index = -1;
 		(*out)->content_index = -1;
 	}

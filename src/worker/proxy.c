@@ -73,6 +73,7 @@ struct job {
 	char path[32];             /* /v1/... of the request */
 	api_kind api;              /* the API the request speaks */
 	bool translate;            /* sent to the engine as chat completions */
+	bool renamed;              /* the engine knows the model by another name */
 	compat_reply *compat;      /* translating the engine's reply back */
 	dynbuf xout;               /* the translated bytes of one chunk */
 	bool sealed;               /* the request came sealed: so goes the reply */
@@ -134,9 +135,11 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	    compat_reply_new(&j->compat, j->api, sse, j->rec.job_id, j->rec.model,
 	    (int64_t)time(NULL)) != 0)
 		return RELAY_REJECT;
-	/* the engine's own Responses or Messages reply, revised for the SDKs
-	 * and without the engine's name for the model */
-	if (!j->translate && !j->compat && j->api != API_OPENAI && status >= 200 &&
+	/* the engine's own Responses or Messages reply, revised for the SDKs,
+	 * and any reply of an engine that names the model otherwise (llama.cpp
+	 * without --alias: the model file's path), without the engine's name */
+	if (!j->translate && !j->compat && (j->api != API_OPENAI || j->renamed) &&
+	    status >= 200 &&
 	    status < 300 && compat_native_new(&j->compat, j->api, sse, j->rec.model) != 0)
 		return RELAY_REJECT;
 	/* an error the engine answered (not this worker's failure): the client
@@ -408,6 +411,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
 	j->api = api_kind_of_path(j->path);
 	j->translate = translate;
+	j->renamed = tg->engine_name[0] != '\0';
 	dynbuf_init(&j->xout, COMPAT_MAX_BODY + COMPAT_MAX_EVENT);
 	if (sj) {
 		j->sealed = true;

@@ -17,7 +17,8 @@ chain_coordinator
 chain_sim a --tokens-per-second 20
 chain_worker w "vllm=http://127.0.0.1:$SIM_PORT" --max-jobs 4 --donate always
 chain_wait_nodes "$MODEL" 1
-chain_up main "$COORD_URL"
+# --wait 0: a node wrongly seen as full answers 503 at once instead of queueing
+chain_up main "$COORD_URL" --wait 0
 
 post() { # post OUTFILE: the status code
 	curl -s -o "$1" -w '%{http_code}' -m 30 -H 'Content-Type: application/json' \

@@ -179,6 +179,49 @@ check_reply completions-stream cmpl-stream /v1/completions \
 	'{"model":"tiny-llama","prompt":"Once upon a time","max_tokens":8,"stream":true,"stream_options":{"include_usage":true}}'
 check_reply embeddings embed /v1/embeddings '{"model":"troop-test/tiny-embed","input":"hello"}'
 
+# ---- a burst that fills the node, then one more (item 8) -------------------------------
+# 8 requests take the worker's 8 slots; the moment they have answered, one
+# more must be served at once: through a `troop up --wait 0`, so that a node
+# still seen as full answers 503 instead of queueing
+MAIN_URL=$UP_URL
+chain_up burst "$COORD_URL" --wait 0
+BURST_URL=$UP_URL
+UP_URL=$MAIN_URL
+bpids=""
+for i in 1 2 3 4 5 6 7 8; do
+	( curl -s -o /dev/null -w '%{http_code}' -m 120 "$BURST_URL/v1/chat/completions" \
+		-H 'Content-Type: application/json' -d "{$CHAT,\"max_tokens\":4}" \
+		>"$CHAIN_TMP/burst-$i.code" ) &
+	bpids="$bpids $!"
+done
+wait $bpids
+bcodes=$(cat "$CHAIN_TMP"/burst-*.code)
+code=$(curl -s -o "$CHAIN_TMP/burst-after" -w '%{http_code}' -m 60 "$BURST_URL/v1/chat/completions" \
+	-H 'Content-Type: application/json' -d "{$CHAT,\"max_tokens\":4}")
+if [ "$bcodes" = 200200200200200200200200 ] && [ "$code" = 200 ]; then
+	ok "burst: 8 requests filled the node, the next one was served at once"
+else
+	chain_fail "burst: codes $bcodes, then $code: $(head -c 300 "$CHAIN_TMP/burst-after")"
+fi
+# replies name the model as advertised, never by the engine's file path
+# (llama-server A runs without --alias), whole and streamed
+curl -s -N "$UP_URL/v1/chat/completions" -H 'Content-Type: application/json' \
+	-d "{$CHAT,\"max_tokens\":4,\"stream\":true}" >"$CHAIN_TMP/stream-names"
+names=$(python3 - "$CHAIN_TMP/burst-after" "$CHAIN_TMP/stream-names" <<'PY'
+import json, sys
+seen = {json.load(open(sys.argv[1])).get("model")}
+for line in open(sys.argv[2]):
+    if line.startswith("data: {"):
+        seen.add(json.loads(line[6:]).get("model"))
+print(" ".join(sorted(str(s) for s in seen)))
+PY
+)
+if [ "$names" = tiny-llama ]; then
+	ok "replies name the model 'tiny-llama', whole and streamed"
+else
+	chain_fail "replies name the model '$names' (the engine's file path leaks)"
+fi
+
 # ---- an engine error reaches the app ------------------------------------------------------
 # A was started without --embeddings: llama-server answers 501
 code=$(post /v1/embeddings '{"model":"tiny-llama","input":"hello"}' "$CHAIN_TMP/e501")

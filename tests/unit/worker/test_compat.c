@@ -533,6 +533,30 @@ static void test_tool_replies(void **state)
 	free(out);
 }
 
+/* An engine that knows the model by its file path (llama.cpp without
+ * --alias): its chat replies, whole and streamed, name the advertised
+ * model instead. */
+static void test_native_chat_renamed(void **state)
+{
+	static const char chunk[] = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\","
+	    "\"model\":\"/srv/models/tiny.gguf\",\"choices\":[{\"index\":0,\"delta\":"
+	    "{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+	static const char whole[] = "{\"id\":\"c1\",\"object\":\"chat.completion\","
+	    "\"model\":\"/srv/models/tiny.gguf\",\"choices\":[]}";
+	char *got;
+
+	(void)state;
+	got = translate(API_OPENAI, true, true, chunk);
+	assert_null(strstr(got, "/srv/models"));
+	assert_non_null(strstr(got, "\"model\":\"tiny\""));
+	assert_non_null(strstr(got, "data: [DONE]\n\n"));
+	free(got);
+	got = translate(API_OPENAI, false, true, whole);
+	assert_null(strstr(got, "/srv/models"));
+	assert_non_null(strstr(got, "\"model\":\"tiny\""));
+	free(got);
+}
+
 static void test_native_responses_stream(void **state)
 {
 	/* what llama.cpp sends: no sequence_number, output_index,
@@ -721,6 +745,7 @@ int main(void)
 		cmocka_unit_test(test_stream_without_done),
 		cmocka_unit_test(test_json_replies),
 		cmocka_unit_test(test_native_responses_stream),
+		cmocka_unit_test(test_native_chat_renamed),
 		cmocka_unit_test(test_error_shapes),
 		cmocka_unit_test(test_endpoints),
 		cmocka_unit_test(test_usage_of_each_api),
