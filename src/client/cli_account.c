@@ -79,6 +79,10 @@ int cmd_balance(int argc, char **argv)
 		    (long long)trial, (double)trial / 3600.0);
 		printf("pending    %*lld s  (%.2f h, earned, spendable once your node is "
 		    "established)\n", w, (long long)pend, (double)pend / 3600.0);
+		printf("disputes   %*lld    (of %lld delivery reports, %.0f%%: reports that said "
+		    "a job took less time than its tokens need)\n", w,
+		    (long long)get_int(out, "disputes"), (long long)get_int(out, "reports"),
+		    json_number_value(json_object_get(out, "dispute_rate")) * 100.0);
 	}
 	if (get_int(out, "reserved_seconds") > 0)
 		printf("\nReserved credits are held for jobs in flight; what a job does not use "

@@ -39,6 +39,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "report.h"
 #include "up.h"
 
 #define UP_DEFAULT_LISTEN "127.0.0.1:9000"
@@ -46,6 +47,7 @@
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
 #define UP_EDGE_LIST 2048
 #define UP_MAX_ROUTES 8
+#define UP_REPORT_FLUSH_MS 2000  /* at exit: send the delivery reports left */
 
 static const config_opt up_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -465,6 +467,10 @@ int cmd_up(int argc, char **argv)
 	s->id = c.id;
 	s->first_byte_timeout_ms = config_int(c.cfg, "first-byte-timeout") * 1000;
 	s->max_seconds = config_is_set(c.cfg, "max-seconds") ? config_int(c.cfg, "max-seconds") : 0;
+	if ((rc = client_reports_start(&s->reports, s->coordinator, &s->id, NULL)) != 0) {
+		rc = cli_fail(&c, "cannot start the delivery report spool: %s", troop_error_msg());
+		goto out;
+	}
 	if (key) {
 		s->require_key = true;
 		crypto_generichash(s->key_hash, sizeof(s->key_hash), (const unsigned char *)key,
@@ -525,6 +531,7 @@ int cmd_up(int argc, char **argv)
 out:
 	http_server_free(srv);
 	if (s) {
+		client_reports_stop(s->reports, UP_REPORT_FLUSH_MS);
 		if (mu_ok) {
 			up_models_clear(s);
 			pthread_mutex_destroy(&s->models_mu);

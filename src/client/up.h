@@ -45,6 +45,7 @@ typedef struct up_server {
 	long first_byte_timeout_ms;     /* worker, for streamed replies */
 	int64_t max_seconds;            /* per job; 0: the coordinator's default */
 	int listen_port;                /* the port this proxy serves on */
+	struct client_reports *reports; /* delivery reports (report.h); NULL: none */
 	/* models cache: the OpenAI list as JSON text */
 	pthread_mutex_t models_mu;
 	char *models_json;

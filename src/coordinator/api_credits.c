@@ -169,6 +169,24 @@ static int named_node_live(coord *c, const char *node_id, const char *model, int
 	return 0;
 }
 
+/* --max-account-dispute-rate: 0, or TROOP_EFORBIDDEN (message set) when
+ * `account` has at least COORD_MIN_DISPUTES disputes and more than the
+ * rate times its delivery reports.  One ledger read: only with the flag. */
+static int account_not_disputed(const coord *c, coord_thread *t, const char *account)
+{
+	ledger_balance b;
+
+	if (ledger_balance_get(&b, t->db, account) != 0)
+		return 0;   /* no account yet: nothing disputed */
+	if (b.disputes < COORD_MIN_DISPUTES ||
+	    (double)b.disputes <= c->max_account_dispute_rate * (double)b.reports)
+		return 0;
+	return troop_error_set(TROOP_EFORBIDDEN, "account %.8s is stopped: %lld of its %lld "
+	    "delivery reports under-reported the time its jobs took, over the operator's "
+	    "limit of %.0f%% (--max-account-dispute-rate)", account, (long long)b.disputes,
+	    (long long)b.reports, c->max_account_dispute_rate * 100.0);
+}
+
 static void h_authorize(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -230,6 +248,10 @@ static void h_authorize(http_req *r, void *arg)
 			goto out;
 		}
 		class_required = json_is_true(creq);
+	}
+	if (c->max_account_dispute_rate > 0 && (rc = account_not_disputed(c, t, requester)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
 	}
 	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES, 0))) {
 		coord_reply_last_error(r, rc);
@@ -364,14 +386,18 @@ static void h_balance(http_req *r, void *arg)
 	/* available_seconds: spendable now, trial credits included (as
 	 * before they existed); trial_seconds: the part of it that is trial;
 	 * pending_seconds: earnings not spendable yet */
-	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f}",
+	/* reports, disputes, dispute_rate: its delivery reports and those
+	 * found to under-report (--max-account-dispute-rate) */
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:f}",
 	    "public_key", account,
 	    "balance_seconds", (json_int_t)(b.available + b.trial + b.reserved),
 	    "reserved_seconds", (json_int_t)b.reserved,
 	    "available_seconds", (json_int_t)(b.available + b.trial),
 	    "trial_seconds", (json_int_t)b.trial,
 	    "pending_seconds", (json_int_t)b.pending,
-	    "balance_hours", (double)(b.available + b.trial + b.reserved) / 3600.0));
+	    "balance_hours", (double)(b.available + b.trial + b.reserved) / 3600.0,
+	    "reports", (json_int_t)b.reports, "disputes", (json_int_t)b.disputes,
+	    "dispute_rate", b.reports > 0 ? (double)b.disputes / (double)b.reports : 0.0));
 }
 
 static int query_int(http_req *r, const char *name, int64_t def, int64_t min, int64_t max,

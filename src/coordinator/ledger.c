@@ -529,6 +529,8 @@ int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
 	out->reserved = col_i64(c, 1);
 	out->trial = col_i64(c, 2);
 	out->pending = col_i64(c, 3);
+	out->reports = col_i64(c, 4);
+	out->disputes = col_i64(c, 5);
 	fin(c);
 	return 0;
 }
@@ -752,6 +754,10 @@ static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id
 	ledger_copy_str(out->report_outcome, sizeof out->report_outcome, col_text(c, 24));
 	out->reported_at = col_i64(c, 25);
 	out->disputed = col_i64(c, 26) != 0;
+	ledger_copy_str(out->claim_digest, sizeof out->claim_digest, col_text(c, 27));
+	ledger_copy_str(out->report_digest, sizeof out->report_digest, col_text(c, 28));
+	out->report_max_tps = c->drv->col_f64(c, 29);
+	out->client_disputed = col_i64(c, 30) != 0;
 	fin(c);
 	return err ? err : 1;
 }
@@ -827,6 +833,10 @@ struct settle_what {
 	const char *outcome;
 	bool disputed;           /* the worker claimed more than its client saw */
 	int64_t claimed_ms;      /* when disputed: the worker's claim */
+	bool client_disputed;    /* the client under-reported (ledger_report) */
+	int64_t reported_ms;     /* when client_disputed: the client's report */
+	int64_t tokens_seen;     /* ... and the tokens it received */
+	double max_tps;          /* ... and the rate they were checked against */
 };
 
 /* Settle the open reservation `res` (locked by this transaction) for w:
@@ -894,7 +904,11 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 	char note[LEDGER_NOTE_MAX + 1] = "", part[64] = "";
 	if (charge_trial > 0)
 		snprintf(part, sizeof part, "pending=%lld", (long long)charge_trial);
-	if (w->disputed)
+	if (w->client_disputed)
+		snprintf(note, sizeof note, "%s%sclient dispute: reported %lld ms for %lld tokens "
+		    "(at most %.1f tokens/s); worker paid its claim", part, part[0] ? " " : "",
+		    (long long)w->reported_ms, (long long)w->tokens_seen, w->max_tps);
+	else if (w->disputed)
 		snprintf(note, sizeof note, "%s%sdisputed: worker claimed %lld ms, client "
 		    "observed %lld ms", part, part[0] ? " " : "", (long long)w->claimed_ms,
 		    (long long)w->duration_ms);
@@ -920,6 +934,20 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		if ((err = insert_audit(c, res->node_id, "dispute", detail, now)) != 0)
 			return err;
 	}
+	if (w->client_disputed) {
+		char detail[LEDGER_ID_MAX * 3 + 160];
+		snprintf(detail, sizeof detail, "job=%s node=%s requester=%s reported_ms=%lld "
+		    "tokens=%lld max_tps=%.1f claimed_ms=%lld", res->job_id, res->node_id,
+		    res->requester, (long long)w->reported_ms, (long long)w->tokens_seen,
+		    w->max_tps, (long long)w->duration_ms);
+		if ((err = exec(c, LS_ACCOUNT_REPORTED, ARGS(S(res->requester), I(0), I(1)),
+		    "count client dispute")) != 0 ||
+		    (err = exec(c, LS_RES_CLIENT_DISPUTE, ARGS(S(res->job_id)),
+		    "mark client dispute")) != 0 ||
+		    (err = insert_audit(c, res->requester, "client_dispute", detail, now)) != 0)
+			return err;
+	}
+	o->client_disputed = w->client_disputed;
 	o->charged = charge;
 	o->refunded = refund;
 	o->pending = charge_trial;
@@ -955,6 +983,21 @@ static int settle_both(ledger_settle_result *o, ledger_conn *c, const ledger_res
 	struct settle_what w = { .tokens_in = res->claim_tokens_in,
 		.tokens_out = res->claim_tokens_out, .outcome = res->claim_outcome,
 		.claimed_ms = res->claim_ms };
+	int64_t tokens = res->claim_tokens_out > res->report_tokens ? res->claim_tokens_out :
+	    res->report_tokens;
+
+	/* under-reporting: the client got what the worker sent (equal
+	 * digests), yet says it took less time than those tokens need */
+	if (res->claim_digest[0] && strcmp(res->claim_digest, res->report_digest) == 0 &&
+	    res->report_max_tps > 0 && (double)tokens > res->report_max_tps *
+	    (double)res->report_ms / 1000.0 + LEDGER_UNDERREPORT_SLACK) {
+		w.duration_ms = res->claim_ms;
+		w.client_disputed = true;
+		w.reported_ms = res->report_ms;
+		w.tokens_seen = tokens;
+		w.max_tps = res->report_max_tps;
+		return settle_apply(o, c, res, &w, now);
+	}
 	w.duration_ms = ledger_witnessed_ms(res->claim_ms, res->report_ms, &w.disputed);
 	return settle_apply(o, c, res, &w, now);
 }
@@ -986,11 +1029,14 @@ static int settle_txn(ledger_conn *c, void *arg)
 		res.claim_tokens_in = q->tokens_in;
 		res.claim_tokens_out = q->tokens_out;
 		ledger_copy_str(res.claim_outcome, sizeof res.claim_outcome, outcome);
+		ledger_copy_str(res.claim_digest, sizeof res.claim_digest,
+		    q->digest ? q->digest : "");
 		if (res.report_ms >= 0)
 			return settle_both(o, c, &res, q->now);
 		int64_t n = 0;
 		int err = exec_count(&n, c, LS_RES_CLAIM, ARGS(S(q->job_id), I(q->duration_ms),
-		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now)), "store claim");
+		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now),
+		    S(q->digest ? q->digest : "")), "store claim");
 		if (err == 0 && n != 1)
 			err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
 			    "during settlement", q->job_id);
@@ -1014,6 +1060,7 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_range("tokens_in", req->tokens_in, 0, INT64_MAX / 2));
 	TRY(check_range("tokens_out", req->tokens_out, 0, INT64_MAX / 2));
 	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
+	TRY(check_opt_str("digest", req->digest, LEDGER_DIGEST_MAX));
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
@@ -1057,14 +1104,24 @@ static int report_txn(ledger_conn *c, void *arg)
 		o->disputed = res.disputed;
 		return 0;
 	}
+	double max_tps = q->max_tps > 0 ? q->max_tps : 0;
 	int err = exec_count(&n, c, LS_RES_REPORT, ARGS(S(q->job_id), I(q->duration_ms),
 	    I(q->tokens), I(q->bytes), S(q->outcome ? q->outcome : ""),
-	    S(q->digest ? q->digest : ""), I(q->now)), "store delivery report");
+	    S(q->digest ? q->digest : ""), I(q->now), D(max_tps)), "store delivery report");
 	if (err == 0 && n != 1)
 		err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed", q->job_id);
+	if (err == 0)
+		err = exec(c, LS_ACCOUNT_REPORTED, ARGS(S(res.requester), I(1), I(0)),
+		    "count report");
+	/* the node answered 401 to its own ticket: against the node */
+	if (err == 0 && q->outcome && strcmp(q->outcome, "refused") == 0)
+		err = exec(c, LS_NODE_REFUSED, ARGS(S(res.node_id)), "count refusal");
 	if (err)
 		return err;
 	res.report_ms = q->duration_ms;
+	res.report_tokens = q->tokens;
+	res.report_max_tps = max_tps;
+	ledger_copy_str(res.report_digest, sizeof res.report_digest, q->digest ? q->digest : "");
 	if (res.status == LEDGER_RES_OPEN && res.claim_ms >= 0)
 		return settle_both(o, c, &res, q->now);
 	o->claimed = true;  /* waits for the worker's receipt */
@@ -1508,6 +1565,7 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	out->audit_failed = col_i64(c, 11);
 	ledger_copy_str(out->hw_class, sizeof out->hw_class, col_text(c, 12));
 	out->disputes = col_i64(c, 13);
+	out->refusals = col_i64(c, 14);
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
 	fin(c);
 	return 1;
