@@ -1031,8 +1031,7 @@ static int settle_txn(ledger_conn *c, void *arg)
 		ledger_copy_str(res.claim_outcome, sizeof res.claim_outcome, outcome);
 		ledger_copy_str(res.claim_digest, sizeof res.claim_digest,
 		    q->digest ? q->digest : "");
-		if (res.report_ms >= 0)
-			return settle_both(o, c, &res, q->now);
+		/* stored also when the report is in: both witnesses stay on record */
 		int64_t n = 0;
 		int err = exec_count(&n, c, LS_RES_CLAIM, ARGS(S(q->job_id), I(q->duration_ms),
 		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now),
@@ -1040,6 +1039,8 @@ static int settle_txn(ledger_conn *c, void *arg)
 		if (err == 0 && n != 1)
 			err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
 			    "during settlement", q->job_id);
+		if (err == 0 && res.report_ms >= 0)
+			return settle_both(o, c, &res, q->now);
 		if (err == 0)
 			o->claimed = true;
 		return err;
