@@ -89,7 +89,7 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant", 0, 0 },
+	  "account id allowed to call /admin/grant, /admin/invites and /admin/report", 0, 0 },
 	{ "allow-addresses", 0, OPT_LIST, "TROOP_ALLOW_ADDRESSES", NULL, NULL, "CIDR,...",
 	  "address ranges nodes may advertise besides the tailnet's (and loopback when "
 	  "--listen is loopback)", 0, 0 },

@@ -1876,3 +1876,73 @@ static int status_parse(ledger_res_status *out, const char *s)
 	return troop_error_set(TROOP_EINVAL, "ledger: unknown reservation status '%s'",
 	    s ? s : "(null)");
 }
+
+/* ---- the operator report ------------------------------------------------- */
+
+int ledger_admin_report(ledger_report_account **accounts, size_t *n_accounts,
+    ledger_report_node **nodes, size_t *n_nodes, ledger_conn *c, int64_t min_jobs,
+    int limit)
+{
+	TRY(check_conn(c));
+	if (accounts == NULL || n_accounts == NULL || nodes == NULL || n_nodes == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for the report");
+	TRY(check_range("limit", limit, 1, LEDGER_TX_LIMIT_MAX));
+	TRY(check_range("min_jobs", min_jobs, 1, INT64_MAX / 2));
+	*accounts = NULL;
+	*nodes = NULL;
+	*n_accounts = *n_nodes = 0;
+	ledger_report_account *a = calloc((size_t)limit, sizeof *a);
+	ledger_report_node *n = calloc((size_t)limit, sizeof *n);
+	if (a == NULL || n == NULL) {
+		free(a);
+		free(n);
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory for the report");
+	}
+	size_t na = 0, nn = 0;
+	int r = read_row(c, LS_REPORT_ACCOUNTS, ARGS(I(min_jobs), I(limit)), "report accounts");
+	while (r == 1 && na < (size_t)limit) {
+		ledger_report_account *x = &a[na++];
+		ledger_copy_str(x->account, sizeof x->account, col_text(c, 0));
+		x->jobs = col_i64(c, 1);
+		x->spent = col_i64(c, 2);
+		x->nodes = col_i64(c, 3);
+		x->owners = col_i64(c, 4);
+		ledger_copy_str(x->node_id, sizeof x->node_id, col_text(c, 5));
+		ledger_copy_str(x->owner, sizeof x->owner, col_text(c, 6));
+		x->trial_reserved = col_i64(c, 7);
+		r = c->drv->next(c);
+	}
+	fin(c);
+	if (r >= 0) {
+		r = read_row(c, LS_REPORT_NODES, ARGS(I(min_jobs), I(limit)), "report nodes");
+		while (r == 1 && nn < (size_t)limit) {
+			ledger_report_node *x = &n[nn++];
+			ledger_copy_str(x->node_id, sizeof x->node_id, col_text(c, 0));
+			ledger_copy_str(x->owner, sizeof x->owner, col_text(c, 1));
+			x->jobs = col_i64(c, 2);
+			x->earned = col_i64(c, 3);
+			x->trial_paid = col_i64(c, 4);
+			x->payers = col_i64(c, 5);
+			r = c->drv->next(c);
+		}
+		fin(c);
+	}
+	if (r < 0) {
+		free(a);
+		free(n);
+		return r;
+	}
+	if (na == 0) {
+		free(a);
+		a = NULL;
+	}
+	if (nn == 0) {
+		free(n);
+		n = NULL;
+	}
+	*accounts = a;
+	*nodes = n;
+	*n_accounts = na;
+	*n_nodes = nn;
+	return 0;
+}

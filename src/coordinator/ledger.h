@@ -465,6 +465,41 @@ int ledger_totals_get(ledger_totals *out, ledger_conn *c);
  * forfeited.  Pure function. */
 bool ledger_totals_balanced(const ledger_totals *t);
 
+/* ---- the operator report ------------------------------------------------- */
+
+/* An account whose settled spending all went to one node or one owner. */
+typedef struct {
+	char account[LEDGER_ID_MAX + 1];
+	int64_t jobs;          /* settled jobs with a charge */
+	int64_t spent;         /* credits charged */
+	int64_t nodes;         /* distinct nodes paid */
+	int64_t owners;        /* distinct owners paid */
+	char node_id[LEDGER_ID_MAX + 1]; /* the one node (nodes == 1), else the first */
+	char owner[LEDGER_ID_MAX + 1];   /* the one owner (owners == 1), else the first */
+	int64_t trial_reserved; /* trial credits its reservations took */
+} ledger_report_account;
+
+/* A node paid mostly (more than half of its charges) with trial credits. */
+typedef struct {
+	char node_id[LEDGER_ID_MAX + 1];
+	char owner[LEDGER_ID_MAX + 1];
+	int64_t jobs;          /* settled jobs with a charge */
+	int64_t earned;        /* credits charged */
+	int64_t trial_paid;    /* of those, paid from trial credits */
+	int64_t payers;        /* distinct accounts that paid */
+} ledger_report_node;
+
+/* The operator report (GET /admin/report): accounts with at least
+ * min_jobs settled jobs whose charges all went to one node or one owner,
+ * and nodes with at least min_jobs settled jobs whose charges were more
+ * than half trial credits, biggest first, at most `limit` (1 ..
+ * LEDGER_TX_LIMIT_MAX) of each.  *accounts and *nodes are malloc'd arrays
+ * (NULL when empty) the caller frees.  Scans the settled reservations:
+ * for an operator now and then, not per request. */
+int ledger_admin_report(ledger_report_account **accounts, size_t *n_accounts,
+    ledger_report_node **nodes, size_t *n_nodes, ledger_conn *c, int64_t min_jobs,
+    int limit);
+
 /* ---- nodes (durable part) ------------------------------------------------- */
 
 typedef struct {

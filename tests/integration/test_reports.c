@@ -52,6 +52,8 @@ static char tmp[256], dbpath[4200];
 static harness_proc coord, sim, slow_sim, evil_sim, worker, slow_worker;
 static http_client *hc;
 static ledger *led;
+static troop_identity admin;
+static char liar_id[TROOP_ID_LEN + 1], under_node_id[TROOP_ID_LEN + 1];
 
 static json_t *call(const troop_identity *id, const char *method, const char *path,
     json_t *body, int *status)
@@ -352,6 +354,8 @@ static void test_underreporting_client(void **state)
 	identity_generate(&liar);
 	identity_generate(&node);
 	identity_generate(&refuser);
+	snprintf(liar_id, sizeof(liar_id), "%s", liar.id);
+	snprintf(under_node_id, sizeof(under_node_id), "%s", node.id);
 	heartbeat(&node, 9, "under:1b");
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(authorize(jobs[i], &liar, "under:1b", NULL, 0), 200);
@@ -467,6 +471,80 @@ static void test_spooled_report(void **state)
 	check_invariant();
 }
 
+/* ---- the operator report ------------------------------------------------------ */
+
+/* `troop admin report ARGS` as the admin; its stdout into out (malloc'd). */
+static int run_admin_report(char **out, const char *arg)
+{
+	char home[400], key[460], log[460], cmd[2000];
+	int st;
+
+	snprintf(home, sizeof(home), "%s/admin", tmp);
+	snprintf(key, sizeof(key), "%s/identity.key", home);
+	snprintf(log, sizeof(log), "%s/admin-report.out", tmp);
+	(void)mkdir(home, 0700);
+	assert_int_equal(identity_save(&admin, key), 0);
+	snprintf(cmd, sizeof(cmd), "TROOP_HOME='%s' '%s' admin report --coordinator %s %s "
+	    "> '%s' 2>&1", home, harness_troop(), coord.url, arg, log);
+	st = system(cmd);
+	*out = harness_read_file(log);
+	assert_non_null(*out);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_admin_report(void **state)
+{
+	troop_identity stranger;
+	json_t *out, *o;
+	char *text;
+	size_t i;
+	int st;
+	bool seen_account = false, seen_node = false;
+
+	(void)state;
+	/* the under-reporting account paid one node only, with trial credits */
+	out = call(&admin, "GET", "/admin/report?min_jobs=3", NULL, &st);
+	assert_int_equal(st, 200);
+	json_array_foreach(json_object_get(out, "single_payee_accounts"), i, o) {
+		if (strcmp(json_string_value(json_object_get(o, "account")), liar_id) != 0)
+			continue;
+		seen_account = true;
+		assert_int_equal(json_integer_value(json_object_get(o, "jobs")), 3);
+		assert_string_equal(json_string_value(json_object_get(o, "node_id")), under_node_id);
+	}
+	json_array_foreach(json_object_get(out, "trial_funded_nodes"), i, o) {
+		if (strcmp(json_string_value(json_object_get(o, "node_id")), under_node_id) != 0)
+			continue;
+		seen_node = true;
+		assert_true(json_number_value(json_object_get(o, "trial_share")) > 0.5);
+	}
+	json_decref(out);
+	assert_true(seen_account);
+	assert_true(seen_node);
+	/* only an admin may read it */
+	identity_generate(&stranger);
+	out = call(&stranger, "GET", "/admin/report", NULL, &st);
+	json_decref(out);
+	assert_int_equal(st, 403);
+
+	/* the CLI: a table for people, the JSON for scripts */
+	assert_int_equal(run_admin_report(&text, ""), 0);
+	{
+		char short_liar[9];
+		snprintf(short_liar, sizeof(short_liar), "%.8s", liar_id);
+		assert_non_null(strstr(text, "Accounts whose spending all went to one node"));
+		assert_non_null(strstr(text, short_liar));
+		assert_non_null(strstr(text, "Nodes paid mostly with trial credits"));
+	}
+	free(text);
+	assert_int_equal(run_admin_report(&text, "--json --min-jobs 1000"), 0);
+	o = json_loads(text, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_array_size(json_object_get(o, "single_payee_accounts")), 0);
+	json_decref(o);
+	free(text);
+}
+
 static int setup(void **state)
 {
 	static const char *const no_verify[] = { "--no-verify", NULL };
@@ -482,9 +560,10 @@ static int setup(void **state)
 		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
+	identity_generate(&admin);
 	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
 		"--threads", "2", "--report-wait", REPORT_WAIT,
-		"--max-account-dispute-rate", "0.5", NULL };
+		"--max-account-dispute-rate", "0.5", "--admin", admin.id, NULL };
 	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	snprintf(log, sizeof(log), "%s/sim.log", tmp);
@@ -531,6 +610,7 @@ int main(void)
 		cmocka_unit_test(test_underreporting_client),
 		cmocka_unit_test(test_crashed_client),
 		cmocka_unit_test(test_spooled_report),
+		cmocka_unit_test(test_admin_report),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
