@@ -184,7 +184,7 @@ int main(int argc, char **argv)
 		identity_generate(&nodes[i]);
 		b = json_pack("{s:s, s:s, s:i, s:s, s:[{s:s}], s:{s:i, s:i}}", "node_id",
 		    nodes[i].id, "tailscale_ip", "127.0.0.1", "port", 9, "status", "IDLE",
-		    "models", "name", "bench", "load", "active_jobs", 0, "max_jobs", 1000000);
+		    "models", "name", "bench", "load", "active_jobs", 0, "max_jobs", 100000);
 		if (http_request_signed(c, &st, &out, &nodes[i], "POST", url, "/heartbeat", b) != 0 ||
 		    st != 200) {
 			fprintf(stderr, "settle_load: heartbeat failed (HTTP %d)\n", st);
