@@ -14,7 +14,7 @@
 # threads authorize JOBS jobs, then send their receipts.  The figure of
 # each side is the median of ROUNDS rounds; the load average is printed
 # with it (the machine is shared).  Environment:
-#   BASE_REF   the baseline commit (main)      ROUNDS  rounds (3)
+#   BASE_REF   the baseline commit (main)      ROUNDS  rounds (5)
 #   JOBS       jobs per round (4000)           THREADS client threads (2)
 #   BENCH_JOBS make -j for the baseline build (2)
 # Prints "RESULT ..." lines (bench/run.sh collects them).  Exits non-zero
@@ -25,7 +25,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-${BUILD_DIR:-$root/build}}
 case $build in /*) ;; *) build=$PWD/$build ;; esac
 base_ref=${BASE_REF:-main}
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-5}
 jobs=${JOBS:-4000}
 threads=${THREADS:-2}
 
@@ -83,17 +83,21 @@ echo "baseline $base_ref ($commit) vs this build; $rounds rounds of $jobs jobs, 
 	"threads, $(nproc) cores"
 for r in $(seq 1 "$rounds"); do
 	echo "round $r:"
-	run_side baseline "$basedir/build/troop"
-	run_side this "$build/troop"
+	# alternate who goes first: a machine getting busier hurts both alike
+	if [ $((r % 2)) -eq 1 ]; then
+		run_side baseline "$basedir/build/troop"
+		run_side this "$build/troop"
+	else
+		run_side this "$build/troop"
+		run_side baseline "$basedir/build/troop"
+	fi
 done
-for what in authorize receipt; do
-	declare -n fig=$what
-	b=$(median "${fig[baseline]}")
-	t=$(median "${fig[this]}")
+report() {
+	local what=$1 b=$2 t=$3 ratio verdict=ok
 	ratio=$(awk -v t="$t" -v b="$b" 'BEGIN {printf "%.3f", t / b}')
-	verdict=ok
 	awk -v r="$ratio" 'BEGIN {exit !(r < 0.90)}' && verdict="MISSED (target >= 0.90)"
 	echo "RESULT ${what}_per_s baseline $b this $t ratio $ratio $verdict" \
 		"(load $(cut -d' ' -f1-3 /proc/loadavg))"
-	unset -n fig
-done
+}
+report authorize "$(median "${auth[baseline]}")" "$(median "${auth[this]}")"
+report receipt "$(median "${receipt[baseline]}")" "$(median "${receipt[this]}")"
