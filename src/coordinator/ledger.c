@@ -983,12 +983,18 @@ static int settle_both(ledger_settle_result *o, ledger_conn *c, const ledger_res
 	struct settle_what w = { .tokens_in = res->claim_tokens_in,
 		.tokens_out = res->claim_tokens_out, .outcome = res->claim_outcome,
 		.claimed_ms = res->claim_ms };
-	int64_t tokens = res->claim_tokens_out > res->report_tokens ? res->claim_tokens_out :
-	    res->report_tokens;
+	/* the worker's tokens, already capped on arrival to what its duration
+	 * makes possible: a node faster than its class does not make its
+	 * client a liar */
+	int64_t tokens = res->claim_tokens_out;
+	bool disagree = false;
 
+	(void)ledger_witnessed_ms(res->claim_ms, res->report_ms, &disagree);
 	/* under-reporting: the client got what the worker sent (equal
-	 * digests), yet says it took less time than those tokens need */
-	if (res->claim_digest[0] && strcmp(res->claim_digest, res->report_digest) == 0 &&
+	 * digests), and its duration, shorter than the worker's beyond the
+	 * tolerance, is shorter than those tokens need */
+	if (disagree && res->claim_digest[0] &&
+	    strcmp(res->claim_digest, res->report_digest) == 0 &&
 	    res->report_max_tps > 0 && (double)tokens > res->report_max_tps *
 	    (double)res->report_ms / 1000.0 + LEDGER_UNDERREPORT_SLACK) {
 		w.duration_ms = res->claim_ms;

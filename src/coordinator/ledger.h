@@ -336,10 +336,11 @@ typedef struct {
  * ledger_settle; .claimed when it still waits for the receipt).  Counts
  * the report on the requester's account; an outcome "refused" (the node
  * answered 401) counts as a dispute against the node.
- * Under-reporting: when the worker's digest and the report's are equal
- * and not empty, and max(worker's, client's) completion tokens exceed
- * max_tps * report duration + LEDGER_UNDERREPORT_SLACK, the client is
- * disputed instead of the worker: the job settles at the worker's claim,
+ * Under-reporting: when the worker claimed more than the client observed
+ * beyond the tolerance (ledger_witnessed_ms), the worker's digest and the
+ * report's are equal and not empty, and the worker's completion tokens
+ * (capped on arrival to its duration) exceed max_tps * report duration +
+ * LEDGER_UNDERREPORT_SLACK, the client is disputed instead of the worker: the job settles at the worker's claim,
  * the account's dispute count grows, an audit row 'client_dispute' is
  * written and the settle row's note says so.  A second
  * report changes nothing (.already when settled).  Errors: TROOP_ENOTFOUND

@@ -264,6 +264,22 @@ static void test_honest(void **state)
 	check_invariant();
 }
 
+/* `troop CMDLINE` with TROOP_HOME=tmp/HOME; its output (malloc'd) into
+ * *out; returns its exit status. */
+static int run_troop(char **out, const char *home, const char *cmdline)
+{
+	char log[460], cmd[2000];
+	int st;
+
+	snprintf(log, sizeof(log), "%s/%s-cli.out", tmp, home);
+	snprintf(cmd, sizeof(cmd), "TROOP_HOME='%s/%s' '%s' %s --coordinator %s > '%s' 2>&1",
+	    tmp, home, harness_troop(), cmdline, coord.url, log);
+	st = system(cmd);
+	*out = harness_read_file(log);
+	assert_non_null(*out);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* ---- a worker inflating its duration ------------------------------------------------ */
 
 static void test_inflating_worker(void **state)
@@ -303,6 +319,16 @@ static void test_inflating_worker(void **state)
 	assert_int_equal(res.charged, 1);
 	assert_int_equal(node_disputes(&me, &evil, "inflate:1b"), 1);
 	harness_stop(&up, SIGTERM);
+	/* the client sees the dispute in its transactions */
+	{
+		char *text;
+		assert_int_equal(run_troop(&text, "inflating", "transactions"), 0);
+		assert_non_null(strstr(text, "disputed: worker claimed 3000 ms"));
+		free(text);
+		assert_int_equal(run_troop(&text, "inflating", "balance"), 0);
+		assert_non_null(strstr(text, "disputes"));
+		free(text);
+	}
 	check_invariant();
 }
 
