@@ -248,7 +248,7 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 	char url[256], authz[PROTO_TICKET_MAX + 32], snode[9];
 	const char *headers[4];
 	chat_stream s;
-	int status = 0, rc;
+	int status = 0, engine_status = 0, rc;
 	try_result res = TRY_FATAL;
 
 	memset(&s, 0, sizeof(s));
@@ -288,9 +288,17 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		res = failover(why, wlen, snode, "could not be reached", p ? p + 2 : m);
 		goto out;
 	}
-	/* the blocking client does not show the reply's headers: an engine
-	 * error is told by its message in the failover reason */
-	if (client_auth_worker_failed(status, 0)) {
+	/* an error the worker's engine answered (X-Troop-Engine-Status) is the
+	 * answer: shown as it is, no other node tried; only the worker's own
+	 * failures (unreachable, full, not its ticket) fail over */
+	if (status >= 400) {
+		char es[8];
+		if (http_client_reply_header(w, "X-Troop-Engine-Status", es, sizeof(es)) == 0)
+			engine_status = (int)strtol(es, NULL, 10);
+		if (engine_status < 400 || engine_status > 599)
+			engine_status = 0;
+	}
+	if (client_auth_worker_failed(status, engine_status)) {
 		json_t *err = s.buf ? json_loadb(s.buf, s.len, 0, NULL) : NULL;
 		char detail[400];
 		snprintf(detail, sizeof(detail), "HTTP %d%s%s", status,
@@ -314,7 +322,12 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 	}
 	if (status < 200 || status >= 300) {
 		json_t *err = s.buf ? json_loadb(s.buf, s.len, 0, NULL) : NULL;
-		cli_report_error(c, "the worker", status, err);
+		char who[64];
+		if (engine_status)
+			snprintf(who, sizeof(who), "the engine of node %s", snode);
+		else
+			snprintf(who, sizeof(who), "node %s", snode);
+		cli_report_error(c, who, status, err);
 		json_decref(err);
 		goto out;
 	}

@@ -530,6 +530,23 @@ int http_request_stream(http_client *c, int *status, const char *method,
 	return rc;
 }
 
+int http_client_reply_header(http_client *c, const char *name, char *out, size_t len)
+{
+	struct curl_header *h = NULL;
+	size_t n;
+
+	if (len)
+		out[0] = '\0';
+	if (curl_easy_header(c->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h)
+		return troop_error_set(TROOP_ENOTFOUND, "no %s header in the reply", name);
+	n = strlen(h->value);
+	if (n >= len)
+		return troop_error_set(TROOP_ETOOLARGE, "the reply's %s header is over %zu bytes",
+		    name, len);
+	memcpy(out, h->value, n + 1);
+	return 0;
+}
+
 /* ---- asynchronous client -------------------------------------------------- */
 
 /* One socket curl asked us to watch. */

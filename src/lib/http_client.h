@@ -101,6 +101,12 @@ int http_request_stream(http_client *c, int *status, const char *method,
     const char *url, const char *const *headers, const void *body, size_t len,
     http_data_fn on_data, void *arg);
 
+/* The value of reply header `name` (case-insensitive; the last one when
+ * repeated) of the client's most recent request, copied into out[0..len)
+ * and NUL-terminated.  Returns 0, or TROOP_ENOTFOUND when the reply had no
+ * such header (or no request ran), TROOP_ETOOLARGE when it does not fit. */
+int http_client_reply_header(http_client *c, const char *name, char *out, size_t len);
+
 /* ---- async, on a libevent loop ------------------------------------------- */
 
 typedef struct http_async http_async;

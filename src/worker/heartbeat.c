@@ -200,11 +200,14 @@ static int active_now(heartbeat *h)
 	return h->o.active_jobs ? h->o.active_jobs(h->o.active_arg) : 0;
 }
 
-static const char *status_now(heartbeat *h, int active)
+/* BUSY only while the owner uses the GPU.  Full job slots are not a status:
+ * the coordinator counts the node's jobs itself (one more at each ticket,
+ * one less at each receipt) and stops picking it at max_jobs, so a node is
+ * free again the moment its last receipt arrives, not at its next
+ * heartbeat. */
+static const char *status_now(heartbeat *h)
 {
-	if (active >= h->o.max_jobs || gpu_sampler_busy(h->gpu))
-		return "BUSY";
-	return "IDLE";
+	return gpu_sampler_busy(h->gpu) ? "BUSY" : "IDLE";
 }
 
 /* One signed heartbeat.  Returns 0 when the coordinator accepted it. */
@@ -257,13 +260,12 @@ static int send_heartbeat(heartbeat *h, const char *status)
 /* Heartbeat now, then say when the next is due. */
 static int64_t beat(heartbeat *h)
 {
-	int active = active_now(h);
 	int64_t delay;
 
 	if (h->o.keys && keyring_count(h->o.keys) == 0 &&
 	    keyring_fetch(h->o.keys, h->c, h->coordinator) != 0)
 		log_warn("coordinator_key", "error=\"%s\"", troop_error_msg());
-	if (send_heartbeat(h, status_now(h, active)) == 0) {
+	if (send_heartbeat(h, status_now(h)) == 0) {
 		delay = (int64_t)h->next_s * 1000;
 	} else {
 		int shift = h->fails < 7 ? h->fails - 1 : 6;
@@ -375,7 +377,7 @@ static void *loop_main(void *arg)
 		}
 		now = mono_ms();
 		if (now < next_hb && h->fails == 0 &&
-		    strcmp(status_now(h, active_now(h)), h->last_status) != 0 &&
+		    strcmp(status_now(h), h->last_status) != 0 &&
 		    now - h->last_status_hb_ms >= 1000)
 			next_hb = now;
 		if (now >= next_hb) {

@@ -56,6 +56,7 @@ struct poh_cuda {
 	int device;
 	char name[256];
 	void *blas;
+	void *blas_lib;     /* dlopen handle of cuBLAS (poh_cuda_open), unloaded at close */
 	/* device-side mapping */
 	bool have_driver;
 	int cu_dev;
@@ -133,7 +134,13 @@ static void *open_first(const char *given, const char *const *defaults, char *tr
 #define SYM(h, field, name) \
 	(*(void **)(&api->field) = dlsym(h, name), api->field != NULL)
 
-static int load_runtime(poh_cuda_api *api, const poh_cuda_libs *libs)
+/* Load the CUDA runtime, and cuBLAS only when the runtime sees a device:
+ * cuBLAS maps about 150 MB, which a machine without a GPU (or with the
+ * libraries and no driver) must not pay.  On success *blas_lib is the
+ * cuBLAS handle (poh_cuda_close unloads it); on failure nothing of cuBLAS
+ * stays loaded.  The runtime itself (under 1 MB) stays loaded: CUDA does
+ * not support unloading it while the process may use the device again. */
+static int load_runtime(poh_cuda_api *api, const poh_cuda_libs *libs, void **blas_lib)
 {
 	static const char *const rt_names[] = { "libcudart.so", "libcudart.so.13",
 	    "libcudart.so.12", "libcudart.so.11.0", NULL };
@@ -141,15 +148,14 @@ static int load_runtime(poh_cuda_api *api, const poh_cuda_libs *libs)
 	    "libcublas.so.12", "libcublas.so.11", NULL };
 	char tried[256] = "";
 	void *rt, *blas;
+	int count = 0;
+	cuda_err e;
 
+	*blas_lib = NULL;
 	rt = open_first(libs ? libs->cudart : NULL, rt_names, tried, sizeof(tried));
 	if (!rt)
 		return troop_error_set(TROOP_EUNAVAIL, "cannot load the CUDA runtime (%s): %s",
 		    tried, dlerror());
-	blas = open_first(libs ? libs->cublas : NULL, blas_names, tried, sizeof(tried));
-	if (!blas)
-		return troop_error_set(TROOP_EUNAVAIL, "cannot load cuBLAS (%s): %s", tried,
-		    dlerror());
 	if (!SYM(rt, get_device_count, "cudaGetDeviceCount") ||
 	    !SYM(rt, set_device, "cudaSetDevice") ||
 	    !SYM(rt, malloc_, "cudaMalloc") ||
@@ -160,10 +166,22 @@ static int load_runtime(poh_cuda_api *api, const poh_cuda_libs *libs)
 	    !SYM(rt, error_string, "cudaGetErrorString") ||
 	    !SYM(rt, runtime_version, "cudaRuntimeGetVersion"))
 		return troop_error_set(TROOP_EUNAVAIL, "the CUDA runtime lacks a needed function");
+	/* no device, no cuBLAS (35 cudaErrorInsufficientDriver, 100 NoDevice) */
+	e = api->get_device_count(&count);
+	if (e != 0 || count <= 0)
+		return troop_error_set(TROOP_EUNAVAIL, "no NVIDIA GPU with a working driver on "
+		    "this machine (CUDA: %s)", e != 0 ? api->error_string(e) : "no device found");
+	blas = open_first(libs ? libs->cublas : NULL, blas_names, tried, sizeof(tried));
+	if (!blas)
+		return troop_error_set(TROOP_EUNAVAIL, "cannot load cuBLAS (%s): %s", tried,
+		    dlerror());
 	if (!SYM(blas, blas_create, "cublasCreate_v2") ||
 	    !SYM(blas, blas_destroy, "cublasDestroy_v2") ||
-	    !SYM(blas, gemm_ex, "cublasGemmEx"))
+	    !SYM(blas, gemm_ex, "cublasGemmEx")) {
+		dlclose(blas);
 		return troop_error_set(TROOP_EUNAVAIL, "cuBLAS lacks cublasGemmEx (too old)");
+	}
+	*blas_lib = blas;
 	return 0;
 }
 
@@ -275,15 +293,22 @@ int poh_cuda_open(poh_cuda **out, int device, const poh_cuda_libs *libs)
 	poh_cuda_api api;
 	int rc;
 
+	void *blas_lib;
+
 	*out = NULL;
 	memset(&api, 0, sizeof(api));
-	if ((rc = load_runtime(&api, libs)) != 0)
+	if ((rc = load_runtime(&api, libs, &blas_lib)) != 0)
 		return rc;
 	if (!load_driver(&api, libs)) {
 		/* the mapping kernel needs all of the driver's entry points */
 		api.cu_init = NULL;
 	}
-	return poh_cuda_open_with(out, device, &api);
+	if ((rc = poh_cuda_open_with(out, device, &api)) != 0) {
+		dlclose(blas_lib);
+		return rc;
+	}
+	(*out)->blas_lib = blas_lib;
+	return 0;
 }
 
 int poh_cuda_open_with(poh_cuda **out, int device, const poh_cuda_api *api)
@@ -363,6 +388,8 @@ void poh_cuda_close(poh_cuda *g)
 		g->api.blas_destroy(g->blas);
 	if (g->cu_ctx && g->api.cu_primary_release)
 		g->api.cu_primary_release(g->cu_dev);
+	if (g->blas_lib)
+		dlclose(g->blas_lib);
 	free(g);
 }
 

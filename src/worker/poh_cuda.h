@@ -7,8 +7,11 @@
  *
  * libcudart, libcublas and (for the mapping kernel) libcuda are loaded
  * with dlopen: the program has no link-time dependency on CUDA and runs
- * unchanged where there is none.  The libraries stay loaded for the rest
- * of the process once opened (unloading the CUDA runtime is not safe).
+ * unchanged where there is none.  cuBLAS (about 150 MB mapped) is loaded
+ * only once the runtime has found a device, and unloaded by
+ * poh_cuda_close and on every failure; the runtime and the driver (small)
+ * stay loaded for the rest of the process once opened (CUDA does not
+ * support unloading them).
  *
  * Status: compiled and unit-tested for the "no library / no device" paths
  * only; it has not been run on a GPU (docs/PROTOCOL-POH.md).  poh_cuda_open
@@ -45,7 +48,7 @@ typedef struct {
  * driver too old, self-test mismatch); *out is then NULL.  Thread-safe. */
 int poh_cuda_open(poh_cuda **out, int device, const poh_cuda_libs *libs);
 
-/* Release the device resources.  NULL is fine. */
+/* Release the device resources and unload cuBLAS.  NULL is fine. */
 void poh_cuda_close(poh_cuda *g);
 
 /* The device's name ("NVIDIA GeForce RTX 4090", or "CUDA device 0"). */

@@ -47,20 +47,69 @@ int poh_device_parse(poh_device *out, const char *s)
 
 /* ---- the engine -------------------------------------------------------------------- */
 
+/* What the GPU has earned: the device-side mapping, the host mapping after
+ * one failed spot check, the CPU after a second or a failed run.  The
+ * GPU itself (cuBLAS loaded, a context on the device) is open only while a
+ * challenge runs: poh_engine_release gives it back between challenges and
+ * the next compute opens it again at the level it had. */
+enum gpu_level { GPU_NONE = 0, GPU_HOST_MAP, GPU_DEVICE_MAP };
+
 struct poh_engine {
 	int threads;
-	poh_cuda *gpu;       /* NULL: CPU */
+	poh_engine_opts o;
+	enum gpu_level level;
+	poh_cuda *gpu;       /* open now (NULL between challenges, or the CPU) */
+	char gpu_name[128];
 	char desc[160];
 };
 
 static void describe(poh_engine *e)
 {
-	if (e->gpu)
-		snprintf(e->desc, sizeof(e->desc), "cuda: %s (%s mapping)", poh_cuda_name(e->gpu),
-		    poh_cuda_maps_on_device(e->gpu) ? "device" : "host");
+	if (e->level != GPU_NONE)
+		snprintf(e->desc, sizeof(e->desc), "cuda: %s (%s mapping)", e->gpu_name,
+		    e->level == GPU_DEVICE_MAP ? "device" : "host");
 	else
 		snprintf(e->desc, sizeof(e->desc), "cpu: %s, %d thread%s", poh_cpu_kernel(),
 		    e->threads, e->threads == 1 ? "" : "s");
+}
+
+static int gpu_open(poh_engine *e)
+{
+	const poh_engine_opts *o = &e->o;
+
+	return o->cuda_api ? poh_cuda_open_with(&e->gpu, o->gpu_index, o->cuda_api) :
+	    poh_cuda_open(&e->gpu, o->gpu_index, o->cuda_libs);
+}
+
+/* Drop to `level`: close the GPU for GPU_NONE. */
+static void gpu_demote(poh_engine *e, enum gpu_level level)
+{
+	e->level = level;
+	if (level == GPU_NONE) {
+		poh_cuda_close(e->gpu);
+		e->gpu = NULL;
+	} else if (level == GPU_HOST_MAP && e->gpu) {
+		poh_cuda_disable_kernel(e->gpu);
+	}
+	describe(e);
+}
+
+/* The GPU open for a challenge, at the level earned; false: the CPU. */
+static bool gpu_acquire(poh_engine *e)
+{
+	if (e->level == GPU_NONE)
+		return false;
+	if (!e->gpu) {
+		if (gpu_open(e) != 0) {
+			log_error("poh_gpu_failed", "device=\"%s\" error=\"%s\" fallback=cpu",
+			    e->gpu_name, troop_error_msg());
+			gpu_demote(e, GPU_NONE);
+			return false;
+		}
+		if (e->level == GPU_HOST_MAP)
+			poh_cuda_disable_kernel(e->gpu);
+	}
+	return true;
 }
 
 int poh_engine_open(poh_engine **out, const poh_engine_opts *o)
@@ -74,22 +123,36 @@ int poh_engine_open(poh_engine **out, const poh_engine_opts *o)
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	e->o = *o;
 	e->threads = o->threads > 0 ? o->threads : poh_cpu_count();
 	if (o->device != POH_DEVICE_CPU) {
-		int rc = o->cuda_api ? poh_cuda_open_with(&e->gpu, o->gpu_index, o->cuda_api) :
-		    poh_cuda_open(&e->gpu, o->gpu_index, o->cuda_libs);
+		int rc = gpu_open(e);
 		if (rc != 0 && o->device == POH_DEVICE_GPU) {
 			free(e);
 			return rc;
 		}
-		if (rc != 0)
+		if (rc != 0) {
 			log_info("poh_device", "device=cpu reason=\"%s\" hint=\"the proof-of-hardware "
 			    "runs on the CPU; nothing to do unless this machine has an NVIDIA GPU\"",
 			    troop_error_msg());
+		} else {
+			e->level = poh_cuda_maps_on_device(e->gpu) ? GPU_DEVICE_MAP : GPU_HOST_MAP;
+			snprintf(e->gpu_name, sizeof(e->gpu_name), "%s", poh_cuda_name(e->gpu));
+			/* known usable; opened again for each challenge */
+			poh_engine_release(e);
+		}
 	}
 	describe(e);
 	*out = e;
 	return 0;
+}
+
+void poh_engine_release(poh_engine *e)
+{
+	if (e && e->gpu) {
+		poh_cuda_close(e->gpu);
+		e->gpu = NULL;
+	}
 }
 
 void poh_engine_close(poh_engine *e)
@@ -102,7 +165,7 @@ void poh_engine_close(poh_engine *e)
 
 bool poh_engine_is_gpu(const poh_engine *e)
 {
-	return e->gpu != NULL;
+	return e->level != GPU_NONE;
 }
 
 const char *poh_engine_describe(const poh_engine *e)
@@ -142,16 +205,9 @@ int poh_engine_check(poh_engine *e, const uint8_t seed[POH_SEED_LEN],
 		if (memcmp(mine + i * n, pc->rows + (size_t)idx[i] * n, n) == 0)
 			continue;
 		log_error("poh_gpu_mismatch", "row=%u device=\"%s\" mapping=%s", idx[i],
-		    e->gpu ? poh_cuda_name(e->gpu) : "?",
-		    e->gpu && poh_cuda_maps_on_device(e->gpu) ? "device" : "host");
+		    e->gpu_name, e->level == GPU_DEVICE_MAP ? "device" : "host");
 		/* next time: host mapping, and after a second failure the CPU */
-		if (e->gpu && poh_cuda_maps_on_device(e->gpu)) {
-			poh_cuda_disable_kernel(e->gpu);
-		} else {
-			poh_cuda_close(e->gpu);
-			e->gpu = NULL;
-		}
-		describe(e);
+		gpu_demote(e, e->level == GPU_DEVICE_MAP ? GPU_HOST_MAP : GPU_NONE);
 		rc = troop_error_set(TROOP_ERR, "row %u computed on the GPU differs from the CPU's: "
 		    "not revealed (the next challenge uses %s)", idx[i], e->desc);
 		break;
@@ -181,7 +237,7 @@ int poh_engine_compute(poh_computed *out, poh_engine *e, const uint8_t seed[POH_
 	}
 	out->n = n;
 	out->rounds = rounds;
-	if (e->gpu) {
+	if (gpu_acquire(e)) {
 		rc = poh_cuda_compute(out->rows, e->gpu, ctx, e->threads, progress, arg);
 		if (rc == 0) {
 			out->used_gpu = true;
@@ -189,10 +245,8 @@ int poh_engine_compute(poh_computed *out, poh_engine *e, const uint8_t seed[POH_
 			goto out;
 		} else {
 			log_error("poh_gpu_failed", "device=\"%s\" error=\"%s\" fallback=cpu",
-			    poh_cuda_name(e->gpu), troop_error_msg());
-			poh_cuda_close(e->gpu);    /* not trusted again in this process */
-			e->gpu = NULL;
-			describe(e);
+			    e->gpu_name, troop_error_msg());
+			gpu_demote(e, GPU_NONE);    /* not trusted again in this process */
 		}
 	}
 	if (!out->used_gpu &&

@@ -9,8 +9,10 @@
  *     only challenges nodes it knows), every --reverify hours (default 24),
  *     and when the GPU changes, call poh_run_challenge from a thread that
  *     may block for the challenge's duration (seconds; never the proxy's
- *     event loop).  Keep one poh_engine open across calls to skip the
- *     GPU start-up, or pass engine = NULL to open one per call.
+ *     event loop).  Keep one poh_engine open across calls (it remembers
+ *     what the GPU has earned: device or host mapping, or the CPU) and
+ *     poh_engine_release it after each, or pass engine = NULL to open one
+ *     per call.
  *   - a 429 (TROOP_ERATE) means the coordinator's per-node window (default
  *     one challenge per 10 minutes) has not passed: retry later.
  *   - `troop worker --benchmark` is poh_benchmark_main (or, when the worker
@@ -59,6 +61,11 @@ typedef struct poh_engine poh_engine;
  * (free with poh_engine_close), TROOP_EUNAVAIL or TROOP_ENOMEM. */
 int poh_engine_open(poh_engine **out, const poh_engine_opts *o);
 void poh_engine_close(poh_engine *e);
+
+/* Give the GPU back between challenges (cuBLAS unloaded, the device's
+ * context released); the next poh_engine_compute opens it again, at the
+ * mapping it had earned.  A CPU engine: nothing to do. */
+void poh_engine_release(poh_engine *e);
 
 /* Whether challenges run on a GPU. */
 bool poh_engine_is_gpu(const poh_engine *e);

@@ -94,6 +94,7 @@ static void *verifier_main(void *arg)
 				.cancel = &v->cancel,
 			};
 			int rc = poh_run_challenge(&res, &ro);
+			poh_engine_release(engine);    /* cuBLAS unloaded until the next one */
 			pthread_mutex_lock(&v->mu);
 			if (rc == 0) {
 				v->verified = true;

@@ -1222,6 +1222,47 @@ static void test_real_worker(void **state)
 	free(want);
 }
 
+/* A real worker whose engine answers 500: that answer is the answer.
+ * `troop chat` shows the engine's status and message and tries no other
+ * node, although a second node (more loaded, so picked second) would
+ * have served it. */
+static void test_real_worker_engine_error(void **state)
+{
+	static const char *const args[] = { "--donate", "always", "--name", "erring-worker",
+	    NULL };
+	harness_proc w;
+	troop_identity good;
+	char engine[96], whome[300];
+	run_result r;
+
+	(void)state;
+	identity_generate(&good);
+	snprintf(engine, sizeof(engine), "vllm=http://127.0.0.1:%d", sim500.port);
+	snprintf(whome, sizeof(whome), "%s/erring-worker-home", tmp);
+	assert_int_equal(harness_start_worker(&w, whome, coord.url, engine, args), 0);
+	for (int tries = 0; tries < 200; tries++) {
+		r = run_troop("nodes", "--model", "llama3:8b");
+		bool seen = strstr(r.out, "erring-worker") != NULL;
+		run_free(&r);
+		if (seen)
+			break;
+		harness_sleep_ms(50);
+	}
+	/* a node that would answer, more loaded: picked only on failover */
+	heartbeat(&good, "good", sim.port, "IDLE", 4, 8, NULL);
+	for (int round = 0; round < 3; round++) {
+		r = run_troop("chat", "-m", "llama3:8b", "an engine error");
+		expect_rc(&r, 1);
+		assert_string_equal(r.out, "");
+		assert_non_null(strstr(r.err, "simulated engine failure"));
+		assert_non_null(strstr(r.err, "500"));
+		assert_null(strstr(r.err, "trying another node"));
+		run_free(&r);
+	}
+	heartbeat(&good, "good", 1, "OFFLINE", 0, 8, NULL);
+	stop_clean(&w);
+}
+
 /* ---- setup --------------------------------------------------------------------- */
 
 static int setup(void **state)
@@ -1275,6 +1316,7 @@ int main(void)
 		cmocka_unit_test(test_up_listen_policy),
 		cmocka_unit_test(test_up_stalled_worker),
 		cmocka_unit_test(test_real_worker),
+		cmocka_unit_test(test_real_worker_engine_error),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
