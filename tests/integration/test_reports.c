@@ -332,6 +332,31 @@ static void test_inflating_worker(void **state)
 	check_invariant();
 }
 
+/* troop chat reports its job too (and flushes the report before it exits) */
+static void test_chat_reports(void **state)
+{
+	ledger_reservation res;
+	troop_identity me;
+	char home[400], key[460], job[64], *text;
+
+	(void)state;
+	snprintf(home, sizeof(home), "%s/chat", tmp);
+	snprintf(key, sizeof(key), "%s/identity.key", home);
+	assert_int_equal(mkdir(home, 0700), 0);
+	identity_generate(&me);
+	assert_int_equal(identity_save(&me, key), 0);
+	assert_int_equal(run_troop(&text, "chat", "chat -m llama3:8b --max-tokens 12 hello"), 0);
+	free(text);
+	last_job(job, me.id);
+	wait_settled(&res, job, 10000);
+	assert_true(res.report_wanted);
+	assert_true(res.report_ms >= 0);
+	assert_int_equal(strlen(res.report_digest), 64);
+	assert_string_equal(res.claim_digest, res.report_digest);
+	assert_false(res.disputed);
+	assert_int_equal(res.duration_ms, res.claim_ms);
+}
+
 /* ---- a client under-reporting ------------------------------------------------------ */
 
 /* Authorize `model` for `who`, promising a report; job id into job[64].
@@ -633,6 +658,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_honest),
 		cmocka_unit_test(test_inflating_worker),
+		cmocka_unit_test(test_chat_reports),
 		cmocka_unit_test(test_underreporting_client),
 		cmocka_unit_test(test_crashed_client),
 		cmocka_unit_test(test_spooled_report),
