@@ -70,7 +70,7 @@ static const config_opt coord_opts[] = {
 	  "disputes (it billed more than its client saw), after at least 3 disputes "
 	  "(0: never)", 0, 1 },
 	{ "max-account-dispute-rate", 0, OPT_DOUBLE, "TROOP_MAX_ACCOUNT_DISPUTE_RATE", NULL, "0",
-	  "RATE", "/authorize refuses (403) an account once this share of its delivery "
+	  "R", "/authorize refuses (403) an account once this share of its delivery "
 	  "reports were disputes (it reported less time than the tokens it received "
 	  "need), after at least 3 disputes (0: never)", 0, 1 },
 	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
