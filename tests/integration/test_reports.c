@@ -332,6 +332,34 @@ static void test_inflating_worker(void **state)
 	check_invariant();
 }
 
+/* A node advertising another node's address: that worker answers 401 (not
+ * its ticket); troop up reports "refused", which counts against the node. */
+static void test_refused_ticket(void **state)
+{
+	harness_proc up;
+	troop_identity me, squatter;
+	ledger_reservation res;
+	char job[64];
+
+	(void)state;
+	identity_generate(&squatter);
+	heartbeat(&squatter, worker.port, "refuse:1b");
+	start_up(&up, &me, "refused", true);
+	assert_int_equal(chat(&up, "refuse:1b", false, 8), 503);
+	last_job(job, me.id);
+	for (int i = 0; i < 100; i++) {
+		reservation(&res, job);
+		if (res.report_ms >= 0)
+			break;
+		harness_sleep_ms(100);
+	}
+	assert_true(res.report_ms >= 0);
+	assert_string_equal(res.report_outcome, "refused");
+	assert_int_equal(node_disputes(&me, &squatter, "refuse:1b"), 1);
+	harness_stop(&up, SIGTERM);
+	check_invariant();
+}
+
 /* troop chat reports its job too (and flushes the report before it exits) */
 static void test_chat_reports(void **state)
 {
@@ -659,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_honest),
 		cmocka_unit_test(test_inflating_worker),
 		cmocka_unit_test(test_chat_reports),
+		cmocka_unit_test(test_refused_ticket),
 		cmocka_unit_test(test_underreporting_client),
 		cmocka_unit_test(test_crashed_client),
 		cmocka_unit_test(test_spooled_report),
