@@ -6,6 +6,7 @@
  * per thread).
  *
  *   settle_load --url URL [--threads N] [--jobs N] [--nodes N] [--report]
+ *               [--coord-pid P]
  *
  * Registers --nodes nodes (heartbeats, max_jobs large, model "bench"),
  * then --threads threads each authorize --jobs/threads jobs as accounts of
@@ -16,7 +17,12 @@
  * (timed with the receipts).  Prints
  *   RESULT authorize_per_s N
  *   RESULT receipt_per_s N
- * and the errors.  Exit 0, 1 when it could not run, 2 on errors.
+ * and the errors; with --coord-pid also the coordinator's CPU time per
+ * request of each phase (from /proc: on a shared machine a steadier
+ * figure than the rate),
+ *   RESULT authorize_cpu_us N
+ *   RESULT receipt_cpu_us N
+ * Exit 0, 1 when it could not run, 2 on errors.
  */
 #include <pthread.h>
 #include <sodium.h>
@@ -25,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -36,6 +43,7 @@
 static const char *url;
 static int threads = 2, jobs = 4000, n_nodes = 8;
 static bool with_report;
+static int coord_pid;
 static troop_identity nodes[MAX_NODES];
 
 struct job {
@@ -59,6 +67,27 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds process `pid` used so far (user + system); 0 when unknown. */
+static double cpu_s(int pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut = 0, st = 0;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (pid <= 0 || !(f = fopen(path, "r")))
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* after the command name in parentheses: state is field 3, utime 14 */
+	if (!(p = strrchr(buf, ')')) ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static int node_index(const char *id)
@@ -141,6 +170,7 @@ static void *worker_main(void *arg)
 		w->done++;
 	}
 	w->receipt_s = now_s() - t0;
+	pthread_barrier_wait(w->bar);
 	http_client_free(c);
 	return NULL;
 }
@@ -150,7 +180,7 @@ int main(int argc, char **argv)
 	pthread_barrier_t bar;
 	struct worker *ws;
 	http_client *c = NULL;
-	double auth_s = 0, receipt_s = 0;
+	double auth_s = 0, receipt_s = 0, cpu[3];
 	int done = 0, errors = 0, per;
 
 	for (int i = 1; i < argc; i++) {
@@ -165,6 +195,8 @@ int main(int argc, char **argv)
 			n_nodes = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--report") == 0)
 			with_report = true;
+		else if (strcmp(argv[i], "--coord-pid") == 0 && v)
+			coord_pid = atoi(argv[++i]);
 		else {
 			fprintf(stderr, "usage: settle_load --url URL [--threads N] [--jobs N] "
 			    "[--nodes N] [--report]\n");
@@ -196,13 +228,18 @@ int main(int argc, char **argv)
 	http_client_free(c);
 	per = jobs / threads;
 	ws = calloc((size_t)threads, sizeof(*ws));
-	pthread_barrier_init(&bar, NULL, (unsigned)threads);
+	/* the threads and this one: phase boundaries for the CPU readings */
+	pthread_barrier_init(&bar, NULL, (unsigned)threads + 1);
 	for (int i = 0; i < threads; i++) {
 		identity_generate(&ws[i].user);
 		ws[i].n = per;
 		ws[i].jobs = calloc((size_t)per, sizeof(struct job));
 		ws[i].bar = &bar;
 		pthread_create(&ws[i].th, NULL, worker_main, &ws[i]);
+	}
+	for (int k = 0; k < 3; k++) {
+		pthread_barrier_wait(&bar);
+		cpu[k] = cpu_s(coord_pid);
 	}
 	for (int i = 0; i < threads; i++) {
 		pthread_join(ws[i].th, NULL);
@@ -221,6 +258,11 @@ int main(int argc, char **argv)
 	printf("RESULT authorize_per_s %.0f\n", (double)(per * threads) / auth_s);
 	printf("RESULT %s_per_s %.0f\n", with_report ? "receipt_and_report" : "receipt",
 	    (double)done / receipt_s);
+	if (coord_pid > 0 && done > 0) {
+		printf("RESULT authorize_cpu_us %.1f\n", (cpu[1] - cpu[0]) * 1e6 / (per * threads));
+		printf("RESULT %s_cpu_us %.1f\n", with_report ? "receipt_and_report" : "receipt",
+		    (cpu[2] - cpu[1]) * 1e6 / done);
+	}
 	curl_global_cleanup();
 	return errors ? 2 : 0;
 }
