@@ -57,7 +57,7 @@ int client_reports_start(client_reports **out, const char *coordinator,
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return troop_error_set(TROOP_ENOMEM, "out of memory for delivery reports");
-	if ((rc = spool_start(&r->sp, "report", coordinator, id, dir)) != 0) {
+	if ((rc = spool_start(&r->sp, "report", coordinator, id, dir, NULL)) != 0) {
 		free(r);
 		return rc;
 	}

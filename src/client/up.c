@@ -34,19 +34,22 @@
 #include <strings.h>
 #include <time.h>
 
+#include "api_kind.h"
 #include "cli.h"
 #include "commands.h"
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "metrics_server.h"
 #include "report.h"
 #include "up.h"
+#include "up_metrics.h"
 
 #define UP_DEFAULT_LISTEN "127.0.0.1:9000"
 #define UP_MIN_KEY_LEN 16
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
 #define UP_EDGE_LIST 2048
-#define UP_MAX_ROUTES 8
+#define UP_MAX_ROUTES 24
 #define UP_REPORT_FLUSH_MS 2000  /* at exit: send the delivery reports left */
 
 static const config_opt up_opts[] = {
@@ -71,6 +74,11 @@ static const config_opt up_opts[] = {
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn, error or off", 0, 0 },
+	{ "metrics-listen", 0, OPT_STRING, "TROOP_CLIENT_METRICS_LISTEN", NULL, NULL, "ADDR:PORT",
+	  "serve Prometheus metrics on GET /metrics here (off by default; loopback only "
+	  "unless --metrics-listen-allow-remote)", 0, 0 },
+	{ "metrics-listen-allow-remote", 0, OPT_BOOL, "TROOP_METRICS_ALLOW_REMOTE", NULL, NULL,
+	  NULL, "allow a non-loopback --metrics-listen address", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
@@ -105,8 +113,9 @@ void up_reply_error(http_req *r, int status, const char *type, const char *code,
 	va_end(ap);
 	if (job_id)
 		http_reply_header(r, "X-Troop-Job", job_id);
-	http_reply_json(r, status, json_pack("{s:{s:s, s:s, s:s}}", "error", "message", msg,
-	    "type", type, "code", code));
+	/* the Anthropic error shape on the Messages API, else OpenAI's */
+	http_reply_json(r, status, api_error_body(api_kind_of_path(http_req_path(r)), status,
+	    type, code, msg));
 }
 
 bool up_check_key(http_req *r, const up_server *s)
@@ -117,14 +126,18 @@ bool up_check_key(http_req *r, const up_server *s)
 	if (!s->require_key)
 		return true;
 	h = http_req_header(r, "Authorization");
-	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+	if (h && strncasecmp(h, "Bearer ", 7) == 0)
 		h += 7;
+	else
+		h = http_req_header(r, "x-api-key");  /* the Anthropic SDKs' header */
+	if (h) {
 		crypto_generichash(got, sizeof(got), (const unsigned char *)h, strlen(h), NULL, 0);
 		if (sodium_memcmp(got, s->key_hash, sizeof(got)) == 0)
 			return true;
 	}
 	up_reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-	    "missing or wrong API key: send 'Authorization: Bearer <the --api-key of troop up>'");
+	    "missing or wrong API key: send 'Authorization: Bearer <the --api-key of troop up>' "
+	    "(or 'x-api-key: <key>')");
 	return false;
 }
 
@@ -290,7 +303,9 @@ static void h_edge(http_req *r, void *arg)
 		http_reply_header(r, "Access-Control-Allow-Headers",
 		    "Authorization, Content-Type, OpenAI-Organization, OpenAI-Project, "
 		    "X-Stainless-Lang, X-Stainless-Package-Version, X-Stainless-OS, "
-		    "X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version");
+		    "X-Stainless-Arch, X-Stainless-Runtime, X-Stainless-Runtime-Version, "
+		    "X-Stainless-Retry-Count, X-Stainless-Timeout, x-api-key, anthropic-version, "
+		    "anthropic-beta, anthropic-dangerous-direct-browser-access");
 		http_reply_header(r, "Access-Control-Max-Age", "600");
 		http_reply_header(r, "Allow", "GET, POST, OPTIONS");
 		http_reply(r, 204, NULL, NULL, 0);
@@ -409,17 +424,26 @@ int cmd_up(int argc, char **argv)
 		{ "POST", "/v1/chat/completions", up_handle_inference },
 		{ "POST", "/v1/completions", up_handle_inference },
 		{ "POST", "/v1/embeddings", up_handle_inference },
+		{ "POST", "/v1/responses", up_handle_inference },
+		{ "POST", "/v1/messages", up_handle_inference },
+		{ "POST", "/v1/messages/count_tokens", up_handle_inference },
+		{ "POST", "/tokenize", up_handle_inference },
 		{ "GET", "/v1/models", up_handle_models },
 		{ "GET", "/v1/models/{model}", up_handle_model },
 		{ "GET", "/v1/models/{org}/{name}", up_handle_model_org },
 		{ "GET", "/health", h_health },
+		{ "GET", "/ui", up_handle_ui },
+		{ "GET", "/ui/api/{what}", up_handle_ui_api },
 	};
+	_Static_assert(sizeof(routes) / sizeof(routes[0]) <= UP_MAX_ROUTES,
+	    "UP_MAX_ROUTES is too small for the routes");
 	up_route rts[UP_MAX_ROUTES];
 	up_edge edge;
 	up_server *s = NULL;
 	const char *listen, *key;
 	log_level lvl;
 	bool mu_ok = false;
+	metrics_server *ms = NULL;
 	cli c;
 	int rc;
 
@@ -515,6 +539,16 @@ int cmd_up(int argc, char **argv)
 		goto out;
 	}
 	s->listen_port = http_server_port(srv);
+	if (config_str(c.cfg, "metrics-listen")) {
+		if (metrics_server_start(&ms, config_str(c.cfg, "metrics-listen"),
+		    config_bool(c.cfg, "metrics-listen-allow-remote"), "--metrics-listen",
+		    up_metrics_render, s) != 0) {
+			rc = cli_fail(&c, "%s", troop_error_msg());
+			goto out;
+		}
+		log_info("metrics_started", "listen=%s port=%d", config_str(c.cfg, "metrics-listen"),
+		    metrics_server_port(ms));
+	}
 	log_info("client_started", "listen=%s port=%d coordinator=%s account=%.8s remote=%d "
 	    "app_auth=%s", listen, http_server_port(srv), s->coordinator, s->id.id,
 	    !config_listen_is_loopback(listen), s->require_key ? "bearer" : "none");
@@ -529,6 +563,7 @@ int cmd_up(int argc, char **argv)
 	    (unsigned long long)atomic_load(&s->failovers),
 	    (unsigned long long)atomic_load(&s->failed));
 out:
+	metrics_server_stop(ms);
 	http_server_free(srv);
 	if (s) {
 		client_reports_stop(s->reports, UP_REPORT_FLUSH_MS);

@@ -7,6 +7,8 @@
  *                signed /authorize, relay to the worker, failover
  *   up_models.c  GET /v1/models (cached 10 s) and /v1/models/{model}
  *   up_self.c    refusing a worker address that is this proxy itself
+ *   up_ui.c      your own page at /ui and the JSON it reads
+ *   up_metrics.c the Prometheus metrics on --metrics-listen
  *
  * One up_server per process, read-only once the server runs (except the
  * models cache, which has its own lock).  One up_thread per server
@@ -83,6 +85,15 @@ void up_handle_models(http_req *r, void *arg);
 void up_handle_model(http_req *r, void *arg);
 /* GET /v1/models/{org}/{name}: the same for an id with a slash. */
 void up_handle_model_org(http_req *r, void *arg);
+
+/* GET /ui (your own page) and GET /ui/api/{what} (its JSON: account,
+ * balance, transactions, nodes), up_ui.c; arg is the up_server. */
+void up_handle_ui(http_req *r, void *arg);
+void up_handle_ui_api(http_req *r, void *arg);
+/* A worker's reply was relayed: remember the job for GET /ui/api/jobs
+ * (the last 200).  Thread-safe. */
+void up_ui_job_done(const char *job_id, const char *node_id, const char *model, int status,
+    int64_t duration_us);
 
 /* Whether a worker address the coordinator named is this proxy itself
  * (its port on loopback, the unspecified address or an address of one of

@@ -20,6 +20,11 @@
  *           from the coordinator go to the app as they are.  An error the
  *           worker's engine answered (X-Troop-Engine-Status) is the app's
  *           answer: relayed as it is, status and message, no failover.
+ *        4a. on the Anthropic paths (/v1/messages, .../count_tokens) every
+ *           error the app gets (ours, the coordinator's, the worker's) is
+ *           in the Anthropic shape (api_kind.h), and a stream the worker
+ *           broke off ends with the API's own error event (also on
+ *           /v1/responses).
  *        5. a streamed reply whose headers came may take long for its
  *           first token (the engine reads the prompt); the worker sends
  *           keep-alive comments meanwhile, so only a worker silent for
@@ -46,6 +51,7 @@
 
 #include <event2/event.h>
 
+#include "api_kind.h"
 #include "authorize.h"
 #include "cli.h"
 #include "error.h"
@@ -55,6 +61,7 @@
 #include "relay.h"
 #include "report.h"
 #include "up.h"
+#include "up_metrics.h"
 
 typedef struct up_job {
 	up_thread *t;
@@ -139,6 +146,7 @@ static void job_fail(up_job *j, int status, const char *type, const char *code,
 	http_req *r = job_take_req(j);
 
 	atomic_fetch_add(&j->s->failed, 1);
+	up_metrics_reply(status);
 	log_info("job_failed", "model=%s status=%d code=%s tries=%d job=%s", j->model, status,
 	    code, j->ca.attempt, j->job_id[0] ? j->job_id : "-");
 	if (r)
@@ -152,9 +160,18 @@ static void job_pass_error(up_job *j, int status, const char *body, size_t len)
 	http_req *r = job_take_req(j);
 
 	atomic_fetch_add(&j->s->failed, 1);
+	up_metrics_reply(status);
 	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->ca.attempt);
-	if (r)
+	if (r && api_kind_of_path(j->path) == API_MESSAGES) {
+		json_t *e = NULL;
+
+		if (api_error_convert(API_MESSAGES, status, body, len, &e) == 0)
+			http_reply_json(r, status, e);
+		else
+			http_reply(r, status, "application/json", body, len);
+	} else if (r) {
 		http_reply(r, status, "application/json", body, len);
+	}
 	job_free(j);
 }
 
@@ -288,6 +305,8 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 		evtimer_del(j->body_timer);
 	(void)client_delivery_finish(&j->dl, j->s->reports, delivery_outcome(j, req != NULL, st));
 	if (!req) {
+		up_metrics_relayed(st);
+		up_ui_job_done(j->job_id, j->node_id, j->model, st->status, st->duration_us);
 		log_info("job", "job=%s node=%.8s model=%s status=%d end=%s tries=%d auth_us=%lld "
 		    "ttfb_us=%lld us=%lld bytes=%llu", j->job_id, j->node_id, j->model, st->status,
 		    relay_end_name(st->end), j->ca.attempt, (long long)j->auth_us,
@@ -307,9 +326,32 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	job_failover(j);
 }
 
+/* relay_cb.normalize_error on /v1/messages: the worker's (or its
+ * engine's) error in the Anthropic shape (kept when it is already). */
+static int relay_normalize(void *arg, int status, const char *body, size_t len, json_t **out)
+{
+	(void)arg;
+	return api_error_convert(API_MESSAGES, status, body, len, out) == 0 ? status :
+	    TROOP_ENOMEM;
+}
+
+/* relay_cb.error_event: a stream the worker broke off ends with the
+ * error event of the app's API. */
+static char *relay_error_event(void *arg, int err, const char *msg)
+{
+	up_job *j = arg;
+	api_kind k = api_kind_of_path(j->path);
+
+	return k == API_OPENAI ? NULL : api_error_event(k, err, msg, 0);
+}
+
 static void start_relay(up_job *j, const char *token, const char *ip, long long port)
 {
-	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done };
+	static const relay_cb cb = { relay_headers, relay_body, NULL, relay_done,
+		NULL, relay_error_event };
+	/* Messages: errors in the Anthropic shape */
+	static const relay_cb cb_messages = { relay_headers, relay_body, relay_normalize,
+		relay_done, NULL, relay_error_event };
 	char url[256], authz[PROTO_TICKET_MAX + 32], accept[160];
 	const char *headers[4];
 	relay_upstream up = { 0 };
@@ -362,7 +404,8 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	/* the relay owns the request (and its close callback) from here */
 	r = j->req;
 	http_req_on_close(r, NULL, NULL);
-	rc = relay_start(&j->rl, r, j->t->async, &up, NULL, &cb, j);
+	rc = relay_start(&j->rl, r, j->t->async, &up, NULL,
+	    api_kind_of_path(j->path) == API_MESSAGES ? &cb_messages : &cb, j);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0) {
 		(void)client_delivery_finish(&j->dl, j->s->reports, "unreachable");
@@ -416,6 +459,7 @@ static void auth_done(void *arg, int err)
 		return;
 	}
 	j->auth_us += up_now_us() - j->t0_us;
+	up_metrics_authorize_us(up_now_us() - j->t0_us);
 	if (err != 0 || j->atoolarge) {
 		snprintf(msg, sizeof(msg), "troop up cannot reach the coordinator at %s (%s); "
 		    "is it running, and is --coordinator right?", j->s->coordinator,
@@ -462,6 +506,7 @@ static void auth_done(void *arg, int err)
 		return;
 	}
 	json_decref(reply);
+	up_metrics_reserved(j->ca.ticket.estimated_cost);
 	snprintf(j->job_id, sizeof(j->job_id), "%s", j->ca.ticket.job_id);
 	snprintf(j->node_id, sizeof(j->node_id), "%s", j->ca.ticket.node_id);
 	j->max_seconds = j->ca.ticket.max_seconds;
@@ -558,6 +603,7 @@ void up_handle_inference(http_req *r, void *arg)
 	return;
 fail:
 	json_decref(body);
+	up_metrics_reply(troop_err_status(rc));
 	up_reply_error(r, troop_err_status(rc), troop_err_type(rc), troop_err_code(rc), NULL,
 	    "%s", troop_error_msg());
 }

@@ -164,6 +164,7 @@ static void h_receipt(http_req *r, void *arg)
 	if (!res.already) {
 		registry_add_active_job(c->reg, signer, -1);
 		METRIC_ADD(&c->metrics, receipts, 1);
+		METRIC_ADD(&c->metrics, tokens_out, (unsigned long long)(tout > 0 ? tout : 0));
 		METRIC_ADD(&c->metrics, credits_charged, (unsigned long long)res.charged);
 		log_info("settled", "job=%s node=%.8s charged=%lld refunded=%lld duration_ms=%lld "
 		    "outcome=%s", job, signer, (long long)res.charged, (long long)res.refunded,

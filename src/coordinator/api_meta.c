@@ -1,7 +1,10 @@
 /*
  * api_meta.c - the coordinator's public, unsigned endpoints about itself:
- * GET /health, GET /public-key, GET /.well-known/jwks.json, GET /metrics.
+ * GET /health, GET /public-key, GET /.well-known/jwks.json, GET /metrics,
+ * GET /stats (public numbers), GET /leaderboard (donors by credits earned)
+ * and GET / (the network page that shows them).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +13,9 @@
 #include "coordinator.h"
 #include "encoding.h"
 #include "error.h"
+#include "prom.h"
 #include "proto.h"
+#include "web_assets.h"
 
 static void h_health(http_req *r, void *arg)
 {
@@ -47,27 +52,167 @@ static void h_jwks(http_req *r, void *arg)
 	coord_reply_json(r, 200, proto_jwks_encode(&k));
 }
 
+/* The gauges of /metrics and /stats, read from the registry now. */
+static void read_gauges(coord_gauges *g, coord *c, int64_t now)
+{
+	registry_node *nodes = NULL;
+	registry_model_info *models = NULL;
+	size_t n = 0;
+
+	memset(g, 0, sizeof(*g));
+	g->uptime_s = (long)(now - c->started);
+	if (registry_count_nodes(&g->live_nodes, c->reg, now) != 0)
+		g->live_nodes = 0;
+	if (registry_models(&models, &g->models, c->reg, now) != 0)
+		g->models = 0;
+	free(models);
+	if (registry_find_nodes(&nodes, &n, c->reg, NULL, now, COORD_PEERS_MAX, 0) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (nodes[i].status == NODE_BUSY)
+				g->busy_nodes++;
+			else
+				g->idle_nodes++;
+		}
+		registry_nodes_free(nodes, n);
+	}
+}
+
 static void h_metrics(http_req *r, void *arg)
 {
 	coord *c = arg;
-	int64_t now = (int64_t)time(NULL);
-	size_t live = 0, nmodels = 0, len = 0;
-	registry_model_info *models = NULL;
+	coord_gauges g;
+	size_t len = 0;
 	char *text;
 
-	if (registry_count_nodes(&live, c->reg, now) != 0)
-		live = 0;
-	if (registry_models(&models, &nmodels, c->reg, now) != 0)
-		nmodels = 0;
-	free(models);
-	text = metrics_render(&c->metrics, live, nmodels, (long)(now - c->started), &len);
+	read_gauges(&g, c, (int64_t)time(NULL));
+	text = metrics_render(&c->metrics, &g, &len);
 	if (!text) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory rendering metrics");
 		return;
 	}
 	METRIC_ADD(&c->metrics, req_2xx, 1);
-	http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+	http_reply(r, 200, PROM_CONTENT_TYPE, text, len);
 	free(text);
+}
+
+/* GET /stats: the network's public numbers for the page at / (no account
+ * data): nodes, models, and the running totals a page turns into rates. */
+static void h_stats(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_gauges g;
+
+	if (coord_anon_allowed(r) != 0)
+		return;
+	read_gauges(&g, c, (int64_t)time(NULL));
+#define V(f) (json_int_t)atomic_load_explicit(&c->metrics.f, memory_order_relaxed)
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I}",
+	    "version", TROOP_VERSION, "uptime_seconds", (json_int_t)g.uptime_s,
+	    "nodes", "live", (json_int_t)g.live_nodes, "idle", (json_int_t)g.idle_nodes,
+	    "busy", (json_int_t)g.busy_nodes, "models", (json_int_t)g.models,
+	    "jobs_total", V(receipts), "tokens_total", V(tokens_out),
+	    "credits_charged_total", V(credits_charged)));
+#undef V
+}
+
+/* ---- GET /leaderboard ------------------------------------------------------ */
+
+#define BOARD_MAX 100
+#define BOARD_TTL_S 30
+
+/* The last answer, shared by the server threads: the ledger query scans
+ * every settlement, so an anonymous caller gets a copy at most
+ * BOARD_TTL_S old and never drives the database. */
+static struct {
+	pthread_mutex_t mu;
+	const coord *c;
+	json_t *leaders;           /* BOARD_MAX at most, most first */
+	time_t at;
+} board = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* The leaderboard from the ledger, with each owner's live node names
+ * (public in /peers already).  New reference, or NULL with the error set. */
+static json_t *board_read(coord *c, ledger_conn *db, int64_t now)
+{
+	ledger_earner *e = NULL;
+	registry_node *nodes = NULL;
+	size_t n = 0, nn = 0;
+	json_t *out;
+
+	if (ledger_top_earners(&e, &n, db, BOARD_MAX) != 0)
+		return NULL;
+	if (registry_find_nodes(&nodes, &nn, c->reg, NULL, now, COORD_PEERS_MAX, 0) != 0)
+		nn = 0;
+	out = json_array();
+	for (size_t i = 0; i < n && out; i++) {
+		json_t *names = json_array();
+
+		for (size_t k = 0; k < nn; k++)
+			if (strcmp(nodes[k].owner, e[i].account) == 0)
+				json_array_append_new(names, json_string(nodes[k].name));
+		json_array_append_new(out, json_pack("{s:I, s:s, s:I, s:I, s:o}", "rank",
+		    (json_int_t)(i + 1), "account", e[i].account, "earned", (json_int_t)e[i].earned,
+		    "jobs", (json_int_t)e[i].jobs, "live_nodes", names));
+	}
+	registry_nodes_free(nodes, nn);
+	free(e);
+	return out;
+}
+
+/* GET /leaderboard?limit=N: node owners by the credits other accounts paid
+ * them (1..100, default 20).  Accounts appear by their public id only. */
+static void h_leaderboard(http_req *r, void *arg)
+{
+	coord *c = arg;
+	int64_t limit, now = (int64_t)time(NULL);
+	json_t *leaders, *page;
+	time_t at;
+
+	if (coord_anon_allowed(r) != 0)
+		return;
+	if (http_req_query_int(r, "limit", 20, 1, BOARD_MAX, &limit) != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "query parameter 'limit' must be an integer "
+		    "between 1 and %d", BOARD_MAX);
+		return;
+	}
+	pthread_mutex_lock(&board.mu);
+	if (board.c != c || !board.leaders || now - board.at >= BOARD_TTL_S || now < board.at) {
+		json_t *fresh = board_read(c, coord_thread_of(r)->db, now);
+
+		if (!fresh) {
+			int err = troop_error_last();
+
+			pthread_mutex_unlock(&board.mu);
+			coord_reply_last_error(r, err ? err : TROOP_ERR);
+			return;
+		}
+		json_decref(board.leaders);
+		board.leaders = fresh;
+		board.c = c;
+		board.at = (time_t)now;
+	}
+	leaders = json_array();
+	for (size_t i = 0; i < json_array_size(board.leaders) && (int64_t)i < limit; i++)
+		json_array_append_new(leaders, json_deep_copy(json_array_get(board.leaders, i)));
+	at = board.at;
+	pthread_mutex_unlock(&board.mu);
+	page = json_pack("{s:o, s:I, s:i}", "leaders", leaders, "updated_at", (json_int_t)at,
+	    "cache_seconds", BOARD_TTL_S);
+	coord_reply_json(r, 200, page);
+}
+
+/* GET /: the public network page (src/web/network.html, built in). */
+static void h_page(http_req *r, void *arg)
+{
+	size_t len = 0;
+	const char *page = web_asset("network.html", &len);
+
+	if (!page) {
+		coord_reply_error(r, TROOP_ENOTFOUND, "this build has no network page");
+		return;
+	}
+	METRIC_ADD(&((coord *)arg)->metrics, req_2xx, 1);
+	web_reply_page(r, page, len);
 }
 
 void api_meta_routes(http_server *s, coord *c)
@@ -76,4 +221,7 @@ void api_meta_routes(http_server *s, coord *c)
 	http_server_route(s, "GET", "/public-key", h_public_key, c);
 	http_server_route(s, "GET", "/.well-known/jwks.json", h_jwks, c);
 	http_server_route(s, "GET", "/metrics", h_metrics, c);
+	http_server_route(s, "GET", "/stats", h_stats, c);
+	http_server_route(s, "GET", "/leaderboard", h_leaderboard, c);
+	http_server_route(s, "GET", "/", h_page, c);
 }

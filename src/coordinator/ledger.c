@@ -1531,6 +1531,40 @@ int ledger_totals_get(ledger_totals *out, ledger_conn *c)
 	return 0;
 }
 
+int ledger_top_earners(ledger_earner **out, size_t *n, ledger_conn *c, int limit)
+{
+	TRY(check_conn(c));
+	if (out == NULL || n == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for earners");
+	*out = NULL;
+	*n = 0;
+	TRY(check_range("limit", limit, 1, LEDGER_EARNERS_MAX));
+	ledger_earner *rows = calloc((size_t)limit, sizeof *rows);
+	if (rows == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	size_t k = 0;
+	int r = read_row(c, LS_TOP_EARNERS, ARGS(I(limit)), "read earners");
+	while (r == 1) {
+		ledger_earner *e = &rows[k++];
+		ledger_copy_str(e->account, sizeof e->account, col_text(c, 0));
+		e->earned = col_i64(c, 1);
+		e->jobs = col_i64(c, 2);
+		r = k < (size_t)limit ? c->drv->next(c) : 0;
+	}
+	fin(c);
+	if (r < 0) {
+		free(rows);
+		return r;
+	}
+	if (k == 0) {
+		free(rows);
+		rows = NULL;
+	}
+	*out = rows;
+	*n = k;
+	return 0;
+}
+
 bool ledger_totals_balanced(const ledger_totals *t)
 {
 	return t != NULL && t->balances + t->trial + t->reserved + t->pending ==

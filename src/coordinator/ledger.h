@@ -462,6 +462,22 @@ typedef struct {
  * tables: not for every request. */
 int ledger_totals_get(ledger_totals *out, ledger_conn *c);
 
+/* A node owner on the donors' leaderboard. */
+typedef struct {
+	char account[LEDGER_ID_MAX + 1];
+	int64_t earned;     /* credits of settlements paid by other accounts */
+	int64_t jobs;       /* those settlements */
+} ledger_earner;
+
+#define LEDGER_EARNERS_MAX 1000
+
+/* The accounts whose nodes earned most from other accounts' jobs (the
+ * settle rows where worker != requester; forfeits and pending periods are
+ * not subtracted), most first, ties by account: at most `limit` (1 ..
+ * LEDGER_EARNERS_MAX).  *out is a malloc'd array of *n (NULL when 0),
+ * freed with free().  Scans the settle rows: cache the answer. */
+int ledger_top_earners(ledger_earner **out, size_t *n, ledger_conn *c, int limit);
+
 /* The invariant: balances + trial + reserved + pending == granted -
  * forfeited.  Pure function. */
 bool ledger_totals_balanced(const ledger_totals *t);

@@ -85,6 +85,7 @@ enum ledger_stmt {
 	LS_RES_CLIENT_DISPUTE,
 	LS_REPORT_ACCOUNTS, /* the operator report (ledger_admin_report) */
 	LS_REPORT_NODES,
+	LS_TOP_EARNERS,
 	LS_COUNT
 };
 

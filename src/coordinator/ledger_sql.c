@@ -167,6 +167,10 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "2 * SUM(CASE WHEN charged > amount - trial_amount "
 	    "THEN charged - (amount - trial_amount) ELSE 0 END) > SUM(charged) "
 	    "ORDER BY SUM(charged) DESC, node_id LIMIT $2",
+	/* what other accounts paid: a node owner's own jobs are no donation */
+	[LS_TOP_EARNERS] = "SELECT worker, SUM(credits), COUNT(*) FROM transactions "
+	    "WHERE type = 'settle' AND worker <> '' AND worker <> requester "
+	    "GROUP BY worker ORDER BY 2 DESC, 1 LIMIT $1",
 };
 
 const char *ledger_stmt_sql(const struct ledger_driver *d, enum ledger_stmt id)

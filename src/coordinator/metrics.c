@@ -1,70 +1,76 @@
 /*
- * metrics.c - Prometheus text rendering of the coordinator's counters.
+ * metrics.c - Prometheus text rendering of the coordinator's counters
+ * (prom.h writes the format).  Names keep the troop_ prefix they always
+ * had, so dashboards built on them go on working.
  */
 #include "metrics.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 
-struct metric_row {
-	const char *name;
-	const char *type;
-	const char *help;
-	const char *labels;
-	unsigned long long value;
-};
+#include "prom.h"
 
-char *metrics_render(const coord_metrics *m, size_t live_nodes, size_t models,
-    long uptime_s, size_t *len)
+static int write_counter(dynbuf *b, const char *name, const char *labels,
+    const atomic_ullong *v)
 {
-#define V(f) atomic_load_explicit(&m->f, memory_order_relaxed)
-	const struct metric_row rows[] = {
-		{ "troop_heartbeats_total", "counter", "Heartbeats accepted.", "", V(heartbeats) },
-		{ "troop_authorizations_total", "counter", "Authorization attempts by result.",
-		  "result=\"ok\"", V(auth_ok) },
-		{ "troop_authorizations_total", NULL, NULL, "result=\"insufficient_credits\"", V(auth_no_credits) },
-		{ "troop_authorizations_total", NULL, NULL, "result=\"model_not_found\"", V(auth_no_model) },
-		{ "troop_authorizations_total", NULL, NULL, "result=\"no_capacity\"", V(auth_no_capacity) },
-		{ "troop_bad_signatures_total", "counter", "Signed requests rejected with 401.", "", V(bad_signatures) },
-		{ "troop_receipts_total", "counter", "Job receipts settled.", "", V(receipts) },
-		{ "troop_credits_reserved_total", "counter", "Credit-seconds put in escrow.", "", V(credits_reserved) },
-		{ "troop_credits_charged_total", "counter", "Credit-seconds paid to workers.", "", V(credits_charged) },
-		{ "troop_reservations_released_total", "counter", "Reservations released unpaid at expiry.", "", V(released) },
-		{ "troop_http_responses_total", "counter", "HTTP responses by status class.", "class=\"2xx\"", V(req_2xx) },
-		{ "troop_http_responses_total", NULL, NULL, "class=\"4xx\"", V(req_4xx) },
-		{ "troop_http_responses_total", NULL, NULL, "class=\"5xx\"", V(req_5xx) },
-		{ "troop_live_nodes", "gauge", "Nodes with a heartbeat within their TTL.", "", live_nodes },
-		{ "troop_models", "gauge", "Distinct models served by live nodes.", "", models },
-		{ "troop_uptime_seconds", "gauge", "Seconds since the coordinator started.", "",
-		  (unsigned long long)(uptime_s > 0 ? uptime_s : 0) },
-	};
-#undef V
-	size_t cap = 4096, off = 0;
-	char *buf = malloc(cap);
+	return prom_write_value(b, name, labels,
+	    (double)atomic_load_explicit((atomic_ullong *)v, memory_order_relaxed));
+}
 
-	if (!buf)
+static int family(dynbuf *b, const char *name, const char *help, const atomic_ullong *v)
+{
+	int rc = prom_family_begin(b, name, "counter", help);
+
+	return rc != 0 ? rc : write_counter(b, name, NULL, v);
+}
+
+char *metrics_render(const coord_metrics *m, const coord_gauges *g, size_t *len)
+{
+	dynbuf b;
+	int rc = 0;
+
+	dynbuf_init(&b, PROM_MAX_PAGE);
+	rc |= family(&b, "troop_heartbeats_total", "Heartbeats accepted.", &m->heartbeats);
+	rc |= prom_family_begin(&b, "troop_authorizations_total", "counter",
+	    "Authorization attempts by result.");
+	rc |= write_counter(&b, "troop_authorizations_total", "result=\"ok\"", &m->auth_ok);
+	rc |= write_counter(&b, "troop_authorizations_total", "result=\"insufficient_credits\"",
+	    &m->auth_no_credits);
+	rc |= write_counter(&b, "troop_authorizations_total", "result=\"model_not_found\"",
+	    &m->auth_no_model);
+	rc |= write_counter(&b, "troop_authorizations_total", "result=\"no_capacity\"",
+	    &m->auth_no_capacity);
+	rc |= family(&b, "troop_bad_signatures_total", "Signed requests rejected with 401.",
+	    &m->bad_signatures);
+	rc |= family(&b, "troop_receipts_total", "Job receipts settled.", &m->receipts);
+	rc |= family(&b, "troop_tokens_total",
+	    "Completion tokens of settled jobs (capped at what their duration allows).",
+	    &m->tokens_out);
+	rc |= family(&b, "troop_credits_reserved_total", "Credit-seconds put in escrow.",
+	    &m->credits_reserved);
+	rc |= family(&b, "troop_credits_charged_total", "Credit-seconds paid to workers.",
+	    &m->credits_charged);
+	rc |= family(&b, "troop_reservations_released_total",
+	    "Reservations released unpaid at expiry.", &m->released);
+	rc |= prom_family_begin(&b, "troop_http_responses_total", "counter",
+	    "HTTP responses by status class.");
+	rc |= write_counter(&b, "troop_http_responses_total", "class=\"2xx\"", &m->req_2xx);
+	rc |= write_counter(&b, "troop_http_responses_total", "class=\"4xx\"", &m->req_4xx);
+	rc |= write_counter(&b, "troop_http_responses_total", "class=\"5xx\"", &m->req_5xx);
+	rc |= prom_gauge_family(&b, "troop_live_nodes", "Nodes with a heartbeat within their TTL.",
+	    (double)g->live_nodes);
+	rc |= prom_family_begin(&b, "troop_nodes", "gauge", "Live nodes by status.");
+	rc |= prom_write_value(&b, "troop_nodes", "status=\"idle\"", (double)g->idle_nodes);
+	rc |= prom_write_value(&b, "troop_nodes", "status=\"busy\"", (double)g->busy_nodes);
+	rc |= prom_gauge_family(&b, "troop_models", "Distinct models served by live nodes.",
+	    (double)g->models);
+	rc |= prom_gauge_family(&b, "troop_uptime_seconds", "Seconds since the coordinator started.",
+	    (double)(g->uptime_s > 0 ? g->uptime_s : 0));
+	rc |= prom_family_begin(&b, "troop_build_info", "gauge",
+	    "Always 1; the version of the coordinator in a label.");
+	rc |= prom_write_value(&b, "troop_build_info", "role=\"coordinator\",version=\"" TROOP_VERSION "\"", 1);
+	if (rc != 0) {
+		dynbuf_free(&b);
 		return NULL;
-	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-		const struct metric_row *r = &rows[i];
-		int n;
-		if (r->help)
-			n = snprintf(buf + off, cap - off, "# HELP %s %s\n# TYPE %s %s\n",
-			    r->name, r->help, r->name, r->type);
-		else
-			n = 0;
-		if (n < 0 || (size_t)n >= cap - off)
-			goto toolong;
-		off += (size_t)n;
-		n = snprintf(buf + off, cap - off, "%s%s%s%s %llu\n", r->name,
-		    r->labels[0] ? "{" : "", r->labels, r->labels[0] ? "}" : "", r->value);
-		if (n < 0 || (size_t)n >= cap - off)
-			goto toolong;
-		off += (size_t)n;
 	}
-	if (len)
-		*len = off;
-	return buf;
-toolong:
-	free(buf);
-	return NULL;
+	return dynbuf_take(&b, len);
 }

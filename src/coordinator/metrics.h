@@ -1,7 +1,8 @@
 /*
  * metrics.h - the coordinator's counters, exposed on GET /metrics in the
- * Prometheus text format (version 0.0.4).  Counters are relaxed atomics:
- * any thread may bump them without a lock.
+ * Prometheus text format (version 0.0.4, written by prom.h; every metric
+ * is listed in docs/METRICS.md).  Counters are relaxed atomics: any thread
+ * may bump them without a lock.
  */
 #ifndef TROOP_COORD_METRICS_H
 #define TROOP_COORD_METRICS_H
@@ -17,6 +18,7 @@ typedef struct {
 	atomic_ullong auth_no_capacity;   /* 503 */
 	atomic_ullong bad_signatures;     /* 401 on signed routes */
 	atomic_ullong receipts;           /* settled receipts */
+	atomic_ullong tokens_out;         /* completion tokens of settled receipts */
 	atomic_ullong credits_reserved;   /* credit-seconds put in escrow */
 	atomic_ullong credits_charged;    /* credit-seconds moved to workers */
 	atomic_ullong released;           /* reservations released on expiry */
@@ -25,9 +27,17 @@ typedef struct {
 
 #define METRIC_ADD(m, field, n) atomic_fetch_add_explicit(&(m)->field, (n), memory_order_relaxed)
 
-/* Render the counters plus the gauges given (live nodes, models) as
- * Prometheus text into a malloc'd string (caller frees); NULL on ENOMEM. */
-char *metrics_render(const coord_metrics *m, size_t live_nodes, size_t models,
-    long uptime_s, size_t *len);
+/* What /metrics reports besides the counters: read from the registry at
+ * scrape time. */
+typedef struct {
+	size_t live_nodes;                /* heartbeat within TTL */
+	size_t idle_nodes, busy_nodes;    /* of those, by status */
+	size_t models;                    /* distinct models of live nodes */
+	long uptime_s;
+} coord_gauges;
+
+/* Render the counters plus the gauges as Prometheus text into a malloc'd
+ * string (caller frees; *len its length); NULL on ENOMEM.  Thread-safe. */
+char *metrics_render(const coord_metrics *m, const coord_gauges *g, size_t *len);
 
 #endif

@@ -64,6 +64,21 @@ int dynbuf_add(dynbuf *b, const void *p, size_t n)
 	return 0;
 }
 
+int dynbuf_extend(dynbuf *b, size_t n, void **at)
+{
+	int rc;
+
+	*at = NULL;
+	if (n > b->max - b->len)
+		return too_large(b);
+	if ((rc = reserve(b, b->len + n)) != 0)
+		return rc;
+	*at = b->buf + b->len;
+	b->len += n;
+	b->buf[b->len] = '\0';
+	return 0;
+}
+
 int dynbuf_addf(dynbuf *b, const char *fmt, ...)
 {
 	va_list ap;

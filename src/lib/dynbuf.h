@@ -34,6 +34,12 @@ void dynbuf_init(dynbuf *b, size_t max);
  * TROOP_ENOMEM; on error the buffer is intact.  n == 0 is a no-op. */
 int dynbuf_add(dynbuf *b, const void *p, size_t n);
 
+/* Grow the content by n bytes whose value the caller writes through *at
+ * (valid until the next call that changes the buffer): for output made in
+ * place, such as a ciphertext.  0, TROOP_ETOOLARGE or TROOP_ENOMEM (the
+ * buffer intact, *at NULL). */
+int dynbuf_extend(dynbuf *b, size_t n, void **at);
+
 /* Append printf-style text; as dynbuf_add (nothing is appended on error). */
 int dynbuf_addf(dynbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -197,12 +197,20 @@ static int client_write(relay *rl, const char *data, size_t len, bool observe)
  * without its end marker. */
 static void client_error_events(relay *rl, int err, const char *msg)
 {
-	json_t *body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
-	char *text = body ? json_dump_compact(body, NULL) : NULL;
+	json_t *body;
+	char *text;
 
-	json_decref(body);
 	if (rl->unaligned)  /* end whatever event was cut, so ours stands alone */
 		(void)client_write(rl, "\n\n", 2, false);
+	if (rl->cb.error_event &&
+	    (text = rl->cb.error_event(rl->arg, err ? err : TROOP_EUPSTREAM, msg)) != NULL) {
+		(void)client_write(rl, text, strlen(text), false);
+		free(text);
+		return;
+	}
+	body = json_error_body(err ? err : TROOP_EUPSTREAM, msg);
+	text = body ? json_dump_compact(body, NULL) : NULL;
+	json_decref(body);
 	if (text) {
 		(void)client_write(rl, "data: ", 6, false);
 		(void)client_write(rl, text, strlen(text), false);
@@ -419,6 +427,22 @@ static int up_headers(void *arg, int status, const char *const *headers)
 	return 0;
 }
 
+/* relay_cb.transform on a chunk; a failure is logged as the reply's. */
+static int transform(relay *rl, const char *data, size_t len, bool end, const char **out,
+    size_t *out_len)
+{
+	*out = NULL;
+	*out_len = 0;
+	if (rl->cb.transform(rl->arg, data, len, end, out, out_len) != 0) {
+		snprintf(rl->st.error, sizeof(rl->st.error), "cannot translate the reply: %s",
+		    troop_error_msg());
+		return -1;
+	}
+	if (!*out)
+		*out_len = 0;
+	return 0;
+}
+
 static int up_data(void *arg, const char *data, size_t len)
 {
 	relay *rl = arg;
@@ -436,6 +460,8 @@ static int up_data(void *arg, const char *data, size_t len)
 		rl->err_len += n;
 		return 0;
 	}
+	if (rl->cb.transform && transform(rl, data, len, false, &data, &len) != 0)
+		return -1;
 	rc = rl->sse ? sse_forward(rl, data, len) : client_write(rl, data, len, true);
 	if (rc != 0 || !rl->req)
 		return -1;
@@ -486,6 +512,8 @@ static void up_done(void *arg, int err)
 {
 	relay *rl = arg;
 	http_req *back = NULL;
+	const char *last = NULL;
+	size_t last_len = 0;
 
 	rl->up = NULL;
 	if (rl->keepalive_ev)
@@ -512,6 +540,18 @@ static void up_done(void *arg, int err)
 			rl->req = NULL;
 		}
 		rl->st.end = RELAY_END_COMPLETE;
+	} else if (err == 0 && rl->cb.transform &&
+	    (transform(rl, NULL, 0, true, &last, &last_len) != 0 ||
+	    (rl->sse ? sse_forward(rl, last, last_len) :
+	    client_write(rl, last, last_len, true)) != 0)) {
+		/* the end of a translated reply failed (when it succeeds, its last
+		 * bytes are queued and the next branch ends the reply) */
+		rl->st.end = RELAY_END_UPSTREAM;
+		rl->st.err = TROOP_EUPSTREAM;
+		if (!client_started(rl))
+			back = client_hand_back(rl);
+		else
+			client_end_with_error(rl, TROOP_EUPSTREAM, "the reply could not be translated");
 	} else if (err == 0) {
 		/* a last event without its blank line is still the upstream's bytes */
 		if (dynbuf_len(&rl->tail))

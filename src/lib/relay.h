@@ -131,6 +131,21 @@ typedef struct {
 	 * (replied, or the client went away) and `req` is NULL.  `st` is
 	 * valid for the call. */
 	void (*on_done)(void *arg, http_req *req, const relay_stats *st);
+	/* Rewrite the body of a reply that is relayed (not a normalised error)
+	 * before it goes to the client: the worker translates chat completions
+	 * into the API the app speaks (compat.h).  Called with each upstream
+	 * chunk (end false), then once with len 0 and end true when the
+	 * upstream reply is complete; sets *out and *out_len to the bytes to
+	 * send instead (valid until the next call; may be empty).  Returns 0,
+	 * or a troop_err that fails the reply as an upstream failure.  on_body
+	 * observes what it returns.  NULL: bytes go as they came. */
+	int (*transform)(void *arg, const char *data, size_t len, bool end, const char **out,
+	    size_t *out_len);
+	/* The event that ends an event stream after a failure (err, msg):
+	 * malloc'd text of whole events, or NULL for the default OpenAI
+	 * "data: {error}" event.  The Anthropic SDKs only raise an
+	 * "event: error" (api_kind.h).  May be NULL. */
+	char *(*error_event)(void *arg, int err, const char *msg);
 } relay_cb;
 
 /* The upstream request.  Strings, headers and body are copied by

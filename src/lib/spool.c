@@ -56,6 +56,7 @@ struct spool {
 	char dir[PATH_MAX];
 	http_client *c;
 	char kind[SPOOL_KIND_MAX + 1];
+	spool_accepted_fn on_accepted;
 	/* log event names: "<kind>_spool", ... */
 	char ev_spool[SPOOL_EV_MAX], ev_dropped[SPOOL_EV_MAX], ev_retry[SPOOL_EV_MAX],
 	    ev_settled[SPOOL_EV_MAX], ev_lost[SPOOL_EV_MAX];
@@ -322,6 +323,8 @@ static enum send_result send_one(spool *r, struct pending *p)
 		    how ? how : "settled",
 		    (long long)json_integer_value(json_object_get(reply, "charged")),
 		    (long long)json_integer_value(json_object_get(reply, "refunded")));
+		if (r->on_accepted)
+			r->on_accepted(reply);
 		res = SENT;
 	} else if (definitive(status)) {
 		proto_error e;
@@ -424,7 +427,7 @@ static void *sender_main(void *arg)
 /* ---- API ---------------------------------------------------------------------- */
 
 int spool_start(spool **out, const char *kind, const char *coordinator,
-    const troop_identity *id, const char *dir)
+    const troop_identity *id, const char *dir, spool_accepted_fn on_accepted)
 {
 	spool *r;
 	int rc;
@@ -444,6 +447,7 @@ int spool_start(spool **out, const char *kind, const char *coordinator,
 	pthread_cond_init(&r->cv, NULL);
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
 	snprintf(r->kind, sizeof(r->kind), "%s", kind);
+	r->on_accepted = on_accepted;
 	snprintf(r->ev_spool, sizeof(r->ev_spool), "%s_spool", kind);
 	snprintf(r->ev_dropped, sizeof(r->ev_dropped), "%s_dropped", kind);
 	snprintf(r->ev_retry, sizeof(r->ev_retry), "%s_retry", kind);

@@ -41,14 +41,18 @@
 
 typedef struct spool spool;
 
+/* Called on the sender thread with the coordinator's 2xx reply (may be
+ * NULL when it was not JSON) to a message it accepted. */
+typedef void (*spool_accepted_fn)(const json_t *reply);
+
 /* Open the spool directory `dir` (created 0700 with its parents), load the
  * messages already there, and start the sender thread, which posts to
  * `coordinator`/jobs/{job_id}/`kind` signing with `id` (copied).  `kind`
- * is a short lowercase word ("receipt", "report").  Returns 0, or
- * TROOP_EINVAL, TROOP_EIO (directory), TROOP_ENOMEM, TROOP_ERR (thread),
- * message set. */
+ * is a short lowercase word ("receipt", "report"); `on_accepted` may be
+ * NULL.  Returns 0, or TROOP_EINVAL, TROOP_EIO (directory), TROOP_ENOMEM,
+ * TROOP_ERR (thread), message set. */
 int spool_start(spool **out, const char *kind, const char *coordinator,
-    const troop_identity *id, const char *dir);
+    const troop_identity *id, const char *dir, spool_accepted_fn on_accepted);
 
 /* Whether `id` can name a spooled job: 1..SPOOL_ID_MAX characters of
  * [A-Za-z0-9_-].  Pure. */

@@ -156,6 +156,7 @@ int catalog_resolve(catalog *c, const char *model, catalog_target *out)
 		out->type = best->type;
 		snprintf(out->engine_name, sizeof(out->engine_name), "%s", bm->engine_name);
 		snprintf(out->api_key, sizeof(out->api_key), "%s", best->api_key);
+		out->endpoints = best->endpoints;
 	} else {
 		rc = TROOP_ENOMODEL;
 	}

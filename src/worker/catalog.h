@@ -49,6 +49,7 @@ typedef struct {
 	                                     * else "" */
 	char api_key[ENGINE_KEY_MAX];       /* the engine's API key, "" none;
 	                                     * wipe after use */
+	unsigned endpoints;                 /* engine_info.endpoints */
 } catalog_target;
 
 /* catalog_lookup with everything a request needs into *out.  Returns 0

@@ -18,12 +18,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "endpoints.h"
 #include "engines/detect.h"
 #include "error.h"
 #include "http_client.h"
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "worker_metrics.h"
 
 #define STATUS_CHECK_MS 1000
 #define DETECT_TIMEOUT_MS 2000
@@ -106,6 +108,10 @@ int heartbeat_read_engines(catalog *cat, http_client *c, const engine_spec *spec
 			}
 		}
 	}
+	/* which APIs each engine serves natively (the rest are translated) */
+	for (size_t i = 0; i < n; i++)
+		if (infos[i].ready)
+			infos[i].endpoints = endpoints_probe(c, infos[i].url, infos[i].api_key);
 	rc = catalog_set(cat, infos, n, changed);
 	engine_info_array_free(infos, n);
 	return rc;
@@ -349,6 +355,7 @@ static void *loop_main(void *arg)
 		if (now >= next_sample) {
 			/* the sampler logs owner-use changes itself */
 			(void)gpu_sampler_sample(h->gpu, active_now(h), NULL);
+			worker_metrics_gpu(gpu_sampler_last(h->gpu), gpu_sampler_busy(h->gpu));
 			next_sample = mono_ms() + (int64_t)h->o.gpu_sample_s * 1000;
 		}
 		if (catalog_take_refresh(h->o.cat)) {

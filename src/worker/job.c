@@ -106,13 +106,38 @@ static bool has_nonempty_string(const char *s, size_t n, const char *key)
 	return false;
 }
 
-/* Read the usage object {"prompt_tokens","completion_tokens"} if it is
- * one.  Returns true when it had at least one count. */
+/* Read the usage object if it is one: OpenAI {"prompt_tokens",
+ * "completion_tokens"} (both replaced), or the Responses and Anthropic
+ * {"input_tokens","output_tokens"} (each replaced when present: an
+ * Anthropic stream gives the input count in message_start and the output
+ * count in message_delta).  Returns true when it had at least one count. */
 static bool take_usage(usage_counter *u, const json_t *usage)
 {
 	const json_t *pt = json_object_get(usage, "prompt_tokens");
 	const json_t *ct = json_object_get(usage, "completion_tokens");
+	const json_t *it = json_object_get(usage, "input_tokens");
+	const json_t *ot = json_object_get(usage, "output_tokens");
 
+	if (json_is_object(usage) && !json_is_integer(pt) && !json_is_integer(ct) &&
+	    (json_is_integer(it) || json_is_integer(ot))) {
+		if (json_is_integer(it)) {
+			/* Anthropic counts cached input apart */
+			const json_t *cr = json_object_get(usage, "cache_read_input_tokens");
+			const json_t *cc = json_object_get(usage, "cache_creation_input_tokens");
+
+			u->prompt = json_integer_value(it) >= 0 ? json_integer_value(it) : 0;
+			if (json_is_integer(cr) && json_integer_value(cr) > 0 &&
+			    json_integer_value(cr) < INT32_MAX)
+				u->prompt += json_integer_value(cr);
+			if (json_is_integer(cc) && json_integer_value(cc) > 0 &&
+			    json_integer_value(cc) < INT32_MAX)
+				u->prompt += json_integer_value(cc);
+		}
+		if (json_is_integer(ot))
+			u->completion = json_integer_value(ot) >= 0 ? json_integer_value(ot) : 0;
+		u->reported = true;
+		return true;
+	}
 	if (!json_is_object(usage) || (!json_is_integer(pt) && !json_is_integer(ct)))
 		return false;
 	u->prompt = json_is_integer(pt) && json_integer_value(pt) >= 0 ?
@@ -123,6 +148,29 @@ static bool take_usage(usage_counter *u, const json_t *usage)
 	return true;
 }
 
+/* Whether `s` has a "usage" member that is not null (the test before the
+ * event is parsed, which token events without usage are spared). */
+static bool usage_present(const char *s, size_t n)
+{
+	const char *end = s + n, *p = s;
+
+	while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+		const char *q = p + 7;
+
+		p = q;
+		while (q < end && is_ws(*q))
+			q++;
+		if (q >= end || *q != ':')
+			continue;
+		q++;
+		while (q < end && is_ws(*q))
+			q++;
+		if (q < end && *q != 'n')
+			return true;
+	}
+	return false;
+}
+
 static int on_event(void *arg, const char *event, const char *data, size_t len,
     const char *id)
 {
@@ -130,22 +178,26 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 0;
-	/* a token event (the common case) ends the work here; a usage chunk
-	 * comes with empty or no content */
-	if (has_nonempty_string(data, len, "\"content\"") ||
-	    has_nonempty_string(data, len, "\"text\"")) {
-		u->deltas++;
-		return 0;
-	}
-	if (memmem(data, len, "\"usage\"", 7)) {
+	/* usage: the chunk's own (chat, completions, Anthropic message_delta),
+	 * the Response's (Responses response.completed) or the Message's
+	 * (Anthropic message_start); a "usage":null is none */
+	if (usage_present(data, len)) {
 		json_t *ev = json_loadb(data, len, 0, NULL);
 
-		if (ev && take_usage(u, json_object_get(ev, "usage"))) {
+		if (ev && (take_usage(u, json_object_get(ev, "usage")) ||
+		    take_usage(u, json_object_get(json_object_get(ev, "response"), "usage")) ||
+		    take_usage(u, json_object_get(json_object_get(ev, "message"), "usage")))) {
 			json_decref(ev);
 			return 0;
 		}
 		json_decref(ev);
 	}
+	/* a token event: chat "content", completions and Anthropic text_delta
+	 * "text", Responses output_text.delta "delta" */
+	if (has_nonempty_string(data, len, "\"content\"") ||
+	    has_nonempty_string(data, len, "\"text\"") ||
+	    has_nonempty_string(data, len, "\"delta\""))
+		u->deltas++;
 	return 0;
 }
 

@@ -25,7 +25,10 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "api_kind.h"
+#include "compat.h"
 #include "dynbuf.h"
+#include "endpoints.h"
 #include "error.h"
 #include "http_client.h"
 #include "http_server.h"
@@ -34,6 +37,7 @@
 #include "log.h"
 #include "relay.h"
 #include "ticket.h"
+#include "worker_metrics.h"
 
 struct proxy {
 	proxy_opts o;
@@ -68,6 +72,10 @@ struct job {
 	int64_t t0_us;
 	int64_t max_seconds;
 	char path[32];             /* /v1/... of the request */
+	api_kind api;              /* the API the request speaks */
+	bool translate;            /* sent to the engine as chat completions */
+	compat_reply *compat;      /* translating the engine's reply back */
+	dynbuf xout;               /* the translated bytes of one chunk */
 };
 
 /* A request parked while the coordinator key is refetched. */
@@ -115,6 +123,16 @@ static int job_on_headers(void *arg, int status, const char *const *headers)
 	}
 	if (!j->usage && usage_counter_new(&j->usage, sse) != 0)
 		j->usage = NULL;  /* no counts, the job still runs */
+	/* a chat completion that the app asked for in another API's words */
+	if (j->translate && !j->compat && status >= 200 && status < 300 &&
+	    compat_reply_new(&j->compat, j->api, sse, j->rec.job_id, j->rec.model,
+	    (int64_t)time(NULL)) != 0)
+		return RELAY_REJECT;
+	/* the engine's own Responses or Messages reply, revised for the SDKs
+	 * and without the engine's name for the model */
+	if (!j->translate && !j->compat && j->api != API_OPENAI && status >= 200 &&
+	    status < 300 && compat_native_new(&j->compat, j->api, sse, j->rec.model) != 0)
+		return RELAY_REJECT;
 	/* an error the engine answered (not this worker's failure): the client
 	 * passes it to the app instead of trying another node */
 	if (status >= 400 && j->req) {
@@ -159,7 +177,53 @@ static void job_first_token_late(evutil_socket_t fd, short what, void *arg)
 
 static int job_normalize(void *arg, int status, const char *body, size_t len, json_t **out)
 {
-	return engine_error_normalize(status, body, len, out);
+	struct job *j = arg;
+	json_t *e = NULL;
+	char *text;
+	int rc = engine_error_normalize(status, body, len, &e);
+
+	*out = e;
+	if (rc < 0 || j->api != API_MESSAGES)
+		return rc;
+	/* the Anthropic shape for the Messages API */
+	text = json_dump_compact(e, NULL);
+	json_decref(e);
+	*out = NULL;
+	if (!text || api_error_convert(j->api, rc, text, strlen(text), out) != 0)
+		rc = TROOP_ENOMEM;
+	free(text);
+	return rc;
+}
+
+/* relay_cb.transform: the engine's chat completion in the app's API. */
+static int job_transform(void *arg, const char *data, size_t len, bool end, const char **out,
+    size_t *out_len)
+{
+	struct job *j = arg;
+	int rc;
+
+	if (!j->compat) {
+		*out = data;
+		*out_len = len;
+		return 0;
+	}
+	dynbuf_reset(&j->xout);
+	rc = end ? compat_reply_finish(j->compat, &j->xout) :
+	    compat_reply_feed(j->compat, data, len, &j->xout);
+	*out = dynbuf_ptr(&j->xout);
+	*out_len = dynbuf_len(&j->xout);
+	return rc;
+}
+
+/* relay_cb.error_event: a failed stream ends with the app's API's error
+ * event (the Anthropic SDKs ignore an event without a name). */
+static char *job_error_event(void *arg, int err, const char *msg)
+{
+	struct job *j = arg;
+
+	if (j->api == API_OPENAI)
+		return NULL;
+	return api_error_event(j->api, err, msg, compat_reply_seq(j->compat));
 }
 
 static void job_free(struct job *j)
@@ -171,6 +235,8 @@ static void job_free(struct job *j)
 	if (j->first_token)
 		event_free(j->first_token);
 	usage_counter_free(j->usage);
+	compat_reply_free(j->compat);
+	dynbuf_free(&j->xout);
 	free(j);
 }
 
@@ -190,9 +256,9 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 		crypto_hash_sha256_final(&j->digest, h);
 		sodium_bin2hex(rec->response_digest, sizeof(rec->response_digest), h, sizeof(h));
 	}
-	log_info("job", "job=%s path=%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
+	log_info("job", "job=%s path=%s%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
 	    "prompt=%lld completion=%lld usage=%s bytes=%llu ttfb_us=%lld",
-	    rec->job_id, j->path, rec->requester, rec->model, job_outcome_name(outcome), status,
+	    rec->job_id, j->path, j->translate ? " via=/v1/chat/completions" : "", rec->requester, rec->model, job_outcome_name(outcome), status,
 	    (long long)rec->duration_ms, (long long)rec->prompt_tokens,
 	    (long long)rec->completion_tokens, rec->usage_reported ? "engine" : "counted",
 	    st ? (unsigned long long)st->bytes_out : 0ULL,
@@ -203,6 +269,7 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	if (st && st->err && outcome != JOB_OK)
 		log_debug("job_error", "job=%s end=%s error=\"%s\"", rec->job_id,
 		    relay_end_name(st->end), st->error);
+	worker_metrics_job(rec, st);
 	if (p->o.receipts)
 		(void)receipts_submit(p->o.receipts, rec);
 	atomic_fetch_sub(&p->active, 1);
@@ -272,11 +339,13 @@ static void job_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Start the admitted job: the slot is taken, the jti recorded.  `body`
- * (len bytes) is what goes to the engine at `tg`. */
+ * (len bytes) is what goes to the engine at `tg`; `translate`: as a chat
+ * completion (compat.h), whatever the request's path. */
 static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
-    const catalog_target *tg, const char *body, size_t len)
+    const catalog_target *tg, const char *body, size_t len, bool translate)
 {
-	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done };
+	static const relay_cb cb = { job_on_headers, job_on_body, job_normalize, job_on_done,
+		job_transform, job_error_event };
 	struct pthread_ctx *t = http_req_thread_ctx(r);
 	const char *ctype = http_req_header(r, "Content-Type");
 	const char *accept = http_req_header(r, "Accept");
@@ -300,12 +369,16 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	crypto_hash_sha256_init(&j->digest);
 	j->max_seconds = cl->max_seconds;
 	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
+	j->api = api_kind_of_path(j->path);
+	j->translate = translate;
+	dynbuf_init(&j->xout, COMPAT_MAX_BODY + COMPAT_MAX_EVENT);
 	snprintf(j->rec.job_id, sizeof(j->rec.job_id), "%s", cl->jti);
 	snprintf(j->rec.requester, sizeof(j->rec.requester), "%s", cl->sub);
 	snprintf(j->rec.model, sizeof(j->rec.model), "%s", cl->model);
 	j->rec.started_at_ms = wall_ms();
 
-	snprintf(url, sizeof(url), "%s%s", tg->url, http_req_path(r));
+	snprintf(url, sizeof(url), "%s%s", tg->url, translate ? "/v1/chat/completions" :
+	    http_req_path(r));
 	snprintf(h_ctype, sizeof(h_ctype), "Content-Type: %s",
 	    ctype && strlen(ctype) < 128 && !strpbrk(ctype, "\r\n") ? ctype : "application/json");
 	headers[nh++] = h_ctype;
@@ -491,6 +564,7 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	const char *model = NULL, *raw;
 	catalog_target tg;
 	char *renamed = NULL;
+	json_t *chat = NULL;
 	size_t len;
 	int rc;
 
@@ -528,6 +602,17 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		reply_ticket_error(r, "the ticket's model is not served on this node");
 		goto out;
 	}
+	/* the Responses or Messages API on an engine that does not serve it:
+	 * translated to chat completions (refused here, before the ticket is
+	 * spent, when it cannot be) */
+	if (api_kind_of_path(http_req_path(r)) != API_OPENAI &&
+	    !(tg.endpoints & endpoints_bit(http_req_path(r))) &&
+	    strcmp(http_req_path(r), "/v1/messages/count_tokens") != 0) {
+		if ((rc = compat_request(api_kind_of_path(http_req_path(r)), body, &chat)) != 0) {
+			refuse(r, rc, troop_error_msg());
+			goto out;
+		}
+	}
 	if (!job_id_valid(cl.jti)) {
 		reply_ticket_error(r, "ticket has no usable jti");
 		goto out;
@@ -562,15 +647,22 @@ static void admit(proxy *p, http_req *r, bool refetched)
 	if (tg.engine_name[0]) {
 		/* the engine knows the model by another name (llama.cpp's file
 		 * name): the request says the engine's */
-		json_object_set_new(body, "model", json_string(tg.engine_name));
-		renamed = json_dumps(body, JSON_COMPACT);
+		json_object_set_new(chat ? chat : body, "model", json_string(tg.engine_name));
+		renamed = json_dumps(chat ? chat : body, JSON_COMPACT);
+	} else if (chat) {
+		renamed = json_dumps(chat, JSON_COMPACT);
 	}
-	if (renamed)
-		job_start(p, r, &cl, &tg, renamed, strlen(renamed));
+	if (chat && !renamed) {
+		http_reply_error(r, TROOP_ENOMEM, "out of memory translating the request");
+		replay_cache_forget(p->o.replay, cl.jti);
+		atomic_fetch_sub(&p->active, 1);
+	} else if (renamed)
+		job_start(p, r, &cl, &tg, renamed, strlen(renamed), chat != NULL);
 	else
-		job_start(p, r, &cl, &tg, raw, len);
+		job_start(p, r, &cl, &tg, raw, len, false);
 out:
 	free(renamed);
+	json_decref(chat);
 	json_decref(body);
 	sodium_memzero(&cl, sizeof(cl));
 	sodium_memzero(&tg, sizeof(tg));
@@ -624,7 +716,8 @@ static void thread_fini(void *arg, void *tctx)
 int proxy_new(proxy **out, const proxy_opts *o)
 {
 	static const char *const paths[] = { "/v1/chat/completions", "/v1/completions",
-		"/v1/embeddings" };
+		"/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+		"/tokenize" };
 	http_server_opts so = { 0 };
 	proxy *p;
 	int rc;

@@ -8,6 +8,13 @@
  *        the engine serving the model and the reply streams back through
  *        the relay (relay.h): event by event, TCP_NODELAY, keep-alive to
  *        the engine, backpressure.
+ *   POST /v1/responses, /v1/messages, /v1/messages/count_tokens, /tokenize
+ *        the same, passed through to an engine that serves the path
+ *        natively (endpoints.h; the reply revised by compat_native_new);
+ *        /v1/responses and /v1/messages on other engines are translated
+ *        to /v1/chat/completions and back (compat.h), and what cannot be
+ *        translated is refused (400) before the ticket is spent.  Streams
+ *        that fail end with the API's own error event (api_kind.h).
  *   GET  /health
  *
  * Ticket check, in order; any failure is 401 (invalid_ticket) with a JSON

@@ -13,6 +13,7 @@
 #include "error.h"
 #include "log.h"
 #include "spool.h"
+#include "worker_metrics.h"
 
 struct receipts {
 	spool *sp;
@@ -31,6 +32,12 @@ int receipts_default_dir(char *buf, size_t len)
 	return 0;
 }
 
+/* What a settled receipt earned, for the worker's metrics. */
+static void receipt_accepted(const json_t *reply)
+{
+	worker_metrics_earned((int64_t)json_integer_value(json_object_get(reply, "charged")));
+}
+
 int receipts_start(receipts **out, const char *coordinator, const troop_identity *id,
     const char *spool_dir)
 {
@@ -42,7 +49,7 @@ int receipts_start(receipts **out, const char *coordinator, const troop_identity
 	if (!r)
 		return troop_error_set(TROOP_ENOMEM, "out of memory for receipts");
 	snprintf(r->node_id, sizeof(r->node_id), "%s", id->id);
-	rc = spool_start(&r->sp, "receipt", coordinator, id, spool_dir);
+	rc = spool_start(&r->sp, "receipt", coordinator, id, spool_dir, receipt_accepted);
 	if (rc) {
 		free(r);
 		return rc;

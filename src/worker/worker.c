@@ -41,6 +41,8 @@
 #include "replay.h"
 #include "tailnet.h"
 #include "verifier.h"
+#include "worker_metrics.h"
+#include "metrics_server.h"
 
 #define WORKER_MAX_ENGINES 16
 #define RECEIPT_FLUSH_MS 5000
@@ -91,6 +93,11 @@ static const config_opt worker_opts[] = {
 	  "proxy threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
+	{ "metrics-listen", 0, OPT_STRING, "TROOP_METRICS_LISTEN", NULL, NULL, "ADDR:PORT",
+	  "serve Prometheus metrics on GET /metrics here (off by default; loopback only "
+	  "unless --metrics-listen-allow-remote)", 0, 0 },
+	{ "metrics-listen-allow-remote", 0, OPT_BOOL, "TROOP_METRICS_ALLOW_REMOTE", NULL, NULL,
+	  NULL, "allow a non-loopback --metrics-listen address", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
@@ -193,6 +200,7 @@ int cmd_worker(int argc, char **argv)
 	proxy *px = NULL;
 	heartbeat *hb = NULL;
 	verifier *ver = NULL;
+	metrics_server *ms = NULL;
 	poh_device pohdev = POH_DEVICE_AUTO;
 	const char *owner;
 	bool created = false;
@@ -356,6 +364,17 @@ int cmd_worker(int argc, char **argv)
 		if (verifier_start(&ver, &vo) != 0)
 			log_warn("poh", "error=\"%s\"", troop_error_msg());
 	}
+	worker_metrics_bind(px, ver, (int)config_int(cfg, "max-jobs"));
+	if (config_str(cfg, "metrics-listen")) {
+		if (metrics_server_start(&ms, config_str(cfg, "metrics-listen"),
+		    config_bool(cfg, "metrics-listen-allow-remote"), "--metrics-listen",
+		    worker_metrics_render, NULL) != 0) {
+			fprintf(stderr, "troop worker: %s\n", troop_error_msg());
+			goto out;
+		}
+		log_info("metrics_started", "listen=%s port=%d", config_str(cfg, "metrics-listen"),
+		    metrics_server_port(ms));
+	}
 	log_info("worker_started", "listen=%s port=%d node=%s advertise=%s models=%zu "
 	    "max_jobs=%ld donate=%s coordinator=%s registered=%d", config_str(cfg, "listen"),
 	    proxy_port(px), short_id, address, catalog_model_count(cat),
@@ -371,6 +390,8 @@ int cmd_worker(int argc, char **argv)
 	    receipts_pending(rcpt));
 	ret = rc == 0 ? 0 : 1;
 out:
+	metrics_server_stop(ms);
+	worker_metrics_unbind();
 	verifier_stop(ver);
 	heartbeat_free(hb);
 	proxy_free(px);

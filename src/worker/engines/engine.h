@@ -248,6 +248,8 @@ typedef struct {
 	engine_model_list models;
 	char api_key[ENGINE_KEY_MAX];    /* from the engine_spec; "" none; never
 	                                  * logged */
+	unsigned endpoints;              /* ENDPOINT_* it serves natively
+	                                  * (endpoints.h); 0 until probed */
 } engine_info;
 
 /* Free the models; NULL is fine. */

@@ -681,6 +681,56 @@ static void run_job(struct fixture *f, const char *job, const char *who, int64_t
 	assert_invariant(f->c);
 }
 
+/* The donors' leaderboard: what other accounts paid each node owner, most
+ * first; an owner's jobs on its own node do not count. */
+static void test_top_earners(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	ledger_earner *e = NULL;
+	size_t n = 99;
+
+	assert_int_equal(ledger_top_earners(&e, &n, f->c, 10), 0);
+	assert_int_equal(n, 0);
+	assert_null(e);
+	assert_int_equal(ledger_top_earners(&e, &n, f->c, 0), TROOP_EINVAL);
+	assert_int_equal(ledger_top_earners(&e, &n, f->c, LEDGER_EARNERS_MAX + 1), TROOP_EINVAL);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "gina", 1000, "test", "admin", NOW), 0);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "owner-2", 1000, "test", "admin", NOW), 0);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-2", "owner-2", "rig", NOW), 0);
+
+	/* gina pays owner-1 10 + 5, owner-2 7; owner-2 pays itself 50 */
+	struct { const char *job, *req, *node, *worker; int64_t ms; } jobs[] = {
+		{ "j1", "gina", "node-1", "owner-1", 10000 },
+		{ "j2", "gina", "node-1", "owner-1", 5000 },
+		{ "j3", "gina", "node-2", "owner-2", 7000 },
+		{ "j4", "owner-2", "node-2", "owner-2", 50000 },
+	};
+	for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+		ledger_reserve_req q = req_for(jobs[i].job, jobs[i].req, 100, 1.0, NOW + 360);
+		q.node_id = jobs[i].node;
+		q.worker = jobs[i].worker;
+		assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+		ledger_settle_req s = settle_for(jobs[i].job, jobs[i].node, jobs[i].ms, NOW + 60);
+		assert_int_equal(ledger_settle(&res, f->c, &s), 0);
+	}
+	assert_int_equal(ledger_top_earners(&e, &n, f->c, 10), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(e[0].account, "owner-1");
+	assert_int_equal(e[0].earned, 15);
+	assert_int_equal(e[0].jobs, 2);
+	assert_string_equal(e[1].account, "owner-2");
+	assert_int_equal(e[1].earned, 7);
+	assert_int_equal(e[1].jobs, 1);
+	free(e);
+	assert_int_equal(ledger_top_earners(&e, &n, f->c, 1), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(e[0].account, "owner-1");
+	free(e);
+	assert_invariant(f->c);
+}
+
 static void test_trial_pending(void **state)
 {
 	struct fixture *f = *state;
@@ -1414,6 +1464,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trial_pending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_top_earners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implausible_duration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invites, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_witnesses, setup, teardown),

@@ -336,7 +336,7 @@ static void do_abort(evutil_socket_t fd, short what, void *arg)
 
 static void handler(http_req *req, void *arg)
 {
-	static const relay_cb cb = { on_headers, on_body, NULL, on_done };
+	static const relay_cb cb = { on_headers, on_body, NULL, on_done, NULL, NULL };
 	relay_cb c = cb;
 	struct job *j = calloc(1, sizeof(*j));
 	const char *path = http_req_param(req, "what");

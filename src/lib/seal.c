@@ -1,0 +1,441 @@
+/*
+ * seal.c - sealed jobs (seal.h): the worker's signed sealing key, the
+ * sealed request, and the sealed response stream, all on libsodium
+ * (crypto_sign, crypto_kx, crypto_aead_xchacha20poly1305_ietf,
+ * crypto_secretstream_xchacha20poly1305).
+ */
+#include "seal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+#define STMT_MAGIC "TSK1"
+#define STMT_SIG_CONTEXT "troop-seal-key-v1"
+#define REQ_AD_CONTEXT "troop-seal-v1"
+#define STMT_SKEW_S 60
+
+static void put_be64(uint8_t *p, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)(u & 0xff);
+		u >>= 8;
+	}
+}
+
+static int64_t get_be64(const uint8_t *p)
+{
+	uint64_t u = 0;
+
+	for (int i = 0; i < 8; i++)
+		u = (u << 8) | p[i];
+	return (int64_t)u;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int b64_decode_exact(uint8_t *out, size_t want, const char *s, size_t slen)
+{
+	size_t got = 0;
+
+	if (sodium_base642bin(out, want, s, slen, NULL, &got, NULL,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 || got != want)
+		return -1;
+	return 0;
+}
+
+/* ---- key statement ------------------------------------------------------------- */
+
+int seal_keypair_generate(seal_keypair *kp, int64_t now, int64_t lifetime_s)
+{
+	if (lifetime_s <= 0)
+		return troop_error_set(TROOP_EINVAL, "seal: a key's lifetime must be positive");
+	crypto_box_keypair(kp->pk, kp->sk);
+	kp->not_before = now;
+	kp->not_after = now + lifetime_s;
+	return 0;
+}
+
+/* What the node signs: context || node_pk || "TSK1" || pk || nb || na. */
+static void stmt_message(uint8_t *msg, size_t *mlen, const uint8_t node_pk[TROOP_PK_LEN],
+    const uint8_t *body)
+{
+	size_t n = 0;
+
+	memcpy(msg, STMT_SIG_CONTEXT, sizeof(STMT_SIG_CONTEXT) - 1);
+	n += sizeof(STMT_SIG_CONTEXT) - 1;
+	memcpy(msg + n, node_pk, TROOP_PK_LEN);
+	n += TROOP_PK_LEN;
+	memcpy(msg + n, body, 4 + SEAL_PK_LEN + 16);
+	n += 4 + SEAL_PK_LEN + 16;
+	*mlen = n;
+}
+
+int seal_statement_make(char *out, size_t len, const troop_identity *node,
+    const seal_keypair *kp)
+{
+	uint8_t bin[SEAL_STMT_BIN_LEN];
+	uint8_t msg[sizeof(STMT_SIG_CONTEXT) + TROOP_PK_LEN + sizeof(bin)];
+	size_t mlen;
+
+	if (len < SEAL_STMT_MAX || kp->not_after <= kp->not_before)
+		return troop_error_set(TROOP_EINVAL, "seal: statement buffer or validity");
+	memcpy(bin, STMT_MAGIC, 4);
+	memcpy(bin + 4, kp->pk, SEAL_PK_LEN);
+	put_be64(bin + 4 + SEAL_PK_LEN, kp->not_before);
+	put_be64(bin + 4 + SEAL_PK_LEN + 8, kp->not_after);
+	stmt_message(msg, &mlen, node->pk, bin);
+	crypto_sign_detached(bin + 4 + SEAL_PK_LEN + 16, NULL, msg, mlen, node->sk);
+	sodium_bin2base64(out, len, bin, sizeof(bin), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	return 0;
+}
+
+int seal_statement_verify(uint8_t pk[SEAL_PK_LEN], int64_t *not_after, const char *stmt,
+    const char *node_id, int64_t now)
+{
+	uint8_t bin[SEAL_STMT_BIN_LEN], node_pk[TROOP_PK_LEN];
+	uint8_t msg[sizeof(STMT_SIG_CONTEXT) + TROOP_PK_LEN + sizeof(bin)];
+	size_t mlen, slen = stmt ? strnlen(stmt, SEAL_STMT_MAX) : 0;
+	int64_t nb, na;
+
+	if (slen == 0 || slen >= SEAL_STMT_MAX || b64_decode_exact(bin, sizeof(bin), stmt, slen) ||
+	    memcmp(bin, STMT_MAGIC, 4) != 0)
+		return troop_error_set(TROOP_EINVAL, "seal: the node's key statement is malformed");
+	if (!node_id || account_id_decode(node_pk, node_id) != 0)
+		return troop_error_set(TROOP_EINVAL, "seal: not a node id");
+	stmt_message(msg, &mlen, node_pk, bin);
+	if (crypto_sign_verify_detached(bin + 4 + SEAL_PK_LEN + 16, msg, mlen, node_pk) != 0)
+		return troop_error_set(TROOP_EAUTH, "the sealing key offered for node %.8s is not "
+		    "signed by that node: someone between you and it substituted a key", node_id);
+	nb = get_be64(bin + 4 + SEAL_PK_LEN);
+	na = get_be64(bin + 4 + SEAL_PK_LEN + 8);
+	if (na <= nb || now < nb - STMT_SKEW_S || now > na + STMT_SKEW_S)
+		return troop_error_set(TROOP_EGONE, "the sealing key of node %.8s is not valid now",
+		    node_id);
+	memcpy(pk, bin + 4, SEAL_PK_LEN);
+	if (not_after)
+		*not_after = na;
+	return 0;
+}
+
+/* ---- request ---------------------------------------------------------------------- */
+
+int seal_client_begin(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN])
+{
+	return seal_client_begin_seed(j, seal_pk, NULL);
+}
+
+int seal_client_begin_seed(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN],
+    const uint8_t seed[32])
+{
+	uint8_t esk[SEAL_SK_LEN];
+	int rc = 0;
+
+	if (seed)
+		crypto_kx_seed_keypair(j->epk, esk, seed);
+	else
+		crypto_kx_keypair(j->epk, esk);
+	memcpy(j->seal_pk, seal_pk, SEAL_PK_LEN);
+	/* client rx = response key, client tx = request key */
+	if (crypto_kx_client_session_keys(j->resp_key, j->req_key, j->epk, esk, seal_pk) != 0)
+		rc = troop_error_set(TROOP_EINVAL, "seal: the worker's sealing key is unusable");
+	sodium_memzero(esk, sizeof(esk));
+	return rc;
+}
+
+int seal_server_begin(seal_job *j, const seal_keypair *kp, const uint8_t epk[SEAL_PK_LEN])
+{
+	memcpy(j->epk, epk, SEAL_PK_LEN);
+	memcpy(j->seal_pk, kp->pk, SEAL_PK_LEN);
+	/* server rx = request key, server tx = response key */
+	if (crypto_kx_server_session_keys(j->req_key, j->resp_key, kp->pk, kp->sk, epk) != 0)
+		return troop_error_set(TROOP_EAUTH, "seal: the client's key is unusable");
+	return 0;
+}
+
+void seal_job_wipe(seal_job *j)
+{
+	sodium_memzero(j, sizeof(*j));
+}
+
+int seal_header_format(char *out, size_t len, const seal_job *j)
+{
+	char e[SEAL_B64_PK_MAX], k[SEAL_B64_PK_MAX];
+	int n;
+
+	sodium_bin2base64(e, sizeof(e), j->epk, SEAL_PK_LEN,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	sodium_bin2base64(k, sizeof(k), j->seal_pk, SEAL_PK_LEN,
+	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	n = snprintf(out, len, "v1; epk=%s; key=%s", e, k);
+	return n > 0 && (size_t)n < len ? 0 : troop_error_set(TROOP_EINVAL, "seal: header buffer");
+}
+
+/* The value after "NAME=" in a "; "-separated parameter list. */
+static int header_param(uint8_t out[SEAL_PK_LEN], const char *v, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *p = v;
+
+	while ((p = strstr(p, name)) != NULL) {
+		if ((p == v || p[-1] == ' ' || p[-1] == ';') && p[nl] == '=') {
+			const char *s = p + nl + 1;
+			size_t l = strcspn(s, "; \t");
+			return b64_decode_exact(out, SEAL_PK_LEN, s, l);
+		}
+		p += nl;
+	}
+	return -1;
+}
+
+int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN],
+    const char *value)
+{
+	if (!value || strnlen(value, 256) >= 256 || strncmp(value, "v1", 2) != 0 ||
+	    (value[2] != ';' && value[2] != '\0') ||
+	    header_param(epk, value, "epk") != 0 || header_param(seal_pk, value, "key") != 0)
+		return troop_error_set(TROOP_EINVAL, "the X-Troop-Seal header must be "
+		    "'v1; epk=<key>; key=<key>' (base64url, 32 bytes each)");
+	return 0;
+}
+
+/* context NUL jti NUL node_id */
+static int request_ad(dynbuf *ad, const char *jti, const char *node_id)
+{
+	dynbuf_init(ad, 1024);
+	if (!jti || !node_id || !jti[0] || !node_id[0])
+		return troop_error_set(TROOP_EINVAL, "seal: a sealed request needs its ticket id "
+		    "and node id");
+	if (dynbuf_add(ad, REQ_AD_CONTEXT, sizeof(REQ_AD_CONTEXT)) != 0 ||
+	    dynbuf_add(ad, jti, strlen(jti) + 1) != 0 || dynbuf_add(ad, node_id, strlen(node_id)) != 0)
+		return troop_error_set(TROOP_ETOOLARGE, "seal: ticket id or node id too long");
+	return 0;
+}
+
+int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
+    const char *node_id, const void *body, size_t len, const uint8_t nonce[24])
+{
+	dynbuf ad;
+	size_t at = dynbuf_len(out);
+	unsigned long long clen = 0;
+	int rc = request_ad(&ad, jti, node_id);
+
+	if (rc)
+		goto out;
+	void *ct;
+	if ((rc = dynbuf_add(out, nonce, 24)) != 0 ||
+	    (rc = dynbuf_extend(out, len + crypto_aead_xchacha20poly1305_ietf_ABYTES, &ct)) != 0)
+		goto toolarge;
+	crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, body, len,
+	    (const unsigned char *)ad.buf, ad.len, NULL, nonce, j->req_key);
+	dynbuf_setlen(out, at + 24 + (size_t)clen);
+	goto out;
+toolarge:
+	dynbuf_setlen(out, at);
+out:
+	dynbuf_free(&ad);
+	return rc;
+}
+
+int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+    const void *body, size_t len)
+{
+	uint8_t nonce[24];
+
+	randombytes_buf(nonce, sizeof(nonce));
+	return seal_request_seal_nonce(out, j, jti, node_id, body, len, nonce);
+}
+
+int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+    const void *sealed, size_t len)
+{
+	const uint8_t *s = sealed;
+	size_t at = dynbuf_len(out), plen;
+	unsigned long long mlen = 0;
+	dynbuf ad;
+	int rc;
+
+	if (len < SEAL_REQUEST_OVERHEAD)
+		return troop_error_set(TROOP_EINVAL, "the sealed request is shorter than its "
+		    "nonce and tag");
+	if ((rc = request_ad(&ad, jti, node_id)) != 0)
+		goto out;
+	plen = len - SEAL_REQUEST_OVERHEAD;
+	void *pt = NULL;
+	if (plen && (rc = dynbuf_extend(out, plen, &pt)) != 0)
+		goto out;
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &mlen, NULL, s + 24, len - 24,
+	    (const unsigned char *)ad.buf, ad.len, s, j->req_key) != 0) {
+		if (plen)
+			sodium_memzero(pt, plen);
+		dynbuf_setlen(out, at);
+		rc = troop_error_set(TROOP_EAUTH, "the sealed request does not open with this "
+		    "job's key: altered, or sealed for another ticket or node");
+		goto out;
+	}
+	dynbuf_setlen(out, at + (size_t)mlen);
+out:
+	dynbuf_free(&ad);
+	return rc;
+}
+
+/* ---- response stream -------------------------------------------------------------- */
+
+int seal_writer_begin(seal_writer *w, dynbuf *out, const seal_job *j)
+{
+	uint8_t header[SEAL_STREAM_HEADER_LEN];
+
+	memset(w, 0, sizeof(*w));
+	crypto_secretstream_xchacha20poly1305_init_push(&w->st, header, j->resp_key);
+	int rc = dynbuf_add(out, header, sizeof(header));
+	if (rc == 0)
+		w->started = true;
+	return rc;
+}
+
+int seal_writer_push(seal_writer *w, dynbuf *out, const void *data, size_t len, bool final)
+{
+	size_t clen = len + crypto_secretstream_xchacha20poly1305_ABYTES;
+	uint8_t hdr[4];
+	int rc;
+
+	if (!w->started || w->finished)
+		return troop_error_set(TROOP_EINVAL, "seal: the stream is not open");
+	if (len > SEAL_FRAME_MAX - crypto_secretstream_xchacha20poly1305_ABYTES)
+		return troop_error_set(TROOP_ETOOLARGE, "seal: a chunk over %u bytes",
+		    SEAL_FRAME_MAX);
+	void *frame;
+	put_be32(hdr, (uint32_t)clen);
+	if ((rc = dynbuf_extend(out, 4 + clen, &frame)) != 0)
+		return rc;
+	memcpy(frame, hdr, 4);
+	crypto_secretstream_xchacha20poly1305_push(&w->st, (unsigned char *)frame + 4, NULL,
+	    data, len, NULL, 0, final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL :
+	    crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+	if (final)
+		w->finished = true;
+	return 0;
+}
+
+void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk, void *arg)
+{
+	memset(r, 0, sizeof(*r));
+	memcpy(r->key, j->resp_key, SEAL_KEY_LEN);
+	dynbuf_init(&r->in, SEAL_FRAME_MAX + 8);
+	r->on_chunk = on_chunk;
+	r->arg = arg;
+}
+
+static int reader_fail(seal_reader *r, int rc)
+{
+	r->failed = true;
+	return rc;
+}
+
+int seal_reader_feed(seal_reader *r, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	int rc;
+
+	if (r->failed)
+		return troop_error_set(TROOP_EAUTH, "seal: the response stream already failed");
+	while (len > 0 || (r->in.len > 0 && !r->finished)) {
+		size_t have = r->in.len, take;
+		const uint8_t *b;
+
+		if (r->finished)
+			return reader_fail(r, troop_error_set(TROOP_EINVAL, "bytes after the end of "
+			    "the sealed response"));
+		/* how much more is needed: the header, then frame length + frame */
+		size_t need;
+		if (!r->started) {
+			need = SEAL_STREAM_HEADER_LEN;
+		} else if (have < 4) {
+			need = 4;
+		} else {
+			uint32_t fl = get_be32((const uint8_t *)r->in.buf);
+			if (fl < crypto_secretstream_xchacha20poly1305_ABYTES || fl > SEAL_FRAME_MAX)
+				return reader_fail(r, troop_error_set(TROOP_EINVAL, "a sealed frame of "
+				    "%u bytes (at most %u)", fl, SEAL_FRAME_MAX));
+			need = 4 + (size_t)fl;
+		}
+		if (have < need) {
+			if (len == 0)
+				return 0;
+			take = need - have < len ? need - have : len;
+			if ((rc = dynbuf_add(&r->in, p, take)) != 0)
+				return reader_fail(r, rc);
+			p += take;
+			len -= take;
+			if (r->in.len < need)
+				continue;
+		}
+		b = (const uint8_t *)r->in.buf;
+		if (!r->started) {
+			if (crypto_secretstream_xchacha20poly1305_init_pull(&r->st, b, r->key) != 0)
+				return reader_fail(r, troop_error_set(TROOP_EAUTH, "the sealed "
+				    "response's header is invalid"));
+			r->started = true;
+			dynbuf_setlen(&r->in, 0);
+			continue;
+		}
+		if (need == 4)
+			continue;   /* the length is in: go round for the frame */
+		{
+			size_t fl = need - 4, ml = fl - crypto_secretstream_xchacha20poly1305_ABYTES;
+			unsigned char tag = 0;
+			unsigned long long got = 0;
+			uint8_t *m = malloc(ml ? ml : 1);
+			if (!m)
+				return reader_fail(r, troop_error_set(TROOP_ENOMEM, "out of memory"));
+			if (crypto_secretstream_xchacha20poly1305_pull(&r->st, m, &got, &tag, b + 4,
+			    fl, NULL, 0) != 0) {
+				free(m);
+				return reader_fail(r, troop_error_set(TROOP_EAUTH, "a sealed response "
+				    "chunk does not open: altered, dropped, reordered or not this "
+				    "job's"));
+			}
+			dynbuf_setlen(&r->in, 0);
+			if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
+				r->finished = true;
+			rc = got && r->on_chunk ? r->on_chunk(r->arg, m, (size_t)got) : 0;
+			sodium_memzero(m, ml);
+			free(m);
+			if (rc)
+				return reader_fail(r, rc);
+		}
+	}
+	return 0;
+}
+
+int seal_reader_finish(seal_reader *r)
+{
+	if (r->failed)
+		return troop_error_set(TROOP_EAUTH, "the sealed response failed to open");
+	if (!r->finished)
+		return troop_error_set(TROOP_EUPSTREAM, "the sealed response was cut short (no "
+		    "final chunk)");
+	return 0;
+}
+
+void seal_reader_free(seal_reader *r)
+{
+	sodium_memzero(r->key, sizeof(r->key));
+	sodium_memzero(&r->st, sizeof(r->st));
+	dynbuf_free(&r->in);
+}

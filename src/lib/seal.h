@@ -1,0 +1,168 @@
+/*
+ * seal.h - sealed prompts: end-to-end encryption of a job from the app's
+ * machine (`troop up`) to the worker, bound to the node's identity, the
+ * ticket and the job (docs/PROTOCOL.md, "Sealed jobs", has the exact
+ * construction and test vectors).
+ *
+ *   key statement  each worker has an X25519 sealing key pair, separate
+ *                  from its Ed25519 identity; it signs a statement
+ *                  "TSK1" || seal_pk || not_before || not_after with its
+ *                  node key.  The heartbeat carries it, /authorize returns
+ *                  it, and the client checks it against the node_id the
+ *                  ticket names: a coordinator that substitutes a key is
+ *                  caught before anything is sent.
+ *   request        the client makes an ephemeral X25519 key pair per job;
+ *                  crypto_kx gives a request key and a response key; the
+ *                  body is one XChaCha20-Poly1305 message whose associated
+ *                  data binds the ticket id (jti) and the node id.
+ *   response       a crypto_secretstream_xchacha20poly1305 stream under
+ *                  the response key, one message per chunk the engine
+ *                  sent (each SSE event as it comes), framed by a 4-byte
+ *                  length; the last message carries TAG_FINAL, so a
+ *                  dropped, reordered, altered or cut chunk is an error.
+ *
+ * Everything here is pure computation over buffers (no I/O, no clock:
+ * times are passed in).  Thread-safe given distinct objects.
+ */
+#ifndef TROOP_SEAL_H
+#define TROOP_SEAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sodium.h>
+
+#include "dynbuf.h"
+#include "identity.h"
+
+#define SEAL_PK_LEN 32
+#define SEAL_SK_LEN 32
+#define SEAL_KEY_LEN 32
+/* "TSK1" + pk + two int64 + Ed25519 signature, base64url without padding */
+#define SEAL_STMT_BIN_LEN (4 + SEAL_PK_LEN + 8 + 8 + 64)
+#define SEAL_STMT_MAX 160                 /* chars of the encoded statement */
+#define SEAL_B64_PK_MAX 44                /* 43 chars + NUL */
+#define SEAL_REQUEST_OVERHEAD (24 + 16)   /* nonce + tag */
+#define SEAL_FRAME_OVERHEAD (4 + crypto_secretstream_xchacha20poly1305_ABYTES)
+#define SEAL_STREAM_HEADER_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define SEAL_FRAME_MAX (1u << 20)         /* largest sealed chunk accepted */
+#define SEAL_CONTENT_TYPE "application/x-troop-sealed"
+#define SEAL_HEADER "X-Troop-Seal"
+
+/* ---- the worker's sealing key and its signed statement ------------------------- */
+
+typedef struct {
+	uint8_t pk[SEAL_PK_LEN];
+	uint8_t sk[SEAL_SK_LEN];
+	int64_t not_before;   /* unix seconds */
+	int64_t not_after;
+} seal_keypair;
+
+/* A fresh key pair valid over [now, now + lifetime_s]. */
+int seal_keypair_generate(seal_keypair *kp, int64_t now, int64_t lifetime_s);
+
+/* The statement for `kp`, signed by the node's identity, base64url into
+ * out (at least SEAL_STMT_MAX bytes).  Returns 0 or TROOP_EINVAL. */
+int seal_statement_make(char *out, size_t len, const troop_identity *node,
+    const seal_keypair *kp);
+
+/* Check statement `stmt` against `node_id` (the node's account id, i.e.
+ * its Ed25519 public key) at time `now` (60 s of clock skew allowed at
+ * either end).  On success the sealing public key goes to pk and its end
+ * of validity to *not_after (may be NULL).  Returns 0, TROOP_EINVAL
+ * (malformed), TROOP_EAUTH (the signature is not the node's: a
+ * substituted key) or TROOP_EGONE (outside its validity). */
+int seal_statement_verify(uint8_t pk[SEAL_PK_LEN], int64_t *not_after, const char *stmt,
+    const char *node_id, int64_t now);
+
+/* ---- the request ------------------------------------------------------------------ */
+
+/* One job's keys, either side. */
+typedef struct {
+	uint8_t req_key[SEAL_KEY_LEN];    /* client -> worker */
+	uint8_t resp_key[SEAL_KEY_LEN];   /* worker -> client */
+	uint8_t epk[SEAL_PK_LEN];         /* the client's ephemeral public key */
+	uint8_t seal_pk[SEAL_PK_LEN];     /* the worker's sealing key used */
+} seal_job;
+
+/* Client: a fresh ephemeral key pair against the worker's sealing key. */
+int seal_client_begin(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN]);
+
+/* As seal_client_begin with the ephemeral key pair made from `seed`
+ * (crypto_kx_seed_keypair; NULL: random): for test vectors only. */
+int seal_client_begin_seed(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN],
+    const uint8_t seed[32]);
+
+/* The value of the X-Troop-Seal request header for `j`:
+ * "v1; epk=<base64url>; key=<base64url of the worker's sealing key>". */
+int seal_header_format(char *out, size_t len, const seal_job *j);
+
+/* Parse a request's X-Troop-Seal header into epk and the sealing key it
+ * names.  Returns 0 or TROOP_EINVAL. */
+int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN],
+    const char *value);
+
+/* Worker: the job's keys from its sealing key pair and the client's epk. */
+int seal_server_begin(seal_job *j, const seal_keypair *kp, const uint8_t epk[SEAL_PK_LEN]);
+
+/* Seal request `body` for ticket `jti` on node `node_id`, appended to out
+ * (nonce || ciphertext).  Returns 0, TROOP_ENOMEM or TROOP_ETOOLARGE. */
+int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+    const void *body, size_t len);
+
+/* Open a sealed request, appending the plaintext to out.  Returns 0,
+ * TROOP_EAUTH (altered, another job's, or sealed for another ticket or
+ * node), TROOP_EINVAL (too short), TROOP_ENOMEM or TROOP_ETOOLARGE. */
+int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+    const void *sealed, size_t len);
+
+/* As seal_request_seal with the nonce given: for test vectors only. */
+int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
+    const char *node_id, const void *body, size_t len, const uint8_t nonce[24]);
+
+/* ---- the response stream ------------------------------------------------------------ */
+
+typedef struct {
+	crypto_secretstream_xchacha20poly1305_state st;
+	bool started, finished;
+} seal_writer;
+
+/* Worker: start the response stream; appends its 24-byte header to out. */
+int seal_writer_begin(seal_writer *w, dynbuf *out, const seal_job *j);
+
+/* Seal one chunk (len may be 0 only when final) as a frame appended to
+ * out; `final` ends the stream (nothing may follow). */
+int seal_writer_push(seal_writer *w, dynbuf *out, const void *data, size_t len, bool final);
+
+/* Client: called with each chunk of plaintext, in order.  Non-zero stops. */
+typedef int (*seal_chunk_fn)(void *arg, const uint8_t *data, size_t len);
+
+typedef struct {
+	crypto_secretstream_xchacha20poly1305_state st;
+	uint8_t key[SEAL_KEY_LEN];
+	dynbuf in;           /* bytes not yet a whole frame */
+	bool started, finished, failed;
+	seal_chunk_fn on_chunk;
+	void *arg;
+} seal_reader;
+
+/* Start reading a response stream sealed for `j`. */
+void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk, void *arg);
+
+/* Feed bytes as they arrive.  Returns 0, TROOP_EAUTH (a frame altered,
+ * dropped, reordered or from another job; the reader is then failed),
+ * TROOP_EINVAL (bytes after the final frame, a frame over SEAL_FRAME_MAX),
+ * TROOP_ENOMEM, or on_chunk's non-zero return. */
+int seal_reader_feed(seal_reader *r, const void *data, size_t len);
+
+/* The stream ended: 0 when it ended with its final frame, else
+ * TROOP_EUPSTREAM (cut short). */
+int seal_reader_finish(seal_reader *r);
+
+void seal_reader_free(seal_reader *r);
+
+/* Wipe a job's keys. */
+void seal_job_wipe(seal_job *j);
+
+#endif
