@@ -97,8 +97,8 @@ static void wait_settled(ledger_reservation *res, const char *job, int ms)
 	    (long long)res->claim_ms, (long long)res->report_ms);
 }
 
-/* The newest job `account` reserved, into job[64]. */
-static void last_job(char job[64], const char *account)
+/* The newest job `account` reserved, into job[64] ("" when none yet). */
+static void find_last_job(char job[64], const char *account)
 {
 	ledger_conn *c = NULL;
 	ledger_tx *tx = NULL;
@@ -113,7 +113,18 @@ static void last_job(char job[64], const char *account)
 			snprintf(job, 64, "%.63s", tx[i].job_id);
 	free(tx);
 	ledger_conn_close(c);
-	assert_true(job[0] != '\0');
+}
+
+/* The same, waiting up to 10 s for it. */
+static void last_job(char job[64], const char *account)
+{
+	for (int i = 0; i < 200; i++) {
+		find_last_job(job, account);
+		if (job[0])
+			return;
+		harness_sleep_ms(50);
+	}
+	fail_msg("account %.8s reserved no job in 10 s", account);
 }
 
 static int64_t json_field(const troop_identity *id, const char *path, const char *field)
@@ -522,11 +533,11 @@ static void test_spooled_report(void **state)
 	(void)state;
 	start_up(&up, &me, "spooling", true);
 	snprintf(spool, sizeof(spool), "%s/spooling/client/reports", tmp);
-	/* 12 tokens at 4 per second; the coordinator stops a second in, so
-	 * the report cannot go when the stream ends */
-	child = chat_in_child(&up, "slow:1b", 12);
-	harness_sleep_ms(1000);
+	/* 20 tokens at 4 per second; the coordinator stops once the job is
+	 * authorized, so the report cannot go when the stream ends */
+	child = chat_in_child(&up, "slow:1b", 20);
 	last_job(job, me.id);
+	harness_sleep_ms(300);
 	assert_int_equal(kill(coord.pid, SIGSTOP), 0);
 	waitpid(child, &st, 0);
 	for (int i = 0; i < 150 && !harness_log_contains(&up, "report_retry"); i++)
@@ -627,6 +638,7 @@ static void test_admin_report(void **state)
 static int setup(void **state)
 {
 	static const char *const no_verify[] = { "--no-verify", NULL };
+	static char admin_flag[64];
 	char data[300], log[300], engine[128];
 
 	(void)state;
@@ -640,9 +652,11 @@ static int setup(void **state)
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
 	identity_generate(&admin);
+	/* "--admin=ID": an id may start with '-' */
+	snprintf(admin_flag, sizeof(admin_flag), "--admin=%s", admin.id);
 	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
 		"--threads", "2", "--report-wait", REPORT_WAIT,
-		"--max-account-dispute-rate", "0.5", "--admin", admin.id, NULL };
+		"--max-account-dispute-rate", "0.5", admin_flag, NULL };
 	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	snprintf(log, sizeof(log), "%s/sim.log", tmp);
