@@ -147,10 +147,12 @@ static void h_receipt(http_req *r, void *arg)
 			registry_add_active_job(c->reg, signer, -1);
 		log_info("receipt_held", "job=%s node=%.8s duration_ms=%lld", job, signer,
 		    (long long)duration_ms);
-		coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}",
+		/* expected: what the claim is paid unless its client disputes it */
+		coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b, s:I}",
 		    "status", "claimed", "job_id", job, "charged", (json_int_t)0,
 		    "refunded", (json_int_t)0, "pending", (json_int_t)0,
-		    "completion_tokens", (json_int_t)tout, "already_settled", false));
+		    "completion_tokens", (json_int_t)tout, "already_settled", false,
+		    "expected", (json_int_t)res.expected));
 		goto out;
 	}
 	if (!res.already && tout < claimed_out) {
@@ -250,6 +252,8 @@ static void h_report(http_req *r, void *arg)
 	if (!res.claimed && !res.already) {
 		/* this report settled the held receipt */
 		METRIC_ADD(&c->metrics, receipts, 1);
+		METRIC_ADD(&c->metrics, tokens_out,
+		    (unsigned long long)(res.tokens_out > 0 ? res.tokens_out : 0));
 		METRIC_ADD(&c->metrics, credits_charged, (unsigned long long)res.charged);
 		log_info("settled", "job=%s by=report charged=%lld refunded=%lld disputed=%d "
 		    "client_disputed=%d", job, (long long)res.charged, (long long)res.refunded,

@@ -948,6 +948,7 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 			return err;
 	}
 	o->client_disputed = w->client_disputed;
+	o->tokens_out = w->tokens_out;
 	o->charged = charge;
 	o->refunded = refund;
 	o->pending = charge_trial;
@@ -1027,6 +1028,7 @@ static int settle_txn(ledger_conn *c, void *arg)
 		/* the first claim stands; the report or the deadline settles it */
 		o->claimed = true;
 		o->already = true;
+		o->expected = ledger_charge(res.claim_ms, res.multiplier, res.amount);
 		return 0;
 	}
 	if (res.report_wanted) {
@@ -1047,8 +1049,10 @@ static int settle_txn(ledger_conn *c, void *arg)
 			    "during settlement", q->job_id);
 		if (err == 0 && res.report_ms >= 0)
 			return settle_both(o, c, &res, q->now);
-		if (err == 0)
+		if (err == 0) {
 			o->claimed = true;
+			o->expected = ledger_charge(q->duration_ms, res.multiplier, res.amount);
+		}
 		return err;
 	}
 	struct settle_what w = { .duration_ms = q->duration_ms, .tokens_in = q->tokens_in,

@@ -284,6 +284,9 @@ typedef struct {
 	                       worker claimed more */
 	bool client_disputed; /* the client under-reported: the worker was paid
 	                       its claim and the account's dispute counted */
+	int64_t expected;   /* with .claimed: the charge of the held claim if it
+	                       settles undisputed */
+	int64_t tokens_out; /* settled now: the output tokens settled */
 	bool already;       /* true: settled before; the stored result is returned */
 	char requester[LEDGER_ID_MAX + 1];
 	char worker[LEDGER_ID_MAX + 1];

@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "config.h"
 #include "error.h"
@@ -32,10 +33,15 @@ int receipts_default_dir(char *buf, size_t len)
 	return 0;
 }
 
-/* What a settled receipt earned, for the worker's metrics. */
+/* What a receipt earned, for the worker's metrics: its charge, or for a
+ * claim held until the client's delivery report (docs/PROTOCOL.md "Two
+ * witnesses") the charge it settles at undisputed. */
 static void receipt_accepted(const json_t *reply)
 {
-	worker_metrics_earned((int64_t)json_integer_value(json_object_get(reply, "charged")));
+	const char *st = json_string_value(json_object_get(reply, "status"));
+	const char *field = st && strcmp(st, "claimed") == 0 ? "expected" : "charged";
+
+	worker_metrics_earned((int64_t)json_integer_value(json_object_get(reply, field)));
 }
 
 int receipts_start(receipts **out, const char *coordinator, const troop_identity *id,
