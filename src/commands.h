@@ -18,5 +18,6 @@ int cmd_nodes(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_transactions(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_admin(int argc, char **argv);
 
 #endif

@@ -97,7 +97,11 @@ void client_auth_require(client_auth *a, const json_t *body)
 char *client_auth_body(client_auth *a, size_t *len)
 {
 	json_t *b = proto_authorize_req_encode(&a->req);
-	char *text = b ? json_dump_compact(b, len) : NULL;
+	char *text;
+
+	if (b && a->delivery_report)
+		json_object_set_new(b, "delivery_report", json_true());
+	text = b ? json_dump_compact(b, len) : NULL;
 
 	json_decref(b);
 	a->attempt++;

@@ -37,6 +37,8 @@ typedef struct {
 	int tries;                      /* authorizations allowed */
 	char why[CLIENT_AUTH_WHY_MAX];  /* the last failover reason, "" before any */
 	proto_authorize_reply ticket;   /* after CLIENT_AUTH_OK: the current ticket */
+	bool delivery_report;           /* promise a delivery report for each job
+	                                   ("delivery_report": true; report.h) */
 } client_auth;
 
 typedef enum {

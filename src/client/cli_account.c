@@ -79,6 +79,10 @@ int cmd_balance(int argc, char **argv)
 		    (long long)trial, (double)trial / 3600.0);
 		printf("pending    %*lld s  (%.2f h, earned, spendable once your node is "
 		    "established)\n", w, (long long)pend, (double)pend / 3600.0);
+		printf("disputes   %*lld    (of %lld delivery reports, %.0f%%: reports that said "
+		    "a job took less time than its tokens need)\n", w,
+		    (long long)get_int(out, "disputes"), (long long)get_int(out, "reports"),
+		    json_number_value(json_object_get(out, "dispute_rate")) * 100.0);
 	}
 	if (get_int(out, "reserved_seconds") > 0)
 		printf("\nReserved credits are held for jobs in flight; what a job does not use "
@@ -114,6 +118,19 @@ static void fmt_duration(char *out, size_t len, long long ms)
 
 /* The change a row made to `me`'s available balance, and a note saying
  * what it was. */
+/* The dispute part of a settle row's note ("disputed: worker claimed ...",
+ * "client dispute: reported ..."; docs/PROTOCOL.md), or NULL. */
+static const char *dispute_of(const char *note)
+{
+	const char *d;
+
+	if (!note)
+		return NULL;
+	if ((d = strstr(note, "client dispute:")) != NULL)
+		return d;
+	return strstr(note, "disputed:");
+}
+
 static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
     const json_t *row, const char *me)
 {
@@ -165,12 +182,14 @@ static void tx_describe(char *credits, size_t clen, char *note, size_t nlen,
 			snprintf(part, sizeof(part), "; %lld paid with trial credits, pending", pend);
 		snprintf(credits, clen, "+%lld", n - pend);
 		snprintf(note, nlen, "earned serving for %s (1 credit per second x the node's "
-		    "multiplier, rounded up)%s%s", took, mine_req ? "; your own job" : "", part);
+		    "multiplier, rounded up)%s%s%s%s", took, mine_req ? "; your own job" : "", part,
+		    dispute_of(reason) ? "; " : "", dispute_of(reason) ? dispute_of(reason) : "");
 	} else if (strcmp(type, "settle") == 0) {
 		/* the charge comes out of the hold, already taken at reserve */
 		snprintf(credits, clen, "(-%lld)", n);
 		snprintf(note, nlen, "charged from the hold: %s served (1 credit per second x "
-		    "the node's multiplier, rounded up)", took);
+		    "the node's multiplier, rounded up)%s%s", took, dispute_of(reason) ? "; " : "",
+		    dispute_of(reason) ? dispute_of(reason) : "");
 	} else {
 		snprintf(credits, clen, "%lld", n);
 		snprintf(note, nlen, "%s", "");

@@ -24,6 +24,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "error.h"
+#include "report.h"
 #include "sse.h"
 
 #define CHAT_TRIES 3
@@ -31,6 +32,7 @@
 #define CHAT_EVENT_MAX (1024 * 1024)
 #define CHAT_BODY_MAX (4 * 1024 * 1024)   /* a non-streamed or error reply */
 #define CHAT_WORKER_TIMEOUT_MS 30000L     /* connect, and silence mid-stream */
+#define CHAT_REPORT_FLUSH_MS 3000         /* at exit, for the delivery report */
 
 static const config_opt chat_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -64,6 +66,7 @@ typedef struct {
 	char stream_err[512];
 	double first_byte;  /* seconds since the request went out */
 	struct timespec t0;
+	client_delivery dl; /* the job's delivery report (report.h) */
 } chat_stream;
 
 static double since(const struct timespec *t0)
@@ -138,6 +141,7 @@ static int on_data(void *arg, const char *data, size_t len)
 {
 	chat_stream *s = arg;
 
+	client_delivery_body(&s->dl, data, len);
 	if (s->first_byte == 0)
 		s->first_byte = since(&s->t0);
 	if (*s->status >= 200 && *s->status < 300 && !s->json_mode && s->len == 0) {
@@ -242,8 +246,10 @@ static try_result failover(char *why, size_t wlen, const char *node, const char 
 }
 
 static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply *ticket,
-    const char *body, size_t blen, bool verbose, char *why, size_t wlen)
+    const char *body, size_t blen, bool verbose, char *why, size_t wlen,
+    client_reports *reports)
 {
+	const char *outcome = "unreachable";   /* for the delivery report */
 	const char *token = ticket->token, *ip = ticket->target_ip, *node = ticket->node_id;
 	int port = ticket->target_port;
 	char url[256], authz[PROTO_TICKET_MAX + 32], snode[9];
@@ -253,10 +259,14 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 	try_result res = TRY_FATAL;
 
 	memset(&s, 0, sizeof(s));
+	/* the job is authorized: it gets a report whatever happens */
+	client_delivery_begin(&s.dl, ticket->job_id);
+	client_delivery_headers(&s.dl, true);
 	if (!cli_token_ok(token, PROTO_TICKET_MAX) ||
 	    cli_worker_url(url, sizeof(url), ip, (long long)port, "/v1/chat/completions") != 0) {
 		cli_fail(c, "the coordinator's /authorize reply lacks a valid token, node_id, "
 		    "target_ip or target_port; is --coordinator pointing at a troop coordinator?");
+		(void)client_delivery_finish(&s.dl, reports, outcome);
 		return TRY_FATAL;
 	}
 	snprintf(snode, sizeof(snode), "%.8s", node);
@@ -302,13 +312,17 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		    err && cli_error_message(err)[0] ? ": " : "", err ? cli_error_message(err) : "");
 		json_decref(err);
 		if (!s.printed) {
+			if (status == 401)
+				outcome = "refused";
 			res = failover(why, wlen, snode, "failed", detail);
 			goto out;
 		}
 	}
+	outcome = "engine_error";
 	if (rc != 0) {
 		if (s.printed)
 			putchar('\n');
+		outcome = "cut";
 		cli_fail(c, "the stream from node %s broke off: %s", snode,
 		    s.stream_err[0] ? s.stream_err : troop_error_msg());
 		goto out;
@@ -324,6 +338,7 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		json_decref(err);
 		goto out;
 	}
+	outcome = "complete";
 	if (s.json_mode) {
 		json_t *obj = json_loadb(s.buf ? s.buf : "", s.len, 0, NULL);
 		if (obj)
@@ -346,6 +361,7 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		    since(&s.t0) * 1000);
 	res = TRY_OK;
 out:
+	(void)client_delivery_finish(&s.dl, reports, outcome);
 	sse_parser_free(s.sse);
 	free(s.buf);
 	return res;
@@ -451,6 +467,7 @@ int cmd_chat(int argc, char **argv)
 	json_t *req = NULL, *msgs;
 	http_client *w = NULL;
 	client_auth *ca = NULL;
+	client_reports *reports = NULL;
 	size_t blen = 0;
 	bool verbose;
 	cli c;
@@ -499,6 +516,13 @@ int cmd_chat(int argc, char **argv)
 	http_client_set_limits(c.http, (long)(ca->req.wait + 30) * 1000, 0);
 	blen = strlen(body);
 	http_client_set_limits(w, CHAT_WORKER_TIMEOUT_MS, 0);
+	/* delivery reports: sent by the spool's thread, flushed at exit; one
+	 * left unsent goes with the next troop chat or troop up */
+	if (client_reports_start(&reports, c.coordinator, &c.id, NULL) != 0) {
+		fprintf(stderr, "troop chat: note: no delivery reports (%s)\n", troop_error_msg());
+		reports = NULL;
+	}
+	ca->delivery_report = reports != NULL;
 
 	rc = 1;
 	for (;;) {
@@ -512,6 +536,8 @@ int cmd_chat(int argc, char **argv)
 		int crc;
 
 		areq = proto_authorize_req_encode(&ca->req);
+		if (areq && ca->delivery_report)
+			json_object_set_new(areq, "delivery_report", json_true());
 		ca->attempt++;
 		if (!areq) {
 			cli_fail(&c, "out of memory");
@@ -560,7 +586,8 @@ int cmd_chat(int argc, char **argv)
 		json_decref(reply);
 		fprintf(stderr, "troop chat: job %s on node %.8s\n", ca->ticket.job_id,
 		    ca->ticket.node_id);
-		tr = run_stream(&c, w, &ca->ticket, body, blen, verbose, ca->why, sizeof(ca->why));
+		tr = run_stream(&c, w, &ca->ticket, body, blen, verbose, ca->why, sizeof(ca->why),
+		    reports);
 		sodium_memzero(ca->ticket.token, sizeof(ca->ticket.token));
 		if (tr == TRY_OK) {
 			rc = 0;
@@ -575,6 +602,7 @@ int cmd_chat(int argc, char **argv)
 	cli_fail(&c, "no node could serve '%s' after %d tries (last: %s); try again shortly",
 	    model, ca->attempt, ca->why);
 out:
+	client_reports_stop(reports, CHAT_REPORT_FLUSH_MS);
 	if (ca) {
 		sodium_memzero(ca, sizeof(*ca));
 		free(ca);

@@ -78,8 +78,9 @@ static void node_row(cli_row *r, const json_t *n, void *arg)
 		snprintf(r->buf[7], sizeof(r->buf[7]), "yes (%.8s)", cls);
 	else
 		snprintf(r->buf[7], sizeof(r->buf[7]), "yes");
-	snprintf(r->buf[9], sizeof(r->buf[9]), "%lld",
-	    (long long)json_integer_value(json_object_get(n, "disputes")));
+	snprintf(r->buf[9], sizeof(r->buf[9]), "%lld (%.0f%%)",
+	    (long long)json_integer_value(json_object_get(n, "disputes")),
+	    json_number_value(json_object_get(n, "dispute_rate")) * 100.0);
 	r->cells[7] = r->buf[7];
 	r->cells[8] = json_is_true(json_object_get(n, "established")) ? "yes" : "no";
 	r->cells[9] = r->buf[9];

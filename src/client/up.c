@@ -41,6 +41,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics_server.h"
+#include "report.h"
 #include "up.h"
 #include "up_metrics.h"
 
@@ -49,6 +50,7 @@
 #define UP_MAX_BODY (32u * 1024 * 1024)   /* long prompts, embedding batches */
 #define UP_EDGE_LIST 2048
 #define UP_MAX_ROUTES 24
+#define UP_REPORT_FLUSH_MS 2000  /* at exit: send the delivery reports left */
 
 static const config_opt up_opts[] = {
 	CLI_OPT_COORDINATOR,
@@ -497,6 +499,10 @@ int cmd_up(int argc, char **argv)
 	s->max_seconds = config_is_set(c.cfg, "max-seconds") ? config_int(c.cfg, "max-seconds") : 0;
 	s->wait_s = config_int(c.cfg, "wait");
 	s->require_sealed = config_bool(c.cfg, "require-sealed");
+	if ((rc = client_reports_start(&s->reports, s->coordinator, &s->id, NULL)) != 0) {
+		rc = cli_fail(&c, "cannot start the delivery report spool: %s", troop_error_msg());
+		goto out;
+	}
 	if (key) {
 		s->require_key = true;
 		crypto_generichash(s->key_hash, sizeof(s->key_hash), (const unsigned char *)key,
@@ -568,6 +574,7 @@ out:
 	metrics_server_stop(ms);
 	http_server_free(srv);
 	if (s) {
+		client_reports_stop(s->reports, UP_REPORT_FLUSH_MS);
 		if (mu_ok) {
 			up_models_clear(s);
 			pthread_mutex_destroy(&s->models_mu);

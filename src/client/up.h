@@ -50,6 +50,7 @@ typedef struct up_server {
 	                                   queue when every node is busy */
 	bool require_sealed;            /* refuse nodes that offer no sealing key */
 	int listen_port;                /* the port this proxy serves on */
+	struct client_reports *reports; /* delivery reports (report.h); NULL: none */
 	/* models cache: the OpenAI list as JSON text */
 	pthread_mutex_t models_mu;
 	char *models_json;

@@ -31,6 +31,11 @@
  *           UP_FIRST_TOKEN_MIN_MS (or the first-byte timeout if longer),
  *           plus 1 s per KiB of request body, counts as failed.
  *
+ * Every job authorized gets a delivery report (report.h): what this proxy
+ * saw of it, from sending the request to the worker to the last byte,
+ * queued to the report spool when the relay ends (or when the job could
+ * not be sent), never holding up the app's reply.
+ *
  * A job's memory is freed by whichever callback finishes last: the app's
  * request is ours only while no relay holds it, and our close callback is
  * set only while /authorize is in flight (it cancels that request).
@@ -54,6 +59,7 @@
 #include "json.h"
 #include "log.h"
 #include "relay.h"
+#include "report.h"
 #include "up.h"
 #include "up_metrics.h"
 #include "up_seal.h"
@@ -87,6 +93,9 @@ typedef struct up_job {
 	bool stalled;               /* body_timer fired */
 	bool body_seen;             /* a body byte reached the app */
 	bool header_set;            /* X-Troop-Job added to the reply */
+	int worker_status;          /* the worker's HTTP status, 0 before */
+	bool engine_error;          /* an error the worker's engine answered */
+	client_delivery dl;         /* the current job's observation (report.h) */
 	int64_t t0_us, auth_us;
 	up_seal seal;               /* the current try's sealing (up_seal.h) */
 	bool seal_refused;          /* the last failover: a bad sealing key */
@@ -103,6 +112,7 @@ static void job_free(up_job *j)
 	up_seal_reset(&j->seal);
 	dynbuf_free(&j->seal.body);
 	dynbuf_free(&j->seal.out);
+	client_delivery_clear(&j->dl);
 	sodium_memzero(j->ca.ticket.token, sizeof(j->ca.ticket.token));
 	free(j->abuf);
 	free(j);
@@ -222,8 +232,15 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 {
 	up_job *j = arg;
 	long wait_ms;
+	int engine_status = engine_status_of(headers);
+	bool sse = false;
 
-	if (client_auth_worker_failed(status, engine_status_of(headers))) {
+	j->worker_status = status;
+	j->engine_error = engine_status != 0;
+	for (size_t i = 0; headers && headers[i]; i++)
+		if (strncasecmp(headers[i], "Content-Type:", 13) == 0)
+			sse = strstr(headers[i] + 13, "text/event-stream") != NULL;
+	if (client_auth_worker_failed(status, engine_status)) {
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s answered HTTP %d", j->node_id, status);
 		return RELAY_REJECT;
 	}
@@ -242,6 +259,7 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 		http_reply_header_remove(j->req, "X-Troop-Job");
 	http_reply_header(j->req, "X-Troop-Job", j->job_id);
 	j->header_set = true;
+	client_delivery_headers(&j->dl, sse);
 	/* a worker that answers the headers and then nothing is as dead as one
 	 * that never answers; but a stream's first token waits for the engine
 	 * to read the prompt, during which the worker sends keep-alives */
@@ -262,8 +280,7 @@ static void relay_body(void *arg, const char *data, size_t len)
 {
 	up_job *j = arg;
 
-	(void)data;
-	(void)len;
+	client_delivery_body(&j->dl, data, len);
 	if (!j->body_seen && j->body_timer)
 		evtimer_del(j->body_timer);
 	j->body_seen = true;
@@ -283,6 +300,27 @@ static void body_timeout(evutil_socket_t fd, short what, void *arg)
 	relay_abort(j->rl, TROOP_ETIMEOUT, "the worker sent nothing in time");
 }
 
+/* What the app saw of the job, for its delivery report (report.h):
+ * `handed_back` when nothing reached it. */
+static const char *delivery_outcome(const up_job *j, bool handed_back, const relay_stats *st)
+{
+	if (handed_back) {
+		if (st->end == RELAY_END_REJECTED && j->worker_status == 401)
+			return "refused";
+		if (st->end == RELAY_END_REJECTED && j->engine_error)
+			return "engine_error";
+		return "unreachable";
+	}
+	switch (st->end) {
+	case RELAY_END_COMPLETE:
+		return j->engine_error ? "engine_error" : "complete";
+	case RELAY_END_CLIENT_GONE:
+		return "aborted";
+	default:
+		return "cut";
+	}
+}
+
 static void relay_done(void *arg, http_req *req, const relay_stats *st)
 {
 	up_job *j = arg;
@@ -290,6 +328,7 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	j->rl = NULL;
 	if (j->body_timer)
 		evtimer_del(j->body_timer);
+	(void)client_delivery_finish(&j->dl, j->s->reports, delivery_outcome(j, req != NULL, st));
 	if (!req) {
 		up_metrics_relayed(st);
 		up_ui_job_done(j->job_id, j->node_id, j->model, st->status, st->duration_us);
@@ -371,13 +410,19 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	http_req *r;
 	int n = 0, rc;
 
+	/* from here the job is authorized: it gets a report whatever happens */
+	client_delivery_begin(&j->dl, j->job_id);
+	j->worker_status = 0;
+	j->engine_error = false;
 	if (!cli_token_ok(token, PROTO_TICKET_MAX) ||
 	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
+		(void)client_delivery_finish(&j->dl, j->s->reports, "unreachable");
 		job_fail(j, 502, "api_error", "upstream_error",
 		    "the coordinator's /authorize reply names no valid ticket or worker address");
 		return;
 	}
 	if (up_target_is_self(j->s, ip, port)) {
+		(void)client_delivery_finish(&j->dl, j->s->reports, "unreachable");
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s advertises this proxy's own address",
 		    j->node_id);
 		job_failover(j);
@@ -437,6 +482,7 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	    api_kind_of_path(j->path) == API_MESSAGES ? &cb_messages : &cb, j);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0) {
+		(void)client_delivery_finish(&j->dl, j->s->reports, "unreachable");
 		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s: %s", j->node_id,
 		    troop_error_msg());
 		http_req_on_close(r, job_app_closed, j);
@@ -633,6 +679,7 @@ void up_handle_inference(http_req *r, void *arg)
 	client_auth_require(&j->ca, body);
 	j->ca.req.wait = s->wait_s;
 	up_seal_init(&j->seal, api_kind_of_path(j->path));
+	j->ca.delivery_report = s->reports != NULL;
 	accept = http_req_header(r, "Accept");
 	if (accept && strlen(accept) < sizeof(j->accept) && !strpbrk(accept, "\r\n"))
 		snprintf(j->accept, sizeof(j->accept), "%s", accept);

@@ -5,6 +5,9 @@
  *   GET  /users/{account}/transactions  signed by that account
  *   POST /admin/grant                   signed by an admin key
  *   POST /admin/invites                 signed by an admin key: a new invite code
+ *   GET  /admin/report                  signed by an admin key: accounts that pay
+ *                                       one node or owner only, nodes paid
+ *                                       mostly with trial credits
  *   POST /invites/redeem                signed by the redeeming account
  *
  * /authorize picks a live IDLE node serving the model (least loaded, ties
@@ -191,6 +194,24 @@ static int named_node_live(coord *c, const char *node_id, const char *model, int
 		return troop_error_set(TROOP_ENOMODEL, "node '%s' does not serve model '%s'",
 		    node_id, model);
 	return 0;
+}
+
+/* --max-account-dispute-rate: 0, or TROOP_EFORBIDDEN (message set) when
+ * `account` has at least COORD_MIN_DISPUTES disputes and more than the
+ * rate times its delivery reports.  One ledger read: only with the flag. */
+static int account_not_disputed(const coord *c, coord_thread *t, const char *account)
+{
+	ledger_balance b;
+
+	if (ledger_balance_get(&b, t->db, account) != 0)
+		return 0;   /* no account yet: nothing disputed */
+	if (b.disputes < COORD_MIN_DISPUTES ||
+	    (double)b.disputes <= c->max_account_dispute_rate * (double)b.reports)
+		return 0;
+	return troop_error_set(TROOP_EFORBIDDEN, "account %.8s is stopped: %lld of its %lld "
+	    "delivery reports under-reported the time its jobs took, over the operator's "
+	    "limit of %.0f%% (--max-account-dispute-rate)", account, (long long)b.disputes,
+	    (long long)b.reports, c->max_account_dispute_rate * 100.0);
 }
 
 /* ---- capabilities ------------------------------------------------------------ */
@@ -565,6 +586,11 @@ static void h_authorize(http_req *r, void *arg)
 		}
 		a->class_required = json_is_true(creq);
 	}
+	if (c->max_account_dispute_rate > 0 &&
+	    (rc = account_not_disputed(c, coord_thread_of(r), a->requester)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
 	if (authorize_try(a, r, -1) == AUTH_REPLIED)
 		goto out;
 	if (a->req.wait > 0) {
@@ -625,14 +651,18 @@ static void h_balance(http_req *r, void *arg)
 	/* available_seconds: spendable now, trial credits included (as
 	 * before they existed); trial_seconds: the part of it that is trial;
 	 * pending_seconds: earnings not spendable yet */
-	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f}",
+	/* reports, disputes, dispute_rate: its delivery reports and those
+	 * found to under-report (--max-account-dispute-rate) */
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:f}",
 	    "public_key", account,
 	    "balance_seconds", (json_int_t)(b.available + b.trial + b.reserved),
 	    "reserved_seconds", (json_int_t)b.reserved,
 	    "available_seconds", (json_int_t)(b.available + b.trial),
 	    "trial_seconds", (json_int_t)b.trial,
 	    "pending_seconds", (json_int_t)b.pending,
-	    "balance_hours", (double)(b.available + b.trial + b.reserved) / 3600.0));
+	    "balance_hours", (double)(b.available + b.trial + b.reserved) / 3600.0,
+	    "reports", (json_int_t)b.reports, "disputes", (json_int_t)b.disputes,
+	    "dispute_rate", b.reports > 0 ? (double)b.disputes / (double)b.reports : 0.0));
 }
 
 static int query_int(http_req *r, const char *name, int64_t def, int64_t min, int64_t max,
@@ -694,6 +724,52 @@ static int admin_signer(http_req *r, coord *c, char signer[TROOP_ID_LEN + 1])
 		return -1;
 	}
 	return 0;
+}
+
+/* GET /admin/report?min_jobs=N&limit=N (ledger_admin_report). */
+static void h_admin_report(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	ledger_report_account *acc = NULL;
+	ledger_report_node *nodes = NULL;
+	size_t na = 0, nn = 0;
+	int64_t min_jobs, limit;
+	json_t *ja, *jn;
+	int rc;
+
+	if (admin_signer(r, c, signer) != 0)
+		return;
+	if ((rc = query_int(r, "min_jobs", 3, 1, 1000000, &min_jobs)) ||
+	    (rc = query_int(r, "limit", 100, 1, LEDGER_TX_LIMIT_MAX, &limit)) ||
+	    (rc = ledger_admin_report(&acc, &na, &nodes, &nn, t->db, min_jobs, (int)limit))) {
+		coord_reply_last_error(r, rc);
+		return;
+	}
+	ja = json_array();
+	jn = json_array();
+	for (size_t i = 0; i < na; i++)
+		json_array_append_new(ja, json_pack("{s:s, s:I, s:I, s:I, s:I, s:s?, s:s?, s:I}",
+		    "account", acc[i].account, "jobs", (json_int_t)acc[i].jobs,
+		    "spent", (json_int_t)acc[i].spent, "nodes", (json_int_t)acc[i].nodes,
+		    "owners", (json_int_t)acc[i].owners,
+		    "node_id", acc[i].nodes == 1 ? acc[i].node_id : NULL,
+		    "owner", acc[i].owners == 1 ? acc[i].owner : NULL,
+		    "trial_reserved", (json_int_t)acc[i].trial_reserved));
+	for (size_t i = 0; i < nn; i++)
+		json_array_append_new(jn, json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:I}",
+		    "node_id", nodes[i].node_id, "owner", nodes[i].owner,
+		    "jobs", (json_int_t)nodes[i].jobs, "earned", (json_int_t)nodes[i].earned,
+		    "trial_paid", (json_int_t)nodes[i].trial_paid,
+		    "trial_share", nodes[i].earned > 0 ?
+		    (double)nodes[i].trial_paid / (double)nodes[i].earned : 0.0,
+		    "payers", (json_int_t)nodes[i].payers));
+	free(acc);
+	free(nodes);
+	log_info("admin_report", "admin=%.8s accounts=%zu nodes=%zu", signer, na, nn);
+	coord_reply_json(r, 200, json_pack("{s:o, s:o, s:I}", "single_payee_accounts", ja,
+	    "trial_funded_nodes", jn, "min_jobs", (json_int_t)min_jobs));
 }
 
 static void h_admin_grant(http_req *r, void *arg)
@@ -831,5 +907,6 @@ void api_credits_routes(http_server *s, coord *c)
 	http_server_route(s, "GET", "/users/{account}/transactions", h_transactions, c);
 	http_server_route(s, "POST", "/admin/grant", h_admin_grant, c);
 	http_server_route(s, "POST", "/admin/invites", h_admin_invite, c);
+	http_server_route(s, "GET", "/admin/report", h_admin_report, c);
 	http_server_route(s, "POST", "/invites/redeem", h_invite_redeem, c);
 }

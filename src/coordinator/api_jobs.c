@@ -42,30 +42,43 @@
 #define RECEIPT_MAX_DURATION_MS PROTO_DURATION_MS_MAX
 #define PLAUSIBLE_TOKEN_SLACK 16  /* tokens any receipt may claim beyond the rate */
 
-/* The most output tokens job `job` (of node `signer`) could have produced
- * in duration_ms, in *max; -1 when it cannot be told (no reservation: the
- * ledger then answers the receipt). */
-static void plausible_tokens(int64_t *max, coord_thread *t, const char *job,
-    const char *signer, int64_t duration_ms)
+/* The fastest output job `job` could have had, tokens/s
+ * (coord_plausible_tps of its node's multiplier and its model's size), in
+ * *tps; 0 when it cannot be told (no reservation, or `node` not NULL and
+ * not the job's node: the ledger then answers). */
+static void plausible_rate(double *tps, coord_thread *t, const char *job, const char *node)
 {
 	coord *c = t->c;
 	ledger_reservation res;
 	registry_node nd;
 	int64_t size = 0;
 
-	*max = -1;
-	if (ledger_reservation_get(&res, t->db, job) != 0 || strcmp(res.node_id, signer) != 0)
+	*tps = 0;
+	if (ledger_reservation_get(&res, t->db, job) != 0 ||
+	    (node && strcmp(res.node_id, node) != 0))
 		return;
 	memset(&nd, 0, sizeof(nd));
-	if (registry_get_node(&nd, c->reg, signer, (int64_t)time(NULL),
+	if (registry_get_node(&nd, c->reg, res.node_id, (int64_t)time(NULL),
 	    REGISTRY_WITH_MODELS) == 0) {
 		for (size_t i = 0; i < nd.n_models; i++)
 			if (strcmp(nd.models[i].name, res.model) == 0)
 				size = nd.models[i].size_bytes;
 		registry_node_clear(&nd);
 	}
-	*max = (int64_t)(coord_plausible_tps(c, res.multiplier, size) *
-	    (double)duration_ms / 1000.0) + PLAUSIBLE_TOKEN_SLACK;
+	*tps = coord_plausible_tps(c, res.multiplier, size);
+}
+
+/* The most output tokens job `job` (of node `signer`) could have produced
+ * in duration_ms, in *max; -1 when it cannot be told (no reservation: the
+ * ledger then answers the receipt). */
+static void plausible_tokens(int64_t *max, coord_thread *t, const char *job,
+    const char *signer, int64_t duration_ms)
+{
+	double tps;
+
+	plausible_rate(&tps, t, job, signer);
+	*max = tps > 0 ? (int64_t)(tps * (double)duration_ms / 1000.0) +
+	    PLAUSIBLE_TOKEN_SLACK : -1;
 }
 
 static void h_receipt(http_req *r, void *arg)
@@ -118,7 +131,7 @@ static void h_receipt(http_req *r, void *arg)
 		ledger_settle_req sr = {
 			.job_id = job, .signer_node_id = signer, .duration_ms = duration_ms,
 			.tokens_in = rc_in.prompt_tokens, .tokens_out = tout,
-			.outcome = outcome,
+			.outcome = outcome, .digest = rc_in.response_digest,
 			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
@@ -143,10 +156,12 @@ static void h_receipt(http_req *r, void *arg)
 			registry_add_active_job(c->reg, signer, -1);
 		log_info("receipt_held", "job=%s node=%.8s duration_ms=%lld", job, signer,
 		    (long long)duration_ms);
-		coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}",
+		/* expected: what the claim is paid unless its client disputes it */
+		coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b, s:I}",
 		    "status", "claimed", "job_id", job, "charged", (json_int_t)0,
 		    "refunded", (json_int_t)0, "pending", (json_int_t)0,
-		    "completion_tokens", (json_int_t)tout, "already_settled", false));
+		    "completion_tokens", (json_int_t)tout, "already_settled", false,
+		    "expected", (json_int_t)res.expected));
 		goto out;
 	}
 	if (!res.already && tout < claimed_out) {
@@ -216,7 +231,7 @@ static void h_started(http_req *r, void *arg)
 
 /* The outcomes a client may report (docs/PROTOCOL.md). */
 static const char *const report_outcomes[] = { "complete", "cut", "engine_error", "aborted",
-	"unreachable" };
+	"unreachable", "refused" };
 
 static void h_report(http_req *r, void *arg)
 {
@@ -254,7 +269,7 @@ static void h_report(http_req *r, void *arg)
 		known |= strcmp(outcome, report_outcomes[i]) == 0;
 	if (!known) {
 		coord_reply_error(r, TROOP_EINVAL, "field 'outcome' must be one of complete, cut, "
-		    "engine_error, aborted, unreachable");
+		    "engine_error, aborted, unreachable, refused");
 		goto out;
 	}
 	{
@@ -263,6 +278,9 @@ static void h_report(http_req *r, void *arg)
 			.bytes = bytes, .tokens = tokens, .outcome = outcome, .digest = digest,
 			.now = (int64_t)time(NULL),
 		};
+		/* the rate an under-report is told by (the ledger checks it when
+		 * both witnesses are in); only reports pay for this lookup */
+		plausible_rate(&q.max_tps, t, job, NULL);
 		rc = ledger_report(&res, t->db, &q);
 	}
 	if (rc == TROOP_EFORBIDDEN) {
@@ -277,14 +295,19 @@ static void h_report(http_req *r, void *arg)
 	if (!res.claimed && !res.already) {
 		/* this report settled the held receipt */
 		METRIC_ADD(&c->metrics, receipts, 1);
+		METRIC_ADD(&c->metrics, tokens_out,
+		    (unsigned long long)(res.tokens_out > 0 ? res.tokens_out : 0));
 		METRIC_ADD(&c->metrics, credits_charged, (unsigned long long)res.charged);
-		log_info("settled", "job=%s by=report charged=%lld refunded=%lld disputed=%d", job,
-		    (long long)res.charged, (long long)res.refunded, res.disputed);
+		log_info("settled", "job=%s by=report charged=%lld refunded=%lld disputed=%d "
+		    "client_disputed=%d", job, (long long)res.charged, (long long)res.refunded,
+		    res.disputed, res.client_disputed);
 	}
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b}",
+	if (res.client_disputed && !res.already)
+		log_warn("client_dispute", "job=%s requester=%.8s", job, signer);
+	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}",
 	    "status", res.claimed ? "recorded" : "settled", "job_id", job,
 	    "charged", (json_int_t)res.charged, "refunded", (json_int_t)res.refunded,
-	    "disputed", res.disputed));
+	    "disputed", res.disputed, "client_disputed", res.client_disputed));
 out:
 	json_decref(body);
 }

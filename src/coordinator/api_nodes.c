@@ -144,6 +144,16 @@ out:
  * durable facts, from the live record's copy (live) or from the ledger
  * row `ln` (not live; NULL when the ledger does not know the node), plus
  * the economy's facts (docs/CREDITS.md).  NULL when out of memory. */
+/* A node's disputes per settled job (0 with none): from the registry's
+ * copy `f` when not NULL, else from its ledger row (may be NULL). */
+static double node_dispute_rate(const registry_facts *f, const ledger_node *ln)
+{
+	int64_t d = f ? f->disputes : ln ? ln->disputes : 0;
+	int64_t jobs = f ? f->jobs : ln ? ln->jobs_ok + ln->jobs_failed : 0;
+
+	return d > 0 ? (double)d / (double)(jobs > 0 ? jobs : 1) : 0.0;
+}
+
 static json_t *node_json(const coord *c, const registry_node *n, const ledger_node *ln,
     bool live)
 {
@@ -214,6 +224,8 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 		    ln ? ln->pending : 0));
 		json_object_set_new(o, "disputes", json_integer(live ? f->disputes :
 		    ln ? ln->disputes : 0));
+		json_object_set_new(o, "dispute_rate", json_real(node_dispute_rate(live ? f : NULL,
+		    ln)));
 	}
 	return o;
 }

@@ -69,6 +69,10 @@ static const config_opt coord_opts[] = {
 	  "/authorize stops picking a node once this share of its settled jobs were "
 	  "disputes (it billed more than its client saw), after at least 3 disputes "
 	  "(0: never)", 0, 1 },
+	{ "max-account-dispute-rate", 0, OPT_DOUBLE, "TROOP_MAX_ACCOUNT_DISPUTE_RATE", NULL, "0",
+	  "R", "/authorize refuses (403) an account once this share of its delivery "
+	  "reports were disputes (it reported less time than the tokens it received "
+	  "need), after at least 3 disputes (0: never)", 0, 1 },
 	{ "plausible-tps-gb", 0, OPT_DOUBLE, "TROOP_PLAUSIBLE_TPS_GB", NULL, "1000", "N",
 	  "receipts: output tokens/s times model size in GB that a node of multiplier 1.0 "
 	  "can reach (more is capped)", 1, 1e9 },
@@ -85,7 +89,7 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant", 0, 0 },
+	  "account id allowed to call /admin/grant, /admin/invites and /admin/report", 0, 0 },
 	{ "allow-addresses", 0, OPT_LIST, "TROOP_ALLOW_ADDRESSES", NULL, NULL, "CIDR,...",
 	  "address ranges nodes may advertise besides the tailnet's (and loopback when "
 	  "--listen is loopback)", 0, 0 },
@@ -436,6 +440,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->policy.trial_daily_cap = config_int(cfg, "trial-daily-cap");
 	c->report_wait = config_int(cfg, "report-wait");
 	c->max_dispute_rate = config_double(cfg, "max-dispute-rate");
+	c->max_account_dispute_rate = config_double(cfg, "max-account-dispute-rate");
 	c->pending_interval = config_int(cfg, "pending-interval");
 	c->plausible_tps_gb = config_double(cfg, "plausible-tps-gb");
 	c->plausible_min_tps = config_double(cfg, "plausible-min-tps");

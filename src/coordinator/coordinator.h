@@ -47,6 +47,8 @@ typedef struct {
 	int64_t report_wait;       /* seconds a held receipt waits for its client's report */
 	double max_dispute_rate;   /* a node past it (after COORD_MIN_DISPUTES) is not picked;
 	                              0: no limit */
+	double max_account_dispute_rate; /* an account past it (disputes / reports, after
+	                              COORD_MIN_DISPUTES) is refused /authorize; 0: no limit */
 	int64_t pending_interval;  /* seconds between releases of pending earnings */
 	int64_t next_pending_release; /* the sweeper's: when it next releases them */
 	double plausible_tps_gb;   /* tokens/s x model GB at multiplier 1.0 */

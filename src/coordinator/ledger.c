@@ -529,6 +529,8 @@ int ledger_balance_get(ledger_balance *out, ledger_conn *c, const char *account)
 	out->reserved = col_i64(c, 1);
 	out->trial = col_i64(c, 2);
 	out->pending = col_i64(c, 3);
+	out->reports = col_i64(c, 4);
+	out->disputes = col_i64(c, 5);
 	fin(c);
 	return 0;
 }
@@ -752,6 +754,10 @@ static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id
 	ledger_copy_str(out->report_outcome, sizeof out->report_outcome, col_text(c, 24));
 	out->reported_at = col_i64(c, 25);
 	out->disputed = col_i64(c, 26) != 0;
+	ledger_copy_str(out->claim_digest, sizeof out->claim_digest, col_text(c, 27));
+	ledger_copy_str(out->report_digest, sizeof out->report_digest, col_text(c, 28));
+	out->report_max_tps = c->drv->col_f64(c, 29);
+	out->client_disputed = col_i64(c, 30) != 0;
 	fin(c);
 	return err ? err : 1;
 }
@@ -827,6 +833,10 @@ struct settle_what {
 	const char *outcome;
 	bool disputed;           /* the worker claimed more than its client saw */
 	int64_t claimed_ms;      /* when disputed: the worker's claim */
+	bool client_disputed;    /* the client under-reported (ledger_report) */
+	int64_t reported_ms;     /* when client_disputed: the client's report */
+	int64_t tokens_seen;     /* ... and the tokens it received */
+	double max_tps;          /* ... and the rate they were checked against */
 };
 
 /* Settle the open reservation `res` (locked by this transaction) for w:
@@ -894,7 +904,11 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 	char note[LEDGER_NOTE_MAX + 1] = "", part[64] = "";
 	if (charge_trial > 0)
 		snprintf(part, sizeof part, "pending=%lld", (long long)charge_trial);
-	if (w->disputed)
+	if (w->client_disputed)
+		snprintf(note, sizeof note, "%s%sclient dispute: reported %lld ms for %lld tokens "
+		    "(at most %.1f tokens/s); worker paid its claim", part, part[0] ? " " : "",
+		    (long long)w->reported_ms, (long long)w->tokens_seen, w->max_tps);
+	else if (w->disputed)
 		snprintf(note, sizeof note, "%s%sdisputed: worker claimed %lld ms, client "
 		    "observed %lld ms", part, part[0] ? " " : "", (long long)w->claimed_ms,
 		    (long long)w->duration_ms);
@@ -920,6 +934,21 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		if ((err = insert_audit(c, res->node_id, "dispute", detail, now)) != 0)
 			return err;
 	}
+	if (w->client_disputed) {
+		char detail[LEDGER_ID_MAX * 3 + 160];
+		snprintf(detail, sizeof detail, "job=%s node=%s requester=%s reported_ms=%lld "
+		    "tokens=%lld max_tps=%.1f claimed_ms=%lld", res->job_id, res->node_id,
+		    res->requester, (long long)w->reported_ms, (long long)w->tokens_seen,
+		    w->max_tps, (long long)w->duration_ms);
+		if ((err = exec(c, LS_ACCOUNT_REPORTED, ARGS(S(res->requester), I(0), I(1)),
+		    "count client dispute")) != 0 ||
+		    (err = exec(c, LS_RES_CLIENT_DISPUTE, ARGS(S(res->job_id)),
+		    "mark client dispute")) != 0 ||
+		    (err = insert_audit(c, res->requester, "client_dispute", detail, now)) != 0)
+			return err;
+	}
+	o->client_disputed = w->client_disputed;
+	o->tokens_out = w->tokens_out;
 	o->charged = charge;
 	o->refunded = refund;
 	o->pending = charge_trial;
@@ -955,6 +984,27 @@ static int settle_both(ledger_settle_result *o, ledger_conn *c, const ledger_res
 	struct settle_what w = { .tokens_in = res->claim_tokens_in,
 		.tokens_out = res->claim_tokens_out, .outcome = res->claim_outcome,
 		.claimed_ms = res->claim_ms };
+	/* the worker's tokens, already capped on arrival to what its duration
+	 * makes possible: a node faster than its class does not make its
+	 * client a liar */
+	int64_t tokens = res->claim_tokens_out;
+	bool disagree = false;
+
+	(void)ledger_witnessed_ms(res->claim_ms, res->report_ms, &disagree);
+	/* under-reporting: the client got what the worker sent (equal
+	 * digests), and its duration, shorter than the worker's beyond the
+	 * tolerance, is shorter than those tokens need */
+	if (disagree && res->claim_digest[0] &&
+	    strcmp(res->claim_digest, res->report_digest) == 0 &&
+	    res->report_max_tps > 0 && (double)tokens > res->report_max_tps *
+	    (double)res->report_ms / 1000.0 + LEDGER_UNDERREPORT_SLACK) {
+		w.duration_ms = res->claim_ms;
+		w.client_disputed = true;
+		w.reported_ms = res->report_ms;
+		w.tokens_seen = tokens;
+		w.max_tps = res->report_max_tps;
+		return settle_apply(o, c, res, &w, now);
+	}
 	w.duration_ms = ledger_witnessed_ms(res->claim_ms, res->report_ms, &w.disputed);
 	return settle_apply(o, c, res, &w, now);
 }
@@ -978,6 +1028,7 @@ static int settle_txn(ledger_conn *c, void *arg)
 		/* the first claim stands; the report or the deadline settles it */
 		o->claimed = true;
 		o->already = true;
+		o->expected = ledger_charge(res.claim_ms, res.multiplier, res.amount);
 		return 0;
 	}
 	if (res.report_wanted) {
@@ -986,16 +1037,22 @@ static int settle_txn(ledger_conn *c, void *arg)
 		res.claim_tokens_in = q->tokens_in;
 		res.claim_tokens_out = q->tokens_out;
 		ledger_copy_str(res.claim_outcome, sizeof res.claim_outcome, outcome);
-		if (res.report_ms >= 0)
-			return settle_both(o, c, &res, q->now);
+		ledger_copy_str(res.claim_digest, sizeof res.claim_digest,
+		    q->digest ? q->digest : "");
+		/* stored also when the report is in: both witnesses stay on record */
 		int64_t n = 0;
 		int err = exec_count(&n, c, LS_RES_CLAIM, ARGS(S(q->job_id), I(q->duration_ms),
-		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now)), "store claim");
+		    I(q->tokens_in), I(q->tokens_out), S(outcome), I(q->now),
+		    S(q->digest ? q->digest : "")), "store claim");
 		if (err == 0 && n != 1)
 			err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed "
 			    "during settlement", q->job_id);
-		if (err == 0)
+		if (err == 0 && res.report_ms >= 0)
+			return settle_both(o, c, &res, q->now);
+		if (err == 0) {
 			o->claimed = true;
+			o->expected = ledger_charge(q->duration_ms, res.multiplier, res.amount);
+		}
 		return err;
 	}
 	struct settle_what w = { .duration_ms = q->duration_ms, .tokens_in = q->tokens_in,
@@ -1014,6 +1071,7 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_range("tokens_in", req->tokens_in, 0, INT64_MAX / 2));
 	TRY(check_range("tokens_out", req->tokens_out, 0, INT64_MAX / 2));
 	TRY(check_opt_str("outcome", req->outcome, LEDGER_OUTCOME_MAX));
+	TRY(check_opt_str("digest", req->digest, LEDGER_DIGEST_MAX));
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
@@ -1057,14 +1115,24 @@ static int report_txn(ledger_conn *c, void *arg)
 		o->disputed = res.disputed;
 		return 0;
 	}
+	double max_tps = q->max_tps > 0 ? q->max_tps : 0;
 	int err = exec_count(&n, c, LS_RES_REPORT, ARGS(S(q->job_id), I(q->duration_ms),
 	    I(q->tokens), I(q->bytes), S(q->outcome ? q->outcome : ""),
-	    S(q->digest ? q->digest : ""), I(q->now)), "store delivery report");
+	    S(q->digest ? q->digest : ""), I(q->now), D(max_tps)), "store delivery report");
 	if (err == 0 && n != 1)
 		err = troop_error_set(TROOP_ECONFLICT, "reservation for job %s changed", q->job_id);
+	if (err == 0)
+		err = exec(c, LS_ACCOUNT_REPORTED, ARGS(S(res.requester), I(1), I(0)),
+		    "count report");
+	/* the node answered 401 to its own ticket: against the node */
+	if (err == 0 && q->outcome && strcmp(q->outcome, "refused") == 0)
+		err = exec(c, LS_NODE_REFUSED, ARGS(S(res.node_id)), "count refusal");
 	if (err)
 		return err;
 	res.report_ms = q->duration_ms;
+	res.report_tokens = q->tokens;
+	res.report_max_tps = max_tps;
+	ledger_copy_str(res.report_digest, sizeof res.report_digest, q->digest ? q->digest : "");
 	if (res.status == LEDGER_RES_OPEN && res.claim_ms >= 0)
 		return settle_both(o, c, &res, q->now);
 	o->claimed = true;  /* waits for the worker's receipt */
@@ -1542,6 +1610,7 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	out->audit_failed = col_i64(c, 11);
 	ledger_copy_str(out->hw_class, sizeof out->hw_class, col_text(c, 12));
 	out->disputes = col_i64(c, 13);
+	out->refusals = col_i64(c, 14);
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
 	fin(c);
 	return 1;
@@ -1850,4 +1919,74 @@ static int status_parse(ledger_res_status *out, const char *s)
 	}
 	return troop_error_set(TROOP_EINVAL, "ledger: unknown reservation status '%s'",
 	    s ? s : "(null)");
+}
+
+/* ---- the operator report ------------------------------------------------- */
+
+int ledger_admin_report(ledger_report_account **accounts, size_t *n_accounts,
+    ledger_report_node **nodes, size_t *n_nodes, ledger_conn *c, int64_t min_jobs,
+    int limit)
+{
+	TRY(check_conn(c));
+	if (accounts == NULL || n_accounts == NULL || nodes == NULL || n_nodes == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for the report");
+	TRY(check_range("limit", limit, 1, LEDGER_TX_LIMIT_MAX));
+	TRY(check_range("min_jobs", min_jobs, 1, INT64_MAX / 2));
+	*accounts = NULL;
+	*nodes = NULL;
+	*n_accounts = *n_nodes = 0;
+	ledger_report_account *a = calloc((size_t)limit, sizeof *a);
+	ledger_report_node *n = calloc((size_t)limit, sizeof *n);
+	if (a == NULL || n == NULL) {
+		free(a);
+		free(n);
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory for the report");
+	}
+	size_t na = 0, nn = 0;
+	int r = read_row(c, LS_REPORT_ACCOUNTS, ARGS(I(min_jobs), I(limit)), "report accounts");
+	while (r == 1 && na < (size_t)limit) {
+		ledger_report_account *x = &a[na++];
+		ledger_copy_str(x->account, sizeof x->account, col_text(c, 0));
+		x->jobs = col_i64(c, 1);
+		x->spent = col_i64(c, 2);
+		x->nodes = col_i64(c, 3);
+		x->owners = col_i64(c, 4);
+		ledger_copy_str(x->node_id, sizeof x->node_id, col_text(c, 5));
+		ledger_copy_str(x->owner, sizeof x->owner, col_text(c, 6));
+		x->trial_reserved = col_i64(c, 7);
+		r = c->drv->next(c);
+	}
+	fin(c);
+	if (r >= 0) {
+		r = read_row(c, LS_REPORT_NODES, ARGS(I(min_jobs), I(limit)), "report nodes");
+		while (r == 1 && nn < (size_t)limit) {
+			ledger_report_node *x = &n[nn++];
+			ledger_copy_str(x->node_id, sizeof x->node_id, col_text(c, 0));
+			ledger_copy_str(x->owner, sizeof x->owner, col_text(c, 1));
+			x->jobs = col_i64(c, 2);
+			x->earned = col_i64(c, 3);
+			x->trial_paid = col_i64(c, 4);
+			x->payers = col_i64(c, 5);
+			r = c->drv->next(c);
+		}
+		fin(c);
+	}
+	if (r < 0) {
+		free(a);
+		free(n);
+		return r;
+	}
+	if (na == 0) {
+		free(a);
+		a = NULL;
+	}
+	if (nn == 0) {
+		free(n);
+		n = NULL;
+	}
+	*accounts = a;
+	*nodes = n;
+	*n_accounts = na;
+	*n_nodes = nn;
+	return 0;
 }

@@ -120,6 +120,10 @@
  * percent of it (see ledger_witnessed_ms). */
 #define LEDGER_REPORT_TOLERANCE_MS 1000
 #define LEDGER_REPORT_TOLERANCE_PCT 5
+/* Under-reporting: a client whose report's digest matches the worker's yet
+ * whose duration is shorter than the tokens received allow (more than
+ * max_tps * duration + LEDGER_UNDERREPORT_SLACK tokens) is disputed. */
+#define LEDGER_UNDERREPORT_SLACK 16
 
 /* When a node's pending earnings become spendable (docs/CREDITS.md). */
 typedef struct {
@@ -196,6 +200,8 @@ typedef struct {
 	int64_t reserved;   /* held in this account's open reservations */
 	int64_t trial;      /* trial credits, spendable now, not transferable */
 	int64_t pending;    /* pending earnings of the nodes it owns */
+	int64_t reports;    /* delivery reports it sent */
+	int64_t disputes;   /* of those, found to under-report */
 } ledger_balance;
 
 /* Balance of `account`, read in one consistent snapshot.
@@ -261,6 +267,7 @@ typedef struct {
 	int64_t tokens_out;          /* >= 0 */
 	const char *outcome;         /* "ok" counts toward the node's reputation,
 	                                anything else against it; NULL = "ok" */
+	const char *digest;          /* the worker's response digest; NULL or "" */
 	int64_t grace_s;             /* usually LEDGER_RELEASE_GRACE, >= 0 */
 	int64_t now;
 } ledger_settle_req;
@@ -275,6 +282,11 @@ typedef struct {
 	                       held before, by an earlier receipt) */
 	bool disputed;      /* settled at the client's observed duration: the
 	                       worker claimed more */
+	bool client_disputed; /* the client under-reported: the worker was paid
+	                       its claim and the account's dispute counted */
+	int64_t expected;   /* with .claimed: the charge of the held claim if it
+	                       settles undisputed */
+	int64_t tokens_out; /* settled now: the output tokens settled */
 	bool already;       /* true: settled before; the stored result is returned */
 	char requester[LEDGER_ID_MAX + 1];
 	char worker[LEDGER_ID_MAX + 1];
@@ -317,12 +329,23 @@ typedef struct {
 	const char *outcome;       /* "complete", "cut", "engine_error", "aborted",
 	                              "unreachable" (not checked here) */
 	const char *digest;        /* digest of the response body; NULL or "" */
+	double max_tps;            /* the node's plausible output rate for the
+	                              job, tokens/s; 0: no under-report check */
 	int64_t now;
 } ledger_report_req;
 
 /* Record the delivery report of a job, once; when the worker's claim is
  * already held, settle the job in the same transaction (*out as for
- * ledger_settle; .claimed when it still waits for the receipt).  A second
+ * ledger_settle; .claimed when it still waits for the receipt).  Counts
+ * the report on the requester's account; an outcome "refused" (the node
+ * answered 401) counts as a dispute against the node.
+ * Under-reporting: when the worker claimed more than the client observed
+ * beyond the tolerance (ledger_witnessed_ms), the worker's digest and the
+ * report's are equal and not empty, and the worker's completion tokens
+ * (capped on arrival to its duration) exceed max_tps * report duration +
+ * LEDGER_UNDERREPORT_SLACK, the client is disputed instead of the worker: the job settles at the worker's claim,
+ * the account's dispute count grows, an audit row 'client_dispute' is
+ * written and the settle row's note says so.  A second
  * report changes nothing (.already when settled).  Errors: TROOP_ENOTFOUND
  * no reservation; TROOP_EFORBIDDEN the signer is not its requester;
  * TROOP_EGONE released. */
@@ -387,6 +410,10 @@ typedef struct {
 	char report_outcome[LEDGER_OUTCOME_MAX + 1];
 	int64_t reported_at;  /* 0 none */
 	bool disputed;
+	char claim_digest[LEDGER_DIGEST_MAX + 1];  /* "" none */
+	char report_digest[LEDGER_DIGEST_MAX + 1]; /* "" none */
+	double report_max_tps;                     /* 0: not checked */
+	bool client_disputed;
 } ledger_reservation;
 
 /* Read one reservation.  TROOP_ENOTFOUND if there is none. */
@@ -458,6 +485,41 @@ int ledger_top_earners(ledger_earner **out, size_t *n, ledger_conn *c, int limit
  * forfeited.  Pure function. */
 bool ledger_totals_balanced(const ledger_totals *t);
 
+/* ---- the operator report ------------------------------------------------- */
+
+/* An account whose settled spending all went to one node or one owner. */
+typedef struct {
+	char account[LEDGER_ID_MAX + 1];
+	int64_t jobs;          /* settled jobs with a charge */
+	int64_t spent;         /* credits charged */
+	int64_t nodes;         /* distinct nodes paid */
+	int64_t owners;        /* distinct owners paid */
+	char node_id[LEDGER_ID_MAX + 1]; /* the one node (nodes == 1), else the first */
+	char owner[LEDGER_ID_MAX + 1];   /* the one owner (owners == 1), else the first */
+	int64_t trial_reserved; /* trial credits its reservations took */
+} ledger_report_account;
+
+/* A node paid mostly (more than half of its charges) with trial credits. */
+typedef struct {
+	char node_id[LEDGER_ID_MAX + 1];
+	char owner[LEDGER_ID_MAX + 1];
+	int64_t jobs;          /* settled jobs with a charge */
+	int64_t earned;        /* credits charged */
+	int64_t trial_paid;    /* of those, paid from trial credits */
+	int64_t payers;        /* distinct accounts that paid */
+} ledger_report_node;
+
+/* The operator report (GET /admin/report): accounts with at least
+ * min_jobs settled jobs whose charges all went to one node or one owner,
+ * and nodes with at least min_jobs settled jobs whose charges were more
+ * than half trial credits, biggest first, at most `limit` (1 ..
+ * LEDGER_TX_LIMIT_MAX) of each.  *accounts and *nodes are malloc'd arrays
+ * (NULL when empty) the caller frees.  Scans the settled reservations:
+ * for an operator now and then, not per request. */
+int ledger_admin_report(ledger_report_account **accounts, size_t *n_accounts,
+    ledger_report_node **nodes, size_t *n_nodes, ledger_conn *c, int64_t min_jobs,
+    int limit);
+
 /* ---- nodes (durable part) ------------------------------------------------- */
 
 typedef struct {
@@ -477,7 +539,8 @@ typedef struct {
 	int64_t audit_failed;   /* unix time of a failed audit, 0 if none */
 	char hw_class[LEDGER_CLASS_MAX + 1]; /* class of its verified proof, "" none */
 	int64_t disputes;       /* settled jobs where it claimed more than its
-	                           client observed */
+	                           client observed, and refusals */
+	int64_t refusals;       /* reports "refused": it answered 401 */
 } ledger_node;
 
 /* Whether node `n` is established under policy `p` (NULL: defaults) at

@@ -80,6 +80,11 @@ enum ledger_stmt {
 	LS_INVITE_REDEEM,
 	LS_KV_GET,
 	LS_KV_INSERT,
+	LS_ACCOUNT_REPORTED, /* counts a report and a client dispute */
+	LS_NODE_REFUSED,
+	LS_RES_CLIENT_DISPUTE,
+	LS_REPORT_ACCOUNTS, /* the operator report (ledger_admin_report) */
+	LS_REPORT_NODES,
 	LS_TOP_EARNERS,
 	LS_COUNT
 };
@@ -89,7 +94,8 @@ enum ledger_stmt {
 	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \
 	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
 	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
-	"report_outcome, reported_at, disputed FROM reservations WHERE job_id = $1"
+	"report_outcome, reported_at, disputed, claim_digest, report_digest, " \
+	"report_max_tps, client_disputed FROM reservations WHERE job_id = $1"
 /* a held claim is settled by ledger_settle_claims, never released */
 #define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount, " \
 	"trial_amount " \

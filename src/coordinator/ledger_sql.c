@@ -52,7 +52,7 @@ const char *const ledger_sql[LS_COUNT] = {
 	[LS_BALANCE] = "SELECT a.balance, (SELECT COALESCE(SUM(r.amount), 0) "
 	    "FROM reservations r WHERE r.requester = a.account AND r.status = 'open'), "
 	    "a.trial, (SELECT COALESCE(SUM(n.pending), 0) FROM nodes n "
-	    "WHERE n.owner = a.account) "
+	    "WHERE n.owner = a.account), a.reports, a.disputes "
 	    "FROM accounts a WHERE a.account = $1",
 	[LS_TX_INSERT] = "INSERT INTO transactions (" TX_COLS ") "
 	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -82,10 +82,11 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "outcome = $8, disputed = $9 WHERE job_id = $1 AND status = 'open'",
 	[LS_RES_EXPIRED] = LEDGER_SQL_RES_EXPIRED,
 	[LS_RES_CLAIM] = "UPDATE reservations SET claim_ms = $2, claim_tokens_in = $3, "
-	    "claim_tokens_out = $4, claim_outcome = $5, claimed_at = $6 "
+	    "claim_tokens_out = $4, claim_outcome = $5, claimed_at = $6, claim_digest = $7 "
 	    "WHERE job_id = $1 AND status = 'open' AND claim_ms < 0",
 	[LS_RES_REPORT] = "UPDATE reservations SET report_ms = $2, report_tokens = $3, "
-	    "report_bytes = $4, report_outcome = $5, report_digest = $6, reported_at = $7 "
+	    "report_bytes = $4, report_outcome = $5, report_digest = $6, reported_at = $7, "
+	    "report_max_tps = $8 "
 	    "WHERE job_id = $1 AND report_ms < 0",
 	[LS_RES_CLAIMS_DUE] = "SELECT job_id FROM reservations WHERE status = 'open' "
 	    "AND claimed_at > 0 AND claimed_at < $1 ORDER BY claimed_at LIMIT $2",
@@ -102,7 +103,7 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "(SELECT COALESCE(SUM(credits), 0) FROM transactions WHERE type = 'forfeit')",
 	[LS_NODE_GET] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
 	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
-	    "disputes FROM nodes WHERE node_id = $1",
+	    "disputes, refusals FROM nodes WHERE node_id = $1",
 	/* concurrent first heartbeats: the second waits for the first's key,
 	 * then inserts nothing and updates instead */
 	[LS_NODE_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
@@ -144,6 +145,28 @@ const char *const ledger_sql[LS_COUNT] = {
 	/* the first committed writer wins */
 	[LS_KV_INSERT] = "INSERT INTO kv (name, value, created_at) VALUES ($1, $2, $3) "
 	    "ON CONFLICT (name) DO NOTHING",
+	[LS_ACCOUNT_REPORTED] = "UPDATE accounts SET reports = reports + $2, "
+	    "disputes = disputes + $3 WHERE account = $1",
+	[LS_NODE_REFUSED] = "UPDATE nodes SET disputes = disputes + 1, refusals = refusals + 1 "
+	    "WHERE node_id = $1",
+	[LS_RES_CLIENT_DISPUTE] = "UPDATE reservations SET client_disputed = 1 WHERE job_id = $1",
+	/* accounts whose settled spending all went to one node or one owner */
+	[LS_REPORT_ACCOUNTS] = "SELECT requester, COUNT(*), SUM(charged), "
+	    "COUNT(DISTINCT node_id), COUNT(DISTINCT worker), MIN(node_id), MIN(worker), "
+	    "SUM(trial_amount) FROM reservations WHERE status = 'settled' AND charged > 0 "
+	    "GROUP BY requester HAVING COUNT(*) >= $1 AND "
+	    "(COUNT(DISTINCT node_id) = 1 OR COUNT(DISTINCT worker) = 1) "
+	    "ORDER BY SUM(charged) DESC, requester LIMIT $2",
+	/* nodes paid mostly from trial credits: the charge takes ordinary
+	 * credits first, so its trial part is what exceeds the ordinary part */
+	[LS_REPORT_NODES] = "SELECT node_id, MIN(worker), COUNT(*), SUM(charged), "
+	    "SUM(CASE WHEN charged > amount - trial_amount "
+	    "THEN charged - (amount - trial_amount) ELSE 0 END), COUNT(DISTINCT requester) "
+	    "FROM reservations WHERE status = 'settled' AND charged > 0 "
+	    "GROUP BY node_id HAVING COUNT(*) >= $1 AND "
+	    "2 * SUM(CASE WHEN charged > amount - trial_amount "
+	    "THEN charged - (amount - trial_amount) ELSE 0 END) > SUM(charged) "
+	    "ORDER BY SUM(charged) DESC, node_id LIMIT $2",
 	/* what other accounts paid: a node owner's own jobs are no donation */
 	[LS_TOP_EARNERS] = "SELECT worker, SUM(credits), COUNT(*) FROM transactions "
 	    "WHERE type = 'settle' AND worker <> '' AND worker <> requester "

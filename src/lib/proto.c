@@ -933,7 +933,9 @@ int proto_receipt_decode(proto_receipt *out, const json_t *obj)
 	    PROTO_TOKENS_MAX)) ||
 	    (rc = get_strn(out->outcome, PROTO_OUTCOME_MAX, obj, "outcome", false)) ||
 	    (rc = json_get_int(&out->started_at, obj, "started_at", false, 0, INT64_MAX)) ||
-	    (rc = json_get_int(&out->ended_at, obj, "ended_at", false, 0, INT64_MAX))) {
+	    (rc = json_get_int(&out->ended_at, obj, "ended_at", false, 0, INT64_MAX)) ||
+	    (rc = get_strn(out->response_digest, PROTO_DIGEST_MAX, obj, "response_digest",
+	    false))) {
 		memset(out, 0, sizeof(*out));
 		return rc;
 	}
@@ -955,6 +957,8 @@ json_t *proto_receipt_encode(const proto_receipt *r)
 		json_object_set_new(o, "started_at", json_integer(r->started_at));
 		json_object_set_new(o, "ended_at", json_integer(r->ended_at));
 	}
+	if (o && r->response_digest[0])
+		json_object_set_new(o, "response_digest", json_string(r->response_digest));
 	return o;
 }
 

@@ -71,6 +71,7 @@
 #define PROTO_WAIT_MAX 600            /* authorize: wait (seconds in the queue) */
 #define PROTO_TICKET_MAX TICKET_MAX_LEN
 #define PROTO_OUTCOME_MAX 31          /* receipt outcome */
+#define PROTO_DIGEST_MAX 128          /* response digest of a receipt or report */
 #define PROTO_DURATION_MS_MAX ((int64_t)7 * 24 * 3600 * 1000)
 #define PROTO_TOKENS_MAX INT32_MAX
 #define PROTO_ERR_MESSAGE_MAX 1024    /* error.message as decoded (longer is cut) */
@@ -365,6 +366,9 @@ typedef struct {
 	char outcome[PROTO_OUTCOME_MAX + 1];      /* "ok" when absent */
 	int64_t started_at;                       /* unix seconds, 0 when absent */
 	int64_t ended_at;
+	/* the worker's SHA-256 (lowercase hex) of the response body it sent;
+	 * "" when absent (docs/PROTOCOL.md "Two witnesses") */
+	char response_digest[PROTO_DIGEST_MAX + 1];
 } proto_receipt;
 
 int proto_receipt_decode(proto_receipt *out, const json_t *obj);

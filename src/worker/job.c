@@ -62,6 +62,7 @@ json_t *job_receipt_body(const worker_job *job, const char *node_id)
 	snprintf(r.outcome, sizeof(r.outcome), "%s", job_outcome_name(job->outcome));
 	r.started_at = job->started_at_ms / 1000;
 	r.ended_at = job->ended_at_ms / 1000;
+	snprintf(r.response_digest, sizeof(r.response_digest), "%s", job->response_digest);
 	return proto_receipt_encode(&r);
 }
 

@@ -56,6 +56,8 @@ typedef struct {
 	bool usage_reported;                  /* counts came from the engine */
 	int status;                           /* HTTP status sent, 0 if none */
 	job_outcome outcome;
+	char response_digest[65];             /* SHA-256, lowercase hex, of the body
+	                                         sent to the requester; "" none */
 } worker_job;
 
 /* "ok", "error", "cut_off", "client_gone", "rejected", "engine_error".
@@ -69,7 +71,7 @@ bool job_id_valid(const char *id);
 /* The receipt body of DESIGN.md section 7 for `job`, signed by `node_id`:
  * {"job_id","node_id","requester","model","duration_ms","prompt_tokens",
  *  "completion_tokens","outcome","started_at","ended_at"} with the times
- * in unix seconds.  duration_ms is the time charged for: 0 for a job that
+ * in unix seconds, and "response_digest" when the job has one.  duration_ms is the time charged for: 0 for a job that
  * produced nothing (outcomes "rejected" and "engine_error"), whatever
  * the job took.  New reference, or NULL when out of memory. */
 json_t *job_receipt_body(const worker_job *job, const char *node_id);

@@ -4,7 +4,9 @@
  *
  * After every job the proxy hands its record here (receipts_submit, cheap
  * and non-blocking: the proxy's event loops never touch the disk or the
- * network for this).  A sender thread of its own then:
+ * network for this).  The receipt goes to a spool of kind "receipt"
+ * (src/lib/spool.h, shared with the clients' delivery reports), whose
+ * sender thread then:
  *   1. writes the receipt to the spool, $TROOP_HOME/worker/receipts/
  *      <job_id>.json (a temporary file renamed into place, so a file is
  *      always whole), so a crash or restart does not lose unpaid work.
@@ -31,6 +33,7 @@
 #include "identity.h"
 #include "job.h"
 
+/* the spool's (spool.h SPOOL_BACKOFF_MAX_S, SPOOL_MAX_PENDING, SPOOL_FILE_MAX) */
 #define RECEIPTS_BACKOFF_MAX_S 60
 #define RECEIPTS_MAX_PENDING 100000   /* receipts held in memory */
 #define RECEIPTS_FILE_MAX 65536       /* bytes of one spool file */

@@ -270,14 +270,15 @@ static int setup(void **state)
 		identity_generate(&ring[i]);
 	harness_tmpdir(tmp, sizeof(tmp));
 	snprintf(data, sizeof(data), "%s/coord", tmp);
-	snprintf(adminflag, sizeof(adminflag), "%s", admin.id);
+	/* "--admin=ID": an id may start with '-', which would read as a flag */
+	snprintf(adminflag, sizeof(adminflag), "--admin=%s", admin.id);
 	snprintf(capflag, sizeof(capflag), "%d", DAILY_CAP);
 	if (harness_backend_pg())
 		snprintf(dbpath, sizeof(dbpath), "%s", getenv("TROOP_TEST_DATABASE_URL"));
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
 	const char *args[] = { "--allow-unverified", "--starter-credits", "3600",
-		"--ticket-ttl", "300", "--threads", "2", "--admin", adminflag,
+		"--ticket-ttl", "300", "--threads", "2", adminflag,
 		"--establish-age", "0", "--establish-payers", "2", "--trial-daily-cap", capflag,
 		"--pending-interval", "1",
 		/* the ring's 100 jobs sit on two unverified nodes at once */

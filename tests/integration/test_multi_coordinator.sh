@@ -8,8 +8,9 @@
 #   - a worker (engine-sim behind it) heartbeats to coordinator A only; a
 #     client (`troop up`, then `troop chat`) authorizes on coordinator B and
 #     the request completes through the worker; the worker's receipt goes
-#     to A and settles the job B authorized (A's log shows the settlement,
-#     B's does not; B reports the charge);
+#     to A and the client's delivery report to B, and the two witnesses
+#     settle the job B authorized across the shared ledger (A's log shows
+#     the receipt, B's the report; B reports the charge);
 #   - then tests/integration/test_multi_coord.c against both: receipts for
 #     jobs authorized on one settle on the other in both directions, a
 #     nonce used at one is a replay at the other, 100 concurrent
@@ -135,7 +136,8 @@ chat_via_up() {
 	fi
 }
 
-# settled_on_a LABEL: the job JOB settles; A settled it, B reports it
+# settled_on_a LABEL: the job JOB settles from the worker's receipt on A and
+# the client's delivery report on B; B reports it
 settled_on_a() {
 	local i settled=
 	for i in $(seq 1 100); do
@@ -150,10 +152,12 @@ sys.exit(0 if any(t["type"] == "settle" for t in rows) else 1)' "$JOB"; then
 	done
 	if [ -z "$settled" ]; then
 		chain_fail "$1: job $JOB not settled within 10 s"
-	elif grep -q "settled job=$JOB" "$LOG_A" && ! grep -q "settled job=$JOB" "$LOG_B"; then
-		ok "$1: the worker's receipt settled job $JOB on A; B reports the settlement"
+	elif grep -q "path=/jobs/$JOB/receipt status=200" "$LOG_A" &&
+		! grep -q "path=/jobs/$JOB/receipt" "$LOG_B" &&
+		grep -q "path=/jobs/$JOB/report status=200" "$LOG_B"; then
+		ok "$1: the worker's receipt (on A) and the client's report (on B) settled job $JOB; B reports the settlement"
 	else
-		chain_fail "$1: job $JOB settled, but not by A's receipt handler"
+		chain_fail "$1: job $JOB settled, but not from A's receipt and B's report"
 	fi
 }
 

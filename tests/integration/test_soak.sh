@@ -11,6 +11,9 @@
 #     reaching an engine;
 #   - the ledger invariant holds: balances + trial credits + open
 #     reservations + pending earnings == grants - forfeits;
+#   - two witnesses, all honest: every settled job has its client's
+#     delivery report, none is disputed (either way), and every worker is
+#     paid exactly the duration it claimed;
 #   - every process's memory stays flat (RSS at the end within 25% or
 #     6 MiB of its RSS a quarter of the way in).
 set -u
@@ -148,6 +151,16 @@ inv=$(sqlite3 "$DB" "SELECT (SELECT coalesce(sum(balance),0) + coalesce(sum(tria
 	+ (SELECT coalesce(sum(credits),0) FROM transactions WHERE type = 'forfeit')")
 [ "$inv" = 0 ] || chain_fail "ledger invariant broken by $inv credits"
 echo "ok: ledger invariant holds"
+# troop up reports every job; honest workers and clients never disagree
+read -r reported disputed short < <(sqlite3 -separator ' ' "$DB" "SELECT
+	sum(report_ms >= 0), sum(disputed + client_disputed),
+	sum(claim_ms >= 0 AND duration_ms != claim_ms)
+	FROM reservations WHERE status='settled'")
+echo "delivery reports: $reported of $settled settled jobs; disputed $disputed;" \
+	"paid other than claimed $short"
+[ "${reported:-0}" = "$settled" ] || chain_fail "only ${reported:-0} of $settled settled jobs had a delivery report"
+[ "${disputed:-1}" = 0 ] || chain_fail "$disputed honest jobs were disputed"
+[ "${short:-1}" = 0 ] || chain_fail "$short honest workers were paid other than their claim"
 # what the workers were paid: the same charges as before trial credits;
 # paid from the clients' starter (trial) credits, so pending
 echo "soak totals: $(sqlite3 "$DB" "SELECT 'charged ' || coalesce(sum(charged),0) ||

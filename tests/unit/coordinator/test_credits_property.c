@@ -4,7 +4,10 @@
  * run random account creations (trial starter credits), reservations,
  * settlements (honest, replayed, forged and implausibly long; held as
  * claims for jobs whose client promised a delivery report), delivery
- * reports (honest, under-reporting and forged), deadline settlement of
+ * reports (honest, under-reporting and forged; receipts and reports carry
+ * response digests that match or not, so that clients are disputed for
+ * under-reporting too, and some reports say the node refused the
+ * ticket), deadline settlement of
  * claims that got no report, that pay
  * nodes with ordinary credits or into pending earnings, releases of
  * pending earnings under a daily cap, failed audits that forfeit them,
@@ -13,7 +16,8 @@
  *   sum(balances) + sum(trial) + sum(open reservations) + sum(pending)
  *     == all credits ever granted - all credits forfeited
  * and that no balance it can see is negative.  At the end every job is
- * closed and the books must balance to the credit.
+ * closed and the books must balance to the credit, and the accounts'
+ * dispute counts add up to the jobs settled as client disputes.
  *
  * The database is one SQLite file, or with TROOP_TEST_LEDGER_URL=
  * postgres://... (tests/integration/test_pg_backends.sh sets it) a
@@ -169,11 +173,30 @@ static void *worker(void *arg)
 					.duration_ms = (int64_t)(rnd(&seed) % (uint32_t)(span +
 					    (rnd(&seed) % 10 == 0 ? 400000 : 0))),
 					.outcome = "ok", .grace_s = 5, .now = now,
+					/* sometimes the body the report will name */
+					.digest = rnd(&seed) % 2 ? "digest-a" : "digest-b",
+					.tokens_out = (int64_t)(rnd(&seed) % 4000),
 				};
 				int rc = ledger_settle(&res, c, &sr);
 				if (forged && rc == 0) {
 					fprintf(stderr, "a forged receipt settled job %s\n", j.id);
 					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
+				if (rc == 0 && res.claimed && !res.already && rnd(&seed) % 2) {
+					/* its client reports at once: as often too fast for
+					 * the tokens of the body it names as not */
+					ledger_report_req rq = { .job_id = j.id,
+						.requester = P.accounts[j.requester],
+						.duration_ms = (int64_t)(rnd(&seed) % 3000),
+						.tokens = (int64_t)(rnd(&seed) % 100),
+						.outcome = "complete", .digest = sr.digest,
+						.max_tps = 20, .now = now };
+					ledger_settle_result rr;
+					int rrc = ledger_report(&rr, c, &rq);
+					if (rrc == 0 && rr.disputed && rr.client_disputed) {
+						fprintf(stderr, "job %s: disputed against both\n", j.id);
+						__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+					}
 				}
 				if (rc == 0 && !res.claimed && res.charged + res.refunded != j.amount) {
 					fprintf(stderr, "job %s: charged %lld + refunded %lld != %lld\n", j.id,
@@ -198,10 +221,18 @@ static void *worker(void *arg)
 					.job_id = j.id,
 					.requester = P.accounts[(j.requester + (forged ? 1 : 0)) %
 					    ACCOUNTS],
-					.duration_ms = (int64_t)(rnd(&seed) % 60000),
-					.outcome = "complete", .now = now,
+					/* a third of them far too short for their tokens */
+					.duration_ms = (int64_t)(rnd(&seed) % (rnd(&seed) % 3 ? 60000 : 200)),
+					.outcome = rnd(&seed) % 8 == 0 ? "refused" : "complete",
+					.tokens = (int64_t)(rnd(&seed) % 4000),
+					.digest = rnd(&seed) % 2 ? "digest-a" : "digest-b",
+					.max_tps = rnd(&seed) % 4 == 0 ? 0 : 5, .now = now,
 				};
 				int rc = ledger_report(&res, c, &rq);
+				if (rc == 0 && res.disputed && res.client_disputed) {
+					fprintf(stderr, "job %s: disputed against both witnesses\n", j.id);
+					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
+				}
 				if (forged && rc == 0) {
 					fprintf(stderr, "a forged report was accepted for job %s\n", j.id);
 					__atomic_add_fetch(&P.failures, 1, __ATOMIC_SEQ_CST);
@@ -298,6 +329,23 @@ static void test_random_concurrent(void **state)
 	assert_int_equal(t.open_reservations, 0);
 	assert_int_equal(t.granted - t.forfeited, t.balances + t.trial + t.pending);
 	assert_true(ledger_totals_balanced(&t));
+	{
+		/* each client dispute counted once, on its requester */
+		int64_t disputes = 0, client_disputed = 0;
+		for (int i = 0; i < ACCOUNTS; i++) {
+			ledger_balance b;
+			if (ledger_balance_get(&b, c, P.accounts[i]) == 0)
+				disputes += b.disputes;
+		}
+		for (int i = 0; i < P.njobs; i++) {
+			ledger_reservation r;
+			assert_int_equal(ledger_reservation_get(&r, c, P.jobs[i].id), 0);
+			client_disputed += r.client_disputed;
+			assert_false(r.client_disputed && r.disputed);
+		}
+		assert_int_equal(disputes, client_disputed);
+		printf("%lld client disputes\n", (long long)client_disputed);
+	}
 	printf("%d jobs, %lld credits granted, %lld forfeited, %lld trial, %lld pending, "
 	    "%lld accounts\n", P.njobs, (long long)t.granted, (long long)t.forfeited,
 	    (long long)t.trial, (long long)t.pending, (long long)t.accounts);
