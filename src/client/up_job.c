@@ -252,8 +252,11 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 			    troop_error_msg());
 			return RELAY_REJECT;
 		}
-		if (ctype)
+		if (ctype) {
+			/* the reply's own type, inside the seal */
 			relay_set_content_type(j->rl, ctype);
+			sse = strstr(ctype, "text/event-stream") != NULL;
+		}
 	}
 	if (j->header_set)
 		http_reply_header_remove(j->req, "X-Troop-Job");
