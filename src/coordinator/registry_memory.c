@@ -12,7 +12,9 @@
  * node is O(its models) (swap with the last ref) and finding a model is
  * O(nodes listed under it), never a scan of all nodes.  A node is stored
  * in one allocation (record, model table and all strings), keeping 100k
- * nodes at a few hundred bytes each.
+ * nodes at a few hundred bytes each.  Listing a page in id order
+ * (registry_list_nodes) is one pass over the nodes (or over one index
+ * bucket), keeping the page's smallest ids in a heap of the page's size.
  *
  * Nonces, rate windows and key/values: three expiring sets (lib/expset),
  * each with a hard cap on live entries; nonces and key/values also count
