@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "commands.h"
@@ -18,8 +19,15 @@ static const config_opt nodes_opts[] = {
 	CLI_OPT_JSON,
 	{ "model", 'm', OPT_STRING, NULL, NULL, NULL, "MODEL",
 	  "only nodes serving MODEL (a name or a content hash)", 0, 0 },
+	{ "limit", 'n', OPT_INT, NULL, NULL, "0", "N",
+	  "show at most N nodes (0: every live node)", 0, 1000000000.0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
+
+/* Nodes asked for in one /peers page (the coordinator's most). */
+#define NODES_PAGE 1000
+/* Tries of one page the coordinator's anonymous rate limit refused. */
+#define NODES_RATE_TRIES 30
 
 /* "llama3:8b, qwen2.5:7b" from a node's models array, bounded. */
 static void join_models(char *out, size_t len, const json_t *models)
@@ -91,40 +99,119 @@ static void node_row(cli_row *r, const json_t *n, void *arg)
 	}
 }
 
+/* GET one /peers page into *out: at most `want` nodes after `cursor`
+ * (NULL for the first page).  A page refused by the anonymous rate limit
+ * (429) is asked again a second later, NODES_RATE_TRIES times at most.
+ * Returns 0, or 1 after reporting the error. */
+static int nodes_page(cli *c, json_t **out, const char *model_esc, const char *cursor,
+    size_t want)
+{
+	char path[1400];
+	char *cur = NULL;
+	int rc, status = 0;
+
+	if (cursor && (cur = cli_url_escape(cursor)) == NULL) {
+		fprintf(stderr, "troop nodes: out of memory\n");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "/peers?limit=%zu%s%s%s%s", want,
+	    model_esc ? "&model=" : "", model_esc ? model_esc : "",
+	    cur ? "&cursor=" : "", cur ? cur : "");
+	free(cur);
+	for (int i = 0; i < NODES_RATE_TRIES; i++) {
+		*out = NULL;
+		if (cli_call(c, &status, out, "GET", path, NULL, false) != 0)
+			return 1;       /* unreachable: reported */
+		if (status != 429)
+			break;
+		json_decref(*out);
+		*out = NULL;
+		sleep(1);
+	}
+	if (status >= 200 && status < 300 && *out)
+		return 0;
+	if (status >= 200 && status < 300) {
+		return cli_fail(c, "the coordinator at %s answered without a JSON body; is "
+		    "--coordinator pointing at a troop coordinator?", c->coordinator);
+	}
+	rc = cli_report_error(c, "the coordinator", status, *out);
+	json_decref(*out);
+	*out = NULL;
+	return rc;
+}
+
+/* Every live node (serving `model`), at most `limit` (0: no bound), page
+ * by page following next_cursor, as one reply {count, nodes, truncated,
+ * next_cursor}: next_cursor is where --limit stopped (null at the end).
+ * Returns 0 and *out, or 1 after reporting the error. */
+static int nodes_fetch(cli *c, json_t **out, const char *model_esc, size_t limit)
+{
+	json_t *all = json_array(), *page = NULL;
+	char cursor[200] = "";
+	const char *next = NULL;
+	size_t got = 0;
+
+	for (;;) {
+		size_t want = limit && limit - got < NODES_PAGE ? limit - got : NODES_PAGE;
+		json_t *nodes;
+
+		if (nodes_page(c, &page, model_esc, cursor[0] ? cursor : NULL, want) != 0) {
+			json_decref(all);
+			return 1;
+		}
+		nodes = json_object_get(page, "nodes");
+		if (json_is_array(nodes))
+			json_array_extend(all, nodes);
+		got = json_array_size(all);
+		next = json_string_value(json_object_get(page, "next_cursor"));
+		/* the end, the bound, or a cursor that would not move on */
+		if (!next || !next[0] || strlen(next) >= sizeof(cursor) ||
+		    strcmp(next, cursor) == 0 || json_array_size(nodes) == 0 ||
+		    (limit && got >= limit))
+			break;
+		snprintf(cursor, sizeof(cursor), "%s", next);
+		json_decref(page);
+		page = NULL;
+	}
+	*out = json_pack("{s:I, s:o, s:b, s:o}", "count", (json_int_t)got, "nodes", all,
+	    "truncated", next != NULL && next[0] != '\0',
+	    "next_cursor", next && next[0] ? json_string(next) : json_null());
+	json_decref(page);
+	return *out ? 0 : 1;
+}
+
 int cmd_nodes(int argc, char **argv)
 {
 	static const char *const hdr[11] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
 		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES", "SEALED" };
 	const char *model;
-	char path[1024], empty[400];
+	char empty[400];
+	char *esc = NULL;
 	json_t *out = NULL;
 	cli c;
 	int rc;
 
-	if (!cli_start(&c, &rc, "nodes", "[--model MODEL] [--json] [--coordinator URL]",
+	if (!cli_start(&c, &rc, "nodes",
+	    "[--model MODEL] [--limit N] [--json] [--coordinator URL]",
 	    "List the live worker nodes: their address, status, models, load (jobs\n"
 	    "running / most at once), speed multiplier (credits a second of their\n"
 	    "time costs), whether their hardware was verified (and for which class),\n"
 	    "whether they are established (their earnings from trial credits are\n"
 	    "spendable; docs/CREDITS.md) and their disputes (jobs they billed for more\n"
 	    "than their client saw) and whether they seal requests end to end\n"
-	    "(docs/SECURITY.md).",
+	    "(docs/SECURITY.md).  Every live node, in pages of 1,000 (in node id\n"
+	    "order), unless --limit bounds them.",
 	    nodes_opts, argc, argv, 0))
 		return rc;
 	model = config_str(c.cfg, "model");
 	if (model) {
-		char *esc = cli_url_escape(model);
-		if (!esc || strlen(esc) > 512) {
-			free(esc);
+		esc = cli_url_escape(model);
+		if (!esc || strlen(esc) > 768) {
 			rc = cli_usage_error(&c, "--model: name too long");
 			goto out;
 		}
-		snprintf(path, sizeof(path), "/peers?model=%s", esc);
-		free(esc);
-	} else {
-		snprintf(path, sizeof(path), "/peers");
 	}
-	if ((rc = cli_call_ok(&c, &out, "GET", path, NULL, false)) != 0)
+	if ((rc = nodes_fetch(&c, &out, esc, (size_t)config_int(c.cfg, "limit"))) != 0)
 		goto out;
 	if (c.json) {
 		rc = cli_print_json(out);
@@ -142,6 +229,7 @@ int cmd_nodes(int argc, char **argv)
 		goto out;
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
+	free(esc);
 	json_decref(out);
 	cli_end(&c);
 	return rc;

@@ -1,7 +1,8 @@
 /*
  * api_nodes.c - node registration and discovery:
  *   POST /heartbeat        signed by the node (node_id must be the signer)
- *   GET  /peers?model=M    live nodes, optionally serving M
+ *   GET  /peers?model=M    live nodes, optionally serving M, a page at a
+ *                          time in id order (cursor=, next_cursor)
  *   GET  /v1/models        the models live nodes serve, OpenAI list shape
  *   GET  /nodes/{node_id}  one node: live record and durable facts
  *
@@ -16,6 +17,7 @@
 #include <time.h>
 
 #include "coordinator.h"
+#include "encoding.h"
 #include "error.h"
 #include "json.h"
 #include "log.h"
@@ -245,15 +247,39 @@ static size_t node_json_estimate(const registry_node *n)
 	return z;
 }
 
+/* The cursor of /peers: base64url (no padding) of the last node id a page
+ * listed, opaque to callers.  Decode it into after[REGISTRY_ID_MAX + 1]:
+ * 0, or TROOP_EINVAL for anything else (too long, not base64url, empty,
+ * or bytes no node id has). */
+static int peers_cursor_decode(char *after, const char *cursor)
+{
+	size_t len = strlen(cursor), n = 0;
+
+	if (len == 0 || len > b64url_len(REGISTRY_ID_MAX) ||
+	    b64url_decode(after, REGISTRY_ID_MAX, &n, cursor, len) != 0 || n == 0)
+		return TROOP_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)after[i] <= 0x20 || (unsigned char)after[i] >= 0x7f)
+			return TROOP_EINVAL;
+	after[n] = '\0';
+	return 0;
+}
+
+/* GET /peers[?model=M][&limit=N][&cursor=C]: a page of the live nodes in
+ * id order, at most `limit` (100 by default, COORD_PEERS_MAX at most) and
+ * about COORD_PEERS_REPLY_MAX bytes of records.  "next_cursor" (null on
+ * the last page) asks for the page after; "truncated" says there is one. */
 static void h_peers(http_req *r, void *arg)
 {
 	coord *c = arg;
 	const char *model = http_req_query_param(r, "model");
 	const char *lim = http_req_query_param(r, "limit");
+	const char *cursor = http_req_query_param(r, "cursor");
 	int64_t now = (int64_t)time(NULL);
 	registry_node *nodes = NULL;
-	size_t n = 0, max = 100, bytes = 0;
-	bool truncated = false;
+	size_t n = 0, max = 100, bytes = 0, listed = 0;
+	char after[REGISTRY_ID_MAX + 1], next[REGISTRY_ID_MAX * 2];
+	bool more;
 	json_t *arr;
 	int rc;
 
@@ -275,28 +301,44 @@ static void h_peers(http_req *r, void *arg)
 		coord_reply_error(r, TROOP_EINVAL, "query parameter 'model' is too long");
 		return;
 	}
-	rc = registry_find_nodes(&nodes, &n, c->reg, model, now, max, REGISTRY_WITH_ALL);
+	after[0] = '\0';
+	if (cursor && peers_cursor_decode(after, cursor) != 0) {
+		coord_reply_error(r, TROOP_EINVAL, "query parameter 'cursor' is not valid "
+		    "(use the next_cursor of a /peers reply)");
+		return;
+	}
+	/* one more than the page, to know whether another page follows */
+	rc = registry_list_nodes(&nodes, &n, c->reg, model, after, now, max + 1,
+	    REGISTRY_WITH_ALL);
 	if (rc != 0) {
 		coord_reply_last_error(r, rc);
 		return;
 	}
+	more = n > max;
 	arr = json_array();
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && i < max; i++) {
 		json_t *o;
 
 		/* a bounded reply whatever the nodes put in their records: an
-		 * anonymous request must not be an amplifier */
+		 * anonymous request must not be an amplifier; the rest is on
+		 * the next page */
 		bytes += node_json_estimate(&nodes[i]);
 		if (bytes > COORD_PEERS_REPLY_MAX && i > 0) {
-			truncated = true;
+			more = true;
 			break;
 		}
 		if ((o = node_json(c, &nodes[i], NULL, true)) != NULL)
 			json_array_append_new(arr, o);
+		listed = i + 1;
 	}
+	next[0] = '\0';
+	if (more && listed > 0)
+		b64url_encode(next, sizeof(next), nodes[listed - 1].node_id,
+		    strlen(nodes[listed - 1].node_id));
 	registry_nodes_free(nodes, n);
-	coord_reply_json(r, 200, json_pack("{s:I, s:o, s:b}", "count",
-	    (json_int_t)json_array_size(arr), "nodes", arr, "truncated", truncated));
+	coord_reply_json(r, 200, json_pack("{s:I, s:o, s:b, s:o}", "count",
+	    (json_int_t)json_array_size(arr), "nodes", arr, "truncated", next[0] != '\0',
+	    "next_cursor", next[0] ? json_string(next) : json_null()));
 }
 
 static void h_models(http_req *r, void *arg)

@@ -223,6 +223,27 @@ int registry_find_nodes(registry_node **out, size_t *n, registry *r, const char 
 	return r->ops->find_nodes(out, n, r, model, now, max, with);
 }
 
+int registry_list_nodes(registry_node **out, size_t *n, registry *r, const char *model,
+    const char *after, int64_t now, size_t max, unsigned with)
+{
+	if (out == NULL || n == NULL)
+		return troop_error_set(TROOP_EINVAL, "registry: no output array");
+	*out = NULL;
+	*n = 0;
+	TRY(check_reg(r));
+	if (model != NULL && model[0] == '\0')
+		model = NULL;
+	if (model != NULL)
+		TRY(check_str("model", model, REGISTRY_MODEL_MAX));
+	if (after != NULL && after[0] == '\0')
+		after = NULL;
+	if (after != NULL)
+		TRY(check_str("after", after, REGISTRY_ID_MAX));
+	if (max < 1)
+		return troop_error_set(TROOP_EINVAL, "registry: max must be at least 1");
+	return r->ops->list_nodes(out, n, r, model, after, now, max, with);
+}
+
 int registry_models(registry_model_info **out, size_t *n, registry *r, int64_t now)
 {
 	if (out == NULL || n == NULL)

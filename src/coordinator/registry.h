@@ -215,6 +215,20 @@ int registry_get_node(registry_node *out, registry *r, const char *node_id, int6
 int registry_find_nodes(registry_node **out, size_t *n, registry *r, const char *model,
     int64_t now, size_t max, unsigned with);
 
+/* A page of the live nodes in node-id order, for listing every node:
+ * those whose id sorts after `after` (NULL or "" for the first page), at
+ * most `max` (>= 1), `model` matched as registry_find_nodes (NULL or ""
+ * for all).  Pass the last id of a page as `after` to get the next one: a
+ * node live during the whole walk is returned exactly once, whatever
+ * heartbeats, joins and expiries happen between pages.  The order is
+ * byte order (strcmp) in the memory backend and the server's string order
+ * in Redis; only "after" needs to be consistent, and it is within one
+ * backend.  Cost: a pass over the live nodes (serving `model`), not a
+ * walk of all nodes per node returned.  *out and errors as
+ * registry_find_nodes. */
+int registry_list_nodes(registry_node **out, size_t *n, registry *r, const char *model,
+    const char *after, int64_t now, size_t max, unsigned with);
+
 /* The models served by live nodes, one entry per name, sorted by name.
  * *out is a malloc'd array of *n (NULL when 0), freed with free(). */
 int registry_models(registry_model_info **out, size_t *n, registry *r, int64_t now);
@@ -366,6 +380,9 @@ struct registry_ops {
 	    unsigned with);
 	int (*find_nodes)(registry_node **out, size_t *n, registry *r, const char *model,
 	    int64_t now, size_t max, unsigned with);
+	/* model, after: NULL when not given */
+	int (*list_nodes)(registry_node **out, size_t *n, registry *r, const char *model,
+	    const char *after, int64_t now, size_t max, unsigned with);
 	int (*models)(registry_model_info **out, size_t *n, registry *r, int64_t now);
 	int (*add_active_job)(registry *r, const char *node_id, int delta);
 	int (*set_facts)(registry *r, const char *node_id, const registry_facts *f, int64_t now);

@@ -12,7 +12,9 @@
  * node is O(its models) (swap with the last ref) and finding a model is
  * O(nodes listed under it), never a scan of all nodes.  A node is stored
  * in one allocation (record, model table and all strings), keeping 100k
- * nodes at a few hundred bytes each.
+ * nodes at a few hundred bytes each.  Listing a page in id order
+ * (registry_list_nodes) is one pass over the nodes (or over one index
+ * bucket), keeping the page's smallest ids in a heap of the page's size.
  *
  * Nonces, rate windows and key/values: three expiring sets (lib/expset),
  * each with a hard cap on live entries; nonces and key/values also count
@@ -704,6 +706,121 @@ out:
 	return err;
 }
 
+/* ---- listing in id order ---------------------------------------------------- */
+
+/* The `cap` smallest ids after a cursor, as a max-heap on node_id: the
+ * root is the largest kept, replaced by any smaller candidate. */
+struct idheap {
+	const struct mnode **a;
+	size_t n, cap;
+};
+
+static void idheap_down(struct idheap *h, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, big = i;
+		if (l < h->n && strcmp(h->a[l]->node_id, h->a[big]->node_id) > 0)
+			big = l;
+		if (r < h->n && strcmp(h->a[r]->node_id, h->a[big]->node_id) > 0)
+			big = r;
+		if (big == i)
+			return;
+		const struct mnode *t = h->a[i];
+		h->a[i] = h->a[big];
+		h->a[big] = t;
+		i = big;
+	}
+}
+
+static void idheap_offer(struct idheap *h, const struct mnode *n)
+{
+	if (h->n < h->cap) {
+		size_t i = h->n++;
+		h->a[i] = n;
+		while (i > 0 && strcmp(h->a[(i - 1) / 2]->node_id, h->a[i]->node_id) < 0) {
+			const struct mnode *t = h->a[i];
+			h->a[i] = h->a[(i - 1) / 2];
+			h->a[(i - 1) / 2] = t;
+			i = (i - 1) / 2;
+		}
+	} else if (strcmp(n->node_id, h->a[0]->node_id) < 0) {
+		h->a[0] = n;
+		idheap_down(h, 0);
+	}
+}
+
+static int cmp_mnode_id(const void *a, const void *b)
+{
+	return strcmp((*(const struct mnode *const *)a)->node_id,
+	    (*(const struct mnode *const *)b)->node_id);
+}
+
+static void list_offer(struct idheap *h, const struct mnode *n, const char *after,
+    int64_t now)
+{
+	if (node_live(n, now) && (after == NULL || strcmp(n->node_id, after) > 0))
+		idheap_offer(h, n);
+}
+
+static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const char *model,
+    const char *after, int64_t now, size_t max, unsigned with)
+{
+	struct mem_registry *m = mem_of(r);
+	struct idheap h = { NULL, 0, 0 };
+	registry_node *arr = NULL;
+	const struct ibucket *b = NULL;
+	size_t k = 0;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&m->lock);
+	if (model != NULL) {
+		uint64_t mh = shash(m->seed, model);
+		struct sent *e = smap_find(&m->by_name, model, mh);
+		if (e == NULL)
+			e = smap_find(&m->by_hash, model, mh);
+		if (e == NULL)
+			goto out;
+		b = e->val;
+	}
+	h.cap = b != NULL ? b->n : m->nodes.n;
+	if (h.cap > max)
+		h.cap = max;
+	if (h.cap == 0)
+		goto out;
+	if ((h.a = malloc(h.cap * sizeof *h.a)) == NULL) {
+		err = nomem();
+		goto out;
+	}
+	if (b != NULL) {
+		for (size_t i = 0; i < b->n; i++)
+			list_offer(&h, b->refs[i].node, after, now);
+	} else {
+		for (size_t i = 0; i < m->nodes.nb; i++)
+			for (struct sent *e = m->nodes.b[i]; e != NULL; e = e->next)
+				list_offer(&h, e->val, after, now);
+	}
+	if (h.n == 0)
+		goto out;
+	qsort(h.a, h.n, sizeof *h.a, cmp_mnode_id);
+	if ((arr = calloc(h.n, sizeof *arr)) == NULL) {
+		err = nomem();
+		goto out;
+	}
+	for (size_t i = 0; i < h.n && err == 0; i++)
+		err = collect(arr, &k, h.a[i], with);
+out:
+	pthread_rwlock_unlock(&m->lock);
+	free(h.a);
+	if (err != 0 || k == 0) {
+		registry_nodes_free(arr, k);
+		arr = NULL;
+		k = 0;
+	}
+	*out = arr;
+	*nout = k;
+	return err;
+}
+
 struct hash_tally {
 	const char *hash;
 	int64_t size;
@@ -1159,6 +1276,7 @@ const struct registry_ops registry_memory_ops = {
 	.remove_node = mem_remove_node,
 	.get_node = mem_get_node,
 	.find_nodes = mem_find_nodes,
+	.list_nodes = mem_list_nodes,
 	.models = mem_models,
 	.add_active_job = mem_add_active_job,
 	.set_facts = mem_set_facts,

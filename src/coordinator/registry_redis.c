@@ -267,6 +267,44 @@ static const char lua_find[] =
 	"end\n"
 	"return out\n";
 
+/* ARGV: P model now max after want_m want_x
+ * -> flat array as lua_find, 7 per node, in id order: the live nodes
+ * (serving model, matched as lua_find) whose id sorts after `after` ('' for
+ * the first page), at most max.  One pass over the live ids of the index,
+ * then the records of the page only. */
+static const char lua_list[] =
+	"local P, model, now = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+	"local max, after = tonumber(ARGV[4]), ARGV[5]\n"
+	"local wm, wx = ARGV[6] == '1', ARGV[7] == '1'\n"
+	"local z, field = P .. 'nodes', 'e'\n"
+	"if model ~= '' then\n"
+	"  z, field = P .. 'model:' .. model, 'n:' .. model\n"
+	"  if redis.call('ZCOUNT', z, '(' .. ARGV[3], '+inf') == 0 then\n"
+	"    z, field = P .. 'hash:' .. model, 'h:' .. model\n"
+	"  end\n"
+	"end\n"
+	"local flds = {field, 'f', 'a', 'e', 'd'}\n"
+	"if wm then flds[#flds + 1] = 'm' end\n"
+	"if wx then flds[#flds + 1] = 'x' end\n"
+	"local ids = {}\n"
+	"for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '(' .. ARGV[3], '+inf')) do\n"
+	"  if after == '' or id > after then ids[#ids + 1] = id end\n"
+	"end\n"
+	"table.sort(ids)\n"
+	"local out, count = {}, 0\n"
+	"for _, id in ipairs(ids) do\n"
+	"  if count >= max then break end\n"
+	"  local r = redis.call('HMGET', P .. 'node:' .. id, unpack(flds))\n"
+	"  if r[1] and r[2] and tonumber(r[4]) > now then\n"
+	"    out[#out + 1] = id; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"
+	"    out[#out + 1] = r[4]; out[#out + 1] = r[5] or false\n"
+	"    out[#out + 1] = wm and r[6] or false\n"
+	"    out[#out + 1] = wx and r[wm and 7 or 6] or false\n"
+	"    count = count + 1\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
 /* ARGV: P now -> flat array, 5 per model: name live_count hash size sigs
  * (the live capability sigs, joined by ',').
  * Counts are the entries whose expiry is in the future: O(names x hashes),
@@ -514,7 +552,7 @@ static const char lua_oset_take[] = LUA_OSET_PRELUDE
 enum script_id {
 	SC_PUT, SC_REMOVE, SC_FIND, SC_MODELS, SC_ACTIVE, SC_FACTS, SC_SWEEP_NODES, SC_SWEEP_STORE,
 	SC_NONCE, SC_RATE, SC_KV_PUT, SC_KV_GET, SC_OSET_ADD, SC_OSET_RANK, SC_OSET_REM,
-	SC_OSET_COUNT, SC_OSET_TAKE, SC_COUNT
+	SC_OSET_COUNT, SC_OSET_TAKE, SC_LIST, SC_COUNT
 };
 
 static const char *const script_src[SC_COUNT] = {
@@ -525,6 +563,7 @@ static const char *const script_src[SC_COUNT] = {
 	[SC_KV_GET] = lua_kv_get, [SC_OSET_ADD] = lua_oset_add, [SC_OSET_RANK] = lua_oset_rank,
 	[SC_OSET_REM] = lua_oset_rem, [SC_OSET_COUNT] = lua_oset_count,
 	[SC_OSET_TAKE] = lua_oset_take,
+	[SC_LIST] = lua_list,
 };
 
 /* ---- handle and connection pool ---------------------------------------------------- */
@@ -1272,6 +1311,63 @@ out:
 	return err;
 }
 
+static int rd_list_nodes(registry_node **out, size_t *nout, registry *r, const char *model,
+    const char *after, int64_t now, size_t max, unsigned with)
+{
+	struct redis_registry *rr = rr_of(r);
+	struct cmd c;
+	redisReply *rep = NULL;
+	registry_node *arr = NULL;
+	size_t k = 0;
+	if (max > (size_t)INT32_MAX)
+		max = INT32_MAX;
+	cmd_script_begin(&c, rr, 6);
+	cmd_str(&c, model ? model : "");
+	cmd_i64(&c, now);
+	cmd_i64(&c, (int64_t)max);
+	cmd_str(&c, after ? after : "");
+	cmd_str(&c, (with & REGISTRY_WITH_MODELS) ? "1" : "0");
+	cmd_str(&c, (with & REGISTRY_WITH_EXTRA) ? "1" : "0");
+	int err = run_script(&rep, rr, SC_LIST, &c, "list nodes");
+	if (err)
+		goto out;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 7 != 0) {
+		err = bad_reply("list nodes");
+		goto out;
+	}
+	size_t n = rep->elements / 7;
+	if (n > max)
+		n = max;
+	if (n == 0)
+		goto out;
+	if ((arr = calloc(n, sizeof *arr)) == NULL) {
+		err = nomem();
+		goto out;
+	}
+	for (size_t i = 0; i < n && err == 0; i++) {
+		redisReply **e = &rep->element[i * 7];
+		if (e[0]->type != REDIS_REPLY_STRING) {
+			err = bad_reply("list nodes");
+			break;
+		}
+		char id[REGISTRY_ID_MAX + 1];
+		copy_str(id, sizeof id, e[0]->str);
+		if ((err = node_decode(&arr[k], id, e[1], e[2], e[3], e[4], e[5], e[6], with)) == 0)
+			k++;
+	}
+out:
+	if (err != 0 || k == 0) {
+		registry_nodes_free(arr, k);
+		arr = NULL;
+		k = 0;
+	}
+	*out = arr;
+	*nout = k;
+	freeReplyObject(rep);
+	cmd_free(&c);
+	return err;
+}
+
 static int cmp_model_info(const void *a, const void *b)
 {
 	return strcmp(((const registry_model_info *)a)->name,
@@ -1976,6 +2072,7 @@ const struct registry_ops registry_redis_ops = {
 	.remove_node = rd_remove_node,
 	.get_node = rd_get_node,
 	.find_nodes = rd_find_nodes,
+	.list_nodes = rd_list_nodes,
 	.models = rd_models,
 	.add_active_job = rd_add_active_job,
 	.set_facts = rd_set_facts,

@@ -3,7 +3,8 @@
 #
 # test_pg_coordinator.sh - the coordinator's integration suites
 # (test_coordinator.c, test_credits.c, test_poh.c, test_laundering.c,
-# test_queue.c: two coordinators there, sharing the queue; test_reports.c)
+# test_queue.c: two coordinators there, sharing the queue; test_reports.c;
+# test_peers_pages.c)
 # once more, with every coordinator they start on PostgreSQL and Redis
 # instead of the embedded SQLite ledger and in-process registry.  Starts a private PostgreSQL and
 # Redis (tests/pg/start-services.sh), makes a fresh database and a fresh
@@ -20,7 +21,8 @@ set -uo pipefail
 src=${TROOP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 build=${TROOP_BUILD_DIR:-$src/build}
 export TROOP_BIN=${TROOP_BIN:-$build/troop}
-suites=(itest_test_coordinator itest_test_credits itest_test_poh itest_test_laundering itest_test_queue itest_test_reports)
+suites=(itest_test_coordinator itest_test_credits itest_test_poh itest_test_laundering
+  itest_test_queue itest_test_reports itest_test_peers_pages)
 
 for b in "${suites[@]}"; do
   if [[ ! -x $build/tests/$b ]]; then
@@ -52,13 +54,15 @@ for b in "${suites[@]}"; do
   echo "=== $b on $TROOP_TEST_DATABASE_URL and $TROOP_TEST_REGISTRY_URL"
   start=$SECONDS
   if "$build/tests/$b"; then
-    # the suite really ran on these servers: its tables and keys are there
-    accounts=$(psql -qtA "${base_db%/*}/$db" -c "SELECT count(*) FROM accounts")
+    # the suite really ran on these servers: its rows (accounts, or nodes
+    # for a suite that only registers nodes) and keys are there
+    accounts=$(psql -qtA "${base_db%/*}/$db" -c \
+      "SELECT (SELECT count(*) FROM accounts) + (SELECT count(*) FROM nodes)")
     keys=$(redis-cli -u "$base_redis" --scan --pattern "$db:*" 2>/dev/null | wc -l)
     if [[ ${accounts:-0} -gt 0 && $keys -gt 0 ]]; then
-      echo "=== $b passed in $((SECONDS - start)) s ($accounts accounts in PostgreSQL, $keys Redis keys)"
+      echo "=== $b passed in $((SECONDS - start)) s ($accounts accounts and nodes in PostgreSQL, $keys Redis keys)"
     else
-      echo "=== $b FAILED: it left no accounts ($accounts) or no Redis keys ($keys): it did not use the servers"
+      echo "=== $b FAILED: it left no accounts or nodes ($accounts) or no Redis keys ($keys): it did not use the servers"
       failed+=("$b")
     fi
   else

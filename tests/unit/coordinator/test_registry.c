@@ -1,7 +1,8 @@
 /*
  * test_registry.c - the in-process registry: node records and the model
  * index (by name and by content hash, following model changes), TTL
- * expiry and OFFLINE removal, 100k nodes over 1000 models, aggregated
+ * expiry and OFFLINE removal, listing every node page by page, 100k
+ * nodes over 1000 models, aggregated
  * models, active job counts, nonce replay window, rate limits, key/value
  * TTLs and one-shot takes, and a multi-threaded smoke test.
  *
@@ -1066,6 +1067,134 @@ static void test_ordered_sets(void **state)
 	assert_int_equal(registry_set_add(r, "s", "m", 0, now + 1, 0, now), TROOP_EINVAL);
 }
 
+/* registry_list_nodes: pages in id order that see every node live during
+ * the walk exactly once while nodes join, leave and heartbeat between
+ * pages; the model filter (by name, then by hash); expired nodes left out;
+ * bad arguments refused. */
+static void test_list_pages(void **state)
+{
+	registry *r = *state;
+	static const char *const even[] = { "even:model" };
+	static const char *const even_hash[] = { "sha256:even" };
+	static const char *const odd[] = { "odd:model" };
+	enum { N = 300, PAGE = 7 };
+	static int seen[N];
+	registry_model models[1];
+	registry_node n, *out = NULL;
+	char id[32], after[REGISTRY_ID_MAX + 1] = "";
+	size_t k = 0, listed = 0, pages = 0;
+	bool removed[N] = { false };
+
+	memset(seen, 0, sizeof seen);
+	/* put in a scattered order; ids sort as their numbers do */
+	for (int i = 0; i < N; i++) {
+		int j = (i * 7919) % N;
+		snprintf(id, sizeof id, "n%04d", j);
+		make_node(&n, models, id, 1, j % 2 ? odd : even, j % 2 ? NULL : even_hash);
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	/* expired by NOW + 1: never listed */
+	make_node(&n, models, "n0150x", 1, even, NULL);
+	assert_int_equal(registry_put_node(r, &n, 1, NOW - 1), 0);
+
+	for (;;) {
+		assert_int_equal(registry_list_nodes(&out, &k, r, NULL, after, NOW + 1, PAGE, 0),
+		    0);
+		assert_true(k <= PAGE);
+		if (k == 0)
+			break;
+		pages++;
+		for (size_t i = 0; i < k; i++) {
+			int num;
+
+			assert_true(i == 0 || strcmp(out[i - 1].node_id, out[i].node_id) < 0);
+			assert_true(after[0] == '\0' || strcmp(after, out[i].node_id) < 0);
+			assert_string_not_equal(out[i].node_id, "n0150x");
+			if (sscanf(out[i].node_id, "n%4d", &num) == 1 && strlen(out[i].node_id) == 5) {
+				assert_true(num >= 0 && num < N);
+				seen[num]++;
+			}
+			listed++;
+		}
+		snprintf(after, sizeof after, "%s", out[k - 1].node_id);
+		registry_nodes_free(out, k);
+		out = NULL;
+		/* between pages: a new node before the cursor and one after it
+		 * (either may be listed or not), a node not listed yet leaves,
+		 * one not listed yet heartbeats again */
+		snprintf(id, sizeof id, "m%04zu", pages);
+		make_node(&n, models, id, 1, even, NULL);
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+		if (pages <= 20) {      /* a walk chasing new nodes would not end */
+			snprintf(id, sizeof id, "o%04zu", pages);
+			make_node(&n, models, id, 1, even, NULL);
+			assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+		}
+		int gone = (int)(pages * 13 % N);
+		snprintf(id, sizeof id, "n%04d", gone);
+		if (seen[gone] == 0 && !removed[gone] && registry_remove_node(r, id) == 0)
+			removed[gone] = true;
+		int again = (int)((pages * 29 + 3) % N);
+		snprintf(id, sizeof id, "n%04d", again);
+		if (!removed[again]) {
+			make_node(&n, models, id, 1, again % 2 ? odd : even,
+			    again % 2 ? NULL : even_hash);
+			assert_int_equal(registry_put_node(r, &n, TTL, NOW + 1), 0);
+		}
+		assert_true(pages < 10 * N);
+	}
+	for (int i = 0; i < N; i++) {
+		if (removed[i])
+			assert_true(seen[i] <= 1);
+		else if (seen[i] != 1)
+			fail_msg("node n%04d listed %d times", i, seen[i]);
+	}
+	assert_true(listed >= N - pages);
+
+	/* by model name: the even ones (and the m/o nodes added above) */
+	size_t evens = 0;
+	after[0] = '\0';
+	for (;;) {
+		assert_int_equal(registry_list_nodes(&out, &k, r, "even:model", after, NOW + 1, 50,
+		    REGISTRY_WITH_MODELS), 0);
+		if (k == 0)
+			break;
+		for (size_t i = 0; i < k; i++) {
+			assert_int_equal(out[i].n_models, 1);
+			assert_string_equal(out[i].models[0].name, "even:model");
+			if (out[i].node_id[0] == 'n')
+				evens++;
+		}
+		snprintf(after, sizeof after, "%s", out[k - 1].node_id);
+		registry_nodes_free(out, k);
+	}
+	size_t want = 0;
+	for (int i = 0; i < N; i += 2)
+		want += !removed[i];
+	assert_int_equal(evens, want);
+	/* by content hash when no node lists the name */
+	assert_int_equal(registry_list_nodes(&out, &k, r, "sha256:even", "n0100", NOW + 1,
+	    1000, 0), 0);
+	assert_true(k > 0);
+	for (size_t i = 0; i < k; i++)
+		assert_true(strcmp(out[i].node_id, "n0100") > 0 && out[i].node_id[0] == 'n');
+	registry_nodes_free(out, k);
+	/* nothing after the last id; nothing for an unknown model */
+	assert_int_equal(registry_list_nodes(&out, &k, r, NULL, "z", NOW + 1, 10, 0), 0);
+	assert_int_equal(k, 0);
+	assert_null(out);
+	assert_int_equal(registry_list_nodes(&out, &k, r, "no:such", NULL, NOW + 1, 10, 0), 0);
+	assert_int_equal(k, 0);
+	/* bad arguments */
+	char long_id[REGISTRY_ID_MAX + 2];
+	memset(long_id, 'a', sizeof long_id - 1);
+	long_id[sizeof long_id - 1] = '\0';
+	assert_int_equal(registry_list_nodes(&out, &k, r, NULL, NULL, NOW, 0, 0), TROOP_EINVAL);
+	assert_int_equal(registry_list_nodes(&out, &k, r, NULL, long_id, NOW, 5, 0),
+	    TROOP_ETOOLARGE);
+	assert_int_equal(registry_list_nodes(NULL, &k, r, NULL, NULL, NOW, 5, 0), TROOP_EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1075,6 +1204,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_index_follows_model_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_and_offline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_node, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_models_aggregate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_model_capabilities, setup, teardown),
