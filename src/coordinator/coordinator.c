@@ -89,7 +89,7 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant, /admin/invites and /admin/report", 0, 0 },
+	  "account id allowed to call the /admin endpoints ('troop admin')", 0, 0 },
 	{ "allow-addresses", 0, OPT_LIST, "TROOP_ALLOW_ADDRESSES", NULL, NULL, "CIDR,...",
 	  "address ranges nodes may advertise besides the tailnet's (and loopback when "
 	  "--listen is loopback)", 0, 0 },
@@ -133,6 +133,10 @@ static const config_opt coord_opts[] = {
 	{ "anon-rate-limit", 0, OPT_INT, "TROOP_ANON_RATE_LIMIT", NULL, "50", "N",
 	  "anonymous reads (/peers, /v1/models, /nodes/ID, /public-key) per source address "
 	  "per second; more get 429 with Retry-After (0: no limit)", 0, 1000000 },
+	{ "account-rate-limit", 0, OPT_INT, "TROOP_ACCOUNT_RATE_LIMIT", NULL, "0", "N",
+	  "/authorize requests per account per second, shared through the registry; more "
+	  "get 429 with Retry-After (0: no limit; 'troop admin rate-limit' sets one "
+	  "account's own)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -163,6 +167,7 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->pending = ln->pending;
 	f->disputes = ln->disputes;
 	f->jobs = ln->jobs_ok + ln->jobs_failed;
+	f->suspended = ln->suspended != 0;
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -437,6 +442,7 @@ int cmd_coordinator(int argc, char **argv)
 		    strcmp(nc, "any") == 0 ? "" : nc);
 	}
 	c->anon_rate = config_int(cfg, "anon-rate-limit");
+	c->account_rate = config_int(cfg, "account-rate-limit");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;
@@ -542,6 +548,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_credits_routes(srv, c);
 	api_jobs_routes(srv, c);
 	api_hardware_routes(srv, c);
+	api_admin_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

@@ -85,6 +85,13 @@ enum ledger_stmt {
 	LS_RES_CLIENT_DISPUTE,
 	LS_REPORT_ACCOUNTS, /* the operator report (ledger_admin_report) */
 	LS_REPORT_NODES,
+	LS_AUDIT_PAGE,      /* the operator's tools (ledger.c "operator") */
+	LS_NODE_SUSPEND,
+	LS_ACCOUNT_SUSPEND,
+	LS_ACCOUNT_RATE,
+	LS_ACCOUNT_POLICY,
+	LS_NODES_LIST,
+	LS_ACCOUNTS_LIST,
 	LS_COUNT
 };
 
@@ -94,7 +101,9 @@ enum ledger_stmt {
 	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
 	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
 	"report_outcome, reported_at, disputed, claim_digest, report_digest, " \
-	"report_max_tps, client_disputed FROM reservations WHERE job_id = $1"
+	"report_max_tps, client_disputed, " \
+	"COALESCE((SELECT n.suspended FROM nodes n WHERE n.node_id = reservations.node_id), 0) " \
+	"FROM reservations WHERE job_id = $1"
 /* a held claim is settled by ledger_settle_claims, never released */
 #define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount, " \
 	"trial_amount " \

@@ -67,8 +67,8 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "SELECT " TX_COLS " FROM transactions WHERE worker = $1 AND id < $2 "
 	    "ORDER BY id DESC LIMIT $3) AS b "
 	    "ORDER BY id DESC LIMIT $3",
-	[LS_AUDIT_INSERT] = "INSERT INTO audit_log (id, actor, action, detail, created_at) "
-	    "VALUES ($1, $2, $3, $4, $5)",
+	[LS_AUDIT_INSERT] = "INSERT INTO audit_log (id, actor, action, detail, created_at, "
+	    "target, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
 	[LS_RES_INSERT] = "INSERT INTO reservations (job_id, requester, node_id, worker, "
 	    "model, amount, max_seconds, multiplier, status, created_at, expires_at, "
 	    "closed_at, charged, refunded, duration_ms, tokens_in, tokens_out, outcome, "
@@ -103,7 +103,7 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "(SELECT COALESCE(SUM(credits), 0) FROM transactions WHERE type = 'forfeit')",
 	[LS_NODE_GET] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
 	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
-	    "disputes, refusals FROM nodes WHERE node_id = $1",
+	    "disputes, refusals, suspended, suspend_reason FROM nodes WHERE node_id = $1",
 	/* concurrent first heartbeats: the second waits for the first's key,
 	 * then inserts nothing and updates instead */
 	[LS_NODE_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
@@ -167,6 +167,25 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "2 * SUM(CASE WHEN charged > amount - trial_amount "
 	    "THEN charged - (amount - trial_amount) ELSE 0 END) > SUM(charged) "
 	    "ORDER BY SUM(charged) DESC, node_id LIMIT $2",
+	/* newest first below a cursor, by target and by action when given */
+	[LS_AUDIT_PAGE] = "SELECT id, actor, action, target, reason, detail, created_at "
+	    "FROM audit_log WHERE id < $1 AND ($2 = '' OR target = $2) "
+	    "AND ($3 = '' OR action = $3) AND created_at >= $4 ORDER BY id DESC LIMIT $5",
+	[LS_NODE_SUSPEND] = "UPDATE nodes SET suspended = $2, suspend_reason = $3 "
+	    "WHERE node_id = $1",
+	[LS_ACCOUNT_SUSPEND] = "UPDATE accounts SET suspended = $2, suspend_reason = $3 "
+	    "WHERE account = $1",
+	[LS_ACCOUNT_RATE] = "UPDATE accounts SET rate_limit = $2 WHERE account = $1",
+	/* /authorize's one read of the account's standing */
+	[LS_ACCOUNT_POLICY] = "SELECT suspended, suspend_reason, rate_limit FROM accounts "
+	    "WHERE account = $1",
+	[LS_NODES_LIST] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
+	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
+	    "disputes, refusals, suspended, suspend_reason, node_id FROM nodes "
+	    "WHERE node_id > $1 ORDER BY node_id LIMIT $2",
+	[LS_ACCOUNTS_LIST] = "SELECT account, balance, trial, reports, disputes, suspended, "
+	    "suspend_reason, rate_limit, created_at FROM accounts WHERE account > $1 "
+	    "ORDER BY account LIMIT $2",
 };
 
 const char *ledger_stmt_sql(const struct ledger_driver *d, enum ledger_stmt id)
