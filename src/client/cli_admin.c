@@ -360,7 +360,8 @@ static int do_suspend(cli *c, json_t **out, bool on)
 		return cli_usage_error(c, "say why: --reason TEXT (kept in the audit log)");
 	if ((rc = cli_load_identity(c)) != 0)
 		return rc;
-	body = json_pack("{s:s, s:s}", kind, id, "reason", reason ? reason : "");
+	body = reason && reason[0] ? json_pack("{s:s, s:s}", kind, id, "reason", reason) :
+	    json_pack("{s:s}", kind, id);
 	rc = cli_call_ok(c, out, "POST", on ? "/admin/suspend" : "/admin/unsuspend", body, true);
 	json_decref(body);
 	if (rc == 0 && !c->json)
@@ -461,8 +462,10 @@ static int do_account_number(cli *c, json_t **out, bool grant)
 		    "whole");
 	if ((rc = cli_load_identity(c)) != 0)
 		return rc;
-	body = json_pack("{s:s, s:I, s:s}", "account", account, grant ? "credits" : "per_second",
-	    (json_int_t)n, "reason", reason ? reason : "");
+	body = json_pack("{s:s, s:I}", "account", account, grant ? "credits" : "per_second",
+	    (json_int_t)n);
+	if (body && reason && reason[0])
+		json_object_set_new(body, "reason", json_string(reason));
 	rc = cli_call_ok(c, out, "POST", grant ? "/admin/grant" : "/admin/rate-limit", body,
 	    true);
 	json_decref(body);

@@ -135,7 +135,7 @@ static void suspend(http_req *r, coord *c, bool on)
 		refresh_node_facts(t, id, now);
 	log_info(on ? "admin_suspend" : "admin_unsuspend", "admin=%.8s %s=%.8s", signer,
 	    kind == LEDGER_TARGET_NODE ? "node" : "account", id);
-	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:b, s:s}",
+	coord_reply_json(r, 200, json_pack("{s:s, s:b, s:s}",
 	    kind == LEDGER_TARGET_NODE ? "node" : "account", id, "suspended", on,
 	    "reason", reason ? reason : ""));
 out:
