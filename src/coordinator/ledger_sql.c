@@ -124,11 +124,15 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "jobs_failed = nodes.jobs_failed + excluded.jobs_failed, "
 	    "pending = nodes.pending + excluded.pending, "
 	    "disputes = nodes.disputes + excluded.disputes",
+	/* a suspended node's pending earnings wait (and are forfeited by a
+	 * failed audit) */
 	[LS_NODE_MATURE] = "UPDATE nodes SET pending = pending - $2 "
-	    "WHERE node_id = $1 AND pending >= $2 AND owner = $3 AND audit_failed = 0",
+	    "WHERE node_id = $1 AND pending >= $2 AND owner = $3 AND audit_failed = 0 "
+	    "AND suspended = 0",
 	/* established nodes with pending earnings, in pages by node id */
 	[LS_NODES_MATURABLE] = "SELECT node_id, owner FROM nodes WHERE pending > 0 "
-	    "AND audit_failed = 0 AND first_seen <= $1 AND payers >= $2 AND node_id > $3 "
+	    "AND audit_failed = 0 AND suspended = 0 AND first_seen <= $1 AND payers >= $2 "
+	    "AND node_id > $3 "
 	    "ORDER BY node_id LIMIT $4",
 	[LS_NODE_PAYER_INSERT] = "INSERT INTO node_payers (node_id, account, created_at) "
 	    "VALUES ($1, $2, $3) ON CONFLICT (node_id, account) DO NOTHING",
