@@ -28,15 +28,38 @@
 
 #define ADMIN_PAGE_DEFAULT 100
 
+/* Count one /authorize against `key` at `limit` a second: 0, or
+ * TROOP_ERATE with the 429 sent (`who` says whose requests, for the
+ * message).  The registry failing must not stop every request: 0. */
+static int rate_allowed(http_req *r, coord *c, const char *key, int64_t limit,
+    const char *who)
+{
+	int rc = registry_rate_check(c->reg, key, 1, limit, (int64_t)time(NULL));
+
+	if (rc != TROOP_ERATE)
+		return 0;
+	http_reply_header(r, "Retry-After", "1");
+	coord_reply_error(r, TROOP_ERATE, "%s made more than %lld /authorize requests this "
+	    "second; slow down (Retry-After: 1)", who, (long long)limit);
+	return rc;
+}
+
 int coord_account_allowed(http_req *r, const char *account)
 {
 	coord_thread *t = coord_thread_of(r);
 	coord *c = t->c;
+	const char *peer = http_req_peer(r);
 	ledger_account_policy p;
 	int64_t limit;
-	char key[96];
+	char key[96], who[96];
 	int rc;
 
+	if (c->authorize_addr_rate > 0 && peer && peer[0]) {
+		snprintf(key, sizeof(key), "authaddr:%s", peer);
+		snprintf(who, sizeof(who), "address %s", peer);
+		if ((rc = rate_allowed(r, c, key, c->authorize_addr_rate, who)) != 0)
+			return rc;
+	}
 	rc = ledger_account_policy_get(&p, t->db, account);
 	if (rc != 0 && rc != TROOP_ENOTFOUND)
 		return 0;   /* the ledger failing shows at the reservation */
@@ -50,15 +73,8 @@ int coord_account_allowed(http_req *r, const char *account)
 	if (limit <= 0)
 		return 0;
 	snprintf(key, sizeof(key), "acct:%s", account);
-	rc = registry_rate_check(c->reg, key, 1, limit, (int64_t)time(NULL));
-	if (rc == TROOP_ERATE) {
-		http_reply_header(r, "Retry-After", "1");
-		coord_reply_error(r, TROOP_ERATE, "account %.8s made more than %lld /authorize "
-		    "requests this second; slow down (Retry-After: 1)", account, (long long)limit);
-		return rc;
-	}
-	/* the registry failing must not stop every request */
-	return 0;
+	snprintf(who, sizeof(who), "account %.8s", account);
+	return rate_allowed(r, c, key, limit, who);
 }
 
 /* The body's target: "node" or "account", an id either way.  0, or a

@@ -137,6 +137,9 @@ static const config_opt coord_opts[] = {
 	  "/authorize requests per account per second, shared through the registry; more "
 	  "get 429 with Retry-After (0: no limit; 'troop admin rate-limit' sets one "
 	  "account's own)", 0, 1000000 },
+	{ "authorize-address-limit", 0, OPT_INT, "TROOP_AUTHORIZE_ADDRESS_LIMIT", NULL, "0", "N",
+	  "/authorize requests per source address per second, shared through the registry; "
+	  "more get 429 with Retry-After (0: no limit)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -443,6 +446,7 @@ int cmd_coordinator(int argc, char **argv)
 	}
 	c->anon_rate = config_int(cfg, "anon-rate-limit");
 	c->account_rate = config_int(cfg, "account-rate-limit");
+	c->authorize_addr_rate = config_int(cfg, "authorize-address-limit");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;

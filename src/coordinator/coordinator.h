@@ -60,6 +60,7 @@ typedef struct {
 	bool allow_unverified;     /* may /authorize pick unverified nodes */
 	int64_t anon_rate;         /* anonymous reads per source address per second (0: off) */
 	int64_t account_rate;      /* /authorize per account per second (0: off) */
+	int64_t authorize_addr_rate; /* /authorize per source address per second (0: off) */
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
 	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
@@ -120,8 +121,9 @@ int coord_anon_allowed(http_req *r);
 int coord_admin_signer(http_req *r, coord *c, char signer[TROOP_ID_LEN + 1]);
 
 /* /authorize's check of the signed `account`'s standing (api_admin.c):
- * one ledger read, then its rate limit (its own, else --account-rate-limit)
- * in the registry, shared by every coordinator.  Returns 0, or a troop_err
+ * the source address's rate (--authorize-address-limit), one ledger read,
+ * then the account's rate limit (its own, else --account-rate-limit), the
+ * rates counted in the registry, shared by every coordinator.  Returns 0, or a troop_err
  * with the reply sent (403 for a suspended account, 429 with Retry-After
  * past its rate). */
 int coord_account_allowed(http_req *r, const char *account);

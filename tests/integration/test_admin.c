@@ -15,7 +15,8 @@
  *   - `troop admin invite` makes a code an account redeems;
  *   - per-account rate limits on /authorize: the coordinator's default
  *     (--account-rate-limit) and an account's own (`troop admin
- *     rate-limit`), 429 with Retry-After;
+ *     rate-limit`), 429 with Retry-After; and a per-address one
+ *     (--authorize-address-limit);
  *   - `troop admin list nodes|accounts`, table and --json, paginated;
  *   - none of it answers a key that is not an --admin.
  *
@@ -578,6 +579,46 @@ static void test_rate_limit(void **state)
 	check_invariant();
 }
 
+/* Per source address: a coordinator with --authorize-address-limit 3
+ * refuses a fourth /authorize in a second from one address, whatever the
+ * accounts. */
+static void test_address_limit(void **state)
+{
+	static harness_proc c3;
+	troop_identity node, users[6];
+	char data[300], msg[600], retry[32];
+	int ok = 0, limited = 0;
+
+	(void)state;
+	snprintf(data, sizeof(data), "%s/coord-addr", tmp);
+	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
+		"--threads", "2", "--authorize-address-limit", "3", NULL };
+	assert_int_equal(harness_start_coordinator(&c3, data, args), 0);
+	identity_generate(&node);
+	heartbeat_at(&c3, &node, "addr:1b");
+	for (int attempt = 0; attempt < 3 && limited == 0; attempt++) {
+		ok = 0;
+		second_start();
+		for (int i = 0; i < 6; i++) {
+			identity_generate(&users[i]);
+			int st = authorize_at(&c3, NULL, &users[i], "addr:1b", msg, sizeof(msg));
+			if (st == 200) {
+				ok++;
+				continue;
+			}
+			assert_int_equal(st, 429);
+			assert_int_equal(http_client_reply_header(hc, "Retry-After", retry,
+			    sizeof(retry)), 0);
+			assert_string_equal(retry, "1");
+			assert_non_null(strstr(msg, "address 127.0.0.1"));
+			limited++;
+		}
+	}
+	assert_true(limited > 0);
+	assert_true(ok <= 6);
+	harness_stop(&c3, 0);
+}
+
 /* ---- lists --------------------------------------------------------------------- */
 
 static void test_lists(void **state)
@@ -683,6 +724,7 @@ int main(void)
 		cmocka_unit_test(test_audit_log),
 		cmocka_unit_test(test_invite),
 		cmocka_unit_test(test_rate_limit),
+		cmocka_unit_test(test_address_limit),
 		cmocka_unit_test(test_lists),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
