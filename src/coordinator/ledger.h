@@ -412,7 +412,8 @@ typedef struct {
 	double report_max_tps;                     /* 0: not checked */
 	bool client_disputed;
 	int64_t node_suspended;  /* its node's suspension (unix time), 0 none:
-	                            its receipt settles at 0 */
+	                            its receipt settles at 0 (read when
+	                            settling; 0 from ledger_reservation_get) */
 } ledger_reservation;
 
 /* Read one reservation.  TROOP_ENOTFOUND if there is none. */

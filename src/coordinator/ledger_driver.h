@@ -101,6 +101,14 @@ enum ledger_stmt {
 	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
 	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
 	"report_outcome, reported_at, disputed, claim_digest, report_digest, " \
+	"report_max_tps, client_disputed, 0 FROM reservations WHERE job_id = $1"
+/* the same, for settling: also its node's suspension (settles at 0).  Only
+ * here, so that /authorize's duplicate check never reads the nodes table */
+#define LEDGER_SQL_RES_LOCK "SELECT job_id, requester, node_id, worker, model, amount, " \
+	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \
+	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
+	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
+	"report_outcome, reported_at, disputed, claim_digest, report_digest, " \
 	"report_max_tps, client_disputed, " \
 	"COALESCE((SELECT n.suspended FROM nodes n WHERE n.node_id = reservations.node_id), 0) " \
 	"FROM reservations WHERE job_id = $1"

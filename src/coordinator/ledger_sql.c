@@ -76,7 +76,7 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, 0, 0, 0, 0, 0, 0, '', $11, "
 	    "$12)",
 	[LS_RES_GET] = LEDGER_SQL_RES_GET,
-	[LS_RES_LOCK] = LEDGER_SQL_RES_GET,
+	[LS_RES_LOCK] = LEDGER_SQL_RES_LOCK,
 	[LS_RES_SETTLE] = "UPDATE reservations SET status = 'settled', closed_at = $2, "
 	    "charged = $3, refunded = $4, duration_ms = $5, tokens_in = $6, tokens_out = $7, "
 	    "outcome = $8, disputed = $9 WHERE job_id = $1 AND status = 'open'",
