@@ -505,7 +505,9 @@ int cmd_admin(int argc, char **argv)
 	    "  grant ACCOUNT CREDITS [--reason TEXT]\n"
 	    "  report   accounts whose spending all went to one node or one owner, and\n"
 	    "           nodes that earned mostly from trial (starter) credits: where a\n"
-	    "           ring of throwaway accounts would show (docs/CREDITS.md).",
+	    "           ring of throwaway accounts would show (docs/CREDITS.md).\n"
+	    "Ids go after the options; an id starting with '-' after '--':\n"
+	    "  troop admin suspend node --reason \"...\" -- -Xb3...",
 	    admin_opts, argc, argv, 4))
 		return rc;
 	what = positional(&c, 0);

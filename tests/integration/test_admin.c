@@ -139,8 +139,9 @@ static int run_admin(char **out, const troop_identity *as, const char *args)
 	snprintf(log, sizeof(log), "%s/admin-cli.out", tmp);
 	(void)mkdir(home, 0700);
 	assert_int_equal(identity_save(as, key), 0);
-	snprintf(cmd, sizeof(cmd), "TROOP_HOME='%s' '%s' admin %s --coordinator %s > '%s' 2>&1",
-	    home, harness_troop(), args, coord.url, log);
+	/* the options first: ids after "--" (an id may start with '-') */
+	snprintf(cmd, sizeof(cmd), "TROOP_HOME='%s' '%s' admin --coordinator %s %s > '%s' 2>&1",
+	    home, harness_troop(), coord.url, args, log);
 	st = system(cmd);
 	*out = harness_read_file(log);
 	assert_non_null(*out);
@@ -227,11 +228,11 @@ static void test_suspend_node(void **state)
 		json_decref(out);
 	}
 	/* the CLI asks for a reason */
-	snprintf(args, sizeof(args), "suspend node %s", node.id);
+	snprintf(args, sizeof(args), "suspend node -- %s", node.id);
 	assert_int_equal(run_admin(&text, &admin, args), 2);
 	free(text);
 
-	snprintf(args, sizeof(args), "suspend node %s --reason 'inflated receipts'", node.id);
+	snprintf(args, sizeof(args), "suspend node --reason 'inflated receipts' -- %s", node.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	assert_non_null(strstr(text, "suspended"));
 	free(text);
@@ -286,7 +287,7 @@ static void test_suspend_node(void **state)
 	check_invariant();
 
 	/* unsuspended: chosen again */
-	snprintf(args, sizeof(args), "unsuspend node %s --reason 'owner fixed the worker'",
+	snprintf(args, sizeof(args), "unsuspend node --reason 'owner fixed the worker' -- %s",
 	    node.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	free(text);
@@ -341,7 +342,7 @@ static void test_suspend_account(void **state)
 	assert_int_equal(st, 404);
 	json_decref(out);
 
-	snprintf(args, sizeof(args), "unsuspend account %s --reason 'appeal granted'", user.id);
+	snprintf(args, sizeof(args), "unsuspend account --reason 'appeal granted' -- %s", user.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	free(text);
 	assert_int_equal(authorize(NULL, &user, "acct:1b", msg, sizeof(msg)), 200);
@@ -371,7 +372,7 @@ static void test_audit_log(void **state)
 	identity_generate(&user);
 	identity_generate(&stranger);
 	/* a grant, through the CLI */
-	snprintf(args, sizeof(args), "grant %s 500 --reason 'bug bounty'", user.id);
+	snprintf(args, sizeof(args), "grant --reason 'bug bounty' -- %s 500", user.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	free(text);
 	snprintf(q, sizeof(q), "type=admin_grant&account=%s", user.id);
@@ -423,13 +424,13 @@ static void test_audit_log(void **state)
 	json_decref(rows);
 
 	/* the CLI: a table, and the JSON */
-	snprintf(args, sizeof(args), "audit --account %s --since 1h", user.id);
+	snprintf(args, sizeof(args), "audit --account=%s --since 1h", user.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	assert_non_null(strstr(text, "TYPE"));
 	assert_non_null(strstr(text, "bug bounty"));
 	assert_non_null(strstr(text, "unsuspend"));
 	free(text);
-	snprintf(args, sizeof(args), "audit --account %s --type admin_grant --json", user.id);
+	snprintf(args, sizeof(args), "audit --account=%s --type admin_grant --json", user.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	out = json_loads(text, 0, NULL);
 	assert_non_null(out);
@@ -537,7 +538,7 @@ static void test_rate_limit(void **state)
 
 	/* an account's own limit, set through the CLI */
 	assert_int_equal(authorize(NULL, &user, "rate:1b", NULL, 0), 200);
-	snprintf(args, sizeof(args), "rate-limit %s 2 --reason 'scraping'", user.id);
+	snprintf(args, sizeof(args), "rate-limit --reason 'scraping' -- %s 2", user.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	assert_non_null(strstr(text, "at most 2"));
 	free(text);
@@ -556,7 +557,7 @@ static void test_rate_limit(void **state)
 	}
 	assert_non_null(strstr(msg, "more than 2"));
 	/* 0: back to the default */
-	snprintf(args, sizeof(args), "rate-limit %s 0", user.id);
+	snprintf(args, sizeof(args), "rate-limit -- %s 0", user.id);
 	assert_int_equal(run_admin(&text, &admin, args), 0);
 	free(text);
 	second_start();
@@ -676,6 +677,7 @@ static void test_lists(void **state)
 static int setup(void **state)
 {
 	char data[300], rate[16];
+	static char admin_flag[64];
 
 	(void)state;
 	if (sodium_init() < 0)
@@ -688,9 +690,10 @@ static int setup(void **state)
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", data);
 	identity_generate(&admin);
+	snprintf(admin_flag, sizeof(admin_flag), "--admin=%s", admin.id);
 	snprintf(rate, sizeof(rate), "%d", DEFAULT_RATE);
 	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
-		"--threads", "2", "--account-rate-limit", rate, "--admin", admin.id, NULL };
+		"--threads", "2", "--account-rate-limit", rate, admin_flag, NULL };
 	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	/* on PostgreSQL and Redis: a second coordinator sharing both */
