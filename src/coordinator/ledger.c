@@ -2080,9 +2080,17 @@ int ledger_audit_page(ledger_audit_row **out, size_t *n, int64_t *next, ledger_c
 	ledger_audit_row *rows;
 	TRY(page_start((void **)&rows, sizeof *rows, n, limit));
 	size_t k = 0;
-	int r = read_row(c, LS_AUDIT_PAGE, ARGS(I(before_id == 0 ? INT64_MAX : before_id),
-	    S(target ? target : ""), S(action ? action : ""), I(since), I((int64_t)limit + 1)),
-	    "read audit log");
+	int64_t below = before_id == 0 ? INT64_MAX : before_id;
+	int r;
+	if (target && target[0])
+		r = read_row(c, LS_AUDIT_PAGE_TARGET, ARGS(I(below), I(since), I((int64_t)limit + 1),
+		    S(target), S(action ? action : "")), "read audit log");
+	else if (action && action[0])
+		r = read_row(c, LS_AUDIT_PAGE_ACTION, ARGS(I(below), I(since), I((int64_t)limit + 1),
+		    S(action)), "read audit log");
+	else
+		r = read_row(c, LS_AUDIT_PAGE, ARGS(I(below), I(since), I((int64_t)limit + 1)),
+		    "read audit log");
 	while (r == 1) {
 		ledger_audit_row *a = &rows[k++];
 		a->id = col_i64(c, 0);

@@ -86,6 +86,8 @@ enum ledger_stmt {
 	LS_REPORT_ACCOUNTS, /* the operator report (ledger_admin_report) */
 	LS_REPORT_NODES,
 	LS_AUDIT_PAGE,      /* the operator's tools (ledger.c "operator") */
+	LS_AUDIT_PAGE_TARGET, /* ... of one target: index (target, id) */
+	LS_AUDIT_PAGE_ACTION, /* ... of one action: index (action, id) */
 	LS_NODE_SUSPEND,
 	LS_ACCOUNT_SUSPEND,
 	LS_ACCOUNT_RATE,

@@ -171,10 +171,16 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "2 * SUM(CASE WHEN charged > amount - trial_amount "
 	    "THEN charged - (amount - trial_amount) ELSE 0 END) > SUM(charged) "
 	    "ORDER BY SUM(charged) DESC, node_id LIMIT $2",
-	/* newest first below a cursor, by target and by action when given */
+	/* newest first below a cursor; one statement per index, so that a
+	 * filter on a long log reads its own rows only */
 	[LS_AUDIT_PAGE] = "SELECT id, actor, action, target, reason, detail, created_at "
-	    "FROM audit_log WHERE id < $1 AND ($2 = '' OR target = $2) "
-	    "AND ($3 = '' OR action = $3) AND created_at >= $4 ORDER BY id DESC LIMIT $5",
+	    "FROM audit_log WHERE id < $1 AND created_at >= $2 ORDER BY id DESC LIMIT $3",
+	[LS_AUDIT_PAGE_TARGET] = "SELECT id, actor, action, target, reason, detail, created_at "
+	    "FROM audit_log WHERE target = $4 AND id < $1 AND created_at >= $2 "
+	    "AND ($5 = '' OR action = $5) ORDER BY id DESC LIMIT $3",
+	[LS_AUDIT_PAGE_ACTION] = "SELECT id, actor, action, target, reason, detail, created_at "
+	    "FROM audit_log WHERE action = $4 AND id < $1 AND created_at >= $2 "
+	    "ORDER BY id DESC LIMIT $3",
 	[LS_NODE_SUSPEND] = "UPDATE nodes SET suspended = $2, suspend_reason = $3 "
 	    "WHERE node_id = $1",
 	[LS_ACCOUNT_SUSPEND] = "UPDATE accounts SET suspended = $2, suspend_reason = $3 "
