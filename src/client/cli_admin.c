@@ -186,7 +186,7 @@ static void print_next(const json_t *out, const char *flag)
 	if (json_is_integer(next))
 		printf("\nmore: --%s %lld\n", flag, (long long)json_integer_value(next));
 	else if (json_is_string(next))
-		printf("\nmore: --%s %s\n", flag, json_string_value(next));
+		printf("\nmore: --%s=%s\n", flag, json_string_value(next));
 }
 
 static int print_nodes(const json_t *out)

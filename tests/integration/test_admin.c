@@ -662,7 +662,7 @@ static void test_lists(void **state)
 	free(text);
 	assert_int_equal(run_admin(&text, &admin, "list accounts --limit 2"), 0);
 	assert_non_null(strstr(text, "RATE LIMIT"));
-	assert_non_null(strstr(text, "more: --after "));
+	assert_non_null(strstr(text, "more: --after="));
 	free(text);
 	assert_int_equal(run_admin(&text, &admin, "list accounts --json"), 0);
 	out = json_loads(text, 0, NULL);
