@@ -38,6 +38,7 @@ static int rate_allowed(http_req *r, coord *c, const char *key, int64_t limit,
 
 	if (rc != TROOP_ERATE)
 		return 0;
+	METRIC_ADD(&c->metrics, auth_rate_limited, 1);
 	http_reply_header(r, "Retry-After", "1");
 	coord_reply_error(r, TROOP_ERATE, "%s made more than %lld /authorize requests this "
 	    "second; slow down (Retry-After: 1)", who, (long long)limit);
@@ -64,6 +65,7 @@ int coord_account_allowed(http_req *r, const char *account)
 	if (rc != 0 && rc != TROOP_ENOTFOUND)
 		return 0;   /* the ledger failing shows at the reservation */
 	if (p.suspended) {
+		METRIC_ADD(&c->metrics, auth_suspended, 1);
 		coord_reply_error(r, TROOP_EFORBIDDEN, "account %.8s is suspended by the "
 		    "operator%s%s; ask the troop's operator", account,
 		    p.suspend_reason[0] ? ": " : "", p.suspend_reason);

@@ -188,6 +188,26 @@ static bool has_row(const json_t *rows, const char *type, const char *target,
 	return false;
 }
 
+/* The value of the /metrics sample named `series` (name and labels), or -1. */
+static long long metric(const char *series)
+{
+	char url[256];
+	http_response resp;
+	long long v = -1;
+
+	snprintf(url, sizeof(url), "%s/metrics", coord.url);
+	memset(&resp, 0, sizeof(resp));
+	assert_int_equal(http_request(hc, &resp, "GET", url, NULL, NULL, 0), 0);
+	assert_int_equal(resp.status, 200);
+	for (const char *p = resp.body; p && (p = strstr(p, series)) != NULL; p++)
+		if ((p == resp.body || p[-1] == '\n') && p[strlen(series)] == ' ') {
+			v = atoll(p + strlen(series) + 1);
+			break;
+		}
+	http_response_free(&resp);
+	return v;
+}
+
 /* ---- suspended nodes -------------------------------------------------------------- */
 
 static void test_suspend_node(void **state)
@@ -331,6 +351,7 @@ static void test_suspend_account(void **state)
 	assert_int_equal(authorize(NULL, &user, "acct:1b", msg, sizeof(msg)), 403);
 	assert_non_null(strstr(msg, "suspended"));
 	assert_non_null(strstr(msg, "card testing"));
+	assert_true(metric("troop_authorizations_total{result=\"suspended\"}") >= 1);
 	if (have_b)
 		assert_int_equal(authorize_at(&coord_b, NULL, &user, "acct:1b", msg, sizeof(msg)),
 		    403);
@@ -535,6 +556,7 @@ static void test_rate_limit(void **state)
 	assert_true(limited > 0);
 	assert_true(ok <= 2 * DEFAULT_RATE);
 	assert_non_null(strstr(msg, "Retry-After"));
+	assert_true(metric("troop_authorizations_total{result=\"rate_limited\"}") >= limited);
 
 	/* an account's own limit, set through the CLI */
 	assert_int_equal(authorize(NULL, &user, "rate:1b", NULL, 0), 200);
