@@ -540,17 +540,21 @@ static void test_rate_limit(void **state)
 
 	/* the default (--account-rate-limit): a burst beyond it gets 429 with
 	 * Retry-After */
-	second_start();
-	for (int i = 0; i < DEFAULT_RATE + 10; i++) {
-		st = authorize(NULL, &quick, "rate:1b", msg, sizeof(msg));
-		if (st == 200)
-			ok++;
-		else {
-			assert_int_equal(st, 429);
-			assert_int_equal(http_client_reply_header(hc, "Retry-After", retry,
-			    sizeof(retry)), 0);
-			assert_string_equal(retry, "1");
-			limited++;
+	for (int attempt = 0; attempt < 3 && limited == 0; attempt++) {
+		/* a slow machine may spread a burst over two windows: again */
+		ok = 0;
+		second_start();
+		for (int i = 0; i < DEFAULT_RATE + 10; i++) {
+			st = authorize(NULL, &quick, "rate:1b", msg, sizeof(msg));
+			if (st == 200)
+				ok++;
+			else {
+				assert_int_equal(st, 429);
+				assert_int_equal(http_client_reply_header(hc, "Retry-After", retry,
+				    sizeof(retry)), 0);
+				assert_string_equal(retry, "1");
+				limited++;
+			}
 		}
 	}
 	assert_true(limited > 0);
