@@ -268,7 +268,7 @@ static void test_suspend_node(void **state)
 	/* nor after its next heartbeat (the facts it copies say so too) */
 	heartbeat_at(&coord, &node, "susp:1b");
 	assert_int_equal(authorize(NULL, &user, "susp:1b", msg, sizeof(msg)), 503);
-	/* GET /nodes/{id} and the list show it */
+	/* the list shows it, with the reason */
 	out = call(&admin, "GET", "/admin/nodes?limit=500", NULL, &st);
 	assert_int_equal(st, 200);
 	{
