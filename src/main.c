@@ -28,7 +28,7 @@ static const struct command commands[] = {
 	{ "models", cmd_models, "list the models the troop serves" },
 	{ "transactions", cmd_transactions, "list your credit movements" },
 	{ "id", cmd_id, "print your account id (creating the identity on first use)" },
-	{ "admin", cmd_admin, "operator commands: 'troop admin report'" },
+	{ "admin", cmd_admin, "operator commands: suspend, list, audit, invite, rate-limit" },
 	{ "demo", cmd_demo, "run a whole troop on this machine" },
 };
 

@@ -56,7 +56,8 @@
  * that class first; "" for any).  Ties are broken at random.  Returns the
  * index, or -1.  skipped[] counts why the others were passed over, for the
  * no_capacity message. */
-enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_N };
+enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_SUSPENDED,
+	SKIP_N };
 
 /* Whether node facts `f` are past the operator's dispute threshold. */
 static bool too_disputed(const coord *c, const registry_facts *f)
@@ -108,6 +109,10 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 			skipped[SKIP_UNVERIFIED]++;
 			continue;
 		}
+		if (nd->facts.suspended) {
+			skipped[SKIP_SUSPENDED]++;
+			continue;
+		}
 		if (too_disputed(c, &nd->facts)) {
 			skipped[SKIP_DISPUTED]++;
 			continue;
@@ -153,6 +158,7 @@ static void capacity_message(char *out, size_t len, const int skipped[SKIP_N])
 		    "(fields 'class' and 'class_required', or the coordinator's --node-class)",
 		[SKIP_DISPUTED] = "billed more than their clients saw too often "
 		    "(--max-dispute-rate)",
+		[SKIP_SUSPENDED] = "suspended by the operator",
 	};
 	size_t used = 0;
 
@@ -586,6 +592,8 @@ static void h_authorize(http_req *r, void *arg)
 		}
 		a->class_required = json_is_true(creq);
 	}
+	if (coord_account_allowed(r, a->requester) != 0)
+		goto out;
 	if (c->max_account_dispute_rate > 0 &&
 	    (rc = account_not_disputed(c, coord_thread_of(r), a->requester)) != 0) {
 		coord_reply_last_error(r, rc);
@@ -708,9 +716,7 @@ static void h_transactions(http_req *r, void *arg)
 	    "next", next ? json_integer(next) : json_null()));
 }
 
-/* The signer must be one of the coordinator's admins: 0, or -1 with the
- * reply sent. */
-static int admin_signer(http_req *r, coord *c, char signer[TROOP_ID_LEN + 1])
+int coord_admin_signer(http_req *r, coord *c, char signer[TROOP_ID_LEN + 1])
 {
 	bool admin = false;
 
@@ -739,7 +745,7 @@ static void h_admin_report(http_req *r, void *arg)
 	json_t *ja, *jn;
 	int rc;
 
-	if (admin_signer(r, c, signer) != 0)
+	if (coord_admin_signer(r, c, signer) != 0)
 		return;
 	if ((rc = query_int(r, "min_jobs", 3, 1, 1000000, &min_jobs)) ||
 	    (rc = query_int(r, "limit", 100, 1, LEDGER_TX_LIMIT_MAX, &limit)) ||
@@ -785,7 +791,7 @@ static void h_admin_grant(http_req *r, void *arg)
 	const char *raw;
 	int rc;
 
-	if (admin_signer(r, c, signer) != 0)
+	if (coord_admin_signer(r, c, signer) != 0)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) ||
@@ -835,7 +841,7 @@ static void h_admin_invite(http_req *r, void *arg)
 	size_t len;
 	int rc;
 
-	if (admin_signer(r, c, signer) != 0)
+	if (coord_admin_signer(r, c, signer) != 0)
 		return;
 	raw = http_req_body(r, &len);
 	if ((rc = json_parse_object(&body, raw, len)) ||

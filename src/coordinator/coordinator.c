@@ -89,7 +89,7 @@ static const config_opt coord_opts[] = {
 	{ "max-seconds", 0, OPT_INT, "TROOP_MAX_SECONDS", NULL, "3600", "SECONDS",
 	  "largest time budget a client may ask for", 1, 86400 },
 	{ "admin", 0, OPT_LIST, "TROOP_ADMIN", NULL, NULL, "ACCOUNT",
-	  "account id allowed to call /admin/grant, /admin/invites and /admin/report", 0, 0 },
+	  "account id allowed to call the /admin endpoints ('troop admin')", 0, 0 },
 	{ "allow-addresses", 0, OPT_LIST, "TROOP_ALLOW_ADDRESSES", NULL, NULL, "CIDR,...",
 	  "address ranges nodes may advertise besides the tailnet's (and loopback when "
 	  "--listen is loopback)", 0, 0 },
@@ -158,6 +158,13 @@ static const config_opt coord_opts[] = {
 	{ "max-jobs-other", 0, OPT_INT, "TROOP_MAX_JOBS_OTHER", NULL, "16", "N",
 	  "job slots counted at most for any other node (CPU-class or unverified) "
 	  "(0: no cap)", 0, 1000000 },
+	{ "account-rate-limit", 0, OPT_INT, "TROOP_ACCOUNT_RATE_LIMIT", NULL, "0", "N",
+	  "/authorize requests per account per second, shared through the registry; more "
+	  "get 429 with Retry-After (0: no limit; 'troop admin rate-limit' sets one "
+	  "account's own)", 0, 1000000 },
+	{ "authorize-address-limit", 0, OPT_INT, "TROOP_AUTHORIZE_ADDRESS_LIMIT", NULL, "0", "N",
+	  "/authorize requests per source address per second, shared through the registry; "
+	  "more get 429 with Retry-After (0: no limit)", 0, 1000000 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -188,6 +195,7 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->pending = ln->pending;
 	f->disputes = ln->disputes;
 	f->jobs = ln->jobs_ok + ln->jobs_failed;
+	f->suspended = ln->suspended != 0;
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -480,6 +488,8 @@ int cmd_coordinator(int argc, char **argv)
 	c->queue.max_tickets_account = (size_t)config_int(cfg, "max-tickets");
 	c->queue.max_jobs_gpu = (int)config_int(cfg, "max-jobs-gpu");
 	c->queue.max_jobs_other = (int)config_int(cfg, "max-jobs-other");
+	c->account_rate = config_int(cfg, "account-rate-limit");
+	c->authorize_addr_rate = config_int(cfg, "authorize-address-limit");
 	c->started = time(NULL);
 	if (c->reserve_seconds > c->max_seconds_cap)
 		c->reserve_seconds = c->max_seconds_cap;
@@ -588,6 +598,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_jobs_routes(srv, c);
 	api_hardware_routes(srv, c);
 	api_queue_routes(srv, c);
+	api_admin_routes(srv, c);
 	if (http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;

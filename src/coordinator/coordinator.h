@@ -60,6 +60,8 @@ typedef struct {
 	int64_t release_grace;     /* seconds past a reservation's deadline before refund */
 	bool allow_unverified;     /* may /authorize pick unverified nodes */
 	int64_t anon_rate;         /* anonymous reads per source address per second (0: off) */
+	int64_t account_rate;      /* /authorize per account per second (0: off) */
+	int64_t authorize_addr_rate; /* /authorize per source address per second (0: off) */
 	char admins[COORD_MAX_ADMINS][TROOP_ID_LEN + 1];
 	size_t n_admins;
 	poh_config poh;            /* proof-of-hardware parameters (--poh-*) */
@@ -117,6 +119,18 @@ int coord_authenticate(http_req *r, char account[TROOP_ID_LEN + 1]);
  * Returns 0, or TROOP_ERATE with a 429 and Retry-After already sent. */
 int coord_anon_allowed(http_req *r);
 
+/* The request must be signed by one of the coordinator's --admin keys:
+ * 0 (signer filled), or -1 with the 401/403 already sent. */
+int coord_admin_signer(http_req *r, coord *c, char signer[TROOP_ID_LEN + 1]);
+
+/* /authorize's check of the signed `account`'s standing (api_admin.c):
+ * the source address's rate (--authorize-address-limit), one ledger read,
+ * then the account's rate limit (its own, else --account-rate-limit), the
+ * rates counted in the registry, shared by every coordinator.  Returns 0, or a troop_err
+ * with the reply sent (403 for a suspended account, 429 with Retry-After
+ * past its rate). */
+int coord_account_allowed(http_req *r, const char *account);
+
 /* Send `body` (stolen) / an error, counting the status class for /metrics. */
 void coord_reply_json(http_req *r, int status, json_t *body);
 void coord_reply_error(http_req *r, int err, const char *fmt, ...)
@@ -131,5 +145,6 @@ void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);
 void api_hardware_routes(http_server *s, coord *c);
 void api_queue_routes(http_server *s, coord *c);
+void api_admin_routes(http_server *s, coord *c);
 
 #endif

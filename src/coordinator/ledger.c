@@ -242,15 +242,22 @@ static int insert_txs(int64_t *first_id, ledger_conn *c, const struct txrow *t, 
 	return err;
 }
 
-static int insert_audit(ledger_conn *c, const char *actor, const char *action,
-    const char *detail, int64_t now)
+/* An audit row about `target` ("" none) for `reason` ("" none). */
+static int insert_audit_on(ledger_conn *c, const char *actor, const char *action,
+    const char *target, const char *reason, const char *detail, int64_t now)
 {
 	int64_t id;
 	int err = next_ids(&id, c, "audit_log", 1);
 	if (err)
 		return err;
-	return exec(c, LS_AUDIT_INSERT, ARGS(I(id), S(actor), S(action), S(detail), I(now)),
-	    "insert audit row");
+	return exec(c, LS_AUDIT_INSERT, ARGS(I(id), S(actor), S(action), S(detail), I(now),
+	    S(target), S(reason)), "insert audit row");
+}
+
+static int insert_audit(ledger_conn *c, const char *actor, const char *action,
+    const char *detail, int64_t now)
+{
+	return insert_audit_on(c, actor, action, "", "", detail, now);
 }
 
 /* Add `credits` (>= 0) to `account`, creating it with them if missing;
@@ -553,7 +560,8 @@ static int grant_txn(ledger_conn *c, void *arg)
 	char detail[LEDGER_ID_MAX + LEDGER_NOTE_MAX + 96];
 	snprintf(detail, sizeof detail, "account=%s credits=%lld tx=%lld reason=%s",
 	    g->account, (long long)g->credits, (long long)g->tx_id, g->reason);
-	return insert_audit(c, g->admin_id, "admin_grant", detail, g->now);
+	return insert_audit_on(c, g->admin_id, "admin_grant", g->account, g->reason, detail,
+	    g->now);
 }
 
 int ledger_admin_grant(int64_t *tx_id, ledger_conn *c, const char *account,
@@ -758,6 +766,7 @@ static int res_read(ledger_reservation *out, ledger_conn *c, enum ledger_stmt id
 	ledger_copy_str(out->report_digest, sizeof out->report_digest, col_text(c, 28));
 	out->report_max_tps = c->drv->col_f64(c, 29);
 	out->client_disputed = col_i64(c, 30) != 0;
+	out->node_suspended = col_i64(c, 31);
 	fin(c);
 	return err ? err : 1;
 }
@@ -846,7 +855,9 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
     const struct settle_what *w, int64_t now)
 {
 	int64_t n = 0;
-	int64_t charge = ledger_charge(w->duration_ms, res->multiplier, res->amount);
+	/* a suspended node earns nothing: its requester gets everything back */
+	int64_t charge = res->node_suspended ? 0 :
+	    ledger_charge(w->duration_ms, res->multiplier, res->amount);
 	int64_t refund = res->amount - charge;
 	const char *outcome = (w->outcome && w->outcome[0]) ? w->outcome : "ok";
 
@@ -912,6 +923,8 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		snprintf(note, sizeof note, "%s%sdisputed: worker claimed %lld ms, client "
 		    "observed %lld ms", part, part[0] ? " " : "", (long long)w->claimed_ms,
 		    (long long)w->duration_ms);
+	else if (res->node_suspended)
+		snprintf(note, sizeof note, "node suspended: settled at 0");
 	else
 		snprintf(note, sizeof note, "%s", part);
 	struct txrow t[2] = {
@@ -931,7 +944,8 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		snprintf(detail, sizeof detail, "job=%s node=%s requester=%s claimed_ms=%lld "
 		    "observed_ms=%lld", res->job_id, res->node_id, res->requester,
 		    (long long)w->claimed_ms, (long long)w->duration_ms);
-		if ((err = insert_audit(c, res->node_id, "dispute", detail, now)) != 0)
+		if ((err = insert_audit_on(c, res->node_id, "dispute", res->node_id, "", detail,
+		    now)) != 0)
 			return err;
 	}
 	if (w->client_disputed) {
@@ -944,7 +958,8 @@ static int settle_apply(ledger_settle_result *o, ledger_conn *c, const ledger_re
 		    "count client dispute")) != 0 ||
 		    (err = exec(c, LS_RES_CLIENT_DISPUTE, ARGS(S(res->job_id)),
 		    "mark client dispute")) != 0 ||
-		    (err = insert_audit(c, res->requester, "client_dispute", detail, now)) != 0)
+		    (err = insert_audit_on(c, res->requester, "client_dispute", res->requester, "",
+		    detail, now)) != 0)
 			return err;
 	}
 	o->client_disputed = w->client_disputed;
@@ -1588,14 +1603,10 @@ static double reputation(int64_t jobs_ok, int64_t jobs_failed)
 	return ((double)jobs_ok + 1.0) / ((double)jobs_ok + (double)jobs_failed + 2.0);
 }
 
-/* 1 found (row in *out), 0 not, or a troop_err. */
-static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
+/* The current row's LS_NODE_GET columns into *out (node_id not set). */
+static void node_cols(ledger_node *out, ledger_conn *c)
 {
-	int r = read_row(c, LS_NODE_GET, ARGS(S(node_id)), "read node");
-	if (r <= 0)
-		return r;
 	memset(out, 0, sizeof *out);
-	ledger_copy_str(out->node_id, sizeof out->node_id, node_id);
 	ledger_copy_str(out->owner, sizeof out->owner, col_text(c, 0));
 	ledger_copy_str(out->name, sizeof out->name, col_text(c, 1));
 	out->multiplier = c->drv->col_f64(c, 2);
@@ -1611,7 +1622,19 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	ledger_copy_str(out->hw_class, sizeof out->hw_class, col_text(c, 12));
 	out->disputes = col_i64(c, 13);
 	out->refusals = col_i64(c, 14);
+	out->suspended = col_i64(c, 15);
+	ledger_copy_str(out->suspend_reason, sizeof out->suspend_reason, col_text(c, 16));
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
+}
+
+/* 1 found (row in *out), 0 not, or a troop_err. */
+static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
+{
+	int r = read_row(c, LS_NODE_GET, ARGS(S(node_id)), "read node");
+	if (r <= 0)
+		return r;
+	node_cols(out, c);
+	ledger_copy_str(out->node_id, sizeof out->node_id, node_id);
 	fin(c);
 	return 1;
 }
@@ -1791,7 +1814,7 @@ static int forfeit_txn(ledger_conn *c, void *arg)
 	}
 	snprintf(detail, sizeof detail, "node=%s forfeited=%lld reason=%s", a->node_id,
 	    (long long)a->forfeited, a->reason);
-	return insert_audit(c, a->actor, "node_forfeit", detail, a->now);
+	return insert_audit_on(c, a->actor, "node_forfeit", a->node_id, "", detail, a->now);
 }
 
 int ledger_node_forfeit(int64_t *forfeited, ledger_conn *c, const char *node_id,
@@ -1879,7 +1902,8 @@ struct audit_arg {
 static int audit_txn(ledger_conn *c, void *arg)
 {
 	struct audit_arg *a = arg;
-	return insert_audit(c, a->actor, a->action, a->detail, a->now);
+	/* these rows are about their actor (a node's proof, a worker's receipt) */
+	return insert_audit_on(c, a->actor, a->action, a->actor, "", a->detail, a->now);
 }
 
 int ledger_audit(ledger_conn *c, const char *actor, const char *action,
@@ -1988,5 +2012,214 @@ int ledger_admin_report(ledger_report_account **accounts, size_t *n_accounts,
 	*nodes = n;
 	*n_accounts = na;
 	*n_nodes = nn;
+	return 0;
+}
+
+/* ---- the operator's tools ------------------------------------------------------ */
+
+int ledger_account_policy_get(ledger_account_policy *out, ledger_conn *c, const char *account)
+{
+	TRY(check_conn(c));
+	if (out == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for the account policy");
+	memset(out, 0, sizeof *out);
+	TRY(check_str("account", account, LEDGER_ID_MAX));
+	int r = read_row(c, LS_ACCOUNT_POLICY, ARGS(S(account)), "read account policy");
+	if (r < 0)
+		return r;
+	if (r == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no account %s", account);
+	out->suspended = col_i64(c, 0);
+	ledger_copy_str(out->suspend_reason, sizeof out->suspend_reason, col_text(c, 1));
+	out->rate_limit = col_i64(c, 2);
+	fin(c);
+	return 0;
+}
+
+struct admin_set_arg {
+	enum ledger_stmt stmt;
+	const char *kind, *id, *action, *reason, *admin_id;
+	int64_t value, now;
+	bool with_reason;    /* the statement takes the reason as $3 */
+};
+
+static int admin_set_txn(ledger_conn *c, void *arg)
+{
+	struct admin_set_arg *a = arg;
+	char detail[LEDGER_ID_MAX + LEDGER_NOTE_MAX + 64];
+	int64_t n = 0;
+	int err = a->with_reason ?
+	    exec_count(&n, c, a->stmt, ARGS(S(a->id), I(a->value), S(a->reason)), a->action) :
+	    exec_count(&n, c, a->stmt, ARGS(S(a->id), I(a->value)), a->action);
+	if (err)
+		return err;
+	if (n == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "the ledger has no %s %s", a->kind, a->id);
+	snprintf(detail, sizeof detail, "%s=%s value=%lld", a->kind, a->id, (long long)a->value);
+	return insert_audit_on(c, a->admin_id, a->action, a->id, a->reason, detail, a->now);
+}
+
+int ledger_admin_suspend(ledger_conn *c, ledger_target kind, const char *id, bool on,
+    const char *reason, const char *admin_id, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str(kind == LEDGER_TARGET_NODE ? "node id" : "account", id, LEDGER_ID_MAX));
+	TRY(check_opt_str("reason", reason, LEDGER_NOTE_MAX));
+	TRY(check_str("admin id", admin_id, LEDGER_ID_MAX));
+	struct admin_set_arg a = {
+		.stmt = kind == LEDGER_TARGET_NODE ? LS_NODE_SUSPEND : LS_ACCOUNT_SUSPEND,
+		.kind = kind == LEDGER_TARGET_NODE ? "node" : "account", .id = id,
+		.action = on ? "suspend" : "unsuspend", .reason = reason ? reason : "",
+		.admin_id = admin_id, .value = on ? (now > 0 ? now : 1) : 0, .now = now,
+		.with_reason = true,
+	};
+	return with_txn(c, admin_set_txn, &a);
+}
+
+int ledger_admin_rate_limit(ledger_conn *c, const char *account, int64_t per_second,
+    const char *reason, const char *admin_id, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("account", account, LEDGER_ID_MAX));
+	TRY(check_range("rate limit", per_second, 0, 1000000));
+	TRY(check_opt_str("reason", reason, LEDGER_NOTE_MAX));
+	TRY(check_str("admin id", admin_id, LEDGER_ID_MAX));
+	struct admin_set_arg a = {
+		.stmt = LS_ACCOUNT_RATE, .kind = "account", .id = account, .action = "rate_limit",
+		.reason = reason ? reason : "", .admin_id = admin_id, .value = per_second,
+		.now = now, .with_reason = false,
+	};
+	return with_txn(c, admin_set_txn, &a);
+}
+
+/* Check a page's outputs and limit, and allocate limit + 1 rows (one more
+ * than asked, to know whether there is a next page). */
+static int page_start(void **rows, size_t size, size_t *n, int limit)
+{
+	*rows = NULL;
+	*n = 0;
+	TRY(check_range("limit", limit, 1, LEDGER_TX_LIMIT_MAX));
+	if ((*rows = calloc((size_t)limit + 1, size)) == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	return 0;
+}
+
+int ledger_audit_page(ledger_audit_row **out, size_t *n, int64_t *next, ledger_conn *c,
+    const char *target, const char *action, int64_t since, int limit, int64_t before_id)
+{
+	TRY(check_conn(c));
+	if (out == NULL || n == NULL || next == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for the audit log");
+	*next = 0;
+	TRY(check_opt_str("target", target, LEDGER_ID_MAX));
+	TRY(check_opt_str("action", action, LEDGER_ACTION_MAX));
+	TRY(check_range("before", before_id, 0, INT64_MAX));
+	TRY(check_range("since", since, 0, INT64_MAX));
+	ledger_audit_row *rows;
+	TRY(page_start((void **)&rows, sizeof *rows, n, limit));
+	size_t k = 0;
+	int64_t below = before_id == 0 ? INT64_MAX : before_id;
+	int r;
+	if (target && target[0])
+		r = read_row(c, LS_AUDIT_PAGE_TARGET, ARGS(I(below), I(since), I((int64_t)limit + 1),
+		    S(target), S(action ? action : "")), "read audit log");
+	else if (action && action[0])
+		r = read_row(c, LS_AUDIT_PAGE_ACTION, ARGS(I(below), I(since), I((int64_t)limit + 1),
+		    S(action)), "read audit log");
+	else
+		r = read_row(c, LS_AUDIT_PAGE, ARGS(I(below), I(since), I((int64_t)limit + 1)),
+		    "read audit log");
+	while (r == 1) {
+		ledger_audit_row *a = &rows[k++];
+		a->id = col_i64(c, 0);
+		ledger_copy_str(a->actor, sizeof a->actor, col_text(c, 1));
+		ledger_copy_str(a->action, sizeof a->action, col_text(c, 2));
+		ledger_copy_str(a->target, sizeof a->target, col_text(c, 3));
+		ledger_copy_str(a->reason, sizeof a->reason, col_text(c, 4));
+		ledger_copy_str(a->detail, sizeof a->detail, col_text(c, 5));
+		a->created_at = col_i64(c, 6);
+		r = k < (size_t)limit + 1 ? c->drv->next(c) : 0;
+	}
+	fin(c);
+	if (r < 0) {
+		free(rows);
+		return r;
+	}
+	if (k > (size_t)limit) {
+		k = (size_t)limit;
+		*next = rows[k - 1].id;
+	}
+	if (k == 0) {
+		free(rows);
+		rows = NULL;
+	}
+	*out = rows;
+	*n = k;
+	return 0;
+}
+
+int ledger_nodes_list(ledger_node **out, size_t *n, ledger_conn *c, const char *after,
+    int limit)
+{
+	TRY(check_conn(c));
+	if (out == NULL || n == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for the node list");
+	TRY(check_opt_str("after", after, LEDGER_ID_MAX));
+	ledger_node *rows;
+	TRY(page_start((void **)&rows, sizeof *rows, n, limit));
+	size_t k = 0;
+	int r = read_row(c, LS_NODES_LIST, ARGS(S(after ? after : ""), I(limit)), "list nodes");
+	while (r == 1) {
+		ledger_node *nd = &rows[k++];
+		node_cols(nd, c);
+		ledger_copy_str(nd->node_id, sizeof nd->node_id, col_text(c, 17));
+		r = k < (size_t)limit ? c->drv->next(c) : 0;
+	}
+	fin(c);
+	if (r < 0 || k == 0) {
+		free(rows);
+		rows = NULL;
+	}
+	if (r < 0)
+		return r;
+	*out = rows;
+	*n = k;
+	return 0;
+}
+
+int ledger_accounts_list(ledger_account_row **out, size_t *n, ledger_conn *c,
+    const char *after, int limit)
+{
+	TRY(check_conn(c));
+	if (out == NULL || n == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: no output for the account list");
+	TRY(check_opt_str("after", after, LEDGER_ID_MAX));
+	ledger_account_row *rows;
+	TRY(page_start((void **)&rows, sizeof *rows, n, limit));
+	size_t k = 0;
+	int r = read_row(c, LS_ACCOUNTS_LIST, ARGS(S(after ? after : ""), I(limit)),
+	    "list accounts");
+	while (r == 1) {
+		ledger_account_row *a = &rows[k++];
+		ledger_copy_str(a->account, sizeof a->account, col_text(c, 0));
+		a->balance = col_i64(c, 1);
+		a->trial = col_i64(c, 2);
+		a->reports = col_i64(c, 3);
+		a->disputes = col_i64(c, 4);
+		a->suspended = col_i64(c, 5);
+		ledger_copy_str(a->suspend_reason, sizeof a->suspend_reason, col_text(c, 6));
+		a->rate_limit = col_i64(c, 7);
+		a->created_at = col_i64(c, 8);
+		r = k < (size_t)limit ? c->drv->next(c) : 0;
+	}
+	fin(c);
+	if (r < 0 || k == 0) {
+		free(rows);
+		rows = NULL;
+	}
+	if (r < 0)
+		return r;
+	*out = rows;
+	*n = k;
 	return 0;
 }

@@ -414,6 +414,9 @@ typedef struct {
 	char report_digest[LEDGER_DIGEST_MAX + 1]; /* "" none */
 	double report_max_tps;                     /* 0: not checked */
 	bool client_disputed;
+	int64_t node_suspended;  /* its node's suspension (unix time), 0 none:
+	                            its receipt settles at 0 (read when
+	                            settling; 0 from ledger_reservation_get) */
 } ledger_reservation;
 
 /* Read one reservation.  TROOP_ENOTFOUND if there is none. */
@@ -541,6 +544,8 @@ typedef struct {
 	int64_t disputes;       /* settled jobs where it claimed more than its
 	                           client observed, and refusals */
 	int64_t refusals;       /* reports "refused": it answered 401 */
+	int64_t suspended;      /* unix time an operator suspended it, 0 none */
+	char suspend_reason[LEDGER_NOTE_MAX + 1];
 } ledger_node;
 
 /* Whether node `n` is established under policy `p` (NULL: defaults) at
@@ -603,5 +608,69 @@ int ledger_kv_put_if_absent(bool *inserted, ledger_conn *c, const char *key,
 /* Append an audit_log row.  `detail` may be NULL or "". */
 int ledger_audit(ledger_conn *c, const char *actor, const char *action,
     const char *detail, int64_t now);
+
+/* ---- the operator's tools (docs/OPERATING.md) ------------------------------ */
+
+/* An account's standing, read by /authorize (one indexed read). */
+typedef struct {
+	int64_t suspended;                       /* unix time, 0 none */
+	char suspend_reason[LEDGER_NOTE_MAX + 1];
+	int64_t rate_limit;                      /* requests/s, 0: the default */
+} ledger_account_policy;
+
+/* Read `account`'s standing: 0, or TROOP_ENOTFOUND (no such account yet:
+ * *out all zero), or another troop_err.  Thread-safety: per connection. */
+int ledger_account_policy_get(ledger_account_policy *out, ledger_conn *c,
+    const char *account);
+
+typedef enum { LEDGER_TARGET_NODE, LEDGER_TARGET_ACCOUNT } ledger_target;
+
+/* Suspend (`on`) or unsuspend `id` of kind `kind`, with the audit row
+ * (actor `admin_id`, action "suspend" or "unsuspend", `reason`) in the same
+ * transaction.  TROOP_ENOTFOUND when the ledger has no such node or
+ * account. */
+int ledger_admin_suspend(ledger_conn *c, ledger_target kind, const char *id, bool on,
+    const char *reason, const char *admin_id, int64_t now);
+
+/* Set `account`'s /authorize rate limit (requests a second, 0: the
+ * coordinator's default), with its audit row ("rate_limit").
+ * TROOP_ENOTFOUND when there is no such account. */
+int ledger_admin_rate_limit(ledger_conn *c, const char *account, int64_t per_second,
+    const char *reason, const char *admin_id, int64_t now);
+
+typedef struct {
+	int64_t id;                               /* increasing with time */
+	char actor[LEDGER_ID_MAX + 1];            /* admin, node or account */
+	char action[LEDGER_ACTION_MAX + 1];
+	char target[LEDGER_ID_MAX + 1];           /* "" none */
+	char reason[LEDGER_NOTE_MAX + 1];         /* "" none */
+	char detail[LEDGER_DETAIL_MAX + 1];
+	int64_t created_at;
+} ledger_audit_row;
+
+/* The audit log newest first: rows with id < before_id (0: from the
+ * newest), target `target` and action `action` when not "", created at or
+ * after `since`; at most `limit` (1 .. LEDGER_TX_LIMIT_MAX).  *out is a
+ * malloc'd array (NULL when empty) the caller frees; *next is the cursor
+ * of the next page, 0 when this is the last. */
+int ledger_audit_page(ledger_audit_row **out, size_t *n, int64_t *next, ledger_conn *c,
+    const char *target, const char *action, int64_t since, int limit, int64_t before_id);
+
+/* Nodes in id order after `after` ("" from the first), at most `limit`;
+ * *out malloc'd (NULL when empty), the caller frees. */
+int ledger_nodes_list(ledger_node **out, size_t *n, ledger_conn *c, const char *after,
+    int limit);
+
+typedef struct {
+	char account[LEDGER_ID_MAX + 1];
+	int64_t balance, trial, reports, disputes, rate_limit, created_at;
+	int64_t suspended;
+	char suspend_reason[LEDGER_NOTE_MAX + 1];
+} ledger_account_row;
+
+/* Accounts in id order after `after` ("" from the first), at most `limit`;
+ * *out malloc'd (NULL when empty), the caller frees. */
+int ledger_accounts_list(ledger_account_row **out, size_t *n, ledger_conn *c,
+    const char *after, int limit);
 
 #endif

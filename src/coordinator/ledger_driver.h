@@ -86,6 +86,15 @@ enum ledger_stmt {
 	LS_REPORT_ACCOUNTS, /* the operator report (ledger_admin_report) */
 	LS_REPORT_NODES,
 	LS_TOP_EARNERS,
+	LS_AUDIT_PAGE,      /* the operator's tools (ledger.c "operator") */
+	LS_AUDIT_PAGE_TARGET, /* ... of one target: index (target, id) */
+	LS_AUDIT_PAGE_ACTION, /* ... of one action: index (action, id) */
+	LS_NODE_SUSPEND,
+	LS_ACCOUNT_SUSPEND,
+	LS_ACCOUNT_RATE,
+	LS_ACCOUNT_POLICY,
+	LS_NODES_LIST,
+	LS_ACCOUNTS_LIST,
 	LS_COUNT
 };
 
@@ -95,7 +104,17 @@ enum ledger_stmt {
 	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
 	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
 	"report_outcome, reported_at, disputed, claim_digest, report_digest, " \
-	"report_max_tps, client_disputed FROM reservations WHERE job_id = $1"
+	"report_max_tps, client_disputed, 0 FROM reservations WHERE job_id = $1"
+/* the same, for settling: also its node's suspension (settles at 0).  Only
+ * here, so that /authorize's duplicate check never reads the nodes table */
+#define LEDGER_SQL_RES_LOCK "SELECT job_id, requester, node_id, worker, model, amount, " \
+	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \
+	"refunded, duration_ms, trial_amount, report_wanted, claim_ms, claim_tokens_in, " \
+	"claim_tokens_out, claim_outcome, claimed_at, report_ms, report_tokens, " \
+	"report_outcome, reported_at, disputed, claim_digest, report_digest, " \
+	"report_max_tps, client_disputed, " \
+	"COALESCE((SELECT n.suspended FROM nodes n WHERE n.node_id = reservations.node_id), 0) " \
+	"FROM reservations WHERE job_id = $1"
 /* a held claim is settled by ledger_settle_claims, never released */
 #define LEDGER_SQL_RES_EXPIRED "SELECT job_id, requester, worker, model, amount, " \
 	"trial_amount " \

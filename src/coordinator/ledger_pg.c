@@ -431,7 +431,7 @@ static const char *const pg_sql[LS_COUNT] = {
 	[LS_SCHEMA_EXISTS] = "SELECT 1 WHERE to_regclass('schema_version') IS NOT NULL",
 	[LS_MIGRATE_LOCK] = "SELECT pg_advisory_lock(" MIGRATION_LOCK_KEY ")",
 	[LS_MIGRATE_UNLOCK] = "SELECT pg_advisory_unlock(" MIGRATION_LOCK_KEY ")",
-	[LS_RES_LOCK] = LEDGER_SQL_RES_GET " FOR UPDATE",
+	[LS_RES_LOCK] = LEDGER_SQL_RES_LOCK " FOR UPDATE",
 	[LS_RES_EXPIRED] = LEDGER_SQL_RES_EXPIRED " FOR UPDATE SKIP LOCKED",
 };
 

@@ -67,8 +67,8 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "SELECT " TX_COLS " FROM transactions WHERE worker = $1 AND id < $2 "
 	    "ORDER BY id DESC LIMIT $3) AS b "
 	    "ORDER BY id DESC LIMIT $3",
-	[LS_AUDIT_INSERT] = "INSERT INTO audit_log (id, actor, action, detail, created_at) "
-	    "VALUES ($1, $2, $3, $4, $5)",
+	[LS_AUDIT_INSERT] = "INSERT INTO audit_log (id, actor, action, detail, created_at, "
+	    "target, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
 	[LS_RES_INSERT] = "INSERT INTO reservations (job_id, requester, node_id, worker, "
 	    "model, amount, max_seconds, multiplier, status, created_at, expires_at, "
 	    "closed_at, charged, refunded, duration_ms, tokens_in, tokens_out, outcome, "
@@ -76,7 +76,7 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, 0, 0, 0, 0, 0, 0, '', $11, "
 	    "$12)",
 	[LS_RES_GET] = LEDGER_SQL_RES_GET,
-	[LS_RES_LOCK] = LEDGER_SQL_RES_GET,
+	[LS_RES_LOCK] = LEDGER_SQL_RES_LOCK,
 	[LS_RES_SETTLE] = "UPDATE reservations SET status = 'settled', closed_at = $2, "
 	    "charged = $3, refunded = $4, duration_ms = $5, tokens_in = $6, tokens_out = $7, "
 	    "outcome = $8, disputed = $9 WHERE job_id = $1 AND status = 'open'",
@@ -103,7 +103,7 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "(SELECT COALESCE(SUM(credits), 0) FROM transactions WHERE type = 'forfeit')",
 	[LS_NODE_GET] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
 	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
-	    "disputes, refusals FROM nodes WHERE node_id = $1",
+	    "disputes, refusals, suspended, suspend_reason FROM nodes WHERE node_id = $1",
 	/* concurrent first heartbeats: the second waits for the first's key,
 	 * then inserts nothing and updates instead */
 	[LS_NODE_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
@@ -124,11 +124,15 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "jobs_failed = nodes.jobs_failed + excluded.jobs_failed, "
 	    "pending = nodes.pending + excluded.pending, "
 	    "disputes = nodes.disputes + excluded.disputes",
+	/* a suspended node's pending earnings wait (and are forfeited by a
+	 * failed audit) */
 	[LS_NODE_MATURE] = "UPDATE nodes SET pending = pending - $2 "
-	    "WHERE node_id = $1 AND pending >= $2 AND owner = $3 AND audit_failed = 0",
+	    "WHERE node_id = $1 AND pending >= $2 AND owner = $3 AND audit_failed = 0 "
+	    "AND suspended = 0",
 	/* established nodes with pending earnings, in pages by node id */
 	[LS_NODES_MATURABLE] = "SELECT node_id, owner FROM nodes WHERE pending > 0 "
-	    "AND audit_failed = 0 AND first_seen <= $1 AND payers >= $2 AND node_id > $3 "
+	    "AND audit_failed = 0 AND suspended = 0 AND first_seen <= $1 AND payers >= $2 "
+	    "AND node_id > $3 "
 	    "ORDER BY node_id LIMIT $4",
 	[LS_NODE_PAYER_INSERT] = "INSERT INTO node_payers (node_id, account, created_at) "
 	    "VALUES ($1, $2, $3) ON CONFLICT (node_id, account) DO NOTHING",
@@ -171,6 +175,31 @@ const char *const ledger_sql[LS_COUNT] = {
 	[LS_TOP_EARNERS] = "SELECT worker, SUM(credits), COUNT(*) FROM transactions "
 	    "WHERE type = 'settle' AND worker <> '' AND worker <> requester "
 	    "GROUP BY worker ORDER BY 2 DESC, 1 LIMIT $1",
+	/* newest first below a cursor; one statement per index, so that a
+	 * filter on a long log reads its own rows only */
+	[LS_AUDIT_PAGE] = "SELECT id, actor, action, target, reason, detail, created_at "
+	    "FROM audit_log WHERE id < $1 AND created_at >= $2 ORDER BY id DESC LIMIT $3",
+	[LS_AUDIT_PAGE_TARGET] = "SELECT id, actor, action, target, reason, detail, created_at "
+	    "FROM audit_log WHERE target = $4 AND id < $1 AND created_at >= $2 "
+	    "AND ($5 = '' OR action = $5) ORDER BY id DESC LIMIT $3",
+	[LS_AUDIT_PAGE_ACTION] = "SELECT id, actor, action, target, reason, detail, created_at "
+	    "FROM audit_log WHERE action = $4 AND id < $1 AND created_at >= $2 "
+	    "ORDER BY id DESC LIMIT $3",
+	[LS_NODE_SUSPEND] = "UPDATE nodes SET suspended = $2, suspend_reason = $3 "
+	    "WHERE node_id = $1",
+	[LS_ACCOUNT_SUSPEND] = "UPDATE accounts SET suspended = $2, suspend_reason = $3 "
+	    "WHERE account = $1",
+	[LS_ACCOUNT_RATE] = "UPDATE accounts SET rate_limit = $2 WHERE account = $1",
+	/* /authorize's one read of the account's standing */
+	[LS_ACCOUNT_POLICY] = "SELECT suspended, suspend_reason, rate_limit FROM accounts "
+	    "WHERE account = $1",
+	[LS_NODES_LIST] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
+	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
+	    "disputes, refusals, suspended, suspend_reason, node_id FROM nodes "
+	    "WHERE node_id > $1 ORDER BY node_id LIMIT $2",
+	[LS_ACCOUNTS_LIST] = "SELECT account, balance, trial, reports, disputes, suspended, "
+	    "suspend_reason, rate_limit, created_at FROM accounts WHERE account > $1 "
+	    "ORDER BY account LIMIT $2",
 };
 
 const char *ledger_stmt_sql(const struct ledger_driver *d, enum ledger_stmt id)

@@ -39,6 +39,10 @@ char *metrics_render(const coord_metrics *m, const coord_gauges *g, size_t *len)
 	    &m->auth_no_model);
 	rc |= write_counter(&b, "troop_authorizations_total", "result=\"no_capacity\"",
 	    &m->auth_no_capacity);
+	rc |= write_counter(&b, "troop_authorizations_total", "result=\"rate_limited\"",
+	    &m->auth_rate_limited);
+	rc |= write_counter(&b, "troop_authorizations_total", "result=\"suspended\"",
+	    &m->auth_suspended);
 	rc |= family(&b, "troop_bad_signatures_total", "Signed requests rejected with 401.",
 	    &m->bad_signatures);
 	rc |= family(&b, "troop_receipts_total", "Job receipts settled.", &m->receipts);

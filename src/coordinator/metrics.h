@@ -16,6 +16,8 @@ typedef struct {
 	atomic_ullong auth_no_credits;    /* 402 */
 	atomic_ullong auth_no_model;      /* 404 */
 	atomic_ullong auth_no_capacity;   /* 503 */
+	atomic_ullong auth_rate_limited;  /* 429: the account's or address's rate */
+	atomic_ullong auth_suspended;     /* 403: the account is suspended */
 	atomic_ullong bad_signatures;     /* 401 on signed routes */
 	atomic_ullong receipts;           /* settled receipts */
 	atomic_ullong tokens_out;         /* completion tokens of settled receipts */

@@ -104,6 +104,7 @@ typedef struct {
 	int64_t pending;        /* pending earnings (as of the copy) */
 	int64_t disputes;       /* jobs it claimed more than its client saw */
 	int64_t jobs;           /* jobs it settled (as of the copy) */
+	bool suspended;         /* an operator suspended it: never chosen */
 } registry_facts;
 
 /* A live node as its last heartbeat described it.  `models` and

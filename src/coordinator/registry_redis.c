@@ -964,10 +964,11 @@ static char *node_fixed_json(const registry_node *n, int64_t now)
 /* The durable facts as compact JSON (malloc'd). */
 static char *node_facts_json(const registry_facts *f)
 {
-	json_t *o = json_pack("{s:f, s:b, s:I, s:f, s:s, s:b, s:I, s:I, s:I}", "mul", f->multiplier,
+	json_t *o = json_pack("{s:f, s:b, s:I, s:f, s:s, s:b, s:I, s:I, s:I, s:b}",
+	    "mul", f->multiplier,
 	    "ver", f->verified, "vat", (json_int_t)f->verified_at, "rep", f->reputation,
 	    "cls", f->hw_class, "est", f->established, "pen", (json_int_t)f->pending,
-	    "dis", (json_int_t)f->disputes, "job", (json_int_t)f->jobs);
+	    "dis", (json_int_t)f->disputes, "job", (json_int_t)f->jobs, "sus", f->suspended);
 	if (o == NULL)
 		return NULL;
 	char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
@@ -997,6 +998,7 @@ static void node_facts_decode(registry_facts *f, const redisReply *d)
 	f->pending = (int64_t)json_integer_value(json_object_get(o, "pen"));
 	f->disputes = (int64_t)json_integer_value(json_object_get(o, "dis"));
 	f->jobs = (int64_t)json_integer_value(json_object_get(o, "job"));
+	f->suspended = json_is_true(json_object_get(o, "sus"));
 	json_decref(o);
 }
 

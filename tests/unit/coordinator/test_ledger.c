@@ -1361,6 +1361,140 @@ static void test_kv_and_audit(void **state)
 /* The PostgreSQL form of the test below: another session holds a lock on
  * the accounts table; with a short lock_timeout writes fail with 503 after
  * their retries, reads go on, and everything works once the lock is gone. */
+/* ---- the operator's tools ------------------------------------------------------ */
+
+static void test_admin_tools(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	ledger_account_policy p;
+	ledger_node nd;
+	ledger_audit_row *rows = NULL;
+	size_t n = 0;
+	int64_t next = 0, rel = 0;
+	ledger_policy never = { .establish_age_s = 0, .establish_payers = 99,
+		.trial_daily_cap = 1000000 };
+	ledger_policy easy = { .establish_age_s = 0, .establish_payers = 0,
+		.trial_daily_cap = 1000000 };
+
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+	assert_int_equal(ledger_admin_grant(NULL, f->c, "p1", 100, "", "admin", NOW), 0);
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "t1", 100, NOW), 0);
+	assert_int_equal(ledger_account_policy_get(&p, f->c, "nobody"), TROOP_ENOTFOUND);
+	assert_int_equal(ledger_account_policy_get(&p, f->c, "p1"), 0);
+	assert_int_equal(p.suspended, 0);
+	assert_int_equal(p.rate_limit, 0);
+	assert_int_equal(ledger_admin_suspend(f->c, LEDGER_TARGET_NODE, "nope", true, "x",
+	    "admin", NOW), TROOP_ENOTFOUND);
+	assert_int_equal(ledger_admin_suspend(f->c, LEDGER_TARGET_ACCOUNT, "nope", true, "x",
+	    "admin", NOW), TROOP_ENOTFOUND);
+
+	/* trial-paid earnings pending before the suspension wait while it lasts */
+	run_job(f, "tj-1", "t1", 50, 40000, NOW, &never, &res, &rel);
+	assert_int_equal(res.pending, 40);
+	assert_int_equal(ledger_admin_suspend(f->c, LEDGER_TARGET_NODE, "node-1", true,
+	    "inflated receipts", "admin", NOW + 100), 0);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.suspended, NOW + 100);
+	assert_string_equal(nd.suspend_reason, "inflated receipts");
+	assert_int_equal(ledger_release_pending(&rel, f->c, NOW + 200, &easy), 0);
+	assert_int_equal(rel, 0);
+	assert_int_equal(pending_of(f->c, "owner-1"), 40);
+
+	/* a suspended node's receipt settles at 0: everything back */
+	run_job(f, "sj-1", "p1", 10, 5000, NOW + 300, &never, &res, NULL);
+	assert_int_equal(res.charged, 0);
+	assert_int_equal(res.refunded, 10);
+	assert_int_equal(available(f->c, "p1"), 100);
+	assert_int_equal(available(f->c, "owner-1"), 0);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE job_id = 'sj-1' "
+	    "AND type = 'settle' AND credits = 0 AND note = 'node suspended: settled at 0'"), 1);
+	assert_invariant(f->c);
+
+	/* unsuspended: paid again, and its pending earnings mature */
+	assert_int_equal(ledger_admin_suspend(f->c, LEDGER_TARGET_NODE, "node-1", false,
+	    "fixed", "admin", NOW + 400), 0);
+	run_job(f, "sj-2", "p1", 10, 5000, NOW + 500, &never, &res, NULL);
+	assert_int_equal(res.charged, 5);
+	assert_int_equal(ledger_release_pending(&rel, f->c, NOW + 600, &easy), 0);
+	assert_int_equal(rel, 40);
+	assert_invariant(f->c);
+
+	/* accounts: suspension and rate limit are the account's standing */
+	assert_int_equal(ledger_admin_suspend(f->c, LEDGER_TARGET_ACCOUNT, "p1", true, "spam",
+	    "admin", NOW + 700), 0);
+	assert_int_equal(ledger_admin_rate_limit(f->c, "p1", 7, "scraping", "admin", NOW + 800),
+	    0);
+	assert_int_equal(ledger_admin_rate_limit(f->c, "p1", -1, "", "admin", NOW), TROOP_EINVAL);
+	assert_int_equal(ledger_admin_rate_limit(f->c, "nope", 1, "", "admin", NOW),
+	    TROOP_ENOTFOUND);
+	assert_int_equal(ledger_account_policy_get(&p, f->c, "p1"), 0);
+	assert_int_equal(p.suspended, NOW + 700);
+	assert_string_equal(p.suspend_reason, "spam");
+	assert_int_equal(p.rate_limit, 7);
+
+	/* the audit log: by target, by type, since, in pages */
+	assert_int_equal(ledger_audit_page(&rows, &n, &next, f->c, "p1", "", 0, 10, 0), 0);
+	assert_int_equal(n, 3);   /* rate_limit, suspend, admin_grant: newest first */
+	assert_string_equal(rows[0].action, "rate_limit");
+	assert_string_equal(rows[0].reason, "scraping");
+	assert_string_equal(rows[0].actor, "admin");
+	assert_int_equal(rows[0].created_at, NOW + 800);
+	assert_string_equal(rows[1].action, "suspend");
+	assert_string_equal(rows[2].action, "admin_grant");
+	assert_int_equal(next, 0);
+	free(rows);
+	assert_int_equal(ledger_audit_page(&rows, &n, &next, f->c, "p1", "", 0, 2, 0), 0);
+	assert_int_equal(n, 2);
+	assert_true(next > 0);
+	free(rows);
+	assert_int_equal(ledger_audit_page(&rows, &n, &next, f->c, "p1", "", 0, 2, next), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].action, "admin_grant");
+	assert_int_equal(next, 0);
+	free(rows);
+	assert_int_equal(ledger_audit_page(&rows, &n, &next, f->c, "", "suspend", 0, 10, 0), 0);
+	assert_int_equal(n, 2);   /* node-1 and p1 */
+	free(rows);
+	assert_int_equal(ledger_audit_page(&rows, &n, &next, f->c, "node-1", "", NOW + 350, 10,
+	    0), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].action, "unsuspend");
+	free(rows);
+	assert_int_equal(ledger_audit_page(&rows, &n, &next, f->c, "", "", 0, 0, 0),
+	    TROOP_EINVAL);
+
+	/* the lists, in id order and pages */
+	ledger_node *nodes = NULL;
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-2", "owner-2", "box2", NOW), 0);
+	assert_int_equal(ledger_nodes_list(&nodes, &n, f->c, "", 1), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(nodes[0].node_id, "node-1");
+	assert_string_equal(nodes[0].owner, "owner-1");
+	assert_int_equal(nodes[0].jobs_ok, 3);
+	free(nodes);
+	assert_int_equal(ledger_nodes_list(&nodes, &n, f->c, "node-1", 10), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(nodes[0].node_id, "node-2");
+	free(nodes);
+	ledger_account_row *accs = NULL;
+	assert_int_equal(ledger_accounts_list(&accs, &n, f->c, "", 100), 0);
+	assert_true(n >= 3);
+	bool seen = false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(accs[i].account, "p1") == 0) {
+			seen = true;
+			assert_int_equal(accs[i].rate_limit, 7);
+			assert_true(accs[i].suspended > 0);
+			assert_string_equal(accs[i].suspend_reason, "spam");
+		}
+	assert_true(seen);
+	free(accs);
+	assert_int_equal(ledger_accounts_list(&accs, &n, f->c, "zzz", 100), 0);
+	assert_int_equal(n, 0);
+	assert_null(accs);
+}
+
 static void busy_unavailable_pg(struct fixture *f)
 {
 	char url[1400];
@@ -1475,6 +1609,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_node_touch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_admin_tools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_unavailable, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
