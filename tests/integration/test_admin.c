@@ -619,7 +619,8 @@ static void test_address_limit(void **state)
 	(void)state;
 	snprintf(data, sizeof(data), "%s/coord-addr", tmp);
 	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
-		"--threads", "2", "--authorize-address-limit", "3", NULL };
+		"--threads", "2", "--authorize-address-limit", "3", "--max-jobs-other", "0",
+		"--max-tickets", "100000", NULL };
 	assert_int_equal(harness_start_coordinator(&c3, data, args), 0);
 	identity_generate(&node);
 	heartbeat_at(&c3, &node, "addr:1b");
@@ -718,8 +719,11 @@ static int setup(void **state)
 	identity_generate(&admin);
 	snprintf(admin_flag, sizeof(admin_flag), "--admin=%s", admin.id);
 	snprintf(rate, sizeof(rate), "%d", DEFAULT_RATE);
+	/* bursts of tickets on one unverified node: no slot cap (the wait
+	 * queue's), so that what stops them is the rate limit under test */
 	const char *args[] = { "--allow-unverified", "--starter-credits", "1000",
-		"--threads", "2", "--account-rate-limit", rate, admin_flag, NULL };
+		"--threads", "2", "--account-rate-limit", rate, admin_flag,
+		"--max-jobs-other", "0", "--max-tickets", "100000", NULL };
 	if (harness_start_coordinator(&coord, data, args) != 0)
 		return -1;
 	/* on PostgreSQL and Redis: a second coordinator sharing both */
