@@ -15,6 +15,7 @@
 #include "error.h"
 #include "prom.h"
 #include "proto.h"
+#include "queue.h"
 #include "web_assets.h"
 
 static void h_health(http_req *r, void *arg)
@@ -110,12 +111,13 @@ static void h_stats(http_req *r, void *arg)
 		return;
 	read_gauges(&g, c, (int64_t)time(NULL));
 #define V(f) (json_int_t)atomic_load_explicit(&c->metrics.f, memory_order_relaxed)
-	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I}",
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I, s:I}",
 	    "version", TROOP_VERSION, "uptime_seconds", (json_int_t)g.uptime_s,
 	    "nodes", "live", (json_int_t)g.live_nodes, "idle", (json_int_t)g.idle_nodes,
 	    "busy", (json_int_t)g.busy_nodes, "models", (json_int_t)g.models,
 	    "jobs_total", V(receipts), "tokens_total", V(tokens_out),
-	    "credits_charged_total", V(credits_charged)));
+	    "credits_charged_total", V(credits_charged),
+	    "queued", (json_int_t)queue_waiting_total(c->reg, (int64_t)time(NULL))));
 #undef V
 }
 

@@ -551,3 +551,12 @@ int queue_metrics_append(char **buf, size_t *len, registry *reg, int64_t now)
 	pthread_mutex_unlock(&stats_mu);
 	return rc ? TROOP_ENOMEM : 0;
 }
+
+size_t queue_waiting_total(registry *reg, int64_t now)
+{
+	size_t n = 0;
+
+	if (registry_set_count(&n, reg, QUEUE_ALL, now) != 0)
+		n = 0;
+	return n;
+}

@@ -133,4 +133,8 @@ int queue_sweep_holds(size_t *released, registry *reg, int64_t now);
  * this process's waits per model.  0 or TROOP_ENOMEM. */
 int queue_metrics_append(char **buf, size_t *len, registry *reg, int64_t now);
 
+/* Requests waiting in the shared queue now, every model (0 when the
+ * registry cannot say).  For the public page's /stats. */
+size_t queue_waiting_total(registry *reg, int64_t now);
+
 #endif

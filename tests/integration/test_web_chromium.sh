@@ -60,6 +60,7 @@ cat >"$CHAIN_TMP/net.json" <<JSON
  {"eval": "document.getElementById('health').textContent", "as": "health"},
  {"eval": "document.getElementById('live-nodes').textContent", "as": "live"},
  {"eval": "document.getElementById('models-count').textContent", "as": "models_count"},
+ {"eval": "document.getElementById('queued').textContent", "as": "queued"},
  {"eval": "[...document.querySelectorAll('#models tr[data-model]')].map(r => [r.dataset.model, r.children[1].textContent])", "as": "models"},
  {"eval": "[...document.querySelectorAll('#nodes tr[data-node]')].map(r => r.dataset.node)", "as": "nodes_before"},
  {"eval": "[...document.querySelectorAll('#leaders tr[data-owner]')].map(r => [r.dataset.owner, ...[...r.children].map(c => c.textContent)])", "as": "leaders"},
@@ -107,6 +108,8 @@ assert v["health"] == "healthy", v["health"]
 assert v["live"] == "1" and v["nodes_before"] == ["w1"], v
 want = sorted([m["id"], str(m["nodes"])] for m in models["data"])
 assert v["models_count"] == str(len(models["data"])), v
+stats = json.load(open(d + "/stats.json"))
+assert v["queued"] == str(stats["queued"]), (v["queued"], stats)
 assert sorted(v["models"]) == sorted([m["id"], "1"] for m in models["data"]), (v["models"], want)
 assert v["live_after"] == "2", v
 board = json.load(open(d + "/leaderboard.json"))["leaders"]
