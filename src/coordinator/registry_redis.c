@@ -1256,14 +1256,56 @@ static int rd_get_node(registry_node *out, registry *r, const char *node_id, int
 	return err;
 }
 
+/* The nodes of a SC_FIND / SC_LIST reply (7 fields per node, as lua_find
+ * writes them), at most max, into *out (NULL when none) and *nout. */
+static int nodes_from_reply(registry_node **out, size_t *nout, const redisReply *rep,
+    size_t max, unsigned with, const char *what)
+{
+	registry_node *arr = NULL;
+	size_t k = 0, n;
+	int err = 0;
+
+	*out = NULL;
+	*nout = 0;
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 7 != 0)
+		return bad_reply(what);
+	n = rep->elements / 7;
+	if (n > max)
+		n = max;
+	if (n == 0)
+		return 0;
+	if ((arr = calloc(n, sizeof *arr)) == NULL)
+		return nomem();
+	for (size_t i = 0; i < n && err == 0; i++) {
+		redisReply **e = &rep->element[i * 7];
+		if (e[0]->type != REDIS_REPLY_STRING) {
+			err = bad_reply(what);
+			break;
+		}
+		char id[REGISTRY_ID_MAX + 1];
+		copy_str(id, sizeof id, e[0]->str);
+		if ((err = node_decode(&arr[k], id, e[1], e[2], e[3], e[4], e[5], e[6], with)) == 0)
+			k++;
+	}
+	if (err != 0 || k == 0) {
+		registry_nodes_free(arr, k);
+		return err;
+	}
+	*out = arr;
+	*nout = k;
+	return 0;
+}
+
 static int rd_find_nodes(registry_node **out, size_t *nout, registry *r, const char *model,
     int64_t now, size_t max, unsigned with)
 {
 	struct redis_registry *rr = rr_of(r);
 	struct cmd c;
 	redisReply *rep = NULL;
-	registry_node *arr = NULL;
-	size_t k = 0;
+	int err;
+
+	*out = NULL;
+	*nout = 0;
 	if (max > (size_t)INT32_MAX)
 		max = INT32_MAX;
 	cmd_script_begin(&c, rr, 6);
@@ -1273,41 +1315,9 @@ static int rd_find_nodes(registry_node **out, size_t *nout, registry *r, const c
 	cmd_i64(&c, (int64_t)randombytes_uniform(UINT32_MAX));
 	cmd_str(&c, (with & REGISTRY_WITH_MODELS) ? "1" : "0");
 	cmd_str(&c, (with & REGISTRY_WITH_EXTRA) ? "1" : "0");
-	int err = run_script(&rep, rr, SC_FIND, &c, "find nodes");
-	if (err)
-		goto out;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 7 != 0) {
-		err = bad_reply("find nodes");
-		goto out;
-	}
-	size_t n = rep->elements / 7;
-	if (n > max)
-		n = max;
-	if (n == 0)
-		goto out;
-	if ((arr = calloc(n, sizeof *arr)) == NULL) {
-		err = nomem();
-		goto out;
-	}
-	for (size_t i = 0; i < n && err == 0; i++) {
-		redisReply **e = &rep->element[i * 7];
-		if (e[0]->type != REDIS_REPLY_STRING) {
-			err = bad_reply("find nodes");
-			break;
-		}
-		char id[REGISTRY_ID_MAX + 1];
-		copy_str(id, sizeof id, e[0]->str);
-		if ((err = node_decode(&arr[k], id, e[1], e[2], e[3], e[4], e[5], e[6], with)) == 0)
-			k++;
-	}
-out:
-	if (err != 0 || k == 0) {
-		registry_nodes_free(arr, k);
-		arr = NULL;
-		k = 0;
-	}
-	*out = arr;
-	*nout = k;
+	err = run_script(&rep, rr, SC_FIND, &c, "find nodes");
+	if (err == 0)
+		err = nodes_from_reply(out, nout, rep, max, with, "find nodes");
 	freeReplyObject(rep);
 	cmd_free(&c);
 	return err;
@@ -1319,8 +1329,10 @@ static int rd_list_nodes(registry_node **out, size_t *nout, registry *r, const c
 	struct redis_registry *rr = rr_of(r);
 	struct cmd c;
 	redisReply *rep = NULL;
-	registry_node *arr = NULL;
-	size_t k = 0;
+	int err;
+
+	*out = NULL;
+	*nout = 0;
 	if (max > (size_t)INT32_MAX)
 		max = INT32_MAX;
 	cmd_script_begin(&c, rr, 6);
@@ -1330,41 +1342,9 @@ static int rd_list_nodes(registry_node **out, size_t *nout, registry *r, const c
 	cmd_str(&c, after ? after : "");
 	cmd_str(&c, (with & REGISTRY_WITH_MODELS) ? "1" : "0");
 	cmd_str(&c, (with & REGISTRY_WITH_EXTRA) ? "1" : "0");
-	int err = run_script(&rep, rr, SC_LIST, &c, "list nodes");
-	if (err)
-		goto out;
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 7 != 0) {
-		err = bad_reply("list nodes");
-		goto out;
-	}
-	size_t n = rep->elements / 7;
-	if (n > max)
-		n = max;
-	if (n == 0)
-		goto out;
-	if ((arr = calloc(n, sizeof *arr)) == NULL) {
-		err = nomem();
-		goto out;
-	}
-	for (size_t i = 0; i < n && err == 0; i++) {
-		redisReply **e = &rep->element[i * 7];
-		if (e[0]->type != REDIS_REPLY_STRING) {
-			err = bad_reply("list nodes");
-			break;
-		}
-		char id[REGISTRY_ID_MAX + 1];
-		copy_str(id, sizeof id, e[0]->str);
-		if ((err = node_decode(&arr[k], id, e[1], e[2], e[3], e[4], e[5], e[6], with)) == 0)
-			k++;
-	}
-out:
-	if (err != 0 || k == 0) {
-		registry_nodes_free(arr, k);
-		arr = NULL;
-		k = 0;
-	}
-	*out = arr;
-	*nout = k;
+	err = run_script(&rep, rr, SC_LIST, &c, "list nodes");
+	if (err == 0)
+		err = nodes_from_reply(out, nout, rep, max, with, "list nodes");
 	freeReplyObject(rep);
 	cmd_free(&c);
 	return err;

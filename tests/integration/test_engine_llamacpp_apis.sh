@@ -27,18 +27,7 @@ command -v node >/dev/null && command -v npm >/dev/null ||
 . "$HERE/troop_chain.sh"
 ok() { echo "ok: $*"; }
 
-echo "llama-server: built from source on the first run on a machine (about 20 min" \
-	"on 2 cores), taken from the cache after that"
-if ! LLAMA_SERVER=$(nice -n 10 "$ROOT/scripts/build-llama-server.sh"); then
-	echo "SKIP: llama-server cannot be built here (see the messages above)"
-	exit 77
-fi
-LLAMA_SRC=$("$ROOT/scripts/build-llama-server.sh" --source) || exit 1
-MODEL_FILE=$(dirname "$(dirname "$LLAMA_SERVER")")/tiny-llama.gguf
-if [ ! -s "$MODEL_FILE" ]; then
-	PYTHONPATH="$LLAMA_SRC/gguf-py" python3 "$ROOT/scripts/make-tiny-gguf.py" "$LLAMA_SRC" \
-		"$MODEL_FILE" >/dev/null || { echo "FAIL: cannot make the tiny model"; exit 1; }
-fi
+. "$HERE/llama_env.sh"
 
 NODEDIR=$BUILD/node-apis-engine
 mkdir -p "$NODEDIR"
@@ -51,19 +40,9 @@ if [ ! -f "$NODEDIR/node_modules/openai/package.json" ] ||
 fi
 cp "$HERE/apis_sdk.mjs" "$NODEDIR/"
 
-chain_init
-LLAMA_PID=
-trap '[ -n "$LLAMA_PID" ] && kill -9 "$LLAMA_PID" 2>/dev/null; chain_cleanup' EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 KEY=troop-engine-key-$RANDOM$RANDOM
-"$LLAMA_SERVER" -m "$MODEL_FILE" --host 127.0.0.1 --port "$PORT" -t 2 -c 4096 -np 2 \
-	--api-key "$KEY" >"$CHAIN_TMP/llama.log" 2>&1 &
-LLAMA_PID=$!
-for _ in $(seq 1 300); do
-	[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/health")" = 200 ] && break
-	kill -0 "$LLAMA_PID" 2>/dev/null || break
-	sleep 0.1
-done
+start_llama apis "$PORT" -c 4096 -np 2 --api-key "$KEY"
 printf '%s %s\n' "http://127.0.0.1:$PORT" "$KEY" >"$CHAIN_TMP/engine-keys"
 chmod 600 "$CHAIN_TMP/engine-keys"
 
