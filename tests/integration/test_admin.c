@@ -55,12 +55,15 @@ static http_client *hc;
 static ledger *led;
 static troop_identity admin;
 
+/* A signed request; `body` (may be NULL) is stolen: callers pass json_pack's. */
 static json_t *call_at(const harness_proc *p, const troop_identity *id, const char *method,
     const char *path, json_t *body, int *status)
 {
 	json_t *out = NULL;
+	int rc = http_request_signed(hc, status, &out, id, method, p->url, path, body);
 
-	assert_int_equal(http_request_signed(hc, status, &out, id, method, p->url, path, body), 0);
+	json_decref(body);
+	assert_int_equal(rc, 0);
 	return out;
 }
 
@@ -100,7 +103,6 @@ static void heartbeat_at(const harness_proc *p, const troop_identity *node, cons
 
 	assert_int_equal(st, 200);
 	json_decref(out);
-	json_decref(b);
 }
 
 /* POST /authorize on p; the job id into job (when 200), the error message
@@ -117,7 +119,6 @@ static int authorize_at(const harness_proc *p, char job[64], const troop_identit
 	else if (st != 200 && msg)
 		snprintf(msg, mlen, "%s", err_message(out));
 	json_decref(out);
-	json_decref(b);
 	return st;
 }
 

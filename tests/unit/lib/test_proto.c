@@ -113,7 +113,10 @@ static void test_heartbeat_round_trip(void **state)
 	assert_string_equal(out.seal_key, "VFNLMQ_stmt-");
 	/* a statement that is not base64url is refused */
 	json_object_set_new(j, "seal_key", json_string("TSK1\r\nX: y"));
-	expect_refused(proto_heartbeat_decode(&out, j, id.id), "seal_key");
+	{
+		proto_heartbeat x;
+		expect_refused(proto_heartbeat_decode(&x, j, id.id), "seal_key");
+	}
 	json_object_set_new(j, "seal_key", json_string("VFNLMQ_stmt-"));
 	/* another signer: 403 */
 	{

@@ -122,6 +122,7 @@ static void test_heartbeat_body(void **state)
 		    json_object_get(b, "seal_key")), id.id, (int64_t)time(NULL)), 0);
 		seal_keys_current(o.seal, cur);
 		assert_memory_equal(pk, cur, SEAL_PK_LEN);
+		json_decref(b);
 		seal_keys_free(o.seal);
 		o.seal = NULL;
 		unlink(path);
