@@ -1,7 +1,9 @@
 // cdp_page.mjs - drives a real headless Chromium through its DevTools
-// protocol (no npm package: Node's WebSocket) for the web page tests.
+// protocol (no npm package: Node's WebSocket where it has one, else the
+// small RFC 6455 client below: Debian 12's Node 18 has none) for the web
+// page tests.
 //
-//   node --experimental-websocket cdp_page.mjs CHROME STEPS.json
+//   node [--experimental-websocket] cdp_page.mjs CHROME STEPS.json
 //
 // STEPS.json is a list of steps run in order:
 //   {"open": URL}                     navigate and wait for the load event
@@ -15,9 +17,68 @@
 // [console errors, uncaught exceptions, failed loads], "failed": why}.
 // Exit status 0 when every step ran (errors are for the test to judge).
 import { spawn } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
+
+// The part of the WebSocket API used here (onopen, onerror, onmessage with
+// text data, send), over node:http's upgrade: client frames masked, server
+// frames read whole (continuations joined), pings answered.
+class MiniWebSocket {
+  constructor(url) {
+    const key = crypto.randomBytes(16).toString("base64");
+    const req = http.request(url.replace(/^ws:/, "http:"), { headers: {
+      Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": key } });
+    req.on("upgrade", (res, socket, head) => {
+      this.socket = socket;
+      this.buf = head && head.length ? Buffer.from(head) : Buffer.alloc(0);
+      this.parts = [];
+      socket.on("data", (d) => { this.buf = Buffer.concat([this.buf, d]); this.read(); });
+      socket.on("error", () => this.onerror && this.onerror(new Error("websocket")));
+      if (this.onopen) this.onopen();
+      this.read();
+    });
+    req.on("error", (e) => this.onerror && this.onerror(e));
+    req.end();
+  }
+  read() {
+    for (;;) {
+      const b = this.buf;
+      if (b.length < 2) return;
+      const fin = (b[0] & 0x80) !== 0, op = b[0] & 0x0f;
+      let len = b[1] & 0x7f, at = 2;
+      if (len === 126) { if (b.length < 4) return; len = b.readUInt16BE(2); at = 4; }
+      else if (len === 127) { if (b.length < 10) return; len = Number(b.readBigUInt64BE(2)); at = 10; }
+      if (b.length < at + len) return;
+      const payload = b.subarray(at, at + len);
+      this.buf = b.subarray(at + len);
+      if (op === 9) { this.frame(10, payload); continue; }
+      if (op === 8 || op === 10) continue;
+      this.parts.push(Buffer.from(payload));
+      if (fin) {
+        const data = Buffer.concat(this.parts).toString("utf8");
+        this.parts = [];
+        if (this.onmessage) this.onmessage({ data });
+      }
+    }
+  }
+  frame(op, payload) {
+    const mask = crypto.randomBytes(4), n = payload.length;
+    const head = n < 126 ? Buffer.from([0x80 | op, 0x80 | n]) :
+      n < 65536 ? Buffer.from([0x80 | op, 0x80 | 126, n >> 8, n & 255]) :
+      Buffer.concat([Buffer.from([0x80 | op, 0x80 | 127]),
+        (() => { const x = Buffer.alloc(8); x.writeBigUInt64BE(BigInt(n)); return x; })()]);
+    const body = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) body[i] = payload[i] ^ mask[i & 3];
+    this.socket.write(Buffer.concat([head, mask, body]));
+  }
+  send(text) { this.frame(1, Buffer.from(text, "utf8")); }
+}
+const WS = globalThis.WebSocket && !process.env.CDP_MINI_WEBSOCKET ? globalThis.WebSocket :
+  MiniWebSocket;
 
 const [chrome, stepsFile] = process.argv.slice(2);
 const steps = JSON.parse(fs.readFileSync(stepsFile, "utf8"));
@@ -76,7 +137,7 @@ async function main() {
     if (!page) await sleep(50);
   }
   if (!page) throw new Error("no page target");
-  ws = new WebSocket(page.webSocketDebuggerUrl);
+  ws = new WS(page.webSocketDebuggerUrl);
   await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error("websocket")); });
   ws.onmessage = (m) => {
     const msg = JSON.parse(m.data);

@@ -21,6 +21,10 @@ set -u
 CHROME=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 [ -n "$CHROME" ] || { echo "SKIP: chromium is not installed"; exit 77; }
 command -v node >/dev/null || { echo "SKIP: node is not installed"; exit 77; }
+# Node 20 has its WebSocket behind a flag that Node 18 does not know;
+# cdp_page.mjs brings its own client where there is none
+NODE_WS=
+node --experimental-websocket -e 0 2>/dev/null && [ -z "${CDP_MINI_WEBSOCKET:-}" ] && NODE_WS=--experimental-websocket
 command -v python3 >/dev/null || { echo "FAIL: python3 is not installed"; exit 1; }
 HERE=$(dirname "$0")
 . "$HERE/troop_chain.sh"
@@ -48,7 +52,7 @@ done
 
 # drive STEPS (JSON) in the background; its result goes to OUT
 drive() {
-	node --experimental-websocket "$HERE/cdp_page.mjs" "$CHROME" "$1" >"$2" 2>"$2.err"
+	node $NODE_WS "$HERE/cdp_page.mjs" "$CHROME" "$1" >"$2" 2>"$2.err"
 }
 
 # ---- the public network page -------------------------------------------------
