@@ -272,11 +272,27 @@ static void h_audit(http_req *r, void *arg)
 	    "next", next ? json_integer(next) : json_null()));
 }
 
+/* The admin signer and the ?after=ID&limit=N of a list page: 0, or -1
+ * with the reply sent. */
+static int list_page_args(http_req *r, coord *c, const char **after, int64_t *limit)
+{
+	char signer[TROOP_ID_LEN + 1];
+	int rc;
+
+	if (coord_admin_signer(r, c, signer) != 0 || query_id(r, "after", after))
+		return -1;
+	if ((rc = http_req_query_int(r, "limit", ADMIN_PAGE_DEFAULT, 1, LEDGER_TX_LIMIT_MAX,
+	    limit)) != 0) {
+		coord_reply_last_error(r, rc);
+		return -1;
+	}
+	return 0;
+}
+
 static void h_nodes(http_req *r, void *arg)
 {
 	coord *c = arg;
 	coord_thread *t = coord_thread_of(r);
-	char signer[TROOP_ID_LEN + 1];
 	const char *after;
 	int64_t limit, now = (int64_t)time(NULL);
 	ledger_node *rows = NULL;
@@ -284,13 +300,9 @@ static void h_nodes(http_req *r, void *arg)
 	json_t *arr;
 	int rc;
 
-	if (coord_admin_signer(r, c, signer) != 0)
+	if (list_page_args(r, c, &after, &limit) != 0)
 		return;
-	if (query_id(r, "after", &after))
-		return;
-	if ((rc = http_req_query_int(r, "limit", ADMIN_PAGE_DEFAULT, 1, LEDGER_TX_LIMIT_MAX,
-	    &limit)) ||
-	    (rc = ledger_nodes_list(&rows, &n, t->db, after, (int)limit))) {
+	if ((rc = ledger_nodes_list(&rows, &n, t->db, after, (int)limit))) {
 		coord_reply_last_error(r, rc);
 		return;
 	}
@@ -321,7 +333,6 @@ static void h_accounts(http_req *r, void *arg)
 {
 	coord *c = arg;
 	coord_thread *t = coord_thread_of(r);
-	char signer[TROOP_ID_LEN + 1];
 	const char *after;
 	int64_t limit;
 	ledger_account_row *rows = NULL;
@@ -329,13 +340,9 @@ static void h_accounts(http_req *r, void *arg)
 	json_t *arr;
 	int rc;
 
-	if (coord_admin_signer(r, c, signer) != 0)
+	if (list_page_args(r, c, &after, &limit) != 0)
 		return;
-	if (query_id(r, "after", &after))
-		return;
-	if ((rc = http_req_query_int(r, "limit", ADMIN_PAGE_DEFAULT, 1, LEDGER_TX_LIMIT_MAX,
-	    &limit)) ||
-	    (rc = ledger_accounts_list(&rows, &n, t->db, after, (int)limit))) {
+	if ((rc = ledger_accounts_list(&rows, &n, t->db, after, (int)limit))) {
 		coord_reply_last_error(r, rc);
 		return;
 	}
