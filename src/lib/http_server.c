@@ -68,6 +68,7 @@
 #define HTTP_MAX_SEGS 16
 #define HTTP_MAX_ROUTES 256
 #define HTTP_LISTEN_BACKLOG 1024
+#define SHUTDOWN_FLUSH_MS 200   /* after the drain: the loops write what is queued */
 /* http_stream_on_drain fires once at most this much output is queued. */
 #define HTTP_STREAM_LOW_WATER (16u * 1024)
 /* A stream whose client reads slower than the handler writes, and whose
@@ -2212,6 +2213,7 @@ int http_server_run(http_server *s, int drain_ms)
 	struct pollfd pfd;
 	char buf[64];
 	long long deadline;
+	bool had_inflight;
 	int slot;
 	int rc;
 
@@ -2253,8 +2255,14 @@ int http_server_run(http_server *s, int drain_ms)
 
 	/* 3. let requests in flight finish */
 	deadline = now_us() + (long long)(drain_ms > 0 ? drain_ms : 0) * 1000;
+	had_inflight = http_server_inflight(s) > 0;
 	while (http_server_inflight(s) > 0 && now_us() < deadline)
 		poll(NULL, 0, 5);
+	/* a request counts as finished once its last bytes are queued on its
+	 * connection; the loops write them on their next turn: give them that
+	 * turn before stopping them, or a stream's last events are lost */
+	if (had_inflight && drain_ms > 0)
+		poll(NULL, 0, SHUTDOWN_FLUSH_MS);
 	if (http_server_inflight(s) > 0)
 		log_warn("shutdown", "srv=%s abandoning=%d requests after drain_ms=%d",
 		    s->name ? s->name : "http", http_server_inflight(s), drain_ms);

@@ -259,7 +259,7 @@ static void test_sigterm_withdraws_and_drains(void **state)
 	/* the job in flight finished whole */
 	assert_int_equal(b.status, 200);
 	if (wenv_count(b.buf, "\"chat.completion.chunk\"") != 62)
-		print_message("the stream as received (%zu bytes):\n%s\n", b.len, b.buf);
+		fprintf(stderr, "the stream as received (%zu bytes):\n%s\n", b.len, b.buf);
 	assert_int_equal(wenv_count(b.buf, "\"chat.completion.chunk\""), 62);
 	assert_int_equal(wenv_count(b.buf, "data: [DONE]"), 1);
 	assert_null(strstr(b.buf, "\"error\""));
