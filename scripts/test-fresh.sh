@@ -143,7 +143,10 @@ if [ "$what" = all ] || [ "$what" = source ]; then
       cp -a "$llama_cache" "$r/root/.cache/monkey-troop"
       echo "    llama-server: the host's build copied in from $llama_cache"
     fi
-    step "make test" "$work/make-test.log" in_root "$r" "cd /root/monkey-troop && make test"
+    if ! step "make test" "$work/make-test.log" in_root "$r" "cd /root/monkey-troop && make test"; then
+      # the summary above names the failed tests; their own FAIL lines say why
+      grep -E '^(FAIL|SKIP)|: FAIL|^not ok' "$work/make-test.log" | head -n 40 | sed 's/^/    why: /'
+    fi
     grep -E "tests passed|tests failed" "$work/make-test.log" | tail -1 | sed 's/^/    /'
     echo "    after make test: $(footprint "$r")"
     in_root "$r" "ps -e -o comm=" | grep -E '^(postgres|redis-server)' | sed 's/^/    left running: /'
