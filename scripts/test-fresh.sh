@@ -149,7 +149,11 @@ if [ "$what" = all ] || [ "$what" = source ]; then
     fi
     grep -E "tests passed|tests failed" "$work/make-test.log" | tail -1 | sed 's/^/    /'
     echo "    after make test: $(footprint "$r")"
-    in_root "$r" "ps -e -o comm=" | grep -E '^(postgres|redis-server)' | sed 's/^/    left running: /'
+    # /proc is the host's: count only processes whose root is this one
+    for p in $(pgrep -x 'postgres|redis-server'); do
+      [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$r" ] &&
+        echo "    left running: $(cat "/proc/$p/comm" 2>/dev/null) ($p)"
+    done
   fi
 fi
 

@@ -191,10 +191,13 @@ grep -q "failover" "$CHAIN_TMP/up-main.log" &&
 python3 -c 'import json; print(json.dumps({"prompt": "hello world " * 2000, "n_predict": 1}))' \
 	>"$CHAIN_TMP/calib.json"
 # 4000 tokens take t ms; reading grows faster than linearly with length:
-# aim at about 3 s, at most 28000 tokens
+# aim at about 3 s, at most 20000 tokens: troop up estimates a prompt's
+# tokens as its bytes / 4 (3 per "hello world ", where the tokenizer
+# counts 2), and a request whose estimate passes engine A's 32768-token
+# context is refused with a 400 before it is sent
 words=$(curl -s "$ENGINE_A/completion" -H "Authorization: Bearer $KEY" -d @"$CHAIN_TMP/calib.json" |
 	python3 -c 'import json,sys; t=json.load(sys.stdin)["timings"]["prompt_ms"]
-print(min(14000, int(2000 * (3000.0 / max(t, 1.0)) ** (2.0 / 3))))')
+print(min(10000, int(2000 * (3000.0 / max(t, 1.0)) ** (2.0 / 3))))')
 echo "the long prompt is $((${words:-7000} * 2)) tokens"
 python3 -c 'import json,sys; print(json.dumps({"model": "tiny-llama", "max_tokens": 4,
     "stream": True, "stream_options": {"include_usage": True},
