@@ -14,6 +14,7 @@ int cmd_worker(int argc, char **argv);
 int cmd_up(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_balance(int argc, char **argv);
+int cmd_account(int argc, char **argv);
 int cmd_nodes(int argc, char **argv);
 int cmd_models(int argc, char **argv);
 int cmd_transactions(int argc, char **argv);

@@ -24,6 +24,7 @@ static const struct command commands[] = {
 	{ "up", cmd_up, "run the local OpenAI-compatible proxy on 127.0.0.1:9000" },
 	{ "chat", cmd_chat, "send one chat prompt and stream the answer" },
 	{ "balance", cmd_balance, "show your credit balance" },
+	{ "account", cmd_account, "your name on the leaderboard; redeem an invite code" },
 	{ "nodes", cmd_nodes, "list live worker nodes" },
 	{ "models", cmd_models, "list the models the troop serves" },
 	{ "transactions", cmd_transactions, "list your credit movements" },

@@ -1,8 +1,9 @@
 /*
- * cli_account.c - `troop balance` and `troop transactions`: this
- * machine's account as the coordinator's ledger sees it (DESIGN.md
- * section 7).  Both calls are signed with the identity in $TROOP_HOME;
- * the coordinator answers only for the signing account.
+ * cli_account.c - `troop balance`, `troop transactions` and `troop
+ * account`: this machine's account as the coordinator's ledger sees it
+ * (DESIGN.md section 7), its name on the public leaderboard, and invite
+ * codes.  Every call is signed with the identity in $TROOP_HOME; the
+ * coordinator answers only for the signing account.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "error.h"
+#include "proto.h"
 
 /* ---- balance ----------------------------------------------------------------- */
 
@@ -264,6 +267,113 @@ int cmd_transactions(int argc, char **argv)
 		    (long long)json_integer_value(json_object_get(out, "next")));
 	rc = fflush(stdout) == 0 ? 0 : 1;
 out:
+	json_decref(out);
+	cli_end(&c);
+	return rc;
+}
+
+/* ---- account ------------------------------------------------------------------ */
+
+static const config_opt account_opts[] = {
+	CLI_OPT_COORDINATOR,
+	CLI_OPT_JSON,
+	{ "clear", 0, OPT_BOOL, NULL, NULL, NULL, NULL,
+	  "with 'name': take your name off the leaderboard", 0, 0 },
+	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
+};
+
+static const char *account_arg(const cli *c, size_t i)
+{
+	return config_npositional(c->cfg) > i ? config_positional(c->cfg, i) : NULL;
+}
+
+/* name NAME | name --clear */
+static int account_name(cli *c, json_t **out)
+{
+	const char *name = account_arg(c, 1);
+	bool clear = config_bool(c->cfg, "clear");
+	json_t *body;
+	int rc;
+
+	if (clear == (name != NULL))
+		return cli_usage_error(c, "say the name to show ('troop account name \"My GPUs\"'), "
+		    "or --clear to show your account by its id only");
+	if (clear)
+		name = "";
+	else if (name[0] == '\0')
+		return cli_usage_error(c, "the name is empty: use --clear to take it off");
+	if (proto_display_name_check(name) != 0)
+		return cli_usage_error(c, "%s", troop_error_msg());
+	if ((rc = cli_load_identity(c)) != 0)
+		return rc;
+	body = json_pack("{s:s}", "display_name", name);
+	rc = cli_call_ok(c, out, "POST", "/accounts/name", body, true);
+	json_decref(body);
+	if (rc != 0)
+		return rc;
+	if (c->json)
+		return cli_print_json(*out);
+	if (clear)
+		printf("The leaderboard shows your account by its id only (%.8s...).\n", c->id.id);
+	else
+		printf("The leaderboard shows your account as \"%s\" (next to its id, %.8s...).\n"
+		    "Anyone can read it at %s/leaderboard and on the network page.\n", name,
+		    c->id.id, c->coordinator);
+	return 0;
+}
+
+/* redeem CODE */
+static int account_redeem(cli *c, json_t **out)
+{
+	const char *code = account_arg(c, 1);
+	json_t *body;
+	int rc;
+
+	if (!code || account_arg(c, 2))
+		return cli_usage_error(c, "say the invite code: 'troop account redeem CODE'");
+	if ((rc = cli_load_identity(c)) != 0)
+		return rc;
+	body = json_pack("{s:s}", "code", code);
+	rc = cli_call_ok(c, out, "POST", "/invites/redeem", body, true);
+	json_decref(body);
+	if (rc != 0)
+		return rc;
+	if (c->json)
+		return cli_print_json(*out);
+	printf("Redeemed: %lld trial credit-seconds (%.2f h) for %.8s...  They are spendable, "
+	    "not transferable; 'troop balance' shows them.\n",
+	    (long long)get_int(*out, "trial_credits"),
+	    (double)get_int(*out, "trial_credits") / 3600.0, c->id.id);
+	return 0;
+}
+
+int cmd_account(int argc, char **argv)
+{
+	const char *what;
+	json_t *out = NULL;
+	cli c;
+	int rc;
+
+	if (!cli_start(&c, &rc, "account", "COMMAND [ARGS] [--json] [--coordinator URL]",
+	    "Your account on the coordinator:\n"
+	    "  name NAME     show NAME (at most 32 bytes) on the public donors' leaderboard,\n"
+	    "                next to your account id; by default an account shows by its\n"
+	    "                id only\n"
+	    "  name --clear  take the name off again\n"
+	    "  redeem CODE   redeem an invite code for trial credits (coordinators with\n"
+	    "                --starter-policy invite; the operator makes codes with\n"
+	    "                'troop admin invite')",
+	    account_opts, argc, argv, 3))
+		return rc;
+	what = account_arg(&c, 0);
+	if (!what)
+		rc = cli_usage_error(&c, "say what: name or redeem");
+	else if (strcmp(what, "name") == 0)
+		rc = account_name(&c, &out);
+	else if (strcmp(what, "redeem") == 0)
+		rc = account_redeem(&c, &out);
+	else
+		rc = cli_usage_error(&c, "unknown account command '%s': name or redeem", what);
 	json_decref(out);
 	cli_end(&c);
 	return rc;

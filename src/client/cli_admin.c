@@ -436,7 +436,7 @@ static int do_invite(cli *c, json_t **out)
 	if (c->json)
 		return cli_print_json(*out);
 	printf("invite code: %s (%lld trial credit-seconds, one use; the invited account "
-	    "redeems it with POST /invites/redeem, docs/PROTOCOL.md)\n",
+	    "redeems it with 'troop account redeem CODE')\n",
 	    json_string_value(json_object_get(*out, "code")),
 	    (long long)json_integer_value(json_object_get(*out, "credits")));
 	return 0;

@@ -870,6 +870,36 @@ out:
 	json_decref(body);
 }
 
+/* POST /accounts/name {"display_name": "..."}: the signer's name on the
+ * public leaderboard; "" takes it off (the account shows by its id). */
+static void h_account_name(http_req *r, void *arg)
+{
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1];
+	const char *raw, *name;
+	json_t *body = NULL;
+	size_t len;
+	int rc;
+
+	(void)arg;
+	if (coord_authenticate(r, signer) != 0)
+		return;
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_str(&name, body, "display_name", true)) ||
+	    (rc = proto_display_name_check(name)) ||
+	    (rc = ledger_account_set_name(t->db, signer, name))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	api_meta_board_forget();
+	log_info("display_name_set", "account=%.8s shown=%d", signer, name[0] != '\0');
+	coord_reply_json(r, 200, json_pack("{s:s, s:o}", "account", signer, "display_name",
+	    name[0] ? json_string(name) : json_null()));
+out:
+	json_decref(body);
+}
+
 static void h_invite_redeem(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -915,4 +945,5 @@ void api_credits_routes(http_server *s, coord *c)
 	http_server_route(s, "POST", "/admin/invites", h_admin_invite, c);
 	http_server_route(s, "GET", "/admin/report", h_admin_report, c);
 	http_server_route(s, "POST", "/invites/redeem", h_invite_redeem, c);
+	http_server_route(s, "POST", "/accounts/name", h_account_name, c);
 }

@@ -136,6 +136,13 @@ static struct {
 	time_t at;
 } board = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
+void api_meta_board_forget(void)
+{
+	pthread_mutex_lock(&board.mu);
+	board.at = 0;
+	pthread_mutex_unlock(&board.mu);
+}
+
 /* The leaderboard from the ledger, with each owner's live node names
  * (public in /peers already).  New reference, or NULL with the error set. */
 static json_t *board_read(coord *c, ledger_conn *db, int64_t now)
@@ -156,8 +163,10 @@ static json_t *board_read(coord *c, ledger_conn *db, int64_t now)
 		for (size_t k = 0; k < nn; k++)
 			if (strcmp(nodes[k].owner, e[i].account) == 0)
 				json_array_append_new(names, json_string(nodes[k].name));
-		json_array_append_new(out, json_pack("{s:I, s:s, s:I, s:I, s:o}", "rank",
-		    (json_int_t)(i + 1), "account", e[i].account, "earned", (json_int_t)e[i].earned,
+		json_array_append_new(out, json_pack("{s:I, s:s, s:o, s:I, s:I, s:o}", "rank",
+		    (json_int_t)(i + 1), "account", e[i].account, "name",
+		    e[i].name[0] ? json_string(e[i].name) : json_null(),
+		    "earned", (json_int_t)e[i].earned,
 		    "jobs", (json_int_t)e[i].jobs, "live_nodes", names));
 	}
 	registry_nodes_free(nodes, nn);
@@ -166,7 +175,9 @@ static json_t *board_read(coord *c, ledger_conn *db, int64_t now)
 }
 
 /* GET /leaderboard?limit=N: node owners by the credits other accounts paid
- * them (1..100, default 20).  Accounts appear by their public id only. */
+ * them (1..100, default 20).  Accounts appear by their public id, and by
+ * the display name an owner chose to show (POST /accounts/name; null
+ * when none). */
 static void h_leaderboard(http_req *r, void *arg)
 {
 	coord *c = arg;

@@ -140,6 +140,9 @@ void coord_reply_last_error(http_req *r, int err);
 
 /* Route tables of each API file. */
 void api_meta_routes(http_server *s, coord *c);
+/* Drop the cached /leaderboard answer (a display name changed): the next
+ * read goes to the ledger.  Thread-safe. */
+void api_meta_board_forget(void);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);

@@ -1568,6 +1568,7 @@ int ledger_top_earners(ledger_earner **out, size_t *n, ledger_conn *c, int limit
 		ledger_copy_str(e->account, sizeof e->account, col_text(c, 0));
 		e->earned = col_i64(c, 1);
 		e->jobs = col_i64(c, 2);
+		ledger_copy_str(e->name, sizeof e->name, col_text(c, 3));
 		r = k < (size_t)limit ? c->drv->next(c) : 0;
 	}
 	fin(c);
@@ -2090,6 +2091,31 @@ int ledger_admin_rate_limit(ledger_conn *c, const char *account, int64_t per_sec
 		.now = now, .with_reason = false,
 	};
 	return with_txn(c, admin_set_txn, &a);
+}
+
+static int set_name_txn(ledger_conn *c, void *arg)
+{
+	const char *const *a = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_ACCOUNT_NAME, ARGS(S(a[0]), S(a[1])), "set display name");
+
+	if (err)
+		return err;
+	if (n == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "the ledger has no account %s yet: "
+		    "a name can be set once the account has earned or spent", a[0]);
+	return 0;
+}
+
+int ledger_account_set_name(ledger_conn *c, const char *account, const char *name)
+{
+	TRY(check_conn(c));
+	TRY(check_str("account", account, LEDGER_ID_MAX));
+	if (name == NULL || strlen(name) > LEDGER_DISPLAY_NAME_MAX)
+		return troop_error_set(TROOP_EINVAL, "ledger: a display name is at most %d bytes",
+		    LEDGER_DISPLAY_NAME_MAX);
+	const char *a[2] = { account, name };
+	return with_txn(c, set_name_txn, (void *)a);
 }
 
 /* Check a page's outputs and limit, and allocate limit + 1 rows (one more

@@ -101,6 +101,7 @@
 #define LEDGER_MODEL_MAX 255     /* model names */
 #define LEDGER_TYPE_MAX 15       /* transaction types */
 #define LEDGER_NOTE_MAX 255      /* admin grant reason */
+#define LEDGER_DISPLAY_NAME_MAX 32 /* an account's display name, bytes */
 #define LEDGER_OUTCOME_MAX 31    /* receipt outcome ("ok", "error", ...) */
 #define LEDGER_ACTION_MAX 64     /* audit action */
 #define LEDGER_DETAIL_MAX 4096   /* audit detail */
@@ -473,6 +474,7 @@ typedef struct {
 	char account[LEDGER_ID_MAX + 1];
 	int64_t earned;     /* credits of settlements paid by other accounts */
 	int64_t jobs;       /* those settlements */
+	char name[LEDGER_DISPLAY_NAME_MAX + 1]; /* the owner's display name, "" none */
 } ledger_earner;
 
 #define LEDGER_EARNERS_MAX 1000
@@ -483,6 +485,13 @@ typedef struct {
  * LEDGER_EARNERS_MAX).  *out is a malloc'd array of *n (NULL when 0),
  * freed with free().  Scans the settle rows: cache the answer. */
 int ledger_top_earners(ledger_earner **out, size_t *n, ledger_conn *c, int limit);
+
+/* Set `account`'s display name on the leaderboard: `name` of at most
+ * LEDGER_DISPLAY_NAME_MAX bytes, "" to show the account by its id only (the
+ * default).  The caller checks what a name may contain
+ * (proto_display_name_check).  TROOP_ENOTFOUND when the ledger has no such
+ * account yet. */
+int ledger_account_set_name(ledger_conn *c, const char *account, const char *name);
 
 /* The invariant: balances + trial + reserved + pending == granted -
  * forfeited.  Pure function. */

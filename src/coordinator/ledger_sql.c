@@ -172,9 +172,12 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "THEN charged - (amount - trial_amount) ELSE 0 END) > SUM(charged) "
 	    "ORDER BY SUM(charged) DESC, node_id LIMIT $2",
 	/* what other accounts paid: a node owner's own jobs are no donation */
-	[LS_TOP_EARNERS] = "SELECT worker, SUM(credits), COUNT(*) FROM transactions "
-	    "WHERE type = 'settle' AND worker <> '' AND worker <> requester "
-	    "GROUP BY worker ORDER BY 2 DESC, 1 LIMIT $1",
+	[LS_TOP_EARNERS] = "SELECT t.worker, SUM(t.credits), COUNT(*), "
+	    "COALESCE(MAX(a.display_name), '') FROM transactions t "
+	    "LEFT JOIN accounts a ON a.account = t.worker "
+	    "WHERE t.type = 'settle' AND t.worker <> '' AND t.worker <> t.requester "
+	    "GROUP BY t.worker ORDER BY 2 DESC, 1 LIMIT $1",
+	[LS_ACCOUNT_NAME] = "UPDATE accounts SET display_name = $2 WHERE account = $1",
 	/* newest first below a cursor; one statement per index, so that a
 	 * filter on a long log reads its own rows only */
 	[LS_AUDIT_PAGE] = "SELECT id, actor, action, target, reason, detail, created_at "

@@ -1320,3 +1320,71 @@ json_t *proto_poh_result_encode(const proto_poh_result *res)
 	    "rounds", (json_int_t)res->rounds, "samples", (json_int_t)res->samples,
 	    "verified_at", (json_int_t)res->verified_at);
 }
+
+/* ---- display names ----------------------------------------------------------- */
+
+/* The code point of the UTF-8 sequence at s (its length in *len), or -1
+ * for a malformed one. */
+static long utf8_next(const unsigned char *s, size_t *len)
+{
+	long cp;
+	size_t n;
+
+	if (s[0] < 0x80) {
+		*len = 1;
+		return s[0];
+	}
+	if ((s[0] & 0xe0) == 0xc0) {
+		n = 2;
+		cp = s[0] & 0x1f;
+	} else if ((s[0] & 0xf0) == 0xe0) {
+		n = 3;
+		cp = s[0] & 0x0f;
+	} else if ((s[0] & 0xf8) == 0xf0) {
+		n = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return -1;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return -1;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return -1;
+	*len = n;
+	return cp;
+}
+
+int proto_display_name_check(const char *name)
+{
+	size_t n, len;
+
+	if (name == NULL)
+		return troop_error_set(TROOP_EINVAL, "no display name");
+	n = strlen(name);
+	if (n == 0)
+		return 0;
+	if (n > PROTO_DISPLAY_NAME_MAX)
+		return troop_error_set(TROOP_EINVAL, "a display name is at most %d bytes, "
+		    "this one is %zu", PROTO_DISPLAY_NAME_MAX, n);
+	if (name[0] == ' ' || name[n - 1] == ' ')
+		return troop_error_set(TROOP_EINVAL, "a display name does not begin or end "
+		    "with a space");
+	for (size_t i = 0; i < n; i += len) {
+		long cp = utf8_next((const unsigned char *)name + i, &len);
+
+		if (cp < 0)
+			return troop_error_set(TROOP_EINVAL, "a display name must be UTF-8");
+		if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0))
+			return troop_error_set(TROOP_EINVAL, "a display name has no control "
+			    "characters");
+		if ((cp >= 0x200b && cp <= 0x200f) || (cp >= 0x202a && cp <= 0x202e) ||
+		    (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff)
+			return troop_error_set(TROOP_EINVAL, "a display name has no invisible or "
+			    "direction-changing characters (U+%04lX)", (unsigned long)cp);
+	}
+	return 0;
+}

@@ -313,6 +313,16 @@ proto_fit proto_require_check(const proto_require *req, const proto_model *m, ch
 /* Whether `req` asks for anything. */
 bool proto_require_any(const proto_require *req);
 
+#define PROTO_DISPLAY_NAME_MAX 32
+
+/* Check a display name an account chooses for the public leaderboard:
+ * "" (no name), or 1 .. PROTO_DISPLAY_NAME_MAX bytes of UTF-8 with no
+ * control characters, no leading or trailing space and none of the
+ * invisible or direction-changing characters (U+200B..U+200F,
+ * U+202A..U+202E, U+2066..U+2069, U+FEFF) that would let a name pass for
+ * another.  0, or TROOP_EINVAL with a message that says why. */
+int proto_display_name_check(const char *name);
+
 typedef struct {
 	char model[PROTO_MODEL_MAX + 1];          /* required, non-empty */
 	char node_id[PROTO_ID_MAX + 1];           /* "": any node */

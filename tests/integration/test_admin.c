@@ -18,7 +18,11 @@
  *     rate-limit`), 429 with Retry-After; and a per-address one
  *     (--authorize-address-limit);
  *   - `troop admin list nodes|accounts`, table and --json, paginated;
- *   - none of it answers a key that is not an --admin.
+ *   - none of it answers a key that is not an --admin;
+ *   - an owner's display name on the leaderboard (`troop account name`):
+ *     opt-in, cleared again, and refused with a 400 when it could pass for
+ *     another (direction overrides, invisible characters), is too long or
+ *     has control characters.
  *
  * With TROOP_TEST_DATABASE_URL / TROOP_TEST_REGISTRY_URL
  * (tests/integration/test_pg_coordinator.sh) it runs on PostgreSQL and
@@ -130,7 +134,8 @@ static int authorize(char job[64], const troop_identity *who, const char *model,
 
 /* `troop admin ARGS` as the admin (or as `as`, a key of its own home);
  * its output into *out (malloc'd).  Returns the exit status. */
-static int run_admin(char **out, const troop_identity *as, const char *args)
+static int run_troop(char **out, const troop_identity *as, const char *cmd_name,
+    const char *args)
 {
 	char home[400], key[460], log[460], cmd[3000];
 	int st;
@@ -141,12 +146,17 @@ static int run_admin(char **out, const troop_identity *as, const char *args)
 	(void)mkdir(home, 0700);
 	assert_int_equal(identity_save(as, key), 0);
 	/* the options first: ids after "--" (an id may start with '-') */
-	snprintf(cmd, sizeof(cmd), "TROOP_HOME='%s' '%s' admin --coordinator %s %s > '%s' 2>&1",
-	    home, harness_troop(), coord.url, args, log);
+	snprintf(cmd, sizeof(cmd), "TROOP_HOME='%s' '%s' %s --coordinator %s %s > '%s' 2>&1",
+	    home, harness_troop(), cmd_name, coord.url, args, log);
 	st = system(cmd);
 	*out = harness_read_file(log);
 	assert_non_null(*out);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run_admin(char **out, const troop_identity *as, const char *args)
+{
+	return run_troop(out, as, "admin", args);
 }
 
 /* The audit rows GET /admin/audit?QUERY answers (new reference). */
@@ -515,6 +525,106 @@ static void test_invite(void **state)
 	free(text);
 }
 
+/* ---- display names on the leaderboard ------------------------------------------ */
+
+/* The leaderboard entry of `account` (new reference), or NULL. */
+static json_t *leader(const char *account)
+{
+	int st;
+	size_t i;
+	json_t *out = call(&admin, "GET", "/leaderboard?limit=100", NULL, &st), *o, *found = NULL;
+
+	assert_int_equal(st, 200);
+	json_array_foreach(json_object_get(out, "leaders"), i, o)
+		if (strcmp(json_string_value(json_object_get(o, "account")), account) == 0)
+			found = json_incref(o);
+	json_decref(out);
+	return found;
+}
+
+static void test_display_name(void **state)
+{
+	static const char *const bad[] = {
+		"\xe2\x80\xae" "gnimraF", /* U+202E: reads backwards */
+		"Ada\xe2\x80\x8b",        /* U+200B: invisible */
+		"tab\there",
+		" Ada",
+		"123456789012345678901234567890123", /* 33 bytes */
+		"del\x7f",
+	};
+	troop_identity node, user, ghost;
+	char job[64], path[128], *text;
+	json_t *out, *e;
+	int st;
+
+	(void)state;
+	identity_generate(&node);
+	identity_generate(&user);
+	identity_generate(&ghost);
+	heartbeat_at(&coord, &node, "names:1b");
+	assert_int_equal(authorize(job, &user, "names:1b", NULL, 0), 200);
+	harness_sleep_ms(1100);
+	snprintf(path, sizeof(path), "/jobs/%.63s/receipt", job);
+	out = call(&node, "POST", path, json_pack("{s:s, s:s, s:i, s:i, s:i, s:s}", "job_id", job,
+	    "node_id", node.id, "duration_ms", 1000, "prompt_tokens", 5, "completion_tokens", 50,
+	    "outcome", "ok"), &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+
+	/* by its id only until it opts in */
+	e = leader(node.id);
+	assert_non_null(e);
+	assert_true(json_is_null(json_object_get(e, "name")));
+	json_decref(e);
+	assert_int_equal(run_troop(&text, &node, "account", "name \"Ada's GPUs\""), 0);
+	assert_non_null(strstr(text, "Ada's GPUs"));
+	free(text);
+	e = leader(node.id);
+	assert_non_null(e);
+	assert_string_equal(json_string_value(json_object_get(e, "name")), "Ada's GPUs");
+	json_decref(e);
+
+	/* names that could pass for another, or are not text: 400, nothing changes */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *b = json_object();
+		json_object_set_new(b, "display_name", json_stringn_nocheck(bad[i], strlen(bad[i])));
+		out = call(&node, "POST", "/accounts/name", b, &st);
+		assert_int_equal(st, 400);
+		assert_string_equal(json_string_value(json_object_get(json_object_get(out, "error"),
+		    "type")), "invalid_request_error");
+		json_decref(out);
+	}
+	e = leader(node.id);
+	assert_string_equal(json_string_value(json_object_get(e, "name")), "Ada's GPUs");
+	json_decref(e);
+	/* the CLI says why before asking */
+	assert_int_equal(run_troop(&text, &node, "account", "name ' Ada'"), 2);
+	assert_non_null(strstr(text, "space"));
+	free(text);
+	/* an account the ledger does not know: 404 */
+	out = call(&ghost, "POST", "/accounts/name", json_pack("{s:s}", "display_name", "x"), &st);
+	assert_int_equal(st, 404);
+	json_decref(out);
+	/* unsigned: 401 */
+	{
+		json_t *anon = NULL;
+		char url[600];
+		snprintf(url, sizeof(url), "%s/accounts/name", coord.url);
+		json_t *b = json_pack("{s:s}", "display_name", "x");
+		assert_int_equal(http_request_json(hc, &st, &anon, "POST", url, NULL, b), 0);
+		assert_int_equal(st, 401);
+		json_decref(anon);
+		json_decref(b);
+	}
+	/* and off again */
+	assert_int_equal(run_troop(&text, &node, "account", "name --clear"), 0);
+	free(text);
+	e = leader(node.id);
+	assert_true(json_is_null(json_object_get(e, "name")));
+	json_decref(e);
+	check_invariant();
+}
+
 /* ---- rate limits ----------------------------------------------------------------- */
 
 /* Sleep until just after the start of a second (the limit's window). */
@@ -757,6 +867,7 @@ int main(void)
 		cmocka_unit_test(test_suspend_account),
 		cmocka_unit_test(test_audit_log),
 		cmocka_unit_test(test_invite),
+		cmocka_unit_test(test_display_name),
 		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test(test_address_limit),
 		cmocka_unit_test(test_lists),
