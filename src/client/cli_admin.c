@@ -49,6 +49,9 @@ static const config_opt admin_opts[] = {
 	  "audit: the page before CURSOR (the 'next' of the previous page)", 0, 9e18 },
 	{ "after", 0, OPT_STRING, NULL, NULL, NULL, "ID",
 	  "list: the page after ID (the 'next' of the previous page)", 0, 0 },
+	{ "lead", 0, OPT_INT, NULL, NULL, "-1", "SECONDS",
+	  "rotate-ticket-key: publish the new key this long before it signs (-1: the "
+	  "coordinator's --ticket-key-lead)", -1, 86400 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
 };
 
@@ -442,6 +445,47 @@ static int do_invite(cli *c, json_t **out)
 	return 0;
 }
 
+/* rotate-ticket-key */
+static int do_rotate(cli *c, json_t **out)
+{
+	const char *reason = config_str(c->cfg, "reason");
+	int64_t lead = config_int(c->cfg, "lead");
+	json_t *body, *k;
+	size_t i;
+	int rc;
+
+	if (positional(c, 1))
+		return cli_usage_error(c, "'troop admin rotate-ticket-key' takes options only");
+	if ((rc = cli_load_identity(c)) != 0)
+		return rc;
+	body = json_object();
+	if (lead >= 0)
+		json_object_set_new(body, "lead_seconds", json_integer(lead));
+	if (reason)
+		json_object_set_new(body, "reason", json_string(reason));
+	rc = cli_call_ok(c, out, "POST", "/admin/ticket-key/rotate", body, true);
+	json_decref(body);
+	if (rc != 0)
+		return rc;
+	if (c->json)
+		return cli_print_json(*out);
+	printf("New ticket key %s: published now, signs from %lld (in %lld s).\n",
+	    json_string_value(json_object_get(*out, "next_kid")),
+	    (long long)json_integer_value(json_object_get(*out, "activates_at")),
+	    (long long)(json_integer_value(json_object_get(*out, "activates_at")) -
+	    (json_int_t)time(NULL)));
+	json_array_foreach(json_object_get(*out, "keys"), i, k) {
+		json_int_t ret = json_integer_value(json_object_get(k, "retires_at"));
+		printf("  %s  %s", json_string_value(json_object_get(k, "kid")),
+		    json_is_true(json_object_get(k, "signing")) ? "signing now" : "next      ");
+		if (ret > 0)
+			printf("  retires at %lld, when its last ticket has expired",
+			    (long long)ret);
+		printf("\n");
+	}
+	return 0;
+}
+
 /* rate-limit ACCOUNT N and grant ACCOUNT CREDITS: an account and a count. */
 static int do_account_number(cli *c, json_t **out, bool grant)
 {
@@ -503,6 +547,10 @@ int cmd_admin(int argc, char **argv)
 	    "  rate-limit ACCOUNT N     at most N /authorize requests a second for the\n"
 	    "           account (0: the coordinator's --account-rate-limit)\n"
 	    "  grant ACCOUNT CREDITS [--reason TEXT]\n"
+	    "  rotate-ticket-key [--lead SECONDS] [--reason TEXT]\n"
+	    "           a new ticket signing key: published at once, signing after the\n"
+	    "           lead; the old key stays published until its tickets expire, so\n"
+	    "           no ticket in flight is refused (docs/OPERATING.md)\n"
 	    "  report   accounts whose spending all went to one node or one owner, and\n"
 	    "           nodes that earned mostly from trial (starter) credits: where a\n"
 	    "           ring of throwaway accounts would show (docs/CREDITS.md).\n"
@@ -513,7 +561,7 @@ int cmd_admin(int argc, char **argv)
 	what = positional(&c, 0);
 	if (!what) {
 		rc = cli_usage_error(&c, "say what: suspend, unsuspend, list, audit, invite, "
-		    "rate-limit, grant or report");
+		    "rate-limit, grant, rotate-ticket-key or report");
 		goto out;
 	}
 	if (strcmp(what, "suspend") == 0 || strcmp(what, "unsuspend") == 0) {
@@ -534,13 +582,17 @@ int cmd_admin(int argc, char **argv)
 		rc = do_invite(&c, &out);
 		goto out;
 	}
+	if (strcmp(what, "rotate-ticket-key") == 0) {
+		rc = do_rotate(&c, &out);
+		goto out;
+	}
 	if (strcmp(what, "rate-limit") == 0 || strcmp(what, "grant") == 0) {
 		rc = do_account_number(&c, &out, what[0] == 'g');
 		goto out;
 	}
 	if (strcmp(what, "report") != 0 || positional(&c, 1)) {
 		rc = cli_usage_error(&c, "unknown admin command '%s': suspend, unsuspend, list, "
-		    "audit, invite, rate-limit, grant or report", what);
+		    "audit, invite, rate-limit, grant, rotate-ticket-key or report", what);
 		goto out;
 	}
 	if ((rc = cli_load_identity(&c)) != 0)

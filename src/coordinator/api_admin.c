@@ -10,6 +10,9 @@
  *   GET  /admin/audit        ?account=&node=&type=&since=&limit=&before=
  *   GET  /admin/nodes        ?after=&limit=   nodes with their standing
  *   GET  /admin/accounts     ?after=&limit=   accounts with theirs
+ *   POST /admin/ticket-key/rotate {"lead_seconds"?, "reason"?}: a new
+ *                            ticket signing key, published now, signing
+ *                            after the lead (ticket_keys.h)
  * Every change is stored in the ledger with its audit row in one
  * transaction, so every coordinator of the troop applies it: a node's
  * suspension reaches the registry's copy of its facts at once (and again
@@ -210,6 +213,58 @@ out:
 	json_decref(body);
 }
 
+/* The ring's published keys as JSON, oldest first. */
+static json_t *keys_json(coord *c, int64_t now)
+{
+	ticket_keys_pub pub[TICKET_KEYS_MAX];
+	size_t n = ticket_keys_published(c->tkeys, pub, TICKET_KEYS_MAX, now);
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < n && a; i++)
+		json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:b}", "kid", pub[i].pub.kid,
+		    "activates_at", (json_int_t)pub[i].activates_at, "retires_at",
+		    (json_int_t)pub[i].retires_at, "signing", pub[i].activates_at <= now &&
+		    (i + 1 == n || pub[i + 1].activates_at > now)));
+	return a;
+}
+
+static void h_rotate_key(http_req *r, void *arg)
+{
+	coord *c = arg;
+	coord_thread *t = coord_thread_of(r);
+	char signer[TROOP_ID_LEN + 1], detail[256];
+	const char *reason = "", *raw;
+	int64_t lead = c->ticket_key_lead, now = (int64_t)time(NULL);
+	ticket_keys_pub next;
+	json_t *body = NULL;
+	size_t len;
+	int rc;
+
+	if (coord_admin_signer(r, c, signer) != 0)
+		return;
+	raw = http_req_body(r, &len);
+	if ((rc = json_parse_object(&body, raw, len)) ||
+	    (rc = json_get_int(&lead, body, "lead_seconds", false, 0, 86400)) ||
+	    (rc = json_get_strn(&reason, body, "reason", false, LEDGER_NOTE_MAX))) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if ((rc = ticket_keys_rotate(c->tkeys, t->db, now, lead, c->ticket_ttl, &next)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	snprintf(detail, sizeof(detail), "kid=%s activates_at=%lld reason=%.160s",
+	    next.pub.kid, (long long)next.activates_at, reason);
+	if (ledger_audit(t->db, signer, "ticket_key_rotate", detail, now) != 0)
+		log_warn("admin_ticket_key", "audit error=\"%s\"", troop_error_msg());
+	log_info("admin_ticket_key", "admin=%.8s next_kid=%s activates_in=%lld", signer,
+	    next.pub.kid, (long long)lead);
+	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:o}", "next_kid", next.pub.kid,
+	    "activates_at", (json_int_t)next.activates_at, "keys", keys_json(c, now)));
+out:
+	json_decref(body);
+}
+
 /* Query parameter `name` as an id (or absent: ""): 0, or TROOP_EINVAL
  * with the reply sent. */
 static int query_id(http_req *r, const char *name, const char **out)
@@ -373,4 +428,5 @@ void api_admin_routes(http_server *s, coord *c)
 	http_server_route(s, "GET", "/admin/audit", h_audit, c);
 	http_server_route(s, "GET", "/admin/nodes", h_nodes, c);
 	http_server_route(s, "GET", "/admin/accounts", h_accounts, c);
+	http_server_route(s, "POST", "/admin/ticket-key/rotate", h_rotate_key, c);
 }

@@ -361,11 +361,13 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 	const registry_node *nd;
 	double multiplier;
 	ticket_claims cl;
+	troop_identity signer;
 	char *token = NULL;
 	int idx, rc, free_slots = 0, skipped[SKIP_N] = { 0 };
 	bool held = false;
 
 	memset(&cl, 0, sizeof(cl));
+	memset(&signer, 0, sizeof(signer));
 	if ((rc = registry_find_nodes(&nodes, &n, c->reg, model, now, AUTH_CANDIDATES,
 	    proto_require_any(&a->req.require) ? REGISTRY_WITH_MODELS : 0))) {
 		coord_reply_last_error(r, rc);
@@ -419,7 +421,8 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 	multiplier = nd->facts.multiplier > 0 ? nd->facts.multiplier : 1.0;
 
 	memset(&cl, 0, sizeof(cl));
-	snprintf(cl.iss, sizeof(cl.iss), "%s", c->key.id);
+	ticket_keys_signer(c->tkeys, &signer, now);
+	snprintf(cl.iss, sizeof(cl.iss), "%s", signer.id);
 	snprintf(cl.sub, sizeof(cl.sub), "%s", requester);
 	snprintf(cl.aud, sizeof(cl.aud), "%s", TICKET_AUD);
 	snprintf(cl.target_node, sizeof(cl.target_node), "%.43s", nd->node_id);
@@ -472,7 +475,7 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 		    (long long)available, (long long)cost, (long long)max_seconds, multiplier);
 		goto out;
 	}
-	if (rc != 0 || (rc = ticket_sign(&token, &cl, &c->key)) != 0) {
+	if (rc != 0 || (rc = ticket_sign(&token, &cl, &signer)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -504,6 +507,7 @@ out:
 		free(token);
 	}
 	registry_nodes_free(nodes, n);
+	identity_wipe(&signer);
 	return AUTH_REPLIED;
 }
 

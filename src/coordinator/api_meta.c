@@ -25,32 +25,44 @@ static void h_health(http_req *r, void *arg)
 	    "registry", registry_backend_name(((coord *)arg)->reg)));
 }
 
-static void public_key_of(proto_public_key *k, const coord *c)
+static void public_key_fill(proto_public_key *k, const unsigned char pk[TROOP_PK_LEN])
 {
 	memset(k, 0, sizeof(*k));
-	b64url_encode(k->public_key, sizeof(k->public_key), c->pub.pk, sizeof(c->pub.pk));
-	snprintf(k->kid, sizeof(k->kid), "%s", c->pub.kid);
+	b64url_encode(k->public_key, sizeof(k->public_key), pk, TROOP_PK_LEN);
+	ticket_kid(k->kid, pk);
 	snprintf(k->alg, sizeof(k->alg), "EdDSA");
 }
 
+/* GET /public-key: the key that signs tickets now (one key; the whole set,
+ * with the next and the previous key during a rotation, is the JWKS). */
 static void h_public_key(http_req *r, void *arg)
 {
+	coord *c = arg;
+	troop_identity signer;
 	proto_public_key k;
 
 	if (coord_anon_allowed(r) != 0)
 		return;
-	public_key_of(&k, arg);
+	ticket_keys_signer(c->tkeys, &signer, (int64_t)time(NULL));
+	public_key_fill(&k, signer.pk);
+	identity_wipe(&signer);
 	coord_reply_json(r, 200, proto_public_key_encode(&k));
 }
 
+/* GET /.well-known/jwks.json: every key a worker should accept now. */
 static void h_jwks(http_req *r, void *arg)
 {
-	proto_public_key k;
+	coord *c = arg;
+	ticket_keys_pub pub[TICKET_KEYS_MAX];
+	proto_public_key k[TICKET_KEYS_MAX];
+	size_t n;
 
 	if (coord_anon_allowed(r) != 0)
 		return;
-	public_key_of(&k, arg);
-	coord_reply_json(r, 200, proto_jwks_encode(&k));
+	n = ticket_keys_published(c->tkeys, pub, TICKET_KEYS_MAX, (int64_t)time(NULL));
+	for (size_t i = 0; i < n; i++)
+		public_key_fill(&k[i], pub[i].pub.pk);
+	coord_reply_json(r, 200, proto_jwks_encode(k, n));
 }
 
 /* The gauges of /metrics and /stats, read from the registry now. */

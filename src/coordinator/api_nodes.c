@@ -133,6 +133,13 @@ static void h_heartbeat(http_req *r, void *arg)
 	rep.next_heartbeat = c->node_ttl / 3 > 0 ? c->node_ttl / 3 : 1;
 	rep.verified = ln.verified;
 	rep.multiplier = ln.multiplier;
+	{
+		/* the newest key, so that the worker knows it before it signs */
+		ticket_keys_pub pub[TICKET_KEYS_MAX];
+		size_t np = ticket_keys_published(c->tkeys, pub, TICKET_KEYS_MAX, now);
+		if (np > 0)
+			snprintf(rep.ticket_kid, sizeof(rep.ticket_kid), "%s", pub[np - 1].pub.kid);
+	}
 	coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
 out:
 	proto_heartbeat_clear(&hb);

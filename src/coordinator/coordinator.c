@@ -43,6 +43,9 @@ static const config_opt coord_opts[] = {
 	  "ticket signing key file (default: DATA_DIR/coordinator.key)", 0, 0 },
 	{ "ticket-ttl", 0, OPT_INT, "TROOP_TICKET_TTL", NULL, "300", "SECONDS",
 	  "how long a ticket stays valid", 2, 86400 },
+	{ "ticket-key-lead", 0, OPT_INT, "TROOP_TICKET_KEY_LEAD", NULL, "120", "SECONDS",
+	  "after a rotation (troop admin rotate-ticket-key), how long the new key is "
+	  "published before it signs: longer than workers' heartbeat interval", 0, 86400 },
 	{ "release-grace", 0, OPT_INT, "TROOP_RELEASE_GRACE", NULL, "60", "SECONDS",
 	  "how long after a job's deadline an unpaid reservation is refunded", 0, 86400 },
 	{ "node-ttl", 0, OPT_INT, "TROOP_NODE_TTL", NULL, "30", "SECONDS",
@@ -214,6 +217,10 @@ static void sweep_once(coord *c, ledger_conn *db)
 	int64_t now = (int64_t)time(NULL), released = 0, settled = 0;
 	size_t removed = 0;
 
+	/* a rotation made by another coordinator sharing the ledger */
+	if (ticket_keys_reload(c->tkeys, db) != 0)
+		log_warn("sweep", "ticket keys error=\"%s\"", troop_error_msg());
+
 	if (ledger_release_expired(&released, db, now, c->release_grace) != 0)
 		log_warn("sweep", "error=\"%s\"", troop_error_msg());
 	else if (released > 0) {
@@ -364,7 +371,7 @@ static void thread_fini(void *arg, void *tctx)
 /* Shared ledgers (PostgreSQL) keep the key in the ledger so that every
  * coordinator of a network signs with it (first one to start creates it);
  * the embedded default keeps it as a key file in the data directory. */
-static int load_key_from_ledger(coord *c)
+static int load_key_from_ledger(troop_identity *key, coord *c)
 {
 	ledger_conn *db = NULL;
 	char text[256];
@@ -374,9 +381,9 @@ static int load_key_from_ledger(coord *c)
 
 	if ((rc = ledger_conn_open(&db, c->ledger)) != 0)
 		return rc;
-	if ((rc = identity_generate(&c->key)) != 0)
+	if ((rc = identity_generate(key)) != 0)
 		goto out;
-	b64_encode(text, sizeof(text), c->key.sk, sizeof(c->key.sk));
+	b64_encode(text, sizeof(text), key->sk, sizeof(key->sk));
 	rc = ledger_kv_put_if_absent(NULL, db, KV_TICKET_KEY, text, (int64_t)time(NULL));
 	sodium_memzero(text, sizeof(text));
 	if (rc != 0)
@@ -387,9 +394,9 @@ static int load_key_from_ledger(coord *c)
 		rc = troop_error_set(TROOP_EINVAL, "the ticket key stored in the ledger is corrupt");
 		goto out;
 	}
-	memcpy(c->key.sk, sk, sizeof(sk));
-	memcpy(c->key.pk, sk + 32, TROOP_PK_LEN);
-	account_id_encode(c->key.id, c->key.pk);
+	memcpy(key->sk, sk, sizeof(sk));
+	memcpy(key->pk, sk + 32, TROOP_PK_LEN);
+	account_id_encode(key->id, key->pk);
 out:
 	sodium_memzero(text, sizeof(text));
 	sodium_memzero(sk, sizeof(sk));
@@ -409,6 +416,8 @@ int cmd_coordinator(int argc, char **argv)
 	http_server *srv = NULL;
 	struct sweeper sweeper = { 0 };
 	char data_dir[1024], db_url[1200], key_path[1200];
+	char signer_kid[TICKET_KID_LEN + 1] = "";
+	troop_identity first_key;
 	const char *const *admins;
 	log_level lvl;
 	bool shared_ledger;
@@ -437,6 +446,7 @@ int cmd_coordinator(int argc, char **argv)
 		goto out;
 	memset(c, 0, sizeof(*c));
 	c->ticket_ttl = config_int(cfg, "ticket-ttl");
+	c->ticket_key_lead = config_int(cfg, "ticket-key-lead");
 	c->node_ttl = config_int(cfg, "node-ttl");
 	c->starter_credits = config_int(cfg, "starter-credits");
 	c->reserve_seconds = config_int(cfg, "reserve-seconds");
@@ -562,16 +572,27 @@ int cmd_coordinator(int argc, char **argv)
 			snprintf(key_path, sizeof(key_path), "%s", config_str(cfg, "ticket-key"));
 		else
 			snprintf(key_path, sizeof(key_path), "%s/coordinator.key", data_dir);
-		rc = identity_load_or_create(&c->key, key_path, NULL);
+		rc = identity_load_or_create(&first_key, key_path, NULL);
 	} else {
-		rc = load_key_from_ledger(c);
+		rc = load_key_from_ledger(&first_key, c);
 	}
 	if (rc != 0) {
 		fatal_config("cannot load the ticket signing key");
 		goto out;
 	}
-	memcpy(c->pub.pk, c->key.pk, TROOP_PK_LEN);
-	ticket_kid(c->pub.kid, c->pub.pk);
+	/* the ring: that key, unless a rotation stored one in the ledger */
+	rc = ticket_keys_new(&c->tkeys, &first_key);
+	identity_wipe(&first_key);
+	if (rc == 0) {
+		ledger_conn *db = NULL;
+		if ((rc = ledger_conn_open(&db, c->ledger)) == 0)
+			rc = ticket_keys_reload(c->tkeys, db);
+		ledger_conn_close(db);
+	}
+	if (rc != 0) {
+		fatal_config("cannot load the ticket signing keys");
+		goto out;
+	}
 
 	{
 		http_server_opts o = {
@@ -607,11 +628,18 @@ int cmd_coordinator(int argc, char **argv)
 		fatal_config("cannot start");
 		goto out;
 	}
+	{
+		troop_identity signer;
+
+		ticket_keys_signer(c->tkeys, &signer, (int64_t)time(NULL));
+		ticket_kid(signer_kid, signer.pk);
+		identity_wipe(&signer);
+	}
 	log_info("coordinator_started", "listen=%s port=%d ledger=%s registry=%s kid=%s "
 	    "starter_credits=%lld starter_policy=%s allow_unverified=%d",
 	    config_str(cfg, "listen"),
 	    http_server_port(srv), ledger_backend_name(c->ledger), registry_backend_name(c->reg),
-	    c->pub.kid, (long long)c->starter_credits, config_str(cfg, "starter-policy"),
+	    signer_kid, (long long)c->starter_credits, config_str(cfg, "starter-policy"),
 	    c->allow_unverified);
 	ret = http_server_run(srv, 5000) == 0 ? 0 : 1;
 	log_info("coordinator_stopped", NULL);
@@ -622,7 +650,7 @@ out:
 		poh_pool_free(c->poh_pool);
 		registry_close(c->reg);
 		ledger_close(c->ledger);
-		identity_wipe(&c->key);
+		ticket_keys_free(c->tkeys);
 		sodium_free(c);
 	}
 	config_free(cfg);

@@ -25,6 +25,7 @@
 #include "queue.h"
 #include "registry.h"
 #include "ticket.h"
+#include "ticket_keys.h"
 
 #define COORD_MAX_BODY (1024 * 1024)
 #define COORD_MAX_ADMINS 64
@@ -69,9 +70,9 @@ typedef struct {
 	queue_config queue;        /* wait queue, ticket holds, slot caps (--queue-*,
 	                              --unused-ticket, --max-tickets, --max-jobs-*) */
 
-	/* identity: the ticket signing key */
-	troop_identity key;
-	ticket_key pub;            /* kid + public key */
+	/* the ticket signing keys: the signer, and those published */
+	ticket_keys *tkeys;
+	int64_t ticket_key_lead;   /* --ticket-key-lead: a new key signs this late */
 
 	ledger *ledger;
 	registry *reg;

@@ -1895,6 +1895,35 @@ int ledger_kv_put_if_absent(bool *inserted, ledger_conn *c, const char *key,
 	return err;
 }
 
+struct kv_cas_arg {
+	const char *key, *expected, *value;
+};
+
+static int kv_replace_txn(ledger_conn *c, void *arg)
+{
+	struct kv_cas_arg *k = arg;
+	int64_t n = 0;
+	int err = exec_count(&n, c, LS_KV_REPLACE, ARGS(S(k->key), S(k->expected),
+	    S(k->value)), "replace kv");
+
+	if (err == 0 && n != 1)
+		err = troop_error_set(TROOP_ECONFLICT, "'%s' was changed by another writer",
+		    k->key);
+	return err;
+}
+
+int ledger_kv_replace(ledger_conn *c, const char *key, const char *expected,
+    const char *value)
+{
+	TRY(check_conn(c));
+	TRY(check_str("key", key, LEDGER_KV_KEY_MAX));
+	if (value == NULL || expected == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: value is required");
+	TRY(check_opt_str("value", value, LEDGER_KV_VALUE_MAX));
+	struct kv_cas_arg k = { key, expected, value };
+	return with_txn(c, kv_replace_txn, &k);
+}
+
 struct audit_arg {
 	const char *actor, *action, *detail;
 	int64_t now;

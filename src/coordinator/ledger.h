@@ -614,6 +614,12 @@ int ledger_kv_get(char *buf, size_t cap, size_t *len, ledger_conn *c, const char
 int ledger_kv_put_if_absent(bool *inserted, ledger_conn *c, const char *key,
     const char *value, int64_t now);
 
+/* Replace the value under `key` with `value` only if it is still
+ * `expected` (compare and set, across processes); TROOP_ECONFLICT when
+ * another writer changed it first or the key is absent: read it again. */
+int ledger_kv_replace(ledger_conn *c, const char *key, const char *expected,
+    const char *value);
+
 /* Append an audit_log row.  `detail` may be NULL or "". */
 int ledger_audit(ledger_conn *c, const char *actor, const char *action,
     const char *detail, int64_t now);

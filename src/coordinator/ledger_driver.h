@@ -80,6 +80,7 @@ enum ledger_stmt {
 	LS_INVITE_REDEEM,
 	LS_KV_GET,
 	LS_KV_INSERT,
+	LS_KV_REPLACE,
 	LS_ACCOUNT_REPORTED, /* counts a report and a client dispute */
 	LS_NODE_REFUSED,
 	LS_RES_CLIENT_DISPUTE,

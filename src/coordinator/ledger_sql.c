@@ -149,6 +149,8 @@ const char *const ledger_sql[LS_COUNT] = {
 	/* the first committed writer wins */
 	[LS_KV_INSERT] = "INSERT INTO kv (name, value, created_at) VALUES ($1, $2, $3) "
 	    "ON CONFLICT (name) DO NOTHING",
+	/* compare and set: only over the value the writer read */
+	[LS_KV_REPLACE] = "UPDATE kv SET value = $3 WHERE name = $1 AND value = $2",
 	[LS_ACCOUNT_REPORTED] = "UPDATE accounts SET reports = reports + $2, "
 	    "disputes = disputes + $3 WHERE account = $1",
 	[LS_NODE_REFUSED] = "UPDATE nodes SET disputes = disputes + 1, refusals = refusals + 1 "

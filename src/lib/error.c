@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char err_msg[512];
 static _Thread_local int err_last;
@@ -51,11 +52,16 @@ static const struct err_row *err_row(int err)
 
 int troop_error_set(int err, const char *fmt, ...)
 {
+	char msg[sizeof(err_msg)];
 	va_list ap;
 
+	/* formatted aside first: callers wrap the message already set
+	 * ("challenge: %s", troop_error_msg()), and vsnprintf must not read
+	 * the buffer it writes */
 	va_start(ap, fmt);
-	vsnprintf(err_msg, sizeof(err_msg), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(err_msg, msg, sizeof(err_msg));
 	err_last = err;
 	return err;
 }

@@ -746,9 +746,10 @@ json_t *proto_heartbeat_reply_encode(const proto_heartbeat_reply *r)
 	if (r->removed)
 		return json_pack("{s:s, s:I, s:I}", "status", "removed", "ttl", (json_int_t)0,
 		    "next_heartbeat", (json_int_t)0);
-	return json_pack("{s:s, s:I, s:I, s:b, s:f}", "status", "seen",
+	return json_pack("{s:s, s:I, s:I, s:b, s:f, s:s*}", "status", "seen",
 	    "ttl", (json_int_t)r->ttl, "next_heartbeat", (json_int_t)r->next_heartbeat,
-	    "verified", r->verified, "multiplier", r->multiplier);
+	    "verified", r->verified, "multiplier", r->multiplier,
+	    "ticket_kid", r->ticket_kid[0] ? r->ticket_kid : NULL);
 }
 
 int proto_heartbeat_reply_decode(proto_heartbeat_reply *out, const json_t *obj)
@@ -762,7 +763,8 @@ int proto_heartbeat_reply_decode(proto_heartbeat_reply *out, const json_t *obj)
 	    (rc = json_get_int(&out->next_heartbeat, obj, "next_heartbeat", false, 0,
 	    PROTO_TTL_MAX)) ||
 	    (rc = json_get_bool(&out->verified, obj, "verified", false)) ||
-	    (rc = json_get_double(&out->multiplier, obj, "multiplier", false)))
+	    (rc = json_get_double(&out->multiplier, obj, "multiplier", false)) ||
+	    (rc = get_strn(out->ticket_kid, TICKET_KID_LEN, obj, "ticket_kid", false)))
 		return rc;
 	if (strcmp(status, "removed") == 0) {
 		/* a removed node has nothing to schedule: the rest means nothing */
@@ -1028,10 +1030,49 @@ json_t *proto_public_key_encode(const proto_public_key *k)
 	    "alg", "EdDSA");
 }
 
-json_t *proto_jwks_encode(const proto_public_key *k)
+json_t *proto_jwks_encode(const proto_public_key *k, size_t n)
 {
-	return json_pack("{s:[{s:s, s:s, s:s, s:s, s:s, s:s}]}", "keys", "kty", "OKP",
-	    "crv", "Ed25519", "x", k->public_key, "kid", k->kid, "alg", "EdDSA", "use", "sig");
+	json_t *keys = json_array();
+
+	for (size_t i = 0; i < n && keys; i++)
+		json_array_append_new(keys, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "kty",
+		    "OKP", "crv", "Ed25519", "x", k[i].public_key, "kid", k[i].kid, "alg",
+		    "EdDSA", "use", "sig"));
+	return json_pack("{s:o}", "keys", keys);
+}
+
+int proto_jwks_decode(proto_public_key *out, size_t *n, const json_t *obj)
+{
+	json_t *keys = NULL, *k;
+	size_t i;
+	int rc;
+
+	*n = 0;
+	if ((rc = json_get_array(&keys, obj, "keys", true, PROTO_JWKS_MAX)) != 0)
+		return rc;
+	json_array_foreach(keys, i, k) {
+		const char *kty = json_string_value(json_object_get(k, "kty"));
+		const char *crv = json_string_value(json_object_get(k, "crv"));
+		const char *alg = json_string_value(json_object_get(k, "alg"));
+		json_t *one;
+
+		if (!json_is_object(k))
+			return troop_error_set(TROOP_EINVAL, "field 'keys' must hold objects");
+		if (!kty || !crv || strcmp(kty, "OKP") != 0 || strcmp(crv, "Ed25519") != 0)
+			continue;
+		one = json_pack("{s:O?, s:O?, s:s}", "public_key", json_object_get(k, "x"),
+		    "kid", json_object_get(k, "kid"), "alg", alg ? alg : "EdDSA");
+		if (!one)
+			return troop_error_set(TROOP_ENOMEM, "out of memory for a JWKS key");
+		rc = proto_public_key_decode(&out[*n], one);
+		json_decref(one);
+		if (rc != 0) {
+			*n = 0;
+			return troop_error_set(rc, "JWKS key %zu: %s", i, troop_error_msg());
+		}
+		(*n)++;
+	}
+	return 0;
 }
 
 /* ---- proof-of-hardware ------------------------------------------------------------------ */

@@ -257,8 +257,12 @@ void proto_node_clear(proto_node *n);
 
 /* ---- heartbeat reply ------------------------------------------------------- */
 
-/* {"status":"seen","ttl","next_heartbeat","verified","multiplier"}, or to an
- * OFFLINE heartbeat {"status":"removed","ttl":0,"next_heartbeat":0}. */
+/* {"status":"seen","ttl","next_heartbeat","verified","multiplier",
+ * "ticket_kid"?}, or to an OFFLINE heartbeat
+ * {"status":"removed","ttl":0,"next_heartbeat":0}.  ticket_kid names the
+ * newest ticket key the coordinator publishes: a worker that does not know
+ * it fetches the key set (GET /.well-known/jwks.json), so that it knows a
+ * new key before the key signs. */
 typedef struct {
 	bool removed;                 /* status "removed" (else "seen"); decoding
 	                                 "removed" zeroes the other fields */
@@ -266,6 +270,7 @@ typedef struct {
 	int64_t next_heartbeat;       /* 0 .. PROTO_TTL_MAX */
 	bool verified;                /* absent in "removed" */
 	double multiplier;            /* absent in "removed"; 0 there */
+	char ticket_kid[TICKET_KID_LEN + 1]; /* "": absent */
 } proto_heartbeat_reply;
 
 json_t *proto_heartbeat_reply_encode(const proto_heartbeat_reply *r);
@@ -407,8 +412,19 @@ typedef struct {
  * alg "EdDSA": a key that does not match its kid is refused. */
 int proto_public_key_decode(proto_public_key *out, const json_t *obj);
 json_t *proto_public_key_encode(const proto_public_key *k);
-/* {"keys":[{"kty":"OKP","crv":"Ed25519","x","kid","alg":"EdDSA","use":"sig"}]} */
-json_t *proto_jwks_encode(const proto_public_key *k);
+/* {"keys":[{"kty":"OKP","crv":"Ed25519","x","kid","alg":"EdDSA","use":"sig"}, ...]}:
+ * the n keys of k, in order. */
+json_t *proto_jwks_encode(const proto_public_key *k, size_t n);
+
+#define PROTO_JWKS_MAX 8
+
+/* The keys of a JWKS document: the Ed25519 signing keys among its "keys"
+ * (others, such as keys for other algorithms, are skipped), each checked
+ * as proto_public_key_decode checks one; at most PROTO_JWKS_MAX into out,
+ * *n how many.  TROOP_EINVAL for a document without a "keys" array, with
+ * more than PROTO_JWKS_MAX entries, or with an Ed25519 key that does not
+ * match its kid. */
+int proto_jwks_decode(proto_public_key *out, size_t *n, const json_t *obj);
 
 /* ---- proof-of-hardware (DESIGN.md section 9) --------------------------------- */
 

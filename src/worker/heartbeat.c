@@ -255,6 +255,17 @@ static int send_heartbeat(heartbeat *h, const char *status)
 			    h->next_s);
 		h->fails = 0;
 		snprintf(h->last_status, sizeof(h->last_status), "%s", status);
+		/* a ticket key we do not know yet: a rotation, learnt before the
+		 * key signs (one fetch per heartbeat at most) */
+		if (h->o.keys && rep.ticket_kid[0] && !keyring_has(h->o.keys, rep.ticket_kid)) {
+			if (keyring_fetch(h->o.keys, h->c, h->coordinator) != 0)
+				log_warn("coordinator_key", "kid=%s error=\"%s\"", rep.ticket_kid,
+				    troop_error_msg());
+			else
+				log_info("coordinator_key", "kid=%s learnt=%d keys=%zu", rep.ticket_kid,
+				    keyring_has(h->o.keys, rep.ticket_kid),
+				    keyring_count(h->o.keys));
+		}
 	} else {
 		h->fails++;
 		log_warn("heartbeat", "coordinator=%s status=%s failures=%d error=\"%s\"",

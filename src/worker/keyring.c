@@ -89,26 +89,82 @@ size_t keyring_count(keyring *k)
 	return n;
 }
 
+bool keyring_has(keyring *k, const char *kid)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&k->mu);
+	for (size_t i = 0; i < k->n && !found; i++)
+		found = strcmp(k->keys[i].kid, kid) == 0;
+	pthread_mutex_unlock(&k->mu);
+	return found;
+}
+
+/* GET url; its JSON body into *body when the answer is 200. */
+static int get_json(json_t **body, http_client *c, const char *url)
+{
+	int status = 0, rc;
+
+	*body = NULL;
+	if ((rc = http_request_json(c, &status, body, "GET", url, NULL, NULL)) != 0)
+		return rc;
+	if (status != 200 || !*body) {
+		json_decref(*body);
+		*body = NULL;
+		return troop_error_set(status == 404 ? TROOP_ENOTFOUND : TROOP_EUPSTREAM,
+		    "GET %s answered %d", url, status);
+	}
+	return 0;
+}
+
+int keyring_add_reply(keyring *k, const json_t *body)
+{
+	proto_public_key keys[PROTO_JWKS_MAX];
+	ticket_key key;
+	size_t n = 0;
+	int rc;
+
+	if (!json_object_get(body, "keys")) {
+		/* GET /public-key: one key */
+		if ((rc = keyring_parse(&key, body)) != 0)
+			return rc;
+		return keyring_add(k, &key);
+	}
+	if ((rc = proto_jwks_decode(keys, &n, body)) != 0)
+		return troop_error_set(rc, "coordinator key set: %s", troop_error_msg());
+	if (n == 0)
+		return troop_error_set(TROOP_EINVAL, "coordinator key set: no Ed25519 key");
+	for (size_t i = 0; i < n; i++) {
+		json_t *one = proto_public_key_encode(&keys[i]);
+
+		rc = one ? keyring_parse(&key, one) : TROOP_ENOMEM;
+		json_decref(one);
+		if (rc != 0)
+			return rc;
+		keyring_add(k, &key);
+	}
+	return 0;
+}
+
 int keyring_fetch(keyring *k, http_client *c, const char *coordinator)
 {
 	char url[1024];
 	json_t *body = NULL;
-	ticket_key key;
-	int status = 0, rc;
+	int rc;
 
-	snprintf(url, sizeof(url), "%s/public-key", coordinator);
-	rc = http_request_json(c, &status, &body, "GET", url, NULL, NULL);
-	if (rc)
-		return rc;
-	if (status != 200 || !body) {
-		json_decref(body);
-		return troop_error_set(TROOP_EUPSTREAM, "GET %s answered %d", url, status);
+	/* the whole set: during a rotation, the next and the previous key;
+	 * a coordinator without a key set: its one key */
+	snprintf(url, sizeof(url), "%s%s", coordinator, KEYRING_SET_PATH);
+	rc = get_json(&body, c, url);
+	if (rc == TROOP_ENOTFOUND) {
+		snprintf(url, sizeof(url), "%s/public-key", coordinator);
+		rc = get_json(&body, c, url);
 	}
-	rc = keyring_parse(&key, body);
-	json_decref(body);
-	if (rc)
+	if (rc != 0)
 		return rc;
-	return keyring_add(k, &key);
+	rc = keyring_add_reply(k, body);
+	json_decref(body);
+	return rc;
 }
 
 int keyring_verify(keyring *k, ticket_claims *out, const char *token, int64_t now)

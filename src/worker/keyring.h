@@ -1,10 +1,13 @@
 /*
  * keyring.h - the coordinator public keys a worker checks tickets with.
  *
- * Keys come from the coordinator's GET /public-key
- * ({"public_key":"<base64url>","kid","alg":"EdDSA"}).  The worker fetches
- * it at start (and from the heartbeat thread while it has none), and again
- * when a ticket names a kid it does not know, at most once per
+ * Keys come from the coordinator's key set (GET /.well-known/jwks.json:
+ * every key it publishes; during a rotation the next and the previous key
+ * too), or from GET /public-key on a coordinator without one.  The worker
+ * fetches them at start (and from the heartbeat thread while it has none),
+ * when a heartbeat reply names a kid it does not know (a rotation: the new
+ * key is published before it signs), and when a ticket names a kid it does
+ * not know, at most once per
  * KEYRING_REFETCH_S (DESIGN.md section 5), so a flood of forged kids
  * cannot make it hammer the coordinator.  Keys are never dropped (a
  * network of coordinators may rotate keys; old tickets stay checkable
@@ -45,7 +48,19 @@ int keyring_add(keyring *k, const ticket_key *key);
 /* Keys known. */
 size_t keyring_count(keyring *k);
 
-/* GET <coordinator>/public-key with the blocking client and add the key.
+/* Whether the ring holds the key named `kid`. */
+bool keyring_has(keyring *k, const char *kid);
+
+#define KEYRING_SET_PATH "/.well-known/jwks.json"
+
+/* Add the keys of a coordinator's key set (GET /.well-known/jwks.json:
+ * every key it publishes, the next and the previous one during a
+ * rotation) or of its GET /public-key reply (one key).  0, or
+ * TROOP_EINVAL (bad reply, nothing added), message set. */
+int keyring_add_reply(keyring *k, const json_t *body);
+
+/* GET <coordinator>/.well-known/jwks.json (or, from a coordinator that has
+ * none, /public-key) with the blocking client and add the keys.
  * Returns 0, TROOP_EUPSTREAM / TROOP_ETIMEOUT (coordinator unreachable),
  * or TROOP_EINVAL (bad reply), message set.  (The fetches at start and
  * while no key is known do not count against the unknown-kid limit.) */

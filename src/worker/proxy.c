@@ -541,14 +541,12 @@ static void keyfetch_done(void *arg, int err)
 
 	if (!err && f->status == 200 && !f->overflow) {
 		json_t *body = json_loadb(dynbuf_ptr(&f->body), dynbuf_len(&f->body), 0, NULL);
-		ticket_key key;
 
-		if (body && keyring_parse(&key, body) == 0) {
-			keyring_add(f->p->o.keys, &key);
-			log_info("coordinator_key", "kid=%s source=refetch", key.kid);
-		} else {
-			log_warn("coordinator_key", "error=\"bad /public-key reply\"");
-		}
+		if (body && keyring_add_reply(f->p->o.keys, body) == 0)
+			log_info("coordinator_key", "source=refetch keys=%zu",
+			    keyring_count(f->p->o.keys));
+		else
+			log_warn("coordinator_key", "error=\"bad key set reply\"");
 		json_decref(body);
 	} else {
 		log_warn("coordinator_key", "error=\"refetch failed (status %d)\"", f->status);
@@ -576,7 +574,7 @@ static bool keyfetch_start(proxy *p, http_req *r)
 	f->p = p;
 	f->r = r;
 	dynbuf_init(&f->body, KEYRING_REPLY_MAX - 1);
-	snprintf(url, sizeof(url), "%s/public-key", p->coordinator);
+	snprintf(url, sizeof(url), "%s%s", p->coordinator, KEYRING_SET_PATH);
 	if (http_async_request(t->a, NULL, "GET", url, NULL, NULL, 0, &ao, &cb, f) != 0) {
 		free(f);
 		return false;

@@ -244,6 +244,15 @@ static void test_heartbeat_reply(void **state)
 	assert_int_equal(out.next_heartbeat, 10);
 	assert_true(out.verified);
 	assert_true(out.multiplier == 2.5);
+	assert_string_equal(out.ticket_kid, "");
+	assert_null(json_object_get(j, "ticket_kid"));
+	json_decref(j);
+	snprintf(in.ticket_kid, sizeof(in.ticket_kid), "abcdefghijklmnop");
+	j = proto_heartbeat_reply_encode(&in);
+	assert_int_equal(proto_heartbeat_reply_decode(&out, j), 0);
+	assert_string_equal(out.ticket_kid, "abcdefghijklmnop");
+	json_object_set_new(j, "ticket_kid", json_string("abcdefghijklmnopq"));
+	expect_refused(proto_heartbeat_reply_decode(&out, j), "ticket_kid");
 	json_decref(j);
 	in.removed = true;
 	j = proto_heartbeat_reply_encode(&in);
@@ -487,10 +496,38 @@ static void test_public_key_and_error(void **state)
 	json_object_set_new(j, "alg", json_string("HS256"));
 	expect_refused(proto_public_key_decode(&out, j), "alg");
 	json_decref(j);
-	j = proto_jwks_encode(&in);
-	assert_string_equal(json_string_value(json_object_get(json_array_get(
-	    json_object_get(j, "keys"), 0), "x")), in.public_key);
-	json_decref(j);
+	{
+		/* a key set of two, read back; a key of another kind skipped; a
+		 * key that does not match its kid refuses the whole set */
+		proto_public_key two[2], back[PROTO_JWKS_MAX];
+		troop_identity id2;
+		size_t n = 0;
+
+		identity_generate(&id2);
+		two[0] = in;
+		memset(&two[1], 0, sizeof(two[1]));
+		b64url_encode(two[1].public_key, sizeof(two[1].public_key), id2.pk, sizeof(id2.pk));
+		ticket_kid(two[1].kid, id2.pk);
+		snprintf(two[1].alg, sizeof(two[1].alg), "EdDSA");
+		j = proto_jwks_encode(two, 2);
+		assert_string_equal(json_string_value(json_object_get(json_array_get(
+		    json_object_get(j, "keys"), 0), "x")), in.public_key);
+		json_array_append_new(json_object_get(j, "keys"), json_pack("{s:s, s:s, s:s}",
+		    "kty", "RSA", "n", "x", "e", "AQAB"));
+		assert_int_equal(proto_jwks_decode(back, &n, j), 0);
+		assert_int_equal(n, 2);
+		assert_memory_equal(&back[0], &two[0], sizeof(two[0]));
+		assert_memory_equal(&back[1], &two[1], sizeof(two[1]));
+		json_object_set_new(json_array_get(json_object_get(j, "keys"), 1), "kid",
+		    json_string(in.kid));
+		expect_refused(proto_jwks_decode(back, &n, j), "kid");
+		assert_int_equal(n, 0);
+		json_decref(j);
+		j = parse("{\"keys\":{}}");
+		assert_int_equal(proto_jwks_decode(back, &n, j), TROOP_EINVAL);
+		json_decref(j);
+		identity_wipe(&id2);
+	}
 
 	j = proto_error_encode(TROOP_ECAPACITY, "busy");
 	assert_int_equal(proto_error_decode(&e, j), 0);
