@@ -72,10 +72,10 @@ cat >"$CHAIN_TMP/net.json" <<JSON
  {"touch": "$CHAIN_TMP/net-ready"},
  {"wait_file": "$CHAIN_TMP/net-go", "timeout": 60000},
  {"eval": "Date.now()", "as": "go_ms"},
- {"wait": "document.querySelector('#nodes tr[data-node=\"w2\"]') !== null", "timeout": 2500},
+ {"wait": "document.querySelector('#nodes tr[data-node=\"w2\"]') !== null", "timeout": 6000},
  {"eval": "Date.now()", "as": "seen_ms"},
  {"eval": "document.getElementById('live-nodes').textContent", "as": "live_after"},
- {"wait": "document.getElementById('jobs-per-min').textContent !== '–'", "timeout": 3000},
+ {"wait": "document.getElementById('jobs-per-min').textContent !== '–'", "timeout": 6000},
  {"screenshot": "$SHOTS/web-network-joined.png"}
 ]
 JSON
