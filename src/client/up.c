@@ -43,6 +43,7 @@
 #include "metrics_server.h"
 #include "report.h"
 #include "up.h"
+#include "up_prefetch.h"
 #include "up_metrics.h"
 
 #define UP_DEFAULT_LISTEN "127.0.0.1:9000"
@@ -65,6 +66,10 @@ static const config_opt up_opts[] = {
 	{ "wait", 0, OPT_INT, "TROOP_WAIT", NULL, "120", "SECONDS",
 	  "when every node is busy, wait this long in the coordinator's queue on the app's "
 	  "behalf (0: answer 503 at once)", 0, 600 },
+	{ "prefetch-idle", 0, OPT_INT, "TROOP_PREFETCH_IDLE", NULL, "60", "SECONDS",
+	  "after a request, keep one ticket fetched ahead for the model's next request "
+	  "(no /authorize round trip before it) until the model has been idle this long; "
+	  "each such ticket holds its credits until used or expired (0: off)", 0, 3600 },
 	{ "require-sealed", 0, OPT_BOOL, "TROOP_REQUIRE_SEALED", NULL, NULL, NULL,
 	  "send requests only to workers that seal them (end-to-end encryption; "
 	  "by default they are sealed whenever the worker offers it)", 0, 0 },
@@ -499,6 +504,11 @@ int cmd_up(int argc, char **argv)
 	s->max_seconds = config_is_set(c.cfg, "max-seconds") ? config_int(c.cfg, "max-seconds") : 0;
 	s->wait_s = config_int(c.cfg, "wait");
 	s->require_sealed = config_bool(c.cfg, "require-sealed");
+	if (config_int(c.cfg, "prefetch-idle") > 0 &&
+	    (rc = up_prefetch_new(&s->prefetch, config_int(c.cfg, "prefetch-idle"))) != 0) {
+		rc = cli_fail(&c, "%s", troop_error_msg());
+		goto out;
+	}
 	if ((rc = client_reports_start(&s->reports, s->coordinator, &s->id, NULL)) != 0) {
 		rc = cli_fail(&c, "cannot start the delivery report spool: %s", troop_error_msg());
 		goto out;
@@ -575,6 +585,7 @@ out:
 	http_server_free(srv);
 	if (s) {
 		client_reports_stop(s->reports, UP_REPORT_FLUSH_MS);
+		up_prefetch_free(s->prefetch);
 		if (mu_ok) {
 			up_models_clear(s);
 			pthread_mutex_destroy(&s->models_mu);

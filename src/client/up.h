@@ -51,6 +51,7 @@ typedef struct up_server {
 	bool require_sealed;            /* refuse nodes that offer no sealing key */
 	int listen_port;                /* the port this proxy serves on */
 	struct client_reports *reports; /* delivery reports (report.h); NULL: none */
+	struct up_prefetch *prefetch;   /* tickets fetched ahead (up_prefetch.h); NULL: off */
 	/* models cache: the OpenAI list as JSON text */
 	pthread_mutex_t models_mu;
 	char *models_json;

@@ -62,6 +62,7 @@
 #include "report.h"
 #include "up.h"
 #include "up_metrics.h"
+#include "up_prefetch.h"
 #include "up_seal.h"
 
 typedef struct up_job {
@@ -102,6 +103,8 @@ typedef struct up_job {
 } up_job;
 
 static void start_authorize(up_job *j);
+static void job_authorized(up_job *j);
+static void prefetch_start(up_thread *t, up_server *s, const proto_authorize_req *req);
 
 static void job_free(up_job *j)
 {
@@ -592,16 +595,129 @@ static void auth_done(void *arg, int err)
 	}
 	json_decref(reply);
 	up_metrics_reserved(j->ca.ticket.estimated_cost);
-	snprintf(j->job_id, sizeof(j->job_id), "%s", j->ca.ticket.job_id);
-	snprintf(j->node_id, sizeof(j->node_id), "%s", j->ca.ticket.node_id);
-	j->max_seconds = j->ca.ticket.max_seconds;
 	sodium_memzero(j->abuf, j->alen);
 	free(j->abuf);
 	j->abuf = NULL;
 	j->alen = 0;
-	/* may free the job (failing over to the end): j is not used after */
+	/* the session's next request: a ticket ready before it comes */
+	if (j->ca.attempt == 1)
+		prefetch_start(j->t, j->s, &j->ca.req);
+	job_authorized(j);
+}
+
+/* j->ca.ticket holds the job's ticket: to the worker.  May free the job
+ * (failing over to the end): j is not used after. */
+static void job_authorized(up_job *j)
+{
+	snprintf(j->job_id, sizeof(j->job_id), "%s", j->ca.ticket.job_id);
+	snprintf(j->node_id, sizeof(j->node_id), "%s", j->ca.ticket.node_id);
+	j->max_seconds = j->ca.ticket.max_seconds;
 	start_relay(j, j->ca.ticket.token, j->ca.ticket.target_ip,
 	    (long long)j->ca.ticket.target_port);
+}
+
+/* ---- tickets fetched ahead (up_prefetch.h) -------------------------------------------- */
+
+struct prefetch_req {
+	up_server *s;
+	client_auth ca;             /* the fetch: the key's model and requirements */
+	char *buf;
+	size_t len;
+	int status;
+	bool toolarge;
+};
+
+static int prefetch_headers(void *arg, int status, const char *const *headers)
+{
+	struct prefetch_req *f = arg;
+
+	(void)headers;
+	f->status = status;
+	return 0;
+}
+
+static int prefetch_data(void *arg, const char *data, size_t len)
+{
+	struct prefetch_req *f = arg;
+	char *n;
+
+	if (f->len + len > UP_COORD_REPLY_MAX) {
+		f->toolarge = true;
+		return -1;
+	}
+	if (!(n = realloc(f->buf, f->len + len + 1)))
+		return -1;
+	f->buf = n;
+	memcpy(f->buf + f->len, data, len);
+	f->len += len;
+	f->buf[f->len] = '\0';
+	return 0;
+}
+
+static void prefetch_done(void *arg, int err)
+{
+	struct prefetch_req *f = arg;
+	json_t *reply = NULL;
+
+	if (!err && !f->toolarge && f->buf)
+		reply = json_loadb(f->buf, f->len, 0, NULL);
+	if (reply && client_auth_reply(&f->ca, f->status, reply, NULL) == CLIENT_AUTH_OK) {
+		up_prefetch_put(f->s->prefetch, &f->ca.req, &f->ca.ticket, (int64_t)time(NULL));
+		up_metrics_prefetch(true, f->ca.ticket.estimated_cost);
+		log_debug("prefetch", "model=%s job=%s node=%.8s", f->ca.req.model,
+		    f->ca.ticket.job_id, f->ca.ticket.node_id);
+	} else {
+		up_prefetch_failed(f->s->prefetch, &f->ca.req);
+		up_metrics_prefetch(false, 0);
+		log_debug("prefetch", "model=%s status=%d result=none", f->ca.req.model, f->status);
+	}
+	json_decref(reply);
+	if (f->buf)
+		sodium_memzero(f->buf, f->len);
+	free(f->buf);
+	sodium_memzero(&f->ca.ticket, sizeof(f->ca.ticket));
+	free(f);
+}
+
+/* Fetch one ticket ahead for `req`'s key when it wants one, on thread t's
+ * loop, off any request's path. */
+static void prefetch_start(up_thread *t, up_server *s, const proto_authorize_req *req)
+{
+	static const http_async_cb cb = { prefetch_headers, prefetch_data, prefetch_done };
+	http_async_opts ao = { .connect_timeout_ms = 3000, .total_timeout_ms = UP_COORD_TIMEOUT_MS,
+		.tcp_nodelay = true };
+	http_signed_headers hs;
+	struct prefetch_req *f;
+	char url[600], *text;
+	size_t len = 0;
+	int rc;
+
+	if (!s->prefetch || !up_prefetch_want(s->prefetch, req, (int64_t)time(NULL)))
+		return;
+	if (!(f = calloc(1, sizeof(*f)))) {
+		up_prefetch_failed(s->prefetch, req);
+		return;
+	}
+	f->s = s;
+	client_auth_init(&f->ca, req->model, s->max_seconds, 1);
+	f->ca.req.require = req->require;
+	f->ca.req.require.context = up_prefetch_context(s->prefetch, req);
+	f->ca.req.wait = 0;         /* a ticket ahead never waits in the queue */
+	f->ca.req.ahead = true;     /* nor holds a slot before its job starts */
+	f->ca.delivery_report = s->reports != NULL;
+	text = client_auth_body(&f->ca, &len);
+	rc = text ? http_signed_headers_build(&hs, &s->id, "POST", "/authorize", "", text, len,
+	    (int64_t)time(NULL)) : TROOP_ENOMEM;
+	if (rc == 0) {
+		snprintf(url, sizeof(url), "%s/authorize", s->coordinator);
+		rc = http_async_request(t->async, NULL, "POST", url, hs.list, text, len, &ao, &cb,
+		    f);
+	}
+	free(text);
+	if (rc != 0) {
+		up_prefetch_failed(s->prefetch, req);
+		free(f);
+	}
 }
 
 static void start_authorize(up_job *j)
@@ -688,6 +804,16 @@ void up_handle_inference(http_req *r, void *arg)
 		snprintf(j->accept, sizeof(j->accept), "%s", accept);
 	json_decref(body);
 	atomic_fetch_add(&s->jobs, 1);
+	/* a ticket fetched ahead for this session: no round trip */
+	if (s->prefetch && up_prefetch_take(s->prefetch, &j->ca.req, &j->ca.ticket,
+	    (int64_t)time(NULL))) {
+		j->ca.attempt = 1;
+		j->t0_us = up_now_us();
+		up_metrics_prefetch_used();
+		prefetch_start(t, s, &j->ca.req);
+		job_authorized(j);
+		return;
+	}
 	start_authorize(j);
 	return;
 fail:

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "prom.h"
 #include "up.h"
+#include "up_prefetch.h"
 
 enum { C_2XX, C_4XX, C_5XX, C_NONE, N_CLASSES };
 
@@ -18,6 +19,7 @@ static struct {
 	prom_counter relayed;
 	prom_counter reserved;
 	prom_counter tickets;
+	prom_counter prefetch[3];       /* fetched, none, used */
 	prom_histogram authorize;       /* seconds */
 	prom_histogram first_byte;      /* seconds */
 } um = {
@@ -57,6 +59,18 @@ void up_metrics_reserved(int64_t credits)
 		prom_counter_add(&um.reserved, (unsigned long long)credits);
 }
 
+void up_metrics_prefetch(bool ok, int64_t credits)
+{
+	prom_counter_add(&um.prefetch[ok ? 0 : 1], 1);
+	if (ok)
+		up_metrics_reserved(credits);
+}
+
+void up_metrics_prefetch_used(void)
+{
+	prom_counter_add(&um.prefetch[2], 1);
+}
+
 int up_metrics_render(dynbuf *b, void *arg)
 {
 	static const char *const cls[N_CLASSES] = { "2xx", "4xx", "5xx", "none" };
@@ -83,6 +97,26 @@ int up_metrics_render(dynbuf *b, void *arg)
 	rc |= prom_counter_family(b, "troop_up_credits_reserved_total",
 	    "Credit-seconds reserved for this account's jobs (the most each may cost; "
 	    "the unused part is refunded when it settles).", &um.reserved);
+	rc |= prom_family_begin(b, "troop_up_prefetch_total", "counter",
+	    "Tickets fetched ahead of a session's next request: fetched, none (the "
+	    "coordinator had none to give), used (a request went without waiting for "
+	    "/authorize).");
+	{
+		static const char *const res[3] = { "fetched", "none", "used" };
+		for (int i = 0; i < 3; i++) {
+			char l[32];
+			snprintf(l, sizeof(l), "result=\"%s\"", res[i]);
+			rc |= prom_write_counter(b, "troop_up_prefetch_total", l, &um.prefetch[i]);
+		}
+	}
+	{
+		int64_t held = 0, credits = 0;
+		if (s && s->prefetch)
+			up_prefetch_held(s->prefetch, &held, &credits);
+		rc |= prom_family_begin(b, "troop_up_prefetch_held_credits", "gauge",
+		    "Credit-seconds reserved by tickets fetched ahead and not used yet.");
+		rc |= prom_write_value(b, "troop_up_prefetch_held_credits", NULL, (double)credits);
+	}
 	rc |= prom_histogram_family(b, "troop_up_authorize_seconds",
 	    "Latency the signed /authorize round trip adds to a request.", &um.authorize);
 	rc |= prom_histogram_family(b, "troop_up_worker_first_byte_seconds",

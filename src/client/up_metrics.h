@@ -12,6 +12,7 @@
 #ifndef TROOP_CLIENT_UP_METRICS_H
 #define TROOP_CLIENT_UP_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "dynbuf.h"
@@ -25,6 +26,11 @@ void up_metrics_relayed(const relay_stats *st);
 void up_metrics_authorize_us(int64_t us);
 /* A ticket reserved `credits` credit-seconds. */
 void up_metrics_reserved(int64_t credits);
+
+/* A ticket fetched ahead came back (`ok`, reserving `credits`) or not. */
+void up_metrics_prefetch(bool ok, int64_t credits);
+/* A request went to its worker with a ticket fetched ahead. */
+void up_metrics_prefetch_used(void);
 
 /* Append the page (arg: the up_server, for its request counters). */
 int up_metrics_render(dynbuf *b, void *arg);

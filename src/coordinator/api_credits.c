@@ -100,8 +100,9 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 			skipped[SKIP_FAILED]++;
 			continue;
 		}
+		/* a ticket fetched ahead is used later: a full node may do */
 		if (nd->status != NODE_IDLE ||
-		    (slots > 0 && nd->active_jobs >= slots)) {
+		    (slots > 0 && nd->active_jobs >= slots && !(exclude && exclude->ahead))) {
 			skipped[SKIP_BUSY]++;
 			continue;
 		}
@@ -435,8 +436,11 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 	if (cost < 1)
 		cost = 1;
 
-	/* tickets in flight per account, and the slot held only while used */
-	rc = queue_ticket_hold(&c->queue, c->reg, requester, cl.target_node, cl.jti,
+	/* tickets in flight per account, and the slot held only while used
+	 * (a ticket fetched ahead: only once its job starts) */
+	rc = a->req.ahead ?
+	    queue_ticket_ahead(&c->queue, c->reg, requester, cl.jti, cl.exp + max_seconds, now) :
+	    queue_ticket_hold(&c->queue, c->reg, requester, cl.target_node, cl.jti,
 	    cl.exp + max_seconds, now);
 	if (rc != 0) {
 		if (rc == TROOP_ERATE)
@@ -480,7 +484,8 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 		goto out;
 	}
 	held = false;
-	registry_add_active_job(c->reg, cl.target_node, 1);
+	if (!a->req.ahead)
+		registry_add_active_job(c->reg, cl.target_node, 1);
 	METRIC_ADD(&c->metrics, auth_ok, 1);
 	METRIC_ADD(&c->metrics, credits_reserved, (unsigned long long)cost);
 	log_debug("authorize", "job=%s node=%.8s model=%s cost=%lld rank=%lld", cl.jti,
@@ -605,7 +610,8 @@ static void h_authorize(http_req *r, void *arg)
 	}
 	if (authorize_try(a, r, -1) == AUTH_REPLIED)
 		goto out;
-	if (a->req.wait > 0) {
+	/* a ticket fetched ahead is only worth having now */
+	if (a->req.wait > 0 && !a->req.ahead) {
 		queue_callbacks cb = { queued_try, queued_expired, queued_release, a };
 		int64_t now = (int64_t)time(NULL);
 		int pclass = queue_priority_class(coord_thread_of(r)->db, a->requester,

@@ -367,6 +367,21 @@ int queue_ticket_hold(const queue_config *qc, registry *reg, const char *account
 	return rc;
 }
 
+int queue_ticket_ahead(const queue_config *qc, registry *reg, const char *account,
+    const char *jti, int64_t until, int64_t now)
+{
+	char set[REGISTRY_SET_NAME_MAX + 1];
+	int rc;
+
+	set_name(set, sizeof(set), "tf:", account);
+	rc = registry_set_add(reg, set, jti, 0, until, qc->max_tickets_account, now);
+	if (rc == TROOP_ERATE)
+		return troop_error_set(TROOP_ERATE, "this account has %zu tickets in flight "
+		    "already (the most one account may hold); use or let them expire first",
+		    qc->max_tickets_account);
+	return rc;
+}
+
 void queue_ticket_unhold(registry *reg, const char *account, const char *node_id,
     const char *jti)
 {

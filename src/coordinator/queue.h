@@ -101,6 +101,13 @@ int queue_position(int64_t *position, size_t *waiting, registry *reg, const char
 int queue_ticket_hold(const queue_config *qc, registry *reg, const char *account,
     const char *node_id, const char *jti, int64_t until, int64_t now);
 
+/* As queue_ticket_hold for a ticket fetched ahead ("ahead" in the
+ * authorize request): counted in flight for `account`, but holding no
+ * slot: the node's slot is taken when the job starts
+ * (queue_ticket_started finds no hold).  queue_ticket_unhold undoes it. */
+int queue_ticket_ahead(const queue_config *qc, registry *reg, const char *account,
+    const char *jti, int64_t until, int64_t now);
+
 /* Undo queue_ticket_hold for a ticket never handed out. */
 void queue_ticket_unhold(registry *reg, const char *account, const char *node_id,
     const char *jti);

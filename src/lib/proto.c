@@ -792,7 +792,8 @@ int proto_authorize_req_decode(proto_authorize_req *out, const json_t *obj)
 	    (rc = json_get_int(&out->max_seconds, obj, "max_seconds", false, 1,
 	    PROTO_MAX_SECONDS_MAX)) ||
 	    (rc = json_get_object(&require, obj, "require", false)) ||
-	    (rc = json_get_int(&out->wait, obj, "wait", false, 0, PROTO_WAIT_MAX)))
+	    (rc = json_get_int(&out->wait, obj, "wait", false, 0, PROTO_WAIT_MAX)) ||
+	    (rc = json_get_bool(&out->ahead, obj, "ahead", false)))
 		goto fail;
 	if (require && (rc = require_decode(&out->require, require)) != 0)
 		goto fail;
@@ -832,6 +833,8 @@ json_t *proto_authorize_req_encode(const proto_authorize_req *req)
 		json_object_set_new(b, "require", require_encode(&req->require));
 	if (req->wait > 0)
 		json_object_set_new(b, "wait", json_integer(req->wait));
+	if (req->ahead)
+		json_object_set_new(b, "ahead", json_true());
 	return b;
 }
 

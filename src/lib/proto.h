@@ -338,6 +338,10 @@ typedef struct {
 	int64_t wait;                             /* seconds to wait in the coordinator's
 	                                             queue when every node is busy, 0 ..
 	                                             PROTO_WAIT_MAX; 0: answer 503 at once */
+	bool ahead;                               /* "ahead": a ticket fetched ahead of the
+	                                             request that will use it: it holds no
+	                                             slot until its job starts, and never
+	                                             waits in the queue */
 } proto_authorize_req;
 
 int proto_authorize_req_decode(proto_authorize_req *out, const json_t *obj);

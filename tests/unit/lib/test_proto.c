@@ -329,6 +329,17 @@ static void test_authorize_request(void **state)
 	assert_memory_equal(&in, &out, sizeof(in));
 	assert_true(proto_authorize_req_excludes(&out, "node-b"));
 	assert_false(proto_authorize_req_excludes(&out, "node-c"));
+	assert_null(json_object_get(j, "ahead"));
+	json_decref(j);
+	/* a ticket fetched ahead says so */
+	in.ahead = true;
+	j = proto_authorize_req_encode(&in);
+	assert_true(json_is_true(json_object_get(j, "ahead")));
+	assert_int_equal(proto_authorize_req_decode(&out, j), 0);
+	assert_memory_equal(&in, &out, sizeof(in));
+	json_decref(j);
+	j = parse("{\"model\":\"m\",\"ahead\":1}");
+	expect_refused(proto_authorize_req_decode(&out, j), "ahead");
 	json_decref(j);
 
 	j = parse("{\"model\":\"m\",\"exclude\":[\"a\",7]}");
