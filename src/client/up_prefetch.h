@@ -1,7 +1,7 @@
 /*
  * up_prefetch.h - tickets fetched ahead, so that the app's next request
  * of a session does not wait for the coordinator's round trip
- * (docs/CLIENT.md "Tickets fetched ahead").
+ * (docs/ARCHITECTURE.md "Tickets fetched ahead").
  *
  * When a request for a model has been authorized, `troop up` asks the
  * coordinator for one more ticket for the same model and the same
