@@ -1,4 +1,4 @@
--- 0005_display_names.sql - a name an account chooses to show on the
+-- 0006_display_names.sql - a name an account chooses to show on the
 -- public donors' leaderboard (GET /leaderboard, the network page).  Opt-in:
 -- '' (the default) shows the account by its public id only.  Set and
 -- cleared by the account itself (POST /accounts/name).  Same dialect rules
