@@ -20,14 +20,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "coordinator.h"
+#include "dynbuf.h"
 #include "error.h"
 #include "http_client.h"
 #include "json.h"
 #include "log.h"
 #include "proto.h"
+#include "seal.h"
 
 #define AUDIT_LIST_MAX 1000        /* live nodes looked at per round */
 #define AUDIT_HTTP_TIMEOUT_MS 60000
@@ -153,6 +156,67 @@ static bool auditable(const coord *c, const registry_node *nd)
 	    (nd->facts.verified || c->allow_unverified);
 }
 
+/* A sealed job (seal.h) as troop up makes one whenever the node offers a
+ * sealing key: an audit must not be the one plain request a node sees. */
+struct sealing {
+	bool active;
+	seal_job job;
+	dynbuf body;                 /* the sealed request */
+	char header[200];            /* "X-Troop-Seal: ..." */
+};
+
+/* Seal `body` for ticket `rep` when its node offers a sealing key.
+ * Returns 0 (sealed, or nothing to seal), or a troop_err: the node's
+ * statement does not check out, and nothing is sent. */
+static int seal_begin(struct sealing *s, const proto_authorize_reply *rep, const char *body,
+    size_t blen)
+{
+	uint8_t pk[SEAL_PK_LEN];
+	char v[160];
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	dynbuf_init(&s->body, blen + SEAL_REQUEST_OVERHEAD + 1);
+	if (!rep->seal_key[0])
+		return 0;
+	if ((rc = seal_statement_verify(pk, NULL, rep->seal_key, rep->node_id,
+	    (int64_t)time(NULL))) != 0 ||
+	    (rc = seal_client_begin(&s->job, pk)) != 0 ||
+	    (rc = seal_request_seal(&s->body, &s->job, rep->job_id, rep->node_id, body,
+	    blen)) != 0 ||
+	    (rc = seal_header_format(v, sizeof(v), &s->job)) != 0)
+		return rc;
+	snprintf(s->header, sizeof(s->header), "%s: %s", SEAL_HEADER, v);
+	s->active = true;
+	return 0;
+}
+
+static int on_plain(void *arg, const uint8_t *data, size_t len)
+{
+	return dynbuf_add(arg, data, len);
+}
+
+/* The plaintext of a sealed reply[0..len) into out. */
+static int seal_open_reply(dynbuf *out, const struct sealing *s, const char *reply,
+    size_t len)
+{
+	seal_reader rd;
+	int rc;
+
+	seal_reader_init(&rd, &s->job, on_plain, out);
+	rc = seal_reader_feed(&rd, reply, len);
+	if (rc == 0)
+		rc = seal_reader_finish(&rd);
+	seal_reader_free(&rd);
+	return rc;
+}
+
+static void seal_end(struct sealing *s)
+{
+	seal_job_wipe(&s->job);
+	dynbuf_free(&s->body);
+}
+
 /* The worker's answer to the audit request `body` through a ticket for
  * `t`: the message's text (malloc'd), or NULL (logged) when there is
  * none: the coordinator refused, the worker failed.  *no_credits is set
@@ -165,12 +229,17 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	http_response resp;
 	json_t *req = NULL, *reply = NULL, *got = NULL;
 	char url[PROTO_IP_MAX + 64], authz[PROTO_TICKET_MAX + 32];
-	const char *headers[4], *text;
+	const char *headers[5], *text;
 	char *answer = NULL;
+	struct sealing sl;
+	dynbuf plain;
 	int status = 0, rc;
 
 	memset(&rep, 0, sizeof(rep));
 	memset(&resp, 0, sizeof(resp));
+	memset(&sl, 0, sizeof(sl));
+	dynbuf_init(&sl.body, 1);
+	dynbuf_init(&plain, AUDIT_REPLY_MAX);
 	req = json_pack("{s:s, s:s}", "model", t->model, "node_id", t->node_id);
 	if (!req)
 		goto out;
@@ -189,19 +258,40 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	snprintf(url, sizeof(url), strchr(rep.target_ip, ':') ?
 	    "http://[%s]:%d/v1/chat/completions" : "http://%s:%d/v1/chat/completions",
 	    rep.target_ip, rep.target_port);
+	if ((rc = seal_begin(&sl, &rep, body, blen)) != 0) {
+		log_warn("audit", "node=%.8s job=%s error=\"cannot seal: %s\"", t->node_id,
+		    rep.job_id, troop_error_msg());
+		goto out;
+	}
 	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", rep.token);
 	headers[0] = authz;
-	headers[1] = "Content-Type: application/json";
+	headers[1] = sl.active ? "Content-Type: " SEAL_CONTENT_TYPE :
+	    "Content-Type: application/json";
 	headers[2] = "Accept: application/json";
-	headers[3] = NULL;
-	rc = http_request(au->http, &resp, "POST", url, headers, body, blen);
+	headers[3] = sl.active ? sl.header : NULL;
+	headers[4] = NULL;
+	rc = http_request(au->http, &resp, "POST", url, headers,
+	    sl.active ? dynbuf_ptr(&sl.body) : body, sl.active ? dynbuf_len(&sl.body) : blen);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0 || resp.status != 200) {
 		log_warn("audit", "node=%.8s job=%s worker_status=%d error=\"%s\"", t->node_id,
 		    rep.job_id, resp.status, rc != 0 ? troop_error_msg() : "");
 		goto out;
 	}
-	if (json_parse_object(&got, resp.body, resp.len) != 0)
+	if (sl.active) {
+		/* a sealed request gets a sealed reply, or it failed */
+		if (strncasecmp(resp.content_type, SEAL_CONTENT_TYPE,
+		    sizeof(SEAL_CONTENT_TYPE) - 1) != 0 ||
+		    seal_open_reply(&plain, &sl, resp.body, resp.len) != 0) {
+			log_warn("audit", "node=%.8s job=%s error=\"the sealed reply did not open\"",
+			    t->node_id, rep.job_id);
+			goto out;
+		}
+		rc = json_parse_object(&got, dynbuf_ptr(&plain), dynbuf_len(&plain));
+	} else {
+		rc = json_parse_object(&got, resp.body, resp.len);
+	}
+	if (rc != 0)
 		goto out;
 	text = json_string_value(json_object_get(json_object_get(json_array_get(
 	    json_object_get(got, "choices"), 0), "message"), "content"));
@@ -211,6 +301,9 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 		log_warn("audit", "node=%.8s job=%s error=\"the answer has no message text\"",
 		    t->node_id, rep.job_id);
 out:
+	seal_end(&sl);
+	sodium_memzero((void *)dynbuf_ptr(&plain), dynbuf_len(&plain));
+	dynbuf_free(&plain);
 	sodium_memzero(rep.token, sizeof(rep.token));
 	http_response_free(&resp);
 	json_decref(got);

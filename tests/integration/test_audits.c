@@ -377,6 +377,9 @@ static void test_auditor_catches_cheaters(void **state)
 		assert_string_not_equal(node, ids[C]);
 		assert_string_not_equal(node, ids[F]);
 	}
+	/* the auditor's requests were sealed, as troop up seals whenever the
+	 * node offers a key (the test's own chats above were plain) */
+	assert_true(harness_log_contains(&workers[A], "sealed=1"));
 	/* /peers shows the counts */
 	{
 		char url[256];
