@@ -53,7 +53,9 @@
  * not excluded, the requested node if one was named, verified unless the
  * operator allows unverified nodes (the registry record's copy of the
  * ledger facts), of class `want_class` when class_required (else nodes of
- * that class first; "" for any).  Ties are broken at random.  Returns the
+ * that class first; "" for any), not suspect after a failed audit unless
+ * the request is the auditor's (`by_auditor`: docs/AUDITS.md).  Ties are
+ * broken at random.  Returns the
  * index, or -1.  skipped[] counts why the others were passed over, for the
  * no_capacity message. */
 enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_SUSPENDED,
