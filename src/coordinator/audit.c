@@ -217,19 +217,61 @@ static void seal_end(struct sealing *s)
 	dynbuf_free(&s->body);
 }
 
+/* The text of a chat completion reply[0..len): choices[0].message.content
+ * of one JSON object, or (stream) the choices[0].delta.content of each
+ * "data:" event in order.  Malloc'd; NULL when there is none. */
+static char *answer_text(const char *reply, size_t len, bool stream)
+{
+	dynbuf text;
+	json_t *o = NULL;
+	const char *p = reply, *end = reply + len, *s;
+	char *out = NULL;
+	bool any = false;
+
+	if (!stream) {
+		if (json_parse_object(&o, reply, len) != 0)
+			return NULL;
+		s = json_string_value(json_object_get(json_object_get(json_array_get(
+		    json_object_get(o, "choices"), 0), "message"), "content"));
+		out = s ? strdup(s) : NULL;
+		json_decref(o);
+		return out;
+	}
+	dynbuf_init(&text, AUDIT_REPLY_MAX);
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		if (n > 6 && memcmp(p, "data: ", 6) == 0 && json_parse_object(&o, p + 6, n - 6) == 0) {
+			s = json_string_value(json_object_get(json_object_get(json_array_get(
+			    json_object_get(o, "choices"), 0), "delta"), "content"));
+			if (s) {
+				any = true;
+				(void)dynbuf_add(&text, s, strlen(s));
+			}
+			json_decref(o);
+			o = NULL;
+		}
+		p += n + 1;
+	}
+	if (any)
+		out = dynbuf_take(&text, NULL);
+	dynbuf_free(&text);
+	return out;
+}
+
 /* The worker's answer to the audit request `body` through a ticket for
  * `t`: the message's text (malloc'd), or NULL (logged) when there is
  * none: the coordinator refused, the worker failed.  *no_credits is set
  * when the auditor's account cannot pay. */
 static char *ask(struct auditor *au, const struct target *t, const char *body,
-    size_t blen, bool *no_credits)
+    size_t blen, bool stream, bool *no_credits)
 {
 	coord *c = au->c;
 	proto_authorize_reply rep;
 	http_response resp;
-	json_t *req = NULL, *reply = NULL, *got = NULL;
+	json_t *req = NULL, *reply = NULL;
 	char url[PROTO_IP_MAX + 64], authz[PROTO_TICKET_MAX + 32];
-	const char *headers[5], *text;
+	const char *headers[5];
 	char *answer = NULL;
 	struct sealing sl;
 	dynbuf plain;
@@ -267,7 +309,7 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	headers[0] = authz;
 	headers[1] = sl.active ? "Content-Type: " SEAL_CONTENT_TYPE :
 	    "Content-Type: application/json";
-	headers[2] = "Accept: application/json";
+	headers[2] = stream ? "Accept: text/event-stream" : "Accept: application/json";
 	headers[3] = sl.active ? sl.header : NULL;
 	headers[4] = NULL;
 	rc = http_request(au->http, &resp, "POST", url, headers,
@@ -287,17 +329,11 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 			    t->node_id, rep.job_id);
 			goto out;
 		}
-		rc = json_parse_object(&got, dynbuf_ptr(&plain), dynbuf_len(&plain));
+		answer = answer_text(dynbuf_ptr(&plain), dynbuf_len(&plain), stream);
 	} else {
-		rc = json_parse_object(&got, resp.body, resp.len);
+		answer = answer_text(resp.body, resp.len, stream);
 	}
-	if (rc != 0)
-		goto out;
-	text = json_string_value(json_object_get(json_object_get(json_array_get(
-	    json_object_get(got, "choices"), 0), "message"), "content"));
-	if (text)
-		answer = strdup(text);
-	else
+	if (!answer)
 		log_warn("audit", "node=%.8s job=%s error=\"the answer has no message text\"",
 		    t->node_id, rep.job_id);
 out:
@@ -306,7 +342,6 @@ out:
 	dynbuf_free(&plain);
 	sodium_memzero(rep.token, sizeof(rep.token));
 	http_response_free(&resp);
-	json_decref(got);
 	json_decref(reply);
 	json_decref(req);
 	return answer;
@@ -350,14 +385,17 @@ static void audit_group(struct auditor *au, struct target *group, size_t k)
 	json_t *body;
 	char *text = NULL;
 	size_t blen = 0, given = 0;
-	bool no_credits = false;
+	bool no_credits = false, stream;
 	int majority;
 	int64_t now;
 
+	/* streamed or not, and a few more tokens than compared, as apps ask */
+	stream = randombytes_uniform(2) == 0;
 	body = json_pack("{s:s, s:[{s:s, s:s}], s:i, s:I, s:i, s:b}", "model", "",
 	    "messages", "role", "user", "content", prompts[randombytes_uniform(N_PROMPTS)],
 	    "temperature", 0, "seed", (json_int_t)randombytes_uniform(1u << 30),
-	    "max_tokens", c->audit.tokens, "stream", 0);
+	    "max_tokens", c->audit.tokens + (int)randombytes_uniform(
+	    (uint32_t)c->audit.tokens / 2 + 1), "stream", stream);
 	if (!body)
 		return;
 	for (size_t i = 0; i < k && !atomic_load(&au->abort); i++) {
@@ -367,7 +405,7 @@ static void audit_group(struct auditor *au, struct target *group, size_t k)
 		text = json_dump_compact(body, &blen);
 		if (!text)
 			break;
-		owned[i] = ask(au, &group[i], text, blen, &no_credits);
+		owned[i] = ask(au, &group[i], text, blen, stream, &no_credits);
 		answers[i] = owned[i];
 		given += owned[i] != NULL;
 	}
