@@ -362,6 +362,10 @@ static void record(struct auditor *au, const struct target *t, bool passed,
 		log_warn("audit", "node=%.8s ledger error=\"%s\"", t->node_id, troop_error_msg());
 		return;
 	}
+	if (passed)
+		METRIC_ADD(&c->metrics, audit_pass, 1);
+	else
+		METRIC_ADD(&c->metrics, audit_fail, 1);
 	log_info("audit", "node=%.8s result=%s forfeited=%lld %s", t->node_id,
 	    passed ? "pass" : "fail", (long long)forfeited, detail);
 	if (ledger_node_get(&ln, au->db, t->node_id) != 0)
@@ -417,9 +421,12 @@ static void audit_group(struct auditor *au, struct target *group, size_t k)
 	if (majority == 0) {
 		snprintf(detail, sizeof(detail), "hash=%.80s answers=%zu of %zu: no majority",
 		    group[0].hash, given, k);
-		if (given >= 2 && ledger_audit(au->db, c->audit_account, "audit_inconclusive",
-		    detail, now) != 0)
-			log_warn("audit", "ledger error=\"%s\"", troop_error_msg());
+		if (given >= 2) {
+			METRIC_ADD(&c->metrics, audit_inconclusive, 1);
+			if (ledger_audit(au->db, c->audit_account, "audit_inconclusive", detail,
+			    now) != 0)
+				log_warn("audit", "ledger error=\"%s\"", troop_error_msg());
+		}
 		log_info("audit", "result=inconclusive %s", detail);
 		goto out;
 	}

@@ -403,6 +403,19 @@ static void test_auditor_catches_cheaters(void **state)
 	/* the auditor's requests were sealed, as troop up seals whenever the
 	 * node offers a key (the test's own chats above were plain) */
 	assert_true(harness_log_contains(&workers[A], "sealed=1"));
+	/* /metrics counts the verdicts */
+	{
+		char url[256];
+		http_response m;
+		memset(&m, 0, sizeof(m));
+		snprintf(url, sizeof(url), "%s/metrics", coord.url);
+		assert_int_equal(http_request(hc, &m, "GET", url, NULL, NULL, 0), 0);
+		assert_int_equal(m.status, 200);
+		assert_non_null(strstr(m.body, "troop_audits_total{result=\"fail\"}"));
+		assert_null(strstr(m.body, "troop_audits_total{result=\"fail\"} 0\n"));
+		assert_null(strstr(m.body, "troop_audits_total{result=\"pass\"} 0\n"));
+		http_response_free(&m);
+	}
 	/* /peers shows the counts */
 	{
 		char url[256];
