@@ -18,6 +18,8 @@
  * each of them failed it (their oldest verdict in the audit log), that A and B pass and never fail, that the cheaters' pending
  * earnings were forfeited with audit_log rows, and that /authorize no
  * longer chooses them (named, they are refused with a 503 that says why).
+ * Last, C's engine answers honestly again: a later audit passes it, it is
+ * no longer suspect and is chosen again.
  *
  * With TROOP_TEST_DATABASE_URL / TROOP_TEST_REGISTRY_URL
  * (tests/integration/test_pg_coordinator.sh) the coordinator runs on
@@ -437,6 +439,35 @@ static void test_auditor_catches_cheaters(void **state)
 	}
 }
 
+/* A suspect node that answers honestly again passes a later audit (only
+ * the auditor may still choose it) and is chosen again. */
+static void test_suspect_passes_again(void **state)
+{
+	const char *honest_args[] = { "--models", "llama3:8b", "--deterministic", "--listen",
+		NULL, NULL };
+	char listen[64], log[300];
+	int waited = 0;
+
+	(void)state;
+	assert_true(node_suspect(ids[C]));
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", sims[C].port);
+	honest_args[4] = listen;
+	harness_stop(&sims[C], SIGTERM);
+	snprintf(log, sizeof(log), "%s/sim-c-honest.log", tmp);
+	assert_int_equal(harness_start_sim(&sims[C], log, honest_args), 0);
+	while (node_suspect(ids[C]) && waited < 60000) {
+		harness_sleep_ms(100);
+		waited += 100;
+	}
+	if (node_suspect(ids[C]))
+		harness_dump_log(&coord);
+	assert_false(node_suspect(ids[C]));
+	print_message("the mended node passed an audit %d ms after its engine was\n", waited);
+	assert_true(node_int(ids[C], "audits_passed") >= 1);
+	assert_string_equal(first_verdict(ids[C]), "audit_fail");
+	assert_int_equal(authorize("llama3:8b", ids[C], NULL, NULL, 0, NULL, 0, NULL, 0), 200);
+}
+
 static int setup(void **state)
 {
 	static const char *const no_verify[] = { "--no-verify", NULL };
@@ -501,6 +532,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cheaters_paid_without_auditor),
 		cmocka_unit_test(test_auditor_catches_cheaters),
+		cmocka_unit_test(test_suspect_passes_again),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
