@@ -52,7 +52,8 @@ static harness_proc coord, sims[N_WORKERS], workers[N_WORKERS];
 static char ids[N_WORKERS][TROOP_ID_LEN + 1];
 static http_client *hc;
 static ledger *led;
-static troop_identity user;
+static troop_identity user, admin;
+static char admin_flag[64];
 
 static json_t *call(const troop_identity *id, const char *method, const char *path,
     json_t *body, int *status)
@@ -285,7 +286,7 @@ static void start_coordinator(const char *interval, const char *listen)
 	const char *args[] = { "--allow-unverified", "--starter-credits", "100000",
 		"--threads", "2", "--audit-interval", interval, "--audit-nodes", "3",
 		"--audit-tokens", "32", "--audit-threshold", "0.9", "--unused-ticket", "2",
-		listen ? "--listen" : NULL, listen, NULL };
+		admin_flag, listen ? "--listen" : NULL, listen, NULL };
 
 	assert_int_equal(harness_start_coordinator(&coord, coord_dir, args), 0);
 }
@@ -418,6 +419,28 @@ static void test_auditor_catches_cheaters(void **state)
 		assert_null(strstr(m.body, "troop_audits_total{result=\"pass\"} 0\n"));
 		http_response_free(&m);
 	}
+	/* the operator's node list shows them */
+	{
+		json_t *o, *nd;
+		int st = 0;
+		size_t i;
+		bool seen = false;
+		o = call(&admin, "GET", "/admin/nodes?limit=500", NULL, &st);
+		assert_int_equal(st, 200);
+		json_array_foreach(json_object_get(o, "nodes"), i, nd) {
+			const char *id = json_string_value(json_object_get(nd, "node_id"));
+			if (strcmp(id, ids[F]) == 0) {
+				seen = true;
+				assert_true(json_is_true(json_object_get(nd, "suspect")));
+				assert_true(json_integer_value(json_object_get(nd, "audits_failed")) >= 1);
+			} else if (strcmp(id, ids[B]) == 0) {
+				assert_false(json_is_true(json_object_get(nd, "suspect")));
+				assert_int_equal(json_integer_value(json_object_get(nd, "audits_failed")), 0);
+			}
+		}
+		assert_true(seen);
+		json_decref(o);
+	}
 	/* /peers shows the counts */
 	{
 		char url[256];
@@ -491,6 +514,9 @@ static int setup(void **state)
 	else
 		snprintf(dbpath, sizeof(dbpath), "%s/ledger.db", coord_dir);
 	identity_generate(&user);
+	identity_generate(&admin);
+	/* "--admin=ID": an id may start with '-' */
+	snprintf(admin_flag, sizeof(admin_flag), "--admin=%s", admin.id);
 	{
 		const char *args[] = { "--allow-unverified", "--starter-credits", "100000",
 			"--threads", "2", "--audit-interval", "0", "--unused-ticket", "2", NULL };
