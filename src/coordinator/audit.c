@@ -219,8 +219,10 @@ static void seal_end(struct sealing *s)
 
 /* The text of a chat completion reply[0..len): choices[0].message.content
  * of one JSON object, or (stream) the choices[0].delta.content of each
- * "data:" event in order.  Malloc'd; NULL when there is none. */
-static char *answer_text(const char *reply, size_t len, bool stream)
+ * "data:" event in order.  Malloc'd; NULL when there is none.  *tokens
+ * gets the completion tokens as a client counts them: the usage the
+ * engine reported, else one per content event. */
+static char *answer_text(const char *reply, size_t len, bool stream, int64_t *tokens)
 {
 	dynbuf text;
 	json_t *o = NULL;
@@ -228,12 +230,15 @@ static char *answer_text(const char *reply, size_t len, bool stream)
 	char *out = NULL;
 	bool any = false;
 
+	*tokens = 0;
 	if (!stream) {
 		if (json_parse_object(&o, reply, len) != 0)
 			return NULL;
 		s = json_string_value(json_object_get(json_object_get(json_array_get(
 		    json_object_get(o, "choices"), 0), "message"), "content"));
 		out = s ? strdup(s) : NULL;
+		*tokens = (int64_t)json_integer_value(json_object_get(json_object_get(o, "usage"),
+		    "completion_tokens"));
 		json_decref(o);
 		return out;
 	}
@@ -246,6 +251,7 @@ static char *answer_text(const char *reply, size_t len, bool stream)
 			    json_object_get(o, "choices"), 0), "delta"), "content"));
 			if (s) {
 				any = true;
+				*tokens += s[0] != '\0';
 				(void)dynbuf_add(&text, s, strlen(s));
 			}
 			json_decref(o);
@@ -257,6 +263,45 @@ static char *answer_text(const char *reply, size_t len, bool stream)
 		out = dynbuf_take(&text, NULL);
 	dynbuf_free(&text);
 	return out;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The signed delivery report troop up sends for every job it authorized
+ * (docs/PROTOCOL.md "Two witnesses"): what the auditor observed of job
+ * `job_id`.  `resp` NULL: nothing came back.  A failure is logged only: the
+ * worker's claim then settles alone after --report-wait. */
+static void send_report(struct auditor *au, const char *job_id, const char *outcome,
+    int64_t ms, const http_response *resp, int64_t tokens)
+{
+	char path[128];
+	json_t *b, *reply = NULL;
+	int status = 0;
+
+	b = json_pack("{s:s, s:I, s:I, s:I, s:s}", "job_id", job_id, "duration_ms",
+	    (json_int_t)(ms > 0 ? ms : 0), "bytes", (json_int_t)(resp ? resp->len : 0),
+	    "completion_tokens", (json_int_t)tokens, "outcome", outcome);
+	if (!b)
+		return;
+	if (resp && resp->len > 0) {
+		unsigned char h[crypto_hash_sha256_BYTES];
+		char hex[2 * crypto_hash_sha256_BYTES + 1];
+		crypto_hash_sha256(h, (const unsigned char *)resp->body, resp->len);
+		sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+		json_object_set_new(b, "response_digest", json_string(hex));
+	}
+	snprintf(path, sizeof(path), "/jobs/%s/report", job_id);
+	if (http_request_signed(au->http, &status, &reply, &au->c->audit_key, "POST",
+	    au->c->audit.url, path, b) != 0 || status != 200)
+		log_warn("audit", "job=%s report_status=%d", job_id, status);
+	json_decref(reply);
+	json_decref(b);
 }
 
 /* The worker's answer to the audit request `body` through a ticket for
@@ -275,14 +320,18 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	char *answer = NULL;
 	struct sealing sl;
 	dynbuf plain;
-	int status = 0, rc;
+	const char *outcome = NULL;   /* set once the worker was asked */
+	int64_t t0, ms = 0, tokens = 0;
+	int status = 0, rc = 0;
 
 	memset(&rep, 0, sizeof(rep));
 	memset(&resp, 0, sizeof(resp));
 	memset(&sl, 0, sizeof(sl));
 	dynbuf_init(&sl.body, 1);
 	dynbuf_init(&plain, AUDIT_REPLY_MAX);
-	req = json_pack("{s:s, s:s}", "model", t->model, "node_id", t->node_id);
+	/* a delivery report is promised (and sent), as troop up does */
+	req = json_pack("{s:s, s:s, s:b}", "model", t->model, "node_id", t->node_id,
+	    "delivery_report", 1);
 	if (!req)
 		goto out;
 	rc = http_request_signed(au->http, &status, &reply, &c->audit_key, "POST",
@@ -301,6 +350,7 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	    "http://[%s]:%d/v1/chat/completions" : "http://%s:%d/v1/chat/completions",
 	    rep.target_ip, rep.target_port);
 	if ((rc = seal_begin(&sl, &rep, body, blen)) != 0) {
+		outcome = "unreachable";   /* nothing was sent */
 		log_warn("audit", "node=%.8s job=%s error=\"cannot seal: %s\"", t->node_id,
 		    rep.job_id, troop_error_msg());
 		goto out;
@@ -312,9 +362,13 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	headers[2] = stream ? "Accept: text/event-stream" : "Accept: application/json";
 	headers[3] = sl.active ? sl.header : NULL;
 	headers[4] = NULL;
+	t0 = mono_ms();
 	rc = http_request(au->http, &resp, "POST", url, headers,
 	    sl.active ? dynbuf_ptr(&sl.body) : body, sl.active ? dynbuf_len(&sl.body) : blen);
+	ms = mono_ms() - t0;
 	sodium_memzero(authz, sizeof(authz));
+	outcome = rc != 0 ? "unreachable" : resp.status == 401 ? "refused" :
+	    resp.status != 200 ? "engine_error" : "complete";
 	if (rc != 0 || resp.status != 200) {
 		log_warn("audit", "node=%.8s job=%s worker_status=%d error=\"%s\"", t->node_id,
 		    rep.job_id, resp.status, rc != 0 ? troop_error_msg() : "");
@@ -329,14 +383,16 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 			    t->node_id, rep.job_id);
 			goto out;
 		}
-		answer = answer_text(dynbuf_ptr(&plain), dynbuf_len(&plain), stream);
+		answer = answer_text(dynbuf_ptr(&plain), dynbuf_len(&plain), stream, &tokens);
 	} else {
-		answer = answer_text(resp.body, resp.len, stream);
+		answer = answer_text(resp.body, resp.len, stream, &tokens);
 	}
 	if (!answer)
 		log_warn("audit", "node=%.8s job=%s error=\"the answer has no message text\"",
 		    t->node_id, rep.job_id);
 out:
+	if (outcome)
+		send_report(au, rep.job_id, outcome, ms, rc == 0 ? &resp : NULL, tokens);
 	seal_end(&sl);
 	sodium_memzero((void *)dynbuf_ptr(&plain), dynbuf_len(&plain));
 	dynbuf_free(&plain);
