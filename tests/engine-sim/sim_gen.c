@@ -703,6 +703,7 @@ static struct sim_stream *stream_new(struct sim *sim, struct evhttp_request *req
 	s->req = req;
 	s->conn = evhttp_request_get_connection(req);
 	s->api = api;
+	s->cheat_from = -1;
 	s->t0_ns = now_ns();
 	s->created = (long long)time(NULL);
 	s->model = strdup(model);
