@@ -377,6 +377,12 @@ static void h_nodes(http_req *r, void *arg)
 		    "last_seen", (json_int_t)ln->last_seen);
 		if (o && ln->suspended)
 			json_object_set_new(o, "suspend_reason", json_string(ln->suspend_reason));
+		if (o) {
+			/* docs/AUDITS.md */
+			json_object_set_new(o, "audits_passed", json_integer(ln->audits_passed));
+			json_object_set_new(o, "audits_failed", json_integer(ln->audits_failed));
+			json_object_set_new(o, "suspect", json_boolean(ln->suspect != 0));
+		}
 		json_array_append_new(arr, o);
 	}
 	coord_reply_json(r, 200, json_pack("{s:o, s:o}", "nodes", arr, "next",

@@ -53,11 +53,13 @@
  * not excluded, the requested node if one was named, verified unless the
  * operator allows unverified nodes (the registry record's copy of the
  * ledger facts), of class `want_class` when class_required (else nodes of
- * that class first; "" for any).  Ties are broken at random.  Returns the
+ * that class first; "" for any), not suspect after a failed audit unless
+ * the request is the auditor's (`by_auditor`: docs/AUDITS.md).  Ties are
+ * broken at random.  Returns the
  * index, or -1.  skipped[] counts why the others were passed over, for the
  * no_capacity message. */
 enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_SUSPENDED,
-	SKIP_N };
+	SKIP_SUSPECT, SKIP_N };
 
 /* Whether node facts `f` are past the operator's dispute threshold. */
 static bool too_disputed(const coord *c, const registry_facts *f)
@@ -83,7 +85,7 @@ static int node_slots(const coord *c, const registry_node *nd)
 
 static int choose_node(const coord *c, const registry_node *nodes, size_t n,
     const proto_authorize_req *exclude, const char *want_node, const char *want_class,
-    bool class_required, int skipped[SKIP_N], int *free_slots)
+    bool class_required, bool by_auditor, int skipped[SKIP_N], int *free_slots)
 {
 	int best = -1, best_match = 0;
 	double best_load = 0;
@@ -112,6 +114,11 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 		}
 		if (nd->facts.suspended) {
 			skipped[SKIP_SUSPENDED]++;
+			continue;
+		}
+		/* a failed audit: only the auditor's next audit may clear it */
+		if (nd->facts.suspect && !by_auditor) {
+			skipped[SKIP_SUSPECT]++;
 			continue;
 		}
 		if (too_disputed(c, &nd->facts)) {
@@ -160,6 +167,8 @@ static void capacity_message(char *out, size_t len, const int skipped[SKIP_N])
 		[SKIP_DISPUTED] = "billed more than their clients saw too often "
 		    "(--max-dispute-rate)",
 		[SKIP_SUSPENDED] = "suspended by the operator",
+		[SKIP_SUSPECT] = "suspect: their answers disagreed with other nodes serving the "
+		    "same weights in an audit (docs/AUDITS.md)",
 	};
 	size_t used = 0;
 
@@ -365,7 +374,8 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 	troop_identity signer;
 	char *token = NULL;
 	int idx, rc, free_slots = 0, skipped[SKIP_N] = { 0 };
-	bool held = false;
+	bool held = false, by_auditor = c->audit_account[0] &&
+	    strcmp(requester, c->audit_account) == 0;
 
 	memset(&cl, 0, sizeof(cl));
 	memset(&signer, 0, sizeof(signer));
@@ -390,12 +400,12 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 	/* the nodes known to fit first; the ones whose engines did not say
 	 * when none of those can take it */
 	idx = n_met > 0 ? choose_node(c, nodes, n_met, &a->req, want_node, a->want_class,
-	    a->class_required, skipped, &free_slots) : -1;
+	    a->class_required, by_auditor, skipped, &free_slots) : -1;
 	if (idx < 0 && n_fit > n_met) {
 		memset(skipped, 0, sizeof(skipped));
 		free_slots = 0;
 		idx = choose_node(c, nodes, n_fit, &a->req, want_node, a->want_class,
-		    a->class_required, skipped, &free_slots);
+		    a->class_required, by_auditor, skipped, &free_slots);
 	}
 	/* a free slot goes to those waiting first, in their order */
 	if (idx >= 0 && (rank >= free_slots ||

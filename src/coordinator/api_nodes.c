@@ -235,6 +235,13 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 		    ln ? ln->disputes : 0));
 		json_object_set_new(o, "dispute_rate", json_real(node_dispute_rate(live ? f : NULL,
 		    ln)));
+		/* spot checks of its output (docs/AUDITS.md) */
+		json_object_set_new(o, "audits_passed", json_integer(live ? f->audits_passed :
+		    ln ? ln->audits_passed : 0));
+		json_object_set_new(o, "audits_failed", json_integer(live ? f->audits_failed :
+		    ln ? ln->audits_failed : 0));
+		json_object_set_new(o, "suspect", json_boolean(live ? f->suspect :
+		    ln && ln->suspect));
 	}
 	return o;
 }

@@ -168,6 +168,20 @@ static const config_opt coord_opts[] = {
 	{ "authorize-address-limit", 0, OPT_INT, "TROOP_AUTHORIZE_ADDRESS_LIMIT", NULL, "0", "N",
 	  "/authorize requests per source address per second, shared through the registry; "
 	  "more get 429 with Retry-After (0: no limit)", 0, 1000000 },
+	{ "audit-interval", 0, OPT_INT, "TROOP_AUDIT_INTERVAL", NULL, "900", "SECONDS",
+	  "audits (docs/AUDITS.md): seconds between spot checks of the nodes serving one "
+	  "model's weights; each costs the nodes' time, paid by the auditor's account "
+	  "(0: no audits)", 0, 1e9 },
+	{ "audit-tokens", 0, OPT_INT, "TROOP_AUDIT_TOKENS", NULL, "32", "N",
+	  "audits: tokens of each answer compared", 1, AUDIT_TOKENS_MAX },
+	{ "audit-threshold", 0, OPT_DOUBLE, "TROOP_AUDIT_THRESHOLD", NULL, "0.9", "SHARE",
+	  "audits: share of the compared tokens two answers must have in common to agree",
+	  0, 1 },
+	{ "audit-nodes", 0, OPT_INT, "TROOP_AUDIT_NODES", NULL, "3", "N",
+	  "audits: nodes asked the same question in one audit", 2, AUDIT_NODES_MAX },
+	{ "audit-key", 0, OPT_STRING, "TROOP_AUDIT_KEY", NULL, NULL, "FILE",
+	  "audits: the auditor's account key, created if missing; its account pays for "
+	  "the audits ('troop admin grant' it credits) (default: DATA_DIR/auditor.key)", 0, 0 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -199,6 +213,9 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->disputes = ln->disputes;
 	f->jobs = ln->jobs_ok + ln->jobs_failed;
 	f->suspended = ln->suspended != 0;
+	f->suspect = ln->suspect != 0;
+	f->audits_passed = ln->audits_passed;
+	f->audits_failed = ln->audits_failed;
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -404,6 +421,22 @@ out:
 	return rc;
 }
 
+/* The URL the auditor reaches this coordinator at: the --listen host
+ * (loopback for a wildcard) and the port bound. */
+static void audit_self_url(char *out, size_t len, const char *listen, int port)
+{
+	const char *colon = strrchr(listen, ':');
+	size_t hl = colon ? (size_t)(colon - listen) : 0;
+	char host[256];
+
+	snprintf(host, sizeof(host), "%.*s", (int)(hl < sizeof(host) ? hl : 0), listen);
+	if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	else if (strcmp(host, "[::]") == 0 || strcmp(host, "::") == 0)
+		snprintf(host, sizeof(host), "[::1]");
+	snprintf(out, len, "http://%s:%d", host, port);
+}
+
 static void fatal_config(const char *what)
 {
 	fprintf(stderr, "troop coordinator: %s: %s\n", what, troop_error_msg());
@@ -415,6 +448,7 @@ int cmd_coordinator(int argc, char **argv)
 	coord *c = NULL;
 	http_server *srv = NULL;
 	struct sweeper sweeper = { 0 };
+	auditor *aud = NULL;
 	char data_dir[1024], db_url[1200], key_path[1200];
 	char signer_kid[TICKET_KID_LEN + 1] = "";
 	troop_identity first_key;
@@ -498,6 +532,10 @@ int cmd_coordinator(int argc, char **argv)
 	c->queue.max_tickets_account = (size_t)config_int(cfg, "max-tickets");
 	c->queue.max_jobs_gpu = (int)config_int(cfg, "max-jobs-gpu");
 	c->queue.max_jobs_other = (int)config_int(cfg, "max-jobs-other");
+	c->audit.interval_s = config_int(cfg, "audit-interval");
+	c->audit.tokens = (int)config_int(cfg, "audit-tokens");
+	c->audit.threshold = config_double(cfg, "audit-threshold");
+	c->audit.max_nodes = (int)config_int(cfg, "audit-nodes");
 	c->account_rate = config_int(cfg, "account-rate-limit");
 	c->authorize_addr_rate = config_int(cfg, "authorize-address-limit");
 	c->started = time(NULL);
@@ -593,6 +631,17 @@ int cmd_coordinator(int argc, char **argv)
 		fatal_config("cannot load the ticket signing keys");
 		goto out;
 	}
+	if (c->audit.interval_s > 0) {
+		if (config_str(cfg, "audit-key"))
+			snprintf(key_path, sizeof(key_path), "%s", config_str(cfg, "audit-key"));
+		else
+			snprintf(key_path, sizeof(key_path), "%s/auditor.key", data_dir);
+		if (identity_load_or_create(&c->audit_key, key_path, NULL) != 0) {
+			fatal_config("cannot load the auditor's key");
+			goto out;
+		}
+		snprintf(c->audit_account, sizeof(c->audit_account), "%s", c->audit_key.id);
+	}
 
 	{
 		http_server_opts o = {
@@ -635,6 +684,17 @@ int cmd_coordinator(int argc, char **argv)
 		ticket_kid(signer_kid, signer.pk);
 		identity_wipe(&signer);
 	}
+	if (c->audit.interval_s > 0) {
+		audit_self_url(c->audit.url, sizeof(c->audit.url), config_str(cfg, "listen"),
+		    http_server_port(srv));
+		if (auditor_start(&aud, c) != 0) {
+			fatal_config("cannot start");
+			goto out;
+		}
+		log_info("auditor_started", "account=%s interval=%lld compared=%d threshold=%.2f "
+		    "nodes=%d url=%s", c->audit_account, (long long)c->audit.interval_s,
+		    c->audit.tokens, c->audit.threshold, c->audit.max_nodes, c->audit.url);
+	}
 	log_info("coordinator_started", "listen=%s port=%d ledger=%s registry=%s kid=%s "
 	    "starter_credits=%lld starter_policy=%s allow_unverified=%d",
 	    config_str(cfg, "listen"),
@@ -644,6 +704,7 @@ int cmd_coordinator(int argc, char **argv)
 	ret = http_server_run(srv, 5000) == 0 ? 0 : 1;
 	log_info("coordinator_stopped", NULL);
 out:
+	auditor_stop(aud);
 	sweeper_stop(&sweeper);
 	http_server_free(srv);
 	if (c) {
@@ -651,6 +712,7 @@ out:
 		registry_close(c->reg);
 		ledger_close(c->ledger);
 		ticket_keys_free(c->tkeys);
+		identity_wipe(&c->audit_key);
 		sodium_free(c);
 	}
 	config_free(cfg);

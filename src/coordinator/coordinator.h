@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "addr_policy.h"
+#include "audit.h"
 #include "http_server.h"
 #include "identity.h"
 #include "ledger.h"
@@ -69,6 +70,9 @@ typedef struct {
 	addr_policy addrs;         /* addresses a node may advertise */
 	queue_config queue;        /* wait queue, ticket holds, slot caps (--queue-*,
 	                              --unused-ticket, --max-tickets, --max-jobs-*) */
+	audit_config audit;        /* spot checks of nodes' output (--audit-*) */
+	troop_identity audit_key;  /* the auditor's account: pays for the audits */
+	char audit_account[TROOP_ID_LEN + 1]; /* its id; "" when audits are off */
 
 	/* the ticket signing keys: the signer, and those published */
 	ticket_keys *tkeys;
@@ -138,6 +142,16 @@ void coord_reply_error(http_req *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Reply with the thread's last troop error (troop_error_last/msg). */
 void coord_reply_last_error(http_req *r, int err);
+
+/* Start the auditor of `c` (audit.h) on a thread of its own, with its own
+ * ledger connection, auditing as c->audit_key; with c->audit.interval_s 0
+ * nothing starts and *out is NULL.  Returns 0 or TROOP_ERR (no thread).
+ * `c` must outlive it. */
+int auditor_start(auditor **out, coord *c);
+
+/* Stop the auditor (a round in progress ends within about a second: its
+ * HTTP calls are aborted) and free it.  NULL is fine. */
+void auditor_stop(auditor *a);
 
 /* Route tables of each API file. */
 void api_meta_routes(http_server *s, coord *c);

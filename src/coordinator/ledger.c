@@ -1625,6 +1625,9 @@ static void node_cols(ledger_node *out, ledger_conn *c)
 	out->refusals = col_i64(c, 14);
 	out->suspended = col_i64(c, 15);
 	ledger_copy_str(out->suspend_reason, sizeof out->suspend_reason, col_text(c, 16));
+	out->audits_passed = col_i64(c, 17);
+	out->audits_failed = col_i64(c, 18);
+	out->suspect = col_i64(c, 19);
 	out->reputation = reputation(out->jobs_ok, out->jobs_failed);
 }
 
@@ -1827,6 +1830,60 @@ int ledger_node_forfeit(int64_t *forfeited, ledger_conn *c, const char *node_id,
 	TRY(check_opt_str("reason", reason, LEDGER_NOTE_MAX));
 	struct forfeit_arg a = { node_id, actor, reason ? reason : "", now, 0 };
 	int err = with_txn(c, forfeit_txn, &a);
+	if (err == 0 && forfeited != NULL)
+		*forfeited = a.forfeited;
+	return err;
+}
+
+struct node_audit_arg {
+	const char *node_id, *actor, *detail;
+	bool passed;
+	int64_t now, forfeited;
+};
+
+/* One audit verdict: the counts and suspect flag, and for a failure the
+ * forfeit of forfeit_txn (with its audit row), in the caller's
+ * transaction. */
+static int node_audit_txn(ledger_conn *c, void *arg)
+{
+	struct node_audit_arg *a = arg;
+	char detail[LEDGER_NOTE_MAX + 64];
+	int64_t changed = 0;
+	int err;
+
+	if (a->passed) {
+		if ((err = exec_count(&changed, c, LS_NODE_AUDIT_PASS, ARGS(S(a->node_id)),
+		    "pass node audit")) != 0)
+			return err;
+		if (changed == 0)
+			return troop_error_set(TROOP_ENOTFOUND, "no node %s", a->node_id);
+		snprintf(detail, sizeof detail, "node=%s %s", a->node_id, a->detail);
+		return insert_audit_on(c, a->actor, "audit_pass", a->node_id, "", detail, a->now);
+	}
+	if ((err = exec_count(&changed, c, LS_NODE_AUDIT_SUSPECT, ARGS(S(a->node_id),
+	    I(a->now)), "fail node audit")) != 0)
+		return err;
+	if (changed == 0)
+		return troop_error_set(TROOP_ENOTFOUND, "no node %s", a->node_id);
+	snprintf(detail, sizeof detail, "node=%s %s", a->node_id, a->detail);
+	if ((err = insert_audit_on(c, a->actor, "audit_fail", a->node_id, "", detail,
+	    a->now)) != 0)
+		return err;
+	struct forfeit_arg f = { a->node_id, a->actor, "failed an audit", a->now, 0 };
+	err = forfeit_txn(c, &f);
+	a->forfeited = f.forfeited;
+	return err;
+}
+
+int ledger_node_audit(int64_t *forfeited, ledger_conn *c, const char *node_id, bool passed,
+    const char *actor, const char *detail, int64_t now)
+{
+	TRY(check_conn(c));
+	TRY(check_str("node id", node_id, LEDGER_ID_MAX));
+	TRY(check_str("actor", actor, LEDGER_ID_MAX));
+	TRY(check_opt_str("detail", detail, LEDGER_NOTE_MAX));
+	struct node_audit_arg a = { node_id, actor, detail ? detail : "", passed, now, 0 };
+	int err = with_txn(c, node_audit_txn, &a);
 	if (err == 0 && forfeited != NULL)
 		*forfeited = a.forfeited;
 	return err;
@@ -2227,7 +2284,7 @@ int ledger_nodes_list(ledger_node **out, size_t *n, ledger_conn *c, const char *
 	while (r == 1) {
 		ledger_node *nd = &rows[k++];
 		node_cols(nd, c);
-		ledger_copy_str(nd->node_id, sizeof nd->node_id, col_text(c, 17));
+		ledger_copy_str(nd->node_id, sizeof nd->node_id, col_text(c, 20));
 		r = k < (size_t)limit ? c->drv->next(c) : 0;
 	}
 	fin(c);

@@ -555,6 +555,9 @@ typedef struct {
 	int64_t refusals;       /* reports "refused": it answered 401 */
 	int64_t suspended;      /* unix time an operator suspended it, 0 none */
 	char suspend_reason[LEDGER_NOTE_MAX + 1];
+	int64_t audits_passed;  /* audits it agreed with the majority in */
+	int64_t audits_failed;  /* audits it disagreed with the majority in */
+	int64_t suspect;        /* unix time of a failed audit not passed since, 0 none */
 } ledger_node;
 
 /* Whether node `n` is established under policy `p` (NULL: defaults) at
@@ -599,6 +602,18 @@ int ledger_node_set_class(ledger_conn *c, const char *node_id, const char *hw_cl
  * TROOP_ENOTFOUND if the node is unknown. */
 int ledger_node_forfeit(int64_t *forfeited, ledger_conn *c, const char *node_id,
     const char *actor, const char *reason, int64_t now);
+
+/* The verdict of one audit of `node_id` (docs/AUDITS.md), in one
+ * transaction.  Passed: audits_passed + 1, suspect cleared, an
+ * "audit_pass" audit_log row.  Failed: audits_failed + 1, suspect = now,
+ * an "audit_fail" row, then what ledger_node_forfeit does (audit_failed,
+ * pending earnings forfeited, its "node_forfeit" row).  `actor`: the
+ * auditor's account; `detail` (may be NULL; at most LEDGER_NOTE_MAX
+ * bytes): the agreement measured.  *forfeited (may be NULL) gets the
+ * credits forfeited.  TROOP_ENOTFOUND if the node is unknown.
+ * Thread-safety: per connection. */
+int ledger_node_audit(int64_t *forfeited, ledger_conn *c, const char *node_id, bool passed,
+    const char *actor, const char *detail, int64_t now);
 
 /* ---- key/value and audit -------------------------------------------------- */
 

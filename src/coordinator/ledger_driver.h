@@ -75,6 +75,8 @@ enum ledger_stmt {
 	LS_NODE_PAYER_COUNT,
 	LS_NODE_AUDIT_FAIL, /* returns pending and owner before they change */
 	LS_NODE_FORFEIT,
+	LS_NODE_AUDIT_PASS,
+	LS_NODE_AUDIT_SUSPECT,
 	LS_NODE_CLASS,
 	LS_INVITE_INSERT,
 	LS_INVITE_REDEEM,

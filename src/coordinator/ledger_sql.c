@@ -103,7 +103,8 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "(SELECT COALESCE(SUM(credits), 0) FROM transactions WHERE type = 'forfeit')",
 	[LS_NODE_GET] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
 	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
-	    "disputes, refusals, suspended, suspend_reason FROM nodes WHERE node_id = $1",
+	    "disputes, refusals, suspended, suspend_reason, audits_passed, audits_failed, "
+	    "suspect FROM nodes WHERE node_id = $1",
 	/* concurrent first heartbeats: the second waits for the first's key,
 	 * then inserts nothing and updates instead */
 	[LS_NODE_CREATE] = "INSERT INTO nodes (node_id, owner, name, multiplier, verified, "
@@ -140,6 +141,11 @@ const char *const ledger_sql[LS_COUNT] = {
 	[LS_NODE_AUDIT_FAIL] = "UPDATE nodes SET audit_failed = $2 WHERE node_id = $1 "
 	    "RETURNING pending, owner",
 	[LS_NODE_FORFEIT] = "UPDATE nodes SET pending = 0 WHERE node_id = $1",
+	/* an audit's verdict: a pass clears suspect, a failure sets it */
+	[LS_NODE_AUDIT_PASS] = "UPDATE nodes SET audits_passed = audits_passed + 1, "
+	    "suspect = 0 WHERE node_id = $1",
+	[LS_NODE_AUDIT_SUSPECT] = "UPDATE nodes SET audits_failed = audits_failed + 1, "
+	    "suspect = $2 WHERE node_id = $1",
 	[LS_NODE_CLASS] = "UPDATE nodes SET hw_class = $2 WHERE node_id = $1",
 	[LS_INVITE_INSERT] = "INSERT INTO invites (code_hash, credits, created_by, created_at, "
 	    "redeemed_by, redeemed_at) VALUES ($1, $2, $3, $4, '', 0)",
@@ -200,7 +206,8 @@ const char *const ledger_sql[LS_COUNT] = {
 	    "WHERE account = $1",
 	[LS_NODES_LIST] = "SELECT owner, name, multiplier, verified, verified_at, jobs_ok, "
 	    "jobs_failed, first_seen, last_seen, pending, payers, audit_failed, hw_class, "
-	    "disputes, refusals, suspended, suspend_reason, node_id FROM nodes "
+	    "disputes, refusals, suspended, suspend_reason, audits_passed, audits_failed, "
+	    "suspect, node_id FROM nodes "
 	    "WHERE node_id > $1 ORDER BY node_id LIMIT $2",
 	[LS_ACCOUNTS_LIST] = "SELECT account, balance, trial, reports, disputes, suspended, "
 	    "suspend_reason, rate_limit, created_at FROM accounts WHERE account > $1 "

@@ -55,6 +55,12 @@ char *metrics_render(const coord_metrics *m, const coord_gauges *g, size_t *len)
 	    &m->credits_charged);
 	rc |= family(&b, "troop_reservations_released_total",
 	    "Reservations released unpaid at expiry.", &m->released);
+	rc |= prom_family_begin(&b, "troop_audits_total", "counter",
+	    "Audit verdicts on nodes by result (inconclusive: no majority).");
+	rc |= write_counter(&b, "troop_audits_total", "result=\"pass\"", &m->audit_pass);
+	rc |= write_counter(&b, "troop_audits_total", "result=\"fail\"", &m->audit_fail);
+	rc |= write_counter(&b, "troop_audits_total", "result=\"inconclusive\"",
+	    &m->audit_inconclusive);
 	rc |= prom_family_begin(&b, "troop_http_responses_total", "counter",
 	    "HTTP responses by status class.");
 	rc |= write_counter(&b, "troop_http_responses_total", "class=\"2xx\"", &m->req_2xx);

@@ -24,6 +24,8 @@ typedef struct {
 	atomic_ullong credits_reserved;   /* credit-seconds put in escrow */
 	atomic_ullong credits_charged;    /* credit-seconds moved to workers */
 	atomic_ullong released;           /* reservations released on expiry */
+	atomic_ullong audit_pass, audit_fail; /* audit verdicts (audit.c) */
+	atomic_ullong audit_inconclusive; /* audits with answers and no majority */
 	atomic_ullong req_2xx, req_4xx, req_5xx;
 } coord_metrics;
 

@@ -105,6 +105,10 @@ typedef struct {
 	int64_t disputes;       /* jobs it claimed more than its client saw */
 	int64_t jobs;           /* jobs it settled (as of the copy) */
 	bool suspended;         /* an operator suspended it: never chosen */
+	bool suspect;           /* failed an audit, not passed one since: chosen
+	                           by the auditor only (docs/AUDITS.md) */
+	int64_t audits_passed;  /* audits (as of the copy) */
+	int64_t audits_failed;
 } registry_facts;
 
 /* A live node as its last heartbeat described it.  `models` and

@@ -964,11 +964,13 @@ static char *node_fixed_json(const registry_node *n, int64_t now)
 /* The durable facts as compact JSON (malloc'd). */
 static char *node_facts_json(const registry_facts *f)
 {
-	json_t *o = json_pack("{s:f, s:b, s:I, s:f, s:s, s:b, s:I, s:I, s:I, s:b}",
+	json_t *o = json_pack("{s:f, s:b, s:I, s:f, s:s, s:b, s:I, s:I, s:I, s:b, s:b, s:I, s:I}",
 	    "mul", f->multiplier,
 	    "ver", f->verified, "vat", (json_int_t)f->verified_at, "rep", f->reputation,
 	    "cls", f->hw_class, "est", f->established, "pen", (json_int_t)f->pending,
-	    "dis", (json_int_t)f->disputes, "job", (json_int_t)f->jobs, "sus", f->suspended);
+	    "dis", (json_int_t)f->disputes, "job", (json_int_t)f->jobs, "sus", f->suspended,
+	    "sct", f->suspect, "aup", (json_int_t)f->audits_passed,
+	    "auf", (json_int_t)f->audits_failed);
 	if (o == NULL)
 		return NULL;
 	char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
@@ -999,6 +1001,9 @@ static void node_facts_decode(registry_facts *f, const redisReply *d)
 	f->disputes = (int64_t)json_integer_value(json_object_get(o, "dis"));
 	f->jobs = (int64_t)json_integer_value(json_object_get(o, "job"));
 	f->suspended = json_is_true(json_object_get(o, "sus"));
+	f->suspect = json_is_true(json_object_get(o, "sct"));
+	f->audits_passed = (int64_t)json_integer_value(json_object_get(o, "aup"));
+	f->audits_failed = (int64_t)json_integer_value(json_object_get(o, "auf"));
 	json_decref(o);
 }
 

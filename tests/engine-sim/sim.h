@@ -47,6 +47,15 @@ enum sim_fault {
 	SIM_FAULT_SLOW,        /* 1 token per second, at least 1 s to the first */
 };
 
+/* --cheat: a worker that does not run the model it advertises (the digest
+ * it reports stays the honest one) */
+enum sim_cheat {
+	SIM_CHEAT_NONE = 0,
+	SIM_CHEAT_OTHER,       /* other text from the first token */
+	SIM_CHEAT_SMALLER,     /* a "smaller model": agrees on the first
+	                          --cheat's K tokens, then other text */
+};
+
 struct sim_stats {
 	uint64_t requests;       /* every request except /sim/... */
 	uint64_t chat_requests;  /* /api/chat and /v1/chat/completions */
@@ -76,6 +85,9 @@ struct sim {
 	long loading_ms;         /* /health answers 503 this long after start */
 	long context;            /* --context: context length reported; 0 the defaults */
 	unsigned caps;           /* --capabilities: SIM_CAP_* */
+	bool deterministic;      /* --deterministic: text from seed, prompt, digest */
+	enum sim_cheat cheat;    /* --cheat */
+	long cheat_agree;        /* --cheat smaller:K: the K tokens that agree */
 	bool caps_set;           /* --capabilities given (else each engine's default) */
 	uint64_t started_ms;     /* monotonic */
 	char *models[SIM_MAX_MODELS];
@@ -91,6 +103,10 @@ struct sim {
 uint64_t sim_now_ms(void);
 /* True when `name` is one of --models. */
 bool sim_has_model(const struct sim *sim, const char *name);
+/* The digest a model is advertised with (Ollama's /api/tags "digest"):
+ * SHA-256 of its name, 64 hex digits.  The same for honest and cheating
+ * simulators: a cheat claims the weights it does not run. */
+void sim_model_digest(char out[65], const char *name);
 /* Send `body` (stolen) as JSON with `status`. */
 void sim_reply_json(struct evhttp_request *req, int status, json_t *body);
 /* Send an error in the shape of the engine being imitated: Ollama's

@@ -7,7 +7,11 @@
  *
  * Text: token i of a reply is a word from a fixed list picked by a hash of
  * the prompt and i, so a reply is a fixed function of the prompt and the
- * token count.  Pacing: each stream owns an evtimer; the first token comes
+ * token count.  With --deterministic the hash also covers the request's
+ * seed, the whole prompt and the model's digest (what a temperature-0
+ * engine's output depends on); with --cheat the tokens from the first
+ * (other) or the K-th (smaller:K) on come from another hash, as from
+ * other weights.  Pacing: each stream owns an evtimer; the first token comes
  * --ttft-ms after the request, then one event per 1/--tokens-per-second.
  * With 0 tokens per second, events are written as fast as the client reads
  * them (the next batch goes out when the connection's output has drained).
@@ -60,6 +64,8 @@ struct sim_stream {
 	bool waiting_drain;      /* paused until the output drains */
 	bool kill_on_drain;
 	uint64_t seed;
+	uint64_t cheat_seed;     /* --cheat: the other weights' text */
+	long cheat_from;         /* first token from cheat_seed; -1 never */
 	long n_tokens;
 	long emitted;
 	long events;
@@ -114,6 +120,14 @@ static size_t token_text(char *out, size_t len, uint64_t seed, long i, long n)
 	if (i == 0)
 		out[0] = (char)toupper((unsigned char)out[0]);
 	return k > 0 && (size_t)k < len ? (size_t)k : 0;
+}
+
+/* Token i of stream s: the honest text, or the cheat's from cheat_from. */
+static size_t stream_token(char *out, size_t len, const struct sim_stream *s, long i)
+{
+	uint64_t seed = s->cheat_from >= 0 && i >= s->cheat_from ? s->cheat_seed : s->seed;
+
+	return token_text(out, len, seed, i, s->n_tokens);
 }
 
 static long count_words(const char *s)
@@ -295,7 +309,7 @@ static bool write_token(struct sim_stream *s, long i)
 {
 	char tok[64];
 
-	token_text(tok, sizeof(tok), s->seed, i, s->n_tokens);
+	stream_token(tok, sizeof(tok), s, i);
 	switch (s->api) {
 	case SIM_API_OLLAMA_CHAT: {
 		char when[48];
@@ -399,7 +413,7 @@ static char *full_text(const struct sim_stream *s)
 		return NULL;
 	text[0] = '\0';
 	for (long i = 0; i < s->n_tokens; i++)
-		len += token_text(text + len, cap - len, s->seed, i, s->n_tokens);
+		len += stream_token(text + len, cap - len, s, i);
 	return text;
 }
 
@@ -606,6 +620,42 @@ static long read_prompt(const json_t *body, enum sim_api api, const char **seed_
 	}
 }
 
+/* --deterministic: the seed of a reply from the request's "seed", its
+ * whole prompt (messages or prompt, as compact JSON) and the model's
+ * digest; sampling (temperature above 0 without a seed) adds the request
+ * counter so that two requests differ. */
+static uint64_t deterministic_seed(struct sim *sim, const json_t *body, enum sim_api api,
+    const char *model)
+{
+	const json_t *prompt = json_object_get(body, api == SIM_API_COMPLETIONS ? "prompt" :
+	    "messages");
+	const json_t *seed = json_object_get(body, "seed");
+	const json_t *temp = json_object_get(body, "temperature");
+	char digest[65], num[32];
+	char *text = prompt ? json_dumps(prompt, JSON_ENCODE_ANY | JSON_COMPACT |
+	    JSON_SORT_KEYS) : NULL;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	if (api == SIM_API_OLLAMA_CHAT) {
+		const json_t *opts = json_object_get(body, "options");
+		if (json_object_get(opts, "seed"))
+			seed = json_object_get(opts, "seed");
+		if (json_object_get(opts, "temperature"))
+			temp = json_object_get(opts, "temperature");
+	}
+	sim_model_digest(digest, model);
+	h = fnv1a(h, digest, strlen(digest));
+	snprintf(num, sizeof(num), "|%lld|", json_is_integer(seed) ?
+	    (long long)json_integer_value(seed) : 0LL);
+	h = fnv1a(h, num, strlen(num));
+	if (text)
+		h = fnv1a(h, text, strlen(text));
+	free(text);
+	if (json_number_value(temp) > 0 && !json_is_integer(seed))
+		h = splitmix(h ^ sim->id_counter);
+	return h;
+}
+
 static void reply_embeddings(struct sim *sim, struct evhttp_request *req,
     const json_t *body, const char *model, long pt)
 {
@@ -653,6 +703,7 @@ static struct sim_stream *stream_new(struct sim *sim, struct evhttp_request *req
 	s->req = req;
 	s->conn = evhttp_request_get_connection(req);
 	s->api = api;
+	s->cheat_from = -1;
 	s->t0_ns = now_ns();
 	s->created = (long long)time(NULL);
 	s->model = strdup(model);
@@ -759,7 +810,11 @@ void sim_handle_inference(struct sim *sim, struct evhttp_request *req,
 		s->phase = PH_HANG; /* answered never; freed when the client leaves */
 		goto out;
 	}
-	s->seed = fnv1a(0xcbf29ce484222325ULL, seed_text, strlen(seed_text));
+	s->seed = sim->deterministic ? deterministic_seed(sim, body, api, model) :
+	    fnv1a(0xcbf29ce484222325ULL, seed_text, strlen(seed_text));
+	s->cheat_seed = splitmix(s->seed ^ 0x5eed0fc4ea7ULL);
+	s->cheat_from = sim->cheat == SIM_CHEAT_OTHER ? 0 :
+	    sim->cheat == SIM_CHEAT_SMALLER ? sim->cheat_agree : -1;
 	s->prompt_tokens = pt;
 	s->length_limited = mt > 0;
 	s->n_tokens = mt > 0 ? mt : SIM_DEFAULT_TOKENS;

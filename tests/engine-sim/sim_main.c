@@ -83,6 +83,18 @@ static const char usage_text[] =
 "                             capabilities (vLLM says nothing).  Without it: what\n"
 "                             each engine says of a plain chat model, and no\n"
 "                             capabilities list from Ollama or LM Studio\n"
+"  --deterministic            the text is a function of the request's \"seed\"\n"
+"                             (0 when absent), the whole prompt and the model's\n"
+"                             digest, as a temperature-0 engine would give; a\n"
+"                             temperature above 0 without a seed gives other\n"
+"                             text each time (sampling)\n"
+"  --cheat KIND               none | other | smaller:K (default none): a worker\n"
+"                             that does not run the model it advertises (its\n"
+"                             digest stays the honest one):\n"
+"                               other      other text from the first token\n"
+"                               smaller:K  the honest text for the first K\n"
+"                                          tokens, then other text (a smaller\n"
+"                                          model that agrees only at first)\n"
 "  --help                     this text\n"
 "\n"
 "Generation: max_tokens (or max_completion_tokens, or options.num_predict for\n"
@@ -224,8 +236,7 @@ void sim_reply_error(const struct sim *sim, struct evhttp_request *req, bool nat
 	sim_reply_json(req, status, body);
 }
 
-/* Digest of a model: SHA-256 of its name, as 64 hex digits. */
-static void model_digest(char out[65], const char *name)
+void sim_model_digest(char out[65], const char *name)
 {
 	unsigned char h[crypto_hash_sha256_BYTES];
 
@@ -237,7 +248,7 @@ static uint64_t model_size(const char *name)
 {
 	char d[65];
 
-	model_digest(d, name);
+	sim_model_digest(d, name);
 	return 1000000000ULL + strtoull(d + 56, NULL, 16) % 4000000000ULL;
 }
 
@@ -272,7 +283,7 @@ static json_t *ollama_model_record(const char *name, bool ps)
 	uint64_t size = model_size(name);
 	json_t *details, *m;
 
-	model_digest(digest, name);
+	sim_model_digest(digest, name);
 	model_family(family, sizeof(family), name);
 	rfc3339_now(when, sizeof(when));
 	details = json_pack("{s:s,s:s,s:s,s:[s],s:s,s:s}", "parent_model", "",
@@ -311,7 +322,7 @@ static void get_v1_models(struct sim *sim, struct evhttp_request *req)
 		const char *name = sim->models[i];
 		char permid[40], digest[65];
 
-		model_digest(digest, name);
+		sim_model_digest(digest, name);
 		snprintf(permid, sizeof(permid), "modelperm-%.16s", digest);
 		json_array_append_new(arr, json_pack(
 		    "{s:s,s:s,s:I,s:s,s:s,s:n,s:i,s:[{s:s,s:s,s:I,s:b,s:b,s:b,s:b,s:b,s:b,"
@@ -670,6 +681,25 @@ static int parse_caps(struct sim *sim, const char *s)
 	return 0;
 }
 
+/* --cheat other | smaller:K */
+static int parse_cheat(struct sim *sim, const char *s)
+{
+	if (strcmp(s, "none") == 0) {
+		sim->cheat = SIM_CHEAT_NONE;
+		return 0;
+	}
+	if (strcmp(s, "other") == 0) {
+		sim->cheat = SIM_CHEAT_OTHER;
+		return 0;
+	}
+	if (strncmp(s, "smaller:", 8) == 0) {
+		sim->cheat = SIM_CHEAT_SMALLER;
+		return parse_long(&sim->cheat_agree, "--cheat smaller:K", s + 8, 0, SIM_MAX_TOKENS);
+	}
+	fprintf(stderr, "engine-sim: --cheat: expected none, other or smaller:K, got '%s'\n", s);
+	return -1;
+}
+
 static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port,
     int argc, char **argv)
 {
@@ -684,6 +714,8 @@ static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port
 		{ "loading-ms", required_argument, NULL, 'L' },
 		{ "context", required_argument, NULL, 'c' },
 		{ "capabilities", required_argument, NULL, 'C' },
+		{ "deterministic", no_argument, NULL, 'D' },
+		{ "cheat", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -757,6 +789,13 @@ static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port
 				    "die-mid-stream, die-process or slow, got '%s'\n", optarg);
 				return -1;
 			}
+			break;
+		case 'D':
+			sim->deterministic = true;
+			break;
+		case 'X':
+			if (parse_cheat(sim, optarg) < 0)
+				return -1;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

@@ -681,6 +681,60 @@ static void run_job(struct fixture *f, const char *job, const char *who, int64_t
 	assert_invariant(f->c);
 }
 
+/* Audit verdicts (ledger_node_audit): a pass counts and clears suspect; a
+ * failure counts, sets suspect, forfeits the pending earnings and leaves
+ * the node unestablished, with audit_log rows; a later pass clears suspect
+ * but not the failure's record. */
+static void test_node_audit(void **state)
+{
+	struct fixture *f = *state;
+	ledger_settle_result res;
+	ledger_policy pol = { .establish_age_s = 3600, .establish_payers = 2,
+		.trial_daily_cap = 30 };
+	ledger_node nd;
+	int64_t lost = -1;
+
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-1", "owner-1", "box", NOW), 0);
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "t1", 100, NOW), 0);
+	assert_int_equal(ledger_node_audit(&lost, f->c, "node-1", true, "auditor", "a=1.00",
+	    NOW), 0);
+	assert_int_equal(lost, 0);
+	run_job(f, "aj-1", "t1", 50, 20000, NOW, &pol, &res, NULL);
+	assert_int_equal(pending_of(f->c, "owner-1"), 20);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.audits_passed, 1);
+	assert_int_equal(nd.audits_failed, 0);
+	assert_int_equal(nd.suspect, 0);
+
+	assert_int_equal(ledger_node_audit(&lost, f->c, "node-1", false, "auditor", "a=0.03",
+	    NOW + 100), 0);
+	assert_int_equal(lost, 20);
+	assert_int_equal(pending_of(f->c, "owner-1"), 0);
+	assert_invariant(f->c);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.audits_failed, 1);
+	assert_int_equal(nd.suspect, NOW + 100);
+	assert_int_equal(nd.audit_failed, NOW + 100);
+	assert_false(ledger_node_established(&nd, &pol, NOW + 100000));
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM audit_log WHERE action = 'audit_fail' "
+	    "AND target = 'node-1'"), 1);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM audit_log WHERE action = "
+	    "'node_forfeit' AND target = 'node-1'"), 1);
+
+	/* passing again clears suspect; the failure stays on record */
+	assert_int_equal(ledger_node_audit(NULL, f->c, "node-1", true, "auditor", NULL,
+	    NOW + 200), 0);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-1"), 0);
+	assert_int_equal(nd.suspect, 0);
+	assert_int_equal(nd.audits_passed, 2);
+	assert_int_equal(nd.audits_failed, 1);
+	assert_true(nd.audit_failed > 0);
+	assert_int_equal(ledger_node_audit(NULL, f->c, "nope", false, "auditor", "", NOW),
+	    TROOP_ENOTFOUND);
+	assert_int_equal(ledger_node_audit(NULL, f->c, "nope", true, "auditor", "", NOW),
+	    TROOP_ENOTFOUND);
+}
+
 /* The donors' leaderboard: what other accounts paid each node owner, most
  * first; an owner's jobs on its own node do not count. */
 static void test_top_earners(void **state)
@@ -1598,6 +1652,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trial_pending, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_audit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_top_earners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implausible_duration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invites, setup, teardown),

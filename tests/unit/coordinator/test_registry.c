@@ -574,9 +574,13 @@ static void test_node_facts(void **state)
 	/* a proof changes them; the rest of the record stays */
 	assert_int_equal(registry_add_active_job(r, "node-f", 2), 0);
 	registry_facts f = { .multiplier = 0.125, .verified = false, .verified_at = NOW,
-		.reputation = 0.5 };
+		.reputation = 0.5, .suspect = true, .audits_passed = 3, .audits_failed = 1 };
 	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW + 1), 0);
 	assert_int_equal(registry_get_node(&got, r, "node-f", NOW + 1, REGISTRY_WITH_ALL), 0);
+	/* an audit's verdict (audit.c) */
+	assert_true(got.facts.suspect);
+	assert_int_equal(got.facts.audits_passed, 3);
+	assert_int_equal(got.facts.audits_failed, 1);
 	assert_true(got.facts.multiplier == 0.125);
 	assert_false(got.facts.verified);
 	assert_int_equal(got.facts.verified_at, NOW);
