@@ -1583,6 +1583,47 @@ static void test_busy_unavailable(void **state)
 	assert_null(l);
 }
 
+/* SQLite: the URL's options (synchronous=full is the default), and
+ * checkpoints on the handle's own thread: commits leave their pages in the
+ * WAL (no checkpoint inside a commit), and the database file itself grows
+ * shortly afterwards without any further write. */
+static void test_sqlite_checkpoints(void **state)
+{
+	struct fixture *f = *state;
+	char url[400];
+	ledger *l = NULL;
+	struct stat st;
+
+	if (f->pg)
+		skip();
+	snprintf(url, sizeof url, "sqlite:%s?synchronous=off", f->path);
+	assert_int_equal(ledger_open(&l, url), TROOP_EINVAL);
+	assert_non_null(strstr(troop_error_msg(), "synchronous"));
+	snprintf(url, sizeof url, "sqlite:%s?synchronous=normal&busy_timeout=20", f->path);
+	assert_int_equal(ledger_open(&l, url), 0);
+	ledger_close(l);
+
+	assert_int_equal(stat(f->path, &st), 0);
+	off_t before = st.st_size;
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "walt", 100000, NOW), 0);
+	for (int i = 0; i < 200; i++) {
+		char job[32];
+		snprintf(job, sizeof job, "job-ckpt-%d", i);
+		ledger_reserve_req q = req_for(job, "walt", 5, 1.0, NOW + 600);
+		assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	}
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_true(st.st_size == before);
+	bool grown = false;
+	for (int i = 0; i < 50 && !grown; i++) {
+		usleep(20000);
+		assert_int_equal(stat(f->path, &st), 0);
+		grown = st.st_size > before;
+	}
+	assert_true(grown);
+	assert_invariant(f->c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1611,6 +1652,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_tools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_unavailable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_checkpoints, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
