@@ -165,6 +165,9 @@ static const config_opt coord_opts[] = {
 	{ "authorize-address-limit", 0, OPT_INT, "TROOP_AUTHORIZE_ADDRESS_LIMIT", NULL, "0", "N",
 	  "/authorize requests per source address per second, shared through the registry; "
 	  "more get 429 with Retry-After (0: no limit)", 0, 1000000 },
+	{ "ledger-batch", 0, OPT_INT, "TROOP_LEDGER_BATCH", NULL, "64", "N",
+	  "group commit: reservations and settlements waiting at once are written in one "
+	  "ledger transaction, at most this many (0: each in its own)", 0, 4096 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
 	  "server threads (0: one per core)", 0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
@@ -547,6 +550,11 @@ int cmd_coordinator(int argc, char **argv)
 
 	if (ledger_open(&c->ledger, db_url) != 0) {
 		fatal_config("cannot open the ledger");
+		goto out;
+	}
+	if (config_int(cfg, "ledger-batch") > 0 &&
+	    ledger_batch_start(c->ledger, (int)config_int(cfg, "ledger-batch")) != 0) {
+		fatal_config("cannot start the ledger writer");
 		goto out;
 	}
 	{

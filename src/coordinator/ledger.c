@@ -9,6 +9,8 @@
  * contract.
  */
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +208,246 @@ static int with_txn(ledger_conn *c, txn_fn fn, void *arg)
 		nanosleep(&ts, NULL);
 		attempt++;
 	}
+}
+
+/* ---- group commit -------------------------------------------------------------- */
+
+/* One transaction body waiting for the writer (on its caller's stack). */
+struct batch_item {
+	txn_fn fn;
+	void *arg;
+	int err;
+	char msg[512];
+	bool done;
+	struct batch_item *next;
+};
+
+struct ledger_batch {
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv;   /* items queued, or stop */
+	pthread_cond_t done_cv;   /* items done */
+	struct batch_item *head, *tail;
+	bool stop;
+	int max_items;
+	pthread_t th;
+	ledger_conn *conn;        /* the writer's own; only its thread uses it */
+	uint64_t batches, items;  /* under mu */
+};
+
+/* Record item `it`'s result, with the thread's message when it failed. */
+static void item_set(struct batch_item *it, int err)
+{
+	it->err = err;
+	if (err)
+		snprintf(it->msg, sizeof it->msg, "%s", troop_error_msg());
+}
+
+/* A statement of the savepoint protocol, with no cursor open (SQLite
+ * refuses to release a savepoint while a statement is active). */
+static int savepoint(ledger_conn *c, const char *sql)
+{
+	fin(c);
+	return c->drv->script(c, sql);
+}
+
+/* Run items[0..n-1] in one transaction, each inside a savepoint: a
+ * failing item is rolled back to its savepoint and the others go on.
+ * When the transaction itself fails before its commit (a busy or
+ * serialization failure, a deadlock, a failed commit), nothing of it was
+ * written: each item then runs in a transaction of its own (with_txn,
+ * which retries).  A connection lost after BEGIN fails every item with
+ * TROOP_EUNAVAIL: the commit may or may not have happened, so nothing is
+ * repeated (as with_txn does for one). */
+static void batch_run(ledger_conn *c, struct batch_item **items, int n)
+{
+	const struct ledger_driver *d = c->drv;
+	bool began = false;
+	int err;
+
+	if (n == 1) {
+		item_set(items[0], with_txn(c, items[0]->fn, items[0]->arg));
+		return;
+	}
+	err = ready(c);
+	if (err == 0 && (err = d->begin(c)) != 0 && lost(c) && (err = ready(c)) == 0)
+		err = d->begin(c);
+	began = err == 0;
+	for (int i = 0; err == 0 && i < n; i++) {
+		if ((err = savepoint(c, "SAVEPOINT troop_item")) != 0)
+			break;
+		int e = items[i]->fn(c, items[i]->arg);
+		if (e == 0) {
+			items[i]->err = 0;
+			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
+			continue;
+		}
+		item_set(items[i], e);
+		if (d->retryable(c) || lost(c)) {
+			err = e;   /* the whole transaction is at stake */
+			break;
+		}
+		if ((err = savepoint(c, "ROLLBACK TO SAVEPOINT troop_item")) == 0)
+			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
+	}
+	if (err == 0 && (err = d->commit(c)) == 0)
+		return;
+	char msg[512];
+	snprintf(msg, sizeof msg, "%s", troop_error_msg());
+	bool gone = began && lost(c);
+	fin(c);
+	d->rollback(c);
+	for (int i = 0; i < n; i++) {
+		if (gone) {
+			items[i]->err = TROOP_EUNAVAIL;
+			snprintf(items[i]->msg, sizeof items[i]->msg, "%s", msg);
+		} else {
+			item_set(items[i], with_txn(c, items[i]->fn, items[i]->arg));
+		}
+	}
+	if (!gone)
+		log_warn("ledger_batch_split", "items=%d", n);
+}
+
+static void *batch_main(void *arg)
+{
+	struct ledger_batch *b = arg;
+	struct batch_item **items = calloc((size_t)b->max_items, sizeof *items);
+
+	pthread_mutex_lock(&b->mu);
+	for (;;) {
+		while (!b->stop && b->head == NULL)
+			pthread_cond_wait(&b->work_cv, &b->mu);
+		if (b->head == NULL)
+			break;   /* stopping, and nothing left to write */
+		int n = 0, cap = items ? b->max_items : 1;
+		struct batch_item *one = NULL;
+		while (b->head != NULL && n < cap) {
+			struct batch_item *it = b->head;
+			b->head = it->next;
+			if (items)
+				items[n++] = it;
+			else
+				one = it, n = 1;
+		}
+		if (b->head == NULL)
+			b->tail = NULL;
+		pthread_mutex_unlock(&b->mu);
+
+		batch_run(b->conn, items ? items : &one, n);
+
+		pthread_mutex_lock(&b->mu);
+		for (int i = 0; i < n; i++)
+			(items ? items[i] : one)->done = true;
+		b->batches++;
+		b->items += (uint64_t)n;
+		pthread_cond_broadcast(&b->done_cv);
+	}
+	pthread_mutex_unlock(&b->mu);
+	free(items);
+	return NULL;
+}
+
+/* Run fn in the transaction of the next batch and wait until it is
+ * committed (or failed); with no writer started, in a transaction of its
+ * own on c.  The result and message are fn's, as with_txn gives them. */
+static int batch_txn(ledger_conn *c, txn_fn fn, void *arg)
+{
+	struct ledger_batch *b = c->owner ? c->owner->batch : NULL;
+	struct batch_item it = { .fn = fn, .arg = arg };
+
+	if (b == NULL)
+		return with_txn(c, fn, arg);
+	pthread_mutex_lock(&b->mu);
+	if (b->stop) {
+		pthread_mutex_unlock(&b->mu);
+		return with_txn(c, fn, arg);
+	}
+	if (b->tail)
+		b->tail->next = &it;
+	else
+		b->head = &it;
+	b->tail = &it;
+	pthread_cond_signal(&b->work_cv);
+	while (!it.done)
+		pthread_cond_wait(&b->done_cv, &b->mu);
+	pthread_mutex_unlock(&b->mu);
+	if (it.err)
+		troop_error_set(it.err, "%s", it.msg);
+	return it.err;
+}
+
+int ledger_batch_start(ledger *l, int max_items)
+{
+	struct ledger_batch *b;
+	sigset_t block, old;
+	int err;
+
+	if (l == NULL || l->drv == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: not open");
+	if (max_items < 1 || max_items > LEDGER_BATCH_MAX)
+		return troop_error_set(TROOP_EINVAL, "ledger: a batch holds 1 to %d items, "
+		    "not %d", LEDGER_BATCH_MAX, max_items);
+	if (l->batch != NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: the writer is already started");
+	if ((b = calloc(1, sizeof *b)) == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	b->max_items = max_items;
+	if ((err = l->drv->conn_open(&b->conn, l)) != 0) {
+		free(b);
+		return err;
+	}
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->work_cv, NULL);
+	pthread_cond_init(&b->done_cv, NULL);
+	/* leave SIGINT/SIGTERM to the threads that handle them */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	err = pthread_create(&b->th, NULL, batch_main, b);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err != 0) {
+		l->drv->conn_close(b->conn);
+		pthread_cond_destroy(&b->done_cv);
+		pthread_cond_destroy(&b->work_cv);
+		pthread_mutex_destroy(&b->mu);
+		free(b);
+		return troop_error_set(TROOP_ERR, "ledger: cannot start the writer thread");
+	}
+	l->batch = b;
+	return 0;
+}
+
+void ledger_batch_stop(ledger *l)
+{
+	struct ledger_batch *b = l ? l->batch : NULL;
+
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->mu);
+	b->stop = true;
+	pthread_cond_signal(&b->work_cv);
+	pthread_mutex_unlock(&b->mu);
+	pthread_join(b->th, NULL);   /* the items queued are written first */
+	l->batch = NULL;
+	l->drv->conn_close(b->conn);
+	pthread_cond_destroy(&b->done_cv);
+	pthread_cond_destroy(&b->work_cv);
+	pthread_mutex_destroy(&b->mu);
+	free(b);
+}
+
+void ledger_batch_stats(const ledger *l, uint64_t *batches, uint64_t *items)
+{
+	struct ledger_batch *b = l ? l->batch : NULL;
+
+	*batches = *items = 0;
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->mu);
+	*batches = b->batches;
+	*items = b->items;
+	pthread_mutex_unlock(&b->mu);
 }
 
 /* Allocate `n` consecutive ids from counter `name`; *first gets the first.
@@ -440,8 +682,10 @@ int ledger_open(ledger **out, const char *url)
 
 void ledger_close(ledger *l)
 {
-	if (l != NULL && l->drv != NULL)
+	if (l != NULL && l->drv != NULL) {
+		ledger_batch_stop(l);
 		l->drv->close(l);
+	}
 }
 
 const char *ledger_backend_name(const ledger *l)
@@ -716,7 +960,7 @@ int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req 
 	TRY(check_range("max_seconds", req->max_seconds, 0, LEDGER_CREDITS_MAX));
 	TRY(check_multiplier(req->multiplier));
 	struct reserve_arg ra = { req, 0 };
-	int err = with_txn(c, reserve_txn, &ra);
+	int err = batch_txn(c, reserve_txn, &ra);
 	if ((err == 0 || err == TROOP_ECREDITS) && available != NULL)
 		*available = ra.available;
 	return err;
@@ -1090,7 +1334,7 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
-	return with_txn(c, settle_txn, &sa);
+	return batch_txn(c, settle_txn, &sa);
 }
 
 struct report_arg {

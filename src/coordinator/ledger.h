@@ -169,6 +169,33 @@ int ledger_open(ledger **out, const char *url);
  * first.  Not thread-safe with respect to other uses of `l`. */
 void ledger_close(ledger *l);
 
+/* Group commit.  Start one writer thread with a connection of its own:
+ * from then on ledger_reserve and ledger_settle, on every connection of
+ * `l`, hand their transaction to it and wait.  The writer takes every
+ * transaction waiting at that moment (at most `max_items`, 1 ..
+ * LEDGER_BATCH_MAX) and commits them as ONE database transaction, each
+ * inside a savepoint, so that one failing (insufficient credits, a job id
+ * reserved twice) is rolled back alone and the others commit.  A caller
+ * returns only once the commit that holds its write is durable (SQLite
+ * synchronous=FULL; PostgreSQL synchronous_commit as the server has it,
+ * on by default).  When the shared transaction fails as a whole (busy,
+ * serialization failure, deadlock) each of its items is run again in a
+ * transaction of its own.  Results and messages are the same as without
+ * the writer.  Returns 0, TROOP_EINVAL (started twice, bad max_items),
+ * TROOP_EUNAVAIL (no connection) or TROOP_ERR.  Call before the ledger is
+ * shared between threads; ledger_close stops it. */
+#define LEDGER_BATCH_MAX 4096
+int ledger_batch_start(ledger *l, int max_items);
+
+/* Stop the writer, after it wrote what was queued; later writes run in
+ * transactions of their own again.  No caller may be inside
+ * ledger_reserve or ledger_settle.  NULL or not started is fine. */
+void ledger_batch_stop(ledger *l);
+
+/* Transactions the writer committed (batches) and the writes they held
+ * (items), since the start; 0 and 0 without a writer.  Thread-safe. */
+void ledger_batch_stats(const ledger *l, uint64_t *batches, uint64_t *items);
+
 /* The backend's name ("sqlite", ...).  Never NULL.  Thread-safe. */
 const char *ledger_backend_name(const ledger *l);
 

@@ -137,9 +137,13 @@ struct ledger_param {
 
 struct ledger_driver;
 
-/* A driver's handles embed these as their FIRST member. */
+struct ledger_batch;
+
+/* A driver's handles embed these as their FIRST member.  A driver makes
+ * its handle zeroed (calloc): the members after drv are ledger.c's. */
 struct ledger {
 	const struct ledger_driver *drv;
+	struct ledger_batch *batch;  /* the group commit writer, when started */
 };
 
 struct ledger_conn {

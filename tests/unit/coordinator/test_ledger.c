@@ -550,6 +550,112 @@ static void test_reserve_concurrent(void **state)
 	assert_invariant(f->c);
 }
 
+/* Group commit: the same race through one writer.  Every answer is what
+ * one transaction each would give (a failing item never fails the others:
+ * insufficient credits, a job id reserved twice, a receipt from the wrong
+ * node), and the writes shared transactions. */
+struct batch_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int index;
+	int rc, settle_rc;
+	char job[32];
+};
+
+static void *batch_thread(void *arg)
+{
+	struct batch_ctx *x = arg;
+	ledger_conn *c = NULL;
+	int rc = ledger_conn_open(&c, x->l);
+	pthread_barrier_wait(x->barrier);
+	if (rc != 0) {
+		x->rc = rc;
+		return NULL;
+	}
+	/* five threads try one job id */
+	snprintf(x->job, sizeof x->job, x->index < 5 ? "batch-dup" : "batch-%03d", x->index);
+	ledger_reserve_req q = req_for(x->job, "gina", 10, 1.0, NOW + 360);
+	x->rc = ledger_reserve(NULL, c, &q);
+	pthread_barrier_wait(x->barrier);
+	/* every thread settles its job: the reserved ones once, as their
+	 * node; the others (and odd threads of the duplicate) get an error */
+	ledger_settle_result out;
+	ledger_settle_req s = settle_for(x->job, x->index % 7 == 6 ? "node-2" : "node-1", 4000,
+	    NOW + 10);
+	x->settle_rc = x->rc == 0 ? ledger_settle(&out, c, &s) : -999;
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_reserve_batched(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t batches = 0, items = 0;
+
+	assert_int_equal(ledger_batch_start(f->l, 0), TROOP_EINVAL);
+	assert_int_equal(ledger_batch_start(f->l, 64), 0);
+	assert_int_equal(ledger_batch_start(f->l, 64), TROOP_EINVAL);
+	/* affords exactly 10 reservations of 10 */
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "gina", 100, NOW), 0);
+
+	pthread_t th[RESERVE_THREADS];
+	struct batch_ctx ctx[RESERVE_THREADS];
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, RESERVE_THREADS);
+	for (int i = 0; i < RESERVE_THREADS; i++) {
+		ctx[i] = (struct batch_ctx){ f->l, &barrier, i, -999, -999, "" };
+		assert_int_equal(pthread_create(&th[i], NULL, batch_thread, &ctx[i]), 0);
+	}
+	int ok = 0, poor = 0, dup = 0, other = 0, settled = 0, refused = 0;
+	int64_t paid = 0;
+	for (int i = 0; i < RESERVE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		if (ctx[i].rc == 0)
+			ok++;
+		else if (ctx[i].rc == TROOP_ECREDITS)
+			poor++;
+		else if (ctx[i].rc == TROOP_ECONFLICT && i < 5)
+			dup++;
+		else
+			other++;
+		if (ctx[i].rc != 0)
+			continue;
+		if (ctx[i].settle_rc == 0) {
+			settled++;
+			paid += 4;  /* 4000 ms at 1.0 */
+		} else {
+			assert_int_equal(ctx[i].settle_rc, TROOP_EFORBIDDEN);
+			refused++;
+		}
+	}
+	pthread_barrier_destroy(&barrier);
+	assert_int_equal(other, 0);
+	assert_int_equal(ok, 10);
+	assert_int_equal(ok + poor + dup, RESERVE_THREADS);
+	assert_true(dup <= 4);
+	assert_int_equal(settled + refused, 10);
+	assert_int_equal(available(f->c, "gina"), 100 - 10 * ok + (10 - 4) * settled);
+	/* trial credits: the charge is the node's pending earnings */
+	assert_int_equal(count_rows(f, "SELECT pending FROM nodes WHERE node_id = 'node-1'"),
+	    paid);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM reservations WHERE requester = "
+	    "'gina'"), 10);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = "
+	    "'reserve'"), 10);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = "
+	    "'settle'"), settled);
+	assert_invariant(f->c);
+	ledger_batch_stats(f->l, &batches, &items);
+	assert_int_equal(items, RESERVE_THREADS + 10);
+	print_message("group commit: %llu writes in %llu transactions\n",
+	    (unsigned long long)items, (unsigned long long)batches);
+	assert_true(batches < items);
+	ledger_batch_stop(f->l);
+	ledger_batch_stop(f->l);
+	ledger_batch_stats(f->l, &batches, &items);
+	assert_int_equal(items, 0);
+}
+
 /* ---- settlement ------------------------------------------------------------ */
 
 static void test_charge_math(void **state)
@@ -1635,6 +1741,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admin_grant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_basic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserve_batched, setup, teardown),
 		cmocka_unit_test(test_charge_math),
 		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
