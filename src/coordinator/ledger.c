@@ -171,6 +171,8 @@ static int read_row(ledger_conn *c, enum ledger_stmt id, const struct ledger_par
 
 typedef int (*txn_fn)(ledger_conn *c, void *arg);
 
+static void ids_drop(ledger_conn *c);
+
 /* Run fn inside a write transaction: commit on 0, roll back otherwise.
  * The whole transaction is tried again (TXN_ATTEMPTS in all, after a short
  * jittered pause) when it failed on a busy database, a serialization
@@ -193,13 +195,18 @@ static int with_txn(ledger_conn *c, txn_fn fn, void *arg)
 			reconnected = true;
 			continue;
 		}
-		if (err == 0 && (err = fn(c, arg)) == 0 && (err = d->commit(c)) == 0)
+		c->ids_fresh = false;
+		if (err == 0 && (err = fn(c, arg)) == 0 && (err = d->commit(c)) == 0) {
+			c->ids_fresh = false;
 			return 0;
+		}
 		/* keep the message of the first failure */
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", troop_error_msg());
 		fin(c);
 		d->rollback(c);
+		if (c->ids_fresh)
+			ids_drop(c);
 		troop_error_set(err, "%s", msg);
 		if (!d->retryable(c) || attempt >= TXN_ATTEMPTS)
 			return err;
@@ -272,16 +279,23 @@ static void batch_run(ledger_conn *c, struct batch_item **items, int n)
 	if (err == 0 && (err = d->begin(c)) != 0 && lost(c) && (err = ready(c)) == 0)
 		err = d->begin(c);
 	began = err == 0;
+	c->ids_fresh = false;
 	for (int i = 0; err == 0 && i < n; i++) {
 		if ((err = savepoint(c, "SAVEPOINT troop_item")) != 0)
 			break;
+		bool fresh = c->ids_fresh;   /* a block of ids taken by an earlier item */
+		c->ids_fresh = false;
 		int e = items[i]->fn(c, items[i]->arg);
 		if (e == 0) {
 			items[i]->err = 0;
+			c->ids_fresh |= fresh;
 			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
 			continue;
 		}
 		item_set(items[i], e);
+		if (c->ids_fresh)   /* its block goes back with its savepoint */
+			ids_drop(c);
+		c->ids_fresh = fresh;
 		if (d->retryable(c) || lost(c)) {
 			err = e;   /* the whole transaction is at stake */
 			break;
@@ -289,13 +303,17 @@ static void batch_run(ledger_conn *c, struct batch_item **items, int n)
 		if ((err = savepoint(c, "ROLLBACK TO SAVEPOINT troop_item")) == 0)
 			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
 	}
-	if (err == 0 && (err = d->commit(c)) == 0)
+	if (err == 0 && (err = d->commit(c)) == 0) {
+		c->ids_fresh = false;
 		return;
+	}
 	char msg[512];
 	snprintf(msg, sizeof msg, "%s", troop_error_msg());
 	bool gone = began && lost(c);
 	fin(c);
 	d->rollback(c);
+	if (c->ids_fresh)
+		ids_drop(c);
 	for (int i = 0; i < n; i++) {
 		if (gone) {
 			items[i]->err = TROOP_EUNAVAIL;
@@ -450,18 +468,132 @@ void ledger_batch_stats(const ledger *l, uint64_t *batches, uint64_t *items)
 	pthread_mutex_unlock(&b->mu);
 }
 
-/* Allocate `n` consecutive ids from counter `name`; *first gets the first.
- * Locks the counter row until commit: the last lock a transaction takes. */
-static int next_ids(int64_t *first, ledger_conn *c, const char *name, int64_t n)
+/* ---- log row ids ------------------------------------------------------------------ */
+
+/* The transaction and audit logs are numbered from the counters table, a
+ * block of ID_BLOCK ids at a time, handed out in memory: no write
+ * transaction updates one shared row.  Ids increase in the order this
+ * process hands them out; several processes on one database interleave
+ * their blocks, and a block not used up when a process stops leaves a
+ * gap.
+ *   - One writer at a time (SQLite): the block is taken inside the
+ *     transaction that needs it (the file's write lock is held anyway).
+ *     Should that transaction (or the savepoint around it) roll back, the
+ *     counter goes back too, so the block is dropped (ids_drop): no other
+ *     transaction of this process can have used it meanwhile.
+ *   - Several writers (PostgreSQL): the block is taken in a transaction
+ *     of its own, on a connection kept for it, so that the counter row is
+ *     locked for one statement only and a block once handed out is never
+ *     rolled back. */
+#define ID_BLOCK 1000
+
+enum { IDS_TX, IDS_AUDIT, IDS_N };
+static const char *const ids_names[IDS_N] = { "transactions", "audit_log" };
+
+struct ledger_ids {
+	pthread_mutex_t mu;
+	int64_t next[IDS_N], end[IDS_N];   /* [next, end) is ours */
+	ledger_conn *conn;                 /* several writers: the refill connection */
+};
+
+static int ids_new(ledger *l)
+{
+	struct ledger_ids *ids = calloc(1, sizeof *ids);
+	if (ids == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	pthread_mutex_init(&ids->mu, NULL);
+	l->ids = ids;
+	return 0;
+}
+
+static void ids_free(ledger *l)
+{
+	struct ledger_ids *ids = l->ids;
+	if (ids == NULL)
+		return;
+	if (ids->conn != NULL)
+		l->drv->conn_close(ids->conn);
+	pthread_mutex_destroy(&ids->mu);
+	free(ids);
+	l->ids = NULL;
+}
+
+/* The transaction on c rolled back (wholly, or to a savepoint) after it
+ * took a block: forget the blocks.  Only for one-writer databases. */
+static void ids_drop(ledger_conn *c)
+{
+	struct ledger_ids *ids = c->owner ? c->owner->ids : NULL;
+	c->ids_fresh = false;
+	if (ids == NULL)
+		return;
+	pthread_mutex_lock(&ids->mu);
+	for (int k = 0; k < IDS_N; k++)
+		ids->next[k] = ids->end[k] = 0;
+	pthread_mutex_unlock(&ids->mu);
+}
+
+/* Advance counter `name` by `n` on c, in c's transaction; *last gets its
+ * new value. */
+static int counter_advance(int64_t *last, ledger_conn *c, const char *name, int64_t n)
 {
 	int r = row(c, LS_NEXT_ID, ARGS(S(name), I(n)), "allocate id");
 	if (r < 0)
 		return r;
 	if (r == 0)
 		return troop_error_set(TROOP_ERR, "ledger: counter '%s' is missing", name);
-	*first = col_i64(c, 0) - n + 1;
+	*last = col_i64(c, 0);
 	fin(c);
 	return 0;
+}
+
+struct refill_arg {
+	const char *name;
+	int64_t n, last;
+};
+
+static int refill_txn(ledger_conn *c, void *arg)
+{
+	struct refill_arg *a = arg;
+	return counter_advance(&a->last, c, a->name, a->n);
+}
+
+/* Allocate `n` consecutive ids from counter `name`; *first gets the first. */
+static int next_ids(int64_t *first, ledger_conn *c, const char *name, int64_t n)
+{
+	struct ledger_ids *ids = c->owner ? c->owner->ids : NULL;
+	int k = strcmp(name, ids_names[IDS_TX]) == 0 ? IDS_TX : IDS_AUDIT;
+	int err = 0;
+
+	if (ids == NULL) {   /* a handle being migrated: straight from the row */
+		int64_t last;
+		TRY(counter_advance(&last, c, name, n));
+		*first = last - n + 1;
+		return 0;
+	}
+	pthread_mutex_lock(&ids->mu);
+	if (ids->end[k] - ids->next[k] < n) {
+		struct refill_arg a = { ids_names[k], n > ID_BLOCK ? n : ID_BLOCK, 0 };
+		if (c->drv->one_writer) {
+			err = counter_advance(&a.last, c, a.name, a.n);
+			if (err == 0)
+				c->ids_fresh = true;
+		} else {
+			if (ids->conn == NULL)
+				err = c->drv->conn_open(&ids->conn, c->owner);
+			if (err == 0)
+				err = with_txn(ids->conn, refill_txn, &a);
+		}
+		if (err == 0) {
+			ids->next[k] = a.last - a.n + 1;
+			ids->end[k] = a.last + 1;
+		}
+	}
+	if (err == 0) {
+		*first = ids->next[k];
+		ids->next[k] += n;
+	}
+	pthread_mutex_unlock(&ids->mu);
+	return err;
 }
 
 struct txrow {
@@ -606,6 +738,8 @@ static int open_with(ledger **out, const struct ledger_driver *drv, const char *
 		err = migrate(c);
 	if (c != NULL)
 		drv->conn_close(c);
+	if (err == 0)
+		err = ids_new(l);
 	if (err != 0) {
 		if (l != NULL)
 			drv->close(l);
@@ -684,6 +818,7 @@ void ledger_close(ledger *l)
 {
 	if (l != NULL && l->drv != NULL) {
 		ledger_batch_stop(l);
+		ids_free(l);
 		l->drv->close(l);
 	}
 }

@@ -28,17 +28,31 @@
  *       UPDATE SKIP LOCKED, in expiry order), or the invite row redeemed
  *     -> account rows, in ascending account id
  *     -> node row -> its node_payers row
- *     -> counters 'transactions' -> counters 'audit_log'
+ *     -> counters 'transactions' -> counters 'audit_log' (SQLite only,
+ *        once per block of 1000 ids: ledger.c "log row ids")
  *
  *   ledger_reserve debits the account with one conditional UPDATE and then
  *   inserts its new reservation row: no other transaction can hold a row
  *   that does not exist yet, so the insert waits at most for a concurrent
  *   insert of the same job id.  The counters rows, which number the
- *   transaction and audit logs, are taken last and held to commit: log
- *   rows are numbered in commit order.  SQLite takes the whole file with
- *   BEGIN IMMEDIATE, so the order holds there trivially.  Releasing a
- *   node's pending earnings (ledger_release_pending) locks its owner's
- *   account row, then the node row.
+ *   transaction and audit logs, are advanced a block of ids at a time and
+ *   the ids handed out in memory: on SQLite inside the transaction that
+ *   needs a new block (the last lock it takes), on PostgreSQL in a
+ *   transaction of its own, so that no writer holds them to its commit.
+ *   Log rows are numbered in the order one process hands the ids out;
+ *   several processes interleave their blocks.  SQLite takes the whole
+ *   file with BEGIN IMMEDIATE, so the order holds there trivially.
+ *   Releasing a node's pending earnings (ledger_release_pending) locks its
+ *   owner's account row, then the node row.
+ *
+ *   Group commit (ledger_batch_start): one transaction holds the locks of
+ *   every write of its batch, each write taking its own in the order
+ *   above, one write after the other; between two writes of a batch the
+ *   order can go back (the second write's reservation row after the first
+ *   one's account rows).  On SQLite nothing else writes meanwhile.  On
+ *   PostgreSQL a transaction of another process can then meet the batch
+ *   in a deadlock; the server breaks it, and the batch is written again
+ *   one transaction per write.
  *
  * The credit model (docs/CREDITS.md).  Credits are integer credit-seconds.
  *   - accounts.balance is the AVAILABLE balance: ordinary credits (admin

@@ -571,6 +571,7 @@ static const char *const sq_sql[LS_COUNT] = {
 
 const struct ledger_driver ledger_sqlite_driver = {
 	.name = "sqlite",
+	.one_writer = true,
 	.sql = sq_sql,
 	LEDGER_DRIVER_FUNCS(sq),
 };
