@@ -226,13 +226,13 @@ struct batch_item {
 	int err;
 	char msg[512];
 	bool done;
+	pthread_cond_t done_cv;   /* signalled once done (under the writer's mu) */
 	struct batch_item *next;
 };
 
 struct ledger_batch {
 	pthread_mutex_t mu;
 	pthread_cond_t work_cv;   /* items queued, or stop */
-	pthread_cond_t done_cv;   /* items done */
 	struct batch_item *head, *tail;
 	bool stop;
 	int max_items;
@@ -354,11 +354,13 @@ static void *batch_main(void *arg)
 		batch_run(b->conn, items ? items : &one, n);
 
 		pthread_mutex_lock(&b->mu);
-		for (int i = 0; i < n; i++)
-			(items ? items[i] : one)->done = true;
+		for (int i = 0; i < n; i++) {
+			struct batch_item *it = items ? items[i] : one;
+			it->done = true;
+			pthread_cond_signal(&it->done_cv);
+		}
 		b->batches++;
 		b->items += (uint64_t)n;
-		pthread_cond_broadcast(&b->done_cv);
 	}
 	pthread_mutex_unlock(&b->mu);
 	free(items);
@@ -380,6 +382,7 @@ static int batch_txn(ledger_conn *c, txn_fn fn, void *arg)
 		pthread_mutex_unlock(&b->mu);
 		return with_txn(c, fn, arg);
 	}
+	pthread_cond_init(&it.done_cv, NULL);
 	if (b->tail)
 		b->tail->next = &it;
 	else
@@ -387,8 +390,9 @@ static int batch_txn(ledger_conn *c, txn_fn fn, void *arg)
 	b->tail = &it;
 	pthread_cond_signal(&b->work_cv);
 	while (!it.done)
-		pthread_cond_wait(&b->done_cv, &b->mu);
+		pthread_cond_wait(&it.done_cv, &b->mu);
 	pthread_mutex_unlock(&b->mu);
+	pthread_cond_destroy(&it.done_cv);
 	if (it.err)
 		troop_error_set(it.err, "%s", it.msg);
 	return it.err;
@@ -416,7 +420,6 @@ int ledger_batch_start(ledger *l, int max_items)
 	}
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->work_cv, NULL);
-	pthread_cond_init(&b->done_cv, NULL);
 	/* leave SIGINT/SIGTERM to the threads that handle them */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
@@ -426,7 +429,6 @@ int ledger_batch_start(ledger *l, int max_items)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err != 0) {
 		l->drv->conn_close(b->conn);
-		pthread_cond_destroy(&b->done_cv);
 		pthread_cond_destroy(&b->work_cv);
 		pthread_mutex_destroy(&b->mu);
 		free(b);
@@ -448,8 +450,9 @@ void ledger_batch_stop(ledger *l)
 	pthread_mutex_unlock(&b->mu);
 	pthread_join(b->th, NULL);   /* the items queued are written first */
 	l->batch = NULL;
+	log_info("ledger_batch_stopped", "transactions=%llu writes=%llu",
+	    (unsigned long long)b->batches, (unsigned long long)b->items);
 	l->drv->conn_close(b->conn);
-	pthread_cond_destroy(&b->done_cv);
 	pthread_cond_destroy(&b->work_cv);
 	pthread_mutex_destroy(&b->mu);
 	free(b);
