@@ -169,7 +169,9 @@ static const config_opt coord_opts[] = {
 	  "group commit: reservations and settlements waiting at once are written in one "
 	  "ledger transaction, at most this many (0: each in its own)", 0, 4096 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
-	  "server threads (0: one per core)", 0, 256 },
+	  "server threads (0: one per core; with --ledger-batch, 16 per core: a reservation "
+	  "waits for its group commit on its thread, and the writer batches what waits)",
+	  0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
@@ -582,9 +584,13 @@ int cmd_coordinator(int argc, char **argv)
 	ticket_kid(c->pub.kid, c->pub.pk);
 
 	{
+		int threads = (int)config_int(cfg, "threads");
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (threads == 0 && config_int(cfg, "ledger-batch") > 0)
+			threads = ncpu < 1 ? 16 : ncpu > 16 ? 256 : (int)ncpu * 16;
 		http_server_opts o = {
 			.listen = config_str(cfg, "listen"),
-			.threads = (int)config_int(cfg, "threads"),
+			.threads = threads,
 			.max_body = COORD_MAX_BODY,
 			.name = "coordinator",
 		};

@@ -473,7 +473,7 @@ int64_t ledger_charge(int64_t duration_ms, double multiplier, int64_t reserved);
 /* ---- transaction log ------------------------------------------------------- */
 
 typedef struct {
-	int64_t id;                          /* increasing with time */
+	int64_t id;                          /* increasing as one coordinator writes */
 	char type[LEDGER_TYPE_MAX + 1];      /* grant admin reserve settle release */
 	char job_id[LEDGER_ID_MAX + 1];      /* "" for grant/admin */
 	char requester[LEDGER_ID_MAX + 1];   /* payer, or receiver of a grant */
