@@ -9,8 +9,11 @@
 #   full      synchronous=FULL, --ledger-batch 0 (durable, one fsync per
 #             reservation: what durability costs without group commit)
 #   after     synchronous=FULL, --ledger-batch 64 (durable, group commit)
-# The checkpoints run on their background thread on every side (this
-# build has no other way).
+#   pg        PostgreSQL (fsync=on, synchronous_commit=on) and Redis, from
+#             tests/pg/start-services.sh, --ledger-batch 64: the ratio to
+#             SQLite (only where PostgreSQL and Redis are installed)
+# The checkpoints run on their background thread on every SQLite side
+# (this build has no other way).
 #
 #   bench/bench_durable.sh [BUILD_DIR]
 #
@@ -57,9 +60,20 @@ trap 'exit 130' INT TERM
 
 declare -A cap p50 p99
 sides=(before full after)
+pg_base= redis_base=
+if command -v psql >/dev/null 2>&1 &&
+	env_out=$(TROOP_PG_FSYNC=on "$root/tests/pg/start-services.sh" "$CHAIN_TMP/svc" 2>/dev/null); then
+	eval "$env_out"
+	pg_base=$DATABASE_URL redis_base=$REDIS_URL
+	unset DATABASE_URL REDIS_URL TROOP_DATABASE_URL TROOP_REDIS_URL
+	SVC_DIR=$CHAIN_TMP/svc   # troop_chain.sh stops them at exit
+	sides+=(pg)
+else
+	echo "(PostgreSQL or Redis not available: no pg side)"
+fi
 # one round of one side: its figures appended to cap[side], p50[side], p99[side]
 run_side() {
-	local side=$1 sync=full batch=64 dir out rate c o50 o99 e1 e2
+	local side=$1 sync=full batch=64 dir out rate c o50 o99 e1 e2 db url reg
 	case $side in
 	before) sync=normal batch=0 ;;
 	full) batch=0 ;;
@@ -67,7 +81,14 @@ run_side() {
 	dir=$CHAIN_TMP/db-$side-$RANDOM
 	mkdir -p "$dir"
 	chmod 700 "$dir"
-	chain_coordinator --database-url "sqlite:$dir/ledger.db?synchronous=$sync" \
+	url="sqlite:$dir/ledger.db?synchronous=$sync" reg=
+	if [ "$side" = pg ]; then
+		db=bench_${RANDOM}_$RANDOM
+		psql -q -v ON_ERROR_STOP=1 "$pg_base" -c "CREATE DATABASE $db" >/dev/null ||
+			die "could not create database $db"
+		url=${pg_base%/*}/$db reg="$redis_base/0?prefix=$db:"
+	fi
+	chain_coordinator --database-url "$url" ${reg:+--registry-url "$reg"} \
 		--ledger-batch "$batch" --threads "$threads" --starter-credits 1000000000000 \
 		--max-tickets 1000000 --max-jobs-other 0 --node-ttl 3600
 	out=$("$lg" --port "$COORD_PORT" --phases authorize --duration "$duration" \
@@ -100,8 +121,8 @@ echo "durable authorizations: $rounds rounds of $duration s per phase, $conns co
 for r in $(seq 1 "$rounds"); do
 	echo "round $r:"
 	# rotate who goes first: a machine getting busier hurts all alike
-	for k in 0 1 2; do
-		run_side "${sides[$(((k + r) % 3))]}"
+	for k in "${!sides[@]}"; do
+		run_side "${sides[$(((k + r) % ${#sides[@]}))]}"
 	done
 done
 for s in "${sides[@]}"; do
@@ -114,6 +135,11 @@ a99=$(median "${p99[after]}")
 echo "RESULT durable authorizations_per_s after/before ratio" \
 	"$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}') after/full ratio" \
 	"$(awk -v a="$a" -v f="$f" 'BEGIN {printf "%.2f", a / f}')"
+if [ -n "$pg_base" ]; then
+	p=$(median "${cap[pg]}")
+	echo "RESULT durable PostgreSQL+Redis / SQLite authorizations_per_s ratio" \
+		"$(awk -v p="$p" -v a="$a" 'BEGIN {printf "%.2f", p / a}') ($p / $a)"
+fi
 verdict() { awk -v v="$1" -v l="$3" -v c="$2" 'BEGIN {print ((c == ">=" ? v >= l : v < l) ? "ok" : "MISSED")}'; }
 echo "RESULT durable target authorizations_per_s >= 10000 (synchronous=FULL): $a $(verdict "$a" ">=" 10000)"
 echo "RESULT durable target /authorize p99 < 10 ms at half of capacity: $a99 $(verdict "$a99" "<" 10)"
