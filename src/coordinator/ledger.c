@@ -259,26 +259,41 @@ static int savepoint(ledger_conn *c, const char *sql)
 
 /* Run items[0..n-1] in one transaction, each inside a savepoint: a
  * failing item is rolled back to its savepoint and the others go on.
- * When the transaction itself fails before its commit (a busy or
- * serialization failure, a deadlock, a failed commit), nothing of it was
- * written: each item then runs in a transaction of its own (with_txn,
- * which retries).  A connection lost after BEGIN fails every item with
- * TROOP_EUNAVAIL: the commit may or may not have happened, so nothing is
- * repeated (as with_txn does for one). */
+ * BEGIN is retried as with_txn retries it; when it still fails, every
+ * item fails with its error.  When the transaction fails later, before
+ * its commit (a busy or serialization failure, a deadlock, a failed
+ * commit), nothing of it was written: each item then runs in a
+ * transaction of its own (with_txn, which retries).  A connection lost
+ * after BEGIN fails every item with TROOP_EUNAVAIL: the commit may or may
+ * not have happened, so nothing is repeated (as with_txn does for one). */
 static void batch_run(ledger_conn *c, struct batch_item **items, int n)
 {
 	const struct ledger_driver *d = c->drv;
-	bool began = false;
 	int err;
 
 	if (n == 1) {
 		item_set(items[0], with_txn(c, items[0]->fn, items[0]->arg));
 		return;
 	}
-	err = ready(c);
-	if (err == 0 && (err = d->begin(c)) != 0 && lost(c) && (err = ready(c)) == 0)
-		err = d->begin(c);
-	began = err == 0;
+	for (int attempt = 1;; attempt++) {
+		err = ready(c);
+		if (err == 0 && (err = d->begin(c)) != 0 && lost(c) && (err = ready(c)) == 0)
+			err = d->begin(c);
+		if (err == 0)
+			break;
+		/* nothing written: another process holds the database, or the
+		 * server is gone; retried as with_txn would, then every write
+		 * fails alike rather than wait its own turn for the same lock */
+		if (!d->retryable(c) || attempt >= TXN_ATTEMPTS) {
+			for (int i = 0; i < n; i++)
+				item_set(items[i], err);
+			return;
+		}
+		log_warn("ledger_busy", "attempt=%d of=%d retrying=1 batch=%d", attempt,
+		    TXN_ATTEMPTS, n);
+		struct timespec ts = { 0, (1000000L + (long)(rand() % 4000000)) * attempt };
+		nanosleep(&ts, NULL);
+	}
 	c->ids_fresh = false;
 	for (int i = 0; err == 0 && i < n; i++) {
 		if ((err = savepoint(c, "SAVEPOINT troop_item")) != 0)
@@ -309,7 +324,7 @@ static void batch_run(ledger_conn *c, struct batch_item **items, int n)
 	}
 	char msg[512];
 	snprintf(msg, sizeof msg, "%s", troop_error_msg());
-	bool gone = began && lost(c);
+	bool gone = lost(c);
 	fin(c);
 	d->rollback(c);
 	if (c->ids_fresh)

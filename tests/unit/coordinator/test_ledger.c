@@ -704,6 +704,75 @@ static void test_ids_in_blocks(void **state)
 	assert_invariant(f->c);
 }
 
+/* Group commit while another process holds the write lock: the writes
+ * waiting together fail with 503 after the writer's retries (none waits
+ * out the lock on its own), and the next ones go through once it is
+ * free. */
+struct busy_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int index;
+	int rc;
+};
+
+static void *busy_thread(void *arg)
+{
+	struct busy_ctx *x = arg;
+	ledger_conn *c = NULL;
+	char job[32];
+	x->rc = ledger_conn_open(&c, x->l);
+	pthread_barrier_wait(x->barrier);
+	if (x->rc != 0)
+		return NULL;
+	snprintf(job, sizeof job, "busy-%d", x->index);
+	ledger_reserve_req q = req_for(job, "hank", 5, 1.0, NOW + 360);
+	x->rc = ledger_reserve(NULL, c, &q);
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_batch_busy(void **state)
+{
+	struct fixture *f = *state;
+	char url[400];
+	ledger *l = NULL;
+	enum { N = 8 };
+
+	if (f->pg)
+		skip();
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "hank", 100, NOW), 0);
+	snprintf(url, sizeof url, "sqlite:%s?busy_timeout=20", f->path);
+	assert_int_equal(ledger_open(&l, url), 0);
+	assert_int_equal(ledger_batch_start(l, 64), 0);
+
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	for (int round = 0; round < 2; round++) {
+		pthread_t th[N];
+		struct busy_ctx ctx[N];
+		pthread_barrier_t barrier;
+		pthread_barrier_init(&barrier, NULL, N);
+		for (int i = 0; i < N; i++) {
+			ctx[i] = (struct busy_ctx){ l, &barrier, round * N + i, -999 };
+			assert_int_equal(pthread_create(&th[i], NULL, busy_thread, &ctx[i]), 0);
+		}
+		for (int i = 0; i < N; i++) {
+			pthread_join(th[i], NULL);
+			assert_int_equal(ctx[i].rc, round == 0 ? TROOP_EUNAVAIL : 0);
+		}
+		pthread_barrier_destroy(&barrier);
+		if (round == 0) {
+			assert_int_equal(available(f->c, "hank"), 100);
+			assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+		}
+	}
+	sqlite3_close(db);
+	assert_int_equal(available(f->c, "hank"), 100 - 5 * N);
+	assert_invariant(f->c);
+	ledger_close(l);   /* stops the writer */
+}
+
 /* ---- settlement ------------------------------------------------------------ */
 
 static void test_charge_math(void **state)
@@ -1796,6 +1865,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reserve_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_batched, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ids_in_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_busy, setup, teardown),
 		cmocka_unit_test(test_charge_math),
 		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
