@@ -169,8 +169,9 @@ static const config_opt coord_opts[] = {
 	  "group commit: reservations and settlements waiting at once are written in one "
 	  "ledger transaction, at most this many (0: each in its own)", 0, 4096 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
-	  "server threads (0: one per core; with --ledger-batch, 16 per core: a reservation "
-	  "waits for its group commit on its thread, and the writer batches what waits)",
+	  "server threads (0: one per core; on a SQLite ledger with --ledger-batch, 16 per "
+	  "core up to 64: a reservation waits for its group commit on its thread, and the "
+	  "writer batches what waits)",
 	  0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
@@ -584,10 +585,14 @@ int cmd_coordinator(int argc, char **argv)
 	ticket_kid(c->pub.kid, c->pub.pk);
 
 	{
+		/* an embedded ledger's writes wait for their group commit on
+		 * their server thread: more threads, bigger batches.  (Each
+		 * thread holds a ledger connection: on PostgreSQL the operator
+		 * sizes --threads against max_connections.) */
 		int threads = (int)config_int(cfg, "threads");
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		if (threads == 0 && config_int(cfg, "ledger-batch") > 0)
-			threads = ncpu < 1 ? 16 : ncpu > 16 ? 256 : (int)ncpu * 16;
+		if (threads == 0 && !shared_ledger && config_int(cfg, "ledger-batch") > 0)
+			threads = ncpu < 1 ? 16 : ncpu >= 4 ? 64 : (int)ncpu * 16;
 		http_server_opts o = {
 			.listen = config_str(cfg, "listen"),
 			.threads = threads,
