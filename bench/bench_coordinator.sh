@@ -67,7 +67,7 @@ if [ -n "${COORD_WRAP:-}" ]; then
 	cpid=$(pgrep -P "$COORD_PID" | head -n1 || true)
 fi
 echo "coordinator: pid ${cpid:-$COORD_PID}, port $port, $(nproc) cores, --threads ${COORD_THREADS:-2}," \
-	"SQLite ledger in $COORD_DIR (WAL, synchronous=NORMAL)"
+	"SQLite ledger in $COORD_DIR (WAL, synchronous=FULL, group commit)"
 
 
 read -r -a extra <<<"${LOADGEN_ARGS:-}"

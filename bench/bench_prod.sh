@@ -2,7 +2,7 @@
 # bench_prod.sh - the coordinator's throughput on its production backends
 # next to its embedded ones, in one run (issue 10's benchmark): heartbeats/s
 # and authorizations/s (closed loop, signed requests, bench/loadgen.c) with
-#   embedded    a SQLite ledger (WAL, synchronous=NORMAL) and the
+#   embedded    a SQLite ledger (WAL, synchronous=FULL) and the
 #               in-process registry
 #   production  a PostgreSQL ledger and a Redis registry, private servers
 #               started here by tests/pg/start-services.sh on loopback

@@ -182,8 +182,14 @@ static const config_opt coord_opts[] = {
 	{ "audit-key", 0, OPT_STRING, "TROOP_AUDIT_KEY", NULL, NULL, "FILE",
 	  "audits: the auditor's account key, created if missing; its account pays for "
 	  "the audits ('troop admin grant' it credits) (default: DATA_DIR/auditor.key)", 0, 0 },
+	{ "ledger-batch", 0, OPT_INT, "TROOP_LEDGER_BATCH", NULL, "64", "N",
+	  "group commit: reservations and settlements waiting at once are written in one "
+	  "ledger transaction, at most this many (0: each in its own)", 0, 4096 },
 	{ "threads", 't', OPT_INT, "TROOP_COORDINATOR_THREADS", NULL, "0", "N",
-	  "server threads (0: one per core)", 0, 256 },
+	  "server threads (0: one per core; on a SQLite ledger with --ledger-batch, 16 per "
+	  "core up to 64: a reservation waits for its group commit on its thread, and the "
+	  "writer batches what waits)",
+	  0, 256 },
 	{ "log-level", 0, OPT_STRING, "TROOP_LOG_LEVEL", NULL, "info", "LEVEL",
 	  "debug, info, warn or error", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
@@ -597,6 +603,11 @@ int cmd_coordinator(int argc, char **argv)
 		fatal_config("cannot open the ledger");
 		goto out;
 	}
+	if (config_int(cfg, "ledger-batch") > 0 &&
+	    ledger_batch_start(c->ledger, (int)config_int(cfg, "ledger-batch")) != 0) {
+		fatal_config("cannot start the ledger writer");
+		goto out;
+	}
 	{
 		registry_opts ro = { .max_nonces = (size_t)config_int(cfg, "max-nonces") };
 		rc = registry_open(&c->reg, config_str(cfg, "registry-url"), &ro);
@@ -644,9 +655,17 @@ int cmd_coordinator(int argc, char **argv)
 	}
 
 	{
+		/* an embedded ledger's writes wait for their group commit on
+		 * their server thread: more threads, bigger batches.  (Each
+		 * thread holds a ledger connection: on PostgreSQL the operator
+		 * sizes --threads against max_connections.) */
+		int threads = (int)config_int(cfg, "threads");
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		if (threads == 0 && !shared_ledger && config_int(cfg, "ledger-batch") > 0)
+			threads = ncpu < 1 ? 16 : ncpu >= 4 ? 64 : (int)ncpu * 16;
 		http_server_opts o = {
 			.listen = config_str(cfg, "listen"),
-			.threads = (int)config_int(cfg, "threads"),
+			.threads = threads,
 			.max_body = COORD_MAX_BODY,
 			.name = "coordinator",
 		};

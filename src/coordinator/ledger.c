@@ -9,6 +9,8 @@
  * contract.
  */
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +171,8 @@ static int read_row(ledger_conn *c, enum ledger_stmt id, const struct ledger_par
 
 typedef int (*txn_fn)(ledger_conn *c, void *arg);
 
+static void ids_drop(ledger_conn *c);
+
 /* Run fn inside a write transaction: commit on 0, roll back otherwise.
  * The whole transaction is tried again (TXN_ATTEMPTS in all, after a short
  * jittered pause) when it failed on a busy database, a serialization
@@ -191,13 +195,18 @@ static int with_txn(ledger_conn *c, txn_fn fn, void *arg)
 			reconnected = true;
 			continue;
 		}
-		if (err == 0 && (err = fn(c, arg)) == 0 && (err = d->commit(c)) == 0)
+		c->ids_fresh = false;
+		if (err == 0 && (err = fn(c, arg)) == 0 && (err = d->commit(c)) == 0) {
+			c->ids_fresh = false;
 			return 0;
+		}
 		/* keep the message of the first failure */
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", troop_error_msg());
 		fin(c);
 		d->rollback(c);
+		if (c->ids_fresh)
+			ids_drop(c);
 		troop_error_set(err, "%s", msg);
 		if (!d->retryable(c) || attempt >= TXN_ATTEMPTS)
 			return err;
@@ -208,18 +217,401 @@ static int with_txn(ledger_conn *c, txn_fn fn, void *arg)
 	}
 }
 
-/* Allocate `n` consecutive ids from counter `name`; *first gets the first.
- * Locks the counter row until commit: the last lock a transaction takes. */
-static int next_ids(int64_t *first, ledger_conn *c, const char *name, int64_t n)
+/* ---- group commit -------------------------------------------------------------- */
+
+/* One transaction body waiting for the writer (on its caller's stack). */
+struct batch_item {
+	txn_fn fn;
+	void *arg;
+	int err;
+	char msg[512];
+	bool done;
+	pthread_cond_t done_cv;   /* signalled once done (under the writer's mu) */
+	struct batch_item *next;
+};
+
+struct ledger_batch {
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv;   /* items queued, or stop */
+	struct batch_item *head, *tail;
+	bool stop;
+	int max_items;
+	pthread_t th;
+	ledger_conn *conn;        /* the writer's own; only its thread uses it */
+	uint64_t batches, items;  /* under mu */
+};
+
+/* Record item `it`'s result, with the thread's message when it failed. */
+static void item_set(struct batch_item *it, int err)
+{
+	it->err = err;
+	if (err)
+		snprintf(it->msg, sizeof it->msg, "%s", troop_error_msg());
+}
+
+/* A statement of the savepoint protocol, with no cursor open (SQLite
+ * refuses to release a savepoint while a statement is active). */
+static int savepoint(ledger_conn *c, const char *sql)
+{
+	fin(c);
+	return c->drv->script(c, sql);
+}
+
+/* Run items[0..n-1] in one transaction, each inside a savepoint: a
+ * failing item is rolled back to its savepoint and the others go on.
+ * BEGIN is retried as with_txn retries it; when it still fails, every
+ * item fails with its error.  When the transaction fails later, before
+ * its commit (a busy or serialization failure, a deadlock, a failed
+ * commit), nothing of it was written: each item then runs in a
+ * transaction of its own (with_txn, which retries).  A connection lost
+ * after BEGIN fails every item with TROOP_EUNAVAIL: the commit may or may
+ * not have happened, so nothing is repeated (as with_txn does for one). */
+static void batch_run(ledger_conn *c, struct batch_item **items, int n)
+{
+	const struct ledger_driver *d = c->drv;
+	int err;
+
+	if (n == 1) {
+		item_set(items[0], with_txn(c, items[0]->fn, items[0]->arg));
+		return;
+	}
+	for (int attempt = 1;; attempt++) {
+		err = ready(c);
+		if (err == 0 && (err = d->begin(c)) != 0 && lost(c) && (err = ready(c)) == 0)
+			err = d->begin(c);
+		if (err == 0)
+			break;
+		/* nothing written: another process holds the database, or the
+		 * server is gone; retried as with_txn would, then every write
+		 * fails alike rather than wait its own turn for the same lock */
+		if (!d->retryable(c) || attempt >= TXN_ATTEMPTS) {
+			for (int i = 0; i < n; i++)
+				item_set(items[i], err);
+			return;
+		}
+		log_warn("ledger_busy", "attempt=%d of=%d retrying=1 batch=%d", attempt,
+		    TXN_ATTEMPTS, n);
+		struct timespec ts = { 0, (1000000L + (long)(rand() % 4000000)) * attempt };
+		nanosleep(&ts, NULL);
+	}
+	c->ids_fresh = false;
+	for (int i = 0; err == 0 && i < n; i++) {
+		if ((err = savepoint(c, "SAVEPOINT troop_item")) != 0)
+			break;
+		bool fresh = c->ids_fresh;   /* a block of ids taken by an earlier item */
+		c->ids_fresh = false;
+		int e = items[i]->fn(c, items[i]->arg);
+		if (e == 0) {
+			items[i]->err = 0;
+			c->ids_fresh |= fresh;
+			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
+			continue;
+		}
+		item_set(items[i], e);
+		if (c->ids_fresh)   /* its block goes back with its savepoint */
+			ids_drop(c);
+		c->ids_fresh = fresh;
+		if (d->retryable(c) || lost(c)) {
+			err = e;   /* the whole transaction is at stake */
+			break;
+		}
+		if ((err = savepoint(c, "ROLLBACK TO SAVEPOINT troop_item")) == 0)
+			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
+	}
+	if (err == 0 && (err = d->commit(c)) == 0) {
+		c->ids_fresh = false;
+		return;
+	}
+	char msg[512];
+	snprintf(msg, sizeof msg, "%s", troop_error_msg());
+	bool gone = lost(c);
+	fin(c);
+	d->rollback(c);
+	if (c->ids_fresh)
+		ids_drop(c);
+	for (int i = 0; i < n; i++) {
+		if (gone) {
+			items[i]->err = TROOP_EUNAVAIL;
+			snprintf(items[i]->msg, sizeof items[i]->msg, "%s", msg);
+		} else {
+			item_set(items[i], with_txn(c, items[i]->fn, items[i]->arg));
+		}
+	}
+	if (!gone)
+		log_warn("ledger_batch_split", "items=%d", n);
+}
+
+static void *batch_main(void *arg)
+{
+	struct ledger_batch *b = arg;
+	struct batch_item **items = calloc((size_t)b->max_items, sizeof *items);
+
+	pthread_mutex_lock(&b->mu);
+	for (;;) {
+		while (!b->stop && b->head == NULL)
+			pthread_cond_wait(&b->work_cv, &b->mu);
+		if (b->head == NULL)
+			break;   /* stopping, and nothing left to write */
+		int n = 0, cap = items ? b->max_items : 1;
+		struct batch_item *one = NULL;
+		while (b->head != NULL && n < cap) {
+			struct batch_item *it = b->head;
+			b->head = it->next;
+			if (items)
+				items[n++] = it;
+			else
+				one = it, n = 1;
+		}
+		if (b->head == NULL)
+			b->tail = NULL;
+		pthread_mutex_unlock(&b->mu);
+
+		batch_run(b->conn, items ? items : &one, n);
+
+		pthread_mutex_lock(&b->mu);
+		for (int i = 0; i < n; i++) {
+			struct batch_item *it = items ? items[i] : one;
+			it->done = true;
+			pthread_cond_signal(&it->done_cv);
+		}
+		b->batches++;
+		b->items += (uint64_t)n;
+	}
+	pthread_mutex_unlock(&b->mu);
+	free(items);
+	return NULL;
+}
+
+/* Run fn in the transaction of the next batch and wait until it is
+ * committed (or failed); with no writer started, in a transaction of its
+ * own on c.  The result and message are fn's, as with_txn gives them. */
+static int batch_txn(ledger_conn *c, txn_fn fn, void *arg)
+{
+	struct ledger_batch *b = c->owner ? c->owner->batch : NULL;
+	struct batch_item it = { .fn = fn, .arg = arg };
+
+	if (b == NULL)
+		return with_txn(c, fn, arg);
+	pthread_mutex_lock(&b->mu);
+	if (b->stop) {
+		pthread_mutex_unlock(&b->mu);
+		return with_txn(c, fn, arg);
+	}
+	pthread_cond_init(&it.done_cv, NULL);
+	if (b->tail)
+		b->tail->next = &it;
+	else
+		b->head = &it;
+	b->tail = &it;
+	pthread_cond_signal(&b->work_cv);
+	while (!it.done)
+		pthread_cond_wait(&it.done_cv, &b->mu);
+	pthread_mutex_unlock(&b->mu);
+	pthread_cond_destroy(&it.done_cv);
+	if (it.err)
+		troop_error_set(it.err, "%s", it.msg);
+	return it.err;
+}
+
+int ledger_batch_start(ledger *l, int max_items)
+{
+	struct ledger_batch *b;
+	sigset_t block, old;
+	int err;
+
+	if (l == NULL || l->drv == NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: not open");
+	if (max_items < 1 || max_items > LEDGER_BATCH_MAX)
+		return troop_error_set(TROOP_EINVAL, "ledger: a batch holds 1 to %d items, "
+		    "not %d", LEDGER_BATCH_MAX, max_items);
+	if (l->batch != NULL)
+		return troop_error_set(TROOP_EINVAL, "ledger: the writer is already started");
+	if ((b = calloc(1, sizeof *b)) == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	b->max_items = max_items;
+	if ((err = l->drv->conn_open(&b->conn, l)) != 0) {
+		free(b);
+		return err;
+	}
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->work_cv, NULL);
+	/* leave SIGINT/SIGTERM to the threads that handle them */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	err = pthread_create(&b->th, NULL, batch_main, b);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err != 0) {
+		l->drv->conn_close(b->conn);
+		pthread_cond_destroy(&b->work_cv);
+		pthread_mutex_destroy(&b->mu);
+		free(b);
+		return troop_error_set(TROOP_ERR, "ledger: cannot start the writer thread");
+	}
+	l->batch = b;
+	return 0;
+}
+
+void ledger_batch_stop(ledger *l)
+{
+	struct ledger_batch *b = l ? l->batch : NULL;
+
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->mu);
+	b->stop = true;
+	pthread_cond_signal(&b->work_cv);
+	pthread_mutex_unlock(&b->mu);
+	pthread_join(b->th, NULL);   /* the items queued are written first */
+	l->batch = NULL;
+	log_info("ledger_batch_stopped", "transactions=%llu writes=%llu",
+	    (unsigned long long)b->batches, (unsigned long long)b->items);
+	l->drv->conn_close(b->conn);
+	pthread_cond_destroy(&b->work_cv);
+	pthread_mutex_destroy(&b->mu);
+	free(b);
+}
+
+void ledger_batch_stats(const ledger *l, uint64_t *batches, uint64_t *items)
+{
+	struct ledger_batch *b = l ? l->batch : NULL;
+
+	*batches = *items = 0;
+	if (b == NULL)
+		return;
+	pthread_mutex_lock(&b->mu);
+	*batches = b->batches;
+	*items = b->items;
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* ---- log row ids ------------------------------------------------------------------ */
+
+/* The transaction and audit logs are numbered from the counters table, a
+ * block of ID_BLOCK ids at a time, handed out in memory: no write
+ * transaction updates one shared row.  Ids increase in the order this
+ * process hands them out; several processes on one database interleave
+ * their blocks, and a block not used up when a process stops leaves a
+ * gap.
+ *   - One writer at a time (SQLite): the block is taken inside the
+ *     transaction that needs it (the file's write lock is held anyway).
+ *     Should that transaction (or the savepoint around it) roll back, the
+ *     counter goes back too, so the block is dropped (ids_drop): no other
+ *     transaction of this process can have used it meanwhile.
+ *   - Several writers (PostgreSQL): the block is taken in a transaction
+ *     of its own, on a connection kept for it, so that the counter row is
+ *     locked for one statement only and a block once handed out is never
+ *     rolled back. */
+#define ID_BLOCK 1000
+
+enum { IDS_TX, IDS_AUDIT, IDS_N };
+static const char *const ids_names[IDS_N] = { "transactions", "audit_log" };
+
+struct ledger_ids {
+	pthread_mutex_t mu;
+	int64_t next[IDS_N], end[IDS_N];   /* [next, end) is ours */
+	ledger_conn *conn;                 /* several writers: the refill connection */
+};
+
+static int ids_new(ledger *l)
+{
+	struct ledger_ids *ids = calloc(1, sizeof *ids);
+	if (ids == NULL)
+		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
+	pthread_mutex_init(&ids->mu, NULL);
+	l->ids = ids;
+	return 0;
+}
+
+static void ids_free(ledger *l)
+{
+	struct ledger_ids *ids = l->ids;
+	if (ids == NULL)
+		return;
+	if (ids->conn != NULL)
+		l->drv->conn_close(ids->conn);
+	pthread_mutex_destroy(&ids->mu);
+	free(ids);
+	l->ids = NULL;
+}
+
+/* The transaction on c rolled back (wholly, or to a savepoint) after it
+ * took a block: forget the blocks.  Only for one-writer databases. */
+static void ids_drop(ledger_conn *c)
+{
+	struct ledger_ids *ids = c->owner ? c->owner->ids : NULL;
+	c->ids_fresh = false;
+	if (ids == NULL)
+		return;
+	pthread_mutex_lock(&ids->mu);
+	for (int k = 0; k < IDS_N; k++)
+		ids->next[k] = ids->end[k] = 0;
+	pthread_mutex_unlock(&ids->mu);
+}
+
+/* Advance counter `name` by `n` on c, in c's transaction; *last gets its
+ * new value. */
+static int counter_advance(int64_t *last, ledger_conn *c, const char *name, int64_t n)
 {
 	int r = row(c, LS_NEXT_ID, ARGS(S(name), I(n)), "allocate id");
 	if (r < 0)
 		return r;
 	if (r == 0)
 		return troop_error_set(TROOP_ERR, "ledger: counter '%s' is missing", name);
-	*first = col_i64(c, 0) - n + 1;
+	*last = col_i64(c, 0);
 	fin(c);
 	return 0;
+}
+
+struct refill_arg {
+	const char *name;
+	int64_t n, last;
+};
+
+static int refill_txn(ledger_conn *c, void *arg)
+{
+	struct refill_arg *a = arg;
+	return counter_advance(&a->last, c, a->name, a->n);
+}
+
+/* Allocate `n` consecutive ids from counter `name`; *first gets the first. */
+static int next_ids(int64_t *first, ledger_conn *c, const char *name, int64_t n)
+{
+	struct ledger_ids *ids = c->owner ? c->owner->ids : NULL;
+	int k = strcmp(name, ids_names[IDS_TX]) == 0 ? IDS_TX : IDS_AUDIT;
+	int err = 0;
+
+	if (ids == NULL) {   /* a handle being migrated: straight from the row */
+		int64_t last;
+		TRY(counter_advance(&last, c, name, n));
+		*first = last - n + 1;
+		return 0;
+	}
+	pthread_mutex_lock(&ids->mu);
+	if (ids->end[k] - ids->next[k] < n) {
+		struct refill_arg a = { ids_names[k], n > ID_BLOCK ? n : ID_BLOCK, 0 };
+		if (c->drv->one_writer) {
+			err = counter_advance(&a.last, c, a.name, a.n);
+			if (err == 0)
+				c->ids_fresh = true;
+		} else {
+			if (ids->conn == NULL)
+				err = c->drv->conn_open(&ids->conn, c->owner);
+			if (err == 0)
+				err = with_txn(ids->conn, refill_txn, &a);
+		}
+		if (err == 0) {
+			ids->next[k] = a.last - a.n + 1;
+			ids->end[k] = a.last + 1;
+		}
+	}
+	if (err == 0) {
+		*first = ids->next[k];
+		ids->next[k] += n;
+	}
+	pthread_mutex_unlock(&ids->mu);
+	return err;
 }
 
 struct txrow {
@@ -364,6 +756,8 @@ static int open_with(ledger **out, const struct ledger_driver *drv, const char *
 		err = migrate(c);
 	if (c != NULL)
 		drv->conn_close(c);
+	if (err == 0)
+		err = ids_new(l);
 	if (err != 0) {
 		if (l != NULL)
 			drv->close(l);
@@ -440,8 +834,11 @@ int ledger_open(ledger **out, const char *url)
 
 void ledger_close(ledger *l)
 {
-	if (l != NULL && l->drv != NULL)
+	if (l != NULL && l->drv != NULL) {
+		ledger_batch_stop(l);
+		ids_free(l);
 		l->drv->close(l);
+	}
 }
 
 const char *ledger_backend_name(const ledger *l)
@@ -716,7 +1113,7 @@ int ledger_reserve(int64_t *available, ledger_conn *c, const ledger_reserve_req 
 	TRY(check_range("max_seconds", req->max_seconds, 0, LEDGER_CREDITS_MAX));
 	TRY(check_multiplier(req->multiplier));
 	struct reserve_arg ra = { req, 0 };
-	int err = with_txn(c, reserve_txn, &ra);
+	int err = batch_txn(c, reserve_txn, &ra);
 	if ((err == 0 || err == TROOP_ECREDITS) && available != NULL)
 		*available = ra.available;
 	return err;
@@ -1090,7 +1487,7 @@ int ledger_settle(ledger_settle_result *out, ledger_conn *c, const ledger_settle
 	TRY(check_range("grace", req->grace_s, 0, INT64_MAX / 4));
 	memset(out, 0, sizeof *out);
 	struct settle_arg sa = { req, out };
-	return with_txn(c, settle_txn, &sa);
+	return batch_txn(c, settle_txn, &sa);
 }
 
 struct report_arg {

@@ -28,17 +28,31 @@
  *       UPDATE SKIP LOCKED, in expiry order), or the invite row redeemed
  *     -> account rows, in ascending account id
  *     -> node row -> its node_payers row
- *     -> counters 'transactions' -> counters 'audit_log'
+ *     -> counters 'transactions' -> counters 'audit_log' (SQLite only,
+ *        once per block of 1000 ids: ledger.c "log row ids")
  *
  *   ledger_reserve debits the account with one conditional UPDATE and then
  *   inserts its new reservation row: no other transaction can hold a row
  *   that does not exist yet, so the insert waits at most for a concurrent
  *   insert of the same job id.  The counters rows, which number the
- *   transaction and audit logs, are taken last and held to commit: log
- *   rows are numbered in commit order.  SQLite takes the whole file with
- *   BEGIN IMMEDIATE, so the order holds there trivially.  Releasing a
- *   node's pending earnings (ledger_release_pending) locks its owner's
- *   account row, then the node row.
+ *   transaction and audit logs, are advanced a block of ids at a time and
+ *   the ids handed out in memory: on SQLite inside the transaction that
+ *   needs a new block (the last lock it takes), on PostgreSQL in a
+ *   transaction of its own, so that no writer holds them to its commit.
+ *   Log rows are numbered in the order one process hands the ids out;
+ *   several processes interleave their blocks.  SQLite takes the whole
+ *   file with BEGIN IMMEDIATE, so the order holds there trivially.
+ *   Releasing a node's pending earnings (ledger_release_pending) locks its
+ *   owner's account row, then the node row.
+ *
+ *   Group commit (ledger_batch_start): one transaction holds the locks of
+ *   every write of its batch, each write taking its own in the order
+ *   above, one write after the other; between two writes of a batch the
+ *   order can go back (the second write's reservation row after the first
+ *   one's account rows).  On SQLite nothing else writes meanwhile.  On
+ *   PostgreSQL a transaction of another process can then meet the batch
+ *   in a deadlock; the server breaks it, and the batch is written again
+ *   one transaction per write.
  *
  * The credit model (docs/CREDITS.md).  Credits are integer credit-seconds.
  *   - accounts.balance is the AVAILABLE balance: ordinary credits (admin
@@ -169,6 +183,33 @@ int ledger_open(ledger **out, const char *url);
 /* Close the ledger.  NULL is fine.  All its connections must be closed
  * first.  Not thread-safe with respect to other uses of `l`. */
 void ledger_close(ledger *l);
+
+/* Group commit.  Start one writer thread with a connection of its own:
+ * from then on ledger_reserve and ledger_settle, on every connection of
+ * `l`, hand their transaction to it and wait.  The writer takes every
+ * transaction waiting at that moment (at most `max_items`, 1 ..
+ * LEDGER_BATCH_MAX) and commits them as ONE database transaction, each
+ * inside a savepoint, so that one failing (insufficient credits, a job id
+ * reserved twice) is rolled back alone and the others commit.  A caller
+ * returns only once the commit that holds its write is durable (SQLite
+ * synchronous=FULL; PostgreSQL synchronous_commit as the server has it,
+ * on by default).  When the shared transaction fails as a whole (busy,
+ * serialization failure, deadlock) each of its items is run again in a
+ * transaction of its own.  Results and messages are the same as without
+ * the writer.  Returns 0, TROOP_EINVAL (started twice, bad max_items),
+ * TROOP_EUNAVAIL (no connection) or TROOP_ERR.  Call before the ledger is
+ * shared between threads; ledger_close stops it. */
+#define LEDGER_BATCH_MAX 4096
+int ledger_batch_start(ledger *l, int max_items);
+
+/* Stop the writer, after it wrote what was queued; later writes run in
+ * transactions of their own again.  No caller may be inside
+ * ledger_reserve or ledger_settle.  NULL or not started is fine. */
+void ledger_batch_stop(ledger *l);
+
+/* Transactions the writer committed (batches) and the writes they held
+ * (items), since the start; 0 and 0 without a writer.  Thread-safe. */
+void ledger_batch_stats(const ledger *l, uint64_t *batches, uint64_t *items);
 
 /* The backend's name ("sqlite", ...).  Never NULL.  Thread-safe. */
 const char *ledger_backend_name(const ledger *l);
@@ -433,7 +474,7 @@ int64_t ledger_charge(int64_t duration_ms, double multiplier, int64_t reserved);
 /* ---- transaction log ------------------------------------------------------- */
 
 typedef struct {
-	int64_t id;                          /* increasing with time */
+	int64_t id;                          /* increasing as one coordinator writes */
 	char type[LEDGER_TYPE_MAX + 1];      /* grant admin reserve settle release */
 	char job_id[LEDGER_ID_MAX + 1];      /* "" for grant/admin */
 	char requester[LEDGER_ID_MAX + 1];   /* payer, or receiver of a grant */

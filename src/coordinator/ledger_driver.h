@@ -141,20 +141,30 @@ struct ledger_param {
 
 struct ledger_driver;
 
-/* A driver's handles embed these as their FIRST member. */
+struct ledger_batch;
+struct ledger_ids;
+
+/* A driver's handles embed these as their FIRST member.  A driver makes
+ * its handle zeroed (calloc): the members after drv are ledger.c's. */
 struct ledger {
 	const struct ledger_driver *drv;
+	struct ledger_batch *batch;  /* the group commit writer, when started */
+	struct ledger_ids *ids;      /* log row ids handed out in blocks */
 };
 
 struct ledger_conn {
 	const struct ledger_driver *drv;
 	ledger *owner;
+	bool ids_fresh;  /* this transaction took a new block of ids (ledger.c) */
 };
 
 /* Every function returns 0 or a negative troop_err with the thread's
  * message set (naming `what`), unless it says otherwise. */
 struct ledger_driver {
 	const char *name;
+	/* The database admits one writer at a time, whole-file (SQLite): a
+	 * block of ids is taken inside the transaction that needs it. */
+	bool one_writer;
 	/* Overrides of ledger_sql, indexed by enum ledger_stmt; NULL entries
 	 * take the shared SQL. */
 	const char *const *sql;

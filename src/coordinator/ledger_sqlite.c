@@ -3,9 +3,15 @@
  * the embedded default.  The credit rules are in ledger.c.
  *
  * One file, created mode 0600, WAL mode (readers never block the writer),
- * synchronous=NORMAL (a commit is durable once the WAL is checkpointed; a
- * power cut may lose the last transactions but never corrupts),
- * busy_timeout 5 s.  Every write transaction is BEGIN IMMEDIATE, which
+ * synchronous=FULL (the WAL is fsynced at every commit: a committed
+ * reservation or settlement survives a power cut; "?synchronous=normal"
+ * in the URL trades that for speed, for benchmarks), busy_timeout 5 s.
+ * Automatic checkpoints are off on every connection: a checkpoint run by
+ * the committing connection would stall that commit, with the write lock
+ * held, for as long as it copies pages and syncs the database file.
+ * Instead a background thread of the handle runs a PASSIVE checkpoint
+ * (it never takes the write lock, so writers go on while it copies) on a
+ * connection of its own, every CKPT_INTERVAL_MS while the WAL has grown.  Every write transaction is BEGIN IMMEDIATE, which
  * takes the write lock up front, so a read-then-write transaction can
  * never fail half-way with SQLITE_BUSY and the check-then-debit of a
  * reservation is serialised across threads and processes.  A transaction
@@ -20,10 +26,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -31,6 +39,7 @@
 #include "log.h"
 
 #define BUSY_TIMEOUT_MS 5000
+#define CKPT_INTERVAL_MS 200
 
 struct sq_ledger {
 	struct ledger base;
@@ -44,6 +53,12 @@ struct sq_ledger {
 	 * moment the writer commits.  busy_timeout still covers other
 	 * processes sharing the file. */
 	pthread_mutex_t write_mu;
+	bool sync_full;         /* synchronous=FULL (the default) or NORMAL */
+	/* the checkpoint thread (started by sq_open, joined by sq_close) */
+	pthread_t ckpt_th;
+	bool ckpt_started, ckpt_stop;
+	pthread_mutex_t ckpt_mu;
+	pthread_cond_t ckpt_cv;
 };
 
 enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_COUNT };
@@ -332,7 +347,11 @@ static int sq_conn_open(ledger_conn **out, ledger *l)
 	char *emsg = NULL;
 	rc = sqlite3_exec(c->db, "PRAGMA journal_mode=WAL", journal_cb, mode, &emsg);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, &emsg);
+		rc = sqlite3_exec(c->db, s->sync_full ? "PRAGMA synchronous=FULL" :
+		    "PRAGMA synchronous=NORMAL", NULL, NULL, &emsg);
+	/* checkpoints are the background thread's (sq_checkpoint_main) */
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(c->db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, &emsg);
 	if (rc != SQLITE_OK) {
 		err = troop_error_set(TROOP_EUNAVAIL, "cannot set up ledger database %s: %s",
 		    s->path, emsg ? emsg : sqlite3_errstr(rc));
@@ -348,11 +367,100 @@ fail:
 	return err;
 }
 
+/* ---- the checkpoint thread ------------------------------------------------------ */
+
+/* Every CKPT_INTERVAL_MS: a PASSIVE checkpoint on a connection of its own.
+ * PASSIVE copies what no reader still needs and never waits for a lock,
+ * so a commit never waits for it.  (A checkpoint that finds the whole WAL
+ * copied lets the next writer start the WAL over from its beginning.) */
+static void *sq_checkpoint_main(void *arg)
+{
+	struct sq_ledger *s = arg;
+	sqlite3 *db = NULL;
+	int64_t last_log = -1;
+	bool wal = false;
+
+	if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+	    NULL) != SQLITE_OK) {
+		log_warn("ledger_checkpoint", "path=%s open=failed", s->path);
+		sqlite3_close_v2(db);
+		db = NULL;
+	} else {
+		sqlite3_busy_timeout(db, 0);
+		sqlite3_exec(db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
+	}
+	pthread_mutex_lock(&s->ckpt_mu);
+	while (!s->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += CKPT_INTERVAL_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		if (pthread_cond_timedwait(&s->ckpt_cv, &s->ckpt_mu, &ts) != ETIMEDOUT ||
+		    db == NULL)
+			continue;
+		pthread_mutex_unlock(&s->ckpt_mu);
+		/* the file may still be empty or not yet in WAL mode (the
+		 * migrations run after the handle is made): reading the mode
+		 * makes this connection see the WAL once it is there */
+		char mode[16] = "";
+		if (!wal)
+			sqlite3_exec(db, "PRAGMA journal_mode", journal_cb, mode, NULL);
+		wal = wal || strcmp(mode, "wal") == 0;
+		int n_log = 0, n_done = 0;
+		int rc = wal ? sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+		    &n_log, &n_done) : SQLITE_OK;
+		if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY && n_log != last_log)
+			log_warn("ledger_checkpoint", "path=%s error=\"%s\"", s->path,
+			    sqlite3_errmsg(db));
+		last_log = n_log;
+		pthread_mutex_lock(&s->ckpt_mu);
+	}
+	pthread_mutex_unlock(&s->ckpt_mu);
+	if (db != NULL) {
+		/* a last one, so that a clean stop leaves a short WAL */
+		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		sqlite3_close_v2(db);
+	}
+	return NULL;
+}
+
+static int sq_checkpoint_start(struct sq_ledger *s)
+{
+	pthread_condattr_t ca;
+	sigset_t block, old;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->ckpt_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	/* leave SIGINT/SIGTERM to the threads that handle them */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	int rc = pthread_create(&s->ckpt_th, NULL, sq_checkpoint_main, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return troop_error_set(TROOP_ERR, "ledger: cannot start the checkpoint thread");
+	s->ckpt_started = true;
+	return 0;
+}
+
 static void sq_close(ledger *l)
 {
 	struct sq_ledger *s = (struct sq_ledger *)l;
 	if (s == NULL)
 		return;
+	if (s->ckpt_started) {
+		pthread_mutex_lock(&s->ckpt_mu);
+		s->ckpt_stop = true;
+		pthread_cond_signal(&s->ckpt_cv);
+		pthread_mutex_unlock(&s->ckpt_mu);
+		pthread_join(s->ckpt_th, NULL);
+		pthread_cond_destroy(&s->ckpt_cv);
+	}
+	pthread_mutex_destroy(&s->ckpt_mu);
 	pthread_mutex_destroy(&s->write_mu);
 	free(s->path);
 	free(s);
@@ -363,24 +471,48 @@ static const char *sq_describe(const ledger *l)
 	return ((const struct sq_ledger *)l)->path;
 }
 
-/* Split "PATH[?busy_timeout=MS]" into s->path and s->busy_ms. */
-static int parse_target(struct sq_ledger *s, const char *target)
+/* One "key=value" option of the URL (len bytes at opt) into s. */
+static int parse_option(struct sq_ledger *s, const char *opt, size_t len)
 {
-	const char *q = strchr(target, '?');
-	size_t plen = q ? (size_t)(q - target) : strlen(target);
-	s->busy_ms = BUSY_TIMEOUT_MS;
-	if (q != NULL) {
+	static const char busy[] = "busy_timeout=", sync[] = "synchronous=";
+	char v[32];
+
+	if (len > strlen(busy) && strncmp(opt, busy, strlen(busy)) == 0) {
 		char *end = NULL;
-		const char *key = "busy_timeout=";
-		if (strncmp(q + 1, key, strlen(key)) != 0)
-			return troop_error_set(TROOP_EINVAL, "ledger: unknown option '%s' (known: "
-			    "busy_timeout=MS)", q + 1);
-		const char *v = q + 1 + strlen(key);
+		snprintf(v, sizeof v, "%.*s", (int)(len - strlen(busy)), opt + strlen(busy));
 		long ms = strtol(v, &end, 10);
 		if (end == v || *end != '\0' || ms < 0 || ms > 600000)
 			return troop_error_set(TROOP_EINVAL, "ledger: busy_timeout must be 0..600000 "
 			    "milliseconds, got '%s'", v);
 		s->busy_ms = (int)ms;
+		return 0;
+	}
+	if (len >= strlen(sync) && strncmp(opt, sync, strlen(sync)) == 0) {
+		snprintf(v, sizeof v, "%.*s", (int)(len - strlen(sync)), opt + strlen(sync));
+		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0)
+			return troop_error_set(TROOP_EINVAL, "ledger: synchronous must be full or "
+			    "normal, got '%s'", v);
+		s->sync_full = strcmp(v, "full") == 0;
+		return 0;
+	}
+	return troop_error_set(TROOP_EINVAL, "ledger: unknown option '%.*s' (known: "
+	    "busy_timeout=MS, synchronous=full|normal)", (int)len, opt);
+}
+
+/* Split "PATH[?OPTION[&OPTION]]" into s->path, s->busy_ms and s->sync_full. */
+static int parse_target(struct sq_ledger *s, const char *target)
+{
+	const char *q = strchr(target, '?');
+	size_t plen = q ? (size_t)(q - target) : strlen(target);
+	s->busy_ms = BUSY_TIMEOUT_MS;
+	s->sync_full = true;
+	for (const char *o = q ? q + 1 : NULL; o != NULL; ) {
+		const char *amp = strchr(o, '&');
+		size_t len = amp ? (size_t)(amp - o) : strlen(o);
+		int err = parse_option(s, o, len);
+		if (err)
+			return err;
+		o = amp ? amp + 1 : NULL;
 	}
 	if (plen == 0)
 		return troop_error_set(TROOP_EINVAL, "ledger: no database file named");
@@ -411,6 +543,7 @@ static int sq_open(ledger **out, const char *target)
 		return troop_error_set(TROOP_ENOMEM, "ledger: out of memory");
 	s->base.drv = &ledger_sqlite_driver;
 	pthread_mutex_init(&s->write_mu, NULL);
+	pthread_mutex_init(&s->ckpt_mu, NULL);
 	int err = parse_target(s, target);
 	/* The ledger holds the ticket signing key: owner only.  SQLite gives
 	 * the -wal and -shm files the database file's mode. */
@@ -420,6 +553,8 @@ static int sq_open(ledger **out, const char *target)
 		    s->path, strerror(errno));
 	if (fd >= 0)
 		close(fd);
+	if (err == 0)
+		err = sq_checkpoint_start(s);
 	if (err) {
 		sq_close(&s->base);
 		return err;
@@ -436,6 +571,7 @@ static const char *const sq_sql[LS_COUNT] = {
 
 const struct ledger_driver ledger_sqlite_driver = {
 	.name = "sqlite",
+	.one_writer = true,
 	.sql = sq_sql,
 	LEDGER_DRIVER_FUNCS(sq),
 };

@@ -23,7 +23,7 @@ build=${TROOP_BUILD_DIR:-$src/build}
 export TROOP_BIN=${TROOP_BIN:-$build/troop}
 suites=(itest_test_coordinator itest_test_credits itest_test_poh itest_test_laundering
   itest_test_queue itest_test_reports itest_test_peers_pages itest_test_admin
-  itest_test_audits)
+  itest_test_audits itest_test_durable)
 
 for b in "${suites[@]}"; do
   if [[ ! -x $build/tests/$b ]]; then

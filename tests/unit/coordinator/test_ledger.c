@@ -550,6 +550,229 @@ static void test_reserve_concurrent(void **state)
 	assert_invariant(f->c);
 }
 
+/* Group commit: the same race through one writer.  Every answer is what
+ * one transaction each would give (a failing item never fails the others:
+ * insufficient credits, a job id reserved twice, a receipt from the wrong
+ * node), and the writes shared transactions. */
+struct batch_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int index;
+	int rc, settle_rc;
+	char job[32];
+};
+
+static void *batch_thread(void *arg)
+{
+	struct batch_ctx *x = arg;
+	ledger_conn *c = NULL;
+	int rc = ledger_conn_open(&c, x->l);
+	pthread_barrier_wait(x->barrier);
+	if (rc != 0) {
+		x->rc = rc;
+		return NULL;
+	}
+	/* five threads try one job id */
+	snprintf(x->job, sizeof x->job, x->index < 5 ? "batch-dup" : "batch-%03d", x->index);
+	ledger_reserve_req q = req_for(x->job, "gina", 10, 1.0, NOW + 360);
+	x->rc = ledger_reserve(NULL, c, &q);
+	pthread_barrier_wait(x->barrier);
+	/* every thread settles its job: the reserved ones once, as their
+	 * node; the others (and odd threads of the duplicate) get an error */
+	ledger_settle_result out;
+	ledger_settle_req s = settle_for(x->job, x->index % 7 == 6 ? "node-2" : "node-1", 4000,
+	    NOW + 10);
+	x->settle_rc = x->rc == 0 ? ledger_settle(&out, c, &s) : -999;
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_reserve_batched(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t batches = 0, items = 0;
+
+	assert_int_equal(ledger_batch_start(f->l, 0), TROOP_EINVAL);
+	assert_int_equal(ledger_batch_start(f->l, 64), 0);
+	assert_int_equal(ledger_batch_start(f->l, 64), TROOP_EINVAL);
+	/* affords exactly 10 reservations of 10 */
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "gina", 100, NOW), 0);
+
+	pthread_t th[RESERVE_THREADS];
+	struct batch_ctx ctx[RESERVE_THREADS];
+	pthread_barrier_t barrier;
+	pthread_barrier_init(&barrier, NULL, RESERVE_THREADS);
+	for (int i = 0; i < RESERVE_THREADS; i++) {
+		ctx[i] = (struct batch_ctx){ f->l, &barrier, i, -999, -999, "" };
+		assert_int_equal(pthread_create(&th[i], NULL, batch_thread, &ctx[i]), 0);
+	}
+	int ok = 0, poor = 0, dup = 0, other = 0, settled = 0, refused = 0;
+	int64_t paid = 0;
+	for (int i = 0; i < RESERVE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		if (ctx[i].rc == 0)
+			ok++;
+		else if (ctx[i].rc == TROOP_ECREDITS)
+			poor++;
+		else if (ctx[i].rc == TROOP_ECONFLICT && i < 5)
+			dup++;
+		else
+			other++;
+		if (ctx[i].rc != 0)
+			continue;
+		if (ctx[i].settle_rc == 0) {
+			settled++;
+			paid += 4;  /* 4000 ms at 1.0 */
+		} else {
+			assert_int_equal(ctx[i].settle_rc, TROOP_EFORBIDDEN);
+			refused++;
+		}
+	}
+	pthread_barrier_destroy(&barrier);
+	assert_int_equal(other, 0);
+	assert_int_equal(ok, 10);
+	assert_int_equal(ok + poor + dup, RESERVE_THREADS);
+	assert_true(dup <= 4);
+	assert_int_equal(settled + refused, 10);
+	assert_int_equal(available(f->c, "gina"), 100 - 10 * ok + (10 - 4) * settled);
+	/* trial credits: the charge is the node's pending earnings */
+	assert_int_equal(count_rows(f, "SELECT pending FROM nodes WHERE node_id = 'node-1'"),
+	    paid);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM reservations WHERE requester = "
+	    "'gina'"), 10);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = "
+	    "'reserve'"), 10);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions WHERE type = "
+	    "'settle'"), settled);
+	assert_invariant(f->c);
+	ledger_batch_stats(f->l, &batches, &items);
+	assert_int_equal(items, RESERVE_THREADS + 10);
+	print_message("group commit: %llu writes in %llu transactions\n",
+	    (unsigned long long)items, (unsigned long long)batches);
+	assert_true(batches < items);
+	ledger_batch_stop(f->l);
+	ledger_batch_stop(f->l);
+	ledger_batch_stats(f->l, &batches, &items);
+	assert_int_equal(items, 0);
+}
+
+/* Log row ids come from the counters table a block at a time: the counter
+ * row is written once per block, not by every write; ids keep increasing
+ * on one handle, two handles on one database never share one, and a
+ * restart goes on after the last block (a gap, never a reuse). */
+static void test_ids_in_blocks(void **state)
+{
+	struct fixture *f = *state;
+	ledger *l2 = NULL;
+	ledger_conn *c2 = NULL;
+
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "ivan", 1000, NOW), 0);
+	int64_t base = count_rows(f, "SELECT value FROM counters WHERE name = 'transactions'");
+	assert_true(base >= 1000);
+	for (int i = 0; i < 5; i++) {
+		char job[32];
+		snprintf(job, sizeof job, "job-ids-%d", i);
+		ledger_reserve_req q = req_for(job, "ivan", 5, 1.0, NOW + 600);
+		assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	}
+	/* the counter did not move: the ids came from the block in memory */
+	assert_int_equal(count_rows(f, "SELECT value FROM counters WHERE name = "
+	    "'transactions'"), base);
+	assert_int_equal(count_rows(f, "SELECT COUNT(*) FROM transactions"), 6);
+	assert_int_equal(count_rows(f, "SELECT MAX(id) - MIN(id) FROM transactions"), 5);
+
+	/* a second handle takes the next block */
+	assert_int_equal(ledger_open(&l2, f->url), 0);
+	assert_int_equal(ledger_conn_open(&c2, l2), 0);
+	ledger_reserve_req q = req_for("job-ids-other", "ivan", 5, 1.0, NOW + 600);
+	assert_int_equal(ledger_reserve(NULL, c2, &q), 0);
+	assert_int_equal(count_rows(f, "SELECT MAX(id) FROM transactions"), base + 1);
+	q = req_for("job-ids-5", "ivan", 5, 1.0, NOW + 600);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	assert_int_equal(count_rows(f, "SELECT id FROM transactions WHERE job_id = "
+	    "'job-ids-5'"), count_rows(f, "SELECT MIN(id) FROM transactions") + 6);
+	ledger_conn_close(c2);
+	ledger_close(l2);
+
+	/* a restart: after the blocks taken, never a reuse */
+	reopen(f);
+	q = req_for("job-ids-6", "ivan", 5, 1.0, NOW + 600);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	assert_int_equal(count_rows(f, "SELECT id FROM transactions WHERE job_id = "
+	    "'job-ids-6'"), base + 1001);
+	assert_int_equal(count_rows(f, "SELECT COUNT(DISTINCT id) FROM transactions"), 9);
+	assert_invariant(f->c);
+}
+
+/* Group commit while another process holds the write lock: the writes
+ * waiting together fail with 503 after the writer's retries (none waits
+ * out the lock on its own), and the next ones go through once it is
+ * free. */
+struct busy_ctx {
+	ledger *l;
+	pthread_barrier_t *barrier;
+	int index;
+	int rc;
+};
+
+static void *busy_thread(void *arg)
+{
+	struct busy_ctx *x = arg;
+	ledger_conn *c = NULL;
+	char job[32];
+	x->rc = ledger_conn_open(&c, x->l);
+	pthread_barrier_wait(x->barrier);
+	if (x->rc != 0)
+		return NULL;
+	snprintf(job, sizeof job, "busy-%d", x->index);
+	ledger_reserve_req q = req_for(job, "hank", 5, 1.0, NOW + 360);
+	x->rc = ledger_reserve(NULL, c, &q);
+	ledger_conn_close(c);
+	return NULL;
+}
+
+static void test_batch_busy(void **state)
+{
+	struct fixture *f = *state;
+	char url[400];
+	ledger *l = NULL;
+	enum { N = 8 };
+
+	if (f->pg)
+		skip();
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "hank", 100, NOW), 0);
+	snprintf(url, sizeof url, "sqlite:%s?busy_timeout=20", f->path);
+	assert_int_equal(ledger_open(&l, url), 0);
+	assert_int_equal(ledger_batch_start(l, 64), 0);
+
+	sqlite3 *db = NULL;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	for (int round = 0; round < 2; round++) {
+		pthread_t th[N];
+		struct busy_ctx ctx[N];
+		pthread_barrier_t barrier;
+		pthread_barrier_init(&barrier, NULL, N);
+		for (int i = 0; i < N; i++) {
+			ctx[i] = (struct busy_ctx){ l, &barrier, round * N + i, -999 };
+			assert_int_equal(pthread_create(&th[i], NULL, busy_thread, &ctx[i]), 0);
+		}
+		for (int i = 0; i < N; i++) {
+			pthread_join(th[i], NULL);
+			assert_int_equal(ctx[i].rc, round == 0 ? TROOP_EUNAVAIL : 0);
+		}
+		pthread_barrier_destroy(&barrier);
+		if (round == 0) {
+			assert_int_equal(available(f->c, "hank"), 100);
+			assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+		}
+	}
+	sqlite3_close(db);
+	assert_int_equal(available(f->c, "hank"), 100 - 5 * N);
+	assert_invariant(f->c);
+	ledger_close(l);   /* stops the writer */
+}
+
 /* ---- settlement ------------------------------------------------------------ */
 
 static void test_charge_math(void **state)
@@ -1637,6 +1860,52 @@ static void test_busy_unavailable(void **state)
 	assert_null(l);
 }
 
+/* SQLite: the URL's options (synchronous=full is the default), and
+ * checkpoints on the handle's own thread: a commit leaves its pages in the
+ * WAL, and the database file itself is written shortly afterwards without
+ * any further write. */
+static void test_sqlite_checkpoints(void **state)
+{
+	struct fixture *f = *state;
+	char url[400];
+	ledger *l = NULL;
+	struct stat st;
+	ledger_reserve_req q;
+
+	if (f->pg)
+		skip();
+	snprintf(url, sizeof url, "sqlite:%s?synchronous=off", f->path);
+	assert_int_equal(ledger_open(&l, url), TROOP_EINVAL);
+	assert_non_null(strstr(troop_error_msg(), "synchronous"));
+	snprintf(url, sizeof url, "sqlite:%s?synchronous=normal&busy_timeout=20", f->path);
+	assert_int_equal(ledger_open(&l, url), 0);
+	ledger_close(l);
+
+	assert_int_equal(ledger_ensure_account(NULL, f->c, "walt", 100000, NOW), 0);
+	for (int i = 0; i < 20; i++) {
+		char job[32];
+		snprintf(job, sizeof job, "job-ckpt-%d", i);
+		q = req_for(job, "walt", 5, 1.0, NOW + 600);
+		assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	}
+	/* the checkpoint thread may have run meanwhile: let it finish */
+	usleep(400000);
+	assert_int_equal(stat(f->path, &st), 0);
+	struct timespec before = st.st_mtim;
+	q = req_for("job-ckpt-last", "walt", 5, 1.0, NOW + 600);
+	assert_int_equal(ledger_reserve(NULL, f->c, &q), 0);
+	/* one small commit: SQLite's own checkpoint (every 1000 pages) would
+	 * not copy it to the database file; the thread does */
+	bool grown = false;
+	for (int i = 0; i < 50 && !grown; i++) {
+		usleep(20000);
+		assert_int_equal(stat(f->path, &st), 0);
+		grown = st.st_mtim.tv_sec != before.tv_sec || st.st_mtim.tv_nsec != before.tv_nsec;
+	}
+	assert_true(grown);
+	assert_invariant(f->c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1648,6 +1917,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_admin_grant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_basic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserve_batched, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ids_in_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_busy, setup, teardown),
 		cmocka_unit_test(test_charge_math),
 		cmocka_unit_test_setup_teardown(test_settle_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_settle_errors, setup, teardown),
@@ -1666,6 +1938,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_tools, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_busy_unavailable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sqlite_checkpoints, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
