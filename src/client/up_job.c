@@ -98,6 +98,7 @@ typedef struct up_job {
 	bool engine_error;          /* an error the worker's engine answered */
 	client_delivery dl;         /* the current job's observation (report.h) */
 	int64_t t0_us, auth_us;
+	bool ahead;                 /* the current ticket was fetched ahead */
 	up_seal seal;               /* the current try's sealing (up_seal.h) */
 	bool seal_refused;          /* the last failover: a bad sealing key */
 } up_job;
@@ -193,8 +194,19 @@ static void job_failover(up_job *j)
 	char node[9];
 
 	snprintf(node, sizeof(node), "%.8s", j->node_id);
-	log_info("failover", "job=%s node=%s model=%s try=%d why=\"%s\"", j->job_id, node,
-	    j->model, j->ca.attempt, j->ca.why);
+	log_info("failover", "job=%s node=%s model=%s try=%d ahead=%d why=\"%s\"", j->job_id,
+	    node, j->model, j->ca.attempt, j->ahead, j->ca.why);
+	if (j->ahead) {
+		/* a ticket fetched ahead whose node is busy now, or gone: the
+		 * request starts over as if it had none (it may wait in the
+		 * queue for that very node), with all its tries */
+		j->ahead = false;
+		j->ca.attempt = 0;
+		j->ca.why[0] = '\0';
+		memset(&j->ca.ticket, 0, sizeof(j->ca.ticket));
+		start_authorize(j);
+		return;
+	}
 	if (!client_auth_failover(&j->ca, NULL)) {
 		char msg[1024];
 
@@ -808,6 +820,7 @@ void up_handle_inference(http_req *r, void *arg)
 	if (s->prefetch && up_prefetch_take(s->prefetch, &j->ca.req, &j->ca.ticket,
 	    (int64_t)time(NULL))) {
 		j->ca.attempt = 1;
+		j->ahead = true;
 		j->t0_us = up_now_us();
 		up_metrics_prefetch_used();
 		prefetch_start(t, s, &j->ca.req);

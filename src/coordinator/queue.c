@@ -33,6 +33,7 @@
 #define QUEUE_GRACE_S 5            /* entries outlive their deadline by this */
 #define QUEUE_RETRY_AFTER_S 10     /* Retry-After of a full queue */
 #define QUEUE_HOLDS "holds"
+#define QUEUE_AHEAD "ahead"   /* tickets fetched ahead whose job has not started */
 #define QUEUE_ALL "qall"
 #define QUEUE_SET_BIG ((size_t)1 << 30)
 #define QUEUE_TX_SCAN 100          /* transactions read to find recent earnings */
@@ -379,6 +380,11 @@ int queue_ticket_ahead(const queue_config *qc, registry *reg, const char *accoun
 		return troop_error_set(TROOP_ERATE, "this account has %zu tickets in flight "
 		    "already (the most one account may hold); use or let them expire first",
 		    qc->max_tickets_account);
+	/* marked, so that its start takes a slot and an end before any start
+	 * gives none back */
+	if (rc == 0 && (rc = registry_set_add(reg, QUEUE_AHEAD, jti, 0, until, QUEUE_SET_BIG,
+	    now)) != 0)
+		(void)registry_set_remove(reg, set, jti);
 	return rc;
 }
 
@@ -389,6 +395,7 @@ void queue_ticket_unhold(registry *reg, const char *account, const char *node_id
 
 	set_name(set, sizeof(set), "tf:", account);
 	(void)registry_set_remove(reg, set, jti);
+	(void)registry_set_remove(reg, QUEUE_AHEAD, jti);
 	hold_member(m, sizeof(m), node_id, account, jti);
 	(void)registry_set_remove(reg, QUEUE_HOLDS, m);
 	set_name(set, sizeof(set), "hn:", node_id);
@@ -400,6 +407,14 @@ int queue_ticket_started(const queue_config *qc, registry *reg, const char *acco
 {
 	char set[REGISTRY_SET_NAME_MAX + 1], m[REGISTRY_SET_MEMBER_MAX + 1];
 
+	/* a ticket fetched ahead: its slot is taken now */
+	if (registry_set_remove(reg, QUEUE_AHEAD, jti) == 0) {
+		(void)registry_add_active_job(reg, node_id, 1);
+		(void)qc;
+		(void)until;
+		(void)now;
+		return 0;
+	}
 	set_name(set, sizeof(set), "hn:", node_id);
 	(void)registry_set_remove(reg, set, jti);
 	hold_member(m, sizeof(m), node_id, account, jti);
@@ -422,6 +437,12 @@ bool queue_ticket_done(registry *reg, const char *account, const char *node_id,
 	if (!account[0])
 		return true;
 	set_name(set, sizeof(set), "tf:", account);
+	/* a ticket fetched ahead that ended before its job started (refused
+	 * by a busy worker): it never took a slot */
+	if (registry_set_remove(reg, QUEUE_AHEAD, jti) == 0) {
+		(void)registry_set_remove(reg, set, jti);
+		return false;
+	}
 	rm_tf = registry_set_remove(reg, set, jti);
 	hold_member(m, sizeof(m), node_id, account, jti);
 	rm_hold = registry_set_remove(reg, QUEUE_HOLDS, m);

@@ -25,7 +25,8 @@ chain_sim a
 chain_worker w1 "vllm=http://127.0.0.1:$SIM_PORT" --donate always --metrics-listen 127.0.0.1:0
 WM_PORT=$(chain_port_from_log "$CHAIN_TMP/worker-w1.log" metrics_started "$WORKER_PID") || exit 1
 chain_wait_nodes "$MODEL" 1
-chain_up main "$COORD_URL" --metrics-listen 127.0.0.1:0
+# no ticket fetched ahead: the counts below are one authorization per request
+chain_up main "$COORD_URL" --metrics-listen 127.0.0.1:0 --prefetch-idle 0
 UM_PORT=$(chain_port_from_log "$CHAIN_TMP/up-main.log" metrics_started "$UP_PID") || exit 1
 
 for i in 1 2 3; do

@@ -115,7 +115,8 @@ chain_worker w1 "vllm=http://127.0.0.1:$SIM" --donate always --max-jobs 16
 WORKER=$(TROOP_HOME=$CHAIN_TMP/home-worker-w1 "$TROOP" id)
 COORD_URL=$COORD_B            # everything the client does goes to B
 chain_wait_nodes "$MODEL" 1   # B lists the worker that heartbeats to A
-chain_up main "$COORD_B" --first-byte-timeout 5
+# no ticket fetched ahead: the balances below hold nothing in reserve
+chain_up main "$COORD_B" --first-byte-timeout 5 --prefetch-idle 0
 
 WANT=$(curl -s "http://127.0.0.1:$SIM/v1/chat/completions" -d "$(body)" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')

@@ -81,7 +81,8 @@ for w in w1 w2; do
 	eval "PID_$w=\$LAST"
 	wait_log "$tmp/$w.log" worker_started || fail "worker $w did not start"
 done
-bg client client "$BIN" up --coordinator "$COORD" --listen 127.0.0.1:9000 \
+# no ticket fetched ahead: the balances below hold nothing in reserve
+bg client client "$BIN" up --coordinator "$COORD" --listen 127.0.0.1:9000 --prefetch-idle 0 \
 	--first-byte-timeout 5
 wait_log "$tmp/client.log" client_started || fail "troop up did not start"
 
