@@ -158,6 +158,10 @@ static const config_opt coord_opts[] = {
 	{ "max-jobs-other", 0, OPT_INT, "TROOP_MAX_JOBS_OTHER", NULL, "16", "N",
 	  "job slots counted at most for any other node (CPU-class or unverified) "
 	  "(0: no cap)", 0, 1000000 },
+	{ "max-jobs-new", 0, OPT_INT, "TROOP_MAX_JOBS_NEW", NULL, "16", "N",
+	  "job slots counted at most for a node until it has served more jobs at once "
+	  "well; it earns twice the most it served well, within --max-jobs-gpu/-other "
+	  "(0: not capped by what it served)", 0, 1000000 },
 	{ "account-rate-limit", 0, OPT_INT, "TROOP_ACCOUNT_RATE_LIMIT", NULL, "0", "N",
 	  "/authorize requests per account per second, shared through the registry; more "
 	  "get 429 with Retry-After (0: no limit; 'troop admin rate-limit' sets one "
@@ -196,6 +200,24 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->disputes = ln->disputes;
 	f->jobs = ln->jobs_ok + ln->jobs_failed;
 	f->suspended = ln->suspended != 0;
+	{
+		/* the reputation: the ledger's counts and the registry's stats
+		 * (a registry error leaves the stats out: neutral) */
+		reputation_stats st;
+		reputation_inputs in = { .jobs_ok = ln->jobs_ok, .jobs_failed = ln->jobs_failed,
+			.disputes = ln->disputes, .stats = &st };
+		if (reputation_get(&st, c->reg, ln->node_id, now) != 0)
+			in.stats = NULL;
+		reputation_fill(f, &in);
+	}
+}
+
+int coord_node_slots(const coord *c, const registry_node *nd)
+{
+	int cap = nd->facts.verified && strcmp(nd->facts.hw_class, "gpu") == 0 ?
+	    c->queue.max_jobs_gpu : c->queue.max_jobs_other;
+
+	return reputation_slots(nd->max_jobs, cap, c->max_jobs_new, nd->facts.served_jobs);
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -488,6 +510,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->queue.max_tickets_account = (size_t)config_int(cfg, "max-tickets");
 	c->queue.max_jobs_gpu = (int)config_int(cfg, "max-jobs-gpu");
 	c->queue.max_jobs_other = (int)config_int(cfg, "max-jobs-other");
+	c->max_jobs_new = (int)config_int(cfg, "max-jobs-new");
 	c->account_rate = config_int(cfg, "account-rate-limit");
 	c->authorize_addr_rate = config_int(cfg, "authorize-address-limit");
 	c->started = time(NULL);

@@ -24,6 +24,7 @@
 #include "poh_state.h"
 #include "queue.h"
 #include "registry.h"
+#include "reputation.h"
 #include "ticket.h"
 
 #define COORD_MAX_BODY (1024 * 1024)
@@ -68,6 +69,8 @@ typedef struct {
 	addr_policy addrs;         /* addresses a node may advertise */
 	queue_config queue;        /* wait queue, ticket holds, slot caps (--queue-*,
 	                              --unused-ticket, --max-tickets, --max-jobs-*) */
+	int max_jobs_new;          /* slots a node is counted before it served more at
+	                              once (reputation_slots); 0: no such cap */
 
 	/* identity: the ticket signing key */
 	troop_identity key;
@@ -102,6 +105,13 @@ double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes
 /* The registry's copy of a node's durable facts, from its ledger row `ln`
  * (whether it is established is judged under c->policy at `now`). */
 void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now);
+
+/* The job slots node `nd` is counted by /authorize: what it reports,
+ * capped by its proof of hardware's class (--max-jobs-gpu for a node
+ * verified as a GPU, --max-jobs-other for any other) and, within that
+ * cap, by what it has served well (--max-jobs-new; reputation_slots).  0:
+ * no limit reported (one slot counted).  Thread-safe. */
+int coord_node_slots(const coord *c, const registry_node *nd);
 
 static inline coord_thread *coord_thread_of(http_req *r)
 {
