@@ -252,6 +252,29 @@ static void test_share(void **state)
 	}
 	json_decref(peers);
 
+	/* troop nodes: a REPUTATION column, the components with --json */
+	{
+		char cmd[1200], line[2048];
+		bool header = false, json = false;
+		FILE *f;
+		snprintf(cmd, sizeof(cmd), "'%s' nodes --coordinator %s --model " MODEL " 2>&1",
+		    harness_troop(), coord.url);
+		f = popen(cmd, "r");
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f))
+			header |= strstr(line, "REPUTATION") != NULL;
+		assert_int_equal(pclose(f), 0);
+		assert_true(header);
+		snprintf(cmd, sizeof(cmd), "'%s' nodes --json --coordinator %s --model " MODEL
+		    " 2>&1", harness_troop(), coord.url);
+		f = popen(cmd, "r");
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f))
+			json |= strstr(line, "\"reputation_detail\"") != NULL;
+		assert_int_equal(pclose(f), 0);
+		assert_true(json);
+	}
+
 	/* GET /nodes/{id} has them too */
 	{
 		char path[128];
