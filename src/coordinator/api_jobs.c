@@ -250,7 +250,10 @@ static void note_report(coord_thread *t, const char *job, const char *outcome,
 		rr.running = nd.active_jobs > 1 ? nd.active_jobs : 1;
 		registry_node_clear(&nd);
 	}
-	if (reputation_note_report(c->reg, res.node_id, job, &rr, now) != 0)
+	/* a repeat is told apart until the reservation closes: the ledger
+	 * answers later ones as settled (not counted) or gone */
+	if (reputation_note_report(c->reg, res.node_id, job, &rr,
+	    res.expires_at + c->release_grace + 60 - now, now) != 0)
 		log_warn("reputation", "job=%s error=\"%s\"", job, troop_error_msg());
 }
 

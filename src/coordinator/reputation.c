@@ -284,7 +284,7 @@ int reputation_note_heartbeat(reputation_stats *out, registry *reg, const char *
 }
 
 int reputation_note_report(registry *reg, const char *node_id, const char *job_id,
-    const reputation_report *r, int64_t now)
+    const reputation_report *r, int64_t seen_ttl, int64_t now)
 {
 	char seen[REGISTRY_KV_KEY_MAX + 1];
 	reputation_stats s;
@@ -292,7 +292,7 @@ int reputation_note_report(registry *reg, const char *node_id, const char *job_i
 
 	/* once per job: a requester repeating its report counts once */
 	snprintf(seen, sizeof(seen), REP_KEY_PREFIX "job:%s", job_id);
-	rc = registry_kv_put(reg, seen, "1", 1, REP_STATS_TTL_S, REGISTRY_KV_NX, now);
+	rc = registry_kv_put(reg, seen, "1", 1, seen_ttl > 0 ? seen_ttl : 1, REGISTRY_KV_NX, now);
 	if (rc == TROOP_ECONFLICT)
 		return 0;
 	if (rc != 0)

@@ -126,9 +126,10 @@ int reputation_note_heartbeat(reputation_stats *out, registry *reg, const char *
 
 /* Count the delivery report of job `job_id` for `node_id`
  * (reputation_report_add, stored back), once per job: a repeated report
- * of the same job (remembered REP_STATS_TTL_S) changes nothing.
- * Returns 0 or a registry error. */
+ * of the same job within `seen_ttl` seconds (>= 1: as long as the ledger
+ * may still take a report of it, i.e. until its reservation closes)
+ * changes nothing.  Returns 0 or a registry error. */
 int reputation_note_report(registry *reg, const char *node_id, const char *job_id,
-    const reputation_report *r, int64_t now);
+    const reputation_report *r, int64_t seen_ttl, int64_t now);
 
 #endif

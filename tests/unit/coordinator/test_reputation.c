@@ -186,9 +186,9 @@ static void test_registry_copy(void **state)
 	assert_int_equal(reputation_note_heartbeat(&s, reg, "node-a", 30, 1010), 0);
 	assert_int_equal(s.hb_last, 1010);
 	assert_float_equal(s.up_s, 10, 1e-3);
-	assert_int_equal(reputation_note_report(reg, "node-a", "job1", &a, 1011), 0);
-	assert_int_equal(reputation_note_report(reg, "node-a", "job1", &a, 1012), 0);
-	assert_int_equal(reputation_note_report(reg, "node-a", "job2", &b, 1012), 0);
+	assert_int_equal(reputation_note_report(reg, "node-a", "job1", &a, 600, 1011), 0);
+	assert_int_equal(reputation_note_report(reg, "node-a", "job1", &a, 600, 1012), 0);
+	assert_int_equal(reputation_note_report(reg, "node-a", "job2", &b, 600, 1012), 0);
 	assert_int_equal(reputation_get(&s, reg, "node-a", 1013), 0);
 	assert_int_equal(s.speed_n, 1);
 	assert_int_equal(s.delivered, 1);
