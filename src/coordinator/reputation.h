@@ -43,7 +43,7 @@
 #define REP_EWMA 0.1                    /* weight of a new speed sample */
 #define REP_TTFT_REF_MS 250.0           /* speed 0.5 in its half: TTFT this long */
 #define REP_TPS_REF 50.0                /* speed 0.5 in its half: this many tokens/s */
-#define REP_NEW_JOBS 20                 /* jobs before a node is judged on its own */
+#define REP_NEW_JOBS 50                 /* jobs before a node is judged on its own */
 #define REP_WEIGHT_MIN 0.02             /* every eligible node keeps this weight */
 #define REP_SERVED_GROWTH 2             /* slots earned per job served well at once */
 

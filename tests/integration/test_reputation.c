@@ -17,6 +17,11 @@
  *                old choice (least loaded first) the flaky worker, free
  *                again at once after each failure, got more than the fast
  *                one and this failed.
+ *   newcomer     a fifth node joining after that gets a fair share of the
+ *                next 400 requests (at least 13%; it got 20% to 25%;
+ *                without the floor 5% to 15%, so this alone does not
+ *                always tell the two apart), not the share of its
+ *                starting reputation;
  *   earned-slots a node claiming max_jobs 100000 that has served nothing
  *                yet is counted --max-jobs-new slots (2 here), not its
  *                class cap (8): the third ticket aimed at it is 503.
@@ -133,6 +138,7 @@ static void wait_nodes(size_t want)
 /* ---- the clients ---------------------------------------------------------------- */
 
 static atomic_int next_request, ok_replies, bad_replies;
+static int requests_wanted = REQUESTS;
 
 static void *client_main(void *arg)
 {
@@ -147,7 +153,7 @@ static void *client_main(void *arg)
 	if (http_client_new(&c) != 0)
 		return NULL;
 	http_client_set_limits(c, 60000, 0);
-	while (atomic_fetch_add(&next_request, 1) < REQUESTS) {
+	while (atomic_fetch_add(&next_request, 1) < requests_wanted) {
 		http_response resp;
 		memset(&resp, 0, sizeof(resp));
 		if (http_request(c, &resp, "POST", url, headers, body, strlen(body)) == 0 &&
@@ -288,6 +294,40 @@ static void test_share(void **state)
 	}
 }
 
+/* A node that joins a troop whose nodes have reputations gets a fair
+ * share (weighed at least as the mean of the judged nodes, not at its
+ * own starting 0.25) so that it can earn one. */
+static void test_newcomer(void **state)
+{
+	static const char *const sim_args[] = { "--models", MODEL, "--tokens-per-second", "0",
+		NULL };
+	static const char *const worker_args[] = { "--no-verify", "--max-jobs", "4", NULL };
+	harness_proc nsim, nworker;
+	pthread_t th[CLIENTS];
+	char data[300], log[300], engine[160];
+	long got;
+
+	(void)state;
+	snprintf(log, sizeof(log), "%s/sim-new.log", tmp);
+	assert_int_equal(harness_start_sim(&nsim, log, sim_args), 0);
+	snprintf(data, sizeof(data), "%s/worker-new", tmp);
+	snprintf(engine, sizeof(engine), "ollama=%s", nsim.url);
+	assert_int_equal(harness_start_worker(&nworker, data, coord.url, engine, worker_args), 0);
+	wait_nodes(N_WORKERS + 1);
+	atomic_store(&next_request, 0);
+	atomic_store(&ok_replies, 0);
+	atomic_store(&bad_replies, 0);
+	requests_wanted = 400;
+	for (int i = 0; i < CLIENTS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, client_main, NULL), 0);
+	for (int i = 0; i < CLIENTS; i++)
+		pthread_join(th[i], NULL);
+	got = sim_requests(&nsim, "chat_requests");
+	fprintf(stderr, "a new node got %ld of %d requests\n", got, requests_wanted);
+	if (got < requests_wanted * 13 / 100)
+		fail_msg("the new node got %ld of %d requests, under 13%%", got, requests_wanted);
+}
+
 static void test_earned_slots(void **state)
 {
 	troop_identity node;
@@ -394,6 +434,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_share),
+		cmocka_unit_test(test_newcomer),
 		cmocka_unit_test(test_earned_slots),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
