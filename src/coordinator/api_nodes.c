@@ -89,6 +89,7 @@ static void h_heartbeat(http_req *r, void *arg)
 	int64_t now = (int64_t)time(NULL);
 	registry_node n;
 	ledger_node ln;
+	reputation_stats st;
 	proto_heartbeat hb;
 	proto_heartbeat_reply rep;
 	json_t *body = NULL;
@@ -122,9 +123,12 @@ static void h_heartbeat(http_req *r, void *arg)
 	}
 	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
 	/* availability counts heartbeats kept; a registry error only costs that */
-	if (reputation_note_heartbeat(NULL, c->reg, n.node_id, c->node_ttl, now) != 0)
+	if (reputation_note_heartbeat(&st, c->reg, n.node_id, c->node_ttl, now) != 0) {
 		log_warn("reputation", "node=%.8s error=\"%s\"", n.node_id, troop_error_msg());
-	coord_node_facts(&n.facts, c, &ln, now);
+		coord_node_facts_with(&n.facts, c, &ln, NULL, now);
+	} else {
+		coord_node_facts_with(&n.facts, c, &ln, &st, now);
+	}
 	/* the node counts the jobs it runs; tickets not started yet are ours */
 	n.active_jobs += (int)queue_node_holds(c->reg, n.node_id, now);
 	if ((rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {

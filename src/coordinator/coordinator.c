@@ -189,6 +189,16 @@ double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes
 
 void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now)
 {
+	reputation_stats st;
+
+	/* a registry error leaves the observations out: neutral */
+	coord_node_facts_with(f, c, ln, reputation_get(&st, c->reg, ln->node_id, now) == 0 ?
+	    &st : NULL, now);
+}
+
+void coord_node_facts_with(registry_facts *f, const coord *c, const ledger_node *ln,
+    const reputation_stats *st, int64_t now)
+{
 	memset(f, 0, sizeof(*f));
 	f->multiplier = ln->multiplier;
 	f->verified = ln->verified;
@@ -201,13 +211,9 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->jobs = ln->jobs_ok + ln->jobs_failed;
 	f->suspended = ln->suspended != 0;
 	{
-		/* the reputation: the ledger's counts and the registry's stats
-		 * (a registry error leaves the stats out: neutral) */
-		reputation_stats st;
+		/* the reputation: the ledger's counts and the registry's stats */
 		reputation_inputs in = { .jobs_ok = ln->jobs_ok, .jobs_failed = ln->jobs_failed,
-			.disputes = ln->disputes, .stats = &st };
-		if (reputation_get(&st, c->reg, ln->node_id, now) != 0)
-			in.stats = NULL;
+			.disputes = ln->disputes, .stats = st };
 		reputation_fill(f, &in);
 	}
 }

@@ -103,8 +103,14 @@ static inline int64_t coord_starter(const coord *c)
 double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes);
 
 /* The registry's copy of a node's durable facts, from its ledger row `ln`
- * (whether it is established is judged under c->policy at `now`). */
+ * (whether it is established is judged under c->policy at `now`), with
+ * its reputation from those and the observations the registry keeps
+ * (one registry read; reputation.h). */
 void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now);
+
+/* The same with the observations `st` already read (NULL: none). */
+void coord_node_facts_with(registry_facts *f, const coord *c, const ledger_node *ln,
+    const reputation_stats *st, int64_t now);
 
 /* The job slots node `nd` is counted by /authorize: what it reports,
  * capped by its proof of hardware's class (--max-jobs-gpu for a node
