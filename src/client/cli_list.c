@@ -95,7 +95,15 @@ static void node_row(cli_row *r, const json_t *n, void *arg)
 	/* whether it offers a sealing key (end-to-end encrypted prompts) */
 	{
 		const char *sk = json_string_value(json_object_get(n, "seal_key"));
-		r->cells[10] = sk && *sk ? "yes" : "no";
+		r->cells[11] = sk && *sk ? "yes" : "no";
+	}
+	/* its reputation (docs/SCHEDULING.md); "new" while it earns one */
+	{
+		const json_t *d = json_object_get(n, "reputation_detail");
+		snprintf(r->buf[10], sizeof(r->buf[10]), "%.2f%s",
+		    json_number_value(json_object_get(n, "reputation")),
+		    json_is_true(json_object_get(d, "new")) ? " new" : "");
+		r->cells[10] = r->buf[10];
 	}
 }
 
@@ -182,8 +190,8 @@ static int nodes_fetch(cli *c, json_t **out, const char *model_esc, size_t limit
 
 int cmd_nodes(int argc, char **argv)
 {
-	static const char *const hdr[11] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
-		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES", "SEALED" };
+	static const char *const hdr[12] = { "ID", "NAME", "ADDRESS", "STATUS", "MODELS",
+		"LOAD", "MULT", "VERIFIED", "ESTABLISHED", "DISPUTES", "REPUTATION", "SEALED" };
 	const char *model;
 	char empty[400];
 	char *esc = NULL;
@@ -199,7 +207,9 @@ int cmd_nodes(int argc, char **argv)
 	    "whether they are established (their earnings from trial credits are\n"
 	    "spendable; docs/CREDITS.md) and their disputes (jobs they billed for more\n"
 	    "than their client saw) and whether they seal requests end to end\n"
-	    "(docs/SECURITY.md).  Every live node, in pages of 1,000 (in node id\n"
+	    "(docs/SECURITY.md), and their reputation (availability x reliability x\n"
+	    "speed x audits, docs/SCHEDULING.md; 'new' while a node earns one; --json\n"
+	    "has the components).  Every live node, in pages of 1,000 (in node id\n"
 	    "order), unless --limit bounds them.",
 	    nodes_opts, argc, argv, 0))
 		return rc;
@@ -223,8 +233,8 @@ int cmd_nodes(int argc, char **argv)
 	else
 		snprintf(empty, sizeof(empty), "No live nodes right now.  Start one with "
 		    "'troop worker'.");
-	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 11, hdr,
-	    1u << 5 | 1u << 6 | 1u << 9,
+	if ((rc = cli_print_rows(&c, json_object_get(out, "nodes"), 12, hdr,
+	    1u << 5 | 1u << 6 | 1u << 9 | 1u << 10,
 	    empty, node_row, NULL)) != 0)
 		goto out;
 	rc = fflush(stdout) == 0 ? 0 : 1;

@@ -83,6 +83,7 @@ void client_delivery_begin(client_delivery *d, const char *job_id)
 
 void client_delivery_headers(client_delivery *d, bool event_stream)
 {
+	d->stream = event_stream;
 	if (!d->usage && usage_counter_new(&d->usage, event_stream) != 0)
 		d->usage = NULL;   /* no token count; the report still goes */
 }
@@ -96,6 +97,14 @@ void client_delivery_body(client_delivery *d, const char *data, size_t len)
 	crypto_hash_sha256_update(&d->sha, (const unsigned char *)data, len);
 	if (d->usage)
 		usage_counter_feed(d->usage, data, len);
+	if (d->stream && d->usage && d->first_us == 0) {
+		/* the first token event (not a comment, not the role chunk) */
+		int64_t prompt, completion;
+		bool reported;
+		usage_counter_result(d->usage, &prompt, &completion, &reported);
+		if (completion > 0)
+			d->first_us = mono_us();
+	}
 }
 
 json_t *client_delivery_body_json(const client_delivery *d, const char *outcome,
@@ -120,6 +129,10 @@ json_t *client_delivery_body_json(const client_delivery *d, const char *outcome,
 		crypto_hash_sha256_final(&st, h);
 		sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
 		json_object_set_new(b, "response_digest", json_string(hex));
+		/* time to the first token: the node's speed (docs/SCHEDULING.md) */
+		if (d->stream && d->first_us > 0)
+			json_object_set_new(b, "ttfb_ms", json_integer(d->first_us > d->t0_us ?
+			    (d->first_us - d->t0_us) / 1000 : 0));
 	}
 	return b;
 }

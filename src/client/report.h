@@ -47,6 +47,9 @@ typedef struct {
 	uint64_t bytes;                     /* body bytes received */
 	crypto_hash_sha256_state sha;
 	bool fed;                           /* a body byte came */
+	int64_t first_us;                   /* monotonic: the first token event
+	                                       of a stream; 0 before */
+	bool stream;                        /* the body is an event stream */
 	struct usage_counter *usage;        /* from the headers on; NULL before */
 } client_delivery;
 
@@ -80,7 +83,9 @@ int client_delivery_finish(client_delivery *d, client_reports *r, const char *ou
 void client_delivery_clear(client_delivery *d);
 
 /* The report body for the observation (exposed for tests): {"job_id",
- * "duration_ms","bytes","completion_tokens","outcome","response_digest"?}.
+ * "duration_ms","bytes","completion_tokens","outcome","response_digest"?,
+ * "ttfb_ms"?} (the digest when a body byte came; ttfb_ms, the time to
+ * the first token event, for an event stream that had one).
  * New reference or NULL (out of memory). */
 json_t *client_delivery_body_json(const client_delivery *d, const char *outcome,
     int64_t now_us);

@@ -10,9 +10,10 @@
  *                                       mostly with trial credits
  *   POST /invites/redeem                signed by the redeeming account
  *
- * /authorize picks a live IDLE node serving the model (least loaded, ties
- * at random) from one registry read, whose records carry the durable
- * facts choice needs (owner, multiplier, verified, hardware class),
+ * /authorize picks a live IDLE node serving the model (by reputation and
+ * load: the power of two choices, docs/SCHEDULING.md) from one registry
+ * read, whose records carry the durable facts choice needs (owner,
+ * multiplier, verified, hardware class, reputation),
  * reserves the estimated cost in the one ledger transaction that checks
  * the balance, and signs a ticket for that node.  A client may ask for a
  * hardware class ("class": "gpu" or "cpu", "class_required": true to
@@ -25,7 +26,8 @@
  * thread's loop as slots free, in queue order; while anyone waits, a free
  * slot goes to the queue first.  A ticket holds its node's slot only
  * until the job starts or --unused-ticket passes, an account holds at most
- * --max-tickets, and a node's max_jobs counts up to its class's cap.
+ * --max-tickets, and a node's max_jobs counts up to its class's cap and
+ * what it has served well (--max-jobs-new).
  *
  * Starter credits are trial credits (docs/CREDITS.md): every new account
  * gets them under --starter-policy open, an account redeeming an
@@ -49,14 +51,15 @@
 
 /* ---- node choice ------------------------------------------------------------- */
 
-/* Pick the least-loaded eligible node from `nodes`: IDLE, below max_jobs,
- * not excluded, the requested node if one was named, verified unless the
+/* Pick an eligible node from `nodes`: IDLE, below its slots, not
+ * excluded, the requested node if one was named, verified unless the
  * operator allows unverified nodes (the registry record's copy of the
  * ledger facts), of class `want_class` when class_required (else nodes of
  * that class first; "" for any), not suspect after a failed audit unless
- * the request is the auditor's (`by_auditor`: docs/AUDITS.md).  Ties are
- * broken at random.  Returns the
- * index, or -1.  skipped[] counts why the others were passed over, for the
+ * the request is the auditor's (`by_auditor`: docs/AUDITS.md).  Among
+ * those, the power of two choices over a reputation-weighted draw
+ * (pick_weighted).  Returns the index, or -1.  skipped[] counts why the
+ * others were passed over, for the
  * no_capacity message. */
 enum { SKIP_BUSY, SKIP_UNVERIFIED, SKIP_FAILED, SKIP_CLASS, SKIP_DISPUTED, SKIP_SUSPENDED,
 	SKIP_SUSPECT, SKIP_N };
@@ -69,33 +72,69 @@ static bool too_disputed(const coord *c, const registry_facts *f)
 	return (double)f->disputes > c->max_dispute_rate * (double)(f->jobs > 0 ? f->jobs : 1);
 }
 
-/* The job slots node `nd` is given: what it reports, capped by what its
- * proof of hardware shows (--max-jobs-gpu for a node verified as a GPU,
- * --max-jobs-other for any other), so that a node claiming 100000 slots
- * does not look idle forever.  0: no limit reported (one slot counted). */
-static int node_slots(const coord *c, const registry_node *nd)
+static double uniform01(void)
 {
-	int cap = nd->facts.verified && strcmp(nd->facts.hw_class, "gpu") == 0 ?
-	    c->queue.max_jobs_gpu : c->queue.max_jobs_other;
+	return (double)randombytes_uniform(1u << 30) / (double)(1u << 30);
+}
 
-	if (nd->max_jobs <= 0)
-		return 0;
-	return cap > 0 && nd->max_jobs > cap ? cap : nd->max_jobs;
+/* The choice among the k eligible nodes cand[] (docs/SCHEDULING.md): two
+ * draws, each with probability proportional to a node's weight
+ * (reputation_weight: its reputation, a new node at least the mean of
+ * the judged ones), two different nodes when there are two; of the two,
+ * the one with the larger weight x free share of its slots wins
+ * (free_share[]: (slots - active) / slots, or 1 / (1 + active) for a node
+ * reporting no limit), the heavier weight when those are equal.  Among
+ * nodes of equal weight (all new, say) the less loaded always wins. */
+static int pick_weighted(const registry_node *nodes, const int *cand,
+    const double *free_share, size_t k)
+{
+	double w[AUTH_CANDIDATES], fair = 0;
+	size_t judged = 0;
+	int a, b;
+
+	for (size_t i = 0; i < k; i++) {
+		const registry_facts *f = &nodes[cand[i]].facts;
+		if (!reputation_is_new(f)) {
+			fair += f->reputation;
+			judged++;
+		}
+	}
+	/* nobody judged yet: every node alike */
+	fair = judged > 0 ? fair / (double)judged : 1.0;
+	for (size_t i = 0; i < k; i++)
+		w[i] = reputation_weight(&nodes[cand[i]].facts, fair);
+	a = reputation_draw(w, k, uniform01());
+	if (k == 1)
+		return cand[a];
+	{
+		/* the second draw among the others */
+		double wa = w[a];
+		w[a] = 0;
+		b = reputation_draw(w, k, uniform01());
+		w[a] = wa;
+	}
+	{
+		double sa = w[a] * free_share[a], sb = w[b] * free_share[b];
+		if (sb > sa || (sb == sa && w[b] > w[a]))
+			a = b;
+	}
+	return cand[a];
 }
 
 static int choose_node(const coord *c, const registry_node *nodes, size_t n,
     const proto_authorize_req *exclude, const char *want_node, const char *want_class,
     bool class_required, bool by_auditor, int skipped[SKIP_N], int *free_slots)
 {
-	int best = -1, best_match = 0;
-	double best_load = 0;
-	uint32_t ties = 0;
+	int cand[AUTH_CANDIDATES], best_match = 0;
+	double free_share[AUTH_CANDIDATES];
+	size_t k = 0;
 
 	*free_slots = 0;
+	if (n > AUTH_CANDIDATES)
+		n = AUTH_CANDIDATES;
 	for (size_t i = 0; i < n; i++) {
 		const registry_node *nd = &nodes[i];
-		int slots = node_slots(c, nd);
-		double load;
+		int slots = coord_node_slots(c, nd);
 		if (want_node && strcmp(nd->node_id, want_node) != 0)
 			continue;
 		if (exclude && proto_authorize_req_excludes(exclude, nd->node_id)) {
@@ -133,21 +172,20 @@ static int choose_node(const coord *c, const registry_node *nodes, size_t n,
 			continue;
 		}
 		*free_slots += slots > 0 ? slots - nd->active_jobs : 1;
-		load = slots > 0 ? (double)nd->active_jobs / slots : (double)nd->active_jobs;
-		/* a node of the preferred class beats any other, then the load */
-		if (best < 0 || match > best_match || (match == best_match && load < best_load)) {
-			best = (int)i;
-			best_load = load;
+		/* a node of the preferred class beats any other */
+		if (k > 0 && match < best_match)
+			continue;
+		if (k == 0 || match > best_match) {
+			k = 0;
 			best_match = match;
-			ties = 1;
-		} else if (match == best_match && load == best_load) {
-			/* reservoir sampling over equal loads: each tie equally likely */
-			ties++;
-			if (randombytes_uniform(ties) == 0)
-				best = (int)i;
 		}
+		cand[k] = (int)i;
+		/* the free share of its slots, in (0, 1] */
+		free_share[k] = slots > 0 ? (double)(slots - nd->active_jobs) / slots :
+		    1.0 / (1.0 + (nd->active_jobs > 0 ? nd->active_jobs : 0));
+		k++;
 	}
-	return best;
+	return k > 0 ? pick_weighted(nodes, cand, free_share, k) : -1;
 }
 
 /* Why no node was chosen, in words, from choose_node's counts: which

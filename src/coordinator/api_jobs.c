@@ -229,6 +229,34 @@ static void h_started(http_req *r, void *arg)
 	coord_reply_json(r, 200, json_pack("{s:s, s:s}", "status", "started", "job_id", job));
 }
 
+/* What a delivery report says of the job's node, for its reputation
+ * (reputation.h): its speed, or a failover away from it.  Costs a
+ * reservation read and a node read; errors only lose the observation. */
+static void note_report(coord_thread *t, const char *job, const char *outcome,
+    int64_t duration_ms, int64_t ttfb_ms, int64_t tokens)
+{
+	coord *c = t->c;
+	int64_t now = (int64_t)time(NULL);
+	ledger_reservation res;
+	registry_node nd;
+	reputation_report rr = { .outcome = outcome, .duration_ms = duration_ms,
+		.ttfb_ms = ttfb_ms, .tokens = tokens, .running = 1 };
+
+	if (ledger_reservation_get(&res, t->db, job) != 0)
+		return;
+	/* the jobs it still runs as this one ended: the concurrency served */
+	memset(&nd, 0, sizeof(nd));
+	if (registry_get_node(&nd, c->reg, res.node_id, now, 0) == 0) {
+		rr.running = nd.active_jobs > 1 ? nd.active_jobs : 1;
+		registry_node_clear(&nd);
+	}
+	/* a repeat is told apart until the reservation closes: the ledger
+	 * answers later ones as settled (not counted) or gone */
+	if (reputation_note_report(c->reg, res.node_id, job, &rr,
+	    res.expires_at + c->release_grace + 60 - now, now) != 0)
+		log_warn("reputation", "job=%s error=\"%s\"", job, troop_error_msg());
+}
+
 /* The outcomes a client may report (docs/PROTOCOL.md). */
 static const char *const report_outcomes[] = { "complete", "cut", "engine_error", "aborted",
 	"unreachable", "refused" };
@@ -240,7 +268,7 @@ static void h_report(http_req *r, void *arg)
 	char signer[TROOP_ID_LEN + 1];
 	const char *job = http_req_param(r, "job_id");
 	const char *body_job, *outcome, *digest = NULL, *raw;
-	int64_t duration_ms, bytes = 0, tokens = 0;
+	int64_t duration_ms, bytes = 0, tokens = 0, ttfb_ms = -1;
 	ledger_settle_result res;
 	json_t *body = NULL;
 	bool known = false;
@@ -257,7 +285,8 @@ static void h_report(http_req *r, void *arg)
 	    (rc = json_get_int(&bytes, body, "bytes", false, 0, INT64_MAX / 4)) ||
 	    (rc = json_get_int(&tokens, body, "completion_tokens", false, 0, INT32_MAX)) ||
 	    (rc = json_get_strn(&outcome, body, "outcome", true, LEDGER_OUTCOME_MAX)) ||
-	    (rc = json_get_strn(&digest, body, "response_digest", false, LEDGER_DIGEST_MAX))) {
+	    (rc = json_get_strn(&digest, body, "response_digest", false, LEDGER_DIGEST_MAX)) ||
+	    (rc = json_get_int(&ttfb_ms, body, "ttfb_ms", false, 0, RECEIPT_MAX_DURATION_MS))) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
@@ -304,6 +333,8 @@ static void h_report(http_req *r, void *arg)
 	}
 	if (res.client_disputed && !res.already)
 		log_warn("client_dispute", "job=%s requester=%.8s", job, signer);
+	if (!res.already)
+		note_report(t, job, outcome, duration_ms, ttfb_ms, tokens);
 	coord_reply_json(r, 200, json_pack("{s:s, s:s, s:I, s:I, s:b, s:b}",
 	    "status", res.claimed ? "recorded" : "settled", "job_id", job,
 	    "charged", (json_int_t)res.charged, "refunded", (json_int_t)res.refunded,

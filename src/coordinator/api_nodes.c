@@ -89,6 +89,7 @@ static void h_heartbeat(http_req *r, void *arg)
 	int64_t now = (int64_t)time(NULL);
 	registry_node n;
 	ledger_node ln;
+	reputation_stats st;
 	proto_heartbeat hb;
 	proto_heartbeat_reply rep;
 	json_t *body = NULL;
@@ -121,7 +122,13 @@ static void h_heartbeat(http_req *r, void *arg)
 		goto out;
 	}
 	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
-	coord_node_facts(&n.facts, c, &ln, now);
+	/* availability counts heartbeats kept; a registry error only costs that */
+	if (reputation_note_heartbeat(&st, c->reg, n.node_id, c->node_ttl, now) != 0) {
+		log_warn("reputation", "node=%.8s error=\"%s\"", n.node_id, troop_error_msg());
+		coord_node_facts_with(&n.facts, c, &ln, NULL, now);
+	} else {
+		coord_node_facts_with(&n.facts, c, &ln, &st, now);
+	}
 	/* the node counts the jobs it runs; tickets not started yet are ours */
 	n.active_jobs += (int)queue_node_holds(c->reg, n.node_id, now);
 	if ((rc = registry_put_node(c->reg, &n, c->node_ttl, now)) != 0) {
@@ -163,10 +170,27 @@ static double node_dispute_rate(const registry_facts *f, const ledger_node *ln)
 	return d > 0 ? (double)d / (double)(jobs > 0 ? jobs : 1) : 0.0;
 }
 
+/* A node's reputation components (reputation.h) and what the choice
+ * counts of it: its job slots (live only) and whether it is still new. */
+static json_t *reputation_json(const coord *c, const registry_node *n,
+    const registry_facts *f, bool live)
+{
+	json_t *o = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:i, s:b}",
+	    "availability", f->rep_availability, "reliability", f->rep_reliability,
+	    "speed", f->rep_speed, "audits", f->rep_audits, "ttft_ms", f->ttft_ms,
+	    "tokens_per_s", f->tokens_per_s, "failovers", (json_int_t)f->failovers,
+	    "served_jobs", f->served_jobs, "new", reputation_is_new(f));
+
+	if (o && live)
+		json_object_set_new(o, "slots", json_integer(coord_node_slots(c, n)));
+	return o;
+}
+
 static json_t *node_json(const coord *c, const registry_node *n, const ledger_node *ln,
     bool live)
 {
-	const registry_facts *f = &n->facts;
+	const registry_facts *f = &n->facts, *rf = live ? f : NULL;
+	registry_facts gone;
 	proto_node pn;
 	proto_heartbeat *hb = &pn.hb;
 	json_t *o = NULL;
@@ -217,7 +241,12 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 	pn.multiplier = live ? f->multiplier : ln ? ln->multiplier : 1.0;
 	pn.verified = live ? f->verified : ln && ln->verified;
 	pn.verified_at = live ? f->verified_at : ln ? ln->verified_at : 0;
-	pn.reputation = live ? f->reputation : ln ? ln->reputation : 0.5;
+	if (!live && ln) {
+		/* not live: the reputation from the ledger and what is kept */
+		coord_node_facts(&gone, c, ln, (int64_t)time(NULL));
+		rf = &gone;
+	}
+	pn.reputation = rf ? rf->reputation : 0.5;
 	pn.live = live;
 	o = proto_node_encode(&pn);
 	proto_node_clear(&pn);
@@ -242,6 +271,8 @@ static json_t *node_json(const coord *c, const registry_node *n, const ledger_no
 		    ln ? ln->audits_failed : 0));
 		json_object_set_new(o, "suspect", json_boolean(live ? f->suspect :
 		    ln && ln->suspect));
+		if (rf)
+			json_object_set_new(o, "reputation_detail", reputation_json(c, n, rf, live));
 	}
 	return o;
 }

@@ -161,6 +161,10 @@ static const config_opt coord_opts[] = {
 	{ "max-jobs-other", 0, OPT_INT, "TROOP_MAX_JOBS_OTHER", NULL, "16", "N",
 	  "job slots counted at most for any other node (CPU-class or unverified) "
 	  "(0: no cap)", 0, 1000000 },
+	{ "max-jobs-new", 0, OPT_INT, "TROOP_MAX_JOBS_NEW", NULL, "16", "N",
+	  "job slots counted at most for a node until it has served more jobs at once "
+	  "well; it earns twice the most it served well, within --max-jobs-gpu/-other "
+	  "(0: not capped by what it served)", 0, 1000000 },
 	{ "account-rate-limit", 0, OPT_INT, "TROOP_ACCOUNT_RATE_LIMIT", NULL, "0", "N",
 	  "/authorize requests per account per second, shared through the registry; more "
 	  "get 429 with Retry-After (0: no limit; 'troop admin rate-limit' sets one "
@@ -208,6 +212,16 @@ double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes
 
 void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now)
 {
+	reputation_stats st;
+
+	/* a registry error leaves the observations out: neutral */
+	coord_node_facts_with(f, c, ln, reputation_get(&st, c->reg, ln->node_id, now) == 0 ?
+	    &st : NULL, now);
+}
+
+void coord_node_facts_with(registry_facts *f, const coord *c, const ledger_node *ln,
+    const reputation_stats *st, int64_t now)
+{
 	memset(f, 0, sizeof(*f));
 	f->multiplier = ln->multiplier;
 	f->verified = ln->verified;
@@ -222,6 +236,21 @@ void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, 
 	f->suspect = ln->suspect != 0;
 	f->audits_passed = ln->audits_passed;
 	f->audits_failed = ln->audits_failed;
+	{
+		/* the reputation: the ledger's counts and the registry's stats */
+		reputation_inputs in = { .jobs_ok = ln->jobs_ok, .jobs_failed = ln->jobs_failed,
+			.disputes = ln->disputes, .audits_passed = ln->audits_passed,
+			.audits_failed = ln->audits_failed, .stats = st };
+		reputation_fill(f, &in);
+	}
+}
+
+int coord_node_slots(const coord *c, const registry_node *nd)
+{
+	int cap = nd->facts.verified && strcmp(nd->facts.hw_class, "gpu") == 0 ?
+	    c->queue.max_jobs_gpu : c->queue.max_jobs_other;
+
+	return reputation_slots(nd->max_jobs, cap, c->max_jobs_new, nd->facts.served_jobs);
 }
 
 /* ---- the sweeper thread ------------------------------------------------------- */
@@ -542,6 +571,7 @@ int cmd_coordinator(int argc, char **argv)
 	c->audit.tokens = (int)config_int(cfg, "audit-tokens");
 	c->audit.threshold = config_double(cfg, "audit-threshold");
 	c->audit.max_nodes = (int)config_int(cfg, "audit-nodes");
+	c->max_jobs_new = (int)config_int(cfg, "max-jobs-new");
 	c->account_rate = config_int(cfg, "account-rate-limit");
 	c->authorize_addr_rate = config_int(cfg, "authorize-address-limit");
 	c->started = time(NULL);

@@ -25,6 +25,7 @@
 #include "poh_state.h"
 #include "queue.h"
 #include "registry.h"
+#include "reputation.h"
 #include "ticket.h"
 #include "ticket_keys.h"
 
@@ -73,6 +74,8 @@ typedef struct {
 	audit_config audit;        /* spot checks of nodes' output (--audit-*) */
 	troop_identity audit_key;  /* the auditor's account: pays for the audits */
 	char audit_account[TROOP_ID_LEN + 1]; /* its id; "" when audits are off */
+	int max_jobs_new;          /* slots a node is counted before it served more at
+	                              once (reputation_slots); 0: no such cap */
 
 	/* the ticket signing keys: the signer, and those published */
 	ticket_keys *tkeys;
@@ -105,8 +108,21 @@ static inline int64_t coord_starter(const coord *c)
 double coord_plausible_tps(const coord *c, double multiplier, int64_t size_bytes);
 
 /* The registry's copy of a node's durable facts, from its ledger row `ln`
- * (whether it is established is judged under c->policy at `now`). */
+ * (whether it is established is judged under c->policy at `now`), with
+ * its reputation from those and the observations the registry keeps
+ * (one registry read; reputation.h). */
 void coord_node_facts(registry_facts *f, const coord *c, const ledger_node *ln, int64_t now);
+
+/* The same with the observations `st` already read (NULL: none). */
+void coord_node_facts_with(registry_facts *f, const coord *c, const ledger_node *ln,
+    const reputation_stats *st, int64_t now);
+
+/* The job slots node `nd` is counted by /authorize: what it reports,
+ * capped by its proof of hardware's class (--max-jobs-gpu for a node
+ * verified as a GPU, --max-jobs-other for any other) and, within that
+ * cap, by what it has served well (--max-jobs-new; reputation_slots).  0:
+ * no limit reported (one slot counted).  Thread-safe. */
+int coord_node_slots(const coord *c, const registry_node *nd);
 
 static inline coord_thread *coord_thread_of(http_req *r)
 {

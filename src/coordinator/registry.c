@@ -63,6 +63,15 @@ static int check_facts(const registry_facts *f)
 	    !(f->reputation >= 0 && f->reputation <= 1) || f->verified_at < 0)
 		return troop_error_set(TROOP_EINVAL, "registry: node facts out of range "
 		    "(multiplier 0..1000, reputation 0..1, verified_at >= 0)");
+	if (!(f->rep_availability >= 0 && f->rep_availability <= 1) ||
+	    !(f->rep_reliability >= 0 && f->rep_reliability <= 1) ||
+	    !(f->rep_speed >= 0 && f->rep_speed <= 1) ||
+	    !(f->rep_audits >= 0 && f->rep_audits <= 1) ||
+	    !(f->ttft_ms >= 0 && f->ttft_ms < 1e9) ||
+	    !(f->tokens_per_s >= 0 && f->tokens_per_s < 1e9) || f->failovers < 0 ||
+	    f->served_jobs < 0)
+		return troop_error_set(TROOP_EINVAL, "registry: reputation facts out of range "
+		    "(components 0..1, speeds and counts >= 0)");
 	return 0;
 }
 

@@ -109,6 +109,15 @@ typedef struct {
 	                           by the auditor only (docs/AUDITS.md) */
 	int64_t audits_passed;  /* audits (as of the copy) */
 	int64_t audits_failed;
+	/* reputation (reputation.h): `reputation` is the product of these */
+	double rep_availability;  /* 0 .. 1 */
+	double rep_reliability;   /* 0 .. 1 */
+	double rep_speed;         /* 0 .. 1 */
+	double rep_audits;        /* 0 .. 1 */
+	double ttft_ms;           /* smoothed time to first byte, 0 unknown */
+	double tokens_per_s;      /* smoothed output rate, 0 unknown */
+	int64_t failovers;        /* client reports of a failure before the answer */
+	int served_jobs;          /* most jobs at once it served well, 0 none yet */
 } registry_facts;
 
 /* A live node as its last heartbeat described it.  `models` and

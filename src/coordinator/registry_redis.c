@@ -973,6 +973,11 @@ static char *node_facts_json(const registry_facts *f)
 	    "auf", (json_int_t)f->audits_failed);
 	if (o == NULL)
 		return NULL;
+	/* reputation (reputation.h): one object, so that older readers skip it */
+	json_object_set_new(o, "rp", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:i}",
+	    "av", f->rep_availability, "rl", f->rep_reliability, "sp", f->rep_speed,
+	    "au", f->rep_audits, "tt", f->ttft_ms, "tps", f->tokens_per_s,
+	    "fo", (json_int_t)f->failovers, "srv", f->served_jobs));
 	char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
 	json_decref(o);
 	return s;
@@ -1004,6 +1009,17 @@ static void node_facts_decode(registry_facts *f, const redisReply *d)
 	f->suspect = json_is_true(json_object_get(o, "sct"));
 	f->audits_passed = (int64_t)json_integer_value(json_object_get(o, "aup"));
 	f->audits_failed = (int64_t)json_integer_value(json_object_get(o, "auf"));
+	{
+		const json_t *rp = json_object_get(o, "rp");
+		f->rep_availability = json_number_value(json_object_get(rp, "av"));
+		f->rep_reliability = json_number_value(json_object_get(rp, "rl"));
+		f->rep_speed = json_number_value(json_object_get(rp, "sp"));
+		f->rep_audits = json_number_value(json_object_get(rp, "au"));
+		f->ttft_ms = json_number_value(json_object_get(rp, "tt"));
+		f->tokens_per_s = json_number_value(json_object_get(rp, "tps"));
+		f->failovers = (int64_t)json_integer_value(json_object_get(rp, "fo"));
+		f->served_jobs = (int)json_integer_value(json_object_get(rp, "srv"));
+	}
 	json_decref(o);
 }
 

@@ -80,6 +80,9 @@ struct sim {
 	enum sim_kind kind;
 	enum sim_fault fault;
 	long fault_after;        /* events written before a die-* fault */
+	long fault_percent;      /* --fault-rate: share of requests a 500 fault hits,
+	                            1 .. 100; 0 (not given): all */
+	uint64_t fault_draws;    /* requests a 500 fault could have hit */
 	long tokens_per_second;  /* 0: as fast as the client reads */
 	long ttft_ms;
 	long loading_ms;         /* /health answers 503 this long after start */

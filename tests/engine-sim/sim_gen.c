@@ -691,6 +691,19 @@ static void reply_embeddings(struct sim *sim, struct evhttp_request *req,
 	    "total_tokens", (int)pt));
 }
 
+/* --fault-rate: whether this request is one the 500 fault hits, spread
+ * evenly (the hit count after n requests is n x percent / 100, rounded
+ * down). */
+static bool fault_hits(struct sim *sim)
+{
+	uint64_t n = sim->fault_draws++;
+
+	if (sim->fault_percent <= 0)
+		return true;
+	return (n + 1) * (uint64_t)sim->fault_percent / 100 !=
+	    n * (uint64_t)sim->fault_percent / 100;
+}
+
 static struct sim_stream *stream_new(struct sim *sim, struct evhttp_request *req,
     enum sim_api api, const char *model)
 {
@@ -790,7 +803,7 @@ void sim_handle_inference(struct sim *sim, struct evhttp_request *req,
 		goto out;
 	}
 
-	if (sim->fault == SIM_FAULT_500) {
+	if (sim->fault == SIM_FAULT_500 && fault_hits(sim)) {
 		sim->stats.faults++;
 		sim_reply_error(sim, req, native, 500, false, "simulated engine failure");
 		goto out;

@@ -58,6 +58,8 @@ static const char usage_text[] =
 "                                              after at least 1 s\n"
 "  --fault-after N            events (stream chunks) written before a die-*\n"
 "                             fault fires (default 2)\n"
+"  --fault-rate PERCENT       the share of inference requests the 500 fault hits,\n"
+"                             spread evenly (1..100, default 100): a flaky engine\n"
 "  --version-kind KIND        all | ollama | vllm | llamacpp | lmstudio\n"
 "                             (default all).  Which engine-specific endpoints\n"
 "                             answer (others are 404) and the shape of /v1 errors:\n"
@@ -710,6 +712,7 @@ static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port
 		{ "ttft-ms", required_argument, NULL, 'T' },
 		{ "fault", required_argument, NULL, 'f' },
 		{ "fault-after", required_argument, NULL, 'a' },
+		{ "fault-rate", required_argument, NULL, 'F' },
 		{ "version-kind", required_argument, NULL, 'k' },
 		{ "loading-ms", required_argument, NULL, 'L' },
 		{ "context", required_argument, NULL, 'c' },
@@ -795,6 +798,10 @@ static int parse_options(struct sim *sim, char *host, size_t hostlen, long *port
 			break;
 		case 'X':
 			if (parse_cheat(sim, optarg) < 0)
+				return -1;
+			break;
+		case 'F':
+			if (parse_long(&sim->fault_percent, "--fault-rate", optarg, 1, 100) < 0)
 				return -1;
 			break;
 		case 'h':

@@ -4,7 +4,7 @@
 # test_pg_coordinator.sh - the coordinator's integration suites
 # (test_coordinator.c, test_credits.c, test_poh.c, test_laundering.c,
 # test_queue.c: two coordinators there, sharing the queue; test_reports.c;
-# test_peers_pages.c; test_admin.c; test_audits.c)
+# test_peers_pages.c; test_admin.c; test_audits.c; test_reputation.c)
 # once more, with every coordinator they start on PostgreSQL and Redis
 # instead of the embedded SQLite ledger and in-process registry.  Starts a private PostgreSQL and
 # Redis (tests/pg/start-services.sh), makes a fresh database and a fresh
@@ -23,7 +23,8 @@ build=${TROOP_BUILD_DIR:-$src/build}
 export TROOP_BIN=${TROOP_BIN:-$build/troop}
 suites=(itest_test_coordinator itest_test_credits itest_test_poh itest_test_laundering
   itest_test_queue itest_test_reports itest_test_peers_pages itest_test_admin
-  itest_test_audits itest_test_durable)
+  itest_test_audits itest_test_durable
+  itest_test_reputation)
 
 for b in "${suites[@]}"; do
   if [[ ! -x $build/tests/$b ]]; then

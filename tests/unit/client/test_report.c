@@ -61,6 +61,44 @@ static void test_body_any_split(void **state)
 	}
 }
 
+/* ttfb_ms: the time to the first token event of a stream (not a
+ * keep-alive comment, not the role chunk); none for a whole reply. */
+static void test_time_to_first_token(void **state)
+{
+	static const char role[] = ": keep-alive\n\n"
+	    "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+	client_delivery d;
+	json_t *b;
+
+	(void)state;
+	memset(&d, 0, sizeof(d));
+	client_delivery_begin(&d, "job-3");
+	client_delivery_headers(&d, true);
+	client_delivery_body(&d, role, strlen(role));
+	assert_int_equal(d.first_us, 0);
+	b = client_delivery_body_json(&d, "cut", d.t0_us + 50000);
+	assert_null(json_object_get(b, "ttfb_ms"));   /* no token yet */
+	json_decref(b);
+	d.t0_us -= 200000;   /* as if the request went out 200 ms ago */
+	client_delivery_body(&d, body, strlen(body));
+	assert_true(d.first_us > 0);
+	b = client_delivery_body_json(&d, "complete", d.t0_us + 300000);
+	assert_true(json_integer_value(json_object_get(b, "ttfb_ms")) >= 200);
+	assert_true(json_integer_value(json_object_get(b, "ttfb_ms")) < 300);
+	json_decref(b);
+	client_delivery_clear(&d);
+
+	/* a whole JSON reply: its first byte is its last token */
+	client_delivery_begin(&d, "job-4");
+	client_delivery_headers(&d, false);
+	client_delivery_body(&d, "{\"choices\":[]}", 14);
+	b = client_delivery_body_json(&d, "complete", d.t0_us + 1000);
+	assert_non_null(json_object_get(b, "response_digest"));
+	assert_null(json_object_get(b, "ttfb_ms"));
+	json_decref(b);
+	client_delivery_clear(&d);
+}
+
 static void test_no_body_no_digest(void **state)
 {
 	client_delivery d;
@@ -128,6 +166,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_body_any_split),
 		cmocka_unit_test(test_no_body_no_digest),
+		cmocka_unit_test(test_time_to_first_token),
 		cmocka_unit_test(test_unsent_report_stays_spooled),
 	};
 	if (sodium_init() < 0)

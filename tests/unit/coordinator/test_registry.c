@@ -558,9 +558,17 @@ static void test_node_facts(void **state)
 	size_t k = 0;
 	make_node(&n, models, "node-f", 1, names, NULL);
 	n.facts = (registry_facts){ .multiplier = 2.5, .verified = true, .verified_at = NOW - 7,
-		.reputation = 0.75 };
+		.reputation = 0.75, .rep_availability = 1, .rep_reliability = 0.9375,
+		.rep_speed = 0.8, .rep_audits = 1, .ttft_ms = 125.5, .tokens_per_s = 42.25,
+		.failovers = 3, .served_jobs = 4 };
 	assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
 	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, 0), 0);
+	/* the reputation's components and speed (reputation.h) */
+	assert_true(got.facts.rep_availability == 1 && got.facts.rep_reliability == 0.9375);
+	assert_true(got.facts.rep_speed == 0.8 && got.facts.rep_audits == 1);
+	assert_true(got.facts.ttft_ms == 125.5 && got.facts.tokens_per_s == 42.25);
+	assert_int_equal(got.facts.failovers, 3);
+	assert_int_equal(got.facts.served_jobs, 4);
 	assert_true(got.facts.multiplier == 2.5);
 	assert_true(got.facts.verified);
 	assert_int_equal(got.facts.verified_at, NOW - 7);
@@ -608,6 +616,13 @@ static void test_node_facts(void **state)
 	f.multiplier = 1;
 	f.reputation = 2;
 	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	f.reputation = 0.5;
+	f.rep_speed = 1.5;
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	f.rep_speed = 0.5;
+	f.served_jobs = -1;
+	assert_int_equal(registry_set_node_facts(r, "node-f", &f, NOW), TROOP_EINVAL);
+	f.served_jobs = 0;
 	n.facts.multiplier = 1e9;
 	assert_int_equal(registry_put_node(r, &n, TTL, NOW), TROOP_EINVAL);
 	assert_int_equal(registry_set_node_facts(r, "node-f", NULL, NOW), TROOP_EINVAL);
