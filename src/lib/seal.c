@@ -337,14 +337,68 @@ void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk,
 	memset(r, 0, sizeof(*r));
 	memcpy(r->key, j->resp_key, SEAL_KEY_LEN);
 	dynbuf_init(&r->in, SEAL_FRAME_MAX + 8);
+	dynbuf_init(&r->plain, SEAL_FRAME_MAX);
 	r->on_chunk = on_chunk;
 	r->arg = arg;
+}
+
+void seal_reader_init_sink(seal_reader *r, const seal_job *j, dynbuf *sink)
+{
+	seal_reader_init(r, j, NULL, NULL);
+	r->sink = sink;
 }
 
 static int reader_fail(seal_reader *r, int rc)
 {
 	r->failed = true;
 	return rc;
+}
+
+/* Open one whole frame (fl bytes after its length) into the sink, or into
+ * the scratch buffer for on_chunk. */
+static int reader_open(seal_reader *r, const uint8_t *frame, size_t fl)
+{
+	size_t ml = fl - crypto_secretstream_xchacha20poly1305_ABYTES;
+	dynbuf *to = r->sink ? r->sink : &r->plain;
+	size_t at = dynbuf_len(to);
+	unsigned long long got = 0;
+	unsigned char tag = 0;
+	void *m = NULL;
+	int rc;
+
+	if (!r->sink)
+		dynbuf_reset(to);
+	if (ml && (rc = dynbuf_extend(to, ml, &m)) != 0)
+		return reader_fail(r, rc);
+	if (crypto_secretstream_xchacha20poly1305_pull(&r->st, m, &got, &tag, frame, fl, NULL,
+	    0) != 0) {
+		if (ml)
+			sodium_memzero(m, ml);
+		dynbuf_setlen(to, at);
+		return reader_fail(r, troop_error_set(TROOP_EAUTH, "a sealed response chunk does "
+		    "not open: altered, dropped, reordered or not this job's"));
+	}
+	dynbuf_setlen(to, at + (size_t)got);
+	if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
+		r->finished = true;
+	if (r->sink)
+		return 0;
+	rc = got && r->on_chunk ? r->on_chunk(r->arg, m, (size_t)got) : 0;
+	if (ml)
+		sodium_memzero(m, ml);
+	return rc ? reader_fail(r, rc) : 0;
+}
+
+/* The length of the frame at p (4 bytes), checked. */
+static int frame_len(seal_reader *r, size_t *fl, const uint8_t *p)
+{
+	uint32_t v = get_be32(p);
+
+	if (v < crypto_secretstream_xchacha20poly1305_ABYTES || v > SEAL_FRAME_MAX)
+		return reader_fail(r, troop_error_set(TROOP_EINVAL, "a sealed frame of %u bytes "
+		    "(at most %u)", v, SEAL_FRAME_MAX));
+	*fl = v;
+	return 0;
 }
 
 int seal_reader_feed(seal_reader *r, const void *data, size_t len)
@@ -355,12 +409,24 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 	if (r->failed)
 		return troop_error_set(TROOP_EAUTH, "seal: the response stream already failed");
 	while (len > 0 || (r->in.len > 0 && !r->finished)) {
-		size_t have = r->in.len, take;
+		size_t have = r->in.len, take, fl = 0;
 		const uint8_t *b;
 
 		if (r->finished)
 			return reader_fail(r, troop_error_set(TROOP_EINVAL, "bytes after the end of "
 			    "the sealed response"));
+		/* the usual case: whole frames in what came, opened where they lie */
+		if (r->started && have == 0 && len >= 4) {
+			if ((rc = frame_len(r, &fl, p)) != 0)
+				return rc;
+			if (len >= 4 + fl) {
+				if ((rc = reader_open(r, p + 4, fl)) != 0)
+					return rc;
+				p += 4 + fl;
+				len -= 4 + fl;
+				continue;
+			}
+		}
 		/* how much more is needed: the header, then frame length + frame */
 		size_t need;
 		if (!r->started) {
@@ -368,11 +434,9 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 		} else if (have < 4) {
 			need = 4;
 		} else {
-			uint32_t fl = get_be32((const uint8_t *)r->in.buf);
-			if (fl < crypto_secretstream_xchacha20poly1305_ABYTES || fl > SEAL_FRAME_MAX)
-				return reader_fail(r, troop_error_set(TROOP_EINVAL, "a sealed frame of "
-				    "%u bytes (at most %u)", fl, SEAL_FRAME_MAX));
-			need = 4 + (size_t)fl;
+			if ((rc = frame_len(r, &fl, (const uint8_t *)r->in.buf)) != 0)
+				return rc;
+			need = 4 + fl;
 		}
 		if (have < need) {
 			if (len == 0)
@@ -396,29 +460,10 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 		}
 		if (need == 4)
 			continue;   /* the length is in: go round for the frame */
-		{
-			size_t fl = need - 4, ml = fl - crypto_secretstream_xchacha20poly1305_ABYTES;
-			unsigned char tag = 0;
-			unsigned long long got = 0;
-			uint8_t *m = malloc(ml ? ml : 1);
-			if (!m)
-				return reader_fail(r, troop_error_set(TROOP_ENOMEM, "out of memory"));
-			if (crypto_secretstream_xchacha20poly1305_pull(&r->st, m, &got, &tag, b + 4,
-			    fl, NULL, 0) != 0) {
-				free(m);
-				return reader_fail(r, troop_error_set(TROOP_EAUTH, "a sealed response "
-				    "chunk does not open: altered, dropped, reordered or not this "
-				    "job's"));
-			}
-			dynbuf_setlen(&r->in, 0);
-			if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
-				r->finished = true;
-			rc = got && r->on_chunk ? r->on_chunk(r->arg, m, (size_t)got) : 0;
-			sodium_memzero(m, ml);
-			free(m);
-			if (rc)
-				return reader_fail(r, rc);
-		}
+		rc = reader_open(r, b + 4, need - 4);
+		dynbuf_setlen(&r->in, 0);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -438,4 +483,5 @@ void seal_reader_free(seal_reader *r)
 	sodium_memzero(r->key, sizeof(r->key));
 	sodium_memzero(&r->st, sizeof(r->st));
 	dynbuf_free(&r->in);
+	dynbuf_free(&r->plain);
 }
