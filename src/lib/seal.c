@@ -214,42 +214,49 @@ int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN],
 	return 0;
 }
 
-/* context NUL jti NUL node_id */
-static int request_ad(dynbuf *ad, const char *jti, const char *node_id)
+/* context NUL jti NUL node_id, into ad (REQ_AD_MAX bytes, on the caller's
+ * stack: no allocation per job) */
+#define REQ_AD_MAX 1024
+
+static int request_ad(uint8_t *ad, size_t *adlen, const char *jti, const char *node_id)
 {
-	dynbuf_init(ad, 1024);
+	size_t cl = sizeof(REQ_AD_CONTEXT), jl, nl;
+
+	*adlen = 0;
 	if (!jti || !node_id || !jti[0] || !node_id[0])
 		return troop_error_set(TROOP_EINVAL, "seal: a sealed request needs its ticket id "
 		    "and node id");
-	if (dynbuf_add(ad, REQ_AD_CONTEXT, sizeof(REQ_AD_CONTEXT)) != 0 ||
-	    dynbuf_add(ad, jti, strlen(jti) + 1) != 0 || dynbuf_add(ad, node_id, strlen(node_id)) != 0)
+	jl = strnlen(jti, REQ_AD_MAX) + 1;
+	nl = strnlen(node_id, REQ_AD_MAX);
+	if (cl + jl + nl > REQ_AD_MAX)
 		return troop_error_set(TROOP_ETOOLARGE, "seal: ticket id or node id too long");
+	memcpy(ad, REQ_AD_CONTEXT, cl);
+	memcpy(ad + cl, jti, jl);
+	memcpy(ad + cl + jl, node_id, nl);
+	*adlen = cl + jl + nl;
 	return 0;
 }
 
 int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
     const char *node_id, const void *body, size_t len, const uint8_t nonce[24])
 {
-	dynbuf ad;
-	size_t at = dynbuf_len(out);
+	uint8_t ad[REQ_AD_MAX];
+	size_t adlen, at = dynbuf_len(out);
 	unsigned long long clen = 0;
-	int rc = request_ad(&ad, jti, node_id);
-
-	if (rc)
-		goto out;
 	void *ct;
+	int rc;
+
+	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0)
+		return rc;
 	if ((rc = dynbuf_add(out, nonce, 24)) != 0 ||
-	    (rc = dynbuf_extend(out, len + crypto_aead_xchacha20poly1305_ietf_ABYTES, &ct)) != 0)
-		goto toolarge;
-	crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, body, len,
-	    (const unsigned char *)ad.buf, ad.len, NULL, nonce, j->req_key);
+	    (rc = dynbuf_extend(out, len + crypto_aead_xchacha20poly1305_ietf_ABYTES, &ct)) != 0) {
+		dynbuf_setlen(out, at);
+		return rc;
+	}
+	crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, body, len, ad, adlen, NULL, nonce,
+	    j->req_key);
 	dynbuf_setlen(out, at + 24 + (size_t)clen);
-	goto out;
-toolarge:
-	dynbuf_setlen(out, at);
-out:
-	dynbuf_free(&ad);
-	return rc;
+	return 0;
 }
 
 int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
@@ -265,33 +272,30 @@ int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const cha
     const void *sealed, size_t len)
 {
 	const uint8_t *s = sealed;
-	size_t at = dynbuf_len(out), plen;
+	uint8_t ad[REQ_AD_MAX];
+	size_t at = dynbuf_len(out), plen, adlen;
 	unsigned long long mlen = 0;
-	dynbuf ad;
+	void *pt = NULL;
 	int rc;
 
 	if (len < SEAL_REQUEST_OVERHEAD)
 		return troop_error_set(TROOP_EINVAL, "the sealed request is shorter than its "
 		    "nonce and tag");
-	if ((rc = request_ad(&ad, jti, node_id)) != 0)
-		goto out;
+	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0)
+		return rc;
 	plen = len - SEAL_REQUEST_OVERHEAD;
-	void *pt = NULL;
 	if (plen && (rc = dynbuf_extend(out, plen, &pt)) != 0)
-		goto out;
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &mlen, NULL, s + 24, len - 24,
-	    (const unsigned char *)ad.buf, ad.len, s, j->req_key) != 0) {
+		return rc;
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &mlen, NULL, s + 24, len - 24, ad,
+	    adlen, s, j->req_key) != 0) {
 		if (plen)
 			sodium_memzero(pt, plen);
 		dynbuf_setlen(out, at);
-		rc = troop_error_set(TROOP_EAUTH, "the sealed request does not open with this "
+		return troop_error_set(TROOP_EAUTH, "the sealed request does not open with this "
 		    "job's key: altered, or sealed for another ticket or node");
-		goto out;
 	}
 	dynbuf_setlen(out, at + (size_t)mlen);
-out:
-	dynbuf_free(&ad);
-	return rc;
+	return 0;
 }
 
 /* ---- response stream -------------------------------------------------------------- */
