@@ -1,6 +1,7 @@
 /*
- * up_seal.h - the client's side of a sealed job through `troop up` (seal.h,
- * docs/PROTOCOL.md "Sealed jobs").
+ * up_seal.h - the client's side of a sealed job (seal.h, docs/PROTOCOL.md
+ * "Sealed jobs"), for `troop up` (up_job.c, in its relay's transform) and
+ * `troop chat` (cli_chat.c, in its blocking stream's data callback).
  *
  * When the /authorize reply carries a sealing key statement, it is checked
  * against the node id the ticket names before anything is sent (a
