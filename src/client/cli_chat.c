@@ -9,6 +9,12 @@
  * excluding it (3 tries in all).  When every node is busy the coordinator
  * keeps the request in its queue for --wait seconds; meanwhile a thread
  * asks GET /queue and prints the request's position on stderr.
+ *
+ * Sealed like `troop up`'s requests (up_seal.h, the same code): when the
+ * ticket's node offers a sealing key, the key is checked against the node
+ * before anything is sent, the prompt goes sealed, and the reply is opened
+ * as it streams; a reply that does not open is an error, never printed.
+ * --require-sealed refuses nodes that do not seal.
  */
 #include <jansson.h>
 #include <errno.h>
@@ -26,6 +32,7 @@
 #include "error.h"
 #include "report.h"
 #include "sse.h"
+#include "up_seal.h"
 
 #define CHAT_TRIES 3
 #define CHAT_PROMPT_MAX (1024 * 1024)
@@ -47,6 +54,9 @@ static const config_opt chat_opts[] = {
 	{ "wait", 0, OPT_INT, "TROOP_WAIT", NULL, "120", "SECONDS",
 	  "when every node is busy, wait this long in the coordinator's queue "
 	  "(0: fail at once)", 0, 600 },
+	{ "require-sealed", 0, OPT_BOOL, "TROOP_REQUIRE_SEALED", NULL, NULL, NULL,
+	  "send the prompt only to workers that seal it (end-to-end encryption; by "
+	  "default it is sealed whenever the worker offers it)", 0, 0 },
 	{ "verbose", 'v', OPT_BOOL, NULL, NULL, NULL, NULL,
 	  "say which node serves the job, and how long it took", 0, 0 },
 	{ NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0 },
@@ -67,6 +77,11 @@ typedef struct {
 	double first_byte;  /* seconds since the request went out */
 	struct timespec t0;
 	client_delivery dl; /* the job's delivery report (report.h) */
+	http_client *w;     /* the worker's connection: its reply headers */
+	up_seal *seal;      /* NULL: a plain request */
+	bool seal_headers;  /* the reply's headers went to up_seal_headers */
+	bool seal_failed;   /* the sealed reply did not open */
+	char seal_err[256]; /* why */
 } chat_stream;
 
 static double since(const struct timespec *t0)
@@ -137,10 +152,11 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 	return 0;
 }
 
-static int on_data(void *arg, const char *data, size_t len)
+/* The reply's bytes (opened, when sealed). */
+static int take_data(chat_stream *s, const char *data, size_t len)
 {
-	chat_stream *s = arg;
-
+	if (len == 0)
+		return 0;
 	client_delivery_body(&s->dl, data, len);
 	if (s->first_byte == 0)
 		s->first_byte = since(&s->t0);
@@ -173,6 +189,72 @@ static int on_data(void *arg, const char *data, size_t len)
 			return troop_error_set(TROOP_EUPSTREAM, "%s", s->stream_err);
 	}
 	return 0;
+}
+
+/* The sealed reply failed to open: remembered with why, and the stream
+ * stopped. */
+static int seal_fail(chat_stream *s)
+{
+	s->seal_failed = true;
+	snprintf(s->seal_err, sizeof(s->seal_err), "%s", troop_error_msg());
+	return TROOP_EAUTH;
+}
+
+/* A sealed reply's headers, once: whether it is sealed, and its own type. */
+static int seal_check_headers(chat_stream *s)
+{
+	char ct[160], orig[160], l1[192], l2[192];
+	const char *lines[3] = { NULL, NULL, NULL }, *ctype = NULL;
+	int n = 0;
+
+	if (s->seal_headers)
+		return 0;
+	s->seal_headers = true;
+	if (http_client_reply_header(s->w, "Content-Type", ct, sizeof(ct)) == 0) {
+		snprintf(l1, sizeof(l1), "Content-Type: %s", ct);
+		lines[n++] = l1;
+	}
+	if (http_client_reply_header(s->w, UP_SEAL_TYPE_HEADER, orig, sizeof(orig)) == 0) {
+		snprintf(l2, sizeof(l2), "%s: %s", UP_SEAL_TYPE_HEADER, orig);
+		lines[n++] = l2;
+	}
+	if (up_seal_headers(s->seal, *s->status, lines, &ctype) != 0)
+		return seal_fail(s);
+	return 0;
+}
+
+/* Bytes from the worker: opened first when the request went sealed. */
+static int on_data(void *arg, const char *data, size_t len)
+{
+	chat_stream *s = arg;
+	const char *out;
+	size_t olen;
+	int rc;
+
+	if (!s->seal)
+		return take_data(s, data, len);
+	if ((rc = seal_check_headers(s)) != 0)
+		return rc;
+	if (up_seal_transform(s->seal, data, len, false, &out, &olen) != 0)
+		return seal_fail(s);
+	return take_data(s, out, olen);
+}
+
+/* The worker's reply ended: a sealed one must end with its final frame
+ * (what a whole reply holds comes out only now). */
+static int seal_finish(chat_stream *s)
+{
+	const char *out;
+	size_t olen;
+	int rc;
+
+	if (!s->seal)
+		return 0;
+	if ((rc = seal_check_headers(s)) != 0)
+		return rc;
+	if (up_seal_transform(s->seal, NULL, 0, true, &out, &olen) != 0)
+		return seal_fail(s);
+	return take_data(s, out, olen);
 }
 
 /* ---- one try ------------------------------------------------------------------ */
@@ -246,19 +328,21 @@ static try_result failover(char *why, size_t wlen, const char *node, const char 
 }
 
 static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply *ticket,
-    const char *body, size_t blen, bool verbose, char *why, size_t wlen,
+    const char *body, size_t blen, bool verbose, bool require_sealed, char *why, size_t wlen,
     client_reports *reports)
 {
 	const char *outcome = "unreachable";   /* for the delivery report */
 	const char *token = ticket->token, *ip = ticket->target_ip, *node = ticket->node_id;
 	int port = ticket->target_port;
 	char url[256], authz[PROTO_TICKET_MAX + 32], snode[9];
-	const char *headers[4];
+	const char *headers[5];
+	up_seal seal;
 	chat_stream s;
 	int status = 0, engine_status = 0, rc;
 	try_result res = TRY_FATAL;
 
 	memset(&s, 0, sizeof(s));
+	up_seal_init(&seal, API_OPENAI);
 	/* the job is authorized: it gets a report whatever happens */
 	client_delivery_begin(&s.dl, ticket->job_id);
 	client_delivery_headers(&s.dl, true);
@@ -270,13 +354,29 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		return TRY_FATAL;
 	}
 	snprintf(snode, sizeof(snode), "%.8s", node);
+	/* sealed when the node offers a key, checked against the ticket's node
+	 * before anything is sent (as troop up does) */
+	if (ticket->seal_key[0]) {
+		if (up_seal_begin(&seal, ticket->seal_key, node, ticket->job_id, body, blen,
+		    (int64_t)time(NULL)) != 0) {
+			res = failover(why, wlen, snode, "was refused", troop_error_msg());
+			goto out;
+		}
+		s.seal = &seal;
+	} else if (require_sealed) {
+		res = failover(why, wlen, snode, "was refused", "it does not seal requests "
+		    "(--require-sealed)");
+		goto out;
+	}
 	snprintf(authz, sizeof(authz), "Authorization: Bearer %s", token);
 	headers[0] = authz;
-	headers[1] = "Content-Type: application/json";
+	headers[1] = s.seal ? "Content-Type: " SEAL_CONTENT_TYPE : "Content-Type: application/json";
 	headers[2] = "Accept: text/event-stream";
-	headers[3] = NULL;
+	headers[3] = s.seal ? seal.header : NULL;
+	headers[4] = NULL;
 
 	s.c = c;
+	s.w = w;
 	s.status = &status;
 	s.tty = isatty(STDOUT_FILENO);
 	if (sse_parser_new(&s.sse, CHAT_EVENT_MAX, on_event, &s) != 0) {
@@ -284,8 +384,21 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 		goto out;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &s.t0);
-	rc = http_request_stream(w, &status, "POST", url, headers, body, blen, on_data, &s);
+	rc = s.seal ? http_request_stream(w, &status, "POST", url, headers,
+	    dynbuf_ptr(&seal.body), dynbuf_len(&seal.body), on_data, &s) :
+	    http_request_stream(w, &status, "POST", url, headers, body, blen, on_data, &s);
 	sodium_memzero(authz, sizeof(authz));
+	if (rc == 0 && status != 0)
+		rc = seal_finish(&s);
+	if (s.seal_failed) {
+		/* the job ran, but its reply was altered or cut on the way:
+		 * an error, not a second run elsewhere */
+		if (s.printed)
+			putchar('\n');
+		outcome = "cut";
+		cli_fail(c, "node %s: %s; nothing more of it was shown", snode, s.seal_err);
+		goto out;
+	}
 	if (rc == 0 && status >= 200 && status < 300 && !s.json_mode)
 		sse_parser_finish(s.sse);
 
@@ -363,7 +476,12 @@ static try_result run_stream(cli *c, http_client *w, const proto_authorize_reply
 out:
 	(void)client_delivery_finish(&s.dl, reports, outcome);
 	sse_parser_free(s.sse);
+	if (s.buf)
+		sodium_memzero(s.buf, s.len);
 	free(s.buf);
+	up_seal_reset(&seal);
+	dynbuf_free(&seal.body);
+	dynbuf_free(&seal.out);
 	return res;
 }
 
@@ -474,7 +592,7 @@ int cmd_chat(int argc, char **argv)
 	int rc;
 
 	if (!cli_start(&c, &rc, "chat", "-m MODEL [--system TEXT] [--max-seconds N] "
-	    "[--max-tokens N] [--wait SECONDS] [--verbose] [PROMPT | -]",
+	    "[--max-tokens N] [--wait SECONDS] [--require-sealed] [--verbose] [PROMPT | -]",
 	    "Ask a model one question and stream the answer to the terminal.  The\n"
 	    "prompt is the arguments, or stdin when none are given (or '-').  The job\n"
 	    "id goes to stderr: it names the job in 'troop transactions'.",
@@ -586,8 +704,8 @@ int cmd_chat(int argc, char **argv)
 		json_decref(reply);
 		fprintf(stderr, "troop chat: job %s on node %.8s\n", ca->ticket.job_id,
 		    ca->ticket.node_id);
-		tr = run_stream(&c, w, &ca->ticket, body, blen, verbose, ca->why, sizeof(ca->why),
-		    reports);
+		tr = run_stream(&c, w, &ca->ticket, body, blen, verbose,
+		    config_bool(c.cfg, "require-sealed"), ca->why, sizeof(ca->why), reports);
 		sodium_memzero(ca->ticket.token, sizeof(ca->ticket.token));
 		if (tr == TRY_OK) {
 			rc = 0;

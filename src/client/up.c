@@ -45,6 +45,7 @@
 #include "up.h"
 #include "up_prefetch.h"
 #include "up_metrics.h"
+#include "up_seal.h"
 
 #define UP_DEFAULT_LISTEN "127.0.0.1:9000"
 #define UP_MIN_KEY_LEN 16
@@ -552,7 +553,7 @@ int cmd_up(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (http_server_start(srv) != 0) {
+	if (http_server_start(srv) != 0 || up_seal_pool_start() != 0) {
 		rc = cli_fail(&c, "%s", troop_error_msg());
 		goto out;
 	}
@@ -583,6 +584,7 @@ int cmd_up(int argc, char **argv)
 out:
 	metrics_server_stop(ms);
 	http_server_free(srv);
+	up_seal_pool_stop();
 	if (s) {
 		client_reports_stop(s->reports, UP_REPORT_FLUSH_MS);
 		up_prefetch_free(s->prefetch);

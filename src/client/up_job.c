@@ -25,6 +25,16 @@
  *           in the Anthropic shape (api_kind.h), and a stream the worker
  *           broke off ends with the API's own error event (also on
  *           /v1/responses).
+ *        4b. a streamed request that waits in the coordinator's queue
+ *           (--wait): while /authorize is in flight, GET /queue is asked
+ *           every UP_QUEUE_EVERY_MS (the first time after
+ *           UP_QUEUE_FIRST_MS), and each time the request is queued the
+ *           app gets an SSE comment ": queued, position N" (the reply
+ *           begins, 200 text/event-stream, at the first), so that its
+ *           connection does not time out; SSE readers skip comments.  From
+ *           then on the reply's headers are sent: the worker's reply is
+ *           relayed as body only (relay_opts.begun), and every failure is
+ *           the stream's error event.  Non-streamed requests get nothing.
  *        5. a streamed reply whose headers came may take long for its
  *           first token (the engine reads the prompt); the worker sends
  *           keep-alive comments meanwhile, so only a worker silent for
@@ -101,7 +111,19 @@ typedef struct up_job {
 	bool ahead;                 /* the current ticket was fetched ahead */
 	up_seal seal;               /* the current try's sealing (up_seal.h) */
 	bool seal_refused;          /* the last failover: a bad sealing key */
+	/* the queue position while /authorize waits (4b) */
+	struct event *queue_timer;
+	http_async_req *qreq;       /* GET /queue in flight */
+	char qbuf[512];
+	size_t qlen;
+	int qstatus;
+	bool sse_begun;             /* the app's reply began with a comment */
+	bool free_pending;          /* job_free waits for qreq's end */
+	int begun_status;           /* a worker's error after the reply began */
 } up_job;
+
+#define UP_QUEUE_FIRST_MS 1000
+#define UP_QUEUE_EVERY_MS 2000
 
 static void start_authorize(up_job *j);
 static void job_authorized(up_job *j);
@@ -111,6 +133,16 @@ static void job_free(up_job *j)
 {
 	if (!j)
 		return;
+	if (j->queue_timer) {
+		event_free(j->queue_timer);
+		j->queue_timer = NULL;
+	}
+	if (j->qreq) {
+		/* its on_done comes later from the loop: it frees the job */
+		j->free_pending = true;
+		http_async_cancel(j->qreq);
+		return;
+	}
 	if (j->body_timer)
 		event_free(j->body_timer);
 	up_seal_reset(&j->seal);
@@ -149,6 +181,28 @@ static http_req *job_take_req(up_job *j)
 	return r;
 }
 
+/* The reply began with queue comments (4b): end it with the error event
+ * of the app's API, `body` being the error in the app's shape (consumed). */
+static void job_end_stream(up_job *j, http_req *r, int status, json_t *body, const char *msg)
+{
+	api_kind k = api_kind_of_path(j->path);
+	char *text = NULL, *ev = NULL;
+
+	if (k == API_OPENAI) {
+		text = body ? json_dump_compact(body, NULL) : NULL;
+		if (text && (ev = malloc(strlen(text) + 9)) != NULL)
+			sprintf(ev, "data: %s\n\n", text);
+	} else {
+		ev = api_error_event(k, status >= 500 ? TROOP_EUPSTREAM : TROOP_EINVAL, msg, 0);
+	}
+	if (ev)
+		(void)http_stream_write(r, ev, strlen(ev));
+	http_stream_end(r);
+	free(ev);
+	free(text);
+	json_decref(body);
+}
+
 /* Answer with an error and free the job. */
 static void job_fail(up_job *j, int status, const char *type, const char *code,
     const char *msg)
@@ -159,7 +213,10 @@ static void job_fail(up_job *j, int status, const char *type, const char *code,
 	up_metrics_reply(status);
 	log_info("job_failed", "model=%s status=%d code=%s tries=%d job=%s", j->model, status,
 	    code, j->ca.attempt, j->job_id[0] ? j->job_id : "-");
-	if (r)
+	if (r && j->sse_begun)
+		job_end_stream(j, r, status, api_error_body(api_kind_of_path(j->path), status,
+		    type, code, msg), msg);
+	else if (r)
 		up_reply_error(r, status, type, code, j->job_id[0] ? j->job_id : NULL, "%s", msg);
 	job_free(j);
 }
@@ -172,7 +229,17 @@ static void job_pass_error(up_job *j, int status, const char *body, size_t len)
 	atomic_fetch_add(&j->s->failed, 1);
 	up_metrics_reply(status);
 	log_info("job_failed", "model=%s status=%d tries=%d", j->model, status, j->ca.attempt);
-	if (r && api_kind_of_path(j->path) == API_MESSAGES) {
+	if (r && j->sse_begun) {
+		json_t *e = NULL;
+		const char *m = NULL;
+		char msg[PROTO_ERR_MESSAGE_MAX + 1] = "the coordinator refused the request";
+
+		if (api_error_convert(api_kind_of_path(j->path), status, body, len, &e) == 0 &&
+		    (m = json_string_value(json_object_get(json_object_get(e, "error"),
+		    "message"))) != NULL)
+			snprintf(msg, sizeof(msg), "%s", m);
+		job_end_stream(j, r, status, e, msg);
+	} else if (r && api_kind_of_path(j->path) == API_MESSAGES) {
 		json_t *e = NULL;
 
 		if (api_error_convert(API_MESSAGES, status, body, len, &e) == 0)
@@ -273,10 +340,21 @@ static int relay_headers(void *arg, int status, const char *const *headers)
 			sse = strstr(ctype, "text/event-stream") != NULL;
 		}
 	}
+	if (j->sse_begun && (status < 200 || status >= 300 || !sse)) {
+		/* the app's reply is an event stream already: an error of the
+		 * worker's engine becomes its error event (relay_done) */
+		j->begun_status = status >= 400 ? status : 502;
+		snprintf(j->ca.why, sizeof(j->ca.why), "node %.8s answered HTTP %d%s", j->node_id,
+		    status, sse ? "" : " without an event stream");
+		return RELAY_REJECT;
+	}
 	if (j->header_set)
 		http_reply_header_remove(j->req, "X-Troop-Job");
-	http_reply_header(j->req, "X-Troop-Job", j->job_id);
-	j->header_set = true;
+	if (!j->sse_begun) {
+		/* (with queue comments the headers went out with the first) */
+		http_reply_header(j->req, "X-Troop-Job", j->job_id);
+		j->header_set = true;
+	}
 	client_delivery_headers(&j->dl, sse);
 	/* a worker that answers the headers and then nothing is as dead as one
 	 * that never answers; but a stream's first token waits for the engine
@@ -364,6 +442,13 @@ static void relay_done(void *arg, http_req *req, const relay_stats *st)
 	/* handed back: nothing reached the app */
 	j->req = req;
 	http_req_on_close(req, job_app_closed, j);
+	if (j->begun_status) {
+		/* the worker's own answer (an error of its engine), and the app's
+		 * reply is an event stream already: its error event */
+		job_fail(j, j->begun_status, j->begun_status < 500 ? "invalid_request_error" :
+		    "api_error", "upstream_error", j->ca.why);
+		return;
+	}
 	if (j->seal.failed) {
 		/* the job ran, but its reply was altered or cut on the way: an
 		 * error for the app, not a second run elsewhere */
@@ -425,6 +510,7 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	const char *headers[5];
 	relay_upstream up = { 0 };
 	http_async_opts ao = { .tcp_nodelay = true };
+	relay_opts ro = { 0 };
 	http_req *r;
 	int n = 0, rc;
 
@@ -432,6 +518,7 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	client_delivery_begin(&j->dl, j->job_id);
 	j->worker_status = 0;
 	j->engine_error = false;
+	j->begun_status = 0;
 	if (!cli_token_ok(token, PROTO_TICKET_MAX) ||
 	    cli_worker_url(url, sizeof(url), ip, port, j->path) != 0) {
 		(void)client_delivery_finish(&j->dl, j->s->reports, "unreachable");
@@ -496,7 +583,8 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 	/* the relay owns the request (and its close callback) from here */
 	r = j->req;
 	http_req_on_close(r, NULL, NULL);
-	rc = relay_start(&j->rl, r, j->t->async, &up, NULL, j->seal.active ? &cb_sealed :
+	ro.begun = j->sse_begun;   /* queue comments went out: body only */
+	rc = relay_start(&j->rl, r, j->t->async, &up, &ro, j->seal.active ? &cb_sealed :
 	    api_kind_of_path(j->path) == API_MESSAGES ? &cb_messages : &cb, j);
 	sodium_memzero(authz, sizeof(authz));
 	if (rc != 0) {
@@ -506,6 +594,125 @@ static void start_relay(up_job *j, const char *token, const char *ip, long long 
 		http_req_on_close(r, job_app_closed, j);
 		job_failover(j);
 	}
+}
+
+/* ---- the queue position while /authorize waits (4b) ------------------------------- */
+
+static void queue_arm(up_job *j, long ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(j->queue_timer, &tv);
+}
+
+static int queue_headers(void *arg, int status, const char *const *headers)
+{
+	up_job *j = arg;
+
+	(void)headers;
+	j->qstatus = status;
+	return 0;
+}
+
+static int queue_data(void *arg, const char *data, size_t len)
+{
+	up_job *j = arg;
+
+	if (j->qlen + len >= sizeof(j->qbuf))
+		return -1;
+	memcpy(j->qbuf + j->qlen, data, len);
+	j->qlen += len;
+	return 0;
+}
+
+/* The position came: a comment to the app while it still waits. */
+static void queue_done(void *arg, int err)
+{
+	up_job *j = arg;
+	json_t *o, *pos, *waiting;
+	char line[64];
+
+	j->qreq = NULL;
+	if (j->free_pending) {
+		job_free(j);
+		return;
+	}
+	if (err || j->qstatus != 200 || !j->auth || !j->req)
+		return;
+	o = json_loadb(j->qbuf, j->qlen, 0, NULL);
+	pos = json_object_get(o, "position");
+	waiting = json_object_get(o, "waiting");
+	/* the coordinator knows the position of this account's latest waiting
+	 * request only: with several waiting, the others' comments say how
+	 * many wait (this request is among them: /authorize has not answered) */
+	if (json_is_integer(pos) && json_integer_value(pos) > 0)
+		snprintf(line, sizeof(line), ": queued, position %lld\n\n",
+		    (long long)json_integer_value(pos));
+	else if (json_is_integer(waiting) && json_integer_value(waiting) > 0)
+		snprintf(line, sizeof(line), ": queued, %lld waiting\n\n",
+		    (long long)json_integer_value(waiting));
+	else
+		line[0] = '\0';
+	json_decref(o);
+	if (!line[0])
+		return;
+	if (!j->sse_begun) {
+		http_reply_header(j->req, "Cache-Control", "no-cache");
+		http_stream_begin(j->req, 200, "text/event-stream");
+		j->sse_begun = true;
+	}
+	(void)http_stream_write(j->req, line, strlen(line));
+}
+
+/* Every UP_QUEUE_EVERY_MS while /authorize is in flight: ask GET /queue. */
+static void queue_tick(evutil_socket_t fd, short what, void *arg)
+{
+	static const http_async_cb cb = { queue_headers, queue_data, queue_done };
+	http_async_opts ao = { .connect_timeout_ms = 3000, .total_timeout_ms = 5000,
+		.tcp_nodelay = true };
+	up_job *j = arg;
+	http_signed_headers hs;
+	char url[1200], query[400];
+	char *esc;
+
+	(void)fd;
+	(void)what;
+	if (!j->auth || !j->req)
+		return;
+	queue_arm(j, UP_QUEUE_EVERY_MS);
+	if (j->qreq || (esc = cli_url_escape(j->model)) == NULL)
+		return;
+	snprintf(query, sizeof(query), "model=%s", esc);
+	free(esc);
+	if (http_signed_headers_build(&hs, &j->s->id, "GET", "/queue", query, NULL, 0,
+	    (int64_t)time(NULL)) != 0)
+		return;
+	snprintf(url, sizeof(url), "%s/queue?%s", j->s->coordinator, query);
+	j->qlen = 0;
+	j->qstatus = 0;
+	if (http_async_request(j->t->async, &j->qreq, "GET", url, hs.list, NULL, 0, &ao, &cb,
+	    j) != 0)
+		j->qreq = NULL;
+}
+
+/* Watch the queue for a streamed request that may wait in it. */
+static void queue_watch(up_job *j)
+{
+	if (!j->stream || j->s->wait_s <= 0)
+		return;
+	if (!j->queue_timer && (j->queue_timer = evtimer_new(j->t->base, queue_tick, j)) == NULL)
+		return;
+	if (!evtimer_pending(j->queue_timer, NULL))
+		queue_arm(j, UP_QUEUE_FIRST_MS);
+}
+
+/* /authorize answered: no more positions. */
+static void queue_unwatch(up_job *j)
+{
+	if (j->queue_timer)
+		evtimer_del(j->queue_timer);
+	if (j->qreq)
+		http_async_cancel(j->qreq);   /* queue_done ignores it */
 }
 
 /* ---- /authorize ------------------------------------------------------------------- */
@@ -546,6 +753,7 @@ static void auth_done(void *arg, int err)
 	char msg[2048];
 
 	j->auth = NULL;
+	queue_unwatch(j);
 	if (!j->req) {              /* the app went away meanwhile */
 		job_free(j);
 		return;
@@ -770,6 +978,7 @@ static void start_authorize(up_job *j)
 		return;
 	}
 	http_req_on_close(j->req, job_app_closed, j);
+	queue_watch(j);
 }
 
 /* ---- the route ---------------------------------------------------------------------- */

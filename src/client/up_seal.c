@@ -4,6 +4,7 @@
  */
 #include "up_seal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 
 #include "error.h"
 #include "json.h"
+
+static void pool_refill(void);
 
 void up_seal_init(up_seal *s, api_kind api)
 {
@@ -27,6 +30,8 @@ void up_seal_reset(up_seal *s)
 {
 	api_kind api = s->api;
 
+	if (s->active)
+		pool_refill();
 	seal_job_wipe(&s->job);
 	if (s->opening)
 		seal_reader_free(&s->rd);
@@ -70,6 +75,171 @@ static int statement_verify(uint8_t pk[SEAL_PK_LEN], const char *stmt, const cha
 	return rc;
 }
 
+/* ---- precomputed job keys ------------------------------------------------------- */
+
+/* A job's keys cost two X25519 operations (the ephemeral key pair, then
+ * the agreement with the worker's key), about 70 us here: most of what
+ * sealing adds to a request's first byte.  Neither depends on the request,
+ * so a thread keeps a few jobs ready for each sealing key used lately, and
+ * makes new ones when a job ends (not when one is taken: the request is
+ * then on its way, and on a small machine the worker needs the CPU). */
+#define POOL_KEYS 4
+#define POOL_JOBS 8
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t th;
+	bool on, stop;
+	uint64_t clock;            /* for least recently used */
+	struct pool_key {
+		uint8_t pk[SEAL_PK_LEN];
+		bool used;
+		uint64_t last;
+		int n;
+		seal_job jobs[POOL_JOBS];
+	} keys[POOL_KEYS];
+} pool = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+/* The slot of key `pk`, or NULL.  Locked. */
+static struct pool_key *pool_find(const uint8_t pk[SEAL_PK_LEN])
+{
+	for (int i = 0; i < POOL_KEYS; i++)
+		if (pool.keys[i].used && sodium_memcmp(pool.keys[i].pk, pk, SEAL_PK_LEN) == 0)
+			return &pool.keys[i];
+	return NULL;
+}
+
+/* A slot with jobs to make, the most recently used first, or NULL.  Locked. */
+static struct pool_key *pool_wanting(void)
+{
+	struct pool_key *best = NULL;
+
+	for (int i = 0; i < POOL_KEYS; i++) {
+		struct pool_key *k = &pool.keys[i];
+		if (k->used && k->n < POOL_JOBS && (!best || k->last > best->last))
+			best = k;
+	}
+	return best;
+}
+
+static void *pool_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&pool.mu);
+	while (!pool.stop) {
+		struct pool_key *k = pool_wanting();
+		uint8_t pk[SEAL_PK_LEN];
+		seal_job j;
+
+		if (!k) {
+			pthread_cond_wait(&pool.cv, &pool.mu);
+			continue;
+		}
+		memcpy(pk, k->pk, SEAL_PK_LEN);
+		pthread_mutex_unlock(&pool.mu);
+		int rc = seal_client_begin(&j, pk);
+		pthread_mutex_lock(&pool.mu);
+		/* the slot may have gone to another key meanwhile */
+		k = rc == 0 ? pool_find(pk) : NULL;
+		if (k && k->n < POOL_JOBS)
+			k->jobs[k->n++] = j;
+		else if (rc != 0 && (k = pool_find(pk)) != NULL)
+			k->used = false;   /* an unusable key: stop trying */
+		seal_job_wipe(&j);
+	}
+	pthread_mutex_unlock(&pool.mu);
+	return NULL;
+}
+
+int up_seal_pool_start(void)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&pool.mu);
+	if (!pool.on) {
+		pool.stop = false;
+		if (pthread_create(&pool.th, NULL, pool_main, NULL) == 0)
+			pool.on = true;
+		else
+			rc = troop_error_set(TROOP_ERR, "cannot start the sealing key thread");
+	}
+	pthread_mutex_unlock(&pool.mu);
+	return rc;
+}
+
+void up_seal_pool_stop(void)
+{
+	pthread_mutex_lock(&pool.mu);
+	if (!pool.on) {
+		pthread_mutex_unlock(&pool.mu);
+		return;
+	}
+	pool.stop = true;
+	pthread_cond_signal(&pool.cv);
+	pthread_mutex_unlock(&pool.mu);
+	pthread_join(pool.th, NULL);
+	pthread_mutex_lock(&pool.mu);
+	pool.on = false;
+	sodium_memzero(pool.keys, sizeof(pool.keys));
+	pthread_mutex_unlock(&pool.mu);
+}
+
+int up_seal_pool_ready(const uint8_t pk[SEAL_PK_LEN])
+{
+	struct pool_key *k;
+	int n;
+
+	pthread_mutex_lock(&pool.mu);
+	k = pool_find(pk);
+	n = k ? k->n : 0;
+	pthread_mutex_unlock(&pool.mu);
+	return n;
+}
+
+/* A ready job for sealing key `pk` into *j: true when the pool had one.
+ * A key not seen before gets a slot (the least recently used one's), to be
+ * filled after this job. */
+static bool pool_take(seal_job *j, const uint8_t pk[SEAL_PK_LEN])
+{
+	struct pool_key *k;
+	bool got = false;
+
+	pthread_mutex_lock(&pool.mu);
+	if (!pool.on)
+		goto out;
+	k = pool_find(pk);
+	if (!k) {
+		k = &pool.keys[0];
+		for (int i = 1; i < POOL_KEYS && k->used; i++)
+			if (!pool.keys[i].used || pool.keys[i].last < k->last)
+				k = &pool.keys[i];
+		sodium_memzero(k, sizeof(*k));
+		memcpy(k->pk, pk, SEAL_PK_LEN);
+		k->used = true;
+	}
+	k->last = ++pool.clock;
+	if (k->n > 0) {
+		*j = k->jobs[--k->n];
+		seal_job_wipe(&k->jobs[k->n]);
+		got = true;
+	}
+out:
+	pthread_mutex_unlock(&pool.mu);
+	return got;
+}
+
+/* A job ended: time to make its replacement. */
+static void pool_refill(void)
+{
+	pthread_mutex_lock(&pool.mu);
+	if (pool.on)
+		pthread_cond_signal(&pool.cv);
+	pthread_mutex_unlock(&pool.mu);
+}
+
+/* ---- a sealed try -------------------------------------------------------------- */
+
 int up_seal_begin(up_seal *s, const char *stmt, const char *node_id, const char *jti,
     const void *body, size_t len, int64_t now)
 {
@@ -90,7 +260,7 @@ int up_seal_begin(up_seal *s, const char *stmt, const char *node_id, const char 
 		return troop_error_set(TROOP_EINVAL, "the sealing key statement of node %.8s is "
 		    "malformed: the request was not sent", node_id);
 	dynbuf_init(&s->body, len + SEAL_REQUEST_OVERHEAD + 1);
-	if ((rc = seal_client_begin(&s->job, pk)) != 0 ||
+	if ((!pool_take(&s->job, pk) && (rc = seal_client_begin(&s->job, pk)) != 0) ||
 	    (rc = seal_request_seal(&s->body, &s->job, jti, node_id, body, len)) != 0 ||
 	    (rc = seal_header_format(v, sizeof(v), &s->job)) != 0) {
 		up_seal_reset(s);
@@ -118,17 +288,6 @@ static const char *header_value(const char *const *headers, const char *name)
 	return NULL;
 }
 
-static int on_chunk(void *arg, const uint8_t *data, size_t len)
-{
-	up_seal *s = arg;
-
-	if (s->out_sent) {
-		dynbuf_reset(&s->out);
-		s->out_sent = false;
-	}
-	return dynbuf_add(&s->out, data, len);
-}
-
 int up_seal_headers(up_seal *s, int status, const char *const *headers, const char **ctype)
 {
 	const char *ct = header_value(headers, "Content-Type:");
@@ -140,7 +299,9 @@ int up_seal_headers(up_seal *s, int status, const char *const *headers, const ch
 		s->opening = true;
 		s->stream = orig && strncasecmp(orig, "text/event-stream", 17) == 0 &&
 		    status < 400;
-		seal_reader_init(&s->rd, &s->job, on_chunk, s);
+		/* opened straight into what goes to the app (up_seal_transform
+		 * empties it before each piece) */
+		seal_reader_init_sink(&s->rd, &s->job, &s->out);
 		*ctype = orig && *orig && !strpbrk(orig, "\r\n") ? orig : "application/json";
 		if (status >= 400)
 			*ctype = "application/json";

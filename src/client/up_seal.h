@@ -1,6 +1,7 @@
 /*
- * up_seal.h - the client's side of a sealed job through `troop up` (seal.h,
- * docs/PROTOCOL.md "Sealed jobs").
+ * up_seal.h - the client's side of a sealed job (seal.h, docs/PROTOCOL.md
+ * "Sealed jobs"), for `troop up` (up_job.c, in its relay's transform) and
+ * `troop chat` (cli_chat.c, in its blocking stream's data callback).
  *
  * When the /authorize reply carries a sealing key statement, it is checked
  * against the node id the ticket names before anything is sent (a
@@ -19,7 +20,8 @@
  * stream without its final frame fails the transform: the app gets the
  * error event (streams) or an error reply, never the altered bytes.
  *
- * Not thread-safe: one per job, on the job's thread.
+ * Not thread-safe: one per job, on the job's thread (the key pool below
+ * excepted).
  */
 #ifndef TROOP_CLIENT_UP_SEAL_H
 #define TROOP_CLIENT_UP_SEAL_H
@@ -51,6 +53,17 @@ typedef struct {
 	dynbuf out;            /* opened bytes handed to the relay */
 	bool out_sent;         /* out was handed over: reset before the next */
 } up_seal;
+
+/* Start (stop) the thread that keeps job keys ready for the sealing keys
+ * used lately, so that a request does not wait for its two X25519
+ * operations; without it up_seal_begin makes them itself (troop chat).
+ * Start returns 0 or TROOP_ERR; stop wipes the keys kept.  Thread-safe;
+ * call each once per process (troop up's start and end). */
+int up_seal_pool_start(void);
+void up_seal_pool_stop(void);
+
+/* How many jobs are ready for sealing key `pk` (tests, metrics). */
+int up_seal_pool_ready(const uint8_t pk[SEAL_PK_LEN]);
 
 /* Zero state (before the first try). */
 void up_seal_init(up_seal *s, api_kind api);

@@ -162,8 +162,9 @@ static int client_flush_ex(relay *rl, bool final)
 	}
 	if (!rl->began) {
 		rl->st.status = rl->st.upstream_status ? rl->st.upstream_status : 200;
-		http_stream_begin(rl->req, rl->st.status, rl->wrap ? rl->wrap_type :
-		    rl->content_type[0] ? rl->content_type : NULL);
+		if (!rl->o.begun)
+			http_stream_begin(rl->req, rl->st.status, rl->wrap ? rl->wrap_type :
+			    rl->content_type[0] ? rl->content_type : NULL);
 		rl->began = true;
 	}
 	if (dynbuf_len(&rl->out) == 0 && !(final && rl->wrap))

@@ -185,6 +185,14 @@ typedef struct {
 	 * The request can then no longer be handed back: a failure before
 	 * the first event ends the stream with the error event. */
 	long keepalive_ms;
+	/* The caller already began the client's reply (http_stream_begin: 200,
+	 * text/event-stream; `troop up` sends queue comments while a request
+	 * waits): the relay sends no status or headers of its own, only the
+	 * body.  Nothing else changes: a failure before the first body byte
+	 * still hands the request back, and the caller then ends the stream
+	 * itself (an error event).  Only for a 2xx event stream: the caller's
+	 * on_headers must reject anything else. */
+	bool begun;
 } relay_opts;
 
 /* Start relaying: send `up` with `a` (which must run on req's event base)

@@ -214,42 +214,49 @@ int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN],
 	return 0;
 }
 
-/* context NUL jti NUL node_id */
-static int request_ad(dynbuf *ad, const char *jti, const char *node_id)
+/* context NUL jti NUL node_id, into ad (REQ_AD_MAX bytes, on the caller's
+ * stack: no allocation per job) */
+#define REQ_AD_MAX 1024
+
+static int request_ad(uint8_t *ad, size_t *adlen, const char *jti, const char *node_id)
 {
-	dynbuf_init(ad, 1024);
+	size_t cl = sizeof(REQ_AD_CONTEXT), jl, nl;
+
+	*adlen = 0;
 	if (!jti || !node_id || !jti[0] || !node_id[0])
 		return troop_error_set(TROOP_EINVAL, "seal: a sealed request needs its ticket id "
 		    "and node id");
-	if (dynbuf_add(ad, REQ_AD_CONTEXT, sizeof(REQ_AD_CONTEXT)) != 0 ||
-	    dynbuf_add(ad, jti, strlen(jti) + 1) != 0 || dynbuf_add(ad, node_id, strlen(node_id)) != 0)
+	jl = strnlen(jti, REQ_AD_MAX) + 1;
+	nl = strnlen(node_id, REQ_AD_MAX);
+	if (cl + jl + nl > REQ_AD_MAX)
 		return troop_error_set(TROOP_ETOOLARGE, "seal: ticket id or node id too long");
+	memcpy(ad, REQ_AD_CONTEXT, cl);
+	memcpy(ad + cl, jti, jl);
+	memcpy(ad + cl + jl, node_id, nl);
+	*adlen = cl + jl + nl;
 	return 0;
 }
 
 int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
     const char *node_id, const void *body, size_t len, const uint8_t nonce[24])
 {
-	dynbuf ad;
-	size_t at = dynbuf_len(out);
+	uint8_t ad[REQ_AD_MAX];
+	size_t adlen, at = dynbuf_len(out);
 	unsigned long long clen = 0;
-	int rc = request_ad(&ad, jti, node_id);
-
-	if (rc)
-		goto out;
 	void *ct;
+	int rc;
+
+	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0)
+		return rc;
 	if ((rc = dynbuf_add(out, nonce, 24)) != 0 ||
-	    (rc = dynbuf_extend(out, len + crypto_aead_xchacha20poly1305_ietf_ABYTES, &ct)) != 0)
-		goto toolarge;
-	crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, body, len,
-	    (const unsigned char *)ad.buf, ad.len, NULL, nonce, j->req_key);
+	    (rc = dynbuf_extend(out, len + crypto_aead_xchacha20poly1305_ietf_ABYTES, &ct)) != 0) {
+		dynbuf_setlen(out, at);
+		return rc;
+	}
+	crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &clen, body, len, ad, adlen, NULL, nonce,
+	    j->req_key);
 	dynbuf_setlen(out, at + 24 + (size_t)clen);
-	goto out;
-toolarge:
-	dynbuf_setlen(out, at);
-out:
-	dynbuf_free(&ad);
-	return rc;
+	return 0;
 }
 
 int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
@@ -265,33 +272,30 @@ int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const cha
     const void *sealed, size_t len)
 {
 	const uint8_t *s = sealed;
-	size_t at = dynbuf_len(out), plen;
+	uint8_t ad[REQ_AD_MAX];
+	size_t at = dynbuf_len(out), plen, adlen;
 	unsigned long long mlen = 0;
-	dynbuf ad;
+	void *pt = NULL;
 	int rc;
 
 	if (len < SEAL_REQUEST_OVERHEAD)
 		return troop_error_set(TROOP_EINVAL, "the sealed request is shorter than its "
 		    "nonce and tag");
-	if ((rc = request_ad(&ad, jti, node_id)) != 0)
-		goto out;
+	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0)
+		return rc;
 	plen = len - SEAL_REQUEST_OVERHEAD;
-	void *pt = NULL;
 	if (plen && (rc = dynbuf_extend(out, plen, &pt)) != 0)
-		goto out;
-	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &mlen, NULL, s + 24, len - 24,
-	    (const unsigned char *)ad.buf, ad.len, s, j->req_key) != 0) {
+		return rc;
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &mlen, NULL, s + 24, len - 24, ad,
+	    adlen, s, j->req_key) != 0) {
 		if (plen)
 			sodium_memzero(pt, plen);
 		dynbuf_setlen(out, at);
-		rc = troop_error_set(TROOP_EAUTH, "the sealed request does not open with this "
+		return troop_error_set(TROOP_EAUTH, "the sealed request does not open with this "
 		    "job's key: altered, or sealed for another ticket or node");
-		goto out;
 	}
 	dynbuf_setlen(out, at + (size_t)mlen);
-out:
-	dynbuf_free(&ad);
-	return rc;
+	return 0;
 }
 
 /* ---- response stream -------------------------------------------------------------- */
@@ -337,14 +341,68 @@ void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk,
 	memset(r, 0, sizeof(*r));
 	memcpy(r->key, j->resp_key, SEAL_KEY_LEN);
 	dynbuf_init(&r->in, SEAL_FRAME_MAX + 8);
+	dynbuf_init(&r->plain, SEAL_FRAME_MAX);
 	r->on_chunk = on_chunk;
 	r->arg = arg;
+}
+
+void seal_reader_init_sink(seal_reader *r, const seal_job *j, dynbuf *sink)
+{
+	seal_reader_init(r, j, NULL, NULL);
+	r->sink = sink;
 }
 
 static int reader_fail(seal_reader *r, int rc)
 {
 	r->failed = true;
 	return rc;
+}
+
+/* Open one whole frame (fl bytes after its length) into the sink, or into
+ * the scratch buffer for on_chunk. */
+static int reader_open(seal_reader *r, const uint8_t *frame, size_t fl)
+{
+	size_t ml = fl - crypto_secretstream_xchacha20poly1305_ABYTES;
+	dynbuf *to = r->sink ? r->sink : &r->plain;
+	size_t at = dynbuf_len(to);
+	unsigned long long got = 0;
+	unsigned char tag = 0;
+	void *m = NULL;
+	int rc;
+
+	if (!r->sink)
+		dynbuf_reset(to);
+	if (ml && (rc = dynbuf_extend(to, ml, &m)) != 0)
+		return reader_fail(r, rc);
+	if (crypto_secretstream_xchacha20poly1305_pull(&r->st, m, &got, &tag, frame, fl, NULL,
+	    0) != 0) {
+		if (ml)
+			sodium_memzero(m, ml);
+		dynbuf_setlen(to, at);
+		return reader_fail(r, troop_error_set(TROOP_EAUTH, "a sealed response chunk does "
+		    "not open: altered, dropped, reordered or not this job's"));
+	}
+	dynbuf_setlen(to, at + (size_t)got);
+	if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
+		r->finished = true;
+	if (r->sink)
+		return 0;
+	rc = got && r->on_chunk ? r->on_chunk(r->arg, m, (size_t)got) : 0;
+	if (ml)
+		sodium_memzero(m, ml);
+	return rc ? reader_fail(r, rc) : 0;
+}
+
+/* The length of the frame at p (4 bytes), checked. */
+static int frame_len(seal_reader *r, size_t *fl, const uint8_t *p)
+{
+	uint32_t v = get_be32(p);
+
+	if (v < crypto_secretstream_xchacha20poly1305_ABYTES || v > SEAL_FRAME_MAX)
+		return reader_fail(r, troop_error_set(TROOP_EINVAL, "a sealed frame of %u bytes "
+		    "(at most %u)", v, SEAL_FRAME_MAX));
+	*fl = v;
+	return 0;
 }
 
 int seal_reader_feed(seal_reader *r, const void *data, size_t len)
@@ -355,12 +413,24 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 	if (r->failed)
 		return troop_error_set(TROOP_EAUTH, "seal: the response stream already failed");
 	while (len > 0 || (r->in.len > 0 && !r->finished)) {
-		size_t have = r->in.len, take;
+		size_t have = r->in.len, take, fl = 0;
 		const uint8_t *b;
 
 		if (r->finished)
 			return reader_fail(r, troop_error_set(TROOP_EINVAL, "bytes after the end of "
 			    "the sealed response"));
+		/* the usual case: whole frames in what came, opened where they lie */
+		if (r->started && have == 0 && len >= 4) {
+			if ((rc = frame_len(r, &fl, p)) != 0)
+				return rc;
+			if (len >= 4 + fl) {
+				if ((rc = reader_open(r, p + 4, fl)) != 0)
+					return rc;
+				p += 4 + fl;
+				len -= 4 + fl;
+				continue;
+			}
+		}
 		/* how much more is needed: the header, then frame length + frame */
 		size_t need;
 		if (!r->started) {
@@ -368,11 +438,9 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 		} else if (have < 4) {
 			need = 4;
 		} else {
-			uint32_t fl = get_be32((const uint8_t *)r->in.buf);
-			if (fl < crypto_secretstream_xchacha20poly1305_ABYTES || fl > SEAL_FRAME_MAX)
-				return reader_fail(r, troop_error_set(TROOP_EINVAL, "a sealed frame of "
-				    "%u bytes (at most %u)", fl, SEAL_FRAME_MAX));
-			need = 4 + (size_t)fl;
+			if ((rc = frame_len(r, &fl, (const uint8_t *)r->in.buf)) != 0)
+				return rc;
+			need = 4 + fl;
 		}
 		if (have < need) {
 			if (len == 0)
@@ -396,29 +464,10 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 		}
 		if (need == 4)
 			continue;   /* the length is in: go round for the frame */
-		{
-			size_t fl = need - 4, ml = fl - crypto_secretstream_xchacha20poly1305_ABYTES;
-			unsigned char tag = 0;
-			unsigned long long got = 0;
-			uint8_t *m = malloc(ml ? ml : 1);
-			if (!m)
-				return reader_fail(r, troop_error_set(TROOP_ENOMEM, "out of memory"));
-			if (crypto_secretstream_xchacha20poly1305_pull(&r->st, m, &got, &tag, b + 4,
-			    fl, NULL, 0) != 0) {
-				free(m);
-				return reader_fail(r, troop_error_set(TROOP_EAUTH, "a sealed response "
-				    "chunk does not open: altered, dropped, reordered or not this "
-				    "job's"));
-			}
-			dynbuf_setlen(&r->in, 0);
-			if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL)
-				r->finished = true;
-			rc = got && r->on_chunk ? r->on_chunk(r->arg, m, (size_t)got) : 0;
-			sodium_memzero(m, ml);
-			free(m);
-			if (rc)
-				return reader_fail(r, rc);
-		}
+		rc = reader_open(r, b + 4, need - 4);
+		dynbuf_setlen(&r->in, 0);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -438,4 +487,5 @@ void seal_reader_free(seal_reader *r)
 	sodium_memzero(r->key, sizeof(r->key));
 	sodium_memzero(&r->st, sizeof(r->st));
 	dynbuf_free(&r->in);
+	dynbuf_free(&r->plain);
 }

@@ -142,6 +142,8 @@ typedef struct {
 	crypto_secretstream_xchacha20poly1305_state st;
 	uint8_t key[SEAL_KEY_LEN];
 	dynbuf in;           /* bytes not yet a whole frame */
+	dynbuf plain;        /* a frame opened for on_chunk (reused) */
+	dynbuf *sink;        /* seal_reader_init_sink: frames opened here */
 	bool started, finished, failed;
 	seal_chunk_fn on_chunk;
 	void *arg;
@@ -150,8 +152,15 @@ typedef struct {
 /* Start reading a response stream sealed for `j`. */
 void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk, void *arg);
 
-/* Feed bytes as they arrive.  Returns 0, TROOP_EAUTH (a frame altered,
- * dropped, reordered or from another job; the reader is then failed),
+/* As seal_reader_init, but each chunk's plaintext is appended to `sink`
+ * (bounded by its own limit; the caller empties it as it likes) instead of
+ * going to a callback: no copy.  The sink must outlive the reader. */
+void seal_reader_init_sink(seal_reader *r, const seal_job *j, dynbuf *sink);
+
+/* Feed bytes as they arrive (whole frames in `data` are opened where they
+ * lie; pieces are gathered first).  Returns 0, TROOP_EAUTH (a frame
+ * altered, dropped, reordered or from another job; the reader is then
+ * failed),
  * TROOP_EINVAL (bytes after the final frame, a frame over SEAL_FRAME_MAX),
  * TROOP_ENOMEM, or on_chunk's non-zero return. */
 int seal_reader_feed(seal_reader *r, const void *data, size_t len);

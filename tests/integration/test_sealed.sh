@@ -16,7 +16,11 @@
 #   - a coordinator that substitutes another node's key (a proxy that
 #     rewrites /authorize replies): troop up refuses to send (502);
 #   - a worker started with --no-seal: plain requests still work, and
-#     `troop up --require-sealed` refuses it.
+#     `troop up --require-sealed` refuses it;
+#   - `troop chat` seals too: its prompt and answer do not cross the relay
+#     in the clear, a tampered reply is an error (nothing of it printed), a
+#     substituted key is refused before sending, --require-sealed refuses
+#     the unsealed worker.
 set -u
 command -v curl >/dev/null || { echo "FAIL: curl is not installed"; exit 1; }
 command -v python3 >/dev/null || { echo "FAIL: python3 is not installed"; exit 1; }
@@ -156,6 +160,35 @@ got=$(curl -s "$UP_URL/v1/chat/completions" -H 'Content-Type: application/json' 
 [ -n "$want" ] && [ "$want" = "$got" ] && ok "sealed answer = the engine's" ||
 	chain_fail "sealed answer '$got', engine '$want'"
 
+# ---- troop chat seals too ---------------------------------------------------------------
+PROMPT_CHAT="kumquat xylophone nebula 9913"
+n_before=$(grep -c 'sealed=1' "$CHAIN_TMP/worker-a.log")
+if chain_troop chat -m "$MODEL" --max-tokens 12 "$PROMPT_CHAT" >"$CHAIN_TMP/chat.out" 2>"$CHAIN_TMP/chat.err"; then
+	python3 - "$CHAIN_TMP/chat.out" "$REC" "$PROMPT_CHAT" <<'PY' && ok "troop chat: answer shown, prompt and answer sealed on the way" || chain_fail "troop chat crossed in the clear"
+import sys
+text = open(sys.argv[1]).read().strip()
+rec = open(sys.argv[2], "rb").read()
+assert len(text) >= 8, "short answer %r" % text
+for w in sys.argv[3].split() + [w for w in text.replace(",", " ").split() if len(w) >= 7]:
+    assert w.encode() not in rec, "%r crossed the relay in the clear" % w
+PY
+else
+	chain_fail "troop chat: $(cat "$CHAIN_TMP/chat.err")"
+fi
+[ "$(grep -c 'sealed=1' "$CHAIN_TMP/worker-a.log")" -gt "$n_before" ] &&
+	ok "the worker served troop chat's job sealed" || chain_fail "troop chat's job was not sealed"
+for mode in "flip 2" "cut 3"; do
+	echo "$mode" >"$MODE"
+	if chain_troop chat -m "$MODEL" --max-tokens 8 "$PROMPT_CHAT" >"$CHAIN_TMP/chat-t.out" 2>"$CHAIN_TMP/chat-t.err"; then
+		chain_fail "troop chat, $mode: succeeded: $(cat "$CHAIN_TMP/chat-t.out")"
+	elif grep -q "sealed" "$CHAIN_TMP/chat-t.err" && ! grep -q "trying another node" "$CHAIN_TMP/chat-t.err"; then
+		ok "troop chat, $mode: an error, no second run ($(grep "troop chat: node" "$CHAIN_TMP/chat-t.err" | cut -c1-120))"
+	else
+		chain_fail "troop chat, $mode: $(cat "$CHAIN_TMP/chat-t.err")"
+	fi
+	grep -q "^none" "$MODE" || chain_fail "$mode was not applied to troop chat"
+done
+
 # ---- tampering on the path ------------------------------------------------------------------
 BODY_STREAM="{\"model\":\"$MODEL\",\"stream\":true,\"max_tokens\":8,\"messages\":[{\"role\":\"user\",\"content\":\"$PROMPT\"}]}"
 for mode in "flip 2" "drop 2" "swap 2" "cut 3"; do
@@ -231,6 +264,16 @@ st=$(curl -s -o "$out" -w '%{http_code}' "$EVIL_URL/v1/chat/completions" -H 'Con
 [ "$(stat -c %s "$REC")" = "$rec_size" ] || chain_fail "bytes crossed the relay with a substituted key"
 [ "$(grep -c 'job=' "$CHAIN_TMP/worker-b.log")" = "$jobs_b" ] || chain_fail "worker b ran a job"
 grep -q "seal_refused" "$CHAIN_TMP/up-evil.log" || chain_fail "troop up logged no seal_refused"
+if TROOP_HOME=$CHAIN_TMP/home-client "$TROOP" chat --coordinator "http://127.0.0.1:$FP" --wait 0 \
+	-m "$MODEL" "$PROMPT_CHAT" >"$CHAIN_TMP/chat-evil.out" 2>"$CHAIN_TMP/chat-evil.err"; then
+	chain_fail "troop chat sent with a substituted key: $(cat "$CHAIN_TMP/chat-evil.out")"
+elif grep -q "not signed by that node" "$CHAIN_TMP/chat-evil.err"; then
+	ok "troop chat, substituted key: refused, not sent"
+else
+	chain_fail "troop chat, substituted key: $(cat "$CHAIN_TMP/chat-evil.err")"
+fi
+[ "$(stat -c %s "$REC")" = "$rec_size" ] || chain_fail "troop chat's bytes crossed the relay with a substituted key"
+[ "$(grep -c 'job=' "$CHAIN_TMP/worker-b.log")" = "$jobs_b" ] || chain_fail "worker b ran troop chat's job"
 
 # ---- a worker that does not seal -------------------------------------------------------
 chain_stop "$WA_PID"
@@ -255,4 +298,15 @@ st=$(req /v1/chat/completions "$BODY_CHAT" "$CHAIN_TMP/strict")
 [ "$st" = 503 ] && grep -q "does not seal" "$CHAIN_TMP/strict" &&
 	ok "--require-sealed refuses the unsealed worker" ||
 	chain_fail "--require-sealed: HTTP $st $(head -c 400 "$CHAIN_TMP/strict")"
+if chain_troop chat --require-sealed --wait 0 -m "$MODEL" "$PROMPT_CHAT" >"$CHAIN_TMP/chat-strict.out" \
+	2>"$CHAIN_TMP/chat-strict.err"; then
+	chain_fail "troop chat --require-sealed used the unsealed worker"
+elif grep -q "does not seal" "$CHAIN_TMP/chat-strict.err"; then
+	ok "troop chat --require-sealed refuses the unsealed worker"
+else
+	chain_fail "troop chat --require-sealed: $(cat "$CHAIN_TMP/chat-strict.err")"
+fi
+chain_troop chat --wait 0 -m "$MODEL" "$PROMPT_CHAT" >/dev/null 2>"$CHAIN_TMP/chat-plain.err" &&
+	ok "troop chat still works with the unsealed worker" ||
+	chain_fail "troop chat, unsealed worker: $(cat "$CHAIN_TMP/chat-plain.err")"
 [ "$CHAIN_FAILS" -eq 0 ]

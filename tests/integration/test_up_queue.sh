@@ -6,7 +6,12 @@
 #   - a streamed request that waits behind a 60 s job keeps its connection
 #     and gets its whole stream;
 #   - meanwhile a `troop up --wait 1` answers 503 no_capacity saying the
-#     wait ran out, and `troop chat --wait 4` shows its position on stderr.
+#     wait ran out, and `troop chat --wait 4` shows its position on stderr;
+#   - a streamed request that waits gets SSE comments ": queued, position
+#     N" while it waits (so the app's connection does not time out), then
+#     its stream; a non-streamed one that waits gets none (plain JSON); a
+#     streamed one whose wait runs out after its comments began gets the
+#     error event (no_capacity) at the end of its event stream.
 # The worker's "started" notices keep the running job's slot taken past
 # --unused-ticket: without them a second ticket would reach the worker
 # and be refused 429.
@@ -27,6 +32,8 @@ chain_up main "$COORD_URL" --wait 120
 UP_MAIN=$UP_URL
 chain_up short "$COORD_URL" --wait 1
 UP_SHORT=$UP_URL
+chain_up w4 "$COORD_URL" --wait 4
+UP_W4=$UP_URL
 
 body() { # body MAX_TOKENS STREAM
 	printf '{"model":"%s","max_tokens":%d,"stream":%s,"messages":[{"role":"user","content":"queue"}]}' \
@@ -51,6 +58,8 @@ read -r cb tb <"$CHAIN_TMP/b.res"
 python3 -c "import sys; sys.exit(0 if float('$tb') >= 2.0 else 1)" ||
 	chain_fail "the second request took $tb s: it did not wait for the first ($ta s)"
 grep -q '"content"' "$CHAIN_TMP/b.json" || chain_fail "second request: no completion"
+python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$CHAIN_TMP/b.json" && ! grep -q "queued" "$CHAIN_TMP/b.json" ||
+	chain_fail "the non-streamed request that waited got more than its JSON: $(head -c 300 "$CHAIN_TMP/b.json")"
 echo "ok: two requests on one slot: first $ca in $ta s, second $cb in $tb s"
 
 # ---- a 60 s wait on a streamed request --------------------------------------------------
@@ -71,6 +80,14 @@ chain_troop chat -m "$MODEL" --wait 4 "where am I" >"$CHAIN_TMP/chat.out" 2>"$CH
 grep -q 'queued, position 2' "$CHAIN_TMP/chat.err" ||
 	chain_fail "troop chat did not show its queue position: $(cat "$CHAIN_TMP/chat.err")"
 echo "ok: troop chat: $(grep -m1 'queued' "$CHAIN_TMP/chat.err")"
+# a streamed request whose wait runs out after the comments began
+read -r c4 t4 < <(post "$UP_W4" "$CHAIN_TMP/w4.txt" 10 true)
+if [ "$c4" = 200 ] && grep -Eq '^: queued, (position [0-9]+|[0-9]+ waiting)$' "$CHAIN_TMP/w4.txt" &&
+	grep -q '^data: {"error":.*no_capacity' "$CHAIN_TMP/w4.txt" && ! grep -q 'DONE' "$CHAIN_TMP/w4.txt"; then
+	echo "ok: a streamed request whose wait ran out: comments, then the error event ($t4 s)"
+else
+	chain_fail "streamed request, wait 4 s: HTTP $c4: $(head -c 600 "$CHAIN_TMP/w4.txt")"
+fi
 wait $plong $pstream
 read -r cl tl <"$CHAIN_TMP/long.res"
 read -r cst tst <"$CHAIN_TMP/stream.res"
@@ -87,4 +104,16 @@ for job in $(sed -n 's/.* job=\([^ ]*\) .*outcome=rejected.*/\1/p' "$CHAIN_TMP/w
 		chain_fail "the worker refused ticket $job (its slot was given away while busy)"
 done
 echo "ok: a streamed request waited $tst s behind a $tl s job and got its stream"
+python3 - "$CHAIN_TMP/stream.txt" <<'PY' || chain_fail "queue comments: $(head -c 600 "$CHAIN_TMP/stream.txt")"
+import re, sys
+lines = open(sys.argv[1]).read().split("\n")
+comments = [l for l in lines if l.startswith(": queued, ")]
+first_data = next(i for i, l in enumerate(lines) if l.startswith("data: "))
+assert len(comments) >= 15, "%d queue comments in about 60 s" % len(comments)
+assert all(l.startswith(": queued, ") for l in lines[:first_data] if l), lines[:first_data]
+# (the position is that of the account's latest waiting request: the
+# other clients of this test share the account, so it may be theirs)
+assert all(re.fullmatch(r": queued, (position \d+|\d+ waiting)", l) for l in comments), comments
+print("ok: the streamed request got %d queue comments before its first event" % len(comments))
+PY
 [ "$CHAIN_FAILS" -eq 0 ]

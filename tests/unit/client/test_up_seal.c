@@ -112,6 +112,47 @@ static void test_substituted_key(void **state)
 	worker_free(&b);
 }
 
+/* With the key pool running: the first job makes its keys itself, the
+ * pool then fills for that key, and the jobs taken from it are each
+ * different (a fresh ephemeral key) and open on the worker; a substituted
+ * key is still refused before any pooled job is used. */
+static void test_pool(void **state)
+{
+	worker_side a, b;
+	uint8_t pk[SEAL_PK_LEN];
+	char seen[8][UP_SEAL_HEADER_MAX];
+	seal_job wj;
+	up_seal c;
+
+	(void)state;
+	worker_init(&a);
+	worker_init(&b);
+	seal_keys_current(a.keys, pk);
+	assert_int_equal(up_seal_pool_start(), 0);
+	up_seal_init(&c, API_OPENAI);
+	assert_int_equal(up_seal_pool_ready(pk), 0);
+	handshake(&c, &a, &wj);
+	seal_job_wipe(&wj);
+	up_seal_reset(&c);     /* the job ended: the pool fills */
+	for (int i = 0; i < 500 && up_seal_pool_ready(pk) < 8; i++)
+		usleep(10000);
+	assert_int_equal(up_seal_pool_ready(pk), 8);
+	for (int i = 0; i < 8; i++) {
+		handshake(&c, &a, &wj);
+		seal_job_wipe(&wj);
+		snprintf(seen[i], sizeof(seen[i]), "%s", c.header);
+		for (int k = 0; k < i; k++)
+			assert_string_not_equal(seen[k], seen[i]);
+	}
+	assert_int_equal(up_seal_begin(&c, b.stmt, a.node.id, "jti-1", body, strlen(body),
+	    (int64_t)time(NULL)), TROOP_EAUTH);
+	up_seal_reset(&c);
+	up_seal_pool_stop();
+	assert_int_equal(up_seal_pool_ready(pk), 0);
+	worker_free(&a);
+	worker_free(&b);
+}
+
 /* The worker's sealed reply of `n` pieces into `wire`; `final` ends it. */
 static void seal_reply(dynbuf *wire, const seal_job *wj, const char *const *pieces, size_t n,
     bool final)
@@ -294,6 +335,7 @@ int main(void)
 		cmocka_unit_test(test_stream_opens_as_it_comes),
 		cmocka_unit_test(test_tampering),
 		cmocka_unit_test(test_plain_replies),
+		cmocka_unit_test(test_pool),
 	};
 
 	if (sodium_init() < 0)

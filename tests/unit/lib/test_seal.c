@@ -221,6 +221,54 @@ static int read_all(const seal_job *j, const void *p, size_t n, size_t step, str
 	return rc;
 }
 
+/* As read_all, the plaintext opened into a sink (seal_reader_init_sink):
+ * into g->buf without separators, g->chunks unused. */
+static int read_sink(const seal_job *j, const void *p, size_t n, size_t step, struct got *g)
+{
+	seal_reader r;
+	dynbuf sink;
+	int rc = 0;
+
+	memset(g, 0, sizeof(*g));
+	dynbuf_init(&sink, sizeof(g->buf) - 1);
+	seal_reader_init_sink(&r, j, &sink);
+	for (size_t at = 0; at < n && rc == 0; at += step)
+		rc = seal_reader_feed(&r, (const uint8_t *)p + at, n - at < step ? n - at : step);
+	if (rc == 0)
+		rc = seal_reader_finish(&r);
+	seal_reader_free(&r);
+	g->len = sink.len;
+	if (sink.len)
+		memcpy(g->buf, sink.buf, sink.len);
+	dynbuf_free(&sink);
+	return rc;
+}
+
+/* The sink gets the same plaintext as the callback, whole frames or in
+ * pieces, and never a byte of a frame that does not open. */
+static void check_sink(const seal_job *c, dynbuf *s)
+{
+	char all[1024] = "";
+	struct got g;
+
+	for (int i = 0; i < 3; i++)
+		strcat(all, events[i]);
+	size_t steps[4] = { 1, 7, 100, s->len };
+	for (int k = 0; k < 4; k++) {
+		assert_int_equal(read_sink(c, s->buf, s->len, steps[k], &g), 0);
+		assert_int_equal(g.len, strlen(all));
+		assert_memory_equal(g.buf, all, g.len);
+	}
+	for (size_t i = 0; i < s->len; i++) {
+		s->buf[i] ^= 0x01;
+		int rc = read_sink(c, s->buf, s->len, i % 2 ? s->len : 13, &g);
+		assert_true(rc == TROOP_EAUTH || rc == TROOP_EINVAL || rc == TROOP_EUPSTREAM);
+		assert_true(g.len < strlen(all));
+		assert_memory_equal(g.buf, all, g.len);
+		s->buf[i] ^= 0x01;
+	}
+}
+
 static void test_stream(void **state)
 {
 	seal_keypair kp;
@@ -246,6 +294,7 @@ static void test_stream(void **state)
 		assert_int_equal(g.len, strlen(want));
 		assert_memory_equal(g.buf, want, g.len);
 	}
+	check_sink(&c, &s);
 	/* cut short at every byte: an error at the end, and only whole
 	 * authenticated chunks were passed on before it */
 	for (size_t n = 0; n < s.len; n++) {
