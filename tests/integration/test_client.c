@@ -643,8 +643,11 @@ static harness_proc up;
 static void start_up(harness_proc *p, const char *coord_url, const char *const *extra)
 {
 	char log[300];
-	const char *args[24] = { "--threads", "2", "--first-byte-timeout", "2" };
-	int i = 4;
+	/* no ticket fetched ahead: each test sets up the nodes it means its
+	 * requests to reach (a ticket ahead would go to the last test's) */
+	const char *args[24] = { "--threads", "2", "--first-byte-timeout", "2",
+		"--prefetch-idle", "0" };
+	int i = 6;
 	static int seq;
 
 	snprintf(log, sizeof(log), "%s/up%d.log", tmp, seq++);
