@@ -10,7 +10,7 @@
 #   direct     the app talks to the engine across the link, keeping its
 #              connection (as troop up keeps its connections to workers)
 #   direct-new the same with a new connection each time
-#   prefetch   through troop up with tickets fetched ahead (the default):
+#   prefetch   through troop up with tickets fetched ahead (--prefetch-idle 60):
 #              requests after the first need no /authorize round trip
 #   authorize  through troop up with --prefetch-idle 0: every request waits
 #              for /authorize across the link first
@@ -83,7 +83,7 @@ run "$tmp/worker2.log" env TROOP_HOME="$tmp/worker" "$TROOP" worker \
 	--no-verify
 wait_for "$tmp/worker2.log" worker_started
 for v in prefetch authorize; do
-	extra=
+	extra="--prefetch-idle 60"
 	[ $v = authorize ] && extra="--prefetch-idle 0"
 	run "$tmp/up-$v.log" env TROOP_HOME="$tmp/client" "$TROOP" up \
 		--coordinator "http://127.0.0.1:$FAR_COORD" --listen 127.0.0.1:0 $extra

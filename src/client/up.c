@@ -67,10 +67,11 @@ static const config_opt up_opts[] = {
 	{ "wait", 0, OPT_INT, "TROOP_WAIT", NULL, "120", "SECONDS",
 	  "when every node is busy, wait this long in the coordinator's queue on the app's "
 	  "behalf (0: answer 503 at once)", 0, 600 },
-	{ "prefetch-idle", 0, OPT_INT, "TROOP_PREFETCH_IDLE", NULL, "60", "SECONDS",
+	{ "prefetch-idle", 0, OPT_INT, "TROOP_PREFETCH_IDLE", NULL, "0", "SECONDS",
 	  "after a request, keep one ticket fetched ahead for the model's next request "
-	  "(no /authorize round trip before it) until the model has been idle this long; "
-	  "each such ticket holds its credits until used or expired (0: off)", 0, 3600 },
+	  "(no /authorize round trip before it: for a coordinator far away) until the "
+	  "model has been idle this long; each such ticket holds its credits until used "
+	  "or expired (0: off)", 0, 3600 },
 	{ "require-sealed", 0, OPT_BOOL, "TROOP_REQUIRE_SEALED", NULL, NULL, NULL,
 	  "send requests only to workers that seal them (end-to-end encryption; "
 	  "by default they are sealed whenever the worker offers it)", 0, 0 },

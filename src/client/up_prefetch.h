@@ -3,7 +3,8 @@
  * of a session does not wait for the coordinator's round trip
  * (docs/ARCHITECTURE.md "Tickets fetched ahead").
  *
- * When a request for a model has been authorized, `troop up` asks the
+ * With --prefetch-idle N (off by default: it holds credits, see below),
+ * when a request for a model has been authorized, `troop up` asks the
  * coordinator for one more ticket for the same model and the same
  * requirements (context, tools, images, endpoint), off the request's path,
  * and keeps it here.  The next request that asks exactly that takes it and

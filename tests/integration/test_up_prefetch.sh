@@ -13,7 +13,7 @@
 #     equals what the ticket reserved);
 #   - a ticket whose node went away fails over to another node like any
 #     other, and the app gets its answer;
-#   - --prefetch-idle 0 turns it off: every request authorizes.
+#   - --prefetch-idle 0 (the default) turns it off: every request authorizes.
 set -u
 . "$(dirname "$0")/troop_chain.sh"
 command -v curl >/dev/null || { echo "FAIL: curl is not installed"; exit 1; }
@@ -26,7 +26,7 @@ SIM_A=$SIM_PORT
 chain_worker a "ollama=http://127.0.0.1:$SIM_A" --donate always --no-verify --max-jobs 1
 WA_PID=$WORKER_PID
 chain_wait_nodes "$MODEL" 1
-chain_up main "$COORD_URL" --metrics-listen 127.0.0.1:0 --wait 0
+chain_up main "$COORD_URL" --metrics-listen 127.0.0.1:0 --wait 0 --prefetch-idle 60
 MAIN_PID=$UP_PID
 MAIN_URL=$UP_URL
 UM_PORT=$(chain_port_from_log "$CHAIN_TMP/up-main.log" metrics_started "$UP_PID") || exit 1
