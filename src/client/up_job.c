@@ -726,23 +726,30 @@ static int auth_headers(void *arg, int status, const char *const *headers)
 	return 0;
 }
 
+/* Append a coordinator reply's bytes to *buf (NUL-terminated, *len long):
+ * 0, or -1 out of memory or past UP_COORD_REPLY_MAX (*toolarge set). */
+static int reply_add(char **buf, size_t *len, bool *toolarge, const char *data, size_t n)
+{
+	char *p;
+
+	if (*len + n > UP_COORD_REPLY_MAX) {
+		*toolarge = true;
+		return -1;
+	}
+	if (!(p = realloc(*buf, *len + n + 1)))
+		return -1;
+	*buf = p;
+	memcpy(p + *len, data, n);
+	*len += n;
+	p[*len] = '\0';
+	return 0;
+}
+
 static int auth_data(void *arg, const char *data, size_t len)
 {
 	up_job *j = arg;
-	char *n;
 
-	if (j->alen + len > UP_COORD_REPLY_MAX) {
-		j->atoolarge = true;
-		return -1;
-	}
-	n = realloc(j->abuf, j->alen + len + 1);
-	if (!n)
-		return -1;
-	j->abuf = n;
-	memcpy(j->abuf + j->alen, data, len);
-	j->alen += len;
-	j->abuf[j->alen] = '\0';
-	return 0;
+	return reply_add(&j->abuf, &j->alen, &j->atoolarge, data, len);
 }
 
 static void auth_done(void *arg, int err)
@@ -859,19 +866,8 @@ static int prefetch_headers(void *arg, int status, const char *const *headers)
 static int prefetch_data(void *arg, const char *data, size_t len)
 {
 	struct prefetch_req *f = arg;
-	char *n;
 
-	if (f->len + len > UP_COORD_REPLY_MAX) {
-		f->toolarge = true;
-		return -1;
-	}
-	if (!(n = realloc(f->buf, f->len + len + 1)))
-		return -1;
-	f->buf = n;
-	memcpy(f->buf + f->len, data, len);
-	f->len += len;
-	f->buf[f->len] = '\0';
-	return 0;
+	return reply_add(&f->buf, &f->len, &f->toolarge, data, len);
 }
 
 static void prefetch_done(void *arg, int err)

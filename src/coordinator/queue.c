@@ -335,19 +335,29 @@ static void hold_member(char *out, size_t len, const char *node_id, const char *
 	snprintf(out, len, "%s|%s|%s", node_id, account, jti);
 }
 
+/* Count ticket `jti` in flight for `account` (its set name into set):
+ * 0, or TROOP_ERATE past --max-tickets. */
+static int in_flight_add(char set[REGISTRY_SET_NAME_MAX + 1], const queue_config *qc,
+    registry *reg, const char *account, const char *jti, int64_t until, int64_t now)
+{
+	int rc;
+
+	set_name(set, REGISTRY_SET_NAME_MAX + 1, "tf:", account);
+	rc = registry_set_add(reg, set, jti, 0, until, qc->max_tickets_account, now);
+	if (rc == TROOP_ERATE)
+		return troop_error_set(TROOP_ERATE, "this account has %zu tickets in flight "
+		    "already (the most one account may hold); use or let them expire first",
+		    qc->max_tickets_account);
+	return rc;
+}
+
 int queue_ticket_hold(const queue_config *qc, registry *reg, const char *account,
     const char *node_id, const char *jti, int64_t until, int64_t now)
 {
 	char set[REGISTRY_SET_NAME_MAX + 1], m[REGISTRY_SET_MEMBER_MAX + 1];
 	int rc;
 
-	set_name(set, sizeof(set), "tf:", account);
-	rc = registry_set_add(reg, set, jti, 0, until, qc->max_tickets_account, now);
-	if (rc == TROOP_ERATE)
-		return troop_error_set(TROOP_ERATE, "this account has %zu tickets in flight "
-		    "already (the most one account may hold); use or let them expire first",
-		    qc->max_tickets_account);
-	if (rc != 0)
+	if ((rc = in_flight_add(set, qc, reg, account, jti, until, now)) != 0)
 		return rc;
 	hold_member(m, sizeof(m), node_id, account, jti);
 	rc = registry_set_add(reg, QUEUE_HOLDS, m, 0, now + qc->unused_ticket_s, QUEUE_SET_BIG,
@@ -372,14 +382,8 @@ int queue_ticket_ahead(const queue_config *qc, registry *reg, const char *accoun
     const char *jti, int64_t until, int64_t now)
 {
 	char set[REGISTRY_SET_NAME_MAX + 1];
-	int rc;
+	int rc = in_flight_add(set, qc, reg, account, jti, until, now);
 
-	set_name(set, sizeof(set), "tf:", account);
-	rc = registry_set_add(reg, set, jti, 0, until, qc->max_tickets_account, now);
-	if (rc == TROOP_ERATE)
-		return troop_error_set(TROOP_ERATE, "this account has %zu tickets in flight "
-		    "already (the most one account may hold); use or let them expire first",
-		    qc->max_tickets_account);
 	/* marked, so that its start takes a slot and an end before any start
 	 * gives none back */
 	if (rc == 0 && (rc = registry_set_add(reg, QUEUE_AHEAD, jti, 0, until, QUEUE_SET_BIG,
