@@ -315,9 +315,11 @@ static void test_cheaters_paid_without_auditor(void **state)
 	assert_true(same_words(q_honest, smaller, 32) < 16);
 	wait_pending(ids[C]);
 	wait_pending(ids[F]);
-	/* least loaded first: three tickets reach all three llama3 nodes */
-	for (int i = 0; i < 3; i++) {
-		assert_int_equal(authorize("llama3:8b", NULL, node, NULL, 0, NULL, 0, NULL, 0), 200);
+	/* chosen like anyone: the weighted draw (docs/SCHEDULING.md) reaches
+	 * the cheater within a few tickets, as it reaches every node */
+	for (int i = 0; i < 12 && !chosen[C]; i++) {
+		if (authorize("llama3:8b", NULL, node, NULL, 0, NULL, 0, NULL, 0) != 200)
+			break;
 		for (int k = 0; k < N_WORKERS; k++)
 			chosen[k] |= strcmp(node, ids[k]) == 0;
 	}
