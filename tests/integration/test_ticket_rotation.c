@@ -144,7 +144,9 @@ static void test_rotation_drops_nothing(void **state)
 	old_a = ticket(id);
 	old_b = ticket(id);
 	ticket_kid_of(old_kid, old_a);
-	assert_int_equal(serve(&w, ticket(id)), 200);
+	tok = ticket(id);
+	assert_int_equal(serve(&w, tok), 200);
+	free(tok);
 
 	/* only an admin rotates */
 	assert_int_equal(run_admin(&text, &user, "rotate-ticket-key"), 1);
