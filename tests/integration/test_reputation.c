@@ -28,7 +28,9 @@
  *
  * With TROOP_TEST_DATABASE_URL / TROOP_TEST_REGISTRY_URL
  * (tests/integration/test_pg_coordinator.sh) the coordinator runs on
- * PostgreSQL and Redis instead, and the observations live in Redis.
+ * PostgreSQL and Redis instead, and the observations live in Redis; a
+ * second coordinator shares both, and half of the share test's clients go
+ * through it (its own troop up): both choose by the same reputations.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -57,6 +59,11 @@ static const char *const names[N_WORKERS] = { "fast", "slow", "flaky", "greedy" 
 
 static char tmp[256];
 static harness_proc coord, up, sims[N_WORKERS], workers[N_WORKERS];
+/* on PostgreSQL and Redis: a second coordinator sharing both, with its own
+ * troop up; half of the clients go through it */
+static harness_proc coord_b, up_b;
+static bool have_b;
+static atomic_int ok_b;
 static char ids[N_WORKERS][TROOP_ID_LEN + 1];
 static troop_identity user;
 
@@ -142,14 +149,14 @@ static int requests_wanted = REQUESTS;
 
 static void *client_main(void *arg)
 {
+	const harness_proc *via = arg ? arg : &up;
 	static const char body[] = "{\"model\":\"" MODEL "\",\"stream\":true,\"max_tokens\":8,"
 	    "\"messages\":[{\"role\":\"user\",\"content\":\"who is the fastest\"}]}";
 	const char *headers[] = { "Content-Type: application/json", NULL };
 	http_client *c = NULL;
 	char url[128];
 
-	(void)arg;
-	snprintf(url, sizeof(url), "%s/v1/chat/completions", up.url);
+	snprintf(url, sizeof(url), "%s/v1/chat/completions", via->url);
 	if (http_client_new(&c) != 0)
 		return NULL;
 	http_client_set_limits(c, 60000, 0);
@@ -157,8 +164,11 @@ static void *client_main(void *arg)
 		http_response resp;
 		memset(&resp, 0, sizeof(resp));
 		if (http_request(c, &resp, "POST", url, headers, body, strlen(body)) == 0 &&
-		    resp.status == 200)
+		    resp.status == 200) {
 			atomic_fetch_add(&ok_replies, 1);
+			if (via == &up_b)
+				atomic_fetch_add(&ok_b, 1);
+		}
 		else {
 			if (atomic_fetch_add(&bad_replies, 1) < 5 && resp.status != 500)
 				fprintf(stderr, "request failed: status %d %.200s\n", resp.status,
@@ -182,7 +192,8 @@ static void test_share(void **state)
 	(void)state;
 	wait_nodes(N_WORKERS);
 	for (int i = 0; i < CLIENTS; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, client_main, NULL), 0);
+		assert_int_equal(pthread_create(&th[i], NULL, client_main,
+		    have_b && i % 2 ? &up_b : &up), 0);
 	for (int i = 0; i < CLIENTS; i++)
 		pthread_join(th[i], NULL);
 	for (int i = 0; i < N_WORKERS; i++) {
@@ -194,6 +205,11 @@ static void test_share(void **state)
 	 * after an engine did) */
 	assert_int_equal(atomic_load(&bad_replies), sim_requests(&sims[FLAKY], "faults"));
 	assert_int_equal(atomic_load(&ok_replies) + atomic_load(&bad_replies), REQUESTS);
+	if (have_b) {
+		fprintf(stderr, "through the second coordinator: %d answered\n",
+		    atomic_load(&ok_b));
+		assert_true(atomic_load(&ok_b) > REQUESTS / 4);
+	}
 	fprintf(stderr, "requests reaching each worker: fast %ld, slow %ld, flaky %ld "
 	    "(failures included), greedy %ld; %ld in all for %d requests\n", got[FAST],
 	    got[SLOW], got[FLAKY], got[GREEDY], total, REQUESTS);
@@ -418,7 +434,19 @@ static int setup(void **state)
 	identity_generate(&user);
 	if (identity_save(&user, key) != 0)
 		return -1;
-	return harness_start_up(&up, home, log, coord.url, NULL);
+	if (harness_start_up(&up, home, log, coord.url, NULL) != 0)
+		return -1;
+	if (harness_backend_pg()) {
+		snprintf(data, sizeof(data), "%s/coord-b", tmp);
+		if (harness_start_coordinator(&coord_b, data, args) != 0)
+			return -1;
+		snprintf(log, sizeof(log), "%s/up-b.log", tmp);
+		if (harness_start_up(&up_b, home, log, coord_b.url, NULL) != 0)
+			return -1;
+		have_b = true;
+		fprintf(stderr, "two coordinators: A %s, B %s\n", coord.url, coord_b.url);
+	}
+	return 0;
 }
 
 static int teardown(void **state)
