@@ -513,9 +513,11 @@ static enum auth_result authorize_try(struct auth_ctx *a, http_req *r, int64_t r
 			bool created = false;
 			int erc = ledger_ensure_account(&created, t->db, requester,
 			    coord_starter(c), now);
+			/* again also when another request created it a moment
+			 * before: its starter credits are there now */
 			if (erc != 0)
 				rc = erc;
-			else if (created)
+			else
 				rc = ledger_reserve(&available, t->db, &rq);
 		}
 	}
