@@ -2,11 +2,12 @@
  * fuzz_compat.c - libFuzzer harness for the worker's reply translators
  * (src/worker/compat.h): an engine's chat completions reply into the
  * Responses and Messages APIs, and the revision of a native Responses or
- * Messages reply, as event streams and as JSON bodies.  For any input,
- * each must give the same output whether the input comes whole, in two
- * chunks split at data[0] % size, or byte by byte; a translated stream
- * must be made of whole "event: NAME\ndata: {json}\n\n" events; abort()
- * otherwise.
+ * Messages reply, as event streams and as JSON bodies.  The input's first
+ * byte picks one of the eight (API, stream or body, translate or revise),
+ * the rest is the engine's reply.  For any input, the translator must give
+ * the same output whether the reply comes whole, in two chunks split at
+ * data[1] % size, or byte by byte; a translated stream must be made of
+ * whole "event: NAME\ndata: {json}\n\n" events; abort() otherwise.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -75,26 +76,26 @@ static void check_events(const char *s, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	const char *p = (const char *)data;
+	const char *p = (const char *)data + 1;
+	size_t n = size ? size - 1 : 0;
+	int mode = size ? data[0] & 7 : 0;
+	api_kind k = (mode & 1) ? API_MESSAGES : API_RESPONSES;
+	bool sse = mode & 2, native = mode & 4;
+	size_t alen, blen;
+	char *a;
 
-	if (size > 64 * 1024)
+	if (size == 0 || size > 64 * 1024)
 		return 0;
-	for (int mode = 0; mode < 8; mode++) {
-		api_kind k = (mode & 1) ? API_MESSAGES : API_RESPONSES;
-		bool sse = mode & 2, native = mode & 4;
-		size_t alen, blen;
-		char *a = run(p, size, k, sse, native, 0, &alen);
+	a = run(p, n, k, sse, native, 0, &alen);
+	if (a && sse && !native)
+		check_events(a, alen);
+	for (int how = 1; how < 3; how++) {
+		char *b = run(p, n, k, sse, native, how, &blen);
 
-		if (a && sse && !native)
-			check_events(a, alen);
-		for (int how = 1; how < 3; how++) {
-			char *b = run(p, size, k, sse, native, how, &blen);
-
-			if (alen != blen || (a && memcmp(a, b, alen) != 0))
-				abort();
-			free(b);
-		}
-		free(a);
+		if (alen != blen || (a && memcmp(a, b, alen) != 0))
+			abort();
+		free(b);
 	}
+	free(a);
 	return 0;
 }
