@@ -42,35 +42,53 @@ void up_seal_reset(up_seal *s)
 	up_seal_init(s, api);
 }
 
-/* The last statement this thread verified: a node's statement stays the
- * same for hours, and its Ed25519 check is most of what sealing adds to a
- * request's first byte.  Per thread, so no lock. */
-static __thread struct {
+/* The statements this thread verified lately: a node's statement stays
+ * the same for hours, and its Ed25519 check (50-100 us) would otherwise be
+ * most of what sealing adds to a request's first byte.  troop up's
+ * requests go to whichever node the coordinator picks, so one entry per
+ * node of a small fleet (STMT_CACHE; the oldest entry gives way).  An
+ * entry matches only the same statement for the same node id, within its
+ * validity.  Per thread, so no lock. */
+#define STMT_CACHE 16
+
+static __thread struct stmt_entry {
 	char stmt[SEAL_STMT_MAX];
 	char node_id[64];
 	uint8_t pk[SEAL_PK_LEN];
 	int64_t not_after;
-} verified;
+} verified[STMT_CACHE];
+static __thread unsigned verified_next;     /* the entry to replace next */
+static __thread uint64_t verified_checks;   /* Ed25519 checks made */
 
-/* seal_statement_verify, remembering the last success. */
+uint64_t up_seal_statement_checks(void)
+{
+	return verified_checks;
+}
+
+/* seal_statement_verify, remembering the last successes. */
 static int statement_verify(uint8_t pk[SEAL_PK_LEN], const char *stmt, const char *node_id,
     int64_t now)
 {
+	struct stmt_entry *e;
 	int64_t na = 0;
 	int rc;
 
-	if (verified.stmt[0] && strcmp(verified.stmt, stmt) == 0 &&
-	    strcmp(verified.node_id, node_id) == 0 && now <= verified.not_after + 60) {
-		memcpy(pk, verified.pk, SEAL_PK_LEN);
-		return 0;
+	for (int i = 0; i < STMT_CACHE; i++) {
+		e = &verified[i];
+		if (e->stmt[0] && strcmp(e->stmt, stmt) == 0 && strcmp(e->node_id, node_id) == 0 &&
+		    now <= e->not_after + 60) {
+			memcpy(pk, e->pk, SEAL_PK_LEN);
+			return 0;
+		}
 	}
+	verified_checks++;
 	rc = seal_statement_verify(pk, &na, stmt, node_id, now);
-	if (rc == 0 && strlen(stmt) < sizeof(verified.stmt) &&
-	    strlen(node_id) < sizeof(verified.node_id)) {
-		snprintf(verified.stmt, sizeof(verified.stmt), "%s", stmt);
-		snprintf(verified.node_id, sizeof(verified.node_id), "%s", node_id);
-		memcpy(verified.pk, pk, SEAL_PK_LEN);
-		verified.not_after = na;
+	if (rc == 0 && strlen(stmt) < sizeof(e->stmt) && strlen(node_id) < sizeof(e->node_id)) {
+		e = &verified[verified_next++ % STMT_CACHE];
+		snprintf(e->stmt, sizeof(e->stmt), "%s", stmt);
+		snprintf(e->node_id, sizeof(e->node_id), "%s", node_id);
+		memcpy(e->pk, pk, SEAL_PK_LEN);
+		e->not_after = na;
 	}
 	return rc;
 }
@@ -80,10 +98,12 @@ static int statement_verify(uint8_t pk[SEAL_PK_LEN], const char *stmt, const cha
 /* A job's keys cost two X25519 operations (the ephemeral key pair, then
  * the agreement with the worker's key), about 70 us here: most of what
  * sealing adds to a request's first byte.  Neither depends on the request,
- * so a thread keeps a few jobs ready for each sealing key used lately, and
- * makes new ones when a job ends (not when one is taken: the request is
- * then on its way, and on a small machine the worker needs the CPU). */
-#define POOL_KEYS 4
+ * so a thread keeps a few jobs ready for each sealing key used lately (up
+ * to POOL_KEYS keys: a small fleet's nodes, which the coordinator picks in
+ * turn), and makes new ones when a job ends (not when one is taken: the
+ * request is then on its way, and on a small machine the worker needs the
+ * CPU). */
+#define POOL_KEYS 16
 #define POOL_JOBS 8
 
 static struct {

@@ -65,6 +65,10 @@ void up_seal_pool_stop(void);
 /* How many jobs are ready for sealing key `pk` (tests, metrics). */
 int up_seal_pool_ready(const uint8_t pk[SEAL_PK_LEN]);
 
+/* How many key statements this thread has checked (Ed25519) rather than
+ * found among those it checked lately (tests). */
+uint64_t up_seal_statement_checks(void);
+
 /* Zero state (before the first try). */
 void up_seal_init(up_seal *s, api_kind api);
 

@@ -18,9 +18,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -503,6 +505,20 @@ static bool route_enabled(const struct sim *sim, const struct route *r)
 	return sim->kind == SIM_KIND_ALL || (r->kinds & (1u << sim->kind));
 }
 
+/* TCP_NODELAY on a request's connection: an engine writes each token as it
+ * comes, and without it the last small write of a reply can wait for the
+ * peer's delayed ACK (40 ms) behind an unacknowledged one (Nagle). */
+static void conn_nodelay(struct evhttp_request *req)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(req);
+	struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+	int one = 1;
+
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 static void handle_request(struct evhttp_request *req, void *arg)
 {
 	struct sim *sim = arg;
@@ -512,6 +528,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
 	const struct route *r = NULL;
 	bool native;
 
+	conn_nodelay(req);
 	if (!path || !*path)
 		path = "/";
 	if (strcmp(path, "/sim/stats") == 0) {

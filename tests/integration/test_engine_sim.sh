@@ -308,6 +308,30 @@ n=$(check get "$TMP/stats1.json" chat_requests)
 n=$(check get "$TMP/stats1.json" active)
 [ "$n" = 0 ] && ok "no stream left active" || fail "$n streams still active"
 
+# ---- no delayed-ACK stall at a stream's end ---------------------------------------
+# Without TCP_NODELAY the last small write of a reply waits for the ACK of
+# the one before, which the client delays (40 ms): short streams one after
+# another on a keep-alive connection then take 40 ms each.
+start_sim nodelay --tokens-per-second 0
+ms=$(python3 - "$PORT" <<'PY'
+import http.client, json, statistics, sys, time
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+body = json.dumps({"model": "llama3:8b", "stream": True, "max_tokens": 5, "messages": []})
+ts = []
+for _ in range(20):
+    t0 = time.perf_counter()
+    c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    c.getresponse().read()
+    ts.append((time.perf_counter() - t0) * 1000)
+print("%.1f" % statistics.median(ts))
+PY
+)
+if python3 -c "import sys; sys.exit(0 if float('$ms') < 30 else 1)" 2>/dev/null; then
+	ok "short streams on a keep-alive connection: median $ms ms (no 40 ms delayed-ACK stall)"
+else
+	fail "short streams take a median $ms ms each: the end of a reply waits for a delayed ACK"
+fi
+
 # ---- a client leaving mid-stream is noticed ---------------------------------------
 start_sim slowclient --tokens-per-second 50
 curl -s -o /dev/null --max-time 0.3 -H 'Content-Type: application/json' \

@@ -153,6 +153,70 @@ static void test_pool(void **state)
 	worker_free(&b);
 }
 
+/* Requests that go to several nodes in turn: each node's statement is
+ * checked once, not again each time the node comes round; another node's
+ * statement is still refused (and checked each time). */
+static void test_statement_cache(void **state)
+{
+	worker_side w[5];
+	seal_job wj;
+	up_seal c;
+	uint64_t before;
+
+	(void)state;
+	for (int i = 0; i < 5; i++)
+		worker_init(&w[i]);
+	up_seal_init(&c, API_OPENAI);
+	before = up_seal_statement_checks();
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 5; i++) {
+			handshake(&c, &w[i], &wj);
+			seal_job_wipe(&wj);
+		}
+	}
+	assert_int_equal(up_seal_statement_checks() - before, 5);
+	for (int round = 0; round < 2; round++)
+		assert_int_equal(up_seal_begin(&c, w[1].stmt, w[0].node.id, "jti-1", body,
+		    strlen(body), (int64_t)time(NULL)), TROOP_EAUTH);
+	assert_int_equal(up_seal_statement_checks() - before, 7);
+	up_seal_reset(&c);
+	for (int i = 0; i < 5; i++)
+		worker_free(&w[i]);
+}
+
+/* The key pool keeps jobs ready for several nodes' keys at once (a small
+ * fleet's), not only for the last few used. */
+static void test_pool_nodes(void **state)
+{
+	worker_side w[6];
+	uint8_t pk[6][SEAL_PK_LEN];
+	seal_job wj;
+	up_seal c;
+	int full = 0;
+
+	(void)state;
+	assert_int_equal(up_seal_pool_start(), 0);
+	up_seal_init(&c, API_OPENAI);
+	for (int i = 0; i < 6; i++) {
+		worker_init(&w[i]);
+		seal_keys_current(w[i].keys, pk[i]);
+		handshake(&c, &w[i], &wj);
+		seal_job_wipe(&wj);
+		up_seal_reset(&c);
+	}
+	for (int t = 0; t < 1000 && full < 6; t++) {
+		full = 0;
+		for (int i = 0; i < 6; i++)
+			full += up_seal_pool_ready(pk[i]) == 8;
+		if (full < 6)
+			usleep(10000);
+	}
+	assert_int_equal(full, 6);
+	up_seal_pool_stop();
+	for (int i = 0; i < 6; i++)
+		worker_free(&w[i]);
+}
+
 /* The worker's sealed reply of `n` pieces into `wire`; `final` ends it. */
 static void seal_reply(dynbuf *wire, const seal_job *wj, const char *const *pieces, size_t n,
     bool final)
@@ -336,6 +400,8 @@ int main(void)
 		cmocka_unit_test(test_tampering),
 		cmocka_unit_test(test_plain_replies),
 		cmocka_unit_test(test_pool),
+		cmocka_unit_test(test_statement_cache),
+		cmocka_unit_test(test_pool_nodes),
 	};
 
 	if (sodium_init() < 0)
