@@ -78,7 +78,7 @@ void client_delivery_begin(client_delivery *d, const char *job_id)
 	client_delivery_clear(d);
 	snprintf(d->job_id, sizeof(d->job_id), "%s", job_id);
 	d->t0_us = mono_us();
-	crypto_hash_sha256_init(&d->sha);
+	sha256_init(&d->sha);
 }
 
 void client_delivery_headers(client_delivery *d, bool event_stream)
@@ -94,7 +94,7 @@ void client_delivery_body(client_delivery *d, const char *data, size_t len)
 		return;
 	d->bytes += len;
 	d->fed = true;
-	crypto_hash_sha256_update(&d->sha, (const unsigned char *)data, len);
+	sha256_update(&d->sha, data, len);
 	if (d->usage)
 		usage_counter_feed(d->usage, data, len);
 	if (d->stream && d->usage && d->first_us == 0) {
@@ -122,11 +122,11 @@ json_t *client_delivery_body_json(const client_delivery *d, const char *outcome,
 	    "duration_ms", (json_int_t)ms, "bytes", (json_int_t)d->bytes,
 	    "completion_tokens", (json_int_t)completion, "outcome", outcome);
 	if (b && d->fed) {
-		crypto_hash_sha256_state st = d->sha;   /* final consumes the state */
+		sha256_ctx st = d->sha;   /* final consumes the state */
 		unsigned char h[crypto_hash_sha256_BYTES];
 		char hex[2 * crypto_hash_sha256_BYTES + 1];
 
-		crypto_hash_sha256_final(&st, h);
+		sha256_final(&st, h);
 		sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
 		json_object_set_new(b, "response_digest", json_string(hex));
 		/* time to the first token: the node's speed (docs/SCHEDULING.md) */

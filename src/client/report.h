@@ -37,6 +37,7 @@
 
 #include "identity.h"
 #include "proto.h"
+#include "sha256.h"
 
 typedef struct client_reports client_reports;
 struct usage_counter;
@@ -45,7 +46,7 @@ typedef struct {
 	char job_id[PROTO_JOB_ID_MAX + 1];  /* "" before client_delivery_begin */
 	int64_t t0_us;                      /* monotonic: request sent to the worker */
 	uint64_t bytes;                     /* body bytes received */
-	crypto_hash_sha256_state sha;
+	sha256_ctx sha;
 	bool fed;                           /* a body byte came */
 	int64_t first_us;                   /* monotonic: the first token event
 	                                       of a stream; 0 before */

@@ -37,6 +37,7 @@
 #include "log.h"
 #include "relay.h"
 #include "sealed.h"
+#include "sha256.h"
 #include "ticket.h"
 #include "worker_metrics.h"
 
@@ -67,7 +68,7 @@ struct job {
 	bool body_seen;             /* a body byte of the engine's came */
 	bool first_token_late;      /* stopped by the first-token limit */
 	usage_counter *usage;
-	crypto_hash_sha256_state digest;  /* of the body bytes sent to the requester */
+	sha256_ctx digest;                /* of the body bytes sent to the requester */
 	bool digest_fed;
 	worker_job rec;
 	int64_t t0_us;
@@ -169,7 +170,7 @@ static void job_on_body(void *arg, const char *data, size_t len)
 		evtimer_del(j->first_token);
 	j->body_seen = true;
 	usage_counter_feed(j->usage, data, len);
-	crypto_hash_sha256_update(&j->digest, (const unsigned char *)data, len);
+	sha256_update(&j->digest, data, len);
 	j->digest_fed = true;
 }
 
@@ -302,7 +303,7 @@ static void job_finish(struct job *j, int status, job_outcome outcome, const rel
 	    &rec->usage_reported);
 	if (j->digest_fed) {
 		unsigned char h[crypto_hash_sha256_BYTES];
-		crypto_hash_sha256_final(&j->digest, h);
+		sha256_final(&j->digest, h);
 		sodium_bin2hex(rec->response_digest, sizeof(rec->response_digest), h, sizeof(h));
 	}
 	log_info("job", "job=%s path=%s%s requester=%.8s model=%s outcome=%s status=%d duration_ms=%lld "
@@ -416,7 +417,7 @@ static void job_start(proxy *p, http_req *r, const ticket_claims *cl,
 	j->p = p;
 	j->t = t;
 	j->t0_us = mono_us();
-	crypto_hash_sha256_init(&j->digest);
+	sha256_init(&j->digest);
 	j->max_seconds = cl->max_seconds;
 	snprintf(j->path, sizeof(j->path), "%s", http_req_path(r));
 	j->api = api_kind_of_path(j->path);
