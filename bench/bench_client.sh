@@ -56,7 +56,7 @@ export TROOP_LOG_LEVEL=warn
 SIMP=$(chain_free_port); CP=$(chain_free_port); WP=$(chain_free_port); UP=$(chain_free_port)
 NA=$(chain_free_port); NB=$(chain_free_port)
 
-chain_spawn "$TMP/sim.log" "" "$SIM" --listen 127.0.0.1:$SIMP --tokens-per-second 0
+chain_spawn "$TMP/sim.log" "" "$SIM" --listen 127.0.0.1:$SIMP --tokens-per-second 0 --context 1048576
 chain_spawn "$TMP/coord.log" "" "$TROOP" coordinator --listen 127.0.0.1:$CP --data-dir "$TMP/coord" \
 	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 3600
 chain_wait_http "http://127.0.0.1:$SIMP/v1/models" || exit 1
