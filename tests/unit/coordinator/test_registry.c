@@ -628,6 +628,209 @@ static void test_node_facts(void **state)
 	assert_int_equal(registry_set_node_facts(r, "node-f", NULL, NOW), TROOP_EINVAL);
 }
 
+/* A string of n copies of c in dst (n + 1 bytes). */
+static void fill(char *dst, size_t n, char c)
+{
+	memset(dst, c, n);
+	dst[n] = '\0';
+}
+
+/* base64url (no padding) of n deterministic bytes into dst. */
+static void b64_of(char *dst, size_t cap, size_t n, unsigned seed)
+{
+	static const char a[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	unsigned char bin[256];
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		bin[i] = (unsigned char)(seed * 131 + i * 29 + (i >> 3));
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)bin[i] << 16 | (i + 1 < n ? (uint32_t)bin[i + 1] << 8 : 0) |
+		    (i + 2 < n ? bin[i + 2] : 0);
+		size_t chars = n - i >= 3 ? 4 : n - i + 1;
+		for (size_t c = 0; c < chars && k + 1 < cap; c++)
+			dst[k++] = a[(v >> (18 - 6 * c)) & 63];
+	}
+	dst[k] = '\0';
+}
+
+static void assert_same_node(const registry_node *got, const registry_node *want)
+{
+	assert_string_equal(got->node_id, want->node_id);
+	assert_string_equal(got->name, want->name);
+	assert_string_equal(got->ip, want->ip);
+	assert_string_equal(got->encryption_public_key, want->encryption_public_key);
+	assert_string_equal(got->seal_key, want->seal_key);
+	assert_string_equal(got->owner, want->owner);
+	assert_string_equal(got->version, want->version);
+	assert_int_equal(got->port, want->port);
+	assert_int_equal(got->status, want->status);
+	assert_int_equal(got->max_jobs, want->max_jobs);
+	assert_int_equal(got->active_jobs, want->active_jobs);
+	assert_int_equal(got->n_models, want->n_models);
+	for (size_t i = 0; i < want->n_models; i++) {
+		const registry_model *a = &got->models[i], *b = &want->models[i];
+		assert_string_equal(a->name, b->name);
+		assert_string_equal(a->content_hash, b->content_hash);
+		assert_string_equal(a->engine, b->engine);
+		assert_int_equal(a->size_bytes, b->size_bytes);
+		assert_int_equal(a->context_length, b->context_length);
+		assert_int_equal(a->caps, b->caps);
+		assert_int_equal(a->caps_known, b->caps_known);
+		assert_int_equal(a->endpoints, b->endpoints);
+	}
+	if (want->extra_json == NULL)
+		assert_null(got->extra_json);
+	else
+		assert_string_equal(got->extra_json, want->extra_json);
+	const registry_facts *x = &got->facts, *y = &want->facts;
+	assert_true(x->multiplier == y->multiplier && x->reputation == y->reputation);
+	assert_true(x->rep_availability == y->rep_availability &&
+	    x->rep_reliability == y->rep_reliability && x->rep_speed == y->rep_speed &&
+	    x->rep_audits == y->rep_audits);
+	assert_true(x->ttft_ms == y->ttft_ms && x->tokens_per_s == y->tokens_per_s);
+	assert_int_equal(x->verified, y->verified);
+	assert_int_equal(x->verified_at, y->verified_at);
+	assert_string_equal(x->hw_class, y->hw_class);
+	assert_int_equal(x->established, y->established);
+	assert_int_equal(x->pending, y->pending);
+	assert_int_equal(x->disputes, y->disputes);
+	assert_int_equal(x->jobs, y->jobs);
+	assert_int_equal(x->suspended, y->suspended);
+	assert_int_equal(x->suspect, y->suspect);
+	assert_int_equal(x->audits_passed, y->audits_passed);
+	assert_int_equal(x->audits_failed, y->audits_failed);
+	assert_int_equal(x->failovers, y->failovers);
+	assert_int_equal(x->served_jobs, y->served_jobs);
+}
+
+/* The memory backend packs records (keys as bytes, IPv4 addresses in 4,
+ * an owner that is the node as nothing, facts by their non-zero fields,
+ * the heartbeat JSON dictionary-coded): every string at its longest, and
+ * strings that look packable but are not, come back byte for byte. */
+static void test_packed_roundtrip(void **state)
+{
+	registry *r = *state;
+	static registry_node n[6];
+	static registry_model models[6][2];
+	static char extra_big[REGISTRY_EXTRA_MAX + 1];
+	const char *tok = "{\"hardware\":{\"gpu\":\"NVIDIA GeForce RTX ";
+	size_t k = 0, tl = strlen(tok);
+	while (k + tl <= REGISTRY_EXTRA_MAX) {
+		memcpy(extra_big + k, tok, tl);
+		k += tl;
+	}
+	fill(extra_big + k, REGISTRY_EXTRA_MAX - k, 'z');
+
+	for (int i = 0; i < 6; i++) {
+		const char *names[] = { "m" };
+		char id[8];
+		snprintf(id, sizeof id, "p%d", i);
+		make_node(&n[i], models[i], id, 1, names, NULL);
+	}
+	/* 0: every string at its limit, plain text */
+	fill(n[0].node_id, REGISTRY_ID_MAX, 'i');
+	fill(n[0].name, REGISTRY_NAME_MAX, 'n');
+	fill(n[0].ip, REGISTRY_IP_MAX, 'h');
+	fill(n[0].encryption_public_key, REGISTRY_KEY_MAX, '~');
+	fill(n[0].seal_key, REGISTRY_SEAL_KEY_MAX, '.');
+	fill(n[0].owner, REGISTRY_ID_MAX, 'o');
+	fill(n[0].version, REGISTRY_VERSION_MAX, 'v');
+	n[0].n_models = 2;
+	for (int j = 0; j < 2; j++) {
+		registry_model *m = &models[0][j];
+		fill(m->name, REGISTRY_MODEL_MAX, (char)('a' + j));
+		fill(m->content_hash, REGISTRY_HASH_MAX, 'c');
+		fill(m->engine, REGISTRY_ENGINE_MAX, 'e');
+		m->size_bytes = INT64_MAX;
+		m->context_length = REGISTRY_CONTEXT_MAX;
+		m->caps = m->caps_known = m->endpoints = REGISTRY_BITS_MAX;
+	}
+	n[0].extra_json = extra_big;
+	n[0].port = 65535;
+	n[0].max_jobs = 100000;
+	n[0].active_jobs = 100000;
+	n[0].facts = (registry_facts){ .multiplier = 1000, .verified = true,
+		.verified_at = INT64_MAX, .reputation = 0.1, .established = true,
+		.pending = INT64_MIN, .disputes = INT64_MAX, .jobs = 1, .suspended = true,
+		.suspect = true, .audits_passed = -1, .audits_failed = 1LL << 40,
+		.rep_availability = 1.0 / 3, .rep_reliability = 1, .rep_speed = 0.5,
+		.rep_audits = 1e-300, .ttft_ms = 999999999.875, .tokens_per_s = 3.4e-38,
+		.failovers = 129, .served_jobs = 2147483647 };
+	fill(n[0].facts.hw_class, REGISTRY_CLASS_MAX, 'g');
+
+	/* 1: canonical base64url keys and statement, an IPv4 address, the
+	 * owner the node itself, the heartbeat's usual JSON */
+	b64_of(n[1].node_id, sizeof n[1].node_id, 32, 1);
+	b64_of(n[1].encryption_public_key, sizeof n[1].encryption_public_key, 32, 2);
+	b64_of(n[1].seal_key, sizeof n[1].seal_key, 116, 3);
+	assert_int_equal(strlen(n[1].seal_key), 155);
+	snprintf(n[1].owner, sizeof n[1].owner, "%s", n[1].node_id);
+	snprintf(n[1].ip, sizeof n[1].ip, "100.101.102.103");
+	n[1].extra_json = "{\"hardware\":{\"gpu\":\"NVIDIA GeForce RTX 4090\",\"gpu_count\":1,"
+	    "\"vram_total\":24564,\"vram_free\":20480,\"gpu_util\":3,\"source\":\"nvml\"},"
+	    "\"engines\":[{\"type\":\"ollama\",\"version\":\"0.6.2\",\"port\":11434},"
+	    "{\"type\":\"vllm\",\"version\":\"0.8\",\"port\":8000}]}";
+
+	/* 2: almost packable: base64url whose last char has stray bits, an
+	 * address with leading zeros, a 48-byte key (64 chars), bytes that
+	 * are codes in the JSON dictionary, an empty owner */
+	b64_of(n[2].node_id, sizeof n[2].node_id, 32, 4);
+	n[2].node_id[42] = 'B';  /* 43 chars encode 32 bytes only if the last has low bits 0 */
+	b64_of(n[2].encryption_public_key, sizeof n[2].encryption_public_key, 48, 5);
+	assert_int_equal(strlen(n[2].encryption_public_key), 64);
+	b64_of(n[2].seal_key, sizeof n[2].seal_key, 120, 6);
+	assert_int_equal(strlen(n[2].seal_key), REGISTRY_SEAL_KEY_MAX);
+	snprintf(n[2].ip, sizeof n[2].ip, "100.064.001.002");
+	n[2].owner[0] = '\0';
+	n[2].extra_json = "{\"hardware\":{\"gpu\":\"\x01\x1f\"}}";
+
+	/* 3: IPv6, a name like the node id, empty JSON, all-zero facts */
+	snprintf(n[3].ip, sizeof n[3].ip, "fd7a:115c:a1e0::1");
+	snprintf(n[3].name, sizeof n[3].name, "%s", n[3].node_id);
+	n[3].extra_json = "";
+	n[3].facts = (registry_facts){ 0 };
+
+	/* 4: addresses that read as IPv4 but are not written back the same */
+	snprintf(n[4].ip, sizeof n[4].ip, "1.2.3");
+	n[4].name[0] = '\0';
+	snprintf(n[4].encryption_public_key, sizeof n[4].encryption_public_key,
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+	/* 5: the same model twice (shared descriptions), then one other */
+	n[5].n_models = 2;
+	models[5][1] = models[5][0];
+	models[5][1].endpoints = 3;
+
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(registry_put_node(r, &n[i], TTL, NOW), 0);
+	for (int i = 0; i < 6; i++) {
+		registry_node got;
+		assert_int_equal(registry_get_node(&got, r, n[i].node_id, NOW, REGISTRY_WITH_ALL),
+		    0);
+		assert_same_node(&got, &n[i]);
+		registry_node_clear(&got);
+	}
+	/* finding by the longest name and hash */
+	assert_int_equal(find_count(r, models[0][1].name, NOW), 1);
+	assert_int_equal(find_count(r, models[0][0].content_hash, NOW), 1);
+	assert_int_equal(find_count(r, "m", NOW), 5);
+
+	/* new facts keep the rest of the packed record */
+	registry_facts f = n[0].facts;
+	f.pending = 7;
+	f.rep_speed = 0.3;
+	assert_int_equal(registry_set_node_facts(r, n[0].node_id, &f, NOW), 0);
+	n[0].facts = f;
+	registry_node got;
+	assert_int_equal(registry_get_node(&got, r, n[0].node_id, NOW, REGISTRY_WITH_ALL), 0);
+	assert_same_node(&got, &n[0]);
+	assert_int_equal(got.expires_at, NOW + TTL);
+	registry_node_clear(&got);
+	assert_int_equal(find_count(r, models[0][1].name, NOW), 1);
+	assert_int_equal(registry_remove_node(r, n[0].node_id), 0);
+	assert_int_equal(find_count(r, models[0][1].name, NOW), 0);
+}
+
 static void test_validation(void **state)
 {
 	registry *r = *state;
@@ -1229,6 +1432,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_model_capabilities, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_facts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_packed_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
 		cmocka_unit_test(test_node_capacity),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
