@@ -915,6 +915,19 @@ static void test_node_capacity(void **state)
 	registry_close(r);
 }
 
+/* The default cap follows the machine's memory and always fits 1M nodes. */
+static void test_default_max_nodes(void **state)
+{
+	(void)state;
+	size_t n = registry_default_max_nodes();
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	assert_true(n >= REGISTRY_MIN_DEFAULT_NODES && n > 1000000);
+	assert_true(pages > 0 && page > 0);
+	size_t quarter = (size_t)pages / 4 * (size_t)page / REGISTRY_NODE_BYTES;
+	assert_int_equal(n, quarter > REGISTRY_MIN_DEFAULT_NODES ? quarter :
+	    REGISTRY_MIN_DEFAULT_NODES);
+}
+
 /* ---- nonces, rates, kv ------------------------------------------------------- */
 
 static void test_nonces(void **state)
@@ -1435,6 +1448,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_packed_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
 		cmocka_unit_test(test_node_capacity),
+		cmocka_unit_test(test_default_max_nodes),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
 		cmocka_unit_test(test_nonce_bounded),
 		cmocka_unit_test(test_quotas),
