@@ -296,10 +296,63 @@ static int64_t unzigzag(uint64_t v)
 
 /* ---- strings ---- */
 
-static bool b64url_char(char c)
+/* base64url without padding, for public keys and statements (no need for
+ * libsodium's constant-time codec, which is several times slower). */
+static const char b64_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int8_t b64_vals[256];  /* -1: not a base64url char (codec_init) */
+
+static int b64_val(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	    c == '-' || c == '_';
+	return b64_vals[c];
+}
+
+/* The base64url encoding of bin[0..n) into dst (4n/3 rounded up, + NUL). */
+static void b64_encode(char *dst, const uint8_t *bin, size_t n)
+{
+	size_t k = 0, i = 0;
+	for (; i + 3 <= n; i += 3) {
+		uint32_t v = (uint32_t)bin[i] << 16 | (uint32_t)bin[i + 1] << 8 | bin[i + 2];
+		dst[k++] = b64_chars[v >> 18];
+		dst[k++] = b64_chars[(v >> 12) & 63];
+		dst[k++] = b64_chars[(v >> 6) & 63];
+		dst[k++] = b64_chars[v & 63];
+	}
+	if (n - i == 1) {
+		dst[k++] = b64_chars[bin[i] >> 2];
+		dst[k++] = b64_chars[(bin[i] & 3) << 4];
+	} else if (n - i == 2) {
+		uint32_t v = (uint32_t)bin[i] << 8 | bin[i + 1];
+		dst[k++] = b64_chars[v >> 10];
+		dst[k++] = b64_chars[(v >> 4) & 63];
+		dst[k++] = b64_chars[(v & 15) << 2];
+	}
+	dst[k] = '\0';
+}
+
+/* Decode s (len chars) into bin if it is canonical base64url without
+ * padding (b64_encode of the result gives s back): the byte count, or 0. */
+static size_t b64_decode(uint8_t *bin, const char *s, size_t len)
+{
+	size_t k = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	if (len % 4 == 1)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		int v = b64_val((unsigned char)s[i]);
+		if (v < 0)
+			return 0;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			bin[k++] = (uint8_t)(acc >> bits);
+			acc &= (1u << bits) - 1;
+		}
+	}
+	return acc == 0 ? k : 0;  /* stray low bits: not what encoding writes */
 }
 
 /* Pack `s` at p (room for 2 + its length); `id` is the node's id (for
@@ -321,24 +374,12 @@ static size_t pk_put(uint8_t *p, const char *s, const char *id)
 			return 5;
 		}
 	}
-	if (len >= PK_B64_MIN && len % 4 != 1 && len * 3 / 4 <= PK_BIN_MAX) {
-		size_t i = 0, binlen = 0;
-		while (i < len && b64url_char(s[i]))
-			i++;
-		unsigned char bin[PK_BIN_MAX];
-		char back[PK_TEXT_MAX + 1];
-		if (i == len && sodium_base642bin(bin, sizeof bin, s, len, NULL, &binlen, NULL,
-		    sodium_base64_VARIANT_URLSAFE_NO_PADDING) == 0 && binlen > 0 &&
-		    sodium_base64_ENCODED_LEN(binlen, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ==
-		    len + 1) {
-			sodium_bin2base64(back, sizeof back, bin, binlen,
-			    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-			if (strcmp(back, s) == 0) {
-				p[0] = PK_B64;
-				p[1] = (uint8_t)binlen;
-				memcpy(p + 2, bin, binlen);
-				return 2 + binlen;
-			}
+	if (len >= PK_B64_MIN && len * 3 / 4 <= PK_BIN_MAX) {
+		size_t binlen = b64_decode(p + 2, s, len);
+		if (binlen > 0) {
+			p[0] = PK_B64;
+			p[1] = (uint8_t)binlen;
+			return 2 + binlen;
 		}
 	}
 	p[0] = (uint8_t)len;
@@ -362,10 +403,8 @@ static void pk_get(char *dst, size_t cap, const uint8_t **pp, const char *id)
 			dst[0] = '\0';
 	} else if (tag == PK_B64) {
 		size_t binlen = *p++;
-		if (sodium_base64_ENCODED_LEN(binlen, sodium_base64_VARIANT_URLSAFE_NO_PADDING) <=
-		    cap)
-			sodium_bin2base64(dst, cap, p, binlen,
-			    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		if ((binlen * 4 + 2) / 3 < cap)
+			b64_encode(dst, p, binlen);
 		else
 			dst[0] = '\0';
 		p += binlen;
@@ -578,10 +617,13 @@ static const struct {
 _Static_assert(XDICT_N <= 32, "extra JSON codes are 1 .. 31");
 
 static uint32_t xdict_first[256];  /* codes whose text starts with that byte */
-static pthread_once_t xdict_once = PTHREAD_ONCE_INIT;
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
 
-static void xdict_init(void)
+static void codec_init(void)
 {
+	memset(b64_vals, -1, sizeof b64_vals);
+	for (int i = 0; i < 64; i++)
+		b64_vals[(unsigned char)b64_chars[i]] = (int8_t)i;
 	for (size_t t = 1; t < XDICT_N; t++)
 		xdict_first[(unsigned char)xdict[t].s[0]] |= 1u << t;
 }
@@ -842,11 +884,29 @@ static struct mem_registry *mem_of(registry *r)
 
 static struct mdesc *desc_get(struct mem_registry *m, const registry_model *src)
 {
+	/* the key: each string after its length, then the numbers (as text:
+	 * map keys are C strings) */
 	char key[REGISTRY_MODEL_MAX + REGISTRY_HASH_MAX + REGISTRY_ENGINE_MAX + 128];
-	snprintf(key, sizeof key, "%zu:%s%zu:%s%zu:%s/%lld/%lld/%u/%u/%u", strlen(src->name),
-	    src->name, strlen(src->content_hash), src->content_hash, strlen(src->engine),
-	    src->engine, (long long)src->size_bytes, (long long)src->context_length,
-	    src->caps, src->caps_known, src->endpoints);
+	const char *parts[3] = { src->name, src->content_hash, src->engine };
+	uint64_t nums[5] = { (uint64_t)src->size_bytes, (uint64_t)src->context_length,
+		src->caps, src->caps_known, src->endpoints };
+	size_t k = 0;
+	for (int i = 0; i < 3; i++) {
+		size_t l = strlen(parts[i]);
+		key[k++] = (char)('0' + l / 100);
+		key[k++] = (char)('0' + l / 10 % 10);
+		key[k++] = (char)('0' + l % 10);
+		memcpy(key + k, parts[i], l);
+		k += l;
+	}
+	for (int i = 0; i < 5; i++) {
+		key[k++] = '/';
+		do {
+			key[k++] = (char)('0' + nums[i] % 10);
+			nums[i] /= 10;
+		} while (nums[i] != 0);
+	}
+	key[k] = '\0';
 	uint64_t h = shash(m->seed, key);
 	struct sent *e = smap_find(&m->descs, key, h);
 	if (e != NULL) {
@@ -885,11 +945,27 @@ static void desc_put(struct mem_registry *m, struct mdesc *d)
 	}
 }
 
-/* Point node n's slots at the descriptions of `models` (its record's).
- * On failure none is held. */
-static int node_intern(struct mem_registry *m, struct mnode *n, const registry_model *models)
+static bool desc_is(const struct mdesc *d, const registry_model *src)
+{
+	return d->size == src->size_bytes && d->ctx == src->context_length &&
+	    d->caps == src->caps && d->caps_known == src->caps_known &&
+	    d->endpoints == src->endpoints && strcmp(d->text, src->name) == 0 &&
+	    strcmp(d->hash, src->content_hash) == 0 && strcmp(d->engine, src->engine) == 0;
+}
+
+/* Point node n's slots at the descriptions of `models` (its record's);
+ * `old` (may be NULL), the node's previous record, usually lists the same
+ * (a heartbeat repeats its models): its descriptions are taken without a
+ * look-up.  On failure none is held. */
+static int node_intern(struct mem_registry *m, struct mnode *n, const registry_model *models,
+    const struct mnode *old)
 {
 	for (size_t i = 0; i < n->n_models; i++) {
+		if (old != NULL && i < old->n_models && desc_is(old->models[i].d, &models[i])) {
+			n->models[i].d = old->models[i].d;
+			n->models[i].d->refs++;
+			continue;
+		}
 		if ((n->models[i].d = desc_get(m, &models[i])) == NULL) {
 			for (size_t j = 0; j < i; j++) {
 				desc_put(m, n->models[j].d);
@@ -1202,7 +1278,7 @@ static int mem_put_node(registry *r, const registry_node *rec, int64_t ttl, int6
 		    m->nodes.n);
 		goto out;
 	}
-	if ((err = node_intern(m, n, rec->models)) != 0)
+	if ((err = node_intern(m, n, rec->models, old)) != 0)
 		goto out;
 	if (old != NULL) {
 		err = node_swap(m, old, n);
@@ -1568,7 +1644,7 @@ static int mem_set_facts(registry *r, const char *node_id, const registry_facts 
 	}
 	n->hash = old->hash;
 	atomic_store(&n->active, atomic_load(&old->active));
-	err = node_intern(m, n, rec.models);
+	err = node_intern(m, n, rec.models, old);
 	registry_node_clear(&rec);
 	if (err != 0) {
 		mnode_free(m, n);
@@ -1901,7 +1977,7 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	expset_opts ro = { .max = opts->max_rate, .what = "rate-limit keys" };
 	expset_opts ko = { .max = opts->max_kv, .what = "key/value entries",
 		.owner_quota = { opts->kv_quota_owner, opts->kv_quota_addr } };
-	pthread_once(&xdict_once, xdict_init);
+	pthread_once(&codec_once, codec_init);
 	if (nmap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
 	    smap_init(&m->by_hash, 256) != 0 || smap_init(&m->descs, 256) != 0 ||
 	    smap_init(&m->sets, 64) != 0 ||
