@@ -313,8 +313,8 @@ int main(int argc, char **argv)
 	    per_node, nodes, (double)(rss1 - rss0) / 1024.0, target * (double)nodes / 1e6, nodes,
 	    target, per_node / target);
 	printf("RESULT registry %s: CPU per call (this process's): put (new node) %.2f us, put "
-	    "(known node) %.2f us, get %.2f us, find(20) %.2f us; wall per node filling it, making records included, %.2f "
-	    "us\n", registry_backend_name(reg),
+	    "(known node) %.2f us, get %.2f us, find(20) %.2f us; wall per node filling it "
+	    "(making the records included) %.2f us\n", registry_backend_name(reg),
 	    t_put / (double)nodes * 1e6, t_beat / (double)beats * 1e6,
 	    t_get / (double)lookups * 1e6, t_find / (double)finds * 1e6,
 	    t_fill / (double)nodes * 1e6);
