@@ -12,7 +12,13 @@
 #   2. if BASE_BUILD names another build (e.g. of the previous commit), the
 #      same program built against it, first, for a before/after ratio in
 #      one run;
-#   3. Redis, if redis-server is installed and the build has the backend:
+#   3. if COORD_NODES is set (e.g. 200000; at most 900000), the whole
+#      coordinator: `troop coordinator` (SQLite ledger, --node-ttl 3600)
+#      gets COORD_NODES real signed heartbeats from bench/loadgen.c (its
+#      records: one model, hardware and engine JSON, no seal key), and its
+#      resident memory before and after gives bytes per node; with
+#      BASE_BUILD, that build's troop first;
+#   4. Redis, if redis-server is installed and the build has the backend:
 #      a redis-server this script starts on a free loopback port (no
 #      persistence), REDIS_NODES nodes (default 100000; 1M puts through
 #      round trips take minutes), INFO memory's used_memory per node.
@@ -65,6 +71,35 @@ if [ -n "${BASE_BUILD:-}" ]; then
 	[ -n "$a" ] && [ -n "$b" ] && [ "$a" -gt 0 ] &&
 		echo "RESULT registry memory: $b -> $a bytes/node at $nodes nodes" \
 			"(ratio $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b / a }')x smaller)"
+fi
+
+# coord_phase DIR LABEL: COORD_NODES heartbeats into DIR/troop coordinator
+coord_phase() (
+	export TROOP_BUILD_DIR=$1 TROOP_BIN=$1/troop
+	# shellcheck disable=SC1091
+	. "$root/tests/integration/troop_chain.sh"
+	CHAIN_NO_BUILD=1 chain_init troop-bench-registry
+	chain_coordinator --threads 2 --node-ttl 3600 --log-level info
+	rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$COORD_PID/status"; }
+	r0=$(rss)
+	"$tmp/loadgen" --port "$COORD_PORT" --phases peers --peer-nodes "$COORD_NODES" \
+		--peer-models 40 --duration 1 >"$tmp/loadgen-$2.out" 2>&1 ||
+		{ tail -n 20 "$tmp/loadgen-$2.out" "$COORD_LOG" >&2; exit 1; }
+	r1=$(rss)
+	grep -E 'registered' "$tmp/loadgen-$2.out" || true
+	echo "coordinator ($2): resident $r0 kB before, $r1 kB after $COORD_NODES heartbeats"
+	echo "RESULT coordinator ($2): $(((r1 - r0) * 1024 / COORD_NODES)) bytes/node RSS at" \
+		"$COORD_NODES nodes (loadgen's heartbeats, no seal key)"
+)
+if [ -n "${COORD_NODES:-}" ]; then
+	[ -x "$build/troop" ] || die "$build/troop missing: build the project first (make)"
+	# shellcheck disable=SC2046
+	cc -O2 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -I"$root/src/lib" -I"$root/src" \
+		"$root/bench/loadgen.c" "$build/libtroop_lib.a" \
+		$(pkg-config --cflags --libs libsodium jansson libevent libevent_pthreads libcurl) \
+		-lpthread -lm -o "$tmp/loadgen"
+	[ -n "${BASE_BUILD:-}" ] && coord_phase "$BASE_BUILD" baseline
+	coord_phase "$build" "this build"
 fi
 
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
