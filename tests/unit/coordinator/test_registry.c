@@ -10,6 +10,7 @@
  * test_pg_backends.sh sets it) the same tests run on Redis instead, each
  * registry under a key prefix of its own.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -831,6 +832,69 @@ static void test_packed_roundtrip(void **state)
 	assert_int_equal(find_count(r, models[0][1].name, NOW), 0);
 }
 
+/* What a heartbeat-like node costs the memory backend, counted by the
+ * allocator (glibc's mallinfo2: exact, unlike the resident set): two
+ * base64url keys, a 155-char seal key statement, an IPv4 address, one or
+ * two of 40 models, the hardware JSON, verified facts.  1,000,000 such
+ * nodes must fit in well under 600 MB (1.2 KB each before records were
+ * packed). */
+static void test_memory_per_node(void **state)
+{
+	(void)state;
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)
+	enum { NODES = 20000 };
+	if (test_url() != NULL)
+		skip();
+	registry *r = NULL;
+	assert_int_equal(registry_open(&r, NULL, NULL), 0);
+	static char names[40][32], hashes[40][80];
+	for (int i = 0; i < 40; i++) {
+		snprintf(names[i], sizeof names[i], "model-%d:%db", i, 1 + i % 5);
+		snprintf(hashes[i], sizeof hashes[i], "sha256:%064x", i * 7919);
+	}
+	size_t before = mallinfo2().uordblks;
+	for (int i = 0; i < NODES; i++) {
+		registry_node n;
+		registry_model models[2];
+		const char *nm[2] = { names[i % 40], names[(i + 7) % 40] };
+		const char *hs[2] = { hashes[i % 40], hashes[(i + 7) % 40] };
+		char extra[256];
+		make_node(&n, models, "x", 1 + (size_t)(i % 2), nm, hs);
+		b64_of(n.node_id, sizeof n.node_id, 32, (unsigned)i);
+		for (int c = 0; c < 4; c++)  /* distinct ids: b64_of repeats every 256 seeds */
+			n.node_id[c] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			    [(i >> (6 * c)) & 63];
+		b64_of(n.encryption_public_key, sizeof n.encryption_public_key, 32,
+		    (unsigned)i + 1);
+		b64_of(n.seal_key, sizeof n.seal_key, 116, (unsigned)i + 2);
+		snprintf(n.owner, sizeof n.owner, "%s", n.node_id);
+		snprintf(n.name, sizeof n.name, "gpu-box-%d", i);
+		snprintf(n.ip, sizeof n.ip, "100.%d.%d.%d", 64 + i % 64, (i >> 8) & 255, i & 255);
+		snprintf(extra, sizeof extra, "{\"hardware\":{\"gpu\":\"NVIDIA GeForce RTX 4090\","
+		    "\"gpu_count\":1,\"vram_total\":24564,\"vram_free\":%d,\"gpu_util\":%d,"
+		    "\"source\":\"nvml\"},\"engines\":[{\"type\":\"ollama\",\"version\":"
+		    "\"0.6.2\",\"port\":11434}]}", 20480 - i % 1000, i % 100);
+		n.extra_json = extra;
+		n.facts = (registry_facts){ .multiplier = 0.5 + i / 1e5, .verified = true,
+			.verified_at = NOW, .reputation = 0.81 + i / 1e7, .rep_availability = 0.9,
+			.rep_reliability = 0.95 + i / 1e7, .rep_speed = 0.9, .rep_audits = 1,
+			.jobs = i, .ttft_ms = 120.5, .tokens_per_s = 40 + i / 1e3 };
+		snprintf(n.facts.hw_class, sizeof n.facts.hw_class, "gpu");
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	size_t after = mallinfo2().uordblks;
+	double per_node = (double)(after - before) / NODES;
+	size_t live = 0;
+	assert_int_equal(registry_count_nodes(&live, r, NOW), 0);
+	assert_int_equal(live, NODES);
+	printf("# memory backend: %.0f bytes allocated per node\n", per_node);
+	assert_true(per_node < 560);
+	registry_close(r);
+#else
+	skip();
+#endif
+}
+
 static void test_validation(void **state)
 {
 	registry *r = *state;
@@ -1446,6 +1510,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_facts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_packed_roundtrip, setup, teardown),
+		cmocka_unit_test(test_memory_per_node),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
 		cmocka_unit_test(test_node_capacity),
 		cmocka_unit_test(test_default_max_nodes),
