@@ -883,6 +883,10 @@ static void test_memory_per_node(void **state)
 		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
 	}
 	size_t after = mallinfo2().uordblks;
+	if (after < before + NODES) {  /* a sanitizer's allocator: glibc's counts nothing */
+		registry_close(r);
+		skip();
+	}
 	double per_node = (double)(after - before) / NODES;
 	size_t live = 0;
 	assert_int_equal(registry_count_nodes(&live, r, NOW), 0);
