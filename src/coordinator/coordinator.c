@@ -120,6 +120,10 @@ static const config_opt coord_opts[] = {
 	{ "max-nonces", 0, OPT_INT, "TROOP_MAX_NONCES", NULL, "1000000", "N",
 	  "signature nonces remembered at once; one signer may hold 1/20 of them and one "
 	  "source address 1/4", 100, 1e9 },
+	{ "max-nodes", 0, OPT_INT, "TROOP_MAX_NODES", NULL, "0", "N",
+	  "live nodes the registry keeps; a heartbeat of a new node beyond them is refused "
+	  "(503) (0: a quarter of this machine's memory at 512 bytes a node, at least "
+	  "1100000)", 0, 1e9 },
 	{ "poh-check-workers", 0, OPT_INT, "TROOP_POH_CHECK_WORKERS", NULL, "1", "N",
 	  "proof-of-hardware: reveals checked at once, on threads of their own", 1, 64 },
 	{ "poh-check-queue", 0, OPT_INT, "TROOP_POH_CHECK_QUEUE", NULL, "8", "N",
@@ -639,8 +643,14 @@ int cmd_coordinator(int argc, char **argv)
 		goto out;
 	}
 	{
-		registry_opts ro = { .max_nonces = (size_t)config_int(cfg, "max-nonces") };
+		registry_opts ro = { .max_nonces = (size_t)config_int(cfg, "max-nonces"),
+			.max_nodes = (size_t)config_int(cfg, "max-nodes") };
+		if (ro.max_nodes == 0)
+			ro.max_nodes = registry_default_max_nodes();
 		rc = registry_open(&c->reg, config_str(cfg, "registry-url"), &ro);
+		if (rc == 0)
+			log_info("registry_opened", "backend=%s max_nodes=%zu",
+			    registry_backend_name(c->reg), ro.max_nodes);
 	}
 	if (rc != 0) {
 		fatal_config("cannot open the registry");

@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "registry.h"
@@ -124,6 +125,15 @@ static int check_node(const registry_node *n)
 
 /* ---- lifetime ------------------------------------------------------------- */
 
+size_t registry_default_max_nodes(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	size_t n = 0;
+	if (pages > 0 && page > 0)
+		n = (size_t)pages / 4 * (size_t)page / REGISTRY_NODE_BYTES;
+	return n > REGISTRY_MIN_DEFAULT_NODES ? n : REGISTRY_MIN_DEFAULT_NODES;
+}
+
 int registry_open(registry **out, const char *url, const registry_opts *opts)
 {
 	if (out == NULL)
@@ -133,7 +143,7 @@ int registry_open(registry **out, const char *url, const registry_opts *opts)
 	if (opts != NULL)
 		o = *opts;
 	if (o.max_nodes == 0)
-		o.max_nodes = 1000000;
+		o.max_nodes = registry_default_max_nodes();
 	if (o.max_nonces == 0)
 		o.max_nonces = 1000000;
 	if (o.max_rate == 0)

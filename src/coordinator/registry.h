@@ -171,7 +171,7 @@ typedef struct {
  * defaults to a fraction of the store's cap (0 below): a party over its
  * quota is refused with TROOP_ERATE while others still get in. */
 typedef struct {
-	size_t max_nodes;           /* live nodes kept; 0: 1,000,000 */
+	size_t max_nodes;           /* live nodes kept; 0: registry_default_max_nodes() */
 	size_t max_nonces;          /* nonces remembered; 0: 1,000,000 */
 	size_t max_rate;            /* rate-limit keys; 0: 1,000,000 */
 	size_t max_kv;              /* key/value entries; 0: 100,000 */
@@ -180,6 +180,16 @@ typedef struct {
 	size_t kv_quota_owner;      /* 0: max_kv / 100 */
 	size_t kv_quota_addr;       /* 0: max_kv / 4 */
 } registry_opts;
+
+/* Bytes a live node costs the in-process registry, rounded up from
+ * bench/bench_registry.sh (~470 at 1M nodes with heartbeat-like records:
+ * two keys, a seal key statement, one or two models, hardware JSON). */
+#define REGISTRY_NODE_BYTES 512
+#define REGISTRY_MIN_DEFAULT_NODES 1100000  /* 1M live nodes always fit the default */
+
+/* The default node cap: a quarter of this machine's physical memory over
+ * REGISTRY_NODE_BYTES, at least REGISTRY_MIN_DEFAULT_NODES.  Thread-safe. */
+size_t registry_default_max_nodes(void);
 
 /* ---- lifetime ------------------------------------------------------------- */
 

@@ -7,14 +7,16 @@
  * reader/writer lock (writer-preferring, so a stream of lookups cannot
  * starve heartbeats).  Lookups take the read lock; heartbeats the write
  * lock.  active_jobs is atomic so that authorize can bump it under the
- * read lock.  Each index bucket is an array of (node, model slot) refs;
- * every model slot remembers its position in the bucket, so removing a
- * node is O(its models) (swap with the last ref) and finding a model is
+ * read lock.  Each index bucket is an array of node pointers; every
+ * model slot of a node remembers its position in its buckets, so removing
+ * a node is O(its models) (swap with the last ref) and finding a model is
  * O(nodes listed under it), never a scan of all nodes.  A node is stored
- * in one allocation (record, model table and all strings), keeping 100k
- * nodes at a few hundred bytes each.  Listing a page in id order
- * (registry_list_nodes) is one pass over the nodes (or over one index
- * bucket), keeping the page's smallest ids in a heap of the page's size.
+ * packed in one allocation (below, "node records, packed"): about 470
+ * bytes a node with heartbeat-like records, index and map included
+ * (bench/bench_registry.sh), so 1,000,000 nodes take about 450 MB.
+ * Listing a page in id order (registry_list_nodes) is one pass over the
+ * nodes (or over one index bucket), keeping the page's smallest ids in a
+ * heap of the page's size.
  *
  * Nonces, rate windows and key/values: three expiring sets (lib/expset),
  * each with a hard cap on live entries; nonces and key/values also count
@@ -28,9 +30,12 @@
  * Keys come from the network, so the maps hash with SipHash (libsodium
  * crypto_shorthash) under a random key chosen at open.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,27 +162,547 @@ static void *smap_del(struct smap *m, struct sent *e)
 	return val;
 }
 
-/* ---- expiry heap ------------------------------------------------------------- */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+	size_t n = strnlen(src, cap - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
 
-struct hent {
-	int64_t at;  /* expires at (live while now < at) */
-	size_t pos;  /* index in the heap */
+/* ---- node records, packed ------------------------------------------------------ */
+/*
+ * A node is one allocation: struct mnode (48 bytes), its model slots
+ * (16 bytes each: a shared model description and two index positions),
+ * its id as a C string, then the other fields packed one after another:
+ *
+ *   strings   (name, ip, encryption key, seal key, owner, version) one
+ *             tag byte each, then: below PK_TEXT_MAX, that many bytes of
+ *             text; PK_B64, a length B and B bytes that are the string's
+ *             base64url (no padding) decoding, used only when encoding them
+ *             again gives the string back byte for byte (keys and the seal
+ *             key statement: 155 chars in 116 bytes); PK_IPV4, 4 bytes of
+ *             a dotted quad that inet_ntop writes back the same; PK_SAME_ID,
+ *             nothing (an owner that is the node itself).
+ *   facts     a 32-bit mask of the fields that are not zero (and of the
+ *             doubles that a float holds exactly), then those fields:
+ *             doubles in 4 or 8 bytes, integers as zigzag varints, the
+ *             hardware class as a length byte and text; booleans are mask
+ *             bits.
+ *   extra     a mode byte (none, text, dictionary-coded), then varints
+ *             and bytes: the heartbeat JSON with its usual keys and values
+ *             ("hardware", "gpu_count", "NVIDIA GeForce RTX ", "ollama",
+ *             ...) replaced by control bytes, which JSON text never holds
+ *             raw (text that does is kept as it is).
+ *
+ * Model descriptions (name, hash, engine, size, context, capability bits)
+ * are interned: every node serving the same file the same way points at
+ * one refcounted struct mdesc.  Index buckets hold node pointers; each
+ * slot keeps its positions in the name and hash buckets.
+ */
+
+#define PK_TEXT_MAX 0xF0u  /* tag below: that many bytes of text */
+#define PK_IPV4 0xFDu
+#define PK_SAME_ID 0xFEu
+#define PK_B64 0xFFu
+#define PK_B64_MIN 16      /* shorter strings stay text */
+#define PK_BIN_MAX 160     /* decoded bytes of the longest string packed as PK_B64 */
+#define POS_NONE UINT32_MAX
+
+_Static_assert(REGISTRY_NAME_MAX < PK_TEXT_MAX && REGISTRY_SEAL_KEY_MAX < PK_TEXT_MAX &&
+    REGISTRY_ID_MAX < PK_TEXT_MAX && REGISTRY_IP_MAX < PK_TEXT_MAX &&
+    REGISTRY_KEY_MAX < PK_TEXT_MAX && REGISTRY_VERSION_MAX < PK_TEXT_MAX,
+    "a node string's length must fit a text tag");
+_Static_assert(REGISTRY_MODELS_MAX <= UINT16_MAX, "n_models is 16 bits");
+
+struct mdesc {
+	struct sent *ent;    /* its entry in descs */
+	size_t refs;         /* model slots pointing here */
+	int64_t size, ctx;
+	uint8_t caps, caps_known, endpoints;
+	const char *hash, *engine;  /* in text, after the name */
+	char text[];         /* name NUL hash NUL engine NUL */
 };
 
+struct mslot {
+	struct mdesc *d;
+	uint32_t name_pos;   /* index in the by_name bucket, POS_NONE if not indexed */
+	uint32_t hash_pos;   /* likewise in by_hash */
+};
+
+struct mnode {
+	int64_t at;              /* expires at (live while now < at) */
+	struct mnode *next;      /* chain in the nodes map */
+	int64_t last_seen;
+	uint32_t heap_pos;       /* index in node_heap */
+	uint32_t hash;           /* low bits of the id's hash */
+	atomic_int active;
+	int32_t max_jobs;
+	uint16_t port;
+	uint16_t n_models;
+	uint8_t status;
+	struct mslot models[];   /* then the id, NUL, and the packed fields */
+};
+
+static const char *mnode_id(const struct mnode *n)
+{
+	return (const char *)(n->models + n->n_models);
+}
+
+static const uint8_t *mnode_fields(const struct mnode *n)
+{
+	const char *id = mnode_id(n);
+	return (const uint8_t *)id + strlen(id) + 1;
+}
+
+static bool node_live(const struct mnode *n, int64_t now)
+{
+	return n->at > now;
+}
+
+/* ---- varints ---- */
+
+static size_t varint_put(uint8_t *p, uint64_t v)
+{
+	size_t k = 0;
+	while (v >= 0x80) {
+		p[k++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[k++] = (uint8_t)v;
+	return k;
+}
+
+static uint64_t varint_get(const uint8_t **pp)
+{
+	const uint8_t *p = *pp;
+	uint64_t v = 0;
+	for (int shift = 0; shift < 64; shift += 7) {
+		uint8_t b = *p++;
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			break;
+	}
+	*pp = p;
+	return v;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzigzag(uint64_t v)
+{
+	return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* ---- strings ---- */
+
+/* base64url without padding, for public keys and statements (no need for
+ * libsodium's constant-time codec, which is several times slower). */
+static const char b64_chars[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int8_t b64_vals[256];  /* -1: not a base64url char (codec_init) */
+
+static int b64_val(unsigned char c)
+{
+	return b64_vals[c];
+}
+
+/* The base64url encoding of bin[0..n) into dst (4n/3 rounded up, + NUL). */
+static void b64_encode(char *dst, const uint8_t *bin, size_t n)
+{
+	size_t k = 0, i = 0;
+	for (; i + 3 <= n; i += 3) {
+		uint32_t v = (uint32_t)bin[i] << 16 | (uint32_t)bin[i + 1] << 8 | bin[i + 2];
+		dst[k++] = b64_chars[v >> 18];
+		dst[k++] = b64_chars[(v >> 12) & 63];
+		dst[k++] = b64_chars[(v >> 6) & 63];
+		dst[k++] = b64_chars[v & 63];
+	}
+	if (n - i == 1) {
+		dst[k++] = b64_chars[bin[i] >> 2];
+		dst[k++] = b64_chars[(bin[i] & 3) << 4];
+	} else if (n - i == 2) {
+		uint32_t v = (uint32_t)bin[i] << 8 | bin[i + 1];
+		dst[k++] = b64_chars[v >> 10];
+		dst[k++] = b64_chars[(v >> 4) & 63];
+		dst[k++] = b64_chars[(v & 15) << 2];
+	}
+	dst[k] = '\0';
+}
+
+/* Decode s (len chars) into bin if it is canonical base64url without
+ * padding (b64_encode of the result gives s back): the byte count, or 0. */
+static size_t b64_decode(uint8_t *bin, const char *s, size_t len)
+{
+	size_t k = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	if (len % 4 == 1)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		int v = b64_val((unsigned char)s[i]);
+		if (v < 0)
+			return 0;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			bin[k++] = (uint8_t)(acc >> bits);
+			acc &= (1u << bits) - 1;
+		}
+	}
+	return acc == 0 ? k : 0;  /* stray low bits: not what encoding writes */
+}
+
+/* Pack `s` at p (room for 2 + its length); `id` is the node's id (for
+ * PK_SAME_ID) or NULL.  Returns the bytes written. */
+static size_t pk_put(uint8_t *p, const char *s, const char *id)
+{
+	size_t len = strlen(s);
+	if (id != NULL && len > 0 && strcmp(s, id) == 0) {
+		p[0] = PK_SAME_ID;
+		return 1;
+	}
+	if (len >= 7 && len <= 15) {
+		struct in_addr a;
+		char back[INET_ADDRSTRLEN];
+		if (inet_pton(AF_INET, s, &a) == 1 &&
+		    inet_ntop(AF_INET, &a, back, sizeof back) != NULL && strcmp(back, s) == 0) {
+			p[0] = PK_IPV4;
+			memcpy(p + 1, &a, 4);
+			return 5;
+		}
+	}
+	if (len >= PK_B64_MIN && len * 3 / 4 <= PK_BIN_MAX) {
+		size_t binlen = b64_decode(p + 2, s, len);
+		if (binlen > 0) {
+			p[0] = PK_B64;
+			p[1] = (uint8_t)binlen;
+			return 2 + binlen;
+		}
+	}
+	p[0] = (uint8_t)len;
+	memcpy(p + 1, s, len);
+	return 1 + len;
+}
+
+/* Unpack the string at *pp into dst (cap bytes, at least the field's size
+ * in registry_node: what was packed came from such a field). */
+static void pk_get(char *dst, size_t cap, const uint8_t **pp, const char *id)
+{
+	const uint8_t *p = *pp;
+	uint8_t tag = *p++;
+	if (tag == PK_SAME_ID) {
+		copy_str(dst, cap, id);
+	} else if (tag == PK_IPV4) {
+		struct in_addr a;
+		memcpy(&a, p, 4);
+		p += 4;
+		if (cap < INET_ADDRSTRLEN || inet_ntop(AF_INET, &a, dst, (socklen_t)cap) == NULL)
+			dst[0] = '\0';
+	} else if (tag == PK_B64) {
+		size_t binlen = *p++;
+		if ((binlen * 4 + 2) / 3 < cap)
+			b64_encode(dst, p, binlen);
+		else
+			dst[0] = '\0';
+		p += binlen;
+	} else {
+		size_t n = tag < cap ? tag : cap - 1;
+		memcpy(dst, p, n);
+		dst[n] = '\0';
+		p += tag;
+	}
+	*pp = p;
+}
+
+/* ---- facts ---- */
+
+enum { FT_D, FT_B, FT_I, FT_N, FT_S };
+
+static const struct {
+	uint8_t type;
+	uint16_t off;
+} fact_fields[] = {
+	{ FT_D, offsetof(registry_facts, multiplier) },
+	{ FT_B, offsetof(registry_facts, verified) },
+	{ FT_I, offsetof(registry_facts, verified_at) },
+	{ FT_D, offsetof(registry_facts, reputation) },
+	{ FT_S, offsetof(registry_facts, hw_class) },
+	{ FT_B, offsetof(registry_facts, established) },
+	{ FT_I, offsetof(registry_facts, pending) },
+	{ FT_I, offsetof(registry_facts, disputes) },
+	{ FT_I, offsetof(registry_facts, jobs) },
+	{ FT_B, offsetof(registry_facts, suspended) },
+	{ FT_B, offsetof(registry_facts, suspect) },
+	{ FT_I, offsetof(registry_facts, audits_passed) },
+	{ FT_I, offsetof(registry_facts, audits_failed) },
+	{ FT_D, offsetof(registry_facts, rep_availability) },
+	{ FT_D, offsetof(registry_facts, rep_reliability) },
+	{ FT_D, offsetof(registry_facts, rep_speed) },
+	{ FT_D, offsetof(registry_facts, rep_audits) },
+	{ FT_D, offsetof(registry_facts, ttft_ms) },
+	{ FT_D, offsetof(registry_facts, tokens_per_s) },
+	{ FT_I, offsetof(registry_facts, failovers) },
+	{ FT_N, offsetof(registry_facts, served_jobs) },
+};
+#define N_FACT_FIELDS (sizeof fact_fields / sizeof *fact_fields)
+#define FACT_FLOAT_BIT 21   /* mask bit of the first double held as a float */
+#define FACTS_PACKED_MAX (4 + 8 * 8 + 12 * 10 + 1 + REGISTRY_CLASS_MAX)
+_Static_assert(N_FACT_FIELDS <= FACT_FLOAT_BIT, "facts mask: fields then float bits");
+
+static size_t facts_pack(uint8_t *out, const registry_facts *f)
+{
+	uint32_t mask = 0;
+	uint8_t *p = out + 4;
+	int dk = 0;
+	for (size_t i = 0; i < N_FACT_FIELDS; i++) {
+		const char *v = (const char *)f + fact_fields[i].off;
+		switch (fact_fields[i].type) {
+		case FT_D: {
+			double x;
+			uint64_t bits;
+			memcpy(&x, v, sizeof x);
+			memcpy(&bits, &x, sizeof bits);
+			if (bits != 0) {
+				float fl = (float)x;
+				mask |= 1u << i;
+				if ((double)fl == x) {
+					mask |= 1u << (FACT_FLOAT_BIT + dk);
+					memcpy(p, &fl, sizeof fl);
+					p += sizeof fl;
+				} else {
+					memcpy(p, &x, sizeof x);
+					p += sizeof x;
+				}
+			}
+			dk++;
+			break;
+		}
+		case FT_B:
+			if (*(const bool *)v)
+				mask |= 1u << i;
+			break;
+		case FT_I: {
+			int64_t x;
+			memcpy(&x, v, sizeof x);
+			if (x != 0) {
+				mask |= 1u << i;
+				p += varint_put(p, zigzag(x));
+			}
+			break;
+		}
+		case FT_N: {
+			int x;
+			memcpy(&x, v, sizeof x);
+			if (x != 0) {
+				mask |= 1u << i;
+				p += varint_put(p, zigzag(x));
+			}
+			break;
+		}
+		case FT_S: {
+			size_t len = strnlen(v, REGISTRY_CLASS_MAX);
+			if (len > 0) {
+				mask |= 1u << i;
+				*p++ = (uint8_t)len;
+				memcpy(p, v, len);
+				p += len;
+			}
+			break;
+		}
+		}
+	}
+	for (int k = 0; k < 4; k++)
+		out[k] = (uint8_t)(mask >> (8 * k));
+	return (size_t)(p - out);
+}
+
+static void facts_get(registry_facts *f, const uint8_t **pp)
+{
+	const uint8_t *p = *pp;
+	uint32_t mask = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	    (uint32_t)p[3] << 24;
+	int dk = 0;
+	p += 4;
+	memset(f, 0, sizeof *f);
+	for (size_t i = 0; i < N_FACT_FIELDS; i++) {
+		char *v = (char *)f + fact_fields[i].off;
+		bool set = mask & (1u << i);
+		switch (fact_fields[i].type) {
+		case FT_D:
+			if (set && (mask & (1u << (FACT_FLOAT_BIT + dk)))) {
+				float fl;
+				memcpy(&fl, p, sizeof fl);
+				p += sizeof fl;
+				*(double *)v = fl;
+			} else if (set) {
+				memcpy(v, p, sizeof(double));
+				p += sizeof(double);
+			}
+			dk++;
+			break;
+		case FT_B:
+			*(bool *)v = set;
+			break;
+		case FT_I:
+			if (set)
+				*(int64_t *)v = unzigzag(varint_get(&p));
+			break;
+		case FT_N:
+			if (set)
+				*(int *)v = (int)unzigzag(varint_get(&p));
+			break;
+		case FT_S:
+			if (set) {
+				size_t len = *p++;
+				memcpy(v, p, len);
+				v[len] = '\0';
+				p += len;
+			}
+			break;
+		}
+	}
+	*pp = p;
+}
+
+/* ---- the heartbeat's extra JSON ---- */
+
+#define XMODE_NONE 0
+#define XMODE_TEXT 1
+#define XMODE_DICT 2
+
+#define XT(s) { s, sizeof(s) - 1 }
+/* Codes 1 .. 31: what proto_heartbeat_extra_encode writes most.  Each at
+ * least 2 bytes, so coding never makes text longer. */
+static const struct {
+	const char *s;
+	size_t len;
+} xdict[] = {
+	XT(""),
+	XT("{\"hardware\":{\"gpu\":\""),
+	XT("\",\"gpu_count\":"),
+	XT(",\"vram_total\":"),
+	XT(",\"vram_free\":"),
+	XT(",\"gpu_util\":"),
+	XT(",\"source\":\""),
+	XT("},\"engines\":[{\"type\":\""),
+	XT("\"},\"engines\":[{\"type\":\""),
+	XT("\",\"version\":\""),
+	XT("\",\"port\":"),
+	XT("},{\"type\":\""),
+	XT("}]}"),
+	XT("{\"engines\":[{\"type\":\""),
+	XT("NVIDIA GeForce RTX "),
+	XT("NVIDIA "),
+	XT("ollama"),
+	XT("vllm"),
+	XT("llama.cpp"),
+	XT("nvml"),
+	XT("nvidia-smi"),
+	XT("\"}}"),
+	XT("}}"),
+	XT("Apple M"),
+	XT("AMD Radeon "),
+	XT("\"gpu\":\""),
+	XT("\"gpu_count\":"),
+	XT("\"},"),
+	XT("\",\""),
+	XT("\":\""),
+	XT("\":"),
+};
+#undef XT
+#define XDICT_N (sizeof xdict / sizeof *xdict)
+_Static_assert(XDICT_N <= 32, "extra JSON codes are 1 .. 31");
+
+static uint32_t xdict_first[256];  /* codes whose text starts with that byte */
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+
+static void codec_init(void)
+{
+	memset(b64_vals, -1, sizeof b64_vals);
+	for (int i = 0; i < 64; i++)
+		b64_vals[(unsigned char)b64_chars[i]] = (int8_t)i;
+	for (size_t t = 1; t < XDICT_N; t++)
+		xdict_first[(unsigned char)xdict[t].s[0]] |= 1u << t;
+}
+
+/* Code `s` (len bytes) into out (room for len): the coded length, or
+ * NONE when s holds a byte that is a code. */
+static size_t xdict_pack(uint8_t *out, const char *s, size_t len)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < len;) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < XDICT_N)
+			return NONE;
+		size_t best = 0, best_len = 1;
+		for (uint32_t cand = xdict_first[c]; cand != 0; cand &= cand - 1) {
+			size_t t = (size_t)__builtin_ctz(cand);
+			if (xdict[t].len > best_len && xdict[t].len <= len - i &&
+			    memcmp(s + i, xdict[t].s, xdict[t].len) == 0) {
+				best = t;
+				best_len = xdict[t].len;
+			}
+		}
+		out[k++] = best ? (uint8_t)best : c;
+		i += best_len;
+	}
+	return k;
+}
+
+/* The extra JSON at *p as a malloc'd string (NULL when none or out of
+ * memory: *nomem tells). */
+static char *extra_get(const uint8_t *p, bool *oom)
+{
+	uint8_t mode = *p++;
+	*oom = false;
+	if (mode == XMODE_NONE)
+		return NULL;
+	size_t dlen = (size_t)varint_get(&p);
+	size_t clen = mode == XMODE_DICT ? (size_t)varint_get(&p) : dlen;
+	char *s = malloc(dlen + 1);
+	if (s == NULL) {
+		*oom = true;
+		return NULL;
+	}
+	if (mode == XMODE_TEXT) {
+		memcpy(s, p, dlen);
+	} else {
+		size_t k = 0;
+		for (size_t i = 0; i < clen; i++) {
+			uint8_t c = p[i];
+			if (c < XDICT_N) {
+				memcpy(s + k, xdict[c].s, xdict[c].len);
+				k += xdict[c].len;
+			} else {
+				s[k++] = (char)c;
+			}
+		}
+	}
+	s[dlen] = '\0';
+	return s;
+}
+
+/* ---- expiry heap (of nodes) ------------------------------------------------------ */
+
 struct heap {
-	struct hent **a;
+	struct mnode **a;
 	size_t n, cap;
 };
 
-static void heap_set(struct heap *h, size_t i, struct hent *e)
+static void heap_set(struct heap *h, size_t i, struct mnode *e)
 {
 	h->a[i] = e;
-	e->pos = i;
+	e->heap_pos = (uint32_t)i;
 }
 
 static void heap_up(struct heap *h, size_t i)
 {
-	struct hent *e = h->a[i];
+	struct mnode *e = h->a[i];
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
 		if (h->a[p]->at <= e->at)
@@ -190,7 +715,7 @@ static void heap_up(struct heap *h, size_t i)
 
 static void heap_down(struct heap *h, size_t i)
 {
-	struct hent *e = h->a[i];
+	struct mnode *e = h->a[i];
 	for (;;) {
 		size_t c = 2 * i + 1;
 		if (c >= h->n)
@@ -205,11 +730,11 @@ static void heap_down(struct heap *h, size_t i)
 	heap_set(h, i, e);
 }
 
-static int heap_push(struct heap *h, struct hent *e)
+static int heap_push(struct heap *h, struct mnode *e)
 {
 	if (h->n == h->cap) {
-		size_t cap = h->cap ? h->cap * 2 : 64;
-		struct hent **a = realloc(h->a, cap * sizeof *a);
+		size_t cap = h->cap ? h->cap + h->cap / 2 : 64;
+		struct mnode **a = realloc(h->a, cap * sizeof *a);
 		if (a == NULL)
 			return nomem();
 		h->a = a;
@@ -220,65 +745,112 @@ static int heap_push(struct heap *h, struct hent *e)
 	return 0;
 }
 
-static void heap_del(struct heap *h, struct hent *e)
+static void heap_del(struct heap *h, struct mnode *e)
 {
-	size_t i = e->pos;
-	struct hent *last = h->a[--h->n];
+	size_t i = e->heap_pos;
+	struct mnode *last = h->a[--h->n];
 	if (i == h->n)
 		return;
 	heap_set(h, i, last);
 	heap_up(h, i);
-	heap_down(h, last->pos);
+	heap_down(h, last->heap_pos);
 }
 
-/* Re-place `e` after its `at` changed. */
-static void heap_fix(struct heap *h, struct hent *e)
+/* Put `e` in old's slot and re-place it (its `at` may differ). */
+static void heap_replace(struct heap *h, struct mnode *old, struct mnode *e)
 {
-	heap_up(h, e->pos);
-	heap_down(h, e->pos);
+	heap_set(h, old->heap_pos, e);
+	heap_up(h, e->heap_pos);
+	heap_down(h, e->heap_pos);
 }
 
-/* The entry expiring first, if it has expired by `now`. */
-static struct hent *heap_expired(const struct heap *h, int64_t now)
+/* The node expiring first, if it has expired by `now`. */
+static struct mnode *heap_expired(const struct heap *h, int64_t now)
 {
 	return (h->n > 0 && h->a[0]->at <= now) ? h->a[0] : NULL;
 }
 
-/* ---- nodes ------------------------------------------------------------------ */
+/* ---- the node map: id -> node, chained through mnode.next ---------------------- */
 
-struct mmodel {
-	const char *name, *hash, *engine;
-	int64_t size;
-	int64_t ctx;  /* context length, 0 unknown */
-	uint32_t caps, caps_known, endpoints;
-	size_t name_pos;  /* index in the by_name bucket, NONE if not indexed */
-	size_t hash_pos;  /* likewise in by_hash */
+struct nmap {
+	struct mnode **b;
+	size_t nb;  /* power of two */
+	size_t n;
 };
 
-/* One allocation: struct mnode, then n_models struct mmodel, then the
- * strings. */
-struct mnode {
-	struct hent h;  /* first: the heap stores &h */
-	struct sent *ent;  /* its entry in the nodes map */
-	const char *node_id, *name, *ip, *enc_key, *seal_key, *owner, *version;
-	char *extra_json;  /* own allocation, or NULL */
-	struct mmodel *models;
-	size_t n_models;
-	int port, max_jobs;
-	node_status status;
-	int64_t last_seen;
-	atomic_int active;
-	registry_facts facts;  /* written under the write lock */
-};
+static int nmap_init(struct nmap *m, size_t nb)
+{
+	m->b = calloc(nb, sizeof *m->b);
+	m->nb = nb;
+	m->n = 0;
+	return m->b ? 0 : nomem();
+}
 
-struct iref {
-	struct mnode *node;
-	size_t mi;  /* model slot */
-};
+static struct mnode *nmap_find(const struct nmap *m, const char *id, uint64_t h)
+{
+	for (struct mnode *e = m->b[h & (m->nb - 1)]; e != NULL; e = e->next)
+		if (e->hash == (uint32_t)h && strcmp(mnode_id(e), id) == 0)
+			return e;
+	return NULL;
+}
+
+static void nmap_grow(struct nmap *m)
+{
+	size_t nb = m->nb * 2;
+	if (nb > ((size_t)1 << 32))
+		return;  /* the stored hash has 32 bits */
+	struct mnode **b = calloc(nb, sizeof *b);
+	if (b == NULL)
+		return;  /* keep the old table: only slower */
+	for (size_t i = 0; i < m->nb; i++) {
+		struct mnode *e = m->b[i];
+		while (e != NULL) {
+			struct mnode *next = e->next;
+			e->next = b[e->hash & (nb - 1)];
+			b[e->hash & (nb - 1)] = e;
+			e = next;
+		}
+	}
+	free(m->b);
+	m->b = b;
+	m->nb = nb;
+}
+
+static void nmap_add(struct nmap *m, struct mnode *e)
+{
+	if (m->n >= m->nb)
+		nmap_grow(m);
+	e->next = m->b[e->hash & (m->nb - 1)];
+	m->b[e->hash & (m->nb - 1)] = e;
+	m->n++;
+}
+
+static struct mnode **nmap_link(struct nmap *m, const struct mnode *e)
+{
+	struct mnode **pp = &m->b[e->hash & (m->nb - 1)];
+	while (*pp != e)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void nmap_del(struct nmap *m, struct mnode *e)
+{
+	*nmap_link(m, e) = e->next;
+	m->n--;
+}
+
+/* `e` takes old's place (same id). */
+static void nmap_replace(struct nmap *m, struct mnode *old, struct mnode *e)
+{
+	e->next = old->next;
+	*nmap_link(m, old) = e;
+}
+
+/* ---- the registry ---------------------------------------------------------------- */
 
 struct ibucket {
-	struct iref *refs;
-	size_t n, cap;
+	struct mnode **refs;
+	uint32_t n, cap;
 };
 
 struct oent {
@@ -295,8 +867,10 @@ struct mem_registry {
 	struct registry base;
 	registry_opts opts;
 	unsigned char seed[crypto_shorthash_KEYBYTES];
-	pthread_rwlock_t lock;  /* guards nodes, by_name, by_hash, node_heap */
-	struct smap nodes, by_name, by_hash;
+	pthread_rwlock_t lock;  /* guards nodes, by_name, by_hash, descs, node_heap */
+	struct nmap nodes;
+	struct smap by_name, by_hash;  /* -> struct ibucket */
+	struct smap descs;             /* -> struct mdesc */
 	struct heap node_heap;
 	expset *nonces, *rates, *kv;
 	pthread_mutex_t sets_mu;  /* guards sets */
@@ -308,107 +882,195 @@ static struct mem_registry *mem_of(registry *r)
 	return (struct mem_registry *)r;
 }
 
-static struct mnode *node_of(struct hent *h)
-{
-	return (struct mnode *)h;
-}
+/* ---- model descriptions (write lock held) ---- */
 
-static bool node_live(const struct mnode *n, int64_t now)
+static struct mdesc *desc_get(struct mem_registry *m, const registry_model *src)
 {
-	return n->h.at > now;
-}
-
-/* Build a node from a validated record, outside any lock. */
-static struct mnode *mnode_build(const registry_node *rec, int64_t ttl, int64_t now)
-{
-	const char *fixed[7] = { rec->node_id, rec->name, rec->ip,
-		rec->encryption_public_key, rec->seal_key, rec->owner, rec->version };
-	size_t slen = 0;
-	for (int i = 0; i < 7; i++)
-		slen += strlen(fixed[i]) + 1;
-	for (size_t i = 0; i < rec->n_models; i++)
-		slen += strlen(rec->models[i].name) + strlen(rec->models[i].content_hash) +
-		    strlen(rec->models[i].engine) + 3;
-
-	struct mnode *n = calloc(1, sizeof *n + rec->n_models * sizeof(struct mmodel) + slen);
-	if (n == NULL)
+	/* the key: each string after its length, then the numbers (as text:
+	 * map keys are C strings) */
+	char key[REGISTRY_MODEL_MAX + REGISTRY_HASH_MAX + REGISTRY_ENGINE_MAX + 128];
+	const char *parts[3] = { src->name, src->content_hash, src->engine };
+	uint64_t nums[5] = { (uint64_t)src->size_bytes, (uint64_t)src->context_length,
+		src->caps, src->caps_known, src->endpoints };
+	size_t k = 0;
+	for (int i = 0; i < 3; i++) {
+		size_t l = strlen(parts[i]);
+		key[k++] = (char)('0' + l / 100);
+		key[k++] = (char)('0' + l / 10 % 10);
+		key[k++] = (char)('0' + l % 10);
+		memcpy(key + k, parts[i], l);
+		k += l;
+	}
+	for (int i = 0; i < 5; i++) {
+		key[k++] = '/';
+		do {
+			key[k++] = (char)('0' + nums[i] % 10);
+			nums[i] /= 10;
+		} while (nums[i] != 0);
+	}
+	key[k] = '\0';
+	uint64_t h = shash(m->seed, key);
+	struct sent *e = smap_find(&m->descs, key, h);
+	if (e != NULL) {
+		struct mdesc *d = e->val;
+		d->refs++;
+		return d;
+	}
+	size_t ln = strlen(src->name) + 1, lh = strlen(src->content_hash) + 1;
+	size_t le = strlen(src->engine) + 1;
+	struct mdesc *d = malloc(sizeof *d + ln + lh + le);
+	if (d == NULL)
 		return NULL;
-	if (rec->extra_json != NULL && (n->extra_json = strdup(rec->extra_json)) == NULL) {
-		free(n);
+	memcpy(d->text, src->name, ln);
+	memcpy(d->text + ln, src->content_hash, lh);
+	memcpy(d->text + ln + lh, src->engine, le);
+	d->hash = d->text + ln;
+	d->engine = d->text + ln + lh;
+	d->size = src->size_bytes;
+	d->ctx = src->context_length;
+	d->caps = (uint8_t)src->caps;
+	d->caps_known = (uint8_t)src->caps_known;
+	d->endpoints = (uint8_t)src->endpoints;
+	d->refs = 1;
+	if ((d->ent = smap_add(&m->descs, key, h, d)) == NULL) {
+		free(d);
 		return NULL;
 	}
-	n->models = (struct mmodel *)(n + 1);
-	n->n_models = rec->n_models;
-	char *p = (char *)(n->models + rec->n_models);
-	const char **dst[7] = { &n->node_id, &n->name, &n->ip, &n->enc_key, &n->seal_key,
-		&n->owner, &n->version };
-	for (int i = 0; i < 7; i++) {
-		size_t l = strlen(fixed[i]) + 1;
-		memcpy(p, fixed[i], l);
-		*dst[i] = p;
-		p += l;
+	return d;
+}
+
+static void desc_put(struct mem_registry *m, struct mdesc *d)
+{
+	if (d != NULL && --d->refs == 0) {
+		smap_del(&m->descs, d->ent);
+		free(d);
 	}
-	for (size_t i = 0; i < rec->n_models; i++) {
-		const registry_model *src = &rec->models[i];
-		struct mmodel *m = &n->models[i];
-		const char *s3[3] = { src->name, src->content_hash, src->engine };
-		const char **d3[3] = { &m->name, &m->hash, &m->engine };
-		for (int k = 0; k < 3; k++) {
-			size_t l = strlen(s3[k]) + 1;
-			memcpy(p, s3[k], l);
-			*d3[k] = p;
-			p += l;
+}
+
+static bool desc_is(const struct mdesc *d, const registry_model *src)
+{
+	return d->size == src->size_bytes && d->ctx == src->context_length &&
+	    d->caps == src->caps && d->caps_known == src->caps_known &&
+	    d->endpoints == src->endpoints && strcmp(d->text, src->name) == 0 &&
+	    strcmp(d->hash, src->content_hash) == 0 && strcmp(d->engine, src->engine) == 0;
+}
+
+/* Point node n's slots at the descriptions of `models` (its record's);
+ * `old` (may be NULL), the node's previous record, usually lists the same
+ * (a heartbeat repeats its models): its descriptions are taken without a
+ * look-up.  On failure none is held. */
+static int node_intern(struct mem_registry *m, struct mnode *n, const registry_model *models,
+    const struct mnode *old)
+{
+	for (size_t i = 0; i < n->n_models; i++) {
+		if (old != NULL && i < old->n_models && desc_is(old->models[i].d, &models[i])) {
+			n->models[i].d = old->models[i].d;
+			n->models[i].d->refs++;
+			continue;
 		}
-		m->size = src->size_bytes;
-		m->ctx = src->context_length;
-		m->caps = src->caps;
-		m->caps_known = src->caps_known;
-		m->endpoints = src->endpoints;
-		m->name_pos = m->hash_pos = NONE;
+		if ((n->models[i].d = desc_get(m, &models[i])) == NULL) {
+			for (size_t j = 0; j < i; j++) {
+				desc_put(m, n->models[j].d);
+				n->models[j].d = NULL;
+			}
+			return nomem();
+		}
 	}
-	n->h.at = now + ttl;
-	n->port = rec->port;
-	n->max_jobs = rec->max_jobs;
-	n->status = rec->status;
-	n->last_seen = now;
-	n->facts = rec->facts;
-	atomic_init(&n->active, rec->active_jobs);
-	return n;
+	return 0;
 }
 
-static void mnode_free(struct mnode *n)
+/* Free a node (write lock held when its slots hold descriptions). */
+static void mnode_free(struct mem_registry *m, struct mnode *n)
 {
 	if (n == NULL)
 		return;
-	free(n->extra_json);
+	for (size_t i = 0; i < n->n_models; i++)
+		desc_put(m, n->models[i].d);
 	free(n);
 }
 
-static void copy_str(char *dst, size_t cap, const char *src)
+/* Build a node from a validated record, outside any lock; its slots hold
+ * no description yet (node_intern). */
+static struct mnode *mnode_build(const registry_node *rec, int64_t at, int64_t last_seen)
 {
-	size_t n = strnlen(src, cap - 1);
-	memcpy(dst, src, n);
-	dst[n] = '\0';
+	uint8_t fix[6 * (2 + PK_TEXT_MAX) + FACTS_PACKED_MAX];
+	uint8_t *p = fix;
+	p += pk_put(p, rec->name, NULL);
+	p += pk_put(p, rec->ip, NULL);
+	p += pk_put(p, rec->encryption_public_key, NULL);
+	p += pk_put(p, rec->seal_key, NULL);
+	p += pk_put(p, rec->owner, rec->node_id);
+	p += pk_put(p, rec->version, NULL);
+	p += facts_pack(p, &rec->facts);
+	size_t flen = (size_t)(p - fix), idlen = strlen(rec->node_id) + 1;
+
+	uint8_t *x = NULL, mode = XMODE_NONE, vb[20];
+	size_t xraw = 0, xlen = 0, vlen = 0;
+	if (rec->extra_json != NULL) {
+		xraw = strlen(rec->extra_json);
+		if ((x = malloc(xraw + 1)) == NULL)
+			return NULL;
+		xlen = xdict_pack(x, rec->extra_json, xraw);
+		mode = XMODE_DICT;
+		if (xlen == NONE) {
+			mode = XMODE_TEXT;
+			xlen = xraw;
+			memcpy(x, rec->extra_json, xraw);
+		}
+		vlen = varint_put(vb, xraw);
+		if (mode == XMODE_DICT)
+			vlen += varint_put(vb + vlen, xlen);
+	}
+
+	size_t head = sizeof(struct mnode) + rec->n_models * sizeof(struct mslot);
+	struct mnode *n = malloc(head + idlen + flen + 1 + vlen + xlen);
+	if (n == NULL) {
+		free(x);
+		return NULL;
+	}
+	memset(n, 0, head);
+	n->n_models = (uint16_t)rec->n_models;
+	for (size_t i = 0; i < rec->n_models; i++)
+		n->models[i].name_pos = n->models[i].hash_pos = POS_NONE;
+	uint8_t *q = (uint8_t *)n + head;
+	memcpy(q, rec->node_id, idlen);
+	q += idlen;
+	memcpy(q, fix, flen);
+	q += flen;
+	*q++ = mode;
+	memcpy(q, vb, vlen);
+	q += vlen;
+	if (xlen > 0)
+		memcpy(q, x, xlen);
+	free(x);
+	n->at = at;
+	n->last_seen = last_seen;
+	n->port = (uint16_t)rec->port;
+	n->max_jobs = rec->max_jobs;
+	n->status = (uint8_t)rec->status;
+	atomic_init(&n->active, rec->active_jobs);
+	return n;
 }
 
 /* Copy a node out for a caller.  Under (at least) the read lock. */
 static int mnode_export(registry_node *out, const struct mnode *n, unsigned with)
 {
 	memset(out, 0, sizeof *out);
-	copy_str(out->node_id, sizeof out->node_id, n->node_id);
-	copy_str(out->name, sizeof out->name, n->name);
-	copy_str(out->ip, sizeof out->ip, n->ip);
-	copy_str(out->encryption_public_key, sizeof out->encryption_public_key, n->enc_key);
-	copy_str(out->seal_key, sizeof out->seal_key, n->seal_key);
-	copy_str(out->owner, sizeof out->owner, n->owner);
-	copy_str(out->version, sizeof out->version, n->version);
+	copy_str(out->node_id, sizeof out->node_id, mnode_id(n));
+	const uint8_t *p = mnode_fields(n);
+	pk_get(out->name, sizeof out->name, &p, out->node_id);
+	pk_get(out->ip, sizeof out->ip, &p, out->node_id);
+	pk_get(out->encryption_public_key, sizeof out->encryption_public_key, &p, out->node_id);
+	pk_get(out->seal_key, sizeof out->seal_key, &p, out->node_id);
+	pk_get(out->owner, sizeof out->owner, &p, out->node_id);
+	pk_get(out->version, sizeof out->version, &p, out->node_id);
+	facts_get(&out->facts, &p);
 	out->port = n->port;
-	out->status = n->status;
+	out->status = (node_status)n->status;
 	out->active_jobs = atomic_load(&((struct mnode *)n)->active);
 	out->max_jobs = n->max_jobs;
 	out->last_seen = n->last_seen;
-	out->expires_at = n->h.at;
-	out->facts = n->facts;
+	out->expires_at = n->at;
 	if ((with & REGISTRY_WITH_MODELS) && n->n_models > 0) {
 		out->models = malloc(n->n_models * sizeof *out->models);
 		if (out->models == NULL)
@@ -416,19 +1078,21 @@ static int mnode_export(registry_node *out, const struct mnode *n, unsigned with
 		out->n_models = n->n_models;
 		for (size_t i = 0; i < n->n_models; i++) {
 			registry_model *m = &out->models[i];
-			copy_str(m->name, sizeof m->name, n->models[i].name);
-			copy_str(m->content_hash, sizeof m->content_hash, n->models[i].hash);
-			copy_str(m->engine, sizeof m->engine, n->models[i].engine);
-			m->size_bytes = n->models[i].size;
-			m->context_length = n->models[i].ctx;
-			m->caps = n->models[i].caps;
-			m->caps_known = n->models[i].caps_known;
-			m->endpoints = n->models[i].endpoints;
+			const struct mdesc *d = n->models[i].d;
+			copy_str(m->name, sizeof m->name, d->text);
+			copy_str(m->content_hash, sizeof m->content_hash, d->hash);
+			copy_str(m->engine, sizeof m->engine, d->engine);
+			m->size_bytes = d->size;
+			m->context_length = d->ctx;
+			m->caps = d->caps;
+			m->caps_known = d->caps_known;
+			m->endpoints = d->endpoints;
 		}
 	}
-	if ((with & REGISTRY_WITH_EXTRA) && n->extra_json != NULL) {
-		out->extra_json = strdup(n->extra_json);
-		if (out->extra_json == NULL)
+	if (with & REGISTRY_WITH_EXTRA) {
+		bool oom;
+		out->extra_json = extra_get(p, &oom);
+		if (oom)
 			goto fail;
 	}
 	return 0;
@@ -439,9 +1103,25 @@ fail:
 
 /* ---- the model index (write lock held) ----------------------------------------- */
 
-static size_t *slot_pos(struct mnode *n, size_t mi, bool by_name)
+static uint32_t *slot_pos(struct mnode *n, size_t mi, bool by_name)
 {
 	return by_name ? &n->models[mi].name_pos : &n->models[mi].hash_pos;
+}
+
+static const char *slot_key(const struct mnode *n, size_t mi, bool by_name)
+{
+	return by_name ? n->models[mi].d->text : n->models[mi].d->hash;
+}
+
+/* The slot of node n indexed at position `pos` of the bucket of `key`. */
+static size_t slot_at(const struct mnode *n, bool by_name, const char *key, uint32_t pos)
+{
+	for (size_t i = 0; i < n->n_models; i++) {
+		uint32_t p = by_name ? n->models[i].name_pos : n->models[i].hash_pos;
+		if (p == pos && strcmp(slot_key(n, i, by_name), key) == 0)
+			return i;
+	}
+	return NONE;  /* cannot happen */
 }
 
 static int index_add(struct mem_registry *m, struct smap *idx, bool by_name, const char *key,
@@ -460,8 +1140,9 @@ static int index_add(struct mem_registry *m, struct smap *idx, bool by_name, con
 		b = e->val;
 	}
 	if (b->n == b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 4;
-		struct iref *refs = realloc(b->refs, cap * sizeof *refs);
+		uint32_t cap = b->cap ? b->cap + b->cap / 2 + 1 : 2;
+		struct mnode **refs = b->cap >= UINT32_MAX / 2 ? NULL :
+		    realloc(b->refs, cap * sizeof *refs);
 		if (refs == NULL) {
 			if (b->n == 0) {  /* just made: do not leave an empty bucket */
 				smap_del(idx, smap_find(idx, key, h));
@@ -473,41 +1154,50 @@ static int index_add(struct mem_registry *m, struct smap *idx, bool by_name, con
 		b->refs = refs;
 		b->cap = cap;
 	}
-	b->refs[b->n] = (struct iref){ n, mi };
+	b->refs[b->n] = n;
 	*slot_pos(n, mi, by_name) = b->n++;
 	return 0;
 }
 
-static void index_del(struct mem_registry *m, struct smap *idx, bool by_name, const char *key,
-    struct mnode *n, size_t mi)
+static void index_del(struct mem_registry *m, struct smap *idx, bool by_name, struct mnode *n,
+    size_t mi)
 {
-	size_t *pos = slot_pos(n, mi, by_name);
-	if (*pos == NONE)
+	uint32_t *pos = slot_pos(n, mi, by_name);
+	if (*pos == POS_NONE)
 		return;
-	uint64_t h = shash(m->seed, key);
-	struct sent *e = smap_find(idx, key, h);
+	const char *key = slot_key(n, mi, by_name);
+	struct sent *e = smap_find(idx, key, shash(m->seed, key));
 	if (e == NULL)
 		return;  /* cannot happen */
 	struct ibucket *b = e->val;
-	size_t i = *pos;
-	struct iref last = b->refs[--b->n];
+	uint32_t i = *pos;
+	*pos = POS_NONE;
+	struct mnode *last = b->refs[--b->n];
 	if (i != b->n) {
+		size_t lmi = slot_at(last, by_name, key, b->n);
 		b->refs[i] = last;
-		*slot_pos(last.node, last.mi, by_name) = i;
+		if (lmi != NONE)
+			*slot_pos(last, lmi, by_name) = i;
 	}
-	*pos = NONE;
 	if (b->n == 0) {
 		smap_del(idx, e);
 		free(b->refs);
 		free(b);
+	} else if (b->cap > 16 && b->n < b->cap / 4) {
+		uint32_t cap = b->cap / 2;
+		struct mnode **refs = realloc(b->refs, cap * sizeof *refs);
+		if (refs != NULL) {
+			b->refs = refs;
+			b->cap = cap;
+		}
 	}
 }
 
 static void node_unindex(struct mem_registry *m, struct mnode *n)
 {
 	for (size_t i = 0; i < n->n_models; i++) {
-		index_del(m, &m->by_name, true, n->models[i].name, n, i);
-		index_del(m, &m->by_hash, false, n->models[i].hash, n, i);
+		index_del(m, &m->by_name, true, n, i);
+		index_del(m, &m->by_hash, false, n, i);
 	}
 }
 
@@ -516,19 +1206,20 @@ static void node_unindex(struct mem_registry *m, struct mnode *n)
 static int node_index(struct mem_registry *m, struct mnode *n)
 {
 	for (size_t i = 0; i < n->n_models; i++) {
-		struct mmodel *mm = &n->models[i];
-		bool name_dup = false, hash_dup = mm->hash[0] == '\0';
+		const struct mdesc *d = n->models[i].d;
+		bool name_dup = false, hash_dup = d->hash[0] == '\0';
 		for (size_t j = 0; j < i && !(name_dup && hash_dup); j++) {
-			if (!name_dup && strcmp(n->models[j].name, mm->name) == 0)
+			const struct mdesc *o = n->models[j].d;
+			if (!name_dup && (o == d || strcmp(o->text, d->text) == 0))
 				name_dup = true;
-			if (!hash_dup && strcmp(n->models[j].hash, mm->hash) == 0)
+			if (!hash_dup && (o == d || strcmp(o->hash, d->hash) == 0))
 				hash_dup = true;
 		}
 		int err = 0;
 		if (!name_dup)
-			err = index_add(m, &m->by_name, true, mm->name, n, i);
+			err = index_add(m, &m->by_name, true, d->text, n, i);
 		if (err == 0 && !hash_dup)
-			err = index_add(m, &m->by_hash, false, mm->hash, n, i);
+			err = index_add(m, &m->by_hash, false, d->hash, n, i);
 		if (err) {
 			node_unindex(m, n);
 			return err;
@@ -541,68 +1232,72 @@ static int node_index(struct mem_registry *m, struct mnode *n)
 static void node_drop(struct mem_registry *m, struct mnode *n)
 {
 	node_unindex(m, n);
-	smap_del(&m->nodes, n->ent);
-	heap_del(&m->node_heap, &n->h);
-	mnode_free(n);
+	nmap_del(&m->nodes, n);
+	heap_del(&m->node_heap, n);
+	mnode_free(m, n);
 }
 
 static size_t sweep_nodes(struct mem_registry *m, int64_t now, size_t limit)
 {
 	size_t k = 0;
-	struct hent *h;
-	while (k < limit && (h = heap_expired(&m->node_heap, now)) != NULL) {
-		node_drop(m, node_of(h));
+	struct mnode *n;
+	while (k < limit && (n = heap_expired(&m->node_heap, now)) != NULL) {
+		node_drop(m, n);
 		k++;
 	}
 	return k;
 }
 
+/* Node n (interned, not indexed) takes old's place in the map and the
+ * heap; old is freed.  Then n is indexed: on failure it is dropped. */
+static int node_swap(struct mem_registry *m, struct mnode *old, struct mnode *n)
+{
+	node_unindex(m, old);
+	nmap_replace(&m->nodes, old, n);
+	heap_replace(&m->node_heap, old, n);
+	mnode_free(m, old);
+	int err = node_index(m, n);
+	if (err != 0)
+		node_drop(m, n);
+	return err;
+}
+
 static int mem_put_node(registry *r, const registry_node *rec, int64_t ttl, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
-	struct mnode *n = mnode_build(rec, ttl, now);
+	struct mnode *n = mnode_build(rec, now + ttl, now);
 	if (n == NULL)
 		return nomem();
-	uint64_t h = shash(m->seed, n->node_id);
+	uint64_t h = shash(m->seed, rec->node_id);
 	int err = 0;
+	n->hash = (uint32_t)h;
 
 	pthread_rwlock_wrlock(&m->lock);
 	sweep_nodes(m, now, PUT_SWEEP);
-	struct sent *e = smap_find(&m->nodes, n->node_id, h);
-	if (e != NULL) {
-		/* replace: the new node takes over the map entry and heap slot */
-		struct mnode *old = e->val;
-		node_unindex(m, old);
-		n->ent = e;
-		e->val = n;
-		n->h.pos = old->h.pos;
-		m->node_heap.a[n->h.pos] = &n->h;
-		heap_fix(&m->node_heap, &n->h);
-		mnode_free(old);
-	} else {
-		if (m->nodes.n >= m->opts.max_nodes) {
-			err = troop_error_set(TROOP_EUNAVAIL, "registry full: %zu live nodes",
-			    m->nodes.n);
-			goto out;
-		}
-		if ((n->ent = smap_add(&m->nodes, n->node_id, h, n)) == NULL) {
-			err = nomem();
-			goto out;
-		}
-		if ((err = heap_push(&m->node_heap, &n->h)) != 0) {
-			smap_del(&m->nodes, n->ent);
-			goto out;
-		}
-	}
-	if ((err = node_index(m, n)) != 0) {
-		node_drop(m, n);
-		n = NULL;  /* freed */
+	struct mnode *old = nmap_find(&m->nodes, rec->node_id, h);
+	if (old == NULL && m->nodes.n >= m->opts.max_nodes) {
+		err = troop_error_set(TROOP_EUNAVAIL, "registry full: %zu live nodes",
+		    m->nodes.n);
 		goto out;
 	}
-	n = NULL;  /* owned by the registry */
+	if ((err = node_intern(m, n, rec->models, old)) != 0)
+		goto out;
+	if (old != NULL) {
+		err = node_swap(m, old, n);
+		n = NULL;  /* owned by the registry, or freed */
+		goto out;
+	}
+	nmap_add(&m->nodes, n);
+	if ((err = heap_push(&m->node_heap, n)) != 0) {
+		nmap_del(&m->nodes, n);
+		goto out;
+	}
+	if ((err = node_index(m, n)) != 0)
+		node_drop(m, n);
+	n = NULL;  /* owned by the registry, or freed */
 out:
+	mnode_free(m, n);
 	pthread_rwlock_unlock(&m->lock);
-	mnode_free(n);
 	return err;
 }
 
@@ -612,9 +1307,9 @@ static int mem_remove_node(registry *r, const char *node_id)
 	uint64_t h = shash(m->seed, node_id);
 	int err = 0;
 	pthread_rwlock_wrlock(&m->lock);
-	struct sent *e = smap_find(&m->nodes, node_id, h);
-	if (e != NULL)
-		node_drop(m, e->val);
+	struct mnode *n = nmap_find(&m->nodes, node_id, h);
+	if (n != NULL)
+		node_drop(m, n);
 	else
 		err = troop_error_set(TROOP_ENOTFOUND, "no node %s", node_id);
 	pthread_rwlock_unlock(&m->lock);
@@ -628,9 +1323,9 @@ static int mem_get_node(registry_node *out, registry *r, const char *node_id, in
 	uint64_t h = shash(m->seed, node_id);
 	int err;
 	pthread_rwlock_rdlock(&m->lock);
-	struct sent *e = smap_find(&m->nodes, node_id, h);
-	if (e != NULL && node_live(e->val, now))
-		err = mnode_export(out, e->val, with);
+	struct mnode *n = nmap_find(&m->nodes, node_id, h);
+	if (n != NULL && node_live(n, now))
+		err = mnode_export(out, n, with);
 	else
 		err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
 	pthread_rwlock_unlock(&m->lock);
@@ -644,6 +1339,16 @@ static int collect(registry_node *arr, size_t *k, const struct mnode *n, unsigne
 	if (err == 0)
 		(*k)++;
 	return err;
+}
+
+/* The index bucket of `model` (by name, else by hash), or NULL. */
+static const struct ibucket *bucket_of(struct mem_registry *m, const char *model)
+{
+	uint64_t h = shash(m->seed, model);
+	struct sent *e = smap_find(&m->by_name, model, h);
+	if (e == NULL)
+		e = smap_find(&m->by_hash, model, h);
+	return e != NULL ? e->val : NULL;
 }
 
 static int mem_find_nodes(registry_node **out, size_t *nout, registry *r, const char *model,
@@ -667,30 +1372,25 @@ static int mem_find_nodes(registry_node **out, size_t *nout, registry *r, const 
 		size_t start = randombytes_uniform((uint32_t)(m->nodes.nb > UINT32_MAX ?
 		    UINT32_MAX : m->nodes.nb));
 		for (size_t i = 0; i < m->nodes.nb && k < cap && err == 0; i++) {
-			for (struct sent *e = m->nodes.b[(start + i) & (m->nodes.nb - 1)];
-			    e != NULL && k < cap && err == 0; e = e->next)
-				if (node_live(e->val, now))
-					err = collect(arr, &k, e->val, with);
+			for (const struct mnode *n = m->nodes.b[(start + i) & (m->nodes.nb - 1)];
+			    n != NULL && k < cap && err == 0; n = n->next)
+				if (node_live(n, now))
+					err = collect(arr, &k, n, with);
 		}
 		goto out;
 	}
 
-	uint64_t h = shash(m->seed, model);
-	struct sent *e = smap_find(&m->by_name, model, h);
-	if (e == NULL)
-		e = smap_find(&m->by_hash, model, h);
-	if (e == NULL)
+	const struct ibucket *b = bucket_of(m, model);
+	if (b == NULL || b->n == 0)
 		goto out;
-	struct ibucket *b = e->val;
 	size_t cap = b->n < max ? b->n : max;
 	if ((arr = calloc(cap, sizeof *arr)) == NULL) {
 		err = nomem();
 		goto out;
 	}
-	size_t start = b->n > max ? randombytes_uniform((uint32_t)(b->n > UINT32_MAX ?
-	    UINT32_MAX : b->n)) : 0;
+	size_t start = b->n > max ? randombytes_uniform(b->n) : 0;
 	for (size_t i = 0; i < b->n && k < cap && err == 0; i++) {
-		const struct mnode *n = b->refs[(start + i) % b->n].node;
+		const struct mnode *n = b->refs[(start + i) % b->n];
 		if (node_live(n, now))
 			err = collect(arr, &k, n, with);
 	}
@@ -715,13 +1415,18 @@ struct idheap {
 	size_t n, cap;
 };
 
+static int id_cmp(const struct mnode *a, const struct mnode *b)
+{
+	return strcmp(mnode_id(a), mnode_id(b));
+}
+
 static void idheap_down(struct idheap *h, size_t i)
 {
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, big = i;
-		if (l < h->n && strcmp(h->a[l]->node_id, h->a[big]->node_id) > 0)
+		if (l < h->n && id_cmp(h->a[l], h->a[big]) > 0)
 			big = l;
-		if (r < h->n && strcmp(h->a[r]->node_id, h->a[big]->node_id) > 0)
+		if (r < h->n && id_cmp(h->a[r], h->a[big]) > 0)
 			big = r;
 		if (big == i)
 			return;
@@ -737,13 +1442,13 @@ static void idheap_offer(struct idheap *h, const struct mnode *n)
 	if (h->n < h->cap) {
 		size_t i = h->n++;
 		h->a[i] = n;
-		while (i > 0 && strcmp(h->a[(i - 1) / 2]->node_id, h->a[i]->node_id) < 0) {
+		while (i > 0 && id_cmp(h->a[(i - 1) / 2], h->a[i]) < 0) {
 			const struct mnode *t = h->a[i];
 			h->a[i] = h->a[(i - 1) / 2];
 			h->a[(i - 1) / 2] = t;
 			i = (i - 1) / 2;
 		}
-	} else if (strcmp(n->node_id, h->a[0]->node_id) < 0) {
+	} else if (id_cmp(n, h->a[0]) < 0) {
 		h->a[0] = n;
 		idheap_down(h, 0);
 	}
@@ -751,14 +1456,13 @@ static void idheap_offer(struct idheap *h, const struct mnode *n)
 
 static int cmp_mnode_id(const void *a, const void *b)
 {
-	return strcmp((*(const struct mnode *const *)a)->node_id,
-	    (*(const struct mnode *const *)b)->node_id);
+	return id_cmp(*(const struct mnode *const *)a, *(const struct mnode *const *)b);
 }
 
 static void list_offer(struct idheap *h, const struct mnode *n, const char *after,
     int64_t now)
 {
-	if (node_live(n, now) && (after == NULL || strcmp(n->node_id, after) > 0))
+	if (node_live(n, now) && (after == NULL || strcmp(mnode_id(n), after) > 0))
 		idheap_offer(h, n);
 }
 
@@ -773,15 +1477,8 @@ static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const 
 	int err = 0;
 
 	pthread_rwlock_rdlock(&m->lock);
-	if (model != NULL) {
-		uint64_t mh = shash(m->seed, model);
-		struct sent *e = smap_find(&m->by_name, model, mh);
-		if (e == NULL)
-			e = smap_find(&m->by_hash, model, mh);
-		if (e == NULL)
-			goto out;
-		b = e->val;
-	}
+	if (model != NULL && (b = bucket_of(m, model)) == NULL)
+		goto out;
 	h.cap = b != NULL ? b->n : m->nodes.n;
 	if (h.cap > max)
 		h.cap = max;
@@ -793,11 +1490,11 @@ static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const 
 	}
 	if (b != NULL) {
 		for (size_t i = 0; i < b->n; i++)
-			list_offer(&h, b->refs[i].node, after, now);
+			list_offer(&h, b->refs[i], after, now);
 	} else {
 		for (size_t i = 0; i < m->nodes.nb; i++)
-			for (struct sent *e = m->nodes.b[i]; e != NULL; e = e->next)
-				list_offer(&h, e->val, after, now);
+			for (const struct mnode *n = m->nodes.b[i]; n != NULL; n = n->next)
+				list_offer(&h, n, after, now);
 	}
 	if (h.n == 0)
 		goto out;
@@ -850,16 +1547,19 @@ static int mem_models(registry_model_info **out, size_t *nout, registry *r, int6
 			size_t nt = 0, live = 0;
 			int64_t ctx = 0;
 			uint32_t caps = 0, eps = 0;
-			for (size_t j = 0; j < b->n; j++) {
-				const struct mnode *n = b->refs[j].node;
+			for (uint32_t j = 0; j < b->n; j++) {
+				const struct mnode *n = b->refs[j];
 				if (!node_live(n, now))
 					continue;
+				size_t mi = slot_at(n, true, e->key, j);
+				if (mi == NONE)
+					continue;  /* cannot happen */
 				live++;
-				const struct mmodel *mm = &n->models[b->refs[j].mi];
+				const struct mdesc *mm = n->models[mi].d;
 				size_t x = 0;
 				if (mm->ctx > ctx)
 					ctx = mm->ctx;
-				caps |= mm->caps & mm->caps_known;
+				caps |= (uint32_t)(mm->caps & mm->caps_known);
 				eps |= mm->endpoints;
 				while (x < nt && strcmp(t[x].hash, mm->hash) != 0)
 					x++;
@@ -907,9 +1607,8 @@ static int mem_add_active_job(registry *r, const char *node_id, int delta)
 	uint64_t h = shash(m->seed, node_id);
 	int err = 0;
 	pthread_rwlock_rdlock(&m->lock);
-	struct sent *e = smap_find(&m->nodes, node_id, h);
-	if (e != NULL) {
-		struct mnode *n = e->val;
+	struct mnode *n = nmap_find(&m->nodes, node_id, h);
+	if (n != NULL) {
 		int cur = atomic_load(&n->active), next;
 		do {
 			int64_t v = (int64_t)cur + delta;
@@ -922,18 +1621,39 @@ static int mem_add_active_job(registry *r, const char *node_id, int delta)
 	return err;
 }
 
+/* Facts are packed with the record: the node is rebuilt with the new ones
+ * and takes the old one's place (expiry, last_seen, active jobs kept). */
 static int mem_set_facts(registry *r, const char *node_id, const registry_facts *f,
     int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
 	uint64_t h = shash(m->seed, node_id);
+	registry_node rec;
 	int err = 0;
 	pthread_rwlock_wrlock(&m->lock);
-	struct sent *e = smap_find(&m->nodes, node_id, h);
-	if (e != NULL && node_live(e->val, now))
-		((struct mnode *)e->val)->facts = *f;
-	else
+	struct mnode *old = nmap_find(&m->nodes, node_id, h), *n = NULL;
+	if (old == NULL || !node_live(old, now)) {
 		err = troop_error_set(TROOP_ENOTFOUND, "no live node %s", node_id);
+		goto out;
+	}
+	if ((err = mnode_export(&rec, old, REGISTRY_WITH_ALL)) != 0)
+		goto out;
+	rec.facts = *f;
+	if ((n = mnode_build(&rec, old->at, old->last_seen)) == NULL) {
+		registry_node_clear(&rec);
+		err = nomem();
+		goto out;
+	}
+	n->hash = old->hash;
+	atomic_store(&n->active, atomic_load(&old->active));
+	err = node_intern(m, n, rec.models, old);
+	registry_node_clear(&rec);
+	if (err != 0) {
+		mnode_free(m, n);
+		goto out;
+	}
+	err = node_swap(m, old, n);
+out:
 	pthread_rwlock_unlock(&m->lock);
 	return err;
 }
@@ -950,6 +1670,7 @@ static int mem_count_nodes(size_t *out, registry *r, int64_t now)
 	*out = live;
 	return 0;
 }
+
 
 /* ---- nonces, rate windows, key/values ---------------------------------------- */
 
@@ -1210,11 +1931,12 @@ static void mem_close(registry *r)
 	if (m == NULL)
 		return;
 	for (size_t i = 0; i < m->node_heap.n; i++)
-		mnode_free(node_of(m->node_heap.a[i]));
+		mnode_free(m, m->node_heap.a[i]);
 	free(m->node_heap.a);
-	smap_free(&m->nodes);
+	free(m->nodes.b);
 	free_bucket_map(&m->by_name);
 	free_bucket_map(&m->by_hash);
+	smap_free(&m->descs);  /* empty: the nodes held every description */
 	expset_free(m->nonces);
 	expset_free(m->rates);
 	expset_free(m->kv);
@@ -1257,8 +1979,10 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	expset_opts ro = { .max = opts->max_rate, .what = "rate-limit keys" };
 	expset_opts ko = { .max = opts->max_kv, .what = "key/value entries",
 		.owner_quota = { opts->kv_quota_owner, opts->kv_quota_addr } };
-	if (smap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
-	    smap_init(&m->by_hash, 256) != 0 || smap_init(&m->sets, 64) != 0 ||
+	pthread_once(&codec_once, codec_init);
+	if (nmap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
+	    smap_init(&m->by_hash, 256) != 0 || smap_init(&m->descs, 256) != 0 ||
+	    smap_init(&m->sets, 64) != 0 ||
 	    expset_new(&m->nonces, &no) != 0 ||
 	    expset_new(&m->rates, &ro) != 0 || expset_new(&m->kv, &ko) != 0) {
 		mem_close(&m->base);

@@ -745,6 +745,57 @@ static void test_nonce_quota(void **state)
 	http_client_free(c);
 }
 
+/* Issue "Speed under concurrency" item 3: the node cap is a flag.  With
+ * --max-nodes 3 three nodes register, the fourth is refused (503 with the
+ * error shape), a known node still heartbeats, and the fourth gets in
+ * once one of the three went OFFLINE. */
+static void test_max_nodes_flag(void **state)
+{
+	static const char *const max_nodes[] = { "--max-nodes", "3", NULL };
+	troop_identity nodes[4];
+	char data[300];
+	harness_proc p;
+	http_client *c;
+	json_t *b, *out;
+	int st;
+
+	(void)state;
+	snprintf(data, sizeof(data), "%s/maxnodes", tmp);
+	assert_int_equal(harness_start_coordinator(&p, data, max_nodes), 0);
+	http_client_new(&c);
+	for (int i = 0; i < 4; i++) {
+		identity_generate(&nodes[i]);
+		b = heartbeat_body(&nodes[i], "IDLE", "llama3:8b", 4);
+		out = NULL;
+		assert_int_equal(http_request_signed(c, &st, &out, &nodes[i], "POST", p.url,
+		    "/heartbeat", b), 0);
+		assert_int_equal(st, i < 3 ? 200 : 503);
+		if (i == 3)
+			assert_string_equal(err_code(out), "unavailable");
+		json_decref(out);
+		json_decref(b);
+	}
+	const char *again[] = { "IDLE", "OFFLINE" };
+	for (int k = 0; k < 2; k++) {
+		b = heartbeat_body(&nodes[0], again[k], "llama3:8b", 4);
+		out = NULL;
+		assert_int_equal(http_request_signed(c, &st, &out, &nodes[0], "POST", p.url,
+		    "/heartbeat", b), 0);
+		assert_int_equal(st, 200);
+		json_decref(out);
+		json_decref(b);
+	}
+	b = heartbeat_body(&nodes[3], "IDLE", "llama3:8b", 4);
+	out = NULL;
+	assert_int_equal(http_request_signed(c, &st, &out, &nodes[3], "POST", p.url, "/heartbeat",
+	    b), 0);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+	assert_int_equal(WIFEXITED(harness_stop(&p, SIGTERM)), 1);
+	http_client_free(c);
+}
+
 /* A string of n 'x' characters (malloc'd). */
 static char *filler(size_t n)
 {
@@ -1063,6 +1114,7 @@ int main(void)
 		cmocka_unit_test(test_admin_and_restart),
 		cmocka_unit_test(test_sweeper_off_serving_loop),
 		cmocka_unit_test(test_nonce_quota),
+		cmocka_unit_test(test_max_nodes_flag),
 		cmocka_unit_test(test_peers_amplification),
 		cmocka_unit_test(test_authorize_strict),
 		cmocka_unit_test(test_authorize_require),

@@ -10,6 +10,7 @@
  * test_pg_backends.sh sets it) the same tests run on Redis instead, each
  * registry under a key prefix of its own.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -628,6 +629,276 @@ static void test_node_facts(void **state)
 	assert_int_equal(registry_set_node_facts(r, "node-f", NULL, NOW), TROOP_EINVAL);
 }
 
+/* A string of n copies of c in dst (n + 1 bytes). */
+static void fill(char *dst, size_t n, char c)
+{
+	memset(dst, c, n);
+	dst[n] = '\0';
+}
+
+/* base64url (no padding) of n deterministic bytes into dst. */
+static void b64_of(char *dst, size_t cap, size_t n, unsigned seed)
+{
+	static const char a[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	unsigned char bin[256];
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		bin[i] = (unsigned char)(seed * 131 + i * 29 + (i >> 3));
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)bin[i] << 16 | (i + 1 < n ? (uint32_t)bin[i + 1] << 8 : 0) |
+		    (i + 2 < n ? bin[i + 2] : 0);
+		size_t chars = n - i >= 3 ? 4 : n - i + 1;
+		for (size_t c = 0; c < chars && k + 1 < cap; c++)
+			dst[k++] = a[(v >> (18 - 6 * c)) & 63];
+	}
+	dst[k] = '\0';
+}
+
+static void assert_same_node(const registry_node *got, const registry_node *want)
+{
+	assert_string_equal(got->node_id, want->node_id);
+	assert_string_equal(got->name, want->name);
+	assert_string_equal(got->ip, want->ip);
+	assert_string_equal(got->encryption_public_key, want->encryption_public_key);
+	assert_string_equal(got->seal_key, want->seal_key);
+	assert_string_equal(got->owner, want->owner);
+	assert_string_equal(got->version, want->version);
+	assert_int_equal(got->port, want->port);
+	assert_int_equal(got->status, want->status);
+	assert_int_equal(got->max_jobs, want->max_jobs);
+	assert_int_equal(got->active_jobs, want->active_jobs);
+	assert_int_equal(got->n_models, want->n_models);
+	for (size_t i = 0; i < want->n_models; i++) {
+		const registry_model *a = &got->models[i], *b = &want->models[i];
+		assert_string_equal(a->name, b->name);
+		assert_string_equal(a->content_hash, b->content_hash);
+		assert_string_equal(a->engine, b->engine);
+		assert_int_equal(a->size_bytes, b->size_bytes);
+		assert_int_equal(a->context_length, b->context_length);
+		assert_int_equal(a->caps, b->caps);
+		assert_int_equal(a->caps_known, b->caps_known);
+		assert_int_equal(a->endpoints, b->endpoints);
+	}
+	if (want->extra_json == NULL)
+		assert_null(got->extra_json);
+	else
+		assert_string_equal(got->extra_json, want->extra_json);
+	const registry_facts *x = &got->facts, *y = &want->facts;
+	assert_true(x->multiplier == y->multiplier && x->reputation == y->reputation);
+	assert_true(x->rep_availability == y->rep_availability &&
+	    x->rep_reliability == y->rep_reliability && x->rep_speed == y->rep_speed &&
+	    x->rep_audits == y->rep_audits);
+	assert_true(x->ttft_ms == y->ttft_ms && x->tokens_per_s == y->tokens_per_s);
+	assert_int_equal(x->verified, y->verified);
+	assert_int_equal(x->verified_at, y->verified_at);
+	assert_string_equal(x->hw_class, y->hw_class);
+	assert_int_equal(x->established, y->established);
+	assert_int_equal(x->pending, y->pending);
+	assert_int_equal(x->disputes, y->disputes);
+	assert_int_equal(x->jobs, y->jobs);
+	assert_int_equal(x->suspended, y->suspended);
+	assert_int_equal(x->suspect, y->suspect);
+	assert_int_equal(x->audits_passed, y->audits_passed);
+	assert_int_equal(x->audits_failed, y->audits_failed);
+	assert_int_equal(x->failovers, y->failovers);
+	assert_int_equal(x->served_jobs, y->served_jobs);
+}
+
+/* The memory backend packs records (keys as bytes, IPv4 addresses in 4,
+ * an owner that is the node as nothing, facts by their non-zero fields,
+ * the heartbeat JSON dictionary-coded): every string at its longest, and
+ * strings that look packable but are not, come back byte for byte. */
+static void test_packed_roundtrip(void **state)
+{
+	registry *r = *state;
+	static registry_node n[6];
+	static registry_model models[6][2];
+	static char extra_big[REGISTRY_EXTRA_MAX + 1];
+	const char *tok = "{\"hardware\":{\"gpu\":\"NVIDIA GeForce RTX ";
+	size_t k = 0, tl = strlen(tok);
+	while (k + tl <= REGISTRY_EXTRA_MAX) {
+		memcpy(extra_big + k, tok, tl);
+		k += tl;
+	}
+	fill(extra_big + k, REGISTRY_EXTRA_MAX - k, 'z');
+
+	for (int i = 0; i < 6; i++) {
+		const char *names[] = { "m" };
+		char id[8];
+		snprintf(id, sizeof id, "p%d", i);
+		make_node(&n[i], models[i], id, 1, names, NULL);
+	}
+	/* 0: every string at its limit, plain text */
+	fill(n[0].node_id, REGISTRY_ID_MAX, 'i');
+	fill(n[0].name, REGISTRY_NAME_MAX, 'n');
+	fill(n[0].ip, REGISTRY_IP_MAX, 'h');
+	fill(n[0].encryption_public_key, REGISTRY_KEY_MAX, '~');
+	fill(n[0].seal_key, REGISTRY_SEAL_KEY_MAX, '.');
+	fill(n[0].owner, REGISTRY_ID_MAX, 'o');
+	fill(n[0].version, REGISTRY_VERSION_MAX, 'v');
+	n[0].n_models = 2;
+	for (int j = 0; j < 2; j++) {
+		registry_model *m = &models[0][j];
+		fill(m->name, REGISTRY_MODEL_MAX, (char)('a' + j));
+		fill(m->content_hash, REGISTRY_HASH_MAX, 'c');
+		fill(m->engine, REGISTRY_ENGINE_MAX, 'e');
+		m->size_bytes = INT64_MAX;
+		m->context_length = REGISTRY_CONTEXT_MAX;
+		m->caps = m->caps_known = m->endpoints = REGISTRY_BITS_MAX;
+	}
+	n[0].extra_json = extra_big;
+	n[0].port = 65535;
+	n[0].max_jobs = 100000;
+	n[0].active_jobs = 100000;
+	n[0].facts = (registry_facts){ .multiplier = 1000, .verified = true,
+		.verified_at = INT64_MAX, .reputation = 0.1, .established = true,
+		.pending = INT64_MIN, .disputes = INT64_MAX, .jobs = 1, .suspended = true,
+		.suspect = true, .audits_passed = -1, .audits_failed = 1LL << 40,
+		.rep_availability = 1.0 / 3, .rep_reliability = 1, .rep_speed = 0.5,
+		.rep_audits = 1e-300, .ttft_ms = 999999999.875, .tokens_per_s = 3.4e-38,
+		.failovers = 129, .served_jobs = 2147483647 };
+	fill(n[0].facts.hw_class, REGISTRY_CLASS_MAX, 'g');
+
+	/* 1: canonical base64url keys and statement, an IPv4 address, the
+	 * owner the node itself, the heartbeat's usual JSON */
+	b64_of(n[1].node_id, sizeof n[1].node_id, 32, 1);
+	b64_of(n[1].encryption_public_key, sizeof n[1].encryption_public_key, 32, 2);
+	b64_of(n[1].seal_key, sizeof n[1].seal_key, 116, 3);
+	assert_int_equal(strlen(n[1].seal_key), 155);
+	snprintf(n[1].owner, sizeof n[1].owner, "%s", n[1].node_id);
+	snprintf(n[1].ip, sizeof n[1].ip, "100.101.102.103");
+	n[1].extra_json = "{\"hardware\":{\"gpu\":\"NVIDIA GeForce RTX 4090\",\"gpu_count\":1,"
+	    "\"vram_total\":24564,\"vram_free\":20480,\"gpu_util\":3,\"source\":\"nvml\"},"
+	    "\"engines\":[{\"type\":\"ollama\",\"version\":\"0.6.2\",\"port\":11434},"
+	    "{\"type\":\"vllm\",\"version\":\"0.8\",\"port\":8000}]}";
+
+	/* 2: almost packable: base64url whose last char has stray bits, an
+	 * address with leading zeros, a 48-byte key (64 chars), bytes that
+	 * are codes in the JSON dictionary, an empty owner */
+	b64_of(n[2].node_id, sizeof n[2].node_id, 32, 4);
+	n[2].node_id[42] = 'B';  /* 43 chars encode 32 bytes only if the last has low bits 0 */
+	b64_of(n[2].encryption_public_key, sizeof n[2].encryption_public_key, 48, 5);
+	assert_int_equal(strlen(n[2].encryption_public_key), 64);
+	b64_of(n[2].seal_key, sizeof n[2].seal_key, 120, 6);
+	assert_int_equal(strlen(n[2].seal_key), REGISTRY_SEAL_KEY_MAX);
+	snprintf(n[2].ip, sizeof n[2].ip, "100.064.001.002");
+	n[2].owner[0] = '\0';
+	n[2].extra_json = "{\"hardware\":{\"gpu\":\"\x01\x1f\"}}";
+
+	/* 3: IPv6, a name like the node id, empty JSON, all-zero facts */
+	snprintf(n[3].ip, sizeof n[3].ip, "fd7a:115c:a1e0::1");
+	snprintf(n[3].name, sizeof n[3].name, "%s", n[3].node_id);
+	n[3].extra_json = "";
+	n[3].facts = (registry_facts){ 0 };
+
+	/* 4: addresses that read as IPv4 but are not written back the same */
+	snprintf(n[4].ip, sizeof n[4].ip, "1.2.3");
+	n[4].name[0] = '\0';
+	snprintf(n[4].encryption_public_key, sizeof n[4].encryption_public_key,
+	    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+	/* 5: the same model twice (shared descriptions), then one other */
+	n[5].n_models = 2;
+	models[5][1] = models[5][0];
+	models[5][1].endpoints = 3;
+
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(registry_put_node(r, &n[i], TTL, NOW), 0);
+	for (int i = 0; i < 6; i++) {
+		registry_node got;
+		assert_int_equal(registry_get_node(&got, r, n[i].node_id, NOW, REGISTRY_WITH_ALL),
+		    0);
+		assert_same_node(&got, &n[i]);
+		registry_node_clear(&got);
+	}
+	/* finding by the longest name and hash */
+	assert_int_equal(find_count(r, models[0][1].name, NOW), 1);
+	assert_int_equal(find_count(r, models[0][0].content_hash, NOW), 1);
+	assert_int_equal(find_count(r, "m", NOW), 5);
+
+	/* new facts keep the rest of the packed record */
+	registry_facts f = n[0].facts;
+	f.pending = 7;
+	f.rep_speed = 0.3;
+	assert_int_equal(registry_set_node_facts(r, n[0].node_id, &f, NOW), 0);
+	n[0].facts = f;
+	registry_node got;
+	assert_int_equal(registry_get_node(&got, r, n[0].node_id, NOW, REGISTRY_WITH_ALL), 0);
+	assert_same_node(&got, &n[0]);
+	assert_int_equal(got.expires_at, NOW + TTL);
+	registry_node_clear(&got);
+	assert_int_equal(find_count(r, models[0][1].name, NOW), 1);
+	assert_int_equal(registry_remove_node(r, n[0].node_id), 0);
+	assert_int_equal(find_count(r, models[0][1].name, NOW), 0);
+}
+
+/* What a heartbeat-like node costs the memory backend, counted by the
+ * allocator (glibc's mallinfo2: exact, unlike the resident set): two
+ * base64url keys, a 155-char seal key statement, an IPv4 address, one or
+ * two of 40 models, the hardware JSON, verified facts.  1,000,000 such
+ * nodes must fit in well under 600 MB (1.2 KB each before records were
+ * packed). */
+static void test_memory_per_node(void **state)
+{
+	(void)state;
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)
+	enum { NODES = 20000 };
+	if (test_url() != NULL)
+		skip();
+	registry *r = NULL;
+	assert_int_equal(registry_open(&r, NULL, NULL), 0);
+	static char names[40][32], hashes[40][80];
+	for (int i = 0; i < 40; i++) {
+		snprintf(names[i], sizeof names[i], "model-%d:%db", i, 1 + i % 5);
+		snprintf(hashes[i], sizeof hashes[i], "sha256:%064x", i * 7919);
+	}
+	size_t before = mallinfo2().uordblks;
+	for (int i = 0; i < NODES; i++) {
+		registry_node n;
+		registry_model models[2];
+		const char *nm[2] = { names[i % 40], names[(i + 7) % 40] };
+		const char *hs[2] = { hashes[i % 40], hashes[(i + 7) % 40] };
+		char extra[256];
+		make_node(&n, models, "x", 1 + (size_t)(i % 2), nm, hs);
+		b64_of(n.node_id, sizeof n.node_id, 32, (unsigned)i);
+		for (int c = 0; c < 4; c++)  /* distinct ids: b64_of repeats every 256 seeds */
+			n.node_id[c] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+			    [(i >> (6 * c)) & 63];
+		b64_of(n.encryption_public_key, sizeof n.encryption_public_key, 32,
+		    (unsigned)i + 1);
+		b64_of(n.seal_key, sizeof n.seal_key, 116, (unsigned)i + 2);
+		snprintf(n.owner, sizeof n.owner, "%s", n.node_id);
+		snprintf(n.name, sizeof n.name, "gpu-box-%d", i);
+		snprintf(n.ip, sizeof n.ip, "100.%d.%d.%d", 64 + i % 64, (i >> 8) & 255, i & 255);
+		snprintf(extra, sizeof extra, "{\"hardware\":{\"gpu\":\"NVIDIA GeForce RTX 4090\","
+		    "\"gpu_count\":1,\"vram_total\":24564,\"vram_free\":%d,\"gpu_util\":%d,"
+		    "\"source\":\"nvml\"},\"engines\":[{\"type\":\"ollama\",\"version\":"
+		    "\"0.6.2\",\"port\":11434}]}", 20480 - i % 1000, i % 100);
+		n.extra_json = extra;
+		n.facts = (registry_facts){ .multiplier = 0.5 + i / 1e5, .verified = true,
+			.verified_at = NOW, .reputation = 0.81 + i / 1e7, .rep_availability = 0.9,
+			.rep_reliability = 0.95 + i / 1e7, .rep_speed = 0.9, .rep_audits = 1,
+			.jobs = i, .ttft_ms = 120.5, .tokens_per_s = 40 + i / 1e3 };
+		snprintf(n.facts.hw_class, sizeof n.facts.hw_class, "gpu");
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	size_t after = mallinfo2().uordblks;
+	if (after < before + NODES) {  /* a sanitizer's allocator: glibc's counts nothing */
+		registry_close(r);
+		skip();
+	}
+	double per_node = (double)(after - before) / NODES;
+	size_t live = 0;
+	assert_int_equal(registry_count_nodes(&live, r, NOW), 0);
+	assert_int_equal(live, NODES);
+	printf("# memory backend: %.0f bytes allocated per node\n", per_node);
+	assert_true(per_node < 560);
+	registry_close(r);
+#else
+	skip();
+#endif
+}
+
 static void test_validation(void **state)
 {
 	registry *r = *state;
@@ -710,6 +981,19 @@ static void test_node_capacity(void **state)
 	assert_int_equal(registry_put_node(r, &n, TTL, NOW + TTL), 0);
 	assert_int_equal(find_count(r, "m", NOW + TTL), 1);
 	registry_close(r);
+}
+
+/* The default cap follows the machine's memory and always fits 1M nodes. */
+static void test_default_max_nodes(void **state)
+{
+	(void)state;
+	size_t n = registry_default_max_nodes();
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	assert_true(n >= REGISTRY_MIN_DEFAULT_NODES && n > 1000000);
+	assert_true(pages > 0 && page > 0);
+	size_t quarter = (size_t)pages / 4 * (size_t)page / REGISTRY_NODE_BYTES;
+	assert_int_equal(n, quarter > REGISTRY_MIN_DEFAULT_NODES ? quarter :
+	    REGISTRY_MIN_DEFAULT_NODES);
 }
 
 /* ---- nonces, rates, kv ------------------------------------------------------- */
@@ -1229,8 +1513,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_model_capabilities, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_active_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_facts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_packed_roundtrip, setup, teardown),
+		cmocka_unit_test(test_memory_per_node),
 		cmocka_unit_test_setup_teardown(test_validation, setup, teardown),
 		cmocka_unit_test(test_node_capacity),
+		cmocka_unit_test(test_default_max_nodes),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
 		cmocka_unit_test(test_nonce_bounded),
 		cmocka_unit_test(test_quotas),
