@@ -58,7 +58,8 @@ NA=$(chain_free_port); NB=$(chain_free_port)
 
 chain_spawn "$TMP/sim.log" "" "$SIM" --listen 127.0.0.1:$SIMP --tokens-per-second 0 --context 1048576
 chain_spawn "$TMP/coord.log" "" "$TROOP" coordinator --listen 127.0.0.1:$CP --data-dir "$TMP/coord" \
-	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 3600
+	--allow-unverified --threads 1 --starter-credits 1000000000000 --reserve-seconds 3600 \
+	--max-jobs-other 0 --max-jobs-new 0 --max-tickets 4096
 chain_wait_http "http://127.0.0.1:$SIMP/v1/models" || exit 1
 chain_wait_http "http://127.0.0.1:$CP/health" || exit 1
 chain_spawn "$TMP/worker.log" "$TMP/worker" "$TROOP" worker --coordinator "http://127.0.0.1:$CP" \
