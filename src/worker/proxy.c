@@ -695,6 +695,15 @@ static void admit(proxy *p, http_req *r, bool refetched)
 		reply_ticket_error(r, "ticket has no usable jti");
 		goto out;
 	}
+	/* the replay journal's lines reach the disk in the kernel's time: a
+	 * power cut may lose those written before the machine started, so
+	 * tickets issued before then (clock skew allowed for) are refused */
+	if (replay_cache_boot_time(p->o.replay) > 0 &&
+	    cl.iat < replay_cache_boot_time(p->o.replay) + TICKET_SKEW) {
+		reply_ticket_error(r, "ticket issued before this node's machine last started; "
+		    "ask the coordinator for a new one");
+		goto out;
+	}
 	rc = replay_cache_check(p->o.replay, cl.jti, cl.exp + TICKET_SKEW, now);
 	if (rc) {
 		if (rc == TROOP_ETICKET)

@@ -3,9 +3,10 @@
  * (expset.h: keys the jtis, expiry each ticket's `until`, capped at
  * max_entries; expired ids are dropped in expiry order as new ones come
  * in).  A persisted cache appends to its journal under its own mutex,
- * which also orders the set's changes as the journal's lines, and syncs
- * outside it (a concurrent check of the same id already finds it in
- * memory); the journal is rewritten from the set's live entries when it
+ * which also orders the set's changes as the journal's lines; where the
+ * machine's boot time cannot be read it also syncs each line, outside the
+ * mutex (a concurrent check of the same id already finds it in memory);
+ * the journal is rewritten from the set's live entries when it
  * has grown to several times their number.
  */
 #include "replay.h"
@@ -41,7 +42,24 @@ struct replay_cache {
 	char *path;
 	size_t lines;       /* lines in the journal */
 	int64_t retry_at;   /* no rewrite before this time (one failed) */
+	int64_t boot_time;  /* when the machine started; 0: sync each line */
 };
+
+/* The machine's boot time from /proc/stat ("btime"), or 0. */
+static int64_t read_boot_time(void)
+{
+	FILE *f = fopen("/proc/stat", "r");
+	char line[256];
+	long long t = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "btime %lld", &t) == 1)
+			break;
+	fclose(f);
+	return t > 0 ? (int64_t)t : 0;
+}
 
 int replay_cache_new(replay_cache **out, size_t max_entries)
 {
@@ -231,7 +249,10 @@ int replay_cache_open(replay_cache **out, size_t max_entries, const char *path, 
 		replay_cache_free(c);
 		return rc;
 	}
-	log_info("replay_journal", "path=%s live=%zu", path, expset_size(c->ids));
+	c->boot_time = read_boot_time();
+	log_info("replay_journal", "path=%s live=%zu boot_time=%lld%s", path,
+	    expset_size(c->ids), (long long)c->boot_time,
+	    c->boot_time ? "" : " (unknown: each ticket is synced to disk)");
 	*out = c;
 	return 0;
 }
@@ -288,7 +309,7 @@ int replay_cache_check(replay_cache *c, const char *id, int64_t until, int64_t n
 				(void)expset_del(c->ids, id, now);
 				rc = troop_error_set(TROOP_EUNAVAIL, "cannot record the ticket in %s: "
 				    "%s", c->path, strerror(e));
-			} else {
+			} else if (c->boot_time == 0) {
 				sync = true;
 				fd = dup(c->fd);  /* a compaction may replace c->fd meanwhile */
 			}
@@ -310,6 +331,17 @@ int replay_cache_check(replay_cache *c, const char *id, int64_t until, int64_t n
 		close(fd);
 	}
 	return rc;
+}
+
+int64_t replay_cache_boot_time(const replay_cache *c)
+{
+	return c && c->fd >= 0 ? c->boot_time : 0;
+}
+
+void replay_cache_set_boot_time(replay_cache *c, int64_t t)
+{
+	if (c)
+		c->boot_time = t > 0 ? t : 0;
 }
 
 void replay_cache_forget(replay_cache *c, const char *id)

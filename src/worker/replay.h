@@ -11,10 +11,17 @@
  * Persistence (replay_cache_open): so that a restarted worker still
  * refuses every ticket it served, each id is appended to a journal in the
  * worker's state directory ("<until> <id>\n"; a forgotten id is
- * "0 <id>\n") and fdatasync'd before replay_cache_check returns 0, i.e.
- * before the job goes to the engine.  The journal is read back at start
- * (later lines win) and rewritten without expired entries then and
- * whenever it holds many more lines than live entries.
+ * "0 <id>\n") with write(2) before replay_cache_check returns 0, i.e.
+ * before the job goes to the engine.  Once written, a line survives the
+ * worker's own crash (the kernel holds it); a power cut or a crash of the
+ * machine may lose the lines not yet on disk, but only lines written
+ * before the machine last started: replay_cache_boot_time says when that
+ * was, and the worker refuses every ticket issued before it (plus the
+ * clock skew it allows), so no ticket the lost lines held can run again.
+ * Where the boot time cannot be read, each line is fdatasync'd before the
+ * check returns instead.  The journal is read back at start (later lines
+ * win) and rewritten without expired entries then and whenever it holds
+ * many more lines than live entries.
  */
 #ifndef TROOP_WORKER_REPLAY_H
 #define TROOP_WORKER_REPLAY_H
@@ -36,6 +43,17 @@ int replay_cache_new(replay_cache **out, size_t max_entries);
  * last write).  Returns 0, TROOP_ENOMEM, or TROOP_EIO when the file cannot
  * be read or written (message set). */
 int replay_cache_open(replay_cache **out, size_t max_entries, const char *path, int64_t now);
+
+/* When the machine last started (unix seconds), for a persisted cache
+ * whose lines are not synced one by one: tickets issued before it may
+ * have been recorded in lines a power cut lost, so they must be refused.
+ * 0 when every line is synced before the check returns, or for a cache
+ * in memory only (which forgets everything at a restart anyway). */
+int64_t replay_cache_boot_time(const replay_cache *c);
+
+/* Tests: pretend the machine started at `t` (0: sync every line instead,
+ * as where the boot time cannot be read). */
+void replay_cache_set_boot_time(replay_cache *c, int64_t t);
 void replay_cache_free(replay_cache *c);
 
 /* Record `id` as used until unix time `until` (entries with until <= now
