@@ -10,7 +10,7 @@
  *             [--nodes N] [--interval S] [--auth-rate R] [--peers-rate R]
  *             [--users U] [--duration S] [--report S] [--hb-threads T]
  *             [--auth-threads T] [--no-settle] [--redis-url URL]
- *             [--database-url URL] [--model M]
+ *             [--database-url URL] [--pg-pid P] [--model M]
  *
  * Open loop: heartbeat k (k = 0, 1, ...) is due at t0 + k * S / N and is
  * node k mod N's; node i talks to coordinator i mod C.  Authorization k is
@@ -30,7 +30,9 @@
  * sent) and latency, /authorize p50/p99, receipts sent/answered, /peers
  * p99, the coordinators' and its own CPU (cores), the load average, and
  * with --redis-url / --database-url Redis used_memory and commands/s (INFO)
- * and PostgreSQL transactions/s (pg_stat_database xact_commit).  At the end:
+ * and PostgreSQL transactions/s (pg_stat_database xact_commit), and the
+ * CPU of Redis (INFO used_cpu_*) and, with --pg-pid (the postmaster), of
+ * PostgreSQL (it and its children, from /proc).  At the end:
  * Redis commands and PostgreSQL transactions and row writes per heartbeat
  * and per job, the coordinators' CPU per request, and with --database-url
  * the ledger check: the settle rows equal the receipts answered, no
@@ -40,6 +42,7 @@
  * check failed) or a timed request got no good reply at all.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -75,6 +78,7 @@ static struct {
 	int ncoord;
 	int pid[MAX_COORDS];
 	int npid;
+	int pg_pid;               /* the postmaster, for PostgreSQL's CPU time */
 	int nodes, users, hb_threads, auth_threads;
 	double interval, auth_rate, peers_rate, duration, report;
 	bool settle;
@@ -417,8 +421,8 @@ static void *heartbeat_main(void *arg)
 	for (;;) {
 		uint64_t k = atomic_fetch_add(&hb_next, 1);
 		int64_t due = t0 + (int64_t)((double)k * gap), sent;
-		if (due >= t_end)
-			break;
+		if (due >= t_end || mono_ns() >= t_end)
+			break;   /* the end, even when behind the schedule */
 		sleep_until(due);
 		sent = mono_ns();
 		hist_add(&st.hb_lag, sent - due);
@@ -473,7 +477,7 @@ static void *auth_main(void *arg)
 		json_t *j;
 		const char *jid, *nid;
 
-		if (due >= t_end)
+		if (due >= t_end || mono_ns() >= t_end)
 			break;
 		sleep_until(due);
 		s = client_do(&c, ci, &users[k % (uint64_t)opt.users], "POST", "/authorize", NULL,
@@ -530,7 +534,7 @@ static void *peers_main(void *arg)
 		char *rb;
 		int s;
 
-		if (due >= t_end)
+		if (due >= t_end || mono_ns() >= t_end)
 			break;
 		sleep_until(due);
 		s = client_do(&c, (int)(k % (uint64_t)opt.ncoord), NULL, "GET", "/peers", q, NULL, &rb);
@@ -550,9 +554,40 @@ static void *peers_main(void *arg)
 
 /* ---- Redis and PostgreSQL figures (their command-line clients) -------------------------- */
 
+/* CPU seconds of the postmaster and its children (the backends serving
+ * the coordinators stay connected, so their time is counted). */
+static double pg_cpu_s(void)
+{
+	double t = proc_cpu_s(opt.pg_pid);
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	while (d && (e = readdir(d)) != NULL) {
+		char path[300], buf[512], *p;
+		int pid = atoi(e->d_name), ppid = 0;
+		FILE *f;
+		size_t n;
+		if (pid <= 0 || pid == opt.pg_pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		if (!(f = fopen(path, "r")))
+			continue;
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		if ((p = strrchr(buf, ')')) && sscanf(p + 2, "%*c %d", &ppid) == 1 &&
+		    ppid == opt.pg_pid)
+			t += proc_cpu_s(pid);
+	}
+	if (d)
+		closedir(d);
+	return t;
+}
+
 struct servers {
 	double redis_mem, redis_cmds;       /* used_memory bytes, total_commands_processed */
 	double pg_xact, pg_ins, pg_upd, pg_del;
+	double redis_cpu, pg_cpu;           /* CPU seconds (INFO; /proc) */
 	char cmdstats[4096];                /* "name calls\n" lines */
 };
 
@@ -570,7 +605,11 @@ static void servers_read(struct servers *s)
 				char name[128];
 				unsigned long long calls;
 				sscanf(line, "used_memory:%lf", &s->redis_mem);
+				double x;
 				sscanf(line, "total_commands_processed:%lf", &s->redis_cmds);
+				if (sscanf(line, "used_cpu_sys:%lf", &x) == 1 ||
+				    sscanf(line, "used_cpu_user:%lf", &x) == 1)
+					s->redis_cpu += x;
 				if (sscanf(line, "cmdstat_%127[^:]:calls=%llu", name, &calls) == 2 &&
 				    used + 160 < sizeof(s->cmdstats))
 					used += (size_t)snprintf(s->cmdstats + used,
@@ -590,6 +629,8 @@ static void servers_read(struct servers *s)
 			pclose(f);
 		}
 	}
+	if (opt.pg_pid > 0)
+		s->pg_cpu = pg_cpu_s();
 }
 
 /* The calls of Redis command `name` in s, 0 if absent. */
@@ -673,10 +714,13 @@ static void report(const char *label, const struct snap *a, const struct snap *b
 	printf("\n[%s] CPU cores: coordinators %.2f, simulator %.2f; load average %.2f", label,
 	    (b->coord_cpu - a->coord_cpu) / dt, (b->self_cpu - a->self_cpu) / dt, loadavg1());
 	if (opt.redis_url)
-		printf("; Redis used_memory %.1f MiB, %.0f commands/s", b->sv.redis_mem / 1048576,
-		    (b->sv.redis_cmds - a->sv.redis_cmds) / dt);
+		printf("; Redis used_memory %.1f MiB, %.0f commands/s, %.2f cores",
+		    b->sv.redis_mem / 1048576, (b->sv.redis_cmds - a->sv.redis_cmds) / dt,
+		    (b->sv.redis_cpu - a->sv.redis_cpu) / dt);
 	if (opt.database_url)
 		printf("; PostgreSQL %.1f transactions/s", (b->sv.pg_xact - a->sv.pg_xact) / dt);
+	if (opt.pg_pid > 0)
+		printf(", %.2f cores", (b->sv.pg_cpu - a->sv.pg_cpu) / dt);
 	printf("\n");
 	fflush(stdout);
 }
@@ -777,7 +821,7 @@ static void usage(void)
 	fprintf(stderr, "usage: sim_scale --coord HOST:PORT [--coord ...] [--coord-pid P ...] "
 	    "[--nodes N] [--interval S] [--auth-rate R] [--peers-rate R] [--users U] "
 	    "[--duration S] [--report S] [--hb-threads T] [--auth-threads T] [--no-settle] "
-	    "[--redis-url URL] [--database-url URL] [--model M]\n");
+	    "[--redis-url URL] [--database-url URL] [--pg-pid P] [--model M]\n");
 	exit(1);
 }
 
@@ -818,6 +862,8 @@ int main(int argc, char **argv)
 			parse_coord(v);
 		else if (strcmp(a, "--coord-pid") == 0 && opt.npid < MAX_COORDS)
 			opt.pid[opt.npid++] = atoi(v);
+		else if (strcmp(a, "--pg-pid") == 0)
+			opt.pg_pid = atoi(v);
 		else if (strcmp(a, "--nodes") == 0)
 			opt.nodes = atoi(v);
 		else if (strcmp(a, "--users") == 0)
@@ -931,8 +977,11 @@ int main(int argc, char **argv)
 		if (first_err[0])
 			printf("first error: %s\n", first_err);
 		printf("RESULT sim heartbeats/s: %.0f of %.0f scheduled (%d nodes every %.0f s), "
-		    "lag p99 %.1f ms, latency p99 %.1f ms\n", (double)hb / dt, sched, opt.nodes,
-		    opt.interval, hist_q(c_lag, n_lag, 0.99), hist_q(c_lat, n_lat, 0.99));
+		    "lag p99 %.1f ms, latency p99 %.1f ms; %.0f of the %.0f scheduled not sent by "
+		    "the end\n", (double)hb / dt, sched, opt.nodes, opt.interval,
+		    hist_q(c_lag, n_lag, 0.99), hist_q(c_lat, n_lat, 0.99),
+		    fmax(0, sched * opt.duration - (double)(hb + cur.hb_err - s0.hb_err)),
+		    sched * opt.duration);
 		printf("RESULT sim /authorize: %.1f/s of %.1f, p50 %.1f ms, p99 %.1f ms, %llu errors;"
 		    " receipts sent %llu, answered %llu\n", (double)auth / dt, opt.auth_rate,
 		    hist_q(c_auth, n_auth, 0.5), hist_q(c_auth, n_auth, 0.99),
@@ -944,38 +993,45 @@ int main(int argc, char **argv)
 		    (cur.self_cpu - s0.self_cpu) / dt, loadavg1());
 		if (opt.redis_url)
 			printf("RESULT sim Redis: used_memory %.1f MiB (%.0f bytes per node), %.0f "
-			    "commands/s\n", cur.sv.redis_mem / 1048576, cur.sv.redis_mem / opt.nodes,
-			    (cur.sv.redis_cmds - s0.sv.redis_cmds) / dt);
+			    "commands/s, %.2f cores\n", cur.sv.redis_mem / 1048576,
+			    cur.sv.redis_mem / opt.nodes, (cur.sv.redis_cmds - s0.sv.redis_cmds) / dt,
+			    (cur.sv.redis_cpu - s0.sv.redis_cpu) / dt);
 		if (opt.database_url)
-			printf("RESULT sim PostgreSQL: %.1f transactions/s, %.1f rows written/s\n",
-			    (cur.sv.pg_xact - s0.sv.pg_xact) / dt, (cur.sv.pg_ins + cur.sv.pg_upd +
-			    cur.sv.pg_del - s0.sv.pg_ins - s0.sv.pg_upd - s0.sv.pg_del) / dt);
+			printf("RESULT sim PostgreSQL: %.1f transactions/s, %.1f rows written/s, %.2f "
+			    "cores\n", (cur.sv.pg_xact - s0.sv.pg_xact) / dt, (cur.sv.pg_ins +
+			    cur.sv.pg_upd + cur.sv.pg_del - s0.sv.pg_ins - s0.sv.pg_upd - s0.sv.pg_del) /
+			    dt, (cur.sv.pg_cpu - s0.sv.pg_cpu) / dt);
 		/* the cost of each kind of request, when only one kind ran */
 		if (hb && !auth && !peers) {
 			printf("RESULT sim per heartbeat: coordinators %.1f us CPU, Redis %.2f "
-			    "commands, PostgreSQL %.3f transactions\n",
+			    "commands and %.1f us CPU, PostgreSQL %.3f transactions and %.1f us CPU\n",
 			    (cur.coord_cpu - s0.coord_cpu) * 1e6 / (double)hb,
 			    (cur.sv.redis_cmds - s0.sv.redis_cmds) / (double)hb,
-			    (cur.sv.pg_xact - s0.sv.pg_xact) / (double)hb);
+			    (cur.sv.redis_cpu - s0.sv.redis_cpu) * 1e6 / (double)hb,
+			    (cur.sv.pg_xact - s0.sv.pg_xact) / (double)hb,
+			    (cur.sv.pg_cpu - s0.sv.pg_cpu) * 1e6 / (double)hb);
 			if (opt.redis_url)
 				print_cmdstats(&s0.sv, &cur.sv, (double)hb, "heartbeat");
 		}
 		if (auth && !hb && !peers) {
 			double per = opt.settle ? (double)jobs : (double)auth;
 			const char *unit = opt.settle ? "job (authorize + receipt)" : "authorization";
-			printf("RESULT sim per %s: coordinators %.1f us CPU, Redis %.2f commands, "
-			    "PostgreSQL %.2f transactions, %.2f rows written\n", unit,
-			    (cur.coord_cpu - s0.coord_cpu) * 1e6 / per,
+			printf("RESULT sim per %s: coordinators %.1f us CPU, Redis %.2f commands and "
+			    "%.1f us CPU, PostgreSQL %.1f us CPU, %.2f transactions, %.2f rows written\n",
+			    unit, (cur.coord_cpu - s0.coord_cpu) * 1e6 / per,
 			    (cur.sv.redis_cmds - s0.sv.redis_cmds) / per,
+			    (cur.sv.redis_cpu - s0.sv.redis_cpu) * 1e6 / per,
+			    (cur.sv.pg_cpu - s0.sv.pg_cpu) * 1e6 / per,
 			    (cur.sv.pg_xact - s0.sv.pg_xact) / per, (cur.sv.pg_ins + cur.sv.pg_upd +
 			    cur.sv.pg_del - s0.sv.pg_ins - s0.sv.pg_upd - s0.sv.pg_del) / per);
 			if (opt.redis_url)
 				print_cmdstats(&s0.sv, &cur.sv, per, opt.settle ? "job" : "authorization");
 		}
 		if (peers && !hb && !auth)
-			printf("RESULT sim per /peers: coordinators %.1f us CPU, Redis %.2f commands\n",
-			    (cur.coord_cpu - s0.coord_cpu) * 1e6 / (double)peers,
-			    (cur.sv.redis_cmds - s0.sv.redis_cmds) / (double)peers);
+			printf("RESULT sim per /peers: coordinators %.1f us CPU, Redis %.2f commands "
+			    "and %.1f us CPU\n", (cur.coord_cpu - s0.coord_cpu) * 1e6 / (double)peers,
+			    (cur.sv.redis_cmds - s0.sv.redis_cmds) / (double)peers,
+			    (cur.sv.redis_cpu - s0.sv.redis_cpu) * 1e6 / (double)peers);
 		if ((opt.interval > 0 && hb == 0) || (opt.auth_rate > 0 && auth == 0))
 			rc = 2;
 	}
