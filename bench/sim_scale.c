@@ -10,7 +10,7 @@
  *             [--nodes N] [--interval S] [--auth-rate R] [--peers-rate R]
  *             [--users U] [--duration S] [--report S] [--hb-threads T]
  *             [--auth-threads T] [--no-settle] [--redis-url URL]
- *             [--database-url URL] [--pg-pid P] [--model M]
+ *             [--redis-prefix P] [--database-url URL] [--pg-pid P] [--model M]
  *
  * Open loop: heartbeat k (k = 0, 1, ...) is due at t0 + k * S / N and is
  * node k mod N's; node i talks to coordinator i mod C.  Authorization k is
@@ -32,7 +32,8 @@
  * with --redis-url / --database-url Redis used_memory and commands/s (INFO)
  * and PostgreSQL transactions/s (pg_stat_database xact_commit), and the
  * CPU of Redis (INFO used_cpu_*) and, with --pg-pid (the postmaster), of
- * PostgreSQL (it and its children, from /proc).  At the end:
+ * PostgreSQL (it and its children, from /proc).  At the end: with
+ * --redis-prefix the live nodes and nonces Redis holds and one node's bytes;
  * Redis commands and PostgreSQL transactions and row writes per heartbeat
  * and per job, the coordinators' CPU per request, and with --database-url
  * the ledger check: the settle rows equal the receipts answered, no
@@ -83,6 +84,7 @@ static struct {
 	double interval, auth_rate, peers_rate, duration, report;
 	bool settle;
 	const char *redis_url, *database_url, *model;
+	const char *redis_prefix;  /* the registry's key prefix, for key counts */
 } opt = {
 	.nodes = 10000, .users = 50, .hb_threads = 48, .auth_threads = 8, .interval = 10,
 	.auth_rate = 100, .duration = 60, .report = 60, .settle = true, .model = "bench",
@@ -649,6 +651,39 @@ static double cmdstat(const struct servers *s, const char *name)
 	return 0;
 }
 
+/* A number Redis answers to `args` (redis-cli words), -1 on failure. */
+static double redis_num(const char *args)
+{
+	char cmd[1200], line[128];
+	double v = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "redis-cli -u '%s' %s 2>/dev/null", opt.redis_url, args);
+	if ((f = popen(cmd, "r")) != NULL) {
+		if (fgets(line, sizeof(line), f))
+			v = strtod(line, NULL);
+		pclose(f);
+	}
+	return v;
+}
+
+/* What the registry holds at the end: live nodes and remembered nonces,
+ * and the bytes of one node's hash (MEMORY USAGE). */
+static void redis_keys(double used)
+{
+	char a[400];
+	double nodes_n, nonces, node_b;
+
+	snprintf(a, sizeof(a), "zcard '%snodes'", opt.redis_prefix);
+	nodes_n = redis_num(a);
+	snprintf(a, sizeof(a), "zcard '%sz:nonce'", opt.redis_prefix);
+	nonces = redis_num(a);
+	snprintf(a, sizeof(a), "memory usage '%snode:%s'", opt.redis_prefix, nodes[0].id);
+	node_b = redis_num(a);
+	printf("RESULT sim Redis holds: %.0f nodes (%.0f bytes in one node's hash), %.0f "
+	    "nonces; used_memory %.1f MiB\n", nodes_n, node_b, nonces, used / 1048576);
+}
+
 static double loadavg1(void)
 {
 	double l = 0;
@@ -821,7 +856,8 @@ static void usage(void)
 	fprintf(stderr, "usage: sim_scale --coord HOST:PORT [--coord ...] [--coord-pid P ...] "
 	    "[--nodes N] [--interval S] [--auth-rate R] [--peers-rate R] [--users U] "
 	    "[--duration S] [--report S] [--hb-threads T] [--auth-threads T] [--no-settle] "
-	    "[--redis-url URL] [--database-url URL] [--pg-pid P] [--model M]\n");
+	    "[--redis-url URL] [--redis-prefix P] [--database-url URL] [--pg-pid P] "
+	    "[--model M]\n");
 	exit(1);
 }
 
@@ -884,6 +920,8 @@ int main(int argc, char **argv)
 			opt.auth_threads = atoi(v);
 		else if (strcmp(a, "--redis-url") == 0)
 			opt.redis_url = v;
+		else if (strcmp(a, "--redis-prefix") == 0)
+			opt.redis_prefix = v;
 		else if (strcmp(a, "--database-url") == 0)
 			opt.database_url = v;
 		else if (strcmp(a, "--model") == 0)
@@ -1035,6 +1073,8 @@ int main(int argc, char **argv)
 		if ((opt.interval > 0 && hb == 0) || (opt.auth_rate > 0 && auth == 0))
 			rc = 2;
 	}
+	if (opt.redis_url && opt.redis_prefix)
+		redis_keys(cur.sv.redis_mem);
 	if (opt.database_url && opt.settle && ledger_check(atomic_load(&st.rc_ok)) != 0)
 		rc = 2;
 	return rc;

@@ -21,6 +21,10 @@
 #   SIM_REPORT       seconds between report lines (60)
 #   SIM_AUTH_RATE    authorizations/s, each settled (100)
 #   SIM_HB_THREADS   the simulator's heartbeat threads (48 / 256)
+#   SIM_COORD_THREADS  each coordinator's --threads (16: on PostgreSQL and
+#                    Redis a server thread waits for each round trip, and
+#                    the default, one per core, caps a coordinator at its
+#                    threads / round-trip time)
 #   SIM_ARGS         extra bench/sim_scale.c options
 #   SIM_CALIBRATE    0: skip the calibration runs (1)
 #   SIM_RUN          0: only the calibration runs (1)
@@ -45,6 +49,7 @@ else
 	nodes=${SIM_NODES:-10000} duration=${SIM_DURATION:-60}
 fi
 report=${SIM_REPORT:-60}
+coord_threads=${SIM_COORD_THREADS:-16}
 auth_rate=${SIM_AUTH_RATE:-100}
 hb_threads=${SIM_HB_THREADS:-48}
 [ "${SIM_FULL:-0}" = 1 ] && hb_threads=${SIM_HB_THREADS:-256}
@@ -88,6 +93,7 @@ start_pair() {
 		chain_spawn "$CHAIN_TMP/coord-$name-$port.log" "" "$TROOP" coordinator \
 			--listen "127.0.0.1:$port" --data-dir "$CHAIN_TMP/coord-$name-$port" \
 			--allow-unverified --starter-credits 1000000000000 --log-level warn \
+			--threads "$coord_threads" \
 			--database-url "$DB_URL" --registry-url "$REG_URL" --max-nonces 4000000
 		pid=$CHAIN_PID
 		chain_wait_http "http://127.0.0.1:$port/public-key" ||
@@ -112,7 +118,7 @@ run() {
 	local name=$1 rc=0
 	shift
 	start_pair "$name"
-	"$build/sim_scale" "${SIM_COORDS[@]}" --redis-url "$redis_base" \
+	"$build/sim_scale" "${SIM_COORDS[@]}" --redis-url "$redis_base" --redis-prefix "$name:" \
 		--database-url "$DB_URL" --pg-pid "$(head -n1 "$SVC_DIR/pg/data/postmaster.pid")" \
 		--hb-threads "$hb_threads" "$@" \
 		${extra[@]+"${extra[@]}"} || rc=$?
