@@ -5,7 +5,9 @@
 #   bench/run.sh [BUILD_DIR]        (default: build)
 #
 # Runs, in this order, each that exists: bench/bench_*.sh (sorted by name),
-# then bench/http_health.sh.  Each gets a header line and runs from the
+# then bench/http_health.sh, then bench/sim_scale.sh (its short version:
+# 10,000 simulated workers for 1 minute; SIM_FULL=1 in the environment runs
+# the 10-minute one with 100,000, which needs BENCH_TIMEOUT above 900).  Each gets a header line and runs from the
 # repository root with BUILD_DIR (absolute) in the environment and as its
 # first argument; bench_crypto.sh, whose first argument is seconds per
 # figure, gets it only in the environment.  A script that fails (non-zero
@@ -34,6 +36,7 @@ for f in bench/bench_*.sh; do
 	[ -f "$f" ] && scripts+=("$f")
 done
 [ -f bench/http_health.sh ] && scripts+=(bench/http_health.sh)
+[ -f bench/sim_scale.sh ] && scripts+=(bench/sim_scale.sh)
 if [ ${#scripts[@]} -eq 0 ]; then
 	echo "run.sh: no benchmark scripts in bench/" >&2
 	exit 1
