@@ -1081,16 +1081,13 @@ static int reserve_txn(ledger_conn *c, void *arg)
 		return troop_error_set(TROOP_ERR, "ledger: debit of %s took %lld trial credits of "
 		    "%lld", q->requester, (long long)trial_part, (long long)q->amount);
 
-	if ((r = row(c, LS_RES_GET, ARGS(S(q->job_id)), "read reservation")) != 0) {
-		fin(c);
-		return r < 0 ? r : troop_error_set(TROOP_ECONFLICT, "job id %s is already reserved",
-		    q->job_id);
-	}
+	/* a job id reserved before fails the insert (the primary key), which
+	 * rolls the debit back with the transaction (or its savepoint) */
 	int err = exec(c, LS_RES_INSERT, ARGS(S(q->job_id), S(q->requester), S(q->node_id),
 	    S(q->worker), S(q->model), I(q->amount), I(q->max_seconds), D(q->multiplier),
 	    I(q->now), I(q->expires_at), I(trial_part), I(q->report_wanted ? 1 : 0)),
 	    "insert reservation");
-	if (err == TROOP_ECONFLICT)  /* inserted concurrently by another caller */
+	if (err == TROOP_ECONFLICT)
 		troop_error_set(err, "job id %s is already reserved", q->job_id);
 	if (err)
 		return err;
