@@ -8,8 +8,8 @@
  * busy and serialization failures lives here too.  See ledger.h for the
  * contract.
  */
-#include <math.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
