@@ -22,11 +22,16 @@
 # twice against it: the closed loop (CONNS connections authorizing as fast
 # as they are answered: the capacity), then the open loop at half of that
 # side's capacity (p50 and p99 measured from each request's scheduled
-# send time).  The figure of each side is the median of ROUNDS rounds;
-# the load average is printed with every round.  Environment:
+# send time), and the coordinator's CPU time per authorization in the
+# closed loop (user + system, from /proc: on a shared machine the rate
+# follows the CPU the coordinator gets, the CPU per authorization much
+# less).  The figure of each side is the median of ROUNDS rounds; the load
+# average is printed with every round.  Environment:
 #   ROUNDS (3)  DURATION seconds per phase (3)  CONNS (64)
 #   COORD_THREADS server threads (64: a reservation waits for its commit
 #                 on its server thread; the writer batches what waits)
+#   SIDES         the sides to run, of "before full after pg" (all; pg
+#                 only where PostgreSQL and Redis are installed)
 # Prints "RESULT ..." lines (bench/run.sh collects them): each side's
 # figures, the ratio after / before, and the targets (>= 10000
 # authorizations/s durable; p99 < 10 ms at half of that).  Exits non-zero
@@ -58,22 +63,30 @@ export TROOP_BUILD_DIR=$build TROOP_BIN=$build/troop
 CHAIN_NO_BUILD=1 chain_init troop-bench-durable
 trap 'exit 130' INT TERM
 
-declare -A cap p50 p99
-sides=(before full after)
+declare -A cap p50 p99 cpu
+want_pg= sides=()
+for s in ${SIDES:-before full after pg}; do
+	case $s in
+	before | full | after) sides+=("$s") ;;
+	pg) want_pg=1 ;;
+	*) die "unknown side '$s' in SIDES" ;;
+	esac
+done
 pg_base= redis_base=
-if command -v psql >/dev/null 2>&1 &&
+if [ -n "$want_pg" ] && command -v psql >/dev/null 2>&1 &&
 	env_out=$(TROOP_PG_FSYNC=on "$root/tests/pg/start-services.sh" "$CHAIN_TMP/svc" 2>/dev/null); then
 	eval "$env_out"
 	pg_base=$DATABASE_URL redis_base=$REDIS_URL
 	unset DATABASE_URL REDIS_URL TROOP_DATABASE_URL TROOP_REDIS_URL
 	SVC_DIR=$CHAIN_TMP/svc   # troop_chain.sh stops them at exit
 	sides+=(pg)
-else
+elif [ -n "$want_pg" ]; then
 	echo "(PostgreSQL or Redis not available: no pg side)"
 fi
+[ ${#sides[@]} -gt 0 ] || die "no side to run"
 # one round of one side: its figures appended to cap[side], p50[side], p99[side]
 run_side() {
-	local side=$1 sync=full batch=64 dir out rate c o50 o99 e1 e2 db url reg
+	local side=$1 sync=full batch=64 dir out rate c o50 o99 e1 e2 db url reg us
 	case $side in
 	before) sync=normal batch=0 ;;
 	full) batch=0 ;;
@@ -92,10 +105,11 @@ run_side() {
 		--ledger-batch "$batch" --threads "$threads" --starter-credits 1000000000000 \
 		--max-tickets 1000000 --max-jobs-other 0 --node-ttl 3600
 	out=$("$lg" --port "$COORD_PORT" --phases authorize --duration "$duration" \
-		--conns "$conns" --users 1000) ||
+		--conns "$conns" --users 1000 --coord-pid "$COORD_PID") ||
 		{ echo "$out"; tail -n 20 "$COORD_LOG" >&2; die "loadgen failed on $side"; }
 	c=$(sed -n 's/^RESULT coordinator authorizations\/s (closed loop): \([0-9.]*\).*/\1/p' <<<"$out")
 	e1=$(sed -n 's/^RESULT coordinator errors in timed phases: \([0-9]*\).*/\1/p' <<<"$out")
+	us=$(sed -n 's/.*CPU: coordinator [0-9.]* cores (\([0-9.]*\) us per request).*/\1/p' <<<"$out" | head -n1)
 	[ -n "$c" ] || { echo "$out"; die "no authorization rate from loadgen on $side"; }
 	rate=$(awk -v c="$c" 'BEGIN {r = c / 2; if (r < 1) r = 1; printf "%.0f", r}')
 	out=$("$lg" --port "$COORD_PORT" --phases authorize-open --duration "$duration" \
@@ -109,8 +123,9 @@ run_side() {
 	cap[$side]+="$c "
 	p50[$side]+="${o50:-nan} "
 	p99[$side]+="${o99:-nan} "
-	printf '  %-7s %7s authorizations/s; at %6s/s: p50 %6s ms, p99 %6s ms; errors %s+%s  (load %s)\n' \
-		"$side" "$c" "$rate" "${o50:-?}" "${o99:-?}" "${e1:-?}" "${e2:-?}" \
+	cpu[$side]+="${us:-nan} "
+	printf '  %-7s %7s authorizations/s, %4s us CPU each; at %6s/s: p50 %6s ms, p99 %6s ms; errors %s+%s  (load %s)\n' \
+		"$side" "$c" "${us:-?}" "$rate" "${o50:-?}" "${o99:-?}" "${e1:-?}" "${e2:-?}" \
 		"$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
@@ -126,15 +141,17 @@ for r in $(seq 1 "$rounds"); do
 	done
 done
 for s in "${sides[@]}"; do
-	echo "RESULT durable $s authorizations_per_s $(median "${cap[$s]}") p50_ms" \
-		"$(median "${p50[$s]}") p99_ms $(median "${p99[$s]}") (medians of $rounds;" \
+	echo "RESULT durable $s authorizations_per_s $(median "${cap[$s]}") cpu_us_per_authorization" \
+		"$(median "${cpu[$s]}") p50_ms $(median "${p50[$s]}") p99_ms $(median "${p99[$s]}")" \
+		"(medians of $rounds;" \
 		"load $(cut -d' ' -f1-3 /proc/loadavg))"
 done
-b=$(median "${cap[before]}") a=$(median "${cap[after]}") f=$(median "${cap[full]}")
+[ -n "${cap[after]:-}" ] || exit 0   # the ratios and targets are the after side's
+b=$(median "${cap[before]:-nan}") a=$(median "${cap[after]}") f=$(median "${cap[full]:-nan}")
 a99=$(median "${p99[after]}")
-echo "RESULT durable authorizations_per_s after/before ratio" \
-	"$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}') after/full ratio" \
-	"$(awk -v a="$a" -v f="$f" 'BEGIN {printf "%.2f", a / f}')"
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN {if (y + 0 > 0) printf "%.2f", x / y; else print "-"}'; }
+echo "RESULT durable authorizations_per_s after/before ratio $(ratio "$a" "$b")" \
+	"after/full ratio $(ratio "$a" "$f")"
 if [ -n "$pg_base" ]; then
 	p=$(median "${cap[pg]}")
 	echo "RESULT durable PostgreSQL+Redis / SQLite authorizations_per_s ratio" \

@@ -8,8 +8,10 @@
  * busy and serialization failures lives here too.  See ledger.h for the
  * contract.
  */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -225,8 +227,10 @@ struct batch_item {
 	void *arg;
 	int err;
 	char msg[512];
-	bool done;
-	pthread_cond_t done_cv;   /* signalled once done (under the writer's mu) */
+	/* posted once err and msg are set, without the writer's mu held: the
+	 * caller wakes and goes on without waiting for that lock, and may
+	 * destroy the semaphore (with the item) as soon as its wait returns */
+	sem_t done;
 	struct batch_item *next;
 };
 
@@ -369,13 +373,13 @@ static void *batch_main(void *arg)
 		batch_run(b->conn, items ? items : &one, n);
 
 		pthread_mutex_lock(&b->mu);
-		for (int i = 0; i < n; i++) {
-			struct batch_item *it = items ? items[i] : one;
-			it->done = true;
-			pthread_cond_signal(&it->done_cv);
-		}
 		b->batches++;
 		b->items += (uint64_t)n;
+		pthread_mutex_unlock(&b->mu);
+		/* an item is gone once posted: nothing of it is read after */
+		for (int i = 0; i < n; i++)
+			sem_post(&(items ? items[i] : one)->done);
+		pthread_mutex_lock(&b->mu);
 	}
 	pthread_mutex_unlock(&b->mu);
 	free(items);
@@ -397,17 +401,17 @@ static int batch_txn(ledger_conn *c, txn_fn fn, void *arg)
 		pthread_mutex_unlock(&b->mu);
 		return with_txn(c, fn, arg);
 	}
-	pthread_cond_init(&it.done_cv, NULL);
+	sem_init(&it.done, 0, 0);
 	if (b->tail)
 		b->tail->next = &it;
 	else
 		b->head = &it;
 	b->tail = &it;
 	pthread_cond_signal(&b->work_cv);
-	while (!it.done)
-		pthread_cond_wait(&it.done_cv, &b->mu);
 	pthread_mutex_unlock(&b->mu);
-	pthread_cond_destroy(&it.done_cv);
+	while (sem_wait(&it.done) != 0 && errno == EINTR)
+		;
+	sem_destroy(&it.done);
 	if (it.err)
 		troop_error_set(it.err, "%s", it.msg);
 	return it.err;
@@ -1081,16 +1085,13 @@ static int reserve_txn(ledger_conn *c, void *arg)
 		return troop_error_set(TROOP_ERR, "ledger: debit of %s took %lld trial credits of "
 		    "%lld", q->requester, (long long)trial_part, (long long)q->amount);
 
-	if ((r = row(c, LS_RES_GET, ARGS(S(q->job_id)), "read reservation")) != 0) {
-		fin(c);
-		return r < 0 ? r : troop_error_set(TROOP_ECONFLICT, "job id %s is already reserved",
-		    q->job_id);
-	}
+	/* a job id reserved before fails the insert (the primary key), which
+	 * rolls the debit back with the transaction (or its savepoint) */
 	int err = exec(c, LS_RES_INSERT, ARGS(S(q->job_id), S(q->requester), S(q->node_id),
 	    S(q->worker), S(q->model), I(q->amount), I(q->max_seconds), D(q->multiplier),
 	    I(q->now), I(q->expires_at), I(trial_part), I(q->report_wanted ? 1 : 0)),
 	    "insert reservation");
-	if (err == TROOP_ECONFLICT)  /* inserted concurrently by another caller */
+	if (err == TROOP_ECONFLICT)
 		troop_error_set(err, "job id %s is already reserved", q->job_id);
 	if (err)
 		return err;

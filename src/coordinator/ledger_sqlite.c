@@ -61,8 +61,14 @@ struct sq_ledger {
 	pthread_cond_t ckpt_cv;
 };
 
-enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_COUNT };
-static const char *const txn_sql[TX_COUNT] = { "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK" };
+/* Prepared once per connection: the transaction statements, and the
+ * savepoint statements group commit runs around every write of a batch
+ * (ledger.c's batch_run; through sq_script, which would parse them again
+ * each time). */
+enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK, TX_SAVEPOINT, TX_RELEASE, TX_ROLLBACK_TO, TX_COUNT };
+static const char *const txn_sql[TX_COUNT] = { "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK",
+	"SAVEPOINT troop_item", "RELEASE SAVEPOINT troop_item",
+	"ROLLBACK TO SAVEPOINT troop_item" };
 
 struct sq_conn {
 	struct ledger_conn base;
@@ -291,6 +297,10 @@ static int sq_script(ledger_conn *lc, const char *sql)
 {
 	struct sq_conn *c = sq(lc);
 	char *emsg = NULL;
+
+	for (int k = TX_SAVEPOINT; k < TX_COUNT; k++)
+		if (strcmp(sql, txn_sql[k]) == 0)
+			return txn_step(c, k, "savepoint");
 	int rc = sqlite3_exec(c->db, sql, NULL, NULL, &emsg);
 	if (rc == SQLITE_OK)
 		return 0;

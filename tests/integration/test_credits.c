@@ -401,6 +401,63 @@ static void test_disputed_node_not_picked(void **state)
 	check_invariant();
 }
 
+/* The ticket reply, written without a jansson tree, is byte for byte what
+ * jansson's compact dump of the same members gives, also for a node whose
+ * fields need escaping (quotes, backslashes, control characters, UTF-8),
+ * and has exactly the members PROTOCOL.md lists. */
+static void test_authorize_reply_bytes(void **state)
+{
+	static const char key[] = "k\"q\\b/\n\t\x01\x1f \xc3\xa9\xe2\x82\xac";
+	static const char *const members[] = { "job_id", "token", "node_id", "target_ip",
+		"target_port", "estimated_cost", "expires_at", "max_seconds",
+		"encryption_public_key", NULL };
+	troop_identity esc;
+	http_signed_headers h;
+	http_response res;
+	json_error_t jerr;
+	char url[512], *text, *body;
+	json_t *b, *out;
+	int st;
+
+	(void)state;
+	identity_generate(&esc);
+	b = json_pack("{s:s, s:s, s:i, s:s, s:[{s:s}], s:{s:i, s:i}, s:s}",
+	    "node_id", esc.id, "tailscale_ip", "127.0.0.1", "port", 9, "status", "IDLE",
+	    "models", "name", "m-esc", "load", "active_jobs", 0, "max_jobs", 1000,
+	    "encryption_public_key", key);
+	out = call(&esc, "POST", "/heartbeat", b, &st);
+	assert_int_equal(st, 200);
+	json_decref(out);
+	json_decref(b);
+
+	body = strdup("{\"model\":\"m-esc\",\"max_seconds\":7}");
+	assert_non_null(body);
+	assert_int_equal(http_signed_headers_build(&h, &user, "POST", "/authorize", "", body,
+	    strlen(body), (int64_t)time(NULL)), 0);
+	snprintf(url, sizeof(url), "%s/authorize", coord.url);
+	memset(&res, 0, sizeof(res));
+	assert_int_equal(http_request(hc, &res, "POST", url, h.list, body, strlen(body)), 0);
+	free(body);
+	assert_int_equal(res.status, 200);
+	assert_non_null(strstr(res.content_type, "application/json"));
+	out = json_loadb(res.body, res.len, 0, &jerr);
+	assert_non_null(out);
+	text = json_dumps(out, JSON_COMPACT);
+	assert_non_null(text);
+	assert_string_equal(res.body, text);
+	assert_int_equal(json_object_size(out), 9);
+	for (size_t i = 0; members[i]; i++)
+		assert_non_null(json_object_get(out, members[i]));
+	assert_string_equal(json_string_value(json_object_get(out, "encryption_public_key")),
+	    key);
+	assert_string_equal(json_string_value(json_object_get(out, "node_id")), esc.id);
+	assert_int_equal(json_integer_value(json_object_get(out, "estimated_cost")), 7);
+	free(text);
+	json_decref(out);
+	http_response_free(&res);
+	check_invariant();
+}
+
 static int setup(void **state)
 {
 	char data[280];
@@ -444,6 +501,7 @@ int main(void)
 		cmocka_unit_test(test_inflating_worker),
 		cmocka_unit_test(test_crashed_client),
 		cmocka_unit_test(test_disputed_node_not_picked),
+		cmocka_unit_test(test_authorize_reply_bytes),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
