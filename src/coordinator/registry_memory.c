@@ -858,9 +858,16 @@ struct oent {
 	int64_t score, expires;
 };
 
+/* A set's members in an array (order does not matter), found through a
+ * map member -> position, so that adding, finding and removing one member
+ * is O(1) however many tickets are held; expired members are swept when
+ * the earliest expiry has passed (min_exp, a lower bound), so a sweep
+ * comes at most once a second (times are in seconds). */
 struct oset {
 	struct oent *e;
 	size_t n, cap;
+	struct smap idx;          /* member -> position in e, as a uintptr_t */
+	int64_t min_exp;          /* no member expires before this */
 };
 
 struct mem_registry {
@@ -1750,6 +1757,28 @@ static void free_bucket_map(struct smap *idx)
 
 /* ---- ordered sets ------------------------------------------------------------- */
 
+/* Take member i out of o (the last member moves into its place) and
+ * return its string, which the caller frees or keeps.  Under sets_mu. */
+static char *oset_del_at(struct mem_registry *m, struct oset *o, size_t i)
+{
+	char *member = o->e[i].member;
+	struct sent *e = smap_find(&o->idx, member, shash(m->seed, member));
+
+	if (e != NULL)
+		smap_del(&o->idx, e);
+	o->e[i] = o->e[--o->n];
+	if (i < o->n) {
+		const char *moved = o->e[i].member;
+
+		e = smap_find(&o->idx, moved, shash(m->seed, moved));
+		if (e != NULL)
+			e->val = (void *)(uintptr_t)i;
+	}
+	if (o->n == 0)
+		o->min_exp = INT64_MAX;
+	return member;
+}
+
 /* The set named `name` (created when `create`), or NULL.  Expired members
  * are dropped first unless `keep_expired`.  Under sets_mu. */
 static struct oset *oset_get(struct mem_registry *m, const char *name, bool create,
@@ -1761,20 +1790,30 @@ static struct oset *oset_get(struct mem_registry *m, const char *name, bool crea
 
 	if (o == NULL && create) {
 		o = calloc(1, sizeof *o);
-		if (o == NULL || smap_add(&m->sets, name, h, o) == NULL) {
+		if (o == NULL || smap_init(&o->idx, 8) != 0) {
+			free(o);
+			return NULL;
+		}
+		o->min_exp = INT64_MAX;
+		if (smap_add(&m->sets, name, h, o) == NULL) {
+			smap_free(&o->idx);
 			free(o);
 			return NULL;
 		}
 	}
-	if (o != NULL && !keep_expired) {
-		size_t k = 0;
-		for (size_t i = 0; i < o->n; i++) {
-			if (o->e[i].expires > now)
-				o->e[k++] = o->e[i];
-			else
-				free(o->e[i].member);
+	if (o != NULL && !keep_expired && o->min_exp <= now) {
+		int64_t min = INT64_MAX;
+
+		for (size_t i = 0; i < o->n;) {
+			if (o->e[i].expires > now) {
+				if (o->e[i].expires < min)
+					min = o->e[i].expires;
+				i++;
+			} else {
+				free(oset_del_at(m, o, i));
+			}
 		}
-		o->n = k;
+		o->min_exp = min;
 	}
 	return o;
 }
@@ -1787,17 +1826,19 @@ static void oset_gc(struct mem_registry *m, const char *name, struct oset *o)
 	struct sent *e = smap_find(&m->sets, name, shash(m->seed, name));
 	if (e != NULL && e->val == o) {
 		smap_del(&m->sets, e);
+		smap_free(&o->idx);
 		free(o->e);
 		free(o);
 	}
 }
 
-static ssize_t oset_find(const struct oset *o, const char *member)
+static ssize_t oset_find(const struct mem_registry *m, const struct oset *o,
+    const char *member)
 {
-	for (size_t i = 0; o != NULL && i < o->n; i++)
-		if (strcmp(o->e[i].member, member) == 0)
-			return (ssize_t)i;
-	return -1;
+	const struct sent *e = o != NULL ? smap_find(&o->idx, member, shash(m->seed, member)) :
+	    NULL;
+
+	return e != NULL ? (ssize_t)(uintptr_t)e->val : -1;
 }
 
 static int mem_set_add(registry *r, const char *set, const char *member, int64_t score,
@@ -1808,12 +1849,14 @@ static int mem_set_add(registry *r, const char *set, const char *member, int64_t
 
 	pthread_mutex_lock(&m->sets_mu);
 	struct oset *o = oset_get(m, set, true, now, false);
-	ssize_t at = oset_find(o, member);
+	ssize_t at = oset_find(m, o, member);
 	if (o == NULL) {
 		err = nomem();
 	} else if (at >= 0) {
 		o->e[at].score = score;
 		o->e[at].expires = expires;
+		if (expires < o->min_exp)
+			o->min_exp = expires;
 	} else if (o->n >= max) {
 		err = troop_error_set(TROOP_ERATE, "registry: set %.64s is full (%zu)", set, max);
 	} else {
@@ -1832,7 +1875,14 @@ static int mem_set_add(registry *r, const char *set, const char *member, int64_t
 			err = nomem();
 			goto out;
 		}
+		if (smap_add(&o->idx, dup, shash(m->seed, dup), (void *)(uintptr_t)o->n) == NULL) {
+			free(dup);
+			err = nomem();
+			goto out;
+		}
 		o->e[o->n++] = (struct oent){ dup, score, expires };
+		if (expires < o->min_exp)
+			o->min_exp = expires;
 	}
 out:
 	oset_gc(m, set, o);
@@ -1848,7 +1898,7 @@ static int mem_set_rank(int64_t *rank, size_t *count, registry *r, const char *s
 
 	pthread_mutex_lock(&m->sets_mu);
 	struct oset *o = oset_get(m, set, false, now, false);
-	ssize_t at = oset_find(o, member);
+	ssize_t at = oset_find(m, o, member);
 	if (at < 0) {
 		err = troop_error_set(TROOP_ENOTFOUND, "registry: not in the set");
 	} else {
@@ -1872,12 +1922,11 @@ static int mem_set_remove(registry *r, const char *set, const char *member)
 
 	pthread_mutex_lock(&m->sets_mu);
 	struct oset *o = oset_get(m, set, false, 0, true);
-	ssize_t at = oset_find(o, member);
+	ssize_t at = oset_find(m, o, member);
 	if (at < 0) {
 		err = troop_error_set(TROOP_ENOTFOUND, "registry: not in the set");
 	} else {
-		free(o->e[at].member);
-		o->e[at] = o->e[--o->n];
+		free(oset_del_at(m, o, (size_t)at));
 	}
 	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
@@ -1915,8 +1964,7 @@ static int mem_set_take_expired(char ***out, size_t *nout, registry *r, const ch
 			err = nomem();
 			break;
 		}
-		arr[n++] = o->e[i].member;
-		o->e[i] = o->e[--o->n];
+		arr[n++] = oset_del_at(m, o, i);
 	}
 	oset_gc(m, set, o);
 	pthread_mutex_unlock(&m->sets_mu);
@@ -1945,6 +1993,7 @@ static void mem_close(registry *r)
 			struct oset *o = e->val;
 			for (size_t i = 0; i < o->n; i++)
 				free(o->e[i].member);
+			smap_free(&o->idx);
 			free(o->e);
 			free(o);
 		}

@@ -1370,6 +1370,66 @@ static void test_ordered_sets(void **state)
 	assert_int_equal(registry_set_add(r, "s", "m", 0, now + 1, 0, now), TROOP_EINVAL);
 }
 
+/* A big set (the ticket holds of a busy coordinator): members added,
+ * updated, removed from the middle and taken when expired in any order
+ * stay findable by name, counted once, and gone once removed. */
+static void test_ordered_set_big(void **state)
+{
+	registry *r = *state;
+	enum { N = 2000 };
+	static bool live[N];
+	int64_t now = 1000, rank;
+	size_t count = 0, n = 0, want = 0;
+	char m[32], **taken = NULL;
+
+	for (int i = 0; i < N; i++) {
+		snprintf(m, sizeof(m), "node|acct|job%d", i);
+		/* every third expires at now + 1, the rest later */
+		assert_int_equal(registry_set_add(r, "holds", m, i, now + (i % 3 ? 50 : 1),
+		    N, now), 0);
+		live[i] = true;
+	}
+	for (int i = 0; i < N; i += 7) {
+		snprintf(m, sizeof(m), "node|acct|job%d", i);
+		assert_int_equal(registry_set_remove(r, "holds", m), 0);
+		assert_int_equal(registry_set_remove(r, "holds", m), TROOP_ENOTFOUND);
+		live[i] = false;
+	}
+	/* an update moves no one: still one member */
+	assert_int_equal(registry_set_add(r, "holds", "node|acct|job1", 1, now + 50, N, now), 0);
+	for (int i = 0; i < N; i++)
+		want += live[i];
+	assert_int_equal(registry_set_count(&count, r, "holds", now), 0);
+	assert_int_equal(count, want);
+	/* the expired ones, taken in batches, each once */
+	for (;;) {
+		assert_int_equal(registry_set_take_expired(&taken, &n, r, "holds", now + 1, 100), 0);
+		if (n == 0)
+			break;
+		for (size_t k = 0; k < n; k++) {
+			int i = atoi(strrchr(taken[k], 'b') + 1);
+
+			assert_true(i % 3 == 0 && live[i]);
+			live[i] = false;
+			free(taken[k]);
+		}
+		free(taken);
+		taken = NULL;
+	}
+	want = 0;
+	for (int i = 0; i < N; i++) {
+		snprintf(m, sizeof(m), "node|acct|job%d", i);
+		want += live[i];
+		assert_int_equal(registry_set_rank(&rank, NULL, r, "holds", m, now + 1),
+		    live[i] ? 0 : TROOP_ENOTFOUND);
+	}
+	assert_int_equal(registry_set_count(&count, r, "holds", now + 1), 0);
+	assert_int_equal(count, want);
+	/* all gone at their expiry */
+	assert_int_equal(registry_set_count(&count, r, "holds", now + 50), 0);
+	assert_int_equal(count, 0);
+}
+
 /* registry_list_nodes: pages in id order that see every node live during
  * the walk exactly once while nodes join, leave and heartbeat between
  * pages; the model filter (by name, then by hash); expired nodes left out;
@@ -1502,6 +1562,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ordered_sets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ordered_set_big, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_get, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_by_name_and_hash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_follows_model_changes, setup, teardown),
