@@ -224,6 +224,46 @@ void jsonw_int(jsonw *w, int64_t v)
 	put(w, t, (size_t)n);
 }
 
+/* Write v into t when it is a multiple of 2^-10 below 2^20 in magnitude
+ * (0, 1.0, 0.5, 0.75, 1536.25, ...: most reals a reply holds), as "%.17g"
+ * writes it (then exactly: at most 7 + 10 significant digits) with ".0"
+ * after a whole number; the length, or 0 for any other value (and -0.0). */
+static size_t real_short(char *t, double v)
+{
+	double m = v * 1024.0;
+	uint64_t a, ip, frac;
+	char d[32];
+	size_t n = 0, k = 0;
+
+	if (!(fabs(m) < 1073741824.0) || m != floor(m) || (v == 0 && signbit(v)))
+		return 0;
+	a = (uint64_t)fabs(m);
+	ip = a >> 10;
+	frac = (a & 1023u) * 9765625u;  /* the fraction in units of 1e-10 */
+	if (v < 0)
+		t[n++] = '-';
+	do {
+		d[k++] = (char)('0' + ip % 10);
+		ip /= 10;
+	} while (ip);
+	while (k)
+		t[n++] = d[--k];
+	t[n++] = '.';
+	if (frac == 0) {
+		t[n++] = '0';
+		return n;
+	}
+	for (int i = 9; i >= 0; i--) {
+		d[i] = (char)('0' + frac % 10);
+		frac /= 10;
+	}
+	k = 10;
+	while (d[k - 1] == '0')
+		k--;
+	memcpy(t + n, d, k);
+	return n + k;
+}
+
 void jsonw_real(jsonw *w, double v)
 {
 	char t[40], *e;
@@ -231,6 +271,11 @@ void jsonw_real(jsonw *w, double v)
 
 	if (!isfinite(v)) {
 		jsonw_null(w);
+		return;
+	}
+	if ((n = real_short(t, v)) > 0) {
+		before_value(w);
+		put(w, t, n);
 		return;
 	}
 	/* jansson's jsonp_dtostr at its default precision */

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -53,7 +54,9 @@ static void test_strings_as_jansson(void **state)
 static void test_numbers_as_jansson(void **state)
 {
 	static const double reals[] = { 0.0, -0.0, 1.0, 0.5, 1.0 / 3.0, 2.5e-7, 1e20, 1e300,
-		-123456.789, 0.1, 100.0, 4.9e-324, 1.7976931348623157e308, 12345678901234567.0 };
+		-123456.789, 0.1, 100.0, 4.9e-324, 1.7976931348623157e308, 12345678901234567.0,
+		-0.5, 0.0009765625, 1048575.9990234375, 1048576.0, -1048575.0, 0.75, 1e15,
+		9007199254740993.0, 0.25, 1.5, 2.0, 1e-5 };
 	static const int64_t ints[] = { 0, -1, 42, INT64_MAX, INT64_MIN };
 
 	(void)state;
@@ -66,6 +69,29 @@ static void test_numbers_as_jansson(void **state)
 		jsonw_init(&w, &b);
 		jsonw_real(&w, reals[i]);
 		assert_string_equal(dynbuf_ptr(&b), want);
+		free(want);
+		dynbuf_free(&b);
+	}
+	/* whole numbers, multiples of 2^-10 (the short path) and any other */
+	srand(7);
+	for (int i = 0; i < 200000; i++) {
+		double v;
+		dynbuf b;
+		jsonw w;
+		char *want;
+
+		switch (i % 4) {
+		case 0: v = (double)(rand() % 2000001 - 1000000); break;
+		case 1: v = (double)(rand() % 2000001 - 1000000) / 1024.0; break;
+		case 2: v = (double)rand() / RAND_MAX; break;
+		default: v = ldexp((double)rand() / RAND_MAX, rand() % 80 - 40); break;
+		}
+		want = dumped(json_real(v));
+		dynbuf_init(&b, 4096);
+		jsonw_init(&w, &b);
+		jsonw_real(&w, v);
+		if (strcmp(dynbuf_ptr(&b), want) != 0)
+			fail_msg("%.17g: %s, jansson %s", v, dynbuf_ptr(&b), want);
 		free(want);
 		dynbuf_free(&b);
 	}
