@@ -12,8 +12,10 @@
 # One coordinator serves every phase:
 #   troop coordinator --listen 127.0.0.1:0 --data-dir TMP --allow-unverified
 #     --starter-credits 1000000000000 --threads 2 --node-ttl 3600
+#     --anon-rate-limit 0
 # (--node-ttl 3600 keeps the 100k registered nodes of the /peers phase
-# live; it changes no work a heartbeat does).  Its log goes to a file,
+# live; it changes no work a heartbeat does; --anon-rate-limit 0 lets the
+# /peers phases go past 50 requests a second from one address).  Its log goes to a file,
 # whose tail is shown if it fails.  Environment:
 #   LOADGEN_ARGS    extra loadgen options (e.g. "--duration 2 --peer-nodes 20000")
 #   COORD_THREADS   server threads (2)
@@ -60,7 +62,7 @@ chain_at_exit '[ -n "${KEEP_LOG:-}" ] && [ -f "$COORD_LOG" ] && cp "$COORD_LOG" 
 trap 'exit 130' INT TERM
 
 CHAIN_WRAP=${COORD_WRAP:-} chain_coordinator --starter-credits 1000000000000 \
-	--threads "${COORD_THREADS:-2}" --node-ttl 3600 --log-level info
+	--threads "${COORD_THREADS:-2}" --node-ttl 3600 --anon-rate-limit 0 --log-level info
 port=$COORD_PORT
 cpid=$COORD_PID
 if [ -n "${COORD_WRAP:-}" ]; then

@@ -22,7 +22,9 @@
  *               server is not hidden by a stalled generator
  *   peers-*     GET /peers?model=M after registering many nodes with
  *               heartbeats: one connection (the service time), 16
- *               connections closed loop, open loop at half that rate
+ *               connections closed loop, open loop at half that rate,
+ *               and 16 connections asking for one model (peers-same: a
+ *               burst of one request, which a cached reply serves)
  *
  * Closed-loop latency is measured from the moment the request is written.
  * With --coord-pid each phase also reports the coordinator's CPU use (from
@@ -1353,7 +1355,7 @@ int main(int argc, char **argv)
 	struct phase ph_hb = { .name = "heartbeat" }, ph_auth = { .name = "authorize" };
 	struct phase ph_hbo = { .name = "heartbeat-open" }, ph_autho = { .name = "authorize-open" };
 	struct phase ph_pmax = { .name = "peers" }, ph_popen = { .name = "peers-open" };
-	struct phase ph_pser = { .name = "peers-serial" };
+	struct phase ph_pser = { .name = "peers-serial" }, ph_psame = { .name = "peers-same" };
 	bool want_hb, want_auth, want_hbo, want_autho, want_peers;
 	int fails = 0;
 
@@ -1488,6 +1490,14 @@ int main(int argc, char **argv)
 		run_phase(&ph_popen);
 		print_phase(&ph_popen);
 		batch_free(ph_popen.b);
+		/* a burst of one request (one model), closed loop: what a cached
+		 * reply serves */
+		ph_psame.conns = opt.peer_conns;
+		ph_psame.duration = opt.duration / 2;
+		ph_psame.b = batch_new(pt, 1, cap_n(100000), 1, NULL);
+		run_phase(&ph_psame);
+		print_phase(&ph_psame);
+		batch_free(ph_psame.b);
 		free(pt);
 		free(q);
 	}
@@ -1506,6 +1516,9 @@ int main(int argc, char **argv)
 		add_result("GET /peers p99, open loop", ph_popen.p99, "ms", "<", opt.peers_p99);
 		add_result("GET /peers p99, one at a time", ph_pser.p99, "ms", NULL, 0);
 		add_result("GET /peers/s (closed loop)", ph_pmax.rps, "req/s", NULL, 0);
+		add_result("GET /peers p50, one at a time", ph_pser.p50, "ms", NULL, 0);
+		add_result("GET /peers/s, one model (closed loop)", ph_psame.rps, "req/s", NULL, 0);
+		add_result("GET /peers p99, one model", ph_psame.p99, "ms", NULL, 0);
 	}
 
 	printf("\n%-34s %12s %12s   %s\n", "coordinator benchmark", "measured", "target", "");
@@ -1534,7 +1547,7 @@ int main(int argc, char **argv)
 	}
 	{
 		size_t errs = ph_hb.errors + ph_auth.errors + ph_hbo.errors + ph_autho.errors +
-		    ph_pser.errors + ph_pmax.errors + ph_popen.errors;
+		    ph_pser.errors + ph_pmax.errors + ph_popen.errors + ph_psame.errors;
 		printf("RESULT coordinator errors in timed phases: %zu\n", errs);
 		/* a phase that got no answer at all did not measure anything */
 		fails = (want_hb && ph_hb.ok == 0) || (want_auth && ph_auth.ok == 0) ||

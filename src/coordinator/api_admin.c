@@ -119,10 +119,12 @@ static void refresh_node_facts(coord_thread *t, const char *id, int64_t now)
 	registry_facts f;
 	int rc;
 
+	api_nodes_facts_forget(id);
 	if (ledger_node_get(&ln, t->db, id) != 0)
 		return;
 	coord_node_facts(&f, t->c, &ln, now);
 	rc = registry_set_node_facts(t->c->reg, id, &f, now);
+	api_nodes_peers_forget();
 	if (rc != 0 && rc != TROOP_ENOTFOUND)
 		log_warn("admin_facts", "node=%.8s error=\"%s\"", id, troop_error_msg());
 }

@@ -456,6 +456,7 @@ static int record_result(coord_thread *t, const char *node, bool ok, double m,
 		log_warn("poh_record", "node=%.8s error=\"%s\"", node, troop_error_msg());
 		return rc;
 	}
+	api_nodes_facts_forget(node);
 	ledger_audit(t->db, node, ok ? "poh_verified" : "poh_rejected", detail, now);
 	/* the live record carries a copy of these facts for node choice: bring
 	 * it up to date now rather than at the node's next heartbeat */
@@ -463,6 +464,7 @@ static int record_result(coord_thread *t, const char *node, bool ok, double m,
 		registry_facts f;
 		coord_node_facts(&f, t->c, &ln, now);
 		rc = registry_set_node_facts(t->c->reg, node, &f, now);
+		api_nodes_peers_forget();
 		if (rc != 0 && rc != TROOP_ENOTFOUND)
 			log_warn("poh_record", "node=%.8s registry error=\"%s\"", node,
 			    troop_error_msg());
@@ -553,6 +555,7 @@ static void reveal_done(poh_job *job)
 	cls = (ch->n == j->c->poh.gpu_n && ch->rounds == j->c->poh.gpu_rounds) ? "gpu" : "cpu";
 	if (ledger_node_set_class(j->t->db, j->signer, cls) != 0)
 		log_warn("poh_class", "node=%.8s error=\"%s\"", j->signer, troop_error_msg());
+	api_nodes_facts_forget(j->signer);
 	if ((rc = record_result(j->t, j->signer, true, m, detail, j->now)) != 0) {
 		/* never answer "verified" for a result the ledger does not hold */
 		if (j->r)

@@ -135,6 +135,7 @@ static void h_receipt(http_req *r, void *arg)
 			.grace_s = c->release_grace, .now = (int64_t)time(NULL),
 		};
 		rc = ledger_settle(&res, t->db, &sr);
+		api_nodes_facts_forget(signer);
 	}
 	if (rc == TROOP_EFORBIDDEN) {
 		coord_reply_error(r, TROOP_EFORBIDDEN,
@@ -242,8 +243,11 @@ static void note_report(coord_thread *t, const char *job, const char *outcome,
 	reputation_report rr = { .outcome = outcome, .duration_ms = duration_ms,
 		.ttfb_ms = ttfb_ms, .tokens = tokens, .running = 1 };
 
-	if (ledger_reservation_get(&res, t->db, job) != 0)
+	if (ledger_reservation_get(&res, t->db, job) != 0) {
+		api_nodes_facts_forget(NULL);
 		return;
+	}
+	api_nodes_facts_forget(res.node_id);
 	/* the jobs it still runs as this one ended: the concurrency served */
 	memset(&nd, 0, sizeof(nd));
 	if (registry_get_node(&nd, c->reg, res.node_id, now, 0) == 0) {

@@ -8,10 +8,17 @@
  *
  * The live record goes to the registry (TTL); the durable facts (owner,
  * multiplier, verification) to the ledger, written only when they change.
- * The heartbeat copies the ledger row it reads into the registry record
+ * The heartbeat copies the node's ledger row into the registry record
  * (registry_facts), so /peers and /v1/models read the registry alone;
- * /nodes/{id} reads the ledger only for a node that is not live.
+ * /nodes/{id} reads the ledger only for a node that is not live.  The
+ * heartbeat reads that row only when something durable may have changed
+ * (hb_row_get): the node's first heartbeat here, a new owner or name, a
+ * change this process made to the row, or every HB_LEDGER_REFRESH_S.
+ * /peers writes its reply as text (node_write, no JSON tree) and serves
+ * the same reply again for about a second (peers_cache).
  */
+#include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -20,6 +27,7 @@
 #include "encoding.h"
 #include "error.h"
 #include "json.h"
+#include "jsonw.h"
 #include "log.h"
 #include "proto.h"
 
@@ -81,6 +89,316 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 	return 0;
 }
 
+/* What this process knows of each node from its last heartbeat here, in
+ * a table indexed by a hash of the node id (direct-mapped: a node whose
+ * slot another took is one this process has not seen; striped locks,
+ * thread-safe):
+ *   - the ledger row that heartbeat read (the part of it the registry's
+ *     copy of the facts and the reply need), with the owner and name it
+ *     asked for: a heartbeat asking for the same owner and name within
+ *     HB_LEDGER_REFRESH_S of that read uses the row again instead of
+ *     reading the ledger.  Whatever changes a node's row in this process
+ *     says so (api_nodes_facts_forget), so only a change made through
+ *     another coordinator sharing the ledger (and `established` turning
+ *     true with age) waits for the refresh;
+ *   - a hash of what /peers shows of the record it put (its reputation's
+ *     availability and its last_seen aside: those move with every
+ *     heartbeat, and /peers may show them a second late): a heartbeat
+ *     that puts what the last one did leaves the cached /peers replies
+ *     standing; any other (a node new here included) ends them. */
+#define HB_SLOTS (1u << 17)
+#define HB_LOCKS 64
+#define HB_LEDGER_REFRESH_S 30
+
+/* The part of a ledger_node the heartbeat uses. */
+typedef struct {
+	char owner[LEDGER_ID_MAX + 1];
+	char hw_class[LEDGER_CLASS_MAX + 1];
+	bool verified;
+	double multiplier, reputation;
+	int64_t verified_at, jobs_ok, jobs_failed, first_seen, last_seen, pending, payers,
+	    audit_failed, disputes, refusals, suspended, audits_passed, audits_failed, suspect;
+} hb_row;
+
+typedef struct {
+	uint64_t id;          /* hash of the node id, 0: empty */
+	uint64_t rec;         /* hash of the record last put, 0: none */
+	uint64_t name;        /* hash of the name the row was read for */
+	uint64_t epoch;       /* hb_table.epoch when the row was read */
+	uint64_t gen;         /* moves on when the node's row changed */
+	int64_t ledger_at;    /* when it was read, 0: read it at the next heartbeat */
+	hb_row row;
+} hb_entry;
+
+static struct {
+	pthread_mutex_t mu[HB_LOCKS];
+	uint64_t epoch;       /* moves on when every row must be read again */
+	hb_entry e[HB_SLOTS];
+} *hb_table;
+static pthread_once_t hb_table_once = PTHREAD_ONCE_INIT;
+
+static void hb_table_init(void)
+{
+	/* zero pages: memory is used as slots are */
+	hb_table = calloc(1, sizeof(*hb_table));
+	for (size_t i = 0; hb_table && i < HB_LOCKS; i++)
+		pthread_mutex_init(&hb_table->mu[i], NULL);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ s[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static uint64_t fnv_str(uint64_t h, const char *s)
+{
+	return fnv(h, s, strlen(s) + 1);
+}
+
+/* The hash of what /peers shows of node n, availability and last_seen
+ * aside. */
+static uint64_t node_record_hash(const registry_node *n)
+{
+	const registry_facts *f = &n->facts;
+	uint64_t h = 0xcbf29ce484222325ull;
+	int64_t ints[] = { n->port, n->status, n->active_jobs, n->max_jobs, f->verified,
+		f->verified_at, f->established, f->pending, f->disputes, f->jobs, f->suspended,
+		f->suspect, f->audits_passed, f->audits_failed, f->failovers, f->served_jobs };
+	double reals[] = { f->multiplier, f->rep_reliability, f->rep_speed, f->rep_audits,
+		f->ttft_ms, f->tokens_per_s };
+
+	h = fnv_str(h, n->name);
+	h = fnv_str(h, n->ip);
+	h = fnv_str(h, n->encryption_public_key);
+	h = fnv_str(h, n->seal_key);
+	h = fnv_str(h, n->owner);
+	h = fnv_str(h, n->version);
+	h = fnv_str(h, f->hw_class);
+	h = fnv_str(h, n->extra_json ? n->extra_json : "");
+	h = fnv(h, ints, sizeof(ints));
+	h = fnv(h, reals, sizeof(reals));
+	for (size_t i = 0; i < n->n_models; i++) {
+		const registry_model *m = &n->models[i];
+		int64_t mi[] = { m->size_bytes, m->context_length, m->caps, m->caps_known,
+			m->endpoints };
+		h = fnv_str(h, m->name);
+		h = fnv_str(h, m->content_hash);
+		h = fnv_str(h, m->engine);
+		h = fnv(h, mi, sizeof(mi));
+	}
+	return fnv(h, &n->n_models, sizeof(n->n_models));
+}
+
+static uint64_t id_hash(const char *node_id)
+{
+	uint64_t h = fnv_str(0xcbf29ce484222325ull, node_id);
+
+	return h ? h : 1;
+}
+
+/* The entry for `id` (its slot, whoever holds it) with its lock held, or
+ * NULL (no table: out of memory).  Unlock with hb_unlock. */
+static hb_entry *hb_lock(uint64_t id)
+{
+	size_t slot = (size_t)(id % HB_SLOTS);
+
+	pthread_once(&hb_table_once, hb_table_init);
+	if (!hb_table)
+		return NULL;
+	pthread_mutex_lock(&hb_table->mu[slot % HB_LOCKS]);
+	return &hb_table->e[slot];
+}
+
+static void hb_unlock(uint64_t id)
+{
+	pthread_mutex_unlock(&hb_table->mu[(size_t)(id % HB_SLOTS) % HB_LOCKS]);
+}
+
+void api_nodes_facts_forget(const char *node_id)
+{
+	uint64_t id;
+	hb_entry *e;
+
+	if (!node_id) {
+		pthread_once(&hb_table_once, hb_table_init);
+		if (hb_table)
+			__atomic_add_fetch(&hb_table->epoch, 1, __ATOMIC_SEQ_CST);
+		return;
+	}
+	id = id_hash(node_id);
+	if ((e = hb_lock(id)) != NULL) {
+		/* claimed even when absent: a heartbeat reading the ledger now
+		 * must not keep what it read */
+		if (e->id != id) {
+			memset(e, 0, sizeof(*e));
+			e->id = id;
+		}
+		e->gen++;
+		e->ledger_at = 0;
+		hb_unlock(id);
+	}
+}
+
+/* The ledger row of node `node_id` as its last heartbeat here read it,
+ * into *ln, when the heartbeat asks for the same owner and name and the
+ * row is still good (see above); false when the ledger must be read, with
+ * *seen set for hb_row_put. */
+static bool hb_row_get(ledger_node *ln, uint64_t *seen, const char *node_id,
+    const char *owner, const char *name, int64_t now)
+{
+	uint64_t id = id_hash(node_id), nh = fnv_str(0xcbf29ce484222325ull, name);
+	hb_entry *e = hb_lock(id);
+	hb_row r;
+	bool hit;
+
+	*seen = UINT64_MAX;
+	if (!e)
+		return false;
+	*seen = e->id == id ? e->gen + 1 : 0;
+	hit = e->id == id && e->ledger_at > 0 && now >= e->ledger_at &&
+	    now - e->ledger_at < HB_LEDGER_REFRESH_S && e->name == nh &&
+	    e->epoch == __atomic_load_n(&hb_table->epoch, __ATOMIC_SEQ_CST) &&
+	    strcmp(e->row.owner, owner) == 0;
+	if (hit)
+		r = e->row;
+	hb_unlock(id);
+	if (!hit)
+		return false;
+	memset(ln, 0, sizeof(*ln));
+	snprintf(ln->node_id, sizeof(ln->node_id), "%s", node_id);
+	snprintf(ln->owner, sizeof(ln->owner), "%s", r.owner);
+	snprintf(ln->name, sizeof(ln->name), "%s", name);
+	snprintf(ln->hw_class, sizeof(ln->hw_class), "%s", r.hw_class);
+	ln->verified = r.verified;
+	ln->multiplier = r.multiplier;
+	ln->reputation = r.reputation;
+	ln->verified_at = r.verified_at;
+	ln->jobs_ok = r.jobs_ok;
+	ln->jobs_failed = r.jobs_failed;
+	ln->first_seen = r.first_seen;
+	ln->last_seen = r.last_seen;
+	ln->pending = r.pending;
+	ln->payers = r.payers;
+	ln->audit_failed = r.audit_failed;
+	ln->disputes = r.disputes;
+	ln->refusals = r.refusals;
+	ln->suspended = r.suspended;
+	ln->audits_passed = r.audits_passed;
+	ln->audits_failed = r.audits_failed;
+	ln->suspect = r.suspect;
+	return true;
+}
+
+/* Keep the row a heartbeat just read (asked with `owner`, `name`), read
+ * under `epoch` (the table's epoch before the read) with the entry as
+ * hb_row_get saw it (`seen`): unless the node's row changed since. */
+static void hb_row_put(const ledger_node *ln, uint64_t seen, const char *owner,
+    const char *name, uint64_t epoch, int64_t now)
+{
+	uint64_t id = id_hash(ln->node_id);
+	hb_entry *e = hb_lock(id);
+	hb_row *r;
+
+	if (!e)
+		return;
+	if ((e->id == id ? e->gen + 1 : 0) != seen) {
+		hb_unlock(id);
+		return;
+	}
+	if (e->id != id) {
+		memset(e, 0, sizeof(*e));
+		e->id = id;
+	}
+	/* the owner the heartbeat asked for: what the ledger holds after it */
+	r = &e->row;
+	snprintf(r->owner, sizeof(r->owner), "%s", strcmp(ln->owner, owner) == 0 ? owner : "");
+	snprintf(r->hw_class, sizeof(r->hw_class), "%s", ln->hw_class);
+	r->verified = ln->verified;
+	r->multiplier = ln->multiplier;
+	r->reputation = ln->reputation;
+	r->verified_at = ln->verified_at;
+	r->jobs_ok = ln->jobs_ok;
+	r->jobs_failed = ln->jobs_failed;
+	r->first_seen = ln->first_seen;
+	r->last_seen = ln->last_seen;
+	r->pending = ln->pending;
+	r->payers = ln->payers;
+	r->audit_failed = ln->audit_failed;
+	r->disputes = ln->disputes;
+	r->refusals = ln->refusals;
+	r->suspended = ln->suspended;
+	r->audits_passed = ln->audits_passed;
+	r->audits_failed = ln->audits_failed;
+	r->suspect = ln->suspect;
+	e->name = fnv_str(0xcbf29ce484222325ull, name);
+	e->epoch = epoch;
+	e->ledger_at = r->owner[0] ? now : 0;
+	hb_unlock(id);
+}
+
+static uint64_t hb_epoch(void)
+{
+	pthread_once(&hb_table_once, hb_table_init);
+	return hb_table ? __atomic_load_n(&hb_table->epoch, __ATOMIC_SEQ_CST) : 0;
+}
+
+/* A heartbeat put node n: end the cached /peers replies unless it put
+ * what the node's last heartbeat here did. */
+static void hb_note_put(const registry_node *n)
+{
+	uint64_t id = id_hash(n->node_id), rec = node_record_hash(n);
+	hb_entry *e = hb_lock(id);
+	bool same = false;
+
+	if (e) {
+		same = e->id == id && e->rec == rec;
+		if (e->id != id) {
+			memset(e, 0, sizeof(*e));
+			e->id = id;
+		}
+		e->rec = rec;
+		hb_unlock(id);
+	}
+	if (!same)
+		api_nodes_peers_forget();
+}
+
+/* The reply to a heartbeat that was kept: proto_heartbeat_reply_encode's
+ * object, written as text (no tree for a reply of six fixed fields). */
+static void heartbeat_reply(http_req *r, const proto_heartbeat_reply *rep)
+{
+	dynbuf b;
+	jsonw w;
+
+	dynbuf_init(&b, 512);
+	jsonw_init(&w, &b);
+	jsonw_obj_begin(&w);
+	jsonw_key(&w, "status");
+	jsonw_str(&w, "seen");
+	jsonw_key(&w, "ttl");
+	jsonw_int(&w, rep->ttl);
+	jsonw_key(&w, "next_heartbeat");
+	jsonw_int(&w, rep->next_heartbeat);
+	jsonw_key(&w, "verified");
+	jsonw_bool(&w, rep->verified);
+	jsonw_key(&w, "multiplier");
+	jsonw_real(&w, rep->multiplier);
+	if (rep->ticket_kid[0]) {
+		jsonw_key(&w, "ticket_kid");
+		jsonw_str(&w, rep->ticket_kid);
+	}
+	jsonw_obj_end(&w);
+	if (jsonw_error(&w) == 0)
+		coord_reply_text(r, 200, "application/json", dynbuf_ptr(&b), dynbuf_len(&b));
+	else
+		coord_reply_json(r, 200, proto_heartbeat_reply_encode(rep));
+	dynbuf_free(&b);
+}
+
 static void h_heartbeat(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -92,6 +410,7 @@ static void h_heartbeat(http_req *r, void *arg)
 	reputation_stats st;
 	proto_heartbeat hb;
 	proto_heartbeat_reply rep;
+	uint64_t seen = 0;
 	json_t *body = NULL;
 	size_t len;
 	const char *raw;
@@ -112,14 +431,24 @@ static void h_heartbeat(http_req *r, void *arg)
 	}
 	if (n.status == NODE_OFFLINE) {
 		registry_remove_node(c->reg, n.node_id);
+		api_nodes_peers_forget();
 		log_info("node_offline", "node=%.8s", n.node_id);
 		rep.removed = true;
 		coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
 		goto out;
 	}
-	if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name, now)) != 0) {
-		coord_reply_last_error(r, rc);
-		goto out;
+	/* the ledger row: as this process last read it while nothing durable
+	 * changed (hb_row_get), else read (and written when owner or name
+	 * changed, or last_seen is due) */
+	if (!hb_row_get(&ln, &seen, n.node_id, n.owner, n.name, now)) {
+		uint64_t epoch = hb_epoch();
+
+		if ((rc = ledger_node_touch(&ln, NULL, t->db, n.node_id, n.owner, n.name,
+		    now)) != 0) {
+			coord_reply_last_error(r, rc);
+			goto out;
+		}
+		hb_row_put(&ln, seen, n.owner, n.name, epoch, now);
 	}
 	snprintf(n.owner, sizeof(n.owner), "%s", ln.owner);
 	/* availability counts heartbeats kept; a registry error only costs that */
@@ -135,6 +464,8 @@ static void h_heartbeat(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if (strcmp(registry_backend_name(c->reg), "memory") == 0)
+		hb_note_put(&n);
 	METRIC_ADD(&c->metrics, heartbeats, 1);
 	rep.ttl = c->node_ttl;
 	rep.next_heartbeat = c->node_ttl / 3 > 0 ? c->node_ttl / 3 : 1;
@@ -147,7 +478,7 @@ static void h_heartbeat(http_req *r, void *arg)
 		if (np > 0)
 			snprintf(rep.ticket_kid, sizeof(rep.ticket_kid), "%s", pub[np - 1].pub.kid);
 	}
-	coord_reply_json(r, 200, proto_heartbeat_reply_encode(&rep));
+	heartbeat_reply(r, &rep);
 out:
 	proto_heartbeat_clear(&hb);
 	registry_node_clear(&n);
@@ -310,10 +641,417 @@ static int peers_cursor_decode(char *after, const char *cursor)
 	return 0;
 }
 
+/* ---- /peers: the reply written as text, cached for about a second ------------- */
+
+/* A node's record as node_json(c, n, NULL, true) has it (same keys and
+ * values; the order differs only where node_json replaces a key), written
+ * straight into `w`.  Its heartbeat extras (hardware, engines) are the
+ * text proto_heartbeat_extra_encode made when the heartbeat came in,
+ * spliced in as they are: the coordinator wrote them, so only their shape
+ * is checked (an object whose first member is "hardware" or "engines");
+ * a record of another shape is shown without them, as node_json does
+ * with extras it cannot read. */
+static void node_write(jsonw *w, const coord *c, const registry_node *n)
+{
+	const registry_facts *f = &n->facts;
+
+	jsonw_obj_begin(w);
+	jsonw_key(w, "node_id");
+	jsonw_strn(w, n->node_id, strnlen(n->node_id, 43));
+	jsonw_key(w, "name");
+	jsonw_str(w, n->name);
+	jsonw_key(w, "tailscale_ip");
+	jsonw_str(w, n->ip);
+	jsonw_key(w, "port");
+	jsonw_int(w, n->port);
+	jsonw_key(w, "status");
+	jsonw_str(w, n->status == NODE_BUSY ? "BUSY" : n->status == NODE_OFFLINE ? "OFFLINE" :
+	    "IDLE");
+	jsonw_key(w, "models");
+	jsonw_arr_begin(w);
+	for (size_t i = 0; i < n->n_models; i++) {
+		const registry_model *m = &n->models[i];
+
+		jsonw_obj_begin(w);
+		jsonw_key(w, "name");
+		jsonw_str(w, m->name);
+		jsonw_key(w, "content_hash");
+		jsonw_str(w, m->content_hash);
+		jsonw_key(w, "size_bytes");
+		jsonw_int(w, m->size_bytes);
+		jsonw_key(w, "engine");
+		jsonw_str(w, m->engine);
+		if (m->context_length > 0) {
+			jsonw_key(w, "context_length");
+			jsonw_int(w, m->context_length);
+		}
+		if (m->caps_known) {
+			jsonw_key(w, "capabilities");
+			jsonw_obj_begin(w);
+			for (unsigned b = 0; b < 32; b++) {
+				const char *name = proto_cap_name(1u << b);
+				if (name && (m->caps_known & (1u << b))) {
+					jsonw_key(w, name);
+					jsonw_bool(w, (m->caps & (1u << b)) != 0);
+				}
+			}
+			jsonw_obj_end(w);
+		}
+		if (m->endpoints) {
+			jsonw_key(w, "endpoints");
+			jsonw_arr_begin(w);
+			for (unsigned b = 0; b < 32; b++) {
+				const char *name = proto_endpoint_name(1u << b);
+				if (name && (m->endpoints & (1u << b)))
+					jsonw_str(w, name);
+			}
+			jsonw_arr_end(w);
+		}
+		jsonw_obj_end(w);
+	}
+	jsonw_arr_end(w);
+	if (n->extra_json) {
+		size_t len = strlen(n->extra_json);
+
+		if (len > 2 && n->extra_json[0] == '{' && n->extra_json[len - 1] == '}' &&
+		    (strncmp(n->extra_json, "{\"hardware\":{", 13) == 0 ||
+		    strncmp(n->extra_json, "{\"engines\":[", 12) == 0))
+			jsonw_raw_members(w, n->extra_json + 1, len - 2);
+	}
+	jsonw_key(w, "encryption_public_key");
+	jsonw_str(w, n->encryption_public_key);
+	if (n->seal_key[0]) {
+		jsonw_key(w, "seal_key");
+		jsonw_str(w, n->seal_key);
+	}
+	jsonw_key(w, "load");
+	jsonw_obj_begin(w);
+	jsonw_key(w, "active_jobs");
+	jsonw_int(w, n->active_jobs < 0 ? 0 : n->active_jobs);
+	jsonw_key(w, "max_jobs");
+	jsonw_int(w, n->max_jobs < 0 ? 0 : n->max_jobs);
+	jsonw_obj_end(w);
+	jsonw_key(w, "owner");
+	jsonw_strn(w, n->owner, strnlen(n->owner, 43));
+	jsonw_key(w, "version");
+	jsonw_str(w, n->version);
+	jsonw_key(w, "last_seen");
+	jsonw_int(w, n->last_seen);
+	jsonw_key(w, "multiplier");
+	jsonw_real(w, f->multiplier);
+	jsonw_key(w, "verified");
+	jsonw_bool(w, f->verified);
+	jsonw_key(w, "verified_at");
+	jsonw_int(w, f->verified_at);
+	jsonw_key(w, "reputation");
+	jsonw_real(w, f->reputation);
+	jsonw_key(w, "live");
+	jsonw_bool(w, true);
+	jsonw_key(w, "hardware_class");
+	jsonw_str(w, f->hw_class);
+	jsonw_key(w, "established");
+	jsonw_bool(w, f->established);
+	jsonw_key(w, "pending_credits");
+	jsonw_int(w, f->pending);
+	jsonw_key(w, "disputes");
+	jsonw_int(w, f->disputes);
+	jsonw_key(w, "dispute_rate");
+	jsonw_real(w, node_dispute_rate(f, NULL));
+	jsonw_key(w, "audits_passed");
+	jsonw_int(w, f->audits_passed);
+	jsonw_key(w, "audits_failed");
+	jsonw_int(w, f->audits_failed);
+	jsonw_key(w, "suspect");
+	jsonw_bool(w, f->suspect);
+	jsonw_key(w, "reputation_detail");
+	jsonw_obj_begin(w);
+	jsonw_key(w, "availability");
+	jsonw_real(w, f->rep_availability);
+	jsonw_key(w, "reliability");
+	jsonw_real(w, f->rep_reliability);
+	jsonw_key(w, "speed");
+	jsonw_real(w, f->rep_speed);
+	jsonw_key(w, "audits");
+	jsonw_real(w, f->rep_audits);
+	jsonw_key(w, "ttft_ms");
+	jsonw_real(w, f->ttft_ms);
+	jsonw_key(w, "tokens_per_s");
+	jsonw_real(w, f->tokens_per_s);
+	jsonw_key(w, "failovers");
+	jsonw_int(w, f->failovers);
+	jsonw_key(w, "served_jobs");
+	jsonw_int(w, f->served_jobs);
+	jsonw_key(w, "new");
+	jsonw_bool(w, reputation_is_new(f));
+	jsonw_key(w, "slots");
+	jsonw_int(w, coord_node_slots(c, n));
+	jsonw_obj_end(w);
+	jsonw_obj_end(w);
+}
+
+/* A built /peers reply, shared by the cache and the requests sending it:
+ * freed by whoever drops the last reference (under peers_cache.mu). */
+typedef struct {
+	int refs;
+	size_t len;
+	char text[];
+} peers_reply;
+
+#define PEERS_CACHE_ENTRIES 32
+#define PEERS_CACHE_BYTES (16u << 20)   /* all entries together */
+#define PEERS_CACHE_ONE_MAX (2u << 20)  /* a bigger reply is not kept */
+#define PEERS_CACHE_MS 1000             /* how long a reply is served again */
+#define PEERS_CACHE_WAIT_MS 2000        /* the longest wait for another's build */
+
+/* One cached reply: the request it answers (model "" for all, the page
+ * size, the id after which it starts), when it was built and under which
+ * generation; `building` while a thread builds it (others wait). */
+typedef struct {
+	bool used, building;
+	char model[REGISTRY_MODEL_MAX + 1];
+	char after[REGISTRY_ID_MAX + 1];
+	size_t max;
+	int64_t built_ms;
+	uint64_t gen;
+	peers_reply *reply;
+} peers_entry;
+
+/* The process's /peers cache (mutex and condition variable: thread-safe).
+ * `gen` moves on whenever this process changes what /peers would list
+ * beyond what may be a second stale (api_nodes_peers_forget): a reply of
+ * an older generation is not served again. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t gen;
+	size_t bytes;
+	peers_entry e[PEERS_CACHE_ENTRIES];
+} peers_cache = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, { { 0 } } };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Drop a reference; the caller holds peers_cache.mu. */
+static void peers_reply_put(peers_reply *p)
+{
+	if (p && --p->refs == 0)
+		free(p);
+}
+
+static void peers_entry_drop(peers_entry *e)
+{
+	if (e->reply) {
+		peers_cache.bytes -= e->reply->len;
+		peers_reply_put(e->reply);
+	}
+	memset(e, 0, sizeof(*e));
+}
+
+void api_nodes_peers_forget(void)
+{
+	pthread_mutex_lock(&peers_cache.mu);
+	peers_cache.gen++;
+	pthread_mutex_unlock(&peers_cache.mu);
+}
+
+static bool peers_entry_is(const peers_entry *e, const char *model, const char *after,
+    size_t max)
+{
+	return e->used && e->max == max && strcmp(e->model, model) == 0 &&
+	    strcmp(e->after, after) == 0;
+}
+
+/* Find the reply to (model, after, max): a fresh one (a reference in
+ * *out, true), or, when none, claim its building (false; *out NULL;
+ * *slot the entry claimed, -1 when all are being built: build without
+ * caching).  Waits while another thread builds the same reply. */
+static bool peers_cache_get(peers_reply **out, int *slot, const char *model,
+    const char *after, size_t max)
+{
+	int64_t deadline = mono_ms() + PEERS_CACHE_WAIT_MS;
+	bool hit = false;
+
+	*out = NULL;
+	*slot = -1;
+	pthread_mutex_lock(&peers_cache.mu);
+	for (;;) {
+		int64_t now = mono_ms();
+		peers_entry *e = NULL, *victim = NULL;
+
+		for (int i = 0; i < PEERS_CACHE_ENTRIES; i++) {
+			peers_entry *x = &peers_cache.e[i];
+			if (peers_entry_is(x, model, after, max))
+				e = x;
+			else if (!x->building && (!victim || !x->used ||
+			    (victim->used && x->built_ms < victim->built_ms)))
+				victim = x;
+		}
+		if (e && e->building && now < deadline) {
+			/* another thread is building this very reply */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&peers_cache.cv, &peers_cache.mu, &ts);
+			continue;
+		}
+		if (e && !e->building && e->reply && e->gen == peers_cache.gen &&
+		    now - e->built_ms < PEERS_CACHE_MS) {
+			e->reply->refs++;
+			*out = e->reply;
+			hit = true;
+			break;
+		}
+		if (e && e->building)
+			break;  /* waited long enough: build it without the cache */
+		if (e)
+			victim = e;
+		if (victim) {
+			peers_entry_drop(victim);
+			victim->used = victim->building = true;
+			snprintf(victim->model, sizeof(victim->model), "%s", model);
+			snprintf(victim->after, sizeof(victim->after), "%s", after);
+			victim->max = max;
+			victim->gen = peers_cache.gen;
+			*slot = (int)(victim - peers_cache.e);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&peers_cache.mu);
+	return hit;
+}
+
+/* Finish the build claimed in `slot` with `p` (NULL: it failed, nothing
+ * kept); wakes the waiting threads.  A reference to p stays the caller's. */
+static void peers_cache_done(int slot, peers_reply *p)
+{
+	peers_entry *e;
+
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&peers_cache.mu);
+	e = &peers_cache.e[slot];
+	e->building = false;
+	if (p && p->len <= PEERS_CACHE_ONE_MAX) {
+		/* room for it: the oldest others go */
+		while (peers_cache.bytes + p->len > PEERS_CACHE_BYTES) {
+			peers_entry *old = NULL;
+			for (int i = 0; i < PEERS_CACHE_ENTRIES; i++) {
+				peers_entry *x = &peers_cache.e[i];
+				if (x != e && x->reply && (!old || x->built_ms < old->built_ms))
+					old = x;
+			}
+			if (!old)
+				break;
+			peers_entry_drop(old);
+		}
+		p->refs++;
+		e->reply = p;
+		e->built_ms = mono_ms();
+		peers_cache.bytes += p->len;
+	} else {
+		memset(e, 0, sizeof(*e));
+	}
+	pthread_cond_broadcast(&peers_cache.cv);
+	pthread_mutex_unlock(&peers_cache.mu);
+}
+
+static void peers_reply_release(peers_reply *p)
+{
+	pthread_mutex_lock(&peers_cache.mu);
+	peers_reply_put(p);
+	pthread_mutex_unlock(&peers_cache.mu);
+}
+
+/* Build the reply to a /peers page: *out a new reply (one reference), or
+ * a troop_err with the error message set. */
+static int peers_build(peers_reply **out, const coord *c, const char *model,
+    const char *after, size_t max, int64_t now)
+{
+	registry_node *nodes = NULL;
+	size_t n = 0, bytes = 0, listed = 0;
+	char next[REGISTRY_ID_MAX * 2];
+	bool more;
+	dynbuf b;
+	jsonw w;
+	int rc;
+
+	*out = NULL;
+	/* one more than the page, to know whether another page follows */
+	rc = registry_list_nodes(&nodes, &n, c->reg, model[0] ? model : NULL, after, now,
+	    max + 1, REGISTRY_WITH_ALL);
+	if (rc != 0)
+		return rc;
+	more = n > max;
+	dynbuf_init(&b, 64u << 20);
+	/* the reply's text after the header peers_reply keeps in front of it */
+	rc = dynbuf_add(&b, &(peers_reply){ 0 }, offsetof(peers_reply, text));
+	jsonw_init(&w, &b);
+	jsonw_obj_begin(&w);
+	jsonw_key(&w, "nodes");
+	jsonw_arr_begin(&w);
+	for (size_t i = 0; rc == 0 && i < n && i < max; i++) {
+		/* a bounded reply whatever the nodes put in their records: an
+		 * anonymous request must not be an amplifier; the rest is on
+		 * the next page */
+		bytes += node_json_estimate(&nodes[i]);
+		if (bytes > COORD_PEERS_REPLY_MAX && i > 0) {
+			more = true;
+			break;
+		}
+		node_write(&w, c, &nodes[i]);
+		listed = i + 1;
+	}
+	jsonw_arr_end(&w);
+	next[0] = '\0';
+	if (more && listed > 0)
+		b64url_encode(next, sizeof(next), nodes[listed - 1].node_id,
+		    strlen(nodes[listed - 1].node_id));
+	registry_nodes_free(nodes, n);
+	jsonw_key(&w, "count");
+	jsonw_int(&w, (int64_t)listed);
+	jsonw_key(&w, "truncated");
+	jsonw_bool(&w, next[0] != '\0');
+	jsonw_key(&w, "next_cursor");
+	if (next[0])
+		jsonw_str(&w, next);
+	else
+		jsonw_null(&w);
+	jsonw_obj_end(&w);
+	if (rc == 0)
+		rc = jsonw_error(&w);
+	if (rc == 0) {
+		size_t len = 0;
+		peers_reply *p = (peers_reply *)dynbuf_take(&b, &len);
+
+		if (!p)
+			rc = troop_error_set(TROOP_ENOMEM, "out of memory");
+		else {
+			p->refs = 1;
+			p->len = len - offsetof(peers_reply, text);
+			*out = p;
+		}
+	}
+	dynbuf_free(&b);
+	return rc;
+}
+
 /* GET /peers[?model=M][&limit=N][&cursor=C]: a page of the live nodes in
  * id order, at most `limit` (100 by default, COORD_PEERS_MAX at most) and
  * about COORD_PEERS_REPLY_MAX bytes of records.  "next_cursor" (null on
- * the last page) asks for the page after; "truncated" says there is one. */
+ * the last page) asks for the page after; "truncated" says there is one.
+ * With the in-process registry a reply is served again for about a second
+ * (PEERS_CACHE_MS) to the same request, and a burst of the same request
+ * builds it once; a change this process makes to the listing
+ * (api_nodes_peers_forget) ends that at once. */
 static void h_peers(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -321,12 +1059,10 @@ static void h_peers(http_req *r, void *arg)
 	const char *lim = http_req_query_param(r, "limit");
 	const char *cursor = http_req_query_param(r, "cursor");
 	int64_t now = (int64_t)time(NULL);
-	registry_node *nodes = NULL;
-	size_t n = 0, max = 100, bytes = 0, listed = 0;
-	char after[REGISTRY_ID_MAX + 1], next[REGISTRY_ID_MAX * 2];
-	bool more;
-	json_t *arr;
-	int rc;
+	size_t max = 100;
+	char after[REGISTRY_ID_MAX + 1];
+	peers_reply *p = NULL;
+	int rc, slot = -1;
 
 	if (coord_anon_allowed(r) != 0)
 		return;
@@ -346,44 +1082,25 @@ static void h_peers(http_req *r, void *arg)
 		coord_reply_error(r, TROOP_EINVAL, "query parameter 'model' is too long");
 		return;
 	}
+	if (!model)
+		model = "";
 	after[0] = '\0';
 	if (cursor && peers_cursor_decode(after, cursor) != 0) {
 		coord_reply_error(r, TROOP_EINVAL, "query parameter 'cursor' is not valid "
 		    "(use the next_cursor of a /peers reply)");
 		return;
 	}
-	/* one more than the page, to know whether another page follows */
-	rc = registry_list_nodes(&nodes, &n, c->reg, model, after, now, max + 1,
-	    REGISTRY_WITH_ALL);
-	if (rc != 0) {
-		coord_reply_last_error(r, rc);
-		return;
-	}
-	more = n > max;
-	arr = json_array();
-	for (size_t i = 0; i < n && i < max; i++) {
-		json_t *o;
-
-		/* a bounded reply whatever the nodes put in their records: an
-		 * anonymous request must not be an amplifier; the rest is on
-		 * the next page */
-		bytes += node_json_estimate(&nodes[i]);
-		if (bytes > COORD_PEERS_REPLY_MAX && i > 0) {
-			more = true;
-			break;
+	if (strcmp(registry_backend_name(c->reg), "memory") != 0 ||
+	    !peers_cache_get(&p, &slot, model, after, max)) {
+		rc = peers_build(&p, c, model, after, max, now);
+		peers_cache_done(slot, p);
+		if (rc != 0) {
+			coord_reply_last_error(r, rc);
+			return;
 		}
-		if ((o = node_json(c, &nodes[i], NULL, true)) != NULL)
-			json_array_append_new(arr, o);
-		listed = i + 1;
 	}
-	next[0] = '\0';
-	if (more && listed > 0)
-		b64url_encode(next, sizeof(next), nodes[listed - 1].node_id,
-		    strlen(nodes[listed - 1].node_id));
-	registry_nodes_free(nodes, n);
-	coord_reply_json(r, 200, json_pack("{s:I, s:o, s:b, s:o}", "count",
-	    (json_int_t)json_array_size(arr), "nodes", arr, "truncated", next[0] != '\0',
-	    "next_cursor", next[0] ? json_string(next) : json_null()));
+	coord_reply_text(r, 200, "application/json", p->text, p->len);
+	peers_reply_release(p);
 }
 
 static void h_models(http_req *r, void *arg)

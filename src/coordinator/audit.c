@@ -418,6 +418,7 @@ static void record(struct auditor *au, const struct target *t, bool passed,
 		log_warn("audit", "node=%.8s ledger error=\"%s\"", t->node_id, troop_error_msg());
 		return;
 	}
+	api_nodes_facts_forget(t->node_id);
 	if (passed)
 		METRIC_ADD(&c->metrics, audit_pass, 1);
 	else

@@ -29,6 +29,13 @@ void coord_reply_json(http_req *r, int status, json_t *body)
 	http_reply_json(r, status, body);
 }
 
+void coord_reply_text(http_req *r, int status, const char *content_type, const char *body,
+    size_t len)
+{
+	count_status(coord_thread_of(r)->c, status);
+	http_reply(r, status, content_type, body, len);
+}
+
 void coord_reply_error(http_req *r, int err, const char *fmt, ...)
 {
 	char msg[512];

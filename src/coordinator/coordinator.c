@@ -286,16 +286,20 @@ static void sweep_once(coord *c, ledger_conn *db)
 	/* held receipts whose client never reported: the worker's claim */
 	if (ledger_settle_claims(&settled, db, now, c->report_wait) != 0)
 		log_warn("sweep", "claims error=\"%s\"", troop_error_msg());
-	else if (settled > 0)
+	else if (settled > 0) {
 		log_info("sweep", "claims_settled=%lld", (long long)settled);
+		api_nodes_facts_forget(NULL);
+	}
 	/* pending earnings of established nodes: a scan, so less often */
 	if (now >= c->next_pending_release) {
 		int64_t credits = 0;
 		c->next_pending_release = now + c->pending_interval;
 		if (ledger_release_pending(&credits, db, now, &c->policy) != 0)
 			log_warn("sweep", "pending error=\"%s\"", troop_error_msg());
-		else if (credits > 0)
+		else if (credits > 0) {
 			log_info("sweep", "pending_released=%lld", (long long)credits);
+			api_nodes_facts_forget(NULL);
+		}
 	}
 	/* tickets unused past --unused-ticket: their slots come back */
 	{

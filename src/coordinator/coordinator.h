@@ -154,6 +154,10 @@ int coord_account_allowed(http_req *r, const char *account);
 
 /* Send `body` (stolen) / an error, counting the status class for /metrics. */
 void coord_reply_json(http_req *r, int status, json_t *body);
+/* Send `len` bytes of `body` (the caller keeps it) as `content_type`,
+ * counted as coord_reply_json counts. */
+void coord_reply_text(http_req *r, int status, const char *content_type, const char *body,
+    size_t len);
 void coord_reply_error(http_req *r, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Reply with the thread's last troop error (troop_error_last/msg). */
@@ -174,6 +178,14 @@ void api_meta_routes(http_server *s, coord *c);
 /* Drop the cached /leaderboard answer (a display name changed): the next
  * read goes to the ledger.  Thread-safe. */
 void api_meta_board_forget(void);
+/* Stop serving cached /peers replies (api_nodes.c): this process changed
+ * what they list (a node's facts, a node gone).  Thread-safe. */
+void api_nodes_peers_forget(void);
+/* Node `node_id`'s ledger row changed (NULL: the rows of any nodes): its
+ * next heartbeat reads it again (api_nodes.c keeps the row a heartbeat
+ * read for the next ones).  Call it after the change is committed.
+ * Thread-safe. */
+void api_nodes_facts_forget(const char *node_id);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);
