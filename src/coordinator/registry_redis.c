@@ -538,10 +538,11 @@ static const char lua_oset_rem[] = LUA_OSET_PRELUDE
 	"redis.call('ZREM', ze, ARGV[3])\n"
 	"return redis.call('ZREM', zs, ARGV[3])\n";
 
-/* ARGV: P set now -> live members */
+/* ARGV: P set now -> live members (counted by expiry: a purge drops at
+ * most 1000 expired members per call) */
 static const char lua_oset_count[] = LUA_OSET_PRELUDE
 	"purge(ARGV[3])\n"
-	"return redis.call('ZCARD', zs)\n";
+	"return redis.call('ZCOUNT', ze, '(' .. ARGV[3], '+inf')\n";
 
 /* ARGV: P set now max -> the expired members, removed */
 static const char lua_oset_take[] = LUA_OSET_PRELUDE
