@@ -16,9 +16,14 @@
  * Every change is stored in the ledger with its audit row in one
  * transaction, so every coordinator of the troop applies it: a node's
  * suspension reaches the registry's copy of its facts at once (and again
- * at each heartbeat), an account's is read by /authorize (one indexed
- * read, coord_account_allowed).
+ * at each heartbeat), an account's is read by /authorize
+ * (coord_account_allowed): one indexed read, kept for about a second per
+ * account (policy_cache) and dropped at once when this process changes
+ * an account's standing, so a suspension or limit made on another
+ * coordinator of the troop applies there within a second.
  */
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +35,93 @@
 #include "log.h"
 
 #define ADMIN_PAGE_DEFAULT 100
+
+/* ---- the account policies /authorize read, kept for about a second ---------- */
+
+#define POLICY_CACHE_SLOTS 4096   /* direct-mapped by a hash of the account */
+#define POLICY_CACHE_MS 1000      /* how long a read policy is used again */
+
+/* One account's policy as the ledger had it at `read_ms` (monotonic),
+ * read while the cache's generation was `gen`. */
+typedef struct {
+	char account[LEDGER_ID_MAX + 1];
+	ledger_account_policy p;
+	int64_t read_ms;
+	uint64_t gen;
+} policy_entry;
+
+/* The process's account policies (one mutex: thread-safe).  `gen` moves
+ * on with every change this process makes to an account's standing: an
+ * entry of an older generation is not used (nor one read while the
+ * change was being made: the reader took the generation before its
+ * read). */
+static struct {
+	pthread_mutex_t mu;
+	uint64_t gen;
+	policy_entry e[POLICY_CACHE_SLOTS];
+} policy_cache = { .mu = PTHREAD_MUTEX_INITIALIZER, .gen = 1 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static policy_entry *policy_slot(const char *account)
+{
+	uint32_t h = 2166136261u;   /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)account; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return &policy_cache.e[h % POLICY_CACHE_SLOTS];
+}
+
+/* Stop using every kept policy: this process changed an account's
+ * standing (called after the change is committed). */
+static void policy_forget(void)
+{
+	pthread_mutex_lock(&policy_cache.mu);
+	policy_cache.gen++;
+	pthread_mutex_unlock(&policy_cache.mu);
+}
+
+/* `account`'s policy into *p: the one kept when it is recent, else read
+ * from the ledger on `t`'s connection and kept.  0 (an account the ledger
+ * does not have yet: all zero, as it will be created), or the ledger's
+ * troop_err (nothing kept). */
+static int policy_get(ledger_account_policy *p, coord_thread *t, const char *account)
+{
+	policy_entry *e = policy_slot(account);
+	int64_t now = mono_ms();
+	uint64_t gen;
+	int rc;
+
+	pthread_mutex_lock(&policy_cache.mu);
+	gen = policy_cache.gen;
+	if (e->gen == gen && now - e->read_ms < POLICY_CACHE_MS &&
+	    strcmp(e->account, account) == 0) {
+		*p = e->p;
+		pthread_mutex_unlock(&policy_cache.mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&policy_cache.mu);
+	rc = ledger_account_policy_get(p, t->db, account);
+	if (rc == TROOP_ENOTFOUND)
+		rc = 0;   /* *p is all zero: a new account's standing */
+	if (rc != 0 || strlen(account) > LEDGER_ID_MAX)
+		return rc;
+	pthread_mutex_lock(&policy_cache.mu);
+	if (policy_cache.gen == gen) {
+		snprintf(e->account, sizeof(e->account), "%s", account);
+		e->p = *p;
+		e->read_ms = now;
+		e->gen = gen;
+	}
+	pthread_mutex_unlock(&policy_cache.mu);
+	return 0;
+}
 
 /* Count one /authorize against `key` at `limit` a second: 0, or
  * TROOP_ERATE with the 429 sent (`who` says whose requests, for the
@@ -64,8 +156,7 @@ int coord_account_allowed(http_req *r, const char *account)
 		if ((rc = rate_allowed(r, c, key, c->authorize_addr_rate, who)) != 0)
 			return rc;
 	}
-	rc = ledger_account_policy_get(&p, t->db, account);
-	if (rc != 0 && rc != TROOP_ENOTFOUND)
+	if (policy_get(&p, t, account) != 0)
 		return 0;   /* the ledger failing shows at the reservation */
 	if (p.suspended) {
 		METRIC_ADD(&c->metrics, auth_suspended, 1);
@@ -156,6 +247,8 @@ static void suspend(http_req *r, coord *c, bool on)
 	}
 	if (kind == LEDGER_TARGET_NODE)
 		refresh_node_facts(t, id, now);
+	else
+		policy_forget();
 	log_info(on ? "admin_suspend" : "admin_unsuspend", "admin=%.8s %s=%.8s", signer,
 	    kind == LEDGER_TARGET_NODE ? "node" : "account", id);
 	coord_reply_json(r, 200, json_pack("{s:s, s:b, s:s}",
@@ -207,6 +300,7 @@ static void h_rate_limit(http_req *r, void *arg)
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	policy_forget();
 	log_info("admin_rate_limit", "admin=%.8s account=%.8s per_second=%lld", signer, account,
 	    (long long)per_second);
 	coord_reply_json(r, 200, json_pack("{s:s, s:I, s:I}", "account", account, "per_second",
@@ -430,6 +524,7 @@ static void h_accounts(http_req *r, void *arg)
 
 void api_admin_routes(http_server *s, coord *c)
 {
+	policy_forget();   /* a coordinator (re)started in this process: its own ledger */
 	http_server_route(s, "POST", "/admin/suspend", h_suspend, c);
 	http_server_route(s, "POST", "/admin/unsuspend", h_unsuspend, c);
 	http_server_route(s, "POST", "/admin/rate-limit", h_rate_limit, c);

@@ -263,6 +263,10 @@ static int savepoint(ledger_conn *c, const char *sql)
 
 /* Run items[0..n-1] in one transaction, each inside a savepoint: a
  * failing item is rolled back to its savepoint and the others go on.
+ * One savepoint statement per item, a round trip each on a server: the
+ * savepoint after an item that wrote is released and set again in one
+ * script, one an item failed back to marks the next item's start as it
+ * is, and the last item's is released by the commit.
  * BEGIN is retried as with_txn retries it; when it still fails, every
  * item fails with its error.  When the transaction fails later, before
  * its commit (a busy or serialization failure, a deadlock, a failed
@@ -299,16 +303,18 @@ static void batch_run(ledger_conn *c, struct batch_item **items, int n)
 		nanosleep(&ts, NULL);
 	}
 	c->ids_fresh = false;
+	bool marked = false;   /* troop_item marks the state before items[i] */
 	for (int i = 0; err == 0 && i < n; i++) {
-		if ((err = savepoint(c, "SAVEPOINT troop_item")) != 0)
+		if (!marked && (err = savepoint(c, i == 0 ? "SAVEPOINT troop_item" :
+		    LEDGER_SQL_SAVEPOINT_NEXT)) != 0)
 			break;
+		marked = false;
 		bool fresh = c->ids_fresh;   /* a block of ids taken by an earlier item */
 		c->ids_fresh = false;
 		int e = items[i]->fn(c, items[i]->arg);
 		if (e == 0) {
 			items[i]->err = 0;
 			c->ids_fresh |= fresh;
-			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
 			continue;
 		}
 		item_set(items[i], e);
@@ -319,8 +325,9 @@ static void batch_run(ledger_conn *c, struct batch_item **items, int n)
 			err = e;   /* the whole transaction is at stake */
 			break;
 		}
-		if ((err = savepoint(c, "ROLLBACK TO SAVEPOINT troop_item")) == 0)
-			err = savepoint(c, "RELEASE SAVEPOINT troop_item");
+		/* the savepoint stays, marking where the next item starts */
+		err = savepoint(c, "ROLLBACK TO SAVEPOINT troop_item");
+		marked = true;
 	}
 	if (err == 0 && (err = d->commit(c)) == 0) {
 		c->ids_fresh = false;

@@ -102,6 +102,11 @@ enum ledger_stmt {
 	LS_COUNT
 };
 
+/* What group commit runs between two items of a batch (ledger.c's
+ * batch_run): the last item's savepoint released and the next one's set,
+ * one script (one round trip on a server).  A driver's script() takes it. */
+#define LEDGER_SQL_SAVEPOINT_NEXT "RELEASE SAVEPOINT troop_item; SAVEPOINT troop_item"
+
 /* Column lists a driver's override may reuse. */
 #define LEDGER_SQL_RES_GET "SELECT job_id, requester, node_id, worker, model, amount, " \
 	"max_seconds, multiplier, status, created_at, expires_at, closed_at, charged, " \

@@ -301,6 +301,10 @@ static int sq_script(ledger_conn *lc, const char *sql)
 	for (int k = TX_SAVEPOINT; k < TX_COUNT; k++)
 		if (strcmp(sql, txn_sql[k]) == 0)
 			return txn_step(c, k, "savepoint");
+	if (strcmp(sql, LEDGER_SQL_SAVEPOINT_NEXT) == 0) {
+		int err = txn_step(c, TX_RELEASE, "savepoint");
+		return err ? err : txn_step(c, TX_SAVEPOINT, "savepoint");
+	}
 	int rc = sqlite3_exec(c->db, sql, NULL, NULL, &emsg);
 	if (rc == SQLITE_OK)
 		return 0;
