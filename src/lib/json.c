@@ -200,10 +200,7 @@ char *json_dump_compact(const json_t *v, size_t *len)
 	return s;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if the
- * bytes there are not one (overlong forms, surrogates and code points
- * above U+10FFFF are not). */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
+size_t json_utf8_seq_len(const unsigned char *s, size_t n)
 {
 	unsigned c = s[0];
 	size_t len;
@@ -252,7 +249,7 @@ json_t *json_error_body(int err, const char *msg)
 	if (!clean)
 		return NULL;
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_seq_len(s + i, n - i);
+		size_t l = json_utf8_seq_len(s + i, n - i);
 		if (l == 0) {
 			memcpy(clean + o, "\xef\xbf\xbd", 3);
 			o += 3;

@@ -48,4 +48,9 @@ char *json_dump_compact(const json_t *v, size_t *len);
  * New reference. */
 json_t *json_error_body(int err, const char *msg);
 
+/* Length of the valid UTF-8 sequence at s (at most n >= 1 bytes), or 0 if
+ * the bytes there are not one (overlong forms, surrogates and code points
+ * above U+10FFFF are not). */
+size_t json_utf8_seq_len(const unsigned char *s, size_t n);
+
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "json.h"
 #include "jsonw.h"
 
 void jsonw_init(jsonw *w, dynbuf *b)
@@ -106,40 +107,6 @@ void jsonw_arr_end(jsonw *w)
 	close_level(w, ']');
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if the bytes
- * there are not one (overlong forms, surrogates, above U+10FFFF). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned c = s[0], cp;
-	size_t len;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
-
 static void put_string(jsonw *w, const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
@@ -156,7 +123,7 @@ static void put_string(jsonw *w, const char *str, size_t len)
 			i++;
 			continue;
 		}
-		k = c < 0x80 ? 1 : utf8_len(s + i, len - i);
+		k = c < 0x80 ? 1 : json_utf8_seq_len(s + i, len - i);
 		if (k > 1) {
 			i += k;
 			continue;
