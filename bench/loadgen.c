@@ -62,6 +62,7 @@
 #include "encoding.h"
 #include "httpsig.h"
 #include "identity.h"
+#include "bench_proc.h"
 
 #define SLOT 640                  /* bytes of one pre-rendered request head */
 #define HDR_MAX 65536             /* response header block limit */
@@ -125,38 +126,6 @@ static int64_t mono_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* CPU seconds (user + system) process `pid` has used; 0 for pid 0 or when
- * /proc cannot tell. */
-static double proc_cpu_s(int pid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long ut = 0, st = 0;
-	FILE *f;
-	size_t n;
-
-	if (pid <= 0)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	if (!(f = fopen(path, "r")))
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* fields after the command name, which may hold spaces: 14 utime, 15 stime */
-	if (!(p = strrchr(buf, ')')) ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static bool phase_wanted(const char *name)
@@ -921,8 +890,8 @@ static void run_phase(struct phase *P)
 		;
 	now = t0;
 	trace_t0 = t0;
-	P->coord_cpu = -proc_cpu_s(opt.coord_pid);
-	P->gen_cpu = -self_cpu_s();
+	P->coord_cpu = -bench_proc_cpu_s(opt.coord_pid);
+	P->gen_cpu = -bench_self_cpu_s();
 	last = t0;
 	for (;;) {
 		int timeout = -1, ne;
@@ -1001,8 +970,8 @@ static void run_phase(struct phase *P)
 				on_writable(&L, P, (int)i);
 		}
 	}
-	P->coord_cpu += proc_cpu_s(opt.coord_pid);
-	P->gen_cpu += self_cpu_s();
+	P->coord_cpu += bench_proc_cpu_s(opt.coord_pid);
+	P->gen_cpu += bench_self_cpu_s();
 	P->elapsed = (double)(last - t0) / 1e9;
 	if (P->elapsed <= 0)
 		P->elapsed = 1e-9;

@@ -37,6 +37,7 @@
 
 #include "http_client.h"
 #include "identity.h"
+#include "bench_proc.h"
 
 #define MAX_NODES 64
 
@@ -67,27 +68,6 @@ static double now_s(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* CPU seconds process `pid` used so far (user + system); 0 when unknown. */
-static double cpu_s(int pid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long ut = 0, st = 0;
-	FILE *f;
-	size_t n;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	if (pid <= 0 || !(f = fopen(path, "r")))
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* after the command name in parentheses: state is field 3, utime 14 */
-	if (!(p = strrchr(buf, ')')) ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static int node_index(const char *id)
@@ -239,7 +219,7 @@ int main(int argc, char **argv)
 	}
 	for (int k = 0; k < 3; k++) {
 		pthread_barrier_wait(&bar);
-		cpu[k] = cpu_s(coord_pid);
+		cpu[k] = bench_proc_cpu_s(coord_pid);
 	}
 	for (int i = 0; i < threads; i++) {
 		pthread_join(ws[i].th, NULL);

@@ -66,6 +66,7 @@
 #include "httpsig.h"
 #include "identity.h"
 #include "ledger.h"
+#include "bench_proc.h"
 
 #define MAX_COORDS 8
 #define NBUCKET 1024            /* latency histogram: bucket b holds ~1.02^b us */
@@ -119,40 +120,12 @@ static void sleep_until(int64_t at)
 		;
 }
 
-/* CPU seconds (user + system) of process `pid`; 0 when /proc cannot tell. */
-static double proc_cpu_s(int pid)
-{
-	char path[64], buf[1024], *p;
-	unsigned long long ut = 0, st = 0;
-	FILE *f;
-	size_t n;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	if (pid <= 0 || !(f = fopen(path, "r")))
-		return 0;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	if (!(p = strrchr(buf, ')')) ||
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double coords_cpu_s(void)
 {
 	double s = 0;
 
 	for (int i = 0; i < opt.npid; i++)
-		s += proc_cpu_s(opt.pid[i]);
+		s += bench_proc_cpu_s(opt.pid[i]);
 	return s;
 }
 
@@ -560,7 +533,7 @@ static void *peers_main(void *arg)
  * the coordinators stay connected, so their time is counted). */
 static double pg_cpu_s(void)
 {
-	double t = proc_cpu_s(opt.pg_pid);
+	double t = bench_proc_cpu_s(opt.pg_pid);
 	DIR *d = opendir("/proc");
 	struct dirent *e;
 
@@ -579,7 +552,7 @@ static double pg_cpu_s(void)
 		buf[n] = '\0';
 		if ((p = strrchr(buf, ')')) && sscanf(p + 2, "%*c %d", &ppid) == 1 &&
 		    ppid == opt.pg_pid)
-			t += proc_cpu_s(pid);
+			t += bench_proc_cpu_s(pid);
 	}
 	if (d)
 		closedir(d);
@@ -712,7 +685,7 @@ static void snap_take(struct snap *s)
 	s->rc_ok = atomic_load(&st.rc_ok);
 	s->peers_ok = atomic_load(&st.peers_ok);
 	s->coord_cpu = coords_cpu_s();
-	s->self_cpu = self_cpu_s();
+	s->self_cpu = bench_self_cpu_s();
 	servers_read(&s->sv);
 }
 
