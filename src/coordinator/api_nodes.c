@@ -91,9 +91,10 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 }
 
 /* What this process knows of each node from its last heartbeat here, in
- * a table indexed by a hash of the node id (direct-mapped: a node whose
- * slot another took is one this process has not seen; striped locks,
- * thread-safe):
+ * a table indexed by a hash of the node id (HB_WAYS-way set-associative:
+ * a node joining a full set takes the entry used longest ago, and a node
+ * whose entry another took is one this process has not seen; striped
+ * locks, thread-safe):
  *   - the ledger row that heartbeat read (the part of it the registry's
  *     copy of the facts and the reply need), with the owner and name it
  *     asked for: a heartbeat asking for the same owner and name within
@@ -114,7 +115,9 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
  *     instead of parsing and decoding the body again.  The body's checks
  *     (decoding against the signer, the address policy) gave the same
  *     answer then; the address policy is asked again all the same. */
-#define HB_SLOTS (1u << 17)
+#define HB_SLOTS (1u << 18)
+#define HB_WAYS 4
+#define HB_SETS (HB_SLOTS / HB_WAYS)
 #define HB_LOCKS 64
 #define HB_LEDGER_REFRESH_S 30
 
@@ -144,6 +147,7 @@ typedef struct {
 	uint64_t name;        /* hash of the name the row was read for */
 	uint64_t epoch;       /* hb_table.epoch when the row was read */
 	uint64_t gen;         /* moves on when the node's row changed */
+	int64_t used;         /* when the node last used it (s) */
 	int64_t ledger_at;    /* when it was read, 0: read it at the next heartbeat */
 	hb_body *body;        /* the last body's record (one reference), NULL: none */
 	hb_row row;
@@ -185,6 +189,7 @@ static void hb_entry_claim(hb_entry *e, uint64_t id)
 	hb_body_put(e->body);
 	memset(e, 0, sizeof(*e));
 	e->id = id;
+	e->used = (int64_t)time(NULL);
 }
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
@@ -242,22 +247,34 @@ static uint64_t id_hash(const char *node_id)
 	return h ? h : 1;
 }
 
-/* The entry for `id` (its slot, whoever holds it) with its lock held, or
- * NULL (no table: out of memory).  Unlock with hb_unlock. */
+/* The entry for `id` with its set's lock held: the node's own, else the
+ * one it would take (an empty one, else the one used longest ago: its
+ * e->id is another's or 0, and the caller claims it with hb_entry_claim
+ * or leaves it); NULL: no table (out of memory).  Unlock with hb_unlock. */
 static hb_entry *hb_lock(uint64_t id)
 {
-	size_t slot = (size_t)(id % HB_SLOTS);
+	size_t set = (size_t)(id % HB_SETS);
+	hb_entry *e, *victim = NULL;
 
 	pthread_once(&hb_table_once, hb_table_init);
 	if (!hb_table)
 		return NULL;
-	pthread_mutex_lock(&hb_table->mu[slot % HB_LOCKS]);
-	return &hb_table->e[slot];
+	pthread_mutex_lock(&hb_table->mu[set % HB_LOCKS]);
+	e = &hb_table->e[set * HB_WAYS];
+	for (size_t i = 0; i < HB_WAYS; i++) {
+		if (e[i].id == id) {
+			e[i].used = (int64_t)time(NULL);
+			return &e[i];
+		}
+		if (!victim || (victim->id != 0 && (e[i].id == 0 || e[i].used < victim->used)))
+			victim = &e[i];
+	}
+	return victim;
 }
 
 static void hb_unlock(uint64_t id)
 {
-	pthread_mutex_unlock(&hb_table->mu[(size_t)(id % HB_SLOTS) % HB_LOCKS]);
+	pthread_mutex_unlock(&hb_table->mu[(size_t)(id % HB_SETS) % HB_LOCKS]);
 }
 
 void api_nodes_facts_forget(const char *node_id)

@@ -9,6 +9,9 @@
  *     /nodes/{id} show the row's multiplier and the new owner);
  *   - a change the coordinator makes itself (an operator's suspension)
  *     makes the next heartbeat read the row again;
+ *   - two nodes whose ids hash to the same entry of the direct-mapped
+ *     table the coordinator had before (the same set now) both keep
+ *     their rows while heartbeating in turn;
  *   - the reply is the object proto_heartbeat_reply_encode wrote;
  *   - a body byte-identical to the node's last one (whose decoded record
  *     the coordinator reuses) still moves last_seen; a changed body, even
@@ -23,6 +26,7 @@
 #include <math.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +264,52 @@ static void test_same_body(void **state)
 	free(b);
 }
 
+/* api_nodes.c's hash of a node id (FNV-1a over the id and its NUL). */
+static uint64_t node_hash(const char *id)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i <= strlen(id); i++)
+		h = (h ^ (unsigned char)id[i]) * 0x100000001b3ull;
+	return h ? h : 1;
+}
+
+static void test_same_set(void **state)
+{
+	enum { N = 6000, MOD = 1 << 18 };
+	static troop_identity ids[N];
+	troop_identity *a = NULL, *b = NULL;
+	char *seen = calloc(MOD, sizeof(*seen));
+	int *who = calloc(MOD, sizeof(*who));
+
+	(void)state;
+	assert_non_null(seen);
+	assert_non_null(who);
+	/* two identities equal in the hash's low 18 bits: the same slot of
+	 * a 2^17 direct-mapped table, the same set of a 2^18 4-way one */
+	for (int i = 0; i < N && !a; i++) {
+		size_t k = (size_t)(node_hash((identity_generate(&ids[i]), ids[i].id)) % MOD);
+		if (seen[k]) {
+			a = &ids[who[k]];
+			b = &ids[i];
+		}
+		seen[k] = 1;
+		who[k] = i;
+	}
+	free(seen);
+	free(who);
+	assert_non_null(a);
+	assert_true(fabs(multiplier_of(heartbeat(a, "set-a", NULL)) - 1.0) < 1e-9);
+	assert_true(fabs(multiplier_of(heartbeat(b, "set-b", NULL)) - 1.0) < 1e-9);
+	ledger_set_multiplier(a->id, 5.0);
+	ledger_set_multiplier(b->id, 6.0);
+	/* in turn: each keeps the row it read */
+	for (int i = 0; i < 2; i++) {
+		assert_true(fabs(multiplier_of(heartbeat(a, "set-a", NULL)) - 1.0) < 1e-9);
+		assert_true(fabs(multiplier_of(heartbeat(b, "set-b", NULL)) - 1.0) < 1e-9);
+	}
+}
+
 static int setup(void **state)
 {
 	const char *extra[] = { "--node-ttl", "600", "--anon-rate-limit", "100000", "--admin",
@@ -288,6 +338,7 @@ int main(void)
 		cmocka_unit_test(test_row_kept),
 		cmocka_unit_test(test_own_change_reread),
 		cmocka_unit_test(test_same_body),
+		cmocka_unit_test(test_same_set),
 	};
 	curl_global_init(CURL_GLOBAL_ALL);
 	return cmocka_run_group_tests(tests, setup, teardown);
