@@ -214,29 +214,14 @@ static double num(const json_t *o, const char *k)
 	return isfinite(v) && v >= 0 ? v : 0;
 }
 
-/* The fields of the stored value, in the order stats_write writes them:
- * key and whether it is an integer. */
+/* The keys of the stored value, in the order stats_write writes them. */
 static const struct {
 	const char *key;
-	bool integer;
 } stat_keys[] = {
-	{ "hb", true }, { "up", false }, { "down", false }, { "ttft", false },
-	{ "tps", false }, { "n", true }, { "ok", true }, { "fo", true }, { "srv", true },
+	{ "hb" }, { "up" }, { "down" }, { "ttft" }, { "tps" }, { "n" }, { "ok" }, { "fo" },
+	{ "srv" },
 };
 #define N_STATS (sizeof(stat_keys) / sizeof(stat_keys[0]))
-
-static void stats_to_array(double v[N_STATS], const reputation_stats *s)
-{
-	v[0] = (double)s->hb_last;
-	v[1] = s->up_s;
-	v[2] = s->down_s;
-	v[3] = s->ttft_ms;
-	v[4] = s->tps;
-	v[5] = (double)s->speed_n;
-	v[6] = (double)s->delivered;
-	v[7] = (double)s->failovers;
-	v[8] = (double)s->served;
-}
 
 /* *out from the values as num() reads them (finite, >= 0, else 0). */
 static void stats_from_array(reputation_stats *out, const double v[N_STATS])
@@ -252,44 +237,34 @@ static void stats_from_array(reputation_stats *out, const double v[N_STATS])
 	out->served = (int)fmin(v[8], 1e6);
 }
 
+/* A real as json_dumps writes it: "%.17g", with ".0" when that looks like
+ * an integer; a non-finite one (JSON has none) as 0.0. */
+static void real_text(char out[40], double v)
+{
+	int n = snprintf(out, 40, "%.17g", isfinite(v) ? v : 0.0);
+
+	if (n > 0 && n < 37 && !strpbrk(out, ".eE"))
+		memcpy(out + n, ".0", 3);
+}
+
 /* The value of s as JSON text into buf (cap bytes): its length, or 0 when
  * it does not fit.  The object json_pack and json_dumps wrote before:
- * same keys and order, reals as "%.17g" with ".0" when that looks like an
- * integer (a non-finite one, which JSON cannot hold, as 0.0). */
+ * the keys of stat_keys in their order, integers as integers and reals as
+ * real_text writes them. */
 static size_t stats_write(char *buf, size_t cap, const reputation_stats *s)
 {
-	double v[N_STATS];
-	size_t len = 0;
+	char up[40], down[40], ttft[40], tps[40];
 	int n;
 
-	stats_to_array(v, s);
-	for (size_t i = 0; i < N_STATS; i++) {
-		n = snprintf(buf + len, cap - len, "%s\"%s\":", i ? "," : "{", stat_keys[i].key);
-		if (n < 0 || (size_t)n >= cap - len)
-			return 0;
-		len += (size_t)n;
-		if (stat_keys[i].integer) {
-			long long x = i == 0 ? (long long)s->hb_last : i == 5 ? (long long)s->speed_n :
-			    i == 6 ? (long long)s->delivered : i == 7 ? (long long)s->failovers :
-			    (long long)s->served;
-			n = snprintf(buf + len, cap - len, "%lld", x);
-		} else {
-			n = snprintf(buf + len, cap - len, "%.17g", isfinite(v[i]) ? v[i] : 0.0);
-			if (n > 0 && (size_t)n < cap - len &&
-			    !strpbrk(buf + len, ".eE") && cap - len - (size_t)n > 2) {
-				memcpy(buf + len + n, ".0", 3);
-				n += 2;
-			}
-		}
-		if (n < 0 || (size_t)n >= cap - len)
-			return 0;
-		len += (size_t)n;
-	}
-	if (len + 2 > cap)
-		return 0;
-	buf[len++] = '}';
-	buf[len] = '\0';
-	return len;
+	real_text(up, s->up_s);
+	real_text(down, s->down_s);
+	real_text(ttft, s->ttft_ms);
+	real_text(tps, s->tps);
+	n = snprintf(buf, cap, "{\"hb\":%lld,\"up\":%s,\"down\":%s,\"ttft\":%s,\"tps\":%s,"
+	    "\"n\":%lld,\"ok\":%lld,\"fo\":%lld,\"srv\":%d}", (long long)s->hb_last, up, down,
+	    ttft, tps, (long long)s->speed_n, (long long)s->delivered, (long long)s->failovers,
+	    s->served);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
 /* Read buf (NUL-terminated) when it is exactly what stats_write writes
