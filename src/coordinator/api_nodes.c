@@ -18,6 +18,7 @@
  * the same reply again for about a second (peers_cache).
  */
 #include <pthread.h>
+#include <sodium.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,9 +91,10 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
 }
 
 /* What this process knows of each node from its last heartbeat here, in
- * a table indexed by a hash of the node id (direct-mapped: a node whose
- * slot another took is one this process has not seen; striped locks,
- * thread-safe):
+ * a table indexed by a hash of the node id (HB_WAYS-way set-associative:
+ * a node joining a full set takes the entry used longest ago, and a node
+ * whose entry another took is one this process has not seen; striped
+ * locks, thread-safe):
  *   - the ledger row that heartbeat read (the part of it the registry's
  *     copy of the facts and the reply need), with the owner and name it
  *     asked for: a heartbeat asking for the same owner and name within
@@ -105,8 +107,17 @@ static int heartbeat_to_node(registry_node *n, const proto_heartbeat *hb)
  *     availability and its last_seen aside: those move with every
  *     heartbeat, and /peers may show them a second late): a heartbeat
  *     that puts what the last one did leaves the cached /peers replies
- *     standing; any other (a node new here included) ends them. */
-#define HB_SLOTS (1u << 17)
+ *     standing; any other (a node new here included) ends them;
+ *   - the record its body decoded to (hb_body), under a keyed hash of
+ *     the body (SipHash-2-4, 128 bits, a random key per process): a
+ *     heartbeat whose body is byte-identical to the last one's (a node
+ *     heartbeating with nothing new: the usual case) takes that record
+ *     instead of parsing and decoding the body again.  The body's checks
+ *     (decoding against the signer, the address policy) gave the same
+ *     answer then; the address policy is asked again all the same. */
+#define HB_SLOTS (1u << 18)
+#define HB_WAYS 4
+#define HB_SETS (HB_SLOTS / HB_WAYS)
 #define HB_LOCKS 64
 #define HB_LEDGER_REFRESH_S 30
 
@@ -120,19 +131,32 @@ typedef struct {
 	    audit_failed, disputes, refusals, suspended, audits_passed, audits_failed, suspect;
 } hb_row;
 
+/* A heartbeat body's decoded record, shared by reference (atomic count):
+ * a request takes a reference under its slot's lock and uses the record
+ * after dropping the lock. */
+typedef struct {
+	int refs;
+	size_t len;                                   /* of the body */
+	unsigned char hash[crypto_shorthash_siphashx24_BYTES];
+	registry_node n;                              /* facts zero; owns models, extra_json */
+} hb_body;
+
 typedef struct {
 	uint64_t id;          /* hash of the node id, 0: empty */
 	uint64_t rec;         /* hash of the record last put, 0: none */
 	uint64_t name;        /* hash of the name the row was read for */
 	uint64_t epoch;       /* hb_table.epoch when the row was read */
 	uint64_t gen;         /* moves on when the node's row changed */
+	int64_t used;         /* when the node last used it (s) */
 	int64_t ledger_at;    /* when it was read, 0: read it at the next heartbeat */
+	hb_body *body;        /* the last body's record (one reference), NULL: none */
 	hb_row row;
 } hb_entry;
 
 static struct {
 	pthread_mutex_t mu[HB_LOCKS];
 	uint64_t epoch;       /* moves on when every row must be read again */
+	unsigned char body_key[crypto_shorthash_siphashx24_KEYBYTES];
 	hb_entry e[HB_SLOTS];
 } *hb_table;
 static pthread_once_t hb_table_once = PTHREAD_ONCE_INIT;
@@ -143,6 +167,29 @@ static void hb_table_init(void)
 	hb_table = calloc(1, sizeof(*hb_table));
 	for (size_t i = 0; hb_table && i < HB_LOCKS; i++)
 		pthread_mutex_init(&hb_table->mu[i], NULL);
+	if (hb_table)
+		randombytes_buf(hb_table->body_key, sizeof(hb_table->body_key));
+}
+
+/* Drop a reference to b (NULL is fine); the last one frees it. */
+static void hb_body_put(hb_body *b)
+{
+	if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		registry_node_clear(&b->n);
+		free(b);
+	}
+}
+
+/* Make entry e (its lock held) the empty entry of node hash id, unless it
+ * is already that node's. */
+static void hb_entry_claim(hb_entry *e, uint64_t id)
+{
+	if (e->id == id)
+		return;
+	hb_body_put(e->body);
+	memset(e, 0, sizeof(*e));
+	e->id = id;
+	e->used = (int64_t)time(NULL);
 }
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
@@ -200,22 +247,34 @@ static uint64_t id_hash(const char *node_id)
 	return h ? h : 1;
 }
 
-/* The entry for `id` (its slot, whoever holds it) with its lock held, or
- * NULL (no table: out of memory).  Unlock with hb_unlock. */
+/* The entry for `id` with its set's lock held: the node's own, else the
+ * one it would take (an empty one, else the one used longest ago: its
+ * e->id is another's or 0, and the caller claims it with hb_entry_claim
+ * or leaves it); NULL: no table (out of memory).  Unlock with hb_unlock. */
 static hb_entry *hb_lock(uint64_t id)
 {
-	size_t slot = (size_t)(id % HB_SLOTS);
+	size_t set = (size_t)(id % HB_SETS);
+	hb_entry *e, *victim = NULL;
 
 	pthread_once(&hb_table_once, hb_table_init);
 	if (!hb_table)
 		return NULL;
-	pthread_mutex_lock(&hb_table->mu[slot % HB_LOCKS]);
-	return &hb_table->e[slot];
+	pthread_mutex_lock(&hb_table->mu[set % HB_LOCKS]);
+	e = &hb_table->e[set * HB_WAYS];
+	for (size_t i = 0; i < HB_WAYS; i++) {
+		if (e[i].id == id) {
+			e[i].used = (int64_t)time(NULL);
+			return &e[i];
+		}
+		if (!victim || (victim->id != 0 && (e[i].id == 0 || e[i].used < victim->used)))
+			victim = &e[i];
+	}
+	return victim;
 }
 
 static void hb_unlock(uint64_t id)
 {
-	pthread_mutex_unlock(&hb_table->mu[(size_t)(id % HB_SLOTS) % HB_LOCKS]);
+	pthread_mutex_unlock(&hb_table->mu[(size_t)(id % HB_SETS) % HB_LOCKS]);
 }
 
 void api_nodes_facts_forget(const char *node_id)
@@ -233,10 +292,7 @@ void api_nodes_facts_forget(const char *node_id)
 	if ((e = hb_lock(id)) != NULL) {
 		/* claimed even when absent: a heartbeat reading the ledger now
 		 * must not keep what it read */
-		if (e->id != id) {
-			memset(e, 0, sizeof(*e));
-			e->id = id;
-		}
+		hb_entry_claim(e, id);
 		e->gen++;
 		e->ledger_at = 0;
 		hb_unlock(id);
@@ -309,10 +365,7 @@ static void hb_row_put(const ledger_node *ln, uint64_t seen, const char *owner,
 		hb_unlock(id);
 		return;
 	}
-	if (e->id != id) {
-		memset(e, 0, sizeof(*e));
-		e->id = id;
-	}
+	hb_entry_claim(e, id);
 	/* the owner the heartbeat asked for: what the ledger holds after it */
 	r = &e->row;
 	snprintf(r->owner, sizeof(r->owner), "%s", strcmp(ln->owner, owner) == 0 ? owner : "");
@@ -356,15 +409,80 @@ static void hb_note_put(const registry_node *n)
 
 	if (e) {
 		same = e->id == id && e->rec == rec;
-		if (e->id != id) {
-			memset(e, 0, sizeof(*e));
-			e->id = id;
-		}
+		hb_entry_claim(e, id);
 		e->rec = rec;
 		hb_unlock(id);
 	}
 	if (!same)
 		api_nodes_peers_forget();
+}
+
+/* The keyed hash of a heartbeat body, into hash. */
+static void hb_body_hash(unsigned char hash[crypto_shorthash_siphashx24_BYTES],
+    const char *body, size_t len)
+{
+	pthread_once(&hb_table_once, hb_table_init);
+	if (!hb_table) {
+		memset(hash, 0, crypto_shorthash_siphashx24_BYTES);
+		return;
+	}
+	crypto_shorthash_siphashx24(hash, (const unsigned char *)body, len, hb_table->body_key);
+}
+
+/* The record node `node_id`'s last heartbeat body decoded to, when that
+ * body has `len` bytes and hash `hash` (a reference: drop it with
+ * hb_body_put), or NULL: decode this one. */
+static hb_body *hb_body_get(const char *node_id, const unsigned char *hash, size_t len)
+{
+	uint64_t id = id_hash(node_id);
+	hb_entry *e = hb_lock(id);
+	hb_body *b = NULL;
+
+	if (!e)
+		return NULL;
+	if (e->id == id && e->body && e->body->len == len &&
+	    memcmp(e->body->hash, hash, sizeof(e->body->hash)) == 0 &&
+	    strcmp(e->body->n.node_id, node_id) == 0) {
+		b = e->body;
+		__atomic_add_fetch(&b->refs, 1, __ATOMIC_ACQ_REL);
+	}
+	hb_unlock(id);
+	return b;
+}
+
+/* Keep a copy of n (as heartbeat_to_node filled it from a body of `len`
+ * bytes and hash `hash`) as its node's last body.  Out of memory: nothing
+ * kept, the next heartbeat decodes its body. */
+static void hb_body_keep(const registry_node *n, const unsigned char *hash, size_t len)
+{
+	uint64_t id = id_hash(n->node_id);
+	hb_body *b = calloc(1, sizeof(*b)), *old = NULL;
+	hb_entry *e;
+
+	if (!b)
+		return;
+	b->refs = 1;
+	b->len = len;
+	memcpy(b->hash, hash, sizeof(b->hash));
+	b->n = *n;
+	b->n.models = NULL;
+	b->n.extra_json = NULL;
+	if ((n->n_models && !(b->n.models = malloc(n->n_models * sizeof(*n->models)))) ||
+	    (n->extra_json && !(b->n.extra_json = strdup(n->extra_json)))) {
+		hb_body_put(b);
+		return;
+	}
+	if (n->n_models)
+		memcpy(b->n.models, n->models, n->n_models * sizeof(*n->models));
+	if ((e = hb_lock(id)) == NULL) {
+		hb_body_put(b);
+		return;
+	}
+	hb_entry_claim(e, id);
+	old = e->body;
+	e->body = b;
+	hb_unlock(id);
+	hb_body_put(old);
 }
 
 /* The reply to a heartbeat that was kept: proto_heartbeat_reply_encode's
@@ -412,6 +530,8 @@ static void h_heartbeat(http_req *r, void *arg)
 	proto_heartbeat_reply rep;
 	uint64_t seen = 0;
 	json_t *body = NULL;
+	hb_body *same = NULL;
+	unsigned char hash[crypto_shorthash_siphashx24_BYTES];
 	size_t len;
 	const char *raw;
 	int rc;
@@ -422,13 +542,23 @@ static void h_heartbeat(http_req *r, void *arg)
 	if (coord_authenticate(r, signer) != 0)
 		return;
 	raw = http_req_body(r, &len);
-	if ((rc = json_parse_object(&body, raw, len)) != 0 ||
+	/* the body the node sent last time: its record, borrowed (models and
+	 * extra_json stay the cache's), else the body decoded */
+	hb_body_hash(hash, raw, len);
+	if ((same = hb_body_get(signer, hash, len)) != NULL) {
+		n = same->n;
+	} else if ((rc = json_parse_object(&body, raw, len)) != 0 ||
 	    (rc = proto_heartbeat_decode(&hb, body, signer)) != 0 ||
-	    (rc = heartbeat_to_node(&n, &hb)) != 0 ||
-	    (rc = addr_policy_check(&c->addrs, n.ip)) != 0) {
+	    (rc = heartbeat_to_node(&n, &hb)) != 0) {
 		coord_reply_last_error(r, rc);
 		goto out;
 	}
+	if ((rc = addr_policy_check(&c->addrs, n.ip)) != 0) {
+		coord_reply_last_error(r, rc);
+		goto out;
+	}
+	if (!same && n.status != NODE_OFFLINE)
+		hb_body_keep(&n, hash, len);
 	if (n.status == NODE_OFFLINE) {
 		registry_remove_node(c->reg, n.node_id);
 		api_nodes_peers_forget();
@@ -480,6 +610,11 @@ static void h_heartbeat(http_req *r, void *arg)
 	}
 	heartbeat_reply(r, &rep);
 out:
+	if (same) {
+		n.models = NULL;
+		n.extra_json = NULL;
+		hb_body_put(same);
+	}
 	proto_heartbeat_clear(&hb);
 	registry_node_clear(&n);
 	json_decref(body);

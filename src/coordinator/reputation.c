@@ -5,6 +5,10 @@
  * The pure part turns counts into components; the registry part keeps a
  * node's observations as a small JSON value under "rep:<node id>" in the
  * registry's key/value store, updated by heartbeats and delivery reports.
+ * That value is written as text (stats_write, no JSON tree: a heartbeat
+ * writes one) and read back by stats_scan when it has the shape
+ * stats_write gives it, else parsed as any JSON object (a value written
+ * by another version).
  */
 #include <math.h>
 #include <pthread.h>
@@ -210,9 +214,100 @@ static double num(const json_t *o, const char *k)
 	return isfinite(v) && v >= 0 ? v : 0;
 }
 
+/* The keys of the stored value, in the order stats_write writes them. */
+static const struct {
+	const char *key;
+} stat_keys[] = {
+	{ "hb" }, { "up" }, { "down" }, { "ttft" }, { "tps" }, { "n" }, { "ok" }, { "fo" },
+	{ "srv" },
+};
+#define N_STATS (sizeof(stat_keys) / sizeof(stat_keys[0]))
+
+/* *out from the values as num() reads them (finite, >= 0, else 0). */
+static void stats_from_array(reputation_stats *out, const double v[N_STATS])
+{
+	out->hb_last = (int64_t)v[0];
+	out->up_s = v[1];
+	out->down_s = v[2];
+	out->ttft_ms = v[3];
+	out->tps = v[4];
+	out->speed_n = (int64_t)v[5];
+	out->delivered = (int64_t)v[6];
+	out->failovers = (int64_t)v[7];
+	out->served = (int)fmin(v[8], 1e6);
+}
+
+/* A real as json_dumps writes it: "%.17g", with ".0" when that looks like
+ * an integer; a non-finite one (JSON has none) as 0.0. */
+static void real_text(char out[40], double v)
+{
+	int n = snprintf(out, 40, "%.17g", isfinite(v) ? v : 0.0);
+
+	if (n > 0 && n < 37 && !strpbrk(out, ".eE"))
+		memcpy(out + n, ".0", 3);
+}
+
+/* The value of s as JSON text into buf (cap bytes): its length, or 0 when
+ * it does not fit.  The object json_pack and json_dumps wrote before:
+ * the keys of stat_keys in their order, integers as integers and reals as
+ * real_text writes them. */
+static size_t stats_write(char *buf, size_t cap, const reputation_stats *s)
+{
+	char up[40], down[40], ttft[40], tps[40];
+	int n;
+
+	real_text(up, s->up_s);
+	real_text(down, s->down_s);
+	real_text(ttft, s->ttft_ms);
+	real_text(tps, s->tps);
+	n = snprintf(buf, cap, "{\"hb\":%lld,\"up\":%s,\"down\":%s,\"ttft\":%s,\"tps\":%s,"
+	    "\"n\":%lld,\"ok\":%lld,\"fo\":%lld,\"srv\":%d}", (long long)s->hb_last, up, down,
+	    ttft, tps, (long long)s->speed_n, (long long)s->delivered, (long long)s->failovers,
+	    s->served);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Read buf (NUL-terminated) when it is exactly what stats_write writes
+ * (keys in its order, plain JSON numbers): true and *out, else false. */
+static bool stats_scan(reputation_stats *out, const char *buf)
+{
+	double v[N_STATS];
+	const char *p = buf;
+
+	for (size_t i = 0; i < N_STATS; i++) {
+		size_t kl = strlen(stat_keys[i].key), nl;
+		char num_buf[40], *end;
+
+		if (*p++ != (i ? ',' : '{') || *p++ != '"' ||
+		    strncmp(p, stat_keys[i].key, kl) != 0 || p[kl] != '"' || p[kl + 1] != ':')
+			return false;
+		p += kl + 2;
+		/* a JSON number: optional minus, then a digit; the rest from the
+		 * number's characters */
+		if (!(*p >= '0' && *p <= '9') && !(*p == '-' && p[1] >= '0' && p[1] <= '9'))
+			return false;
+		nl = strspn(p, "0123456789+-.eE");
+		if (nl == 0 || nl >= sizeof(num_buf))
+			return false;
+		memcpy(num_buf, p, nl);
+		num_buf[nl] = '\0';
+		v[i] = strtod(num_buf, &end);
+		if (*end != '\0')
+			return false;
+		if (!isfinite(v[i]) || v[i] < 0)
+			v[i] = 0;
+		p += nl;
+	}
+	if (p[0] != '}' || p[1] != '\0')
+		return false;
+	stats_from_array(out, v);
+	return true;
+}
+
 int reputation_get(reputation_stats *out, registry *reg, const char *node_id, int64_t now)
 {
 	char key[REGISTRY_KV_KEY_MAX + 1], buf[REP_VALUE_MAX + 1];
+	double v[N_STATS];
 	size_t len = 0;
 	json_t *o;
 	int rc;
@@ -225,20 +320,16 @@ int reputation_get(reputation_stats *out, registry *reg, const char *node_id, in
 	if (rc != 0)
 		return rc;
 	buf[len] = '\0';
+	if (strlen(buf) == len && stats_scan(out, buf))
+		return 0;
 	o = json_loadb(buf, len, 0, NULL);
 	if (!json_is_object(o)) {
 		json_decref(o);
 		return 0;
 	}
-	out->hb_last = (int64_t)num(o, "hb");
-	out->up_s = num(o, "up");
-	out->down_s = num(o, "down");
-	out->ttft_ms = num(o, "ttft");
-	out->tps = num(o, "tps");
-	out->speed_n = (int64_t)num(o, "n");
-	out->delivered = (int64_t)num(o, "ok");
-	out->failovers = (int64_t)num(o, "fo");
-	out->served = (int)fmin(num(o, "srv"), 1e6);
+	for (size_t i = 0; i < N_STATS; i++)
+		v[i] = num(o, stat_keys[i].key);
+	stats_from_array(out, v);
 	json_decref(o);
 	return 0;
 }
@@ -246,24 +337,13 @@ int reputation_get(reputation_stats *out, registry *reg, const char *node_id, in
 static int stats_put(registry *reg, const char *node_id, const reputation_stats *s,
     int64_t now)
 {
-	char key[REGISTRY_KV_KEY_MAX + 1];
-	json_t *o = json_pack("{s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:i}",
-	    "hb", (json_int_t)s->hb_last, "up", s->up_s, "down", s->down_s,
-	    "ttft", s->ttft_ms, "tps", s->tps, "n", (json_int_t)s->speed_n,
-	    "ok", (json_int_t)s->delivered, "fo", (json_int_t)s->failovers, "srv", s->served);
-	char *text;
-	int rc;
+	char key[REGISTRY_KV_KEY_MAX + 1], text[REP_VALUE_MAX + 1];
+	size_t len = stats_write(text, sizeof(text), s);
 
-	if (!o)
-		return troop_error_set(TROOP_ENOMEM, "out of memory");
-	text = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (!text)
-		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	if (len == 0)
+		return troop_error_set(TROOP_EINVAL, "reputation: stats value too long");
 	stats_key(key, sizeof(key), node_id);
-	rc = registry_kv_put(reg, key, text, strlen(text), REP_STATS_TTL_S, 0, now);
-	free(text);
-	return rc;
+	return registry_kv_put(reg, key, text, len, REP_STATS_TTL_S, 0, now);
 }
 
 int reputation_note_heartbeat(reputation_stats *out, registry *reg, const char *node_id,
@@ -273,7 +353,8 @@ int reputation_note_heartbeat(reputation_stats *out, registry *reg, const char *
 	int rc;
 
 	pthread_mutex_lock(&rep_mu);
-	if ((rc = reputation_get(&s, reg, node_id, now)) == 0) {
+	if ((rc = reputation_get(&s, reg, node_id, now)) == 0 && now > s.hb_last) {
+		/* a heartbeat in the second of the last one changes nothing */
 		reputation_heartbeat(&s, ttl, now);
 		rc = stats_put(reg, node_id, &s, now);
 	}

@@ -2,7 +2,10 @@
  * test_reputation.c - node reputation (reputation.h): the components from
  * counts and observations, the slots a node earns by serving well, the
  * weights and the weighted draw of node choice, and the observations kept
- * in an in-process registry (once per job).
+ * in an in-process registry (once per job): the value written as text is
+ * the JSON object json_pack wrote (any JSON reader gets the same numbers
+ * back), and a value in another shape (another version's key order,
+ * integers as reals, extra keys) is still read.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -201,6 +205,73 @@ static void test_registry_copy(void **state)
 	registry_close(reg);
 }
 
+/* The stored value: exact numbers both ways, readable as JSON, and
+ * values in other shapes read as JSON. */
+static void test_registry_value(void **state)
+{
+	registry *reg = NULL;
+	reputation_stats s, t;
+	reputation_report a = report("complete", 2345, 123, 77, 3);
+	char buf[600];
+	size_t len = 0;
+	json_t *o;
+
+	(void)state;
+	assert_int_equal(registry_open(&reg, "memory:", NULL), 0);
+	assert_int_equal(reputation_note_heartbeat(NULL, reg, "node-v", 30, 1000), 0);
+	assert_int_equal(reputation_note_heartbeat(NULL, reg, "node-v", 30, 1007), 0);
+	assert_int_equal(reputation_note_heartbeat(NULL, reg, "node-v", 30, 1100), 0);
+	assert_int_equal(reputation_note_report(reg, "node-v", "j1", &a, 600, 1101), 0);
+	assert_int_equal(reputation_get(&s, reg, "node-v", 1102), 0);
+	assert_int_equal(s.hb_last, 1100);
+	assert_int_equal(s.speed_n, 1);
+	assert_int_equal(s.served, 3);
+
+	/* the text is a JSON object with the same numbers, bit for bit */
+	assert_int_equal(registry_kv_get(buf, sizeof(buf) - 1, &len, reg, "rep:node-v", 1102), 0);
+	buf[len] = '\0';
+	o = json_loadb(buf, len, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_object_size(o), 9);
+	assert_int_equal(json_integer_value(json_object_get(o, "hb")), 1100);
+	assert_true(json_is_real(json_object_get(o, "up")));
+	assert_true(json_real_value(json_object_get(o, "up")) == s.up_s);
+	assert_true(json_real_value(json_object_get(o, "down")) == s.down_s);
+	assert_true(json_real_value(json_object_get(o, "ttft")) == s.ttft_ms);
+	assert_true(json_real_value(json_object_get(o, "tps")) == s.tps);
+	assert_true(s.down_s > 0 && s.tps > 0);
+	assert_int_equal(json_integer_value(json_object_get(o, "srv")), 3);
+	json_decref(o);
+
+	/* a heartbeat in the same second as the last changes nothing */
+	assert_int_equal(reputation_note_heartbeat(&t, reg, "node-v", 30, 1100), 0);
+	assert_int_equal(t.hb_last, 1100);
+	assert_true(t.up_s == s.up_s);
+
+	/* another writer's shape: other key order, reals for integers, an
+	 * extra key, negative and missing values read as 0 */
+	snprintf(buf, sizeof(buf), "{\"up\": 12.5, \"hb\": 900.0, \"x\": [1], \"down\": -3, "
+	    "\"srv\": 4, \"n\": 2, \"tps\": 1e2}");
+	assert_int_equal(registry_kv_put(reg, "rep:node-w", buf, strlen(buf), 600, 0, 1000), 0);
+	assert_int_equal(reputation_get(&t, reg, "node-w", 1000), 0);
+	assert_int_equal(t.hb_last, 900);
+	assert_float_equal(t.up_s, 12.5, 1e-12);
+	assert_float_equal(t.down_s, 0, 1e-12);
+	assert_float_equal(t.tps, 100, 1e-12);
+	assert_int_equal(t.speed_n, 2);
+	assert_int_equal(t.served, 4);
+	assert_int_equal(t.delivered, 0);
+	/* stats_write's shape with a number JSON does not allow: not JSON,
+	 * started afresh */
+	snprintf(buf, sizeof(buf), "{\"hb\":0x10,\"up\":1.0,\"down\":0.0,\"ttft\":0.0,"
+	    "\"tps\":0.0,\"n\":0,\"ok\":0,\"fo\":0,\"srv\":0}");
+	assert_int_equal(registry_kv_put(reg, "rep:node-x", buf, strlen(buf), 600, 0, 1000), 0);
+	assert_int_equal(reputation_get(&t, reg, "node-x", 1000), 0);
+	assert_int_equal(t.hb_last, 0);
+	assert_float_equal(t.up_s, 0, 1e-12);
+	registry_close(reg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -209,6 +280,7 @@ int main(void)
 		cmocka_unit_test(test_slots),
 		cmocka_unit_test(test_weights_draw),
 		cmocka_unit_test(test_registry_copy),
+		cmocka_unit_test(test_registry_value),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
