@@ -228,8 +228,8 @@ static void test_share(void **state)
 	/* a claim of 4096 slots wins little over an honest fast node: its
 	 * slots are capped by twice what it served well at once, so it earns
 	 * some over a node that claims few (greedy / fast ran 0.88 to 1.6 over
-	 * twelve runs on a loaded 2-core machine); uncapped, a free share near
-	 * 1 at every choice would take most of the work */
+	 * twelve runs on a loaded 2-core machine); test_earned_slots checks
+	 * the cap itself */
 	if (got[GREEDY] > got[FAST] * 2)
 		fail_msg("greedy %ld got more than 2 x fast %ld", got[GREEDY], got[FAST]);
 
