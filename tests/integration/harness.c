@@ -331,6 +331,16 @@ int harness_start_coordinator(harness_proc *p, const char *dir, const char *cons
 	return started(p, spawn(p, argv, log, NULL, "coordinator_started", false, 10000));
 }
 
+int harness_start_coordinator_tmp(harness_proc *p, char *tmp, size_t tmplen,
+    const char *const *extra)
+{
+	char data[4096];
+
+	harness_tmpdir(tmp, tmplen);
+	snprintf(data, sizeof(data), "%s/coordinator", tmp);
+	return harness_start_coordinator(p, data, extra);
+}
+
 int harness_start_sim(harness_proc *p, const char *log, const char *const *extra)
 {
 	const char *head[] = { harness_sim_path(), NULL };

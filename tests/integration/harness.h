@@ -58,6 +58,11 @@ int harness_start(harness_proc *p, const char *const *argv, const char *log,
  * the same port). */
 int harness_start_coordinator(harness_proc *p, const char *dir, const char *const *extra);
 
+/* A fresh temporary directory into tmp[tmplen] (harness_tmpdir) and a
+ * coordinator in tmp/coordinator, as harness_start_coordinator. */
+int harness_start_coordinator_tmp(harness_proc *p, char *tmp, size_t tmplen,
+    const char *const *extra);
+
 /* `engine-sim --listen 127.0.0.1:0 EXTRA...` with its output to `log`;
  * the port comes from its "listening on HOST:PORT" line. */
 int harness_start_sim(harness_proc *p, const char *log, const char *const *extra);

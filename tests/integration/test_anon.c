@@ -150,12 +150,8 @@ static void test_anon_rate_per_address(void **state)
 static int setup(void **state)
 {
 	static const char *const extra[] = { "--anon-rate-limit", "2", NULL };
-	char data[400];
-
 	(void)state;
-	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(data, sizeof(data), "%s/coordinator", tmp);
-	return harness_start_coordinator(&coord, data, extra);
+	return harness_start_coordinator_tmp(&coord, tmp, sizeof(tmp), extra);
 }
 
 static int teardown(void **state)

@@ -314,14 +314,11 @@ static int setup(void **state)
 {
 	const char *extra[] = { "--node-ttl", "600", "--anon-rate-limit", "100000", "--admin",
 		NULL, NULL };
-	char data[400];
 
 	(void)state;
 	identity_generate(&admin);
 	extra[5] = admin.id;
-	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(data, sizeof(data), "%s/coordinator", tmp);
-	return harness_start_coordinator(&coord, data, extra);
+	return harness_start_coordinator_tmp(&coord, tmp, sizeof(tmp), extra);
 }
 
 static int teardown(void **state)

@@ -130,12 +130,8 @@ static void test_replay_at_window_edges(void **state)
 
 static int setup(void **state)
 {
-	char data[400];
-
 	(void)state;
-	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(data, sizeof(data), "%s/coordinator", tmp);
-	return harness_start_coordinator(&coord, data, NULL);
+	return harness_start_coordinator_tmp(&coord, tmp, sizeof(tmp), NULL);
 }
 
 static int teardown(void **state)

@@ -281,12 +281,8 @@ static int setup(void **state)
 {
 	static const char *const extra[] = { "--node-ttl", "600", "--anon-rate-limit",
 		"100000", NULL };
-	char data[400];
-
 	(void)state;
-	harness_tmpdir(tmp, sizeof(tmp));
-	snprintf(data, sizeof(data), "%s/coordinator", tmp);
-	return harness_start_coordinator(&coord, data, extra);
+	return harness_start_coordinator_tmp(&coord, tmp, sizeof(tmp), extra);
 }
 
 static int teardown(void **state)
