@@ -1,11 +1,14 @@
 /*
  * spool.h - a durable outbox of signed JSON messages about jobs, sent to
- * the coordinator by a thread of its own: the worker's receipts
+ * the coordinator by threads of its own: the worker's receipts
  * (src/worker/receipts.c) and the clients' delivery reports
  * (src/client/report.c) both go through one.
  *
  * spool_submit is cheap and never touches the disk or the network (the
- * callers' event loops call it).  The sender thread then:
+ * callers' event loops call it).  SPOOL_LANES sender threads, each with
+ * its own connection, share the messages by a hash of their job id (a
+ * job's messages are sent in the order queued, different jobs' side by
+ * side).  A sender thread then:
  *   1. writes the message to DIR/<job_id>.json (a temporary file renamed
  *      into place, so a file is always whole); the file is fsync'd (with
  *      its directory) once the first send has failed: a message accepted
@@ -34,6 +37,7 @@
 #include "identity.h"
 
 #define SPOOL_BACKOFF_MAX_S 60
+#define SPOOL_LANES 4              /* sender threads, messages in flight at once */
 #define SPOOL_MAX_PENDING 100000   /* messages held in memory */
 #define SPOOL_FILE_MAX 65536       /* bytes of one spool file */
 #define SPOOL_ID_MAX 64            /* job id: 1..64 of [A-Za-z0-9_-] */
@@ -41,16 +45,16 @@
 
 typedef struct spool spool;
 
-/* Called on the sender thread with the coordinator's 2xx reply (may be
+/* Called on a sender thread with the coordinator's 2xx reply (may be
  * NULL when it was not JSON) to a message it accepted. */
 typedef void (*spool_accepted_fn)(const json_t *reply);
 
 /* Open the spool directory `dir` (created 0700 with its parents), load the
- * messages already there, and start the sender thread, which posts to
+ * messages already there, and start the sender threads, which post to
  * `coordinator`/jobs/{job_id}/`kind` signing with `id` (copied).  `kind`
  * is a short lowercase word ("receipt", "report"); `on_accepted` may be
  * NULL.  Returns 0, or TROOP_EINVAL, TROOP_EIO (directory), TROOP_ENOMEM,
- * TROOP_ERR (thread), message set. */
+ * TROOP_ERR (threads), message set. */
 int spool_start(spool **out, const char *kind, const char *coordinator,
     const troop_identity *id, const char *dir, spool_accepted_fn on_accepted);
 
@@ -78,7 +82,7 @@ size_t spool_pending(spool *s);
 size_t spool_sent(spool *s);
 
 /* Try to send what is pending for up to flush_ms (one attempt each, no
- * backoff waits), then stop the thread.  Messages still unsent stay in
+ * backoff waits), then stop the threads.  Messages still unsent stay in
  * the directory for the next start.  Frees s; NULL is fine. */
 void spool_stop(spool *s, int flush_ms);
 
