@@ -144,8 +144,10 @@ if [ "$what" = all ] || [ "$what" = source ]; then
       echo "    llama-server: the host's build copied in from $llama_cache"
     fi
     if ! step "make test" "$work/make-test.log" in_root "$r" "cd /root/monkey-troop && make test"; then
-      # the summary above names the failed tests; their own FAIL lines say why
-      grep -E '^(FAIL|SKIP)|: FAIL|^not ok' "$work/make-test.log" | head -n 40 | sed 's/^/    why: /'
+      # the summary above names the failed tests; their own FAIL lines
+      # (shell tests) and cmocka's ERROR and LINE lines say why
+      grep -E '^(FAIL|SKIP)|: FAIL|^not ok|^\[  (ERROR|FAILED) *\]|^\[   LINE   \]|^ERROR:|error: Failure' \
+        "$work/make-test.log" | head -n 60 | sed 's/^/    why: /'
     fi
     grep -E "tests passed|tests failed" "$work/make-test.log" | tail -1 | sed 's/^/    /'
     echo "    after make test: $(footprint "$r")"
