@@ -2048,11 +2048,21 @@ static int node_read(ledger_node *out, ledger_conn *c, const char *node_id)
 	return 1;
 }
 
+int64_t ledger_node_touch_interval(const char *node_id)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; node_id && *node_id; node_id++)
+		h = (h ^ (unsigned char)*node_id) * 0x100000001b3ull;
+	/* the high bits: FNV-1a's low bits mix poorly for short keys */
+	return LEDGER_NODE_TOUCH_S + (int64_t)((h >> 32) % LEDGER_NODE_TOUCH_S);
+}
+
 /* Nothing to write: same owner and name, last_seen fresh. */
 static bool node_fresh(const ledger_node *n, const char *owner, const char *name, int64_t now)
 {
 	return strcmp(n->owner, owner) == 0 && strcmp(n->name, name) == 0 &&
-	    now - n->last_seen < LEDGER_NODE_TOUCH_S && now >= n->last_seen;
+	    now - n->last_seen < ledger_node_touch_interval(n->node_id) && now >= n->last_seen;
 }
 
 struct upsert_arg {

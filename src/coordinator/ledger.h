@@ -586,7 +586,7 @@ typedef struct {
 	int64_t jobs_ok;
 	int64_t jobs_failed;
 	int64_t first_seen;
-	int64_t last_seen;      /* coarse: refreshed at most every LEDGER_NODE_TOUCH_S */
+	int64_t last_seen;      /* coarse: refreshed every ledger_node_touch_interval */
 	int64_t pending;        /* pending earnings owed to its owner */
 	int64_t payers;         /* distinct accounts that paid it with ordinary credits */
 	int64_t audit_failed;   /* unix time of a failed audit, 0 if none */
@@ -608,9 +608,16 @@ bool ledger_node_established(const ledger_node *n, const ledger_policy *p, int64
 
 #define LEDGER_NODE_TOUCH_S 300
 
+/* How old node `node_id`'s last_seen may grow before a heartbeat writes
+ * it again: LEDGER_NODE_TOUCH_S plus up to as much again, by a hash of
+ * the id, so that a fleet that registered together (a coordinator restart,
+ * a Redis flush) does not come due in the same second five minutes later.
+ * Pure. */
+int64_t ledger_node_touch_interval(const char *node_id);
+
 /* Create node `node_id` (multiplier 1.0, unverified) or update its owner
  * and name.  Cheap when nothing changed: no write unless owner or name
- * differ or last_seen is older than LEDGER_NODE_TOUCH_S.  `name` may be
+ * differ or last_seen is older than ledger_node_touch_interval.  `name` may be
  * NULL or "".  *created (may be NULL) says whether it was new. */
 int ledger_node_upsert(bool *created, ledger_conn *c, const char *node_id,
     const char *owner, const char *name, int64_t now);

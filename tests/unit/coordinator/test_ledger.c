@@ -1433,11 +1433,16 @@ static void test_nodes(void **state)
 	assert_string_equal(nd.name, "renamed");
 	assert_int_equal(nd.first_seen, NOW);
 	assert_int_equal(nd.last_seen, NOW + 20);
-	/* a touch after LEDGER_NODE_TOUCH_S refreshes last_seen */
+	/* a touch before the node's interval leaves last_seen; one at it
+	 * refreshes it */
 	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-9", "owner-10", "renamed",
-	    NOW + 20 + LEDGER_NODE_TOUCH_S), 0);
+	    NOW + 19 + ledger_node_touch_interval("node-9")), 0);
 	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
-	assert_int_equal(nd.last_seen, NOW + 20 + LEDGER_NODE_TOUCH_S);
+	assert_int_equal(nd.last_seen, NOW + 20);
+	assert_int_equal(ledger_node_upsert(NULL, f->c, "node-9", "owner-10", "renamed",
+	    NOW + 20 + ledger_node_touch_interval("node-9")), 0);
+	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
+	assert_int_equal(nd.last_seen, NOW + 20 + ledger_node_touch_interval("node-9"));
 
 	assert_int_equal(ledger_node_set_verification(f->c, "node-9", 2.5, true, NOW + 30), 0);
 	assert_int_equal(ledger_node_get(&nd, f->c, "node-9"), 0);
@@ -1585,15 +1590,55 @@ static void test_node_touch(void **state)
 	assert_true(nd.multiplier == 3.0);
 	/* stale last_seen is refreshed */
 	assert_int_equal(ledger_node_touch(&nd, NULL, f->c, "node-7", "owner-8", "",
-	    NOW + 6 + LEDGER_NODE_TOUCH_S), 0);
-	assert_int_equal(nd.last_seen, NOW + 6 + LEDGER_NODE_TOUCH_S);
+	    NOW + 6 + ledger_node_touch_interval("node-7")), 0);
+	assert_int_equal(nd.last_seen, NOW + 6 + ledger_node_touch_interval("node-7"));
 	assert_int_equal(ledger_node_get(&again, f->c, "node-7"), 0);
-	assert_int_equal(again.last_seen, NOW + 6 + LEDGER_NODE_TOUCH_S);
+	assert_int_equal(again.last_seen, NOW + 6 + ledger_node_touch_interval("node-7"));
 	/* the same checks as the upsert */
 	assert_int_equal(ledger_node_touch(&nd, NULL, f->c, "node-7", "", "x", NOW), TROOP_EINVAL);
 	assert_int_equal(ledger_node_touch(&nd, NULL, f->c, "", "o", "x", NOW), TROOP_EINVAL);
 	assert_int_equal(ledger_node_touch(NULL, NULL, f->c, "node-7", "o", "x", NOW),
 	    TROOP_EINVAL);
+}
+
+/* A fleet that registered in one second and heartbeats every 10 s: the
+ * heartbeats' last_seen writes are spread over the touch intervals, not
+ * all in the one 10-s round LEDGER_NODE_TOUCH_S later (every one of the
+ * 1,000 nodes wrote in the same round before, and this failed). */
+static void test_node_touch_spread(void **state)
+{
+	enum { NODES = 1000, STEP = 10, ROUNDS = 2 * LEDGER_NODE_TOUCH_S / STEP + 1 };
+	struct fixture *f = *state;
+	static int64_t seen[NODES];
+	int writes[ROUNDS] = { 0 }, most = 0, total = 0;
+	char id[32];
+
+	for (int i = 0; i < NODES; i++) {
+		snprintf(id, sizeof(id), "fleet-%04d", i);
+		int64_t iv = ledger_node_touch_interval(id);
+		assert_true(iv >= LEDGER_NODE_TOUCH_S && iv < 2 * LEDGER_NODE_TOUCH_S);
+		assert_int_equal(iv, ledger_node_touch_interval(id));   /* a node's own, always */
+	}
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < NODES; i++) {
+			ledger_node nd;
+			snprintf(id, sizeof(id), "fleet-%04d", i);
+			assert_int_equal(ledger_node_touch(&nd, NULL, f->c, id, "owner", "box",
+			    NOW + (int64_t)r * STEP), 0);
+			if (r > 0 && nd.last_seen != seen[i]) {
+				writes[r]++;
+				total++;
+			}
+			seen[i] = nd.last_seen;
+		}
+		if (writes[r] > most)
+			most = writes[r];
+	}
+	/* a 10-s round: 1000 x 10 / 300 = 33 on average */
+	if (most > 100)
+		fail_msg("%d of %d nodes wrote last_seen in one 10-s round", most, NODES);
+	/* every node wrote once in its first interval (300 to 600 s) */
+	assert_int_equal(total, NODES);
 }
 
 static void test_kv_and_audit(void **state)
@@ -1934,6 +1979,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_upsert_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_node_touch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_node_touch_spread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kv_and_audit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_admin_tools, setup, teardown),
