@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # test_busy_burst.sh - a node that a burst filled is free again the moment
 # its jobs end.  A worker with 4 slots gets 4 concurrent requests (about
-# 0.4 s each); the moment they have all answered, one more request must be
-# served, not refused with 503 "every node is busy" until the node's next
-# heartbeat.  Then `troop nodes --json` must not show the node BUSY with no
+# 0.4 s each); once they have all answered, one more request must be
+# served within a second (the receipts' way to the coordinator), not
+# refused with 503 "every node is busy" until the node's next heartbeat.  Then `troop nodes --json` must not show the node BUSY with no
 # job running.  Repeated, since the race is a timing one.
 set -u
 command -v curl >/dev/null || { echo "FAIL: curl is not installed"; exit 1; }
@@ -37,9 +37,18 @@ for round in $(seq 1 $ROUNDS); do
 		c=$(cat "$CHAIN_TMP/burst-$round-$i.code")
 		[ "$c" = 200 ] || chain_fail "round $round: burst request $i got $c: $(head -c 300 "$CHAIN_TMP/burst-$round-$i.json")"
 	done
-	# the burst is over: the node's 4 slots are free again
-	c=$(post "$CHAIN_TMP/after-$round.json")
-	[ "$c" = 200 ] || chain_fail "round $round: the request right after the burst got $c: $(head -c 300 "$CHAIN_TMP/after-$round.json")"
+	# the burst is over: the node's 4 slots are free again as soon as the
+	# worker's receipts arrive, a few milliseconds after the answers (on a
+	# loaded machine they may come after the next request): a 503 is tried
+	# again for up to 1 s, far less than the heartbeat interval (10 s) that
+	# freed the slots before
+	for try in $(seq 1 10); do
+		c=$(post "$CHAIN_TMP/after-$round.json")
+		[ "$c" = 503 ] || break
+		sleep 0.1
+	done
+	[ "$try" -gt 1 ] && [ "$c" = 200 ] && echo "round $round: the request after the burst was served at try $try"
+	[ "$c" = 200 ] || chain_fail "round $round: the request right after the burst got $c (try $try): $(head -c 300 "$CHAIN_TMP/after-$round.json")"
 	# and nobody is shown a node BUSY with nothing running
 	chain_troop nodes --json >"$CHAIN_TMP/nodes-$round.json" 2>/dev/null
 	python3 - "$CHAIN_TMP/nodes-$round.json" <<'PY' || chain_fail "round $round: $(cat "$CHAIN_TMP/nodes-$round.json" | head -c 400)"
