@@ -117,9 +117,11 @@ static const config_opt coord_opts[] = {
 	{ "poh-challenge-ttl", 0, OPT_INT, "TROOP_POH_CHALLENGE_TTL", NULL, "120", "SECONDS",
 	  "proof-of-hardware: time allowed from challenge to root, and from root to reveal",
 	  1, 3600 },
-	{ "max-nonces", 0, OPT_INT, "TROOP_MAX_NONCES", NULL, "1000000", "N",
-	  "signature nonces remembered at once; one signer may hold 1/20 of them and one "
-	  "source address 1/4", 100, 1e9 },
+	{ "max-nonces", 0, OPT_INT, "TROOP_MAX_NONCES", NULL, "0", "N",
+	  "signature nonces remembered at once, each for 121 s: the cap / 121 is the signed "
+	  "requests per second the troop takes; one signer may hold 1/20 of them and one "
+	  "source address 1/4 (0: a quarter of this machine's memory at 256 bytes a nonce, "
+	  "at least 1000000; with Redis 1000000)", 0, 1e9 },
 	{ "max-nodes", 0, OPT_INT, "TROOP_MAX_NODES", NULL, "0", "N",
 	  "live nodes the registry keeps; a heartbeat of a new node beyond them is refused "
 	  "(503) (0: a quarter of this machine's memory at 512 bytes a node, at least "
@@ -651,10 +653,13 @@ int cmd_coordinator(int argc, char **argv)
 			.max_nodes = (size_t)config_int(cfg, "max-nodes") };
 		if (ro.max_nodes == 0)
 			ro.max_nodes = registry_default_max_nodes();
+		if (ro.max_nonces == 0)
+			ro.max_nonces = registry_default_max_nonces(config_str(cfg, "registry-url"));
 		rc = registry_open(&c->reg, config_str(cfg, "registry-url"), &ro);
 		if (rc == 0)
-			log_info("registry_opened", "backend=%s max_nodes=%zu",
-			    registry_backend_name(c->reg), ro.max_nodes);
+			log_info("registry_opened", "backend=%s max_nodes=%zu max_nonces=%zu "
+			    "signed_per_s=%zu", registry_backend_name(c->reg), ro.max_nodes,
+			    ro.max_nonces, ro.max_nonces / REGISTRY_NONCE_WINDOW);
 	}
 	if (rc != 0) {
 		fatal_config("cannot open the registry");

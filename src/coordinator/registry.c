@@ -134,6 +134,23 @@ size_t registry_default_max_nodes(void)
 	return n > REGISTRY_MIN_DEFAULT_NODES ? n : REGISTRY_MIN_DEFAULT_NODES;
 }
 
+static bool url_in_process(const char *url)
+{
+	return url == NULL || url[0] == '\0' || strcmp(url, "memory:") == 0 ||
+	    strcmp(url, "memory") == 0;
+}
+
+size_t registry_default_max_nonces(const char *url)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	size_t n = 0;
+	if (!url_in_process(url))
+		return REGISTRY_MIN_DEFAULT_NONCES;
+	if (pages > 0 && page > 0)
+		n = (size_t)pages / 4 * (size_t)page / REGISTRY_NONCE_BYTES;
+	return n > REGISTRY_MIN_DEFAULT_NONCES ? n : REGISTRY_MIN_DEFAULT_NONCES;
+}
+
 int registry_open(registry **out, const char *url, const registry_opts *opts)
 {
 	if (out == NULL)
@@ -145,7 +162,7 @@ int registry_open(registry **out, const char *url, const registry_opts *opts)
 	if (o.max_nodes == 0)
 		o.max_nodes = registry_default_max_nodes();
 	if (o.max_nonces == 0)
-		o.max_nonces = 1000000;
+		o.max_nonces = registry_default_max_nonces(url);
 	if (o.max_rate == 0)
 		o.max_rate = 1000000;
 	if (o.max_kv == 0)
@@ -159,8 +176,7 @@ int registry_open(registry **out, const char *url, const registry_opts *opts)
 	if (o.kv_quota_addr == 0)
 		o.kv_quota_addr = o.max_kv / 4 ? o.max_kv / 4 : 1;
 
-	if (url == NULL || url[0] == '\0' || strcmp(url, "memory:") == 0 ||
-	    strcmp(url, "memory") == 0)
+	if (url_in_process(url))
 		return registry_memory_ops.open(out, NULL, &o);
 	if (strnlen(url, REGISTRY_URL_MAX + 1) > REGISTRY_URL_MAX)
 		return troop_error_set(TROOP_ETOOLARGE, "registry URL is longer than %d bytes",

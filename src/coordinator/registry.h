@@ -172,7 +172,7 @@ typedef struct {
  * quota is refused with TROOP_ERATE while others still get in. */
 typedef struct {
 	size_t max_nodes;           /* live nodes kept; 0: registry_default_max_nodes() */
-	size_t max_nonces;          /* nonces remembered; 0: 1,000,000 */
+	size_t max_nonces;          /* nonces remembered; 0: registry_default_max_nonces() */
 	size_t max_rate;            /* rate-limit keys; 0: 1,000,000 */
 	size_t max_kv;              /* key/value entries; 0: 100,000 */
 	size_t nonce_quota_signer;  /* 0: max_nonces / 20 */
@@ -190,6 +190,22 @@ typedef struct {
 /* The default node cap: a quarter of this machine's physical memory over
  * REGISTRY_NODE_BYTES, at least REGISTRY_MIN_DEFAULT_NODES.  Thread-safe. */
 size_t registry_default_max_nodes(void);
+
+/* Bytes a remembered nonce costs the in-process registry, rounded up from
+ * 177 measured at 1M nonces (an expset entry and its key "<keyid>\x1f<nonce>").
+ * Every signed request's nonce is kept REGISTRY_NONCE_WINDOW seconds, so
+ * the cap over REGISTRY_NONCE_WINDOW is the signed requests per second the
+ * troop can take: 1,000,000 (the old fixed default) is 8,264/s, below
+ * 100,000 workers heartbeating every 10 s. */
+#define REGISTRY_NONCE_BYTES 256
+#define REGISTRY_MIN_DEFAULT_NONCES 1000000
+
+/* The default nonce cap of registry URL `url` (NULL or "memory:": the
+ * in-process registry): in process, a quarter of this machine's physical
+ * memory over REGISTRY_NONCE_BYTES, at least REGISTRY_MIN_DEFAULT_NONCES;
+ * with Redis, whose memory this machine cannot see (about 555 bytes a
+ * nonce there), REGISTRY_MIN_DEFAULT_NONCES.  Thread-safe. */
+size_t registry_default_max_nonces(const char *url);
 
 /* ---- lifetime ------------------------------------------------------------- */
 
