@@ -2,17 +2,19 @@
  * spool.c - durable outbox and sender threads for signed job messages
  * (spool.h): the worker's receipts, the clients' delivery reports.
  *
- * The messages are spread over SPOOL_LANES lanes by a hash of their job
- * id, so that a job's messages stay in order (a worker's started notice
- * before its receipt) while different jobs' messages go out side by side:
- * each settlement waits for the coordinator's durable commit, and one
- * message at a time lagged behind a busy worker (its receipts 15-30 ms
- * late at 130 jobs/s, its slots counted busy meanwhile).  Each lane is a
- * FIFO under its own mutex with its own thread and connection.  The
- * sender takes the head, works on it without the lock (disk, network),
- * and either drops it (accepted or refused for good) or puts it back at
- * the head and waits out the backoff: while the coordinator is
- * unreachable there is no point trying the rest.
+ * The queue is a FIFO under one mutex, served by SPOOL_SENDERS threads,
+ * each with its own connection.  Sender i works only while more than i
+ * messages wait, so a spool that keeps up uses one thread and one
+ * connection, and a backlog is sent by up to SPOOL_SENDERS at once: each
+ * settlement waits for the coordinator's durable commit, and one message
+ * at a time fell behind a busy worker (its receipts 15-30 ms late at 130
+ * jobs/s, its slots counted busy meanwhile).  A sender takes the first
+ * message whose job no other sender is working on (a job's messages stay
+ * in order: the started notice before the receipt), works on it without
+ * the lock (disk, network), and either drops it (accepted or refused for
+ * good) or puts it back at the head and has every sender wait out the
+ * backoff: while the coordinator is unreachable there is no point trying
+ * the rest.
  */
 #include "spool.h"
 
@@ -49,24 +51,26 @@ struct pending {
 	char notice[SPOOL_KIND_MAX + 1];  /* spool_notice: its kind; "" for a message */
 };
 
-struct lane {
+struct sender {
 	struct spool *r;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct pending *head, *tail;
-	bool stop;
+	int idx;                 /* works while more than idx messages wait */
 	bool started;
 	pthread_t thr;
-	int64_t retry_at_ms;     /* monotonic; 0: no backoff */
-	int backoff_s;
 	http_client *c;
+	char job[SPOOL_ID_MAX + 1];  /* the job it is working on; "" none */
 };
 
 struct spool {
-	pthread_mutex_t mu;      /* n, sent */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct pending *head, *tail;
+	size_t queued;           /* in the queue */
 	size_t n;                /* queued + the ones being worked on */
 	size_t sent;
-	struct lane lanes[SPOOL_LANES];
+	bool stop;
+	int64_t retry_at_ms;     /* monotonic; 0: no backoff */
+	int backoff_s;
+	struct sender senders[SPOOL_SENDERS];
 	char *coordinator;
 	troop_identity id;
 	char dir[PATH_MAX];
@@ -225,17 +229,7 @@ static char *read_small_file(const char *path, size_t max)
 	return buf;
 }
 
-/* The lane of job `id`: FNV-1a of the id. */
-static struct lane *lane_of(spool *r, const char *id)
-{
-	uint32_t h = 2166136261u;
-
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return &r->lanes[h % SPOOL_LANES];
-}
-
-static void enqueue_locked(struct lane *r, struct pending *p, bool front)
+static void enqueue_locked(spool *r, struct pending *p, bool front)
 {
 	if (front) {
 		p->next = r->head;
@@ -250,6 +244,7 @@ static void enqueue_locked(struct lane *r, struct pending *p, bool front)
 			r->head = p;
 		r->tail = p;
 	}
+	r->queued++;
 }
 
 /* Queue every message already in the spool. */
@@ -302,7 +297,7 @@ static void spool_load(spool *r)
 		p->body = text;
 		p->spooled = true;
 		p->synced = true;
-		enqueue_locked(lane_of(r, p->job_id), p, false);
+		enqueue_locked(r, p, false);
 		r->n++;
 		loaded++;
 	}
@@ -399,30 +394,51 @@ static enum send_result process(spool *r, http_client *c, struct pending *p)
 	return res;
 }
 
+/* The first queued message whose job no other sender works on, taken
+ * out of the queue; NULL when none.  Locked. */
+static struct pending *take_locked(spool *r)
+{
+	struct pending *prev = NULL;
+
+	for (struct pending *p = r->head; p; prev = p, p = p->next) {
+		bool busy = false;
+		for (int i = 0; i < SPOOL_SENDERS && !busy; i++)
+			busy = strcmp(r->senders[i].job, p->job_id) == 0;
+		if (busy)
+			continue;
+		if (prev)
+			prev->next = p->next;
+		else
+			r->head = p->next;
+		if (r->tail == p)
+			r->tail = prev;
+		p->next = NULL;
+		r->queued--;
+		return p;
+	}
+	return NULL;
+}
+
 static void *sender_main(void *arg)
 {
-	struct lane *l = arg;
-	spool *r = l->r;
+	struct sender *me = arg;
+	spool *r = me->r;
 
 	/* background work: never take CPU from the proxy's streams */
 	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), SPOOL_NICE);
 
-	pthread_mutex_lock(&l->mu);
+	pthread_mutex_lock(&r->mu);
 	for (;;) {
-		struct pending *p;
+		struct pending *p = NULL;
 		enum send_result res;
 		int64_t now;
 
-		if (l->stop)
+		if (r->stop)
 			break;
-		if (!l->head) {
-			pthread_cond_wait(&l->cv, &l->mu);
-			continue;
-		}
 		now = mono_ms();
-		if (l->retry_at_ms > now) {
+		if (r->queued > (size_t)me->idx && r->retry_at_ms > now) {
 			struct timespec ts;
-			int64_t wait = l->retry_at_ms - now;
+			int64_t wait = r->retry_at_ms - now;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += wait / 1000;
@@ -431,34 +447,38 @@ static void *sender_main(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
-			pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+			pthread_cond_timedwait(&r->cv, &r->mu, &ts);
 			continue;
 		}
-		p = l->head;
-		l->head = p->next;
-		if (!l->head)
-			l->tail = NULL;
-		pthread_mutex_unlock(&l->mu);
-		res = process(r, l->c, p);
-		pthread_mutex_lock(&l->mu);
+		if (r->queued > (size_t)me->idx)
+			p = take_locked(r);
+		if (!p) {
+			pthread_cond_wait(&r->cv, &r->mu);
+			continue;
+		}
+		snprintf(me->job, sizeof(me->job), "%s", p->job_id);
+		pthread_mutex_unlock(&r->mu);
+		res = process(r, me->c, p);
+		pthread_mutex_lock(&r->mu);
+		me->job[0] = '\0';
 		if (res == RETRY) {
-			enqueue_locked(l, p, true);
-			l->backoff_s = l->backoff_s ? l->backoff_s * 2 : 1;
-			if (l->backoff_s > SPOOL_BACKOFF_MAX_S)
-				l->backoff_s = SPOOL_BACKOFF_MAX_S;
-			l->retry_at_ms = mono_ms() + (int64_t)l->backoff_s * 1000;
+			enqueue_locked(r, p, true);
+			r->backoff_s = r->backoff_s ? r->backoff_s * 2 : 1;
+			if (r->backoff_s > SPOOL_BACKOFF_MAX_S)
+				r->backoff_s = SPOOL_BACKOFF_MAX_S;
+			r->retry_at_ms = mono_ms() + (int64_t)r->backoff_s * 1000;
 		} else {
-			pthread_mutex_lock(&r->mu);
 			if (res == SENT && !p->notice[0])
 				r->sent++;
 			r->n--;
-			pthread_mutex_unlock(&r->mu);
-			l->backoff_s = 0;
-			l->retry_at_ms = 0;
+			r->backoff_s = 0;
+			r->retry_at_ms = 0;
 			pending_free(p);
 		}
+		/* the job's next message, if any, may go now */
+		pthread_cond_broadcast(&r->cv);
 	}
-	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&r->mu);
 	return NULL;
 }
 
@@ -482,10 +502,10 @@ int spool_start(spool **out, const char *kind, const char *coordinator,
 	if (!r)
 		return troop_error_set(TROOP_ENOMEM, "out of memory for the %s spool", kind);
 	pthread_mutex_init(&r->mu, NULL);
-	for (int i = 0; i < SPOOL_LANES; i++) {
-		r->lanes[i].r = r;
-		pthread_mutex_init(&r->lanes[i].mu, NULL);
-		pthread_cond_init(&r->lanes[i].cv, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	for (int i = 0; i < SPOOL_SENDERS; i++) {
+		r->senders[i].r = r;
+		r->senders[i].idx = i;
 	}
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
 	snprintf(r->kind, sizeof(r->kind), "%s", kind);
@@ -501,20 +521,20 @@ int spool_start(spool **out, const char *kind, const char *coordinator,
 		rc = troop_error_set(TROOP_ENOMEM, "out of memory for the %s spool", kind);
 		goto fail;
 	}
-	for (int i = 0; i < SPOOL_LANES; i++) {
-		if (http_client_new(&r->lanes[i].c) != 0) {
+	for (int i = 0; i < SPOOL_SENDERS; i++) {
+		if (http_client_new(&r->senders[i].c) != 0) {
 			rc = troop_error_set(TROOP_ENOMEM, "out of memory for the %s spool", kind);
 			goto fail;
 		}
-		http_client_set_limits(r->lanes[i].c, SPOOL_TIMEOUT_MS, 64 * 1024);
+		http_client_set_limits(r->senders[i].c, SPOOL_TIMEOUT_MS, 64 * 1024);
 	}
 	spool_load(r);
-	for (int i = 0; i < SPOOL_LANES; i++) {
-		if (pthread_create(&r->lanes[i].thr, NULL, sender_main, &r->lanes[i]) != 0) {
+	for (int i = 0; i < SPOOL_SENDERS; i++) {
+		if (pthread_create(&r->senders[i].thr, NULL, sender_main, &r->senders[i]) != 0) {
 			rc = troop_error_set(TROOP_ERR, "cannot start the %s threads", kind);
 			goto fail;
 		}
-		r->lanes[i].started = true;
+		r->senders[i].started = true;
 	}
 	*out = r;
 	return 0;
@@ -536,15 +556,14 @@ static bool take_place(spool *r)
 	return ok;
 }
 
-/* Hand `p` to its lane's thread. */
+/* Queue `p` for the senders. */
 static void enqueue(spool *r, struct pending *p)
 {
-	struct lane *l = lane_of(r, p->job_id);
-
-	pthread_mutex_lock(&l->mu);
-	enqueue_locked(l, p, false);
-	pthread_cond_signal(&l->cv);
-	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_lock(&r->mu);
+	enqueue_locked(r, p, false);
+	/* every sender: the ones past the first look at the backlog */
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
 }
 
 int spool_submit(spool *r, const char *job_id, const json_t *body)
@@ -621,67 +640,52 @@ void spool_stop(spool *r, int flush_ms)
 {
 	int64_t deadline;
 	size_t left = 0;
-	bool reachable = true;
+	http_client *c;
 
 	if (!r)
 		return;
-	for (int i = 0; i < SPOOL_LANES; i++) {
-		struct lane *l = &r->lanes[i];
-		if (!l->started)
-			continue;
-		pthread_mutex_lock(&l->mu);
-		l->stop = true;
-		pthread_cond_broadcast(&l->cv);
-		pthread_mutex_unlock(&l->mu);
-	}
-	for (int i = 0; i < SPOOL_LANES; i++)
-		if (r->lanes[i].started)
-			pthread_join(r->lanes[i].thr, NULL);
-	/* best effort: one try each while time is left and the coordinator
-	 * answers (the first message it does not take ends the tries) */
+	pthread_mutex_lock(&r->mu);
+	r->stop = true;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < SPOOL_SENDERS; i++)
+		if (r->senders[i].started)
+			pthread_join(r->senders[i].thr, NULL);
+	/* best effort: one try each while time is left and the coordinator answers */
+	c = r->senders[0].c;
 	deadline = mono_ms() + (flush_ms > 0 ? flush_ms : 0);
-	for (int i = 0; i < SPOOL_LANES && reachable; i++) {
-		struct lane *l = &r->lanes[i];
-		while (l->head) {
-			struct pending *p = l->head;
-			int64_t left_ms = deadline - mono_ms();
+	while (r->head) {
+		struct pending *p = r->head;
+		int64_t left_ms = deadline - mono_ms();
 
-			if (left_ms <= 0 || !l->c) {
-				reachable = false;
-				break;
-			}
-			http_client_set_limits(l->c, left_ms < SPOOL_TIMEOUT_MS ? (long)left_ms :
-			    SPOOL_TIMEOUT_MS, 64 * 1024);
-			if (process(r, l->c, p) == RETRY) {
-				/* make sure it is on disk for the next start */
-				reachable = false;
-				break;
-			}
-			l->head = p->next;
-			pending_free(p);
+		if (left_ms <= 0 || !c)
+			break;
+		http_client_set_limits(c, left_ms < SPOOL_TIMEOUT_MS ? (long)left_ms :
+		    SPOOL_TIMEOUT_MS, 64 * 1024);
+		if (process(r, c, p) == RETRY) {
+			/* make sure it is on disk for the next start */
+			break;
 		}
+		r->head = p->next;
+		pending_free(p);
 	}
-	for (int i = 0; i < SPOOL_LANES; i++) {
-		struct lane *l = &r->lanes[i];
-		while (l->head) {
-			struct pending *p = l->head;
-			if (!p->spooled && spool_write(r, p) != 0)
-				log_error(r->ev_lost, "job=%s error=\"%s\"", p->job_id,
-				    troop_error_msg());
-			else if (!p->synced)
-				spool_sync(r, p->job_id);
-			l->head = p->next;
-			pending_free(p);
-			left++;
-		}
-		http_client_free(l->c);
-		pthread_cond_destroy(&l->cv);
-		pthread_mutex_destroy(&l->mu);
+	while (r->head) {
+		struct pending *p = r->head;
+		if (!p->spooled && spool_write(r, p) != 0)
+			log_error(r->ev_lost, "job=%s error=\"%s\"", p->job_id, troop_error_msg());
+		else if (!p->synced)
+			spool_sync(r, p->job_id);
+		r->head = p->next;
+		pending_free(p);
+		left++;
 	}
 	if (left)
 		log_info(r->ev_spool, "dir=%s unsent=%zu", r->dir, left);
+	for (int i = 0; i < SPOOL_SENDERS; i++)
+		http_client_free(r->senders[i].c);
 	free(r->coordinator);
 	identity_wipe(&r->id);
+	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }

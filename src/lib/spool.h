@@ -5,10 +5,10 @@
  * (src/client/report.c) both go through one.
  *
  * spool_submit is cheap and never touches the disk or the network (the
- * callers' event loops call it).  SPOOL_LANES sender threads, each with
- * its own connection, share the messages by a hash of their job id (a
- * job's messages are sent in the order queued, different jobs' side by
- * side).  A sender thread then:
+ * callers' event loops call it).  Up to SPOOL_SENDERS sender threads,
+ * each with its own connection, send the queue: one while the spool keeps
+ * up, more while a backlog waits (different jobs' messages side by side;
+ * a job's own in the order queued).  A sender thread then:
  *   1. writes the message to DIR/<job_id>.json (a temporary file renamed
  *      into place, so a file is always whole); the file is fsync'd (with
  *      its directory) once the first send has failed: a message accepted
@@ -37,7 +37,7 @@
 #include "identity.h"
 
 #define SPOOL_BACKOFF_MAX_S 60
-#define SPOOL_LANES 4              /* sender threads, messages in flight at once */
+#define SPOOL_SENDERS 4            /* sender threads: messages in flight at most */
 #define SPOOL_MAX_PENDING 100000   /* messages held in memory */
 #define SPOOL_FILE_MAX 65536       /* bytes of one spool file */
 #define SPOOL_ID_MAX 64            /* job id: 1..64 of [A-Za-z0-9_-] */

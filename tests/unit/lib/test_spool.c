@@ -3,13 +3,16 @@
  * takes its time: a plain HTTP server on loopback that holds each request
  * 60 ms, as a coordinator waiting for its durable commit under load does.
  *
- *   side_by_side  messages about different jobs are in flight together
- *                 (SPOOL_LANES of them), not one after another: one at a
- *                 time, a busy worker's receipts fell behind its jobs and
- *                 the coordinator counted its slots busy meanwhile (at most
- *                 one request in flight before, and this failed);
+ *   side_by_side  a backlog of messages about different jobs is sent by
+ *                 several senders at once (SPOOL_SENDERS at most), not one
+ *                 after another: one at a time, a busy worker's receipts
+ *                 fell behind its jobs and the coordinator counted its
+ *                 slots busy meanwhile (at most one request in flight
+ *                 before, and this failed);
  *   job_order     a job's own messages still arrive in the order queued:
- *                 the started notice before the receipt.
+ *                 the started notice before the receipt;
+ *   keeping_up    a spool that keeps up uses one connection (a worker is
+ *                 one of many that the coordinator holds connections for).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,7 +45,7 @@
 static struct {
 	int fd, port;
 	pthread_mutex_t mu;
-	int inflight, max_inflight;
+	int inflight, max_inflight, accepted;
 	char seen[SEEN_MAX][96];   /* request paths in arrival order */
 	int nseen;
 } srv = { .mu = PTHREAD_MUTEX_INITIALIZER };
@@ -110,6 +113,9 @@ static void *accept_main(void *arg)
 		pthread_t t;
 		if (c < 0)
 			return NULL;
+		pthread_mutex_lock(&srv.mu);
+		srv.accepted++;
+		pthread_mutex_unlock(&srv.mu);
 		if (pthread_create(&t, NULL, conn_main, (void *)(intptr_t)c) == 0)
 			pthread_detach(t);
 		else
@@ -122,6 +128,7 @@ static void srv_reset(void)
 	pthread_mutex_lock(&srv.mu);
 	srv.max_inflight = 0;
 	srv.nseen = 0;
+	srv.accepted = 0;
 	pthread_mutex_unlock(&srv.mu);
 }
 
@@ -210,7 +217,7 @@ static void test_side_by_side(void **state)
 	fprintf(stderr, "32 messages, %d requests, at most %d in flight at once\n", seen, most);
 	assert_int_equal(seen, 32);
 	assert_true(most >= 2);
-	assert_true(most <= SPOOL_LANES);
+	assert_true(most <= SPOOL_SENDERS);
 	finish(s, dir, &id);
 }
 
@@ -253,11 +260,41 @@ static void test_job_order(void **state)
 	finish(s, dir, &id);
 }
 
+static void test_keeping_up(void **state)
+{
+	char dir[256], job[32];
+	troop_identity id;
+	int accepted, most;
+	spool *s;
+
+	(void)state;
+	srv_reset();
+	s = start(dir, &id);
+	for (int i = 0; i < 10; i++) {
+		json_t *b;
+		snprintf(job, sizeof(job), "steady-%02d", i);
+		b = json_pack("{s:s}", "job_id", job);
+		assert_int_equal(spool_submit(s, job, b), 0);
+		json_decref(b);
+		wait_sent(s, (size_t)i + 1);
+	}
+	pthread_mutex_lock(&srv.mu);
+	accepted = srv.accepted;
+	most = srv.max_inflight;
+	pthread_mutex_unlock(&srv.mu);
+	fprintf(stderr, "10 messages one at a time: %d connection(s), at most %d in flight\n",
+	    accepted, most);
+	assert_int_equal(most, 1);
+	assert_int_equal(accepted, 1);
+	finish(s, dir, &id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_side_by_side),
 		cmocka_unit_test(test_job_order),
+		cmocka_unit_test(test_keeping_up),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
