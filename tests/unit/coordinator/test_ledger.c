@@ -1634,6 +1634,8 @@ static void test_node_touch_spread(void **state)
 		if (writes[r] > most)
 			most = writes[r];
 	}
+	fprintf(stderr, "%d nodes, heartbeats every %d s: %d last_seen writes, at most %d in "
+	    "one round\n", NODES, STEP, total, most);
 	/* a 10-s round: 1000 x 10 / 300 = 33 on average */
 	if (most > 100)
 		fail_msg("%d of %d nodes wrote last_seen in one 10-s round", most, NODES);
