@@ -85,7 +85,11 @@ wait_metric 'troop_up_prefetch_total{result="fetched"}' 2 ||
 # ---- the ticket's node goes away: failover, the app gets its answer --------------
 { kill -9 "$WA_PID"; wait "$WA_PID"; } 2>/dev/null
 chain_sim b --models "$MODEL"
-chain_worker b "ollama=http://127.0.0.1:$SIM_PORT" --donate always --no-verify --max-jobs 1
+# four slots: a slot comes back when the worker's receipt reaches the
+# coordinator, a few milliseconds after the app got its answer, and the
+# requests below follow each other at once (with one slot, the third got
+# 503 under a sanitizer)
+chain_worker b "ollama=http://127.0.0.1:$SIM_PORT" --donate always --no-verify --max-jobs 4
 chain_wait_nodes "$MODEL" 1
 code=$(chat "$MAIN_URL" "$CHAIN_TMP/r3")
 [ "$code" = 200 ] && grep -q "failover" "$CHAIN_TMP/up-main.log" &&
@@ -98,7 +102,10 @@ code=$(chat "$MAIN_URL" "$CHAIN_TMP/r3")
 wait_metric 'troop_up_prefetch_total{result="fetched"}' 3 ||
 	chain_fail "no ticket fetched ahead after the failover"
 before=$(authorizes)
-for i in 1 2 3; do chat "$UP_URL" "$CHAIN_TMP/off$i" >/dev/null; done
+for i in 1 2 3; do
+	code=$(chat "$UP_URL" "$CHAIN_TMP/off$i")
+	[ "$code" = 200 ] || chain_fail "--prefetch-idle 0: request $i got HTTP $code $(head -c 300 "$CHAIN_TMP/off$i")"
+done
 # one authorization per try (a try may still go to the node that went away)
 tries=$(grep ' job job=' "$CHAIN_TMP/up-other.log" | tail -3 | sed 's/.* tries=\([0-9]*\).*/\1/' |
 	awk '{ s += $1 } END { print s }')
