@@ -161,11 +161,14 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
 	return 0;
 }
 
+/* A spool in a new directory, sending to the server, which forgets what
+ * it saw. */
 static spool *start(char dir[256], troop_identity *id)
 {
 	char url[64];
 	spool *s = NULL;
 
+	srv_reset();
 	snprintf(dir, 256, "%s/troop-spool-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	assert_non_null(mkdtemp(dir));
 	identity_generate(id);
@@ -190,30 +193,43 @@ static void wait_sent(spool *s, size_t n)
 	assert_int_equal(spool_pending(s), 0);
 }
 
+/* Queue a message about job "<prefix>-<i>". */
+static void submit_job(spool *s, const char *prefix, int i)
+{
+	char job[32];
+	json_t *b;
+
+	snprintf(job, sizeof(job), "%s-%02d", prefix, i);
+	b = json_pack("{s:s}", "job_id", job);
+	assert_int_equal(spool_submit(s, job, b), 0);
+	json_decref(b);
+}
+
+/* What the server saw: requests, most in flight at once, connections. */
+static void server_saw(int *seen, int *most, int *accepted)
+{
+	pthread_mutex_lock(&srv.mu);
+	*seen = srv.nseen;
+	*most = srv.max_inflight;
+	*accepted = srv.accepted;
+	pthread_mutex_unlock(&srv.mu);
+}
+
 /* ---- tests ---------------------------------------------------------------------- */
 
 static void test_side_by_side(void **state)
 {
-	char dir[256], job[32];
+	char dir[256];
 	troop_identity id;
-	int seen, most;
+	int seen, most, accepted;
 	spool *s;
 
 	(void)state;
-	srv_reset();
 	s = start(dir, &id);
-	for (int i = 0; i < 32; i++) {
-		json_t *b;
-		snprintf(job, sizeof(job), "job-%02d", i);
-		b = json_pack("{s:s, s:s}", "job_id", job, "outcome", "ok");
-		assert_int_equal(spool_submit(s, job, b), 0);
-		json_decref(b);
-	}
+	for (int i = 0; i < 32; i++)
+		submit_job(s, "job", i);
 	wait_sent(s, 32);
-	pthread_mutex_lock(&srv.mu);
-	seen = srv.nseen;
-	most = srv.max_inflight;
-	pthread_mutex_unlock(&srv.mu);
+	server_saw(&seen, &most, &accepted);
 	fprintf(stderr, "32 messages, %d requests, at most %d in flight at once\n", seen, most);
 	assert_int_equal(seen, 32);
 	assert_true(most >= 2);
@@ -230,15 +246,11 @@ static void test_job_order(void **state)
 	spool *s;
 
 	(void)state;
-	srv_reset();
 	s = start(dir, &id);
 	for (int i = 0; i < 16; i++) {
-		json_t *b;
 		snprintf(job, sizeof(job), "order-%02d", i);
 		assert_int_equal(spool_notice(s, job, "started"), 0);
-		b = json_pack("{s:s}", "job_id", job);
-		assert_int_equal(spool_submit(s, job, b), 0);
-		json_decref(b);
+		submit_job(s, "order", i);
 	}
 	wait_sent(s, 16);   /* notices are not counted as sent */
 	pthread_mutex_lock(&srv.mu);
@@ -262,28 +274,21 @@ static void test_job_order(void **state)
 
 static void test_keeping_up(void **state)
 {
-	char dir[256], job[32];
+	char dir[256];
 	troop_identity id;
-	int accepted, most;
+	int seen, most, accepted;
 	spool *s;
 
 	(void)state;
-	srv_reset();
 	s = start(dir, &id);
 	for (int i = 0; i < 10; i++) {
-		json_t *b;
-		snprintf(job, sizeof(job), "steady-%02d", i);
-		b = json_pack("{s:s}", "job_id", job);
-		assert_int_equal(spool_submit(s, job, b), 0);
-		json_decref(b);
+		submit_job(s, "steady", i);
 		wait_sent(s, (size_t)i + 1);
 	}
-	pthread_mutex_lock(&srv.mu);
-	accepted = srv.accepted;
-	most = srv.max_inflight;
-	pthread_mutex_unlock(&srv.mu);
+	server_saw(&seen, &most, &accepted);
 	fprintf(stderr, "10 messages one at a time: %d connection(s), at most %d in flight\n",
 	    accepted, most);
+	assert_int_equal(seen, 10);
 	assert_int_equal(most, 1);
 	assert_int_equal(accepted, 1);
 	finish(s, dir, &id);
