@@ -270,9 +270,11 @@ static void test_share(void **state)
 	fprintf(stderr, "requests reaching each worker: fast %ld, slow %ld, flaky %ld "
 	    "(failures included), greedy %ld; %ld in all for %d requests\n", got[FAST],
 	    got[SLOW], got[FLAKY], got[GREEDY], total, REQUESTS);
-	/* every worker gets some */
+	/* every worker gets some: at least 1% (the slow one, 4 slots of
+	 * 350-ms jobs, serves about 11 a second: 19 to 26 when the whole run
+	 * takes 3 s) */
 	for (int i = 0; i < N_WORKERS; i++)
-		if (got[i] < 20)
+		if (got[i] < REQUESTS / 100)
 			fail_msg("worker %s got only %ld requests", names[i], got[i]);
 	/* the fast reliable ones get measurably more */
 	if (!(got[FAST] * 10 > got[SLOW] * 15))
