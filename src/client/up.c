@@ -554,7 +554,9 @@ int cmd_up(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (http_server_start(srv) != 0 || up_seal_pool_start() != 0) {
+	/* a SIGTERM while the banner is being written is a clean shutdown */
+	if (http_server_catch_signals(srv) != 0 || http_server_start(srv) != 0 ||
+	    up_seal_pool_start() != 0) {
 		rc = cli_fail(&c, "%s", troop_error_msg());
 		goto out;
 	}

@@ -737,7 +737,7 @@ int cmd_coordinator(int argc, char **argv)
 	api_hardware_routes(srv, c);
 	api_queue_routes(srv, c);
 	api_admin_routes(srv, c);
-	if (http_server_start(srv) != 0) {
+	if (http_server_catch_signals(srv) != 0 || http_server_start(srv) != 0) {
 		fatal_config("cannot start");
 		goto out;
 	}

@@ -182,6 +182,7 @@ struct http_server {
 	atomic_int *addr_conns;             /* HTTP_ADDR_SLOTS counters */
 	unsigned char addr_key[16];         /* hash key for addr_conns */
 	int stop_pipe[2];
+	int sig_slot;                       /* sig_register's slot; -1 none */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -1582,6 +1583,7 @@ int http_server_new(http_server **out, const http_server_opts *opts)
 	if (s == NULL)
 		return troop_error_set(TROOP_ENOMEM, "out of memory");
 	s->stop_pipe[0] = s->stop_pipe[1] = -1;
+	s->sig_slot = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->cv, NULL);
 	s->o = *opts;
@@ -2208,6 +2210,14 @@ void http_server_stop(http_server *s)
 	errno = saved;
 }
 
+int http_server_catch_signals(http_server *s)
+{
+	if (s->sig_slot < 0)
+		s->sig_slot = sig_register(s->stop_pipe[1]);
+	return s->sig_slot >= 0 ? 0 : troop_error_set(TROOP_ERR,
+	    "too many servers catching SIGINT and SIGTERM");
+}
+
 int http_server_run(http_server *s, int drain_ms)
 {
 	struct pollfd pfd;
@@ -2220,7 +2230,10 @@ int http_server_run(http_server *s, int drain_ms)
 	rc = http_server_start(s);
 	if (rc != 0)
 		return rc;
-	slot = sig_register(s->stop_pipe[1]);
+	/* a signal caught since http_server_catch_signals is in the pipe */
+	(void)http_server_catch_signals(s);
+	slot = s->sig_slot;
+	s->sig_slot = -1;
 	pfd.fd = s->stop_pipe[0];
 	pfd.events = POLLIN;
 	for (;;) {
@@ -2285,6 +2298,7 @@ void http_server_free(http_server *s)
 		free(s->routes[i].segbuf);
 	}
 	free(s->routes);
+	sig_unregister(s->sig_slot);   /* caught, never run */
 	if (s->stop_pipe[0] >= 0)
 		close(s->stop_pipe[0]);
 	if (s->stop_pipe[1] >= 0)

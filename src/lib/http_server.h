@@ -94,11 +94,20 @@ int http_server_start(http_server *s);
 /* The bound port (useful with port 0).  Valid after start. */
 int http_server_port(const http_server *s);
 
+/* Catch SIGINT and SIGTERM for this server's http_server_run from now
+ * on: one that comes before run (while the process finishes starting,
+ * after its listeners already serve) makes run shut down at once instead
+ * of the process dying of the signal's default action.  Call it before
+ * http_server_start on the server that http_server_run will wait on.
+ * Returns 0 or TROOP_ERR (too many servers catching). */
+int http_server_catch_signals(http_server *s);
+
 /* Start if needed, then block until SIGINT/SIGTERM or http_server_stop;
  * stop accepting, run the shutdown hook, wait up to `drain_ms` for
  * requests in flight, stop the threads (handlers still holding a request
- * then get their on_close).  SIGINT/SIGTERM handlers are installed only
- * while this runs; the server threads block both.  Returns 0 or a
+ * then get their on_close).  SIGINT/SIGTERM handlers are installed while
+ * this runs (from http_server_catch_signals on, when called); the server
+ * threads block both.  Returns 0 or a
  * troop_err.  A server runs once: free it afterwards. */
 int http_server_run(http_server *s, int drain_ms);
 

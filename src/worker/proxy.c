@@ -859,7 +859,9 @@ fail:
 
 int proxy_start(proxy *p)
 {
-	return http_server_start(p->srv);
+	int rc = http_server_catch_signals(p->srv);
+
+	return rc != 0 ? rc : http_server_start(p->srv);
 }
 
 int proxy_port(const proxy *p)
