@@ -543,27 +543,22 @@ fail:
 	return rc;
 }
 
-/* Count one more pending message; false when SPOOL_MAX_PENDING wait. */
-static bool take_place(spool *r)
+/* Queue `p` for the senders; false (nothing queued) when
+ * SPOOL_MAX_PENDING messages already wait. */
+static bool enqueue(spool *r, struct pending *p)
 {
 	bool ok;
 
 	pthread_mutex_lock(&r->mu);
 	ok = r->n < SPOOL_MAX_PENDING;
-	if (ok)
+	if (ok) {
 		r->n++;
+		enqueue_locked(r, p, false);
+		/* every sender: the ones past the first look at the backlog */
+		pthread_cond_broadcast(&r->cv);
+	}
 	pthread_mutex_unlock(&r->mu);
 	return ok;
-}
-
-/* Queue `p` for the senders. */
-static void enqueue(spool *r, struct pending *p)
-{
-	pthread_mutex_lock(&r->mu);
-	enqueue_locked(r, p, false);
-	/* every sender: the ones past the first look at the backlog */
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
 }
 
 int spool_submit(spool *r, const char *job_id, const json_t *body)
@@ -583,13 +578,12 @@ int spool_submit(spool *r, const char *job_id, const json_t *body)
 		return troop_error_set(TROOP_ENOMEM, "out of memory queueing a %s", r->kind);
 	}
 	snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
-	if (!take_place(r)) {
+	if (!enqueue(r, p)) {
 		pending_free(p);
 		log_error(r->ev_dropped, "job=%s error=\"%d already pending\"", job_id,
 		    SPOOL_MAX_PENDING);
 		return troop_error_set(TROOP_ETOOLARGE, "too many %ss pending", r->kind);
 	}
-	enqueue(r, p);
 	return 0;
 }
 
@@ -608,11 +602,10 @@ int spool_notice(spool *r, const char *job_id, const char *kind)
 	}
 	snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
 	snprintf(p->notice, sizeof(p->notice), "%s", kind);
-	if (!take_place(r)) {
+	if (!enqueue(r, p)) {
 		pending_free(p);
 		return troop_error_set(TROOP_ETOOLARGE, "too many %ss pending", r->kind);
 	}
-	enqueue(r, p);
 	return 0;
 }
 
