@@ -125,13 +125,19 @@ static int check_node(const registry_node *n)
 
 /* ---- lifetime ------------------------------------------------------------- */
 
-size_t registry_default_max_nodes(void)
+/* A quarter of this machine's physical memory over `bytes`, at least `min`. */
+static size_t quarter_of_memory(size_t bytes, size_t min)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
 	size_t n = 0;
 	if (pages > 0 && page > 0)
-		n = (size_t)pages / 4 * (size_t)page / REGISTRY_NODE_BYTES;
-	return n > REGISTRY_MIN_DEFAULT_NODES ? n : REGISTRY_MIN_DEFAULT_NODES;
+		n = (size_t)pages / 4 * (size_t)page / bytes;
+	return n > min ? n : min;
+}
+
+size_t registry_default_max_nodes(void)
+{
+	return quarter_of_memory(REGISTRY_NODE_BYTES, REGISTRY_MIN_DEFAULT_NODES);
 }
 
 static bool url_in_process(const char *url)
@@ -142,13 +148,9 @@ static bool url_in_process(const char *url)
 
 size_t registry_default_max_nonces(const char *url)
 {
-	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-	size_t n = 0;
 	if (!url_in_process(url))
 		return REGISTRY_MIN_DEFAULT_NONCES;
-	if (pages > 0 && page > 0)
-		n = (size_t)pages / 4 * (size_t)page / REGISTRY_NONCE_BYTES;
-	return n > REGISTRY_MIN_DEFAULT_NONCES ? n : REGISTRY_MIN_DEFAULT_NONCES;
+	return quarter_of_memory(REGISTRY_NONCE_BYTES, REGISTRY_MIN_DEFAULT_NONCES);
 }
 
 int registry_open(registry **out, const char *url, const registry_opts *opts)
