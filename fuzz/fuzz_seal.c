@@ -3,7 +3,8 @@
  * network (src/lib/seal.c): the response stream reader (bytes from the
  * worker), the request opener and the X-Troop-Seal header parser (bytes
  * from the client), and the key statement check (from the coordinator).
- * Besides surviving any input, the reader must pass on the same chunks
+ * The stream is read and written in both reply suites (secretstream and
+ * a256gcm).  Besides surviving any input, the reader must pass on the same chunks
  * and end with the same result whether the input comes whole or in
  * pieces cut at data[0]; and the first part of the input is also sealed
  * and read back, which must round-trip exactly.  abort() otherwise.
@@ -64,9 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		ready = 1;
 	}
-	/* the stream reader: whole, and in pieces */
-	{
+	/* the stream reader: whole, and in pieces, in both suites */
+	for (int suite = SEAL_REPLY_SS; suite <= SEAL_REPLY_GCM; suite++) {
 		size_t step = size ? (size_t)data[0] % 64 + 1 : 1;
+		job.reply = (uint8_t)suite;
 		int r1 = read_stream(&job, data, size, size ? size : 1, &a);
 		int r2 = read_stream(&job, data, size, step, &b);
 		if (r1 != r2 || a.len != b.len || memcmp(a.buf, b.buf, a.len) != 0)
@@ -77,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t n = size < sizeof(text) - 1 ? size : sizeof(text) - 1;
 		memcpy(text, data, n);
 		text[n] = '\0';
-		(void)seal_header_parse(epk, key, text);
+		(void)seal_header_parse(epk, key, NULL, text);
 		(void)seal_statement_verify(key, NULL, text,
 		    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", 1800000000);
 	}
@@ -90,9 +92,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    seal_request_open(&back, &job, "jti", "node", out.buf, out.len) != 0 ||
 	    back.len != size || (size && memcmp(back.buf, data, size) != 0))
 		abort();
-	/* and a stream of the input cut into chunks, read back */
+	/* and a stream of the input cut into chunks, read back (the suite
+	 * picked by the input) */
 	{
 		seal_writer w;
+		job.reply = size && (data[size - 1] & 1) ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
 		size_t step = size ? (size_t)data[0] % 97 + 1 : 1;
 		dynbuf_reset(&out);
 		if (seal_writer_begin(&w, &out, &job) != 0)
@@ -101,7 +105,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (seal_writer_push(&w, &out, data + at, size - at < step ? size - at : step,
 			    false) != 0)
 				abort();
-		if (seal_writer_push(&w, &out, NULL, 0, true) != 0 ||
+		int pushed = seal_writer_push(&w, &out, NULL, 0, true);
+		seal_writer_free(&w);
+		if (pushed != 0 ||
 		    read_stream(&job, (const uint8_t *)out.buf, out.len, 13, &a) != 0 ||
 		    a.len != (size < sizeof(a.buf) ? size : sizeof(a.buf)) ||
 		    memcmp(a.buf, data, a.len) != 0)

@@ -10,7 +10,7 @@ set -euo pipefail
 
 group=${1:-test}
 
-build_pkgs=(build-essential cmake pkg-config libevent-dev libcurl4-openssl-dev
+build_pkgs=(build-essential cmake pkg-config libevent-dev libcurl4-openssl-dev libssl-dev
   libjansson-dev libsodium-dev libsqlite3-dev libpq-dev libhiredis-dev
   libcmocka-dev)
 test_pkgs=(curl iproute2 procps sqlite3 postgresql redis-server nodejs npm chromium

@@ -313,10 +313,13 @@ int up_seal_headers(up_seal *s, int status, const char *const *headers, const ch
 	const char *ct = header_value(headers, "Content-Type:");
 	const char *orig = header_value(headers, UP_SEAL_TYPE_HEADER ":");
 
+	int suite = seal_reply_from_content_type(ct);
+
 	*ctype = NULL;
 	s->status = status;
-	if (ct && strncasecmp(ct, SEAL_CONTENT_TYPE, sizeof(SEAL_CONTENT_TYPE) - 1) == 0) {
+	if (suite >= 0) {
 		s->opening = true;
+		s->job.reply = (uint8_t)suite;   /* what the worker chose */
 		s->stream = orig && strncasecmp(orig, "text/event-stream", 17) == 0 &&
 		    status < 400;
 		/* opened straight into what goes to the app (up_seal_transform

@@ -15,19 +15,20 @@ int sealed_request_open(dynbuf *plain, seal_job *sj, seal_keys *keys, const char
 {
 	uint8_t epk[SEAL_PK_LEN], spk[SEAL_PK_LEN];
 	seal_keypair kp;
-	int rc;
+	int rc, reply = SEAL_REPLY_SS;
 
 	memset(sj, 0, sizeof(*sj));
 	if (!keys)
 		return troop_error_set(TROOP_EINVAL, "this node does not accept sealed requests "
 		    "(it advertises no sealing key)");
-	if (seal_header_parse(epk, spk, header) != 0)
+	if (seal_header_parse(epk, spk, &reply, header) != 0)
 		return troop_error_set(TROOP_EINVAL, "malformed " SEAL_HEADER " header: expected "
 		    "\"v1; epk=<base64url>; key=<base64url>\"");
 	if (seal_keys_find(keys, &kp, spk, now) != 0)
 		return troop_error_set(TROOP_EINVAL, "the request is sealed to a key this node "
 		    "does not hold (rotated away, or another node's): authorize again");
 	rc = seal_server_begin(sj, &kp, epk);
+	sj->reply = (uint8_t)reply;   /* the client's offer taken: a256gcm if it can */
 	sodium_memzero(&kp, sizeof(kp));
 	if (rc)
 		return troop_error_set(TROOP_EINVAL, "the request's ephemeral key is unusable");
@@ -79,6 +80,7 @@ int sealed_reply_push(sealed_reply *s, const char *data, size_t len, bool end,
 
 void sealed_reply_free(sealed_reply *s)
 {
+	seal_writer_free(&s->w);
 	dynbuf_free(&s->out);
 	sodium_memzero(s, sizeof(*s));
 }

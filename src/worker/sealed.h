@@ -7,8 +7,9 @@
  * the header names (current or previous, seal_keys.h) and the ticket's jti
  * and this node's id as associated data; everything after that (the model
  * binding, translation, token counting) works on the plaintext.  The reply
- * becomes one secretstream (relay_set_wrap): its 24-byte header before the
- * first frame, one frame per write of the relay (what one loop iteration
+ * becomes one sealed stream (relay_set_wrap) in the suite the client
+ * offered (a256gcm, else secretstream): its header before the first
+ * frame, one frame per write of the relay (what one loop iteration
  * queued, whole events for a stream; split at SEALED_CHUNK_MAX), the final
  * frame at the end.
  *

@@ -11,7 +11,9 @@
 #       or end the body cleanly (the last-chunk marker) before it.  The
 #       mode is used once, then the file is reset to "none".  Requests:
 #       "reqflip 0" flips a byte of the next sealed request body; "replay 0"
-#       sends the previous sealed request's body under the next ticket.
+#       sends the previous sealed request's body under the next ticket;
+#       "nooffer 0" takes the reply suite offer ("; reply=...") out of the
+#       next X-Troop-Seal header, as an older client sends it.
 #   seal_relay.py authz LISTEN_PORT COORD_PORT STATEMENT_FILE
 #       An HTTP proxy in front of the coordinator that puts another node's
 #       statement (STATEMENT_FILE: lines "NODE_ID STATEMENT") into every
@@ -71,11 +73,16 @@ def pump_requests(src, dst, rec, mode_file):
                 buf += d
             body, buf = buf[:length], buf[length:]
             if seal is not None:
-                mode, _ = read_mode(mode_file, ("reqflip", "replay"))
+                mode, _ = read_mode(mode_file, ("reqflip", "replay", "nooffer"))
                 prev = LAST_SEALED.get("req")
                 LAST_SEALED["req"] = (seal, body)
                 if mode == "reqflip":
                     body = body[:-1] + bytes([body[-1] ^ 1])
+                elif mode == "nooffer":
+                    plain = b";".join(p for p in seal.split(b";")
+                                      if not p.strip().startswith(b"reply="))
+                    lines = [plain if h.lower().startswith(b"x-troop-seal:") else h
+                             for h in lines]
                 elif mode == "replay" and prev:
                     seal, body = prev
                     lines = [seal if h.lower().startswith(b"x-troop-seal:") else h

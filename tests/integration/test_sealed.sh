@@ -153,8 +153,13 @@ n_after=$(grep -c 'sealed=1' "$CHAIN_TMP/worker-a.log")
 	chain_fail "only $((n_after - n_before)) sealed jobs in the worker's log"
 grep -aq "application/x-troop-sealed" "$REC" || chain_fail "no sealed reply crossed the relay"
 grep -aqi "^x-troop-seal: v1" "$REC" || chain_fail "no X-Troop-Seal request header crossed the relay"
+# troop up offers the a256gcm reply suite and the worker takes it
+grep -aqi "^x-troop-seal: v1;.*; reply=a256gcm" "$REC" || chain_fail "troop up did not offer a256gcm"
+grep -aqi "^content-type: application/x-troop-sealed; reply=a256gcm" "$REC" &&
+	ok "the sealed replies are a256gcm streams" || chain_fail "no a256gcm reply crossed the relay"
 
 # the same answer as the engine gives directly
+BODY_STREAM_V1="{\"model\":\"$MODEL\",\"stream\":true,\"max_tokens\":12,\"messages\":[{\"role\":\"user\",\"content\":\"$PROMPT\"}]}"
 BODY_CHAT="{\"model\":\"$MODEL\",\"max_tokens\":12,\"messages\":[{\"role\":\"user\",\"content\":\"$PROMPT\"}]}"
 want=$(curl -s "http://127.0.0.1:$SIM_A/v1/chat/completions" -H 'Content-Type: application/json' -d "$BODY_CHAT" |
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
@@ -162,6 +167,23 @@ got=$(curl -s "$UP_URL/v1/chat/completions" -H 'Content-Type: application/json' 
 	python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"])')
 [ -n "$want" ] && [ "$want" = "$got" ] && ok "sealed answer = the engine's" ||
 	chain_fail "sealed answer '$got', engine '$want'"
+
+# an older client's request (no reply suite offered): the worker answers
+# with a secretstream, and it opens (streamed and whole)
+for body in "$BODY_CHAT" "$BODY_STREAM_V1"; do
+	n_v1=$(grep -aci $'^content-type: application/x-troop-sealed\r$' "$REC")
+	echo "nooffer 0" >"$MODE"
+	out=$CHAIN_TMP/nooffer-$n_v1
+	st=$(req /v1/chat/completions "$body" "$out")
+	grep -q "^none" "$MODE" || chain_fail "nooffer was not applied"
+	if [ "$st" = 200 ] && { grep -qF "$want" "$out" || grep -q '^data: \[DONE\]' "$out"; } &&
+		! grep -q '"error"' "$out" &&
+		[ "$(grep -aci $'^content-type: application/x-troop-sealed\r$' "$REC")" -gt "$n_v1" ]; then
+		ok "no reply suite offered: a secretstream reply, opened ($(head -c 60 "$out" | tr -d '\n')...)"
+	else
+		chain_fail "no reply suite offered: HTTP $st, $(head -c 300 "$out")"
+	fi
+done
 
 # ---- troop chat seals too ---------------------------------------------------------------
 PROMPT_CHAT="kumquat xylophone nebula 9913"

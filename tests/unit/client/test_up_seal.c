@@ -236,12 +236,17 @@ static void seal_reply(dynbuf *wire, const seal_job *wj, const char *const *piec
 
 static const char *const events[] = { "data: {\"a\":1}\n\n", "data: {\"b\":2}\n\n",
 	"data: [DONE]\n\n" };
-static const char *const h_stream[] = { "Content-Type: application/x-troop-sealed",
+/* What a worker that takes the client's offer of a256gcm answers with. */
+static const char *const h_stream[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM,
 	"X-Troop-Sealed-Type: text/event-stream", NULL };
-static const char *const h_json[] = { "Content-Type: application/x-troop-sealed",
+static const char *const h_json[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM,
 	"X-Troop-Sealed-Type: application/json", NULL };
+/* ... and one that does not know it (secretstream) */
+static const char *const h_stream_v1[] = { "Content-Type: application/x-troop-sealed",
+	"X-Troop-Sealed-Type: text/event-stream", NULL };
 
-static void test_stream_opens_as_it_comes(void **state)
+/* `old`: the worker does not know a256gcm (it ignores the offer) */
+static void stream_opens(bool old)
 {
 	worker_side w;
 	seal_job wj;
@@ -250,15 +255,17 @@ static void test_stream_opens_as_it_comes(void **state)
 	const char *ct, *o;
 	size_t ol, off = 0;
 
-	(void)state;
 	worker_init(&w);
 	up_seal_init(&c, API_OPENAI);
 	handshake(&c, &w, &wj);
+	assert_int_equal(wj.reply, SEAL_REPLY_GCM);   /* the client offered it */
+	if (old)
+		wj.reply = SEAL_REPLY_SS;
 	dynbuf_init(&wire, 1 << 20);
 	dynbuf_init(&got, 1 << 20);
 	seal_reply(&wire, &wj, events, 3, true);
 	assert_null(memmem(dynbuf_ptr(&wire), dynbuf_len(&wire), "data:", 5));
-	assert_int_equal(up_seal_headers(&c, 200, h_stream, &ct), 0);
+	assert_int_equal(up_seal_headers(&c, 200, old ? h_stream_v1 : h_stream, &ct), 0);
 	assert_string_equal(ct, "text/event-stream");
 	/* byte by byte: each event comes out when its frame is in */
 	while (off < dynbuf_len(&wire)) {
@@ -274,6 +281,13 @@ static void test_stream_opens_as_it_comes(void **state)
 	dynbuf_free(&wire);
 	dynbuf_free(&got);
 	worker_free(&w);
+}
+
+static void test_stream_opens_as_it_comes(void **state)
+{
+	(void)state;
+	stream_opens(false);
+	stream_opens(true);
 }
 
 /* Feed `wire` (altered by the caller) whole, then the end: the result. */

@@ -29,6 +29,8 @@
 
 #define NOW 1800000000
 /* docs/PROTOCOL.md, "Sealed jobs": the test vector's sealed request (hex) */
+#define SEAL_TEST_VECTOR_GCM "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf0000001a10b9665e9053a870e31eaf" \
+	"7a2168efe5bd2a57758abe9f06a8cc8000001035a6960439e821de0571f27c6cc6c3fe"
 #define SEAL_TEST_VECTOR_SEALED "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7934d16d207726a8226" \
 	"38667e43f57ef94a55c300102d9e4b96eb5503534d91fd735beabdb993e4f5dfecae"
 
@@ -109,7 +111,7 @@ static void test_request(void **state)
 	assert_int_equal(seal_keypair_generate(&kp, NOW, 3600), 0);
 	assert_int_equal(seal_client_begin(&c, kp.pk), 0);
 	assert_int_equal(seal_header_format(header, sizeof(header), &c), 0);
-	assert_int_equal(seal_header_parse(epk, key, header), 0);
+	assert_int_equal(seal_header_parse(epk, key, NULL, header), 0);
 	assert_memory_equal(key, kp.pk, SEAL_PK_LEN);
 	assert_int_equal(seal_server_begin(&w, &kp, epk), 0);
 	assert_memory_equal(w.req_key, c.req_key, SEAL_KEY_LEN);
@@ -154,9 +156,9 @@ static void test_request(void **state)
 	assert_int_equal(seal_request_open(&plain, &w, "j", "n", sealed.buf, sealed.len), 0);
 	assert_int_equal(plain.len, 0);
 	/* bad headers */
-	assert_int_equal(seal_header_parse(epk, key, "v2; epk=x; key=y"), TROOP_EINVAL);
-	assert_int_equal(seal_header_parse(epk, key, "v1; key=AAAA"), TROOP_EINVAL);
-	assert_int_equal(seal_header_parse(epk, key, NULL), TROOP_EINVAL);
+	assert_int_equal(seal_header_parse(epk, key, NULL, "v2; epk=x; key=y"), TROOP_EINVAL);
+	assert_int_equal(seal_header_parse(epk, key, NULL, "v1; key=AAAA"), TROOP_EINVAL);
+	assert_int_equal(seal_header_parse(epk, key, NULL, NULL), TROOP_EINVAL);
 	dynbuf_free(&sealed);
 	dynbuf_free(&plain);
 }
@@ -204,6 +206,7 @@ static void make_stream(dynbuf *out, const seal_job *j, size_t off[4])
 	}
 	off[3] = out->len;
 	assert_int_equal(seal_writer_push(&w, out, "x", 1, false), TROOP_EINVAL);
+	seal_writer_free(&w);
 }
 
 static int read_all(const seal_job *j, const void *p, size_t n, size_t step, struct got *g)
@@ -269,21 +272,25 @@ static void check_sink(const seal_job *c, dynbuf *s)
 	}
 }
 
-static void test_stream(void **state)
+/* One suite's stream: round trips and every kind of tampering. */
+static void stream_suite(int suite)
 {
 	seal_keypair kp;
 	seal_job c, w, other;
 	dynbuf s, t;
 	size_t off[4];
 	struct got g;
+	const size_t hl = suite == SEAL_REPLY_GCM ? SEAL_GCM_SALT_LEN : SEAL_STREAM_HEADER_LEN;
 
-	(void)state;
 	dynbuf_init(&s, 1 << 20);
 	dynbuf_init(&t, 1 << 20);
 	assert_int_equal(seal_keypair_generate(&kp, NOW, 3600), 0);
 	assert_int_equal(seal_client_begin(&c, kp.pk), 0);
+	assert_int_equal(c.reply, SEAL_REPLY_GCM);   /* what a client offers */
 	assert_int_equal(seal_server_begin(&w, &kp, c.epk), 0);
+	c.reply = w.reply = (uint8_t)suite;
 	make_stream(&s, &w, off);
+	assert_int_equal(off[0], hl);
 	assert_null(memmem(s.buf, s.len, "Hello", 5));
 
 	/* whole, in 7-byte pieces, byte by byte: the same chunks */
@@ -330,11 +337,34 @@ static void test_stream(void **state)
 	dynbuf_add(&t, s.buf, s.len);
 	dynbuf_add(&t, s.buf + off[0], off[1] - off[0]);
 	assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EINVAL);
+	/* the final mark moved: taken off the last frame (a cut stream that
+	 * looks whole), or put on an earlier one (a stream cut there) */
+	if (suite == SEAL_REPLY_GCM) {
+		dynbuf_reset(&t);
+		dynbuf_add(&t, s.buf, s.len);
+		t.buf[off[2]] ^= 0x80;
+		assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EAUTH);
+		assert_int_equal(g.chunks, 2);
+		dynbuf_reset(&t);
+		dynbuf_add(&t, s.buf, off[2]);
+		t.buf[off[1]] ^= 0x80;
+		assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EAUTH);
+		assert_int_equal(g.chunks, 1);
+	}
+	/* the other suite's reader: nothing opens */
+	{
+		seal_job c3 = c;
+		c3.reply = suite == SEAL_REPLY_GCM ? SEAL_REPLY_SS : SEAL_REPLY_GCM;
+		int rc = read_all(&c3, s.buf, s.len, s.len, &g);
+		assert_true(rc == TROOP_EAUTH || rc == TROOP_EINVAL || rc == TROOP_EUPSTREAM);
+		assert_int_equal(g.chunks, 0);
+	}
 	/* another job's stream */
 	{
 		seal_job c2, w2;
 		assert_int_equal(seal_client_begin(&c2, kp.pk), 0);
 		assert_int_equal(seal_server_begin(&w2, &kp, c2.epk), 0);
+		c2.reply = w2.reply = (uint8_t)suite;
 		dynbuf_reset(&t);
 		make_stream(&t, &w2, off);
 		assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EAUTH);
@@ -343,19 +373,66 @@ static void test_stream(void **state)
 	}
 	/* a frame length over the limit is refused before anything is buffered */
 	{
-		static const uint8_t big[SEAL_STREAM_HEADER_LEN + 4] = {
-			[SEAL_STREAM_HEADER_LEN] = 0x7f, 0xff, 0xff, 0xff };
+		static const uint8_t big[4] = { 0x7f, 0xff, 0xff, 0xff };
 		seal_reader r;
 		memcpy(&other, &c, sizeof(other));
 		seal_reader_init(&r, &other, on_chunk, &g);
 		dynbuf_reset(&t);
-		dynbuf_add(&t, s.buf, SEAL_STREAM_HEADER_LEN);
+		dynbuf_add(&t, s.buf, hl);
 		assert_int_equal(seal_reader_feed(&r, t.buf, t.len), 0);
-		assert_int_equal(seal_reader_feed(&r, big + SEAL_STREAM_HEADER_LEN, 4), TROOP_EINVAL);
+		assert_int_equal(seal_reader_feed(&r, big, 4), TROOP_EINVAL);
 		seal_reader_free(&r);
 	}
 	dynbuf_free(&s);
 	dynbuf_free(&t);
+}
+
+static void test_stream(void **state)
+{
+	(void)state;
+	stream_suite(SEAL_REPLY_SS);
+	stream_suite(SEAL_REPLY_GCM);
+}
+
+/* The reply suite: offered in the request header, chosen in the reply's
+ * Content-Type; an old client's header (no offer) gets secretstream. */
+static void test_reply_negotiation(void **state)
+{
+	uint8_t epk[32], key[32];
+	seal_keypair kp;
+	seal_job c;
+	char header[256];
+	int reply = -1;
+
+	(void)state;
+	assert_int_equal(seal_keypair_generate(&kp, NOW, 3600), 0);
+	assert_int_equal(seal_client_begin(&c, kp.pk), 0);
+	assert_int_equal(seal_header_format(header, sizeof(header), &c), 0);
+	assert_non_null(strstr(header, "; reply=a256gcm"));
+	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
+	assert_int_equal(reply, SEAL_REPLY_GCM);
+	c.reply = SEAL_REPLY_SS;
+	assert_int_equal(seal_header_format(header, sizeof(header), &c), 0);
+	assert_null(strstr(header, "reply="));
+	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
+	assert_int_equal(reply, SEAL_REPLY_SS);
+	/* a list, and names that only look like it */
+	snprintf(header + strlen(header), sizeof(header) - strlen(header),
+	    "; reply=x25519-future,a256gcm");
+	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
+	assert_int_equal(reply, SEAL_REPLY_GCM);
+	*strstr(header, "; reply=") = '\0';
+	strcat(header, "; reply=a256gcmx; noreply=a256gcm");
+	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
+	assert_int_equal(reply, SEAL_REPLY_SS);
+
+	assert_int_equal(seal_reply_from_content_type(SEAL_CONTENT_TYPE), SEAL_REPLY_SS);
+	assert_int_equal(seal_reply_from_content_type(SEAL_CONTENT_TYPE_GCM), SEAL_REPLY_GCM);
+	assert_int_equal(seal_reply_from_content_type("Application/X-Troop-Sealed;reply=a256gcm"),
+	    SEAL_REPLY_GCM);
+	assert_int_equal(seal_reply_from_content_type("application/x-troop-sealedness"), -1);
+	assert_int_equal(seal_reply_from_content_type("application/json"), -1);
+	assert_int_equal(seal_reply_from_content_type(NULL), -1);
 }
 
 /* ---- the construction, against raw primitives, and the test vector ------------------ */
@@ -433,12 +510,83 @@ static void test_construction_and_vector(void **state)
 	dynbuf_free(&plain);
 }
 
+/* The a256gcm reply stream against an independent AES-256-GCM (libsodium's,
+ * where the processor has AES-NI) and the vector in docs/PROTOCOL.md:
+ * the response key of the request vector above, salt c0 c1 .. cf, a frame
+ * "data: hi\n\n" and the final empty frame. */
+static void test_gcm_vector(void **state)
+{
+	uint8_t wseed[32], eseed[32], salt[SEAL_GCM_SALT_LEN], k[32], pk[32], sk[32];
+	uint8_t msg[64];
+	static const char ev[] = "data: hi\n\n";
+	seal_keypair kp;
+	seal_job c, w;
+	seal_writer wr;
+	dynbuf s;
+	char got[512];
+	struct got g;
+
+	(void)state;
+	for (int i = 0; i < 32; i++) {
+		wseed[i] = (uint8_t)i;
+		eseed[i] = (uint8_t)(0x80 + i);
+	}
+	for (int i = 0; i < SEAL_GCM_SALT_LEN; i++)
+		salt[i] = (uint8_t)(0xc0 + i);
+	crypto_kx_seed_keypair(pk, sk, wseed);
+	memcpy(kp.pk, pk, 32);
+	memcpy(kp.sk, sk, 32);
+	kp.not_before = NOW;
+	kp.not_after = NOW + 3600;
+	assert_int_equal(seal_client_begin_seed(&c, kp.pk, eseed), 0);
+	assert_int_equal(seal_server_begin(&w, &kp, c.epk), 0);
+	w.reply = SEAL_REPLY_GCM;
+	dynbuf_init(&s, 4096);
+	assert_int_equal(seal_writer_begin_salt(&wr, &s, &w, salt), 0);
+	assert_int_equal(seal_writer_push(&wr, &s, ev, strlen(ev), false), 0);
+	assert_int_equal(seal_writer_push(&wr, &s, NULL, 0, true), 0);
+	seal_writer_free(&wr);
+	/* salt(16) | 00 00 00 1a | 10 + 16 | 80 00 00 10 | 16 */
+	assert_int_equal(s.len, 16 + 4 + 10 + 16 + 4 + 16);
+	assert_memory_equal(s.buf, salt, 16);
+
+	/* by hand: K = BLAKE2b-256(key = response key, context || salt) */
+	memcpy(msg, "troop-seal-a256gcm-v1", 21);
+	memcpy(msg + 21, salt, 16);
+	crypto_generichash(k, 32, msg, 21 + 16, c.resp_key, 32);
+	hex(got, k, 32);
+	printf("vector: a256gcm stream key=%s\n", got);
+	if (crypto_aead_aes256gcm_is_available()) {
+		uint8_t ct[64], n0[12] = { 0 }, n1[12] = { 0 };
+		static const uint8_t l0[4] = { 0, 0, 0, 10 + 16 }, l1[4] = { 0x80, 0, 0, 16 };
+		unsigned long long cl = 0;
+		n1[11] = 1;
+		crypto_aead_aes256gcm_encrypt(ct, &cl, (const uint8_t *)ev, 10, l0, 4, NULL, n0, k);
+		assert_memory_equal(s.buf + 16, l0, 4);
+		assert_memory_equal(s.buf + 20, ct, cl);
+		crypto_aead_aes256gcm_encrypt(ct, &cl, NULL, 0, l1, 4, NULL, n1, k);
+		assert_memory_equal(s.buf + 20 + 26, l1, 4);
+		assert_memory_equal(s.buf + 20 + 26 + 4, ct, cl);
+	} else {
+		print_message("no AES-NI here: the vector alone checks the construction\n");
+	}
+	hex(got, (const uint8_t *)s.buf, s.len);
+	printf("vector: a256gcm stream=%s\n", got);
+	assert_string_equal(got, SEAL_TEST_VECTOR_GCM);
+	c.reply = SEAL_REPLY_GCM;
+	assert_int_equal(read_all(&c, s.buf, s.len, 3, &g), 0);
+	assert_int_equal(g.chunks, 1);
+	dynbuf_free(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_statement),
 		cmocka_unit_test(test_request),
 		cmocka_unit_test(test_stream),
+		cmocka_unit_test(test_reply_negotiation),
+		cmocka_unit_test(test_gcm_vector),
 		cmocka_unit_test(test_construction_and_vector),
 	};
 
