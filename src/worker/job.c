@@ -11,6 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "error.h"
 #include "proto.h"
 #include "sse.h"
@@ -106,6 +110,117 @@ static bool has_nonempty_string(const char *s, size_t n, const char *key)
 	return false;
 }
 
+/* Whether `s` has a "usage" member that is not null. */
+static bool usage_present(const char *s, size_t n)
+{
+	const char *end = s + n, *p = s;
+
+	while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+		const char *q = p + 7;
+
+		p = q;
+		while (q < end && is_ws(*q))
+			q++;
+		if (q >= end || *q != ':')
+			continue;
+		q++;
+		while (q < end && is_ws(*q))
+			q++;
+		if (q < end && *q != 'n')
+			return true;
+	}
+	return false;
+}
+
+void usage_scan_event_search(const char *s, size_t n, bool *usage, bool *token)
+{
+	*usage = usage_present(s, n);
+	*token = has_nonempty_string(s, n, "\"content\"") ||
+	    has_nonempty_string(s, n, "\"text\"") || has_nonempty_string(s, n, "\"delta\"");
+}
+
+#if defined(__SSE2__)
+/* The key looked for that starts at q (after its opening quote): 1
+ * "usage", 2 a token key ("content", "text", "delta"), 0 none; *after:
+ * just past its closing quote. */
+static int key_at(const char *q, const char *end, const char **after)
+{
+	size_t left = (size_t)(end - q);
+
+#define KEY(text, kind) \
+	if (left >= sizeof(text) - 1 && memcmp(q, text, sizeof(text) - 1) == 0) { \
+		*after = q + sizeof(text) - 1; \
+		return kind; \
+	} \
+	break
+	switch (q[0]) {
+	case 'u': KEY("usage\"", 1);
+	case 'c': KEY("content\"", 2);
+	case 't': KEY("text\"", 2);
+	case 'd': KEY("delta\"", 2);
+	}
+#undef KEY
+	return 0;
+}
+
+void usage_scan_event(const char *s, size_t n, bool *usage, bool *token)
+{
+	const char *end = s + n, *skip = s;
+	const __m128i quote = _mm_set1_epi8('"'), u = _mm_set1_epi8('u'),
+	    c = _mm_set1_epi8('c'), t = _mm_set1_epi8('t'), d = _mm_set1_epi8('d');
+
+	*usage = *token = false;
+	for (size_t at = 0; at < n; at += 16) {
+		unsigned mask = 0;
+
+		/* bit k: s[at + k] is a quote followed by u, c, t or d */
+		if (at + 17 <= n) {
+			__m128i next = _mm_loadu_si128((const __m128i *)(s + at + 1));
+			__m128i first = _mm_or_si128(
+			    _mm_or_si128(_mm_cmpeq_epi8(next, u), _mm_cmpeq_epi8(next, c)),
+			    _mm_or_si128(_mm_cmpeq_epi8(next, t), _mm_cmpeq_epi8(next, d)));
+			__m128i q = _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(s + at)),
+			    quote);
+			mask = (unsigned)_mm_movemask_epi8(_mm_and_si128(q, first));
+		} else {
+			for (size_t k = 0; at + k + 1 < n; k++) {
+				char x = s[at + k + 1];
+				if (s[at + k] == '"' && (x == 'u' || x == 'c' || x == 't' || x == 'd'))
+					mask |= 1u << k;
+			}
+		}
+		while (mask) {
+			const char *p = s + at + __builtin_ctz(mask), *q;
+			int kind;
+
+			mask &= mask - 1;
+			/* a match resumes after its key, as the searches do */
+			if (p < skip || (kind = key_at(p + 1, end, &q)) == 0)
+				continue;
+			skip = q;
+			while (q < end && is_ws(*q))
+				q++;
+			if (q >= end || *q != ':')
+				continue;
+			q++;
+			while (q < end && is_ws(*q))
+				q++;
+			if (kind == 1)
+				*usage = *usage || (q < end && *q != 'n');
+			else
+				*token = *token || (q + 1 < end && q[0] == '"' && q[1] != '"');
+			if (*usage && *token)
+				return;
+		}
+	}
+}
+#else
+void usage_scan_event(const char *s, size_t n, bool *usage, bool *token)
+{
+	usage_scan_event_search(s, n, usage, token);
+}
+#endif
+
 /* Read the usage object if it is one: OpenAI {"prompt_tokens",
  * "completion_tokens"} (both replaced), or the Responses and Anthropic
  * {"input_tokens","output_tokens"} (each replaced when present: an
@@ -148,40 +263,19 @@ static bool take_usage(usage_counter *u, const json_t *usage)
 	return true;
 }
 
-/* Whether `s` has a "usage" member that is not null (the test before the
- * event is parsed, which token events without usage are spared). */
-static bool usage_present(const char *s, size_t n)
-{
-	const char *end = s + n, *p = s;
-
-	while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
-		const char *q = p + 7;
-
-		p = q;
-		while (q < end && is_ws(*q))
-			q++;
-		if (q >= end || *q != ':')
-			continue;
-		q++;
-		while (q < end && is_ws(*q))
-			q++;
-		if (q < end && *q != 'n')
-			return true;
-	}
-	return false;
-}
-
 static int on_event(void *arg, const char *event, const char *data, size_t len,
     const char *id)
 {
 	usage_counter *u = arg;
+	bool usage, token;
 
 	if (len == 6 && memcmp(data, "[DONE]", 6) == 0)
 		return 0;
+	usage_scan_event(data, len, &usage, &token);
 	/* usage: the chunk's own (chat, completions, Anthropic message_delta),
 	 * the Response's (Responses response.completed) or the Message's
 	 * (Anthropic message_start); a "usage":null is none */
-	if (usage_present(data, len)) {
+	if (usage) {
 		json_t *ev = json_loadb(data, len, 0, NULL);
 
 		if (ev && (take_usage(u, json_object_get(ev, "usage")) ||
@@ -194,9 +288,7 @@ static int on_event(void *arg, const char *event, const char *data, size_t len,
 	}
 	/* a token event: chat "content", completions and Anthropic text_delta
 	 * "text", Responses output_text.delta "delta" */
-	if (has_nonempty_string(data, len, "\"content\"") ||
-	    has_nonempty_string(data, len, "\"text\"") ||
-	    has_nonempty_string(data, len, "\"delta\""))
+	if (token)
 		u->deltas++;
 	return 0;
 }

@@ -158,6 +158,80 @@ static void test_usage_completions_text(void **state)
 	assert_int_equal(ct, 2);
 }
 
+/* The one-pass scan of an event (x86-64: 16 bytes at a time) agrees with
+ * the reference (a memmem search per key) on every input: the keys at
+ * every alignment and near the end, and a million mutated events. */
+static void scan_agrees(const char *s, size_t n)
+{
+	bool u1, t1, u2, t2;
+
+	usage_scan_event(s, n, &u1, &t1);
+	usage_scan_event_search(s, n, &u2, &t2);
+	if (u1 != u2 || t1 != t2)
+		fail_msg("scan %d/%d, search %d/%d: %.*s", u1, t1, u2, t2, (int)n, s);
+}
+
+static void test_scan_event(void **state)
+{
+	static const char *const seeds[] = {
+		"{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,"
+		"\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},"
+		"\"finish_reason\":null}],\"usage\":null}",
+		"{\"usage\": {\"prompt_tokens\":1,\"completion_tokens\":2}}",
+		"{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}",
+		"{\"delta\" : \"\"}",
+		"{\"text\":\"\\\"content\\\": \\\"x\"}",
+		"\"text\"text\": \"a\"",
+		"{\"content\":\"\"}",
+		"{\"type\":\"response.output_text.delta\",\"delta\":\"x\"}",
+	};
+	static const char alpha[] = "\"usagecontextdl: n{}\\";
+	char buf[256];
+	bool u, t;
+
+	(void)state;
+	/* the answers themselves, for the shapes that matter */
+	usage_scan_event(seeds[0], strlen(seeds[0]), &u, &t);
+	assert_false(u);
+	assert_true(t);
+	usage_scan_event(seeds[1], strlen(seeds[1]), &u, &t);
+	assert_true(u);
+	assert_false(t);
+	usage_scan_event(seeds[6], strlen(seeds[6]), &u, &t);
+	assert_false(u || t);
+	/* each seed shifted by 0..40 bytes, and cut at every length */
+	for (size_t k = 0; k < sizeof(seeds) / sizeof(seeds[0]); k++) {
+		size_t n = strlen(seeds[k]);
+		for (size_t pad = 0; pad <= 40; pad++) {
+			memset(buf, ' ', pad);
+			memcpy(buf + pad, seeds[k], n);
+			for (size_t cut = 0; cut <= pad + n; cut++)
+				scan_agrees(buf, cut);
+		}
+	}
+	/* mutated: bytes changed, inserted and removed (a fixed sequence) */
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	for (int it = 0; it < 1000000; it++) {
+		const char *sd = seeds[it % (sizeof(seeds) / sizeof(seeds[0]))];
+		size_t n = strlen(sd);
+		memcpy(buf, sd, n);
+		for (int m = 0; m < 1 + it % 5; m++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			size_t at = (size_t)(x % (n + 1));
+			char c = alpha[(x >> 32) % (sizeof(alpha) - 1)];
+			switch ((x >> 40) % 3) {
+			case 0: if (at < n) buf[at] = c; break;
+			case 1: if (n < sizeof(buf) - 1) { memmove(buf + at + 1, buf + at, n - at);
+				buf[at] = c; n++; } break;
+			default: if (at < n) { memmove(buf + at, buf + at + 1, n - at - 1); n--; }
+			}
+		}
+		scan_agrees(buf, n);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -165,6 +239,7 @@ int main(void)
 		cmocka_unit_test(test_usage_counted_without_usage_chunk),
 		cmocka_unit_test(test_usage_from_json_reply),
 		cmocka_unit_test(test_usage_completions_text),
+		cmocka_unit_test(test_scan_event),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
