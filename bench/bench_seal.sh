@@ -238,9 +238,16 @@ for eng in ("sim", "llama"):
         for _ in range(5):
             stream(m, 1)
     ttfb = {m: [] for m in names}
+    byname = {p["name"]: p for p in ps}
+    rcpu = {m: [0, 0] for m in names}    # troop up, worker: ns over the TTFB requests
     for i in range(n):
         for m in rotate(names, i):
+            pids = (byname[m]["up_pid"], byname[m]["worker_pids"])
+            before = [cpu_ns(pids[0]), sum(cpu_ns(x) for x in pids[1])]
             ttfb[m].append(stream(m, 1)[0])
+            after = [cpu_ns(pids[0]), sum(cpu_ns(x) for x in pids[1])]
+            for k in range(2):
+                rcpu[m][k] += after[k] - before[k]
     if eng == "sim":
         subprocess.run(["bash", "-c", "perf_start"], check=False)
     tput = {m: [] for m in names}
@@ -265,10 +272,14 @@ for eng in ("sim", "llama"):
                   "events_per_s": statistics.median(tput[m]), "events_per_s_rounds": tput[m],
                   "events": evs[m] / rounds,
                   "up_cpu_us_per_kevent": cpu[m][0] / evs[m],
-                  "worker_cpu_us_per_kevent": cpu[m][1] / evs[m]})
-        lines.append("%-18s: ttfb p50 %.3f ms p99 %.3f ms, %.0f events/s (%.0f events a "
+                  "worker_cpu_us_per_kevent": cpu[m][1] / evs[m],
+                  "up_cpu_us_per_request": rcpu[m][0] / n / 1000,
+                  "worker_cpu_us_per_request": rcpu[m][1] / n / 1000})
+        lines.append("%-18s: ttfb p50 %.3f ms p99 %.3f ms (CPU per request: troop up %.0f us, "
+                     "worker %.0f us), %.0f events/s (%.0f events a "
                      "stream); CPU per 1000 events: troop up %.0f us, worker %.0f us" %
-                     (m, p["ttfb_p50_ms"], p["ttfb_p99_ms"], p["events_per_s"], p["events"],
+                     (m, p["ttfb_p50_ms"], p["ttfb_p99_ms"], p["up_cpu_us_per_request"],
+                      p["worker_cpu_us_per_request"], p["events_per_s"], p["events"],
                       p["up_cpu_us_per_kevent"], p["worker_cpu_us_per_kevent"]))
     for lbl in ("new", "base"):
         pp = {p["mode"]: p for p in ps if p["build"] == lbl}

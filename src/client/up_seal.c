@@ -5,6 +5,7 @@
 #include "up_seal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,14 @@ static struct pool_key *pool_wanting(void)
 static void *pool_main(void *arg)
 {
 	(void)arg;
+#ifdef SCHED_IDLE
+	/* only on a core nothing else wants: on a busy machine the refills
+	 * would otherwise take CPU from the request in flight (whose first
+	 * byte is what the pool is for); a pool that runs dry makes the keys
+	 * in the request, as without the pool */
+	struct sched_param sp = { 0 };
+	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+#endif
 	pthread_mutex_lock(&pool.mu);
 	while (!pool.stop) {
 		struct pool_key *k = pool_wanting();
