@@ -58,11 +58,12 @@ struct sender {
 	pthread_t thr;
 	http_client *c;
 	char job[SPOOL_ID_MAX + 1];  /* the job it is working on; "" none */
+	pthread_cond_t cv;       /* its own: a message wakes one sender, not all */
+	bool waiting;            /* in pthread_cond_(timed)wait, not yet woken */
 };
 
 struct spool {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
 	struct pending *head, *tail;
 	size_t queued;           /* in the queue */
 	size_t n;                /* queued + the ones being worked on */
@@ -394,6 +395,32 @@ static enum send_result process(spool *r, http_client *c, struct pending *p)
 	return res;
 }
 
+/* Wake the first waiting sender that has work now (sender i works while
+ * more than i messages wait): one per message queued or finished, where a
+ * broadcast woke all of them to find that most had nothing to do.  Locked. */
+static void wake_one_locked(spool *r)
+{
+	for (int i = 0; i < SPOOL_SENDERS; i++) {
+		struct sender *s = &r->senders[i];
+		if (r->queued <= (size_t)i)
+			return;
+		if (s->waiting) {
+			s->waiting = false;
+			pthread_cond_signal(&s->cv);
+			return;
+		}
+	}
+}
+
+/* Wake every sender (stopping).  Locked. */
+static void wake_all_locked(spool *r)
+{
+	for (int i = 0; i < SPOOL_SENDERS; i++) {
+		r->senders[i].waiting = false;
+		pthread_cond_signal(&r->senders[i].cv);
+	}
+}
+
 /* The first queued message whose job no other sender works on, taken
  * out of the queue; NULL when none.  Locked. */
 static struct pending *take_locked(spool *r)
@@ -447,13 +474,17 @@ static void *sender_main(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
-			pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+			me->waiting = true;
+			pthread_cond_timedwait(&me->cv, &r->mu, &ts);
+			me->waiting = false;
 			continue;
 		}
 		if (r->queued > (size_t)me->idx)
 			p = take_locked(r);
 		if (!p) {
-			pthread_cond_wait(&r->cv, &r->mu);
+			me->waiting = true;
+			pthread_cond_wait(&me->cv, &r->mu);
+			me->waiting = false;
 			continue;
 		}
 		snprintf(me->job, sizeof(me->job), "%s", p->job_id);
@@ -475,8 +506,10 @@ static void *sender_main(void *arg)
 			r->retry_at_ms = 0;
 			pending_free(p);
 		}
-		/* the job's next message, if any, may go now */
-		pthread_cond_broadcast(&r->cv);
+		/* the job's next message, if any, may go now (this sender looks
+		 * first: it goes round; another one too when more wait) */
+		if (r->queued > 1 || (size_t)me->idx >= r->queued)
+			wake_one_locked(r);
 	}
 	pthread_mutex_unlock(&r->mu);
 	return NULL;
@@ -502,10 +535,10 @@ int spool_start(spool **out, const char *kind, const char *coordinator,
 	if (!r)
 		return troop_error_set(TROOP_ENOMEM, "out of memory for the %s spool", kind);
 	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->cv, NULL);
 	for (int i = 0; i < SPOOL_SENDERS; i++) {
 		r->senders[i].r = r;
 		r->senders[i].idx = i;
+		pthread_cond_init(&r->senders[i].cv, NULL);
 	}
 	snprintf(r->dir, sizeof(r->dir), "%s", dir);
 	snprintf(r->kind, sizeof(r->kind), "%s", kind);
@@ -554,8 +587,7 @@ static bool enqueue(spool *r, struct pending *p)
 	if (ok) {
 		r->n++;
 		enqueue_locked(r, p, false);
-		/* every sender: the ones past the first look at the backlog */
-		pthread_cond_broadcast(&r->cv);
+		wake_one_locked(r);
 	}
 	pthread_mutex_unlock(&r->mu);
 	return ok;
@@ -639,7 +671,7 @@ void spool_stop(spool *r, int flush_ms)
 		return;
 	pthread_mutex_lock(&r->mu);
 	r->stop = true;
-	pthread_cond_broadcast(&r->cv);
+	wake_all_locked(r);
 	pthread_mutex_unlock(&r->mu);
 	for (int i = 0; i < SPOOL_SENDERS; i++)
 		if (r->senders[i].started)
@@ -678,7 +710,8 @@ void spool_stop(spool *r, int flush_ms)
 		http_client_free(r->senders[i].c);
 	free(r->coordinator);
 	identity_wipe(&r->id);
-	pthread_cond_destroy(&r->cv);
+	for (int i = 0; i < SPOOL_SENDERS; i++)
+		pthread_cond_destroy(&r->senders[i].cv);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }
