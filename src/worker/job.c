@@ -86,6 +86,20 @@ static bool is_ws(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* After a quoted key at q: its value (past white space, ':', white
+ * space), or NULL when no ':' follows (not a member's key). */
+static const char *member_value(const char *q, const char *end)
+{
+	while (q < end && is_ws(*q))
+		q++;
+	if (q >= end || *q != ':')
+		return NULL;
+	q++;
+	while (q < end && is_ws(*q))
+		q++;
+	return q;
+}
+
 /* Whether `s` holds `key` (quoted, e.g. "\"content\"") as a member whose
  * value is a non-empty string. */
 static bool has_nonempty_string(const char *s, size_t n, const char *key)
@@ -94,17 +108,10 @@ static bool has_nonempty_string(const char *s, size_t n, const char *key)
 	const char *end = s + n, *p = s;
 
 	while ((p = memmem(p, (size_t)(end - p), key, kl)) != NULL) {
-		const char *q = p + kl;
+		const char *q = member_value(p + kl, end);
 
-		p = q;
-		while (q < end && is_ws(*q))
-			q++;
-		if (q >= end || *q != ':')
-			continue;
-		q++;
-		while (q < end && is_ws(*q))
-			q++;
-		if (q + 1 < end && q[0] == '"' && q[1] != '"')
+		p += kl;
+		if (q && q + 1 < end && q[0] == '"' && q[1] != '"')
 			return true;
 	}
 	return false;
@@ -116,17 +123,10 @@ static bool usage_present(const char *s, size_t n)
 	const char *end = s + n, *p = s;
 
 	while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
-		const char *q = p + 7;
+		const char *q = member_value(p + 7, end);
 
-		p = q;
-		while (q < end && is_ws(*q))
-			q++;
-		if (q >= end || *q != ':')
-			continue;
-		q++;
-		while (q < end && is_ws(*q))
-			q++;
-		if (q < end && *q != 'n')
+		p += 7;
+		if (q && q < end && *q != 'n')
 			return true;
 	}
 	return false;
@@ -198,13 +198,8 @@ void usage_scan_event(const char *s, size_t n, bool *usage, bool *token)
 			if (p < skip || (kind = key_at(p + 1, end, &q)) == 0)
 				continue;
 			skip = q;
-			while (q < end && is_ws(*q))
-				q++;
-			if (q >= end || *q != ':')
+			if ((q = member_value(q, end)) == NULL)
 				continue;
-			q++;
-			while (q < end && is_ws(*q))
-				q++;
 			if (kind == 1)
 				*usage = *usage || (q < end && *q != 'n');
 			else
@@ -339,14 +334,8 @@ static void tail_usage(usage_counter *u)
 
 	for (const char *q = s; (q = memmem(q, (size_t)(end - q), "\"usage\"", 7)); q += 7)
 		p = q;
-	if (!p)
+	if (!p || (p = member_value(p + 7, end)) == NULL)
 		return;
-	p += 7;
-	while (p < end && is_ws(*p))
-		p++;
-	if (p >= end || *p != ':')
-		return;
-	p++;
 	{
 		json_error_t e;
 		json_t *v = json_loadb(p, (size_t)(end - p), JSON_DISABLE_EOF_CHECK, &e);
