@@ -435,12 +435,28 @@ static void test_reply_negotiation(void **state)
 	assert_int_equal(seal_reply_from_content_type(NULL), -1);
 }
 
+/* The jobs of the test vectors: the worker's sealing key from seed 00 01
+ * .. 1f, the client's ephemeral key from seed 80 81 .. 9f (the seeds go
+ * to wseed and eseed). */
+static void vector_jobs(seal_keypair *kp, seal_job *c, seal_job *w, uint8_t wseed[32],
+    uint8_t eseed[32])
+{
+	for (int i = 0; i < 32; i++) {
+		wseed[i] = (uint8_t)i;
+		eseed[i] = (uint8_t)(0x80 + i);
+	}
+	crypto_kx_seed_keypair(kp->pk, kp->sk, wseed);
+	kp->not_before = NOW;
+	kp->not_after = NOW + 3600;
+	assert_int_equal(seal_client_begin_seed(c, kp->pk, eseed), 0);
+	assert_int_equal(seal_server_begin(w, kp, c->epk), 0);
+}
+
 /* ---- the construction, against raw primitives, and the test vector ------------------ */
 
 static void test_construction_and_vector(void **state)
 {
 	uint8_t wseed[32], eseed[32], nonce[24], q[32], h[64], esk[32];
-	uint8_t rpk[32], rsk[32];
 	seal_keypair kp;
 	seal_job c, w;
 	dynbuf sealed, plain;
@@ -449,19 +465,9 @@ static void test_construction_and_vector(void **state)
 	crypto_generichash_state gh;
 
 	(void)state;
-	for (int i = 0; i < 32; i++) {
-		wseed[i] = (uint8_t)i;
-		eseed[i] = (uint8_t)(0x80 + i);
-	}
 	for (int i = 0; i < 24; i++)
 		nonce[i] = (uint8_t)(0xa0 + i);
-	crypto_kx_seed_keypair(rpk, rsk, wseed);
-	memcpy(kp.pk, rpk, 32);
-	memcpy(kp.sk, rsk, 32);
-	kp.not_before = NOW;
-	kp.not_after = NOW + 3600;
-	assert_int_equal(seal_client_begin_seed(&c, kp.pk, eseed), 0);
-	assert_int_equal(seal_server_begin(&w, &kp, c.epk), 0);
+	vector_jobs(&kp, &c, &w, wseed, eseed);
 
 	/* crypto_kx, by hand: BLAKE2b-512(X25519(esk, seal_pk) || epk ||
 	 * seal_pk); the first half is the response key (client rx), the second
@@ -516,7 +522,7 @@ static void test_construction_and_vector(void **state)
  * "data: hi\n\n" and the final empty frame. */
 static void test_gcm_vector(void **state)
 {
-	uint8_t wseed[32], eseed[32], salt[SEAL_GCM_SALT_LEN], k[32], pk[32], sk[32];
+	uint8_t wseed[32], eseed[32], salt[SEAL_GCM_SALT_LEN], k[32];
 	uint8_t msg[64];
 	static const char ev[] = "data: hi\n\n";
 	seal_keypair kp;
@@ -527,19 +533,9 @@ static void test_gcm_vector(void **state)
 	struct got g;
 
 	(void)state;
-	for (int i = 0; i < 32; i++) {
-		wseed[i] = (uint8_t)i;
-		eseed[i] = (uint8_t)(0x80 + i);
-	}
 	for (int i = 0; i < SEAL_GCM_SALT_LEN; i++)
 		salt[i] = (uint8_t)(0xc0 + i);
-	crypto_kx_seed_keypair(pk, sk, wseed);
-	memcpy(kp.pk, pk, 32);
-	memcpy(kp.sk, sk, 32);
-	kp.not_before = NOW;
-	kp.not_after = NOW + 3600;
-	assert_int_equal(seal_client_begin_seed(&c, kp.pk, eseed), 0);
-	assert_int_equal(seal_server_begin(&w, &kp, c.epk), 0);
+	vector_jobs(&kp, &c, &w, wseed, eseed);
 	w.reply = SEAL_REPLY_GCM;
 	dynbuf_init(&s, 4096);
 	assert_int_equal(seal_writer_begin_salt(&wr, &s, &w, salt), 0);
