@@ -243,6 +243,32 @@ static bool cfg_looks_like_option(const char *s)
 	return true;
 }
 
+static bool cfg_is_help(const char *s);
+
+/* Whether the word after an option that needs a value is another option
+ * rather than that value: one that looks like an option and names one of
+ * `opts` ("-x", "--name[=...]", "--no-name" of a boolean), help, or "--".
+ * Any other word is the value, even one that begins with '-' (an account
+ * id may: "--owner -Ab..." is that id). */
+static bool cfg_names_option(const config_opt *opts, const char *s)
+{
+	size_t idx, len;
+	const config_opt *o;
+
+	if (!cfg_looks_like_option(s))
+		return false;
+	if (cfg_is_help(s) || strcmp(s, "--") == 0)
+		return true;
+	if (s[1] != '-')
+		return cfg_find_short(opts, s[1], &idx) != NULL;
+	len = strcspn(s + 2, "=");
+	if (cfg_find_long(opts, s + 2, len, &idx))
+		return true;
+	o = len > 3 && memcmp(s + 2, "no-", 3) == 0 ?
+	    cfg_find_long(opts, s + 5, len - 3, &idx) : NULL;
+	return o && o->type == OPT_BOOL;
+}
+
 static bool cfg_is_help(const char *s)
 {
 	return strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0;
@@ -305,9 +331,11 @@ static int cfg_parse_word(config *c, const config_opt *opts, int argc, char **ar
 		return 0;
 	}
 	if (!value) {
-		if (*i + 1 >= argc || cfg_looks_like_option(argv[*i + 1]))
-			return troop_error_set(TROOP_EINVAL, "%s: missing value (%s)",
-			    shown, o->metavar ? o->metavar : "expected a value");
+		if (*i + 1 >= argc || cfg_names_option(opts, argv[*i + 1]))
+			return troop_error_set(TROOP_EINVAL, "%s: missing value (%s)%s",
+			    shown, o->metavar ? o->metavar : "expected a value",
+			    *i + 1 < argc && arg[1] == '-' ? "; a value that begins with "
+			    "'-' goes after '='" : "");
 		value = argv[++*i];
 	}
 	v->src = SRC_ARGV;

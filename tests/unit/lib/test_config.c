@@ -184,6 +184,14 @@ static void test_forms(void **state)
 	c = parse_ok(ARGC(dash), dash);
 	assert_string_equal(config_str(c, "model"), "-odd");
 	config_free(c);
+
+	/* so does a separate word that names no option: account ids are
+	 * base64url and one in 64 begins with '-' ("--owner -Ab...") */
+	char *id[] = { "cmd", "--model", "-Ab_9-xyz", "-c", "--Qz-id" };
+	c = parse_ok(ARGC(id), id);
+	assert_string_equal(config_str(c, "model"), "-Ab_9-xyz");
+	assert_string_equal(config_str(c, "coordinator"), "--Qz-id");
+	config_free(c);
 }
 
 static void test_bools(void **state)
@@ -299,7 +307,13 @@ static void test_errors_name_the_flag(void **state)
 	parse_err(ARGC(unknown_no), unknown_no, "unknown option '--no-model'");
 	parse_err(ARGC(missing_end), missing_end, "--node-ttl: missing value (SECONDS)");
 	parse_err(ARGC(missing_short), missing_short, "-m: missing value (MODEL)");
-	parse_err(ARGC(missing_next), missing_next, "--model: missing value (MODEL)");
+	parse_err(ARGC(missing_next), missing_next, "--model: missing value (MODEL); a value "
+	    "that begins with '-' goes after '='");
+	/* the next word names an option: a short one, a negated boolean */
+	char *next_short[] = { "cmd", "--model", "-jx" };
+	char *next_no[] = { "cmd", "--model", "--no-json" };
+	parse_err_has(ARGC(next_short), next_short, "--model: missing value (MODEL)", "'='");
+	parse_err_has(ARGC(next_no), next_no, "--model: missing value (MODEL)", "'='");
 	parse_err(ARGC(bad_int), bad_int,
 	    "--node-ttl: expected an integer between 1 and 3600, got 'abc'");
 	parse_err(ARGC(bad_int_eq), bad_int_eq,
