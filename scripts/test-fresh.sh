@@ -152,7 +152,8 @@ if [ "$what" = all ] || [ "$what" = source ]; then
     grep -E "tests passed|tests failed" "$work/make-test.log" | tail -1 | sed 's/^/    /'
     echo "    after make test: $(footprint "$r")"
     # /proc is the host's: count only processes whose root is this one
-    for p in $(pgrep -x 'postgres|redis-server'); do
+    # (one name per pgrep: it matches nothing for a pattern over 15 characters)
+    for p in $(pgrep -x postgres; pgrep -x redis-server); do
       [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$r" ] &&
         echo "    left running: $(cat "/proc/$p/comm" 2>/dev/null) ($p)"
     done
