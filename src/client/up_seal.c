@@ -5,7 +5,6 @@
 #include "up_seal.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,14 +146,6 @@ static struct pool_key *pool_wanting(void)
 static void *pool_main(void *arg)
 {
 	(void)arg;
-#ifdef SCHED_IDLE
-	/* only on a core nothing else wants: on a busy machine the refills
-	 * would otherwise take CPU from the request in flight (whose first
-	 * byte is what the pool is for); a pool that runs dry makes the keys
-	 * in the request, as without the pool */
-	struct sched_param sp = { 0 };
-	(void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
-#endif
 	pthread_mutex_lock(&pool.mu);
 	while (!pool.stop) {
 		struct pool_key *k = pool_wanting();
@@ -322,13 +313,10 @@ int up_seal_headers(up_seal *s, int status, const char *const *headers, const ch
 	const char *ct = header_value(headers, "Content-Type:");
 	const char *orig = header_value(headers, UP_SEAL_TYPE_HEADER ":");
 
-	int suite = seal_reply_from_content_type(ct);
-
 	*ctype = NULL;
 	s->status = status;
-	if (suite >= 0) {
+	if (seal_reply_take(&s->job, ct) == 0) {   /* the suite the worker chose */
 		s->opening = true;
-		s->job.reply = (uint8_t)suite;   /* what the worker chose */
 		s->stream = orig && strncasecmp(orig, "text/event-stream", 17) == 0 &&
 		    status < 400;
 		/* opened straight into what goes to the app (up_seal_transform

@@ -376,10 +376,8 @@ static char *ask(struct auditor *au, const struct target *t, const char *body,
 	}
 	if (sl.active) {
 		/* a sealed request gets a sealed reply, or it failed */
-		int suite = seal_reply_from_content_type(resp.content_type);
-		if (suite >= 0)
-			sl.job.reply = (uint8_t)suite;
-		if (suite < 0 || seal_open_reply(&plain, &sl, resp.body, resp.len) != 0) {
+		if (seal_reply_take(&sl.job, resp.content_type) != 0 ||
+		    seal_open_reply(&plain, &sl, resp.body, resp.len) != 0) {
 			log_warn("audit", "node=%.8s job=%s error=\"the sealed reply did not open\"",
 			    t->node_id, rep.job_id);
 			goto out;

@@ -196,44 +196,46 @@ int seal_header_format(char *out, size_t len, const seal_job *j)
 	return n > 0 && (size_t)n < len ? 0 : troop_error_set(TROOP_EINVAL, "seal: header buffer");
 }
 
-/* The value after "NAME=" in a "; "-separated parameter list. */
-static int header_param(uint8_t out[SEAL_PK_LEN], const char *v, const char *name)
+/* The value after "NAME=" in a "; "-separated parameter list, its length
+ * in *len; NULL when the list has no such parameter. */
+static const char *param_value(const char *v, const char *name, size_t *len)
 {
 	size_t nl = strlen(name);
 	const char *p = v;
 
 	while ((p = strstr(p, name)) != NULL) {
 		if ((p == v || p[-1] == ' ' || p[-1] == ';') && p[nl] == '=') {
-			const char *s = p + nl + 1;
-			size_t l = strcspn(s, "; \t");
-			return b64_decode_exact(out, SEAL_PK_LEN, s, l);
+			*len = strcspn(p + nl + 1, "; \t");
+			return p + nl + 1;
 		}
 		p += nl;
 	}
-	return -1;
+	return NULL;
+}
+
+/* A key parameter (32 bytes, base64url) of the list into out. */
+static int header_param(uint8_t out[SEAL_PK_LEN], const char *v, const char *name)
+{
+	size_t l = 0;
+	const char *s = param_value(v, name, &l);
+
+	return s ? b64_decode_exact(out, SEAL_PK_LEN, s, l) : -1;
 }
 
 /* Whether the parameter list `v` has reply=<list> naming SEAL_GCM_NAME. */
 static bool offers_gcm(const char *v)
 {
-	const char *p = v;
+	const size_t nl = sizeof(SEAL_GCM_NAME) - 1;
+	size_t l = 0;
+	const char *s = param_value(v, "reply", &l);
 
-	while ((p = strstr(p, "reply=")) != NULL) {
-		if (p == v || p[-1] == ' ' || p[-1] == ';') {
-			const char *s = p + 6;
-			size_t l = strcspn(s, "; \t");
-			const size_t nl = sizeof(SEAL_GCM_NAME) - 1;
-			for (size_t at = 0; at < l; ) {
-				size_t w = strcspn(s + at, ",; \t");
-				if (w > l - at)
-					w = l - at;
-				if (w == nl && memcmp(s + at, SEAL_GCM_NAME, nl) == 0)
-					return true;
-				at += w + 1;
-			}
-			return false;
-		}
-		p += 6;
+	for (size_t at = 0; s && at < l; ) {
+		size_t w = strcspn(s + at, ",; \t");
+		if (w > l - at)
+			w = l - at;
+		if (w == nl && memcmp(s + at, SEAL_GCM_NAME, nl) == 0)
+			return true;
+		at += w + 1;
 	}
 	return false;
 }
@@ -251,14 +253,20 @@ int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN], in
 	return 0;
 }
 
-int seal_reply_from_content_type(const char *ct)
+int seal_reply_take(seal_job *j, const char *ct)
 {
 	const size_t n = sizeof(SEAL_CONTENT_TYPE) - 1;
 
 	if (!ct || strncasecmp(ct, SEAL_CONTENT_TYPE, n) != 0 ||
 	    (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ' && ct[n] != '\t' && ct[n] != '\r'))
 		return -1;
-	return offers_gcm(ct + n) ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
+	j->reply = offers_gcm(ct + n) ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
+	return 0;
+}
+
+const char *seal_reply_content_type(const seal_job *j)
+{
+	return j->reply == SEAL_REPLY_GCM ? SEAL_CONTENT_TYPE_GCM : SEAL_CONTENT_TYPE;
 }
 
 /* context NUL jti NUL node_id, into ad (REQ_AD_MAX bytes, on the caller's

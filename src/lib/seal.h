@@ -125,10 +125,14 @@ int seal_header_format(char *out, size_t len, const seal_job *j);
 int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN], int *reply,
     const char *value);
 
-/* The reply suite a sealed reply's Content-Type names (its reply=
- * parameter): SEAL_REPLY_GCM or SEAL_REPLY_SS; -1 when `ctype` is not
- * SEAL_CONTENT_TYPE at all. */
-int seal_reply_from_content_type(const char *ctype);
+/* Client: a reply's Content-Type.  When it is SEAL_CONTENT_TYPE, the
+ * suite it names (its reply= parameter: a256gcm, else secretstream) goes
+ * to j->reply, for the reader, and 0 is returned; -1 (j unchanged) when
+ * the reply is not sealed. */
+int seal_reply_take(seal_job *j, const char *ctype);
+
+/* Worker: the Content-Type of j's sealed reply (the suite it uses). */
+const char *seal_reply_content_type(const seal_job *j);
 
 /* Worker: the job's keys from its sealing key pair and the client's epk. */
 int seal_server_begin(seal_job *j, const seal_keypair *kp, const uint8_t epk[SEAL_PK_LEN]);
@@ -194,7 +198,7 @@ typedef struct {
 } seal_reader;
 
 /* Start reading a response stream sealed for `j`, in the suite j->reply
- * names (the reply's Content-Type says which: seal_reply_from_content_type). */
+ * names (the reply's Content-Type says which: seal_reply_take). */
 void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk, void *arg);
 
 /* As seal_reader_init, but each chunk's plaintext is appended to `sink`

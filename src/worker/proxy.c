@@ -229,8 +229,7 @@ static void job_seal_headers(struct job *j, int status, const char *const *heade
 		type = "application/json";
 	snprintf(v, sizeof(v), "%s", strpbrk(type, "\r\n") ? "application/octet-stream" : type);
 	http_reply_header(j->req, SEALED_TYPE_HEADER, v);
-	relay_set_wrap(j->rl, j->seal.keys.reply == SEAL_REPLY_GCM ? SEAL_CONTENT_TYPE_GCM :
-	    SEAL_CONTENT_TYPE, job_seal_wrap);
+	relay_set_wrap(j->rl, seal_reply_content_type(&j->seal.keys), job_seal_wrap);
 }
 
 /* relay_set_wrap of a sealed job: each write to the requester sealed as

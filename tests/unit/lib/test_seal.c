@@ -394,6 +394,21 @@ static void test_stream(void **state)
 	stream_suite(SEAL_REPLY_GCM);
 }
 
+/* The suite seal_reply_take reads from Content-Type `ct`, -1 when it is
+ * not a sealed reply (the job then keeps its own). */
+static int reply_of(const char *ct)
+{
+	seal_job j;
+
+	memset(&j, 0, sizeof(j));
+	j.reply = 7;
+	if (seal_reply_take(&j, ct) != 0) {
+		assert_int_equal(j.reply, 7);
+		return -1;
+	}
+	return j.reply;
+}
+
 /* The reply suite: offered in the request header, chosen in the reply's
  * Content-Type; an old client's header (no offer) gets secretstream. */
 static void test_reply_negotiation(void **state)
@@ -426,13 +441,18 @@ static void test_reply_negotiation(void **state)
 	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
 	assert_int_equal(reply, SEAL_REPLY_SS);
 
-	assert_int_equal(seal_reply_from_content_type(SEAL_CONTENT_TYPE), SEAL_REPLY_SS);
-	assert_int_equal(seal_reply_from_content_type(SEAL_CONTENT_TYPE_GCM), SEAL_REPLY_GCM);
-	assert_int_equal(seal_reply_from_content_type("Application/X-Troop-Sealed;reply=a256gcm"),
+	assert_int_equal(reply_of(SEAL_CONTENT_TYPE), SEAL_REPLY_SS);
+	assert_int_equal(reply_of(SEAL_CONTENT_TYPE_GCM), SEAL_REPLY_GCM);
+	assert_int_equal(reply_of("Application/X-Troop-Sealed;reply=a256gcm"),
 	    SEAL_REPLY_GCM);
-	assert_int_equal(seal_reply_from_content_type("application/x-troop-sealedness"), -1);
-	assert_int_equal(seal_reply_from_content_type("application/json"), -1);
-	assert_int_equal(seal_reply_from_content_type(NULL), -1);
+	assert_int_equal(reply_of("application/x-troop-sealedness"), -1);
+	assert_int_equal(reply_of("application/json"), -1);
+	assert_int_equal(reply_of(NULL), -1);
+	/* and what a worker answers with names the suite it uses */
+	c.reply = SEAL_REPLY_GCM;
+	assert_int_equal(reply_of(seal_reply_content_type(&c)), SEAL_REPLY_GCM);
+	c.reply = SEAL_REPLY_SS;
+	assert_string_equal(seal_reply_content_type(&c), SEAL_CONTENT_TYPE);
 }
 
 /* The jobs of the test vectors: the worker's sealing key from seed 00 01
