@@ -30,7 +30,7 @@ void up_seal_reset(up_seal *s)
 {
 	api_kind api = s->api;
 
-	if (s->active)
+	if (s->active && s->from_pool)
 		pool_refill();
 	seal_job_wipe(&s->job);
 	if (s->opening)
@@ -258,6 +258,99 @@ static void pool_refill(void)
 	pthread_mutex_unlock(&pool.mu);
 }
 
+/* ---- job keys kept for a worker ------------------------------------------------- */
+
+/* Per sealing key (a worker's), the job key of a job this thread sent it:
+ * `confirmed` once the worker answered that job in a256gcm2, after which
+ * the next jobs reuse it (for SEAL_KEY_REUSE_S, SEAL_KEY_REUSE_JOBS jobs at
+ * most).  Per thread, so no lock; STMT_CACHE entries, like the statements. */
+static __thread struct kept_key {
+	seal_job keys;         /* epk, seal_pk, request and response keys */
+	bool used, confirmed;
+	int64_t born;
+	uint64_t jobs, last;
+} kept[STMT_CACHE];
+static __thread uint64_t kept_clock, kept_reused;
+
+uint64_t up_seal_reused_jobs(void)
+{
+	return kept_reused;
+}
+
+static struct kept_key *kept_find(const uint8_t pk[SEAL_PK_LEN])
+{
+	for (int i = 0; i < STMT_CACHE; i++)
+		if (kept[i].used && memcmp(kept[i].keys.seal_pk, pk, SEAL_PK_LEN) == 0)
+			return &kept[i];
+	return NULL;
+}
+
+static void kept_drop(struct kept_key *k)
+{
+	sodium_memzero(k, sizeof(*k));
+}
+
+/* A confirmed key for `pk` still in its time into *j, or false. */
+static bool kept_take(seal_job *j, const uint8_t pk[SEAL_PK_LEN], int64_t now)
+{
+	struct kept_key *k = kept_find(pk);
+
+	if (!k || !k->confirmed)
+		return false;
+	if (now < k->born || now - k->born >= SEAL_KEY_REUSE_S ||
+	    k->jobs >= SEAL_KEY_REUSE_JOBS) {
+		kept_drop(k);
+		return false;
+	}
+	*j = k->keys;
+	j->reply = SEAL_REPLY_GCM2;
+	j->jti[0] = '\0';
+	k->jobs++;
+	k->last = ++kept_clock;
+	kept_reused++;
+	return true;
+}
+
+/* A fresh job key sent to `pk`: the candidate to keep once its reply
+ * confirms (a confirmed key in its time stays). */
+static void kept_offer(const seal_job *j, int64_t now)
+{
+	struct kept_key *k = kept_find(j->seal_pk);
+
+	if (k && k->confirmed && now - k->born < SEAL_KEY_REUSE_S)
+		return;
+	if (!k) {
+		k = &kept[0];
+		for (int i = 1; i < STMT_CACHE && k->used; i++)
+			if (!kept[i].used || kept[i].last < k->last)
+				k = &kept[i];
+	}
+	kept_drop(k);
+	k->keys = *j;
+	k->keys.jti[0] = '\0';
+	k->used = true;
+	k->born = now;
+	k->last = ++kept_clock;
+}
+
+/* Stop using job key j (its reply was refused). */
+static void kept_forget(const seal_job *j)
+{
+	struct kept_key *k = kept_find(j->seal_pk);
+
+	if (k && memcmp(k->keys.epk, j->epk, SEAL_PK_LEN) == 0)
+		kept_drop(k);
+}
+
+/* The worker answered the job with key j in a256gcm2. */
+static void kept_confirm(const seal_job *j)
+{
+	struct kept_key *k = kept_find(j->seal_pk);
+
+	if (k && !k->confirmed && memcmp(k->keys.epk, j->epk, SEAL_PK_LEN) == 0)
+		k->confirmed = true;
+}
+
 /* ---- a sealed try -------------------------------------------------------------- */
 
 int up_seal_begin(up_seal *s, const char *stmt, const char *node_id, const char *jti,
@@ -280,7 +373,17 @@ int up_seal_begin(up_seal *s, const char *stmt, const char *node_id, const char 
 		return troop_error_set(TROOP_EINVAL, "the sealing key statement of node %.8s is "
 		    "malformed: the request was not sent", node_id);
 	dynbuf_init(&s->body, len + SEAL_REQUEST_OVERHEAD + 1);
-	if ((!pool_take(&s->job, pk) && (rc = seal_client_begin(&s->job, pk)) != 0) ||
+	rc = 0;
+	if (kept_take(&s->job, pk, now)) {
+		s->reused = true;
+	} else {
+		s->from_pool = true;   /* the pool makes this key's next ones after the try */
+		if (!pool_take(&s->job, pk))
+			rc = seal_client_begin(&s->job, pk);
+		if (rc == 0)
+			kept_offer(&s->job, now);
+	}
+	if (rc != 0 ||
 	    (rc = seal_request_seal(&s->body, &s->job, jti, node_id, body, len)) != 0 ||
 	    (rc = seal_header_format(v, sizeof(v), &s->job)) != 0) {
 		up_seal_reset(s);
@@ -316,6 +419,17 @@ int up_seal_headers(up_seal *s, int status, const char *const *headers, const ch
 	*ctype = NULL;
 	s->status = status;
 	if (seal_reply_take(&s->job, ct) == 0) {   /* the suite the worker chose */
+		if (s->reused && s->job.reply != SEAL_REPLY_GCM2) {
+			/* the worker chose a256gcm2 before: the offer was altered
+			 * on the way, and a reply not bound to its ticket could be
+			 * another job's under the same key */
+			kept_forget(&s->job);
+			return troop_error_set(TROOP_EUPSTREAM, "the worker answered a job sealed "
+			    "with a kept key in a suite not bound to the ticket (the offer was "
+			    "altered on the way?): refused");
+		}
+		if (s->job.reply == SEAL_REPLY_GCM2)
+			kept_confirm(&s->job);
 		s->opening = true;
 		s->stream = orig && strncasecmp(orig, "text/event-stream", 17) == 0 &&
 		    status < 400;
@@ -386,11 +500,13 @@ int up_seal_transform(up_seal *s, const char *data, size_t len, bool end, const 
 	}
 	if (len && (rc = seal_reader_feed(&s->rd, data, len)) != 0) {
 		s->failed = true;
+		kept_forget(&s->job);
 		return troop_error_set(rc, "the sealed reply did not open: altered, reordered or "
 		    "not this job's");
 	}
 	if (end && seal_reader_finish(&s->rd) != 0) {
 		s->failed = true;
+		kept_forget(&s->job);
 		return troop_error_set(TROOP_EUPSTREAM, "the sealed reply was cut short");
 	}
 	/* an event stream goes on as it opens; anything else only whole */

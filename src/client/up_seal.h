@@ -20,6 +20,13 @@
  * stream without its final frame fails the transform: the app gets the
  * error event (streams) or an error reply, never the altered bytes.
  *
+ * Once a worker has answered in a256gcm2 (each reply bound to its own
+ * ticket), the thread keeps that job's key for the worker's sealing key
+ * and seals the next jobs to it with it, for up to SEAL_KEY_REUSE_S: no
+ * X25519 at either end for them.  A reply to such a job in another suite
+ * (someone took a256gcm2 out of the offer) is refused, and the key is
+ * dropped.
+ *
  * Not thread-safe: one per job, on the job's thread (the key pool below
  * excepted).
  */
@@ -40,6 +47,8 @@
 
 typedef struct {
 	bool active;           /* this try's request is sealed */
+	bool from_pool;        /* ... with fresh keys: the pool makes more at the end */
+	bool reused;           /* ... with the job key of earlier jobs (a256gcm2 only) */
 	seal_job job;
 	dynbuf body;           /* the sealed request body */
 	char header[UP_SEAL_HEADER_MAX];  /* the whole request header line */
@@ -69,6 +78,9 @@ int up_seal_pool_ready(const uint8_t pk[SEAL_PK_LEN]);
  * found among those it checked lately (tests). */
 uint64_t up_seal_statement_checks(void);
 
+/* How many of this thread's sealed jobs used a kept job key (tests). */
+uint64_t up_seal_reused_jobs(void);
+
 /* Zero state (before the first try). */
 void up_seal_init(up_seal *s, api_kind api);
 
@@ -82,7 +94,8 @@ int up_seal_begin(up_seal *s, const char *stmt, const char *node_id, const char 
 
 /* The worker's reply headers came (status `status`).  Returns 0 and sets
  * *ctype to the Content-Type the app is to get (NULL: leave it), or
- * TROOP_EUPSTREAM when a 2xx reply is not sealed. */
+ * TROOP_EUPSTREAM when a 2xx reply is not sealed, or a reply to a job
+ * under a kept key is not in a256gcm2. */
 int up_seal_headers(up_seal *s, int status, const char *const *headers, const char **ctype);
 
 /* relay_cb.transform for a sealed try (see above). */

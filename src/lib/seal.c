@@ -2,8 +2,8 @@
  * seal.c - sealed jobs (seal.h): the worker's signed sealing key, the
  * sealed request, and the sealed response stream: libsodium (crypto_sign,
  * crypto_kx, crypto_aead_xchacha20poly1305_ietf, BLAKE2b and
- * crypto_secretstream_xchacha20poly1305) and, for the a256gcm reply
- * suite, OpenSSL's AES-256-GCM (its AES-NI/VAES code runs 3 times as fast
+ * crypto_secretstream_xchacha20poly1305) and, for the a256gcm and
+ * a256gcm2 reply suites, OpenSSL's AES-256-GCM (its AES-NI/VAES code runs 3 times as fast
  * as secretstream over the 16-64 KiB frames a busy stream carries).
  */
 #include "seal.h"
@@ -22,6 +22,7 @@
 #define STMT_SIG_CONTEXT "troop-seal-key-v1"
 #define REQ_AD_CONTEXT "troop-seal-v1"
 #define GCM_KEY_CONTEXT "troop-seal-a256gcm-v1"
+#define GCM2_KEY_CONTEXT "troop-seal-a256gcm-v2"
 #define STMT_SKEW_S 60
 
 static void put_be64(uint8_t *p, int64_t v)
@@ -158,7 +159,8 @@ int seal_client_begin_seed(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN],
 	else
 		crypto_kx_keypair(j->epk, esk);
 	memcpy(j->seal_pk, seal_pk, SEAL_PK_LEN);
-	j->reply = SEAL_REPLY_GCM;
+	j->reply = SEAL_REPLY_GCM2;
+	j->jti[0] = '\0';
 	/* client rx = response key, client tx = request key */
 	if (crypto_kx_client_session_keys(j->resp_key, j->req_key, j->epk, esk, seal_pk) != 0)
 		rc = troop_error_set(TROOP_EINVAL, "seal: the worker's sealing key is unusable");
@@ -171,6 +173,7 @@ int seal_server_begin(seal_job *j, const seal_keypair *kp, const uint8_t epk[SEA
 	memcpy(j->epk, epk, SEAL_PK_LEN);
 	memcpy(j->seal_pk, kp->pk, SEAL_PK_LEN);
 	j->reply = SEAL_REPLY_SS;   /* the caller sets what the client offered */
+	j->jti[0] = '\0';
 	/* server rx = request key, server tx = response key */
 	if (crypto_kx_server_session_keys(j->req_key, j->resp_key, kp->pk, kp->sk, epk) != 0)
 		return troop_error_set(TROOP_EAUTH, "seal: the client's key is unusable");
@@ -192,6 +195,7 @@ int seal_header_format(char *out, size_t len, const seal_job *j)
 	sodium_bin2base64(k, sizeof(k), j->seal_pk, SEAL_PK_LEN,
 	    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	n = snprintf(out, len, "v1; epk=%s; key=%s%s", e, k,
+	    j->reply == SEAL_REPLY_GCM2 ? "; reply=" SEAL_GCM2_NAME "," SEAL_GCM_NAME :
 	    j->reply == SEAL_REPLY_GCM ? "; reply=" SEAL_GCM_NAME : "");
 	return n > 0 && (size_t)n < len ? 0 : troop_error_set(TROOP_EINVAL, "seal: header buffer");
 }
@@ -222,22 +226,26 @@ static int header_param(uint8_t out[SEAL_PK_LEN], const char *v, const char *nam
 	return s ? b64_decode_exact(out, SEAL_PK_LEN, s, l) : -1;
 }
 
-/* Whether the parameter list `v` has reply=<list> naming SEAL_GCM_NAME. */
-static bool offers_gcm(const char *v)
+/* The best reply suite that the parameter list `v` names in reply=<list>:
+ * SEAL_REPLY_GCM2, SEAL_REPLY_GCM, else SEAL_REPLY_SS. */
+static int reply_named(const char *v)
 {
-	const size_t nl = sizeof(SEAL_GCM_NAME) - 1;
 	size_t l = 0;
 	const char *s = param_value(v, "reply", &l);
+	int best = SEAL_REPLY_SS;
 
 	for (size_t at = 0; s && at < l; ) {
 		size_t w = strcspn(s + at, ",; \t");
 		if (w > l - at)
 			w = l - at;
-		if (w == nl && memcmp(s + at, SEAL_GCM_NAME, nl) == 0)
-			return true;
+		if (w == sizeof(SEAL_GCM2_NAME) - 1 && memcmp(s + at, SEAL_GCM2_NAME, w) == 0)
+			best = SEAL_REPLY_GCM2;
+		else if (w == sizeof(SEAL_GCM_NAME) - 1 && memcmp(s + at, SEAL_GCM_NAME, w) == 0 &&
+		    best == SEAL_REPLY_SS)
+			best = SEAL_REPLY_GCM;
 		at += w + 1;
 	}
-	return false;
+	return best;
 }
 
 int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN], int *reply,
@@ -249,7 +257,7 @@ int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN], in
 		return troop_error_set(TROOP_EINVAL, "the X-Troop-Seal header must be "
 		    "'v1; epk=<key>; key=<key>' (base64url, 32 bytes each)");
 	if (reply)
-		*reply = offers_gcm(value) ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
+		*reply = reply_named(value);
 	return 0;
 }
 
@@ -260,13 +268,27 @@ int seal_reply_take(seal_job *j, const char *ct)
 	if (!ct || strncasecmp(ct, SEAL_CONTENT_TYPE, n) != 0 ||
 	    (ct[n] != '\0' && ct[n] != ';' && ct[n] != ' ' && ct[n] != '\t' && ct[n] != '\r'))
 		return -1;
-	j->reply = offers_gcm(ct + n) ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
+	j->reply = (uint8_t)reply_named(ct + n);
 	return 0;
 }
 
 const char *seal_reply_content_type(const seal_job *j)
 {
-	return j->reply == SEAL_REPLY_GCM ? SEAL_CONTENT_TYPE_GCM : SEAL_CONTENT_TYPE;
+	return j->reply == SEAL_REPLY_GCM2 ? SEAL_CONTENT_TYPE_GCM2 :
+	    j->reply == SEAL_REPLY_GCM ? SEAL_CONTENT_TYPE_GCM : SEAL_CONTENT_TYPE;
+}
+
+/* Record the job's ticket id (the a256gcm2 reply is bound to it). */
+static int job_set_jti(seal_job *j, const char *jti)
+{
+	size_t n = jti ? strnlen(jti, SEAL_JTI_MAX + 1) : 0;
+
+	if (n > SEAL_JTI_MAX)
+		return troop_error_set(TROOP_ETOOLARGE, "seal: a ticket id over %d characters",
+		    SEAL_JTI_MAX);
+	memcpy(j->jti, jti ? jti : "", n);
+	j->jti[n] = '\0';
+	return 0;
 }
 
 /* context NUL jti NUL node_id, into ad (REQ_AD_MAX bytes, on the caller's
@@ -292,7 +314,7 @@ static int request_ad(uint8_t *ad, size_t *adlen, const char *jti, const char *n
 	return 0;
 }
 
-int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
+int seal_request_seal_nonce(dynbuf *out, seal_job *j, const char *jti,
     const char *node_id, const void *body, size_t len, const uint8_t nonce[24])
 {
 	uint8_t ad[REQ_AD_MAX];
@@ -301,7 +323,7 @@ int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
 	void *ct;
 	int rc;
 
-	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0)
+	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0 || (rc = job_set_jti(j, jti)) != 0)
 		return rc;
 	if ((rc = dynbuf_add(out, nonce, 24)) != 0 ||
 	    (rc = dynbuf_extend(out, len + crypto_aead_xchacha20poly1305_ietf_ABYTES, &ct)) != 0) {
@@ -314,7 +336,7 @@ int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
 	return 0;
 }
 
-int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+int seal_request_seal(dynbuf *out, seal_job *j, const char *jti, const char *node_id,
     const void *body, size_t len)
 {
 	uint8_t nonce[24];
@@ -323,7 +345,7 @@ int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const cha
 	return seal_request_seal_nonce(out, j, jti, node_id, body, len, nonce);
 }
 
-int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+int seal_request_open(dynbuf *out, seal_job *j, const char *jti, const char *node_id,
     const void *sealed, size_t len)
 {
 	const uint8_t *s = sealed;
@@ -336,7 +358,7 @@ int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const cha
 	if (len < SEAL_REQUEST_OVERHEAD)
 		return troop_error_set(TROOP_EINVAL, "the sealed request is shorter than its "
 		    "nonce and tag");
-	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0)
+	if ((rc = request_ad(ad, &adlen, jti, node_id)) != 0 || (rc = job_set_jti(j, jti)) != 0)
 		return rc;
 	plen = len - SEAL_REQUEST_OVERHEAD;
 	if (plen && (rc = dynbuf_extend(out, plen, &pt)) != 0)
@@ -362,7 +384,16 @@ int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const cha
  * and additional data the frame's own 4-byte length field, whose top bit
  * marks the final frame.  A frame moved, dropped, replayed or unmarked as
  * final fails its tag; a stream without a final frame is cut short.
+ *
+ * a256gcm2: the same frames; the stream key is BLAKE2b-256(key = response
+ * key, "troop-seal-a256gcm-v2" || salt || jti), so a reply opens only for
+ * the ticket it answers, even where several jobs share one job key.
  */
+
+static bool suite_gcm(int suite)
+{
+	return suite == SEAL_REPLY_GCM || suite == SEAL_REPLY_GCM2;
+}
 
 static const EVP_CIPHER *gcm_cipher;
 static pthread_once_t gcm_once = PTHREAD_ONCE_INIT;
@@ -377,23 +408,35 @@ static void gcm_fetch(void)
 		gcm_cipher = EVP_aes_256_gcm();
 }
 
-/* Key s for suite `suite`: the salt (a256gcm) or the header (secretstream)
- * in hdr; `encrypt` for the writer. */
+/* Key s for suite `suite`: the salt (a256gcm, a256gcm2) or the header
+ * (secretstream) in hdr, the ticket id `jti` (a256gcm2); `encrypt` for
+ * the writer. */
 static int stream_start(seal_stream *s, int suite, const uint8_t *hdr,
-    const uint8_t key[SEAL_KEY_LEN], bool encrypt)
+    const uint8_t key[SEAL_KEY_LEN], const char *jti, bool encrypt)
 {
-	uint8_t msg[sizeof(GCM_KEY_CONTEXT) - 1 + SEAL_GCM_SALT_LEN], k[32];
+	_Static_assert(sizeof(GCM_KEY_CONTEXT) == sizeof(GCM2_KEY_CONTEXT), "contexts");
+	uint8_t msg[sizeof(GCM_KEY_CONTEXT) - 1 + SEAL_GCM_SALT_LEN + SEAL_JTI_MAX], k[32];
+	const size_t cl = sizeof(GCM_KEY_CONTEXT) - 1;
+	size_t ml = cl + SEAL_GCM_SALT_LEN;
 	int ok;
 
 	s->suite = suite;
 	s->counter = 0;
 	s->gcm = NULL;
-	if (suite != SEAL_REPLY_GCM)
+	if (!suite_gcm(suite))
 		return 0;
 	pthread_once(&gcm_once, gcm_fetch);
-	memcpy(msg, GCM_KEY_CONTEXT, sizeof(GCM_KEY_CONTEXT) - 1);
-	memcpy(msg + sizeof(GCM_KEY_CONTEXT) - 1, hdr, SEAL_GCM_SALT_LEN);
-	crypto_generichash(k, sizeof(k), msg, sizeof(msg), key, SEAL_KEY_LEN);
+	memcpy(msg, suite == SEAL_REPLY_GCM2 ? GCM2_KEY_CONTEXT : GCM_KEY_CONTEXT, cl);
+	memcpy(msg + cl, hdr, SEAL_GCM_SALT_LEN);
+	if (suite == SEAL_REPLY_GCM2) {
+		size_t jl = strnlen(jti, SEAL_JTI_MAX + 1);
+		if (jl == 0 || jl > SEAL_JTI_MAX)
+			return troop_error_set(TROOP_EINVAL, "seal: an a256gcm2 stream needs its "
+			    "ticket id");
+		memcpy(msg + ml, jti, jl);
+		ml += jl;
+	}
+	crypto_generichash(k, sizeof(k), msg, ml, key, SEAL_KEY_LEN);
 	if (!(s->gcm = EVP_CIPHER_CTX_new()))
 		return troop_error_set(TROOP_ENOMEM, "seal: out of memory");
 	ok = encrypt ? EVP_EncryptInit_ex(s->gcm, gcm_cipher, NULL, k, NULL) :
@@ -462,28 +505,33 @@ static int gcm_open(seal_stream *s, uint8_t *m, const uint8_t lenfield[4], const
 
 static size_t suite_abytes(int suite)
 {
-	return suite == SEAL_REPLY_GCM ? SEAL_GCM_TAG_LEN :
-	    crypto_secretstream_xchacha20poly1305_ABYTES;
+	return suite_gcm(suite) ? SEAL_GCM_TAG_LEN : crypto_secretstream_xchacha20poly1305_ABYTES;
 }
 
 static size_t suite_header_len(int suite)
 {
-	return suite == SEAL_REPLY_GCM ? SEAL_GCM_SALT_LEN : SEAL_STREAM_HEADER_LEN;
+	return suite_gcm(suite) ? SEAL_GCM_SALT_LEN : SEAL_STREAM_HEADER_LEN;
+}
+
+/* The suite a job's reply uses (an unknown value: secretstream). */
+static int job_suite(const seal_job *j)
+{
+	return suite_gcm(j->reply) ? j->reply : SEAL_REPLY_SS;
 }
 
 int seal_writer_begin_salt(seal_writer *w, dynbuf *out, const seal_job *j,
     const uint8_t salt[SEAL_GCM_SALT_LEN])
 {
 	uint8_t header[SEAL_STREAM_HEADER_LEN];
-	int suite = j->reply == SEAL_REPLY_GCM ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
+	int suite = job_suite(j);
 	int rc;
 
 	memset(w, 0, sizeof(*w));
-	if (suite == SEAL_REPLY_GCM) {
+	if (suite_gcm(suite)) {
 		memcpy(header, salt, SEAL_GCM_SALT_LEN);
-		rc = stream_start(&w->s, suite, header, j->resp_key, true);
+		rc = stream_start(&w->s, suite, header, j->resp_key, j->jti, true);
 	} else {
-		rc = stream_start(&w->s, suite, NULL, j->resp_key, true);
+		rc = stream_start(&w->s, suite, NULL, j->resp_key, NULL, true);
 		crypto_secretstream_xchacha20poly1305_init_push(&w->s.st, header, j->resp_key);
 	}
 	if (rc == 0)
@@ -524,7 +572,7 @@ int seal_writer_push(seal_writer *w, dynbuf *out, const void *data, size_t len, 
 	if ((rc = dynbuf_extend(out, 4 + clen, &f)) != 0)
 		return rc;
 	frame = f;
-	if (w->s.suite == SEAL_REPLY_GCM) {
+	if (suite_gcm(w->s.suite)) {
 		put_be32(frame, (uint32_t)clen | (final ? SEAL_GCM_FINAL : 0));
 		if ((rc = gcm_seal(&w->s, frame + 4, frame, data, len)) != 0) {
 			dynbuf_setlen(out, at);
@@ -544,8 +592,9 @@ int seal_writer_push(seal_writer *w, dynbuf *out, const void *data, size_t len, 
 void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk, void *arg)
 {
 	memset(r, 0, sizeof(*r));
-	r->s.suite = j->reply == SEAL_REPLY_GCM ? SEAL_REPLY_GCM : SEAL_REPLY_SS;
+	r->s.suite = job_suite(j);
 	memcpy(r->key, j->resp_key, SEAL_KEY_LEN);
+	memcpy(r->jti, j->jti, sizeof(r->jti));
 	dynbuf_init(&r->in, SEAL_FRAME_MAX + 8);
 	dynbuf_init(&r->plain, SEAL_FRAME_MAX);
 	r->on_chunk = on_chunk;
@@ -582,7 +631,7 @@ static int reader_open(seal_reader *r, const uint8_t *lf, size_t fl)
 		dynbuf_reset(to);
 	if (ml && (rc = dynbuf_extend(to, ml, &m)) != 0)
 		return reader_fail(r, rc);
-	if (r->s.suite == SEAL_REPLY_GCM) {
+	if (suite_gcm(r->s.suite)) {
 		bad = gcm_open(&r->s, m, lf, frame, fl);
 		got = ml;
 		final = (get_be32(lf) & SEAL_GCM_FINAL) != 0;
@@ -614,7 +663,7 @@ static int frame_len(seal_reader *r, size_t *fl, const uint8_t *p)
 {
 	uint32_t v = get_be32(p);
 
-	if (r->s.suite == SEAL_REPLY_GCM)
+	if (suite_gcm(r->s.suite))
 		v &= ~SEAL_GCM_FINAL;
 	if (v < suite_abytes(r->s.suite) || v > SEAL_FRAME_MAX)
 		return reader_fail(r, troop_error_set(TROOP_EINVAL, "a sealed frame of %u bytes "
@@ -674,8 +723,8 @@ int seal_reader_feed(seal_reader *r, const void *data, size_t len)
 		b = (const uint8_t *)r->in.buf;
 		if (!r->started) {
 			rc = 0;
-			if (r->s.suite == SEAL_REPLY_GCM)
-				rc = stream_start(&r->s, SEAL_REPLY_GCM, b, r->key, false);
+			if (suite_gcm(r->s.suite))
+				rc = stream_start(&r->s, r->s.suite, b, r->key, r->jti, false);
 			else if (crypto_secretstream_xchacha20poly1305_init_pull(&r->s.st, b,
 			    r->key) != 0)
 				rc = troop_error_set(TROOP_EAUTH, "the sealed response's header is "
@@ -709,6 +758,7 @@ int seal_reader_finish(seal_reader *r)
 void seal_reader_free(seal_reader *r)
 {
 	sodium_memzero(r->key, sizeof(r->key));
+	sodium_memzero(r->jti, sizeof(r->jti));
 	stream_free(&r->s);
 	dynbuf_free(&r->in);
 	dynbuf_free(&r->plain);

@@ -16,14 +16,19 @@
  *                  body is one XChaCha20-Poly1305 message whose associated
  *                  data binds the ticket id (jti) and the node id.
  *   response       one message per chunk the engine sent (each SSE event
- *                  as it comes), framed by a 4-byte length, in one of two
- *                  suites: AES-256-GCM frames under a per-stream key with
- *                  a counter nonce ("a256gcm", what current clients offer
- *                  and workers choose: about three times the speed), or a
+ *                  as it comes), framed by a 4-byte length, in one of
+ *                  three suites: AES-256-GCM frames under a per-stream key
+ *                  with a counter nonce, that key bound to the ticket's id
+ *                  ("a256gcm2", what current clients offer and workers
+ *                  choose) or not ("a256gcm", the previous version); or a
  *                  crypto_secretstream_xchacha20poly1305 stream under the
- *                  response key (v1, for peers that do not offer it).
+ *                  response key (v1, for peers that offer neither).
  *                  Either way the last frame is marked final, so a
  *                  dropped, reordered, altered or cut chunk is an error.
+ *   job keys again a client may keep one ephemeral key for many jobs to
+ *                  the same worker key once that worker has answered in
+ *                  a256gcm2 (each reply is then bound to its own ticket),
+ *                  so that neither end runs X25519 per job.
  *
  * Everything here is pure computation over buffers (no I/O, no clock:
  * times are passed in).  Thread-safe given distinct objects.
@@ -57,13 +62,22 @@
 #define SEAL_CONTENT_TYPE "application/x-troop-sealed"
 #define SEAL_HEADER "X-Troop-Seal"
 #define SEAL_GCM_NAME "a256gcm"
-/* the reply's Content-Type when its stream is a256gcm */
+#define SEAL_GCM2_NAME "a256gcm2"
+/* the reply's Content-Type when its stream is a256gcm, a256gcm2 */
 #define SEAL_CONTENT_TYPE_GCM SEAL_CONTENT_TYPE "; reply=" SEAL_GCM_NAME
+#define SEAL_CONTENT_TYPE_GCM2 SEAL_CONTENT_TYPE "; reply=" SEAL_GCM2_NAME
+#define SEAL_JTI_MAX 128                  /* chars of a ticket id a sealed job takes */
+/* A client keeps one job key for a worker's sealing key this long at most
+ * (a256gcm2 replies only; docs/PROTOCOL.md "Sealed jobs"): the window that
+ * one key's compromise at either end opens. */
+#define SEAL_KEY_REUSE_S 600
+#define SEAL_KEY_REUSE_JOBS 100000
 
 /* How a reply stream is sealed. */
 typedef enum {
 	SEAL_REPLY_SS = 0,   /* crypto_secretstream_xchacha20poly1305 (v1) */
 	SEAL_REPLY_GCM = 1,  /* AES-256-GCM frames, counter nonces ("a256gcm") */
+	SEAL_REPLY_GCM2 = 2, /* the same, the stream key bound to the jti ("a256gcm2") */
 } seal_reply_suite;
 
 /* ---- the worker's sealing key and its signed statement ------------------------- */
@@ -100,12 +114,15 @@ typedef struct {
 	uint8_t resp_key[SEAL_KEY_LEN];   /* worker -> client */
 	uint8_t epk[SEAL_PK_LEN];         /* the client's ephemeral public key */
 	uint8_t seal_pk[SEAL_PK_LEN];     /* the worker's sealing key used */
-	uint8_t reply;                    /* seal_reply_suite: the client's offer,
-	                                   * then what the reply uses */
+	uint8_t reply;                    /* seal_reply_suite: the client's offer
+	                                   * (the best it reads), then what the
+	                                   * reply uses */
+	char jti[SEAL_JTI_MAX + 1];       /* the ticket's id: set when the request
+	                                   * is sealed or opened */
 } seal_job;
 
 /* Client: a fresh ephemeral key pair against the worker's sealing key;
- * the job offers the a256gcm reply. */
+ * the job offers the a256gcm2 reply (and a256gcm). */
 int seal_client_begin(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN]);
 
 /* As seal_client_begin with the ephemeral key pair made from `seed`
@@ -114,21 +131,22 @@ int seal_client_begin_seed(seal_job *j, const uint8_t seal_pk[SEAL_PK_LEN],
     const uint8_t seed[32]);
 
 /* The value of the X-Troop-Seal request header for `j`:
- * "v1; epk=<base64url>; key=<base64url of the worker's sealing key>", and
- * "; reply=a256gcm" when the job offers that reply suite. */
+ * "v1; epk=<base64url>; key=<base64url of the worker's sealing key>", then
+ * the reply suites the job offers besides secretstream: "; reply=a256gcm2,
+ * a256gcm" (j->reply SEAL_REPLY_GCM2) or "; reply=a256gcm" (SEAL_REPLY_GCM). */
 int seal_header_format(char *out, size_t len, const seal_job *j);
 
 /* Parse a request's X-Troop-Seal header into epk and the sealing key it
- * names, and into *reply the reply suite to use: SEAL_REPLY_GCM when the
- * client offers it (reply=, a comma-separated list), else SEAL_REPLY_SS
- * (reply may be NULL).  Returns 0 or TROOP_EINVAL. */
+ * names, and into *reply the reply suite to use: the best the client
+ * offers (reply=, a comma-separated list): SEAL_REPLY_GCM2, SEAL_REPLY_GCM,
+ * else SEAL_REPLY_SS (reply may be NULL).  Returns 0 or TROOP_EINVAL. */
 int seal_header_parse(uint8_t epk[SEAL_PK_LEN], uint8_t seal_pk[SEAL_PK_LEN], int *reply,
     const char *value);
 
 /* Client: a reply's Content-Type.  When it is SEAL_CONTENT_TYPE, the
- * suite it names (its reply= parameter: a256gcm, else secretstream) goes
- * to j->reply, for the reader, and 0 is returned; -1 (j unchanged) when
- * the reply is not sealed. */
+ * suite it names (its reply= parameter: a256gcm2, a256gcm, else
+ * secretstream) goes to j->reply, for the reader, and 0 is returned; -1
+ * (j unchanged) when the reply is not sealed. */
 int seal_reply_take(seal_job *j, const char *ctype);
 
 /* Worker: the Content-Type of j's sealed reply (the suite it uses). */
@@ -138,18 +156,20 @@ const char *seal_reply_content_type(const seal_job *j);
 int seal_server_begin(seal_job *j, const seal_keypair *kp, const uint8_t epk[SEAL_PK_LEN]);
 
 /* Seal request `body` for ticket `jti` on node `node_id`, appended to out
- * (nonce || ciphertext).  Returns 0, TROOP_ENOMEM or TROOP_ETOOLARGE. */
-int seal_request_seal(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+ * (nonce || ciphertext); the jti goes to j->jti, for the reply.  Returns
+ * 0, TROOP_EINVAL, TROOP_ENOMEM or TROOP_ETOOLARGE. */
+int seal_request_seal(dynbuf *out, seal_job *j, const char *jti, const char *node_id,
     const void *body, size_t len);
 
-/* Open a sealed request, appending the plaintext to out.  Returns 0,
- * TROOP_EAUTH (altered, another job's, or sealed for another ticket or
- * node), TROOP_EINVAL (too short), TROOP_ENOMEM or TROOP_ETOOLARGE. */
-int seal_request_open(dynbuf *out, const seal_job *j, const char *jti, const char *node_id,
+/* Open a sealed request, appending the plaintext to out; the jti goes to
+ * j->jti, for the reply.  Returns 0, TROOP_EAUTH (altered, another job's,
+ * or sealed for another ticket or node), TROOP_EINVAL (too short),
+ * TROOP_ENOMEM or TROOP_ETOOLARGE. */
+int seal_request_open(dynbuf *out, seal_job *j, const char *jti, const char *node_id,
     const void *sealed, size_t len);
 
 /* As seal_request_seal with the nonce given: for test vectors only. */
-int seal_request_seal_nonce(dynbuf *out, const seal_job *j, const char *jti,
+int seal_request_seal_nonce(dynbuf *out, seal_job *j, const char *jti,
     const char *node_id, const void *body, size_t len, const uint8_t nonce[24]);
 
 /* ---- the response stream ------------------------------------------------------------ */
@@ -167,13 +187,13 @@ typedef struct {
 	bool started, finished;
 } seal_writer;
 
-/* Worker: start the response stream in the suite j->reply names; appends
- * its header to out (24 bytes for secretstream, the 16-byte salt for
- * a256gcm).  Release with seal_writer_free.  Returns 0, TROOP_ENOMEM or
+/* Worker: start the response stream in the suite j->reply names (for
+ * a256gcm2, bound to j->jti); appends its header to out (24 bytes for
+ * secretstream, the 16-byte salt for a256gcm and a256gcm2).  Release with seal_writer_free.  Returns 0, TROOP_ENOMEM or
  * TROOP_ERR (the cipher would not start). */
 int seal_writer_begin(seal_writer *w, dynbuf *out, const seal_job *j);
 
-/* As seal_writer_begin with the a256gcm salt given: for test vectors. */
+/* As seal_writer_begin with the a256gcm(2) salt given: for test vectors. */
 int seal_writer_begin_salt(seal_writer *w, dynbuf *out, const seal_job *j,
     const uint8_t salt[SEAL_GCM_SALT_LEN]);
 
@@ -189,6 +209,7 @@ typedef int (*seal_chunk_fn)(void *arg, const uint8_t *data, size_t len);
 typedef struct {
 	seal_stream s;
 	uint8_t key[SEAL_KEY_LEN];
+	char jti[SEAL_JTI_MAX + 1];   /* a256gcm2: the ticket the stream is bound to */
 	dynbuf in;           /* bytes not yet a whole frame */
 	dynbuf plain;        /* a frame opened for on_chunk (reused) */
 	dynbuf *sink;        /* seal_reader_init_sink: frames opened here */
@@ -198,7 +219,8 @@ typedef struct {
 } seal_reader;
 
 /* Start reading a response stream sealed for `j`, in the suite j->reply
- * names (the reply's Content-Type says which: seal_reply_take). */
+ * names (the reply's Content-Type says which: seal_reply_take); a256gcm2
+ * opens only for the ticket j->jti names. */
 void seal_reader_init(seal_reader *r, const seal_job *j, seal_chunk_fn on_chunk, void *arg);
 
 /* As seal_reader_init, but each chunk's plaintext is appended to `sink`

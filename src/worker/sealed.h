@@ -7,11 +7,15 @@
  * the header names (current or previous, seal_keys.h) and the ticket's jti
  * and this node's id as associated data; everything after that (the model
  * binding, translation, token counting) works on the plaintext.  The reply
- * becomes one sealed stream (relay_set_wrap) in the suite the client
- * offered (a256gcm, else secretstream): its header before the first
+ * becomes one sealed stream (relay_set_wrap) in the best suite the client
+ * offered (a256gcm2, a256gcm, else secretstream): its header before the first
  * frame, one frame per write of the relay (what one loop iteration
  * queued, whole events for a stream; split at SEALED_CHUNK_MAX), the final
  * frame at the end.
+ *
+ * A client that offers a256gcm2 may seal many jobs with one ephemeral key:
+ * the job keys agreed for it are kept a while (per thread), so that X25519
+ * runs once per client key, not once per job.
  *
  * Not thread-safe: one per job, on the job's thread.
  */

@@ -13,7 +13,8 @@
 #       "reqflip 0" flips a byte of the next sealed request body; "replay 0"
 #       sends the previous sealed request's body under the next ticket;
 #       "nooffer 0" takes the reply suite offer ("; reply=...") out of the
-#       next X-Troop-Seal header, as an older client sends it.
+#       next X-Troop-Seal header, as an older client sends it; "nogcm2 0"
+#       takes only a256gcm2 out of it (a downgrade on the path).
 #   seal_relay.py authz LISTEN_PORT COORD_PORT STATEMENT_FILE
 #       An HTTP proxy in front of the coordinator that puts another node's
 #       statement (STATEMENT_FILE: lines "NODE_ID STATEMENT") into every
@@ -73,7 +74,7 @@ def pump_requests(src, dst, rec, mode_file):
                 buf += d
             body, buf = buf[:length], buf[length:]
             if seal is not None:
-                mode, _ = read_mode(mode_file, ("reqflip", "replay", "nooffer"))
+                mode, _ = read_mode(mode_file, ("reqflip", "replay", "nooffer", "nogcm2"))
                 prev = LAST_SEALED.get("req")
                 LAST_SEALED["req"] = (seal, body)
                 if mode == "reqflip":
@@ -82,6 +83,11 @@ def pump_requests(src, dst, rec, mode_file):
                     plain = b";".join(p for p in seal.split(b";")
                                       if not p.strip().startswith(b"reply="))
                     lines = [plain if h.lower().startswith(b"x-troop-seal:") else h
+                             for h in lines]
+                elif mode == "nogcm2":
+                    down = seal.replace(b"a256gcm2,", b"").replace(b",a256gcm2", b"")
+                    down = down.replace(b"reply=a256gcm2", b"reply=a256gcm")
+                    lines = [down if h.lower().startswith(b"x-troop-seal:") else h
                              for h in lines]
                 elif mode == "replay" and prev:
                     seal, body = prev

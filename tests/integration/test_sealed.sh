@@ -7,6 +7,11 @@
 #   - chat, completions, embeddings, Responses and Messages, streamed and
 #     not: the app gets the engine's answer, and neither the prompt's text
 #     nor the completion's crosses the relay in the clear;
+#   - troop up offers a256gcm2 and the worker takes it; troop up then
+#     keeps one job key for the worker (the X-Troop-Seal header's epk
+#     repeats), and a reply to such a job that is not a256gcm2 (a256gcm2
+#     taken out of the offer on the path) is refused, the key dropped;
+#   - an older client's offer (none): a secretstream reply, opened;
 #   - tampering on the relay (a flipped byte, a dropped chunk, two chunks
 #     swapped, the stream ended early): the app gets an error, never the
 #     altered bytes; a sealed request altered, or replayed under another
@@ -55,7 +60,8 @@ chain_port_from_log "$CHAIN_TMP/worker-a.log" worker_started "$WA_PID" >/dev/nul
 chain_port_from_log "$CHAIN_TMP/relay.log" "listening on" "$RELAY_PID" >/dev/null 2>&1 ||
 	grep -q "listening on" "$CHAIN_TMP/relay.log" || { echo "FAIL: relay"; exit 1; }
 chain_wait_nodes "$MODEL" 1
-chain_up main "$COORD_URL"
+# one proxy thread: the job keys kept are per thread
+chain_up main "$COORD_URL" --threads 1
 
 # ---- the node seals, and says so --------------------------------------------------
 PEERS=$(curl -s "$COORD_URL/peers")
@@ -153,10 +159,19 @@ n_after=$(grep -c 'sealed=1' "$CHAIN_TMP/worker-a.log")
 	chain_fail "only $((n_after - n_before)) sealed jobs in the worker's log"
 grep -aq "application/x-troop-sealed" "$REC" || chain_fail "no sealed reply crossed the relay"
 grep -aqi "^x-troop-seal: v1" "$REC" || chain_fail "no X-Troop-Seal request header crossed the relay"
-# troop up offers the a256gcm reply suite and the worker takes it
-grep -aqi "^x-troop-seal: v1;.*; reply=a256gcm" "$REC" || chain_fail "troop up did not offer a256gcm"
-grep -aqi "^content-type: application/x-troop-sealed; reply=a256gcm" "$REC" &&
-	ok "the sealed replies are a256gcm streams" || chain_fail "no a256gcm reply crossed the relay"
+# troop up offers the a256gcm2 reply suite (and a256gcm) and the worker
+# takes it; after the first reply troop up keeps the job key for this
+# worker: the requests' epk repeats
+grep -aqi "^x-troop-seal: v1;.*; reply=a256gcm2,a256gcm" "$REC" || chain_fail "troop up did not offer a256gcm2"
+n_gcm2=$(grep -aci $'^content-type: application/x-troop-sealed; reply=a256gcm2\r$' "$REC")
+[ "$n_gcm2" -ge 9 ] && ok "the sealed replies are a256gcm2 streams ($n_gcm2)" ||
+	chain_fail "only $n_gcm2 a256gcm2 replies crossed the relay"
+epks() { grep -aoi '^x-troop-seal: v1; epk=[A-Za-z0-9_-]*' "$REC" | sed 's/.*epk=//'; }
+n_req=$(epks | wc -l)
+n_epk=$(epks | sort -u | wc -l)
+[ "$n_req" -ge 9 ] && [ "$n_epk" = 1 ] &&
+	ok "troop up kept one job key for the worker: $n_epk distinct epk in $n_req sealed requests" ||
+	chain_fail "$n_epk distinct epk in $n_req sealed requests"
 
 # the same answer as the engine gives directly
 BODY_STREAM_V1="{\"model\":\"$MODEL\",\"stream\":true,\"max_tokens\":12,\"messages\":[{\"role\":\"user\",\"content\":\"$PROMPT\"}]}"
@@ -168,8 +183,35 @@ got=$(curl -s "$UP_URL/v1/chat/completions" -H 'Content-Type: application/json' 
 [ -n "$want" ] && [ "$want" = "$got" ] && ok "sealed answer = the engine's" ||
 	chain_fail "sealed answer '$got', engine '$want'"
 
+# a256gcm2 taken out of the offer of a job sealed with the kept key: the
+# worker answers a256gcm, which a reply to such a job may not be (it is
+# not bound to the ticket: another job's reply under the same key would
+# open too); troop up refuses it, drops the key, and seals the next job
+# with a fresh one
+kept_epk=$(epks | tail -1)
+n_refused=$(grep -c "not bound to the ticket" "$CHAIN_TMP/up-main.log")
+echo "nogcm2 0" >"$MODE"
+out=$CHAIN_TMP/nogcm2
+st=$(req /v1/chat/completions "$BODY_CHAT" "$out")
+grep -q "^none" "$MODE" || chain_fail "nogcm2 was not applied"
+[ "$(epks | tail -1)" = "$kept_epk" ] || chain_fail "the downgraded job did not use the kept key"
+if [ "$st" != 200 ] && ! grep -qF "$want" "$out" &&
+	[ "$(grep -c "not bound to the ticket" "$CHAIN_TMP/up-main.log")" -gt "$n_refused" ]; then
+	ok "a256gcm2 taken out of a kept key's offer: the a256gcm reply refused (HTTP $st)"
+else
+	chain_fail "downgraded reply to a kept key: HTTP $st, $(head -c 300 "$out")"
+fi
+st=$(req /v1/chat/completions "$BODY_CHAT" "$out")
+[ "$st" = 200 ] && grep -qF "$want" "$out" && [ "$(epks | tail -1)" != "$kept_epk" ] &&
+	ok "the next job: a fresh job key, answered" ||
+	chain_fail "after the refusal: HTTP $st, epk $(epks | tail -1), $(head -c 300 "$out")"
+
 # an older client's request (no reply suite offered): the worker answers
-# with a secretstream, and it opens (streamed and whole)
+# with a secretstream, and it opens (streamed and whole); a troop up of its
+# own, whose first job is sealed with a fresh key (the main one keeps its
+# key, and would refuse such a reply to it, as above)
+MAIN_URL=$UP_URL
+chain_up nooffer "$COORD_URL"
 for body in "$BODY_CHAT" "$BODY_STREAM_V1"; do
 	n_v1=$(grep -aci $'^content-type: application/x-troop-sealed\r$' "$REC")
 	echo "nooffer 0" >"$MODE"
@@ -184,6 +226,8 @@ for body in "$BODY_CHAT" "$BODY_STREAM_V1"; do
 		chain_fail "no reply suite offered: HTTP $st, $(head -c 300 "$out")"
 	fi
 done
+chain_stop "$UP_PID"
+UP_URL=$MAIN_URL
 
 # ---- troop chat seals too ---------------------------------------------------------------
 PROMPT_CHAT="kumquat xylophone nebula 9913"

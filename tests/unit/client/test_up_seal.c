@@ -5,7 +5,9 @@
  * sealed); the request opens on the worker for this ticket only; a sealed
  * event stream opens frame by frame, a whole reply only at its end; a
  * flipped byte, a dropped frame or a missing final frame fail; a 2xx that
- * is not sealed is refused while the worker's plain errors pass.
+ * is not sealed is refused while the worker's plain errors pass; a job key
+ * is kept for a worker that answers in a256gcm2, and a reply to a job under
+ * it in another suite, or bound to another ticket, is refused.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -57,31 +59,36 @@ static void worker_free(worker_side *w)
 
 static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"secret\"}]}";
 
-/* Seal a request on the client (c initialised) and open it on the worker:
- * the job's keys. */
-static void handshake(up_seal *c, worker_side *w, seal_job *wj)
+/* Seal a request for ticket `jti` on the client (c initialised) at `now`
+ * and open it on the worker: the job's keys. */
+static void handshake_at(up_seal *c, worker_side *w, seal_job *wj, const char *jti,
+    int64_t now)
 {
 	dynbuf plain;
 
-	assert_int_equal(up_seal_begin(c, w->stmt, w->node.id, "jti-1", body, strlen(body),
-	    (int64_t)time(NULL)), 0);
+	assert_int_equal(up_seal_begin(c, w->stmt, w->node.id, jti, body, strlen(body), now), 0);
 	assert_true(c->active);
 	assert_null(strstr(dynbuf_ptr(&c->body), "secret"));
 	assert_int_equal(strncmp(c->header, "X-Troop-Seal: v1; ", 18), 0);
 	dynbuf_init(&plain, 4096);
-	assert_int_equal(sealed_request_open(&plain, wj, w->keys, c->header + 14, "jti-1",
-	    w->node.id, dynbuf_ptr(&c->body), dynbuf_len(&c->body), (int64_t)time(NULL)), 0);
+	assert_int_equal(sealed_request_open(&plain, wj, w->keys, c->header + 14, jti,
+	    w->node.id, dynbuf_ptr(&c->body), dynbuf_len(&c->body), now), 0);
 	assert_int_equal(dynbuf_len(&plain), strlen(body));
 	assert_memory_equal(dynbuf_ptr(&plain), body, strlen(body));
 	dynbuf_reset(&plain);
 	/* under another ticket, or for another node: refused */
 	assert_int_equal(sealed_request_open(&plain, &(seal_job){ 0 }, w->keys, c->header + 14,
-	    "jti-2", w->node.id, dynbuf_ptr(&c->body), dynbuf_len(&c->body),
-	    (int64_t)time(NULL)), TROOP_EINVAL);
+	    "jti-other", w->node.id, dynbuf_ptr(&c->body), dynbuf_len(&c->body), now),
+	    TROOP_EINVAL);
 	assert_int_equal(sealed_request_open(&plain, &(seal_job){ 0 }, w->keys, c->header + 14,
-	    "jti-1", "another-node", dynbuf_ptr(&c->body), dynbuf_len(&c->body),
-	    (int64_t)time(NULL)), TROOP_EINVAL);
+	    jti, "another-node", dynbuf_ptr(&c->body), dynbuf_len(&c->body), now),
+	    TROOP_EINVAL);
 	dynbuf_free(&plain);
+}
+
+static void handshake(up_seal *c, worker_side *w, seal_job *wj)
+{
+	handshake_at(c, w, wj, "jti-1", (int64_t)time(NULL));
 }
 
 static void test_substituted_key(void **state)
@@ -236,17 +243,20 @@ static void seal_reply(dynbuf *wire, const seal_job *wj, const char *const *piec
 
 static const char *const events[] = { "data: {\"a\":1}\n\n", "data: {\"b\":2}\n\n",
 	"data: [DONE]\n\n" };
-/* What a worker that takes the client's offer of a256gcm answers with. */
-static const char *const h_stream[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM,
+/* What a worker that takes the client's offer of a256gcm2 answers with. */
+static const char *const h_stream[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM2,
 	"X-Troop-Sealed-Type: text/event-stream", NULL };
-static const char *const h_json[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM,
+static const char *const h_json[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM2,
 	"X-Troop-Sealed-Type: application/json", NULL };
-/* ... and one that does not know it (secretstream) */
+/* ... one that knows only a256gcm */
+static const char *const h_stream_gcm[] = { "Content-Type: " SEAL_CONTENT_TYPE_GCM,
+	"X-Troop-Sealed-Type: text/event-stream", NULL };
+/* ... and one that knows neither (secretstream) */
 static const char *const h_stream_v1[] = { "Content-Type: application/x-troop-sealed",
 	"X-Troop-Sealed-Type: text/event-stream", NULL };
 
-/* `old`: the worker does not know a256gcm (it ignores the offer) */
-static void stream_opens(bool old)
+/* `suite`: what the worker knows (a256gcm2; a256gcm only; neither) */
+static void stream_opens(int suite)
 {
 	worker_side w;
 	seal_job wj;
@@ -258,14 +268,14 @@ static void stream_opens(bool old)
 	worker_init(&w);
 	up_seal_init(&c, API_OPENAI);
 	handshake(&c, &w, &wj);
-	assert_int_equal(wj.reply, SEAL_REPLY_GCM);   /* the client offered it */
-	if (old)
-		wj.reply = SEAL_REPLY_SS;
+	assert_int_equal(wj.reply, SEAL_REPLY_GCM2);   /* the client offered it */
+	wj.reply = (uint8_t)suite;
 	dynbuf_init(&wire, 1 << 20);
 	dynbuf_init(&got, 1 << 20);
 	seal_reply(&wire, &wj, events, 3, true);
 	assert_null(memmem(dynbuf_ptr(&wire), dynbuf_len(&wire), "data:", 5));
-	assert_int_equal(up_seal_headers(&c, 200, old ? h_stream_v1 : h_stream, &ct), 0);
+	assert_int_equal(up_seal_headers(&c, 200, suite == SEAL_REPLY_GCM2 ? h_stream :
+	    suite == SEAL_REPLY_GCM ? h_stream_gcm : h_stream_v1, &ct), 0);
 	assert_string_equal(ct, "text/event-stream");
 	/* byte by byte: each event comes out when its frame is in */
 	while (off < dynbuf_len(&wire)) {
@@ -286,18 +296,18 @@ static void stream_opens(bool old)
 static void test_stream_opens_as_it_comes(void **state)
 {
 	(void)state;
-	stream_opens(false);
-	stream_opens(true);
+	stream_opens(SEAL_REPLY_GCM2);
+	stream_opens(SEAL_REPLY_GCM);
+	stream_opens(SEAL_REPLY_SS);
 }
 
-/* Feed `wire` (altered by the caller) whole, then the end: the result. */
-static int feed_all(up_seal *c, const dynbuf *wire, const char *const *h, dynbuf *got)
+/* The reply in `wire` fed whole, then the end (headers already taken). */
+static int feed_all_opened(up_seal *c, const dynbuf *wire, dynbuf *got)
 {
-	const char *ct, *o;
+	const char *o;
 	size_t ol;
 	int rc;
 
-	assert_int_equal(up_seal_headers(c, 200, h, &ct), 0);
 	rc = up_seal_transform(c, dynbuf_ptr(wire), dynbuf_len(wire), false, &o, &ol);
 	if (rc == 0)
 		(void)dynbuf_add(got, o, ol);
@@ -306,6 +316,15 @@ static int feed_all(up_seal *c, const dynbuf *wire, const char *const *h, dynbuf
 	if (rc == 0)
 		(void)dynbuf_add(got, o, ol);
 	return rc;
+}
+
+/* Feed `wire` (altered by the caller) whole, then the end: the result. */
+static int feed_all(up_seal *c, const dynbuf *wire, const char *const *h, dynbuf *got)
+{
+	const char *ct;
+
+	assert_int_equal(up_seal_headers(c, 200, h, &ct), 0);
+	return feed_all_opened(c, wire, got);
 }
 
 static void test_tampering(void **state)
@@ -360,7 +379,8 @@ static void test_tampering(void **state)
 		assert_memory_equal(o, "{\"choices\":[]}", ol);
 	}
 
-	/* another job's reply (keys of another handshake): does not open */
+	/* another job's reply (another ticket; the same job key, kept since
+	 * the a256gcm2 reply above): does not open */
 	{
 		seal_job other;
 		up_seal c2;
@@ -368,8 +388,8 @@ static void test_tampering(void **state)
 		dynbuf_reset(&wire);
 		dynbuf_reset(&got);
 		up_seal_init(&c2, API_OPENAI);
-		handshake(&c2, &w, &other);
-		handshake(&c, &w, &wj);
+		handshake_at(&c2, &w, &other, "jti-a", (int64_t)time(NULL));
+		handshake_at(&c, &w, &wj, "jti-b", (int64_t)time(NULL));
 		seal_reply(&wire, &other, events, 3, true);
 		assert_int_not_equal(feed_all(&c, &wire, h_stream, &got), 0);
 		assert_int_equal(dynbuf_len(&got), 0);
@@ -379,6 +399,131 @@ static void test_tampering(void **state)
 	dynbuf_free(&wire);
 	dynbuf_free(&got);
 	worker_free(&w);
+}
+
+/* The epk of c's sealed request (from its header). */
+static void header_epk(const up_seal *c, char out[64])
+{
+	const char *e = strstr(c->header, "epk=");
+
+	assert_non_null(e);
+	snprintf(out, 64, "%.*s", (int)strcspn(e + 4, ";"), e + 4);
+}
+
+/* A job of c (ticket jti, at now) answered by the worker in `suite` with
+ * Content-Type headers h: what up_seal_headers returns; the reply opened
+ * into got when it did. */
+static int job(up_seal *c, worker_side *w, const char *jti, int64_t now, int suite,
+    const char *const *h, char epk[64], dynbuf *got)
+{
+	seal_job wj;
+	dynbuf wire;
+	const char *ct;
+	int rc;
+
+	up_seal_reset(c);
+	handshake_at(c, w, &wj, jti, now);
+	header_epk(c, epk);
+	wj.reply = (uint8_t)suite;
+	dynbuf_init(&wire, 1 << 20);
+	seal_reply(&wire, &wj, events, 3, true);
+	dynbuf_reset(got);
+	rc = up_seal_headers(c, 200, h, &ct);
+	if (rc == 0)
+		rc = feed_all_opened(c, &wire, got);
+	dynbuf_free(&wire);
+	seal_job_wipe(&wj);
+	return rc;
+}
+
+/* A worker that answers in a256gcm2: troop up keeps the job key and seals
+ * the next jobs with it (no X25519 for them), each reply bound to its own
+ * ticket; a reply to such a job in a256gcm (the offer altered on the way)
+ * is refused and the key dropped; a worker that knows only a256gcm gets a
+ * fresh key per job; a key is kept SEAL_KEY_REUSE_S at most. */
+static void test_kept_key(void **state)
+{
+	worker_side w, old;
+	char e1[64], e2[64], e3[64];
+	dynbuf got;
+	up_seal c;
+	int64_t now = (int64_t)time(NULL);
+	uint64_t reused = up_seal_reused_jobs();
+
+	(void)state;
+	worker_init(&w);
+	worker_init(&old);
+	dynbuf_init(&got, 1 << 20);
+	up_seal_init(&c, API_OPENAI);
+
+	/* the first job: a fresh key; answered in a256gcm2 */
+	assert_int_equal(job(&c, &w, "jti-1", now, SEAL_REPLY_GCM2, h_stream, e1, &got), 0);
+	assert_false(c.reused);
+	assert_non_null(strstr(dynbuf_ptr(&got), "[DONE]"));
+	/* the next ones: the same key, each reply opens for its own ticket */
+	assert_int_equal(job(&c, &w, "jti-2", now, SEAL_REPLY_GCM2, h_stream, e2, &got), 0);
+	assert_true(c.reused);
+	assert_string_equal(e1, e2);
+	assert_non_null(strstr(dynbuf_ptr(&got), "[DONE]"));
+	assert_int_equal(up_seal_reused_jobs() - reused, 1);
+	/* another job's reply under the same key (swapped on the way) */
+	{
+		seal_job wj, wj_other;
+		dynbuf wire;
+		const char *ct;
+
+		up_seal_reset(&c);
+		handshake_at(&c, &w, &wj_other, "jti-3", now);
+		up_seal_reset(&c);
+		handshake_at(&c, &w, &wj, "jti-4", now);
+		assert_true(c.reused);
+		assert_memory_equal(wj.resp_key, wj_other.resp_key, SEAL_KEY_LEN);
+		dynbuf_init(&wire, 1 << 20);
+		seal_reply(&wire, &wj_other, events, 3, true);
+		dynbuf_reset(&got);
+		assert_int_equal(up_seal_headers(&c, 200, h_stream, &ct), 0);
+		assert_int_not_equal(feed_all_opened(&c, &wire, &got), 0);
+		assert_int_equal(dynbuf_len(&got), 0);
+		dynbuf_free(&wire);
+		seal_job_wipe(&wj);
+		seal_job_wipe(&wj_other);
+	}
+	/* a failed reply drops the key: the next job has a fresh one */
+	assert_int_equal(job(&c, &w, "jti-5", now, SEAL_REPLY_GCM2, h_stream, e2, &got), 0);
+	assert_false(c.reused);
+	assert_string_not_equal(e1, e2);
+	/* kept again; then a256gcm2 taken out of the offer: the worker answers
+	 * a256gcm, which is refused for a kept key, and the key is dropped */
+	assert_int_equal(job(&c, &w, "jti-6", now, SEAL_REPLY_GCM2, h_stream, e3, &got), 0);
+	assert_true(c.reused);
+	assert_string_equal(e2, e3);
+	assert_int_equal(job(&c, &w, "jti-7", now, SEAL_REPLY_GCM, h_stream_gcm, e3, &got),
+	    TROOP_EUPSTREAM);
+	assert_non_null(strstr(troop_error_msg(), "not bound to the ticket"));
+	assert_int_equal(job(&c, &w, "jti-8", now, SEAL_REPLY_GCM2, h_stream, e3, &got), 0);
+	assert_false(c.reused);
+	assert_string_not_equal(e2, e3);
+	/* kept SEAL_KEY_REUSE_S at most */
+	assert_int_equal(job(&c, &w, "jti-9", now + SEAL_KEY_REUSE_S - 1, SEAL_REPLY_GCM2,
+	    h_stream, e1, &got), 0);
+	assert_true(c.reused);
+	assert_string_equal(e1, e3);
+	assert_int_equal(job(&c, &w, "jti-10", now + SEAL_KEY_REUSE_S, SEAL_REPLY_GCM2,
+	    h_stream, e1, &got), 0);
+	assert_false(c.reused);
+	assert_string_not_equal(e1, e3);
+
+	/* a worker that knows only a256gcm: a fresh key for every job */
+	assert_int_equal(job(&c, &old, "jti-1", now, SEAL_REPLY_GCM, h_stream_gcm, e1, &got), 0);
+	assert_int_equal(job(&c, &old, "jti-2", now, SEAL_REPLY_GCM, h_stream_gcm, e2, &got), 0);
+	assert_false(c.reused);
+	assert_string_not_equal(e1, e2);
+	assert_non_null(strstr(dynbuf_ptr(&got), "[DONE]"));
+
+	up_seal_reset(&c);
+	dynbuf_free(&got);
+	worker_free(&w);
+	worker_free(&old);
 }
 
 static void test_plain_replies(void **state)
@@ -413,6 +558,7 @@ int main(void)
 		cmocka_unit_test(test_stream_opens_as_it_comes),
 		cmocka_unit_test(test_tampering),
 		cmocka_unit_test(test_plain_replies),
+		cmocka_unit_test(test_kept_key),
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_statement_cache),
 		cmocka_unit_test(test_pool_nodes),

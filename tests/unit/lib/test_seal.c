@@ -31,6 +31,8 @@
 /* docs/PROTOCOL.md, "Sealed jobs": the test vector's sealed request (hex) */
 #define SEAL_TEST_VECTOR_GCM "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf0000001a10b9665e9053a870e31eaf" \
 	"7a2168efe5bd2a57758abe9f06a8cc8000001035a6960439e821de0571f27c6cc6c3fe"
+#define SEAL_TEST_VECTOR_GCM2 "c0c1c2c3c4c5c6c7c8c9cacbcccdcecf0000001a4d7f038a7448eb9e82dceb" \
+	"d3cd07a6447120f39a46e67dea00c08000001074528405677555ffb15bdb0c3f5748ad"
 #define SEAL_TEST_VECTOR_SEALED "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7934d16d207726a8226" \
 	"38667e43f57ef94a55c300102d9e4b96eb5503534d91fd735beabdb993e4f5dfecae"
 
@@ -280,15 +282,17 @@ static void stream_suite(int suite)
 	dynbuf s, t;
 	size_t off[4];
 	struct got g;
-	const size_t hl = suite == SEAL_REPLY_GCM ? SEAL_GCM_SALT_LEN : SEAL_STREAM_HEADER_LEN;
+	const size_t hl = suite != SEAL_REPLY_SS ? SEAL_GCM_SALT_LEN : SEAL_STREAM_HEADER_LEN;
 
 	dynbuf_init(&s, 1 << 20);
 	dynbuf_init(&t, 1 << 20);
 	assert_int_equal(seal_keypair_generate(&kp, NOW, 3600), 0);
 	assert_int_equal(seal_client_begin(&c, kp.pk), 0);
-	assert_int_equal(c.reply, SEAL_REPLY_GCM);   /* what a client offers */
+	assert_int_equal(c.reply, SEAL_REPLY_GCM2);   /* what a client offers */
 	assert_int_equal(seal_server_begin(&w, &kp, c.epk), 0);
 	c.reply = w.reply = (uint8_t)suite;
+	strcpy(c.jti, "jti-1");
+	strcpy(w.jti, "jti-1");
 	make_stream(&s, &w, off);
 	assert_int_equal(off[0], hl);
 	assert_null(memmem(s.buf, s.len, "Hello", 5));
@@ -339,7 +343,7 @@ static void stream_suite(int suite)
 	assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EINVAL);
 	/* the final mark moved: taken off the last frame (a cut stream that
 	 * looks whole), or put on an earlier one (a stream cut there) */
-	if (suite == SEAL_REPLY_GCM) {
+	if (suite != SEAL_REPLY_SS) {
 		dynbuf_reset(&t);
 		dynbuf_add(&t, s.buf, s.len);
 		t.buf[off[2]] ^= 0x80;
@@ -351,13 +355,38 @@ static void stream_suite(int suite)
 		assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EAUTH);
 		assert_int_equal(g.chunks, 1);
 	}
-	/* the other suite's reader: nothing opens */
-	{
+	/* another suite's reader: nothing opens */
+	for (int other_suite = SEAL_REPLY_SS; other_suite <= SEAL_REPLY_GCM2; other_suite++) {
 		seal_job c3 = c;
-		c3.reply = suite == SEAL_REPLY_GCM ? SEAL_REPLY_SS : SEAL_REPLY_GCM;
+		if (other_suite == suite)
+			continue;
+		c3.reply = (uint8_t)other_suite;
 		int rc = read_all(&c3, s.buf, s.len, s.len, &g);
 		assert_true(rc == TROOP_EAUTH || rc == TROOP_EINVAL || rc == TROOP_EUPSTREAM);
 		assert_int_equal(g.chunks, 0);
+	}
+	/* the same job key, another ticket's reply (a client that keeps one
+	 * key for several jobs): a256gcm2 opens only for its own ticket, the
+	 * suites without the binding cannot tell */
+	{
+		seal_job c4 = c;
+		strcpy(c4.jti, "jti-2");
+		int rc = read_all(&c4, s.buf, s.len, s.len, &g);
+		if (suite == SEAL_REPLY_GCM2) {
+			assert_int_equal(rc, TROOP_EAUTH);
+			assert_int_equal(g.chunks, 0);
+		} else {
+			assert_int_equal(rc, 0);
+		}
+	}
+	/* a256gcm2 without a ticket id does not start */
+	if (suite == SEAL_REPLY_GCM2) {
+		seal_job w5 = w;
+		seal_writer wr;
+		w5.jti[0] = '\0';
+		dynbuf_reset(&t);
+		assert_int_equal(seal_writer_begin(&wr, &t, &w5), TROOP_EINVAL);
+		assert_int_equal(t.len, 0);
 	}
 	/* another job's stream */
 	{
@@ -365,6 +394,8 @@ static void stream_suite(int suite)
 		assert_int_equal(seal_client_begin(&c2, kp.pk), 0);
 		assert_int_equal(seal_server_begin(&w2, &kp, c2.epk), 0);
 		c2.reply = w2.reply = (uint8_t)suite;
+		strcpy(c2.jti, "jti-1");
+		strcpy(w2.jti, "jti-1");
 		dynbuf_reset(&t);
 		make_stream(&t, &w2, off);
 		assert_int_equal(read_all(&c, t.buf, t.len, t.len, &g), TROOP_EAUTH);
@@ -392,6 +423,7 @@ static void test_stream(void **state)
 	(void)state;
 	stream_suite(SEAL_REPLY_SS);
 	stream_suite(SEAL_REPLY_GCM);
+	stream_suite(SEAL_REPLY_GCM2);
 }
 
 /* The suite seal_reply_take reads from Content-Type `ct`, -1 when it is
@@ -410,7 +442,8 @@ static int reply_of(const char *ct)
 }
 
 /* The reply suite: offered in the request header, chosen in the reply's
- * Content-Type; an old client's header (no offer) gets secretstream. */
+ * Content-Type; the best one offered is taken; an old client's header (no
+ * offer) gets secretstream. */
 static void test_reply_negotiation(void **state)
 {
 	uint8_t epk[32], key[32];
@@ -423,7 +456,14 @@ static void test_reply_negotiation(void **state)
 	assert_int_equal(seal_keypair_generate(&kp, NOW, 3600), 0);
 	assert_int_equal(seal_client_begin(&c, kp.pk), 0);
 	assert_int_equal(seal_header_format(header, sizeof(header), &c), 0);
+	assert_non_null(strstr(header, "; reply=a256gcm2,a256gcm"));
+	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
+	assert_int_equal(reply, SEAL_REPLY_GCM2);
+	/* the previous client's offer */
+	c.reply = SEAL_REPLY_GCM;
+	assert_int_equal(seal_header_format(header, sizeof(header), &c), 0);
 	assert_non_null(strstr(header, "; reply=a256gcm"));
+	assert_null(strstr(header, "a256gcm2"));
 	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
 	assert_int_equal(reply, SEAL_REPLY_GCM);
 	c.reply = SEAL_REPLY_SS;
@@ -437,12 +477,17 @@ static void test_reply_negotiation(void **state)
 	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
 	assert_int_equal(reply, SEAL_REPLY_GCM);
 	*strstr(header, "; reply=") = '\0';
-	strcat(header, "; reply=a256gcmx; noreply=a256gcm");
+	strcat(header, "; reply=a256gcm,a256gcm2");   /* in any order */
+	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
+	assert_int_equal(reply, SEAL_REPLY_GCM2);
+	*strstr(header, "; reply=") = '\0';
+	strcat(header, "; reply=a256gcmx,a256gcm22; noreply=a256gcm");
 	assert_int_equal(seal_header_parse(epk, key, &reply, header), 0);
 	assert_int_equal(reply, SEAL_REPLY_SS);
 
 	assert_int_equal(reply_of(SEAL_CONTENT_TYPE), SEAL_REPLY_SS);
 	assert_int_equal(reply_of(SEAL_CONTENT_TYPE_GCM), SEAL_REPLY_GCM);
+	assert_int_equal(reply_of(SEAL_CONTENT_TYPE_GCM2), SEAL_REPLY_GCM2);
 	assert_int_equal(reply_of("Application/X-Troop-Sealed;reply=a256gcm"),
 	    SEAL_REPLY_GCM);
 	assert_int_equal(reply_of("application/x-troop-sealedness"), -1);
@@ -451,6 +496,8 @@ static void test_reply_negotiation(void **state)
 	/* and what a worker answers with names the suite it uses */
 	c.reply = SEAL_REPLY_GCM;
 	assert_int_equal(reply_of(seal_reply_content_type(&c)), SEAL_REPLY_GCM);
+	c.reply = SEAL_REPLY_GCM2;
+	assert_int_equal(reply_of(seal_reply_content_type(&c)), SEAL_REPLY_GCM2);
 	c.reply = SEAL_REPLY_SS;
 	assert_string_equal(seal_reply_content_type(&c), SEAL_CONTENT_TYPE);
 }
@@ -536,11 +583,12 @@ static void test_construction_and_vector(void **state)
 	dynbuf_free(&plain);
 }
 
-/* The a256gcm reply stream against an independent AES-256-GCM (libsodium's,
- * where the processor has AES-NI) and the vector in docs/PROTOCOL.md:
- * the response key of the request vector above, salt c0 c1 .. cf, a frame
- * "data: hi\n\n" and the final empty frame. */
-static void test_gcm_vector(void **state)
+/* An a256gcm or a256gcm2 reply stream against an independent AES-256-GCM
+ * (libsodium's, where the processor has AES-NI) and the vector in
+ * docs/PROTOCOL.md: the response key of the request vector above, salt
+ * c0 c1 .. cf, jti "jti-1" (a256gcm2), a frame "data: hi\n\n" and the
+ * final empty frame. */
+static void gcm_vector(int suite, const char *want_stream)
 {
 	uint8_t wseed[32], eseed[32], salt[SEAL_GCM_SALT_LEN], k[32];
 	uint8_t msg[64];
@@ -552,11 +600,11 @@ static void test_gcm_vector(void **state)
 	char got[512];
 	struct got g;
 
-	(void)state;
 	for (int i = 0; i < SEAL_GCM_SALT_LEN; i++)
 		salt[i] = (uint8_t)(0xc0 + i);
 	vector_jobs(&kp, &c, &w, wseed, eseed);
-	w.reply = SEAL_REPLY_GCM;
+	w.reply = (uint8_t)suite;
+	strcpy(w.jti, "jti-1");
 	dynbuf_init(&s, 4096);
 	assert_int_equal(seal_writer_begin_salt(&wr, &s, &w, salt), 0);
 	assert_int_equal(seal_writer_push(&wr, &s, ev, strlen(ev), false), 0);
@@ -566,12 +614,16 @@ static void test_gcm_vector(void **state)
 	assert_int_equal(s.len, 16 + 4 + 10 + 16 + 4 + 16);
 	assert_memory_equal(s.buf, salt, 16);
 
-	/* by hand: K = BLAKE2b-256(key = response key, context || salt) */
-	memcpy(msg, "troop-seal-a256gcm-v1", 21);
+	/* by hand: K = BLAKE2b-256(key = response key, context || salt), and
+	 * || jti for a256gcm2 */
+	memcpy(msg, suite == SEAL_REPLY_GCM2 ? "troop-seal-a256gcm-v2" : "troop-seal-a256gcm-v1",
+	    21);
 	memcpy(msg + 21, salt, 16);
-	crypto_generichash(k, 32, msg, 21 + 16, c.resp_key, 32);
+	memcpy(msg + 37, "jti-1", 5);
+	crypto_generichash(k, 32, msg, suite == SEAL_REPLY_GCM2 ? 21 + 16 + 5 : 21 + 16,
+	    c.resp_key, 32);
 	hex(got, k, 32);
-	printf("vector: a256gcm stream key=%s\n", got);
+	printf("vector: suite %d stream key=%s\n", suite, got);
 	if (crypto_aead_aes256gcm_is_available()) {
 		uint8_t ct[64], n0[12] = { 0 }, n1[12] = { 0 };
 		static const uint8_t l0[4] = { 0, 0, 0, 10 + 16 }, l1[4] = { 0x80, 0, 0, 16 };
@@ -587,12 +639,20 @@ static void test_gcm_vector(void **state)
 		print_message("no AES-NI here: the vector alone checks the construction\n");
 	}
 	hex(got, (const uint8_t *)s.buf, s.len);
-	printf("vector: a256gcm stream=%s\n", got);
-	assert_string_equal(got, SEAL_TEST_VECTOR_GCM);
-	c.reply = SEAL_REPLY_GCM;
+	printf("vector: suite %d stream=%s\n", suite, got);
+	assert_string_equal(got, want_stream);
+	c.reply = (uint8_t)suite;
+	strcpy(c.jti, "jti-1");
 	assert_int_equal(read_all(&c, s.buf, s.len, 3, &g), 0);
 	assert_int_equal(g.chunks, 1);
 	dynbuf_free(&s);
+}
+
+static void test_gcm_vector(void **state)
+{
+	(void)state;
+	gcm_vector(SEAL_REPLY_GCM, SEAL_TEST_VECTOR_GCM);
+	gcm_vector(SEAL_REPLY_GCM2, SEAL_TEST_VECTOR_GCM2);
 }
 
 int main(void)
