@@ -40,8 +40,13 @@
 #      BASE=<build dir>  also the paths on that build's troop
 #      NODES=1           workers per path (same engine): troop up's requests
 #        go to several nodes in turn, as with a real fleet
+#      PREFETCH=SECONDS  troop up --prefetch-idle: each request after a
+#        path's first uses a ticket fetched ahead, so the coordinator's
+#        /authorize (a durable commit, milliseconds that vary from one
+#        request to the next) is off the first-byte path
 #      PERF=<dir>        perf record -g of troop up and the worker of both
-#        paths (this build) during the simulator's throughput rounds
+#        paths (this build) during the simulator's throughput rounds, or
+#        with PERF_PHASE=ttfb during its first-byte requests
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-${BUILD_DIR:-$root/build}}
@@ -56,6 +61,7 @@ ENGINE=${ENGINE:-both}
 NODES=${NODES:-1}
 BASE=${BASE:-}
 PERF=${PERF:-}
+PREFETCH=${PREFETCH:-0}
 [ -f "$build/CMakeCache.txt" ] || cmake -S "$root" -B "$build" >/dev/null
 cmake --build "$build" --target troop engine-sim -j2 >/dev/null
 if [ -n "$BASE" ]; then
@@ -127,7 +133,7 @@ path() {
 		wpids+=${wpids:+,}$CHAIN_PID
 	done
 	chain_spawn "$TMP/up-$name.log" "$TMP/client-$name" "$bin" up --listen 127.0.0.1:$up \
-		--coordinator "http://127.0.0.1:$CP" --threads 1
+		--coordinator "http://127.0.0.1:$CP" --threads 1 --prefetch-idle "$PREFETCH"
 	local upid=$CHAIN_PID
 	chain_wait_http "http://127.0.0.1:$up/health" || exit 1
 	PATHS_JSON+="{\"name\":\"$model\",\"engine\":\"$eng\",\"build\":\"$lbl\",\"mode\":\"$mode\","
@@ -237,6 +243,9 @@ for eng in ("sim", "llama"):
     for m in names:          # warm up
         for _ in range(5):
             stream(m, 1)
+    perf_ttfb = eng == "sim" and os.environ.get("PERF_PHASE") == "ttfb"
+    if perf_ttfb:
+        subprocess.run(["bash", "-c", "perf_start"], check=False)
     ttfb = {m: [] for m in names}
     byname = {p["name"]: p for p in ps}
     rcpu = {m: [0, 0] for m in names}    # troop up, worker: ns over the TTFB requests
@@ -248,7 +257,9 @@ for eng in ("sim", "llama"):
             after = [cpu_ns(pids[0]), sum(cpu_ns(x) for x in pids[1])]
             for k in range(2):
                 rcpu[m][k] += after[k] - before[k]
-    if eng == "sim":
+    if perf_ttfb:
+        subprocess.run(["bash", "-c", "perf_stop"], check=False)
+    elif eng == "sim":
         subprocess.run(["bash", "-c", "perf_start"], check=False)
     tput = {m: [] for m in names}
     cpu = {m: [0, 0] for m in names}     # troop up, worker: ns over the rounds
@@ -264,7 +275,7 @@ for eng in ("sim", "llama"):
                 cpu[m][k] += after[k] - before[k]
             evs[m] += ev
             tput[m].append(ev / secs)
-    if eng == "sim":
+    if eng == "sim" and not perf_ttfb:
         subprocess.run(["bash", "-c", "perf_stop"], check=False)
     for p in ps:
         m = p["name"]
