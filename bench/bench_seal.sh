@@ -15,9 +15,9 @@
 # machine.  With BASE=<another build dir> the same pair of paths also runs
 # on that build's troop (e.g. the tree before a change), in the same run.
 # Figures, per engine:
-#   - time to first byte (p50, p99) of a streamed chat, /authorize
-#     included, N requests per path one at a time on a keep-alive
-#     connection; what sealing adds is the median of the differences
+#   - time to first byte (p50, p99) of a streamed chat with a ticket
+#     fetched ahead (PREFETCH=0: /authorize included), N requests per path
+#     one at a time on a keep-alive connection; what sealing adds is the median of the differences
 #     between the paths' requests of the same round (target: < 0.1 ms);
 #   - single-stream throughput (events/s, TOKENS tokens a stream), ROUNDS
 #     rounds; sealed against plain as the median of the rounds' ratios
@@ -40,13 +40,15 @@
 #      BASE=<build dir>  also the paths on that build's troop
 #      NODES=1           workers per path (same engine): troop up's requests
 #        go to several nodes in turn, as with a real fleet
-#      PREFETCH=SECONDS  troop up --prefetch-idle: each request after a
-#        path's first uses a ticket fetched ahead, so the coordinator's
-#        /authorize (a durable commit, milliseconds that vary from one
-#        request to the next) is off the first-byte path
+#      PREFETCH=SECONDS  troop up --prefetch-idle (default 30): each request
+#        after a path's first uses a ticket fetched ahead, so that the
+#        coordinator's /authorize (a durable commit: milliseconds that vary
+#        from one request to the next, and that sealing does not change)
+#        is off the first-byte path; PREFETCH=0 puts it back on the path
 #      PERF=<dir>        perf record -g of troop up and the worker of both
 #        paths (this build) during the simulator's throughput rounds, or
-#        with PERF_PHASE=ttfb during its first-byte requests
+#        with PERF_PHASE=ttfb during its first-byte requests (PERF_FREQ
+#        samples a second, 999)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-${BUILD_DIR:-$root/build}}
@@ -61,7 +63,7 @@ ENGINE=${ENGINE:-both}
 NODES=${NODES:-1}
 BASE=${BASE:-}
 PERF=${PERF:-}
-PREFETCH=${PREFETCH:-0}
+PREFETCH=${PREFETCH:-30}
 [ -f "$build/CMakeCache.txt" ] || cmake -S "$root" -B "$build" >/dev/null
 cmake --build "$build" --target troop engine-sim -j2 >/dev/null
 if [ -n "$BASE" ]; then
@@ -169,7 +171,7 @@ for p in json.loads("[" + sys.argv[1] + "]"):
     if p["engine"] == "sim" and p["build"] == "new":
         print(p["mode"] + "-up", p["up_pid"]); print(p["mode"] + "-worker", p["worker_pids"][0])
 PY
-		perf record -g -F 999 -p "$pid" -o "$PERF/$what.data" >"$PERF/$what.log" 2>&1 &
+		perf record -g -F "${PERF_FREQ:-999}" -p "$pid" -o "$PERF/$what.data" >"$PERF/$what.log" 2>&1 &
 		echo $! >>"$TMP/perf.pids"
 	done
 }
@@ -181,7 +183,7 @@ perf_stop() {
 	echo "perf: $PERF/{plain,sealed}-{up,worker}.data (perf report -i ... --no-children)"
 }
 export -f perf_start perf_stop
-export PERF TMP PATHS_JSON
+export PERF TMP PATHS_JSON PREFETCH
 
 python3 - "[${PATHS_JSON%,}]" "$build/bench_seal.json" "$N" "$TOKENS" "$ROUNDS" \
 	"$LLAMA_N" "$LLAMA_TOKENS" "$LLAMA_ROUNDS" <<'PY'
@@ -189,6 +191,7 @@ import glob, http.client, json, os, statistics, subprocess, sys, time
 paths = json.loads(sys.argv[1])
 out = sys.argv[2]
 cfg = {"sim": [int(x) for x in sys.argv[3:6]], "llama": [int(x) for x in sys.argv[6:9]]}
+prefetch = os.environ.get("PREFETCH", "0") != "0"
 conns = {p["name"]: http.client.HTTPConnection("127.0.0.1", p["port"]) for p in paths}
 
 def cpu_ns(pid):
@@ -315,8 +318,9 @@ for eng in ("sim", "llama"):
                                      "throughput_ratio_of_medians": ratio,
                                      "cpu_ratio": cpu_ratio}
         lines.append("RESULT seal [%s] added ttfb p50 %.3f ms (median of %d paired "
-                     "differences; difference of p50s %.3f ms) (target < 0.1), p99 %.3f ms" %
-                     (tag, paired50, n, add50, add99))
+                     "differences; difference of p50s %.3f ms; %s) (target < 0.1), p99 %.3f ms" %
+                     (tag, paired50, n, add50, "tickets fetched ahead" if prefetch else
+                      "/authorize on the path", add99))
         lines.append("RESULT seal [%s] single-stream throughput sealed/plain %.3f (median of "
                      "%d paired rounds; ratio of medians %.3f) (target >= 0.95)" %
                      (tag, paired, rounds, ratio))
