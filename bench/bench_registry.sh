@@ -12,7 +12,7 @@
 #   2. if BASE_BUILD names another build (e.g. of the previous commit), the
 #      same program built against it, first, for a before/after ratio in
 #      one run;
-#   3. if COORD_NODES is set (e.g. 200000; at most 900000), the whole
+#   3. if COORD_NODES is set (e.g. 200000; at most 4000000), the whole
 #      coordinator: `troop coordinator` (SQLite ledger, --node-ttl 3600)
 #      gets COORD_NODES real signed heartbeats from bench/loadgen.c (its
 #      records: one model, hardware and engine JSON, no seal key), and its

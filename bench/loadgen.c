@@ -1237,7 +1237,7 @@ static void parse_args(int argc, char **argv)
 		else if (strcmp(a, "--auth-nodes") == 0)
 			opt.auth_nodes = (int)num_arg(a, v, 1, 64);
 		else if (strcmp(a, "--peer-nodes") == 0)
-			opt.peer_nodes = (int)num_arg(a, v, 1, 900000);
+			opt.peer_nodes = (int)num_arg(a, v, 1, 4000000);
 		else if (strcmp(a, "--peer-models") == 0)
 			opt.peer_models = (int)num_arg(a, v, 1, 100000);
 		else if (strcmp(a, "--peer-conns") == 0)
@@ -1354,7 +1354,7 @@ int main(int argc, char **argv)
 	anodes = identities((size_t)opt.auth_nodes);
 	ahb = xcalloc((size_t)opt.auth_nodes, sizeof(*ahb));
 	for (int i = 0; i < opt.auth_nodes; i++)
-		heartbeat_tpl(&ahb[i], &anodes[i], 900000 + i, "bench-auth-model", 0);
+		heartbeat_tpl(&ahb[i], &anodes[i], 4100000 + i, "bench-auth-model", 0);
 	users = identities((size_t)opt.users);
 	auth = xcalloc((size_t)opt.users, sizeof(*auth));
 	for (int i = 0; i < opt.users; i++) {
