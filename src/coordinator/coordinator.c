@@ -126,6 +126,10 @@ static const config_opt coord_opts[] = {
 	  "live nodes the registry keeps; a heartbeat of a new node beyond them is refused "
 	  "(503) (0: a quarter of this machine's memory at 512 bytes a node, at least "
 	  "1100000)", 0, 1e9 },
+	{ "max-kv", 0, OPT_INT, "TROOP_MAX_KV", NULL, "0", "N",
+	  "live key/value entries the registry keeps: nodes' reputation, proof-of-hardware "
+	  "challenges, queue entries, reports seen; beyond them such state is not kept "
+	  "(0: two per node of --max-nodes, at least 100000)", 0, 1e10 },
 	{ "poh-check-workers", 0, OPT_INT, "TROOP_POH_CHECK_WORKERS", NULL, "1", "N",
 	  "proof-of-hardware: reveals checked at once, on threads of their own", 1, 64 },
 	{ "poh-check-queue", 0, OPT_INT, "TROOP_POH_CHECK_QUEUE", NULL, "8", "N",
@@ -650,16 +654,19 @@ int cmd_coordinator(int argc, char **argv)
 	}
 	{
 		registry_opts ro = { .max_nonces = (size_t)config_int(cfg, "max-nonces"),
-			.max_nodes = (size_t)config_int(cfg, "max-nodes") };
+			.max_nodes = (size_t)config_int(cfg, "max-nodes"),
+			.max_kv = (size_t)config_int(cfg, "max-kv") };
 		if (ro.max_nodes == 0)
 			ro.max_nodes = registry_default_max_nodes();
 		if (ro.max_nonces == 0)
 			ro.max_nonces = registry_default_max_nonces(config_str(cfg, "registry-url"));
+		if (ro.max_kv == 0)
+			ro.max_kv = registry_default_max_kv(ro.max_nodes);
 		rc = registry_open(&c->reg, config_str(cfg, "registry-url"), &ro);
 		if (rc == 0)
 			log_info("registry_opened", "backend=%s max_nodes=%zu max_nonces=%zu "
-			    "signed_per_s=%zu", registry_backend_name(c->reg), ro.max_nodes,
-			    ro.max_nonces, ro.max_nonces / REGISTRY_NONCE_WINDOW);
+			    "signed_per_s=%zu max_kv=%zu", registry_backend_name(c->reg), ro.max_nodes,
+			    ro.max_nonces, ro.max_nonces / REGISTRY_NONCE_WINDOW, ro.max_kv);
 	}
 	if (rc != 0) {
 		fatal_config("cannot open the registry");

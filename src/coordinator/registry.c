@@ -140,6 +140,13 @@ size_t registry_default_max_nodes(void)
 	return quarter_of_memory(REGISTRY_NODE_BYTES, REGISTRY_MIN_DEFAULT_NODES);
 }
 
+size_t registry_default_max_kv(size_t max_nodes)
+{
+	size_t n = max_nodes <= SIZE_MAX / REGISTRY_KV_PER_NODE ?
+	    max_nodes * REGISTRY_KV_PER_NODE : SIZE_MAX;
+	return n > REGISTRY_MIN_DEFAULT_KV ? n : REGISTRY_MIN_DEFAULT_KV;
+}
+
 static bool url_in_process(const char *url)
 {
 	return url == NULL || url[0] == '\0' || strcmp(url, "memory:") == 0 ||
@@ -168,7 +175,7 @@ int registry_open(registry **out, const char *url, const registry_opts *opts)
 	if (o.max_rate == 0)
 		o.max_rate = 1000000;
 	if (o.max_kv == 0)
-		o.max_kv = 100000;
+		o.max_kv = registry_default_max_kv(o.max_nodes);
 	if (o.nonce_quota_signer == 0)
 		o.nonce_quota_signer = o.max_nonces / 20 ? o.max_nonces / 20 : 1;
 	if (o.nonce_quota_addr == 0)

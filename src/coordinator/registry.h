@@ -174,7 +174,7 @@ typedef struct {
 	size_t max_nodes;           /* live nodes kept; 0: registry_default_max_nodes() */
 	size_t max_nonces;          /* nonces remembered; 0: registry_default_max_nonces() */
 	size_t max_rate;            /* rate-limit keys; 0: 1,000,000 */
-	size_t max_kv;              /* key/value entries; 0: 100,000 */
+	size_t max_kv;              /* key/value entries; 0: registry_default_max_kv() */
 	size_t nonce_quota_signer;  /* 0: max_nonces / 20 */
 	size_t nonce_quota_addr;    /* 0: max_nonces / 4 */
 	size_t kv_quota_owner;      /* 0: max_kv / 100 */
@@ -206,6 +206,18 @@ size_t registry_default_max_nodes(void);
  * with Redis, whose memory this machine cannot see (about 555 bytes a
  * nonce there), REGISTRY_MIN_DEFAULT_NONCES.  Thread-safe. */
 size_t registry_default_max_nonces(const char *url);
+
+/* Key/value entries kept per live node by default: a node's reputation
+ * (REP_STATS_TTL_S), and room for the short-lived ones (proof-of-hardware
+ * challenges, queue entries, reports seen). */
+#define REGISTRY_KV_PER_NODE 2
+#define REGISTRY_MIN_DEFAULT_KV 100000
+
+/* The default key/value cap for a registry of `max_nodes` live nodes:
+ * REGISTRY_KV_PER_NODE a node, at least REGISTRY_MIN_DEFAULT_KV.  (A fixed
+ * 100,000 left every node past the first 100,000 or so without
+ * reputation, and its coordinator logging so at each heartbeat.) */
+size_t registry_default_max_kv(size_t max_nodes);
 
 /* ---- lifetime ------------------------------------------------------------- */
 

@@ -1023,6 +1023,39 @@ static void test_default_max_nonces(void **state)
 	}
 }
 
+/* The key/value cap follows the node cap: a registry sized for more than
+ * 100,000 nodes keeps an entry (a reputation) for each of them; the old
+ * fixed cap of 100,000 refused the 100,001st. */
+static void test_default_max_kv(void **state)
+{
+	registry_opts o = { .max_nodes = 100000 };
+	registry *r = NULL;
+	char key[64];
+	int rc = 0;
+
+	(void)state;
+	assert_int_equal(registry_default_max_kv(0), REGISTRY_MIN_DEFAULT_KV);
+	assert_int_equal(registry_default_max_kv(1000), REGISTRY_MIN_DEFAULT_KV);
+	assert_int_equal(registry_default_max_kv(1100000), 2200000);
+	assert_int_equal(registry_default_max_kv(SIZE_MAX), SIZE_MAX);
+	assert_int_equal(registry_open(&r, NULL, &o), 0);
+	for (int i = 0; i < 150000 && rc == 0; i++) {
+		snprintf(key, sizeof(key), "rep:node-%d", i);
+		rc = registry_kv_put(r, key, "{}", 2, 60, 0, NOW);
+	}
+	assert_int_equal(rc, 0);
+	registry_close(r);
+	/* an explicit cap still holds */
+	o.max_kv = 1000;
+	assert_int_equal(registry_open(&r, NULL, &o), 0);
+	for (int i = 0; i < 1001 && rc == 0; i++) {
+		snprintf(key, sizeof(key), "rep:node-%d", i);
+		rc = registry_kv_put(r, key, "{}", 2, 60, 0, NOW);
+	}
+	assert_int_equal(rc, TROOP_EUNAVAIL);
+	registry_close(r);
+}
+
 /* ---- nonces, rates, kv ------------------------------------------------------- */
 
 static void test_nonces(void **state)
@@ -1607,6 +1640,7 @@ int main(void)
 		cmocka_unit_test(test_node_capacity),
 		cmocka_unit_test(test_default_max_nodes),
 		cmocka_unit_test(test_default_max_nonces),
+		cmocka_unit_test(test_default_max_kv),
 		cmocka_unit_test_setup_teardown(test_nonces, setup, teardown),
 		cmocka_unit_test(test_nonce_bounded),
 		cmocka_unit_test(test_quotas),
