@@ -277,28 +277,39 @@ uint64_t up_seal_reused_jobs(void)
 	return kept_reused;
 }
 
-static struct kept_key *kept_find(const uint8_t pk[SEAL_PK_LEN])
-{
-	for (int i = 0; i < STMT_CACHE; i++)
-		if (kept[i].used && memcmp(kept[i].keys.seal_pk, pk, SEAL_PK_LEN) == 0)
-			return &kept[i];
-	return NULL;
-}
-
 static void kept_drop(struct kept_key *k)
 {
 	sodium_memzero(k, sizeof(*k));
 }
 
+/* The entry of sealing key `pk`, or NULL; entries past their time are
+ * wiped on the way (now < 0: none is). */
+static struct kept_key *kept_find(const uint8_t pk[SEAL_PK_LEN], int64_t now)
+{
+	struct kept_key *found = NULL;
+
+	for (int i = 0; i < STMT_CACHE; i++) {
+		struct kept_key *k = &kept[i];
+		if (!k->used)
+			continue;
+		if (now >= 0 && (now < k->born || now - k->born >= SEAL_KEY_REUSE_S)) {
+			kept_drop(k);
+			continue;
+		}
+		if (memcmp(k->keys.seal_pk, pk, SEAL_PK_LEN) == 0)
+			found = k;
+	}
+	return found;
+}
+
 /* A confirmed key for `pk` still in its time into *j, or false. */
 static bool kept_take(seal_job *j, const uint8_t pk[SEAL_PK_LEN], int64_t now)
 {
-	struct kept_key *k = kept_find(pk);
+	struct kept_key *k = kept_find(pk, now);
 
 	if (!k || !k->confirmed)
 		return false;
-	if (now < k->born || now - k->born >= SEAL_KEY_REUSE_S ||
-	    k->jobs >= SEAL_KEY_REUSE_JOBS) {
+	if (k->jobs >= SEAL_KEY_REUSE_JOBS) {
 		kept_drop(k);
 		return false;
 	}
@@ -315,9 +326,9 @@ static bool kept_take(seal_job *j, const uint8_t pk[SEAL_PK_LEN], int64_t now)
  * confirms (a confirmed key in its time stays). */
 static void kept_offer(const seal_job *j, int64_t now)
 {
-	struct kept_key *k = kept_find(j->seal_pk);
+	struct kept_key *k = kept_find(j->seal_pk, now);
 
-	if (k && k->confirmed && now - k->born < SEAL_KEY_REUSE_S)
+	if (k && k->confirmed)
 		return;
 	if (!k) {
 		k = &kept[0];
@@ -336,7 +347,7 @@ static void kept_offer(const seal_job *j, int64_t now)
 /* Stop using job key j (its reply was refused). */
 static void kept_forget(const seal_job *j)
 {
-	struct kept_key *k = kept_find(j->seal_pk);
+	struct kept_key *k = kept_find(j->seal_pk, -1);
 
 	if (k && memcmp(k->keys.epk, j->epk, SEAL_PK_LEN) == 0)
 		kept_drop(k);
@@ -345,7 +356,7 @@ static void kept_forget(const seal_job *j)
 /* The worker answered the job with key j in a256gcm2. */
 static void kept_confirm(const seal_job *j)
 {
-	struct kept_key *k = kept_find(j->seal_pk);
+	struct kept_key *k = kept_find(j->seal_pk, -1);
 
 	if (k && !k->confirmed && memcmp(k->keys.epk, j->epk, SEAL_PK_LEN) == 0)
 		k->confirmed = true;

@@ -36,8 +36,13 @@ static bool kx_cached(seal_job *sj, const uint8_t epk[SEAL_PK_LEN],
 {
 	for (int i = 0; i < KX_CACHE; i++) {
 		struct kx_entry *e = &kx_cache[i];
-		if (e->at && now - e->at <= SEAL_KEY_REUSE_S && now >= e->at &&
-		    memcmp(e->epk, epk, SEAL_PK_LEN) == 0 && memcmp(e->spk, spk, SEAL_PK_LEN) == 0) {
+		if (!e->at)
+			continue;
+		if (now - e->at > SEAL_KEY_REUSE_S || now < e->at) {
+			sodium_memzero(e, sizeof(*e));   /* past its time: wiped */
+			continue;
+		}
+		if (memcmp(e->epk, epk, SEAL_PK_LEN) == 0 && memcmp(e->spk, spk, SEAL_PK_LEN) == 0) {
 			memcpy(sj->epk, epk, SEAL_PK_LEN);
 			memcpy(sj->seal_pk, spk, SEAL_PK_LEN);
 			memcpy(sj->req_key, e->req_key, SEAL_KEY_LEN);
