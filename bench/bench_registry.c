@@ -19,7 +19,8 @@
  * Prints the resident set size before and after, bytes per node, the
  * CPU time per put (of a new node, and again of a known one: a
  * heartbeat), per get (one node by id, with models and extras) and per
- * find (registry_find_nodes by model, 20 nodes, with models), then
+ * find (registry_find_nodes by model, 20 nodes, with models), per models
+ * aggregate (registry_models: /v1/models) and live count (/metrics), then
  * "RESULT ..." lines (bench/run.sh) with the 300 MB target scaled to N.
  * Exits non-zero if a put fails.
  */
@@ -299,6 +300,21 @@ int main(int argc, char **argv)
 		registry_nodes_free(arr, cnt);
 	}
 	double t_find = cpu_s() - a;
+	/* what /v1/models and /metrics read: every model's aggregate, and the
+	 * live count (each a pass over the nodes) */
+	size_t aggs = 5, nmodels = 0;
+	a = cpu_s();
+	for (size_t k = 0; k < aggs; k++) {
+		registry_model_info *mi = NULL;
+		if (registry_models(&mi, &nmodels, reg, now) != 0)
+			nmodels = 0;
+		free(mi);
+	}
+	double t_models = (cpu_s() - a) / (double)aggs;
+	a = cpu_s();
+	for (size_t k = 0; k < aggs; k++)
+		registry_count_nodes(&live, reg, now);
+	double t_count = (cpu_s() - a) / (double)aggs;
 
 	double per_node = (double)(rss1 - rss0) * 1024.0 / (double)nodes;
 	double target = TARGET_BYTES_PER_NODE;
@@ -318,6 +334,9 @@ int main(int argc, char **argv)
 	    t_put / (double)nodes * 1e6, t_beat / (double)beats * 1e6,
 	    t_get / (double)lookups * 1e6, t_find / (double)finds * 1e6,
 	    t_fill / (double)nodes * 1e6);
+	printf("RESULT registry %s: models aggregate (/v1/models) %.2f ms for %zu models, live "
+	    "count (/metrics) %.2f ms, at %zu nodes (CPU per call; the aggregate takes the read "
+	    "lock per model)\n", registry_backend_name(reg), t_models * 1e3, nmodels, t_count * 1e3, nodes);
 	fflush(stdout);
 	if (getenv("BENCH_REGISTRY_KEEP") == NULL)
 		registry_close(reg);

@@ -76,7 +76,7 @@ static void read_gauges(coord_gauges *g, coord *c, int64_t now)
 	g->uptime_s = (long)(now - c->started);
 	if (registry_count_nodes(&g->live_nodes, c->reg, now) != 0)
 		g->live_nodes = 0;
-	if (registry_models(&models, &g->models, c->reg, now) != 0)
+	if (api_nodes_models(&models, &g->models, c->reg, now) != 0)
 		g->models = 0;
 	free(models);
 	if (registry_find_nodes(&nodes, &n, c->reg, NULL, now, COORD_PEERS_MAX, 0) == 0) {
@@ -94,15 +94,20 @@ static void h_metrics(http_req *r, void *arg)
 {
 	coord *c = arg;
 	coord_gauges g;
-	size_t len = 0;
+	registry_model_info *models = NULL;
+	size_t len = 0, n = 0;
+	int64_t now = (int64_t)time(NULL);
 	char *text;
 
-	read_gauges(&g, c, (int64_t)time(NULL));
+	read_gauges(&g, c, now);
 	text = metrics_render(&c->metrics, &g, &len);
-	if (text && queue_metrics_append(&text, &len, c->reg, (int64_t)time(NULL)) != 0) {
+	if (api_nodes_models(&models, &n, c->reg, now) != 0)
+		n = 0;
+	if (text && queue_metrics_append(&text, &len, c->reg, models, n, now) != 0) {
 		free(text);
 		text = NULL;
 	}
+	free(models);
 	if (!text) {
 		coord_reply_error(r, TROOP_ENOMEM, "out of memory rendering metrics");
 		return;

@@ -1238,6 +1238,48 @@ static void h_peers(http_req *r, void *arg)
 	peers_reply_release(p);
 }
 
+static struct {
+	pthread_mutex_t mu;
+	bool valid;
+	int64_t at;                  /* the second it was read */
+	registry_model_info *arr;
+	size_t n;
+} models_cache = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+int api_nodes_models(registry_model_info **out, size_t *n, registry *reg, int64_t now)
+{
+	size_t live = 0;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (registry_count_nodes(&live, reg, now) != 0 || live < API_MODELS_CACHE_NODES)
+		return registry_models(out, n, reg, now);
+	pthread_mutex_lock(&models_cache.mu);
+	if (!models_cache.valid || models_cache.at != now) {
+		registry_model_info *arr = NULL;
+		size_t k = 0;
+		if ((rc = registry_models(&arr, &k, reg, now)) == 0) {
+			free(models_cache.arr);
+			models_cache.arr = arr;
+			models_cache.n = k;
+			models_cache.at = now;
+			models_cache.valid = true;
+		}
+	}
+	if (rc == 0 && models_cache.n > 0) {
+		*out = malloc(models_cache.n * sizeof(**out));
+		if (*out) {
+			memcpy(*out, models_cache.arr, models_cache.n * sizeof(**out));
+			*n = models_cache.n;
+		} else {
+			rc = troop_error_set(TROOP_ENOMEM, "out of memory");
+		}
+	}
+	pthread_mutex_unlock(&models_cache.mu);
+	return rc;
+}
+
 static void h_models(http_req *r, void *arg)
 {
 	coord *c = arg;
@@ -1248,7 +1290,7 @@ static void h_models(http_req *r, void *arg)
 
 	if (coord_anon_allowed(r) != 0)
 		return;
-	rc = registry_models(&models, &n, c->reg, (int64_t)time(NULL));
+	rc = api_nodes_models(&models, &n, c->reg, (int64_t)time(NULL));
 	if (rc != 0) {
 		coord_reply_last_error(r, rc);
 		return;

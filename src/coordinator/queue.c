@@ -544,15 +544,13 @@ static void label_escape(char *out, size_t len, const char *s)
 	out[o] = '\0';
 }
 
-int queue_metrics_append(char **buf, size_t *len, registry *reg, int64_t now)
+int queue_metrics_append(char **buf, size_t *len, registry *reg,
+    const registry_model_info *models, size_t n, int64_t now)
 {
-	registry_model_info *models = NULL;
-	size_t n = 0, cap = *len + 1;
+	size_t cap = *len + 1;
 	char label[2 * REGISTRY_MODEL_MAX + 2];
 	int rc = 0;
 
-	if (registry_models(&models, &n, reg, now) != 0)
-		n = 0;
 	/* a family is written only with samples (an empty one says nothing
 	 * and strict exposition checkers refuse it) */
 	if (n > 0)
@@ -566,7 +564,6 @@ int queue_metrics_append(char **buf, size_t *len, registry *reg, int64_t now)
 		label_escape(label, sizeof(label), models[i].name);
 		rc |= append(buf, len, &cap, "troop_queue_waiting{model=\"%s\"} %zu\n", label, k);
 	}
-	free(models);
 	pthread_mutex_lock(&stats_mu);
 	if (n_stats > 0)
 		rc |= append(buf, len, &cap, "# HELP troop_queue_wait_seconds_total Seconds "

@@ -136,9 +136,10 @@ int queue_sweep_holds(size_t *released, registry *reg, int64_t now);
 /* ---- metrics ------------------------------------------------------------- */
 
 /* Append the queue's Prometheus lines to the malloc'd text *buf of *len
- * bytes: waiting entries per model (the models live nodes serve) and
- * this process's waits per model.  0 or TROOP_ENOMEM. */
-int queue_metrics_append(char **buf, size_t *len, registry *reg, int64_t now);
+ * bytes: waiting entries per model (`models`, the n models live nodes
+ * serve) and this process's waits per model.  0 or TROOP_ENOMEM. */
+int queue_metrics_append(char **buf, size_t *len, registry *reg,
+    const registry_model_info *models, size_t n, int64_t now);
 
 /* Requests waiting in the shared queue now, every model (0 when the
  * registry cannot say).  For the public page's /stats. */

@@ -1537,65 +1537,86 @@ static int cmp_model_info(const void *a, const void *b)
 	    ((const registry_model_info *)b)->name);
 }
 
+/* One model name's aggregate over its live nodes into *mi (its name set
+ * already): false when none is live.  Under (at least) the read lock. */
+static bool model_aggregate(registry_model_info *mi, const struct sent *e, int64_t now)
+{
+	const struct ibucket *b = e->val;
+	struct hash_tally t[HASHES_TRACKED];
+	size_t nt = 0, live = 0;
+	int64_t ctx = 0;
+	uint32_t caps = 0, eps = 0;
+
+	for (uint32_t j = 0; j < b->n; j++) {
+		const struct mnode *n = b->refs[j];
+		if (!node_live(n, now))
+			continue;
+		size_t mi_slot = slot_at(n, true, e->key, j);
+		if (mi_slot == NONE)
+			continue;  /* cannot happen */
+		live++;
+		const struct mdesc *mm = n->models[mi_slot].d;
+		size_t x = 0;
+		if (mm->ctx > ctx)
+			ctx = mm->ctx;
+		caps |= (uint32_t)(mm->caps & mm->caps_known);
+		eps |= mm->endpoints;
+		while (x < nt && strcmp(t[x].hash, mm->hash) != 0)
+			x++;
+		if (x == nt && nt < HASHES_TRACKED)
+			t[nt++] = (struct hash_tally){ mm->hash, mm->size, 0 };
+		if (x < nt)
+			t[x].count++;
+	}
+	if (live == 0)
+		return false;
+	/* the hash most nodes report; among equals, a non-empty one */
+	size_t best = 0;
+	for (size_t x = 1; x < nt; x++)
+		if (t[x].count > t[best].count ||
+		    (t[x].count == t[best].count && t[best].hash[0] == '\0'))
+			best = x;
+	if (nt > 0) {
+		copy_str(mi->content_hash, sizeof mi->content_hash, t[best].hash);
+		mi->size_bytes = t[best].size;
+	}
+	mi->node_count = live;
+	mi->context_length = ctx;
+	mi->caps = caps;
+	mi->endpoints = eps;
+	return true;
+}
+
+/* Every model's aggregate is a pass over every live node (90 ms at 1M
+ * nodes here): the read lock is taken per model name, not for the whole
+ * pass, so that a heartbeat waiting for the write lock (and every reader
+ * queued behind it: the lock prefers writers) waits for one model's nodes
+ * at most.  A model put or dropped meanwhile may be missed or left out:
+ * the list is as of some instant of the pass. */
 static int mem_models(registry_model_info **out, size_t *nout, registry *r, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
 	registry_model_info *arr = NULL;
-	size_t k = 0;
+	size_t names = 0, k = 0;
 	int err = 0;
 
 	pthread_rwlock_rdlock(&m->lock);
 	if (m->by_name.n > 0 && (arr = calloc(m->by_name.n, sizeof *arr)) == NULL)
 		err = nomem();
-	for (size_t i = 0; err == 0 && i < m->by_name.nb; i++) {
-		for (struct sent *e = m->by_name.b[i]; e != NULL; e = e->next) {
-			const struct ibucket *b = e->val;
-			struct hash_tally t[HASHES_TRACKED];
-			size_t nt = 0, live = 0;
-			int64_t ctx = 0;
-			uint32_t caps = 0, eps = 0;
-			for (uint32_t j = 0; j < b->n; j++) {
-				const struct mnode *n = b->refs[j];
-				if (!node_live(n, now))
-					continue;
-				size_t mi = slot_at(n, true, e->key, j);
-				if (mi == NONE)
-					continue;  /* cannot happen */
-				live++;
-				const struct mdesc *mm = n->models[mi].d;
-				size_t x = 0;
-				if (mm->ctx > ctx)
-					ctx = mm->ctx;
-				caps |= (uint32_t)(mm->caps & mm->caps_known);
-				eps |= mm->endpoints;
-				while (x < nt && strcmp(t[x].hash, mm->hash) != 0)
-					x++;
-				if (x == nt && nt < HASHES_TRACKED)
-					t[nt++] = (struct hash_tally){ mm->hash, mm->size, 0 };
-				if (x < nt)
-					t[x].count++;
-			}
-			if (live == 0)
-				continue;
-			/* the hash most nodes report; among equals, a non-empty one */
-			size_t best = 0;
-			for (size_t x = 1; x < nt; x++)
-				if (t[x].count > t[best].count ||
-				    (t[x].count == t[best].count && t[best].hash[0] == '\0'))
-					best = x;
-			registry_model_info *mi = &arr[k++];
-			copy_str(mi->name, sizeof mi->name, e->key);
-			if (nt > 0) {
-				copy_str(mi->content_hash, sizeof mi->content_hash, t[best].hash);
-				mi->size_bytes = t[best].size;
-			}
-			mi->node_count = live;
-			mi->context_length = ctx;
-			mi->caps = caps;
-			mi->endpoints = eps;
-		}
-	}
+	for (size_t i = 0; err == 0 && i < m->by_name.nb; i++)
+		for (struct sent *e = m->by_name.b[i]; e != NULL; e = e->next)
+			copy_str(arr[names++].name, sizeof arr->name, e->key);
 	pthread_rwlock_unlock(&m->lock);
+	for (size_t i = 0; err == 0 && i < names; i++) {
+		registry_model_info mi = { 0 };
+		memcpy(mi.name, arr[i].name, sizeof mi.name);
+		pthread_rwlock_rdlock(&m->lock);
+		const struct sent *e = smap_find(&m->by_name, mi.name, shash(m->seed, mi.name));
+		bool live = e != NULL && model_aggregate(&mi, e, now);
+		pthread_rwlock_unlock(&m->lock);
+		if (live)
+			arr[k++] = mi;   /* k <= i: the names not yet read stay ahead */
+	}
 	if (err != 0 || k == 0) {
 		free(arr);
 		arr = NULL;
@@ -1665,16 +1686,23 @@ out:
 	return err;
 }
 
+/* Entries at or below heap position i that have expired (at <= now): the
+ * heap is a min-heap on expiry, so a live entry's subtree is all live and
+ * is not visited; O(expired entries), not O(nodes).  Recursion depth: the
+ * heap's height. */
+static size_t heap_expired_count(const struct heap *h, size_t i, int64_t now)
+{
+	if (i >= h->n || h->a[i]->at > now)
+		return 0;
+	return 1 + heap_expired_count(h, 2 * i + 1, now) + heap_expired_count(h, 2 * i + 2, now);
+}
+
 static int mem_count_nodes(size_t *out, registry *r, int64_t now)
 {
 	struct mem_registry *m = mem_of(r);
-	size_t live = 0;
 	pthread_rwlock_rdlock(&m->lock);
-	for (size_t i = 0; i < m->node_heap.n; i++)
-		if (m->node_heap.a[i]->at > now)
-			live++;
+	*out = m->node_heap.n - heap_expired_count(&m->node_heap, 0, now);
 	pthread_rwlock_unlock(&m->lock);
-	*out = live;
 	return 0;
 }
 

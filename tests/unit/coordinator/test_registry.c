@@ -246,6 +246,45 @@ static void test_index_follows_model_changes(void **state)
 	free(mi);
 }
 
+/* The live count (what /metrics reports) against the expiries put: nodes
+ * with 50 different lifetimes, counted at each second until all expired,
+ * and again after some heartbeat anew (their expiry moves on). */
+static void test_count_follows_expiry(void **state)
+{
+	registry *r = *state;
+	registry_node n;
+	registry_model models[1];
+	const char *names[] = { "llama3:8b" };
+	char id[32];
+	size_t live = 0;
+
+	for (int i = 0; i < 2000; i++) {
+		snprintf(id, sizeof(id), "node-%d", i);
+		make_node(&n, models, id, 1, names, NULL);
+		assert_int_equal(registry_put_node(r, &n, 1 + i % 50, NOW), 0);
+	}
+	for (int t = 0; t <= 51; t++) {
+		size_t want = 0;
+		for (int i = 0; i < 2000; i++)
+			want += 1 + i % 50 > t;
+		assert_int_equal(registry_count_nodes(&live, r, NOW + t), 0);
+		assert_int_equal(live, want);
+	}
+	/* a third heartbeat at NOW + 10 for 100 s more */
+	for (int i = 0; i < 2000; i += 3) {
+		snprintf(id, sizeof(id), "node-%d", i);
+		make_node(&n, models, id, 1, names, NULL);
+		assert_int_equal(registry_put_node(r, &n, 100, NOW + 10), 0);
+	}
+	for (int t = 10; t <= 111; t++) {
+		size_t want = 0;
+		for (int i = 0; i < 2000; i++)
+			want += i % 3 == 0 ? 110 > t : 1 + i % 50 > t;
+		assert_int_equal(registry_count_nodes(&live, r, NOW + t), 0);
+		assert_int_equal(live, want);
+	}
+}
+
 static void test_ttl_and_offline(void **state)
 {
 	registry *r = *state;
@@ -1627,6 +1666,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_find_by_name_and_hash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_follows_model_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_and_offline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_count_follows_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
