@@ -336,7 +336,8 @@ int main(int argc, char **argv)
 	    t_fill / (double)nodes * 1e6);
 	printf("RESULT registry %s: models aggregate (/v1/models) %.2f ms for %zu models, live "
 	    "count (/metrics) %.2f ms, at %zu nodes (CPU per call; the aggregate takes the read "
-	    "lock per model)\n", registry_backend_name(reg), t_models * 1e3, nmodels, t_count * 1e3, nodes);
+	    "lock per model)\n", registry_backend_name(reg), t_models * 1e3, nmodels,
+	    t_count * 1e3, nodes);
 	fflush(stdout);
 	if (getenv("BENCH_REGISTRY_KEEP") == NULL)
 		registry_close(reg);
