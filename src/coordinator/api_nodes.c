@@ -1246,9 +1246,38 @@ static struct {
 	size_t n;
 } models_cache = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
+/* Read the list into the cache (the pass outside the cache's mutex). */
+static int models_cache_fill(registry *reg, int64_t now)
+{
+	registry_model_info *arr = NULL;
+	size_t k = 0;
+	int rc = registry_models(&arr, &k, reg, now);
+
+	if (rc != 0)
+		return rc;
+	pthread_mutex_lock(&models_cache.mu);
+	free(models_cache.arr);
+	models_cache.arr = arr;
+	models_cache.n = k;
+	models_cache.at = now;
+	models_cache.valid = true;
+	pthread_mutex_unlock(&models_cache.mu);
+	return 0;
+}
+
+void api_nodes_models_refresh(registry *reg, int64_t now)
+{
+	size_t live = 0;
+
+	if (registry_count_nodes(&live, reg, now) == 0 && live >= API_MODELS_CACHE_NODES &&
+	    models_cache_fill(reg, now) != 0)
+		log_warn("models", "error=\"%s\"", troop_error_msg());
+}
+
 int api_nodes_models(registry_model_info **out, size_t *n, registry *reg, int64_t now)
 {
 	size_t live = 0;
+	bool fresh;
 	int rc = 0;
 
 	*out = NULL;
@@ -1256,18 +1285,14 @@ int api_nodes_models(registry_model_info **out, size_t *n, registry *reg, int64_
 	if (registry_count_nodes(&live, reg, now) != 0 || live < API_MODELS_CACHE_NODES)
 		return registry_models(out, n, reg, now);
 	pthread_mutex_lock(&models_cache.mu);
-	if (!models_cache.valid || models_cache.at != now) {
-		registry_model_info *arr = NULL;
-		size_t k = 0;
-		if ((rc = registry_models(&arr, &k, reg, now)) == 0) {
-			free(models_cache.arr);
-			models_cache.arr = arr;
-			models_cache.n = k;
-			models_cache.at = now;
-			models_cache.valid = true;
-		}
-	}
-	if (rc == 0 && models_cache.n > 0) {
+	fresh = models_cache.valid && now >= models_cache.at &&
+	    now - models_cache.at <= API_MODELS_CACHE_S;
+	pthread_mutex_unlock(&models_cache.mu);
+	/* not kept fresh by the sweeper (yet): read here, once */
+	if (!fresh && (rc = models_cache_fill(reg, now)) != 0)
+		return rc;
+	pthread_mutex_lock(&models_cache.mu);
+	if (models_cache.n > 0) {
 		*out = malloc(models_cache.n * sizeof(**out));
 		if (*out) {
 			memcpy(*out, models_cache.arr, models_cache.n * sizeof(**out));

@@ -317,6 +317,8 @@ static void sweep_once(coord *c, ledger_conn *db)
 	}
 	if (registry_sweep(&removed, c->reg, now) != 0)
 		log_warn("sweep", "registry error=\"%s\"", troop_error_msg());
+	/* /v1/models' list, for a registry where reading it is long */
+	api_nodes_models_refresh(c->reg, now);
 }
 
 /* Every SWEEP_INTERVAL_S until told to stop.  The ledger connection is

@@ -188,11 +188,17 @@ void api_nodes_peers_forget(void);
 void api_nodes_facts_forget(const char *node_id);
 /* registry_models for /v1/models and /metrics: read afresh while the
  * registry holds fewer than API_MODELS_CACHE_NODES live nodes; above that
- * (where it is a pass over every node: 90 ms at 1M nodes) the list of the
- * last second, read by one caller at a time.  *out: free() it.
+ * (where it is a pass over every node: 85 ms at 1M nodes, which would hold
+ * up every connection of the event loop that ran it) the list the sweeper
+ * thread read (api_nodes_models_refresh, every few seconds), at most
+ * API_MODELS_CACHE_S old, else read here once.  *out: free() it.
  * Thread-safe. */
 #define API_MODELS_CACHE_NODES 10000
+#define API_MODELS_CACHE_S 5
 int api_nodes_models(registry_model_info **out, size_t *n, registry *reg, int64_t now);
+/* Read the model list for api_nodes_models when the registry is that
+ * large (the sweeper thread, off the request threads).  Thread-safe. */
+void api_nodes_models_refresh(registry *reg, int64_t now);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);
 void api_jobs_routes(http_server *s, coord *c);

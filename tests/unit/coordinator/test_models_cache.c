@@ -2,7 +2,8 @@
  * test_models_cache.c - the model list of /v1/models and /metrics
  * (api_nodes_models): exact while the registry is small; with
  * API_MODELS_CACHE_NODES live nodes or more, where every read is a pass
- * over every node, the list of the current second, read once per second.
+ * over every node, the list the sweeper read (api_nodes_models_refresh),
+ * read again by a request only when it is older than API_MODELS_CACHE_S.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -76,8 +77,15 @@ static void test_models_cache(void **state)
 	put(r, "node-c", "third:1b", NOW);
 	assert_false(listed(r, "third:1b", 1, NOW));
 	assert_true(listed(r, "bulk:7b", API_MODELS_CACHE_NODES, NOW));
-	assert_true(listed(r, "third:1b", 1, NOW + 1));
-	assert_true(listed(r, "first:1b", 1, NOW + 1));
+	assert_false(listed(r, "third:1b", 1, NOW + API_MODELS_CACHE_S));
+	/* read again when older than that */
+	assert_true(listed(r, "third:1b", 1, NOW + API_MODELS_CACHE_S + 1));
+	assert_true(listed(r, "first:1b", 1, NOW + API_MODELS_CACHE_S + 1));
+	/* or when the sweeper refreshes it */
+	put(r, "node-d", "fourth:1b", NOW + 7);
+	assert_false(listed(r, "fourth:1b", 1, NOW + 7));
+	api_nodes_models_refresh(r, NOW + 7);
+	assert_true(listed(r, "fourth:1b", 1, NOW + 7));
 	registry_close(r);
 }
 
