@@ -1242,6 +1242,7 @@ static struct {
 	pthread_mutex_t mu;
 	bool valid;
 	int64_t at;                  /* the second it was read */
+	int64_t asked;               /* the last request for it */
 	registry_model_info *arr;
 	size_t n;
 } models_cache = { .mu = PTHREAD_MUTEX_INITIALIZER };
@@ -1268,9 +1269,14 @@ static int models_cache_fill(registry *reg, int64_t now)
 void api_nodes_models_refresh(registry *reg, int64_t now)
 {
 	size_t live = 0;
+	bool wanted;
 
-	if (registry_count_nodes(&live, reg, now) == 0 && live >= API_MODELS_CACHE_NODES &&
-	    models_cache_fill(reg, now) != 0)
+	/* only while someone asks for it: on Redis the pass is Redis's work */
+	pthread_mutex_lock(&models_cache.mu);
+	wanted = models_cache.asked > 0 && now - models_cache.asked <= API_MODELS_WANTED_S;
+	pthread_mutex_unlock(&models_cache.mu);
+	if (wanted && registry_count_nodes(&live, reg, now) == 0 &&
+	    live >= API_MODELS_CACHE_NODES && models_cache_fill(reg, now) != 0)
 		log_warn("models", "error=\"%s\"", troop_error_msg());
 }
 
@@ -1287,6 +1293,7 @@ int api_nodes_models(registry_model_info **out, size_t *n, registry *reg, int64_
 	pthread_mutex_lock(&models_cache.mu);
 	fresh = models_cache.valid && now >= models_cache.at &&
 	    now - models_cache.at <= API_MODELS_CACHE_S;
+	models_cache.asked = now;
 	pthread_mutex_unlock(&models_cache.mu);
 	/* not kept fresh by the sweeper (yet): read here, once */
 	if (!fresh && (rc = models_cache_fill(reg, now)) != 0)

@@ -197,7 +197,9 @@ void api_nodes_facts_forget(const char *node_id);
 #define API_MODELS_CACHE_S 5
 int api_nodes_models(registry_model_info **out, size_t *n, registry *reg, int64_t now);
 /* Read the model list for api_nodes_models when the registry is that
- * large (the sweeper thread, off the request threads).  Thread-safe. */
+ * large and the list was asked for in the last API_MODELS_WANTED_S (the
+ * sweeper thread, off the request threads).  Thread-safe. */
+#define API_MODELS_WANTED_S 60
 void api_nodes_models_refresh(registry *reg, int64_t now);
 void api_nodes_routes(http_server *s, coord *c);
 void api_credits_routes(http_server *s, coord *c);

@@ -86,6 +86,10 @@ static void test_models_cache(void **state)
 	assert_false(listed(r, "fourth:1b", 1, NOW + 7));
 	api_nodes_models_refresh(r, NOW + 7);
 	assert_true(listed(r, "fourth:1b", 1, NOW + 7));
+	/* which it does only while the list is asked for */
+	put(r, "node-e", "fifth:1b", NOW + 8);
+	api_nodes_models_refresh(r, NOW + 7 + API_MODELS_WANTED_S + 1);
+	assert_false(listed(r, "fifth:1b", 1, NOW + 8));
 	registry_close(r);
 }
 
