@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "thread.h"
 #include "error.h"
 #include "log.h"
 
@@ -97,7 +98,7 @@ int poh_pool_new(poh_pool **out, int workers, int queue_max)
 	pthread_cond_init(&p->idle_cv, NULL);
 	p->queue_max = (size_t)queue_max;
 	for (int i = 0; i < workers; i++) {
-		if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
+		if (thread_start(&p->threads[i], worker_main, p) != 0) {
 			poh_pool_free(p);
 			return troop_error_set(TROOP_ERR, "cannot start the check pool's threads");
 		}

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "thread.h"
 #include "error.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -133,7 +134,7 @@ static void par_run(int threads, par_fn fn, void *arg)
 	}
 	for (int i = 1; i < threads; i++) {
 		pa[i] = (struct par_arg){ fn, arg, i, threads };
-		started[i] = pthread_create(&tid[i], NULL, par_main, &pa[i]) == 0;
+		started[i] = thread_start(&tid[i], par_main, &pa[i]) == 0;
 	}
 	fn(arg, 0, threads);
 	for (int i = 1; i < threads; i++) {
@@ -589,7 +590,7 @@ int poh_compute_rows(int8_t *out, const poh_ctx *ctx, const uint32_t *rows, size
 	} else {
 		pthread_mutex_lock(&j.mu);
 		for (int i = 0; i < threads; i++) {
-			if (pthread_create(&tid[started], NULL, compute_main, &j) != 0)
+			if (thread_start(&tid[started], compute_main, &j) != 0)
 				break;
 			started++;
 			j.running++;

@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "thread.h"
 #include "error.h"
 #include "http_client.h"
 #include "json.h"
@@ -563,7 +564,7 @@ int spool_start(spool **out, const char *kind, const char *coordinator,
 	}
 	spool_load(r);
 	for (int i = 0; i < SPOOL_SENDERS; i++) {
-		if (pthread_create(&r->senders[i].thr, NULL, sender_main, &r->senders[i]) != 0) {
+		if (thread_start(&r->senders[i].thr, sender_main, &r->senders[i]) != 0) {
 			rc = troop_error_set(TROOP_ERR, "cannot start the %s threads", kind);
 			goto fail;
 		}
