@@ -31,6 +31,7 @@
 #include "log.h"
 #include "proto.h"
 #include "seal.h"
+#include "thread.h"
 
 #define AUDIT_LIST_MAX 1000        /* live nodes looked at per round */
 #define AUDIT_HTTP_TIMEOUT_MS 60000
@@ -609,7 +610,6 @@ int auditor_start(auditor **out, coord *c)
 {
 	struct auditor *au;
 	pthread_condattr_t ca;
-	sigset_t block, old;
 	int rc;
 
 	*out = NULL;
@@ -629,12 +629,7 @@ int auditor_start(auditor **out, coord *c)
 	pthread_cond_init(&au->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	/* leave SIGINT/SIGTERM to http_server_run, as the sweeper does */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	rc = pthread_create(&au->th, NULL, auditor_main, au);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = thread_start(&au->th, auditor_main, au);
 	if (rc != 0) {
 		pthread_cond_destroy(&au->cv);
 		pthread_mutex_destroy(&au->mu);

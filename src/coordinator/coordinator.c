@@ -25,6 +25,7 @@
 #include "encoding.h"
 #include "error.h"
 #include "log.h"
+#include "thread.h"
 
 #define SWEEP_INTERVAL_S 2
 #define KV_TICKET_KEY "ticket_signing_key"
@@ -357,7 +358,6 @@ static void *sweeper_main(void *arg)
 static int sweeper_start(struct sweeper *sw, coord *c)
 {
 	pthread_condattr_t ca;
-	sigset_t block, old;
 	int rc;
 
 	memset(sw, 0, sizeof(*sw));
@@ -368,12 +368,7 @@ static int sweeper_start(struct sweeper *sw, coord *c)
 	pthread_cond_init(&sw->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	/* like the server's threads, leave SIGINT/SIGTERM to http_server_run */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	rc = pthread_create(&sw->th, NULL, sweeper_main, sw);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	rc = thread_start(&sw->th, sweeper_main, sw);
 	if (rc != 0)
 		return troop_error_set(TROOP_ERR, "cannot start the sweeper thread");
 	sw->running = true;

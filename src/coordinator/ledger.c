@@ -24,6 +24,7 @@
 #include "ledger_driver.h"
 #include "log.h"
 #include "migrations.h"
+#include "thread.h"
 
 #define TXN_ATTEMPTS 3
 #define RELEASE_BATCH 256
@@ -427,7 +428,6 @@ static int batch_txn(ledger_conn *c, txn_fn fn, void *arg)
 int ledger_batch_start(ledger *l, int max_items)
 {
 	struct ledger_batch *b;
-	sigset_t block, old;
 	int err;
 
 	if (l == NULL || l->drv == NULL)
@@ -447,12 +447,7 @@ int ledger_batch_start(ledger *l, int max_items)
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->work_cv, NULL);
 	/* leave SIGINT/SIGTERM to the threads that handle them */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	err = pthread_create(&b->th, NULL, batch_main, b);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	err = thread_start(&b->th, batch_main, b);
 	if (err != 0) {
 		l->drv->conn_close(b->conn);
 		pthread_cond_destroy(&b->work_cv);

@@ -37,6 +37,7 @@
 #include "error.h"
 #include "ledger_driver.h"
 #include "log.h"
+#include "thread.h"
 
 #define BUSY_TIMEOUT_MS 5000
 #define CKPT_INTERVAL_MS 200
@@ -442,19 +443,13 @@ static void *sq_checkpoint_main(void *arg)
 static int sq_checkpoint_start(struct sq_ledger *s)
 {
 	pthread_condattr_t ca;
-	sigset_t block, old;
 
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->ckpt_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	/* leave SIGINT/SIGTERM to the threads that handle them */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	int rc = pthread_create(&s->ckpt_th, NULL, sq_checkpoint_main, s);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int rc = thread_start(&s->ckpt_th, sq_checkpoint_main, s);
 	if (rc != 0)
 		return troop_error_set(TROOP_ERR, "ledger: cannot start the checkpoint thread");
 	s->ckpt_started = true;
