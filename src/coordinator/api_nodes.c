@@ -1127,8 +1127,14 @@ static int peers_build(peers_reply **out, const coord *c, const char *model,
 		return rc;
 	more = n > max;
 	dynbuf_init(&b, 64u << 20);
+	/* room for the whole page at once: the writer then never moves it */
+	for (size_t i = 0; i < n && i < max && bytes <= COORD_PEERS_REPLY_MAX; i++)
+		bytes += node_json_estimate(&nodes[i]);
+	rc = dynbuf_reserve(&b, offsetof(peers_reply, text) + 256 + bytes);
+	bytes = 0;
 	/* the reply's text after the header peers_reply keeps in front of it */
-	rc = dynbuf_add(&b, &(peers_reply){ 0 }, offsetof(peers_reply, text));
+	if (rc == 0)
+		rc = dynbuf_add(&b, &(peers_reply){ 0 }, offsetof(peers_reply, text));
 	jsonw_init(&w, &b);
 	jsonw_obj_begin(&w);
 	jsonw_key(&w, "nodes");
@@ -1170,6 +1176,11 @@ static int peers_build(peers_reply **out, const coord *c, const char *model,
 		if (!p)
 			rc = troop_error_set(TROOP_ENOMEM, "out of memory");
 		else {
+			/* give back what the estimate reserved beyond the text (the
+			 * cache counts the text's bytes) */
+			peers_reply *q = realloc(p, len + 1);
+			if (q)
+				p = q;
 			p->refs = 1;
 			p->len = len - offsetof(peers_reply, text);
 			*out = p;

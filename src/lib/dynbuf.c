@@ -79,6 +79,13 @@ int dynbuf_extend(dynbuf *b, size_t n, void **at)
 	return 0;
 }
 
+int dynbuf_reserve(dynbuf *b, size_t n)
+{
+	if (n > b->max - b->len)
+		n = b->max - b->len;
+	return reserve(b, b->len + n);
+}
+
 int dynbuf_addf(dynbuf *b, const char *fmt, ...)
 {
 	va_list ap;

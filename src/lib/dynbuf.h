@@ -40,6 +40,12 @@ int dynbuf_add(dynbuf *b, const void *p, size_t n);
  * buffer intact, *at NULL). */
 int dynbuf_extend(dynbuf *b, size_t n, void **at);
 
+/* Make room for n more bytes (at most up to the limit) without adding
+ * any, so that the appends that follow do not move the content: for a
+ * writer that knows about how much it will write.  0 or TROOP_ENOMEM (the
+ * buffer intact). */
+int dynbuf_reserve(dynbuf *b, size_t n);
+
 /* Append printf-style text; as dynbuf_add (nothing is appended on error). */
 int dynbuf_addf(dynbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

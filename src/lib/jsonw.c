@@ -107,12 +107,55 @@ void jsonw_arr_end(jsonw *w)
 	close_level(w, ']');
 }
 
+/* The length of the start of s that a JSON string holds as it is: no
+ * control character, quote, backslash or byte of a multi-byte sequence. */
+static size_t plain_prefix(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+		i++;
+	return i;
+}
+
+/* `lead` (0 none), then s quoted, then `trail` (0 none), as one piece:
+ * the common case of a key or a value that needs no escaping, which
+ * costs one append instead of three to five.  Returns false, having
+ * written nothing, when s needs escaping. */
+static bool put_plain(jsonw *w, char lead, const char *s, size_t len, char trail)
+{
+	char *at;
+	size_t k = 0;
+	int rc;
+
+	if (plain_prefix((const unsigned char *)s, len) != len)
+		return false;
+	if (w->err)
+		return true;
+	if ((rc = dynbuf_extend(w->b, len + 2 + (lead != 0) + (trail != 0), (void **)&at)) != 0) {
+		w->err = rc;
+		return true;
+	}
+	if (lead)
+		at[k++] = lead;
+	at[k++] = '"';
+	memcpy(at + k, s, len);
+	k += len;
+	at[k++] = '"';
+	if (trail)
+		at[k] = trail;
+	return true;
+}
+
 static void put_string(jsonw *w, const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0, run = 0;
 
+	if (put_plain(w, 0, str, len, 0))
+		return;
 	put(w, "\"", 1);
+	i = plain_prefix(s, len);
 	while (i < len && w->err == 0) {
 		unsigned c = s[i];
 		size_t k;
@@ -161,9 +204,17 @@ void jsonw_key(jsonw *w, const char *key)
 		w->err = troop_error_set(TROOP_EINVAL, "json: a key outside an object");
 		return;
 	}
-	comma(w);
-	put_string(w, key, strlen(key));
-	put(w, ":", 1);
+	if (w->any[w->depth - 1]) {
+		if (!put_plain(w, ',', key, strlen(key), ':')) {
+			put(w, ",", 1);
+			put_string(w, key, strlen(key));
+			put(w, ":", 1);
+		}
+	} else if (!put_plain(w, 0, key, strlen(key), ':')) {
+		put_string(w, key, strlen(key));
+		put(w, ":", 1);
+	}
+	w->any[w->depth - 1] = true;
 	w->after_key = true;
 }
 
@@ -182,13 +233,32 @@ void jsonw_str(jsonw *w, const char *s)
 	jsonw_strn(w, s, strlen(s));
 }
 
+/* v in decimal, as "%" PRId64 writes it, without printf's machinery
+ * (a /peers page writes about 1,500 integers); the length. */
+static size_t fmt_int(char *t, int64_t v)
+{
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	char d[20];
+	size_t k = 0, n = 0;
+
+	do {
+		d[k++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		t[n++] = '-';
+	while (k)
+		t[n++] = d[--k];
+	return n;
+}
+
 void jsonw_int(jsonw *w, int64_t v)
 {
 	char t[24];
-	int n = snprintf(t, sizeof(t), "%" PRId64, v);
+	size_t n = fmt_int(t, v);
 
 	before_value(w);
-	put(w, t, (size_t)n);
+	put(w, t, n);
 }
 
 /* Write v into t when it is a multiple of 2^-10 below 2^20 in magnitude

@@ -102,12 +102,37 @@ static void test_exact_limit_one(void **state)
 	dynbuf_free(&b);
 }
 
+/* dynbuf_reserve: room made once, so the appends that follow do not move
+ * the content; no bytes added; capped at the limit, not failed by it. */
+static void test_reserve(void **state)
+{
+	dynbuf b;
+	const char *at;
+
+	(void)state;
+	dynbuf_init(&b, 1000);
+	assert_int_equal(dynbuf_reserve(&b, 600), 0);
+	assert_int_equal(dynbuf_len(&b), 0);
+	at = dynbuf_ptr(&b);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(dynbuf_add(&b, "0123456789", 10), 0);
+	assert_ptr_equal(dynbuf_ptr(&b), at);
+	assert_int_equal(dynbuf_len(&b), 600);
+	/* past the limit: room up to it, and the limit still holds */
+	assert_int_equal(dynbuf_reserve(&b, 1u << 20), 0);
+	assert_true(b.cap <= 1001);
+	assert_int_equal(dynbuf_add(&b, "x", 1), 0);
+	assert_int_equal(dynbuf_extend(&b, 400, &(void *){ NULL }), TROOP_ETOOLARGE);
+	dynbuf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_grow_and_limit),
 		cmocka_unit_test(test_addf_setlen_take),
 		cmocka_unit_test(test_exact_limit_one),
+		cmocka_unit_test(test_reserve),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,6 +51,47 @@ static void test_strings_as_jansson(void **state)
 	}
 }
 
+/* Keys as jansson writes them: plain ones (written in one piece with
+ * their comma and colon) and ones that need escaping, first in their
+ * object and after another member; ints past what printf-free formatting
+ * might get wrong. */
+static void test_keys_as_jansson(void **state)
+{
+	static const char *const keys[] = { "plain", "", "quote \" in", "\n first",
+		"caf\xc3\xa9", "tab\tkey", "x" };
+	static const int64_t ints[] = { 0, 7, -7, 10, -10, 999999999999, INT64_MAX, INT64_MIN,
+		INT64_MIN + 1 };
+
+	(void)state;
+	for (size_t first = 0; first < sizeof(keys) / sizeof(keys[0]); first++) {
+		json_t *want = json_object();
+		dynbuf b;
+		jsonw w;
+		char *ws;
+
+		dynbuf_init(&b, 4096);
+		jsonw_init(&w, &b);
+		jsonw_obj_begin(&w);
+		/* keys[first] first, then the others, each with its own int */
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+			size_t i = (first + k) % (sizeof(keys) / sizeof(keys[0]));
+			int64_t v = ints[i % (sizeof(ints) / sizeof(ints[0]))];
+
+			jsonw_key(&w, keys[i]);
+			jsonw_int(&w, v);
+			json_object_set_new(want, keys[i], json_integer(v));
+		}
+		jsonw_obj_end(&w);
+		assert_int_equal(jsonw_error(&w), 0);
+		ws = json_dumps(want, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		assert_non_null(ws);
+		assert_string_equal(dynbuf_ptr(&b), ws);
+		free(ws);
+		json_decref(want);
+		dynbuf_free(&b);
+	}
+}
+
 static void test_numbers_as_jansson(void **state)
 {
 	static const double reals[] = { 0.0, -0.0, 1.0, 0.5, 1.0 / 3.0, 2.5e-7, 1e20, 1e300,
@@ -193,6 +234,20 @@ static void test_limit_and_misuse(void **state)
 	assert_true(dynbuf_len(&b) <= 16);
 	dynbuf_free(&b);
 
+	/* keys, written in one piece with their comma and colon, stop at
+	 * the limit as values do */
+	dynbuf_init(&b, 16);
+	jsonw_init(&w, &b);
+	jsonw_obj_begin(&w);
+	for (int i = 0; i < 10; i++) {
+		jsonw_key(&w, "abc");
+		jsonw_int(&w, i);
+	}
+	assert_int_equal(jsonw_error(&w), TROOP_ETOOLARGE);
+	assert_true(dynbuf_len(&b) <= 16);
+	assert_string_equal(dynbuf_ptr(&b), "{\"abc\":0,\"abc\":1");
+	dynbuf_free(&b);
+
 	dynbuf_init(&b, 4096);
 	jsonw_init(&w, &b);
 	jsonw_arr_begin(&w);
@@ -219,6 +274,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_strings_as_jansson),
+		cmocka_unit_test(test_keys_as_jansson),
 		cmocka_unit_test(test_numbers_as_jansson),
 		cmocka_unit_test(test_nesting_and_raw),
 		cmocka_unit_test(test_not_utf8),
