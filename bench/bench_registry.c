@@ -300,6 +300,26 @@ int main(int argc, char **argv)
 		registry_nodes_free(arr, cnt);
 	}
 	double t_find = cpu_s() - a;
+	/* /peers pages: the 100 nodes after a random cursor in id order (101
+	 * asked, as /peers asks), of one model (MODEL_POOL models: about 3% of
+	 * the nodes each) and of all nodes, every field */
+	size_t pages = 100, pages_all = 10, paged = 0;
+	double t_page = 0, t_page_all = 0;
+	for (int all = 0; all < 2; all++) {
+		size_t np = all ? pages_all : pages;
+		a = cpu_s();
+		for (size_t k = 0; k < np; k++) {
+			char id[REGISTRY_ID_MAX + 1];
+			registry_node *arr = NULL;
+			size_t cnt = 0;
+			node_id_of(id, sizeof id, (k * 104729) % nodes);
+			if (registry_list_nodes(&arr, &cnt, reg, all ? NULL :
+			    g_model_names[k % MODEL_POOL], id, now, 101, REGISTRY_WITH_ALL) == 0)
+				paged += cnt;
+			registry_nodes_free(arr, cnt);
+		}
+		*(all ? &t_page_all : &t_page) = (cpu_s() - a) / (double)np;
+	}
 	/* what /v1/models and /metrics read: every model's aggregate, and the
 	 * live count (each a pass over the nodes) */
 	size_t aggs = 5, nmodels = 0;
@@ -338,6 +358,10 @@ int main(int argc, char **argv)
 	    "count (/metrics) %.2f ms, at %zu nodes (CPU per call; the aggregate takes the read "
 	    "lock per model)\n", registry_backend_name(reg), t_models * 1e3, nmodels,
 	    t_count * 1e3, nodes);
+	printf("RESULT registry %s: a /peers page in id order (101 records after a random "
+	    "cursor) %.3f ms of one model (of %d), %.3f ms of all nodes, at %zu nodes (CPU per "
+	    "call; %zu records listed)\n", registry_backend_name(reg), t_page * 1e3, MODEL_POOL,
+	    t_page_all * 1e3, nodes, paged);
 	fflush(stdout);
 	if (getenv("BENCH_REGISTRY_KEEP") == NULL)
 		registry_close(reg);

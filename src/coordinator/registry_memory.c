@@ -248,6 +248,19 @@ static const char *mnode_id(const struct mnode *n)
 	return (const char *)(n->models + n->n_models);
 }
 
+/* The order key of an id (struct iref). */
+static uint64_t id_key(const char *id)
+{
+	uint64_t k = 0;
+
+	for (int i = 0; i < 8; i++) {
+		k <<= 8;
+		if (*id)
+			k |= (unsigned char)*id++;
+	}
+	return k;
+}
+
 static const uint8_t *mnode_fields(const struct mnode *n)
 {
 	const char *id = mnode_id(n);
@@ -848,8 +861,20 @@ static void nmap_replace(struct nmap *m, struct mnode *old, struct mnode *e)
 
 /* ---- the registry ---------------------------------------------------------------- */
 
+/* A node in an index bucket, with the first 8 bytes of its id as a
+ * big-endian number (zero-padded; ids hold no NUL), which orders ids as
+ * strcmp does wherever two keys differ: listing a page in id order
+ * compares these, in the bucket's own array, and reads a node's memory
+ * only for the few that may enter the page (ties, liveness), not for all
+ * the nodes of a model (50,000 cache misses for a model that 5% of a
+ * million nodes serve). */
+struct iref {
+	uint64_t key;
+	struct mnode *n;
+};
+
 struct ibucket {
-	struct mnode **refs;
+	struct iref *refs;
 	uint32_t n, cap;
 };
 
@@ -1148,7 +1173,7 @@ static int index_add(struct mem_registry *m, struct smap *idx, bool by_name, con
 	}
 	if (b->n == b->cap) {
 		uint32_t cap = b->cap ? b->cap + b->cap / 2 + 1 : 2;
-		struct mnode **refs = b->cap >= UINT32_MAX / 2 ? NULL :
+		struct iref *refs = b->cap >= UINT32_MAX / 2 ? NULL :
 		    realloc(b->refs, cap * sizeof *refs);
 		if (refs == NULL) {
 			if (b->n == 0) {  /* just made: do not leave an empty bucket */
@@ -1161,7 +1186,7 @@ static int index_add(struct mem_registry *m, struct smap *idx, bool by_name, con
 		b->refs = refs;
 		b->cap = cap;
 	}
-	b->refs[b->n] = n;
+	b->refs[b->n] = (struct iref){ id_key(mnode_id(n)), n };
 	*slot_pos(n, mi, by_name) = b->n++;
 	return 0;
 }
@@ -1179,12 +1204,12 @@ static void index_del(struct mem_registry *m, struct smap *idx, bool by_name, st
 	struct ibucket *b = e->val;
 	uint32_t i = *pos;
 	*pos = POS_NONE;
-	struct mnode *last = b->refs[--b->n];
+	struct iref last = b->refs[--b->n];
 	if (i != b->n) {
-		size_t lmi = slot_at(last, by_name, key, b->n);
+		size_t lmi = slot_at(last.n, by_name, key, b->n);
 		b->refs[i] = last;
 		if (lmi != NONE)
-			*slot_pos(last, lmi, by_name) = i;
+			*slot_pos(last.n, lmi, by_name) = i;
 	}
 	if (b->n == 0) {
 		smap_del(idx, e);
@@ -1192,7 +1217,7 @@ static void index_del(struct mem_registry *m, struct smap *idx, bool by_name, st
 		free(b);
 	} else if (b->cap > 16 && b->n < b->cap / 4) {
 		uint32_t cap = b->cap / 2;
-		struct mnode **refs = realloc(b->refs, cap * sizeof *refs);
+		struct iref *refs = realloc(b->refs, cap * sizeof *refs);
 		if (refs != NULL) {
 			b->refs = refs;
 			b->cap = cap;
@@ -1397,7 +1422,7 @@ static int mem_find_nodes(registry_node **out, size_t *nout, registry *r, const 
 	}
 	size_t start = b->n > max ? randombytes_uniform(b->n) : 0;
 	for (size_t i = 0; i < b->n && k < cap && err == 0; i++) {
-		const struct mnode *n = b->refs[(start + i) % b->n];
+		const struct mnode *n = b->refs[(start + i) % b->n].n;
 		if (node_live(n, now))
 			err = collect(arr, &k, n, with);
 	}
@@ -1418,59 +1443,76 @@ out:
 /* The `cap` smallest ids after a cursor, as a max-heap on node_id: the
  * root is the largest kept, replaced by any smaller candidate. */
 struct idheap {
-	const struct mnode **a;
+	struct iref *a;
 	size_t n, cap;
 };
 
-static int id_cmp(const struct mnode *a, const struct mnode *b)
+/* Compare two ids by their keys, the whole ids only when the keys tie. */
+static int id_cmp(const struct iref *a, const struct iref *b)
 {
-	return strcmp(mnode_id(a), mnode_id(b));
+	if (a->key != b->key)
+		return a->key < b->key ? -1 : 1;
+	return strcmp(mnode_id(a->n), mnode_id(b->n));
 }
 
 static void idheap_down(struct idheap *h, size_t i)
 {
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, big = i;
-		if (l < h->n && id_cmp(h->a[l], h->a[big]) > 0)
+		if (l < h->n && id_cmp(&h->a[l], &h->a[big]) > 0)
 			big = l;
-		if (r < h->n && id_cmp(h->a[r], h->a[big]) > 0)
+		if (r < h->n && id_cmp(&h->a[r], &h->a[big]) > 0)
 			big = r;
 		if (big == i)
 			return;
-		const struct mnode *t = h->a[i];
+		struct iref t = h->a[i];
 		h->a[i] = h->a[big];
 		h->a[big] = t;
 		i = big;
 	}
 }
 
-static void idheap_offer(struct idheap *h, const struct mnode *n)
+static void idheap_offer(struct idheap *h, const struct iref *x)
 {
 	if (h->n < h->cap) {
 		size_t i = h->n++;
-		h->a[i] = n;
-		while (i > 0 && id_cmp(h->a[(i - 1) / 2], h->a[i]) < 0) {
-			const struct mnode *t = h->a[i];
+		h->a[i] = *x;
+		while (i > 0 && id_cmp(&h->a[(i - 1) / 2], &h->a[i]) < 0) {
+			struct iref t = h->a[i];
 			h->a[i] = h->a[(i - 1) / 2];
 			h->a[(i - 1) / 2] = t;
 			i = (i - 1) / 2;
 		}
-	} else if (id_cmp(n, h->a[0]) < 0) {
-		h->a[0] = n;
+	} else {
+		h->a[0] = *x;
 		idheap_down(h, 0);
 	}
 }
 
-static int cmp_mnode_id(const void *a, const void *b)
+static int cmp_iref(const void *a, const void *b)
 {
-	return id_cmp(*(const struct mnode *const *)a, *(const struct mnode *const *)b);
+	return id_cmp(a, b);
 }
 
-static void list_offer(struct idheap *h, const struct mnode *n, const char *after,
+/* The cursor of a listing: its id and that id's key. */
+struct after {
+	const char *id;   /* NULL: from the first */
+	uint64_t key;
+};
+
+/* Offer node x to the page: after the cursor, smaller than the page's
+ * largest so far (when full), and live.  The keys settle most candidates
+ * without reading the node. */
+static void list_offer(struct idheap *h, const struct iref *x, const struct after *after,
     int64_t now)
 {
-	if (node_live(n, now) && (after == NULL || strcmp(mnode_id(n), after) > 0))
-		idheap_offer(h, n);
+	if (after->id != NULL && (x->key < after->key ||
+	    (x->key == after->key && strcmp(mnode_id(x->n), after->id) <= 0)))
+		return;
+	if (h->n == h->cap && id_cmp(x, &h->a[0]) >= 0)
+		return;
+	if (node_live(x->n, now))
+		idheap_offer(h, x);
 }
 
 static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const char *model,
@@ -1480,9 +1522,12 @@ static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const 
 	struct idheap h = { NULL, 0, 0 };
 	registry_node *arr = NULL;
 	const struct ibucket *b = NULL;
+	struct after cur = { after && after[0] ? after : NULL, 0 };
 	size_t k = 0;
 	int err = 0;
 
+	if (cur.id)
+		cur.key = id_key(cur.id);
 	pthread_rwlock_rdlock(&m->lock);
 	if (model != NULL && (b = bucket_of(m, model)) == NULL)
 		goto out;
@@ -1497,21 +1542,21 @@ static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const 
 	}
 	if (b != NULL) {
 		for (size_t i = 0; i < b->n; i++)
-			list_offer(&h, b->refs[i], after, now);
+			list_offer(&h, &b->refs[i], &cur, now);
 	} else {
 		for (size_t i = 0; i < m->nodes.nb; i++)
-			for (const struct mnode *n = m->nodes.b[i]; n != NULL; n = n->next)
-				list_offer(&h, n, after, now);
+			for (struct mnode *n = m->nodes.b[i]; n != NULL; n = n->next)
+				list_offer(&h, &(struct iref){ id_key(mnode_id(n)), n }, &cur, now);
 	}
 	if (h.n == 0)
 		goto out;
-	qsort(h.a, h.n, sizeof *h.a, cmp_mnode_id);
+	qsort(h.a, h.n, sizeof *h.a, cmp_iref);
 	if ((arr = calloc(h.n, sizeof *arr)) == NULL) {
 		err = nomem();
 		goto out;
 	}
 	for (size_t i = 0; i < h.n && err == 0; i++)
-		err = collect(arr, &k, h.a[i], with);
+		err = collect(arr, &k, h.a[i].n, with);
 out:
 	pthread_rwlock_unlock(&m->lock);
 	free(h.a);
@@ -1548,7 +1593,7 @@ static bool model_aggregate(registry_model_info *mi, const struct sent *e, int64
 	uint32_t caps = 0, eps = 0;
 
 	for (uint32_t j = 0; j < b->n; j++) {
-		const struct mnode *n = b->refs[j];
+		const struct mnode *n = b->refs[j].n;
 		if (!node_live(n, now))
 			continue;
 		size_t mi_slot = slot_at(n, true, e->key, j);

@@ -1657,6 +1657,78 @@ static void test_list_pages(void **state)
 	assert_int_equal(registry_list_nodes(NULL, &k, r, NULL, NULL, NOW, 5, 0), TROOP_EINVAL);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* registry_list_nodes in strcmp order where ids share their first bytes:
+ * the in-process registry orders by the first 8 bytes of each id and
+ * only then by the whole id, so ids that tie on those bytes, ids shorter
+ * than 8 and ids that are another's prefix must still come in byte
+ * order, with a cursor in the middle of a tie; by model and for all. */
+static void test_list_order_ties(void **state)
+{
+	registry *r = *state;
+	static const char *const only[] = { "tie:model" };
+	static const char *const stems[] = { "node-aaa", "node-aa", "node-aab", "node-a",
+		"node-aaa~", "node-aaa ", "nodf", "n", "node-aaaa", "node-aa`" };
+	enum { N = 120, PAGE = 7 };
+	char ids[N][32];
+	const char *want[N];
+	registry_model models[1];
+	registry_node n, *out = NULL;
+	size_t k = 0;
+
+	for (int i = 0; i < N; i++) {
+		/* the stem, then a suffix for most: many ties on 8 bytes */
+		if (i < (int)(sizeof(stems) / sizeof(stems[0])))
+			snprintf(ids[i], sizeof ids[i], "%s", stems[i]);
+		else
+			snprintf(ids[i], sizeof ids[i], "%s%d", stems[i % 10], (i * 37) % 101);
+		want[i] = ids[i];
+	}
+	/* no two the same */
+	qsort(want, N, sizeof want[0], cmp_str);
+	for (int i = 1; i < N; i++)
+		assert_true(strcmp(want[i - 1], want[i]) < 0);
+	for (int i = 0; i < N; i++) {
+		int j = (i * 53) % N;
+		make_node(&n, models, ids[j], 1, only, NULL);
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	for (int by_model = 0; by_model < 2; by_model++) {
+		char after[REGISTRY_ID_MAX + 1] = "";
+		size_t got = 0;
+
+		for (;;) {
+			assert_int_equal(registry_list_nodes(&out, &k, r, by_model ? "tie:model" : NULL,
+			    after, NOW + 1, PAGE, 0), 0);
+			if (k == 0)
+				break;
+			for (size_t i = 0; i < k; i++) {
+				assert_true(got < N);
+				assert_string_equal(out[i].node_id, want[got]);
+				got++;
+			}
+			snprintf(after, sizeof after, "%s", out[k - 1].node_id);
+			registry_nodes_free(out, k);
+			out = NULL;
+		}
+		assert_int_equal(got, N);
+	}
+	/* a cursor that no node has, inside a tie */
+	assert_int_equal(registry_list_nodes(&out, &k, r, "tie:model", "node-aaa5", NOW + 1, 1,
+	    0), 0);
+	assert_int_equal(k, 1);
+	for (int i = 0; i < N; i++)
+		if (strcmp(want[i], "node-aaa5") > 0) {
+			assert_string_equal(out[0].node_id, want[i]);
+			break;
+		}
+	registry_nodes_free(out, k);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1669,6 +1741,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_count_follows_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove_node, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_order_ties, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_100k_nodes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_models_aggregate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_model_capabilities, setup, teardown),
