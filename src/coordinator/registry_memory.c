@@ -235,6 +235,7 @@ struct mnode {
 	int64_t last_seen;
 	uint32_t heap_pos;       /* index in node_heap */
 	uint32_t hash;           /* low bits of the id's hash */
+	uint32_t range_pos;      /* index in its id range (struct rbucket) */
 	atomic_int active;
 	int32_t max_jobs;
 	uint16_t port;
@@ -878,6 +879,19 @@ struct ibucket {
 	uint32_t n, cap;
 };
 
+/* Every node, by id range: the nodes whose id keys share their first
+ * RANGE_BITS bits, in no order within a range.  Ranges follow id order,
+ * so a page of all nodes in id order reads the cursor's range and the
+ * next ones until the page is full, a few hundred nodes at a million
+ * random ids, not every node.  (Ids made to share a range cost that
+ * range's length per page, which is what every page cost before.) */
+#define RANGE_BITS 16
+
+struct rbucket {
+	struct mnode **refs;
+	uint32_t n, cap;
+};
+
 struct oent {
 	char *member;
 	int64_t score, expires;
@@ -899,11 +913,12 @@ struct mem_registry {
 	struct registry base;
 	registry_opts opts;
 	unsigned char seed[crypto_shorthash_KEYBYTES];
-	pthread_rwlock_t lock;  /* guards nodes, by_name, by_hash, descs, node_heap */
+	pthread_rwlock_t lock;  /* guards nodes, by_name, by_hash, descs, node_heap, ranges */
 	struct nmap nodes;
 	struct smap by_name, by_hash;  /* -> struct ibucket */
 	struct smap descs;             /* -> struct mdesc */
 	struct heap node_heap;
+	struct rbucket *ranges;        /* 1 << RANGE_BITS of them */
 	expset *nonces, *rates, *kv;
 	pthread_mutex_t sets_mu;  /* guards sets */
 	struct smap sets;         /* name -> struct oset */
@@ -1064,6 +1079,7 @@ static struct mnode *mnode_build(const registry_node *rec, int64_t at, int64_t l
 	n->n_models = (uint16_t)rec->n_models;
 	for (size_t i = 0; i < rec->n_models; i++)
 		n->models[i].name_pos = n->models[i].hash_pos = POS_NONE;
+	n->range_pos = POS_NONE;
 	uint8_t *q = (uint8_t *)n + head;
 	memcpy(q, rec->node_id, idlen);
 	q += idlen;
@@ -1225,12 +1241,62 @@ static void index_del(struct mem_registry *m, struct smap *idx, bool by_name, st
 	}
 }
 
+static struct rbucket *range_of(struct mem_registry *m, const struct mnode *n)
+{
+	return &m->ranges[id_key(mnode_id(n)) >> (64 - RANGE_BITS)];
+}
+
+static int range_add(struct mem_registry *m, struct mnode *n)
+{
+	struct rbucket *b = range_of(m, n);
+
+	if (b->n == b->cap) {
+		uint32_t cap = b->cap ? b->cap + b->cap / 2 + 1 : 4;
+		struct mnode **refs = b->cap >= UINT32_MAX / 2 ? NULL :
+		    realloc(b->refs, cap * sizeof *refs);
+		if (refs == NULL)
+			return nomem();
+		b->refs = refs;
+		b->cap = cap;
+	}
+	b->refs[b->n] = n;
+	n->range_pos = b->n++;
+	return 0;
+}
+
+static void range_del(struct mem_registry *m, struct mnode *n)
+{
+	if (n->range_pos == POS_NONE)
+		return;
+	struct rbucket *b = range_of(m, n);
+	uint32_t i = n->range_pos;
+	n->range_pos = POS_NONE;
+	struct mnode *last = b->refs[--b->n];
+	if (i != b->n) {
+		b->refs[i] = last;
+		last->range_pos = i;
+	}
+	if (b->n == 0) {
+		free(b->refs);
+		b->refs = NULL;
+		b->cap = 0;
+	} else if (b->cap > 16 && b->n < b->cap / 4) {
+		uint32_t cap = b->cap / 2;
+		struct mnode **refs = realloc(b->refs, cap * sizeof *refs);
+		if (refs != NULL) {
+			b->refs = refs;
+			b->cap = cap;
+		}
+	}
+}
+
 static void node_unindex(struct mem_registry *m, struct mnode *n)
 {
 	for (size_t i = 0; i < n->n_models; i++) {
 		index_del(m, &m->by_name, true, n, i);
 		index_del(m, &m->by_hash, false, n, i);
 	}
+	range_del(m, n);
 }
 
 /* Index every model name and hash once per node.  On failure nothing of
@@ -1257,7 +1323,10 @@ static int node_index(struct mem_registry *m, struct mnode *n)
 			return err;
 		}
 	}
-	return 0;
+	int err = range_add(m, n);
+	if (err)
+		node_unindex(m, n);
+	return err;
 }
 
 /* Take node `n` out of every structure and free it. */
@@ -1544,9 +1613,16 @@ static int mem_list_nodes(registry_node **out, size_t *nout, registry *r, const 
 		for (size_t i = 0; i < b->n; i++)
 			list_offer(&h, &b->refs[i], &cur, now);
 	} else {
-		for (size_t i = 0; i < m->nodes.nb; i++)
-			for (struct mnode *n = m->nodes.b[i]; n != NULL; n = n->next)
+		/* the cursor's range, then the next ones until the page is full:
+		 * the ranges after that hold only larger ids */
+		for (size_t ri = cur.id ? cur.key >> (64 - RANGE_BITS) : 0;
+		    ri < (size_t)1 << RANGE_BITS && h.n < h.cap; ri++) {
+			const struct rbucket *rb = &m->ranges[ri];
+			for (size_t i = 0; i < rb->n; i++) {
+				struct mnode *n = rb->refs[i];
 				list_offer(&h, &(struct iref){ id_key(mnode_id(n)), n }, &cur, now);
+			}
+		}
 	}
 	if (h.n == 0)
 		goto out;
@@ -2054,6 +2130,9 @@ static void mem_close(registry *r)
 	for (size_t i = 0; i < m->node_heap.n; i++)
 		mnode_free(m, m->node_heap.a[i]);
 	free(m->node_heap.a);
+	for (size_t i = 0; m->ranges != NULL && i < (size_t)1 << RANGE_BITS; i++)
+		free(m->ranges[i].refs);
+	free(m->ranges);
 	free(m->nodes.b);
 	free_bucket_map(&m->by_name);
 	free_bucket_map(&m->by_hash);
@@ -2102,7 +2181,9 @@ static int mem_open(registry **out, const char *target, const registry_opts *opt
 	expset_opts ko = { .max = opts->max_kv, .what = "key/value entries",
 		.owner_quota = { opts->kv_quota_owner, opts->kv_quota_addr } };
 	pthread_once(&codec_once, codec_init);
-	if (nmap_init(&m->nodes, 1024) != 0 || smap_init(&m->by_name, 256) != 0 ||
+	m->ranges = calloc((size_t)1 << RANGE_BITS, sizeof *m->ranges);
+	if (m->ranges == NULL || nmap_init(&m->nodes, 1024) != 0 ||
+	    smap_init(&m->by_name, 256) != 0 ||
 	    smap_init(&m->by_hash, 256) != 0 || smap_init(&m->descs, 256) != 0 ||
 	    smap_init(&m->sets, 64) != 0 ||
 	    expset_new(&m->nonces, &no) != 0 ||

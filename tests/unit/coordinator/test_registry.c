@@ -1717,6 +1717,51 @@ static void test_list_order_ties(void **state)
 		}
 		assert_int_equal(got, N);
 	}
+	/* ids spread as node ids are (43 base64url characters): pages that
+	 * start in one id range and end in a later one, cursors that fall in
+	 * ranges no node has */
+	{
+		enum { R = 400 };
+		static const char b64[] =
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+		static char rid[R][44];
+		const char *rwant[R];
+		uint64_t x = 0x9e3779b97f4a7c15u;
+		char after[REGISTRY_ID_MAX + 1] = "";
+		size_t got = 0;
+
+		for (int i = 0; i < R; i++) {
+			for (int c = 0; c < 43; c++) {
+				x = x * 6364136223846793005u + 1442695040888963407u;
+				rid[i][c] = b64[x >> 58];
+			}
+			rid[i][43] = '\0';
+			rwant[i] = rid[i];
+			make_node(&n, models, rid[i], 1, only, NULL);
+			assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+		}
+		qsort(rwant, R, sizeof rwant[0], cmp_str);
+		for (;;) {
+			assert_int_equal(registry_list_nodes(&out, &k, r, NULL, after, NOW + 1, 13, 0), 0);
+			if (k == 0)
+				break;
+			for (size_t i = 0; i < k; i++)
+				/* the N short ids above sort before every random one
+				 * that starts with a capital or digit, after others:
+				 * only the random ones are checked, in their order */
+				if (strlen(out[i].node_id) == 43) {
+					assert_true(got < R);
+					assert_string_equal(out[i].node_id, rwant[got]);
+					got++;
+				}
+			snprintf(after, sizeof after, "%s", out[k - 1].node_id);
+			registry_nodes_free(out, k);
+			out = NULL;
+		}
+		assert_int_equal(got, R);
+		for (int i = 0; i < R; i++)
+			assert_int_equal(registry_remove_node(r, rid[i]), 0);
+	}
 	/* a cursor that no node has, inside a tie */
 	assert_int_equal(registry_list_nodes(&out, &k, r, "tie:model", "node-aaa5", NOW + 1, 1,
 	    0), 0);
