@@ -1106,6 +1106,44 @@ static void peers_reply_release(peers_reply *p)
 	pthread_mutex_unlock(&peers_cache.mu);
 }
 
+/* Each server thread writes its pages in a buffer of its own, kept
+ * between requests (up to PEERS_SCRATCH_KEEP bytes), and copies the
+ * text into the reply: a fresh buffer of a page's size (100-500 KB, past
+ * malloc's mmap threshold) cost its page faults and unmapping on every
+ * build. */
+#define PEERS_SCRATCH_KEEP (2u << 20)
+
+static pthread_key_t peers_scratch_key;
+static pthread_once_t peers_scratch_once = PTHREAD_ONCE_INIT;
+
+static void peers_scratch_free(void *p)
+{
+	dynbuf_free(p);
+	free(p);
+}
+
+static void peers_scratch_init(void)
+{
+	(void)pthread_key_create(&peers_scratch_key, peers_scratch_free);
+}
+
+/* This thread's buffer (freed when the thread ends), or NULL. */
+static dynbuf *peers_scratch(void)
+{
+	dynbuf *b;
+
+	pthread_once(&peers_scratch_once, peers_scratch_init);
+	if ((b = pthread_getspecific(peers_scratch_key)) == NULL &&
+	    (b = malloc(sizeof(*b))) != NULL) {
+		dynbuf_init(b, 64u << 20);
+		if (pthread_setspecific(peers_scratch_key, b) != 0) {
+			free(b);
+			b = NULL;
+		}
+	}
+	return b;
+}
+
 /* Build the reply to a /peers page: *out a new reply (one reference), or
  * a troop_err with the error message set. */
 static int peers_build(peers_reply **out, const coord *c, const char *model,
@@ -1115,27 +1153,26 @@ static int peers_build(peers_reply **out, const coord *c, const char *model,
 	size_t n = 0, bytes = 0, listed = 0;
 	char next[REGISTRY_ID_MAX * 2];
 	bool more;
-	dynbuf b;
+	dynbuf *b = peers_scratch();
 	jsonw w;
 	int rc;
 
 	*out = NULL;
+	if (!b)
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
 	/* one more than the page, to know whether another page follows */
 	rc = registry_list_nodes(&nodes, &n, c->reg, model[0] ? model : NULL, after, now,
 	    max + 1, REGISTRY_WITH_ALL);
 	if (rc != 0)
 		return rc;
 	more = n > max;
-	dynbuf_init(&b, 64u << 20);
+	dynbuf_reset(b);
 	/* room for the whole page at once: the writer then never moves it */
 	for (size_t i = 0; i < n && i < max && bytes <= COORD_PEERS_REPLY_MAX; i++)
 		bytes += node_json_estimate(&nodes[i]);
-	rc = dynbuf_reserve(&b, offsetof(peers_reply, text) + 256 + bytes);
+	rc = dynbuf_reserve(b, 256 + bytes);
 	bytes = 0;
-	/* the reply's text after the header peers_reply keeps in front of it */
-	if (rc == 0)
-		rc = dynbuf_add(&b, &(peers_reply){ 0 }, offsetof(peers_reply, text));
-	jsonw_init(&w, &b);
+	jsonw_init(&w, b);
 	jsonw_obj_begin(&w);
 	jsonw_key(&w, "nodes");
 	jsonw_arr_begin(&w);
@@ -1170,23 +1207,22 @@ static int peers_build(peers_reply **out, const coord *c, const char *model,
 	if (rc == 0)
 		rc = jsonw_error(&w);
 	if (rc == 0) {
-		size_t len = 0;
-		peers_reply *p = (peers_reply *)dynbuf_take(&b, &len);
+		size_t len = dynbuf_len(b);
+		peers_reply *p = malloc(offsetof(peers_reply, text) + len + 1);
 
 		if (!p)
 			rc = troop_error_set(TROOP_ENOMEM, "out of memory");
 		else {
-			/* give back what the estimate reserved beyond the text (the
-			 * cache counts the text's bytes) */
-			peers_reply *q = realloc(p, len + 1);
-			if (q)
-				p = q;
+			memcpy(p->text, dynbuf_ptr(b), len + 1);
 			p->refs = 1;
-			p->len = len - offsetof(peers_reply, text);
+			p->len = len;
 			*out = p;
 		}
 	}
-	dynbuf_free(&b);
+	if (b->cap > PEERS_SCRATCH_KEEP)
+		dynbuf_free(b);
+	else
+		dynbuf_reset(b);
 	return rc;
 }
 
