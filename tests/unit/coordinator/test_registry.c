@@ -1662,6 +1662,35 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Page through `model` (NULL: all nodes), `page` at a time: the ids
+ * listed (those of length `only_len`; 0 for all) are want[0..nwant) in
+ * that order. */
+static void walk_in_order(registry *r, const char *model, size_t page,
+    const char *const *want, size_t nwant, size_t only_len)
+{
+	char after[REGISTRY_ID_MAX + 1] = "";
+	registry_node *out = NULL;
+	size_t k = 0, got = 0;
+
+	for (;;) {
+		assert_int_equal(registry_list_nodes(&out, &k, r, model, after, NOW + 1, page, 0),
+		    0);
+		if (k == 0)
+			break;
+		for (size_t i = 0; i < k; i++) {
+			if (only_len && strlen(out[i].node_id) != only_len)
+				continue;
+			assert_true(got < nwant);
+			assert_string_equal(out[i].node_id, want[got]);
+			got++;
+		}
+		snprintf(after, sizeof after, "%s", out[k - 1].node_id);
+		registry_nodes_free(out, k);
+		out = NULL;
+	}
+	assert_int_equal(got, nwant);
+}
+
 /* registry_list_nodes in strcmp order where ids share their first bytes:
  * the in-process registry orders by the first 8 bytes of each id and
  * only then by the whole id, so ids that tie on those bytes, ids shorter
@@ -1697,26 +1726,8 @@ static void test_list_order_ties(void **state)
 		make_node(&n, models, ids[j], 1, only, NULL);
 		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
 	}
-	for (int by_model = 0; by_model < 2; by_model++) {
-		char after[REGISTRY_ID_MAX + 1] = "";
-		size_t got = 0;
-
-		for (;;) {
-			assert_int_equal(registry_list_nodes(&out, &k, r, by_model ? "tie:model" : NULL,
-			    after, NOW + 1, PAGE, 0), 0);
-			if (k == 0)
-				break;
-			for (size_t i = 0; i < k; i++) {
-				assert_true(got < N);
-				assert_string_equal(out[i].node_id, want[got]);
-				got++;
-			}
-			snprintf(after, sizeof after, "%s", out[k - 1].node_id);
-			registry_nodes_free(out, k);
-			out = NULL;
-		}
-		assert_int_equal(got, N);
-	}
+	walk_in_order(r, "tie:model", PAGE, want, N, 0);
+	walk_in_order(r, NULL, PAGE, want, N, 0);
 	/* ids spread as node ids are (43 base64url characters): pages that
 	 * start in one id range and end in a later one, cursors that fall in
 	 * ranges no node has */
@@ -1727,8 +1738,6 @@ static void test_list_order_ties(void **state)
 		static char rid[R][44];
 		const char *rwant[R];
 		uint64_t x = 0x9e3779b97f4a7c15u;
-		char after[REGISTRY_ID_MAX + 1] = "";
-		size_t got = 0;
 
 		for (int i = 0; i < R; i++) {
 			for (int c = 0; c < 43; c++) {
@@ -1741,24 +1750,9 @@ static void test_list_order_ties(void **state)
 			assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
 		}
 		qsort(rwant, R, sizeof rwant[0], cmp_str);
-		for (;;) {
-			assert_int_equal(registry_list_nodes(&out, &k, r, NULL, after, NOW + 1, 13, 0), 0);
-			if (k == 0)
-				break;
-			for (size_t i = 0; i < k; i++)
-				/* the N short ids above sort before every random one
-				 * that starts with a capital or digit, after others:
-				 * only the random ones are checked, in their order */
-				if (strlen(out[i].node_id) == 43) {
-					assert_true(got < R);
-					assert_string_equal(out[i].node_id, rwant[got]);
-					got++;
-				}
-			snprintf(after, sizeof after, "%s", out[k - 1].node_id);
-			registry_nodes_free(out, k);
-			out = NULL;
-		}
-		assert_int_equal(got, R);
+		/* the N short ids above sort among the random ones: only the
+		 * random ones are checked, in their order */
+		walk_in_order(r, NULL, 13, rwant, R, 43);
 		for (int i = 0; i < R; i++)
 			assert_int_equal(registry_remove_node(r, rid[i]), 0);
 	}
