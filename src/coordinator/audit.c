@@ -511,6 +511,47 @@ out:
 	json_decref(body);
 }
 
+int audit_window(registry_node **out, size_t *n, registry *reg, const char *start,
+    int64_t now, size_t max, unsigned with)
+{
+	registry_node *a = NULL, *b = NULL, *all;
+	size_t na = 0, nb = 0, keep = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = registry_list_nodes(&a, &na, reg, NULL, start, now, max, with)) != 0)
+		return rc;
+	if (na < max && start[0] &&
+	    (rc = registry_list_nodes(&b, &nb, reg, NULL, "", now, max - na, with)) != 0) {
+		registry_nodes_free(a, na);
+		return rc;
+	}
+	/* the wrapped part ends where the first part began */
+	while (keep < nb && strcmp(b[keep].node_id, start) <= 0)
+		keep++;
+	for (size_t i = keep; i < nb; i++)
+		registry_node_clear(&b[i]);
+	if (keep == 0) {
+		free(b);
+		*out = a;
+		*n = na;
+		return 0;
+	}
+	if ((all = realloc(a, (na + keep) * sizeof(*all))) == NULL) {
+		for (size_t i = 0; i < keep; i++)
+			registry_node_clear(&b[i]);
+		free(b);
+		registry_nodes_free(a, na);
+		return troop_error_set(TROOP_ENOMEM, "out of memory");
+	}
+	memcpy(all + na, b, keep * sizeof(*all));
+	free(b);
+	*out = all;
+	*n = na + keep;
+	return 0;
+}
+
 /* One round: the live nodes, grouped by content hash; one group of two
  * or more at random, at most --audit-nodes of its nodes at random. */
 static void audit_round(struct auditor *au)
@@ -521,7 +562,14 @@ static void audit_round(struct auditor *au)
 	struct target *t = NULL, group[AUDIT_NODES_MAX];
 	size_t n = 0, nt = 0, groups = 0, pick, start = 0, len = 0;
 
-	if (registry_list_nodes(&nodes, &n, c->reg, NULL, "", now, AUDIT_LIST_MAX,
+	/* from a random point of the id space (node ids are base64url) */
+	static const char b64url[] =
+	    "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+	char from[9];
+	for (size_t i = 0; i < sizeof(from) - 1; i++)
+		from[i] = b64url[randombytes_uniform(64)];
+	from[sizeof(from) - 1] = '\0';
+	if (audit_window(&nodes, &n, c->reg, from, now, AUDIT_LIST_MAX,
 	    REGISTRY_WITH_MODELS) != 0) {
 		log_warn("audit", "registry error=\"%s\"", troop_error_msg());
 		return;

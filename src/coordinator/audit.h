@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "registry.h"
+
 #define AUDIT_TOKENS_MAX 1024
 #define AUDIT_NODES_MAX 16
 #define AUDIT_URL_MAX 300
@@ -57,5 +59,14 @@ double audit_agreement(const char *a, const char *b, int n);
  * of the majority, 0 when there is none.  Pure function. */
 int audit_verdicts(int verdict[], const char *const answers[], size_t k, int n,
     double threshold);
+
+/* The nodes an audit round looks at: at most `max` (>= 1) live nodes in
+ * id order from the first id after `start` ("" from the smallest),
+ * wrapping round to the smallest ids when the largest come first, each
+ * node once.  The auditor starts each round at a random id, so that in a
+ * troop of more than `max` nodes every node can be drawn, not only the
+ * `max` smallest ids.  *out and errors as registry_list_nodes. */
+int audit_window(registry_node **out, size_t *n, registry *reg, const char *start,
+    int64_t now, size_t max, unsigned with);
 
 #endif

@@ -4,7 +4,9 @@
  * audit (a strict majority passes, the others fail, no majority judges
  * nobody), including the "smaller model" that agrees on its first K
  * tokens only: caught when N is large enough for the threshold, passed
- * when N <= K.
+ * when N <= K.  And the window of nodes a round looks at: from a random
+ * id, wrapping round, so that every node of a troop larger than the
+ * window can be drawn.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,9 +15,13 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "audit.h"
+#include "error.h"
 
 static const char honest[] = "The sky looks blue because light scatters in air and "
 	"short waves bend more than long ones so we see a bright dome.";
@@ -96,11 +102,85 @@ static void test_verdicts(void **state)
 	}
 }
 
+/* ids of the window from `start`, space-separated */
+static void window_ids(char *out, size_t cap, registry *r, const char *start, size_t max)
+{
+	registry_node *w = NULL;
+	size_t n = 0, len = 0;
+
+	assert_int_equal(audit_window(&w, &n, r, start, 1000, max, REGISTRY_WITH_MODELS), 0);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(w[i].n_models, 1);
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " " : "", w[i].node_id);
+	}
+	registry_nodes_free(w, n);
+}
+
+/* The window a round looks at.  Before it started at a random id, a
+ * round looked at the `max` smallest ids only: in a troop of more nodes,
+ * a node whose id sorts late was never audited (the last assertion). */
+static void test_window(void **state)
+{
+	registry *r = NULL;
+	registry_node n;
+	registry_model m;
+	char got[256];
+	bool seen[10] = { false };
+
+	(void)state;
+	assert_int_equal(registry_open(&r, "memory:", NULL), 0);
+	for (int i = 0; i < 10; i++) {
+		memset(&n, 0, sizeof(n));
+		memset(&m, 0, sizeof(m));
+		snprintf(n.node_id, sizeof(n.node_id), "n%d", (i * 7) % 10);
+		snprintf(n.ip, sizeof(n.ip), "100.64.0.1");
+		n.port = 8421;
+		snprintf(m.name, sizeof(m.name), "m");
+		snprintf(m.content_hash, sizeof(m.content_hash), "sha256:m");
+		n.models = &m;
+		n.n_models = 1;
+		assert_int_equal(registry_put_node(r, &n, 3600, 0), 0);
+	}
+	window_ids(got, sizeof(got), r, "", 4);
+	assert_string_equal(got, "n0 n1 n2 n3");
+	window_ids(got, sizeof(got), r, "n5", 4);
+	assert_string_equal(got, "n6 n7 n8 n9");
+	window_ids(got, sizeof(got), r, "n7", 4);
+	assert_string_equal(got, "n8 n9 n0 n1");
+	window_ids(got, sizeof(got), r, "n7", 50);
+	assert_string_equal(got, "n8 n9 n0 n1 n2 n3 n4 n5 n6 n7");
+	window_ids(got, sizeof(got), r, "n4x", 50);
+	assert_string_equal(got, "n5 n6 n7 n8 n9 n0 n1 n2 n3 n4");
+	window_ids(got, sizeof(got), r, "z", 3);
+	assert_string_equal(got, "n0 n1 n2");
+	/* from random starts, as the auditor draws them: every node is in
+	 * some window of 3 */
+	for (int k = 0; k < 200; k++) {
+		char start[3] = { 'n', (char)('0' + randombytes_uniform(10)), '\0' };
+		registry_node *w = NULL;
+		size_t nw = 0;
+
+		assert_int_equal(audit_window(&w, &nw, r, start, 1000, 3, 0), 0);
+		assert_int_equal(nw, 3);
+		for (size_t i = 0; i < nw; i++)
+			seen[w[i].node_id[1] - '0'] = true;
+		registry_nodes_free(w, nw);
+	}
+	for (int i = 0; i < 10; i++)
+		assert_true(seen[i]);
+	/* what a round saw before: the smallest ids, whatever happened */
+	window_ids(got, sizeof(got), r, "", 3);
+	assert_null(strstr(got, "n9"));
+	registry_close(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_agreement),
 		cmocka_unit_test(test_verdicts),
+		cmocka_unit_test(test_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
