@@ -127,6 +127,18 @@ static void test_window(void **state)
 	registry_model m;
 	char got[256];
 	bool seen[10] = { false };
+	static const struct {
+		const char *start;
+		size_t max;
+		const char *want;
+	} cases[] = {
+		{ "", 4, "n0 n1 n2 n3" },
+		{ "n5", 4, "n6 n7 n8 n9" },
+		{ "n7", 4, "n8 n9 n0 n1" },                       /* wraps */
+		{ "n7", 50, "n8 n9 n0 n1 n2 n3 n4 n5 n6 n7" },    /* each once */
+		{ "n4x", 50, "n5 n6 n7 n8 n9 n0 n1 n2 n3 n4" },   /* no such id */
+		{ "z", 3, "n0 n1 n2" },                           /* after the last */
+	};
 
 	(void)state;
 	assert_int_equal(registry_open(&r, "memory:", NULL), 0);
@@ -142,18 +154,10 @@ static void test_window(void **state)
 		n.n_models = 1;
 		assert_int_equal(registry_put_node(r, &n, 3600, 0), 0);
 	}
-	window_ids(got, sizeof(got), r, "", 4);
-	assert_string_equal(got, "n0 n1 n2 n3");
-	window_ids(got, sizeof(got), r, "n5", 4);
-	assert_string_equal(got, "n6 n7 n8 n9");
-	window_ids(got, sizeof(got), r, "n7", 4);
-	assert_string_equal(got, "n8 n9 n0 n1");
-	window_ids(got, sizeof(got), r, "n7", 50);
-	assert_string_equal(got, "n8 n9 n0 n1 n2 n3 n4 n5 n6 n7");
-	window_ids(got, sizeof(got), r, "n4x", 50);
-	assert_string_equal(got, "n5 n6 n7 n8 n9 n0 n1 n2 n3 n4");
-	window_ids(got, sizeof(got), r, "z", 3);
-	assert_string_equal(got, "n0 n1 n2");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		window_ids(got, sizeof(got), r, cases[i].start, cases[i].max);
+		assert_string_equal(got, cases[i].want);
+	}
 	/* from random starts, as the auditor draws them: every node is in
 	 * some window of 3 */
 	for (int k = 0; k < 200; k++) {
