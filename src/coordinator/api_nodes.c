@@ -1166,28 +1166,27 @@ static int peers_build(peers_reply **out, const coord *c, const char *model,
 	if (rc != 0)
 		return rc;
 	more = n > max;
-	dynbuf_reset(b);
+	/* a bounded reply whatever the nodes put in their records: an
+	 * anonymous request must not be an amplifier; the rest is on the
+	 * next page */
+	for (size_t i = 0; i < n && i < max; i++) {
+		size_t z = node_json_estimate(&nodes[i]);
+		if (bytes + z > COORD_PEERS_REPLY_MAX && i > 0) {
+			more = true;
+			break;
+		}
+		bytes += z;
+		listed = i + 1;
+	}
 	/* room for the whole page at once: the writer then never moves it */
-	for (size_t i = 0; i < n && i < max && bytes <= COORD_PEERS_REPLY_MAX; i++)
-		bytes += node_json_estimate(&nodes[i]);
+	dynbuf_reset(b);
 	rc = dynbuf_reserve(b, 256 + bytes);
-	bytes = 0;
 	jsonw_init(&w, b);
 	jsonw_obj_begin(&w);
 	jsonw_key(&w, "nodes");
 	jsonw_arr_begin(&w);
-	for (size_t i = 0; rc == 0 && i < n && i < max; i++) {
-		/* a bounded reply whatever the nodes put in their records: an
-		 * anonymous request must not be an amplifier; the rest is on
-		 * the next page */
-		bytes += node_json_estimate(&nodes[i]);
-		if (bytes > COORD_PEERS_REPLY_MAX && i > 0) {
-			more = true;
-			break;
-		}
+	for (size_t i = 0; rc == 0 && i < listed; i++)
 		node_write(&w, c, &nodes[i]);
-		listed = i + 1;
-	}
 	jsonw_arr_end(&w);
 	next[0] = '\0';
 	if (more && listed > 0)
