@@ -498,11 +498,10 @@ static void *peers_main(void *arg)
 {
 	struct client c;
 	double gap = 1e9 / opt.peers_rate;
-	char q[128];
+	char q[256];
 
 	(void)arg;
 	client_init(&c);
-	snprintf(q, sizeof(q), "model=%s&limit=50", opt.model);
 	for (;;) {
 		uint64_t k = atomic_fetch_add(&peers_next, 1);
 		int64_t due = t0 + (int64_t)((double)k * gap);
@@ -511,6 +510,17 @@ static void *peers_main(void *arg)
 
 		if (due >= t_end || mono_ns() >= t_end)
 			break;
+		/* every other page starts after a node chosen at random, as a
+		 * client paging through the model does */
+		snprintf(q, sizeof(q), "model=%s&limit=50", opt.model);
+		if (k % 2) {
+			const char *id = nodes[randombytes_uniform((uint32_t)opt.nodes)].id;
+			char cur[2 * TROOP_ID_LEN];
+
+			sodium_bin2base64(cur, sizeof(cur), (const unsigned char *)id, strlen(id),
+			    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+			snprintf(q + strlen(q), sizeof(q) - strlen(q), "&cursor=%s", cur);
+		}
 		sleep_until(due);
 		s = client_do(&c, (int)(k % (uint64_t)opt.ncoord), NULL, "GET", "/peers", q, NULL, &rb);
 		if (s == 200) {

@@ -26,6 +26,9 @@
  *                   pair; sig is "<context length>.<caps>.<endpoints>"
  *                   (decimal), the record's field c:<name> names it
  *   P mcaps:<name>  hash: sig -> 1, the pairs that exist
+ *   P lnodes, P lm:<name>, P lh:<hash>  zsets, every score 0: the same
+ *                   node ids as nodes, model:<name> and hash:<hash>, in
+ *                   id (byte) order, for paging (/peers) with ZRANGEBYLEX
  *   P models        set of model names that have index entries
  *   P nonce:<keyid>\x1f<nonce>   string: expiry; PX window + 5 s
  *   P rate:<key>    hash: c (count), e (end of the window); PX
@@ -104,8 +107,10 @@ static int nomem(void)
 
 /* Node helpers.  mhkey: the per (model name, content hash) set; the
  * name's length keeps any two pairs apart.  unindex: remove a node's
- * current record from every index it is in (the record lists them as
- * fields n:<name> -> hash and h:<hash>).  drop: the record too. */
+ * current record from every scored index it is in (the record lists them
+ * as fields n:<name> -> hash and h:<hash>), and from the id-ordered ones
+ * too when lex is true; returns the id-ordered sets the record is in.
+ * drop: the record and all its entries. */
 #define LUA_NODE_PRELUDE \
 	"local P = ARGV[1]\n" \
 	"local function mhkey(name, hash)\n" \
@@ -114,20 +119,24 @@ static int nomem(void)
 	"local function mckey(name, sig)\n" \
 	"  return P .. 'mc:' .. string.len(name) .. ':' .. name .. sig\n" \
 	"end\n" \
-	"local function unindex(id)\n" \
+	"local function unindex(id, lex)\n" \
 	"  local nk = P .. 'node:' .. id\n" \
-	"  local names, caps = {}, {}\n" \
+	"  local names, caps, lexs = {}, {}, {}\n" \
 	"  for _, f in ipairs(redis.call('HKEYS', nk)) do\n" \
 	"    local t = string.sub(f, 1, 2)\n" \
 	"    if t == 'n:' then names[#names + 1] = f\n" \
 	"    elseif t == 'c:' then caps[#caps + 1] = f\n" \
-	"    elseif t == 'h:' then redis.call('ZREM', P .. 'hash:' .. string.sub(f, 3), id) end\n" \
+	"    elseif t == 'h:' then\n" \
+	"      redis.call('ZREM', P .. 'hash:' .. string.sub(f, 3), id)\n" \
+	"      lexs[#lexs + 1] = P .. 'lh:' .. string.sub(f, 3)\n" \
+	"    end\n" \
 	"  end\n" \
 	"  if #names > 0 then\n" \
 	"    local hashes = redis.call('HMGET', nk, unpack(names))\n" \
 	"    for i, f in ipairs(names) do\n" \
 	"      local name = string.sub(f, 3)\n" \
 	"      redis.call('ZREM', P .. 'model:' .. name, id)\n" \
+	"      lexs[#lexs + 1] = P .. 'lm:' .. name\n" \
 	"      if hashes[i] then redis.call('ZREM', mhkey(name, hashes[i]), id) end\n" \
 	"    end\n" \
 	"  end\n" \
@@ -137,11 +146,16 @@ static int nomem(void)
 	"      if sigs[i] then redis.call('ZREM', mckey(string.sub(f, 3), sigs[i]), id) end\n" \
 	"    end\n" \
 	"  end\n" \
+	"  if lex then\n" \
+	"    for _, k in ipairs(lexs) do redis.call('ZREM', k, id) end\n" \
+	"  end\n" \
+	"  return lexs\n" \
 	"end\n" \
 	"local function drop(id)\n" \
-	"  unindex(id)\n" \
+	"  unindex(id, true)\n" \
 	"  redis.call('DEL', P .. 'node:' .. id)\n" \
 	"  redis.call('ZREM', P .. 'nodes', id)\n" \
+	"  redis.call('ZREM', P .. 'lnodes', id)\n" \
 	"end\n" \
 	"local function sweep(upto, limit)\n" \
 	"  local ids = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', upto, 'LIMIT', 0, limit)\n" \
@@ -156,8 +170,9 @@ static const char lua_put[] = LUA_NODE_PRELUDE
 	"local id, now, exp = ARGV[2], ARGV[3], ARGV[4]\n"
 	"sweep(now, " STR(PUT_SWEEP) ")\n"
 	"local nk = P .. 'node:' .. id\n"
+	"local lexs, keep = {}, {}\n"
 	"if redis.call('ZSCORE', P .. 'nodes', id) then\n"
-	"  unindex(id)\n"
+	"  lexs = unindex(id, false)\n"
 	"else\n"
 	"  local live = redis.call('ZCOUNT', P .. 'nodes', '(' .. now, '+inf')\n"
 	"  if live >= tonumber(ARGV[6]) then return {1, live} end\n"
@@ -178,6 +193,8 @@ static const char lua_put[] = LUA_NODE_PRELUDE
 	"      redis.call('HSET', P .. 'mcaps:' .. name, sig, 1)\n"
 	"    end\n"
 	"    redis.call('ZADD', P .. 'model:' .. name, exp, id)\n"
+	"    keep[P .. 'lm:' .. name] = true\n"
+	"    redis.call('ZADD', P .. 'lm:' .. name, 0, id)\n"
 	"    redis.call('ZADD', mhkey(name, hash), exp, id)\n"
 	"    redis.call('HSET', P .. 'mhash:' .. name, hash, size)\n"
 	"    redis.call('SADD', P .. 'models', name)\n"
@@ -186,11 +203,17 @@ static const char lua_put[] = LUA_NODE_PRELUDE
 	"    seen_h[hash] = true\n"
 	"    fields[#fields + 1] = 'h:' .. hash; fields[#fields + 1] = '1'\n"
 	"    redis.call('ZADD', P .. 'hash:' .. hash, exp, id)\n"
+	"    keep[P .. 'lh:' .. hash] = true\n"
+	"    redis.call('ZADD', P .. 'lh:' .. hash, 0, id)\n"
 	"  end\n"
+	"end\n"
+	"for _, k in ipairs(lexs) do\n"
+	"  if not keep[k] then redis.call('ZREM', k, id) end\n"
 	"end\n"
 	"redis.call('HSET', nk, unpack(fields))\n"
 	"redis.call('PEXPIRE', nk, ARGV[5])\n"
 	"redis.call('ZADD', P .. 'nodes', exp, id)\n"
+	"redis.call('ZADD', P .. 'lnodes', 0, id)\n"
 	"return {0}\n";
 
 /* ARGV: P id -> 1 removed, 0 not there */
@@ -270,38 +293,46 @@ static const char lua_find[] =
 /* ARGV: P model now max after want_m want_x
  * -> flat array as lua_find, 7 per node, in id order: the live nodes
  * (serving model, matched as lua_find) whose id sorts after `after` ('' for
- * the first page), at most max.  One pass over the live ids of the index,
- * then the records of the page only. */
+ * the first page), at most max.  The ids come from the id-ordered set of
+ * the model (lm:, or lh: when the name has no live node and may be a
+ * content hash; lnodes for all), a range from `after` on: O(log n + the
+ * page), not a pass over the model.  An entry whose record no longer
+ * lists the model is deleted on the way; an expired one is left for the
+ * sweep. */
 static const char lua_list[] =
 	"local P, model, now = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
 	"local max, after = tonumber(ARGV[4]), ARGV[5]\n"
 	"local wm, wx = ARGV[6] == '1', ARGV[7] == '1'\n"
-	"local z, field = P .. 'nodes', 'e'\n"
+	"local z, field = P .. 'lnodes', 'e'\n"
 	"if model ~= '' then\n"
-	"  z, field = P .. 'model:' .. model, 'n:' .. model\n"
-	"  if redis.call('ZCOUNT', z, '(' .. ARGV[3], '+inf') == 0 then\n"
-	"    z, field = P .. 'hash:' .. model, 'h:' .. model\n"
+	"  z, field = P .. 'lm:' .. model, 'n:' .. model\n"
+	"  if redis.call('ZCOUNT', P .. 'model:' .. model, '(' .. ARGV[3], '+inf') == 0 then\n"
+	"    z, field = P .. 'lh:' .. model, 'h:' .. model\n"
 	"  end\n"
 	"end\n"
 	"local flds = {field, 'f', 'a', 'e', 'd'}\n"
 	"if wm then flds[#flds + 1] = 'm' end\n"
 	"if wx then flds[#flds + 1] = 'x' end\n"
-	"local ids = {}\n"
-	"for _, id in ipairs(redis.call('ZRANGEBYSCORE', z, '(' .. ARGV[3], '+inf')) do\n"
-	"  if after == '' or id > after then ids[#ids + 1] = id end\n"
-	"end\n"
-	"table.sort(ids)\n"
-	"local out, count = {}, 0\n"
-	"for _, id in ipairs(ids) do\n"
-	"  if count >= max then break end\n"
-	"  local r = redis.call('HMGET', P .. 'node:' .. id, unpack(flds))\n"
-	"  if r[1] and r[2] and tonumber(r[4]) > now then\n"
-	"    out[#out + 1] = id; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"
-	"    out[#out + 1] = r[4]; out[#out + 1] = r[5] or false\n"
-	"    out[#out + 1] = wm and r[6] or false\n"
-	"    out[#out + 1] = wx and r[wm and 7 or 6] or false\n"
-	"    count = count + 1\n"
+	"local out, count, lo = {}, 0, '-'\n"
+	"if after ~= '' then lo = '(' .. after end\n"
+	"while count < max do\n"
+	"  local want = math.min(math.max(max - count, 64), 1024)\n"
+	"  local ids = redis.call('ZRANGEBYLEX', z, lo, '+', 'LIMIT', 0, want)\n"
+	"  for _, id in ipairs(ids) do\n"
+	"    if count >= max then break end\n"
+	"    local r = redis.call('HMGET', P .. 'node:' .. id, unpack(flds))\n"
+	"    if r[1] and r[2] and tonumber(r[4]) > now then\n"
+	"      out[#out + 1] = id; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"
+	"      out[#out + 1] = r[4]; out[#out + 1] = r[5] or false\n"
+	"      out[#out + 1] = wm and r[6] or false\n"
+	"      out[#out + 1] = wx and r[wm and 7 or 6] or false\n"
+	"      count = count + 1\n"
+	"    elseif not r[1] then\n"
+	"      redis.call('ZREM', z, id)\n"
+	"    end\n"
 	"  end\n"
+	"  if #ids < want then break end\n"
+	"  lo = '(' .. ids[#ids]\n"
 	"end\n"
 	"return out\n";
 
@@ -350,6 +381,7 @@ static const char lua_models[] = LUA_NODE_PRELUDE
 	"  if live == 0 then\n"
 	"    redis.call('DEL', hk)\n"
 	"    redis.call('DEL', ck)\n"
+	"    redis.call('DEL', P .. 'lm:' .. name)\n"
 	"    redis.call('SREM', P .. 'models', name)\n"
 	"  else\n"
 	"    out[#out + 1] = name; out[#out + 1] = live\n"

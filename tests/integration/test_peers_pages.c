@@ -41,14 +41,6 @@ static char tmp[256];
 static char ids[NODES][TROOP_ID_LEN + 1];
 static char last_id[TROOP_ID_LEN + 1];  /* the last node of a whole walk */
 
-/* Whether the coordinator's registry is Redis (test_pg_coordinator.sh). */
-static bool on_redis(void)
-{
-	const char *reg = getenv("TROOP_TEST_REGISTRY_URL");
-
-	return reg && *reg;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp((const char *)a, (const char *)b);
@@ -132,9 +124,8 @@ static void walk(int limit, const char *model, int every)
 
 			assert_non_null(id);
 			assert_true(n < NODES);
-			/* in id order: byte order in memory, the server's string
-			 * order in Redis */
-			if (n > 0 && !on_redis())
+			/* in id (byte) order, in memory and in Redis */
+			if (n > 0)
 				assert_true(strcmp(seen[n - 1], id) < 0);
 			snprintf(seen[n++], sizeof(seen[0]), "%s", id);
 		}
@@ -263,7 +254,6 @@ static void test_cli_follows_cursors(void **state)
 	json_t *v, *node;
 	size_t i;
 	const char *prev = "";
-	bool ordered = !on_redis();
 
 	(void)state;
 	v = troop_nodes(NULL);
@@ -273,8 +263,7 @@ static void test_cli_follows_cursors(void **state)
 		const char *id = json_string_value(json_object_get(node, "node_id"));
 
 		assert_non_null(id);
-		if (ordered)
-			assert_true(strcmp(prev, id) < 0);
+		assert_true(strcmp(prev, id) < 0);
 		prev = id;
 	}
 	assert_true(json_is_null(json_object_get(v, "next_cursor")));

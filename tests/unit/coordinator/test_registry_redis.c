@@ -13,6 +13,7 @@
  */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -290,6 +291,127 @@ static void test_stale_index_entries(void **state)
 	registry_close(r);
 }
 
+/* ---- the id-ordered sets behind paging ---------------------------------------------- */
+
+static long long zcard(redisContext *d, const char *prefix, const char *set)
+{
+	char key[192];
+	snprintf(key, sizeof key, "%s%s", prefix, set);
+	return direct_int(d, "ZCARD %s", key, NULL);
+}
+
+/* whether `id` is in the set (ZSCORE answers a string when it is) */
+static bool in_set(redisContext *d, const char *prefix, const char *set, const char *id)
+{
+	char key[192];
+	snprintf(key, sizeof key, "%s%s", prefix, set);
+	redisReply *rep = redisCommand(d, "ZSCORE %s %s", key, id);
+	assert_non_null(rep);
+	bool in = rep->type == REDIS_REPLY_STRING;
+	freeReplyObject(rep);
+	return in;
+}
+
+/* the count of a page, and in last (when not NULL) its last node's id */
+static size_t list_count(registry *r, const char *model, const char *after, int64_t now,
+    size_t max, char last[REGISTRY_ID_MAX + 1])
+{
+	registry_node *out = NULL;
+	size_t n = 0;
+	assert_int_equal(registry_list_nodes(&out, &n, r, model, after, now, max, 0), 0);
+	if (last != NULL && n > 0)
+		memcpy(last, out[n - 1].node_id, sizeof out[n - 1].node_id);
+	registry_nodes_free(out, n);
+	return n;
+}
+
+/* /peers pages come from sets kept in id order (lnodes, lm:<name>,
+ * lh:<hash>): a node is in those of what its record lists, leaves them
+ * when it stops listing a model, is removed or swept, and an entry whose
+ * record vanished is deleted by the page that meets it. */
+static void test_id_order_sets(void **state)
+{
+	(void)state;
+	need_server();
+	char prefix[64];
+	fresh_prefix(prefix, sizeof prefix);
+	registry *r = open_prefix(prefix, NULL);
+	redisContext *d = direct();
+	registry_node n;
+	registry_model m;
+
+	for (int i = 1; i <= 3; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "node-%d", i);
+		make_node(&n, &m, id, "llama3:8b", "sha256:aaa");
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+	}
+	assert_int_equal(zcard(d, prefix, "lnodes"), 3);
+	assert_int_equal(zcard(d, prefix, "lm:llama3:8b"), 3);
+	assert_int_equal(zcard(d, prefix, "lh:sha256:aaa"), 3);
+
+	/* a heartbeat that lists the same model changes nothing */
+	make_node(&n, &m, "node-2", "llama3:8b", "sha256:aaa");
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 1), 0);
+	assert_int_equal(zcard(d, prefix, "lm:llama3:8b"), 3);
+
+	/* node-2 moves to another model and hash */
+	make_node(&n, &m, "node-2", "phi3", "sha256:bbb");
+	assert_int_equal(registry_put_node(r, &n, TTL, NOW + 2), 0);
+	assert_false(in_set(d, prefix, "lm:llama3:8b", "node-2"));
+	assert_false(in_set(d, prefix, "lh:sha256:aaa", "node-2"));
+	assert_true(in_set(d, prefix, "lm:phi3", "node-2"));
+	assert_true(in_set(d, prefix, "lh:sha256:bbb", "node-2"));
+	assert_true(in_set(d, prefix, "lnodes", "node-2"));
+	assert_int_equal(list_count(r, "llama3:8b", "", NOW + 2, 10, NULL), 2);
+	assert_int_equal(list_count(r, "sha256:bbb", "", NOW + 2, 10, NULL), 1);
+
+	/* removed: out of every set */
+	assert_int_equal(registry_remove_node(r, "node-3"), 0);
+	assert_false(in_set(d, prefix, "lnodes", "node-3"));
+	assert_false(in_set(d, prefix, "lm:llama3:8b", "node-3"));
+	assert_false(in_set(d, prefix, "lh:sha256:aaa", "node-3"));
+
+	/* the record vanishes behind the registry's back: the page that meets
+	 * its entries deletes them */
+	char key[128];
+	snprintf(key, sizeof key, "%snode:node-1", prefix);
+	assert_int_equal(direct_int(d, "DEL %s", key, NULL), 1);
+	assert_int_equal(list_count(r, "llama3:8b", "", NOW + 2, 10, NULL), 0);
+	assert_false(in_set(d, prefix, "lm:llama3:8b", "node-1"));
+	assert_int_equal(list_count(r, NULL, "", NOW + 2, 10, NULL), 1);
+	assert_false(in_set(d, prefix, "lnodes", "node-1"));
+
+	/* expired: not listed, then swept out of the sets */
+	assert_int_equal(list_count(r, NULL, "", NOW + 2 + TTL, 10, NULL), 0);
+	size_t removed = 0;
+	assert_int_equal(registry_sweep(&removed, r, NOW + 2 + TTL), 0);
+	assert_int_equal(zcard(d, prefix, "lnodes"), 0);
+	assert_int_equal(zcard(d, prefix, "lm:phi3"), 0);
+	assert_int_equal(zcard(d, prefix, "lh:sha256:bbb"), 0);
+
+	/* pages of a model with many stale entries before the live ones still
+	 * fill: 300 records vanish, the 20 after them are listed */
+	for (int i = 0; i < 320; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "p%04d", i);
+		make_node(&n, &m, id, "big", "sha256:ccc");
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW + 3), 0);
+		if (i < 300) {
+			snprintf(key, sizeof key, "%snode:%s", prefix, id);
+			assert_int_equal(direct_int(d, "DEL %s", key, NULL), 1);
+		}
+	}
+	char last[REGISTRY_ID_MAX + 1] = "";
+	assert_int_equal(list_count(r, "big", "", NOW + 3, 15, last), 15);
+	assert_string_equal(last, "p0314");
+	assert_int_equal(zcard(d, prefix, "lm:big"), 20);
+	assert_int_equal(list_count(r, "big", last, NOW + 3, 15, last), 5);
+	assert_string_equal(last, "p0319");
+	redisFree(d);
+	registry_close(r);
+}
+
 /* ---- URL forms ----------------------------------------------------------------------- */
 
 static void test_url_options(void **state)
@@ -440,6 +562,7 @@ int main(void)
 		cmocka_unit_test(test_two_coordinators),
 		cmocka_unit_test(test_prefixes_apart),
 		cmocka_unit_test(test_stale_index_entries),
+		cmocka_unit_test(test_id_order_sets),
 		cmocka_unit_test(test_url_options),
 		cmocka_unit_test(test_restart),
 	};
