@@ -80,6 +80,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "jscan.h"
 #include "log.h"
 #include "registry.h"
 
@@ -1018,11 +1019,16 @@ static char *node_facts_json(const registry_facts *f)
 
 /* Decode field d into *f; a record without it (written by an older
  * coordinator) has no facts: all zero. */
+static bool facts_decode_plain(registry_facts *f, const redisReply *d);
+
 static void node_facts_decode(registry_facts *f, const redisReply *d)
 {
 	memset(f, 0, sizeof *f);
 	if (d == NULL || d->type != REDIS_REPLY_STRING)
 		return;
+	if (facts_decode_plain(f, d))
+		return;
+	memset(f, 0, sizeof *f);
 	json_t *o = json_loadb(d->str, d->len, 0, NULL);
 	if (!json_is_object(o)) {
 		json_decref(o);
@@ -1088,21 +1094,227 @@ static int corrupt(const char *id)
 	return troop_error_set(TROOP_ERR, "registry: the stored record of node %s is corrupt", id);
 }
 
-/* Fill `out` from the stored fields (bulk strings; d, m and x may be NULL). */
-static int node_decode(registry_node *out, const char *id, const redisReply *f,
-    const redisReply *a, const redisReply *e, const redisReply *d, const redisReply *m,
-    const redisReply *x, unsigned with)
+
+/* ---- records read in place ------------------------------------------------------------
+ * A record this coordinator wrote is plain JSON (jscan.h) unless a string
+ * in it needed escapes or non-ASCII bytes: such fields are read here
+ * without building jansson trees (most of a page's or an authorization's
+ * CPU was those trees), the others with jansson as before.  Each reader
+ * gives what the jansson reader gives for the same text, or false.
+ */
+
+static void copy_span(char *dst, size_t cap, const char *src, size_t len)
 {
-	memset(out, 0, sizeof *out);
-	if (f == NULL || f->type != REDIS_REPLY_STRING)
-		return corrupt(id);
-	json_error_t jerr;
-	json_t *o = json_loadb(f->str, f->len, 0, &jerr);
+	size_t n = len < cap - 1 ? len : cap - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* a string member into dst (cap bytes, truncated as copy_str does) */
+static bool plain_str(jscan *s, char *dst, size_t cap)
+{
+	const char *v;
+	size_t n;
+	if (!jscan_string(s, &v, &n))
+		return false;
+	copy_span(dst, cap, v, n);
+	return true;
+}
+
+/* The fixed fields of f into *out (every one: absent ones "" or 0) and in
+ * *status_ok whether its status is one; false when f is not plain. */
+static bool fixed_decode_plain(registry_node *out, const redisReply *f, bool *status_ok)
+{
+	jscan s;
+	const char *k;
+	size_t kl;
+	int64_t v;
+	int r;
+	char status[32] = "";
+	jscan_init(&s, f->str, f->len);
+	if (!jscan_object(&s))
+		return false;
+	while ((r = jscan_member(&s, &k, &kl)) == 1) {
+		bool ok;
+		if (JSCAN_KEY(k, kl, "name"))
+			ok = plain_str(&s, out->name, sizeof out->name);
+		else if (JSCAN_KEY(k, kl, "ip"))
+			ok = plain_str(&s, out->ip, sizeof out->ip);
+		else if (JSCAN_KEY(k, kl, "key"))
+			ok = plain_str(&s, out->encryption_public_key, sizeof out->encryption_public_key);
+		else if (JSCAN_KEY(k, kl, "seal"))
+			ok = plain_str(&s, out->seal_key, sizeof out->seal_key);
+		else if (JSCAN_KEY(k, kl, "owner"))
+			ok = plain_str(&s, out->owner, sizeof out->owner);
+		else if (JSCAN_KEY(k, kl, "version"))
+			ok = plain_str(&s, out->version, sizeof out->version);
+		else if (JSCAN_KEY(k, kl, "status"))
+			/* a longer one is no status; jansson's reader says so */
+			ok = plain_str(&s, status, sizeof status) && strlen(status) < sizeof status - 1;
+		else if (JSCAN_KEY(k, kl, "port") && (ok = jscan_int(&s, &v)))
+			out->port = (int)v;
+		else if (JSCAN_KEY(k, kl, "max_jobs") && (ok = jscan_int(&s, &v)))
+			out->max_jobs = (int)v;
+		else if (JSCAN_KEY(k, kl, "seen") && (ok = jscan_int(&s, &v)))
+			out->last_seen = v;
+		else if (JSCAN_KEY(k, kl, "port") || JSCAN_KEY(k, kl, "max_jobs") ||
+		    JSCAN_KEY(k, kl, "seen"))
+			ok = false;
+		else
+			ok = jscan_skip(&s);
+		if (!ok)
+			return false;
+	}
+	if (r != 0 || !jscan_end(&s))
+		return false;
+	node_status st = NODE_IDLE;
+	*status_ok = status[0] && registry_status_parse(&st, status) == 0;
+	out->status = st;
+	return true;
+}
+
+/* The durable facts of d into *f (zeroed first); false when not plain. */
+static bool facts_decode_plain(registry_facts *f, const redisReply *d)
+{
+	jscan s;
+	const char *k;
+	size_t kl;
+	int64_t v;
+	double x;
+	bool b;
+	int r;
+	memset(f, 0, sizeof *f);
+	jscan_init(&s, d->str, d->len);
+	if (!jscan_object(&s))
+		return false;
+	while ((r = jscan_member(&s, &k, &kl)) == 1) {
+		bool ok = true;
+		double *num = NULL;
+		int64_t *integer = NULL;
+		bool *flag = NULL;
+		if (JSCAN_KEY(k, kl, "mul")) num = &f->multiplier;
+		else if (JSCAN_KEY(k, kl, "rep")) num = &f->reputation;
+		else if (JSCAN_KEY(k, kl, "vat")) integer = &f->verified_at;
+		else if (JSCAN_KEY(k, kl, "pen")) integer = &f->pending;
+		else if (JSCAN_KEY(k, kl, "dis")) integer = &f->disputes;
+		else if (JSCAN_KEY(k, kl, "job")) integer = &f->jobs;
+		else if (JSCAN_KEY(k, kl, "aup")) integer = &f->audits_passed;
+		else if (JSCAN_KEY(k, kl, "auf")) integer = &f->audits_failed;
+		else if (JSCAN_KEY(k, kl, "ver")) flag = &f->verified;
+		else if (JSCAN_KEY(k, kl, "est")) flag = &f->established;
+		else if (JSCAN_KEY(k, kl, "sus")) flag = &f->suspended;
+		else if (JSCAN_KEY(k, kl, "sct")) flag = &f->suspect;
+		else if (JSCAN_KEY(k, kl, "cls"))
+			ok = plain_str(&s, f->hw_class, sizeof f->hw_class);
+		else if (JSCAN_KEY(k, kl, "rp")) {
+			/* a repeated "rp" replaces the whole object, as in jansson */
+			f->rep_availability = f->rep_reliability = f->rep_speed = 0;
+			f->rep_audits = f->ttft_ms = f->tokens_per_s = 0;
+			f->failovers = 0;
+			f->served_jobs = 0;
+			ok = jscan_object(&s);
+			while (ok && (r = jscan_member(&s, &k, &kl)) == 1) {
+				double *rn = NULL;
+				if (JSCAN_KEY(k, kl, "av")) rn = &f->rep_availability;
+				else if (JSCAN_KEY(k, kl, "rl")) rn = &f->rep_reliability;
+				else if (JSCAN_KEY(k, kl, "sp")) rn = &f->rep_speed;
+				else if (JSCAN_KEY(k, kl, "au")) rn = &f->rep_audits;
+				else if (JSCAN_KEY(k, kl, "tt")) rn = &f->ttft_ms;
+				else if (JSCAN_KEY(k, kl, "tps")) rn = &f->tokens_per_s;
+				if (rn != NULL)
+					ok = jscan_number(&s, rn);
+				else if (JSCAN_KEY(k, kl, "fo"))
+					ok = jscan_int(&s, &f->failovers);
+				else if (JSCAN_KEY(k, kl, "srv") && (ok = jscan_int(&s, &v)))
+					f->served_jobs = (int)v;
+				else if (!JSCAN_KEY(k, kl, "srv"))
+					ok = jscan_skip(&s);
+			}
+			ok = ok && r == 0;
+		} else
+			ok = jscan_skip(&s);
+		if (num != NULL && (ok = jscan_number(&s, &x)))
+			*num = x;
+		if (integer != NULL && (ok = jscan_int(&s, &v)))
+			*integer = v;
+		if (flag != NULL && (ok = jscan_bool(&s, &b)))
+			*flag = b;
+		if (!ok)
+			return false;
+	}
+	return r == 0 && jscan_end(&s);
+}
+
+/* The model list m into out->models: true when m was plain, with *err 0
+ * or the error; false (nothing kept) when it was not. */
+static bool models_decode_plain(registry_node *out, const char *id, const redisReply *m,
+    int *err)
+{
+	jscan s, count;
+	size_t n = 0;
+	int r;
+	*err = 0;
+	jscan_init(&s, m->str, m->len);
+	if (!jscan_array(&s))
+		return false;
+	count = s;
+	while ((r = jscan_element(&count)) == 1) {
+		if (!jscan_skip(&count))
+			return false;
+		if (++n > REGISTRY_MODELS_MAX) {
+			*err = corrupt(id);
+			return true;
+		}
+	}
+	if (r != 0 || !jscan_end(&count))
+		return false;
+	if (n > 0 && (out->models = calloc(n, sizeof *out->models)) == NULL) {
+		*err = nomem();
+		return true;
+	}
+	out->n_models = n;
+	for (size_t i = 0; i < n; i++) {
+		registry_model *rm = &out->models[i];
+		int64_t v[8] = { 0 };
+		bool ok = jscan_element(&s) == 1 && jscan_array(&s);
+		for (int pos = 0; ok && (r = jscan_element(&s)) == 1; pos++) {
+			if (pos == 0)
+				ok = plain_str(&s, rm->name, sizeof rm->name);
+			else if (pos == 1)
+				ok = plain_str(&s, rm->content_hash, sizeof rm->content_hash);
+			else if (pos == 3)
+				ok = plain_str(&s, rm->engine, sizeof rm->engine);
+			else if (pos < 8)
+				ok = jscan_int(&s, &v[pos]);
+			else
+				ok = jscan_skip(&s);
+		}
+		if (!ok || r != 0) {
+			free(out->models);
+			out->models = NULL;
+			out->n_models = 0;
+			return false;
+		}
+		rm->size_bytes = v[2];
+		rm->context_length = v[4];
+		rm->caps = (uint32_t)v[5] & REGISTRY_BITS_MAX;
+		rm->caps_known = (uint32_t)v[6] & REGISTRY_BITS_MAX;
+		rm->endpoints = (uint32_t)v[7] & REGISTRY_BITS_MAX;
+		if (rm->context_length < 0 || rm->context_length > REGISTRY_CONTEXT_MAX)
+			rm->context_length = 0;
+	}
+	return true;
+}
+
+/* fixed_decode_plain's job with jansson, for any JSON text; false when f
+ * is not an object */
+static bool fixed_decode_json(registry_node *out, const redisReply *f, bool *status_ok)
+{
+	json_t *o = json_loadb(f->str, f->len, 0, NULL);
 	if (o == NULL || !json_is_object(o)) {
 		json_decref(o);
-		return corrupt(id);
+		return false;
 	}
-	copy_str(out->node_id, sizeof out->node_id, id);
 	copy_str(out->name, sizeof out->name, json_string_value(json_object_get(o, "name")));
 	copy_str(out->ip, sizeof out->ip, json_string_value(json_object_get(o, "ip")));
 	copy_str(out->encryption_public_key, sizeof out->encryption_public_key,
@@ -1117,9 +1329,60 @@ static int node_decode(registry_node *out, const char *id, const redisReply *f,
 	out->last_seen = (int64_t)json_integer_value(json_object_get(o, "seen"));
 	node_status st = NODE_IDLE;
 	const char *sn = json_string_value(json_object_get(o, "status"));
-	bool ok = sn != NULL && registry_status_parse(&st, sn) == 0;
+	*status_ok = sn != NULL && registry_status_parse(&st, sn) == 0;
 	out->status = st;
 	json_decref(o);
+	return true;
+}
+
+/* models_decode_plain's job with jansson: 0 or the error */
+static int models_decode_json(registry_node *out, const char *id, const redisReply *m)
+{
+	json_t *arr = json_loadb(m->str, m->len, 0, NULL);
+	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+	if (!json_is_array(arr) || n > REGISTRY_MODELS_MAX) {
+		json_decref(arr);
+		return corrupt(id);
+	}
+	if (n > 0 && (out->models = calloc(n, sizeof *out->models)) == NULL) {
+		json_decref(arr);
+		return nomem();
+	}
+	out->n_models = n;
+	for (size_t i = 0; i < n; i++) {
+		json_t *it = json_array_get(arr, i);
+		registry_model *rm = &out->models[i];
+		copy_str(rm->name, sizeof rm->name, json_string_value(json_array_get(it, 0)));
+		copy_str(rm->content_hash, sizeof rm->content_hash,
+		    json_string_value(json_array_get(it, 1)));
+		rm->size_bytes = (int64_t)json_integer_value(json_array_get(it, 2));
+		copy_str(rm->engine, sizeof rm->engine, json_string_value(json_array_get(it, 3)));
+		/* absent in records written before capabilities: unknown */
+		rm->context_length = (int64_t)json_integer_value(json_array_get(it, 4));
+		rm->caps = (uint32_t)json_integer_value(json_array_get(it, 5)) & REGISTRY_BITS_MAX;
+		rm->caps_known = (uint32_t)json_integer_value(json_array_get(it, 6)) &
+		    REGISTRY_BITS_MAX;
+		rm->endpoints = (uint32_t)json_integer_value(json_array_get(it, 7)) &
+		    REGISTRY_BITS_MAX;
+		if (rm->context_length < 0 || rm->context_length > REGISTRY_CONTEXT_MAX)
+			rm->context_length = 0;
+	}
+	json_decref(arr);
+	return 0;
+}
+
+/* Fill `out` from the stored fields (bulk strings; d, m and x may be NULL). */
+static int node_decode(registry_node *out, const char *id, const redisReply *f,
+    const redisReply *a, const redisReply *e, const redisReply *d, const redisReply *m,
+    const redisReply *x, unsigned with)
+{
+	bool ok = false;
+	memset(out, 0, sizeof *out);
+	if (f == NULL || f->type != REDIS_REPLY_STRING)
+		return corrupt(id);
+	copy_str(out->node_id, sizeof out->node_id, id);
+	if (!fixed_decode_plain(out, f, &ok) && !fixed_decode_json(out, f, &ok))
+		return corrupt(id);
 	if (!ok)
 		return corrupt(id);
 	int64_t act = reply_int(a);
@@ -1128,38 +1391,13 @@ static int node_decode(registry_node *out, const char *id, const redisReply *f,
 	node_facts_decode(&out->facts, d);
 
 	if ((with & REGISTRY_WITH_MODELS) && m != NULL && m->type == REDIS_REPLY_STRING) {
-		json_t *arr = json_loadb(m->str, m->len, 0, &jerr);
-		size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-		if (!json_is_array(arr) || n > REGISTRY_MODELS_MAX) {
-			json_decref(arr);
-			return corrupt(id);
+		int err;
+		if (!models_decode_plain(out, id, m, &err))
+			err = models_decode_json(out, id, m);
+		if (err != 0) {
+			registry_node_clear(out);
+			return err;
 		}
-		if (n > 0 && (out->models = calloc(n, sizeof *out->models)) == NULL) {
-			json_decref(arr);
-			return nomem();
-		}
-		out->n_models = n;
-		for (size_t i = 0; i < n; i++) {
-			json_t *it = json_array_get(arr, i);
-			registry_model *rm = &out->models[i];
-			copy_str(rm->name, sizeof rm->name, json_string_value(json_array_get(it, 0)));
-			copy_str(rm->content_hash, sizeof rm->content_hash,
-			    json_string_value(json_array_get(it, 1)));
-			rm->size_bytes = (int64_t)json_integer_value(json_array_get(it, 2));
-			copy_str(rm->engine, sizeof rm->engine,
-			    json_string_value(json_array_get(it, 3)));
-			/* absent in records written before capabilities: unknown */
-			rm->context_length = (int64_t)json_integer_value(json_array_get(it, 4));
-			rm->caps = (uint32_t)json_integer_value(json_array_get(it, 5)) &
-			    REGISTRY_BITS_MAX;
-			rm->caps_known = (uint32_t)json_integer_value(json_array_get(it, 6)) &
-			    REGISTRY_BITS_MAX;
-			rm->endpoints = (uint32_t)json_integer_value(json_array_get(it, 7)) &
-			    REGISTRY_BITS_MAX;
-			if (rm->context_length < 0 || rm->context_length > REGISTRY_CONTEXT_MAX)
-				rm->context_length = 0;
-		}
-		json_decref(arr);
 	}
 	if ((with & REGISTRY_WITH_EXTRA) && x != NULL && x->type == REDIS_REPLY_STRING) {
 		if ((out->extra_json = malloc(x->len + 1)) == NULL) {

@@ -412,6 +412,124 @@ static void test_id_order_sets(void **state)
 	registry_close(r);
 }
 
+/* ---- records read in place or with jansson ----------------------------------------- */
+
+static void hset(redisContext *d, const char *prefix, const char *id, const char *field,
+    const char *value)
+{
+	char key[192];
+	snprintf(key, sizeof key, "%snode:%s", prefix, id);
+	redisReply *rep = redisCommand(d, "HSET %s %s %s", key, field, value);
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+	freeReplyObject(rep);
+}
+
+/* A record's JSON fields are read in place when they are plain (ASCII, no
+ * escapes) and with jansson when not; both give the same node.  Texts
+ * another writer could have produced (spaces, other key orders, unknown
+ * keys, a repeated object, a real where an integer was) read as jansson
+ * reads them. */
+static void test_record_forms(void **state)
+{
+	(void)state;
+	need_server();
+	char prefix[64];
+	fresh_prefix(prefix, sizeof prefix);
+	registry *r = open_prefix(prefix, NULL);
+	redisContext *d = direct();
+	registry_node n, got;
+	registry_model m;
+
+	/* names that need escapes or are not ASCII: jansson's path */
+	const char *names[] = { "box \"A\" caf\xc3\xa9", "tab\there\\", "plain-box" };
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		make_node(&n, &m, "node-f", "llama3:8b", "sha256:aaa");
+		snprintf(n.name, sizeof n.name, "%s", names[i]);
+		snprintf(m.engine, sizeof m.engine, "%s", i == 0 ? "\xc3\xa9ngine" : "ollama");
+		m.context_length = 8192;
+		m.caps = m.caps_known = 3;
+		m.endpoints = 5;
+		n.facts.multiplier = 0.1;
+		n.facts.rep_speed = 1.0 / 3;
+		n.facts.tokens_per_s = 1e-300;
+		n.facts.failovers = INT64_MAX;
+		snprintf(n.facts.hw_class, sizeof n.facts.hw_class, "%s", i == 1 ? "g\"pu" : "gpu");
+		assert_int_equal(registry_put_node(r, &n, TTL, NOW), 0);
+		assert_int_equal(registry_get_node(&got, r, "node-f", NOW, REGISTRY_WITH_ALL), 0);
+		assert_string_equal(got.name, names[i]);
+		assert_string_equal(got.owner, n.owner);
+		assert_string_equal(got.ip, n.ip);
+		assert_int_equal(got.port, n.port);
+		assert_int_equal(got.max_jobs, n.max_jobs);
+		assert_int_equal(got.last_seen, NOW);
+		assert_int_equal(got.n_models, 1);
+		assert_string_equal(got.models[0].name, "llama3:8b");
+		assert_string_equal(got.models[0].engine, m.engine);
+		assert_int_equal(got.models[0].size_bytes, 42);
+		assert_int_equal(got.models[0].context_length, 8192);
+		assert_int_equal(got.models[0].caps, 3);
+		assert_int_equal(got.models[0].endpoints, 5);
+		assert_true(got.facts.multiplier == 0.1);
+		assert_true(got.facts.rep_speed == 1.0 / 3);
+		assert_true(got.facts.tokens_per_s == 1e-300);
+		assert_true(got.facts.failovers == INT64_MAX);
+		assert_string_equal(got.facts.hw_class, n.facts.hw_class);
+		registry_node_clear(&got);
+	}
+
+	/* written by hand */
+	hset(d, prefix, "node-f", "f", " { \"seen\" : 7 , \"status\" : \"BUSY\", \"port\": 9000,"
+	    " \"later\": [1, {\"x\": null}], \"name\": \"hand\", \"max_jobs\": 4 } ");
+	hset(d, prefix, "node-f", "d", "{\"mul\":2,\"rp\":{\"av\":0.5,\"tps\":9},\"job\":3,"
+	    "\"rp\":{\"av\":0.25}}");
+	hset(d, prefix, "node-f", "m", "[[\"a\",\"h\",1,\"e\",0,1,1,1,\"more\",[2]],[\"b\"]]");
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, REGISTRY_WITH_ALL), 0);
+	assert_int_equal(got.facts.jobs, 3);
+	assert_true(got.facts.rep_availability == 0.25);  /* the last "rp" whole */
+	assert_true(got.facts.tokens_per_s == 0);
+	assert_int_equal(got.n_models, 2);
+	assert_int_equal(got.models[0].size_bytes, 1);
+	assert_int_equal(got.models[0].caps, 1);
+	assert_string_equal(got.models[1].name, "b");
+	assert_string_equal(got.models[1].engine, "");
+	registry_node_clear(&got);
+	/* the same with a real where an integer was: jansson's reading */
+	hset(d, prefix, "node-f", "d", "{\"mul\":2,\"rp\":{\"av\":0.5,\"tps\":9},\"job\":1.5,"
+	    "\"rp\":{\"av\":0.25}}");
+	hset(d, prefix, "node-f", "m", "[[\"a\",\"h\",1.5,\"e\"],[\"b\",\"\",7]]");
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, REGISTRY_WITH_ALL), 0);
+	assert_string_equal(got.name, "hand");
+	assert_int_equal(got.status, NODE_BUSY);
+	assert_int_equal(got.port, 9000);
+	assert_int_equal(got.max_jobs, 4);
+	assert_int_equal(got.last_seen, 7);
+	assert_string_equal(got.owner, "");       /* absent */
+	assert_true(got.facts.multiplier == 2);
+	assert_int_equal(got.facts.jobs, 0);       /* a real is no integer to jansson */
+	assert_true(got.facts.rep_availability == 0.25);  /* the last "rp" whole */
+	assert_true(got.facts.tokens_per_s == 0);
+	assert_int_equal(got.n_models, 2);
+	assert_int_equal(got.models[0].size_bytes, 0);
+	assert_string_equal(got.models[0].engine, "e");
+	assert_int_equal(got.models[1].size_bytes, 7);
+	registry_node_clear(&got);
+
+	/* not JSON, or no status: corrupt, said so */
+	hset(d, prefix, "node-f", "f", "{\"name\":\"x\"}");
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, 0), TROOP_ERR);
+	hset(d, prefix, "node-f", "f", "{\"status\":\"IDLE\"");
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, 0), TROOP_ERR);
+	hset(d, prefix, "node-f", "f", "{\"status\":\"IDLE\"}");
+	hset(d, prefix, "node-f", "m", "{}");
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, REGISTRY_WITH_MODELS), TROOP_ERR);
+	assert_int_equal(registry_get_node(&got, r, "node-f", NOW, 0), 0);
+	assert_int_equal(got.status, NODE_IDLE);
+	registry_node_clear(&got);
+	redisFree(d);
+	registry_close(r);
+}
+
 /* ---- URL forms ----------------------------------------------------------------------- */
 
 static void test_url_options(void **state)
@@ -563,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_prefixes_apart),
 		cmocka_unit_test(test_stale_index_entries),
 		cmocka_unit_test(test_id_order_sets),
+		cmocka_unit_test(test_record_forms),
 		cmocka_unit_test(test_url_options),
 		cmocka_unit_test(test_restart),
 	};
