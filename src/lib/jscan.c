@@ -241,9 +241,8 @@ bool jscan_bool(jscan *s, bool *v)
 
 static bool skip_at(jscan *s, int depth)
 {
-	const char *str, *stop;
+	const char *str;
 	size_t len;
-	bool integer;
 	int r;
 
 	ws(s);
@@ -272,22 +271,12 @@ static bool skip_at(jscan *s, int depth)
 		return literal(s, "false", 5);
 	case 'n':
 		return literal(s, "null", 4);
-	default:
-		if (!number_span(s, &stop, &integer))
-			return false;
-		if (integer) {
-			int64_t i;
+	default: {
+		/* an integer beyond int64_t is refused here as by jansson */
+		double d;
 
-			/* jansson refuses an integer beyond int64 */
-			if (!int_of(s->p, stop, &i))
-				return false;
-		} else {
-			double d;
-
-			return jscan_number(s, &d);
-		}
-		s->p = stop;
-		return true;
+		return jscan_number(s, &d);
+	}
 	}
 }
 
