@@ -26,8 +26,8 @@
 #                    the default, one per core, caps a coordinator at its
 #                    threads / round-trip time)
 #   SIM_ARGS         extra bench/sim_scale.c options
-#   SIM_CALIBRATE    0: skip the calibration runs; peers or auth: only the
-#                    /peers one or only the authorizations one (1: all)
+#   SIM_CALIBRATE    0: skip the calibration runs; hb, auth or peers: only
+#                    the heartbeats, authorizations or /peers one (1: all)
 #   SIM_PEERS_NODES  nodes registered for the /peers calibration (10000);
 #                    every other page starts at a random node's cursor
 #   SIM_RUN          0: only the calibration runs (1)
@@ -136,6 +136,10 @@ if [ "${SIM_CALIBRATE:-1}" = peers ]; then
 	echo "=== calibration: /peers?limit=50 only (200/s, 20 s; $peers_nodes nodes registered)"
 	run calpeers --nodes "$peers_nodes" --interval 0 --auth-rate 0 --peers-rate 200 \
 		--duration 20 --report 20 | grep -E 'RESULT|first error' || status=1
+elif [ "${SIM_CALIBRATE:-1}" = hb ]; then
+	echo "=== calibration: heartbeats only (10000 nodes every 10 s, 30 s)"
+	run calhb --nodes 10000 --interval 10 --auth-rate 0 --duration 30 --report 30 |
+		grep -E 'RESULT|registered|Redis commands|first error' || status=1
 elif [ "${SIM_CALIBRATE:-1}" = auth ]; then
 	echo "=== calibration: authorizations only, no receipts (100/s, 20 s)"
 	run calauth --nodes 1000 --interval 0 --auth-rate 100 --no-settle --duration 20 \
