@@ -11,9 +11,10 @@
 # `make bench` (bench/run.sh) runs the short version: 10,000 workers for
 # 1 minute.  SIM_FULL=1 runs the full one: 100,000 workers for 10 minutes
 # (the figures in docs/SCALE.md).  Before the simulation, unless
-# SIM_CALIBRATE=0, three short calibration runs on fresh coordinators and
+# SIM_CALIBRATE=0, four short calibration runs on fresh coordinators and
 # a fresh database each measure the cost of one kind of request alone:
-# heartbeats only, jobs only (authorize + receipt), /peers only; each
+# heartbeats only, jobs only (authorize + receipt), authorizations only,
+# /peers only; each
 # prints coordinator CPU, Redis commands and PostgreSQL transactions per
 # request.  Environment (defaults: short / full):
 #   SIM_NODES        simulated workers (10000 / 100000)
@@ -59,6 +60,10 @@ hb_threads=${SIM_HB_THREADS:-48}
 read -r -a extra <<<"${SIM_ARGS:-}"
 
 die() { echo "sim_scale: $*" >&2; exit 1; }
+case ${SIM_CALIBRATE:-1} in
+0 | 1 | hb | auth | peers) ;;
+*) die "SIM_CALIBRATE=$SIM_CALIBRATE: use 1 (all), 0 (none), hb, auth or peers" ;;
+esac
 [ -x "$build/troop" ] || die "$build/troop missing: build the project first (make)"
 [ -x "$build/sim_scale" ] || die "$build/sim_scale missing: build the project first (make)"
 command -v psql >/dev/null 2>&1 || die "psql missing: scripts/install-deps.sh test"
@@ -132,34 +137,34 @@ run() {
 
 status=0
 peers_nodes=${SIM_PEERS_NODES:-10000}
-if [ "${SIM_CALIBRATE:-1}" = peers ]; then
-	echo "=== calibration: /peers?limit=50 only (200/s, 20 s; $peers_nodes nodes registered)"
-	run calpeers --nodes "$peers_nodes" --interval 0 --auth-rate 0 --peers-rate 200 \
-		--duration 20 --report 20 | grep -E 'RESULT|first error' || status=1
-elif [ "${SIM_CALIBRATE:-1}" = hb ]; then
+# the calibration runs, each one kind of request on a fresh pair
+cal_hb() {
 	echo "=== calibration: heartbeats only (10000 nodes every 10 s, 30 s)"
 	run calhb --nodes 10000 --interval 10 --auth-rate 0 --duration 30 --report 30 |
 		grep -E 'RESULT|registered|Redis commands|first error' || status=1
-elif [ "${SIM_CALIBRATE:-1}" = auth ]; then
-	echo "=== calibration: authorizations only, no receipts (100/s, 20 s)"
-	run calauth --nodes 1000 --interval 0 --auth-rate 100 --no-settle --duration 20 \
-		--report 20 | grep -E 'RESULT|Redis commands|first error' || status=1
-elif [ "${SIM_CALIBRATE:-1}" != 0 ]; then
-	echo "=== calibration: heartbeats only (10000 nodes every 10 s, 30 s)"
-	run calhb --nodes 10000 --interval 10 --auth-rate 0 --duration 30 --report 30 |
-		grep -E 'RESULT|registered|Redis commands|first error' || status=1
-	# without heartbeats the nodes registered before the clock live for
-	# node_ttl (30 s) only: these runs last 20 s
+}
+# without heartbeats the nodes registered before the clock live for
+# node_ttl (30 s) only: these runs last 20 s
+cal_job() {
 	echo "=== calibration: jobs only (authorize + receipt, 100/s, 20 s; 1000 nodes registered)"
 	run caljob --nodes 1000 --interval 0 --auth-rate 100 --duration 20 --report 20 |
 		grep -E 'RESULT|Redis commands|first error' || status=1
+}
+cal_auth() {
 	echo "=== calibration: authorizations only, no receipts (100/s, 20 s)"
 	run calauth --nodes 1000 --interval 0 --auth-rate 100 --no-settle --duration 20 \
 		--report 20 | grep -E 'RESULT|Redis commands|first error' || status=1
+}
+cal_peers() {
 	echo "=== calibration: /peers?limit=50 only (200/s, 20 s; $peers_nodes nodes registered)"
-	run calpeers --nodes "$peers_nodes" --interval 0 --auth-rate 0 --peers-rate 200 --duration 20 \
-		--report 20 | grep -E 'RESULT|first error' || status=1
-fi
+	run calpeers --nodes "$peers_nodes" --interval 0 --auth-rate 0 --peers-rate 200 \
+		--duration 20 --report 20 | grep -E 'RESULT|first error' || status=1
+}
+case ${SIM_CALIBRATE:-1} in
+0) ;;
+hb | auth | peers) "cal_$SIM_CALIBRATE" ;;
+1) cal_hb; cal_job; cal_auth; cal_peers ;;
+esac
 if [ "${SIM_RUN:-1}" != 0 ]; then
 	echo "=== simulation: $nodes workers every 10 s, $auth_rate jobs/s, $duration s"
 	run main --nodes "$nodes" --interval 10 --auth-rate "$auth_rate" --duration "$duration" \
