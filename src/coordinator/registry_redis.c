@@ -1128,7 +1128,7 @@ static bool fixed_decode_plain(registry_node *out, const redisReply *f, bool *st
 	jscan s;
 	const char *k;
 	size_t kl;
-	int64_t v;
+	int64_t v = 0;   /* what a failed read leaves: the record is then read again */
 	int r;
 	char status[32] = "";
 	jscan_init(&s, f->str, f->len);
@@ -1151,15 +1151,12 @@ static bool fixed_decode_plain(registry_node *out, const redisReply *f, bool *st
 		else if (JSCAN_KEY(k, kl, "status"))
 			/* a longer one is no status; jansson's reader says so */
 			ok = plain_str(&s, status, sizeof status) && strlen(status) < sizeof status - 1;
-		else if (JSCAN_KEY(k, kl, "port") && (ok = jscan_int(&s, &v)))
-			out->port = (int)v;
-		else if (JSCAN_KEY(k, kl, "max_jobs") && (ok = jscan_int(&s, &v)))
-			out->max_jobs = (int)v;
-		else if (JSCAN_KEY(k, kl, "seen") && (ok = jscan_int(&s, &v)))
-			out->last_seen = v;
-		else if (JSCAN_KEY(k, kl, "port") || JSCAN_KEY(k, kl, "max_jobs") ||
-		    JSCAN_KEY(k, kl, "seen"))
-			ok = false;
+		else if (JSCAN_KEY(k, kl, "port"))
+			ok = jscan_int(&s, &v), out->port = (int)v;
+		else if (JSCAN_KEY(k, kl, "max_jobs"))
+			ok = jscan_int(&s, &v), out->max_jobs = (int)v;
+		else if (JSCAN_KEY(k, kl, "seen"))
+			ok = jscan_int(&s, &v), out->last_seen = v;
 		else
 			ok = jscan_skip(&s);
 		if (!ok)
@@ -1179,7 +1176,7 @@ static bool facts_decode_plain(registry_facts *f, const redisReply *d)
 	jscan s;
 	const char *k;
 	size_t kl;
-	int64_t v;
+	int64_t v = 0;
 	double x;
 	bool b;
 	int r;
@@ -1225,9 +1222,9 @@ static bool facts_decode_plain(registry_facts *f, const redisReply *d)
 					ok = jscan_number(&s, rn);
 				else if (JSCAN_KEY(k, kl, "fo"))
 					ok = jscan_int(&s, &f->failovers);
-				else if (JSCAN_KEY(k, kl, "srv") && (ok = jscan_int(&s, &v)))
-					f->served_jobs = (int)v;
-				else if (!JSCAN_KEY(k, kl, "srv"))
+				else if (JSCAN_KEY(k, kl, "srv"))
+					ok = jscan_int(&s, &v), f->served_jobs = (int)v;
+				else
 					ok = jscan_skip(&s);
 			}
 			ok = ok && r == 0;
